@@ -1,0 +1,113 @@
+"""The rgbatch bitstream, format v1 (documented in docs/FORMAT.md).
+
+    header  magic "RGBC", version, coder id, iterations k, bits per position, model id,
+            width, height, tile size, then k x (chunk length, chunk CRC-32), header CRC-32
+    chunks  k payloads, one per iteration, each holding that iteration's bits of every tile
+
+A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
+cuts a stream to depth j without touching a bit of the chunks it keeps.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"RGBC"
+VERSION = 1
+_FIXED = struct.Struct("<4sBBBB8sIIHH")  # magic .. reserved: 28 bytes
+_CHUNK = struct.Struct("<II")  # length, crc32
+_CRC = struct.Struct("<I")
+
+
+class BitstreamError(ValueError):
+    """A code blob that cannot be decoded, with the reason."""
+
+
+@dataclass(frozen=True)
+class Header:
+    coder_id: int
+    iterations: int
+    bits: int
+    model_id: str  # 16 hex digits
+    width: int
+    height: int
+    tile_size: int
+    chunk_lengths: tuple[int, ...]
+    chunk_crcs: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return header_size(self.iterations)
+
+    def cumulative_bytes(self) -> list[int]:
+        """Bytes of the whole stream when cut to depth 1, 2, ..., k."""
+        total, out = 0, []
+        for t, n in enumerate(self.chunk_lengths, start=1):
+            total += n
+            out.append(header_size(t) + total)
+        return out
+
+
+def header_size(iterations: int) -> int:
+    return _FIXED.size + iterations * _CHUNK.size + _CRC.size
+
+
+def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, tile_size: int,
+         chunks: list[bytes]) -> bytes:
+    if not 1 <= len(chunks) <= 255:
+        raise ValueError(f"a stream holds 1..255 iterations, not {len(chunks)}")
+    head = _FIXED.pack(MAGIC, VERSION, coder_id, len(chunks), bits, bytes.fromhex(model_id),
+                       width, height, tile_size, 0)
+    head += b"".join(_CHUNK.pack(len(c), zlib.crc32(c)) for c in chunks)
+    head += _CRC.pack(zlib.crc32(head))
+    return head + b"".join(chunks)
+
+
+def read_header(blob: bytes) -> Header:
+    blob = memoryview(blob)
+    if len(blob) < _FIXED.size:
+        raise BitstreamError(f"truncated: {len(blob)} bytes is shorter than any rgbatch header")
+    magic, version, coder_id, k, bits, mid, width, height, tile, _ = _FIXED.unpack_from(blob)
+    if magic != MAGIC:
+        raise BitstreamError("not an rgbatch code (wrong magic bytes)")
+    if version != VERSION:
+        raise BitstreamError(f"format version {version} is not supported (this rgbatch reads version {VERSION})")
+    end = header_size(k)
+    if len(blob) < end:
+        raise BitstreamError(f"truncated header: needs {end} bytes, has {len(blob)}")
+    (crc,) = _CRC.unpack_from(blob, end - _CRC.size)
+    if crc != zlib.crc32(blob[:end - _CRC.size]):
+        raise BitstreamError("corrupted header (checksum mismatch)")
+    table = [_CHUNK.unpack_from(blob, _FIXED.size + i * _CHUNK.size) for i in range(k)]
+    if k == 0 or width == 0 or height == 0:
+        raise BitstreamError(f"invalid header: {k} iterations of a {width}x{height} image")
+    return Header(coder_id, k, bits, mid.hex(), width, height, tile,
+                  tuple(n for n, _ in table), tuple(c for _, c in table))
+
+
+def unpack(blob: bytes, iterations: int | None = None) -> tuple[Header, list[bytes]]:
+    """Header and the first `iterations` chunks (all by default), every checksum verified."""
+    header = read_header(blob)
+    k = header.iterations if iterations is None else iterations
+    if not 1 <= k <= header.iterations:
+        raise BitstreamError(f"the stream holds {header.iterations} iterations; cannot decode {k}")
+    chunks, offset = [], header.size
+    for t in range(k):
+        n = header.chunk_lengths[t]
+        chunk = bytes(blob[offset:offset + n])
+        if len(chunk) < n:
+            raise BitstreamError(f"truncated: iteration {t + 1} needs {n} bytes, only {len(chunk)} are there")
+        if zlib.crc32(chunk) != header.chunk_crcs[t]:
+            raise BitstreamError(f"corrupted data in iteration {t + 1} (checksum mismatch)")
+        chunks.append(chunk)
+        offset += n
+    return header, chunks
+
+
+def truncate(blob: bytes, iterations: int) -> bytes:
+    """The same stream cut to its first `iterations` iterations."""
+    header, chunks = unpack(blob, iterations)
+    return pack(coder_id=header.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
+                height=header.height, tile_size=header.tile_size, chunks=chunks)

@@ -1,0 +1,182 @@
+"""The codec object: images in, progressive bitstreams out, and back.
+
+    codec = Codec.load()                       # the shipped model, from weights/
+    encoded = codec.encode(image, iterations=16)
+    encoded.blob, encoded.bpp, encoded.msssim  # bytes, and per-depth rate and quality
+    image_at_4 = codec.decode(encoded.blob, iterations=4)
+
+Tiles of one or many images run through the network in batches (`encode_many`,
+`decode_many`), so memory is bounded by the batch, not by the image.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import bitstream
+from .bitstream import BitstreamError
+from .entropy import EntropyError, get_coder
+from .metrics import msssim, psnr
+from .model import BLOCK, ResidualGRUCodec
+from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, tile_grid
+from .weights import load_weights
+
+DEFAULT_ITERATIONS = 16
+
+
+@dataclass
+class EncodedImage:
+    blob: bytes
+    width: int
+    height: int
+    iterations: int
+    bytes: list[int] = field(default_factory=list)  # stream size cut to depth 1..k
+    msssim: list[float] = field(default_factory=list)  # empty unless measured
+    psnr: list[float] = field(default_factory=list)
+
+    @property
+    def bpp(self) -> list[float]:
+        return [8 * n / (self.width * self.height) for n in self.bytes]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+def _to_uint8_batch(x: torch.Tensor) -> np.ndarray:
+    """(N,3,h,w) float in [-0.5,0.5] -> (N,h,w,3) uint8."""
+    return ((x.float() + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class Codec:
+    def __init__(self, model: ResidualGRUCodec, model_id: str, extra=None, *, device="auto",
+                 tile_size: int = DEFAULT_TILE_SIZE, batch_size: int = 8, precision: str = "fp32",
+                 coder: str = "raw"):
+        check_tile_size(tile_size)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.model_id = model_id
+        self.extra = extra or {}
+        self.tile_size = tile_size
+        self.batch_size = max(1, batch_size)
+        self.precision = precision
+        self.coder = get_coder(coder, self.extra)
+
+    @classmethod
+    def load(cls, weights=None, **options) -> "Codec":
+        """The codec of a weight file (the shipped default when None)."""
+        model, mid, extra, _ = load_weights(weights)
+        return cls(model, mid, extra, **options)
+
+    @property
+    def max_iterations(self) -> int:
+        return self.model.cfg.max_iterations
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def _batches(self, tiles: list[tuple[int, torch.Tensor]]):
+        """Group (key, tensor) pairs by shape into stacks of at most batch_size."""
+        by_shape = defaultdict(list)
+        for key, tensor in tiles:
+            by_shape[tuple(tensor.shape)].append((key, tensor))
+        for group in by_shape.values():
+            for i in range(0, len(group), self.batch_size):
+                chunk = group[i:i + self.batch_size]
+                yield [k for k, _ in chunk], torch.stack([t for _, t in chunk])
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode(self, image: np.ndarray, iterations: int = DEFAULT_ITERATIONS, measure: bool = True) -> EncodedImage:
+        return self.encode_many([image], iterations, measure)[0]
+
+    def encode_many(self, images: list[np.ndarray], iterations: int = DEFAULT_ITERATIONS,
+                    measure: bool = True) -> list[EncodedImage]:
+        """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth."""
+        if not 1 <= iterations <= self.max_iterations:
+            raise ValueError(f"iterations must be 1..{self.max_iterations}, not {iterations}")
+        grids = [tile_grid(im.shape[0], im.shape[1], self.tile_size) for im in images]
+        work = [((i, j), t) for i, im in enumerate(images) for j, t in enumerate(cut(im, grids[i]))]
+        codes = [[None] * len(g) for g in grids]
+        # per image, per depth, the reconstruction as stored uint8 (filled tile by tile)
+        recon = [np.empty((iterations, *im.shape), np.uint8) if measure else None for im in images]
+
+        for keys, x in self._batches(work):
+            def collect(t, x_hat, keys=keys):
+                if measure:
+                    pixels = _to_uint8_batch(x_hat)
+                    for (i, j), p in zip(keys, pixels):
+                        tile = grids[i][j]
+                        recon[i][t, tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = p[:tile.height, :tile.width]
+            with self._autocast():
+                bits = self.model.encode(x.to(self.device), iterations, on_iteration=collect)
+            bits = (bits > 0).cpu().numpy()  # (T, N, C, h, w)
+            for n, (i, j) in enumerate(keys):
+                codes[i][j] = bits[:, n]
+
+        results = []
+        for i, image in enumerate(images):
+            h, w = image.shape[:2]
+            blob = bitstream.pack(coder_id=self.coder.coder_id, bits=self.model.cfg.bits, model_id=self.model_id,
+                                  width=w, height=h, tile_size=self.tile_size, chunks=self.coder.encode(codes[i]))
+            enc = EncodedImage(blob, w, h, iterations, bitstream.read_header(blob).cumulative_bytes())
+            if measure:
+                enc.msssim = [msssim(image, r) for r in recon[i]]
+                enc.psnr = [psnr(image, r) for r in recon[i]]
+            results.append(enc)
+        return results
+
+    # -- decoding ---------------------------------------------------------------------------
+    def read_codes(self, blob: bytes, iterations: int | None = None):
+        """(header, tiles, per-tile bool codes) of a blob, checked against this codec's model."""
+        header, chunks = bitstream.unpack(blob, iterations)
+        if header.model_id != self.model_id:
+            raise BitstreamError(f"coded by model {header.model_id}, but the loaded model is {self.model_id}; "
+                                 f"decode with the weights that made it")
+        if header.bits != self.model.cfg.bits:
+            raise BitstreamError(f"stream has {header.bits} bits per position, the model {self.model.cfg.bits}")
+        try:
+            tiles = tile_grid(header.height, header.width, header.tile_size)
+        except ValueError as e:
+            raise BitstreamError(f"invalid header: {e}") from None
+        shapes = [(header.bits, *t.code_shape) for t in tiles]
+        try:
+            codes = get_coder(header.coder_id, self.extra).decode(chunks, shapes)
+        except EntropyError as e:
+            raise BitstreamError(str(e)) from None
+        return header, tiles, codes
+
+    def decode(self, blob: bytes, iterations: int | None = None) -> np.ndarray:
+        return self.decode_many([blob], iterations)[0]
+
+    def decode_many(self, blobs: list[bytes], iterations: int | list[int] | None = None) -> list[np.ndarray]:
+        """HxWx3 uint8 images at depth `iterations` (per blob if a list; all stored if None)."""
+        depths = iterations if isinstance(iterations, list) else [iterations] * len(blobs)
+        parsed = [self.read_codes(b, k) for b, k in zip(blobs, depths)]
+        images = [np.empty((h.height, h.width, 3), np.uint8) for h, _, _ in parsed]
+        work = [((i, j), torch.from_numpy(c).float() * 2 - 1)
+                for i, (_, _, codes) in enumerate(parsed) for j, c in enumerate(codes)]
+        for keys, codes in self._batches(work):
+            with self._autocast():
+                x_hat = self.model.decode(codes.transpose(0, 1).to(self.device))
+            for (i, j), p in zip(keys, _to_uint8_batch(x_hat)):
+                tile: Tile = parsed[i][1][j]
+                images[i][tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = p[:tile.height, :tile.width]
+        return images
+
+
+def code_positions(width: int, height: int, tile_size: int) -> int:
+    """Code positions per bit plane of an image: its rate is 32 bits x this per iteration."""
+    return sum(r * c for r, c in (t.code_shape for t in tile_grid(height, width, tile_size)))
+
+
+__all__ = ["BLOCK", "Codec", "EncodedImage", "code_positions", "resolve_device"]

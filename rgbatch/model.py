@@ -1,0 +1,278 @@
+"""The Residual-GRU image codec.
+
+G. Toderici, D. Vincent, N. Johnston, S. J. Hwang, D. Minnen, J. Shor, M. Covell,
+"Full Resolution Image Compression with Recurrent Neural Networks", CVPR 2017.
+
+An encoder and a decoder made of convolutional GRUs, with a binarizer between them.
+Iteration t encodes the residual r[t-1] = x - x_hat[t-1] into 32 bits per 16x16 block
+(0.125 bpp); the decoder turns the bits of iteration t into an update of the
+reconstruction. Both keep their GRU state across iterations, so the bits of one
+iteration only carry what the decoder does not know yet.
+
+Layer table (paper widths, `width=1.0`):
+
+    encoder  conv 3x3/2 64 -> GRU 256 (3x3/2, hidden 1x1) -> GRU 512 (same) -> GRU 512 (same)
+    binarize conv 1x1 32, tanh, sign
+    decoder  conv 1x1 512 -> GRU 512 (hidden 1x1) -> d2s -> GRU 512 (hidden 1x1) -> d2s
+             -> GRU 256 (hidden 3x3) -> d2s -> GRU 128 (hidden 3x3) -> d2s -> conv 1x1 3
+
+Images enter as float tensors in [-0.5, 0.5], shape (N, 3, H, W), H and W multiples of 32
+(`rgbatch.tiling` pads any image to that).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BLOCK = 16  # one code position per 16x16 pixel block
+ALIGN = 32  # the spatial size the network needs (its strides multiply to 16, d2s needs even)
+RECONSTRUCTIONS = ("one-shot", "additive", "scaled-additive")
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    width: float = 0.5  # channel multiplier; 1.0 is the paper's model
+    bits: int = 32  # binarizer channels = bits per 16x16 block per iteration
+    max_iterations: int = 16
+    # x_hat[t] = D(b[t]) (one-shot), x_hat[t-1] + D(b[t]) (additive), or additive with a
+    # learned per-iteration gain g[t] that scales the residual up before encoding and the
+    # decoder output down after decoding, so late, small residuals reach the networks at
+    # full scale (the paper's "scaled-additive").
+    reconstruction: str = "scaled-additive"
+    residual_gru: bool = True  # output = GRU state + projection of the input ("Residual GRU")
+
+    def __post_init__(self):
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, not {self.reconstruction!r}")
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], not {self.width}")
+
+    def channels(self, paper_channels: int) -> int:
+        """Scaled channel count, a multiple of 8 so that depth-to-space stays even."""
+        return max(8, int(round(paper_channels * self.width / 8)) * 8)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CodecConfig":
+        return cls(**json.loads(text))
+
+
+class ConvGRU(nn.Module):
+    """Convolutional GRU; with `residual`, its output adds a projection of the input."""
+
+    def __init__(self, in_ch, hidden_ch, kernel=3, stride=1, hidden_kernel=1, residual=True):
+        super().__init__()
+        self.hidden_ch = hidden_ch
+        self.stride = stride
+        self.residual = residual
+        # One convolution computes every input term: update, reset, candidate (+ residual).
+        n_terms = 4 if residual else 3
+        self.input_conv = nn.Conv2d(in_ch, n_terms * hidden_ch, kernel, stride, kernel // 2)
+        self.hidden_gates = nn.Conv2d(hidden_ch, 2 * hidden_ch, hidden_kernel, 1, hidden_kernel // 2, bias=False)
+        self.hidden_candidate = nn.Conv2d(hidden_ch, hidden_ch, hidden_kernel, 1, hidden_kernel // 2, bias=False)
+
+    def forward(self, x, h):
+        terms = self.input_conv(x).split(self.hidden_ch, dim=1)
+        x_update, x_reset, x_candidate = terms[:3]
+        if h is None:  # first iteration: zero state, skip its convolutions
+            update = torch.sigmoid(x_update)
+            h = update * torch.tanh(x_candidate)
+        else:
+            h_update, h_reset = self.hidden_gates(h).chunk(2, dim=1)
+            update = torch.sigmoid(x_update + h_update)
+            reset = torch.sigmoid(x_reset + h_reset)
+            candidate = torch.tanh(x_candidate + self.hidden_candidate(reset * h))
+            h = h + update * (candidate - h)
+        out = h + terms[3] if self.residual else h
+        return out, h
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        c, r = cfg.channels, cfg.residual_gru
+        self.conv = nn.Conv2d(3, c(64), 3, 2, 1)
+        self.grus = nn.ModuleList([
+            ConvGRU(c(64), c(256), 3, 2, 1, r),
+            ConvGRU(c(256), c(512), 3, 2, 1, r),
+            ConvGRU(c(512), c(512), 3, 2, 1, r),
+        ])
+
+    def forward(self, x, state):
+        x = self.conv(x)
+        new_state = []
+        for gru, h in zip(self.grus, state):
+            x, h = gru(x, h)
+            new_state.append(h)
+        return x, new_state
+
+
+class Binarizer(nn.Module):
+    """1x1 conv to `bits` channels and tanh, then +-1: stochastic with a straight-through
+    gradient while training (P(+1) = (1 + x) / 2), the sign at inference (0 maps to +1)."""
+
+    def __init__(self, in_ch, bits):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, bits, 1, bias=False)
+
+    def forward(self, x):
+        x = torch.tanh(self.conv(x))
+        if self.training:
+            sample = torch.where(torch.rand_like(x) < (1 + x) / 2, 1.0, -1.0)
+            return x + (sample - x).detach()
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        c, r = cfg.channels, cfg.residual_gru
+        self.conv_in = nn.Conv2d(cfg.bits, c(512), 1)
+        # Each GRU is followed by depth-to-space x2, which divides its channels by 4.
+        self.grus = nn.ModuleList([
+            ConvGRU(c(512), c(512), 3, 1, 1, r),
+            ConvGRU(c(512) // 4, c(512), 3, 1, 1, r),
+            ConvGRU(c(512) // 4, c(256), 3, 1, 3, r),
+            ConvGRU(c(256) // 4, c(128), 3, 1, 3, r),
+        ])
+        self.conv_out = nn.Conv2d(c(128) // 4, 3, 1)
+
+    def forward(self, bits, state):
+        x = self.conv_in(bits)
+        new_state = []
+        for gru, h in zip(self.grus, state):
+            x, h = gru(x, h)
+            new_state.append(h)
+            x = F.pixel_shuffle(x, 2)
+        return self.conv_out(x), new_state
+
+
+class ResidualGRUCodec(nn.Module):
+    """The codec. `forward` trains; `encode` / `decode` work on code tensors of +-1.
+
+    Codes have shape (iterations, N, bits, H/16, W/16). `rgbatch.codec` turns them into bytes.
+    """
+
+    def __init__(self, cfg: CodecConfig = CodecConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.binarizer = Binarizer(cfg.channels(512), cfg.bits)
+        self.decoder = Decoder(cfg)
+        # log of the per-iteration gain of scaled-additive reconstruction. Starts at the rate at
+        # which the paper's residuals shrink (about 1 + t/2 after t iterations).
+        init = torch.log1p(0.5 * torch.arange(cfg.max_iterations, dtype=torch.float32))
+        self.log_gain = nn.Parameter(init, requires_grad=cfg.reconstruction == "scaled-additive")
+
+    def gain(self, t: int) -> torch.Tensor | float:
+        return self.log_gain[t].exp() if self.cfg.reconstruction == "scaled-additive" else 1.0
+
+    def _blank_state(self):
+        return [None] * 3, [None] * 4
+
+    def _step(self, residual, t, enc_state, dec_state):
+        """One iteration: code the residual, decode the bits. Returns bits and the update."""
+        g = self.gain(t)
+        features, enc_state = self.encoder(residual * g, enc_state)
+        bits = self.binarizer(features)
+        update, dec_state = self.decoder(bits, dec_state)
+        return bits, update / g, enc_state, dec_state
+
+    def _reconstruct(self, previous, update):
+        if self.cfg.reconstruction == "one-shot" or previous is None:
+            return update
+        return previous + update
+
+    def forward(self, x, iterations: int | None = None):
+        """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W)."""
+        iterations = iterations or self.cfg.max_iterations
+        enc_state, dec_state = self._blank_state()
+        x_hat, outputs = None, []
+        for t in range(iterations):
+            residual = x if x_hat is None else x - x_hat
+            _, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state)
+            x_hat = self._reconstruct(x_hat, update)
+            outputs.append(x_hat)
+        return torch.stack(outputs)
+
+    @torch.inference_mode()
+    def encode(self, x, iterations: int, on_iteration=None):
+        """Codes (T, N, bits, H/16, W/16) of +-1 for x in [-0.5, 0.5].
+
+        `on_iteration(t, x_hat)` sees each reconstruction, which the encoder computes anyway,
+        so that per-iteration quality costs nothing extra. The encoder clamps nothing: it
+        must reproduce exactly what `decode` computes, and `decode` clamps only its output.
+        """
+        self._check_iterations(iterations)
+        enc_state, dec_state = self._blank_state()
+        x_hat, codes = None, []
+        for t in range(iterations):
+            residual = x if x_hat is None else x - x_hat
+            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state)
+            x_hat = self._reconstruct(x_hat, update)
+            codes.append(bits)
+            if on_iteration is not None:
+                on_iteration(t, x_hat.clamp(-0.5, 0.5))
+        return torch.stack(codes)
+
+    @torch.inference_mode()
+    def decode(self, codes, iterations: int | None = None):
+        """Reconstruction in [-0.5, 0.5] from the first `iterations` iterations of codes."""
+        iterations = codes.shape[0] if iterations is None else iterations
+        if not 1 <= iterations <= codes.shape[0]:
+            raise ValueError(f"can decode 1..{codes.shape[0]} iterations, not {iterations}")
+        _, dec_state = self._blank_state()
+        x_hat = None
+        for t in range(iterations):
+            update, dec_state = self.decoder(codes[t], dec_state)
+            x_hat = self._reconstruct(x_hat, update / self.gain(t))
+        return x_hat.clamp(-0.5, 0.5)
+
+    def _check_iterations(self, iterations):
+        if not 1 <= iterations <= self.cfg.max_iterations:
+            raise ValueError(f"iterations must be 1..{self.cfg.max_iterations}, not {iterations}")
+
+
+def flops_per_pixel(cfg: CodecConfig, iterations: int = 1, part: str = "encode") -> float:
+    """Multiply-adds x2 per input pixel, counted from the layer shapes.
+
+    `encode` runs the encoder, binarizer and decoder (the encoder needs the reconstruction);
+    `decode` runs the decoder alone.
+    """
+    model = ResidualGRUCodec(cfg)
+    total = 0.0
+
+    def conv_flops(conv: nn.Conv2d, scale: float):
+        # scale: output positions per input pixel
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        return 2 * conv.in_channels * conv.out_channels * k * scale
+
+    def gru_flops(gru: ConvGRU, out_scale: float):
+        return (conv_flops(gru.input_conv, out_scale) + conv_flops(gru.hidden_gates, out_scale)
+                + conv_flops(gru.hidden_candidate, out_scale))
+
+    dec = conv_flops(model.decoder.conv_in, 1 / 256)
+    for i, gru in enumerate(model.decoder.grus):
+        dec += gru_flops(gru, 1 / 256 * 4 ** i)
+    dec += conv_flops(model.decoder.conv_out, 1.0)
+    if part == "decode":
+        return dec * iterations
+    enc = conv_flops(model.encoder.conv, 1 / 4)
+    for i, gru in enumerate(model.encoder.grus):
+        enc += gru_flops(gru, 1 / 4 ** (i + 2))
+    enc += conv_flops(model.binarizer.conv, 1 / 256)
+    return (enc + dec) * iterations
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["ALIGN", "BLOCK", "CodecConfig", "ResidualGRUCodec", "flops_per_pixel", "parameter_count"]

@@ -1,0 +1,87 @@
+"""Model weights: fp16 safetensors files that carry their own config, named by a model id.
+
+A weight file alone rebuilds its model: the `CodecConfig` is stored as JSON in the file's
+metadata. The model id is a hash of the config and of every stored tensor, so two files
+with the same id decode each other's codes; bitstreams and manifests record it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .model import CodecConfig, ResidualGRUCodec
+
+FORMAT = "rgbatch-weights-1"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
+MODEL_ID_BYTES = 8
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be used, with the reason."""
+
+
+def model_id(config: CodecConfig, tensors: dict[str, torch.Tensor]) -> str:
+    """Hex id of a model: sha256 of its config and tensors (names sorted), first 8 bytes."""
+    h = hashlib.sha256(config.to_json().encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[: 2 * MODEL_ID_BYTES]
+
+
+def stored_tensors(model: ResidualGRUCodec, extra: dict[str, torch.Tensor] | None = None):
+    """The tensors as a weight file stores them: floats in fp16, `extra` (entropy model) as is."""
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tensors.update({k: v.contiguous() for k, v in (extra or {}).items()})
+    return tensors
+
+
+def save_weights(path, model: ResidualGRUCodec, extra: dict[str, torch.Tensor] | None = None,
+                 info: dict | None = None) -> str:
+    """Write a weight file atomically; returns its model id."""
+    path = Path(path)
+    tensors = stored_tensors(model, extra)
+    mid = model_id(model.cfg, tensors)
+    metadata = {"format": FORMAT, "config": model.cfg.to_json(), "model_id": mid,
+                "info": json.dumps(info or {}, sort_keys=True)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return mid
+
+
+def load_weights(path=None) -> tuple[ResidualGRUCodec, str, dict[str, torch.Tensor], dict]:
+    """(model in eval mode with fp32 weights, model id, extra tensors, info) from a weight file."""
+    path = Path(path or DEFAULT_WEIGHTS)
+    if not path.is_file():
+        raise WeightsError(f"no weight file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors file: {e}") from None
+    if metadata.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not an rgbatch weight file (format {metadata.get('format')!r})")
+    config = CodecConfig.from_json(metadata["config"])
+    mid = model_id(config, tensors)
+    if metadata.get("model_id") not in (None, mid):
+        raise WeightsError(f"{path} is damaged: its tensors hash to {mid}, not {metadata['model_id']}")
+    model = ResidualGRUCodec(config)
+    own = set(model.state_dict())
+    try:
+        model.load_state_dict({k: v.float() for k, v in tensors.items() if k in own})
+    except RuntimeError as e:
+        raise WeightsError(f"{path} does not fit its own config: {e}") from None
+    extra = {k: v for k, v in tensors.items() if k not in own}
+    return model.eval(), mid, extra, json.loads(metadata.get("info", "{}"))

@@ -1,0 +1,42 @@
+"""Shared fixtures: a small random-weight model (fast), the shipped model, sample images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rgbatch.model import CodecConfig, ResidualGRUCodec
+from rgbatch.weights import DEFAULT_WEIGHTS, save_weights
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A width-0.125 model with random weights: fast, deterministic, useless for quality."""
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, ResidualGRUCodec(CodecConfig(width=0.125)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_weights() -> Path:
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.fail(f"the shipped model {DEFAULT_WEIGHTS} is missing")
+    return DEFAULT_WEIGHTS
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def smooth_image(rng, height, width):
+    """A photo-like test image: smooth colour gradients plus a little texture."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([128 + 100 * np.sin(x / 17 + c) * np.cos(y / 23 - c) for c in range(3)], axis=-1)
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
