@@ -103,6 +103,290 @@ def train(
                          progress=lambda s, loss, rate: bar.update(task, completed=s, loss=loss, rate=rate))
 
 
+# -- archives: compress, report, restore, verify (docs/ARCHIVE.md) ------------------------------------
+@contextlib.contextmanager
+def _image_progress(label: str, megapixels: bool = False):
+    """Yields `progress(done, total[, pixels])`, drawing a rich bar on stderr from its first
+    call on, so that a command failing before any work prints its error line alone."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("images")]
+    if megapixels:
+        columns.append(TextColumn("{task.fields[rate]:.3f} MP/s"))
+    bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=False)
+    task = start = None
+
+    def update(done, total, pixels=0):
+        nonlocal task, start
+        if task is None:
+            bar.start()
+            task, start = bar.add_task(label, total=total, rate=0.0), time.perf_counter()
+        bar.update(task, completed=done, total=total, rate=pixels / 1e6 / max(time.perf_counter() - start, 1e-9))
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
+
+
+def _print_failures(title: str, failures: list, limit: int = 20):
+    from rich.table import Table
+
+    if not failures:
+        return
+    table = Table(title=f"{title} ({len(failures)})", title_justify="left")
+    table.add_column("path")
+    table.add_column("reason", overflow="fold")
+    for path, reason in failures[:limit]:
+        table.add_row(path, reason)
+    if len(failures) > limit:
+        table.add_row(f"... {len(failures) - limit} more", "")
+    out.print(table)
+
+
+def _print_json(obj):
+    out.print_json(json.dumps(obj, default=str))
+
+
+@app.command()
+def compress(
+    sources: list[str] = typer.Argument(..., help="Folders (searched recursively), globs, or .txt files listing paths."),
+    archive: Optional[str] = typer.Option(None, "--out", help="Archive folder or URI (default: manifests/<name>/)."),
+    iterations: int = typer.Option(16, help="Iterations encoded per image (0.125 bpp each)."),
+    target_msssim: Optional[float] = typer.Option(None, help="Keep per image the fewest iterations reaching this MS-SSIM."),
+    target_bpp: Optional[float] = typer.Option(None, help="Keep per image the most iterations within this bpp."),
+    max_bytes: Optional[int] = typer.Option(None, help="Keep per image the most iterations within this many bytes."),
+    tile_size: Optional[int] = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; "
+                                                       "default 512, see docs/TILING.md)."),
+    batch_size: int = typer.Option(8, help="Tiles per network batch (tiles of several images share a batch)."),
+    workers: int = typer.Option(0, help="Encoder actors (0: one per GPU, or one per two CPUs)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Compress images into an archive of Parquet manifests; reruns add only what is missing."""
+    from rich.table import Table
+
+    from .imageio import MAX_PIXELS
+    from .pipeline import CompressOptions, compress as run_compress
+    from .ratecontrol import Target
+    from .tiling import DEFAULT_TILE_SIZE
+
+    with user_errors():
+        options = CompressOptions(
+            iterations=iterations, target=Target(target_msssim, target_bpp, max_bytes),
+            tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
+            batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
+            max_pixels=max_pixels or MAX_PIXELS, address=address)
+        with _image_progress("compress", megapixels=True) as progress:
+            result = run_compress(sources, archive, options, progress=progress)
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json({**asdict(result), "megapixels_per_second": result.megapixels_per_second})
+    else:
+        table = Table(title=f"archive {result.archive}", title_justify="left", show_header=False)
+        ratio = result.source_bytes / result.archive_bytes if result.archive_bytes else 0
+        for name, value in [("sources found", result.sources), ("already archived", result.skipped),
+                            ("compressed", result.ok), ("failed", result.failed),
+                            ("source bytes", f"{result.source_bytes:,}"), ("archive bytes", f"{result.archive_bytes:,}"),
+                            ("ratio", f"{ratio:.1f}x"),
+                            ("bpp", f"{8 * result.archive_bytes / result.pixels:.3f}" if result.pixels else "-"),
+                            ("time", f"{result.seconds:.1f} s"),
+                            ("speed", f"{result.megapixels_per_second:.3f} MP/s on {result.workers} {result.device} "
+                                      f"encoder(s)"),
+                            ("parts written", len(result.parts))]:
+            table.add_row(name, str(value))
+        out.print(table)
+        _print_failures("failed", result.failures)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def report(
+    archive: str = typer.Argument(..., help="Archive folder or URI."),
+    depth: Optional[int] = typer.Option(None, help="Also show what the archive costs cut to this depth."),
+    min_msssim: Optional[float] = typer.Option(None, help="Also show what it costs at this MS-SSIM per image."),
+    worst: int = typer.Option(5, help="How many of the worst images (lowest MS-SSIM) to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print {images, summary} as JSON."),
+):
+    """Sizes and qualities of an archive: per depth, worst images, failures."""
+    from rich.table import Table
+
+    from .archive import report as make_report
+
+    with user_errors():
+        result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst)
+    if as_json:
+        _print_json(result)
+        return
+    s = result["summary"]
+    stored = s["stored"]
+    head = Table(title=f"archive {s['archive']}", title_justify="left", show_header=False)
+    for name, value in [("images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"),
+                        ("model", ", ".join(s["model_ids"]) or "-"),
+                        ("source bytes", f"{s['source_bytes']:,}"),
+                        ("archive bytes", f"{stored['bytes'] or 0:,} in blobs, {s['part_bytes']:,} in {s['parts']} "
+                                          f"part file(s)"),
+                        ("ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-")]:
+        head.add_row(name, value)
+    out.print(head)
+
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    costs = Table(title="cost and quality", title_justify="left")
+    for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):
+        costs.add_column(column, justify="right")
+    for row in s["by_depth"]:
+        costs.add_row(str(row["depth"]), str(row["images"]), f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
+                      fmt(row["mean_msssim"], ".4f"), fmt(row["mean_psnr"], ".2f"))
+    for key, label in (("stored", "as stored"), ("at_depth", "at --depth"), ("at_msssim", "at --min-msssim")):
+        if key in s and s[key]["images"]:
+            row = s[key]
+            costs.add_row(label, str(row["images"]), f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
+                          fmt(row["mean_msssim"], ".4f"), fmt(row["mean_psnr"], ".2f"), style="bold")
+    out.print(costs)
+    if "at_depth" in s and s["at_depth"]["shallower"]:
+        out.print(f"{s['at_depth']['shallower']} image(s) are stored shallower than depth {depth}: counted at their depth")
+    if "at_msssim" in s:
+        out.print(f"{s['at_msssim']['not_reached']} image(s) do not reach MS-SSIM {min_msssim} at their stored depth")
+    if s["worst"]:
+        table = Table(title="worst images (MS-SSIM as stored)", title_justify="left")
+        for column in ("path", "MS-SSIM", "bpp"):
+            table.add_column(column)
+        for row in s["worst"]:
+            table.add_row(row["path"], fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"))
+        out.print(table)
+    _print_failures("failed", [(f["path"], f["error"]) for f in s["failures"]])
+
+
+@app.command()
+def restore(
+    archive: str = typer.Argument(..., help="Archive folder or URI."),
+    out_dir: str = typer.Option(..., "--out", help="Folder (or URI) to write the PNGs under."),
+    iterations: Optional[int] = typer.Option(None, help="Depth to decode (at most what each image stores)."),
+    target_msssim: Optional[float] = typer.Option(None, help="Per image the smallest depth reaching this MS-SSIM."),
+    select: Optional[str] = typer.Option(None, help="Only the archived paths matching this glob."),
+    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    batch_size: int = typer.Option(8, help="Tiles per network batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Write archived images back as PNGs under their original relative paths."""
+    from .archive import restore as run_restore
+
+    with user_errors():
+        with _image_progress("restore") as progress:
+            result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
+                                 weights=weights, device=device, batch_size=batch_size, progress=progress)
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json(asdict(result))
+    else:
+        out.print(f"{len(result.written)} image(s) written under {result.out}")
+        _print_failures("not restored", result.failures)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def verify(
+    archive: str = typer.Argument(..., help="Archive folder or URI."),
+    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    sample: int = typer.Option(8, help="Images whose MS-SSIM is re-measured against their source."),
+    sources: Optional[str] = typer.Option(None, help="Folder holding the sources now (default: where they were)."),
+    seed: int = typer.Option(0, help="Seed of the sample."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
+    from .archive import verify as run_verify
+
+    with user_errors():
+        with _image_progress("verify") as progress:
+            result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
+                                progress=progress)
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json(asdict(result))
+    else:
+        out.print(f"{result.checked} blob(s) checked, {result.decoded} decoded, "
+                  f"{len(result.remeasured)} MS-SSIM value(s) re-measured against their sources")
+        for path, why in result.unmeasured:
+            out.print(f"  not re-measured: {path}: {why}")
+        _print_failures("problems", result.problems)
+        if not result.problems:
+            out.print("[green]archive verified[/green]")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("bench")
+def bench_command(
+    source: Path = typer.Argument(..., help="Folder of images (searched recursively), or a bench manifest "
+                                            "(.parquet) to summarize again without measuring."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for summary.json and the plots "
+                                                               "(default: bench-<folder name>)."),
+    manifest: Optional[Path] = typer.Option(None, help="Where to write the per-image Parquet manifest "
+                                                       "(default: OUT/bench.parquet)."),
+    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    iterations: Optional[int] = typer.Option(None, help="Deepest rgbatch depth measured (default: the model's)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),
+    speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
+):
+    """Rate, quality and speed of rgbatch against JPEG, WebP and AVIF on your images (docs/BENCH.md)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .bench import bench, read_manifest, summarize, summary_tables, write_outputs
+
+    with user_errors():
+        if source.is_file():
+            rows = read_manifest(source)
+            summary = write_outputs(rows, out_dir).summary if out_dir else summarize(rows)
+        else:
+            columns = [TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                       TimeRemainingColumn()]
+            with Progress(*columns, console=err, transient=True) as bar:
+                task = bar.add_task("bench", total=None)
+                summary = bench(source, out_dir or Path(f"bench-{source.resolve().name}"), manifest,
+                                weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
+                                device=device, precision=precision, log=err.print,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total)).summary
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        for table in summary_tables(summary):
+            out.print(table)
+
+
+@app.command("fit-entropy")
+def fit_entropy_command(
+    weights: Path = typer.Argument(..., help="Weight file of the trained model."),
+    data: Path = typer.Option(..., "--data", help="Folder of training images (never the benchmark set)."),
+    out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its context model."),
+    images: int = typer.Option(64, help="Training images to code (one centre crop each)."),
+    crop: int = typer.Option(256, help="Crop size in pixels."),
+    context_bits: int = typer.Option(8, help="Context bits per coded bit (table size 2**bits)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda, for coding the crops."),
+    seed: int = typer.Option(0),
+):
+    """Fit the context entropy coder on the codes of training images (docs/ENTROPY.md)."""
+    from .entropy_fit import fit_entropy
+
+    with user_errors():
+        mid = fit_entropy(weights, data, out_path, images=images, crop=crop, context_bits=context_bits,
+                          device=device, seed=seed, log=lambda m: err.print(m, highlight=False))
+    out.print(f"wrote {out_path} (model id {mid})")
+
+
 def main():
     app()
 

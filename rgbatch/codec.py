@@ -20,7 +20,7 @@ import torch
 from . import bitstream
 from .bitstream import BitstreamError
 from .entropy import EntropyError, get_coder
-from .metrics import msssim, psnr
+from .metrics import msssim_many, psnr
 from .model import BLOCK, ResidualGRUCodec
 from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, tile_grid
 from .weights import load_weights
@@ -37,6 +37,7 @@ class EncodedImage:
     bytes: list[int] = field(default_factory=list)  # stream size cut to depth 1..k
     msssim: list[float] = field(default_factory=list)  # empty unless measured
     psnr: list[float] = field(default_factory=list)
+    reconstructions: np.ndarray | None = None  # (k, H, W, 3) uint8, when asked for
 
     @property
     def bpp(self) -> list[float]:
@@ -59,7 +60,7 @@ def _to_uint8_batch(x: torch.Tensor) -> np.ndarray:
 class Codec:
     def __init__(self, model: ResidualGRUCodec, model_id: str, extra=None, *, device="auto",
                  tile_size: int = DEFAULT_TILE_SIZE, batch_size: int = 8, precision: str = "fp32",
-                 coder: str = "raw"):
+                 coder: str = "auto"):
         check_tile_size(tile_size)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
@@ -96,12 +97,18 @@ class Codec:
                 yield [k for k, _ in chunk], torch.stack([t for _, t in chunk])
 
     # -- encoding ---------------------------------------------------------------------------
-    def encode(self, image: np.ndarray, iterations: int = DEFAULT_ITERATIONS, measure: bool = True) -> EncodedImage:
-        return self.encode_many([image], iterations, measure)[0]
+    def encode(self, image: np.ndarray, iterations: int = DEFAULT_ITERATIONS, measure: bool = True,
+               keep_reconstructions: bool = False) -> EncodedImage:
+        return self.encode_many([image], iterations, measure, keep_reconstructions)[0]
 
     def encode_many(self, images: list[np.ndarray], iterations: int = DEFAULT_ITERATIONS,
-                    measure: bool = True) -> list[EncodedImage]:
-        """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth."""
+                    measure: bool = True, keep_reconstructions: bool = False) -> list[EncodedImage]:
+        """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
+
+        The encoder computes the reconstruction at every depth anyway (it codes residuals);
+        `keep_reconstructions` returns them, exactly what `decode` gives at each depth.
+        """
+        measure = measure or keep_reconstructions
         if not 1 <= iterations <= self.max_iterations:
             raise ValueError(f"iterations must be 1..{self.max_iterations}, not {iterations}")
         grids = [tile_grid(im.shape[0], im.shape[1], self.tile_size) for im in images]
@@ -130,8 +137,10 @@ class Codec:
                                   width=w, height=h, tile_size=self.tile_size, chunks=self.coder.encode(codes[i]))
             enc = EncodedImage(blob, w, h, iterations, bitstream.read_header(blob).cumulative_bytes())
             if measure:
-                enc.msssim = [msssim(image, r) for r in recon[i]]
+                enc.msssim = msssim_many(image, recon[i])
                 enc.psnr = [psnr(image, r) for r in recon[i]]
+            if keep_reconstructions:
+                enc.reconstructions = recon[i]
             results.append(enc)
         return results
 
@@ -167,7 +176,7 @@ class Codec:
                 for i, (_, _, codes) in enumerate(parsed) for j, c in enumerate(codes)]
         for keys, codes in self._batches(work):
             with self._autocast():
-                x_hat = self.model.decode(codes.transpose(0, 1).to(self.device))
+                x_hat = self.model.decode(codes.transpose(0, 1).contiguous().to(self.device))
             for (i, j), p in zip(keys, _to_uint8_batch(x_hat)):
                 tile: Tile = parsed[i][1][j]
                 images[i][tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = p[:tile.height, :tile.width]

@@ -13,6 +13,10 @@ from rgbatch.weights import DEFAULT_WEIGHTS, save_weights
 
 DATA = Path(__file__).parent / "data"
 
+# One thread per test process: with the small tensors of the tests, more threads only
+# contend with Ray workers and with each other.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
@@ -40,3 +44,5 @@ def smooth_image(rng, height, width):
     y, x = np.mgrid[0:height, 0:width]
     base = np.stack([128 + 100 * np.sin(x / 17 + c) * np.cos(y / 23 - c) for c in range(3)], axis=-1)
     return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+pytest_plugins = ["conftest_ray"]  # the session Ray cluster (fixture `ray_cluster`)

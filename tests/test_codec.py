@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from rgbatch import bitstream
+from rgbatch.bitstream import BitstreamError
+from rgbatch.codec import Codec, code_positions
+from rgbatch.model import CodecConfig, ResidualGRUCodec
+from rgbatch.weights import save_weights
+
+from conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_weights):
+    return Codec.load(tiny_weights, tile_size=64, batch_size=4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (3, 70), (100, 130), (64, 64)])
+def test_round_trip_any_size(codec, rng, shape):
+    image = smooth_image(rng, *shape)
+    encoded = codec.encode(image, iterations=3)
+    assert codec.decode(encoded.blob).shape == image.shape
+    assert codec.decode(encoded.blob, iterations=1).shape == image.shape
+    assert len(encoded.msssim) == len(encoded.psnr) == len(encoded.bytes) == 3
+
+
+def test_rate_is_32_bits_per_16x16_block_plus_the_header(codec, rng):
+    encoded = codec.encode(smooth_image(rng, 96, 160), iterations=4)
+    positions = code_positions(160, 96, 64)
+    header = bitstream.read_header(encoded.blob)
+    assert list(header.chunk_lengths) == [positions * 32 // 8] * 4
+    assert encoded.bytes[-1] == len(encoded.blob)
+    assert encoded.bpp[0] == pytest.approx(8 * encoded.bytes[0] / (96 * 160))
+
+
+def test_decoding_at_depth_k_equals_the_encoders_kth_reconstruction(tiny_weights, rng):
+    from rgbatch.metrics import msssim, psnr
+
+    codec = Codec.load(tiny_weights, tile_size=64, batch_size=1)
+    image = smooth_image(rng, 80, 100)
+    encoded = codec.encode(image, iterations=4, keep_reconstructions=True)
+    for k in range(1, 5):
+        decoded = codec.decode(encoded.blob, iterations=k)
+        assert np.array_equal(decoded, encoded.reconstructions[k - 1])
+        assert msssim(image, decoded) == pytest.approx(encoded.msssim[k - 1], abs=1e-6)
+        assert psnr(image, decoded) == encoded.psnr[k - 1]
+        # a stream cut to depth k decodes to the same image
+        assert np.array_equal(codec.decode(bitstream.truncate(encoded.blob, k)), decoded)
+
+
+def test_batching_many_images_gives_the_same_codes_as_one_by_one(codec, rng):
+    images = [smooth_image(rng, h, w) for h, w in [(70, 90), (64, 64), (130, 40)]]
+    together = codec.encode_many(images, 2, measure=False)
+    alone = [codec.encode(im, 2, measure=False) for im in images]
+    for a, b in zip(together, alone):
+        assert a.blob == b.blob
+
+
+def test_gray_and_tiny_images_after_conversion(codec):
+    encoded = codec.encode(np.full((5, 9, 3), 200, np.uint8), iterations=2)
+    assert codec.decode(encoded.blob).shape == (5, 9, 3)
+
+
+def test_corrupted_truncated_and_foreign_streams_raise_bitstream_error(codec, rng, tmp_path):
+    blob = codec.encode(smooth_image(rng, 64, 64), iterations=3).blob
+    damaged = bytearray(blob)
+    damaged[-5] ^= 0xFF
+    with pytest.raises(BitstreamError, match="corrupted"):
+        codec.decode(bytes(damaged))
+    with pytest.raises(BitstreamError, match="truncated"):
+        codec.decode(blob[:-3])
+    other = Codec.load(save_path(tmp_path))
+    with pytest.raises(BitstreamError, match="model"):
+        other.decode(blob)
+
+
+def save_path(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_weights(path, ResidualGRUCodec(CodecConfig(width=0.125)))
+    return path
+
+
+def test_options_are_checked(tiny_weights, codec, rng):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Codec.load(tiny_weights, tile_size=100)
+    with pytest.raises(ValueError, match="iterations"):
+        codec.encode(smooth_image(rng, 32, 32), iterations=0)
+    with pytest.raises(ValueError, match="precision"):
+        Codec.load(tiny_weights, precision="fp8")

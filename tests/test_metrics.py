@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+import torch
+from pytorch_msssim import ms_ssim
+
+from rgbatch.metrics import from_uint8, msssim, msssim_many, psnr, to_uint8
+
+from conftest import smooth_image
+
+
+def test_msssim_is_the_pytorch_msssim_value_for_normal_images(rng):
+    a = smooth_image(rng, 200, 240)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    reference = ms_ssim(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255,
+                        torch.from_numpy(b).permute(2, 0, 1)[None].float() / 255, data_range=1.0)
+    assert msssim(a, b) == pytest.approx(float(reference), abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(160, 500), (60, 60), (12, 40), (5, 5), (1, 1), (1, 9)])
+def test_msssim_is_defined_for_small_images(rng, shape):
+    a = smooth_image(rng, *shape)
+    b = np.clip(a.astype(int) + 30, 0, 255).astype(np.uint8)
+    assert msssim(a, a) == pytest.approx(1.0)
+    assert 0 <= msssim(a, b) < 1
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), np.uint8)
+    assert psnr(a, a) == 100.0
+    assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255))
+
+
+def test_uint8_conversions_round_trip(rng):
+    image = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    assert np.array_equal(to_uint8(from_uint8(image)), image)
+
+
+def test_batched_msssim_equals_one_by_one(rng):
+    a = smooth_image(rng, 40, 50)
+    others = np.stack([np.clip(a.astype(int) + d, 0, 255).astype(np.uint8) for d in (5, 20, 40, 60, 80)])
+    assert msssim_many(a, others) == pytest.approx([msssim(a, o) for o in others], abs=1e-6)

@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from rgbatch.model import Binarizer, CodecConfig, ResidualGRUCodec, flops_per_pixel, parameter_count
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ResidualGRUCodec(CodecConfig(width=0.125, max_iterations=6)).eval()
+
+
+def test_code_shape_is_32_bits_per_16x16_block(model):
+    codes = model.encode(torch.rand(2, 3, 64, 96) - 0.5, iterations=3)
+    assert codes.shape == (3, 2, 32, 4, 6)
+    assert set(codes.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_decode_at_depth_k_equals_the_encoders_kth_reconstruction(model):
+    x = torch.rand(1, 3, 64, 64) - 0.5
+    seen = {}
+    codes = model.encode(x, 5, on_iteration=lambda t, x_hat: seen.__setitem__(t, x_hat.clone()))
+    for k in range(1, 6):
+        assert torch.equal(model.decode(codes, k), seen[k - 1])
+
+
+def test_decode_rejects_a_depth_beyond_the_codes(model):
+    codes = model.encode(torch.zeros(1, 3, 32, 32), 2)
+    with pytest.raises(ValueError, match="1..2"):
+        model.decode(codes, 3)
+
+
+def test_encode_rejects_more_iterations_than_the_model_has(model):
+    with pytest.raises(ValueError, match="1..6"):
+        model.encode(torch.zeros(1, 3, 32, 32), 7)
+
+
+@pytest.mark.parametrize("reconstruction", ["one-shot", "additive", "scaled-additive"])
+def test_training_pass_gives_one_reconstruction_per_iteration_and_gradients(reconstruction):
+    model = ResidualGRUCodec(CodecConfig(width=0.125, reconstruction=reconstruction)).train()
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    out = model(x, iterations=3)
+    assert out.shape == (3, 2, 3, 32, 32)
+    (x - out).abs().mean().backward()
+    assert model.encoder.conv.weight.grad.abs().sum() > 0  # straight-through binarizer passes gradients
+    assert (model.log_gain.grad is not None) == (reconstruction == "scaled-additive")
+
+
+def test_binarizer_is_stochastic_and_unbiased_in_training_and_a_sign_at_inference():
+    binarizer = Binarizer(1, 1)
+    binarizer.conv.weight.data.fill_(1.0)
+    features = torch.full((1, 1, 100, 200), math.atanh(0.4))  # tanh gives 0.4 everywhere
+    torch.manual_seed(0)
+    sample = binarizer.train()(features).detach()
+    assert torch.allclose(sample.abs(), torch.ones_like(sample), atol=1e-6)
+    assert abs(sample.mean().item() - 0.4) < 0.03  # P(+1) = (1 + 0.4) / 2
+    assert binarizer.eval()(features).eq(1.0).all()
+    assert binarizer.eval()(-features).eq(-1.0).all()
+
+
+def test_config_round_trips_through_json_and_rejects_nonsense():
+    cfg = CodecConfig(width=0.25, reconstruction="additive")
+    assert CodecConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError):
+        CodecConfig(reconstruction="multiplicative")
+    with pytest.raises(ValueError):
+        CodecConfig(width=0)
+
+
+def test_width_scales_parameters_and_flops_quadratically():
+    small, paper = CodecConfig(width=0.5), CodecConfig(width=1.0)
+    ratio = parameter_count(ResidualGRUCodec(paper)) / parameter_count(ResidualGRUCodec(small))
+    assert 3.5 < ratio < 4.1
+    assert 3.5 < flops_per_pixel(paper) / flops_per_pixel(small) < 4.1
+    # the paper-size model costs on the order of 1 MFLOP per pixel per iteration (anchors.md)
+    assert 0.5e6 < flops_per_pixel(paper) < 2e6
+    assert flops_per_pixel(paper, part="decode") < flops_per_pixel(paper)

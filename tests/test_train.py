@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from rgbatch.train import PatchSampler, TrainConfig, TrainingError, lr_factor, train
+
+DATA = Path(__file__).parent / "data"
+
+
+def config(tmp_path, **kw):
+    base = dict(data_dir=str(DATA), out=str(tmp_path / "run.pt"), steps=4, batch_size=2, iterations=2,
+                checkpoint_every=2, warmup=2, codec=dict(width=0.125, max_iterations=4))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = train(config(tmp_path / "a"), log=lambda *_: None)
+    half = config(tmp_path / "b", steps=2)
+    train(half, log=lambda *_: None)
+    resumed = train(config(tmp_path / "b"), resume=True, log=lambda *_: None)
+    assert resumed["step"] == straight["step"] == 4
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+def test_checkpoints_and_evaluation_are_recorded(tmp_path):
+    cfg = config(tmp_path, eval_dir=str(DATA), eval_every=2, eval_images=1, eval_crop=64)
+    state = train(cfg, log=lambda *_: None)
+    assert Path(cfg.out).exists() and Path(cfg.out).with_name("run.best.pt").exists()
+    assert [len(h["msssim"]) for h in state["history"]] == [2, 2]
+    assert not list(Path(cfg.out).parent.glob("*.tmp"))
+
+
+def test_clear_errors(tmp_path):
+    train(config(tmp_path), log=lambda *_: None)
+    with pytest.raises(TrainingError, match="exists"):
+        train(config(tmp_path), log=lambda *_: None)
+    with pytest.raises(TrainingError, match="is for model"):
+        train(config(tmp_path, codec=dict(width=0.25, max_iterations=4)), resume=True, log=lambda *_: None)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(config(tmp_path / "none"), resume=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TrainingError, match="no usable training image"):
+        train(config(tmp_path / "e", data_dir=str(empty)))
+    with pytest.raises(TrainingError, match="no usable training image"):
+        train(config(tmp_path / "big", patch=256))
+
+
+def test_patches_are_in_range_and_hard_ones_are_busier(rng):
+    sampler = PatchSampler(DATA, 32, rng)
+    x = sampler.batch(64)
+    assert x.shape == (64, 3, 32, 32) and x.min() >= -0.5 and x.max() <= 0.5
+    busy = sampler.batch(64, hard_fraction=1.0)
+    energy = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()
+    assert energy(busy) > energy(x)
+
+
+def test_learning_rate_warms_up_then_decays():
+    cfg = TrainConfig(data_dir="", out="", steps=1000, warmup=100, min_lr_fraction=0.1)
+    assert lr_factor(0, cfg) < lr_factor(99, cfg) == 1.0
+    assert lr_factor(1000, cfg) == pytest.approx(0.1)
+    assert lr_factor(500, cfg) < lr_factor(200, cfg)
