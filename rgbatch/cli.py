@@ -333,7 +333,7 @@ def bench_command(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for summary.json and the plots "
                                                                "(default: bench-<folder name>)."),
     manifest: Optional[Path] = typer.Option(None, help="Where to write the per-image Parquet manifest "
-                                                       "(default: OUT/bench.parquet)."),
+                                                       "(default: manifests/bench-<folder name>/bench.parquet)."),
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     iterations: Optional[int] = typer.Option(None, help="Deepest rgbatch depth measured (default: the model's)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),
@@ -356,7 +356,8 @@ def bench_command(
                        TimeRemainingColumn()]
             with Progress(*columns, console=err, transient=True) as bar:
                 task = bar.add_task("bench", total=None)
-                summary = bench(source, out_dir or Path(f"bench-{source.resolve().name}"), manifest,
+                name = f"bench-{source.resolve().name}"
+                summary = bench(source, out_dir or Path(name), manifest or Path("manifests", name, "bench.parquet"),
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
                                 device=device, precision=precision, log=err.print,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total)).summary

@@ -1,0 +1,101 @@
+"""Encode and decode throughput of the rgbatch network, per depth, and its FLOPs per pixel.
+
+    python benchmarks/throughput.py                       # widths 0.5 and 1.0, fp32 and bf16, CPU
+    python benchmarks/throughput.py --size 512 --device cuda --repeats 3
+
+Times the `Codec` API as users call it (tiling, network, bit packing with the raw coder) on
+one random SIZE x SIZE image, best of --repeats after a warm-up; encode to depth k runs k
+iterations of encoder and decoder, decode from depth k runs k iterations of the decoder.
+Random weights: the speed does not depend on their values. FLOPs are counted from the layer
+shapes by `rgbatch.model.flops_per_pixel` (multiply-adds x2), so "GFLOP/s" says how close
+the run comes to the machine's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from rgbatch.codec import Codec
+from rgbatch.model import CodecConfig, ResidualGRUCodec, flops_per_pixel, parameter_count
+from rgbatch.weights import model_id, stored_tensors
+
+
+def random_codec(width: float, device: str, precision: str) -> Codec:
+    torch.manual_seed(0)
+    model = ResidualGRUCodec(CodecConfig(width=width))
+    return Codec(model, model_id(model.cfg, stored_tensors(model)), device=device, precision=precision)
+
+
+def best_seconds(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(codec: Codec, image: np.ndarray, depths: list[int], repeats: int) -> list[dict]:
+    codec.decode(codec.encode(image, 1, measure=False).blob)  # warm-up: allocations, kernel choice
+    megapixels = image.shape[0] * image.shape[1] / 1e6
+    cfg = codec.model.cfg
+    rows = []
+    for depth in depths:
+        blob = codec.encode(image, depth, measure=False).blob
+        encode_s = best_seconds(lambda: codec.encode(image, depth, measure=False), repeats)
+        decode_s = best_seconds(lambda: codec.decode(blob), repeats)
+        rows.append({"depth": depth, "encode_mp_s": megapixels / encode_s, "decode_mp_s": megapixels / decode_s,
+                     "encode_gflop_s": flops_per_pixel(cfg, depth) * megapixels / 1e3 / encode_s,
+                     "decode_gflop_s": flops_per_pixel(cfg, depth, part="decode") * megapixels / 1e3 / decode_s})
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--depths", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels (512: one default tile)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    console = Console()
+    image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+    flops = Table(title="model cost (per pixel, per iteration)", title_justify="left")
+    for column in ("width", "parameters", "encode MFLOP/px", "decode MFLOP/px"):
+        flops.add_column(column, justify="right")
+    for width in args.widths:
+        cfg = CodecConfig(width=width)
+        flops.add_row(f"{width:g}", f"{parameter_count(ResidualGRUCodec(cfg)) / 1e6:.2f} M",
+                      f"{flops_per_pixel(cfg) / 1e6:.3f}", f"{flops_per_pixel(cfg, part='decode') / 1e6:.3f}")
+    console.print(flops)
+
+    speed = Table(title=f"throughput on {args.device} ({torch.get_num_threads()} torch threads, "
+                        f"{os.cpu_count()} CPUs), one {args.size}x{args.size} image, best of {args.repeats}",
+                  title_justify="left")
+    for column in ("width", "precision", "depth", "encode MP/s", "decode MP/s", "encode GFLOP/s", "decode GFLOP/s"):
+        speed.add_column(column, justify="right")
+    for width in args.widths:
+        for precision in args.precisions:
+            codec = random_codec(width, args.device, precision)
+            for row in measure(codec, image, args.depths, args.repeats):
+                speed.add_row(f"{width:g}", precision, str(row["depth"]), f"{row['encode_mp_s']:.4f}",
+                              f"{row['decode_mp_s']:.4f}", f"{row['encode_gflop_s']:.1f}",
+                              f"{row['decode_gflop_s']:.1f}")
+            console.print(f"done: width {width:g} {precision}", style="dim")
+    console.print(speed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+import json
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from rgbatch import bitstream, entropy
+from rgbatch.bench import (SCHEMA, bd_rate, bench, bpp_at_quality, read_manifest, recoded_bytes, summarize,
+                           summary_tables)
+from rgbatch.classical import CLASSICAL_CODECS, decode, encode
+from rgbatch.cli import app
+from rgbatch.codec import Codec
+from rgbatch.imageio import read_image
+from rgbatch.metrics import msssim
+
+from conftest import DATA
+
+SWEEPS = {"jpeg420": (10, 50, 90), "webp": (20, 80)}
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    report = bench(DATA, out / "plots", out / "manifests" / "bench.parquet", weights=tiny_weights, iterations=3,
+                   classical_sweeps=SWEEPS, speed_images=1, speed_depths=(1, 3), log=lambda message: None)
+    return report, out
+
+
+# -- the summary rules, on numbers worked out by hand --------------------------------------------
+def test_bpp_at_quality_interpolates_linearly_in_log_bpp():
+    # half way from 0.8 to 0.9 in quality is half way from 0.1 to 0.4 in log rate: 0.2
+    assert bpp_at_quality([0.4, 0.1], [0.9, 0.8], 0.85) == pytest.approx(0.2)
+
+
+def test_bpp_at_quality_takes_the_first_crossing_of_a_bumpy_curve():
+    expected = np.exp(np.log(0.1) + (0.9 - 0.8) / 0.12 * (np.log(0.2) - np.log(0.1)))
+    assert bpp_at_quality([0.1, 0.2, 0.3, 0.4], [0.8, 0.92, 0.88, 0.95], 0.9) == pytest.approx(expected)
+
+
+def test_bpp_at_quality_at_the_ends_of_the_curve():
+    assert bpp_at_quality([0.2, 0.5], [0.93, 0.97], 0.9) == 0.2  # already there at the lowest setting
+    assert bpp_at_quality([0.2, 0.5], [0.93, 0.97], 0.98) is None  # never there
+
+
+def test_bd_rate_of_a_curve_shifted_in_rate():
+    quality = np.array([10.0, 12, 15, 18, 20])
+    bpp = np.exp(0.1 * quality - 2) + 0.01 * quality ** 2 / 100  # any smooth increasing curve
+    assert bd_rate(bpp, quality, bpp, quality) == pytest.approx(0)
+    assert bd_rate(bpp, quality, 0.8 * bpp, quality) == pytest.approx(-20)
+    assert bd_rate(0.8 * bpp, quality, bpp, quality) == pytest.approx(25)
+
+
+def test_bd_rate_needs_a_shared_quality_range_and_four_points():
+    quality = np.array([10.0, 12, 15, 18])
+    bpp = np.array([0.2, 0.3, 0.5, 0.9])
+    assert bd_rate(bpp, quality, bpp, quality + 10) is None
+    assert bd_rate(bpp, quality, bpp[:3], quality[:3]) is None
+
+
+def _rows(points):
+    """A bench table from (codec, quality, path, bpp, msssim, encode_s) tuples of 100x100 images."""
+    return pa.Table.from_pylist([
+        {"codec": c, "quality": q, "path": p, "width": 100, "height": 100, "bytes": round(b * 1250), "bpp": b,
+         "msssim": m, "psnr": 30.0, "encode_s": s, "decode_s": s} for c, q, p, b, m, s in points], schema=SCHEMA)
+
+
+def test_mean_bpp_is_given_only_when_every_image_reaches_the_target():
+    rows = _rows([("jpeg420", 10, "a.png", 0.1, 0.80, 0.01), ("jpeg420", 90, "a.png", 0.4, 0.96, 0.02),
+                  ("jpeg420", 10, "b.png", 0.2, 0.85, 0.01), ("jpeg420", 90, "b.png", 0.8, 0.93, 0.04)])
+    needed = summarize(rows)["codecs"]["jpeg420"]["bpp_at_msssim"]
+    a, b = bpp_at_quality([0.1, 0.4], [0.80, 0.96], 0.90), bpp_at_quality([0.2, 0.8], [0.85, 0.93], 0.90)
+    assert needed["0.90"] == {"bpp": pytest.approx((a + b) / 2), "reached": 2, "images": 2}
+    assert needed["0.95"] == {"bpp": None, "reached": 1, "images": 2}
+
+
+def test_speed_is_all_pixels_over_all_seconds_of_the_timed_rows():
+    rows = _rows([("rgbatch-raw", 1, "a.png", 0.1, 0.8, 0.02), ("rgbatch-raw", 1, "b.png", 0.1, 0.8, 0.03),
+                  ("rgbatch-raw", 2, "a.png", 0.2, 0.9, None)])
+    entry = summarize(rows)["codecs"]["rgbatch-raw"]
+    assert entry["speed_by_depth"] == {"1": {"encode_mp_s": pytest.approx(2e4 / 0.05 / 1e6),
+                                             "decode_mp_s": pytest.approx(2e4 / 0.05 / 1e6)}}
+
+
+# -- a whole run on two small crops ---------------------------------------------------------------
+def test_rows_hold_every_codec_setting_and_image(small_run):
+    report, _ = small_run
+    rows = report.rows.to_pylist()
+    assert report.rows.schema.names == SCHEMA.names
+    assert len(rows) == 2 * (3 + 2 + 3)
+    assert {(r["codec"], r["quality"]) for r in rows} == (
+        {("jpeg420", q) for q in SWEEPS["jpeg420"]} | {("webp", q) for q in SWEEPS["webp"]}
+        | {("rgbatch-raw", d) for d in (1, 2, 3)})
+    for r in rows:
+        assert r["bpp"] == pytest.approx(8 * r["bytes"] / (r["width"] * r["height"]))
+    timed = {(r["path"], r["quality"]) for r in rows if r["codec"] == "rgbatch-raw" and r["encode_s"] is not None}
+    assert timed == {("kodim05_crop192.png", 1), ("kodim05_crop192.png", 3)}
+
+
+def test_rgbatch_rows_are_what_decoding_the_cut_stream_gives(small_run, tiny_weights):
+    # the bench scores each depth from the encoder's own reconstruction; it must be the decoder's
+    report, _ = small_run
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    codec = Codec.load(tiny_weights)
+    blob = codec.encode(image, 3, measure=False).blob
+    rows = sorted((r for r in report.rows.to_pylist() if r["codec"] == "rgbatch-raw"
+                   and r["path"] == "kodim23_crop192.png"), key=lambda r: r["quality"])
+    for r in rows:
+        cut = bitstream.truncate(blob, r["quality"])
+        assert r["bytes"] == len(cut)
+        assert r["msssim"] == pytest.approx(msssim(image, codec.decode(cut)), abs=1e-6)
+
+
+def test_classical_rows_score_the_decoded_file(small_run):
+    report, _ = small_run
+    image, _ = read_image(DATA / "kodim05_crop192.png")
+    row = next(r for r in report.rows.to_pylist() if (r["codec"], r["quality"], r["path"]) ==
+               ("webp", 20, "kodim05_crop192.png"))
+    data = encode(image, CLASSICAL_CODECS["webp"], 20)
+    assert row["bytes"] == len(data)
+    assert row["msssim"] == pytest.approx(msssim(image, decode(data)), abs=1e-6)
+
+
+def test_outputs_are_written_and_the_manifest_summarizes_again(small_run):
+    report, out = small_run
+    manifest, summary_file, *plots = report.files
+    assert manifest == out / "manifests" / "bench.parquet"
+    assert json.loads(summary_file.read_text()) == json.loads(json.dumps(report.summary))
+    assert [p.name for p in plots] == ["msssim.png", "psnr.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+    assert summarize(read_manifest(manifest)) == report.summary
+    assert report.summary["run"]["model_id"] == Codec.load(report.summary["run"]["weights"]).model_id
+
+
+def test_summary_curves_are_the_means_over_images(small_run):
+    report, _ = small_run
+    rows = report.rows.to_pylist()
+    for point in report.summary["codecs"]["jpeg420"]["curve"]:
+        mine = [r for r in rows if r["codec"] == "jpeg420" and r["quality"] == point["quality"]]
+        assert point["bpp"] == pytest.approx(np.mean([r["bpp"] for r in mine]))
+        assert point["msssim"] == pytest.approx(np.mean([r["msssim"] for r in mine]))
+    assert set(report.summary["codecs"]["rgbatch-raw"]["bd_rate_msssim"]) == {"jpeg420", "webp"}
+    assert len(summary_tables(report.summary)) == 3
+
+
+class ZlibCoder:
+    """A stand-in second entropy coder: the raw chunks, deflated (lossless, smaller)."""
+
+    coder_id, name = 99, "zlib"
+
+    def __init__(self, extra=None):
+        self.raw = entropy.RawCoder()
+
+    def encode(self, codes):
+        return [zlib.compress(c, 9) for c in self.raw.encode(codes)]
+
+    def decode(self, chunks, shapes):
+        return self.raw.decode([zlib.decompress(c) for c in chunks], shapes)
+
+
+def test_every_registered_coder_gets_its_own_rows(monkeypatch, tiny_weights, tmp_path):
+    monkeypatch.setitem(entropy.CODERS, ZlibCoder.coder_id, ZlibCoder)
+    monkeypatch.setitem(entropy.CODERS, ZlibCoder.name, ZlibCoder)
+    report = bench(DATA, tmp_path, weights=tiny_weights, iterations=2, limit=1, classical_sweeps={},
+                   coders=["raw", "zlib"], speed_images=0)
+    rows = {(r["codec"], r["quality"]): r for r in report.rows.to_pylist()}
+    image, _ = read_image(DATA / "kodim05_crop192.png")
+    zlib_codec = Codec.load(tiny_weights, coder="zlib")
+    assert [rows["rgbatch-zlib", d]["bytes"] for d in (1, 2)] == zlib_codec.encode(image, 2, measure=False).bytes
+    for d in (1, 2):
+        assert rows["rgbatch-zlib", d]["msssim"] == rows["rgbatch-raw", d]["msssim"]
+    blob = Codec.load(tiny_weights).encode(image, 2, measure=False).blob
+    assert recoded_bytes(zlib_codec, blob, "zlib") == [rows["rgbatch-zlib", d]["bytes"] for d in (1, 2)]
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_cli_bench_prints_json_and_rereads_its_manifest(tiny_weights, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--weights", str(tiny_weights),
+                                 "--manifest", str(tmp_path / "bench.parquet"), "--iterations", "2", "--limit", "1",
+                                 "--speed-images", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert set(summary["codecs"]) == {"rgbatch-raw", *CLASSICAL_CODECS}
+    assert summary["images"] == 1
+    again = runner.invoke(app, ["bench", str(tmp_path / "bench.parquet"), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == summary
+
+
+@pytest.mark.parametrize("source, message", [("missing-folder", "is not a folder"),
+                                             ("kodim05_crop192.png", "neither a folder of images nor")])
+def test_cli_bench_refuses_bad_sources_in_one_line(source, message, tmp_path):
+    path = DATA / source if source.endswith(".png") else tmp_path / source
+    result = CliRunner().invoke(app, ["bench", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    words = " ".join(result.output.split())  # rich wraps long lines
+    assert message in words and "Traceback" not in words
