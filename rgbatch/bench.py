@@ -116,7 +116,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     if classical_sweeps is None:
         classical_sweeps = {name: classical.CLASSICAL_CODECS[name].qualities for name in classical.available_codecs()}
     specs = {name: classical.get_codec(name) for name in classical_sweeps}
-    codec = Codec.load(weights, device=device, precision=precision)
+    codec = Codec.load(weights, device=device, precision=precision, coder="raw")  # others re-code its codes
     iterations = iterations or codec.max_iterations
     if not 1 <= iterations <= codec.max_iterations:
         raise ValueError(f"iterations must be 1..{codec.max_iterations} for this model, not {iterations}")
