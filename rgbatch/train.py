@@ -20,6 +20,7 @@ import torch
 from .imageio import ImageError, read_image
 from .metrics import msssim, to_uint8
 from .model import CodecConfig, ResidualGRUCodec
+from .weights import save_weights
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -248,3 +249,19 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             save_checkpoint(checkpoint_path, state_dict())
             log(f"step {step}: loss {entry['loss']:.5f}, {wall_time / 3600:.2f} h, checkpoint written")
     return state_dict()
+
+
+def export_weights(checkpoint, out, extra=None) -> str:
+    """Write a training checkpoint's model as a shipped fp16 weight file; returns the model id."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise TrainingError(f"no checkpoint at {path}")
+    state = torch.load(path, weights_only=False)
+    cfg = state["train_config"]
+    model = ResidualGRUCodec(CodecConfig(**cfg["codec"]))
+    model.load_state_dict(state["model"])
+    info = {"steps": state["step"], "training_hours": round(state["wall_time"] / 3600, 3),
+            "patch": cfg["patch"], "batch_size": cfg["batch_size"], "iterations_trained": cfg["iterations"],
+            "lr": cfg["lr"], "data": Path(cfg["data_dir"]).name, "last_eval_msssim": next(
+                (h["msssim"] for h in reversed(state["history"]) if "msssim" in h), None)}
+    return save_weights(out, model, extra=extra, info=info)
