@@ -1,0 +1,113 @@
+"""What the context entropy coder saves on Kodak, and what it costs in time.
+
+    python benchmarks/entropy_savings.py --weights W --data ../shared/data/kodak [--limit N] [--json out.json]
+
+Each image is encoded once by the network (raw coder, MS-SSIM measured at every depth);
+its codes are then stored with the context coder too. Entropy coding is lossless, so the
+quality at each depth is the same for both, and only the bytes differ. Reported:
+  - mean bpp at every depth, raw and context-coded, and the saving in %
+  - the bpp needed for MS-SSIM 0.90 / 0.95 (per image along its depth curve, then the mean)
+  - seconds per image: network encode, network decode, context-coder encode and decode
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from rgbatch import bitstream
+from rgbatch.bench import bpp_at_quality
+from rgbatch.codec import Codec
+from rgbatch.entropy import ContextCoder
+from rgbatch.imageio import read_image
+from rgbatch.train import list_images
+
+TARGETS = (0.90, 0.95)
+
+
+def measure_image(codec: Codec, coder: ContextCoder, image: np.ndarray, iterations: int) -> dict:
+    start = time.perf_counter()
+    raw = codec.encode(image, iterations)  # the codec's own coder is raw: only bit packing
+    network_encode = time.perf_counter() - start
+
+    start = time.perf_counter()
+    codec.decode(raw.blob)
+    network_decode = time.perf_counter() - start
+
+    header, _, codes = codec.read_codes(raw.blob)
+    start = time.perf_counter()
+    chunks = coder.encode(codes)
+    entropy_encode = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded = coder.decode(chunks, [c.shape[1:] for c in codes])
+    entropy_decode = time.perf_counter() - start
+    if not all(np.array_equal(a, b) for a, b in zip(decoded, codes)):
+        raise AssertionError("context coder round trip is not exact")
+
+    blob = bitstream.pack(coder_id=coder.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
+                          height=header.height, tile_size=header.tile_size, chunks=chunks)
+    pixels = raw.width * raw.height
+    return {"bpp_raw": raw.bpp, "bpp_context": [8 * n / pixels for n in bitstream.read_header(blob).cumulative_bytes()],
+            "msssim": raw.msssim, "network_encode_s": network_encode, "network_decode_s": network_decode,
+            "entropy_encode_s": entropy_encode, "entropy_decode_s": entropy_decode}
+
+
+def summarize(rows: list[dict]) -> dict:
+    mean = {k: np.mean([r[k] for r in rows], axis=0) for k in rows[0]}
+    summary = {
+        "images": len(rows),
+        "depths": [{"depth": t + 1, "bpp_raw": round(float(mean["bpp_raw"][t]), 4),
+                    "bpp_context": round(float(mean["bpp_context"][t]), 4),
+                    "saving_percent": round(float(100 * (1 - mean["bpp_context"][t] / mean["bpp_raw"][t])), 1),
+                    "msssim": round(float(mean["msssim"][t]), 4)} for t in range(len(mean["bpp_raw"]))],
+        "seconds_per_image": {k[:-2]: round(float(mean[k]), 3) for k in mean if k.endswith("_s")},
+    }
+    entropy = mean["entropy_encode_s"] + mean["entropy_decode_s"]
+    summary["entropy_share_of_encode_percent"] = round(float(100 * entropy / mean["network_encode_s"]), 1)
+    summary["entropy_decode_share_of_decode_percent"] = round(
+        float(100 * mean["entropy_decode_s"] / mean["network_decode_s"]), 1)
+    for target in TARGETS:
+        for coder in ("raw", "context"):
+            at = [bpp_at_quality(r[f"bpp_{coder}"], r["msssim"], target) for r in rows]
+            reached = [b for b in at if b is not None]
+            # a mean only over every image: leaving out the hard ones would flatter the result
+            summary[f"bpp_at_msssim_{target:.2f}_{coder}"] = (round(float(np.mean(reached)), 4)
+                                                             if len(reached) == len(rows) else None)
+        summary[f"images_reaching_msssim_{target:.2f}"] = len(reached)
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None, help="weights with a context model (default: the shipped model)")
+    parser.add_argument("--data", default="../shared/data/kodak")
+    parser.add_argument("--limit", type=int, default=None, help="first N images only")
+    parser.add_argument("--iterations", type=int, default=None, help="depth to encode (default: the model's maximum)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", default=None, help="also write the summary here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    codec = Codec.load(args.weights, device="cpu", coder="raw")
+    coder = ContextCoder(codec.extra)
+    iterations = args.iterations or codec.max_iterations
+    rows = []
+    for path in list_images(args.data)[:args.limit]:
+        image, _ = read_image(path)
+        rows.append(measure_image(codec, coder, image, iterations))
+        print(f"{path.name}: {100 * (1 - rows[-1]['bpp_context'][-1] / rows[-1]['bpp_raw'][-1]):.1f}% smaller "
+              f"at depth {iterations}", flush=True)
+    summary = {"weights": str(args.weights or "default"), "model_id": codec.model_id, **summarize(rows)}
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

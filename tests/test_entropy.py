@@ -1,0 +1,180 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rgbatch import bitstream
+from rgbatch.cli import app
+from rgbatch.codec import Codec
+from rgbatch.entropy import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS, ContextCoder, EntropyError,
+                             RawCoder, get_coder, is_causal)
+from rgbatch.entropy_fit import candidate_features, fit_context_model
+from rgbatch.weights import load_weights
+
+from conftest import DATA, smooth_image
+
+SHAPES = [(4, 3, 5), (4, 2, 2), (4, 6, 1)]  # (bits, rows, cols) of three unequal tiles
+
+
+def hashed_bits(shape, salt: int) -> np.ndarray:
+    """Bits from integer hashing only: the same on every machine and numpy version (P(1) = 3/8)."""
+    x = np.arange(np.prod(shape), dtype=np.uint64) + np.uint64(salt * 1_000_003)
+    return ((x * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(61) < 3).reshape(shape)
+
+
+def hand_made_model(bits: int, iterations: int) -> dict[str, torch.Tensor]:
+    """A fixed context model built from integers: previous two iterations, and the right
+    neighbour (second colour) or the neighbour below in the previous iteration (first)."""
+    features = [[[(1, c, 0, 0), (2, c, 0, 0), (0, c, 0, 1) if s else (1, c, 1, 0)] for c in range(bits)]
+                for s in range(2)]
+    size = iterations * 2 * bits * 8
+    table = 1 + (np.arange(size) * 7919) % (2 ** PROBABILITY_BITS - 1)
+    return {CONTEXT_FEATURES: torch.tensor(features, dtype=torch.int16),
+            CONTEXT_PROBABILITIES: torch.from_numpy(table.reshape(iterations, 2, bits, 8).astype(np.int16))}
+
+
+def sticky_codes(rng, iterations, shapes, flip=0.1):
+    """Codes whose bits repeat the previous iteration's, each flipped with probability `flip`."""
+    tiles = []
+    for bits, rows, cols in shapes:
+        codes = np.empty((iterations, bits, rows, cols), bool)
+        codes[0] = rng.random((bits, rows, cols)) < 0.5
+        for t in range(1, iterations):
+            codes[t] = codes[t - 1] ^ (rng.random((bits, rows, cols)) < flip)
+        tiles.append(codes)
+    return tiles
+
+
+@pytest.fixture(scope="module")
+def coder():
+    return ContextCoder(hand_made_model(bits=4, iterations=5))
+
+
+@pytest.mark.parametrize("make", [lambda: RawCoder(), lambda: ContextCoder(hand_made_model(4, 5))])
+def test_round_trip_is_exact_at_every_depth(make, rng):
+    coder = make()
+    codes = [rng.random((5, *s)) < 0.3 for s in SHAPES]
+    chunks = coder.encode(codes)
+    assert len(chunks) == 5
+    for k in range(1, 6):
+        decoded = coder.decode(chunks[:k], SHAPES)
+        assert all(np.array_equal(d, c[:k]) for d, c in zip(decoded, codes))
+
+
+def test_chunk_t_depends_only_on_iterations_up_to_t(coder, rng):
+    codes = [rng.random((5, *s)) < 0.5 for s in SHAPES]
+    chunks = coder.encode(codes)
+    changed = [c.copy() for c in codes]
+    for c in changed:
+        c[3:] = ~c[3:]
+    assert coder.encode(changed)[:3] == chunks[:3]
+    assert coder.encode([c[:3] for c in codes]) == chunks[:3]
+
+
+def test_streams_are_the_same_bytes_on_every_machine(coder):
+    # integer tables and integer-made codes: any machine must produce exactly these bytes
+    codes = [hashed_bits((5, *s), i) for i, s in enumerate(SHAPES)]
+    chunks = coder.encode(codes)
+    digest = hashlib.sha256(b"".join(len(c).to_bytes(4, "little") + c for c in chunks)).hexdigest()
+    assert digest[:16] == "cea416a424376248"
+    assert all(np.array_equal(d, c) for d, c in zip(coder.decode(chunks, SHAPES), codes))
+
+
+def test_probabilities_are_exact_binary_fractions(coder):
+    scaled = coder.probabilities * 2 ** PROBABILITY_BITS
+    assert np.array_equal(scaled, np.round(scaled))
+    assert 0 < coder.probabilities.min() and coder.probabilities.max() < 1
+
+
+def test_every_candidate_feature_is_known_to_the_decoder():
+    for s in range(2):
+        for c in range(32):
+            pool = candidate_features(s, c, 32)
+            assert all(is_causal(f, s, c) for f in pool)
+            assert (0, c, 0, 0) not in pool  # the bit itself
+    assert not is_causal((0, 5, 0, 0), 0, 5)  # same channel, same iteration
+    assert not is_causal((0, 3, 0, 1), 0, 9)  # other colour, not coded yet in the first pass
+    assert is_causal((0, 3, 0, 1), 1, 0)  # ... but coded in the second
+
+
+def test_a_model_that_reads_the_future_is_refused():
+    extra = hand_made_model(4, 5)
+    extra[CONTEXT_FEATURES][0, 2, 0] = torch.tensor([0, 2, 0, 0])
+    with pytest.raises(EntropyError, match="reads the future"):
+        ContextCoder(extra)
+
+
+def test_fitting_finds_the_previous_iteration_and_codes_near_the_entropy(rng):
+    extra = fit_context_model(sticky_codes(rng, 6, [(3, 8, 8)] * 8), context_bits=2)
+    features = extra[CONTEXT_FEATURES].numpy()
+    for s in range(2):
+        for c in range(3):
+            assert tuple(features[s, c, 0]) == (1, c, 0, 0)
+    coder = ContextCoder(extra)
+    fresh = sticky_codes(rng, 6, [(3, 16, 16)] * 4)
+    coded = sum(len(c) for c in coder.encode(fresh))
+    raw = sum(len(c) for c in RawCoder().encode(fresh))
+    flip_entropy = -(0.1 * np.log2(0.1) + 0.9 * np.log2(0.9))
+    assert coded / raw < (1 + 5 * flip_entropy) / 6 + 0.05  # first iteration is incompressible
+
+
+def test_unknown_coders_and_missing_tables_are_worded_errors():
+    with pytest.raises(EntropyError, match="unknown entropy coder"):
+        get_coder("zip")
+    with pytest.raises(EntropyError, match="fit-entropy"):
+        get_coder("context", {})
+    assert isinstance(get_coder("auto", {}), RawCoder)
+    assert isinstance(get_coder("auto", hand_made_model(4, 5)), ContextCoder)
+
+
+def test_a_chunk_of_partial_words_is_refused(coder, rng):
+    chunks = coder.encode([rng.random((1, *SHAPES[0])) < 0.5])
+    with pytest.raises(EntropyError, match="32-bit words"):
+        coder.decode([chunks[0] + b"\0"], SHAPES[:1])
+
+
+# -- with a model: the fit-entropy command and the codec ---------------------------------------
+@pytest.fixture(scope="module")
+def fitted_weights(tiny_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("entropy") / "fitted.safetensors"
+    result = CliRunner().invoke(app, ["fit-entropy", str(tiny_weights), "--data", str(DATA), "--out", str(out),
+                                      "--images", "2", "--crop", "64", "--context-bits", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_fit_entropy_adds_the_tables_to_the_weights(tiny_weights, fitted_weights):
+    model, mid, extra, info = load_weights(fitted_weights)
+    _, tiny_id, tiny_extra, _ = load_weights(tiny_weights)
+    assert set(extra) == {CONTEXT_FEATURES, CONTEXT_PROBABILITIES} and not tiny_extra
+    assert mid != tiny_id  # the tables are part of the model id
+    assert info["entropy"]["images"] == 2
+    assert extra[CONTEXT_PROBABILITIES].shape == (model.cfg.max_iterations, 2, model.cfg.bits, 4)
+
+
+def test_codec_uses_the_context_coder_and_decodes_as_raw_would(fitted_weights, rng):
+    image = smooth_image(rng, 90, 140)
+    context = Codec.load(fitted_weights, tile_size=64, device="cpu")
+    raw = Codec.load(fitted_weights, tile_size=64, device="cpu", coder="raw")
+    a, b = context.encode(image, 4, measure=False), raw.encode(image, 4, measure=False)
+    assert bitstream.read_header(a.blob).coder_id == ContextCoder.coder_id
+    for k in range(1, 5):
+        cut = bitstream.truncate(a.blob, k)
+        assert np.array_equal(context.decode(cut), raw.decode(b.blob, iterations=k))
+        assert len(cut) == a.bytes[k - 1]
+
+
+def test_weights_without_tables_cannot_use_the_context_coder(tiny_weights):
+    assert Codec.load(tiny_weights, device="cpu").coder.name == "raw"
+    with pytest.raises(ValueError, match="no context model"):
+        Codec.load(tiny_weights, device="cpu", coder="context")
+
+
+def test_fit_entropy_on_a_missing_folder_is_one_line_and_exit_2(tiny_weights, tmp_path):
+    result = CliRunner().invoke(app, ["fit-entropy", str(tiny_weights), "--data", str(tmp_path / "nope"),
+                                      "--out", str(tmp_path / "w.safetensors")])
+    message = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 2
+    assert "Traceback" not in message and "is not a folder" in message
