@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rgbatch.train import PatchSampler, TrainConfig, TrainingError, lr_factor, train
+from rgbatch.train import PatchSampler, TrainConfig, TrainingError, export_weights, lr_factor, pack_crops, train
+from rgbatch.weights import load_weights
 
 DATA = Path(__file__).parent / "data"
 
@@ -63,3 +64,13 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_factor(0, cfg) < lr_factor(99, cfg) == 1.0
     assert lr_factor(1000, cfg) == pytest.approx(0.1)
     assert lr_factor(500, cfg) < lr_factor(200, cfg)
+
+
+def test_a_packed_training_set_trains_and_a_checkpoint_exports(tmp_path):
+    pack = tmp_path / "crops.npy"
+    assert pack_crops(DATA, pack, crop=64, per_image=3) == (6, 64, 64, 3)
+    cfg = config(tmp_path, data_dir=str(pack), steps=2)
+    train(cfg, log=lambda *_: None)
+    mid = export_weights(cfg.out, tmp_path / "w.safetensors")
+    model, loaded_id, _, info = load_weights(tmp_path / "w.safetensors")
+    assert loaded_id == mid and info["steps"] == 2 and model.cfg.width == 0.125
