@@ -118,8 +118,8 @@ def fit_context_model(tiles: list[np.ndarray], context_bits: int = DEFAULT_CONTE
             chosen, p = fit_channel(canvas, layout.width, positions, folds, s, c, context_bits, prior)
             features[s, c] = chosen
             table[:, s, c] = quantize(p)
-            if log:
-                log(f"colour {s} channel {c}: {[tuple(int(v) for v in f) for f in chosen]}")
+        if log:
+            log(f"colour {s}: contexts of {bits} channels selected")
     return {CONTEXT_FEATURES: torch.from_numpy(features), CONTEXT_PROBABILITIES: torch.from_numpy(table)}
 
 
