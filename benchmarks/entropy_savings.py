@@ -56,7 +56,7 @@ def measure_image(codec: Codec, coder: ContextCoder, image: np.ndarray, iteratio
             "entropy_encode_s": entropy_encode, "entropy_decode_s": entropy_decode}
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], targets=TARGETS) -> dict:
     mean = {k: np.mean([r[k] for r in rows], axis=0) for k in rows[0]}
     summary = {
         "images": len(rows),
@@ -70,7 +70,7 @@ def summarize(rows: list[dict]) -> dict:
     summary["entropy_share_of_encode_percent"] = round(float(100 * entropy / mean["network_encode_s"]), 1)
     summary["entropy_decode_share_of_decode_percent"] = round(
         float(100 * mean["entropy_decode_s"] / mean["network_decode_s"]), 1)
-    for target in TARGETS:
+    for target in targets:
         for coder in ("raw", "context"):
             at = [bpp_at_quality(r[f"bpp_{coder}"], r["msssim"], target) for r in rows]
             reached = [b for b in at if b is not None]
@@ -88,6 +88,7 @@ def main():
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--iterations", type=int, default=None, help="depth to encode (default: the model's maximum)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--targets", default=",".join(map(str, TARGETS)), help="MS-SSIM levels for the bpp-at-quality")
     parser.add_argument("--json", default=None, help="also write the summary here")
     args = parser.parse_args()
     if args.threads:
@@ -102,11 +103,12 @@ def main():
         rows.append(measure_image(codec, coder, image, iterations))
         print(f"{path.name}: {100 * (1 - rows[-1]['bpp_context'][-1] / rows[-1]['bpp_raw'][-1]):.1f}% smaller "
               f"at depth {iterations}", flush=True)
-    summary = {"weights": str(args.weights or "default"), "model_id": codec.model_id, **summarize(rows)}
+    targets = [float(x) for x in args.targets.split(",")]
+    summary = {"weights": str(args.weights or "default"), "model_id": codec.model_id, **summarize(rows, targets)}
     print(json.dumps(summary, indent=1))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
+            json.dump({**summary, "per_image": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -235,6 +235,8 @@ class ContextCoder:
                 plane[c, positions] = decoder.decode(BERNOULLI, p)
 
             self._code_iteration(canvas, layout, t, decode_step)
+            if not decoder.maybe_exhausted():
+                raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
         return layout.cut(canvas)
 
 

@@ -129,10 +129,12 @@ def test_unknown_coders_and_missing_tables_are_worded_errors():
     assert isinstance(get_coder("auto", hand_made_model(4, 5)), ContextCoder)
 
 
-def test_a_chunk_of_partial_words_is_refused(coder, rng):
+def test_chunks_of_the_wrong_size_are_refused(coder, rng):
     chunks = coder.encode([rng.random((1, *SHAPES[0])) < 0.5])
     with pytest.raises(EntropyError, match="32-bit words"):
         coder.decode([chunks[0] + b"\0"], SHAPES[:1])
+    with pytest.raises(EntropyError, match="more bytes"):
+        coder.decode([chunks[0] + bytes(64)], SHAPES[:1])
 
 
 # -- with a model: the fit-entropy command and the codec ---------------------------------------
