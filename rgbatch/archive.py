@@ -1,0 +1,329 @@
+"""What users do with an archive once written: report on it, restore images, verify it.
+
+    report("manifests/kodak", depth=4)                 # sizes and qualities, and the cost at depth 4
+    restore("manifests/kodak", "out/", target_msssim=0.95, select="*/beach*")
+    verify("manifests/kodak")                          # checksums, decoding, MS-SSIM re-measured
+
+Each works on the current row of every path (see rgbatch.manifest). Rows coded by a model
+other than the loaded one are refused one by one, with the reason; the rest goes on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import posixpath
+import random
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import bitstream, storage
+from .codec import Codec
+from .imageio import ImageError, decode_image, encode_png
+from .manifest import Manifest
+from .metrics import msssim
+from .ratecontrol import Target, choose_depth
+
+IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
+                "bytes", "bpp", "msssim", "psnr"]
+MSSSIM_TOLERANCE = 1e-3  # re-measured vs recorded: same code and weights, so only float noise
+DECODE_GROUP = 8  # images decoded together (their tiles share batches)
+
+
+# -- report ------------------------------------------------------------------------------------------
+_COST_SQL = """
+    SELECT count(*) AS images,
+           sum(bytes[depth])::BIGINT AS bytes,
+           8.0 * sum(bytes[depth]) / sum(width * height) AS bpp,
+           avg(msssim[depth]) AS mean_msssim,
+           avg(psnr[depth]) AS mean_psnr,
+           min(msssim[depth]) AS min_msssim,
+           avg(depth) AS mean_depth
+    FROM images"""
+
+_DEPTH_SQL = """
+    WITH per_depth AS (SELECT unnest(generate_series(1, len(bytes))) AS depth, * FROM images)
+    SELECT depth, count(*) AS images, sum(bytes[depth])::BIGINT AS bytes,
+           8.0 * sum(bytes[depth]) / sum(width * height) AS bpp,
+           avg(msssim[depth]) AS mean_msssim, avg(psnr[depth]) AS mean_psnr
+    FROM per_depth GROUP BY depth ORDER BY depth"""
+
+_WORST_SQL = """
+    SELECT path, msssim[-1] AS msssim, bpp[-1] AS bpp FROM images
+    ORDER BY msssim[-1] NULLS LAST, path LIMIT {limit}"""
+
+
+def _query(sql: str, images: pa.Table) -> list[dict]:
+    with duckdb.connect() as con:
+        con.register("images", images)
+        return con.sql(sql).to_arrow_table().to_pylist()
+
+
+def report(archive, depth: int | None = None, min_msssim: float | None = None, worst: int = 5) -> dict:
+    """{"images": [...], "summary": {...}}: what the archive holds, costs and looks like.
+
+    summary.stored: totals at the stored depths; summary.by_depth: per depth, over the images
+    stored at least that deep; summary.at_depth / at_msssim: what the archive would cost cut
+    to `depth` iterations / to the smallest depth reaching `min_msssim` per image.
+    """
+    if depth is not None and depth < 1:
+        raise ValueError(f"--depth must be at least 1, not {depth}")
+    target = Target(msssim=min_msssim)
+    man = Manifest(archive)
+    table = man.table()
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    failed = table.filter(pc.not_equal(table["status"], "ok"))
+
+    def at(depths: list[int]) -> dict:
+        return _query(_COST_SQL, ok.append_column("depth", pa.array(depths, pa.int64())))[0]
+
+    stored = at(ok["iterations"].to_pylist())
+    source_bytes = pc.sum(ok["source_bytes"]).as_py() or 0
+    summary = {
+        "archive": man.location, "parts": len(man.parts),
+        "part_bytes": sum(man.fs.get_file_info(p).size for p in man.parts),
+        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows,
+        "model_ids": sorted(set(ok["model_id"].to_pylist())),
+        "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
+            ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0,
+        "stored": stored,
+        "compression_ratio": source_bytes / stored["bytes"] if stored["bytes"] else None,
+        "by_depth": _query(_DEPTH_SQL, ok),
+        "worst": _query(_WORST_SQL.format(limit=int(worst)), ok),
+        "failures": [{"path": r["path"], "error": r["error"]} for r in failed.select(["path", "error"]).to_pylist()],
+    }
+    if depth is not None:
+        summary["at_depth"] = {"depth": depth, **at([min(depth, k) for k in ok["iterations"].to_pylist()]),
+                               "shallower": sum(k < depth for k in ok["iterations"].to_pylist())}
+    if min_msssim is not None:
+        rows = ok.select(["bytes", "msssim", "width", "height"]).to_pylist()
+        chosen = [choose_depth(target, r["bytes"], r["msssim"], r["width"] * r["height"]) for r in rows]
+        summary["at_msssim"] = {"msssim": min_msssim, **at(chosen),
+                                "not_reached": sum(r["msssim"][d - 1] < min_msssim for r, d in zip(rows, chosen))}
+    return {"images": table.select(IMAGE_FIELDS).to_pylist(), "summary": summary}
+
+
+# -- shared by restore and verify ---------------------------------------------------------------------
+def safe_relative_path(path: str) -> str:
+    """A manifest path that stays inside the folder it is joined to, or ValueError."""
+    parts = PurePosixPath(path).parts
+    if (not path or path.startswith("/") or "\\" in path or ".." in parts or "://" in path
+            or (parts and parts[0].endswith(":"))):
+        raise ValueError(f"unsafe path {path!r} in the manifest (absolute, or with '..'): not written")
+    return posixpath.normpath(path)
+
+
+def _model_problem(row: dict, codec: Codec) -> str | None:
+    if row["model_id"] != codec.model_id:
+        return (f"coded by model {row['model_id']}, but the loaded weights are model {codec.model_id}: "
+                f"use the weights that made it (--weights)")
+    return None
+
+
+def _decode_each(codec: Codec, work: list[tuple[dict, int]]):
+    """(row, image or None, error or None) for (row, depth) pairs: decoded as one batch, and one
+    by one when the batch fails, so that one damaged blob fails alone."""
+    try:
+        images = codec.decode_many([row["blob"] for row, _ in work], [d for _, d in work])
+        yield from ((row, image, None) for (row, _), image in zip(work, images))
+        return
+    except Exception:
+        pass
+    for row, depth in work:
+        try:
+            yield row, codec.decode(row["blob"], depth), None
+        except Exception as e:
+            yield row, None, f"cannot decode: {e}"
+
+
+def _in_groups(items, size: int):
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+# -- restore -------------------------------------------------------------------------------------------
+@dataclass
+class RestoreResult:
+    out: str
+    written: list[dict] = field(default_factory=list)  # path, file, depth
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+
+def png_names(paths: list[str]) -> dict[str, str]:
+    """Output file of each path: its name with .png for a suffix; when two would collide
+    (a.jpg and a.png), the non-PNG one keeps its whole name and adds .png (a.jpg.png)."""
+    names, taken = {}, set()
+    for path in sorted(paths, key=lambda p: (not p.lower().endswith(".png"), p)):
+        name = str(PurePosixPath(path).with_suffix(".png")) if PurePosixPath(path).suffix else path + ".png"
+        if name in taken:
+            name = path + ".png"
+        names[path] = name
+        taken.add(name)
+    return names
+
+
+def restore(archive, out, iterations: int | None = None, target_msssim: float | None = None,
+            select: str | None = None, weights=None, device: str = "auto", batch_size: int = 8,
+            progress=None) -> RestoreResult:
+    """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
+    stores) or per image the smallest depth reaching `target_msssim`; default all stored.
+
+    `select` is a glob on the archived paths. `progress(done, total)` is called per image.
+    """
+    if iterations is not None and target_msssim is not None:
+        raise ValueError("give --iterations or --target-msssim, not both")
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, not {iterations}")
+    target = Target(msssim=target_msssim)
+    man = Manifest(archive)
+    table = man.table(["path", "status"])
+    paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist())
+             if s == "ok" and (select is None or fnmatch.fnmatchcase(p, select))]
+    if select is not None and not paths:
+        raise ValueError(f"no archived image matches --select {select!r}")
+    codec = Codec.load(weights, device=device, batch_size=batch_size)
+    fs, root = storage.resolve(out)
+    names = png_names(paths)
+    result = RestoreResult(out=str(out))
+
+    def depth_of(row):
+        if iterations is not None:
+            return min(iterations, row["iterations"])
+        if target:
+            return choose_depth(target, row["bytes"], row["msssim"], row["width"] * row["height"])
+        return row["iterations"]
+
+    def usable(row) -> bool:
+        try:
+            safe_relative_path(row["path"])
+        except ValueError as e:
+            result.failures.append((row["path"], str(e)))
+            return False
+        problem = _model_problem(row, codec)
+        if problem:
+            result.failures.append((row["path"], problem))
+        return problem is None
+
+    for group in _in_groups((r for r in man.rows(set(paths)) if usable(r)), DECODE_GROUP):
+        for row, image, error in _decode_each(codec, [(r, depth_of(r)) for r in group]):
+            if error:
+                result.failures.append((row["path"], error))
+                continue
+            target_path = f"{root}/{safe_relative_path(names[row['path']])}"
+            storage.write_atomic(fs, target_path, encode_png(image))
+            result.written.append({"path": row["path"], "file": storage.uri(fs, target_path),
+                                   "depth": depth_of(row)})
+        if progress:
+            progress(len(result.written) + len(result.failures), len(paths))
+    return result
+
+
+# -- verify ----------------------------------------------------------------------------------------------
+@dataclass
+class VerifyResult:
+    archive: str
+    checked: int = 0  # blobs checked (checksums, header, decoding)
+    decoded: int = 0
+    remeasured: list[dict] = field(default_factory=list)  # path, recorded, measured
+    unmeasured: list[tuple[str, str]] = field(default_factory=list)  # sampled but source gone / changed
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
+
+
+def _check_blob(row: dict) -> str | None:
+    """Checksums of every chunk, and the header against the row."""
+    try:
+        header, _ = bitstream.unpack(row["blob"])
+    except bitstream.BitstreamError as e:
+        return f"damaged blob: {e}"
+    if (header.width, header.height, header.iterations) != (row["width"], row["height"], row["iterations"]):
+        return (f"blob holds {header.width}x{header.height} at {header.iterations} iterations, the row says "
+                f"{row['width']}x{row['height']} at {row['iterations']}")
+    if header.cumulative_bytes() != list(row["bytes"]) or len(row["blob"]) != row["bytes"][-1]:
+        return "blob sizes do not match the row's per-depth bytes"
+    return None
+
+
+def _source_image(row: dict, sources) -> tuple:
+    """(pixels, None) of the row's source if it is still there unchanged, else (None, why not)."""
+    location = row["source"]
+    if sources is not None:
+        location = posixpath.join(str(sources), safe_relative_path(row["path"]))
+    try:
+        fs, path = storage.resolve(location)
+        data = storage.read_bytes(fs, path)
+    except (OSError, ValueError):
+        return None, f"source {location} is gone"
+    if hashlib.sha256(data).hexdigest() != row["source_hash"]:
+        return None, f"source {location} changed since it was archived"
+    try:
+        return decode_image(data)[0], None
+    except ImageError as e:
+        return None, f"source {location} no longer reads: {e}"
+
+
+def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources=None, seed: int = 0,
+           batch_size: int = 8, progress=None) -> VerifyResult:
+    """Check every current row: blob checksums and header, decoding at the stored depth, and
+    for `sample` random images whose source is still there, MS-SSIM re-measured against it.
+
+    `sources` replaces the recorded source locations with a folder holding the same relative
+    paths. Images that failed at compress time count as problems: the archive lacks them.
+    """
+    man = Manifest(archive)
+    table = man.table(["path", "status", "error"])
+    ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == "ok"]
+    sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
+    codec = Codec.load(weights, device=device, batch_size=batch_size)
+    result = VerifyResult(archive=man.location)
+    for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
+        if status != "ok":
+            result.problems.append((path, f"not archived (failed at compress time: {error})"))
+
+    def checked(row):
+        result.checked += 1
+        problem = _check_blob(row) or _model_problem(row, codec)
+        if problem:
+            result.problems.append((row["path"], problem))
+        return problem is None
+
+    for group in _in_groups((r for r in man.rows(set(ok_paths)) if checked(r)), DECODE_GROUP):
+        for row, image, error in _decode_each(codec, [(r, r["iterations"]) for r in group]):
+            if error:
+                result.problems.append((row["path"], error))
+                continue
+            result.decoded += 1
+            if row["path"] in sampled:
+                source, why_not = _source_image(row, sources)
+                if why_not:
+                    result.unmeasured.append((row["path"], why_not))
+                    continue
+                measured, recorded = msssim(source, image), row["msssim"][-1]
+                result.remeasured.append({"path": row["path"], "recorded": recorded, "measured": measured})
+                if abs(measured - recorded) > MSSSIM_TOLERANCE:
+                    result.problems.append((row["path"], f"MS-SSIM re-measured {measured:.5f}, the manifest "
+                                                         f"says {recorded:.5f}"))
+        if progress:
+            progress(result.checked, len(ok_paths))
+    return result
+
+
+__all__ = ["RestoreResult", "VerifyResult", "png_names", "report", "restore", "safe_relative_path",
+           "verify"]

@@ -1,0 +1,260 @@
+"""The archive manifest: Parquet part files, one row per source image (schema in docs/ARCHIVE.md).
+
+An archive is a folder (or object-store prefix) of `part-<uuid>.parquet` files. Every run of
+`compress` adds new parts, each committed atomically; the manifest is their union. A path
+may have several rows (a failed attempt and its retry, an older version of a changed
+source): its *current* row is the latest written one, so no file is ever rewritten.
+
+    with PartWriter("manifests/kodak", model_id) as writer:
+        writer.add(row)
+    manifest = Manifest("manifests/kodak")
+    manifest.table()            # current rows, without the blobs
+    manifest.rows(paths={...})  # current rows with their blobs, streamed part by part
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__, storage
+
+FORMAT_VERSION = 1
+PART_PREFIX = "part-"
+PART_SUFFIX = ".parquet"
+# Row groups sized for blobs: a reader of one image loads one row group, so keep them a few MB
+# (the Parquet default of a million rows would put a whole archive in one group).
+ROW_GROUP_ROWS = 64
+ROW_GROUP_BYTES = 8 << 20
+# A part is committed after this many rows or seconds, bounding what an interruption loses.
+PART_ROWS = 1024
+COMMIT_SECONDS = 60.0
+
+SCHEMA = pa.schema([
+    ("path", pa.string()),  # relative to the sources' common root, '/'-separated
+    ("source", pa.string()),  # where it was read from at compress time (local path or URI)
+    ("source_hash", pa.string()),  # sha256 of the source file's bytes, hex
+    ("source_bytes", pa.int64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),  # Pillow mode of the source, before conversion to RGB
+    ("model_id", pa.string()),
+    ("tile_size", pa.int32()),
+    ("iterations", pa.int16()),  # depth stored in the blob
+    ("coder", pa.string()),
+    ("blob", pa.large_binary()),  # the progressive bitstream (docs/FORMAT.md)
+    ("bytes", pa.list_(pa.int64())),  # per depth 1..iterations: stream size cut to that depth
+    ("bpp", pa.list_(pa.float64())),
+    ("msssim", pa.list_(pa.float64())),
+    ("psnr", pa.list_(pa.float64())),
+    ("status", pa.string()),  # "ok" or "error"
+    ("error", pa.string()),  # why, for a user, when status is "error"
+    ("read_seconds", pa.float64()),  # read, hash and decode of the source
+    ("encode_seconds", pa.float64()),  # its share (by pixels) of its batch's encode time
+    ("written_at", pa.timestamp("us", tz="UTC")),
+])
+COLUMNS = SCHEMA.names
+STATS_COLUMNS = [c for c in COLUMNS if c != "blob"]
+KEY_COLUMNS = ["path", "source_hash", "status", "written_at"]
+
+
+def schema_metadata(model_id: str) -> dict[bytes, bytes]:
+    return {b"rgbatch.format_version": str(FORMAT_VERSION).encode(), b"rgbatch.model_id": model_id.encode(),
+            b"rgbatch.version": __version__.encode()}
+
+
+def error_row(path: str, source: str, message: str, **known) -> dict:
+    """The row of an image that could not be archived (with whatever was learned about it)."""
+    return {"path": path, "source": source, "status": "error", "error": message, **known}
+
+
+def is_part(name: str) -> bool:
+    return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)
+
+
+class PartWriter:
+    """Streams rows into part files: row groups of a few MB, each part committed atomically.
+
+    Leaving the `with` block commits what was added, also on an exception or Ctrl-C, since
+    every added row is complete; only a failure of the writing itself discards the part.
+    """
+
+    def __init__(self, archive, model_id: str, *, row_group_rows: int = ROW_GROUP_ROWS,
+                 row_group_bytes: int = ROW_GROUP_BYTES, part_rows: int = PART_ROWS,
+                 commit_seconds: float = COMMIT_SECONDS):
+        self.fs, self.root = storage.resolve(archive)
+        self.schema = SCHEMA.with_metadata(schema_metadata(model_id))
+        self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
+        self.part_rows, self.commit_seconds = part_rows, commit_seconds
+        self.parts: list[str] = []  # committed by this writer
+        self.rows_committed = 0
+        self._buffer: list[dict] = []
+        self._buffer_bytes = 0
+        self._writer = None  # the open part: ParquetWriter on a temporary file
+        self._stream = self._tmp = self._path = None
+        self._part_rows = 0
+        self._part_started = 0.0
+
+    def add(self, row: dict):
+        self._buffer.append({**row, "written_at": dt.datetime.now(dt.timezone.utc)})
+        self._buffer_bytes += len(row.get("blob") or b"")
+        if len(self._buffer) >= self.row_group_rows or self._buffer_bytes >= self.row_group_bytes:
+            self._write_row_group()
+            if (self._part_rows >= self.part_rows
+                    or time.monotonic() - self._part_started >= self.commit_seconds):
+                self.commit()
+
+    def _start_part(self):
+        self._path = f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}"
+        self._tmp = storage.temp_path(self._path)
+        self.fs.create_dir(self.root, recursive=True)
+        self._stream = self.fs.open_output_stream(self._tmp)
+        self._writer = pq.ParquetWriter(
+            self._stream, self.schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
+            # blobs are incompressible bits: no dictionary, and no min/max statistics (which
+            # would copy whole blobs into the footer)
+            use_dictionary=[c for c in COLUMNS if c != "blob"],
+            write_statistics=[c for c in COLUMNS if c != "blob"])
+        self._part_rows, self._part_started = 0, time.monotonic()
+
+    def _write_row_group(self):
+        if not self._buffer:
+            return
+        if self._writer is None:
+            self._start_part()
+        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema),
+                                 row_group_size=len(self._buffer))
+        self._part_rows += len(self._buffer)
+        self._buffer, self._buffer_bytes = [], 0
+
+    def commit(self):
+        """Write what is buffered, close the current part and move it into place."""
+        self._write_row_group()
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._stream.close()
+        storage.publish(self.fs, self._tmp, self._path)
+        self.parts.append(self._path)
+        self.rows_committed += self._part_rows
+        self._writer = None
+
+    def abort(self):
+        """Drop the uncommitted rows and the temporary file."""
+        self._buffer = []
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+                self._stream.close()
+            storage.discard(self.fs, self._tmp)
+            self._writer = None
+
+    def close(self):
+        try:
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Manifest:
+    """Reads an archive: the union of its part files, each path by its current row."""
+
+    def __init__(self, archive):
+        self.location = str(archive)
+        self.fs, self.root = storage.resolve(archive)
+        if not storage.is_dir(self.fs, self.root):
+            raise FileNotFoundError(f"no archive at {self.location}")
+        self.parts = sorted(p for p in storage.list_files(self.fs, self.root, recursive=False)
+                            if is_part(p.rsplit("/", 1)[-1]))
+        if not self.parts:
+            raise ValueError(f"{self.location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
+        self._current = None
+
+    def _open(self, part: str) -> pq.ParquetFile:
+        try:
+            file = pq.ParquetFile(self.fs.open_input_file(part))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ValueError(f"{part} is not a readable Parquet file: {e}") from None
+        metadata = file.schema_arrow.metadata or {}
+        version = int(metadata.get(b"rgbatch.format_version", b"0"))
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{part} has manifest format {version}; this rgbatch reads format {FORMAT_VERSION}")
+        return file
+
+    def model_ids(self) -> dict[str, str]:
+        """Model id recorded in each part's schema metadata."""
+        return {p: self._open(p).schema_arrow.metadata[b"rgbatch.model_id"].decode() for p in self.parts}
+
+    def _batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        for part in self.parts:
+            file = self._open(part)
+            missing = set(columns) - set(file.schema_arrow.names)
+            if missing:
+                raise ValueError(f"{part} lacks the columns {sorted(missing)}")
+            for batch in file.iter_batches(batch_size=ROW_GROUP_ROWS, columns=columns):
+                yield batch.replace_schema_metadata(None)  # parts differ in model id only
+
+    def current_rows(self) -> dict[int, str]:
+        """{position in part order: path} of each path's current row (latest written, ok before error)."""
+        if self._current is None:
+            best = {}
+            position = 0
+            for batch in self._batches(["path", "status", "written_at"]):
+                for path, status, written in zip(*(batch.column(c).to_pylist() for c in batch.schema.names)):
+                    rank = (written, status == "ok")
+                    if path not in best or rank > best[path][0]:
+                        best[path] = (rank, position)
+                    position += 1
+            self._current = {position: path for path, (_, position) in best.items()}
+        return self._current
+
+    def _current_batches(self, columns: list[str], paths: set[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Batches of the current rows (of `paths` only, if given), the others filtered out unread
+        into Python."""
+        keep = {pos for pos, path in self.current_rows().items() if paths is None or path in paths}
+        position = 0
+        for batch in self._batches(columns):
+            mask = [position + i in keep for i in range(batch.num_rows)]
+            position += batch.num_rows
+            if any(mask):
+                yield batch.filter(pa.array(mask))
+
+    def table(self, columns: list[str] = STATS_COLUMNS) -> pa.Table:
+        """The current rows as one table, sorted by path (no blobs by default: they can be large)."""
+        schema = pa.schema([SCHEMA.field(c) for c in columns])
+        return pa.Table.from_batches(self._current_batches(columns), schema=schema).sort_by("path")
+
+    def rows(self, paths: set[str] | None = None, columns: list[str] = COLUMNS) -> Iterator[dict]:
+        """Current rows as dicts (blobs included), part by part so memory stays bounded."""
+        for batch in self._current_batches(columns, paths):
+            yield from batch.to_pylist()
+
+    def done(self) -> dict[str, str]:
+        """{path: source hash} of the images whose current row is ok: what a rerun skips."""
+        table = self.table(["path", "source_hash", "status"])
+        return {p: h for p, h, s in zip(*(table.column(c).to_pylist() for c in table.column_names)) if s == "ok"}
+
+
+def open_or_none(archive) -> Manifest | None:
+    """The manifest of an archive, or None if the archive has no parts yet."""
+    fs, root = storage.resolve(archive)
+    if not storage.exists(fs, root):
+        return None
+    if not storage.is_dir(fs, root):
+        raise NotADirectoryError(f"the archive {archive} is a file, not a folder")
+    names = [p.rsplit("/", 1)[-1] for p in storage.list_files(fs, root, recursive=False)]
+    return Manifest(archive) if any(is_part(n) for n in names) else None

@@ -1,0 +1,365 @@
+"""`compress` on Ray: sources read by tasks, encoded by actors, written by one writer.
+
+    driver                      Ray tasks (num_cpus=0)        Ray actors (one model each)
+    list sources, skip done --> read, hash, decode image  --> tile + batch several images,
+    PartWriter  <---------------------------------------------- encode, cut to target depth
+
+Read tasks return a small description and the pixels as two objects, so the pixels go from
+the reader to an encoder through the object store without passing the driver. Reads ask for
+no CPU: they can never be starved by encoders holding every CPU, and the driver bounds how
+many run at once. Each encoder actor loads the model once (`Codec.load`) and encodes the
+tiles of several images per batch. The driver is the only writer: it commits Parquet parts
+atomically as results stream in, so an interrupted run leaves only complete parts and a
+rerun skips every image whose current row is ok with the same source hash.
+
+Actors restart and their calls are retried when a node dies; the driver writes each image
+once, whatever ran twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import manifest, storage
+from .codec import DEFAULT_ITERATIONS, Codec
+from .imageio import MAX_PIXELS, ImageError, decode_image
+from .ratecontrol import Target, apply
+from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
+from .weights import DEFAULT_WEIGHTS, load_weights
+
+ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
+CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it
+
+
+@dataclass
+class CompressOptions:
+    iterations: int = DEFAULT_ITERATIONS
+    target: Target = field(default_factory=Target)
+    tile_size: int = DEFAULT_TILE_SIZE
+    batch_size: int = 8  # tiles per network batch; also the tiles sent to an encoder per call
+    workers: int = 0  # encoder actors; 0: one per GPU, or one per two CPUs
+    device: str = "auto"  # auto | cpu | cuda
+    weights: str | None = None  # default: the shipped model
+    coder: str = "raw"
+    max_pixels: int = MAX_PIXELS  # decompression-bomb guard
+    address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)
+    threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
+    worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
+
+    def check(self):
+        check_tile_size(self.tile_size)
+        if not 1 <= self.iterations <= 255:
+            raise ValueError(f"--iterations must be 1..255, not {self.iterations}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be 0 (automatic) or more, not {self.workers}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be positive, not {self.max_pixels}")
+
+
+@dataclass
+class CompressResult:
+    archive: str
+    sources: int = 0  # found
+    skipped: int = 0  # already in the archive
+    ok: int = 0
+    failed: int = 0
+    pixels: int = 0  # of the images encoded in this run
+    source_bytes: int = 0
+    archive_bytes: int = 0
+    seconds: float = 0.0
+    workers: int = 0
+    device: str = ""
+    parts: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.pixels / 1e6 / self.seconds if self.seconds else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# -- work done on the cluster -------------------------------------------------------------------
+def read_source(source: storage.Source, known_hash: str | None, max_pixels: int) -> tuple[dict, np.ndarray | None]:
+    """(description, pixels) of one source; status "image", "skip" (unchanged since archived) or "error"."""
+    start = time.perf_counter()
+    info = {"path": source.path, "source": source.location}
+    try:
+        fs, path = storage.resolve(source.location)
+        data = storage.read_bytes(fs, path)
+    except (OSError, ValueError) as e:
+        return {**info, "status": "error", "error": f"cannot read the file: {e}"}, None
+    info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
+    if info["source_hash"] == known_hash:
+        return {**info, "status": "skip"}, None
+    try:
+        image, mode = decode_image(data, max_pixels)
+    except ImageError as e:
+        return {**info, "status": "error", "error": str(e), "read_seconds": time.perf_counter() - start}, None
+    except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
+        return {**info, "status": "error", "error": f"cannot decode the image: {type(e).__name__}: {e}"}, None
+    info.update(status="image", width=image.shape[1], height=image.shape[0], mode=mode,
+                read_seconds=time.perf_counter() - start)
+    return info, image
+
+
+class EncodeWorker:
+    """One encoder (a Ray actor): the model loaded once, batches of images in, manifest rows out."""
+
+    def __init__(self, weights: str, device: str, tile_size: int, batch_size: int, coder: str,
+                 iterations: int, target: Target, threads: int = 0):
+        import torch
+
+        if threads:
+            torch.set_num_threads(min(threads, os.cpu_count() or threads))
+        self.codec = Codec.load(weights, device=device, tile_size=tile_size, batch_size=batch_size, coder=coder)
+        self.iterations = min(iterations, self.codec.max_iterations)
+        self.target = target
+
+    def model_id(self) -> str:
+        return self.codec.model_id
+
+    def _row(self, info: dict, encoded, seconds: float) -> dict:
+        encoded = apply(self.target, encoded)
+        return {**{k: v for k, v in info.items() if k != "status"}, "status": "ok", "error": None,
+                "model_id": self.codec.model_id, "tile_size": self.codec.tile_size,
+                "iterations": encoded.iterations, "coder": self.codec.coder.name, "blob": encoded.blob,
+                "bytes": encoded.bytes, "bpp": encoded.bpp, "msssim": encoded.msssim, "psnr": encoded.psnr,
+                "encode_seconds": seconds}
+
+    def encode(self, infos: list[dict], *images: np.ndarray) -> list[dict]:
+        """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
+        start = time.perf_counter()
+        try:
+            encoded = self.codec.encode_many(list(images), self.iterations)
+        except Exception:  # find out which image it was: encode them one by one
+            return [self._encode_one(info, image) for info, image in zip(infos, images)]
+        seconds = time.perf_counter() - start
+        pixels = sum(im.shape[0] * im.shape[1] for im in images)
+        return [self._row(info, enc, seconds * im.shape[0] * im.shape[1] / pixels)
+                for info, enc, im in zip(infos, encoded, images)]
+
+    def _encode_one(self, info: dict, image: np.ndarray) -> dict:
+        start = time.perf_counter()
+        try:
+            return self._row(info, self.codec.encode(image, self.iterations), time.perf_counter() - start)
+        except Exception as e:
+            return manifest.error_row(info["path"], info["source"], f"encoding failed: {type(e).__name__}: {e}",
+                                      **_known(info))
+
+
+def _known(info: dict) -> dict:
+    """The columns of a read description that belong in a row."""
+    keys = ("source_hash", "source_bytes", "width", "height", "mode", "read_seconds")
+    return {k: info[k] for k in keys if k in info}
+
+
+# -- Ray session ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None):
+    """Use the Ray already initialised in this process, the cluster at `address` / RAY_ADDRESS,
+    or start a local one for the duration of the block (quietly: no dashboard, no worker logs)."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int]:
+    """(device, encoders, torch threads each) for the cluster's resources."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    device = options.device
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    if device == "cuda" and not gpus:
+        raise ValueError("--device cuda was asked for, but the Ray cluster has no GPU")
+    workers = options.workers or (gpus if device == "cuda" else max(1, cpus // 2))
+    available = gpus if device == "cuda" else cpus
+    if not options.worker_resources and workers > available:
+        unit = "GPUs" if device == "cuda" else "CPUs"
+        raise ValueError(f"--workers {workers} needs {workers} {unit}; the Ray cluster has {available}")
+    threads = options.threads or max(1, cpus // workers)
+    return device, workers, threads
+
+
+# -- the driver ------------------------------------------------------------------------------------
+def default_archive(root: str) -> str:
+    return os.path.join("manifests", storage.archive_name(root))
+
+
+def compress(sources: list[str], archive: str | None = None, options: CompressOptions | None = None,
+             progress=None, log=None) -> CompressResult:
+    """Archive the images of `sources` (folders, globs, list files) into `archive`.
+
+    `progress(done, total, pixels)` is called as images finish; `log(text)` gets notes.
+    """
+    options = options or CompressOptions()
+    options.check()
+    root, found = storage.expand_sources(sources)
+    archive = archive or default_archive(root)
+    weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
+    _, model_id, _, _ = load_weights(weights)  # fails here, worded, if the weights are unusable
+    existing = manifest.open_or_none(archive)
+    done = existing.done() if existing else {}
+    result = CompressResult(archive=archive, sources=len(found))
+    start = time.perf_counter()
+    with ray_session(options.address) as ray:
+        device, workers, threads = _plan_workers(ray, options)
+        result.device, result.workers = device, workers
+        if log:
+            log(f"{len(found)} sources, {len(done)} already archived; {workers} {device} encoder(s)")
+        actor_class = ray.remote(EncodeWorker).options(
+            num_cpus=1, num_gpus=1 if device == "cuda" else 0, resources=options.worker_resources or {},
+            max_restarts=ACTOR_RESTARTS, max_task_retries=-1)  # calls wait out restarts
+        make_actor = lambda: actor_class.remote(weights, device, options.tile_size, options.batch_size,  # noqa: E731
+                                                options.coder, options.iterations, options.target, threads)
+        actors = [make_actor() for _ in range(workers)]
+        try:
+            with manifest.PartWriter(archive, model_id) as writer:
+                _Run(ray, options, found, done, actors, make_actor, writer, result, progress).run()
+            result.parts = writer.parts
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class _Run:
+    """The driver's streaming loop: keep reads and encoder calls in flight, write what comes back."""
+
+    def __init__(self, ray, options, found, done, actors, make_actor, writer, result, progress):
+        self.ray, self.options, self.done = ray, options, done
+        self.actors, self.make_actor = actors, make_actor
+        self.writer, self.result, self.progress = writer, result, progress
+        self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
+        self.pending = deque(found)  # sources not yet read
+        self.reads = {}  # info ref -> (image ref, source)
+        self.ready = deque()  # (info, image ref): read, waiting for an encoder
+        self.calls = {}  # rows ref -> (actor index, infos)
+        self.busy = [0] * len(actors)  # calls in flight per actor
+        self.prefetch = 2 * len(actors) * CALLS_PER_WORKER + options.batch_size  # images read ahead
+        self.written = set()
+        self.total = len(found)
+
+    def run(self):
+        from ray.exceptions import RayError
+
+        self.report()
+        while self.pending or self.reads or self.ready or self.calls:
+            self.start_reads()
+            self.start_calls()
+            finished, _ = self.ray.wait(list(self.reads) + list(self.calls), num_returns=1, timeout=1.0)
+            for ref in finished:
+                if ref in self.reads:
+                    image_ref, source = self.reads.pop(ref)
+                    try:
+                        self.read_done(self.ray.get(ref), image_ref)
+                    except RayError as e:
+                        self.write(manifest.error_row(source.path, source.location, f"reading failed: {_reason(e)}"))
+                else:
+                    index, infos = self.calls.pop(ref)
+                    self.busy[index] -= 1
+                    try:
+                        rows = self.ray.get(ref)
+                    except RayError as e:
+                        # the actor is gone for good (its restarts used up): record its images, replace it
+                        rows = [manifest.error_row(i["path"], i["source"], f"encoder failed: {_reason(e)}",
+                                                   **_known(i)) for i in infos]
+                        self.ray.kill(self.actors[index])
+                        self.actors[index] = self.make_actor()
+                    for row in rows:
+                        self.write(row)
+
+    def start_reads(self):
+        while self.pending and len(self.reads) + len(self.ready) < self.prefetch:
+            source = self.pending.popleft()
+            info_ref, image_ref = self.read_task.remote(source, self.done.get(source.path), self.options.max_pixels)
+            self.reads[info_ref] = (image_ref, source)
+
+    def tiles(self, info) -> int:
+        return len(tile_grid(info["height"], info["width"], self.options.tile_size))
+
+    def start_calls(self):
+        """Send each encoder a full batch of tiles, or whatever is ready when it is idle or no
+        more reads are coming."""
+        batch = self.options.batch_size
+        while self.ready:
+            index = min(range(len(self.actors)), key=self.busy.__getitem__)
+            if self.busy[index] >= CALLS_PER_WORKER:
+                return
+            more_coming = self.pending or self.reads
+            if sum(self.tiles(i) for i, _ in self.ready) < batch and self.busy[index] and more_coming:
+                return
+            group, count = [], 0
+            while self.ready and (not group or count + self.tiles(self.ready[0][0]) <= batch):
+                group.append(self.ready.popleft())
+                count += self.tiles(group[-1][0])
+            infos = [info for info, _ in group]
+            self.calls[self.actors[index].encode.remote(infos, *[ref for _, ref in group])] = (index, infos)
+            self.busy[index] += 1
+
+    def read_done(self, info: dict, image_ref):
+        if info["status"] == "skip":
+            self.result.skipped += 1
+            self.report()
+        elif info["status"] == "error":
+            self.write(manifest.error_row(info["path"], info["source"], info["error"], **_known(info)))
+        else:
+            self.ready.append((info, image_ref))
+
+    def write(self, row: dict):
+        if row["path"] in self.written:  # a retried call answered twice: keep the first
+            return
+        self.written.add(row["path"])
+        self.writer.add(row)
+        result = self.result
+        if row["status"] == "ok":
+            result.ok += 1
+            result.pixels += row["width"] * row["height"]
+            result.source_bytes += row["source_bytes"]
+            result.archive_bytes += len(row["blob"])
+        else:
+            result.failed += 1
+            result.failures.append((row["path"], row["error"]))
+        self.report()
+
+    def report(self):
+        if self.progress:
+            self.progress(len(self.written) + self.result.skipped, self.total, self.result.pixels)
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a Ray error: its kind and cause, without the remote traceback."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")

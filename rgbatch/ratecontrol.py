@@ -1,0 +1,71 @@
+"""Rate control: how many iterations to keep per image, chosen from its per-depth stats.
+
+A progressive stream cut to depth k is a valid stream of k iterations, so an image is
+encoded once at the full depth and then cut to the depth its target asks for:
+
+    quality  --target-msssim Q   the smallest depth whose MS-SSIM reaches Q
+    size     --target-bpp B      the largest depth within B bits per pixel
+             --max-bytes N       the largest depth within N bytes
+
+With a quality and a size target together the size wins (the smaller depth). An image that
+never reaches Q keeps every iteration; one whose first iteration is already over the size
+keeps one iteration (the least a stream can hold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from . import bitstream
+from .codec import EncodedImage
+
+
+@dataclass(frozen=True)
+class Target:
+    msssim: float | None = None
+    bpp: float | None = None
+    max_bytes: int | None = None
+
+    def __post_init__(self):
+        if self.msssim is not None and not 0 < self.msssim <= 1:
+            raise ValueError(f"--target-msssim must be in (0, 1], not {self.msssim}")
+        if self.bpp is not None and not self.bpp > 0:
+            raise ValueError(f"--target-bpp must be positive, not {self.bpp}")
+        if self.max_bytes is not None and not self.max_bytes > 0:
+            raise ValueError(f"--max-bytes must be positive, not {self.max_bytes}")
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.msssim, self.bpp, self.max_bytes))
+
+
+def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: int) -> int:
+    """Depth 1..len(sizes) to keep, from the stream size and MS-SSIM at each depth."""
+    depths = len(sizes)
+    if depths == 0:
+        raise ValueError("an image with no stored iterations has no depth to choose")
+    depth = depths
+    if target.msssim is not None:
+        if len(msssim) < depths:
+            raise ValueError("a quality target needs the MS-SSIM of every depth (encode with measuring on)")
+        depth = next((d for d, q in enumerate(msssim, start=1) if q >= target.msssim), depths)
+    for d in range(depth, 0, -1):  # walk down to the first depth within every size limit
+        fits_bytes = target.max_bytes is None or sizes[d - 1] <= target.max_bytes
+        fits_bpp = target.bpp is None or 8 * sizes[d - 1] / pixels <= target.bpp
+        if fits_bytes and fits_bpp:
+            return d
+    return 1
+
+
+def cut(encoded: EncodedImage, depth: int) -> EncodedImage:
+    """The same image stored to `depth` iterations: blob truncated, stats of the kept depths."""
+    if depth == encoded.iterations:
+        return encoded
+    return replace(encoded, blob=bitstream.truncate(encoded.blob, depth), iterations=depth,
+                   bytes=encoded.bytes[:depth], msssim=encoded.msssim[:depth], psnr=encoded.psnr[:depth])
+
+
+def apply(target: Target, encoded: EncodedImage) -> EncodedImage:
+    """`encoded` cut to the depth its target asks for (unchanged without a target)."""
+    if not target:
+        return encoded
+    return cut(encoded, choose_depth(target, encoded.bytes, encoded.msssim, encoded.width * encoded.height))

@@ -1,0 +1,239 @@
+"""The archive commands end to end: compress (bad inputs included), report, restore, verify."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import smooth_image
+from rgbatch import storage
+from rgbatch.cli import app
+from rgbatch.codec import Codec
+from rgbatch.manifest import Manifest, PartWriter
+from rgbatch.model import CodecConfig, ResidualGRUCodec
+from rgbatch.pipeline import EncodeWorker, read_source
+from rgbatch.ratecontrol import Target, choose_depth
+from rgbatch.weights import save_weights
+
+runner = CliRunner()
+PATHS = ["a.png", "b.png", "sub/c.png"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def archive_images(folder, archive, weights, iterations=3):
+    """An archive written without Ray, by the same worker code the pipeline runs on actors."""
+    _, sources = storage.expand_sources([str(folder)])
+    worker = EncodeWorker(str(weights), "cpu", 32, 4, "raw", iterations, Target())
+    with PartWriter(archive, worker.model_id()) as writer:
+        for source in sources:
+            info, image = read_source(source, None, 10**8)
+            for row in worker.encode([info], image):
+                writer.add(row)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, tiny_weights):
+    root = tmp_path_factory.mktemp("archive")
+    rng = np.random.default_rng(1)
+    for i, path in enumerate(PATHS):
+        (root / "src" / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(smooth_image(rng, 32 + 8 * i, 48)).save(root / "src" / path)
+    archive_images(root / "src", root / "archive", tiny_weights)
+    return root
+
+
+def current(archive_dir) -> dict:
+    return {r["path"]: r for r in Manifest(archive_dir).rows()}
+
+
+# -- compress ---------------------------------------------------------------------------------------
+def png_claiming(width, height) -> bytes:
+    """A PNG header for a huge image, a few dozen bytes long: a decompression bomb, cheaply."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def save(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_weights, tmp_path, rng):
+    rgb = Image.fromarray(smooth_image(rng, 32, 40))
+    files = {
+        "good.png": save(rgb, "PNG"),
+        "good.jpg": save(rgb, "JPEG"),
+        "cmyk.jpg": save(rgb.convert("CMYK"), "JPEG"),
+        "16bit.png": save(Image.fromarray((np.arange(32 * 40, dtype=np.uint16).reshape(32, 40) * 50)), "PNG"),
+        "rgba.png": save(rgb.convert("RGBA"), "PNG"),
+        "one-pixel.png": save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
+        "empty.png": b"",
+        "truncated.png": save(rgb, "PNG")[:300],
+        "text.jpg": b"this is a shopping list, not a photo\n",
+        "bomb.png": png_claiming(100_000, 100_000),
+    }
+    for name, data in files.items():
+        (tmp_path / "src" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "src" / name).write_bytes(data)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rgbatch.cli", "compress", str(tmp_path / "src"), "--out", str(tmp_path / "archive"),
+         "--weights", str(tiny_weights), "--iterations", "2", "--tile-size", "32",
+         "--address", ray_cluster.address, "--json"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr
+    result = json.loads(done.stdout)
+    assert (result["ok"], result["failed"]) == (6, 4)
+
+    rows = current(tmp_path / "archive")
+    assert {p for p, r in rows.items() if r["status"] == "ok"} == {
+        "good.png", "good.jpg", "cmyk.jpg", "16bit.png", "rgba.png", "one-pixel.png"}
+    assert rows["cmyk.jpg"]["mode"] == "CMYK" and rows["rgba.png"]["mode"] == "RGBA"
+    assert rows["16bit.png"]["mode"].startswith("I") and (rows["one-pixel.png"]["width"], rows["one-pixel.png"]["height"]) == (1, 1)
+    errors = {p: r["error"] for p, r in rows.items() if r["status"] == "error"}
+    assert errors["empty.png"] == "empty file (0 bytes)"
+    assert "truncated" in errors["truncated.png"]
+    assert "not an image file" in errors["text.jpg"]
+    assert "decompression" in errors["bomb.png"]
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path, archive):
+    for args in (["compress", tmp_path / "missing"],
+                 ["compress", archive / "src", "--tile-size", "33"],
+                 ["compress", archive / "src", "--target-msssim", "1.5"],
+                 ["report", tmp_path / "missing"],
+                 ["restore", archive / "archive", "--out", tmp_path / "o", "--iterations", "2", "--target-msssim", ".9"],
+                 ["restore", archive / "archive", "--out", tmp_path / "o", "--select", "nothing*"]):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("error:")
+        assert "Traceback" not in result.output
+
+
+# -- report -----------------------------------------------------------------------------------------
+def test_report_json_answers_depth_and_quality_questions(archive):
+    rows = current(archive / "archive")
+    q = sorted(r["msssim"][1] for r in rows.values())[1]  # some images reach it at depth 2, some not
+    result = run("report", archive / "archive", "--json", "--depth", "2", "--min-msssim", q)
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    images = {i["path"]: i for i in report["images"]}
+    assert set(images) == set(PATHS)
+    for path, image in images.items():
+        for key in ("status", "error", "width", "height", "bytes", "bpp", "msssim", "psnr"):
+            assert image[key] == rows[path][key]
+
+    s = report["summary"]
+    assert (s["images"], s["ok"], s["failed"]) == (3, 3, 0)
+    assert s["stored"]["bytes"] == sum(len(r["blob"]) for r in rows.values())
+    assert s["at_depth"]["bytes"] == sum(r["bytes"][1] for r in rows.values())
+    assert s["at_depth"]["mean_msssim"] == pytest.approx(np.mean([r["msssim"][1] for r in rows.values()]))
+    chosen = [next((d for d, m in enumerate(r["msssim"], 1) if m >= q), 3) for r in rows.values()]
+    assert s["at_msssim"]["bytes"] == sum(r["bytes"][d - 1] for r, d in zip(rows.values(), chosen))
+    assert [d["images"] for d in s["by_depth"]] == [3, 3, 3]
+    assert s["by_depth"][0]["bytes"] == sum(r["bytes"][0] for r in rows.values())
+
+    table = run("report", archive / "archive")
+    assert table.exit_code == 0 and "cost and quality" in table.stdout and "sub/c.png" in table.stdout
+
+
+# -- restore -----------------------------------------------------------------------------------------
+def test_restore_writes_pngs_at_the_asked_depth(archive, tiny_weights, tmp_path):
+    rows = current(archive / "archive")
+    codec = Codec.load(tiny_weights, device="cpu")
+    result = run("restore", archive / "archive", "--out", tmp_path / "two", "--iterations", "2",
+                 "--select", "sub/*", "--weights", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert [p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*.png")] == ["sub/c.png"]
+    restored = np.asarray(Image.open(tmp_path / "two/sub/c.png"))
+    assert np.array_equal(restored, codec.decode(rows["sub/c.png"]["blob"], iterations=2))
+
+    q = rows["a.png"]["msssim"][1]
+    result = run("restore", archive / "archive", "--out", tmp_path / "q", "--target-msssim", q,
+                 "--weights", tiny_weights, "--json")
+    assert result.exit_code == 0
+    depths = {w["path"]: w["depth"] for w in json.loads(result.stdout)["written"]}
+    for path, row in rows.items():
+        assert depths[path] == choose_depth(Target(msssim=q), row["bytes"], row["msssim"], 1)
+        decoded = codec.decode(row["blob"], iterations=depths[path])
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "q" / path)), decoded)
+
+
+def test_restore_never_writes_outside_its_folder(archive, tiny_weights, tmp_path):
+    good = current(archive / "archive")["a.png"]
+    with PartWriter(tmp_path / "evil", good["model_id"]) as writer:
+        for path in ("../escaped.png", "/tmp/absolute.png", "fine/../../escaped2.png", "fine.png"):
+            writer.add({**good, "path": path})
+    result = run("restore", tmp_path / "evil", "--out", tmp_path / "out", "--weights", tiny_weights, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert [w["path"] for w in report["written"]] == ["fine.png"]
+    assert all("unsafe path" in why for _, why in report["failures"]) and len(report["failures"]) == 3
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["fine.png"]
+
+
+def test_rows_of_another_model_are_refused_one_by_one(archive, tiny_weights, tmp_path, rng):
+    torch.manual_seed(99)
+    other = tmp_path / "other.safetensors"
+    save_weights(other, ResidualGRUCodec(CodecConfig(width=0.125)))
+    (tmp_path / "src").mkdir()
+    Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "src/other.png")
+    mixed = tmp_path / "mixed"
+    archive_images(archive / "src", mixed, tiny_weights, iterations=2)
+    archive_images(tmp_path / "src", mixed, other, iterations=2)
+
+    report = json.loads(run("report", mixed, "--json").stdout)
+    assert len(report["summary"]["model_ids"]) == 2  # report reads every part
+
+    result = run("restore", mixed, "--out", tmp_path / "out", "--weights", tiny_weights, "--json")
+    assert result.exit_code == 1
+    restored = json.loads(result.stdout)
+    assert sorted(w["path"] for w in restored["written"]) == PATHS
+    [(path, why)] = restored["failures"]
+    assert path == "other.png" and "coded by model" in why and "--weights" in why
+
+    result = run("verify", mixed, "--weights", tiny_weights, "--json")
+    assert result.exit_code == 1
+    assert [p for p, _ in json.loads(result.stdout)["problems"]] == ["other.png"]
+
+
+# -- verify ------------------------------------------------------------------------------------------
+def test_verify_checks_blobs_and_remeasures_against_sources(archive, tiny_weights, tmp_path):
+    result = run("verify", archive / "archive", "--weights", tiny_weights, "--json")
+    assert result.exit_code == 0, result.output
+    verified = json.loads(result.stdout)
+    assert verified["checked"] == verified["decoded"] == 3 and verified["problems"] == []
+    assert len(verified["remeasured"]) == 3
+    for m in verified["remeasured"]:
+        assert m["measured"] == pytest.approx(m["recorded"], abs=1e-6)
+
+    # a damaged blob, recorded later than the good row so it is the current one
+    row = current(archive / "archive")["b.png"]
+    blob = bytearray(row["blob"])
+    blob[-1] ^= 0xFF
+    damaged = tmp_path / "damaged"
+    archive_images(archive / "src", damaged, tiny_weights)
+    with PartWriter(damaged, row["model_id"]) as writer:
+        writer.add({**row, "blob": bytes(blob)})
+    result = run("verify", damaged, "--weights", tiny_weights, "--sources", tmp_path / "gone", "--json")
+    assert result.exit_code == 1
+    verified = json.loads(result.stdout)
+    [(path, why)] = verified["problems"]
+    assert path == "b.png" and "checksum" in why
+    assert verified["remeasured"] == [] and len(verified["unmeasured"]) == 2  # sources not in --sources

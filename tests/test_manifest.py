@@ -1,0 +1,115 @@
+"""The Parquet manifest: schema, row groups, atomic parts, current rows, what a rerun skips."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from rgbatch import __version__
+from rgbatch.manifest import FORMAT_VERSION, Manifest, PartWriter, error_row, open_or_none
+
+
+def ok_row(path, blob=b"\x01\x02", source_hash="h", model_id="00112233aabbccdd"):
+    return {"path": path, "source": f"/src/{path}", "source_hash": source_hash, "source_bytes": 100,
+            "width": 4, "height": 2, "mode": "RGB", "model_id": model_id, "tile_size": 512, "iterations": 2,
+            "coder": "raw", "blob": blob, "bytes": [1, 2], "bpp": [1.0, 2.0], "msssim": [0.5, 0.7],
+            "psnr": [20.0, 25.0], "status": "ok", "error": None, "read_seconds": 0.1, "encode_seconds": 0.2}
+
+
+def parts(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("part-"))
+
+
+def test_rows_round_trip_with_schema_metadata(tmp_path):
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png", blob=b"\x00" * 1000))
+        writer.add(error_row("b.jpg", "/src/b.jpg", "not an image file", source_hash="x", source_bytes=5))
+    [name] = parts(tmp_path)
+    assert name.endswith(".parquet") and len(name) == len("part-") + 32 + len(".parquet")
+    metadata = pq.read_schema(tmp_path / name).metadata
+    assert metadata[b"rgbatch.format_version"] == str(FORMAT_VERSION).encode()
+    assert metadata[b"rgbatch.model_id"] == b"00112233aabbccdd"
+    assert metadata[b"rgbatch.version"] == __version__.encode()
+
+    manifest = Manifest(tmp_path)
+    a, b = manifest.rows()
+    assert a["blob"] == b"\x00" * 1000 and a["bytes"] == [1, 2] and a["msssim"] == [0.5, 0.7]
+    assert b["status"] == "error" and b["error"] == "not an image file" and b["blob"] is None
+    assert "blob" not in manifest.table().column_names  # the stats view leaves blobs on disk
+
+
+def test_row_groups_and_parts_are_sized_for_blobs(tmp_path):
+    with PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=2, row_group_bytes=10_000, part_rows=4) as w:
+        for i in range(5):
+            w.add(ok_row(f"small{i}.png"))
+        w.add(ok_row("big.png", blob=b"\xff" * 20_000))  # over the byte budget: its group closes at once
+    files = [pq.ParquetFile(tmp_path / p) for p in parts(tmp_path)]
+    assert sorted(f.metadata.num_rows for f in files) == [2, 4]
+    assert sorted(f.metadata.num_row_groups for f in files) == [1, 2]
+    assert len(Manifest(tmp_path).table()) == 6
+
+
+def test_a_part_appears_only_when_committed(tmp_path):
+    writer = PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=1)
+    writer.add(ok_row("a.png"))  # a row group is on disk, in a hidden temporary file
+    assert parts(tmp_path) == [] and open_or_none(tmp_path) is None
+    writer.commit()
+    assert len(parts(tmp_path)) == 1
+
+    writer.add(ok_row("b.png"))
+    writer.abort()  # a failed write: the part is dropped, temporary file included
+    assert [p.name for p in tmp_path.iterdir()] == parts(tmp_path) and len(parts(tmp_path)) == 1
+
+
+def test_leaving_the_block_on_an_error_commits_the_complete_rows(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+            writer.add(ok_row("a.png"))
+            raise KeyboardInterrupt
+    assert [r["path"] for r in Manifest(tmp_path).rows()] == ["a.png"]
+
+
+def test_current_row_is_the_latest_and_reruns_skip_only_ok_rows(tmp_path):
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:  # first run
+        writer.add(error_row("retried.png", "/src/retried.png", "truncated"))
+        writer.add(ok_row("kept.png", source_hash="k1"))
+        writer.add(ok_row("changed.png", source_hash="c1"))
+        writer.add(error_row("broken.png", "/src/broken.png", "truncated"))
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:  # second run
+        writer.add(ok_row("retried.png", source_hash="r2"))
+        writer.add(error_row("changed.png", "/src/changed.png", "now corrupt", source_hash="c2"))
+    manifest = Manifest(tmp_path)
+    current = {r["path"]: (r["status"], r["source_hash"]) for r in manifest.table().to_pylist()}
+    assert current == {"retried.png": ("ok", "r2"), "kept.png": ("ok", "k1"), "changed.png": ("error", "c2"),
+                       "broken.png": ("error", None)}
+    assert manifest.done() == {"retried.png": "r2", "kept.png": "k1"}
+    assert [r["path"] for r in manifest.rows(paths={"kept.png"})] == ["kept.png"]
+
+
+def test_parts_of_another_model_are_read_alike(tmp_path):
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    with PartWriter(tmp_path, "ffffffffffffffff") as writer:
+        writer.add(ok_row("b.png", model_id="ffffffffffffffff"))
+    manifest = Manifest(tmp_path)
+    assert sorted(manifest.model_ids().values()) == ["00112233aabbccdd", "ffffffffffffffff"]
+    assert manifest.table()["model_id"].to_pylist() == ["00112233aabbccdd", "ffffffffffffffff"]
+
+
+def test_duckdb_queries_the_parts_directly(tmp_path):
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        for i in range(3):
+            writer.add(ok_row(f"{i}.png"))
+    count, depth2 = duckdb.sql(f"SELECT count(*), sum(bytes[2]) FROM '{tmp_path}/part-*.parquet'").fetchall()[0]
+    assert (count, depth2) == (3, 6)
+
+
+def test_unreadable_archives_are_worded_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no archive"):
+        Manifest(tmp_path / "missing")
+    with pytest.raises(ValueError, match="holds no manifest parts"):
+        Manifest(tmp_path)
+    (tmp_path / "part-0.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        Manifest(tmp_path).table()

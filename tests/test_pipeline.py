@@ -1,0 +1,133 @@
+"""The Ray pipeline: reading, encoding on actors, resuming, and surviving a dead node."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import smooth_image
+from rgbatch import storage
+from rgbatch.codec import Codec
+from rgbatch.manifest import Manifest
+from rgbatch.metrics import msssim
+from rgbatch.pipeline import CompressOptions, EncodeWorker, _plan_workers, compress, read_source
+from rgbatch.ratecontrol import Target
+
+
+def write_images(folder, rng, names, size=(32, 48)):
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(smooth_image(rng, *size)).save(folder / name)
+
+
+def options(weights, **changes):
+    return CompressOptions(**{"iterations": 2, "weights": str(weights), "tile_size": 32, "batch_size": 4,
+                              "workers": 1, **changes})
+
+
+def all_rows(archive) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in Manifest(archive).parts)
+
+
+def test_read_source_hashes_skips_and_words_errors(tmp_path, rng):
+    write_images(tmp_path, rng, ["a.png"])
+    (tmp_path / "b.png").write_bytes(b"")
+    good = storage.Source(str(tmp_path / "a.png"), "a.png")
+    info, image = read_source(good, None, 10**8)
+    assert info["status"] == "image" and image.shape == (32, 48, 3) and (info["width"], info["height"]) == (48, 32)
+    assert info["source_hash"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    skipped, pixels = read_source(good, info["source_hash"], 10**8)  # unchanged since archived: not decoded
+    assert skipped["status"] == "skip" and pixels is None
+    info, image = read_source(storage.Source(str(tmp_path / "b.png"), "b.png"), None, 10**8)
+    assert (info["status"], info["error"], image) == ("error", "empty file (0 bytes)", None)
+    info, _ = read_source(good, None, max_pixels=100)
+    assert info["status"] == "error" and "decompression-bomb guard" in info["error"]
+
+
+def test_encode_worker_rows_and_a_bad_image_fails_alone(tiny_weights, rng):
+    worker = EncodeWorker(str(tiny_weights), "cpu", tile_size=32, batch_size=4, coder="raw", iterations=3,
+                          target=Target())
+    image = smooth_image(rng, 40, 48)
+    infos = [{"path": p, "source": f"/src/{p}", "status": "image", "source_hash": "h", "source_bytes": 1,
+              "width": w, "height": h, "mode": "RGB", "read_seconds": 0.0} for p, w, h in (("a", 48, 40), ("b", 0, 0))]
+    good, bad = worker.encode(infos, image, np.zeros((0, 0, 3), np.uint8))
+    assert good["status"] == "ok" and good["iterations"] == 3 and len(good["bytes"]) == len(good["msssim"]) == 3
+    assert good["model_id"] == worker.model_id() and good["coder"] == "raw" and good["tile_size"] == 32
+    codec = Codec.load(tiny_weights, device="cpu")
+    assert msssim(image, codec.decode(good["blob"])) == pytest.approx(good["msssim"][-1], abs=1e-6)
+    assert bad["status"] == "error" and bad["error"].startswith("encoding failed") and "blob" not in bad
+
+    # with a quality target each image keeps only the iterations it needs
+    target = Target(msssim=good["msssim"][0])
+    capped = EncodeWorker(str(tiny_weights), "cpu", 32, 4, "raw", 3, target).encode(infos[:1], image)[0]
+    assert capped["iterations"] == 1 and capped["bytes"] == good["bytes"][:1] and len(capped["blob"]) == good["bytes"][0]
+
+
+def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tmp_path, rng):
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    write_images(source, rng, ["a.png", "b.png", "sub/c.png"])
+    first = compress([str(source)], str(archive), options(tiny_weights))
+    assert (first.ok, first.failed, first.skipped) == (3, 0, 0) and len(first.parts) == 1
+    table = Manifest(archive).table()
+    assert table["path"].to_pylist() == ["a.png", "b.png", "sub/c.png"]
+    assert set(table["status"].to_pylist()) == {"ok"} and set(table["iterations"].to_pylist()) == {2}
+
+    # the recorded stats are the decoder's truth
+    row = next(Manifest(archive).rows(paths={"sub/c.png"}))
+    decoded = Codec.load(tiny_weights, device="cpu").decode(row["blob"])
+    assert msssim(np.asarray(Image.open(source / "sub/c.png")), decoded) == pytest.approx(row["msssim"][-1], abs=1e-6)
+
+    again = compress([str(source)], str(archive), options(tiny_weights))
+    assert (again.ok, again.skipped, again.parts) == (0, 3, [])  # nothing redone, nothing written
+
+    write_images(source, rng, ["b.png", "d.png"])  # b changes, d is new
+    third = compress([str(source)], str(archive), options(tiny_weights))
+    assert (third.ok, third.skipped) == (2, 2)
+    current = {r["path"]: r["source_hash"] for r in Manifest(archive).table().to_pylist()}
+    assert current["b.png"] == hashlib.sha256((source / "b.png").read_bytes()).hexdigest()
+    assert len(current) == 4 and all_rows(archive) == 5  # b's old row stays, superseded
+
+
+def test_workers_and_devices_must_fit_the_cluster(ray_cluster):
+    import ray
+
+    with pytest.raises(ValueError, match="the Ray cluster has"):
+        _plan_workers(ray, CompressOptions(workers=64, device="cpu"))
+    if not ray.cluster_resources().get("GPU"):
+        with pytest.raises(ValueError, match="no GPU"):
+            _plan_workers(ray, CompressOptions(device="cuda"))
+        assert _plan_workers(ray, CompressOptions(device="auto", workers=1))[:2] == ("cpu", 1)
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_run_loses_nothing(ray_cluster, tiny_weights, tmp_path, rng):
+    """The encoder lives on a node of its own (a custom resource pins it there); that node is
+    killed while calls are in flight and a replacement node joins, as an autoscaler would."""
+    names = [f"{i:02d}.png" for i in range(8)]
+    write_images(tmp_path / "src", rng, names)
+    doomed = ray_cluster.add_node(num_cpus=1, resources={"encoder": 1})
+    killed, replacements = threading.Event(), []
+
+    def kill_after_first_image(done, total, pixels):
+        if done >= 1 and not killed.is_set():  # the driver blocks here while calls are in flight
+            ray_cluster.remove_node(doomed, allow_graceful=False)
+            replacements.append(ray_cluster.add_node(num_cpus=1, resources={"encoder": 1}))
+            killed.set()
+
+    try:
+        result = compress([str(tmp_path / "src")], str(tmp_path / "archive"),
+                          options(tiny_weights, batch_size=1, worker_resources={"encoder": 1}),
+                          progress=kill_after_first_image)
+    finally:
+        for node in replacements:
+            ray_cluster.remove_node(node)
+    assert killed.is_set()
+    assert (result.ok, result.failed) == (8, 0), result.failures
+    table = Manifest(tmp_path / "archive").table()
+    assert table["path"].to_pylist() == names and set(table["status"].to_pylist()) == {"ok"}
+    assert all_rows(tmp_path / "archive") == 8  # every image exactly once

@@ -1,0 +1,53 @@
+"""Choosing the depth kept per image, and cutting an encoded image to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import smooth_image
+from rgbatch import bitstream
+from rgbatch.codec import Codec
+from rgbatch.ratecontrol import Target, apply, choose_depth, cut
+
+SIZES = [100, 200, 300, 400]  # bytes at depth 1..4
+QUALITY = [0.80, 0.90, 0.95, 0.97]
+PIXELS = 800  # so bpp = sizes / 100: 1, 2, 3, 4
+
+
+@pytest.mark.parametrize("target, depth", [
+    (Target(msssim=0.90), 2),  # reached exactly at depth 2
+    (Target(msssim=0.91), 3),
+    (Target(msssim=0.99), 4),  # never reached: keep everything
+    (Target(bpp=2.5), 2),
+    (Target(bpp=0.5), 1),  # even depth 1 is over: one iteration is the least a stream holds
+    (Target(max_bytes=300), 3),
+    (Target(msssim=0.96, max_bytes=250), 2),  # the size limit wins over the quality
+    (Target(msssim=0.85, bpp=3.0), 2),  # the quality is reached before the size limit
+    (Target(), 4),
+])
+def test_choose_depth(target, depth):
+    assert choose_depth(target, SIZES, QUALITY, PIXELS) == depth
+
+
+def test_targets_are_checked():
+    for bad in (dict(msssim=1.5), dict(msssim=0), dict(bpp=-1), dict(max_bytes=0)):
+        with pytest.raises(ValueError):
+            Target(**bad)
+    with pytest.raises(ValueError, match="MS-SSIM of every depth"):
+        choose_depth(Target(msssim=0.9), SIZES, [], PIXELS)
+
+
+def test_cut_keeps_a_decodable_prefix_and_its_stats(tiny_weights, rng):
+    codec = Codec.load(tiny_weights, device="cpu", tile_size=32)
+    image = smooth_image(rng, 40, 48)
+    full = codec.encode(image, iterations=3)
+    short = cut(full, 2)
+    assert short.blob == bitstream.truncate(full.blob, 2) and len(short.blob) == full.bytes[1]
+    assert short.iterations == 2 and short.bytes == full.bytes[:2]
+    assert short.msssim == full.msssim[:2] and short.psnr == full.psnr[:2] and short.bpp == full.bpp[:2]
+    assert np.array_equal(codec.decode(short.blob), codec.decode(full.blob, iterations=2))
+
+    # apply() cuts where choose_depth says: a budget of exactly depth 2's bytes keeps depth 2
+    assert apply(Target(max_bytes=full.bytes[1]), full).blob == short.blob
+    assert apply(Target(), full) is full

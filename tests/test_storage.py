@@ -1,0 +1,88 @@
+"""Local paths and URIs, atomic writes, and the expansion of SRC arguments into sources."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.fs as pafs
+import pytest
+
+from rgbatch import storage
+
+
+def touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_resolve_local_paths_and_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fs, path = storage.resolve("archive")
+    assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "archive")
+    fs, path = storage.resolve(f"file://{tmp_path}/archive")
+    assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "archive")
+    assert storage.uri(fs, path) == path
+    with pytest.raises(ValueError, match="cannot open nosuch://x"):
+        storage.resolve("nosuch://x")
+
+
+def test_atomic_write_leaves_the_file_or_nothing(tmp_path):
+    fs, root = storage.resolve(tmp_path)
+    storage.write_atomic(fs, f"{root}/deep/a.bin", b"complete")
+    assert (tmp_path / "deep/a.bin").read_bytes() == b"complete"
+
+    with pytest.raises(RuntimeError):
+        with storage.open_atomic(fs, f"{root}/deep/b.bin") as stream:
+            stream.write(b"half")
+            assert not (tmp_path / "deep/b.bin").exists()  # only a hidden temporary so far
+            raise RuntimeError("interrupted")
+    assert sorted(os.listdir(tmp_path / "deep")) == ["a.bin"]  # no target, no temporary
+
+
+def test_list_files_skips_hidden_files_and_folders(tmp_path):
+    for name in ("a.png", "sub/b.png", ".hidden.png", ".git/c.png", "sub/.tmp-x-d.png"):
+        touch(tmp_path / name)
+    fs, root = storage.resolve(tmp_path)
+    assert storage.list_files(fs, root) == [f"{root}/a.png", f"{root}/sub/b.png"]
+
+
+def test_folder_source_is_recursive_and_keeps_only_image_files(tmp_path):
+    for name in ("photos/a.png", "photos/2019/b.JPG", "photos/notes.txt", "photos/2019/c.webp"):
+        touch(tmp_path / name)
+    root, sources = storage.expand_sources([str(tmp_path / "photos")])
+    assert root == str(tmp_path / "photos")
+    assert [s.path for s in sources] == ["2019/b.JPG", "2019/c.webp", "a.png"]
+    assert sources[0].location == str(tmp_path / "photos/2019/b.JPG")
+    assert storage.archive_name(root) == "photos"
+
+
+def test_several_sources_share_their_common_root(tmp_path):
+    touch(tmp_path / "photos/2019/a.png")
+    touch(tmp_path / "photos/2020/a.png")
+    root, sources = storage.expand_sources([str(tmp_path / "photos/2019"), str(tmp_path / "photos/2020"),
+                                            str(tmp_path / "photos/2019/a.png")])  # named twice: kept once
+    assert root == str(tmp_path / "photos")
+    assert [s.path for s in sources] == ["2019/a.png", "2020/a.png"]
+
+
+def test_glob_and_list_file_sources(tmp_path):
+    for name in ("p/x/a.png", "p/y/b.png", "p/y/c.jpg"):
+        touch(tmp_path / name)
+    root, sources = storage.expand_sources([str(tmp_path / "p/*/*.png")])
+    assert root == str(tmp_path / "p") and [s.path for s in sources] == ["x/a.png", "y/b.png"]
+
+    listing = tmp_path / "p/list.txt"
+    listing.write_text(f"# chosen images\nx/a.png\n\n{tmp_path}/p/y/c.jpg\n")
+    root, sources = storage.expand_sources([str(listing)])
+    assert root == str(tmp_path / "p") and [s.path for s in sources] == ["x/a.png", "y/c.jpg"]
+
+
+def test_sources_that_are_not_there_are_worded_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        storage.expand_sources([str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="no files match"):
+        storage.expand_sources([str(tmp_path / "*.png")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        storage.expand_sources([str(tmp_path / "empty")])
