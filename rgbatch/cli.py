@@ -164,6 +164,7 @@ def compress(
     workers: int = typer.Option(0, help="Encoder actors (0: one per GPU, or one per two CPUs)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context."),
     max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -181,7 +182,7 @@ def compress(
             iterations=iterations, target=Target(target_msssim, target_bpp, max_bytes),
             tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
-            max_pixels=max_pixels or MAX_PIXELS, address=address)
+            coder=coder, max_pixels=max_pixels or MAX_PIXELS, address=address)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress)
     if as_json:

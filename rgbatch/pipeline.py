@@ -31,6 +31,7 @@ import numpy as np
 
 from . import manifest, storage
 from .codec import DEFAULT_ITERATIONS, Codec
+from .entropy import get_coder
 from .imageio import MAX_PIXELS, ImageError, decode_image
 from .ratecontrol import Target, apply
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
@@ -49,7 +50,7 @@ class CompressOptions:
     workers: int = 0  # encoder actors; 0: one per GPU, or one per two CPUs
     device: str = "auto"  # auto | cpu | cuda
     weights: str | None = None  # default: the shipped model
-    coder: str = "raw"
+    coder: str = "auto"  # entropy coder: auto (the weights' default), raw, context
     max_pixels: int = MAX_PIXELS  # decompression-bomb guard
     address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)
     threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
@@ -228,7 +229,8 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     root, found = storage.expand_sources(sources)
     archive = archive or default_archive(root)
     weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
-    _, model_id, _, _ = load_weights(weights)  # fails here, worded, if the weights are unusable
+    _, model_id, extra, _ = load_weights(weights)  # fails here, worded, if the weights are unusable
+    get_coder(options.coder, extra)  # and here if the coder is unknown
     existing = manifest.open_or_none(archive)
     done = existing.done() if existing else {}
     result = CompressResult(archive=archive, sources=len(found))

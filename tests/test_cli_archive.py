@@ -113,8 +113,9 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert "decompression" in errors["bomb.png"]
 
 
-def test_usage_errors_exit_2_with_one_line(tmp_path, archive):
+def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
     for args in (["compress", tmp_path / "missing"],
+                 ["compress", archive / "src", "--weights", tiny_weights, "--coder", "nope"],
                  ["compress", archive / "src", "--tile-size", "33"],
                  ["compress", archive / "src", "--target-msssim", "1.5"],
                  ["report", tmp_path / "missing"],
