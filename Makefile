@@ -27,6 +27,16 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The shipped model's run: resume it in the background from the committed training state.
+TRAIN_ARGS := ../shared/data/train --out runs/main.pt --width 0.25 --patch 64 --batch-size 16 \
+	--iterations 8 --steps 60000 --checkpoint-every 100 --eval ../shared/data/kodak --eval-every 1000 --threads 1 \
+	--loss-weighting gain
+train: setup
+	mkdir -p runs
+	[ -f runs/main.pt ] || cp weights/train-state.pt runs/main.pt
+	OMP_NUM_THREADS=1 nohup nice -n 5 $(BIN)/rgbatch train $(TRAIN_ARGS) --resume >> runs/main.log 2>&1 &
+	@echo "training in the background: tail -f runs/main.log"
+
 bench: setup
 	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench
 

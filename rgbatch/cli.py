@@ -62,10 +62,10 @@ def info(weights: Optional[Path] = typer.Option(None, help="Weight file (default
 
 @app.command()
 def train(
-    data_dir: Path = typer.Argument(..., help="Folder of training images (searched recursively)."),
+    data_dir: Path = typer.Argument(..., help="Folder of training images (recursive), or a .npy pack of crops."),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint file to write (and resume from)."),
     resume: bool = typer.Option(False, help="Continue the run in --out exactly where it stopped."),
-    width: float = typer.Option(0.5, help="Channel multiplier; 1.0 is the paper's model."),
+    width: float = typer.Option(0.25, help="Channel multiplier; 1.0 is the paper's model (0.25 ships: weights/MODEL_CARD.md)."),
     reconstruction: str = typer.Option("scaled-additive", help="one-shot | additive | scaled-additive"),
     iterations: int = typer.Option(8, help="Iterations unrolled per training step."),
     max_iterations: int = typer.Option(16, help="Iterations the model supports at inference."),
@@ -77,6 +77,7 @@ def train(
     loss_weighting: str = typer.Option("uniform", help="uniform | gain"),
     bf16: bool = typer.Option(True, help="bfloat16 autocast on the CPU."),
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(500),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder to evaluate on (e.g. Kodak)."),
@@ -92,7 +93,7 @@ def train(
         cfg = TrainConfig(
             data_dir=str(data_dir), out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting, bf16=bf16,
-            threads=threads, seed=seed, checkpoint_every=checkpoint_every,
+            threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,
             codec=dict(width=width, reconstruction=reconstruction, max_iterations=max_iterations))
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -386,6 +387,36 @@ def fit_entropy_command(
     with user_errors():
         mid = fit_entropy(weights, data, out_path, images=images, crop=crop, context_bits=context_bits,
                           device=device, seed=seed, log=lambda m: err.print(m, highlight=False))
+    out.print(f"wrote {out_path} (model id {mid})")
+
+
+@app.command("pack")
+def pack_training_set(
+    data_dir: Path = typer.Argument(..., help="Folder of training images."),
+    out_path: Path = typer.Option(Path(".pack/train-crops.npy"), "--out", help="The .npy file to write."),
+    crop: int = typer.Option(128, help="Crop size in pixels."),
+    per_image: int = typer.Option(1, help="Random crops per image."),
+):
+    """Pack random crops of a training folder into one uint8 .npy array (to carry to a GPU machine)."""
+    from .train import pack_crops
+
+    with user_errors():
+        shape = pack_crops(data_dir, out_path, crop, per_image)
+    out.print(f"wrote {out_path}: {shape[0]} crops of {shape[1]}x{shape[2]}, {out_path.stat().st_size / 2**20:.1f} MiB")
+
+
+@app.command("export")
+def export_checkpoint(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pt)."),
+    out_path: Path = typer.Option(Path("weights/default.safetensors"), "--out", help="Weight file to write."),
+):
+    """Write a checkpoint's model as an fp16 safetensors weight file (what rgbatch ships).
+
+    The entropy model is fitted to a model's codes: run `rgbatch fit-entropy` after this."""
+    from .train import export_weights
+
+    with user_errors():
+        mid = export_weights(checkpoint, out_path)
     out.print(f"wrote {out_path} (model id {mid})")
 
 
