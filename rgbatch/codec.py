@@ -23,9 +23,8 @@ from .entropy import EntropyError, get_coder
 from .metrics import msssim_many, psnr
 from .model import BLOCK, ResidualGRUCodec
 from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, tile_grid
-from .weights import load_weights
+from .weights import load_weights, trained_iterations
 
-DEFAULT_ITERATIONS = 16
 
 
 @dataclass
@@ -58,7 +57,7 @@ def _to_uint8_batch(x: torch.Tensor) -> np.ndarray:
 
 
 class Codec:
-    def __init__(self, model: ResidualGRUCodec, model_id: str, extra=None, *, device="auto",
+    def __init__(self, model: ResidualGRUCodec, model_id: str, extra=None, info=None, *, device="auto",
                  tile_size: int = DEFAULT_TILE_SIZE, batch_size: int = 8, precision: str = "fp32",
                  coder: str = "auto"):
         check_tile_size(tile_size)
@@ -68,6 +67,8 @@ class Codec:
         self.model = model.eval().to(self.device)
         self.model_id = model_id
         self.extra = extra or {}
+        # the depth encodings get when none is asked for: the one the model was trained to
+        self.default_iterations = trained_iterations(model.cfg, info or {})
         self.tile_size = tile_size
         self.batch_size = max(1, batch_size)
         self.precision = precision
@@ -76,8 +77,8 @@ class Codec:
     @classmethod
     def load(cls, weights=None, **options) -> "Codec":
         """The codec of a weight file (the shipped default when None)."""
-        model, mid, extra, _ = load_weights(weights)
-        return cls(model, mid, extra, **options)
+        model, mid, extra, info = load_weights(weights)
+        return cls(model, mid, extra, info, **options)
 
     @property
     def max_iterations(self) -> int:
@@ -97,11 +98,11 @@ class Codec:
                 yield [k for k, _ in chunk], torch.stack([t for _, t in chunk])
 
     # -- encoding ---------------------------------------------------------------------------
-    def encode(self, image: np.ndarray, iterations: int = DEFAULT_ITERATIONS, measure: bool = True,
+    def encode(self, image: np.ndarray, iterations: int | None = None, measure: bool = True,
                keep_reconstructions: bool = False) -> EncodedImage:
         return self.encode_many([image], iterations, measure, keep_reconstructions)[0]
 
-    def encode_many(self, images: list[np.ndarray], iterations: int = DEFAULT_ITERATIONS,
+    def encode_many(self, images: list[np.ndarray], iterations: int | None = None,
                     measure: bool = True, keep_reconstructions: bool = False) -> list[EncodedImage]:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
@@ -109,6 +110,7 @@ class Codec:
         `keep_reconstructions` returns them, exactly what `decode` gives at each depth.
         """
         measure = measure or keep_reconstructions
+        iterations = self.default_iterations if iterations is None else iterations
         if not 1 <= iterations <= self.max_iterations:
             raise ValueError(f"iterations must be 1..{self.max_iterations}, not {iterations}")
         grids = [tile_grid(im.shape[0], im.shape[1], self.tile_size) for im in images]

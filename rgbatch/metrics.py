@@ -23,7 +23,7 @@ WINDOW = 11
 
 def _as_float(images: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 or NxHxWx3 -> float32 (N,3,H,W) in [0,1]."""
-    t = torch.from_numpy(np.ascontiguousarray(images))
+    t = torch.from_numpy(np.array(images, copy=True))  # a copy: the input may be read-only
     t = t[None] if t.ndim == 3 else t
     return t.permute(0, 3, 1, 2).float() / 255
 

@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest, storage
-from .codec import DEFAULT_ITERATIONS, Codec
+from .codec import Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS, ImageError, decode_image
 from .ratecontrol import Target, apply
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
-from .weights import DEFAULT_WEIGHTS, load_weights
+from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it
@@ -43,7 +43,7 @@ CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind 
 
 @dataclass
 class CompressOptions:
-    iterations: int = DEFAULT_ITERATIONS
+    iterations: int | None = None  # None: the depth the model was trained to (weights.trained_iterations)
     target: Target = field(default_factory=Target)
     tile_size: int = DEFAULT_TILE_SIZE
     batch_size: int = 8  # tiles per network batch; also the tiles sent to an encoder per call
@@ -58,7 +58,7 @@ class CompressOptions:
 
     def check(self):
         check_tile_size(self.tile_size)
-        if not 1 <= self.iterations <= 255:
+        if self.iterations is not None and not 1 <= self.iterations <= 255:
             raise ValueError(f"--iterations must be 1..255, not {self.iterations}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, not {self.batch_size}")
@@ -229,7 +229,9 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     root, found = storage.expand_sources(sources)
     archive = archive or default_archive(root)
     weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
-    _, model_id, extra, _ = load_weights(weights)  # fails here, worded, if the weights are unusable
+    model, model_id, extra, info = load_weights(weights)  # fails here, worded, if the weights are unusable
+    if options.iterations is None:
+        options.iterations = trained_iterations(model.cfg, info)
     get_coder(options.coder, extra)  # and here if the coder is unknown
     existing = manifest.open_or_none(archive)
     done = existing.done() if existing else {}

@@ -60,6 +60,12 @@ def save_weights(path, model: ResidualGRUCodec, extra: dict[str, torch.Tensor] |
     return mid
 
 
+def trained_iterations(config: CodecConfig, info: dict) -> int:
+    """The deepest depth a model was trained to: beyond it, quality is not what training made.
+    Encoders default to it (recorded by `rgbatch export`; the model's maximum if unknown)."""
+    return min(int(info.get("iterations_trained") or config.max_iterations), config.max_iterations)
+
+
 def load_weights(path=None) -> tuple[ResidualGRUCodec, str, dict[str, torch.Tensor], dict]:
     """(model in eval mode with fp32 weights, model id, extra tensors, info) from a weight file."""
     path = Path(path or DEFAULT_WEIGHTS)

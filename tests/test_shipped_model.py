@@ -1,0 +1,44 @@
+"""Guards the shipped weights: a random or broken model cannot pass these.
+
+Floors sit a few hundredths under what the shipped model measured on these two committed
+Kodak crops (weights/MODEL_CARD.md); a random model scores about 0.1.
+"""
+
+import pytest
+
+from rgbatch import bitstream
+from rgbatch.codec import Codec
+from rgbatch.imageio import read_image
+from rgbatch.weights import DEFAULT_WEIGHTS
+
+from conftest import DATA
+
+FLOORS = {  # crop: MS-SSIM floor at depth 2, at depth 4
+    "kodim23_crop192.png": (0.90, 0.95),
+    "kodim05_crop192.png": (0.83, 0.90),
+}
+
+
+@pytest.fixture(scope="module")
+def shipped(default_weights):
+    return Codec.load(default_weights)
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_the_shipped_model_reaches_its_quality_floor(shipped, name):
+    image, _ = read_image(DATA / name)
+    encoded = shipped.encode(image, iterations=4)
+    at_2, at_4 = FLOORS[name]
+    assert encoded.msssim[1] >= at_2 and encoded.msssim[3] >= at_4, encoded.msssim
+    assert encoded.msssim[0] < encoded.msssim[1] < encoded.msssim[3]  # every iteration adds quality
+
+
+def test_the_shipped_entropy_model_beats_raw_bits(shipped):
+    # a smooth crop: its codes repeat across iterations and neighbours (busy crops like
+    # kodim05 save only a few percent at these depths)
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    encoded = shipped.encode(image, iterations=4, measure=False)
+    assert bitstream.read_header(encoded.blob).coder_id == 1  # the context coder is the default
+    raw = Codec.load(DEFAULT_WEIGHTS, coder="raw").encode(image, iterations=4, measure=False)
+    assert len(encoded.blob) < 0.9 * len(raw.blob)
+    assert (shipped.decode(encoded.blob) == shipped.decode(raw.blob)).all()  # same codes, fewer bytes
