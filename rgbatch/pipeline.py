@@ -129,7 +129,7 @@ class EncodeWorker:
         if threads:
             torch.set_num_threads(min(threads, os.cpu_count() or threads))
         self.codec = Codec.load(weights, device=device, tile_size=tile_size, batch_size=batch_size, coder=coder)
-        self.iterations = min(iterations, self.codec.max_iterations)
+        self.iterations = iterations
         self.target = target
 
     def model_id(self) -> str:
@@ -232,6 +232,8 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     model, model_id, extra, info = load_weights(weights)  # fails here, worded, if the weights are unusable
     if options.iterations is None:
         options.iterations = trained_iterations(model.cfg, info)
+    if options.iterations > model.cfg.max_iterations:
+        raise ValueError(f"--iterations {options.iterations}: this model codes at most {model.cfg.max_iterations}")
     get_coder(options.coder, extra)  # and here if the coder is unknown
     existing = manifest.open_or_none(archive)
     done = existing.done() if existing else {}
