@@ -25,7 +25,7 @@ import torch
 # constriction's Bernoulli model warns unless `perfect` is given; False is its recommended mode
 import constriction
 
-CONTEXT_FEATURES = "entropy.context.features"  # int16 (2 passes, bits, K, 4): dt, channel, dy, dx
+CONTEXT_FEATURES = "entropy.context.features"  # int16 (iterations, 2, bits, K, 4): dt, channel, dy, dx
 CONTEXT_PROBABILITIES = "entropy.context.probabilities"  # int16 (iterations, 2, bits, 2**K)
 PROBABILITY_BITS = 15  # P(bit = 1) = q / 2**15 with q in 1 .. 2**15 - 1
 MAX_LOOKBACK = 2  # features may read iterations t-1 and t-2
@@ -128,16 +128,17 @@ class Canvas:
         return [view[:, :, GUTTER:GUTTER + r, x0:x0 + c].copy() for (_, r, c), x0 in zip(self.shapes, self.left)]
 
 
-def is_causal(feature, s: int, c: int) -> bool:
+def is_causal(feature, s: int, c: int):
     """Whether the decoder knows feature (dt, channel, dy, dx) when it codes channel c of
-    colour s in the current iteration. Order: iteration, colour 0 then 1, channel 0..bits-1."""
-    dt, ch, dy, dx = (int(v) for v in feature)
-    if not (0 <= dt <= MAX_LOOKBACK and abs(dy) <= GUTTER and abs(dx) <= GUTTER):
-        return False
-    if dt > 0:
-        return True  # earlier iterations are complete
+    colour s in the current iteration. Order: iteration, colour 0 then 1, channel 0..bits-1.
+    Works on one feature or on an array of them (..., 4)."""
+    dt, ch, dy, dx = np.moveaxis(np.asarray(feature), -1, 0)
+    in_reach = (0 <= dt) & (dt <= MAX_LOOKBACK) & (abs(dy) <= GUTTER) & (abs(dx) <= GUTTER)
     neighbour = s ^ ((dy + dx) & 1)
-    return neighbour < s or (neighbour == s and ch < c)
+    # earlier iterations are complete; in this one, the first colour before the second, and
+    # the lower channels before the higher
+    known = (dt > 0) | (neighbour < s) | ((neighbour == s) & (ch < c))
+    return in_reach & known
 
 
 def read_feature(canvas: np.ndarray, width: int, t, feature, positions: np.ndarray) -> np.ndarray:
@@ -174,14 +175,16 @@ class ContextCoder:
                                "add one with `rgbatch fit-entropy`, or use the raw coder")
         self.features = _as_numpy(extra[CONTEXT_FEATURES]).astype(np.int64)
         table = _as_numpy(extra[CONTEXT_PROBABILITIES]).astype(np.int64)
-        passes, bits, k, _ = self.features.shape
-        if self.features.shape[3] != 4 or passes != 2 or table.shape[1:] != (2, bits, 2 ** k):
+        if self.features.ndim == 4:  # the first fits shared one set of features by all iterations
+            self.features = np.broadcast_to(self.features, (table.shape[0], *self.features.shape))
+        iterations, passes, bits, k, _ = self.features.shape
+        if self.features.shape[4] != 4 or passes != 2 or table.shape != (iterations, 2, bits, 2 ** k):
             raise EntropyError(f"malformed context model: features {self.features.shape}, table {table.shape}")
         if table.min() < 1 or table.max() >= 2 ** PROBABILITY_BITS:
             raise EntropyError("malformed context model: probabilities outside 1 .. 2**15-1")
         for s in range(2):
             for c in range(bits):
-                if not all(is_causal(f, s, c) for f in self.features[s, c]):
+                if not is_causal(self.features[:, s, c], s, c).all():
                     raise EntropyError(f"malformed context model: a feature of channel {c} reads the future")
         # q / 2**15 is exact in float64, and constriction quantizes a float the same way on every
         # machine, so encoder and decoder agree bit for bit
@@ -198,7 +201,7 @@ class ContextCoder:
         plane = canvas[MAX_LOOKBACK + t]
         for s, positions in enumerate(layout.positions):
             for c in range(self.bits):
-                ctx = context_index(canvas, layout.width, t, self.features[s, c], positions)
+                ctx = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
                 code_step(self.probabilities[t, s, c, ctx], plane, c, positions)
 
     def _check(self, shapes, iterations: int):

@@ -39,62 +39,73 @@ def candidate_features(s: int, c: int, bits: int) -> list[tuple[int, int, int, i
     return [f for f in pool if is_causal(f, s, c)]
 
 
-def _smoothed(n1: np.ndarray, n: np.ndarray, parent: np.ndarray, prior: float) -> np.ndarray:
-    """Per-context P(1) of tables (..., 2**k), backed off to the parent tables (..., 2**(k-1))."""
-    return (n1 + prior * np.repeat(parent, 2, axis=-1)) / (n + prior)
+def _smoothed(n1: np.ndarray, n: np.ndarray, prior_p, prior: float) -> np.ndarray:
+    """P(1) per table entry from counts, pulled towards prior_p (the parent's estimate)."""
+    return (n1 + prior * prior_p) / (n + prior)
 
 
-def _code_length(n1: np.ndarray, n: np.ndarray, p: np.ndarray) -> float:
-    """Bits to code n bits (n1 ones) with P(1) = p, summed over every table entry."""
+def _code_length(n1: np.ndarray, n: np.ndarray, p: np.ndarray, axis=None):
+    """Bits to code n bits (n1 ones) with P(1) = p, summed over table entries (along `axis`)."""
     p = np.clip(p, 2.0 ** -PROBABILITY_BITS, 1 - 2.0 ** -PROBABILITY_BITS)  # as the coder stores it
-    return float(-(n1 * np.log2(p) + (n - n1) * np.log2(1 - p)).sum())
+    return -(n1 * np.log2(p) + (n - n1) * np.log2(1 - p)).sum(axis=axis)
 
 
 def _counts(keys: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    return (np.bincount(keys, weights=y, minlength=size), np.bincount(keys, minlength=size).astype(float))
+    return (np.bincount(keys.ravel(), weights=y.ravel(), minlength=size),
+            np.bincount(keys.ravel(), minlength=size).astype(float))
+
+
+def _children(p: np.ndarray) -> np.ndarray:
+    """A table one context bit deeper that ignores the new bit."""
+    return np.repeat(p, 2, axis=-1)
 
 
 def fit_channel(canvas: np.ndarray, width: int, positions: np.ndarray, folds: np.ndarray, s: int, c: int,
                 context_bits: int, prior: float):
-    """Features (K, 4) and probabilities (T, 2**K) of channel c, colour s."""
+    """Features (T, K, 4) and probabilities (T, 2**K) of channel c, colour s.
+
+    Each iteration gets its own features: early iterations gain from many context bits, late
+    ones (near-random bits) from few. An iteration whose cross-validated code length stops
+    falling keeps its last useful level: its deeper tables repeat that level's probabilities.
+    """
     iterations = canvas.shape[0] - MAX_LOOKBACK
     t = np.arange(iterations)[:, None]
-    y = read_feature(canvas, width, t, (0, c, 0, 0), positions).ravel().astype(float)
-    # (fold, iteration) of every bit: the key prefix of every count table
-    group = (folds[None, :] * iterations + t).ravel()
+    y = read_feature(canvas, width, t, (0, c, 0, 0), positions).astype(float)  # (T, n)
     pool = candidate_features(s, c, canvas.shape[1])
-    values = {f: read_feature(canvas, width, t, f, positions).ravel() for f in pool}
+    values = np.stack([read_feature(canvas, width, t, f, positions) for f in pool])  # (F, T, n)
+    group = folds[None, :] * iterations + t  # (fold, iteration) of every bit: the key prefix
+
+    def fold_tables(ctx, k, parent):
+        """Per-fold smoothed tables (2, T, 2**k) and each iteration's cross-validated bits."""
+        n1, n = _counts((group << k) + ctx, y, 2 * iterations << k)
+        n1, n = n1.reshape(2, iterations, -1), n.reshape(2, iterations, -1)
+        p = _smoothed(n1, n, parent, prior)
+        return p, _code_length(n1[::-1], n[::-1], p, axis=(0, 2))  # fold 0's tables on fold 1, and back
 
     ctx = np.zeros_like(group)
-    # parents per fold: the level-0 estimate is pulled towards 1/2
-    parent = np.full((2, iterations, 1), 0.5)
-    chosen = []
+    parent, cost = fold_tables(ctx, 0, 0.5)  # level 0: one probability per iteration
+    chosen = np.zeros((iterations, context_bits), int)  # indices into pool
+    levels = np.zeros(iterations, int)  # context bits each iteration really uses
     for k in range(1, context_bits + 1):
-        size = 2 * iterations << k
-        best = None
-        for f in pool:
-            if f in chosen:
-                continue
-            n1, n = _counts((group << k) + 2 * ctx + values[f], y, size)
-            n1, n = n1.reshape(2, iterations, -1), n.reshape(2, iterations, -1)
-            p = _smoothed(n1, n, parent, prior)
-            # tables of fold 0 charged on fold 1 and vice versa
-            cost = _code_length(n1[::-1], n[::-1], p)
-            if best is None or cost < best[0]:
-                best = (cost, f, p)
-        if best is None:  # fewer candidates than context bits: repeat the last one (a no-op bit)
-            best = (None, chosen[-1], np.repeat(parent, 2, axis=-1))
-        _, f, parent = best
-        chosen.append(f)
-        ctx = 2 * ctx + values[f]
+        trial = np.array([fold_tables(2 * ctx + v, k, _children(parent))[1] for v in values])  # (F, T)
+        trial[chosen[:, :k - 1].T, np.arange(iterations)] = np.inf  # each feature once per iteration
+        best = trial.argmin(axis=0)
+        chosen[:, k - 1] = best
+        ctx = 2 * ctx + values[best, np.arange(iterations)]
+        grows = (levels == k - 1) & (trial[best, np.arange(iterations)] < cost)
+        p, new_cost = fold_tables(ctx, k, _children(parent))
+        parent = np.where(grows[:, None], p, _children(parent))
+        cost = np.where(grows, new_cost, cost)
+        levels += grows
 
-    # final tables from all tiles, smoothed level by level
-    p = np.full((iterations, 1), 0.5)
-    iteration = np.repeat(np.arange(iterations), positions.size)
+    # final tables from all tiles, level by level; past its level an iteration repeats the last
+    n1, n = _counts(t + 0 * ctx, y, iterations)
+    p = _smoothed(n1[:, None], n[:, None], 0.5, prior)
     for k in range(1, context_bits + 1):
-        n1, n = _counts((iteration << k) + (ctx >> (context_bits - k)), y, iterations << k)
-        p = _smoothed(n1.reshape(iterations, -1), n.reshape(iterations, -1), p, prior)
-    return np.array(chosen), p
+        n1, n = _counts((t << k) + (ctx >> (context_bits - k)), y, iterations << k)
+        deeper = _smoothed(n1.reshape(iterations, -1), n.reshape(iterations, -1), _children(p), prior)
+        p = np.where((levels >= k)[:, None], deeper, _children(p))
+    return np.array(pool)[chosen], p
 
 
 def quantize(p: np.ndarray) -> np.ndarray:
@@ -110,13 +121,13 @@ def fit_context_model(tiles: list[np.ndarray], context_bits: int = DEFAULT_CONTE
     layout = Canvas(tuple(t.shape[1:] for t in tiles))
     canvas = layout.paint(tiles)
     iterations, bits = tiles[0].shape[:2]
-    features = np.zeros((2, bits, context_bits, 4), np.int16)
+    features = np.zeros((iterations, 2, bits, context_bits, 4), np.int16)
     table = np.zeros((iterations, 2, bits, 2 ** context_bits), np.int16)
     for s, positions in enumerate(layout.positions):
         folds = layout.position_tiles[s] % 2
         for c in range(bits):
             chosen, p = fit_channel(canvas, layout.width, positions, folds, s, c, context_bits, prior)
-            features[s, c] = chosen
+            features[:, s, c] = chosen
             table[:, s, c] = quantize(p)
         if log:
             log(f"colour {s}: contexts of {bits} channels selected")

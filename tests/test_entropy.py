@@ -25,10 +25,15 @@ def hashed_bits(shape, salt: int) -> np.ndarray:
 
 
 def hand_made_model(bits: int, iterations: int) -> dict[str, torch.Tensor]:
-    """A fixed context model built from integers: previous two iterations, and the right
-    neighbour (second colour) or the neighbour below in the previous iteration (first)."""
-    features = [[[(1, c, 0, 0), (2, c, 0, 0), (0, c, 0, 1) if s else (1, c, 1, 0)] for c in range(bits)]
-                for s in range(2)]
+    """A fixed context model built from integers. Per iteration: the previous two iterations,
+    then the right neighbour (second colour) or, alternating by iteration, the neighbour below
+    in the previous iteration or the channel coded just before (first colour)."""
+    def third(t, s, c):
+        if s:
+            return (0, c, 0, 1)
+        return (1, c, 1, 0) if t % 2 or c == 0 else (0, c - 1, 0, 0)
+    features = [[[[(1, c, 0, 0), (2, c, 0, 0), third(t, s, c)] for c in range(bits)] for s in range(2)]
+                for t in range(iterations)]
     size = iterations * 2 * bits * 8
     table = 1 + (np.arange(size) * 7919) % (2 ** PROBABILITY_BITS - 1)
     return {CONTEXT_FEATURES: torch.tensor(features, dtype=torch.int16),
@@ -78,7 +83,7 @@ def test_streams_are_the_same_bytes_on_every_machine(coder):
     codes = [hashed_bits((5, *s), i) for i, s in enumerate(SHAPES)]
     chunks = coder.encode(codes)
     digest = hashlib.sha256(b"".join(len(c).to_bytes(4, "little") + c for c in chunks)).hexdigest()
-    assert digest[:16] == "cea416a424376248"
+    assert digest[:16] == "a8d8b84d79d66759"
     assert all(np.array_equal(d, c) for d, c in zip(coder.decode(chunks, SHAPES), codes))
 
 
@@ -99,9 +104,17 @@ def test_every_candidate_feature_is_known_to_the_decoder():
     assert is_causal((0, 3, 0, 1), 1, 0)  # ... but coded in the second
 
 
+def test_features_shared_by_all_iterations_are_read_as_such(rng):
+    extra = hand_made_model(4, 5)
+    shared = {**extra, CONTEXT_FEATURES: extra[CONTEXT_FEATURES][1]}
+    per_iteration = {**extra, CONTEXT_FEATURES: extra[CONTEXT_FEATURES][1:2].expand(5, -1, -1, -1, -1)}
+    codes = [rng.random((5, *s)) < 0.5 for s in SHAPES]
+    assert ContextCoder(shared).encode(codes) == ContextCoder(per_iteration).encode(codes)
+
+
 def test_a_model_that_reads_the_future_is_refused():
     extra = hand_made_model(4, 5)
-    extra[CONTEXT_FEATURES][0, 2, 0] = torch.tensor([0, 2, 0, 0])
+    extra[CONTEXT_FEATURES][3, 0, 2, 0] = torch.tensor([0, 2, 0, 0])
     with pytest.raises(EntropyError, match="reads the future"):
         ContextCoder(extra)
 
@@ -111,7 +124,8 @@ def test_fitting_finds_the_previous_iteration_and_codes_near_the_entropy(rng):
     features = extra[CONTEXT_FEATURES].numpy()
     for s in range(2):
         for c in range(3):
-            assert tuple(features[s, c, 0]) == (1, c, 0, 0)
+            # iteration 1 has nothing to go on; every later one first asks the one before
+            assert all(tuple(features[t, s, c, 0]) == (1, c, 0, 0) for t in range(1, 6))
     coder = ContextCoder(extra)
     fresh = sticky_codes(rng, 6, [(3, 16, 16)] * 4)
     coded = sum(len(c) for c in coder.encode(fresh))
