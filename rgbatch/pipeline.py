@@ -7,7 +7,8 @@
 Read tasks return a small description and the pixels as two objects, so the pixels go from
 the reader to an encoder through the object store without passing the driver. Reads ask for
 no CPU: they can never be starved by encoders holding every CPU, and the driver bounds how
-many run at once. Each encoder actor loads the model once (`Codec.load`) and encodes the
+many run at once. They live in rgbatch.storage, which does not import torch, so the worker
+processes running them start light. Each encoder actor loads the model once (`Codec.load`) and encodes the
 tiles of several images per batch. The driver is the only writer: it commits Parquet parts
 atomically as results stream in, so an interrupted run leaves only complete parts and a
 rerun skips every image whose current row is ok with the same source hash.
@@ -19,7 +20,6 @@ once, whatever ran twice.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest, storage
+from .storage import read_source
 from .codec import Codec
 from .entropy import get_coder
-from .imageio import MAX_PIXELS, ImageError, decode_image
+from .imageio import MAX_PIXELS
 from .ratecontrol import Target, apply
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
@@ -96,29 +97,6 @@ class CompressResult:
 
 
 # -- work done on the cluster -------------------------------------------------------------------
-def read_source(source: storage.Source, known_hash: str | None, max_pixels: int) -> tuple[dict, np.ndarray | None]:
-    """(description, pixels) of one source; status "image", "skip" (unchanged since archived) or "error"."""
-    start = time.perf_counter()
-    info = {"path": source.path, "source": source.location}
-    try:
-        fs, path = storage.resolve(source.location)
-        data = storage.read_bytes(fs, path)
-    except (OSError, ValueError) as e:
-        return {**info, "status": "error", "error": f"cannot read the file: {e}"}, None
-    info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
-    if info["source_hash"] == known_hash:
-        return {**info, "status": "skip"}, None
-    try:
-        image, mode = decode_image(data, max_pixels)
-    except ImageError as e:
-        return {**info, "status": "error", "error": str(e), "read_seconds": time.perf_counter() - start}, None
-    except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
-        return {**info, "status": "error", "error": f"cannot decode the image: {type(e).__name__}: {e}"}, None
-    info.update(status="image", width=image.shape[1], height=image.shape[0], mode=mode,
-                read_seconds=time.perf_counter() - start)
-    return info, image
-
-
 class EncodeWorker:
     """One encoder (a Ray actor): the model loaded once, batches of images in, manifest rows out."""
 
@@ -186,7 +164,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+            # Ray renices its workers (+15) to keep its daemons responsive; here the workers are
+            # the job, so they keep the priority the command was given (on a shared machine the
+            # default makes encoders 5x slower than a plain loop)
+            # address "local": a new Ray of our own, never a cluster someone left running here
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                     _system_config={"worker_niceness": 0}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}") from None
     try:
@@ -275,6 +258,9 @@ class _Run:
         self.calls = {}  # rows ref -> (actor index, infos)
         self.busy = [0] * len(actors)  # calls in flight per actor
         self.prefetch = 2 * len(actors) * CALLS_PER_WORKER + options.batch_size  # images read ahead
+        # reads at once: each needs a worker process, and a burst of new processes starting
+        # costs more CPU than the reads themselves
+        self.max_reads = 2 * len(actors)
         self.written = set()
         self.total = len(found)
 
@@ -308,7 +294,8 @@ class _Run:
                         self.write(row)
 
     def start_reads(self):
-        while self.pending and len(self.reads) + len(self.ready) < self.prefetch:
+        while (self.pending and len(self.reads) < self.max_reads
+               and len(self.reads) + len(self.ready) < self.prefetch):
             source = self.pending.popleft()
             info_ref, image_ref = self.read_task.remote(source, self.done.get(source.path), self.options.max_pixels)
             self.reads[info_ref] = (image_ref, source)

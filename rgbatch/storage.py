@@ -3,6 +3,10 @@
     fs, path = resolve("manifests/kodak")        # a local folder (made absolute)
     fs, path = resolve("s3://bucket/archive")    # any URI pyarrow.fs knows (s3, gs, hdfs, file)
 
+Sources: `expand_sources` turns SRC arguments (folders, globs, list files) into `Source`s,
+and `read_source` reads, hashes and decodes one (in a Ray task: this module does not import
+torch, so the processes running reads start light).
+
 Every file rgbatch writes goes through `open_atomic`: the bytes go to a hidden temporary
 name beside the target, which is moved onto the target only once complete, so a reader
 (or a rerun after a crash) never sees half a file.
@@ -13,13 +17,18 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
+import hashlib
 import os
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image
+
+from .imageio import ImageError, decode_image
 
 TEMP_PREFIX = ".tmp-"  # temporary files are hidden; listings skip them
 GLOB_CHARS = "*?["
@@ -197,6 +206,30 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
                 seen.add(f)
                 found.append(Source(uri(fs, f), posixpath.relpath(f, root)))
     return uri(fs, root), found
+
+
+def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tuple[dict, np.ndarray | None]:
+    """(description, pixels) of one source: status "image", "skip" (its sha256 is `known_hash`:
+    unchanged since archived, so not decoded) or "error" with the reason for the user."""
+    start = time.perf_counter()
+    info = {"path": source.path, "source": source.location}
+    try:
+        fs, path = resolve(source.location)
+        data = read_bytes(fs, path)
+    except (OSError, ValueError) as e:
+        return {**info, "status": "error", "error": f"cannot read the file: {e}"}, None
+    info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
+    if info["source_hash"] == known_hash:
+        return {**info, "status": "skip"}, None
+    try:
+        image, mode = decode_image(data, max_pixels)
+    except ImageError as e:
+        return {**info, "status": "error", "error": str(e), "read_seconds": time.perf_counter() - start}, None
+    except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
+        return {**info, "status": "error", "error": f"cannot decode the image: {type(e).__name__}: {e}"}, None
+    info.update(status="image", width=image.shape[1], height=image.shape[0], mode=mode,
+                read_seconds=time.perf_counter() - start)
+    return info, image
 
 
 def archive_name(root: str) -> str:

@@ -18,7 +18,8 @@ def ray_cluster():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False, "object_store_memory": 256 << 20})
+        "num_cpus": 2, "include_dashboard": False, "object_store_memory": 256 << 20,
+        "_system_config": {"worker_niceness": 0}})  # as rgbatch.pipeline.ray_session
     ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.ERROR)
     yield cluster
     ray.shutdown()

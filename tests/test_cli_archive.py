@@ -21,7 +21,7 @@ from rgbatch.cli import app
 from rgbatch.codec import Codec
 from rgbatch.manifest import Manifest, PartWriter
 from rgbatch.model import CodecConfig, ResidualGRUCodec
-from rgbatch.pipeline import EncodeWorker, read_source
+from rgbatch.pipeline import EncodeWorker
 from rgbatch.ratecontrol import Target, choose_depth
 from rgbatch.weights import save_weights
 
@@ -39,7 +39,7 @@ def archive_images(folder, archive, weights, iterations=3):
     worker = EncodeWorker(str(weights), "cpu", 32, 4, "raw", iterations, Target())
     with PartWriter(archive, worker.model_id()) as writer:
         for source in sources:
-            info, image = read_source(source, None, 10**8)
+            info, image = storage.read_source(source, None, 10**8)
             for row in worker.encode([info], image):
                 writer.add(row)
 

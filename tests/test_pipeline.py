@@ -11,11 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import smooth_image
-from rgbatch import storage
 from rgbatch.codec import Codec
 from rgbatch.manifest import Manifest
 from rgbatch.metrics import msssim
-from rgbatch.pipeline import CompressOptions, EncodeWorker, _plan_workers, compress, read_source
+from rgbatch.pipeline import CompressOptions, EncodeWorker, _plan_workers, compress
 from rgbatch.ratecontrol import Target
 
 
@@ -32,21 +31,6 @@ def options(weights, **changes):
 
 def all_rows(archive) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in Manifest(archive).parts)
-
-
-def test_read_source_hashes_skips_and_words_errors(tmp_path, rng):
-    write_images(tmp_path, rng, ["a.png"])
-    (tmp_path / "b.png").write_bytes(b"")
-    good = storage.Source(str(tmp_path / "a.png"), "a.png")
-    info, image = read_source(good, None, 10**8)
-    assert info["status"] == "image" and image.shape == (32, 48, 3) and (info["width"], info["height"]) == (48, 32)
-    assert info["source_hash"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
-    skipped, pixels = read_source(good, info["source_hash"], 10**8)  # unchanged since archived: not decoded
-    assert skipped["status"] == "skip" and pixels is None
-    info, image = read_source(storage.Source(str(tmp_path / "b.png"), "b.png"), None, 10**8)
-    assert (info["status"], info["error"], image) == ("error", "empty file (0 bytes)", None)
-    info, _ = read_source(good, None, max_pixels=100)
-    assert info["status"] == "error" and "decompression-bomb guard" in info["error"]
 
 
 def test_encode_worker_rows_and_a_bad_image_fails_alone(tiny_weights, rng):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pyarrow.fs as pafs
 import pytest
+from PIL import Image
 
+from conftest import smooth_image
 from rgbatch import storage
 
 
@@ -86,3 +89,18 @@ def test_sources_that_are_not_there_are_worded_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image files"):
         storage.expand_sources([str(tmp_path / "empty")])
+
+
+def test_read_source_hashes_skips_and_words_errors(tmp_path, rng):
+    Image.fromarray(smooth_image(rng, 32, 48)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")
+    good = storage.Source(str(tmp_path / "a.png"), "a.png")
+    info, image = storage.read_source(good, None, 10**8)
+    assert info["status"] == "image" and image.shape == (32, 48, 3) and (info["width"], info["height"]) == (48, 32)
+    assert info["source_hash"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    skipped, pixels = storage.read_source(good, info["source_hash"], 10**8)  # unchanged since archived: not decoded
+    assert skipped["status"] == "skip" and pixels is None
+    info, image = storage.read_source(storage.Source(str(tmp_path / "b.png"), "b.png"), None, 10**8)
+    assert (info["status"], info["error"], image) == ("error", "empty file (0 bytes)", None)
+    info, _ = storage.read_source(good, None, max_pixels=100)
+    assert info["status"] == "error" and "decompression-bomb guard" in info["error"]
