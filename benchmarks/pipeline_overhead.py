@@ -8,10 +8,12 @@ depth as `compress` does, with the same torch threads per encoder.
 
 * loop: a fresh Python process reads each file and calls `Codec.encode`;
 * batched loop: the same with `Codec.encode_many` over groups of images worth `--batch-size`
-  tiles, as the pipeline's encoders do, so that pipeline vs batched loop is the cost of Ray
-  alone (actors, object store, reads as tasks, the Parquet writer);
-* pipeline: `rgbatch.pipeline.compress` into a fresh archive, on a local Ray started
-  beforehand (its start is reported apart); the loops run with no Ray up.
+  tiles (8: the pipeline's GPU default; on a CPU it is slower than one tile at a time, which
+  is why the pipeline's CPU default is 1);
+* pipeline: `rgbatch.pipeline.compress` with its defaults into a fresh archive, on a local
+  Ray started beforehand (its start is reported apart); the loops run with no Ray up. On a
+  CPU it encodes one tile at a time like the plain loop, so pipeline vs loop is the cost of
+  Ray alone (actors, object store, reads as tasks, the Parquet writer).
 
 A fresh process for the loops, because every compress run starts fresh encoder processes:
 both sides pay Python start, imports, model load and the first-call warm-up of torch. The
@@ -130,8 +132,8 @@ def main():
                 ray_start.append(time.perf_counter() - start)
                 for workers in worker_counts:
                     options = CompressOptions(iterations=args.iterations, tile_size=args.tile_size,
-                                              batch_size=args.batch_size, workers=workers, device="cpu",
-                                              weights=weights, threads=args.threads)
+                                              workers=workers, device="cpu", weights=weights,
+                                              threads=args.threads)  # its default batch size
                     result = compress([str(listing)], str(tmp / f"archive-{workers}-{repeat}"), options)
                     assert result.ok == len(paths), result.failures
                     times[f"pipeline_{workers}_workers"].append(result.seconds)

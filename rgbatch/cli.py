@@ -163,7 +163,8 @@ def compress(
     max_bytes: Optional[int] = typer.Option(None, help="Keep per image the most iterations within this many bytes."),
     tile_size: Optional[int] = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; "
                                                        "default 512, see docs/TILING.md)."),
-    batch_size: int = typer.Option(8, help="Tiles per network batch (tiles of several images share a batch)."),
+    batch_size: int = typer.Option(0, help="Tiles per network batch, shared by several images (0: 8 on a GPU, "
+                                           "1 on a CPU, where batching is slower)."),
     workers: int = typer.Option(0, help="Encoder actors (0: one per GPU, or one per two CPUs)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
