@@ -29,8 +29,8 @@ test: setup
 
 # The shipped model's run: resume it in the background from the committed training state.
 TRAIN_ARGS := ../shared/data/train --out runs/main.pt --width 0.25 --patch 64 --batch-size 16 \
-	--iterations 8 --steps 60000 --checkpoint-every 100 --eval ../shared/data/kodak --eval-every 1000 --threads 1 \
-	--loss-weighting gain
+	--iterations 16 --steps 60000 --checkpoint-every 100 --eval ../shared/data/kodak --eval-every 1000 --threads 1 \
+	--loss-weighting gain --msssim-weight 0.5
 train: setup
 	mkdir -p runs
 	[ -f runs/main.pt ] || cp weights/train-state.pt runs/main.pt

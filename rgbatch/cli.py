@@ -75,6 +75,7 @@ def train(
     lr: float = typer.Option(5e-4),
     hard_fraction: float = typer.Option(0.0, help="Share of each batch drawn as the busiest of 4x candidates."),
     loss_weighting: str = typer.Option("uniform", help="uniform | gain"),
+    msssim_weight: float = typer.Option(0.0, help="Weight of (1 - MS-SSIM) added to the L1 loss."),
     bf16: bool = typer.Option(True, help="bfloat16 autocast on the CPU."),
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -92,7 +93,8 @@ def train(
     with user_errors():
         cfg = TrainConfig(
             data_dir=str(data_dir), out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
-            iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting, bf16=bf16,
+            iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
+            msssim_weight=msssim_weight, bf16=bf16,
             threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,
             codec=dict(width=width, reconstruction=reconstruction, max_iterations=max_iterations))
@@ -378,7 +380,7 @@ def fit_entropy_command(
     weights: Path = typer.Argument(..., help="Weight file of the trained model."),
     data: Path = typer.Option(..., "--data", help="Folder of training images (never the benchmark set)."),
     out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its context model."),
-    images: int = typer.Option(64, help="Training images to code (one centre crop each)."),
+    images: int = typer.Option(128, help="Training images to code (one centre crop each)."),
     crop: int = typer.Option(256, help="Crop size in pixels."),
     context_bits: int = typer.Option(8, help="Context bits per coded bit (table size 2**bits)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda, for coding the crops."),

@@ -154,7 +154,7 @@ def training_crops(data_dir, images: int, crop: int, seed: int = 0) -> list[np.n
     return crops
 
 
-def fit_entropy(weights, data_dir, out, images: int = 64, crop: int = 256, context_bits: int = DEFAULT_CONTEXT_BITS,
+def fit_entropy(weights, data_dir, out, images: int = 128, crop: int = 256, context_bits: int = DEFAULT_CONTEXT_BITS,
                 prior: float = DEFAULT_PRIOR, device: str = "auto", seed: int = 0, log=None) -> str:
     """Write `out`: the weights of `weights` with a context model fitted on the codes of
     crops of training images (never the benchmark set). Returns the new model id."""

@@ -38,10 +38,11 @@ def msssim_many(reference: np.ndarray, images: np.ndarray, batch: int = 4) -> li
     (one batched call is several times faster than N calls)."""
     ref = _as_float(reference)
     return [v for i in range(0, len(images), batch)
-            for v in _msssim(ref.expand(len(images[i:i + batch]), -1, -1, -1), _as_float(images[i:i + batch])).tolist()]
+            for v in msssim_tensor(ref.expand(len(images[i:i + batch]), -1, -1, -1), _as_float(images[i:i + batch])).tolist()]
 
 
-def _msssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def msssim_tensor(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM per image of two float (N,3,H,W) batches in [0,1], differentiable (training loss)."""
     side = min(x.shape[-2:])
     scales = sum(1 for s in range(len(MSSSIM_WEIGHTS)) if side > (WINDOW - 1) * 2 ** s)
     if scales == len(MSSSIM_WEIGHTS):
