@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 # compress the bundled sample images with the shipped model and print the report
 demo: setup
 	rm -rf manifests/demo
-	$(BIN)/rgbatch compress tests/data --out manifests/demo --iterations 8; test $$? -le 1
+	$(BIN)/rgbatch compress tests/data --out manifests/demo; test $$? -le 1
 	$(BIN)/rgbatch report manifests/demo
 
 test: setup

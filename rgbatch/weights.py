@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -56,6 +57,10 @@ def save_weights(path, model: ResidualGRUCodec, extra: dict[str, torch.Tensor] |
                 "info": json.dumps(info or {}, sort_keys=True)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    # safetensors creates the file readable by its owner only; give it the usual permissions
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp.replace(path)
     return mid
 

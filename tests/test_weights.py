@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -19,6 +21,9 @@ def test_a_weight_file_rebuilds_its_model_and_names_it(tmp_path):
     # the id changes with any tensor, entropy tables included
     other = save_weights(tmp_path / "o.safetensors", model, extra={"entropy.table": torch.arange(1, 5, dtype=torch.int32)})
     assert other != mid
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes (not owner-only)
 
 
 def test_bad_weight_files(tmp_path):
