@@ -1,6 +1,6 @@
 """Encode and decode throughput of the rgbatch network, per depth, and its FLOPs per pixel.
 
-    python benchmarks/throughput.py                       # widths 0.5 and 1.0, fp32 and bf16, CPU
+    python benchmarks/throughput.py                       # widths 0.25 and 1.0, fp32 and bf16, CPU
     python benchmarks/throughput.py --size 512 --device cuda --repeats 3
 
 Times the `Codec` API as users call it (tiling, network, bit packing with the raw coder) on
@@ -59,7 +59,7 @@ def measure(codec: Codec, image: np.ndarray, depths: list[int], repeats: int) ->
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512: one default tile)")

@@ -94,7 +94,7 @@ def usable_coders(extra: dict, log=print) -> list[str]:
 
 # -- measuring ---------------------------------------------------------------------------------
 def measure(image_dir, *, weights=None, iterations: int | None = None, limit: int | None = None,
-            device: str = "auto", precision: str = "fp32", classical_sweeps: dict[str, tuple[int, ...]] | None = None,
+            device: str = "auto", precision: str = "auto", classical_sweeps: dict[str, tuple[int, ...]] | None = None,
             coders: list[str] | None = None, speed_images: int = 2, speed_depths=SPEED_DEPTHS,
             log=print, progress=None) -> pa.Table:
     """Run every codec over the images of `image_dir`; one row per (codec, setting, image).
@@ -168,7 +168,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     metadata = {
         "image_dir": str(image_dir), "images": len({r["path"] for r in rows}), "model_id": codec.model_id,
         "weights": str(weights) if weights else "default", "iterations": iterations, "coders": coders,
-        "device": str(codec.device), "precision": precision, "torch_threads": torch.get_num_threads(),
+        "device": str(codec.device), "precision": codec.precision, "torch_threads": torch.get_num_threads(),
         "speed_images": min(speed_images, len(paths)), "speed_depths": timed_depths,
         "libraries": {"torch": torch.__version__, "libjpeg-turbo": features.version("jpg"),
                       "libwebp": features.version("webp"), "libavif": features.version("avif")},

@@ -346,7 +346,7 @@ def bench_command(
     limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),
     speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16"),
+    precision: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively) | fp32 | bf16"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ):
     """Rate, quality and speed of rgbatch against JPEG, WebP and AVIF on your images (docs/BENCH.md)."""

@@ -11,6 +11,7 @@ Tiles of one or many images run through the network in batches (`encode_many`,
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -51,6 +52,27 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bfloat16 in hardware (CPUs with AVX-512 BF16, recent GPUs):
+    there the networks run 2x faster in bf16 at the same quality (README, "Speed of the network");
+    elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    is_supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private; absent in some torch builds
+    return device.type == "cpu" and is_supported is not None and is_supported()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def _to_uint8_batch(x: torch.Tensor) -> np.ndarray:
     """(N,3,h,w) float in [-0.5,0.5] -> (N,h,w,3) uint8."""
     return ((x.float() + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -58,12 +80,14 @@ def _to_uint8_batch(x: torch.Tensor) -> np.ndarray:
 
 class Codec:
     def __init__(self, model: ResidualGRUCodec, model_id: str, extra=None, info=None, *, device="auto",
-                 tile_size: int = DEFAULT_TILE_SIZE, batch_size: int = 8, precision: str = "fp32",
+                 tile_size: int = DEFAULT_TILE_SIZE, batch_size: int = 8, precision: str = "auto",
                  coder: str = "auto"):
         check_tile_size(tile_size)
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        if model.net_dtype != dtype:  # a copy: the caller's model (often shared) stays as it is
+            model = copy.deepcopy(model).set_precision(dtype)
         self.model = model.eval().to(self.device)
         self.model_id = model_id
         self.extra = extra or {}
@@ -71,7 +95,6 @@ class Codec:
         self.default_iterations = trained_iterations(model.cfg, info or {})
         self.tile_size = tile_size
         self.batch_size = max(1, batch_size)
-        self.precision = precision
         self.coder = get_coder(coder, self.extra)
 
     @classmethod
@@ -83,9 +106,6 @@ class Codec:
     @property
     def max_iterations(self) -> int:
         return self.model.cfg.max_iterations
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _batches(self, tiles: list[tuple[int, torch.Tensor]]):
         """Group (key, tensor) pairs by shape into stacks of at most batch_size."""
@@ -126,8 +146,7 @@ class Codec:
                     for (i, j), p in zip(keys, pixels):
                         tile = grids[i][j]
                         recon[i][t, tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = p[:tile.height, :tile.width]
-            with self._autocast():
-                bits = self.model.encode(x.to(self.device), iterations, on_iteration=collect)
+            bits = self.model.encode(x.to(self.device), iterations, on_iteration=collect)
             bits = (bits > 0).cpu().numpy()  # (T, N, C, h, w)
             for n, (i, j) in enumerate(keys):
                 codes[i][j] = bits[:, n]
@@ -177,8 +196,7 @@ class Codec:
         work = [((i, j), torch.from_numpy(c).float() * 2 - 1)
                 for i, (_, _, codes) in enumerate(parsed) for j, c in enumerate(codes)]
         for keys, codes in self._batches(work):
-            with self._autocast():
-                x_hat = self.model.decode(codes.transpose(0, 1).contiguous().to(self.device))
+            x_hat = self.model.decode(codes.transpose(0, 1).contiguous().to(self.device))
             for (i, j), p in zip(keys, _to_uint8_batch(x_hat)):
                 tile: Tile = parsed[i][1][j]
                 images[i][tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = p[:tile.height, :tile.width]

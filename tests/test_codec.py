@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from rgbatch import bitstream
 from rgbatch.bitstream import BitstreamError
@@ -33,10 +34,11 @@ def test_rate_is_32_bits_per_16x16_block_plus_the_header(codec, rng):
     assert encoded.bpp[0] == pytest.approx(8 * encoded.bytes[0] / (96 * 160))
 
 
-def test_decoding_at_depth_k_equals_the_encoders_kth_reconstruction(tiny_weights, rng):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_decoding_at_depth_k_equals_the_encoders_kth_reconstruction(tiny_weights, rng, precision):
     from rgbatch.metrics import msssim, psnr
 
-    codec = Codec.load(tiny_weights, tile_size=64, batch_size=1)
+    codec = Codec.load(tiny_weights, tile_size=64, batch_size=1, precision=precision)
     image = smooth_image(rng, 80, 100)
     encoded = codec.encode(image, iterations=4, keep_reconstructions=True)
     for k in range(1, 5):
@@ -87,3 +89,21 @@ def test_options_are_checked(tiny_weights, codec, rng):
         codec.encode(smooth_image(rng, 32, 32), iterations=0)
     with pytest.raises(ValueError, match="precision"):
         Codec.load(tiny_weights, precision="fp8")
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_computes_it(tiny_weights):
+    from rgbatch.codec import native_bf16
+
+    codec = Codec.load(tiny_weights, device="cpu")
+    assert codec.precision == ("bf16" if native_bf16(codec.device) else "fp32")
+    assert codec.model.net_dtype == (torch.bfloat16 if codec.precision == "bf16" else torch.float32)
+
+
+def test_a_bf16_codec_leaves_the_callers_model_in_fp32(tiny_weights):
+    fp32 = Codec.load(tiny_weights, precision="fp32")
+    bf16 = Codec(fp32.model, fp32.model_id, precision="bf16")
+    assert bf16.model is not fp32.model and bf16.model.net_dtype == torch.bfloat16
+    assert fp32.model.net_dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in fp32.model.parameters())
+    back = Codec(bf16.model, bf16.model_id, precision="fp32")
+    assert back.model.net_dtype == torch.float32 and bf16.model.net_dtype == torch.bfloat16

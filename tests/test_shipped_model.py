@@ -42,3 +42,15 @@ def test_the_shipped_entropy_model_beats_raw_bits(shipped):
     raw = Codec.load(DEFAULT_WEIGHTS, coder="raw").encode(image, iterations=4, measure=False)
     assert len(encoded.blob) < 0.95 * len(raw.blob)  # measured 0.90 (model bcafeac153069e2f)
     assert (shipped.decode(encoded.blob) == shipped.decode(raw.blob)).all()  # same codes, fewer bytes
+
+
+def test_bf16_and_fp32_give_the_same_quality_and_decode_each_others_streams(default_weights):
+    # bf16 is the default where the CPU computes it natively (2x faster): it must not cost
+    # quality, and a stream must decode on a machine that runs the other precision
+    image, _ = read_image(DATA / "kodim05_crop192.png")
+    fp32, bf16 = (Codec.load(default_weights, precision=p) for p in ("fp32", "bf16"))
+    a, b = (c.encode(image, iterations=4) for c in (fp32, bf16))
+    assert a.msssim == pytest.approx(b.msssim, abs=0.003)  # measured within 0.0005
+    from rgbatch.metrics import msssim
+    crossed = msssim(image, fp32.decode(b.blob))
+    assert crossed == pytest.approx(b.msssim[-1], abs=0.003)
