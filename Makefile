@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train clean
+.PHONY: setup demo test bench train gpu-kit clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ train: setup
 	[ -f runs/main.pt ] || cp weights/train-state.pt runs/main.pt
 	OMP_NUM_THREADS=1 nohup nice -n 5 $(BIN)/rgbatch train $(TRAIN_ARGS) --resume >> runs/main.log 2>&1 &
 	@echo "training in the background: tail -f runs/main.log"
+
+# What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
+# for the device tool's carry: a packed training set, and wheels of the two packages its image lacks
+gpu-kit: setup
+	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-crops.npy --crop 128 --per-image 1
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
 
 bench: setup
 	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench

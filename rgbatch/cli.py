@@ -159,7 +159,7 @@ def compress(
     archive: Optional[str] = typer.Option(None, "--out", help="Archive folder or URI (default: manifests/<name>/)."),
     iterations: Optional[int] = typer.Option(
         None, help="Iterations encoded per image (0.125 bpp each before entropy coding); default: the depth the "
-                   "model was trained to (8 for the shipped model: weights/MODEL_CARD.md)."),
+                   "model was trained to (16 for the shipped model: weights/MODEL_CARD.md)."),
     target_msssim: Optional[float] = typer.Option(None, help="Keep per image the fewest iterations reaching this MS-SSIM."),
     target_bpp: Optional[float] = typer.Option(None, help="Keep per image the most iterations within this bpp."),
     max_bytes: Optional[int] = typer.Option(None, help="Keep per image the most iterations within this many bytes."),

@@ -170,7 +170,9 @@ class ResidualGRUCodec(nn.Module):
         # which the paper's residuals shrink (about 1 + t/2 after t iterations).
         init = torch.log1p(0.5 * torch.arange(cfg.max_iterations, dtype=torch.float32))
         self.log_gain = nn.Parameter(init, requires_grad=cfg.reconstruction == "scaled-additive")
-        self.net_dtype, self.net_layout = torch.float32, torch.contiguous_format
+        # inputs reach the networks in their dtype and layout; by default as they come (training
+        # passes channels-last tensors for bf16 autocast)
+        self.net_dtype, self.net_layout = torch.float32, torch.preserve_format
 
     def set_precision(self, dtype: torch.dtype) -> "ResidualGRUCodec":
         """Run the networks in `dtype`. bfloat16 goes with the channels-last layout, which
@@ -178,7 +180,7 @@ class ResidualGRUCodec(nn.Module):
         bf16 in the default layout is slower than fp32). Gains and the reconstruction stay
         float32, so the sum of 16 small updates keeps its precision."""
         self.net_dtype = dtype
-        self.net_layout = torch.contiguous_format if dtype == torch.float32 else torch.channels_last
+        self.net_layout = torch.preserve_format if dtype == torch.float32 else torch.channels_last
         for network in (self.encoder, self.binarizer, self.decoder):
             network.to(dtype=dtype, memory_format=self.net_layout)
         return self
