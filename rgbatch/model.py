@@ -207,17 +207,19 @@ class ResidualGRUCodec(nn.Module):
             return update
         return previous + update
 
-    def forward(self, x, iterations: int | None = None):
-        """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W)."""
-        iterations = iterations or self.cfg.max_iterations
+    def _iterations(self, x, iterations: int):
+        """Yield (bits, reconstruction) after each iteration: the residual coding loop."""
         enc_state, dec_state = self._blank_state()
-        x_hat, outputs = None, []
+        x_hat = None
         for t in range(iterations):
             residual = x if x_hat is None else x - x_hat
-            _, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state)
+            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state)
             x_hat = self._reconstruct(x_hat, update)
-            outputs.append(x_hat)
-        return torch.stack(outputs)
+            yield bits, x_hat
+
+    def forward(self, x, iterations: int | None = None):
+        """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W)."""
+        return torch.stack([x_hat for _, x_hat in self._iterations(x, iterations or self.cfg.max_iterations)])
 
     @torch.inference_mode()
     def encode(self, x, iterations: int, on_iteration=None):
@@ -228,12 +230,8 @@ class ResidualGRUCodec(nn.Module):
         must reproduce exactly what `decode` computes, and `decode` clamps only its output.
         """
         self._check_iterations(iterations)
-        enc_state, dec_state = self._blank_state()
-        x_hat, codes = None, []
-        for t in range(iterations):
-            residual = x if x_hat is None else x - x_hat
-            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state)
-            x_hat = self._reconstruct(x_hat, update)
+        codes = []
+        for t, (bits, x_hat) in enumerate(self._iterations(x, iterations)):
             codes.append(bits)
             if on_iteration is not None:
                 on_iteration(t, x_hat.clamp(-0.5, 0.5))
