@@ -60,7 +60,7 @@ def native_bf16(device: torch.device) -> bool:
     there the networks run 2x faster in bf16 at the same quality (README, "Speed of the network");
     elsewhere bf16 is emulated and slower than fp32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     is_supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private; absent in some torch builds
     return device.type == "cpu" and is_supported is not None and is_supported()
 
