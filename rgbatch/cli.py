@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 out = Console()
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError)
+USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 
 
 @contextlib.contextmanager
@@ -299,6 +299,56 @@ def restore(
         out.print(f"{len(result.written)} image(s) written under {result.out}")
         _print_failures("not restored", result.failures)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def encode(
+    image: str = typer.Argument(..., help="Image file (or URI)."),
+    out_path: str = typer.Option(..., "--out", help="Stream file to write (e.g. photo.rgb)."),
+    iterations: Optional[int] = typer.Option(None, help="Iterations to encode (default: the model's trained depth)."),
+    target_msssim: Optional[float] = typer.Option(None, help="Keep the fewest iterations reaching this MS-SSIM."),
+    target_bpp: Optional[float] = typer.Option(None, help="Keep the most iterations within this bpp."),
+    max_bytes: Optional[int] = typer.Option(None, help="Keep the most iterations within this many bytes."),
+    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Encode one image into one progressive stream file (no archive; docs/FORMAT.md)."""
+    from .codec import Codec
+    from .files import encode_file
+    from .ratecontrol import Target
+
+    with user_errors():
+        target = Target(target_msssim, target_bpp, max_bytes)
+        result = encode_file(image, out_path, iterations, target, Codec.load(weights, device=device))
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"{result['out']}: {result['width']}x{result['height']}, {result['iterations']} iterations, "
+                  f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
+                  f"PSNR {result['psnr']:.2f} dB")
+
+
+@app.command()
+def decode(
+    stream: str = typer.Argument(..., help="Stream file (or URI) written by `rgbatch encode`."),
+    out_path: str = typer.Option(..., "--out", help="PNG file to write."),
+    iterations: Optional[int] = typer.Option(None, help="Depth to decode (default: all stored)."),
+    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Decode a stream file into a PNG, at any depth up to the one stored."""
+    from .codec import Codec
+    from .files import decode_file
+
+    with user_errors():
+        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device))
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"{result['out']}: {result['width']}x{result['height']} at depth {result['iterations']} "
+                  f"of {result['stored_iterations']}")
 
 
 @app.command()

@@ -1,0 +1,67 @@
+"""Single-file encode / decode: `rgbatch encode` and `rgbatch decode`."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rgbatch import bitstream
+from rgbatch.cli import app
+from rgbatch.codec import Codec
+from rgbatch.files import decode_file, encode_file
+from rgbatch.imageio import encode_png, read_image
+from rgbatch.ratecontrol import Target
+
+from conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_weights):
+    return Codec.load(tiny_weights)
+
+
+@pytest.fixture
+def png(tmp_path, rng):
+    path = tmp_path / "in.png"
+    path.write_bytes(encode_png(smooth_image(rng, 70, 90)))
+    return path
+
+
+def test_a_stream_file_decodes_at_every_depth(codec, png, tmp_path):
+    kept = encode_file(png, tmp_path / "a.rgb", iterations=3, codec=codec)
+    blob = (tmp_path / "a.rgb").read_bytes()
+    assert kept["iterations"] == 3 and kept["bytes"] == len(blob)
+    assert bitstream.read_header(blob).model_id == codec.model_id
+    for depth in (1, 3):
+        result = decode_file(tmp_path / "a.rgb", tmp_path / f"d{depth}.png", iterations=depth, codec=codec)
+        image, _ = read_image(tmp_path / f"d{depth}.png")
+        assert np.array_equal(image, codec.decode(blob, depth)) and result["iterations"] == depth
+    # deeper than stored: the stored depth, said in the result
+    assert decode_file(tmp_path / "a.rgb", tmp_path / "d9.png", iterations=9, codec=codec)["iterations"] == 3
+
+
+def test_a_size_target_keeps_the_depths_that_fit(codec, png, tmp_path):
+    full = encode_file(png, tmp_path / "full.rgb", iterations=4, codec=codec)
+    kept = encode_file(png, tmp_path / "cut.rgb", iterations=4, target=Target(max_bytes=full["bytes"] - 1), codec=codec)
+    assert kept["iterations"] < 4 and kept["bytes"] <= full["bytes"] - 1
+
+
+def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
+    runner = CliRunner()
+    stream, restored = tmp_path / "x.rgb", tmp_path / "x.png"
+    done = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--iterations", "2",
+                               "--weights", str(tiny_weights), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["iterations"] == 2
+    done = runner.invoke(app, ["decode", str(stream), "--out", str(restored), "--weights", str(tiny_weights)])
+    assert done.exit_code == 0 and restored.exists(), done.output
+
+    (tmp_path / "bad.rgb").write_bytes(stream.read_bytes()[:-3])  # truncated
+    (tmp_path / "text.png").write_text("not an image")
+    for args in (["decode", str(tmp_path / "bad.rgb"), "--out", str(tmp_path / "y.png")],
+                 ["encode", str(tmp_path / "text.png"), "--out", str(tmp_path / "y.rgb")],
+                 ["encode", str(tmp_path / "missing.png"), "--out", str(tmp_path / "y.rgb")]):
+        failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])
+        assert failed.exit_code == 2 and "error:" in failed.output and "Traceback" not in failed.output, failed.output
+    assert not (tmp_path / "y.png").exists() and not (tmp_path / "y.rgb").exists()  # nothing half-written
