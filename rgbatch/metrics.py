@@ -19,6 +19,7 @@ from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WINDOW = 11
+LARGE_IMAGE_PIXELS = 4_000_000  # above this, MS-SSIM is measured channel by channel (memory)
 
 
 def _as_float(images: np.ndarray) -> torch.Tensor:
@@ -33,12 +34,20 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float:
     return msssim_many(a, b[None])[0]
 
 
-def msssim_many(reference: np.ndarray, images: np.ndarray, batch: int = 4) -> list[float]:
-    """MS-SSIM of each of N images (NxHxWx3 uint8) against one reference, a few at a time
-    (one batched call is several times faster than N calls)."""
+def msssim_many(reference: np.ndarray, images: np.ndarray) -> list[float]:
+    """MS-SSIM of each of N images (NxHxWx3 uint8) against one reference.
+
+    One image at a time: on this CPU that measured 2.3-2.9x faster than batches of four
+    (16 Kodak reconstructions: 0.48 s against 1.41 s with 2 threads). Large images go one
+    channel at a time: the filters' float32 intermediates of a 40 MP RGB image take several
+    GB. MS-SSIM of an RGB image is the mean of its channels' values, so the result is the same."""
     ref = _as_float(reference)
-    return [v for i in range(0, len(images), batch)
-            for v in msssim_tensor(ref.expand(len(images[i:i + batch]), -1, -1, -1), _as_float(images[i:i + batch])).tolist()]
+    large = ref.shape[-2] * ref.shape[-1] > LARGE_IMAGE_PIXELS
+    return [_msssim_by_channel(ref, y) if large else msssim_tensor(ref, y).item() for y in map(_as_float, images)]
+
+
+def _msssim_by_channel(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(np.mean([msssim_tensor(x[:, c:c + 1], y[:, c:c + 1]).item() for c in range(x.shape[1])]))
 
 
 def msssim_tensor(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

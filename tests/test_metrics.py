@@ -39,3 +39,15 @@ def test_batched_msssim_equals_one_by_one(rng):
     a = smooth_image(rng, 40, 50)
     others = np.stack([np.clip(a.astype(int) + d, 0, 255).astype(np.uint8) for d in (5, 20, 40, 60, 80)])
     assert msssim_many(a, others) == pytest.approx([msssim(a, o) for o in others], abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(200, 230), (40, 50), (8, 9)])  # five scales, fewer, single-scale SSIM
+def test_large_images_measured_channel_by_channel_give_the_same_value(rng, monkeypatch, shape):
+    import rgbatch.metrics as metrics
+
+    a = smooth_image(rng, *shape)
+    others = np.stack([np.clip(a.astype(int) + rng.integers(-d, d + 1, a.shape), 0, 255).astype(np.uint8)
+                       for d in (3, 30, 90)])
+    together = msssim_many(a, others)
+    monkeypatch.setattr(metrics, "LARGE_IMAGE_PIXELS", 1)  # every image counts as large
+    assert msssim_many(a, others) == pytest.approx(together, abs=1e-5)  # float32 noise only
