@@ -16,8 +16,6 @@ from .codec import Codec
 from .imageio import MAX_PIXELS, decode_image, encode_png
 from .ratecontrol import Target, apply
 
-STREAM_SUFFIX = ".rgb"
-
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
                 max_pixels: int = MAX_PIXELS) -> dict:
@@ -36,11 +34,11 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
 
 def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None) -> dict:
     """Decode a stream file (at most `iterations` deep) into a PNG file."""
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, not {iterations}")
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)
     blob = storage.read_bytes(fs, path)
-    if iterations is not None and iterations < 1:
-        raise ValueError(f"--iterations must be at least 1, not {iterations}")
     stored = read_header(blob).iterations
     depth = stored if iterations is None else min(iterations, stored)
     image = codec.decode(blob, depth)
