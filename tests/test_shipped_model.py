@@ -14,8 +14,8 @@ from rgbatch.weights import DEFAULT_WEIGHTS
 from conftest import DATA
 
 FLOORS = {  # crop: MS-SSIM floor at depth 2, at depth 4
-    "kodim23_crop192.png": (0.94, 0.97),  # measured 0.961, 0.983 (model bcafeac153069e2f)
-    "kodim05_crop192.png": (0.87, 0.93),  # measured 0.895, 0.950
+    "kodim23_crop192.png": (0.94, 0.97),  # measured 0.962, 0.984 (model 530b142be04b8c5e)
+    "kodim05_crop192.png": (0.87, 0.93),  # measured 0.901, 0.954
 }
 
 
@@ -40,17 +40,24 @@ def test_the_shipped_entropy_model_beats_raw_bits(shipped):
     encoded = shipped.encode(image, iterations=4, measure=False)
     assert bitstream.read_header(encoded.blob).coder_id == 1  # the context coder is the default
     raw = Codec.load(DEFAULT_WEIGHTS, coder="raw").encode(image, iterations=4, measure=False)
-    assert len(encoded.blob) < 0.95 * len(raw.blob)  # measured 0.90 (model bcafeac153069e2f)
+    assert len(encoded.blob) < 0.95 * len(raw.blob)  # measured 0.90 (model 530b142be04b8c5e)
     assert (shipped.decode(encoded.blob) == shipped.decode(raw.blob)).all()  # same codes, fewer bytes
 
 
 def test_bf16_and_fp32_give_the_same_quality_and_decode_each_others_streams(default_weights):
     # bf16 is the default where the CPU computes it natively (2x faster): it must not cost
-    # quality, and a stream must decode on a machine that runs the other precision
-    image, _ = read_image(DATA / "kodim05_crop192.png")
-    fp32, bf16 = (Codec.load(default_weights, precision=p) for p in ("fp32", "bf16"))
-    a, b = (c.encode(image, iterations=4) for c in (fp32, bf16))
-    assert a.msssim == pytest.approx(b.msssim, abs=0.003)  # measured within 0.0005
+    # quality, and a stream must decode on a machine that runs the other precision. The two
+    # encodings differ where a binarizer input sits near 0; on a 192 px crop (144 code
+    # positions) a few such bits move depth 1 by up to 0.004 (whole Kodak images: 0.0006)
     from rgbatch.metrics import msssim
-    crossed = msssim(image, fp32.decode(b.blob))
-    assert crossed == pytest.approx(b.msssim[-1], abs=0.003)
+
+    fp32, bf16 = (Codec.load(default_weights, precision=p) for p in ("fp32", "bf16"))
+    differences = []
+    for name in sorted(FLOORS):
+        image, _ = read_image(DATA / name)
+        a, b = (c.encode(image, iterations=4) for c in (fp32, bf16))
+        differences += [y - x for x, y in zip(a.msssim, b.msssim)]
+        assert msssim(image, fp32.decode(b.blob)) == pytest.approx(b.msssim[-1], abs=1e-3)
+        assert msssim(image, bf16.decode(a.blob)) == pytest.approx(a.msssim[-1], abs=1e-3)
+    assert max(abs(d) for d in differences) < 0.01, differences
+    assert sum(differences) / len(differences) > -0.002, differences  # not worse on average
