@@ -1,18 +1,24 @@
-"""Would per-block early stopping (spatially adaptive depth, Johnston et al. 2018) pay with
-the decoder as trained? An upper-bound-style probe, not a codec:
+"""Does per-block early stopping (spatially adaptive bit rates, Johnston et al. 2018) pay?
 
-    python benchmarks/block_stopping.py --weights W --every 6 --taus 3e-4 1e-4 3e-5
+    python benchmarks/block_stopping.py --weights W [W2 ...] --every 6 --criterion ssim --levels 0.9 0.95 0.98
 
-Each 16x16 block stops once the mean squared error of its reconstruction falls below tau
-(pixels in [-0.5, 0.5]); from then on its 32 bits per iteration are not counted and the
-decoder receives 0 for them (a value it never saw in training). With --freeze (default) the
-decoder, which would know the block map, also leaves those pixels as they are. The depth map
-itself is not counted. Prints the mean (bpp, MS-SSIM) per iteration over the images and the
-rate saved against uniform depth at equal MS-SSIM.
+Each 16x16 block stops once its reconstruction is good enough: by `mse` (mean squared error
+below a level, pixels in [-0.5, 0.5]) or by `ssim` (the block's SSIM, from its own means,
+variances and covariance per colour, above a level: busy blocks hide more error than flat
+ones, as they do for MS-SSIM). From then on it sends no bits, the decoder receives 0 for them
+and leaves its pixels as they are (`ResidualGRUCodec._step` with `active`). The block map is
+counted: after each iteration, one continue/stop flag per block still active, at the binary
+entropy of that iteration's share of stops (what an adaptive binary coder would spend).
+
+Prints, per weight file, the mean (bpp, MS-SSIM) per iteration over the images with uniform
+depth and with each level, and the rate saved against uniform depth at equal MS-SSIM
+(interpolated on the uniform curve). Raw bits on both sides: the context coder's saving
+comes on top of either.
 """
 
 import argparse
 import glob
+import math
 
 import numpy as np
 import torch
@@ -20,52 +26,81 @@ import torch.nn.functional as F
 
 from rgbatch.imageio import read_image
 from rgbatch.metrics import from_uint8, msssim, to_uint8
+from rgbatch.model import BLOCK
 from rgbatch.weights import DEFAULT_WEIGHTS, load_weights
 
 
-def coded_curve(model, x, iterations: int, tau: float, freeze: bool) -> list[tuple[float, float]]:
+def block_quality(x: torch.Tensor, x_hat: torch.Tensor, criterion: str) -> torch.Tensor:
+    """(N, 1, H/16, W/16): higher is better, per block."""
+    x_hat = x_hat.clamp(-0.5, 0.5)
+    if criterion == "mse":
+        return -F.avg_pool2d(((x_hat - x) ** 2).mean(1, keepdim=True), BLOCK)
+    # SSIM of the whole block per colour (8-bit scale constants), then the mean over colours
+    a, b = (x + 0.5) * 255, (x_hat + 0.5) * 255
+    mean_a, mean_b = F.avg_pool2d(a, BLOCK), F.avg_pool2d(b, BLOCK)
+    var_a = F.avg_pool2d(a * a, BLOCK) - mean_a ** 2
+    var_b = F.avg_pool2d(b * b, BLOCK) - mean_b ** 2
+    cov = F.avg_pool2d(a * b, BLOCK) - mean_a * mean_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ssim = ((2 * mean_a * mean_b + c1) * (2 * cov + c2)) / ((mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2))
+    return ssim.mean(1, keepdim=True)
+
+
+def binary_entropy(p: float) -> float:
+    return 0.0 if p <= 0 or p >= 1 else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def coded_curve(model, x, iterations: int, criterion: str, level: float | None) -> list[tuple[float, float]]:
+    """(bpp, MS-SSIM) after each iteration; level None = uniform depth."""
     enc_state, dec_state = model._blank_state()
-    x_hat, bits, curve = None, 0, []
-    active = torch.ones(1, 1, x.shape[2] // 16, x.shape[3] // 16)
+    x_hat, bits, curve = None, 0.0, []
+    active = torch.ones(1, 1, x.shape[2] // BLOCK, x.shape[3] // BLOCK)
     with torch.inference_mode():
         for t in range(iterations):
             residual = x if x_hat is None else x - x_hat
-            gain = model.gain(t)
-            features, enc_state = model.encoder(residual * gain, enc_state)
-            code = model.binarizer(features) * active
-            bits += 32 * active.sum().item()
-            update, dec_state = model.decoder(code, dec_state)
-            update = update / gain
-            if freeze:
-                update = update * F.interpolate(active, scale_factor=16)
-            x_hat = update if x_hat is None else x_hat + update
-            error = F.avg_pool2d(((x_hat.clamp(-0.5, 0.5) - x) ** 2).mean(1, keepdim=True), 16)
-            active = active * (error > tau).float()
+            n_active = active.sum().item()
+            bits += model.cfg.bits * n_active
+            _, update, enc_state, dec_state = model._step(residual, t, enc_state, dec_state,
+                                                          None if level is None else active)
+            x_hat = model._reconstruct(x_hat, update)
+            if level is not None:
+                still = active * (block_quality(x, x_hat, criterion) < level).float()
+                if t + 1 < iterations:  # the flags that open the next iteration
+                    bits += n_active * binary_entropy(still.sum().item() / max(n_active, 1))
+                active = still
             curve.append((bits / (x.shape[2] * x.shape[3]), msssim(to_uint8(x[0]), to_uint8(x_hat[0]))))
     return curve
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--weights", nargs="+", default=[str(DEFAULT_WEIGHTS)])
     parser.add_argument("--data", default="../shared/data/kodak")
     parser.add_argument("--every", type=int, default=6, help="take every n-th image")
     parser.add_argument("--iterations", type=int, default=16)
-    parser.add_argument("--taus", type=float, nargs="+", default=[3e-4, 1e-4, 3e-5])
-    parser.add_argument("--no-freeze", dest="freeze", action="store_false")
+    parser.add_argument("--criterion", choices=["mse", "ssim"], default="ssim")
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.9, 0.95, 0.98],
+                        help="block SSIM to reach (ssim), or mean squared error to get under (mse)")
+    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    model = load_weights(args.weights)[0].float().eval()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     paths = sorted(glob.glob(f"{args.data}/*.png"))[::args.every]
     images = [from_uint8(read_image(p)[0])[None] for p in paths]
-    uniform = np.mean([coded_curve(model, x, args.iterations, 0.0, False) for x in images], axis=0)
-    print(f"{len(images)} images; uniform:", " ".join(f"{b:.3f}:{q:.4f}" for b, q in uniform))
-    for tau in args.taus:
-        curve = np.mean([coded_curve(model, x, args.iterations, tau, args.freeze) for x in images], axis=0)
-        print(f"tau {tau:g}:", " ".join(f"{b:.3f}:{q:.4f}" for b, q in curve))
-        reachable = [(b, q) for b, q in curve if uniform[0, 1] <= q <= uniform[:, 1].max()]
-        needed = [np.interp(q, np.maximum.accumulate(uniform[:, 1]), uniform[:, 0]) for _, q in reachable]
-        print("   saved at equal MS-SSIM:", " ".join(f"{100 * (1 - b / u):.0f}%@{q:.3f}"
-                                                     for (b, q), u in zip(reachable, needed)))
+    # the stopping rule compares "quality < level"; for mse, quality is minus the error
+    levels = [(-level if args.criterion == "mse" else level) for level in args.levels]
+    for weights in args.weights:
+        model = load_weights(weights)[0].float().eval()
+        uniform = np.mean([coded_curve(model, x, args.iterations, args.criterion, None) for x in images], axis=0)
+        print(f"{weights}, {len(images)} images, criterion {args.criterion}")
+        print("  uniform:", " ".join(f"{b:.3f}:{q:.4f}" for b, q in uniform))
+        for shown, level in zip(args.levels, levels):
+            curve = np.mean([coded_curve(model, x, args.iterations, args.criterion, level) for x in images], axis=0)
+            print(f"  level {shown:g}:", " ".join(f"{b:.3f}:{q:.4f}" for b, q in curve))
+            reachable = [(b, q) for b, q in curve if uniform[0, 1] <= q <= uniform[:, 1].max()]
+            needed = [np.interp(q, np.maximum.accumulate(uniform[:, 1]), uniform[:, 0]) for _, q in reachable]
+            print("    saved at equal MS-SSIM:", " ".join(f"{100 * (1 - b / u):.0f}%@{q:.3f}"
+                                                        for (b, q), u in zip(reachable, needed)))
 
 
 if __name__ == "__main__":

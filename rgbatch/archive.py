@@ -78,8 +78,8 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     ok = table.filter(pc.equal(table["status"], "ok"))
     failed = table.filter(pc.not_equal(table["status"], "ok"))
 
-    def at(depths: list[int]) -> dict:
-        return _query(_COST_SQL, ok.append_column("depth", pa.array(depths, pa.int64())))[0]
+    def at(depths: list[int], images: pa.Table = ok) -> dict:
+        return _query(_COST_SQL, images.append_column("depth", pa.array(depths, pa.int64())))[0]
 
     stored = at(ok["iterations"].to_pylist())
     source_bytes = pc.sum(ok["source_bytes"]).as_py() or 0
@@ -101,9 +101,13 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
                                "shallower": sum(k < depth for k in ok["iterations"].to_pylist())}
     if min_msssim is not None:
         rows = ok.select(["bytes", "msssim", "width", "height"]).to_pylist()
+        measured = pa.array([bool(r["msssim"]) for r in rows])  # not those compressed with --no-measure
+        rows = [r for r in rows if r["msssim"]]
         chosen = [choose_depth(target, r["bytes"], r["msssim"], r["width"] * r["height"]) for r in rows]
-        summary["at_msssim"] = {"msssim": min_msssim, **at(chosen),
-                                "not_reached": sum(r["msssim"][d - 1] < min_msssim for r, d in zip(rows, chosen))}
+        summary["at_msssim"] = {
+            "msssim": min_msssim, **at(chosen, ok.filter(measured)),
+            "not_reached": sum(r["msssim"][d - 1] < min_msssim for r, d in zip(rows, chosen)),
+            "unmeasured": len(measured) - len(rows)}
     return {"images": table.select(IMAGE_FIELDS).to_pylist(), "summary": summary}
 
 
@@ -178,7 +182,7 @@ def png_names(paths: list[str]) -> dict[str, str]:
 
 def restore(archive, out, iterations: int | None = None, target_msssim: float | None = None,
             select: str | None = None, weights=None, device: str = "auto", batch_size: int = 8,
-            progress=None) -> RestoreResult:
+            precision: str = "auto", progress=None) -> RestoreResult:
     """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
     stores) or per image the smallest depth reaching `target_msssim`; default all stored.
 
@@ -195,7 +199,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
              if s == "ok" and (select is None or fnmatch.fnmatchcase(p, select))]
     if select is not None and not paths:
         raise ValueError(f"no archived image matches --select {select!r}")
-    codec = Codec.load(weights, device=device, batch_size=batch_size)
+    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
     fs, root = storage.resolve(out)
     names = png_names(paths)
     result = RestoreResult(out=str(out))
@@ -214,6 +218,8 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             result.failures.append((row["path"], str(e)))
             return False
         problem = _model_problem(row, codec)
+        if not problem and target and not row["msssim"]:
+            problem = "no MS-SSIM recorded (compressed with --no-measure): restore it with --iterations"
         if problem:
             result.failures.append((row["path"], problem))
         return problem is None
@@ -280,7 +286,7 @@ def _source_image(row: dict, sources) -> tuple:
 
 
 def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources=None, seed: int = 0,
-           batch_size: int = 8, progress=None) -> VerifyResult:
+           batch_size: int = 8, precision: str = "auto", progress=None) -> VerifyResult:
     """Check every current row: blob checksums and header, decoding at the stored depth, and
     for `sample` random images whose source is still there, MS-SSIM re-measured against it.
 
@@ -291,7 +297,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     table = man.table(["path", "status", "error"])
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == "ok"]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
-    codec = Codec.load(weights, device=device, batch_size=batch_size)
+    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
     result = VerifyResult(archive=man.location)
     for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
         if status != "ok":
@@ -315,9 +321,10 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
                 if why_not:
                     result.unmeasured.append((row["path"], why_not))
                     continue
-                measured, recorded = msssim(source, image), row["msssim"][-1]
+                measured = msssim(source, image)
+                recorded = row["msssim"][-1] if row["msssim"] else None  # None: compressed with --no-measure
                 result.remeasured.append({"path": row["path"], "recorded": recorded, "measured": measured})
-                if abs(measured - recorded) > MSSSIM_TOLERANCE:
+                if recorded is not None and abs(measured - recorded) > MSSSIM_TOLERANCE:
                     result.problems.append((row["path"], f"MS-SSIM re-measured {measured:.5f}, the manifest "
                                                          f"says {recorded:.5f}"))
         if progress:

@@ -76,6 +76,8 @@ def train(
     hard_fraction: float = typer.Option(0.0, help="Share of each batch drawn as the busiest of 4x candidates."),
     loss_weighting: str = typer.Option("uniform", help="uniform | gain"),
     msssim_weight: float = typer.Option(0.0, help="Weight of (1 - MS-SSIM) added to the L1 loss."),
+    stop_fraction: float = typer.Option(0.0, help="Share of patches whose 16x16 blocks stop at random "
+                                        "iterations, so that the decoder learns to take stopped blocks."),
     bf16: bool = typer.Option(True, help="bfloat16 autocast on the CPU."),
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -94,7 +96,7 @@ def train(
         cfg = TrainConfig(
             data_dir=str(data_dir), out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
-            msssim_weight=msssim_weight, bf16=bf16,
+            msssim_weight=msssim_weight, stop_fraction=stop_fraction, bf16=bf16,
             threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,
             codec=dict(width=width, reconstruction=reconstruction, max_iterations=max_iterations))
@@ -153,6 +155,11 @@ def _print_json(obj):
     out.print_json(json.dumps(obj, default=str))
 
 
+def _precision_option():
+    return typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
+                                     "else fp32) | fp32 | bf16.")
+
+
 @app.command()
 def compress(
     sources: list[str] = typer.Argument(..., help="Folders (searched recursively), globs, or .txt files listing paths."),
@@ -172,6 +179,9 @@ def compress(
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context."),
     max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard)."),
+    measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure encodes large "
+                                            "images much faster, without quality columns or --target-msssim."),
+    precision: str = _precision_option(),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
@@ -188,7 +198,7 @@ def compress(
             iterations=iterations, target=Target(target_msssim, target_bpp, max_bytes),
             tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
-            coder=coder, max_pixels=max_pixels or MAX_PIXELS, address=address)
+            coder=coder, max_pixels=max_pixels or MAX_PIXELS, address=address, measure=measure, precision=precision)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress)
     if as_json:
@@ -262,6 +272,8 @@ def report(
         out.print(f"{s['at_depth']['shallower']} image(s) are stored shallower than depth {depth}: counted at their depth")
     if "at_msssim" in s:
         out.print(f"{s['at_msssim']['not_reached']} image(s) do not reach MS-SSIM {min_msssim} at their stored depth")
+        if s["at_msssim"]["unmeasured"]:
+            out.print(f"{s['at_msssim']['unmeasured']} image(s) have no MS-SSIM recorded (--no-measure): not counted")
     if s["worst"]:
         table = Table(title="worst images (MS-SSIM as stored)", title_justify="left")
         for column in ("path", "MS-SSIM", "bpp"):
@@ -282,6 +294,7 @@ def restore(
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(8, help="Tiles per network batch."),
+    precision: str = _precision_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Write archived images back as PNGs under their original relative paths."""
@@ -290,7 +303,8 @@ def restore(
     with user_errors():
         with _image_progress("restore") as progress:
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
-                                 weights=weights, device=device, batch_size=batch_size, progress=progress)
+                                 weights=weights, device=device, batch_size=batch_size, precision=precision,
+                                 progress=progress)
     if as_json:
         from dataclasses import asdict
 
@@ -311,6 +325,7 @@ def encode(
     max_bytes: Optional[int] = typer.Option(None, help="Keep the most iterations within this many bytes."),
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    precision: str = _precision_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md)."""
@@ -320,7 +335,7 @@ def encode(
 
     with user_errors():
         target = Target(target_msssim, target_bpp, max_bytes)
-        result = encode_file(image, out_path, iterations, target, Codec.load(weights, device=device))
+        result = encode_file(image, out_path, iterations, target, Codec.load(weights, device=device, precision=precision))
     if as_json:
         _print_json(result)
     else:
@@ -336,6 +351,7 @@ def decode(
     iterations: Optional[int] = typer.Option(None, help="Depth to decode (default: all stored)."),
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    precision: str = _precision_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Decode a stream file into a PNG, at any depth up to the one stored."""
@@ -343,7 +359,7 @@ def decode(
     from .files import decode_file
 
     with user_errors():
-        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device))
+        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device, precision=precision))
     if as_json:
         _print_json(result)
     else:
@@ -359,6 +375,7 @@ def verify(
     sample: int = typer.Option(8, help="Images whose MS-SSIM is re-measured against their source."),
     sources: Optional[str] = typer.Option(None, help="Folder holding the sources now (default: where they were)."),
     seed: int = typer.Option(0, help="Seed of the sample."),
+    precision: str = _precision_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
@@ -367,7 +384,7 @@ def verify(
     with user_errors():
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
-                                progress=progress)
+                                precision=precision, progress=progress)
     if as_json:
         from dataclasses import asdict
 
@@ -396,7 +413,7 @@ def bench_command(
     limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),
     speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    precision: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively) | fp32 | bf16"),
+    precision: str = _precision_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ):
     """Rate, quality and speed of rgbatch against JPEG, WebP and AVIF on your images (docs/BENCH.md)."""

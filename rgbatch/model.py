@@ -194,32 +194,46 @@ class ResidualGRUCodec(nn.Module):
     def _blank_state(self):
         return [None] * 3, [None] * 4
 
-    def _step(self, residual, t, enc_state, dec_state):
-        """One iteration: code the residual, decode the bits. Returns bits and the update."""
+    def _step(self, residual, t, enc_state, dec_state, active=None):
+        """One iteration: code the residual, decode the bits. Returns bits and the update.
+
+        `active` (N, 1, H/16, W/16) of 0/1, optional: blocks that still send bits. A stopped
+        block's bits are 0, the value that carries no sign, and its pixels keep their value
+        (spatially adaptive bit rates, Johnston et al. 2018)."""
         g = self.gain(t)
         features, enc_state = self.encoder(self._net(residual * g), enc_state)
         bits = self.binarizer(features)
+        if active is not None:
+            bits = bits * self._net(active)
         update, dec_state = self.decoder(bits, dec_state)
-        return bits, update.float() / g, enc_state, dec_state
+        update = update.float() / g
+        if active is not None:
+            update = update * block_mask_to_pixels(active)
+        return bits, update, enc_state, dec_state
 
     def _reconstruct(self, previous, update):
         if self.cfg.reconstruction == "one-shot" or previous is None:
             return update
         return previous + update
 
-    def _iterations(self, x, iterations: int):
-        """Yield (bits, reconstruction) after each iteration: the residual coding loop."""
+    def _iterations(self, x, iterations: int, stop=None):
+        """Yield (bits, reconstruction) after each iteration: the residual coding loop.
+
+        `stop` (N, 1, H/16, W/16), optional: how many iterations each block sends."""
         enc_state, dec_state = self._blank_state()
         x_hat = None
         for t in range(iterations):
             residual = x if x_hat is None else x - x_hat
-            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state)
+            active = None if stop is None else (stop > t).float()
+            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, active)
             x_hat = self._reconstruct(x_hat, update)
             yield bits, x_hat
 
-    def forward(self, x, iterations: int | None = None):
-        """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W)."""
-        return torch.stack([x_hat for _, x_hat in self._iterations(x, iterations or self.cfg.max_iterations)])
+    def forward(self, x, iterations: int | None = None, stop=None):
+        """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W).
+        `stop`: optional per-block iteration counts (see `_iterations`)."""
+        iterations = iterations or self.cfg.max_iterations
+        return torch.stack([x_hat for _, x_hat in self._iterations(x, iterations, stop)])
 
     @torch.inference_mode()
     def encode(self, x, iterations: int, on_iteration=None):
@@ -253,6 +267,11 @@ class ResidualGRUCodec(nn.Module):
     def _check_iterations(self, iterations):
         if not 1 <= iterations <= self.cfg.max_iterations:
             raise ValueError(f"iterations must be 1..{self.cfg.max_iterations}, not {iterations}")
+
+
+def block_mask_to_pixels(mask: torch.Tensor) -> torch.Tensor:
+    """(N, 1, h, w) per-block values to (N, 1, 16h, 16w) per-pixel values."""
+    return mask.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)
 
 
 def flops_per_pixel(cfg: CodecConfig, iterations: int = 1, part: str = "encode") -> float:

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import manifest, storage
 from .storage import read_source
-from .codec import Codec
+from .codec import PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .ratecontrol import Target, apply
@@ -59,6 +59,10 @@ class CompressOptions:
     max_pixels: int = MAX_PIXELS  # decompression-bomb guard
     address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)
     threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
+    precision: str = "auto"  # network arithmetic: auto (bf16 where native), fp32, bf16
+    # MS-SSIM and PSNR at every depth (the manifest's quality columns, --target-msssim). Off,
+    # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
+    measure: bool = True
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
 
     def check(self):
@@ -73,6 +77,10 @@ class CompressOptions:
             raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
         if self.max_pixels < 1:
             raise ValueError(f"--max-pixels must be positive, not {self.max_pixels}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.target.msssim is not None and not self.measure:
+            raise ValueError("--target-msssim needs the quality of every depth: drop --no-measure")
 
 
 @dataclass
@@ -104,15 +112,16 @@ class CompressResult:
 class EncodeWorker:
     """One encoder (a Ray actor): the model loaded once, batches of images in, manifest rows out."""
 
-    def __init__(self, weights: str, device: str, tile_size: int, batch_size: int, coder: str,
-                 iterations: int, target: Target, threads: int = 0):
+    def __init__(self, weights: str, device: str, options: CompressOptions, threads: int = 0):
         import torch
 
         if threads:
             torch.set_num_threads(min(threads, os.cpu_count() or threads))
-        self.codec = Codec.load(weights, device=device, tile_size=tile_size, batch_size=batch_size, coder=coder)
-        self.iterations = iterations
-        self.target = target
+        self.codec = Codec.load(weights, device=device, tile_size=options.tile_size, batch_size=options.batch_size,
+                                coder=options.coder, precision=options.precision)
+        self.iterations = options.iterations
+        self.target = options.target
+        self.measure = options.measure
 
     def model_id(self) -> str:
         return self.codec.model_id
@@ -129,7 +138,7 @@ class EncodeWorker:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
         start = time.perf_counter()
         try:
-            encoded = self.codec.encode_many(list(images), self.iterations)
+            encoded = self.codec.encode_many(list(images), self.iterations, self.measure)
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
         seconds = time.perf_counter() - start
@@ -140,7 +149,8 @@ class EncodeWorker:
     def _encode_one(self, info: dict, image: np.ndarray) -> dict:
         start = time.perf_counter()
         try:
-            return self._row(info, self.codec.encode(image, self.iterations), time.perf_counter() - start)
+            return self._row(info, self.codec.encode(image, self.iterations, self.measure),
+                             time.perf_counter() - start)
         except Exception as e:
             return manifest.error_row(info["path"], info["source"], f"encoding failed: {type(e).__name__}: {e}",
                                       **_known(info))
@@ -235,8 +245,7 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
         actor_class = ray.remote(EncodeWorker).options(
             num_cpus=1, num_gpus=1 if device == "cuda" else 0, resources=options.worker_resources or {},
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1)  # calls wait out restarts
-        make_actor = lambda: actor_class.remote(weights, device, options.tile_size, options.batch_size,  # noqa: E731
-                                                options.coder, options.iterations, options.target, threads)
+        make_actor = lambda: actor_class.remote(weights, device, options, threads)  # noqa: E731
         actors = [make_actor() for _ in range(workers)]
         try:
             with manifest.PartWriter(archive, model_id) as writer:

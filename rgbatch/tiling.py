@@ -60,7 +60,7 @@ def tile_grid(height: int, width: int, tile_size: int) -> list[Tile]:
 
 def cut(image: np.ndarray, tiles: list[Tile]) -> list[torch.Tensor]:
     """HxWx3 uint8 -> one (3, h32, w32) float tensor in [-0.5, 0.5] per tile, edge-padded."""
-    full = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255 - 0.5
+    full = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float() / 255 - 0.5
     out = []
     for t in tiles:
         crop = full[:, t.y:t.y + t.height, t.x:t.x + t.width]

@@ -21,7 +21,7 @@ from rgbatch.cli import app
 from rgbatch.codec import Codec
 from rgbatch.manifest import Manifest, PartWriter
 from rgbatch.model import CodecConfig, ResidualGRUCodec
-from rgbatch.pipeline import EncodeWorker
+from rgbatch.pipeline import CompressOptions, EncodeWorker
 from rgbatch.ratecontrol import Target, choose_depth
 from rgbatch.weights import save_weights
 
@@ -33,10 +33,11 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def archive_images(folder, archive, weights, iterations=3):
+def archive_images(folder, archive, weights, iterations=3, measure=True):
     """An archive written without Ray, by the same worker code the pipeline runs on actors."""
     _, sources = storage.expand_sources([str(folder)])
-    worker = EncodeWorker(str(weights), "cpu", 32, 4, "raw", iterations, Target())
+    options = CompressOptions(iterations=iterations, tile_size=32, batch_size=4, coder="raw", measure=measure)
+    worker = EncodeWorker(str(weights), "cpu", options)
     with PartWriter(archive, worker.model_id()) as writer:
         for source in sources:
             info, image = storage.read_source(source, None, 10**8)
@@ -119,6 +120,8 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
                  ["compress", archive / "src", "--weights", tiny_weights, "--iterations", "17"],
                  ["compress", archive / "src", "--tile-size", "33"],
                  ["compress", archive / "src", "--target-msssim", "1.5"],
+                 ["compress", archive / "src", "--target-msssim", ".9", "--no-measure"],
+                 ["compress", archive / "src", "--precision", "fp8"],
                  ["report", tmp_path / "missing"],
                  ["restore", archive / "archive", "--out", tmp_path / "o", "--iterations", "2", "--target-msssim", ".9"],
                  ["restore", archive / "archive", "--out", tmp_path / "o", "--select", "nothing*"]):
@@ -241,3 +244,26 @@ def test_verify_checks_blobs_and_remeasures_against_sources(archive, tiny_weight
     [(path, why)] = verified["problems"]
     assert path == "b.png" and "checksum" in why
     assert verified["remeasured"] == [] and len(verified["unmeasured"]) == 2  # sources not in --sources
+
+
+def test_an_archive_compressed_without_measuring_reports_restores_and_verifies(archive, tiny_weights, tmp_path):
+    unmeasured = tmp_path / "unmeasured"
+    archive_images(archive / "src", unmeasured, tiny_weights, measure=False)
+    result = run("report", unmeasured, "--min-msssim", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["stored"]["images"] == 3 and summary["stored"]["mean_msssim"] is None
+    assert summary["at_msssim"]["images"] == 0 and summary["at_msssim"]["unmeasured"] == 3
+    # by depth it still decodes; by quality each image says why not
+    assert run("restore", unmeasured, "--out", tmp_path / "by-depth", "--iterations", "2",
+               "--weights", tiny_weights).exit_code == 0
+    assert len(list((tmp_path / "by-depth").rglob("*.png"))) == 3
+    result = run("restore", unmeasured, "--out", tmp_path / "by-quality", "--target-msssim", "0.5",
+                 "--weights", tiny_weights, "--json")
+    assert result.exit_code == 1
+    assert all("--no-measure" in why for _, why in json.loads(result.stdout)["failures"])
+    result = run("verify", unmeasured, "--weights", tiny_weights, "--precision", "fp32", "--json")
+    assert result.exit_code == 0, result.output
+    verified = json.loads(result.stdout)
+    assert verified["decoded"] == 3 and all(m["recorded"] is None and 0 < m["measured"] <= 1
+                                            for m in verified["remeasured"])

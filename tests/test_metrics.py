@@ -50,4 +50,6 @@ def test_large_images_measured_channel_by_channel_give_the_same_value(rng, monke
                        for d in (3, 30, 90)])
     together = msssim_many(a, others)
     monkeypatch.setattr(metrics, "LARGE_IMAGE_PIXELS", 1)  # every image counts as large
-    assert msssim_many(a, others) == pytest.approx(together, abs=1e-5)  # float32 noise only
+    # float32 noise only: variances as E[x^2] - E[x]^2 of a few pixels lose digits (1.1e-5 seen
+    # on an 8x9 image with one thread), an order below verify's tolerance of 1e-3
+    assert msssim_many(a, others) == pytest.approx(together, abs=5e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -34,8 +35,8 @@ def all_rows(archive) -> int:
 
 
 def test_encode_worker_rows_and_a_bad_image_fails_alone(tiny_weights, rng):
-    worker = EncodeWorker(str(tiny_weights), "cpu", tile_size=32, batch_size=4, coder="raw", iterations=3,
-                          target=Target())
+    options = CompressOptions(iterations=3, tile_size=32, batch_size=4, coder="raw")
+    worker = EncodeWorker(str(tiny_weights), "cpu", options)
     image = smooth_image(rng, 40, 48)
     infos = [{"path": p, "source": f"/src/{p}", "status": "image", "source_hash": "h", "source_bytes": 1,
               "width": w, "height": h, "mode": "RGB", "read_seconds": 0.0} for p, w, h in (("a", 48, 40), ("b", 0, 0))]
@@ -48,8 +49,12 @@ def test_encode_worker_rows_and_a_bad_image_fails_alone(tiny_weights, rng):
 
     # with a quality target each image keeps only the iterations it needs
     target = Target(msssim=good["msssim"][0])
-    capped = EncodeWorker(str(tiny_weights), "cpu", 32, 4, "raw", 3, target).encode(infos[:1], image)[0]
+    capped = EncodeWorker(str(tiny_weights), "cpu", replace(options, target=target)).encode(infos[:1], image)[0]
     assert capped["iterations"] == 1 and capped["bytes"] == good["bytes"][:1] and len(capped["blob"]) == good["bytes"][0]
+
+    # without measuring: the same stream, no quality columns
+    unmeasured = EncodeWorker(str(tiny_weights), "cpu", replace(options, measure=False)).encode(infos[:1], image)[0]
+    assert unmeasured["blob"] == good["blob"] and unmeasured["msssim"] == unmeasured["psnr"] == []
 
 
 def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tmp_path, rng):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rgbatch.train import PatchSampler, TrainConfig, TrainingError, export_weights, lr_factor, pack_crops, train
+from rgbatch.train import PatchSampler, random_stops, TrainConfig, TrainingError, export_weights, lr_factor, pack_crops, train
 from rgbatch.weights import load_weights
 
 DATA = Path(__file__).parent / "data"
@@ -66,6 +66,22 @@ def test_patches_are_in_range_and_hard_ones_are_busier(rng):
     busy = sampler.batch(64, hard_fraction=1.0)
     energy = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()
     assert energy(busy) > energy(x)
+
+
+def test_random_stops_mask_a_share_of_patches_block_by_block():
+    torch.manual_seed(0)
+    assert random_stops(8, 64, 64, 16, 0.0) is None
+    stops = random_stops(400, 64, 32, 16, 0.5)
+    assert stops.shape == (400, 1, 4, 2)
+    assert stops.min() >= 1 and stops.max() <= 16
+    masked = (stops < 16).flatten(1).any(1).float().mean().item()
+    assert 0.4 < masked < 0.6  # about half the patches, each with blocks of many counts
+    assert stops[(stops < 16).flatten(1).any(1)].unique().numel() == 16
+
+
+def test_training_with_stopped_blocks_runs_to_a_finite_loss(tmp_path):
+    state = train(config(tmp_path, steps=2, stop_fraction=1.0), log=lambda *_: None)
+    assert state["step"] == 2 and 0 < state["history"][-1]["loss"] < 1
 
 
 def test_learning_rate_warms_up_then_decays():
