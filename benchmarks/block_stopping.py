@@ -5,8 +5,11 @@
 Each 16x16 block stops once its reconstruction is good enough: by `mse` (mean squared error
 below a level, pixels in [-0.5, 0.5]) or by `ssim` (the block's SSIM, from its own means,
 variances and covariance per colour, above a level: busy blocks hide more error than flat
-ones, as they do for MS-SSIM). From then on it sends no bits, the decoder receives 0 for them
-and leaves its pixels as they are (`ResidualGRUCodec._step` with `active`). The block map is
+ones, as they do for MS-SSIM; `--pool 4` measures it on 4x4 averages, nearer MS-SSIM's coarse
+scales, which weigh most), or by `gain` (its block SSIM rose less than a level in the last
+iteration). From then on it sends no bits and the decoder receives 0 for them; the decoder
+goes on updating its pixels, or with `--freeze` leaves them as they are
+(`ResidualGRUCodec._step` with `active`). The block map is
 counted: after each iteration, one continue/stop flag per block still active, at the binary
 entropy of that iteration's share of stops (what an adaptive binary coder would spend).
 
@@ -30,17 +33,19 @@ from rgbatch.model import BLOCK
 from rgbatch.weights import DEFAULT_WEIGHTS, load_weights
 
 
-def block_quality(x: torch.Tensor, x_hat: torch.Tensor, criterion: str) -> torch.Tensor:
-    """(N, 1, H/16, W/16): higher is better, per block."""
+def block_quality(x: torch.Tensor, x_hat: torch.Tensor, criterion: str, pool: int = 1) -> torch.Tensor:
+    """(N, 1, H/16, W/16): higher is better, per block. `pool` > 1 measures SSIM on the
+    images averaged over pool x pool pixels (MS-SSIM weighs its coarser scales most)."""
     x_hat = x_hat.clamp(-0.5, 0.5)
     if criterion == "mse":
         return -F.avg_pool2d(((x_hat - x) ** 2).mean(1, keepdim=True), BLOCK)
     # SSIM of the whole block per colour (8-bit scale constants), then the mean over colours
-    a, b = (x + 0.5) * 255, (x_hat + 0.5) * 255
-    mean_a, mean_b = F.avg_pool2d(a, BLOCK), F.avg_pool2d(b, BLOCK)
-    var_a = F.avg_pool2d(a * a, BLOCK) - mean_a ** 2
-    var_b = F.avg_pool2d(b * b, BLOCK) - mean_b ** 2
-    cov = F.avg_pool2d(a * b, BLOCK) - mean_a * mean_b
+    a, b = (F.avg_pool2d((t + 0.5) * 255, pool) for t in (x, x_hat))
+    size = BLOCK // pool
+    mean_a, mean_b = F.avg_pool2d(a, size), F.avg_pool2d(b, size)
+    var_a = F.avg_pool2d(a * a, size) - mean_a ** 2
+    var_b = F.avg_pool2d(b * b, size) - mean_b ** 2
+    cov = F.avg_pool2d(a * b, size) - mean_a * mean_b
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     ssim = ((2 * mean_a * mean_b + c1) * (2 * cov + c2)) / ((mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2))
     return ssim.mean(1, keepdim=True)
@@ -50,8 +55,11 @@ def binary_entropy(p: float) -> float:
     return 0.0 if p <= 0 or p >= 1 else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
 
 
-def coded_curve(model, x, iterations: int, criterion: str, level: float | None) -> list[tuple[float, float]]:
-    """(bpp, MS-SSIM) after each iteration; level None = uniform depth."""
+def coded_curve(model, x, iterations: int, criterion: str, level: float | None, pool: int = 1,
+                freeze: bool = False):
+    """(bpp, MS-SSIM) after each iteration; level None = uniform depth. With criterion
+    `gain`, a block stops when its block SSIM rose less than `level` in the last iteration
+    (equal marginal returns, the rate-distortion optimum when returns diminish)."""
     enc_state, dec_state = model._blank_state()
     x_hat, bits, curve = None, 0.0, []
     active = torch.ones(1, 1, x.shape[2] // BLOCK, x.shape[3] // BLOCK)
@@ -61,10 +69,16 @@ def coded_curve(model, x, iterations: int, criterion: str, level: float | None) 
             n_active = active.sum().item()
             bits += model.cfg.bits * n_active
             _, update, enc_state, dec_state = model._step(residual, t, enc_state, dec_state,
-                                                          None if level is None else active)
+                                                          None if level is None else active, freeze)
             x_hat = model._reconstruct(x_hat, update)
             if level is not None:
-                still = active * (block_quality(x, x_hat, criterion) < level).float()
+                quality = block_quality(x, x_hat, "ssim" if criterion == "gain" else criterion, pool)
+                if criterion == "gain":
+                    done = (quality - previous < level) if t else torch.zeros_like(quality, dtype=torch.bool)
+                    previous = quality
+                else:
+                    done = quality >= level
+                still = active * (~done).float()
                 if t + 1 < iterations:  # the flags that open the next iteration
                     bits += n_active * binary_entropy(still.sum().item() / max(n_active, 1))
                 active = still
@@ -78,16 +92,19 @@ def main():
     parser.add_argument("--data", default="../shared/data/kodak")
     parser.add_argument("--every", type=int, default=6, help="take every n-th image")
     parser.add_argument("--iterations", type=int, default=16)
-    parser.add_argument("--criterion", choices=["mse", "ssim"], default="ssim")
+    parser.add_argument("--criterion", choices=["mse", "ssim", "gain"], default="ssim")
+    parser.add_argument("--pool", type=int, default=1, help="measure block SSIM on pool x pool averages")
     parser.add_argument("--levels", type=float, nargs="+", default=[0.9, 0.95, 0.98],
                         help="block SSIM to reach (ssim), or mean squared error to get under (mse)")
+    parser.add_argument("--freeze", action="store_true",
+                        help="keep stopped blocks' pixels as they are (else the decoder goes on updating them)")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = sorted(glob.glob(f"{args.data}/*.png"))[::args.every]
     images = [from_uint8(read_image(p)[0])[None] for p in paths]
-    # the stopping rule compares "quality < level"; for mse, quality is minus the error
+    # a block is done once quality >= level; for mse, quality is minus the error
     levels = [(-level if args.criterion == "mse" else level) for level in args.levels]
     for weights in args.weights:
         model = load_weights(weights)[0].float().eval()
@@ -95,7 +112,8 @@ def main():
         print(f"{weights}, {len(images)} images, criterion {args.criterion}")
         print("  uniform:", " ".join(f"{b:.3f}:{q:.4f}" for b, q in uniform))
         for shown, level in zip(args.levels, levels):
-            curve = np.mean([coded_curve(model, x, args.iterations, args.criterion, level) for x in images], axis=0)
+            curve = np.mean([coded_curve(model, x, args.iterations, args.criterion, level, args.pool, args.freeze)
+                             for x in images], axis=0)
             print(f"  level {shown:g}:", " ".join(f"{b:.3f}:{q:.4f}" for b, q in curve))
             reachable = [(b, q) for b, q in curve if uniform[0, 1] <= q <= uniform[:, 1].max()]
             needed = [np.interp(q, np.maximum.accumulate(uniform[:, 1]), uniform[:, 0]) for _, q in reachable]

@@ -194,12 +194,13 @@ class ResidualGRUCodec(nn.Module):
     def _blank_state(self):
         return [None] * 3, [None] * 4
 
-    def _step(self, residual, t, enc_state, dec_state, active=None):
+    def _step(self, residual, t, enc_state, dec_state, active=None, freeze: bool = False):
         """One iteration: code the residual, decode the bits. Returns bits and the update.
 
         `active` (N, 1, H/16, W/16) of 0/1, optional: blocks that still send bits. A stopped
-        block's bits are 0, the value that carries no sign, and its pixels keep their value
-        (spatially adaptive bit rates, Johnston et al. 2018)."""
+        block's bits are 0, the value that carries no sign; the decoder goes on updating its
+        pixels from what it knows, unless `freeze` keeps them as they are (measured worse:
+        docs/ENTROPY.md). Spatially adaptive bit rates, Johnston et al. 2018."""
         g = self.gain(t)
         features, enc_state = self.encoder(self._net(residual * g), enc_state)
         bits = self.binarizer(features)
@@ -207,7 +208,7 @@ class ResidualGRUCodec(nn.Module):
             bits = bits * self._net(active)
         update, dec_state = self.decoder(bits, dec_state)
         update = update.float() / g
-        if active is not None:
+        if active is not None and freeze:
             update = update * block_mask_to_pixels(active)
         return bits, update, enc_state, dec_state
 
@@ -216,16 +217,16 @@ class ResidualGRUCodec(nn.Module):
             return update
         return previous + update
 
-    def _iterations(self, x, iterations: int, stop=None):
+    def _iterations(self, x, iterations: int, stop=None, freeze: bool = False):
         """Yield (bits, reconstruction) after each iteration: the residual coding loop.
 
-        `stop` (N, 1, H/16, W/16), optional: how many iterations each block sends."""
+        `stop` (N, 1, H/16, W/16), optional: how many iterations each block sends (`_step`)."""
         enc_state, dec_state = self._blank_state()
         x_hat = None
         for t in range(iterations):
             residual = x if x_hat is None else x - x_hat
             active = None if stop is None else (stop > t).float()
-            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, active)
+            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, active, freeze)
             x_hat = self._reconstruct(x_hat, update)
             yield bits, x_hat
 

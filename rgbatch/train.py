@@ -301,7 +301,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             wall_time += elapsed
             started = time.perf_counter()
             session_start_step = step
-            entry = {"step": step, "loss": loss.item(), "wall_time": wall_time, "lr": scheduler.get_last_lr()[0]}
+            # threads with the wall time: CPU-hours are wall hours x threads (runs change threads)
+            entry = {"step": step, "loss": loss.item(), "wall_time": wall_time, "lr": scheduler.get_last_lr()[0],
+                     "threads": torch.get_num_threads() if device.type == "cpu" else 0}
             if eval_crops and (step % cfg.eval_every == 0 or step == cfg.steps):
                 entry["msssim"] = evaluate(model, eval_crops, cfg.iterations)
                 score = float(np.mean(entry["msssim"]))

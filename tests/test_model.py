@@ -37,18 +37,19 @@ def test_encode_rejects_more_iterations_than_the_model_has(model):
         model.encode(torch.zeros(1, 3, 32, 32), 7)
 
 
-def test_a_stopped_block_sends_zeros_and_keeps_its_pixels(model):
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_stopped_block_sends_zeros_and_frozen_keeps_its_pixels(model, freeze):
     x = torch.rand(1, 3, 64, 64) - 0.5
     stop = torch.full((1, 1, 4, 4), 4)
     stop[0, 0, 1, 2] = 1  # this block sends one iteration only
     with torch.inference_mode():
-        steps = list(model._iterations(x, 4, stop))
+        steps = list(model._iterations(x, 4, stop, freeze))
     for bits, _ in steps[1:]:
         assert bits[0, :, 1, 2].abs().sum() == 0
         assert (bits[0, :, 0, 0].abs() == 1).all()
     after_one, after_four = steps[0][1], steps[-1][1]
     block = (slice(None), slice(None), slice(16, 32), slice(32, 48))
-    assert torch.equal(after_one[block], after_four[block])
+    assert torch.equal(after_one[block], after_four[block]) == freeze  # else the decoder still works on it
     assert not torch.equal(after_one[..., :16, :16], after_four[..., :16, :16])
     with torch.inference_mode():  # stopping nothing is the plain loop
         assert torch.equal(model(x, 3, torch.full((1, 1, 4, 4), 3)), model(x, 3))
