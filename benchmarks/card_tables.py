@@ -1,0 +1,50 @@
+"""Print the model card's Kodak tables from a bench summary, so that the card and README
+quote the numbers `rgbatch bench` measured, not numbers copied by hand:
+
+    python benchmarks/card_tables.py docs/bench/summary.json
+"""
+
+import argparse
+import json
+
+# Toderici et al. 2017, published curve (../shared/docs/anchors.md): depth -> (MS-SSIM, PSNR)
+PAPER = {1: (0.8191, 23.01), 2: (0.9037, 25.65), 3: (0.9375, 27.14), 4: (0.9538, 28.27),
+         6: (0.9715, 30.14), 8: (0.9796, 31.62), 12: (0.9868, 33.63), 16: (0.9887, 34.63)}
+BASELINES = {"jpeg420": "JPEG 4:2:0 (Pillow, optimized Huffman)", "jpeg444": "JPEG 4:4:4", "webp": "WebP",
+             "avif": "AVIF"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("summary")
+    summary = json.load(open(parser.parse_args().summary))
+    codecs = summary["codecs"]
+    raw = {p["quality"]: p for p in codecs["rgbatch-raw"]["curve"]}
+    context = {p["quality"]: p for p in codecs["rgbatch-context"]["curve"]}
+    print(f"model {summary['run']['model_id']}, {summary['images']} images, {summary['run']['created']}\n")
+    print("| depth | bpp raw | bpp context-coded | saving | MS-SSIM | PSNR dB | Toderici 2017 MS-SSIM / PSNR (bpp) |")
+    print("|---|---|---|---|---|---|---|")
+    for depth, (paper_q, paper_psnr) in PAPER.items():
+        r, c = raw[depth], context[depth]
+        print(f"| {depth} | {r['bpp']:.3f} | {c['bpp']:.3f} | {100 * (1 - c['bpp'] / r['bpp']):.0f}% | "
+              f"{c['msssim']:.4f} | {c['psnr']:.2f} | {paper_q:.4f} / {paper_psnr:.2f} ({0.125 * depth:.3f}) |")
+    targets = summary["targets"]
+    print("\n| codec | MS-SSIM " + " | ".join(targets) + " |")
+    print("|---|" + "---|" * len(targets))
+    names = {"rgbatch-context": "rgbatch, context-coded", "rgbatch-raw": "rgbatch, raw bits", **BASELINES}
+    for key, name in names.items():
+        at = codecs[key]["bpp_at_msssim"]
+        print(f"| {name} | " + " | ".join(f"{at[t]['bpp']:.3f}" if at[t]["bpp"] is not None else "-"
+                                          for t in targets) + " |")
+    for key in ("rgbatch-context", "rgbatch-raw"):
+        bd = codecs[key]["bd_rate_msssim"]
+        print(f"\nBD-rate on MS-SSIM, {key}: " + ", ".join(f"{v:+.1f} % against {k}" for k, v in bd.items()))
+    speed = codecs["rgbatch-context"]["speed_by_depth"]
+    depths = " / ".join(speed)
+    print(f"\nSpeed (context coder), depths {depths}: encode "
+          + " / ".join(f"{v['encode_mp_s']:.2f}" for v in speed.values()) + " MP/s, decode "
+          + " / ".join(f"{v['decode_mp_s']:.2f}" for v in speed.values()) + " MP/s")
+
+
+if __name__ == "__main__":
+    main()
