@@ -28,13 +28,15 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The shipped model's run: resume it in the background from the committed training state.
+# One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
+TRAIN_THREADS ?= 1
 TRAIN_ARGS := ../shared/data/train --out runs/main.pt --width 0.25 --patch 64 --batch-size 16 \
-	--iterations 16 --steps 60000 --checkpoint-every 100 --eval ../shared/data/kodak --eval-every 1000 --threads 1 \
+	--iterations 16 --steps 60000 --checkpoint-every 100 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS) \
 	--loss-weighting gain --msssim-weight 0.5
 train: setup
 	mkdir -p runs
 	[ -f runs/main.pt ] || cp weights/train-state.pt runs/main.pt
-	OMP_NUM_THREADS=1 nohup nice -n 5 $(BIN)/rgbatch train $(TRAIN_ARGS) --resume >> runs/main.log 2>&1 &
+	OMP_NUM_THREADS=$(TRAIN_THREADS) nohup nice -n 5 $(BIN)/rgbatch train $(TRAIN_ARGS) --resume >> runs/main.log 2>&1 &
 	@echo "training in the background: tail -f runs/main.log"
 
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
