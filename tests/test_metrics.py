@@ -3,7 +3,7 @@ import pytest
 import torch
 from pytorch_msssim import ms_ssim
 
-from rgbatch.metrics import from_uint8, msssim, msssim_many, psnr, to_uint8
+from rgbatch.metrics import from_uint8, msssim, msssim_many, msssim_tensor, psnr, to_uint8
 
 from conftest import smooth_image
 
@@ -14,6 +14,17 @@ def test_msssim_is_the_pytorch_msssim_value_for_normal_images(rng):
     reference = ms_ssim(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255,
                         torch.from_numpy(b).permute(2, 0, 1)[None].float() / 255, data_range=1.0)
     assert msssim(a, b) == pytest.approx(float(reference), abs=1e-6)
+
+
+def test_the_training_loss_is_the_library_value_per_image_and_differentiable():
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 176, 180)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1).requires_grad_()
+    value = msssim_tensor(x, y)
+    assert value.shape == (3,)
+    assert torch.allclose(value, ms_ssim(x, y, data_range=1.0, size_average=False), atol=1e-6)
+    value.sum().backward()
+    assert y.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("shape", [(160, 500), (60, 60), (12, 40), (5, 5), (1, 1), (1, 9)])
