@@ -31,7 +31,7 @@ test: setup
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
 TRAIN_THREADS ?= 1
 TRAIN_ARGS := ../shared/data/train --out runs/main.pt --width 0.25 --patch 64 --batch-size 16 \
-	--iterations 16 --steps 60000 --checkpoint-every 100 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS) \
+	--iterations 16 --steps 60000 --checkpoint-every 100 --snapshot-every 500 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS) \
 	--loss-weighting gain --msssim-weight 0.5
 train: setup
 	mkdir -p runs

@@ -83,6 +83,8 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(500),
+    snapshot_every: int = typer.Option(0, help="Also keep the model every N steps (<out>.step<N>.pt) for "
+                                               "`rgbatch export --average`; 0: never."),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder to evaluate on (e.g. Kodak)."),
     eval_every: int = typer.Option(2000),
     eval_images: int = typer.Option(6),
@@ -98,6 +100,7 @@ def train(
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
             msssim_weight=msssim_weight, stop_fraction=stop_fraction, bf16=bf16,
             threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
+            snapshot_every=snapshot_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,
             codec=dict(width=width, reconstruction=reconstruction, max_iterations=max_iterations))
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -481,6 +484,8 @@ def pack_training_set(
 def export_checkpoint(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pt)."),
     out_path: Path = typer.Option(Path("weights/default.safetensors"), "--out", help="Weight file to write."),
+    average: list[Path] = typer.Option([], help="More checkpoints or snapshots of the same run (repeat the "
+                                                "option): write the mean of all their weights."),
 ):
     """Write a checkpoint's model as an fp16 safetensors weight file (what rgbatch ships).
 
@@ -488,7 +493,7 @@ def export_checkpoint(
     from .train import export_weights
 
     with user_errors():
-        mid = export_weights(checkpoint, out_path)
+        mid = export_weights(checkpoint, out_path, average=average)
     out.print(f"wrote {out_path} (model id {mid})")
 
 

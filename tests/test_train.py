@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rgbatch.train import PatchSampler, random_stops, TrainConfig, TrainingError, export_weights, lr_factor, pack_crops, train
+from rgbatch.train import PatchSampler, random_stops, snapshot_path, TrainConfig, TrainingError, export_weights, lr_factor, pack_crops, train
 from rgbatch.weights import load_weights
 
 DATA = Path(__file__).parent / "data"
@@ -99,3 +99,20 @@ def test_a_packed_training_set_trains_and_a_checkpoint_exports(tmp_path):
     mid = export_weights(cfg.out, tmp_path / "w.safetensors")
     model, loaded_id, _, info = load_weights(tmp_path / "w.safetensors")
     assert loaded_id == mid and info["steps"] == 2 and model.cfg.width == 0.125
+
+
+def test_snapshots_are_kept_and_export_can_average_them(tmp_path):
+    cfg = config(tmp_path, snapshot_every=2)
+    train(cfg, log=lambda *_: None)
+    first, second = snapshot_path(cfg.out, 2), snapshot_path(cfg.out, 4)
+    assert first.is_file() and second.is_file()
+    export_weights(cfg.out, tmp_path / "avg.safetensors", average=[first])
+    averaged, *_, info = load_weights(tmp_path / "avg.safetensors")
+    assert info["averaged_steps"] == [2, 4]
+    models = [torch.load(p, weights_only=False)["model"] for p in (first, second)]
+    for name, value in averaged.state_dict().items():  # fp16 on disk
+        assert torch.allclose(value.float(), (models[0][name] + models[1][name]) / 2, atol=2e-3), name
+    with pytest.raises(TrainingError, match="multiple of"):
+        train(config(tmp_path / "bad", snapshot_every=3), log=lambda *_: None)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        export_weights(cfg.out, tmp_path / "x.safetensors", average=[tmp_path / "missing.pt"])
