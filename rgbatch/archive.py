@@ -3,6 +3,7 @@
     report("manifests/kodak", depth=4)                 # sizes and qualities, and the cost at depth 4
     restore("manifests/kodak", "out/", target_msssim=0.95, select="*/beach*")
     verify("manifests/kodak")                          # checksums, decoding, MS-SSIM re-measured
+    compact("manifests/kodak", depth=8)                # one part per model, blobs cut to depth 8
 
 Each works on the current row of every path (see rgbatch.manifest). Rows coded by a model
 other than the loaded one are refused one by one, with the reason; the rest goes on.
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 from . import bitstream, storage
 from .codec import Codec
 from .imageio import ImageError, decode_image, encode_png
-from .manifest import Manifest
+from .manifest import Manifest, PartWriter
 from .metrics import msssim
 from .ratecontrol import Target, choose_depth
 
@@ -332,5 +333,88 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     return result
 
 
-__all__ = ["RestoreResult", "VerifyResult", "png_names", "report", "restore", "safe_relative_path",
-           "verify"]
+# -- compact -------------------------------------------------------------------------------------------
+@dataclass
+class CompactResult:
+    archive: str
+    rows_before: int = 0  # in all parts, superseded ones included
+    rows: int = 0  # current rows written
+    cut: int = 0  # blobs cut to fewer iterations
+    parts_before: int = 0
+    parts: int = 0
+    bytes_before: int = 0  # of the part files
+    bytes: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # rows kept as they were, and why
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
+
+
+def compact(archive, depth: int | None = None, target: Target = Target(), progress=None) -> CompactResult:
+    """Rewrite an archive as its current rows only, one set of parts per model, dropping
+    superseded rows (failed attempts retried, older versions of changed sources); with
+    `depth` or a rate `target`, cut each blob to that depth for good (the smaller of the two).
+
+    The new parts are committed before any old part is deleted, and their rows are the
+    latest written, so an interruption at any point leaves a consistent archive (rerun to
+    finish). No other command may write to the archive meanwhile.
+    """
+    if depth is not None and depth < 1:
+        raise ValueError(f"--depth must be at least 1, not {depth}")
+    man = Manifest(archive)
+    old_parts = list(man.parts)
+    result = CompactResult(archive=man.location, parts_before=len(old_parts),
+                           bytes_before=sum(man.fs.get_file_info(p).size for p in old_parts),
+                           rows_before=man.total_rows())
+    total = len(man.current_rows())
+    fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
+    writers: dict[str, PartWriter] = {}
+    try:
+        for row in man.rows():
+            if row["status"] == "ok" and (depth is not None or target):
+                row = _cut_row(row, depth, target, result)
+            model = row["model_id"] or fallback_model
+            if model not in writers:
+                writers[model] = PartWriter(man.location, model)
+            writers[model].add(row)
+            result.rows += 1
+            if progress:
+                progress(result.rows, total)
+    except BaseException:
+        for writer in writers.values():  # what was added is complete: keep it, delete nothing
+            writer.close()
+        raise
+    for writer in writers.values():
+        writer.close()
+    new_parts = [p for w in writers.values() for p in w.parts]
+    for part in old_parts:
+        man.fs.delete_file(part)
+    result.parts = len(new_parts)
+    result.bytes = sum(man.fs.get_file_info(p).size for p in new_parts)
+    return result
+
+
+def _cut_row(row: dict, depth: int | None, target: Target, result: CompactResult) -> dict:
+    """The row with its blob cut to the depth asked for (as it was, with a problem noted, when
+    that cannot be done safely)."""
+    keep = row["iterations"] if depth is None else min(depth, row["iterations"])
+    if target:
+        if target.msssim is not None and not row["msssim"]:
+            result.problems.append((row["path"], "no MS-SSIM recorded (compressed with --no-measure): kept as is"))
+            return row
+        keep = min(keep, choose_depth(target, row["bytes"], row["msssim"], row["width"] * row["height"]))
+    if keep >= row["iterations"]:
+        return row
+    try:
+        blob = bitstream.truncate(row["blob"], keep)
+    except bitstream.BitstreamError as e:
+        result.problems.append((row["path"], f"damaged blob, kept as is: {e}"))
+        return row
+    result.cut += 1
+    return {**row, "blob": blob, "iterations": keep,
+            **{k: row[k][:keep] for k in ("bytes", "bpp", "msssim", "psnr")}}
+
+
+__all__ = ["CompactResult", "RestoreResult", "VerifyResult", "compact", "png_names", "report", "restore",
+           "safe_relative_path", "verify"]

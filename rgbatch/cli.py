@@ -403,6 +403,36 @@ def verify(
     raise typer.Exit(result.exit_code)
 
 
+@app.command()
+def compact(
+    archive: str = typer.Argument(..., help="Archive folder or URI."),
+    depth: Optional[int] = typer.Option(None, help="Cut every blob to at most this many iterations, for good."),
+    target_msssim: Optional[float] = typer.Option(None, help="Cut each image to the fewest iterations reaching this MS-SSIM."),
+    target_bpp: Optional[float] = typer.Option(None, help="Cut each image to the most iterations within this bpp."),
+    max_bytes: Optional[int] = typer.Option(None, help="Cut each image to the most iterations within this many bytes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Rewrite an archive as its current rows only (one set of parts per model), optionally
+    cutting every image to a smaller depth for good. Nothing else may write to it meanwhile."""
+    from .archive import compact as run_compact
+    from .ratecontrol import Target
+
+    with user_errors():
+        target = Target(target_msssim, target_bpp, max_bytes)
+        with _image_progress("compact") as progress:
+            result = run_compact(archive, depth=depth, target=target, progress=progress)
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json(asdict(result))
+    else:
+        out.print(f"{result.archive}: {result.rows_before} rows in {result.parts_before} part(s), "
+                  f"{result.bytes_before:,} bytes -> {result.rows} rows in {result.parts} part(s), "
+                  f"{result.bytes:,} bytes; {result.cut} image(s) cut to a smaller depth")
+        _print_failures("kept as they were", result.problems)
+    raise typer.Exit(result.exit_code)
+
+
 @app.command("bench")
 def bench_command(
     source: Path = typer.Argument(..., help="Folder of images (searched recursively), or a bench manifest "

@@ -195,6 +195,10 @@ class Manifest:
             raise ValueError(f"{part} has manifest format {version}; this rgbatch reads format {FORMAT_VERSION}")
         return file
 
+    def total_rows(self) -> int:
+        """Rows in all parts, superseded ones included."""
+        return sum(self._open(p).metadata.num_rows for p in self.parts)
+
     def model_ids(self) -> dict[str, str]:
         """Model id recorded in each part's schema metadata."""
         return {p: self._open(p).schema_arrow.metadata[b"rgbatch.model_id"].decode() for p in self.parts}

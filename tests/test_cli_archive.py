@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import shutil
 import subprocess
 import sys
 import zlib
@@ -267,3 +268,54 @@ def test_an_archive_compressed_without_measuring_reports_restores_and_verifies(a
     verified = json.loads(result.stdout)
     assert verified["decoded"] == 3 and all(m["recorded"] is None and 0 < m["measured"] <= 1
                                             for m in verified["remeasured"])
+
+
+# -- compact ------------------------------------------------------------------------------------------
+def test_compact_keeps_current_rows_only_and_cuts_depth_for_good(archive, tiny_weights, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(archive / "archive", work)
+    before = current(work)
+    # a second run's rows supersede the first's: twice the rows, the same current images
+    archive_images(archive / "src", work, tiny_weights)
+    assert Manifest(work).total_rows() == 2 * len(before)
+
+    result = run("compact", work, "--json")
+    assert result.exit_code == 0, result.output
+    compacted = json.loads(result.stdout)
+    assert compacted["rows_before"] == 2 * len(before) and compacted["rows"] == len(before)
+    assert compacted["parts"] == 1 and compacted["bytes"] < compacted["bytes_before"]
+    after = current(work)
+    assert Manifest(work).total_rows() == len(before) and set(after) == set(before)
+    assert all(after[p]["blob"] == before[p]["blob"] for p in before)  # same codes, nothing re-encoded
+
+    # cut to depth 2: blobs truncated, stats of the kept depths, still decoding as before at 2
+    result = run("compact", work, "--depth", "2", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["cut"] == len(before)
+    cut = current(work)
+    codec = Codec.load(tiny_weights, device="cpu")
+    for path, row in cut.items():
+        assert row["iterations"] == 2 and len(row["msssim"]) == 2 and len(row["blob"]) == row["bytes"][-1]
+        assert row["msssim"] == before[path]["msssim"][:2]
+        assert np.array_equal(codec.decode(row["blob"]), codec.decode(before[path]["blob"], 2))
+    assert run("compact", work, "--depth", "0").exit_code == 2
+
+
+def test_an_interrupted_compact_leaves_every_image_readable(archive, tmp_path):
+    from rgbatch.archive import compact
+
+    work = tmp_path / "work"
+    shutil.copytree(archive / "archive", work)
+    before = current(work)
+
+    def interrupt(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compact(work, depth=1, progress=interrupt)
+    during = current(work)  # old parts all there, two rows already rewritten (cut) in a new part
+    assert set(during) == set(before)
+    assert sorted(r["iterations"] for r in during.values()) == [1, 1, 3]
+    result = compact(work, depth=1)  # a rerun finishes the job
+    assert result.rows == len(before) and result.parts == 1
+    assert all(r["iterations"] == 1 for r in current(work).values())
