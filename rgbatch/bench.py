@@ -94,7 +94,7 @@ def usable_coders(extra: dict, log=print) -> list[str]:
 
 # -- measuring ---------------------------------------------------------------------------------
 def measure(image_dir, *, weights=None, iterations: int | None = None, limit: int | None = None,
-            device: str = "auto", precision: str = "auto", classical_sweeps: dict[str, tuple[int, ...]] | None = None,
+            device: str = "auto", precision: str = "auto", search_steps: int = 0, classical_sweeps: dict[str, tuple[int, ...]] | None = None,
             coders: list[str] | None = None, speed_images: int = 2, speed_depths=SPEED_DEPTHS,
             log=print, progress=None) -> pa.Table:
     """Run every codec over the images of `image_dir`; one row per (codec, setting, image).
@@ -116,14 +116,16 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     if classical_sweeps is None:
         classical_sweeps = {name: classical.CLASSICAL_CODECS[name].qualities for name in classical.available_codecs()}
     specs = {name: classical.get_codec(name) for name in classical_sweeps}
-    codec = Codec.load(weights, device=device, precision=precision, coder="raw")  # others re-code its codes
+    codec = Codec.load(weights, device=device, precision=precision, coder="raw",  # others re-code its codes
+                       search_steps=search_steps)
     iterations = iterations or codec.max_iterations
     if not 1 <= iterations <= codec.max_iterations:
         raise ValueError(f"iterations must be 1..{codec.max_iterations} for this model, not {iterations}")
     if coders is None:
         coders = usable_coders(codec.extra, log)
     timed_codecs = {c: Codec(codec.model, codec.model_id, codec.extra, device=device, precision=precision,
-                             tile_size=codec.tile_size, batch_size=codec.batch_size, coder=c) for c in coders}
+                             tile_size=codec.tile_size, batch_size=codec.batch_size, coder=c,
+                             search_steps=search_steps) for c in coders}
     timed_depths = sorted({d for d in speed_depths if 1 <= d <= iterations})
 
     rows = []
@@ -168,7 +170,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     metadata = {
         "image_dir": str(image_dir), "images": len({r["path"] for r in rows}), "model_id": codec.model_id,
         "weights": str(weights) if weights else "default", "iterations": iterations, "coders": coders,
-        "device": str(codec.device), "precision": codec.precision, "torch_threads": torch.get_num_threads(),
+        "device": str(codec.device), "precision": codec.precision, "search_steps": codec.search_steps, "torch_threads": torch.get_num_threads(),
         "speed_images": min(speed_images, len(paths)), "speed_depths": timed_depths,
         "libraries": {"torch": torch.__version__, "libjpeg-turbo": features.version("jpg"),
                       "libwebp": features.version("webp"), "libavif": features.version("avif")},

@@ -158,6 +158,12 @@ def _print_json(obj):
     out.print_json(json.dumps(obj, default=str))
 
 
+def _search_option():
+    return typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
+                                "streams, better quality at every depth (most at low depths), encoding about "
+                                "8x slower at 3 (weights/MODEL_CARD.md). 0: off.")
+
+
 def _precision_option():
     return typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
                                      "else fp32) | fp32 | bf16.")
@@ -185,6 +191,7 @@ def compress(
     measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure encodes large "
                                             "images much faster, without quality columns or --target-msssim."),
     precision: str = _precision_option(),
+    search_steps: int = _search_option(),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
@@ -201,7 +208,8 @@ def compress(
             iterations=iterations, target=Target(target_msssim, target_bpp, max_bytes),
             tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
-            coder=coder, max_pixels=max_pixels or MAX_PIXELS, address=address, measure=measure, precision=precision)
+            coder=coder, max_pixels=max_pixels or MAX_PIXELS, address=address, measure=measure, precision=precision,
+            search_steps=search_steps)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress)
     if as_json:
@@ -329,6 +337,7 @@ def encode(
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     precision: str = _precision_option(),
+    search_steps: int = _search_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md)."""
@@ -338,7 +347,8 @@ def encode(
 
     with user_errors():
         target = Target(target_msssim, target_bpp, max_bytes)
-        result = encode_file(image, out_path, iterations, target, Codec.load(weights, device=device, precision=precision))
+        result = encode_file(image, out_path, iterations, target, Codec.load(weights, device=device, precision=precision,
+                                                                                search_steps=search_steps))
     if as_json:
         _print_json(result)
     else:
@@ -362,7 +372,8 @@ def decode(
     from .files import decode_file
 
     with user_errors():
-        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device, precision=precision))
+        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device, precision=precision,
+                                                                                search_steps=search_steps))
     if as_json:
         _print_json(result)
     else:
@@ -447,6 +458,7 @@ def bench_command(
     speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     precision: str = _precision_option(),
+    search_steps: int = _search_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ):
     """Rate, quality and speed of rgbatch against JPEG, WebP and AVIF on your images (docs/BENCH.md)."""
@@ -466,7 +478,7 @@ def bench_command(
                 name = f"bench-{source.resolve().name}"
                 summary = bench(source, out_dir or Path(name), manifest or Path("manifests", name, "bench.parquet"),
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
-                                device=device, precision=precision, log=err.print,
+                                device=device, precision=precision, search_steps=search_steps, log=err.print,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total)).summary
     if as_json:
         out.print_json(json.dumps(summary))

@@ -32,6 +32,7 @@ from torch import nn
 BLOCK = 16  # one code position per 16x16 pixel block
 ALIGN = 32  # the spatial size the network needs (its strides multiply to 16, d2s needs even)
 RECONSTRUCTIONS = ("one-shot", "additive", "scaled-additive")
+SEARCH_LR = 0.1  # Adam step of the bit search (of 0.1 and 0.3 on Kodak crops, 0.1 was better)
 
 
 @dataclass(frozen=True)
@@ -217,18 +218,61 @@ class ResidualGRUCodec(nn.Module):
             return update
         return previous + update
 
-    def _iterations(self, x, iterations: int, stop=None, freeze: bool = False):
+    def _iterations(self, x, iterations: int, stop=None, freeze: bool = False, search_steps: int = 0,
+                    search_loss=None):
         """Yield (bits, reconstruction) after each iteration: the residual coding loop.
 
-        `stop` (N, 1, H/16, W/16), optional: how many iterations each block sends (`_step`)."""
+        `stop` (N, 1, H/16, W/16), optional: how many iterations each block sends (`_step`).
+        `search_steps`: choose each iteration's bits by search (`_search_step`)."""
         enc_state, dec_state = self._blank_state()
         x_hat = None
         for t in range(iterations):
+            if search_steps:
+                bits, x_hat, enc_state, dec_state = self._search_step(
+                    x, x_hat, t, enc_state, dec_state, search_steps, search_loss or l1_loss)
+                yield bits, x_hat
+                continue
             residual = x if x_hat is None else x - x_hat
             active = None if stop is None else (stop > t).float()
             bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, active, freeze)
             x_hat = self._reconstruct(x_hat, update)
             yield bits, x_hat
+
+    def _search_step(self, x, x_hat, t, enc_state, dec_state, steps: int, loss):
+        """`_step` with the bits chosen by search: the decoder takes any bits, so the encoder may
+        send better ones than the binarizer's signs. Starting from the binarizer's tanh outputs,
+        `steps` Adam steps (straight-through signs) lower loss(x, reconstruction) per image,
+        and each image keeps the best signs seen, the binarizer's included: never worse by
+        that loss. Decoding is unchanged. Gradients flow to the bits only."""
+        g = self.gain(t)
+        residual = x if x_hat is None else x - x_hat
+        features, enc_state = self.encoder(self._net(residual * g), enc_state)
+        soft = torch.tanh(self.binarizer.conv(features)).float()
+
+        def decoded(bits):
+            update, state = self.decoder(self._net(bits), dec_state)
+            return self._reconstruct(x_hat, update.float() / g), state
+
+        def sign(c):
+            return torch.where(c >= 0, 1.0, -1.0)
+
+        best = sign(soft)
+        best_loss = loss(x, decoded(best)[0])
+        relaxed = soft.clone().requires_grad_()
+        optimizer = torch.optim.Adam([relaxed], lr=SEARCH_LR)
+        for _ in range(steps):
+            with torch.enable_grad():
+                value = loss(x, decoded(relaxed + (sign(relaxed) - relaxed).detach())[0]).sum()
+                optimizer.zero_grad()
+                value.backward()
+            optimizer.step()
+            candidate = sign(relaxed.detach())
+            candidate_loss = loss(x, decoded(candidate)[0])
+            better = candidate_loss < best_loss
+            best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
+            best_loss = torch.minimum(candidate_loss, best_loss)
+        x_new, dec_state = decoded(best)
+        return best, x_new, enc_state, dec_state
 
     def forward(self, x, iterations: int | None = None, stop=None):
         """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W).
@@ -236,20 +280,24 @@ class ResidualGRUCodec(nn.Module):
         iterations = iterations or self.cfg.max_iterations
         return torch.stack([x_hat for _, x_hat in self._iterations(x, iterations, stop)])
 
-    @torch.inference_mode()
-    def encode(self, x, iterations: int, on_iteration=None):
+    def encode(self, x, iterations: int, on_iteration=None, search_steps: int = 0, search_loss=None):
         """Codes (T, N, bits, H/16, W/16) of +-1 for x in [-0.5, 0.5].
 
         `on_iteration(t, x_hat)` sees each reconstruction, which the encoder computes anyway,
         so that per-iteration quality costs nothing extra. The encoder clamps nothing: it
         must reproduce exactly what `decode` computes, and `decode` clamps only its output.
+        `search_steps` > 0 chooses the bits by search against `search_loss(x, x_hat)` per
+        image (default mean L1; `_search_step`).
         """
         self._check_iterations(iterations)
         codes = []
-        for t, (bits, x_hat) in enumerate(self._iterations(x, iterations)):
-            codes.append(bits)
-            if on_iteration is not None:
-                on_iteration(t, x_hat.clamp(-0.5, 0.5))
+        # the search needs autograd through the decoder; plain encoding needs none
+        with torch.no_grad() if search_steps else torch.inference_mode():
+            for t, (bits, x_hat) in enumerate(self._iterations(x, iterations, search_steps=search_steps,
+                                                               search_loss=search_loss)):
+                codes.append(bits)
+                if on_iteration is not None:
+                    on_iteration(t, x_hat.clamp(-0.5, 0.5))
         return torch.stack(codes)
 
     @torch.inference_mode()
@@ -268,6 +316,11 @@ class ResidualGRUCodec(nn.Module):
     def _check_iterations(self, iterations):
         if not 1 <= iterations <= self.cfg.max_iterations:
             raise ValueError(f"iterations must be 1..{self.cfg.max_iterations}, not {iterations}")
+
+
+def l1_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per image."""
+    return (x - x_hat).abs().flatten(1).mean(1)
 
 
 def block_mask_to_pixels(mask: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import manifest, storage
 from .storage import read_source
-from .codec import PRECISIONS, Codec
+from .codec import MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .ratecontrol import Target, apply
@@ -63,6 +63,7 @@ class CompressOptions:
     # MS-SSIM and PSNR at every depth (the manifest's quality columns, --target-msssim). Off,
     # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
     measure: bool = True
+    search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~8x slower at 3
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
 
     def check(self):
@@ -79,6 +80,8 @@ class CompressOptions:
             raise ValueError(f"--max-pixels must be positive, not {self.max_pixels}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if not 0 <= self.search_steps <= MAX_SEARCH_STEPS:
+            raise ValueError(f"--search-steps must be 0..{MAX_SEARCH_STEPS}, not {self.search_steps}")
         if self.target.msssim is not None and not self.measure:
             raise ValueError("--target-msssim needs the quality of every depth: drop --no-measure")
 
@@ -118,7 +121,7 @@ class EncodeWorker:
         if threads:
             torch.set_num_threads(min(threads, os.cpu_count() or threads))
         self.codec = Codec.load(weights, device=device, tile_size=options.tile_size, batch_size=options.batch_size,
-                                coder=options.coder, precision=options.precision)
+                                coder=options.coder, precision=options.precision, search_steps=options.search_steps)
         self.iterations = options.iterations
         self.target = options.target
         self.measure = options.measure

@@ -123,6 +123,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
                  ["compress", archive / "src", "--target-msssim", "1.5"],
                  ["compress", archive / "src", "--target-msssim", ".9", "--no-measure"],
                  ["compress", archive / "src", "--precision", "fp8"],
+                 ["compress", archive / "src", "--search-steps", "-1"],
                  ["report", tmp_path / "missing"],
                  ["restore", archive / "archive", "--out", tmp_path / "o", "--iterations", "2", "--target-msssim", ".9"],
                  ["restore", archive / "archive", "--out", tmp_path / "o", "--select", "nothing*"]):

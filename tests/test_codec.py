@@ -34,11 +34,11 @@ def test_rate_is_32_bits_per_16x16_block_plus_the_header(codec, rng):
     assert encoded.bpp[0] == pytest.approx(8 * encoded.bytes[0] / (96 * 160))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_decoding_at_depth_k_equals_the_encoders_kth_reconstruction(tiny_weights, rng, precision):
+@pytest.mark.parametrize("precision, search_steps", [("fp32", 0), ("bf16", 0), ("fp32", 2), ("bf16", 2)])
+def test_decoding_at_depth_k_equals_the_encoders_kth_reconstruction(tiny_weights, rng, precision, search_steps):
     from rgbatch.metrics import msssim, psnr
 
-    codec = Codec.load(tiny_weights, tile_size=64, batch_size=1, precision=precision)
+    codec = Codec.load(tiny_weights, tile_size=64, batch_size=1, precision=precision, search_steps=search_steps)
     image = smooth_image(rng, 80, 100)
     encoded = codec.encode(image, iterations=4, keep_reconstructions=True)
     for k in range(1, 5):
@@ -89,6 +89,8 @@ def test_options_are_checked(tiny_weights, codec, rng):
         codec.encode(smooth_image(rng, 32, 32), iterations=0)
     with pytest.raises(ValueError, match="precision"):
         Codec.load(tiny_weights, precision="fp8")
+    with pytest.raises(ValueError, match="search steps"):
+        Codec.load(tiny_weights, search_steps=-1)
 
 
 def test_precision_auto_is_bf16_only_where_the_hardware_computes_it(tiny_weights):

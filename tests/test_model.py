@@ -37,6 +37,20 @@ def test_encode_rejects_more_iterations_than_the_model_has(model):
         model.encode(torch.zeros(1, 3, 32, 32), 7)
 
 
+def test_searched_bits_decode_to_what_the_encoder_saw_and_are_never_worse(model):
+    x = torch.rand(2, 3, 64, 64) - 0.5
+    seen = {}
+    searched = model.encode(x, 3, on_iteration=lambda t, x_hat: seen.__setitem__(t, x_hat.clone()), search_steps=3)
+    plain = model.encode(x, 1)
+    assert searched.shape == (3, 2, 32, 4, 4) and set(searched.unique().tolist()) <= {-1.0, 1.0}
+    for k in range(1, 4):
+        assert torch.equal(model.decode(searched, k), seen[k - 1])  # decoding is unchanged
+    # the first iteration starts from the same state: the search keeps the plain bits unless it beats them
+    l1 = lambda codes: (x - model.decode(codes, 1)).abs().flatten(1).mean(1)  # noqa: E731
+    assert (l1(searched[:1]) <= l1(plain) + 1e-6).all()
+    assert not torch.equal(searched[:1], plain)
+
+
 @pytest.mark.parametrize("freeze", [False, True])
 def test_a_stopped_block_sends_zeros_and_frozen_keeps_its_pixels(model, freeze):
     x = torch.rand(1, 3, 64, 64) - 0.5
