@@ -347,8 +347,8 @@ def encode(
 
     with user_errors():
         target = Target(target_msssim, target_bpp, max_bytes)
-        result = encode_file(image, out_path, iterations, target, Codec.load(weights, device=device, precision=precision,
-                                                                                search_steps=search_steps))
+        codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
+        result = encode_file(image, out_path, iterations, target, codec)
     if as_json:
         _print_json(result)
     else:
@@ -372,8 +372,7 @@ def decode(
     from .files import decode_file
 
     with user_errors():
-        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device, precision=precision,
-                                                                                search_steps=search_steps))
+        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device, precision=precision))
     if as_json:
         _print_json(result)
     else:
