@@ -263,8 +263,8 @@ class ResidualGRUCodec(nn.Module):
         for _ in range(steps):
             with torch.enable_grad():
                 value = loss(x, decoded(relaxed + (sign(relaxed) - relaxed).detach())[0]).sum()
-                optimizer.zero_grad()
-                value.backward()
+                # the bits' gradient only: no weight gradients computed or left on the model
+                relaxed.grad, = torch.autograd.grad(value, relaxed)
             optimizer.step()
             candidate = sign(relaxed.detach())
             candidate_loss = loss(x, decoded(candidate)[0])
