@@ -161,7 +161,7 @@ def _print_json(obj):
 def _search_option():
     return typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
                                 "streams, better quality at every depth (most at low depths), encoding about "
-                                "8x slower at 3 (weights/MODEL_CARD.md). 0: off.")
+                                "7x slower at 3 (weights/MODEL_CARD.md). 0: off.")
 
 
 def _precision_option():

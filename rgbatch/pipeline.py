@@ -63,7 +63,7 @@ class CompressOptions:
     # MS-SSIM and PSNR at every depth (the manifest's quality columns, --target-msssim). Off,
     # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
     measure: bool = True
-    search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~8x slower at 3
+    search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~7x slower at 3
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
 
     def check(self):
