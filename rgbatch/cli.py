@@ -60,6 +60,11 @@ def info(weights: Optional[Path] = typer.Option(None, help="Weight file (default
     out.print_json(json.dumps(facts))
 
 
+def _precision_option():
+    return typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
+                                     "else fp32) | fp32 | bf16.")
+
+
 @app.command()
 def train(
     data_dir: Path = typer.Argument(..., help="Folder of training images (recursive), or a .npy pack of crops."),
@@ -78,7 +83,11 @@ def train(
     msssim_weight: float = typer.Option(0.0, help="Weight of (1 - MS-SSIM) added to the L1 loss."),
     stop_fraction: float = typer.Option(0.0, help="Share of patches whose 16x16 blocks stop at random "
                                         "iterations, so that the decoder learns to take stopped blocks."),
-    bf16: bool = typer.Option(True, help="bfloat16 autocast on the CPU."),
+    rate_weight: float = typer.Option(0.0, help="Weight of the context coder's code length in the loss "
+                                      "(1: each bit priced by the run's own rate-distortion slope; 0: off)."),
+    rate_tables: Optional[Path] = typer.Option(None, help="Weights whose context model starts the rate term "
+                                               "(default: the shipped model)."),
+    precision: str = _precision_option(),
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     seed: int = typer.Option(0),
@@ -98,7 +107,8 @@ def train(
         cfg = TrainConfig(
             data_dir=str(data_dir), out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
-            msssim_weight=msssim_weight, stop_fraction=stop_fraction, bf16=bf16,
+            msssim_weight=msssim_weight, stop_fraction=stop_fraction, precision=precision, rate_weight=rate_weight,
+            rate_tables=str(rate_tables) if rate_tables else None,
             threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
             snapshot_every=snapshot_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,
@@ -162,11 +172,6 @@ def _search_option():
     return typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
                                 "streams, better quality at every depth (most at low depths), encoding about "
                                 "7x slower at 3 (weights/MODEL_CARD.md). 0: off.")
-
-
-def _precision_option():
-    return typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
-                                     "else fp32) | fp32 | bf16.")
 
 
 @app.command()

@@ -274,11 +274,13 @@ class ResidualGRUCodec(nn.Module):
         x_new, dec_state = decoded(best)
         return best, x_new, enc_state, dec_state
 
-    def forward(self, x, iterations: int | None = None, stop=None):
-        """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W).
-        `stop`: optional per-block iteration counts (see `_iterations`)."""
+    def forward(self, x, iterations: int | None = None, stop=None, with_codes: bool = False):
+        """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W),
+        and with `with_codes` also the codes (T, N, bits, H/16, W/16), straight-through
+        +-1 (for a rate term). `stop`: optional per-block iteration counts (`_iterations`)."""
         iterations = iterations or self.cfg.max_iterations
-        return torch.stack([x_hat for _, x_hat in self._iterations(x, iterations, stop)])
+        codes, x_hats = zip(*self._iterations(x, iterations, stop))
+        return (torch.stack(x_hats), torch.stack(codes)) if with_codes else torch.stack(x_hats)
 
     def encode(self, x, iterations: int, on_iteration=None, search_steps: int = 0, search_loss=None):
         """Codes (T, N, bits, H/16, W/16) of +-1 for x in [-0.5, 0.5].

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .codec import resolve_device
+from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
 from .metrics import msssim, msssim_tensor, to_uint8
 from .model import BLOCK, CodecConfig, ResidualGRUCodec
+from .rate import ContextRate
 from .weights import save_weights
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
@@ -49,7 +50,13 @@ class TrainConfig:
     # share of patches trained with random per-block stopping (spatially adaptive bit rates):
     # each 16x16 block sends 1..iterations iterations, uniformly drawn, then zeros
     stop_fraction: float = 0.0
-    bf16: bool = True  # bfloat16 autocast (measured 1.5x faster per step on this CPU at width 0.25)
+    # weight of the context coder's code length in the loss (`rgbatch.rate`, `rate_prices`):
+    # 1 prices every bit at the distortion the run's own curve trades for it; 0 = no rate term
+    rate_weight: float = 0.0
+    rate_tables: str | None = None  # weights whose context model starts the rate term (default: shipped)
+    # auto: bfloat16 autocast where the hardware computes it (1.5x faster per step on an AVX-512
+    # BF16 CPU at width 0.25), else fp32 (emulated bf16 made a step 12x slower on an AVX2 CPU)
+    precision: str = "auto"
     threads: int = 0  # torch threads; 0 = torch's default
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
@@ -189,6 +196,36 @@ def random_stops(n: int, height: int, width: int, iterations: int, fraction: flo
     return torch.where(stopping, drawn, iterations)
 
 
+def iteration_losses(model: ResidualGRUCodec, x, outputs, cfg: TrainConfig) -> torch.Tensor:
+    """The distortion loss of each iteration's reconstruction, (T,): mean L1 of the residual
+    (weighted by the iteration's gain with `loss_weighting="gain"`), plus msssim_weight x
+    (1 - MS-SSIM). The training loss is their mean."""
+    steps, n = outputs.shape[:2]
+    losses = (x - outputs).abs().mean(dim=(1, 2, 3, 4))
+    if cfg.loss_weighting == "gain":
+        weights = torch.stack([torch.as_tensor(model.gain(t)).detach() for t in range(steps)])
+        losses = losses * weights / weights.mean()
+    if cfg.msssim_weight:
+        quality = msssim_tensor((outputs.flatten(0, 1) + 0.5).clamp(0, 1),
+                                (x + 0.5).expand(steps, -1, -1, -1, -1).flatten(0, 1))
+        losses = losses + cfg.msssim_weight * (1 - quality.view(steps, n).mean(1))
+    return losses
+
+
+def rate_prices(losses: torch.Tensor) -> torch.Tensor:
+    """What one iteration's worth of bits is worth at iteration i, (T,), from the loss curve.
+
+    Depth t is an operating point of slope s[t] = -dL/dt (loss per iteration of bits, by
+    central differences). Its rate counts the bits of iterations 1..t, so a bit of
+    iteration i is priced at the sum of s[t] for t >= i: saving it is worth what the curve
+    itself pays for a bit at every depth that contains it. With these prices the term
+    rate_weight * mean_i(price_i * R_i) is mean_t(s[t] * rate_t): a Lagrangian per depth."""
+    if len(losses) < 2:
+        return losses.new_zeros(len(losses))
+    slopes = (-torch.gradient(losses)[0]).clamp(min=0)
+    return slopes.flip(0).cumsum(0).flip(0)
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
@@ -239,11 +276,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     np_rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     # oneDNN runs bf16 convolutions fast only in the channels-last layout (a step 1.5x faster here)
-    layout = torch.channels_last if cfg.bf16 else torch.contiguous_format
+    bf16 = resolve_precision(cfg.precision, device) == "bf16"
+    layout = torch.channels_last if bf16 else torch.contiguous_format
     model = ResidualGRUCodec(codec_cfg).to(device, memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step, wall_time, history, best = 0, 0.0, [], -1.0
+    rate = None
 
     if resume:
         if not checkpoint_path.exists():
@@ -258,21 +297,27 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         scheduler.load_state_dict(state["scheduler"])
         step, wall_time, history = state["step"], state["wall_time"], state["history"]
         best = state.get("best", -1.0)
+        if state.get("rate"):
+            rate = ContextRate.from_state_dict(state["rate"])
         _restore_rng(state["rng"], np_rng)
         log(f"resumed {checkpoint_path} at step {step} ({wall_time / 3600:.2f} h of training so far)")
     elif checkpoint_path.exists():
         raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
 
+    if cfg.rate_weight and rate is None:
+        rate = ContextRate.from_weights(cfg.rate_tables)
+        log(f"rate term (weight {cfg.rate_weight}) from the context tables of {cfg.rate_tables or 'the shipped model'}")
     sampler = PatchSampler(cfg.data_dir, cfg.patch, np_rng, log)
     eval_crops = load_eval_set(cfg.eval_dir, cfg.eval_images, cfg.eval_crop) if cfg.eval_dir else None
     log(f"{len(sampler.images)} training images; model width {codec_cfg.width}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, on {device} "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, on {device} in {'bf16' if bf16 else 'fp32'} "
         f"({torch.get_num_threads()} CPU threads)")
 
     def state_dict():
         return {"train_config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "wall_time": wall_time,
-                "history": history, "best": best, "rng": _rng_state(np_rng)}
+                "history": history, "best": best, "rng": _rng_state(np_rng),
+                "rate": rate.state_dict() if rate else None}
 
     model.train()
     started = time.perf_counter()
@@ -280,19 +325,14 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     while step < cfg.steps:
         x = sampler.batch(cfg.batch_size, cfg.hard_fraction).to(device, memory_format=layout)
         stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            outputs = model(x, cfg.iterations, None if stop is None else stop.to(device))
-        residuals = (x - outputs.float()).abs().mean(dim=(1, 2, 3, 4))  # per iteration
-        if cfg.loss_weighting == "gain":
-            weights = torch.stack([torch.as_tensor(model.gain(t)).detach() for t in range(cfg.iterations)])
-            loss = (residuals * weights / weights.mean()).mean()
-        else:
-            loss = residuals.mean()
-        if cfg.msssim_weight:
-            steps, n = outputs.shape[:2]
-            quality = msssim_tensor((outputs.float().flatten(0, 1) + 0.5).clamp(0, 1),
-                                    (x + 0.5).expand(steps, -1, -1, -1, -1).flatten(0, 1))
-            loss = loss + cfg.msssim_weight * (1 - quality).mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            outputs, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
+        distortion = iteration_losses(model, x, outputs.float(), cfg)
+        loss = distortion.mean()
+        if rate is not None:
+            bits_per_bit = rate(codes)
+            loss = loss + cfg.rate_weight * (rate_prices(distortion.detach()) * bits_per_bit).mean()
+            rate.update(codes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -310,6 +350,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             # threads with the wall time: CPU-hours are wall hours x threads (runs change threads)
             entry = {"step": step, "loss": loss.item(), "wall_time": wall_time, "lr": scheduler.get_last_lr()[0],
                      "threads": torch.get_num_threads() if device.type == "cpu" else 0}
+            if rate is not None:
+                entry["bits_per_bit"] = bits_per_bit.tolist()  # the last batch's, per iteration
             if eval_crops and (step % cfg.eval_every == 0 or step == cfg.steps):
                 entry["msssim"] = evaluate(model, eval_crops, cfg.iterations)
                 score = float(np.mean(entry["msssim"]))

@@ -1,0 +1,115 @@
+"""The context coder's code length as a differentiable training term.
+
+    rate = ContextRate.from_weights("weights/default.safetensors")
+    bits_per_bit = rate(codes)      # (T,): mean code length per bit of each iteration
+    rate.update(codes)              # count this batch into the tables
+
+The codes of this codec are not free to be anything: a bit costs -log2 P(bit | context)
+under the context coder (`rgbatch.entropy`), which looks up P from K already-coded bits
+chosen per (iteration, checkerboard colour, channel). This module computes that code
+length in torch, with the coder's own features, so that training can trade distortion
+for predictable codes (Toderici et al. 2017 and Johnston et al. 2018 trained their
+entropy models after the codec; putting the rate in the loss is the step that makes the
+codes themselves cheaper, as in the rate-distortion training of Ballé et al. 2017).
+
+The gradient reaches each coded bit through the binarizer's straight-through estimate:
+d length / d bit = log2((1 - p) / p) / 2 pushes a bit towards the value its context
+predicts. The context bits themselves get no gradient (they index a table).
+
+The probabilities follow the codes as training changes them: counts from every batch,
+decayed exponentially, smoothed towards the tables the run started from. They are part of
+the training checkpoint; the shipped tables are refitted afterwards by `rgbatch
+fit-entropy`, which also re-selects the context features for the new codes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .entropy import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS
+
+MIN_PROBABILITY = 2.0 ** -10  # keeps the gradient log2((1-p)/p) within +-10 bits
+
+
+class ContextRate:
+    """Code length of +-1 codes (T, N, bits, h, w) under counted context tables."""
+
+    def __init__(self, features: torch.Tensor, probabilities: torch.Tensor, decay: float = 0.998,
+                 prior: float = 4.0):
+        self.features = torch.as_tensor(features).long()  # (T, 2, bits, K, 4): dt, channel, dy, dx
+        self.initial = torch.as_tensor(probabilities).double() / 2 ** PROBABILITY_BITS  # (T, 2, bits, 2**K)
+        self.decay, self.prior = decay, prior
+        self.ones = torch.zeros_like(self.initial)  # decayed counts of 1 bits per table entry
+        self.seen = torch.zeros_like(self.initial)  # decayed counts of all bits
+
+    @classmethod
+    def from_weights(cls, path=None, **kwargs) -> "ContextRate":
+        from .weights import load_weights
+
+        _, _, extra, _ = load_weights(path)
+        if CONTEXT_FEATURES not in extra:
+            raise ValueError(f"{path or 'the default weights'} carry no context model to start the rate term "
+                             f"from; add one with `rgbatch fit-entropy`")
+        return cls(extra[CONTEXT_FEATURES], extra[CONTEXT_PROBABILITIES], **kwargs)
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """P(bit = 1) per table entry: the counts, pulled towards the starting tables."""
+        p = (self.ones + self.prior * self.initial) / (self.seen + self.prior)
+        return p.clamp(MIN_PROBABILITY, 1 - MIN_PROBABILITY)
+
+    def _table_index(self, bits01: torch.Tensor) -> torch.Tensor:
+        """Flat table index of every bit, (T, bits, h, w, N), from 0/1 codes (T, N, bits, h, w).
+
+        Positions outside the patch read 0, as the coder's gutters around a tile do, and
+        iterations before the first read 0 too. Colour = (row + column) parity."""
+        iterations, n, bits, h, w = bits01.shape
+        if iterations > self.features.shape[0] or bits != self.features.shape[2]:
+            raise ValueError(f"the context tables cover {self.features.shape[0]} iterations of "
+                             f"{self.features.shape[2]} bits, not {iterations} of {bits}")
+        padded = F.pad(bits01, (1, 1, 1, 1))
+        padded = torch.cat([padded.new_zeros(MAX_LOOKBACK, *padded.shape[1:]), padded])
+        padded = padded.permute(0, 2, 3, 4, 1)  # (T + lookback, bits, h + 2, w + 2, N)
+        dt, channel, dy, dx = self.features[:iterations].unbind(-1)  # each (T, 2, bits, K)
+        source = torch.arange(iterations)[:, None, None, None] + MAX_LOOKBACK - dt
+        rows = (1 + dy)[..., None, None] + torch.arange(h)[:, None]  # (T, 2, bits, K, h, 1)
+        cols = (1 + dx)[..., None, None] + torch.arange(w)  # (T, 2, bits, K, 1, w)
+        values = padded[source[..., None, None], channel[..., None, None], rows, cols]  # (T, 2, bits, K, h, w, N)
+        k = values.shape[3]
+        weights = (2 ** torch.arange(k - 1, -1, -1)).view(1, 1, 1, k, 1, 1, 1)
+        context = (values.long() * weights).sum(3)  # (T, 2, bits, h, w, N)
+        colour = ((torch.arange(h)[:, None] + torch.arange(w)) % 2).view(1, 1, 1, h, w, 1)
+        context = torch.where(colour.bool(), context[:, 1:2], context[:, 0:1]).squeeze(1)  # (T, bits, h, w, N)
+        table = (torch.arange(iterations)[:, None, None, None, None] * 2 + colour.squeeze(1)) * bits \
+            + torch.arange(bits)[None, :, None, None, None]
+        return table * 2 ** k + context
+
+    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+        """Mean code length in bits per bit of each iteration, (T,), differentiable in `codes`."""
+        bits01 = (codes.float() + 1) / 2
+        index = self._table_index(bits01.detach().round().cpu())
+        p = self.probabilities.flatten()[index].to(codes.device, torch.float32)
+        bit = bits01.permute(0, 2, 3, 4, 1)  # the layout of `index`
+        length = -(bit * torch.log2(p) + (1 - bit) * torch.log2(1 - p))
+        return length.flatten(1).mean(1)
+
+    @torch.no_grad()
+    def update(self, codes: torch.Tensor):
+        """Decay the counts and add the bits of `codes`."""
+        bits01 = ((codes.float() + 1) / 2).round().cpu()
+        index = self._table_index(bits01).flatten()
+        size = self.seen.numel()
+        self.seen.mul_(self.decay).add_(torch.bincount(index, minlength=size).view_as(self.seen))
+        ones = torch.bincount(index, weights=bits01.permute(0, 2, 3, 4, 1).flatten().double(), minlength=size)
+        self.ones.mul_(self.decay).add_(ones.view_as(self.ones))
+
+    def state_dict(self) -> dict:
+        return {"features": self.features, "initial": self.initial, "ones": self.ones, "seen": self.seen,
+                "decay": self.decay, "prior": self.prior}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "ContextRate":
+        rate = cls(state["features"], torch.zeros_like(state["initial"]), state["decay"], state["prior"])
+        rate.initial, rate.ones, rate.seen = state["initial"], state["ones"], state["seen"]
+        return rate
