@@ -27,12 +27,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The shipped model's run: resume it in the background from the committed training state.
+# The shipped model's run: resume it in the background from the committed training state
+# (since step 26700 with the context coder's code length in the loss: docs/TRAINING.md).
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
 TRAIN_THREADS ?= 1
 TRAIN_ARGS := ../shared/data/train --out runs/main.pt --width 0.25 --patch 64 --batch-size 16 \
 	--iterations 16 --steps 60000 --checkpoint-every 100 --snapshot-every 500 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS) \
-	--loss-weighting gain --msssim-weight 0.5
+	--loss-weighting gain --msssim-weight 0.5 --rate-weight 1
 train: setup
 	mkdir -p runs
 	[ -f runs/main.pt ] || cp weights/train-state.pt runs/main.pt
