@@ -22,7 +22,7 @@ from . import bitstream
 from .bitstream import BitstreamError
 from .entropy import EntropyError, get_coder
 from .metrics import msssim_many, msssim_tensor, psnr
-from .model import BLOCK, ResidualGRUCodec
+from .model import BLOCK, ResidualGRUCodec, l1_loss
 from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, tile_grid
 from .weights import load_weights, trained_iterations
 
@@ -77,7 +77,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def search_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Per image, what the shipped model was trained to lower: L1 + 0.5 (1 - MS-SSIM)."""
     quality = msssim_tensor(x + 0.5, (x_hat + 0.5).clamp(0, 1))
-    return (x - x_hat).abs().flatten(1).mean(1) + 0.5 * (1 - quality)
+    return l1_loss(x, x_hat) + 0.5 * (1 - quality)
 
 
 def _to_uint8_batch(x: torch.Tensor) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The context coder's code length as a differentiable training term.
 
     rate = ContextRate.from_weights("weights/default.safetensors")
-    bits_per_bit = rate(codes)      # (T,): mean code length per bit of each iteration
-    rate.update(codes)              # count this batch into the tables
+    bits_per_bit = rate(codes)              # (T,): mean code length per bit of each iteration
+    rate.update(codes)                      # count this batch into the tables
+    bits_per_bit = rate(codes, count=True)  # both, the contexts found once (training)
 
 The codes of this codec are not free to be anything: a bit costs -log2 P(bit | context)
 under the context coder (`rgbatch.entropy`), which looks up P from K already-coded bits
@@ -85,23 +86,30 @@ class ContextRate:
             + torch.arange(bits)[None, :, None, None, None]
         return table * 2 ** k + context
 
-    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
-        """Mean code length in bits per bit of each iteration, (T,), differentiable in `codes`."""
+    def __call__(self, codes: torch.Tensor, count: bool = False) -> torch.Tensor:
+        """Mean code length in bits per bit of each iteration, (T,), differentiable in `codes`,
+        under the tables as they are; with `count`, then also `update` them with these codes."""
         bits01 = (codes.float() + 1) / 2
         index = self._table_index(bits01.detach().round().cpu())
         p = self.probabilities.flatten()[index].to(codes.device, torch.float32)
         bit = bits01.permute(0, 2, 3, 4, 1)  # the layout of `index`
         length = -(bit * torch.log2(p) + (1 - bit) * torch.log2(1 - p))
+        if count:
+            self._count(index, bit.detach().round().cpu())
         return length.flatten(1).mean(1)
 
     @torch.no_grad()
     def update(self, codes: torch.Tensor):
         """Decay the counts and add the bits of `codes`."""
         bits01 = ((codes.float() + 1) / 2).round().cpu()
-        index = self._table_index(bits01).flatten()
+        self._count(self._table_index(bits01), bits01.permute(0, 2, 3, 4, 1))
+
+    @torch.no_grad()
+    def _count(self, index: torch.Tensor, bits01: torch.Tensor):
+        """Decay the counts and add 0/1 bits at their table indices (both in `_table_index`'s layout)."""
         size = self.seen.numel()
-        self.seen.mul_(self.decay).add_(torch.bincount(index, minlength=size).view_as(self.seen))
-        ones = torch.bincount(index, weights=bits01.permute(0, 2, 3, 4, 1).flatten().double(), minlength=size)
+        self.seen.mul_(self.decay).add_(torch.bincount(index.flatten(), minlength=size).view_as(self.seen))
+        ones = torch.bincount(index.flatten(), weights=bits01.flatten().double(), minlength=size)
         self.ones.mul_(self.decay).add_(ones.view_as(self.ones))
 
     def state_dict(self) -> dict:

@@ -330,9 +330,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         distortion = iteration_losses(model, x, outputs.float(), cfg)
         loss = distortion.mean()
         if rate is not None:
-            bits_per_bit = rate(codes)
+            bits_per_bit = rate(codes, count=True)  # priced with the tables before this batch
             loss = loss + cfg.rate_weight * (rate_prices(distortion.detach()) * bits_per_bit).mean()
-            rate.update(codes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

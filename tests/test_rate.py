@@ -110,3 +110,12 @@ def test_training_with_the_rate_term_records_it_and_resumes_exactly(tmp_path):
     plain = train(TrainConfig(**{**vars(config(tmp_path / "c.pt", 1)), "rate_weight": 0.0}), log=lambda *_: None)
     assert plain["rate"] is None and "bits_per_bit" not in plain["history"][0]
     assert all(0 < b <= 10 for h in straight["history"] for b in h["bits_per_bit"])  # clipped at 2**-10
+
+
+def test_counting_in_the_same_call_equals_measuring_then_updating(tables, tile):
+    codes = as_codes(tile)
+    apart, together = ContextRate(*tables.values()), ContextRate(*tables.values())
+    expected = apart(codes)
+    apart.update(codes)
+    torch.testing.assert_close(together(codes, count=True), expected, rtol=0, atol=0)
+    assert torch.equal(together.ones, apart.ones) and torch.equal(together.seen, apart.seen)
