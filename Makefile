@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-kit clean
+.PHONY: setup demo test bench train gpu-kit gpu-train clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,9 @@ test: setup
 # (since step 26700 with the context coder's code length in the loss: docs/TRAINING.md).
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
 TRAIN_THREADS ?= 1
-TRAIN_ARGS := ../shared/data/train --out runs/main.pt --width 0.25 --patch 64 --batch-size 16 \
-	--iterations 16 --steps 60000 --checkpoint-every 100 --snapshot-every 500 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS) \
-	--loss-weighting gain --msssim-weight 0.5 --rate-weight 1
+RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight 1
+TRAIN_ARGS := ../shared/data/train --out runs/main.pt $(RECIPE) --patch 64 --batch-size 16 \
+	--checkpoint-every 100 --snapshot-every 500 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS)
 train: setup
 	mkdir -p runs
 	[ -f runs/main.pt ] || cp weights/train-state.pt runs/main.pt
@@ -43,10 +43,26 @@ train: setup
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
 # for the device tool's carry: a packed training set, and wheels of the two packages its image lacks
 gpu-kit: setup
-	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-crops.npy --crop 128 --per-image 1
+	rm -rf .pack/train-jpeg
+	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 224 --per-image 1 --jpeg-quality 95
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
+
+# On the lent GPU machine (its own python3 holds torch; carry .pack and .whl): the same run,
+# resumed from the committed training state, 16x the pixels a step (64 patches of 128 px),
+# for GPU_SECONDS; the checkpoint and the fp16 weights (last, and the mean of the last
+# snapshots) are left in runs/ for the caller to bring back (docs/TRAINING.md, "On a GPU").
+GPU_SECONDS ?= 480
+gpu-train:
+	python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+	mkdir -p runs
+	[ -f runs/gpu.pt ] || cp weights/train-state.pt runs/gpu.pt
+	PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m rgbatch.cli train .pack/train-jpeg --out runs/gpu.pt \
+		--resume $(RECIPE) --patch 128 --batch-size 64 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
+	PYTHONPATH=/tmp/site:. python3 -m rgbatch.cli export runs/gpu.pt --out runs/gpu-last.safetensors
+	PYTHONPATH=/tmp/site:. python3 -m rgbatch.cli export runs/gpu.pt --out runs/gpu-mean.safetensors \
+		$$(ls runs/gpu.step*.pt | sort -V | tail -3 | sed 's/^/--average /')
 
 bench: setup
 	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench

@@ -92,6 +92,8 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(500),
+    time_limit: float = typer.Option(0.0, help="Stop at a checkpoint after this many seconds of training "
+                                          "(0: run to --steps)."),
     snapshot_every: int = typer.Option(0, help="Also keep the model every N steps (<out>.step<N>.pt) for "
                                                "`rgbatch export --average`; 0: never."),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder to evaluate on (e.g. Kodak)."),
@@ -110,7 +112,7 @@ def train(
             msssim_weight=msssim_weight, stop_fraction=stop_fraction, precision=precision, rate_weight=rate_weight,
             rate_tables=str(rate_tables) if rate_tables else None,
             threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
-            snapshot_every=snapshot_every,
+            time_limit=time_limit, snapshot_every=snapshot_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,
             codec=dict(width=width, reconstruction=reconstruction, max_iterations=max_iterations))
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -517,13 +519,17 @@ def pack_training_set(
     out_path: Path = typer.Option(Path(".pack/train-crops.npy"), "--out", help="The .npy file to write."),
     crop: int = typer.Option(128, help="Crop size in pixels."),
     per_image: int = typer.Option(1, help="Random crops per image."),
+    jpeg_quality: int = typer.Option(0, help="0: one uint8 .npy array; else a folder --out of JPEG crops "
+                                             "at this quality (4:4:4), a fifth the size at 95."),
 ):
-    """Pack random crops of a training folder into one uint8 .npy array (to carry to a GPU machine)."""
+    """Pack random crops of a training folder (to carry to a GPU machine): a .npy array, or a
+    folder of JPEG crops. Either is a training source for `rgbatch train`."""
     from .train import pack_crops
 
     with user_errors():
-        shape = pack_crops(data_dir, out_path, crop, per_image)
-    out.print(f"wrote {out_path}: {shape[0]} crops of {shape[1]}x{shape[2]}, {out_path.stat().st_size / 2**20:.1f} MiB")
+        shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality)
+    size = sum(p.stat().st_size for p in out_path.rglob("*")) if out_path.is_dir() else out_path.stat().st_size
+    out.print(f"wrote {out_path}: {shape[0]} crops of {shape[1]}x{shape[2]}, {size / 2**20:.1f} MiB")
 
 
 @app.command("export")

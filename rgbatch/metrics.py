@@ -48,8 +48,8 @@ class Reference:
     """
 
     def __init__(self, x: torch.Tensor, scales: int):
-        self.window = _fspecial_gauss_1d(WINDOW, SIGMA).repeat([x.shape[1], 1, 1, 1]).to(x.dtype)
-        weights = torch.tensor(MSSSIM_WEIGHTS[:scales], dtype=x.dtype)
+        self.window = _fspecial_gauss_1d(WINDOW, SIGMA).repeat([x.shape[1], 1, 1, 1]).to(x.device, x.dtype)
+        weights = torch.tensor(MSSSIM_WEIGHTS[:scales], dtype=x.dtype, device=x.device)
         self.weights = weights if scales == len(MSSSIM_WEIGHTS) else weights / weights.sum()
         self.levels = []  # (image, mean map, variance map) per scale
         for level in range(scales):

@@ -25,6 +25,8 @@ fit-entropy`, which also re-selects the context features for the new codes.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -46,13 +48,14 @@ class ContextRate:
 
     @classmethod
     def from_weights(cls, path=None, **kwargs) -> "ContextRate":
-        from .weights import load_weights
+        from .weights import read_weight_file
 
-        _, _, extra, _ = load_weights(path)
-        if CONTEXT_FEATURES not in extra:
+        # the tables only: building the model would also draw from torch's random generator
+        _, _, tensors, _ = read_weight_file(path)
+        if CONTEXT_FEATURES not in tensors:
             raise ValueError(f"{path or 'the default weights'} carry no context model to start the rate term "
                              f"from; add one with `rgbatch fit-entropy`")
-        return cls(extra[CONTEXT_FEATURES], extra[CONTEXT_PROBABILITIES], **kwargs)
+        return cls(tensors[CONTEXT_FEATURES], tensors[CONTEXT_PROBABILITIES], **kwargs)
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -72,36 +75,37 @@ class ContextRate:
         padded = F.pad(bits01, (1, 1, 1, 1))
         padded = torch.cat([padded.new_zeros(MAX_LOOKBACK, *padded.shape[1:]), padded])
         padded = padded.permute(0, 2, 3, 4, 1)  # (T + lookback, bits, h + 2, w + 2, N)
-        dt, channel, dy, dx = self.features[:iterations].unbind(-1)  # each (T, 2, bits, K)
-        source = torch.arange(iterations)[:, None, None, None] + MAX_LOOKBACK - dt
-        rows = (1 + dy)[..., None, None] + torch.arange(h)[:, None]  # (T, 2, bits, K, h, 1)
-        cols = (1 + dx)[..., None, None] + torch.arange(w)  # (T, 2, bits, K, 1, w)
+        arange = partial(torch.arange, device=bits01.device)
+        dt, channel, dy, dx = self.features[:iterations].to(bits01.device).unbind(-1)  # each (T, 2, bits, K)
+        source = arange(iterations)[:, None, None, None] + MAX_LOOKBACK - dt
+        rows = (1 + dy)[..., None, None] + arange(h)[:, None]  # (T, 2, bits, K, h, 1)
+        cols = (1 + dx)[..., None, None] + arange(w)  # (T, 2, bits, K, 1, w)
         values = padded[source[..., None, None], channel[..., None, None], rows, cols]  # (T, 2, bits, K, h, w, N)
         k = values.shape[3]
-        weights = (2 ** torch.arange(k - 1, -1, -1)).view(1, 1, 1, k, 1, 1, 1)
+        weights = (2 ** arange(k - 1, -1, -1)).view(1, 1, 1, k, 1, 1, 1)
         context = (values.long() * weights).sum(3)  # (T, 2, bits, h, w, N)
-        colour = ((torch.arange(h)[:, None] + torch.arange(w)) % 2).view(1, 1, 1, h, w, 1)
+        colour = ((arange(h)[:, None] + arange(w)) % 2).view(1, 1, 1, h, w, 1)
         context = torch.where(colour.bool(), context[:, 1:2], context[:, 0:1]).squeeze(1)  # (T, bits, h, w, N)
-        table = (torch.arange(iterations)[:, None, None, None, None] * 2 + colour.squeeze(1)) * bits \
-            + torch.arange(bits)[None, :, None, None, None]
+        table = (arange(iterations)[:, None, None, None, None] * 2 + colour.squeeze(1)) * bits \
+            + arange(bits)[None, :, None, None, None]
         return table * 2 ** k + context
 
     def __call__(self, codes: torch.Tensor, count: bool = False) -> torch.Tensor:
         """Mean code length in bits per bit of each iteration, (T,), differentiable in `codes`,
         under the tables as they are; with `count`, then also `update` them with these codes."""
         bits01 = (codes.float() + 1) / 2
-        index = self._table_index(bits01.detach().round().cpu())
+        index = self._table_index(bits01.detach().round().to(self.seen.device))
         p = self.probabilities.flatten()[index].to(codes.device, torch.float32)
         bit = bits01.permute(0, 2, 3, 4, 1)  # the layout of `index`
         length = -(bit * torch.log2(p) + (1 - bit) * torch.log2(1 - p))
         if count:
-            self._count(index, bit.detach().round().cpu())
+            self._count(index, bit.detach().round().to(self.seen.device))
         return length.flatten(1).mean(1)
 
     @torch.no_grad()
     def update(self, codes: torch.Tensor):
         """Decay the counts and add the bits of `codes`."""
-        bits01 = ((codes.float() + 1) / 2).round().cpu()
+        bits01 = ((codes.float() + 1) / 2).round().to(self.seen.device)
         self._count(self._table_index(bits01), bits01.permute(0, 2, 3, 4, 1))
 
     @torch.no_grad()
@@ -111,6 +115,13 @@ class ContextRate:
         self.seen.mul_(self.decay).add_(torch.bincount(index.flatten(), minlength=size).view_as(self.seen))
         ones = torch.bincount(index.flatten(), weights=bits01.flatten().double(), minlength=size)
         self.ones.mul_(self.decay).add_(ones.view_as(self.ones))
+
+    def to(self, device) -> "ContextRate":
+        """Keep the tables and counts on `device` (the training device: the contexts of a
+        GPU batch are then gathered and counted there)."""
+        self.features, self.initial, self.ones, self.seen = (
+            t.to(device) for t in (self.features, self.initial, self.ones, self.seen))
+        return self
 
     def state_dict(self) -> dict:
         return {"features": self.features, "initial": self.initial, "ones": self.ones, "seen": self.seen,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
@@ -61,6 +62,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     checkpoint_every: int = 500
+    # stop at a checkpoint once this process has trained this many seconds (0: run to `steps`):
+    # a lent GPU machine or a session ends at a known time, and a killed run loses its last steps
+    time_limit: float = 0.0
     # also keep the model every this many steps (`<out>.step<N>.pt`, model and history only):
     # `rgbatch export --average` ships the mean of the last few (measured better than the last)
     snapshot_every: int = 0
@@ -91,9 +95,14 @@ def load_training_images(source, log=print) -> list[np.ndarray]:
     return images
 
 
-def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0) -> tuple[int, ...]:
-    """Random crops of a folder's images as one uint8 array (N, crop, crop, 3) in a .npy file:
-    a compact training set to carry to a GPU machine. Returns its shape."""
+def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
+               jpeg_quality: int = 0) -> tuple[int, ...]:
+    """Random crops of a folder's images: a compact training set to carry to a GPU machine.
+
+    With jpeg_quality 0, one uint8 array (N, crop, crop, 3) in the .npy file `out`; else a
+    folder `out` of JPEG files at that quality, without chroma subsampling (at 95 about a
+    fifth of the array's size: a call to a lent machine carries 64 MiB in all).
+    Both are training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
     rng = np.random.default_rng(seed)
     crops = []
     for image in load_training_images(folder):
@@ -105,10 +114,16 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0) 
             crops.append(image[y:y + crop, x:x + crop])
     if not crops:
         raise TrainingError(f"no image of at least {crop}x{crop} in {folder}")
-    pack = np.stack(crops)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, pack)
-    return pack.shape
+    out = Path(out)
+    if not jpeg_quality:
+        pack = np.stack(crops)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, pack)
+        return pack.shape
+    out.mkdir(parents=True, exist_ok=True)
+    for i, crop_pixels in enumerate(crops):
+        Image.fromarray(crop_pixels).save(out / f"{i:05d}.jpg", quality=jpeg_quality, subsampling=0)
+    return (len(crops), crop, crop, 3)
 
 
 class PatchSampler:
@@ -279,6 +294,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     bf16 = resolve_precision(cfg.precision, device) == "bf16"
     layout = torch.channels_last if bf16 else torch.contiguous_format
     model = ResidualGRUCodec(codec_cfg).to(device, memory_format=layout)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the shapes repeat every step
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step, wall_time, history, best = 0, 0.0, [], -1.0
@@ -307,6 +324,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if cfg.rate_weight and rate is None:
         rate = ContextRate.from_weights(cfg.rate_tables)
         log(f"rate term (weight {cfg.rate_weight}) from the context tables of {cfg.rate_tables or 'the shipped model'}")
+    if rate is not None:
+        rate.to(device)
     sampler = PatchSampler(cfg.data_dir, cfg.patch, np_rng, log)
     eval_crops = load_eval_set(cfg.eval_dir, cfg.eval_images, cfg.eval_crop) if cfg.eval_dir else None
     log(f"{len(sampler.images)} training images; model width {codec_cfg.width}, "
@@ -320,7 +339,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
                 "rate": rate.state_dict() if rate else None}
 
     model.train()
-    started = time.perf_counter()
+    started = process_start = time.perf_counter()
     session_start_step = step
     while step < cfg.steps:
         x = sampler.batch(cfg.batch_size, cfg.hard_fraction).to(device, memory_format=layout)
@@ -342,7 +361,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         if progress:
             progress(step, loss.item(), (step - session_start_step) / max(elapsed, 1e-9))
 
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        out_of_time = cfg.time_limit and time.perf_counter() - process_start >= cfg.time_limit
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+            speed = (step - session_start_step) / max(elapsed, 1e-9)
             wall_time += elapsed
             started = time.perf_counter()
             session_start_step = step
@@ -364,7 +385,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             if cfg.snapshot_every and step % cfg.snapshot_every == 0:
                 snapshot = {k: v for k, v in state_dict().items() if k not in ("optimizer", "scheduler", "rng")}
                 save_checkpoint(snapshot_path(checkpoint_path, step), snapshot)
-            log(f"step {step}: loss {entry['loss']:.5f}, {wall_time / 3600:.2f} h, checkpoint written")
+            log(f"step {step}: loss {entry['loss']:.5f}, {wall_time / 3600:.2f} h, {speed:.2f} steps/s, checkpoint written")
+            if out_of_time:
+                log(f"stopped at step {step}: --time-limit {cfg.time_limit:g} s reached")
+                break
     return state_dict()
 
 

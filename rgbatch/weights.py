@@ -71,8 +71,9 @@ def trained_iterations(config: CodecConfig, info: dict) -> int:
     return min(int(info.get("iterations_trained") or config.max_iterations), config.max_iterations)
 
 
-def load_weights(path=None) -> tuple[ResidualGRUCodec, str, dict[str, torch.Tensor], dict]:
-    """(model in eval mode with fp32 weights, model id, extra tensors, info) from a weight file."""
+def read_weight_file(path=None) -> tuple[CodecConfig, str, dict[str, torch.Tensor], dict]:
+    """(config, model id, every stored tensor, info) from a checked weight file, without
+    building the model (what needs only its extra tensors, such as the context tables)."""
     path = Path(path or DEFAULT_WEIGHTS)
     if not path.is_file():
         raise WeightsError(f"no weight file at {path}")
@@ -88,11 +89,17 @@ def load_weights(path=None) -> tuple[ResidualGRUCodec, str, dict[str, torch.Tens
     mid = model_id(config, tensors)
     if metadata.get("model_id") not in (None, mid):
         raise WeightsError(f"{path} is damaged: its tensors hash to {mid}, not {metadata['model_id']}")
+    return config, mid, tensors, json.loads(metadata.get("info", "{}"))
+
+
+def load_weights(path=None) -> tuple[ResidualGRUCodec, str, dict[str, torch.Tensor], dict]:
+    """(model in eval mode with fp32 weights, model id, extra tensors, info) from a weight file."""
+    config, mid, tensors, info = read_weight_file(path)
     model = ResidualGRUCodec(config)
     own = set(model.state_dict())
     try:
         model.load_state_dict({k: v.float() for k, v in tensors.items() if k in own})
     except RuntimeError as e:
-        raise WeightsError(f"{path} does not fit its own config: {e}") from None
+        raise WeightsError(f"{path or DEFAULT_WEIGHTS} does not fit its own config: {e}") from None
     extra = {k: v for k, v in tensors.items() if k not in own}
-    return model.eval(), mid, extra, json.loads(metadata.get("info", "{}"))
+    return model.eval(), mid, extra, info

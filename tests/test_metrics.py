@@ -64,3 +64,9 @@ def test_large_images_measured_channel_by_channel_give_the_same_value(rng, monke
     # float32 noise only: variances as E[x^2] - E[x]^2 of a few pixels lose digits (1.1e-5 seen
     # on an 8x9 image with one thread), an order below verify's tolerance of 1e-3
     assert msssim_many(a, others) == pytest.approx(together, abs=5e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent machine)")
+def test_the_training_loss_runs_on_the_gpu(rng):
+    x, y = (torch.from_numpy(rng.random((2, 3, 64, 64), dtype=np.float32)) for _ in range(2))
+    torch.testing.assert_close(msssim_tensor(x.cuda(), y.cuda()).cpu(), msssim_tensor(x, y), rtol=1e-4, atol=1e-5)

@@ -119,3 +119,28 @@ def test_counting_in_the_same_call_equals_measuring_then_updating(tables, tile):
     apart.update(codes)
     torch.testing.assert_close(together(codes, count=True), expected, rtol=0, atol=0)
     assert torch.equal(together.ones, apart.ones) and torch.equal(together.seen, apart.seen)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent machine)")
+def test_a_gpu_rate_term_equals_the_cpu_one(tables, tile):
+    """Training on a GPU keeps the tables and counts there (`ContextRate.to`)."""
+    on_cpu, on_gpu = ContextRate(*tables.values()), ContextRate(*tables.values()).to("cuda")
+    codes = as_codes(tile)
+    expected = on_cpu(codes, count=True)
+    found = on_gpu(codes.cuda(), count=True)
+    assert found.device.type == "cuda"
+    torch.testing.assert_close(found.cpu(), expected)
+    torch.testing.assert_close(on_gpu.probabilities.cpu(), on_cpu.probabilities)
+
+
+def test_tables_are_read_without_building_a_model(tmp_path, tables):
+    path = tmp_path / "tables.safetensors"
+    save_weights(path, ResidualGRUCodec(CodecConfig(width=0.125, max_iterations=ITERATIONS, bits=BITS)), extra=tables)
+    torch.manual_seed(0)
+    rate = ContextRate.from_weights(path)
+    # a run with the rate term draws the same batches and bits as one without
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
+    torch.testing.assert_close(rate.initial, ContextRate(*tables.values()).initial)
+    with pytest.raises(ValueError, match="no context model"):
+        save_weights(tmp_path / "bare.safetensors", ResidualGRUCodec(CodecConfig(width=0.125)))
+        ContextRate.from_weights(tmp_path / "bare.safetensors")

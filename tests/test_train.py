@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,6 +100,30 @@ def test_a_packed_training_set_trains_and_a_checkpoint_exports(tmp_path):
     mid = export_weights(cfg.out, tmp_path / "w.safetensors")
     model, loaded_id, _, info = load_weights(tmp_path / "w.safetensors")
     assert loaded_id == mid and info["steps"] == 2 and model.cfg.width == 0.125
+
+
+def test_a_jpeg_pack_is_a_folder_of_crops_that_trains(tmp_path):
+    pack = tmp_path / "crops"
+    assert pack_crops(DATA, pack, crop=64, per_image=2, jpeg_quality=95) == (4, 64, 64, 3)
+    crops = sorted(pack.glob("*.jpg"))
+    assert len(crops) == 4 and sum(p.stat().st_size for p in crops) < 4 * 64 * 64 * 3
+    array = tmp_path / "crops.npy"
+    pack_crops(DATA, array, crop=64, per_image=2)  # the same seed draws the same crops
+    images = PatchSampler(pack, 64, np.random.default_rng(0)).images
+    assert np.abs(images[0].astype(int) - np.load(array)[0]).mean() < 3  # JPEG at 95, 4:4:4
+    state = train(config(tmp_path, data_dir=str(pack), steps=2), log=lambda *_: None)
+    assert state["step"] == 2
+
+
+def test_a_time_limit_stops_the_run_at_a_checkpoint(tmp_path):
+    cfg = config(tmp_path, steps=100, checkpoint_every=50, time_limit=1e-9)
+    lines = []
+    state = train(cfg, log=lines.append)
+    assert state["step"] == 1 and state["history"][-1]["step"] == 1
+    assert torch.load(cfg.out, weights_only=False)["step"] == 1
+    assert any("--time-limit" in line for line in lines)
+    resumed = train(config(tmp_path, steps=3, checkpoint_every=50), resume=True, log=lambda *_: None)
+    assert resumed["step"] == 3
 
 
 def test_snapshots_are_kept_and_export_can_average_them(tmp_path):
