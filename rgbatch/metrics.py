@@ -45,9 +45,14 @@ class Reference:
     recompute the reference's half of the work (its pyramid, its mean and variance maps) for
     each. The arithmetic is pytorch-msssim's `ms_ssim` (tested equal), with its window and
     weights; with fewer than five scales the weights of those scales are renormalised.
+
+    Everything is filtered in the channels-last layout, where the library's Gaussian filter
+    (a grouped convolution) runs 5-6x faster on the CPU than in the default layout; a
+    training step (16 reconstructions of 16 patches) spent most of its MS-SSIM time there.
     """
 
     def __init__(self, x: torch.Tensor, scales: int):
+        x = _channels_last(x)
         self.window = _fspecial_gauss_1d(WINDOW, SIGMA).repeat([x.shape[1], 1, 1, 1]).to(x.device, x.dtype)
         weights = torch.tensor(MSSSIM_WEIGHTS[:scales], dtype=x.dtype, device=x.device)
         self.weights = weights if scales == len(MSSSIM_WEIGHTS) else weights / weights.sum()
@@ -56,23 +61,38 @@ class Reference:
             mean = gaussian_filter(x, self.window)
             self.levels.append((x, mean, gaussian_filter(x * x, self.window) - mean.pow(2)))
             if level < scales - 1:
-                x = _halve(x)
+                x = _channels_last(_halve(x))
 
     def msssim(self, y: torch.Tensor) -> torch.Tensor:
-        """Per image of y (N,C,H,W in [0,1], the reference's shape): differentiable."""
+        """Per image of y (N,C,H,W in [0,1], the reference's shape), differentiable. y may also
+        hold k reconstructions of every reference image, (k*N, C, H, W) as k batches in a row
+        (training: one batch per iteration); the reference's statistics serve them all."""
+        n = self.levels[0][0].shape[0]
+        k = y.shape[0] // n
+
+        def against_reference(t):  # (k*N, ...) -> (k, N, ...): broadcasts with the reference's maps
+            return t.view(k, n, *t.shape[1:])
+
         factors = []
+        y = _channels_last(y)
         for level, (x, mean_x, var_x) in enumerate(self.levels):
-            mean_y = gaussian_filter(y, self.window)
-            var_y = gaussian_filter(y * y, self.window) - mean_y.pow(2)
-            covariance = gaussian_filter(x * y, self.window) - mean_x * mean_y
+            mean_y = against_reference(gaussian_filter(y, self.window))
+            second = gaussian_filter(_channels_last((against_reference(y) * x).flatten(0, 1)), self.window)
+            var_y = against_reference(gaussian_filter(y * y, self.window)) - mean_y.pow(2)
+            covariance = against_reference(second) - mean_x * mean_y
             contrast_structure = (2 * covariance + C2) / (var_x + var_y + C2)
             if level < len(self.levels) - 1:
-                factors.append(torch.relu(contrast_structure.flatten(2).mean(-1)))
-                y = _halve(y)
+                factors.append(torch.relu(contrast_structure.flatten(3).mean(-1)))
+                y = _channels_last(_halve(y))
             else:
                 luminance = (2 * mean_x * mean_y + C1) / (mean_x.pow(2) + mean_y.pow(2) + C1)
-                factors.append(torch.relu((luminance * contrast_structure).flatten(2).mean(-1)))
-        return torch.prod(torch.stack(factors) ** self.weights.view(-1, 1, 1), dim=0).mean(1)
+                factors.append(torch.relu((luminance * contrast_structure).flatten(3).mean(-1)))
+        quality = torch.prod(torch.stack(factors) ** self.weights.view(-1, 1, 1, 1), dim=0).mean(-1)
+        return quality.flatten()
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _halve(x: torch.Tensor) -> torch.Tensor:
@@ -108,11 +128,13 @@ def msssim_many(reference: np.ndarray, images: np.ndarray) -> list[float]:
 
 
 def msssim_tensor(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """MS-SSIM per image of two float (N,3,H,W) batches in [0,1], differentiable (training loss)."""
+    """MS-SSIM per image of two float (N,3,H,W) batches in [0,1], differentiable (training loss).
+    y may hold k reconstructions of each image of x, (k*N, 3, H, W) as k batches in a row."""
     side = min(x.shape[-2:])
     scales = _scales(side)
     if scales >= 2:
         return Reference(x, scales).msssim(y)
+    x = x.repeat(y.shape[0] // x.shape[0], 1, 1, 1)
     if side == 1:  # the library drops size-1 dimensions; two equal pixels mean the same
         x, y = (F.pad(t, (0, x.shape[-1] == 1, 0, x.shape[-2] == 1), mode="replicate") for t in (x, y))
     win = WINDOW if side >= WINDOW else side - (1 - side % 2)

@@ -221,8 +221,8 @@ def iteration_losses(model: ResidualGRUCodec, x, outputs, cfg: TrainConfig) -> t
         weights = torch.stack([torch.as_tensor(model.gain(t)).detach() for t in range(steps)])
         losses = losses * weights / weights.mean()
     if cfg.msssim_weight:
-        quality = msssim_tensor((outputs.flatten(0, 1) + 0.5).clamp(0, 1),
-                                (x + 0.5).expand(steps, -1, -1, -1, -1).flatten(0, 1))
+        # every iteration's reconstructions against one set of the patches' statistics
+        quality = msssim_tensor(x + 0.5, (outputs.flatten(0, 1) + 0.5).clamp(0, 1))
         losses = losses + cfg.msssim_weight * (1 - quality.view(steps, n).mean(1))
     return losses
 

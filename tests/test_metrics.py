@@ -27,6 +27,19 @@ def test_the_training_loss_is_the_library_value_per_image_and_differentiable():
     assert y.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("side", [176, 64, 8])
+def test_several_reconstructions_of_each_image_share_one_reference(side):
+    # training scores 16 iterations' reconstructions of a batch, (16*N, ...), against the batch
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, side, side)
+    y = (x.repeat(3, 1, 1, 1) + 0.1 * torch.randn(6, 3, side, side)).clamp(0, 1).requires_grad_()
+    shared = msssim_tensor(x, y)
+    one_by_one = torch.stack([msssim_tensor(x[i % 2:i % 2 + 1], y[i:i + 1])[0] for i in range(6)])
+    torch.testing.assert_close(shared, one_by_one)
+    shared.sum().backward()
+    assert (y.grad.flatten(1).abs().sum(1) > 0).all()
+
+
 @pytest.mark.parametrize("shape", [(160, 500), (60, 60), (12, 40), (5, 5), (1, 1), (1, 9)])
 def test_msssim_is_defined_for_small_images(rng, shape):
     a = smooth_image(rng, *shape)
