@@ -32,7 +32,9 @@ test: setup
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
 TRAIN_THREADS ?= 1
 RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight 1
-TRAIN_ARGS := ../shared/data/train --out runs/main.pt $(RECIPE) --patch 64 --batch-size 16 \
+# --lr 3.125e-5: a 16th of the GPU's scale for a 16th of its pixels a step (docs/TRAINING.md: with
+# the GPU's scale the CPU's small batches undid the GPU's gains at low depths in a few hundred steps)
+TRAIN_ARGS := ../shared/data/train --out runs/main.pt $(RECIPE) --patch 64 --batch-size 16 --lr 3.125e-5 \
 	--checkpoint-every 100 --snapshot-every 500 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS)
 train: setup
 	mkdir -p runs
@@ -59,7 +61,7 @@ gpu-train:
 	mkdir -p runs
 	[ -f runs/gpu.pt ] || cp weights/train-state.pt runs/gpu.pt
 	PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m rgbatch.cli train .pack/train-jpeg --out runs/gpu.pt \
-		--resume $(RECIPE) --patch 128 --batch-size 64 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
+		--resume $(RECIPE) --patch 128 --batch-size 64 --lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
 	PYTHONPATH=/tmp/site:. python3 -m rgbatch.cli export runs/gpu.pt --out runs/gpu-last.safetensors
 	PYTHONPATH=/tmp/site:. python3 -m rgbatch.cli export runs/gpu.pt --out runs/gpu-mean.safetensors \
 		$$(ls runs/gpu.step*.pt | sort -V | tail -3 | sed 's/^/--average /')

@@ -498,9 +498,9 @@ def fit_entropy_command(
     weights: Path = typer.Argument(..., help="Weight file of the trained model."),
     data: Path = typer.Option(..., "--data", help="Folder of training images (never the benchmark set)."),
     out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its context model."),
-    images: int = typer.Option(128, help="Training images to code (one centre crop each)."),
-    crop: int = typer.Option(256, help="Crop size in pixels."),
-    context_bits: int = typer.Option(8, help="Context bits per coded bit (table size 2**bits)."),
+    images: int = typer.Option(0, help="Training images to code (one centre crop each; 0: all)."),
+    crop: int = typer.Option(512, help="Crop size in pixels (at most; smaller images are coded whole)."),
+    context_bits: int = typer.Option(10, help="Context bits per coded bit (table size 2**bits)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda, for coding the crops."),
     seed: int = typer.Option(0),
 ):

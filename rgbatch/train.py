@@ -103,6 +103,12 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     folder `out` of JPEG files at that quality, without chroma subsampling (at 95 about a
     fifth of the array's size: a call to a lent machine carries 64 MiB in all).
     Both are training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
+    out = Path(out)
+    if jpeg_quality and out.suffix == ".npy":
+        raise TrainingError(f"a JPEG pack is a folder of files, not {out}: give --out a folder name")
+    if jpeg_quality and out.exists() and any(out.iterdir()):
+        # a folder pack is read whole: crops left from an earlier pack would join this one
+        raise TrainingError(f"{out} is not empty: remove it or choose another --out")
     rng = np.random.default_rng(seed)
     crops = []
     for image in load_training_images(folder):
@@ -114,7 +120,6 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
             crops.append(image[y:y + crop, x:x + crop])
     if not crops:
         raise TrainingError(f"no image of at least {crop}x{crop} in {folder}")
-    out = Path(out)
     if not jpeg_quality:
         pack = np.stack(crops)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -313,6 +318,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, wall_time, history = state["step"], state["wall_time"], state["history"]
+        if cfg.lr != state["train_config"]["lr"]:
+            # a resumed run keeps its schedule's shape but may change its scale: a CPU run that
+            # takes over from a GPU run's larger batches needs a smaller step (docs/TRAINING.md)
+            scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+            for group in optimizer.param_groups:
+                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(step, cfg)
+            log(f"learning rate scale {state['train_config']['lr']:g} -> {cfg.lr:g} from step {step}")
         best = state.get("best", -1.0)
         if state.get("rate"):
             rate = ContextRate.from_state_dict(state["rate"])

@@ -27,6 +27,16 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(value, resumed["model"][name]), name
 
 
+def test_a_resumed_run_can_change_the_scale_of_its_learning_rate(tmp_path):
+    train(config(tmp_path, steps=2), log=lambda *_: None)
+    lines = []
+    cfg = config(tmp_path, steps=3, lr=1e-4)
+    state = train(cfg, resume=True, log=lines.append)
+    assert any("learning rate scale 0.0005 -> 0.0001 from step 2" in line for line in lines)
+    assert state["history"][-1]["lr"] == pytest.approx(1e-4 * lr_factor(3, cfg))
+    assert state["scheduler"]["base_lrs"] == [1e-4]
+
+
 def test_msssim_loss_adds_its_term_and_changes_the_training(tmp_path):
     plain = train(config(tmp_path / "a", steps=2, checkpoint_every=1), log=lambda *_: None)
     mixed = train(config(tmp_path / "b", steps=2, checkpoint_every=1, msssim_weight=1.0), log=lambda *_: None)
@@ -113,6 +123,10 @@ def test_a_jpeg_pack_is_a_folder_of_crops_that_trains(tmp_path):
     assert np.abs(images[0].astype(int) - np.load(array)[0]).mean() < 3  # JPEG at 95, 4:4:4
     state = train(config(tmp_path, data_dir=str(pack), steps=2), log=lambda *_: None)
     assert state["step"] == 2
+    with pytest.raises(TrainingError, match="not empty"):
+        pack_crops(DATA, pack, crop=64, jpeg_quality=95)
+    with pytest.raises(TrainingError, match="folder"):
+        pack_crops(DATA, tmp_path / "crops2.npy", crop=64, jpeg_quality=95)
 
 
 def test_a_time_limit_stops_the_run_at_a_checkpoint(tmp_path):
