@@ -56,14 +56,15 @@ gpu-kit: setup
 # for GPU_SECONDS; the checkpoint and the fp16 weights (last, and the mean of the last
 # snapshots) are left in runs/ for the caller to bring back (docs/TRAINING.md, "On a GPU").
 GPU_SECONDS ?= 480
+GPU_RGBATCH := PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m rgbatch.cli
 gpu-train:
 	python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 	mkdir -p runs
 	[ -f runs/gpu.pt ] || cp weights/train-state.pt runs/gpu.pt
-	PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m rgbatch.cli train .pack/train-jpeg --out runs/gpu.pt \
-		--resume $(RECIPE) --patch 128 --batch-size 64 --lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
-	PYTHONPATH=/tmp/site:. python3 -m rgbatch.cli export runs/gpu.pt --out runs/gpu-last.safetensors
-	PYTHONPATH=/tmp/site:. python3 -m rgbatch.cli export runs/gpu.pt --out runs/gpu-mean.safetensors \
+	$(GPU_RGBATCH) train .pack/train-jpeg --out runs/gpu.pt --resume $(RECIPE) --patch 128 --batch-size 64 \
+		--lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
+	$(GPU_RGBATCH) export runs/gpu.pt --out runs/gpu-last.safetensors
+	$(GPU_RGBATCH) export runs/gpu.pt --out runs/gpu-mean.safetensors \
 		$$(ls runs/gpu.step*.pt | sort -V | tail -3 | sed 's/^/--average /')
 
 bench: setup

@@ -157,8 +157,7 @@ def context_index(canvas: np.ndarray, width: int, t, features: np.ndarray, posit
         columns = features.tolist()
     else:  # each field of feature k as a column (m, 1), against the positions
         columns = [tuple(features[:, k, i, None] for i in range(4)) for k in range(features.shape[1])]
-    ctx = np.zeros(np.broadcast_shapes(np.shape(t), features.shape[:-2] + (1,) * (features.ndim - 2),
-                                       positions.shape), np.int64)
+    ctx = 0  # an int64 array from the first feature on (K >= 1)
     for feature in columns:
         ctx = 2 * ctx + read_feature(canvas, width, t, feature, positions)
     return ctx

@@ -77,9 +77,9 @@ class Reference:
         y = _channels_last(y)
         for level, (x, mean_x, var_x) in enumerate(self.levels):
             mean_y = against_reference(gaussian_filter(y, self.window))
-            second = gaussian_filter(_channels_last((against_reference(y) * x).flatten(0, 1)), self.window)
             var_y = against_reference(gaussian_filter(y * y, self.window)) - mean_y.pow(2)
-            covariance = against_reference(second) - mean_x * mean_y
+            xy = _channels_last((against_reference(y) * x).flatten(0, 1))
+            covariance = against_reference(gaussian_filter(xy, self.window)) - mean_x * mean_y
             contrast_structure = (2 * covariance + C2) / (var_x + var_y + C2)
             if level < len(self.levels) - 1:
                 factors.append(torch.relu(contrast_structure.flatten(3).mean(-1)))
