@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-kit gpu-train clean
+.PHONY: setup demo test bench train gpu-kit gpu-site gpu-train clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,9 @@ test: setup
 # (since step 26700 with the context coder's code length in the loss: docs/TRAINING.md).
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
 TRAIN_THREADS ?= 1
-RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight 1
+# the rate term's weight: 1 from step 26700, 2 from 31300 (docs/TRAINING.md, "Rate weight")
+RATE_WEIGHT ?= 2
+RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight $(RATE_WEIGHT)
 # --lr 3.125e-5: a 16th of the GPU's scale for a 16th of its pixels a step (docs/TRAINING.md: with
 # the GPU's scale the CPU's small batches undid the GPU's gains at low depths in a few hundred steps)
 TRAIN_ARGS := ../shared/data/train --out runs/main.pt $(RECIPE) --patch 64 --batch-size 16 --lr 3.125e-5 \
@@ -53,19 +55,26 @@ gpu-kit: setup
 
 # On the lent GPU machine (its own python3 holds torch; carry .pack and .whl): the same run,
 # resumed from the committed training state, 16x the pixels a step (64 patches of 128 px),
-# for GPU_SECONDS; the checkpoint and the fp16 weights (last, and the mean of the last
-# snapshots) are left in runs/ for the caller to bring back (docs/TRAINING.md, "On a GPU").
+# for GPU_SECONDS; the checkpoint runs/$(GPU_RUN).pt and its fp16 weights (last, and the mean of
+# the last snapshots) are left in runs/ for the caller to bring back (docs/TRAINING.md, "On a GPU").
+# Two runs with different GPU_RUN names can share the GPU: a width-0.25 step leaves it idle most
+# of the time. Install the wheels once (make gpu-site) before starting them side by side.
 GPU_SECONDS ?= 480
-GPU_RGBATCH := PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m rgbatch.cli
-gpu-train:
-	python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+GPU_RUN ?= gpu
+GPU_SITE := /tmp/site
+GPU_RGBATCH := PYTHONPATH=$(GPU_SITE):. PYTHONUNBUFFERED=1 python3 -m rgbatch.cli
+gpu-site: $(GPU_SITE)/.installed
+$(GPU_SITE)/.installed:
+	python3 -m pip install -q --no-index --no-deps --target $(GPU_SITE) .whl/*.whl
+	touch $@
+gpu-train: gpu-site
 	mkdir -p runs
-	[ -f runs/gpu.pt ] || cp weights/train-state.pt runs/gpu.pt
-	$(GPU_RGBATCH) train .pack/train-jpeg --out runs/gpu.pt --resume $(RECIPE) --patch 128 --batch-size 64 \
+	[ -f runs/$(GPU_RUN).pt ] || cp weights/train-state.pt runs/$(GPU_RUN).pt
+	$(GPU_RGBATCH) train .pack/train-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 128 --batch-size 64 \
 		--lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
-	$(GPU_RGBATCH) export runs/gpu.pt --out runs/gpu-last.safetensors
-	$(GPU_RGBATCH) export runs/gpu.pt --out runs/gpu-mean.safetensors \
-		$$(ls runs/gpu.step*.pt | sort -V | tail -3 | sed 's/^/--average /')
+	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-last.safetensors
+	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-mean.safetensors \
+		$$(ls runs/$(GPU_RUN).step*.pt | sort -V | tail -3 | sed 's/^/--average /')
 
 bench: setup
 	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench

@@ -2,11 +2,14 @@
 
     python benchmarks/throughput.py                       # widths 0.25 and 1.0, fp32 and bf16, CPU
     python benchmarks/throughput.py --size 512 --device cuda --repeats 3
+    python benchmarks/throughput.py --weights weights/default.safetensors   # + its entropy coder
 
 Times the `Codec` API as users call it (tiling, network, bit packing with the raw coder) on
 one random SIZE x SIZE image, best of --repeats after a warm-up; encode to depth k runs k
 iterations of encoder and decoder, decode from depth k runs k iterations of the decoder.
-Random weights: the speed does not depend on their values. FLOPs are counted from the layer
+Random weights (the speed of the network does not depend on their values), or with
+--weights a shipped model and its own coder (the context coder runs on the CPU whatever
+the device, so it bounds a GPU's throughput). FLOPs are counted from the layer
 shapes by `rgbatch.model.flops_per_pixel` (multiply-adds x2), so "GFLOP/s" says how close
 the run comes to the machine's peak.
 """
@@ -65,6 +68,7 @@ def main():
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512: one default tile)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--weights", help="time this weight file (and its coder) instead of random widths")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -75,6 +79,8 @@ def main():
     flops = Table(title="model cost (per pixel, per iteration)", title_justify="left")
     for column in ("width", "parameters", "encode MFLOP/px", "decode MFLOP/px"):
         flops.add_column(column, justify="right")
+    if args.weights:
+        args.widths = [Codec.load(args.weights).model.cfg.width]
     for width in args.widths:
         cfg = CodecConfig(width=width)
         flops.add_row(f"{width:g}", f"{parameter_count(ResidualGRUCodec(cfg)) / 1e6:.2f} M",
@@ -88,7 +94,8 @@ def main():
         speed.add_column(column, justify="right")
     for width in args.widths:
         for precision in args.precisions:
-            codec = random_codec(width, args.device, precision)
+            codec = (Codec.load(args.weights, device=args.device, precision=precision) if args.weights
+                     else random_codec(width, args.device, precision))
             for row in measure(codec, image, args.depths, args.repeats):
                 speed.add_row(f"{width:g}", precision, str(row["depth"]), f"{row['encode_mp_s']:.4f}",
                               f"{row['decode_mp_s']:.4f}", f"{row['encode_gflop_s']:.1f}",

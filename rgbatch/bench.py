@@ -287,7 +287,7 @@ def summarize(rows: pa.Table, targets=TARGETS) -> dict:
     for name, entry in codecs.items():
         if name.startswith("rgbatch-"):
             entry["bd_rate_msssim"] = {
-                other: bd_rate(*_bd_curve(codecs[other]), *_bd_curve(entry))
+                other: bd_rate(*bd_curve(codecs[other]), *bd_curve(entry))
                 for other in codecs if not other.startswith("rgbatch-")}
     metadata = json.loads((rows.schema.metadata or {}).get(METADATA_KEY, b"{}"))
     return {"images": images, "targets": [f"{t:.2f}" for t in targets], "codecs": codecs, "run": metadata}
@@ -299,7 +299,8 @@ def _display_order(codec: str):
     return (not codec.startswith("rgbatch-"), known.index(codec) if codec in known else len(known), codec)
 
 
-def _bd_curve(entry):
+def bd_curve(entry):
+    """A bench summary entry as (bpp, MS-SSIM in dB) points, the axes BD-rate is measured on."""
     return [p["bpp"] for p in entry["curve"]], msssim_db([p["msssim"] for p in entry["curve"]])
 
 

@@ -190,7 +190,7 @@ def compress(
                                                        "default 512, see docs/TILING.md)."),
     batch_size: int = typer.Option(0, help="Tiles per network batch, shared by several images (0: 8 on a GPU, "
                                            "1 on a CPU, where batching is slower)."),
-    workers: int = typer.Option(0, help="Encoder actors (0: one per GPU, or one per two CPUs)."),
+    workers: int = typer.Option(0, help="Encoder actors (0: four sharing each GPU, or one per two CPUs)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context."),

@@ -44,6 +44,11 @@ CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind 
 # on Kodak, benchmarks/pipeline_overhead.py: plain loop vs batched loop), larger batches only
 # cost cache.
 BATCH_SIZE = {"cuda": 8, "cpu": 1}
+# Encoders sharing one GPU by default. The network is a small part of an encoder's time on a
+# GPU: the context coder and the MS-SSIM statistics run on the CPU (an H200 ran the shipped
+# network at 34 MP/s at depth 16, the whole encoder at 3.3; README, "Speed of the network"),
+# so several encoders, each with its own CPU core, keep one GPU busy.
+ENCODERS_PER_GPU = 4
 
 
 @dataclass
@@ -195,8 +200,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         ray.shutdown()
 
 
-def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int]:
-    """(device, encoders, torch threads each) for the cluster's resources."""
+def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
+    """(device, encoders, torch threads each, GPUs each) for the cluster's resources."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
     device = options.device
@@ -204,13 +209,16 @@ def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int]:
         device = "cuda" if gpus else "cpu"
     if device == "cuda" and not gpus:
         raise ValueError("--device cuda was asked for, but the Ray cluster has no GPU")
-    workers = options.workers or (gpus if device == "cuda" else max(1, cpus // 2))
-    available = gpus if device == "cuda" else cpus
-    if not options.worker_resources and workers > available:
-        unit = "GPUs" if device == "cuda" else "CPUs"
-        raise ValueError(f"--workers {workers} needs {workers} {unit}; the Ray cluster has {available}")
+    if device == "cuda":
+        workers = options.workers or max(gpus, min(gpus * ENCODERS_PER_GPU, cpus))
+        # more encoders than GPUs share them; Ray keeps 4 decimals of a fractional GPU, so round down
+        gpu_share = 1.0 if workers <= gpus else int(gpus / workers * 10_000) / 10_000
+    else:
+        workers, gpu_share = options.workers or max(1, cpus // 2), 0.0
+    if not options.worker_resources and workers > cpus:
+        raise ValueError(f"--workers {workers} needs {workers} CPUs (one each); the Ray cluster has {cpus}")
     threads = options.threads or max(1, cpus // workers)
-    return device, workers, threads
+    return device, workers, threads, gpu_share
 
 
 # -- the driver ------------------------------------------------------------------------------------
@@ -240,13 +248,13 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     result = CompressResult(archive=archive, sources=len(found))
     start = time.perf_counter()
     with ray_session(options.address) as ray:
-        device, workers, threads = _plan_workers(ray, options)
+        device, workers, threads, gpu_share = _plan_workers(ray, options)
         options = replace(options, batch_size=options.batch_size or BATCH_SIZE[device])
         result.device, result.workers = device, workers
         if log:
             log(f"{len(found)} sources, {len(done)} already archived; {workers} {device} encoder(s)")
         actor_class = ray.remote(EncodeWorker).options(
-            num_cpus=1, num_gpus=1 if device == "cuda" else 0, resources=options.worker_resources or {},
+            num_cpus=1, num_gpus=gpu_share, resources=options.worker_resources or {},
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1)  # calls wait out restarts
         make_actor = lambda: actor_class.remote(weights, device, options, threads)  # noqa: E731
         actors = [make_actor() for _ in range(workers)]

@@ -124,11 +124,13 @@ class ContextRate:
         return self
 
     def state_dict(self) -> dict:
-        return {"features": self.features, "initial": self.initial, "ones": self.ones, "seen": self.seen,
-                "decay": self.decay, "prior": self.prior}
+        # float32 on disk halves a checkpoint's tables (the counts need no more precision
+        # than a price does); counting itself stays in float64 so small decayed counts add exactly
+        tables = {name: getattr(self, name).float().cpu() for name in ("initial", "ones", "seen")}
+        return {"features": self.features.cpu(), **tables, "decay": self.decay, "prior": self.prior}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "ContextRate":
         rate = cls(state["features"], torch.zeros_like(state["initial"]), state["decay"], state["prior"])
-        rate.initial, rate.ones, rate.seen = state["initial"], state["ones"], state["seen"]
+        rate.initial, rate.ones, rate.seen = (state[name].double() for name in ("initial", "ones", "seen"))
         return rate

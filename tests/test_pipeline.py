@@ -93,6 +93,27 @@ def test_workers_and_devices_must_fit_the_cluster(ray_cluster):
         assert _plan_workers(ray, CompressOptions(device="auto", workers=1))[:2] == ("cpu", 1)
 
 
+class _FakeCluster:
+    def __init__(self, **resources):
+        self.resources = resources
+
+    def cluster_resources(self):
+        return self.resources
+
+
+@pytest.mark.parametrize("gpus, cpus, workers, expected", [
+    (1, 16, 0, (4, 4, 0.25)),     # four encoders share the GPU, each with a quarter of the CPUs
+    (1, 2, 0, (2, 1, 0.5)),       # as many as there are CPUs
+    (2, 16, 0, (8, 2, 0.25)),
+    (1, 16, 3, (3, 5, 0.3333)),   # rounded down: three shares must fit in one GPU
+    (4, 16, 2, (2, 8, 1.0)),      # fewer encoders than GPUs: a whole GPU each
+])
+def test_encoders_share_a_gpu(gpus, cpus, workers, expected):
+    plan = _plan_workers(_FakeCluster(GPU=gpus, CPU=cpus), CompressOptions(device="auto", workers=workers))
+    assert plan == ("cuda", *expected)
+    assert plan[1] * plan[3] <= gpus
+
+
 @pytest.mark.slow
 def test_a_worker_node_killed_mid_run_loses_nothing(ray_cluster, tiny_weights, tmp_path, rng):
     """The encoder lives on a node of its own (a custom resource pins it there); that node is

@@ -73,8 +73,8 @@ def test_counting_moves_the_probabilities_to_the_codes(tables, tile):
     for _ in range(30):
         rate.update(ones)
     assert rate(ones).mean().item() < min(before, 0.05)
-    restored = ContextRate.from_state_dict(rate.state_dict())
-    assert torch.equal(restored.probabilities, rate.probabilities)
+    restored = ContextRate.from_state_dict(rate.state_dict())  # float32 counts on disk
+    assert torch.allclose(restored.probabilities, rate.probabilities, rtol=0, atol=1e-6)
 
 
 def test_too_many_iterations_are_refused(tables):

@@ -1,0 +1,59 @@
+"""Compare models (or training checkpoints) on the same benchmark, from their bench summaries:
+
+    rgbatch export runs/a.pt --out runs/a-net.safetensors
+    rgbatch fit-entropy runs/a-net.safetensors --data ../shared/data/train --out runs/a.safetensors \
+        --images 240 --crop 384            # the same fit for every model compared
+    rgbatch bench ../shared/data/kodak --weights runs/a.safetensors --out runs/bench-a \
+        --manifest runs/bench-a/bench.parquet
+    ...the same for b...
+    python benchmarks/compare_models.py runs/bench-a/summary.json runs/bench-b/summary.json
+
+Prints MS-SSIM and context-coded bpp per depth for each model, and the BD-rate (MS-SSIM) of
+each against the first and against the classical codecs of its own run. Decisions between
+checkpoints rest on this (docs/TRAINING.md), not on the loss, which the rate weight changes.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from rgbatch.bench import bd_curve, bd_rate
+
+CODED = "rgbatch-context"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("summaries", nargs="+", help="summary.json of each model's bench run; the first is the reference")
+    args = parser.parse_args()
+    missing = [p for p in args.summaries if not Path(p).is_file()]
+    if missing:
+        parser.error(f"no bench summary at {', '.join(missing)} (run `rgbatch bench` first)")
+    runs = {Path(p).parent.name: json.load(open(p)) for p in args.summaries}
+    curves = {name: {p["quality"]: p for p in run["codecs"][CODED]["curve"]} for name, run in runs.items()}
+    raw = {name: {p["quality"]: p for p in run["codecs"]["rgbatch-raw"]["curve"]} for name, run in runs.items()}
+    depths = sorted(set.intersection(*(set(c) for c in curves.values())))
+
+    print("| depth | " + " | ".join(f"{name} MS-SSIM / bpp (saving)" for name in runs) + " |")
+    print("|---|" + "---|" * len(runs))
+    for depth in depths:
+        cells = []
+        for name in runs:
+            point, raw_bpp = curves[name][depth], raw[name][depth]["bpp"]
+            cells.append(f"{point['msssim']:.4f} / {point['bpp']:.3f} ({100 * (1 - point['bpp'] / raw_bpp):.0f}%)")
+        print(f"| {depth} | " + " | ".join(cells) + " |")
+
+    reference = next(iter(runs))
+    print(f"\n| model | model id | BD-rate vs {reference} | " + " | ".join(
+        f"vs {c}" for c in runs[reference]["codecs"] if not c.startswith("rgbatch-")) + " |")
+    print("|---|---|---|" + "---|" * sum(not c.startswith("rgbatch-") for c in runs[reference]["codecs"]))
+    for name, run in runs.items():
+        against_reference = bd_rate(*bd_curve(runs[reference]["codecs"][CODED]), *bd_curve(run["codecs"][CODED]))
+        classical = run["codecs"][CODED]["bd_rate_msssim"]
+        print(f"| {name} | {run['run'].get('model_id', '?')} | {against_reference:+.1f}% | " + " | ".join(
+            f"{classical[c]:+.1f}%" if classical.get(c) is not None else "-"
+            for c in runs[reference]["codecs"] if not c.startswith("rgbatch-")) + " |")
+
+
+if __name__ == "__main__":
+    main()
