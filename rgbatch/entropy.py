@@ -146,7 +146,11 @@ def read_feature(canvas: np.ndarray, width: int, t, feature, positions: np.ndarr
     iteration t (an int, or an array of shape (n, 1) to read many iterations at once). The
     four are ints, or int64 arrays of shape (m, 1) to read m features at once, one row each."""
     dt, ch, dy, dx = feature
-    return canvas[np.asarray(t) + MAX_LOOKBACK - dt, ch, positions + dy * width + dx]
+    # one flat index instead of three index arrays: numpy's multi-array fancy indexing was 12x
+    # slower than a gather from the flat canvas, and this gather is most of the coder's time
+    _, bits, plane = canvas.shape
+    offset = ((np.asarray(t) + MAX_LOOKBACK - dt) * bits + ch) * plane + dy * width + dx
+    return canvas.reshape(-1)[offset + positions]
 
 
 def context_index(canvas: np.ndarray, width: int, t, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
