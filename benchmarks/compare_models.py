@@ -44,15 +44,14 @@ def main():
         print(f"| {depth} | " + " | ".join(cells) + " |")
 
     reference = next(iter(runs))
-    print(f"\n| model | model id | BD-rate vs {reference} | " + " | ".join(
-        f"vs {c}" for c in runs[reference]["codecs"] if not c.startswith("rgbatch-")) + " |")
-    print("|---|---|---|" + "---|" * sum(not c.startswith("rgbatch-") for c in runs[reference]["codecs"]))
+    classical = [c for c in runs[reference]["codecs"] if not c.startswith("rgbatch-")]
+    print(f"\n| model | model id | BD-rate vs {reference} | " + " | ".join(f"vs {c}" for c in classical) + " |")
+    print("|---|---|---|" + "---|" * len(classical))
     for name, run in runs.items():
         against_reference = bd_rate(*bd_curve(runs[reference]["codecs"][CODED]), *bd_curve(run["codecs"][CODED]))
-        classical = run["codecs"][CODED]["bd_rate_msssim"]
+        against = run["codecs"][CODED]["bd_rate_msssim"]
         print(f"| {name} | {run['run'].get('model_id', '?')} | {against_reference:+.1f}% | " + " | ".join(
-            f"{classical[c]:+.1f}%" if classical.get(c) is not None else "-"
-            for c in runs[reference]["codecs"] if not c.startswith("rgbatch-")) + " |")
+            f"{against[c]:+.1f}%" if against.get(c) is not None else "-" for c in classical) + " |")
 
 
 if __name__ == "__main__":
