@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-kit gpu-site gpu-train clean
+.PHONY: setup demo test bench train gpu-kit gpu-site gpu-train gpu-forks clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ test: setup
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
 TRAIN_THREADS ?= 1
 # the rate term's weight: 1 from step 26700, 2 from 31300 (docs/TRAINING.md, "Rate weight")
-RATE_WEIGHT ?= 2
+RATE_WEIGHT ?= 4
 RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight $(RATE_WEIGHT)
 # --lr 3.125e-5: a 16th of the GPU's scale for a 16th of its pixels a step (docs/TRAINING.md: with
 # the GPU's scale the CPU's small batches undid the GPU's gains at low depths in a few hundred steps)
@@ -75,6 +75,15 @@ gpu-train: gpu-site
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-last.safetensors
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-mean.safetensors \
 		$$(ls runs/$(GPU_RUN).step*.pt | sort -V | tail -3 | sed 's/^/--average /')
+
+# Forks of the committed state side by side, one per rate weight in FORK_WEIGHTS (runs w<K>), then
+# their checkpoints split into pieces the device tool brings back from $(OUT): two forks = four
+# pieces of 15 MiB, within its 64 MiB. On the lent machine: make gpu-forks GPU_SECONDS=490
+FORK_WEIGHTS ?= 4 6
+gpu-forks: gpu-site
+	mkdir -p runs
+	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-train GPU_RUN=w$$k RATE_WEIGHT=$$k > $(OUT)/w$$k.log 2>&1 & done; wait
+	for k in $(FORK_WEIGHTS); do split -b 15M runs/w$$k.pt $(OUT)/w$$k.pt.; done
 
 bench: setup
 	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench

@@ -193,7 +193,9 @@ def compress(
     workers: int = typer.Option(0, help="Encoder actors (0: four sharing each GPU, or one per two CPUs)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
-    coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context."),
+    coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context. The shipped "
+                                           "model is trained for the context coder: raw bits cost it 2.8x the rate "
+                                           "at MS-SSIM 0.90."),
     max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard)."),
     measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure encodes large "
                                             "images much faster, without quality columns or --target-msssim."),

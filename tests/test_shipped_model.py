@@ -14,8 +14,8 @@ from rgbatch.weights import DEFAULT_WEIGHTS
 from conftest import DATA
 
 FLOORS = {  # crop: MS-SSIM floor at depth 2, at depth 4
-    "kodim23_crop192.png": (0.94, 0.97),  # measured 0.959, 0.987 (model 448a0bd08000893c)
-    "kodim05_crop192.png": (0.87, 0.93),  # measured 0.906, 0.957
+    "kodim23_crop192.png": (0.90, 0.95),  # measured 0.925, 0.976 (model 89626a567b299efc)
+    "kodim05_crop192.png": (0.80, 0.90),  # measured 0.831, 0.931
 }
 
 
@@ -40,7 +40,7 @@ def test_the_shipped_entropy_model_beats_raw_bits(shipped):
     encoded = shipped.encode(image, iterations=4, measure=False)
     assert bitstream.read_header(encoded.blob).coder_id == 1  # the context coder is the default
     raw = Codec.load(DEFAULT_WEIGHTS, coder="raw").encode(image, iterations=4, measure=False)
-    assert len(encoded.blob) < 0.95 * len(raw.blob)  # measured 0.75 (model 448a0bd08000893c)
+    assert len(encoded.blob) < 0.6 * len(raw.blob)  # measured 0.39 (model 89626a567b299efc)
     assert (shipped.decode(encoded.blob) == shipped.decode(raw.blob)).all()  # same codes, fewer bytes
 
 
