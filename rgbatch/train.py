@@ -427,10 +427,14 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
             raise TrainingError(f"{p} is another model ({other['train_config']['codec']}): cannot average")
     model = ResidualGRUCodec(CodecConfig(**cfg["codec"]))
     model.load_state_dict({k: sum(s["model"][k].float() for s in states) / len(states) for k in state["model"]})
+    last_eval = next((h for h in reversed(state["history"]) if "msssim" in h), None)
     info = {"steps": state["step"], "training_hours": round(state["wall_time"] / 3600, 3),
             "patch": cfg["patch"], "batch_size": cfg["batch_size"], "iterations_trained": cfg["iterations"],
-            "lr": cfg["lr"], "data": Path(cfg["data_dir"]).name, "last_eval_msssim": next(
-                (h["msssim"] for h in reversed(state["history"]) if "msssim" in h), None)}
+            "lr": cfg["lr"], "data": Path(cfg["data_dir"]).name,
+            # the loss of the last stretch: a model trained with a rate term is made for its coder
+            "loss": {k: cfg.get(k) for k in ("loss_weighting", "msssim_weight", "rate_weight")},
+            # runs evaluate every so many steps (GPU runs not at all): say which step scored this
+            "last_eval": last_eval and {"step": last_eval["step"], "msssim": last_eval["msssim"]}}
     if average:
         info["averaged_steps"] = sorted(s["step"] for s in states)
     return save_weights(out, model, extra=extra, info=info)

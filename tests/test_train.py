@@ -52,6 +52,12 @@ def test_checkpoints_and_evaluation_are_recorded(tmp_path):
     assert Path(cfg.out).exists() and Path(cfg.out).with_name("run.best.pt").exists()
     assert [len(h["msssim"]) for h in state["history"]] == [2, 2]
     assert not list(Path(cfg.out).parent.glob("*.tmp"))
+    export_weights(cfg.out, tmp_path / "w.safetensors")
+    *_, info = load_weights(tmp_path / "w.safetensors")
+    # the weight file says which step its evaluation scored, and the loss it was trained with
+    assert info["last_eval"] == {"step": 4, "msssim": state["history"][-1]["msssim"]}
+    assert info["loss"] == {"loss_weighting": cfg.loss_weighting, "msssim_weight": cfg.msssim_weight,
+                            "rate_weight": cfg.rate_weight}
 
 
 def test_clear_errors(tmp_path):
@@ -110,6 +116,7 @@ def test_a_packed_training_set_trains_and_a_checkpoint_exports(tmp_path):
     mid = export_weights(cfg.out, tmp_path / "w.safetensors")
     model, loaded_id, _, info = load_weights(tmp_path / "w.safetensors")
     assert loaded_id == mid and info["steps"] == 2 and model.cfg.width == 0.125
+    assert info["last_eval"] is None  # this run evaluated nothing
 
 
 def test_a_jpeg_pack_is_a_folder_of_crops_that_trains(tmp_path):
