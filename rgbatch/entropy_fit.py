@@ -14,7 +14,9 @@ estimate from its first K-1 features. docs/ENTROPY.md has the measurements.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -116,9 +118,10 @@ def quantize(p: np.ndarray) -> np.ndarray:
 
 
 def fit_context_model(tiles: list[np.ndarray], context_bits: int = DEFAULT_CONTEXT_BITS,
-                      prior: float = DEFAULT_PRIOR, log=None) -> dict[str, torch.Tensor]:
+                      prior: float = DEFAULT_PRIOR, log=None, workers: int = 0) -> dict[str, torch.Tensor]:
     """The context coder's tensors, fitted on per-tile bool codes (T, bits, rows, cols) that all
-    have the same T (the model's max_iterations: shorter streams use the first rows)."""
+    have the same T (the model's max_iterations: shorter streams use the first rows).
+    `workers`: channels fitted at once (0: one per CPU)."""
     layout = Canvas(tuple(t.shape[1:] for t in tiles))
     canvas = layout.paint(tiles)
     iterations, bits = tiles[0].shape[:2]
@@ -126,10 +129,13 @@ def fit_context_model(tiles: list[np.ndarray], context_bits: int = DEFAULT_CONTE
     table = np.zeros((iterations, 2, bits, 2 ** context_bits), np.int16)
     for s, positions in enumerate(layout.positions):
         folds = layout.position_tiles[s] % 2
-        for c in range(bits):
-            chosen, p = fit_channel(canvas, layout.width, positions, folds, s, c, context_bits, prior)
-            features[:, s, c] = chosen
-            table[:, s, c] = quantize(p)
+        # channels are fitted independently, and numpy's large array operations release the GIL
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            fits = pool.map(lambda c: fit_channel(canvas, layout.width, positions, folds, s, c, context_bits, prior),
+                            range(bits))
+            for c, (chosen, p) in enumerate(fits):
+                features[:, s, c] = chosen
+                table[:, s, c] = quantize(p)
         if log:
             log(f"colour {s}: contexts of {bits} channels selected")
     return {CONTEXT_FEATURES: torch.from_numpy(features), CONTEXT_PROBABILITIES: torch.from_numpy(table)}

@@ -119,6 +119,12 @@ def test_a_model_that_reads_the_future_is_refused():
         ContextCoder(extra)
 
 
+def test_fitting_channels_in_parallel_gives_the_same_model(rng):
+    tiles = sticky_codes(rng, 4, [(4, 8, 8)] * 6)
+    one, many = (fit_context_model(tiles, context_bits=3, workers=w) for w in (1, 3))
+    assert all(torch.equal(one[k], many[k]) for k in one)
+
+
 def test_fitting_finds_the_previous_iteration_and_codes_near_the_entropy(rng):
     extra = fit_context_model(sticky_codes(rng, 6, [(3, 8, 8)] * 8), context_bits=2)
     features = extra[CONTEXT_FEATURES].numpy()
