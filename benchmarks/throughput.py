@@ -27,7 +27,7 @@ from rich.table import Table
 
 from rgbatch.codec import Codec
 from rgbatch.model import CodecConfig, ResidualGRUCodec, flops_per_pixel, parameter_count
-from rgbatch.weights import model_id, stored_tensors
+from rgbatch.weights import load_weights, model_id, stored_tensors
 
 
 def random_codec(width: float, device: str, precision: str) -> Codec:
@@ -79,8 +79,9 @@ def main():
     flops = Table(title="model cost (per pixel, per iteration)", title_justify="left")
     for column in ("width", "parameters", "encode MFLOP/px", "decode MFLOP/px"):
         flops.add_column(column, justify="right")
-    if args.weights:
-        args.widths = [Codec.load(args.weights).model.cfg.width]
+    stored = load_weights(args.weights) if args.weights else None  # (model, id, extra, info), read once
+    if stored:
+        args.widths = [stored[0].cfg.width]
     for width in args.widths:
         cfg = CodecConfig(width=width)
         flops.add_row(f"{width:g}", f"{parameter_count(ResidualGRUCodec(cfg)) / 1e6:.2f} M",
@@ -94,7 +95,7 @@ def main():
         speed.add_column(column, justify="right")
     for width in args.widths:
         for precision in args.precisions:
-            codec = (Codec.load(args.weights, device=args.device, precision=precision) if args.weights
+            codec = (Codec(*stored, device=args.device, precision=precision) if stored
                      else random_codec(width, args.device, precision))
             for row in measure(codec, image, args.depths, args.repeats):
                 speed.add_row(f"{width:g}", precision, str(row["depth"]), f"{row['encode_mp_s']:.4f}",
