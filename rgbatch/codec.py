@@ -131,50 +131,71 @@ class Codec:
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, image: np.ndarray, iterations: int | None = None, measure: bool = True,
-               keep_reconstructions: bool = False) -> EncodedImage:
-        return self.encode_many([image], iterations, measure, keep_reconstructions)[0]
+               keep_reconstructions: bool = False, stop_at_msssim: float | None = None) -> EncodedImage:
+        return self.encode_many([image], iterations, measure, keep_reconstructions, stop_at_msssim)[0]
 
     def encode_many(self, images: list[np.ndarray], iterations: int | None = None,
-                    measure: bool = True, keep_reconstructions: bool = False) -> list[EncodedImage]:
+                    measure: bool = True, keep_reconstructions: bool = False,
+                    stop_at_msssim: float | None = None) -> list[EncodedImage]:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
         `keep_reconstructions` returns them, exactly what `decode` gives at each depth.
+        `stop_at_msssim` Q: each image stops at the first depth whose MS-SSIM reaches Q (the
+        stream and stats the full encoding cut there would have; `ratecontrol`), so that a
+        quality target costs only the iterations it keeps.
         """
-        measure = measure or keep_reconstructions
+        measure = measure or keep_reconstructions or stop_at_msssim is not None
         iterations = self.default_iterations if iterations is None else iterations
         if not 1 <= iterations <= self.max_iterations:
             raise ValueError(f"iterations must be 1..{self.max_iterations}, not {iterations}")
         grids = [tile_grid(im.shape[0], im.shape[1], self.tile_size) for im in images]
         work = [((i, j), t) for i, im in enumerate(images) for j, t in enumerate(cut(im, grids[i]))]
-        codes = [[None] * len(g) for g in grids]
+        codes = [[[] for _ in g] for g in grids]  # per image, per tile, the bits of each iteration
         # per image, per depth, the reconstruction as stored uint8 (filled tile by tile)
         recon = [np.empty((iterations, *im.shape), np.uint8) if measure else None for im in images]
+        quality = [[] for _ in images]  # MS-SSIM per depth, measured as the encoding goes when stopping early
+        depth = [iterations] * len(images)  # where each image stops
+        batches = [(keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
+                                             search_loss=search_loss)) for keys, x in self._batches(work)]
 
-        for keys, x in self._batches(work):
-            def collect(t, x_hat, keys=keys):
-                if measure:
-                    pixels = _to_uint8_batch(x_hat)
-                    for (i, j), p in zip(keys, pixels):
-                        tile = grids[i][j]
-                        recon[i][t, tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = p[:tile.height, :tile.width]
-            bits = self.model.encode(x.to(self.device), iterations, on_iteration=collect,
-                                     search_steps=self.search_steps, search_loss=search_loss)
-            bits = (bits > 0).cpu().numpy()  # (T, N, C, h, w)
-            for n, (i, j) in enumerate(keys):
-                codes[i][j] = bits[:, n]
+        # every batch one iteration at a time, so that an image whose tiles sit in several
+        # batches is whole at each depth when its quality is checked
+        with torch.no_grad() if self.search_steps else torch.inference_mode():
+            for t in range(iterations):
+                running = [(keys, steps) for keys, steps in batches if any(depth[i] > t for (i, _) in keys)]
+                if not running:
+                    break
+                for keys, steps in running:
+                    bits, x_hat = next(steps)
+                    bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
+                    pixels = _to_uint8_batch(x_hat.clamp(-0.5, 0.5)) if measure else None
+                    for n, (i, j) in enumerate(keys):
+                        codes[i][j].append(bits[n])
+                        if measure:
+                            tile = grids[i][j]
+                            recon[i][t, tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = \
+                                pixels[n, :tile.height, :tile.width]
+                if stop_at_msssim is not None:
+                    for i, image in enumerate(images):
+                        if depth[i] > t:
+                            quality[i] += msssim_many(image, recon[i][t:t + 1])
+                            if quality[i][-1] >= stop_at_msssim:
+                                depth[i] = t + 1
 
         results = []
         for i, image in enumerate(images):
             h, w = image.shape[:2]
+            tiles = [np.stack(c[:depth[i]]) for c in codes[i]]
             blob = bitstream.pack(coder_id=self.coder.coder_id, bits=self.model.cfg.bits, model_id=self.model_id,
-                                  width=w, height=h, tile_size=self.tile_size, chunks=self.coder.encode(codes[i]))
-            enc = EncodedImage(blob, w, h, iterations, bitstream.read_header(blob).cumulative_bytes())
+                                  width=w, height=h, tile_size=self.tile_size, chunks=self.coder.encode(tiles))
+            enc = EncodedImage(blob, w, h, depth[i], bitstream.read_header(blob).cumulative_bytes())
             if measure:
-                enc.msssim = msssim_many(image, recon[i])
-                enc.psnr = [psnr(image, r) for r in recon[i]]
+                kept = recon[i][:depth[i]]
+                enc.msssim = quality[i][:depth[i]] if stop_at_msssim is not None else msssim_many(image, kept)
+                enc.psnr = [psnr(image, r) for r in kept]
             if keep_reconstructions:
-                enc.reconstructions = recon[i]
+                enc.reconstructions = kept
             results.append(enc)
         return results
 

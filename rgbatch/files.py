@@ -23,7 +23,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)
     image, mode = decode_image(storage.read_bytes(fs, path), max_pixels)
-    encoded = apply(target, codec.encode(image, iterations, measure=True))
+    encoded = apply(target, codec.encode(image, iterations, measure=True, stop_at_msssim=target.msssim))
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, encoded.blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "width": encoded.width,

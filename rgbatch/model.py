@@ -291,16 +291,21 @@ class ResidualGRUCodec(nn.Module):
         `search_steps` > 0 chooses the bits by search against `search_loss(x, x_hat)` per
         image (default mean L1; `_search_step`).
         """
-        self._check_iterations(iterations)
         codes = []
         # the search needs autograd through the decoder; plain encoding needs none
         with torch.no_grad() if search_steps else torch.inference_mode():
-            for t, (bits, x_hat) in enumerate(self._iterations(x, iterations, search_steps=search_steps,
-                                                               search_loss=search_loss)):
+            for t, (bits, x_hat) in enumerate(self.iterate(x, iterations, search_steps, search_loss)):
                 codes.append(bits)
                 if on_iteration is not None:
                     on_iteration(t, x_hat.clamp(-0.5, 0.5))
         return torch.stack(codes)
+
+    def iterate(self, x, iterations: int, search_steps: int = 0, search_loss=None):
+        """`encode` one iteration at a time: yields (codes (N, bits, H/16, W/16), reconstruction
+        before clamping) lazily, so that a caller may stop early. Run it under
+        torch.inference_mode() (torch.no_grad() with `search_steps`)."""
+        self._check_iterations(iterations)
+        return self._iterations(x, iterations, search_steps=search_steps, search_loss=search_loss)
 
     @torch.inference_mode()
     def decode(self, codes, iterations: int | None = None):

@@ -146,7 +146,8 @@ class EncodeWorker:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
         start = time.perf_counter()
         try:
-            encoded = self.codec.encode_many(list(images), self.iterations, self.measure)
+            encoded = self.codec.encode_many(list(images), self.iterations, self.measure,
+                                             stop_at_msssim=self.target.msssim)
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
         seconds = time.perf_counter() - start
@@ -157,7 +158,8 @@ class EncodeWorker:
     def _encode_one(self, info: dict, image: np.ndarray) -> dict:
         start = time.perf_counter()
         try:
-            return self._row(info, self.codec.encode(image, self.iterations, self.measure),
+            return self._row(info, self.codec.encode(image, self.iterations, self.measure,
+                                                     stop_at_msssim=self.target.msssim),
                              time.perf_counter() - start)
         except Exception as e:
             return manifest.error_row(info["path"], info["source"], f"encoding failed: {type(e).__name__}: {e}",

@@ -1,7 +1,8 @@
 """Rate control: how many iterations to keep per image, chosen from its per-depth stats.
 
 A progressive stream cut to depth k is a valid stream of k iterations, so an image is
-encoded once at the full depth and then cut to the depth its target asks for:
+encoded once and cut to the depth its target asks for (with a quality target the encoder
+stops at that depth, `Codec.encode_many(stop_at_msssim=...)`, the same stream for less work):
 
     quality  --target-msssim Q   the smallest depth whose MS-SSIM reaches Q
     size     --target-bpp B      the largest depth within B bits per pixel

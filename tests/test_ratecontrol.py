@@ -51,3 +51,23 @@ def test_cut_keeps_a_decodable_prefix_and_its_stats(tiny_weights, rng):
     # apply() cuts where choose_depth says: a budget of exactly depth 2's bytes keeps depth 2
     assert apply(Target(max_bytes=full.bytes[1]), full).blob == short.blob
     assert apply(Target(), full) is full
+
+
+def test_stopping_at_the_quality_target_gives_the_cut_full_encoding(default_weights, rng):
+    # two images whose tiles share batches (32 px tiles, 3 to a batch), coded by the shipped
+    # model with its context coder: each stops at its own depth, with the bytes and stats the
+    # full encoding cut by the quality target would have
+    from conftest import DATA
+    from rgbatch.imageio import read_image
+
+    codec = Codec.load(default_weights, device="cpu", tile_size=32, batch_size=3)
+    images = [read_image(DATA / "kodim23_crop192.png")[0][:64, :96], smooth_image(rng, 40, 70)]
+    full = codec.encode_many(images, iterations=6)
+    target = (full[0].msssim[1] + full[0].msssim[2]) / 2  # image 0 reaches it at depth 3
+    stopped = codec.encode_many(images, iterations=6, stop_at_msssim=target)
+    assert stopped[0].iterations == 3
+    for whole, early in zip(full, stopped):
+        expected = apply(Target(msssim=target), whole)
+        assert early.iterations == expected.iterations and early.blob == expected.blob
+        assert early.bytes == expected.bytes and early.psnr == expected.psnr
+        assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)
