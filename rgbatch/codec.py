@@ -54,6 +54,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_SEARCH_STEPS = 100
+LOCKSTEP_TILES = 32  # tiles whose network states a quality target keeps alive at once (32 of 512 px: +1.2 GB peak)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -154,34 +155,42 @@ class Codec:
         codes = [[[] for _ in g] for g in grids]  # per image, per tile, the bits of each iteration
         # per image, per depth, the reconstruction as stored uint8 (filled tile by tile)
         recon = [np.empty((iterations, *im.shape), np.uint8) if measure else None for im in images]
-        quality = [[] for _ in images]  # MS-SSIM per depth, measured as the encoding goes when stopping early
+        quality = [None] * len(images)  # MS-SSIM per depth
         depth = [iterations] * len(images)  # where each image stops
-        batches = [(keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
-                                             search_loss=search_loss)) for keys, x in self._batches(work)]
-
-        # every batch one iteration at a time, so that an image whose tiles sit in several
-        # batches is whole at each depth when its quality is checked
+        runs = ((keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
+                                          search_loss=search_loss)) for keys, x in self._batches(work))
+        # To stop an image early, every batch advances one iteration at a time, so that an image
+        # whose tiles sit in several batches is whole at each depth when its quality is checked.
+        # That keeps every tile's network state alive at once: bounded to LOCKSTEP_TILES tiles;
+        # beyond, batches run one after the other (as without a target) and are cut afterwards.
+        lockstep = stop_at_msssim is not None and len(work) <= LOCKSTEP_TILES
+        if lockstep:
+            quality = [[] for _ in images]
         with torch.no_grad() if self.search_steps else torch.inference_mode():
-            for t in range(iterations):
-                running = [(keys, steps) for keys, steps in batches if any(depth[i] > t for (i, _) in keys)]
-                if not running:
-                    break
-                for keys, steps in running:
-                    bits, x_hat = next(steps)
-                    bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
-                    pixels = _to_uint8_batch(x_hat.clamp(-0.5, 0.5)) if measure else None
-                    for n, (i, j) in enumerate(keys):
-                        codes[i][j].append(bits[n])
-                        if measure:
-                            tile = grids[i][j]
-                            recon[i][t, tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = \
-                                pixels[n, :tile.height, :tile.width]
-                if stop_at_msssim is not None:
-                    for i, image in enumerate(images):
-                        if depth[i] > t:
-                            quality[i] += msssim_many(image, recon[i][t:t + 1])
-                            if quality[i][-1] >= stop_at_msssim:
-                                depth[i] = t + 1
+            for group in ([list(runs)] if lockstep else ([run] for run in runs)):
+                for t in range(iterations):
+                    for keys, steps in group:
+                        if all(depth[i] <= t for i, _ in keys):
+                            continue  # every image of this batch has stopped
+                        bits, x_hat = next(steps)
+                        bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
+                        pixels = _to_uint8_batch(x_hat.clamp(-0.5, 0.5)) if measure else None
+                        for n, (i, j) in enumerate(keys):
+                            codes[i][j].append(bits[n])
+                            if measure:
+                                tile = grids[i][j]
+                                recon[i][t, tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = \
+                                    pixels[n, :tile.height, :tile.width]
+                    if lockstep:
+                        for i, image in enumerate(images):
+                            if depth[i] > t:
+                                quality[i] += msssim_many(image, recon[i][t:t + 1])
+                                if quality[i][-1] >= stop_at_msssim:
+                                    depth[i] = t + 1
+        if measure and not lockstep:
+            quality = [msssim_many(image, r) for image, r in zip(images, recon)]
+            if stop_at_msssim is not None:
+                depth = [next((d for d, q in enumerate(qs, 1) if q >= stop_at_msssim), iterations) for qs in quality]
 
         results = []
         for i, image in enumerate(images):
@@ -192,7 +201,7 @@ class Codec:
             enc = EncodedImage(blob, w, h, depth[i], bitstream.read_header(blob).cumulative_bytes())
             if measure:
                 kept = recon[i][:depth[i]]
-                enc.msssim = quality[i][:depth[i]] if stop_at_msssim is not None else msssim_many(image, kept)
+                enc.msssim = quality[i][:depth[i]]
                 enc.psnr = [psnr(image, r) for r in kept]
             if keep_reconstructions:
                 enc.reconstructions = kept

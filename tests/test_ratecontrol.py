@@ -53,12 +53,18 @@ def test_cut_keeps_a_decodable_prefix_and_its_stats(tiny_weights, rng):
     assert apply(Target(), full) is full
 
 
-def test_stopping_at_the_quality_target_gives_the_cut_full_encoding(default_weights, rng):
+@pytest.mark.parametrize("lockstep_tiles", [32, 4])
+def test_stopping_at_the_quality_target_gives_the_cut_full_encoding(default_weights, rng, monkeypatch,
+                                                                     lockstep_tiles):
     # two images whose tiles share batches (32 px tiles, 3 to a batch), coded by the shipped
     # model with its context coder: each stops at its own depth, with the bytes and stats the
-    # full encoding cut by the quality target would have
+    # full encoding cut by the quality target would have; with more tiles than may run in
+    # lockstep (4), the batches run one after the other and are cut afterwards, alike
     from conftest import DATA
+    from rgbatch import codec as codec_module
     from rgbatch.imageio import read_image
+
+    monkeypatch.setattr(codec_module, "LOCKSTEP_TILES", lockstep_tiles)
 
     codec = Codec.load(default_weights, device="cpu", tile_size=32, batch_size=3)
     images = [read_image(DATA / "kodim23_crop192.png")[0][:64, :96], smooth_image(rng, 40, 70)]
