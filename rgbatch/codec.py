@@ -23,6 +23,7 @@ from .bitstream import BitstreamError
 from .entropy import EntropyError, get_coder
 from .metrics import msssim_many, msssim_tensor, psnr
 from .model import BLOCK, ResidualGRUCodec, l1_loss
+from .ratecontrol import Target, choose_depth
 from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, tile_grid
 from .weights import load_weights, trained_iterations
 
@@ -132,21 +133,23 @@ class Codec:
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, image: np.ndarray, iterations: int | None = None, measure: bool = True,
-               keep_reconstructions: bool = False, stop_at_msssim: float | None = None) -> EncodedImage:
-        return self.encode_many([image], iterations, measure, keep_reconstructions, stop_at_msssim)[0]
+               keep_reconstructions: bool = False, target: Target = Target()) -> EncodedImage:
+        return self.encode_many([image], iterations, measure, keep_reconstructions, target)[0]
 
     def encode_many(self, images: list[np.ndarray], iterations: int | None = None,
                     measure: bool = True, keep_reconstructions: bool = False,
-                    stop_at_msssim: float | None = None) -> list[EncodedImage]:
+                    target: Target = Target()) -> list[EncodedImage]:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
         `keep_reconstructions` returns them, exactly what `decode` gives at each depth.
-        `stop_at_msssim` Q: each image stops at the first depth whose MS-SSIM reaches Q (the
-        stream and stats the full encoding cut there would have; `ratecontrol`), so that a
-        quality target costs only the iterations it keeps.
+        `target` (`ratecontrol.Target`): each image keeps the depth its quality or size target
+        asks for, and the encoder stops there: the stream and stats are those of the full
+        encoding cut to that depth, for only the iterations kept.
         """
-        measure = measure or keep_reconstructions or stop_at_msssim is not None
+        measure = measure or keep_reconstructions
+        if target.msssim is not None and not measure:
+            raise ValueError("a quality target needs the MS-SSIM of every depth: encode with measuring on")
         iterations = self.default_iterations if iterations is None else iterations
         if not 1 <= iterations <= self.max_iterations:
             raise ValueError(f"iterations must be 1..{self.max_iterations}, not {iterations}")
@@ -155,17 +158,16 @@ class Codec:
         codes = [[[] for _ in g] for g in grids]  # per image, per tile, the bits of each iteration
         # per image, per depth, the reconstruction as stored uint8 (filled tile by tile)
         recon = [np.empty((iterations, *im.shape), np.uint8) if measure else None for im in images]
-        quality = [None] * len(images)  # MS-SSIM per depth
+        quality = [[] for _ in images]  # MS-SSIM per depth, measured as the encoding goes (lockstep)
+        chunks = [[] for _ in images]  # chunks coded as the encoding goes (lockstep, size targets)
         depth = [iterations] * len(images)  # where each image stops
         runs = ((keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
                                           search_loss=search_loss)) for keys, x in self._batches(work))
         # To stop an image early, every batch advances one iteration at a time, so that an image
-        # whose tiles sit in several batches is whole at each depth when its quality is checked.
+        # whose tiles sit in several batches is whole at each depth when its targets are checked.
         # That keeps every tile's network state alive at once: bounded to LOCKSTEP_TILES tiles;
         # beyond, batches run one after the other (as without a target) and are cut afterwards.
-        lockstep = stop_at_msssim is not None and len(work) <= LOCKSTEP_TILES
-        if lockstep:
-            quality = [[] for _ in images]
+        lockstep = bool(target) and len(work) <= LOCKSTEP_TILES
         with torch.no_grad() if self.search_steps else torch.inference_mode():
             for group in ([list(runs)] if lockstep else ([run] for run in runs)):
                 for t in range(iterations):
@@ -183,30 +185,45 @@ class Codec:
                                     pixels[n, :tile.height, :tile.width]
                     if lockstep:
                         for i, image in enumerate(images):
-                            if depth[i] > t:
-                                quality[i] += msssim_many(image, recon[i][t:t + 1])
-                                if quality[i][-1] >= stop_at_msssim:
-                                    depth[i] = t + 1
-        if measure and not lockstep:
-            quality = [msssim_many(image, r) for image, r in zip(images, recon)]
-            if stop_at_msssim is not None:
-                depth = [next((d for d, q in enumerate(qs, 1) if q >= stop_at_msssim), iterations) for qs in quality]
+                            if depth[i] > t and self._reached(target, image, recon[i], codes[i], t,
+                                                              quality[i], chunks[i]):
+                                depth[i] = t + 1
 
         results = []
         for i, image in enumerate(images):
             h, w = image.shape[:2]
-            tiles = [np.stack(c[:depth[i]]) for c in codes[i]]
+            if len(quality[i]) < depth[i] and measure:
+                quality[i] = msssim_many(image, recon[i][:depth[i]])
+            if len(chunks[i]) < depth[i]:
+                chunks[i] = self.coder.encode([np.stack(c[:depth[i]]) for c in codes[i]])
+            if target:  # the depth the target keeps, from every depth coded so far
+                sizes = [bitstream.header_size(d) + n for d, n in enumerate(np.cumsum([len(c) for c in chunks[i]]), 1)]
+                depth[i] = choose_depth(target, sizes[:depth[i]], quality[i][:depth[i]], w * h)
             blob = bitstream.pack(coder_id=self.coder.coder_id, bits=self.model.cfg.bits, model_id=self.model_id,
-                                  width=w, height=h, tile_size=self.tile_size, chunks=self.coder.encode(tiles))
+                                  width=w, height=h, tile_size=self.tile_size, chunks=chunks[i][:depth[i]])
             enc = EncodedImage(blob, w, h, depth[i], bitstream.read_header(blob).cumulative_bytes())
             if measure:
-                kept = recon[i][:depth[i]]
                 enc.msssim = quality[i][:depth[i]]
-                enc.psnr = [psnr(image, r) for r in kept]
+                enc.psnr = [psnr(image, r) for r in recon[i][:depth[i]]]
             if keep_reconstructions:
-                enc.reconstructions = kept
+                enc.reconstructions = recon[i][:depth[i]]
             results.append(enc)
         return results
+
+    def _reached(self, target: Target, image, recon, codes, t: int, quality: list, chunks: list) -> bool:
+        """Whether an image's target says stop after iteration t: its quality reached, or its
+        stream over a size limit (the depth before is then the one kept). Records the MS-SSIM
+        and the chunk of iteration t on the way."""
+        stop = False
+        if target.msssim is not None:
+            quality += msssim_many(image, recon[t:t + 1])
+            stop = quality[-1] >= target.msssim
+        if target.bpp is not None or target.max_bytes is not None:
+            chunks.append(self.coder.encode_iteration([np.stack(c) for c in codes], t))
+            size = bitstream.header_size(t + 1) + sum(map(len, chunks))
+            limit = min(target.max_bytes or size, (target.bpp or float("inf")) * image.shape[0] * image.shape[1] / 8)
+            stop = stop or size > limit
+        return stop
 
     # -- decoding ---------------------------------------------------------------------------
     def read_codes(self, blob: bytes, iterations: int | None = None):

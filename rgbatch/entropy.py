@@ -46,8 +46,11 @@ class RawCoder:
         pass
 
     def encode(self, codes: list[np.ndarray]) -> list[bytes]:
-        iterations = codes[0].shape[0]
-        return [np.packbits(np.concatenate([c[t].ravel() for c in codes])).tobytes() for t in range(iterations)]
+        return [self.encode_iteration(codes, t) for t in range(codes[0].shape[0])]
+
+    def encode_iteration(self, codes: list[np.ndarray], t: int) -> bytes:
+        """Chunk t alone (an encoder that stops as soon as a size is reached codes as it goes)."""
+        return np.packbits(np.concatenate([c[t].ravel() for c in codes])).tobytes()
 
     def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
         sizes = [int(np.prod(s)) for s in shapes]
@@ -218,20 +221,27 @@ class ContextCoder:
         layout = Canvas(tuple(c.shape[1:] for c in codes))
         self._check(layout.shapes, codes[0].shape[0])
         canvas = layout.paint(codes)
+        return [self._code_iteration(layout, canvas, t) for t in range(codes[0].shape[0])]
+
+    def encode_iteration(self, codes: list[np.ndarray], t: int) -> bytes:
+        """Chunk t alone, from iterations 0..t of `codes` (the same bytes as `encode`'s)."""
+        codes = [c[:t + 1] for c in codes]
+        layout = Canvas(tuple(c.shape[1:] for c in codes))
+        self._check(layout.shapes, t + 1)
+        return self._code_iteration(layout, layout.paint(codes), t)
+
+    def _code_iteration(self, layout: Canvas, canvas: np.ndarray, t: int) -> bytes:
+        # every bit is known: one call codes the iteration in the decoder's order (colour,
+        # then channel, then position), the same stream as one call per step
         channels = np.arange(self.bits)[:, None]
-        chunks = []
-        for t in range(codes[0].shape[0]):
-            # every bit is known: one call codes the iteration in the decoder's order (colour,
-            # then channel, then position), the same stream as one call per step
-            symbols, probabilities = [], []
-            for s, positions in enumerate(layout.positions):
-                symbols.append(canvas[MAX_LOOKBACK + t][:, positions].ravel())
-                contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
-                probabilities.append(self.probabilities[t, s, channels, contexts].ravel())
-            encoder = constriction.stream.queue.RangeEncoder()
-            encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, np.concatenate(probabilities))
-            chunks.append(encoder.get_compressed().astype("<u4").tobytes())
-        return chunks
+        symbols, probabilities = [], []
+        for s, positions in enumerate(layout.positions):
+            symbols.append(canvas[MAX_LOOKBACK + t][:, positions].ravel())
+            contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
+            probabilities.append(self.probabilities[t, s, channels, contexts].ravel())
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, np.concatenate(probabilities))
+        return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
         layout = Canvas(tuple(tuple(s) for s in shapes))

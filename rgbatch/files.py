@@ -14,7 +14,7 @@ from . import storage
 from .bitstream import read_header
 from .codec import Codec
 from .imageio import MAX_PIXELS, decode_image, encode_png
-from .ratecontrol import Target, apply
+from .ratecontrol import Target
 
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
@@ -23,7 +23,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)
     image, mode = decode_image(storage.read_bytes(fs, path), max_pixels)
-    encoded = apply(target, codec.encode(image, iterations, measure=True, stop_at_msssim=target.msssim))
+    encoded = codec.encode(image, iterations, measure=True, target=target)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, encoded.blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "width": encoded.width,

@@ -34,7 +34,7 @@ from .storage import read_source
 from .codec import MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
-from .ratecontrol import Target, apply
+from .ratecontrol import Target
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -135,7 +135,6 @@ class EncodeWorker:
         return self.codec.model_id
 
     def _row(self, info: dict, encoded, seconds: float) -> dict:
-        encoded = apply(self.target, encoded)
         return {**{k: v for k, v in info.items() if k != "status"}, "status": "ok", "error": None,
                 "model_id": self.codec.model_id, "tile_size": self.codec.tile_size,
                 "iterations": encoded.iterations, "coder": self.codec.coder.name, "blob": encoded.blob,
@@ -146,8 +145,7 @@ class EncodeWorker:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
         start = time.perf_counter()
         try:
-            encoded = self.codec.encode_many(list(images), self.iterations, self.measure,
-                                             stop_at_msssim=self.target.msssim)
+            encoded = self.codec.encode_many(list(images), self.iterations, self.measure, target=self.target)
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
         seconds = time.perf_counter() - start
@@ -158,8 +156,7 @@ class EncodeWorker:
     def _encode_one(self, info: dict, image: np.ndarray) -> dict:
         start = time.perf_counter()
         try:
-            return self._row(info, self.codec.encode(image, self.iterations, self.measure,
-                                                     stop_at_msssim=self.target.msssim),
+            return self._row(info, self.codec.encode(image, self.iterations, self.measure, target=self.target),
                              time.perf_counter() - start)
         except Exception as e:
             return manifest.error_row(info["path"], info["source"], f"encoding failed: {type(e).__name__}: {e}",

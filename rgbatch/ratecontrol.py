@@ -1,8 +1,8 @@
 """Rate control: how many iterations to keep per image, chosen from its per-depth stats.
 
 A progressive stream cut to depth k is a valid stream of k iterations, so an image is
-encoded once and cut to the depth its target asks for (with a quality target the encoder
-stops at that depth, `Codec.encode_many(stop_at_msssim=...)`, the same stream for less work):
+encoded once and cut to the depth its target asks for; `Codec.encode_many(target=...)` stops
+the encoder there (the same stream for less work), `apply` cuts a stored encoding:
 
     quality  --target-msssim Q   the smallest depth whose MS-SSIM reaches Q
     size     --target-bpp B      the largest depth within B bits per pixel
@@ -16,9 +16,12 @@ keeps one iteration (the least a stream can hold).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import bitstream
-from .codec import EncodedImage
+
+if TYPE_CHECKING:  # the codec imports this module to stop its encoder at a target
+    from .codec import EncodedImage
 
 
 @dataclass(frozen=True)

@@ -54,26 +54,29 @@ def test_cut_keeps_a_decodable_prefix_and_its_stats(tiny_weights, rng):
 
 
 @pytest.mark.parametrize("lockstep_tiles", [32, 4])
-def test_stopping_at_the_quality_target_gives_the_cut_full_encoding(default_weights, rng, monkeypatch,
-                                                                     lockstep_tiles):
+def test_an_encoder_that_stops_at_the_target_gives_the_cut_full_encoding(default_weights, rng, monkeypatch,
+                                                                          lockstep_tiles):
     # two images whose tiles share batches (32 px tiles, 3 to a batch), coded by the shipped
     # model with its context coder: each stops at its own depth, with the bytes and stats the
-    # full encoding cut by the quality target would have; with more tiles than may run in
-    # lockstep (4), the batches run one after the other and are cut afterwards, alike
+    # full encoding cut by the target would have; with more tiles than may run in lockstep
+    # (4), the batches run one after the other and are cut afterwards, alike
     from conftest import DATA
     from rgbatch import codec as codec_module
     from rgbatch.imageio import read_image
 
     monkeypatch.setattr(codec_module, "LOCKSTEP_TILES", lockstep_tiles)
-
     codec = Codec.load(default_weights, device="cpu", tile_size=32, batch_size=3)
     images = [read_image(DATA / "kodim23_crop192.png")[0][:64, :96], smooth_image(rng, 40, 70)]
     full = codec.encode_many(images, iterations=6)
-    target = (full[0].msssim[1] + full[0].msssim[2]) / 2  # image 0 reaches it at depth 3
-    stopped = codec.encode_many(images, iterations=6, stop_at_msssim=target)
-    assert stopped[0].iterations == 3
-    for whole, early in zip(full, stopped):
-        expected = apply(Target(msssim=target), whole)
-        assert early.iterations == expected.iterations and early.blob == expected.blob
-        assert early.bytes == expected.bytes and early.psnr == expected.psnr
-        assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)
+    quality = (full[0].msssim[1] + full[0].msssim[2]) / 2  # image 0 reaches it at depth 3
+    size = (full[0].bytes[3] + full[0].bytes[4]) // 2  # image 0 fits 4 iterations, not 5
+    targets = [Target(msssim=quality), Target(max_bytes=size), Target(bpp=8 * size / (64 * 96)),
+               Target(msssim=quality, max_bytes=full[0].bytes[1]), Target(max_bytes=1)]
+    for target, depth in zip(targets, [3, 4, 4, 2, 1]):
+        stopped = codec.encode_many(images, iterations=6, target=target)
+        assert stopped[0].iterations == depth, target
+        for whole, early in zip(full, stopped):
+            expected = apply(target, whole)
+            assert early.iterations == expected.iterations and early.blob == expected.blob
+            assert early.bytes == expected.bytes and early.psnr == expected.psnr
+            assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)
