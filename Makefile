@@ -31,7 +31,7 @@ test: setup
 # (since step 26700 with the context coder's code length in the loss: docs/TRAINING.md).
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
 TRAIN_THREADS ?= 1
-# the rate term's weight: 1 from step 26700, 2 from 31300 (docs/TRAINING.md, "Rate weight")
+# the rate term's weight: 1 from step 26700, 2 from 31300, 4 from 33467 (docs/TRAINING.md, "Rate weight")
 RATE_WEIGHT ?= 4
 RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight $(RATE_WEIGHT)
 # --lr 3.125e-5: a 16th of the GPU's scale for a 16th of its pixels a step (docs/TRAINING.md: with

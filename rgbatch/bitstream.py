@@ -43,15 +43,20 @@ class Header:
 
     def cumulative_bytes(self) -> list[int]:
         """Bytes of the whole stream when cut to depth 1, 2, ..., k."""
-        total, out = 0, []
-        for t, n in enumerate(self.chunk_lengths, start=1):
-            total += n
-            out.append(header_size(t) + total)
-        return out
+        return cumulative_bytes(self.chunk_lengths)
 
 
 def header_size(iterations: int) -> int:
     return _FIXED.size + iterations * _CHUNK.size + _CRC.size
+
+
+def cumulative_bytes(chunk_lengths) -> list[int]:
+    """Bytes of a stream of these chunks when cut to depth 1, 2, ..., k (header included)."""
+    total, out = 0, []
+    for t, n in enumerate(chunk_lengths, start=1):
+        total += n
+        out.append(header_size(t) + total)
+    return out
 
 
 def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, tile_size: int,

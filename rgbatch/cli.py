@@ -172,8 +172,8 @@ def _print_json(obj):
 
 def _search_option():
     return typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
-                                "streams, better quality at every depth (most at low depths), encoding about "
-                                "7x slower at 3 (weights/MODEL_CARD.md). 0: off.")
+                                "streams, better quality at every depth (most at low depths), encoding "
+                                "7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
 
 
 @app.command()

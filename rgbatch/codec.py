@@ -21,7 +21,7 @@ import torch
 from . import bitstream
 from .bitstream import BitstreamError
 from .entropy import EntropyError, get_coder
-from .metrics import msssim_many, msssim_tensor, psnr
+from .metrics import msssim_many, msssim_scorer, msssim_tensor, psnr
 from .model import BLOCK, ResidualGRUCodec, l1_loss
 from .ratecontrol import Target, choose_depth
 from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, tile_grid
@@ -159,6 +159,7 @@ class Codec:
         # per image, per depth, the reconstruction as stored uint8 (filled tile by tile)
         recon = [np.empty((iterations, *im.shape), np.uint8) if measure else None for im in images]
         quality = [[] for _ in images]  # MS-SSIM per depth, measured as the encoding goes (lockstep)
+        scorers = [None] * len(images)  # each image's MS-SSIM against its own statistics, computed once
         chunks = [[] for _ in images]  # chunks coded as the encoding goes (lockstep, size targets)
         depth = [iterations] * len(images)  # where each image stops
         runs = ((keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
@@ -183,11 +184,14 @@ class Codec:
                                 tile = grids[i][j]
                                 recon[i][t, tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = \
                                     pixels[n, :tile.height, :tile.width]
-                    if lockstep:
-                        for i, image in enumerate(images):
-                            if depth[i] > t and self._reached(target, image, recon[i], codes[i], t,
-                                                              quality[i], chunks[i]):
-                                depth[i] = t + 1
+                    for i, image in enumerate(images if lockstep else ()):
+                        if depth[i] <= t:
+                            continue
+                        if target.msssim is not None:
+                            scorers[i] = scorers[i] or msssim_scorer(image)
+                            quality[i] += scorers[i](recon[i][t:t + 1])
+                        if self._reached(target, image, codes[i], t, quality[i], chunks[i]):
+                            depth[i] = t + 1
 
         results = []
         for i, image in enumerate(images):
@@ -197,8 +201,8 @@ class Codec:
             if len(chunks[i]) < depth[i]:
                 chunks[i] = self.coder.encode([np.stack(c[:depth[i]]) for c in codes[i]])
             if target:  # the depth the target keeps, from every depth coded so far
-                sizes = [bitstream.header_size(d) + n for d, n in enumerate(np.cumsum([len(c) for c in chunks[i]]), 1)]
-                depth[i] = choose_depth(target, sizes[:depth[i]], quality[i][:depth[i]], w * h)
+                sizes = bitstream.cumulative_bytes(len(c) for c in chunks[i][:depth[i]])
+                depth[i] = choose_depth(target, sizes, quality[i][:depth[i]], w * h)
             blob = bitstream.pack(coder_id=self.coder.coder_id, bits=self.model.cfg.bits, model_id=self.model_id,
                                   width=w, height=h, tile_size=self.tile_size, chunks=chunks[i][:depth[i]])
             enc = EncodedImage(blob, w, h, depth[i], bitstream.read_header(blob).cumulative_bytes())
@@ -210,19 +214,15 @@ class Codec:
             results.append(enc)
         return results
 
-    def _reached(self, target: Target, image, recon, codes, t: int, quality: list, chunks: list) -> bool:
-        """Whether an image's target says stop after iteration t: its quality reached, or its
-        stream over a size limit (the depth before is then the one kept). Records the MS-SSIM
-        and the chunk of iteration t on the way."""
-        stop = False
-        if target.msssim is not None:
-            quality += msssim_many(image, recon[t:t + 1])
-            stop = quality[-1] >= target.msssim
-        if target.bpp is not None or target.max_bytes is not None:
+    def _reached(self, target: Target, image, codes, t: int, quality: list, chunks: list) -> bool:
+        """Whether an image's target says stop after iteration t: its quality (measured up to
+        t) reached, or its stream over a size limit (the depth before is then the one kept).
+        Codes the chunk of iteration t on the way, for a size target."""
+        stop = target.msssim is not None and quality[-1] >= target.msssim
+        if target.limits_size:
             chunks.append(self.coder.encode_iteration([np.stack(c) for c in codes], t))
-            size = bitstream.header_size(t + 1) + sum(map(len, chunks))
-            limit = min(target.max_bytes or size, (target.bpp or float("inf")) * image.shape[0] * image.shape[1] / 8)
-            stop = stop or size > limit
+            size = bitstream.cumulative_bytes(map(len, chunks))[-1]
+            stop = stop or not target.fits(size, image.shape[0] * image.shape[1])
         return stop
 
     # -- decoding ---------------------------------------------------------------------------

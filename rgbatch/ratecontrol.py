@@ -41,6 +41,15 @@ class Target:
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.msssim, self.bpp, self.max_bytes))
 
+    @property
+    def limits_size(self) -> bool:
+        return self.bpp is not None or self.max_bytes is not None
+
+    def fits(self, size: int, pixels: int) -> bool:
+        """Whether a stream of `size` bytes for an image of `pixels` is within the size limits."""
+        return ((self.max_bytes is None or size <= self.max_bytes)
+                and (self.bpp is None or 8 * size / pixels <= self.bpp))
+
 
 def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: int) -> int:
     """Depth 1..len(sizes) to keep, from the stream size and MS-SSIM at each depth."""
@@ -53,9 +62,7 @@ def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: 
             raise ValueError("a quality target needs the MS-SSIM of every depth (encode with measuring on)")
         depth = next((d for d, q in enumerate(msssim, start=1) if q >= target.msssim), depths)
     for d in range(depth, 0, -1):  # walk down to the first depth within every size limit
-        fits_bytes = target.max_bytes is None or sizes[d - 1] <= target.max_bytes
-        fits_bpp = target.bpp is None or 8 * sizes[d - 1] / pixels <= target.bpp
-        if fits_bytes and fits_bpp:
+        if target.fits(sizes[d - 1], pixels):
             return d
     return 1
 
