@@ -36,7 +36,9 @@ RATE_WEIGHT ?= 4
 RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight $(RATE_WEIGHT)
 # --lr 3.125e-5: a 16th of the GPU's scale for a 16th of its pixels a step (docs/TRAINING.md: with
 # the GPU's scale the CPU's small batches undid the GPU's gains at low depths in a few hundred steps)
-TRAIN_ARGS := ../shared/data/train --out runs/main.pt $(RECIPE) --patch 64 --batch-size 16 --lr 3.125e-5 \
+# the data: the top-level training corpus and, since session 9, the high-resolution photos (issue 16)
+TRAIN_DATA ?= ../shared/data/train ../shared/data/photos/train
+TRAIN_ARGS := $(TRAIN_DATA) --out runs/main.pt $(RECIPE) --patch 64 --batch-size 16 --lr 3.125e-5 \
 	--checkpoint-every 100 --snapshot-every 500 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS)
 train: setup
 	mkdir -p runs

@@ -67,7 +67,8 @@ def _precision_option():
 
 @app.command()
 def train(
-    data_dir: Path = typer.Argument(..., help="Folder of training images (recursive), or a .npy pack of crops."),
+    data_dirs: list[Path] = typer.Argument(..., help="Folders of training images (recursive) or .npy packs of "
+                                           "crops; several are sampled together, every pixel equally likely."),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint file to write (and resume from)."),
     resume: bool = typer.Option(False, help="Continue the run in --out exactly where it stopped."),
     width: float = typer.Option(0.25, help="Channel multiplier; 1.0 is the paper's model (0.25 ships: weights/MODEL_CARD.md)."),
@@ -107,7 +108,8 @@ def train(
 
     with user_errors():
         cfg = TrainConfig(
-            data_dir=str(data_dir), out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
+            data_dir=[str(d) for d in data_dirs] if len(data_dirs) > 1 else str(data_dirs[0]),
+            out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
             msssim_weight=msssim_weight, stop_fraction=stop_fraction, precision=precision, rate_weight=rate_weight,
             rate_tables=str(rate_tables) if rate_tables else None,

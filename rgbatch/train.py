@@ -34,7 +34,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    data_dir: str
+    data_dir: str | list[str]  # a folder, a .npy pack, or a list of them (sampled by pixels together)
     out: str
     steps: int = 100_000  # length of the learning-rate schedule
     batch_size: int = 32
@@ -83,7 +83,10 @@ def list_images(folder) -> list[Path]:
 
 
 def load_training_images(source, log=print) -> list[np.ndarray]:
-    """A folder of images, or a `.npy` pack of uint8 crops (N, H, W, 3) made by `pack_crops`."""
+    """A folder of images, or a `.npy` pack of uint8 crops (N, H, W, 3) made by `pack_crops`,
+    or a list of such sources (their images together)."""
+    if isinstance(source, (list, tuple)):
+        return [image for one in source for image in load_training_images(one, log)]
     if str(source).endswith(".npy"):
         return list(np.load(source))
     images = []
@@ -404,6 +407,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     return state_dict()
 
 
+def data_names(source) -> str:
+    """`train/` or `train+photos/`: which data a run used, for a weight file's metadata."""
+    sources = source if isinstance(source, (list, tuple)) else [source]
+    return "+".join(Path(s).name for s in sources)
+
+
 def snapshot_path(checkpoint, step: int) -> Path:
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(f"{checkpoint.stem}.step{step}.pt")
@@ -430,7 +439,7 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
     last_eval = next((h for h in reversed(state["history"]) if "msssim" in h), None)
     info = {"steps": state["step"], "training_hours": round(state["wall_time"] / 3600, 3),
             "patch": cfg["patch"], "batch_size": cfg["batch_size"], "iterations_trained": cfg["iterations"],
-            "lr": cfg["lr"], "data": Path(cfg["data_dir"]).name,
+            "lr": cfg["lr"], "data": data_names(cfg["data_dir"]),
             # the loss of the last stretch: a model trained with a rate term is made for its coder
             "loss": {k: cfg.get(k) for k in ("loss_weighting", "msssim_weight", "rate_weight")},
             # runs evaluate every so many steps (GPU runs not at all): say which step scored this

@@ -162,3 +162,14 @@ def test_snapshots_are_kept_and_export_can_average_them(tmp_path):
         train(config(tmp_path / "bad", snapshot_every=3), log=lambda *_: None)
     with pytest.raises(TrainingError, match="no checkpoint"):
         export_weights(cfg.out, tmp_path / "x.safetensors", average=[tmp_path / "missing.pt"])
+
+
+def test_several_sources_train_together_and_name_their_data(tmp_path):
+    pack = tmp_path / "crops.npy"
+    pack_crops(DATA, pack, crop=64, per_image=3)
+    sampler = PatchSampler([str(DATA), str(pack)], 64, np.random.default_rng(0))
+    assert len(sampler.images) == 2 + 6
+    cfg = config(tmp_path, data_dir=[str(DATA), str(pack)], steps=2)
+    train(cfg, log=lambda *_: None)
+    export_weights(cfg.out, tmp_path / "w.safetensors")
+    assert load_weights(tmp_path / "w.safetensors")[3]["data"] == "data+crops.npy"
