@@ -126,6 +126,40 @@ def train(
 
 
 # -- archives: compress, report, restore, verify (docs/ARCHIVE.md) ------------------------------------
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it ends as Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def archive_errors():
+    """`user_errors` for the archive commands, and more: SIGTERM ends a command as Ctrl-C does
+    (what is committed stays, Ray is shut down; exit 143), and even an unexpected exception is
+    one line on stderr (exit 2), never a traceback."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with user_errors():
+            try:
+                yield
+            except Terminated:
+                err.print("[red]terminated[/red] (SIGTERM): what was finished is committed")
+                raise typer.Exit(EXIT_TERMINATED) from None
+            except (typer.Exit, KeyboardInterrupt, *USER_ERRORS):
+                raise
+            except Exception as e:  # a bug, or a library's surprise: still one line
+                raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def _image_progress(label: str, megapixels: bool = False):
     """Yields `progress(done, total[, pixels])`, drawing a rich bar on stderr from its first
@@ -162,7 +196,7 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     table.add_column("path")
     table.add_column("reason", overflow="fold")
     for path, reason in failures[:limit]:
-        table.add_row(path, reason)
+        table.add_row("(no path)" if path is None else path, reason)
     if len(failures) > limit:
         table.add_row(f"... {len(failures) - limit} more", "")
     out.print(table)
@@ -198,7 +232,8 @@ def compress(
     coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context. The shipped "
                                            "model is trained for the context coder: raw bits cost it 2.8x the rate "
                                            "at MS-SSIM 0.90."),
-    max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard)."),
+    max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard; "
+                                                        "default 89,478,485, Pillow's)."),
     measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure encodes large "
                                             "images much faster, without quality columns or --target-msssim."),
     precision: str = _precision_option(),
@@ -214,15 +249,16 @@ def compress(
     from .ratecontrol import Target
     from .tiling import DEFAULT_TILE_SIZE
 
-    with user_errors():
+    with archive_errors():
         options = CompressOptions(
             iterations=iterations, target=Target(target_msssim, target_bpp, max_bytes),
             tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
-            coder=coder, max_pixels=max_pixels or MAX_PIXELS, address=address, measure=measure, precision=precision,
+            coder=coder, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels, address=address, measure=measure, precision=precision,
             search_steps=search_steps)
         with _image_progress("compress", megapixels=True) as progress:
-            result = run_compress(sources, archive, options, progress=progress)
+            result = run_compress(sources, archive, options, progress=progress,
+                                  log=lambda text: err.print(text, highlight=False))
     if as_json:
         from dataclasses import asdict
 
@@ -258,7 +294,7 @@ def report(
 
     from .archive import report as make_report
 
-    with user_errors():
+    with archive_errors():
         result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst)
     if as_json:
         _print_json(result)
@@ -317,16 +353,17 @@ def restore(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(8, help="Tiles per network batch."),
     precision: str = _precision_option(),
+    overwrite: bool = typer.Option(False, help="Replace files already in --out (default: refuse, per image)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Write archived images back as PNGs under their original relative paths."""
+    """Write archived images back as PNGs under their relative paths (names: docs/ARCHIVE.md)."""
     from .archive import restore as run_restore
 
-    with user_errors():
+    with archive_errors():
         with _image_progress("restore") as progress:
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
-                                 progress=progress)
+                                 overwrite=overwrite, progress=progress)
     if as_json:
         from dataclasses import asdict
 
@@ -405,7 +442,7 @@ def verify(
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
     from .archive import verify as run_verify
 
-    with user_errors():
+    with archive_errors():
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, progress=progress)
@@ -438,7 +475,7 @@ def compact(
     from .archive import compact as run_compact
     from .ratecontrol import Target
 
-    with user_errors():
+    with archive_errors():
         target = Target(target_msssim, target_bpp, max_bytes)
         with _image_progress("compact") as progress:
             result = run_compact(archive, depth=depth, target=target, progress=progress)

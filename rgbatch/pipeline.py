@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -49,6 +51,7 @@ BATCH_SIZE = {"cuda": 8, "cpu": 1}
 # network at 34 MP/s at depth 16, the whole encoder at 3.3; README, "Speed of the network"),
 # so several encoders, each with its own CPU core, keep one GPU busy.
 ENCODERS_PER_GPU = 4
+MAX_TILE_SIZE = 65504  # the largest multiple of 32 the stream header's u16 tile-size field holds
 
 
 @dataclass
@@ -73,6 +76,9 @@ class CompressOptions:
 
     def check(self):
         check_tile_size(self.tile_size)
+        if self.tile_size > MAX_TILE_SIZE:
+            raise ValueError(f"--tile-size must be at most {MAX_TILE_SIZE} (a 16-bit field of the stream "
+                             f"header, docs/FORMAT.md), not {self.tile_size}")
         if self.iterations is not None and not 1 <= self.iterations <= 255:
             raise ValueError(f"--iterations must be 1..255, not {self.iterations}")
         if self.batch_size < 0:
@@ -181,6 +187,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
+    # ray.init makes SIGTERM a bare sys.exit; the caller's handler (the CLI's: end like Ctrl-C,
+    # work committed, Ray shut down) is put back once Ray is up
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -193,6 +203,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
                      _system_config={"worker_niceness": 0}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}") from None
+    finally:
+        if main_thread and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     try:
         yield ray
     finally:
@@ -242,6 +255,13 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     if options.iterations > model.cfg.max_iterations:
         raise ValueError(f"--iterations {options.iterations}: this model codes at most {model.cfg.max_iterations}")
     get_coder(options.coder, extra)  # and here if the coder is unknown
+    with manifest.ArchiveLock(archive, "compress") as lock:
+        if lock.removed and log:
+            log(f"removed {len(lock.removed)} temporary part file(s) left by an interrupted run")
+        return _compress_locked(found, archive, options, weights, model_id, progress, log)
+
+
+def _compress_locked(found, archive, options, weights, model_id, progress, log) -> CompressResult:
     existing = manifest.open_or_none(archive)
     done = existing.done() if existing else {}
     result = CompressResult(archive=archive, sources=len(found))
@@ -296,6 +316,7 @@ class _Run:
             self.start_reads()
             self.start_calls()
             finished, _ = self.ray.wait(list(self.reads) + list(self.calls), num_returns=1, timeout=1.0)
+            self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
             for ref in finished:
                 if ref in self.reads:
                     image_ref, source = self.reads.pop(ref)

@@ -15,11 +15,13 @@ name beside the target, which is moved onto the target only once complete, so a 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import glob
 import hashlib
 import os
 import posixpath
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,12 +69,78 @@ def is_dir(fs: pafs.FileSystem, path: str) -> bool:
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    """The bytes of a file. A local path must name a regular file: a FIFO, socket or device is
+    refused without waiting on it (opened non-blocking, checked before reading)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind != "file":
+            raise ValueError(f"not a regular file ({kind}): not read")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link"}
+
+
+def _kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def local_kind(path: str) -> str:
+    """What a local path is once symbolic links are followed: "file", "folder", or why it is
+    neither ("a FIFO", "a dangling symbolic link", ...)."""
+    try:
+        return _kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) else "missing"
+    except OSError as e:  # a symbolic link loop (ELOOP), no permission...
+        return f"unreadable ({e.strerror})"
+
+
+def walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(regular files, [(path, why skipped)]) under a local folder, sorted; hidden files and
+    folders left out. Symbolic links are followed, but each folder is listed once (a link loop
+    such as `ln -s . loop` adds nothing); dangling links, FIFOs, sockets and devices are
+    returned as skipped, never opened."""
+    files, skipped, seen = [], [], set()
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            info = os.stat(folder)
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            skipped.append((folder, f"folder not readable ({e.strerror})"))
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            kind = local_kind(entry.path)
+            if kind == "folder":
+                folders.append(entry.path)
+            elif kind == "file":
+                files.append(entry.path)
+            else:
+                skipped.append((entry.path, kind))
+    return sorted(files), sorted(skipped)
 
 
 def list_files(fs: pafs.FileSystem, root: str, recursive: bool = True) -> list[str]:
-    """Paths of the regular files under `root`, sorted; hidden files and folders left out."""
+    """Paths of the regular files under `root`, sorted; hidden files and folders left out
+    (local folders: `walk_local`, whose skipped entries this leaves out)."""
+    if recursive and isinstance(fs, pafs.LocalFileSystem):
+        return walk_local(root)[0]
     selector = pafs.FileSelector(root, recursive=recursive)
     found = []
     for info in fs.get_file_info(selector):
@@ -122,6 +190,73 @@ def write_atomic(fs: pafs.FileSystem, path: str, data: bytes):
         stream.write(data)
 
 
+class NotWritten(ValueError):
+    """An output file that was not written, with the reason for the user."""
+
+
+def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwrite: bool = False) -> str:
+    """Write `data` atomically at `root/relative` and return its path; NotWritten if it cannot be.
+
+    An existing file is never replaced unless `overwrite`. On a local disk no symbolic link
+    below `root` is followed (every folder is opened with O_NOFOLLOW relative to the one
+    before, the file is created under a temporary name and linked to its own), so nothing
+    lands outside `root` whatever links are already there. Object stores have no links; an
+    existing object is checked for before writing (not atomically: another writer may slip in).
+    """
+    target = f"{root}/{relative}"
+    if not isinstance(fs, pafs.LocalFileSystem):
+        if not overwrite and exists(fs, target):
+            raise NotWritten("a file is already there: not overwritten (--overwrite replaces it)")
+        write_atomic(fs, target, data)
+        return target
+    os.makedirs(root, exist_ok=True)
+    limit = os.pathconf(root, "PC_PATH_MAX")
+    if len(os.fsencode(target)) >= limit:  # could be made folder by folder, but no program could open it
+        raise NotWritten(f"path of {len(os.fsencode(target))} bytes is over the system's limit of {limit}: not written")
+    *folders, name = relative.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            for folder in folders:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, dir_fd=fd)
+                inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise NotWritten(f"{folder!r} is a symbolic link or a file, not a folder: not followed, "
+                                 f"not written") from None
+            raise NotWritten(f"cannot make the folder {folder!r}: {e.strerror}") from None
+        _write_in(fd, name, data, overwrite)
+    finally:
+        os.close(fd)
+    return target
+
+
+def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
+    """Write `name` in the folder open as `fd`: a temporary file first, then linked (or, to
+    overwrite, renamed) onto the name, so the name holds the old file or the whole new one."""
+    tmp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
+        with os.fdopen(out, "wb") as f:
+            f.write(data)
+        if overwrite:
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # a link in the way is replaced, not followed
+        else:
+            os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)  # fails if name exists
+    except FileExistsError:
+        raise NotWritten("something is already there: not overwritten (--overwrite replaces a file)") from None
+    except IsADirectoryError:
+        raise NotWritten("a folder is in the way: not written") from None
+    except OSError as e:
+        raise NotWritten(f"cannot write the file: {e.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=fd)
+
+
 # -- sources -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Source:
@@ -146,8 +281,21 @@ def _glob_root(pattern: str) -> str:
     return "/".join(fixed) or "/"
 
 
+def _once_per_folder(paths: list[str]) -> list[str]:
+    """Local paths with each (real folder, name) once, the shortest path kept: a glob through a
+    symbolic link loop (`loop/loop/...`) matches each file once."""
+    kept = {}
+    for p in sorted(paths, key=lambda p: (p.count("/"), p)):
+        kept.setdefault((os.path.realpath(os.path.dirname(p)), os.path.basename(p)), p)
+    return sorted(kept.values())
+
+
 def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
-    """(file system, root, files) of one SRC argument: a folder, a glob, or a list file."""
+    """(file system, root, files) of one SRC argument: a folder, a glob, or a list file.
+
+    Local files that are not regular files (dangling symbolic links, FIFOs, sockets,
+    devices) are kept in the list: reading them fails with the reason, so each becomes an
+    error row instead of vanishing without a word (and none is ever opened for reading)."""
     if any(c in source for c in GLOB_CHARS) and not os.path.exists(source):
         if is_uri(source):
             fs, pattern = resolve(source)
@@ -157,19 +305,28 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
             fs = pafs.LocalFileSystem()
             pattern = os.path.abspath(os.path.expanduser(source))
             root = _glob_root(pattern)
-            files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            files = _once_per_folder([p for p in glob.glob(pattern, recursive=True) if local_kind(p) != "folder"])
         if not files:
             raise ValueError(f"no files match {source}")
         return fs, root, files
     fs, path = resolve(source)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
+    if isinstance(fs, pafs.LocalFileSystem):
+        kind = local_kind(path)
+    else:
+        kind = {pafs.FileType.Directory: "folder", pafs.FileType.File: "file"}.get(
+            fs.get_file_info(path).type, "missing")
+    if kind == "folder":
         extensions = image_extensions()
-        files = [p for p in list_files(fs, path) if posixpath.splitext(p)[1].lower() in extensions]
+        if isinstance(fs, pafs.LocalFileSystem):
+            files, skipped = walk_local(path)
+            files = sorted(files + [p for p, _ in skipped if p != path])
+        else:
+            files = list_files(fs, path)
+        files = [p for p in files if posixpath.splitext(p)[1].lower() in extensions]
         if not files:
             raise ValueError(f"no image files under {source}")
         return fs, path, files
-    if info.type != pafs.FileType.File:
+    if kind == "missing":
         raise FileNotFoundError(f"no such file or folder: {source}")
     if posixpath.splitext(path)[1].lower() not in LIST_EXTENSIONS:
         return fs, posixpath.dirname(path), [path]  # a single image
@@ -216,6 +373,9 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tupl
     try:
         fs, path = resolve(source.location)
         data = read_bytes(fs, path)
+    except FileNotFoundError as e:
+        why = "a dangling symbolic link" if os.path.islink(source.location) else e
+        return {**info, "status": "error", "error": f"cannot read the file: {why}"}, None
     except (OSError, ValueError) as e:
         return {**info, "status": "error", "error": f"cannot read the file: {e}"}, None
     info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
