@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
-import glob
 import hashlib
 import os
 import posixpath
@@ -281,13 +280,23 @@ def _glob_root(pattern: str) -> str:
     return "/".join(fixed) or "/"
 
 
-def _once_per_folder(paths: list[str]) -> list[str]:
-    """Local paths with each (real folder, name) once, the shortest path kept: a glob through a
-    symbolic link loop (`loop/loop/...`) matches each file once."""
-    kept = {}
-    for p in sorted(paths, key=lambda p: (p.count("/"), p)):
-        kept.setdefault((os.path.realpath(os.path.dirname(p)), os.path.basename(p)), p)
-    return sorted(kept.values())
+def _glob_match(parts: list[str], pattern: list[str]) -> bool:
+    """Whether path components match glob components (`*`, `?`, `[...]` within a name; `**`
+    any number of folders), as `glob.glob(recursive=True)` matches them."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_match(parts[1:], pattern[1:])
+
+
+def _glob_local(pattern: str, root: str) -> list[str]:
+    """Local files matching a glob, found by `walk_local` (each folder once: `glob.glob` follows
+    a link loop such as `ln -s . loop` down 40 levels, exponentially with two loops)."""
+    files, skipped = walk_local(root)
+    wanted = posixpath.relpath(pattern, root).split("/")
+    return sorted(p for p in files + [p for p, _ in skipped if p != root]
+                  if _glob_match(posixpath.relpath(p, root).split("/"), wanted))
 
 
 def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
@@ -305,7 +314,7 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
             fs = pafs.LocalFileSystem()
             pattern = os.path.abspath(os.path.expanduser(source))
             root = _glob_root(pattern)
-            files = _once_per_folder([p for p in glob.glob(pattern, recursive=True) if local_kind(p) != "folder"])
+            files = _glob_local(pattern, root)
         if not files:
             raise ValueError(f"no files match {source}")
         return fs, root, files
@@ -331,7 +340,10 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
     if posixpath.splitext(path)[1].lower() not in LIST_EXTENSIONS:
         return fs, posixpath.dirname(path), [path]  # a single image
     # a list file: one path per line, relative ones read from the list file's folder
-    text = read_bytes(fs, path).decode("utf-8", errors="replace")
+    try:
+        text = read_bytes(fs, path).decode("utf-8", errors="replace")
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
     names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     base = posixpath.dirname(path)
     files = [n if (posixpath.isabs(n) or is_uri(n)) else posixpath.normpath(posixpath.join(base, n)) for n in names]

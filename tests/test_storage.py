@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 
 import pyarrow.fs as pafs
 import pytest
@@ -104,3 +105,34 @@ def test_read_source_hashes_skips_and_words_errors(tmp_path, rng):
     assert (info["status"], info["error"], image) == ("error", "empty file (0 bytes)", None)
     info, _ = storage.read_source(good, None, max_pixels=100)
     assert info["status"] == "error" and "decompression-bomb guard" in info["error"]
+
+
+def test_links_loops_fifos_are_listed_once_and_never_opened(tmp_path, rng):
+    photos = tmp_path / "photos"
+    Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / "sub/a.png"))
+    (photos / "loop").symlink_to(".")  # ln -s . loop
+    (photos / "sub/up").symlink_to("..")
+    (photos / "dangling.png").symlink_to(photos / "gone.png")
+    os.mkfifo(photos / "fifo.png")
+    fs, root = storage.resolve(photos)
+    assert storage.list_files(fs, root) == [f"{root}/sub/a.png"]
+
+    _, sources = storage.expand_sources([str(photos)])
+    assert [s.path for s in sources] == ["dangling.png", "fifo.png", "sub/a.png"]  # no loop/loop/...
+    _, globbed = storage.expand_sources([str(photos / "**/*.png")])
+    assert [s.path for s in globbed] == ["dangling.png", "fifo.png", "sub/a.png"]
+
+    signal.alarm(60)  # a FIFO opened for reading would wait for a writer forever
+    try:
+        errors = {s.path: storage.read_source(s, None, 10**8)[0]["error"] for s in sources[:2]}
+        listing = touch(tmp_path / "list.txt", f"{photos}/fifo.png\n{photos}/sub/a.png\n".encode())
+        _, listed = storage.expand_sources([str(listing)])
+        info, _ = storage.read_source(listed[0], None, 10**8)
+        os.mkfifo(tmp_path / "fifo.txt")  # a list file that is a FIFO: refused, not waited on
+        with pytest.raises(ValueError, match=r"fifo.txt: not a regular file \(a FIFO\)"):
+            storage.expand_sources([str(tmp_path / "fifo.txt")])
+    finally:
+        signal.alarm(0)
+    assert errors == {"dangling.png": "cannot read the file: a dangling symbolic link",
+                      "fifo.png": "cannot read the file: not a regular file (a FIFO): not read"}
+    assert info["status"] == "error" and "FIFO" in info["error"]
