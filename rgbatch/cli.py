@@ -133,7 +133,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so that it ends as Ctrl-C does."""
 
 
+_terminated = []  # SIGTERM came (Ray turns an exception raised in its waits into a plain KeyboardInterrupt)
+
+
 def _raise_terminated(signum, frame):
+    _terminated.append(signum)
     raise Terminated()
 
 
@@ -149,10 +153,12 @@ def archive_errors():
         with user_errors():
             try:
                 yield
-            except Terminated:
+            except KeyboardInterrupt:
+                if not _terminated:
+                    raise
                 err.print("[red]terminated[/red] (SIGTERM): what was finished is committed")
                 raise typer.Exit(EXIT_TERMINATED) from None
-            except (typer.Exit, KeyboardInterrupt, *USER_ERRORS):
+            except (typer.Exit, *USER_ERRORS):
                 raise
             except Exception as e:  # a bug, or a library's surprise: still one line
                 raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import struct
 import shutil
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from conftest import smooth_image
 from rgbatch import storage
 from rgbatch.cli import app
 from rgbatch.codec import Codec
-from rgbatch.manifest import SCHEMA, Manifest, PartWriter
+from rgbatch.manifest import SCHEMA, Manifest, PartWriter, open_or_none
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.pipeline import CompressOptions, EncodeWorker
 from rgbatch.ratecontrol import Target, choose_depth
@@ -452,3 +454,61 @@ def test_null_and_wrongly_typed_cells_are_worded_errors(archive, tiny_weights, t
             message = " ".join(result.stderr.split())  # one line, wrapped by rich to the terminal's width
             assert message.startswith("error:") and words in message and "part-" in message
             assert "Traceback" not in result.output and "optional" not in message  # no schema dump
+
+
+# -- runs: a second writer, SIGTERM (issue 17, items 9 and 11) -------------------------------------------
+def compress_command(src, out, weights, *extra):
+    return [sys.executable, "-m", "rgbatch.cli", "compress", str(src), "--out", str(out), "--weights", str(weights),
+            "--iterations", "2", "--tile-size", "32", *map(str, extra)]
+
+
+def test_a_second_compress_into_a_busy_archive_is_refused(archive, tiny_weights, tmp_path, ray_cluster):
+    from rgbatch.manifest import ArchiveLock
+
+    work = tmp_path / "work"
+    shutil.copytree(archive / "archive", work)
+    with ArchiveLock(work, "compress"):  # a run in another process would hold it so; compact must wait
+        compacting = run("compact", work)
+    assert compacting.exit_code == 2 and "being written by compress" in " ".join(compacting.stderr.split())
+    with ArchiveLock(tmp_path / "busy", "compress"):
+        done = subprocess.run(compress_command(archive / "src", tmp_path / "busy", tiny_weights,
+                                               "--address", ray_cluster.address),
+                              capture_output=True, text=True, timeout=600)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stderr
+    assert message.startswith("error:") and "is being written by compress (pid" in message
+    assert "Traceback" not in done.stderr and open_or_none(tmp_path / "busy") is None
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_compress_cleanly_and_takes_its_ray_along(tiny_weights, tmp_path, rng):
+    pytest.importorskip("ray")  # which puts its own copy of psutil on the path
+    import psutil
+
+    for i in range(300):
+        (tmp_path / "src").mkdir(exist_ok=True)
+        Image.fromarray(smooth_image(rng, 96, 96)).save(tmp_path / "src" / f"{i:03d}.png")
+    run = subprocess.Popen(compress_command(tmp_path / "src", tmp_path / "out", tiny_weights, "--workers", "1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    family = set()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            children = psutil.Process(run.pid).children(recursive=True)
+            family |= set(children)
+            if any("EncodeWorker" in " ".join(p.cmdline()) for p in children if p.is_running()):
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # some images encoded
+        family |= set(psutil.Process(run.pid).children(recursive=True))
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err and "SIGABRT" not in err and "*** " not in err
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]  # Ray started by the run is shut down with it
+    rows = Manifest(tmp_path / "out").table() if open_or_none(tmp_path / "out") else None
+    assert rows is None or set(rows["status"].to_pylist()) == {"ok"}  # what was finished is committed, whole
