@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import manifest, storage
+from . import manifest, raywatch, storage
 from .storage import read_source
 from .codec import MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
@@ -190,17 +190,23 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     # ray.init makes SIGTERM a bare sys.exit; the caller's handler (the CLI's: end like Ctrl-C,
     # work committed, Ray shut down) is put back once Ray is up
     main_thread = threading.current_thread() is threading.main_thread()
+    watchdog = None
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
             ray.init(address=address, **quiet)
         else:
+            import psutil  # Ray's own copy, on the path once ray is imported
+
+            before = set(psutil.Process().children(recursive=True))
             # Ray renices its workers (+15) to keep its daemons responsive; here the workers are
             # the job, so they keep the priority the command was given (on a shared machine the
             # default makes encoders 5x slower than a plain loop)
             # address "local": a new Ray of our own, never a cluster someone left running here
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                      _system_config={"worker_niceness": 0}, **quiet)
+            # what ray.init started dies with this process, even if it is killed (rgbatch.raywatch)
+            watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}") from None
     finally:
@@ -210,6 +216,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         yield ray
     finally:
         ray.shutdown()
+        if watchdog:
+            watchdog.close()
 
 
 def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
