@@ -419,7 +419,10 @@ def _compact_locked(archive, depth: int | None, target: Target, progress) -> Com
     writers: dict[str, PartWriter] = {}
     try:
         for row in man.rows():
-            if row["status"] == "ok" and (depth is not None or target):
+            problem = row_problem(row)
+            if problem:
+                result.problems.append((row["path"], f"{problem}: kept as is"))
+            elif row["status"] == "ok" and (depth is not None or target):
                 row = _cut_row(row, depth, target, result)
             model = row["model_id"] or fallback_model
             if model not in writers:
@@ -445,10 +448,6 @@ def _compact_locked(archive, depth: int | None, target: Target, progress) -> Com
 def _cut_row(row: dict, depth: int | None, target: Target, result: CompactResult) -> dict:
     """The row with its blob cut to the depth asked for (as it was, with a problem noted, when
     that cannot be done safely)."""
-    problem = row_problem(row)
-    if problem:
-        result.problems.append((row["path"], f"{problem}: kept as is"))
-        return row
     keep = row["iterations"] if depth is None else min(depth, row["iterations"])
     if target:
         if target.msssim is not None and not row["msssim"]:
