@@ -230,17 +230,19 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     for path, status in zip(table["path"].to_pylist(), table["status"].to_pylist()):
         if status == "ok":
             try:
-                safe.append(safe_relative_path(path) and path)
+                safe_relative_path(path)
             except ValueError as e:
                 if select is None or fnmatch.fnmatchcase(path, select):
                     result.failures.append((path, str(e)))
+                continue
+            safe.append(path)
     selected = [p for p in safe if select is None or fnmatch.fnmatchcase(p, select)]
     result.failures += [(p, why) for p, why in damaged if select is None or fnmatch.fnmatchcase(p or "", select)]
     if select is not None and not selected and not result.failures:
         raise ValueError(f"no archived image matches --select {select!r}")
     codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
     fs, root = storage.resolve(out)
-    names = png_names(list(safe))  # of every current ok path: the same names whatever is selected
+    names = png_names(safe)  # of every current ok path: the same names whatever is selected
     total = len(selected) + len(result.failures)
 
     def depth_of(row):
@@ -260,12 +262,13 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
 
     for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
         for row, image, error in _decode_each(codec, [(r, depth_of(r)) for r in group]):
+            if error:
+                result.failures.append((row["path"], error))
+                continue
             try:
-                if error:
-                    raise ValueError(error)
                 written = storage.write_new(fs, root, names[row["path"]], encode_png(image), overwrite)
-            except ValueError as e:  # storage.NotWritten among them
-                result.failures.append((row["path"], f"{names[row['path']]}: {e}" if not error else str(e)))
+            except storage.NotWritten as e:
+                result.failures.append((row["path"], f"{names[row['path']]}: {e}"))
                 continue
             result.written.append({"path": row["path"], "file": storage.uri(fs, written), "depth": depth_of(row)})
         if progress:

@@ -327,6 +327,8 @@ class ArchiveLock:
         return False
 
     def _take(self):
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise NotADirectoryError(f"the archive {self.location} is a file, not a folder")
         os.makedirs(self.root, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -385,7 +387,7 @@ def row_problem(row: dict) -> str | None:
     depth = row.get("iterations")
     for name in ("bytes", "bpp", "msssim", "psnr"):
         values = row.get(name)
-        if name not in row or (name != "bytes" and not values):  # quality lists are empty with --no-measure
+        if name not in row or depth is None or (name != "bytes" and not values):  # empty: --no-measure
             continue
         if values is None or len(values) != depth or any(v is None for v in values):
             return f"damaged row: {name} does not hold one value per stored depth ({depth})"

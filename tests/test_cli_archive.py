@@ -491,13 +491,19 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
         Image.fromarray(smooth_image(rng, 96, 96)).save(tmp_path / "src" / f"{i:03d}.png")
     run = subprocess.Popen(compress_command(tmp_path / "src", tmp_path / "out", tiny_weights, "--workers", "1"),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def command_line(process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:  # gone, or a zombie
+            return ""
+
     family = set()
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and run.poll() is None:
             children = psutil.Process(run.pid).children(recursive=True)
             family |= set(children)
-            if any("EncodeWorker" in " ".join(p.cmdline()) for p in children if p.is_running()):
+            if any("EncodeWorker" in command_line(p) for p in children):
                 break
             time.sleep(0.5)
         time.sleep(3)  # some images encoded
@@ -511,6 +517,6 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
         assert run.returncode == 143, err
         assert "terminated" in err and "Traceback" not in err and "SIGABRT" not in err and "*** " not in err
     gone, alive = psutil.wait_procs(family, timeout=30)
-    assert not alive, [p.cmdline() for p in alive]  # the Ray the run started is shut down with it
+    assert not alive, [command_line(p) for p in alive]  # the Ray the run started is shut down with it
     rows = Manifest(tmp_path / "out").table() if open_or_none(tmp_path / "out") else None
     assert rows is None or set(rows["status"].to_pylist()) == {"ok"}  # what was committed is whole
