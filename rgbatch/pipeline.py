@@ -7,7 +7,7 @@
 Read tasks return a small description and the pixels as two objects, so the pixels go from
 the reader to an encoder through the object store without passing the driver. Reads ask for
 no CPU: they can never be starved by encoders holding every CPU, and the driver bounds how
-many run at once. They live in rgbatch.storage, which does not import torch, so the worker
+many run at once. They live in rgbatch.sources, which does not import torch, so the worker
 processes running them start light. Each encoder actor loads the model once (`Codec.load`) and encodes the
 tiles of several images per batch. The driver is the only writer: it commits Parquet parts
 atomically as results stream in, so an interrupted run leaves only complete parts and a
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import manifest, raywatch, storage
-from .storage import read_source
+from . import manifest, raywatch
 from .codec import MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .ratecontrol import Target
+from .sources import archive_name, expand_sources, read_source
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -243,7 +243,7 @@ def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
 
 # -- the driver ------------------------------------------------------------------------------------
 def default_archive(root: str) -> str:
-    return os.path.join("manifests", storage.archive_name(root))
+    return os.path.join("manifests", archive_name(root))
 
 
 def compress(sources: list[str], archive: str | None = None, options: CompressOptions | None = None,
@@ -254,7 +254,7 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     """
     options = options or CompressOptions()
     options.check()
-    root, found = storage.expand_sources(sources)
+    root, found = expand_sources(sources)
     archive = archive or default_archive(root)
     weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
     model, model_id, extra, info = load_weights(weights)  # fails here, worded, if the weights are unusable

@@ -23,13 +23,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import smooth_image
-from rgbatch import storage
 from rgbatch.cli import app
 from rgbatch.codec import Codec
 from rgbatch.manifest import SCHEMA, Manifest, PartWriter, open_or_none
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.pipeline import CompressOptions, EncodeWorker
 from rgbatch.ratecontrol import Target, choose_depth
+from rgbatch.sources import expand_sources, read_source
 from rgbatch.weights import save_weights
 
 runner = CliRunner()
@@ -42,12 +42,12 @@ def run(*args):
 
 def archive_images(folder, archive, weights, iterations=3, measure=True):
     """An archive written without Ray, by the same worker code the pipeline runs on actors."""
-    _, sources = storage.expand_sources([str(folder)])
+    _, found = expand_sources([str(folder)])
     options = CompressOptions(iterations=iterations, tile_size=32, batch_size=4, coder="raw", measure=measure)
     worker = EncodeWorker(str(weights), "cpu", options)
     with PartWriter(archive, worker.model_id()) as writer:
-        for source in sources:
-            info, image = storage.read_source(source, None, 10**8)
+        for source in found:
+            info, image = read_source(source, None, 10**8)
             for row in worker.encode([info], image):
                 writer.add(row)
 
