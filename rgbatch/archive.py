@@ -240,8 +240,10 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     result.failures += [(p, why) for p, why in damaged if select is None or fnmatch.fnmatchcase(p or "", select)]
     if select is not None and not selected and not result.failures:
         raise ValueError(f"no archived image matches --select {select!r}")
-    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
     fs, root = storage.resolve(out)
+    if storage.exists(fs, root) and not storage.is_dir(fs, root):
+        raise NotADirectoryError(f"--out {out} is a file, not a folder")
+    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
     names = png_names(safe)  # of every current ok path: the same names whatever is selected
     total = len(selected) + len(result.failures)
 

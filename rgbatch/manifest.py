@@ -279,9 +279,11 @@ class Manifest:
             yield from batch.to_pylist()
 
     def done(self) -> dict[str, str]:
-        """{path: source hash} of the images whose current row is ok: what a rerun skips."""
-        table = self.table(["path", "source_hash", "status"])
-        return {p: h for p, h, s in zip(*(table.column(c).to_pylist() for c in table.column_names)) if s == "ok"}
+        """{path: source hash} of the images whose current row is ok (and not damaged, see
+        `row_problem`): what a rerun skips."""
+        table, _ = split_damaged(self.table())
+        return {p: h for p, h, s in zip(*(table.column(c).to_pylist() for c in ("path", "source_hash", "status")))
+                if s == "ok"}
 
 
 LOCK_NAME = ".lock"

@@ -91,6 +91,9 @@ def test_current_row_is_the_latest_and_reruns_skip_only_ok_rows(tmp_path):
     assert current == {"retried.png": ("ok", "r2"), "kept.png": ("ok", "k1"), "changed.png": ("error", "c2"),
                        "broken.png": ("error", None)}
     assert manifest.done() == {"retried.png": "r2", "kept.png": "k1"}
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:  # a damaged row is not done: a rerun redoes it
+        writer.add({**ok_row("kept.png", source_hash="k1"), "bytes": [1, None]})
+    assert Manifest(tmp_path).done() == {"retried.png": "r2"}
     assert [r["path"] for r in manifest.rows(paths={"kept.png"})] == ["kept.png"]
 
 
