@@ -187,8 +187,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
-    # ray.init makes SIGTERM a bare sys.exit; the caller's handler (the CLI's: end like Ctrl-C,
-    # work committed, Ray shut down) is put back once Ray is up
+    # ray.init makes SIGTERM a bare sys.exit; a handler the caller set (the CLI's: end like
+    # Ctrl-C, work committed, Ray shut down, exit 143) is put back once Ray is up
     main_thread = threading.current_thread() is threading.main_thread()
     watchdog = None
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
@@ -205,14 +205,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
             # address "local": a new Ray of our own, never a cluster someone left running here
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                      _system_config={"worker_niceness": 0}, **quiet)
-            # what ray.init started dies with this process, even if it is killed (rgbatch.raywatch)
-            watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}") from None
     finally:
-        if main_thread and sigterm is not None:
+        if callable(sigterm):  # one the caller set (without one, Ray's sys.exit still commits what is done)
             signal.signal(signal.SIGTERM, sigterm)
     try:
+        if not address:  # what ray.init started dies with this process, even if killed (rgbatch.raywatch)
+            watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
         yield ray
     finally:
         ray.shutdown()

@@ -15,6 +15,7 @@ the Ray processes it was given (each checked by its start time, so a reused pid 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,10 +28,14 @@ def start(processes) -> object:
     """Start the watchdog over `processes` (psutil.Process); returns the pipe's write end."""
     import psutil  # Ray's own copy is on the path once ray is imported
 
+    watched = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # one that has ended already needs no watching
+            watched.append(f"{process.pid}:{process.create_time()!r}")
     read, write = os.pipe()  # not inherited by any other child: only the watchdog gets `read`
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [os.path.dirname(os.path.dirname(psutil.__file__)), os.environ.get("PYTHONPATH", "")])}
-    subprocess.Popen([sys.executable, "-m", "rgbatch.raywatch", *(f"{p.pid}:{p.create_time()!r}" for p in processes)],
+    subprocess.Popen([sys.executable, "-m", "rgbatch.raywatch", *watched],
                      stdin=read, env=env, start_new_session=True,  # Ctrl-C in the terminal is the run's, not its
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(read)
