@@ -500,7 +500,8 @@ def bench_command(
 @app.command("fit-entropy")
 def fit_entropy_command(
     weights: Path = typer.Argument(..., help="Weight file of the trained model."),
-    data: Path = typer.Option(..., "--data", help="Folder of training images (never the benchmark set)."),
+    data: list[Path] = typer.Option(..., "--data", help="Folder of training images (never the benchmark set); "
+                                    "repeat it to fit on several folders together."),
     out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its context model."),
     images: int = typer.Option(0, help="Training images to code (one centre crop each; 0: all)."),
     crop: int = typer.Option(512, help="Crop size in pixels (at most; smaller images are coded whole)."),
@@ -512,7 +513,7 @@ def fit_entropy_command(
     from .entropy_fit import fit_entropy
 
     with user_errors():
-        mid = fit_entropy(weights, data, out_path, images=images, crop=crop, context_bits=context_bits,
+        mid = fit_entropy(weights, [str(d) for d in data], out_path, images=images, crop=crop, context_bits=context_bits,
                           device=device, seed=seed, log=lambda m: err.print(m, highlight=False))
     out.print(f"wrote {out_path} (model id {mid})")
 
