@@ -1,0 +1,43 @@
+"""Bounds on what a stream may declare, checked from its header before the decoder does any
+work (docs/FORMAT.md, "Limits"), so that decoding time and memory follow the declared size.
+
+    tiles = layout(width, height, tile_size, max_pixels)   # or ValueError with the reason
+
+- `max_pixels`: the image, width x height, at most this (default `imageio.MAX_PIXELS`, the
+  same limit that reading source images has); the caller may raise or lower it.
+- The tiles, padded to multiples of 32 pixels, code at most `PADDING_ALLOWANCE` times that:
+  an image 1 pixel wide codes 32 columns, and would otherwise cost 32 times its size.
+- One tile, which the network runs through whole, at most `MAX_TILE_PIXELS` (padded); the
+  encoder refuses bigger tiles too, so every stream it writes passes.
+"""
+
+from __future__ import annotations
+
+from .imageio import MAX_PIXELS
+from .tiling import Tile, tile_grid
+
+MAX_TILE_PIXELS = 4096 * 4096  # the decoder's network peaks at about 0.6 KB a pixel of the tile (docs/FORMAT.md)
+PADDING_ALLOWANCE = 2
+
+
+def check_max_pixels(max_pixels: int):
+    if not max_pixels >= 1:
+        raise ValueError(f"max_pixels must be at least 1, not {max_pixels}")
+
+
+def layout(width: int, height: int, tile_size: int, max_pixels: float = MAX_PIXELS) -> list[Tile]:
+    """The tiles of a width x height image, if it is within the bounds; ValueError otherwise.
+    Costs nothing beyond the tile list, whose length is bounded by the pixel limit."""
+    if width * height > max_pixels:
+        raise ValueError(f"an image of {width}x{height} pixels is over the limit of {max_pixels} pixels "
+                         f"(max_pixels)")
+    tiles = tile_grid(height, width, tile_size)
+    rows, cols = tiles[0].padded_shape  # the first tile is the biggest
+    if rows * cols > MAX_TILE_PIXELS:
+        raise ValueError(f"one tile of {cols}x{rows} pixels is over the limit of {MAX_TILE_PIXELS} pixels a tile "
+                         f"(the network codes a tile whole); use a smaller tile size")
+    coded = sum(r * c for r, c in (t.padded_shape for t in tiles))
+    if coded > PADDING_ALLOWANCE * max_pixels:
+        raise ValueError(f"the tiles of a {width}x{height} image, padded to multiples of 32 pixels, code {coded} "
+                         f"pixels, over {PADDING_ALLOWANCE} x the limit of {max_pixels} pixels (max_pixels)")
+    return tiles
