@@ -244,7 +244,7 @@ class Codec:
         try:
             tiles = layout(header.width, header.height, header.tile_size, max_pixels)
         except ValueError as e:
-            raise BitstreamError(f"refused: {e}") from None
+            raise BitstreamError(str(e)) from None
         header, chunks = bitstream.unpack(blob, iterations)
         shapes = [(header.bits, *t.code_shape) for t in tiles]
         try:

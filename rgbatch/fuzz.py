@@ -22,6 +22,7 @@ import numpy as np
 
 from . import bitstream
 from .bitstream import BitstreamError
+from .limits import layout
 
 FIELDS = ("magic", "version", "coder_id", "iterations", "bits", "model_id", "width", "height", "tile_size",
           "reserved")  # the fixed header, in the order of bitstream's struct
@@ -147,6 +148,24 @@ def length_cases(seed: Seed):
             yield Case(f"length of chunk {i + 1}={value}", replace(parts, lengths=lengths).build())
 
 
+def oversize_cases(seed: Seed, max_pixels: int, sides=VALUES["width"][1:]):
+    """The seed declaring each width x height of `sides`, at tile sizes 0, 32, 512 and the
+    largest, where the bounds refuse it at this pixel limit (checksums recomputed): every one
+    must be refused, before any work."""
+    parts = seed.parts
+    sizes = [(w, h) for w in sides for h in sides]
+    for width, height in sizes + [(1, 8_000_000), (8_000_000, 1), (2, 6_000_000)]:  # thin: mostly padding
+        for tile in (0, 32, 512, 65504):
+            try:
+                layout(width, height, tile, max_pixels)
+                continue
+            except ValueError:
+                pass
+            fields = {**parts.fields, "width": width, "height": height, "tile_size": tile}
+            yield Case(f"oversize {width}x{height}, tile {tile}", replace(parts, fields=fields).build(),
+                       must_refuse=True)
+
+
 def random_case(seeds: list[Seed], rng: np.random.Generator) -> Case:
     """One mutation of a random seed, of a random kind."""
     seed = seeds[rng.integers(len(seeds))]
@@ -252,4 +271,4 @@ def reason(error: Exception) -> str:
 
 
 __all__ = ["Case", "FIELDS", "KINDS", "Parts", "Seed", "VALUES", "cases", "field_case", "field_cases", "length_cases",
-           "random_case", "reason", "run"]
+           "oversize_cases", "random_case", "reason", "run"]

@@ -14,7 +14,7 @@ work (docs/FORMAT.md, "Limits"), so that decoding time and memory follow the dec
 from __future__ import annotations
 
 from .imageio import MAX_PIXELS
-from .tiling import Tile, tile_grid
+from .tiling import Tile, align, check_tile_size, tile_grid
 
 MAX_TILE_PIXELS = 4096 * 4096  # the decoder's network peaks at about 0.6 KB a pixel of the tile (docs/FORMAT.md)
 PADDING_ALLOWANCE = 2
@@ -27,17 +27,26 @@ def check_max_pixels(max_pixels: int):
 
 def layout(width: int, height: int, tile_size: int, max_pixels: float = MAX_PIXELS) -> list[Tile]:
     """The tiles of a width x height image, if it is within the bounds; ValueError otherwise.
-    Costs nothing beyond the tile list, whose length is bounded by the pixel limit."""
+    The bounds are checked in constant time, before the tile list (at most max_pixels / 1024
+    tiles) is made."""
     if width * height > max_pixels:
         raise ValueError(f"an image of {width}x{height} pixels is over the limit of {max_pixels} pixels "
                          f"(max_pixels)")
-    tiles = tile_grid(height, width, tile_size)
-    rows, cols = tiles[0].padded_shape  # the first tile is the biggest
+    check_tile_size(tile_size)
+    rows, cols = align(min(tile_size or height, height)), align(min(tile_size or width, width))  # the first tile
     if rows * cols > MAX_TILE_PIXELS:
         raise ValueError(f"one tile of {cols}x{rows} pixels is over the limit of {MAX_TILE_PIXELS} pixels a tile "
                          f"(the network codes a tile whole); use a smaller tile size")
-    coded = sum(r * c for r, c in (t.padded_shape for t in tiles))
+    coded = padded_extent(height, tile_size) * padded_extent(width, tile_size)
     if coded > PADDING_ALLOWANCE * max_pixels:
         raise ValueError(f"the tiles of a {width}x{height} image, padded to multiples of 32 pixels, code {coded} "
                          f"pixels, over {PADDING_ALLOWANCE} x the limit of {max_pixels} pixels (max_pixels)")
-    return tiles
+    return tile_grid(height, width, tile_size)
+
+
+def padded_extent(length: int, tile_size: int) -> int:
+    """Pixels the tiles along one side code, each padded to a multiple of 32: the whole tiles
+    as they are, the last one aligned (tiling.tile_grid's rule)."""
+    if not tile_size:
+        return align(length)
+    return length // tile_size * tile_size + align(length % tile_size)

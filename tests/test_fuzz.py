@@ -149,3 +149,13 @@ def test_fuzz_every_case_decodes_its_own_image_or_is_refused(shipped, streams):
             bad.append((case.kind, outcome))
     assert not bad, bad
     assert outcomes["refused"] > 50 and outcomes["decoded"] > 25, outcomes  # both sides exercised
+
+
+def test_oversize_declarations_are_refused_before_any_work(shipped, streams, no_work):
+    """Sizes of every magnitude the bounds refuse at the default limit (a sample of the benchmark's)."""
+    seed = fuzz.Seed(streams["context"], [])
+    sample = list(fuzz.oversize_cases(seed, MAX_PIXELS, sides=[1, 17, 64, 4096, 9460, 65536, 2**31, 2**32 - 1]))
+    assert len(sample) > 100
+    for case in sample:
+        assert fuzz.run(shipped, case, MAX_PIXELS).startswith("refused: "), case.kind
+
