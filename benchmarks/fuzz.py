@@ -34,6 +34,15 @@ SEEDS = [("context", 64, 48, 512, 16), ("context", 80, 96, 32, 3), ("context", 3
          ("raw", 48, 40, 32, 4), ("raw", 17, 70, 64, 1)]
 
 
+def machine() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return f"{names[0]} x {len(names)}"
+    except (OSError, IndexError):
+        return platform.processor() or platform.machine()
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -102,7 +111,7 @@ def main():
                                                         measure=False).blob))
     rate = seconds_per_unit(codecs, image, args.max_pixels)
     baseline = peak_mb()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, "
+    print(f"{machine()}, torch {torch.__version__}, 1 thread, "
           f"{shipped.precision}; {len(seeds)} seeds; limit {args.max_pixels} pixels; a real stream decodes in "
           f"{rate * 1e9:.1f} s per Gpx-iteration; peak memory after it {baseline:.0f} MB", flush=True)
 
