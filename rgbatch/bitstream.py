@@ -5,7 +5,9 @@
     chunks  k payloads, one per iteration, each holding that iteration's bits of every tile
 
 A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
-cuts a stream to depth j without touching a bit of the chunks it keeps.
+cuts a stream to depth j without touching a bit of the chunks it keeps. The stream ends with
+its last chunk: a blob with bytes after it is refused. What a header may declare beyond the
+format's own rules (sizes, tiles, chunk lengths per coder) is bounded in `limits.py`.
 """
 
 from __future__ import annotations
