@@ -47,13 +47,13 @@ train: setup
 	@echo "training in the background: tail -f runs/main.log"
 
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
-# for the device tool's carry: a packed training set, and wheels of the packages its image lacks
+# for the device tool's carry: a packed training set, and wheels of the two packages its image lacks
 gpu-kit: setup
 	rm -rf .pack/train-jpeg
 	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 224 --per-image 1 --jpeg-quality 95
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0 numba==0.68.1 llvmlite==0.50.0
+		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
 
 # On the lent GPU machine (its own python3 holds torch; carry .pack and .whl): the same run,
 # resumed from the committed training state, 16x the pixels a step (64 patches of 128 px),

@@ -12,9 +12,10 @@ chunks to codes (checked equal), in megapixels of image per second, best of --re
   - context/constriction: the same coder, same bytes, through numpy and constriction (the
     implementation before the kernels; --no-reference skips it, it is the slow one).
 
-All on one thread, then with --workers processes (and as many threads in one process) coding
-the images between them: the rate of all together, to see whether the cost scales across
-cores. Torch and BLAS are held to one thread. The first call of the kernels in a process
+All on one thread; then the context coder in 1 and --workers processes, and --workers threads
+of one process, coding the images between them: the rate of all together (wall clock), to see
+whether the cost scales across cores, and each worker's rate by its own CPU time (it stays
+that of one thread if nothing is shared: no lock, no GIL, no memory bandwidth limit). Torch and BLAS are held to one thread. The first call of the kernels in a process
 loads them from numba's cache (compiles them the first time on a machine): the time of that
 first call is printed apart and not counted. --clock cpu times the one-thread rows by the
 thread's CPU time instead of the wall clock, for a machine that other work shares (the
@@ -95,23 +96,28 @@ def code_images(name: str, extra, depth: int, images: list[int]) -> tuple[float,
     return encode_s, decode_s
 
 
-def rates(name: str, extra, depth: int, repeats: int, pool=None, workers: int = 1) -> tuple[float, float]:
-    """Encode and decode MP/s over all images: one thread, or `workers` of a pool sharing them."""
+def rates(name: str, extra, depth: int, repeats: int) -> tuple[float, float]:
+    """Encode and decode MP/s over all images on one thread, best of `repeats`."""
     megapixels = sum(PIXELS) / 1e6
     best_encode = best_decode = np.inf
     for _ in range(repeats):
-        if pool is None:
-            encode_s, decode_s = code_images(name, extra, depth, list(range(len(CODES))))
-        else:  # wall time of all workers together: encode phase and decode phase each timed as a whole
-            shares = [list(range(w, len(CODES), workers)) for w in range(workers)]
-            start = time.perf_counter()
-            list(pool.map(encode_share, [(name, depth, s) for s in shares]))
-            encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            list(pool.map(decode_share, [(name, depth, s) for s in shares]))
-            decode_s = time.perf_counter() - start
+        encode_s, decode_s = code_images(name, extra, depth, list(range(len(CODES))))
         best_encode, best_decode = min(best_encode, encode_s), min(best_decode, decode_s)
     return megapixels / best_encode, megapixels / best_decode
+
+
+def pool_rates(pool, workers: int, name: str, depth: int, repeats: int) -> list[tuple[float, float]]:
+    """[(wall MP/s of all workers together, mean of each worker's MP/s of its own CPU time)] for
+    the encode phase and the decode phase, each timed as a whole; best of `repeats`."""
+    shares = [list(range(w, len(CODES), workers)) for w in range(workers)]
+    best = [(0.0, 0.0), (0.0, 0.0)]
+    for _ in range(repeats):
+        for phase, work in enumerate((encode_share, decode_share)):
+            start = time.perf_counter()
+            done = list(pool.map(work, [(name, depth, s) for s in shares]))
+            wall = sum(PIXELS) / 1e6 / (time.perf_counter() - start)
+            best[phase] = max(best[phase], (wall, float(np.mean([mp / cpu for mp, cpu in done]))))
+    return best
 
 
 _EXTRA = None  # the weight file's tables, for workers
@@ -122,18 +128,23 @@ def warm_up():
     code_images("context", _EXTRA, 1, [0])  # each worker loads the kernels before it is timed
 
 
-def encode_share(job):
+def encode_share(job) -> tuple[float, float]:
+    """(megapixels, CPU seconds of this thread) to encode a share of the images."""
     name, depth, images = job
     coder = make_coder(name, _EXTRA)
+    start = time.thread_time()
     for i in images:
         coder.encode([c[:depth] for c in CODES[i]])
+    return sum(PIXELS[i] for i in images) / 1e6, time.thread_time() - start
 
 
-def decode_share(job):
+def decode_share(job) -> tuple[float, float]:
     name, depth, images = job
     coder = make_coder(name, _EXTRA)
+    start = time.thread_time()
     for i in images:
         coder.decode(_CHUNKS[(name, depth, i)], [c.shape[1:] for c in CODES[i]])
+    return sum(PIXELS[i] for i in images) / 1e6, time.thread_time() - start
 
 
 def main():
@@ -164,29 +175,36 @@ def main():
     console.print(f"first call of the kernels in this process (cache load or compile): {time.perf_counter() - start:.2f} s")
 
     names = ["raw", "context"] + ([] if args.no_reference else ["context/constriction"])
-    table = Table(title=f"entropy coders alone: MP/s (encode / decode), best of {args.repeats}; one-thread rows "
-                  f"by {args.clock} time, the others by wall time", title_justify="left")
-    table.add_column("coder, workers")
+    table = Table(title=f"entropy coders alone, one thread: MP/s (encode / decode) by {args.clock} time, "
+                  f"best of {args.repeats}", title_justify="left")
+    table.add_column("coder")
     for depth in args.depths:
         table.add_column(f"depth {depth}", justify="right")
-    runs = [(name, "1 thread", None) for name in names]
-    if args.workers > 1:  # after the one-thread rows, so that the forked workers see their chunks
-        runs += [(name, f"{args.workers} {kind}", kind) for name in names[:2] for kind in ("processes", "threads")]
-    pools = {}
-    for name, how, kind in runs:
-        if kind and kind not in pools:
-            pools[kind] = (ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork"), initializer=warm_up) if kind == "processes"
-                           else ThreadPoolExecutor(args.workers))
-        pool = pools.get(kind)
+    for name in names:
+        cells = [f"{e:.1f} / {d:.1f}" for e, d in (rates(name, extra, depth, args.repeats) for depth in args.depths)]
+        table.add_row(name, *cells)
+    console.print(table)
+    if args.workers < 2:
+        return
+
+    # forked after the one-thread rows, so that the workers see the chunks to decode
+    scaling = Table(title="context coder, several workers: MP/s of all together by wall time (each "
+                    "worker's own rate by its CPU time), encode / decode", title_justify="left")
+    scaling.add_column("workers")
+    for depth in args.depths:
+        scaling.add_column(f"depth {depth}", justify="right")
+    fork = multiprocessing.get_context("fork")
+    for workers, kind in [(1, "process"), (args.workers, "processes"), (args.workers, "threads")]:
+        pool = (ThreadPoolExecutor(workers) if kind == "threads"
+                else ProcessPoolExecutor(workers, mp_context=fork, initializer=warm_up))
         cells = []
         for depth in args.depths:
-            encode, decode = rates(name, extra, depth, args.repeats, pool, args.workers)
-            cells.append(f"{encode:.1f} / {decode:.1f}")
-        table.add_row(f"{name}, {how}", *cells)
-        console.print(f"  {name}, {how}: " + "  ".join(cells))
-    console.print(table)
-    for pool in pools.values():
+            (ew, ec), (dw, dc) = pool_rates(pool, workers, "context", depth, args.repeats)
+            cells.append(f"{ew:.1f} ({ec:.1f}) / {dw:.1f} ({dc:.1f})")
         pool.shutdown()
+        scaling.add_row(f"{workers} {kind}", *cells)
+    console.print(scaling)
+    console.print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

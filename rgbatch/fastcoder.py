@@ -13,7 +13,7 @@ so coder id 1 is unchanged. Only integers decide bits (docs/ENTROPY.md, "The ran
 The canvas is `entropy.Canvas`'s bool array viewed as uint8, flattened: (2 + iterations, bits,
 height * width). A feature (dt, channel, dy, dx) of step (t, s, c) reads the canvas at the flat
 offset ((t + 2 - dt) * bits + channel) * plane + dy * width + dx from a position's flat index,
-which `feature_offsets` computes once per iteration; the bit itself lives at offset
+which `_step_offsets` computes once per step; the bit itself lives at offset
 ((t + 2) * bits + c) * plane.
 
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
