@@ -10,8 +10,9 @@ iterations of encoder and decoder, decode from depth k runs k iterations of the 
 Random weights (the speed of the network does not depend on their values), or with
 --weights a shipped model and its own coder (the context coder runs on the CPU whatever
 the device, so it bounds a GPU's throughput). FLOPs are counted from the layer
-shapes by `rgbatch.model.flops_per_pixel` (multiply-adds x2), so "GFLOP/s" says how close
-the run comes to the machine's peak.
+shapes by `rgbatch.model.flops_per_pixel` (multiply-adds x2), and each run's GFLOP/s is
+stated against the machine's matmul peak in its precision, measured first (a large product
+in torch, the same threads): how close the network comes to what the hardware does.
 """
 
 from __future__ import annotations
@@ -45,6 +46,24 @@ def best_seconds(run, repeats: int) -> float:
     return min(times)
 
 
+def matmul_peak(device: str, precision: str, size: int, repeats: int = 3) -> float:
+    """The machine's measured matmul peak in GFLOP/s: a size x size product in this precision
+    (torch's own kernels, the threads torch is given), best of `repeats` after a warm-up."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run():
+        for _ in range(4):
+            a @ b
+        sync()
+
+    run()
+    return 4 * 2 * size ** 3 / best_seconds(run, repeats) / 1e9
+
+
 def measure(codec: Codec, image: np.ndarray, depths: list[int], repeats: int) -> list[dict]:
     codec.decode(codec.encode(image, 1, measure=False).blob)  # warm-up: allocations, kernel choice
     megapixels = image.shape[0] * image.shape[1] / 1e6
@@ -70,6 +89,8 @@ def main():
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--weights", help="time this weight file (and its coder) instead of random widths")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--peak-size", type=int, default=0,
+                        help="matrix side for the matmul peak (0: 2048 on a CPU, 8192 on a GPU)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,10 +109,16 @@ def main():
                       f"{flops_per_pixel(cfg) / 1e6:.3f}", f"{flops_per_pixel(cfg, part='decode') / 1e6:.3f}")
     console.print(flops)
 
+    peak_size = args.peak_size or (8192 if args.device != "cpu" and torch.cuda.is_available() else 2048)
+    peaks = {p: matmul_peak(args.device, p, peak_size) for p in args.precisions}
+    console.print("measured matmul peak (" + f"{peak_size}x{peak_size}, {torch.get_num_threads()} torch threads): "
+                  + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in peaks.items()))
+
     speed = Table(title=f"throughput on {args.device} ({torch.get_num_threads()} torch threads, "
                         f"{os.cpu_count()} CPUs), one {args.size}x{args.size} image, best of {args.repeats}",
                   title_justify="left")
-    for column in ("width", "precision", "depth", "encode MP/s", "decode MP/s", "encode GFLOP/s", "decode GFLOP/s"):
+    for column in ("width", "precision", "depth", "encode MP/s", "decode MP/s", "encode GFLOP/s", "decode GFLOP/s",
+                   "% of matmul peak (enc / dec)"):
         speed.add_column(column, justify="right")
     for width in args.widths:
         for precision in args.precisions:
@@ -100,7 +127,9 @@ def main():
             for row in measure(codec, image, args.depths, args.repeats):
                 speed.add_row(f"{width:g}", precision, str(row["depth"]), f"{row['encode_mp_s']:.4f}",
                               f"{row['decode_mp_s']:.4f}", f"{row['encode_gflop_s']:.1f}",
-                              f"{row['decode_gflop_s']:.1f}")
+                              f"{row['decode_gflop_s']:.1f}",
+                              f"{100 * row['encode_gflop_s'] / peaks[precision]:.0f} / "
+                              f"{100 * row['decode_gflop_s'] / peaks[precision]:.0f} %")
             console.print(f"done: width {width:g} {precision}", style="dim")
     console.print(speed)
 
