@@ -182,7 +182,7 @@ class ContextCoder:
 
     engine "compiled" codes with `rgbatch/fastcoder.py`'s kernels, which compute the contexts
     and run the same range coder as constriction in one loop: the same bytes, several times
-    faster (README, "Speed of the coder"). engine "constriction" is the numpy + constriction
+    faster (README, "Speed of the entropy coder"). engine "constriction" is the numpy + constriction
     implementation above, kept as the reference the kernels are tested against. "auto" (the
     default) is "compiled" where numba imports, else "constriction": streams do not depend on it.
     """
