@@ -211,6 +211,9 @@ class ContextCoder:
             raise EntropyError(f"malformed context model: features {self.features.shape}, table {table.shape}")
         if table.min() < 1 or table.max() >= 2 ** PROBABILITY_BITS:
             raise EntropyError("malformed context model: probabilities outside 1 .. 2**15-1")
+        channels = self.features[..., 1]
+        if channels.min() < 0 or channels.max() >= bits:  # the kernels read the canvas unchecked
+            raise EntropyError("malformed context model: a feature reads a channel that does not exist")
         for s in range(2):
             for c in range(bits):
                 if not is_causal(self.features[:, s, c], s, c).all():

@@ -152,6 +152,13 @@ def test_a_chunk_no_encoder_wrote_is_a_worded_error(rng):
         assert decoded[0].shape == (1, *SHAPES[0])
 
 
+def test_a_model_that_reads_outside_the_canvas_is_refused():
+    extra = hand_made_model(bits=4, iterations=5)
+    extra[CONTEXT_FEATURES][2, 1, 3, 0] = torch.tensor([1, 4, 0, 0])  # channel 4 of 0..3
+    with pytest.raises(EntropyError, match="channel that does not exist"):
+        ContextCoder(extra)
+
+
 def test_the_kernels_are_the_default_and_numba_is_optional(monkeypatch):
     extra = hand_made_model(bits=4, iterations=5)
     assert ContextCoder(extra).engine == "compiled"  # numba is a dependency: these tests test the kernels
