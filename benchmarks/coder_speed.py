@@ -147,6 +147,37 @@ def decode_share(job) -> tuple[float, float]:
     return sum(PIXELS[i] for i in images) / 1e6, time.thread_time() - start
 
 
+def profile_reference(extra, depth: int, images: int, console: Console):
+    """Where the numpy + constriction engine spends its time (cProfile, CPU time): gathering
+    contexts (`context_index`), constriction's coder calls, and the rest (probability lookups,
+    writing bits back, Python). cProfile's cost per Python call slows the decoder's many small
+    calls about 2x, so its shares lean towards the gathering."""
+    import cProfile
+    import pstats
+
+    for phase in ("encode", "decode"):
+        coder = make_coder("context/constriction", extra)
+        work = [(CODES[i], coder.encode([c[:depth] for c in CODES[i]]) if phase == "decode" else None)
+                for i in range(images)]
+        profiler = cProfile.Profile(time.thread_time)
+        profiler.enable()
+        for tiles, chunks in work:
+            if chunks is None:
+                coder.encode([c[:depth] for c in tiles])
+            else:
+                coder.decode(chunks, [c.shape[1:] for c in tiles])
+        profiler.disable()
+        stats = pstats.Stats(profiler).stats  # {(file, line, name): (calls, primitive, own, cumulative, callers)}
+        total = max(cumulative for _, _, _, cumulative, _ in stats.values())
+        gather = sum(v[3] for k, v in stats.items() if k[2] == "context_index")
+        coding = sum(v[2] for k, v in stats.items() if "RangeEncoder" in k[2] or "RangeDecoder" in k[2])
+        megapixels = sum(PIXELS[:images]) / 1e6
+        console.print(f"numpy + constriction {phase}, {images} images at depth {depth}: {megapixels / total:.2f} MP/s "
+                      f"(CPU); contexts {100 * gather / total:.0f} %, constriction {100 * coding / total:.0f} %, "
+                      f"the rest (lookups, writes, Python) {100 * (total - gather - coding) / total:.0f} %; constriction "
+                      f"alone would run at {megapixels / coding:.1f} MP/s")
+
+
 def main():
     global _EXTRA, CLOCK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -159,6 +190,8 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="processes (and threads) for the scaling rows; 0: skip")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="one-thread rows timed by wall clock, or by the thread's CPU time (on a shared machine)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="first profile the numpy + constriction engine on N images at the largest depth")
     parser.add_argument("--no-reference", action="store_true", help="skip the numpy + constriction implementation")
     args = parser.parse_args()
 
@@ -170,6 +203,8 @@ def main():
     console.print(f"{len(CODES)} images, {sum(PIXELS) / 1e6:.2f} MP, {sum(len(c) for c in CODES)} tiles; "
                   f"cpu: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
 
+    if args.profile:
+        profile_reference(extra, max(args.depths), args.profile, console)
     start = time.perf_counter()
     code_images("context", extra, 1, [0])
     console.print(f"first call of the kernels in this process (cache load or compile): {time.perf_counter() - start:.2f} s")
