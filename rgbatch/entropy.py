@@ -286,7 +286,10 @@ class ContextCoder:
             for s, positions in enumerate(layout.positions):
                 for c in range(self.bits):
                     contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
-                    plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
+                    try:
+                        plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
+                    except AssertionError:  # constriction's "invalid data": a point no encoder writes
+                        raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder") from None
             if not decoder.maybe_exhausted():
                 raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
         return layout.cut(canvas)

@@ -135,8 +135,9 @@ def test_threads_code_at_once_and_give_the_same_chunks(rng):
     assert all(np.array_equal(a, b) for d, codes in zip(decoded, images) for a, b in zip(d, codes))
 
 
-def test_a_chunk_no_encoder_wrote_is_a_worded_error(rng):
-    coder = ContextCoder(hand_made_model(bits=4, iterations=5))
+@pytest.mark.parametrize("engine", ContextCoder.ENGINES)
+def test_a_chunk_no_encoder_wrote_is_a_worded_error(engine, rng):
+    coder = ContextCoder(hand_made_model(bits=4, iterations=5), engine=engine)
     chunk = coder.encode([rng.random((1, *SHAPES[0])) < 0.5])[0]
     with pytest.raises(EntropyError, match="more bytes"):
         coder.decode([chunk + bytes(64)], SHAPES[:1])
