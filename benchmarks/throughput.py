@@ -10,7 +10,8 @@ iterations of encoder and decoder, decode from depth k runs k iterations of the 
 Random weights (the speed of the network does not depend on their values), or with
 --weights a shipped model and its own coder (the context coder runs on the CPU whatever
 the device, so it bounds a GPU's throughput). FLOPs are counted from the layer
-shapes by `rgbatch.model.flops_per_pixel` (multiply-adds x2), and each run's GFLOP/s is
+shapes (`rgbatch.model.run_flops_per_pixel`: multiply-adds x2 of what a run of k iterations
+computes, the first one without the GRUs' hidden-state convolutions), and each run's GFLOP/s is
 stated against the machine's matmul peak in its precision, measured first (a large product
 in torch, the same threads): how close the network comes to what the hardware does.
 """
@@ -27,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rgbatch.codec import Codec
-from rgbatch.model import CodecConfig, ResidualGRUCodec, flops_per_pixel, parameter_count
+from rgbatch.model import CodecConfig, ResidualGRUCodec, flops_per_pixel, parameter_count, run_flops_per_pixel
 from rgbatch.weights import load_weights, model_id, stored_tensors
 
 
@@ -50,21 +51,25 @@ def best_seconds(run, repeats: int) -> float:
 
 
 def matmul_peak(device: str, precision: str, size: int, repeats: int = 3) -> float:
-    """The machine's measured matmul peak in GFLOP/s: a size x size product in this precision
-    (torch's own kernels, the threads torch is given), best of `repeats` after a warm-up."""
+    """The machine's measured matmul peak in GFLOP/s: the best of products of side size / 2
+    and size in this precision (torch's own kernels, the threads torch is given), best of
+    `repeats` each after a warm-up."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
-    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = 0.0
+    for n in (size // 2, size):
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
 
-    def run():
-        for _ in range(4):
-            a @ b
-        sync()
+        def run():
+            for _ in range(4):
+                a @ b
+            sync()
 
-    run()
-    return 4 * 2 * size ** 3 / best_seconds(run, repeats) / 1e9
+        run()
+        best = max(best, 4 * 2 * n ** 3 / best_seconds(run, repeats) / 1e9)
+    return best
 
 
 def measure(codec: Codec, image: np.ndarray, depths: list[int], repeats: int) -> list[dict]:
@@ -77,8 +82,8 @@ def measure(codec: Codec, image: np.ndarray, depths: list[int], repeats: int) ->
         encode_s = best_seconds(lambda: codec.encode(image, depth, measure=False), repeats)
         decode_s = best_seconds(lambda: codec.decode(blob), repeats)
         rows.append({"depth": depth, "encode_mp_s": megapixels / encode_s, "decode_mp_s": megapixels / decode_s,
-                     "encode_gflop_s": flops_per_pixel(cfg, depth) * megapixels / 1e3 / encode_s,
-                     "decode_gflop_s": flops_per_pixel(cfg, depth, part="decode") * megapixels / 1e3 / decode_s})
+                     "encode_gflop_s": run_flops_per_pixel(cfg, depth) * megapixels / 1e3 / encode_s,
+                     "decode_gflop_s": run_flops_per_pixel(cfg, depth, part="decode") * megapixels / 1e3 / decode_s})
     return rows
 
 
@@ -122,7 +127,8 @@ def main():
 
     peak_size = args.peak_size or (8192 if args.device != "cpu" and torch.cuda.is_available() else 2048)
     peaks = {p: matmul_peak(args.device, p, peak_size) for p in args.precisions}
-    console.print("measured matmul peak (" + f"{peak_size}x{peak_size}, {torch.get_num_threads()} torch threads): "
+    console.print("measured matmul peak (" + f"side {peak_size // 2} and {peak_size}, {torch.get_num_threads()} "
+                  "torch threads): "
                   + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in peaks.items()))
 
     speed = Table(title=f"throughput on {args.device} ({torch.get_num_threads()} torch threads, "
