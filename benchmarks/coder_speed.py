@@ -14,12 +14,13 @@ chunks to codes (checked equal), in megapixels of image per second, best of --re
 
 All on one thread; then the context coder in 1 and --workers processes, and --workers threads
 of one process, coding the images between them: the rate of all together (wall clock), to see
-whether the cost scales across cores, and each worker's rate by its own CPU time (it stays
-that of one thread if nothing is shared: no lock, no GIL, no memory bandwidth limit). Torch and BLAS are held to one thread. The first call of the kernels in a process
-loads them from numba's cache (compiles them the first time on a machine): the time of that
-first call is printed apart and not counted. --clock cpu times the one-thread rows by the
-thread's CPU time instead of the wall clock, for a machine that other work shares (the
-scaling rows are always wall time).
+whether the cost scales across cores, and each worker's rate by its own CPU time (it stays that
+of one thread if nothing is shared: no lock, no GIL, no memory bandwidth limit). Torch and BLAS
+are held to one thread. The first call of the kernels in a process loads them from numba's cache
+(compiles them the first time on a machine): the time of that first call is printed apart and
+not counted. --clock cpu times the one-thread rows by the thread's CPU time instead of the wall
+clock, for a machine that other work shares (the scaling rows are always wall time).
+--profile N first shows where the numpy + constriction engine spends its time.
 """
 
 from __future__ import annotations
