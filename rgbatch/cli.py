@@ -39,8 +39,21 @@ def user_errors():
         raise typer.Exit(2)
 
 
+def _print_version(value: bool):
+    if not value:
+        return
+    from . import __version__
+    from .weights import DEFAULT_WEIGHTS, read_weight_file
+
+    with user_errors():
+        mid = read_weight_file()[1]
+    out.print(f"rgbatch {__version__}, default model {mid} ({DEFAULT_WEIGHTS})", highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
-def _root():
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and the default model's id, and exit.")):
     """Compress whole image archives with the Residual-GRU learned codec."""
 
 
@@ -174,7 +187,7 @@ def _print_json(obj):
 
 def _search_option():
     return typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
-                                "streams, better quality at every depth (most at low depths), encoding "
+                                "stream format and decoder, better quality at every depth (most at low depths), encoding "
                                 "7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
 
 
@@ -539,7 +552,8 @@ def pack_training_set(
 @app.command("export")
 def export_checkpoint(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pt)."),
-    out_path: Path = typer.Option(Path("weights/default.safetensors"), "--out", help="Weight file to write."),
+    out_path: Path = typer.Option(..., "--out", help="Weight file to write (the shipped model is "
+                                                    "rgbatch/models/default.safetensors in the repository)."),
     average: list[Path] = typer.Option([], help="More checkpoints or snapshots of the same run (repeat the "
                                                 "option): write the mean of all their weights."),
 ):
