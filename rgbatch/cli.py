@@ -265,12 +265,27 @@ def report(
     min_msssim: Optional[float] = typer.Option(None, help="Also show what it costs at this MS-SSIM per image."),
     worst: int = typer.Option(5, help="How many of the worst images (lowest MS-SSIM) to list."),
     as_json: bool = typer.Option(False, "--json", help="Print {images, summary} as JSON."),
+    html_out: Optional[str] = typer.Option(None, "--html", help="Write one self-contained HTML page instead: "
+                                           "tables, the rate-quality curve, and images side by side."),
+    show: int = typer.Option(3, help="With --html: images shown beside their originals at several depths "
+                                     "(the worst ones, unless --select)."),
+    select: Optional[str] = typer.Option(None, help="With --html: show the archived paths matching this glob."),
+    weights: Optional[Path] = typer.Option(None, help="With --html: weight file to decode with (default: the "
+                                                      "shipped model)."),
 ):
-    """Sizes and qualities of an archive: per depth, worst images, failures."""
+    """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
 
     from .archive import report as make_report
 
+    if html_out is not None:
+        from .htmlreport import write_html_report
+
+        with user_errors():
+            page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights)
+        out.print(f"wrote {page['out']}: {page['summary']['images']} image(s), {len(page['shown'])} shown",
+                  highlight=False)
+        return
     with user_errors():
         result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst)
     if as_json:
