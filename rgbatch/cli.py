@@ -212,8 +212,9 @@ def compress(
                                            "model is trained for the context coder: raw bits cost it 2.8x the rate "
                                            "at MS-SSIM 0.90."),
     max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard)."),
-    measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure encodes large "
-                                            "images much faster, without quality columns or --target-msssim."),
+    measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure writes the same "
+                                            "streams about 1.5x faster for large images, in a third of the memory "
+                                            "(README, Inputs), without quality columns or --target-msssim."),
     precision: str = _precision_option(),
     search_steps: int = _search_option(),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
