@@ -35,7 +35,9 @@ def user_errors():
         err.print("[red]interrupted[/red]")
         raise typer.Exit(130)
     except USER_ERRORS as e:
-        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        from .objectstore import worded
+
+        err.print(f"[red]error:[/red] {worded(e)}", markup=True, highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2)
 
 
@@ -448,7 +450,8 @@ def verify(
         for path, why in result.unmeasured:
             out.print(f"  not re-measured: {path}: {why}")
         _print_failures("problems", result.problems)
-        if not result.problems:
+        _print_failures("could not check (sources unreachable)", result.unreachable)
+        if not result.problems and not result.unreachable:
             out.print("[green]archive verified[/green]")
     raise typer.Exit(result.exit_code)
 

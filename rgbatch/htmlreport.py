@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import storage
-from .archive import _source_image, report
+from .archive import SourceUnreachable, _source_image, report
 from .codec import Codec
 from .imageio import encode_png
 from .manifest import Manifest
@@ -61,7 +61,10 @@ def centre_crop(image: np.ndarray, size: int = CROP) -> np.ndarray:
 
 def show_image(row: dict, codec: Codec, crop: int = CROP) -> ShownImage:
     """Decode one archived image at its shown depths, beside its source when reachable."""
-    source, note = _source_image(row, None)
+    try:
+        source, note = _source_image(row, None)
+    except SourceUnreachable as e:
+        source, note = None, str(e)
     shown = ShownImage(row["path"], row["width"], row["height"],
                        encode_png(centre_crop(source, crop)) if source is not None else None, note)
     if row["model_id"] != codec.model_id:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, storage
+from . import __version__, objectstore, storage
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
@@ -184,7 +184,7 @@ def not_an_archive(location: str, fs, root: str, files: list[str] | None = None)
     """The error for a location that is no archive, saying what it is and what to run instead."""
     if files is None:  # not a folder
         if not storage.exists(fs, root):
-            return FileNotFoundError(f"no archive at {location}")
+            return objectstore.not_found(fs, root, f"no archive at {location}")
         if is_part(root.rsplit("/", 1)[-1]):
             folder = location.rsplit("/", 1)[0] if "/" in location else "."
             return ValueError(f"{location} is one part file of an archive: give the archive folder ({folder})")
