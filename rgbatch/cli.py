@@ -284,6 +284,10 @@ def report(
     if html_out is not None:
         from .htmlreport import write_html_report
 
+        if depth is not None or min_msssim is not None or as_json:
+            err.print("[red]error:[/red] --html writes the page alone: drop --depth, --min-msssim and --json, "
+                      "or run report twice", soft_wrap=True)
+            raise typer.Exit(2)
         with user_errors():
             page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights)
         out.print(f"wrote {page['out']}: {page['summary']['images']} image(s), {len(page['shown'])} shown",
