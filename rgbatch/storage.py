@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 from PIL import Image
 
 from .imageio import ImageError, decode_image
-from .objectstore import not_found, split_query, with_query
+from .objectstore import not_found, split_query, with_query, worded
 
 TEMP_PREFIX = ".tmp-"  # temporary files are hidden; listings skip them
 GLOB_CHARS = "*?["
@@ -220,7 +220,7 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tupl
         fs, path = resolve(source.location)
         data = read_bytes(fs, path)
     except (OSError, ValueError) as e:
-        return {**info, "status": "error", "error": f"cannot read the file: {e}"}, None
+        return {**info, "status": "error", "error": f"cannot read the file: {worded(e)}"}, None
     info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
     if info["source_hash"] == known_hash:
         return {**info, "status": "skip"}, None
