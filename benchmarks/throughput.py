@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py                       # widths 0.25 and 1.0, fp32 and bf16, CPU
     python benchmarks/throughput.py --size 512 --device cuda --repeats 3
-    python benchmarks/throughput.py --weights weights/default.safetensors   # + its entropy coder
+    python benchmarks/throughput.py --weights rgbatch/models/default.safetensors   # + its entropy coder
 
 Times the `Codec` API as users call it (tiling, network, bit packing with the raw coder) on
 one random SIZE x SIZE image, best of --repeats after a warm-up; encode to depth k runs k
