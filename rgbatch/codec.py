@@ -12,6 +12,7 @@ Tiles of one or many images run through the network in batches (`encode_many`,
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ import torch
 from . import bitstream
 from .bitstream import BitstreamError
 from .entropy import EntropyError, get_coder
+from .imageio import MAX_PIXELS
+from .limits import check_max_pixels, layout
 from .metrics import msssim_many, msssim_scorer, msssim_tensor, psnr
 from .model import BLOCK, ResidualGRUCodec, l1_loss
 from .ratecontrol import Target, choose_depth
@@ -153,7 +156,7 @@ class Codec:
         iterations = self.default_iterations if iterations is None else iterations
         if not 1 <= iterations <= self.max_iterations:
             raise ValueError(f"iterations must be 1..{self.max_iterations}, not {iterations}")
-        grids = [tile_grid(im.shape[0], im.shape[1], self.tile_size) for im in images]
+        grids = [layout(im.shape[1], im.shape[0], self.tile_size, max_pixels=math.inf) for im in images]
         work = [((i, j), t) for i, im in enumerate(images) for j, t in enumerate(cut(im, grids[i]))]
         codes = [[[] for _ in g] for g in grids]  # per image, per tile, the bits of each iteration
         # per image, per depth, the reconstruction as stored uint8 (filled tile by tile)
@@ -226,32 +229,43 @@ class Codec:
         return stop
 
     # -- decoding ---------------------------------------------------------------------------
-    def read_codes(self, blob: bytes, iterations: int | None = None):
-        """(header, tiles, per-tile bool codes) of a blob, checked against this codec's model."""
-        header, chunks = bitstream.unpack(blob, iterations)
+    def read_codes(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS):
+        """(header, tiles, per-tile bool codes) of a blob, checked against this codec's model and,
+        before any decoding, against the bounds of `limits.layout` (BitstreamError otherwise)."""
+        header = bitstream.read_header(blob)
         if header.model_id != self.model_id:
             raise BitstreamError(f"coded by model {header.model_id}, but the loaded model is {self.model_id}; "
                                  f"decode with the weights that made it")
         if header.bits != self.model.cfg.bits:
             raise BitstreamError(f"stream has {header.bits} bits per position, the model {self.model.cfg.bits}")
+        if header.iterations > self.max_iterations:
+            raise BitstreamError(f"the stream holds {header.iterations} iterations; the model makes at most "
+                                 f"{self.max_iterations}")
         try:
-            tiles = tile_grid(header.height, header.width, header.tile_size)
+            tiles = layout(header.width, header.height, header.tile_size, max_pixels)
         except ValueError as e:
-            raise BitstreamError(f"invalid header: {e}") from None
+            raise BitstreamError(str(e)) from None
+        header, chunks = bitstream.unpack(blob, iterations)
         shapes = [(header.bits, *t.code_shape) for t in tiles]
         try:
-            codes = get_coder(header.coder_id, self.extra).decode(chunks, shapes)
+            # the codec's own coder when the stream used it (building a context coder takes 10 ms)
+            coder = self.coder if header.coder_id == self.coder.coder_id else get_coder(header.coder_id, self.extra)
+            codes = coder.decode(chunks, shapes)
         except EntropyError as e:
             raise BitstreamError(str(e)) from None
         return header, tiles, codes
 
-    def decode(self, blob: bytes, iterations: int | None = None) -> np.ndarray:
-        return self.decode_many([blob], iterations)[0]
+    def decode(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+        return self.decode_many([blob], iterations, max_pixels)[0]
 
-    def decode_many(self, blobs: list[bytes], iterations: int | list[int] | None = None) -> list[np.ndarray]:
-        """HxWx3 uint8 images at depth `iterations` (per blob if a list; all stored if None)."""
+    def decode_many(self, blobs: list[bytes], iterations: int | list[int] | None = None,
+                    max_pixels: int = MAX_PIXELS) -> list[np.ndarray]:
+        """HxWx3 uint8 images at depth `iterations` (per blob if a list; all stored if None).
+        A stream that cannot be decoded, or that declares more than `max_pixels` pixels (or
+        another bound of docs/FORMAT.md, "Limits"), raises BitstreamError and nothing else."""
+        check_max_pixels(max_pixels)
         depths = iterations if isinstance(iterations, list) else [iterations] * len(blobs)
-        parsed = [self.read_codes(b, k) for b, k in zip(blobs, depths)]
+        parsed = [self.read_codes(b, k, max_pixels) for b, k in zip(blobs, depths)]
         images = [np.empty((h.height, h.width, 3), np.uint8) for h, _, _ in parsed]
         work = [((i, j), torch.from_numpy(c).float() * 2 - 1)
                 for i, (_, _, codes) in enumerate(parsed) for j, c in enumerate(codes)]

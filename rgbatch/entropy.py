@@ -30,10 +30,26 @@ CONTEXT_PROBABILITIES = "entropy.context.probabilities"  # int16 (iterations, 2,
 PROBABILITY_BITS = 15  # P(bit = 1) = q / 2**15 with q in 1 .. 2**15 - 1
 MAX_LOOKBACK = 2  # features may read iterations t-1 and t-2
 GUTTER = 1  # zero positions around every tile, so that neighbours at offsets -1..1 read 0
+MAX_SYMBOL_BITS = 24  # a bit costs at most 15 bits at the tables' 1/2**15 (measured: 15.0); room for quantizing
 
 
 class EntropyError(ValueError):
     """A chunk that does not decode to the size the header promises."""
+
+
+def symbols(shapes) -> int:
+    """Bits one iteration codes: of every tile, bits x rows x columns."""
+    return sum(b * r * c for b, r, c in shapes)
+
+
+def check_chunks(coder, chunks: list[bytes], shapes):
+    """Refuses, before decoding, a chunk whose size the coder cannot have written for these shapes."""
+    fewest, most, multiple = coder.chunk_bytes(shapes)
+    for t, chunk in enumerate(chunks):
+        if not fewest <= len(chunk) <= most or len(chunk) % multiple:
+            sizes = f"exactly {fewest}" if fewest == most else f"{fewest} to {most} in whole {8 * multiple}-bit words"
+            raise EntropyError(f"iteration {t + 1} holds {len(chunk)} bytes; the {coder.name} coder writes "
+                               f"{sizes} for {symbols(shapes)} bits")
 
 
 class RawCoder:
@@ -52,13 +68,17 @@ class RawCoder:
         """Chunk t alone (an encoder that stops as soon as a size is reached codes as it goes)."""
         return np.packbits(np.concatenate([c[t].ravel() for c in codes])).tobytes()
 
+    def chunk_bytes(self, shapes) -> tuple[int, int, int]:
+        """(fewest, most, multiple of) bytes of one chunk for these tile shapes: exactly the bits."""
+        size = (symbols(shapes) + 7) // 8
+        return size, size, 1
+
     def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
+        check_chunks(self, chunks, shapes)
         sizes = [int(np.prod(s)) for s in shapes]
         total = sum(sizes)
         out = [np.empty((len(chunks), *s), bool) for s in shapes]
         for t, chunk in enumerate(chunks):
-            if len(chunk) != (total + 7) // 8:
-                raise EntropyError(f"iteration {t + 1} holds {len(chunk)} bytes, expected {(total + 7) // 8}")
             flat = np.unpackbits(np.frombuffer(chunk, np.uint8), count=total).astype(bool)
             for tile, piece in zip(out, np.split(flat, np.cumsum(sizes)[:-1])):
                 tile[t] = piece.reshape(tile.shape[1:])
@@ -179,12 +199,25 @@ class ContextCoder:
     tile, with contexts from bits coded in earlier steps. The decoder takes the steps one
     vectorised call at a time; the encoder, which knows every bit, computes all contexts of an
     iteration at once and codes it in one call (the same stream, 30 % less time).
+
+    engine "compiled" codes with `rgbatch/fastcoder.py`'s kernels, which compute the contexts
+    and run the same range coder as constriction in one loop: the same bytes, several times
+    faster (README, "Speed of the entropy coder"). engine "constriction" is the numpy + constriction
+    implementation above, kept as the reference the kernels are tested against. "auto" (the
+    default) is "compiled" where numba imports, else "constriction": streams do not depend on it.
     """
 
     coder_id = 1
     name = "context"
+    ENGINES = ("auto", "compiled", "constriction")
 
-    def __init__(self, extra=None):
+    def __init__(self, extra=None, engine: str = "auto"):
+        if engine not in self.ENGINES:
+            raise ValueError(f"engine must be one of {self.ENGINES}, not {engine!r}")
+        self.kernels = None if engine == "constriction" else _import_kernels()
+        if engine == "compiled" and self.kernels is None:
+            raise EntropyError("the compiled context coder needs numba (pip install numba)")
+        self.engine = "compiled" if self.kernels else "constriction"
         extra = extra or {}
         if CONTEXT_FEATURES not in extra or CONTEXT_PROBABILITIES not in extra:
             raise EntropyError("these weights carry no context model for the entropy coder; "
@@ -198,6 +231,9 @@ class ContextCoder:
             raise EntropyError(f"malformed context model: features {self.features.shape}, table {table.shape}")
         if table.min() < 1 or table.max() >= 2 ** PROBABILITY_BITS:
             raise EntropyError("malformed context model: probabilities outside 1 .. 2**15-1")
+        channels = self.features[..., 1]
+        if channels.min() < 0 or channels.max() >= bits:  # the kernels read the canvas unchecked
+            raise EntropyError("malformed context model: a feature reads a channel that does not exist")
         for s in range(2):
             for c in range(bits):
                 if not is_causal(self.features[:, s, c], s, c).all():
@@ -205,6 +241,9 @@ class ContextCoder:
         # q / 2**15 is exact in float64, and constriction quantizes a float the same way on every
         # machine, so encoder and decoder agree bit for bit
         self.probabilities = table / 2.0 ** PROBABILITY_BITS
+        if self.kernels:  # where each table entry splits the coder's 2**24 (integers); features as the kernels read them
+            self.cuts = self.kernels.zero_cut(table)
+            self.kernel_features = np.ascontiguousarray(self.features)
         self.bits = bits
 
     @property
@@ -231,6 +270,9 @@ class ContextCoder:
         return self._code_iteration(layout, layout.paint(codes), t)
 
     def _code_iteration(self, layout: Canvas, canvas: np.ndarray, t: int) -> bytes:
+        if self.kernels:
+            return self.kernels.encode_chunk(canvas, layout.width, layout.positions, self.kernel_features[t],
+                                             self.cuts[t], t)
         # every bit is known: one call codes the iteration in the decoder's order (colour,
         # then channel, then position), the same stream as one call per step
         channels = np.arange(self.bits)[:, None]
@@ -243,26 +285,52 @@ class ContextCoder:
         encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, np.concatenate(probabilities))
         return encoder.get_compressed().astype("<u4").tobytes()
 
+    def chunk_bytes(self, shapes) -> tuple[int, int, int]:
+        """(fewest, most, multiple of) bytes of one chunk for these tile shapes: whole 32-bit words,
+        at least one when there are bits; at most MAX_SYMBOL_BITS a bit and two words more."""
+        bits = symbols(shapes)
+        return (4 if bits else 0), 4 * (-(-bits * MAX_SYMBOL_BITS // 32) + 2), 4
+
     def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
         layout = Canvas(tuple(tuple(s) for s in shapes))
         self._check(layout.shapes, len(chunks))
+        check_chunks(self, chunks, shapes)
         canvas = layout.empty(len(chunks), self.bits)
         for t, chunk in enumerate(chunks):
-            if len(chunk) % 4:
-                raise EntropyError(f"iteration {t + 1} holds {len(chunk)} bytes, not a whole number of 32-bit words")
+            if self.kernels:
+                status = self.kernels.decode_chunk(canvas, layout.width, layout.positions, self.kernel_features[t],
+                                                   self.cuts[t], t, chunk)
+                if status == 2:
+                    raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder")
+                if status == 1:
+                    raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
+                continue
             decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(chunk, "<u4").astype(np.uint32))
             plane = canvas[MAX_LOOKBACK + t]
             # step by step: a step's contexts read the channels decoded before it
             for s, positions in enumerate(layout.positions):
                 for c in range(self.bits):
                     contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
-                    plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
+                    try:
+                        plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
+                    except AssertionError:  # constriction's "invalid data": a point no encoder writes
+                        raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder") from None
             if not decoder.maybe_exhausted():
                 raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
         return layout.cut(canvas)
 
 
 BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
+
+
+def _import_kernels():
+    """rgbatch.fastcoder, imported on first use (numba takes 0.3 s to import), or None where numba
+    is missing (the constriction engine then codes the same bytes, slower)."""
+    try:
+        from . import fastcoder
+    except ImportError:
+        return None
+    return fastcoder
 
 
 def _as_numpy(x) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -20,8 +21,9 @@ from safetensors import safe_open
 from .model import CodecConfig, ResidualGRUCodec
 
 FORMAT = "rgbatch-weights-1"
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
+# The shipped model is package data (rgbatch/models/), so an installed wheel finds it without
+# the repository; pip unpacks wheels, so it is a real file that safetensors can map.
+DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
 MODEL_ID_BYTES = 8
 
 

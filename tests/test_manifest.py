@@ -170,3 +170,21 @@ def test_one_writer_at_a_time_and_a_killed_one_leaves_nothing_behind(tmp_path):
     with ArchiveLock(tmp_path) as lock:  # the kernel released the lock of the killed holder
         assert lock.removed == [leftover.name]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".tmp-notes.txt"]
+
+
+def test_what_is_not_an_archive_says_what_it_is_and_what_to_run(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    bench = tmp_path / "bench-kodak" / "bench.parquet"
+    bench.parent.mkdir()
+    shutil.copy(Path(__file__).parent.parent / "manifests" / "bench-kodak" / "bench.parquet", bench)
+    with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
+        Manifest(bench)
+    with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
+        Manifest(bench.parent)
+    with PartWriter(tmp_path / "archive", "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    [part] = parts(tmp_path / "archive")
+    with pytest.raises(ValueError, match=f"one part file of an archive: give the archive folder \\({tmp_path}/archive\\)"):
+        Manifest(tmp_path / "archive" / part)
