@@ -1,12 +1,10 @@
-"""Choosing the depth kept per image, and cutting an encoded image to it."""
+"""Choosing the depth kept per image, and the encoder that stops there (cutting: tests/test_codes.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from conftest import smooth_image
-from rgbatch import bitstream
 from rgbatch.codec import Codec
 from rgbatch.ratecontrol import Target, choose_depth
 
@@ -36,22 +34,6 @@ def test_targets_are_checked():
             Target(**bad)
     with pytest.raises(ValueError, match="MS-SSIM of every depth"):
         choose_depth(Target(msssim=0.9), SIZES, [], PIXELS)
-
-
-def test_cut_keeps_a_decodable_prefix_and_its_stats(tiny_weights, rng):
-    codec = Codec.load(tiny_weights, device="cpu", tile_size=32)
-    image = smooth_image(rng, 40, 48)
-    full = codec.encode(image, iterations=3)
-    short = full.cut(2)
-    assert short.blob == bitstream.truncate(full.blob, 2) and len(short.blob) == full.bytes[1]
-    assert short.iterations == 2 and short.bytes == full.bytes[:2]
-    assert short.msssim == full.msssim[:2] and short.psnr == full.psnr[:2] and short.bpp == full.bpp[:2]
-    assert np.array_equal(codec.decode(short.blob), codec.decode(full.blob, iterations=2))
-
-    # at_target() cuts where choose_depth says: a budget of exactly depth 2's bytes keeps depth 2
-    assert full.choose_depth(Target(max_bytes=full.bytes[1])) == 2
-    assert full.at_target(Target(max_bytes=full.bytes[1])).blob == short.blob
-    assert full.at_target(Target()) is full
 
 
 @pytest.mark.parametrize("lockstep_tiles", [32, 4])
