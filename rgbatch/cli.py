@@ -34,8 +34,9 @@ def flag(option: str) -> str:
 
 
 @contextlib.contextmanager
-def user_errors():
-    """Turn the library's worded errors into one red line and exit code 2."""
+def user_errors(failures: tuple = ()):
+    """Turn the library's worded errors into one red line and exit code 2; those of `failures`
+    (the one image of `encode` or `decode` failed) into one red line and exit code 1."""
     try:
         yield
     except typer.Exit:
@@ -43,6 +44,9 @@ def user_errors():
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         raise typer.Exit(130)
+    except failures as e:
+        err.print(f"[red]error:[/red] {e or type(e).__name__}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     except OptionError as e:  # named in the library's terms: say the flag
         err.print(f"[red]error:[/red] {flag(e.option)} {e.reason}", markup=True, highlight=False)
         raise typer.Exit(2)
@@ -363,14 +367,17 @@ def encode(
     search_steps: int = _search_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Encode one image into one progressive stream file (no archive; docs/FORMAT.md)."""
+    """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
+    that cannot be read exits 1 (the image failed), a bad option or missing file 2."""
     from .codec import Codec
     from .files import encode_file
+    from .imageio import ImageError
     from .ratecontrol import Target
 
     with user_errors():
         target = Target(target_msssim, target_bpp, max_bytes)
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
+    with user_errors(failures=(ImageError, MemoryError)):
         result = encode_file(image, out_path, iterations, target, codec)
     if as_json:
         _print_json(result)
@@ -388,14 +395,21 @@ def decode(
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     precision: str = _precision_option(),
+    max_pixels: Optional[int] = typer.Option(None, help="Refuse streams of bigger images [default: 89.5 MP, "
+                                                        "as for reading images]."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Decode a stream file into a PNG, at any depth up to the one stored."""
+    """Decode a stream file into a PNG, at any depth up to the one stored. A bad or refused
+    stream exits 1 (the image failed), a bad option or missing file 2 (docs/FORMAT.md)."""
+    from .bitstream import BitstreamError
     from .codec import Codec
     from .files import decode_file
+    from .imageio import MAX_PIXELS
 
     with user_errors():
-        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device, precision=precision))
+        codec = Codec.load(weights, device=device, precision=precision)
+    with user_errors(failures=(BitstreamError, MemoryError)):
+        result = decode_file(stream, out_path, iterations, codec, MAX_PIXELS if max_pixels is None else max_pixels)
     if as_json:
         _print_json(result)
     else:
@@ -512,7 +526,8 @@ def bench_command(
 @app.command("fit-entropy")
 def fit_entropy_command(
     weights: Path = typer.Argument(..., help="Weight file of the trained model."),
-    data: Path = typer.Option(..., "--data", help="Folder of training images (never the benchmark set)."),
+    data: list[Path] = typer.Option(..., "--data", help="Folder of training images (never the benchmark set); "
+                                    "repeat it to fit on several folders together."),
     out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its context model."),
     images: int = typer.Option(0, help="Training images to code (one centre crop each; 0: all)."),
     crop: int = typer.Option(512, help="Crop size in pixels (at most; smaller images are coded whole)."),
@@ -524,7 +539,7 @@ def fit_entropy_command(
     from .entropy_fit import fit_entropy
 
     with user_errors():
-        mid = fit_entropy(weights, data, out_path, images=images, crop=crop, context_bits=context_bits,
+        mid = fit_entropy(weights, [str(d) for d in data], out_path, images=images, crop=crop, context_bits=context_bits,
                           device=device, seed=seed, log=lambda m: err.print(m, highlight=False))
     out.print(f"wrote {out_path} (model id {mid})")
 

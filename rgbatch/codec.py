@@ -17,6 +17,7 @@ expose the stages. Tiles of one or many images run through the network in batche
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -26,11 +27,13 @@ from . import bitstream
 from .bitstream import BitstreamError
 from .codes import Codes, EncodedImage, stream_sizes
 from .entropy import EntropyError, get_coder
+from .imageio import MAX_PIXELS
+from .limits import check_max_pixels, layout
 from .metrics import msssim_many, msssim_scorer, msssim_tensor, psnr
 from .model import l1_loss
 from .ratecontrol import Target, check_measured, choose_depth
-from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, paste, tile_grid, to_uint8
 from .options import OptionError, check_choice, check_range
+from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, paste, tile_grid, to_uint8
 from .weights import load_weights, trained_iterations
 
 
@@ -153,8 +156,9 @@ class Codec:
     def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target) -> list[_Run]:
         """Every image through the network, tile batches at a time, up to `iterations` or its target."""
         align = self.model.cfg.align
-        runs = [_Run(im, tile_grid(im.shape[0], im.shape[1], self.tile_size), self.tile_size, iterations, measure)
-                for im in images]
+        # the bounds a decoder checks (limits.layout), so that every stream written passes them
+        runs = [_Run(im, layout(im.shape[1], im.shape[0], self.tile_size, math.inf, align), self.tile_size,
+                     iterations, measure) for im in images]
         work = [((i, j), t) for i, run in enumerate(runs) for j, t in enumerate(cut(run.image, run.grid, align))]
         steps = ((keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
                                            search_loss=search_loss)) for keys, x in self._batches(work))
@@ -223,19 +227,23 @@ class Codec:
                               tile_size=codes.tile_size, chunks=chunks)
 
     # -- decoding: bitstream.unpack -> chunks -> coder -> Codes -> network + tiling ----------
-    def read_codes(self, blob: bytes, iterations: int | None = None) -> Codes:
-        """The `Codes` of a blob (its first `iterations`), checked against this codec's model."""
-        header, chunks = bitstream.unpack(blob, iterations)
+    def read_codes(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> Codes:
+        """The `Codes` of a blob (its first `iterations`), checked against this codec's model and,
+        before any decoding, against the bounds of `limits.layout` (BitstreamError otherwise)."""
+        header = bitstream.read_header(blob)
         if header.model_id != self.model_id:
             raise BitstreamError(f"coded by model {header.model_id}, but the loaded model is {self.model_id}; "
                                  f"decode with the weights that made it")
         if header.bits != self.model.cfg.bits:
             raise BitstreamError(f"stream has {header.bits} bits per position, the model {self.model.cfg.bits}")
+        if header.iterations > self.max_iterations:
+            raise BitstreamError(f"the stream holds {header.iterations} iterations; the model makes at most "
+                                 f"{self.max_iterations}")
         try:
-            check_tile_size(header.tile_size, self.model.cfg.align)
-            tiles = tile_grid(header.height, header.width, header.tile_size)
+            tiles = layout(header.width, header.height, header.tile_size, max_pixels, self.model.cfg.align)
         except ValueError as e:
-            raise BitstreamError(f"invalid header: {e}") from None
+            raise BitstreamError(str(e)) from None
+        header, chunks = bitstream.unpack(blob, iterations)
         shapes = [(header.bits, *t.code_shape(self.model.cfg)) for t in tiles]
         try:
             codes = get_coder(header.coder_id, self.extra).decode(chunks, shapes)
@@ -243,13 +251,17 @@ class Codec:
             raise BitstreamError(str(e)) from None
         return Codes(header.width, header.height, header.tile_size, codes)
 
-    def decode(self, blob: bytes, iterations: int | None = None) -> np.ndarray:
-        return self.decode_many([blob], iterations)[0]
+    def decode(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+        return self.decode_many([blob], iterations, max_pixels)[0]
 
-    def decode_many(self, blobs: list[bytes], iterations: int | list[int] | None = None) -> list[np.ndarray]:
-        """HxWx3 uint8 images at depth `iterations` (per blob if a list; all stored if None)."""
+    def decode_many(self, blobs: list[bytes], iterations: int | list[int] | None = None,
+                    max_pixels: int = MAX_PIXELS) -> list[np.ndarray]:
+        """HxWx3 uint8 images at depth `iterations` (per blob if a list; all stored if None).
+        A stream that cannot be decoded, or that declares more than `max_pixels` pixels (or
+        another bound of docs/FORMAT.md, "Limits"), raises BitstreamError and nothing else."""
+        check_max_pixels(max_pixels)
         depths = iterations if isinstance(iterations, list) else [iterations] * len(blobs)
-        return self.decode_codes([self.read_codes(b, k) for b, k in zip(blobs, depths)])
+        return self.decode_codes([self.read_codes(b, k, max_pixels) for b, k in zip(blobs, depths)])
 
     def decode_codes(self, codes: list[Codes]) -> list[np.ndarray]:
         """The network stage of decoding: HxWx3 uint8 images from their `Codes`."""

@@ -26,6 +26,8 @@ import constriction
 from .context import (CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas, ContextModel,
                       ContextModelError, context_index)
 
+MAX_SYMBOL_BITS = 24  # a bit costs at most 15 bits at the tables' 1/2**15 (measured: 15.0); room for quantizing
+
 
 class EntropyError(ValueError):
     """A chunk that does not decode to the size the header promises, or a coder that cannot
@@ -49,7 +51,26 @@ class Coder(Protocol):
 
     def encode_iteration(self, codes: list[np.ndarray], t: int) -> bytes: ...  # chunk t of `encode`, alone
 
+    # (fewest, most, multiple of) bytes one chunk of these tile shapes can have: `decode` refuses
+    # other sizes before any work (`check_chunks`; docs/FORMAT.md, "Limits")
+    def chunk_bytes(self, shapes: list[tuple[int, int, int]]) -> tuple[int, int, int]: ...
+
     def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]: ...
+
+
+def symbols(shapes) -> int:
+    """Bits one iteration codes: of every tile, bits x rows x columns."""
+    return sum(b * r * c for b, r, c in shapes)
+
+
+def check_chunks(coder, chunks: list[bytes], shapes):
+    """Refuses, before decoding, a chunk whose size the coder cannot have written for these shapes."""
+    fewest, most, multiple = coder.chunk_bytes(shapes)
+    for t, chunk in enumerate(chunks):
+        if not fewest <= len(chunk) <= most or len(chunk) % multiple:
+            sizes = f"exactly {fewest}" if fewest == most else f"{fewest} to {most} in whole {8 * multiple}-bit words"
+            raise EntropyError(f"iteration {t + 1} holds {len(chunk)} bytes; the {coder.name} coder writes "
+                               f"{sizes} for {symbols(shapes)} bits")
 
 
 class RawCoder:
@@ -68,13 +89,17 @@ class RawCoder:
         """Chunk t alone (an encoder that stops as soon as a size is reached codes as it goes)."""
         return np.packbits(np.concatenate([c[t].ravel() for c in codes])).tobytes()
 
+    def chunk_bytes(self, shapes) -> tuple[int, int, int]:
+        """(fewest, most, multiple of) bytes of one chunk for these tile shapes: exactly the bits."""
+        size = (symbols(shapes) + 7) // 8
+        return size, size, 1
+
     def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
+        check_chunks(self, chunks, shapes)
         sizes = [int(np.prod(s)) for s in shapes]
         total = sum(sizes)
         out = [np.empty((len(chunks), *s), bool) for s in shapes]
         for t, chunk in enumerate(chunks):
-            if len(chunk) != (total + 7) // 8:
-                raise EntropyError(f"iteration {t + 1} holds {len(chunk)} bytes, expected {(total + 7) // 8}")
             flat = np.unpackbits(np.frombuffer(chunk, np.uint8), count=total).astype(bool)
             for tile, piece in zip(out, np.split(flat, np.cumsum(sizes)[:-1])):
                 tile[t] = piece.reshape(tile.shape[1:])
@@ -143,20 +168,28 @@ class ContextCoder:
         encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, np.concatenate(probabilities))
         return encoder.get_compressed().astype("<u4").tobytes()
 
+    def chunk_bytes(self, shapes) -> tuple[int, int, int]:
+        """(fewest, most, multiple of) bytes of one chunk for these tile shapes: whole 32-bit words,
+        at least one when there are bits; at most MAX_SYMBOL_BITS a bit and two words more."""
+        bits = symbols(shapes)
+        return (4 if bits else 0), 4 * (-(-bits * MAX_SYMBOL_BITS // 32) + 2), 4
+
     def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
         layout = Canvas(tuple(tuple(s) for s in shapes))
         self._check(layout.shapes, len(chunks))
+        check_chunks(self, chunks, shapes)
         canvas = layout.empty(len(chunks), self.bits)
         for t, chunk in enumerate(chunks):
-            if len(chunk) % 4:
-                raise EntropyError(f"iteration {t + 1} holds {len(chunk)} bytes, not a whole number of 32-bit words")
             decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(chunk, "<u4").astype(np.uint32))
             plane = canvas[MAX_LOOKBACK + t]
             # step by step: a step's contexts read the channels decoded before it
-            for s, positions in enumerate(layout.positions):
-                for c in range(self.bits):
-                    contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
-                    plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
+            try:
+                for s, positions in enumerate(layout.positions):
+                    for c in range(self.bits):
+                        contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
+                        plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
+            except AssertionError as e:  # constriction's word for data no encoder wrote
+                raise EntropyError(f"iteration {t + 1} is not a valid context-coded chunk ({e})") from None
             if not decoder.maybe_exhausted():
                 raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
         return layout.cut(canvas)

@@ -142,12 +142,13 @@ def fit_context_model(tiles: list[np.ndarray], context_bits: int = DEFAULT_CONTE
 
 
 def training_crops(data_dir, images: int, crop: int, seed: int = 0) -> list[np.ndarray]:
-    """Centre crops (at most crop x crop) of `images` images drawn at random from a folder
-    (every image when `images` is 0)."""
+    """Centre crops (at most crop x crop) of `images` images drawn at random from a folder, or
+    from several folders together (every image when `images` is 0)."""
     from .imageio import read_image
     from .train import list_images
 
-    paths = list_images(data_dir)
+    folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
         raise ValueError(f"no images in {data_dir}")
     rng = np.random.default_rng(seed)
@@ -185,6 +186,7 @@ def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CRO
     extra = fit_context_model(tiles, context_bits, prior, log)
     if log:
         log(f"fitted in {time.perf_counter() - start:.0f} s")
-    info = {**info, "entropy": {"data": str(data_dir), "images": len(crops), "crop": crop,
+    folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    info = {**info, "entropy": {"data": "+".join(str(d) for d in folders), "images": len(crops), "crop": crop,
                                 "context_bits": context_bits, "prior": prior, "seed": seed}}
     return save_weights(out, model.cpu(), extra=extra, info=info)
