@@ -27,6 +27,7 @@ from .codec import Codec
 from .imageio import ImageError, decode_image, encode_png
 from .manifest import Manifest, PartWriter
 from .metrics import msssim
+from .objectstore import split_query, with_query, worded
 from .ratecontrol import Target, choose_depth
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
@@ -248,10 +249,11 @@ class VerifyResult:
     remeasured: list[dict] = field(default_factory=list)  # path, recorded, measured
     unmeasured: list[tuple[str, str]] = field(default_factory=list)  # sampled but source gone / changed
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
+    unreachable: list[tuple[str, str]] = field(default_factory=list)  # sampled, source not reached: unchecked
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.problems else 0
+        return 1 if self.problems or self.unreachable else 0
 
 
 def _check_blob(row: dict) -> str | None:
@@ -268,16 +270,23 @@ def _check_blob(row: dict) -> str | None:
     return None
 
 
+class SourceUnreachable(OSError):
+    """A source that could not be reached (as opposed to one that is gone): nothing was checked."""
+
+
 def _source_image(row: dict, sources) -> tuple:
     """(pixels, None) of the row's source if it is still there unchanged, else (None, why not)."""
     location = row["source"]
     if sources is not None:
-        location = posixpath.join(str(sources), safe_relative_path(row["path"]))
+        folder, query = split_query(sources)
+        location = with_query(posixpath.join(folder, safe_relative_path(row["path"])), query)
     try:
         fs, path = storage.resolve(location)
         data = storage.read_bytes(fs, path)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None, f"source {location} is gone"
+    except (OSError, ValueError) as e:  # not reached (endpoint, credentials, network): not checked
+        raise SourceUnreachable(f"could not reach source {location}: {worded(e)}") from None
     if hashlib.sha256(data).hexdigest() != row["source_hash"]:
         return None, f"source {location} changed since it was archived"
     try:
@@ -318,7 +327,11 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
                 continue
             result.decoded += 1
             if row["path"] in sampled:
-                source, why_not = _source_image(row, sources)
+                try:
+                    source, why_not = _source_image(row, sources)
+                except SourceUnreachable as e:
+                    result.unreachable.append((row["path"], str(e)))
+                    continue
                 if why_not:
                     result.unmeasured.append((row["path"], why_not))
                     continue

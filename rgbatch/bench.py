@@ -42,12 +42,13 @@ from .codec import Codec
 from .codes import Codes, stream_sizes
 from .entropy import CODERS, EntropyError, get_coder
 from .imageio import ImageError, read_image
+from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
 from .train import IMAGE_SUFFIXES, list_images
 
 TARGETS = (0.90, 0.95, 0.98)
 SPEED_DEPTHS = (1, 2, 4, 8, 16)  # rgbatch is timed at these depths (those the run reaches)
-METADATA_KEY = b"rgbatch.bench"
+METADATA_KEY = BENCH_METADATA_KEY
 
 SCHEMA = pa.schema([
     ("codec", pa.string()),  # jpeg420, jpeg444, webp, avif, or rgbatch-<entropy coder>

@@ -246,7 +246,9 @@ class Codec:
         header, chunks = bitstream.unpack(blob, iterations)
         shapes = [(header.bits, *t.code_shape(self.model.cfg)) for t in tiles]
         try:
-            codes = get_coder(header.coder_id, self.extra).decode(chunks, shapes)
+            # the codec's own coder when the stream used it (building a context coder takes 10 ms)
+            coder = self.coder if header.coder_id == self.coder.coder_id else get_coder(header.coder_id, self.extra)
+            codes = coder.decode(chunks, shapes)
         except EntropyError as e:
             raise BitstreamError(str(e)) from None
         return Codes(header.width, header.height, header.tile_size, codes)

@@ -153,6 +153,9 @@ class ContextModel:
             raise ContextModelError(f"malformed context model: features {features.shape}, table {table.shape}")
         if table.min() < 1 or table.max() >= 2 ** PROBABILITY_BITS:
             raise ContextModelError("malformed context model: probabilities outside 1 .. 2**15-1")
+        channels = features[..., 1]
+        if channels.min() < 0 or channels.max() >= bits:  # the compiled coder reads the canvas unchecked
+            raise ContextModelError("malformed context model: a feature reads a channel that does not exist")
         for s in range(2):
             for c in range(bits):
                 if not is_causal(features[:, s, c], s, c).all():

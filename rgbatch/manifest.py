@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import posixpath
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,11 +24,12 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, storage
+from . import __version__, objectstore, storage
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
+BENCH_METADATA_KEY = b"rgbatch.bench"  # in the schema of bench manifests (rgbatch.bench), not archives
 # Row groups sized for blobs: a reader of one image loads one row group, so keep them a few MB
 # (the Parquet default of a million rows would put a whole archive in one group).
 ROW_GROUP_ROWS = 64
@@ -170,6 +172,33 @@ class PartWriter:
         return False
 
 
+def is_bench_manifest(fs, path: str) -> bool:
+    """Whether a Parquet file is a bench manifest (`rgbatch bench`), by its schema metadata."""
+    try:
+        return BENCH_METADATA_KEY in (pq.read_schema(fs.open_input_file(path)).metadata or {})
+    except (pa.ArrowInvalid, OSError):
+        return False
+
+
+def not_an_archive(location: str, fs, root: str, files: list[str] | None = None) -> Exception:
+    """The error for a location that is no archive, saying what it is and what to run instead."""
+    if files is None:  # not a folder
+        if not storage.exists(fs, root):
+            return objectstore.not_found(fs, root, f"no archive at {location}")
+        if is_part(root.rsplit("/", 1)[-1]):
+            folder = location.rsplit("/", 1)[0] if "/" in location else "."
+            return ValueError(f"{location} is one part file of an archive: give the archive folder ({folder})")
+        if is_bench_manifest(fs, root):
+            return ValueError(f"{location} is a bench manifest, not an archive: `rgbatch bench {location}` "
+                              f"summarises it")
+        return ValueError(f"{location} is a file, not an archive folder")
+    benches = [f for f in files if f.endswith(PART_SUFFIX) and is_bench_manifest(fs, f)]
+    if benches:
+        name = posixpath.join(location, benches[0].rsplit("/", 1)[-1])
+        return ValueError(f"{location} holds a bench manifest, not an archive: `rgbatch bench {name}` summarises it")
+    return ValueError(f"{location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
+
+
 class Manifest:
     """Reads an archive: the union of its part files, each path by its current row."""
 
@@ -177,11 +206,11 @@ class Manifest:
         self.location = str(archive)
         self.fs, self.root = storage.resolve(archive)
         if not storage.is_dir(self.fs, self.root):
-            raise FileNotFoundError(f"no archive at {self.location}")
-        self.parts = sorted(p for p in storage.list_files(self.fs, self.root, recursive=False)
-                            if is_part(p.rsplit("/", 1)[-1]))
+            raise not_an_archive(self.location, self.fs, self.root)
+        files = storage.list_files(self.fs, self.root, recursive=False)
+        self.parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
         if not self.parts:
-            raise ValueError(f"{self.location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
+            raise not_an_archive(self.location, self.fs, self.root, files)
         self._current = None
 
     def _open(self, part: str) -> pq.ParquetFile:

@@ -1,6 +1,6 @@
 """The context coder's code length as a differentiable training term.
 
-    rate = ContextRate.from_weights("weights/default.safetensors")
+    rate = ContextRate.from_weights("rgbatch/models/default.safetensors")
     bits_per_bit = rate(codes)              # (T,): mean code length per bit of each iteration
     rate.update(codes)                      # count this batch into the tables
     bits_per_bit = rate(codes, count=True)  # both, the contexts found once (training)

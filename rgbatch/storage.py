@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 from PIL import Image
 
 from .imageio import ImageError, decode_image
+from .objectstore import not_found, split_query, with_query, worded
 
 TEMP_PREFIX = ".tmp-"  # temporary files are hidden; listings skip them
 GLOB_CHARS = "*?["
@@ -148,7 +149,7 @@ def _glob_root(pattern: str) -> str:
 
 def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
     """(file system, root, files) of one SRC argument: a folder, a glob, or a list file."""
-    if any(c in source for c in GLOB_CHARS) and not os.path.exists(source):
+    if any(c in split_query(source)[0] for c in GLOB_CHARS) and not os.path.exists(source):
         if is_uri(source):
             fs, pattern = resolve(source)
             root = _glob_root(pattern)
@@ -170,7 +171,7 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
             raise ValueError(f"no image files under {source}")
         return fs, path, files
     if info.type != pafs.FileType.File:
-        raise FileNotFoundError(f"no such file or folder: {source}")
+        raise not_found(fs, path, f"no such file or folder: {source}")
     if posixpath.splitext(path)[1].lower() not in LIST_EXTENSIONS:
         return fs, posixpath.dirname(path), [path]  # a single image
     # a list file: one path per line, relative ones read from the list file's folder
@@ -195,8 +196,10 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
         raise ValueError("give at least one source folder, glob or list file")
     expanded = [_expand_one(str(s)) for s in sources]
     kinds = {fs.type_name for fs, _, _ in expanded}
-    if len(kinds) > 1:
-        raise ValueError(f"all sources must be on one file system, not on {sorted(kinds)}")
+    queries = {split_query(str(s))[1] for s in sources}  # a URI's store options: kept on every location
+    if len(kinds) > 1 or len(queries) > 1:
+        raise ValueError(f"all sources must be on one file system, not on {sorted(kinds | queries)}")
+    query = queries.pop()
     fs = expanded[0][0]
     root = posixpath.commonpath([r for _, r, _ in expanded]) if len(expanded) > 1 else expanded[0][1]
     seen, found = set(), []
@@ -204,8 +207,8 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
         for f in files:
             if f not in seen:
                 seen.add(f)
-                found.append(Source(uri(fs, f), posixpath.relpath(f, root)))
-    return uri(fs, root), found
+                found.append(Source(with_query(uri(fs, f), query), posixpath.relpath(f, root)))
+    return with_query(uri(fs, root), query), found
 
 
 def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tuple[dict, np.ndarray | None]:
@@ -217,7 +220,7 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tupl
         fs, path = resolve(source.location)
         data = read_bytes(fs, path)
     except (OSError, ValueError) as e:
-        return {**info, "status": "error", "error": f"cannot read the file: {e}"}, None
+        return {**info, "status": "error", "error": f"cannot read the file: {worded(e)}"}, None
     info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
     if info["source_hash"] == known_hash:
         return {**info, "status": "skip"}, None
@@ -234,5 +237,5 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tupl
 
 def archive_name(root: str) -> str:
     """The default archive name of a source root: its last folder name."""
-    name = posixpath.basename(root.rstrip("/").split("://")[-1])
+    name = posixpath.basename(split_query(root)[0].rstrip("/").split("://")[-1])
     return name or "archive"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -23,8 +24,9 @@ from safetensors import safe_open
 from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
 
 FORMAT = "rgbatch-weights-1"
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
+# The shipped model is package data (rgbatch/models/), so an installed wheel finds it without
+# the repository; pip unpacks wheels, so it is a real file that safetensors can map.
+DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
 MODEL_ID_BYTES = 8
 
 

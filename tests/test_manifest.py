@@ -113,3 +113,21 @@ def test_unreadable_archives_are_worded_errors(tmp_path):
     (tmp_path / "part-0.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="not a readable Parquet file"):
         Manifest(tmp_path).table()
+
+
+def test_what_is_not_an_archive_says_what_it_is_and_what_to_run(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    bench = tmp_path / "bench-kodak" / "bench.parquet"
+    bench.parent.mkdir()
+    shutil.copy(Path(__file__).parent.parent / "manifests" / "bench-kodak" / "bench.parquet", bench)
+    with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
+        Manifest(bench)
+    with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
+        Manifest(bench.parent)
+    with PartWriter(tmp_path / "archive", "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    [part] = parts(tmp_path / "archive")
+    with pytest.raises(ValueError, match=f"one part file of an archive: give the archive folder \\({tmp_path}/archive\\)"):
+        Manifest(tmp_path / "archive" / part)
