@@ -22,6 +22,7 @@ from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
 from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
 from .metrics import msssim, msssim_tensor
+from .options import check_range
 from .model import CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8
@@ -295,8 +296,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if cfg.snapshot_every % cfg.checkpoint_every:
         raise TrainingError(f"--snapshot-every {cfg.snapshot_every} must be a multiple of --checkpoint-every "
                             f"{cfg.checkpoint_every} (snapshots are taken with checkpoints)")
-    if cfg.iterations > codec_cfg.max_iterations:
-        raise TrainingError(f"--iterations {cfg.iterations} is more than the model's {codec_cfg.max_iterations}")
+    check_range("iterations", cfg.iterations, 1, codec_cfg.max_iterations, " for this model")
     checkpoint_path = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

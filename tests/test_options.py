@@ -9,6 +9,7 @@ from rgbatch.codec import Codec
 from rgbatch.options import OptionError
 from rgbatch.pipeline import CompressOptions
 from rgbatch.ratecontrol import Target
+from rgbatch.train import TrainConfig, train
 
 from conftest import DATA
 
@@ -19,6 +20,8 @@ from conftest import DATA
     (lambda: CompressOptions(search_steps=-1).check(), "search_steps"),
     (lambda: CompressOptions(precision="fp8").check(), "precision"),
     (lambda: CompressOptions(target=Target(msssim=0.9), measure=False).check(), "target.msssim"),
+    (lambda: train(TrainConfig(data_dir=str(DATA), out="never.pt", iterations=5, codec=dict(width=0.125, max_iterations=4))),
+     "iterations"),
 ])
 def test_errors_name_the_parameter_as_the_library_spells_it(make, option):
     with pytest.raises(OptionError) as caught:
