@@ -63,8 +63,7 @@ def load_codes(data: str, weights: str | None, limit: int, depth: int, cache: st
     codes, pixels = [], []
     for path in list_images(Path(data))[:limit]:
         image, _ = read_image(path)
-        blob = codec.encode(image, depth, measure=False).blob
-        codes.append(codec.read_codes(blob)[2])
+        codes.append(codec.encode_codes([image], depth)[0].tiles)
         pixels.append(image.shape[0] * image.shape[1])
     if cache:
         arrays = {f"{i}_{j}": c for i, tiles in enumerate(codes) for j, c in enumerate(tiles)}

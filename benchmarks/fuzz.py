@@ -58,7 +58,7 @@ def declared_work(case: fuzz.Case, codec: Codec, max_pixels: int) -> int:
     depth = min(header.iterations, codec.max_iterations)
     if case.iterations is not None:
         depth = min(depth, max(case.iterations, 0))
-    return sum(r * c for r, c in (t.padded_shape for t in tiles)) * depth
+    return sum(r * c for r, c in (t.padded_shape(codec.model.cfg.align) for t in tiles)) * depth
 
 
 def seconds_per_unit(codecs: dict, image: np.ndarray, max_pixels: int) -> float:

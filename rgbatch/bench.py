@@ -37,8 +37,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import features
 
-from . import bitstream, classical
+from . import classical
 from .codec import Codec
+from .codes import Codes, stream_sizes
 from .entropy import CODERS, EntropyError, get_coder
 from .imageio import ImageError, read_image
 from .manifest import BENCH_METADATA_KEY
@@ -154,9 +155,9 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
 
         # The encoder's reconstruction at depth k is what decoding the stream cut to depth k
         # gives (tests/test_bench.py checks it), so one encode scores every depth.
-        encoded = codec.encode(image, iterations)
+        encoded = codec.encode(image, iterations, keep_codes=True)
         for coder in coders:
-            sizes = encoded.bytes if coder == codec.coder.name else recoded_bytes(codec, encoded.blob, coder)
+            sizes = encoded.bytes if coder == codec.coder.name else recoded_bytes(codec, encoded.codes, coder)
             timings = {}
             if index < speed_images:
                 timings = {d: _time_rgbatch(timed_codecs[coder], image, d) for d in timed_depths}
@@ -196,18 +197,13 @@ def _time_rgbatch(codec: Codec, image: np.ndarray, depth: int) -> tuple[float, f
     return encoded - start, time.perf_counter() - encoded
 
 
-def recoded_bytes(codec: Codec, blob: bytes, coder: str) -> list[int]:
-    """Stream sizes at depth 1..k of a stream's codes stored with another entropy coder.
+def recoded_bytes(codec: Codec, codes: Codes, coder: str) -> list[int]:
+    """Stream sizes at depth 1..k of an image's codes stored with another entropy coder.
 
     Entropy coders are lossless, so the codes (and the quality at every depth) stay the same;
     only the bytes change, and the network need not run again.
     """
-    header, _, codes = codec.read_codes(blob)
-    coder = get_coder(coder, codec.extra)
-    recoded = bitstream.pack(coder_id=coder.coder_id, bits=header.bits, model_id=header.model_id,
-                             width=header.width, height=header.height, tile_size=header.tile_size,
-                             chunks=coder.encode(codes))
-    return bitstream.read_header(recoded).cumulative_bytes()
+    return stream_sizes(get_coder(coder, codec.extra).encode(codes.tiles))
 
 
 # -- summarizing -------------------------------------------------------------------------------

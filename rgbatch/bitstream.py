@@ -16,9 +16,11 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .options import OptionError
 from .tiling import check_tile_size
 
 MAGIC = b"RGBC"
+TILE_MULTIPLE = 32  # a stream's tile size is 0 or a multiple of this (a model may ask for a larger multiple)
 VERSION = 1
 _FIXED = struct.Struct("<4sBBBB8sIIHH")  # magic .. reserved: 28 bytes
 _CHUNK = struct.Struct("<II")  # length, crc32
@@ -97,9 +99,9 @@ def read_header(blob: bytes) -> Header:
     if reserved:
         raise BitstreamError(f"invalid header: the reserved field holds {reserved}, not 0")
     try:
-        check_tile_size(tile)
-    except ValueError as e:
-        raise BitstreamError(f"invalid header: {e}") from None
+        check_tile_size(tile, TILE_MULTIPLE)
+    except OptionError as e:
+        raise BitstreamError(f"invalid header: tile size {e.reason}") from None
     stream_end = end + sum(n for n, _ in table)
     if len(blob) > stream_end:
         raise BitstreamError(f"{len(blob) - stream_end} bytes after the last chunk (the stream ends at byte "

@@ -16,12 +16,21 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from .options import OptionError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress whole image archives with the Residual-GRU learned codec.")
 err = Console(stderr=True)
 out = Console()
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
+# the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
+FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes"}
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a library parameter."""
+    return FLAGS.get(option, "--" + option.replace("_", "-"))
 
 
 @contextlib.contextmanager
@@ -38,6 +47,9 @@ def user_errors(failures: tuple = ()):
     except failures as e:
         err.print(f"[red]error:[/red] {e or type(e).__name__}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    except OptionError as e:  # named in the library's terms: say the flag
+        err.print(f"[red]error:[/red] {flag(e.option)} {e.reason}", markup=True, highlight=False)
+        raise typer.Exit(2)
     except USER_ERRORS as e:
         from .objectstore import worded
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .entropy import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas,
+from .context import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas,
                       is_causal, read_feature)
 
 DEFAULT_CONTEXT_BITS = 10  # 8 before session 6: with 5x the fitting data, 10 measured 0.1-0.6 points better
@@ -179,9 +179,7 @@ def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CRO
     if log:
         log(f"coding {len(crops)} crops of {crop} px at {codec.max_iterations} iterations")
     start = time.perf_counter()
-    tiles = []
-    for encoded in codec.encode_many(crops, codec.max_iterations, measure=False):
-        tiles += codec.read_codes(encoded.blob)[2]
+    tiles = [tile for codes in codec.encode_codes(crops, codec.max_iterations) for tile in codes.tiles]
     if log:
         log(f"coded in {time.perf_counter() - start:.0f} s; selecting contexts")
     start = time.perf_counter()

@@ -10,7 +10,7 @@ canvas and code the bit in the same loop, with the same integer arithmetic as co
 range coder: the streams are byte for byte those constriction writes (tested on many streams),
 so coder id 1 is unchanged. Only integers decide bits (docs/ENTROPY.md, "The range coder").
 
-The canvas is `entropy.Canvas`'s bool array viewed as uint8, flattened: (2 + iterations, bits,
+The canvas is `context.Canvas`'s bool array viewed as uint8, flattened: (2 + iterations, bits,
 height * width). A feature (dt, channel, dy, dx) of step (t, s, c) reads the canvas at the flat
 offset ((t + 2 - dt) * bits + channel) * plane + dy * width + dx from a position's flat index,
 which `_step_offsets` computes once per step; the bit itself lives at offset

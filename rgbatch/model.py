@@ -53,6 +53,16 @@ class CodecConfig:
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], not {self.width}")
 
+    @property
+    def block(self) -> int:
+        """Pixels per code position along a side (a 16x16 block holds `bits` bits per iteration)."""
+        return BLOCK
+
+    @property
+    def align(self) -> int:
+        """The multiple of this the network's inputs must be, in height and width."""
+        return ALIGN
+
     def channels(self, paper_channels: int) -> int:
         """Scaled channel count, a multiple of 8 so that depth-to-space stays even."""
         return max(8, int(round(paper_channels * self.width / 8)) * 8)
@@ -160,6 +170,9 @@ class ResidualGRUCodec(nn.Module):
 
     Codes have shape (iterations, N, bits, H/16, W/16). `rgbatch.codec` turns them into bytes.
     """
+
+    architecture = "residual-gru"  # its name in the architecture registry (rgbatch.architectures)
+    Config = CodecConfig
 
     def __init__(self, cfg: CodecConfig = CodecConfig()):
         super().__init__()

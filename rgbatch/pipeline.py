@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest, raywatch
-from .codec import MAX_SEARCH_STEPS, PRECISIONS, Codec
+from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
-from .ratecontrol import Target
+from .options import check_choice, check_range
+from .ratecontrol import Target, check_measured
 from .sources import archive_name, expand_sources, read_source
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
@@ -75,26 +76,19 @@ class CompressOptions:
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
 
     def check(self):
-        check_tile_size(self.tile_size)
-        if self.tile_size > MAX_TILE_SIZE:
-            raise ValueError(f"--tile-size must be at most {MAX_TILE_SIZE} (a 16-bit field of the stream "
-                             f"header, docs/FORMAT.md), not {self.tile_size}")
-        if self.iterations is not None and not 1 <= self.iterations <= 255:
-            raise ValueError(f"--iterations must be 1..255, not {self.iterations}")
-        if self.batch_size < 0:
-            raise ValueError(f"--batch-size must be 0 (automatic) or more, not {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be 0 (automatic) or more, not {self.workers}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
-        if self.max_pixels < 1:
-            raise ValueError(f"--max-pixels must be positive, not {self.max_pixels}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if not 0 <= self.search_steps <= MAX_SEARCH_STEPS:
-            raise ValueError(f"--search-steps must be 0..{MAX_SEARCH_STEPS}, not {self.search_steps}")
-        if self.target.msssim is not None and not self.measure:
-            raise ValueError("--target-msssim needs the quality of every depth: drop --no-measure")
+        """Every option a compression reads, checked before any work starts (the model's own
+        limits, iterations and tile size, once it is loaded: `compress`)."""
+        if self.iterations is not None:
+            check_range("iterations", self.iterations, 1, 255)
+        check_range("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
+                                                                    "16-bit field, docs/FORMAT.md)")
+        check_range("batch_size", self.batch_size, 0, what=" (0: automatic)")
+        check_range("workers", self.workers, 0, what=" (0: automatic)")
+        check_choice("device", self.device, DEVICES)
+        check_range("max_pixels", self.max_pixels, 1)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
+        check_measured(self.target, self.measure)
 
 
 @dataclass
@@ -260,9 +254,9 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     model, model_id, extra, info = load_weights(weights)  # fails here, worded, if the weights are unusable
     if options.iterations is None:
         options.iterations = trained_iterations(model.cfg, info)
-    if options.iterations > model.cfg.max_iterations:
-        raise ValueError(f"--iterations {options.iterations}: this model codes at most {model.cfg.max_iterations}")
+    check_range("iterations", options.iterations, 1, model.cfg.max_iterations, " for this model")
     get_coder(options.coder, extra)  # and here if the coder is unknown
+    check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
     with manifest.ArchiveLock(archive, "compress") as lock:
         if lock.removed and log:
             log(f"removed {len(lock.removed)} temporary part file(s) left by an interrupted run")

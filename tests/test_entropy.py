@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from rgbatch import bitstream
 from rgbatch.cli import app
 from rgbatch.codec import Codec
-from rgbatch.entropy import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS, ContextCoder, EntropyError,
-                             RawCoder, get_coder, is_causal)
+from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS, is_causal
+from rgbatch.entropy import ContextCoder, EntropyError, RawCoder, get_coder
 from rgbatch.entropy_fit import candidate_features, fit_context_model
 from rgbatch.weights import load_weights
 

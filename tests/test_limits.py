@@ -12,7 +12,7 @@ def test_the_padded_extent_is_that_of_the_tiles(height, width, tile):
     tiles = tile_grid(height, width, tile)
     assert layout(width, height, tile) == tiles
     assert padded_extent(height, tile) * padded_extent(width, tile) == sum(
-        r * c for r, c in (t.padded_shape for t in tiles))
+        r * c for r, c in (t.padded_shape(32) for t in tiles))
 
 
 def test_bounds_and_their_reasons():
