@@ -5,8 +5,10 @@
     verify("manifests/kodak")                          # checksums, decoding, MS-SSIM re-measured
     compact("manifests/kodak", depth=8)                # one part per model, blobs cut to depth 8
 
-Each works on the current row of every path (see rgbatch.manifest). Rows coded by a model
-other than the loaded one are refused one by one, with the reason; the rest goes on.
+Each works on the current row of every path (`Archive`, rgbatch.manifest; rows are
+`rgbatch.row.Row`s). Rows coded by a model other than the loaded one are refused one by one,
+with the reason; the rest goes on. Parameters are checked here, where they enter, and errors
+name them as these functions spell them (`OptionError`; the CLI says its flags).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import pyarrow.compute as pc
 from . import bitstream, storage
 from .codec import Codec
 from .imageio import ImageError, decode_image, encode_png
-from .manifest import ArchiveLock, Manifest, PartWriter, row_problem, split_damaged
+from .manifest import Archive, PartWriter, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
-from .ratecontrol import Target, choose_depth
+from .options import OptionError, check_one_of, check_range
+from .ratecontrol import Target
+from .row import OK, Row
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
                 "bytes", "bpp", "msssim", "psnr"]
@@ -72,12 +76,10 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     stored at least that deep; summary.at_depth / at_msssim: what the archive would cost cut
     to `depth` iterations / to the smallest depth reaching `min_msssim` per image.
     """
-    if depth is not None and depth < 1:
-        raise ValueError(f"--depth must be at least 1, not {depth}")
-    if worst < 0:
-        raise ValueError(f"--worst must be 0 or more, not {worst}")
+    check_range("depth", depth, 1)
+    check_range("worst", worst, 0)
     target = Target(msssim=min_msssim)
-    man = Manifest(archive)
+    man = Archive(archive)
     table = man.table()
     usable, damaged = split_damaged(table)
     ok = usable.filter(pc.equal(usable["status"], "ok"))
@@ -90,7 +92,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     source_bytes = pc.sum(ok["source_bytes"]).as_py() or 0
     summary = {
         "archive": man.location, "parts": len(man.parts),
-        "part_bytes": sum(man.fs.get_file_info(p).size for p in man.parts),
+        "part_bytes": man.part_bytes(),
         "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged),
         "model_ids": sorted(set(ok["model_id"].to_pylist())),
         "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
@@ -106,13 +108,13 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
         summary["at_depth"] = {"depth": depth, **at([min(depth, k) for k in ok["iterations"].to_pylist()]),
                                "shallower": sum(k < depth for k in ok["iterations"].to_pylist())}
     if min_msssim is not None:
-        rows = ok.select(["bytes", "msssim", "width", "height"]).to_pylist()
-        measured = pa.array([bool(r["msssim"]) for r in rows])  # not those compressed with --no-measure
-        rows = [r for r in rows if r["msssim"]]
-        chosen = [choose_depth(target, r["bytes"], r["msssim"], r["width"] * r["height"]) for r in rows]
+        rows = Row.from_arrow(ok.select(["bytes", "msssim", "width", "height", "iterations"]))
+        measured = pa.array([bool(r.msssim) for r in rows])  # not those compressed with --no-measure
+        rows = [r for r in rows if r.msssim]
+        chosen = [r.keep(target=target) for r in rows]
         summary["at_msssim"] = {
             "msssim": min_msssim, **at(chosen, ok.filter(measured)),
-            "not_reached": sum(r["msssim"][d - 1] < min_msssim for r, d in zip(rows, chosen)),
+            "not_reached": sum(r.msssim[d - 1] < min_msssim for r, d in zip(rows, chosen)),
             "unmeasured": len(measured) - len(rows)}
     return {"images": table.select(IMAGE_FIELDS).to_pylist(), "summary": summary}
 
@@ -131,25 +133,25 @@ def safe_relative_path(path: str) -> str:
     return posixpath.normpath(path)
 
 
-def _model_problem(row: dict, codec: Codec) -> str | None:
-    if row["model_id"] != codec.model_id:
-        return (f"coded by model {row['model_id']}, but the loaded weights are model {codec.model_id}: "
+def _model_problem(row: Row, codec: Codec) -> str | None:
+    if row.model_id != codec.model_id:
+        return (f"coded by model {row.model_id}, but the loaded weights are model {codec.model_id}: "
                 f"use the weights that made it (--weights)")
     return None
 
 
-def _decode_each(codec: Codec, work: list[tuple[dict, int]]):
+def _decode_each(codec: Codec, work: list[tuple[Row, int]]):
     """(row, image or None, error or None) for (row, depth) pairs: decoded as one batch, and one
     by one when the batch fails, so that one damaged blob fails alone."""
     try:
-        images = codec.decode_many([row["blob"] for row, _ in work], [d for _, d in work])
+        images = codec.decode_many([row.blob for row, _ in work], [d for _, d in work])
         yield from ((row, image, None) for (row, _), image in zip(work, images))
         return
     except Exception:
         pass
     for row, depth in work:
         try:
-            yield row, codec.decode(row["blob"], depth), None
+            yield row, codec.decode(row.blob, depth), None
         except Exception as e:
             yield row, None, f"cannot decode: {e}"
 
@@ -218,14 +220,11 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     image that cannot be restored is a failure with its reason; the others are written.
     `progress(done, total)` is called per image.
     """
-    if iterations is not None and target_msssim is not None:
-        raise ValueError("give --iterations or --target-msssim, not both")
-    if iterations is not None and iterations < 1:
-        raise ValueError(f"--iterations must be at least 1, not {iterations}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
+    check_one_of("iterations", "target_msssim", iterations, target_msssim)
+    check_range("iterations", iterations, 1)
+    check_range("batch_size", batch_size, 1)
     target = Target(msssim=target_msssim)
-    man = Manifest(archive)
+    man = Archive(archive)
     table, damaged = split_damaged(man.table(["path", "status", "model_id", "width", "height", "iterations",
                                               "bytes", "msssim"]))
     result = RestoreResult(out=str(out))
@@ -242,40 +241,34 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     selected = [p for p in safe if select is None or fnmatch.fnmatchcase(p, select)]
     result.failures += [(p, why) for p, why in damaged if select is None or fnmatch.fnmatchcase(p or "", select)]
     if select is not None and not selected and not result.failures:
-        raise ValueError(f"no archived image matches --select {select!r}")
+        raise OptionError("select", f"{select!r}: no archived image matches it")
     fs, root = storage.resolve(out)
     if storage.exists(fs, root) and not storage.is_dir(fs, root):
-        raise NotADirectoryError(f"--out {out} is a file, not a folder")
+        raise OptionError("out", f"{out} is a file, not a folder")
     codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
     names = png_names(safe)  # of every current ok path: the same names whatever is selected
     total = len(selected) + len(result.failures)
 
-    def depth_of(row):
-        if iterations is not None:
-            return min(iterations, row["iterations"])
-        if target:
-            return choose_depth(target, row["bytes"], row["msssim"], row["width"] * row["height"])
-        return row["iterations"]
-
-    def usable(row) -> bool:
-        problem = row_problem(row) or _model_problem(row, codec)
-        if not problem and target and not row["msssim"]:
+    def usable(row: Row) -> bool:
+        problem = row.problem() or _model_problem(row, codec)
+        if not problem and target and not row.msssim:
             problem = "no MS-SSIM recorded (compressed with --no-measure): restore it with --iterations"
         if problem:
-            result.failures.append((row["path"], problem))
+            result.failures.append((row.path, problem))
         return problem is None
 
     for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
-        for row, image, error in _decode_each(codec, [(r, depth_of(r)) for r in group]):
+        work = [(r, r.keep(iterations, target)) for r in group]
+        for (row, image, error), (_, depth) in zip(_decode_each(codec, work), work):
             if error:
-                result.failures.append((row["path"], error))
+                result.failures.append((row.path, error))
                 continue
             try:
-                written = storage.write_new(fs, root, names[row["path"]], encode_png(image), overwrite)
+                written = storage.write_new(fs, root, names[row.path], encode_png(image), overwrite)
             except storage.NotWritten as e:
-                result.failures.append((row["path"], f"{names[row['path']]}: {e}"))
+                result.failures.append((row.path, f"{names[row.path]}: {e}"))
                 continue
-            result.written.append({"path": row["path"], "file": storage.uri(fs, written), "depth": depth_of(row)})
+            result.written.append({"path": row.path, "file": storage.uri(fs, written), "depth": depth})
         if progress:
             progress(len(result.written) + len(result.failures), total)
     return result
@@ -297,16 +290,16 @@ class VerifyResult:
         return 1 if self.problems or self.unreachable else 0
 
 
-def _check_blob(row: dict) -> str | None:
+def _check_blob(row: Row) -> str | None:
     """Checksums of every chunk, and the header against the row."""
     try:
-        header, _ = bitstream.unpack(row["blob"])
+        header, _ = bitstream.unpack(row.blob)
     except bitstream.BitstreamError as e:
         return f"damaged blob: {e}"
-    if (header.width, header.height, header.iterations) != (row["width"], row["height"], row["iterations"]):
+    if (header.width, header.height, header.iterations) != (row.width, row.height, row.iterations):
         return (f"blob holds {header.width}x{header.height} at {header.iterations} iterations, the row says "
-                f"{row['width']}x{row['height']} at {row['iterations']}")
-    if header.cumulative_bytes() != list(row["bytes"]) or len(row["blob"]) != row["bytes"][-1]:
+                f"{row.width}x{row.height} at {row.iterations}")
+    if header.cumulative_bytes() != list(row.bytes) or len(row.blob) != row.bytes[-1]:
         return "blob sizes do not match the row's per-depth bytes"
     return None
 
@@ -315,13 +308,13 @@ class SourceUnreachable(OSError):
     """A source that could not be reached (as opposed to one that is gone): nothing was checked."""
 
 
-def _source_image(row: dict, sources) -> tuple:
+def _source_image(row: Row, sources) -> tuple:
     """(pixels, None) of the row's source if it is still there unchanged, else (None, why not)."""
-    location = row["source"]
+    location = row.source
     if sources is not None:
         try:
             folder, query = split_query(str(sources))
-            location = with_query(posixpath.join(folder, safe_relative_path(row["path"])), query)
+            location = with_query(posixpath.join(folder, safe_relative_path(row.path)), query)
         except ValueError as e:
             return None, f"no source to look for: {e}"
     if not location:
@@ -333,7 +326,7 @@ def _source_image(row: dict, sources) -> tuple:
         return None, f"source {location} is gone"
     except (OSError, ValueError) as e:  # not reached (endpoint, credentials, network): not checked
         raise SourceUnreachable(f"could not reach source {location}: {worded(e)}") from None
-    if hashlib.sha256(data).hexdigest() != row["source_hash"]:
+    if hashlib.sha256(data).hexdigest() != row.source_hash:
         return None, f"source {location} changed since it was archived"
     try:
         return decode_image(data)[0], None
@@ -349,11 +342,9 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     `sources` replaces the recorded source locations with a folder holding the same relative
     paths. Images that failed at compress time count as problems: the archive lacks them.
     """
-    if sample < 0:
-        raise ValueError(f"--sample must be 0 or more, not {sample}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
-    man = Manifest(archive)
+    check_range("sample", sample, 0)
+    check_range("batch_size", batch_size, 1)
+    man = Archive(archive)
     table, damaged = split_damaged(man.table(["path", "status", "error", "width", "height", "iterations", "model_id",
                                               "bytes", "bpp", "msssim", "psnr"]))
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == "ok"]
@@ -364,33 +355,33 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
         if status != "ok":
             result.problems.append((path, f"not archived (failed at compress time: {error})"))
 
-    def checked(row):
+    def checked(row: Row) -> bool:
         result.checked += 1
-        problem = row_problem(row) or _check_blob(row) or _model_problem(row, codec)
+        problem = row.problem() or _check_blob(row) or _model_problem(row, codec)
         if problem:
-            result.problems.append((row["path"], problem))
+            result.problems.append((row.path, problem))
         return problem is None
 
     for group in _in_groups((r for r in man.rows(set(ok_paths)) if checked(r)), DECODE_GROUP):
-        for row, image, error in _decode_each(codec, [(r, r["iterations"]) for r in group]):
+        for row, image, error in _decode_each(codec, [(r, r.iterations) for r in group]):
             if error:
-                result.problems.append((row["path"], error))
+                result.problems.append((row.path, error))
                 continue
             result.decoded += 1
-            if row["path"] in sampled:
+            if row.path in sampled:
                 try:
                     source, why_not = _source_image(row, sources)
                 except SourceUnreachable as e:
-                    result.unreachable.append((row["path"], str(e)))
+                    result.unreachable.append((row.path, str(e)))
                     continue
                 if why_not:
-                    result.unmeasured.append((row["path"], why_not))
+                    result.unmeasured.append((row.path, why_not))
                     continue
                 measured = msssim(source, image)
-                recorded = row["msssim"][-1] if row["msssim"] else None  # None: compressed with --no-measure
-                result.remeasured.append({"path": row["path"], "recorded": recorded, "measured": measured})
+                recorded = row.msssim[-1] if row.msssim else None  # None: compressed with --no-measure
+                result.remeasured.append({"path": row.path, "recorded": recorded, "measured": measured})
                 if recorded is not None and abs(measured - recorded) > MSSSIM_TOLERANCE:
-                    result.problems.append((row["path"], f"MS-SSIM re-measured {measured:.5f}, the manifest "
+                    result.problems.append((row.path, f"MS-SSIM re-measured {measured:.5f}, the manifest "
                                                          f"says {recorded:.5f}"))
         if progress:
             progress(result.checked, len(ok_paths))
@@ -424,32 +415,29 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
     latest written, so an interruption at any point leaves a consistent archive (rerun to
     finish). No other command may write to the archive meanwhile.
     """
-    if depth is not None and depth < 1:
-        raise ValueError(f"--depth must be at least 1, not {depth}")
-    Manifest(archive)  # refuses, worded, what is no archive before anything is locked or written
-    with ArchiveLock(archive, "compact"):
-        return _compact_locked(archive, depth, target, progress)
+    check_range("depth", depth, 1)
+    man = Archive(archive)  # refuses, worded, what is no archive before anything is locked or written
+    with man.locked("compact"):
+        return _compact_locked(man, depth, target, progress)
 
 
-def _compact_locked(archive, depth: int | None, target: Target, progress) -> CompactResult:
-    man = Manifest(archive)
+def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -> CompactResult:
     old_parts = list(man.parts)
-    result = CompactResult(archive=man.location, parts_before=len(old_parts),
-                           bytes_before=sum(man.fs.get_file_info(p).size for p in old_parts),
+    result = CompactResult(archive=man.location, parts_before=len(old_parts), bytes_before=man.part_bytes(),
                            rows_before=man.total_rows())
     total = len(man.current_rows())
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
     writers: dict[str, PartWriter] = {}
     try:
         for row in man.rows():
-            problem = row_problem(row)
+            problem = row.problem()
             if problem:
-                result.problems.append((row["path"], f"{problem}: kept as is"))
-            elif row["status"] == "ok" and (depth is not None or target):
+                result.problems.append((row.path, f"{problem}: kept as is"))
+            elif row.status == OK and (depth is not None or target):
                 row = _cut_row(row, depth, target, result)
-            model = row["model_id"] or fallback_model
+            model = row.model_id or fallback_model
             if model not in writers:
-                writers[model] = PartWriter(man.location, model)
+                writers[model] = man.writer(model)
             writers[model].add(row)
             result.rows += 1
             if progress:
@@ -461,32 +449,28 @@ def _compact_locked(archive, depth: int | None, target: Target, progress) -> Com
     for writer in writers.values():
         writer.close()
     new_parts = [p for w in writers.values() for p in w.parts]
-    for part in old_parts:
-        man.fs.delete_file(part)
+    man.replace(old_parts, new_parts)
     result.parts = len(new_parts)
-    result.bytes = sum(man.fs.get_file_info(p).size for p in new_parts)
+    result.bytes = man.part_bytes(new_parts)
     return result
 
 
-def _cut_row(row: dict, depth: int | None, target: Target, result: CompactResult) -> dict:
+def _cut_row(row: Row, depth: int | None, target: Target, result: CompactResult) -> Row:
     """The row with its blob cut to the depth asked for (as it was, with a problem noted, when
     that cannot be done safely)."""
-    keep = row["iterations"] if depth is None else min(depth, row["iterations"])
-    if target:
-        if target.msssim is not None and not row["msssim"]:
-            result.problems.append((row["path"], "no MS-SSIM recorded (compressed with --no-measure): kept as is"))
-            return row
-        keep = min(keep, choose_depth(target, row["bytes"], row["msssim"], row["width"] * row["height"]))
-    if keep >= row["iterations"]:
+    if target.msssim is not None and not row.msssim:
+        result.problems.append((row.path, "no MS-SSIM recorded (compressed with --no-measure): kept as is"))
+        return row
+    keep = row.keep(depth, target)
+    if keep >= row.iterations:
         return row
     try:
-        blob = bitstream.truncate(row["blob"], keep)
+        row = row.cut(keep)
     except bitstream.BitstreamError as e:
-        result.problems.append((row["path"], f"damaged blob, kept as is: {e}"))
+        result.problems.append((row.path, f"damaged blob, kept as is: {e}"))
         return row
     result.cut += 1
-    return {**row, "blob": blob, "iterations": keep,
-            **{k: row[k][:keep] for k in ("bytes", "bpp", "msssim", "psnr")}}
+    return row
 
 
 __all__ = ["CompactResult", "RestoreResult", "VerifyResult", "compact", "png_names", "report", "restore",

@@ -26,8 +26,10 @@ from . import storage
 from .archive import SourceUnreachable, _source_image, report
 from .codec import Codec
 from .imageio import encode_png
-from .manifest import Manifest
+from .manifest import Archive
+from .row import Row
 from .metrics import msssim
+from .options import OptionError, check_range
 
 CROP = 512  # shown pixels per side at most (a centre crop of larger images)
 SHOWN = 3  # images shown side by side by default
@@ -59,23 +61,23 @@ def centre_crop(image: np.ndarray, size: int = CROP) -> np.ndarray:
     return image[top:top + size, left:left + size]
 
 
-def show_image(row: dict, codec: Codec, crop: int = CROP) -> ShownImage:
+def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
     """Decode one archived image at its shown depths, beside its source when reachable."""
     try:
         source, note = _source_image(row, None)
     except SourceUnreachable as e:
         source, note = None, str(e)
-    shown = ShownImage(row["path"], row["width"], row["height"],
+    shown = ShownImage(row.path, row.width, row.height,
                        encode_png(centre_crop(source, crop)) if source is not None else None, note)
-    if row["model_id"] != codec.model_id:
-        shown.note = f"coded by model {row['model_id']}, not the loaded {codec.model_id}: give its --weights"
+    if row.model_id != codec.model_id:
+        shown.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: give its --weights"
         return shown
-    depths = shown_depths(row["iterations"])
-    for depth, image in zip(depths, codec.decode_many([row["blob"]] * len(depths), depths)):
-        quality = row["msssim"][depth - 1] if row["msssim"] else None
+    depths = shown_depths(row.iterations)
+    for depth, image in zip(depths, codec.decode_many([row.blob] * len(depths), depths)):
+        quality = row.msssim[depth - 1] if row.msssim else None
         if quality is None and source is not None:  # compressed with --no-measure: measure it now
             quality = msssim(source, image)
-        shown.depths.append({"depth": depth, "bytes": row["bytes"][depth - 1], "bpp": row["bpp"][depth - 1],
+        shown.depths.append({"depth": depth, "bytes": row.bytes[depth - 1], "bpp": row.bpp[depth - 1],
                              "msssim": quality, "png": encode_png(centre_crop(image, crop))})
     return shown
 
@@ -185,25 +187,23 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | None = None
     """Write the page of `archive` to `out` (a local path or URI, atomically); returns the
     report's summary and the paths shown. Shown: the archived paths matching `select`, else
     the `show` worst images (at most `show` either way)."""
-    if show < 0:
-        raise ValueError(f"the number of images shown must be at least 0, not {show}")
-    if crop < 32:
-        raise ValueError(f"the crop must be at least 32 pixels, not {crop}")
+    check_range("show", show, 0)
+    check_range("crop", crop, 32, what=" pixels")
     summary = report(archive, worst=max(worst, show))["summary"]
     worst_paths = [r["path"] for r in summary["worst"]]
     summary["worst"] = summary["worst"][:worst]
     if select is not None:
-        table = Manifest(archive).table(["path", "status"])
+        table = Archive(archive).table(["path", "status"])
         paths = [p for p, st in zip(table["path"].to_pylist(), table["status"].to_pylist())
                  if st == "ok" and fnmatch.fnmatchcase(p, select)][:show]
         if not paths:
-            raise ValueError(f"no archived image matches {select!r}")
+            raise OptionError("select", f"{select!r}: no archived image matches it")
     else:
         paths = worst_paths[:show]
     shown = []
     if paths:
         codec = Codec.load(weights, device=device, precision=precision)
-        rows = {r["path"]: r for r in Manifest(archive).rows(set(paths))}
+        rows = {r.path: r for r in Archive(archive).rows(set(paths))}
         shown = [show_image(rows[p], codec, crop) for p in paths]
     fs, path = storage.resolve(out)
     storage.write_atomic(fs, path, render(summary, shown, crop).encode())

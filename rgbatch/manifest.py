@@ -5,11 +5,16 @@ An archive is a folder (or object-store prefix) of `part-<uuid>.parquet` files. 
 may have several rows (a failed attempt and its retry, an older version of a changed
 source): its *current* row is the latest written one, so no file is ever rewritten.
 
-    with PartWriter("manifests/kodak", model_id) as writer:
-        writer.add(row)
-    manifest = Manifest("manifests/kodak")
-    manifest.table()            # current rows, without the blobs
-    manifest.rows(paths={...})  # current rows with their blobs, streamed part by part
+    archive = Archive("manifests/kodak")   # refuses what is no archive, worded
+    archive.table()                        # current rows, without the blobs (Arrow)
+    archive.rows(paths={...})              # current rows with their blobs, as `Row`s, part by part
+    with archive.locked("compact"):        # one writer at a time
+        with archive.writer(model_id) as writer:
+            writer.add(row)
+        archive.replace(old_parts, writer.parts)
+
+Rows are `rgbatch.row.Row`s (the schema lives there); file access goes through
+`rgbatch.storage` (bytes, listings, atomic writes).
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import __version__, objectstore, storage
+from .row import COLUMNS, OK, SCHEMA, STATS_COLUMNS, Row
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
@@ -44,42 +50,11 @@ ROW_GROUP_BYTES = 8 << 20
 PART_ROWS = 1024
 COMMIT_SECONDS = 60.0
 
-SCHEMA = pa.schema([
-    ("path", pa.string()),  # relative to the sources' common root, '/'-separated
-    ("source", pa.string()),  # where it was read from at compress time (local path or URI)
-    ("source_hash", pa.string()),  # sha256 of the source file's bytes, hex
-    ("source_bytes", pa.int64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("mode", pa.string()),  # Pillow mode of the source, before conversion to RGB
-    ("model_id", pa.string()),
-    ("tile_size", pa.int32()),
-    ("iterations", pa.int16()),  # depth stored in the blob
-    ("coder", pa.string()),
-    ("blob", pa.large_binary()),  # the progressive bitstream (docs/FORMAT.md)
-    ("bytes", pa.list_(pa.int64())),  # per depth 1..iterations: stream size cut to that depth
-    ("bpp", pa.list_(pa.float64())),
-    ("msssim", pa.list_(pa.float64())),
-    ("psnr", pa.list_(pa.float64())),
-    ("status", pa.string()),  # "ok" or "error"
-    ("error", pa.string()),  # why, for a user, when status is "error"
-    ("read_seconds", pa.float64()),  # read, hash and decode of the source
-    ("encode_seconds", pa.float64()),  # its share (by pixels) of its batch's encode time
-    ("written_at", pa.timestamp("us", tz="UTC")),
-])
-COLUMNS = SCHEMA.names
-STATS_COLUMNS = [c for c in COLUMNS if c != "blob"]
-KEY_COLUMNS = ["path", "source_hash", "status", "written_at"]
 
 
 def schema_metadata(model_id: str) -> dict[bytes, bytes]:
     return {b"rgbatch.format_version": str(FORMAT_VERSION).encode(), b"rgbatch.model_id": model_id.encode(),
             b"rgbatch.version": __version__.encode()}
-
-
-def error_row(path: str, source: str, message: str, **known) -> dict:
-    """The row of an image that could not be archived (with whatever was learned about it)."""
-    return {"path": path, "source": source, "status": "error", "error": message, **known}
 
 
 def is_part(name: str) -> bool:
@@ -102,18 +77,18 @@ class PartWriter:
         self.part_rows, self.commit_seconds = part_rows, commit_seconds
         self.parts: list[str] = []  # committed by this writer
         self.rows_committed = 0
-        self._buffer: list[dict] = []
+        self._buffer: list[Row] = []
         self._buffer_bytes = 0
-        self._writer = None  # the open part: ParquetWriter on a temporary file
-        self._stream = self._tmp = self._path = None
+        self._writer = None  # the open part: ParquetWriter on a storage.AtomicOutput
+        self._output = None
         self._part_rows = 0
         self._part_started = 0.0
 
-    def add(self, row: dict):
+    def add(self, row: Row):
         if not self.pending:
             self._part_started = time.monotonic()  # a part's clock starts at its first row
-        self._buffer.append({**row, "written_at": dt.datetime.now(dt.timezone.utc)})
-        self._buffer_bytes += len(row.get("blob") or b"")
+        self._buffer.append(replace(row, written_at=dt.datetime.now(dt.timezone.utc)))
+        self._buffer_bytes += len(row.blob or b"")
         if len(self._buffer) >= self.row_group_rows or self._buffer_bytes >= self.row_group_bytes:
             self._write_row_group()
         if self._part_rows + len(self._buffer) >= self.part_rows:
@@ -133,12 +108,9 @@ class PartWriter:
             self.commit()
 
     def _start_part(self):
-        self._path = f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}"
-        self._tmp = storage.temp_path(self._path)
-        self.fs.create_dir(self.root, recursive=True)
-        self._stream = self.fs.open_output_stream(self._tmp)
+        self._output = storage.AtomicOutput(self.fs, f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}")
         self._writer = pq.ParquetWriter(
-            self._stream, self.schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
+            self._output.stream, self.schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
             # blobs are incompressible bits: no dictionary, and no min/max statistics (which
             # would copy whole blobs into the footer)
             use_dictionary=[c for c in COLUMNS if c != "blob"],
@@ -150,8 +122,7 @@ class PartWriter:
             return
         if self._writer is None:
             self._start_part()
-        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema),
-                                 row_group_size=len(self._buffer))
+        self._writer.write_table(Row.to_arrow(self._buffer, self.schema), row_group_size=len(self._buffer))
         self._part_rows += len(self._buffer)
         self._buffer, self._buffer_bytes = [], 0
 
@@ -161,9 +132,8 @@ class PartWriter:
         if self._writer is None:
             return
         self._writer.close()
-        self._stream.close()
-        storage.publish(self.fs, self._tmp, self._path)
-        self.parts.append(self._path)
+        self._output.commit()
+        self.parts.append(self._output.path)
         self.rows_committed += self._part_rows
         self._writer = None
         self._part_rows = 0
@@ -174,8 +144,7 @@ class PartWriter:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
-                self._stream.close()
-            storage.discard(self.fs, self._tmp)
+            self._output.discard()
             self._writer = None
 
     def close(self):
@@ -196,7 +165,7 @@ class PartWriter:
 def is_bench_manifest(fs, path: str) -> bool:
     """Whether a Parquet file is a bench manifest (`rgbatch bench`), by its schema metadata."""
     try:
-        return BENCH_METADATA_KEY in (pq.read_schema(fs.open_input_file(path)).metadata or {})
+        return BENCH_METADATA_KEY in (pq.read_schema(storage.open_input(fs, path)).metadata or {})
     except (pa.ArrowInvalid, OSError):
         return False
 
@@ -220,23 +189,60 @@ def not_an_archive(location: str, fs, root: str, files: list[str] | None = None)
     return ValueError(f"{location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
 
 
-class Manifest:
-    """Reads an archive: the union of its part files, each path by its current row."""
+class Archive:
+    """An archive: its part files, each path's current row, and writing (one writer at a time).
 
-    def __init__(self, archive):
-        self.location = str(archive)
-        self.fs, self.root = storage.resolve(archive)
+    `Archive(location)` reads an archive and refuses, worded, what is none (a missing folder,
+    a bench manifest, one part file); `Archive(location, create=True)` is one that may not
+    exist yet (compress writes it).
+    """
+
+    def __init__(self, location, create: bool = False):
+        self.location, self.create = str(location), create
+        self.fs, self.root = storage.resolve(location)
+        self._list()
+
+    def _list(self):
+        self.parts: list[str] = []
+        self._current = None
+        if self.create and not storage.exists(self.fs, self.root):
+            return
         if not storage.is_dir(self.fs, self.root):
+            if self.create:
+                raise NotADirectoryError(f"the archive {self.location} is a file, not a folder")
             raise not_an_archive(self.location, self.fs, self.root)
         files = storage.list_files(self.fs, self.root, recursive=False)
         self.parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
-        if not self.parts:
+        if not self.parts and not self.create:
             raise not_an_archive(self.location, self.fs, self.root, files)
+
+    # -- writing -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, command: str) -> Iterator["ArchiveLock"]:
+        """Hold the archive's lock (`ArchiveLock`: taking it removes the temporary parts of killed
+        writers, `lock.removed`); the parts are listed again once it is held."""
+        with ArchiveLock(self.location, command) as lock:
+            self._list()
+            yield lock
+
+    def writer(self, model_id: str, **sizes) -> "PartWriter":
+        return PartWriter(self.location, model_id, **sizes)
+
+    def replace(self, old_parts: list[str], new_parts: list[str]):
+        """Delete `old_parts`, whose rows `new_parts` (committed) now hold."""
+        for part in old_parts:
+            storage.delete(self.fs, part)
+        self.parts = sorted(set(self.parts) - set(old_parts) | set(new_parts))
         self._current = None
 
+    def part_bytes(self, parts: list[str] | None = None) -> int:
+        """Bytes of the part files (all of them by default)."""
+        return sum(storage.size(self.fs, p) for p in (self.parts if parts is None else parts))
+
+    # -- reading -------------------------------------------------------------------------------------
     def _open(self, part: str) -> pq.ParquetFile:
         try:
-            file = pq.ParquetFile(self.fs.open_input_file(part))
+            file = pq.ParquetFile(storage.open_input(self.fs, part))
         except (pa.ArrowInvalid, OSError) as e:
             raise ValueError(f"{part} is not a readable Parquet file: {e}") from None
         metadata = file.schema_arrow.metadata or {}
@@ -277,7 +283,7 @@ class Manifest:
             position = 0
             for batch in self._batches(["path", "status", "written_at"]):
                 for path, status, written in zip(*(batch.column(c).to_pylist() for c in batch.schema.names)):
-                    rank = (written or _NEVER, status == "ok")  # a null time counts as the oldest
+                    rank = (written or _NEVER, status == OK)  # a null time counts as the oldest
                     key = path if path is not None else ("null path", position)  # each its own image
                     if key not in best or rank > best[key][0]:
                         best[key] = (rank, position)
@@ -302,17 +308,19 @@ class Manifest:
         schema = pa.schema([SCHEMA.field(c) for c in columns])
         return pa.Table.from_batches(self._current_batches(columns), schema=schema).sort_by("path")
 
-    def rows(self, paths: set[str] | None = None, columns: list[str] = COLUMNS) -> Iterator[dict]:
-        """Current rows as dicts (blobs included), part by part so memory stays bounded."""
-        for batch in self._current_batches(columns, paths):
-            yield from batch.to_pylist()
+    def rows(self, paths: set[str] | None = None) -> Iterator[Row]:
+        """Current rows (blobs included), part by part so memory stays bounded."""
+        for batch in self._current_batches(COLUMNS, paths):
+            yield from Row.from_arrow(batch)
 
     def done(self) -> dict[str, str]:
         """{path: source hash} of the images whose current row is ok (and not damaged, see
-        `row_problem`): what a rerun skips."""
+        `Row.problem`): what a rerun skips."""
+        if not self.parts:
+            return {}
         table, _ = split_damaged(self.table())
         return {p: h for p, h, s in zip(*(table.column(c).to_pylist() for c in ("path", "source_hash", "status")))
-                if s == "ok"}
+                if s == OK}
 
 
 LOCK_NAME = ".lock"
@@ -346,7 +354,7 @@ class ArchiveLock:
         self._fd = None
 
     def __enter__(self):
-        if isinstance(self.fs, pafs.LocalFileSystem):
+        if storage.is_local(self.fs):
             self._take()
         return self
 
@@ -401,43 +409,8 @@ def _type_family(t: pa.DataType) -> str:
     return str(t)
 
 
-def row_problem(row: dict) -> str | None:
-    """Why an `ok` row cannot be used (null or inconsistent cells), or None. Checks the
-    columns the row has; an error row is never a problem here (it says what it is)."""
-    if row.get("status") != "ok":
-        return None
-    if not isinstance(row.get("path"), str) or not row["path"]:
-        return "damaged row: no path"
-    for name in ("width", "height", "iterations"):
-        if name in row and (row[name] is None or row[name] < 1):
-            return f"damaged row: {name} is {row[name]}"
-    if "model_id" in row and not row["model_id"]:
-        return "damaged row: no model id"
-    if "blob" in row and not row["blob"]:
-        return "damaged row: no blob"
-    depth = row.get("iterations")
-    for name in ("bytes", "bpp", "msssim", "psnr"):
-        values = row.get(name)
-        if name not in row or depth is None or (name != "bytes" and not values):  # empty: --no-measure
-            continue
-        if values is None or len(values) != depth or any(v is None for v in values):
-            return f"damaged row: {name} does not hold one value per stored depth ({depth})"
-    return None
-
-
 def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str]]]:
-    """(the table without its damaged ok rows, [(path, why)] of those rows)."""
-    problems = [row_problem(r) for r in table.to_pylist()]
+    """(the table without its damaged ok rows, [(path, why)] of those rows; `Row.problem`)."""
+    problems = [row.problem(table.column_names) for row in Row.from_arrow(table)]
     damaged = [(p, why) for p, why in zip(table["path"].to_pylist(), problems) if why]
     return table.filter(pa.array([why is None for why in problems])), damaged
-
-
-def open_or_none(archive) -> Manifest | None:
-    """The manifest of an archive, or None if the archive has no parts yet."""
-    fs, root = storage.resolve(archive)
-    if not storage.exists(fs, root):
-        return None
-    if not storage.is_dir(fs, root):
-        raise NotADirectoryError(f"the archive {archive} is a file, not a folder")
-    names = [p.rsplit("/", 1)[-1] for p in storage.list_files(fs, root, recursive=False)]
-    return Manifest(archive) if any(is_part(n) for n in names) else None

@@ -1,24 +1,35 @@
 """Checks of the library's parameters, worded in the library's terms.
 
-Each parameter is checked once, where it enters (a `Codec`, a `Target`, `CompressOptions`),
-by one of these functions. An `OptionError` names the parameter as the Python API spells
-it ("tile_size", "target.msssim"); a front end maps that name to its own (the CLI: its flags).
+Each parameter is checked once, where it enters (a `Codec`, a `Target`, `CompressOptions`,
+an archive command), by one of these functions. An `OptionError` names the parameter as the
+Python API spells it ("tile_size", "target.msssim"); a front end maps that name to its own
+(the CLI: its flags) with `worded`.
 """
 
 from __future__ import annotations
 
 
 class OptionError(ValueError):
-    """A parameter with a value it cannot take: `option` is its name, `reason` what is wrong."""
+    """A parameter with a value it cannot take: `option` is its name, `reason` what is wrong.
 
-    def __init__(self, option: str, reason: str):
-        super().__init__(f"{option} {reason}")
-        self.option, self.reason = option, reason
+    A reason that names other parameters writes them `{name}` and lists them in `others`, so
+    that a front end can name them its own way too (`worded`)."""
+
+    def __init__(self, option: str, reason: str, others: tuple[str, ...] = ()):
+        self.option, self.reason, self.others = option, reason, tuple(others)
+        super().__init__(self.worded())
+
+    def worded(self, name=lambda option: option) -> str:
+        """The message with every parameter called `name(parameter)`."""
+        reason = self.reason
+        for other in self.others:
+            reason = reason.replace("{" + other + "}", name(other))
+        return f"{name(self.option)} {reason}"
 
 
 def check_range(option: str, value, low, high=None, what: str = ""):
     """low <= value (<= high): or an OptionError that says the range."""
-    if value < low or (high is not None and value > high):
+    if value is not None and (value < low or (high is not None and value > high)):
         span = f"{low}..{high}" if high is not None else f"at least {low}"
         raise OptionError(option, f"must be {span}{what}, not {value}")
 
@@ -31,3 +42,9 @@ def check_positive(option: str, value):
 def check_choice(option: str, value, choices):
     if value not in choices:
         raise OptionError(option, f"must be one of {', '.join(choices)}, not {value!r}")
+
+
+def check_one_of(option: str, other: str, value, other_value):
+    """Two parameters that exclude each other: at most one given."""
+    if value is not None and other_value is not None:
+        raise OptionError(option, "and {" + other + "} exclude each other: give one, not both", (other,))

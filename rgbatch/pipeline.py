@@ -31,12 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import manifest, raywatch
+from . import raywatch
 from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import check_choice, check_range
+from .manifest import Archive
 from .ratecontrol import Target, check_measured
+from .row import OK, UNCHANGED, Row
 from .sources import archive_name, expand_sources, read_source
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
@@ -134,14 +136,10 @@ class EncodeWorker:
     def model_id(self) -> str:
         return self.codec.model_id
 
-    def _row(self, info: dict, encoded, seconds: float) -> dict:
-        return {**{k: v for k, v in info.items() if k != "status"}, "status": "ok", "error": None,
-                "model_id": self.codec.model_id, "tile_size": self.codec.tile_size,
-                "iterations": encoded.iterations, "coder": self.codec.coder.name, "blob": encoded.blob,
-                "bytes": encoded.bytes, "bpp": encoded.bpp, "msssim": encoded.msssim, "psnr": encoded.psnr,
-                "encode_seconds": seconds}
+    def _row(self, read: Row, encoded, seconds: float) -> Row:
+        return read.from_encoded(encoded, self.codec.model_id, self.codec.tile_size, self.codec.coder.name, seconds)
 
-    def encode(self, infos: list[dict], *images: np.ndarray) -> list[dict]:
+    def encode(self, infos: list[Row], *images: np.ndarray) -> list[Row]:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
         start = time.perf_counter()
         try:
@@ -153,20 +151,13 @@ class EncodeWorker:
         return [self._row(info, enc, seconds * im.shape[0] * im.shape[1] / pixels)
                 for info, enc, im in zip(infos, encoded, images)]
 
-    def _encode_one(self, info: dict, image: np.ndarray) -> dict:
+    def _encode_one(self, info: Row, image: np.ndarray) -> Row:
         start = time.perf_counter()
         try:
             return self._row(info, self.codec.encode(image, self.iterations, self.measure, target=self.target),
                              time.perf_counter() - start)
         except Exception as e:
-            return manifest.error_row(info["path"], info["source"], f"encoding failed: {type(e).__name__}: {e}",
-                                      **_known(info))
-
-
-def _known(info: dict) -> dict:
-    """The columns of a read description that belong in a row."""
-    keys = ("source_hash", "source_bytes", "width", "height", "mode", "read_seconds")
-    return {k: info[k] for k in keys if k in info}
+            return info.failed(f"encoding failed: {type(e).__name__}: {e}")
 
 
 # -- Ray session ----------------------------------------------------------------------------------
@@ -257,16 +248,16 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     check_range("iterations", options.iterations, 1, model.cfg.max_iterations, " for this model")
     get_coder(options.coder, extra)  # and here if the coder is unknown
     check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
-    with manifest.ArchiveLock(archive, "compress") as lock:
+    archive = Archive(archive, create=True)
+    with archive.locked("compress") as lock:
         if lock.removed and log:
             log(f"removed {len(lock.removed)} temporary part file(s) left by an interrupted run")
         return _compress_locked(found, archive, options, weights, model_id, progress, log)
 
 
-def _compress_locked(found, archive, options, weights, model_id, progress, log) -> CompressResult:
-    existing = manifest.open_or_none(archive)
-    done = existing.done() if existing else {}
-    result = CompressResult(archive=archive, sources=len(found))
+def _compress_locked(found, archive: Archive, options, weights, model_id, progress, log) -> CompressResult:
+    done = archive.done()
+    result = CompressResult(archive=archive.location, sources=len(found))
     start = time.perf_counter()
     with ray_session(options.address) as ray:
         device, workers, threads, gpu_share = _plan_workers(ray, options)
@@ -280,7 +271,7 @@ def _compress_locked(found, archive, options, weights, model_id, progress, log) 
         make_actor = lambda: actor_class.remote(weights, device, options, threads)  # noqa: E731
         actors = [make_actor() for _ in range(workers)]
         try:
-            with manifest.PartWriter(archive, model_id) as writer:
+            with archive.writer(model_id) as writer:
                 _Run(ray, options, found, done, actors, make_actor, writer, result, progress).run()
             result.parts = writer.parts
         finally:
@@ -325,7 +316,7 @@ class _Run:
                     try:
                         self.read_done(self.ray.get(ref), image_ref)
                     except RayError as e:
-                        self.write(manifest.error_row(source.path, source.location, f"reading failed: {_reason(e)}"))
+                        self.write(Row(source.path, source.location).failed(f"reading failed: {_reason(e)}"))
                 else:
                     index, infos = self.calls.pop(ref)
                     self.busy[index] -= 1
@@ -333,8 +324,7 @@ class _Run:
                         rows = self.ray.get(ref)
                     except RayError as e:
                         # the actor is gone for good (its restarts used up): record its images, replace it
-                        rows = [manifest.error_row(i["path"], i["source"], f"encoder failed: {_reason(e)}",
-                                                   **_known(i)) for i in infos]
+                        rows = [info.failed(f"encoder failed: {_reason(e)}") for info in infos]
                         self.ray.kill(self.actors[index])
                         self.actors[index] = self.make_actor()
                     for row in rows:
@@ -347,8 +337,8 @@ class _Run:
             info_ref, image_ref = self.read_task.remote(source, self.done.get(source.path), self.options.max_pixels)
             self.reads[info_ref] = (image_ref, source)
 
-    def tiles(self, info) -> int:
-        return len(tile_grid(info["height"], info["width"], self.options.tile_size))
+    def tiles(self, info: Row) -> int:
+        return len(tile_grid(info.height, info.width, self.options.tile_size))
 
     def start_calls(self):
         """Send each encoder a full batch of tiles, or whatever is ready when it is idle or no
@@ -369,29 +359,29 @@ class _Run:
             self.calls[self.actors[index].encode.remote(infos, *[ref for _, ref in group])] = (index, infos)
             self.busy[index] += 1
 
-    def read_done(self, info: dict, image_ref):
-        if info["status"] == "skip":
+    def read_done(self, info: Row, image_ref):
+        if info.status == UNCHANGED:
             self.result.skipped += 1
             self.report()
-        elif info["status"] == "error":
-            self.write(manifest.error_row(info["path"], info["source"], info["error"], **_known(info)))
+        elif info.status is not None:  # failed
+            self.write(info)
         else:
             self.ready.append((info, image_ref))
 
-    def write(self, row: dict):
-        if row["path"] in self.written:  # a retried call answered twice: keep the first
+    def write(self, row: Row):
+        if row.path in self.written:  # a retried call answered twice: keep the first
             return
-        self.written.add(row["path"])
+        self.written.add(row.path)
         self.writer.add(row)
         result = self.result
-        if row["status"] == "ok":
+        if row.status == OK:
             result.ok += 1
-            result.pixels += row["width"] * row["height"]
-            result.source_bytes += row["source_bytes"]
-            result.archive_bytes += len(row["blob"])
+            result.pixels += row.width * row.height
+            result.source_bytes += row.source_bytes
+            result.archive_bytes += len(row.blob)
         else:
             result.failed += 1
-            result.failures.append((row["path"], row["error"]))
+            result.failures.append((row.path, row.error))
         self.report()
 
     def report(self):

@@ -1,10 +1,10 @@
 """Source images: what SRC arguments name, and reading one.
 
     root, found = expand_sources(["~/photos/2019", "~/photos/2020"])   # Source(location, path)
-    info, pixels = read_source(found[0], known_hash=None, max_pixels=MAX_PIXELS)
+    row, pixels = read_source(found[0], known_hash=None, max_pixels=MAX_PIXELS)
 
 `expand_sources` turns SRC arguments (folders, globs, list files) into `Source`s; `read_source`
-reads, hashes and decodes one (in a Ray task: this module does not import torch, so the
+reads, hashes and decodes one into the start of its manifest row (in a Ray task: this module does not import torch, so the
 processes running reads start light).
 """
 
@@ -23,6 +23,7 @@ from PIL import Image
 
 from .imageio import ImageError, decode_image
 from .objectstore import not_found, split_query, with_query, worded
+from .row import UNCHANGED, Row
 from .storage import is_uri, list_files, local_kind, read_bytes, resolve, uri, walk_local
 
 GLOB_CHARS = "*?["
@@ -151,31 +152,34 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     return with_query(uri(fs, root), query), found
 
 
-def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tuple[dict, np.ndarray | None]:
-    """(description, pixels) of one source: status "image", "skip" (its sha256 is `known_hash`:
-    unchanged since archived, so not decoded) or "error" with the reason for the user."""
+def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tuple[Row, np.ndarray | None]:
+    """(row, pixels) of one source: the `Row` of what reading learned (status None: read, to be
+    encoded), its status `UNCHANGED` (its sha256 is `known_hash`: unchanged since archived, so
+    not decoded) or an error row with the reason for the user."""
     start = time.perf_counter()
-    info = {"path": source.path, "source": source.location}
+    row = Row(source.path, source.location)
     try:
         fs, path = resolve(source.location)
         data = read_bytes(fs, path)
     except FileNotFoundError as e:
         why = "a dangling symbolic link" if os.path.islink(source.location) else e
-        return {**info, "status": "error", "error": f"cannot read the file: {why}"}, None
+        return row.failed(f"cannot read the file: {why}"), None
     except (OSError, ValueError) as e:
-        return {**info, "status": "error", "error": f"cannot read the file: {worded(e)}"}, None
-    info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
-    if info["source_hash"] == known_hash:
-        return {**info, "status": "skip"}, None
+        return row.failed(f"cannot read the file: {worded(e)}"), None
+    row.source_hash, row.source_bytes = hashlib.sha256(data).hexdigest(), len(data)
+    if row.source_hash == known_hash:
+        row.status = UNCHANGED
+        return row, None
     try:
         image, mode = decode_image(data, max_pixels)
     except ImageError as e:
-        return {**info, "status": "error", "error": str(e), "read_seconds": time.perf_counter() - start}, None
+        row.read_seconds = time.perf_counter() - start
+        return row.failed(str(e)), None
     except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
-        return {**info, "status": "error", "error": f"cannot decode the image: {type(e).__name__}: {e}"}, None
-    info.update(status="image", width=image.shape[1], height=image.shape[0], mode=mode,
-                read_seconds=time.perf_counter() - start)
-    return info, image
+        return row.failed(f"cannot decode the image: {type(e).__name__}: {e}"), None
+    row.width, row.height, row.mode = image.shape[1], image.shape[0], mode
+    row.read_seconds = time.perf_counter() - start
+    return row, image
 
 
 def archive_name(root: str) -> str:

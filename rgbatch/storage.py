@@ -42,10 +42,14 @@ def resolve(location) -> tuple[pafs.FileSystem, str]:
 
 def uri(fs: pafs.FileSystem, path: str) -> str:
     """The location string of a path, as `resolve` reads it back."""
-    if isinstance(fs, pafs.LocalFileSystem):
+    if is_local(fs):
         return path
     scheme = {"gcs": "gs"}.get(fs.type_name, fs.type_name)
     return f"{scheme}://{path}"
+
+
+def is_local(fs: pafs.FileSystem) -> bool:
+    return isinstance(fs, pafs.LocalFileSystem)
 
 
 def exists(fs: pafs.FileSystem, path: str) -> bool:
@@ -56,10 +60,23 @@ def is_dir(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
+def size(fs: pafs.FileSystem, path: str) -> int:
+    return fs.get_file_info(path).size
+
+
+def open_input(fs: pafs.FileSystem, path: str):
+    """A random-access file to read (as Parquet readers want)."""
+    return fs.open_input_file(path)
+
+
+def delete(fs: pafs.FileSystem, path: str):
+    fs.delete_file(path)
+
+
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     """The bytes of a file. A local path must name a regular file: a FIFO, socket or device is
     refused without waiting on it (opened non-blocking, checked before reading)."""
-    if not isinstance(fs, pafs.LocalFileSystem):
+    if not is_local(fs):
         with fs.open_input_stream(path) as f:
             return f.read()
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -127,7 +144,7 @@ def walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
 def list_files(fs: pafs.FileSystem, root: str, recursive: bool = True) -> list[str]:
     """Paths of the regular files under `root`, sorted; hidden files and folders left out
     (local folders: `walk_local`, whose skipped entries this leaves out)."""
-    if recursive and isinstance(fs, pafs.LocalFileSystem):
+    if recursive and is_local(fs):
         return walk_local(root)[0]
     selector = pafs.FileSelector(root, recursive=recursive)
     found = []
@@ -155,21 +172,36 @@ def discard(fs: pafs.FileSystem, tmp: str):
         fs.delete_file(tmp)
 
 
+class AtomicOutput:
+    """An output stream to a hidden temporary file beside `path` (its folder created), moved
+    onto `path` by `commit` once complete; `discard` drops it."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str):
+        parent = posixpath.dirname(path)
+        if parent:
+            fs.create_dir(parent, recursive=True)
+        self.fs, self.path, self.tmp = fs, path, temp_path(path)
+        self.stream = fs.open_output_stream(self.tmp)
+
+    def commit(self):
+        self.stream.close()
+        publish(self.fs, self.tmp, self.path)
+
+    def discard(self):
+        with contextlib.suppress(Exception):
+            self.stream.close()
+        discard(self.fs, self.tmp)
+
+
 @contextlib.contextmanager
 def open_atomic(fs: pafs.FileSystem, path: str):
     """An output stream whose bytes appear at `path` only if the block completes."""
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.create_dir(parent, recursive=True)
-    tmp = temp_path(path)
-    stream = fs.open_output_stream(tmp)
+    output = AtomicOutput(fs, path)
     try:
-        yield stream
-        stream.close()
-        publish(fs, tmp, path)
+        yield output.stream
+        output.commit()
     except BaseException:
-        stream.close()
-        discard(fs, tmp)
+        output.discard()
         raise
 
 
@@ -192,7 +224,7 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
     existing object is checked for before writing (not atomically: another writer may slip in).
     """
     target = f"{root}/{relative}"
-    if not isinstance(fs, pafs.LocalFileSystem):
+    if not is_local(fs):
         if not overwrite and exists(fs, target):
             raise NotWritten("a file is already there: not overwritten (--overwrite replaces it)")
         write_atomic(fs, target, data)

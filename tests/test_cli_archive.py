@@ -25,10 +25,11 @@ from typer.testing import CliRunner
 from conftest import smooth_image
 from rgbatch.cli import app
 from rgbatch.codec import Codec
-from rgbatch.manifest import SCHEMA, Manifest, PartWriter, open_or_none
+from rgbatch.manifest import SCHEMA, Archive, PartWriter
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.pipeline import CompressOptions, EncodeWorker
 from rgbatch.ratecontrol import Target, choose_depth
+from rgbatch.row import Row
 from rgbatch.sources import expand_sources, read_source
 from rgbatch.weights import save_weights
 
@@ -64,7 +65,7 @@ def archive(tmp_path_factory, tiny_weights):
 
 
 def current(archive_dir) -> dict:
-    return {r["path"]: r for r in Manifest(archive_dir).rows()}
+    return {r.path: r.to_dict() for r in Archive(archive_dir).rows()}
 
 
 # -- compress ---------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def test_restore_never_writes_outside_its_folder(archive, tiny_weights, tmp_path
     good = current(archive / "archive")["a.png"]
     with PartWriter(tmp_path / "evil", good["model_id"]) as writer:
         for path in ("../escaped.png", "/tmp/absolute.png", "fine/../../escaped2.png", "fine.png"):
-            writer.add({**good, "path": path})
+            writer.add(Row.from_dict({**good, "path": path}))
     result = run("restore", tmp_path / "evil", "--out", tmp_path / "out", "--weights", tiny_weights, "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
@@ -253,7 +254,7 @@ def test_verify_checks_blobs_and_remeasures_against_sources(archive, tiny_weight
     damaged = tmp_path / "damaged"
     archive_images(archive / "src", damaged, tiny_weights)
     with PartWriter(damaged, row["model_id"]) as writer:
-        writer.add({**row, "blob": bytes(blob)})
+        writer.add(Row.from_dict({**row, "blob": bytes(blob)}))
     result = run("verify", damaged, "--weights", tiny_weights, "--sources", tmp_path / "gone", "--json")
     assert result.exit_code == 1
     verified = json.loads(result.stdout)
@@ -292,7 +293,7 @@ def test_compact_keeps_current_rows_only_and_cuts_depth_for_good(archive, tiny_w
     before = current(work)
     # a second run's rows supersede the first's: twice the rows, the same current images
     archive_images(archive / "src", work, tiny_weights)
-    assert Manifest(work).total_rows() == 2 * len(before)
+    assert Archive(work).total_rows() == 2 * len(before)
 
     result = run("compact", work, "--json")
     assert result.exit_code == 0, result.output
@@ -300,7 +301,7 @@ def test_compact_keeps_current_rows_only_and_cuts_depth_for_good(archive, tiny_w
     assert compacted["rows_before"] == 2 * len(before) and compacted["rows"] == len(before)
     assert compacted["parts"] == 1 and compacted["bytes"] < compacted["bytes_before"]
     after = current(work)
-    assert Manifest(work).total_rows() == len(before) and set(after) == set(before)
+    assert Archive(work).total_rows() == len(before) and set(after) == set(before)
     assert all(after[p]["blob"] == before[p]["blob"] for p in before)  # same codes, nothing re-encoded
 
     # cut to depth 2: blobs truncated, stats of the kept depths, still decoding as before at 2
@@ -342,7 +343,7 @@ def archive_of(tmp_path, archive, paths, name="hostile"):
     good = current(archive / "archive")["a.png"]
     with PartWriter(tmp_path / name, good["model_id"]) as writer:
         for path in paths:
-            writer.add({**good, "path": path})
+            writer.add(Row.from_dict({**good, "path": path}))
     return tmp_path / name
 
 
@@ -480,7 +481,7 @@ def test_a_second_compress_into_a_busy_archive_is_refused(archive, tiny_weights,
     message = " ".join(done.stderr.split())
     assert done.returncode == 2, done.stderr
     assert message.startswith("error:") and "is being written by compress (pid" in message
-    assert "Traceback" not in done.stderr and open_or_none(tmp_path / "busy") is None
+    assert "Traceback" not in done.stderr and Archive(tmp_path / "busy", create=True).parts == []
 
 
 @pytest.mark.slow
@@ -522,5 +523,6 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
         assert "Traceback" not in err and "SIGABRT" not in err and "*** " not in err
     gone, alive = psutil.wait_procs(family, timeout=30)
     assert not alive, [command_line(p) for p in alive]  # the Ray the run started is shut down with it
-    rows = Manifest(tmp_path / "out").table() if open_or_none(tmp_path / "out") else None
+    out = Archive(tmp_path / "out", create=True)
+    rows = out.table() if out.parts else None
     assert rows is None or set(rows["status"].to_pylist()) == {"ok"}  # what was committed is whole

@@ -13,15 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from rgbatch import __version__
-from rgbatch.manifest import (FORMAT_VERSION, ArchiveBusy, ArchiveLock, Manifest, PartWriter, error_row,
-                              open_or_none)
+from rgbatch.manifest import FORMAT_VERSION, Archive, ArchiveBusy, ArchiveLock, PartWriter
+from rgbatch.row import Row
 
 
-def ok_row(path, blob=b"\x01\x02", source_hash="h", model_id="00112233aabbccdd"):
-    return {"path": path, "source": f"/src/{path}", "source_hash": source_hash, "source_bytes": 100,
+def error_row(path, source, message, **known):
+    return Row(path, source, **known).failed(message)
+
+
+def ok_row(path, blob=b"\x01\x02", source_hash="h", model_id="00112233aabbccdd", **changed):
+    return Row.from_dict({"path": path, "source": f"/src/{path}", "source_hash": source_hash, "source_bytes": 100,
             "width": 4, "height": 2, "mode": "RGB", "model_id": model_id, "tile_size": 512, "iterations": 2,
             "coder": "raw", "blob": blob, "bytes": [1, 2], "bpp": [1.0, 2.0], "msssim": [0.5, 0.7],
-            "psnr": [20.0, 25.0], "status": "ok", "error": None, "read_seconds": 0.1, "encode_seconds": 0.2}
+            "psnr": [20.0, 25.0], "status": "ok", "error": None, "read_seconds": 0.1, "encode_seconds": 0.2, **changed})
 
 
 def parts(folder):
@@ -39,10 +43,10 @@ def test_rows_round_trip_with_schema_metadata(tmp_path):
     assert metadata[b"rgbatch.model_id"] == b"00112233aabbccdd"
     assert metadata[b"rgbatch.version"] == __version__.encode()
 
-    manifest = Manifest(tmp_path)
+    manifest = Archive(tmp_path)
     a, b = manifest.rows()
-    assert a["blob"] == b"\x00" * 1000 and a["bytes"] == [1, 2] and a["msssim"] == [0.5, 0.7]
-    assert b["status"] == "error" and b["error"] == "not an image file" and b["blob"] is None
+    assert a.blob == b"\x00" * 1000 and a.bytes == [1, 2] and a.msssim == [0.5, 0.7]
+    assert b.status == "error" and b.error == "not an image file" and b.blob is None and b.source_bytes == 5
     assert "blob" not in manifest.table().column_names  # the stats view leaves blobs on disk
 
 
@@ -54,13 +58,13 @@ def test_row_groups_and_parts_are_sized_for_blobs(tmp_path):
     files = [pq.ParquetFile(tmp_path / p) for p in parts(tmp_path)]
     assert sorted(f.metadata.num_rows for f in files) == [2, 4]
     assert sorted(f.metadata.num_row_groups for f in files) == [1, 2]
-    assert len(Manifest(tmp_path).table()) == 6
+    assert len(Archive(tmp_path).table()) == 6
 
 
 def test_a_part_appears_only_when_committed(tmp_path):
     writer = PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=1)
     writer.add(ok_row("a.png"))  # a row group is on disk, in a hidden temporary file
-    assert parts(tmp_path) == [] and open_or_none(tmp_path) is None
+    assert parts(tmp_path) == [] and Archive(tmp_path, create=True).parts == []
     writer.commit()
     assert len(parts(tmp_path)) == 1
 
@@ -74,7 +78,7 @@ def test_leaving_the_block_on_an_error_commits_the_complete_rows(tmp_path):
         with PartWriter(tmp_path, "00112233aabbccdd") as writer:
             writer.add(ok_row("a.png"))
             raise KeyboardInterrupt
-    assert [r["path"] for r in Manifest(tmp_path).rows()] == ["a.png"]
+    assert [r.path for r in Archive(tmp_path).rows()] == ["a.png"]
 
 
 def test_current_row_is_the_latest_and_reruns_skip_only_ok_rows(tmp_path):
@@ -86,15 +90,15 @@ def test_current_row_is_the_latest_and_reruns_skip_only_ok_rows(tmp_path):
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:  # second run
         writer.add(ok_row("retried.png", source_hash="r2"))
         writer.add(error_row("changed.png", "/src/changed.png", "now corrupt", source_hash="c2"))
-    manifest = Manifest(tmp_path)
+    manifest = Archive(tmp_path)
     current = {r["path"]: (r["status"], r["source_hash"]) for r in manifest.table().to_pylist()}
     assert current == {"retried.png": ("ok", "r2"), "kept.png": ("ok", "k1"), "changed.png": ("error", "c2"),
                        "broken.png": ("error", None)}
     assert manifest.done() == {"retried.png": "r2", "kept.png": "k1"}
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:  # a damaged row is not done: a rerun redoes it
-        writer.add({**ok_row("kept.png", source_hash="k1"), "bytes": [1, None]})
-    assert Manifest(tmp_path).done() == {"retried.png": "r2"}
-    assert [r["path"] for r in manifest.rows(paths={"kept.png"})] == ["kept.png"]
+        writer.add(ok_row("kept.png", source_hash="k1", bytes=[1, None]))
+    assert Archive(tmp_path).done() == {"retried.png": "r2"}
+    assert [r.path for r in manifest.rows(paths={"kept.png"})] == ["kept.png"]
 
 
 def test_parts_of_another_model_are_read_alike(tmp_path):
@@ -102,7 +106,7 @@ def test_parts_of_another_model_are_read_alike(tmp_path):
         writer.add(ok_row("a.png"))
     with PartWriter(tmp_path, "ffffffffffffffff") as writer:
         writer.add(ok_row("b.png", model_id="ffffffffffffffff"))
-    manifest = Manifest(tmp_path)
+    manifest = Archive(tmp_path)
     assert sorted(manifest.model_ids().values()) == ["00112233aabbccdd", "ffffffffffffffff"]
     assert manifest.table()["model_id"].to_pylist() == ["00112233aabbccdd", "ffffffffffffffff"]
 
@@ -117,12 +121,12 @@ def test_duckdb_queries_the_parts_directly(tmp_path):
 
 def test_unreadable_archives_are_worded_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no archive"):
-        Manifest(tmp_path / "missing")
+        Archive(tmp_path / "missing")
     with pytest.raises(ValueError, match="holds no manifest parts"):
-        Manifest(tmp_path)
+        Archive(tmp_path)
     (tmp_path / "part-0.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="not a readable Parquet file"):
-        Manifest(tmp_path).table()
+        Archive(tmp_path).table()
 
 
 def test_a_part_is_committed_on_time_whatever_its_row_count(tmp_path):
@@ -180,11 +184,11 @@ def test_what_is_not_an_archive_says_what_it_is_and_what_to_run(tmp_path):
     bench.parent.mkdir()
     shutil.copy(Path(__file__).parent.parent / "manifests" / "bench-kodak" / "bench.parquet", bench)
     with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
-        Manifest(bench)
+        Archive(bench)
     with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
-        Manifest(bench.parent)
+        Archive(bench.parent)
     with PartWriter(tmp_path / "archive", "00112233aabbccdd") as writer:
         writer.add(ok_row("a.png"))
     [part] = parts(tmp_path / "archive")
     with pytest.raises(ValueError, match=f"one part file of an archive: give the archive folder \\({tmp_path}/archive\\)"):
-        Manifest(tmp_path / "archive" / part)
+        Archive(tmp_path / "archive" / part)

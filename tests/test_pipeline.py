@@ -13,7 +13,8 @@ from PIL import Image
 
 from conftest import smooth_image
 from rgbatch.codec import Codec
-from rgbatch.manifest import Manifest
+from rgbatch.manifest import Archive
+from rgbatch.row import Row
 from rgbatch.metrics import msssim
 from rgbatch.pipeline import CompressOptions, EncodeWorker, _plan_workers, compress
 from rgbatch.ratecontrol import Target
@@ -31,30 +32,30 @@ def options(weights, **changes):
 
 
 def all_rows(archive) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in Manifest(archive).parts)
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in Archive(archive).parts)
 
 
 def test_encode_worker_rows_and_a_bad_image_fails_alone(tiny_weights, rng):
     options = CompressOptions(iterations=3, tile_size=32, batch_size=4, coder="raw")
     worker = EncodeWorker(str(tiny_weights), "cpu", options)
     image = smooth_image(rng, 40, 48)
-    infos = [{"path": p, "source": f"/src/{p}", "status": "image", "source_hash": "h", "source_bytes": 1,
-              "width": w, "height": h, "mode": "RGB", "read_seconds": 0.0} for p, w, h in (("a", 48, 40), ("b", 0, 0))]
+    infos = [Row(p, f"/src/{p}", source_hash="h", source_bytes=1, width=w, height=h, mode="RGB", read_seconds=0.0)
+             for p, w, h in (("a", 48, 40), ("b", 0, 0))]
     good, bad = worker.encode(infos, image, np.zeros((0, 0, 3), np.uint8))
-    assert good["status"] == "ok" and good["iterations"] == 3 and len(good["bytes"]) == len(good["msssim"]) == 3
-    assert good["model_id"] == worker.model_id() and good["coder"] == "raw" and good["tile_size"] == 32
+    assert good.status == "ok" and good.iterations == 3 and len(good.bytes) == len(good.msssim) == 3
+    assert good.model_id == worker.model_id() and good.coder == "raw" and good.tile_size == 32
     codec = Codec.load(tiny_weights, device="cpu")
-    assert msssim(image, codec.decode(good["blob"])) == pytest.approx(good["msssim"][-1], abs=1e-6)
-    assert bad["status"] == "error" and bad["error"].startswith("encoding failed") and "blob" not in bad
+    assert msssim(image, codec.decode(good.blob)) == pytest.approx(good.msssim[-1], abs=1e-6)
+    assert bad.status == "error" and bad.error.startswith("encoding failed") and bad.blob is None and bad.source_hash == "h"
 
     # with a quality target each image keeps only the iterations it needs
-    target = Target(msssim=good["msssim"][0])
+    target = Target(msssim=good.msssim[0])
     capped = EncodeWorker(str(tiny_weights), "cpu", replace(options, target=target)).encode(infos[:1], image)[0]
-    assert capped["iterations"] == 1 and capped["bytes"] == good["bytes"][:1] and len(capped["blob"]) == good["bytes"][0]
+    assert capped.iterations == 1 and capped.bytes == good.bytes[:1] and len(capped.blob) == good.bytes[0]
 
     # without measuring: the same stream, no quality columns
     unmeasured = EncodeWorker(str(tiny_weights), "cpu", replace(options, measure=False)).encode(infos[:1], image)[0]
-    assert unmeasured["blob"] == good["blob"] and unmeasured["msssim"] == unmeasured["psnr"] == []
+    assert unmeasured.blob == good.blob and unmeasured.msssim == unmeasured.psnr == []
 
 
 def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tmp_path, rng):
@@ -62,14 +63,14 @@ def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tm
     write_images(source, rng, ["a.png", "b.png", "sub/c.png"])
     first = compress([str(source)], str(archive), options(tiny_weights))
     assert (first.ok, first.failed, first.skipped) == (3, 0, 0) and len(first.parts) == 1
-    table = Manifest(archive).table()
+    table = Archive(archive).table()
     assert table["path"].to_pylist() == ["a.png", "b.png", "sub/c.png"]
     assert set(table["status"].to_pylist()) == {"ok"} and set(table["iterations"].to_pylist()) == {2}
 
     # the recorded stats are the decoder's truth
-    row = next(Manifest(archive).rows(paths={"sub/c.png"}))
-    decoded = Codec.load(tiny_weights, device="cpu").decode(row["blob"])
-    assert msssim(np.asarray(Image.open(source / "sub/c.png")), decoded) == pytest.approx(row["msssim"][-1], abs=1e-6)
+    row = next(Archive(archive).rows(paths={"sub/c.png"}))
+    decoded = Codec.load(tiny_weights, device="cpu").decode(row.blob)
+    assert msssim(np.asarray(Image.open(source / "sub/c.png")), decoded) == pytest.approx(row.msssim[-1], abs=1e-6)
 
     again = compress([str(source)], str(archive), options(tiny_weights))
     assert (again.ok, again.skipped, again.parts) == (0, 3, [])  # nothing redone, nothing written
@@ -77,7 +78,7 @@ def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tm
     write_images(source, rng, ["b.png", "d.png"])  # b changes, d is new
     third = compress([str(source)], str(archive), options(tiny_weights))
     assert (third.ok, third.skipped) == (2, 2)
-    current = {r["path"]: r["source_hash"] for r in Manifest(archive).table().to_pylist()}
+    current = {r["path"]: r["source_hash"] for r in Archive(archive).table().to_pylist()}
     assert current["b.png"] == hashlib.sha256((source / "b.png").read_bytes()).hexdigest()
     assert len(current) == 4 and all_rows(archive) == 5  # b's old row stays, superseded
 
@@ -138,6 +139,6 @@ def test_a_worker_node_killed_mid_run_loses_nothing(ray_cluster, tiny_weights, t
             ray_cluster.remove_node(node)
     assert killed.is_set()
     assert (result.ok, result.failed) == (8, 0), result.failures
-    table = Manifest(tmp_path / "archive").table()
+    table = Archive(tmp_path / "archive").table()
     assert table["path"].to_pylist() == names and set(table["status"].to_pylist()) == {"ok"}
     assert all_rows(tmp_path / "archive") == 8  # every image exactly once

@@ -12,6 +12,7 @@ from PIL import Image
 from conftest import smooth_image
 from rgbatch import sources as rs
 from rgbatch import storage
+from rgbatch.row import UNCHANGED
 
 
 def touch(path, data=b"x"):
@@ -65,15 +66,17 @@ def test_read_source_hashes_skips_and_words_errors(tmp_path, rng):
     Image.fromarray(smooth_image(rng, 32, 48)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"")
     good = rs.Source(str(tmp_path / "a.png"), "a.png")
-    info, image = rs.read_source(good, None, 10**8)
-    assert info["status"] == "image" and image.shape == (32, 48, 3) and (info["width"], info["height"]) == (48, 32)
-    assert info["source_hash"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
-    skipped, pixels = rs.read_source(good, info["source_hash"], 10**8)  # unchanged since archived: not decoded
-    assert skipped["status"] == "skip" and pixels is None
-    info, image = rs.read_source(rs.Source(str(tmp_path / "b.png"), "b.png"), None, 10**8)
-    assert (info["status"], info["error"], image) == ("error", "empty file (0 bytes)", None)
-    info, _ = rs.read_source(good, None, max_pixels=100)
-    assert info["status"] == "error" and "decompression-bomb guard" in info["error"]
+    row, image = rs.read_source(good, None, 10**8)
+    assert row.status is None and image.shape == (32, 48, 3) and (row.width, row.height) == (48, 32)
+    assert row.source_hash == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    assert (row.path, row.source, row.mode, row.source_bytes) == ("a.png", good.location, "RGB", len(
+        (tmp_path / "a.png").read_bytes()))
+    skipped, pixels = rs.read_source(good, row.source_hash, 10**8)  # unchanged since archived: not decoded
+    assert skipped.status == UNCHANGED and pixels is None
+    row, image = rs.read_source(rs.Source(str(tmp_path / "b.png"), "b.png"), None, 10**8)
+    assert (row.status, row.error, image) == ("error", "empty file (0 bytes)", None)
+    row, _ = rs.read_source(good, None, max_pixels=100)
+    assert row.status == "error" and "decompression-bomb guard" in row.error and row.source_hash
 
 
 def test_links_loops_fifos_are_listed_once_and_never_opened(tmp_path, rng):
@@ -93,7 +96,7 @@ def test_links_loops_fifos_are_listed_once_and_never_opened(tmp_path, rng):
 
     signal.alarm(60)  # a FIFO opened for reading would wait for a writer forever
     try:
-        errors = {s.path: rs.read_source(s, None, 10**8)[0]["error"] for s in sources[:2]}
+        errors = {s.path: rs.read_source(s, None, 10**8)[0].error for s in sources[:2]}
         listing = touch(tmp_path / "list.txt", f"{photos}/fifo.png\n{photos}/sub/a.png\n".encode())
         _, listed = rs.expand_sources([str(listing)])
         info, _ = rs.read_source(listed[0], None, 10**8)
@@ -104,4 +107,13 @@ def test_links_loops_fifos_are_listed_once_and_never_opened(tmp_path, rng):
         signal.alarm(0)
     assert errors == {"dangling.png": "cannot read the file: a dangling symbolic link",
                       "fifo.png": "cannot read the file: not a regular file (a FIFO): not read"}
-    assert info["status"] == "error" and "FIFO" in info["error"]
+    assert info.status == "error" and "FIFO" in info.error
+
+
+def test_reading_sources_does_not_import_torch():
+    """Read tasks run in light worker processes: rgbatch.sources (and the Row it makes) needs no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, rgbatch.sources; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -1,0 +1,166 @@
+"""One archive row: a source image as the manifest stores it (schema: docs/ARCHIVE.md).
+
+The last stage of the codec's way down (rgbatch.codes):
+
+    Source --sources.read_source--> Row (what reading learned) --Row.from_encoded(EncodedImage)--> ok Row
+                                    Row.failed(why) ------------------------------------------> error Row
+
+and the first on the way back: `Archive.rows()` (rgbatch.manifest) yields `Row`s, whose
+`encoded()` is the `EncodedImage` of their blob and stats, so that cutting a row to a depth
+and choosing the depth of a `Target` are the codes module's (`cut`, `keep`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from .ratecontrol import Target
+
+if TYPE_CHECKING:
+    from .codes import EncodedImage
+
+SCHEMA = pa.schema([
+    ("path", pa.string()),  # relative to the sources' common root, '/'-separated
+    ("source", pa.string()),  # where it was read from at compress time (local path or URI)
+    ("source_hash", pa.string()),  # sha256 of the source file's bytes, hex
+    ("source_bytes", pa.int64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),  # Pillow mode of the source, before conversion to RGB
+    ("model_id", pa.string()),
+    ("tile_size", pa.int32()),
+    ("iterations", pa.int16()),  # depth stored in the blob
+    ("coder", pa.string()),
+    ("blob", pa.large_binary()),  # the progressive bitstream (docs/FORMAT.md)
+    ("bytes", pa.list_(pa.int64())),  # per depth 1..iterations: stream size cut to that depth
+    ("bpp", pa.list_(pa.float64())),
+    ("msssim", pa.list_(pa.float64())),
+    ("psnr", pa.list_(pa.float64())),
+    ("status", pa.string()),  # "ok" or "error"
+    ("error", pa.string()),  # why, for a user, when status is "error"
+    ("read_seconds", pa.float64()),  # read, hash and decode of the source
+    ("encode_seconds", pa.float64()),  # its share (by pixels) of its batch's encode time
+    ("written_at", pa.timestamp("us", tz="UTC")),
+])
+COLUMNS = SCHEMA.names
+STATS_COLUMNS = [c for c in COLUMNS if c != "blob"]
+PER_DEPTH = ("bytes", "bpp", "msssim", "psnr")
+
+OK, ERROR = "ok", "error"  # the statuses a manifest holds
+UNCHANGED = "unchanged"  # read_source only: the source is the one archived (nothing to write)
+
+
+@dataclass
+class Row:
+    """One manifest row; every column may be null (a damaged or foreign part: `problem`).
+
+    `status` is None while the image is read but not yet encoded (rgbatch.sources)."""
+
+    path: str | None = None
+    source: str | None = None
+    source_hash: str | None = None
+    source_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
+    model_id: str | None = None
+    tile_size: int | None = None
+    iterations: int | None = None
+    coder: str | None = None
+    blob: bytes | None = None
+    bytes: list[int] | None = None
+    bpp: list[float] | None = None
+    msssim: list[float] | None = None
+    psnr: list[float] | None = None
+    status: str | None = None
+    error: str | None = None
+    read_seconds: float | None = None
+    encode_seconds: float | None = None
+    written_at: dt.datetime | None = None
+
+    # -- made --------------------------------------------------------------------------------------
+    def failed(self, message: str) -> "Row":
+        """This image as an error row (`Row(path, source).failed(why)` when nothing else is
+        known): what was learned of it kept, the reason added."""
+        return replace(self, status=ERROR, error=message)
+
+    def from_encoded(self, encoded: EncodedImage, model_id: str, tile_size: int, coder: str,
+                     seconds: float) -> "Row":
+        """This read image's ok row, from its encoding."""
+        return replace(self, status=OK, error=None, width=encoded.width, height=encoded.height, model_id=model_id,
+                       tile_size=tile_size, iterations=encoded.iterations, coder=coder, blob=encoded.blob, bytes=encoded.bytes,
+                       bpp=encoded.bpp, msssim=encoded.msssim, psnr=encoded.psnr, encode_seconds=seconds)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Row":
+        """A row from {column: value} (missing columns null; an unknown one is a TypeError)."""
+        return cls(**values)
+
+    @classmethod
+    def from_arrow(cls, batch: pa.RecordBatch | pa.Table) -> list["Row"]:
+        return [cls(**values) for values in batch.to_pylist()]
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @staticmethod
+    def to_arrow(rows: list["Row"], schema: pa.Schema = SCHEMA) -> pa.Table:
+        return pa.Table.from_pylist([row.to_dict() for row in rows], schema=schema)
+
+    # -- read ----------------------------------------------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def problem(self, columns=COLUMNS) -> str | None:
+        """Why an ok row cannot be used (null or inconsistent cells among `columns`, those read),
+        or None. An error row is never a problem here: it says what it is."""
+        if not self.ok:
+            return None
+        if not isinstance(self.path, str) or not self.path:
+            return "damaged row: no path"
+        for name in ("width", "height", "iterations"):
+            value = getattr(self, name)
+            if name in columns and (value is None or value < 1):
+                return f"damaged row: {name} is {value}"
+        if "model_id" in columns and not self.model_id:
+            return "damaged row: no model id"
+        if "blob" in columns and not self.blob:
+            return "damaged row: no blob"
+        depth = self.iterations
+        for name in PER_DEPTH:
+            values = getattr(self, name)
+            if name not in columns or depth is None or (name != "bytes" and not values):  # empty: --no-measure
+                continue
+            if values is None or len(values) != depth or any(v is None for v in values):
+                return f"damaged row: {name} does not hold one value per stored depth ({depth})"
+        return None
+
+    def encoded(self) -> EncodedImage:
+        """The blob and per-depth stats as the codec's `EncodedImage` (no quality: empty lists)."""
+        from .codes import EncodedImage  # here: the read tasks, which make rows, do not import torch
+
+        return EncodedImage(self.blob, self.width, self.height, self.iterations, list(self.bytes),
+                            list(self.msssim or []), list(self.psnr or []))
+
+    def keep(self, depth: int | None = None, target: Target = Target()) -> int:
+        """The depth to keep: all stored, at most `depth`, and at most what `target` chooses
+        (`EncodedImage.choose_depth`, from the row's stats)."""
+        keep = self.iterations if depth is None else min(depth, self.iterations)
+        return min(keep, self.encoded().choose_depth(target)) if target else keep
+
+    def cut(self, depth: int) -> "Row":
+        """This row with its blob cut to `depth` iterations (`EncodedImage.cut`) and the stats of
+        the kept depths; BitstreamError for a blob that cannot be cut."""
+        if depth >= self.iterations:
+            return self
+        cut = self.encoded().cut(depth)
+        return replace(self, blob=cut.blob, iterations=cut.iterations, bytes=cut.bytes, bpp=cut.bpp,
+                       msssim=cut.msssim, psnr=cut.psnr)
+
+
+__all__ = ["COLUMNS", "ERROR", "OK", "PER_DEPTH", "Row", "SCHEMA", "STATS_COLUMNS", "UNCHANGED"]

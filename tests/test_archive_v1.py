@@ -1,0 +1,74 @@
+"""An archive written by an earlier rgbatch (tests/archive_v1, made by main 30ec257 before the
+`Row` / `Archive` refactoring) still reads, reports, restores, verifies and compacts, and the
+code of today writes the same rows for its images."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rgbatch.archive import compact, report, restore, verify
+from rgbatch.codec import Codec
+from rgbatch.manifest import Archive
+from rgbatch.pipeline import CompressOptions, EncodeWorker
+from rgbatch.ratecontrol import Target
+from rgbatch.sources import Source, read_source
+
+V1 = Path(__file__).parent / "archive_v1"
+
+
+def test_the_old_archive_reads_as_rows():
+    archive = Archive(V1 / "archive")
+    assert len(archive.parts) == 2 and archive.total_rows() == 3
+    rows = {r.path: r for r in archive.rows()}
+    assert sorted(rows) == ["a.png", "sub/b.png", "text.jpg"]
+    a, b, text = rows["a.png"], rows["sub/b.png"], rows["text.jpg"]
+    assert (a.status, a.iterations, a.coder, a.tile_size, len(a.msssim)) == ("ok", 3, "context", 32, 3)
+    assert (b.status, b.iterations, b.coder, b.msssim) == ("ok", 2, "raw", [])
+    assert text.status == "error" and "not an image file" in text.error and text.blob is None
+    assert all(r.problem() is None for r in rows.values())
+    assert archive.done().keys() == {"a.png", "sub/b.png"}
+
+
+def test_todays_code_writes_the_same_rows(default_weights):
+    rows = {r.path: r for r in Archive(V1 / "archive").rows()}
+    for path, options in (("a.png", CompressOptions(iterations=3, tile_size=32, precision="fp32")),
+                          ("sub/b.png", CompressOptions(iterations=2, tile_size=0, precision="fp32", measure=False,
+                                                        coder="raw"))):
+        read, image = read_source(Source(str(V1 / "src" / path), path), None, 10**8)
+        [row] = EncodeWorker(None, "cpu", options).encode([read], image)
+        old = rows[path]
+        for column in ("path", "source_hash", "source_bytes", "width", "height", "mode", "model_id", "tile_size",
+                       "iterations", "coder", "blob", "bytes", "bpp", "status", "error"):
+            assert getattr(row, column) == getattr(old, column), column
+        assert row.msssim == pytest.approx(old.msssim, abs=1e-6) and row.psnr == pytest.approx(old.psnr, abs=1e-4)
+    read, _ = read_source(Source(str(V1 / "src/text.jpg"), "text.jpg"), None, 10**8)
+    assert (read.status, read.error, read.source_hash) == ("error", rows["text.jpg"].error, rows["text.jpg"].source_hash)
+
+
+def test_report_restore_verify_compact_the_old_archive(default_weights, tmp_path):
+    summary = report(V1 / "archive", depth=1, min_msssim=0.5)["summary"]
+    assert (summary["ok"], summary["failed"], summary["at_msssim"]["unmeasured"]) == (2, 1, 1)
+    assert summary["at_depth"]["bytes"] == 64 + 72
+
+    restored = restore(V1 / "archive", tmp_path / "out", iterations=2)
+    assert restored.failures == [] and sorted(w["path"] for w in restored.written) == ["a.png", "sub/b.png"]
+    codec = Codec.load(default_weights)
+    a = next(Archive(V1 / "archive").rows({"a.png"}))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out/a.png")), codec.decode(a.blob, 2))
+
+    verified = verify(V1 / "archive", sources=V1 / "src")
+    assert [p for p, _ in verified.problems] == ["text.jpg"] and verified.decoded == 2
+    assert {m["path"] for m in verified.remeasured} == {"a.png", "sub/b.png"}
+
+    work = tmp_path / "copy"
+    shutil.copytree(V1 / "archive", work)
+    done = compact(work, target=Target(max_bytes=100))
+    assert (done.rows, done.cut, done.problems) == (3, 2, [])
+    rows = {r.path: r for r in Archive(work).rows()}
+    assert rows["a.png"].iterations == 2 and rows["a.png"].bytes == [64, 88] and len(rows["a.png"].blob) == 88
+    assert rows["sub/b.png"].iterations == 1 and rows["sub/b.png"].msssim == []

@@ -1,0 +1,71 @@
+"""The archive row: made from a read source and its encoding, to and from Arrow, cut to a depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import smooth_image
+from rgbatch import bitstream
+from rgbatch.codec import Codec
+from rgbatch.ratecontrol import Target
+from rgbatch.row import COLUMNS, SCHEMA, Row
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_weights):
+    codec = Codec.load(tiny_weights, device="cpu", tile_size=32, coder="raw")
+    image = smooth_image(np.random.default_rng(3), 40, 48)
+    return codec, codec.encode(image, 4, measure=True)
+
+
+def test_an_ok_row_is_the_read_row_and_its_encoding(encoded):
+    codec, enc = encoded
+    read = Row("a.png", "/src/a.png", source_hash="h", source_bytes=9, width=48, height=40, mode="RGB",
+               read_seconds=0.5)
+    row = read.from_encoded(enc, codec.model_id, codec.tile_size, codec.coder.name, 1.5)
+    assert (row.status, row.error, row.iterations, row.blob, row.bytes) == ("ok", None, 4, enc.blob, enc.bytes)
+    assert row.bpp == enc.bpp and row.msssim == enc.msssim and row.read_seconds == 0.5
+    assert row.problem() is None
+    failed = read.failed("encoding failed: boom")
+    assert (failed.status, failed.error, failed.source_hash, failed.width, failed.blob) == (
+        "error", "encoding failed: boom", "h", 48, None)
+
+
+def test_rows_round_trip_through_arrow(encoded):
+    codec, enc = encoded
+    row = Row("a.png", "/src/a.png").from_encoded(enc, codec.model_id, 32, "raw", 0.1)
+    table = Row.to_arrow([row, Row("b.png", "/src/b.png").failed("empty file (0 bytes)")])
+    assert table.schema == SCHEMA and table.column_names == COLUMNS
+    assert Row.from_arrow(table) == [row, Row("b.png", "/src/b.png", status="error", error="empty file (0 bytes)")]
+    assert Row.from_dict(row.to_dict()) == row
+    with pytest.raises(TypeError):
+        Row.from_dict({"path": "a.png", "colour": "red"})
+
+
+def test_cut_and_keep_are_the_codes_modules(encoded):
+    codec, enc = encoded
+    row = Row("a.png").from_encoded(enc, codec.model_id, 32, "raw", 0.1)
+    for depth in (1, 2, 3):
+        cut, want = row.cut(depth), enc.cut(depth)
+        assert (cut.blob, cut.iterations, cut.bytes, cut.bpp, cut.msssim, cut.psnr) == (
+            want.blob, depth, want.bytes, want.bpp, want.msssim, want.psnr)
+        assert bitstream.read_header(cut.blob).iterations == depth and cut.problem() is None
+    assert row.cut(4) is row and row.cut(9) is row
+    q = enc.msssim[1]
+    for target in (Target(msssim=q), Target(max_bytes=enc.bytes[2]), Target(bpp=enc.bpp[0])):
+        assert row.keep(target=target) == enc.choose_depth(target)
+    last = Target(msssim=enc.msssim[-1])
+    assert row.keep(2, last) == min(2, enc.choose_depth(last)) and row.keep(9) == 4 and row.keep() == 4
+    unmeasured = Row("b.png", blob=enc.blob, width=48, height=40, iterations=4, bytes=enc.bytes, status="ok")
+    assert unmeasured.cut(2).msssim == [] and unmeasured.keep(target=Target(max_bytes=enc.bytes[1])) == 2
+
+
+def test_a_row_says_what_is_damaged_in_the_columns_read():
+    row = Row("a.png", model_id="m", blob=b"x", width=4, height=2, iterations=2, bytes=[1, 2], msssim=[0.5],
+              status="ok")
+    assert row.problem() == "damaged row: msssim does not hold one value per stored depth (2)"
+    assert row.problem(["path", "width", "height", "iterations", "bytes"]) is None
+    assert Row(None, status="ok").problem() == "damaged row: no path"
+    assert Row("a.png", status="ok", width=0).problem(["width"]) == "damaged row: width is 0"
+    assert Row("a.png", status="error").problem() is None  # an error row says what it is
