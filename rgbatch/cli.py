@@ -47,8 +47,8 @@ def user_errors(failures: tuple = ()):
     except failures as e:
         err.print(f"[red]error:[/red] {e or type(e).__name__}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    except OptionError as e:  # named in the library's terms: say the flag
-        err.print(f"[red]error:[/red] {flag(e.option)} {e.reason}", markup=True, highlight=False)
+    except OptionError as e:  # named in the library's terms: say the flags
+        err.print(f"[red]error:[/red] {e.worded(flag)}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except USER_ERRORS as e:
         from .objectstore import worded
@@ -75,8 +75,31 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
     """Compress whole image archives with the Residual-GRU learned codec."""
 
 
+# -- options several commands take: one definition each ------------------------------------------
+WEIGHTS = typer.Option(None, help="Weight file (default: the shipped model).")
+DEVICE = typer.Option("auto", help="auto | cpu | cuda")
+PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
+                                      "else fp32) | fp32 | bf16.")
+SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
+                                    "stream format and decoder, better quality at every depth (most at low depths), "
+                                    "encoding 7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
+TARGET_MSSSIM = typer.Option(None, help="Per image, keep the fewest iterations reaching this MS-SSIM.")
+TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within this bpp.")
+MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes.")
+PIXEL_LIMIT = typer.Option(None, help="Refuse images (streams: of images) with more pixels (decompression-bomb "
+                                      "guard; default 89,478,485, Pillow's).")
+AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def _target(target_msssim, target_bpp, max_bytes):
+    """The `Target` of the target options (checked there: an OptionError names the parameter)."""
+    from .ratecontrol import Target
+
+    return Target(target_msssim, target_bpp, max_bytes)
+
+
 @app.command()
-def info(weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model).")):
+def info(weights: Optional[Path] = WEIGHTS):
     """Show the model: id, width, iterations, parameters, FLOPs per pixel, training notes."""
     from .model import flops_per_pixel, parameter_count
     from .weights import load_weights
@@ -89,11 +112,6 @@ def info(weights: Optional[Path] = typer.Option(None, help="Weight file (default
              "decode_flops_per_pixel_per_iteration": flops_per_pixel(cfg, part="decode"),
              "entropy_model_tensors": sorted(extra), "training": meta}
     out.print_json(json.dumps(facts))
-
-
-def _precision_option():
-    return typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
-                                     "else fp32) | fp32 | bf16.")
 
 
 @app.command()
@@ -119,9 +137,9 @@ def train(
                                       "(1: each bit priced by the run's own rate-distortion slope; 0: off)."),
     rate_tables: Optional[Path] = typer.Option(None, help="Weights whose context model starts the rate term "
                                                "(default: the shipped model)."),
-    precision: str = _precision_option(),
+    precision: str = PRECISION,
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = DEVICE,
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(500),
     time_limit: float = typer.Option(0.0, help="Stop at a checkpoint after this many seconds of training "
@@ -243,12 +261,6 @@ def _print_json(obj):
     out.print_json(json.dumps(obj, default=str))
 
 
-def _search_option():
-    return typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
-                                "stream format and decoder, better quality at every depth (most at low depths), encoding "
-                                "7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
-
-
 @app.command()
 def compress(
     sources: list[str] = typer.Argument(..., help="Folders (searched recursively), globs, or .txt files listing paths."),
@@ -256,40 +268,38 @@ def compress(
     iterations: Optional[int] = typer.Option(
         None, help="Iterations encoded per image (0.125 bpp each before entropy coding); default: the depth the "
                    "model was trained to (16 for the shipped model: weights/MODEL_CARD.md)."),
-    target_msssim: Optional[float] = typer.Option(None, help="Keep per image the fewest iterations reaching this MS-SSIM."),
-    target_bpp: Optional[float] = typer.Option(None, help="Keep per image the most iterations within this bpp."),
-    max_bytes: Optional[int] = typer.Option(None, help="Keep per image the most iterations within this many bytes."),
+    target_msssim: Optional[float] = TARGET_MSSSIM,
+    target_bpp: Optional[float] = TARGET_BPP,
+    max_bytes: Optional[int] = MAX_BYTES,
     tile_size: Optional[int] = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; "
                                                        "default 512, see docs/TILING.md)."),
     batch_size: int = typer.Option(0, help="Tiles per network batch, shared by several images (0: 8 on a GPU, "
                                            "1 on a CPU, where batching is slower)."),
     workers: int = typer.Option(0, help="Encoder actors (0: four sharing each GPU, or one per two CPUs)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    device: str = DEVICE,
+    weights: Optional[Path] = WEIGHTS,
     coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context. The shipped "
                                            "model is trained for the context coder: raw bits cost it 2.8x the rate "
                                            "at MS-SSIM 0.90."),
-    max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard; "
-                                                        "default 89,478,485, Pillow's)."),
+    max_pixels: Optional[int] = PIXEL_LIMIT,
     measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure writes the same "
                                             "streams about 1.5x faster for large images, in a third of the memory "
                                             "(README, Inputs), without quality columns or --target-msssim."),
-    precision: str = _precision_option(),
-    search_steps: int = _search_option(),
+    precision: str = PRECISION,
+    search_steps: int = SEARCH_STEPS,
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = AS_JSON,
 ):
     """Compress images into an archive of Parquet manifests; reruns add only what is missing."""
     from rich.table import Table
 
     from .imageio import MAX_PIXELS
     from .pipeline import CompressOptions, compress as run_compress
-    from .ratecontrol import Target
     from .tiling import DEFAULT_TILE_SIZE
 
     with archive_errors():
         options = CompressOptions(
-            iterations=iterations, target=Target(target_msssim, target_bpp, max_bytes),
+            iterations=iterations, target=_target(target_msssim, target_bpp, max_bytes),
             tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels, address=address,
@@ -405,14 +415,14 @@ def restore(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
     out_dir: str = typer.Option(..., "--out", help="Folder (or URI) to write the PNGs under."),
     iterations: Optional[int] = typer.Option(None, help="Depth to decode (at most what each image stores)."),
-    target_msssim: Optional[float] = typer.Option(None, help="Per image the smallest depth reaching this MS-SSIM."),
+    target_msssim: Optional[float] = TARGET_MSSSIM,
     select: Optional[str] = typer.Option(None, help="Only the archived paths matching this glob."),
-    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    weights: Optional[Path] = WEIGHTS,
+    device: str = DEVICE,
     batch_size: int = typer.Option(8, help="Tiles per network batch."),
-    precision: str = _precision_option(),
+    precision: str = PRECISION,
     overwrite: bool = typer.Option(False, help="Replace files already in --out (default: refuse, per image)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = AS_JSON,
 ):
     """Write archived images back as PNGs under their relative paths (names: docs/ARCHIVE.md)."""
     from .archive import restore as run_restore
@@ -437,24 +447,23 @@ def encode(
     image: str = typer.Argument(..., help="Image file (or URI)."),
     out_path: str = typer.Option(..., "--out", help="Stream file to write (e.g. photo.rgb)."),
     iterations: Optional[int] = typer.Option(None, help="Iterations to encode (default: the model's trained depth)."),
-    target_msssim: Optional[float] = typer.Option(None, help="Keep the fewest iterations reaching this MS-SSIM."),
-    target_bpp: Optional[float] = typer.Option(None, help="Keep the most iterations within this bpp."),
-    max_bytes: Optional[int] = typer.Option(None, help="Keep the most iterations within this many bytes."),
-    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    precision: str = _precision_option(),
-    search_steps: int = _search_option(),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    target_msssim: Optional[float] = TARGET_MSSSIM,
+    target_bpp: Optional[float] = TARGET_BPP,
+    max_bytes: Optional[int] = MAX_BYTES,
+    weights: Optional[Path] = WEIGHTS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    search_steps: int = SEARCH_STEPS,
+    as_json: bool = AS_JSON,
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
     that cannot be read exits 1 (the image failed), a bad option or missing file 2."""
     from .codec import Codec
     from .files import encode_file
     from .imageio import ImageError
-    from .ratecontrol import Target
 
     with user_errors():
-        target = Target(target_msssim, target_bpp, max_bytes)
+        target = _target(target_msssim, target_bpp, max_bytes)
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
     with user_errors(failures=(ImageError, MemoryError)):
         result = encode_file(image, out_path, iterations, target, codec)
@@ -471,12 +480,11 @@ def decode(
     stream: str = typer.Argument(..., help="Stream file (or URI) written by `rgbatch encode`."),
     out_path: str = typer.Option(..., "--out", help="PNG file to write."),
     iterations: Optional[int] = typer.Option(None, help="Depth to decode (default: all stored)."),
-    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    precision: str = _precision_option(),
-    max_pixels: Optional[int] = typer.Option(None, help="Refuse streams of bigger images [default: 89.5 MP, "
-                                                        "as for reading images]."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    weights: Optional[Path] = WEIGHTS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    max_pixels: Optional[int] = PIXEL_LIMIT,
+    as_json: bool = AS_JSON,
 ):
     """Decode a stream file into a PNG, at any depth up to the one stored. A bad or refused
     stream exits 1 (the image failed), a bad option or missing file 2 (docs/FORMAT.md)."""
@@ -499,13 +507,13 @@ def decode(
 @app.command()
 def verify(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
-    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    weights: Optional[Path] = WEIGHTS,
+    device: str = DEVICE,
     sample: int = typer.Option(8, help="Images whose MS-SSIM is re-measured against their source."),
     sources: Optional[str] = typer.Option(None, help="Folder holding the sources now (default: where they were)."),
     seed: int = typer.Option(0, help="Seed of the sample."),
-    precision: str = _precision_option(),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    precision: str = PRECISION,
+    as_json: bool = AS_JSON,
 ):
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
     from .archive import verify as run_verify
@@ -534,18 +542,17 @@ def verify(
 def compact(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
     depth: Optional[int] = typer.Option(None, help="Cut every blob to at most this many iterations, for good."),
-    target_msssim: Optional[float] = typer.Option(None, help="Cut each image to the fewest iterations reaching this MS-SSIM."),
-    target_bpp: Optional[float] = typer.Option(None, help="Cut each image to the most iterations within this bpp."),
-    max_bytes: Optional[int] = typer.Option(None, help="Cut each image to the most iterations within this many bytes."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    target_msssim: Optional[float] = TARGET_MSSSIM,
+    target_bpp: Optional[float] = TARGET_BPP,
+    max_bytes: Optional[int] = MAX_BYTES,
+    as_json: bool = AS_JSON,
 ):
     """Rewrite an archive as its current rows only (one set of parts per model), optionally
     cutting every image to a smaller depth for good. Nothing else may write to it meanwhile."""
     from .archive import compact as run_compact
-    from .ratecontrol import Target
 
     with archive_errors():
-        target = Target(target_msssim, target_bpp, max_bytes)
+        target = _target(target_msssim, target_bpp, max_bytes)
         with _image_progress("compact") as progress:
             result = run_compact(archive, depth=depth, target=target, progress=progress)
     if as_json:
@@ -568,13 +575,13 @@ def bench_command(
                                                                "(default: bench-<folder name>)."),
     manifest: Optional[Path] = typer.Option(None, help="Where to write the per-image Parquet manifest "
                                                        "(default: manifests/bench-<folder name>/bench.parquet)."),
-    weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
+    weights: Optional[Path] = WEIGHTS,
     iterations: Optional[int] = typer.Option(None, help="Deepest rgbatch depth measured (default: the model's)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),
     speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    precision: str = _precision_option(),
-    search_steps: int = _search_option(),
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    search_steps: int = SEARCH_STEPS,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ):
     """Rate, quality and speed of rgbatch against JPEG, WebP and AVIF on your images (docs/BENCH.md)."""

@@ -15,6 +15,7 @@ from .bitstream import read_header
 from .codec import Codec
 from .imageio import MAX_PIXELS, decode_image, encode_png
 from .limits import check_max_pixels
+from .options import check_range
 from .ratecontrol import Target
 
 
@@ -37,8 +38,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
                 max_pixels: int = MAX_PIXELS) -> dict:
     """Decode a stream file (at most `iterations` deep) into a PNG file; a stream that declares
     more than `max_pixels` pixels is refused (BitstreamError, docs/FORMAT.md "Limits")."""
-    if iterations is not None and iterations < 1:
-        raise ValueError(f"--iterations must be at least 1, not {iterations}")
+    check_range("iterations", iterations, 1)
     check_max_pixels(max_pixels)
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)

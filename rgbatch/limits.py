@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .bitstream import TILE_MULTIPLE
 from .imageio import MAX_PIXELS
+from .options import check_range
 from .tiling import Tile, align, check_tile_size, tile_grid
 
 ALIGN = TILE_MULTIPLE  # the padding these bounds are stated for (the Residual-GRU's); a codec passes its model's
@@ -24,8 +25,7 @@ PADDING_ALLOWANCE = 2
 
 
 def check_max_pixels(max_pixels: int):
-    if not max_pixels >= 1:
-        raise ValueError(f"max_pixels must be at least 1, not {max_pixels}")
+    check_range("max_pixels", max_pixels, 1)
 
 
 def layout(width: int, height: int, tile_size: int, max_pixels: float = MAX_PIXELS,

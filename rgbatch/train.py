@@ -22,7 +22,7 @@ from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
 from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
 from .metrics import msssim, msssim_tensor
-from .options import check_range
+from .options import OptionError, check_range
 from .model import CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8
@@ -33,6 +33,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".p
 
 class TrainingError(RuntimeError):
     """A problem with the training set-up, worded for the user."""
+
+
+class TrainingOptionError(OptionError, TrainingError):
+    """A training parameter that cannot be used: an `OptionError` naming it as `TrainConfig`
+    and `train` spell it, and a `TrainingError`."""
 
 
 @dataclass
@@ -112,10 +117,11 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     Both are training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
     out = Path(out)
     if jpeg_quality and out.suffix == ".npy":
-        raise TrainingError(f"a JPEG pack is a folder of files, not {out}: give --out a folder name")
+        raise TrainingOptionError("out", f"{out} names a .npy file, but a JPEG pack ({{jpeg_quality}} {jpeg_quality}) "
+                                         f"is a folder of files: give a folder name", ("jpeg_quality",))
     if jpeg_quality and out.exists() and any(out.iterdir()):
         # a folder pack is read whole: crops left from an earlier pack would join this one
-        raise TrainingError(f"{out} is not empty: remove it or choose another --out")
+        raise TrainingOptionError("out", f"{out} is not empty: remove it or choose another")
     rng = np.random.default_rng(seed)
     crops = []
     for image in load_training_images(folder):
@@ -294,8 +300,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     architecture = get_architecture(cfg.architecture)
     codec_cfg = architecture.Config(**cfg.codec)
     if cfg.snapshot_every % cfg.checkpoint_every:
-        raise TrainingError(f"--snapshot-every {cfg.snapshot_every} must be a multiple of --checkpoint-every "
-                            f"{cfg.checkpoint_every} (snapshots are taken with checkpoints)")
+        raise TrainingOptionError("snapshot_every", f"{cfg.snapshot_every} must be a multiple of {{checkpoint_every}} "
+                                  f"{cfg.checkpoint_every} (snapshots are taken with checkpoints)", ("checkpoint_every",))
     check_range("iterations", cfg.iterations, 1, codec_cfg.max_iterations, " for this model")
     checkpoint_path = Path(cfg.out)
     torch.manual_seed(cfg.seed)
@@ -315,13 +321,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
 
     if resume:
         if not checkpoint_path.exists():
-            raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
+            raise TrainingOptionError("resume", f"asks to continue {checkpoint_path}, but there is no checkpoint there")
         state = torch.load(checkpoint_path, weights_only=False, map_location=device)
         saved_architecture = state["train_config"].get("architecture", DEFAULT_ARCHITECTURE)
         saved_codec = get_architecture(saved_architecture).Config(**state["train_config"]["codec"])
         if (saved_architecture, saved_codec) != (cfg.architecture, codec_cfg):
-            raise TrainingError(f"checkpoint {checkpoint_path} is for model {saved_codec}, not {codec_cfg}; "
-                                f"drop the conflicting options or use another --out")
+            raise TrainingOptionError("out", f"{checkpoint_path}: the checkpoint is for model {saved_codec}, not "
+                                             f"{codec_cfg}; drop the conflicting options or give another")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -339,7 +345,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         _restore_rng(state["rng"], np_rng)
         log(f"resumed {checkpoint_path} at step {step} ({wall_time / 3600:.2f} h of training so far)")
     elif checkpoint_path.exists():
-        raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+        raise TrainingOptionError("out", f"{checkpoint_path} exists: pass {{resume}} to continue it, or choose "
+                                         f"another", ("resume",))
 
     if cfg.rate_weight and rate is None:
         rate = ContextRate.from_weights(cfg.rate_tables)

@@ -4,14 +4,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from rgbatch.archive import compact, report, restore, verify
 from rgbatch.cli import app, flag
 from rgbatch.codec import Codec
+from rgbatch.files import decode_file
 from rgbatch.options import OptionError
 from rgbatch.pipeline import CompressOptions
 from rgbatch.ratecontrol import Target
 from rgbatch.train import TrainConfig, train
 
 from conftest import DATA
+
+ARCHIVE = DATA.parent / "archive_v1" / "archive"
 
 
 @pytest.mark.parametrize("make, option", [
@@ -22,6 +26,17 @@ from conftest import DATA
     (lambda: CompressOptions(target=Target(msssim=0.9), measure=False).check(), "target.msssim"),
     (lambda: train(TrainConfig(data_dir=str(DATA), out="never.pt", iterations=5, codec=dict(width=0.125, max_iterations=4))),
      "iterations"),
+    (lambda: train(TrainConfig(data_dir=str(DATA), out="never.pt", snapshot_every=3, checkpoint_every=2)),
+     "snapshot_every"),
+    (lambda: report(ARCHIVE, depth=0), "depth"),
+    (lambda: report(ARCHIVE, worst=-1), "worst"),
+    (lambda: compact(ARCHIVE, depth=0), "depth"),
+    (lambda: verify(ARCHIVE, sample=-1), "sample"),
+    (lambda: restore(ARCHIVE, "never", batch_size=0), "batch_size"),
+    (lambda: restore(ARCHIVE, "never", iterations=2, target_msssim=0.9), "iterations"),
+    (lambda: restore(ARCHIVE, "never", select="nothing*"), "select"),
+    (lambda: decode_file("never.rgb", "never.png", iterations=0), "iterations"),
+    (lambda: decode_file("never.rgb", "never.png", max_pixels=0), "max_pixels"),
 ])
 def test_errors_name_the_parameter_as_the_library_spells_it(make, option):
     with pytest.raises(OptionError) as caught:
@@ -43,3 +58,21 @@ def test_the_cli_says_its_own_flags(tmp_path):
     assert result.exit_code == 2 and "--target-msssim must be in (0, 1], not 1.5" in result.stderr
     result = CliRunner().invoke(app, ["compress", str(DATA), "--out", str(tmp_path / "a"), "--search-steps", "-1"])
     assert result.exit_code == 2 and "--search-steps must be 0..100, not -1" in result.stderr
+
+
+def test_an_error_naming_several_parameters_names_each_as_the_cli_does(tmp_path):
+    with pytest.raises(OptionError) as caught:
+        restore(ARCHIVE, tmp_path / "o", iterations=2, target_msssim=0.9)
+    assert str(caught.value) == "iterations and target_msssim exclude each other: give one, not both"
+    assert caught.value.worded(flag) == "--iterations and --target-msssim exclude each other: give one, not both"
+    runner = CliRunner()
+    result = runner.invoke(app, ["restore", str(ARCHIVE), "--out", str(tmp_path / "o"), "--iterations", "2",
+                                 "--target-msssim", ".9"])
+    assert result.exit_code == 2 and "--iterations and --target-msssim exclude each other" in result.stderr
+    result = runner.invoke(app, ["report", str(ARCHIVE), "--depth", "0"])
+    assert result.exit_code == 2 and "error: --depth must be at least 1, not 0" in result.stderr
+    result = runner.invoke(app, ["train", str(DATA), "--out", str(tmp_path / "t.pt"), "--snapshot-every", "3",
+                                 "--checkpoint-every", "2"])
+    assert result.exit_code == 2 and "--snapshot-every 3 must be a multiple of --checkpoint-every 2" in result.stderr
+    result = runner.invoke(app, ["train", str(DATA), "--out", str(tmp_path / "none.pt"), "--resume"])
+    assert result.exit_code == 2 and "--resume asks to continue" in result.stderr
