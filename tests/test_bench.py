@@ -179,7 +179,7 @@ def test_cli_bench_prints_json_and_rereads_its_manifest(tiny_weights, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--weights", str(tiny_weights),
                                  "--manifest", str(tmp_path / "bench.parquet"), "--iterations", "2", "--limit", "1",
-                                 "--speed-images", "0", "--json"])
+                                 "--speed-images", "0", "--classical-cache", str(tmp_path / "cache.jsonl"), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["codecs"]) == {"rgbatch-raw", *CLASSICAL_CODECS}
