@@ -18,7 +18,7 @@ Optimized Huffman tables make JPEG files a few percent smaller at no loss, as an
 tool would store them. The JPEG, WebP and AVIF (speed 6) sweeps reach from about 0.1 bpp to above
 2.5 bpp on Kodak, the range rgbatch covers at depths 1..16 (0.125 bpp per depth before entropy
 coding). The slow settings sweep fewer points, from their lowest quality to about MS-SSIM 0.99
-(the top of rgbatch's curve): AVIF at speed 2 costs 10-20x the time of speed 6. At their lowest
+(the top of rgbatch's curve; JPEG XL at effort 9 needs quality 90 for 0.98 on some photos): AVIF at speed 2 costs 10-20x the time of speed 6. At their lowest
 setting (AVIF quality 0, JPEG XL quality 0, i.e. distance 25, the largest libjxl allows) smooth
 photos are already above MS-SSIM 0.90: no setting of these codecs goes lower there, and the
 bench then takes that lowest rate (docs/BENCH.md).
@@ -84,7 +84,7 @@ CLASSICAL_CODECS = {c.name: c for c in (
     # libjxl maps quality to a distance (q 30..100: 0.1 + 0.09 (100 - q)); quality 0 is distance 25
     ClassicalCodec("jxl", "JXL", (0, 10, 20, 30, 45, 60, 75, 90), {"effort": 7}, plugin="pillow_jxl",
                    package="pillow-jxl-plugin"),
-    ClassicalCodec("jxl-e9", "JXL", (0, 15, 30, 45, 60, 75), {"effort": 9}, plugin="pillow_jxl",
+    ClassicalCodec("jxl-e9", "JXL", (0, 15, 30, 45, 60, 75, 90), {"effort": 9}, plugin="pillow_jxl",
                    package="pillow-jxl-plugin"),
 )}
 
