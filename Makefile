@@ -47,10 +47,13 @@ train: setup
 	@echo "training in the background: tail -f runs/main.log"
 
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
-# for the device tool's carry: a packed training set, and wheels of the two packages its image lacks
+# for the device tool's carry: a packed training set (one 192 px crop of each top-level training
+# image, six of each high-resolution photo: 16 + 6.5 MB, the photos 39 % of the pixels as in the
+# full data), and wheels of the two packages its image lacks
 gpu-kit: setup
-	rm -rf .pack/train-jpeg
-	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 224 --per-image 1 --jpeg-quality 95
+	rm -rf .pack/train-jpeg .pack/photos-jpeg
+	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 192 --per-image 1 --jpeg-quality 95
+	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 192 --per-image 6 --jpeg-quality 95
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
@@ -72,7 +75,7 @@ $(GPU_SITE)/.installed:
 gpu-train: gpu-site
 	mkdir -p runs
 	[ -f runs/$(GPU_RUN).pt ] || cp weights/train-state.pt runs/$(GPU_RUN).pt
-	$(GPU_RGBATCH) train .pack/train-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 128 --batch-size 64 \
+	$(GPU_RGBATCH) train .pack/train-jpeg .pack/photos-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 128 --batch-size 64 \
 		--lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-last.safetensors
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-mean.safetensors \

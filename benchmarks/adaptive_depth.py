@@ -64,7 +64,7 @@ def greedy_path(image: np.ndarray, reconstructions: np.ndarray, tiles, bits: np.
 def measure_image(codec: Codec, image: np.ndarray, iterations: int, depths_to_match) -> list[dict]:
     encoded = codec.encode(image, iterations, keep_reconstructions=True)
     tiles = tile_grid(*image.shape[:2], codec.tile_size)
-    bits = np.array([32 * np.prod(t.code_shape) for t in tiles])
+    bits = np.array([codec.model.cfg.bits * np.prod(t.code_shape(codec.model.cfg)) for t in tiles])
     path = greedy_path(image, encoded.reconstructions, tiles, bits)
     rows = []
     for d in depths_to_match:

@@ -31,6 +31,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from pytorch_msssim.ssim import _fspecial_gauss_1d, gaussian_filter
 
+from rgbatch import bitstream
 from rgbatch.codec import Codec
 from rgbatch.entropy import get_coder
 from rgbatch.imageio import read_image
@@ -43,11 +44,11 @@ QUARTILES = ("smoothest 25 %", "2nd", "3rd", "busiest 25 %")
 def block_bits(codec: Codec, blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(iterations, rows, cols) code length in bits of each image block at each iteration, and
     (iterations,) bits of the tiles' padding positions outside the image."""
-    header, tiles, codes = codec.read_codes(blob)
-    lengths = get_coder(header.coder_id, codec.extra).code_lengths(codes)
-    rows, cols = -(-header.height // BLOCK), -(-header.width // BLOCK)
-    padded = np.zeros((codes[0].shape[0], rows + 2, cols + 2))  # tiles pad by up to 31 px: 1 block
-    for tile, length in zip(tiles, lengths):
+    codes = codec.read_codes(blob)
+    lengths = get_coder(bitstream.read_header(blob).coder_id, codec.extra).code_lengths(codes.tiles)
+    rows, cols = -(-codes.height // BLOCK), -(-codes.width // BLOCK)
+    padded = np.zeros((codes.iterations, rows + 2, cols + 2))  # tiles pad by up to 31 px: 1 block
+    for tile, length in zip(codes.grid, lengths):
         r, c = length.shape[2:]
         padded[:, tile.y // BLOCK:tile.y // BLOCK + r, tile.x // BLOCK:tile.x // BLOCK + c] += length.sum(axis=1)
     inside = padded[:, :rows, :cols]

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from rgbatch.imageio import read_image
-from rgbatch.metrics import from_uint8, msssim, to_uint8
+from rgbatch.metrics import msssim
+from rgbatch.tiling import to_float, to_uint8
 from rgbatch.model import BLOCK
 from rgbatch.weights import DEFAULT_WEIGHTS, load_weights
 
@@ -103,7 +104,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = sorted(glob.glob(f"{args.data}/*.png"))[::args.every]
-    images = [from_uint8(read_image(p)[0])[None] for p in paths]
+    images = [to_float(read_image(p)[0])[None] for p in paths]
     # a block is done once quality >= level; for mse, quality is minus the error
     levels = [(-level if args.criterion == "mse" else level) for level in args.levels]
     for weights in args.weights:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from rgbatch import bitstream
+from rgbatch.codes import stream_sizes
 from rgbatch.bench import bpp_at_quality
 from rgbatch.codec import Codec
 from rgbatch.entropy import ContextCoder
@@ -41,7 +41,7 @@ def measure_image(codec: Codec, coder: ContextCoder, image: np.ndarray, iteratio
         codec.decode(raw.blob)
         network_decode = time.perf_counter() - start
 
-    header, _, codes = codec.read_codes(raw.blob)
+    codes = codec.read_codes(raw.blob).tiles
     start = time.perf_counter()
     chunks = coder.encode(codes)
     entropy_encode = time.perf_counter() - start
@@ -51,10 +51,8 @@ def measure_image(codec: Codec, coder: ContextCoder, image: np.ndarray, iteratio
     if not all(np.array_equal(a, b) for a, b in zip(decoded, codes)):
         raise AssertionError("context coder round trip is not exact")
 
-    blob = bitstream.pack(coder_id=coder.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
-                          height=header.height, tile_size=header.tile_size, chunks=chunks)
     pixels = raw.width * raw.height
-    return {"bpp_raw": raw.bpp, "bpp_context": [8 * n / pixels for n in bitstream.read_header(blob).cumulative_bytes()],
+    return {"bpp_raw": raw.bpp, "bpp_context": [8 * n / pixels for n in stream_sizes(chunks)],
             "msssim": raw.msssim, "network_encode_s": network_encode, "network_decode_s": network_decode,
             "entropy_encode_s": entropy_encode, "entropy_decode_s": entropy_decode}
 

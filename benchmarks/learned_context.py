@@ -81,7 +81,7 @@ def main():
 
     codec = Codec.load(coder="raw", tile_size=0)
     crops = training_crops(args.data, args.images, 256, seed=1)  # not the crops the tables were fitted on
-    codes = np.stack([codec.read_codes(e.blob)[2][0] for e in codec.encode_many(crops, codec.max_iterations, measure=False)])
+    codes = np.stack([c.tiles[0] for c in codec.encode_codes(crops, codec.max_iterations)])
     train, held_out = torch.from_numpy(codes[:-args.held_out]).float(), codes[-args.held_out:]
     print(f"coded {len(codes)} crops", flush=True)
 

@@ -11,7 +11,7 @@ import time
 
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
-from rgbatch.ratecontrol import Target, apply
+from rgbatch.ratecontrol import Target
 from rgbatch.train import list_images
 
 TARGETS = (Target(msssim=0.95), Target(msssim=0.98), Target(bpp=0.25), Target(bpp=1.0))
@@ -27,7 +27,7 @@ def main():
     codec = Codec.load()
     for target in TARGETS:
         start = time.perf_counter()
-        cut = [apply(target, codec.encode(image, args.iterations)) for image in images]
+        cut = [codec.encode(image, args.iterations).at_target(target) for image in images]
         full_s = time.perf_counter() - start
         start = time.perf_counter()
         stopped = [codec.encode(image, args.iterations, target=target) for image in images]

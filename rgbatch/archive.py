@@ -25,8 +25,9 @@ import pyarrow.compute as pc
 from . import bitstream, storage
 from .codec import Codec
 from .imageio import ImageError, decode_image, encode_png
-from .manifest import Manifest, PartWriter
+from .manifest import ArchiveLock, Manifest, PartWriter, row_problem, split_damaged
 from .metrics import msssim
+from .objectstore import split_query, with_query, worded
 from .ratecontrol import Target, choose_depth
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
@@ -73,11 +74,14 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     """
     if depth is not None and depth < 1:
         raise ValueError(f"--depth must be at least 1, not {depth}")
+    if worst < 0:
+        raise ValueError(f"--worst must be 0 or more, not {worst}")
     target = Target(msssim=min_msssim)
     man = Manifest(archive)
     table = man.table()
-    ok = table.filter(pc.equal(table["status"], "ok"))
-    failed = table.filter(pc.not_equal(table["status"], "ok"))
+    usable, damaged = split_damaged(table)
+    ok = usable.filter(pc.equal(usable["status"], "ok"))
+    failed = usable.filter(pc.invert(pc.fill_null(pc.equal(usable["status"], "ok"), False)))
 
     def at(depths: list[int], images: pa.Table = ok) -> dict:
         return _query(_COST_SQL, images.append_column("depth", pa.array(depths, pa.int64())))[0]
@@ -87,7 +91,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     summary = {
         "archive": man.location, "parts": len(man.parts),
         "part_bytes": sum(man.fs.get_file_info(p).size for p in man.parts),
-        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows,
+        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged),
         "model_ids": sorted(set(ok["model_id"].to_pylist())),
         "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
             ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0,
@@ -95,7 +99,8 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
         "compression_ratio": source_bytes / stored["bytes"] if stored["bytes"] else None,
         "by_depth": _query(_DEPTH_SQL, ok),
         "worst": _query(_WORST_SQL.format(limit=int(worst)), ok),
-        "failures": [{"path": r["path"], "error": r["error"]} for r in failed.select(["path", "error"]).to_pylist()],
+        "failures": [{"path": r["path"], "error": r["error"]} for r in failed.select(["path", "error"]).to_pylist()]
+                    + [{"path": path, "error": why} for path, why in damaged],
     }
     if depth is not None:
         summary["at_depth"] = {"depth": depth, **at([min(depth, k) for k in ok["iterations"].to_pylist()]),
@@ -115,8 +120,12 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
 # -- shared by restore and verify ---------------------------------------------------------------------
 def safe_relative_path(path: str) -> str:
     """A manifest path that stays inside the folder it is joined to, or ValueError."""
+    if not isinstance(path, str) or not path:
+        raise ValueError("the row has no path: not written")
+    if "\0" in path:
+        raise ValueError(f"path {path!r} holds a NUL character: not written")
     parts = PurePosixPath(path).parts
-    if (not path or path.startswith("/") or "\\" in path or ".." in parts or "://" in path
+    if (path.startswith("/") or "\\" in path or ".." in parts or "://" in path
             or (parts and parts[0].endswith(":"))):
         raise ValueError(f"unsafe path {path!r} in the manifest (absolute, or with '..'): not written")
     return posixpath.normpath(path)
@@ -169,41 +178,77 @@ class RestoreResult:
 
 
 def png_names(paths: list[str]) -> dict[str, str]:
-    """Output file of each path: its name with .png for a suffix; when two would collide
-    (a.jpg and a.png), the non-PNG one keeps its whole name and adds .png (a.jpg.png)."""
-    names, taken = {}, set()
-    for path in sorted(paths, key=lambda p: (not p.lower().endswith(".png"), p)):
-        name = str(PurePosixPath(path).with_suffix(".png")) if PurePosixPath(path).suffix else path + ".png"
-        if name in taken:
-            name = path + ".png"
-        names[path] = name
-        taken.add(name)
+    """Output file of each (safe, normalised) path, all distinct, even where letter case is not
+    told apart, and none the name of a folder another output needs:
+
+    1. a `.png` path keeps its name; any other path has its suffix replaced by `.png`
+       (`2019/a.jpg` -> `2019/a.png`, `photo` -> `photo.png`);
+    2. if that name is taken, the whole name plus `.png` (`a.jpg` -> `a.jpg.png`);
+    3. if that is taken too, `~2`, `~3`, ... before `.png` (`a.jpg~2.png`).
+
+    Names are given in path order, PNGs keeping their own name first, so they depend only on
+    the set of paths (restore names the current ok paths of the whole archive, whatever
+    `--select` picks)."""
+    def own(path: str) -> str:
+        pure = PurePosixPath(path)
+        if pure.suffix.lower() == ".png":
+            return path
+        return str(pure.with_suffix(".png")) if pure.suffix else path + ".png"
+
+    normal = {p: posixpath.normpath(p) for p in paths}  # x//y.png is x/y.png on disk
+    taken = {str(folder).casefold() for p in normal.values() for folder in PurePosixPath(p).parents
+             if str(folder) != "."}
+    names = {}
+    for path in sorted(normal, key=lambda p: (own(normal[p]) != normal[p], p)):
+        candidates = [own(normal[path]), normal[path] + ".png"]
+        candidates += (f"{normal[path]}~{n}.png" for n in range(2, len(paths) + 3))
+        names[path] = next(c for c in candidates if c.casefold() not in taken)
+        taken.add(names[path].casefold())
     return names
 
 
 def restore(archive, out, iterations: int | None = None, target_msssim: float | None = None,
             select: str | None = None, weights=None, device: str = "auto", batch_size: int = 8,
-            precision: str = "auto", progress=None) -> RestoreResult:
+            precision: str = "auto", overwrite: bool = False, progress=None) -> RestoreResult:
     """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
     stores) or per image the smallest depth reaching `target_msssim`; default all stored.
 
-    `select` is a glob on the archived paths. `progress(done, total)` is called per image.
+    `select` is a glob on the archived paths. File names: `png_names`. A file already there is
+    never replaced unless `overwrite`, and no symbolic link below `out` is followed. Every
+    image that cannot be restored is a failure with its reason; the others are written.
+    `progress(done, total)` is called per image.
     """
     if iterations is not None and target_msssim is not None:
         raise ValueError("give --iterations or --target-msssim, not both")
     if iterations is not None and iterations < 1:
         raise ValueError(f"--iterations must be at least 1, not {iterations}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
     target = Target(msssim=target_msssim)
     man = Manifest(archive)
-    table = man.table(["path", "status"])
-    paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist())
-             if s == "ok" and (select is None or fnmatch.fnmatchcase(p, select))]
-    if select is not None and not paths:
-        raise ValueError(f"no archived image matches --select {select!r}")
-    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
-    fs, root = storage.resolve(out)
-    names = png_names(paths)
+    table, damaged = split_damaged(man.table(["path", "status", "model_id", "width", "height", "iterations",
+                                              "bytes", "msssim"]))
     result = RestoreResult(out=str(out))
+    safe = []  # every current ok path that stays inside `out`
+    for path, status in zip(table["path"].to_pylist(), table["status"].to_pylist()):
+        if status == "ok":
+            try:
+                safe_relative_path(path)
+            except ValueError as e:
+                if select is None or fnmatch.fnmatchcase(path, select):
+                    result.failures.append((path, str(e)))
+                continue
+            safe.append(path)
+    selected = [p for p in safe if select is None or fnmatch.fnmatchcase(p, select)]
+    result.failures += [(p, why) for p, why in damaged if select is None or fnmatch.fnmatchcase(p or "", select)]
+    if select is not None and not selected and not result.failures:
+        raise ValueError(f"no archived image matches --select {select!r}")
+    fs, root = storage.resolve(out)
+    if storage.exists(fs, root) and not storage.is_dir(fs, root):
+        raise NotADirectoryError(f"--out {out} is a file, not a folder")
+    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
+    names = png_names(safe)  # of every current ok path: the same names whatever is selected
+    total = len(selected) + len(result.failures)
 
     def depth_of(row):
         if iterations is not None:
@@ -213,29 +258,26 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
         return row["iterations"]
 
     def usable(row) -> bool:
-        try:
-            safe_relative_path(row["path"])
-        except ValueError as e:
-            result.failures.append((row["path"], str(e)))
-            return False
-        problem = _model_problem(row, codec)
+        problem = row_problem(row) or _model_problem(row, codec)
         if not problem and target and not row["msssim"]:
             problem = "no MS-SSIM recorded (compressed with --no-measure): restore it with --iterations"
         if problem:
             result.failures.append((row["path"], problem))
         return problem is None
 
-    for group in _in_groups((r for r in man.rows(set(paths)) if usable(r)), DECODE_GROUP):
+    for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
         for row, image, error in _decode_each(codec, [(r, depth_of(r)) for r in group]):
             if error:
                 result.failures.append((row["path"], error))
                 continue
-            target_path = f"{root}/{safe_relative_path(names[row['path']])}"
-            storage.write_atomic(fs, target_path, encode_png(image))
-            result.written.append({"path": row["path"], "file": storage.uri(fs, target_path),
-                                   "depth": depth_of(row)})
+            try:
+                written = storage.write_new(fs, root, names[row["path"]], encode_png(image), overwrite)
+            except storage.NotWritten as e:
+                result.failures.append((row["path"], f"{names[row['path']]}: {e}"))
+                continue
+            result.written.append({"path": row["path"], "file": storage.uri(fs, written), "depth": depth_of(row)})
         if progress:
-            progress(len(result.written) + len(result.failures), len(paths))
+            progress(len(result.written) + len(result.failures), total)
     return result
 
 
@@ -248,10 +290,11 @@ class VerifyResult:
     remeasured: list[dict] = field(default_factory=list)  # path, recorded, measured
     unmeasured: list[tuple[str, str]] = field(default_factory=list)  # sampled but source gone / changed
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
+    unreachable: list[tuple[str, str]] = field(default_factory=list)  # sampled, source not reached: unchecked
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.problems else 0
+        return 1 if self.problems or self.unreachable else 0
 
 
 def _check_blob(row: dict) -> str | None:
@@ -268,16 +311,28 @@ def _check_blob(row: dict) -> str | None:
     return None
 
 
+class SourceUnreachable(OSError):
+    """A source that could not be reached (as opposed to one that is gone): nothing was checked."""
+
+
 def _source_image(row: dict, sources) -> tuple:
     """(pixels, None) of the row's source if it is still there unchanged, else (None, why not)."""
     location = row["source"]
     if sources is not None:
-        location = posixpath.join(str(sources), safe_relative_path(row["path"]))
+        try:
+            folder, query = split_query(str(sources))
+            location = with_query(posixpath.join(folder, safe_relative_path(row["path"])), query)
+        except ValueError as e:
+            return None, f"no source to look for: {e}"
+    if not location:
+        return None, "no source recorded"
     try:
         fs, path = storage.resolve(location)
         data = storage.read_bytes(fs, path)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None, f"source {location} is gone"
+    except (OSError, ValueError) as e:  # not reached (endpoint, credentials, network): not checked
+        raise SourceUnreachable(f"could not reach source {location}: {worded(e)}") from None
     if hashlib.sha256(data).hexdigest() != row["source_hash"]:
         return None, f"source {location} changed since it was archived"
     try:
@@ -294,19 +349,24 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     `sources` replaces the recorded source locations with a folder holding the same relative
     paths. Images that failed at compress time count as problems: the archive lacks them.
     """
+    if sample < 0:
+        raise ValueError(f"--sample must be 0 or more, not {sample}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
     man = Manifest(archive)
-    table = man.table(["path", "status", "error"])
+    table, damaged = split_damaged(man.table(["path", "status", "error", "width", "height", "iterations", "model_id",
+                                              "bytes", "bpp", "msssim", "psnr"]))
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == "ok"]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
     codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
-    result = VerifyResult(archive=man.location)
+    result = VerifyResult(archive=man.location, problems=list(damaged))
     for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
         if status != "ok":
             result.problems.append((path, f"not archived (failed at compress time: {error})"))
 
     def checked(row):
         result.checked += 1
-        problem = _check_blob(row) or _model_problem(row, codec)
+        problem = row_problem(row) or _check_blob(row) or _model_problem(row, codec)
         if problem:
             result.problems.append((row["path"], problem))
         return problem is None
@@ -318,7 +378,11 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
                 continue
             result.decoded += 1
             if row["path"] in sampled:
-                source, why_not = _source_image(row, sources)
+                try:
+                    source, why_not = _source_image(row, sources)
+                except SourceUnreachable as e:
+                    result.unreachable.append((row["path"], str(e)))
+                    continue
                 if why_not:
                     result.unmeasured.append((row["path"], why_not))
                     continue
@@ -362,6 +426,12 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
     """
     if depth is not None and depth < 1:
         raise ValueError(f"--depth must be at least 1, not {depth}")
+    Manifest(archive)  # refuses, worded, what is no archive before anything is locked or written
+    with ArchiveLock(archive, "compact"):
+        return _compact_locked(archive, depth, target, progress)
+
+
+def _compact_locked(archive, depth: int | None, target: Target, progress) -> CompactResult:
     man = Manifest(archive)
     old_parts = list(man.parts)
     result = CompactResult(archive=man.location, parts_before=len(old_parts),
@@ -372,7 +442,10 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
     writers: dict[str, PartWriter] = {}
     try:
         for row in man.rows():
-            if row["status"] == "ok" and (depth is not None or target):
+            problem = row_problem(row)
+            if problem:
+                result.problems.append((row["path"], f"{problem}: kept as is"))
+            elif row["status"] == "ok" and (depth is not None or target):
                 row = _cut_row(row, depth, target, result)
             model = row["model_id"] or fallback_model
             if model not in writers:

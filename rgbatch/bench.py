@@ -37,17 +37,19 @@ import pyarrow.parquet as pq
 import torch
 from PIL import features
 
-from . import bitstream, classical
+from . import classical
 from .classical_cache import ClassicalCache, image_digest
 from .codec import Codec
+from .codes import Codes, stream_sizes
 from .entropy import CODERS, EntropyError, get_coder
 from .imageio import ImageError, read_image
+from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
 from .train import IMAGE_SUFFIXES, list_images
 
 TARGETS = (0.90, 0.95, 0.98)
 SPEED_DEPTHS = (1, 2, 4, 8, 16)  # rgbatch is timed at these depths (those the run reaches)
-METADATA_KEY = b"rgbatch.bench"
+METADATA_KEY = BENCH_METADATA_KEY
 
 SCHEMA = pa.schema([
     ("codec", pa.string()),  # a classical codec (rgbatch.classical), or rgbatch-<entropy coder>
@@ -156,9 +158,9 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
 
         # The encoder's reconstruction at depth k is what decoding the stream cut to depth k
         # gives (tests/test_bench.py checks it), so one encode scores every depth.
-        encoded = codec.encode(image, iterations)
+        encoded = codec.encode(image, iterations, keep_codes=True)
         for coder in coders:
-            sizes = encoded.bytes if coder == codec.coder.name else recoded_bytes(codec, encoded.blob, coder)
+            sizes = encoded.bytes if coder == codec.coder.name else recoded_bytes(codec, encoded.codes, coder)
             timings = {}
             if index < speed_images:
                 timings = {d: _time_rgbatch(timed_codecs[coder], image, d) for d in timed_depths}
@@ -216,18 +218,13 @@ def _time_rgbatch(codec: Codec, image: np.ndarray, depth: int) -> tuple[float, f
     return encoded - start, time.perf_counter() - encoded
 
 
-def recoded_bytes(codec: Codec, blob: bytes, coder: str) -> list[int]:
-    """Stream sizes at depth 1..k of a stream's codes stored with another entropy coder.
+def recoded_bytes(codec: Codec, codes: Codes, coder: str) -> list[int]:
+    """Stream sizes at depth 1..k of an image's codes stored with another entropy coder.
 
     Entropy coders are lossless, so the codes (and the quality at every depth) stay the same;
     only the bytes change, and the network need not run again.
     """
-    header, _, codes = codec.read_codes(blob)
-    coder = get_coder(coder, codec.extra)
-    recoded = bitstream.pack(coder_id=coder.coder_id, bits=header.bits, model_id=header.model_id,
-                             width=header.width, height=header.height, tile_size=header.tile_size,
-                             chunks=coder.encode(codes))
-    return bitstream.read_header(recoded).cumulative_bytes()
+    return stream_sizes(get_coder(coder, codec.extra).encode(codes.tiles))
 
 
 # -- summarizing -------------------------------------------------------------------------------

@@ -5,7 +5,9 @@
     chunks  k payloads, one per iteration, each holding that iteration's bits of every tile
 
 A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
-cuts a stream to depth j without touching a bit of the chunks it keeps.
+cuts a stream to depth j without touching a bit of the chunks it keeps. The stream ends with
+its last chunk: a blob with bytes after it is refused. What a header may declare beyond the
+format's own rules (sizes, tiles, chunk lengths per coder) is bounded in `limits.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .options import OptionError
+from .tiling import check_tile_size
+
 MAGIC = b"RGBC"
+TILE_MULTIPLE = 32  # a stream's tile size is 0 or a multiple of this (a model may ask for a larger multiple)
 VERSION = 1
 _FIXED = struct.Struct("<4sBBBB8sIIHH")  # magic .. reserved: 28 bytes
 _CHUNK = struct.Struct("<II")  # length, crc32
@@ -71,10 +77,12 @@ def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, ti
 
 
 def read_header(blob: bytes) -> Header:
+    """The header of a stream (or of any prefix that holds it), checked: its checksum, the
+    values the format allows, and that no bytes follow the last chunk."""
     blob = memoryview(blob)
     if len(blob) < _FIXED.size:
         raise BitstreamError(f"truncated: {len(blob)} bytes is shorter than any rgbatch header")
-    magic, version, coder_id, k, bits, mid, width, height, tile, _ = _FIXED.unpack_from(blob)
+    magic, version, coder_id, k, bits, mid, width, height, tile, reserved = _FIXED.unpack_from(blob)
     if magic != MAGIC:
         raise BitstreamError("not an rgbatch code (wrong magic bytes)")
     if version != VERSION:
@@ -86,8 +94,18 @@ def read_header(blob: bytes) -> Header:
     if crc != zlib.crc32(blob[:end - _CRC.size]):
         raise BitstreamError("corrupted header (checksum mismatch)")
     table = [_CHUNK.unpack_from(blob, _FIXED.size + i * _CHUNK.size) for i in range(k)]
-    if k == 0 or width == 0 or height == 0:
-        raise BitstreamError(f"invalid header: {k} iterations of a {width}x{height} image")
+    if k == 0 or width == 0 or height == 0 or bits == 0:
+        raise BitstreamError(f"invalid header: {k} iterations of {bits} bits of a {width}x{height} image")
+    if reserved:
+        raise BitstreamError(f"invalid header: the reserved field holds {reserved}, not 0")
+    try:
+        check_tile_size(tile, TILE_MULTIPLE)
+    except OptionError as e:
+        raise BitstreamError(f"invalid header: tile size {e.reason}") from None
+    stream_end = end + sum(n for n, _ in table)
+    if len(blob) > stream_end:
+        raise BitstreamError(f"{len(blob) - stream_end} bytes after the last chunk (the stream ends at byte "
+                             f"{stream_end}); refused")
     return Header(coder_id, k, bits, mid.hex(), width, height, tile,
                   tuple(n for n, _ in table), tuple(c for _, c in table))
 

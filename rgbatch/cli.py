@@ -16,17 +16,27 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from .options import OptionError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress whole image archives with the Residual-GRU learned codec.")
 err = Console(stderr=True)
 out = Console()
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
+# the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
+FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes"}
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a library parameter."""
+    return FLAGS.get(option, "--" + option.replace("_", "-"))
 
 
 @contextlib.contextmanager
-def user_errors():
-    """Turn the library's worded errors into one red line and exit code 2."""
+def user_errors(failures: tuple = ()):
+    """Turn the library's worded errors into one red line and exit code 2; those of `failures`
+    (the one image of `encode` or `decode` failed) into one red line and exit code 1."""
     try:
         yield
     except typer.Exit:
@@ -34,13 +44,34 @@ def user_errors():
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         raise typer.Exit(130)
+    except failures as e:
+        err.print(f"[red]error:[/red] {e or type(e).__name__}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    except OptionError as e:  # named in the library's terms: say the flag
+        err.print(f"[red]error:[/red] {flag(e.option)} {e.reason}", markup=True, highlight=False)
+        raise typer.Exit(2)
     except USER_ERRORS as e:
-        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        from .objectstore import worded
+
+        err.print(f"[red]error:[/red] {worded(e)}", markup=True, highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2)
 
 
+def _print_version(value: bool):
+    if not value:
+        return
+    from . import __version__
+    from .weights import DEFAULT_WEIGHTS, read_weight_file
+
+    with user_errors():
+        mid = read_weight_file()[1]
+    out.print(f"rgbatch {__version__}, default model {mid} ({DEFAULT_WEIGHTS})", highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
-def _root():
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and the default model's id, and exit.")):
     """Compress whole image archives with the Residual-GRU learned codec."""
 
 
@@ -126,6 +157,46 @@ def train(
 
 
 # -- archives: compress, report, restore, verify (docs/ARCHIVE.md) ------------------------------------
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it ends as Ctrl-C does."""
+
+
+_terminated = []  # SIGTERM came (Ray turns an exception raised in its waits into a plain KeyboardInterrupt)
+
+
+def _raise_terminated(signum, frame):
+    _terminated.append(signum)
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def archive_errors():
+    """`user_errors` for the archive commands, and more: SIGTERM ends a command as Ctrl-C does
+    (what is committed stays, Ray is shut down; exit 143), and even an unexpected exception is
+    one line on stderr (exit 2), never a traceback."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with user_errors():
+            try:
+                yield
+            except KeyboardInterrupt:
+                if not _terminated:
+                    raise
+                err.print("[red]terminated[/red] (SIGTERM): what was finished is committed")
+                raise typer.Exit(EXIT_TERMINATED) from None
+            except (typer.Exit, *USER_ERRORS):
+                raise
+            except Exception as e:  # a bug, or a library's surprise: still one line
+                raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def _image_progress(label: str, megapixels: bool = False):
     """Yields `progress(done, total[, pixels])`, drawing a rich bar on stderr from its first
@@ -162,7 +233,7 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     table.add_column("path")
     table.add_column("reason", overflow="fold")
     for path, reason in failures[:limit]:
-        table.add_row(path, reason)
+        table.add_row("(no path)" if path is None else path, reason)
     if len(failures) > limit:
         table.add_row(f"... {len(failures) - limit} more", "")
     out.print(table)
@@ -174,7 +245,7 @@ def _print_json(obj):
 
 def _search_option():
     return typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
-                                "streams, better quality at every depth (most at low depths), encoding "
+                                "stream format and decoder, better quality at every depth (most at low depths), encoding "
                                 "7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
 
 
@@ -198,9 +269,11 @@ def compress(
     coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context. The shipped "
                                            "model is trained for the context coder: raw bits cost it 2.8x the rate "
                                            "at MS-SSIM 0.90."),
-    max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard)."),
-    measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure encodes large "
-                                            "images much faster, without quality columns or --target-msssim."),
+    max_pixels: Optional[int] = typer.Option(None, help="Refuse images with more pixels (decompression-bomb guard; "
+                                                        "default 89,478,485, Pillow's)."),
+    measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure writes the same "
+                                            "streams about 1.5x faster for large images, in a third of the memory "
+                                            "(README, Inputs), without quality columns or --target-msssim."),
     precision: str = _precision_option(),
     search_steps: int = _search_option(),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
@@ -214,15 +287,17 @@ def compress(
     from .ratecontrol import Target
     from .tiling import DEFAULT_TILE_SIZE
 
-    with user_errors():
+    with archive_errors():
         options = CompressOptions(
             iterations=iterations, target=Target(target_msssim, target_bpp, max_bytes),
             tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
-            coder=coder, max_pixels=max_pixels or MAX_PIXELS, address=address, measure=measure, precision=precision,
+            coder=coder, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels, address=address,
+            measure=measure, precision=precision,
             search_steps=search_steps)
         with _image_progress("compress", megapixels=True) as progress:
-            result = run_compress(sources, archive, options, progress=progress)
+            result = run_compress(sources, archive, options, progress=progress,
+                                  log=lambda text: err.print(text, highlight=False))
     if as_json:
         from dataclasses import asdict
 
@@ -252,13 +327,32 @@ def report(
     min_msssim: Optional[float] = typer.Option(None, help="Also show what it costs at this MS-SSIM per image."),
     worst: int = typer.Option(5, help="How many of the worst images (lowest MS-SSIM) to list."),
     as_json: bool = typer.Option(False, "--json", help="Print {images, summary} as JSON."),
+    html_out: Optional[str] = typer.Option(None, "--html", help="Write one self-contained HTML page instead: "
+                                           "tables, the rate-quality curve, and images side by side."),
+    show: int = typer.Option(3, help="With --html: images shown beside their originals at several depths "
+                                     "(the worst ones, unless --select)."),
+    select: Optional[str] = typer.Option(None, help="With --html: show the archived paths matching this glob."),
+    weights: Optional[Path] = typer.Option(None, help="With --html: weight file to decode with (default: the "
+                                                      "shipped model)."),
 ):
-    """Sizes and qualities of an archive: per depth, worst images, failures."""
+    """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
 
     from .archive import report as make_report
 
-    with user_errors():
+    if html_out is not None:
+        from .htmlreport import write_html_report
+
+        if depth is not None or min_msssim is not None or as_json:
+            err.print("[red]error:[/red] --html writes the page alone: drop --depth, --min-msssim and --json, "
+                      "or run report twice", soft_wrap=True)
+            raise typer.Exit(2)
+        with archive_errors():
+            page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights)
+        out.print(f"wrote {page['out']}: {page['summary']['images']} image(s), {len(page['shown'])} shown",
+                  highlight=False)
+        return
+    with archive_errors():
         result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst)
     if as_json:
         _print_json(result)
@@ -317,16 +411,17 @@ def restore(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(8, help="Tiles per network batch."),
     precision: str = _precision_option(),
+    overwrite: bool = typer.Option(False, help="Replace files already in --out (default: refuse, per image)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Write archived images back as PNGs under their original relative paths."""
+    """Write archived images back as PNGs under their relative paths (names: docs/ARCHIVE.md)."""
     from .archive import restore as run_restore
 
-    with user_errors():
+    with archive_errors():
         with _image_progress("restore") as progress:
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
-                                 progress=progress)
+                                 overwrite=overwrite, progress=progress)
     if as_json:
         from dataclasses import asdict
 
@@ -351,14 +446,17 @@ def encode(
     search_steps: int = _search_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Encode one image into one progressive stream file (no archive; docs/FORMAT.md)."""
+    """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
+    that cannot be read exits 1 (the image failed), a bad option or missing file 2."""
     from .codec import Codec
     from .files import encode_file
+    from .imageio import ImageError
     from .ratecontrol import Target
 
     with user_errors():
         target = Target(target_msssim, target_bpp, max_bytes)
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
+    with user_errors(failures=(ImageError, MemoryError)):
         result = encode_file(image, out_path, iterations, target, codec)
     if as_json:
         _print_json(result)
@@ -376,14 +474,21 @@ def decode(
     weights: Optional[Path] = typer.Option(None, help="Weight file (default: the shipped model)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     precision: str = _precision_option(),
+    max_pixels: Optional[int] = typer.Option(None, help="Refuse streams of bigger images [default: 89.5 MP, "
+                                                        "as for reading images]."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Decode a stream file into a PNG, at any depth up to the one stored."""
+    """Decode a stream file into a PNG, at any depth up to the one stored. A bad or refused
+    stream exits 1 (the image failed), a bad option or missing file 2 (docs/FORMAT.md)."""
+    from .bitstream import BitstreamError
     from .codec import Codec
     from .files import decode_file
+    from .imageio import MAX_PIXELS
 
     with user_errors():
-        result = decode_file(stream, out_path, iterations, Codec.load(weights, device=device, precision=precision))
+        codec = Codec.load(weights, device=device, precision=precision)
+    with user_errors(failures=(BitstreamError, MemoryError)):
+        result = decode_file(stream, out_path, iterations, codec, MAX_PIXELS if max_pixels is None else max_pixels)
     if as_json:
         _print_json(result)
     else:
@@ -405,7 +510,7 @@ def verify(
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
     from .archive import verify as run_verify
 
-    with user_errors():
+    with archive_errors():
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, progress=progress)
@@ -419,7 +524,8 @@ def verify(
         for path, why in result.unmeasured:
             out.print(f"  not re-measured: {path}: {why}")
         _print_failures("problems", result.problems)
-        if not result.problems:
+        _print_failures("could not check (sources unreachable)", result.unreachable)
+        if not result.problems and not result.unreachable:
             out.print("[green]archive verified[/green]")
     raise typer.Exit(result.exit_code)
 
@@ -438,7 +544,7 @@ def compact(
     from .archive import compact as run_compact
     from .ratecontrol import Target
 
-    with user_errors():
+    with archive_errors():
         target = Target(target_msssim, target_bpp, max_bytes)
         with _image_progress("compact") as progress:
             result = run_compact(archive, depth=depth, target=target, progress=progress)
@@ -504,7 +610,8 @@ def bench_command(
 @app.command("fit-entropy")
 def fit_entropy_command(
     weights: Path = typer.Argument(..., help="Weight file of the trained model."),
-    data: Path = typer.Option(..., "--data", help="Folder of training images (never the benchmark set)."),
+    data: list[Path] = typer.Option(..., "--data", help="Folder of training images (never the benchmark set); "
+                                    "repeat it to fit on several folders together."),
     out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its context model."),
     images: int = typer.Option(0, help="Training images to code (one centre crop each; 0: all)."),
     crop: int = typer.Option(512, help="Crop size in pixels (at most; smaller images are coded whole)."),
@@ -516,7 +623,7 @@ def fit_entropy_command(
     from .entropy_fit import fit_entropy
 
     with user_errors():
-        mid = fit_entropy(weights, data, out_path, images=images, crop=crop, context_bits=context_bits,
+        mid = fit_entropy(weights, [str(d) for d in data], out_path, images=images, crop=crop, context_bits=context_bits,
                           device=device, seed=seed, log=lambda m: err.print(m, highlight=False))
     out.print(f"wrote {out_path} (model id {mid})")
 
@@ -543,7 +650,8 @@ def pack_training_set(
 @app.command("export")
 def export_checkpoint(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pt)."),
-    out_path: Path = typer.Option(Path("weights/default.safetensors"), "--out", help="Weight file to write."),
+    out_path: Path = typer.Option(..., "--out", help="Weight file to write (the shipped model is "
+                                                    "rgbatch/models/default.safetensors in the repository)."),
     average: list[Path] = typer.Option([], help="More checkpoints or snapshots of the same run (repeat the "
                                                 "option): write the mean of all their weights."),
 ):

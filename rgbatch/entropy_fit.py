@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .entropy import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas,
+from .context import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas,
                       is_causal, read_feature)
 
 DEFAULT_CONTEXT_BITS = 10  # 8 before session 6: with 5x the fitting data, 10 measured 0.1-0.6 points better
@@ -142,12 +142,13 @@ def fit_context_model(tiles: list[np.ndarray], context_bits: int = DEFAULT_CONTE
 
 
 def training_crops(data_dir, images: int, crop: int, seed: int = 0) -> list[np.ndarray]:
-    """Centre crops (at most crop x crop) of `images` images drawn at random from a folder
-    (every image when `images` is 0)."""
+    """Centre crops (at most crop x crop) of `images` images drawn at random from a folder, or
+    from several folders together (every image when `images` is 0)."""
     from .imageio import read_image
     from .train import list_images
 
-    paths = list_images(data_dir)
+    folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
         raise ValueError(f"no images in {data_dir}")
     rng = np.random.default_rng(seed)
@@ -178,15 +179,14 @@ def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CRO
     if log:
         log(f"coding {len(crops)} crops of {crop} px at {codec.max_iterations} iterations")
     start = time.perf_counter()
-    tiles = []
-    for encoded in codec.encode_many(crops, codec.max_iterations, measure=False):
-        tiles += codec.read_codes(encoded.blob)[2]
+    tiles = [tile for codes in codec.encode_codes(crops, codec.max_iterations) for tile in codes.tiles]
     if log:
         log(f"coded in {time.perf_counter() - start:.0f} s; selecting contexts")
     start = time.perf_counter()
     extra = fit_context_model(tiles, context_bits, prior, log)
     if log:
         log(f"fitted in {time.perf_counter() - start:.0f} s")
-    info = {**info, "entropy": {"data": str(data_dir), "images": len(crops), "crop": crop,
+    folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    info = {**info, "entropy": {"data": "+".join(str(d) for d in folders), "images": len(crops), "crop": crop,
                                 "context_bits": context_bits, "prior": prior, "seed": seed}}
     return save_weights(out, model.cpu(), extra=extra, info=info)

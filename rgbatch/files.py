@@ -14,6 +14,7 @@ from . import storage
 from .bitstream import read_header
 from .codec import Codec
 from .imageio import MAX_PIXELS, decode_image, encode_png
+from .limits import check_max_pixels
 from .ratecontrol import Target
 
 
@@ -32,16 +33,19 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
             "model_id": codec.model_id}
 
 
-def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None) -> dict:
-    """Decode a stream file (at most `iterations` deep) into a PNG file."""
+def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None,
+                max_pixels: int = MAX_PIXELS) -> dict:
+    """Decode a stream file (at most `iterations` deep) into a PNG file; a stream that declares
+    more than `max_pixels` pixels is refused (BitstreamError, docs/FORMAT.md "Limits")."""
     if iterations is not None and iterations < 1:
         raise ValueError(f"--iterations must be at least 1, not {iterations}")
+    check_max_pixels(max_pixels)
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)
     blob = storage.read_bytes(fs, path)
     stored = read_header(blob).iterations
     depth = stored if iterations is None else min(iterations, stored)
-    image = codec.decode(blob, depth)
+    image = codec.decode(blob, depth, max_pixels=max_pixels)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, encode_png(image))
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],

@@ -16,18 +16,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
+import json
+import os
+import posixpath
+import re
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from . import __version__, storage
+from . import __version__, objectstore, storage
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
+BENCH_METADATA_KEY = b"rgbatch.bench"  # in the schema of bench manifests (rgbatch.bench), not archives
 # Row groups sized for blobs: a reader of one image loads one row group, so keep them a few MB
 # (the Parquet default of a million rows would put a whole archive in one group).
 ROW_GROUP_ROWS = 64
@@ -102,13 +110,27 @@ class PartWriter:
         self._part_started = 0.0
 
     def add(self, row: dict):
+        if not self.pending:
+            self._part_started = time.monotonic()  # a part's clock starts at its first row
         self._buffer.append({**row, "written_at": dt.datetime.now(dt.timezone.utc)})
         self._buffer_bytes += len(row.get("blob") or b"")
         if len(self._buffer) >= self.row_group_rows or self._buffer_bytes >= self.row_group_bytes:
             self._write_row_group()
-            if (self._part_rows >= self.part_rows
-                    or time.monotonic() - self._part_started >= self.commit_seconds):
-                self.commit()
+        if self._part_rows + len(self._buffer) >= self.part_rows:
+            self.commit()
+        else:
+            self.commit_if_due()
+
+    @property
+    def pending(self) -> int:
+        """Rows added but not committed yet."""
+        return self._part_rows + len(self._buffer)
+
+    def commit_if_due(self):
+        """Commit if the oldest uncommitted row is `commit_seconds` old (checked on every row
+        added, and by the compress driver about once a second while it waits)."""
+        if self.pending and time.monotonic() - self._part_started >= self.commit_seconds:
+            self.commit()
 
     def _start_part(self):
         self._path = f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}"
@@ -121,7 +143,7 @@ class PartWriter:
             # would copy whole blobs into the footer)
             use_dictionary=[c for c in COLUMNS if c != "blob"],
             write_statistics=[c for c in COLUMNS if c != "blob"])
-        self._part_rows, self._part_started = 0, time.monotonic()
+        self._part_rows = 0
 
     def _write_row_group(self):
         if not self._buffer:
@@ -144,10 +166,11 @@ class PartWriter:
         self.parts.append(self._path)
         self.rows_committed += self._part_rows
         self._writer = None
+        self._part_rows = 0
 
     def abort(self):
         """Drop the uncommitted rows and the temporary file."""
-        self._buffer = []
+        self._buffer, self._part_rows = [], 0
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
@@ -170,6 +193,33 @@ class PartWriter:
         return False
 
 
+def is_bench_manifest(fs, path: str) -> bool:
+    """Whether a Parquet file is a bench manifest (`rgbatch bench`), by its schema metadata."""
+    try:
+        return BENCH_METADATA_KEY in (pq.read_schema(fs.open_input_file(path)).metadata or {})
+    except (pa.ArrowInvalid, OSError):
+        return False
+
+
+def not_an_archive(location: str, fs, root: str, files: list[str] | None = None) -> Exception:
+    """The error for a location that is no archive, saying what it is and what to run instead."""
+    if files is None:  # not a folder
+        if not storage.exists(fs, root):
+            return objectstore.not_found(fs, root, f"no archive at {location}")
+        if is_part(root.rsplit("/", 1)[-1]):
+            folder = location.rsplit("/", 1)[0] if "/" in location else "."
+            return ValueError(f"{location} is one part file of an archive: give the archive folder ({folder})")
+        if is_bench_manifest(fs, root):
+            return ValueError(f"{location} is a bench manifest, not an archive: `rgbatch bench {location}` "
+                              f"summarises it")
+        return ValueError(f"{location} is a file, not an archive folder")
+    benches = [f for f in files if f.endswith(PART_SUFFIX) and is_bench_manifest(fs, f)]
+    if benches:
+        name = posixpath.join(location, benches[0].rsplit("/", 1)[-1])
+        return ValueError(f"{location} holds a bench manifest, not an archive: `rgbatch bench {name}` summarises it")
+    return ValueError(f"{location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
+
+
 class Manifest:
     """Reads an archive: the union of its part files, each path by its current row."""
 
@@ -177,11 +227,11 @@ class Manifest:
         self.location = str(archive)
         self.fs, self.root = storage.resolve(archive)
         if not storage.is_dir(self.fs, self.root):
-            raise FileNotFoundError(f"no archive at {self.location}")
-        self.parts = sorted(p for p in storage.list_files(self.fs, self.root, recursive=False)
-                            if is_part(p.rsplit("/", 1)[-1]))
+            raise not_an_archive(self.location, self.fs, self.root)
+        files = storage.list_files(self.fs, self.root, recursive=False)
+        self.parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
         if not self.parts:
-            raise ValueError(f"{self.location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
+            raise not_an_archive(self.location, self.fs, self.root, files)
         self._current = None
 
     def _open(self, part: str) -> pq.ParquetFile:
@@ -190,9 +240,13 @@ class Manifest:
         except (pa.ArrowInvalid, OSError) as e:
             raise ValueError(f"{part} is not a readable Parquet file: {e}") from None
         metadata = file.schema_arrow.metadata or {}
-        version = int(metadata.get(b"rgbatch.format_version", b"0"))
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{part} has manifest format {version}; this rgbatch reads format {FORMAT_VERSION}")
+        version = metadata.get(b"rgbatch.format_version", b"0").decode("utf-8", "replace")
+        if version != str(FORMAT_VERSION):
+            raise ValueError(f"{part} has manifest format {version!r}; this rgbatch reads format {FORMAT_VERSION}")
+        for name in set(file.schema_arrow.names) & set(COLUMNS):
+            found, wanted = file.schema_arrow.field(name).type, SCHEMA.field(name).type
+            if _type_family(found) != _type_family(wanted):
+                raise ValueError(f"{part}: column {name!r} is {found}, not {wanted} (docs/ARCHIVE.md, schema)")
         return file
 
     def total_rows(self) -> int:
@@ -209,8 +263,12 @@ class Manifest:
             missing = set(columns) - set(file.schema_arrow.names)
             if missing:
                 raise ValueError(f"{part} lacks the columns {sorted(missing)}")
+            schema = pa.schema([SCHEMA.field(c) for c in columns])
             for batch in file.iter_batches(batch_size=ROW_GROUP_ROWS, columns=columns):
-                yield batch.replace_schema_metadata(None)  # parts differ in model id only
+                try:  # a part written by another tool may use wider types (int64 sizes, string views)
+                    yield batch.select(columns).cast(schema)  # and drops the metadata: parts differ in model id only
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise ValueError(f"{part}: a column does not fit the manifest schema: {e}") from None
 
     def current_rows(self) -> dict[int, str]:
         """{position in part order: path} of each path's current row (latest written, ok before error)."""
@@ -219,11 +277,13 @@ class Manifest:
             position = 0
             for batch in self._batches(["path", "status", "written_at"]):
                 for path, status, written in zip(*(batch.column(c).to_pylist() for c in batch.schema.names)):
-                    rank = (written, status == "ok")
-                    if path not in best or rank > best[path][0]:
-                        best[path] = (rank, position)
+                    rank = (written or _NEVER, status == "ok")  # a null time counts as the oldest
+                    key = path if path is not None else ("null path", position)  # each its own image
+                    if key not in best or rank > best[key][0]:
+                        best[key] = (rank, position)
                     position += 1
-            self._current = {position: path for path, (_, position) in best.items()}
+            self._current = {position: path if isinstance(path, str) else None
+                             for path, (_, position) in best.items()}
         return self._current
 
     def _current_batches(self, columns: list[str], paths: set[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -248,9 +308,128 @@ class Manifest:
             yield from batch.to_pylist()
 
     def done(self) -> dict[str, str]:
-        """{path: source hash} of the images whose current row is ok: what a rerun skips."""
-        table = self.table(["path", "source_hash", "status"])
-        return {p: h for p, h, s in zip(*(table.column(c).to_pylist() for c in table.column_names)) if s == "ok"}
+        """{path: source hash} of the images whose current row is ok (and not damaged, see
+        `row_problem`): what a rerun skips."""
+        table, _ = split_damaged(self.table())
+        return {p: h for p, h, s in zip(*(table.column(c).to_pylist() for c in ("path", "source_hash", "status")))
+                if s == "ok"}
+
+
+LOCK_NAME = ".lock"
+# what PartWriter leaves behind when killed: storage.temp_path of a part
+_TEMP_PART = re.compile(re.escape(storage.TEMP_PREFIX) + r"[0-9a-f]{12}-" + re.escape(PART_PREFIX)
+                        + r"[0-9a-f]{32}" + re.escape(PART_SUFFIX))
+
+
+class ArchiveBusy(RuntimeError):
+    """Another run is writing the archive."""
+
+
+class ArchiveLock:
+    """One writer per archive: `compress` and `compact` hold this while they run.
+
+    Local archives: the file `ARCHIVE/.lock` holds the holder's pid, host, command and start
+    time, and is locked with flock(2) for as long as the holder lives; the kernel releases
+    the lock when the process ends, however (kill -9 included), so a lock never goes stale.
+    Taking it, a run removes the temporary part files (`.tmp-*-part-*.parquet`) that a killed
+    writer of this archive left behind: no one else can be writing them.
+
+    Object stores have no such lock (pyarrow.fs cannot create an object exclusively): there
+    nothing is locked and no temporary object is removed; run one writer at a time.
+    """
+
+    def __init__(self, archive, command: str = "compress"):
+        self.location, self.command = str(archive), command
+        self.fs, self.root = storage.resolve(archive)
+        self.path = f"{self.root}/{LOCK_NAME}"
+        self.removed: list[str] = []  # temporary parts of killed runs, removed on taking the lock
+        self._fd = None
+
+    def __enter__(self):
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            self._take()
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        return False
+
+    def _take(self):
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise NotADirectoryError(f"the archive {self.location} is a file, not a folder")
+        os.makedirs(self.root, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            os.close(fd)
+            try:
+                h = json.loads(holder)
+                holder = f"{h['command']} (pid {h['pid']} on {h['host']}, since {h['started']})"
+            except (ValueError, KeyError, TypeError):
+                holder = "another process"
+            raise ArchiveBusy(f"the archive {self.location} is being written by {holder}: wait for it to end "
+                              f"(the lock {self.path} is released when it exits or is killed)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                                  "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                                 ).encode(), 0)
+        self._fd = fd
+        for name in os.listdir(self.root):
+            if _TEMP_PART.fullmatch(name):
+                storage.discard(self.fs, f"{self.root}/{name}")
+                self.removed.append(name)
+
+
+_NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def _type_family(t: pa.DataType) -> str:
+    """What a column holds, whatever its width: a part is refused only when this differs."""
+    for family, test in (("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                         ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+                         ("binary", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+                         ("timestamp", pa.types.is_timestamp)):
+        if test(t):
+            return family
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list of {_type_family(t.value_type)}"
+    return str(t)
+
+
+def row_problem(row: dict) -> str | None:
+    """Why an `ok` row cannot be used (null or inconsistent cells), or None. Checks the
+    columns the row has; an error row is never a problem here (it says what it is)."""
+    if row.get("status") != "ok":
+        return None
+    if not isinstance(row.get("path"), str) or not row["path"]:
+        return "damaged row: no path"
+    for name in ("width", "height", "iterations"):
+        if name in row and (row[name] is None or row[name] < 1):
+            return f"damaged row: {name} is {row[name]}"
+    if "model_id" in row and not row["model_id"]:
+        return "damaged row: no model id"
+    if "blob" in row and not row["blob"]:
+        return "damaged row: no blob"
+    depth = row.get("iterations")
+    for name in ("bytes", "bpp", "msssim", "psnr"):
+        values = row.get(name)
+        if name not in row or depth is None or (name != "bytes" and not values):  # empty: --no-measure
+            continue
+        if values is None or len(values) != depth or any(v is None for v in values):
+            return f"damaged row: {name} does not hold one value per stored depth ({depth})"
+    return None
+
+
+def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str]]]:
+    """(the table without its damaged ok rows, [(path, why)] of those rows)."""
+    problems = [row_problem(r) for r in table.to_pylist()]
+    damaged = [(p, why) for p, why in zip(table["path"].to_pylist(), problems) if why]
+    return table.filter(pa.array([why is None for why in problems])), damaged
 
 
 def open_or_none(archive) -> Manifest | None:

@@ -156,13 +156,3 @@ def psnr(a, b) -> float:
     """PSNR in dB of two uint8 images; 100 for identical images."""
     mse = np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2, dtype=np.float64)
     return 100.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3,H,W) float in [-0.5, 0.5] -> HxWx3 uint8, rounded as a stored image would be."""
-    return ((x.float() + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def from_uint8(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> (3,H,W) float in [-0.5, 0.5]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255 - 0.5

@@ -53,6 +53,16 @@ class CodecConfig:
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], not {self.width}")
 
+    @property
+    def block(self) -> int:
+        """Pixels per code position along a side (a 16x16 block holds `bits` bits per iteration)."""
+        return BLOCK
+
+    @property
+    def align(self) -> int:
+        """The multiple of this the network's inputs must be, in height and width."""
+        return ALIGN
+
     def channels(self, paper_channels: int) -> int:
         """Scaled channel count, a multiple of 8 so that depth-to-space stays even."""
         return max(8, int(round(paper_channels * self.width / 8)) * 8)
@@ -160,6 +170,9 @@ class ResidualGRUCodec(nn.Module):
 
     Codes have shape (iterations, N, bits, H/16, W/16). `rgbatch.codec` turns them into bytes.
     """
+
+    architecture = "residual-gru"  # its name in the architecture registry (rgbatch.architectures)
+    Config = CodecConfig
 
     def __init__(self, cfg: CodecConfig = CodecConfig()):
         super().__init__()
@@ -335,39 +348,47 @@ def block_mask_to_pixels(mask: torch.Tensor) -> torch.Tensor:
     return mask.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)
 
 
-def flops_per_pixel(cfg: CodecConfig, iterations: int = 1, part: str = "encode") -> float:
-    """Multiply-adds x2 per input pixel, counted from the layer shapes.
-
-    `encode` runs the encoder, binarizer and decoder (the encoder needs the reconstruction);
-    `decode` runs the decoder alone.
-    """
+def _flops_parts(cfg: CodecConfig, part: str) -> tuple[float, float]:
+    """Multiply-adds x2 per input pixel of one iteration: (every iteration's convolutions, the
+    convolutions of the GRUs' hidden states, which the first iteration skips: its state is 0)."""
     model = ResidualGRUCodec(cfg)
-    total = 0.0
 
     def conv_flops(conv: nn.Conv2d, scale: float):
         # scale: output positions per input pixel
         k = conv.kernel_size[0] * conv.kernel_size[1]
         return 2 * conv.in_channels * conv.out_channels * k * scale
 
-    def gru_flops(gru: ConvGRU, out_scale: float):
-        return (conv_flops(gru.input_conv, out_scale) + conv_flops(gru.hidden_gates, out_scale)
-                + conv_flops(gru.hidden_candidate, out_scale))
+    grus = [(gru, 1 / 256 * 4 ** i) for i, gru in enumerate(model.decoder.grus)]
+    every = conv_flops(model.decoder.conv_in, 1 / 256) + conv_flops(model.decoder.conv_out, 1.0)
+    if part != "decode":
+        grus += [(gru, 1 / 4 ** (i + 2)) for i, gru in enumerate(model.encoder.grus)]
+        every += conv_flops(model.encoder.conv, 1 / 4) + conv_flops(model.binarizer.conv, 1 / 256)
+    every += sum(conv_flops(gru.input_conv, scale) for gru, scale in grus)
+    hidden = sum(conv_flops(gru.hidden_gates, scale) + conv_flops(gru.hidden_candidate, scale) for gru, scale in grus)
+    return every, hidden
 
-    dec = conv_flops(model.decoder.conv_in, 1 / 256)
-    for i, gru in enumerate(model.decoder.grus):
-        dec += gru_flops(gru, 1 / 256 * 4 ** i)
-    dec += conv_flops(model.decoder.conv_out, 1.0)
-    if part == "decode":
-        return dec * iterations
-    enc = conv_flops(model.encoder.conv, 1 / 4)
-    for i, gru in enumerate(model.encoder.grus):
-        enc += gru_flops(gru, 1 / 4 ** (i + 2))
-    enc += conv_flops(model.binarizer.conv, 1 / 256)
-    return (enc + dec) * iterations
+
+def flops_per_pixel(cfg: CodecConfig, iterations: int = 1, part: str = "encode") -> float:
+    """Multiply-adds x2 per input pixel, counted from the layer shapes, of `iterations`
+    iterations as every iteration after the first computes them (the model's cost per iteration).
+
+    `encode` runs the encoder, binarizer and decoder (the encoder needs the reconstruction);
+    `decode` runs the decoder alone.
+    """
+    every, hidden = _flops_parts(cfg, part)
+    return (every + hidden) * iterations
+
+
+def run_flops_per_pixel(cfg: CodecConfig, iterations: int, part: str = "encode") -> float:
+    """What a run of `iterations` iterations computes: `flops_per_pixel` less the hidden-state
+    convolutions the first iteration skips (so the FLOP/s of a measured run are not overstated)."""
+    every, hidden = _flops_parts(cfg, part)
+    return every * iterations + hidden * (iterations - 1)
 
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ALIGN", "BLOCK", "CodecConfig", "ResidualGRUCodec", "flops_per_pixel", "parameter_count"]
+__all__ = ["ALIGN", "BLOCK", "CodecConfig", "ResidualGRUCodec", "flops_per_pixel", "parameter_count",
+           "run_flops_per_pixel"]

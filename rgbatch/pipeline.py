@@ -7,7 +7,7 @@
 Read tasks return a small description and the pixels as two objects, so the pixels go from
 the reader to an encoder through the object store without passing the driver. Reads ask for
 no CPU: they can never be starved by encoders holding every CPU, and the driver bounds how
-many run at once. They live in rgbatch.storage, which does not import torch, so the worker
+many run at once. They live in rgbatch.sources, which does not import torch, so the worker
 processes running them start light. Each encoder actor loads the model once (`Codec.load`) and encodes the
 tiles of several images per batch. The driver is the only writer: it commits Parquet parts
 atomically as results stream in, so an interrupted run leaves only complete parts and a
@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -29,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import manifest, storage
-from .storage import read_source
-from .codec import MAX_SEARCH_STEPS, PRECISIONS, Codec
+from . import manifest, raywatch
+from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
-from .ratecontrol import Target
+from .options import check_choice, check_range
+from .ratecontrol import Target, check_measured
+from .sources import archive_name, expand_sources, read_source
 from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -49,6 +52,7 @@ BATCH_SIZE = {"cuda": 8, "cpu": 1}
 # network at 34 MP/s at depth 16, the whole encoder at 3.3; README, "Speed of the network"),
 # so several encoders, each with its own CPU core, keep one GPU busy.
 ENCODERS_PER_GPU = 4
+MAX_TILE_SIZE = 65504  # the largest multiple of 32 the stream header's u16 tile-size field holds
 
 
 @dataclass
@@ -72,23 +76,19 @@ class CompressOptions:
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
 
     def check(self):
-        check_tile_size(self.tile_size)
-        if self.iterations is not None and not 1 <= self.iterations <= 255:
-            raise ValueError(f"--iterations must be 1..255, not {self.iterations}")
-        if self.batch_size < 0:
-            raise ValueError(f"--batch-size must be 0 (automatic) or more, not {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be 0 (automatic) or more, not {self.workers}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
-        if self.max_pixels < 1:
-            raise ValueError(f"--max-pixels must be positive, not {self.max_pixels}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if not 0 <= self.search_steps <= MAX_SEARCH_STEPS:
-            raise ValueError(f"--search-steps must be 0..{MAX_SEARCH_STEPS}, not {self.search_steps}")
-        if self.target.msssim is not None and not self.measure:
-            raise ValueError("--target-msssim needs the quality of every depth: drop --no-measure")
+        """Every option a compression reads, checked before any work starts (the model's own
+        limits, iterations and tile size, once it is loaded: `compress`)."""
+        if self.iterations is not None:
+            check_range("iterations", self.iterations, 1, 255)
+        check_range("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
+                                                                    "16-bit field, docs/FORMAT.md)")
+        check_range("batch_size", self.batch_size, 0, what=" (0: automatic)")
+        check_range("workers", self.workers, 0, what=" (0: automatic)")
+        check_choice("device", self.device, DEVICES)
+        check_range("max_pixels", self.max_pixels, 1)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
+        check_measured(self.target, self.measure)
 
 
 @dataclass
@@ -181,10 +181,18 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
+    # ray.init makes SIGTERM a bare sys.exit; a handler the caller set (the CLI's: end like
+    # Ctrl-C, work committed, Ray shut down, exit 143) is put back once Ray is up
+    main_thread = threading.current_thread() is threading.main_thread()
+    watchdog = None
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
             ray.init(address=address, **quiet)
         else:
+            import psutil  # Ray's own copy, on the path once ray is imported
+
+            before = set(psutil.Process().children(recursive=True))
             # Ray renices its workers (+15) to keep its daemons responsive; here the workers are
             # the job, so they keep the priority the command was given (on a shared machine the
             # default makes encoders 5x slower than a plain loop)
@@ -193,10 +201,17 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
                      _system_config={"worker_niceness": 0}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}") from None
+    finally:
+        if callable(sigterm):  # one the caller set (without one, Ray's sys.exit still commits what is done)
+            signal.signal(signal.SIGTERM, sigterm)
     try:
+        if not address:  # what ray.init started dies with this process, even if killed (rgbatch.raywatch)
+            watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
         yield ray
     finally:
         ray.shutdown()
+        if watchdog:
+            watchdog.close()
 
 
 def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
@@ -222,7 +237,7 @@ def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
 
 # -- the driver ------------------------------------------------------------------------------------
 def default_archive(root: str) -> str:
-    return os.path.join("manifests", storage.archive_name(root))
+    return os.path.join("manifests", archive_name(root))
 
 
 def compress(sources: list[str], archive: str | None = None, options: CompressOptions | None = None,
@@ -233,15 +248,22 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     """
     options = options or CompressOptions()
     options.check()
-    root, found = storage.expand_sources(sources)
+    root, found = expand_sources(sources)
     archive = archive or default_archive(root)
     weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
     model, model_id, extra, info = load_weights(weights)  # fails here, worded, if the weights are unusable
     if options.iterations is None:
         options.iterations = trained_iterations(model.cfg, info)
-    if options.iterations > model.cfg.max_iterations:
-        raise ValueError(f"--iterations {options.iterations}: this model codes at most {model.cfg.max_iterations}")
+    check_range("iterations", options.iterations, 1, model.cfg.max_iterations, " for this model")
     get_coder(options.coder, extra)  # and here if the coder is unknown
+    check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
+    with manifest.ArchiveLock(archive, "compress") as lock:
+        if lock.removed and log:
+            log(f"removed {len(lock.removed)} temporary part file(s) left by an interrupted run")
+        return _compress_locked(found, archive, options, weights, model_id, progress, log)
+
+
+def _compress_locked(found, archive, options, weights, model_id, progress, log) -> CompressResult:
     existing = manifest.open_or_none(archive)
     done = existing.done() if existing else {}
     result = CompressResult(archive=archive, sources=len(found))
@@ -296,6 +318,7 @@ class _Run:
             self.start_reads()
             self.start_calls()
             finished, _ = self.ray.wait(list(self.reads) + list(self.calls), num_returns=1, timeout=1.0)
+            self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
             for ref in finished:
                 if ref in self.reads:
                     image_ref, source = self.reads.pop(ref)

@@ -1,6 +1,6 @@
 """The context coder's code length as a differentiable training term.
 
-    rate = ContextRate.from_weights("weights/default.safetensors")
+    rate = ContextRate.from_weights("rgbatch/models/default.safetensors")
     bits_per_bit = rate(codes)              # (T,): mean code length per bit of each iteration
     rate.update(codes)                      # count this batch into the tables
     bits_per_bit = rate(codes, count=True)  # both, the contexts found once (training)
@@ -30,7 +30,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .entropy import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS
+from .context import GUTTER, MAX_LOOKBACK, PROBABILITY_BITS, ContextModel, ContextModelError, context_index
 
 MIN_PROBABILITY = 2.0 ** -10  # keeps the gradient log2((1-p)/p) within +-10 bits
 
@@ -52,10 +52,10 @@ class ContextRate:
 
         # the tables only: building the model would also draw from torch's random generator
         _, _, tensors, _ = read_weight_file(path)
-        if CONTEXT_FEATURES not in tensors:
-            raise ValueError(f"{path or 'the default weights'} carry no context model to start the rate term "
-                             f"from; add one with `rgbatch fit-entropy`")
-        return cls(tensors[CONTEXT_FEATURES], tensors[CONTEXT_PROBABILITIES], **kwargs)
+        try:
+            return ContextModel.from_tensors(tensors).rate(**kwargs)
+        except ContextModelError as e:
+            raise ContextModelError(f"{path or 'the default weights'}: {e} (the rate term starts from it)") from None
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -66,24 +66,28 @@ class ContextRate:
     def _table_index(self, bits01: torch.Tensor) -> torch.Tensor:
         """Flat table index of every bit, (T, bits, h, w, N), from 0/1 codes (T, N, bits, h, w).
 
-        Positions outside the patch read 0, as the coder's gutters around a tile do, and
-        iterations before the first read 0 too. Colour = (row + column) parity."""
+        The contexts are the coder's (`context.context_index`), read from a canvas on which
+        every patch is one tile: a gutter of zeros around it, as the coder's canvas has (so
+        positions outside the patch read 0), and iterations before the first read 0 too.
+        Colour = (row + column) parity within the patch."""
         iterations, n, bits, h, w = bits01.shape
         if iterations > self.features.shape[0] or bits != self.features.shape[2]:
             raise ValueError(f"the context tables cover {self.features.shape[0]} iterations of "
                              f"{self.features.shape[2]} bits, not {iterations} of {bits}")
-        padded = F.pad(bits01, (1, 1, 1, 1))
-        padded = torch.cat([padded.new_zeros(MAX_LOOKBACK, *padded.shape[1:]), padded])
-        padded = padded.permute(0, 2, 3, 4, 1)  # (T + lookback, bits, h + 2, w + 2, N)
         arange = partial(torch.arange, device=bits01.device)
-        dt, channel, dy, dx = self.features[:iterations].to(bits01.device).unbind(-1)  # each (T, 2, bits, K)
-        source = arange(iterations)[:, None, None, None] + MAX_LOOKBACK - dt
-        rows = (1 + dy)[..., None, None] + arange(h)[:, None]  # (T, 2, bits, K, h, 1)
-        cols = (1 + dx)[..., None, None] + arange(w)  # (T, 2, bits, K, 1, w)
-        values = padded[source[..., None, None], channel[..., None, None], rows, cols]  # (T, 2, bits, K, h, w, N)
-        k = values.shape[3]
-        weights = (2 ** arange(k - 1, -1, -1)).view(1, 1, 1, k, 1, 1, 1)
-        context = (values.long() * weights).sum(3)  # (T, 2, bits, h, w, N)
+        canvas = F.pad(bits01.bool(), (GUTTER,) * 4)  # (T, N, bits, h + 2, w + 2)
+        canvas = torch.cat([canvas.new_zeros(MAX_LOOKBACK, *canvas.shape[1:]), canvas])
+        canvas = canvas.transpose(1, 2).reshape(MAX_LOOKBACK + iterations, bits, -1)  # patch after patch
+        width, patch = w + 2 * GUTTER, (h + 2 * GUTTER) * (w + 2 * GUTTER)
+        # every position in the layout of the index: (row, column, patch)
+        positions = ((arange(h)[:, None, None] + GUTTER) * width + arange(w)[:, None] + GUTTER + arange(n) * patch)
+        features = self.features[:iterations].to(bits01.device)  # (T, 2, bits, K, 4)
+        k = features.shape[3]
+        # both colours' features at every position (T x 2 x bits feature sets at once), then each
+        # position keeps its own colour's
+        t = arange(iterations).repeat_interleave(2 * bits)[:, None]
+        context = context_index(canvas, width, t, features.reshape(-1, k, 4), positions.flatten())
+        context = context.view(iterations, 2, bits, h, w, n)
         colour = ((arange(h)[:, None] + arange(w)) % 2).view(1, 1, 1, h, w, 1)
         context = torch.where(colour.bool(), context[:, 1:2], context[:, 0:1]).squeeze(1)  # (T, bits, h, w, N)
         table = (arange(iterations)[:, None, None, None, None] * 2 + colour.squeeze(1)) * bits \

@@ -2,7 +2,8 @@
 
 A progressive stream cut to depth k is a valid stream of k iterations, so an image is
 encoded once and cut to the depth its target asks for; `Codec.encode_many(target=...)` stops
-the encoder there (the same stream for less work), `apply` cuts a stored encoding:
+the encoder there (the same stream for less work), `EncodedImage.at_target` cuts a stored
+encoding (rgbatch.codes):
 
     quality  --target-msssim Q   the smallest depth whose MS-SSIM reaches Q
     size     --target-bpp B      the largest depth within B bits per pixel
@@ -15,13 +16,9 @@ keeps one iteration (the least a stream can hold).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from . import bitstream
-
-if TYPE_CHECKING:  # the codec imports this module to stop its encoder at a target
-    from .codec import EncodedImage
+from .options import OptionError, check_positive
 
 
 @dataclass(frozen=True)
@@ -32,11 +29,9 @@ class Target:
 
     def __post_init__(self):
         if self.msssim is not None and not 0 < self.msssim <= 1:
-            raise ValueError(f"--target-msssim must be in (0, 1], not {self.msssim}")
-        if self.bpp is not None and not self.bpp > 0:
-            raise ValueError(f"--target-bpp must be positive, not {self.bpp}")
-        if self.max_bytes is not None and not self.max_bytes > 0:
-            raise ValueError(f"--max-bytes must be positive, not {self.max_bytes}")
+            raise OptionError("target.msssim", f"must be in (0, 1], not {self.msssim}")
+        check_positive("target.bpp", self.bpp)
+        check_positive("target.max_bytes", self.max_bytes)
 
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.msssim, self.bpp, self.max_bytes))
@@ -49,6 +44,12 @@ class Target:
         """Whether a stream of `size` bytes for an image of `pixels` is within the size limits."""
         return ((self.max_bytes is None or size <= self.max_bytes)
                 and (self.bpp is None or 8 * size / pixels <= self.bpp))
+
+
+def check_measured(target: Target, measure: bool):
+    """A quality target reads the MS-SSIM of every depth: encodings must measure it."""
+    if target.msssim is not None and not measure:
+        raise OptionError("target.msssim", "needs the MS-SSIM of every depth: measuring must stay on")
 
 
 def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: int) -> int:
@@ -65,18 +66,3 @@ def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: 
         if target.fits(sizes[d - 1], pixels):
             return d
     return 1
-
-
-def cut(encoded: EncodedImage, depth: int) -> EncodedImage:
-    """The same image stored to `depth` iterations: blob truncated, stats of the kept depths."""
-    if depth == encoded.iterations:
-        return encoded
-    return replace(encoded, blob=bitstream.truncate(encoded.blob, depth), iterations=depth,
-                   bytes=encoded.bytes[:depth], msssim=encoded.msssim[:depth], psnr=encoded.psnr[:depth])
-
-
-def apply(target: Target, encoded: EncodedImage) -> EncodedImage:
-    """`encoded` cut to the depth its target asks for (unchanged without a target)."""
-    if not target:
-        return encoded
-    return cut(encoded, choose_depth(target, encoded.bytes, encoded.msssim, encoded.width * encoded.height))

@@ -3,36 +3,26 @@
     fs, path = resolve("manifests/kodak")        # a local folder (made absolute)
     fs, path = resolve("s3://bucket/archive")    # any URI pyarrow.fs knows (s3, gs, hdfs, file)
 
-Sources: `expand_sources` turns SRC arguments (folders, globs, list files) into `Source`s,
-and `read_source` reads, hashes and decodes one (in a Ray task: this module does not import
-torch, so the processes running reads start light).
-
-Every file rgbatch writes goes through `open_atomic`: the bytes go to a hidden temporary
-name beside the target, which is moved onto the target only once complete, so a reader
-(or a rerun after a crash) never sees half a file.
+Bytes in and out: `read_bytes` (a local path must be a regular file: never a FIFO or a
+device), `list_files` / `walk_local` (symbolic links followed, each folder once), and
+atomic writes. Every file rgbatch writes goes through `open_atomic` or `write_new`: the
+bytes go to a hidden temporary name beside the target, which is moved onto the target only
+once complete, so a reader (or a rerun after a crash) never sees half a file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import glob
-import hashlib
+import errno
 import os
 import posixpath
-import time
+import stat
 import uuid
-from dataclasses import dataclass
 
-import numpy as np
 import pyarrow.fs as pafs
-from PIL import Image
 
-from .imageio import ImageError, decode_image
 
 TEMP_PREFIX = ".tmp-"  # temporary files are hidden; listings skip them
-GLOB_CHARS = "*?["
-LIST_EXTENSIONS = (".txt", ".lst", ".list")  # a SRC file with one of these lists paths
 
 
 def is_uri(location: str) -> bool:
@@ -67,12 +57,78 @@ def is_dir(fs: pafs.FileSystem, path: str) -> bool:
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    """The bytes of a file. A local path must name a regular file: a FIFO, socket or device is
+    refused without waiting on it (opened non-blocking, checked before reading)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind != "file":
+            raise ValueError(f"not a regular file ({kind}): not read")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link"}
+
+
+def _kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def local_kind(path: str) -> str:
+    """What a local path is once symbolic links are followed: "file", "folder", or why it is
+    neither ("a FIFO", "a dangling symbolic link", ...)."""
+    try:
+        return _kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) else "missing"
+    except OSError as e:  # a symbolic link loop (ELOOP), no permission...
+        return f"unreadable ({e.strerror})"
+
+
+def walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(regular files, [(path, why skipped)]) under a local folder, sorted; hidden files and
+    folders left out. Symbolic links are followed, but each folder is listed once (a link loop
+    such as `ln -s . loop` adds nothing); dangling links, FIFOs, sockets and devices are
+    returned as skipped, never opened."""
+    files, skipped, seen = [], [], set()
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            info = os.stat(folder)
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            skipped.append((folder, f"folder not readable ({e.strerror})"))
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            kind = local_kind(entry.path)
+            if kind == "folder":
+                folders.append(entry.path)
+            elif kind == "file":
+                files.append(entry.path)
+            else:
+                skipped.append((entry.path, kind))
+    return sorted(files), sorted(skipped)
 
 
 def list_files(fs: pafs.FileSystem, root: str, recursive: bool = True) -> list[str]:
-    """Paths of the regular files under `root`, sorted; hidden files and folders left out."""
+    """Paths of the regular files under `root`, sorted; hidden files and folders left out
+    (local folders: `walk_local`, whose skipped entries this leaves out)."""
+    if recursive and isinstance(fs, pafs.LocalFileSystem):
+        return walk_local(root)[0]
     selector = pafs.FileSelector(root, recursive=recursive)
     found = []
     for info in fs.get_file_info(selector):
@@ -122,117 +178,68 @@ def write_atomic(fs: pafs.FileSystem, path: str, data: bytes):
         stream.write(data)
 
 
-# -- sources -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    """One source image: where to read it, and the path it is known by in the archive."""
-    location: str  # local path or URI
-    path: str  # relative to the common root of all sources, '/'-separated
+class NotWritten(ValueError):
+    """An output file that was not written, with the reason for the user."""
 
 
-def image_extensions() -> set[str]:
-    """File name extensions Pillow can open (lower case, with the dot)."""
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwrite: bool = False) -> str:
+    """Write `data` atomically at `root/relative` and return its path; NotWritten if it cannot be.
 
-
-def _glob_root(pattern: str) -> str:
-    """The folder part of a glob before its first wildcard."""
-    parts = pattern.split("/")
-    fixed = []
-    for part in parts[:-1]:
-        if any(c in part for c in GLOB_CHARS):
-            break
-        fixed.append(part)
-    return "/".join(fixed) or "/"
-
-
-def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
-    """(file system, root, files) of one SRC argument: a folder, a glob, or a list file."""
-    if any(c in source for c in GLOB_CHARS) and not os.path.exists(source):
-        if is_uri(source):
-            fs, pattern = resolve(source)
-            root = _glob_root(pattern)
-            files = [p for p in list_files(fs, root) if fnmatch.fnmatch(p, pattern)]
-        else:
-            fs = pafs.LocalFileSystem()
-            pattern = os.path.abspath(os.path.expanduser(source))
-            root = _glob_root(pattern)
-            files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        if not files:
-            raise ValueError(f"no files match {source}")
-        return fs, root, files
-    fs, path = resolve(source)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        extensions = image_extensions()
-        files = [p for p in list_files(fs, path) if posixpath.splitext(p)[1].lower() in extensions]
-        if not files:
-            raise ValueError(f"no image files under {source}")
-        return fs, path, files
-    if info.type != pafs.FileType.File:
-        raise FileNotFoundError(f"no such file or folder: {source}")
-    if posixpath.splitext(path)[1].lower() not in LIST_EXTENSIONS:
-        return fs, posixpath.dirname(path), [path]  # a single image
-    # a list file: one path per line, relative ones read from the list file's folder
-    text = read_bytes(fs, path).decode("utf-8", errors="replace")
-    names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    base = posixpath.dirname(path)
-    files = [n if (posixpath.isabs(n) or is_uri(n)) else posixpath.normpath(posixpath.join(base, n)) for n in names]
-    if any(is_uri(f) for f in files):
-        raise ValueError(f"{source}: list files name local paths only (list an object store by its folder URI)")
-    if not files:
-        raise ValueError(f"{source} lists no files")
-    return fs, posixpath.commonpath([posixpath.dirname(f) for f in files]), files
-
-
-def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
-    """(common root, sources) of SRC arguments; paths are relative to the common root.
-
-    Several SRC arguments share the root above all of them, so `photos/2019 photos/2020`
-    gives the paths `2019/...` and `2020/...`; a file named twice is kept once.
+    An existing file is never replaced unless `overwrite`. On a local disk no symbolic link
+    below `root` is followed (every folder is opened with O_NOFOLLOW relative to the one
+    before, the file is created under a temporary name and linked to its own), so nothing
+    lands outside `root` whatever links are already there. Object stores have no links; an
+    existing object is checked for before writing (not atomically: another writer may slip in).
     """
-    if not sources:
-        raise ValueError("give at least one source folder, glob or list file")
-    expanded = [_expand_one(str(s)) for s in sources]
-    kinds = {fs.type_name for fs, _, _ in expanded}
-    if len(kinds) > 1:
-        raise ValueError(f"all sources must be on one file system, not on {sorted(kinds)}")
-    fs = expanded[0][0]
-    root = posixpath.commonpath([r for _, r, _ in expanded]) if len(expanded) > 1 else expanded[0][1]
-    seen, found = set(), []
-    for _, _, files in expanded:
-        for f in files:
-            if f not in seen:
-                seen.add(f)
-                found.append(Source(uri(fs, f), posixpath.relpath(f, root)))
-    return uri(fs, root), found
-
-
-def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tuple[dict, np.ndarray | None]:
-    """(description, pixels) of one source: status "image", "skip" (its sha256 is `known_hash`:
-    unchanged since archived, so not decoded) or "error" with the reason for the user."""
-    start = time.perf_counter()
-    info = {"path": source.path, "source": source.location}
+    target = f"{root}/{relative}"
+    if not isinstance(fs, pafs.LocalFileSystem):
+        if not overwrite and exists(fs, target):
+            raise NotWritten("a file is already there: not overwritten (--overwrite replaces it)")
+        write_atomic(fs, target, data)
+        return target
+    os.makedirs(root, exist_ok=True)
+    limit = os.pathconf(root, "PC_PATH_MAX")
+    if len(os.fsencode(target)) >= limit:  # could be made folder by folder, but no program could open it
+        raise NotWritten(f"path of {len(os.fsencode(target))} bytes is over the system's limit of {limit}: not written")
+    *folders, name = relative.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fs, path = resolve(source.location)
-        data = read_bytes(fs, path)
-    except (OSError, ValueError) as e:
-        return {**info, "status": "error", "error": f"cannot read the file: {e}"}, None
-    info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
-    if info["source_hash"] == known_hash:
-        return {**info, "status": "skip"}, None
+        try:
+            for folder in folders:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, dir_fd=fd)
+                inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise NotWritten(f"{folder!r} is a symbolic link or a file, not a folder: not followed, "
+                                 f"not written") from None
+            raise NotWritten(f"cannot make the folder {folder!r}: {e.strerror}") from None
+        _write_in(fd, name, data, overwrite)
+    finally:
+        os.close(fd)
+    return target
+
+
+def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
+    """Write `name` in the folder open as `fd`: a temporary file first, then linked (or, to
+    overwrite, renamed) onto the name, so the name holds the old file or the whole new one."""
+    tmp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     try:
-        image, mode = decode_image(data, max_pixels)
-    except ImageError as e:
-        return {**info, "status": "error", "error": str(e), "read_seconds": time.perf_counter() - start}, None
-    except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
-        return {**info, "status": "error", "error": f"cannot decode the image: {type(e).__name__}: {e}"}, None
-    info.update(status="image", width=image.shape[1], height=image.shape[0], mode=mode,
-                read_seconds=time.perf_counter() - start)
-    return info, image
-
-
-def archive_name(root: str) -> str:
-    """The default archive name of a source root: its last folder name."""
-    name = posixpath.basename(root.rstrip("/").split("://")[-1])
-    return name or "archive"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
+        with os.fdopen(out, "wb") as f:
+            f.write(data)
+        if overwrite:
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # a link in the way is replaced, not followed
+        else:
+            os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)  # fails if name exists
+    except FileExistsError:
+        raise NotWritten("something is already there: not overwritten (--overwrite replaces a file)") from None
+    except IsADirectoryError:
+        raise NotWritten("a folder is in the way: not written") from None
+    except OSError as e:
+        raise NotWritten(f"cannot write the file: {e.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=fd)

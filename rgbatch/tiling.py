@@ -1,10 +1,15 @@
 """Cutting images into tiles the network can code, and putting reconstructions back.
 
-An image of any size is covered by a grid of tiles of `tile_size` pixels (a multiple of 32);
-the last row and column of tiles take what remains. Each tile is padded by edge replication
-up to a multiple of 32, coded on its own, and cropped back after decoding. `tile_size=0`
-means one tile for the whole image. The layout depends only on (height, width, tile_size),
-so a decoder rebuilds it from the bitstream header.
+An image of any size is covered by a grid of tiles of `tile_size` pixels (a multiple of the
+model's alignment, 32 for the Residual-GRU); the last row and column of tiles take what
+remains. Each tile is padded by edge replication up to a multiple of the alignment, coded on
+its own, and cropped back after decoding. `tile_size=0` means one tile for the whole image.
+The layout depends only on (height, width, tile_size), so a decoder rebuilds it from the
+bitstream header. Alignment and block size come from the model's config (`cfg.align`,
+`cfg.block`): tiling knows no architecture.
+
+This module also owns the one conversion between stored pixels and network inputs:
+uint8 [0, 255] <-> float [-0.5, 0.5] (`to_float`, `to_uint8`).
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import ALIGN, BLOCK
+from .options import OptionError, check_range
 
 DEFAULT_TILE_SIZE = 512  # see docs/TILING.md for the measurement behind it
 
 
-def align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
+def align(n: int, multiple: int) -> int:
+    """n rounded up to a multiple of `multiple`."""
+    return -(-n // multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -31,25 +37,25 @@ class Tile:
     height: int  # pixels of the image inside the tile
     width: int
 
-    @property
-    def padded_shape(self) -> tuple[int, int]:
-        return align(self.height), align(self.width)
+    def padded_shape(self, multiple: int) -> tuple[int, int]:
+        """(rows, columns) of the tile padded to the model's alignment."""
+        return align(self.height, multiple), align(self.width, multiple)
 
-    @property
-    def code_shape(self) -> tuple[int, int]:
-        """Code positions (rows, columns) of this tile per bit plane."""
-        h, w = self.padded_shape
-        return h // BLOCK, w // BLOCK
+    def code_shape(self, cfg) -> tuple[int, int]:
+        """Code positions (rows, columns) of this tile per bit plane, for a model config with
+        `align` and `block` (pixels per code position along a side)."""
+        h, w = self.padded_shape(cfg.align)
+        return h // cfg.block, w // cfg.block
 
 
-def check_tile_size(tile_size: int):
-    if tile_size < 0 or tile_size % ALIGN:
-        raise ValueError(f"tile size must be 0 (whole image) or a positive multiple of {ALIGN}, not {tile_size}")
+def check_tile_size(tile_size: int, multiple: int):
+    if tile_size < 0 or tile_size % multiple:
+        raise OptionError("tile_size", f"must be 0 (whole image) or a positive multiple of {multiple}, not {tile_size}")
 
 
 def tile_grid(height: int, width: int, tile_size: int) -> list[Tile]:
     """The tiles of an image, row by row."""
-    check_tile_size(tile_size)
+    check_range("tile_size", tile_size, 0, what=" (0: the whole image)")
     if height < 1 or width < 1:
         raise ValueError(f"image of {width}x{height} pixels has nothing to code")
     th = tile_size or height
@@ -58,22 +64,31 @@ def tile_grid(height: int, width: int, tile_size: int) -> list[Tile]:
             for y in range(0, height, th) for x in range(0, width, tw)]
 
 
-def cut(image: np.ndarray, tiles: list[Tile]) -> list[torch.Tensor]:
-    """HxWx3 uint8 -> one (3, h32, w32) float tensor in [-0.5, 0.5] per tile, edge-padded."""
-    full = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float() / 255 - 0.5
+def to_float(pixels: np.ndarray) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-0.5, 0.5] (a view's strides kept)."""
+    return torch.from_numpy(pixels).movedim(-1, -3).float() / 255 - 0.5
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(..., 3, H, W) float in [-0.5, 0.5] -> (..., H, W, 3) uint8, rounded as a stored image is."""
+    return ((x.float() + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
+
+
+def cut(image: np.ndarray, tiles: list[Tile], multiple: int) -> list[torch.Tensor]:
+    """HxWx3 uint8 -> one (3, h, w) float tensor in [-0.5, 0.5] per tile, edge-padded to a
+    multiple of `multiple` (the model's alignment)."""
+    full = to_float(np.require(image, requirements=["C", "W"]))
     out = []
     for t in tiles:
         crop = full[:, t.y:t.y + t.height, t.x:t.x + t.width]
-        ph, pw = t.padded_shape
+        ph, pw = t.padded_shape(multiple)
         pad = (0, pw - t.width, 0, ph - t.height)
         # replicate padding needs a batch dim; a 1-px side can only repeat itself, which is right
         out.append(F.pad(crop[None], pad, mode="replicate")[0] if any(pad) else crop)
     return out
 
 
-def merge(parts: list[torch.Tensor], tiles: list[Tile], height: int, width: int) -> torch.Tensor:
-    """Per-tile reconstructions (3, h32, w32) -> (3, H, W), cropping the padding away."""
-    out = torch.empty(3, height, width, dtype=parts[0].dtype)
-    for part, t in zip(parts, tiles):
-        out[:, t.y:t.y + t.height, t.x:t.x + t.width] = part[:, :t.height, :t.width]
-    return out
+def paste(image: np.ndarray, part: np.ndarray, tile: Tile):
+    """Write a tile's reconstruction (..., h, w, 3), padding included, into `image`
+    (..., H, W, 3) at the tile's place, cropping the padding away."""
+    image[..., tile.y:tile.y + tile.height, tile.x:tile.x + tile.width, :] = part[..., :tile.height, :tile.width, :]

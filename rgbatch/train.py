@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
 from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
-from .metrics import msssim, msssim_tensor, to_uint8
-from .model import BLOCK, CodecConfig, ResidualGRUCodec
+from .metrics import msssim, msssim_tensor
+from .options import check_range
+from .model import CodecConfig
 from .rate import ContextRate
+from .tiling import to_float, to_uint8
 from .weights import save_weights
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
@@ -72,7 +75,8 @@ class TrainConfig:
     eval_every: int = 2000
     eval_images: int = 6
     eval_crop: int = 256
-    codec: dict = field(default_factory=lambda: asdict(CodecConfig()))
+    codec: dict = field(default_factory=lambda: asdict(CodecConfig()))  # the architecture's Config fields
+    architecture: str = DEFAULT_ARCHITECTURE  # rgbatch.architectures; checkpoints without one are Residual-GRU
 
 
 def list_images(folder) -> list[Path]:
@@ -176,7 +180,7 @@ class PatchSampler:
                         + np.abs(np.diff(candidates, axis=2)).mean(axis=(1, 2, 3)))
             hard = candidates[np.argsort(busyness)[-n_hard:]].astype(np.uint8)
             patches = np.concatenate([patches, hard])
-        return torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255 - 0.5
+        return to_float(patches)
 
 
 def load_eval_set(folder, count: int, crop: int) -> list[torch.Tensor]:
@@ -187,13 +191,13 @@ def load_eval_set(folder, count: int, crop: int) -> list[torch.Tensor]:
         h, w = image.shape[:2]
         c = min(crop, h, w) // 32 * 32
         y, x = (h - c) // 2, (w - c) // 2
-        crops.append(torch.from_numpy(image[y:y + c, x:x + c].copy()).permute(2, 0, 1)[None].float() / 255 - 0.5)
+        crops.append(to_float(image[y:y + c, x:x + c].copy())[None])
     if not crops:
         raise TrainingError(f"no evaluation image in {folder}")
     return crops
 
 
-def evaluate(model: ResidualGRUCodec, crops, iterations: int) -> list[float]:
+def evaluate(model, crops, iterations: int) -> list[float]:
     """Mean MS-SSIM after each iteration over the crops (8-bit rounded reconstructions)."""
     model.eval()
     device = next(model.parameters()).device
@@ -207,19 +211,19 @@ def evaluate(model: ResidualGRUCodec, crops, iterations: int) -> list[float]:
     return (scores / len(crops)).tolist()
 
 
-def random_stops(n: int, height: int, width: int, iterations: int, fraction: float):
-    """(n, 1, height/16, width/16) iterations sent per block: `iterations` everywhere, except
+def random_stops(n: int, height: int, width: int, iterations: int, fraction: float, block: int):
+    """(n, 1, height/block, width/block) iterations sent per block: `iterations` everywhere, except
     in a random `fraction` of the patches, where every block draws its own count in
     1..iterations. None when fraction is 0 (no masking at all)."""
     if not fraction:
         return None
-    shape = (n, 1, height // BLOCK, width // BLOCK)
+    shape = (n, 1, height // block, width // block)
     drawn = torch.randint(1, iterations + 1, shape)
     stopping = torch.rand(n, 1, 1, 1) < fraction
     return torch.where(stopping, drawn, iterations)
 
 
-def iteration_losses(model: ResidualGRUCodec, x, outputs, cfg: TrainConfig) -> torch.Tensor:
+def iteration_losses(model, x, outputs, cfg: TrainConfig) -> torch.Tensor:
     """The distortion loss of each iteration's reconstruction, (T,): mean L1 of the residual
     (weighted by the iteration's gain with `loss_weighting="gain"`), plus msssim_weight x
     (1 - MS-SSIM). The training loss is their mean."""
@@ -287,12 +291,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    codec_cfg = CodecConfig(**cfg.codec)
+    architecture = get_architecture(cfg.architecture)
+    codec_cfg = architecture.Config(**cfg.codec)
     if cfg.snapshot_every % cfg.checkpoint_every:
         raise TrainingError(f"--snapshot-every {cfg.snapshot_every} must be a multiple of --checkpoint-every "
                             f"{cfg.checkpoint_every} (snapshots are taken with checkpoints)")
-    if cfg.iterations > codec_cfg.max_iterations:
-        raise TrainingError(f"--iterations {cfg.iterations} is more than the model's {codec_cfg.max_iterations}")
+    check_range("iterations", cfg.iterations, 1, codec_cfg.max_iterations, " for this model")
     checkpoint_path = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -301,7 +305,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     # oneDNN runs bf16 convolutions fast only in the channels-last layout (a step 1.5x faster here)
     bf16 = resolve_precision(cfg.precision, device) == "bf16"
     layout = torch.channels_last if bf16 else torch.contiguous_format
-    model = ResidualGRUCodec(codec_cfg).to(device, memory_format=layout)
+    model = architecture(codec_cfg).to(device, memory_format=layout)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes repeat every step
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -313,8 +317,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         if not checkpoint_path.exists():
             raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
         state = torch.load(checkpoint_path, weights_only=False, map_location=device)
-        saved_codec = CodecConfig(**state["train_config"]["codec"])
-        if saved_codec != codec_cfg:
+        saved_architecture = state["train_config"].get("architecture", DEFAULT_ARCHITECTURE)
+        saved_codec = get_architecture(saved_architecture).Config(**state["train_config"]["codec"])
+        if (saved_architecture, saved_codec) != (cfg.architecture, codec_cfg):
             raise TrainingError(f"checkpoint {checkpoint_path} is for model {saved_codec}, not {codec_cfg}; "
                                 f"drop the conflicting options or use another --out")
         model.load_state_dict(state["model"])
@@ -343,7 +348,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         rate.to(device)
     sampler = PatchSampler(cfg.data_dir, cfg.patch, np_rng, log)
     eval_crops = load_eval_set(cfg.eval_dir, cfg.eval_images, cfg.eval_crop) if cfg.eval_dir else None
-    log(f"{len(sampler.images)} training images; model width {codec_cfg.width}, "
+    log(f"{len(sampler.images)} training images; model {cfg.architecture} {codec_cfg}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, on {device} in {'bf16' if bf16 else 'fp32'} "
         f"({torch.get_num_threads()} CPU threads)")
 
@@ -358,7 +363,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     session_start_step = step
     while step < cfg.steps:
         x = sampler.batch(cfg.batch_size, cfg.hard_fraction).to(device, memory_format=layout)
-        stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction)
+        stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction, codec_cfg.block)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
         distortion = iteration_losses(model, x, outputs.float(), cfg)
@@ -434,7 +439,7 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
     for other, p in zip(states[1:], average):
         if other["train_config"]["codec"] != cfg["codec"]:
             raise TrainingError(f"{p} is another model ({other['train_config']['codec']}): cannot average")
-    model = ResidualGRUCodec(CodecConfig(**cfg["codec"]))
+    model = build_model(cfg.get("architecture"), cfg["codec"])
     model.load_state_dict({k: sum(s["model"][k].float() for s in states) / len(states) for k in state["model"]})
     last_eval = next((h for h in reversed(state["history"]) if "msssim" in h), None)
     info = {"steps": state["step"], "training_hours": round(state["wall_time"] / 3600, 3),

@@ -171,8 +171,8 @@ def test_every_registered_coder_gets_its_own_rows(monkeypatch, tiny_weights, tmp
     assert [rows["rgbatch-zlib", d]["bytes"] for d in (1, 2)] == zlib_codec.encode(image, 2, measure=False).bytes
     for d in (1, 2):
         assert rows["rgbatch-zlib", d]["msssim"] == rows["rgbatch-raw", d]["msssim"]
-    blob = Codec.load(tiny_weights).encode(image, 2, measure=False).blob
-    assert recoded_bytes(zlib_codec, blob, "zlib") == [rows["rgbatch-zlib", d]["bytes"] for d in (1, 2)]
+    codes = Codec.load(tiny_weights).encode(image, 2, measure=False, keep_codes=True).codes
+    assert recoded_bytes(zlib_codec, codes, "zlib") == [rows["rgbatch-zlib", d]["bytes"] for d in (1, 2)]
 
 
 # -- the command line ------------------------------------------------------------------------------

@@ -1,3 +1,5 @@
+import zlib
+
 import pytest
 
 from rgbatch import bitstream
@@ -57,3 +59,32 @@ def test_unknown_version_and_foreign_data():
 def test_depth_beyond_the_stream_is_refused():
     with pytest.raises(BitstreamError, match="holds 5 iterations"):
         bitstream.unpack(make(), iterations=6)
+
+
+def test_bytes_after_the_last_chunk_are_refused():
+    """Issue 17, item 3: a stream ends with its last chunk, whatever depth is read."""
+    blob = make()
+    for extra in (b"\0", b"garbage", blob):
+        with pytest.raises(BitstreamError, match="after the last chunk"):
+            bitstream.unpack(blob + extra)
+        with pytest.raises(BitstreamError, match="after the last chunk"):
+            bitstream.unpack(blob + extra, iterations=2)
+    assert bitstream.unpack(blob)[1] == CHUNKS  # the stream itself, and its prefixes, still read
+    assert bitstream.unpack(blob[:-1], iterations=4)[1] == CHUNKS[:4]
+
+
+def test_header_fields_outside_the_format_are_refused():
+    """Issue 17, item 2: what the format rules out is refused from the header alone."""
+    good = bitstream.unpack(make())[0]
+    fields = dict(coder_id=0, bits=32, model_id=good.model_id, width=70, height=50, tile_size=512)
+    for change, reason in ((dict(width=0), "0x50"), (dict(height=0), "70x0"), (dict(tile_size=33), "tile size"),
+                           (dict(tile_size=16), "tile size"), (dict(bits=0), "bits")):
+        forged = bitstream.pack(**{**fields, **change}, chunks=CHUNKS)  # checksums all valid
+        with pytest.raises(BitstreamError, match=reason):
+            bitstream.read_header(forged)
+    reserved = bytearray(make())
+    reserved[26] = 1
+    reserved[-sum(map(len, CHUNKS)) - 4:-sum(map(len, CHUNKS))] = \
+        zlib.crc32(bytes(reserved[:-sum(map(len, CHUNKS)) - 4])).to_bytes(4, "little")
+    with pytest.raises(BitstreamError, match="reserved"):
+        bitstream.read_header(bytes(reserved))

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import struct
 import shutil
 import subprocess
 import sys
+import time
 import zlib
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import smooth_image
-from rgbatch import storage
 from rgbatch.cli import app
 from rgbatch.codec import Codec
-from rgbatch.manifest import Manifest, PartWriter
+from rgbatch.manifest import SCHEMA, Manifest, PartWriter, open_or_none
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.pipeline import CompressOptions, EncodeWorker
 from rgbatch.ratecontrol import Target, choose_depth
+from rgbatch.sources import expand_sources, read_source
 from rgbatch.weights import save_weights
 
 runner = CliRunner()
@@ -36,12 +42,12 @@ def run(*args):
 
 def archive_images(folder, archive, weights, iterations=3, measure=True):
     """An archive written without Ray, by the same worker code the pipeline runs on actors."""
-    _, sources = storage.expand_sources([str(folder)])
+    _, found = expand_sources([str(folder)])
     options = CompressOptions(iterations=iterations, tile_size=32, batch_size=4, coder="raw", measure=measure)
     worker = EncodeWorker(str(weights), "cpu", options)
     with PartWriter(archive, worker.model_id()) as writer:
-        for source in sources:
-            info, image = storage.read_source(source, None, 10**8)
+        for source in found:
+            info, image = read_source(source, None, 10**8)
             for row in worker.encode([info], image):
                 writer.add(row)
 
@@ -116,7 +122,10 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
-    for args in (["compress", tmp_path / "missing"],
+    (tmp_path / "a-file").write_bytes(b"")
+    for args in (["restore", archive / "archive", "--out", tmp_path / "a-file"],
+                 ["compress", archive / "src", "--out", tmp_path / "a-file"],
+                 ["compress", tmp_path / "missing"],
                  ["compress", archive / "src", "--weights", tiny_weights, "--coder", "nope"],
                  ["compress", archive / "src", "--weights", tiny_weights, "--iterations", "17"],
                  ["compress", archive / "src", "--tile-size", "33"],
@@ -124,10 +133,15 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
                  ["compress", archive / "src", "--target-msssim", ".9", "--no-measure"],
                  ["compress", archive / "src", "--precision", "fp8"],
                  ["compress", archive / "src", "--search-steps", "-1"],
+                 ["compress", archive / "src", "--tile-size", "65536"],
+                 ["compress", archive / "src", "--max-pixels", "0"],
+                 ["report", archive / "archive", "--worst", "-1"],
+                 ["verify", archive / "archive", "--sample", "-1"],
+                 ["restore", archive / "archive", "--out", tmp_path / "o", "--batch-size", "0"],
                  ["report", tmp_path / "missing"],
                  ["restore", archive / "archive", "--out", tmp_path / "o", "--iterations", "2", "--target-msssim", ".9"],
                  ["restore", archive / "archive", "--out", tmp_path / "o", "--select", "nothing*"]):
-        if args[0] == "compress":  # should a check ever let one through, it must not write in the repo
+        if args[0] == "compress" and "--out" not in args:  # should a check let one through: not in the repo
             args = [*args, "--out", tmp_path / "never"]
         result = run(*args)
         assert result.exit_code == 2, (args, result.output)
@@ -320,3 +334,193 @@ def test_an_interrupted_compact_leaves_every_image_readable(archive, tmp_path):
     result = compact(work, depth=1)  # a rerun finishes the job
     assert result.rows == len(before) and result.parts == 1
     assert all(r["iterations"] == 1 for r in current(work).values())
+
+
+# -- hostile archives (issue 17, items 4-7 and 12) -----------------------------------------------------
+def archive_of(tmp_path, archive, paths, name="hostile"):
+    """An archive holding the image a.png once under each of `paths`."""
+    good = current(archive / "archive")["a.png"]
+    with PartWriter(tmp_path / name, good["model_id"]) as writer:
+        for path in paths:
+            writer.add({**good, "path": path})
+    return tmp_path / name
+
+
+def pngs_under(folder) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def restore_json(*args):
+    result = run("restore", *args, "--json")
+    assert "Traceback" not in result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_one_bad_row_never_stops_a_restore(archive, tiny_weights, tmp_path):
+    deep = "/".join(["d" * 200] * 21) + "/deep.png"  # 4,200 characters, every name short enough
+    paths = ["nul\0byte.png", "x" * 300 + ".png", deep, "f.png", "f.png/inner.png", "folder.png", "good.png"]
+    hostile = archive_of(tmp_path, archive, paths)
+    out = tmp_path / "out"
+    (out / "folder.png").mkdir(parents=True)  # a folder where a PNG goes
+    code, restored = restore_json(hostile, "--out", out, "--weights", tiny_weights)
+    assert code == 1
+    written = {w["path"]: w["file"] for w in restored["written"]}
+    failed = dict(restored["failures"])
+    assert set(written) | set(failed) == set(paths) and not set(written) & set(failed)
+    assert {"good.png", "f.png", "f.png/inner.png"} <= set(written)
+    assert written["f.png"].endswith("/f.png.png")  # the folder f.png/ keeps its name, the file moves aside
+    assert "NUL" in failed["nul\0byte.png"] and "x" * 300 + ".png" in failed
+    assert "folder" in failed["folder.png"]
+    assert pngs_under(out) == {str(Path(f).relative_to(out)) for f in written.values()}  # counts are files
+
+
+def test_restored_names_never_collide_and_nothing_is_overwritten(archive, tiny_weights, tmp_path):
+    paths = ["photo", "photo.png", "a.jpg", "a.png", "a.jpg.png", "A.PNG", "x//y.png", "x/y.png"]
+    hostile = archive_of(tmp_path, archive, paths)
+    out = tmp_path / "out"
+    code, restored = restore_json(hostile, "--out", out, "--weights", tiny_weights)
+    assert code == 0, restored
+    names = {w["path"]: str(Path(w["file"]).relative_to(out)) for w in restored["written"]}
+    assert len(names) == len(paths) and len({n.casefold() for n in names.values()}) == len(paths)
+    assert pngs_under(out) == set(names.values())
+    assert names["photo.png"] == "photo.png" and names["photo"] == "photo~2.png"
+    assert names["A.PNG"] == "A.PNG" and names["a.png"] == "a.png.png"  # told apart where case is not
+    assert names["a.jpg.png"] == "a.jpg.png" and names["a.jpg"] == "a.jpg~2.png"
+    assert names["x//y.png"] == "x/y.png" and names["x/y.png"] == "x/y.png.png"
+
+    # the same names whatever --select picks
+    code, one = restore_json(hostile, "--out", tmp_path / "one", "--select", "a.jpg", "--weights", tiny_weights)
+    assert code == 0 and pngs_under(tmp_path / "one") == {"a.jpg~2.png"}
+
+    # again into the same folder: every file refused, none touched
+    (out / "a.jpg.png").write_bytes(b"mine")
+    code, again = restore_json(hostile, "--out", out, "--weights", tiny_weights)
+    assert code == 1 and again["written"] == [] and len(again["failures"]) == len(paths)
+    assert all("not overwritten" in why for _, why in again["failures"])
+    assert (out / "a.jpg.png").read_bytes() == b"mine"
+    code, forced = restore_json(hostile, "--out", out, "--weights", tiny_weights, "--overwrite")
+    assert code == 0 and len(forced["written"]) == len(paths) and (out / "a.jpg.png").read_bytes() != b"mine"
+
+
+def test_restore_never_follows_a_symbolic_link_in_its_folder(archive, tiny_weights, tmp_path):
+    hostile = archive_of(tmp_path, archive, ["link/x.png", "file-link.png", "fine.png"])
+    outside, out = tmp_path / "outside", tmp_path / "out"
+    outside.mkdir()
+    out.mkdir()
+    (out / "link").symlink_to(outside)
+    (outside / "victim.png").write_bytes(b"keep me")
+    (out / "file-link.png").symlink_to(outside / "victim.png")
+    for extra in ([], ["--overwrite"]):
+        code, restored = restore_json(hostile, "--out", out, "--weights", tiny_weights, *extra)
+        assert code == 1
+        assert dict(restored["failures"]).keys() >= {"link/x.png"}
+        assert os.listdir(outside) == ["victim.png"] and (outside / "victim.png").read_bytes() == b"keep me"
+    assert not (out / "file-link.png").is_symlink()  # --overwrite replaced the link itself, not its target
+
+
+def write_part(folder, table: pa.Table, version: bytes = b"1", name="part-" + "0" * 32 + ".parquet"):
+    folder.mkdir(exist_ok=True)
+    pq.write_table(table.replace_schema_metadata({b"rgbatch.format_version": version, b"rgbatch.model_id": b"x"}),
+                   folder / name)
+
+
+def test_null_and_wrongly_typed_cells_are_worded_errors(archive, tiny_weights, tmp_path):
+    good = current(archive / "archive")
+    rows = [{**good["a.png"], "path": None}, {**good["b.png"], "model_id": None},
+            {**good["sub/c.png"], "blob": None}, {**good["a.png"], "path": "fine.png"}]
+    nulls = tmp_path / "nulls"
+    write_part(nulls, pa.Table.from_pylist(rows, schema=SCHEMA))
+    result = run("report", nulls, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert (summary["ok"], summary["failed"]) == (2, 2)  # report reads no blobs: verify finds the null one
+    assert all("damaged row" in f["error"] for f in summary["failures"])
+    assert run("report", nulls).exit_code == 0
+    code, restored = restore_json(nulls, "--out", tmp_path / "out", "--weights", tiny_weights)
+    assert code == 1 and [w["path"] for w in restored["written"]] == ["fine.png"] and len(restored["failures"]) == 3
+    result = run("verify", nulls, "--weights", tiny_weights, "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(json.loads(result.stdout)["problems"]) == 3
+    result = run("compact", nulls, "--json")  # copied as they are, and listed
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+    table = pa.Table.from_pylist([good["a.png"]], schema=SCHEMA)
+    typed = tmp_path / "typed"
+    write_part(typed, table.set_column(table.schema.get_field_index("width"), "width", pa.array(["wide"])))
+    versioned = tmp_path / "versioned"
+    write_part(versioned, table, version=b"one")
+    for folder, words in ((typed, "'width' is string"), (versioned, "format 'one'")):
+        for command in (["report"], ["verify", "--weights", tiny_weights],
+                        ["restore", "--out", tmp_path / "never", "--weights", tiny_weights], ["compact"]):
+            result = run(command[0], folder, *command[1:])
+            assert result.exit_code == 2, (command, result.output)
+            message = " ".join(result.stderr.split())  # one line, wrapped by rich to the terminal's width
+            assert message.startswith("error:") and words in message and "part-" in message
+            assert "Traceback" not in result.output and "optional" not in message  # no schema dump
+
+
+# -- runs: a second writer, SIGTERM (issue 17, items 9 and 11) -------------------------------------------
+def compress_command(src, out, weights, *extra):
+    return [sys.executable, "-m", "rgbatch.cli", "compress", str(src), "--out", str(out), "--weights", str(weights),
+            "--iterations", "2", "--tile-size", "32", *map(str, extra)]
+
+
+def test_a_second_compress_into_a_busy_archive_is_refused(archive, tiny_weights, tmp_path, ray_cluster):
+    from rgbatch.manifest import ArchiveLock
+
+    work = tmp_path / "work"
+    shutil.copytree(archive / "archive", work)
+    with ArchiveLock(work, "compress"):  # a run in another process would hold it so; compact must wait
+        compacting = run("compact", work)
+    assert compacting.exit_code == 2 and "being written by compress" in " ".join(compacting.stderr.split())
+    with ArchiveLock(tmp_path / "busy", "compress"):
+        done = subprocess.run(compress_command(archive / "src", tmp_path / "busy", tiny_weights,
+                                               "--address", ray_cluster.address),
+                              capture_output=True, text=True, timeout=600)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stderr
+    assert message.startswith("error:") and "is being written by compress (pid" in message
+    assert "Traceback" not in done.stderr and open_or_none(tmp_path / "busy") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tmp_path, rng, signum):
+    pytest.importorskip("ray")  # which puts its own copy of psutil on the path
+    import psutil
+
+    for i in range(300):
+        (tmp_path / "src").mkdir(exist_ok=True)
+        Image.fromarray(smooth_image(rng, 96, 96)).save(tmp_path / "src" / f"{i:03d}.png")
+    run = subprocess.Popen(compress_command(tmp_path / "src", tmp_path / "out", tiny_weights, "--workers", "1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def command_line(process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:  # gone, or a zombie
+            return ""
+
+    family = set()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            children = psutil.Process(run.pid).children(recursive=True)
+            family |= set(children)
+            if any("EncodeWorker" in command_line(p) for p in children):
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # some images encoded
+        family |= set(psutil.Process(run.pid).children(recursive=True))
+        run.send_signal(signum)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    if signum != signal.SIGKILL:
+        assert (run.returncode, signum) in ((143, signal.SIGTERM), (130, signal.SIGINT)), err
+        assert ("terminated" if signum == signal.SIGTERM else "interrupted") in err
+        assert "Traceback" not in err and "SIGABRT" not in err and "*** " not in err
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [command_line(p) for p in alive]  # the Ray the run started is shut down with it
+    rows = Manifest(tmp_path / "out").table() if open_or_none(tmp_path / "out") else None
+    assert rows is None or set(rows["status"].to_pylist()) == {"ok"}  # what was committed is whole

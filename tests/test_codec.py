@@ -27,7 +27,7 @@ def test_round_trip_any_size(codec, rng, shape):
 
 def test_rate_is_32_bits_per_16x16_block_plus_the_header(codec, rng):
     encoded = codec.encode(smooth_image(rng, 96, 160), iterations=4)
-    positions = code_positions(160, 96, 64)
+    positions = code_positions(160, 96, 64, codec.model.cfg)
     header = bitstream.read_header(encoded.blob)
     assert list(header.chunk_lengths) == [positions * 32 // 8] * 4
     assert encoded.bytes[-1] == len(encoded.blob)
@@ -89,7 +89,7 @@ def test_options_are_checked(tiny_weights, codec, rng):
         codec.encode(smooth_image(rng, 32, 32), iterations=0)
     with pytest.raises(ValueError, match="precision"):
         Codec.load(tiny_weights, precision="fp8")
-    with pytest.raises(ValueError, match="search steps"):
+    with pytest.raises(ValueError, match="search_steps"):
         Codec.load(tiny_weights, search_steps=-1)
 
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from rgbatch import bitstream
 from rgbatch.cli import app
 from rgbatch.codec import Codec
-from rgbatch.entropy import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS, ContextCoder, EntropyError,
-                             RawCoder, get_coder, is_causal)
+from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS, is_causal
+from rgbatch.entropy import ContextCoder, EntropyError, RawCoder, get_coder
 from rgbatch.entropy_fit import candidate_features, fit_context_model
 from rgbatch.weights import load_weights
 
@@ -200,3 +200,11 @@ def test_fit_entropy_on_a_missing_folder_is_one_line_and_exit_2(tiny_weights, tm
     message = " ".join(result.output.split())  # rich wraps long lines
     assert result.exit_code == 2
     assert "Traceback" not in message and "is not a folder" in message
+
+
+def test_fit_entropy_reads_several_folders_together(tmp_path):
+    from rgbatch.entropy_fit import training_crops
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "copy.png").write_bytes(next(DATA.glob("*.png")).read_bytes())
+    assert len(training_crops(DATA, 0, 64)) + 1 == len(training_crops([DATA, other], 0, 64))

@@ -59,9 +59,10 @@ def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
 
     (tmp_path / "bad.rgb").write_bytes(stream.read_bytes()[:-3])  # truncated
     (tmp_path / "text.png").write_text("not an image")
-    for args in (["decode", str(tmp_path / "bad.rgb"), "--out", str(tmp_path / "y.png")],
-                 ["encode", str(tmp_path / "text.png"), "--out", str(tmp_path / "y.rgb")],
-                 ["encode", str(tmp_path / "missing.png"), "--out", str(tmp_path / "y.rgb")]):
+    # a bad stream or image: the image failed (1); a missing file: set-up (2)
+    for code, args in ((1, ["decode", str(tmp_path / "bad.rgb"), "--out", str(tmp_path / "y.png")]),
+                       (1, ["encode", str(tmp_path / "text.png"), "--out", str(tmp_path / "y.rgb")]),
+                       (2, ["encode", str(tmp_path / "missing.png"), "--out", str(tmp_path / "y.rgb")])):
         failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])
-        assert failed.exit_code == 2 and "error:" in failed.output and "Traceback" not in failed.output, failed.output
+        assert failed.exit_code == code and "error:" in failed.output and "Traceback" not in failed.output, failed.output
     assert not (tmp_path / "y.png").exists() and not (tmp_path / "y.rgb").exists()  # nothing half-written

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
+
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from rgbatch import __version__
-from rgbatch.manifest import FORMAT_VERSION, Manifest, PartWriter, error_row, open_or_none
+from rgbatch.manifest import (FORMAT_VERSION, ArchiveBusy, ArchiveLock, Manifest, PartWriter, error_row,
+                              open_or_none)
 
 
 def ok_row(path, blob=b"\x01\x02", source_hash="h", model_id="00112233aabbccdd"):
@@ -84,6 +91,9 @@ def test_current_row_is_the_latest_and_reruns_skip_only_ok_rows(tmp_path):
     assert current == {"retried.png": ("ok", "r2"), "kept.png": ("ok", "k1"), "changed.png": ("error", "c2"),
                        "broken.png": ("error", None)}
     assert manifest.done() == {"retried.png": "r2", "kept.png": "k1"}
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:  # a damaged row is not done: a rerun redoes it
+        writer.add({**ok_row("kept.png", source_hash="k1"), "bytes": [1, None]})
+    assert Manifest(tmp_path).done() == {"retried.png": "r2"}
     assert [r["path"] for r in manifest.rows(paths={"kept.png"})] == ["kept.png"]
 
 
@@ -113,3 +123,68 @@ def test_unreadable_archives_are_worded_errors(tmp_path):
     (tmp_path / "part-0.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="not a readable Parquet file"):
         Manifest(tmp_path).table()
+
+
+def test_a_part_is_committed_on_time_whatever_its_row_count(tmp_path):
+    writer = PartWriter(tmp_path, "00112233aabbccdd", commit_seconds=0.3)  # 64-row groups, 1024-row parts
+    writer.add(ok_row("a.png"))
+    writer.commit_if_due()
+    assert parts(tmp_path) == []  # not due yet
+    time.sleep(0.35)
+    writer.add(ok_row("b.png"))  # checked on every row: the part is due, a and b are committed
+    assert len(parts(tmp_path)) == 1 and writer.rows_committed == 2
+    writer.add(ok_row("c.png"))
+    time.sleep(0.35)
+    writer.commit_if_due()  # and without a new row (the compress driver calls this while it waits)
+    assert len(parts(tmp_path)) == 2 and writer.rows_committed == 3
+    writer.close()
+    assert len(parts(tmp_path)) == 2
+
+
+HOLD_LOCK = """
+import sys, time
+from rgbatch.manifest import ArchiveLock
+with ArchiveLock(sys.argv[1], "compress"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_writer_at_a_time_and_a_killed_one_leaves_nothing_behind(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ArchiveBusy, match=rf"compress \(pid {holder.pid} on {socket.gethostname()}"):
+            with ArchiveLock(tmp_path):
+                pass
+        # what a writer killed mid-part leaves: its temporary part; and files that are not its own
+        leftover = tmp_path / f".tmp-{'a' * 12}-part-{'b' * 32}.parquet"
+        leftover.write_bytes(b"half a part")
+        (tmp_path / ".tmp-notes.txt").write_bytes(b"someone else's")
+        with pytest.raises(ArchiveBusy):
+            ArchiveLock(tmp_path).__enter__()
+        assert leftover.exists()  # never removed while its writer may be running
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with ArchiveLock(tmp_path) as lock:  # the kernel released the lock of the killed holder
+        assert lock.removed == [leftover.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".tmp-notes.txt"]
+
+
+def test_what_is_not_an_archive_says_what_it_is_and_what_to_run(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    bench = tmp_path / "bench-kodak" / "bench.parquet"
+    bench.parent.mkdir()
+    shutil.copy(Path(__file__).parent.parent / "manifests" / "bench-kodak" / "bench.parquet", bench)
+    with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
+        Manifest(bench)
+    with pytest.raises(ValueError, match=f"bench manifest, not an archive: `rgbatch bench {bench}`"):
+        Manifest(bench.parent)
+    with PartWriter(tmp_path / "archive", "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    [part] = parts(tmp_path / "archive")
+    with pytest.raises(ValueError, match=f"one part file of an archive: give the archive folder \\({tmp_path}/archive\\)"):
+        Manifest(tmp_path / "archive" / part)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from rgbatch.model import Binarizer, CodecConfig, ResidualGRUCodec, flops_per_pixel, parameter_count
+from rgbatch.model import (Binarizer, CodecConfig, ResidualGRUCodec, flops_per_pixel, parameter_count,
+                           run_flops_per_pixel)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,27 @@ def test_width_scales_parameters_and_flops_quadratically():
     # the paper-size model costs on the order of 1 MFLOP per pixel per iteration (anchors.md)
     assert 0.5e6 < flops_per_pixel(paper) < 2e6
     assert flops_per_pixel(paper, part="decode") < flops_per_pixel(paper)
+
+
+def test_run_flops_count_what_the_convolutions_compute():
+    # every Conv2d call counted by a hook: the first iteration skips the hidden-state convolutions
+    cfg = CodecConfig(width=0.125)
+    model = ResidualGRUCodec(cfg).eval()
+    counted = [0.0]
+
+    def count(conv, _, out):
+        counted[0] += 2 * out[0].numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+
+    for conv in model.modules():
+        if isinstance(conv, torch.nn.Conv2d):
+            conv.register_forward_hook(count)
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.inference_mode():
+        for iterations in (1, 3):
+            counted[0] = 0.0
+            codes = torch.stack([b for b, _ in model.iterate(x, iterations)])
+            assert counted[0] == pytest.approx(run_flops_per_pixel(cfg, iterations) * 64 * 64)
+            counted[0] = 0.0
+            model.decode(codes.float() * 2 - 1)
+            assert counted[0] == pytest.approx(run_flops_per_pixel(cfg, iterations, part="decode") * 64 * 64)
+    assert run_flops_per_pixel(cfg, 3) - run_flops_per_pixel(cfg, 2) == pytest.approx(flops_per_pixel(cfg))

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from rgbatch.entropy import CONTEXT_PROBABILITIES, Canvas, ContextCoder, context_index
+from rgbatch.context import CONTEXT_PROBABILITIES, Canvas, context_index
+from rgbatch.entropy import ContextCoder
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.rate import ContextRate
 from rgbatch.train import TrainConfig, rate_prices, train

@@ -1,14 +1,12 @@
-"""Choosing the depth kept per image, and cutting an encoded image to it."""
+"""Choosing the depth kept per image, and the encoder that stops there (cutting: tests/test_codes.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from conftest import smooth_image
-from rgbatch import bitstream
 from rgbatch.codec import Codec
-from rgbatch.ratecontrol import Target, apply, choose_depth, cut
+from rgbatch.ratecontrol import Target, choose_depth
 
 SIZES = [100, 200, 300, 400]  # bytes at depth 1..4
 QUALITY = [0.80, 0.90, 0.95, 0.97]
@@ -38,21 +36,6 @@ def test_targets_are_checked():
         choose_depth(Target(msssim=0.9), SIZES, [], PIXELS)
 
 
-def test_cut_keeps_a_decodable_prefix_and_its_stats(tiny_weights, rng):
-    codec = Codec.load(tiny_weights, device="cpu", tile_size=32)
-    image = smooth_image(rng, 40, 48)
-    full = codec.encode(image, iterations=3)
-    short = cut(full, 2)
-    assert short.blob == bitstream.truncate(full.blob, 2) and len(short.blob) == full.bytes[1]
-    assert short.iterations == 2 and short.bytes == full.bytes[:2]
-    assert short.msssim == full.msssim[:2] and short.psnr == full.psnr[:2] and short.bpp == full.bpp[:2]
-    assert np.array_equal(codec.decode(short.blob), codec.decode(full.blob, iterations=2))
-
-    # apply() cuts where choose_depth says: a budget of exactly depth 2's bytes keeps depth 2
-    assert apply(Target(max_bytes=full.bytes[1]), full).blob == short.blob
-    assert apply(Target(), full) is full
-
-
 @pytest.mark.parametrize("lockstep_tiles", [32, 4])
 def test_an_encoder_that_stops_at_the_target_gives_the_cut_full_encoding(default_weights, rng, monkeypatch,
                                                                           lockstep_tiles):
@@ -76,7 +59,7 @@ def test_an_encoder_that_stops_at_the_target_gives_the_cut_full_encoding(default
         stopped = codec.encode_many(images, iterations=6, target=target)
         assert stopped[0].iterations == depth, target
         for whole, early in zip(full, stopped):
-            expected = apply(target, whole)
+            expected = whole.at_target(target)
             assert early.iterations == expected.iterations and early.blob == expected.blob
             assert early.bytes == expected.bytes and early.psnr == expected.psnr
             assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)

@@ -1,15 +1,12 @@
-"""Local paths and URIs, atomic writes, and the expansion of SRC arguments into sources."""
+"""Local paths and URIs, reading bytes, listing files, atomic writes."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pyarrow.fs as pafs
 import pytest
-from PIL import Image
 
-from conftest import smooth_image
 from rgbatch import storage
 
 
@@ -48,59 +45,3 @@ def test_list_files_skips_hidden_files_and_folders(tmp_path):
         touch(tmp_path / name)
     fs, root = storage.resolve(tmp_path)
     assert storage.list_files(fs, root) == [f"{root}/a.png", f"{root}/sub/b.png"]
-
-
-def test_folder_source_is_recursive_and_keeps_only_image_files(tmp_path):
-    for name in ("photos/a.png", "photos/2019/b.JPG", "photos/notes.txt", "photos/2019/c.webp"):
-        touch(tmp_path / name)
-    root, sources = storage.expand_sources([str(tmp_path / "photos")])
-    assert root == str(tmp_path / "photos")
-    assert [s.path for s in sources] == ["2019/b.JPG", "2019/c.webp", "a.png"]
-    assert sources[0].location == str(tmp_path / "photos/2019/b.JPG")
-    assert storage.archive_name(root) == "photos"
-
-
-def test_several_sources_share_their_common_root(tmp_path):
-    touch(tmp_path / "photos/2019/a.png")
-    touch(tmp_path / "photos/2020/a.png")
-    root, sources = storage.expand_sources([str(tmp_path / "photos/2019"), str(tmp_path / "photos/2020"),
-                                            str(tmp_path / "photos/2019/a.png")])  # named twice: kept once
-    assert root == str(tmp_path / "photos")
-    assert [s.path for s in sources] == ["2019/a.png", "2020/a.png"]
-
-
-def test_glob_and_list_file_sources(tmp_path):
-    for name in ("p/x/a.png", "p/y/b.png", "p/y/c.jpg"):
-        touch(tmp_path / name)
-    root, sources = storage.expand_sources([str(tmp_path / "p/*/*.png")])
-    assert root == str(tmp_path / "p") and [s.path for s in sources] == ["x/a.png", "y/b.png"]
-
-    listing = tmp_path / "p/list.txt"
-    listing.write_text(f"# chosen images\nx/a.png\n\n{tmp_path}/p/y/c.jpg\n")
-    root, sources = storage.expand_sources([str(listing)])
-    assert root == str(tmp_path / "p") and [s.path for s in sources] == ["x/a.png", "y/c.jpg"]
-
-
-def test_sources_that_are_not_there_are_worded_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file or folder"):
-        storage.expand_sources([str(tmp_path / "missing")])
-    with pytest.raises(ValueError, match="no files match"):
-        storage.expand_sources([str(tmp_path / "*.png")])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no image files"):
-        storage.expand_sources([str(tmp_path / "empty")])
-
-
-def test_read_source_hashes_skips_and_words_errors(tmp_path, rng):
-    Image.fromarray(smooth_image(rng, 32, 48)).save(tmp_path / "a.png")
-    (tmp_path / "b.png").write_bytes(b"")
-    good = storage.Source(str(tmp_path / "a.png"), "a.png")
-    info, image = storage.read_source(good, None, 10**8)
-    assert info["status"] == "image" and image.shape == (32, 48, 3) and (info["width"], info["height"]) == (48, 32)
-    assert info["source_hash"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
-    skipped, pixels = storage.read_source(good, info["source_hash"], 10**8)  # unchanged since archived: not decoded
-    assert skipped["status"] == "skip" and pixels is None
-    info, image = storage.read_source(storage.Source(str(tmp_path / "b.png"), "b.png"), None, 10**8)
-    assert (info["status"], info["error"], image) == ("error", "empty file (0 bytes)", None)
-    info, _ = storage.read_source(good, None, max_pixels=100)
-    assert info["status"] == "error" and "decompression-bomb guard" in info["error"]

@@ -87,8 +87,8 @@ def test_patches_are_in_range_and_hard_ones_are_busier(rng):
 
 def test_random_stops_mask_a_share_of_patches_block_by_block():
     torch.manual_seed(0)
-    assert random_stops(8, 64, 64, 16, 0.0) is None
-    stops = random_stops(400, 64, 32, 16, 0.5)
+    assert random_stops(8, 64, 64, 16, 0.0, 16) is None
+    stops = random_stops(400, 64, 32, 16, 0.5, 16)
     assert stops.shape == (400, 1, 4, 2)
     assert stops.min() >= 1 and stops.max() <= 16
     masked = (stops < 16).flatten(1).any(1).float().mean().item()

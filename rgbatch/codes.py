@@ -1,0 +1,81 @@
+"""The values that flow between the codec's stages.
+
+    image --network+tiling--> Codes --coder--> chunks --bitstream.pack--> blob (EncodedImage)
+
+`Codes` are the bits of one image, per tile and per iteration, before any entropy coding:
+what the network produced, what a coder turns into chunks and back, what entropy fitting
+and benchmarks read. `EncodedImage` is a packed stream with its sizes (and, when measured,
+its quality) at every depth; a progressive stream cut to depth k is a valid stream of k
+iterations, so `cut` and `at_target` choose what to keep without running the network again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import bitstream
+from .ratecontrol import Target, choose_depth
+from .tiling import Tile, tile_grid
+
+
+@dataclass
+class Codes:
+    """The bits of one image: per tile (row by row), bool (iterations, bits, rows, cols)."""
+
+    width: int
+    height: int
+    tile_size: int
+    tiles: list[np.ndarray]
+
+    @property
+    def iterations(self) -> int:
+        return self.tiles[0].shape[0]
+
+    @property
+    def grid(self) -> list[Tile]:
+        return tile_grid(self.height, self.width, self.tile_size)
+
+    def cut(self, depth: int) -> "Codes":
+        """The codes of the first `depth` iterations."""
+        return replace(self, tiles=[t[:depth] for t in self.tiles])
+
+
+def stream_sizes(chunks) -> list[int]:
+    """Bytes of the stream of these chunks cut to depth 1, 2, ..., k (header included)."""
+    return bitstream.cumulative_bytes(map(len, chunks))
+
+
+@dataclass
+class EncodedImage:
+    blob: bytes
+    width: int
+    height: int
+    iterations: int
+    bytes: list[int] = field(default_factory=list)  # stream size cut to depth 1..k
+    msssim: list[float] = field(default_factory=list)  # empty unless measured
+    psnr: list[float] = field(default_factory=list)
+    reconstructions: np.ndarray | None = None  # (k, H, W, 3) uint8, when asked for
+    codes: Codes | None = None  # the codes of the k iterations, when asked for
+
+    @property
+    def bpp(self) -> list[float]:
+        return [8 * n / (self.width * self.height) for n in self.bytes]
+
+    def choose_depth(self, target: Target) -> int:
+        """The depth `target` keeps (ratecontrol.choose_depth), from this image's stats."""
+        return choose_depth(target, self.bytes, self.msssim, self.width * self.height)
+
+    def cut(self, depth: int) -> "EncodedImage":
+        """The same image stored to `depth` iterations: blob truncated, stats of the kept depths."""
+        if depth == self.iterations:
+            return self
+        return replace(self, blob=bitstream.truncate(self.blob, depth), iterations=depth,
+                       bytes=self.bytes[:depth], msssim=self.msssim[:depth], psnr=self.psnr[:depth],
+                       reconstructions=None if self.reconstructions is None else self.reconstructions[:depth],
+                       codes=None if self.codes is None else self.codes.cut(depth))
+
+    def at_target(self, target: Target) -> "EncodedImage":
+        """Cut to the depth `target` asks for (unchanged without a target)."""
+        return self.cut(self.choose_depth(target)) if target else self

@@ -1,0 +1,213 @@
+"""An archive as one self-contained HTML page, for people to look at.
+
+    write_html_report("manifests/kodak", "kodak.html")
+
+The page holds the archive's size and quality table (per depth, from `rgbatch.archive.report`),
+its rate-quality curve (matplotlib), the worst images, and for a few images (the worst ones, or
+those matching a glob) the original beside the restored image at several depths with their
+bytes and MS-SSIM. Every image is embedded as a data URI, so the page is one file that can be
+mailed or archived. Images wider or taller than `crop` pixels are shown as a centre crop at
+native resolution: a codec is judged on its pixels, not on a scaled-down thumbnail.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import html
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from . import storage
+from .archive import SourceUnreachable, _source_image, report
+from .codec import Codec
+from .imageio import encode_png
+from .manifest import Manifest
+from .metrics import msssim
+
+CROP = 512  # shown pixels per side at most (a centre crop of larger images)
+SHOWN = 3  # images shown side by side by default
+
+
+@dataclass
+class ShownImage:
+    """One image of the page: its crops as PNG bytes, per depth, with its size and quality."""
+    path: str
+    width: int
+    height: int
+    original: bytes | None  # PNG of the source's crop; None when the source is not reachable
+    note: str = ""  # why the original is missing, or why nothing could be decoded
+    depths: list[dict] = field(default_factory=list)  # depth, bytes, bpp, msssim, png
+
+
+def shown_depths(stored: int) -> list[int]:
+    """The depths shown for an image stored `stored` deep: 1, 2, 4, 8, ... and the stored one."""
+    depths, d = [], 1
+    while d < stored:
+        depths.append(d)
+        d *= 2
+    return depths + [stored]
+
+
+def centre_crop(image: np.ndarray, size: int = CROP) -> np.ndarray:
+    h, w = image.shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return image[top:top + size, left:left + size]
+
+
+def show_image(row: dict, codec: Codec, crop: int = CROP) -> ShownImage:
+    """Decode one archived image at its shown depths, beside its source when reachable."""
+    try:
+        source, note = _source_image(row, None)
+    except SourceUnreachable as e:
+        source, note = None, str(e)
+    shown = ShownImage(row["path"], row["width"], row["height"],
+                       encode_png(centre_crop(source, crop)) if source is not None else None, note)
+    if row["model_id"] != codec.model_id:
+        shown.note = f"coded by model {row['model_id']}, not the loaded {codec.model_id}: give its --weights"
+        return shown
+    depths = shown_depths(row["iterations"])
+    for depth, image in zip(depths, codec.decode_many([row["blob"]] * len(depths), depths)):
+        quality = row["msssim"][depth - 1] if row["msssim"] else None
+        if quality is None and source is not None:  # compressed with --no-measure: measure it now
+            quality = msssim(source, image)
+        shown.depths.append({"depth": depth, "bytes": row["bytes"][depth - 1], "bpp": row["bpp"][depth - 1],
+                             "msssim": quality, "png": encode_png(centre_crop(image, crop))})
+    return shown
+
+
+def curve_png(by_depth: list[dict]) -> bytes:
+    """The archive's rate-quality curve: mean MS-SSIM (and PSNR) against bpp over the depths."""
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    measured = [r for r in by_depth if r["mean_msssim"] is not None]
+    if measured:
+        ax.plot([r["bpp"] for r in measured], [r["mean_msssim"] for r in measured], marker="o", label="MS-SSIM")
+        for r in measured:
+            ax.annotate(str(r["depth"]), (r["bpp"], r["mean_msssim"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+        ax.set_ylabel("mean MS-SSIM (RGB)")
+    else:
+        ax.text(0.5, 0.5, "no MS-SSIM recorded (compressed with --no-measure)", ha="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("bits per pixel (stored bytes; points labelled by depth)")
+    ax.set_title("rate and quality of the archive at each depth")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# -- the page ---------------------------------------------------------------------------------------
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+figure { display: inline-block; margin: 0 0.5em 1em 0; vertical-align: top; }
+figcaption { font-size: 0.85em; }
+.note { color: #a40; }
+"""
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(header: list[str] | None, rows: list[list], table_id: str) -> str:
+    head = "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}">{head}<tbody>{body}</tbody></table>'
+
+
+def _figure(png: bytes, caption: str, alt: str) -> str:
+    return (f'<figure><img src="{_data_uri(png)}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _image_section(shown: ShownImage, crop: int) -> str:
+    cropped = f" (centre {crop}x{crop} crop, native pixels)" if max(shown.width, shown.height) > crop else ""
+    parts = [f'<section class="image"><h3>{html.escape(shown.path)}</h3>'
+             f"<p>{shown.width}x{shown.height}{html.escape(cropped)}</p>"]
+    if shown.note:
+        parts.append(f'<p class="note">{html.escape(shown.note)}</p>')
+    if shown.original is not None:
+        parts.append(_figure(shown.original, "original", f"{shown.path} original"))
+    for d in shown.depths:
+        caption = f"depth {d['depth']}: {d['bytes']:,} bytes, {d['bpp']:.3f} bpp, MS-SSIM {_fmt(d['msssim'], '.4f')}"
+        parts.append(_figure(d["png"], caption, f"{shown.path} at depth {d['depth']}"))
+    return "".join(parts) + "</section>"
+
+
+def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
+    """The page of a report summary (`rgbatch.archive.report(...)["summary"]`) and shown images."""
+    s = summary
+    facts = [["images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"],
+             ["models", ", ".join(s["model_ids"]) or "-"],
+             ["source bytes", f"{s['source_bytes']:,}"],
+             ["archive bytes", f"{s['stored']['bytes'] or 0:,} in blobs, {s['part_bytes']:,} in {s['parts']} part(s)"],
+             ["compression ratio", _fmt(s["compression_ratio"], ".1f")],
+             ["bpp as stored", _fmt(s["stored"]["bpp"], ".4f")],
+             ["mean MS-SSIM as stored", _fmt(s["stored"]["mean_msssim"], ".4f")]]
+    by_depth = [[r["depth"], r["images"], f"{r['bytes']:,}", _fmt(r["bpp"], ".4f"), _fmt(r["mean_msssim"], ".4f"),
+                 _fmt(r["mean_psnr"], ".2f")] for r in s["by_depth"]]
+    worst = [[r["path"], _fmt(r["msssim"], ".4f"), _fmt(r["bpp"], ".4f")] for r in s["worst"]]
+    failures = [[f["path"], f["error"]] for f in s["failures"]]
+    body = [f"<h1>rgbatch archive {html.escape(s['archive'])}</h1>",
+            _table(None, facts, "summary"),
+            "<h2>Size and quality per depth</h2>",
+            _table(["depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR dB"], by_depth, "by-depth"),
+            "<h2>Rate and quality</h2>", _figure(curve_png(s["by_depth"]), "mean over the images stored at least "
+                                                 "that deep", "rate-quality curve"),
+            "<h2>Worst images (MS-SSIM as stored)</h2>",
+            _table(["path", "MS-SSIM", "bpp"], worst, "worst")]
+    if failures:
+        body += ["<h2>Failed images</h2>", _table(["path", "reason"], failures, "failures")]
+    body.append("<h2>Images side by side</h2>")
+    body += [_image_section(image, crop) for image in shown] or ["<p>no image chosen</p>"]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>rgbatch archive {html.escape(s['archive'])}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(body)}</body></html>\n")
+
+
+def write_html_report(archive, out, show: int = SHOWN, select: str | None = None, worst: int = 5, weights=None,
+                      device: str = "auto", precision: str = "auto", crop: int = CROP) -> dict:
+    """Write the page of `archive` to `out` (a local path or URI, atomically); returns the
+    report's summary and the paths shown. Shown: the archived paths matching `select`, else
+    the `show` worst images (at most `show` either way)."""
+    if show < 0:
+        raise ValueError(f"the number of images shown must be at least 0, not {show}")
+    if crop < 32:
+        raise ValueError(f"the crop must be at least 32 pixels, not {crop}")
+    summary = report(archive, worst=max(worst, show))["summary"]
+    worst_paths = [r["path"] for r in summary["worst"]]
+    summary["worst"] = summary["worst"][:worst]
+    if select is not None:
+        table = Manifest(archive).table(["path", "status"])
+        paths = [p for p, st in zip(table["path"].to_pylist(), table["status"].to_pylist())
+                 if st == "ok" and fnmatch.fnmatchcase(p, select)][:show]
+        if not paths:
+            raise ValueError(f"no archived image matches {select!r}")
+    else:
+        paths = worst_paths[:show]
+    shown = []
+    if paths:
+        codec = Codec.load(weights, device=device, precision=precision)
+        rows = {r["path"]: r for r in Manifest(archive).rows(set(paths))}
+        shown = [show_image(rows[p], codec, crop) for p in paths]
+    fs, path = storage.resolve(out)
+    storage.write_atomic(fs, path, render(summary, shown, crop).encode())
+    return {"out": storage.uri(fs, path), "summary": summary, "shown": paths}
+
+
+__all__ = ["ShownImage", "curve_png", "render", "show_image", "shown_depths", "write_html_report"]

@@ -1,0 +1,184 @@
+"""Source images: what SRC arguments name, and reading one.
+
+    root, found = expand_sources(["~/photos/2019", "~/photos/2020"])   # Source(location, path)
+    info, pixels = read_source(found[0], known_hash=None, max_pixels=MAX_PIXELS)
+
+`expand_sources` turns SRC arguments (folders, globs, list files) into `Source`s; `read_source`
+reads, hashes and decodes one (in a Ray task: this module does not import torch, so the
+processes running reads start light).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.fs as pafs
+from PIL import Image
+
+from .imageio import ImageError, decode_image
+from .objectstore import not_found, split_query, with_query, worded
+from .storage import is_uri, list_files, local_kind, read_bytes, resolve, uri, walk_local
+
+GLOB_CHARS = "*?["
+LIST_EXTENSIONS = (".txt", ".lst", ".list")  # a SRC file with one of these lists paths
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source image: where to read it, and the path it is known by in the archive."""
+    location: str  # local path or URI
+    path: str  # relative to the common root of all sources, '/'-separated
+
+
+def image_extensions() -> set[str]:
+    """File name extensions Pillow can open (lower case, with the dot)."""
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder part of a glob before its first wildcard."""
+    parts = pattern.split("/")
+    fixed = []
+    for part in parts[:-1]:
+        if any(c in part for c in GLOB_CHARS):
+            break
+        fixed.append(part)
+    return "/".join(fixed) or "/"
+
+
+def _glob_match(parts: list[str], pattern: list[str]) -> bool:
+    """Whether path components match glob components (`*`, `?`, `[...]` within a name; `**`
+    any number of folders), as `glob.glob(recursive=True)` matches them."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_match(parts[1:], pattern[1:])
+
+
+def _glob_local(pattern: str, root: str) -> list[str]:
+    """Local files matching a glob, found by `walk_local` (each folder once: `glob.glob` follows
+    a link loop such as `ln -s . loop` down 40 levels, exponentially with two loops)."""
+    files, skipped = walk_local(root)
+    wanted = posixpath.relpath(pattern, root).split("/")
+    return sorted(p for p in files + [p for p, _ in skipped if p != root]
+                  if _glob_match(posixpath.relpath(p, root).split("/"), wanted))
+
+
+def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
+    """(file system, root, files) of one SRC argument: a folder, a glob, or a list file.
+
+    Local files that are not regular files (dangling symbolic links, FIFOs, sockets,
+    devices) are kept in the list: reading them fails with the reason, so each becomes an
+    error row instead of vanishing without a word (and none is ever opened for reading)."""
+    if any(c in split_query(source)[0] for c in GLOB_CHARS) and not os.path.exists(source):
+        if is_uri(source):
+            fs, pattern = resolve(source)
+            root = _glob_root(pattern)
+            files = [p for p in list_files(fs, root) if fnmatch.fnmatch(p, pattern)]
+        else:
+            fs = pafs.LocalFileSystem()
+            pattern = os.path.abspath(os.path.expanduser(source))
+            root = _glob_root(pattern)
+            files = _glob_local(pattern, root)
+        if not files:
+            raise ValueError(f"no files match {source}")
+        return fs, root, files
+    fs, path = resolve(source)
+    if isinstance(fs, pafs.LocalFileSystem):
+        kind = local_kind(path)
+    else:
+        kind = {pafs.FileType.Directory: "folder", pafs.FileType.File: "file"}.get(
+            fs.get_file_info(path).type, "missing")
+    if kind == "folder":
+        extensions = image_extensions()
+        if isinstance(fs, pafs.LocalFileSystem):
+            files, skipped = walk_local(path)
+            files = sorted(files + [p for p, _ in skipped if p != path])
+        else:
+            files = list_files(fs, path)
+        files = [p for p in files if posixpath.splitext(p)[1].lower() in extensions]
+        if not files:
+            raise ValueError(f"no image files under {source}")
+        return fs, path, files
+    if kind == "missing":
+        raise not_found(fs, path, f"no such file or folder: {source}")
+    if posixpath.splitext(path)[1].lower() not in LIST_EXTENSIONS:
+        return fs, posixpath.dirname(path), [path]  # a single image
+    # a list file: one path per line, relative ones read from the list file's folder
+    try:
+        text = read_bytes(fs, path).decode("utf-8", errors="replace")
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    base = posixpath.dirname(path)
+    files = [n if (posixpath.isabs(n) or is_uri(n)) else posixpath.normpath(posixpath.join(base, n)) for n in names]
+    if any(is_uri(f) for f in files):
+        raise ValueError(f"{source}: list files name local paths only (list an object store by its folder URI)")
+    if not files:
+        raise ValueError(f"{source} lists no files")
+    return fs, posixpath.commonpath([posixpath.dirname(f) for f in files]), files
+
+
+def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
+    """(common root, sources) of SRC arguments; paths are relative to the common root.
+
+    Several SRC arguments share the root above all of them, so `photos/2019 photos/2020`
+    gives the paths `2019/...` and `2020/...`; a file named twice is kept once.
+    """
+    if not sources:
+        raise ValueError("give at least one source folder, glob or list file")
+    expanded = [_expand_one(str(s)) for s in sources]
+    kinds = {fs.type_name for fs, _, _ in expanded}
+    queries = {split_query(str(s))[1] for s in sources}  # a URI's store options: kept on every location
+    if len(kinds) > 1 or len(queries) > 1:
+        raise ValueError(f"all sources must be on one file system, not on {sorted(kinds | queries)}")
+    query = queries.pop()
+    fs = expanded[0][0]
+    root = posixpath.commonpath([r for _, r, _ in expanded]) if len(expanded) > 1 else expanded[0][1]
+    seen, found = set(), []
+    for _, _, files in expanded:
+        for f in files:
+            if f not in seen:
+                seen.add(f)
+                found.append(Source(with_query(uri(fs, f), query), posixpath.relpath(f, root)))
+    return with_query(uri(fs, root), query), found
+
+
+def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tuple[dict, np.ndarray | None]:
+    """(description, pixels) of one source: status "image", "skip" (its sha256 is `known_hash`:
+    unchanged since archived, so not decoded) or "error" with the reason for the user."""
+    start = time.perf_counter()
+    info = {"path": source.path, "source": source.location}
+    try:
+        fs, path = resolve(source.location)
+        data = read_bytes(fs, path)
+    except FileNotFoundError as e:
+        why = "a dangling symbolic link" if os.path.islink(source.location) else e
+        return {**info, "status": "error", "error": f"cannot read the file: {why}"}, None
+    except (OSError, ValueError) as e:
+        return {**info, "status": "error", "error": f"cannot read the file: {worded(e)}"}, None
+    info.update(source_hash=hashlib.sha256(data).hexdigest(), source_bytes=len(data))
+    if info["source_hash"] == known_hash:
+        return {**info, "status": "skip"}, None
+    try:
+        image, mode = decode_image(data, max_pixels)
+    except ImageError as e:
+        return {**info, "status": "error", "error": str(e), "read_seconds": time.perf_counter() - start}, None
+    except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
+        return {**info, "status": "error", "error": f"cannot decode the image: {type(e).__name__}: {e}"}, None
+    info.update(status="image", width=image.shape[1], height=image.shape[0], mode=mode,
+                read_seconds=time.perf_counter() - start)
+    return info, image
+
+
+def archive_name(root: str) -> str:
+    """The default archive name of a source root: its last folder name."""
+    name = posixpath.basename(split_query(root)[0].rstrip("/").split("://")[-1])
+    return name or "archive"

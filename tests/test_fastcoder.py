@@ -1,0 +1,172 @@
+"""The compiled context coder (rgbatch/fastcoder.py) against constriction, the reference it replaces:
+the same bytes for every stream, the same bits decoded, and errors worded."""
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+import constriction
+import numpy as np
+import pytest
+import torch
+
+from rgbatch import fastcoder
+from rgbatch.codec import Codec
+from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES
+from rgbatch.entropy import ContextCoder, EntropyError
+from rgbatch.entropy_fit import candidate_features
+from rgbatch.imageio import read_image
+
+from conftest import DATA
+from test_entropy import SHAPES, hand_made_model, hashed_bits, sticky_codes
+
+BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
+
+
+def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Code a plain sequence of bits with per-bit table entries q through the kernels: bit i's
+    context is its own index (K bits read from other planes of the canvas), so that every bit
+    gets its own q. Returns the words, the decoder's status and the decoded bits."""
+    n = bits.size
+    k = max(1, int(np.ceil(np.log2(n))))
+    index = np.arange(n)
+    # a canvas of n-position planes, one channel, no rows (width 0): two zero planes, the bits
+    # (iteration 0 is plane 2), then bit j of each position's index in plane 3 + j, which the
+    # kernels read as "channel 1 + j" of the iteration itself
+    canvas = np.zeros((3 + k) * n, np.uint8)
+    canvas[2 * n:3 * n] = bits
+    for j in range(k):
+        canvas[(3 + j) * n + index] = (index >> (k - 1 - j)) & 1
+    features = np.zeros((2, 1, k, 4), np.int64)
+    features[..., 1] = np.arange(1, k + 1)
+    cuts = np.zeros((2, 1, 2 ** k), np.int64)
+    cuts[0, 0, :n] = fastcoder.zero_cut(q)
+    out = np.empty(fastcoder.max_words(n), np.uint32)
+    m = fastcoder.encode_iteration(canvas, features, index, index[:0], cuts, 0, 0, n, out)
+    words = out[:m].copy()
+    canvas[2 * n:3 * n] = 0
+    status = fastcoder.decode_iteration(canvas, features, index, index[:0], cuts, 0, 0, n, words)
+    return words, status, canvas[2 * n:3 * n].copy()
+
+
+def constriction_words(bits: np.ndarray, q: np.ndarray) -> np.ndarray:
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(bits.astype(np.int32), BERNOULLI, q / 2.0 ** 15)
+    return encoder.get_compressed()
+
+
+def test_every_table_entry_splits_the_range_as_constriction_does(rng):
+    # all 32767 q in one stream, in random order: a cut off by one for any q changes the words
+    q = rng.permutation(np.arange(1, 2 ** 15))
+    for bits in (rng.random(q.size) < q / 2 ** 15, rng.random(q.size) < 0.5, np.ones(q.size, bool)):
+        words, status, decoded = code_sequence(bits.astype(np.uint8), q)
+        assert np.array_equal(words, constriction_words(bits, q))
+        assert status == 0 and np.array_equal(decoded, bits)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "extreme", "constant", "unlikely"])
+def test_the_kernels_write_constriction_s_words(kind, rng):
+    # many short and long streams; the carries and held-back words of the range coder happen
+    # in a good share of renormalisations, so these cover every branch many times over
+    for trial in range(150):
+        n = int(rng.integers(1, 4000)) if trial else 1
+        q = {"uniform": lambda: rng.integers(1, 2 ** 15, n),
+             "extreme": lambda: rng.choice([1, 2, 3, 2 ** 15 - 2, 2 ** 15 - 1], n),
+             "constant": lambda: np.full(n, rng.integers(1, 2 ** 15)),
+             "unlikely": lambda: rng.integers(1, 300, n)}[kind]()
+        bits = rng.random(n) < (q / 2 ** 15 if kind != "unlikely" else 0.5)
+        words, status, decoded = code_sequence(bits.astype(np.uint8), q)
+        assert np.array_equal(words, constriction_words(bits, q)), (kind, trial)
+        assert status == 0 and np.array_equal(decoded, bits)
+
+
+def random_model(rng, bits: int, iterations: int, k: int) -> dict[str, torch.Tensor]:
+    """Random causal features (drawn from the fit's own candidates) and random tables."""
+    features = np.empty((iterations, 2, bits, k, 4), np.int16)
+    for s in range(2):
+        for c in range(bits):
+            pool = candidate_features(s, c, bits)
+            for t in range(iterations):
+                features[t, s, c] = [pool[i] for i in rng.choice(len(pool), k, replace=len(pool) < k)]
+    table = rng.integers(1, 2 ** 15, (iterations, 2, bits, 2 ** k)).astype(np.int16)
+    return {CONTEXT_FEATURES: torch.from_numpy(features), CONTEXT_PROBABILITIES: torch.from_numpy(table)}
+
+
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_both_engines_give_the_same_chunks_and_bits_on_many_tiles(k, rng):
+    extra = random_model(rng, bits=4, iterations=6, k=k)
+    compiled, reference = ContextCoder(extra), ContextCoder(extra, engine="constriction")
+    for codes in ([rng.random((6, *s)) < 0.3 for s in SHAPES], sticky_codes(rng, 6, SHAPES + [(4, 9, 7)])):
+        chunks = compiled.encode(codes)
+        assert chunks == reference.encode(codes)
+        assert [compiled.encode_iteration(codes, t) for t in range(6)] == chunks
+        shapes = [c.shape[1:] for c in codes]
+        for depth in (1, 3, 6):
+            ours, theirs = compiled.decode(chunks[:depth], shapes), reference.decode(chunks[:depth], shapes)
+            assert all(np.array_equal(a, c[:depth]) and np.array_equal(b, c[:depth])
+                       for a, b, c in zip(ours, theirs, codes))
+
+
+@pytest.mark.parametrize("engine", ContextCoder.ENGINES)
+def test_golden_stream_pins_the_bytes_of_both_engines(engine):
+    coder = ContextCoder(hand_made_model(bits=4, iterations=5), engine=engine)
+    codes = [hashed_bits((5, *s), i) for i, s in enumerate(SHAPES)]
+    chunks = coder.encode(codes)
+    digest = hashlib.sha256(b"".join(len(c).to_bytes(4, "little") + c for c in chunks)).hexdigest()
+    assert digest[:16] == "a8d8b84d79d66759"  # the value tests/test_entropy.py pins since session 3
+
+
+def test_real_codes_of_the_shipped_model_round_trip_the_same_in_both_engines(default_weights):
+    codec = Codec.load(default_weights, coder="raw", precision="fp32", tile_size=128)
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    codes = codec.encode_codes([image], 8)[0].tiles  # 4 tiles: 8x8, 8x4, 4x8, 4x4 codes
+    compiled, reference = ContextCoder(codec.extra), ContextCoder(codec.extra, engine="constriction")
+    chunks = compiled.encode(codes)
+    assert chunks == reference.encode(codes)
+    decoded = compiled.decode(chunks, [c.shape[1:] for c in codes])
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, codes))
+
+
+def test_threads_code_at_once_and_give_the_same_chunks(rng):
+    coder = ContextCoder(random_model(rng, bits=4, iterations=4, k=6))
+    images = [sticky_codes(rng, 4, [(4, 20, 24), (4, 20, 8)]) for _ in range(6)]
+    alone = [coder.encode(codes) for codes in images]
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(coder.encode, images)) == alone
+        decoded = list(pool.map(lambda c: coder.decode(c, [(4, 20, 24), (4, 20, 8)]), alone))
+    assert all(np.array_equal(a, b) for d, codes in zip(decoded, images) for a, b in zip(d, codes))
+
+
+@pytest.mark.parametrize("engine", ContextCoder.ENGINES)
+def test_a_chunk_no_encoder_wrote_is_a_worded_error(engine, rng):
+    coder = ContextCoder(hand_made_model(bits=4, iterations=5), engine=engine)
+    chunk = coder.encode([rng.random((1, *SHAPES[0])) < 0.5])[0]
+    with pytest.raises(EntropyError, match="more bytes"):
+        coder.decode([chunk + bytes(64)], SHAPES[:1])
+    # a point past the top of the first interval: constriction's "invalid data"
+    with pytest.raises(EntropyError, match="not a chunk of the context coder"):
+        coder.decode([b"\xff" * 8], SHAPES[:1])
+    garbage = rng.integers(0, 256, 4 * 50, dtype=np.uint8).tobytes()  # decodes to some bits, or is refused
+    try:
+        decoded = coder.decode([garbage], SHAPES[:1])
+    except EntropyError as e:
+        assert "iteration 1" in str(e)
+    else:
+        assert decoded[0].shape == (1, *SHAPES[0])
+
+
+def test_a_model_that_reads_outside_the_canvas_is_refused():
+    extra = hand_made_model(bits=4, iterations=5)
+    extra[CONTEXT_FEATURES][2, 1, 3, 0] = torch.tensor([1, 4, 0, 0])  # channel 4 of 0..3
+    with pytest.raises(EntropyError, match="channel that does not exist"):
+        ContextCoder(extra)
+
+
+def test_the_kernels_are_the_default_and_numba_is_optional(monkeypatch):
+    extra = hand_made_model(bits=4, iterations=5)
+    assert ContextCoder(extra).engine == "compiled"  # numba is a dependency: these tests test the kernels
+    with pytest.raises(ValueError, match="engine"):
+        ContextCoder(extra, engine="fast")
+    monkeypatch.setattr("rgbatch.entropy._import_kernels", lambda: None)  # a machine without numba
+    assert ContextCoder(extra).engine == "constriction"
+    with pytest.raises(EntropyError, match="needs numba"):
+        ContextCoder(extra, engine="compiled")

@@ -1,0 +1,161 @@
+"""Hostile streams (issue 17, items 1-3): forged streams raise only BitstreamError, headers are
+bounded before any work, and a bounded fuzz run of every kind of mutation (rgbatch/fuzz.py;
+the long run is benchmarks/fuzz.py)."""
+
+import collections
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rgbatch import bitstream, fuzz
+from rgbatch.bitstream import BitstreamError
+from rgbatch.cli import app
+from rgbatch.codec import Codec
+from rgbatch.imageio import MAX_PIXELS
+
+from conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def shipped(default_weights):
+    return Codec.load(default_weights, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def streams(shipped):
+    """One real stream per coder: the context coder (the default) and the raw one."""
+    image = smooth_image(np.random.default_rng(5), 40, 56)
+    raw = Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder="raw", tile_size=32)
+    return {"context": shipped.encode(image, 3, measure=False).blob, "raw": raw.encode(image, 2, measure=False).blob}
+
+
+def forge(blob: bytes, **fields) -> bytes:
+    """The stream with header fields changed and every checksum recomputed."""
+    parts = fuzz.Parts.of(blob)
+    return replace(parts, fields={**parts.fields, **fields}).build()
+
+
+def with_chunks(blob: bytes, chunks: list[bytes], **fields) -> bytes:
+    parts = fuzz.Parts.of(blob)
+    return fuzz.Parts({**parts.fields, **fields}, [len(c) for c in chunks], b"".join(chunks)).build()
+
+
+@pytest.fixture
+def no_work(monkeypatch, shipped):
+    """Fails a test if the network runs: refusals must come from the header and chunk sizes."""
+    def network(*args, **kwargs):
+        raise AssertionError("the decoder ran the network on a stream it should have refused")
+    monkeypatch.setattr(shipped.model, "decode", network)
+
+
+def test_forged_streams_raise_only_bitstream_error(shipped, streams):
+    """Item 1: checksums recomputed after a change; constriction's AssertionError, IndexError for a
+    raw stream of 17+ iterations, ... all come out as BitstreamError."""
+    context, raw = streams["context"], streams["raw"]
+    raw_chunk = fuzz.Parts.of(raw).payload[:bitstream.read_header(raw).chunk_lengths[0]]
+    forged = [
+        with_chunks(context, [b"\xff" * 40]),  # not a valid range-coder stream
+        with_chunks(context, [b"\xff" * 4] * 3),
+        with_chunks(raw, [raw_chunk] * 17),  # more iterations than the model has
+        with_chunks(raw, [raw_chunk] * 255),
+        forge(context, coder_id=0),  # the other coder's reading of the same chunks
+        forge(raw, coder_id=1),
+        forge(context, coder_id=7),
+    ]
+    for blob in forged:
+        with pytest.raises(BitstreamError):
+            shipped.decode(blob)
+        with pytest.raises(BitstreamError):
+            shipped.decode_many([blob, context])
+
+
+@pytest.mark.parametrize("size, tile, reason", [
+    ((9460, 9460), 512, "limit"),  # just over the default pixel limit
+    ((2**32 - 1, 2**32 - 1), 512, "limit"),
+    ((30000, 30000), 0, "limit"),
+    ((8192, 8192), 0, "tile"),  # under the limit, but one tile of 67 MP: 43 GB in the network
+    ((1, 8_000_000), 512, "padded"),  # each tile 1 pixel wide codes 32 columns
+])
+def test_headers_are_bounded_before_any_work(shipped, streams, no_work, size, tile, reason):
+    """Item 2: sizes beyond the pixel limit, tiles too big, refused before decoding anything."""
+    assert size[0] * size[1] > MAX_PIXELS or reason != "limit"
+    blob = with_chunks(streams["context"], [b"\0\0\0\0"], width=size[0], height=size[1], tile_size=tile)
+    with pytest.raises(BitstreamError, match=reason):
+        shipped.decode(blob)
+
+
+def test_the_pixel_limit_is_the_callers(shipped, streams, no_work):
+    blob = with_chunks(streams["context"], [b"\0\0\0\0"], width=200, height=100)
+    with pytest.raises(BitstreamError, match="limit of 19999 pixels"):
+        shipped.decode(blob, max_pixels=19_999)
+    with pytest.raises(AssertionError, match="ran the network"):  # allowed: decoding starts
+        shipped.decode(blob, max_pixels=20_000)
+    with pytest.raises(ValueError, match="max_pixels"):
+        shipped.decode(blob, max_pixels=0)
+
+
+def test_chunks_too_short_or_too_long_for_their_claim_are_refused(shipped, streams, no_work):
+    """Item 2: each coder knows the size of its chunks for the declared shapes: the raw coder
+    exactly, the context coder in whole 32-bit words, at least one, at most 24 bits a bit."""
+    context, raw = streams["context"], streams["raw"]
+    n = bitstream.read_header(raw).chunk_lengths[0]
+    for chunk in (b"", b"\0" * (n - 1), b"\0" * (n + 1)):
+        with pytest.raises(BitstreamError, match="iteration 1 holds"):
+            shipped.decode(with_chunks(raw, [chunk]))
+    symbols = 32 * (64 // 16) * (64 // 16)  # 40x56 pixels: one tile padded to 64x64, 4x4 positions of 32 bits
+    for chunk in (b"", b"\0\0\0", b"\0" * (4 * symbols)):
+        with pytest.raises(BitstreamError, match="iteration 1 holds"):
+            shipped.decode(with_chunks(context, [chunk]))
+    with pytest.raises(BitstreamError, match="iterations"):  # 17 empty chunks: the count first
+        shipped.decode(with_chunks(context, [b""] * 17))
+
+
+def test_decode_command_prints_one_line_and_exits_1_for_a_bad_stream(tmp_path, streams, default_weights):
+    runner = CliRunner()
+    context = streams["context"]
+    cases = {"forged": with_chunks(context, [b"\xff" * 40]), "extended": context + b"\0",
+             "huge": with_chunks(context, [b"\0\0\0\0"], width=30000, height=30000),
+             "truncated": context[:-1], "empty": b""}
+    for name, blob in cases.items():
+        (tmp_path / f"{name}.rgb").write_bytes(blob)
+        result = runner.invoke(app, ["decode", str(tmp_path / f"{name}.rgb"), "--out", str(tmp_path / "x.png"),
+                                     "--weights", str(default_weights), "--device", "cpu"])
+        assert result.exit_code == 1, (name, result.output)
+        assert isinstance(result.exception, SystemExit), (name, result.exception)
+        assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr  # one line
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "x.png").exists()
+    small = with_chunks(context, [b"\0\0\0\0"], width=200, height=100)
+    (tmp_path / "small.rgb").write_bytes(small)
+    args = ["decode", str(tmp_path / "small.rgb"), "--out", str(tmp_path / "x.png"), "--weights",
+            str(default_weights), "--device", "cpu"]
+    result = runner.invoke(app, args + ["--max-pixels", "19999"])
+    assert result.exit_code == 1 and "limit of 19999 pixels" in result.stderr, result.output
+    assert runner.invoke(app, args + ["--max-pixels", "0"]).exit_code == 2
+    assert runner.invoke(app, args + ["--max-pixels", "20000"]).exit_code == 0
+
+
+def test_fuzz_every_case_decodes_its_own_image_or_is_refused(shipped, streams):
+    """A bounded run of every kind of mutation (fixed seed): no escape, no wrong image."""
+    seeds = [fuzz.Seed.of(shipped, blob) for blob in streams.values()]
+    outcomes = collections.Counter()
+    bad = []
+    for case in fuzz.cases(seeds, np.random.default_rng(17), 250, systematic=False):
+        outcome = fuzz.run(shipped, case, max_pixels=2**13)
+        outcomes[outcome.split(":")[0]] += 1
+        if outcome.startswith(("WRONG", "ESCAPED")):
+            bad.append((case.kind, outcome))
+    assert not bad, bad
+    assert outcomes["refused"] > 50 and outcomes["decoded"] > 25, outcomes  # both sides exercised
+
+
+def test_oversize_declarations_are_refused_before_any_work(shipped, streams, no_work):
+    """Sizes of every magnitude the bounds refuse at the default limit (a sample of the benchmark's)."""
+    seed = fuzz.Seed(streams["context"], [])
+    sample = list(fuzz.oversize_cases(seed, MAX_PIXELS, sides=[1, 17, 64, 4096, 9460, 65536, 2**31, 2**32 - 1]))
+    assert len(sample) > 100
+    for case in sample:
+        assert fuzz.run(shipped, case, MAX_PIXELS).startswith("refused: "), case.kind
+

@@ -1,0 +1,203 @@
+"""Archives and sources in a real S3-compatible server (moto's, started on 127.0.0.1 by the test),
+reached through pyarrow.fs both by AWS_ENDPOINT_URL and by the URI's own query
+(`s3://bucket/src?endpoint_override=127.0.0.1:PORT&scheme=http`); the errors of a missing bucket,
+a wrong endpoint and refused credentials are one line each, exit 2.
+
+The commands run as subprocesses, as a user runs them: `compress` starts its own Ray, whose
+workers read the sources with the environment given here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from typer.testing import CliRunner
+
+from conftest import smooth_image
+from rgbatch.cli import app
+from rgbatch.objectstore import split_query, with_query, worded
+from test_cli_archive import archive_images
+
+BUCKET = "photos"
+PATHS = ["a.png", "sub/b.png"]
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def test_a_uri_query_is_kept_apart_from_the_path():
+    uri = "s3://b/src?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert split_query(uri) == ("s3://b/src", "?endpoint_override=127.0.0.1:9000&scheme=http")
+    assert split_query("photos/what?.png") == ("photos/what?.png", "")  # local paths keep their '?'
+    assert with_query("s3://b/src/a.png", split_query(uri)[1]) == "s3://b/src/a.png?endpoint_override=127.0.0.1:9000&scheme=http"
+
+
+def test_store_errors_are_worded_without_request_ids():
+    bucket = OSError("When listing objects under key 'x/' in bucket 'nobucket': AWS Error NO_SUCH_BUCKET during "
+                     "ListObjectsV2 operation: The specified bucket does not exist (Request ID: abc)")
+    assert worded(bucket).startswith("no bucket 'nobucket' at this endpoint") and "abc" not in worded(bucket)
+    denied = OSError("When getting information for key 'src' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject")
+    assert "AWS_ACCESS_KEY_ID" in worded(denied)
+    assert worded(ValueError("plain")) == "plain"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server, port
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    pytest.fail("moto_server did not start")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server with a bucket of two images under src/; yields its port."""
+    pytest.importorskip("moto.server", reason="moto[server] is a test extra: pip install -e .[test]")
+    import pyarrow.fs as pafs
+
+    server, port = start_server()
+    try:
+        fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="testing",
+                               secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+        fs.create_dir(BUCKET)
+        rng = np.random.default_rng(3)
+        for i, path in enumerate(PATHS):
+            with fs.open_output_stream(f"{BUCKET}/src/{path}") as f:
+                Image.fromarray(smooth_image(rng, 32 + 8 * i, 48)).save(f, format="PNG")
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No AWS settings but those a test gives (none from the machine's files or metadata service)."""
+    for name in [k for k in os.environ if k.startswith("AWS_")] + ["RAY_ADDRESS"]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+
+
+def rgbatch(*args, env: dict, cwd: Path, code: int | None = 0, own_process: bool = False):
+    """Run a command with `env` added: in a process of its own (as `compress` needs, for its Ray
+    workers to get the environment), or in this one (the others, faster)."""
+    if own_process:
+        done = subprocess.run([sys.executable, "-m", "rgbatch.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                           "RAY_USAGE_STATS_ENABLED": "0", **env})
+        stdout, stderr, returncode = done.stdout, done.stderr, done.returncode
+    else:
+        cwd_before = os.getcwd()
+        os.chdir(cwd)
+        try:
+            done = CliRunner().invoke(app, list(map(str, args)), env=env, catch_exceptions=False)
+        finally:
+            os.chdir(cwd_before)
+        stdout, stderr, returncode = done.stdout, done.stderr, done.exit_code
+    if code is not None:
+        assert returncode == code, stdout + stderr
+    return stdout, stderr
+
+
+def round_trip(src: str, archive: str, restored: str, env: dict, weights, tmp_path):
+    """compress, report, restore (to the store and to a local folder), verify and compact."""
+    options = ["--weights", weights]
+    stdout, _ = rgbatch("compress", src, "--out", archive, "--iterations", "2", "--workers", "1", "--tile-size", "32",
+                        "--coder", "raw", "--json", *options, env=env, cwd=tmp_path, own_process=True)
+    assert (json.loads(stdout)["ok"], json.loads(stdout)["failed"]) == (2, 0)
+    report = json.loads(rgbatch("report", archive, "--json", env=env, cwd=tmp_path)[0])
+    assert sorted(r["path"] for r in report["images"]) == PATHS
+    rgbatch("restore", archive, "--out", restored, "--iterations", "1", *options, env=env, cwd=tmp_path)
+    rgbatch("restore", archive, "--out", "local", *options, env=env, cwd=tmp_path)
+    assert Image.open(tmp_path / "local" / "sub" / "b.png").size == (48, 40)
+    verified = rgbatch("verify", archive, *options, env=env, cwd=tmp_path)[0]
+    assert "2 MS-SSIM value(s) re-measured" in verified and "archive verified" in verified
+    rgbatch("compact", archive, "--depth", "1", env=env, cwd=tmp_path)
+    report = json.loads(rgbatch("report", archive, "--json", env=env, cwd=tmp_path)[0])
+    assert [r["iterations"] for r in report["images"]] == [1, 1]
+    return report
+
+
+@pytest.mark.slow
+def test_the_archive_commands_by_aws_endpoint_url(s3, clean_env, tiny_weights, tmp_path):
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}
+    report = round_trip(f"s3://{BUCKET}/src", f"s3://{BUCKET}/env-archive", f"s3://{BUCKET}/env-restored", env,
+                        tiny_weights, tmp_path)
+    assert report["summary"]["archive"] == f"s3://{BUCKET}/env-archive"
+    _, stderr = rgbatch("report", f"s3://{BUCKET}/env-restored", env=env, cwd=tmp_path, code=2)
+    assert "holds no manifest parts" in stderr  # the restored PNGs are there, not an archive
+
+
+@pytest.mark.slow
+def test_the_archive_commands_by_the_uri_query_through_a_glob(s3, clean_env, tiny_weights, tmp_path):
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    query = f"?endpoint_override=127.0.0.1:{s3}&scheme=http"
+    # a glob with the query: the '?' of the query is not a glob character ('*' crosses '/')
+    round_trip(f"s3://{BUCKET}/src/*.png{query}", f"s3://{BUCKET}/query-archive{query}",
+               f"s3://{BUCKET}/query-restored{query}", CREDENTIALS, tiny_weights, tmp_path)
+    # the query is stored with each source, so later reads go to the same endpoint
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3}", scheme="http", access_key="testing",
+                           secret_key="testing", region="us-east-1")
+    [part] = [i.path for i in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/query-archive")) if "part-" in i.path]
+    sources = pq.read_table(fs.open_input_file(part), columns=["source"])["source"].to_pylist()
+    assert sorted(sources) == [f"s3://{BUCKET}/src/{p}{query}" for p in PATHS]
+    assert fs.get_file_info(f"{BUCKET}/query-restored/sub/b.png").type == pafs.FileType.File
+
+
+@pytest.mark.slow
+def test_verify_never_calls_an_archive_verified_whose_sources_it_could_not_reach(s3, clean_env, tiny_weights,
+                                                                                 tmp_path, monkeypatch):
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}.items():
+        monkeypatch.setenv(name, value)
+    archive_images(f"s3://{BUCKET}/src", tmp_path / "archive", tiny_weights, iterations=1)
+    wrong = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+    stdout, _ = rgbatch("verify", "archive", "--weights", tiny_weights, env=wrong, cwd=tmp_path, code=1)
+    assert "archive verified" not in stdout
+    assert "could not check" in stdout and "could not reach source" in stdout
+
+
+@pytest.mark.slow
+def test_a_missing_bucket_a_wrong_endpoint_and_refused_credentials_are_one_line_each(s3, clean_env, tmp_path):
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}
+    for args, env_, says in [
+        (["compress", "s3://no-such-bucket/src"], env, "no bucket 'no-such-bucket' at this endpoint"),
+        (["report", "s3://no-such-bucket/archive"], env, "no bucket 'no-such-bucket' at this endpoint"),
+        (["compress", f"s3://{BUCKET}/src?endpoint_override=127.0.0.1:{free_port()}&scheme=http"], CREDENTIALS,
+         "cannot reach bucket 'photos'"),
+    ]:
+        _, stderr = rgbatch(*args, env=env_, cwd=tmp_path, code=2)
+        assert says in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    server, port = start_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # this one checks credentials
+    try:
+        endpoint = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        for credentials in (CREDENTIALS, {}):  # unknown to the server; none at all
+            _, stderr = rgbatch("report", f"s3://{BUCKET}/archive", env={**credentials, **endpoint}, cwd=tmp_path,
+                                code=2)
+            assert "AWS_ACCESS_KEY_ID" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    finally:
+        server.terminate()
+        server.wait(10)

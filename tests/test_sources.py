@@ -1,0 +1,107 @@
+"""SRC arguments into sources (folders, globs, list files; links, loops, FIFOs), and reading one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+
+import pytest
+from PIL import Image
+
+from conftest import smooth_image
+from rgbatch import sources as rs
+from rgbatch import storage
+
+
+def touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_folder_source_is_recursive_and_keeps_only_image_files(tmp_path):
+    for name in ("photos/a.png", "photos/2019/b.JPG", "photos/notes.txt", "photos/2019/c.webp"):
+        touch(tmp_path / name)
+    root, sources = rs.expand_sources([str(tmp_path / "photos")])
+    assert root == str(tmp_path / "photos")
+    assert [s.path for s in sources] == ["2019/b.JPG", "2019/c.webp", "a.png"]
+    assert sources[0].location == str(tmp_path / "photos/2019/b.JPG")
+    assert rs.archive_name(root) == "photos"
+
+
+def test_several_sources_share_their_common_root(tmp_path):
+    touch(tmp_path / "photos/2019/a.png")
+    touch(tmp_path / "photos/2020/a.png")
+    root, sources = rs.expand_sources([str(tmp_path / "photos/2019"), str(tmp_path / "photos/2020"),
+                                            str(tmp_path / "photos/2019/a.png")])  # named twice: kept once
+    assert root == str(tmp_path / "photos")
+    assert [s.path for s in sources] == ["2019/a.png", "2020/a.png"]
+
+
+def test_glob_and_list_file_sources(tmp_path):
+    for name in ("p/x/a.png", "p/y/b.png", "p/y/c.jpg"):
+        touch(tmp_path / name)
+    root, sources = rs.expand_sources([str(tmp_path / "p/*/*.png")])
+    assert root == str(tmp_path / "p") and [s.path for s in sources] == ["x/a.png", "y/b.png"]
+
+    listing = tmp_path / "p/list.txt"
+    listing.write_text(f"# chosen images\nx/a.png\n\n{tmp_path}/p/y/c.jpg\n")
+    root, sources = rs.expand_sources([str(listing)])
+    assert root == str(tmp_path / "p") and [s.path for s in sources] == ["x/a.png", "y/c.jpg"]
+
+
+def test_sources_that_are_not_there_are_worded_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        rs.expand_sources([str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="no files match"):
+        rs.expand_sources([str(tmp_path / "*.png")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        rs.expand_sources([str(tmp_path / "empty")])
+
+
+def test_read_source_hashes_skips_and_words_errors(tmp_path, rng):
+    Image.fromarray(smooth_image(rng, 32, 48)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")
+    good = rs.Source(str(tmp_path / "a.png"), "a.png")
+    info, image = rs.read_source(good, None, 10**8)
+    assert info["status"] == "image" and image.shape == (32, 48, 3) and (info["width"], info["height"]) == (48, 32)
+    assert info["source_hash"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    skipped, pixels = rs.read_source(good, info["source_hash"], 10**8)  # unchanged since archived: not decoded
+    assert skipped["status"] == "skip" and pixels is None
+    info, image = rs.read_source(rs.Source(str(tmp_path / "b.png"), "b.png"), None, 10**8)
+    assert (info["status"], info["error"], image) == ("error", "empty file (0 bytes)", None)
+    info, _ = rs.read_source(good, None, max_pixels=100)
+    assert info["status"] == "error" and "decompression-bomb guard" in info["error"]
+
+
+def test_links_loops_fifos_are_listed_once_and_never_opened(tmp_path, rng):
+    photos = tmp_path / "photos"
+    Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / "sub/a.png"))
+    (photos / "loop").symlink_to(".")  # ln -s . loop
+    (photos / "sub/up").symlink_to("..")
+    (photos / "dangling.png").symlink_to(photos / "gone.png")
+    os.mkfifo(photos / "fifo.png")
+    fs, root = storage.resolve(photos)
+    assert storage.list_files(fs, root) == [f"{root}/sub/a.png"]
+
+    _, sources = rs.expand_sources([str(photos)])
+    assert [s.path for s in sources] == ["dangling.png", "fifo.png", "sub/a.png"]  # no loop/loop/...
+    _, globbed = rs.expand_sources([str(photos / "**/*.png")])
+    assert [s.path for s in globbed] == ["dangling.png", "fifo.png", "sub/a.png"]
+
+    signal.alarm(60)  # a FIFO opened for reading would wait for a writer forever
+    try:
+        errors = {s.path: rs.read_source(s, None, 10**8)[0]["error"] for s in sources[:2]}
+        listing = touch(tmp_path / "list.txt", f"{photos}/fifo.png\n{photos}/sub/a.png\n".encode())
+        _, listed = rs.expand_sources([str(listing)])
+        info, _ = rs.read_source(listed[0], None, 10**8)
+        os.mkfifo(tmp_path / "fifo.txt")  # a list file that is a FIFO: refused, not waited on
+        with pytest.raises(ValueError, match=r"fifo.txt: not a regular file \(a FIFO\)"):
+            rs.expand_sources([str(tmp_path / "fifo.txt")])
+    finally:
+        signal.alarm(0)
+    assert errors == {"dangling.png": "cannot read the file: a dangling symbolic link",
+                      "fifo.png": "cannot read the file: not a regular file (a FIFO): not read"}
+    assert info["status"] == "error" and "FIFO" in info["error"]
