@@ -90,8 +90,11 @@ gpu-forks: gpu-site
 	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-train GPU_RUN=w$$k RATE_WEIGHT=$$k > $(OUT)/w$$k.log 2>&1 & done; wait
 	for k in $(FORK_WEIGHTS); do split -b 15M runs/w$$k.pt $(OUT)/w$$k.pt.; done
 
+# Both evaluation sets (issue 16): Kodak -> docs/bench, the high-resolution photos -> docs/bench-photos.
+# Classical results are cached in runs/classical-cache.jsonl: a re-bench encodes only rgbatch again.
 bench: setup
-	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench
+	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench --manifest manifests/bench-kodak/bench.parquet
+	$(BIN)/rgbatch bench ../shared/data/photos/val --out docs/bench-photos --manifest manifests/bench-photos/bench.parquet
 
 clean:
 	rm -rf $(VENV) .pytest_cache manifests/demo

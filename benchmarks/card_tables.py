@@ -1,7 +1,8 @@
-"""Print the model card's Kodak tables from a bench summary, so that the card and README
-quote the numbers `rgbatch bench` measured, not numbers copied by hand:
+"""Print the model card's tables from a bench summary, so that the card and README quote the
+numbers `rgbatch bench` measured, not numbers copied by hand:
 
-    python benchmarks/card_tables.py docs/bench/summary.json
+    python benchmarks/card_tables.py docs/bench/summary.json         # Kodak
+    python benchmarks/card_tables.py docs/bench-photos/summary.json  # the high-resolution photos
 """
 
 import argparse
@@ -11,7 +12,8 @@ import json
 PAPER = {1: (0.8191, 23.01), 2: (0.9037, 25.65), 3: (0.9375, 27.14), 4: (0.9538, 28.27),
          6: (0.9715, 30.14), 8: (0.9796, 31.62), 12: (0.9868, 33.63), 16: (0.9887, 34.63)}
 BASELINES = {"jpeg420": "JPEG 4:2:0 (Pillow, optimized Huffman)", "jpeg444": "JPEG 4:4:4", "webp": "WebP",
-             "avif": "AVIF"}
+             "avif": "AVIF (speed 6, Pillow's default)", "avif-s2": "AVIF speed 2", "avif-s2-444": "AVIF speed 2, 4:4:4",
+             "jxl": "JPEG XL (effort 7)", "jxl-e9": "JPEG XL (effort 9)"}
 
 
 def main():
@@ -21,7 +23,8 @@ def main():
     codecs = summary["codecs"]
     raw = {p["quality"]: p for p in codecs["rgbatch-raw"]["curve"]}
     context = {p["quality"]: p for p in codecs["rgbatch-context"]["curve"]}
-    print(f"model {summary['run']['model_id']}, {summary['images']} images, {summary['run']['created']}\n")
+    print(f"model {summary['run']['model_id']}, {summary['images']} images of {summary['run']['image_dir']}, "
+          f"{summary['run']['created']}\n")
     print("| depth | bpp raw | bpp context-coded | saving | MS-SSIM | PSNR dB | Toderici 2017 MS-SSIM / PSNR (bpp) |")
     print("|---|---|---|---|---|---|---|")
     for depth, (paper_q, paper_psnr) in PAPER.items():
@@ -33,12 +36,15 @@ def main():
     print("|---|" + "---|" * len(targets))
     names = {"rgbatch-context": "rgbatch, context-coded", "rgbatch-raw": "rgbatch, raw bits", **BASELINES}
     for key, name in names.items():
+        if key not in codecs:  # a summary from before that codec was benched
+            continue
         at = codecs[key]["bpp_at_msssim"]
         print(f"| {name} | " + " | ".join(f"{at[t]['bpp']:.3f}" if at[t]["bpp"] is not None else "-"
                                           for t in targets) + " |")
     for key in ("rgbatch-context", "rgbatch-raw"):
         bd = codecs[key]["bd_rate_msssim"]
-        print(f"\nBD-rate on MS-SSIM, {key}: " + ", ".join(f"{v:+.1f} % against {k}" for k, v in bd.items()))
+        print(f"\nBD-rate on MS-SSIM, {key}: " + ", ".join("- against " + k if v is None else f"{v:+.1f} % against {k}"
+                                                          for k, v in bd.items()))
     speed = codecs["rgbatch-context"]["speed_by_depth"]
     depths = " / ".join(speed)
     print(f"\nSpeed (context coder), depths {depths}: encode "

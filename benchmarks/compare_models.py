@@ -8,8 +8,9 @@
     ...the same for b...
     python benchmarks/compare_models.py runs/bench-a/summary.json runs/bench-b/summary.json
 
-Prints MS-SSIM and context-coded bpp per depth for each model, and the BD-rate (MS-SSIM) of
-each against the first and against the classical codecs of its own run. Decisions between
+Prints MS-SSIM and context-coded bpp per depth for each model, the bpp each model and each
+classical codec needs for MS-SSIM 0.90 / 0.95 / 0.98, and the BD-rate (MS-SSIM) of each model
+against the first and against every classical codec of its own run. Compare runs of one image set. Decisions between
 checkpoints rest on this (docs/TRAINING.md), not on the loss, which the rate weight changes.
 """
 
@@ -45,6 +46,19 @@ def main():
 
     reference = next(iter(runs))
     classical = [c for c in runs[reference]["codecs"] if not c.startswith("rgbatch-")]
+    sets = {run["run"].get("image_dir") for run in runs.values()}
+    if len(sets) > 1:
+        print(f"\nwarning: these runs measured different folders ({', '.join(map(str, sorted(sets, key=str)))})")
+
+    targets = runs[reference]["targets"]
+    print("\n| bpp at MS-SSIM | " + " | ".join(targets) + " |")
+    print("|---|" + "---|" * len(targets))
+    rows = [(name, run["codecs"][CODED]) for name, run in runs.items()]
+    rows += [(c, runs[reference]["codecs"][c]) for c in classical]
+    for name, entry in rows:
+        at = entry["bpp_at_msssim"]
+        print(f"| {name} | " + " | ".join(f"{at[t]['bpp']:.3f}" if at[t]["bpp"] is not None else
+                                          f"- ({at[t]['reached']}/{at[t]['images']})" for t in targets) + " |")
     print(f"\n| model | model id | BD-rate vs {reference} | " + " | ".join(f"vs {c}" for c in classical) + " |")
     print("|---|---|---|" + "---|" * len(classical))
     for name, run in runs.items():

@@ -1,4 +1,4 @@
-"""`rgbatch bench`: rate, quality and speed of rgbatch against JPEG, WebP and AVIF.
+"""`rgbatch bench`: rate, quality and speed of rgbatch against JPEG, WebP, AVIF and JPEG XL.
 
 Every codec runs on the same images in the same run, and every decoded image is scored by
 the same code (`rgbatch.metrics`: MS-SSIM and PSNR on RGB); rates are real stored bytes.
@@ -38,6 +38,7 @@ import torch
 from PIL import features
 
 from . import classical
+from .classical_cache import ClassicalCache, image_digest
 from .codec import Codec
 from .codes import Codes, stream_sizes
 from .entropy import CODERS, EntropyError, get_coder
@@ -51,7 +52,7 @@ SPEED_DEPTHS = (1, 2, 4, 8, 16)  # rgbatch is timed at these depths (those the r
 METADATA_KEY = BENCH_METADATA_KEY
 
 SCHEMA = pa.schema([
-    ("codec", pa.string()),  # jpeg420, jpeg444, webp, avif, or rgbatch-<entropy coder>
+    ("codec", pa.string()),  # a classical codec (rgbatch.classical), or rgbatch-<entropy coder>
     ("quality", pa.int32()),  # Pillow quality setting, or rgbatch depth (iterations)
     ("path", pa.string()),  # relative to the benchmarked folder, '/'-separated
     ("width", pa.int32()),
@@ -98,7 +99,7 @@ def usable_coders(extra: dict, log=print) -> list[str]:
 def measure(image_dir, *, weights=None, iterations: int | None = None, limit: int | None = None,
             device: str = "auto", precision: str = "auto", search_steps: int = 0, classical_sweeps: dict[str, tuple[int, ...]] | None = None,
             coders: list[str] | None = None, speed_images: int = 2, speed_depths=SPEED_DEPTHS,
-            log=print, progress=None) -> pa.Table:
+            classical_cache=None, log=print, progress=None) -> pa.Table:
     """Run every codec over the images of `image_dir`; one row per (codec, setting, image).
 
     `classical_sweeps` maps classical codec names to quality settings (default: every codec
@@ -106,6 +107,8 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     1..`iterations` (default: the model's maximum) with each entropy coder in `coders`
     (default: every registered coder these weights can run), and is timed on the first
     `speed_images` images at `speed_depths`. `progress(done, total)` counts images.
+    `classical_cache`: a file of classical results (`rgbatch.classical_cache`) read and added to,
+    so that only what it lacks is encoded (None: measure everything).
     """
     image_dir = Path(image_dir)
     paths = list_images(image_dir)
@@ -118,6 +121,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     if classical_sweeps is None:
         classical_sweeps = {name: classical.CLASSICAL_CODECS[name].qualities for name in classical.available_codecs()}
     specs = {name: classical.get_codec(name) for name in classical_sweeps}
+    cache = ClassicalCache(classical_cache) if classical_cache is not None else None
     codec = Codec.load(weights, device=device, precision=precision, coder="raw",  # others re-code its codes
                        search_steps=search_steps)
     iterations = iterations or codec.max_iterations
@@ -146,12 +150,11 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
                          "bytes": size, "bpp": 8 * size / (width * height), "msssim": ms_ssim, "psnr": psnr_db,
                          "encode_s": encode_s, "decode_s": decode_s})
 
+        digest = image_digest(image) if cache is not None else None
         for codec_name, qualities in classical_sweeps.items():
-            results = [classical.run(image, specs[codec_name], quality) for quality in qualities]
-            scores = msssim_many(image, np.stack([r.decoded for r in results])) if results else []
-            for quality, result, ms_ssim in zip(qualities, results, scores):
-                add(codec_name, quality, len(result.data), ms_ssim, psnr(image, result.decoded),
-                    result.encode_s, result.decode_s)
+            for quality, result in _classical_results(image, digest, specs[codec_name], qualities, cache).items():
+                add(codec_name, quality, result["bytes"], result["msssim"], result["psnr"],
+                    result["encode_s"], result["decode_s"])
 
         # The encoder's reconstruction at depth k is what decoding the stream cut to depth k
         # gives (tests/test_bench.py checks it), so one encode scores every depth.
@@ -175,12 +178,30 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
         "device": str(codec.device), "precision": codec.precision, "search_steps": codec.search_steps, "torch_threads": torch.get_num_threads(),
         "speed_images": min(speed_images, len(paths)), "speed_depths": timed_depths,
         "libraries": {"torch": torch.__version__, "libjpeg-turbo": features.version("jpg"),
-                      "libwebp": features.version("webp"), "libavif": features.version("avif")},
+                      "libwebp": features.version("webp"), "libavif": features.version("avif"),
+                      **{spec.package: spec.library for spec in specs.values() if spec.package}},
+        "classical_cache": None if cache is None else {"path": str(cache.path), "hits": cache.hits,
+                                                        "measured": cache.misses},
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "system": platform.platform(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+
+
+def _classical_results(image, digest, spec, qualities, cache) -> dict[int, dict]:
+    """Size, MS-SSIM, PSNR and times of `image` stored by one codec at each quality: from the
+    cache where it has them, measured (and added to it) where not."""
+    results = {q: cache.get(digest, spec, q) for q in qualities} if cache is not None else {}
+    todo = [q for q in qualities if results.get(q) is None]
+    runs = [classical.run(image, spec, quality) for quality in todo]
+    scores = msssim_many(image, np.stack([r.decoded for r in runs])) if runs else []
+    for quality, run, ms_ssim in zip(todo, runs, scores):
+        results[quality] = {"bytes": len(run.data), "msssim": float(ms_ssim), "psnr": float(psnr(image, run.decoded)),
+                            "encode_s": run.encode_s, "decode_s": run.decode_s}
+        if cache is not None:
+            cache.put(digest, spec, quality, results[quality])
+    return {q: results[q] for q in qualities}
 
 
 def _report(progress, done, total):
@@ -347,13 +368,19 @@ def write_outputs(rows: pa.Table, out_dir, manifest=None) -> BenchReport:
     summary = summarize(rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     files.append(out_dir / "summary.json")
-    title = f"{summary['images']} images of {Path(summary['run'].get('image_dir', '')).name or 'the set'}"
+    title = f"{summary['images']} images of {image_set(summary)}"
     for metric in ("msssim", "psnr"):
         files.append(rate_distortion_plot(summary, metric, out_dir / f"{metric}.png", title=title))
     return BenchReport(rows, summary, files)
 
 
 # -- display -----------------------------------------------------------------------------------
+def image_set(summary: dict) -> str:
+    """The measured folder as tables and plots name it: its last two path parts (photos/val)."""
+    parts = Path(summary["run"].get("image_dir", "")).parts
+    return "/".join(p for p in parts[-2:] if p not in ("..", ".")) or "the set"
+
+
 def summary_tables(summary: dict) -> list:
     """The summary as rich tables: rate at equal MS-SSIM and speed, BD-rates, rgbatch per depth."""
     from rich.table import Table
@@ -362,7 +389,7 @@ def summary_tables(summary: dict) -> list:
         return "-" if x is None else format(x, spec)
 
     run, codecs = summary["run"], summary["codecs"]
-    rate = Table(title=f"bpp needed for MS-SSIM (mean of {summary['images']} images; '-' when not every image "
+    rate = Table(title=f"{image_set(summary)}: bpp needed for MS-SSIM (mean of {summary['images']} images; '-' when not every image "
                        f"reaches it) and speed on {run.get('device', '?')} (rgbatch: at its deepest timed depth)",
                  title_justify="left")
     rate.add_column("codec")
@@ -384,7 +411,8 @@ def summary_tables(summary: dict) -> list:
     rgbatch = {n: e for n, e in codecs.items() if "bd_rate_msssim" in e}
     if rgbatch:
         others = list(next(iter(rgbatch.values()))["bd_rate_msssim"])
-        bd = Table(title="BD-rate on MS-SSIM (negative: rgbatch needs that much less rate)", title_justify="left")
+        bd = Table(title=f"{image_set(summary)}: BD-rate on MS-SSIM (negative: rgbatch needs that much less rate)",
+                   title_justify="left")
         bd.add_column("codec")
         for other in others:
             bd.add_column(f"vs {other}", justify="right")
@@ -407,6 +435,6 @@ def summary_tables(summary: dict) -> list:
     return tables
 
 
-__all__ = ["BenchReport", "SCHEMA", "TARGETS", "bd_rate", "bench", "bpp_at_quality", "measure", "msssim_db",
+__all__ = ["BenchReport", "SCHEMA", "TARGETS", "bd_rate", "bench", "bpp_at_quality", "image_set", "measure", "msssim_db",
            "read_manifest", "recoded_bytes", "registered_coders", "summarize", "summary_tables", "usable_coders",
            "write_outputs"]

@@ -582,9 +582,12 @@ def bench_command(
     device: str = DEVICE,
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
+    classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), help="File of classical codec "
+                                         "results, read and added to: re-benching encodes only rgbatch again."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Measure every classical codec again, no cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ):
-    """Rate, quality and speed of rgbatch against JPEG, WebP and AVIF on your images (docs/BENCH.md)."""
+    """Rate, quality and speed of rgbatch against JPEG, WebP, AVIF and JPEG XL on your images (docs/BENCH.md)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .bench import bench, read_manifest, summarize, summary_tables, write_outputs
@@ -601,7 +604,8 @@ def bench_command(
                 name = f"bench-{source.resolve().name}"
                 summary = bench(source, out_dir or Path(name), manifest or Path("manifests", name, "bench.parquet"),
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
-                                device=device, precision=precision, search_steps=search_steps, log=err.print,
+                                device=device, precision=precision, search_steps=search_steps,
+                                classical_cache=None if no_cache else classical_cache, log=err.print,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total)).summary
     if as_json:
         out.print_json(json.dumps(summary))

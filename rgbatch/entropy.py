@@ -89,6 +89,10 @@ class RawCoder:
         """Chunk t alone (an encoder that stops as soon as a size is reached codes as it goes)."""
         return np.packbits(np.concatenate([c[t].ravel() for c in codes])).tobytes()
 
+    def code_lengths(self, codes: list[np.ndarray]) -> list[np.ndarray]:
+        """Bits each code bit costs: 1 (per tile, shaped like its codes; for `benchmarks/bitmaps.py`)."""
+        return [np.ones(c.shape) for c in codes]
+
     def chunk_bytes(self, shapes) -> tuple[int, int, int]:
         """(fewest, most, multiple of) bytes of one chunk for these tile shapes: exactly the bits."""
         size = (symbols(shapes) + 7) // 8
@@ -186,6 +190,24 @@ class ContextCoder:
         encoder = constriction.stream.queue.RangeEncoder()
         encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, np.concatenate(probabilities))
         return encoder.get_compressed().astype("<u4").tobytes()
+
+    def code_lengths(self, codes: list[np.ndarray]) -> list[np.ndarray]:
+        """The ideal code length -log2 P(bit) of every code bit under this model, per tile shaped
+        like its codes (iterations, bits, rows, cols): where the bits of a stream go, position by
+        position (`benchmarks/bitmaps.py`). A chunk's bytes exceed its sum by the range coder's
+        rounding to 32-bit words and its quantization of the probabilities (a few bytes)."""
+        layout = Canvas(tuple(c.shape[1:] for c in codes))
+        self._check(layout.shapes, codes[0].shape[0])
+        canvas = layout.paint(codes)
+        lengths = np.zeros(canvas.shape)
+        channels = np.arange(self.bits)[:, None]
+        for t in range(codes[0].shape[0]):
+            for s, positions in enumerate(layout.positions):
+                contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)
+                p_one = self.probabilities[t, s, channels, contexts]
+                ones = canvas[MAX_LOOKBACK + t][:, positions]
+                lengths[MAX_LOOKBACK + t][:, positions] = -np.log2(np.where(ones, p_one, 1 - p_one))
+        return layout.cut(lengths)
 
     def chunk_bytes(self, shapes) -> tuple[int, int, int]:
         """(fewest, most, multiple of) bytes of one chunk for these tile shapes: whole 32-bit words,

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import zlib
 
@@ -175,11 +176,13 @@ def test_every_registered_coder_gets_its_own_rows(monkeypatch, tiny_weights, tmp
 
 
 # -- the command line ------------------------------------------------------------------------------
-def test_cli_bench_prints_json_and_rereads_its_manifest(tiny_weights, tmp_path):
+def test_cli_bench_prints_json_and_rereads_its_manifest(tiny_weights, tmp_path, monkeypatch):
+    for name, spec in CLASSICAL_CODECS.items():  # every codec, at one quality (the slow ones take seconds)
+        monkeypatch.setitem(CLASSICAL_CODECS, name, dataclasses.replace(spec, qualities=spec.qualities[:1]))
     runner = CliRunner()
     result = runner.invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--weights", str(tiny_weights),
                                  "--manifest", str(tmp_path / "bench.parquet"), "--iterations", "2", "--limit", "1",
-                                 "--speed-images", "0", "--json"])
+                                 "--speed-images", "0", "--classical-cache", str(tmp_path / "cache.jsonl"), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["codecs"]) == {"rgbatch-raw", *CLASSICAL_CODECS}
