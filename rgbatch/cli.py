@@ -585,6 +585,8 @@ def bench_command(
     classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), help="File of classical codec "
                                          "results, read and added to: re-benching encodes only rgbatch again."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure every classical codec again, no cache."),
+    classical_names: str = typer.Option("all", "--classical", help="Classical settings to measure, comma-separated "
+                                        "(e.g. avif,jxl), `all` or `none` (rgbatch alone: comparing models)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ):
     """Rate, quality and speed of rgbatch against JPEG, WebP, AVIF and JPEG XL on your images (docs/BENCH.md)."""
@@ -606,12 +608,27 @@ def bench_command(
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
                                 device=device, precision=precision, search_steps=search_steps,
                                 classical_cache=None if no_cache else classical_cache, log=err.print,
+                                classical_sweeps=classical_sweeps(classical_names),
                                 progress=lambda done, total: bar.update(task, completed=done, total=total)).summary
     if as_json:
         out.print_json(json.dumps(summary))
     else:
         for table in summary_tables(summary):
             out.print(table)
+
+
+def classical_sweeps(names: str) -> dict | None:
+    """`--classical`: None (every available setting), {} (none) or the named settings' sweeps."""
+    from .classical import CLASSICAL_CODECS, get_codec
+
+    if names == "all":
+        return None
+    chosen = [n.strip() for n in names.split(",") if n.strip() and n.strip() != "none"]
+    unknown = sorted(set(chosen) - set(CLASSICAL_CODECS))
+    if unknown:
+        raise typer.BadParameter(f"unknown classical setting(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(CLASSICAL_CODECS)}", param_hint="--classical")
+    return {n: get_codec(n).qualities for n in chosen}
 
 
 @app.command("fit-entropy")
