@@ -79,6 +79,15 @@ def _step_offsets(features_t, s, c, t, width, plane, offsets):
         offsets[j] = np.uint64(((t + 2 - dt) * bits + ch) * plane + dy * width + dx)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _context(canvas, offsets, k, p):
+    """The context of the bit at position p: its K feature bits as a binary number, first highest."""
+    ctx = np.uint64(0)
+    for j in range(k):
+        ctx = (ctx << np.uint64(1)) | np.uint64(canvas[offsets[j] + p])
+    return ctx
+
+
 @njit(cache=True, nogil=True)
 def encode_iteration(canvas, features_t, positions0, positions1, cuts_t, t, width, plane, out):
     """Code iteration t's bits: colour 0 then 1, channel 0..bits-1, positions in order.
@@ -107,10 +116,7 @@ def encode_iteration(canvas, features_t, positions0, positions1, cuts_t, t, widt
             base = np.uint64(((t + 2) * bits + c) * plane)
             for i in range(positions.shape[0]):
                 p = np.uint64(positions[i])
-                ctx = np.uint64(0)
-                for j in range(k):
-                    ctx = (ctx << np.uint64(1)) | np.uint64(canvas[offsets[j] + p])
-                cut = np.uint64(table[ctx])
+                cut = np.uint64(table[_context(canvas, offsets, k, p)])
                 scale = rng >> shift
                 if canvas[base + p]:
                     new_lower = lower + scale * cut
@@ -184,10 +190,7 @@ def decode_iteration(canvas, features_t, positions0, positions1, cuts_t, t, widt
             base = np.uint64(((t + 2) * bits + c) * plane)
             for i in range(positions.shape[0]):
                 p = np.uint64(positions[i])
-                ctx = np.uint64(0)
-                for j in range(k):
-                    ctx = (ctx << np.uint64(1)) | np.uint64(canvas[offsets[j] + p])
-                cut = np.uint64(table[ctx])
+                cut = np.uint64(table[_context(canvas, offsets, k, p)])
                 scale = rng >> shift
                 x = point - lower
                 if x >= scale << shift:  # a quantile past 2**24: no encoder wrote this
