@@ -128,15 +128,21 @@ class _Strip:
     need: list[tuple[int, int]]  # per scale, rows of the image at that scale that those rows read
 
 
+def _pyramid_sides(side: int, scales: int) -> list[int]:
+    """A side's length at each scale (avg_pool2d with padding: halved, rounded up)."""
+    sides = [side]
+    for _ in range(1, scales):
+        sides.append(-(-sides[-1] // 2))
+    return sides
+
+
 def _plan(height: int, scales: int, strip_rows: int) -> list[_Strip]:
     """Strips of `strip_rows` full-scale rows (a multiple of 2**(scales-1)) and, at each scale,
     the rows of the map and of the image each one covers: map rows are split where the strips'
     rows fall at that scale; the image rows are the map's plus the window's 10-row halo, plus
     what the next scale's rows are pooled from (avg_pool2d pairs rows 2j-p, 2j+1-p, where p is
     1 for an odd height: the zero row it pads on top)."""
-    heights = [height]
-    for _ in range(1, scales):
-        heights.append(-(-heights[-1] // 2))
+    heights = _pyramid_sides(height, scales)
     bounds = list(range(0, height, strip_rows)) + [height]
     strips = []
     for lo, hi in zip(bounds, bounds[1:]):
@@ -169,7 +175,7 @@ class QualityMeter:
     reads with their halo (`_plan`), pooled exactly as pytorch-msssim pools the whole image.
     The figure is pytorch-msssim's up to float32 rounding (tests/test_metrics.py: within 1e-6
     of the library's whole-image value). Strips hold about STRIP_PIXELS pixels of the full
-    scale (at least 16 rows); the reference's statistics are computed once per strip for every
+    scale (at least 2**(scales-1) rows); the reference's statistics are computed once per strip for every
     depth measured in one flush. PSNR sums squared errors exactly (integers).
 
     The rows a meter keeps are views of what `add` was given, dropped once no strip needs them.
@@ -186,13 +192,7 @@ class QualityMeter:
             step = 2 ** (self.scales - 1)
             strip_rows = max(step, strip_pixels // width // step * step)
             self.strips = _plan(height, self.scales, strip_rows)
-            self.widths = [width]
-            for _ in range(1, self.scales):
-                self.widths.append(-(-self.widths[-1] // 2))
-            h = [height]
-            for _ in range(1, self.scales):
-                h.append(-(-h[-1] // 2))
-            self.heights = h
+            self.heights, self.widths = _pyramid_sides(height, self.scales), _pyramid_sides(width, self.scales)
             weights = np.array(MSSSIM_WEIGHTS[:self.scales])  # renormalised when scales are missing, as in Reference
             self.weights = weights if self.scales == len(MSSSIM_WEIGHTS) else weights / weights.sum()
             self.window = _fspecial_gauss_1d(WINDOW, SIGMA).repeat([3, 1, 1, 1])
@@ -309,10 +309,13 @@ class QualityMeter:
             sums[s] = value.sum(dim=(0, 2, 3), dtype=torch.float64).numpy()
         return sums
 
-    def msssim(self, depth: int) -> float:
-        """MS-SSIM of depth `depth`, once all its rows have come and been flushed."""
+    def _measured(self, depth: int):
         if self.next[depth] < len(self.strips):
             raise ValueError(f"depth {depth} is measured up to strip {self.next[depth]} of {len(self.strips)}")
+
+    def msssim(self, depth: int) -> float:
+        """MS-SSIM of depth `depth`, once all its rows have come and been flushed."""
+        self._measured(depth)
         if self.scales < 2:
             return self.tiny[depth]
         counts = np.array([(h - WINDOW + 1) * (w - WINDOW + 1) for h, w in zip(self.heights, self.widths)])
@@ -320,8 +323,8 @@ class QualityMeter:
         return float(np.mean(np.prod(factors ** self.weights[:, None], axis=0)))
 
     def psnr(self, depth: int) -> float:
-        if self.next[depth] < len(self.strips):
-            raise ValueError(f"depth {depth} is measured up to strip {self.next[depth]} of {len(self.strips)}")
+        """PSNR in dB of depth `depth` (100 for a reconstruction equal to the image), once measured."""
+        self._measured(depth)
         mse = self.squared_errors[depth] / self.reference.size
         return 100.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
