@@ -225,6 +225,7 @@ class Codec:
         depth = run.depth
         quality = [run.meter.msssim(t) for t in range(depth)] if run.meter else []
         codes = run.codes().cut(depth)
+        run.tiles = None  # stacked into `codes`: one copy of the bits, not two
         if len(run.chunks) < depth:
             run.chunks = self.coder.encode(codes.tiles)
         h, w = run.image.shape[:2]

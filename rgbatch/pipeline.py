@@ -20,6 +20,7 @@ once, whatever ran twice.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -152,13 +153,19 @@ class EncodeWorker:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
         start = time.perf_counter()
         paths = tuple(info["path"] for info in infos)
+
+        def progress(*done):  # after each batch of tiles
+            self.working = (paths, *done)
+            release_freed_memory()
+
         try:
             encoded = self.codec.encode_many(list(images), self.iterations, self.measure, target=self.target,
-                                             progress=lambda *done: setattr(self, "working", (paths, *done)))
+                                             progress=progress)
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
         finally:
             self.working = None
+            release_freed_memory()
         seconds = time.perf_counter() - start
         pixels = sum(im.shape[0] * im.shape[1] for im in images)
         return [self._row(info, enc, seconds * im.shape[0] * im.shape[1] / pixels)
@@ -172,6 +179,17 @@ class EncodeWorker:
         except Exception as e:
             return manifest.error_row(info["path"], info["source"], f"encoding failed: {type(e).__name__}: {e}",
                                       **_known(info))
+
+
+def release_freed_memory():
+    """Hand the memory freed by the network's temporaries back to the system. glibc keeps freed
+    blocks in its heap, fragmented by the small arrays that outlive each tile (its bits): an
+    encoder's RSS grew by about 1 GB over the 400 tiles of a 100 MP image, 0.1 GB when trimmed
+    after each batch (a few ms). Nothing where the C library is not glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _known(info: dict) -> dict:
