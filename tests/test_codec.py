@@ -85,6 +85,20 @@ def test_measuring_holds_a_few_rows_of_each_depth_not_whole_images(tiny_weights,
     assert peak < 2 * image.nbytes  # before strips: every depth whole, and float copies (10x)
 
 
+@pytest.mark.parametrize("target", [None, 0.5])  # batches one after the other; in lockstep
+def test_progress_reports_tiles_and_pixels_as_batches_finish(codec, rng, target):
+    from rgbatch.ratecontrol import Target
+
+    images = [smooth_image(rng, 130, 150), smooth_image(rng, 64, 64)]  # 3 x 3 tiles of 64 px, and 1
+    reports = []
+    codec.encode_many(images, 2, target=Target(msssim=target), progress=lambda *r: reports.append(r))
+    assert reports[-1] == (10, 10, 130 * 150 + 64 * 64)
+    assert [r[0] for r in reports] == sorted({r[0] for r in reports})  # tiles done only grow
+    # a batch per grid row and tile shape (row 0: three full tiles, the two images together, then
+    # the edge tile; rows 1 and 2 likewise, two and one); in lockstep, once at the end
+    assert len(reports) == (1 if target else 6)
+
+
 def test_batching_many_images_gives_the_same_codes_as_one_by_one(codec, rng):
     images = [smooth_image(rng, h, w) for h, w in [(70, 90), (64, 64), (130, 40)]]
     together = codec.encode_many(images, 2, measure=False)
