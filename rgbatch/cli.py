@@ -217,24 +217,29 @@ def archive_errors():
 
 @contextlib.contextmanager
 def _image_progress(label: str, megapixels: bool = False):
-    """Yields `progress(done, total[, pixels])`, drawing a rich bar on stderr from its first
-    call on, so that a command failing before any work prints its error line alone."""
+    """Yields `progress(done, total[, pixels[, tiles]])`, drawing a rich bar on stderr from its
+    first call on, so that a command failing before any work prints its error line alone. With
+    `megapixels`, MP/s and the tiles (done/all) of the images being worked on; the bar then
+    moves with their tiles too, so that one large image shows its progress."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("images")]
+    columns = [TextColumn(label), BarColumn(), TextColumn("{task.fields[done]}/{task.total:.0f} images")]
     if megapixels:
-        columns.append(TextColumn("{task.fields[rate]:.3f} MP/s"))
+        columns += [TextColumn("{task.fields[tiles]}"), TextColumn("{task.fields[rate]:.3f} MP/s")]
     bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=False)
     task = start = None
 
-    def update(done, total, pixels=0):
+    def update(done, total, pixels=0, tiles=(0, 0)):
         nonlocal task, start
         if task is None:
             bar.start()
-            task, start = bar.add_task(label, total=total, rate=0.0), time.perf_counter()
-        bar.update(task, completed=done, total=total, rate=pixels / 1e6 / max(time.perf_counter() - start, 1e-9))
+            task, start = bar.add_task(label, total=total, rate=0.0, done=0, tiles=""), time.perf_counter()
+        tiles_done, tiles_all = tiles
+        bar.update(task, completed=done + (tiles_done / tiles_all if tiles_all else 0), total=total, done=done,
+                   tiles=f"{tiles_done}/{tiles_all} tiles" if tiles_all else "",
+                   rate=pixels / 1e6 / max(time.perf_counter() - start, 1e-9))
     try:
         yield update
     finally:

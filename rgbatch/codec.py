@@ -29,11 +29,11 @@ from .codes import Codes, EncodedImage, stream_sizes
 from .entropy import EntropyError, get_coder
 from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
-from .metrics import msssim_many, msssim_scorer, msssim_tensor, psnr
+from .metrics import QualityMeter, msssim_tensor
 from .model import l1_loss
 from .ratecontrol import Target, check_measured, choose_depth
 from .options import OptionError, check_choice, check_range
-from .tiling import DEFAULT_TILE_SIZE, Tile, check_tile_size, cut, paste, tile_grid, to_uint8
+from .tiling import DEFAULT_TILE_SIZE, RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, to_uint8
 from .weights import load_weights, trained_iterations
 
 
@@ -112,15 +112,17 @@ class Codec:
     def max_iterations(self) -> int:
         return self.model.cfg.max_iterations
 
-    def _batches(self, tiles: list[tuple[int, torch.Tensor]]):
-        """Group (key, tensor) pairs by shape into stacks of at most batch_size."""
-        by_shape = defaultdict(list)
-        for key, tensor in tiles:
-            by_shape[tuple(tensor.shape)].append((key, tensor))
-        for group in by_shape.values():
-            for i in range(0, len(group), self.batch_size):
-                chunk = group[i:i + self.batch_size]
-                yield [k for k, _ in chunk], torch.stack([t for _, t in chunk])
+    def _batches(self, work):
+        """Stacks of at most batch_size tensors: `work` is (key, group, load) triples, grouped by
+        `group` (tensors of one shape) in the order groups first appear; a tensor is loaded
+        (`load()`) only when its batch is taken, so that memory holds one batch of inputs."""
+        groups = defaultdict(list)
+        for key, group, load in work:
+            groups[group].append((key, load))
+        for members in groups.values():
+            for i in range(0, len(members), self.batch_size):
+                chunk = members[i:i + self.batch_size]
+                yield [k for k, _ in chunk], torch.stack([load() for _, load in chunk])
 
     # -- encoding: network + tiling -> Codes -> coder -> chunks -> bitstream.pack ------------
     def encode(self, image: np.ndarray, iterations: int | None = None, measure: bool = True,
@@ -129,7 +131,7 @@ class Codec:
 
     def encode_many(self, images: list[np.ndarray], iterations: int | None = None,
                     measure: bool = True, keep_reconstructions: bool = False,
-                    target: Target = Target(), keep_codes: bool = False) -> list[EncodedImage]:
+                    target: Target = Target(), keep_codes: bool = False, progress=None) -> list[EncodedImage]:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
@@ -138,30 +140,40 @@ class Codec:
         `target` (`ratecontrol.Target`): each image keeps the depth its quality or size target
         asks for, and the encoder stops there: the stream and stats are those of the full
         encoding cut to that depth, for only the iterations kept.
+
+        Memory stays flat in the images' sizes: tiles are cut from the images as their batches
+        run, and the reconstructions are measured in strips of rows as they come
+        (`metrics.QualityMeter`), never held whole unless `keep_reconstructions` asks for them.
+        `progress(tiles_done, tiles, pixels_done)` is called as tiles finish.
         """
         measure = measure or keep_reconstructions
         check_measured(target, measure)
-        runs = self._run_network(images, self._depth(iterations), measure, target)
-        return [self._store(run, target, keep_reconstructions, keep_codes) for run in runs]
+        runs = self._run_network(images, self._depth(iterations), measure, target, keep_reconstructions, progress)
+        return [self._store(run, target, keep_codes) for run in runs]
 
     def encode_codes(self, images: list[np.ndarray], iterations: int | None = None) -> list[Codes]:
         """The network stage alone: the `Codes` of each image, not entropy-coded."""
-        return [run.codes() for run in self._run_network(images, self._depth(iterations), False, Target())]
+        return [run.codes() for run in self._run_network(images, self._depth(iterations), False, Target(), False)]
 
     def _depth(self, iterations: int | None) -> int:
         iterations = self.default_iterations if iterations is None else iterations
         check_range("iterations", iterations, 1, self.max_iterations, " for this model")
         return iterations
 
-    def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target) -> list[_Run]:
+    def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target,
+                     keep_reconstructions: bool = False, progress=None) -> list[_Run]:
         """Every image through the network, tile batches at a time, up to `iterations` or its target."""
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
         runs = [_Run(im, layout(im.shape[1], im.shape[0], self.tile_size, math.inf, align), self.tile_size,
-                     iterations, measure) for im in images]
-        work = [((i, j), t) for i, run in enumerate(runs) for j, t in enumerate(cut(run.image, run.grid, align))]
+                     iterations, measure, keep_reconstructions) for im in images]
+        # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
+        # an image's reconstructions then come top to bottom, measured and dropped as they come
+        work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
+                for i, run in enumerate(runs) for j, (band, t) in enumerate(run.bands())]
         steps = ((keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
                                            search_loss=search_loss)) for keys, x in self._batches(work))
+        tiles, done, pixels = len(work), 0, 0
         # To stop an image early, every batch advances one iteration at a time, so that an image
         # whose tiles sit in several batches is whole at each depth when its targets are checked.
         # That keeps every tile's network state alive at once: bounded to LOCKSTEP_TILES tiles;
@@ -175,14 +187,25 @@ class Codec:
                             continue  # every image of this batch has stopped
                         bits, x_hat = next(batch)
                         bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
-                        pixels = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure else None
+                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure else None
                         for n, (i, j) in enumerate(keys):
                             runs[i].tiles[j].append(bits[n])
                             if measure:
-                                paste(runs[i].recon[t], pixels[n], runs[i].grid[j])
+                                runs[i].reconstructed(t, j, pixels_t[n])
                     for run in runs if lockstep else ():
+                        if run.meter:
+                            run.meter.flush()
                         if run.depth > t and self._reached(target, run, t):
                             run.depth = t + 1
+                for keys, _ in group:
+                    for i, j in keys:
+                        done += 1
+                        pixels += runs[i].grid[j].height * runs[i].grid[j].width
+                for i in {i for keys, _ in group for i, _ in keys}:
+                    if runs[i].meter:
+                        runs[i].meter.flush()
+                if progress:
+                    progress(done, tiles, pixels)
         return runs
 
     def _reached(self, target: Target, run: _Run, t: int) -> bool:
@@ -191,30 +214,28 @@ class Codec:
         Codes the chunk of iteration t on the way, for a size target."""
         stop = False
         if target.msssim is not None:
-            run.scorer = run.scorer or msssim_scorer(run.image)
-            run.quality += run.scorer(run.recon[t:t + 1])
-            stop = run.quality[-1] >= target.msssim
+            stop = run.meter.msssim(t) >= target.msssim
         if target.limits_size:
             run.chunks.append(self.coder.encode_iteration(run.codes().tiles, t))
             stop = stop or not target.fits(stream_sizes(run.chunks)[-1], run.image.shape[0] * run.image.shape[1])
         return stop
 
-    def _store(self, run: _Run, target: Target, keep_reconstructions: bool, keep_codes: bool) -> EncodedImage:
+    def _store(self, run: _Run, target: Target, keep_codes: bool) -> EncodedImage:
         """The coder and packing stages of one image: its stream cut to the depth it keeps."""
         depth = run.depth
-        if len(run.quality) < depth and run.measure:
-            run.quality = msssim_many(run.image, run.recon[:depth])
+        quality = [run.meter.msssim(t) for t in range(depth)] if run.meter else []
         codes = run.codes().cut(depth)
+        run.tiles = None  # stacked into `codes`: one copy of the bits, not two
         if len(run.chunks) < depth:
             run.chunks = self.coder.encode(codes.tiles)
         h, w = run.image.shape[:2]
         if target:  # the depth the target keeps, from every depth coded so far
-            depth = choose_depth(target, stream_sizes(run.chunks[:depth]), run.quality[:depth], w * h)
+            depth = choose_depth(target, stream_sizes(run.chunks[:depth]), quality, w * h)
         enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, stream_sizes(run.chunks[:depth]))
-        if run.measure:
-            enc.msssim = run.quality[:depth]
-            enc.psnr = [psnr(run.image, r) for r in run.recon[:depth]]
-        if keep_reconstructions:
+        if run.meter:
+            enc.msssim = quality[:depth]
+            enc.psnr = [run.meter.psnr(t) for t in range(depth)]
+        if run.recon is not None:
             enc.reconstructions = run.recon[:depth]
         if keep_codes:
             enc.codes = codes.cut(depth)
@@ -269,7 +290,8 @@ class Codec:
         """The network stage of decoding: HxWx3 uint8 images from their `Codes`."""
         images = [np.empty((c.height, c.width, 3), np.uint8) for c in codes]
         grids = [c.grid for c in codes]
-        work = [((i, j), torch.from_numpy(t).float() * 2 - 1) for i, c in enumerate(codes) for j, t in enumerate(c.tiles)]
+        work = [((i, j), t.shape, lambda t=t: torch.from_numpy(t).float() * 2 - 1)
+                for i, c in enumerate(codes) for j, t in enumerate(c.tiles)]
         for keys, bits in self._batches(work):
             x_hat = self.model.decode(bits.transpose(0, 1).contiguous().to(self.device))
             for (i, j), p in zip(keys, to_uint8(x_hat)):
@@ -278,17 +300,31 @@ class Codec:
 
 
 class _Run:
-    """One image on its way through the network: its tiles' bits and reconstructions so far."""
+    """One image on its way through the network: its tiles' bits so far and, when measured, its
+    quality meter fed with each depth's reconstruction as rows of tiles complete."""
 
-    def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool):
-        self.image, self.grid, self.tile_size, self.measure = image, grid, tile_size, measure
+    def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
+                 keep_reconstructions: bool):
+        self.image, self.grid, self.tile_size = image, grid, tile_size
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
-        # per depth, the reconstruction as stored uint8 (filled tile by tile)
-        self.recon = np.empty((iterations, *image.shape), np.uint8) if measure else None
-        self.quality = []  # MS-SSIM per depth, measured as the encoding goes (lockstep)
-        self.scorer = None  # the image's MS-SSIM against its own statistics, computed once
+        self.meter = QualityMeter(image, iterations) if measure else None
+        self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if measure else None
+        # every depth's reconstruction whole, only when the caller asks for them
+        self.recon = np.empty((iterations, *image.shape), np.uint8) if keep_reconstructions else None
         self.chunks = []  # chunks coded as the encoding goes (lockstep, size targets)
         self.depth = iterations  # where the image stops
+
+    def bands(self) -> list[tuple[int, Tile]]:
+        """(row of the tile grid, tile) of each tile, in the grid's order."""
+        rows = {y: n for n, y in enumerate(sorted({t.y for t in self.grid}))}
+        return [(rows[t.y], t) for t in self.grid]
+
+    def reconstructed(self, t: int, j: int, pixels: np.ndarray):
+        """Tile j's reconstruction at depth t (uint8, padding included)."""
+        for y, band in self.rows[t].paste(pixels, self.grid[j]):
+            self.meter.add(t, y, band)
+        if self.recon is not None:
+            paste(self.recon[t], pixels, self.grid[j])
 
     def codes(self) -> Codes:
         return Codes(self.image.shape[1], self.image.shape[0], self.tile_size, [np.stack(t) for t in self.tiles])

@@ -22,9 +22,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-# Pillow's own default limit (about 9459 x 9459): anything bigger is refused unread. The
-# encoder also keeps every depth's reconstruction of an image for its statistics, so memory
-# grows with the image; archives of bigger scans need their images split first.
+# Pillow's own default limit (about 9459 x 9459): anything bigger is refused unread unless the
+# caller raises it (`compress --max-pixels`); memory stays flat in the image's size beyond the
+# image itself (README, "Inputs").
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 
@@ -57,23 +57,39 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray,
     return to_rgb(image), mode
 
 
+BAND_PIXELS = 1 << 20  # pixels converted at once: a 100 MP image needs its Pillow image, the array and 6 MB
+
+
 def to_rgb(image: Image.Image) -> np.ndarray:
-    """Any Pillow image -> upright HxWx3 uint8 RGB (see the table above)."""
+    """Any Pillow image -> upright HxWx3 uint8 RGB (see the table above), converted band by
+    band into one array: besides the decoded image, only the result and one band are held."""
     try:
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a broken EXIF block must not lose the picture itself
         pass
+    top = None  # the white of 16- and 32-bit images, from the whole image's range
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        high = image.getextrema()[1]
+        top = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
         if image.mode == "F":
-            top = 1.0 if array.max() <= 1.0 else 255.0
+            top = 1.0 if high <= 1.0 else 255.0
+    width, height = image.size
+    rgb = np.empty((height, width, 3), np.uint8)
+    step = max(1, BAND_PIXELS // width)
+    for y in range(0, height, step):
+        rgb[y:y + step] = _band_to_rgb(image.crop((0, y, width, min(y + step, height))), top)
+    return rgb
+
+
+def _band_to_rgb(image: Image.Image, top: float | None) -> np.ndarray:
+    if top is not None:
+        array = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.round(array / top * 255), 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         image = image.convert("RGBA").convert("RGB") if image.mode != "RGBA" else image.convert("RGB")
     elif image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8).copy()
+    return np.asarray(image, dtype=np.uint8)
 
 
 def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:

@@ -1,9 +1,12 @@
 """Image quality: MS-SSIM (pytorch-msssim's, RGB, data range 1) and PSNR, on 8-bit images.
 
 MS-SSIM runs pytorch-msssim's arithmetic with its Gaussian filter, organised so that the
-reference's statistics are computed once for all the images measured against it (`Reference`;
-16 reconstructions of a Kodak image: 0.37 s against 0.67 s with the library's `ms_ssim`, one
-thread). Tested equal to the library's value.
+reference's statistics are computed once for all the images measured against it (16
+reconstructions of a Kodak image: 0.37 s against 0.67 s with the library's `ms_ssim`, one
+thread). Tested equal to the library's value. Two forms: `Reference` (float tensors, batched,
+differentiable: the training loss) and `QualityMeter` (uint8 images, measured in strips of
+rows as an encoder's reconstructions come, so that memory stays flat in the image's size:
+the codec's and the bench's figures).
 
 MS-SSIM needs the short side above 160 px for its five scales (an 11-px window at 1/16
 scale). For smaller images rgbatch uses as many scales as fit, with the standard weights of
@@ -14,6 +17,8 @@ standard MS-SSIM whenever the standard one is defined.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,7 +28,6 @@ from pytorch_msssim.ssim import _fspecial_gauss_1d, gaussian_filter
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WINDOW, SIGMA = 11, 1.5
 C1, C2 = 0.01 ** 2, 0.03 ** 2  # data range 1
-LARGE_IMAGE_PIXELS = 4_000_000  # above this, MS-SSIM is measured channel by channel (memory)
 
 
 def _as_float(images: np.ndarray) -> torch.Tensor:
@@ -104,38 +108,225 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float:
     return msssim_many(a, b[None])[0]
 
 
-def msssim_many(reference: np.ndarray, images: np.ndarray) -> list[float]:
-    """MS-SSIM of each of N images (NxHxWx3 uint8) against one reference."""
-    return msssim_scorer(reference)(images)
+def msssim_many(reference: np.ndarray, images) -> list[float]:
+    """MS-SSIM of each of N images (NxHxWx3 uint8, or a list of HxWx3) against one reference."""
+    meter = QualityMeter(reference, len(images))
+    for t, image in enumerate(images):
+        meter.add(t, 0, image)
+    meter.flush()
+    return [meter.msssim(t) for t in range(len(images))]
 
 
-def msssim_scorer(reference: np.ndarray):
-    """score(images) -> MS-SSIM of each of N images (NxHxWx3 uint8) against `reference`, whose
-    statistics are computed once for every call (an encoder that stops at a quality scores
-    one depth at a time).
+STRIP_PIXELS = 1_000_000  # pixels of the full-scale MS-SSIM map measured at once (memory: 0.2-0.3 GB)
+CACHE_PIXELS = 4_000_000  # up to this size the reference's statistics are kept between flushes
 
-    One image at a time against the reference's statistics (one at a time measured 2.3-2.9x
-    faster than batches of four on this CPU). Large images go one channel at a time, each call
-    computing a channel's statistics afresh: the filters' float32 intermediates of a 40 MP RGB
-    image take several GB, and MS-SSIM of an RGB image is the mean of its channels' values."""
-    # _as_float leaves the colours interleaved (channels-last strides), the layout in which the
-    # library's Gaussian filter runs fastest here (6x a contiguous NCHW copy): no copies
-    ref = _as_float(reference)
-    scales = _scales(min(ref.shape[-2:]))
-    if scales < 2:  # tiny images: single-scale SSIM, cost irrelevant
-        return lambda images: [msssim_tensor(ref, _as_float(y)).item() for y in images]
-    if ref.shape[-2] * ref.shape[-1] <= LARGE_IMAGE_PIXELS:
-        stats = Reference(ref, scales)
-        return lambda images: [stats.msssim(_as_float(y)).item() for y in images]
 
-    def channel_by_channel(images):
-        totals = np.zeros(len(images))
-        for c in range(ref.shape[1]):
-            stats = Reference(ref[:, c:c + 1], scales)
-            for i, image in enumerate(images):
-                totals[i] += stats.msssim(_as_float(image[..., c:c + 1])).item()
-        return (totals / ref.shape[1]).tolist()
-    return channel_by_channel
+@dataclass(frozen=True)
+class _Strip:
+    rows: tuple[int, int]  # rows of the image whose PSNR this strip sums (a partition of the image)
+    maps: list[tuple[int, int]]  # per scale, rows of that scale's SSIM map summed here (a partition of the map)
+    need: list[tuple[int, int]]  # per scale, rows of the image at that scale that those rows read
+
+
+def _pyramid_sides(side: int, scales: int) -> list[int]:
+    """A side's length at each scale (avg_pool2d with padding: halved, rounded up)."""
+    sides = [side]
+    for _ in range(1, scales):
+        sides.append(-(-sides[-1] // 2))
+    return sides
+
+
+def _plan(height: int, scales: int, strip_rows: int) -> list[_Strip]:
+    """Strips of `strip_rows` full-scale rows (a multiple of 2**(scales-1)) and, at each scale,
+    the rows of the map and of the image each one covers: map rows are split where the strips'
+    rows fall at that scale; the image rows are the map's plus the window's 10-row halo, plus
+    what the next scale's rows are pooled from (avg_pool2d pairs rows 2j-p, 2j+1-p, where p is
+    1 for an odd height: the zero row it pads on top)."""
+    heights = _pyramid_sides(height, scales)
+    bounds = list(range(0, height, strip_rows)) + [height]
+    strips = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        maps = [(min(lo >> s, h - WINDOW + 1), h - WINDOW + 1 if hi == height else min(hi >> s, h - WINDOW + 1))
+                for s, h in enumerate(heights)]
+        need = [None] * scales
+        for s in reversed(range(scales)):
+            spans = [(maps[s][0], maps[s][1] + WINDOW - 1)] if maps[s][1] > maps[s][0] else []
+            if s == 0:
+                spans.append((lo, hi))
+            if s + 1 < scales and need[s + 1]:
+                p = heights[s] % 2
+                spans.append((max(2 * need[s + 1][0] - p, 0), 2 * need[s + 1][1] - p))
+            need[s] = (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+        strips.append(_Strip((lo, hi), maps, need))
+    return strips
+
+
+class QualityMeter:
+    """MS-SSIM and PSNR of reconstructions of one image at several depths, measured in strips of
+    rows, so that no depth's reconstruction is ever held whole, nor any float copy of the image.
+
+        meter = QualityMeter(image, depths=16)
+        meter.add(t, y, rows)     # rows y, y+1, ... of depth t's reconstruction, top to bottom
+        meter.flush()             # measures every strip whose rows have all come
+        meter.msssim(t), meter.psnr(t)
+
+    MS-SSIM is a product over scales of means of SSIM maps; a mean is a sum over a partition of
+    the map, so each strip sums its part of every scale's map (float64), from the image rows it
+    reads with their halo (`_plan`), pooled exactly as pytorch-msssim pools the whole image.
+    The figure is pytorch-msssim's up to float32 rounding (tests/test_metrics.py: within 1e-6
+    of the library's whole-image value). Strips hold about STRIP_PIXELS pixels of the full
+    scale (at least 2**(scales-1) rows); the reference's statistics are computed once per strip for every
+    depth measured in one flush. PSNR sums squared errors exactly (integers).
+
+    The rows a meter keeps are views of what `add` was given, dropped once no strip needs them.
+    Images whose short side leaves fewer than two scales get single-scale SSIM (`msssim_tensor`),
+    measured whole (they are at most 20 pixels on one side).
+    """
+
+    def __init__(self, reference: np.ndarray, depths: int, strip_pixels: int | None = None):
+        self.reference = reference
+        strip_pixels = strip_pixels or STRIP_PIXELS
+        height, width = reference.shape[:2]
+        self.scales = _scales(min(height, width))
+        if self.scales >= 2:
+            step = 2 ** (self.scales - 1)
+            strip_rows = max(step, strip_pixels // width // step * step)
+            self.strips = _plan(height, self.scales, strip_rows)
+            self.heights, self.widths = _pyramid_sides(height, self.scales), _pyramid_sides(width, self.scales)
+            weights = np.array(MSSSIM_WEIGHTS[:self.scales])  # renormalised when scales are missing, as in Reference
+            self.weights = weights if self.scales == len(MSSSIM_WEIGHTS) else weights / weights.sum()
+            self.window = _fspecial_gauss_1d(WINDOW, SIGMA).repeat([3, 1, 1, 1])
+        else:
+            self.strips = [_Strip((0, height), [], [(0, height)])]
+        self.cache = {}  # strip -> the reference's statistics, kept for depths still to come
+        self.caching = height * width <= CACHE_PIXELS
+        self.pieces = [[] for _ in range(depths)]  # per depth, (first row, rows) not yet measured
+        self.received = [0] * depths  # rows added per depth
+        self.next = [0] * depths  # the next strip to measure per depth
+        self.sums = np.zeros((depths, max(self.scales, 1), 3))  # per depth, scale and channel: map sums
+        self.squared_errors = np.zeros(depths, np.int64)
+        self.tiny = [None] * depths  # single-scale SSIM of tiny images
+
+    def add(self, depth: int, y: int, rows: np.ndarray):
+        if y != self.received[depth]:
+            raise ValueError(f"rows of depth {depth} must come in order: row {self.received[depth]} next, not {y}")
+        self.pieces[depth].append((y, rows))
+        self.received[depth] += rows.shape[0]
+
+    def flush(self):
+        """Measure every strip whose rows have come, for all the depths that have them."""
+        while True:
+            ready = [t for t, k in enumerate(self.next)
+                     if k < len(self.strips) and self.received[t] >= self.strips[k].need[0][1]]
+            if not ready:
+                return
+            k = min(self.next[t] for t in ready)
+            depths = [t for t in ready if self.next[t] == k]
+            self._measure(k, depths)
+            for t in depths:
+                self.next[t] = k + 1
+                keep = self.strips[k + 1].need[0][0] if k + 1 < len(self.strips) else self.received[t]
+                self.pieces[t] = [(y, r) for y, r in self.pieces[t] if y + r.shape[0] > keep]
+
+    def _rows(self, depth: int, lo: int, hi: int) -> np.ndarray:
+        parts = [r[max(lo - y, 0):hi - y] for y, r in self.pieces[depth] if y < hi and y + r.shape[0] > lo]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _measure(self, k: int, depths: list[int]):
+        strip = self.strips[k]
+        lo, hi = strip.need[0]
+        a, b = strip.rows
+        reference = self.reference[lo:hi]
+        for t in depths:
+            rows = self._rows(t, lo, hi)
+            diff = reference[a - lo:b - lo].astype(np.int32) - rows[a - lo:b - lo]
+            self.squared_errors[t] += np.sum(diff * diff, dtype=np.int64)
+        if self.scales < 2:
+            for t in depths:
+                self.tiny[t] = msssim_tensor(_as_float(reference), _as_float(self._rows(t, lo, hi))).item()
+            return
+        stats = self.cache.pop(k, None)
+        if stats is None:
+            stats = self._statistics(self._pyramid(reference, strip), strip)
+        if self.caching and any(self.next[t] <= k for t in range(len(self.next)) if t not in depths):
+            self.cache[k] = stats  # depths still to come will measure this strip (an encoder stopping at a target)
+        for t in depths:
+            self.sums[t] += self._sums(stats, self._pyramid(self._rows(t, lo, hi), strip), strip)
+
+    def _pyramid(self, rows: np.ndarray, strip: _Strip) -> list[torch.Tensor | None]:
+        """The strip's image at every scale (rows `strip.need[s]`), float in [0, 1], channels-last."""
+        x = _as_float(rows)
+        levels = [x]
+        for s in range(1, self.scales):
+            if strip.need[s] is None:
+                levels.append(None)
+                continue
+            p = self.heights[s - 1] % 2
+            first, last = 2 * strip.need[s][0] - p, 2 * strip.need[s][1] - p
+            offset = strip.need[s - 1][0]
+            part = levels[-1][:, :, max(first, 0) - offset:last - offset]
+            if first < 0:  # the zero row avg_pool2d pads an odd height with on top
+                part = F.pad(part, (0, 0, 1, 0))
+            levels.append(_channels_last(F.avg_pool2d(part, 2, padding=[0, self.widths[s - 1] % 2])))
+        return levels
+
+    def _map_input(self, levels, strip: _Strip, s: int) -> torch.Tensor | None:
+        """The rows scale s's map rows of this strip read (None where the strip has none)."""
+        first, last = strip.maps[s]
+        if last <= first:
+            return None
+        offset = strip.need[s][0]
+        return levels[s][:, :, first - offset:last + WINDOW - 1 - offset]
+
+    def _statistics(self, levels, strip: _Strip) -> list:
+        """Per scale, the reference's (rows its map reads, their mean, their variance), or None."""
+        stats = []
+        for s in range(self.scales):
+            x = self._map_input(levels, strip, s)
+            if x is None:
+                stats.append(None)
+                continue
+            mean = gaussian_filter(x, self.window)
+            stats.append((x, mean, gaussian_filter(x * x, self.window) - mean.pow(2)))
+        return stats
+
+    def _sums(self, stats, levels, strip: _Strip) -> np.ndarray:
+        """Per scale and channel, the sum of this strip's rows of the map pytorch-msssim averages:
+        contrast-structure, and at the last scale luminance times contrast-structure."""
+        sums = np.zeros((self.scales, 3))
+        for s, reference in enumerate(stats):
+            if reference is None:
+                continue
+            x, mean_x, var_x = reference
+            y = self._map_input(levels, strip, s)
+            mean_y = gaussian_filter(y, self.window)
+            var_y = gaussian_filter(y * y, self.window).sub_(mean_y.pow(2))
+            covariance = gaussian_filter(_channels_last(x * y), self.window).sub_(mean_x * mean_y)
+            # (2 covariance + C2) / (var_x + var_y + C2), in place: a strip's maps are its memory
+            value = covariance.mul_(2).add_(C2).div_(var_y.add_(var_x).add_(C2))
+            if s == self.scales - 1:
+                value = (2 * mean_x * mean_y + C1) / (mean_x.pow(2) + mean_y.pow(2) + C1) * value
+            sums[s] = value.sum(dim=(0, 2, 3), dtype=torch.float64).numpy()
+        return sums
+
+    def _measured(self, depth: int):
+        if self.next[depth] < len(self.strips):
+            raise ValueError(f"depth {depth} is measured up to strip {self.next[depth]} of {len(self.strips)}")
+
+    def msssim(self, depth: int) -> float:
+        """MS-SSIM of depth `depth`, once all its rows have come and been flushed."""
+        self._measured(depth)
+        if self.scales < 2:
+            return self.tiny[depth]
+        counts = np.array([(h - WINDOW + 1) * (w - WINDOW + 1) for h, w in zip(self.heights, self.widths)])
+        factors = np.maximum(self.sums[depth] / counts[:, None], 0)  # (scales, channels)
+        return float(np.mean(np.prod(factors ** self.weights[:, None], axis=0)))
+
+    def psnr(self, depth: int) -> float:
+        """PSNR in dB of depth `depth` (100 for a reconstruction equal to the image), once measured."""
+        self._measured(depth)
+        mse = self.squared_errors[depth] / self.reference.size
+        return 100.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
 def msssim_tensor(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ once, whatever ran twice.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -132,9 +133,16 @@ class EncodeWorker:
         self.iterations = options.iterations
         self.target = options.target
         self.measure = options.measure
+        self.working = None  # (paths, tiles done, tiles, pixels done) of the call being encoded
 
     def model_id(self) -> str:
         return self.codec.model_id
+
+    def progress(self):
+        """How far the call being encoded is: (its images' paths, tiles done, tiles, pixels of
+        the tiles done), or None between calls. The driver asks while a call runs: the method
+        runs in a concurrency group of its own (`_compress_locked`), beside `encode`."""
+        return self.working
 
     def _row(self, read: Row, encoded, seconds: float) -> Row:
         return read.from_encoded(encoded, self.codec.model_id, self.codec.tile_size, self.codec.coder.name, seconds)
@@ -142,10 +150,20 @@ class EncodeWorker:
     def encode(self, infos: list[Row], *images: np.ndarray) -> list[Row]:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
         start = time.perf_counter()
+        paths = tuple(info.path for info in infos)
+
+        def progress(*done):  # after each batch of tiles
+            self.working = (paths, *done)
+            release_freed_memory()
+
         try:
-            encoded = self.codec.encode_many(list(images), self.iterations, self.measure, target=self.target)
+            encoded = self.codec.encode_many(list(images), self.iterations, self.measure, target=self.target,
+                                             progress=progress)
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
+        finally:
+            self.working = None
+            release_freed_memory()
         seconds = time.perf_counter() - start
         pixels = sum(im.shape[0] * im.shape[1] for im in images)
         return [self._row(info, enc, seconds * im.shape[0] * im.shape[1] / pixels)
@@ -158,6 +176,18 @@ class EncodeWorker:
                              time.perf_counter() - start)
         except Exception as e:
             return info.failed(f"encoding failed: {type(e).__name__}: {e}")
+
+
+def release_freed_memory():
+    """Hand the memory freed by the network's temporaries back to the system. glibc keeps freed
+    blocks in its heap, fragmented by the small arrays that outlive each tile (its bits): an
+    encoder's RSS grew by about 1 GB over the 400 tiles of a 100 MP image, 0.1 GB when trimmed
+    after each batch (a few ms). Nothing where the C library is not glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 
 
 # -- Ray session ----------------------------------------------------------------------------------
@@ -235,7 +265,9 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
              progress=None, log=None) -> CompressResult:
     """Archive the images of `sources` (folders, globs, list files) into `archive`.
 
-    `progress(done, total, pixels)` is called as images finish; `log(text)` gets notes.
+    `progress(done, total, pixels, tiles)` is called as images finish and, while images are
+    being encoded, about once a second: `pixels` counts the tiles already encoded of those
+    images too, `tiles` is (done, all) of their tiles. `log(text)` gets notes.
     """
     options = options or CompressOptions()
     options.check()
@@ -265,7 +297,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         result.device, result.workers = device, workers
         if log:
             log(f"{len(found)} sources, {len(done)} already archived; {workers} {device} encoder(s)")
-        actor_class = ray.remote(EncodeWorker).options(
+        # a concurrency group of its own lets EncodeWorker.progress answer while encode runs
+        actor_class = ray.remote(concurrency_groups={"progress": 1})(EncodeWorker).options(
             num_cpus=1, num_gpus=gpu_share, resources=options.worker_resources or {},
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1)  # calls wait out restarts
         make_actor = lambda: actor_class.remote(weights, device, options, threads)  # noqa: E731
@@ -300,6 +333,8 @@ class _Run:
         self.max_reads = 2 * len(actors)
         self.written = set()
         self.total = len(found)
+        self.polls = {}  # progress ref -> actor index: questions to busy encoders
+        self.working = {}  # actor index -> its last answer (EncodeWorker.progress)
 
     def run(self):
         from ray.exceptions import RayError
@@ -310,6 +345,7 @@ class _Run:
             self.start_calls()
             finished, _ = self.ray.wait(list(self.reads) + list(self.calls), num_returns=1, timeout=1.0)
             self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
+            self.poll_encoders()
             for ref in finished:
                 if ref in self.reads:
                     image_ref, source = self.reads.pop(ref)
@@ -384,9 +420,32 @@ class _Run:
             result.failures.append((row.path, row.error))
         self.report()
 
+    def poll_encoders(self):
+        """Ask every busy encoder how far its call is (one question in flight each), and take the
+        answers that have come: the progress of images while they are being encoded."""
+        from ray.exceptions import RayError
+
+        if not self.progress:
+            return
+        for index, actor in enumerate(self.actors):
+            if self.busy[index] and index not in self.polls.values():
+                self.polls[actor.progress.options(concurrency_group="progress").remote()] = index
+        answered, _ = self.ray.wait(list(self.polls), num_returns=len(self.polls), timeout=0)
+        for ref in answered:
+            index = self.polls.pop(ref)
+            try:
+                self.working[index] = self.ray.get(ref)
+            except RayError:  # the actor died; its calls report it
+                self.working.pop(index, None)
+        if answered:
+            self.report()
+
     def report(self):
         if self.progress:
-            self.progress(len(self.written) + self.result.skipped, self.total, self.result.pixels)
+            running = {tuple(i.path for i in infos) for _, infos in self.calls.values()}
+            now = [w for w in self.working.values() if w and w[0] in running]  # answers of calls still running
+            self.progress(len(self.written) + self.result.skipped, self.total,
+                          self.result.pixels + sum(w[3] for w in now), (sum(w[1] for w in now), sum(w[2] for w in now)))
 
 
 def _reason(error: Exception) -> str:

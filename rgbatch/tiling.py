@@ -75,20 +75,50 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def cut(image: np.ndarray, tiles: list[Tile], multiple: int) -> list[torch.Tensor]:
-    """HxWx3 uint8 -> one (3, h, w) float tensor in [-0.5, 0.5] per tile, edge-padded to a
-    multiple of `multiple` (the model's alignment)."""
-    full = to_float(np.require(image, requirements=["C", "W"]))
-    out = []
-    for t in tiles:
-        crop = full[:, t.y:t.y + t.height, t.x:t.x + t.width]
-        ph, pw = t.padded_shape(multiple)
-        pad = (0, pw - t.width, 0, ph - t.height)
-        # replicate padding needs a batch dim; a 1-px side can only repeat itself, which is right
-        out.append(F.pad(crop[None], pad, mode="replicate")[0] if any(pad) else crop)
-    return out
+    """HxWx3 uint8 -> one (3, h, w) float tensor in [-0.5, 0.5] per tile (`cut_tile`)."""
+    return [cut_tile(image, t, multiple) for t in tiles]
+
+
+def cut_tile(image: np.ndarray, tile: Tile, multiple: int) -> torch.Tensor:
+    """One tile of an HxWx3 uint8 image as a (3, h, w) float tensor in [-0.5, 0.5], edge-padded
+    to a multiple of `multiple` (the model's alignment). Only the tile's pixels are copied (the
+    image may be read-only, as Ray's shared-memory arrays are)."""
+    crop = to_float(np.array(image[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]))
+    ph, pw = tile.padded_shape(multiple)
+    pad = (0, pw - tile.width, 0, ph - tile.height)
+    # replicate padding needs a batch dim; a 1-px side can only repeat itself, which is right
+    return F.pad(crop[None], pad, mode="replicate")[0] if any(pad) else crop
 
 
 def paste(image: np.ndarray, part: np.ndarray, tile: Tile):
     """Write a tile's reconstruction (..., h, w, 3), padding included, into `image`
     (..., H, W, 3) at the tile's place, cropping the padding away."""
     image[..., tile.y:tile.y + tile.height, tile.x:tile.x + tile.width, :] = part[..., :tile.height, :tile.width, :]
+
+
+class RowBands:
+    """An image's reconstruction pasted tile by tile into full-width uint8 bands, one per row of
+    its tile grid, each band handed on (top to bottom) once all its tiles are in: what a
+    measure of the whole image needs, without ever holding the whole image."""
+
+    def __init__(self, grid: list[Tile], width: int):
+        self.width = width
+        self.rows = sorted({(t.y, t.height) for t in grid})
+        self.missing = {y: 0 for y, _ in self.rows}  # tiles not yet pasted, per band
+        for t in grid:
+            self.missing[t.y] += 1
+        self.bands = {}
+        self.next = 0  # index in self.rows of the next band to hand on
+
+    def paste(self, part: np.ndarray, tile: Tile) -> list[tuple[int, np.ndarray]]:
+        """Paste one tile; returns the (first row, band) of every band now complete, in order."""
+        if tile.y not in self.bands:
+            self.bands[tile.y] = np.empty((tile.height, self.width, 3), np.uint8)
+        paste(self.bands[tile.y], part, Tile(0, tile.x, tile.height, tile.width))
+        self.missing[tile.y] -= 1
+        done = []
+        while self.next < len(self.rows) and not self.missing[self.rows[self.next][0]]:
+            y = self.rows[self.next][0]
+            done.append((y, self.bands.pop(y)))
+            self.next += 1
+        return done

@@ -50,6 +50,55 @@ def test_decoding_at_depth_k_equals_the_encoders_kth_reconstruction(tiny_weights
         assert np.array_equal(codec.decode(bitstream.truncate(encoded.blob, k)), decoded)
 
 
+def test_quality_measured_in_strips_as_tiles_come_is_the_whole_image_figure(tiny_weights, rng, monkeypatch):
+    from pytorch_msssim import ms_ssim
+
+    from rgbatch import metrics
+
+    monkeypatch.setattr(metrics, "STRIP_PIXELS", 16 * 250)  # strips of 16 rows; tile rows of 64
+    image = smooth_image(rng, 333, 250)
+    encoded = Codec.load(tiny_weights, tile_size=64, batch_size=3).encode(image, 3, keep_reconstructions=True)
+    as_float = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    for t, reconstruction in enumerate(encoded.reconstructions):
+        whole = float(ms_ssim(as_float(image), as_float(reconstruction), data_range=1.0))
+        assert encoded.msssim[t] == pytest.approx(whole, abs=1e-6)  # the documented tolerance
+        assert encoded.psnr[t] == metrics.psnr(image, reconstruction)
+
+
+def test_measuring_holds_a_few_rows_of_each_depth_not_whole_images(tiny_weights, rng, monkeypatch):
+    # numpy's allocations are traced: reconstructions, canvases, copies of the image (torch's
+    # are not: the network and the MS-SSIM maps work on one tile or strip at a time)
+    import tracemalloc
+
+    from rgbatch import metrics
+
+    monkeypatch.setattr(metrics, "STRIP_PIXELS", 1024 * 32)  # as a 100 MP image has 40-row strips
+    image = smooth_image(rng, 1536, 1024)
+    codec = Codec.load(tiny_weights, tile_size=128, batch_size=4)
+    tracemalloc.start()
+    try:
+        encoded = codec.encode(image, 4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(encoded.msssim) == 4
+    assert peak < 2 * image.nbytes  # before strips: every depth whole, and float copies (10x)
+
+
+@pytest.mark.parametrize("target", [None, 0.5])  # batches one after the other; in lockstep
+def test_progress_reports_tiles_and_pixels_as_batches_finish(codec, rng, target):
+    from rgbatch.ratecontrol import Target
+
+    images = [smooth_image(rng, 130, 150), smooth_image(rng, 64, 64)]  # 3 x 3 tiles of 64 px, and 1
+    reports = []
+    codec.encode_many(images, 2, target=Target(msssim=target), progress=lambda *r: reports.append(r))
+    assert reports[-1] == (10, 10, 130 * 150 + 64 * 64)
+    assert [r[0] for r in reports] == sorted({r[0] for r in reports})  # tiles done only grow
+    # a batch per grid row and tile shape (row 0: three full tiles, the two images together, then
+    # the edge tile; rows 1 and 2 likewise, two and one); in lockstep, once at the end
+    assert len(reports) == (1 if target else 6)
+
+
 def test_batching_many_images_gives_the_same_codes_as_one_by_one(codec, rng):
     images = [smooth_image(rng, h, w) for h, w in [(70, 90), (64, 64), (130, 40)]]
     together = codec.encode_many(images, 2, measure=False)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rgbatch import imageio
 from rgbatch.imageio import ImageError, decode_image
 
 
@@ -22,6 +23,38 @@ def test_every_mode_becomes_8_bit_rgb(mode):
     rgb, source_mode = decode_image(save(image, fmt))
     assert rgb.shape == (3, 5, 3) and rgb.dtype == np.uint8
     assert source_mode == mode
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "RGBA", "LA", "PA", "CMYK", "YCbCr", "I;16", "I", "F"])
+def test_conversion_band_by_band_is_the_whole_image_conversion(monkeypatch, mode):
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (37, 23, 3), np.uint8), "RGB")
+    image = image.convert(mode) if mode not in ("I;16", "I", "F", "PA") else (
+        image.convert("P").convert("PA") if mode == "PA" else
+        Image.fromarray(rng.integers(0, 4000, (37, 23)).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])))
+    whole = imageio.to_rgb(image.copy())
+    monkeypatch.setattr(imageio, "BAND_PIXELS", 23 * 5)  # bands of 5 rows, the last one of 2
+    assert np.array_equal(imageio.to_rgb(image), whole)
+
+
+def test_decoding_holds_one_copy_of_the_pixels(monkeypatch):
+    # the result and one band: no bytes copy of the whole image, no second array (Pillow's own
+    # memory is not traced: it is the decoded image, freed when decode_image returns)
+    import tracemalloc
+
+    monkeypatch.setattr(imageio, "BAND_PIXELS", 2000 * 100)  # 15 bands, as a 100 MP image has 100
+
+    rng = np.random.default_rng(2)
+    array = np.repeat(rng.integers(0, 256, (1500, 1, 3), np.uint8), 2000, axis=1)
+    data = save(Image.fromarray(array))
+    tracemalloc.start()
+    try:
+        rgb, _ = decode_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(rgb, array)
+    assert peak < 1.2 * array.nbytes
 
 
 def test_16_bit_is_scaled_not_clipped():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from pytorch_msssim import ms_ssim
 
-from rgbatch.metrics import msssim, msssim_many, msssim_tensor, psnr
+from rgbatch.metrics import QualityMeter, msssim, msssim_many, msssim_tensor, psnr
 
 from conftest import smooth_image
 
@@ -60,18 +60,64 @@ def test_batched_msssim_equals_one_by_one(rng):
     assert msssim_many(a, others) == pytest.approx([msssim(a, o) for o in others], abs=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(200, 230), (40, 50), (8, 9)])  # five scales, fewer, single-scale SSIM
-def test_large_images_measured_channel_by_channel_give_the_same_value(rng, monkeypatch, shape):
-    import rgbatch.metrics as metrics
+def _noisy(rng, a, amounts=(3, 30, 90)):
+    return [np.clip(a.astype(int) + rng.integers(-d, d + 1, a.shape), 0, 255).astype(np.uint8) for d in amounts]
 
+
+def _library(a, b):
+    as_float = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    return float(ms_ssim(as_float(a), as_float(b), data_range=1.0))
+
+
+# five scales with odd heights and widths at several scales (avg_pool2d's padded rows), fewer
+# scales, single-scale SSIM; strips of 16-32 rows, so that every scale's map spans several
+@pytest.mark.parametrize("shape", [(333, 517), (517, 203), (161, 400), (40, 50), (8, 9)])
+def test_msssim_measured_in_strips_is_the_whole_image_value(rng, shape):
     a = smooth_image(rng, *shape)
-    others = np.stack([np.clip(a.astype(int) + rng.integers(-d, d + 1, a.shape), 0, 255).astype(np.uint8)
-                       for d in (3, 30, 90)])
+    others = _noisy(rng, a)
+    whole = QualityMeter(a, 3, strip_pixels=10 ** 9)
+    strips = QualityMeter(a, 3, strip_pixels=1)
+    assert len(whole.strips) == 1 and (len(strips.strips) > 2 or min(shape) < 11)
+    for t, b in enumerate(others):
+        whole.add(t, 0, b)
+        for y in range(0, shape[0], 37):  # bands that do not line up with the strips
+            strips.add(t, y, b[y:y + 37])
+            strips.flush()
+    whole.flush()
+    for t, b in enumerate(others):
+        # the documented tolerance (float32 rounding of the maps; the sums are float64)
+        assert strips.msssim(t) == pytest.approx(whole.msssim(t), abs=1e-6)
+        if min(shape) > 160:
+            assert strips.msssim(t) == pytest.approx(_library(a, b), abs=1e-6)
+        assert strips.psnr(t) == whole.psnr(t) == psnr(a, b)
+
+
+def test_depths_measured_in_separate_flushes_give_the_same_values(rng):
+    # an encoder that stops at a quality measures each depth whole before the next one comes
+    a = smooth_image(rng, 250, 300)
+    others = _noisy(rng, a)
     together = msssim_many(a, others)
-    monkeypatch.setattr(metrics, "LARGE_IMAGE_PIXELS", 1)  # every image counts as large
-    # float32 noise only: variances as E[x^2] - E[x]^2 of a few pixels lose digits (1.1e-5 seen
-    # on an 8x9 image with one thread), an order below verify's tolerance of 1e-3
-    assert msssim_many(a, others) == pytest.approx(together, abs=5e-5)
+    meter = QualityMeter(a, 3, strip_pixels=5000)
+    for t, b in enumerate(others):
+        with pytest.raises(ValueError, match="measured up to"):
+            meter.msssim(t)
+        meter.add(t, 0, b[:100])
+        meter.add(t, 100, b[100:])
+        meter.flush()
+        assert meter.msssim(t) == pytest.approx(together[t], abs=1e-6)
+    with pytest.raises(ValueError, match="in order"):
+        meter.add(0, 0, others[0])
+
+
+def test_a_meter_holds_only_the_rows_its_next_strips_need(rng):
+    a = smooth_image(rng, 600, 200)
+    meter = QualityMeter(a, 1, strip_pixels=16 * 200)
+    for y in range(0, 600, 50):
+        meter.add(0, y, a[y:y + 50])
+        meter.flush()
+        held = sum(r.shape[0] for _, r in meter.pieces[0])
+        assert held <= 50 + 16 * 12  # a band, plus the 5th scale's halo (10 rows there) and pooling
+    assert meter.msssim(0) == pytest.approx(1.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent machine)")

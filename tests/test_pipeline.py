@@ -124,7 +124,7 @@ def test_a_worker_node_killed_mid_run_loses_nothing(ray_cluster, tiny_weights, t
     doomed = ray_cluster.add_node(num_cpus=1, resources={"encoder": 1})
     killed, replacements = threading.Event(), []
 
-    def kill_after_first_image(done, total, pixels):
+    def kill_after_first_image(done, total, pixels, tiles):
         if done >= 1 and not killed.is_set():  # the driver blocks here while calls are in flight
             ray_cluster.remove_node(doomed, allow_graceful=False)
             replacements.append(ray_cluster.add_node(num_cpus=1, resources={"encoder": 1}))
