@@ -87,6 +87,11 @@ def coded_curve(model, x, iterations: int, criterion: str, level: float | None, 
     return curve
 
 
+def crop_to(image: np.ndarray, multiple: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    return image[:h - h % multiple, :w - w % multiple]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", nargs="+", default=[str(DEFAULT_WEIGHTS)])
@@ -104,7 +109,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = sorted(glob.glob(f"{args.data}/*.png"))[::args.every]
-    images = [to_float(read_image(p)[0])[None] for p in paths]
+    # whole images, cropped to the network's alignment (32 px): no tiling, no padding
+    images = [to_float(crop_to(read_image(p)[0], 32))[None] for p in paths]
     # a block is done once quality >= level; for mse, quality is minus the error
     levels = [(-level if args.criterion == "mse" else level) for level in args.levels]
     for weights in args.weights:
