@@ -200,3 +200,18 @@ def test_cli_bench_refuses_bad_sources_in_one_line(source, message, tmp_path):
     assert result.exit_code == 2
     words = " ".join(result.output.split())  # rich wraps long lines
     assert message in words and "Traceback" not in words
+
+
+@pytest.mark.parametrize("chosen, codecs", [("none", {"rgbatch-raw"}), ("webp,jpeg420", {"rgbatch-raw", "webp", "jpeg420"})])
+def test_cli_bench_measures_only_the_classical_settings_asked(chosen, codecs, tiny_weights, tmp_path):
+    result = CliRunner().invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--weights", str(tiny_weights),
+                                      "--iterations", "1", "--limit", "1", "--speed-images", "0", "--no-cache",
+                                      "--manifest", str(tmp_path / "bench.parquet"), "--classical", chosen, "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["codecs"]) == codecs
+
+
+def test_cli_bench_refuses_an_unknown_classical_setting(tmp_path):
+    result = CliRunner().invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--classical", "avif,zip"])
+    words = " ".join(result.output.split())
+    assert result.exit_code == 2 and "unknown classical setting(s) zip" in words and "Traceback" not in words
