@@ -26,10 +26,11 @@ import pyarrow.compute as pc
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import ImageError, decode_image, encode_png
+from .imageio import MAX_PIXELS, ImageError, decode_image, encode_png
 from .manifest import Archive, PartWriter, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
+from .limits import check_max_pixels
 from .options import OptionError, check_one_of, check_range
 from .ratecontrol import Target
 from .row import OK, Row
@@ -140,18 +141,19 @@ def _model_problem(row: Row, codec: Codec) -> str | None:
     return None
 
 
-def _decode_each(codec: Codec, work: list[tuple[Row, int]]):
+def _decode_each(codec: Codec, work: list[tuple[Row, int]], max_pixels: int = MAX_PIXELS):
     """(row, image or None, error or None) for (row, depth) pairs: decoded as one batch, and one
-    by one when the batch fails, so that one damaged blob fails alone."""
+    by one when the batch fails, so that one damaged blob fails alone. Streams of images over
+    `max_pixels` pixels are refused (docs/FORMAT.md, "Limits")."""
     try:
-        images = codec.decode_many([row.blob for row, _ in work], [d for _, d in work])
+        images = codec.decode_many([row.blob for row, _ in work], [d for _, d in work], max_pixels)
         yield from ((row, image, None) for (row, _), image in zip(work, images))
         return
     except Exception:
         pass
     for row, depth in work:
         try:
-            yield row, codec.decode(row.blob, depth), None
+            yield row, codec.decode(row.blob, depth, max_pixels), None
         except Exception as e:
             yield row, None, f"cannot decode: {e}"
 
@@ -211,7 +213,8 @@ def png_names(paths: list[str]) -> dict[str, str]:
 
 def restore(archive, out, iterations: int | None = None, target_msssim: float | None = None,
             select: str | None = None, weights=None, device: str = "auto", batch_size: int = 8,
-            precision: str = "auto", overwrite: bool = False, progress=None) -> RestoreResult:
+            precision: str = "auto", overwrite: bool = False, progress=None,
+            max_pixels: int = MAX_PIXELS) -> RestoreResult:
     """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
     stores) or per image the smallest depth reaching `target_msssim`; default all stored.
 
@@ -223,6 +226,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     check_one_of("iterations", "target_msssim", iterations, target_msssim)
     check_range("iterations", iterations, 1)
     check_range("batch_size", batch_size, 1)
+    check_max_pixels(max_pixels)
     target = Target(msssim=target_msssim)
     man = Archive(archive)
     table, damaged = split_damaged(man.table(["path", "status", "model_id", "width", "height", "iterations",
@@ -259,7 +263,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
 
     for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
         work = [(r, r.keep(iterations, target)) for r in group]
-        for (row, image, error), (_, depth) in zip(_decode_each(codec, work), work):
+        for (row, image, error), (_, depth) in zip(_decode_each(codec, work, max_pixels), work):
             if error:
                 result.failures.append((row.path, error))
                 continue
@@ -335,7 +339,7 @@ def _source_image(row: Row, sources) -> tuple:
 
 
 def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources=None, seed: int = 0,
-           batch_size: int = 8, precision: str = "auto", progress=None) -> VerifyResult:
+           batch_size: int = 8, precision: str = "auto", progress=None, max_pixels: int = MAX_PIXELS) -> VerifyResult:
     """Check every current row: blob checksums and header, decoding at the stored depth, and
     for `sample` random images whose source is still there, MS-SSIM re-measured against it.
 
@@ -344,6 +348,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     """
     check_range("sample", sample, 0)
     check_range("batch_size", batch_size, 1)
+    check_max_pixels(max_pixels)
     man = Archive(archive)
     table, damaged = split_damaged(man.table(["path", "status", "error", "width", "height", "iterations", "model_id",
                                               "bytes", "bpp", "msssim", "psnr"]))
@@ -363,7 +368,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
         return problem is None
 
     for group in _in_groups((r for r in man.rows(set(ok_paths)) if checked(r)), DECODE_GROUP):
-        for row, image, error in _decode_each(codec, [(r, r.iterations) for r in group]):
+        for row, image, error in _decode_each(codec, [(r, r.iterations) for r in group], max_pixels):
             if error:
                 result.problems.append((row.path, error))
                 continue

@@ -427,6 +427,7 @@ def restore(
     batch_size: int = typer.Option(8, help="Tiles per network batch."),
     precision: str = PRECISION,
     overwrite: bool = typer.Option(False, help="Replace files already in --out (default: refuse, per image)."),
+    max_pixels: Optional[int] = PIXEL_LIMIT,
     as_json: bool = AS_JSON,
 ):
     """Write archived images back as PNGs under their relative paths (names: docs/ARCHIVE.md)."""
@@ -436,7 +437,8 @@ def restore(
         with _image_progress("restore") as progress:
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
-                                 overwrite=overwrite, progress=progress)
+                                 overwrite=overwrite, progress=progress,
+                                 max_pixels=MAX_PIXELS if max_pixels is None else max_pixels)
     if as_json:
         from dataclasses import asdict
 
@@ -518,6 +520,7 @@ def verify(
     sources: Optional[str] = typer.Option(None, help="Folder holding the sources now (default: where they were)."),
     seed: int = typer.Option(0, help="Seed of the sample."),
     precision: str = PRECISION,
+    max_pixels: Optional[int] = PIXEL_LIMIT,
     as_json: bool = AS_JSON,
 ):
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
@@ -526,7 +529,8 @@ def verify(
     with archive_errors():
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
-                                precision=precision, progress=progress)
+                                precision=precision, progress=progress,
+                                max_pixels=MAX_PIXELS if max_pixels is None else max_pixels)
     if as_json:
         from dataclasses import asdict
 

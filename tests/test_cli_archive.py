@@ -526,3 +526,22 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
     out = Archive(tmp_path / "out", create=True)
     rows = out.table() if out.parts else None
     assert rows is None or set(rows["status"].to_pylist()) == {"ok"}  # what was committed is whole
+
+
+def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weights, tmp_path):
+    """Images are 32x48, 40x48 and 48x48: a limit of 1600 pixels refuses the two larger, each
+    alone (an archive compressed with `compress --max-pixels` above the default restores with
+    the same option)."""
+    result = run("restore", archive / "archive", "--out", tmp_path / "r", "--weights", tiny_weights,
+                 "--max-pixels", 1600, "--json")
+    assert result.exit_code == 1, result.output
+    restored = json.loads(result.stdout)
+    assert [w["path"] for w in restored["written"]] == ["a.png"]
+    assert sorted(p for p, _ in restored["failures"]) == ["b.png", "sub/c.png"]
+    assert all("over the limit" in why for _, why in restored["failures"])
+    result = run("verify", archive / "archive", "--weights", tiny_weights, "--max-pixels", 1600, "--json")
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert sorted(p for p, _ in problems) == ["b.png", "sub/c.png"]
+    assert all("over the limit" in why for _, why in problems)
+    assert run("restore", archive / "archive", "--out", tmp_path / "z", "--max-pixels", 0).exit_code == 2
