@@ -91,6 +91,13 @@ PIXEL_LIMIT = typer.Option(None, help="Refuse images (streams: of images) with m
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 
 
+def pixel_limit(max_pixels: Optional[int]) -> int:
+    """`--max-pixels`: the decompression-bomb guard, Pillow's limit when not given."""
+    from .imageio import MAX_PIXELS
+
+    return MAX_PIXELS if max_pixels is None else max_pixels
+
+
 def _target(target_msssim, target_bpp, max_bytes):
     """The `Target` of the target options (checked there: an OptionError names the parameter)."""
     from .ratecontrol import Target
@@ -298,7 +305,6 @@ def compress(
     """Compress images into an archive of Parquet manifests; reruns add only what is missing."""
     from rich.table import Table
 
-    from .imageio import MAX_PIXELS
     from .pipeline import CompressOptions, compress as run_compress
     from .tiling import DEFAULT_TILE_SIZE
 
@@ -307,7 +313,7 @@ def compress(
             iterations=iterations, target=_target(target_msssim, target_bpp, max_bytes),
             tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
-            coder=coder, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels, address=address,
+            coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision,
             search_steps=search_steps)
         with _image_progress("compress", megapixels=True) as progress:
@@ -438,7 +444,7 @@ def restore(
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
                                  overwrite=overwrite, progress=progress,
-                                 max_pixels=MAX_PIXELS if max_pixels is None else max_pixels)
+                                 max_pixels=pixel_limit(max_pixels))
     if as_json:
         from dataclasses import asdict
 
@@ -498,12 +504,11 @@ def decode(
     from .bitstream import BitstreamError
     from .codec import Codec
     from .files import decode_file
-    from .imageio import MAX_PIXELS
 
     with user_errors():
         codec = Codec.load(weights, device=device, precision=precision)
     with user_errors(failures=(BitstreamError, MemoryError)):
-        result = decode_file(stream, out_path, iterations, codec, MAX_PIXELS if max_pixels is None else max_pixels)
+        result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels))
     if as_json:
         _print_json(result)
     else:
@@ -530,7 +535,7 @@ def verify(
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, progress=progress,
-                                max_pixels=MAX_PIXELS if max_pixels is None else max_pixels)
+                                max_pixels=pixel_limit(max_pixels))
     if as_json:
         from dataclasses import asdict
 

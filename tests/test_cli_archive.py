@@ -545,3 +545,4 @@ def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weigh
     assert sorted(p for p, _ in problems) == ["b.png", "sub/c.png"]
     assert all("over the limit" in why for _, why in problems)
     assert run("restore", archive / "archive", "--out", tmp_path / "z", "--max-pixels", 0).exit_code == 2
+    assert run("verify", archive / "archive", "--weights", tiny_weights, "--json").exit_code == 0  # the default limit
