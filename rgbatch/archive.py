@@ -83,8 +83,8 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     man = Archive(archive)
     table = man.table()
     usable, damaged = split_damaged(table)
-    ok = usable.filter(pc.equal(usable["status"], "ok"))
-    failed = usable.filter(pc.invert(pc.fill_null(pc.equal(usable["status"], "ok"), False)))
+    is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
+    ok, failed = usable.filter(is_ok), usable.filter(pc.invert(is_ok))
 
     def at(depths: list[int], images: pa.Table = ok) -> dict:
         return _query(_COST_SQL, images.append_column("depth", pa.array(depths, pa.int64())))[0]
@@ -234,7 +234,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     result = RestoreResult(out=str(out))
     safe = []  # every current ok path that stays inside `out`
     for path, status in zip(table["path"].to_pylist(), table["status"].to_pylist()):
-        if status == "ok":
+        if status == OK:
             try:
                 safe_relative_path(path)
             except ValueError as e:
@@ -352,12 +352,12 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     man = Archive(archive)
     table, damaged = split_damaged(man.table(["path", "status", "error", "width", "height", "iterations", "model_id",
                                               "bytes", "bpp", "msssim", "psnr"]))
-    ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == "ok"]
+    ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
     codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
     result = VerifyResult(archive=man.location, problems=list(damaged))
     for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
-        if status != "ok":
+        if status != OK:
             result.problems.append((path, f"not archived (failed at compress time: {error})"))
 
     def checked(row: Row) -> bool:

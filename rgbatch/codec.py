@@ -229,9 +229,10 @@ class Codec:
         if len(run.chunks) < depth:
             run.chunks = self.coder.encode(codes.tiles)
         h, w = run.image.shape[:2]
+        sizes = stream_sizes(run.chunks[:depth])  # cumulative: a cut keeps a prefix of them
         if target:  # the depth the target keeps, from every depth coded so far
-            depth = choose_depth(target, stream_sizes(run.chunks[:depth]), quality, w * h)
-        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, stream_sizes(run.chunks[:depth]))
+            depth = choose_depth(target, sizes, quality, w * h)
+        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, sizes[:depth])
         if run.meter:
             enc.msssim = quality[:depth]
             enc.psnr = [run.meter.psnr(t) for t in range(depth)]

@@ -26,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .context import PROBABILITY_BITS  # the tables' q: P(bit = 1) = q / 2**15
+
 PRECISION = 24  # constriction's default: probabilities are integers out of 2**24
 WORD_BITS = 32  # compressed words; the coder state is 64 bits
-PROBABILITY_BITS = 15  # the tables' q: P(bit = 1) = q / 2**15
 HEAD_ROOM = np.uint64(1 << (64 - WORD_BITS))  # the range stays >= 2**32 between symbols
 FULL = np.uint64(2 ** 64 - 1)  # the initial range: nothing coded yet
 WORD_MASK = np.uint64(2 ** 32 - 1)

@@ -192,8 +192,9 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | None = None
     summary = report(archive, worst=max(worst, show))["summary"]
     worst_paths = [r["path"] for r in summary["worst"]]
     summary["worst"] = summary["worst"][:worst]
+    man = Archive(archive)
     if select is not None:
-        table = Archive(archive).table(["path", "status"])
+        table = man.table(["path", "status"])
         paths = [p for p, st in zip(table["path"].to_pylist(), table["status"].to_pylist())
                  if st == "ok" and fnmatch.fnmatchcase(p, select)][:show]
         if not paths:
@@ -203,7 +204,7 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | None = None
     shown = []
     if paths:
         codec = Codec.load(weights, device=device, precision=precision)
-        rows = {r.path: r for r in Archive(archive).rows(set(paths))}
+        rows = {r.path: r for r in man.rows(set(paths))}
         shown = [show_image(rows[p], codec, crop) for p in paths]
     fs, path = storage.resolve(out)
     storage.write_atomic(fs, path, render(summary, shown, crop).encode())

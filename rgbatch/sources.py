@@ -24,7 +24,7 @@ from PIL import Image
 from .imageio import ImageError, decode_image
 from .objectstore import not_found, split_query, with_query, worded
 from .row import UNCHANGED, Row
-from .storage import is_uri, list_files, local_kind, read_bytes, resolve, uri, walk_local
+from .storage import is_local, is_uri, list_files, local_kind, read_bytes, resolve, uri, walk_local
 
 GLOB_CHARS = "*?["
 LIST_EXTENSIONS = (".txt", ".lst", ".list")  # a SRC file with one of these lists paths
@@ -92,14 +92,14 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
             raise ValueError(f"no files match {source}")
         return fs, root, files
     fs, path = resolve(source)
-    if isinstance(fs, pafs.LocalFileSystem):
+    if is_local(fs):
         kind = local_kind(path)
     else:
         kind = {pafs.FileType.Directory: "folder", pafs.FileType.File: "file"}.get(
             fs.get_file_info(path).type, "missing")
     if kind == "folder":
         extensions = image_extensions()
-        if isinstance(fs, pafs.LocalFileSystem):
+        if is_local(fs):
             files, skipped = walk_local(path)
             files = sorted(files + [p for p, _ in skipped if p != path])
         else:
