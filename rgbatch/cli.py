@@ -666,6 +666,32 @@ def fit_entropy_command(
     out.print(f"wrote {out_path} (model id {mid})")
 
 
+@app.command("fit-refiner")
+def fit_refiner_command(
+    weights: Path = typer.Argument(..., help="Weight file of the trained model (with its context model)."),
+    data: list[Path] = typer.Option(..., "--data", help="Folder of training images (never the benchmark set); "
+                                    "repeat it to train on several folders together."),
+    out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its refiner."),
+    state: Path = typer.Option(Path("runs/refiner.pt"), help="Training state, resumed when it exists; the "
+                               "training pairs are kept beside it (STATE with the suffix .pairs)."),
+    steps: int = typer.Option(8000, help="Steps of the run (its learning-rate schedule ends there)."),
+    time_limit: float = typer.Option(0, help="Stop (resumably) after this many seconds; 0: run to --steps."),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+):
+    """Train the decoder-side refiner (docs/TRAINING.md, "Refiner"): the codes stay the same,
+    each depth decodes to a better image."""
+    from .refine_fit import fit_refiner
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with user_errors():
+        mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
+                          log=lambda m: err.print(m, highlight=False))
+    out.print(f"wrote {out_path} (model id {mid})")
+
+
 @app.command("pack")
 def pack_training_set(
     data_dir: Path = typer.Argument(..., help="Folder of training images."),

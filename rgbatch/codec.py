@@ -10,7 +10,9 @@ Encoding runs in stages with typed values between them (rgbatch.codes, docs/ARCH
     image --tiling.cut + network--> Codes --coder--> chunks --bitstream.pack--> EncodedImage
 
 and decoding runs them backwards; `encode_codes`, `pack`, `read_codes` and `decode_codes`
-expose the stages. Tiles of one or many images run through the network in batches
+expose the stages. A weight file may carry a refiner (rgbatch.refine): then what every depth
+decodes to, and what the encoder measures, is the network's image refined; codes and
+streams are the same with or without it. Tiles of one or many images run through the network in batches
 (`encode_many`, `decode_many`), so memory is bounded by the batch, not by the image.
 """
 
@@ -33,6 +35,7 @@ from .metrics import QualityMeter, msssim_tensor
 from .model import l1_loss
 from .ratecontrol import Target, check_measured, choose_depth
 from .options import OptionError, check_choice, check_range
+from .refine import BandRefiner, load_refiner, refine_image
 from .tiling import DEFAULT_TILE_SIZE, RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, to_uint8
 from .weights import load_weights, trained_iterations
 
@@ -82,7 +85,7 @@ class Codec:
 
     def __init__(self, model: torch.nn.Module, model_id: str, extra=None, info=None, *, device="auto",
                  tile_size: int = DEFAULT_TILE_SIZE, batch_size: int = 8, precision: str = "auto",
-                 coder: str = "auto", search_steps: int = 0):
+                 coder: str = "auto", search_steps: int = 0, refine: bool = True):
         check_tile_size(tile_size, model.cfg.align)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -92,6 +95,10 @@ class Codec:
         self.model = model.eval().to(self.device)
         self.model_id = model_id
         self.extra = extra or {}
+        # the decoder-side refiner the weights carry, if any (`refine=False` leaves it out:
+        # the network's own images, as benchmarks compare)
+        refiner = load_refiner(self.extra) if refine else None
+        self.refiner = None if refiner is None else refiner.set_precision(dtype).to(self.device)
         # the depth encodings get when none is asked for: the one the model was trained to
         self.default_iterations = trained_iterations(model.cfg, info or {})
         self.tile_size = tile_size
@@ -166,7 +173,7 @@ class Codec:
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
         runs = [_Run(im, layout(im.shape[1], im.shape[0], self.tile_size, math.inf, align), self.tile_size,
-                     iterations, measure, keep_reconstructions) for im in images]
+                     iterations, measure, keep_reconstructions, self.refiner) for im in images]
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
         work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
@@ -297,6 +304,8 @@ class Codec:
             x_hat = self.model.decode(bits.transpose(0, 1).contiguous().to(self.device))
             for (i, j), p in zip(keys, to_uint8(x_hat)):
                 paste(images[i], p, grids[i][j])
+        if self.refiner is not None:
+            images = [refine_image(self.refiner, im, c.iterations) for im, c in zip(images, codes)]
         return images
 
 
@@ -305,11 +314,14 @@ class _Run:
     quality meter fed with each depth's reconstruction as rows of tiles complete."""
 
     def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
-                 keep_reconstructions: bool):
+                 keep_reconstructions: bool, refiner=None):
         self.image, self.grid, self.tile_size = image, grid, tile_size
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
         self.meter = QualityMeter(image, iterations) if measure else None
         self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if measure else None
+        # what each depth decodes to, refined band by band as the rows come (rgbatch.refine)
+        self.refined = ([BandRefiner(refiner, t + 1, image.shape[0]) for t in range(iterations)]
+                        if measure and refiner is not None else None)
         # every depth's reconstruction whole, only when the caller asks for them
         self.recon = np.empty((iterations, *image.shape), np.uint8) if keep_reconstructions else None
         self.chunks = []  # chunks coded as the encoding goes (lockstep, size targets)
@@ -323,9 +335,10 @@ class _Run:
     def reconstructed(self, t: int, j: int, pixels: np.ndarray):
         """Tile j's reconstruction at depth t (uint8, padding included)."""
         for y, band in self.rows[t].paste(pixels, self.grid[j]):
-            self.meter.add(t, y, band)
-        if self.recon is not None:
-            paste(self.recon[t], pixels, self.grid[j])
+            for y, band in self.refined[t].add(y, band) if self.refined else [(y, band)]:
+                self.meter.add(t, y, band)
+                if self.recon is not None:
+                    self.recon[t, y:y + len(band)] = band
 
     def codes(self) -> Codes:
         return Codes(self.image.shape[1], self.image.shape[0], self.tile_size, [np.stack(t) for t in self.tiles])

@@ -1,0 +1,182 @@
+"""Training the decoder-side refiner (rgbatch.refine) of a weight file, and attaching it.
+
+    fit_refiner("model.safetensors", ["data/train"], "model+refiner.safetensors",
+                state="runs/refiner.pt", steps=8000)
+
+The codec is frozen: its codes and streams stay what they are. Training pairs are random
+crops of the training images and the codec's 8-bit reconstruction of each at every depth
+(what a restore gives), made once and kept beside the training state (`pairs`). Each step
+refines a batch of crops, each at a random depth, and lowers the mean log(1 - MS-SSIM):
+the axis the benchmarks compare codecs on (MS-SSIM in dB), so every depth counts alike.
+The state (refiner, optimizer, step) is saved atomically every `checkpoint_every` steps and
+a run resumes from it; the weight file written at the end is the codec's plus the refiner's
+tensors (so a new model id).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .codec import Codec
+from .imageio import read_image
+from .metrics import msssim_tensor
+from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
+from .tiling import to_float, to_uint8
+from .train import list_images, save_checkpoint
+from .weights import load_weights, save_weights
+
+CROP = 192  # px: MS-SSIM's five scales need more than 160
+CROPS_PER_MEGAPIXEL = 9  # random crops an image gives (at least 2): its share of the pixels
+VALIDATION = 96  # crops held out, scored every `validate_every` steps
+
+
+def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 0, log=print) -> Path:
+    """Crops of the images under `data_dirs` (orig.npy, (N, crop, crop, 3) uint8) and the codec's
+    reconstruction of each at every depth (rec.npy, (N, depths, crop, crop, 3) uint8), in
+    `out_dir`, in random order. Kept: a second call with the same folder reuses them."""
+    out_dir = Path(out_dir)
+    if (out_dir / "rec.npy").is_file():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    crops = []
+    for folder in data_dirs:
+        for path in list_images(folder):
+            image, _ = read_image(path)
+            h, w = image.shape[:2]
+            if h < crop or w < crop:
+                continue
+            for _ in range(max(2, round(h * w / 1e6 * CROPS_PER_MEGAPIXEL))):
+                y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+                crops.append(image[y:y + crop, x:x + crop])
+    if not crops:
+        raise ValueError(f"no image of at least {crop}x{crop} pixels under {', '.join(map(str, data_dirs))}")
+    crops = np.stack(crops)[rng.permutation(len(crops))]
+    codec = Codec.load(weights, refine=False)
+    depths = codec.default_iterations
+    tmp = out_dir / "rec.tmp.npy"
+    rec = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(crops), depths, crop, crop, 3))
+    start = time.time()
+    with torch.inference_mode():
+        for i in range(0, len(crops), codec.batch_size):
+            x = to_float(crops[i:i + codec.batch_size]).to(codec.device)
+            for t, (_, x_hat) in enumerate(codec.model.iterate(x, depths)):
+                rec[i:i + len(x), t] = to_uint8(x_hat.clamp(-0.5, 0.5))
+            log(f"pairs: {i + len(x)}/{len(crops)} crops coded ({time.time() - start:.0f} s)")
+    rec.flush()
+    del rec
+    np.save(out_dir / "orig.npy", crops)
+    tmp.replace(out_dir / "rec.npy")
+    return out_dir
+
+
+def _lr(step: int, steps: int, lr: float) -> float:
+    """200 warm-up steps, then a cosine to 0 at `steps`."""
+    return lr * min(1, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+def _log_distortion(refiner, x, y, depth) -> torch.Tensor:
+    """Mean log(1 - MS-SSIM) of the refined y against x (float, in [-0.5, 0.5])."""
+    with torch.autocast(x.device.type, torch.bfloat16):
+        refined = refiner(y, depth)
+    return torch.log(1 - msssim_tensor(x + 0.5, refined.float() + 0.5) + 1e-6).mean()
+
+
+@torch.no_grad()
+def validation_gains(refiner, orig, rec, ids) -> np.ndarray:
+    """Mean MS-SSIM gain in dB per depth on the crops `ids`, refined images stored as 8 bits."""
+    refiner.eval()
+    gains = np.zeros(rec.shape[1])
+    for t in range(rec.shape[1]):
+        for i in range(0, len(ids), 32):
+            x = to_float(np.asarray(orig[ids[i:i + 32]])) + 0.5
+            y = to_float(np.asarray(rec[ids[i:i + 32], t]))
+            with torch.autocast("cpu", torch.bfloat16):
+                refined = refiner(y.contiguous(memory_format=torch.channels_last), t + 1)
+            refined = ((refined.float().clamp(-0.5, 0.5) + 0.5) * 255).round() / 255
+            before, after = msssim_tensor(x, y + 0.5), msssim_tensor(x, refined)
+            gains[t] += (10 * torch.log10((1 - before) / (1 - after))).sum().item()
+    refiner.train()
+    return gains / len(ids)
+
+
+def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: float = 1e-3,
+                  config: RefinerConfig = RefinerConfig(), time_limit: float = 0, checkpoint_every: int = 500,
+                  validate_every: int = 1000, seed: int = 0, log=print) -> Refiner:
+    """Train (or resume, from `state`) a refiner on the pairs in `pairs` (`make_pairs`)."""
+    orig = np.load(Path(pairs) / "orig.npy", mmap_mode="r")
+    rec = np.load(Path(pairs) / "rec.npy", mmap_mode="r")
+    if len(orig) <= VALIDATION + batch_size:
+        raise ValueError(f"{len(orig)} training crops are too few (more than {VALIDATION + batch_size} needed)")
+    train_ids, val_ids = np.arange(VALIDATION, len(orig)), np.arange(VALIDATION)
+    step, saved = 0, None
+    if Path(state).is_file():
+        saved = torch.load(state, weights_only=False)
+        config, step = RefinerConfig.from_json(saved["cfg"]), saved["step"]
+        log(f"resuming the refiner's training at step {step}")
+    refiner = Refiner(config).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(refiner.parameters(), lr=lr)
+    if saved:
+        refiner.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["opt"])
+    rng = np.random.default_rng(seed + step)
+    start, losses = time.time(), []
+
+    def save():
+        save_checkpoint(state, {"model": refiner.state_dict(), "opt": optimizer.state_dict(), "step": step,
+                                "cfg": config.to_json()})
+
+    while step < steps and not (time_limit and time.time() - start > time_limit):
+        ids = np.sort(rng.choice(train_ids, batch_size, replace=False))
+        depth = rng.integers(1, rec.shape[1] + 1, batch_size)
+        x = to_float(np.asarray(orig[ids]))
+        y = to_float(np.stack([rec[i, d - 1] for i, d in zip(ids, depth)]))
+        turns = int(rng.integers(4))  # the eight flips and rotations of a square
+        x, y = torch.rot90(x, turns, (2, 3)), torch.rot90(y, turns, (2, 3))
+        if rng.integers(2):
+            x, y = x.flip(3), y.flip(3)
+        x, y = (v.contiguous(memory_format=torch.channels_last) for v in (x, y))
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, steps, lr)
+        loss = _log_distortion(refiner, x, y, torch.from_numpy(depth))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        if step % 50 == 0:
+            log(f"refiner step {step}: loss {np.mean(losses):.4f}")
+            losses = []
+        if step % checkpoint_every == 0:
+            save()
+        if step % validate_every == 0:
+            gains = validation_gains(refiner, orig, rec, val_ids)
+            log(f"refiner step {step}: MS-SSIM gain per depth (dB) " + " ".join(f"{g:.3f}" for g in gains)
+                + f", mean {gains.mean():.3f}")
+    save()
+    return refiner.eval()
+
+
+def attach_refiner(weights, refiner: Refiner, out, info: dict | None = None) -> str:
+    """Write `weights` with `refiner` in it (any refiner it had replaced); returns the model id."""
+    model, _, extra, old_info = load_weights(weights)
+    extra = {k: v for k, v in extra.items() if not k.startswith(PREFIX)}
+    return save_weights(out, model, {**extra, **refiner_tensors(refiner)}, {**old_info, "refiner": info or {}})
+
+
+def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_limit: float = 0,
+                seed: int = 0, log=print) -> str:
+    """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`."""
+    pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log)
+    refiner = train_refiner(pairs, state, steps=steps, time_limit=time_limit, seed=seed, log=log)
+    step = torch.load(state, weights_only=False)["step"]
+    return attach_refiner(weights, refiner, out, {"steps": step, "data": "+".join(map(str, data_dirs))})
+
+
+__all__ = ["attach_refiner", "fit_refiner", "make_pairs", "train_refiner", "validation_gains"]

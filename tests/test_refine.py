@@ -1,0 +1,158 @@
+import numpy as np
+import pytest
+import torch
+
+from rgbatch import refine
+from rgbatch.codec import Codec
+from rgbatch.model import CodecConfig, ResidualGRUCodec
+from rgbatch.refine import (BandRefiner, Refiner, RefinerConfig, RefinerError, load_refiner, refine_image,
+                            refiner_flops_per_pixel, refiner_tensors)
+from rgbatch.weights import save_weights
+
+
+def busy_refiner(seed=0, **config) -> Refiner:
+    """A refiner that changes images (a fresh one is the identity: its last layer is zero)."""
+    torch.manual_seed(seed)
+    r = Refiner(RefinerConfig(**{"channels": 8, "blocks": 1, **config}))
+    with torch.no_grad():
+        for m in r.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, 0, 0.05)
+        r.depth_bias.weight.normal_(0, 0.1)
+    return r.eval()
+
+
+def test_a_fresh_refiner_is_the_identity(rng):
+    image = rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    assert np.array_equal(Refiner().eval().refine_pixels(image, 5), image)
+
+
+@pytest.mark.parametrize("height", [1, 7, 255, 256, 300, 700])
+def test_refining_band_by_band_is_refining_the_whole_image(rng, monkeypatch, height):
+    monkeypatch.setattr(refine, "BAND_ROWS", 64)
+    r = busy_refiner()
+    image = rng.integers(0, 256, (height, 45, 3), dtype=np.uint8)
+    whole = r.refine_pixels(image, 3)
+    assert not np.array_equal(whole, image)
+    assert np.array_equal(refine_image(r, image, 3), whole)
+    # rows arriving in uneven bands, as tile rows do, give the same pixels
+    band, out, y = BandRefiner(r, 3, height), [], 0
+    for step in (16, 48, 5, 100, 1000):
+        out += band.add(y, image[y:y + step])
+        y = min(height, y + step)
+    assert [y for y, _ in out] == list(range(0, height, 64))
+    assert np.array_equal(np.concatenate([rows for _, rows in out]), whole)
+
+
+def test_rows_out_of_order_are_refused(rng):
+    band = BandRefiner(busy_refiner(), 1, 100)
+    band.add(0, np.zeros((10, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="in order"):
+        band.add(20, np.zeros((10, 8, 3), np.uint8))
+
+
+def test_the_depth_changes_the_refinement(rng):
+    r = busy_refiner()
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert not np.array_equal(r.refine_pixels(image, 1), r.refine_pixels(image, 16))
+
+
+def test_a_weight_file_carries_the_refiner_in_its_model_id(tmp_path, rng):
+    torch.manual_seed(1)
+    model = ResidualGRUCodec(CodecConfig(width=0.125))
+    r = busy_refiner(blocks=2)
+    plain = save_weights(tmp_path / "plain.safetensors", model)
+    refined = save_weights(tmp_path / "refined.safetensors", model, refiner_tensors(r))
+    assert plain != refined
+    loaded = load_refiner(refiner_tensors(r))
+    assert loaded.cfg == r.cfg
+    # the file stores fp16: the loaded refiner is the original with its weights rounded so
+    rounded = Refiner(r.cfg).eval()
+    rounded.load_state_dict({k: v.half().float() for k, v in r.state_dict().items()})
+    image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert np.array_equal(loaded.refine_pixels(image, 2), rounded.refine_pixels(image, 2))
+    assert load_refiner({}) is None
+
+
+def test_a_malformed_refiner_is_a_clear_error():
+    tensors = refiner_tensors(busy_refiner())
+    tensors[refine.CONFIG] = torch.tensor([9, 1, 4, 16], dtype=torch.int32)
+    with pytest.raises(RefinerError, match="does not fit its config"):
+        load_refiner(tensors)
+    tensors[refine.CONFIG] = torch.tensor([0, 1, 4, 16], dtype=torch.int32)
+    with pytest.raises(RefinerError):
+        load_refiner(tensors)
+
+
+@pytest.fixture(scope="module")
+def refined_weights(tmp_path_factory):
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp("refined") / "refined.safetensors"
+    save_weights(path, ResidualGRUCodec(CodecConfig(width=0.125)), refiner_tensors(busy_refiner(seed=3)))
+    return path
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_codec_measures_and_decodes_the_refined_images(refined_weights, rng, monkeypatch, precision):
+    from rgbatch.metrics import msssim
+
+    monkeypatch.setattr(refine, "BAND_ROWS", 32)  # several bands, tile rows of 64
+    image = rng.integers(0, 256, (150, 90, 3), dtype=np.uint8)
+    # one tile a batch: the network's float sums then do not depend on how tiles are batched
+    codec = Codec.load(refined_weights, tile_size=64, batch_size=1, precision=precision)
+    plain = Codec.load(refined_weights, tile_size=64, batch_size=1, precision=precision, refine=False)
+    assert codec.refiner is not None and plain.refiner is None
+    encoded = codec.encode(image, iterations=3, keep_reconstructions=True)
+    network = plain.encode(image, iterations=3, keep_reconstructions=True)
+    assert encoded.blob == network.blob  # the refiner changes no code
+    for k in range(1, 4):
+        decoded = codec.decode(encoded.blob, iterations=k)
+        assert np.array_equal(decoded, encoded.reconstructions[k - 1])
+        assert np.array_equal(plain.decode(encoded.blob, iterations=k), network.reconstructions[k - 1])
+        assert not np.array_equal(decoded, network.reconstructions[k - 1])
+        assert msssim(image, decoded) == pytest.approx(encoded.msssim[k - 1], abs=1e-6)
+
+
+def test_refinement_costs_what_its_layers_say():
+    cfg = RefinerConfig()
+    planes, c = 48, cfg.channels
+    expected = 2 * 9 * (2 * planes * c + 2 * cfg.blocks * c * c) / 16
+    assert refiner_flops_per_pixel(cfg) == expected
+    assert cfg.halo == 4 * (2 + 2 * cfg.blocks)
+
+
+def test_fit_refiner_trains_resumes_and_attaches(tmp_path, rng, monkeypatch):
+    from PIL import Image
+
+    from rgbatch import refine_fit
+    from rgbatch.weights import load_weights
+
+    monkeypatch.setattr(refine_fit, "VALIDATION", 4)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (200, 230, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, ResidualGRUCodec(CodecConfig(width=0.125, max_iterations=3)))
+    logs = []
+    state, out = tmp_path / "refiner.pt", tmp_path / "refined.safetensors"
+    small = RefinerConfig(channels=8, blocks=1)
+    pairs = refine_fit.make_pairs(weights, [data], tmp_path / "pairs", log=logs.append)
+    orig, rec = np.load(pairs / "orig.npy"), np.load(pairs / "rec.npy")
+    assert orig.shape == (12, 192, 192, 3) and rec.shape == (12, 3, 192, 192, 3)  # 2 crops an image, 3 depths
+    refiner = refine_fit.train_refiner(pairs, state, steps=4, batch_size=2, config=small, checkpoint_every=2,
+                                       validate_every=2, log=logs.append)
+    assert torch.load(state, weights_only=False)["step"] == 4
+    assert any("gain per depth" in m for m in logs)
+    refine_fit.train_refiner(pairs, state, steps=6, batch_size=2, config=small, log=logs.append)
+    assert "resuming the refiner's training at step 4" in logs
+    assert torch.load(state, weights_only=False)["step"] == 6
+    mid = refine_fit.attach_refiner(weights, refiner, out)
+    model, loaded_id, extra, info = load_weights(out)
+    assert loaded_id == mid and load_refiner(extra).cfg == small and "refiner" in info
+    # the codes are those of the weights without it
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    refined_codes = Codec.load(out).encode(image, 2, keep_codes=True).codes.tiles
+    plain_codes = Codec.load(weights).encode(image, 2, keep_codes=True).codes.tiles
+    assert all(np.array_equal(a, b) for a, b in zip(refined_codes, plain_codes))
