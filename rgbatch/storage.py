@@ -226,7 +226,7 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
     target = f"{root}/{relative}"
     if not is_local(fs):
         if not overwrite and exists(fs, target):
-            raise NotWritten("a file is already there: not overwritten (--overwrite replaces it)")
+            raise NotWritten("a file is already there: not overwritten (the overwrite option replaces it)")
         write_atomic(fs, target, data)
         return target
     os.makedirs(root, exist_ok=True)
@@ -267,7 +267,7 @@ def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
         else:
             os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)  # fails if name exists
     except FileExistsError:
-        raise NotWritten("something is already there: not overwritten (--overwrite replaces a file)") from None
+        raise NotWritten("something is already there: not overwritten (the overwrite option replaces a file)") from None
     except IsADirectoryError:
         raise NotWritten("a folder is in the way: not written") from None
     except OSError as e:

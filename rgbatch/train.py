@@ -414,7 +414,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
                 save_checkpoint(snapshot_path(checkpoint_path, step), snapshot)
             log(f"step {step}: loss {entry['loss']:.5f}, {wall_time / 3600:.2f} h, {speed:.2f} steps/s, checkpoint written")
             if out_of_time:
-                log(f"stopped at step {step}: --time-limit {cfg.time_limit:g} s reached")
+                log(f"stopped at step {step}: the time limit of {cfg.time_limit:g} s was reached")
                 break
     return state_dict()
 
