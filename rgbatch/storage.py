@@ -110,6 +110,13 @@ def local_kind(path: str) -> str:
         return f"unreadable ({e.strerror})"
 
 
+def kind(fs: pafs.FileSystem, path: str) -> str:
+    """What a path is: "file", "folder", "missing", or for a local path why it is neither (`local_kind`)."""
+    if is_local(fs):
+        return local_kind(path)
+    return {pafs.FileType.Directory: "folder", pafs.FileType.File: "file"}.get(fs.get_file_info(path).type, "missing")
+
+
 def walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(regular files, [(path, why skipped)]) under a local folder, sorted; hidden files and
     folders left out. Symbolic links are followed, but each folder is listed once (a link loop

@@ -25,7 +25,7 @@ from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_range
 from .model import CodecConfig
 from .rate import ContextRate
-from .tiling import to_float, to_uint8
+from .tiling import to_float, to_uint8, to_unit
 from .weights import save_weights
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
@@ -240,7 +240,7 @@ def iteration_losses(model, x, outputs, cfg: TrainConfig) -> torch.Tensor:
         losses = losses * weights / weights.mean()
     if cfg.msssim_weight:
         # every iteration's reconstructions against one set of the patches' statistics
-        quality = msssim_tensor(x + 0.5, (outputs.flatten(0, 1) + 0.5).clamp(0, 1))
+        quality = msssim_tensor(to_unit(x), to_unit(outputs.flatten(0, 1)))
         losses = losses + cfg.msssim_weight * (1 - quality.view(steps, n).mean(1))
     return losses
 
