@@ -150,8 +150,9 @@ class ContextCoder:
         self.probabilities = model.table / 2.0 ** PROBABILITY_BITS
         if self.kernels:  # where each table entry splits the coder's 2**24 (integers)
             self.cuts = self.kernels.zero_cut(model.table)
-            # where the features read, per canvas plane and width (`_steps`): images of one size share them
-            self._offsets = lru_cache(maxsize=64)(partial(self.kernels.step_offsets, self.features, model.bits))
+            # where the features read, per canvas plane and width (`_steps`; 85 kB each for the shipped
+            # model): images of one size share them
+            self._offsets = lru_cache(maxsize=16)(partial(self.kernels.step_offsets, self.features, model.bits))
         self.bits = model.bits
 
     @property
