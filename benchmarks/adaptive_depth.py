@@ -17,7 +17,6 @@ This measures only; the bitstream has no per-tile depth (see docs/ENTROPY.md).
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -27,6 +26,8 @@ from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim
 from rgbatch.tiling import tile_grid
 from rgbatch.train import list_images
+
+from _common import report
 
 DEPTH_FIELD_BITS = 4  # a depth of 1..16 per tile
 
@@ -105,10 +106,7 @@ def main():
         summary["depths"].append({"depth": d, "mean_msssim": round(float(np.mean([r["msssim"] for r in rows])), 4),
                                   "saving_percent": round(100 * (1 - adaptive / uniform), 1),
                                   "images_helped": sum(r["adaptive_bits"] < r["uniform_bits"] for r in rows)})
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
+    report(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ quality at each depth is the same for both, and only the bytes differ. Reported:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -26,6 +25,8 @@ from rgbatch.codec import Codec
 from rgbatch.entropy import ContextCoder
 from rgbatch.imageio import read_image
 from rgbatch.train import list_images
+
+from _common import report
 
 TARGETS = (0.90, 0.95)
 
@@ -108,10 +109,7 @@ def main():
               f"at depth {iterations}", flush=True)
     targets = [float(x) for x in args.targets.split(",")]
     summary = {"weights": str(args.weights or "default"), "model_id": codec.model_id, **summarize(rows, targets)}
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**summary, "per_image": rows}, f, indent=1)
+    report(summary, args.json, {**summary, "per_image": rows})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ question is whether building an integer version would pay (docs/ENTROPY.md).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -27,6 +26,8 @@ from torch import nn
 from rgbatch.codec import Codec
 from rgbatch.entropy import ContextCoder
 from rgbatch.entropy_fit import training_crops
+
+from _common import report
 
 
 def previous_iterations(codes: torch.Tensor) -> torch.Tensor:
@@ -107,10 +108,7 @@ def main():
               "counted_bits_per_bit": [round(float(v), 4) for v in counted_rate],
               "learned_bits_per_bit": [round(float(v), 4) for v in learned_rate],
               "counted_mean": round(float(counted_rate.mean()), 4), "learned_mean": round(float(learned_rate.mean()), 4)}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def safe_relative_path(path: str) -> str:
 def _model_problem(row: Row, codec: Codec) -> str | None:
     if row.model_id != codec.model_id:
         return (f"coded by model {row.model_id}, but the loaded weights are model {codec.model_id}: "
-                f"use the weights that made it (--weights)")
+                f"decode it with the weights that made it")
     return None
 
 
@@ -256,7 +256,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     def usable(row: Row) -> bool:
         problem = row.problem() or _model_problem(row, codec)
         if not problem and target and not row.msssim:
-            problem = "no MS-SSIM recorded (compressed with --no-measure): restore it with --iterations"
+            problem = "no MS-SSIM recorded (compressed with measuring off): restore it at a fixed depth (iterations)"
         if problem:
             result.failures.append((row.path, problem))
         return problem is None
@@ -464,7 +464,7 @@ def _cut_row(row: Row, depth: int | None, target: Target, result: CompactResult)
     """The row with its blob cut to the depth asked for (as it was, with a problem noted, when
     that cannot be done safely)."""
     if target.msssim is not None and not row.msssim:
-        result.problems.append((row.path, "no MS-SSIM recorded (compressed with --no-measure): kept as is"))
+        result.problems.append((row.path, "no MS-SSIM recorded (compressed with measuring off): kept as is"))
         return row
     keep = row.keep(depth, target)
     if keep >= row.iterations:

@@ -36,7 +36,7 @@ from .model import l1_loss
 from .ratecontrol import Target, check_measured, choose_depth
 from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
-from .tiling import DEFAULT_TILE_SIZE, RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, to_uint8
+from .tiling import DEFAULT_TILE_SIZE, RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, to_uint8, to_unit
 from .weights import load_weights, trained_iterations
 
 
@@ -75,7 +75,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def search_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Per image, what the shipped model was trained to lower: L1 + 0.5 (1 - MS-SSIM)."""
-    quality = msssim_tensor(x + 0.5, (x_hat + 0.5).clamp(0, 1))
+    quality = msssim_tensor(to_unit(x), to_unit(x_hat))
     return l1_loss(x, x_hat) + 0.5 * (1 - quality)
 
 

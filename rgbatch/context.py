@@ -112,12 +112,20 @@ def read_feature(canvas: np.ndarray, width: int, t, feature, positions: np.ndarr
     """The bit `feature` = (dt, channel, dy, dx) points at, seen from each position of
     iteration t (an int, or an array of shape (n, 1) to read many iterations at once). The
     four are ints, or int64 arrays of shape (m, 1) to read m features at once, one row each."""
-    dt, ch, dy, dx = feature
     # one flat index instead of three index arrays: numpy's multi-array fancy indexing was 12x
     # slower than a gather from the flat canvas, and this gather is most of the coder's time
     _, bits, plane = canvas.shape
-    offset = ((t + MAX_LOOKBACK - dt) * bits + ch) * plane + dy * width + dx
-    return canvas.reshape(-1)[offset + positions]
+    return canvas.reshape(-1)[feature_offset(feature, t, bits, plane, width) + positions]
+
+
+def feature_offset(feature, t, bits: int, plane: int, width: int):
+    """Where feature (dt, channel, dy, dx) reads, seen from iteration t: its offset from a
+    position's flat index in the flat canvas (MAX_LOOKBACK + iterations, bits, plane) of rows
+    `width` wide. The four and t are ints or arrays that broadcast (numpy or torch). The one
+    definition of where a feature reads: `read_feature` and the compiled coder's kernels
+    (`fastcoder.step_offsets`) use it; the bit itself is feature (0, channel, 0, 0)."""
+    dt, ch, dy, dx = feature
+    return ((t + MAX_LOOKBACK - dt) * bits + ch) * plane + dy * width + dx
 
 
 def context_index(canvas: np.ndarray, width: int, t, features: np.ndarray, positions: np.ndarray) -> np.ndarray:

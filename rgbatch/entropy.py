@@ -16,6 +16,7 @@ they are part of the model id: a stream decodes only with the tables that coded 
 
 from __future__ import annotations
 
+from functools import lru_cache, partial
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -147,9 +148,11 @@ class ContextCoder:
         # q / 2**15 is exact in float64, and constriction quantizes a float the same way on every
         # machine, so encoder and decoder agree bit for bit
         self.probabilities = model.table / 2.0 ** PROBABILITY_BITS
-        if self.kernels:  # where each table entry splits the coder's 2**24 (integers); features as the kernels read them
+        if self.kernels:  # where each table entry splits the coder's 2**24 (integers)
             self.cuts = self.kernels.zero_cut(model.table)
-            self.kernel_features = np.ascontiguousarray(self.features)
+            # where the features read, per canvas plane and width (`_steps`; 85 kB each for the shipped
+            # model): images of one size share them
+            self._offsets = lru_cache(maxsize=16)(partial(self.kernels.step_offsets, self.features, model.bits))
         self.bits = model.bits
 
     @property
@@ -166,19 +169,25 @@ class ContextCoder:
         layout = Canvas(tuple(c.shape[1:] for c in codes))
         self._check(layout.shapes, codes[0].shape[0])
         canvas = layout.paint(codes)
-        return [self._code_iteration(layout, canvas, t) for t in range(codes[0].shape[0])]
+        steps = self._steps(layout)
+        return [self._code_iteration(layout, canvas, steps, t) for t in range(codes[0].shape[0])]
 
     def encode_iteration(self, codes: list[np.ndarray], t: int) -> bytes:
         """Chunk t alone, from iterations 0..t of `codes` (the same bytes as `encode`'s)."""
         codes = [c[:t + 1] for c in codes]
         layout = Canvas(tuple(c.shape[1:] for c in codes))
         self._check(layout.shapes, t + 1)
-        return self._code_iteration(layout, layout.paint(codes), t)
+        return self._code_iteration(layout, layout.paint(codes), self._steps(layout), t)
 
-    def _code_iteration(self, layout: Canvas, canvas: np.ndarray, t: int) -> bytes:
+    def _steps(self, layout: Canvas):
+        """The kernels' offsets of every iteration on this canvas (`fastcoder.step_offsets`), or None."""
         if self.kernels:
-            return self.kernels.encode_chunk(canvas, layout.width, layout.positions, self.kernel_features[t],
-                                             self.cuts[t], t)
+            return self._offsets(layout.height * layout.width, layout.width)
+
+    def _code_iteration(self, layout: Canvas, canvas: np.ndarray, steps, t: int) -> bytes:
+        if self.kernels:
+            reads, own = steps
+            return self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.cuts[t])
         # every bit is known: one call codes the iteration in the decoder's order (colour,
         # then channel, then position), the same stream as one call per step
         channels = np.arange(self.bits)[:, None]
@@ -220,10 +229,11 @@ class ContextCoder:
         self._check(layout.shapes, len(chunks))
         check_chunks(self, chunks, shapes)
         canvas = layout.empty(len(chunks), self.bits)
+        steps = self._steps(layout)
         for t, chunk in enumerate(chunks):
             if self.kernels:
-                status = self.kernels.decode_chunk(canvas, layout.width, layout.positions, self.kernel_features[t],
-                                                   self.cuts[t], t, chunk)
+                reads, own = steps
+                status = self.kernels.decode_chunk(canvas, layout.positions, reads[t], own[t], self.cuts[t], chunk)
                 if status == 2:
                     raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder")
                 if status == 1:

@@ -70,7 +70,7 @@ def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
     shown = ShownImage(row.path, row.width, row.height,
                        encode_png(centre_crop(source, crop)) if source is not None else None, note)
     if row.model_id != codec.model_id:
-        shown.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: give its --weights"
+        shown.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: load the weights that made it"
         return shown
     depths = shown_depths(row.iterations)
     for depth, image in zip(depths, codec.decode_many([row.blob] * len(depths), depths)):
@@ -95,7 +95,7 @@ def curve_png(by_depth: list[dict]) -> bytes:
                         xytext=(4, -10), fontsize=7)
         ax.set_ylabel("mean MS-SSIM (RGB)")
     else:
-        ax.text(0.5, 0.5, "no MS-SSIM recorded (compressed with --no-measure)", ha="center",
+        ax.text(0.5, 0.5, "no MS-SSIM recorded (compressed with measuring off)", ha="center",
                 transform=ax.transAxes)
     ax.set_xlabel("bits per pixel (stored bytes; points labelled by depth)")
     ax.set_title("rate and quality of the archive at each depth")

@@ -37,7 +37,7 @@ from . import raywatch
 from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
-from .options import check_choice, check_range
+from .options import OptionError, check_choice, check_range
 from .manifest import Archive
 from .ratecontrol import Target, check_measured
 from .row import OK, UNCHANGED, Row
@@ -251,7 +251,7 @@ def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
     if device == "auto":
         device = "cuda" if gpus else "cpu"
     if device == "cuda" and not gpus:
-        raise ValueError("--device cuda was asked for, but the Ray cluster has no GPU")
+        raise OptionError("device", "cuda was asked for, but the Ray cluster has no GPU")
     if device == "cuda":
         workers = options.workers or max(gpus, min(gpus * ENCODERS_PER_GPU, cpus))
         # more encoders than GPUs share them; Ray keeps 4 decimals of a fractional GPU, so round down
@@ -259,7 +259,7 @@ def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
     else:
         workers, gpu_share = options.workers or max(1, cpus // 2), 0.0
     if not options.worker_resources and workers > cpus:
-        raise ValueError(f"--workers {workers} needs {workers} CPUs (one each); the Ray cluster has {cpus}")
+        raise OptionError("workers", f"{workers} needs {workers} CPUs (one each); the Ray cluster has {cpus}")
     threads = options.threads or max(1, cpus // workers)
     return device, workers, threads, gpu_share
 

@@ -5,9 +5,11 @@ encoded once and cut to the depth its target asks for; `Codec.encode_many(target
 the encoder there (the same stream for less work), `EncodedImage.at_target` cuts a stored
 encoding (rgbatch.codes):
 
-    quality  --target-msssim Q   the smallest depth whose MS-SSIM reaches Q
-    size     --target-bpp B      the largest depth within B bits per pixel
-             --max-bytes N       the largest depth within N bytes
+    quality  Target(msssim=Q)      the smallest depth whose MS-SSIM reaches Q
+    size     Target(bpp=B)         the largest depth within B bits per pixel
+             Target(max_bytes=N)   the largest depth within N bytes
+
+(the CLI's --target-msssim, --target-bpp and --max-bytes).
 
 With a quality and a size target together the size wins (the smaller depth). An image that
 never reaches Q keeps every iteration; one whose first iteration is already over the size

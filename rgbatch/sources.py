@@ -16,15 +16,18 @@ import os
 import posixpath
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow.fs as pafs
 from PIL import Image
 
 from .imageio import ImageError, decode_image
 from .objectstore import not_found, split_query, with_query, worded
 from .row import UNCHANGED, Row
-from .storage import is_local, is_uri, list_files, local_kind, read_bytes, resolve, uri, walk_local
+from .storage import is_local, is_uri, kind, list_files, read_bytes, resolve, uri, walk_local
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs  # only storage.py calls pyarrow.fs
 
 GLOB_CHARS = "*?["
 LIST_EXTENSIONS = (".txt", ".lst", ".list")  # a SRC file with one of these lists paths
@@ -79,25 +82,18 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
     devices) are kept in the list: reading them fails with the reason, so each becomes an
     error row instead of vanishing without a word (and none is ever opened for reading)."""
     if any(c in split_query(source)[0] for c in GLOB_CHARS) and not os.path.exists(source):
+        fs, pattern = resolve(source)
+        root = _glob_root(pattern)
         if is_uri(source):
-            fs, pattern = resolve(source)
-            root = _glob_root(pattern)
             files = [p for p in list_files(fs, root) if fnmatch.fnmatch(p, pattern)]
         else:
-            fs = pafs.LocalFileSystem()
-            pattern = os.path.abspath(os.path.expanduser(source))
-            root = _glob_root(pattern)
             files = _glob_local(pattern, root)
         if not files:
             raise ValueError(f"no files match {source}")
         return fs, root, files
     fs, path = resolve(source)
-    if is_local(fs):
-        kind = local_kind(path)
-    else:
-        kind = {pafs.FileType.Directory: "folder", pafs.FileType.File: "file"}.get(
-            fs.get_file_info(path).type, "missing")
-    if kind == "folder":
+    what = kind(fs, path)
+    if what == "folder":
         extensions = image_extensions()
         if is_local(fs):
             files, skipped = walk_local(path)
@@ -108,7 +104,7 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
         if not files:
             raise ValueError(f"no image files under {source}")
         return fs, path, files
-    if kind == "missing":
+    if what == "missing":
         raise not_found(fs, path, f"no such file or folder: {source}")
     if posixpath.splitext(path)[1].lower() not in LIST_EXTENSIONS:
         return fs, posixpath.dirname(path), [path]  # a single image

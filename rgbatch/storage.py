@@ -110,6 +110,13 @@ def local_kind(path: str) -> str:
         return f"unreadable ({e.strerror})"
 
 
+def kind(fs: pafs.FileSystem, path: str) -> str:
+    """What a path is: "file", "folder", "missing", or for a local path why it is neither (`local_kind`)."""
+    if is_local(fs):
+        return local_kind(path)
+    return {pafs.FileType.Directory: "folder", pafs.FileType.File: "file"}.get(fs.get_file_info(path).type, "missing")
+
+
 def walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(regular files, [(path, why skipped)]) under a local folder, sorted; hidden files and
     folders left out. Symbolic links are followed, but each folder is listed once (a link loop
@@ -226,7 +233,7 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
     target = f"{root}/{relative}"
     if not is_local(fs):
         if not overwrite and exists(fs, target):
-            raise NotWritten("a file is already there: not overwritten (--overwrite replaces it)")
+            raise NotWritten("a file is already there: not overwritten (the overwrite option replaces it)")
         write_atomic(fs, target, data)
         return target
     os.makedirs(root, exist_ok=True)
@@ -267,7 +274,7 @@ def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
         else:
             os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)  # fails if name exists
     except FileExistsError:
-        raise NotWritten("something is already there: not overwritten (--overwrite replaces a file)") from None
+        raise NotWritten("something is already there: not overwritten (the overwrite option replaces a file)") from None
     except IsADirectoryError:
         raise NotWritten("a folder is in the way: not written") from None
     except OSError as e:

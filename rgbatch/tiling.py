@@ -9,7 +9,8 @@ bitstream header. Alignment and block size come from the model's config (`cfg.al
 `cfg.block`): tiling knows no architecture.
 
 This module also owns the one conversion between stored pixels and network inputs:
-uint8 [0, 255] <-> float [-0.5, 0.5] (`to_float`, `to_uint8`).
+uint8 [0, 255] <-> float [-0.5, 0.5] (`to_float`, `to_uint8`), and network pixels as the
+[0, 1] that MS-SSIM reads (`to_unit`).
 """
 
 from __future__ import annotations
@@ -69,9 +70,14 @@ def to_float(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).movedim(-1, -3).float() / 255 - 0.5
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [-0.5, 0.5] (a reconstruction may stray out) -> [0, 1], same dtype."""
+    return (x + 0.5).clamp(0, 1)
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(..., 3, H, W) float in [-0.5, 0.5] -> (..., H, W, 3) uint8, rounded as a stored image is."""
-    return ((x.float() + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
+    return (to_unit(x.float()) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
 def cut(image: np.ndarray, tiles: list[Tile], multiple: int) -> list[torch.Tensor]:

@@ -25,7 +25,7 @@ from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_range
 from .model import CodecConfig
 from .rate import ContextRate
-from .tiling import to_float, to_uint8
+from .tiling import to_float, to_uint8, to_unit
 from .weights import save_weights
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
@@ -240,7 +240,7 @@ def iteration_losses(model, x, outputs, cfg: TrainConfig) -> torch.Tensor:
         losses = losses * weights / weights.mean()
     if cfg.msssim_weight:
         # every iteration's reconstructions against one set of the patches' statistics
-        quality = msssim_tensor(x + 0.5, (outputs.flatten(0, 1) + 0.5).clamp(0, 1))
+        quality = msssim_tensor(to_unit(x), to_unit(outputs.flatten(0, 1)))
         losses = losses + cfg.msssim_weight * (1 - quality.view(steps, n).mean(1))
     return losses
 
@@ -414,7 +414,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
                 save_checkpoint(snapshot_path(checkpoint_path, step), snapshot)
             log(f"step {step}: loss {entry['loss']:.5f}, {wall_time / 3600:.2f} h, {speed:.2f} steps/s, checkpoint written")
             if out_of_time:
-                log(f"stopped at step {step}: --time-limit {cfg.time_limit:g} s reached")
+                log(f"stopped at step {step}: the time limit of {cfg.time_limit:g} s was reached")
                 break
     return state_dict()
 

@@ -230,7 +230,7 @@ def test_rows_of_another_model_are_refused_one_by_one(archive, tiny_weights, tmp
     restored = json.loads(result.stdout)
     assert sorted(w["path"] for w in restored["written"]) == PATHS
     [(path, why)] = restored["failures"]
-    assert path == "other.png" and "coded by model" in why and "--weights" in why
+    assert path == "other.png" and "coded by model" in why and "the weights that made it" in why
 
     result = run("verify", mixed, "--weights", tiny_weights, "--json")
     assert result.exit_code == 1
@@ -278,7 +278,7 @@ def test_an_archive_compressed_without_measuring_reports_restores_and_verifies(a
     result = run("restore", unmeasured, "--out", tmp_path / "by-quality", "--target-msssim", "0.5",
                  "--weights", tiny_weights, "--json")
     assert result.exit_code == 1
-    assert all("--no-measure" in why for _, why in json.loads(result.stdout)["failures"])
+    assert all("measuring off" in why for _, why in json.loads(result.stdout)["failures"])
     result = run("verify", unmeasured, "--weights", tiny_weights, "--precision", "fp32", "--json")
     assert result.exit_code == 0, result.output
     verified = json.loads(result.stdout)

@@ -41,10 +41,11 @@ def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.
     cuts = np.zeros((2, 1, 2 ** k), np.int64)
     cuts[0, 0, :n] = fastcoder.zero_cut(q)
     out = np.empty(fastcoder.max_words(n), np.uint32)
-    m = fastcoder.encode_iteration(canvas, features, index, index[:0], cuts, 0, 0, n, out)
+    reads, own = fastcoder.step_offsets(features[None], bits=1, plane=n, width=0)
+    m = fastcoder.encode_iteration(canvas, reads[0], own[0], index, index[:0], cuts, out)
     words = out[:m].copy()
     canvas[2 * n:3 * n] = 0
-    status = fastcoder.decode_iteration(canvas, features, index, index[:0], cuts, 0, 0, n, words)
+    status = fastcoder.decode_iteration(canvas, reads[0], own[0], index, index[:0], cuts, words)
     return words, status, canvas[2 * n:3 * n].copy()
 
 

@@ -45,3 +45,14 @@ def test_list_files_skips_hidden_files_and_folders(tmp_path):
         touch(tmp_path / name)
     fs, root = storage.resolve(tmp_path)
     assert storage.list_files(fs, root) == [f"{root}/a.png", f"{root}/sub/b.png"]
+
+
+def test_kind_says_what_a_path_is_on_any_file_system(tmp_path):
+    touch(tmp_path / "a.png")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    local, root = storage.resolve(tmp_path)
+    # a file system that is not the local one (as an object store is) goes by pyarrow's file info
+    remote = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    assert [storage.kind(local, f"{root}/{p}") for p in ("a.png", "", "gone", "dangling")] == [
+        "file", "folder", "missing", "a dangling symbolic link"]
+    assert [storage.kind(remote, p) for p in ("a.png", "", "gone")] == ["file", "folder", "missing"]

@@ -142,7 +142,7 @@ def test_a_time_limit_stops_the_run_at_a_checkpoint(tmp_path):
     state = train(cfg, log=lines.append)
     assert state["step"] == 1 and state["history"][-1]["step"] == 1
     assert torch.load(cfg.out, weights_only=False)["step"] == 1
-    assert any("--time-limit" in line for line in lines)
+    assert any("time limit" in line for line in lines)
     resumed = train(config(tmp_path, steps=3, checkpoint_every=50), resume=True, log=lambda *_: None)
     assert resumed["step"] == 3
 
