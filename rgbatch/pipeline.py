@@ -318,7 +318,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         # a concurrency group of its own lets EncodeWorker.progress answer while encode runs
         # with overlap, two `encode` calls at once in its default group
         actor_class = ray.remote(concurrency_groups={"progress": 1})(EncodeWorker).options(
-            num_cpus=1, num_gpus=gpu_share, resources=options.worker_resources or {}, max_concurrency=1 + overlap,
+            num_cpus=1, num_gpus=gpu_share, resources=options.worker_resources or {},
+            max_concurrency=2 if overlap else 1,
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1)  # calls wait out restarts
         make_actor = lambda: actor_class.remote(weights, device, options, threads)  # noqa: E731
         actors = [make_actor() for _ in range(workers)]
@@ -346,7 +347,7 @@ class _Run:
         self.ready = deque()  # (info, image ref): read, waiting for an encoder
         self.calls = {}  # rows ref -> (actor index, infos)
         self.busy = [0] * len(actors)  # calls in flight per actor
-        self.calls_per_worker = CALLS_PER_WORKER + options.overlap
+        self.calls_per_worker = CALLS_PER_WORKER + (1 if options.overlap else 0)
         self.prefetch = 2 * len(actors) * self.calls_per_worker + options.batch_size  # images read ahead
         # reads at once: each needs a worker process, and a burst of new processes starting
         # costs more CPU than the reads themselves
