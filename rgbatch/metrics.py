@@ -5,8 +5,8 @@ reference's statistics are computed once for all the images measured against it 
 reconstructions of a Kodak image: 0.37 s against 0.67 s with the library's `ms_ssim`, one
 thread). Tested equal to the library's value. Two forms: `Reference` (float tensors, batched,
 differentiable: the training loss) and `QualityMeter` (uint8 images, measured in strips of
-rows as an encoder's reconstructions come, so that memory stays flat in the image's size:
-the codec's and the bench's figures).
+rows as an encoder's reconstructions come, so that memory stays flat in the image's size, on
+the device the network runs on: the codec's and the bench's figures).
 
 MS-SSIM needs the short side above 160 px for its five scales (an 11-px window at 1/16
 scale). For smaller images rgbatch uses as many scales as fit, with the standard weights of
