@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-kit gpu-site gpu-train gpu-forks clean
+.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -47,16 +47,22 @@ train: setup
 	@echo "training in the background: tail -f runs/main.log"
 
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
-# for the device tool's carry: a packed training set (one 192 px crop of each top-level training
-# image, six of each high-resolution photo: 16 + 6.5 MB, the photos 39 % of the pixels as in the
-# full data), and wheels of the two packages its image lacks
-gpu-kit: setup
-	rm -rf .pack/train-jpeg .pack/photos-jpeg
-	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 192 --per-image 1 --jpeg-quality 95
-	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 192 --per-image 6 --jpeg-quality 95
+# for the device tool's carry: wheels of the two packages its image lacks, and a packed training
+# set (one 192 px crop of each top-level training image, six of each high-resolution photo:
+# 16 + 6.5 MB, the photos 39 % of the pixels as in the full data)
+gpu-wheels: setup
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
+gpu-kit: gpu-wheels
+	rm -rf .pack/train-jpeg .pack/photos-jpeg
+	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 192 --per-image 1 --jpeg-quality 95
+	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 192 --per-image 6 --jpeg-quality 95
+# and for the speed benchmarks there (README, "Speed of the network"): the wheels and the shipped
+# model's codes of Kodak at depth 16 (2.7 MB), which the coder's scaling across cores codes
+gpu-bench-kit: gpu-wheels
+	$(BIN)/python benchmarks/coder_speed.py --data ../shared/data/kodak --codes .pack/kodak16-codes.npz \
+		--depths 16 --repeats 1 --workers 0 --no-reference
 
 # On the lent GPU machine (its own python3 holds torch; carry .pack and .whl): the same run,
 # resumed from the committed training state, 16x the pixels a step (64 patches of 128 px),
@@ -67,7 +73,8 @@ gpu-kit: setup
 GPU_SECONDS ?= 480
 GPU_RUN ?= gpu
 GPU_SITE := /tmp/site
-GPU_RGBATCH := PYTHONPATH=$(GPU_SITE):. PYTHONUNBUFFERED=1 python3 -m rgbatch.cli
+GPU_PYTHON := PYTHONPATH=$(GPU_SITE):. PYTHONUNBUFFERED=1 python3
+GPU_RGBATCH := $(GPU_PYTHON) -m rgbatch.cli
 gpu-site: $(GPU_SITE)/.installed
 $(GPU_SITE)/.installed:
 	python3 -m pip install -q --no-index --no-deps --target $(GPU_SITE) .whl/*.whl
@@ -89,6 +96,12 @@ gpu-forks: gpu-site
 	mkdir -p runs
 	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-train GPU_RUN=w$$k RATE_WEIGHT=$$k > $(OUT)/w$$k.log 2>&1 & done; wait
 	for k in $(FORK_WEIGHTS); do split -b 15M runs/w$$k.pt $(OUT)/w$$k.pt.; done
+
+# Issue 18's speed figures on the lent machine (carry .whl and .pack/kodak16-codes.npz, made by
+# make gpu-bench-kit): the encode workers of one GPU, then the coder alone across 1 and 4 cores
+gpu-bench: gpu-site
+	$(GPU_PYTHON) benchmarks/gpu_worker.py
+	$(GPU_PYTHON) benchmarks/coder_speed.py --codes .pack/kodak16-codes.npz --depths 16 --workers 4 --no-reference
 
 # Both evaluation sets (issue 16): Kodak -> docs/bench, the high-resolution photos -> docs/bench-photos.
 # Classical results are cached in runs/classical-cache.jsonl: a re-bench encodes only rgbatch again.

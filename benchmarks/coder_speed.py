@@ -12,10 +12,11 @@ chunks to codes (checked equal), in megapixels of image per second, best of --re
   - context/constriction: the same coder, same bytes, through numpy and constriction (the
     implementation before the kernels; --no-reference skips it, it is the slow one).
 
-All on one thread; then the context coder in 1 and --workers processes, and --workers threads
-of one process, coding the images between them: the rate of all together (wall clock), to see
-whether the cost scales across cores, and each worker's rate by its own CPU time (it stays that
-of one thread if nothing is shared: no lock, no GIL, no memory bandwidth limit). Torch and BLAS
+All on one thread; then the context coder (each engine) in 1 and --workers processes, and
+--workers threads of one process, coding the images between them: the rate of all together
+(wall clock), to see whether the cost scales across cores, and each worker's rate by its own CPU
+time (it stays that of one thread if nothing is shared: no lock, no GIL, no memory bandwidth
+limit; the constriction engine holds the GIL, so its threads take turns). Torch and BLAS
 are held to one thread. The first call of the kernels in a process loads them from numba's cache
 (compiles them the first time on a machine): the time of that first call is printed apart and
 not counted. --clock cpu times the one-thread rows by the thread's CPU time instead of the wall
@@ -66,6 +67,7 @@ def load_codes(data: str, weights: str | None, limit: int, depth: int, cache: st
         codes.append(codec.encode_codes([image], depth)[0].tiles)
         pixels.append(image.shape[0] * image.shape[1])
     if cache:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"{i}_{j}": c for i, tiles in enumerate(codes) for j, c in enumerate(tiles)}
         arrays |= {f"tiles_{i}": np.array(len(t)) for i, t in enumerate(codes)}
         np.savez_compressed(cache, depth=depth, images=len(codes), pixels=np.array(pixels), **arrays)
@@ -124,8 +126,8 @@ _EXTRA = None  # the weight file's tables, for workers
 _CHUNKS: dict = {}  # (coder, depth, image): chunks, filled by the one-thread rows before the pools fork
 
 
-def warm_up():
-    code_images("context", _EXTRA, 1, [0])  # each worker loads the kernels before it is timed
+def warm_up(name: str):
+    code_images(name, _EXTRA, 1, [0])  # each worker loads the kernels before it is timed
 
 
 def encode_share(job) -> tuple[float, float]:
@@ -205,11 +207,16 @@ def main():
 
     if args.profile:
         profile_reference(extra, max(args.depths), args.profile, console)
-    start = time.perf_counter()
-    code_images("context", extra, 1, [0])
-    console.print(f"first call of the kernels in this process (cache load or compile): {time.perf_counter() - start:.2f} s")
-
-    names = ["raw", "context"] + ([] if args.no_reference else ["context/constriction"])
+    names = ["raw", "context", "context/constriction"]
+    if ContextCoder(extra).engine == "compiled":
+        start = time.perf_counter()
+        code_images("context", extra, 1, [0])
+        console.print(f"first call of the kernels in this process (cache load or compile): "
+                      f"{time.perf_counter() - start:.2f} s")
+        names = names[:2] if args.no_reference else names
+    else:  # as on a machine without numba: the coder's "auto" engine is constriction there
+        console.print("the compiled kernels do not import here (no numba): only the constriction engine is timed")
+        names.remove("context")
     table = Table(title=f"entropy coders alone, one thread: MP/s (encode / decode) by {args.clock} time, "
                   f"best of {args.repeats}", title_justify="left")
     table.add_column("coder")
@@ -225,19 +232,21 @@ def main():
     # forked after the one-thread rows, so that the workers see the chunks to decode
     scaling = Table(title="context coder, several workers: MP/s of all together by wall time (each "
                     "worker's own rate by its CPU time), encode / decode", title_justify="left")
+    scaling.add_column("coder")
     scaling.add_column("workers")
     for depth in args.depths:
         scaling.add_column(f"depth {depth}", justify="right")
     fork = multiprocessing.get_context("fork")
-    for workers, kind in [(1, "process"), (args.workers, "processes"), (args.workers, "threads")]:
-        pool = (ThreadPoolExecutor(workers) if kind == "threads"
-                else ProcessPoolExecutor(workers, mp_context=fork, initializer=warm_up))
-        cells = []
-        for depth in args.depths:
-            (ew, ec), (dw, dc) = pool_rates(pool, workers, "context", depth, args.repeats)
-            cells.append(f"{ew:.1f} ({ec:.1f}) / {dw:.1f} ({dc:.1f})")
-        pool.shutdown()
-        scaling.add_row(f"{workers} {kind}", *cells)
+    for name in names[1:]:  # the context coder's engines
+        for workers, kind in [(1, "process"), (args.workers, "processes"), (args.workers, "threads")]:
+            pool = (ThreadPoolExecutor(workers) if kind == "threads"
+                    else ProcessPoolExecutor(workers, mp_context=fork, initializer=warm_up, initargs=(name,)))
+            cells = []
+            for depth in args.depths:
+                (ew, ec), (dw, dc) = pool_rates(pool, workers, name, depth, args.repeats)
+                cells.append(f"{ew:.1f} ({ec:.1f}) / {dw:.1f} ({dc:.1f})")
+            pool.shutdown()
+            scaling.add_row(name, f"{workers} {kind}", *cells)
     console.print(scaling)
     console.print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 

@@ -299,6 +299,10 @@ def compress(
                                             "(README, Inputs), without quality columns or --target-msssim."),
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
+    overlap: Optional[bool] = typer.Option(
+        None, "--overlap/--no-overlap", help="Two calls at once per encoder, one's entropy coding beside the "
+                                             "other's network (default: on a GPU; on a CPU it gains nothing: README, "
+                                             "Speed of the network)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = AS_JSON,
 ):
@@ -315,7 +319,7 @@ def compress(
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision,
-            search_steps=search_steps)
+            search_steps=search_steps, overlap=overlap)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
                                   log=lambda text: err.print(text, highlight=False))

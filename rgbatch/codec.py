@@ -14,12 +14,20 @@ expose the stages. A weight file may carry a refiner (rgbatch.refine): then what
 decodes to, and what the encoder measures, is the network's image refined; codes and
 streams are the same with or without it. Tiles of one or many images run through the network in batches
 (`encode_many`, `decode_many`), so memory is bounded by the batch, not by the image.
+
+A codec may be called from several threads. The device stage of a call (the network, and the
+MS-SSIM of its reconstructions, measured on the same device) holds the codec's device, one call
+at a time; the entropy coder and packing run outside it. Two calls in flight on two threads
+therefore overlap: while the device runs one call's network, the CPU codes the other's streams
+(`rgbatch.pipeline`'s encoders do so: CompressOptions.overlap). The results are those of the
+calls run one after the other.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -108,6 +116,7 @@ class Codec:
         # better reconstructions at every depth, each iteration about 3 x steps decoder passes
         check_range("search_steps", search_steps, 0, MAX_SEARCH_STEPS)
         self.search_steps = search_steps
+        self.device_lock = threading.Lock()  # held by a call's device stage (the module's docstring)
 
     @classmethod
     def load(cls, weights=None, **options) -> "Codec":
@@ -173,7 +182,7 @@ class Codec:
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
         runs = [_Run(im, layout(im.shape[1], im.shape[0], self.tile_size, math.inf, align), self.tile_size,
-                     iterations, measure, keep_reconstructions, self.refiner) for im in images]
+                     iterations, measure, keep_reconstructions, self.device, self.refiner) for im in images]
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
         work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
@@ -186,7 +195,7 @@ class Codec:
         # That keeps every tile's network state alive at once: bounded to LOCKSTEP_TILES tiles;
         # beyond, batches run one after the other (as without a target) and are cut afterwards.
         lockstep = bool(target) and len(work) <= LOCKSTEP_TILES
-        with torch.no_grad() if self.search_steps else torch.inference_mode():
+        with self.device_lock, torch.no_grad() if self.search_steps else torch.inference_mode():
             for group in ([list(steps)] if lockstep else ([batch] for batch in steps)):
                 for t in range(iterations):
                     for keys, batch in group:
@@ -300,12 +309,13 @@ class Codec:
         grids = [c.grid for c in codes]
         work = [((i, j), t.shape, lambda t=t: torch.from_numpy(t).float() * 2 - 1)
                 for i, c in enumerate(codes) for j, t in enumerate(c.tiles)]
-        for keys, bits in self._batches(work):
-            x_hat = self.model.decode(bits.transpose(0, 1).contiguous().to(self.device))
-            for (i, j), p in zip(keys, to_uint8(x_hat)):
-                paste(images[i], p, grids[i][j])
-        if self.refiner is not None:
-            images = [refine_image(self.refiner, im, c.iterations) for im, c in zip(images, codes)]
+        with self.device_lock:
+            for keys, bits in self._batches(work):
+                x_hat = self.model.decode(bits.transpose(0, 1).contiguous().to(self.device))
+                for (i, j), p in zip(keys, to_uint8(x_hat)):
+                    paste(images[i], p, grids[i][j])
+            if self.refiner is not None:
+                images = [refine_image(self.refiner, im, c.iterations) for im, c in zip(images, codes)]
         return images
 
 
@@ -314,10 +324,10 @@ class _Run:
     quality meter fed with each depth's reconstruction as rows of tiles complete."""
 
     def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
-                 keep_reconstructions: bool, refiner=None):
+                 keep_reconstructions: bool, device: torch.device, refiner=None):
         self.image, self.grid, self.tile_size = image, grid, tile_size
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
-        self.meter = QualityMeter(image, iterations) if measure else None
+        self.meter = QualityMeter(image, iterations, device=device) if measure else None
         self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if measure else None
         # what each depth decodes to, refined band by band as the rows come (rgbatch.refine)
         self.refined = ([BandRefiner(refiner, t + 1, image.shape[0]) for t in range(iterations)]

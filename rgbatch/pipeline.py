@@ -15,6 +15,11 @@ rerun skips every image whose current row is ok with the same source hash.
 
 Actors restart and their calls are retried when a node dies; the driver writes each image
 once, whatever ran twice.
+
+With `overlap` (by default on a GPU) an encoder runs two calls at once on two threads that share
+its model: the codec gives its device to one call's network at a time, so that one call's
+entropy coder runs on the CPU while the next call's network runs on the device (rgbatch.codec).
+Each call still returns its own rows, those of the calls run one after the other.
 """
 
 from __future__ import annotations
@@ -46,15 +51,15 @@ from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
-CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it
+CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
 # Tiles per batch by default. A GPU wants many; on a CPU one tile at a time is faster (9-20 %
 # on Kodak, benchmarks/pipeline_overhead.py: plain loop vs batched loop), larger batches only
 # cost cache.
 BATCH_SIZE = {"cuda": 8, "cpu": 1}
 # Encoders sharing one GPU by default. The network is a small part of an encoder's time on a
-# GPU: the context coder and the MS-SSIM statistics run on the CPU (an H200 ran the shipped
-# network at 34 MP/s at depth 16, the whole encoder at 3.3; README, "Speed of the network"),
-# so several encoders, each with its own CPU core, keep one GPU busy.
+# GPU: the context coder runs on the CPU (an H200 ran the shipped network at 34 MP/s at depth 16,
+# the whole encoder at 3.3 with the coder and MS-SSIM then on the CPU; README, "Speed of the
+# network"), so several encoders, each with its own CPU core, keep one GPU busy.
 ENCODERS_PER_GPU = 4
 MAX_TILE_SIZE = 65504  # the largest multiple of 32 the stream header's u16 tile-size field holds
 
@@ -77,6 +82,9 @@ class CompressOptions:
     # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
     measure: bool = True
     search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~7x slower at 3
+    # two calls in flight per encoder, one's coder overlapping the other's network (module
+    # docstring); None: on a GPU, where the device would otherwise wait for the coder, not on a CPU
+    overlap: bool | None = None
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
 
     def check(self):
@@ -134,16 +142,16 @@ class EncodeWorker:
         self.iterations = options.iterations
         self.target = options.target
         self.measure = options.measure
-        self.working = None  # (paths, tiles done, tiles, pixels done) of the call being encoded
+        self.working = {}  # thread -> (paths, tiles done, tiles, pixels done) of the call it encodes
 
     def model_id(self) -> str:
         return self.codec.model_id
 
-    def progress(self):
-        """How far the call being encoded is: (its images' paths, tiles done, tiles, pixels of
-        the tiles done), or None between calls. The driver asks while a call runs: the method
+    def progress(self) -> list:
+        """How far the calls being encoded are: (their images' paths, tiles done, tiles, pixels of
+        the tiles done) each, none between calls. The driver asks while calls run: the method
         runs in a concurrency group of its own (`_compress_locked`), beside `encode`."""
-        return self.working
+        return list(self.working.values())
 
     def _row(self, read: Row, encoded, seconds: float) -> Row:
         return read.from_encoded(encoded, self.codec.model_id, self.codec.tile_size, self.codec.coder.name, seconds)
@@ -152,9 +160,10 @@ class EncodeWorker:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
         start = time.perf_counter()
         paths = tuple(info.path for info in infos)
+        call = threading.get_ident()  # two calls run at once with overlap, each on its own thread
 
         def progress(*done):  # after each batch of tiles
-            self.working = (paths, *done)
+            self.working[call] = (paths, *done)
             release_freed_memory()
 
         try:
@@ -163,7 +172,7 @@ class EncodeWorker:
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
         finally:
-            self.working = None
+            self.working.pop(call, None)
             release_freed_memory()
         seconds = time.perf_counter() - start
         pixels = sum(im.shape[0] * im.shape[1] for im in images)
@@ -301,13 +310,16 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
     start = time.perf_counter()
     with ray_session(options.address) as ray:
         device, workers, threads, gpu_share = _plan_workers(ray, options)
-        options = replace(options, batch_size=options.batch_size or BATCH_SIZE[device])
+        overlap = device == "cuda" if options.overlap is None else options.overlap
+        options = replace(options, batch_size=options.batch_size or BATCH_SIZE[device], overlap=overlap)
         result.device, result.workers = device, workers
         if log:
             log(f"{len(found)} sources, {len(done)} already archived; {workers} {device} encoder(s)")
         # a concurrency group of its own lets EncodeWorker.progress answer while encode runs
+        # with overlap, two `encode` calls at once in its default group
         actor_class = ray.remote(concurrency_groups={"progress": 1})(EncodeWorker).options(
             num_cpus=1, num_gpus=gpu_share, resources=options.worker_resources or {},
+            max_concurrency=2 if overlap else 1,
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1)  # calls wait out restarts
         make_actor = lambda: actor_class.remote(weights, device, options, threads)  # noqa: E731
         actors = [make_actor() for _ in range(workers)]
@@ -335,14 +347,15 @@ class _Run:
         self.ready = deque()  # (info, image ref): read, waiting for an encoder
         self.calls = {}  # rows ref -> (actor index, infos)
         self.busy = [0] * len(actors)  # calls in flight per actor
-        self.prefetch = 2 * len(actors) * CALLS_PER_WORKER + options.batch_size  # images read ahead
+        self.calls_per_worker = CALLS_PER_WORKER + (1 if options.overlap else 0)
+        self.prefetch = 2 * len(actors) * self.calls_per_worker + options.batch_size  # images read ahead
         # reads at once: each needs a worker process, and a burst of new processes starting
         # costs more CPU than the reads themselves
         self.max_reads = 2 * len(actors)
         self.written = set()
         self.total = len(found)
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
-        self.working = {}  # actor index -> its last answer (EncodeWorker.progress)
+        self.working = {}  # actor index -> its last answer (EncodeWorker.progress: its running calls)
 
     def run(self):
         from ray.exceptions import RayError
@@ -390,7 +403,7 @@ class _Run:
         batch = self.options.batch_size
         while self.ready:
             index = min(range(len(self.actors)), key=self.busy.__getitem__)
-            if self.busy[index] >= CALLS_PER_WORKER:
+            if self.busy[index] >= self.calls_per_worker:
                 return
             more_coming = self.pending or self.reads
             if sum(self.tiles(i) for i, _ in self.ready) < batch and self.busy[index] and more_coming:
@@ -451,7 +464,7 @@ class _Run:
     def report(self):
         if self.progress:
             running = {tuple(i.path for i in infos) for _, infos in self.calls.values()}
-            now = [w for w in self.working.values() if w and w[0] in running]  # answers of calls still running
+            now = [w for calls in self.working.values() for w in calls if w[0] in running]  # of calls still running
             self.progress(len(self.written) + self.result.skipped, self.total,
                           self.result.pixels + sum(w[3] for w in now), (sum(w[1] for w in now), sum(w[2] for w in now)))
 

@@ -158,3 +158,42 @@ def test_a_bf16_codec_leaves_the_callers_model_in_fp32(tiny_weights):
     assert all(p.dtype == torch.float32 for p in fp32.model.parameters())
     back = Codec(bf16.model, bf16.model_id, precision="fp32")
     assert back.model.net_dtype == torch.float32 and bf16.model.net_dtype == torch.bfloat16
+
+
+def test_calls_on_two_threads_give_the_results_of_calls_one_after_the_other(default_weights, rng):
+    # rgbatch.pipeline's overlap: two calls share a codec, one's coder running beside the other's
+    # network; the streams, sizes, qualities and decoded pixels are those of sequential calls
+    from concurrent.futures import ThreadPoolExecutor
+
+    codec = Codec.load(default_weights, precision="fp32", tile_size=64, batch_size=2)  # the context coder
+    calls = [[smooth_image(rng, 96, 130), smooth_image(rng, 40, 64)], [smooth_image(rng, 130, 70)],
+             [smooth_image(rng, 64, 64)], [smooth_image(rng, 70, 200), smooth_image(rng, 33, 17)]]
+    sequential = [codec.encode_many(call, 4) for call in calls]
+    with ThreadPoolExecutor(2) as pool:
+        overlapped = list(pool.map(lambda call: codec.encode_many(call, 4), calls))
+        blobs = [[e.blob for e in call] for call in sequential]
+        decoded = list(pool.map(codec.decode_many, blobs))
+    for one, other, pixels in zip(sequential, overlapped, decoded):
+        for a, b, image in zip(one, other, pixels):
+            assert (a.blob, a.bytes, a.msssim, a.psnr) == (b.blob, b.bytes, b.msssim, b.psnr)
+            assert np.array_equal(image, codec.decode(a.blob))
+
+
+def test_the_device_stage_holds_the_codecs_device_and_the_coder_does_not(tiny_weights, rng, monkeypatch):
+    codec = Codec.load(tiny_weights, tile_size=64, batch_size=2)
+    held = {"network": [], "coder": []}
+    iterate, encode = codec.model.iterate, codec.coder.encode
+
+    def network(*args, **kwargs):
+        held["network"].append(codec.device_lock.locked())
+        return iterate(*args, **kwargs)
+
+    def coder(codes):
+        held["coder"].append(codec.device_lock.locked())
+        return encode(codes)
+
+    monkeypatch.setattr(codec.model, "iterate", network)
+    monkeypatch.setattr(codec.coder, "encode", coder)
+    codec.encode_many([smooth_image(rng, 100, 130), smooth_image(rng, 64, 64)], 2)
+    assert held["network"] and all(held["network"])  # another call waits for the device ...
+    assert held["coder"] == [False, False]  # ... while this one's streams are coded

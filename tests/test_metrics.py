@@ -120,6 +120,34 @@ def test_a_meter_holds_only_the_rows_its_next_strips_need(rng):
     assert meter.msssim(0) == pytest.approx(1.0)
 
 
+def _measured(a, others, **options) -> list[tuple[float, float]]:
+    meter = QualityMeter(a, len(others), **options)
+    for y in range(0, a.shape[0], 64):  # bands of a tile row, every depth's in each flush (as the codec)
+        for t, b in enumerate(others):
+            meter.add(t, y, b[y:y + 64])
+        meter.flush()
+    return [(meter.msssim(t), meter.psnr(t)) for t in range(len(others))]
+
+
+@pytest.mark.parametrize("shape", [(333, 517), (40, 50)])
+def test_depths_measured_together_in_one_pass_give_the_values_of_one_at_a_time(rng, shape):
+    # what a GPU does (PASS_PIXELS): the depths of a strip stacked, the reference's statistics broadcast
+    a = smooth_image(rng, *shape)
+    others = _noisy(rng, a, amounts=(2, 5, 10, 30, 60, 90))
+    one_at_a_time = _measured(a, others, strip_pixels=100 * 517, pass_pixels=0)
+    for pass_pixels in (3 * 100 * 517, 10 ** 9):  # the six depths in passes of three, and all at once
+        assert _measured(a, others, strip_pixels=100 * 517, pass_pixels=pass_pixels) == one_at_a_time
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent machine)")
+def test_quality_measured_on_the_gpu_is_the_cpus(rng):
+    a = smooth_image(rng, 333, 517)
+    others = _noisy(rng, a)
+    on_gpu, on_cpu = _measured(a, others, device="cuda"), _measured(a, others)
+    assert [m for m, _ in on_gpu] == pytest.approx([m for m, _ in on_cpu], abs=1e-6)
+    assert [p for _, p in on_gpu] == [p for _, p in on_cpu]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent machine)")
 def test_the_training_loss_runs_on_the_gpu(rng):
     x, y = (torch.from_numpy(rng.random((2, 3, 64, 64), dtype=np.float32)) for _ in range(2))

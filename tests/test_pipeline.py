@@ -58,6 +58,28 @@ def test_encode_worker_rows_and_a_bad_image_fails_alone(tiny_weights, rng):
     assert unmeasured.blob == good.blob and unmeasured.msssim == unmeasured.psnr == []
 
 
+def test_an_encoder_running_two_calls_at_once_answers_each_as_alone(tiny_weights, rng):
+    # CompressOptions.overlap: two calls on two threads of one encoder; a bad image still fails alone
+    from concurrent.futures import ThreadPoolExecutor
+
+    worker = EncodeWorker(str(tiny_weights), "cpu", CompressOptions(iterations=3, tile_size=32, batch_size=4))
+    calls = []
+    for n, (h, w) in enumerate([(40, 48), (0, 0), (70, 33), (32, 32), (50, 90)]):
+        info = Row(f"{n}", f"/src/{n}", source_hash="h", source_bytes=1, width=w, height=h, mode="RGB")
+        calls.append(([info], smooth_image(rng, h, w) if h else np.zeros((0, 0, 3), np.uint8)))
+    calls[2] = ([calls[2][0][0], calls[0][0][0]], calls[2][1], calls[0][1])  # two images in one call
+
+    def comparable(rows):
+        return [replace(r, encode_seconds=None) for r in rows]
+
+    sequential = [comparable(worker.encode(*call)) for call in calls]
+    with ThreadPoolExecutor(2) as pool:
+        overlapped = [comparable(rows) for rows in pool.map(lambda call: worker.encode(*call), calls)]
+    assert overlapped == sequential
+    assert [r.status for rows in overlapped for r in rows] == ["ok", "error", "ok", "ok", "ok", "ok"]
+    assert worker.progress() == []  # between calls
+
+
 def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tmp_path, rng):
     source, archive = tmp_path / "photos", tmp_path / "archive"
     write_images(source, rng, ["a.png", "b.png", "sub/c.png"])
@@ -81,6 +103,21 @@ def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tm
     current = {r["path"]: r["source_hash"] for r in Archive(archive).table().to_pylist()}
     assert current["b.png"] == hashlib.sha256((source / "b.png").read_bytes()).hexdigest()
     assert len(current) == 4 and all_rows(archive) == 5  # b's old row stays, superseded
+
+
+def test_overlapped_encoders_write_the_rows_of_sequential_ones(ray_cluster, tiny_weights, tmp_path, rng):
+    source = tmp_path / "photos"
+    write_images(source, rng, [f"{n}.png" for n in range(5)], size=(40, 70))
+    (source / "broken.png").write_bytes(b"not an image")
+    tables = []
+    for overlap in (False, True):
+        reports = []
+        result = compress([str(source)], str(tmp_path / f"archive-{overlap}"),
+                          options(tiny_weights, overlap=overlap, batch_size=2), progress=lambda *a: reports.append(a))
+        assert (result.ok, result.failed) == (5, 1) and reports[-1][:2] == (6, 6)
+        timing = ["read_seconds", "encode_seconds", "written_at"]
+        tables.append(Archive(tmp_path / f"archive-{overlap}").table().drop(timing).sort_by("path"))
+    assert tables[0].equals(tables[1])
 
 
 def test_workers_and_devices_must_fit_the_cluster(ray_cluster):
