@@ -22,12 +22,13 @@ Images enter as float tensors in [-0.5, 0.5], shape (N, 3, H, W), H and W multip
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import JsonConfig
 
 BLOCK = 16  # one code position per 16x16 pixel block
 ALIGN = 32  # the spatial size the network needs (its strides multiply to 16, d2s needs even)
@@ -36,7 +37,7 @@ SEARCH_LR = 0.1  # Adam step of the bit search (of 0.1 and 0.3 on Kodak crops, 0
 
 
 @dataclass(frozen=True)
-class CodecConfig:
+class CodecConfig(JsonConfig):
     width: float = 0.25  # channel multiplier; 1.0 is the paper's model (0.25 ships, see the model card)
     bits: int = 32  # binarizer channels = bits per 16x16 block per iteration
     max_iterations: int = 16
@@ -66,13 +67,6 @@ class CodecConfig:
     def channels(self, paper_channels: int) -> int:
         """Scaled channel count, a multiple of 8 so that depth-to-space stays even."""
         return max(8, int(round(paper_channels * self.width / 8)) * 8)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "CodecConfig":
-        return cls(**json.loads(text))
 
 
 class ConvGRU(nn.Module):

@@ -20,19 +20,19 @@ the input.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import JsonConfig
 from .tiling import to_float, to_uint8
 
 
 @dataclass(frozen=True)
-class RefinerConfig:
+class RefinerConfig(JsonConfig):
     channels: int = 64
     blocks: int = 3
     scale: int = 4  # pixel-unshuffle factor
@@ -47,13 +47,6 @@ class RefinerConfig:
         """Rows above and below a band of rows (starting at a multiple of `scale`) that its
         refinement reads: each 3x3 convolution reaches one position (`scale` pixels) further."""
         return self.scale * (2 + 2 * self.blocks)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "RefinerConfig":
-        return cls(**json.loads(text))
 
 
 class _Block(nn.Module):

@@ -1,7 +1,6 @@
 """The architecture registry: a second architecture trains, ships and decodes through the
 same pipeline code as the Residual-GRU, with nothing but its registration."""
 
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -12,6 +11,7 @@ from torch import nn
 
 from rgbatch.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_model, get_architecture, register_architecture
 from rgbatch.codec import Codec
+from rgbatch.config import JsonConfig
 from rgbatch.model import ResidualGRUCodec
 from rgbatch.train import TrainConfig, export_weights, train
 from rgbatch.weights import load_weights, model_id, read_weight_file, stored_tensors
@@ -20,18 +20,11 @@ from conftest import DATA, smooth_image
 
 
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyConfig(JsonConfig):
     bits: int = 4
     max_iterations: int = 3
     block: int = 8
     align: int = 8
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ToyConfig":
-        return cls(**json.loads(text))
 
 
 class ToyCodec(nn.Module):
