@@ -284,7 +284,7 @@ def compress(
     target_bpp: Optional[float] = TARGET_BPP,
     max_bytes: Optional[int] = MAX_BYTES,
     tile_size: Optional[int] = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; "
-                                                       "default 512, see docs/TILING.md)."),
+                                                       "default: whole images up to 2 MP, tiles of 1024 beyond; docs/TILING.md)."),
     batch_size: int = typer.Option(0, help="Tiles per network batch, shared by several images (0: 8 on a GPU, "
                                            "1 on a CPU, where batching is slower)."),
     workers: int = typer.Option(0, help="Encoder actors (0: four sharing each GPU, or one per two CPUs)."),
@@ -310,12 +310,11 @@ def compress(
     from rich.table import Table
 
     from .pipeline import CompressOptions, compress as run_compress
-    from .tiling import DEFAULT_TILE_SIZE
 
     with archive_errors():
         options = CompressOptions(
             iterations=iterations, target=_target(target_msssim, target_bpp, max_bytes),
-            tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
+            tile_size=tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision,

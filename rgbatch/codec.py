@@ -44,11 +44,14 @@ from .model import l1_loss
 from .ratecontrol import Target, check_measured, choose_depth
 from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
-from .tiling import DEFAULT_TILE_SIZE, RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, to_uint8, to_unit
+from .tiling import RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, tile_size_for, to_uint8, to_unit
 from .weights import load_weights, trained_iterations
 
 
 DEVICES = ("auto", "cpu", "cuda")
+# a network batch holds at most this many pixels (8 tiles of 512 x 512), unless one tile alone
+# is bigger: big tiles (docs/TILING.md) run a few at a time, as many small ones did before
+BATCH_PIXELS = 8 * 512 * 512
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -92,9 +95,10 @@ class Codec:
     tiling and device settings, checked here once."""
 
     def __init__(self, model: torch.nn.Module, model_id: str, extra=None, info=None, *, device="auto",
-                 tile_size: int = DEFAULT_TILE_SIZE, batch_size: int = 8, precision: str = "auto",
+                 tile_size: int | None = None, batch_size: int = 8, precision: str = "auto",
                  coder: str = "auto", search_steps: int = 0, refine: bool = True):
-        check_tile_size(tile_size, model.cfg.align)
+        if tile_size is not None:  # None: per image (tiling.tile_size_for)
+            check_tile_size(tile_size, model.cfg.align)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -128,16 +132,19 @@ class Codec:
     def max_iterations(self) -> int:
         return self.model.cfg.max_iterations
 
-    def _batches(self, work):
-        """Stacks of at most batch_size tensors: `work` is (key, group, load) triples, grouped by
-        `group` (tensors of one shape) in the order groups first appear; a tensor is loaded
-        (`load()`) only when its batch is taken, so that memory holds one batch of inputs."""
+    def _batches(self, work, pixels):
+        """Stacks of at most batch_size tensors, and of at most BATCH_PIXELS image pixels unless
+        one tensor alone has more: `work` is (key, group, load) triples, grouped by `group`
+        (tensors of one shape, `pixels(group)` image pixels each) in the order groups first
+        appear; a tensor is loaded (`load()`) only when its batch is taken, so that memory holds
+        one batch of inputs."""
         groups = defaultdict(list)
         for key, group, load in work:
             groups[group].append((key, load))
-        for members in groups.values():
-            for i in range(0, len(members), self.batch_size):
-                chunk = members[i:i + self.batch_size]
+        for group, members in groups.items():
+            size = max(1, min(self.batch_size, BATCH_PIXELS // pixels(group)))
+            for i in range(0, len(members), size):
+                chunk = members[i:i + size]
                 yield [k for k, _ in chunk], torch.stack([load() for _, load in chunk])
 
     # -- encoding: network + tiling -> Codes -> coder -> chunks -> bitstream.pack ------------
@@ -181,14 +188,16 @@ class Codec:
         """Every image through the network, tile batches at a time, up to `iterations` or its target."""
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
-        runs = [_Run(im, layout(im.shape[1], im.shape[0], self.tile_size, math.inf, align), self.tile_size,
-                     iterations, measure, keep_reconstructions, self.device, self.refiner) for im in images]
+        tiles = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
+        runs = [_Run(im, layout(im.shape[1], im.shape[0], tile, math.inf, align), tile, iterations, measure,
+                     keep_reconstructions, self.device, self.refiner) for im, tile in zip(images, tiles)]
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
         work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
                 for i, run in enumerate(runs) for j, (band, t) in enumerate(run.bands())]
         steps = ((keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
-                                           search_loss=search_loss)) for keys, x in self._batches(work))
+                                           search_loss=search_loss))
+                 for keys, x in self._batches(work, lambda group: group[1][0] * group[1][1]))
         tiles, done, pixels = len(work), 0, 0
         # To stop an image early, every batch advances one iteration at a time, so that an image
         # whose tiles sit in several batches is whole at each depth when its targets are checked.
@@ -248,7 +257,7 @@ class Codec:
         sizes = stream_sizes(run.chunks[:depth])  # cumulative: a cut keeps a prefix of them
         if target:  # the depth the target keeps, from every depth coded so far
             depth = choose_depth(target, sizes, quality, w * h)
-        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, sizes[:depth])
+        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, sizes[:depth], tile_size=codes.tile_size)
         if run.meter:
             enc.msssim = quality[:depth]
             enc.psnr = [run.meter.psnr(t) for t in range(depth)]
@@ -310,7 +319,8 @@ class Codec:
         work = [((i, j), t.shape, lambda t=t: torch.from_numpy(t).float() * 2 - 1)
                 for i, c in enumerate(codes) for j, t in enumerate(c.tiles)]
         with self.device_lock:
-            for keys, bits in self._batches(work):
+            block = self.model.cfg.block
+            for keys, bits in self._batches(work, lambda shape: shape[-2] * shape[-1] * block * block):
                 x_hat = self.model.decode(bits.transpose(0, 1).contiguous().to(self.device))
                 for (i, j), p in zip(keys, to_uint8(x_hat)):
                     paste(images[i], p, grids[i][j])

@@ -58,6 +58,7 @@ class EncodedImage:
     psnr: list[float] = field(default_factory=list)
     reconstructions: np.ndarray | None = None  # (k, H, W, 3) uint8, when asked for
     codes: Codes | None = None  # the codes of the k iterations, when asked for
+    tile_size: int = 0  # the tile size the stream was coded with (its header's)
 
     @property
     def bpp(self) -> list[float]:

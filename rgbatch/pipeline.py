@@ -47,7 +47,7 @@ from .manifest import Archive
 from .ratecontrol import Target, check_measured
 from .row import OK, UNCHANGED, Row
 from .sources import archive_name, expand_sources, read_source
-from .tiling import DEFAULT_TILE_SIZE, check_tile_size, tile_grid
+from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
@@ -68,7 +68,7 @@ MAX_TILE_SIZE = 65504  # the largest multiple of 32 the stream header's u16 tile
 class CompressOptions:
     iterations: int | None = None  # None: the depth the model was trained to (weights.trained_iterations)
     target: Target = field(default_factory=Target)
-    tile_size: int = DEFAULT_TILE_SIZE
+    tile_size: int | None = None  # None: per image, whole up to 2 MP, else tiles of 1024 (tiling.tile_size_for)
     batch_size: int = 0  # tiles per network batch and per encoder call; 0: 8 on a GPU, 1 on a CPU
     workers: int = 0  # encoder actors; 0: one per GPU, or one per two CPUs
     device: str = "auto"  # auto | cpu | cuda
@@ -92,8 +92,9 @@ class CompressOptions:
         limits, iterations and tile size, once it is loaded: `compress`)."""
         if self.iterations is not None:
             check_range("iterations", self.iterations, 1, 255)
-        check_range("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
-                                                                    "16-bit field, docs/FORMAT.md)")
+        if self.tile_size is not None:
+            check_range("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
+                                                                        "16-bit field, docs/FORMAT.md)")
         check_range("batch_size", self.batch_size, 0, what=" (0: automatic)")
         check_range("workers", self.workers, 0, what=" (0: automatic)")
         check_choice("device", self.device, DEVICES)
@@ -154,7 +155,7 @@ class EncodeWorker:
         return list(self.working.values())
 
     def _row(self, read: Row, encoded, seconds: float) -> Row:
-        return read.from_encoded(encoded, self.codec.model_id, self.codec.tile_size, self.codec.coder.name, seconds)
+        return read.from_encoded(encoded, self.codec.model_id, encoded.tile_size, self.codec.coder.name, seconds)
 
     def encode(self, infos: list[Row], *images: np.ndarray) -> list[Row]:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
@@ -296,7 +297,8 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
         options.iterations = trained_iterations(model.cfg, info)
     check_range("iterations", options.iterations, 1, model.cfg.max_iterations, " for this model")
     get_coder(options.coder, extra)  # and here if the coder is unknown
-    check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
+    if options.tile_size is not None:
+        check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
     archive = Archive(archive, create=True)
     with archive.locked("compress") as lock:
         if lock.removed and log:
@@ -395,7 +397,7 @@ class _Run:
             self.reads[info_ref] = (image_ref, source)
 
     def tiles(self, info: Row) -> int:
-        return len(tile_grid(info.height, info.width, self.options.tile_size))
+        return len(tile_grid(info.height, info.width, tile_size_for(self.options.tile_size, info.height, info.width)))
 
     def start_calls(self):
         """Send each encoder a full batch of tiles, or whatever is ready when it is idle or no

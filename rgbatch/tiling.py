@@ -23,7 +23,12 @@ import torch.nn.functional as F
 
 from .options import OptionError, check_range
 
-DEFAULT_TILE_SIZE = 512  # see docs/TILING.md for the measurement behind it
+# Tile sizes by default (tile_size None), per image (docs/TILING.md has the measurements: seams
+# cost rate and quality, big tiles memory and speed): an image of at most WHOLE_IMAGE_PIXELS
+# pixels (a network batch's worth) is coded whole; a bigger one in tiles of DEFAULT_TILE_SIZE.
+# Until session 10 every image was cut into tiles of 512.
+WHOLE_IMAGE_PIXELS = 2**21
+DEFAULT_TILE_SIZE = 1024
 
 
 def align(n: int, multiple: int) -> int:
@@ -52,6 +57,14 @@ class Tile:
 def check_tile_size(tile_size: int, multiple: int):
     if tile_size < 0 or tile_size % multiple:
         raise OptionError("tile_size", f"must be 0 (whole image) or a positive multiple of {multiple}, not {tile_size}")
+
+
+def tile_size_for(tile_size: int | None, height: int, width: int) -> int:
+    """The tile size an image is coded with: `tile_size`, or by default (None) 0, the whole
+    image, up to WHOLE_IMAGE_PIXELS pixels, and DEFAULT_TILE_SIZE beyond."""
+    if tile_size is not None:
+        return tile_size
+    return 0 if height * width <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE_SIZE
 
 
 def tile_grid(height: int, width: int, tile_size: int) -> list[Tile]:

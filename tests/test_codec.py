@@ -197,3 +197,37 @@ def test_the_device_stage_holds_the_codecs_device_and_the_coder_does_not(tiny_we
     codec.encode_many([smooth_image(rng, 100, 130), smooth_image(rng, 64, 64)], 2)
     assert held["network"] and all(held["network"])  # another call waits for the device ...
     assert held["coder"] == [False, False]  # ... while this one's streams are coded
+
+
+def test_a_batch_holds_at_most_batch_pixels_unless_one_tile_is_bigger(tiny_weights, rng, monkeypatch):
+    from rgbatch import codec as codec_module
+
+    monkeypatch.setattr(codec_module, "BATCH_PIXELS", 2 * 64 * 64)
+    codec = Codec.load(tiny_weights, tile_size=64, batch_size=8, precision="fp32")
+    sizes = []
+    iterate, decode = codec.model.iterate, codec.model.decode
+    monkeypatch.setattr(codec.model, "iterate", lambda x, *a, **k: sizes.append(("encode", len(x))) or iterate(x, *a, **k))
+    monkeypatch.setattr(codec.model, "decode", lambda bits, *a, **k: sizes.append(("decode", bits.shape[1])) or decode(bits, *a, **k))
+    image = smooth_image(rng, 128, 320)  # two rows of five 64 px tiles
+    encoded = codec.encode(image, iterations=2)
+    codec.decode(encoded.blob)
+    assert sorted(set(sizes)) == [("decode", 2), ("encode", 1), ("encode", 2)]  # 5 a row: 2 + 2 + 1
+    whole = Codec.load(tiny_weights, tile_size=0, batch_size=8, precision="fp32")
+    sizes.clear()
+    monkeypatch.setattr(whole.model, "iterate", lambda x, *a, **k: sizes.append(len(x)) or iterate(x, *a, **k))
+    whole.encode_many([image, image], iterations=1)
+    assert sizes == [1, 1]  # one image of 128 x 320 is already over the budget
+
+
+def test_the_default_tile_size_is_chosen_per_image_and_recorded(tiny_weights, rng, monkeypatch):
+    from rgbatch import tiling
+
+    codec = Codec.load(tiny_weights, precision="fp32")
+    small = smooth_image(rng, 40, 70)
+    monkeypatch.setattr(tiling, "WHOLE_IMAGE_PIXELS", 64 * 64)  # so that a small test image counts as big
+    monkeypatch.setattr(tiling, "DEFAULT_TILE_SIZE", 64)
+    big = smooth_image(rng, 100, 130)
+    encoded = codec.encode_many([small, big], iterations=2)
+    assert [e.tile_size for e in encoded] == [0, 64]
+    assert [bitstream.read_header(e.blob).tile_size for e in encoded] == [0, 64]
+    assert codec.decode(encoded[1].blob).shape == big.shape

@@ -42,3 +42,13 @@ def test_bad_tile_sizes_and_empty_images_are_refused():
     with pytest.raises(ValueError, match="nothing to code"):
         tile_grid(0, 10, 0)
     assert align(1, 32) == 32 and align(32, 32) == 32 and align(33, 32) == 64
+
+
+def test_by_default_an_image_is_coded_whole_up_to_two_megapixels_and_in_1024_px_tiles_beyond():
+    from rgbatch.tiling import WHOLE_IMAGE_PIXELS, tile_size_for
+
+    assert tile_size_for(None, 853, 1280) == 0  # a 1.1 MP photo: no seams
+    assert tile_size_for(None, 1, WHOLE_IMAGE_PIXELS) == 0
+    assert tile_size_for(None, 1, WHOLE_IMAGE_PIXELS + 1) == 1024
+    assert tile_size_for(None, 3000, 4000) == 1024
+    assert tile_size_for(512, 10, 10) == 512 and tile_size_for(0, 5000, 5000) == 0  # asked for: as asked
