@@ -78,6 +78,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 # -- options several commands take: one definition each ------------------------------------------
 WEIGHTS = typer.Option(None, help="Weight file (default: the shipped model).")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda")
+TRAINING_DATA = typer.Option(..., "--data", help="Folder of training images (never a benchmark set); repeat it "
+                             "for several folders together.")
+TRAINED_WEIGHTS = typer.Argument(..., help="Weight file of the trained model.")
 PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
                                       "else fp32) | fp32 | bf16.")
 SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
@@ -650,9 +653,8 @@ def classical_sweeps(names: str) -> dict | None:
 
 @app.command("fit-entropy")
 def fit_entropy_command(
-    weights: Path = typer.Argument(..., help="Weight file of the trained model."),
-    data: list[Path] = typer.Option(..., "--data", help="Folder of training images (never the benchmark set); "
-                                    "repeat it to fit on several folders together."),
+    weights: Path = TRAINED_WEIGHTS,
+    data: list[Path] = TRAINING_DATA,
     out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its context model."),
     images: int = typer.Option(0, help="Training images to code (one centre crop each; 0: all)."),
     crop: int = typer.Option(512, help="Crop size in pixels (at most; smaller images are coded whole)."),
@@ -671,9 +673,8 @@ def fit_entropy_command(
 
 @app.command("fit-refiner")
 def fit_refiner_command(
-    weights: Path = typer.Argument(..., help="Weight file of the trained model (with its context model)."),
-    data: list[Path] = typer.Option(..., "--data", help="Folder of training images (never the benchmark set); "
-                                    "repeat it to train on several folders together."),
+    weights: Path = TRAINED_WEIGHTS,
+    data: list[Path] = TRAINING_DATA,
     out_path: Path = typer.Option(..., "--out", help="Weight file to write: the model plus its refiner."),
     state: Path = typer.Option(Path("runs/refiner.pt"), help="Training state, resumed when it exists; the "
                                "training pairs are kept beside it (STATE with the suffix .pairs)."),
@@ -681,8 +682,8 @@ def fit_refiner_command(
     time_limit: float = typer.Option(0, help="Stop (resumably) after this many seconds; 0: run to --steps."),
     threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
 ):
-    """Train the decoder-side refiner (docs/TRAINING.md, "Refiner"): the codes stay the same,
-    each depth decodes to a better image."""
+    """Train a decoder-side refiner and write the weights with it (docs/TRAINING.md, "Refiner"):
+    the codes stay the same, each depth's image is refined. Measured so far: no gain."""
     from .refine_fit import fit_refiner
 
     if threads:
