@@ -25,8 +25,6 @@ Each call still returns its own rows, those of the calls run one after the other
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import logging
 import os
 import signal
@@ -39,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import raywatch
-from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec
+from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, release_freed_memory
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
@@ -163,9 +161,8 @@ class EncodeWorker:
         paths = tuple(info.path for info in infos)
         call = threading.get_ident()  # two calls run at once with overlap, each on its own thread
 
-        def progress(*done):  # after each batch of tiles
+        def progress(*done):  # after each batch of tiles (the codec trims its heap then)
             self.working[call] = (paths, *done)
-            release_freed_memory()
 
         try:
             encoded = self.codec.encode_many(list(images), self.iterations, self.measure, target=self.target,
@@ -187,25 +184,6 @@ class EncodeWorker:
                              time.perf_counter() - start)
         except Exception as e:
             return info.failed(f"encoding failed: {type(e).__name__}: {e}")
-
-
-def release_freed_memory():
-    """Hand the memory freed by the network's temporaries back to the system. glibc keeps freed
-    blocks in its heap, fragmented by the small arrays that outlive each tile (its bits): an
-    encoder's RSS grew by about 1 GB over the 400 tiles of a 100 MP image, 0.1 GB when trimmed
-    after each batch (a few ms). Nothing where the C library is not glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's malloc_trim, looked up once per process (None elsewhere)."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 # -- Ray session ----------------------------------------------------------------------------------
