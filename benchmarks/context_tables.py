@@ -33,7 +33,8 @@ TARGETS = (0.90, 0.95, 0.98)
 
 def cached_codes(codec: Codec, path: Path, cache: Path) -> tuple[Codes, np.ndarray, int]:
     """(codes, MS-SSIM per depth, pixels) of one image, from the cache or the network."""
-    file = cache / f"{path.parent.name}-{path.stem}-{codec.model_id}.npz"
+    tiles = "auto" if codec.tile_size is None else codec.tile_size  # the codes depend on the tiling
+    file = cache / f"{path.parent.name}-{path.stem}-{codec.model_id}-tiles{tiles}.npz"
     if not file.is_file():
         image, _ = read_image(path)
         encoded = codec.encode(image, keep_codes=True)
