@@ -99,8 +99,7 @@ class Codec:
     def __init__(self, model: torch.nn.Module, model_id: str, extra=None, info=None, *, device="auto",
                  tile_size: int | None = None, batch_size: int = 8, precision: str = "auto",
                  coder: str = "auto", search_steps: int = 0, refine: bool = True):
-        if tile_size is not None:  # None: per image (tiling.tile_size_for)
-            check_tile_size(tile_size, model.cfg.align)
+        check_tile_size(tile_size, model.cfg.align)  # None: per image (tiling.tile_size_for)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -190,9 +189,9 @@ class Codec:
         """Every image through the network, tile batches at a time, up to `iterations` or its target."""
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
-        tiles = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
+        tile_sizes = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
         runs = [_Run(im, layout(im.shape[1], im.shape[0], tile, math.inf, align), tile, iterations, measure,
-                     keep_reconstructions, self.device, self.refiner) for im, tile in zip(images, tiles)]
+                     keep_reconstructions, self.device, self.refiner) for im, tile in zip(images, tile_sizes)]
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
         work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))

@@ -275,8 +275,7 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
         options.iterations = trained_iterations(model.cfg, info)
     check_range("iterations", options.iterations, 1, model.cfg.max_iterations, " for this model")
     get_coder(options.coder, extra)  # and here if the coder is unknown
-    if options.tile_size is not None:
-        check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
+    check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
     archive = Archive(archive, create=True)
     with archive.locked("compress") as lock:
         if lock.removed and log:

@@ -26,7 +26,7 @@ from .codec import Codec
 from .imageio import read_image
 from .metrics import msssim_tensor
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
-from .tiling import to_float, to_uint8
+from .tiling import to_float, to_uint8, to_unit
 from .train import list_images, save_checkpoint
 from .weights import load_weights, save_weights
 
@@ -94,12 +94,12 @@ def validation_gains(refiner, orig, rec, ids) -> np.ndarray:
     gains = np.zeros(rec.shape[1])
     for t in range(rec.shape[1]):
         for i in range(0, len(ids), 32):
-            x = to_float(np.asarray(orig[ids[i:i + 32]])) + 0.5
+            x = to_unit(to_float(np.asarray(orig[ids[i:i + 32]])))
             y = to_float(np.asarray(rec[ids[i:i + 32], t]))
-            with torch.autocast("cpu", torch.bfloat16):
+            with torch.autocast(y.device.type, torch.bfloat16):
                 refined = refiner(y.contiguous(memory_format=torch.channels_last), t + 1)
-            refined = ((refined.float().clamp(-0.5, 0.5) + 0.5) * 255).round() / 255
-            before, after = msssim_tensor(x, y + 0.5), msssim_tensor(x, refined)
+            refined = to_unit(to_float(to_uint8(refined)))  # stored as 8 bits, as a restore writes it
+            before, after = msssim_tensor(x, to_unit(y)), msssim_tensor(x, refined)
             gains[t] += (10 * torch.log10((1 - before) / (1 - after))).sum().item()
     refiner.train()
     return gains / len(ids)

@@ -54,7 +54,10 @@ class Tile:
         return h // cfg.block, w // cfg.block
 
 
-def check_tile_size(tile_size: int, multiple: int):
+def check_tile_size(tile_size: int | None, multiple: int):
+    """None (chosen per image: `tile_size_for`), 0 (whole images) or a positive multiple."""
+    if tile_size is None:
+        return
     if tile_size < 0 or tile_size % multiple:
         raise OptionError("tile_size", f"must be 0 (whole image) or a positive multiple of {multiple}, not {tile_size}")
 
