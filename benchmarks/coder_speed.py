@@ -9,10 +9,12 @@ chunks to codes (checked equal), in megapixels of image per second, best of --re
 
   - raw: bit packing (coder id 0);
   - context: the context coder (coder id 1) with its compiled kernels (rgbatch/fastcoder.py);
+  - adaptive: coder id 2, the same kernels with the adaptive map (rgbatch/apm.py), the default
+    coder for new encodings (its reference engine codes a bit at a time in Python: not timed);
   - context/constriction: the same coder, same bytes, through numpy and constriction (the
     implementation before the kernels; --no-reference skips it, it is the slow one).
 
-All on one thread; then the context coder (each engine) in 1 and --workers processes, and
+All on one thread; then the context coders (each engine) in 1 and --workers processes, and
 --workers threads of one process, coding the images between them: the rate of all together
 (wall clock), to see whether the cost scales across cores, and each worker's rate by its own CPU
 time (it stays that of one thread if nothing is shared: no lock, no GIL, no memory bandwidth
@@ -39,7 +41,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from rgbatch.entropy import ContextCoder, RawCoder  # noqa: E402
+from rgbatch.entropy import AdaptiveCoder, ContextCoder, RawCoder  # noqa: E402
 
 CLOCK = time.perf_counter  # of the one-thread rows; --clock cpu: the thread's CPU time
 CODES: list[list[np.ndarray]] = []  # per image, per tile (iterations, bits, rows, cols); read by forked workers
@@ -77,6 +79,8 @@ def load_codes(data: str, weights: str | None, limit: int, depth: int, cache: st
 def make_coder(name: str, extra):
     if name == "raw":
         return RawCoder()
+    if name == "adaptive":
+        return AdaptiveCoder(extra, engine="compiled")
     return ContextCoder(extra, engine="constriction" if name.endswith("constriction") else "compiled")
 
 
@@ -207,16 +211,16 @@ def main():
 
     if args.profile:
         profile_reference(extra, max(args.depths), args.profile, console)
-    names = ["raw", "context", "context/constriction"]
+    names = ["raw", "context", "adaptive", "context/constriction"]
     if ContextCoder(extra).engine == "compiled":
         start = time.perf_counter()
         code_images("context", extra, 1, [0])
         console.print(f"first call of the kernels in this process (cache load or compile): "
                       f"{time.perf_counter() - start:.2f} s")
-        names = names[:2] if args.no_reference else names
+        names = names[:3] if args.no_reference else names
     else:  # as on a machine without numba: the coder's "auto" engine is constriction there
         console.print("the compiled kernels do not import here (no numba): only the constriction engine is timed")
-        names.remove("context")
+        names = ["raw", "context/constriction"]
     table = Table(title=f"entropy coders alone, one thread: MP/s (encode / decode) by {args.clock} time, "
                   f"best of {args.repeats}", title_justify="left")
     table.add_column("coder")
@@ -230,14 +234,14 @@ def main():
         return
 
     # forked after the one-thread rows, so that the workers see the chunks to decode
-    scaling = Table(title="context coder, several workers: MP/s of all together by wall time (each "
+    scaling = Table(title="context coders, several workers: MP/s of all together by wall time (each "
                     "worker's own rate by its CPU time), encode / decode", title_justify="left")
     scaling.add_column("coder")
     scaling.add_column("workers")
     for depth in args.depths:
         scaling.add_column(f"depth {depth}", justify="right")
     fork = multiprocessing.get_context("fork")
-    for name in names[1:]:  # the context coder's engines
+    for name in names[1:]:  # the context coders and engines
         for workers, kind in [(1, "process"), (args.workers, "processes"), (args.workers, "threads")]:
             pool = (ThreadPoolExecutor(workers) if kind == "threads"
                     else ProcessPoolExecutor(workers, mp_context=fork, initializer=warm_up, initargs=(name,)))

@@ -293,8 +293,10 @@ def compress(
     workers: int = typer.Option(0, help="Encoder actors (0: four sharing each GPU, or one per two CPUs)."),
     device: str = DEVICE,
     weights: Optional[Path] = WEIGHTS,
-    coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default), raw, context. The shipped "
-                                           "model is trained for the context coder: raw bits cost it 2.8x the rate "
+    coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default: adaptive where they carry "
+                                           "context tables), raw, context, adaptive (the context coder's tables "
+                                           "refined per image: 2 % smaller on Kodak, 8 % on photos). The shipped "
+                                           "model is trained for the context coders: raw bits cost it 2.8x the rate "
                                            "at MS-SSIM 0.90."),
     max_pixels: Optional[int] = PIXEL_LIMIT,
     measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure writes the same "

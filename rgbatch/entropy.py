@@ -9,6 +9,7 @@ k decodes. The coder id is stored in every bitstream header.
 |----|---------|-------|
 | 0  | raw     | plain bit packing, as the paper's released encoder |
 | 1  | context | range coding with probabilities from counted contexts (docs/ENTROPY.md) |
+| 2  | adaptive | the context coder's tables refined per chunk by an adaptive map (the default since session 11) |
 
 The context coder's parameters ship inside the weight file (`rgbatch fit-entropy`), so
 they are part of the model id: a stream decodes only with the tables that coded it.
@@ -24,6 +25,7 @@ import numpy as np
 # constriction's Bernoulli model warns unless `perfect` is given; False is its recommended mode
 import constriction
 
+from . import apm
 from .context import (CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas, ContextModel,
                       ContextModelError, context_index)
 
@@ -131,6 +133,7 @@ class ContextCoder:
 
     coder_id = 1
     name = "context"
+    adaptive = False  # coder id 2 (AdaptiveCoder) refines each table entry as it codes
     ENGINES = ("auto", "compiled", "constriction")
 
     def __init__(self, extra=None, engine: str = "auto", model: ContextModel | None = None):
@@ -145,11 +148,10 @@ class ContextCoder:
         except ContextModelError as e:
             raise EntropyError(str(e)) from None
         self.features = model.features
-        # q / 2**15 is exact in float64, and constriction quantizes a float the same way on every
-        # machine, so encoder and decoder agree bit for bit
-        self.probabilities = model.table / 2.0 ** PROBABILITY_BITS
-        if self.kernels:  # where each table entry splits the coder's 2**24 (integers)
-            self.cuts = self.kernels.zero_cut(model.table)
+        # int64 q, what both engines code with: the kernels in integers, the reference engine as
+        # q / 2**15, exact in float64, which constriction quantizes the same way on every machine
+        self.table = model.table
+        if self.kernels:
             # where the features read, per canvas plane and width (`_steps`; 85 kB each for the shipped
             # model): images of one size share them
             self._offsets = lru_cache(maxsize=16)(partial(self.kernels.step_offsets, self.features, model.bits))
@@ -157,7 +159,7 @@ class ContextCoder:
 
     @property
     def max_iterations(self) -> int:
-        return self.probabilities.shape[0]
+        return self.table.shape[0]
 
     def _check(self, shapes, iterations: int):
         if any(s[0] != self.bits for s in shapes):
@@ -187,18 +189,29 @@ class ContextCoder:
     def _code_iteration(self, layout: Canvas, canvas: np.ndarray, steps, t: int) -> bytes:
         if self.kernels:
             reads, own = steps
-            return self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.cuts[t])
+            return self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], self.adaptive)
         # every bit is known: one call codes the iteration in the decoder's order (colour,
         # then channel, then position), the same stream as one call per step
-        channels = np.arange(self.bits)[:, None]
-        symbols, probabilities = [], []
-        for s, positions in enumerate(layout.positions):
-            symbols.append(canvas[MAX_LOOKBACK + t][:, positions].ravel())
-            contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
-            probabilities.append(self.probabilities[t, s, channels, contexts].ravel())
+        symbols = [canvas[MAX_LOOKBACK + t][:, positions].ravel() for positions in layout.positions]
+        entries = np.concatenate([e.ravel() for e in self._coded_entries(layout, canvas, t)])
         encoder = constriction.stream.queue.RangeEncoder()
-        encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, np.concatenate(probabilities))
+        encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, entries / 2.0 ** PROBABILITY_BITS)
         return encoder.get_compressed().astype("<u4").tobytes()
+
+    def _coded_entries(self, layout: Canvas, canvas: np.ndarray, t: int) -> list[np.ndarray]:
+        """The table entry q each bit of iteration t is coded with, per colour (bits, positions),
+        by the reference engine: the context's entry, refined by the adaptive map for coder id
+        2 (`apm.refine`, a map per step). A step's contexts read only earlier steps' bits."""
+        channels = np.arange(self.bits)[:, None]
+        out = []
+        for s, positions in enumerate(layout.positions):
+            contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
+            entries = self.table[t, s, channels, contexts]
+            if self.adaptive:
+                ones = canvas[MAX_LOOKBACK + t][:, positions]
+                entries = np.stack([apm.refine(e, b) for e, b in zip(entries, ones)])
+            out.append(entries)
+        return out
 
     def code_lengths(self, codes: list[np.ndarray]) -> list[np.ndarray]:
         """The ideal code length -log2 P(bit) of every code bit under this model, per tile shaped
@@ -208,15 +221,18 @@ class ContextCoder:
         layout = Canvas(tuple(c.shape[1:] for c in codes))
         self._check(layout.shapes, codes[0].shape[0])
         canvas = layout.paint(codes)
-        lengths = np.zeros(canvas.shape)
-        channels = np.arange(self.bits)[:, None]
+        entries = np.ones(canvas.shape, np.int64)  # q of every bit, as coded
+        steps = self._steps(layout)
         for t in range(codes[0].shape[0]):
-            for s, positions in enumerate(layout.positions):
-                contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)
-                p_one = self.probabilities[t, s, channels, contexts]
-                ones = canvas[MAX_LOOKBACK + t][:, positions]
-                lengths[MAX_LOOKBACK + t][:, positions] = -np.log2(np.where(ones, p_one, 1 - p_one))
-        return layout.cut(lengths)
+            if self.kernels:  # the kernels record what they code with
+                reads, own = steps
+                self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], self.adaptive,
+                                          entries)
+                continue
+            for positions, coded in zip(layout.positions, self._coded_entries(layout, canvas, t)):
+                entries[MAX_LOOKBACK + t][:, positions] = coded
+        p_one = entries / 2.0 ** PROBABILITY_BITS
+        return layout.cut(-np.log2(np.where(canvas, p_one, 1 - p_one)))
 
     def chunk_bytes(self, shapes) -> tuple[int, int, int]:
         """(fewest, most, multiple of) bytes of one chunk for these tile shapes: whole 32-bit words,
@@ -233,7 +249,8 @@ class ContextCoder:
         for t, chunk in enumerate(chunks):
             if self.kernels:
                 reads, own = steps
-                status = self.kernels.decode_chunk(canvas, layout.positions, reads[t], own[t], self.cuts[t], chunk)
+                status = self.kernels.decode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], chunk,
+                                                   self.adaptive)
                 if status == 2:
                     raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder")
                 if status == 1:
@@ -246,12 +263,36 @@ class ContextCoder:
                 for c in range(self.bits):
                     contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
                     try:
-                        plane[c, positions] = decoder.decode(BERNOULLI, self.probabilities[t, s, c, contexts])
+                        plane[c, positions] = self._decode_step(decoder, self.table[t, s, c, contexts])
                     except AssertionError:  # constriction's "invalid data": a point no encoder writes
                         raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder") from None
             if not decoder.maybe_exhausted():
                 raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
         return layout.cut(canvas)
+
+    def _decode_step(self, decoder, entries: np.ndarray) -> np.ndarray:
+        """The reference engine's bits of one step, from their table entries: all at once, or
+        for coder id 2 one at a time, each entry refined by what the step decoded before it."""
+        if not self.adaptive:
+            return decoder.decode(BERNOULLI, entries / 2.0 ** PROBABILITY_BITS)
+        knots, bits = apm.START.tolist(), np.empty(len(entries), bool)
+        for i, q in enumerate(entries.tolist()):
+            coded, lo, f = apm.predict(knots, q)
+            bits[i] = decoder.decode(BERNOULLI, np.array([coded / 2.0 ** PROBABILITY_BITS]))[0]
+            apm.learn(knots, lo, f, bits[i])
+        return bits
+
+
+class AdaptiveCoder(ContextCoder):
+    """Coder id 2: the context coder with each table entry refined by an adaptive map learned,
+    chunk by chunk, from the bits already coded (`rgbatch.apm`): the same tables and the same
+    range coder, fewer bytes where an image's bits are more or less predictable than the
+    tables' training images (docs/ENTROPY.md, "The adaptive coder"). The default for new
+    encodings since session 11; coder id 1's streams still decode with `ContextCoder`."""
+
+    coder_id = 2
+    name = "adaptive"
+    adaptive = True
 
 
 BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
@@ -282,12 +323,13 @@ def register_coder(cls: type[Coder]) -> type[Coder]:
 
 register_coder(RawCoder)
 register_coder(ContextCoder)
+register_coder(AdaptiveCoder)
 
 
 def default_coder_name(extra=None) -> str:
-    """The coder for new encodings: the context coder when the weights carry its model."""
+    """The coder for new encodings: the adaptive context coder when the weights carry its model."""
     extra = extra or {}
-    return ContextCoder.name if CONTEXT_PROBABILITIES in extra else RawCoder.name
+    return AdaptiveCoder.name if CONTEXT_PROBABILITIES in extra else RawCoder.name
 
 
 def get_coder(key, extra=None):

@@ -17,6 +17,11 @@ flat index, `context.feature_offset` (the one definition of where a feature read
 the steps through one helper, `_step`, which computes every context of a step and looks up its
 cut; they differ only in the range coder's arithmetic.
 
+The same kernels run coder id 2 (`adaptive`): there each table entry is refined, before it codes
+a bit, by an adaptive probability map that learns within the chunk how far the tables are off
+for this image (`_predict`, `_learn`; docs/ENTROPY.md, "The adaptive coder"). Integers only, so
+that every machine decodes what any machine encoded.
+
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
 processes, Ray workers included, load the machine code instead of compiling again. The kernels
 release the GIL: threads coding different images run in parallel.
@@ -27,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import apm
+from .apm import MAP_ONE, MAP_PART, ONE_WEIGHT, RATE_SHIFT, TABLE_PART, WEIGHT_BITS
 from .context import PROBABILITY_BITS, feature_offset  # the tables' q: P(bit = 1) = q / 2**15
 
 PRECISION = 24  # constriction's default: probabilities are integers out of 2**24
@@ -55,6 +62,45 @@ def max_words(symbols: int) -> int:
     (its probability is at least 512 / 2**24, the range keeps >= 2**32 so scale >= 2**8), so
     half a word per bit, plus the words that seal the stream (one or two) and any held back."""
     return symbols // 2 + 8
+
+
+APM_START = apm.START  # numba compiles module-level arrays in as constants
+APM_LO, APM_F = apm.LOW_KNOT, apm.WEIGHT
+
+
+@njit(cache=True, nogil=True)
+def _fresh_map(steps):
+    """The knots of every step's map at the start of a chunk: each chunk learns its own."""
+    knots = np.empty((steps, APM_START.shape[0]), np.int64)
+    for i in range(steps):
+        for j in range(APM_START.shape[0]):
+            knots[i, j] = APM_START[j]
+    return knots
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cut(q):
+    # `zero_cut` of one entry
+    return ((np.uint64(2 ** PROBABILITY_BITS) - q) * np.uint64(2 ** PRECISION - 2) >> np.uint64(PROBABILITY_BITS)) + np.uint64(1)
+
+
+@njit(cache=True, nogil=True)
+def _predict(knots, lo_of, f_of, q):
+    """`apm.predict`: the coded entry for table entry q under one step's map `knots`."""
+    lo = lo_of[q]
+    f = f_of[q]
+    mapped = (knots[lo] * (ONE_WEIGHT - f) + knots[lo + 1] * f) >> WEIGHT_BITS
+    coded = (TABLE_PART * np.int64(q) + MAP_PART * mapped) >> 3
+    return min(max(coded, 1), 2 ** PROBABILITY_BITS - 1), lo, f
+
+
+@njit(cache=True, nogil=True)
+def _learn(knots, lo, f, bit):
+    """`apm.learn`: knots lo and lo + 1 moved toward the coded bit (int64 shifts floor, as Python's)."""
+    target = MAP_ONE if bit else 0
+    shift = WEIGHT_BITS + RATE_SHIFT
+    knots[lo] += ((target - knots[lo]) * (ONE_WEIGHT - f)) >> shift
+    knots[lo + 1] += ((target - knots[lo + 1]) * f) >> shift
 
 
 @njit(cache=True, nogil=True)
@@ -91,54 +137,66 @@ def step_offsets(features: np.ndarray, bits: int, plane: int, width: int) -> tup
     return reads, own
 
 
-# Both kernels walk the steps with these two helpers. `_step` is inlined by numba (its array
+# Both kernels walk the steps with these helpers. `_step` is inlined by numba (its array
 # views then cost nothing), `_bit` by LLVM: as fast as one hand-written loop, where both
 # inlined by numba encoded 16 % slower and both by LLVM 10 % (depth 16, session 10).
 @njit(cache=True, nogil=True, inline="always")
-def _step(reads, own, positions0, positions1, cuts_t, step):
+def _step(reads, own, positions0, positions1, table_t, step):
     """Step `step` of an iteration, colour step // bits then channel step % bits: its positions,
-    its features' offsets, its table of cuts, and where its bits lie."""
+    its features' offsets, its table, and where its bits lie."""
     bits = own.shape[0]
     s, c = step // bits, step % bits
-    return (positions0 if s == 0 else positions1), reads[s, c], cuts_t[s, c], own[c]
+    return (positions0 if s == 0 else positions1), reads[s, c], table_t[s, c], own[c]
 
 
 @njit(cache=True, nogil=True)
 def _bit(canvas, offsets, table, base, position):
-    """Where the step's bit at `position` lies, and its cut: the table entry of its context, the
-    bits its K features read as a binary number, first highest (`context.context_index`)."""
+    """Where the step's bit at `position` lies, and its table entry q: the entry of its context,
+    the bits its K features read as a binary number, first highest (`context.context_index`)."""
     p = np.uint64(position)
     ctx = np.uint64(0)
     for j in range(offsets.shape[0]):
         ctx = (ctx << np.uint64(1)) | np.uint64(canvas[offsets[j] + p])
-    return base + p, np.uint64(table[ctx])
+    return base + p, table[ctx]
 
 
 @njit(cache=True, nogil=True)
-def encode_iteration(canvas, reads, own, positions0, positions1, cuts_t, out):
+def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, out, record):
     """Code one iteration's bits: colour 0 then 1, channel 0..bits-1, positions in order.
 
     canvas: flat uint8 (2 + iterations, bits, plane); reads, own: `step_offsets` of the
-    iteration; positions0/1: flat indices of each colour's positions; cuts_t (2, bits, 2**K)
-    int64 from `zero_cut`; out: uint32, at least `max_words` long. Returns the number of words
-    written, or -1 if `out` is too short."""
+    iteration; positions0/1: flat indices of each colour's positions; table_t (2, bits, 2**K)
+    int64, the iteration's table entries q; adaptive: refine them by the map (coder id 2);
+    out: uint32, at least `max_words` long; record: int64 like the canvas, where the q each bit
+    was coded with is written (empty: not recorded). Returns the number of words written, or
+    -1 if `out` is too short."""
     lower = np.uint64(0)
     rng = FULL
     held = 0  # words held back (constriction's "inverted situation")
     first_held = np.uint64(0)
     n = 0
     limit = out.shape[0] - 4
+    knots = _fresh_map(2 * own.shape[0])
+    lo = f = 0
     for step in range(2 * own.shape[0]):
-        positions, offsets, table, base = _step(reads, own, positions0, positions1, cuts_t, step)
+        positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
-            bit, cut = _bit(canvas, offsets, table, base, positions[i])
+            bit, q = _bit(canvas, offsets, table, base, positions[i])
+            if adaptive:
+                q, lo, f = _predict(knots[step], APM_LO, APM_F, q)
+            if record.shape[0]:
+                record[bit] = q
+            cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
-            if canvas[bit]:
+            one = canvas[bit]
+            if one:
                 new_lower = lower + scale * cut
                 rng = scale * (ONE - cut)
             else:
                 new_lower = lower
                 rng = scale * cut
+            if adaptive:
+                _learn(knots[step], lo, f, one)
             if held and new_lower + rng > new_lower:  # straddles no more: flush
                 if n + held > limit:
                     return -1
@@ -177,7 +235,7 @@ def encode_iteration(canvas, reads, own, positions0, positions1, cuts_t, out):
 
 
 @njit(cache=True, nogil=True)
-def decode_iteration(canvas, reads, own, positions0, positions1, cuts_t, words):
+def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, words):
     """Decode one iteration into the canvas (the inverse of `encode_iteration`, same arguments
     but the chunk's uint32 `words`). Returns 0 if the chunk ended where its bits did, 1 if
     words were left over, 2 if it cannot be a chunk of this coder."""
@@ -191,22 +249,30 @@ def decode_iteration(canvas, reads, own, positions0, positions1, cuts_t, words):
         point = point << WORD
     lower = np.uint64(0)
     rng = FULL
+    knots = _fresh_map(2 * own.shape[0])
+    lo = f = 0
     for step in range(2 * own.shape[0]):
-        positions, offsets, table, base = _step(reads, own, positions0, positions1, cuts_t, step)
+        positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
-            bit, cut = _bit(canvas, offsets, table, base, positions[i])
+            bit, q = _bit(canvas, offsets, table, base, positions[i])
+            if adaptive:
+                q, lo, f = _predict(knots[step], APM_LO, APM_F, q)
+            cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
             x = point - lower
             if x >= scale << SHIFT:  # a quantile past 2**24: no encoder wrote this
                 return 2
             threshold = scale * cut
-            if x >= threshold:
+            one = x >= threshold
+            if one:
                 canvas[bit] = 1
                 lower = lower + threshold
                 rng = scale * (ONE - cut)
             else:
                 canvas[bit] = 0
                 rng = threshold
+            if adaptive:
+                _learn(knots[step], lo, f, one)
             if rng < HEAD_ROOM:
                 lower = lower << WORD
                 rng = rng << WORD
@@ -223,21 +289,27 @@ def decode_iteration(canvas, reads, own, positions0, positions1, cuts_t, words):
 
 
 # -- the calls the context coder makes: one chunk at a time ----------------------------------------
-def encode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, cuts_t: np.ndarray) -> bytes:
+NOT_RECORDED = np.empty(0, np.int64)
+
+
+def encode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, table_t: np.ndarray,
+                 adaptive: bool = False, record: np.ndarray = NOT_RECORDED) -> bytes:
     """The chunk of one iteration of a painted canvas (bool, (2 + iterations, bits, plane)):
     constriction's words, little-endian. `reads_t`, `own_t`: that iteration's `step_offsets`;
-    `cuts_t` (2, bits, 2**K): its table's `zero_cut`."""
+    `table_t` (2, bits, 2**K) int64: its table; `adaptive`: coder id 2's map; `record`: the
+    canvas's shape, int64, to receive the q each bit was coded with."""
     _, bits, _ = canvas.shape
     out = np.empty(max_words(bits * sum(p.size for p in positions)), np.uint32)
-    n = encode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, cuts_t, out)
+    n = encode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, out,
+                         record.reshape(-1))
     if n < 0:  # cannot happen for tables within 1 .. 2**15 - 1 (max_words); never write past the buffer
         raise RuntimeError("range coder output longer than its bound")
     return out[:n].astype("<u4").tobytes()
 
 
-def decode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, cuts_t: np.ndarray,
-                 chunk: bytes) -> int:
+def decode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, table_t: np.ndarray,
+                 chunk: bytes, adaptive: bool = False) -> int:
     """Decode a chunk into its iteration of the canvas (whose earlier iterations hold the bits
     decoded before). Returns `decode_iteration`'s status: 0 ok, 1 words left over, 2 invalid."""
     words = np.frombuffer(chunk, "<u4").astype(np.uint32)
-    return decode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, cuts_t, words)
+    return decode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, words)

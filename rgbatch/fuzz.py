@@ -33,7 +33,7 @@ VALUES = {
     "magic": [b"\0\0\0\0", b"RGBD", b"\x89PNG"],
     "model_id": [bytes(8), b"\xff" * 8],
     "version": [0, 2, 255],
-    "coder_id": [0, 1, 2, 255],
+    "coder_id": [0, 1, 2, 3, 255],  # every coder, and the first unknown id
     "iterations": [0, 1, 2, 15, 16, 17, 32, 255],
     "bits": [0, 1, 16, 31, 33, 64, 255],
     "width": [0, 1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 1000, 4095, 4096, 9460,

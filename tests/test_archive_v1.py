@@ -36,7 +36,8 @@ def test_the_old_archive_reads_as_rows():
 
 def test_todays_code_writes_the_same_rows(default_weights):
     rows = {r.path: r for r in Archive(V1 / "archive").rows()}
-    for path, options in (("a.png", CompressOptions(iterations=3, tile_size=32, precision="fp32")),
+    # the old archive's default coder was `context` (coder id 1); today's default is `adaptive`
+    for path, options in (("a.png", CompressOptions(iterations=3, tile_size=32, precision="fp32", coder="context")),
                           ("sub/b.png", CompressOptions(iterations=2, tile_size=0, precision="fp32", measure=False,
                                                         coder="raw"))):
         read, image = read_source(Source(str(V1 / "src" / path), path), None, 10**8)

@@ -12,14 +12,15 @@ import torch
 from rgbatch import fastcoder
 from rgbatch.codec import Codec
 from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES
-from rgbatch.entropy import ContextCoder, EntropyError
+from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError
 from rgbatch.entropy_fit import candidate_features
 from rgbatch.imageio import read_image
 
 from conftest import DATA
-from test_entropy import SHAPES, hand_made_model, hashed_bits, sticky_codes
+from test_entropy import GOLDEN, SHAPES, hand_made_model, hashed_bits, sticky_codes
 
 BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
+KINDS = [ContextCoder, AdaptiveCoder]  # coder ids 1 and 2: the same kernels, with and without the map
 
 
 def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -38,14 +39,14 @@ def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.
         canvas[(3 + j) * n + index] = (index >> (k - 1 - j)) & 1
     features = np.zeros((2, 1, k, 4), np.int64)
     features[..., 1] = np.arange(1, k + 1)
-    cuts = np.zeros((2, 1, 2 ** k), np.int64)
-    cuts[0, 0, :n] = fastcoder.zero_cut(q)
+    table = np.ones((2, 1, 2 ** k), np.int64)
+    table[0, 0, :n] = q
     out = np.empty(fastcoder.max_words(n), np.uint32)
     reads, own = fastcoder.step_offsets(features[None], bits=1, plane=n, width=0)
-    m = fastcoder.encode_iteration(canvas, reads[0], own[0], index, index[:0], cuts, out)
+    m = fastcoder.encode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, out, fastcoder.NOT_RECORDED)
     words = out[:m].copy()
     canvas[2 * n:3 * n] = 0
-    status = fastcoder.decode_iteration(canvas, reads[0], own[0], index, index[:0], cuts, words)
+    status = fastcoder.decode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, words)
     return words, status, canvas[2 * n:3 * n].copy()
 
 
@@ -92,10 +93,11 @@ def random_model(rng, bits: int, iterations: int, k: int) -> dict[str, torch.Ten
     return {CONTEXT_FEATURES: torch.from_numpy(features), CONTEXT_PROBABILITIES: torch.from_numpy(table)}
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("k", [1, 4, 10])
-def test_both_engines_give_the_same_chunks_and_bits_on_many_tiles(k, rng):
+def test_both_engines_give_the_same_chunks_and_bits_on_many_tiles(k, kind, rng):
     extra = random_model(rng, bits=4, iterations=6, k=k)
-    compiled, reference = ContextCoder(extra), ContextCoder(extra, engine="constriction")
+    compiled, reference = kind(extra), kind(extra, engine="constriction")
     for codes in ([rng.random((6, *s)) < 0.3 for s in SHAPES], sticky_codes(rng, 6, SHAPES + [(4, 9, 7)])):
         chunks = compiled.encode(codes)
         assert chunks == reference.encode(codes)
@@ -107,28 +109,36 @@ def test_both_engines_give_the_same_chunks_and_bits_on_many_tiles(k, rng):
                        for a, b, c in zip(ours, theirs, codes))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("engine", ContextCoder.ENGINES)
-def test_golden_stream_pins_the_bytes_of_both_engines(engine):
-    coder = ContextCoder(hand_made_model(bits=4, iterations=5), engine=engine)
+def test_golden_stream_pins_the_bytes_of_both_engines(engine, kind):
+    coder = kind(hand_made_model(bits=4, iterations=5), engine=engine)
     codes = [hashed_bits((5, *s), i) for i, s in enumerate(SHAPES)]
     chunks = coder.encode(codes)
     digest = hashlib.sha256(b"".join(len(c).to_bytes(4, "little") + c for c in chunks)).hexdigest()
-    assert digest[:16] == "a8d8b84d79d66759"  # the value tests/test_entropy.py pins since session 3
+    assert digest[:16] == GOLDEN[kind]
 
 
-def test_real_codes_of_the_shipped_model_round_trip_the_same_in_both_engines(default_weights):
+@pytest.mark.parametrize("kind", KINDS)
+def test_real_codes_of_the_shipped_model_round_trip_the_same_in_both_engines(default_weights, kind):
     codec = Codec.load(default_weights, coder="raw", precision="fp32", tile_size=128)
     image, _ = read_image(DATA / "kodim23_crop192.png")
     codes = codec.encode_codes([image], 8)[0].tiles  # 4 tiles: 8x8, 8x4, 4x8, 4x4 codes
-    compiled, reference = ContextCoder(codec.extra), ContextCoder(codec.extra, engine="constriction")
+    compiled, reference = kind(codec.extra), kind(codec.extra, engine="constriction")
     chunks = compiled.encode(codes)
     assert chunks == reference.encode(codes)
-    decoded = compiled.decode(chunks, [c.shape[1:] for c in codes])
-    assert all(np.array_equal(a, b) for a, b in zip(decoded, codes))
+    shapes = [c.shape[1:] for c in codes]
+    for decoded in (compiled.decode(chunks, shapes), reference.decode(chunks, shapes)):
+        assert all(np.array_equal(a, b) for a, b in zip(decoded, codes))
+    lengths, expected = compiled.code_lengths(codes), reference.code_lengths(codes)
+    assert all(np.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(lengths, expected))
+    # the ideal lengths are what the chunks hold, to the range coder's words and seal
+    assert 0 <= sum(map(len, chunks)) * 8 - sum(x.sum() for x in lengths) < 8 * 8 * len(chunks)
 
 
-def test_threads_code_at_once_and_give_the_same_chunks(rng):
-    coder = ContextCoder(random_model(rng, bits=4, iterations=4, k=6))
+@pytest.mark.parametrize("kind", KINDS)
+def test_threads_code_at_once_and_give_the_same_chunks(rng, kind):
+    coder = kind(random_model(rng, bits=4, iterations=4, k=6))
     images = [sticky_codes(rng, 4, [(4, 20, 24), (4, 20, 8)]) for _ in range(6)]
     alone = [coder.encode(codes) for codes in images]
     with ThreadPoolExecutor(3) as pool:
@@ -137,9 +147,10 @@ def test_threads_code_at_once_and_give_the_same_chunks(rng):
     assert all(np.array_equal(a, b) for d, codes in zip(decoded, images) for a, b in zip(d, codes))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("engine", ContextCoder.ENGINES)
-def test_a_chunk_no_encoder_wrote_is_a_worded_error(engine, rng):
-    coder = ContextCoder(hand_made_model(bits=4, iterations=5), engine=engine)
+def test_a_chunk_no_encoder_wrote_is_a_worded_error(engine, kind, rng):
+    coder = kind(hand_made_model(bits=4, iterations=5), engine=engine)
     chunk = coder.encode([rng.random((1, *SHAPES[0])) < 0.5])[0]
     with pytest.raises(EntropyError, match="more bytes"):
         coder.decode([chunk + bytes(64)], SHAPES[:1])
