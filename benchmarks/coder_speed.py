@@ -9,7 +9,7 @@ chunks to codes (checked equal), in megapixels of image per second, best of --re
 
   - raw: bit packing (coder id 0);
   - context: the context coder (coder id 1) with its compiled kernels (rgbatch/fastcoder.py);
-  - adaptive: coder id 2, the same kernels with the adaptive map (rgbatch/apm.py), the default
+  - adaptive: coder id 2, the same kernels with the per-image adaptation (rgbatch/adapt.py), the default
     coder for new encodings (its reference engine codes a bit at a time in Python: not timed);
   - context/constriction: the same coder, same bytes, through numpy and constriction (the
     implementation before the kernels; --no-reference skips it, it is the slow one).

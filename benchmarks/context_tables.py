@@ -1,15 +1,16 @@
-"""BD-rate of other context models (entropy tables) against a model's own, on the same codes.
+"""BD-rate of other context models (entropy tables) and coders against a model's own, on the same codes.
 
     python benchmarks/context_tables.py --data ../shared/data/kodak --data ../shared/data/photos/val \
-        runs/entropy-full.safetensors runs/entropy-full-k12.safetensors [--weights W] [--cache DIR]
+        runs/entropy-full.safetensors [--weights W] [--coders context,adaptive] [--cache DIR]
 
-A context model changes the bytes only: every image is encoded once by the network of
+A context model or coder changes the bytes only: every image is encoded once by the network of
 `--weights` (the shipped model by default; its codes and MS-SSIM at every depth kept in
-`--cache`, so later calls skip the network), then its codes are stored with the context coder
-of `--weights` and of every weight file given (each must hold the same network: the same
-codes). Per image set it prints the mean bpp at depths 1, 4 and 16, the bpp needed for
-MS-SSIM 0.90 / 0.95 / 0.98 (mean over the images that reach it), and the BD-rate (MS-SSIM in dB) of each against `--weights`: the
-measure of the "context model" lever of issue 16.
+`--cache`, so later calls skip the network), then its codes are stored with each of `--coders`
+(coder id 1 `context`, coder id 2 `adaptive`) using the tables of `--weights` and of every
+weight file given (each must hold the same network: the same codes). Per image set it prints
+the mean bpp at depths 1, 4 and 16, the bpp needed for MS-SSIM 0.90 / 0.95 / 0.98 (mean over
+the images that reach it), and the BD-rate (MS-SSIM in dB) of each against the context coder
+with the tables of `--weights`: the measure of the "context model" levers of issue 16.
 """
 
 from __future__ import annotations
@@ -52,17 +53,21 @@ def main():
     parser.add_argument("tables", nargs="+", help="weight files whose context models are compared")
     parser.add_argument("--weights", default=None, help="the model that codes (default: the shipped one)")
     parser.add_argument("--data", action="append", required=True, help="an image set (repeatable)")
+    parser.add_argument("--coders", default="context,adaptive", help="comma-separated coder names")
     parser.add_argument("--cache", default="runs/context-tables-cache")
     args = parser.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     codec = Codec.load(args.weights, coder="raw", refine=False)
-    coders = {"reference": get_coder("context", codec.extra)}
+    tables = {"reference": codec.extra}
     for path in args.tables:
         config, _, extra, _ = read_weight_file(path)
         if config != codec.model.cfg:
             parser.error(f"{path} holds another network than {args.weights or 'the shipped model'}")
-        coders[Path(path).stem] = get_coder("context", extra)
+        tables[Path(path).stem] = extra
+    coders = {"reference": get_coder("context", codec.extra)}  # the row every BD-rate is against
+    coders |= {f"{name}, {coder}": get_coder(coder, extra) for name, extra in tables.items()
+               for coder in args.coders.split(",")}
     for folder in args.data:
         start = time.time()
         sizes = {name: [] for name in coders}
@@ -74,7 +79,7 @@ def main():
                 sizes[name].append(8 * np.array(stream_sizes(coder.encode(codes.tiles))) / pixels)
         quality = np.array(quality)
         print(f"\n{folder}: {len(quality)} images ({time.time() - start:.0f} s)")
-        print("| tables | BD-rate | " + " | ".join(f"bpp at {t:.2f}" for t in TARGETS) + " | bpp at depths 1 / 4 / 16 |")
+        print("| tables, coder | BD-rate | " + " | ".join(f"bpp at {t:.2f}" for t in TARGETS) + " | bpp at depths 1 / 4 / 16 |")
         print("|---|---|" + "---|" * len(TARGETS) + "---|")
         reference = np.array(sizes["reference"])
         for name, bpp in sizes.items():

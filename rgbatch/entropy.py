@@ -25,7 +25,7 @@ import numpy as np
 # constriction's Bernoulli model warns unless `perfect` is given; False is its recommended mode
 import constriction
 
-from . import apm
+from . import adapt
 from .context import (CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas, ContextModel,
                       ContextModelError, context_index)
 
@@ -201,15 +201,15 @@ class ContextCoder:
     def _coded_entries(self, layout: Canvas, canvas: np.ndarray, t: int) -> list[np.ndarray]:
         """The table entry q each bit of iteration t is coded with, per colour (bits, positions),
         by the reference engine: the context's entry, refined by the adaptive map for coder id
-        2 (`apm.refine`, a map per step). A step's contexts read only earlier steps' bits."""
+        2 (`adapt.refine`, per step). A step's contexts read only earlier steps' bits."""
         channels = np.arange(self.bits)[:, None]
         out = []
         for s, positions in enumerate(layout.positions):
             contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
             entries = self.table[t, s, channels, contexts]
             if self.adaptive:
-                ones = canvas[MAX_LOOKBACK + t][:, positions]
-                entries = np.stack([apm.refine(e, b) for e, b in zip(entries, ones)])
+                ones, k = canvas[MAX_LOOKBACK + t][:, positions], self.features.shape[3]
+                entries = np.stack([adapt.refine(self.table[t, s, c], contexts[c], ones[c], k) for c in range(self.bits)])
             out.append(entries)
         return out
 
@@ -263,29 +263,29 @@ class ContextCoder:
                 for c in range(self.bits):
                     contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
                     try:
-                        plane[c, positions] = self._decode_step(decoder, self.table[t, s, c, contexts])
+                        plane[c, positions] = self._decode_step(decoder, self.table[t, s, c], contexts)
                     except AssertionError:  # constriction's "invalid data": a point no encoder writes
                         raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder") from None
             if not decoder.maybe_exhausted():
                 raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
         return layout.cut(canvas)
 
-    def _decode_step(self, decoder, entries: np.ndarray) -> np.ndarray:
-        """The reference engine's bits of one step, from their table entries: all at once, or
-        for coder id 2 one at a time, each entry refined by what the step decoded before it."""
+    def _decode_step(self, decoder, table_row: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+        """The reference engine's bits of one step, from its table row and their contexts: all at
+        once, or for coder id 2 one at a time, each entry refined by what the step decoded before."""
         if not self.adaptive:
-            return decoder.decode(BERNOULLI, entries / 2.0 ** PROBABILITY_BITS)
-        knots, bits = apm.START.tolist(), np.empty(len(entries), bool)
-        for i, q in enumerate(entries.tolist()):
-            coded, lo, f = apm.predict(knots, q)
+            return decoder.decode(BERNOULLI, table_row[contexts] / 2.0 ** PROBABILITY_BITS)
+        maps, bits = adapt.StepMaps(table_row, self.features.shape[3]), np.empty(len(contexts), bool)
+        for i, ctx in enumerate(contexts.tolist()):
+            coded = maps.entry(ctx)
             bits[i] = decoder.decode(BERNOULLI, np.array([coded / 2.0 ** PROBABILITY_BITS]))[0]
-            apm.learn(knots, lo, f, bits[i])
+            maps.learn(bits[i])
         return bits
 
 
 class AdaptiveCoder(ContextCoder):
     """Coder id 2: the context coder with each table entry refined by an adaptive map learned,
-    chunk by chunk, from the bits already coded (`rgbatch.apm`): the same tables and the same
+    chunk by chunk, from the bits already coded (`rgbatch.adapt`): the same tables and the same
     range coder, fewer bytes where an image's bits are more or less predictable than the
     tables' training images (docs/ENTROPY.md, "The adaptive coder"). The default for new
     encodings since session 11; coder id 1's streams still decode with `ContextCoder`."""

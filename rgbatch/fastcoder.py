@@ -18,8 +18,8 @@ the steps through one helper, `_step`, which computes every context of a step an
 cut; they differ only in the range coder's arithmetic.
 
 The same kernels run coder id 2 (`adaptive`): there each table entry is refined, before it codes
-a bit, by an adaptive probability map that learns within the chunk how far the tables are off
-for this image (`_predict`, `_learn`; docs/ENTROPY.md, "The adaptive coder"). Integers only, so
+a bit, by adaptive context states and probability maps that learn within the chunk how far the tables are off
+for this image (`_entry`, `_learn`; `rgbatch/adapt.py`, docs/ENTROPY.md). Integers only, so
 that every machine decodes what any machine encoded.
 
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
@@ -32,8 +32,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from . import apm
-from .apm import MAP_ONE, MAP_PART, ONE_WEIGHT, RATE_SHIFT, TABLE_PART, WEIGHT_BITS
+from . import adapt
+from .adapt import (COUNT_CAP, KEY_BITS, MAP_PART, MAP_RATE_SHIFT, MAPS, ONE_WEIGHT, RATE_BITS, STATE_ONE, STATE_PART,
+                    STATE_SHIFT, WEIGHT_BITS)
 from .context import PROBABILITY_BITS, feature_offset  # the tables' q: P(bit = 1) = q / 2**15
 
 PRECISION = 24  # constriction's default: probabilities are integers out of 2**24
@@ -64,18 +65,26 @@ def max_words(symbols: int) -> int:
     return symbols // 2 + 8
 
 
-APM_START = apm.START  # numba compiles module-level arrays in as constants
-APM_LO, APM_F = apm.LOW_KNOT, apm.WEIGHT
+# coder id 2's adaptation (`adapt`): module-level arrays, which numba compiles in as constants
+MAP_START, LOW_KNOT, WEIGHT, RECIPROCAL = adapt.START, adapt.LOW_KNOT, adapt.WEIGHT, adapt.RECIPROCAL
 
 
 @njit(cache=True, nogil=True)
-def _fresh_map(steps):
-    """The knots of every step's map at the start of a chunk: each chunk learns its own."""
-    knots = np.empty((steps, APM_START.shape[0]), np.int64)
-    for i in range(steps):
-        for j in range(APM_START.shape[0]):
-            knots[i, j] = APM_START[j]
-    return knots
+def _fresh_state(table_t):
+    """Coder id 2's state at the start of a chunk (`adapt.StepMaps`, for every step at once):
+    each step's context states from its table row (step s * bits + c), their counts, and its
+    maps (rows step * MAPS: the shared one, then one per key)."""
+    steps = table_t.shape[0] * table_t.shape[1]
+    states = np.empty((steps, table_t.shape[2]), np.int64)
+    for s in range(table_t.shape[0]):
+        for c in range(table_t.shape[1]):
+            for x in range(table_t.shape[2]):
+                states[s * table_t.shape[1] + c, x] = np.int64(table_t[s, c, x]) << STATE_SHIFT
+    knots = np.empty((steps * MAPS, MAP_START.shape[0]), np.int64)
+    for i in range(steps * MAPS):
+        for j in range(MAP_START.shape[0]):
+            knots[i, j] = MAP_START[j]
+    return states, np.zeros(states.shape, np.int64), knots
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -84,23 +93,43 @@ def _cut(q):
     return ((np.uint64(2 ** PROBABILITY_BITS) - q) * np.uint64(2 ** PRECISION - 2) >> np.uint64(PROBABILITY_BITS)) + np.uint64(1)
 
 
-@njit(cache=True, nogil=True)
-def _predict(knots, lo_of, f_of, q):
-    """`apm.predict`: the coded entry for table entry q under one step's map `knots`."""
-    lo = lo_of[q]
-    f = f_of[q]
-    mapped = (knots[lo] * (ONE_WEIGHT - f) + knots[lo + 1] * f) >> WEIGHT_BITS
-    coded = (TABLE_PART * np.int64(q) + MAP_PART * mapped) >> 3
-    return min(max(coded, 1), 2 ** PROBABILITY_BITS - 1), lo, f
+@njit(cache=True, nogil=True, inline="always")
+def _clamp(x):
+    return min(max(x, 1), 2 ** PROBABILITY_BITS - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _move(value, target, weight, shift):
+    # `adapt.move`
+    return value + (((target - value) * weight + (np.int64(1) << (shift - 1))) >> shift)
 
 
 @njit(cache=True, nogil=True)
-def _learn(knots, lo, f, bit):
-    """`apm.learn`: knots lo and lo + 1 moved toward the coded bit (int64 shifts floor, as Python's)."""
-    target = MAP_ONE if bit else 0
-    shift = WEIGHT_BITS + RATE_SHIFT
-    knots[lo] += ((target - knots[lo]) * (ONE_WEIGHT - f)) >> shift
-    knots[lo + 1] += ((target - knots[lo + 1]) * f) >> shift
+def _entry(states, knots, step, ctx, k):
+    """`adapt.StepMaps.entry`: the entry the bit of context `ctx` (k bits) of step `step` is
+    coded with; and the rows of its two maps, and the knot and weight they learn at."""
+    state = states[step, ctx]
+    q = _clamp(state >> STATE_SHIFT)
+    lo = LOW_KNOT[q]
+    f = WEIGHT[q]
+    shared = step * MAPS
+    keyed = shared + 1 + np.int64(ctx >> np.uint64(k - min(k, KEY_BITS)))
+    mapped = ((knots[shared, lo] * (ONE_WEIGHT - f) + knots[shared, lo + 1] * f) >> WEIGHT_BITS) + \
+             ((knots[keyed, lo] * (ONE_WEIGHT - f) + knots[keyed, lo + 1] * f) >> WEIGHT_BITS)
+    return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 4)), shared, keyed, lo, f
+
+
+@njit(cache=True, nogil=True)
+def _learn(states, counts, knots, step, ctx, shared, keyed, lo, f, bit):
+    """`adapt.StepMaps.learn`: the context's state and the two maps moved toward the coded bit."""
+    target = STATE_ONE if bit else 0
+    n = counts[step, ctx]
+    states[step, ctx] = _move(states[step, ctx], target, RECIPROCAL[n], RATE_BITS)
+    counts[step, ctx] = min(n + 1, COUNT_CAP)
+    shift = WEIGHT_BITS + MAP_RATE_SHIFT
+    for row in (shared, keyed):
+        knots[row, lo] = _move(knots[row, lo], target, ONE_WEIGHT - f, shift)
+        knots[row, lo + 1] = _move(knots[row, lo + 1], target, f, shift)
 
 
 @njit(cache=True, nogil=True)
@@ -151,13 +180,13 @@ def _step(reads, own, positions0, positions1, table_t, step):
 
 @njit(cache=True, nogil=True)
 def _bit(canvas, offsets, table, base, position):
-    """Where the step's bit at `position` lies, and its table entry q: the entry of its context,
-    the bits its K features read as a binary number, first highest (`context.context_index`)."""
+    """Where the step's bit at `position` lies, its context (the bits its K features read as a
+    binary number, first highest: `context.context_index`) and its table entry q."""
     p = np.uint64(position)
     ctx = np.uint64(0)
     for j in range(offsets.shape[0]):
         ctx = (ctx << np.uint64(1)) | np.uint64(canvas[offsets[j] + p])
-    return base + p, table[ctx]
+    return base + p, ctx, table[ctx]
 
 
 @njit(cache=True, nogil=True)
@@ -176,14 +205,15 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     first_held = np.uint64(0)
     n = 0
     limit = out.shape[0] - 4
-    knots = _fresh_map(2 * own.shape[0])
-    lo = f = 0
+    states, counts, knots = _fresh_state(table_t)
+    ctx = np.uint64(0)
+    shared = keyed = lo = f = 0
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
-            bit, q = _bit(canvas, offsets, table, base, positions[i])
+            bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             if adaptive:
-                q, lo, f = _predict(knots[step], APM_LO, APM_F, q)
+                q, shared, keyed, lo, f = _entry(states, knots, step, ctx, offsets.shape[0])
             if record.shape[0]:
                 record[bit] = q
             cut = _cut(np.uint64(q))
@@ -196,7 +226,7 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 new_lower = lower
                 rng = scale * cut
             if adaptive:
-                _learn(knots[step], lo, f, one)
+                _learn(states, counts, knots, step, ctx, shared, keyed, lo, f, one)
             if held and new_lower + rng > new_lower:  # straddles no more: flush
                 if n + held > limit:
                     return -1
@@ -249,14 +279,15 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
         point = point << WORD
     lower = np.uint64(0)
     rng = FULL
-    knots = _fresh_map(2 * own.shape[0])
-    lo = f = 0
+    states, counts, knots = _fresh_state(table_t)
+    ctx = np.uint64(0)
+    shared = keyed = lo = f = 0
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
-            bit, q = _bit(canvas, offsets, table, base, positions[i])
+            bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             if adaptive:
-                q, lo, f = _predict(knots[step], APM_LO, APM_F, q)
+                q, shared, keyed, lo, f = _entry(states, knots, step, ctx, offsets.shape[0])
             cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
             x = point - lower
@@ -272,7 +303,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 canvas[bit] = 0
                 rng = threshold
             if adaptive:
-                _learn(knots[step], lo, f, one)
+                _learn(states, counts, knots, step, ctx, shared, keyed, lo, f, one)
             if rng < HEAD_ROOM:
                 lower = lower << WORD
                 rng = rng << WORD

@@ -1,0 +1,78 @@
+"""Coder id 2's adaptation (rgbatch/adapt.py): integer arithmetic, the tables at the start,
+and adaptation that pays where the tables are wrong and costs little where they are right."""
+
+import numpy as np
+import pytest
+import torch
+
+from rgbatch import adapt
+from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS
+from rgbatch.entropy import AdaptiveCoder, ContextCoder
+
+ONE = 2 ** PROBABILITY_BITS
+
+
+def test_knots_rise_and_every_entry_has_its_place():
+    assert np.all(np.diff(adapt.KNOTS) > 0) and adapt.KNOTS[0] >= 1 and adapt.KNOTS[-1] < ONE
+    q = np.arange(1, ONE)
+    lo, f = adapt.LOW_KNOT[q], adapt.WEIGHT[q]
+    assert lo.min() == 0 and lo.max() == len(adapt.KNOTS) - 2
+    assert f.min() == 0 and f.max() == adapt.ONE_WEIGHT
+    inside = (q >= adapt.KNOTS[0]) & (q <= adapt.KNOTS[-1])
+    assert np.all(adapt.KNOTS[lo[inside]] <= q[inside]) and np.all(q[inside] <= adapt.KNOTS[lo[inside] + 1])
+    assert adapt.RECIPROCAL[0] == 2 ** 16 // adapt.PRIOR and adapt.RECIPROCAL[-1] == 2 ** 16 // 1024
+
+
+def test_a_fresh_step_codes_the_table_s_entries():
+    # before any bit, states are the table and maps the identity: coder id 1's entries, to within 1
+    table = np.arange(1, ONE)
+    maps = adapt.StepMaps(table, k=15)
+    for ctx, q in enumerate(table.tolist()):
+        coded = maps.entry(ctx)
+        assert 1 <= coded < ONE
+        if adapt.KNOTS[0] <= q <= adapt.KNOTS[-1]:
+            assert abs(coded - q) <= 1, q
+
+
+def test_a_context_learns_what_its_bits_say_and_stays_in_range(rng):
+    # a table that says 1/2 for bits that are 1 nine times in ten: the context's state goes to 9/10
+    bits = rng.random(4000) < 0.9
+    entries = adapt.refine(np.array([ONE // 2]), np.zeros(bits.size, int), bits, k=1) / ONE
+    assert entries[-1000:].mean() == pytest.approx(0.9, abs=0.03)
+    extreme = adapt.refine(np.array([1]), np.zeros(5000, int), np.ones(5000, bool), k=1)  # the most confident wrong table
+    assert 1 <= extreme.min() and extreme.max() < ONE and extreme[-1] > 0.99 * ONE
+
+
+def test_the_maps_carry_what_one_context_learns_to_contexts_rarely_seen(rng):
+    # every context's table entry says 1/2 but bits are 1 nine times in ten: contexts seen once
+    # each learn nothing themselves; the maps learn it from all of them
+    contexts = np.arange(4000) % 1024
+    entries = adapt.refine(np.full(1024, ONE // 2), contexts, rng.random(4000) < 0.9, k=10) / ONE
+    fresh = entries[:1024][-300:]  # first sightings, late in the chunk
+    assert fresh.mean() > 0.75
+
+
+def flat_model(bits: int, iterations: int, q: int) -> dict[str, torch.Tensor]:
+    """One context feature (the previous iteration's bit), every entry q."""
+    features = torch.zeros((iterations, 2, bits, 1, 4), dtype=torch.int16)
+    features[..., 0] = 1
+    features[..., 1] = torch.arange(bits, dtype=torch.int16).view(1, 1, bits, 1)
+    return {CONTEXT_FEATURES: features,
+            CONTEXT_PROBABILITIES: torch.full((iterations, 2, bits, 2), q, dtype=torch.int16)}
+
+
+def test_adaptation_pays_where_the_tables_are_wrong_and_costs_little_where_right(rng):
+    shape = (2, 4, 40, 40)
+    extra = flat_model(bits=4, iterations=2, q=2 ** 14)  # "1/2" everywhere
+    size = {}
+    for name, p in (("biased", 0.9), ("fair", 0.5)):
+        codes = [rng.random(shape) < p]
+        for kind in (ContextCoder, AdaptiveCoder):
+            chunks = kind(extra).encode(codes)
+            assert all(np.array_equal(a, b) for a, b in zip(kind(extra).decode(chunks, [shape[1:]]), codes))
+            size[name, kind] = sum(map(len, chunks))
+    n = np.prod(shape) / 8  # bytes of the raw bits
+    entropy = -(0.9 * np.log2(0.9) + 0.1 * np.log2(0.1))
+    assert size["biased", ContextCoder] >= n  # the table is right about nothing
+    assert size["biased", AdaptiveCoder] < 1.1 * entropy * n  # the adaptation finds the bias
+    assert size["fair", AdaptiveCoder] < 1.03 * size["fair", ContextCoder]  # and a right table loses little
