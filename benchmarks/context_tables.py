@@ -65,7 +65,8 @@ def main():
         if config != codec.model.cfg:
             parser.error(f"{path} holds another network than {args.weights or 'the shipped model'}")
         tables[Path(path).stem] = extra
-    coders = {"reference": get_coder("context", codec.extra)}  # the row every BD-rate is against
+    # the first row, what every BD-rate is against: the context coder with the tables of --weights
+    coders = {"reference, context": get_coder("context", codec.extra)}
     coders |= {f"{name}, {coder}": get_coder(coder, extra) for name, extra in tables.items()
                for coder in args.coders.split(",")}
     for folder in args.data:
@@ -81,7 +82,7 @@ def main():
         print(f"\n{folder}: {len(quality)} images ({time.time() - start:.0f} s)")
         print("| tables, coder | BD-rate | " + " | ".join(f"bpp at {t:.2f}" for t in TARGETS) + " | bpp at depths 1 / 4 / 16 |")
         print("|---|---|" + "---|" * len(TARGETS) + "---|")
-        reference = np.array(sizes["reference"])
+        reference = np.array(sizes["reference, context"])
         for name, bpp in sizes.items():
             bpp = np.array(bpp)
             bd = bd_rate(reference.mean(0), msssim_db(quality.mean(0)), bpp.mean(0), msssim_db(quality.mean(0)))
