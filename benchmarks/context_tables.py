@@ -50,7 +50,7 @@ def cached_codes(codec: Codec, path: Path, cache: Path) -> tuple[Codes, np.ndarr
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tables", nargs="+", help="weight files whose context models are compared")
+    parser.add_argument("tables", nargs="*", help="weight files whose context models are compared")
     parser.add_argument("--weights", default=None, help="the model that codes (default: the shipped one)")
     parser.add_argument("--data", action="append", required=True, help="an image set (repeatable)")
     parser.add_argument("--coders", default="context,adaptive", help="comma-separated coder names")

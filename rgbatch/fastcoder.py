@@ -33,8 +33,8 @@ import numpy as np
 from numba import njit
 
 from . import adapt
-from .adapt import (COUNT_CAP, KEY_BITS, MAP_PART, MAP_RATE_SHIFT, MAPS, ONE_WEIGHT, RATE_BITS, STATE_ONE, STATE_PART,
-                    STATE_SHIFT, WEIGHT_BITS)
+from .adapt import (COUNT_CAP, MAP_PART, MAP_RATE_SHIFT, ONE_WEIGHT, RATE_BITS, STATE_ONE, STATE_PART, STATE_SHIFT,
+                    WEIGHT_BITS)
 from .context import PROBABILITY_BITS, feature_offset  # the tables' q: P(bit = 1) = q / 2**15
 
 PRECISION = 24  # constriction's default: probabilities are integers out of 2**24
@@ -65,26 +65,24 @@ def max_words(symbols: int) -> int:
     return symbols // 2 + 8
 
 
-# coder id 2's adaptation (`adapt`): module-level arrays, which numba compiles in as constants
-MAP_START, LOW_KNOT, WEIGHT, RECIPROCAL = adapt.START, adapt.LOW_KNOT, adapt.WEIGHT, adapt.RECIPROCAL
+# coder id 2's adaptation (`adapt`): module-level arrays, which numba compiles in as constants;
+# narrow and packed, so that they and the state stay in the CPU's caches (measured: each load
+# in the chain of a bit costs)
+MAP_START = adapt.START.astype(np.int32)
+PLACE = ((adapt.LOW_KNOT << 16) | adapt.WEIGHT).astype(np.int32)  # per q: its knot << 16 | weight
+RECIPROCAL = adapt.RECIPROCAL.astype(np.int32)
+COUNT_BITS = 16  # a context's cell: state << COUNT_BITS | count; count 0: not seen, the table's entry
 
 
 @njit(cache=True, nogil=True)
-def _fresh_state(table_t):
-    """Coder id 2's state at the start of a chunk (`adapt.StepMaps`, for every step at once):
-    each step's context states from its table row (step s * bits + c), their counts, and its
-    maps (rows step * MAPS: the shared one, then one per key)."""
-    steps = table_t.shape[0] * table_t.shape[1]
-    states = np.empty((steps, table_t.shape[2]), np.int64)
-    for s in range(table_t.shape[0]):
-        for c in range(table_t.shape[1]):
-            for x in range(table_t.shape[2]):
-                states[s * table_t.shape[1] + c, x] = np.int64(table_t[s, c, x]) << STATE_SHIFT
-    knots = np.empty((steps * MAPS, MAP_START.shape[0]), np.int64)
-    for i in range(steps * MAPS):
+def _fresh_state(steps, contexts):
+    """Coder id 2's state at the start of a chunk (`adapt.StepState`, for every step at once):
+    a cell per context (its state and count, 0 until it is seen) and a map per step, 24-bit."""
+    knots = np.empty((steps, MAP_START.shape[0]), np.int32)
+    for i in range(steps):
         for j in range(MAP_START.shape[0]):
             knots[i, j] = MAP_START[j]
-    return states, np.zeros(states.shape, np.int64), knots
+    return np.zeros((steps, contexts), np.int64), knots
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -104,32 +102,31 @@ def _move(value, target, weight, shift):
     return value + (((target - value) * weight + (np.int64(1) << (shift - 1))) >> shift)
 
 
-@njit(cache=True, nogil=True)
-def _entry(states, knots, step, ctx, k):
-    """`adapt.StepMaps.entry`: the entry the bit of context `ctx` (k bits) of step `step` is
-    coded with; and the rows of its two maps, and the knot and weight they learn at."""
-    state = states[step, ctx]
-    q = _clamp(state >> STATE_SHIFT)
-    lo = LOW_KNOT[q]
-    f = WEIGHT[q]
-    shared = step * MAPS
-    keyed = shared + 1 + np.int64(ctx >> np.uint64(k - min(k, KEY_BITS)))
-    mapped = ((knots[shared, lo] * (ONE_WEIGHT - f) + knots[shared, lo + 1] * f) >> WEIGHT_BITS) + \
-             ((knots[keyed, lo] * (ONE_WEIGHT - f) + knots[keyed, lo + 1] * f) >> WEIGHT_BITS)
-    return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 4)), shared, keyed, lo, f
+@njit(cache=True, nogil=True, inline="always")
+def _entry(cells, knots, step, ctx, q):
+    """`adapt.StepState.entry`: the entry the bit of context `ctx` (table entry q) of step `step`
+    is coded with; and the context's cell, and the knot and weight the map learns at."""
+    cell = cells[step, ctx]
+    if cell == 0:
+        cell = np.int64(q) << (STATE_SHIFT + COUNT_BITS)
+    state = cell >> COUNT_BITS
+    place = np.int64(PLACE[_clamp(state >> STATE_SHIFT)])
+    lo = place >> 16
+    f = place & 0xffff
+    mapped = (knots[step, lo] * (ONE_WEIGHT - f) + knots[step, lo + 1] * f) >> WEIGHT_BITS
+    return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 2)), cell, lo, f
 
 
-@njit(cache=True, nogil=True)
-def _learn(states, counts, knots, step, ctx, shared, keyed, lo, f, bit):
-    """`adapt.StepMaps.learn`: the context's state and the two maps moved toward the coded bit."""
+@njit(cache=True, nogil=True, inline="always")
+def _learn(cells, knots, step, ctx, cell, lo, f, bit):
+    """`adapt.StepState.learn`: the context's state and the step's map moved toward the coded bit."""
     target = STATE_ONE if bit else 0
-    n = counts[step, ctx]
-    states[step, ctx] = _move(states[step, ctx], target, RECIPROCAL[n], RATE_BITS)
-    counts[step, ctx] = min(n + 1, COUNT_CAP)
+    n = cell & ((1 << COUNT_BITS) - 1)
+    state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[n]), RATE_BITS)
+    cells[step, ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
     shift = WEIGHT_BITS + MAP_RATE_SHIFT
-    for row in (shared, keyed):
-        knots[row, lo] = _move(knots[row, lo], target, ONE_WEIGHT - f, shift)
-        knots[row, lo + 1] = _move(knots[row, lo + 1], target, f, shift)
+    knots[step, lo] = _move(np.int64(knots[step, lo]), target, ONE_WEIGHT - f, shift)
+    knots[step, lo + 1] = _move(np.int64(knots[step, lo + 1]), target, f, shift)
 
 
 @njit(cache=True, nogil=True)
@@ -205,28 +202,26 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     first_held = np.uint64(0)
     n = 0
     limit = out.shape[0] - 4
-    states, counts, knots = _fresh_state(table_t)
-    ctx = np.uint64(0)
-    shared = keyed = lo = f = 0
+    cells, knots = _fresh_state(table_t.shape[0] * table_t.shape[1], table_t.shape[2])
+    cell = lo = f = np.int64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
+            one = canvas[bit]
             if adaptive:
-                q, shared, keyed, lo, f = _entry(states, knots, step, ctx, offsets.shape[0])
+                q, cell, lo, f = _entry(cells, knots, step, ctx, q)
+                _learn(cells, knots, step, ctx, cell, lo, f, one)
             if record.shape[0]:
                 record[bit] = q
             cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
-            one = canvas[bit]
             if one:
                 new_lower = lower + scale * cut
                 rng = scale * (ONE - cut)
             else:
                 new_lower = lower
                 rng = scale * cut
-            if adaptive:
-                _learn(states, counts, knots, step, ctx, shared, keyed, lo, f, one)
             if held and new_lower + rng > new_lower:  # straddles no more: flush
                 if n + held > limit:
                     return -1
@@ -279,15 +274,15 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
         point = point << WORD
     lower = np.uint64(0)
     rng = FULL
-    states, counts, knots = _fresh_state(table_t)
+    cells, knots = _fresh_state(table_t.shape[0] * table_t.shape[1], table_t.shape[2])
     ctx = np.uint64(0)
-    shared = keyed = lo = f = 0
+    cell = lo = f = np.int64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             if adaptive:
-                q, shared, keyed, lo, f = _entry(states, knots, step, ctx, offsets.shape[0])
+                q, cell, lo, f = _entry(cells, knots, step, ctx, q)
             cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
             x = point - lower
@@ -303,7 +298,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 canvas[bit] = 0
                 rng = threshold
             if adaptive:
-                _learn(states, counts, knots, step, ctx, shared, keyed, lo, f, one)
+                _learn(cells, knots, step, ctx, cell, lo, f, one)
             if rng < HEAD_ROOM:
                 lower = lower << WORD
                 rng = rng << WORD
