@@ -14,6 +14,8 @@ PAPER = {1: (0.8191, 23.01), 2: (0.9037, 25.65), 3: (0.9375, 27.14), 4: (0.9538,
 BASELINES = {"jpeg420": "JPEG 4:2:0 (Pillow, optimized Huffman)", "jpeg444": "JPEG 4:4:4", "webp": "WebP",
              "avif": "AVIF (speed 6, Pillow's default)", "avif-s2": "AVIF speed 2", "avif-s2-444": "AVIF speed 2, 4:4:4",
              "jxl": "JPEG XL (effort 7)", "jxl-e9": "JPEG XL (effort 9)"}
+NAMES = {"rgbatch-adaptive": "adaptive coder (id 2, the default)", "rgbatch-context": "context coder (id 1)",
+         "rgbatch-raw": "raw bits"}
 
 
 def main():
@@ -21,33 +23,38 @@ def main():
     parser.add_argument("summary")
     summary = json.load(open(parser.parse_args().summary))
     codecs = summary["codecs"]
-    raw = {p["quality"]: p for p in codecs["rgbatch-raw"]["curve"]}
-    context = {p["quality"]: p for p in codecs["rgbatch-context"]["curve"]}
+    # the default coder: adaptive (coder id 2) since session 11, context (id 1) in older summaries
+    default = "rgbatch-adaptive" if "rgbatch-adaptive" in codecs else "rgbatch-context"
+    curves = {key: {p["quality"]: p for p in codecs[key]["curve"]}
+              for key in ("rgbatch-raw", "rgbatch-context", "rgbatch-adaptive") if key in codecs}
     print(f"model {summary['run']['model_id']}, {summary['images']} images of {summary['run']['image_dir']}, "
           f"{summary['run']['created']}\n")
-    print("| depth | bpp raw | bpp context-coded | saving | MS-SSIM | PSNR dB | Toderici 2017 MS-SSIM / PSNR (bpp) |")
-    print("|---|---|---|---|---|---|---|")
+    coded = [key for key in curves if key != "rgbatch-raw"]
+    print("| depth | bpp raw | " + " | ".join(f"bpp {NAMES[key]}" for key in coded)
+          + " | saving of the default | MS-SSIM | PSNR dB | Toderici 2017 MS-SSIM / PSNR (bpp) |")
+    print("|---|---|" + "---|" * len(coded) + "---|---|---|---|")
     for depth, (paper_q, paper_psnr) in PAPER.items():
-        r, c = raw[depth], context[depth]
-        print(f"| {depth} | {r['bpp']:.3f} | {c['bpp']:.3f} | {100 * (1 - c['bpp'] / r['bpp']):.0f}% | "
-              f"{c['msssim']:.4f} | {c['psnr']:.2f} | {paper_q:.4f} / {paper_psnr:.2f} ({0.125 * depth:.3f}) |")
+        r, c = curves["rgbatch-raw"][depth], curves[default][depth]
+        print(f"| {depth} | {r['bpp']:.3f} | " + " | ".join(f"{curves[key][depth]['bpp']:.3f}" for key in coded)
+              + f" | {100 * (1 - c['bpp'] / r['bpp']):.0f}% | {c['msssim']:.4f} | {c['psnr']:.2f} | "
+              f"{paper_q:.4f} / {paper_psnr:.2f} ({0.125 * depth:.3f}) |")
     targets = summary["targets"]
     print("\n| codec | MS-SSIM " + " | ".join(targets) + " |")
     print("|---|" + "---|" * len(targets))
-    names = {"rgbatch-context": "rgbatch, context-coded", "rgbatch-raw": "rgbatch, raw bits", **BASELINES}
-    for key, name in names.items():
+    names = {key: f"rgbatch, {NAMES[key]}" for key in ("rgbatch-adaptive", "rgbatch-context", "rgbatch-raw")}
+    for key, name in (names | BASELINES).items():
         if key not in codecs:  # a summary from before that codec was benched
             continue
         at = codecs[key]["bpp_at_msssim"]
         print(f"| {name} | " + " | ".join(f"{at[t]['bpp']:.3f}" if at[t]["bpp"] is not None else "-"
                                           for t in targets) + " |")
-    for key in ("rgbatch-context", "rgbatch-raw"):
+    for key in (k for k in names if k in codecs):
         bd = codecs[key]["bd_rate_msssim"]
         print(f"\nBD-rate on MS-SSIM, {key}: " + ", ".join("- against " + k if v is None else f"{v:+.1f} % against {k}"
                                                           for k, v in bd.items()))
-    speed = codecs["rgbatch-context"]["speed_by_depth"]
+    speed = codecs[default]["speed_by_depth"]
     depths = " / ".join(speed)
-    print(f"\nSpeed (context coder), depths {depths}: encode "
+    print(f"\nSpeed ({NAMES[default]}), depths {depths}: encode "
           + " / ".join(f"{v['encode_mp_s']:.2f}" for v in speed.values()) + " MP/s, decode "
           + " / ".join(f"{v['decode_mp_s']:.2f}" for v in speed.values()) + " MP/s")
 
