@@ -69,8 +69,29 @@ def max_words(symbols: int) -> int:
 # narrow and packed, so that they and the state stay in the CPU's caches (measured: each load
 # in the chain of a bit costs)
 MAP_START = adapt.START.astype(np.int32)
-PLACE = ((adapt.LOW_KNOT << 16) | adapt.WEIGHT).astype(np.int32)  # per q: its knot << 16 | weight
 RECIPROCAL = adapt.RECIPROCAL.astype(np.int32)
+
+
+def _knot_tables(bucket_bits: int = 3, shift: int = 36) -> tuple[np.ndarray, np.ndarray]:
+    """`adapt.knot_positions` in two small tables (4 KB and 256 bytes, where one entry per q
+    took 128 KB: measured, its loads cost 30 % of the adaptive encoder's time). BUCKET: per
+    8 entries q, the knot below the first and where among the 8 the next knot begins (at most
+    one does: knots lie >= 7 apart), as lo << 3 | (offset - 1), offset 8 for none. SPAN: per
+    knot lo, its q and the reciprocal of its gap, ceil(2**36 / gap) << 16 | KNOTS[lo], so that
+    f = (x << 12) // gap = (x * reciprocal) >> 24 for the x < 2**12 here (exact for numerators
+    below 2**24; `_place` is tested equal to `adapt.knot_positions` for every q)."""
+    lo = adapt.LOW_KNOT.reshape(-1, 1 << bucket_bits)
+    rises = lo[:, 1:] > lo[:, :-1]
+    assert (lo[:, -1] - lo[:, 0] <= 1).all()
+    offset = np.where(rises.any(axis=1), rises.argmax(axis=1) + 1, 1 << bucket_bits)
+    bucket = (lo[:, 0] << bucket_bits) | (offset - 1)
+    gaps = np.diff(adapt.KNOTS)
+    span = (-(-(1 << shift) // gaps) << 16) | adapt.KNOTS[:-1]
+    return bucket.astype(np.uint8), span.astype(np.int64)
+
+
+BUCKET, SPAN = _knot_tables()
+KNOT_FIRST, KNOT_LAST = int(adapt.KNOTS[0]), int(adapt.KNOTS[-1])
 COUNT_BITS = 16  # a context's cell: state << COUNT_BITS | count; count 0: not seen, the table's entry
 
 
@@ -103,30 +124,39 @@ def _move(value, target, weight, shift):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _entry(cells, knots, step, ctx, q):
-    """`adapt.StepState.entry`: the entry the bit of context `ctx` (table entry q) of step `step`
-    is coded with; and the context's cell, and the knot and weight the map learns at."""
-    cell = cells[step, ctx]
+def _place(q):
+    """`adapt.knot_positions` of one entry q: the knot below it and its weight toward the next."""
+    bucket = np.int64(BUCKET[np.uint64(q >> 3)])
+    lo = (bucket >> 3) + np.int64((q & 7) > (bucket & 7))
+    span = SPAN[np.uint64(lo)]
+    return np.uint64(lo), ((min(max(q, KNOT_FIRST), KNOT_LAST) - (span & 0xffff)) * (span >> 16)) >> 24
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _entry(cells, knots, ctx, q):
+    """`adapt.StepState.entry`: the entry the bit of context `ctx` (table entry q) is coded with,
+    from its step's cells and map; and the context's cell, and the knot and weight the map
+    learns at."""
+    cell = cells[ctx]
     if cell == 0:
         cell = np.int64(q) << (STATE_SHIFT + COUNT_BITS)
     state = cell >> COUNT_BITS
-    place = np.int64(PLACE[_clamp(state >> STATE_SHIFT)])
-    lo = place >> 16
-    f = place & 0xffff
-    mapped = (knots[step, lo] * (ONE_WEIGHT - f) + knots[step, lo + 1] * f) >> WEIGHT_BITS
+    lo, f = _place(_clamp(state >> STATE_SHIFT))
+    mapped = (np.int64(knots[lo]) * (ONE_WEIGHT - f) + np.int64(knots[lo + np.uint64(1)]) * f) >> WEIGHT_BITS
     return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 2)), cell, lo, f
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _learn(cells, knots, step, ctx, cell, lo, f, bit):
+def _learn(cells, knots, ctx, cell, lo, f, bit):
     """`adapt.StepState.learn`: the context's state and the step's map moved toward the coded bit."""
     target = STATE_ONE if bit else 0
     n = cell & ((1 << COUNT_BITS) - 1)
-    state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[n]), RATE_BITS)
-    cells[step, ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
+    state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[np.uint64(n)]), RATE_BITS)
+    cells[ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
     shift = WEIGHT_BITS + MAP_RATE_SHIFT
-    knots[step, lo] = _move(np.int64(knots[step, lo]), target, ONE_WEIGHT - f, shift)
-    knots[step, lo + 1] = _move(np.int64(knots[step, lo + 1]), target, f, shift)
+    hi = lo + np.uint64(1)
+    knots[lo] = _move(np.int64(knots[lo]), target, ONE_WEIGHT - f, shift)
+    knots[hi] = _move(np.int64(knots[hi]), target, f, shift)
 
 
 @njit(cache=True, nogil=True)
@@ -203,15 +233,16 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     n = 0
     limit = out.shape[0] - 4
     cells, knots = _fresh_state(table_t.shape[0] * table_t.shape[1], table_t.shape[2])
-    cell = lo = f = np.int64(0)
+    cell = f = np.int64(0)
+    lo = np.uint64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             one = canvas[bit]
             if adaptive:
-                q, cell, lo, f = _entry(cells, knots, step, ctx, q)
-                _learn(cells, knots, step, ctx, cell, lo, f, one)
+                q, cell, lo, f = _entry(cells[step], knots[step], ctx, q)
+                _learn(cells[step], knots[step], ctx, cell, lo, f, one)
             if record.shape[0]:
                 record[bit] = q
             cut = _cut(np.uint64(q))
@@ -276,13 +307,14 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     rng = FULL
     cells, knots = _fresh_state(table_t.shape[0] * table_t.shape[1], table_t.shape[2])
     ctx = np.uint64(0)
-    cell = lo = f = np.int64(0)
+    cell = f = np.int64(0)
+    lo = np.uint64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             if adaptive:
-                q, cell, lo, f = _entry(cells, knots, step, ctx, q)
+                q, cell, lo, f = _entry(cells[step], knots[step], ctx, q)
             cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
             x = point - lower
@@ -298,7 +330,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 canvas[bit] = 0
                 rng = threshold
             if adaptive:
-                _learn(cells, knots, step, ctx, cell, lo, f, one)
+                _learn(cells[step], knots[step], ctx, cell, lo, f, one)
             if rng < HEAD_ROOM:
                 lower = lower << WORD
                 rng = rng << WORD

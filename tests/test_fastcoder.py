@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgbatch import fastcoder
+from rgbatch import adapt, fastcoder
 from rgbatch.codec import Codec
 from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES
 from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError
@@ -63,6 +63,12 @@ def test_every_table_entry_splits_the_range_as_constriction_does(rng):
         words, status, decoded = code_sequence(bits.astype(np.uint8), q)
         assert np.array_equal(words, constriction_words(bits, q))
         assert status == 0 and np.array_equal(decoded, bits)
+
+
+def test_the_kernels_place_every_entry_between_the_knots_as_adapt_does():
+    # coder id 2's small tables (`fastcoder._knot_tables`) stand for adapt.knot_positions' 128 KB
+    placed = np.array([fastcoder._place(q) for q in range(2 ** 15)], np.int64)
+    assert np.array_equal(placed[:, 0], adapt.LOW_KNOT) and np.array_equal(placed[:, 1], adapt.WEIGHT)
 
 
 @pytest.mark.parametrize("kind", ["uniform", "extreme", "constant", "unlikely"])
