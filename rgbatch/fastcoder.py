@@ -125,11 +125,13 @@ def _move(value, target, weight, shift):
 
 @njit(cache=True, nogil=True, inline="always")
 def _place(q):
-    """`adapt.knot_positions` of one entry q: the knot below it and its weight toward the next."""
+    """`adapt.knot_positions` of one entry q (any q >= 0): the knot below it and its weight toward
+    the next."""
+    q = min(max(q, KNOT_FIRST), KNOT_LAST)  # beyond the outer knots: on them
     bucket = np.int64(BUCKET[np.uint64(q >> 3)])
     lo = (bucket >> 3) + np.int64((q & 7) > (bucket & 7))
     span = SPAN[np.uint64(lo)]
-    return np.uint64(lo), ((min(max(q, KNOT_FIRST), KNOT_LAST) - (span & 0xffff)) * (span >> 16)) >> 24
+    return np.uint64(lo), ((q - (span & 0xffff)) * (span >> 16)) >> 24
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -141,7 +143,7 @@ def _entry(cells, knots, ctx, q):
     if cell == 0:
         cell = np.int64(q) << (STATE_SHIFT + COUNT_BITS)
     state = cell >> COUNT_BITS
-    lo, f = _place(_clamp(state >> STATE_SHIFT))
+    lo, f = _place(state >> STATE_SHIFT)
     mapped = (np.int64(knots[lo]) * (ONE_WEIGHT - f) + np.int64(knots[lo + np.uint64(1)]) * f) >> WEIGHT_BITS
     return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 2)), cell, lo, f
 
@@ -150,13 +152,13 @@ def _entry(cells, knots, ctx, q):
 def _learn(cells, knots, ctx, cell, lo, f, bit):
     """`adapt.StepState.learn`: the context's state and the step's map moved toward the coded bit."""
     target = STATE_ONE if bit else 0
-    n = cell & ((1 << COUNT_BITS) - 1)
-    state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[np.uint64(n)]), RATE_BITS)
-    cells[ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
     shift = WEIGHT_BITS + MAP_RATE_SHIFT
     hi = lo + np.uint64(1)
     knots[lo] = _move(np.int64(knots[lo]), target, ONE_WEIGHT - f, shift)
     knots[hi] = _move(np.int64(knots[hi]), target, f, shift)
+    n = cell & ((1 << COUNT_BITS) - 1)
+    state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[np.uint64(n)]), RATE_BITS)
+    cells[ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
 
 
 @njit(cache=True, nogil=True)
