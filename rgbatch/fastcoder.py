@@ -22,10 +22,10 @@ a bit, by adaptive context states and probability maps that learn within the chu
 for this image (`_entry`, `_learn`; `rgbatch/adapt.py`, docs/ENTROPY.md). Integers only, so
 that every machine decodes what any machine encoded. A step's adaptive state serves only that
 step's bits, so one small set of arrays (a cell per context, 8 KB at K = 10, and the 33 knots)
-is set afresh at the start of every step (`_fresh_state`) and stays in the L1 cache; the knot
-and weight of a state come from two small tables (`_place`). Measured (session 11): a state
-for all 64 steps at once (a 512 KB array per chunk, its cells 0 until seen) and a 128 KB table
-of knots and weights made coder id 2 code 1.5x slower.
+is set afresh at the start of every step (`_fresh_state`) and stays in the L1 cache. Measured
+(session 11): a state for all 64 steps at once (a 512 KB array per chunk, its cells 0 until
+seen) made coder id 2 code 1.4x slower, and it made the 128 KB table of knots and weights
+(PLACE) look slow, which it is not beside the small state.
 
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
 processes, Ray workers included, load the machine code instead of compiling again. The kernels
@@ -77,26 +77,7 @@ MAP_START = adapt.START.astype(np.int32)
 RECIPROCAL = adapt.RECIPROCAL.astype(np.int32)
 
 
-def _knot_tables(bucket_bits: int = 3, shift: int = 36) -> tuple[np.ndarray, np.ndarray]:
-    """`adapt.knot_positions` in two small tables (4 KB and 256 bytes, where one entry per q
-    took 128 KB: measured, its loads cost 30 % of the adaptive encoder's time). BUCKET: per
-    8 entries q, the knot below the first and where among the 8 the next knot begins (at most
-    one does: knots lie >= 7 apart), as lo << 3 | (offset - 1), offset 8 for none. SPAN: per
-    knot lo, its q and the reciprocal of its gap, ceil(2**36 / gap) << 16 | KNOTS[lo], so that
-    f = (x << 12) // gap = (x * reciprocal) >> 24 for the x < 2**12 here (exact for numerators
-    below 2**24; `_place` is tested equal to `adapt.knot_positions` for every q)."""
-    lo = adapt.LOW_KNOT.reshape(-1, 1 << bucket_bits)
-    rises = lo[:, 1:] > lo[:, :-1]
-    assert (lo[:, -1] - lo[:, 0] <= 1).all()
-    offset = np.where(rises.any(axis=1), rises.argmax(axis=1) + 1, 1 << bucket_bits)
-    bucket = (lo[:, 0] << bucket_bits) | (offset - 1)
-    gaps = np.diff(adapt.KNOTS)
-    span = (-(-(1 << shift) // gaps) << 16) | adapt.KNOTS[:-1]
-    return bucket.astype(np.uint8), span.astype(np.int64)
-
-
-BUCKET, SPAN = _knot_tables()
-KNOT_FIRST, KNOT_LAST = int(adapt.KNOTS[0]), int(adapt.KNOTS[-1])
+PLACE = ((adapt.LOW_KNOT << 16) | adapt.WEIGHT).astype(np.int32)  # per q: its knot << 16 | weight
 COUNT_BITS = 16  # a context's cell: state << COUNT_BITS | count (of the bits it has coded)
 
 
@@ -128,23 +109,16 @@ def _move(value, target, weight, shift):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _place(q):
-    """`adapt.knot_positions` of one entry q (any q >= 0): the knot below it and its weight toward
-    the next."""
-    q = min(max(q, KNOT_FIRST), KNOT_LAST)  # beyond the outer knots: on them
-    bucket = np.int64(BUCKET[np.uint64(q >> 3)])
-    lo = (bucket >> 3) + np.int64((q & 7) > (bucket & 7))
-    span = SPAN[np.uint64(lo)]
-    return np.uint64(lo), ((q - (span & 0xffff)) * (span >> 16)) >> 24
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _entry(cells, knots, ctx):
     """`adapt.StepState.entry`: the entry the bit of context `ctx` is coded with, from its step's
     cells and map; and the context's cell, and the knot and weight the map learns at."""
     cell = cells[ctx]
     state = cell >> COUNT_BITS
-    lo, f = _place(state >> STATE_SHIFT)
+    # state is 0 .. STATE_ONE (a move never passes its target), so its q is 0 .. 2**15 - 1: no
+    # clamp, as q = 0 has the place of q = 1 (tested)
+    place = np.int64(PLACE[np.uint64(state >> STATE_SHIFT)])
+    lo = np.uint64(place >> 16)
+    f = place & 0xffff
     mapped = (np.int64(knots[lo]) * (ONE_WEIGHT - f) + np.int64(knots[lo + np.uint64(1)]) * f) >> WEIGHT_BITS
     return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 2)), cell, lo, f
 

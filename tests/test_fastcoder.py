@@ -65,10 +65,17 @@ def test_every_table_entry_splits_the_range_as_constriction_does(rng):
         assert status == 0 and np.array_equal(decoded, bits)
 
 
-def test_the_kernels_place_every_entry_between_the_knots_as_adapt_does():
-    # coder id 2's small tables (`fastcoder._knot_tables`) stand for adapt.knot_positions' 128 KB
-    placed = np.array([fastcoder._place(q) for q in range(2 ** 15)], np.int64)
-    assert np.array_equal(placed[:, 0], adapt.LOW_KNOT) and np.array_equal(placed[:, 1], adapt.WEIGHT)
+def test_every_adaptive_state_has_its_knot_and_weight_without_a_clamp():
+    # the kernels look a state's knot and weight up at q = state >> 9 unclamped: q = 0 (a state
+    # below 2**9) must sit where q = 1 does, and the top state's q must be in the table
+    assert fastcoder.PLACE[0] == fastcoder.PLACE[1] == 0
+    assert adapt.STATE_ONE >> adapt.STATE_SHIFT == fastcoder.PLACE.size - 1
+    for entry, bit in ((1, 1), (2 ** 15 - 1, 0), (1, 0), (2 ** 15 - 1, 1)):  # states driven to both ends
+        state = adapt.StepState(np.array([entry]))
+        for _ in range(20000):
+            state.entry(0)
+            state.learn(bit)
+        assert 0 <= min(state.states + state.knots) and max(state.states + state.knots) <= adapt.STATE_ONE
 
 
 @pytest.mark.parametrize("kind", ["uniform", "extreme", "constant", "unlikely"])
