@@ -24,7 +24,7 @@ that every machine decodes what any machine encoded. A step's adaptive state ser
 step's bits, so one small set of arrays (a cell per context, 8 KB at K = 10, and the 33 knots)
 is set afresh at the start of every step (`_fresh_state`) and stays in the L1 cache. Measured
 (session 11): a state for all 64 steps at once (a 512 KB array per chunk, its cells 0 until
-seen) made coder id 2 code 1.4x slower, and it made the 128 KB table of knots and weights
+seen) made coder id 2 code 1.35x slower, and it made the 128 KB table of knots and weights
 (PLACE) look slow, which it is not beside the small state.
 
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
