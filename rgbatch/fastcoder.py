@@ -74,10 +74,8 @@ def max_words(symbols: int) -> int:
 # narrow and packed, so that they and the state stay in the CPU's caches (measured: each load
 # in the chain of a bit costs)
 MAP_START = adapt.START.astype(np.int32)
-RECIPROCAL = adapt.RECIPROCAL.astype(np.int32)
-
-
 PLACE = ((adapt.LOW_KNOT << 16) | adapt.WEIGHT).astype(np.int32)  # per q: its knot << 16 | weight
+RECIPROCAL = adapt.RECIPROCAL.astype(np.int32)
 COUNT_BITS = 16  # a context's cell: state << COUNT_BITS | count (of the bits it has coded)
 
 
