@@ -20,7 +20,12 @@ cut; they differ only in the range coder's arithmetic.
 The same kernels run coder id 2 (`adaptive`): there each table entry is refined, before it codes
 a bit, by adaptive context states and probability maps that learn within the chunk how far the tables are off
 for this image (`_entry`, `_learn`; `rgbatch/adapt.py`, docs/ENTROPY.md). Integers only, so
-that every machine decodes what any machine encoded.
+that every machine decodes what any machine encoded. A step's adaptive state serves only that
+step's bits, so one small set of arrays (a cell per context, 8 KB at K = 10, and the 33 knots)
+is set afresh at the start of every step (`_fresh_state`) and stays in the L1 cache. Measured
+(session 11): a state for all 64 steps at once (a 512 KB array per chunk, its cells 0 until
+seen) made coder id 2 code 1.35x slower, and it made the 128 KB table of knots and weights
+(PLACE) look slow, which it is not beside the small state.
 
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
 processes, Ray workers included, load the machine code instead of compiling again. The kernels
@@ -71,18 +76,17 @@ def max_words(symbols: int) -> int:
 MAP_START = adapt.START.astype(np.int32)
 PLACE = ((adapt.LOW_KNOT << 16) | adapt.WEIGHT).astype(np.int32)  # per q: its knot << 16 | weight
 RECIPROCAL = adapt.RECIPROCAL.astype(np.int32)
-COUNT_BITS = 16  # a context's cell: state << COUNT_BITS | count; count 0: not seen, the table's entry
+COUNT_BITS = 16  # a context's cell: state << COUNT_BITS | count (of the bits it has coded)
 
 
 @njit(cache=True, nogil=True)
-def _fresh_state(steps, contexts):
-    """Coder id 2's state at the start of a chunk (`adapt.StepState`, for every step at once):
-    a cell per context (its state and count, 0 until it is seen) and a map per step, 24-bit."""
-    knots = np.empty((steps, MAP_START.shape[0]), np.int32)
-    for i in range(steps):
-        for j in range(MAP_START.shape[0]):
-            knots[i, j] = MAP_START[j]
-    return np.zeros((steps, contexts), np.int64), knots
+def _fresh_state(table, cells, knots):
+    """Coder id 2's state at the start of a step (`adapt.StepState`): a cell per context, its
+    state at its table entry and its count 0, and the map's knots on the identity, 24-bit.
+    A step's state serves its bits only, so each step starts afresh in the same arrays."""
+    for ctx in range(table.shape[0]):
+        cells[ctx] = table[ctx] << (STATE_SHIFT + COUNT_BITS)
+    knots[:] = MAP_START
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -103,30 +107,31 @@ def _move(value, target, weight, shift):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _entry(cells, knots, step, ctx, q):
-    """`adapt.StepState.entry`: the entry the bit of context `ctx` (table entry q) of step `step`
-    is coded with; and the context's cell, and the knot and weight the map learns at."""
-    cell = cells[step, ctx]
-    if cell == 0:
-        cell = np.int64(q) << (STATE_SHIFT + COUNT_BITS)
+def _entry(cells, knots, ctx):
+    """`adapt.StepState.entry`: the entry the bit of context `ctx` is coded with, from its step's
+    cells and map; and the context's cell, and the knot and weight the map learns at."""
+    cell = cells[ctx]
     state = cell >> COUNT_BITS
-    place = np.int64(PLACE[_clamp(state >> STATE_SHIFT)])
-    lo = place >> 16
+    # state is 0 .. STATE_ONE (a move never passes its target), so its q is 0 .. 2**15 - 1: no
+    # clamp, as q = 0 has the place of q = 1 (tested)
+    place = np.int64(PLACE[np.uint64(state >> STATE_SHIFT)])
+    lo = np.uint64(place >> 16)
     f = place & 0xffff
-    mapped = (knots[step, lo] * (ONE_WEIGHT - f) + knots[step, lo + 1] * f) >> WEIGHT_BITS
+    mapped = (np.int64(knots[lo]) * (ONE_WEIGHT - f) + np.int64(knots[lo + np.uint64(1)]) * f) >> WEIGHT_BITS
     return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 2)), cell, lo, f
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _learn(cells, knots, step, ctx, cell, lo, f, bit):
+def _learn(cells, knots, ctx, cell, lo, f, bit):
     """`adapt.StepState.learn`: the context's state and the step's map moved toward the coded bit."""
     target = STATE_ONE if bit else 0
-    n = cell & ((1 << COUNT_BITS) - 1)
-    state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[n]), RATE_BITS)
-    cells[step, ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
     shift = WEIGHT_BITS + MAP_RATE_SHIFT
-    knots[step, lo] = _move(np.int64(knots[step, lo]), target, ONE_WEIGHT - f, shift)
-    knots[step, lo + 1] = _move(np.int64(knots[step, lo + 1]), target, f, shift)
+    hi = lo + np.uint64(1)
+    knots[lo] = _move(np.int64(knots[lo]), target, ONE_WEIGHT - f, shift)
+    knots[hi] = _move(np.int64(knots[hi]), target, f, shift)
+    n = cell & ((1 << COUNT_BITS) - 1)
+    state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[np.uint64(n)]), RATE_BITS)
+    cells[ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
 
 
 @njit(cache=True, nogil=True)
@@ -202,16 +207,19 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     first_held = np.uint64(0)
     n = 0
     limit = out.shape[0] - 4
-    cells, knots = _fresh_state(table_t.shape[0] * table_t.shape[1], table_t.shape[2])
-    cell = lo = f = np.int64(0)
+    cells, knots = np.empty(table_t.shape[2], np.int64), np.empty(MAP_START.shape[0], np.int32)
+    cell = f = np.int64(0)
+    lo = np.uint64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
+        if adaptive:
+            _fresh_state(table, cells, knots)
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             one = canvas[bit]
             if adaptive:
-                q, cell, lo, f = _entry(cells, knots, step, ctx, q)
-                _learn(cells, knots, step, ctx, cell, lo, f, one)
+                q, cell, lo, f = _entry(cells, knots, ctx)
+                _learn(cells, knots, ctx, cell, lo, f, one)
             if record.shape[0]:
                 record[bit] = q
             cut = _cut(np.uint64(q))
@@ -274,15 +282,18 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
         point = point << WORD
     lower = np.uint64(0)
     rng = FULL
-    cells, knots = _fresh_state(table_t.shape[0] * table_t.shape[1], table_t.shape[2])
+    cells, knots = np.empty(table_t.shape[2], np.int64), np.empty(MAP_START.shape[0], np.int32)
     ctx = np.uint64(0)
-    cell = lo = f = np.int64(0)
+    cell = f = np.int64(0)
+    lo = np.uint64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
+        if adaptive:
+            _fresh_state(table, cells, knots)
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             if adaptive:
-                q, cell, lo, f = _entry(cells, knots, step, ctx, q)
+                q, cell, lo, f = _entry(cells, knots, ctx)
             cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
             x = point - lower
@@ -298,7 +309,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 canvas[bit] = 0
                 rng = threshold
             if adaptive:
-                _learn(cells, knots, step, ctx, cell, lo, f, one)
+                _learn(cells, knots, ctx, cell, lo, f, one)
             if rng < HEAD_ROOM:
                 lower = lower << WORD
                 rng = rng << WORD

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgbatch import fastcoder
+from rgbatch import adapt, fastcoder
 from rgbatch.codec import Codec
 from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES
 from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError
@@ -63,6 +63,19 @@ def test_every_table_entry_splits_the_range_as_constriction_does(rng):
         words, status, decoded = code_sequence(bits.astype(np.uint8), q)
         assert np.array_equal(words, constriction_words(bits, q))
         assert status == 0 and np.array_equal(decoded, bits)
+
+
+def test_every_adaptive_state_has_its_knot_and_weight_without_a_clamp():
+    # the kernels look a state's knot and weight up at q = state >> 9 unclamped: q = 0 (a state
+    # below 2**9) must sit where q = 1 does, and the top state's q must be in the table
+    assert fastcoder.PLACE[0] == fastcoder.PLACE[1] == 0
+    assert adapt.STATE_ONE >> adapt.STATE_SHIFT == fastcoder.PLACE.size - 1
+    for entry, bit in ((1, 1), (2 ** 15 - 1, 0), (1, 0), (2 ** 15 - 1, 1)):  # states driven to both ends
+        state = adapt.StepState(np.array([entry]))
+        for _ in range(20000):
+            state.entry(0)
+            state.learn(bit)
+        assert 0 <= min(state.states + state.knots) and max(state.states + state.knots) <= adapt.STATE_ONE
 
 
 @pytest.mark.parametrize("kind", ["uniform", "extreme", "constant", "unlikely"])
