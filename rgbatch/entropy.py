@@ -208,8 +208,8 @@ class ContextCoder:
             contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
             entries = self.table[t, s, channels, contexts]
             if self.adaptive:
-                ones = canvas[MAX_LOOKBACK + t][:, positions]
-                entries = np.stack([adapt.refine(self.table[t, s, c], contexts[c], ones[c]) for c in range(self.bits)])
+                ones, k = canvas[MAX_LOOKBACK + t][:, positions], self.features.shape[3]
+                entries = np.stack([adapt.refine(self.table[t, s, c], contexts[c], ones[c], k) for c in range(self.bits)])
             out.append(entries)
         return out
 
@@ -275,7 +275,7 @@ class ContextCoder:
         once, or for coder id 2 one at a time, each entry refined by what the step decoded before."""
         if not self.adaptive:
             return decoder.decode(BERNOULLI, table_row[contexts] / 2.0 ** PROBABILITY_BITS)
-        maps, bits = adapt.StepState(table_row), np.empty(len(contexts), bool)
+        maps, bits = adapt.StepState(table_row, self.features.shape[3]), np.empty(len(contexts), bool)
         for i, ctx in enumerate(contexts.tolist()):
             coded = maps.entry(ctx)
             bits[i] = decoder.decode(BERNOULLI, np.array([coded / 2.0 ** PROBABILITY_BITS]))[0]

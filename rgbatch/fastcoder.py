@@ -38,8 +38,8 @@ import numpy as np
 from numba import njit
 
 from . import adapt
-from .adapt import (COUNT_CAP, MAP_PART, MAP_RATE_SHIFT, ONE_WEIGHT, RATE_BITS, STATE_ONE, STATE_PART, STATE_SHIFT,
-                    WEIGHT_BITS)
+from .adapt import (COUNT_CAP, KEY_BITS, MAP_PART, MAP_RATE_SHIFT, MAPS, ONE_WEIGHT, RATE_BITS, STATE_ONE,
+                    STATE_PART, STATE_SHIFT, WEIGHT_BITS)
 from .context import PROBABILITY_BITS, feature_offset  # the tables' q: P(bit = 1) = q / 2**15
 
 PRECISION = 24  # constriction's default: probabilities are integers out of 2**24
@@ -86,7 +86,8 @@ def _fresh_state(table, cells, knots):
     A step's state serves its bits only, so each step starts afresh in the same arrays."""
     for ctx in range(table.shape[0]):
         cells[ctx] = table[ctx] << (STATE_SHIFT + COUNT_BITS)
-    knots[:] = MAP_START
+    for row in range(knots.shape[0]):
+        knots[row, :] = MAP_START
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -107,9 +108,10 @@ def _move(value, target, weight, shift):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _entry(cells, knots, ctx):
+def _entry(cells, knots, ctx, key_shift):
     """`adapt.StepState.entry`: the entry the bit of context `ctx` is coded with, from its step's
-    cells and map; and the context's cell, and the knot and weight the map learns at."""
+    cells and maps (row 0 shared, row 1 + the context's first bits keyed: `ctx >> key_shift`);
+    and the context's cell, the knot and weight the maps learn at, and the keyed map's row."""
     cell = cells[ctx]
     state = cell >> COUNT_BITS
     # state is 0 .. STATE_ONE (a move never passes its target), so its q is 0 .. 2**15 - 1: no
@@ -117,18 +119,23 @@ def _entry(cells, knots, ctx):
     place = np.int64(PLACE[np.uint64(state >> STATE_SHIFT)])
     lo = np.uint64(place >> 16)
     f = place & 0xffff
-    mapped = (np.int64(knots[lo]) * (ONE_WEIGHT - f) + np.int64(knots[lo + np.uint64(1)]) * f) >> WEIGHT_BITS
-    return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 2)), cell, lo, f
+    hi = lo + np.uint64(1)
+    key = np.uint64(1) + (ctx >> key_shift)
+    mapped = ((np.int64(knots[0, lo]) * (ONE_WEIGHT - f) + np.int64(knots[0, hi]) * f) >> WEIGHT_BITS) + \
+             ((np.int64(knots[key, lo]) * (ONE_WEIGHT - f) + np.int64(knots[key, hi]) * f) >> WEIGHT_BITS)
+    return _clamp((STATE_PART * state + MAP_PART * mapped) >> (STATE_SHIFT + 4)), cell, lo, f, key
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _learn(cells, knots, ctx, cell, lo, f, bit):
-    """`adapt.StepState.learn`: the context's state and the step's map moved toward the coded bit."""
+def _learn(cells, knots, ctx, cell, lo, f, key, bit):
+    """`adapt.StepState.learn`: the context's state and the step's two maps moved toward the coded bit."""
     target = STATE_ONE if bit else 0
     shift = WEIGHT_BITS + MAP_RATE_SHIFT
     hi = lo + np.uint64(1)
-    knots[lo] = _move(np.int64(knots[lo]), target, ONE_WEIGHT - f, shift)
-    knots[hi] = _move(np.int64(knots[hi]), target, f, shift)
+    knots[0, lo] = _move(np.int64(knots[0, lo]), target, ONE_WEIGHT - f, shift)
+    knots[0, hi] = _move(np.int64(knots[0, hi]), target, f, shift)
+    knots[key, lo] = _move(np.int64(knots[key, lo]), target, ONE_WEIGHT - f, shift)
+    knots[key, hi] = _move(np.int64(knots[key, hi]), target, f, shift)
     n = cell & ((1 << COUNT_BITS) - 1)
     state = _move(cell >> COUNT_BITS, target, np.int64(RECIPROCAL[np.uint64(n)]), RATE_BITS)
     cells[ctx] = (state << COUNT_BITS) | min(n + 1, COUNT_CAP)
@@ -207,9 +214,10 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     first_held = np.uint64(0)
     n = 0
     limit = out.shape[0] - 4
-    cells, knots = np.empty(table_t.shape[2], np.int64), np.empty(MAP_START.shape[0], np.int32)
+    cells, knots = np.empty(table_t.shape[2], np.int64), np.empty((MAPS, MAP_START.shape[0]), np.int32)
+    key_shift = np.uint64(reads.shape[2] - min(reads.shape[2], KEY_BITS))  # K context bits keep KEY_BITS
     cell = f = np.int64(0)
-    lo = np.uint64(0)
+    lo = key = np.uint64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         if adaptive:
@@ -218,8 +226,8 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             one = canvas[bit]
             if adaptive:
-                q, cell, lo, f = _entry(cells, knots, ctx)
-                _learn(cells, knots, ctx, cell, lo, f, one)
+                q, cell, lo, f, key = _entry(cells, knots, ctx, key_shift)
+                _learn(cells, knots, ctx, cell, lo, f, key, one)
             if record.shape[0]:
                 record[bit] = q
             cut = _cut(np.uint64(q))
@@ -282,10 +290,11 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
         point = point << WORD
     lower = np.uint64(0)
     rng = FULL
-    cells, knots = np.empty(table_t.shape[2], np.int64), np.empty(MAP_START.shape[0], np.int32)
+    cells, knots = np.empty(table_t.shape[2], np.int64), np.empty((MAPS, MAP_START.shape[0]), np.int32)
+    key_shift = np.uint64(reads.shape[2] - min(reads.shape[2], KEY_BITS))
     ctx = np.uint64(0)
     cell = f = np.int64(0)
-    lo = np.uint64(0)
+    lo = key = np.uint64(0)
     for step in range(2 * own.shape[0]):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         if adaptive:
@@ -293,7 +302,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             if adaptive:
-                q, cell, lo, f = _entry(cells, knots, ctx)
+                q, cell, lo, f, key = _entry(cells, knots, ctx, key_shift)
             cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
             x = point - lower
@@ -309,7 +318,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 canvas[bit] = 0
                 rng = threshold
             if adaptive:
-                _learn(cells, knots, ctx, cell, lo, f, one)
+                _learn(cells, knots, ctx, cell, lo, f, key, one)
             if rng < HEAD_ROOM:
                 lower = lower << WORD
                 rng = rng << WORD

@@ -26,7 +26,7 @@ def test_knots_rise_and_every_entry_has_its_place():
 def test_a_fresh_step_codes_the_table_s_entries():
     # before any bit, states are the table and the map the identity: coder id 1's entries, to within 1
     table = np.arange(1, ONE)
-    step = adapt.StepState(table)
+    step = adapt.StepState(table, k=15)
     for ctx, q in enumerate(table.tolist()):
         coded = step.entry(ctx)
         assert 1 <= coded < ONE
@@ -37,9 +37,9 @@ def test_a_fresh_step_codes_the_table_s_entries():
 def test_a_context_learns_what_its_bits_say_and_stays_in_range(rng):
     # a table that says 1/2 for bits that are 1 nine times in ten: the context's state goes to 9/10
     bits = rng.random(4000) < 0.9
-    entries = adapt.refine(np.array([ONE // 2]), np.zeros(bits.size, int), bits) / ONE
+    entries = adapt.refine(np.array([ONE // 2]), np.zeros(bits.size, int), bits, k=1) / ONE
     assert entries[-1000:].mean() == pytest.approx(0.9, abs=0.03)
-    extreme = adapt.refine(np.array([1]), np.zeros(5000, int), np.ones(5000, bool))  # the most confident wrong table
+    extreme = adapt.refine(np.array([1]), np.zeros(5000, int), np.ones(5000, bool), k=1)  # the most confident wrong table
     assert 1 <= extreme.min() and extreme.max() < ONE and extreme[-1] > 0.99 * ONE
 
 
@@ -47,9 +47,17 @@ def test_the_map_carries_what_contexts_learn_to_contexts_rarely_seen(rng):
     # every context's table entry says 1/2 but bits are 1 nine times in ten: contexts seen once
     # each learn nothing themselves; the map learns it from all of them
     contexts = np.arange(4000) % 1024
-    entries = adapt.refine(np.full(1024, ONE // 2), contexts, rng.random(4000) < 0.9) / ONE
+    entries = adapt.refine(np.full(1024, ONE // 2), contexts, rng.random(4000) < 0.9, k=10) / ONE
     fresh = entries[:1024][-300:]  # first sightings, late in the chunk
     assert fresh.mean() > 0.75
+
+
+def test_the_keyed_maps_learn_apart():
+    # contexts starting 0 always code 0, those starting 1 always 1, the table says 1/2 for both
+    # and each context is seen once: the shared map stays near 1/2, the keyed maps learn each side
+    contexts = np.arange(2000) % 16  # k = 4: first 3 bits 000..111; the first bit splits 0 / 1
+    entries = adapt.refine(np.full(16, ONE // 2), contexts, contexts >> 3, k=4)[-16:] / ONE
+    assert entries[:8].max() < 0.4 and entries[8:].min() > 0.6
 
 
 def flat_model(bits: int, iterations: int, q: int) -> dict[str, torch.Tensor]:

@@ -71,11 +71,12 @@ def test_every_adaptive_state_has_its_knot_and_weight_without_a_clamp():
     assert fastcoder.PLACE[0] == fastcoder.PLACE[1] == 0
     assert adapt.STATE_ONE >> adapt.STATE_SHIFT == fastcoder.PLACE.size - 1
     for entry, bit in ((1, 1), (2 ** 15 - 1, 0), (1, 0), (2 ** 15 - 1, 1)):  # states driven to both ends
-        state = adapt.StepState(np.array([entry]))
+        state = adapt.StepState(np.array([entry]), k=1)
         for _ in range(20000):
             state.entry(0)
             state.learn(bit)
-        assert 0 <= min(state.states + state.knots) and max(state.states + state.knots) <= adapt.STATE_ONE
+        values = state.states + [v for knots in state.maps for v in knots]
+        assert 0 <= min(values) and max(values) <= adapt.STATE_ONE
 
 
 @pytest.mark.parametrize("kind", ["uniform", "extreme", "constant", "unlikely"])

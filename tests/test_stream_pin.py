@@ -27,10 +27,10 @@ PINNED = {  # (crop, tile size, coder): {depth: sha256 of the stream cut there, 
     ("kodim23_crop192.png", 0, "context"): {1: "7e0d66ec3bd0efc7", 3: "4a5ab94ad0a8ad43", 6: "cddb23e6d34efcd9"},
     ("kodim05_crop192.png", 96, "context"): {1: "a79c2188ed9a8b90", 3: "a398cc79c31a9375", 6: "dd5aa20d2a58fca6"},
     ("kodim23_crop192.png", 96, "context"): {1: "11ca0985fbd1f050", 3: "514be63f96da2898", 6: "73fe0334350ed9f5"},
-    ("kodim05_crop192.png", 0, "adaptive"): {1: "cc8cd55be9cc74aa", 3: "0e5dc207b551bc09", 6: "c55c487c821a6d4e"},
-    ("kodim23_crop192.png", 0, "adaptive"): {1: "97b167eeabf380e9", 3: "b6f29187fd7230b2", 6: "76c882f46f047c04"},
-    ("kodim05_crop192.png", 96, "adaptive"): {1: "f98a3d5300145a1f", 3: "f8d51ce7c0ead19b", 6: "511ce50140e76f30"},
-    ("kodim23_crop192.png", 96, "adaptive"): {1: "5f3f3c882cf09e99", 3: "694f25c8ce56e093", 6: "5f4ae1fdc3073abb"},
+    ("kodim05_crop192.png", 0, "adaptive"): {1: "2d21d3a776841a37", 3: "852afac926f9e896", 6: "ab0865af84cd8f22"},
+    ("kodim23_crop192.png", 0, "adaptive"): {1: "4b91ad9ebe628726", 3: "a5c8465bf2038626", 6: "bfe4579c0e111b71"},
+    ("kodim05_crop192.png", 96, "adaptive"): {1: "4e95135c7617b24b", 3: "f67550b5b38751bc", 6: "e4a34e24d0b3adbb"},
+    ("kodim23_crop192.png", 96, "adaptive"): {1: "901b6ddba13c1a0c", 3: "722d34fbf0f829f3", 6: "3db2407b906beb1b"},
 }
 
 
