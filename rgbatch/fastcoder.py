@@ -18,14 +18,14 @@ the steps through one helper, `_step`, which computes every context of a step an
 cut; they differ only in the range coder's arithmetic.
 
 The same kernels run coder id 2 (`adaptive`): there each table entry is refined, before it codes
-a bit, by adaptive context states and probability maps that learn within the chunk how far the tables are off
-for this image (`_entry`, `_learn`; `rgbatch/adapt.py`, docs/ENTROPY.md). Integers only, so
-that every machine decodes what any machine encoded. A step's adaptive state serves only that
-step's bits, so one small set of arrays (a cell per context, 8 KB at K = 10, and the 33 knots)
-is set afresh at the start of every step (`_fresh_state`) and stays in the L1 cache. Measured
-(session 11): a state for all 64 steps at once (a 512 KB array per chunk, its cells 0 until
-seen) made coder id 2 code 1.35x slower, and it made the 128 KB table of knots and weights
-(PLACE) look slow, which it is not beside the small state.
+a bit, by adaptive context states and probability maps that learn within the step how far the
+tables are off for this image (`_entry`, `_learn`; `rgbatch/adapt.py`, docs/ENTROPY.md).
+Integers only, so that every machine decodes what any machine encoded. A step's adaptive state
+serves only that step's bits, so one small set of arrays (a cell per context, 8 KB at K = 10,
+and the maps' 9 x 33 knots) is set afresh at the start of every step (`_fresh_state`) and stays
+in the L1 cache. Measured (session 11): a state for all 64 steps at once (a 512 KB array per
+chunk, its cells 0 until seen) made coder id 2 code 1.35x slower, and it made the 128 KB table
+of knots and weights (PLACE) look slow, which it is not beside the small state.
 
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
 processes, Ray workers included, load the machine code instead of compiling again. The kernels
@@ -82,7 +82,7 @@ COUNT_BITS = 16  # a context's cell: state << COUNT_BITS | count (of the bits it
 @njit(cache=True, nogil=True)
 def _fresh_state(table, cells, knots):
     """Coder id 2's state at the start of a step (`adapt.StepState`): a cell per context, its
-    state at its table entry and its count 0, and the map's knots on the identity, 24-bit.
+    state at its table entry and its count 0, and every map's knots on the identity, 24-bit.
     A step's state serves its bits only, so each step starts afresh in the same arrays."""
     for ctx in range(table.shape[0]):
         cells[ctx] = table[ctx] << (STATE_SHIFT + COUNT_BITS)
