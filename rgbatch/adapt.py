@@ -16,7 +16,7 @@ two stages, from the bits already coded in the same chunk:
    iterations back).
 
 The coded entry is a quarter context state and three eighths each map. Integers only, so
-every machine computes the same entries; each chunk starts afresh, so chunk t depends on
+every machine computes the same entries; each step of each chunk starts afresh, so chunk t depends on
 nothing but the bits of iterations <= t, as with coder id 1.
 
     entries = refine(table_row, contexts, bits, k)   # the q each bit of one step is coded with
