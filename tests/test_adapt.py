@@ -84,3 +84,41 @@ def test_adaptation_pays_where_the_tables_are_wrong_and_costs_little_where_right
     assert size["biased", ContextCoder] >= n  # the table is right about nothing
     assert size["biased", AdaptiveCoder] < 1.1 * entropy * n  # the adaptation finds the bias
     assert size["fair", AdaptiveCoder] < 1.03 * size["fair", ContextCoder]  # and a right table loses little
+
+
+def entries_as_the_doc_states(table_row, contexts, bits, k: int) -> list[int]:
+    """docs/ENTROPY.md, "The adaptive coder", "Exactly.", steps 1-4 as they read there (a second
+    implementation, from the doc alone: if the doc or adapt.py change apart, this fails)."""
+    knots = [11, 18, 30, 49, 81, 133, 219, 360, 589, 961, 1554, 2486, 3906, 5978, 8813, 12371, 16384, 20397,
+             23955, 26790, 28862, 30282, 31214, 31807, 32179, 32408, 32549, 32635, 32687, 32719, 32738, 32750, 32757]
+    state, count = [int(q) << 9 for q in table_row], [0] * len(table_row)
+    maps = [[x << 9 for x in knots] for _ in range(9)]
+    out = []
+    for ctx, bit in zip(contexts, bits):
+        q = min(max(state[ctx] >> 9, 1), 32767)
+        lo = min(max(max((i for i, x in enumerate(knots) if x <= q), default=0), 0), 31)
+        f = ((min(max(q, 11), 32757) - knots[lo]) << 12) // (knots[lo + 1] - knots[lo])
+        a, b = maps[0], maps[1 + (ctx >> (k - min(k, 3)))]
+        m = ((a[lo] * (4096 - f) + a[lo + 1] * f) >> 12) + ((b[lo] * (4096 - f) + b[lo + 1] * f) >> 12)
+        out.append(min(max((4 * state[ctx] + 6 * m) >> 13, 1), 32767))
+        target = 2 ** 24 - 1 if bit else 0
+
+        def move(v, w, s):
+            return v + (((target - v) * w + 2 ** (s - 1)) >> s)
+        state[ctx] = move(state[ctx], 65536 // (count[ctx] + 32), 16)
+        count[ctx] = min(count[ctx] + 1, 992)
+        for knots_of in (a, b):
+            knots_of[lo], knots_of[lo + 1] = move(knots_of[lo], 4096 - f, 16), move(knots_of[lo + 1], f, 16)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 10])
+def test_the_arithmetic_docs_entropy_md_states_is_what_the_coder_computes(k, rng):
+    # random tables with both extreme entries; bits as likely as the table says, nearly always 1, nearly never
+    for p in (None, 0.95, 0.02):
+        row = rng.integers(1, ONE, 2 ** k)
+        row[:2] = 1, ONE - 1
+        contexts = rng.integers(0, 2 ** k, 3000)
+        bits = rng.random(contexts.size) < (row[contexts] / ONE if p is None else p)
+        assert adapt.refine(row, contexts, bits, k).tolist() == entries_as_the_doc_states(row, contexts.tolist(),
+                                                                                          bits.tolist(), k)
