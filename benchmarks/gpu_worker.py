@@ -14,11 +14,12 @@ warm-up call in each; the fastest of --repeats) and the GPU's mean use over that
 (nvidia-smi every 0.1 s; "n/a" without it), for:
 
   - network: the raw coder (bit packing), nothing measured: the network's speed in a worker;
-  - + coder: the context coder (the shipped model's default);
+  - + coder: the weights' default coder (the adaptive coder, coder id 2, for the shipped model
+    since session 11; the context coder, id 1, before);
   - + coder + MS-SSIM: and MS-SSIM and PSNR at every depth, measured on the device (what
     compress records by default);
 
-then decoding (restore) at the deepest depth, the context-coded streams back to pixels.
+then decoding (restore) at the deepest depth, the entropy-coded streams back to pixels.
 
 It first prints the machine and the context coder's engine in the encoders: "compiled" needs
 numba there; without numba the constriction engine codes the same bytes, several times slower

@@ -1,6 +1,6 @@
 """Tile size: speed, quality, rate and seams, measured on a folder of images.
 
-For each tile size, encode the images (the default context coder) and report encode MP/s,
+For each tile size, encode the images (the default coder: adaptive since session 11) and report encode MP/s,
 mean MS-SSIM and bpp at the deepest depth, the seam ratio (the mean absolute error of the
 pixels next to a tile border, 2 px each side, divided by that of all other pixels: 1.0 means
 borders are no worse than the rest; tile size 0, the whole image, has no borders), the

@@ -9,7 +9,7 @@ k decodes. The coder id is stored in every bitstream header.
 |----|---------|-------|
 | 0  | raw     | plain bit packing, as the paper's released encoder |
 | 1  | context | range coding with probabilities from counted contexts (docs/ENTROPY.md) |
-| 2  | adaptive | the context coder's tables refined per chunk by an adaptive map (the default since session 11) |
+| 2  | adaptive | the context coder's tables refined as it codes, by context states and adaptive maps fresh at every step (`rgbatch/adapt.py`; the default since session 11) |
 
 The context coder's parameters ship inside the weight file (`rgbatch fit-entropy`), so
 they are part of the model id: a stream decodes only with the tables that coded it.

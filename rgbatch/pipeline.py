@@ -71,7 +71,7 @@ class CompressOptions:
     workers: int = 0  # encoder actors; 0: one per GPU, or one per two CPUs
     device: str = "auto"  # auto | cpu | cuda
     weights: str | None = None  # default: the shipped model
-    coder: str = "auto"  # entropy coder: auto (the weights' default), raw, context
+    coder: str = "auto"  # entropy coder: auto (the weights' default: adaptive), raw, context, adaptive
     max_pixels: int = MAX_PIXELS  # decompression-bomb guard
     address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)
     threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
