@@ -180,6 +180,34 @@ def test_a_chunk_no_encoder_wrote_is_a_worded_error(engine, kind, rng):
         assert decoded[0].shape == (1, *SHAPES[0])
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_truncated_and_garbage_chunks_end_the_same_in_both_engines(kind, rng):
+    # a real chunk cut word by word, and random words: each engine refuses it with the same worded
+    # EntropyError or decodes the same bits (a range coder cannot tell every forgery; the stream's
+    # CRCs do), never another exception or a hang
+    model = hand_made_model(bits=4, iterations=5)
+    engines = [kind(model, engine="compiled"), kind(model, engine="constriction")]
+    shapes = [(4, 12, 10)]
+    chunk = engines[0].encode(sticky_codes(rng, 1, shapes))[0]
+    forged = [chunk[:n] for n in range(0, len(chunk), 4)]  # every cut of it
+    forged += [rng.integers(0, 256, 4 * n, dtype=np.uint8).tobytes() for n in (1, 2, 3, 10, 50, 50, 50, 200)]
+    refused = 0
+    for data in forged:
+        outcomes = []
+        for coder in engines:
+            try:
+                outcomes.append(coder.decode([data], shapes)[0])
+            except EntropyError as e:
+                assert str(e).startswith("iteration 1 "), e
+                outcomes.append(str(e))
+        if isinstance(outcomes[0], str):
+            refused += 1
+            assert outcomes[0] == outcomes[1], outcomes
+        else:
+            assert np.array_equal(outcomes[0], outcomes[1]) and outcomes[0].shape == (1, *shapes[0])
+    assert refused >= len(forged) // 2, (refused, len(forged))
+
+
 def test_a_model_that_reads_outside_the_canvas_is_refused():
     extra = hand_made_model(bits=4, iterations=5)
     extra[CONTEXT_FEATURES][2, 1, 3, 0] = torch.tensor([1, 4, 0, 0])  # channel 4 of 0..3

@@ -25,10 +25,15 @@ def shipped(default_weights):
 
 @pytest.fixture(scope="module")
 def streams(shipped):
-    """One real stream per coder: the context coder (the default) and the raw one."""
+    """One real stream per coder: the adaptive coder (id 2, the default), the context coder (id 1,
+    the default before session 11) and the raw one."""
     image = smooth_image(np.random.default_rng(5), 40, 56)
-    raw = Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder="raw", tile_size=32)
-    return {"context": shipped.encode(image, 3, measure=False).blob, "raw": raw.encode(image, 2, measure=False).blob}
+    raw, context = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder, tile_size=32)
+                    for coder in ("raw", "context"))
+    adaptive = shipped.encode(image, 3, measure=False).blob
+    assert bitstream.read_header(adaptive).coder_id == 2
+    return {"adaptive": adaptive, "context": context.encode(image, 3, measure=False).blob,
+            "raw": raw.encode(image, 2, measure=False).blob}
 
 
 def forge(blob: bytes, **fields) -> bytes:
@@ -56,14 +61,18 @@ def test_forged_streams_raise_only_bitstream_error(shipped, streams):
     context, raw = streams["context"], streams["raw"]
     raw_chunk = fuzz.Parts.of(raw).payload[:bitstream.read_header(raw).chunk_lengths[0]]
     forged = [
-        with_chunks(context, [b"\xff" * 40]),  # not a valid range-coder stream
-        with_chunks(context, [b"\xff" * 4] * 3),
         with_chunks(raw, [raw_chunk] * 17),  # more iterations than the model has
         with_chunks(raw, [raw_chunk] * 255),
-        forge(context, coder_id=0),  # the other coder's reading of the same chunks
-        forge(raw, coder_id=1),
-        forge(context, coder_id=7),
+        forge(raw, coder_id=1),  # the other coders' reading of the same chunks
+        forge(raw, coder_id=2),
     ]
+    for coded in (context, streams["adaptive"]):  # coder ids 1 and 2
+        forged += [
+            with_chunks(coded, [b"\xff" * 40]),  # not a valid range-coder stream
+            with_chunks(coded, [b"\xff" * 4] * 3),
+            forge(coded, coder_id=0),
+            forge(coded, coder_id=7),
+        ]
     for blob in forged:
         with pytest.raises(BitstreamError):
             shipped.decode(blob)
