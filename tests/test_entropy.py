@@ -97,6 +97,18 @@ def test_probabilities_are_exact_binary_fractions(coder):
     p = coder.table / 2.0 ** PROBABILITY_BITS
     assert np.array_equal(p * 2 ** PROBABILITY_BITS, coder.table)
     assert 0 < p.min() and p.max() < 1
+    # and so are the entries each bit is coded with, coder id 2's refined ones included: every
+    # bit's probability, 2**-length, is a whole number of 2**-15 in 1 .. 2**15 - 1
+    codes = [hashed_bits((5, *s), i) for i, s in enumerate(SHAPES)]
+    lengths = coder.code_lengths(codes)
+    for length in lengths:
+        units = 2.0 ** (PROBABILITY_BITS - length)
+        assert np.allclose(units, np.round(units), rtol=0, atol=1e-6)
+        assert 1 <= np.round(units).min() and np.round(units).max() <= 2 ** PROBABILITY_BITS - 1
+    # coder id 2 codes with entries of its own: the adaptation changes what the table says
+    table_lengths = ContextCoder(hand_made_model(bits=4, iterations=5)).code_lengths(codes)
+    same = all(np.array_equal(a, b) for a, b in zip(lengths, table_lengths))
+    assert same == (type(coder) is ContextCoder)
 
 
 def test_every_candidate_feature_is_known_to_the_decoder():
