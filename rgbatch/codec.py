@@ -351,7 +351,6 @@ def _malloc_trim():
         return None
 
 
-
 class _Run:
     """One image on its way through the network: its tiles' bits so far and, when measured, its
     quality meter fed with each depth's reconstruction as rows of tiles complete."""

@@ -200,17 +200,18 @@ class ContextCoder:
 
     def _coded_entries(self, layout: Canvas, canvas: np.ndarray, t: int) -> list[np.ndarray]:
         """The table entry q each bit of iteration t is coded with, per colour (bits, positions),
-        by the reference engine: the context's entry, refined by the adaptive map for coder id
-        2 (`adapt.refine`, per step). A step's contexts read only earlier steps' bits."""
+        by the reference engine: the context's entry, or for coder id 2 what its adaptation
+        makes of it (`adapt.refine`, per step). A step's contexts read only earlier steps' bits."""
         channels = np.arange(self.bits)[:, None]
         out = []
         for s, positions in enumerate(layout.positions):
             contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
-            entries = self.table[t, s, channels, contexts]
             if self.adaptive:
                 ones, k = canvas[MAX_LOOKBACK + t][:, positions], self.features.shape[3]
-                entries = np.stack([adapt.refine(self.table[t, s, c], contexts[c], ones[c], k) for c in range(self.bits)])
-            out.append(entries)
+                out.append(np.stack([adapt.refine(self.table[t, s, c], contexts[c], ones[c], k)
+                                     for c in range(self.bits)]))
+            else:
+                out.append(self.table[t, s, channels, contexts])
         return out
 
     def code_lengths(self, codes: list[np.ndarray]) -> list[np.ndarray]:
@@ -286,9 +287,8 @@ class ContextCoder:
 class AdaptiveCoder(ContextCoder):
     """Coder id 2: the context coder with each bit's probability learned, step by step, from the
     bits already coded: context states that start at the table entries, and adaptive maps
-    (`rgbatch.adapt`). The same tables and the same
-    range coder, fewer bytes where an image's bits are more or less predictable than the
-    tables' training images (docs/ENTROPY.md, "The adaptive coder"). The default for new
+    (`rgbatch.adapt`). The same tables and the same range coder, fewer bytes where an image's
+    bits are more or less predictable than the tables' training images (docs/ENTROPY.md, "The adaptive coder"). The default for new
     encodings since session 11; coder id 1's streams still decode with `ContextCoder`."""
 
     coder_id = 2

@@ -14,8 +14,8 @@ The canvas is `context.Canvas`'s bool array viewed as uint8, flattened: (2 + ite
 height * width). A feature of step (t, s, c) reads the canvas at a flat offset from a position's
 flat index, `context.feature_offset` (the one definition of where a feature reads), which
 `step_offsets` computes for every step of an iteration before the kernels run. Both kernels walk
-the steps through one helper, `_step`, which computes every context of a step and looks up its
-cut; they differ only in the range coder's arithmetic.
+the steps through the same helpers (`_step`, `_bit`: every context of a step and its table
+entry, from which `_cut` splits the range); they differ only in the range coder's arithmetic.
 
 The same kernels run coder id 2 (`adaptive`): there each table entry is refined, before it codes
 a bit, by adaptive context states and probability maps that learn within the step how far the
@@ -52,17 +52,6 @@ SHIFT = np.uint64(PRECISION)
 ONE = np.uint64(1 << PRECISION)  # probability 1
 
 
-def zero_cut(q: np.ndarray) -> np.ndarray:
-    """Where the 24-bit interval of a bit splits, for table entries q (P(1) = q / 2**15):
-    a 0 takes [0, cut), a 1 takes [cut, 2**24). This is constriction's Bernoulli(perfect=False)
-    (`from_floating_point_probabilities_fast([1 - p, p])`: one unit of 2**24 reserved for
-    each symbol, the rest shared by truncating (1 - p) * (2**24 - 2)), computed exactly in
-    integers: for p = q / 2**15, (1 - p) * (2**24 - 2) is an exact float64 and its truncation
-    is the integer division below. q in 1 .. 2**15 - 1 gives cuts in 512 .. 2**24 - 513."""
-    q = np.asarray(q, np.int64)
-    return ((2 ** PROBABILITY_BITS - q) * (2 ** PRECISION - 2) >> PROBABILITY_BITS) + 1
-
-
 def max_words(symbols: int) -> int:
     """Room for the chunk of `symbols` bits: a bit costs at most 15.01 bits of the coder's range
     (its probability is at least 512 / 2**24, the range keeps >= 2**32 so scale >= 2**8), so
@@ -92,7 +81,12 @@ def _fresh_state(table, cells, knots):
 
 @njit(cache=True, nogil=True, inline="always")
 def _cut(q):
-    # `zero_cut` of one entry
+    """Where the 24-bit interval of a bit splits, for its entry q (P(1) = q / 2**15): a 0 takes
+    [0, cut), a 1 takes [cut, 2**24). This is constriction's Bernoulli(perfect=False)
+    (`from_floating_point_probabilities_fast([1 - p, p])`: one unit of 2**24 reserved for
+    each symbol, the rest shared by truncating (1 - p) * (2**24 - 2)), computed exactly in
+    integers: for p = q / 2**15, (1 - p) * (2**24 - 2) is an exact float64 and its truncation
+    is the integer division below. q in 1 .. 2**15 - 1 gives cuts in 512 .. 2**24 - 513."""
     return ((np.uint64(2 ** PROBABILITY_BITS) - q) * np.uint64(2 ** PRECISION - 2) >> np.uint64(PROBABILITY_BITS)) + np.uint64(1)
 
 
@@ -204,7 +198,7 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
 
     canvas: flat uint8 (2 + iterations, bits, plane); reads, own: `step_offsets` of the
     iteration; positions0/1: flat indices of each colour's positions; table_t (2, bits, 2**K)
-    int64, the iteration's table entries q; adaptive: refine them by the map (coder id 2);
+    int64, the iteration's table entries q; adaptive: refine them as coder id 2 does (`_entry`, `_learn`);
     out: uint32, at least `max_words` long; record: int64 like the canvas, where the q each bit
     was coded with is written (empty: not recorded). Returns the number of words written, or
     -1 if `out` is too short."""
