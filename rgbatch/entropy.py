@@ -288,8 +288,9 @@ class AdaptiveCoder(ContextCoder):
     """Coder id 2: the context coder with each bit's probability learned, step by step, from the
     bits already coded: context states that start at the table entries, and adaptive maps
     (`rgbatch.adapt`). The same tables and the same range coder, fewer bytes where an image's
-    bits are more or less predictable than the tables' training images (docs/ENTROPY.md, "The adaptive coder"). The default for new
-    encodings since session 11; coder id 1's streams still decode with `ContextCoder`."""
+    bits are more or less predictable than the tables' training images (docs/ENTROPY.md, "The
+    adaptive coder"). The default for new encodings since session 11; coder id 1's streams
+    still decode with `ContextCoder`."""
 
     coder_id = 2
     name = "adaptive"
