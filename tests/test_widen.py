@@ -159,15 +159,16 @@ def test_a_slim_checkpoint_drops_adams_moments_and_resumes(tmp_path):
         slim_checkpoint(tmp_path / "run.pt", tmp_path / "slim.pt")
 
 
-def test_the_shipped_run_widened_and_exported_codes_as_the_shipped_model(tmp_path, default_weights):
-    # the committed training state is the shipped file's run, at the shipped file's step
+def test_the_committed_run_widened_and_exported_codes_as_its_own_export(tmp_path):
+    # weights/train-state.pt is the shipped file's run: its export is the shipped network (MODEL_CARD.md)
+    narrow_id = export_weights(TRAIN_STATE, tmp_path / "narrow.safetensors")
     state = widen_state(TRAIN_STATE, tmp_path / "wide.pt", 0.5)
     assert state["train_config"]["codec"]["width"] == 0.5
-    mid = export_weights(tmp_path / "wide.pt", tmp_path / "wide.safetensors")
-    wide, wide_id, _, info = load_weights(tmp_path / "wide.safetensors")
-    shipped, shipped_id, *_ = load_weights(default_weights)
-    assert wide_id == mid != shipped_id and wide.cfg.width == 0.5 and info["widened"][0]["from_width"] == 0.25
-    assert_same_function(shipped, wide, crop(), 16)
+    wide_id = export_weights(tmp_path / "wide.pt", tmp_path / "wide.safetensors")
+    narrow, *_ = load_weights(tmp_path / "narrow.safetensors")
+    wide, _, _, info = load_weights(tmp_path / "wide.safetensors")
+    assert wide_id != narrow_id and wide.cfg.width == 0.5 and info["widened"][0]["from_width"] == 0.25
+    assert_same_function(narrow, wide, crop(), 16)
 
 
 def test_the_cli_widens_slims_and_refuses_what_it_cannot(tmp_path):
