@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-bench clean
+.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-wide gpu-bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,8 @@ test: setup
 TRAIN_THREADS ?= 1
 # the rate term's weight: 1 from step 26700, 2 from 31300, 4 from 33467 (docs/TRAINING.md, "Rate weight")
 RATE_WEIGHT ?= 4
-RECIPE := --width 0.25 --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight $(RATE_WEIGHT)
+WIDTH ?= 0.25
+RECIPE := --width $(WIDTH) --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight $(RATE_WEIGHT)
 # --lr 3.125e-5: a 16th of the GPU's scale for a 16th of its pixels a step (docs/TRAINING.md: with
 # the GPU's scale the CPU's small batches undid the GPU's gains at low depths in a few hundred steps)
 # the data: the top-level training corpus and, since session 9, the high-resolution photos (issue 16)
@@ -96,6 +97,21 @@ gpu-forks: gpu-site
 	mkdir -p runs
 	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-train GPU_RUN=w$$k RATE_WEIGHT=$$k > $(OUT)/w$$k.log 2>&1 & done; wait
 	for k in $(FORK_WEIGHTS); do split -b 15M runs/w$$k.pt $(OUT)/w$$k.pt.; done
+
+# Issue 16's capacity lever: the committed run widened to WIDE_WIDTH (Net2WiderNet: at its first
+# step the same codes and images as the shipped model; docs/TRAINING.md, "Widening") and trained
+# for GPU_SECONDS as run wide. A width-0.5 checkpoint with Adam's moments is 100 MiB, more than a call
+# brings back (64 MiB): back come the state without them (35 MiB, 3 pieces) and the mean weights
+# (16.1 MiB, 2 pieces). On the lent machine: make gpu-wide GPU_SECONDS=470
+WIDE_WIDTH ?= 0.5
+gpu-wide: gpu-site
+	mkdir -p runs
+	[ -f runs/wide.pt ] || $(GPU_RGBATCH) widen weights/train-state.pt --width $(WIDE_WIDTH) --out runs/wide.pt
+	$(MAKE) gpu-train GPU_RUN=wide WIDTH=$(WIDE_WIDTH)
+	rm -f runs/wide-slim.pt
+	$(GPU_RGBATCH) slim runs/wide.pt --out runs/wide-slim.pt
+	split -b 15M runs/wide-slim.pt $(OUT)/wide.pt.
+	split -b 15M runs/wide-mean.safetensors $(OUT)/wide-mean.safetensors.
 
 # Issue 18's speed figures on the lent machine (carry .whl and .pack/kodak16-codes.npz, made by
 # make gpu-bench-kit): the encode workers of one GPU, then the coder alone across 1 and 4 cores

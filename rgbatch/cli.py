@@ -735,6 +735,41 @@ def export_checkpoint(
     out.print(f"wrote {out_path} (model id {mid})")
 
 
+@app.command("widen")
+def widen_checkpoint(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pt) of a Residual-GRU run."),
+    width: float = typer.Option(0.5, help="The new channel multiplier, larger than the run's."),
+    out_path: Path = typer.Option(..., "--out", help="Training state to write (must not exist)."),
+    seed: int = typer.Option(0, help="Draws which units are copied and how weights are split."),
+    spread: float = typer.Option(0.2, help="Each split weight's parts are 1/2 +- up to this (0..0.25): "
+                                           "the copies train apart, the function stays."),
+    noise: float = typer.Option(0.0, help="Gaussian noise on the copies' incoming weights, times each "
+                                          "weight tensor's deviation (0: the function stays exactly)."),
+):
+    """Widen a training run's model (Net2WiderNet): a new state with the same codes and images at
+    a larger width, resumed by `rgbatch train --width W --resume` (docs/TRAINING.md, "Widening")."""
+    from .widen import widen_state
+
+    with user_errors():
+        state = widen_state(checkpoint, out_path, width, noise=noise, seed=seed, spread=spread)
+    out.print(f"wrote {out_path}: width {width:g} at step {state['step']}; Adam starts again "
+              f"(resume with --width {width:g})", highlight=False)
+
+
+@app.command("slim")
+def slim_checkpoint_command(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pt)."),
+    out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (must not exist)."),
+):
+    """Write a checkpoint without Adam's moments (a third of its size); `rgbatch train --resume`
+    continues it with Adam started again and warmed up (docs/TRAINING.md, "Widening")."""
+    from .train import slim_checkpoint
+
+    with user_errors():
+        slim_checkpoint(checkpoint, out_path)
+    out.print(f"wrote {out_path} ({out_path.stat().st_size / 2**20:.1f} MiB)", highlight=False)
+
+
 def main():
     app()
 

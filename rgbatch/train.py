@@ -259,11 +259,15 @@ def rate_prices(losses: torch.Tensor) -> torch.Tensor:
     return slopes.flip(0).cumsum(0).flip(0)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig, restart: int = 0) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine decay to `min_lr_fraction` at `steps`.
+    `restart`: the step at which Adam started again without moments (a widened or slimmed
+    state): the cosine's value is warmed up again over `warmup` steps from there."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    cosine = cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cosine * min(1.0, (step - restart + 1) / cfg.warmup)
 
 
 def save_checkpoint(path, state: dict):
@@ -315,9 +319,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes repeat every step
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    restart = 0  # read by the schedule when it is called: a resumed state may set it
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, restart))
     step, wall_time, history, best = 0, 0.0, [], -1.0
-    rate = None
+    rate, widened = None, None
 
     if resume:
         if not checkpoint_path.exists():
@@ -329,15 +334,25 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             raise TrainingOptionError("out", f"{checkpoint_path}: the checkpoint is for model {saved_codec}, not "
                                              f"{codec_cfg}; drop the conflicting options or give another")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         step, wall_time, history = state["step"], state["wall_time"], state["history"]
+        widened = state.get("widened")
+        if state["optimizer"] is None:  # widened or slimmed: Adam starts again, warmed up from here
+            restart = step
+            scheduler.last_epoch = step
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step, cfg, restart)
+            log(f"Adam starts again at step {step} (the checkpoint holds no moments): "
+                f"{cfg.warmup} steps of warm-up")
+        else:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            restart = state.get("restart", 0)
         if cfg.lr != state["train_config"]["lr"]:
             # a resumed run keeps its schedule's shape but may change its scale: a CPU run that
             # takes over from a GPU run's larger batches needs a smaller step (docs/TRAINING.md)
             scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
             for group in optimizer.param_groups:
-                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(step, cfg)
+                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(step, cfg, restart)
             log(f"learning rate scale {state['train_config']['lr']:g} -> {cfg.lr:g} from step {step}")
         best = state.get("best", -1.0)
         if state.get("rate"):
@@ -363,7 +378,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         return {"train_config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "wall_time": wall_time,
                 "history": history, "best": best, "rng": _rng_state(np_rng),
-                "rate": rate.state_dict() if rate else None}
+                "rate": rate.state_dict() if rate else None, "restart": restart, "widened": widened}
 
     model.train()
     started = process_start = time.perf_counter()
@@ -419,6 +434,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     return state_dict()
 
 
+def slim_checkpoint(checkpoint, out) -> dict:
+    """`checkpoint` without Adam's moments, written to `out`: a third of its size (a lent machine
+    cannot bring back a width-0.5 checkpoint with them). `train --resume` starts Adam again from
+    it with a warm-up (`lr_factor`'s restart). Model, step, rate counts, history and RNG stay."""
+    if Path(out).exists():
+        raise TrainingOptionError("out", f"{out} exists: remove it or choose another")
+    if not Path(checkpoint).is_file():
+        raise TrainingError(f"no checkpoint at {checkpoint}")
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    state.update(optimizer=None, scheduler=None)
+    save_checkpoint(out, state)
+    return state
+
+
 def data_names(source) -> str:
     """`train/` or `train+photos/`: which data a run used, for a weight file's metadata."""
     sources = source if isinstance(source, (list, tuple)) else [source]
@@ -458,4 +487,6 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
             "last_eval": last_eval and {"step": last_eval["step"], "msssim": last_eval["msssim"]}}
     if average:
         info["averaged_steps"] = sorted(s["step"] for s in states)
+    if state.get("widened"):  # rgbatch.widen: from which width, at which step
+        info["widened"] = state["widened"]
     return save_weights(out, model, extra=extra, info=info)

@@ -1,0 +1,187 @@
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rgbatch.cli import app
+from rgbatch.imageio import read_image
+from rgbatch.model import CodecConfig, ResidualGRUCodec
+from rgbatch.tiling import to_float
+from rgbatch.train import (TrainingError, evaluate, export_weights, load_eval_set, lr_factor,
+                           slim_checkpoint, train)
+from rgbatch.weights import load_weights
+from rgbatch.widen import _Widener, widen, widen_state
+
+from conftest import DATA
+from test_train import config  # a tiny, fast training run
+
+TRAIN_STATE = Path(__file__).parents[1] / "weights" / "train-state.pt"
+runner = CliRunner()
+
+
+def crop(size=64):
+    """A real 64 px crop (Kodak 23's parrots) in [-0.5, 0.5]."""
+    return to_float(read_image(DATA / "kodim23_crop192.png")[0][40:40 + size, 60:60 + size].copy())[None]
+
+
+def noise_image(size=64):
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(5)) - 0.5
+
+
+def assert_same_function(narrow, wide, x, iterations):
+    """Same codes and reconstructions (to float rounding) at every iteration."""
+    with torch.inference_mode():
+        pairs = zip(narrow.eval().iterate(x, iterations), wide.eval().iterate(x, iterations))
+        for t, ((codes, x_hat), (wide_codes, wide_x_hat)) in enumerate(pairs):
+            assert torch.equal(codes, wide_codes), f"iteration {t + 1}: {(codes != wide_codes).sum()} bits differ"
+            assert (x_hat - wide_x_hat).abs().max() < 1e-4, t
+
+
+@pytest.mark.parametrize("width", [0.5, 0.375])  # doubling, and 1.5x: half the units copied
+@pytest.mark.parametrize("image", [crop, noise_image])
+def test_the_widened_shipped_model_computes_the_same_codes_and_images(default_weights, width, image):
+    narrow, *_ = load_weights(default_weights)
+    wide = widen(narrow, width)
+    assert wide.cfg == CodecConfig(width=width)
+    assert wide.decoder.grus[0].hidden_ch == CodecConfig(width=width).channels(512)
+    assert wide.binarizer.conv.out_channels == 32 and wide.decoder.conv_out.out_channels == 3
+    assert torch.equal(wide.log_gain, narrow.log_gain)
+    assert_same_function(narrow, wide, image(), 16)
+
+
+@pytest.mark.parametrize("width", [0.25, 0.5])  # x2 and x4: every unit copied three times
+@pytest.mark.parametrize("residual_gru", [True, False])
+def test_widening_random_models_of_other_configs(width, residual_gru):
+    torch.manual_seed(0)
+    narrow = ResidualGRUCodec(CodecConfig(width=0.125, residual_gru=residual_gru, reconstruction="additive"))
+    wide = widen(narrow, width, seed=3)
+    assert wide.cfg.residual_gru == residual_gru and wide.cfg.reconstruction == "additive"
+    assert_same_function(narrow, wide, noise_image(32), 4)
+
+
+def test_the_split_is_uneven_and_exact_in_fp32_and_for_fp16_weights():
+    widener = _Widener(seed=0, spread=0.2, noise=0.0)
+    w = torch.randn(4000)
+    for k in (2, 3):
+        parts = widener._split(w, k)
+        assert torch.equal(sum(parts[1:], parts[0]), w)  # bit for bit, not just close
+        shares = parts[0] / w
+        assert 0.05 < shares.std() and shares.min() > 0  # uneven, random, never negative
+    fp16_w = w.half().float()
+    for part in widener._split(fp16_w, 2):  # parts of an fp16 weight are fp16 weights: an export keeps sums
+        assert torch.equal(part.half().float(), part)
+    even = _Widener(seed=0, spread=0.0, noise=0.0)._split(fp16_w, 2)
+    assert torch.equal(even[0], even[1])
+
+
+def test_copies_get_the_incoming_weights_and_split_the_outgoing_ones_noise_only_the_copies():
+    torch.manual_seed(0)
+    narrow = ResidualGRUCodec(CodecConfig(width=0.125))
+    wide = widen(narrow, 0.25)
+    units = _Widener(seed=0, spread=0.2, noise=0.0).unit_map(8, 16)  # the first draw: the encoder's conv
+    assert sorted(units[8:].tolist()) == list(range(8))  # doubling copies every unit once
+    old_conv, conv = narrow.encoder.conv.weight, wide.encoder.conv.weight
+    old_reader, reader = narrow.encoder.grus[0].input_conv.weight, wide.encoder.grus[0].input_conv.weight
+    hidden = narrow.encoder.grus[0].hidden_ch  # reader rows < hidden: its update term of the original units
+    for copy, unit in enumerate(units[8:].tolist(), start=8):
+        assert torch.equal(conv[copy], old_conv[unit]) and torch.equal(conv[unit], old_conv[unit])
+        parts = reader[:hidden, unit], reader[:hidden, copy]
+        assert torch.equal(parts[0] + parts[1], old_reader[:hidden, unit])
+        assert not torch.allclose(parts[0], parts[1])  # split unevenly, weight by weight
+    noisy = widen(narrow, 0.25, noise=0.01)
+    assert torch.equal(noisy.encoder.conv.weight[:8], conv[:8])
+    assert not torch.equal(noisy.encoder.conv.weight[8:], conv[8:])
+    with torch.inference_mode():
+        x = noise_image(32)
+        assert 0 < (noisy.eval()(x, 2) - wide.eval()(x, 2)).abs().max() < 0.05
+
+
+def test_a_width_that_is_not_larger_is_refused():
+    model = ResidualGRUCodec(CodecConfig(width=0.25))
+    for width in (0.25, 0.125):
+        with pytest.raises(ValueError, match="not larger"):
+            widen(model, width)
+    with pytest.raises(ValueError, match="spread"):
+        widen(model, 0.5, spread=0.3)
+
+
+def test_a_widened_state_evaluates_as_the_narrow_one_and_resumes_with_a_fresh_warm_adam(tmp_path):
+    narrow = train(config(tmp_path, rate_weight=1.0), log=lambda *_: None)
+    wide_path = tmp_path / "wide.pt"
+    wide = widen_state(tmp_path / "run.pt", wide_path, 0.25)
+    assert wide["optimizer"] is None and wide["step"] == 4 and wide["train_config"]["codec"]["width"] == 0.25
+    assert wide["widened"] == [{"step": 4, "from_width": 0.125, "width": 0.25, "seed": 0, "spread": 0.2, "noise": 0.0}]
+    assert wide["history"] == narrow["history"]
+    for name, counts in narrow["rate"].items():  # the codes stay the same, so their counts stay valid
+        assert torch.equal(torch.as_tensor(wide["rate"][name]), torch.as_tensor(counts)), name
+
+    # the first evaluation is the narrow model's (rounded to fp16, as an export writes it)
+    models = []
+    for state in (narrow, wide):
+        model = ResidualGRUCodec(CodecConfig(**state["train_config"]["codec"]))
+        model.load_state_dict({k: v.half().float() for k, v in state["model"].items()})
+        models.append(model)
+    crops = load_eval_set(DATA, 2, 64)
+    assert evaluate(models[1], crops, 4) == pytest.approx(evaluate(models[0], crops, 4), abs=1e-6)
+
+    # resumed at the new width: Adam starts again, the learning rate warms up from step 4
+    lines = []
+    cfg = config(tmp_path, out=str(wide_path), steps=100, warmup=4, time_limit=1e-9,
+                 codec=dict(width=0.25, max_iterations=4))
+    resumed = train(cfg, resume=True, log=lines.append)
+    assert any("Adam starts again at step 4" in line for line in lines)
+    assert resumed["step"] == 5 and resumed["restart"] == 4 and resumed["widened"] == wide["widened"]
+    assert resumed["history"][-1]["lr"] == pytest.approx(5e-4 * lr_factor(5, cfg, restart=4))
+    assert lr_factor(5, cfg, restart=4) == pytest.approx(lr_factor(5, cfg) / 2)
+    assert resumed["optimizer"]["state"]  # Adam's moments again, kept from now on
+    again = train(config(tmp_path, out=str(wide_path), steps=6, warmup=4, codec=dict(width=0.25, max_iterations=4)),
+                  resume=True, log=lambda *_: None)
+    assert again["step"] == 6 and again["restart"] == 4
+
+    # the narrow width cannot resume it; the export says it was widened
+    with pytest.raises(TrainingError, match="is for model"):
+        train(config(tmp_path, out=str(wide_path), steps=8), resume=True, log=lambda *_: None)
+    export_weights(wide_path, tmp_path / "w.safetensors")
+    assert load_weights(tmp_path / "w.safetensors")[3]["widened"] == wide["widened"]
+    with pytest.raises(TrainingError, match="exists"):
+        widen_state(tmp_path / "run.pt", wide_path, 0.25)
+
+
+def test_a_slim_checkpoint_drops_adams_moments_and_resumes(tmp_path):
+    train(config(tmp_path), log=lambda *_: None)
+    slim = slim_checkpoint(tmp_path / "run.pt", tmp_path / "slim.pt")
+    assert slim["optimizer"] is None and slim["step"] == 4
+    assert (tmp_path / "slim.pt").stat().st_size < (tmp_path / "run.pt").stat().st_size / 2
+    resumed = train(config(tmp_path, out=str(tmp_path / "slim.pt"), steps=5), resume=True, log=lambda *_: None)
+    assert resumed["step"] == 5 and resumed["restart"] == 4
+    with pytest.raises(TrainingError, match="exists"):
+        slim_checkpoint(tmp_path / "run.pt", tmp_path / "slim.pt")
+
+
+def test_the_committed_run_widened_and_exported_codes_as_its_own_export(tmp_path):
+    # weights/train-state.pt is the shipped file's run: its export is the shipped network (MODEL_CARD.md)
+    narrow_id = export_weights(TRAIN_STATE, tmp_path / "narrow.safetensors")
+    state = widen_state(TRAIN_STATE, tmp_path / "wide.pt", 0.5)
+    assert state["train_config"]["codec"]["width"] == 0.5
+    wide_id = export_weights(tmp_path / "wide.pt", tmp_path / "wide.safetensors")
+    narrow, *_ = load_weights(tmp_path / "narrow.safetensors")
+    wide, _, _, info = load_weights(tmp_path / "wide.safetensors")
+    assert wide_id != narrow_id and wide.cfg.width == 0.5 and info["widened"][0]["from_width"] == 0.25
+    assert_same_function(narrow, wide, crop(), 16)
+
+
+def test_the_cli_widens_slims_and_refuses_what_it_cannot(tmp_path):
+    train(config(tmp_path), log=lambda *_: None)
+    run = tmp_path / "run.pt"
+    result = runner.invoke(app, ["widen", str(run), "--width", "0.25", "--out", str(tmp_path / "wide.pt")])
+    assert result.exit_code == 0 and "resume with --width 0.25" in result.output, result.output
+    for args in (["widen", str(run), "--width", "0.125", "--out", str(tmp_path / "w2.pt")],  # not larger
+                 ["widen", str(run), "--width", "0.25", "--out", str(tmp_path / "wide.pt")],  # exists
+                 ["widen", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "w3.pt")],
+                 ["slim", str(run), "--out", str(run)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "error" in result.output and "Traceback" not in result.output, args
+    assert "not larger" in runner.invoke(app, ["widen", str(run), "--width", "0.125", "--out", "x.pt"]).output
+    result = runner.invoke(app, ["slim", str(run), "--out", str(tmp_path / "slim.pt")])
+    assert result.exit_code == 0 and (tmp_path / "slim.pt").is_file(), result.output
