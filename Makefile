@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-wide gpu-bench clean
+.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-wide gpu-session gpu-bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -114,6 +114,13 @@ gpu-wide: gpu-site
 	$(GPU_RGBATCH) slim runs/wide.pt --out runs/wide-slim.pt
 	split -b 15M runs/wide-slim.pt $(OUT)/wide.pt.
 	split -b 15M runs/wide-mean.safetensors $(OUT)/wide-mean.safetensors.
+
+# A lent GPU's one training call for issue 16: the narrow run (rate weight 4, photos in the data)
+# and the widened one side by side for GPU_SECONDS; back come w4.pt in 15 MiB pieces (30 MiB, with
+# Adam's moments) and the wide run's pieces (21 MiB without them, and its mean weights): under the
+# 64 MiB a call brings back. On the lent machine: make gpu-session GPU_SECONDS=470
+gpu-session: gpu-site
+	$(MAKE) gpu-forks FORK_WEIGHTS=4 > $(OUT)/forks.log 2>&1 & $(MAKE) gpu-wide > $(OUT)/wide.log 2>&1 & wait
 
 # Issue 18's speed figures on the lent machine (carry .whl and .pack/kodak16-codes.npz, made by
 # make gpu-bench-kit): the encode workers of one GPU, then the coder alone across 1 and 4 cores
