@@ -43,9 +43,10 @@ from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
 from .model import l1_loss
-from .ratecontrol import Target, check_measured, choose_depth
+from .ratecontrol import Target, check_measured, choose_candidate, choose_depth
 from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
+from .resample import SCALES, downscale, parse, upscale, upscale_rows, usable
 from .tiling import RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, tile_size_for, to_uint8, to_unit
 from .weights import load_weights, trained_iterations
 
@@ -150,12 +151,15 @@ class Codec:
 
     # -- encoding: network + tiling -> Codes -> coder -> chunks -> bitstream.pack ------------
     def encode(self, image: np.ndarray, iterations: int | None = None, measure: bool = True,
-               keep_reconstructions: bool = False, target: Target = Target(), keep_codes: bool = False) -> EncodedImage:
-        return self.encode_many([image], iterations, measure, keep_reconstructions, target, keep_codes)[0]
+               keep_reconstructions: bool = False, target: Target = Target(), keep_codes: bool = False,
+               resample="none") -> EncodedImage:
+        return self.encode_many([image], iterations, measure, keep_reconstructions, target, keep_codes,
+                                resample=resample)[0]
 
     def encode_many(self, images: list[np.ndarray], iterations: int | None = None,
                     measure: bool = True, keep_reconstructions: bool = False,
-                    target: Target = Target(), keep_codes: bool = False, progress=None) -> list[EncodedImage]:
+                    target: Target = Target(), keep_codes: bool = False, progress=None,
+                    resample="none") -> list[EncodedImage]:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
@@ -168,12 +172,63 @@ class Codec:
         Memory stays flat in the images' sizes: tiles are cut from the images as their batches
         run, and the reconstructions are measured in strips of rows as they come
         (`metrics.QualityMeter`), never held whole unless `keep_reconstructions` asks for them.
-        `progress(tiles_done, tiles, pixels_done)` is called as tiles finish.
+        `progress(tiles_done, tiles, pixels_done)` is called as tiles finish (of the images coded
+        as they are).
+
+        `resample` (rgbatch.resample, README "Resampled coding"): "none" codes each image as it
+        is; "0.75" or "0.5" (or a scale code 1, 2) codes it downscaled by that (Pillow's
+        LANCZOS), and the stream's header says so: decoding scales it back up; "auto", with a
+        target, encodes every scale and keeps the encoding the target prefers
+        (`ratecontrol.choose_candidate`), without one it is "none". Images whose coded side
+        would be under 32 pixels are coded as they are. Whatever the scale, width, height, bytes,
+        bpp, MS-SSIM, PSNR and reconstructions are of the full-size image (each depth's image
+        upscaled as the decoder does, measured against the original). A resampled encoding runs
+        to the full depth before its target cuts it (it is measured after the network), and
+        holds the small image's reconstruction at every depth meanwhile: 3 bytes per coded
+        pixel and depth, 48 at 16 depths (one image at a time).
         """
         measure = measure or keep_reconstructions
         check_measured(target, measure)
-        runs = self._run_network(images, self._depth(iterations), measure, target, keep_reconstructions, progress)
-        return [self._store(run, target, keep_codes) for run in runs]
+        choice, depth = parse(resample), self._depth(iterations)
+        scales = ([0] if not target else list(SCALES)) if choice == "auto" else [choice]
+        if len(scales) > 1 and not measure:
+            raise OptionError("resample", "auto compares each scale's MS-SSIM: measuring must stay on")
+        candidates = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
+        whole = [i for i, codes in enumerate(candidates) if 0 in codes]
+        runs = self._run_network([images[i] for i in whole], depth, measure, target, keep_reconstructions,
+                                 progress) if whole else []
+        results = {(i, 0): self._store(run, target, keep_codes) for i, run in zip(whole, runs)}
+        for i, codes in enumerate(candidates):
+            for code in (c for c in codes if c):
+                results[i, code] = self._encode_resampled(images[i], code, depth, measure, target,
+                                                          keep_reconstructions, keep_codes)
+        chosen = []
+        for i, (image, codes) in enumerate(zip(images, candidates)):
+            encodings = [results.pop((i, c)) for c in codes]
+            pick = choose_candidate(target, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
+                                    image.shape[0] * image.shape[1]) if len(encodings) > 1 else 0
+            chosen.append(encodings[pick])
+        return chosen
+
+    def _encode_resampled(self, image: np.ndarray, code: int, depth: int, measure: bool, target: Target,
+                          keep_reconstructions: bool, keep_codes: bool) -> EncodedImage:
+        """One image coded at scale `code`: the network on the downscaled image, every depth's
+        reconstruction kept (small), then upscaled as the decoder does and measured against
+        the full-size image in strips; its target cuts it as any other encoding."""
+        run = self._run_network([downscale(image, code)], depth, False, Target(), measure)[0]
+        small, run.recon = run.recon, None
+        run.original, run.scale = image, code
+        if measure:
+            height, width = image.shape[:2]
+            run.meter = QualityMeter(image, depth, device=self.device)
+            run.recon = np.empty((depth, *image.shape), np.uint8) if keep_reconstructions else None
+            for t in range(depth):
+                for y, rows in upscale_rows(small[t], width, height):
+                    run.meter.add(t, y, rows)
+                    run.meter.flush()
+                    if run.recon is not None:
+                        run.recon[t, y:y + len(rows)] = rows
+        return self._store(run, target, keep_codes)
 
     def encode_codes(self, images: list[np.ndarray], iterations: int | None = None) -> list[Codes]:
         """The network stage alone: the `Codes` of each image, not entropy-coded."""
@@ -213,10 +268,10 @@ class Codec:
                             continue  # every image of this batch has stopped
                         bits, x_hat = next(batch)
                         bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
-                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure else None
+                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure or keep_reconstructions else None
                         for n, (i, j) in enumerate(keys):
                             runs[i].tiles[j].append(bits[n])
-                            if measure:
+                            if pixels_t is not None:
                                 runs[i].reconstructed(t, j, pixels_t[n])
                     for run in runs if lockstep else ():
                         if run.meter:
@@ -244,7 +299,7 @@ class Codec:
             stop = run.meter.msssim(t) >= target.msssim
         if target.limits_size:
             run.chunks.append(self.coder.encode_iteration(run.codes().tiles, t))
-            stop = stop or not target.fits(stream_sizes(run.chunks)[-1], run.image.shape[0] * run.image.shape[1])
+            stop = stop or not target.fits(stream_sizes(run.chunks)[-1], run.original.shape[0] * run.original.shape[1])
         return stop
 
     def _store(self, run: _Run, target: Target, keep_codes: bool) -> EncodedImage:
@@ -255,11 +310,12 @@ class Codec:
         run.tiles = None  # stacked into `codes`: one copy of the bits, not two
         if len(run.chunks) < depth:
             run.chunks = self.coder.encode(codes.tiles)
-        h, w = run.image.shape[:2]
+        h, w = run.original.shape[:2]
         sizes = stream_sizes(run.chunks[:depth])  # cumulative: a cut keeps a prefix of them
         if target:  # the depth the target keeps, from every depth coded so far
             depth = choose_depth(target, sizes, quality, w * h)
-        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, sizes[:depth], tile_size=codes.tile_size)
+        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, sizes[:depth], tile_size=codes.tile_size,
+                           scale=run.scale)
         if run.meter:
             enc.msssim = quality[:depth]
             enc.psnr = [run.meter.psnr(t) for t in range(depth)]
@@ -273,7 +329,7 @@ class Codec:
         """The stream of an image's chunks (coded by `coder`, this codec's by default)."""
         return bitstream.pack(coder_id=(coder or self.coder).coder_id, bits=self.model.cfg.bits,
                               model_id=self.model_id, width=codes.width, height=codes.height,
-                              tile_size=codes.tile_size, chunks=chunks)
+                              tile_size=codes.tile_size, chunks=chunks, scale=codes.scale)
 
     # -- decoding: bitstream.unpack -> chunks -> coder -> Codes -> network + tiling ----------
     def read_codes(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> Codes:
@@ -289,7 +345,8 @@ class Codec:
             raise BitstreamError(f"the stream holds {header.iterations} iterations; the model makes at most "
                                  f"{self.max_iterations}")
         try:
-            tiles = layout(header.width, header.height, header.tile_size, max_pixels, self.model.cfg.align)
+            tiles = layout(header.width, header.height, header.tile_size, max_pixels, self.model.cfg.align,
+                           header.scale)
         except ValueError as e:
             raise BitstreamError(str(e)) from None
         header, chunks = bitstream.unpack(blob, iterations)
@@ -300,7 +357,7 @@ class Codec:
             codes = coder.decode(chunks, shapes)
         except EntropyError as e:
             raise BitstreamError(str(e)) from None
-        return Codes(header.width, header.height, header.tile_size, codes)
+        return Codes(header.width, header.height, header.tile_size, codes, header.scale)
 
     def decode(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return self.decode_many([blob], iterations, max_pixels)[0]
@@ -315,8 +372,9 @@ class Codec:
         return self.decode_codes([self.read_codes(b, k, max_pixels) for b, k in zip(blobs, depths)])
 
     def decode_codes(self, codes: list[Codes]) -> list[np.ndarray]:
-        """The network stage of decoding: HxWx3 uint8 images from their `Codes`."""
-        images = [np.empty((c.height, c.width, 3), np.uint8) for c in codes]
+        """The network stage of decoding: HxWx3 uint8 images from their `Codes`, scaled up to
+        their full size where they were coded smaller (rgbatch.resample)."""
+        images = [np.empty((c.coded_size[1], c.coded_size[0], 3), np.uint8) for c in codes]
         grids = [c.grid for c in codes]
         work = [((i, j), t.shape, lambda t=t: torch.from_numpy(t).float() * 2 - 1)
                 for i, c in enumerate(codes) for j, t in enumerate(c.tiles)]
@@ -328,7 +386,7 @@ class Codec:
                     paste(images[i], p, grids[i][j])
             if self.refiner is not None:
                 images = [refine_image(self.refiner, im, c.iterations) for im, c in zip(images, codes)]
-        return images
+        return [upscale(im, c.width, c.height) if c.scale else im for im, c in zip(images, codes)]
 
 
 def release_freed_memory():
@@ -358,12 +416,14 @@ class _Run:
     def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
                  keep_reconstructions: bool, device: torch.device, refiner=None):
         self.image, self.grid, self.tile_size = image, grid, tile_size
+        self.original, self.scale = image, 0  # the full-size image and the scale code (rgbatch.resample)
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
         self.meter = QualityMeter(image, iterations, device=device) if measure else None
-        self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if measure else None
+        pasted = measure or keep_reconstructions
+        self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if pasted else None
         # what each depth decodes to, refined band by band as the rows come (rgbatch.refine)
         self.refined = ([BandRefiner(refiner, t + 1, image.shape[0]) for t in range(iterations)]
-                        if measure and refiner is not None else None)
+                        if pasted and refiner is not None else None)
         # every depth's reconstruction whole, only when the caller asks for them
         self.recon = np.empty((iterations, *image.shape), np.uint8) if keep_reconstructions else None
         self.chunks = []  # chunks coded as the encoding goes (lockstep, size targets)
@@ -378,12 +438,14 @@ class _Run:
         """Tile j's reconstruction at depth t (uint8, padding included)."""
         for y, band in self.rows[t].paste(pixels, self.grid[j]):
             for y, band in self.refined[t].add(y, band) if self.refined else [(y, band)]:
-                self.meter.add(t, y, band)
+                if self.meter:
+                    self.meter.add(t, y, band)
                 if self.recon is not None:
                     self.recon[t, y:y + len(band)] = band
 
     def codes(self) -> Codes:
-        return Codes(self.image.shape[1], self.image.shape[0], self.tile_size, [np.stack(t) for t in self.tiles])
+        height, width = self.original.shape[:2]
+        return Codes(width, height, self.tile_size, [np.stack(t) for t in self.tiles], self.scale)
 
 
 def code_positions(width: int, height: int, tile_size: int, cfg) -> int:

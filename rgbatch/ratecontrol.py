@@ -14,6 +14,10 @@ encoding (rgbatch.codes):
 With a quality and a size target together the size wins (the smaller depth). An image that
 never reaches Q keeps every iteration; one whose first iteration is already over the size
 keeps one iteration (the least a stream can hold).
+
+Resampled coding (`resample="auto"`, rgbatch.resample) encodes an image at several scales and
+keeps the encoding the target prefers (`choose_candidate`): for a quality target the fewest
+bytes among those that reach it, for a size target the best MS-SSIM among those within it.
 """
 
 from __future__ import annotations
@@ -68,3 +72,19 @@ def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: 
         if target.fits(sizes[d - 1], pixels):
             return d
     return 1
+
+
+def choose_candidate(target: Target, sizes: list[int], msssim: list[float], pixels: int) -> int:
+    """Which of several encodings of one image `target` prefers, each already cut to the depth
+    it keeps (its stream's bytes and MS-SSIM there); the first one (the image coded as it is) is
+    the fallback. Within the size limits: the fewest bytes among those that reach the quality
+    target (the first of equals); otherwise, with a size target, the best MS-SSIM; otherwise the
+    first."""
+    fits = [i for i, size in enumerate(sizes) if target.fits(size, pixels)]
+    if target.msssim is not None:
+        reach = [i for i in fits if msssim[i] >= target.msssim]
+        if reach:
+            return min(reach, key=lambda i: sizes[i])
+    if target.limits_size and fits:
+        return max(fits, key=lambda i: msssim[i])
+    return 0

@@ -63,3 +63,17 @@ def test_an_encoder_that_stops_at_the_target_gives_the_cut_full_encoding(default
             assert early.iterations == expected.iterations and early.blob == expected.blob
             assert early.bytes == expected.bytes and early.psnr == expected.psnr
             assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)
+
+
+def test_the_candidate_a_target_prefers():
+    from rgbatch.ratecontrol import choose_candidate
+    sizes, quality, pixels = [1000, 700, 400], [0.96, 0.955, 0.94], 100 * 100
+    assert choose_candidate(Target(msssim=0.95), sizes, quality, pixels) == 1  # the fewest bytes reaching it
+    assert choose_candidate(Target(msssim=0.93), sizes, quality, pixels) == 2
+    assert choose_candidate(Target(msssim=0.99), sizes, quality, pixels) == 0  # none reaches it: the first
+    assert choose_candidate(Target(msssim=0.95), [700, 700, 400], quality, pixels) == 0  # the first of equals
+    assert choose_candidate(Target(max_bytes=800), sizes, quality, pixels) == 1  # the best quality within the size
+    assert choose_candidate(Target(bpp=8 * 500 / pixels), sizes, quality, pixels) == 2
+    assert choose_candidate(Target(max_bytes=300), sizes, quality, pixels) == 0  # none fits: the first
+    assert choose_candidate(Target(msssim=0.95, max_bytes=800), sizes, quality, pixels) == 1
+    assert choose_candidate(Target(msssim=0.97, max_bytes=800), sizes, quality, pixels) == 1  # best within the size
