@@ -46,7 +46,7 @@ from .model import l1_loss
 from .ratecontrol import Target, check_measured, choose_candidate, choose_depth
 from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
-from .resample import SCALES, downscale, parse, upscale, upscale_rows, usable
+from .resample import candidates, downscale, upscale, upscale_rows, usable
 from .tiling import RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, tile_size_for, to_uint8, to_unit
 from .weights import load_weights, trained_iterations
 
@@ -189,21 +189,18 @@ class Codec:
         """
         measure = measure or keep_reconstructions
         check_measured(target, measure)
-        choice, depth = parse(resample), self._depth(iterations)
-        scales = ([0] if not target else list(SCALES)) if choice == "auto" else [choice]
-        if len(scales) > 1 and not measure:
-            raise OptionError("resample", "auto compares each scale's MS-SSIM: measuring must stay on")
-        candidates = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
-        whole = [i for i, codes in enumerate(candidates) if 0 in codes]
+        scales, depth = candidates(resample, bool(target), measure), self._depth(iterations)
+        tried = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
+        whole = [i for i, codes in enumerate(tried) if 0 in codes]
         runs = self._run_network([images[i] for i in whole], depth, measure, target, keep_reconstructions,
                                  progress) if whole else []
         results = {(i, 0): self._store(run, target, keep_codes) for i, run in zip(whole, runs)}
-        for i, codes in enumerate(candidates):
+        for i, codes in enumerate(tried):
             for code in (c for c in codes if c):
                 results[i, code] = self._encode_resampled(images[i], code, depth, measure, target,
                                                           keep_reconstructions, keep_codes)
         chosen = []
-        for i, (image, codes) in enumerate(zip(images, candidates)):
+        for i, (image, codes) in enumerate(zip(images, tried)):
             encodings = [results.pop((i, c)) for c in codes]
             pick = choose_candidate(target, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
                                     image.shape[0] * image.shape[1]) if len(encodings) > 1 else 0

@@ -29,7 +29,8 @@ from PIL import Image
 from .options import OptionError
 
 SCALES = {0: (1, 1), 1: (3, 4), 2: (1, 2)}  # code -> (numerator, denominator) of each side
-NAMES = {"none": 0, "1": 0, "0.75": 1, "0.5": 2}  # what `resample=` takes besides "auto" and a code
+SCALE_NAMES = {0: "1", 1: "0.75", 2: "0.5"}  # code -> the scale as said (reports, `encode --json`)
+NAMES = {"none": 0, **{name: code for code, name in SCALE_NAMES.items()}}  # what `resample=` takes besides "auto" and a code
 MIN_CODED_SIDE = 32  # a scale is used only when both coded sides keep at least this many pixels
 PHASES = 64  # source positions are quantized to 1/64 of a pixel
 TAPS = 6  # Lanczos-3: 3 source pixels each side
@@ -79,6 +80,18 @@ def parse(resample) -> int | str:
         return NAMES.get(resample, resample)
     raise OptionError("resample", f"must be one of none, auto, 0.75, 0.5 (or a scale code {sorted(SCALES)}), "
                                   f"not {resample!r}")
+
+
+def candidates(resample, targeted: bool, measure: bool) -> list[int]:
+    """The scale codes an encoding tries for `resample=` (checked: OptionError): "auto" with a
+    target (`targeted`) tries every scale, and compares their MS-SSIM (`measure` must be on);
+    without one it codes the image as it is."""
+    choice = parse(resample)
+    if choice != "auto":
+        return [choice]
+    if targeted and not measure:
+        raise OptionError("resample", "auto compares each scale's MS-SSIM: measuring must stay on")
+    return list(SCALES) if targeted else [0]
 
 
 def coded_size(width: int, height: int, code: int) -> tuple[int, int]:
