@@ -43,7 +43,7 @@ from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
 from .model import l1_loss
-from .ratecontrol import Target, check_measured, choose_candidate, choose_depth
+from .ratecontrol import Target, candidate_target, check_measured, choose_candidate, choose_depth
 from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
 from .resample import candidates, downscale, upscale, upscale_rows, usable
@@ -182,50 +182,31 @@ class Codec:
         (`ratecontrol.choose_candidate`), without one it is "none". Images whose coded side
         would be under 32 pixels are coded as they are. Whatever the scale, width, height, bytes,
         bpp, MS-SSIM, PSNR and reconstructions are of the full-size image (each depth's image
-        upscaled as the decoder does, measured against the original). A resampled encoding runs
-        to the full depth before its target cuts it (it is measured after the network), and
-        holds the small image's reconstruction at every depth meanwhile: 3 bytes per coded
-        pixel and depth, 48 at 16 depths (one image at a time).
+        upscaled as the decoder does, measured against the original), and a target stops a
+        resampled encoding as any other. Scales are encoded one after the other, each for all
+        the images that try it. A resampled image's meter holds each depth's coded-size
+        reconstruction until it is whole: one depth at a time when tiles run in lockstep (a
+        target, up to LOCKSTEP_TILES tiles), else up to every depth: 3 bytes per coded pixel and
+        depth, 48 at 16 depths (`_UpscaledMeter`).
         """
         measure = measure or keep_reconstructions
         check_measured(target, measure)
         scales, depth = candidates(resample, bool(target), measure), self._depth(iterations)
         tried = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
-        whole = [i for i, codes in enumerate(tried) if 0 in codes]
-        runs = self._run_network([images[i] for i in whole], depth, measure, target, keep_reconstructions,
-                                 progress) if whole else []
-        results = {(i, 0): self._store(run, target, keep_codes) for i, run in zip(whole, runs)}
-        for i, codes in enumerate(tried):
-            for code in (c for c in codes if c):
-                results[i, code] = self._encode_resampled(images[i], code, depth, measure, target,
-                                                          keep_reconstructions, keep_codes)
-        chosen = []
-        for i, (image, codes) in enumerate(zip(images, tried)):
-            encodings = [results.pop((i, c)) for c in codes]
-            pick = choose_candidate(target, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
-                                    image.shape[0] * image.shape[1]) if len(encodings) > 1 else 0
-            chosen.append(encodings[pick])
-        return chosen
-
-    def _encode_resampled(self, image: np.ndarray, code: int, depth: int, measure: bool, target: Target,
-                          keep_reconstructions: bool, keep_codes: bool) -> EncodedImage:
-        """One image coded at scale `code`: the network on the downscaled image, every depth's
-        reconstruction kept (small), then upscaled as the decoder does and measured against
-        the full-size image in strips; its target cuts it as any other encoding."""
-        run = self._run_network([downscale(image, code)], depth, False, Target(), measure)[0]
-        small, run.recon = run.recon, None
-        run.original, run.scale = image, code
-        if measure:
-            height, width = image.shape[:2]
-            run.meter = QualityMeter(image, depth, device=self.device)
-            run.recon = np.empty((depth, *image.shape), np.uint8) if keep_reconstructions else None
-            for t in range(depth):
-                for y, rows in upscale_rows(small[t], width, height):
-                    run.meter.add(t, y, rows)
-                    run.meter.flush()
-                    if run.recon is not None:
-                        run.recon[t, y:y + len(rows)] = rows
-        return self._store(run, target, keep_codes)
+        results = [[] for _ in images]  # per image, its encoding at each scale tried so far
+        for code in sorted({c for codes in tried for c in codes}):
+            coded = [i for i, codes in enumerate(tried) if code in codes]
+            # a later scale needs only to beat the earlier ones: it stops where it no longer can
+            goals = [candidate_target(target, [e.bytes[-1] for e in results[i]], [e.msssim[-1] for e in results[i]])
+                     for i in coded]
+            runs = self._run_network([downscale(images[i], code) for i in coded], depth, measure, goals,
+                                     keep_reconstructions, progress if code == 0 else None,
+                                     originals=[images[i] for i in coded], scale=code)
+            for i, run, goal in zip(coded, runs, goals):
+                results[i].append(self._store(run, goal, keep_codes))
+        return [encodings[choose_candidate(target, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
+                                           image.shape[0] * image.shape[1]) if len(encodings) > 1 else 0]
+                for image, encodings in zip(images, results)]
 
     def encode_codes(self, images: list[np.ndarray], iterations: int | None = None) -> list[Codes]:
         """The network stage alone: the `Codes` of each image, not entropy-coded."""
@@ -236,14 +217,17 @@ class Codec:
         check_range("iterations", iterations, 1, self.max_iterations, " for this model")
         return iterations
 
-    def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target,
-                     keep_reconstructions: bool = False, progress=None) -> list[_Run]:
-        """Every image through the network, tile batches at a time, up to `iterations` or its target."""
+    def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target | list[Target],
+                     keep_reconstructions: bool = False, progress=None, originals=None, scale: int = 0) -> list[_Run]:
+        """Every image through the network, tile batches at a time, up to `iterations` or its target
+        (one for all, or one per image). With a scale code, `images` are `originals` downscaled (rgbatch.resample): what is measured,
+        and what a target reads, is each depth's image scaled back up, against the original."""
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
         tile_sizes = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
         runs = [_Run(im, layout(im.shape[1], im.shape[0], tile, math.inf, align), tile, iterations, measure,
-                     keep_reconstructions, self.device, self.refiner) for im, tile in zip(images, tile_sizes)]
+                     keep_reconstructions, self.device, self.refiner, original, scale)
+                for im, tile, original in zip(images, tile_sizes, originals or images)]
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
         work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
@@ -256,7 +240,8 @@ class Codec:
         # whose tiles sit in several batches is whole at each depth when its targets are checked.
         # That keeps every tile's network state alive at once: bounded to LOCKSTEP_TILES tiles;
         # beyond, batches run one after the other (as without a target) and are cut afterwards.
-        lockstep = bool(target) and len(work) <= LOCKSTEP_TILES
+        targets = target if isinstance(target, list) else [target] * len(images)
+        lockstep = any(targets) and len(work) <= LOCKSTEP_TILES
         with self.device_lock, torch.no_grad() if self.search_steps else torch.inference_mode():
             for group in ([list(steps)] if lockstep else ([batch] for batch in steps)):
                 for t in range(iterations):
@@ -265,15 +250,15 @@ class Codec:
                             continue  # every image of this batch has stopped
                         bits, x_hat = next(batch)
                         bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
-                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure or keep_reconstructions else None
+                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure else None
                         for n, (i, j) in enumerate(keys):
                             runs[i].tiles[j].append(bits[n])
-                            if pixels_t is not None:
+                            if measure:
                                 runs[i].reconstructed(t, j, pixels_t[n])
-                    for run in runs if lockstep else ():
+                    for run, goal in zip(runs, targets) if lockstep else ():
                         if run.meter:
                             run.meter.flush()
-                        if run.depth > t and self._reached(target, run, t):
+                        if run.depth > t and goal and self._reached(goal, run, t):
                             run.depth = t + 1
                 for keys, _ in group:
                     for i, j in keys:
@@ -316,8 +301,9 @@ class Codec:
         if run.meter:
             enc.msssim = quality[:depth]
             enc.psnr = [run.meter.psnr(t) for t in range(depth)]
-        if run.recon is not None:
-            enc.reconstructions = run.recon[:depth]
+        recon = run.recon if run.recon is not None else getattr(run.meter, "reconstructions", None)
+        if recon is not None:
+            enc.reconstructions = recon[:depth]
         if keep_codes:
             enc.codes = codes.cut(depth)
         return enc
@@ -411,18 +397,20 @@ class _Run:
     quality meter fed with each depth's reconstruction as rows of tiles complete."""
 
     def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
-                 keep_reconstructions: bool, device: torch.device, refiner=None):
+                 keep_reconstructions: bool, device: torch.device, refiner=None, original=None, scale: int = 0):
         self.image, self.grid, self.tile_size = image, grid, tile_size
-        self.original, self.scale = image, 0  # the full-size image and the scale code (rgbatch.resample)
+        # the full-size image, of which `image` is the downscaled copy when scale is not 0 (rgbatch.resample)
+        self.original, self.scale = (image, 0) if original is None else (original, scale)
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
-        self.meter = QualityMeter(image, iterations, device=device) if measure else None
-        pasted = measure or keep_reconstructions
-        self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if pasted else None
+        self.meter = None if not measure else (
+            _UpscaledMeter(self.original, image.shape[0], iterations, device, keep_reconstructions) if scale
+            else QualityMeter(image, iterations, device=device))
+        self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if measure else None
         # what each depth decodes to, refined band by band as the rows come (rgbatch.refine)
         self.refined = ([BandRefiner(refiner, t + 1, image.shape[0]) for t in range(iterations)]
-                        if pasted and refiner is not None else None)
-        # every depth's reconstruction whole, only when the caller asks for them
-        self.recon = np.empty((iterations, *image.shape), np.uint8) if keep_reconstructions else None
+                        if measure and refiner is not None else None)
+        # every depth's reconstruction whole, only when the caller asks for them (a scaled image's: its meter's)
+        self.recon = np.empty((iterations, *image.shape), np.uint8) if keep_reconstructions and not scale else None
         self.chunks = []  # chunks coded as the encoding goes (lockstep, size targets)
         self.depth = iterations  # where the image stops
 
@@ -435,14 +423,49 @@ class _Run:
         """Tile j's reconstruction at depth t (uint8, padding included)."""
         for y, band in self.rows[t].paste(pixels, self.grid[j]):
             for y, band in self.refined[t].add(y, band) if self.refined else [(y, band)]:
-                if self.meter:
-                    self.meter.add(t, y, band)
+                self.meter.add(t, y, band)
                 if self.recon is not None:
                     self.recon[t, y:y + len(band)] = band
 
     def codes(self) -> Codes:
         height, width = self.original.shape[:2]
         return Codes(width, height, self.tile_size, [np.stack(t) for t in self.tiles], self.scale)
+
+
+class _UpscaledMeter:
+    """The quality meter of a downscaled image's encoding (rgbatch.resample): each depth's
+    reconstruction, added in rows at the coded size, is scaled up as the decoder does once it is
+    whole and measured against the full-size image in strips (`QualityMeter`). It holds a depth's
+    rows until that depth is whole: with a target (tiles in lockstep) one depth at a time,
+    otherwise up to every depth of the image, 3 bytes per coded pixel and depth (48 at 16).
+    `keep`: every depth's full-size image, as `reconstructions`."""
+
+    def __init__(self, original: np.ndarray, coded_height: int, depths: int, device: torch.device, keep: bool = False):
+        self.original, self.coded_height = original, coded_height
+        self.meter = QualityMeter(original, depths, device=device)
+        self.small = [[] for _ in range(depths)]  # per depth, the rows added so far
+        self.reconstructions = np.empty((depths, *original.shape), np.uint8) if keep else None
+
+    def add(self, t: int, y: int, rows: np.ndarray):
+        self.small[t].append(rows)
+        if sum(map(len, self.small[t])) < self.coded_height:
+            return
+        height, width = self.original.shape[:2]
+        small, self.small[t] = np.concatenate(self.small[t]), []
+        for row, big in upscale_rows(small, width, height):
+            self.meter.add(t, row, big)
+            self.meter.flush()
+            if self.reconstructions is not None:
+                self.reconstructions[t, row:row + len(big)] = big
+
+    def flush(self):
+        self.meter.flush()
+
+    def msssim(self, t: int) -> float:
+        return self.meter.msssim(t)
+
+    def psnr(self, t: int) -> float:
+        return self.meter.psnr(t)
 
 
 def code_positions(width: int, height: int, tile_size: int, cfg) -> int:

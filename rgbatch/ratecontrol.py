@@ -22,7 +22,7 @@ bytes among those that reach it, for a size target the best MS-SSIM among those 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .options import OptionError, check_positive
 
@@ -88,3 +88,15 @@ def choose_candidate(target: Target, sizes: list[int], msssim: list[float], pixe
     if target.limits_size and fits:
         return max(fits, key=lambda i: msssim[i])
     return 0
+
+
+def candidate_target(target: Target, sizes: list[int], msssim: list[float]) -> Target:
+    """The target a further candidate encoding of an image runs to, after the candidates of
+    `sizes` and `msssim` (choose_candidate, which prefers the earlier of equals): with a quality
+    target alone it can only be chosen with fewer bytes than the smallest that reaches it, so it
+    also stops at that size (the encoder then stops it where it can no longer win). What is
+    chosen is the same; only the candidates that lose change."""
+    if target.msssim is None or target.limits_size:
+        return target
+    reach = [size for size, q in zip(sizes, msssim) if q >= target.msssim]
+    return replace(target, max_bytes=min(reach) - 1) if reach else target

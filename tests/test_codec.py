@@ -321,3 +321,21 @@ def test_auto_keeps_the_scale_the_target_prefers(default_weights, target):
         assert chosen.msssim[-1] >= goal.msssim
     else:  # ... or the best quality within the size
         assert all(e.msssim[-1] < chosen.msssim[-1] for e in others) and chosen.bytes[-1] <= 500
+
+
+@pytest.mark.parametrize("lockstep_tiles", [64, 1])
+def test_a_target_stops_a_resampled_encoding_where_cutting_it_would(tiny_weights, rng, monkeypatch, lockstep_tiles):
+    from rgbatch import codec as codec_module
+    from rgbatch.ratecontrol import Target
+    monkeypatch.setattr(codec_module, "LOCKSTEP_TILES", lockstep_tiles)  # 1: batches one after the other, cut after
+    codec = Codec.load(tiny_weights, tile_size=32, batch_size=2)
+    images = [smooth_image(rng, 72, 96), smooth_image(rng, 64, 70)]  # 0.75: 54x72 and 48x53, 4 tiles each
+    full = codec.encode_many(images, iterations=5, resample="0.75", keep_reconstructions=True)
+    goal = Target(msssim=float(np.median(full[0].msssim)))  # (random weights: quality need not grow with depth)
+    stopped = codec.encode_many(images, iterations=5, target=goal, resample="0.75", keep_reconstructions=True)
+    assert stopped[0].iterations < 5
+    for whole, early in zip(full, stopped):
+        expected = whole.at_target(goal)
+        assert (early.scale, early.blob, early.bytes) == (1, expected.blob, expected.bytes)
+        assert np.array_equal(early.reconstructions, expected.reconstructions)
+        assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)
