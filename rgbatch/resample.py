@@ -127,11 +127,16 @@ def _taps(source: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return index, TABLE[phase].astype(np.int32)
 
 
-def _pass(values: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
-    """One pass: `values` (pixels gathered with their 6 taps along `axis`) weighted and summed
-    over the taps, rounded once and clipped to 0..255. int32 holds every sum: 255 x the sum of
-    a row's absolute taps is below 2**23."""
-    total = (values * weights).sum(axis=axis)
+def _pass(source: np.ndarray, index: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """One pass along `axis` of int32 pixels: output i is the sum over the 6 taps k of
+    source[index[i, k]] x weights[i, k], rounded once and clipped to 0..255. A tap at a time
+    (six gathers of the output's size, not one of six times it). int32 holds every sum: 255 x
+    the sum of a row's absolute taps is below 2**23."""
+    shape = [1] * source.ndim
+    shape[axis] = -1
+    total = np.zeros(source.shape[:axis] + (len(index),) + source.shape[axis + 1:], np.int32)
+    for k in range(TAPS):
+        total += np.take(source, index[:, k], axis=axis) * weights[:, k].reshape(shape)
     return np.clip((total + ONE // 2) >> 14, 0, 255)
 
 
@@ -141,10 +146,8 @@ def upscale_rows(image: np.ndarray, width: int, height: int) -> Iterator[tuple[i
     rows_index, rows_weight = _taps(image.shape[0], height)
     cols_index, cols_weight = _taps(image.shape[1], width)
     for y in range(0, height, STRIP_ROWS):
-        ri, rw = rows_index[y:y + STRIP_ROWS], rows_weight[y:y + STRIP_ROWS]
-        vertical = _pass(src[ri], rw[:, :, None, None], axis=1)  # (strip, w, 3)
-        horizontal = _pass(vertical[:, cols_index], cols_weight[None, :, :, None], axis=2)  # (strip, W, 3)
-        yield y, horizontal.astype(np.uint8)
+        vertical = _pass(src, rows_index[y:y + STRIP_ROWS], rows_weight[y:y + STRIP_ROWS], axis=0)  # (strip, w, 3)
+        yield y, _pass(vertical, cols_index, cols_weight, axis=1).astype(np.uint8)  # (strip, W, 3)
 
 
 def upscale(image: np.ndarray, width: int, height: int) -> np.ndarray:
