@@ -220,8 +220,9 @@ class Codec:
     def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target | list[Target],
                      keep_reconstructions: bool = False, progress=None, originals=None, scale: int = 0) -> list[_Run]:
         """Every image through the network, tile batches at a time, up to `iterations` or its target
-        (one for all, or one per image). With a scale code, `images` are `originals` downscaled (rgbatch.resample): what is measured,
-        and what a target reads, is each depth's image scaled back up, against the original."""
+        (one for all, or one per image). With a scale code, `images` are `originals` downscaled
+        (rgbatch.resample): what is measured, and what a target reads, is each depth's image
+        scaled back up, against the original."""
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
         tile_sizes = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
