@@ -52,7 +52,7 @@ def declared_work(case: fuzz.Case, codec: Codec, max_pixels: int) -> int:
     stream must be refused before any work)."""
     try:
         header = bitstream.read_header(case.blob)
-        tiles = layout(header.width, header.height, header.tile_size, max_pixels)
+        tiles = layout(header.width, header.height, header.tile_size, max_pixels, scale=header.scale)
     except ValueError:
         return 0
     depth = min(header.iterations, codec.max_iterations)

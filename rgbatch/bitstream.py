@@ -1,13 +1,17 @@
 """The rgbatch bitstream, format v1 (documented in docs/FORMAT.md).
 
     header  magic "RGBC", version, coder id, iterations k, bits per position, model id,
-            width, height, tile size, then k x (chunk length, chunk CRC-32), header CRC-32
+            width, height, tile size, scale code, then k x (chunk length, chunk CRC-32), header CRC-32
     chunks  k payloads, one per iteration, each holding that iteration's bits of every tile
 
 A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
 cuts a stream to depth j without touching a bit of the chunks it keeps. The stream ends with
 its last chunk: a blob with bytes after it is refused. What a header may declare beyond the
 format's own rules (sizes, tiles, chunk lengths per coder) is bounded in `limits.py`.
+
+width x height is the image's size, what decoding returns; with a scale code other than 0
+(rgbatch.resample) the network coded it at `coded_size`, which the tile grid follows, and the
+decoder scales it back up.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import zlib
 from dataclasses import dataclass
 
 from .options import OptionError
+from .resample import SCALES, coded_size
 from .tiling import check_tile_size
 
 MAGIC = b"RGBC"
 TILE_MULTIPLE = 32  # a stream's tile size is 0 or a multiple of this (a model may ask for a larger multiple)
 VERSION = 1
-_FIXED = struct.Struct("<4sBBBB8sIIHH")  # magic .. reserved: 28 bytes
+_FIXED = struct.Struct("<4sBBBB8sIIHBB")  # magic .. scale code, reserved: 28 bytes
 _CHUNK = struct.Struct("<II")  # length, crc32
 _CRC = struct.Struct("<I")
 
@@ -42,6 +47,12 @@ class Header:
     tile_size: int
     chunk_lengths: tuple[int, ...]
     chunk_crcs: tuple[int, ...]
+    scale: int = 0  # rgbatch.resample's code: 0, the image coded as it is
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(width, height) the network coded: the tile grid's size."""
+        return coded_size(self.width, self.height, self.scale)
 
     @property
     def size(self) -> int:
@@ -66,11 +77,14 @@ def cumulative_bytes(chunk_lengths) -> list[int]:
 
 
 def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, tile_size: int,
-         chunks: list[bytes]) -> bytes:
+         chunks: list[bytes], scale: int = 0) -> bytes:
+    """The stream of an image of width x height pixels, coded at scale `scale` (0: as it is)."""
     if not 1 <= len(chunks) <= 255:
         raise ValueError(f"a stream holds 1..255 iterations, not {len(chunks)}")
+    if scale not in SCALES:
+        raise ValueError(f"scale code {scale} is not one of {sorted(SCALES)}")
     head = _FIXED.pack(MAGIC, VERSION, coder_id, len(chunks), bits, bytes.fromhex(model_id),
-                       width, height, tile_size, 0)
+                       width, height, tile_size, scale, 0)
     head += b"".join(_CHUNK.pack(len(c), zlib.crc32(c)) for c in chunks)
     head += _CRC.pack(zlib.crc32(head))
     return head + b"".join(chunks)
@@ -82,7 +96,7 @@ def read_header(blob: bytes) -> Header:
     blob = memoryview(blob)
     if len(blob) < _FIXED.size:
         raise BitstreamError(f"truncated: {len(blob)} bytes is shorter than any rgbatch header")
-    magic, version, coder_id, k, bits, mid, width, height, tile, reserved = _FIXED.unpack_from(blob)
+    magic, version, coder_id, k, bits, mid, width, height, tile, scale, reserved = _FIXED.unpack_from(blob)
     if magic != MAGIC:
         raise BitstreamError("not an rgbatch code (wrong magic bytes)")
     if version != VERSION:
@@ -98,6 +112,8 @@ def read_header(blob: bytes) -> Header:
         raise BitstreamError(f"invalid header: {k} iterations of {bits} bits of a {width}x{height} image")
     if reserved:
         raise BitstreamError(f"invalid header: the reserved field holds {reserved}, not 0")
+    if scale not in SCALES:
+        raise BitstreamError(f"invalid header: scale code {scale} is not one of {sorted(SCALES)} (a newer format?)")
     try:
         check_tile_size(tile, TILE_MULTIPLE)
     except OptionError as e:
@@ -107,7 +123,7 @@ def read_header(blob: bytes) -> Header:
         raise BitstreamError(f"{len(blob) - stream_end} bytes after the last chunk (the stream ends at byte "
                              f"{stream_end}); refused")
     return Header(coder_id, k, bits, mid.hex(), width, height, tile,
-                  tuple(n for n, _ in table), tuple(c for _, c in table))
+                  tuple(n for n, _ in table), tuple(c for _, c in table), scale)
 
 
 def unpack(blob: bytes, iterations: int | None = None) -> tuple[Header, list[bytes]]:
@@ -133,4 +149,4 @@ def truncate(blob: bytes, iterations: int) -> bytes:
     """The same stream cut to its first `iterations` iterations."""
     header, chunks = unpack(blob, iterations)
     return pack(coder_id=header.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
-                height=header.height, tile_size=header.tile_size, chunks=chunks)
+                height=header.height, tile_size=header.tile_size, chunks=chunks, scale=header.scale)

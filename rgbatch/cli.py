@@ -86,6 +86,9 @@ PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the 
 SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
                                     "stream format and decoder, better quality at every depth (most at low depths), "
                                     "encoding 7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
+RESAMPLE = typer.Option("none", help="Resampled coding: none | 0.75 | 0.5 (code the image downscaled by that, "
+                                      "decoded back to full size) | auto (with a target: try each scale, keep "
+                                      "the one the target prefers; README, Resampled coding).")
 TARGET_MSSSIM = typer.Option(None, help="Per image, keep the fewest iterations reaching this MS-SSIM.")
 TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within this bpp.")
 MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes.")
@@ -304,6 +307,7 @@ def compress(
                                             "(README, Inputs), without quality columns or --target-msssim."),
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
+    resample: str = RESAMPLE,
     overlap: Optional[bool] = typer.Option(
         None, "--overlap/--no-overlap", help="Two calls at once per encoder, one's entropy coding beside the "
                                              "other's network (default: on a GPU; on a CPU it gains nothing: README, "
@@ -323,7 +327,7 @@ def compress(
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision,
-            search_steps=search_steps, overlap=overlap)
+            search_steps=search_steps, resample=resample, overlap=overlap)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
                                   log=lambda text: err.print(text, highlight=False))
@@ -475,6 +479,7 @@ def encode(
     device: str = DEVICE,
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
+    resample: str = RESAMPLE,
     as_json: bool = AS_JSON,
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
@@ -482,16 +487,19 @@ def encode(
     from .codec import Codec
     from .files import encode_file
     from .imageio import ImageError
+    from .resample import candidates
 
     with user_errors():
         target = _target(target_msssim, target_bpp, max_bytes)
+        candidates(resample, bool(target), measure=True)
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
     with user_errors(failures=(ImageError, MemoryError)):
-        result = encode_file(image, out_path, iterations, target, codec)
+        result = encode_file(image, out_path, iterations, target, codec, resample=resample)
     if as_json:
         _print_json(result)
     else:
-        out.print(f"{result['out']}: {result['width']}x{result['height']}, {result['iterations']} iterations, "
+        scale = "" if result["scale"] == "1" else f" coded at scale {result['scale']},"
+        out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB")
 

@@ -43,9 +43,10 @@ from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
 from .model import l1_loss
-from .ratecontrol import Target, check_measured, choose_depth
+from .ratecontrol import Target, candidate_target, check_measured, choose_candidate, choose_depth
 from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
+from .resample import candidates, downscale, upscale, upscale_rows, usable
 from .tiling import RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, tile_size_for, to_uint8, to_unit
 from .weights import load_weights, trained_iterations
 
@@ -150,12 +151,15 @@ class Codec:
 
     # -- encoding: network + tiling -> Codes -> coder -> chunks -> bitstream.pack ------------
     def encode(self, image: np.ndarray, iterations: int | None = None, measure: bool = True,
-               keep_reconstructions: bool = False, target: Target = Target(), keep_codes: bool = False) -> EncodedImage:
-        return self.encode_many([image], iterations, measure, keep_reconstructions, target, keep_codes)[0]
+               keep_reconstructions: bool = False, target: Target = Target(), keep_codes: bool = False,
+               resample="none") -> EncodedImage:
+        return self.encode_many([image], iterations, measure, keep_reconstructions, target, keep_codes,
+                                resample=resample)[0]
 
     def encode_many(self, images: list[np.ndarray], iterations: int | None = None,
                     measure: bool = True, keep_reconstructions: bool = False,
-                    target: Target = Target(), keep_codes: bool = False, progress=None) -> list[EncodedImage]:
+                    target: Target = Target(), keep_codes: bool = False, progress=None,
+                    resample="none") -> list[EncodedImage]:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
@@ -168,12 +172,41 @@ class Codec:
         Memory stays flat in the images' sizes: tiles are cut from the images as their batches
         run, and the reconstructions are measured in strips of rows as they come
         (`metrics.QualityMeter`), never held whole unless `keep_reconstructions` asks for them.
-        `progress(tiles_done, tiles, pixels_done)` is called as tiles finish.
+        `progress(tiles_done, tiles, pixels_done)` is called as tiles finish (of the images coded
+        as they are).
+
+        `resample` (rgbatch.resample, README "Resampled coding"): "none" codes each image as it
+        is; "0.75" or "0.5" (or a scale code 1, 2) codes it downscaled by that (Pillow's
+        LANCZOS), and the stream's header says so: decoding scales it back up; "auto", with a
+        target, encodes every scale and keeps the encoding the target prefers
+        (`ratecontrol.choose_candidate`), without one it is "none". Images whose coded side
+        would be under 32 pixels are coded as they are. Whatever the scale, width, height, bytes,
+        bpp, MS-SSIM, PSNR and reconstructions are of the full-size image (each depth's image
+        upscaled as the decoder does, measured against the original), and a target stops a
+        resampled encoding as any other. Scales are encoded one after the other, each for all
+        the images that try it. A resampled image's meter holds each depth's coded-size
+        reconstruction until it is whole: one depth at a time when tiles run in lockstep (a
+        target, up to LOCKSTEP_TILES tiles), else up to every depth: 3 bytes per coded pixel and
+        depth, 48 at 16 depths (`_UpscaledMeter`).
         """
         measure = measure or keep_reconstructions
         check_measured(target, measure)
-        runs = self._run_network(images, self._depth(iterations), measure, target, keep_reconstructions, progress)
-        return [self._store(run, target, keep_codes) for run in runs]
+        scales, depth = candidates(resample, bool(target), measure), self._depth(iterations)
+        tried = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
+        results = [[] for _ in images]  # per image, its encoding at each scale tried so far
+        for code in sorted({c for codes in tried for c in codes}):
+            coded = [i for i, codes in enumerate(tried) if code in codes]
+            # a later scale needs only to beat the earlier ones: it stops where it no longer can
+            goals = [candidate_target(target, [e.bytes[-1] for e in results[i]], [e.msssim[-1] for e in results[i]])
+                     for i in coded]
+            runs = self._run_network([downscale(images[i], code) for i in coded], depth, measure, goals,
+                                     keep_reconstructions, progress if code == 0 else None,
+                                     originals=[images[i] for i in coded], scale=code)
+            for i, run, goal in zip(coded, runs, goals):
+                results[i].append(self._store(run, goal, keep_codes))
+        return [encodings[choose_candidate(target, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
+                                           image.shape[0] * image.shape[1]) if len(encodings) > 1 else 0]
+                for image, encodings in zip(images, results)]
 
     def encode_codes(self, images: list[np.ndarray], iterations: int | None = None) -> list[Codes]:
         """The network stage alone: the `Codes` of each image, not entropy-coded."""
@@ -184,14 +217,18 @@ class Codec:
         check_range("iterations", iterations, 1, self.max_iterations, " for this model")
         return iterations
 
-    def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target,
-                     keep_reconstructions: bool = False, progress=None) -> list[_Run]:
-        """Every image through the network, tile batches at a time, up to `iterations` or its target."""
+    def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target | list[Target],
+                     keep_reconstructions: bool = False, progress=None, originals=None, scale: int = 0) -> list[_Run]:
+        """Every image through the network, tile batches at a time, up to `iterations` or its target
+        (one for all, or one per image). With a scale code, `images` are `originals` downscaled
+        (rgbatch.resample): what is measured, and what a target reads, is each depth's image
+        scaled back up, against the original."""
         align = self.model.cfg.align
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
         tile_sizes = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
         runs = [_Run(im, layout(im.shape[1], im.shape[0], tile, math.inf, align), tile, iterations, measure,
-                     keep_reconstructions, self.device, self.refiner) for im, tile in zip(images, tile_sizes)]
+                     keep_reconstructions, self.device, self.refiner, original, scale)
+                for im, tile, original in zip(images, tile_sizes, originals or images)]
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
         work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
@@ -204,7 +241,8 @@ class Codec:
         # whose tiles sit in several batches is whole at each depth when its targets are checked.
         # That keeps every tile's network state alive at once: bounded to LOCKSTEP_TILES tiles;
         # beyond, batches run one after the other (as without a target) and are cut afterwards.
-        lockstep = bool(target) and len(work) <= LOCKSTEP_TILES
+        targets = target if isinstance(target, list) else [target] * len(images)
+        lockstep = any(targets) and len(work) <= LOCKSTEP_TILES
         with self.device_lock, torch.no_grad() if self.search_steps else torch.inference_mode():
             for group in ([list(steps)] if lockstep else ([batch] for batch in steps)):
                 for t in range(iterations):
@@ -218,10 +256,10 @@ class Codec:
                             runs[i].tiles[j].append(bits[n])
                             if measure:
                                 runs[i].reconstructed(t, j, pixels_t[n])
-                    for run in runs if lockstep else ():
+                    for run, goal in zip(runs, targets) if lockstep else ():
                         if run.meter:
                             run.meter.flush()
-                        if run.depth > t and self._reached(target, run, t):
+                        if run.depth > t and goal and self._reached(goal, run, t):
                             run.depth = t + 1
                 for keys, _ in group:
                     for i, j in keys:
@@ -244,7 +282,7 @@ class Codec:
             stop = run.meter.msssim(t) >= target.msssim
         if target.limits_size:
             run.chunks.append(self.coder.encode_iteration(run.codes().tiles, t))
-            stop = stop or not target.fits(stream_sizes(run.chunks)[-1], run.image.shape[0] * run.image.shape[1])
+            stop = stop or not target.fits(stream_sizes(run.chunks)[-1], run.original.shape[0] * run.original.shape[1])
         return stop
 
     def _store(self, run: _Run, target: Target, keep_codes: bool) -> EncodedImage:
@@ -255,16 +293,18 @@ class Codec:
         run.tiles = None  # stacked into `codes`: one copy of the bits, not two
         if len(run.chunks) < depth:
             run.chunks = self.coder.encode(codes.tiles)
-        h, w = run.image.shape[:2]
+        h, w = run.original.shape[:2]
         sizes = stream_sizes(run.chunks[:depth])  # cumulative: a cut keeps a prefix of them
         if target:  # the depth the target keeps, from every depth coded so far
             depth = choose_depth(target, sizes, quality, w * h)
-        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, sizes[:depth], tile_size=codes.tile_size)
+        enc = EncodedImage(self.pack(codes, run.chunks[:depth]), w, h, depth, sizes[:depth], tile_size=codes.tile_size,
+                           scale=run.scale)
         if run.meter:
             enc.msssim = quality[:depth]
             enc.psnr = [run.meter.psnr(t) for t in range(depth)]
-        if run.recon is not None:
-            enc.reconstructions = run.recon[:depth]
+        recon = run.recon if run.recon is not None else getattr(run.meter, "reconstructions", None)
+        if recon is not None:
+            enc.reconstructions = recon[:depth]
         if keep_codes:
             enc.codes = codes.cut(depth)
         return enc
@@ -273,7 +313,7 @@ class Codec:
         """The stream of an image's chunks (coded by `coder`, this codec's by default)."""
         return bitstream.pack(coder_id=(coder or self.coder).coder_id, bits=self.model.cfg.bits,
                               model_id=self.model_id, width=codes.width, height=codes.height,
-                              tile_size=codes.tile_size, chunks=chunks)
+                              tile_size=codes.tile_size, chunks=chunks, scale=codes.scale)
 
     # -- decoding: bitstream.unpack -> chunks -> coder -> Codes -> network + tiling ----------
     def read_codes(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> Codes:
@@ -289,7 +329,8 @@ class Codec:
             raise BitstreamError(f"the stream holds {header.iterations} iterations; the model makes at most "
                                  f"{self.max_iterations}")
         try:
-            tiles = layout(header.width, header.height, header.tile_size, max_pixels, self.model.cfg.align)
+            tiles = layout(header.width, header.height, header.tile_size, max_pixels, self.model.cfg.align,
+                           header.scale)
         except ValueError as e:
             raise BitstreamError(str(e)) from None
         header, chunks = bitstream.unpack(blob, iterations)
@@ -300,7 +341,7 @@ class Codec:
             codes = coder.decode(chunks, shapes)
         except EntropyError as e:
             raise BitstreamError(str(e)) from None
-        return Codes(header.width, header.height, header.tile_size, codes)
+        return Codes(header.width, header.height, header.tile_size, codes, header.scale)
 
     def decode(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return self.decode_many([blob], iterations, max_pixels)[0]
@@ -315,8 +356,9 @@ class Codec:
         return self.decode_codes([self.read_codes(b, k, max_pixels) for b, k in zip(blobs, depths)])
 
     def decode_codes(self, codes: list[Codes]) -> list[np.ndarray]:
-        """The network stage of decoding: HxWx3 uint8 images from their `Codes`."""
-        images = [np.empty((c.height, c.width, 3), np.uint8) for c in codes]
+        """The network stage of decoding: HxWx3 uint8 images from their `Codes`, scaled up to
+        their full size where they were coded smaller (rgbatch.resample)."""
+        images = [np.empty((c.coded_size[1], c.coded_size[0], 3), np.uint8) for c in codes]
         grids = [c.grid for c in codes]
         work = [((i, j), t.shape, lambda t=t: torch.from_numpy(t).float() * 2 - 1)
                 for i, c in enumerate(codes) for j, t in enumerate(c.tiles)]
@@ -328,7 +370,7 @@ class Codec:
                     paste(images[i], p, grids[i][j])
             if self.refiner is not None:
                 images = [refine_image(self.refiner, im, c.iterations) for im, c in zip(images, codes)]
-        return images
+        return [upscale(im, c.width, c.height) if c.scale else im for im, c in zip(images, codes)]
 
 
 def release_freed_memory():
@@ -356,16 +398,20 @@ class _Run:
     quality meter fed with each depth's reconstruction as rows of tiles complete."""
 
     def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
-                 keep_reconstructions: bool, device: torch.device, refiner=None):
+                 keep_reconstructions: bool, device: torch.device, refiner=None, original=None, scale: int = 0):
         self.image, self.grid, self.tile_size = image, grid, tile_size
+        # the full-size image, of which `image` is the downscaled copy when scale is not 0 (rgbatch.resample)
+        self.original, self.scale = (image, 0) if original is None else (original, scale)
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
-        self.meter = QualityMeter(image, iterations, device=device) if measure else None
+        self.meter = None if not measure else (
+            _UpscaledMeter(self.original, image.shape[0], iterations, device, keep_reconstructions) if scale
+            else QualityMeter(image, iterations, device=device))
         self.rows = [RowBands(grid, image.shape[1]) for _ in range(iterations)] if measure else None
         # what each depth decodes to, refined band by band as the rows come (rgbatch.refine)
         self.refined = ([BandRefiner(refiner, t + 1, image.shape[0]) for t in range(iterations)]
                         if measure and refiner is not None else None)
-        # every depth's reconstruction whole, only when the caller asks for them
-        self.recon = np.empty((iterations, *image.shape), np.uint8) if keep_reconstructions else None
+        # every depth's reconstruction whole, only when the caller asks for them (a scaled image's: its meter's)
+        self.recon = np.empty((iterations, *image.shape), np.uint8) if keep_reconstructions and not scale else None
         self.chunks = []  # chunks coded as the encoding goes (lockstep, size targets)
         self.depth = iterations  # where the image stops
 
@@ -383,7 +429,44 @@ class _Run:
                     self.recon[t, y:y + len(band)] = band
 
     def codes(self) -> Codes:
-        return Codes(self.image.shape[1], self.image.shape[0], self.tile_size, [np.stack(t) for t in self.tiles])
+        height, width = self.original.shape[:2]
+        return Codes(width, height, self.tile_size, [np.stack(t) for t in self.tiles], self.scale)
+
+
+class _UpscaledMeter:
+    """The quality meter of a downscaled image's encoding (rgbatch.resample): each depth's
+    reconstruction, added in rows at the coded size, is scaled up as the decoder does once it is
+    whole and measured against the full-size image in strips (`QualityMeter`). It holds a depth's
+    rows until that depth is whole: with a target (tiles in lockstep) one depth at a time,
+    otherwise up to every depth of the image, 3 bytes per coded pixel and depth (48 at 16).
+    `keep`: every depth's full-size image, as `reconstructions`."""
+
+    def __init__(self, original: np.ndarray, coded_height: int, depths: int, device: torch.device, keep: bool = False):
+        self.original, self.coded_height = original, coded_height
+        self.meter = QualityMeter(original, depths, device=device)
+        self.small = [[] for _ in range(depths)]  # per depth, the rows added so far
+        self.reconstructions = np.empty((depths, *original.shape), np.uint8) if keep else None
+
+    def add(self, t: int, y: int, rows: np.ndarray):
+        self.small[t].append(rows)
+        if sum(map(len, self.small[t])) < self.coded_height:
+            return
+        height, width = self.original.shape[:2]
+        small, self.small[t] = np.concatenate(self.small[t]), []
+        for row, big in upscale_rows(small, width, height):
+            self.meter.add(t, row, big)
+            self.meter.flush()
+            if self.reconstructions is not None:
+                self.reconstructions[t, row:row + len(big)] = big
+
+    def flush(self):
+        self.meter.flush()
+
+    def msssim(self, t: int) -> float:
+        return self.meter.msssim(t)
+
+    def psnr(self, t: int) -> float:
+        return self.meter.psnr(t)
 
 
 def code_positions(width: int, height: int, tile_size: int, cfg) -> int:

@@ -17,17 +17,26 @@ import numpy as np
 
 from . import bitstream
 from .ratecontrol import Target, choose_depth
+from .resample import coded_size
 from .tiling import Tile, tile_grid
 
 
 @dataclass
 class Codes:
-    """The bits of one image: per tile (row by row), bool (iterations, bits, rows, cols)."""
+    """The bits of one image: per tile (row by row), bool (iterations, bits, rows, cols).
+    width x height is the image's size; the network coded it at `coded_size` (scale code
+    `scale`, rgbatch.resample), which the tile grid follows."""
 
     width: int
     height: int
     tile_size: int
     tiles: list[np.ndarray]
+    scale: int = 0
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(width, height) of the image the network coded."""
+        return coded_size(self.width, self.height, self.scale)
 
     @property
     def iterations(self) -> int:
@@ -35,7 +44,8 @@ class Codes:
 
     @property
     def grid(self) -> list[Tile]:
-        return tile_grid(self.height, self.width, self.tile_size)
+        width, height = self.coded_size
+        return tile_grid(height, width, self.tile_size)
 
     def cut(self, depth: int) -> "Codes":
         """The codes of the first `depth` iterations."""
@@ -59,6 +69,7 @@ class EncodedImage:
     reconstructions: np.ndarray | None = None  # (k, H, W, 3) uint8, when asked for
     codes: Codes | None = None  # the codes of the k iterations, when asked for
     tile_size: int = 0  # the tile size the stream was coded with (its header's)
+    scale: int = 0  # its header's scale code (rgbatch.resample): 0, coded at width x height
 
     @property
     def bpp(self) -> list[float]:

@@ -17,21 +17,23 @@ from .imageio import MAX_PIXELS, decode_image, encode_png
 from .limits import check_max_pixels
 from .options import check_range
 from .ratecontrol import Target
+from .resample import SCALE_NAMES
 
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
-                max_pixels: int = MAX_PIXELS) -> dict:
-    """Encode one image file into a stream file; returns what was kept (depth, bytes, quality)."""
+                max_pixels: int = MAX_PIXELS, resample: str = "none") -> dict:
+    """Encode one image file into a stream file; returns what was kept (depth, bytes, quality,
+    and the scale it was coded at: `resample`, Codec.encode_many)."""
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)
     image, mode = decode_image(storage.read_bytes(fs, path), max_pixels)
-    encoded = codec.encode(image, iterations, measure=True, target=target)
+    encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, encoded.blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "width": encoded.width,
             "height": encoded.height, "iterations": encoded.iterations, "bytes": len(encoded.blob),
             "bpp": encoded.bpp[-1], "msssim": encoded.msssim[-1], "psnr": encoded.psnr[-1],
-            "model_id": codec.model_id}
+            "scale": SCALE_NAMES[encoded.scale], "model_id": codec.model_id}
 
 
 def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None,

@@ -23,11 +23,12 @@ import numpy as np
 from . import bitstream
 from .bitstream import BitstreamError
 from .limits import layout
+from .resample import SCALES
 
 FIELDS = ("magic", "version", "coder_id", "iterations", "bits", "model_id", "width", "height", "tile_size",
-          "reserved")  # the fixed header, in the order of bitstream's struct
+          "scale", "reserved")  # the fixed header, in the order of bitstream's struct
 _MAX = {"version": 255, "coder_id": 255, "iterations": 255, "bits": 255, "width": 2**32 - 1,
-        "height": 2**32 - 1, "tile_size": 2**16 - 1, "reserved": 2**16 - 1}
+        "height": 2**32 - 1, "tile_size": 2**16 - 1, "scale": 255, "reserved": 255}
 # every header field at zero, small, typical, huge and maximum values
 VALUES = {
     "magic": [b"\0\0\0\0", b"RGBD", b"\x89PNG"],
@@ -39,7 +40,8 @@ VALUES = {
     "width": [0, 1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 1000, 4095, 4096, 9460,
               65535, 65536, 2**20, 2**31 - 1, 2**31, 2**32 - 1],
     "tile_size": [0, 1, 16, 31, 32, 33, 48, 64, 96, 128, 256, 512, 1024, 4096, 8192, 32768, 65504, 65535],
-    "reserved": [1, 255, 65535],
+    "scale": [1, 2, 3, 255],  # both scales, the first unknown code and the largest
+    "reserved": [1, 255],
 }
 VALUES["height"] = VALUES["width"]
 LENGTHS = [0, 1, 2, 3, 4, 5, 8, 2**16, 2**31, 2**32 - 1]  # chunk lengths, besides the true one +-1, +-4, x2
@@ -116,7 +118,8 @@ def field_cases(seed: Seed):
 def field_case(seed: Seed, name: str, value) -> Case:
     parts = seed.parts
     same = value == parts.fields[name]
-    foreign = name in ("magic", "version", "model_id", "reserved") or (name == "bits" and value != 32)
+    foreign = (name in ("magic", "version", "model_id", "reserved") or (name == "bits" and value != 32)
+               or (name == "scale" and value not in SCALES))
     return Case(f"field {name}={value!r}", replace(parts, fields={**parts.fields, name: value}).build(),
                 expected=seed.images[-1] if same else None, must_refuse=foreign and not same)
 

@@ -3,9 +3,10 @@ work (docs/FORMAT.md, "Limits"), so that decoding time and memory follow the dec
 
     tiles = layout(width, height, tile_size, max_pixels)   # or ValueError with the reason
 
-- `max_pixels`: the image, width x height, at most this (default `imageio.MAX_PIXELS`, the
+- `max_pixels`: the image, width x height (the size decoding returns, also when the stream was
+  coded smaller: rgbatch.resample), at most this (default `imageio.MAX_PIXELS`, the
   same limit that reading source images has); the caller may raise or lower it.
-- The tiles, padded to multiples of the model's alignment (32 pixels for the Residual-GRU),
+- The tiles (of the coded size, `resample.coded_size`), padded to multiples of the model's alignment (32 pixels for the Residual-GRU),
   code at most `PADDING_ALLOWANCE` times that: an image 1 pixel wide codes 32 columns, and
   would otherwise cost 32 times its size.
 - One tile, which the network runs through whole, at most `MAX_TILE_PIXELS` (padded); the
@@ -17,6 +18,7 @@ from __future__ import annotations
 from .bitstream import TILE_MULTIPLE
 from .imageio import MAX_PIXELS
 from .options import check_range
+from .resample import coded_size
 from .tiling import Tile, align, check_tile_size, tile_grid
 
 ALIGN = TILE_MULTIPLE  # the padding these bounds are stated for (the Residual-GRU's); a codec passes its model's
@@ -29,13 +31,15 @@ def check_max_pixels(max_pixels: int):
 
 
 def layout(width: int, height: int, tile_size: int, max_pixels: float = MAX_PIXELS,
-           multiple: int = ALIGN) -> list[Tile]:
-    """The tiles of a width x height image, if it is within the bounds; ValueError otherwise.
-    The bounds are checked in constant time, before the tile list (at most max_pixels / 1024
-    tiles) is made. `multiple`: the model's alignment (`cfg.align`), which tiles are padded to."""
+           multiple: int = ALIGN, scale: int = 0) -> list[Tile]:
+    """The tiles of a width x height image coded at scale `scale` (resample.coded_size), if it is
+    within the bounds; ValueError otherwise. The bounds are checked in constant time, before the
+    tile list (at most max_pixels / 1024 tiles) is made. `multiple`: the model's alignment
+    (`cfg.align`), which tiles are padded to."""
     if width * height > max_pixels:
         raise ValueError(f"an image of {width}x{height} pixels is over the limit of {max_pixels} pixels "
                          f"(max_pixels)")
+    width, height = coded_size(width, height, scale)
     check_tile_size(tile_size, multiple)
     rows, cols = (align(min(tile_size or side, side), multiple) for side in (height, width))  # the first tile
     if rows * cols > MAX_TILE_PIXELS:

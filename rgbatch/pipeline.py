@@ -43,6 +43,7 @@ from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
 from .manifest import Archive
 from .ratecontrol import Target, check_measured
+from .resample import candidates
 from .row import OK, UNCHANGED, Row
 from .sources import archive_name, expand_sources, read_source
 from .tiling import check_tile_size, tile_grid, tile_size_for
@@ -80,6 +81,7 @@ class CompressOptions:
     # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
     measure: bool = True
     search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~7x slower at 3
+    resample: str = "none"  # resampled coding (Codec.encode_many): none | auto | 0.75 | 0.5
     # two calls in flight per encoder, one's coder overlapping the other's network (module
     # docstring); None: on a GPU, where the device would otherwise wait for the coder, not on a CPU
     overlap: bool | None = None
@@ -100,6 +102,7 @@ class CompressOptions:
         check_choice("precision", self.precision, PRECISIONS)
         check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
         check_measured(self.target, self.measure)
+        candidates(self.resample, bool(self.target), self.measure)
 
 
 @dataclass
@@ -141,6 +144,7 @@ class EncodeWorker:
         self.iterations = options.iterations
         self.target = options.target
         self.measure = options.measure
+        self.resample = options.resample
         self.working = {}  # thread -> (paths, tiles done, tiles, pixels done) of the call it encodes
 
     def model_id(self) -> str:
@@ -166,7 +170,7 @@ class EncodeWorker:
 
         try:
             encoded = self.codec.encode_many(list(images), self.iterations, self.measure, target=self.target,
-                                             progress=progress)
+                                             progress=progress, resample=self.resample)
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
         finally:
@@ -180,8 +184,9 @@ class EncodeWorker:
     def _encode_one(self, info: Row, image: np.ndarray) -> Row:
         start = time.perf_counter()
         try:
-            return self._row(info, self.codec.encode(image, self.iterations, self.measure, target=self.target),
-                             time.perf_counter() - start)
+            encoded = self.codec.encode(image, self.iterations, self.measure, target=self.target,
+                                        resample=self.resample)
+            return self._row(info, encoded, time.perf_counter() - start)
         except Exception as e:
             return info.failed(f"encoding failed: {type(e).__name__}: {e}")
 

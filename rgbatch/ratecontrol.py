@@ -14,11 +14,15 @@ encoding (rgbatch.codes):
 With a quality and a size target together the size wins (the smaller depth). An image that
 never reaches Q keeps every iteration; one whose first iteration is already over the size
 keeps one iteration (the least a stream can hold).
+
+Resampled coding (`resample="auto"`, rgbatch.resample) encodes an image at several scales and
+keeps the encoding the target prefers (`choose_candidate`): for a quality target the fewest
+bytes among those that reach it, for a size target the best MS-SSIM among those within it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .options import OptionError, check_positive
 
@@ -68,3 +72,31 @@ def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: 
         if target.fits(sizes[d - 1], pixels):
             return d
     return 1
+
+
+def choose_candidate(target: Target, sizes: list[int], msssim: list[float], pixels: int) -> int:
+    """Which of several encodings of one image `target` prefers, each already cut to the depth
+    it keeps (its stream's bytes and MS-SSIM there); the first one (the image coded as it is) is
+    the fallback. Within the size limits: the fewest bytes among those that reach the quality
+    target (the first of equals); otherwise, with a size target, the best MS-SSIM; otherwise the
+    first."""
+    fits = [i for i, size in enumerate(sizes) if target.fits(size, pixels)]
+    if target.msssim is not None:
+        reach = [i for i in fits if msssim[i] >= target.msssim]
+        if reach:
+            return min(reach, key=lambda i: sizes[i])
+    if target.limits_size and fits:
+        return max(fits, key=lambda i: msssim[i])
+    return 0
+
+
+def candidate_target(target: Target, sizes: list[int], msssim: list[float]) -> Target:
+    """The target a further candidate encoding of an image runs to, after the candidates of
+    `sizes` and `msssim` (choose_candidate, which prefers the earlier of equals): with a quality
+    target alone it can only be chosen with fewer bytes than the smallest that reaches it, so it
+    also stops at that size (the encoder then stops it where it can no longer win). What is
+    chosen is the same; only the candidates that lose change."""
+    if target.msssim is None or target.limits_size:
+        return target
+    reach = [size for size, q in zip(sizes, msssim) if q >= target.msssim]
+    return replace(target, max_bytes=min(reach) - 1) if reach else target

@@ -82,9 +82,33 @@ def test_header_fields_outside_the_format_are_refused():
         forged = bitstream.pack(**{**fields, **change}, chunks=CHUNKS)  # checksums all valid
         with pytest.raises(BitstreamError, match=reason):
             bitstream.read_header(forged)
-    reserved = bytearray(make())
-    reserved[26] = 1
-    reserved[-sum(map(len, CHUNKS)) - 4:-sum(map(len, CHUNKS))] = \
-        zlib.crc32(bytes(reserved[:-sum(map(len, CHUNKS)) - 4])).to_bytes(4, "little")
-    with pytest.raises(BitstreamError, match="reserved"):
-        bitstream.read_header(bytes(reserved))
+    for offset, value, reason in ((27, 1, "reserved"), (26, 3, "scale code 3"), (26, 255, "scale code 255")):
+        with pytest.raises(BitstreamError, match=reason):
+            bitstream.read_header(_with_byte(make(), offset, value))
+
+
+def _with_byte(blob: bytes, offset: int, value: int) -> bytes:
+    """The stream with one header byte changed, its header checksum recomputed."""
+    forged = bytearray(blob)
+    forged[offset] = value
+    end = len(blob) - sum(map(len, CHUNKS)) - 4
+    forged[end:end + 4] = zlib.crc32(bytes(forged[:end])).to_bytes(4, "little")
+    return bytes(forged)
+
+
+def test_a_scale_code_round_trips_and_old_streams_stay_as_they_were():
+    good = bitstream.unpack(make())[0]
+    fields = dict(coder_id=0, bits=32, model_id=good.model_id, width=70, height=50, tile_size=512, chunks=CHUNKS)
+    plain = bitstream.pack(**fields)
+    assert plain == bitstream.pack(**fields, scale=0) and plain[26:28] == b"\0\0"
+    for scale, coded in ((1, (53, 38)), (2, (35, 25))):
+        blob = bitstream.pack(**fields, scale=scale)
+        assert blob == _with_byte(plain, 26, scale)  # byte 26 alone differs (and the header's checksum)
+        header, chunks = bitstream.unpack(blob)
+        assert (header.scale, header.coded_size, header.width, header.height) == (scale, coded, 70, 50)
+        assert chunks == CHUNKS
+        cut = bitstream.truncate(blob, 2)
+        assert bitstream.read_header(cut).scale == scale and cut == bitstream.pack(**{**fields, "chunks": CHUNKS[:2]},
+                                                                                   scale=scale)
+    with pytest.raises(ValueError, match="scale code 3"):
+        bitstream.pack(**fields, scale=3)

@@ -546,3 +546,27 @@ def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weigh
     assert all("over the limit" in why for _, why in problems)
     assert run("restore", archive / "archive", "--out", tmp_path / "z", "--max-pixels", 0).exit_code == 2
     assert run("verify", archive / "archive", "--weights", tiny_weights, "--json").exit_code == 0  # the default limit
+
+
+def test_compress_resample_then_restore_returns_full_size_images(ray_cluster, tiny_weights, tmp_path, rng):
+    from rgbatch import bitstream
+    (tmp_path / "src").mkdir()
+    sizes = {"big.png": (80, 96), "small.png": (40, 50)}  # half of 40 is under 32 pixels: coded as it is
+    for name, (h, w) in sizes.items():
+        Image.fromarray(smooth_image(rng, h, w)).save(tmp_path / "src" / name)
+    assert run("compress", tmp_path / "src", "--out", tmp_path / "x", "--resample", "0.3").exit_code == 2
+    result = run("compress", tmp_path / "src", "--out", tmp_path / "archive", "--weights", tiny_weights,
+                 "--iterations", "3", "--resample", "0.5", "--address", ray_cluster.address, "--json")
+    assert result.exit_code == 0, result.output
+    rows = current(tmp_path / "archive")
+    scales = {path: bitstream.read_header(row["blob"]).scale for path, row in rows.items()}
+    assert scales == {"big.png": 2, "small.png": 0}
+    assert (rows["big.png"]["width"], rows["big.png"]["height"]) == (96, 80)
+    result = run("restore", tmp_path / "archive", "--out", tmp_path / "restored", "--iterations", "2",
+                 "--weights", tiny_weights)
+    assert result.exit_code == 0, result.output
+    codec = Codec.load(tiny_weights, device="cpu")
+    for name, (h, w) in sizes.items():
+        restored = np.asarray(Image.open(tmp_path / "restored" / name))
+        assert restored.shape == (h, w, 3)
+        assert np.array_equal(restored, codec.decode(rows[name]["blob"], iterations=2))

@@ -242,3 +242,100 @@ def test_the_heap_is_trimmed_after_every_batch(tiny_weights, rng, monkeypatch):
     monkeypatch.setattr(codec_module, "release_freed_memory", lambda: calls.append(1))
     Codec.load(tiny_weights, tile_size=64, batch_size=2).encode(smooth_image(rng, 64, 320), iterations=1)
     assert len(calls) == 3  # five tiles in batches of 2, 2 and 1
+
+
+@pytest.mark.parametrize("resample, scale, coded", [("0.75", 1, (72, 54)), ("0.5", 2, (48, 36)), (2, 2, (48, 36))])
+def test_resampled_round_trip_decodes_the_encoders_reconstructions_at_full_size(codec, rng, resample, scale, coded):
+    from rgbatch.metrics import msssim_many, psnr
+    from rgbatch.resample import downscale, upscale
+    image = smooth_image(rng, 72, 96)
+    encoded = codec.encode(image, iterations=3, keep_reconstructions=True, keep_codes=True, resample=resample)
+    header = bitstream.read_header(encoded.blob)
+    assert (encoded.scale, header.scale, header.coded_size, encoded.codes.coded_size) == (scale, scale, coded, coded)
+    assert (encoded.width, encoded.height, header.width, header.height) == (96, 72, 96, 72)
+    assert encoded.bpp[-1] == pytest.approx(8 * len(encoded.blob) / (96 * 72))  # rate of the full-size image
+    assert encoded.reconstructions.shape == (3, 72, 96, 3)
+    for depth in (1, 2, 3):
+        decoded = codec.decode(encoded.blob, iterations=depth)
+        assert np.array_equal(decoded, encoded.reconstructions[depth - 1])
+        assert np.array_equal(codec.decode(bitstream.truncate(encoded.blob, depth)), decoded)
+    assert encoded.msssim == pytest.approx(msssim_many(image, list(encoded.reconstructions)), abs=1e-6)
+    assert encoded.psnr[-1] == pytest.approx(psnr(image, encoded.reconstructions[-1]))
+    # the network coded the downscaled image: the same codes as encoding it directly, upscaled on decoding
+    small = codec.encode(downscale(image, scale), iterations=3, keep_codes=True)
+    assert all(np.array_equal(a, b) for a, b in zip(small.codes.tiles, encoded.codes.tiles))
+    assert np.array_equal(upscale(codec.decode(small.blob), 96, 72), encoded.reconstructions[-1])
+    assert codec.decode_many([encoded.blob, small.blob])[0].shape == image.shape  # batched with another image
+
+
+def test_resample_none_and_auto_without_a_target_are_todays_streams(codec, rng):
+    image = smooth_image(rng, 64, 80)
+    plain = codec.encode(image, iterations=2)
+    for resample in ("none", "auto", 0, "1"):
+        assert codec.encode(image, iterations=2, resample=resample).blob == plain.blob
+    assert bitstream.read_header(plain.blob).scale == 0 and plain.blob[26:28] == b"\0\0"
+
+
+def test_too_small_images_are_coded_as_they_are(codec, rng):
+    image = smooth_image(rng, 60, 200)  # half of 60 is under 32 pixels, 3/4 is not
+    assert codec.encode(image, iterations=1, resample="0.5").scale == 0
+    assert codec.encode(image, iterations=1, resample="0.75").scale == 1
+
+
+def test_resample_options_are_checked(codec, rng):
+    from rgbatch.options import OptionError
+    from rgbatch.ratecontrol import Target
+    image = smooth_image(rng, 64, 64)
+    with pytest.raises(OptionError, match="resample must be one of"):
+        codec.encode(image, iterations=1, resample="0.3")
+    with pytest.raises(OptionError, match="resample auto compares"):
+        codec.encode(image, iterations=1, measure=False, target=Target(max_bytes=10**6), resample="auto")
+
+
+@pytest.mark.parametrize("target", ["msssim", "size"])
+def test_auto_keeps_the_scale_the_target_prefers(default_weights, target):
+    """On a smooth crop at a middle quality the downscaled codings win: auto must keep the one
+    the target prefers among all three (each encoded here on its own), not the first that reaches it."""
+    from conftest import DATA
+    from rgbatch.imageio import read_image
+    from rgbatch.ratecontrol import Target
+    codec = Codec.load(default_weights, precision="fp32")
+    image = read_image(DATA / "kodim23_crop192.png")[0]
+    full = {code: codec.encode(image, iterations=8, resample=code) for code in (0, 1, 2)}
+    if target == "msssim":
+        goal = Target(msssim=0.95)
+        reach = {code: e.at_target(goal) for code, e in full.items() if max(e.msssim) >= goal.msssim}
+        best = min(reach, key=lambda code: reach[code].bytes[-1])
+    else:
+        goal = Target(max_bytes=500)
+        within = {code: e.at_target(goal) for code, e in full.items()}
+        best = max(within, key=lambda code: within[code].msssim[-1])
+    assert best != 0  # the choice is not the fallback ...
+    chosen = codec.encode(image, iterations=8, target=goal, resample="auto")
+    expected = full[best].at_target(goal)
+    assert (chosen.scale, chosen.blob, chosen.bytes) == (best, expected.blob, expected.bytes)
+    assert chosen.msssim == pytest.approx(expected.msssim, abs=1e-6)
+    others = [full[code].at_target(goal) for code in full if code != best]
+    if target == "msssim":  # ... and the one with the fewest bytes of those that reach the quality
+        assert all(e.msssim[-1] < goal.msssim or e.bytes[-1] > chosen.bytes[-1] for e in others)
+        assert chosen.msssim[-1] >= goal.msssim
+    else:  # ... or the best quality within the size
+        assert all(e.msssim[-1] < chosen.msssim[-1] for e in others) and chosen.bytes[-1] <= 500
+
+
+@pytest.mark.parametrize("lockstep_tiles", [64, 1])
+def test_a_target_stops_a_resampled_encoding_where_cutting_it_would(tiny_weights, rng, monkeypatch, lockstep_tiles):
+    from rgbatch import codec as codec_module
+    from rgbatch.ratecontrol import Target
+    monkeypatch.setattr(codec_module, "LOCKSTEP_TILES", lockstep_tiles)  # 1: batches one after the other, cut after
+    codec = Codec.load(tiny_weights, tile_size=32, batch_size=2)
+    images = [smooth_image(rng, 72, 96), smooth_image(rng, 64, 70)]  # 0.75: 54x72 and 48x53, 4 tiles each
+    full = codec.encode_many(images, iterations=5, resample="0.75", keep_reconstructions=True)
+    goal = Target(msssim=float(np.median(full[0].msssim)))  # (random weights: quality need not grow with depth)
+    stopped = codec.encode_many(images, iterations=5, target=goal, resample="0.75", keep_reconstructions=True)
+    assert stopped[0].iterations < 5
+    for whole, early in zip(full, stopped):
+        expected = whole.at_target(goal)
+        assert (early.scale, early.blob, early.bytes) == (1, expected.blob, expected.bytes)
+        assert np.array_equal(early.reconstructions, expected.reconstructions)
+        assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)

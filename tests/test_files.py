@@ -66,3 +66,23 @@ def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
         failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])
         assert failed.exit_code == code and "error:" in failed.output and "Traceback" not in failed.output, failed.output
     assert not (tmp_path / "y.png").exists() and not (tmp_path / "y.rgb").exists()  # nothing half-written
+
+
+def test_cli_encode_resample_writes_a_resampled_stream_that_decodes_at_full_size(tiny_weights, tmp_path, rng):
+    from PIL import Image
+    from rgbatch.bitstream import read_header
+    png, stream, restored = tmp_path / "p.png", tmp_path / "p.rgb", tmp_path / "r.png"
+    Image.fromarray(smooth_image(rng, 72, 96)).save(png)
+    runner = CliRunner()
+    done = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--iterations", "2", "--resample", "0.75",
+                               "--weights", str(tiny_weights), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["scale"] == "0.75" and read_header(stream.read_bytes()).scale == 1
+    done = runner.invoke(app, ["decode", str(stream), "--out", str(restored), "--weights", str(tiny_weights)])
+    assert done.exit_code == 0, done.output
+    assert Image.open(restored).size == (96, 72)
+    done = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--resample", "auto", "--target-bpp", "1",
+                               "--weights", str(tiny_weights)])
+    assert done.exit_code == 0, done.output
+    bad = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--resample", "2x"])
+    assert bad.exit_code == 2 and "--resample must be one of" in bad.output

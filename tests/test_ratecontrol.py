@@ -63,3 +63,28 @@ def test_an_encoder_that_stops_at_the_target_gives_the_cut_full_encoding(default
             assert early.iterations == expected.iterations and early.blob == expected.blob
             assert early.bytes == expected.bytes and early.psnr == expected.psnr
             assert early.msssim == pytest.approx(expected.msssim, abs=1e-6)
+
+
+def test_the_candidate_a_target_prefers():
+    from rgbatch.ratecontrol import choose_candidate
+    sizes, quality, pixels = [1000, 700, 400], [0.96, 0.955, 0.94], 100 * 100
+    assert choose_candidate(Target(msssim=0.95), sizes, quality, pixels) == 1  # the fewest bytes reaching it
+    assert choose_candidate(Target(msssim=0.93), sizes, quality, pixels) == 2
+    assert choose_candidate(Target(msssim=0.99), sizes, quality, pixels) == 0  # none reaches it: the first
+    assert choose_candidate(Target(msssim=0.95), [700, 700, 400], quality, pixels) == 0  # the first of equals
+    assert choose_candidate(Target(max_bytes=800), sizes, quality, pixels) == 1  # the best quality within the size
+    assert choose_candidate(Target(bpp=8 * 500 / pixels), sizes, quality, pixels) == 2
+    assert choose_candidate(Target(max_bytes=300), sizes, quality, pixels) == 0  # none fits: the first
+    assert choose_candidate(Target(msssim=0.95, max_bytes=800), sizes, quality, pixels) == 1
+    assert choose_candidate(Target(msssim=0.97, max_bytes=800), sizes, quality, pixels) == 1  # best within the size
+
+
+def test_a_further_candidate_stops_where_it_can_no_longer_win():
+    from rgbatch.ratecontrol import candidate_target
+    q = Target(msssim=0.95)
+    assert candidate_target(q, [], []) == q  # the first candidate: the target itself
+    assert candidate_target(q, [900, 700], [0.96, 0.94]) == Target(msssim=0.95, max_bytes=899)
+    assert candidate_target(q, [900, 700], [0.96, 0.955]) == Target(msssim=0.95, max_bytes=699)
+    assert candidate_target(q, [900], [0.94]) == q  # nothing reaches it yet: no bound
+    for size_target in (Target(max_bytes=800), Target(msssim=0.95, bpp=1.0)):  # a size target compares quality
+        assert candidate_target(size_target, [900], [0.96]) == size_target

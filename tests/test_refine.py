@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,17 @@ def test_fit_refiner_trains_resumes_and_attaches(tmp_path, rng, monkeypatch):
     refined_codes = Codec.load(out).encode(image, 2, keep_codes=True).codes.tiles
     plain_codes = Codec.load(weights).encode(image, 2, keep_codes=True).codes.tiles
     assert all(np.array_equal(a, b) for a, b in zip(refined_codes, plain_codes))
+
+
+def test_a_resampled_stream_is_refined_at_its_coded_size_then_scaled_up(refined_weights, rng, monkeypatch):
+    from rgbatch.resample import upscale
+
+    monkeypatch.setattr(refine, "BAND_ROWS", 32)
+    image = rng.integers(0, 256, (150, 90, 3), dtype=np.uint8)
+    codec = Codec.load(refined_weights, tile_size=64, batch_size=1, precision="fp32")
+    encoded = codec.encode(image, iterations=2, keep_reconstructions=True, keep_codes=True, resample="0.5")
+    assert encoded.scale == 2
+    small = codec.decode_codes([replace(encoded.codes, width=45, height=75, scale=0)])[0]  # refined, 45 x 75
+    for k in (1, 2):
+        assert np.array_equal(codec.decode(encoded.blob, iterations=k), encoded.reconstructions[k - 1])
+    assert np.array_equal(encoded.reconstructions[-1], upscale(small, 90, 150))
