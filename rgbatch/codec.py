@@ -39,7 +39,7 @@ import torch
 from . import bitstream
 from .bitstream import BitstreamError
 from .codes import Codes, EncodedImage, signs, stream_sizes
-from .entropy import EntropyError, get_coder
+from .entropy import CODERS, EntropyError, get_coder
 from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
@@ -68,6 +68,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 MAX_SEARCH_STEPS = 100
+
+
+def check_partial(target: Target, measure: bool, coder: str):
+    """`partial` coding (Codec.encode_many) needs a coder that codes partial chunks (a context coder;
+    "auto" is one with the shipped weights) and, with a target, the MS-SSIM of every candidate."""
+    if target and not measure:
+        raise OptionError("partial", "chooses by the MS-SSIM of every candidate: measuring must stay on")
+    if coder != "auto" and not getattr(CODERS.get(coder), "partial", False):
+        raise OptionError("partial", f"the {coder} coder codes whole iterations only; use a context coder "
+                                     f"(adaptive or context)")
 
 
 def partial_steps(bits: int) -> tuple[int, ...]:
@@ -204,11 +214,8 @@ class Codec:
         """
         measure = measure or keep_reconstructions
         check_measured(target, measure)
-        if partial and target and not measure:
-            raise OptionError("partial", "chooses by the MS-SSIM of every candidate: measuring must stay on")
-        if partial and not self.coder.partial:
-            raise OptionError("partial", f"the {self.coder.name} coder codes whole iterations only; "
-                                         f"use a context coder (--coder adaptive or context)")
+        if partial:
+            check_partial(target, measure, self.coder.name)
         scales, depth = candidates(resample, bool(target), measure), self._depth(iterations)
         tried = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
         results = [[] for _ in images]  # per image, its encoding at each scale tried so far
@@ -343,7 +350,9 @@ class Codec:
         tries = [codes.partial(base + 1, m) for m in steps]
         last = [self.coder.encode_iteration(codes.tiles, base, m) for m in steps]
         sizes = [bitstream.cumulative_bytes([*map(len, chunks[:base]), len(c)])[-1] for c in last]
-        images = self.decode_codes(tries)
+        # one at a time, as `decode` of the stream does: a batch of several images' tiles may
+        # round differently (by 1 in a few pixels, measured)
+        images = [self.decode_codes([codes])[0] for codes in tries]
         meter = QualityMeter(original, len(images), device=self.device)
         for n, image in enumerate(images):
             meter.add(n, 0, image)

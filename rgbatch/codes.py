@@ -56,8 +56,14 @@ class Codes:
         return replace(self, tiles=[t[:depth] for t in self.tiles], steps=self.steps if depth == self.iterations else 0)
 
     def partial(self, depth: int, steps: int) -> "Codes":
-        """The codes of the first `depth` iterations, the last one of its first `steps` coding steps."""
-        return replace(self.cut(depth), steps=steps)
+        """The codes of the first `depth` iterations, the last one of its first `steps` coding steps
+        (its other bits False, as decoding gives them)."""
+        kept = replace(self.cut(depth), steps=steps)
+        kept.tiles = [t.copy() for t in kept.tiles]
+        for tile, coded in zip(kept.tiles, kept.coded()):
+            if coded is not None:
+                tile[-1] &= coded
+        return kept
 
     def coded(self) -> list[np.ndarray | None]:
         """Per tile, which bits of the last iteration the codes hold: bool (bits, rows, cols), the
