@@ -506,7 +506,8 @@ def encode(
         _print_json(result)
     else:
         scale = "" if result["scale"] == "1" else f" coded at scale {result['scale']},"
-        out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations, "
+        steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
+        out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB")
 

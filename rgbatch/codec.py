@@ -340,8 +340,8 @@ class Codec:
         (`ratecontrol.choose_candidate`), the stream whose last chunk holds the first m of
         `partial_steps` coding steps of the iteration after the last whole one `target` can keep:
         for a quality target the one before the first that reaches it, for a size target the
-        last that fits. Each candidate is coded (its bytes) and decoded (`decode_codes`: what a
-        decoder gives) and measured against `original`."""
+        last that fits. Each candidate is coded (its bytes) and, where it can be chosen, decoded
+        (`decode_codes`: what a decoder gives) and measured against `original`."""
         depth = enc.iterations
         base = depth - 1 if target.msssim is not None and enc.msssim[-1] >= target.msssim else depth
         if base >= codes.iterations:  # no iteration after the last kept was coded
@@ -350,24 +350,32 @@ class Codec:
         tries = [codes.partial(base + 1, m) for m in steps]
         last = [self.coder.encode_iteration(codes.tiles, base, m) for m in steps]
         sizes = [bitstream.cumulative_bytes([*map(len, chunks[:base]), len(c)])[-1] for c in last]
-        # one at a time, as `decode` of the stream does: a batch of several images' tiles may
-        # round differently (by 1 in a few pixels, measured)
-        images = [self.decode_codes([codes])[0] for codes in tries]
-        meter = QualityMeter(original, len(images), device=self.device)
-        for n, image in enumerate(images):
-            meter.add(n, 0, image)
-        meter.flush()
-        quality = [meter.msssim(n) for n in range(len(images))]
-        pick = choose_candidate(target, [enc.bytes[-1], *sizes], [enc.msssim[-1], *quality],
-                                enc.width * enc.height) - 1
+        pixels = enc.width * enc.height
+        # decoded (the network's time) fewest bytes first, only those within the size limits, until
+        # one reaches a quality target: those after it cannot be chosen (more bytes, choose_candidate)
+        measured = {}
+        for n in sorted((n for n in range(len(steps)) if target.fits(sizes[n], pixels)), key=lambda n: sizes[n]):
+            # one image at a time, as `decode` of its stream: a batch of several images' tiles
+            # may round differently (by 1 in a few pixels, measured)
+            image = self.decode_codes([tries[n]])[0]
+            meter = QualityMeter(original, 1, device=self.device)
+            meter.add(0, 0, image)
+            meter.flush()
+            measured[n] = image, meter.msssim(0), meter.psnr(0)
+            if target.msssim is not None and measured[n][1] >= target.msssim:
+                break
+        order = list(measured)
+        pick = choose_candidate(target, [enc.bytes[-1], *(sizes[n] for n in order)],
+                                [enc.msssim[-1], *(measured[n][1] for n in order)], pixels) - 1
         if pick < 0:
             return enc
-        kept = tries[pick]
-        return replace(enc, blob=self.pack(kept, [*chunks[:base], last[pick]]), iterations=base + 1, steps=kept.steps,
-                       bytes=[*stream_sizes(chunks[:base]), sizes[pick]], msssim=[*enc.msssim[:base], quality[pick]],
-                       psnr=[*enc.psnr[:base], meter.psnr(pick)],
+        n = order[pick]
+        (image, quality, psnr), kept = measured[n], tries[n]
+        return replace(enc, blob=self.pack(kept, [*chunks[:base], last[n]]), iterations=base + 1, steps=kept.steps,
+                       bytes=[*stream_sizes(chunks[:base]), sizes[n]], msssim=[*enc.msssim[:base], quality],
+                       psnr=[*enc.psnr[:base], psnr],
                        reconstructions=None if enc.reconstructions is None else np.concatenate(
-                           [enc.reconstructions[:base], images[pick][None]]),
+                           [enc.reconstructions[:base], image[None]]),
                        codes=kept if enc.codes is not None else None)
 
     def pack(self, codes: Codes, chunks: list[bytes], coder=None) -> bytes:
