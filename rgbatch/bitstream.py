@@ -1,8 +1,10 @@
 """The rgbatch bitstream, format v1 (documented in docs/FORMAT.md).
 
     header  magic "RGBC", version, coder id, iterations k, bits per position, model id,
-            width, height, tile size, scale code, then k x (chunk length, chunk CRC-32), header CRC-32
-    chunks  k payloads, one per iteration, each holding that iteration's bits of every tile
+            width, height, tile size, scale code, steps of the last chunk, then k x (chunk length,
+            chunk CRC-32), header CRC-32
+    chunks  k payloads, one per iteration, each holding that iteration's bits of every tile (the
+            last one, when `steps` is not 0, only the first `steps` of its 2 x bits coding steps)
 
 A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
 cuts a stream to depth j without touching a bit of the chunks it keeps. The stream ends with
@@ -27,7 +29,8 @@ from .tiling import check_tile_size
 MAGIC = b"RGBC"
 TILE_MULTIPLE = 32  # a stream's tile size is 0 or a multiple of this (a model may ask for a larger multiple)
 VERSION = 1
-_FIXED = struct.Struct("<4sBBBB8sIIHBB")  # magic .. scale code, reserved: 28 bytes
+_FIXED = struct.Struct("<4sBBBB8sIIHBB")  # magic .. scale code, steps of the last chunk: 28 bytes
+RAW_CODER_ID = 0  # entropy.RawCoder's: it codes whole iterations only (no partial last chunk)
 _CHUNK = struct.Struct("<II")  # length, crc32
 _CRC = struct.Struct("<I")
 
@@ -48,6 +51,12 @@ class Header:
     chunk_lengths: tuple[int, ...]
     chunk_crcs: tuple[int, ...]
     scale: int = 0  # rgbatch.resample's code: 0, the image coded as it is
+    steps: int = 0  # coding steps the last chunk holds: 0, all of them (docs/FORMAT.md, "Partial last chunk")
+
+    def steps_at(self, iterations: int) -> int:
+        """Steps of the last chunk of this stream read to `iterations` (0: whole): only the
+        stream's own last chunk may be partial."""
+        return self.steps if iterations == self.iterations else 0
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -77,14 +86,18 @@ def cumulative_bytes(chunk_lengths) -> list[int]:
 
 
 def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, tile_size: int,
-         chunks: list[bytes], scale: int = 0) -> bytes:
-    """The stream of an image of width x height pixels, coded at scale `scale` (0: as it is)."""
+         chunks: list[bytes], scale: int = 0, steps: int = 0) -> bytes:
+    """The stream of an image of width x height pixels, coded at scale `scale` (0: as it is),
+    its last chunk holding the first `steps` coding steps of its iteration (0: all)."""
     if not 1 <= len(chunks) <= 255:
         raise ValueError(f"a stream holds 1..255 iterations, not {len(chunks)}")
     if scale not in SCALES:
         raise ValueError(f"scale code {scale} is not one of {sorted(SCALES)}")
+    problem = _steps_problem(steps, bits, coder_id)
+    if problem:
+        raise ValueError(problem)
     head = _FIXED.pack(MAGIC, VERSION, coder_id, len(chunks), bits, bytes.fromhex(model_id),
-                       width, height, tile_size, scale, 0)
+                       width, height, tile_size, scale, steps)
     head += b"".join(_CHUNK.pack(len(c), zlib.crc32(c)) for c in chunks)
     head += _CRC.pack(zlib.crc32(head))
     return head + b"".join(chunks)
@@ -96,7 +109,7 @@ def read_header(blob: bytes) -> Header:
     blob = memoryview(blob)
     if len(blob) < _FIXED.size:
         raise BitstreamError(f"truncated: {len(blob)} bytes is shorter than any rgbatch header")
-    magic, version, coder_id, k, bits, mid, width, height, tile, scale, reserved = _FIXED.unpack_from(blob)
+    magic, version, coder_id, k, bits, mid, width, height, tile, scale, steps = _FIXED.unpack_from(blob)
     if magic != MAGIC:
         raise BitstreamError("not an rgbatch code (wrong magic bytes)")
     if version != VERSION:
@@ -110,8 +123,9 @@ def read_header(blob: bytes) -> Header:
     table = [_CHUNK.unpack_from(blob, _FIXED.size + i * _CHUNK.size) for i in range(k)]
     if k == 0 or width == 0 or height == 0 or bits == 0:
         raise BitstreamError(f"invalid header: {k} iterations of {bits} bits of a {width}x{height} image")
-    if reserved:
-        raise BitstreamError(f"invalid header: the reserved field holds {reserved}, not 0")
+    problem = _steps_problem(steps, bits, coder_id)
+    if problem:
+        raise BitstreamError(f"invalid header: {problem}")
     if scale not in SCALES:
         raise BitstreamError(f"invalid header: scale code {scale} is not one of {sorted(SCALES)} (a newer format?)")
     try:
@@ -123,7 +137,17 @@ def read_header(blob: bytes) -> Header:
         raise BitstreamError(f"{len(blob) - stream_end} bytes after the last chunk (the stream ends at byte "
                              f"{stream_end}); refused")
     return Header(coder_id, k, bits, mid.hex(), width, height, tile,
-                  tuple(n for n, _ in table), tuple(c for _, c in table), scale)
+                  tuple(n for n, _ in table), tuple(c for _, c in table), scale, steps)
+
+
+def _steps_problem(steps: int, bits: int, coder_id: int) -> str:
+    """Why `steps` cannot be a stream's steps of the last chunk ("" if it can): 0, or 1 .. 2 x bits - 1
+    for the context coders; the raw coder codes whole iterations only."""
+    if steps and coder_id == RAW_CODER_ID:
+        return f"the raw coder codes whole iterations, but the last chunk holds {steps} steps"
+    if steps and not steps < 2 * bits:
+        return f"the last chunk holds {steps} steps, not 0 (whole) or 1..{2 * bits - 1}"
+    return ""
 
 
 def unpack(blob: bytes, iterations: int | None = None) -> tuple[Header, list[bytes]]:
@@ -146,7 +170,9 @@ def unpack(blob: bytes, iterations: int | None = None) -> tuple[Header, list[byt
 
 
 def truncate(blob: bytes, iterations: int) -> bytes:
-    """The same stream cut to its first `iterations` iterations."""
+    """The same stream cut to its first `iterations` iterations (a partial last chunk is kept only
+    when `iterations` is the stream's own: the chunks before it are whole)."""
     header, chunks = unpack(blob, iterations)
     return pack(coder_id=header.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
-                height=header.height, tile_size=header.tile_size, chunks=chunks, scale=header.scale)
+                height=header.height, tile_size=header.tile_size, chunks=chunks, scale=header.scale,
+                steps=header.steps_at(iterations))

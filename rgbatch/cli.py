@@ -89,6 +89,9 @@ SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradien
 RESAMPLE = typer.Option("none", help="Resampled coding: none | 0.75 | 0.5 (code the image downscaled by that, "
                                       "decoded back to full size) | auto (with a target: try each scale, keep "
                                       "the one the target prefers; README, Resampled coding).")
+PARTIAL = typer.Option(False, "--partial", help="With a target, a stream may end with part of an iteration (the "
+                                               "first 1/8 .. 7/8 of its coding steps) where that lands nearer the "
+                                               "target (README, Partial last iteration).")
 TARGET_MSSSIM = typer.Option(None, help="Per image, keep the fewest iterations reaching this MS-SSIM.")
 TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within this bpp.")
 MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes.")
@@ -308,6 +311,7 @@ def compress(
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
     resample: str = RESAMPLE,
+    partial: bool = PARTIAL,
     overlap: Optional[bool] = typer.Option(
         None, "--overlap/--no-overlap", help="Two calls at once per encoder, one's entropy coding beside the "
                                              "other's network (default: on a GPU; on a CPU it gains nothing: README, "
@@ -327,7 +331,7 @@ def compress(
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision,
-            search_steps=search_steps, resample=resample, overlap=overlap)
+            search_steps=search_steps, resample=resample, partial=partial, overlap=overlap)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
                                   log=lambda text: err.print(text, highlight=False))
@@ -480,11 +484,12 @@ def encode(
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
     resample: str = RESAMPLE,
+    partial: bool = PARTIAL,
     as_json: bool = AS_JSON,
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
     that cannot be read exits 1 (the image failed), a bad option or missing file 2."""
-    from .codec import Codec
+    from .codec import Codec, check_partial
     from .files import encode_file
     from .imageio import ImageError
     from .resample import candidates
@@ -492,14 +497,17 @@ def encode(
     with user_errors():
         target = _target(target_msssim, target_bpp, max_bytes)
         candidates(resample, bool(target), measure=True)
+        if partial:
+            check_partial(target, True, "auto")
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
     with user_errors(failures=(ImageError, MemoryError)):
-        result = encode_file(image, out_path, iterations, target, codec, resample=resample)
+        result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial)
     if as_json:
         _print_json(result)
     else:
         scale = "" if result["scale"] == "1" else f" coded at scale {result['scale']},"
-        out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations, "
+        steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
+        out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB")
 

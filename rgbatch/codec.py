@@ -31,14 +31,15 @@ import functools
 import math
 import threading
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from . import bitstream
 from .bitstream import BitstreamError
-from .codes import Codes, EncodedImage, stream_sizes
-from .entropy import EntropyError, get_coder
+from .codes import Codes, EncodedImage, signs, stream_sizes
+from .entropy import CODERS, EntropyError, get_coder
 from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
@@ -67,6 +68,22 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 MAX_SEARCH_STEPS = 100
+
+
+def check_partial(target: Target, measure: bool, coder: str):
+    """`partial` coding (Codec.encode_many) needs a coder that codes partial chunks (a context coder;
+    "auto" is one with the shipped weights) and, with a target, the MS-SSIM of every candidate."""
+    if target and not measure:
+        raise OptionError("partial", "chooses by the MS-SSIM of every candidate: measuring must stay on")
+    if coder != "auto" and not getattr(CODERS.get(coder), "partial", False):
+        raise OptionError("partial", f"the {coder} coder codes whole iterations only; use a context coder "
+                                     f"(adaptive or context)")
+
+
+def partial_steps(bits: int) -> tuple[int, ...]:
+    """Coding steps of a partial last iteration a target tries: 1/8 .. 7/8 of the 2 x bits steps
+    (8, 16, .., 56 of the Residual-GRU's 64)."""
+    return tuple(sorted({2 * bits * i // 8 for i in range(1, 8)} - {0}))
 LOCKSTEP_TILES = 64  # tiles whose network states a target keeps alive at once (64 of 512 px, 16 MP: +1.2 GB peak)
 
 
@@ -152,14 +169,14 @@ class Codec:
     # -- encoding: network + tiling -> Codes -> coder -> chunks -> bitstream.pack ------------
     def encode(self, image: np.ndarray, iterations: int | None = None, measure: bool = True,
                keep_reconstructions: bool = False, target: Target = Target(), keep_codes: bool = False,
-               resample="none") -> EncodedImage:
+               resample="none", partial: bool = False) -> EncodedImage:
         return self.encode_many([image], iterations, measure, keep_reconstructions, target, keep_codes,
-                                resample=resample)[0]
+                                resample=resample, partial=partial)[0]
 
     def encode_many(self, images: list[np.ndarray], iterations: int | None = None,
                     measure: bool = True, keep_reconstructions: bool = False,
                     target: Target = Target(), keep_codes: bool = False, progress=None,
-                    resample="none") -> list[EncodedImage]:
+                    resample="none", partial: bool = False) -> list[EncodedImage]:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
@@ -188,9 +205,17 @@ class Codec:
         reconstruction until it is whole: one depth at a time when tiles run in lockstep (a
         target, up to LOCKSTEP_TILES tiles), else up to every depth: 3 bytes per coded pixel and
         depth, 48 at 16 depths (`_UpscaledMeter`).
+
+        `partial` (README, "Partial last iteration"), with a target: besides whole iterations, a
+        stream may end with the first m of the next iteration's 2 x bits coding steps (m = 8, 16,
+        .., 56; docs/FORMAT.md, "Partial last chunk"), each decoded and measured at full size; the
+        candidate the target prefers is kept (`_partial`). With `resample`, within each scale.
+        Without a target it changes nothing.
         """
         measure = measure or keep_reconstructions
         check_measured(target, measure)
+        if partial:
+            check_partial(target, measure, self.coder.name)
         scales, depth = candidates(resample, bool(target), measure), self._depth(iterations)
         tried = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
         results = [[] for _ in images]  # per image, its encoding at each scale tried so far
@@ -203,7 +228,7 @@ class Codec:
                                      keep_reconstructions, progress if code == 0 else None,
                                      originals=[images[i] for i in coded], scale=code)
             for i, run, goal in zip(coded, runs, goals):
-                results[i].append(self._store(run, goal, keep_codes))
+                results[i].append(self._store(run, goal, keep_codes, partial))
         return [encodings[choose_candidate(target, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
                                            image.shape[0] * image.shape[1]) if len(encodings) > 1 else 0]
                 for image, encodings in zip(images, results)]
@@ -285,7 +310,7 @@ class Codec:
             stop = stop or not target.fits(stream_sizes(run.chunks)[-1], run.original.shape[0] * run.original.shape[1])
         return stop
 
-    def _store(self, run: _Run, target: Target, keep_codes: bool) -> EncodedImage:
+    def _store(self, run: _Run, target: Target, keep_codes: bool, partial: bool = False) -> EncodedImage:
         """The coder and packing stages of one image: its stream cut to the depth it keeps."""
         depth = run.depth
         quality = [run.meter.msssim(t) for t in range(depth)] if run.meter else []
@@ -307,13 +332,57 @@ class Codec:
             enc.reconstructions = recon[:depth]
         if keep_codes:
             enc.codes = codes.cut(depth)
-        return enc
+        return self._partial(enc, codes, run.chunks, run.original, target) if partial and target else enc
+
+    def _partial(self, enc: EncodedImage, codes: Codes, chunks: list[bytes], original: np.ndarray,
+                 target: Target) -> EncodedImage:
+        """`enc` (whole iterations, at the depth `target` keeps) or, if the target prefers one
+        (`ratecontrol.choose_candidate`), the stream whose last chunk holds the first m of
+        `partial_steps` coding steps of the iteration after the last whole one `target` can keep:
+        for a quality target the one before the first that reaches it, for a size target the
+        last that fits. Each candidate is coded (its bytes) and, where it can be chosen, decoded
+        (`decode_codes`: what a decoder gives) and measured against `original`."""
+        depth = enc.iterations
+        base = depth - 1 if target.msssim is not None and enc.msssim[-1] >= target.msssim else depth
+        if base >= codes.iterations:  # no iteration after the last kept was coded
+            return enc
+        steps = partial_steps(self.model.cfg.bits)
+        tries = [codes.partial(base + 1, m) for m in steps]
+        last = [self.coder.encode_iteration(codes.tiles, base, m) for m in steps]
+        sizes = [bitstream.cumulative_bytes([*map(len, chunks[:base]), len(c)])[-1] for c in last]
+        pixels = enc.width * enc.height
+        # decoded (the network's time) fewest bytes first, only those within the size limits, until
+        # one reaches a quality target: those after it cannot be chosen (more bytes, choose_candidate)
+        measured = {}
+        for n in sorted((n for n in range(len(steps)) if target.fits(sizes[n], pixels)), key=lambda n: sizes[n]):
+            # one image at a time, as `decode` of its stream: a batch of several images' tiles
+            # may round differently (by 1 in a few pixels, measured)
+            image = self.decode_codes([tries[n]])[0]
+            meter = QualityMeter(original, 1, device=self.device)
+            meter.add(0, 0, image)
+            meter.flush()
+            measured[n] = image, meter.msssim(0), meter.psnr(0)
+            if target.msssim is not None and measured[n][1] >= target.msssim:
+                break
+        order = list(measured)
+        pick = choose_candidate(target, [enc.bytes[-1], *(sizes[n] for n in order)],
+                                [enc.msssim[-1], *(measured[n][1] for n in order)], pixels) - 1
+        if pick < 0:
+            return enc
+        n = order[pick]
+        (image, quality, psnr), kept = measured[n], tries[n]
+        return replace(enc, blob=self.pack(kept, [*chunks[:base], last[n]]), iterations=base + 1, steps=kept.steps,
+                       bytes=[*stream_sizes(chunks[:base]), sizes[n]], msssim=[*enc.msssim[:base], quality],
+                       psnr=[*enc.psnr[:base], psnr],
+                       reconstructions=None if enc.reconstructions is None else np.concatenate(
+                           [enc.reconstructions[:base], image[None]]),
+                       codes=kept if enc.codes is not None else None)
 
     def pack(self, codes: Codes, chunks: list[bytes], coder=None) -> bytes:
         """The stream of an image's chunks (coded by `coder`, this codec's by default)."""
         return bitstream.pack(coder_id=(coder or self.coder).coder_id, bits=self.model.cfg.bits,
                               model_id=self.model_id, width=codes.width, height=codes.height,
-                              tile_size=codes.tile_size, chunks=chunks, scale=codes.scale)
+                              tile_size=codes.tile_size, chunks=chunks, scale=codes.scale, steps=codes.steps)
 
     # -- decoding: bitstream.unpack -> chunks -> coder -> Codes -> network + tiling ----------
     def read_codes(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> Codes:
@@ -338,10 +407,11 @@ class Codec:
         try:
             # the codec's own coder when the stream used it (building a context coder takes 10 ms)
             coder = self.coder if header.coder_id == self.coder.coder_id else get_coder(header.coder_id, self.extra)
-            codes = coder.decode(chunks, shapes)
+            steps = header.steps_at(len(chunks))
+            codes = coder.decode(chunks, shapes, steps)
         except EntropyError as e:
             raise BitstreamError(str(e)) from None
-        return Codes(header.width, header.height, header.tile_size, codes, header.scale)
+        return Codes(header.width, header.height, header.tile_size, codes, header.scale, steps)
 
     def decode(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return self.decode_many([blob], iterations, max_pixels)[0]
@@ -360,8 +430,8 @@ class Codec:
         their full size where they were coded smaller (rgbatch.resample)."""
         images = [np.empty((c.coded_size[1], c.coded_size[0], 3), np.uint8) for c in codes]
         grids = [c.grid for c in codes]
-        work = [((i, j), t.shape, lambda t=t: torch.from_numpy(t).float() * 2 - 1)
-                for i, c in enumerate(codes) for j, t in enumerate(c.tiles)]
+        work = [((i, j), t.shape, lambda t=t, coded=coded: torch.from_numpy(signs(t, coded)))
+                for i, c in enumerate(codes) for j, (t, coded) in enumerate(zip(c.tiles, c.coded()))]
         with self.device_lock:
             block = self.model.cfg.block
             for keys, bits in self._batches(work, lambda shape: shape[-2] * shape[-1] * block * block):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import bitstream
+from .context import Canvas
 from .ratecontrol import Target, choose_depth
 from .resample import coded_size
 from .tiling import Tile, tile_grid
@@ -25,13 +26,16 @@ from .tiling import Tile, tile_grid
 class Codes:
     """The bits of one image: per tile (row by row), bool (iterations, bits, rows, cols).
     width x height is the image's size; the network coded it at `coded_size` (scale code
-    `scale`, rgbatch.resample), which the tile grid follows."""
+    `scale`, rgbatch.resample), which the tile grid follows. `steps`: the last iteration holds
+    only its first `steps` coding steps (a partial last chunk, docs/FORMAT.md; 0: all), its other
+    bits unknown (False here; the decoder reads them as 0, neither +1 nor -1)."""
 
     width: int
     height: int
     tile_size: int
     tiles: list[np.ndarray]
     scale: int = 0
+    steps: int = 0
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -48,8 +52,35 @@ class Codes:
         return tile_grid(height, width, self.tile_size)
 
     def cut(self, depth: int) -> "Codes":
-        """The codes of the first `depth` iterations."""
-        return replace(self, tiles=[t[:depth] for t in self.tiles])
+        """The codes of the first `depth` iterations (whole ones, below the last)."""
+        return replace(self, tiles=[t[:depth] for t in self.tiles], steps=self.steps if depth == self.iterations else 0)
+
+    def partial(self, depth: int, steps: int) -> "Codes":
+        """The codes of the first `depth` iterations, the last one of its first `steps` coding steps
+        (its other bits False, as decoding gives them)."""
+        kept = replace(self.cut(depth), steps=steps)
+        kept.tiles = [t.copy() for t in kept.tiles]
+        for tile, coded in zip(kept.tiles, kept.coded()):
+            if coded is not None:
+                tile[-1] &= coded
+        return kept
+
+    def coded(self) -> list[np.ndarray | None]:
+        """Per tile, which bits of the last iteration the codes hold: bool (bits, rows, cols), the
+        first `steps` coding steps' (docs/ENTROPY.md, "Coding order"); None where it is whole."""
+        if not self.steps:
+            return [None] * len(self.tiles)
+        layout = Canvas(tuple(t.shape[1:] for t in self.tiles))
+        return [c[0] for c in layout.cut(layout.coded(self.steps))]
+
+
+def signs(tile: np.ndarray, coded: np.ndarray | None = None) -> np.ndarray:
+    """What the decoder reads of a tile's bits (`Codes.tiles`): float32 +1 / -1, and 0 for the bits
+    of its last iteration outside `coded` (`Codes.coded`: those a partial last chunk does not hold)."""
+    out = tile.astype(np.float32) * 2 - 1
+    if coded is not None:
+        out[-1] *= coded
+    return out
 
 
 def stream_sizes(chunks) -> list[int]:
@@ -70,6 +101,7 @@ class EncodedImage:
     codes: Codes | None = None  # the codes of the k iterations, when asked for
     tile_size: int = 0  # the tile size the stream was coded with (its header's)
     scale: int = 0  # its header's scale code (rgbatch.resample): 0, coded at width x height
+    steps: int = 0  # coding steps its last chunk holds (0: all; a partial last chunk, docs/FORMAT.md)
 
     @property
     def bpp(self) -> list[float]:
@@ -83,7 +115,7 @@ class EncodedImage:
         """The same image stored to `depth` iterations: blob truncated, stats of the kept depths."""
         if depth == self.iterations:
             return self
-        return replace(self, blob=bitstream.truncate(self.blob, depth), iterations=depth,
+        return replace(self, blob=bitstream.truncate(self.blob, depth), iterations=depth, steps=0,
                        bytes=self.bytes[:depth], msssim=self.msssim[:depth], psnr=self.psnr[:depth],
                        reconstructions=None if self.reconstructions is None else self.reconstructions[:depth],
                        codes=None if self.codes is None else self.codes.cut(depth))

@@ -90,6 +90,16 @@ class Canvas:
             view[MAX_LOOKBACK:, :, GUTTER:GUTTER + c.shape[2], x0:x0 + c.shape[3]] = c
         return canvas
 
+    def coded(self, steps: int) -> np.ndarray:
+        """A canvas of one iteration, True where its first `steps` coding steps code a bit (step
+        s x bits + c: channel c at the positions of colour s; docs/ENTROPY.md, "Coding order"):
+        what a partial last chunk holds (`cut` gives it per tile)."""
+        bits = self.shapes[0][0]
+        canvas = self.empty(1, bits)
+        for s, positions in enumerate(self.positions):
+            canvas[MAX_LOOKBACK, :min(max(steps - s * bits, 0), bits)][:, positions] = True
+        return canvas
+
     def cut(self, canvas: np.ndarray) -> list[np.ndarray]:
         view = canvas.reshape(*canvas.shape[:2], self.height, self.width)[MAX_LOOKBACK:]
         return [view[:, :, GUTTER:GUTTER + r, x0:x0 + c].copy() for (_, r, c), x0 in zip(self.shapes, self.left)]

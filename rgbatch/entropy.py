@@ -43,22 +43,24 @@ class Coder(Protocol):
 
     Codes are one bool array per tile, (iterations, bits, rows, cols); chunk t may depend on
     iterations < t, never on later ones. `decode` raises EntropyError for a chunk that does
-    not decode to `shapes`."""
+    not decode to `shapes`. `steps` (coders with `partial`): the last chunk holds only the first
+    `steps` of its iteration's 2 x bits coding steps (0: all; docs/FORMAT.md, "Partial last chunk")."""
 
     coder_id: int  # stored in every header: never reuse one
     name: str  # what users ask for (--coder)
+    partial: bool  # whether it can code the first steps of an iteration alone (a partial last chunk)
 
     def __init__(self, extra: dict | None = None): ...  # the weights' extra tensors (its model, if any)
 
     def encode(self, codes: list[np.ndarray]) -> list[bytes]: ...
 
-    def encode_iteration(self, codes: list[np.ndarray], t: int) -> bytes: ...  # chunk t of `encode`, alone
+    def encode_iteration(self, codes: list[np.ndarray], t: int, steps: int = 0) -> bytes: ...  # chunk t of `encode`, alone
 
     # (fewest, most, multiple of) bytes one chunk of these tile shapes can have: `decode` refuses
     # other sizes before any work (`check_chunks`; docs/FORMAT.md, "Limits")
     def chunk_bytes(self, shapes: list[tuple[int, int, int]]) -> tuple[int, int, int]: ...
 
-    def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]: ...
+    def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]], steps: int = 0) -> list[np.ndarray]: ...
 
 
 def symbols(shapes) -> int:
@@ -81,6 +83,7 @@ class RawCoder:
 
     coder_id = 0
     name = "raw"
+    partial = False
 
     def __init__(self, extra=None):
         pass
@@ -88,8 +91,9 @@ class RawCoder:
     def encode(self, codes: list[np.ndarray]) -> list[bytes]:
         return [self.encode_iteration(codes, t) for t in range(codes[0].shape[0])]
 
-    def encode_iteration(self, codes: list[np.ndarray], t: int) -> bytes:
+    def encode_iteration(self, codes: list[np.ndarray], t: int, steps: int = 0) -> bytes:
         """Chunk t alone (an encoder that stops as soon as a size is reached codes as it goes)."""
+        _whole_only(self, steps)
         return np.packbits(np.concatenate([c[t].ravel() for c in codes])).tobytes()
 
     def code_lengths(self, codes: list[np.ndarray]) -> list[np.ndarray]:
@@ -101,7 +105,8 @@ class RawCoder:
         size = (symbols(shapes) + 7) // 8
         return size, size, 1
 
-    def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
+    def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]], steps: int = 0) -> list[np.ndarray]:
+        _whole_only(self, steps)
         check_chunks(self, chunks, shapes)
         sizes = [int(np.prod(s)) for s in shapes]
         total = sum(sizes)
@@ -111,6 +116,11 @@ class RawCoder:
             for tile, piece in zip(out, np.split(flat, np.cumsum(sizes)[:-1])):
                 tile[t] = piece.reshape(tile.shape[1:])
         return out
+
+
+def _whole_only(coder, steps: int):
+    if steps:
+        raise EntropyError(f"the {coder.name} coder codes whole iterations, not the first {steps} steps of one")
 
 
 # -- the context coder ---------------------------------------------------------------------------
@@ -133,6 +143,7 @@ class ContextCoder:
 
     coder_id = 1
     name = "context"
+    partial = True
     adaptive = False  # coder id 2 (AdaptiveCoder) refines each table entry as it codes
     ENGINES = ("auto", "compiled", "constriction")
 
@@ -161,7 +172,10 @@ class ContextCoder:
     def max_iterations(self) -> int:
         return self.table.shape[0]
 
-    def _check(self, shapes, iterations: int):
+    def _check(self, shapes, iterations: int, steps: int = 0):
+        if not 0 <= steps < 2 * self.bits:
+            raise EntropyError(f"an iteration has {2 * self.bits} coding steps: a partial chunk holds 1..{2 * self.bits - 1}, "
+                               f"not {steps}")
         if any(s[0] != self.bits for s in shapes):
             raise EntropyError(f"the context model codes {self.bits} bits per position, not {shapes[0][0]}")
         if iterations > self.max_iterations:
@@ -174,26 +188,31 @@ class ContextCoder:
         steps = self._steps(layout)
         return [self._code_iteration(layout, canvas, steps, t) for t in range(codes[0].shape[0])]
 
-    def encode_iteration(self, codes: list[np.ndarray], t: int) -> bytes:
-        """Chunk t alone, from iterations 0..t of `codes` (the same bytes as `encode`'s)."""
+    def encode_iteration(self, codes: list[np.ndarray], t: int, steps: int = 0) -> bytes:
+        """Chunk t alone, from iterations 0..t of `codes` (the same bytes as `encode`'s); with
+        `steps`, of its first `steps` coding steps only (a partial last chunk)."""
         codes = [c[:t + 1] for c in codes]
         layout = Canvas(tuple(c.shape[1:] for c in codes))
-        self._check(layout.shapes, t + 1)
-        return self._code_iteration(layout, layout.paint(codes), self._steps(layout), t)
+        self._check(layout.shapes, t + 1, steps)
+        return self._code_iteration(layout, layout.paint(codes), self._steps(layout), t, steps)
 
     def _steps(self, layout: Canvas):
         """The kernels' offsets of every iteration on this canvas (`fastcoder.step_offsets`), or None."""
         if self.kernels:
             return self._offsets(layout.height * layout.width, layout.width)
 
-    def _code_iteration(self, layout: Canvas, canvas: np.ndarray, steps, t: int) -> bytes:
+    def _code_iteration(self, layout: Canvas, canvas: np.ndarray, offsets, t: int, steps: int = 0) -> bytes:
+        """Chunk t of a painted canvas: its first `steps` coding steps (0: all of them)."""
+        steps = steps or 2 * self.bits
         if self.kernels:
-            reads, own = steps
-            return self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], self.adaptive)
+            reads, own = offsets
+            return self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], self.adaptive,
+                                             steps=steps)
         # every bit is known: one call codes the iteration in the decoder's order (colour,
         # then channel, then position), the same stream as one call per step
-        symbols = [canvas[MAX_LOOKBACK + t][:, positions].ravel() for positions in layout.positions]
-        entries = np.concatenate([e.ravel() for e in self._coded_entries(layout, canvas, t)])
+        channels = [min(max(steps - s * self.bits, 0), self.bits) for s in (0, 1)]  # of each colour, coded
+        symbols = [canvas[MAX_LOOKBACK + t][:n, positions].ravel() for n, positions in zip(channels, layout.positions)]
+        entries = np.concatenate([e[:n].ravel() for n, e in zip(channels, self._coded_entries(layout, canvas, t))])
         encoder = constriction.stream.queue.RangeEncoder()
         encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, entries / 2.0 ** PROBABILITY_BITS)
         return encoder.get_compressed().astype("<u4").tobytes()
@@ -241,17 +260,20 @@ class ContextCoder:
         bits = symbols(shapes)
         return (4 if bits else 0), 4 * (-(-bits * MAX_SYMBOL_BITS // 32) + 2), 4
 
-    def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]]) -> list[np.ndarray]:
+    def decode(self, chunks: list[bytes], shapes: list[tuple[int, int, int]], steps: int = 0) -> list[np.ndarray]:
+        """The codes of these chunks, the last one holding its first `steps` coding steps (0: all);
+        the bits of the steps it does not hold are False."""
         layout = Canvas(tuple(tuple(s) for s in shapes))
-        self._check(layout.shapes, len(chunks))
+        self._check(layout.shapes, len(chunks), steps)
         check_chunks(self, chunks, shapes)
         canvas = layout.empty(len(chunks), self.bits)
-        steps = self._steps(layout)
+        offsets = self._steps(layout)
         for t, chunk in enumerate(chunks):
+            coded = steps if steps and t == len(chunks) - 1 else 2 * self.bits
             if self.kernels:
-                reads, own = steps
+                reads, own = offsets
                 status = self.kernels.decode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], chunk,
-                                                   self.adaptive)
+                                                   self.adaptive, steps=coded)
                 if status == 2:
                     raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder")
                 if status == 1:
@@ -261,7 +283,7 @@ class ContextCoder:
             plane = canvas[MAX_LOOKBACK + t]
             # step by step: a step's contexts read the channels decoded before it
             for s, positions in enumerate(layout.positions):
-                for c in range(self.bits):
+                for c in range(min(max(coded - s * self.bits, 0), self.bits)):
                     contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
                     try:
                         plane[c, positions] = self._decode_step(decoder, self.table[t, s, c], contexts)

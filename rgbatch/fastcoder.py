@@ -193,8 +193,9 @@ def _bit(canvas, offsets, table, base, position):
 
 
 @njit(cache=True, nogil=True)
-def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, out, record):
-    """Code one iteration's bits: colour 0 then 1, channel 0..bits-1, positions in order.
+def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, out, record, steps):
+    """Code one iteration's bits: colour 0 then 1, channel 0..bits-1, positions in order; its
+    first `steps` coding steps (2 x bits: all of them).
 
     canvas: flat uint8 (2 + iterations, bits, plane); reads, own: `step_offsets` of the
     iteration; positions0/1: flat indices of each colour's positions; table_t (2, bits, 2**K)
@@ -212,7 +213,7 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     key_shift = np.uint64(reads.shape[2] - min(reads.shape[2], KEY_BITS))  # K context bits keep KEY_BITS
     cell = f = np.int64(0)
     lo = key = np.uint64(0)
-    for step in range(2 * own.shape[0]):
+    for step in range(steps):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         if adaptive:
             _fresh_state(table, cells, knots)
@@ -270,9 +271,9 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
 
 
 @njit(cache=True, nogil=True)
-def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, words):
-    """Decode one iteration into the canvas (the inverse of `encode_iteration`, same arguments
-    but the chunk's uint32 `words`). Returns 0 if the chunk ended where its bits did, 1 if
+def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, words, steps):
+    """Decode one iteration's first `steps` coding steps into the canvas (the inverse of
+    `encode_iteration`, same arguments but the chunk's uint32 `words`). Returns 0 if the chunk ended where its bits did, 1 if
     words were left over, 2 if it cannot be a chunk of this coder."""
     n_words = words.shape[0]
     point = np.uint64(0)
@@ -289,7 +290,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     ctx = np.uint64(0)
     cell = f = np.int64(0)
     lo = key = np.uint64(0)
-    for step in range(2 * own.shape[0]):
+    for step in range(steps):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         if adaptive:
             _fresh_state(table, cells, knots)
@@ -333,23 +334,26 @@ NOT_RECORDED = np.empty(0, np.int64)
 
 
 def encode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, table_t: np.ndarray,
-                 adaptive: bool = False, record: np.ndarray = NOT_RECORDED) -> bytes:
+                 adaptive: bool = False, record: np.ndarray = NOT_RECORDED, steps: int = 0) -> bytes:
     """The chunk of one iteration of a painted canvas (bool, (2 + iterations, bits, plane)):
     constriction's words, little-endian. `reads_t`, `own_t`: that iteration's `step_offsets`;
     `table_t` (2, bits, 2**K) int64: its table; `adaptive`: coder id 2's map; `record`: the
-    canvas's shape, int64, to receive the q each bit was coded with."""
+    canvas's shape, int64, to receive the q each bit was coded with; `steps`: the first coding
+    steps alone (0: all, 2 x bits)."""
     _, bits, _ = canvas.shape
     out = np.empty(max_words(bits * sum(p.size for p in positions)), np.uint32)
     n = encode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, out,
-                         record.reshape(-1))
+                         record.reshape(-1), steps or 2 * bits)
     if n < 0:  # cannot happen for tables within 1 .. 2**15 - 1 (max_words); never write past the buffer
         raise RuntimeError("range coder output longer than its bound")
     return out[:n].astype("<u4").tobytes()
 
 
 def decode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, table_t: np.ndarray,
-                 chunk: bytes, adaptive: bool = False) -> int:
+                 chunk: bytes, adaptive: bool = False, steps: int = 0) -> int:
     """Decode a chunk into its iteration of the canvas (whose earlier iterations hold the bits
-    decoded before). Returns `decode_iteration`'s status: 0 ok, 1 words left over, 2 invalid."""
+    decoded before), its first `steps` coding steps (0: all). Returns `decode_iteration`'s
+    status: 0 ok, 1 words left over, 2 invalid."""
     words = np.frombuffer(chunk, "<u4").astype(np.uint32)
-    return decode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, words)
+    return decode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, words,
+                            steps or 2 * canvas.shape[1])

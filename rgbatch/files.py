@@ -21,19 +21,20 @@ from .resample import SCALE_NAMES
 
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
-                max_pixels: int = MAX_PIXELS, resample: str = "none") -> dict:
+                max_pixels: int = MAX_PIXELS, resample: str = "none", partial: bool = False) -> dict:
     """Encode one image file into a stream file; returns what was kept (depth, bytes, quality,
-    and the scale it was coded at: `resample`, Codec.encode_many)."""
+    the scale it was coded at: `resample`, and the coding steps of its last chunk: `partial`,
+    Codec.encode_many; 0 when whole)."""
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)
     image, mode = decode_image(storage.read_bytes(fs, path), max_pixels)
-    encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample)
+    encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample, partial=partial)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, encoded.blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "width": encoded.width,
             "height": encoded.height, "iterations": encoded.iterations, "bytes": len(encoded.blob),
             "bpp": encoded.bpp[-1], "msssim": encoded.msssim[-1], "psnr": encoded.psnr[-1],
-            "scale": SCALE_NAMES[encoded.scale], "model_id": codec.model_id}
+            "scale": SCALE_NAMES[encoded.scale], "last_steps": encoded.steps, "model_id": codec.model_id}
 
 
 def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None,

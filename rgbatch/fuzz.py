@@ -26,9 +26,9 @@ from .limits import layout
 from .resample import SCALES
 
 FIELDS = ("magic", "version", "coder_id", "iterations", "bits", "model_id", "width", "height", "tile_size",
-          "scale", "reserved")  # the fixed header, in the order of bitstream's struct
+          "scale", "steps")  # the fixed header, in the order of bitstream's struct
 _MAX = {"version": 255, "coder_id": 255, "iterations": 255, "bits": 255, "width": 2**32 - 1,
-        "height": 2**32 - 1, "tile_size": 2**16 - 1, "scale": 255, "reserved": 255}
+        "height": 2**32 - 1, "tile_size": 2**16 - 1, "scale": 255, "steps": 255}
 # every header field at zero, small, typical, huge and maximum values
 VALUES = {
     "magic": [b"\0\0\0\0", b"RGBD", b"\x89PNG"],
@@ -41,7 +41,7 @@ VALUES = {
               65535, 65536, 2**20, 2**31 - 1, 2**31, 2**32 - 1],
     "tile_size": [0, 1, 16, 31, 32, 33, 48, 64, 96, 128, 256, 512, 1024, 4096, 8192, 32768, 65504, 65535],
     "scale": [1, 2, 3, 255],  # both scales, the first unknown code and the largest
-    "reserved": [1, 255],
+    "steps": [1, 63, 64, 255],  # steps of a partial last chunk: the fewest and most, the first too many, the largest
 }
 VALUES["height"] = VALUES["width"]
 LENGTHS = [0, 1, 2, 3, 4, 5, 8, 2**16, 2**31, 2**32 - 1]  # chunk lengths, besides the true one +-1, +-4, x2
@@ -118,8 +118,9 @@ def field_cases(seed: Seed):
 def field_case(seed: Seed, name: str, value) -> Case:
     parts = seed.parts
     same = value == parts.fields[name]
-    foreign = (name in ("magic", "version", "model_id", "reserved") or (name == "bits" and value != 32)
-               or (name == "scale" and value not in SCALES))
+    foreign = (name in ("magic", "version", "model_id") or (name == "bits" and value != 32)
+               or (name == "scale" and value not in SCALES)
+               or (name == "steps" and (value >= 64 or parts.fields["coder_id"] == bitstream.RAW_CODER_ID)))
     return Case(f"field {name}={value!r}", replace(parts, fields={**parts.fields, name: value}).build(),
                 expected=seed.images[-1] if same else None, must_refuse=foreign and not same)
 
@@ -223,7 +224,7 @@ def random_case(seeds: list[Seed], rng: np.random.Generator) -> Case:
         return Case(kind, (blob[:5] + data) if rng.random() < 0.5 else data, must_refuse=True)
     # "random header": every field random from its test values, checksums recomputed
     fields = {name: values[rng.integers(len(values))] for name, values in VALUES.items()
-              if name not in ("magic", "version", "model_id", "reserved", "iterations")}
+              if name not in ("magic", "version", "model_id", "steps", "iterations")}
     lengths = [int(rng.choice(LENGTHS[:8])) if rng.random() < 0.3 else n for n in parts.lengths]
     return Case(kind, replace(parts, fields={**parts.fields, **fields}, lengths=lengths).build())
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import raywatch
-from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, release_freed_memory
+from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, check_partial, release_freed_memory
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
@@ -82,6 +82,7 @@ class CompressOptions:
     measure: bool = True
     search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~7x slower at 3
     resample: str = "none"  # resampled coding (Codec.encode_many): none | auto | 0.75 | 0.5
+    partial: bool = False  # with a target, a partial last iteration where it lands nearer (Codec.encode_many)
     # two calls in flight per encoder, one's coder overlapping the other's network (module
     # docstring); None: on a GPU, where the device would otherwise wait for the coder, not on a CPU
     overlap: bool | None = None
@@ -103,6 +104,8 @@ class CompressOptions:
         check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
         check_measured(self.target, self.measure)
         candidates(self.resample, bool(self.target), self.measure)
+        if self.partial:
+            check_partial(self.target, self.measure, self.coder)
 
 
 @dataclass
@@ -145,6 +148,7 @@ class EncodeWorker:
         self.target = options.target
         self.measure = options.measure
         self.resample = options.resample
+        self.partial = options.partial
         self.working = {}  # thread -> (paths, tiles done, tiles, pixels done) of the call it encodes
 
     def model_id(self) -> str:
@@ -170,7 +174,7 @@ class EncodeWorker:
 
         try:
             encoded = self.codec.encode_many(list(images), self.iterations, self.measure, target=self.target,
-                                             progress=progress, resample=self.resample)
+                                             progress=progress, resample=self.resample, partial=self.partial)
         except Exception:  # find out which image it was: encode them one by one
             return [self._encode_one(info, image) for info, image in zip(infos, images)]
         finally:
@@ -185,7 +189,7 @@ class EncodeWorker:
         start = time.perf_counter()
         try:
             encoded = self.codec.encode(image, self.iterations, self.measure, target=self.target,
-                                        resample=self.resample)
+                                        resample=self.resample, partial=self.partial)
             return self._row(info, encoded, time.perf_counter() - start)
         except Exception as e:
             return info.failed(f"encoding failed: {type(e).__name__}: {e}")

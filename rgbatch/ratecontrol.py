@@ -18,6 +18,8 @@ keeps one iteration (the least a stream can hold).
 Resampled coding (`resample="auto"`, rgbatch.resample) encodes an image at several scales and
 keeps the encoding the target prefers (`choose_candidate`): for a quality target the fewest
 bytes among those that reach it, for a size target the best MS-SSIM among those within it.
+With `partial=True` the candidates also include streams whose last chunk holds only part of an
+iteration (`Codec._partial`, docs/FORMAT.md "Partial last chunk"), chosen by the same rule.
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ def test_header_fields_outside_the_format_are_refused():
         forged = bitstream.pack(**{**fields, **change}, chunks=CHUNKS)  # checksums all valid
         with pytest.raises(BitstreamError, match=reason):
             bitstream.read_header(forged)
-    for offset, value, reason in ((27, 1, "reserved"), (26, 3, "scale code 3"), (26, 255, "scale code 255")):
+    for offset, value, reason in ((27, 1, "raw coder codes whole iterations"), (26, 3, "scale code 3"),
+                                  (26, 255, "scale code 255")):
         with pytest.raises(BitstreamError, match=reason):
             bitstream.read_header(_with_byte(make(), offset, value))
 
@@ -112,3 +113,26 @@ def test_a_scale_code_round_trips_and_old_streams_stay_as_they_were():
                                                                                    scale=scale)
     with pytest.raises(ValueError, match="scale code 3"):
         bitstream.pack(**fields, scale=3)
+
+
+def test_steps_of_the_last_chunk_round_trip_and_a_cut_drops_the_partial_chunk():
+    """Header byte 27 (docs/FORMAT.md, "Partial last chunk"): 0 for every stream before it."""
+    fields = dict(coder_id=2, bits=32, model_id="0123456789abcdef", width=70, height=50, tile_size=512, chunks=CHUNKS)
+    whole = bitstream.pack(**fields)
+    assert whole == bitstream.pack(**fields, steps=0) and whole[27] == 0
+    for steps in (1, 40, 63):
+        blob = bitstream.pack(**fields, steps=steps)
+        assert blob == _with_byte(whole, 27, steps)  # byte 27 alone differs (and the header's checksum)
+        header, chunks = bitstream.unpack(blob)
+        assert header.steps == steps and chunks == CHUNKS
+        assert header.steps_at(5) == steps and header.steps_at(4) == 0
+        assert bitstream.truncate(blob, 5) == blob  # the stream's own depth keeps its partial chunk
+        cut = bitstream.truncate(blob, 2)  # a cut keeps whole chunks only
+        assert cut == bitstream.pack(**{**fields, "chunks": CHUNKS[:2]}) and bitstream.read_header(cut).steps == 0
+    for steps in (64, 255):  # an iteration of 32 bits has 64 steps: 64 would be the whole one
+        with pytest.raises(BitstreamError, match=f"holds {steps} steps"):
+            bitstream.read_header(_with_byte(whole, 27, steps))
+        with pytest.raises(ValueError, match=f"holds {steps} steps"):
+            bitstream.pack(**fields, steps=steps)
+    with pytest.raises(BitstreamError, match="raw coder"):  # coder id 0 codes whole iterations only
+        bitstream.read_header(_with_byte(make(), 27, 1))

@@ -570,3 +570,31 @@ def test_compress_resample_then_restore_returns_full_size_images(ray_cluster, ti
         restored = np.asarray(Image.open(tmp_path / "restored" / name))
         assert restored.shape == (h, w, 3)
         assert np.array_equal(restored, codec.decode(rows[name]["blob"], iterations=2))
+
+
+def test_compress_partial_then_restore_returns_the_measured_image(ray_cluster, default_weights, tmp_path):
+    """--partial: a row may end with a partial last chunk; restore gives the image whose MS-SSIM
+    the manifest records."""
+    from rgbatch import bitstream
+    from rgbatch.imageio import read_image
+    from rgbatch.metrics import msssim_many
+
+    from conftest import DATA
+    (tmp_path / "src").mkdir()
+    shutil.copy(DATA / "kodim23_crop192.png", tmp_path / "src" / "a.png")
+    assert run("compress", tmp_path / "src", "--out", tmp_path / "x", "--target-msssim", "0.9", "--partial",
+               "--coder", "raw").exit_code == 2
+    result = run("compress", tmp_path / "src", "--out", tmp_path / "archive", "--target-msssim", "0.94",
+                 "--partial", "--tile-size", "128", "--address", ray_cluster.address, "--json")
+    assert result.exit_code == 0, result.output
+    row = current(tmp_path / "archive")["a.png"]
+    header = bitstream.read_header(row["blob"])
+    assert header.steps and row["iterations"] == header.iterations  # tests/test_partial.py: 24 steps of 4
+    result = run("restore", tmp_path / "archive", "--out", tmp_path / "restored")
+    assert result.exit_code == 0, result.output
+    restored = np.asarray(Image.open(tmp_path / "restored" / "a.png"))
+    codec = Codec.load(default_weights)
+    assert np.array_equal(restored, codec.decode(row["blob"]))
+    original = read_image(DATA / "kodim23_crop192.png")[0]
+    assert row["msssim"][-1] >= 0.94
+    assert msssim_many(original, [restored])[0] == pytest.approx(row["msssim"][-1], abs=1e-6)

@@ -11,7 +11,7 @@ import torch
 
 from rgbatch import adapt, fastcoder
 from rgbatch.codec import Codec
-from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES
+from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, Canvas
 from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError
 from rgbatch.entropy_fit import candidate_features
 from rgbatch.imageio import read_image
@@ -43,10 +43,10 @@ def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.
     table[0, 0, :n] = q
     out = np.empty(fastcoder.max_words(n), np.uint32)
     reads, own = fastcoder.step_offsets(features[None], bits=1, plane=n, width=0)
-    m = fastcoder.encode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, out, fastcoder.NOT_RECORDED)
+    m = fastcoder.encode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, out, fastcoder.NOT_RECORDED, 2)
     words = out[:m].copy()
     canvas[2 * n:3 * n] = 0
-    status = fastcoder.decode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, words)
+    status = fastcoder.decode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, words, 2)
     return words, status, canvas[2 * n:3 * n].copy()
 
 
@@ -121,6 +121,31 @@ def test_both_engines_give_the_same_chunks_and_bits_on_many_tiles(k, kind, rng):
             ours, theirs = compiled.decode(chunks[:depth], shapes), reference.decode(chunks[:depth], shapes)
             assert all(np.array_equal(a, c[:depth]) and np.array_equal(b, c[:depth])
                        for a, b, c in zip(ours, theirs, codes))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_both_engines_code_a_partial_last_chunk_alike_and_decode_its_steps_only(kind, rng):
+    """A partial last chunk (docs/FORMAT.md): the first m of the 2 x bits steps of its iteration,
+    the same bytes in both engines; decoding gives those steps' bits and False for the others."""
+    extra = random_model(rng, bits=4, iterations=3, k=4)
+    compiled, reference = kind(extra), kind(extra, engine="constriction")
+    codes = sticky_codes(rng, 3, SHAPES + [(4, 9, 7)])
+    shapes = [c.shape[1:] for c in codes]
+    chunks = compiled.encode(codes)
+    layout = Canvas(tuple(shapes))
+    for m in (1, 3, 4, 5, 7):
+        last = compiled.encode_iteration(codes, 2, steps=m)
+        assert last == reference.encode_iteration(codes, 2, steps=m)
+        assert len(last) <= len(chunks[2]) and last != chunks[2]
+        coded = layout.cut(layout.coded(m))  # the positions the first m steps code, per tile
+        for coder in (compiled, reference):
+            decoded = coder.decode(chunks[:2] + [last], shapes, steps=m)
+            for got, want, mask in zip(decoded, codes, coded):
+                assert np.array_equal(got[:2], want[:2])
+                assert np.array_equal(got[2], want[2] & mask[0]) and 0 < mask.sum() < mask.size
+    assert compiled.encode_iteration(codes, 2, steps=0) == chunks[2]
+    with pytest.raises(EntropyError, match="steps"):
+        compiled.encode_iteration(codes, 2, steps=8)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -86,3 +86,24 @@ def test_cli_encode_resample_writes_a_resampled_stream_that_decodes_at_full_size
     assert done.exit_code == 0, done.output
     bad = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--resample", "2x"])
     assert bad.exit_code == 2 and "--resample must be one of" in bad.output
+
+
+def test_cli_encode_partial_writes_a_partial_last_chunk_that_decodes_as_measured(default_weights, tiny_weights,
+                                                                                 tmp_path):
+    from conftest import DATA
+    from rgbatch.metrics import msssim_many
+    runner = CliRunner()
+    stream, restored = tmp_path / "p.rgb", tmp_path / "p.png"
+    done = runner.invoke(app, ["encode", str(DATA / "kodim23_crop192.png"), "--out", str(stream),
+                               "--target-msssim", "0.94", "--partial", "--json"])
+    assert done.exit_code == 0, done.output
+    kept = json.loads(done.output)
+    blob = stream.read_bytes()
+    assert kept["last_steps"] == bitstream.read_header(blob).steps > 0 and kept["bytes"] == len(blob)
+    assert runner.invoke(app, ["decode", str(stream), "--out", str(restored)]).exit_code == 0
+    image = read_image(restored)[0]
+    assert msssim_many(read_image(DATA / "kodim23_crop192.png")[0], [image])[0] == pytest.approx(kept["msssim"], abs=1e-6)
+    # the tiny model's coder is raw (no context tables): whole iterations only, a usage error
+    failed = runner.invoke(app, ["encode", str(DATA / "kodim23_crop192.png"), "--out", str(tmp_path / "q.rgb"),
+                                 "--target-msssim", "0.9", "--partial", "--weights", str(tiny_weights)])
+    assert failed.exit_code == 2 and "raw coder codes whole iterations" in failed.output, failed.output

@@ -1,0 +1,87 @@
+"""A partial last iteration (Codec.encode_many(partial=True), docs/FORMAT.md "Partial last chunk"):
+the stream ends with the first m coding steps of an iteration, the decoder reads 0 for the others."""
+
+import numpy as np
+import pytest
+
+from rgbatch import bitstream
+from rgbatch.codec import Codec, partial_steps
+from rgbatch.imageio import read_image
+from rgbatch.metrics import msssim_many
+from rgbatch.options import OptionError
+from rgbatch.ratecontrol import Target
+
+from conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def codec(default_weights):
+    return Codec.load(default_weights, precision="fp32", tile_size=128)  # 4 tiles of a 192 px crop
+
+
+@pytest.fixture(scope="module")
+def image():
+    return read_image(DATA / "kodim23_crop192.png")[0]
+
+
+def test_steps_tried_are_eighths_of_an_iteration():
+    assert partial_steps(32) == (8, 16, 24, 32, 40, 48, 56)
+    assert partial_steps(4) == (1, 2, 3, 4, 5, 6, 7)
+
+
+@pytest.mark.parametrize("resample", ["none", "0.75"])
+def test_a_quality_target_keeps_the_fewest_bytes_reaching_it_and_decoding_gives_what_was_measured(
+        codec, image, resample):
+    goal = Target(msssim=0.94)  # depth 4 whole overshoots it, the first 24 (none) or 40 (0.75) steps of 4 do not
+    whole = codec.encode(image, 16, target=goal, resample=resample)
+    enc = codec.encode(image, 16, target=goal, resample=resample, partial=True, keep_reconstructions=True,
+                       keep_codes=True)
+    assert whole.steps == 0 and whole.msssim[-1] >= goal.msssim > whole.msssim[-2]
+    # every candidate, coded and decoded here: depth k - 1 whole and the first m steps of iteration k
+    k = whole.iterations
+    full = codec.encode(image, k, resample=resample, keep_codes=True).codes
+    sizes, quality = [whole.bytes[-1]], [whole.msssim[-1]]
+    for m in partial_steps(32):
+        chunks = codec.coder.encode(full.tiles)[:k - 1] + [codec.coder.encode_iteration(full.tiles, k - 1, m)]
+        blob = codec.pack(full.partial(k, m), chunks)
+        sizes.append(len(blob))
+        quality.append(msssim_many(image, [codec.decode(blob)])[0])
+    reaching = [n for n, q in enumerate(quality) if q >= goal.msssim]
+    best = min(reaching, key=lambda n: sizes[n])
+    assert best > 0, "the test image must have a partial candidate that wins"
+    assert (enc.iterations, enc.steps) == (k, partial_steps(32)[best - 1])
+    assert enc.bytes[-1] == sizes[best] < whole.bytes[-1] and enc.msssim[-1] == pytest.approx(quality[best], abs=1e-6)
+    assert enc.bytes[:-1] == whole.bytes[:-1] and len(enc.blob) == enc.bytes[-1]
+    header = bitstream.read_header(enc.blob)
+    assert (header.iterations, header.steps, header.scale) == (k, enc.steps, enc.scale)
+    # decoding returns exactly the image the encoder measured, at the kept depth and below
+    assert np.array_equal(codec.decode(enc.blob), enc.reconstructions[-1])
+    assert np.array_equal(codec.decode(enc.blob, k - 1), enc.reconstructions[-2])
+    read = codec.read_codes(enc.blob)
+    assert read.steps == enc.steps and all(np.array_equal(a, b) for a, b in zip(read.tiles, enc.codes.tiles))
+    coded = read.coded()  # the bits not held are False, and the decoder read them as 0
+    assert all(not t[-1][~c].any() for t, c in zip(read.tiles, coded))
+    # a cut drops the partial chunk: whole iterations, as the stream without partial had them
+    cut = enc.cut(k - 1)
+    assert cut.steps == 0 and bitstream.read_header(cut.blob).steps == 0
+    assert cut.blob == whole.cut(k - 1).blob
+
+
+def test_a_size_target_keeps_the_best_quality_within_the_size(codec, image):
+    whole = codec.encode(image, 16, target=Target(bpp=0.25))
+    after = codec.encode(image, whole.iterations + 1).bytes[-1]
+    budget = Target(max_bytes=(whole.bytes[-1] + 3 * after) // 4)  # room for 3/4 of the next iteration's bytes
+    plain = codec.encode(image, 16, target=budget)
+    enc = codec.encode(image, 16, target=budget, partial=True, keep_reconstructions=True)
+    assert plain.iterations == whole.iterations and enc.iterations == plain.iterations + 1 and enc.steps
+    assert enc.bytes[-1] <= budget.max_bytes and enc.msssim[-1] > plain.msssim[-1]
+    assert np.array_equal(codec.decode(enc.blob), enc.reconstructions[-1])
+
+
+def test_partial_without_a_target_changes_nothing_and_the_raw_coder_refuses_it(codec, image, default_weights):
+    assert codec.encode(image, 3, partial=True).blob == codec.encode(image, 3).blob
+    raw = Codec.load(default_weights, coder="raw", precision="fp32")
+    with pytest.raises(OptionError, match="raw coder codes whole iterations"):
+        raw.encode(image, 3, target=Target(msssim=0.9), partial=True)
+    with pytest.raises(OptionError, match="measuring must stay on"):
+        codec.encode(image, 3, measure=False, target=Target(bpp=0.3), partial=True)
