@@ -5,7 +5,8 @@ whole iterations and with `partial=True`, per image and per target, from real st
 
 For each image and MS-SSIM target, `Codec.encode(target=...)` (whole iterations: the first
 depth reaching the target) and `Codec.encode(target=..., partial=True)` (that, or depth k - 1
-plus the first m of iteration k's 64 coding steps, whichever is fewer bytes reaching it); each
+plus the first m of iteration k's 64 coding steps, whichever is fewer bytes reaching it; with
+`--resample auto`, also at scales 3/4 and 1/2: the two levers together); each
 partial stream is decoded and checked to give the MS-SSIM its encoder recorded. Means are over the
 images whose whole-iteration stream reaches the target; "overshoot" is the mean MS-SSIM above
 the target; "partial" counts the images that keep a partial last chunk. Times: the encodings
@@ -38,6 +39,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--resample", default="none",
+                        help="resampled coding on the partial side too (none, auto, 0.75, 0.5): the two levers together")
     parser.add_argument("--json", default=None, help="also write the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -53,7 +56,8 @@ def main():
             pair = []
             for name, partial in (("whole", False), ("partial", True)):
                 start = time.perf_counter()
-                pair.append(codec.encode(image, args.iterations, target=goal, partial=partial))
+                pair.append(codec.encode(image, args.iterations, target=goal, partial=partial,
+                                         resample=args.resample if partial else "none"))
                 seconds[name] += time.perf_counter() - start
             whole, part = pair
             decoded = codec.decode(part.blob)  # what a decoder gives is what the encoder measured
@@ -79,6 +83,7 @@ def main():
     pixels = sum(w.width * w.height for w, _ in results[TARGETS[0]])
     summary = {"folder": str(args.folder), "images": len(paths), "megapixels": pixels / 1e6,
                "iterations": args.iterations, "precision": codec.precision, "threads": args.threads,
+               "resample": args.resample,
                "at_msssim": rows, "encode_seconds": {k: round(v, 2) for k, v in seconds.items()},
                "partial_time_vs_whole": seconds["partial"] / seconds["whole"]}
     print("target  images  bpp whole  bpp partial  change   overshoot whole  overshoot partial  partial kept")
