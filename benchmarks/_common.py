@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
 
 def report(summary: dict, path: str | None, saved: dict | None = None):
@@ -11,3 +13,17 @@ def report(summary: dict, path: str | None, saved: dict | None = None):
     if path:
         with open(path, "w") as f:
             json.dump(summary if saved is None else saved, f, indent=1)
+
+
+def image_set_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that encodes a folder of PNGs with one codec (folder, every
+    Nth image, depth, torch threads, precision, weights, --json); a benchmark adds its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--every", type=int, default=1, help="every Nth image (sorted by name)")
+    parser.add_argument("--iterations", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--json", default=None, help="also write the summary here")
+    return parser

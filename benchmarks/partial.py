@@ -15,14 +15,12 @@ summed over the images and targets.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import report
+from _common import image_set_parser, report
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim_many
@@ -32,16 +30,9 @@ TARGETS = (0.90, 0.93, 0.95, 0.97, 0.98)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--every", type=int, default=1, help="every Nth image (sorted by name)")
-    parser.add_argument("--iterations", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--weights", default=None)
+    parser = image_set_parser(__doc__)
     parser.add_argument("--resample", default="none",
                         help="resampled coding on the partial side too (none, auto, 0.75, 0.5): the two levers together")
-    parser.add_argument("--json", default=None, help="also write the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = Codec.load(args.weights, precision=args.precision)

@@ -18,14 +18,12 @@ and, with a target (`--time-target`, 0.95), `Codec.encode(target=...)` against
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import report
+from _common import image_set_parser, report
 from rgbatch.bench import bpp_at_quality
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
@@ -55,15 +53,8 @@ def at_target(encodings: dict, goal: Target, pixels: int) -> tuple[int, float, b
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--every", type=int, default=1, help="every Nth image (sorted by name)")
-    parser.add_argument("--iterations", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--weights", default=None)
+    parser = image_set_parser(__doc__)
     parser.add_argument("--time-target", type=float, default=0.95, help="MS-SSIM target of the timed encodings")
-    parser.add_argument("--json", default=None, help="also write the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = Codec.load(args.weights, precision=args.precision)
