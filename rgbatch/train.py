@@ -279,6 +279,20 @@ def save_checkpoint(path, state: dict):
     os.replace(tmp, path)
 
 
+def load_training_state(checkpoint) -> dict:
+    """A training checkpoint's state (`save_checkpoint`'s), on the CPU; TrainingError, worded,
+    for a missing file or one that is no training checkpoint."""
+    if not Path(checkpoint).is_file():
+        raise TrainingError(f"no checkpoint at {checkpoint}")
+    try:
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
+        raise TrainingError(f"{checkpoint} is not a training checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not {"train_config", "model", "step"} <= state.keys():
+        raise TrainingError(f"{checkpoint} is not a training checkpoint (no train_config, model and step)")
+    return state
+
+
 def _rng_state(np_rng):
     state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
     if torch.cuda.is_available():
@@ -440,9 +454,7 @@ def slim_checkpoint(checkpoint, out) -> dict:
     it with a warm-up (`lr_factor`'s restart). Model, step, rate counts, history and RNG stay."""
     if Path(out).exists():
         raise TrainingOptionError("out", f"{out} exists: remove it or choose another")
-    if not Path(checkpoint).is_file():
-        raise TrainingError(f"no checkpoint at {checkpoint}")
-    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    state = load_training_state(checkpoint)
     state.update(optimizer=None, scheduler=None)
     save_checkpoint(out, state)
     return state
