@@ -536,8 +536,9 @@ def decode(
     if as_json:
         _print_json(result)
     else:
+        steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         out.print(f"{result['out']}: {result['width']}x{result['height']} at depth {result['iterations']} "
-                  f"of {result['stored_iterations']}")
+                  f"of {result['stored_iterations']}{steps}")
 
 
 @app.command()
