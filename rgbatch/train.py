@@ -279,13 +279,13 @@ def save_checkpoint(path, state: dict):
     os.replace(tmp, path)
 
 
-def load_training_state(checkpoint) -> dict:
-    """A training checkpoint's state (`save_checkpoint`'s), on the CPU; TrainingError, worded,
+def load_training_state(checkpoint, device="cpu") -> dict:
+    """A training checkpoint's state (`save_checkpoint`'s), on `device`; TrainingError, worded,
     for a missing file or one that is no training checkpoint."""
     if not Path(checkpoint).is_file():
         raise TrainingError(f"no checkpoint at {checkpoint}")
     try:
-        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+        state = torch.load(checkpoint, weights_only=False, map_location=device)
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
         raise TrainingError(f"{checkpoint} is not a training checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not {"train_config", "model", "step"} <= state.keys():
@@ -341,7 +341,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if resume:
         if not checkpoint_path.exists():
             raise TrainingOptionError("resume", f"asks to continue {checkpoint_path}, but there is no checkpoint there")
-        state = torch.load(checkpoint_path, weights_only=False, map_location=device)
+        state = load_training_state(checkpoint_path, device)
         saved_architecture = state["train_config"].get("architecture", DEFAULT_ARCHITECTURE)
         saved_codec = get_architecture(saved_architecture).Config(**state["train_config"]["codec"])
         if (saved_architecture, saved_codec) != (cfg.architecture, codec_cfg):
