@@ -120,7 +120,8 @@ gpu-wide: gpu-site
 # Adam's moments) and the wide run's pieces (21 MiB without them, and its mean weights): under the
 # 64 MiB a call brings back. On the lent machine: make gpu-session GPU_SECONDS=470
 gpu-session: gpu-site
-	$(MAKE) gpu-forks FORK_WEIGHTS=4 > $(OUT)/forks.log 2>&1 & $(MAKE) gpu-wide > $(OUT)/wide.log 2>&1 & wait
+	$(MAKE) gpu-forks FORK_WEIGHTS=4 > $(OUT)/forks.log 2>&1 & forks=$$!; \
+	$(MAKE) gpu-wide > $(OUT)/wide.log 2>&1; wide=$$?; wait $$forks && [ $$wide = 0 ]  # fails if either run failed
 
 # Issue 18's speed figures on the lent machine (carry .whl and .pack/kodak16-codes.npz, made by
 # make gpu-bench-kit): the encode workers of one GPU, then the coder alone across 1 and 4 cores

@@ -91,7 +91,7 @@ RESAMPLE = typer.Option("none", help="Resampled coding: none | 0.75 | 0.5 (code 
                                       "the one the target prefers; README, Resampled coding).")
 PARTIAL = typer.Option(False, "--partial", help="With a target, a stream may end with part of an iteration (the "
                                                "first 1/8 .. 7/8 of its coding steps) where that lands nearer the "
-                                               "target (README, Partial last iteration).")
+                                               "target; without a target it changes nothing (README, Partial last iteration).")
 TARGET_MSSSIM = typer.Option(None, help="Per image, keep the fewest iterations reaching this MS-SSIM.")
 TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within this bpp.")
 MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes.")
@@ -536,8 +536,9 @@ def decode(
     if as_json:
         _print_json(result)
     else:
+        steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         out.print(f"{result['out']}: {result['width']}x{result['height']} at depth {result['iterations']} "
-                  f"of {result['stored_iterations']}")
+                  f"of {result['stored_iterations']}{steps}")
 
 
 @app.command()

@@ -76,8 +76,8 @@ def check_partial(target: Target, measure: bool, coder: str):
     if target and not measure:
         raise OptionError("partial", "chooses by the MS-SSIM of every candidate: measuring must stay on")
     if coder != "auto" and not getattr(CODERS.get(coder), "partial", False):
-        raise OptionError("partial", f"the {coder} coder codes whole iterations only; use a context coder "
-                                     f"(adaptive or context)")
+        raise OptionError("partial", f"needs a context coder (adaptive or context): the {coder} coder codes whole "
+                                     f"iterations only")
 
 
 def partial_steps(bits: int) -> tuple[int, ...]:

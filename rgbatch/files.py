@@ -46,10 +46,12 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     codec = codec or Codec.load()
     fs, path = storage.resolve(source)
     blob = storage.read_bytes(fs, path)
-    stored = read_header(blob).iterations
+    header = read_header(blob)
+    stored = header.iterations
     depth = stored if iterations is None else min(iterations, stored)
     image = codec.decode(blob, depth, max_pixels=max_pixels)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, encode_png(image))
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
-            "height": image.shape[0], "iterations": depth, "stored_iterations": stored}
+            "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
+            "last_steps": header.steps_at(depth)}

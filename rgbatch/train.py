@@ -279,6 +279,20 @@ def save_checkpoint(path, state: dict):
     os.replace(tmp, path)
 
 
+def load_training_state(checkpoint, device="cpu") -> dict:
+    """A training checkpoint's state (`save_checkpoint`'s), on `device`; TrainingError, worded,
+    for a missing file or one that is no training checkpoint."""
+    if not Path(checkpoint).is_file():
+        raise TrainingError(f"no checkpoint at {checkpoint}")
+    try:
+        state = torch.load(checkpoint, weights_only=False, map_location=device)
+    except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
+        raise TrainingError(f"{checkpoint} is not a training checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not {"train_config", "model", "step"} <= state.keys():
+        raise TrainingError(f"{checkpoint} is not a training checkpoint (no train_config, model and step)")
+    return state
+
+
 def _rng_state(np_rng):
     state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
     if torch.cuda.is_available():
@@ -327,7 +341,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if resume:
         if not checkpoint_path.exists():
             raise TrainingOptionError("resume", f"asks to continue {checkpoint_path}, but there is no checkpoint there")
-        state = torch.load(checkpoint_path, weights_only=False, map_location=device)
+        state = load_training_state(checkpoint_path, device)
         saved_architecture = state["train_config"].get("architecture", DEFAULT_ARCHITECTURE)
         saved_codec = get_architecture(saved_architecture).Config(**state["train_config"]["codec"])
         if (saved_architecture, saved_codec) != (cfg.architecture, codec_cfg):
@@ -440,9 +454,7 @@ def slim_checkpoint(checkpoint, out) -> dict:
     it with a warm-up (`lr_factor`'s restart). Model, step, rate counts, history and RNG stay."""
     if Path(out).exists():
         raise TrainingOptionError("out", f"{out} exists: remove it or choose another")
-    if not Path(checkpoint).is_file():
-        raise TrainingError(f"no checkpoint at {checkpoint}")
-    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    state = load_training_state(checkpoint)
     state.update(optimizer=None, scheduler=None)
     save_checkpoint(out, state)
     return state

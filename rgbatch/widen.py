@@ -35,7 +35,7 @@ from torch import nn
 
 from .architectures import build_model
 from .model import ResidualGRUCodec
-from .train import TrainingError, TrainingOptionError, save_checkpoint
+from .train import TrainingOptionError, load_training_state, save_checkpoint
 
 SPREAD = 0.2  # each part of a split weight is 1/2 +- up to this (not tuned: any asymmetry trains the copies apart)
 MAX_SPREAD = 0.25  # keeps every part's share in (0, 1), so that the parts add up exactly (`_Widener._split`)
@@ -158,9 +158,7 @@ def widen_state(checkpoint, out, width: float, noise: float = 0.0, seed: int = 0
     out = Path(out)
     if out.exists():
         raise TrainingOptionError("out", f"{out} exists: remove it or choose another")
-    if not Path(checkpoint).is_file():
-        raise TrainingError(f"no checkpoint at {checkpoint}")
-    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    state = load_training_state(checkpoint)
     cfg = state["train_config"]
     model = build_model(cfg.get("architecture"), cfg["codec"])
     model.load_state_dict({k: v.half().float() for k, v in state["model"].items()})

@@ -100,7 +100,11 @@ def test_cli_encode_partial_writes_a_partial_last_chunk_that_decodes_as_measured
     kept = json.loads(done.output)
     blob = stream.read_bytes()
     assert kept["last_steps"] == bitstream.read_header(blob).steps > 0 and kept["bytes"] == len(blob)
-    assert runner.invoke(app, ["decode", str(stream), "--out", str(restored)]).exit_code == 0
+    decoded = runner.invoke(app, ["decode", str(stream), "--out", str(restored), "--json"])
+    assert decoded.exit_code == 0 and json.loads(decoded.output)["last_steps"] == kept["last_steps"], decoded.output
+    shallower = runner.invoke(app, ["decode", str(stream), "--out", str(tmp_path / "s.png"), "--iterations",
+                                    str(kept["iterations"] - 1), "--json"])  # a cut below drops the partial chunk
+    assert shallower.exit_code == 0 and json.loads(shallower.output)["last_steps"] == 0, shallower.output
     image = read_image(restored)[0]
     assert msssim_many(read_image(DATA / "kodim23_crop192.png")[0], [image])[0] == pytest.approx(kept["msssim"], abs=1e-6)
     # the tiny model's coder is raw (no context tables): whole iterations only, a usage error

@@ -27,6 +27,12 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(value, resumed["model"][name]), name
 
 
+def test_resuming_a_file_that_is_no_checkpoint_is_a_worded_error(tmp_path):
+    (tmp_path / "run.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="is not a training checkpoint"):
+        train(config(tmp_path), resume=True, log=lambda *_: None)
+
+
 def test_a_resumed_run_can_change_the_scale_of_its_learning_rate(tmp_path):
     train(config(tmp_path, steps=2), log=lambda *_: None)
     lines = []

@@ -173,13 +173,18 @@ def test_the_committed_run_widened_and_exported_codes_as_its_own_export(tmp_path
 
 def test_the_cli_widens_slims_and_refuses_what_it_cannot(tmp_path):
     train(config(tmp_path), log=lambda *_: None)
-    run = tmp_path / "run.pt"
+    run, junk, notes = tmp_path / "run.pt", tmp_path / "junk.pt", tmp_path / "notes.pt"
+    junk.write_bytes(b"not a checkpoint")
+    torch.save({"step": 1}, notes)
     result = runner.invoke(app, ["widen", str(run), "--width", "0.25", "--out", str(tmp_path / "wide.pt")])
     assert result.exit_code == 0 and "resume with --width 0.25" in result.output, result.output
     for args in (["widen", str(run), "--width", "0.125", "--out", str(tmp_path / "w2.pt")],  # not larger
                  ["widen", str(run), "--width", "0.25", "--out", str(tmp_path / "wide.pt")],  # exists
                  ["widen", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "w3.pt")],
-                 ["slim", str(run), "--out", str(run)]):
+                 ["slim", str(run), "--out", str(run)],
+                 ["widen", str(junk), "--out", str(tmp_path / "w4.pt")],  # not a checkpoint
+                 ["slim", str(junk), "--out", str(tmp_path / "s2.pt")],
+                 ["slim", str(notes), "--out", str(tmp_path / "s3.pt")]):  # a .pt that holds no training state
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "error" in result.output and "Traceback" not in result.output, args
     assert "not larger" in runner.invoke(app, ["widen", str(run), "--width", "0.125", "--out", "x.pt"]).output
