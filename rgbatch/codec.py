@@ -84,6 +84,8 @@ def partial_steps(bits: int) -> tuple[int, ...]:
     """Coding steps of a partial last iteration a target tries: 1/8 .. 7/8 of the 2 x bits steps
     (8, 16, .., 56 of the Residual-GRU's 64)."""
     return tuple(sorted({2 * bits * i // 8 for i in range(1, 8)} - {0}))
+
+
 LOCKSTEP_TILES = 64  # tiles whose network states a target keeps alive at once (64 of 512 px, 16 MP: +1.2 GB peak)
 
 
