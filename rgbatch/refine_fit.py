@@ -116,7 +116,7 @@ def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: flo
     train_ids, val_ids = np.arange(VALIDATION, len(orig)), np.arange(VALIDATION)
     step, saved = 0, None
     if Path(state).is_file():
-        saved = torch.load(state, weights_only=False)
+        saved = torch.load(state, weights_only=True)
         config, step = RefinerConfig.from_json(saved["cfg"]), saved["step"]
         log(f"resuming the refiner's training at step {step}")
     refiner = Refiner(config).to(memory_format=torch.channels_last)
@@ -175,7 +175,7 @@ def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_li
     """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`."""
     pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log)
     refiner = train_refiner(pairs, state, steps=steps, time_limit=time_limit, seed=seed, log=log)
-    step = torch.load(state, weights_only=False)["step"]
+    step = torch.load(state, weights_only=True)["step"]
     return attach_refiner(weights, refiner, out, {"steps": step, "data": "+".join(map(str, data_dirs))})
 
 

@@ -284,8 +284,8 @@ def load_training_state(checkpoint, device="cpu") -> dict:
     for a missing file or one that is no training checkpoint."""
     if not Path(checkpoint).is_file():
         raise TrainingError(f"no checkpoint at {checkpoint}")
-    try:
-        state = torch.load(checkpoint, weights_only=False, map_location=device)
+    try:  # weights_only: tensors and plain containers only, so a forged file cannot run code
+        state = torch.load(checkpoint, weights_only=True, map_location=device)
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
         raise TrainingError(f"{checkpoint} is not a training checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not {"train_config", "model", "step"} <= state.keys():
@@ -477,11 +477,7 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
     `average`: more checkpoints or snapshots of the same model; the weights written are the
     mean of all (checkpoint averaging: three snapshots 500 steps apart scored +0.0005 mean
     MS-SSIM over the last alone, on training-set crops)."""
-    states = []
-    for p in [checkpoint, *average]:
-        if not Path(p).is_file():
-            raise TrainingError(f"no checkpoint at {p}")
-        states.append(torch.load(p, weights_only=False, map_location="cpu"))
+    states = [load_training_state(p) for p in [checkpoint, *average]]
     state = states[0]
     cfg = state["train_config"]
     for other, p in zip(states[1:], average):

@@ -145,11 +145,11 @@ def test_fit_refiner_trains_resumes_and_attaches(tmp_path, rng, monkeypatch):
     assert orig.shape == (12, 192, 192, 3) and rec.shape == (12, 3, 192, 192, 3)  # 2 crops an image, 3 depths
     refiner = refine_fit.train_refiner(pairs, state, steps=4, batch_size=2, config=small, checkpoint_every=2,
                                        validate_every=2, log=logs.append)
-    assert torch.load(state, weights_only=False)["step"] == 4
+    assert torch.load(state, weights_only=True)["step"] == 4
     assert any("gain per depth" in m for m in logs)
     refine_fit.train_refiner(pairs, state, steps=6, batch_size=2, config=small, log=logs.append)
     assert "resuming the refiner's training at step 4" in logs
-    assert torch.load(state, weights_only=False)["step"] == 6
+    assert torch.load(state, weights_only=True)["step"] == 6
     mid = refine_fit.attach_refiner(weights, refiner, out)
     model, loaded_id, extra, info = load_weights(out)
     assert loaded_id == mid and load_refiner(extra).cfg == small and "refiner" in info

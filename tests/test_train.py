@@ -33,6 +33,30 @@ def test_resuming_a_file_that_is_no_checkpoint_is_a_worded_error(tmp_path):
         train(config(tmp_path), resume=True, log=lambda *_: None)
 
 
+class _RunsCode:
+    """Unpickling this would create a file: what a forged checkpoint could do with any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.mark.parametrize("use", ["resume", "export"])
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(tmp_path, use):
+    train(config(tmp_path, steps=2), log=lambda *_: None)
+    state = torch.load(tmp_path / "run.pt", weights_only=True)
+    state["history"].append(_RunsCode(tmp_path / "ran"))
+    torch.save(state, tmp_path / "run.pt")
+    with pytest.raises(TrainingError, match="is not a training checkpoint"):
+        if use == "resume":
+            train(config(tmp_path), resume=True, log=lambda *_: None)
+        else:
+            export_weights(tmp_path / "run.pt", tmp_path / "w.safetensors")
+    assert not (tmp_path / "ran").exists()
+
+
 def test_a_resumed_run_can_change_the_scale_of_its_learning_rate(tmp_path):
     train(config(tmp_path, steps=2), log=lambda *_: None)
     lines = []
@@ -147,7 +171,7 @@ def test_a_time_limit_stops_the_run_at_a_checkpoint(tmp_path):
     lines = []
     state = train(cfg, log=lines.append)
     assert state["step"] == 1 and state["history"][-1]["step"] == 1
-    assert torch.load(cfg.out, weights_only=False)["step"] == 1
+    assert torch.load(cfg.out, weights_only=True)["step"] == 1
     assert any("time limit" in line for line in lines)
     resumed = train(config(tmp_path, steps=3, checkpoint_every=50), resume=True, log=lambda *_: None)
     assert resumed["step"] == 3
@@ -161,7 +185,7 @@ def test_snapshots_are_kept_and_export_can_average_them(tmp_path):
     export_weights(cfg.out, tmp_path / "avg.safetensors", average=[first])
     averaged, *_, info = load_weights(tmp_path / "avg.safetensors")
     assert info["averaged_steps"] == [2, 4]
-    models = [torch.load(p, weights_only=False)["model"] for p in (first, second)]
+    models = [torch.load(p, weights_only=True)["model"] for p in (first, second)]
     for name, value in averaged.state_dict().items():  # fp16 on disk
         assert torch.allclose(value.float(), (models[0][name] + models[1][name]) / 2, atol=2e-3), name
     with pytest.raises(TrainingError, match="multiple of"):
