@@ -63,8 +63,16 @@ def test_a_resumed_run_can_change_the_scale_of_its_learning_rate(tmp_path):
     cfg = config(tmp_path, steps=3, lr=1e-4)
     state = train(cfg, resume=True, log=lines.append)
     assert any("learning rate scale 0.0005 -> 0.0001 from step 2" in line for line in lines)
+    assert not any("rate weight" in line for line in lines)  # unchanged: not logged
     assert state["history"][-1]["lr"] == pytest.approx(1e-4 * lr_factor(3, cfg))
     assert state["scheduler"]["base_lrs"] == [1e-4]
+
+
+def test_a_resumed_run_says_when_its_rate_weight_changes(tmp_path):
+    train(config(tmp_path, steps=2), log=lambda *_: None)
+    lines = []
+    state = train(config(tmp_path, steps=3, rate_weight=8.0), resume=True, log=lines.append)
+    assert "rate weight 0 -> 8 from step 2" in lines and state["step"] == 3
 
 
 def test_msssim_loss_adds_its_term_and_changes_the_training(tmp_path):
