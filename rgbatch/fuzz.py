@@ -294,18 +294,17 @@ def run(codec, case: Case, max_pixels: int) -> str:
     header = bitstream.read_header(case.blob)
     if image.shape != (header.height, header.width, 3) or image.dtype != np.uint8:
         return f"WRONG: decoded {image.shape} from a header of {header.width}x{header.height}"
+    if header.coder_id == bitstream.RAW_CODER_ID:  # its chunks are the bits (the last byte's padding aside)
+        return "decoded: forged bits, the declared size (raw coder)"
     if not sealed(codec, case, max_pixels):
         return f"WRONG: decoded chunks the encoder does not write for their codes ({case.kind})"
-    return "decoded: forged bits, the declared size"
+    return "decoded: forged bits, the declared size (a context coder's own chunks of other codes)"
 
 
 def sealed(codec, case: Case, max_pixels: int) -> bool:
-    """Whether a decoded stream's chunks are, byte for byte, what its context coder (ids 1 and 2)
-    writes for the codes they decode to, the last one of its steps (docs/FORMAT.md, "Errors"). The
-    raw coder's are the bits themselves (the padding of its last byte aside): not checked."""
+    """Whether a decoded context-coded stream's chunks are, byte for byte, what its coder (id 1 or
+    2) writes for the codes they decode to, the last one of its steps (docs/FORMAT.md, "Errors")."""
     header, chunks = bitstream.unpack(case.blob, case.iterations)
-    if header.coder_id == bitstream.RAW_CODER_ID:
-        return True
     codes = codec.read_codes(case.blob, case.iterations, max_pixels)
     coder = get_coder(header.coder_id, codec.extra)
     last = len(chunks) - 1
