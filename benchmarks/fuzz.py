@@ -1,10 +1,12 @@
 """Fuzz the decoder with hostile streams (issue 17; docs/FORMAT.md, "Guarantees"): real streams of
-the shipped model, both coders, forged with recomputed checksums, every header field and chunk
-length at zero, small, huge and maximum values, cut, extended, bit-flipped, spliced, garbage.
+the shipped model, every coder (adaptive, context, raw), some with a partial last chunk, forged
+with recomputed checksums, every header field and chunk length at zero, small, huge and maximum
+values, chunks cut short, steps of the last chunk raised, cut, extended, bit-flipped, spliced, garbage.
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz.py [--cases 20000] [--seed 0] [--max-pixels 16384]
 
-Every case must decode to the image its bits say or raise BitstreamError (rgbatch/fuzz.py), in
+Every case must decode to the image its bits say (a context-coded one from chunks that are the
+encoder's own bytes for the codes decoded) or raise BitstreamError (rgbatch/fuzz.py), in
 a time within `--slack` seconds plus `--factor` x the time a real stream of the declared size
 and depth takes (measured first, at the pixel limit), and without the process's peak memory
 growing past that real decoding's by more than `--memory-mb`. Prints the count of each outcome.
@@ -29,9 +31,9 @@ from rgbatch.imageio import MAX_PIXELS, read_image
 from rgbatch.limits import layout
 
 SOURCE = Path(__file__).parent.parent / "tests" / "data" / "kodim05_crop192.png"
-# (coder, height, width, tile size, depth) of the real streams mutated
-SEEDS = [("context", 64, 48, 512, 16), ("context", 80, 96, 32, 3), ("context", 33, 40, 0, 2),
-         ("raw", 48, 40, 32, 4), ("raw", 17, 70, 64, 1)]
+# (coder, height, width, tile size, depth, steps of the last chunk: 0 whole) of the real streams mutated
+SEEDS = [("adaptive", 64, 48, 512, 16, 0), ("adaptive", 80, 96, 32, 3, 40), ("context", 64, 48, 512, 16, 0),
+         ("context", 80, 96, 32, 3, 0), ("context", 33, 40, 0, 2, 8), ("raw", 48, 40, 32, 4, 0), ("raw", 17, 70, 64, 1, 0)]
 
 
 def machine() -> str:
@@ -105,10 +107,11 @@ def main():
                                                 coder="raw")}
     image = read_image(SOURCE)[0]
     seeds = []
-    for coder, h, w, tile, depth in SEEDS:
+    for coder, h, w, tile, depth, steps in SEEDS:
         codec = Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder, tile_size=tile)
-        seeds.append(fuzz.Seed.of(shipped, codec.encode(np.ascontiguousarray(image[:h, :w]), depth,
-                                                        measure=False).blob))
+        crop = np.ascontiguousarray(image[:h, :w])
+        seeds.append(fuzz.Seed.partial(codec, crop, depth, steps) if steps else
+                     fuzz.Seed.of(shipped, codec.encode(crop, depth, measure=False).blob))
     rate = seconds_per_unit(codecs, image, args.max_pixels)
     baseline = peak_mb()
     print(f"{machine()}, torch {torch.__version__}, 1 thread, "

@@ -274,10 +274,8 @@ class ContextCoder:
                 reads, own = offsets
                 status = self.kernels.decode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], chunk,
                                                    self.adaptive, steps=coded)
-                if status == 2:
-                    raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder")
-                if status == 1:
-                    raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
+                if status:
+                    raise EntropyError(f"iteration {t + 1} {UNSEALED[status]}")
                 continue
             decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(chunk, "<u4").astype(np.uint32))
             plane = canvas[MAX_LOOKBACK + t]
@@ -288,9 +286,13 @@ class ContextCoder:
                     try:
                         plane[c, positions] = self._decode_step(decoder, self.table[t, s, c], contexts)
                     except AssertionError:  # constriction's "invalid data": a point no encoder writes
-                        raise EntropyError(f"iteration {t + 1} is not a chunk of the context coder") from None
-            if not decoder.maybe_exhausted():
-                raise EntropyError(f"iteration {t + 1} holds more bytes than its bits need")
+                        raise EntropyError(f"iteration {t + 1} {UNSEALED[2]}") from None
+            # accepted only if these are the bytes the encoder writes for the bits decoded (its words
+            # and its seal): the compiled decoder checks the same from its final state
+            sealed = self._code_iteration(layout, canvas, None, t, coded)
+            if chunk != sealed:
+                status = 1 if len(chunk) > len(sealed) else 3 if len(chunk) < len(sealed) else 2
+                raise EntropyError(f"iteration {t + 1} {UNSEALED[status]}")
         return layout.cut(canvas)
 
     def _decode_step(self, decoder, table_row: np.ndarray, contexts: np.ndarray) -> np.ndarray:
@@ -320,6 +322,11 @@ class AdaptiveCoder(ContextCoder):
 
 
 BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
+# why a context-coded chunk is refused, by `fastcoder.decode_iteration`'s status: a chunk is accepted
+# only if it is, word for word, what the encoder writes for the bits it decodes to
+UNSEALED = {1: "holds more bytes than its bits need",
+            2: "is not a chunk of the context coder",
+            3: "ends before its bits are decoded (cut short or forged)"}
 
 
 def _import_kernels():

@@ -273,16 +273,19 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
 @njit(cache=True, nogil=True)
 def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, words, steps):
     """Decode one iteration's first `steps` coding steps into the canvas (the inverse of
-    `encode_iteration`, same arguments but the chunk's uint32 `words`). Returns 0 if the chunk ended where its bits did, 1 if
-    words were left over, 2 if it cannot be a chunk of this coder."""
+    `encode_iteration`, same arguments but the chunk's uint32 `words`). Returns 0 if `words` are
+    exactly those `encode_iteration` writes for the bits decoded, else why not: 1 more words than
+    it writes, 3 fewer (the decoder ran out of data: a chunk cut short, or decoded for more steps
+    than it holds), 2 as many but not its (no encoder wrote them: a point outside the interval,
+    or last words that are not its seal). The range coder's state and the count of words taken
+    are the encoder's, so this takes no re-encoding (docs/ENTROPY.md, "The range coder, exactly")."""
     n_words = words.shape[0]
     point = np.uint64(0)
-    read = 0
-    while read < 2 and read < n_words:
-        point = (point << WORD) | np.uint64(words[read])
-        read += 1
-    if read == 1:
+    for read in range(2):  # words past the end read as 0
         point = point << WORD
+        if read < n_words:
+            point = point | np.uint64(words[read])
+    read = 2  # words the decoder has taken, those past the end included
     lower = np.uint64(0)
     rng = FULL
     cells, knots = np.empty(table_t.shape[2], np.int64), np.empty((MAPS, MAP_START.shape[0]), np.int32)
@@ -320,12 +323,20 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 point = point << WORD
                 if read < n_words:
                     point = point | np.uint64(words[read])
-                    read += 1
-    # constriction's maybe_exhausted: every word read, and the point where the encoder's seal puts it
-    if read < n_words:
+                read += 1
+    # the chunk must be the words the encoder writes for these bits: one per shift of the range
+    # (read - 2 of them), then its seal, the point word and a word 0 if the top of the range
+    # shares the point word (`encode_iteration`); nothing for no bit
+    if rng == FULL:
+        return 1 if n_words else 0
+    point_word = (lower + WORD_MASK) >> WORD
+    written = read - 1 + ((lower + rng) >> WORD == point_word)
+    if n_words > written:
         return 1
-    if rng != FULL and point - lower >= (HEAD_ROOM << np.uint64(1)) - np.uint64(1):
-        return 1
+    if n_words < written:
+        return 3
+    if point != point_word << WORD:  # the last words are not the seal
+        return 2
     return 0
 
 
@@ -353,7 +364,7 @@ def decode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.n
                  chunk: bytes, adaptive: bool = False, steps: int = 0) -> int:
     """Decode a chunk into its iteration of the canvas (whose earlier iterations hold the bits
     decoded before), its first `steps` coding steps (0: all). Returns `decode_iteration`'s
-    status: 0 ok, 1 words left over, 2 invalid."""
+    status: 0 ok, 1 words left over, 2 not the encoder's words, 3 too few words."""
     words = np.frombuffer(chunk, "<u4").astype(np.uint32)
     return decode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, words,
                             steps or 2 * canvas.shape[1])

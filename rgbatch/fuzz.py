@@ -5,7 +5,8 @@ tens of thousands (docs/FORMAT.md, "Guarantees").
 A forged stream has its checksums recomputed after a change (`build`): CRC-32s are no
 signature, anyone can make one. Every case must end one of two ways: decoded to the image its
 bits say (the reference decoding where the bits are a real stream's, an image of the declared
-size otherwise), or refused with `BitstreamError`. Anything else is an escape.
+size otherwise, and with a context coder chunks that are, byte for byte, what the encoder
+writes for the codes decoded), or refused with `BitstreamError`. Anything else is an escape.
 
     seeds = [Seed.of(codec, blob) for blob in blobs]
     for case in cases(seeds, np.random.default_rng(0), 1000):
@@ -22,6 +23,7 @@ import numpy as np
 
 from . import bitstream
 from .bitstream import BitstreamError
+from .entropy import get_coder
 from .limits import layout
 from .resample import SCALES
 
@@ -90,6 +92,15 @@ class Seed:
         k = bitstream.read_header(blob).iterations
         return cls(blob, [codec.decode(blob, d) for d in range(1, k + 1)])
 
+    @classmethod
+    def partial(cls, codec, image: np.ndarray, depth: int, steps: int) -> "Seed":
+        """A real stream of `codec` (a context coder) whose last chunk holds the first `steps`
+        coding steps of iteration `depth` (docs/FORMAT.md, "Partial last chunk")."""
+        enc = codec.encode(image, depth, keep_codes=True, measure=False)
+        _, chunks = bitstream.unpack(enc.blob)
+        last = codec.coder.encode_iteration(enc.codes.tiles, depth - 1, steps)
+        return cls.of(codec, codec.pack(enc.codes.partial(depth, steps), chunks[:-1] + [last]))
+
     @property
     def parts(self) -> Parts:
         return Parts.of(self.blob)
@@ -132,8 +143,9 @@ def _iteration_cases(seed: Seed, k: int):
     yield Case(f"field iterations={k}", parts.build(iterations=k),
                expected=seed.images[-1] if k == stored else None, must_refuse=k != stored)
     # a consistent cut or extension: k lengths, the payload cut to them or grown
-    if 1 <= k <= stored:
-        cut = replace(parts, lengths=parts.lengths[:k], payload=parts.payload[:sum(parts.lengths[:k])])
+    if 1 <= k <= stored:  # as `bitstream.truncate` cuts: a partial last chunk goes with the last iteration
+        cut = replace(parts, lengths=parts.lengths[:k], payload=parts.payload[:sum(parts.lengths[:k])],
+                      fields={**parts.fields, "steps": parts.fields["steps"] if k == stored else 0})
         yield Case(f"iterations cut to {k}", cut.build(), expected=seed.images[k - 1])
     elif k > stored:
         last = parts.lengths[-1]
@@ -149,7 +161,10 @@ def length_cases(seed: Seed):
         for value in sorted({*LENGTHS, max(0, n - 1), n + 1, max(0, n - 4), n + 4, 2 * n}):
             lengths = list(parts.lengths)
             lengths[i] = value
-            yield Case(f"length of chunk {i + 1}={value}", replace(parts, lengths=lengths).build())
+            # the chunk cut short or grown by the next one's bytes: no coder writes it (a context
+            # coder's chunks are prefix-free, the raw coder's of one size)
+            yield Case(f"length of chunk {i + 1}={value}", replace(parts, lengths=lengths).build(),
+                       expected=seed.images[-1] if value == n else None, must_refuse=value != n)
 
 
 def oversize_cases(seed: Seed, max_pixels: int, sides=VALUES["width"][1:]):
@@ -197,6 +212,20 @@ def random_case(seeds: list[Seed], rng: np.random.Generator) -> Case:
         lengths[i] = size
         return Case(kind, replace(parts, lengths=lengths,
                                   payload=parts.payload[:start] + new + parts.payload[start + n:]).build())
+    if kind == "cut chunk":  # one chunk cut short (by a word, several, to nothing), checksums recomputed
+        i = int(rng.integers(k))
+        start, n = sum(parts.lengths[:i]), parts.lengths[i]
+        cut = min(n, int(rng.choice([1, 4, 8, 4 * rng.integers(1, n // 4 + 2)])))
+        rest = parts.lengths[i + 1:] if rng.random() < 0.5 else []  # the chunks after it, or none
+        payload = parts.payload[:start + n - cut] + parts.payload[start + n:start + n + sum(rest)]
+        # a whole chunk made the last of a partial stream is read for fewer steps: it may be theirs
+        read_as_coded = rest or i == k - 1 or not parts.fields["steps"]
+        return Case(kind, replace(parts, lengths=[*parts.lengths[:i], n - cut, *rest], payload=payload).build(),
+                    must_refuse=read_as_coded)
+    if kind == "steps":  # the steps of the last chunk (byte 27), raised above what it holds or any
+        held = parts.fields["steps"]
+        value = int(rng.integers(held + 1, 64) if held and rng.random() < 0.5 else rng.integers(1, 64))
+        return field_case(seed, "steps", value)
     if kind == "flipped":  # plain damage: a checksum no longer matches
         damaged = bytearray(blob)
         damaged[rng.integers(len(damaged))] ^= 1 << int(rng.integers(8))
@@ -229,8 +258,8 @@ def random_case(seeds: list[Seed], rng: np.random.Generator) -> Case:
     return Case(kind, replace(parts, fields={**parts.fields, **fields}, lengths=lengths).build())
 
 
-KINDS = ("field", "forged bits", "forged chunk", "flipped", "truncated", "extended", "spliced", "depth", "garbage",
-         "random header")
+KINDS = ("field", "forged bits", "forged chunk", "cut chunk", "steps", "flipped", "truncated", "extended", "spliced",
+         "depth", "garbage", "random header")
 
 
 def cases(seeds: list[Seed], rng: np.random.Generator, n: int, systematic: bool = True):
@@ -265,7 +294,22 @@ def run(codec, case: Case, max_pixels: int) -> str:
     header = bitstream.read_header(case.blob)
     if image.shape != (header.height, header.width, 3) or image.dtype != np.uint8:
         return f"WRONG: decoded {image.shape} from a header of {header.width}x{header.height}"
-    return "decoded: forged bits, the declared size"
+    if header.coder_id == bitstream.RAW_CODER_ID:  # its chunks are the bits (the last byte's padding aside)
+        return "decoded: forged bits, the declared size (raw coder)"
+    if not sealed(codec, case, max_pixels):
+        return f"WRONG: decoded chunks the encoder does not write for their codes ({case.kind})"
+    return "decoded: forged bits, the declared size (a context coder's own chunks of other codes)"
+
+
+def sealed(codec, case: Case, max_pixels: int) -> bool:
+    """Whether a decoded context-coded stream's chunks are, byte for byte, what its coder (id 1 or
+    2) writes for the codes they decode to, the last one of its steps (docs/FORMAT.md, "Errors")."""
+    header, chunks = bitstream.unpack(case.blob, case.iterations)
+    codes = codec.read_codes(case.blob, case.iterations, max_pixels)
+    coder = get_coder(header.coder_id, codec.extra)
+    last = len(chunks) - 1
+    return all(coder.encode_iteration(codes.tiles, t, codes.steps if t == last else 0) == chunk
+               for t, chunk in enumerate(chunks))
 
 
 def reason(error: Exception) -> str:
@@ -275,4 +319,4 @@ def reason(error: Exception) -> str:
 
 
 __all__ = ["Case", "FIELDS", "KINDS", "Parts", "Seed", "VALUES", "cases", "field_case", "field_cases", "length_cases",
-           "oversize_cases", "random_case", "reason", "run"]
+           "oversize_cases", "random_case", "reason", "run", "sealed"]

@@ -1,6 +1,7 @@
 """The compiled context coder (rgbatch/fastcoder.py) against constriction, the reference it replaces:
 the same bytes for every stream, the same bits decoded, and errors worded."""
 
+import collections
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,31 +24,43 @@ BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
 KINDS = [ContextCoder, AdaptiveCoder]  # coder ids 1 and 2: the same kernels, with and without the map
 
 
-def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-    """Code a plain sequence of bits with per-bit table entries q through the kernels: bit i's
+def sequence_kernel(q: np.ndarray):
+    """The kernels set to code a plain sequence of bits with per-bit table entries q: bit i's
     context is its own index (K bits read from other planes of the canvas), so that every bit
-    gets its own q. Returns the words, the decoder's status and the decoded bits."""
-    n = bits.size
+    gets its own q. Returns (canvas, where its bits lie, the kernels' arguments after the canvas)."""
+    n = q.size
     k = max(1, int(np.ceil(np.log2(n))))
     index = np.arange(n)
     # a canvas of n-position planes, one channel, no rows (width 0): two zero planes, the bits
     # (iteration 0 is plane 2), then bit j of each position's index in plane 3 + j, which the
     # kernels read as "channel 1 + j" of the iteration itself
     canvas = np.zeros((3 + k) * n, np.uint8)
-    canvas[2 * n:3 * n] = bits
     for j in range(k):
         canvas[(3 + j) * n + index] = (index >> (k - 1 - j)) & 1
     features = np.zeros((2, 1, k, 4), np.int64)
     features[..., 1] = np.arange(1, k + 1)
     table = np.ones((2, 1, 2 ** k), np.int64)
     table[0, 0, :n] = q
-    out = np.empty(fastcoder.max_words(n), np.uint32)
     reads, own = fastcoder.step_offsets(features[None], bits=1, plane=n, width=0)
-    m = fastcoder.encode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, out, fastcoder.NOT_RECORDED, 2)
+    return canvas, slice(2 * n, 3 * n), (reads[0], own[0], index, index[:0], table, False)
+
+
+def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Code a plain sequence of bits with per-bit table entries q through the kernels (`sequence_kernel`).
+    Returns the words, the decoder's status and the decoded bits."""
+    canvas, plane, args = sequence_kernel(q)
+    canvas[plane] = bits
+    out = np.empty(fastcoder.max_words(bits.size), np.uint32)
+    m = fastcoder.encode_iteration(canvas, *args, out, fastcoder.NOT_RECORDED, 2)
     words = out[:m].copy()
-    canvas[2 * n:3 * n] = 0
-    status = fastcoder.decode_iteration(canvas, reads[0], own[0], index, index[:0], table, False, words, 2)
-    return words, status, canvas[2 * n:3 * n].copy()
+    return (words, *decode_sequence(words, q))
+
+
+def decode_sequence(words: np.ndarray, q: np.ndarray) -> tuple[int, np.ndarray]:
+    """The kernels' status and bits decoding `words` as a sequence of q.size bits of entries q."""
+    canvas, plane, args = sequence_kernel(q)
+    status = fastcoder.decode_iteration(canvas, *args, np.asarray(words, np.uint32), 2)
+    return status, canvas[plane].astype(bool)
 
 
 def constriction_words(bits: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -93,6 +106,40 @@ def test_the_kernels_write_constriction_s_words(kind, rng):
         words, status, decoded = code_sequence(bits.astype(np.uint8), q)
         assert np.array_equal(words, constriction_words(bits, q)), (kind, trial)
         assert status == 0 and np.array_equal(decoded, bits)
+
+
+def test_the_decoder_accepts_exactly_the_words_the_encoder_writes(rng):
+    """A chunk decodes only if it is, word for word, what the encoder writes for the bits it
+    decodes to; else the status says why (docs/ENTROPY.md, "The range coder, exactly"). The
+    kernel reads that from its final state; here it is checked against constriction's encoder."""
+    def why(words, bits, q):  # the status the definition gives: constriction's words for the decoded bits
+        sealed = constriction_words(bits, q)
+        if np.array_equal(words, sealed):
+            return 0
+        return 1 if len(words) > len(sealed) else 3 if len(words) < len(sealed) else 2
+    seen = collections.Counter()
+    for trial in range(3000):
+        n = int(rng.integers(1, 200))
+        q = [rng.integers(1, 2 ** 15, n), rng.integers(1, 300, n), rng.choice([1, 2 ** 15 - 1], n),
+             np.full(n, 2 ** 14)][trial % 4]
+        bits = rng.random(n) < 0.5
+        words = constriction_words(bits, q)
+        # the chunk cut by one word, several, to nothing, and grown: never its bits' words
+        for data in [words[:m] for m in range(len(words))] + [np.append(words, w) for w in (0, 1, 2 ** 32 - 1)]:
+            status, decoded = decode_sequence(data, q)
+            assert status != 0, (trial, len(data), status)
+            seen[status] += 1
+        # the same words decoded as a longer sequence (a partial chunk read for more steps than it
+        # holds), random words, the words of other bits: the status is the definition's
+        longer = np.concatenate([q, rng.integers(1, 2 ** 15, int(rng.integers(1, 40)))])
+        other = constriction_words(rng.random(n) < 0.5, q)
+        for data, entries in ((words, longer), (rng.integers(0, 2 ** 32, int(rng.integers(0, 6)), np.uint32), q),
+                              (other, q), (other[:-1], q)):
+            status, decoded = decode_sequence(data, entries)
+            if status != 2 or len(data) == len(constriction_words(decoded, entries)):  # 2 may stop early
+                assert status == why(data, decoded, entries), (trial, status)
+            seen[status, "forged"] += 1
+    assert all(seen[s] for s in (1, 2, 3)) and all(seen[s, "forged"] > 100 for s in (0, 1, 2, 3)), seen
 
 
 def random_model(rng, bits: int, iterations: int, k: int) -> dict[str, torch.Tensor]:
@@ -205,32 +252,89 @@ def test_a_chunk_no_encoder_wrote_is_a_worded_error(engine, kind, rng):
         assert decoded[0].shape == (1, *SHAPES[0])
 
 
+def outcome(coder, chunks, shapes, steps=0):
+    """What decoding gives: the codes, or the EntropyError's words."""
+    try:
+        return coder.decode(chunks, shapes, steps)
+    except EntropyError as e:
+        return str(e)
+
+
+def same_outcome(engines, chunks, shapes, steps=0):
+    """Decodes with every engine: the same worded refusal, or the same codes."""
+    first, *others = [outcome(coder, chunks, shapes, steps) for coder in engines]
+    for other in others:
+        assert type(other) is type(first)
+        assert other == first if isinstance(first, str) else all(map(np.array_equal, other, first)), (first, other)
+    return first
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_truncated_and_garbage_chunks_end_the_same_in_both_engines(kind, rng):
-    # a real chunk cut word by word, and random words: each engine refuses it with the same worded
-    # EntropyError or decodes the same bits (a range coder cannot tell every forgery; the stream's
-    # CRCs do), never another exception or a hang
+    # a real chunk cut word by word: refused, in the same words by both engines; random words:
+    # refused alike, or decoded to the same bits, and then they are the words an encoder writes for them
     model = hand_made_model(bits=4, iterations=5)
     engines = [kind(model, engine="compiled"), kind(model, engine="constriction")]
     shapes = [(4, 12, 10)]
     chunk = engines[0].encode(sticky_codes(rng, 1, shapes))[0]
-    forged = [chunk[:n] for n in range(0, len(chunk), 4)]  # every cut of it
-    forged += [rng.integers(0, 256, 4 * n, dtype=np.uint8).tobytes() for n in (1, 2, 3, 10, 50, 50, 50, 200)]
-    refused = 0
-    for data in forged:
-        outcomes = []
-        for coder in engines:
-            try:
-                outcomes.append(coder.decode([data], shapes)[0])
-            except EntropyError as e:
-                assert str(e).startswith("iteration 1 "), e
-                outcomes.append(str(e))
-        if isinstance(outcomes[0], str):
-            refused += 1
-            assert outcomes[0] == outcomes[1], outcomes
+    cuts = [chunk[:n] for n in range(0, len(chunk), 4)]  # every cut of it
+    garbage = [rng.integers(0, 256, 4 * n, dtype=np.uint8).tobytes() for n in (1, 2, 3, 10, 50, 50, 50, 200)]
+    for data in cuts + garbage:
+        got = same_outcome(engines, [data], shapes)
+        if isinstance(got, str):
+            assert got.startswith("iteration 1 "), got
         else:
-            assert np.array_equal(outcomes[0], outcomes[1]) and outcomes[0].shape == (1, *shapes[0])
-    assert refused >= len(forged) // 2, (refused, len(forged))
+            assert data not in cuts and engines[0].encode(got) == [data]
+    assert "ends before its bits are decoded" in same_outcome(engines, [chunk[:-4]], shapes)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_chunk_cut_short_is_refused_at_every_depth_in_both_engines(kind, rng):
+    """The gap of session 12: a chunk cut by a word, by several, or to nothing, its checksums
+    recomputed, decoded to wrong bits. No longer: a chunk must be its bits' words, and no prefix
+    of an encoder's chunk is one (docs/ENTROPY.md, "The range coder, exactly")."""
+    model = random_model(rng, bits=4, iterations=6, k=6)
+    engines = [kind(model, engine="compiled"), kind(model, engine="constriction")]
+    shapes = [(4, 9, 7), (4, 4, 4)]
+    codes = sticky_codes(rng, 6, shapes)
+    chunks = engines[0].encode(codes)
+    reasons = collections.Counter()
+    for t in (0, 2, 5):  # depths 1, 3 and 6
+        words = len(chunks[t]) // 4
+        for cut in sorted({1, 2, 3, words // 2, words}):
+            short = chunks[t][:-4 * cut]
+            for rest in ([], chunks[t + 1:]):  # the cut chunk last, or followed by the others
+                got = same_outcome(engines, chunks[:t] + [short] + rest, shapes)
+                assert isinstance(got, str) and got.startswith(f"iteration {t + 1} "), (t, cut, got)
+                reasons[got.split(" ", 2)[2].split(";")[0]] += 1
+    assert reasons["ends before its bits are decoded (cut short or forged)"] > 5, reasons
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_partial_chunk_read_for_more_steps_than_it_holds_is_refused_or_is_the_encoder_s(kind, rng):
+    """Header byte 27 raised above the steps a partial last chunk holds: refused, unless the chunk
+    is also, word for word, what the encoder writes for the bits the extra steps decode to (a
+    valid chunk of those steps: a range decoder reads some bits from any point; more likely the
+    fewer positions a step has). Both engines alike."""
+    model = random_model(rng, bits=4, iterations=3, k=4)
+    engines = [kind(model, engine="compiled"), kind(model, engine="constriction")]
+    seen = collections.Counter()
+    for shapes, images in (([(4, 3, 5), (4, 2, 2)], 6), ([(4, 12, 10), (4, 9, 7)], 2)):  # 19 and 183 positions
+        for _ in range(images):
+            codes = sticky_codes(rng, 3, shapes)
+            for m in (1, 3, 4, 6):
+                chunks = engines[0].encode(codes)[:2] + [engines[0].encode_iteration(codes, 2, steps=m)]
+                assert same_outcome(engines, chunks, shapes, m)[0].shape == codes[0].shape  # as written: decodes
+                for more in range(m + 1, 8):
+                    got = same_outcome(engines, chunks, shapes, more)
+                    if isinstance(got, str):
+                        assert got.startswith("iteration 3 "), got
+                        seen[shapes[0][1], "refused"] += 1
+                    else:
+                        assert engines[0].encode_iteration(got, 2, steps=more) == chunks[2]
+                        seen[shapes[0][1], "the encoder's"] += 1
+    assert seen[12, "the encoder's"] == 0 and seen[12, "refused"] > 20, seen  # a step of 90+ positions
+    assert seen[3, "refused"] > 20, seen
 
 
 def test_a_model_that_reads_outside_the_canvas_is_refused():

@@ -36,6 +36,13 @@ def streams(shipped):
             "raw": raw.encode(image, 2, measure=False).blob}
 
 
+@pytest.fixture(scope="module")
+def small(shipped):
+    """A real stream of a 200 x 100 image, one iteration: decoding it runs the network."""
+    codec = Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder="context", tile_size=32)
+    return codec.encode(smooth_image(np.random.default_rng(7), 100, 200), 1, measure=False).blob
+
+
 def forge(blob: bytes, **fields) -> bytes:
     """The stream with header fields changed and every checksum recomputed."""
     parts = fuzz.Parts.of(blob)
@@ -95,8 +102,8 @@ def test_headers_are_bounded_before_any_work(shipped, streams, no_work, size, ti
         shipped.decode(blob)
 
 
-def test_the_pixel_limit_is_the_callers(shipped, streams, no_work):
-    blob = with_chunks(streams["context"], [b"\0\0\0\0"], width=200, height=100)
+def test_the_pixel_limit_is_the_callers(shipped, small, no_work):
+    blob = small
     with pytest.raises(BitstreamError, match="limit of 19999 pixels"):
         shipped.decode(blob, max_pixels=19_999)
     with pytest.raises(AssertionError, match="ran the network"):  # allowed: decoding starts
@@ -121,7 +128,7 @@ def test_chunks_too_short_or_too_long_for_their_claim_are_refused(shipped, strea
         shipped.decode(with_chunks(context, [b""] * 17))
 
 
-def test_decode_command_prints_one_line_and_exits_1_for_a_bad_stream(tmp_path, streams, default_weights):
+def test_decode_command_prints_one_line_and_exits_1_for_a_bad_stream(tmp_path, streams, small, default_weights):
     runner = CliRunner()
     context = streams["context"]
     cases = {"forged": with_chunks(context, [b"\xff" * 40]), "extended": context + b"\0",
@@ -136,7 +143,6 @@ def test_decode_command_prints_one_line_and_exits_1_for_a_bad_stream(tmp_path, s
         assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr  # one line
         assert "Traceback" not in result.output
     assert not (tmp_path / "x.png").exists()
-    small = with_chunks(context, [b"\0\0\0\0"], width=200, height=100)
     (tmp_path / "small.rgb").write_bytes(small)
     args = ["decode", str(tmp_path / "small.rgb"), "--out", str(tmp_path / "x.png"), "--weights",
             str(default_weights), "--device", "cpu"]
@@ -146,9 +152,26 @@ def test_decode_command_prints_one_line_and_exits_1_for_a_bad_stream(tmp_path, s
     assert runner.invoke(app, args + ["--max-pixels", "20000"]).exit_code == 0
 
 
+def test_a_context_coded_chunk_cut_short_is_refused(shipped, streams):
+    """Checksums recomputed after a chunk was cut by a word, two, or to nothing, at every depth and
+    with the chunks after it or without: refused, for coder ids 1 and 2 (session 12 found such
+    streams decoding to a wrong image; docs/FORMAT.md, "Errors")."""
+    for name in ("adaptive", "context"):
+        blob = streams[name]
+        chunks = bitstream.unpack(blob)[1]
+        for t, chunk in enumerate(chunks):
+            for cut in sorted({4, 8, len(chunk)}):
+                short = chunks[:t] + [chunk[:-cut]]
+                for forged in (short, short + chunks[t + 1:]):
+                    with pytest.raises(BitstreamError, match=f"iteration {t + 1} "):
+                        shipped.read_codes(with_chunks(blob, forged))
+
+
 def test_fuzz_every_case_decodes_its_own_image_or_is_refused(shipped, streams):
-    """A bounded run of every kind of mutation (fixed seed): no escape, no wrong image."""
-    seeds = [fuzz.Seed.of(shipped, blob) for blob in streams.values()]
+    """A bounded run of every kind of mutation (fixed seed): no escape, no wrong image, and every
+    context-coded stream that decodes is the encoder's own bytes for the codes it decodes to."""
+    partial = fuzz.Seed.partial(shipped, smooth_image(np.random.default_rng(6), 40, 56), 3, 40)
+    seeds = [fuzz.Seed.of(shipped, blob) for blob in streams.values()] + [partial]
     outcomes = collections.Counter()
     bad = []
     for case in fuzz.cases(seeds, np.random.default_rng(17), 250, systematic=False):
@@ -157,7 +180,7 @@ def test_fuzz_every_case_decodes_its_own_image_or_is_refused(shipped, streams):
         if outcome.startswith(("WRONG", "ESCAPED")):
             bad.append((case.kind, outcome))
     assert not bad, bad
-    assert outcomes["refused"] > 50 and outcomes["decoded"] > 25, outcomes  # both sides exercised
+    assert outcomes["refused"] > 50 and outcomes["decoded"] > 15, outcomes  # both sides exercised
 
 
 def test_oversize_declarations_are_refused_before_any_work(shipped, streams, no_work):

@@ -4,7 +4,10 @@ the stream ends with the first m coding steps of an iteration, the decoder reads
 import numpy as np
 import pytest
 
-from rgbatch import bitstream
+from dataclasses import replace
+
+from rgbatch import bitstream, fuzz
+from rgbatch.bitstream import BitstreamError
 from rgbatch.codec import Codec, partial_steps
 from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim_many
@@ -85,3 +88,36 @@ def test_partial_without_a_target_changes_nothing_and_the_raw_coder_refuses_it(c
         raw.encode(image, 3, target=Target(msssim=0.9), partial=True)
     with pytest.raises(OptionError, match="measuring must stay on"):
         codec.encode(image, 3, measure=False, target=Target(bpp=0.3), partial=True)
+
+
+@pytest.mark.parametrize("coder", ["adaptive", "context"])
+def test_a_forged_partial_chunk_is_refused_or_is_the_encoder_s(default_weights, image, coder):
+    """Checksums recomputed after the last chunk was cut by a word or more: refused. After header
+    byte 27 was raised above the steps the last chunk holds: refused, unless the chunk is also,
+    word for word, what the encoder writes for the bits the range decoder reads for the extra steps
+    (then the stream is a valid one of those codes; docs/FORMAT.md, "Errors"). Session 12 found
+    both decoding without an error."""
+    codec = Codec.load(default_weights, precision="fp32", tile_size=128, coder=coder)
+    codes = codec.encode(image, 3, keep_codes=True, measure=False).codes
+    whole = codec.coder.encode(codes.tiles)[:2]
+    outcomes = []
+    for m in partial_steps(32):
+        last = codec.coder.encode_iteration(codes.tiles, 2, m)
+        parts = fuzz.Parts.of(codec.pack(codes.partial(3, m), whole + [last]))
+        assert parts.fields["steps"] == m and codec.read_codes(parts.build()).steps == m  # as written: decodes
+        for cut in (1, 2, len(last) // 4 - 1):  # by one word, two, to one word left
+            short = replace(parts, lengths=parts.lengths[:2] + [len(last) - 4 * cut], payload=parts.payload[:-4 * cut])
+            with pytest.raises(BitstreamError, match="iteration 3 (ends before|is not a chunk)"):
+                codec.read_codes(short.build())
+        for more in range(m + 1, 64):
+            try:
+                read = codec.read_codes(replace(parts, fields={**parts.fields, "steps": more}).build())
+            except BitstreamError as e:
+                assert str(e).startswith(("iteration 3 ends before", "iteration 3 is not a chunk")), e
+                outcomes.append("refused")
+            else:
+                assert codec.coder.encode_iteration(read.tiles, 2, more) == last
+                outcomes.append("the encoder's")
+    # measured: 6 (adaptive) and 5 (context) of the 217 raises are valid chunks, each by 1 to 4 steps
+    # from step 8 or 40: channels 8-11, which are 1 at only 0 to 9 of the 144 positions on this crop
+    assert outcomes.count("refused") > 0.95 * len(outcomes), outcomes.count("refused")
