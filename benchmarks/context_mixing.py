@@ -287,7 +287,7 @@ STRETCH_Q = np.clip(np.round(256 * np.log(np.maximum(np.arange(2 ** PROBABILITY_
                     -ST_MAX, ST_MAX).astype(np.int32)  # per 15-bit q
 SQUASH16 = np.clip(np.round(65536 / (1 + np.exp(-np.arange(-ST_MAX - 1, ST_MAX + 1) / 256))), 2, 65534).astype(np.int32)
 RECIPROCAL16 = (65536 / (np.arange(1024) + 1.5)).astype(np.int32)  # a cell's rate after n bits
-CELL_LIMIT = 254  # then 1/255.5, as the float prototype's limit
+CELL_LIMIT = 254  # from then on 1/255.5 (the float prototype: 1/255)
 SMALL_INPUTS = 7  # q', table, step pattern, pattern2, vector2, prefix, bias
 
 
@@ -582,6 +582,8 @@ def main():
                         help="time coder id 2 and the integer sketch of the 6-input mixer on the first image of each --data")
     args = parser.parse_args()
     variants = dict(VARIANTS) if args.variants == "all" else {v: VARIANTS[v] for v in args.variants.split(";")}
+    if args.speed:  # the sketch's design alone (its fitted start with --fit)
+        variants = {SMALL: VARIANTS[SMALL]}
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     codec = Codec.load(args.weights, coder="raw", refine=False)
