@@ -81,7 +81,10 @@ def main():
     for q, r in rows.items():
         print(f"{q}    {r['images']:6d}  {r['bpp_whole']:9.4f}  {r['bpp_partial']:11.4f}  {r['change_pct']:+6.1f} %"
               f"   {r['overshoot_whole']:15.4f}  {r['overshoot_partial']:17.4f}  {r['partial_kept']:12d}")
-    report(summary, args.json)
+    # every stream written with partial=True (its bytes, depth and steps), to compare two versions' choices
+    streams = {f"{path.name} {q:.2f}": [p.bytes[-1], p.iterations, p.steps, p.scale]
+               for q, pairs in results.items() for path, (_, p) in zip(paths, pairs)}
+    report(summary, args.json, {**summary, "streams": streams})
 
 
 if __name__ == "__main__":
