@@ -86,8 +86,9 @@ def partial_steps(bits: int) -> tuple[int, ...]:
     return tuple(sorted({2 * bits * i // 8 for i in range(1, 8)} - {0}))
 
 
-# pixels of tiles whose decoder states a partial last iteration keeps (Codec._resumed): 16 MP,
-# +0.9 GB in fp32
+# pixels of tiles whose decoder state a partial last iteration keeps (Codec._resumed), one image at
+# a time: the GRUs' hidden states (14.5 values a pixel at width 0.25) and the float32 reconstruction,
+# 41 bytes a pixel in bf16, 70 in fp32: at most 0.7 / 1.2 GB, as the lockstep tiles' states
 RESUMED_PIXELS = 16 * 1024 * 1024
 LOCKSTEP_TILES = 64  # tiles whose network states a target keeps alive at once (64 of 512 px, 16 MP: +1.2 GB peak)
 
@@ -346,7 +347,8 @@ class Codec:
         `partial_steps` coding steps of the iteration after the last whole one `target` can keep:
         for a quality target the one before the first that reaches it, for a size target the
         last that fits. Each candidate is coded (its bytes) and, where it can be chosen, decoded
-        (`decode_codes`: what a decoder gives) and measured against `original`."""
+        (`_resumed`: what `decode_codes`, a decoder, gives, one decoder iteration from the state
+        after the iterations before) and measured against `original`."""
         depth = enc.iterations
         base = depth - 1 if target.msssim is not None and enc.msssim[-1] >= target.msssim else depth
         if base >= codes.iterations:  # no iteration after the last kept was coded
