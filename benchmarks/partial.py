@@ -2,6 +2,7 @@
 whole iterations and with `partial=True`, per image and per target, from real streams.
 
     OMP_NUM_THREADS=1 python benchmarks/partial.py ../shared/data/kodak --every 3 --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/partial.py ../shared/data/kodak --every 6 --from-scratch
 
 For each image and MS-SSIM target, `Codec.encode(target=...)` (whole iterations: the first
 depth reaching the target) and `Codec.encode(target=..., partial=True)` (that, or depth k - 1
@@ -10,17 +11,22 @@ plus the first m of iteration k's 64 coding steps, whichever is fewer bytes reac
 partial stream is decoded and checked to give the MS-SSIM its encoder recorded. Means are over the
 images whose whole-iteration stream reaches the target; "overshoot" is the mean MS-SSIM above
 the target; "partial" counts the images that keep a partial last chunk. Times: the encodings
-summed over the images and targets.
+summed over the images and targets. `--from-scratch` also times `partial=True` as session 12
+coded it, every candidate decoded from scratch (`codec.RESUMED_PIXELS = 0`: no decoder state
+kept), interleaved with the others so that all three see the same machine, and checks that it
+writes the same streams.
 """
 
 from __future__ import annotations
 
 import time
+from unittest import mock
 
 import numpy as np
 import torch
 
 from _common import image_set_parser, report
+from rgbatch import codec as codec_module
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim_many
@@ -33,12 +39,14 @@ def main():
     parser = image_set_parser(__doc__)
     parser.add_argument("--resample", default="none",
                         help="resampled coding on the partial side too (none, auto, 0.75, 0.5): the two levers together")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="also time partial=True with every candidate decoded from scratch (session 12)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = Codec.load(args.weights, precision=args.precision)
     paths = sorted(args.folder.glob("*.png"))[::args.every]
     results = {q: [] for q in TARGETS}  # per target: (whole, partial) EncodedImage of each image
-    seconds = {"whole": 0.0, "partial": 0.0}
+    seconds = {"whole": 0.0, "partial": 0.0, **({"from_scratch": 0.0} if args.from_scratch else {})}
     for path in paths:
         image = read_image(path)[0]
         line = []
@@ -51,6 +59,12 @@ def main():
                                          resample=args.resample if partial else "none"))
                 seconds[name] += time.perf_counter() - start
             whole, part = pair
+            if args.from_scratch:
+                start = time.perf_counter()
+                with mock.patch.object(codec_module, "RESUMED_PIXELS", 0):
+                    scratch = codec.encode(image, args.iterations, target=goal, partial=True, resample=args.resample)
+                seconds["from_scratch"] += time.perf_counter() - start
+                assert scratch.blob == part.blob, path  # the same candidates, the same choice
             decoded = codec.decode(part.blob)  # what a decoder gives is what the encoder measured
             assert abs(msssim_many(image, [decoded])[0] - part.msssim[-1]) < 1e-6, path
             results[q].append((whole, part))
@@ -76,12 +90,17 @@ def main():
                "iterations": args.iterations, "precision": codec.precision, "threads": args.threads,
                "resample": args.resample,
                "at_msssim": rows, "encode_seconds": {k: round(v, 2) for k, v in seconds.items()},
-               "partial_time_vs_whole": seconds["partial"] / seconds["whole"]}
+               "partial_time_vs_whole": seconds["partial"] / seconds["whole"],
+               **({"from_scratch_time_vs_whole": seconds["from_scratch"] / seconds["whole"]}
+                  if args.from_scratch else {})}
     print("target  images  bpp whole  bpp partial  change   overshoot whole  overshoot partial  partial kept")
     for q, r in rows.items():
         print(f"{q}    {r['images']:6d}  {r['bpp_whole']:9.4f}  {r['bpp_partial']:11.4f}  {r['change_pct']:+6.1f} %"
               f"   {r['overshoot_whole']:15.4f}  {r['overshoot_partial']:17.4f}  {r['partial_kept']:12d}")
-    report(summary, args.json)
+    # every stream written with partial=True (its bytes, depth and steps), to compare two versions' choices
+    streams = {f"{path.name} {q:.2f}": [p.bytes[-1], p.iterations, p.steps, p.scale]
+               for q, pairs in results.items() for path, (_, p) in zip(paths, pairs)}
+    report(summary, args.json, {**summary, "streams": streams})
 
 
 if __name__ == "__main__":

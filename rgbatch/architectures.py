@@ -14,6 +14,7 @@ An architecture is a torch module class with:
     iterate(x, iterations, search_steps=0, search_loss=None)  encoding: yields (codes +-1, x_hat)
     encode(x, iterations, on_iteration=None)                  codes (T, N, bits, H/block, W/block)
     decode(codes)                                             reconstruction in [-0.5, 0.5]
+    decode_from(codes, state=None)    decoding resumed from a state it returned (partial candidates)
     set_precision(dtype), net_dtype, gain(t)
 
 `rgbatch.model.ResidualGRUCodec` is the reference. Weight files without an architecture

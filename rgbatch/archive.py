@@ -36,7 +36,7 @@ from .ratecontrol import Target
 from .row import OK, Row
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
-                "bytes", "bpp", "msssim", "psnr"]
+                "scale", "last_steps", "bytes", "bpp", "msssim", "psnr"]
 MSSSIM_TOLERANCE = 1e-3  # re-measured vs recorded: same weights, so only float noise (fp32 vs bf16 decoding: at most 1.2e-4 measured on Kodak)
 DECODE_GROUP = 8  # images decoded together (their tiles share batches)
 
@@ -60,7 +60,7 @@ _DEPTH_SQL = """
     FROM per_depth GROUP BY depth ORDER BY depth"""
 
 _WORST_SQL = """
-    SELECT path, msssim[-1] AS msssim, bpp[-1] AS bpp FROM images
+    SELECT path, msssim[-1] AS msssim, bpp[-1] AS bpp, iterations, scale, last_steps FROM images
     ORDER BY msssim[-1] NULLS LAST, path LIMIT {limit}"""
 
 
@@ -81,7 +81,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     check_range("worst", worst, 0)
     target = Target(msssim=min_msssim)
     man = Archive(archive)
-    table = man.table()
+    table = _with_coding(man, man.table())
     usable, damaged = split_damaged(table)
     is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
     ok, failed = usable.filter(is_ok), usable.filter(pc.invert(is_ok))
@@ -100,6 +100,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
             ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0,
         "stored": stored,
         "compression_ratio": source_bytes / stored["bytes"] if stored["bytes"] else None,
+        "coding": coding_summary(ok),
         "by_depth": _query(_DEPTH_SQL, ok),
         "worst": _query(_WORST_SQL.format(limit=int(worst)), ok),
         "failures": [{"path": r["path"], "error": r["error"]} for r in failed.select(["path", "error"]).to_pylist()]
@@ -118,6 +119,56 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
             "not_reached": sum(r.msssim[d - 1] < min_msssim for r, d in zip(rows, chosen)),
             "unmeasured": len(measured) - len(rows)}
     return {"images": table.select(IMAGE_FIELDS).to_pylist(), "summary": summary}
+
+
+def _with_coding(man: Archive, table: pa.Table) -> pa.Table:
+    """`table` with the `scale` and `last_steps` of its ok rows from parts written before those
+    columns read from their blobs' headers (`Row.with_coding`; the blobs of those rows only,
+    part by part)."""
+    paths, status = table["path"].to_pylist(), table["status"].to_pylist()
+    scales, steps = table["scale"].to_pylist(), table["last_steps"].to_pylist()
+    unknown = {p for p, st, sc, k in zip(paths, status, scales, steps) if st == OK and p and None in (sc, k)}
+    if not unknown:
+        return table
+    read = {}
+    for row in man.rows(unknown):
+        row = row.with_coding()
+        read[row.path] = row.scale, row.last_steps
+    scales, steps = zip(*(read.get(p, (sc, k)) if p in unknown else (sc, k) for p, sc, k in zip(paths, scales, steps)))
+    table = table.set_column(table.schema.get_field_index("scale"), "scale", pa.array(scales, pa.float64()))
+    return table.set_column(table.schema.get_field_index("last_steps"), "last_steps", pa.array(steps, pa.int16()))
+
+
+def coding_summary(ok: pa.Table) -> dict:
+    """How the ok rows were coded: images per scale ("1", "0.75", "0.5"), those whose last chunk
+    is partial, and those whose blob said neither (unreadable header)."""
+    scales = [s for s in ok["scale"].to_pylist() if s is not None]
+    return {"scale": {f"{s:g}": scales.count(s) for s in sorted(set(scales), reverse=True)},
+            "partial_last_chunk": sum(1 for k in ok["last_steps"].to_pylist() if k),
+            "unknown": ok.num_rows - len(scales)}
+
+
+def coding_text(coding: dict) -> str:
+    """A report's `coding` summary in words."""
+    scales, partial = coding["scale"], coding["partial_last_chunk"]
+    smaller = {s: n for s, n in scales.items() if s != "1"}
+    words = [f"{sum(smaller.values())} of {sum(scales.values())} coded smaller (scale "
+             + ", ".join(f"{s}: {n}" for s, n in smaller.items()) + ")" if smaller else "all at scale 1",
+             f"{partial} with a partial last chunk" if partial else "whole iterations"]
+    if coding["unknown"]:
+        words.append(f"{coding['unknown']} unknown (header unreadable)")
+    return "; ".join(words)
+
+
+def depth_text(iterations: int | None, last_steps: int | None, scale: float | None = None) -> str:
+    """An image's stored depth, saying a partial last chunk ("5 (24 steps)": 4 whole iterations
+    and the first 24 coding steps of the 5th) and a scale other than 1 ("at 0.75")."""
+    text = "-" if iterations is None else str(iterations)
+    if last_steps:
+        text += f" ({last_steps} steps)"
+    if scale is not None and scale != 1:
+        text += f" at {scale:g}"
+    return text
 
 
 # -- shared by restore and verify ---------------------------------------------------------------------
@@ -438,8 +489,10 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -
             problem = row.problem()
             if problem:
                 result.problems.append((row.path, f"{problem}: kept as is"))
-            elif row.status == OK and (depth is not None or target):
-                row = _cut_row(row, depth, target, result)
+            else:  # a row of a part older than the scale and last_steps columns gets them
+                row = row.with_coding()
+                if row.status == OK and (depth is not None or target):
+                    row = _cut_row(row, depth, target, result)
             model = row.model_id or fallback_model
             if model not in writers:
                 writers[model] = man.writer(model)
@@ -478,5 +531,6 @@ def _cut_row(row: Row, depth: int | None, target: Target, result: CompactResult)
     return row
 
 
-__all__ = ["CompactResult", "RestoreResult", "VerifyResult", "compact", "png_names", "report", "restore",
+__all__ = ["CompactResult", "RestoreResult", "VerifyResult", "coding_summary", "coding_text", "compact", "depth_text",
+           "png_names", "report", "restore",
            "safe_relative_path", "verify"]

@@ -375,7 +375,7 @@ def report(
     """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
 
-    from .archive import report as make_report
+    from .archive import coding_text, depth_text, report as make_report
 
     if html_out is not None:
         from .htmlreport import write_html_report
@@ -402,7 +402,8 @@ def report(
                         ("source bytes", f"{s['source_bytes']:,}"),
                         ("archive bytes", f"{stored['bytes'] or 0:,} in blobs, {s['part_bytes']:,} in {s['parts']} "
                                           f"part file(s)"),
-                        ("ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-")]:
+                        ("ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-"),
+                        ("coding", coding_text(s["coding"]) if s["ok"] else "-")]:
         head.add_row(name, value)
     out.print(head)
 
@@ -429,10 +430,11 @@ def report(
             out.print(f"{s['at_msssim']['unmeasured']} image(s) have no MS-SSIM recorded (--no-measure): not counted")
     if s["worst"]:
         table = Table(title="worst images (MS-SSIM as stored)", title_justify="left")
-        for column in ("path", "MS-SSIM", "bpp"):
+        for column in ("path", "MS-SSIM", "bpp", "depth"):
             table.add_column(column)
         for row in s["worst"]:
-            table.add_row(row["path"], fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"))
+            table.add_row(row["path"], fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"),
+                          depth_text(row["iterations"], row["last_steps"], row["scale"]))
         out.print(table)
     _print_failures("failed", [(f["path"], f["error"]) for f in s["failures"]])
 

@@ -86,6 +86,10 @@ def partial_steps(bits: int) -> tuple[int, ...]:
     return tuple(sorted({2 * bits * i // 8 for i in range(1, 8)} - {0}))
 
 
+# pixels of tiles whose decoder state a partial last iteration keeps (Codec._resumed), one image at
+# a time: the GRUs' hidden states (14.5 values a pixel at width 0.25) and the float32 reconstruction,
+# 41 bytes a pixel in bf16, 70 in fp32: at most 0.7 / 1.2 GB, as the lockstep tiles' states
+RESUMED_PIXELS = 16 * 1024 * 1024
 LOCKSTEP_TILES = 64  # tiles whose network states a target keeps alive at once (64 of 512 px, 16 MP: +1.2 GB peak)
 
 
@@ -343,7 +347,8 @@ class Codec:
         `partial_steps` coding steps of the iteration after the last whole one `target` can keep:
         for a quality target the one before the first that reaches it, for a size target the
         last that fits. Each candidate is coded (its bytes) and, where it can be chosen, decoded
-        (`decode_codes`: what a decoder gives) and measured against `original`."""
+        (`_resumed`: what `decode_codes`, a decoder, gives, one decoder iteration from the state
+        after the iterations before) and measured against `original`."""
         depth = enc.iterations
         base = depth - 1 if target.msssim is not None and enc.msssim[-1] >= target.msssim else depth
         if base >= codes.iterations:  # no iteration after the last kept was coded
@@ -355,11 +360,11 @@ class Codec:
         pixels = enc.width * enc.height
         # decoded (the network's time) fewest bytes first, only those within the size limits, until
         # one reaches a quality target: those after it cannot be chosen (more bytes, choose_candidate)
-        measured = {}
+        measured, decode = {}, self._resumed(codes, base)
         for n in sorted((n for n in range(len(steps)) if target.fits(sizes[n], pixels)), key=lambda n: sizes[n]):
             # one image at a time, as `decode` of its stream: a batch of several images' tiles
             # may round differently (by 1 in a few pixels, measured)
-            image = self.decode_codes([tries[n]])[0]
+            image = decode(tries[n])
             meter = QualityMeter(original, 1, device=self.device)
             meter.add(0, 0, image)
             meter.flush()
@@ -432,17 +437,53 @@ class Codec:
         their full size where they were coded smaller (rgbatch.resample)."""
         images = [np.empty((c.coded_size[1], c.coded_size[0], 3), np.uint8) for c in codes]
         grids = [c.grid for c in codes]
+        with self.device_lock:
+            for keys, bits in self._code_batches(codes):
+                for (i, j), p in zip(keys, to_uint8(self.model.decode(bits))):
+                    paste(images[i], p, grids[i][j])
+            images = [self._refined(im, c) for im, c in zip(images, codes)]
+        return [upscale(im, c.width, c.height) if c.scale else im for im, c in zip(images, codes)]
+
+    def _code_batches(self, codes: list[Codes]):
+        """`decode_codes`' batches of the images' tiles: (keys (image, tile), what the decoder
+        reads of their bits, (iterations, N, bits, h, w) on the device). The batches (which tiles go
+        together) are part of what a decoder computes: a batch of other tiles may round differently."""
         work = [((i, j), t.shape, lambda t=t, coded=coded: torch.from_numpy(signs(t, coded)))
                 for i, c in enumerate(codes) for j, (t, coded) in enumerate(zip(c.tiles, c.coded()))]
-        with self.device_lock:
-            block = self.model.cfg.block
-            for keys, bits in self._batches(work, lambda shape: shape[-2] * shape[-1] * block * block):
-                x_hat = self.model.decode(bits.transpose(0, 1).contiguous().to(self.device))
-                for (i, j), p in zip(keys, to_uint8(x_hat)):
-                    paste(images[i], p, grids[i][j])
-            if self.refiner is not None:
-                images = [refine_image(self.refiner, im, c.iterations) for im, c in zip(images, codes)]
-        return [upscale(im, c.width, c.height) if c.scale else im for im, c in zip(images, codes)]
+        block = self.model.cfg.block
+        for keys, bits in self._batches(work, lambda shape: shape[-2] * shape[-1] * block * block):
+            yield keys, bits.transpose(0, 1).contiguous().to(self.device)
+
+    def _refined(self, image: np.ndarray, codes: Codes) -> np.ndarray:
+        return image if self.refiner is None else refine_image(self.refiner, image, codes.iterations)
+
+    def _resumed(self, codes: Codes, base: int):
+        """`decode_codes` of one image's `Codes` that share `codes`' first `base` iterations and
+        have one more (its partial candidates), as a function: the decoder's state after `base`
+        iterations (rgbatch.model.DecoderState) is computed at the first call and kept, per batch of
+        `decode_codes`, so that each candidate costs one decoder iteration and gives what
+        `decode_codes([candidate])` gives (the same batches, the same operations). States are kept
+        for at most RESUMED_PIXELS pixels of tiles; the batches beyond are decoded from scratch."""
+        states = []
+
+        def decode(candidate: Codes) -> np.ndarray:
+            width, height = candidate.coded_size
+            image, grid = np.empty((height, width, 3), np.uint8), candidate.grid
+            with self.device_lock:
+                if not states:
+                    kept = 0
+                    for keys, bits in self._code_batches([codes.cut(base)]):
+                        kept += math.prod(bits.shape[1:2] + bits.shape[3:]) * self.model.cfg.block ** 2
+                        states.append(self.model.decode_from(bits) if kept <= RESUMED_PIXELS else None)
+                for (keys, bits), state in zip(self._code_batches([candidate]), states):
+                    x_hat = (self.model.decode_from(bits) if state is None
+                             else self.model.decode_from(bits[base:], state)).x_hat.clamp(-0.5, 0.5)
+                    for (_, j), p in zip(keys, to_uint8(x_hat)):
+                        paste(image, p, grid[j])
+                image = self._refined(image, candidate)
+            return upscale(image, candidate.width, candidate.height) if candidate.scale else image
+
+        return decode
 
 
 def release_freed_memory():

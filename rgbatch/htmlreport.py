@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import storage
-from .archive import SourceUnreachable, _source_image, report
+from .archive import SourceUnreachable, _source_image, coding_text, depth_text, report
 from .codec import Codec
 from .imageio import encode_png
 from .manifest import Archive
@@ -160,10 +160,12 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
              ["archive bytes", f"{s['stored']['bytes'] or 0:,} in blobs, {s['part_bytes']:,} in {s['parts']} part(s)"],
              ["compression ratio", _fmt(s["compression_ratio"], ".1f")],
              ["bpp as stored", _fmt(s["stored"]["bpp"], ".4f")],
-             ["mean MS-SSIM as stored", _fmt(s["stored"]["mean_msssim"], ".4f")]]
+             ["mean MS-SSIM as stored", _fmt(s["stored"]["mean_msssim"], ".4f")],
+             ["coding", coding_text(s["coding"]) if s["ok"] else "-"]]
     by_depth = [[r["depth"], r["images"], f"{r['bytes']:,}", _fmt(r["bpp"], ".4f"), _fmt(r["mean_msssim"], ".4f"),
                  _fmt(r["mean_psnr"], ".2f")] for r in s["by_depth"]]
-    worst = [[r["path"], _fmt(r["msssim"], ".4f"), _fmt(r["bpp"], ".4f")] for r in s["worst"]]
+    worst = [[r["path"], _fmt(r["msssim"], ".4f"), _fmt(r["bpp"], ".4f"),
+              depth_text(r["iterations"], r["last_steps"], r["scale"])] for r in s["worst"]]
     failures = [[f["path"], f["error"]] for f in s["failures"]]
     body = [f"<h1>rgbatch archive {html.escape(s['archive'])}</h1>",
             _table(None, facts, "summary"),
@@ -172,7 +174,7 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
             "<h2>Rate and quality</h2>", _figure(curve_png(s["by_depth"]), "mean over the images stored at least "
                                                  "that deep", "rate-quality curve"),
             "<h2>Worst images (MS-SSIM as stored)</h2>",
-            _table(["path", "MS-SSIM", "bpp"], worst, "worst")]
+            _table(["path", "MS-SSIM", "bpp", "depth"], worst, "worst")]
     if failures:
         body += ["<h2>Failed images</h2>", _table(["path", "reason"], failures, "failures")]
     body.append("<h2>Images side by side</h2>")

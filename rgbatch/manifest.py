@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, objectstore, storage
-from .row import COLUMNS, OK, SCHEMA, STATS_COLUMNS, Row
+from .row import ADDED_COLUMNS, COLUMNS, OK, SCHEMA, STATS_COLUMNS, Row
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
@@ -266,11 +266,13 @@ class Archive:
     def _batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         for part in self.parts:
             file = self._open(part)
-            missing = set(columns) - set(file.schema_arrow.names)
-            if missing:
-                raise ValueError(f"{part} lacks the columns {sorted(missing)}")
+            missing = [c for c in columns if c not in file.schema_arrow.names]
+            if set(missing) - set(ADDED_COLUMNS):
+                raise ValueError(f"{part} lacks the columns {sorted(set(missing) - set(ADDED_COLUMNS))}")
             schema = pa.schema([SCHEMA.field(c) for c in columns])
-            for batch in file.iter_batches(batch_size=ROW_GROUP_ROWS, columns=columns):
+            for batch in file.iter_batches(batch_size=ROW_GROUP_ROWS, columns=[c for c in columns if c not in missing]):
+                for name in missing:  # a part written before the column was added: null
+                    batch = batch.append_column(name, pa.nulls(batch.num_rows, SCHEMA.field(name).type))
                 try:  # a part written by another tool may use wider types (int64 sizes, string views)
                     yield batch.select(columns).cast(schema)  # and drops the metadata: parts differ in model id only
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:

@@ -23,6 +23,7 @@ Images enter as float tensors in [-0.5, 0.5], shape (N, 3, H, W), H and W multip
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -157,6 +158,15 @@ class Decoder(nn.Module):
             new_state.append(h)
             x = F.pixel_shuffle(x, 2)
         return self.conv_out(x), new_state
+
+
+class DecoderState(NamedTuple):
+    """Where a decoding stands (`ResidualGRUCodec.decode_from`): the reconstruction before clamping
+    (float32), the decoder GRUs' hidden states, and the number of iterations decoded."""
+
+    x_hat: torch.Tensor | None
+    hidden: list
+    iterations: int
 
 
 class ResidualGRUCodec(nn.Module):
@@ -320,12 +330,19 @@ class ResidualGRUCodec(nn.Module):
         iterations = codes.shape[0] if iterations is None else iterations
         if not 1 <= iterations <= codes.shape[0]:
             raise ValueError(f"can decode 1..{codes.shape[0]} iterations, not {iterations}")
-        _, dec_state = self._blank_state()
-        x_hat = None
-        for t in range(iterations):
-            update, dec_state = self.decoder(self._net(codes[t]), dec_state)
+        return self.decode_from(codes[:iterations]).x_hat.clamp(-0.5, 0.5)
+
+    @torch.inference_mode()
+    def decode_from(self, codes, state: DecoderState | None = None) -> DecoderState:
+        """`decode` resumed: the decoder over `codes` (T, N, bits, H/16, W/16), the iterations
+        after those `state` holds (None: from the first), returning the state after them, its
+        reconstruction before clamping. A state may be resumed from many times (the GRUs make
+        new tensors); the same codes give the same values as `decode` in one go."""
+        x_hat, hidden, start = state or DecoderState(None, self._blank_state()[1], 0)
+        for t, bits in enumerate(codes, start):
+            update, hidden = self.decoder(self._net(bits), hidden)
             x_hat = self._reconstruct(x_hat, update.float() / self.gain(t))
-        return x_hat.clamp(-0.5, 0.5)
+        return DecoderState(x_hat, hidden, start + len(codes))
 
     def _check_iterations(self, iterations):
         if not 1 <= iterations <= self.cfg.max_iterations:
@@ -384,5 +401,5 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ALIGN", "BLOCK", "CodecConfig", "ResidualGRUCodec", "flops_per_pixel", "parameter_count",
+__all__ = ["ALIGN", "BLOCK", "CodecConfig", "DecoderState", "ResidualGRUCodec", "flops_per_pixel", "parameter_count",
            "run_flops_per_pixel"]

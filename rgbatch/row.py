@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from .ratecontrol import Target
+from .resample import SCALES
 
 if TYPE_CHECKING:
     from .codes import EncodedImage
@@ -45,7 +46,11 @@ SCHEMA = pa.schema([
     ("read_seconds", pa.float64()),  # read, hash and decode of the source
     ("encode_seconds", pa.float64()),  # its share (by pixels) of its batch's encode time
     ("written_at", pa.timestamp("us", tz="UTC")),
+    # added within format 1 (docs/ARCHIVE.md): a part written before them reads them as null
+    ("scale", pa.float64()),  # each side coded at this scale of the image's (1, 0.75, 0.5: the header's scale code)
+    ("last_steps", pa.int16()),  # coding steps the last chunk holds: 0 when whole (a partial last chunk otherwise)
 ])
+ADDED_COLUMNS = ("scale", "last_steps")
 COLUMNS = SCHEMA.names
 STATS_COLUMNS = [c for c in COLUMNS if c != "blob"]
 PER_DEPTH = ("bytes", "bpp", "msssim", "psnr")
@@ -81,6 +86,8 @@ class Row:
     read_seconds: float | None = None
     encode_seconds: float | None = None
     written_at: dt.datetime | None = None
+    scale: float | None = None
+    last_steps: int | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":
@@ -93,7 +100,8 @@ class Row:
         """This read image's ok row, from its encoding."""
         return replace(self, status=OK, error=None, width=encoded.width, height=encoded.height, model_id=model_id,
                        tile_size=tile_size, iterations=encoded.iterations, coder=coder, blob=encoded.blob, bytes=encoded.bytes,
-                       bpp=encoded.bpp, msssim=encoded.msssim, psnr=encoded.psnr, encode_seconds=seconds)
+                       bpp=encoded.bpp, msssim=encoded.msssim, psnr=encoded.psnr, encode_seconds=seconds,
+                       scale=scale_factor(encoded.scale), last_steps=encoded.steps)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Row":
@@ -160,7 +168,27 @@ class Row:
             return self
         cut = self.encoded().cut(depth)
         return replace(self, blob=cut.blob, iterations=cut.iterations, bytes=cut.bytes, bpp=cut.bpp,
-                       msssim=cut.msssim, psnr=cut.psnr)
+                       msssim=cut.msssim, psnr=cut.psnr, last_steps=cut.steps)
+
+    def with_coding(self) -> "Row":
+        """This row with `scale` and `last_steps` read from its blob's header where they are null (a
+        row of a part written before those columns); as it is where they are known, or where
+        it has no readable blob."""
+        if not self.ok or (self.scale is not None and self.last_steps is not None) or not self.blob:
+            return self
+        from .bitstream import BitstreamError, read_header
+
+        try:
+            header = read_header(self.blob)
+        except BitstreamError:
+            return self
+        return replace(self, scale=scale_factor(header.scale), last_steps=header.steps_at(self.iterations))
 
 
-__all__ = ["COLUMNS", "ERROR", "OK", "PER_DEPTH", "Row", "SCHEMA", "STATS_COLUMNS", "UNCHANGED"]
+def scale_factor(code: int) -> float:
+    """The `scale` column of a header's scale code (rgbatch.resample.SCALES)."""
+    numerator, denominator = SCALES[code]
+    return numerator / denominator
+
+
+__all__ = ["ADDED_COLUMNS", "COLUMNS", "ERROR", "OK", "PER_DEPTH", "Row", "SCHEMA", "STATS_COLUMNS", "UNCHANGED"]

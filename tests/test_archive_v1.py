@@ -55,6 +55,8 @@ def test_report_restore_verify_compact_the_old_archive(default_weights, tmp_path
     summary = report(V1 / "archive", depth=1, min_msssim=0.5)["summary"]
     assert (summary["ok"], summary["failed"], summary["at_msssim"]["unmeasured"]) == (2, 1, 1)
     assert summary["at_depth"]["bytes"] == 64 + 72
+    # written before the scale and last_steps columns: read from the blobs' headers
+    assert summary["coding"] == {"scale": {"1": 2}, "partial_last_chunk": 0, "unknown": 0}
 
     restored = restore(V1 / "archive", tmp_path / "out", iterations=2)
     assert restored.failures == [] and sorted(w["path"] for w in restored.written) == ["a.png", "sub/b.png"]
@@ -73,3 +75,4 @@ def test_report_restore_verify_compact_the_old_archive(default_weights, tmp_path
     rows = {r.path: r for r in Archive(work).rows()}
     assert rows["a.png"].iterations == 2 and rows["a.png"].bytes == [64, 88] and len(rows["a.png"].blob) == 88
     assert rows["sub/b.png"].iterations == 1 and rows["sub/b.png"].msssim == []
+    assert [(r.scale, r.last_steps) for r in rows.values() if r.ok] == [(1.0, 0), (1.0, 0)]  # compacted: recorded

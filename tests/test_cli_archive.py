@@ -579,7 +579,13 @@ def test_compress_resample_then_restore_returns_full_size_images(ray_cluster, ti
     rows = current(tmp_path / "archive")
     scales = {path: bitstream.read_header(row["blob"]).scale for path, row in rows.items()}
     assert scales == {"big.png": 2, "small.png": 0}
+    assert {path: row["scale"] for path, row in rows.items()} == {"big.png": 0.5, "small.png": 1.0}
     assert (rows["big.png"]["width"], rows["big.png"]["height"]) == (96, 80)
+    report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
+    assert report["summary"]["coding"] == {"scale": {"1": 1, "0.5": 1}, "partial_last_chunk": 0, "unknown": 0}
+    assert {i["path"]: i["scale"] for i in report["images"]} == {"big.png": 0.5, "small.png": 1.0}
+    text = run("report", tmp_path / "archive").output
+    assert "1 of 2 coded smaller (scale 0.5: 1)" in text and "3 at 0.5" in text  # the worst images' depth column
     result = run("restore", tmp_path / "archive", "--out", tmp_path / "restored", "--iterations", "2",
                  "--weights", tiny_weights)
     assert result.exit_code == 0, result.output
@@ -608,6 +614,11 @@ def test_compress_partial_then_restore_returns_the_measured_image(ray_cluster, d
     row = current(tmp_path / "archive")["a.png"]
     header = bitstream.read_header(row["blob"])
     assert header.steps and row["iterations"] == header.iterations  # tests/test_partial.py: 24 steps of 4
+    assert (row["last_steps"], row["scale"]) == (header.steps, 1.0)
+    report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
+    assert report["summary"]["coding"]["partial_last_chunk"] == 1 and report["images"][0]["last_steps"] == header.steps
+    text = run("report", tmp_path / "archive").output
+    assert "1 with a partial last chunk" in text and f"{header.iterations} ({header.steps} steps)" in text
     result = run("restore", tmp_path / "archive", "--out", tmp_path / "restored")
     assert result.exit_code == 0, result.output
     restored = np.asarray(Image.open(tmp_path / "restored" / "a.png"))

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import smooth_image
 from rgbatch.cli import app
-from rgbatch.htmlreport import shown_depths, write_html_report
+from rgbatch.htmlreport import render, shown_depths, write_html_report
 from test_cli_archive import archive_images
 
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
@@ -50,6 +50,14 @@ def test_the_page_holds_tables_curve_and_images_side_by_side(archive, tiny_weigh
     for table in ("summary", "by-depth", "worst"):
         assert f'<table id="{table}">' in page
     assert page.count("<tr><td>") >= 3 + 2  # three depths, two worst images
+    assert "<tr><td>coding</td><td>all at scale 1; whole iterations</td></tr>" in page
+    assert "<th>depth</th></tr></thead>" in page and "<td>3</td></tr>" in page  # the worst images' depth
+    # a resampled image and a partial last chunk, as the page says them
+    summary = {**result["summary"], "coding": {"scale": {"1": 1, "0.75": 1}, "partial_last_chunk": 1, "unknown": 0}}
+    summary["worst"] = [{**summary["worst"][0], "iterations": 3, "last_steps": 24, "scale": 0.75}]
+    said = render(summary, [])
+    assert "<td>1 of 2 coded smaller (scale 0.75: 1); 1 with a partial last chunk</td>" in said
+    assert "<td>3 (24 steps) at 0.75</td>" in said
     images = images_of(page)
     assert "rate-quality curve" in images
     for path in result["shown"]:

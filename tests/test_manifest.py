@@ -14,7 +14,7 @@ import pytest
 
 from rgbatch import __version__
 from rgbatch.manifest import FORMAT_VERSION, Archive, ArchiveBusy, ArchiveLock, PartWriter
-from rgbatch.row import Row
+from rgbatch.row import ADDED_COLUMNS, Row
 
 
 def error_row(path, source, message, **known):
@@ -117,6 +117,23 @@ def test_duckdb_queries_the_parts_directly(tmp_path):
             writer.add(ok_row(f"{i}.png"))
     count, depth2 = duckdb.sql(f"SELECT count(*), sum(bytes[2]) FROM '{tmp_path}/part-*.parquet'").fetchall()[0]
     assert (count, depth2) == (3, 6)
+
+
+def test_a_part_written_before_the_added_columns_reads_them_as_null_and_any_other_missing_is_refused(tmp_path):
+    with PartWriter(tmp_path / "new", "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png", scale=0.75, last_steps=24))
+    [new] = parts(tmp_path / "new")
+    table = pq.read_table(tmp_path / "new" / new)
+    for name, dropped in (("old", ADDED_COLUMNS), ("broken", ("width",))):
+        (tmp_path / name).mkdir()
+        pq.write_table(table.drop_columns(list(dropped)), tmp_path / name / new)
+    [a] = Archive(tmp_path / "new").rows()
+    assert (a.scale, a.last_steps) == (0.75, 24)
+    [a] = Archive(tmp_path / "old").rows()
+    assert (a.scale, a.last_steps, a.iterations, a.blob) == (None, None, 2, b"\x01\x02")
+    assert Archive(tmp_path / "old").table().column("scale").to_pylist() == [None]
+    with pytest.raises(ValueError, match=r"lacks the columns \['width'\]"):
+        Archive(tmp_path / "broken").table()
 
 
 def test_unreadable_archives_are_worded_errors(tmp_path):

@@ -27,6 +27,17 @@ def test_decode_at_depth_k_equals_the_encoders_kth_reconstruction(model):
         assert torch.equal(model.decode(codes, k), seen[k - 1])
 
 
+def test_decoding_resumed_from_a_state_equals_decoding_in_one_go(model):
+    codes = model.encode(torch.rand(2, 3, 64, 64) - 0.5, 4)
+    state = model.decode_from(codes[:2])
+    assert state.iterations == 2 and torch.equal(state.x_hat.clamp(-0.5, 0.5), model.decode(codes, 2))
+    other = codes[2:3] * (torch.rand_like(codes[2:3]) < 0.5)  # another third iteration, some bits read as 0
+    for third in (codes[2:3], other, codes[2:3]):  # one state, resumed from several times
+        resumed = model.decode_from(third, state)
+        assert resumed.iterations == 3
+        assert torch.equal(resumed.x_hat.clamp(-0.5, 0.5), model.decode(torch.cat([codes[:2], third])))
+
+
 def test_decode_rejects_a_depth_beyond_the_codes(model):
     codes = model.encode(torch.zeros(1, 3, 32, 32), 2)
     with pytest.raises(ValueError, match="1..2"):

@@ -15,6 +15,7 @@ from rgbatch.options import OptionError
 from rgbatch.ratecontrol import Target
 
 from conftest import DATA
+from test_refine import refined_weights  # noqa: F401 (a fixture: random weights with a refiner)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,35 @@ def test_a_quality_target_keeps_the_fewest_bytes_reaching_it_and_decoding_gives_
     cut = enc.cut(k - 1)
     assert cut.steps == 0 and bitstream.read_header(cut.blob).steps == 0
     assert cut.blob == whole.cut(k - 1).blob
+
+
+@pytest.mark.parametrize("precision, weights", [("fp32", "shipped"), ("bf16", "shipped"), ("bf16", "refined")])
+def test_candidates_decoded_from_the_kept_state_are_what_decoding_their_streams_gives(
+        default_weights, refined_weights, image, precision, weights, monkeypatch):
+    from rgbatch import codec as codec_module
+
+    # 9 tiles of 64 px in batches of 2 (of the 4 full tiles, the 2 + 2 edge tiles, the corner); states kept
+    # for 4 tiles' pixels only (the first 2 batches), the others decoded from scratch
+    tiled = Codec.load(default_weights if weights == "shipped" else refined_weights, precision=precision,
+                       tile_size=64, batch_size=2, coder="raw")  # the codes alone: any coder
+    assert (tiled.refiner is not None) == (weights == "refined")
+    monkeypatch.setattr(codec_module, "RESUMED_PIXELS", 4 * 64 * 64)
+    for scale in (0, 1):
+        full = tiled.encode(image, 4, keep_codes=True, resample=scale).codes
+        for base in (0, 3):
+            decode = tiled._resumed(full.cut(base + 1), base)
+            for m in partial_steps(32) + (64,):
+                candidate = full.partial(base + 1, m)
+                assert np.array_equal(decode(candidate), tiled.decode_codes([candidate])[0]), (scale, base, m)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiled_partial_streams_decode_to_what_was_measured_with_resample_auto(default_weights, image, precision):
+    tiled = Codec.load(default_weights, precision=precision, tile_size=64, batch_size=3)
+    for goal in (Target(msssim=0.95), Target(bpp=0.4)):
+        enc = tiled.encode(image, 16, target=goal, resample="auto", partial=True, keep_reconstructions=True)
+        assert np.array_equal(tiled.decode(enc.blob), enc.reconstructions[-1]), goal
+        assert enc.msssim[-1] == pytest.approx(msssim_many(image, [enc.reconstructions[-1]])[0], abs=1e-6)
 
 
 def test_a_size_target_keeps_the_best_quality_within_the_size(codec, image):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,25 @@ def test_cut_and_keep_are_the_codes_modules(encoded):
     assert row.keep(2, last) == min(2, enc.choose_depth(last)) and row.keep(9) == 4 and row.keep() == 4
     unmeasured = Row("b.png", blob=enc.blob, width=48, height=40, iterations=4, bytes=enc.bytes, status="ok")
     assert unmeasured.cut(2).msssim == [] and unmeasured.keep(target=Target(max_bytes=enc.bytes[1])) == 2
+
+
+def test_a_row_records_its_scale_and_partial_last_chunk_and_a_cut_below_drops_the_chunk(default_weights):
+    from conftest import DATA
+    from rgbatch.imageio import read_image
+
+    codec = Codec.load(default_weights, precision="fp32", tile_size=128)
+    image = read_image(DATA / "kodim23_crop192.png")[0]
+    enc = codec.encode(image, 16, target=Target(msssim=0.94), partial=True)  # tests/test_partial.py: 24 steps of 4
+    row = Row("a.png").from_encoded(enc, codec.model_id, 128, codec.coder.name, 0.1)
+    assert (row.scale, row.last_steps, row.iterations) == (1.0, 24, 4)
+    assert row.cut(3).last_steps == 0 and row.cut(3).scale == 1.0
+    small = codec.encode(image, 2, resample="0.75")
+    assert Row("b.png").from_encoded(small, codec.model_id, 128, codec.coder.name, 0.1).scale == 0.75
+    # a row of a part written before those columns: read from its blob's header
+    old = replace(row, scale=None, last_steps=None)
+    assert old.with_coding() == row and old.cut(3).with_coding() == row.cut(3)
+    assert replace(old, status="error").with_coding().scale is None  # error rows and damaged blobs: unknown
+    assert replace(old, blob=b"garbage").with_coding().last_steps is None
 
 
 def test_a_row_says_what_is_damaged_in_the_columns_read():
