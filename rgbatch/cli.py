@@ -89,9 +89,11 @@ SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradien
 RESAMPLE = typer.Option("none", help="Resampled coding: none | 0.75 | 0.5 (code the image downscaled by that, "
                                       "decoded back to full size) | auto (with a target: try each scale, keep "
                                       "the one the target prefers; README, Resampled coding).")
-PARTIAL = typer.Option(False, "--partial", help="With a target, a stream may end with part of an iteration (the "
-                                               "first 1/8 .. 7/8 of its coding steps) where that lands nearer the "
-                                               "target; without a target it changes nothing (README, Partial last iteration).")
+PARTIAL = typer.Option(None, "--partial/--whole-iterations", show_default="with a target and a context coder",
+                       help="With a target, a stream may end with part of an iteration (the first 1/8 .. 7/8 of "
+                            "its coding steps) where that lands nearer the target: smaller streams, about 2-2.5x "
+                            "the encoding time; --whole-iterations keeps whole ones. Without a target it changes "
+                            "nothing (README, Partial last iteration).")
 TARGET_MSSSIM = typer.Option(None, help="Per image, keep the fewest iterations reaching this MS-SSIM.")
 TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within this bpp.")
 MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes.")
@@ -311,7 +313,7 @@ def compress(
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
     resample: str = RESAMPLE,
-    partial: bool = PARTIAL,
+    partial: Optional[bool] = PARTIAL,
     overlap: Optional[bool] = typer.Option(
         None, "--overlap/--no-overlap", help="Two calls at once per encoder, one's entropy coding beside the "
                                              "other's network (default: on a GPU; on a CPU it gains nothing: README, "
@@ -486,12 +488,12 @@ def encode(
     precision: str = PRECISION,
     search_steps: int = SEARCH_STEPS,
     resample: str = RESAMPLE,
-    partial: bool = PARTIAL,
+    partial: Optional[bool] = PARTIAL,
     as_json: bool = AS_JSON,
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
     that cannot be read exits 1 (the image failed), a bad option or missing file 2."""
-    from .codec import Codec, check_partial
+    from .codec import Codec, resolve_partial
     from .files import encode_file
     from .imageio import ImageError
     from .resample import candidates
@@ -499,9 +501,8 @@ def encode(
     with user_errors():
         target = _target(target_msssim, target_bpp, max_bytes)
         candidates(resample, bool(target), measure=True)
-        if partial:
-            check_partial(target, True, "auto")
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
+        partial = resolve_partial(partial, target, True, codec.coder.name)
     with user_errors(failures=(ImageError, MemoryError)):
         result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial)
     if as_json:

@@ -80,6 +80,17 @@ def check_partial(target: Target, measure: bool, coder: str):
                                      f"iterations only")
 
 
+def resolve_partial(partial: bool | None, target: Target, measure: bool, coder: str) -> bool:
+    """Whether a compression codes partial last iterations: None (the tool's default) where it can,
+    that is with a target, measuring on and a context coder; True asks for it (`check_partial`'s
+    errors where it cannot); False keeps whole iterations."""
+    if partial is None:
+        return bool(target) and measure and (coder == "auto" or getattr(CODERS.get(coder), "partial", False))
+    if partial:
+        check_partial(target, measure, coder)
+    return partial
+
+
 def partial_steps(bits: int) -> tuple[int, ...]:
     """Coding steps of a partial last iteration a target tries: 1/8 .. 7/8 of the 2 x bits steps
     (8, 16, .., 56 of the Residual-GRU's 64)."""

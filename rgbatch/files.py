@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from . import storage
 from .bitstream import read_header
-from .codec import Codec
+from .codec import Codec, resolve_partial
 from .imageio import MAX_PIXELS, decode_image, encode_png
 from .limits import check_max_pixels
 from .options import check_range
@@ -21,11 +21,12 @@ from .resample import SCALE_NAMES
 
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
-                max_pixels: int = MAX_PIXELS, resample: str = "none", partial: bool = False) -> dict:
+                max_pixels: int = MAX_PIXELS, resample: str = "none", partial: bool | None = None) -> dict:
     """Encode one image file into a stream file; returns what was kept (depth, bytes, quality,
     the scale it was coded at: `resample`, and the coding steps of its last chunk: `partial`,
-    Codec.encode_many; 0 when whole)."""
+    Codec.encode_many, by default where the target and coder allow: `resolve_partial`; 0 when whole)."""
     codec = codec or Codec.load()
+    partial = resolve_partial(partial, target, True, codec.coder.name)
     fs, path = storage.resolve(source)
     image, mode = decode_image(storage.read_bytes(fs, path), max_pixels)
     encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample, partial=partial)

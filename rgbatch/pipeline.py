@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import raywatch
-from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, check_partial, release_freed_memory
+from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, release_freed_memory, resolve_partial
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
@@ -82,7 +82,9 @@ class CompressOptions:
     measure: bool = True
     search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~7x slower at 3
     resample: str = "none"  # resampled coding (Codec.encode_many): none | auto | 0.75 | 0.5
-    partial: bool = False  # with a target, a partial last iteration where it lands nearer (Codec.encode_many)
+    # with a target, a partial last iteration where it lands nearer (Codec.encode_many); None: where
+    # the target, measuring and the coder allow it (codec.resolve_partial), False: whole iterations
+    partial: bool | None = None
     # two calls in flight per encoder, one's coder overlapping the other's network (module
     # docstring); None: on a GPU, where the device would otherwise wait for the coder, not on a CPU
     overlap: bool | None = None
@@ -104,8 +106,7 @@ class CompressOptions:
         check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
         check_measured(self.target, self.measure)
         candidates(self.resample, bool(self.target), self.measure)
-        if self.partial:
-            check_partial(self.target, self.measure, self.coder)
+        resolve_partial(self.partial, self.target, self.measure, self.coder)
 
 
 @dataclass
@@ -148,7 +149,7 @@ class EncodeWorker:
         self.target = options.target
         self.measure = options.measure
         self.resample = options.resample
-        self.partial = options.partial
+        self.partial = resolve_partial(options.partial, options.target, options.measure, self.codec.coder.name)
         self.working = {}  # thread -> (paths, tiles done, tiles, pixels done) of the call it encodes
 
     def model_id(self) -> str:

@@ -111,3 +111,22 @@ def test_cli_encode_partial_writes_a_partial_last_chunk_that_decodes_as_measured
     failed = runner.invoke(app, ["encode", str(DATA / "kodim23_crop192.png"), "--out", str(tmp_path / "q.rgb"),
                                  "--target-msssim", "0.9", "--partial", "--weights", str(tiny_weights)])
     assert failed.exit_code == 2 and "raw coder codes whole iterations" in failed.output, failed.output
+
+
+def test_cli_encode_with_a_target_codes_a_partial_last_iteration_by_default(default_weights, tiny_weights, tmp_path):
+    from conftest import DATA
+    runner = CliRunner()
+    streams = {}
+    for how in ("--partial", None, "--whole-iterations"):
+        out = tmp_path / f"{how}.rgb"
+        done = runner.invoke(app, ["encode", str(DATA / "kodim23_crop192.png"), "--out", str(out),
+                                   "--target-msssim", "0.94", "--json", *([how] if how else [])])
+        assert done.exit_code == 0, done.output
+        streams[how] = out.read_bytes()
+    assert streams[None] == streams["--partial"] and bitstream.read_header(streams[None]).steps > 0
+    assert bitstream.read_header(streams["--whole-iterations"]).steps == 0
+    assert len(streams["--whole-iterations"]) > len(streams[None])
+    # the default asks nothing of a coder that codes whole iterations only (the tiny model's raw coder)
+    done = runner.invoke(app, ["encode", str(DATA / "kodim23_crop192.png"), "--out", str(tmp_path / "raw.rgb"),
+                               "--target-msssim", "0.5", "--weights", str(tiny_weights), "--json"])
+    assert done.exit_code == 0 and json.loads(done.output)["last_steps"] == 0, done.output

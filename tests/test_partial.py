@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from rgbatch import bitstream, fuzz
 from rgbatch.bitstream import BitstreamError
-from rgbatch.codec import Codec, partial_steps
+from rgbatch.codec import Codec, partial_steps, resolve_partial
 from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim_many
 from rgbatch.options import OptionError
@@ -31,6 +31,19 @@ def image():
 def test_steps_tried_are_eighths_of_an_iteration():
     assert partial_steps(32) == (8, 16, 24, 32, 40, 48, 56)
     assert partial_steps(4) == (1, 2, 3, 4, 5, 6, 7)
+
+
+def test_the_default_codes_partial_iterations_where_the_target_measuring_and_coder_allow():
+    target = Target(msssim=0.9)
+    assert resolve_partial(None, target, True, "adaptive") and resolve_partial(None, target, True, "auto")
+    assert not resolve_partial(None, Target(), True, "adaptive")  # no target: nothing to land nearer
+    assert not resolve_partial(None, target, False, "context")  # candidates are chosen by their MS-SSIM
+    assert not resolve_partial(None, target, True, "raw")  # codes whole iterations only
+    assert not resolve_partial(False, target, True, "adaptive")
+    with pytest.raises(OptionError, match="raw coder codes whole iterations"):
+        resolve_partial(True, target, True, "raw")
+    with pytest.raises(OptionError, match="measuring must stay on"):
+        resolve_partial(True, target, False, "adaptive")
 
 
 @pytest.mark.parametrize("resample", ["none", "0.75"])
