@@ -129,6 +129,8 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
                  ["compress", tmp_path / "missing"],
                  ["compress", archive / "src", "--weights", tiny_weights, "--coder", "nope"],
                  ["compress", archive / "src", "--weights", tiny_weights, "--iterations", "17"],
+                 # weights without context tables: "auto" is the raw coder, which codes whole iterations only
+                 ["compress", archive / "src", "--weights", tiny_weights, "--target-bpp", "1", "--partial"],
                  ["compress", archive / "src", "--tile-size", "33"],
                  ["compress", archive / "src", "--target-msssim", "1.5"],
                  ["compress", archive / "src", "--target-msssim", ".9", "--no-measure"],
