@@ -89,7 +89,8 @@ SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradien
 RESAMPLE = typer.Option("none", help="Resampled coding: none | 0.75 | 0.5 (code the image downscaled by that, "
                                       "decoded back to full size) | auto (with a target: try each scale, keep "
                                       "the one the target prefers; README, Resampled coding).")
-PARTIAL = typer.Option(None, "--partial/--whole-iterations", show_default="with a target and a context coder",
+PARTIAL = typer.Option(None, "--partial/--whole-iterations",
+                       show_default="--partial with a target, measuring on and a context coder, else whole iterations",
                        help="With a target, a stream may end with part of an iteration (the first 1/8 .. 7/8 of "
                             "its coding steps) where that lands nearer the target: smaller streams, about 2-2.5x "
                             "the encoding time; --whole-iterations keeps whole ones. Without a target it changes "

@@ -99,7 +99,8 @@ def partial_steps(bits: int) -> tuple[int, ...]:
 
 # pixels of tiles whose decoder state a partial last iteration keeps (Codec._resumed), one image at
 # a time: the GRUs' hidden states (14.5 values a pixel at width 0.25) and the float32 reconstruction,
-# 41 bytes a pixel in bf16, 70 in fp32: at most 0.7 / 1.2 GB, as the lockstep tiles' states
+# 41 bytes a pixel in bf16, 70 in fp32: at most 0.7 / 1.2 GB, as the lockstep tiles' states (per
+# encoder call: twice that with overlap, two calls at once)
 RESUMED_PIXELS = 16 * 1024 * 1024
 LOCKSTEP_TILES = 64  # tiles whose network states a target keeps alive at once (64 of 512 px, 16 MP: +1.2 GB peak)
 

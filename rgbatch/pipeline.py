@@ -284,7 +284,10 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     if options.iterations is None:
         options.iterations = trained_iterations(model.cfg, info)
     check_range("iterations", options.iterations, 1, model.cfg.max_iterations, " for this model")
-    get_coder(options.coder, extra)  # and here if the coder is unknown
+    coder = get_coder(options.coder, extra)  # and here if the coder is unknown
+    # partial resolved against the weights' own coder ("auto" is raw without context tables), so
+    # that `--partial` the coder cannot give is a usage error here, not every image's in a worker
+    options = replace(options, partial=resolve_partial(options.partial, options.target, options.measure, coder.name))
     check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
     archive = Archive(archive, create=True)
     with archive.locked("compress") as lock:

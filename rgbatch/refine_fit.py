@@ -27,12 +27,13 @@ from .imageio import read_image
 from .metrics import msssim_tensor
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
 from .tiling import to_float, to_uint8, to_unit
-from .train import list_images, save_checkpoint
+from .train import list_images, load_checkpoint, save_checkpoint
 from .weights import load_weights, save_weights
 
 CROP = 192  # px: MS-SSIM's five scales need more than 160
 CROPS_PER_MEGAPIXEL = 9  # random crops an image gives (at least 2): its share of the pixels
 VALIDATION = 96  # crops held out, scored every `validate_every` steps
+STATE_KEYS = ("cfg", "model", "opt", "step")  # of the training state `train_refiner` saves and resumes
 
 
 def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 0, log=print) -> Path:
@@ -116,7 +117,7 @@ def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: flo
     train_ids, val_ids = np.arange(VALIDATION, len(orig)), np.arange(VALIDATION)
     step, saved = 0, None
     if Path(state).is_file():
-        saved = torch.load(state, weights_only=True)
+        saved = load_checkpoint(state, STATE_KEYS, "refiner training state")
         config, step = RefinerConfig.from_json(saved["cfg"]), saved["step"]
         log(f"resuming the refiner's training at step {step}")
     refiner = Refiner(config).to(memory_format=torch.channels_last)
@@ -175,7 +176,7 @@ def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_li
     """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`."""
     pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log)
     refiner = train_refiner(pairs, state, steps=steps, time_limit=time_limit, seed=seed, log=log)
-    step = torch.load(state, weights_only=True)["step"]
+    step = load_checkpoint(state, STATE_KEYS, "refiner training state")["step"]
     return attach_refiner(weights, refiner, out, {"steps": step, "data": "+".join(map(str, data_dirs))})
 
 

@@ -279,18 +279,23 @@ def save_checkpoint(path, state: dict):
     os.replace(tmp, path)
 
 
-def load_training_state(checkpoint, device="cpu") -> dict:
-    """A training checkpoint's state (`save_checkpoint`'s), on `device`; TrainingError, worded,
-    for a missing file or one that is no training checkpoint."""
+def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") -> dict:
+    """A state `save_checkpoint` wrote, holding `keys`, on `device`; TrainingError, worded, for
+    a missing file or one that is no `what`."""
     if not Path(checkpoint).is_file():
         raise TrainingError(f"no checkpoint at {checkpoint}")
     try:  # weights_only: tensors and plain containers only, so a forged file cannot run code
         state = torch.load(checkpoint, weights_only=True, map_location=device)
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
-        raise TrainingError(f"{checkpoint} is not a training checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or not {"train_config", "model", "step"} <= state.keys():
-        raise TrainingError(f"{checkpoint} is not a training checkpoint (no train_config, model and step)")
+        raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not set(keys) <= state.keys():
+        raise TrainingError(f"{checkpoint} is not a {what} (no {', '.join(keys[:-1])} and {keys[-1]})")
     return state
+
+
+def load_training_state(checkpoint, device="cpu") -> dict:
+    """A training checkpoint's state (`save_checkpoint`'s), on `device` (`load_checkpoint`)."""
+    return load_checkpoint(checkpoint, ("train_config", "model", "step"), "training checkpoint", device)
 
 
 def _rng_state(np_rng):

@@ -129,6 +129,8 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
                  ["compress", tmp_path / "missing"],
                  ["compress", archive / "src", "--weights", tiny_weights, "--coder", "nope"],
                  ["compress", archive / "src", "--weights", tiny_weights, "--iterations", "17"],
+                 # weights without context tables: "auto" is the raw coder, which codes whole iterations only
+                 ["compress", archive / "src", "--weights", tiny_weights, "--target-bpp", "1", "--partial"],
                  ["compress", archive / "src", "--tile-size", "33"],
                  ["compress", archive / "src", "--target-msssim", "1.5"],
                  ["compress", archive / "src", "--target-msssim", ".9", "--no-measure"],
@@ -597,8 +599,8 @@ def test_compress_resample_then_restore_returns_full_size_images(ray_cluster, ti
 
 
 def test_compress_partial_then_restore_returns_the_measured_image(ray_cluster, default_weights, tmp_path):
-    """--partial: a row may end with a partial last chunk; restore gives the image whose MS-SSIM
-    the manifest records."""
+    """A partial last iteration, the default with a target (no flag): a row may end with a partial
+    last chunk; restore gives the image whose MS-SSIM the manifest records."""
     from rgbatch import bitstream
     from rgbatch.imageio import read_image
     from rgbatch.metrics import msssim_many
@@ -609,7 +611,7 @@ def test_compress_partial_then_restore_returns_the_measured_image(ray_cluster, d
     assert run("compress", tmp_path / "src", "--out", tmp_path / "x", "--target-msssim", "0.9", "--partial",
                "--coder", "raw").exit_code == 2
     result = run("compress", tmp_path / "src", "--out", tmp_path / "archive", "--target-msssim", "0.94",
-                 "--partial", "--tile-size", "128", "--address", ray_cluster.address, "--json")
+                 "--tile-size", "128", "--address", ray_cluster.address, "--json")
     assert result.exit_code == 0, result.output
     row = current(tmp_path / "archive")["a.png"]
     header = bitstream.read_header(row["blob"])

@@ -160,6 +160,24 @@ def test_fit_refiner_trains_resumes_and_attaches(tmp_path, rng, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(refined_codes, plain_codes))
 
 
+def test_a_refiner_state_that_is_not_one_or_would_run_code_is_a_worded_error(tmp_path, monkeypatch):
+    from rgbatch import refine_fit
+    from rgbatch.train import TrainingError
+    from test_train import _RunsCode
+
+    monkeypatch.setattr(refine_fit, "VALIDATION", 4)
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    np.save(pairs / "orig.npy", np.zeros((8, 1), np.uint8))  # enough crops: the state is read before them
+    np.save(pairs / "rec.npy", np.zeros((8, 1), np.uint8))
+    state = tmp_path / "refiner.pt"
+    for saved in (b"not a pickle", {"model": {}, "step": 3}, {"cfg": "{}", "model": [_RunsCode(tmp_path / "ran")]}):
+        state.write_bytes(saved) if isinstance(saved, bytes) else torch.save(saved, state)
+        with pytest.raises(TrainingError, match="is not a refiner training state"):
+            refine_fit.train_refiner(pairs, state, steps=1, batch_size=2, log=lambda *_: None)
+    assert not (tmp_path / "ran").exists()
+
+
 def test_a_resampled_stream_is_refined_at_its_coded_size_then_scaled_up(refined_weights, rng, monkeypatch):
     from rgbatch.resample import upscale
 
