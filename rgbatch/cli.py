@@ -95,9 +95,12 @@ PARTIAL = typer.Option(None, "--partial/--whole-iterations",
                             "its coding steps) where that lands nearer the target: smaller streams, about 2-2.5x "
                             "the encoding time; --whole-iterations keeps whole ones. Without a target it changes "
                             "nothing (README, Partial last iteration).")
-TARGET_MSSSIM = typer.Option(None, help="Per image, keep the fewest iterations reaching this MS-SSIM.")
-TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within this bpp.")
-MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes.")
+TARGET_MSSSIM = typer.Option(None, help="Per image, keep the fewest bytes reaching this MS-SSIM (whole iterations, "
+                                         "the last one partial where that is fewer: --partial).")
+TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within this bpp, and part of the next "
+                                      "where that measures better (--partial).")
+MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes, and part of the "
+                                     "next where that measures better (--partial).")
 PIXEL_LIMIT = typer.Option(None, help="Refuse images (streams: of images) with more pixels (decompression-bomb "
                                       "guard; default 89,478,485, Pillow's).")
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
