@@ -134,7 +134,7 @@ def _with_coding(man: Archive, table: pa.Table) -> pa.Table:
     for row in man.rows(unknown):
         row = row.with_coding()
         read[row.path] = row.scale, row.last_steps
-    scales, steps = zip(*(read.get(p, (sc, k)) if p in unknown else (sc, k) for p, sc, k in zip(paths, scales, steps)))
+    scales, steps = zip(*(read.get(p, (sc, k)) for p, sc, k in zip(paths, scales, steps)))
     table = table.set_column(table.schema.get_field_index("scale"), "scale", pa.array(scales, pa.float64()))
     return table.set_column(table.schema.get_field_index("last_steps"), "last_steps", pa.array(steps, pa.int16()))
 

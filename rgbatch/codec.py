@@ -75,9 +75,14 @@ def check_partial(target: Target, measure: bool, coder: str):
     "auto" is one with the shipped weights) and, with a target, the MS-SSIM of every candidate."""
     if target and not measure:
         raise OptionError("partial", "chooses by the MS-SSIM of every candidate: measuring must stay on")
-    if coder != "auto" and not getattr(CODERS.get(coder), "partial", False):
+    if not codes_partial(coder):
         raise OptionError("partial", f"needs a context coder (adaptive or context): the {coder} coder codes whole "
                                      f"iterations only")
+
+
+def codes_partial(coder: str) -> bool:
+    """Whether `coder` codes partial chunks ("auto" is taken to: a context coder with the shipped weights)."""
+    return coder == "auto" or getattr(CODERS.get(coder), "partial", False)
 
 
 def resolve_partial(partial: bool | None, target: Target, measure: bool, coder: str) -> bool:
@@ -85,7 +90,7 @@ def resolve_partial(partial: bool | None, target: Target, measure: bool, coder: 
     that is with a target, measuring on and a context coder; True asks for it (`check_partial`'s
     errors where it cannot); False keeps whole iterations."""
     if partial is None:
-        return bool(target) and measure and (coder == "auto" or getattr(CODERS.get(coder), "partial", False))
+        return bool(target) and measure and codes_partial(coder)
     if partial:
         check_partial(target, measure, coder)
     return partial

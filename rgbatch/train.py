@@ -373,8 +373,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             for group in optimizer.param_groups:
                 group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(step, cfg, restart)
             log(f"learning rate scale {state['train_config']['lr']:g} -> {cfg.lr:g} from step {step}")
-        if cfg.rate_weight != state["train_config"].get("rate_weight", 0.0):
-            log(f"rate weight {state['train_config'].get('rate_weight', 0.0):g} -> {cfg.rate_weight:g} from step {step}")
+        saved_rate_weight = state["train_config"].get("rate_weight", 0.0)
+        if cfg.rate_weight != saved_rate_weight:
+            log(f"rate weight {saved_rate_weight:g} -> {cfg.rate_weight:g} from step {step}")
         best = state.get("best", -1.0)
         if state.get("rate"):
             rate = ContextRate.from_state_dict(state["rate"])
