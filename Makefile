@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-wide gpu-session gpu-bench clean
+.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-slim gpu-wide gpu-session gpu-bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,8 @@ test: setup
 TRAIN_THREADS ?= 1
 # the rate term's weight: 1 from step 26700, 2 from 31300, 4 from 33467 (docs/TRAINING.md, "Rate weight")
 RATE_WEIGHT ?= 4
-WIDTH ?= 0.25
+# the shipped run's width: 0.375 since session 14 (widened from 0.25 at step 35139, docs/TRAINING.md, "Widening")
+WIDTH ?= 0.375
 RECIPE := --width $(WIDTH) --iterations 16 --steps 60000 --loss-weighting gain --msssim-weight 0.5 --rate-weight $(RATE_WEIGHT)
 # --lr 3.125e-5: a 16th of the GPU's scale for a 16th of its pixels a step (docs/TRAINING.md: with
 # the GPU's scale the CPU's small batches undid the GPU's gains at low depths in a few hundred steps)
@@ -50,14 +51,15 @@ train: setup
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
 # for the device tool's carry: wheels of the two packages its image lacks, and a packed training
 # set (one 192 px crop of each top-level training image, six of each high-resolution photo:
-# 16 + 6.5 MB, the photos 39 % of the pixels as in the full data)
+# 12.6 + 6.5 MB, the photos 39 % of the pixels as in the full data; the top-level crops at JPEG
+# quality 92 since session 14, 95 before: the working tree grew with the packaged earlier model)
 gpu-wheels: setup
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
 gpu-kit: gpu-wheels
 	rm -rf .pack/train-jpeg .pack/photos-jpeg
-	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 192 --per-image 1 --jpeg-quality 95
+	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 192 --per-image 1 --jpeg-quality 92
 	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 192 --per-image 6 --jpeg-quality 95
 # and for the speed benchmarks there (README, "Speed of the network"): the wheels and the shipped
 # model's codes of Kodak at depth 16 (2.7 MB), which the coder's scaling across cores codes
@@ -90,38 +92,44 @@ gpu-train: gpu-site
 		$$(ls runs/$(GPU_RUN).step*.pt | sort -V | tail -3 | sed 's/^/--average /')
 
 # Forks of the committed state side by side, one per rate weight in FORK_WEIGHTS (runs w<K>), then
-# their checkpoints split into pieces the device tool brings back from $(OUT): two forks = four
-# pieces of 15 MiB, within its 64 MiB. On the lent machine: make gpu-forks GPU_SECONDS=490
+# their states without Adam's moments (`rgbatch slim`: 21.4 MiB at width 0.375; with the moments a
+# state is more than a call brings back) split into pieces the device tool brings back from $(OUT):
+# two forks = four pieces, within its 64 MiB. On the lent machine: make gpu-forks GPU_SECONDS=490
 FORK_WEIGHTS ?= 4 6
 gpu-forks: gpu-site
 	mkdir -p runs
 	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-train GPU_RUN=w$$k RATE_WEIGHT=$$k > $(OUT)/w$$k.log 2>&1 & done; wait
-	for k in $(FORK_WEIGHTS); do split -b 15M runs/w$$k.pt $(OUT)/w$$k.pt.; done
+	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-slim GPU_RUN=w$$k; done
+
+# The state of run GPU_RUN without Adam's moments, in 15 MiB pieces in $(OUT) (resuming it starts
+# Adam again with a warm-up: docs/TRAINING.md, "Widening")
+gpu-slim:
+	rm -f runs/$(GPU_RUN)-slim.pt
+	$(GPU_RGBATCH) slim runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-slim.pt
+	split -b 15M runs/$(GPU_RUN)-slim.pt $(OUT)/$(GPU_RUN).pt.
 
 # Issue 16's capacity lever: the committed run widened to WIDE_WIDTH (Net2WiderNet: at its first
 # step the same codes and images as the shipped model; docs/TRAINING.md, "Widening") and trained
-# for GPU_SECONDS as run wide. WIDE_WIDTH 0.375 by default: the widest within issue 16's limit of 2x
-# the shipped model's CPU encoding time (1.9x; 0.5 is 3.3x). A checkpoint with Adam's moments can be
-# more than a call brings back (64 MiB; width 0.5: 100 MiB): back come the state without them
-# (0.375: 21 MiB, 0.5: 35 MiB, in 15 MiB pieces) and the mean weights. On the lent machine:
-# make gpu-wide GPU_SECONDS=470
-WIDE_WIDTH ?= 0.375
+# for GPU_SECONDS as run wide. The shipped run is width 0.375 since session 14 (1.9x the CPU
+# encoding time of width 0.25, within issue 16's 2x); WIDE_WIDTH 0.5 (3.3x) is beyond that limit.
+# Back come the state without Adam's moments (width 0.5: 35 MiB, three pieces) and the mean weights
+# (16.1 MiB, two pieces). On the lent machine: make gpu-wide GPU_SECONDS=470
+WIDE_WIDTH ?= 0.5
 gpu-wide: gpu-site
 	mkdir -p runs
 	[ -f runs/wide.pt ] || $(GPU_RGBATCH) widen weights/train-state.pt --width $(WIDE_WIDTH) --out runs/wide.pt
 	$(MAKE) gpu-train GPU_RUN=wide WIDTH=$(WIDE_WIDTH)
-	rm -f runs/wide-slim.pt
-	$(GPU_RGBATCH) slim runs/wide.pt --out runs/wide-slim.pt
-	split -b 15M runs/wide-slim.pt $(OUT)/wide.pt.
+	$(MAKE) gpu-slim GPU_RUN=wide
 	split -b 15M runs/wide-mean.safetensors $(OUT)/wide-mean.safetensors.
 
-# A lent GPU's one training call for issue 16: the narrow run (rate weight 4, photos in the data)
-# and the widened one side by side for GPU_SECONDS; back come w4.pt in 15 MiB pieces (30 MiB, with
-# Adam's moments) and the wide run's pieces (21 MiB without them, and its mean weights): under the
-# 64 MiB a call brings back. On the lent machine: make gpu-session GPU_SECONDS=470
+# A lent GPU's one training call for issue 16 (since session 14): the shipped run alone (run gpu; alone
+# a width-0.375 run takes 5.5 steps/s on an H200, two side by side 3.0 each), then its state without
+# Adam's moments (21.4 MiB, two pieces) and the mean of its last snapshots (9.0 MiB) in $(OUT).
+# Rehearse here with GPU_SECONDS=1; on the lent machine: make gpu-session GPU_SECONDS=470
 gpu-session: gpu-site
-	$(MAKE) gpu-forks FORK_WEIGHTS=4 > $(OUT)/forks.log 2>&1 & forks=$$!; \
-	$(MAKE) gpu-wide > $(OUT)/wide.log 2>&1; wide=$$?; wait $$forks && [ $$wide = 0 ]  # fails if either run failed
+	$(MAKE) gpu-train
+	$(MAKE) gpu-slim
+	cp runs/$(GPU_RUN)-mean.safetensors $(OUT)/
 
 # Issue 18's speed figures on the lent machine (carry .whl and .pack/kodak16-codes.npz, made by
 # make gpu-bench-kit): the encode workers of one GPU, then the coder alone across 1 and 4 cores

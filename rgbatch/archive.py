@@ -209,6 +209,17 @@ def _decode_each(codec: Codec, work: list[tuple[Row, int]], max_pixels: int = MA
             yield row, None, f"cannot decode: {e}"
 
 
+def _decode_by_model(codec: Codec, work: list[tuple[Row, int]], max_pixels: int = MAX_PIXELS):
+    """_decode_each per model id in `work` (Codec.for_model: rows of an earlier shipped model decode
+    with its packaged weights when the shipped one was loaded), in the order of `work`."""
+    results = {}
+    for mid in dict.fromkeys(row.model_id for row, _ in work):
+        part = [(row, depth) for row, depth in work if row.model_id == mid]
+        for out in _decode_each(codec.for_model(mid), part, max_pixels):
+            results[id(out[0])] = out
+    return [results[id(row)] for row, _ in work]
+
+
 def _in_groups(items, size: int):
     group = []
     for item in items:
@@ -305,7 +316,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     total = len(selected) + len(result.failures)
 
     def usable(row: Row) -> bool:
-        problem = row.problem() or _model_problem(row, codec)
+        problem = row.problem() or _model_problem(row, codec.for_model(row.model_id))
         if not problem and target and not row.msssim:
             problem = "no MS-SSIM recorded (compressed with measuring off): restore it at a fixed depth (iterations)"
         if problem:
@@ -314,7 +325,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
 
     for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
         work = [(r, r.keep(iterations, target)) for r in group]
-        for (row, image, error), (_, depth) in zip(_decode_each(codec, work, max_pixels), work):
+        for (row, image, error), (_, depth) in zip(_decode_by_model(codec, work, max_pixels), work):
             if error:
                 result.failures.append((row.path, error))
                 continue
@@ -413,13 +424,13 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
 
     def checked(row: Row) -> bool:
         result.checked += 1
-        problem = row.problem() or _check_blob(row) or _model_problem(row, codec)
+        problem = row.problem() or _check_blob(row) or _model_problem(row, codec.for_model(row.model_id))
         if problem:
             result.problems.append((row.path, problem))
         return problem is None
 
     for group in _in_groups((r for r in man.rows(set(ok_paths)) if checked(r)), DECODE_GROUP):
-        for row, image, error in _decode_each(codec, [(r, r.iterations) for r in group], max_pixels):
+        for row, image, error in _decode_by_model(codec, [(r, r.iterations) for r in group], max_pixels):
             if error:
                 result.problems.append((row.path, error))
                 continue

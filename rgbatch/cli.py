@@ -142,7 +142,7 @@ def train(
                                            "crops; several are sampled together, every pixel equally likely."),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint file to write (and resume from)."),
     resume: bool = typer.Option(False, help="Continue the run in --out exactly where it stopped."),
-    width: float = typer.Option(0.25, help="Channel multiplier; 1.0 is the paper's model (0.25 ships: weights/MODEL_CARD.md)."),
+    width: float = typer.Option(0.25, help="Channel multiplier; 1.0 is the paper's model (0.375 ships since session 14, 0.25 before: weights/MODEL_CARD.md)."),
     reconstruction: str = typer.Option("scaled-additive", help="one-shot | additive | scaled-additive"),
     iterations: int = typer.Option(8, help="Iterations unrolled per training step."),
     max_iterations: int = typer.Option(16, help="Iterations the model supports at inference."),

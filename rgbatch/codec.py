@@ -49,7 +49,7 @@ from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
 from .resample import candidates, downscale, upscale, upscale_rows, usable
 from .tiling import RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, tile_size_for, to_uint8, to_unit
-from .weights import load_weights, trained_iterations
+from .weights import load_weights, shipped_weights, trained_iterations
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -141,6 +141,10 @@ class Codec:
                  tile_size: int | None = None, batch_size: int = 8, precision: str = "auto",
                  coder: str = "auto", search_steps: int = 0, refine: bool = True):
         check_tile_size(tile_size, model.cfg.align)  # None: per image (tiling.tile_size_for)
+        self._options = dict(device=device, tile_size=tile_size, batch_size=batch_size, precision=precision,
+                             coder=coder, search_steps=search_steps, refine=refine)
+        self._earlier = {}  # model id -> the codec of an earlier shipped model (for_model)
+        self.shipped = False  # loaded as the shipped default (Codec.load without weights)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -168,7 +172,22 @@ class Codec:
     def load(cls, weights=None, **options) -> "Codec":
         """The codec of a weight file (the shipped default when None)."""
         model, mid, extra, info = load_weights(weights)
-        return cls(model, mid, extra, info, **options)
+        codec = cls(model, mid, extra, info, **options)
+        codec.shipped = weights is None
+        return codec
+
+    def for_model(self, mid: str) -> "Codec":
+        """This codec, or, when it is the shipped default and `mid` an earlier shipped default model
+        (weights.EARLIER_MODELS), that model's codec with the same options, loaded once: what an
+        archive or stream coded before an upgrade decodes with. Any other model id gets this
+        codec, whose decoder refuses it, worded."""
+        path = shipped_weights(mid) if self.shipped and mid != self.model_id else None
+        if path is None:
+            return self
+        if mid not in self._earlier:
+            model, _, extra, info = load_weights(path)
+            self._earlier[mid] = Codec(model, mid, extra, info, **self._options)
+        return self._earlier[mid]
 
     @property
     def max_iterations(self) -> int:

@@ -50,7 +50,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     header = read_header(blob)
     stored = header.iterations
     depth = stored if iterations is None else min(iterations, stored)
-    image = codec.decode(blob, depth, max_pixels=max_pixels)
+    image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, encode_png(image))
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],

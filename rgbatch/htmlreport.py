@@ -69,6 +69,7 @@ def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
         source, note = None, str(e)
     shown = ShownImage(row.path, row.width, row.height,
                        encode_png(centre_crop(source, crop)) if source is not None else None, note)
+    codec = codec.for_model(row.model_id)  # an earlier shipped model's rows: its packaged weights
     if row.model_id != codec.model_id:
         shown.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: load the weights that made it"
         return shown

@@ -27,6 +27,9 @@ FORMAT = "rgbatch-weights-1"
 # The shipped model is package data (rgbatch/models/), so an installed wheel finds it without
 # the repository; pip unpacks wheels, so it is a real file that safetensors can map.
 DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
+# the default files shipped before the current one, kept as <model id>.safetensors beside it so
+# that archives and streams they coded still decode without naming them (shipped_weights)
+EARLIER_MODELS = ("89626a567b299efc",)
 MODEL_ID_BYTES = 8
 
 
@@ -106,6 +109,11 @@ def _read(path=None):
     if metadata.get("model_id") not in (None, mid):
         raise WeightsError(f"{path} is damaged: its tensors hash to {mid}, not {metadata['model_id']}")
     return architecture, config, mid, tensors, json.loads(metadata.get("info", "{}"))
+
+
+def shipped_weights(mid: str) -> Path | None:
+    """The packaged file of an earlier default model (EARLIER_MODELS), or None."""
+    return DEFAULT_WEIGHTS.with_name(f"{mid}.safetensors") if mid in EARLIER_MODELS else None
 
 
 def load_weights(path=None) -> tuple[torch.nn.Module, str, dict[str, torch.Tensor], dict]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from rgbatch.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_model, get_architecture, register_architecture
@@ -96,9 +97,13 @@ def test_a_second_architecture_trains_ships_and_decodes_without_touching_the_pip
 
 
 def test_weight_files_without_an_architecture_are_residual_gru(default_weights, tmp_path):
+    # files written before the registry (the shipped one until session 14) name no architecture
     with safe_open(str(default_weights), framework="pt") as f:
-        assert "architecture" not in f.metadata()  # written before the registry: keeps its model id
-    config, _, _, _ = read_weight_file(default_weights)
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        metadata = {key: value for key, value in f.metadata().items() if key != "architecture"}
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=metadata)
+    config, _, _, _ = read_weight_file(old)
     assert get_architecture(None) is ResidualGRUCodec and DEFAULT_ARCHITECTURE == "residual-gru"
     assert isinstance(build_model(None, config), ResidualGRUCodec)
 

@@ -1,6 +1,8 @@
 """An archive written by an earlier rgbatch (tests/archive_v1, made by main 30ec257 before the
 `Row` / `Archive` refactoring) still reads, reports, restores, verifies and compacts, and the
-code of today writes the same rows for its images."""
+code of today writes the same rows for its images with the model that made it (the shipped
+default until session 14, packaged beside today's: weights.EARLIER_MODELS). Restoring and
+verifying it name no weights: its rows decode with that packaged model."""
 
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ import pytest
 from PIL import Image
 
 from rgbatch.archive import compact, report, restore, verify
+from rgbatch.bitstream import BitstreamError
 from rgbatch.codec import Codec
+from rgbatch.files import decode_file
 from rgbatch.manifest import Archive
 from rgbatch.pipeline import CompressOptions, EncodeWorker
 from rgbatch.ratecontrol import Target
 from rgbatch.sources import Source, read_source
+from rgbatch.weights import DEFAULT_WEIGHTS, shipped_weights
 
 V1 = Path(__file__).parent / "archive_v1"
+V1_MODEL = "89626a567b299efc"  # the shipped default when the archive was written
 
 
 def test_the_old_archive_reads_as_rows():
@@ -34,14 +40,14 @@ def test_the_old_archive_reads_as_rows():
     assert archive.done().keys() == {"a.png", "sub/b.png"}
 
 
-def test_todays_code_writes_the_same_rows(default_weights):
+def test_todays_code_writes_the_same_rows():
     rows = {r.path: r for r in Archive(V1 / "archive").rows()}
     # the old archive's default coder was `context` (coder id 1); today's default is `adaptive`
     for path, options in (("a.png", CompressOptions(iterations=3, tile_size=32, precision="fp32", coder="context")),
                           ("sub/b.png", CompressOptions(iterations=2, tile_size=0, precision="fp32", measure=False,
                                                         coder="raw"))):
         read, image = read_source(Source(str(V1 / "src" / path), path), None, 10**8)
-        [row] = EncodeWorker(None, "cpu", options).encode([read], image)
+        [row] = EncodeWorker(shipped_weights(V1_MODEL), "cpu", options).encode([read], image)
         old = rows[path]
         for column in ("path", "source_hash", "source_bytes", "width", "height", "mode", "model_id", "tile_size",
                        "iterations", "coder", "blob", "bytes", "bpp", "status", "error"):
@@ -52,6 +58,7 @@ def test_todays_code_writes_the_same_rows(default_weights):
 
 
 def test_report_restore_verify_compact_the_old_archive(default_weights, tmp_path):
+    assert Codec.load().model_id != V1_MODEL  # the archive's model is not today's default
     summary = report(V1 / "archive", depth=1, min_msssim=0.5)["summary"]
     assert (summary["ok"], summary["failed"], summary["at_msssim"]["unmeasured"]) == (2, 1, 1)
     assert summary["at_depth"]["bytes"] == 64 + 72
@@ -60,7 +67,7 @@ def test_report_restore_verify_compact_the_old_archive(default_weights, tmp_path
 
     restored = restore(V1 / "archive", tmp_path / "out", iterations=2)
     assert restored.failures == [] and sorted(w["path"] for w in restored.written) == ["a.png", "sub/b.png"]
-    codec = Codec.load(default_weights)
+    codec = Codec.load(shipped_weights(V1_MODEL))
     a = next(Archive(V1 / "archive").rows({"a.png"}))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out/a.png")), codec.decode(a.blob, 2))
 
@@ -76,3 +83,16 @@ def test_report_restore_verify_compact_the_old_archive(default_weights, tmp_path
     assert rows["a.png"].iterations == 2 and rows["a.png"].bytes == [64, 88] and len(rows["a.png"].blob) == 88
     assert rows["sub/b.png"].iterations == 1 and rows["sub/b.png"].msssim == []
     assert [(r.scale, r.last_steps) for r in rows.values() if r.ok] == [(1.0, 0), (1.0, 0)]  # compacted: recorded
+
+
+def test_a_stream_of_an_earlier_model_decodes_with_its_packaged_weights(tmp_path):
+    a = next(Archive(V1 / "archive").rows({"a.png"}))
+    stream = tmp_path / "a.rgb"
+    stream.write_bytes(a.blob)
+    decode_file(stream, tmp_path / "a.png", 2)  # the shipped default loaded: the stream's own model decodes
+    expected = Codec.load(shipped_weights(V1_MODEL)).decode(a.blob, 2)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), expected)
+    named = Codec.load(DEFAULT_WEIGHTS)  # weights named by the caller are used as they are
+    with pytest.raises(BitstreamError, match=f"coded by model {V1_MODEL}"):
+        decode_file(stream, tmp_path / "b.png", 2, named)
+    assert not (tmp_path / "b.png").exists()

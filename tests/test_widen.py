@@ -38,7 +38,7 @@ def assert_same_function(narrow, wide, x, iterations):
             assert (x_hat - wide_x_hat).abs().max() < 1e-4, t
 
 
-@pytest.mark.parametrize("width", [0.5, 0.375])  # doubling, and 1.5x: half the units copied
+@pytest.mark.parametrize("width", [0.75, 0.5])  # doubling the shipped 0.375, and 4/3: a third of the units copied
 @pytest.mark.parametrize("image", [crop, noise_image])
 def test_the_widened_shipped_model_computes_the_same_codes_and_images(default_weights, width, image):
     narrow, *_ = load_weights(default_weights)
@@ -168,6 +168,7 @@ def test_the_committed_run_widened_and_exported_codes_as_its_own_export(tmp_path
     narrow, *_ = load_weights(tmp_path / "narrow.safetensors")
     wide, _, _, info = load_weights(tmp_path / "wide.safetensors")
     assert wide_id != narrow_id and wide.cfg.width == 0.5 and info["widened"][0]["from_width"] == 0.25
+    assert info["widened"][-1]["from_width"] == 0.375  # the shipped run was widened once already (session 14)
     assert_same_function(narrow, wide, crop(), 16)
 
 
