@@ -8,7 +8,8 @@
     ...the same for b...
     python benchmarks/compare_models.py runs/bench-a/summary.json runs/bench-b/summary.json
 
-Prints MS-SSIM and context-coded bpp per depth for each model, the bpp each model and each
+Prints MS-SSIM and coded bpp per depth for each model (the default adaptive coder; `--coder context`
+for the context coder alone), the bpp each model and each
 classical codec needs for MS-SSIM 0.90 / 0.95 / 0.98, and the BD-rate (MS-SSIM) of each model
 against the first and against every classical codec of its own run. Compare runs of one image set. Decisions between
 checkpoints rest on this (docs/TRAINING.md), not on the loss, which the rate weight changes.
@@ -20,18 +21,21 @@ from pathlib import Path
 
 from rgbatch.bench import bd_curve, bd_rate
 
-CODED = "rgbatch-context"
+CODERS = {"adaptive": "rgbatch-adaptive", "context": "rgbatch-context", "raw": "rgbatch-raw"}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("summaries", nargs="+", help="summary.json of each model's bench run; the first is the reference")
+    parser.add_argument("--coder", choices=sorted(CODERS), default="adaptive",
+                        help="whose bytes: the adaptive coder (id 2, the default one), the context coder (id 1) or raw bits")
     args = parser.parse_args()
+    coded = CODERS[args.coder]
     missing = [p for p in args.summaries if not Path(p).is_file()]
     if missing:
         parser.error(f"no bench summary at {', '.join(missing)} (run `rgbatch bench` first)")
     runs = {Path(p).parent.name: json.load(open(p)) for p in args.summaries}
-    curves = {name: {p["quality"]: p for p in run["codecs"][CODED]["curve"]} for name, run in runs.items()}
+    curves = {name: {p["quality"]: p for p in run["codecs"][coded]["curve"]} for name, run in runs.items()}
     raw = {name: {p["quality"]: p for p in run["codecs"]["rgbatch-raw"]["curve"]} for name, run in runs.items()}
     depths = sorted(set.intersection(*(set(c) for c in curves.values())))
 
@@ -53,7 +57,7 @@ def main():
     targets = runs[reference]["targets"]
     print("\n| bpp at MS-SSIM | " + " | ".join(targets) + " |")
     print("|---|" + "---|" * len(targets))
-    rows = [(name, run["codecs"][CODED]) for name, run in runs.items()]
+    rows = [(name, run["codecs"][coded]) for name, run in runs.items()]
     rows += [(c, runs[reference]["codecs"][c]) for c in classical]
     for name, entry in rows:
         at = entry["bpp_at_msssim"]
@@ -62,8 +66,8 @@ def main():
     print(f"\n| model | model id | BD-rate vs {reference} | " + " | ".join(f"vs {c}" for c in classical) + " |")
     print("|---|---|---|" + "---|" * len(classical))
     for name, run in runs.items():
-        against_reference = bd_rate(*bd_curve(runs[reference]["codecs"][CODED]), *bd_curve(run["codecs"][CODED]))
-        against = run["codecs"][CODED]["bd_rate_msssim"]
+        against_reference = bd_rate(*bd_curve(runs[reference]["codecs"][coded]), *bd_curve(run["codecs"][coded]))
+        against = run["codecs"][coded]["bd_rate_msssim"]
         print(f"| {name} | {run['run'].get('model_id', '?')} | {against_reference:+.1f}% | " + " | ".join(
             f"{against[c]:+.1f}%" if against.get(c) is not None else "-" for c in classical) + " |")
 
