@@ -5,8 +5,8 @@
 
 Every image is encoded once to the deepest depth asked for (the shipped model unless --weights).
 A code position is one 16x16 block of the image, so the code length of each bit under the
-context coder's own model (`ContextCoder.code_lengths`: -log2 P(bit) from its tables and the
-stream's bits) summed over a position's 32 bits and its iterations is what that block costs up
+stream's coder (the codec's default, the adaptive coder since session 11; `code_lengths`: -log2 P(bit) from
+its tables, as they stand when the bit is coded, and the stream's bits) summed over a position's 32 bits and its iterations is what that block costs up
 to a depth; the tiles' padding positions are counted apart. The error left is 1 - SSIM per
 block (Gaussian window 11, sigma 1.5, the mean over R, G and B, as in MS-SSIM's finest scale)
 and the block's PSNR, between the image and the reconstruction at that depth.
@@ -90,7 +90,7 @@ def measure(codec: Codec, image: np.ndarray, depths: list[int]) -> dict:
     encoded = codec.encode(image, max(depths), keep_reconstructions=True)
     bits, padding = block_bits(codec, encoded.blob)
     out = {"activity": block_activity(image), "bytes": encoded.bytes, "msssim": encoded.msssim,
-           "padding_bits": padding, "depths": {}}
+           "padding_bits": padding, "coder": codec.coder.name, "depths": {}}
     for k in depths:
         recon = encoded.reconstructions[k - 1]
         mse = _block_mean(((image.astype(float) - recon) ** 2).mean(axis=2))
@@ -128,7 +128,7 @@ def heat_map(image: np.ndarray, result: dict, depth: int, name: str, path: Path)
     axes[0].set_title(f"{name}: depth {depth}, {8 * result['bytes'][depth - 1] / image[..., 0].size:.3f} bpp, "
                       f"MS-SSIM {result['msssim'][depth - 1]:.4f}", fontsize=9)
     shown = axes[1].imshow(level["bits"] / BLOCK ** 2, cmap="magma", vmin=0)
-    axes[1].set_title("bits per pixel of each 16x16 block (context coder)", fontsize=9)
+    axes[1].set_title(f"bits per pixel of each 16x16 block ({result['coder']} coder)", fontsize=9)
     fig.colorbar(shown, ax=axes[1], fraction=0.035)
     error = np.clip(level["one_minus_ssim"], 1e-4, 1)
     shown = axes[2].imshow(error, cmap="viridis", norm=LogNorm(vmin=1e-3, vmax=0.5))

@@ -159,6 +159,8 @@ def train(
                                       "(1: each bit priced by the run's own rate-distortion slope; 0: off)."),
     rate_tables: Optional[Path] = typer.Option(None, help="Weights whose context model starts the rate term "
                                                "(default: the shipped model)."),
+    train_part: str = typer.Option("all", help="all | decoder: the decoder alone, on codes of the encoder as "
+                                   "it is (no rate term; docs/TRAINING.md)."),
     precision: str = PRECISION,
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
     device: str = DEVICE,
@@ -183,7 +185,7 @@ def train(
             out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
             msssim_weight=msssim_weight, stop_fraction=stop_fraction, precision=precision, rate_weight=rate_weight,
-            rate_tables=str(rate_tables) if rate_tables else None,
+            rate_tables=str(rate_tables) if rate_tables else None, train_part=train_part,
             threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
             time_limit=time_limit, snapshot_every=snapshot_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,

@@ -22,13 +22,17 @@ from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
 from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
 from .metrics import msssim, msssim_tensor
-from .options import OptionError, check_range
+from .options import OptionError, check_choice, check_range
 from .model import CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8, to_unit
 from .weights import save_weights
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+TRAIN_PARTS = ("all", "decoder")
+ENCODER_PARTS = ("encoder.", "binarizer.")  # what `train_part="decoder"` leaves as it is
 
 
 class TrainingError(RuntimeError):
@@ -63,6 +67,10 @@ class TrainConfig:
     # 1 prices every bit at the distortion the run's own curve trades for it; 0 = no rate term
     rate_weight: float = 0.0
     rate_tables: str | None = None  # weights whose context model starts the rate term (default: shipped)
+    # what the steps train: "all", or "decoder": the decoder and its gains alone, on codes the
+    # encoder makes without gradients each step (the encoder as it is, so no rate term); a
+    # decoder tuned to the metric at the codes' own rate (docs/TRAINING.md, "Decoder alone")
+    train_part: str = "all"
     # auto: bfloat16 autocast where the hardware computes it (1.5x faster per step on an AVX-512
     # BF16 CPU at width 0.25), else fp32 (emulated bf16 made a step 12x slower on an AVX2 CPU)
     precision: str = "auto"
@@ -337,7 +345,14 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     model = architecture(codec_cfg).to(device, memory_format=layout)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes repeat every step
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    check_choice("train_part", cfg.train_part, TRAIN_PARTS)
+    if cfg.train_part == "decoder" and cfg.rate_weight:
+        raise TrainingOptionError("rate_weight", f"{cfg.rate_weight:g} prices the codes, which {{train_part}} "
+                                                 f"'decoder' leaves as they are: give 0", ("train_part",))
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(cfg.train_part == "all" or not name.startswith(ENCODER_PARTS))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=cfg.lr)
     restart = 0  # read by the schedule when it is called: a resumed state may set it
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, restart))
     step, wall_time, history, best = 0, 0.0, [], -1.0
@@ -355,7 +370,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         model.load_state_dict(state["model"])
         step, wall_time, history = state["step"], state["wall_time"], state["history"]
         widened = state.get("widened")
-        if state["optimizer"] is None:  # widened or slimmed: Adam starts again, warmed up from here
+        saved_part = state["train_config"].get("train_part", "all")
+        if saved_part != cfg.train_part:
+            log(f"trained part {saved_part} -> {cfg.train_part} from step {step}")
+            state["optimizer"] = None  # Adam's moments were for other parameters
+        if state["optimizer"] is None:  # widened, slimmed or retargeted: Adam starts again, warmed up from here
             restart = step
             scheduler.last_epoch = step
             for group in optimizer.param_groups:
@@ -409,15 +428,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         x = sampler.batch(cfg.batch_size, cfg.hard_fraction).to(device, memory_format=layout)
         stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction, codec_cfg.block)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            outputs, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
+            if cfg.train_part == "decoder":
+                with torch.no_grad():
+                    _, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
+                outputs = model.reconstructions(codes)
+            else:
+                outputs, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
         distortion = iteration_losses(model, x, outputs.float(), cfg)
         loss = distortion.mean()
-        if rate is not None:
+        if rate is not None and cfg.rate_weight:
             bits_per_bit = rate(codes, count=True)  # priced with the tables before this batch
             loss = loss + cfg.rate_weight * (rate_prices(distortion.detach()) * bits_per_bit).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         scheduler.step()
         step += 1
@@ -434,7 +458,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             # threads with the wall time: CPU-hours are wall hours x threads (runs change threads)
             entry = {"step": step, "loss": loss.item(), "wall_time": wall_time, "lr": scheduler.get_last_lr()[0],
                      "threads": torch.get_num_threads() if device.type == "cpu" else 0}
-            if rate is not None:
+            if rate is not None and cfg.rate_weight:
                 entry["bits_per_bit"] = bits_per_bit.tolist()  # the last batch's, per iteration
             if eval_crops and (step % cfg.eval_every == 0 or step == cfg.steps):
                 entry["msssim"] = evaluate(model, eval_crops, cfg.iterations)

@@ -38,6 +38,18 @@ def test_decoding_resumed_from_a_state_equals_decoding_in_one_go(model):
         assert torch.equal(resumed.x_hat.clamp(-0.5, 0.5), model.decode(torch.cat([codes[:2], third])))
 
 
+def test_reconstructions_are_the_decoders_with_gradients(model):
+    x = torch.rand(1, 3, 32, 32) - 0.5
+    codes = model.encode(x, 3).clone()  # out of inference mode
+    outputs = model.reconstructions(codes)
+    assert outputs.shape == (3, 1, 3, 32, 32) and outputs.requires_grad
+    for k in range(1, 4):
+        assert torch.equal(outputs[k - 1].detach().clamp(-0.5, 0.5), model.decode(codes, k))
+    outputs.sum().backward()
+    assert model.decoder.conv_out.weight.grad is not None and model.encoder.conv.weight.grad is None
+    model.zero_grad(set_to_none=True)
+
+
 def test_decode_rejects_a_depth_beyond_the_codes(model):
     codes = model.encode(torch.zeros(1, 3, 32, 32), 2)
     with pytest.raises(ValueError, match="1..2"):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rgbatch.train import PatchSampler, random_stops, snapshot_path, TrainConfig, TrainingError, export_weights, lr_factor, pack_crops, train
+from rgbatch.options import OptionError
 from rgbatch.weights import load_weights
 
 DATA = Path(__file__).parent / "data"
@@ -211,3 +212,20 @@ def test_several_sources_train_together_and_name_their_data(tmp_path):
     train(cfg, log=lambda *_: None)
     export_weights(cfg.out, tmp_path / "w.safetensors")
     assert load_weights(tmp_path / "w.safetensors")[3]["data"] == "data+crops.npy"
+
+
+def test_training_the_decoder_alone_leaves_the_encoder_and_says_so_on_resume(tmp_path):
+    before = train(config(tmp_path, steps=2), log=lambda *_: None)["model"]
+    lines = []
+    after = train(config(tmp_path, steps=4, train_part="decoder"), resume=True, log=lines.append)
+    assert "trained part all -> decoder from step 2" in lines and after["step"] == 4
+    changed = {name for name, value in after["model"].items() if not torch.equal(value, before[name])}
+    assert changed and all(name.startswith("decoder.") or name == "log_gain" for name in changed)
+    assert any(name.startswith("decoder.") for name in changed)
+
+
+def test_training_the_decoder_alone_refuses_a_rate_term(tmp_path):
+    with pytest.raises(TrainingError, match="rate_weight 4 prices the codes, which train_part 'decoder'"):
+        train(config(tmp_path, train_part="decoder", rate_weight=4.0), log=lambda *_: None)
+    with pytest.raises(OptionError, match="train_part must be one of all, decoder"):
+        train(config(tmp_path, train_part="encoder"), log=lambda *_: None)
