@@ -31,7 +31,7 @@ from .weights import save_weights
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
-TRAIN_PARTS = ("all", "decoder")
+TRAIN_PARTS = ("all", "decoder", "display")
 ENCODER_PARTS = ("encoder.", "binarizer.")  # what `train_part="decoder"` leaves as it is
 
 
@@ -69,7 +69,10 @@ class TrainConfig:
     rate_tables: str | None = None  # weights whose context model starts the rate term (default: shipped)
     # what the steps train: "all", or "decoder": the decoder and its gains alone, on codes the
     # encoder makes without gradients each step (the encoder as it is, so no rate term); a
-    # decoder tuned to the metric at the codes' own rate (docs/TRAINING.md, "Decoder alone")
+    # decoder tuned to the metric at the codes' own rate (docs/TRAINING.md, "Decoder alone");
+    # "display": the same, but the codes come from the model as the run starts (encoder and its
+    # loop decoder frozen, kept in the checkpoint): a second decoder for display, the codes
+    # and their rate exactly as they were
     train_part: str = "all"
     # auto: bfloat16 autocast where the hardware computes it (1.5x faster per step on an AVX-512
     # BF16 CPU at width 0.25), else fp32 (emulated bf16 made a step 12x slower on an AVX2 CPU)
@@ -346,9 +349,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes repeat every step
     check_choice("train_part", cfg.train_part, TRAIN_PARTS)
-    if cfg.train_part == "decoder" and cfg.rate_weight:
+    if cfg.train_part != "all" and cfg.rate_weight:
         raise TrainingOptionError("rate_weight", f"{cfg.rate_weight:g} prices the codes, which {{train_part}} "
-                                                 f"'decoder' leaves as they are: give 0", ("train_part",))
+                                                 f"{cfg.train_part!r} leaves as they are: give 0", ("train_part",))
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(cfg.train_part == "all" or not name.startswith(ENCODER_PARTS))
     trained = [p for p in model.parameters() if p.requires_grad]
@@ -356,7 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     restart = 0  # read by the schedule when it is called: a resumed state may set it
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, restart))
     step, wall_time, history, best = 0, 0.0, [], -1.0
-    rate, widened = None, None
+    rate, widened, reference = None, None, None
 
     if resume:
         if not checkpoint_path.exists():
@@ -398,12 +401,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         best = state.get("best", -1.0)
         if state.get("rate"):
             rate = ContextRate.from_state_dict(state["rate"])
+        if cfg.train_part == "display" and state.get("reference"):
+            reference = architecture(codec_cfg).to(device, memory_format=layout)
+            reference.load_state_dict(state["reference"])
         _restore_rng(state["rng"], np_rng)
         log(f"resumed {checkpoint_path} at step {step} ({wall_time / 3600:.2f} h of training so far)")
     elif checkpoint_path.exists():
         raise TrainingOptionError("out", f"{checkpoint_path} exists: pass {{resume}} to continue it, or choose "
                                          f"another", ("resume",))
 
+    if cfg.train_part == "display" and reference is None:  # the codes' model: the run's as it starts
+        reference = architecture(codec_cfg).to(device, memory_format=layout)
+        reference.load_state_dict(model.state_dict())
+    if reference is not None:
+        reference.requires_grad_(False)
     if cfg.rate_weight and rate is None:
         rate = ContextRate.from_weights(cfg.rate_tables)
         log(f"rate term (weight {cfg.rate_weight}) from the context tables of {cfg.rate_tables or 'the shipped model'}")
@@ -419,7 +430,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         return {"train_config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "wall_time": wall_time,
                 "history": history, "best": best, "rng": _rng_state(np_rng),
-                "rate": rate.state_dict() if rate else None, "restart": restart, "widened": widened}
+                "rate": rate.state_dict() if rate else None, "restart": restart, "widened": widened,
+                "reference": reference.state_dict() if reference is not None else None}
 
     model.train()
     started = process_start = time.perf_counter()
@@ -428,9 +440,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         x = sampler.batch(cfg.batch_size, cfg.hard_fraction).to(device, memory_format=layout)
         stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction, codec_cfg.block)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            if cfg.train_part == "decoder":
+            if cfg.train_part != "all":
                 with torch.no_grad():
-                    _, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
+                    coder = reference if reference is not None else model
+                    _, codes = coder(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
                 outputs = model.reconstructions(codes)
             else:
                 outputs, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)

@@ -229,3 +229,13 @@ def test_training_the_decoder_alone_refuses_a_rate_term(tmp_path):
         train(config(tmp_path, train_part="decoder", rate_weight=4.0), log=lambda *_: None)
     with pytest.raises(OptionError, match="train_part must be one of all, decoder"):
         train(config(tmp_path, train_part="encoder"), log=lambda *_: None)
+
+
+def test_a_display_decoder_trains_on_the_codes_of_the_model_as_the_run_started(tmp_path):
+    before = train(config(tmp_path, steps=2), log=lambda *_: None)["model"]
+    half = train(config(tmp_path, steps=3, train_part="display"), resume=True, log=lambda *_: None)
+    after = train(config(tmp_path, steps=4, train_part="display"), resume=True, log=lambda *_: None)
+    for state in (half, after):  # kept, and resumed, as the run started
+        assert all(torch.equal(value, before[name]) for name, value in state["reference"].items())
+    assert not torch.equal(after["model"]["decoder.conv_out.weight"], before["decoder.conv_out.weight"])
+    assert torch.equal(after["model"]["encoder.conv.weight"], before["encoder.conv.weight"])
