@@ -5,9 +5,9 @@
 
 Every image is encoded once to the deepest depth asked for (the shipped model unless --weights).
 A code position is one 16x16 block of the image, so the code length of each bit under the
-stream's coder (the codec's default, the adaptive coder since session 11; `code_lengths`: -log2 P(bit) from
-its tables, as they stand when the bit is coded, and the stream's bits) summed over a position's 32 bits and its iterations is what that block costs up
-to a depth; the tiles' padding positions are counted apart. The error left is 1 - SSIM per
+stream's coder (the codec's default, the adaptive coder since session 11; `code_lengths`:
+-log2 P(bit) from its tables as they stand when the bit is coded, and the stream's bits) summed
+over a position's 32 bits and its iterations is what that block costs up to a depth; the tiles' padding positions are counted apart. The error left is 1 - SSIM per
 block (Gaussian window 11, sigma 1.5, the mean over R, G and B, as in MS-SSIM's finest scale)
 and the block's PSNR, between the image and the reconstruction at that depth.
 

@@ -4,7 +4,7 @@
     python benchmarks/display_decoder.py LOOP.safetensors DISPLAY.safetensors ../shared/data/kodak \
         runs/bench-loop/summary.json [LIMIT]
 
-LOOP's model encodes the first LIMIT images (8) of the folder to depth 16; both models decode
+LOOP's model encodes the first LIMIT images (8) of the folder to its deepest depth (16); both models decode
 every depth of those codes; prints MS-SSIM per image and depth, the mean per depth, and the
 BD-rate (MS-SSIM) of the display decoder against the loop decoder, with the rates of LOOP's
 `rgbatch bench --limit LIMIT` run on the same folder (its adaptive coder's bpp per depth).
@@ -23,13 +23,15 @@ torch.set_num_threads(1)
 loop, disp = Codec.load(sys.argv[1]), Codec.load(sys.argv[2])
 paths = list_images(sys.argv[3])[: int(sys.argv[5]) if len(sys.argv) > 5 else 8]
 summary = json.load(open(sys.argv[4]))
-bpp = [p["bpp"] for p in summary["codecs"]["rgbatch-adaptive"]["curve"]]
+curve = summary["codecs"]["rgbatch-adaptive"]["curve"]
+bpp = [p["bpp"] for p in curve]
+depth = loop.max_iterations
 scores = {"loop": [], "display": []}
 for path in paths:
     image, _ = read_image(path)
-    codes = loop.encode_codes([image], 16)[0]
+    codes = loop.encode_codes([image], depth)[0]
     for name, codec in (("loop", loop), ("display", disp)):
-        recs = np.zeros((16,) + image.shape, np.uint8)
+        recs = np.zeros((depth,) + image.shape, np.uint8)
         with torch.inference_mode():
             for tile, bits in zip(codes.grid, codes.tiles):
                 x = torch.from_numpy(signs(bits))[:, None]
@@ -38,6 +40,6 @@ for path in paths:
     print(path.name, " ".join(f"{a:.4f}/{b:.4f}" for a, b in zip(scores["loop"][-1], scores["display"][-1])), flush=True)
 loop_q, disp_q = np.mean(scores["loop"], 0), np.mean(scores["display"], 0)
 print("depth MS-SSIM loop / display:", " ".join(f"{k + 1}:{a:.4f}/{b:.4f}" for k, (a, b) in enumerate(zip(loop_q, disp_q))))
-print("bench MS-SSIM of the loop model:", " ".join(f"{p['msssim']:.4f}" for p in summary["codecs"]["rgbatch-adaptive"]["curve"]))
+print("bench MS-SSIM of the loop model:", " ".join(f"{p['msssim']:.4f}" for p in curve))
 print(f"BD-rate of the display decoder against the loop decoder (same codes): "
       f"{bd_rate(bpp, msssim_db(loop_q), bpp, msssim_db(disp_q)):+.2f} %")

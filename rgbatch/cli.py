@@ -160,7 +160,8 @@ def train(
     rate_tables: Optional[Path] = typer.Option(None, help="Weights whose context model starts the rate term "
                                                "(default: the shipped model)."),
     train_part: str = typer.Option("all", help="all | decoder: the decoder alone, on codes of the encoder as "
-                                   "it is (no rate term; docs/TRAINING.md)."),
+                                   "it is | display: a decoder for display alone, on codes of the model as the "
+                                   "run started (no rate term; docs/TRAINING.md, \"Decoder alone\")."),
     precision: str = PRECISION,
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
     device: str = DEVICE,

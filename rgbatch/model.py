@@ -338,9 +338,10 @@ class ResidualGRUCodec(nn.Module):
         after those `state` holds (None: from the first), returning the state after them, its
         reconstruction before clamping. A state may be resumed from many times (the GRUs make
         new tensors); the same codes give the same values as `decode` in one go."""
+        state = state or DecoderState(None, self._blank_state()[1], 0)
         for state in self._decoding(codes, state):
             pass
-        return state
+        return state  # no codes: the state given
 
     def reconstructions(self, codes) -> torch.Tensor:
         """The reconstruction after each iteration of `codes`, (T, N, 3, H, W), with autograd:

@@ -32,7 +32,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".p
 
 
 TRAIN_PARTS = ("all", "decoder", "display")
-ENCODER_PARTS = ("encoder.", "binarizer.")  # what `train_part="decoder"` leaves as it is
+ENCODER_PARTS = ("encoder.", "binarizer.")  # what a `train_part` other than "all" leaves as it is
 
 
 class TrainingError(RuntimeError):
@@ -359,7 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     restart = 0  # read by the schedule when it is called: a resumed state may set it
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, restart))
     step, wall_time, history, best = 0, 0.0, [], -1.0
-    rate, widened, reference = None, None, None
+    rate, widened, reference_state = None, None, None
 
     if resume:
         if not checkpoint_path.exists():
@@ -401,20 +401,18 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         best = state.get("best", -1.0)
         if state.get("rate"):
             rate = ContextRate.from_state_dict(state["rate"])
-        if cfg.train_part == "display" and state.get("reference"):
-            reference = architecture(codec_cfg).to(device, memory_format=layout)
-            reference.load_state_dict(state["reference"])
+        if cfg.train_part == "display":
+            reference_state = state.get("reference")
         _restore_rng(state["rng"], np_rng)
         log(f"resumed {checkpoint_path} at step {step} ({wall_time / 3600:.2f} h of training so far)")
     elif checkpoint_path.exists():
         raise TrainingOptionError("out", f"{checkpoint_path} exists: pass {{resume}} to continue it, or choose "
                                          f"another", ("resume",))
 
-    if cfg.train_part == "display" and reference is None:  # the codes' model: the run's as it starts
-        reference = architecture(codec_cfg).to(device, memory_format=layout)
-        reference.load_state_dict(model.state_dict())
-    if reference is not None:
-        reference.requires_grad_(False)
+    reference = None  # the model that makes the codes of a display decoder: the run's as it started
+    if cfg.train_part == "display":
+        reference = architecture(codec_cfg).to(device, memory_format=layout).requires_grad_(False)
+        reference.load_state_dict(reference_state or model.state_dict())
     if cfg.rate_weight and rate is None:
         rate = ContextRate.from_weights(cfg.rate_tables)
         log(f"rate term (weight {cfg.rate_weight}) from the context tables of {cfg.rate_tables or 'the shipped model'}")
@@ -439,17 +437,18 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     while step < cfg.steps:
         x = sampler.batch(cfg.batch_size, cfg.hard_fraction).to(device, memory_format=layout)
         stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction, codec_cfg.block)
+        stop = None if stop is None else stop.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            if cfg.train_part != "all":
+            if cfg.train_part == "all":
+                outputs, codes = model(x, cfg.iterations, stop, with_codes=True)
+            else:  # the decoder learns from codes made without gradients
                 with torch.no_grad():
-                    coder = reference if reference is not None else model
-                    _, codes = coder(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
+                    _, codes = (model if reference is None else reference)(x, cfg.iterations, stop, with_codes=True)
                 outputs = model.reconstructions(codes)
-            else:
-                outputs, codes = model(x, cfg.iterations, None if stop is None else stop.to(device), with_codes=True)
         distortion = iteration_losses(model, x, outputs.float(), cfg)
         loss = distortion.mean()
-        if rate is not None and cfg.rate_weight:
+        priced = rate is not None and cfg.rate_weight
+        if priced:
             bits_per_bit = rate(codes, count=True)  # priced with the tables before this batch
             loss = loss + cfg.rate_weight * (rate_prices(distortion.detach()) * bits_per_bit).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -471,7 +470,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             # threads with the wall time: CPU-hours are wall hours x threads (runs change threads)
             entry = {"step": step, "loss": loss.item(), "wall_time": wall_time, "lr": scheduler.get_last_lr()[0],
                      "threads": torch.get_num_threads() if device.type == "cpu" else 0}
-            if rate is not None and cfg.rate_weight:
+            if priced:
                 entry["bits_per_bit"] = bits_per_bit.tolist()  # the last batch's, per iteration
             if eval_crops and (step % cfg.eval_every == 0 or step == cfg.steps):
                 entry["msssim"] = evaluate(model, eval_crops, cfg.iterations)
