@@ -162,6 +162,8 @@ def train(
     train_part: str = typer.Option("all", help="all | decoder: the decoder alone, on codes of the encoder as "
                                    "it is | display: a decoder for display alone, on codes of the model as the "
                                    "run started (no rate term; docs/TRAINING.md, \"Decoder alone\")."),
+    binarize: str = typer.Option("stochastic", help="stochastic: train on random bits, +1 with probability "
+                                 "(1 + x) / 2 (the paper) | sign: on the signs inference sends."),
     precision: str = PRECISION,
     threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
     device: str = DEVICE,
@@ -187,7 +189,7 @@ def train(
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
             msssim_weight=msssim_weight, stop_fraction=stop_fraction, precision=precision, rate_weight=rate_weight,
             rate_tables=str(rate_tables) if rate_tables else None, train_part=train_part,
-            threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
+            binarize=binarize, threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
             time_limit=time_limit, snapshot_every=snapshot_every,
             eval_dir=str(eval_dir) if eval_dir else None, eval_every=eval_every, eval_images=eval_images,
             codec=dict(width=width, reconstruction=reconstruction, max_iterations=max_iterations))

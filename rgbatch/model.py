@@ -122,7 +122,10 @@ class Encoder(nn.Module):
 
 class Binarizer(nn.Module):
     """1x1 conv to `bits` channels and tanh, then +-1: stochastic with a straight-through
-    gradient while training (P(+1) = (1 + x) / 2), the sign at inference (0 maps to +1)."""
+    gradient while training (P(+1) = (1 + x) / 2), the sign at inference (0 maps to +1).
+    `stochastic = False` trains on the signs inference sends (straight-through as well)."""
+
+    stochastic = True
 
     def __init__(self, in_ch, bits):
         super().__init__()
@@ -130,10 +133,11 @@ class Binarizer(nn.Module):
 
     def forward(self, x):
         x = torch.tanh(self.conv(x))
-        if self.training:
-            sample = torch.where(torch.rand_like(x) < (1 + x) / 2, 1.0, -1.0)
-            return x + (sample - x).detach()
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        if self.training and self.stochastic:
+            bits = torch.where(torch.rand_like(x) < (1 + x) / 2, 1.0, -1.0)
+        else:
+            bits = torch.where(x >= 0, 1.0, -1.0)
+        return x + (bits - x).detach() if self.training else bits.to(x.dtype)
 
 
 class Decoder(nn.Module):

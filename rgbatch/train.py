@@ -23,7 +23,7 @@ from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
 from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_choice, check_range
-from .model import CodecConfig
+from .model import Binarizer, CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8, to_unit
 from .weights import save_weights
@@ -32,6 +32,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".p
 
 
 TRAIN_PARTS = ("all", "decoder", "display")
+BINARIZE = ("stochastic", "sign")
 ENCODER_PARTS = ("encoder.", "binarizer.")  # what a `train_part` other than "all" leaves as it is
 
 
@@ -74,6 +75,9 @@ class TrainConfig:
     # loop decoder frozen, kept in the checkpoint): a second decoder for display, the codes
     # and their rate exactly as they were
     train_part: str = "all"
+    # the bits training decodes: "stochastic" (the paper: +1 with probability (1 + x) / 2), or
+    # "sign", the bits inference sends (both straight-through; docs/TRAINING.md, "Signs")
+    binarize: str = "stochastic"
     # auto: bfloat16 autocast where the hardware computes it (1.5x faster per step on an AVX-512
     # BF16 CPU at width 0.25), else fp32 (emulated bf16 made a step 12x slower on an AVX2 CPU)
     precision: str = "auto"
@@ -349,6 +353,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes repeat every step
     check_choice("train_part", cfg.train_part, TRAIN_PARTS)
+    check_choice("binarize", cfg.binarize, BINARIZE)
     if cfg.train_part != "all" and cfg.rate_weight:
         raise TrainingOptionError("rate_weight", f"{cfg.rate_weight:g} prices the codes, which {{train_part}} "
                                                  f"{cfg.train_part!r} leaves as they are: give 0", ("train_part",))
@@ -395,6 +400,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             for group in optimizer.param_groups:
                 group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(step, cfg, restart)
             log(f"learning rate scale {state['train_config']['lr']:g} -> {cfg.lr:g} from step {step}")
+        saved_binarize = state["train_config"].get("binarize", "stochastic")
+        if saved_binarize != cfg.binarize:
+            log(f"binarize {saved_binarize} -> {cfg.binarize} from step {step}")
         saved_rate_weight = state["train_config"].get("rate_weight", 0.0)
         if cfg.rate_weight != saved_rate_weight:
             log(f"rate weight {saved_rate_weight:g} -> {cfg.rate_weight:g} from step {step}")
@@ -413,6 +421,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     if cfg.train_part == "display":
         reference = architecture(codec_cfg).to(device, memory_format=layout).requires_grad_(False)
         reference.load_state_dict(reference_state or model.state_dict())
+    if cfg.binarize == "sign":  # the architecture's own binarizer, where it has one
+        if not isinstance(getattr(model, "binarizer", None), Binarizer):
+            raise TrainingOptionError("binarize", f"sign needs a Residual-GRU binarizer, which {cfg.architecture!r} "
+                                                  f"has not")
+        for network in (model, reference):
+            if network is not None:
+                network.binarizer.stochastic = False
     if cfg.rate_weight and rate is None:
         rate = ContextRate.from_weights(cfg.rate_tables)
         log(f"rate term (weight {cfg.rate_weight}) from the context tables of {cfg.rate_tables or 'the shipped model'}")

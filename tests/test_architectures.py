@@ -14,6 +14,7 @@ from rgbatch.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_mod
 from rgbatch.codec import Codec
 from rgbatch.config import JsonConfig
 from rgbatch.model import ResidualGRUCodec
+from rgbatch.options import OptionError
 from rgbatch.train import TrainConfig, export_weights, train
 from rgbatch.weights import load_weights, model_id, read_weight_file, stored_tensors
 
@@ -80,6 +81,8 @@ def test_a_second_architecture_trains_ships_and_decodes_without_touching_the_pip
     state = train(cfg, log=lambda *_: None)
     assert state["train_config"]["architecture"] == "toy"
     train(TrainConfig(**{**vars(cfg), "steps": 3}), resume=True, log=lambda *_: None)  # resumes as a toy
+    with pytest.raises(OptionError, match="binarize sign needs a Residual-GRU binarizer, which 'toy' has not"):
+        train(TrainConfig(**{**vars(cfg), "steps": 4, "binarize": "sign"}), resume=True, log=lambda *_: None)
     mid = export_weights(tmp_path / "toy.pt", tmp_path / "toy.safetensors")
     with safe_open(str(tmp_path / "toy.safetensors"), framework="pt") as f:
         assert f.metadata()["architecture"] == "toy"

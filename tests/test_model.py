@@ -116,6 +116,17 @@ def test_binarizer_is_stochastic_and_unbiased_in_training_and_a_sign_at_inferenc
     assert binarizer.eval()(-features).eq(-1.0).all()
 
 
+def test_a_binarizer_trained_on_signs_sends_what_inference_sends_with_a_straight_through_gradient():
+    binarizer = Binarizer(1, 1).train()
+    binarizer.conv.weight.data.fill_(1.0)
+    binarizer.stochastic = False
+    features = torch.linspace(-2, 2, 41).view(1, 1, 1, 41).requires_grad_()
+    bits = binarizer(features)
+    assert torch.equal(bits.detach(), binarizer.eval()(features).detach())
+    bits.sum().backward()  # the gradient of tanh(w x) alone: the sign passes it straight through
+    assert torch.allclose(features.grad, 1 - torch.tanh(features.detach()) ** 2)
+
+
 def test_config_round_trips_through_json_and_rejects_nonsense():
     cfg = CodecConfig(width=0.25, reconstruction="additive")
     assert CodecConfig.from_json(cfg.to_json()) == cfg

@@ -231,6 +231,15 @@ def test_training_the_decoder_alone_refuses_a_rate_term(tmp_path):
         train(config(tmp_path, train_part="encoder"), log=lambda *_: None)
 
 
+def test_training_on_signs_is_an_option_said_on_resume_and_checked(tmp_path):
+    train(config(tmp_path, steps=2), log=lambda *_: None)
+    lines = []
+    after = train(config(tmp_path, steps=4, binarize="sign"), resume=True, log=lines.append)
+    assert "binarize stochastic -> sign from step 2" in lines and after["train_config"]["binarize"] == "sign"
+    with pytest.raises(OptionError, match="binarize must be one of stochastic, sign"):
+        train(config(tmp_path, out=str(tmp_path / "other.pt"), binarize="round"), log=lambda *_: None)
+
+
 def test_a_display_decoder_trains_on_the_codes_of_the_model_as_the_run_started(tmp_path):
     before = train(config(tmp_path, steps=2), log=lambda *_: None)["model"]
     half = train(config(tmp_path, steps=3, train_part="display"), resume=True, log=lambda *_: None)
