@@ -342,7 +342,7 @@ class ResidualGRUCodec(nn.Module):
         after those `state` holds (None: from the first), returning the state after them, its
         reconstruction before clamping. A state may be resumed from many times (the GRUs make
         new tensors); the same codes give the same values as `decode` in one go."""
-        state = state or DecoderState(None, self._blank_state()[1], 0)
+        state = state or self._first_state()
         for state in self._decoding(codes, state):
             pass
         return state  # no codes: the state given
@@ -350,11 +350,14 @@ class ResidualGRUCodec(nn.Module):
     def reconstructions(self, codes) -> torch.Tensor:
         """The reconstruction after each iteration of `codes`, (T, N, 3, H, W), with autograd:
         training the decoder alone on codes the encoder made without gradients."""
-        return torch.stack([state.x_hat for state in self._decoding(codes)])
+        return torch.stack([state.x_hat for state in self._decoding(codes, self._first_state())])
 
-    def _decoding(self, codes, state: DecoderState | None = None):
-        """The decoder's loop: yields the state after each iteration of `codes`."""
-        x_hat, hidden, start = state or DecoderState(None, self._blank_state()[1], 0)
+    def _first_state(self) -> DecoderState:
+        return DecoderState(None, self._blank_state()[1], 0)
+
+    def _decoding(self, codes, state: DecoderState):
+        """The decoder's loop: yields the state after each iteration of `codes` from `state`."""
+        x_hat, hidden, start = state
         for t, bits in enumerate(codes, start):
             update, hidden = self.decoder(self._net(bits), hidden)
             x_hat = self._reconstruct(x_hat, update.float() / self.gain(t))
