@@ -153,13 +153,16 @@ def train(
     hard_fraction: float = typer.Option(0.0, help="Share of each batch drawn as the busiest of 4x candidates."),
     loss_weighting: str = typer.Option("uniform", help="uniform | gain"),
     msssim_weight: float = typer.Option(0.0, help="Weight of (1 - MS-SSIM) added to the L1 loss."),
+    msssim_loss: str = typer.Option("linear", help="linear: the weight times 1 - MS-SSIM | db: times "
+                                    "log10(1 - MS-SSIM), every depth counted in dB as the bench's BD-rate does."),
     stop_fraction: float = typer.Option(0.0, help="Share of patches whose 16x16 blocks stop at random "
                                         "iterations, so that the decoder learns to take stopped blocks."),
     rate_weight: float = typer.Option(0.0, help="Weight of the context coder's code length in the loss "
                                       "(1: each bit priced by the run's own rate-distortion slope; 0: off)."),
     rate_tables: Optional[Path] = typer.Option(None, help="Weights whose context model starts the rate term "
                                                "(default: the shipped model)."),
-    train_part: str = typer.Option("all", help="all | decoder: the decoder alone, on codes of the encoder as "
+    train_part: str = typer.Option("all", help="all | encoder: the encoder and binarizer alone, through the "
+                                   "decoder as it is | decoder: the decoder alone, on codes of the encoder as "
                                    "it is | display: a decoder for display alone, on codes of the model as the "
                                    "run started (no rate term; docs/TRAINING.md, \"Decoder alone\")."),
     binarize: str = typer.Option("stochastic", help="stochastic: train on random bits, +1 with probability "
@@ -187,7 +190,8 @@ def train(
             data_dir=[str(d) for d in data_dirs] if len(data_dirs) > 1 else str(data_dirs[0]),
             out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
             iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
-            msssim_weight=msssim_weight, stop_fraction=stop_fraction, precision=precision, rate_weight=rate_weight,
+            msssim_weight=msssim_weight, msssim_loss=msssim_loss, stop_fraction=stop_fraction, precision=precision,
+            rate_weight=rate_weight,
             rate_tables=str(rate_tables) if rate_tables else None, train_part=train_part,
             binarize=binarize, threads=threads, device=device, seed=seed, checkpoint_every=checkpoint_every,
             time_limit=time_limit, snapshot_every=snapshot_every,

@@ -31,9 +31,11 @@ from .weights import save_weights
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
-TRAIN_PARTS = ("all", "decoder", "display")
+TRAIN_PARTS = ("all", "encoder", "decoder", "display")
 BINARIZE = ("stochastic", "sign")
-ENCODER_PARTS = ("encoder.", "binarizer.")  # what a `train_part` other than "all" leaves as it is
+MSSSIM_LOSSES = ("linear", "db")
+ENCODER_PARTS = ("encoder.", "binarizer.")  # what "encoder" trains and "decoder" / "display" leave as they are
+CODING_PARTS = ("all", "encoder")  # the parts that change the codes: they make them, with gradients, and may price them
 
 
 class TrainingError(RuntimeError):
@@ -61,6 +63,11 @@ class TrainConfig:
     # adds msssim_weight * mean over iterations of (1 - MS-SSIM) to the L1 loss (Johnston et
     # al. 2018 trained this codec family for SSIM-like quality); on 64 px patches, 3 scales
     msssim_weight: float = 0.0
+    # "linear": the term above; "db": msssim_weight x log10(1 - MS-SSIM) of each iteration (the
+    # batch's mean MS-SSIM), the axis the bench's BD-rate integrates over, so that every depth
+    # counts by its MS-SSIM in dB and not by its error, which is 15x smaller at depth 16 than at
+    # depth 1 (docs/TRAINING.md, "MS-SSIM in dB")
+    msssim_loss: str = "linear"
     # share of patches trained with random per-block stopping (spatially adaptive bit rates):
     # each 16x16 block sends 1..iterations iterations, uniformly drawn, then zeros
     stop_fraction: float = 0.0
@@ -247,7 +254,7 @@ def random_stops(n: int, height: int, width: int, iterations: int, fraction: flo
 def iteration_losses(model, x, outputs, cfg: TrainConfig) -> torch.Tensor:
     """The distortion loss of each iteration's reconstruction, (T,): mean L1 of the residual
     (weighted by the iteration's gain with `loss_weighting="gain"`), plus msssim_weight x
-    (1 - MS-SSIM). The training loss is their mean."""
+    (1 - MS-SSIM), or x log10(1 - MS-SSIM) with `msssim_loss="db"`. The training loss is their mean."""
     steps, n = outputs.shape[:2]
     losses = (x - outputs).abs().mean(dim=(1, 2, 3, 4))
     if cfg.loss_weighting == "gain":
@@ -256,7 +263,10 @@ def iteration_losses(model, x, outputs, cfg: TrainConfig) -> torch.Tensor:
     if cfg.msssim_weight:
         # every iteration's reconstructions against one set of the patches' statistics
         quality = msssim_tensor(to_unit(x), to_unit(outputs.flatten(0, 1)))
-        losses = losses + cfg.msssim_weight * (1 - quality.view(steps, n).mean(1))
+        error = 1 - quality.view(steps, n).mean(1)
+        if cfg.msssim_loss == "db":  # 1e-6: 60 dB, far past any depth, keeps the log finite
+            error = torch.log10(error.clamp(min=1e-6))
+        losses = losses + cfg.msssim_weight * error
     return losses
 
 
@@ -354,11 +364,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         torch.backends.cudnn.benchmark = True  # the shapes repeat every step
     check_choice("train_part", cfg.train_part, TRAIN_PARTS)
     check_choice("binarize", cfg.binarize, BINARIZE)
-    if cfg.train_part != "all" and cfg.rate_weight:
+    check_choice("msssim_loss", cfg.msssim_loss, MSSSIM_LOSSES)
+    if cfg.train_part not in CODING_PARTS and cfg.rate_weight:
         raise TrainingOptionError("rate_weight", f"{cfg.rate_weight:g} prices the codes, which {{train_part}} "
                                                  f"{cfg.train_part!r} leaves as they are: give 0", ("train_part",))
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(cfg.train_part == "all" or not name.startswith(ENCODER_PARTS))
+        in_encoder = name.startswith(ENCODER_PARTS)
+        parameter.requires_grad_(cfg.train_part == "all" or in_encoder == (cfg.train_part == "encoder"))
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=cfg.lr)
     restart = 0  # read by the schedule when it is called: a resumed state may set it
@@ -403,6 +415,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         saved_binarize = state["train_config"].get("binarize", "stochastic")
         if saved_binarize != cfg.binarize:
             log(f"binarize {saved_binarize} -> {cfg.binarize} from step {step}")
+        saved_loss = state["train_config"].get("msssim_loss", "linear")
+        if saved_loss != cfg.msssim_loss:
+            log(f"MS-SSIM loss {saved_loss} -> {cfg.msssim_loss} from step {step}")
         saved_rate_weight = state["train_config"].get("rate_weight", 0.0)
         if cfg.rate_weight != saved_rate_weight:
             log(f"rate weight {saved_rate_weight:g} -> {cfg.rate_weight:g} from step {step}")
@@ -454,7 +469,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction, codec_cfg.block)
         stop = None if stop is None else stop.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            if cfg.train_part == "all":
+            if cfg.train_part in CODING_PARTS:  # "encoder": the gradient reaches it through the frozen decoder
                 outputs, codes = model(x, cfg.iterations, stop, with_codes=True)
             else:  # the decoder learns from codes made without gradients
                 with torch.no_grad():
@@ -549,7 +564,7 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
             "patch": cfg["patch"], "batch_size": cfg["batch_size"], "iterations_trained": cfg["iterations"],
             "lr": cfg["lr"], "data": data_names(cfg["data_dir"]),
             # the loss of the last stretch: a model trained with a rate term is made for its coder
-            "loss": {k: cfg.get(k) for k in ("loss_weighting", "msssim_weight", "rate_weight")},
+            "loss": {k: cfg.get(k) for k in ("loss_weighting", "msssim_weight", "msssim_loss", "rate_weight")},
             # runs evaluate every so many steps (GPU runs not at all): say which step scored this
             "last_eval": last_eval and {"step": last_eval["step"], "msssim": last_eval["msssim"]}}
     if average:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rgbatch.train import PatchSampler, random_stops, snapshot_path, TrainConfig, TrainingError, export_weights, lr_factor, pack_crops, train
+from rgbatch.train import (PatchSampler, random_stops, snapshot_path, TrainConfig, TrainingError, export_weights,
+                           iteration_losses, lr_factor, pack_crops, train)
 from rgbatch.options import OptionError
 from rgbatch.weights import load_weights
 
@@ -227,8 +228,19 @@ def test_training_the_decoder_alone_leaves_the_encoder_and_says_so_on_resume(tmp
 def test_training_the_decoder_alone_refuses_a_rate_term(tmp_path):
     with pytest.raises(TrainingError, match="rate_weight 4 prices the codes, which train_part 'decoder'"):
         train(config(tmp_path, train_part="decoder", rate_weight=4.0), log=lambda *_: None)
-    with pytest.raises(OptionError, match="train_part must be one of all, decoder"):
-        train(config(tmp_path, train_part="encoder"), log=lambda *_: None)
+    with pytest.raises(OptionError, match="train_part must be one of all, encoder, decoder"):
+        train(config(tmp_path, train_part="coder"), log=lambda *_: None)
+
+
+def test_training_the_encoder_alone_leaves_the_decoder_and_may_price_the_codes(tmp_path):
+    before = train(config(tmp_path, steps=2), log=lambda *_: None)["model"]
+    lines = []
+    after = train(config(tmp_path, steps=4, train_part="encoder", rate_weight=4.0), resume=True, log=lines.append)
+    assert "trained part all -> encoder from step 2" in lines and after["step"] == 4
+    changed = {name for name, value in after["model"].items() if not torch.equal(value, before[name])}
+    assert changed and all(name.startswith(("encoder.", "binarizer.")) for name in changed)
+    assert any(name.startswith("encoder.") for name in changed) and "binarizer.conv.weight" in changed
+    assert after["history"][-1]["bits_per_bit"]  # the codes it changes are priced
 
 
 def test_training_on_signs_is_an_option_said_on_resume_and_checked(tmp_path):
@@ -248,3 +260,21 @@ def test_a_display_decoder_trains_on_the_codes_of_the_model_as_the_run_started(t
         assert all(torch.equal(value, before[name]) for name, value in state["reference"].items())
     assert not torch.equal(after["model"]["decoder.conv_out.weight"], before["decoder.conv_out.weight"])
     assert torch.equal(after["model"]["encoder.conv.weight"], before["encoder.conv.weight"])
+
+
+def test_the_msssim_term_in_db_counts_every_depth_by_its_msssim_in_db(tmp_path):
+    from rgbatch.metrics import msssim_tensor
+    from rgbatch.tiling import to_unit
+    torch.manual_seed(0)
+    model = None  # read only for loss_weighting="gain"
+    x = torch.rand(2, 3, 64, 64) - 0.5
+    outputs = torch.stack([x + 0.2 * torch.randn_like(x), x + 0.02 * torch.randn_like(x)])
+    plain = iteration_losses(model, x, outputs, config(tmp_path))
+    linear = iteration_losses(model, x, outputs, config(tmp_path, msssim_weight=2.0))
+    db = iteration_losses(model, x, outputs, config(tmp_path, msssim_weight=2.0, msssim_loss="db"))
+    quality = torch.stack([msssim_tensor(to_unit(x), to_unit(o)).mean() for o in outputs])
+    torch.testing.assert_close(linear, plain + 2 * (1 - quality))
+    torch.testing.assert_close(db, plain + 2 * torch.log10(1 - quality))
+    assert db[1] < db[0] and (db[0] - db[1]) > (linear[0] - linear[1])  # the good depth is not a rounding error
+    with pytest.raises(OptionError, match="msssim_loss must be one of linear, db"):
+        train(config(tmp_path, msssim_loss="log"), log=lambda *_: None)
