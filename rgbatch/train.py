@@ -75,8 +75,10 @@ class TrainConfig:
     # 1 prices every bit at the distortion the run's own curve trades for it; 0 = no rate term
     rate_weight: float = 0.0
     rate_tables: str | None = None  # weights whose context model starts the rate term (default: shipped)
-    # what the steps train: "all", or "decoder": the decoder and its gains alone, on codes the
-    # encoder makes without gradients each step (the encoder as it is, so no rate term); a
+    # what the steps train: "all"; "encoder": the encoder and binarizer alone, the gradient
+    # through the decoder as it is (the codes change, so they may be priced); "decoder": the
+    # decoder and its gains alone, on codes the encoder makes without gradients each step (the
+    # encoder as it is, so no rate term); a
     # decoder tuned to the metric at the codes' own rate (docs/TRAINING.md, "Decoder alone");
     # "display": the same, but the codes come from the model as the run starts (encoder and its
     # loop decoder frozen, kept in the checkpoint): a second decoder for display, the codes

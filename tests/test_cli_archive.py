@@ -505,8 +505,11 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
         src.mkdir()
         for i in range(images):
             Image.fromarray(smooth_image(rng, 96, 96)).save(src / f"{i:04d}.png")
+        # as from a terminal: a suite started in the background (`nohup make test &`) hands its
+        # children SIGINT ignored, which Python and a user's compress then rightly keep ignoring
         run = subprocess.Popen(compress_command(src, out, tiny_weights, "--workers", "1"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         family = set()
         try:
             deadline = time.monotonic() + 300
