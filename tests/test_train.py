@@ -96,7 +96,7 @@ def test_checkpoints_and_evaluation_are_recorded(tmp_path):
     *_, info = load_weights(tmp_path / "w.safetensors")
     # the weight file says which step its evaluation scored, and the loss it was trained with
     assert info["last_eval"] == {"step": 4, "msssim": state["history"][-1]["msssim"]}
-    assert info["loss"] == {"loss_weighting": cfg.loss_weighting, "msssim_weight": cfg.msssim_weight,
+    assert info["loss"] == {"loss_weighting": cfg.loss_weighting, "msssim_weight": cfg.msssim_weight, "msssim_loss": cfg.msssim_loss,
                             "rate_weight": cfg.rate_weight}
 
 
