@@ -35,7 +35,7 @@ TRAIN_PARTS = ("all", "encoder", "decoder", "display")
 BINARIZE = ("stochastic", "sign")
 MSSSIM_LOSSES = ("linear", "db")
 ENCODER_PARTS = ("encoder.", "binarizer.")  # what "encoder" trains and "decoder" / "display" leave as they are
-CODING_PARTS = ("all", "encoder")  # the parts that change the codes: they make them, with gradients, and may price them
+CODING_PARTS = ("all", "encoder")  # they change the codes: make them with gradients, may price them
 
 
 class TrainingError(RuntimeError):
@@ -65,8 +65,8 @@ class TrainConfig:
     msssim_weight: float = 0.0
     # "linear": the term above; "db": msssim_weight x log10(1 - MS-SSIM) of each iteration (the
     # batch's mean MS-SSIM), the axis the bench's BD-rate integrates over, so that every depth
-    # counts by its MS-SSIM in dB and not by its error, which is 15x smaller at depth 16 than at
-    # depth 1 (docs/TRAINING.md, "MS-SSIM in dB")
+    # counts by its MS-SSIM in dB and not by its error, 14-32x smaller at depth 16 than at depth 1
+    # (docs/TRAINING.md, "Encoder alone ... and MS-SSIM in dB")
     msssim_loss: str = "linear"
     # share of patches trained with random per-block stopping (spatially adaptive bit rates):
     # each 16x16 block sends 1..iterations iterations, uniformly drawn, then zeros

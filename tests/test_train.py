@@ -96,8 +96,8 @@ def test_checkpoints_and_evaluation_are_recorded(tmp_path):
     *_, info = load_weights(tmp_path / "w.safetensors")
     # the weight file says which step its evaluation scored, and the loss it was trained with
     assert info["last_eval"] == {"step": 4, "msssim": state["history"][-1]["msssim"]}
-    assert info["loss"] == {"loss_weighting": cfg.loss_weighting, "msssim_weight": cfg.msssim_weight, "msssim_loss": cfg.msssim_loss,
-                            "rate_weight": cfg.rate_weight}
+    assert info["loss"] == {"loss_weighting": cfg.loss_weighting, "msssim_weight": cfg.msssim_weight,
+                            "msssim_loss": cfg.msssim_loss, "rate_weight": cfg.rate_weight}
 
 
 def test_clear_errors(tmp_path):
@@ -266,7 +266,7 @@ def test_the_msssim_term_in_db_counts_every_depth_by_its_msssim_in_db(tmp_path):
     from rgbatch.metrics import msssim_tensor
     from rgbatch.tiling import to_unit
     torch.manual_seed(0)
-    model = None  # read only for loss_weighting="gain"
+    model = None  # iteration_losses reads it only for loss_weighting="gain"
     x = torch.rand(2, 3, 64, 64) - 0.5
     outputs = torch.stack([x + 0.2 * torch.randn_like(x), x + 0.02 * torch.randn_like(x)])
     plain = iteration_losses(model, x, outputs, config(tmp_path))
