@@ -69,9 +69,8 @@ def coded_curve(model, x, iterations: int, criterion: str, level: float | None, 
             residual = x if x_hat is None else x - x_hat
             n_active = active.sum().item()
             bits += model.cfg.bits * n_active
-            _, update, enc_state, dec_state = model._step(residual, t, enc_state, dec_state,
-                                                          None if level is None else active, freeze)
-            x_hat = model._reconstruct(x_hat, update)
+            _, x_hat, enc_state, dec_state = model._step(residual, t, enc_state, dec_state, x_hat,
+                                                         None if level is None else active, freeze)
             if level is not None:
                 quality = block_quality(x, x_hat, "ssim" if criterion == "gain" else criterion, pool)
                 if criterion == "gain":

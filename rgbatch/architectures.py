@@ -16,6 +16,8 @@ An architecture is a torch module class with:
     decode(codes)                                             reconstruction in [-0.5, 0.5]
     decode_from(codes, state=None)    decoding resumed from a state it returned (partial candidates)
     set_precision(dtype), net_dtype, gain(t)
+    set_decoding(name), decoding     optional: "exact" / "float" decoding (rgbatch.exact); without
+                                     them the codec decodes in float
 
 `rgbatch.model.ResidualGRUCodec` is the reference. Weight files without an architecture
 name are Residual-GRU files (every file written before the registry).

@@ -275,7 +275,7 @@ def png_names(paths: list[str]) -> dict[str, str]:
 
 def restore(archive, out, iterations: int | None = None, target_msssim: float | None = None,
             select: str | None = None, weights=None, device: str = "auto", batch_size: int = 8,
-            precision: str = "auto", overwrite: bool = False, progress=None,
+            precision: str = "auto", decoding: str = "exact", overwrite: bool = False, progress=None,
             max_pixels: int = MAX_PIXELS) -> RestoreResult:
     """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
     stores) or per image the smallest depth reaching `target_msssim`; default all stored.
@@ -311,7 +311,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     fs, root = storage.resolve(out)
     if storage.exists(fs, root) and not storage.is_dir(fs, root):
         raise OptionError("out", f"{out} is a file, not a folder")
-    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
+    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
     names = png_names(safe)  # of every current ok path: the same names whatever is selected
     total = len(selected) + len(result.failures)
 
@@ -401,7 +401,8 @@ def _source_image(row: Row, sources) -> tuple:
 
 
 def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources=None, seed: int = 0,
-           batch_size: int = 8, precision: str = "auto", progress=None, max_pixels: int = MAX_PIXELS) -> VerifyResult:
+           batch_size: int = 8, precision: str = "auto", decoding: str = "exact", progress=None,
+           max_pixels: int = MAX_PIXELS) -> VerifyResult:
     """Check every current row: blob checksums and header, decoding at the stored depth, and
     for `sample` random images whose source is still there, MS-SSIM re-measured against it.
 
@@ -416,7 +417,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
                                               "bytes", "bpp", "msssim", "psnr"]))
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
-    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision)
+    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
     result = VerifyResult(archive=man.location, problems=list(damaged))
     for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
         if status != OK:

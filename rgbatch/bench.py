@@ -97,7 +97,7 @@ def usable_coders(extra: dict, log=print) -> list[str]:
 
 # -- measuring ---------------------------------------------------------------------------------
 def measure(image_dir, *, weights=None, iterations: int | None = None, limit: int | None = None,
-            device: str = "auto", precision: str = "auto", search_steps: int = 0, classical_sweeps: dict[str, tuple[int, ...]] | None = None,
+            device: str = "auto", precision: str = "auto", decoding: str = "exact", search_steps: int = 0, classical_sweeps: dict[str, tuple[int, ...]] | None = None,
             coders: list[str] | None = None, speed_images: int = 2, speed_depths=SPEED_DEPTHS,
             classical_cache=None, log=print, progress=None) -> pa.Table:
     """Run every codec over the images of `image_dir`; one row per (codec, setting, image).
@@ -123,7 +123,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     specs = {name: classical.get_codec(name) for name in classical_sweeps}
     cache = ClassicalCache(classical_cache) if classical_cache is not None else None
     codec = Codec.load(weights, device=device, precision=precision, coder="raw",  # others re-code its codes
-                       search_steps=search_steps)
+                       search_steps=search_steps, decoding=decoding)
     iterations = iterations or codec.max_iterations
     if not 1 <= iterations <= codec.max_iterations:
         raise ValueError(f"iterations must be 1..{codec.max_iterations} for this model, not {iterations}")
@@ -131,7 +131,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
         coders = usable_coders(codec.extra, log)
     timed_codecs = {c: Codec(codec.model, codec.model_id, codec.extra, device=device, precision=precision,
                              tile_size=codec.tile_size, batch_size=codec.batch_size, coder=c,
-                             search_steps=search_steps) for c in coders}
+                             search_steps=search_steps, decoding=decoding) for c in coders}
     timed_depths = sorted({d for d in speed_depths if 1 <= d <= iterations})
 
     rows = []
@@ -175,7 +175,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     metadata = {
         "image_dir": str(image_dir), "images": len({r["path"] for r in rows}), "model_id": codec.model_id,
         "weights": str(weights) if weights else "default", "iterations": iterations, "coders": coders,
-        "device": str(codec.device), "precision": codec.precision, "search_steps": codec.search_steps, "torch_threads": torch.get_num_threads(),
+        "device": str(codec.device), "precision": codec.precision, "decoding": codec.decoding, "search_steps": codec.search_steps, "torch_threads": torch.get_num_threads(),
         "speed_images": min(speed_images, len(paths)), "speed_depths": timed_depths,
         "libraries": {"torch": torch.__version__, "libjpeg-turbo": features.version("jpg"),
                       "libwebp": features.version("webp"), "libavif": features.version("avif"),

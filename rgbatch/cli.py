@@ -83,6 +83,10 @@ TRAINING_DATA = typer.Option(..., "--data", help="Folder of training images (nev
 TRAINED_WEIGHTS = typer.Argument(..., help="Weight file of the trained model.")
 PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
                                       "else fp32) | fp32 | bf16.")
+DECODING = typer.Option("exact", help="The decoder's arithmetic, in decoding and in the encoder's loop: exact "
+                                     "(integer arithmetic: the same pixels on every machine and device, the quality "
+                                     "recorded exactly; about 3x the float decoder's time on a CPU) | float (the "
+                                     "networks' precision: faster, pixels may differ by a level between machines).")
 SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
                                     "stream format and decoder, better quality at every depth (most at low depths), "
                                     "encoding 7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
@@ -324,6 +328,7 @@ def compress(
                                             "streams about 1.5x faster for large images, in a third of the memory "
                                             "(README, Inputs), without quality columns or --target-msssim."),
     precision: str = PRECISION,
+    decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
     resample: str = RESAMPLE,
     partial: Optional[bool] = PARTIAL,
@@ -345,7 +350,7 @@ def compress(
             tile_size=tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
-            measure=measure, precision=precision,
+            measure=measure, precision=precision, decoding=decoding,
             search_steps=search_steps, resample=resample, partial=partial, overlap=overlap)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
@@ -465,6 +470,7 @@ def restore(
     device: str = DEVICE,
     batch_size: int = typer.Option(8, help="Tiles per network batch."),
     precision: str = PRECISION,
+    decoding: str = DECODING,
     overwrite: bool = typer.Option(False, help="Replace files already in --out (default: refuse, per image)."),
     max_pixels: Optional[int] = PIXEL_LIMIT,
     as_json: bool = AS_JSON,
@@ -476,7 +482,7 @@ def restore(
         with _image_progress("restore") as progress:
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
-                                 overwrite=overwrite, progress=progress,
+                                 decoding=decoding, overwrite=overwrite, progress=progress,
                                  max_pixels=pixel_limit(max_pixels))
     if as_json:
         from dataclasses import asdict
@@ -499,6 +505,7 @@ def encode(
     weights: Optional[Path] = WEIGHTS,
     device: str = DEVICE,
     precision: str = PRECISION,
+    decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
     resample: str = RESAMPLE,
     partial: Optional[bool] = PARTIAL,
@@ -514,7 +521,7 @@ def encode(
     with user_errors():
         target = _target(target_msssim, target_bpp, max_bytes)
         candidates(resample, bool(target), measure=True)
-        codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps)
+        codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps, decoding=decoding)
         partial = resolve_partial(partial, target, True, codec.coder.name)
     with user_errors(failures=(ImageError, MemoryError)):
         result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial)
@@ -536,6 +543,7 @@ def decode(
     weights: Optional[Path] = WEIGHTS,
     device: str = DEVICE,
     precision: str = PRECISION,
+    decoding: str = DECODING,
     max_pixels: Optional[int] = PIXEL_LIMIT,
     as_json: bool = AS_JSON,
 ):
@@ -546,7 +554,7 @@ def decode(
     from .files import decode_file
 
     with user_errors():
-        codec = Codec.load(weights, device=device, precision=precision)
+        codec = Codec.load(weights, device=device, precision=precision, decoding=decoding)
     with user_errors(failures=(BitstreamError, MemoryError)):
         result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels))
     if as_json:
@@ -566,6 +574,7 @@ def verify(
     sources: Optional[str] = typer.Option(None, help="Folder holding the sources now (default: where they were)."),
     seed: int = typer.Option(0, help="Seed of the sample."),
     precision: str = PRECISION,
+    decoding: str = DECODING,
     max_pixels: Optional[int] = PIXEL_LIMIT,
     as_json: bool = AS_JSON,
 ):
@@ -575,7 +584,7 @@ def verify(
     with archive_errors():
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
-                                precision=precision, progress=progress,
+                                precision=precision, decoding=decoding, progress=progress,
                                 max_pixels=pixel_limit(max_pixels))
     if as_json:
         from dataclasses import asdict
@@ -636,6 +645,7 @@ def bench_command(
     speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
     device: str = DEVICE,
     precision: str = PRECISION,
+    decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
     classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), help="File of classical codec "
                                          "results, read and added to: re-benching encodes only rgbatch again."),
@@ -661,7 +671,7 @@ def bench_command(
                 name = f"bench-{source.resolve().name}"
                 summary = bench(source, out_dir or Path(name), manifest or Path("manifests", name, "bench.parquet"),
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
-                                device=device, precision=precision, search_steps=search_steps,
+                                device=device, precision=precision, decoding=decoding, search_steps=search_steps,
                                 classical_cache=None if no_cache else classical_cache, log=err.print,
                                 classical_sweeps=classical_sweeps(classical_names),
                                 progress=lambda done, total: bar.update(task, completed=done, total=total)).summary

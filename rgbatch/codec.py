@@ -15,6 +15,12 @@ decodes to, and what the encoder measures, is the network's image refined; codes
 streams are the same with or without it. Tiles of one or many images run through the network in batches
 (`encode_many`, `decode_many`), so memory is bounded by the batch, not by the image.
 
+The decoder computes in exact arithmetic by default (`decoding="exact"`, rgbatch.exact), in
+decoding and in the encoder's own loop: the same pixels on every machine, device, thread count
+and batch, and the quality the encoder measures is exactly that of what any decoder returns.
+`decoding="float"` computes it in the networks' precision (bf16 where native): about 3x faster
+on a CPU, but the pixels may differ by a level from machine to machine.
+
 A codec may be called from several threads. The device stage of a call (the network, and the
 MS-SSIM of its reconstructions, measured on the same device) holds the codec's device, one call
 at a time; the entropy coder and packing run outside it. Two calls in flight on two threads
@@ -57,6 +63,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # is bigger: big tiles (docs/TILING.md) run a few at a time, as many small ones did before
 BATCH_PIXELS = 8 * 512 * 512
 PRECISIONS = ("auto", "fp32", "bf16")
+DECODINGS = ("exact", "float")  # decoding's arithmetic: rgbatch.exact (the same pixels everywhere), or the networks'
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -139,17 +146,23 @@ class Codec:
 
     def __init__(self, model: torch.nn.Module, model_id: str, extra=None, info=None, *, device="auto",
                  tile_size: int | None = None, batch_size: int = 8, precision: str = "auto",
-                 coder: str = "auto", search_steps: int = 0, refine: bool = True):
+                 coder: str = "auto", search_steps: int = 0, refine: bool = True, decoding: str = "exact"):
         check_tile_size(tile_size, model.cfg.align)  # None: per image (tiling.tile_size_for)
+        check_choice("decoding", decoding, DECODINGS)
         self._options = dict(device=device, tile_size=tile_size, batch_size=batch_size, precision=precision,
-                             coder=coder, search_steps=search_steps, refine=refine)
+                             coder=coder, search_steps=search_steps, refine=refine, decoding=decoding)
         self._earlier = {}  # model id -> the codec of an earlier shipped model (for_model)
         self.shipped = False  # loaded as the shipped default (Codec.load without weights)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        # decoding's arithmetic (rgbatch.exact; an architecture without `set_decoding` decodes in float)
+        self.decoding = decoding if hasattr(model, "set_decoding") else "float"
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        if model.net_dtype != dtype:  # a copy: the caller's model (often shared) stays as it is
-            model = copy.deepcopy(model).set_precision(dtype)
+        if model.net_dtype != dtype or getattr(model, "decoding", "float") != self.decoding:
+            model = copy.deepcopy(model)  # a copy: the caller's model (often shared) stays as it is
+            if self.decoding != getattr(model, "decoding", "float"):
+                model.set_decoding(self.decoding)  # from the float32 weights, before bf16 lowers them
+            model.set_precision(dtype)
         self.model = model.eval().to(self.device)
         self.model_id = model_id
         self.extra = extra or {}

@@ -34,6 +34,7 @@ from .config import JsonConfig
 BLOCK = 16  # one code position per 16x16 pixel block
 ALIGN = 32  # the spatial size the network needs (its strides multiply to 16, d2s needs even)
 RECONSTRUCTIONS = ("one-shot", "additive", "scaled-additive")
+DECODINGS = ("float", "exact")
 SEARCH_LR = 0.1  # Adam step of the bit search (of 0.1 and 0.3 on Kodak crops, 0.1 was better)
 
 
@@ -195,6 +196,28 @@ class ResidualGRUCodec(nn.Module):
         # inputs reach the networks in their dtype and layout; by default as they come (training
         # passes channels-last tensors for bf16 autocast)
         self.net_dtype, self.net_layout = torch.float32, torch.preserve_format
+        self.exact = None  # the decoder in exact arithmetic, where `set_decoding` asks for it
+
+    def set_decoding(self, decoding: str) -> "ResidualGRUCodec":
+        """How the decoder computes, in decoding as in the encoder's loop: "float" (in the
+        networks' precision, as training does) or "exact" (`rgbatch.exact`: integer arithmetic
+        on the weights, the same reconstruction on every machine). Set it before `set_precision`
+        lowers the weights to bfloat16; the exact decoder follows the model on `to`."""
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
+        from .exact import ExactDecoder
+        self.exact = ExactDecoder(self).to(self.log_gain.device) if decoding == "exact" else None
+        return self
+
+    @property
+    def decoding(self) -> str:
+        return "float" if self.exact is None else "exact"
+
+    def to(self, *args, **kwargs):
+        super().to(*args, **kwargs)
+        if self.exact is not None:
+            self.exact.to(self.log_gain.device)
+        return self
 
     def set_precision(self, dtype: torch.dtype) -> "ResidualGRUCodec":
         """Run the networks in `dtype`. bfloat16 goes with the channels-last layout, which
@@ -216,8 +239,10 @@ class ResidualGRUCodec(nn.Module):
     def _blank_state(self):
         return [None] * 3, [None] * 4
 
-    def _step(self, residual, t, enc_state, dec_state, active=None, freeze: bool = False):
-        """One iteration: code the residual, decode the bits. Returns bits and the update.
+    def _step(self, residual, t, enc_state, dec_state, x_hat, active=None, freeze: bool = False):
+        """One iteration: code the residual, decode the bits. Returns the bits and the
+        reconstruction after them (`x_hat`: the one before), with the decoder's arithmetic
+        (`set_decoding`; `freeze` computes in float).
 
         `active` (N, 1, H/16, W/16) of 0/1, optional: blocks that still send bits. A stopped
         block's bits are 0, the value that carries no sign; the decoder goes on updating its
@@ -228,11 +253,14 @@ class ResidualGRUCodec(nn.Module):
         bits = self.binarizer(features)
         if active is not None:
             bits = bits * self._net(active)
+        if self.exact is not None and not freeze:  # the decoder's exact arithmetic, in the encoder's loop
+            x_hat, dec_state = self.exact.step(bits, t, dec_state, x_hat)
+            return bits, x_hat, enc_state, dec_state
         update, dec_state = self.decoder(bits, dec_state)
         update = update.float() / g
         if active is not None and freeze:
             update = update * block_mask_to_pixels(active)
-        return bits, update, enc_state, dec_state
+        return bits, self._reconstruct(x_hat, update), enc_state, dec_state
 
     def _reconstruct(self, previous, update):
         if self.cfg.reconstruction == "one-shot" or previous is None:
@@ -255,8 +283,7 @@ class ResidualGRUCodec(nn.Module):
                 continue
             residual = x if x_hat is None else x - x_hat
             active = None if stop is None else (stop > t).float()
-            bits, update, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, active, freeze)
-            x_hat = self._reconstruct(x_hat, update)
+            bits, x_hat, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, x_hat, active, freeze)
             yield bits, x_hat
 
     def _search_step(self, x, x_hat, t, enc_state, dec_state, steps: int, loss):
@@ -270,9 +297,13 @@ class ResidualGRUCodec(nn.Module):
         features, enc_state = self.encoder(self._net(residual * g), enc_state)
         soft = torch.tanh(self.binarizer.conv(features)).float()
 
+        # the float decoder, for its gradient (from an exact decoder's float64 values too)
+        float_state = [None if h is None else self._net(h) for h in dec_state]
+        float_x_hat = None if x_hat is None else x_hat.to(x.dtype)
+
         def decoded(bits):
-            update, state = self.decoder(self._net(bits), dec_state)
-            return self._reconstruct(x_hat, update.float() / g), state
+            update, state = self.decoder(self._net(bits), float_state)
+            return self._reconstruct(float_x_hat, update.float() / g), state
 
         def sign(c):
             return torch.where(c >= 0, 1.0, -1.0)
@@ -292,7 +323,10 @@ class ResidualGRUCodec(nn.Module):
             better = candidate_loss < best_loss
             best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
             best_loss = torch.minimum(candidate_loss, best_loss)
-        x_new, dec_state = decoded(best)
+        if self.exact is not None:
+            x_new, dec_state = self.exact.step(best, t, dec_state, x_hat)
+        else:
+            x_new, dec_state = decoded(best)
         return best, x_new, enc_state, dec_state
 
     def forward(self, x, iterations: int | None = None, stop=None, with_codes: bool = False):
@@ -308,7 +342,8 @@ class ResidualGRUCodec(nn.Module):
 
         `on_iteration(t, x_hat)` sees each reconstruction, which the encoder computes anyway,
         so that per-iteration quality costs nothing extra. The encoder clamps nothing: it
-        must reproduce exactly what `decode` computes, and `decode` clamps only its output.
+        must reproduce exactly what `decode` computes (in the same arithmetic, `set_decoding`),
+        and `decode` clamps only its output.
         `search_steps` > 0 chooses the bits by search against `search_loss(x, x_hat)` per
         image (default mean L1; `_search_step`).
         """
@@ -359,8 +394,11 @@ class ResidualGRUCodec(nn.Module):
         """The decoder's loop: yields the state after each iteration of `codes` from `state`."""
         x_hat, hidden, start = state
         for t, bits in enumerate(codes, start):
-            update, hidden = self.decoder(self._net(bits), hidden)
-            x_hat = self._reconstruct(x_hat, update.float() / self.gain(t))
+            if self.exact is not None:
+                x_hat, hidden = self.exact.step(bits, t, hidden, x_hat)
+            else:
+                update, hidden = self.decoder(self._net(bits), hidden)
+                x_hat = self._reconstruct(x_hat, update.float() / self.gain(t))
             yield DecoderState(x_hat, hidden, t + 1)
 
     def _check_iterations(self, iterations):

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import raywatch
-from .codec import DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, release_freed_memory, resolve_partial
+from .codec import DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, release_freed_memory, resolve_partial
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
@@ -77,6 +77,9 @@ class CompressOptions:
     address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)
     threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
     precision: str = "auto"  # network arithmetic: auto (bf16 where native), fp32, bf16
+    # the decoder's arithmetic in the encoder's loop (Codec): exact (what every decoder returns,
+    # measured exactly) or float (faster, in `precision`)
+    decoding: str = "exact"
     # MS-SSIM and PSNR at every depth (the manifest's quality columns, --target-msssim). Off,
     # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
     measure: bool = True
@@ -103,6 +106,7 @@ class CompressOptions:
         check_choice("device", self.device, DEVICES)
         check_range("max_pixels", self.max_pixels, 1)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("decoding", self.decoding, DECODINGS)
         check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
         check_measured(self.target, self.measure)
         candidates(self.resample, bool(self.target), self.measure)
@@ -144,7 +148,8 @@ class EncodeWorker:
         if threads:
             torch.set_num_threads(min(threads, os.cpu_count() or threads))
         self.codec = Codec.load(weights, device=device, tile_size=options.tile_size, batch_size=options.batch_size,
-                                coder=options.coder, precision=options.precision, search_steps=options.search_steps)
+                                coder=options.coder, precision=options.precision, search_steps=options.search_steps,
+                                decoding=options.decoding)
         self.iterations = options.iterations
         self.target = options.target
         self.measure = options.measure

@@ -92,8 +92,10 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(..., 3, H, W) float in [-0.5, 0.5] -> (..., H, W, 3) uint8, rounded as a stored image is."""
-    return (to_unit(x.float()) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
+    """(..., 3, H, W) float in [-0.5, 0.5] -> (..., H, W, 3) uint8, rounded as a stored image is
+    (float64 stays float64: an exact decoder's multiples of 2**-24 round exactly, rgbatch.exact)."""
+    x = x if x.dtype == torch.float64 else x.float()
+    return (to_unit(x) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
 def cut(image: np.ndarray, tiles: list[Tile], multiple: int) -> list[torch.Tensor]:

@@ -116,14 +116,16 @@ def test_a_widened_state_evaluates_as_the_narrow_one_and_resumes_with_a_fresh_wa
     for name, counts in narrow["rate"].items():  # the codes stay the same, so their counts stay valid
         assert torch.equal(torch.as_tensor(wide["rate"][name]), torch.as_tensor(counts)), name
 
-    # the first evaluation is the narrow model's (rounded to fp16, as an export writes it)
+    # the first evaluation is the narrow model's (rounded to fp16, as an export writes it); in
+    # float64, where the wider convolutions' other kernels round below what 8-bit pixels show (in
+    # float32 they moved MS-SSIM by 2.6e-6 on an AVX2 CPU)
     models = []
     for state in (narrow, wide):
         model = ResidualGRUCodec(CodecConfig(**state["train_config"]["codec"]))
         model.load_state_dict({k: v.half().float() for k, v in state["model"].items()})
-        models.append(model)
+        models.append(model.set_precision(torch.float64))
     crops = load_eval_set(DATA, 2, 64)
-    assert evaluate(models[1], crops, 4) == pytest.approx(evaluate(models[0], crops, 4), abs=1e-6)
+    assert evaluate(models[1], crops, 4) == evaluate(models[0], crops, 4)
 
     # resumed at the new width: Adam starts again, the learning rate warms up from step 4
     lines = []

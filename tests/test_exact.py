@@ -1,0 +1,130 @@
+"""Exact decoding (rgbatch.exact): the same pixels whatever the order of the sums, the batch,
+the thread count or the encoder's precision; within float noise of the float decoder."""
+
+import copy
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rgbatch.codec import Codec
+from rgbatch.exact import ACTIVATION_BITS, ExactConv, ExactDecoder, table
+from rgbatch.imageio import read_image
+from rgbatch.metrics import msssim_many
+from rgbatch.model import CodecConfig, ResidualGRUCodec
+
+from conftest import DATA
+
+
+def on_grid(x: torch.Tensor, bits: int) -> bool:
+    return torch.equal(x * 2.0 ** bits, (x * 2.0 ** bits).round())
+
+
+def test_tables_are_the_same_integers_everywhere_and_close_to_the_functions():
+    # computed in `decimal`: pinned, so a Python that computed other digits fails here
+    digests = {name: hashlib.sha256(np.array(table(name), "<i8").tobytes()).hexdigest()[:16]
+               for name in ("sigmoid", "tanh")}
+    assert digests == {"sigmoid": "238b13fcfda4e2c7", "tanh": "5b133f24399f619d"}
+    decoder = ExactDecoder(ResidualGRUCodec(CodecConfig(width=0.125)))
+    x = torch.arange(-20 * 2 ** 12, 20 * 2 ** 12, dtype=torch.float64) / 2 ** 12  # on the activation grid
+    for name, f in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
+        y = decoder.lookup(name, x)
+        assert on_grid(y, ACTIVATION_BITS)
+        # interpolation (6e-6 for tanh) and two roundings to the grid (7.6e-6 each)
+        assert (y - f(x)).abs().max().item() < 1.5 * 2.0 ** -ACTIVATION_BITS
+
+
+def test_an_exact_convolution_does_not_depend_on_the_order_of_its_sums():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 40, 3, 1, 1)
+    exact = ExactConv(conv, ACTIVATION_BITS, 64.0)
+    assert exact.weight_bits == 24 and on_grid(exact.weight, 24)
+    x = torch.floor(torch.rand(3, 24, 20, 20, dtype=torch.float64) * 2 ** 23 - 2 ** 22) * 2.0 ** -ACTIVATION_BITS
+    y = exact(x)
+    assert on_grid(y, ACTIVATION_BITS)
+    # the same sums in another order: channels permuted, and as one matrix product
+    order = torch.randperm(24)
+    permuted = exact.weight[:, order]
+    y_permuted = F.conv2d(x[:, order], permuted, exact.bias, 1, 1)
+    assert torch.equal(torch.floor(y_permuted * 2 ** 16 + 0.5) / 2 ** 16, y)
+    columns = F.unfold(x, 3, padding=1)  # (N, 24 * 9, 400)
+    y_matmul = (exact.weight.flatten(1) @ columns + exact.bias[:, None]).view(3, 40, 20, 20)
+    assert torch.equal(torch.floor(y_matmul * 2 ** 16 + 0.5) / 2 ** 16, y)
+    # and batch by batch, on fewer threads
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(torch.cat([exact(x[i:i + 1]) for i in range(3)]), y)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_weights_too_large_for_exact_sums_are_refused():
+    conv = torch.nn.Conv2d(8, 8, 3, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1e9)
+    with pytest.raises(ValueError, match="too large for exact decoding"):
+        ExactConv(conv, ACTIVATION_BITS, 64.0)
+
+
+@pytest.fixture(scope="module")
+def shipped(default_weights):
+    return Codec.load(default_weights, precision="fp32")
+
+
+def test_exact_decoding_is_the_same_alone_in_a_batch_on_one_thread_and_from_a_bf16_codec(shipped, default_weights):
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    other, _ = read_image(DATA / "kodim05_crop192.png")
+    blob, other_blob = (shipped.encode(im, iterations=3, measure=False).blob for im in (image, other))
+    alone = shipped.decode(blob)
+    assert np.array_equal(shipped.decode_many([other_blob, blob])[1], alone)  # tiles of one shape: one batch
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert np.array_equal(shipped.decode(blob), alone)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(Codec.load(default_weights, precision="bf16").decode(blob), alone)
+
+
+def test_exact_decoding_is_within_float_noise_of_the_float_decoder(shipped, default_weights):
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    encoded = shipped.encode(image, iterations=6)
+    floating = Codec.load(default_weights, precision="fp32", decoding="float")
+    assert floating.decoding == "float" and shipped.decoding == "exact"
+    for depth in (1, 3, 6):
+        exact, approximate = shipped.decode(encoded.blob, depth), floating.decode(encoded.blob, depth)
+        assert np.abs(exact.astype(int) - approximate).max() <= 1
+        assert (exact != approximate).mean() < 0.01
+        # the encoder runs the exact decoder in its loop: it measured what decoding returns
+        assert msssim_many(image, [exact])[0] == pytest.approx(encoded.msssim[depth - 1], abs=1e-6)
+        assert np.array_equal(exact, encoded_reconstruction(shipped, image, depth))
+        assert np.array_equal(approximate, encoded_reconstruction(floating, image, depth))
+
+
+def encoded_reconstruction(codec, image, depth):
+    return codec.encode(image, iterations=depth, keep_reconstructions=True).reconstructions[-1]
+
+
+def test_the_model_switches_decoding_and_keeps_the_callers_model_float(default_weights):
+    model = ResidualGRUCodec(CodecConfig(width=0.125))
+    codec = Codec(model, "m")
+    assert codec.decoding == "exact" and codec.model is not model and model.exact is None
+    assert model.set_decoding("exact").decoding == "exact" and model.set_decoding("float").exact is None
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        model.set_decoding("fast")
+    from rgbatch.options import OptionError
+    with pytest.raises(OptionError, match="decoding must be one of"):
+        Codec(model, "m", decoding="fast")
+    codes = torch.where(torch.rand(2, 1, 32, 2, 2) < 0.5, 1.0, -1.0)
+    wide = copy.deepcopy(model).set_decoding("exact").to("cpu")
+    assert wide.decode(codes).dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent machine)")
+def test_exact_decoding_on_a_gpu_gives_the_cpus_pixels(shipped, default_weights):
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    blob = shipped.encode(image, iterations=4, measure=False).blob
+    assert np.array_equal(Codec.load(default_weights, device="cuda").decode(blob), shipped.decode(blob))
