@@ -5,7 +5,8 @@
     python benchmarks/throughput.py --weights rgbatch/models/default.safetensors   # + its entropy coder
 
 Times the `Codec` API as users call it (tiling, network, bit packing with the raw coder) on
-one random SIZE x SIZE image, best of --repeats after a warm-up; encode to depth k runs k
+one random SIZE x SIZE image, best of --repeats after a warm-up, with the decoder in each of
+--decodings (exact, the default since session 18, or float: rgbatch.exact); encode to depth k runs k
 iterations of encoder and decoder, decode from depth k runs k iterations of the decoder.
 Random weights (the speed of the network does not depend on their values), or with
 --weights a shipped model and its own coder (the context coder runs on the CPU whatever
@@ -32,10 +33,11 @@ from rgbatch.model import CodecConfig, ResidualGRUCodec, flops_per_pixel, parame
 from rgbatch.weights import load_weights, model_id, stored_tensors
 
 
-def random_codec(width: float, device: str, precision: str) -> Codec:
+def random_codec(width: float, device: str, precision: str, decoding: str) -> Codec:
     torch.manual_seed(0)
     model = ResidualGRUCodec(CodecConfig(width=width))
-    return Codec(model, model_id(model.cfg, stored_tensors(model)), device=device, precision=precision)
+    return Codec(model, model_id(model.cfg, stored_tensors(model)), device=device, precision=precision,
+                 decoding=decoding)
 
 
 CLOCK = time.perf_counter  # --clock cpu: the calling thread's CPU time (one torch thread, a shared CPU)
@@ -92,6 +94,8 @@ def main():
     parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--decodings", nargs="+", default=["exact"], choices=["exact", "float"],
+                        help="the decoder's arithmetic, in decoding and in the encoder's loop (rgbatch.exact)")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512: one default tile)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -134,20 +138,20 @@ def main():
     speed = Table(title=f"throughput on {args.device} ({torch.get_num_threads()} torch threads, "
                         f"{os.cpu_count()} CPUs), one {args.size}x{args.size} image, best of {args.repeats}",
                   title_justify="left")
-    for column in ("width", "precision", "depth", "encode MP/s", "decode MP/s", "encode GFLOP/s", "decode GFLOP/s",
+    for column in ("width", "precision", "decoding", "depth", "encode MP/s", "decode MP/s", "encode GFLOP/s", "decode GFLOP/s",
                    "% of matmul peak (enc / dec)"):
         speed.add_column(column, justify="right")
     for width in args.widths:
-        for precision in args.precisions:
-            codec = (Codec(*stored, device=args.device, precision=precision) if stored
-                     else random_codec(width, args.device, precision))
+        for precision, decoding in ((p, d) for p in args.precisions for d in args.decodings):
+            codec = (Codec(*stored, device=args.device, precision=precision, decoding=decoding) if stored
+                     else random_codec(width, args.device, precision, decoding))
             for row in measure(codec, image, args.depths, args.repeats):
-                speed.add_row(f"{width:g}", precision, str(row["depth"]), f"{row['encode_mp_s']:.4f}",
+                speed.add_row(f"{width:g}", precision, decoding, str(row["depth"]), f"{row['encode_mp_s']:.4f}",
                               f"{row['decode_mp_s']:.4f}", f"{row['encode_gflop_s']:.1f}",
                               f"{row['decode_gflop_s']:.1f}",
                               f"{100 * row['encode_gflop_s'] / peaks[precision]:.0f} / "
                               f"{100 * row['decode_gflop_s'] / peaks[precision]:.0f} %")
-            console.print(f"done: width {width:g} {precision}", style="dim")
+            console.print(f"done: width {width:g} {precision} {decoding}", style="dim")
     console.print(speed)
 
 

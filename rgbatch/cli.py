@@ -83,10 +83,12 @@ TRAINING_DATA = typer.Option(..., "--data", help="Folder of training images (nev
 TRAINED_WEIGHTS = typer.Argument(..., help="Weight file of the trained model.")
 PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
                                       "else fp32) | fp32 | bf16.")
-DECODING = typer.Option("exact", help="The decoder's arithmetic, in decoding and in the encoder's loop: exact "
-                                     "(integer arithmetic: the same pixels on every machine and device, the quality "
-                                     "recorded exactly; about 3x the float decoder's time on a CPU) | float (the "
-                                     "networks' precision: faster, pixels may differ by a level between machines).")
+DECODING = typer.Option("exact", help="The decoder's arithmetic: exact (integer arithmetic in decoding, the same "
+                                     "pixels on every machine and device, about 3x the float decoder's time on a CPU; "
+                                     "the encoder's loop in float) | exact-loop (the encoder's loop exact too: it "
+                                     "records exactly the quality decoding returns; encoding 3-4x slower on a CPU) | "
+                                     "float (the networks' precision throughout: fastest, pixels may differ by a "
+                                     "level between machines).")
 SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
                                     "stream format and decoder, better quality at every depth (most at low depths), "
                                     "encoding 7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")

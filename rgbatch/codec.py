@@ -15,11 +15,13 @@ decodes to, and what the encoder measures, is the network's image refined; codes
 streams are the same with or without it. Tiles of one or many images run through the network in batches
 (`encode_many`, `decode_many`), so memory is bounded by the batch, not by the image.
 
-The decoder computes in exact arithmetic by default (`decoding="exact"`, rgbatch.exact), in
-decoding and in the encoder's own loop: the same pixels on every machine, device, thread count
-and batch, and the quality the encoder measures is exactly that of what any decoder returns.
-`decoding="float"` computes it in the networks' precision (bf16 where native): about 3x faster
-on a CPU, but the pixels may differ by a level from machine to machine.
+Decoding computes in exact arithmetic by default (`decoding="exact"`, rgbatch.exact): the same
+pixels on every machine, device, thread count and batch. The encoder's own loop, and so what it
+measures, computes in the networks' precision (bf16 where native), 3-4x faster on a CPU: its
+reconstructions are within a pixel level of the exact ones, its MS-SSIM within about 1e-5.
+`decoding="exact-loop"` runs the exact decoder in the encoder's loop too, so that it measures
+exactly what decoding returns; `decoding="float"` decodes in the networks' precision as well
+(faster, but the pixels may differ by a level from machine to machine).
 
 A codec may be called from several threads. The device stage of a call (the network, and the
 MS-SSIM of its reconstructions, measured on the same device) holds the codec's device, one call
@@ -63,7 +65,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # is bigger: big tiles (docs/TILING.md) run a few at a time, as many small ones did before
 BATCH_PIXELS = 8 * 512 * 512
 PRECISIONS = ("auto", "fp32", "bf16")
-DECODINGS = ("exact", "float")  # decoding's arithmetic: rgbatch.exact (the same pixels everywhere), or the networks'
+DECODINGS = ("exact", "exact-loop", "float")  # the decoder's arithmetic (rgbatch.model.ResidualGRUCodec.set_decoding)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -235,7 +237,8 @@ class Codec:
         """Encode HxWx3 uint8 images; with `measure`, MS-SSIM and PSNR at every depth.
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
-        `keep_reconstructions` returns them, exactly what `decode` gives at each depth;
+        `keep_reconstructions` returns them: exactly what `decode` gives at each depth with
+        `decoding` "exact-loop" or "float", within a pixel level of it with "exact" (the default);
         `keep_codes` returns the `Codes` the stream stores (to re-code them with another coder).
         `target` (`ratecontrol.Target`): each image keeps the depth its quality or size target
         asks for, and the encoder stops there: the stream and stats are those of the full
@@ -511,7 +514,8 @@ class Codec:
         have one more (its partial candidates), as a function: the decoder's state after `base`
         iterations (rgbatch.model.DecoderState) is computed at the first call and kept, per batch of
         `decode_codes`, so that each candidate costs one decoder iteration and gives what
-        `decode_codes([candidate])` gives (the same batches, the same operations). States are kept
+        `decode_codes([candidate])` gives in the encoder loop's arithmetic (the same batches, the
+        same operations; the exact decoder's image with `decoding="exact-loop"`). States are kept
         for at most RESUMED_PIXELS pixels of tiles; the batches beyond are decoded from scratch."""
         states = []
 
@@ -523,10 +527,10 @@ class Codec:
                     kept = 0
                     for keys, bits in self._code_batches([codes.cut(base)]):
                         kept += math.prod(bits.shape[1:2] + bits.shape[3:]) * self.model.cfg.block ** 2
-                        states.append(self.model.decode_from(bits) if kept <= RESUMED_PIXELS else None)
+                        states.append(self.model.decode_from(bits, loop=True) if kept <= RESUMED_PIXELS else None)
                 for (keys, bits), state in zip(self._code_batches([candidate]), states):
-                    x_hat = (self.model.decode_from(bits) if state is None
-                             else self.model.decode_from(bits[base:], state)).x_hat.clamp(-0.5, 0.5)
+                    x_hat = (self.model.decode_from(bits, loop=True) if state is None
+                             else self.model.decode_from(bits[base:], state, loop=True)).x_hat.clamp(-0.5, 0.5)
                     for (_, j), p in zip(keys, to_uint8(x_hat)):
                         paste(image, p, grid[j])
                 image = self._refined(image, candidate)

@@ -48,6 +48,7 @@ BOUND = 64.0  # |GRU outputs| <= 64 (clamped); gates, states and their products 
 TABLE_BITS = 7  # sigmoid and tanh tabulated at steps of 2**-7 ...
 TABLE_RANGE = {"sigmoid": 16, "tanh": 8}  # ... on [-R, R]; beyond, within 2**-17 of +-1 or 0
 EXACT_BITS = 52  # every sum a float64 computes stays an integer multiple of its grid below 2**52
+COLUMN_BYTES = 64 << 20  # a 3x3 convolution's im2col buffer, at most (ExactConv._banded)
 
 
 def grid(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -119,9 +120,28 @@ class ExactConv:
                 y.add_(self.bias[:, None])
             y = y.view(n, -1, height, width)
         else:
-            y = torch.ops.aten._convolution(x, self.weight, self.bias, self.stride, self.padding, (1, 1), False,
-                                            (0, 0), 1, False, True, False, False)
+            y = self._banded(x)
         return grid_(y, ACTIVATION_BITS)
+
+    def _conv(self, x, padding):
+        return torch.ops.aten._convolution(x, self.weight, self.bias, self.stride, padding, (1, 1), False,
+                                           (0, 0), 1, False, True, False, False)
+
+    def _banded(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution in bands of output rows: its im2col buffer (input channels x k x k
+        values per output pixel, in float64) holds at most COLUMN_BYTES at a time. The same sums."""
+        n, channels, height, width = x.shape
+        (k, _), (stride, _), (pad, _) = self.weight.shape[-2:], self.stride, self.padding
+        out_height, out_width = (height + 2 * pad - k) // stride + 1, (width + 2 * pad - k) // stride + 1
+        rows = max(1, COLUMN_BYTES // (n * channels * k * k * out_width * 8))
+        if rows >= out_height:
+            return self._conv(x, self.padding)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        y = x.new_empty(n, self.weight.shape[0], out_height, out_width)
+        for top in range(0, out_height, rows):
+            bottom = min(out_height, top + rows)
+            y[:, :, top:bottom] = self._conv(padded[:, :, top * stride:(bottom - 1) * stride + k], (0, 0))
+        return y
 
 
 class ExactGRU:
@@ -137,17 +157,19 @@ class ExactGRU:
         return self.input_conv, self.hidden_gates, self.hidden_candidate
 
     def __call__(self, x, h, lookup):
-        terms = self.input_conv(x).split(self.hidden_ch, dim=1)
-        x_update, x_reset, x_candidate = terms[:3]
+        # the input terms are temporaries: the gates' sums are made in them, in place
+        x_update, x_reset, x_candidate, *projection = self.input_conv(x).split(self.hidden_ch, dim=1)
         if h is None:
             h = product(lookup("sigmoid", x_update), lookup("tanh", x_candidate))
         else:
             h_update, h_reset = self.hidden_gates(h).chunk(2, dim=1)
-            update = lookup("sigmoid", x_update + h_update)
-            reset = lookup("sigmoid", x_reset + h_reset)
-            candidate = lookup("tanh", x_candidate + self.hidden_candidate(product(reset, h)))
-            h = h + product(update, candidate - h)
-        out = (h + terms[3]).clamp(-BOUND, BOUND) if self.residual else h
+            update = lookup("sigmoid", x_update.add_(h_update))
+            reset = lookup("sigmoid", x_reset.add_(h_reset))
+            del h_update, h_reset
+            candidate = lookup("tanh", x_candidate.add_(self.hidden_candidate(product(reset, h))))
+            del reset
+            h = h + product(update, candidate.sub_(h))
+        out = (h + projection[0]).clamp_(-BOUND, BOUND) if self.residual else h
         return out, h
 
 
@@ -185,13 +207,17 @@ class ExactDecoder:
         return [self.conv_in, *(c for gru in self.grus for c in gru.convs()), self.conv_out]
 
     def lookup(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """f(x) for x on the activation grid: the table read with linear interpolation."""
+        """f(x) for x on the activation grid (consumed: a temporary, overwritten), the table read
+        with linear interpolation."""
         values, steps, reach = self.tables[name], self.steps[name], TABLE_RANGE[name]
-        position = x.clamp(-reach, reach).add_(reach).mul_(2.0 ** TABLE_BITS)  # multiples of 2**(TABLE_BITS - 16)
-        index = position.floor().clamp_(max=len(values) - 2)
-        fraction = position.sub_(index)  # in [0, 1]
-        index = index.long()
-        return grid_(steps.take(index).mul_(fraction).add_(values.take(index)), ACTIVATION_BITS)
+        position = x.clamp_(-reach, reach).add_(reach).mul_(2.0 ** TABLE_BITS)  # multiples of 2**(TABLE_BITS - 16)
+        below = position.floor().clamp_(max=len(values) - 2)
+        fraction = position.sub_(below)  # in [0, 1]
+        index = below.long()
+        del below
+        y = steps.take(index).mul_(fraction)
+        del fraction
+        return grid_(y.add_(values.take(index)), ACTIVATION_BITS)
 
     @torch.inference_mode()
     def step(self, bits, t: int, hidden: list, x_hat):

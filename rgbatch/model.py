@@ -34,7 +34,8 @@ from .config import JsonConfig
 BLOCK = 16  # one code position per 16x16 pixel block
 ALIGN = 32  # the spatial size the network needs (its strides multiply to 16, d2s needs even)
 RECONSTRUCTIONS = ("one-shot", "additive", "scaled-additive")
-DECODINGS = ("float", "exact")
+# the decoder's arithmetic (`set_decoding`): in decoding / in the encoder's loop
+DECODINGS = ("exact", "exact-loop", "float")  # exact / float, exact / exact, float / float
 SEARCH_LR = 0.1  # Adam step of the bit search (of 0.1 and 0.3 on Kodak crops, 0.1 was better)
 
 
@@ -197,21 +198,25 @@ class ResidualGRUCodec(nn.Module):
         # passes channels-last tensors for bf16 autocast)
         self.net_dtype, self.net_layout = torch.float32, torch.preserve_format
         self.exact = None  # the decoder in exact arithmetic, where `set_decoding` asks for it
+        self.exact_loop = False  # the encoder's loop runs it too
 
     def set_decoding(self, decoding: str) -> "ResidualGRUCodec":
-        """How the decoder computes, in decoding as in the encoder's loop: "float" (in the
-        networks' precision, as training does) or "exact" (`rgbatch.exact`: integer arithmetic
-        on the weights, the same reconstruction on every machine). Set it before `set_precision`
-        lowers the weights to bfloat16; the exact decoder follows the model on `to`."""
+        """How the decoder computes: "exact" (`decode` / `decode_from` in `rgbatch.exact`'s
+        integer arithmetic, the same reconstruction on every machine; the encoder's own loop in
+        the networks' precision, 3-4x faster on a CPU), "exact-loop" (the encoder's loop exact
+        too: it measures exactly what `decode` returns) or "float" (both in the networks'
+        precision, as training does). Set it before `set_precision` lowers the weights to
+        bfloat16; the exact decoder follows the model on `to`."""
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
         from .exact import ExactDecoder
-        self.exact = ExactDecoder(self).to(self.log_gain.device) if decoding == "exact" else None
+        self.exact = None if decoding == "float" else ExactDecoder(self).to(self.log_gain.device)
+        self.exact_loop = decoding == "exact-loop"
         return self
 
     @property
     def decoding(self) -> str:
-        return "float" if self.exact is None else "exact"
+        return "float" if self.exact is None else "exact-loop" if self.exact_loop else "exact"
 
     def to(self, *args, **kwargs):
         super().to(*args, **kwargs)
@@ -253,7 +258,7 @@ class ResidualGRUCodec(nn.Module):
         bits = self.binarizer(features)
         if active is not None:
             bits = bits * self._net(active)
-        if self.exact is not None and not freeze:  # the decoder's exact arithmetic, in the encoder's loop
+        if self.exact_loop and not freeze:  # the decoder's exact arithmetic, in the encoder's loop
             x_hat, dec_state = self.exact.step(bits, t, dec_state, x_hat)
             return bits, x_hat, enc_state, dec_state
         update, dec_state = self.decoder(bits, dec_state)
@@ -323,7 +328,7 @@ class ResidualGRUCodec(nn.Module):
             better = candidate_loss < best_loss
             best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
             best_loss = torch.minimum(candidate_loss, best_loss)
-        if self.exact is not None:
+        if self.exact_loop:
             x_new, dec_state = self.exact.step(best, t, dec_state, x_hat)
         else:
             x_new, dec_state = decoded(best)
@@ -342,8 +347,8 @@ class ResidualGRUCodec(nn.Module):
 
         `on_iteration(t, x_hat)` sees each reconstruction, which the encoder computes anyway,
         so that per-iteration quality costs nothing extra. The encoder clamps nothing: it
-        must reproduce exactly what `decode` computes (in the same arithmetic, `set_decoding`),
-        and `decode` clamps only its output.
+        must reproduce exactly what `decode` computes (in the same arithmetic: float, or
+        "exact-loop", `set_decoding`), and `decode` clamps only its output.
         `search_steps` > 0 chooses the bits by search against `search_loss(x, x_hat)` per
         image (default mean L1; `_search_step`).
         """
@@ -372,13 +377,14 @@ class ResidualGRUCodec(nn.Module):
         return self.decode_from(codes[:iterations]).x_hat.clamp(-0.5, 0.5)
 
     @torch.inference_mode()
-    def decode_from(self, codes, state: DecoderState | None = None) -> DecoderState:
+    def decode_from(self, codes, state: DecoderState | None = None, loop: bool = False) -> DecoderState:
         """`decode` resumed: the decoder over `codes` (T, N, bits, H/16, W/16), the iterations
         after those `state` holds (None: from the first), returning the state after them, its
         reconstruction before clamping. A state may be resumed from many times (the GRUs make
-        new tensors); the same codes give the same values as `decode` in one go."""
+        new tensors); the same codes give the same values as `decode` in one go. `loop`: in the
+        encoder's loop's arithmetic (`set_decoding`), as the encoder measures."""
         state = state or self._first_state()
-        for state in self._decoding(codes, state):
+        for state in self._decoding(codes, state, exact=self.exact is not None and (self.exact_loop or not loop)):
             pass
         return state  # no codes: the state given
 
@@ -390,11 +396,12 @@ class ResidualGRUCodec(nn.Module):
     def _first_state(self) -> DecoderState:
         return DecoderState(None, self._blank_state()[1], 0)
 
-    def _decoding(self, codes, state: DecoderState):
+    def _decoding(self, codes, state: DecoderState, exact: bool | None = None):
         """The decoder's loop: yields the state after each iteration of `codes` from `state`."""
         x_hat, hidden, start = state
+        exact = self.exact is not None if exact is None else exact
         for t, bits in enumerate(codes, start):
-            if self.exact is not None:
+            if exact:
                 x_hat, hidden = self.exact.step(bits, t, hidden, x_hat)
             else:
                 update, hidden = self.decoder(self._net(bits), hidden)

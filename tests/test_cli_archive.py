@@ -42,9 +42,11 @@ def run(*args):
 
 
 def archive_images(folder, archive, weights, iterations=3, measure=True):
-    """An archive written without Ray, by the same worker code the pipeline runs on actors."""
+    """An archive written without Ray, by the same worker code the pipeline runs on actors, with
+    the exact decoder in the encoder's loop: it records the quality `verify` re-measures, exactly."""
     _, found = expand_sources([str(folder)])
-    options = CompressOptions(iterations=iterations, tile_size=32, batch_size=4, coder="raw", measure=measure)
+    options = CompressOptions(iterations=iterations, tile_size=32, batch_size=4, coder="raw", measure=measure,
+                              decoding="exact-loop")
     worker = EncodeWorker(str(weights), "cpu", options)
     with PartWriter(archive, worker.model_id()) as writer:
         for source in found:
@@ -604,7 +606,8 @@ def test_compress_resample_then_restore_returns_full_size_images(ray_cluster, ti
 
 def test_compress_partial_then_restore_returns_the_measured_image(ray_cluster, default_weights, tmp_path):
     """A partial last iteration, the default with a target (no flag): a row may end with a partial
-    last chunk; restore gives the image whose MS-SSIM the manifest records."""
+    last chunk; restore gives the image whose MS-SSIM the manifest records (exactly, with the exact
+    decoder in the encoder's loop)."""
     from rgbatch import bitstream
     from rgbatch.imageio import read_image
     from rgbatch.metrics import msssim_many
@@ -615,7 +618,7 @@ def test_compress_partial_then_restore_returns_the_measured_image(ray_cluster, d
     assert run("compress", tmp_path / "src", "--out", tmp_path / "x", "--target-msssim", "0.9", "--partial",
                "--coder", "raw").exit_code == 2
     result = run("compress", tmp_path / "src", "--out", tmp_path / "archive", "--target-msssim", "0.94",
-                 "--tile-size", "128", "--address", ray_cluster.address, "--json")
+                 "--tile-size", "128", "--decoding", "exact-loop", "--address", ray_cluster.address, "--json")
     assert result.exit_code == 0, result.output
     row = current(tmp_path / "archive")["a.png"]
     header = bitstream.read_header(row["blob"])

@@ -13,7 +13,7 @@ from conftest import smooth_image
 
 @pytest.fixture(scope="module")
 def codec(tiny_weights):
-    return Codec.load(tiny_weights, tile_size=64, batch_size=4)
+    return Codec.load(tiny_weights, tile_size=64, batch_size=4, decoding="exact-loop")  # it measures what decodes
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 300), (3, 70), (100, 130), (64, 64)])
@@ -38,7 +38,9 @@ def test_rate_is_32_bits_per_16x16_block_plus_the_header(codec, rng):
 def test_decoding_at_depth_k_equals_the_encoders_kth_reconstruction(tiny_weights, rng, precision, search_steps):
     from rgbatch.metrics import msssim, psnr
 
-    codec = Codec.load(tiny_weights, tile_size=64, batch_size=1, precision=precision, search_steps=search_steps)
+    # the exact decoder in the encoder's loop (with the search too): it sees what decoding returns
+    codec = Codec.load(tiny_weights, tile_size=64, batch_size=1, precision=precision, search_steps=search_steps,
+                       decoding="exact-loop")
     image = smooth_image(rng, 80, 100)
     encoded = codec.encode(image, iterations=4, keep_reconstructions=True)
     for k in range(1, 5):

@@ -14,7 +14,7 @@ from conftest import smooth_image
 
 @pytest.fixture(scope="module")
 def codec(tiny_weights):
-    return Codec.load(tiny_weights, device="cpu", tile_size=64, batch_size=3)
+    return Codec.load(tiny_weights, device="cpu", tile_size=64, batch_size=3, decoding="exact-loop")
 
 
 def test_the_stages_compose_to_encode_and_decode(codec, rng):

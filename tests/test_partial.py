@@ -20,7 +20,8 @@ from test_refine import refined_weights  # noqa: F401 (a fixture: random weights
 
 @pytest.fixture(scope="module")
 def codec(default_weights):
-    return Codec.load(default_weights, precision="fp32", tile_size=128)  # 4 tiles of a 192 px crop
+    # 4 tiles of a 192 px crop; the float decoder, the encoder loop's arithmetic (test_exact.py: exact)
+    return Codec.load(default_weights, precision="fp32", tile_size=128, decoding="float")
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +92,9 @@ def test_candidates_decoded_from_the_kept_state_are_what_decoding_their_streams_
 
     # 9 tiles of 64 px in batches of 2 (of the 4 full tiles, the 2 + 2 edge tiles, the corner); states kept
     # for 4 tiles' pixels only (the first 2 batches), the others decoded from scratch
+    # the codes alone: any coder; the exact decoder in the encoder's loop, so in the candidates' too
     tiled = Codec.load(default_weights if weights == "shipped" else refined_weights, precision=precision,
-                       tile_size=64, batch_size=2, coder="raw")  # the codes alone: any coder
+                       tile_size=64, batch_size=2, coder="raw", decoding="exact-loop")
     assert (tiled.refiner is not None) == (weights == "refined")
     monkeypatch.setattr(codec_module, "RESUMED_PIXELS", 4 * 64 * 64)
     for scale in (0, 1):
@@ -106,7 +108,7 @@ def test_candidates_decoded_from_the_kept_state_are_what_decoding_their_streams_
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_tiled_partial_streams_decode_to_what_was_measured_with_resample_auto(default_weights, image, precision):
-    tiled = Codec.load(default_weights, precision=precision, tile_size=64, batch_size=3)
+    tiled = Codec.load(default_weights, precision=precision, tile_size=64, batch_size=3, decoding="float")
     for goal in (Target(msssim=0.95), Target(bpp=0.4)):
         enc = tiled.encode(image, 16, target=goal, resample="auto", partial=True, keep_reconstructions=True)
         assert np.array_equal(tiled.decode(enc.blob), enc.reconstructions[-1]), goal

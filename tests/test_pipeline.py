@@ -36,8 +36,8 @@ def all_rows(archive) -> int:
 
 
 def test_encode_worker_rows_and_a_bad_image_fails_alone(tiny_weights, rng):
-    options = CompressOptions(iterations=3, tile_size=32, batch_size=4, coder="raw")
-    worker = EncodeWorker(str(tiny_weights), "cpu", options)
+    options = CompressOptions(iterations=3, tile_size=32, batch_size=4, coder="raw", decoding="exact-loop")
+    worker = EncodeWorker(str(tiny_weights), "cpu", options)  # measuring what the (exact) decoder returns
     image = smooth_image(rng, 40, 48)
     infos = [Row(p, f"/src/{p}", source_hash="h", source_bytes=1, width=w, height=h, mode="RGB", read_seconds=0.0)
              for p, w, h in (("a", 48, 40), ("b", 0, 0))]
@@ -83,18 +83,18 @@ def test_an_encoder_running_two_calls_at_once_answers_each_as_alone(tiny_weights
 def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tmp_path, rng):
     source, archive = tmp_path / "photos", tmp_path / "archive"
     write_images(source, rng, ["a.png", "b.png", "sub/c.png"])
-    first = compress([str(source)], str(archive), options(tiny_weights))
+    first = compress([str(source)], str(archive), options(tiny_weights, decoding="exact-loop"))
     assert (first.ok, first.failed, first.skipped) == (3, 0, 0) and len(first.parts) == 1
     table = Archive(archive).table()
     assert table["path"].to_pylist() == ["a.png", "b.png", "sub/c.png"]
     assert set(table["status"].to_pylist()) == {"ok"} and set(table["iterations"].to_pylist()) == {2}
 
-    # the recorded stats are the decoder's truth
+    # the recorded stats are the decoder's truth (the exact decoder in the encoder's loop)
     row = next(Archive(archive).rows(paths={"sub/c.png"}))
     decoded = Codec.load(tiny_weights, device="cpu").decode(row.blob)
     assert msssim(np.asarray(Image.open(source / "sub/c.png")), decoded) == pytest.approx(row.msssim[-1], abs=1e-6)
 
-    again = compress([str(source)], str(archive), options(tiny_weights))
+    again = compress([str(source)], str(archive), options(tiny_weights, decoding="exact-loop"))
     assert (again.ok, again.skipped, again.parts) == (0, 3, [])  # nothing redone, nothing written
 
     write_images(source, rng, ["b.png", "d.png"])  # b changes, d is new

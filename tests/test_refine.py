@@ -100,9 +100,11 @@ def test_the_codec_measures_and_decodes_the_refined_images(refined_weights, rng,
 
     monkeypatch.setattr(refine, "BAND_ROWS", 32)  # several bands, tile rows of 64
     image = rng.integers(0, 256, (150, 90, 3), dtype=np.uint8)
-    # one tile a batch: the network's float sums then do not depend on how tiles are batched
-    codec = Codec.load(refined_weights, tile_size=64, batch_size=1, precision=precision)
-    plain = Codec.load(refined_weights, tile_size=64, batch_size=1, precision=precision, refine=False)
+    # one tile a batch: the refiner's float sums then do not depend on how tiles are batched; the
+    # exact decoder in the encoder's loop, so that it measures the decoder's images
+    codec = Codec.load(refined_weights, tile_size=64, batch_size=1, precision=precision, decoding="exact-loop")
+    plain = Codec.load(refined_weights, tile_size=64, batch_size=1, precision=precision, refine=False,
+                       decoding="exact-loop")
     assert codec.refiner is not None and plain.refiner is None
     encoded = codec.encode(image, iterations=3, keep_reconstructions=True)
     network = plain.encode(image, iterations=3, keep_reconstructions=True)
@@ -183,7 +185,7 @@ def test_a_resampled_stream_is_refined_at_its_coded_size_then_scaled_up(refined_
 
     monkeypatch.setattr(refine, "BAND_ROWS", 32)
     image = rng.integers(0, 256, (150, 90, 3), dtype=np.uint8)
-    codec = Codec.load(refined_weights, tile_size=64, batch_size=1, precision="fp32")
+    codec = Codec.load(refined_weights, tile_size=64, batch_size=1, precision="fp32", decoding="exact-loop")
     encoded = codec.encode(image, iterations=2, keep_reconstructions=True, keep_codes=True, resample="0.5")
     assert encoded.scale == 2
     small = codec.decode_codes([replace(encoded.codes, width=45, height=75, scale=0)])[0]  # refined, 45 x 75
