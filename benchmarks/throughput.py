@@ -6,7 +6,7 @@
 
 Times the `Codec` API as users call it (tiling, network, bit packing with the raw coder) on
 one random SIZE x SIZE image, best of --repeats after a warm-up, with the decoder in each of
---decodings (exact, the default since session 18, or float: rgbatch.exact); encode to depth k runs k
+--decodings (exact, the default since session 18, exact-loop or float: rgbatch.exact); encode to depth k runs k
 iterations of encoder and decoder, decode from depth k runs k iterations of the decoder.
 Random weights (the speed of the network does not depend on their values), or with
 --weights a shipped model and its own coder (the context coder runs on the CPU whatever
@@ -94,7 +94,7 @@ def main():
     parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--decodings", nargs="+", default=["exact"], choices=["exact", "float"],
+    parser.add_argument("--decodings", nargs="+", default=["exact"], choices=["exact", "exact-loop", "float"],
                         help="the decoder's arithmetic, in decoding and in the encoder's loop (rgbatch.exact)")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512: one default tile)")
     parser.add_argument("--repeats", type=int, default=1)

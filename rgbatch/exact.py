@@ -23,9 +23,10 @@ float decoder, with no retraining:
 - the per-iteration gain divides as a multiplication by 1 / gain rounded to 2**-24, also from
   `decimal`.
 
-The encoder uses this decoder too (`ResidualGRUCodec.set_decoding`), so the reconstruction it
-measures (the manifest's MS-SSIM) is the one every decoder returns. It costs float64: about
-1.9x the time of float32 convolutions on a CPU (docs/FORMAT.md, "Exact decoding").
+Decoding uses it by default (`ResidualGRUCodec.set_decoding`); with "exact-loop" the encoder's
+loop uses it too, so that the reconstruction it measures (the manifest's MS-SSIM) is the one
+every decoder returns. It costs float64: decoding takes 3.2-3.6x the float32 decoder's time on
+a CPU (docs/FORMAT.md, "Exact decoding").
 
     exact = ExactDecoder(model)            # from a float ResidualGRUCodec
     x_hat, hidden = exact.step(bits, t, hidden, x_hat)
