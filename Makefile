@@ -136,8 +136,10 @@ gpu-session: gpu-site
 	cp runs/$(GPU_RUN)-mean.safetensors $(OUT)/
 
 # Issue 18's speed figures on the lent machine (carry .whl and .pack/kodak16-codes.npz, made by
-# make gpu-bench-kit): the encode workers of one GPU, then the coder alone across 1 and 4 cores
+# make gpu-bench-kit): the encode workers of one GPU, then the coder alone across 1 and 4 cores;
+# first, exact decoding's bytes on the GPU against the CPU's (since session 18)
 gpu-bench: gpu-site
+	$(GPU_PYTHON) benchmarks/exact_devices.py
 	$(GPU_PYTHON) benchmarks/gpu_worker.py
 	$(GPU_PYTHON) benchmarks/coder_speed.py --codes .pack/kodak16-codes.npz --depths 16 --workers 4 --no-reference
 

@@ -129,6 +129,18 @@ def test_the_model_switches_decoding_and_keeps_the_callers_model_float(default_w
     assert wide.decode(codes).dtype == torch.float64
 
 
+def test_the_device_benchmark_finds_the_same_bytes_on_one_thread_and_two():
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "exact_devices.py"
+    done = subprocess.run([sys.executable, str(script), "--devices", "cpu", "cpu", "--threads", "1", "--depths", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exact decoding gave the same bytes on both" in done.stdout
+    assert done.stdout.count("exact kodim") == 2 and "exact kodim05_crop192.png depth  1: same bytes" in done.stdout
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent machine)")
 def test_exact_decoding_on_a_gpu_gives_the_cpus_pixels(shipped, default_weights):
     image, _ = read_image(DATA / "kodim23_crop192.png")
