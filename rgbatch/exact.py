@@ -188,11 +188,12 @@ class ExactDecoder:
         bounds = [self.in_bound] + [BOUND] * 3
         self.grus = [ExactGRU(gru, ACTIVATION_BITS, bound) for gru, bound in zip(decoder.grus, bounds)]
         self.conv_out = ExactConv(decoder.conv_out, ACTIVATION_BITS, BOUND)
-        if self.conv_out.bound >= 2 ** (EXACT_BITS - ACTIVATION_BITS - OUTPUT_BITS):  # x 1/gain, exactly
-            raise ValueError(f"decoder outputs too large for exact decoding (up to {self.conv_out.bound:.3g})")
         self.additive = cfg.reconstruction != "one-shot"
         gains = model.log_gain.detach().tolist() if cfg.reconstruction == "scaled-additive" else [0.0] * len(model.log_gain)
         self.inverse_gains = [inverse_gain(g) for g in gains]
+        largest = self.conv_out.bound * max(self.inverse_gains)  # an update, x 1/gain exactly
+        if largest >= 2 ** (EXACT_BITS - ACTIVATION_BITS - OUTPUT_BITS):
+            raise ValueError(f"decoder outputs too large for exact decoding (up to {largest:.3g})")
         self.tables = {name: torch.tensor(table(name), dtype=torch.float64) * 2.0 ** -ACTIVATION_BITS
                        for name in TABLE_RANGE}
         self.steps = {name: t.diff() for name, t in self.tables.items()}  # to the next entry (exact)

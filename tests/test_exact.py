@@ -67,6 +67,11 @@ def test_weights_too_large_for_exact_sums_are_refused():
         conv.weight.fill_(1e9)
     with pytest.raises(ValueError, match="too large for exact decoding"):
         ExactConv(conv, ACTIVATION_BITS, 64.0)
+    model = ResidualGRUCodec(CodecConfig(width=0.125))
+    with torch.no_grad():
+        model.log_gain.fill_(-20.0)  # updates scaled up e^20 times: their products would not be exact
+    with pytest.raises(ValueError, match="decoder outputs too large for exact decoding"):
+        ExactDecoder(model)
 
 
 @pytest.fixture(scope="module")
