@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/exact_quality.py --images 4
 
-Encodes the first N images of Kodak and of photos/val (a centre crop of 768 px of each photo, so
-that every image is one tile and the run fits a CPU) with the shipped model to depth 16 (fp32,
+Encodes the first N images of Kodak and of photos/val (whole: one tile each up to 2 MP; a bigger
+image's centre crop of 768 px, so that it is one tile too) with the shipped model to depth 16 (fp32,
 the encoder's loop in float: the default), decodes each depth with the exact decoder and with
 the float one (rgbatch.exact), and prints per image the largest MS-SSIM difference over the
 depths and per set the BD-rate (MS-SSIM in dB) of the exact decoder's mean curve against the
