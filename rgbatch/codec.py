@@ -51,7 +51,7 @@ from .entropy import CODERS, EntropyError, get_coder
 from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
-from .model import l1_loss
+from .model import DECODINGS, l1_loss
 from .ratecontrol import Target, candidate_target, check_measured, choose_candidate, choose_depth
 from .options import OptionError, check_choice, check_range
 from .refine import BandRefiner, load_refiner, refine_image
@@ -65,7 +65,6 @@ DEVICES = ("auto", "cpu", "cuda")
 # is bigger: big tiles (docs/TILING.md) run a few at a time, as many small ones did before
 BATCH_PIXELS = 8 * 512 * 512
 PRECISIONS = ("auto", "fp32", "bf16")
-DECODINGS = ("exact", "exact-loop", "float")  # the decoder's arithmetic (rgbatch.model.ResidualGRUCodec.set_decoding)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -160,9 +159,10 @@ class Codec:
         # decoding's arithmetic (rgbatch.exact; an architecture without `set_decoding` decodes in float)
         self.decoding = decoding if hasattr(model, "set_decoding") else "float"
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        if model.net_dtype != dtype or getattr(model, "decoding", "float") != self.decoding:
+        redecode = getattr(model, "decoding", "float") != self.decoding
+        if model.net_dtype != dtype or redecode:
             model = copy.deepcopy(model)  # a copy: the caller's model (often shared) stays as it is
-            if self.decoding != getattr(model, "decoding", "float"):
+            if redecode:
                 model.set_decoding(self.decoding)  # from the float32 weights, before bf16 lowers them
             model.set_precision(dtype)
         self.model = model.eval().to(self.device)

@@ -111,9 +111,6 @@ class ExactConv:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # cuDNN may pick FFT or Winograd algorithms, whose transforms are not exact: the native
-        # convolution (im2col and a float64 GEMM) only multiplies and adds. Asked per call, not by
-        # torch.backends.cudnn.flags, which would switch cuDNN off for every thread of the process.
         if self.pointwise:  # a matrix product per image, faster than the im2col convolution
             n, _, height, width = x.shape
             y = torch.matmul(self.weight.flatten(1), x.flatten(2))
@@ -125,6 +122,9 @@ class ExactConv:
         return grid_(y, ACTIVATION_BITS)
 
     def _conv(self, x, padding):
+        # cuDNN may pick FFT or Winograd algorithms, whose transforms are not exact: the native
+        # convolution (im2col and a float64 GEMM) only multiplies and adds. Asked per call, not by
+        # torch.backends.cudnn.flags, which would switch cuDNN off for every thread of the process.
         return torch.ops.aten._convolution(x, self.weight, self.bias, self.stride, padding, (1, 1), False,
                                            (0, 0), 1, False, True, False, False)
 

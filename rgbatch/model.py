@@ -246,7 +246,7 @@ class ResidualGRUCodec(nn.Module):
 
     def _step(self, residual, t, enc_state, dec_state, x_hat, active=None, freeze: bool = False):
         """One iteration: code the residual, decode the bits. Returns the bits and the
-        reconstruction after them (`x_hat`: the one before), with the decoder's arithmetic
+        reconstruction after them (`x_hat`: the one before), in the encoder loop's arithmetic
         (`set_decoding`; `freeze` computes in float).
 
         `active` (N, 1, H/16, W/16) of 0/1, optional: blocks that still send bits. A stopped
@@ -384,7 +384,7 @@ class ResidualGRUCodec(nn.Module):
         new tensors); the same codes give the same values as `decode` in one go. `loop`: in the
         encoder's loop's arithmetic (`set_decoding`), as the encoder measures."""
         state = state or self._first_state()
-        for state in self._decoding(codes, state, exact=self.exact is not None and (self.exact_loop or not loop)):
+        for state in self._decoding(codes, state, loop):
             pass
         return state  # no codes: the state given
 
@@ -396,10 +396,11 @@ class ResidualGRUCodec(nn.Module):
     def _first_state(self) -> DecoderState:
         return DecoderState(None, self._blank_state()[1], 0)
 
-    def _decoding(self, codes, state: DecoderState, exact: bool | None = None):
-        """The decoder's loop: yields the state after each iteration of `codes` from `state`."""
+    def _decoding(self, codes, state: DecoderState, loop: bool = False):
+        """The decoder's loop: yields the state after each iteration of `codes` from `state`
+        (`loop`: in the encoder loop's arithmetic, `decode_from`)."""
         x_hat, hidden, start = state
-        exact = self.exact is not None if exact is None else exact
+        exact = self.exact is not None and (self.exact_loop or not loop)
         for t, bits in enumerate(codes, start):
             if exact:
                 x_hat, hidden = self.exact.step(bits, t, hidden, x_hat)
