@@ -19,14 +19,17 @@ float decoder, with no retraining:
 - sigmoid and tanh are tables of their values at steps of 2**-7, computed once with Python's
   `decimal` (software arithmetic: the same digits everywhere), read with linear interpolation
   in the same exact arithmetic (within 2.1e-5 of the function: 6e-6 of interpolation and
-  two roundings to the grid of 1.5e-5);
+  two roundings to the grid of 1.5e-5); the interpolated values at every point of the grid
+  are tabulated once, in integers (`fine_table`), so a lookup is one read;
 - the per-iteration gain divides as a multiplication by 1 / gain rounded to 2**-24, also from
   `decimal`.
 
 Decoding uses it by default (`ResidualGRUCodec.set_decoding`); with "exact-loop" the encoder's
 loop uses it too, so that the reconstruction it measures (the manifest's MS-SSIM) is the one
-every decoder returns. It costs float64: decoding takes 3.2-3.6x the float32 decoder's time on
-a CPU (docs/FORMAT.md, "Exact decoding").
+every decoder returns. Within a step the activations are held in units of their grid (the
+integers x * 2**16, in float64), so that a rounding is one floor; the convolutions are float64
+matrix products on bands of rows. It costs float64 all the same: decoding takes 2.1-3.0x the
+float32 decoder's time on a CPU (docs/FORMAT.md, "Exact decoding").
 
     exact = ExactDecoder(model)            # from a float ResidualGRUCodec
     x_hat, hidden = exact.step(bits, t, hidden, x_hat)
@@ -38,6 +41,7 @@ import decimal
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,7 +53,7 @@ BOUND = 64.0  # |GRU outputs| <= 64 (clamped); gates, states and their products 
 TABLE_BITS = 7  # sigmoid and tanh tabulated at steps of 2**-7 ...
 TABLE_RANGE = {"sigmoid": 16, "tanh": 8}  # ... on [-R, R]; beyond, within 2**-17 of +-1 or 0
 EXACT_BITS = 52  # every sum a float64 computes stays an integer multiple of its grid below 2**52
-COLUMN_BYTES = 64 << 20  # a 3x3 convolution's im2col buffer, at most (ExactConv._banded)
+COLUMN_BYTES = 8 << 20  # a 3x3 convolution's im2col buffer, at most (ExactConv.__call__)
 
 
 def grid(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -78,6 +82,20 @@ def table(name: str) -> list[int]:
     return values
 
 
+def fine_table(name: str) -> np.ndarray:
+    """`table` read with linear interpolation at every point of the activation grid in [-R, R]
+    and rounded back to it (half up), in units of the grid: entry j is f(j / 2**16 - R) * 2**16.
+    A lookup is then one read (2**17 R + 1 entries: 16 MiB for sigmoid, 8 for tanh, in float64)."""
+    coarse = np.array(table(name), dtype=np.int64)
+    shift = ACTIVATION_BITS - TABLE_BITS  # grid points between two entries: 2**shift
+    j = np.arange((TABLE_RANGE[name] << (ACTIVATION_BITS + 1)) + 1, dtype=np.int64)
+    below = np.minimum(j >> shift, len(coarse) - 2)
+    fraction = j - (below << shift)  # 0 .. 2**shift: the last entry is the end of the last step
+    steps = coarse[below + 1] - coarse[below]
+    values = coarse[below] + ((steps * fraction + (1 << (shift - 1))) >> shift)
+    return values
+
+
 def inverse_gain(log_gain: float) -> float:
     """1 / exp(log_gain) rounded to 2**-OUTPUT_BITS, in `decimal` (the same on every machine)."""
     with decimal.localcontext() as ctx:
@@ -89,64 +107,88 @@ def inverse_gain(log_gain: float) -> float:
 class ExactConv:
     """A convolution on the activation grid: weights rounded to 2**-S, bias to the products'
     grid, output rounded to 2**-ACTIVATION_BITS. S is the largest up to WEIGHT_BITS for which
-    sum |w| * in_bound + |b| stays below 2**52 on the products' grid."""
+    sum |w| * in_bound + |b| stays below 2**52 on the products' grid. Stride 1, 'same' padding
+    (the decoder's convolutions).
+
+    It computes in units of the grids (`ExactDecoder`): its input is x * 2**in_bits, its output
+    y * 2**ACTIVATION_BITS, integers held in float64."""
 
     def __init__(self, conv: nn.Conv2d, in_bits: int, in_bound: float):
+        k = conv.kernel_size[0]
+        if conv.kernel_size != (k, k) or conv.stride != (1, 1) or conv.padding != (k // 2, k // 2) \
+                or conv.dilation != (1, 1) or conv.groups != 1:
+            raise ValueError("exact decoding computes stride-1 convolutions with 'same' padding only")
         weight = conv.weight.detach().to(torch.float64)
         bias = None if conv.bias is None else conv.bias.detach().to(torch.float64)
         worst = (weight.abs().flatten(1).sum(1) * in_bound).max().item()
         worst += 0.0 if bias is None else bias.abs().max().item()
         self.bound = worst  # |outputs| <= this, before rounding
         self.weight_bits = min(WEIGHT_BITS, EXACT_BITS - in_bits - math.ceil(math.log2(worst + 1)))
-        if self.weight_bits < 8:
+        if self.weight_bits < 8 or self.weight_bits + in_bits <= ACTIVATION_BITS:
             raise ValueError(f"weights too large for exact decoding (sum |w| x |input| up to {worst:.3g})")
         self.weight = grid(weight, self.weight_bits)
         self.bias = None if bias is None else grid(bias, self.weight_bits + in_bits)
-        self.stride, self.padding = conv.stride, conv.padding
-        self.pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+        self.kernel, self.in_bits = k, in_bits
+        self._matrix()
+
+    def _matrix(self):
+        # one matrix per row of taps dy, its columns in `_columns`' order: taps dx, then channels;
+        # in units (outputs in 2**-16 for inputs in 2**-in_bits, exact: powers of two), the bias
+        # with the half of the rounding to the grid (floor(y + 1/2): `grid_`'s half up)
+        unit = 2.0 ** (ACTIVATION_BITS - self.in_bits)
+        self.matrices = [(self.weight[:, :, dy] * unit).permute(0, 2, 1).flatten(1).contiguous()
+                         for dy in range(self.kernel)]
+        bias = 0.5 if self.bias is None else self.bias * 2.0 ** ACTIVATION_BITS + 0.5
+        self.column_bias = torch.as_tensor(bias, dtype=torch.float64, device=self.weight.device).reshape(-1, 1)
 
     def to(self, device) -> "ExactConv":
         self.weight = self.weight.to(device)
         self.bias = None if self.bias is None else self.bias.to(device)
+        self._matrix()
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pointwise:  # a matrix product per image, faster than the im2col convolution
-            n, _, height, width = x.shape
-            y = torch.matmul(self.weight.flatten(1), x.flatten(2))
-            if self.bias is not None:
-                y.add_(self.bias[:, None])
-            y = y.view(n, -1, height, width)
-        else:
-            y = self._banded(x)
-        return grid_(y, ACTIVATION_BITS)
-
-    def _conv(self, x, padding):
-        # cuDNN may pick FFT or Winograd algorithms, whose transforms are not exact: the native
-        # convolution (im2col and a float64 GEMM) only multiplies and adds. Asked per call, not by
-        # torch.backends.cudnn.flags, which would switch cuDNN off for every thread of the process.
-        return torch.ops.aten._convolution(x, self.weight, self.bias, self.stride, padding, (1, 1), False,
-                                           (0, 0), 1, False, True, False, False)
-
-    def _banded(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution in bands of output rows: its im2col buffer (input channels x k x k
-        values per output pixel, in float64) holds at most COLUMN_BYTES at a time. The same sums."""
+        """Float64 matrix products on an im2col of the horizontal taps, one per row of taps,
+        image by image and in bands of output rows: a band's columns (k x input channels values
+        per pixel and row) hold at most COLUMN_BYTES, and the products add straight into the
+        output. (cuDNN's convolutions may use FFT or Winograd transforms, which are not exact:
+        this only multiplies and adds.)"""
         n, channels, height, width = x.shape
-        (k, _), (stride, _), (pad, _) = self.weight.shape[-2:], self.stride, self.padding
-        out_height, out_width = (height + 2 * pad - k) // stride + 1, (width + 2 * pad - k) // stride + 1
-        rows = max(1, COLUMN_BYTES // (n * channels * k * k * out_width * 8))
-        if rows >= out_height:
-            return self._conv(x, self.padding)
-        padded = F.pad(x, (pad, pad, pad, pad))
-        y = x.new_empty(n, self.weight.shape[0], out_height, out_width)
-        for top in range(0, out_height, rows):
-            bottom = min(out_height, top + rows)
-            y[:, :, top:bottom] = self._conv(padded[:, :, top * stride:(bottom - 1) * stride + k], (0, 0))
-        return y
+        k, outputs = self.kernel, self.matrices[0].shape[0]
+        y = x.new_empty(n, outputs, height, width)
+        rows = height if k == 1 else max(1, COLUMN_BYTES // (k * channels * width * 8) - k + 1)
+        for i in range(n):
+            for top in range(0, height, rows):
+                bottom = min(height, top + rows)
+                out = y[i, :, top:bottom].view(outputs, -1)
+                columns = self._columns(x[i], top, bottom)  # (k * channels, (rows + k - 1) * width)
+                for dy, matrix in enumerate(self.matrices):
+                    taps = columns[:, dy * width:(dy + bottom - top) * width]
+                    if dy:
+                        out.addmm_(matrix, taps)
+                    else:
+                        torch.addmm(self.column_bias, matrix, taps, out=out)
+        return y.floor_()
+
+    def _columns(self, x: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
+        """The horizontal taps of the input rows that output rows top..bottom read, of one image
+        (channels, height, width): (k * channels, (rows + k - 1) * width), zeros beyond the
+        image's edges; row of taps dy reads columns dy * width onwards."""
+        k, pad = self.kernel, self.kernel // 2
+        channels, height, width = x.shape
+        if k == 1:
+            return x[:, top:bottom].reshape(channels, -1)
+        first, last = max(0, top - pad), min(height, bottom + pad)
+        band = F.pad(x[:, first:last], (pad, pad, first - (top - pad), bottom + pad - last))
+        # taps dx x channels x rows x columns, as a strided view of the padded band
+        c_stride, r_stride, _ = band.stride()
+        taps = band.as_strided((k, channels, band.shape[1], width), (1, c_stride, r_stride, 1))
+        return taps.reshape(k * channels, -1)
 
 
 class ExactGRU:
-    """`model.ConvGRU` on the grid: the same equations, every product rounded back to it."""
+    """`model.ConvGRU` on the grid: the same equations, every product rounded back to it (in
+    units of the activation grid, as `ExactDecoder` computes)."""
 
     def __init__(self, gru, in_bits: int, in_bound: float):
         self.hidden_ch, self.residual = gru.hidden_ch, gru.residual
@@ -170,12 +212,19 @@ class ExactGRU:
             candidate = lookup("tanh", x_candidate.add_(self.hidden_candidate(product(reset, h))))
             del reset
             h = h + product(update, candidate.sub_(h))
-        out = (h + projection[0]).clamp_(-BOUND, BOUND) if self.residual else h
+        out = (h + projection[0]).clamp_(-UNITS_BOUND, UNITS_BOUND) if self.residual else h
         return out, h
 
 
+HALF = torch.tensor(0.5, dtype=torch.float64)
+UNIT = 2.0 ** ACTIVATION_BITS  # an activation x is held as the integer x * UNIT
+UNITS_BOUND = BOUND * UNIT
+
+
 def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return grid_(a * b, ACTIVATION_BITS)
+    """a * b rounded to the activation grid (half up), in units: floor(a * b / 2**16 + 1/2), the
+    product and the half in one pass (exact: a * b is an integer below 2**35)."""
+    return torch.addcmul(HALF.to(a.device), a, b, value=1 / UNIT).floor_()
 
 
 class ExactDecoder:
@@ -194,42 +243,35 @@ class ExactDecoder:
         largest = self.conv_out.bound * max(self.inverse_gains)  # an update, x 1/gain exactly
         if largest >= 2 ** (EXACT_BITS - ACTIVATION_BITS - OUTPUT_BITS):
             raise ValueError(f"decoder outputs too large for exact decoding (up to {largest:.3g})")
-        self.tables = {name: torch.tensor(table(name), dtype=torch.float64) * 2.0 ** -ACTIVATION_BITS
-                       for name in TABLE_RANGE}
-        self.steps = {name: t.diff() for name, t in self.tables.items()}  # to the next entry (exact)
+        self.tables = {name: torch.from_numpy(fine_table(name).astype(np.float64)) for name in TABLE_RANGE}
 
     def to(self, device) -> "ExactDecoder":
         for conv in self.convs():
             conv.to(device)
         self.tables = {name: t.to(device) for name, t in self.tables.items()}
-        self.steps = {name: t.to(device) for name, t in self.steps.items()}
         return self
 
     def convs(self):
         return [self.conv_in, *(c for gru in self.grus for c in gru.convs()), self.conv_out]
 
     def lookup(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """f(x) for x on the activation grid (consumed: a temporary, overwritten), the table read
-        with linear interpolation."""
-        values, steps, reach = self.tables[name], self.steps[name], TABLE_RANGE[name]
-        position = x.clamp_(-reach, reach).add_(reach).mul_(2.0 ** TABLE_BITS)  # multiples of 2**(TABLE_BITS - 16)
-        below = position.floor().clamp_(max=len(values) - 2)
-        fraction = position.sub_(below)  # in [0, 1]
-        index = below.long()
-        del below
-        y = steps.take(index).mul_(fraction)
-        del fraction
-        return grid_(y.add_(values.take(index)), ACTIVATION_BITS)
+        """f(x) for x on the activation grid, in units (consumed: a temporary, overwritten): one
+        entry of `fine_table`, whose entries are the interpolated table's values at every grid point."""
+        reach = TABLE_RANGE[name] * UNIT
+        index = x.clamp_(-reach, reach).add_(reach).long()
+        return self.tables[name].index_select(0, index.reshape(-1)).view(index.shape)  # faster than take
 
     @torch.inference_mode()
     def step(self, bits, t: int, hidden: list, x_hat):
         """Iteration t: codes (N, bits, h, w) of -1/0/+1 -> (the reconstruction, float64
-        multiples of 2**-24, before clamping; the GRUs' states)."""
-        x = self.conv_in(bits.to(torch.float64)).clamp(-self.in_bound, self.in_bound)
+        multiples of 2**-24, before clamping; the GRUs' states, multiples of 2**-16). Within, the
+        activations are held in units of their grid (integers: x * 2**16), which saves the
+        scalings of every rounding."""
+        x = self.conv_in(bits.to(torch.float64)).clamp_(-self.in_bound * UNIT, self.in_bound * UNIT)
         new_hidden = []
         for gru, h in zip(self.grus, hidden):
-            x, h = gru(x, h, self.lookup)
-            new_hidden.append(h)
+            x, h = gru(x, None if h is None else h * UNIT, self.lookup)
+            new_hidden.append(h * (1 / UNIT))
             x = F.pixel_shuffle(x, 2)
-        update = grid_(self.conv_out(x).mul_(self.inverse_gains[t]), OUTPUT_BITS)
+        update = grid_(self.conv_out(x).mul_(self.inverse_gains[t] / UNIT), OUTPUT_BITS)
         return (x_hat + update if self.additive and x_hat is not None else update), new_hidden

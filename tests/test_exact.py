@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from rgbatch.codec import Codec
-from rgbatch.exact import ACTIVATION_BITS, ExactConv, ExactDecoder, table
+from rgbatch.exact import ACTIVATION_BITS, TABLE_BITS, TABLE_RANGE, UNIT, ExactConv, ExactDecoder, fine_table, table
 from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim_many
 from rgbatch.model import CodecConfig, ResidualGRUCodec
@@ -30,10 +30,24 @@ def test_tables_are_the_same_integers_everywhere_and_close_to_the_functions():
     decoder = ExactDecoder(ResidualGRUCodec(CodecConfig(width=0.125)))
     x = torch.arange(-20 * 2 ** 12, 20 * 2 ** 12, dtype=torch.float64) / 2 ** 12  # on the activation grid
     for name, f in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
-        y = decoder.lookup(name, x.clone())  # it overwrites its input
+        y = decoder.lookup(name, x * UNIT) / UNIT  # in units of the grid; it overwrites its input
         assert on_grid(y, ACTIVATION_BITS)
         # interpolation (6e-6 for tanh) and two roundings to the grid (7.6e-6 each)
         assert (y - f(x)).abs().max().item() < 1.5 * 2.0 ** -ACTIVATION_BITS
+
+
+def test_the_fine_tables_are_the_coarse_tables_read_with_linear_interpolation():
+    # every grid point of [-R, R], against the interpolation done in float64 (exact there) and
+    # rounded half up: one read of the fine table is the same value
+    for name, reach in TABLE_RANGE.items():
+        coarse = torch.tensor(table(name), dtype=torch.float64) * 2.0 ** -ACTIVATION_BITS
+        x = torch.arange(-reach * UNIT, reach * UNIT + 1, dtype=torch.float64) / UNIT
+        position = (x + reach) * 2 ** TABLE_BITS
+        below = position.floor().clamp(max=len(coarse) - 2)
+        index = below.long()
+        y = coarse[index] + (coarse[index + 1] - coarse[index]) * (position - below)
+        expected = torch.floor(y * UNIT + 0.5) / UNIT
+        assert torch.equal(torch.from_numpy(fine_table(name)) / UNIT, expected)
 
 
 def test_an_exact_convolution_does_not_depend_on_the_order_of_its_sums():
@@ -42,7 +56,7 @@ def test_an_exact_convolution_does_not_depend_on_the_order_of_its_sums():
     exact = ExactConv(conv, ACTIVATION_BITS, 64.0)
     assert exact.weight_bits == 24 and on_grid(exact.weight, 24)
     x = torch.floor(torch.rand(3, 24, 20, 20, dtype=torch.float64) * 2 ** 23 - 2 ** 22) * 2.0 ** -ACTIVATION_BITS
-    y = exact(x)
+    y = exact(x * UNIT) / UNIT  # it computes in units of the grids
     assert on_grid(y, ACTIVATION_BITS)
     # the same sums in another order: channels permuted, and as one matrix product
     order = torch.randperm(24)
@@ -56,7 +70,7 @@ def test_an_exact_convolution_does_not_depend_on_the_order_of_its_sums():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert torch.equal(torch.cat([exact(x[i:i + 1]) for i in range(3)]), y)
+        assert torch.equal(torch.cat([exact(x[i:i + 1] * UNIT) / UNIT for i in range(3)]), y)
     finally:
         torch.set_num_threads(threads)
 
