@@ -28,7 +28,7 @@ Decoding uses it by default (`ResidualGRUCodec.set_decoding`); with "exact-loop"
 loop uses it too, so that the reconstruction it measures (the manifest's MS-SSIM) is the one
 every decoder returns. Within a step the activations are held in units of their grid (the
 integers x * 2**16, in float64), so that a rounding is one floor; the convolutions are float64
-matrix products on bands of rows. It costs float64 all the same: decoding takes 2.1-3.0x the
+matrix products on bands of rows. It costs float64 all the same: decoding takes 1.6-2.8x the
 float32 decoder's time on a CPU (docs/FORMAT.md, "Exact decoding").
 
     exact = ExactDecoder(model)            # from a float ResidualGRUCodec
@@ -54,6 +54,7 @@ TABLE_BITS = 7  # sigmoid and tanh tabulated at steps of 2**-7 ...
 TABLE_RANGE = {"sigmoid": 16, "tanh": 8}  # ... on [-R, R]; beyond, within 2**-17 of +-1 or 0
 EXACT_BITS = 52  # every sum a float64 computes stays an integer multiple of its grid below 2**52
 COLUMN_BYTES = 8 << 20  # a 3x3 convolution's im2col buffer, at most (ExactConv.__call__)
+BAND_BYTES = 16 << 20  # a GRU's input terms for a band of rows, at most (ExactGRU.__call__)
 
 
 def grid(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -147,20 +148,22 @@ class ExactConv:
         self._matrix()
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Float64 matrix products on an im2col of the horizontal taps, one per row of taps,
+    def __call__(self, x: torch.Tensor, first: int = 0, last: int | None = None) -> torch.Tensor:
+        """Output rows first..last (default all) of the convolution of x, zeros beyond x's
+        edges. Float64 matrix products on an im2col of the horizontal taps, one per row of taps,
         image by image and in bands of output rows: a band's columns (k x input channels values
         per pixel and row) hold at most COLUMN_BYTES, and the products add straight into the
         output. (cuDNN's convolutions may use FFT or Winograd transforms, which are not exact:
         this only multiplies and adds.)"""
         n, channels, height, width = x.shape
+        last = height if last is None else last
         k, outputs = self.kernel, self.matrices[0].shape[0]
-        y = x.new_empty(n, outputs, height, width)
+        y = x.new_empty(n, outputs, last - first, width)
         rows = height if k == 1 else max(1, COLUMN_BYTES // (k * channels * width * 8) - k + 1)
         for i in range(n):
-            for top in range(0, height, rows):
-                bottom = min(height, top + rows)
-                out = y[i, :, top:bottom].view(outputs, -1)
+            for top in range(first, last, rows):
+                bottom = min(last, top + rows)
+                out = y[i, :, top - first:bottom - first].view(outputs, -1)
                 columns = self._columns(x[i], top, bottom)  # (k * channels, (rows + k - 1) * width)
                 for dy, matrix in enumerate(self.matrices):
                     taps = columns[:, dy * width:(dy + bottom - top) * width]
@@ -200,20 +203,45 @@ class ExactGRU:
         return self.input_conv, self.hidden_gates, self.hidden_candidate
 
     def __call__(self, x, h, lookup):
+        """(output, new state) from input x and state h (None: zero), in bands of output rows:
+        the temporaries of a band hold at most BAND_BYTES, which bounds the step's memory by its
+        inputs and outputs. A band computes its reset gates one row beyond its edges where the
+        state's convolutions are 3x3 (the candidate's convolution reads them)."""
+        n, _, height, width = x.shape
+        out = x.new_empty(n, self.hidden_ch, height, width)
+        new_h = out if not self.residual else x.new_empty(n, self.hidden_ch, height, width)
+        halo = 0 if h is None else self.hidden_candidate.kernel // 2
+        rows = max(1, BAND_BYTES // (n * 4 * self.hidden_ch * width * 8) - 2 * halo)
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            self._band(x, h, lookup, top, bottom, halo, new_h[:, :, top:bottom], out[:, :, top:bottom])
+        return out, new_h
+
+    def _band(self, x, h, lookup, top, bottom, halo, new_h, out):
+        first, last = max(0, top - halo), min(x.shape[2], bottom + halo)  # the rows the gates need
+        inner = slice(top - first, bottom - first)  # the band's own rows among them
         # the input terms are temporaries: the gates' sums are made in them, in place
-        x_update, x_reset, x_candidate, *projection = self.input_conv(x).split(self.hidden_ch, dim=1)
+        x_update, x_reset, x_candidate, *projection = self.input_conv(x, first, last).split(self.hidden_ch, dim=1)
         if h is None:
-            h = product(lookup("sigmoid", x_update), lookup("tanh", x_candidate))
+            torch.mul(lookup("sigmoid", x_update), lookup("tanh", x_candidate), out=new_h)
+            product_(new_h)
         else:
-            h_update, h_reset = self.hidden_gates(h).chunk(2, dim=1)
-            update = lookup("sigmoid", x_update.add_(h_update))
+            h_update, h_reset = self.hidden_gates(h, first, last).chunk(2, dim=1)
             reset = lookup("sigmoid", x_reset.add_(h_reset))
-            del h_update, h_reset
-            candidate = lookup("tanh", x_candidate.add_(self.hidden_candidate(product(reset, h))))
+            del h_reset
+            # the candidate's convolution on the reset state of rows first..last: zeros beyond
+            # them, which is the image's edge wherever the band did not take a row more
+            reset_h = product(reset, h[:, :, first:last])
             del reset
-            h = h + product(update, candidate.sub_(h))
-        out = (h + projection[0]).clamp_(-UNITS_BOUND, UNITS_BOUND) if self.residual else h
-        return out, h
+            candidate = lookup("tanh", x_candidate[:, :, inner].add_(
+                self.hidden_candidate(reset_h, top - first, bottom - first)))
+            del reset_h
+            update = lookup("sigmoid", x_update[:, :, inner].add_(h_update[:, :, inner]))
+            del h_update
+            h_band = h[:, :, top:bottom]
+            torch.add(h_band, product(update, candidate.sub_(h_band)), out=new_h)
+        if self.residual:
+            torch.add(new_h, projection[0][:, :, inner], out=out).clamp_(-UNITS_BOUND, UNITS_BOUND)
 
 
 HALF = torch.tensor(0.5, dtype=torch.float64)
@@ -225,6 +253,11 @@ def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a * b rounded to the activation grid (half up), in units: floor(a * b / 2**16 + 1/2), the
     product and the half in one pass (exact: a * b is an integer below 2**35)."""
     return torch.addcmul(HALF.to(a.device), a, b, value=1 / UNIT).floor_()
+
+
+def product_(ab: torch.Tensor) -> torch.Tensor:
+    """`product` of a product a * b already made, in place."""
+    return ab.mul_(1 / UNIT).add_(0.5).floor_()
 
 
 class ExactDecoder:
