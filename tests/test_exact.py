@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rgbatch import exact
 from rgbatch.codec import Codec
 from rgbatch.exact import ACTIVATION_BITS, TABLE_BITS, TABLE_RANGE, UNIT, ExactConv, ExactDecoder, fine_table, table
 from rgbatch.imageio import read_image
@@ -73,6 +74,26 @@ def test_an_exact_convolution_does_not_depend_on_the_order_of_its_sums():
         assert torch.equal(torch.cat([exact(x[i:i + 1] * UNIT) / UNIT for i in range(3)]), y)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_bands_of_rows_decode_the_same_values(monkeypatch):
+    # one row a band, in the GRUs and in the convolutions' im2col, against whole tensors: the
+    # same reconstruction and states (the reset gates' extra row at the bands' edges included)
+    torch.manual_seed(0)
+    decoder = ExactDecoder(ResidualGRUCodec(CodecConfig(width=0.125)))
+    codes = torch.where(torch.rand(3, 2, 32, 5, 3) < 0.5, -1.0, 1.0)  # 3 iterations of 2 images, 80 x 48
+
+    def decode():
+        x_hat, hidden = None, [None] * 4
+        for t in range(len(codes)):
+            x_hat, hidden = decoder.step(codes[t], t, hidden, x_hat)
+        return [x_hat, *hidden]
+
+    whole = decode()
+    monkeypatch.setattr(exact, "BAND_BYTES", 1)
+    monkeypatch.setattr(exact, "COLUMN_BYTES", 1)
+    banded = decode()
+    assert all(torch.equal(a, b) for a, b in zip(whole, banded))
 
 
 def test_weights_too_large_for_exact_sums_are_refused():
