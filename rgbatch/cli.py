@@ -84,9 +84,9 @@ TRAINED_WEIGHTS = typer.Argument(..., help="Weight file of the trained model.")
 PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
                                       "else fp32) | fp32 | bf16.")
 DECODING = typer.Option("exact", help="The decoder's arithmetic: exact (integer arithmetic in decoding, the same "
-                                     "pixels on every machine and device, 1.6-2.8x the float decoder's time on a CPU; "
+                                     "pixels on every machine and device, 1.7-2.7x the float decoder's time on a CPU; "
                                      "the encoder's loop in float) | exact-loop (the encoder's loop exact too: it "
-                                     "records exactly the quality decoding returns; encoding 1.4-2.4x slower on a CPU) | "
+                                     "records exactly the quality decoding returns; encoding 1.3-2.2x slower on a CPU) | "
                                      "float (the networks' precision throughout: fastest, pixels may differ by a "
                                      "level between machines).")
 SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "

@@ -17,7 +17,7 @@ streams are the same with or without it. Tiles of one or many images run through
 
 Decoding computes in exact arithmetic by default (`decoding="exact"`, rgbatch.exact): the same
 pixels on every machine, device, thread count and batch. The encoder's own loop, and so what it
-measures, computes in the networks' precision (bf16 where native), 1.4-2.4x faster on a CPU: its
+measures, computes in the networks' precision (bf16 where native), 1.3-2.2x faster on a CPU: its
 reconstructions are within a pixel level of the exact ones, its MS-SSIM within about 2e-5.
 `decoding="exact-loop"` runs the exact decoder in the encoder's loop too, so that it measures
 exactly what decoding returns; `decoding="float"` decodes in the networks' precision as well

@@ -28,7 +28,7 @@ Decoding uses it by default (`ResidualGRUCodec.set_decoding`); with "exact-loop"
 loop uses it too, so that the reconstruction it measures (the manifest's MS-SSIM) is the one
 every decoder returns. Within a step the activations are held in units of their grid (the
 integers x * 2**16, in float64), so that a rounding is one floor; the convolutions are float64
-matrix products on bands of rows. It costs float64 all the same: decoding takes 1.6-2.8x the
+matrix products on bands of rows. It costs float64 all the same: decoding takes 1.7-2.7x the
 float32 decoder's time on a CPU (docs/FORMAT.md, "Exact decoding").
 
     exact = ExactDecoder(model)            # from a float ResidualGRUCodec
@@ -291,7 +291,7 @@ class ExactDecoder:
         """f(x) for x on the activation grid, in units (consumed: a temporary, overwritten): one
         entry of `fine_table`, whose entries are the interpolated table's values at every grid point."""
         reach = TABLE_RANGE[name] * UNIT
-        index = x.clamp_(-reach, reach).add_(reach).long()
+        index = x.clamp_(-reach, reach).add_(reach).int()  # int32: faster to make and to read than int64
         return self.tables[name].index_select(0, index.reshape(-1)).view(index.shape)  # faster than take
 
     @torch.inference_mode()

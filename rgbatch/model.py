@@ -203,7 +203,7 @@ class ResidualGRUCodec(nn.Module):
     def set_decoding(self, decoding: str) -> "ResidualGRUCodec":
         """How the decoder computes: "exact" (`decode` / `decode_from` in `rgbatch.exact`'s
         integer arithmetic, the same reconstruction on every machine; the encoder's own loop in
-        the networks' precision, 1.4-2.4x faster on a CPU), "exact-loop" (the encoder's loop exact
+        the networks' precision, 1.3-2.2x faster on a CPU), "exact-loop" (the encoder's loop exact
         too: it measures exactly what `decode` returns) or "float" (both in the networks'
         precision, as training does). Set it before `set_precision` lowers the weights to
         bfloat16; the exact decoder follows the model on `to`."""

@@ -78,7 +78,7 @@ class CompressOptions:
     threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
     precision: str = "auto"  # network arithmetic: auto (bf16 where native), fp32, bf16
     # the decoder's arithmetic (Codec, rgbatch.exact): "exact" (the encoder's loop in float),
-    # "exact-loop" (it measures exactly what decoding returns, 1.4-2.4x slower on a CPU) or "float"
+    # "exact-loop" (it measures exactly what decoding returns, 1.3-2.2x slower on a CPU) or "float"
     decoding: str = "exact"
     # MS-SSIM and PSNR at every depth (the manifest's quality columns, --target-msssim). Off,
     # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
