@@ -223,8 +223,7 @@ class ExactGRU:
         # the input terms are temporaries: the gates' sums are made in them, in place
         x_update, x_reset, x_candidate, *projection = self.input_conv(x, first, last).split(self.hidden_ch, dim=1)
         if h is None:
-            torch.mul(lookup("sigmoid", x_update), lookup("tanh", x_candidate), out=new_h)
-            product_(new_h)
+            product(lookup("sigmoid", x_update), lookup("tanh", x_candidate), out=new_h)
         else:
             h_update, h_reset = self.hidden_gates(h, first, last).chunk(2, dim=1)
             reset = lookup("sigmoid", x_reset.add_(h_reset))
@@ -249,15 +248,10 @@ UNIT = 2.0 ** ACTIVATION_BITS  # an activation x is held as the integer x * UNIT
 UNITS_BOUND = BOUND * UNIT
 
 
-def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """a * b rounded to the activation grid (half up), in units: floor(a * b / 2**16 + 1/2), the
-    product and the half in one pass (exact: a * b is an integer below 2**35)."""
-    return torch.addcmul(HALF.to(a.device), a, b, value=1 / UNIT).floor_()
-
-
-def product_(ab: torch.Tensor) -> torch.Tensor:
-    """`product` of a product a * b already made, in place."""
-    return ab.mul_(1 / UNIT).add_(0.5).floor_()
+    product and the half in one pass (exact: a * b is an integer below 2**35); into `out` if given."""
+    return torch.addcmul(HALF.to(a.device), a, b, value=1 / UNIT, out=out).floor_()
 
 
 class ExactDecoder:

@@ -22,7 +22,7 @@ from .resample import coded_size
 from .tiling import Tile, align, check_tile_size, tile_grid
 
 ALIGN = TILE_MULTIPLE  # the padding these bounds are stated for (the Residual-GRU's); a codec passes its model's
-MAX_TILE_PIXELS = 4096 * 4096  # the network peaks at about 330 B a pixel of a tile in bf16, 530 B in fp32, 0.8 KB exact (docs/FORMAT.md)
+MAX_TILE_PIXELS = 4096 * 4096  # the network peaks at about 330 B a pixel of a tile in bf16, 530 B in fp32, 0.85 KB exact (docs/FORMAT.md)
 PADDING_ALLOWANCE = 2
 
 
