@@ -18,7 +18,7 @@ from rich.console import Console
 
 from .options import OptionError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   help="Compress whole image archives with the Residual-GRU learned codec.")
 err = Console(stderr=True)
 out = Console()
@@ -180,7 +180,7 @@ def train(
     checkpoint_every: int = typer.Option(500),
     time_limit: float = typer.Option(0.0, help="Stop at a checkpoint after this many seconds of training "
                                           "(0: run to --steps)."),
-    snapshot_every: int = typer.Option(0, help="Also keep the model every N steps (<out>.step<N>.pt) for "
+    snapshot_every: int = typer.Option(0, help="Also keep the model every N steps (OUT.stepN.pt beside --out) for "
                                                "`rgbatch export --average`; 0: never."),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder to evaluate on (e.g. Kodak)."),
     eval_every: int = typer.Option(2000),
@@ -306,7 +306,7 @@ def _print_json(obj):
 @app.command()
 def compress(
     sources: list[str] = typer.Argument(..., help="Folders (searched recursively), globs, or .txt files listing paths."),
-    archive: Optional[str] = typer.Option(None, "--out", help="Archive folder or URI (default: manifests/<name>/)."),
+    archive: Optional[str] = typer.Option(None, "--out", help="Archive folder or URI (default: manifests/NAME/, NAME the folder name of the sources' common root)."),
     iterations: Optional[int] = typer.Option(
         None, help="Iterations encoded per image (0.125 bpp each before entropy coding); default: the depth the "
                    "model was trained to (16 for the shipped model: weights/MODEL_CARD.md)."),
@@ -638,9 +638,9 @@ def bench_command(
     source: Path = typer.Argument(..., help="Folder of images (searched recursively), or a bench manifest "
                                             "(.parquet) to summarize again without measuring."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for summary.json and the plots "
-                                                               "(default: bench-<folder name>)."),
+                                                               "(default: bench-FOLDER, FOLDER the source's name)."),
     manifest: Optional[Path] = typer.Option(None, help="Where to write the per-image Parquet manifest "
-                                                       "(default: manifests/bench-<folder name>/bench.parquet)."),
+                                                       "(default: manifests/bench-FOLDER/bench.parquet)."),
     weights: Optional[Path] = WEIGHTS,
     iterations: Optional[int] = typer.Option(None, help="Deepest rgbatch depth measured (default: the model's)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),

@@ -35,3 +35,28 @@ def test_version_names_the_package_and_the_default_model():
     result = runner.invoke(app, ["--version"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert __version__ in result.output and read_weight_file()[1] in result.output
+
+
+def _words(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_help_is_shown_whole(command):
+    # markdown rendering drops what looks like HTML (`<name>`): every help text must come through
+    import typer.main
+
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "1000"})
+    shown = _words(result.output)
+    click_command = typer.main.get_command(app).commands[command]
+    for parameter in click_command.params:
+        text = getattr(parameter, "help", None)
+        if text:
+            assert _words(text.replace("`", "")) in shown, (parameter.name, text)
+
+
+def test_command_list_shows_each_summary_as_one_paragraph():
+    # a docstring's line breaks must not break the command list's sentences
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "1000"})
+    line = next(line for line in result.output.splitlines() if " encode " in line)
+    assert "An image that cannot be read exits 1" in line
