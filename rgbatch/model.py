@@ -244,18 +244,22 @@ class ResidualGRUCodec(nn.Module):
     def _blank_state(self):
         return [None] * 3, [None] * 4
 
-    def _step(self, residual, t, enc_state, dec_state, x_hat, active=None, freeze: bool = False):
+    def _step(self, residual, t, enc_state, dec_state, x_hat, active=None, freeze: bool = False,
+              encoder_grad: bool = True):
         """One iteration: code the residual, decode the bits. Returns the bits and the
         reconstruction after them (`x_hat`: the one before), in the encoder loop's arithmetic
-        (`set_decoding`; `freeze` computes in float).
+        (`set_decoding`; `freeze` computes in float). Without `encoder_grad` the encoder and
+        binarizer run without autograd (training the decoder alone: the same values, no
+        gradient through the codes).
 
         `active` (N, 1, H/16, W/16) of 0/1, optional: blocks that still send bits. A stopped
         block's bits are 0, the value that carries no sign; the decoder goes on updating its
         pixels from what it knows, unless `freeze` keeps them as they are (measured worse:
         docs/ENTROPY.md). Spatially adaptive bit rates, Johnston et al. 2018."""
         g = self.gain(t)
-        features, enc_state = self.encoder(self._net(residual * g), enc_state)
-        bits = self.binarizer(features)
+        with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+            features, enc_state = self.encoder(self._net(residual * g), enc_state)
+            bits = self.binarizer(features)
         if active is not None:
             bits = bits * self._net(active)
         if self.exact_loop and not freeze:  # the decoder's exact arithmetic, in the encoder's loop
@@ -273,11 +277,12 @@ class ResidualGRUCodec(nn.Module):
         return previous + update
 
     def _iterations(self, x, iterations: int, stop=None, freeze: bool = False, search_steps: int = 0,
-                    search_loss=None):
+                    search_loss=None, encoder_grad: bool = True):
         """Yield (bits, reconstruction) after each iteration: the residual coding loop.
 
         `stop` (N, 1, H/16, W/16), optional: how many iterations each block sends (`_step`).
-        `search_steps`: choose each iteration's bits by search (`_search_step`)."""
+        `search_steps`: choose each iteration's bits by search (`_search_step`).
+        `encoder_grad`: see `_step`."""
         enc_state, dec_state = self._blank_state()
         x_hat = None
         for t in range(iterations):
@@ -288,7 +293,8 @@ class ResidualGRUCodec(nn.Module):
                 continue
             residual = x if x_hat is None else x - x_hat
             active = None if stop is None else (stop > t).float()
-            bits, x_hat, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, x_hat, active, freeze)
+            bits, x_hat, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, x_hat, active, freeze,
+                                                           encoder_grad)
             yield bits, x_hat
 
     def _search_step(self, x, x_hat, t, enc_state, dec_state, steps: int, loss):
@@ -334,12 +340,15 @@ class ResidualGRUCodec(nn.Module):
             x_new, dec_state = decoded(best)
         return best, x_new, enc_state, dec_state
 
-    def forward(self, x, iterations: int | None = None, stop=None, with_codes: bool = False):
+    def forward(self, x, iterations: int | None = None, stop=None, with_codes: bool = False,
+                encoder_grad: bool = True):
         """Training pass: returns the reconstruction after each iteration, (T, N, 3, H, W),
         and with `with_codes` also the codes (T, N, bits, H/16, W/16), straight-through
-        +-1 (for a rate term). `stop`: optional per-block iteration counts (`_iterations`)."""
+        +-1 (for a rate term). `stop`: optional per-block iteration counts (`_iterations`).
+        Without `encoder_grad` only the decoder (and the gains' decoding side) gets
+        gradients: the codes are what a frozen encoder makes in the same loop."""
         iterations = iterations or self.cfg.max_iterations
-        codes, x_hats = zip(*self._iterations(x, iterations, stop))
+        codes, x_hats = zip(*self._iterations(x, iterations, stop, encoder_grad=encoder_grad))
         return (torch.stack(x_hats), torch.stack(codes)) if with_codes else torch.stack(x_hats)
 
     def encode(self, x, iterations: int, on_iteration=None, search_steps: int = 0, search_loss=None):

@@ -473,9 +473,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if cfg.train_part in CODING_PARTS:  # "encoder": the gradient reaches it through the frozen decoder
                 outputs, codes = model(x, cfg.iterations, stop, with_codes=True)
-            else:  # the decoder learns from codes made without gradients
+            elif reference is None:  # "decoder": one pass, the codes made without gradients in the same loop
+                outputs, codes = model(x, cfg.iterations, stop, with_codes=True, encoder_grad=False)
+            else:  # "display": a second decoder learns from the reference's codes
                 with torch.no_grad():
-                    _, codes = (model if reference is None else reference)(x, cfg.iterations, stop, with_codes=True)
+                    _, codes = reference(x, cfg.iterations, stop, with_codes=True)
                 outputs = model.reconstructions(codes)
         distortion = iteration_losses(model, x, outputs.float(), cfg)
         loss = distortion.mean()

@@ -168,3 +168,33 @@ def test_run_flops_count_what_the_convolutions_compute():
             model.decode(codes.float() * 2 - 1)
             assert counted[0] == pytest.approx(run_flops_per_pixel(cfg, iterations, part="decode") * 64 * 64)
     assert run_flops_per_pixel(cfg, 3) - run_flops_per_pixel(cfg, 2) == pytest.approx(flops_per_pixel(cfg))
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_one_pass_without_encoder_gradients_equals_codes_then_reconstructions(stochastic):
+    # training the decoder alone in one pass: the same codes, reconstructions and gradients as
+    # making the codes without autograd first and decoding them with it
+    torch.manual_seed(0)
+    model = ResidualGRUCodec(CodecConfig(width=0.125, max_iterations=3)).train()
+    model.binarizer.stochastic = stochastic
+    x = torch.rand(2, 3, 32, 64) - 0.5
+
+    def run(one_pass):
+        torch.manual_seed(1)
+        model.zero_grad()
+        if one_pass:
+            outputs, codes = model(x, 3, with_codes=True, encoder_grad=False)
+        else:
+            with torch.no_grad():
+                _, codes = model(x, 3, with_codes=True)
+            outputs = model.reconstructions(codes)
+        ((outputs - x).abs().mean() + outputs.square().mean()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return outputs.detach(), codes.detach(), grads
+
+    outputs, codes, grads = run(True)
+    outputs2, codes2, grads2 = run(False)
+    assert torch.equal(codes, codes2) and torch.equal(outputs, outputs2)
+    assert sorted(grads) == sorted(grads2) and not any(n.startswith(("encoder.", "binarizer.")) for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads2[name], rtol=1e-5, atol=1e-7)
