@@ -55,17 +55,18 @@ train: setup
 
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
 # for the device tool's carry: wheels of the two packages its image lacks, and a packed training
-# set (one 192 px crop of each top-level training image, six of each high-resolution photo:
-# 12.6 + 6.5 MB, the photos 39 % of the pixels as in the full data; the top-level crops at JPEG
-# quality 92 since session 14, 95 before: the working tree grew with the packaged earlier model)
+# set (since session 20 two 160 px crops of each top-level training image and twelve of each
+# high-resolution photo: 2224 crops, 17.7 + 9.1 MB, the photos 39 % of the pixels as in the full
+# data; until then one 192 px crop and six, 1112 crops: the fp16 training state left room for
+# twice the crops. The top-level crops at JPEG quality 92 since session 14, 95 before)
 gpu-wheels: setup
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
 gpu-kit: gpu-wheels
 	rm -rf .pack/train-jpeg .pack/photos-jpeg
-	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 192 --per-image 1 --jpeg-quality 92
-	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 192 --per-image 6 --jpeg-quality 95
+	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 160 --per-image 2 --jpeg-quality 92
+	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 160 --per-image 12 --jpeg-quality 95
 # and for the speed benchmarks there (README, "Speed of the network"): the wheels and the shipped
 # model's codes of Kodak at depth 16 (2.7 MB), which the coder's scaling across cores codes
 gpu-bench-kit: gpu-wheels
@@ -97,27 +98,27 @@ gpu-train: gpu-site
 		$$(ls runs/$(GPU_RUN).step*.pt | sort -V | tail -3 | sed 's/^/--average /')
 
 # Forks of the committed state side by side, one per rate weight in FORK_WEIGHTS (runs w<K>), then
-# their states without Adam's moments (`rgbatch slim`: 21.4 MiB at width 0.375; with the moments a
-# state is more than a call brings back) split into pieces the device tool brings back from $(OUT):
-# two forks = four pieces, within its 64 MiB. On the lent machine: make gpu-forks GPU_SECONDS=490
+# their states without Adam's moments, the model in fp16 (`rgbatch slim --half`: 12.3 MiB at width
+# 0.375; with the moments a state is more than a call brings back) split into pieces the device
+# tool brings back from $(OUT): two forks = two pieces, within its 64 MiB. On the lent machine: make gpu-forks GPU_SECONDS=490
 FORK_WEIGHTS ?= 4 6
 gpu-forks: gpu-site
 	mkdir -p runs
 	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-train GPU_RUN=w$$k RATE_WEIGHT=$$k > $(OUT)/w$$k.log 2>&1 & done; wait
 	for k in $(FORK_WEIGHTS); do $(MAKE) gpu-slim GPU_RUN=w$$k; done
 
-# The state of run GPU_RUN without Adam's moments, in 15 MiB pieces in $(OUT) (resuming it starts
-# Adam again with a warm-up: docs/TRAINING.md, "Widening")
+# The state of run GPU_RUN without Adam's moments, the model in fp16 as shipped, in 15 MiB pieces
+# in $(OUT) (resuming it starts Adam again with a warm-up: docs/TRAINING.md, "Widening")
 gpu-slim:
 	rm -f runs/$(GPU_RUN)-slim.pt
-	$(GPU_RGBATCH) slim runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-slim.pt
+	$(GPU_RGBATCH) slim runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-slim.pt --half
 	split -b 15M runs/$(GPU_RUN)-slim.pt $(OUT)/$(GPU_RUN).pt.
 
 # Issue 16's capacity lever: the committed run widened to WIDE_WIDTH (Net2WiderNet: at its first
 # step the same codes and images as the shipped model; docs/TRAINING.md, "Widening") and trained
 # for GPU_SECONDS as run wide. The shipped run is width 0.375 since session 14 (1.9x the CPU
 # encoding time of width 0.25, within issue 16's 2x); WIDE_WIDTH 0.5 (3.3x) is beyond that limit.
-# Back come the state without Adam's moments (width 0.5: 35 MiB, three pieces) and the mean weights
+# Back come the state without Adam's moments (width 0.5: about 20 MiB in fp16, two pieces) and the mean weights
 # (16.1 MiB, two pieces). On the lent machine: make gpu-wide GPU_SECONDS=470
 WIDE_WIDTH ?= 0.5
 gpu-wide: gpu-site
@@ -129,7 +130,7 @@ gpu-wide: gpu-site
 
 # A lent GPU's one training call for issue 16 (since session 14): the shipped run alone (run gpu; alone
 # a width-0.375 run takes 5.5 steps/s on an H200, two side by side 3.0 each), then its state without
-# Adam's moments (21.4 MiB, two pieces) and the mean of its last snapshots (9.0 MiB) in $(OUT).
+# Adam's moments (12.3 MiB in fp16, one piece) and the mean of its last snapshots (9.0 MiB) in $(OUT).
 # Rehearse here with GPU_SECONDS=1; on the lent machine: make gpu-session GPU_SECONDS=470
 gpu-session: gpu-site
 	$(MAKE) gpu-train

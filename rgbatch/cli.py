@@ -805,13 +805,15 @@ def widen_checkpoint(
 def slim_checkpoint_command(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (.pt)."),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (must not exist)."),
+    half: bool = typer.Option(False, "--half", help="The model in fp16, as shipped: half the size again "
+                                                    "(what weights/train-state.pt holds since session 20)."),
 ):
     """Write a checkpoint without Adam's moments (a third of its size); `rgbatch train --resume`
     continues it with Adam started again and warmed up (docs/TRAINING.md, "Widening")."""
     from .train import slim_checkpoint
 
     with user_errors():
-        slim_checkpoint(checkpoint, out_path)
+        slim_checkpoint(checkpoint, out_path, half)
     out.print(f"wrote {out_path} ({out_path.stat().st_size / 2**20:.1f} MiB)", highlight=False)
 
 

@@ -526,14 +526,18 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     return state_dict()
 
 
-def slim_checkpoint(checkpoint, out) -> dict:
+def slim_checkpoint(checkpoint, out, half: bool = False) -> dict:
     """`checkpoint` without Adam's moments, written to `out`: a third of its size (a lent machine
     cannot bring back a width-0.5 checkpoint with them). `train --resume` starts Adam again from
-    it with a warm-up (`lr_factor`'s restart). Model, step, rate counts, history and RNG stay."""
+    it with a warm-up (`lr_factor`'s restart). Model, step, rate counts, history and RNG stay.
+    `half`: the model's floating tensors in fp16, as `export` ships them (half the size again,
+    room in a lent machine's carry; a resumed run trains in its own precision from there)."""
     if Path(out).exists():
         raise TrainingOptionError("out", f"{out} exists: remove it or choose another")
     state = load_training_state(checkpoint)
     state.update(optimizer=None, scheduler=None)
+    if half:
+        state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     save_checkpoint(out, state)
     return state
 

@@ -161,6 +161,21 @@ def test_a_slim_checkpoint_drops_adams_moments_and_resumes(tmp_path):
         slim_checkpoint(tmp_path / "run.pt", tmp_path / "slim.pt")
 
 
+def test_a_half_slim_checkpoint_exports_the_same_model_and_resumes(tmp_path):
+    # weights/train-state.pt is one: the model in fp16, as shipped, to leave room in a GPU's carry
+    train(config(tmp_path), log=lambda *_: None)
+    slim_checkpoint(tmp_path / "run.pt", tmp_path / "slim.pt")
+    half = slim_checkpoint(tmp_path / "run.pt", tmp_path / "half.pt", half=True)
+    floats = [v for v in half["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert (tmp_path / "half.pt").stat().st_size < (tmp_path / "slim.pt").stat().st_size * 0.75
+    assert export_weights(tmp_path / "half.pt", tmp_path / "h.safetensors") == \
+        export_weights(tmp_path / "slim.pt", tmp_path / "s.safetensors")
+    resumed = train(config(tmp_path, out=str(tmp_path / "half.pt"), steps=5), resume=True, log=lambda *_: None)
+    assert resumed["step"] == 5 and all(v.dtype == torch.float32 for v in resumed["model"].values()
+                                        if v.is_floating_point())
+
+
 def test_the_committed_run_widened_and_exported_codes_as_its_own_export(tmp_path):
     # weights/train-state.pt is the shipped file's run: its export is the shipped network (MODEL_CARD.md)
     narrow_id = export_weights(TRAIN_STATE, tmp_path / "narrow.safetensors")
