@@ -332,7 +332,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                 result.failures.append((row.path, error))
                 continue
             try:
-                written = storage.write_new(fs, root, names[row.path], encode_png(image), overwrite)
+                written = storage.write_new(fs, root, names[row.path], encode_png(image, row.metadata()), overwrite)
             except storage.NotWritten as e:
                 result.failures.append((row.path, f"{names[row.path]}: {e}"))
                 continue

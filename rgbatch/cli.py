@@ -338,6 +338,10 @@ def compress(
         None, "--overlap/--no-overlap", help="Two calls at once per encoder, one's entropy coding beside the "
                                              "other's network (default: on a GPU; on a CPU it gains nothing: README, "
                                              "Speed of the network)."),
+    metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
+                                  help="Keep each image's ICC colour profile and EXIF block (capture time, camera, "
+                                       "location...) in the archive, written back by restore; --strip-metadata "
+                                       "keeps neither (docs/ARCHIVE.md)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = AS_JSON,
 ):
@@ -353,7 +357,7 @@ def compress(
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision, decoding=decoding,
-            search_steps=search_steps, resample=resample, partial=partial, overlap=overlap)
+            search_steps=search_steps, resample=resample, partial=partial, overlap=overlap, metadata=metadata)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
                                   log=lambda text: err.print(text, highlight=False))
@@ -477,7 +481,8 @@ def restore(
     max_pixels: Optional[int] = PIXEL_LIMIT,
     as_json: bool = AS_JSON,
 ):
-    """Write archived images back as PNGs under their relative paths (names: docs/ARCHIVE.md)."""
+    """Write archived images back as PNGs under their relative paths, with the colour profile and EXIF
+    the archive kept (names: docs/ARCHIVE.md)."""
     from .archive import restore as run_restore
 
     with archive_errors():

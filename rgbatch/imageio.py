@@ -9,6 +9,8 @@
 | 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
 | EXIF orientation               | applied, so the stored image is upright                      |
+| ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
+| EXIF                           | kept, its orientation tag removed once applied               |
 | animated / multi-frame         | the first frame only                                         |
 | more than MAX_PIXELS (89.5 MP)  | refused before decoding (decompression-bomb guard)           |
 | unreadable, truncated, empty   | refused with the reason                                      |
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -28,12 +31,43 @@ from PIL import Image, ImageOps
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 
+# What an archive keeps of a source besides its pixels, each at most this big (larger: dropped)
+MAX_METADATA_BYTES = 1 << 20
+
+
 class ImageError(ValueError):
     """A source image that rgbatch cannot read, with a message for the user."""
 
 
+class Metadata(NamedTuple):
+    """What a source says about its pixels, kept beside them in an archive (docs/ARCHIVE.md) and
+    written back by `restore`: its ICC profile, only where that describes RGB data (a CMYK or
+    grayscale profile does not fit the RGB pixels rgbatch stores, so it is dropped), and its EXIF
+    block (capture time, camera, ...) without the orientation tag, which the pixels already follow."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Bytes of an image file -> (HxWx3 uint8 array, source mode)."""
+    image, mode = open_image(data, max_pixels)
+    return to_rgb(image), mode
+
+
+def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str, Metadata]:
+    """`decode_image` and the source's `Metadata`."""
+    image, mode = open_image(data, max_pixels)
+    rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
+    icc, exif = image.info.get("icc_profile"), image.info.get("exif")
+    icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
+    exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
+    return rgb, mode, Metadata(icc, exif)
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:
+    """Bytes of an image file -> (the loaded Pillow image, its mode as the file states it), or
+    ImageError saying why not."""
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
@@ -54,7 +88,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray,
         raise ImageError("not an image file Pillow can read (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"corrupt or truncated image: {e}") from None
-    return to_rgb(image), mode
+    return image, mode
 
 
 BAND_PIXELS = 1 << 20  # pixels converted at once: a 100 MP image needs its Pillow image, the array and 6 MB
@@ -98,7 +132,9 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
         return decode_image(f.read(), max_pixels)
 
 
-def encode_png(image: np.ndarray) -> bytes:
+def encode_png(image: np.ndarray, metadata: Metadata = Metadata()) -> bytes:
+    """A PNG of the HxWx3 uint8 array, with the ICC profile (iCCP) and EXIF (eXIf) given."""
+    options = {k: v for k, v in metadata._asdict().items() if v}
     buffer = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buffer, format="PNG")
+    Image.fromarray(image, "RGB").save(buffer, format="PNG", **options)
     return buffer.getvalue()

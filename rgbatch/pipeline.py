@@ -74,6 +74,7 @@ class CompressOptions:
     weights: str | None = None  # default: the shipped model
     coder: str = "auto"  # entropy coder: auto (the weights' default: adaptive), raw, context, adaptive
     max_pixels: int = MAX_PIXELS  # decompression-bomb guard
+    metadata: bool = True  # keep each source's ICC profile and EXIF (rgbatch.imageio.Metadata) for restore
     address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)
     threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
     precision: str = "auto"  # network arithmetic: auto (bf16 where native), fp32, bf16
@@ -388,7 +389,8 @@ class _Run:
         while (self.pending and len(self.reads) < self.max_reads
                and len(self.reads) + len(self.ready) < self.prefetch):
             source = self.pending.popleft()
-            info_ref, image_ref = self.read_task.remote(source, self.done.get(source.path), self.options.max_pixels)
+            info_ref, image_ref = self.read_task.remote(source, self.done.get(source.path), self.options.max_pixels,
+                                                          self.options.metadata)
             self.reads[info_ref] = (image_ref, source)
 
     def tiles(self, info: Row) -> int:

@@ -23,6 +23,7 @@ from .resample import SCALES
 
 if TYPE_CHECKING:
     from .codes import EncodedImage
+    from .imageio import Metadata
 
 SCHEMA = pa.schema([
     ("path", pa.string()),  # relative to the sources' common root, '/'-separated
@@ -49,10 +50,13 @@ SCHEMA = pa.schema([
     # added within format 1 (docs/ARCHIVE.md): a part written before them reads them as null
     ("scale", pa.float64()),  # each side coded at this scale of the image's (1, 0.75, 0.5: the header's scale code)
     ("last_steps", pa.int16()),  # coding steps the last chunk holds: 0 when whole (a partial last chunk otherwise)
+    ("icc_profile", pa.binary()),  # the source's RGB ICC profile (rgbatch.imageio.Metadata); null: none, or not kept
+    ("exif", pa.binary()),  # the source's EXIF block without its orientation tag; null: none, or not kept
 ])
-ADDED_COLUMNS = ("scale", "last_steps")
+ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif")
 COLUMNS = SCHEMA.names
-STATS_COLUMNS = [c for c in COLUMNS if c != "blob"]
+METADATA_COLUMNS = ("icc_profile", "exif")  # restored with the pixels, read with the blobs (not stats)
+STATS_COLUMNS = [c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS]
 PER_DEPTH = ("bytes", "bpp", "msssim", "psnr")
 
 OK, ERROR = "ok", "error"  # the statuses a manifest holds
@@ -88,6 +92,8 @@ class Row:
     written_at: dt.datetime | None = None
     scale: float | None = None
     last_steps: int | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":
@@ -148,6 +154,12 @@ class Row:
                 return f"damaged row: {name} does not hold one value per stored depth ({depth})"
         return None
 
+    def metadata(self) -> "Metadata":
+        """What `restore` writes beside the pixels (rgbatch.imageio.Metadata)."""
+        from .imageio import Metadata
+
+        return Metadata(self.icc_profile or None, self.exif or None)
+
     def encoded(self) -> EncodedImage:
         """The blob and per-depth stats as the codec's `EncodedImage` (no quality: empty lists)."""
         from .codes import EncodedImage  # here: the read tasks, which make rows, do not import torch
@@ -191,4 +203,5 @@ def scale_factor(code: int) -> float:
     return numerator / denominator
 
 
-__all__ = ["ADDED_COLUMNS", "COLUMNS", "ERROR", "OK", "PER_DEPTH", "Row", "SCHEMA", "STATS_COLUMNS", "UNCHANGED"]
+__all__ = ["ADDED_COLUMNS", "COLUMNS", "ERROR", "METADATA_COLUMNS", "OK", "PER_DEPTH", "Row", "SCHEMA", "STATS_COLUMNS",
+           "UNCHANGED"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .imageio import ImageError, decode_image
+from .imageio import ImageError, decode_image_and_metadata
 from .objectstore import not_found, split_query, with_query, worded
 from .row import UNCHANGED, Row
 from .storage import is_local, is_uri, kind, list_files, read_bytes, resolve, uri, walk_local
@@ -148,10 +148,12 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     return with_query(uri(fs, root), query), found
 
 
-def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tuple[Row, np.ndarray | None]:
+def read_source(source: Source, known_hash: str | None, max_pixels: int,
+                metadata: bool = True) -> tuple[Row, np.ndarray | None]:
     """(row, pixels) of one source: the `Row` of what reading learned (status None: read, to be
-    encoded), its status `UNCHANGED` (its sha256 is `known_hash`: unchanged since archived, so
-    not decoded) or an error row with the reason for the user."""
+    encoded; with `metadata`, its ICC profile and EXIF: rgbatch.imageio.Metadata), its status
+    `UNCHANGED` (its sha256 is `known_hash`: unchanged since archived, so not decoded) or an
+    error row with the reason for the user."""
     start = time.perf_counter()
     row = Row(source.path, source.location)
     try:
@@ -167,13 +169,15 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int) -> tupl
         row.status = UNCHANGED
         return row, None
     try:
-        image, mode = decode_image(data, max_pixels)
+        image, mode, kept = decode_image_and_metadata(data, max_pixels)
     except ImageError as e:
         row.read_seconds = time.perf_counter() - start
         return row.failed(str(e)), None
     except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
         return row.failed(f"cannot decode the image: {type(e).__name__}: {e}"), None
     row.width, row.height, row.mode = image.shape[1], image.shape[0], mode
+    if metadata:
+        row.icc_profile, row.exif = kept
     row.read_seconds = time.perf_counter() - start
     return row, image
 

@@ -636,3 +636,42 @@ def test_compress_partial_then_restore_returns_the_measured_image(ray_cluster, d
     original = read_image(DATA / "kodim23_crop192.png")[0]
     assert row["msssim"][-1] >= 0.94
     assert msssim_many(original, [restored])[0] == pytest.approx(row["msssim"][-1], abs=1e-6)
+
+
+def _exif(orientation: int, taken: str) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112], exif[0x0132] = orientation, "2020:01:02 03:04:05"  # Orientation, DateTime
+    exif.get_ifd(0x8769)[0x9003] = taken  # the Exif IFD's DateTimeOriginal
+    return exif.tobytes()
+
+
+def test_restore_writes_back_the_sources_colour_profile_and_exif(ray_cluster, tiny_weights, tmp_path, rng):
+    from PIL import ImageCms
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cmyk_profile = srgb[:16] + b"CMYK" + srgb[20:]  # a profile for other data than RGB: not kept
+    (tmp_path / "src").mkdir()
+    Image.fromarray(smooth_image(rng, 32, 64)).save(tmp_path / "src" / "photo.jpg", quality=95, icc_profile=srgb,
+                                                     exif=_exif(6, "2019:05:06 07:08:09"))
+    Image.fromarray(smooth_image(rng, 32, 32)).convert("CMYK").save(tmp_path / "src" / "print.jpg",
+                                                                    icc_profile=cmyk_profile)
+    Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "src" / "plain.png")
+    for archive, flags in (("kept", []), ("stripped", ["--strip-metadata"])):
+        result = run("compress", tmp_path / "src", "--out", tmp_path / archive, "--weights", tiny_weights,
+                     "--iterations", "2", "--address", ray_cluster.address, *flags)
+        assert result.exit_code == 0, result.output
+        result = run("restore", tmp_path / archive, "--out", tmp_path / f"{archive}-png", "--weights", tiny_weights)
+        assert result.exit_code == 0, result.output
+    photo = Image.open(tmp_path / "kept-png" / "photo.png")
+    assert photo.size == (32, 64)  # upright: the orientation applied to the pixels, and its tag gone
+    assert photo.info["icc_profile"] == srgb
+    exif = photo.getexif()
+    assert 0x0112 not in exif and exif[0x0132] == "2020:01:02 03:04:05"
+    assert exif.get_ifd(0x8769)[0x9003] == "2019:05:06 07:08:09"
+    for name in ("print.png", "plain.png"):
+        restored = Image.open(tmp_path / "kept-png" / name)
+        assert "icc_profile" not in restored.info and not restored.getexif(), name
+    for name in ("photo.png", "print.png", "plain.png"):
+        restored = Image.open(tmp_path / "stripped-png" / name)
+        assert "icc_profile" not in restored.info and not restored.getexif(), name
+    rows = current(tmp_path / "kept")
+    assert rows["photo.jpg"]["icc_profile"] == srgb and rows["plain.png"]["exif"] is None

@@ -102,3 +102,31 @@ def test_decompression_bombs_are_refused_unread():
         decode_image(png_header_only(10000, 10000))
     with pytest.raises(ImageError, match="limit"):
         decode_image(save(Image.new("RGB", (100, 100))), max_pixels=5000)
+
+
+def test_metadata_keeps_an_rgb_profile_and_the_exif_without_its_orientation():
+    from PIL import ImageCms
+
+    from rgbatch.imageio import MAX_METADATA_BYTES, Metadata, decode_image_and_metadata, encode_png
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 8, "a camera"  # Orientation, Make
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), (200, 30, 40)).save(buffer, "JPEG", icc_profile=srgb, exif=exif.tobytes())
+    pixels, mode, metadata = decode_image_and_metadata(buffer.getvalue())
+    assert pixels.shape == (20, 10, 3) and mode == "RGB" and metadata.icc_profile == srgb
+    kept = Image.Exif()
+    kept.load(metadata.exif)
+    assert dict(kept) == {0x010F: "a camera"}
+    # a grayscale image's gray profile does not describe the RGB pixels stored: dropped
+    gray = io.BytesIO()
+    Image.new("L", (8, 8)).save(gray, "PNG", icc_profile=srgb[:16] + b"GRAY" + srgb[20:])
+    assert decode_image_and_metadata(gray.getvalue())[2] == Metadata()
+    # nor is a profile over the limit kept (a JPEG's may span 255 markers of 64 KB)
+    huge = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(huge, "JPEG", icc_profile=srgb + bytes(MAX_METADATA_BYTES))
+    assert decode_image_and_metadata(huge.getvalue())[2].icc_profile is None
+    # and what is kept goes back into a PNG as it came
+    again = Image.open(io.BytesIO(encode_png(pixels, metadata)))
+    assert again.info["icc_profile"] == srgb and dict(again.getexif()) == {0x010F: "a camera"}
+    assert "icc_profile" not in Image.open(io.BytesIO(encode_png(pixels))).info
