@@ -2,6 +2,8 @@
 
 | source                         | what rgbatch does                                            |
 |--------------------------------|--------------------------------------------------------------|
+| file formats                   | what Pillow reads, AVIF included, and JPEG XL and HEIF/HEIC  |
+|                                | (the pillow-jxl-plugin and pillow-heif packages)             |
 | RGB, 8 bit                     | used as is                                                   |
 | grayscale (L, 1-bit)           | converted to RGB (three equal channels)                     |
 | palette (P)                    | converted to RGB through its palette (transparency dropped)  |
@@ -23,7 +25,11 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
+import pillow_jxl  # noqa: F401  (registers its JPEG XL reader with Pillow on import)
 from PIL import Image, ImageOps
+from pillow_heif import register_heif_opener
+
+register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and sets the EXIF orientation to 1
 
 # Pillow's own default limit (about 9459 x 9459): anything bigger is refused unread unless the
 # caller raises it (`compress --max-pixels`); memory stays flat in the image's size beyond the

@@ -130,3 +130,22 @@ def test_metadata_keeps_an_rgb_profile_and_the_exif_without_its_orientation():
     again = Image.open(io.BytesIO(encode_png(pixels, metadata)))
     assert again.info["icc_profile"] == srgb and dict(again.getexif()) == {0x010F: "a camera"}
     assert "icc_profile" not in Image.open(io.BytesIO(encode_png(pixels))).info
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "JXL", "AVIF"])
+def test_phone_and_modern_formats_are_read_upright_with_their_metadata(fmt):
+    from rgbatch.imageio import decode_image_and_metadata
+    from rgbatch.sources import image_extensions
+    assert {".heic", ".heif", ".jxl", ".avif"} <= image_extensions()  # found in source folders
+    picture = np.zeros((32, 64, 3), np.uint8)
+    picture[:, :32] = (220, 40, 30)  # red left half: a turn shows
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "a phone"  # rotate 90 degrees clockwise to view
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, fmt, quality=95, exif=exif.tobytes())
+    pixels, mode, metadata = decode_image_and_metadata(buffer.getvalue())
+    assert pixels.shape == (64, 32, 3)  # turned once, not twice
+    assert pixels[:16, :, 0].mean() > 150 > pixels[-16:, :, 0].mean()  # the red half on top after the turn
+    kept = Image.Exif()
+    kept.load(metadata.exif)
+    assert kept.get(0x010F) == "a phone" and kept.get(0x0112, 1) == 1
