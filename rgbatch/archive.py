@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import MAX_PIXELS, ImageError, decode_image, encode_png
+from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image, encode_png
 from .manifest import Archive, PartWriter, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
@@ -103,6 +103,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
         "stored": stored,
         "compression_ratio": source_bytes / stored["bytes"] if stored["bytes"] else None,
         "coding": coding_summary(ok),
+        "reading": reading_summary(ok),
         "by_depth": _query(_DEPTH_SQL, ok),
         "worst": _query(_WORST_SQL.format(limit=int(worst)), ok),
         "failures": [{"path": r["path"], "error": r["error"]} for r in failed.select(["path", "error"]).to_pylist()]
@@ -148,6 +149,20 @@ def coding_summary(ok: pa.Table) -> dict:
     return {"scale": {f"{s:g}": scales.count(s) for s in sorted(set(scales), reverse=True)},
             "partial_last_chunk": sum(1 for k in ok["last_steps"].to_pylist() if k),
             "unknown": ok.num_rows - len(scales)}
+
+
+def reading_summary(ok: pa.Table) -> dict:
+    """What reading the ok rows' sources into 8-bit RGB lost, beside the codec: images per loss
+    (rgbatch.imageio.LOSSY_MODES, from the `mode` column), only the losses that occurred."""
+    modes = ok["mode"].to_pylist()
+    counts = {loss: sum(m in lossy for m in modes) for loss, (lossy, _) in LOSSY_MODES.items()}
+    return {loss: n for loss, n in counts.items() if n}
+
+
+def reading_text(reading: dict) -> str:
+    """A report's `reading` summary in words."""
+    return "; ".join(f"{n} {LOSSY_MODES[loss][1]}" for loss, n in reading.items()) or \
+        "nothing lost (8-bit sources without alpha)"
 
 
 def coding_text(coding: dict) -> str:
@@ -546,5 +561,4 @@ def _cut_row(row: Row, depth: int | None, target: Target, result: CompactResult)
 
 
 __all__ = ["CompactResult", "RestoreResult", "VerifyResult", "coding_summary", "coding_text", "compact", "depth_text",
-           "png_names", "report", "restore",
-           "safe_relative_path", "verify"]
+           "png_names", "reading_summary", "reading_text", "report", "restore", "safe_relative_path", "verify"]

@@ -401,7 +401,7 @@ def report(
     """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
 
-    from .archive import coding_text, depth_text, report as make_report
+    from .archive import coding_text, depth_text, reading_text, report as make_report
 
     if html_out is not None:
         from .htmlreport import write_html_report
@@ -429,7 +429,8 @@ def report(
                         ("archive bytes", f"{stored['bytes'] or 0:,} in blobs, {s['part_bytes']:,} in {s['parts']} "
                                           f"part file(s)"),
                         ("ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-"),
-                        ("coding", coding_text(s["coding"]) if s["ok"] else "-")]:
+                        ("coding", coding_text(s["coding"]) if s["ok"] else "-"),
+                        ("reading", reading_text(s["reading"]) if s["ok"] else "-")]:
         head.add_row(name, value)
     out.print(head)
 

@@ -41,6 +41,15 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 MAX_METADATA_BYTES = 1 << 20
 
 
+# Source modes (the table above) whose conversion to 8-bit RGB loses something, by what it loses
+# (a key, and words that follow a count): what `rgbatch report` counts, from the rows' `mode` column
+LOSSY_MODES = {
+    "alpha_dropped": (("RGBA", "LA", "PA", "RGBa", "La"), "with their alpha channel dropped"),
+    "reduced_to_8_bits": (("I;16", "I;16B", "I;16L", "I;16N", "I", "F"), "reduced from 16 or 32 bits to 8"),
+    "colour_converted": (("CMYK", "YCbCr", "LAB", "HSV"), "converted to RGB from CMYK, YCbCr, LAB or HSV"),
+}
+
+
 class ImageError(ValueError):
     """A source image that rgbatch cannot read, with a message for the user."""
 

@@ -122,6 +122,11 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert "truncated" in errors["truncated.png"]
     assert "not an image file" in errors["text.jpg"]
     assert "decompression" in errors["bomb.png"]
+    # and the report says what reading lost besides the codec
+    report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
+    assert report["summary"]["reading"] == {"alpha_dropped": 1, "reduced_to_8_bits": 1, "colour_converted": 1}
+    said = " ".join(run("report", tmp_path / "archive").output.replace("│", " ").split())
+    assert "1 with their alpha channel dropped; 1 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK" in said
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
