@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import posixpath
 import random
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image, encode_png
+from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image, encode_png, png_text
 from .manifest import Archive, PartWriter, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
@@ -254,10 +255,38 @@ class RestoreResult:
     out: str
     written: list[dict] = field(default_factory=list)  # path, file, depth
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+    skipped: list[dict] = field(default_factory=list)  # path, file, depth: restored there already (`RESTORED_KEY`)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failures else 0
+
+
+RESTORED_KEY = "rgbatch-restored"  # the PNG text chunk that says what a restored file holds
+
+
+def restored_text(row: Row, depth: int, decoding: str) -> str | None:
+    """What a PNG restored from `row` at `depth` holds, as its `RESTORED_KEY` chunk says it: the
+    archived path, the sha256 of the stream cut to that depth (what was decoded), the depth and
+    the decoder's arithmetic; None where the blob cannot be cut (decoding will say why)."""
+    try:
+        stream = row.cut(depth).blob
+    except bitstream.BitstreamError:
+        return None
+    return json.dumps({"path": row.path, "stream_sha256": hashlib.sha256(stream).hexdigest(), "depth": depth,
+                       "decoding": "float" if decoding == "float" else "exact"}, sort_keys=True)
+
+
+def _restored_there(fs, target: str) -> str | None:
+    """The `RESTORED_KEY` chunk of the plain file at `target` ("" for a file without one: not a
+    restore's), or None where no plain file is (nothing, or a folder or link: `write_new` says)."""
+    if not storage.is_regular_file(fs, target):
+        return None
+    try:
+        with storage.open_input(fs, target) as file:
+            return png_text(file).get(RESTORED_KEY, "")
+    except OSError:
+        return ""
 
 
 def png_names(paths: list[str]) -> dict[str, str]:
@@ -340,20 +369,38 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             result.failures.append((row.path, problem))
         return problem is None
 
+    def to_do(row: Row, depth: int, text: str | None) -> bool:
+        """False for an image whose file is there already: restored so before (the same stream
+        and depth: skipped, so that an interrupted restore resumes) or another file (refused
+        unless `overwrite`), either way without decoding it."""
+        target = f"{root}/{names[row.path]}"
+        there = None if overwrite else _restored_there(fs, target)
+        if there is None:
+            return True
+        if text is not None and there == text:
+            result.skipped.append({"path": row.path, "file": storage.uri(fs, target), "depth": depth})
+        else:
+            result.failures.append((row.path, f"{names[row.path]}: {storage.ALREADY_THERE}"))
+        return False
+
     for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
         work = [(r, r.keep(iterations, target)) for r in group]
+        texts = {id(r): restored_text(r, depth, codec.decoding) for r, depth in work}
+        work = [(r, depth) for r, depth in work if to_do(r, depth, texts[id(r)])]
         for (row, image, error), (_, depth) in zip(_decode_by_model(codec, work, max_pixels), work):
             if error:
                 result.failures.append((row.path, error))
                 continue
+            text = {RESTORED_KEY: texts[id(row)]} if texts[id(row)] else None
             try:
-                written = storage.write_new(fs, root, names[row.path], encode_png(image, row.metadata()), overwrite)
+                written = storage.write_new(fs, root, names[row.path], encode_png(image, row.metadata(), text),
+                                            overwrite)
             except storage.NotWritten as e:
                 result.failures.append((row.path, f"{names[row.path]}: {e}"))
                 continue
             result.written.append({"path": row.path, "file": storage.uri(fs, written), "depth": depth})
         if progress:
-            progress(len(result.written) + len(result.failures), total)
+            progress(len(result.written) + len(result.failures) + len(result.skipped), total)
     return result
 
 

@@ -497,7 +497,8 @@ def restore(
 
         _print_json(asdict(result))
     else:
-        out.print(f"{len(result.written)} image(s) written under {result.out}")
+        skipped = f"; {len(result.skipped)} restored there before, skipped" if result.skipped else ""
+        out.print(f"{len(result.written)} image(s) written under {result.out}{skipped}")
         _print_failures("not restored", result.failures)
     raise typer.Exit(result.exit_code)
 

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pillow_jxl  # noqa: F401  (registers its JPEG XL reader with Pillow on import)
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 from pillow_heif import register_heif_opener
 
 register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and sets the EXIF orientation to 1
@@ -147,9 +147,27 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
         return decode_image(f.read(), max_pixels)
 
 
-def encode_png(image: np.ndarray, metadata: Metadata = Metadata()) -> bytes:
-    """A PNG of the HxWx3 uint8 array, with the ICC profile (iCCP) and EXIF (eXIf) given."""
+def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[str, str] | None = None) -> bytes:
+    """A PNG of the HxWx3 uint8 array, with the ICC profile (iCCP) and EXIF (eXIf) given, and
+    `text` as tEXt chunks (before the pixels: `png_text` reads them without decoding)."""
     options = {k: v for k, v in metadata._asdict().items() if v}
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        options["pnginfo"] = info
     buffer = io.BytesIO()
     Image.fromarray(image, "RGB").save(buffer, format="PNG", **options)
     return buffer.getvalue()
+
+
+def png_text(file) -> dict[str, str]:
+    """The tEXt chunks before the pixels of a PNG file object (`encode_png`'s `text`); {} for
+    anything that is not a readable PNG. Reads the header chunks only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(file, formats=["PNG"]) as image:
+                return {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
+    except Exception:  # not a PNG, truncated, a decompression bomb's header: none of ours
+        return {}

@@ -60,6 +60,17 @@ def is_dir(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
+def is_regular_file(fs: pafs.FileSystem, path: str) -> bool:
+    """A plain file is there: not a folder, and on a local disk not a symbolic link, a FIFO or a
+    device either (reading one of those could hang or leave the folder)."""
+    if is_local(fs):
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except OSError:
+            return False
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
 def size(fs: pafs.FileSystem, path: str) -> int:
     return fs.get_file_info(path).size
 
@@ -217,6 +228,9 @@ def write_atomic(fs: pafs.FileSystem, path: str, data: bytes):
         stream.write(data)
 
 
+ALREADY_THERE = "a file is already there: not overwritten (the overwrite option replaces it)"
+
+
 class NotWritten(ValueError):
     """An output file that was not written, with the reason for the user."""
 
@@ -233,7 +247,7 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
     target = f"{root}/{relative}"
     if not is_local(fs):
         if not overwrite and exists(fs, target):
-            raise NotWritten("a file is already there: not overwritten (the overwrite option replaces it)")
+            raise NotWritten(ALREADY_THERE)
         write_atomic(fs, target, data)
         return target
     os.makedirs(root, exist_ok=True)

@@ -366,6 +366,37 @@ def restore_json(*args):
     return result.exit_code, json.loads(result.stdout)
 
 
+def test_an_interrupted_restore_resumes_without_decoding_again(archive, tiny_weights, tmp_path, monkeypatch):
+    from rgbatch import archive as archive_module
+    decoded = []
+
+    def counted(codec, work, *args):
+        decoded.extend(row.path for row, _ in work)
+        return decode(codec, work, *args)
+
+    decode = archive_module._decode_by_model
+    monkeypatch.setattr(archive_module, "_decode_by_model", counted)
+    out = tmp_path / "out"
+    code, first = restore_json(archive / "archive", "--out", out, "--iterations", "2", "--weights", tiny_weights)
+    assert code == 0 and len(first["written"]) == len(PATHS) and first["skipped"] == []
+    said = json.loads(Image.open(out / "a.png").info["rgbatch-restored"])
+    assert said["path"] == "a.png" and said["depth"] == 2 and said["decoding"] == "exact"
+    # an interruption leaves whole files only (written under a temporary name, then linked), and
+    # the files of the images not reached yet missing
+    before = (out / "sub/c.png").read_bytes()
+    (out / "sub/c.png").unlink()
+    decoded.clear()
+    code, again = restore_json(archive / "archive", "--out", out, "--iterations", "2", "--weights", tiny_weights)
+    assert code == 0 and [w["path"] for w in again["written"]] == ["sub/c.png"] == decoded
+    assert sorted(w["path"] for w in again["skipped"]) == ["a.png", "b.png"] and again["failures"] == []
+    assert (out / "sub/c.png").read_bytes() == before
+    assert "1 image(s) written" in run("restore", archive / "archive", "--out", tmp_path / "two", "--iterations", "2",
+                                       "--select", "a.png", "--weights", tiny_weights).output
+    text = " ".join(run("restore", archive / "archive", "--out", tmp_path / "two", "--iterations", "2", "--weights",
+                        tiny_weights).output.split())
+    assert "2 image(s) written" in text and "1 restored there before, skipped" in text
+
+
 def test_one_bad_row_never_stops_a_restore(archive, tiny_weights, tmp_path):
     deep = "/".join(["d" * 200] * 21) + "/deep.png"  # 4,200 characters, every name short enough
     paths = ["nul\0byte.png", "x" * 300 + ".png", deep, "f.png", "f.png/inner.png", "folder.png", "good.png"]
@@ -402,12 +433,15 @@ def test_restored_names_never_collide_and_nothing_is_overwritten(archive, tiny_w
     code, one = restore_json(hostile, "--out", tmp_path / "one", "--select", "a.jpg", "--weights", tiny_weights)
     assert code == 0 and pngs_under(tmp_path / "one") == {"a.jpg~2.png"}
 
-    # again into the same folder: every file refused, none touched
+    # again into the same folder: what it restored before is skipped, another file refused, none touched
     (out / "a.jpg.png").write_bytes(b"mine")
     code, again = restore_json(hostile, "--out", out, "--weights", tiny_weights)
-    assert code == 1 and again["written"] == [] and len(again["failures"]) == len(paths)
-    assert all("not overwritten" in why for _, why in again["failures"])
+    assert code == 1 and again["written"] == [] and len(again["skipped"]) == len(paths) - 1
+    assert [path for path, why in again["failures"] if "not overwritten" in why] == ["a.jpg.png"]
     assert (out / "a.jpg.png").read_bytes() == b"mine"
+    # and at another depth every file is another image: refused
+    code, deeper = restore_json(hostile, "--out", out, "--weights", tiny_weights, "--iterations", "1")
+    assert code == 1 and deeper["written"] == deeper["skipped"] == [] and len(deeper["failures"]) == len(paths)
     code, forced = restore_json(hostile, "--out", out, "--weights", tiny_weights, "--overwrite")
     assert code == 0 and len(forced["written"]) == len(paths) and (out / "a.jpg.png").read_bytes() != b"mine"
 
