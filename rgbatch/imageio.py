@@ -85,6 +85,7 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, 
     ImageError saying why not."""
     if not data:
         raise ImageError("empty file (0 bytes)")
+    image = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our check follows
@@ -103,6 +104,9 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, 
         raise ImageError("not an image file Pillow can read (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"corrupt or truncated image: {e}") from None
+    except RuntimeError:  # a plugin's decoder on damaged data (pillow-jxl-plugin's says "build libjxl")
+        decoder = f"the {image.format} decoder" if image is not None and image.format else "its decoder"
+        raise ImageError(f"corrupt or truncated image: {decoder} refused it") from None
     return image, mode
 
 

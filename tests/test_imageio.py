@@ -149,3 +149,14 @@ def test_phone_and_modern_formats_are_read_upright_with_their_metadata(fmt):
     kept = Image.Exif()
     kept.load(metadata.exif)
     assert kept.get(0x010F) == "a phone" and kept.get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "JXL", "AVIF"])
+def test_damaged_files_of_the_plugins_formats_are_worded_errors(fmt):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(buffer, fmt, quality=80)
+    data = buffer.getvalue()
+    for cut in (len(data) // 2, 40, 12):
+        with pytest.raises(ImageError, match="corrupt|not an image") as caught:
+            decode_image(data[:cut])
+        assert "libjxl" not in str(caught.value)  # pillow-jxl-plugin's words are for its builders
