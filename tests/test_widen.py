@@ -174,6 +174,9 @@ def test_a_half_slim_checkpoint_exports_the_same_model_and_resumes(tmp_path):
     resumed = train(config(tmp_path, out=str(tmp_path / "half.pt"), steps=5), resume=True, log=lambda *_: None)
     assert resumed["step"] == 5 and all(v.dtype == torch.float32 for v in resumed["model"].values()
                                         if v.is_floating_point())
+    committed = torch.load(TRAIN_STATE, map_location="cpu", weights_only=False)
+    assert committed["optimizer"] is None and all(v.dtype == torch.float16 for v in committed["model"].values()
+                                                  if v.is_floating_point())
 
 
 def test_the_committed_run_widened_and_exported_codes_as_its_own_export(tmp_path):
