@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, objectstore, storage
-from .row import ADDED_COLUMNS, COLUMNS, OK, SCHEMA, STATS_COLUMNS, Row
+from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, SCHEMA, STATS_COLUMNS, Row
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
@@ -112,9 +112,10 @@ class PartWriter:
         self._writer = pq.ParquetWriter(
             self._output.stream, self.schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
             # blobs are incompressible bits: no dictionary, and no min/max statistics (which
-            # would copy whole blobs into the footer)
+            # would copy whole blobs into the footer; nor of ICC profiles and EXIF blocks, whose
+            # dictionary keeps one copy of a profile many images share)
             use_dictionary=[c for c in COLUMNS if c != "blob"],
-            write_statistics=[c for c in COLUMNS if c != "blob"])
+            write_statistics=[c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS])
         self._part_rows = 0
 
     def _write_row_group(self):
