@@ -56,7 +56,7 @@ train: setup
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
 # for the device tool's carry: wheels of the two packages its image lacks, and a packed training
 # set (since session 20 two 160 px crops of each top-level training image and twelve of each
-# high-resolution photo: 2224 crops, 17.7 + 9.1 MB, the photos 39 % of the pixels as in the full
+# high-resolution photo: 2224 crops, 17.7 + 9.3 MB, the photos 39 % of the pixels as in the full
 # data; until then one 192 px crop and six, 1112 crops: the fp16 training state left room for
 # twice the crops. The top-level crops at JPEG quality 92 since session 14, 95 before)
 gpu-wheels: setup
@@ -118,7 +118,7 @@ gpu-slim:
 # step the same codes and images as the shipped model; docs/TRAINING.md, "Widening") and trained
 # for GPU_SECONDS as run wide. The shipped run is width 0.375 since session 14 (1.9x the CPU
 # encoding time of width 0.25, within issue 16's 2x); WIDE_WIDTH 0.5 (3.3x) is beyond that limit.
-# Back come the state without Adam's moments (width 0.5: about 20 MiB in fp16, two pieces) and the mean weights
+# Back come the state without Adam's moments (width 0.5: 19.4 MiB in fp16, two pieces) and the mean weights
 # (16.1 MiB, two pieces). On the lent machine: make gpu-wide GPU_SECONDS=470
 WIDE_WIDTH ?= 0.5
 gpu-wide: gpu-site

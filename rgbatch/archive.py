@@ -385,16 +385,16 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
 
     for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
         work = [(r, r.keep(iterations, target)) for r in group]
-        texts = {id(r): restored_text(r, depth, codec.decoding) for r, depth in work}
-        work = [(r, depth) for r, depth in work if to_do(r, depth, texts[id(r)])]
-        for (row, image, error), (_, depth) in zip(_decode_by_model(codec, work, max_pixels), work):
+        work = [(r, depth, restored_text(r, depth, codec.decoding)) for r, depth in work]
+        work = [w for w in work if to_do(*w)]
+        decoded = _decode_by_model(codec, [(row, depth) for row, depth, _ in work], max_pixels)
+        for (row, image, error), (_, depth, text) in zip(decoded, work):
             if error:
                 result.failures.append((row.path, error))
                 continue
-            text = {RESTORED_KEY: texts[id(row)]} if texts[id(row)] else None
             try:
-                written = storage.write_new(fs, root, names[row.path], encode_png(image, row.metadata(), text),
-                                            overwrite)
+                written = storage.write_new(fs, root, names[row.path], encode_png(
+                    image, row.metadata(), {RESTORED_KEY: text} if text else None), overwrite)
             except storage.NotWritten as e:
                 result.failures.append((row.path, f"{names[row.path]}: {e}"))
                 continue

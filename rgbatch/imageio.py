@@ -66,8 +66,7 @@ class Metadata(NamedTuple):
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Bytes of an image file -> (HxWx3 uint8 array, source mode)."""
-    image, mode = open_image(data, max_pixels)
-    return to_rgb(image), mode
+    return decode_image_and_metadata(data, max_pixels)[:2]
 
 
 def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str, Metadata]:
