@@ -6,7 +6,9 @@
 |                                | (the pillow-jxl-plugin and pillow-heif packages)             |
 | RGB, 8 bit                     | used as is                                                   |
 | grayscale (L, 1-bit)           | converted to RGB (three equal channels)                     |
-| palette (P)                    | converted to RGB through its palette (transparency dropped)  |
+| palette (P)                    | converted to RGB through its palette                         |
+| transparency key (tRNS) on P,  | dropped, like alpha; the mode recorded as PA, LA or RGBA, so |
+| L or RGB                       | that `report` counts it                                      |
 | RGBA, LA, PA                   | alpha dropped (the colour channels are kept as they are)     |
 | 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
@@ -50,6 +52,11 @@ LOSSY_MODES = {
 }
 
 
+# modes whose transparency key (`info["transparency"]`) the conversion to RGB drops, and the mode
+# with an alpha channel that the archive's `mode` column records for them
+KEYED_ALPHA = {"P": "PA", "L": "LA", "RGB": "RGBA"}
+
+
 class ImageError(ValueError):
     """A source image that rgbatch cannot read, with a message for the user."""
 
@@ -89,7 +96,9 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our check follows
             image = Image.open(io.BytesIO(data))
-            mode = image.mode
+            # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
+            # all but name: recorded as the mode with alpha, so that `report` counts it as dropped
+            mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(f"image of {width}x{height} pixels is over the limit of {max_pixels} "

@@ -25,6 +25,21 @@ def test_every_mode_becomes_8_bit_rgb(mode):
     assert source_mode == mode
 
 
+@pytest.mark.parametrize("mode, fmt, recorded", [("P", "PNG", "PA"), ("L", "PNG", "LA"), ("RGB", "PNG", "RGBA"),
+                                                 ("P", "GIF", "PA")])
+def test_a_transparency_key_is_recorded_as_alpha_dropped(mode, fmt, recorded):
+    # a palette or grey PNG with a tRNS chunk, a GIF's transparent index: the pixels are the
+    # colours as stored, and the mode says that transparency was there (report counts it)
+    image = Image.new(mode, (4, 2), 3 if mode != "RGB" else (3, 4, 5))
+    if mode == "P":
+        image.putpalette([10 * i % 256 for i in range(768)])
+    transparency = 3 if mode != "RGB" else (3, 4, 5)
+    rgb, source_mode = decode_image(save(image, fmt, transparency=transparency))
+    assert source_mode == recorded and recorded in imageio.LOSSY_MODES["alpha_dropped"][0]
+    assert np.array_equal(rgb, np.asarray(image.convert("RGB")))
+    assert decode_image(save(image, fmt))[1] == mode  # without the key: the mode as it is
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "RGBA", "LA", "PA", "CMYK", "YCbCr", "I;16", "I", "F"])
 def test_conversion_band_by_band_is_the_whole_image_conversion(monkeypatch, mode):
     rng = np.random.default_rng(1)
