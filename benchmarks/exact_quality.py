@@ -20,6 +20,7 @@ import torch
 
 from rgbatch.bench import bd_rate, msssim_db
 from rgbatch.codec import Codec
+from rgbatch.codes import signs
 from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim_many
 from rgbatch.tiling import to_uint8
@@ -40,7 +41,8 @@ def images(folder: Path, n: int):
 
 def curves(codec: Codec, codes, image) -> list[float]:
     """MS-SSIM at every depth of one single-tile image, decoding one iteration at a time."""
-    [(_, bits)] = list(codec._code_batches([codes]))
+    [tile], [coded] = codes.tiles, codes.coded()
+    bits = torch.from_numpy(signs(tile, coded)).unsqueeze(1).to(codec.device)  # (iterations, 1 tile, bits, h, w)
     state, quality = None, []
     for t in range(bits.shape[0]):
         state = codec.model.decode_from(bits[t:t + 1], state)

@@ -243,7 +243,6 @@ class ExactGRU:
             torch.add(new_h, projection[0][:, :, inner], out=out).clamp_(-UNITS_BOUND, UNITS_BOUND)
 
 
-HALF = torch.tensor(0.5, dtype=torch.float64)
 UNIT = 2.0 ** ACTIVATION_BITS  # an activation x is held as the integer x * UNIT
 UNITS_BOUND = BOUND * UNIT
 
@@ -251,7 +250,13 @@ UNITS_BOUND = BOUND * UNIT
 def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """a * b rounded to the activation grid (half up), in units: floor(a * b / 2**16 + 1/2), the
     product and the half in one pass (exact: a * b is an integer below 2**35); into `out` if given."""
-    return torch.addcmul(HALF.to(a.device), a, b, value=1 / UNIT, out=out).floor_()
+    return torch.addcmul(_half(a.device), a, b, value=1 / UNIT, out=out).floor_()
+
+
+@functools.lru_cache(maxsize=None)
+def _half(device: torch.device) -> torch.Tensor:
+    """0.5 on `device`, made once per device (not a host-to-device copy per product on a GPU)."""
+    return torch.tensor(0.5, dtype=torch.float64, device=device)
 
 
 class ExactDecoder:
