@@ -6,10 +6,14 @@
     chunks  k payloads, one per iteration, each holding that iteration's bits of every tile (the
             last one, when `steps` is not 0, only the first `steps` of its 2 x bits coding steps)
 
+    trailer (optional: stream files of `rgbatch encode`) magic "RGBM", the lengths of an ICC
+            profile and of an EXIF block, the two, CRC-32 of the trailer
+
 A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
-cuts a stream to depth j without touching a bit of the chunks it keeps. The stream ends with
-its last chunk: a blob with bytes after it is refused. What a header may declare beyond the
-format's own rules (sizes, tiles, chunk lengths per coder) is bounded in `limits.py`.
+cuts a stream to depth j without touching a bit of the chunks it keeps (nor its trailer). The
+stream ends with its last chunk or its trailer: a blob with other bytes after the last chunk is
+refused. What a header may declare beyond the format's own rules (sizes, tiles, chunk lengths
+per coder) is bounded in `limits.py`.
 
 width x height is the image's size, what decoding returns; with a scale code other than 0
 (rgbatch.resample) the network coded it at `coded_size`, which the tile grid follows, and the
@@ -22,6 +26,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .imageio import MAX_METADATA_BYTES, Metadata
 from .options import OptionError
 from .resample import SCALES, coded_size
 from .tiling import check_tile_size
@@ -33,6 +38,8 @@ _FIXED = struct.Struct("<4sBBBB8sIIHBB")  # magic .. scale code, steps of the la
 RAW_CODER_ID = 0  # entropy.RawCoder's: it codes whole iterations only (no partial last chunk)
 _CHUNK = struct.Struct("<II")  # length, crc32
 _CRC = struct.Struct("<I")
+TRAILER_MAGIC = b"RGBM"
+_TRAILER = struct.Struct("<4sII")  # magic, ICC profile length, EXIF length; then the two, then a CRC-32
 
 
 class BitstreamError(ValueError):
@@ -105,7 +112,8 @@ def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, ti
 
 def read_header(blob: bytes) -> Header:
     """The header of a stream (or of any prefix that holds it), checked: its checksum, the
-    values the format allows, and that no bytes follow the last chunk."""
+    values the format allows, and that what follows the last chunk, if anything, is one intact
+    metadata trailer."""
     blob = memoryview(blob)
     if len(blob) < _FIXED.size:
         raise BitstreamError(f"truncated: {len(blob)} bytes is shorter than any rgbatch header")
@@ -134,10 +142,56 @@ def read_header(blob: bytes) -> Header:
         raise BitstreamError(f"invalid header: tile size {e.reason}") from None
     stream_end = end + sum(n for n, _ in table)
     if len(blob) > stream_end:
-        raise BitstreamError(f"{len(blob) - stream_end} bytes after the last chunk (the stream ends at byte "
-                             f"{stream_end}); refused")
+        _read_trailer(blob, stream_end)
     return Header(coder_id, k, bits, mid.hex(), width, height, tile,
                   tuple(n for n, _ in table), tuple(c for _, c in table), scale, steps)
+
+
+def with_metadata(blob: bytes, metadata: Metadata) -> bytes:
+    """The stream with `metadata` (ICC profile, EXIF) in its trailer, replacing any it had; the
+    stream alone when there is none (docs/FORMAT.md, "Metadata trailer")."""
+    stream = blob[:_stream_end(read_header(blob))]
+    icc, exif = metadata.icc_profile or b"", metadata.exif or b""
+    if not icc and not exif:
+        return stream
+    for name, field in (("ICC profile", icc), ("EXIF block", exif)):
+        if len(field) > MAX_METADATA_BYTES:
+            raise ValueError(f"an {name} of {len(field)} bytes is over the trailer's {MAX_METADATA_BYTES} bytes")
+    trailer = _TRAILER.pack(TRAILER_MAGIC, len(icc), len(exif)) + icc + exif
+    return stream + trailer + _CRC.pack(zlib.crc32(trailer))
+
+
+def read_metadata(blob: bytes) -> Metadata:
+    """The ICC profile and EXIF block of a stream's trailer (both None without one), checked."""
+    end = _stream_end(read_header(blob))
+    return _read_trailer(memoryview(blob), end) if len(blob) > end else Metadata()
+
+
+def _stream_end(header: Header) -> int:
+    return header.size + sum(header.chunk_lengths)
+
+
+def _read_trailer(blob: memoryview, start: int) -> Metadata:
+    """The trailer from byte `start` (the end of the last chunk) to the end of `blob`, or
+    BitstreamError: bytes there that are not exactly one whole, intact trailer are refused."""
+    extra = len(blob) - start
+    if extra < _TRAILER.size + _CRC.size or bytes(blob[start:start + 4]) != TRAILER_MAGIC:
+        raise BitstreamError(f"{extra} bytes after the last chunk (the stream ends at byte {start}) are not a "
+                             f"metadata trailer; refused")
+    _, icc_length, exif_length = _TRAILER.unpack_from(blob, start)
+    if max(icc_length, exif_length) > MAX_METADATA_BYTES:
+        raise BitstreamError(f"invalid metadata trailer: a field of {max(icc_length, exif_length)} bytes is over "
+                             f"the limit of {MAX_METADATA_BYTES}")
+    body_end = start + _TRAILER.size + icc_length + exif_length
+    if extra != body_end + _CRC.size - start:
+        raise BitstreamError(f"{'truncated' if extra < body_end + _CRC.size - start else 'invalid'} metadata "
+                             f"trailer: its fields need {body_end + _CRC.size - start} bytes after the last chunk, "
+                             f"{extra} are there")
+    if _CRC.unpack_from(blob, body_end)[0] != zlib.crc32(blob[start:body_end]):
+        raise BitstreamError("corrupted metadata trailer (checksum mismatch)")
+    fields = start + _TRAILER.size
+    icc, exif = bytes(blob[fields:fields + icc_length]), bytes(blob[fields + icc_length:body_end])
+    return Metadata(icc or None, exif or None)
 
 
 def _steps_problem(steps: int, bits: int, coder_id: int) -> str:
@@ -173,6 +227,7 @@ def truncate(blob: bytes, iterations: int) -> bytes:
     """The same stream cut to its first `iterations` iterations (a partial last chunk is kept only
     when `iterations` is the stream's own: the chunks before it are whole)."""
     header, chunks = unpack(blob, iterations)
-    return pack(coder_id=header.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
-                height=header.height, tile_size=header.tile_size, chunks=chunks, scale=header.scale,
-                steps=header.steps_at(iterations))
+    cut = pack(coder_id=header.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
+               height=header.height, tile_size=header.tile_size, chunks=chunks, scale=header.scale,
+               steps=header.steps_at(iterations))
+    return cut + bytes(blob[_stream_end(header):])  # the trailer, if any: the image's at every depth

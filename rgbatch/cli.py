@@ -518,6 +518,10 @@ def encode(
     search_steps: int = SEARCH_STEPS,
     resample: str = RESAMPLE,
     partial: Optional[bool] = PARTIAL,
+    metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
+                                  help="Keep the image's ICC colour profile and EXIF block in the stream file's "
+                                       "trailer, written back by decode; --strip-metadata keeps neither "
+                                       "(docs/FORMAT.md, Metadata trailer)."),
     as_json: bool = AS_JSON,
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
@@ -533,7 +537,8 @@ def encode(
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps, decoding=decoding)
         partial = resolve_partial(partial, target, True, codec.coder.name)
     with user_errors(failures=(ImageError, MemoryError)):
-        result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial)
+        result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial,
+                             metadata=metadata)
     if as_json:
         _print_json(result)
     else:
@@ -541,7 +546,8 @@ def encode(
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
-                  f"PSNR {result['psnr']:.2f} dB")
+                  f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the colour profile "
+                                                      f"and EXIF" if result["metadata_bytes"] else ""))
 
 
 @app.command()

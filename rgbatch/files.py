@@ -4,16 +4,18 @@
     decode_file("photo.rgb", "photo-4.png", iterations=4)
 
 A stream file is exactly one bitstream (docs/FORMAT.md): self-describing (model id, size,
-iterations), checksummed, progressive (its first k chunks are a valid depth-k stream).
+iterations), checksummed, progressive (its first k chunks are a valid depth-k stream), with the
+source's ICC profile and EXIF block in its metadata trailer (`metadata=False`: none), which
+`decode_file` writes into the PNG.
 Paths may be local or URIs that `pyarrow.fs` opens; outputs are written atomically.
 """
 
 from __future__ import annotations
 
 from . import storage
-from .bitstream import read_header
+from .bitstream import read_header, read_metadata, with_metadata
 from .codec import Codec, resolve_partial
-from .imageio import MAX_PIXELS, decode_image, encode_png
+from .imageio import MAX_PIXELS, Metadata, decode_image_and_metadata, encode_png
 from .limits import check_max_pixels
 from .options import check_range
 from .ratecontrol import Target
@@ -21,19 +23,23 @@ from .resample import SCALE_NAMES
 
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
-                max_pixels: int = MAX_PIXELS, resample: str = "none", partial: bool | None = None) -> dict:
-    """Encode one image file into a stream file; returns what was kept (depth, bytes, quality,
-    the scale it was coded at: `resample`, and the coding steps of its last chunk: `partial`,
-    Codec.encode_many, by default where the target and coder allow: `resolve_partial`; 0 when whole)."""
+                max_pixels: int = MAX_PIXELS, resample: str = "none", partial: bool | None = None,
+                metadata: bool = True) -> dict:
+    """Encode one image file into a stream file; returns what was kept (depth, bytes of the file,
+    quality, the scale it was coded at: `resample`, the coding steps of its last chunk: `partial`,
+    Codec.encode_many, by default where the target and coder allow: `resolve_partial`, 0 when
+    whole; and the bytes of the source's metadata kept in the trailer: `metadata`)."""
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
     fs, path = storage.resolve(source)
-    image, mode = decode_image(storage.read_bytes(fs, path), max_pixels)
+    image, mode, kept = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
     encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample, partial=partial)
+    blob = with_metadata(encoded.blob, kept if metadata else Metadata())
     out_fs, out_path = storage.resolve(out)
-    storage.write_atomic(out_fs, out_path, encoded.blob)
+    storage.write_atomic(out_fs, out_path, blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "width": encoded.width,
-            "height": encoded.height, "iterations": encoded.iterations, "bytes": len(encoded.blob),
+            "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
+            "metadata_bytes": len(blob) - len(encoded.blob),
             "bpp": encoded.bpp[-1], "msssim": encoded.msssim[-1], "psnr": encoded.psnr[-1],
             "scale": SCALE_NAMES[encoded.scale], "last_steps": encoded.steps, "model_id": codec.model_id}
 
@@ -52,7 +58,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     depth = stored if iterations is None else min(iterations, stored)
     image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
     out_fs, out_path = storage.resolve(out)
-    storage.write_atomic(out_fs, out_path, encode_png(image))
+    storage.write_atomic(out_fs, out_path, encode_png(image, read_metadata(blob)))
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
             "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
             "last_steps": header.steps_at(depth)}

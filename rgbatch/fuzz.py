@@ -240,6 +240,8 @@ def random_case(seeds: list[Seed], rng: np.random.Generator) -> Case:
         extra = rng.integers(0, 256, int(rng.integers(1, 65)), dtype=np.uint8).tobytes()
         depth = int(rng.integers(1, k + 1)) if rng.random() < 0.5 else None
         return Case(kind, blob + extra, depth, must_refuse=True)
+    if kind == "trailer":  # a metadata trailer after the last chunk: intact, damaged, cut or forged
+        return trailer_case(seed, rng)
     if kind == "spliced":  # the header of one seed over the chunks of another
         other = seeds[rng.integers(len(seeds))].parts
         return Case(kind, replace(parts, lengths=other.lengths, payload=other.payload).build())
@@ -258,8 +260,38 @@ def random_case(seeds: list[Seed], rng: np.random.Generator) -> Case:
     return Case(kind, replace(parts, fields={**parts.fields, **fields}, lengths=lengths).build())
 
 
-KINDS = ("field", "forged bits", "forged chunk", "cut chunk", "steps", "flipped", "truncated", "extended", "spliced",
-         "depth", "garbage", "random header")
+KINDS = ("field", "forged bits", "forged chunk", "cut chunk", "steps", "flipped", "truncated", "extended", "trailer",
+         "spliced", "depth", "garbage", "random header")
+
+
+def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
+    """The seed with a metadata trailer (docs/FORMAT.md, "Metadata trailer") of random fields: as
+    written (it decodes to the seed's image, at any depth asked), or with a byte flipped, cut
+    short, grown, or its lengths changed with its checksum recomputed (refused)."""
+    fields = [rng.integers(0, 256, int(rng.choice([0, 1, 40, rng.integers(0, 600)])), dtype=np.uint8).tobytes()
+              for _ in range(2)]
+    if not any(fields):
+        fields[0] = b"\0"
+    blob = bitstream.with_metadata(seed.blob, bitstream.Metadata(*fields))
+    depth = int(rng.integers(1, len(seed.images) + 1)) if rng.random() < 0.5 else None
+    start = len(seed.blob)  # where the trailer begins
+    how = ("intact", "flipped", "cut", "grown", "lengths")[rng.integers(5)]
+    if how == "intact":
+        return Case("trailer intact", blob, depth, expected=seed.images[(depth or len(seed.images)) - 1])
+    if how == "flipped":
+        damaged = bytearray(blob)
+        damaged[rng.integers(start, len(blob))] ^= 1 << int(rng.integers(8))
+        return Case("trailer flipped", bytes(damaged), depth, must_refuse=True)
+    if how == "cut":
+        return Case("trailer cut", blob[:rng.integers(start + 1, len(blob))], depth, must_refuse=True)
+    if how == "grown":
+        return Case("trailer grown", blob + bytes(int(rng.integers(1, 9))), depth, must_refuse=True)
+    # a length field changed, the checksum recomputed over the same bytes: they no longer add up
+    lengths = list(bitstream._TRAILER.unpack_from(blob, start)[1:])
+    i = int(rng.integers(2))
+    lengths[i] = int(rng.choice([lengths[i] + 1, max(0, lengths[i] - 1) if lengths[i] else 2, 2**20 + 1, 2**32 - 1]))
+    body = bitstream._TRAILER.pack(bitstream.TRAILER_MAGIC, *lengths) + blob[start + bitstream._TRAILER.size:-4]
+    return Case("trailer lengths", seed.blob + body + bitstream._CRC.pack(zlib.crc32(body)), depth, must_refuse=True)
 
 
 def cases(seeds: list[Seed], rng: np.random.Generator, n: int, systematic: bool = True):
@@ -319,4 +351,4 @@ def reason(error: Exception) -> str:
 
 
 __all__ = ["Case", "FIELDS", "KINDS", "Parts", "Seed", "VALUES", "cases", "field_case", "field_cases", "length_cases",
-           "oversize_cases", "random_case", "reason", "run", "sealed"]
+           "oversize_cases", "random_case", "reason", "run", "sealed", "trailer_case"]

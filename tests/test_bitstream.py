@@ -136,3 +136,38 @@ def test_steps_of_the_last_chunk_round_trip_and_a_cut_drops_the_partial_chunk():
             bitstream.pack(**fields, steps=steps)
     with pytest.raises(BitstreamError, match="raw coder"):  # coder id 0 codes whole iterations only
         bitstream.read_header(_with_byte(make(), 27, 1))
+
+
+def test_a_metadata_trailer_rides_with_the_stream_at_every_depth():
+    blob = make()
+    meta = bitstream.Metadata(b"icc" * 10, b"Exif\0\0" + b"x" * 7)
+    full = bitstream.with_metadata(blob, meta)
+    assert full.startswith(blob) and bitstream.read_metadata(full) == meta
+    assert bitstream.unpack(full)[1] == CHUNKS  # the chunks as they were
+    assert bitstream.read_metadata(blob) == bitstream.Metadata()  # none: both None
+    cut = bitstream.truncate(full, 2)  # the image's metadata at every depth
+    assert cut == bitstream.truncate(blob, 2) + full[len(blob):] and bitstream.read_metadata(cut) == meta
+    assert bitstream.with_metadata(full, bitstream.Metadata()) == blob  # stripped: the stream alone, as before
+    exif_only = bitstream.with_metadata(full, bitstream.Metadata(None, b"e"))  # replaced, not added
+    assert bitstream.read_metadata(exif_only) == bitstream.Metadata(None, b"e") and exif_only.startswith(blob)
+    # a progressive reader's prefix (the header and the first chunks) needs none of it
+    header = bitstream.read_header(full)
+    assert bitstream.unpack(full[:header.size + sum(header.chunk_lengths[:2])], iterations=2)[1] == CHUNKS[:2]
+
+
+def test_every_damage_to_a_metadata_trailer_is_refused():
+    blob = make()
+    full = bitstream.with_metadata(blob, bitstream.Metadata(b"p" * 20, b"e" * 9))
+    for i in range(len(blob), len(full)):  # every byte of it flipped: magic, lengths, fields, checksum
+        damaged = bytearray(full)
+        damaged[i] ^= 0x10
+        for read in (bitstream.read_metadata, bitstream.unpack):  # decoding refuses it too
+            with pytest.raises(BitstreamError, match="trailer"):
+                read(bytes(damaged))
+    for end in range(len(blob) + 1, len(full)):  # cut anywhere inside it
+        with pytest.raises(BitstreamError, match="trailer"):
+            bitstream.unpack(full[:end], iterations=2)
+    with pytest.raises(BitstreamError, match="trailer"):
+        bitstream.unpack(full + b"\0")
+    with pytest.raises(ValueError, match="over the trailer"):
+        bitstream.with_metadata(blob, bitstream.Metadata(bytes(bitstream.MAX_METADATA_BYTES + 1)))

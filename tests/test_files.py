@@ -47,6 +47,34 @@ def test_a_size_target_keeps_the_depths_that_fit(codec, png, tmp_path):
     assert kept["iterations"] < 4 and kept["bytes"] <= full["bytes"] - 1
 
 
+def test_a_stream_file_keeps_the_colour_profile_and_exif_and_decode_writes_them_back(codec, tiny_weights, tmp_path, rng):
+    import io
+
+    from PIL import Image, ImageCms
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"  # Make
+    source = tmp_path / "in.jpg"
+    Image.fromarray(smooth_image(rng, 40, 56)).save(source, "JPEG", icc_profile=srgb, exif=exif.tobytes())
+    kept = encode_file(source, tmp_path / "a.rgb", iterations=2, codec=codec)
+    stripped = encode_file(source, tmp_path / "b.rgb", iterations=2, codec=codec, metadata=False)
+    blob, bare = (tmp_path / "a.rgb").read_bytes(), (tmp_path / "b.rgb").read_bytes()
+    assert blob.startswith(bare) and kept["metadata_bytes"] == len(blob) - len(bare) > len(srgb)
+    assert stripped["metadata_bytes"] == 0 and bitstream.read_metadata(bare) == bitstream.Metadata()
+    for stream, profile in (("a.rgb", srgb), ("b.rgb", None)):
+        for depth in (1, 2):  # at any depth
+            decode_file(tmp_path / stream, tmp_path / "out.png", iterations=depth, codec=codec)
+            png = Image.open(io.BytesIO((tmp_path / "out.png").read_bytes()))
+            assert png.info.get("icc_profile") == profile
+            assert dict(png.getexif()) == ({0x010F: "a camera"} if profile else {})
+            assert np.array_equal(np.asarray(png), codec.decode(bare, depth))  # the same pixels
+    for flag, expected in (("--metadata", blob), ("--strip-metadata", bare)):  # the command's option
+        done = CliRunner().invoke(app, ["encode", str(source), "--out", str(tmp_path / "c.rgb"), "--iterations", "2",
+                                        "--weights", str(tiny_weights), flag])
+        assert done.exit_code == 0 and (tmp_path / "c.rgb").read_bytes() == expected, done.output
+        assert ("bytes of them the colour profile and EXIF" in " ".join(done.output.split())) == (flag == "--metadata")
+
+
 def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
     runner = CliRunner()
     stream, restored = tmp_path / "x.rgb", tmp_path / "x.png"

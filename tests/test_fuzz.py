@@ -191,3 +191,17 @@ def test_oversize_declarations_are_refused_before_any_work(shipped, streams, no_
     for case in sample:
         assert fuzz.run(shipped, case, MAX_PIXELS).startswith("refused: "), case.kind
 
+
+
+def test_a_metadata_trailer_decodes_as_written_and_is_refused_damaged(shipped, streams):
+    # docs/FORMAT.md, "Metadata trailer": the image its chunks say at any depth asked, or refused
+    seeds = [fuzz.Seed.of(shipped, blob) for blob in streams.values()]
+    rng = np.random.default_rng(3)
+    outcomes = collections.Counter()
+    for _ in range(60):
+        case = fuzz.trailer_case(seeds[rng.integers(len(seeds))], rng)
+        outcome = fuzz.run(shipped, case, max_pixels=2**13)
+        assert not outcome.startswith(("WRONG", "ESCAPED")), (case.kind, outcome)
+        outcomes[case.kind, outcome.split(":")[0]] += 1
+    assert set(outcomes) == {("trailer intact", "decoded"), *(("trailer " + how, "refused") for how in
+                                                                ("flipped", "cut", "grown", "lengths"))}, outcomes
