@@ -41,7 +41,7 @@ from . import classical
 from .classical_cache import ClassicalCache, image_digest
 from .codec import Codec
 from .codes import Codes, stream_sizes
-from .entropy import CODERS, EntropyError, get_coder
+from .entropy import CODERS, EntropyError, default_coder_name, get_coder
 from .imageio import ImageError, read_image
 from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
@@ -106,7 +106,8 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     this Pillow supports, with its sweep from `rgbatch.classical`). rgbatch runs at depths
     1..`iterations` (default: the model's maximum) with each entropy coder in `coders`
     (default: every registered coder these weights can run), and is timed on the first
-    `speed_images` images at `speed_depths`. `progress(done, total)` counts images.
+    `speed_images` images at `speed_depths` with the coder new encodings use (the others run the
+    same network; the coders alone: benchmarks/coder_speed.py). `progress(done, total)` counts images.
     `classical_cache`: a file of classical results (`rgbatch.classical_cache`) read and added to,
     so that only what it lacks is encoded (None: measure everything).
     """
@@ -129,9 +130,10 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
         raise ValueError(f"iterations must be 1..{codec.max_iterations} for this model, not {iterations}")
     if coders is None:
         coders = usable_coders(codec.extra, log)
-    timed_codecs = {c: Codec(codec.model, codec.model_id, codec.extra, device=device, precision=precision,
-                             tile_size=codec.tile_size, batch_size=codec.batch_size, coder=c,
-                             search_steps=search_steps, decoding=decoding) for c in coders}
+    timed_coder = default_coder_name(codec.extra) if default_coder_name(codec.extra) in coders else coders[0]
+    timed_codec = Codec(codec.model, codec.model_id, codec.extra, device=device, precision=precision,
+                        tile_size=codec.tile_size, batch_size=codec.batch_size, coder=timed_coder,
+                        search_steps=search_steps, decoding=decoding)
     timed_depths = sorted({d for d in speed_depths if 1 <= d <= iterations})
 
     rows = []
@@ -162,8 +164,8 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
         for coder in coders:
             sizes = encoded.bytes if coder == codec.coder.name else recoded_bytes(codec, encoded.codes, coder)
             timings = {}
-            if index < speed_images:
-                timings = {d: _time_rgbatch(timed_codecs[coder], image, d) for d in timed_depths}
+            if index < speed_images and coder == timed_coder:
+                timings = {d: _time_rgbatch(timed_codec, image, d) for d in timed_depths}
             for depth in range(1, iterations + 1):
                 encode_s, decode_s = timings.get(depth, (None, None))
                 add(rgbatch_codec_name(coder), depth, sizes[depth - 1], encoded.msssim[depth - 1],
@@ -176,7 +178,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
         "image_dir": str(image_dir), "images": len({r["path"] for r in rows}), "model_id": codec.model_id,
         "weights": str(weights) if weights else "default", "iterations": iterations, "coders": coders,
         "device": str(codec.device), "precision": codec.precision, "decoding": codec.decoding, "search_steps": codec.search_steps, "torch_threads": torch.get_num_threads(),
-        "speed_images": min(speed_images, len(paths)), "speed_depths": timed_depths,
+        "speed_images": min(speed_images, len(paths)), "speed_depths": timed_depths, "speed_coder": timed_coder,
         "libraries": {"torch": torch.__version__, "libjpeg-turbo": features.version("jpg"),
                       "libwebp": features.version("webp"), "libavif": features.version("avif"),
                       **{spec.package: spec.library for spec in specs.values() if spec.package}},

@@ -165,8 +165,11 @@ def test_every_registered_coder_gets_its_own_rows(monkeypatch, tiny_weights, tmp
     monkeypatch.setitem(entropy.CODERS, ZlibCoder.coder_id, ZlibCoder)
     monkeypatch.setitem(entropy.CODERS, ZlibCoder.name, ZlibCoder)
     report = bench(DATA, tmp_path, weights=tiny_weights, iterations=2, limit=1, classical_sweeps={},
-                   coders=["raw", "zlib"], speed_images=0)
+                   coders=["raw", "zlib"], speed_images=1, speed_depths=(2,))
     rows = {(r["codec"], r["quality"]): r for r in report.rows.to_pylist()}
+    # timed once, with the coder new encodings use (raw for these weights): the network is the same
+    assert [k for k, r in rows.items() if r["encode_s"] is not None] == [("rgbatch-raw", 2)]
+    assert report.summary["run"]["speed_coder"] == "raw"
     image, _ = read_image(DATA / "kodim05_crop192.png")
     zlib_codec = Codec.load(tiny_weights, coder="zlib")
     assert [rows["rgbatch-zlib", d]["bytes"] for d in (1, 2)] == zlib_codec.encode(image, 2, measure=False).bytes
