@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-slim gpu-wide gpu-session gpu-bench clean
+.PHONY: setup demo test bench train eval gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-slim gpu-wide gpu-session gpu-bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,28 @@ train: setup
 	[ -f runs/main.pt ] || cp weights/train-state.pt runs/main.pt
 	OMP_NUM_THREADS=$(TRAIN_THREADS) nohup nice -n 5 $(BIN)/rgbatch train $(TRAIN_ARGS) --resume >> runs/main.log 2>&1 &
 	@echo "training in the background: tail -f runs/main.log"
+
+# A candidate from the background run against the shipped model, as sessions 16-21 chose (docs/TRAINING.md,
+# "Signs"): the mean of run EVAL_RUN's last EVAL_SNAPSHOTS snapshots with the shipped tables (a decoder-alone
+# run's codes keep their statistics; refit them for any other run), on the first EVAL_LIMIT images of each set,
+# float decoding, no classical codecs, no timing; BD-rate against the shipped model over depths 1-16 (the last
+# rows printed). The shipped model's runs are kept under its model id in runs/eval, so they are made once.
+EVAL_RUN ?= main
+EVAL_SNAPSHOTS ?= 3
+EVAL_LIMIT ?= 8
+EVAL_THREADS ?= 1
+EVAL_BENCH = OMP_NUM_THREADS=$(EVAL_THREADS) $(BIN)/rgbatch bench --limit $(EVAL_LIMIT) --classical none --decoding float --speed-images 0
+eval: setup
+	mkdir -p runs/eval
+	$(BIN)/rgbatch export runs/$(EVAL_RUN).pt --out runs/eval/$(EVAL_RUN).safetensors --tables-from rgbatch/models/default.safetensors \
+		$$(ls runs/$(EVAL_RUN).step*.pt | sort -V | tail -$(EVAL_SNAPSHOTS) | sed 's/^/--average /')
+	shipped=$$($(BIN)/rgbatch info | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["model_id"])'); \
+	for set in kodak photos/val; do name=$$(basename $$set); base=runs/eval/$$shipped-$$name-$(EVAL_LIMIT); \
+		[ -f $$base/summary.json ] || $(EVAL_BENCH) ../shared/data/$$set --out $$base --manifest $$base/bench.parquet > $$base.log; \
+		$(EVAL_BENCH) ../shared/data/$$set --weights runs/eval/$(EVAL_RUN).safetensors --out runs/eval/$(EVAL_RUN)-$$name \
+			--manifest runs/eval/$(EVAL_RUN)-$$name/bench.parquet > runs/eval/$(EVAL_RUN)-$$name.log; \
+		echo "== $$set"; $(BIN)/python benchmarks/compare_models.py $$base/summary.json runs/eval/$(EVAL_RUN)-$$name/summary.json | tail -n 4; \
+	done
 
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
 # for the device tool's carry: wheels of the two packages its image lacks, and a packed training

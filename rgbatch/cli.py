@@ -782,14 +782,20 @@ def export_checkpoint(
                                                     "rgbatch/models/default.safetensors in the repository)."),
     average: list[Path] = typer.Option([], help="More checkpoints or snapshots of the same run (repeat the "
                                                 "option): write the mean of all their weights."),
+    tables_from: Optional[Path] = typer.Option(
+        None, help="Weight file whose entropy model (the context tables) to write with the network: for a run "
+                   "that trained the decoder alone, whose codes keep their statistics (docs/TRAINING.md, Signs)."),
 ):
     """Write a checkpoint's model as an fp16 safetensors weight file (what rgbatch ships).
 
-    The entropy model is fitted to a model's codes: run `rgbatch fit-entropy` after this."""
+    The entropy model is fitted to a model's codes: run `rgbatch fit-entropy` after this, or give
+    the tables of the file it was trained from with --tables-from."""
     from .train import export_weights
+    from .weights import load_weights
 
     with user_errors():
-        mid = export_weights(checkpoint, out_path, average=average)
+        extra = load_weights(tables_from)[2] if tables_from else None
+        mid = export_weights(checkpoint, out_path, extra=extra, average=average)
     out.print(f"wrote {out_path} (model id {mid})")
 
 

@@ -21,7 +21,7 @@ from rgbatch.manifest import Archive
 from rgbatch.pipeline import CompressOptions, EncodeWorker
 from rgbatch.ratecontrol import Target
 from rgbatch.sources import Source, read_source
-from rgbatch.weights import DEFAULT_WEIGHTS, shipped_weights
+from rgbatch.weights import DEFAULT_WEIGHTS, EARLIER_MODELS, load_weights, shipped_weights
 
 V1 = Path(__file__).parent / "archive_v1"
 V1_MODEL = "89626a567b299efc"  # the shipped default when the archive was written
@@ -96,3 +96,12 @@ def test_a_stream_of_an_earlier_model_decodes_with_its_packaged_weights(tmp_path
     with pytest.raises(BitstreamError, match=f"coded by model {V1_MODEL}"):
         decode_file(stream, tmp_path / "b.png", 2, named)
     assert not (tmp_path / "b.png").exists()
+
+
+@pytest.mark.parametrize("mid", EARLIER_MODELS)
+def test_every_earlier_default_is_packaged_under_its_own_id(mid):
+    # an archive written before an upgrade restores only if its model's file ships beside today's
+    # (each default since session 14: 96b4d338f4b84447 and ef78a35a81cc7fa3 were left out when
+    # they were replaced, until session 21)
+    _, got, _, _ = load_weights(shipped_weights(mid))
+    assert got == mid and got != load_weights()[1]

@@ -179,6 +179,24 @@ def test_a_half_slim_checkpoint_exports_the_same_model_and_resumes(tmp_path):
                                                   if v.is_floating_point())
 
 
+def test_export_writes_the_tables_of_another_file_with_the_network(tmp_path, default_weights):
+    # what a decoder-alone run ships with: its network, the shipped entropy model (Signs, TRAINING.md)
+    train(config(tmp_path), log=lambda *_: None)
+    done = CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(tmp_path / "t.safetensors"),
+                                    "--tables-from", str(default_weights)])
+    assert done.exit_code == 0, done.output
+    export_weights(tmp_path / "run.pt", tmp_path / "bare.safetensors")
+    net, mid, extra, _ = load_weights(tmp_path / "t.safetensors")
+    bare, bare_mid, bare_extra, _ = load_weights(tmp_path / "bare.safetensors")
+    shipped = load_weights(default_weights)[2]
+    assert bare_extra == {} and sorted(extra) == sorted(shipped) and extra and mid != bare_mid
+    assert all(torch.equal(extra[k], shipped[k]) for k in shipped)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), bare.state_dict().values()))
+    missing = CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(tmp_path / "x.safetensors"),
+                                       "--tables-from", str(tmp_path / "none.safetensors")])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output and not (tmp_path / "x.safetensors").exists()
+
+
 def test_the_committed_run_widened_and_exported_codes_as_its_own_export(tmp_path):
     # weights/train-state.pt is the shipped file's run: its export is the shipped network (MODEL_CARD.md)
     narrow_id = export_weights(TRAIN_STATE, tmp_path / "narrow.safetensors")
