@@ -150,7 +150,10 @@ def read_header(blob: bytes) -> Header:
 def with_metadata(blob: bytes, metadata: Metadata) -> bytes:
     """The stream with `metadata` (ICC profile, EXIF) in its trailer, replacing any it had; the
     stream alone when there is none (docs/FORMAT.md, "Metadata trailer")."""
-    stream = blob[:_stream_end(read_header(blob))]
+    end = _stream_end(read_header(blob))
+    if len(blob) < end:
+        raise ValueError(f"a trailer follows a whole stream: this one is cut at byte {len(blob)} of {end}")
+    stream = blob[:end]
     icc, exif = metadata.icc_profile or b"", metadata.exif or b""
     if not icc and not exif:
         return stream

@@ -169,5 +169,7 @@ def test_every_damage_to_a_metadata_trailer_is_refused():
             bitstream.unpack(full[:end], iterations=2)
     with pytest.raises(BitstreamError, match="trailer"):
         bitstream.unpack(full + b"\0")
+    with pytest.raises(ValueError, match="follows a whole stream"):  # not after a progressive reader's prefix
+        bitstream.with_metadata(blob[:-1], bitstream.Metadata(b"p"))
     with pytest.raises(ValueError, match="over the trailer"):
         bitstream.with_metadata(blob, bitstream.Metadata(bytes(bitstream.MAX_METADATA_BYTES + 1)))
