@@ -185,11 +185,11 @@ def _read_trailer(blob: memoryview, start: int) -> Metadata:
     if max(icc_length, exif_length) > MAX_METADATA_BYTES:
         raise BitstreamError(f"invalid metadata trailer: a field of {max(icc_length, exif_length)} bytes is over "
                              f"the limit of {MAX_METADATA_BYTES}")
-    body_end = start + _TRAILER.size + icc_length + exif_length
-    if extra != body_end + _CRC.size - start:
-        raise BitstreamError(f"{'truncated' if extra < body_end + _CRC.size - start else 'invalid'} metadata "
-                             f"trailer: its fields need {body_end + _CRC.size - start} bytes after the last chunk, "
-                             f"{extra} are there")
+    need = _TRAILER.size + icc_length + exif_length + _CRC.size
+    if extra != need:
+        raise BitstreamError(f"{'truncated' if extra < need else 'invalid'} metadata trailer: its fields need "
+                             f"{need} bytes after the last chunk, {extra} are there")
+    body_end = start + need - _CRC.size
     if _CRC.unpack_from(blob, body_end)[0] != zlib.crc32(blob[start:body_end]):
         raise BitstreamError("corrupted metadata trailer (checksum mismatch)")
     fields = start + _TRAILER.size
