@@ -65,8 +65,8 @@ EVAL_THREADS ?= 1
 EVAL_BENCH = OMP_NUM_THREADS=$(EVAL_THREADS) $(BIN)/rgbatch bench --limit $(EVAL_LIMIT) --classical none --decoding float --speed-images 0
 eval: setup
 	mkdir -p runs/eval
-	$(BIN)/rgbatch export runs/$(EVAL_RUN).pt --out runs/eval/$(EVAL_RUN).safetensors --tables-from rgbatch/models/default.safetensors \
-		$$(ls runs/$(EVAL_RUN).step*.pt | sort -V | tail -$(EVAL_SNAPSHOTS) | sed 's/^/--average /')
+	$(BIN)/rgbatch export --out runs/eval/$(EVAL_RUN).safetensors --tables-from rgbatch/models/default.safetensors \
+		$$(ls runs/$(EVAL_RUN).step*.pt | sort -V | tail -$(EVAL_SNAPSHOTS) | sed '1!s/^/--average /')
 	shipped=$$($(BIN)/rgbatch info | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["model_id"])'); \
 	for set in kodak photos/val; do name=$$(basename $$set); base=runs/eval/$$shipped-$$name-$(EVAL_LIMIT); \
 		[ -f $$base/summary.json ] || $(EVAL_BENCH) ../shared/data/$$set --out $$base --manifest $$base/bench.parquet > $$base.log; \
