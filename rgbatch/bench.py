@@ -130,7 +130,9 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
         raise ValueError(f"iterations must be 1..{codec.max_iterations} for this model, not {iterations}")
     if coders is None:
         coders = usable_coders(codec.extra, log)
-    timed_coder = default_coder_name(codec.extra) if default_coder_name(codec.extra) in coders else coders[0]
+    timed_coder = default_coder_name(codec.extra)
+    if timed_coder not in coders:
+        timed_coder = coders[0]
     timed_codec = Codec(codec.model, codec.model_id, codec.extra, device=device, precision=precision,
                         tile_size=codec.tile_size, batch_size=codec.batch_size, coder=timed_coder,
                         search_steps=search_steps, decoding=decoding)

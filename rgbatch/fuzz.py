@@ -290,7 +290,7 @@ def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
     lengths = list(bitstream._TRAILER.unpack_from(blob, start)[1:])
     i = int(rng.integers(2))
     lengths[i] = int(rng.choice([lengths[i] + 1, max(0, lengths[i] - 1) if lengths[i] else 2, 2**20 + 1, 2**32 - 1]))
-    body = bitstream._TRAILER.pack(bitstream.TRAILER_MAGIC, *lengths) + blob[start + bitstream._TRAILER.size:-4]
+    body = bitstream._TRAILER.pack(bitstream.TRAILER_MAGIC, *lengths) + blob[start + bitstream._TRAILER.size:-bitstream._CRC.size]
     return Case("trailer lengths", seed.blob + body + bitstream._CRC.pack(zlib.crc32(body)), depth, must_refuse=True)
 
 
