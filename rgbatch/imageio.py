@@ -14,7 +14,8 @@
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
 | EXIF orientation               | applied, so the stored image is upright                      |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
-| EXIF                           | kept, its orientation tag removed once applied               |
+| EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
+|                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
 | animated / multi-frame         | the first frame only                                         |
 | more than MAX_PIXELS (89.5 MP)  | refused before decoding (decompression-bomb guard)           |
 | unreadable, truncated, empty   | refused with the reason                                      |
@@ -80,10 +81,36 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> tupl
     """`decode_image` and the source's `Metadata`."""
     image, mode = open_image(data, max_pixels)
     rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
-    icc, exif = image.info.get("icc_profile"), image.info.get("exif")
+    icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
     return rgb, mode, Metadata(icc, exif)
+
+
+# The descriptive tags of a TIFF's first IFD that an EXIF block carries too (ImageDescription, Make,
+# Model, Software, DateTime, Artist, HostComputer, Copyright): its structural tags (sizes, strips,
+# compression, resolution) describe the file, not the picture
+TIFF_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)
+EXIF_IFDS = (0x8769, 0x8825)  # the Exif and GPS sub-IFDs (exposure, capture time, position)
+
+
+def tiff_exif(image: Image.Image) -> bytes | None:
+    """The EXIF block of a TIFF, which Pillow gives no `info["exif"]` for: its descriptive tags and
+    its Exif and GPS sub-IFDs as a fresh block (no orientation: `to_rgb` has applied it), or None
+    when it has none of them or they cannot be read."""
+    if image.format != "TIFF":
+        return None
+    try:
+        tags, exif = image.getexif(), Image.Exif()
+        for tag in TIFF_EXIF_TAGS:
+            if tag in tags:
+                exif[tag] = tags[tag]
+        for tag in EXIF_IFDS:
+            if tag in tags and (ifd := tags.get_ifd(tag)):
+                exif[tag] = dict(ifd)
+        return exif.tobytes() if len(exif) else None
+    except Exception:  # a damaged IFD: the picture is kept, its metadata dropped
+        return None
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:

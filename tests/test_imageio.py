@@ -175,3 +175,24 @@ def test_damaged_files_of_the_plugins_formats_are_worded_errors(fmt):
         with pytest.raises(ImageError, match="corrupt|not an image") as caught:
             decode_image(data[:cut])
         assert "libjxl" not in str(caught.value)  # pillow-jxl-plugin's words are for its builders
+
+
+def test_a_tiffs_exif_is_kept_without_its_structure():
+    # Pillow gives a TIFF no info["exif"]: its descriptive tags and Exif IFD are the EXIF block
+    from rgbatch.imageio import decode_image_and_metadata, tiff_exif
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x0132] = 6, "a scanner", "2020:01:01 10:00:00"  # Orientation, Make, DateTime
+    exif[0x8769] = {0x829A: (1, 250)}  # the Exif IFD: ExposureTime
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), (200, 30, 40)).save(buffer, "TIFF", exif=exif.tobytes())
+    pixels, mode, metadata = decode_image_and_metadata(buffer.getvalue())
+    assert pixels.shape == (20, 10, 3) and mode == "RGB"  # turned upright
+    kept = Image.Exif()
+    kept.load(metadata.exif)
+    assert dict(kept.items()) | {0x8769: 0} == {0x010F: "a scanner", 0x0132: "2020:01:01 10:00:00", 0x8769: 0}
+    assert kept.get_ifd(0x8769) == {0x829A: (1, 250)}
+    # a TIFF with only its structure (sizes, strips, resolution) has no EXIF to keep
+    plain = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(plain, "TIFF", dpi=(300, 300))
+    assert decode_image_and_metadata(plain.getvalue())[2].exif is None
+    assert tiff_exif(Image.new("RGB", (8, 8))) is None  # not a TIFF
