@@ -157,12 +157,18 @@ def reading_summary(ok: pa.Table) -> dict:
     (rgbatch.imageio.LOSSY_MODES, from the `mode` column), only the losses that occurred."""
     modes = ok["mode"].to_pylist()
     counts = {loss: sum(m in lossy for m in modes) for loss, (lossy, _) in LOSSY_MODES.items()}
+    counts["frames_dropped"] = sum(1 for n in ok["frames"].to_pylist() if n and n > 1)
     return {loss: n for loss, n in counts.items() if n}
+
+
+# a report's reading losses in words (after a count of images)
+READING_WORDS = {**{loss: words for loss, (_, words) in LOSSY_MODES.items()},
+                 "frames_dropped": "with only the first of their frames or pages kept"}
 
 
 def reading_text(reading: dict) -> str:
     """A report's `reading` summary in words."""
-    return "; ".join(f"{n} {LOSSY_MODES[loss][1]}" for loss, n in reading.items()) or \
+    return "; ".join(f"{n} {READING_WORDS[loss]}" for loss, n in reading.items()) or \
         "nothing lost (8-bit sources without alpha)"
 
 

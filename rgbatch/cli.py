@@ -547,7 +547,8 @@ def encode(
         out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the colour profile "
-                                                      f"and EXIF" if result["metadata_bytes"] else ""))
+                                                      f"and EXIF" if result["metadata_bytes"] else "")
+                  + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else ""))
 
 
 @app.command()

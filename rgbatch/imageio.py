@@ -16,7 +16,8 @@
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
-| animated / multi-frame         | the first frame only                                         |
+| animated / multi-frame         | the first frame (page) only; the count is recorded, so that  |
+|                                | `report` counts it (`frames`)                                |
 | more than MAX_PIXELS (89.5 MP)  | refused before decoding (decompression-bomb guard)           |
 | unreadable, truncated, empty   | refused with the reason                                      |
 """
@@ -77,14 +78,27 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray,
     return decode_image_and_metadata(data, max_pixels)[:2]
 
 
-def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str, Metadata]:
-    """`decode_image` and the source's `Metadata`."""
+class Decoded(NamedTuple):
+    """A source read into 8-bit RGB (`decode_image_and_metadata`)."""
+
+    pixels: np.ndarray  # HxWx3 uint8, upright
+    mode: str  # the source's Pillow mode as the file states it (a transparency key: with alpha)
+    metadata: Metadata
+    frames: int = 1  # frames or pages in the file (animations, multi-page TIFFs): only the first is read
+
+
+def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """`decode_image`, the source's `Metadata` and its number of frames."""
     image, mode = open_image(data, max_pixels)
+    try:
+        frames = getattr(image, "n_frames", 1)  # counted from the frames' headers; the first stays current
+    except Exception:  # a damaged later frame: the first was read
+        frames = 1
     rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
-    return rgb, mode, Metadata(icc, exif)
+    return Decoded(rgb, mode, Metadata(icc, exif), frames if isinstance(frames, int) and frames > 1 else 1)
 
 
 # The descriptive tags of a TIFF's first IFD that an EXIF block carries too (ImageDescription, Make,

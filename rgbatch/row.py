@@ -52,8 +52,9 @@ SCHEMA = pa.schema([
     ("last_steps", pa.int16()),  # coding steps the last chunk holds: 0 when whole (a partial last chunk otherwise)
     ("icc_profile", pa.binary()),  # the source's RGB ICC profile (rgbatch.imageio.Metadata); null: none, or not kept
     ("exif", pa.binary()),  # the source's EXIF block without its orientation tag; null: none, or not kept
+    ("frames", pa.int32()),  # frames or pages of a source that has several (only the first is archived); null: one
 ])
-ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif")
+ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames")
 COLUMNS = SCHEMA.names
 METADATA_COLUMNS = ("icc_profile", "exif")  # restored with the pixels, read with the blobs (not stats)
 STATS_COLUMNS = [c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS]
@@ -94,6 +95,7 @@ class Row:
     last_steps: int | None = None
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    frames: int | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":

@@ -169,13 +169,14 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
         row.status = UNCHANGED
         return row, None
     try:
-        image, mode, kept = decode_image_and_metadata(data, max_pixels)
+        image, mode, kept, frames = decode_image_and_metadata(data, max_pixels)
     except ImageError as e:
         row.read_seconds = time.perf_counter() - start
         return row.failed(str(e)), None
     except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
         return row.failed(f"cannot decode the image: {type(e).__name__}: {e}"), None
     row.width, row.height, row.mode = image.shape[1], image.shape[0], mode
+    row.frames = frames if frames > 1 else None
     if metadata:
         row.icc_profile, row.exif = kept
     row.read_seconds = time.perf_counter() - start

@@ -85,6 +85,13 @@ def save(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def pages(image: Image.Image, n: int) -> bytes:
+    """A TIFF of n pages, the first `image`."""
+    buffer = io.BytesIO()
+    image.save(buffer, "TIFF", save_all=True, append_images=[image.rotate(90 * k) for k in range(1, n)])
+    return buffer.getvalue()
+
+
 def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_weights, tmp_path, rng):
     rgb = Image.fromarray(smooth_image(rng, 32, 40))
     files = {
@@ -93,6 +100,7 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
         "cmyk.jpg": save(rgb.convert("CMYK"), "JPEG"),
         "16bit.png": save(Image.fromarray((np.arange(32 * 40, dtype=np.uint16).reshape(32, 40) * 50)), "PNG"),
         "rgba.png": save(rgb.convert("RGBA"), "PNG"),
+        "pages.tiff": pages(rgb, 3),
         "one-pixel.png": save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
         "empty.png": b"",
         "truncated.png": save(rgb, "PNG")[:300],
@@ -110,11 +118,12 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
     result = json.loads(done.stdout)
-    assert (result["ok"], result["failed"]) == (6, 4)
+    assert (result["ok"], result["failed"]) == (7, 4)
 
     rows = current(tmp_path / "archive")
     assert {p for p, r in rows.items() if r["status"] == "ok"} == {
-        "good.png", "good.jpg", "cmyk.jpg", "16bit.png", "rgba.png", "one-pixel.png"}
+        "good.png", "good.jpg", "cmyk.jpg", "16bit.png", "rgba.png", "pages.tiff", "one-pixel.png"}
+    assert rows["pages.tiff"]["frames"] == 3 and rows["good.png"]["frames"] is None
     assert rows["cmyk.jpg"]["mode"] == "CMYK" and rows["rgba.png"]["mode"] == "RGBA"
     assert rows["16bit.png"]["mode"].startswith("I") and (rows["one-pixel.png"]["width"], rows["one-pixel.png"]["height"]) == (1, 1)
     errors = {p: r["error"] for p, r in rows.items() if r["status"] == "error"}
@@ -124,9 +133,11 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert "decompression" in errors["bomb.png"]
     # and the report says what reading lost besides the codec
     report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
-    assert report["summary"]["reading"] == {"alpha_dropped": 1, "reduced_to_8_bits": 1, "colour_converted": 1}
+    assert report["summary"]["reading"] == {"alpha_dropped": 1, "reduced_to_8_bits": 1, "colour_converted": 1,
+                                            "frames_dropped": 1}
     said = " ".join(run("report", tmp_path / "archive").output.replace("│", " ").split())
-    assert "1 with their alpha channel dropped; 1 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK" in said
+    assert ("1 with their alpha channel dropped; 1 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK, "
+            "YCbCr, LAB or HSV; 1 with only the first of their frames or pages kept") in said
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):

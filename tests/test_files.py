@@ -158,3 +158,15 @@ def test_cli_encode_with_a_target_codes_a_partial_last_iteration_by_default(defa
     done = runner.invoke(app, ["encode", str(DATA / "kodim23_crop192.png"), "--out", str(tmp_path / "raw.rgb"),
                                "--target-msssim", "0.5", "--weights", str(tiny_weights), "--json"])
     assert done.exit_code == 0 and json.loads(done.output)["last_steps"] == 0, done.output
+
+
+def test_a_multi_page_source_is_encoded_from_its_first_page_and_says_so(codec, tiny_weights, tmp_path, rng):
+    from PIL import Image
+    first = smooth_image(rng, 48, 64)
+    Image.fromarray(first).save(tmp_path / "pages.tiff", save_all=True, append_images=[Image.new("RGB", (64, 48))] * 2)
+    kept = encode_file(tmp_path / "pages.tiff", tmp_path / "p.rgb", iterations=2, codec=codec)
+    assert kept["frames"] == 3
+    assert (tmp_path / "p.rgb").read_bytes() == codec.encode(first, 2).blob  # the first page's stream, no trailer
+    said = CliRunner().invoke(app, ["encode", str(tmp_path / "pages.tiff"), "--out", str(tmp_path / "q.rgb"),
+                                    "--iterations", "1", "--weights", str(tiny_weights)])
+    assert said.exit_code == 0 and "only the first of its 3 frames or pages" in " ".join(said.output.split())

@@ -128,7 +128,7 @@ def test_metadata_keeps_an_rgb_profile_and_the_exif_without_its_orientation():
     exif[0x0112], exif[0x010F] = 8, "a camera"  # Orientation, Make
     buffer = io.BytesIO()
     Image.new("RGB", (20, 10), (200, 30, 40)).save(buffer, "JPEG", icc_profile=srgb, exif=exif.tobytes())
-    pixels, mode, metadata = decode_image_and_metadata(buffer.getvalue())
+    pixels, mode, metadata, _ = decode_image_and_metadata(buffer.getvalue())
     assert pixels.shape == (20, 10, 3) and mode == "RGB" and metadata.icc_profile == srgb
     kept = Image.Exif()
     kept.load(metadata.exif)
@@ -158,7 +158,7 @@ def test_phone_and_modern_formats_are_read_upright_with_their_metadata(fmt):
     exif[0x0112], exif[0x010F] = 6, "a phone"  # rotate 90 degrees clockwise to view
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, fmt, quality=95, exif=exif.tobytes())
-    pixels, mode, metadata = decode_image_and_metadata(buffer.getvalue())
+    pixels, mode, metadata, _ = decode_image_and_metadata(buffer.getvalue())
     assert pixels.shape == (64, 32, 3)  # turned once, not twice
     assert pixels[:16, :, 0].mean() > 150 > pixels[-16:, :, 0].mean()  # the red half on top after the turn
     kept = Image.Exif()
@@ -185,7 +185,7 @@ def test_a_tiffs_exif_is_kept_without_its_structure():
     exif[0x8769] = {0x829A: (1, 250)}  # the Exif IFD: ExposureTime
     buffer = io.BytesIO()
     Image.new("RGB", (20, 10), (200, 30, 40)).save(buffer, "TIFF", exif=exif.tobytes())
-    pixels, mode, metadata = decode_image_and_metadata(buffer.getvalue())
+    pixels, mode, metadata, _ = decode_image_and_metadata(buffer.getvalue())
     assert pixels.shape == (20, 10, 3) and mode == "RGB"  # turned upright
     kept = Image.Exif()
     kept.load(metadata.exif)
@@ -196,3 +196,18 @@ def test_a_tiffs_exif_is_kept_without_its_structure():
     Image.new("RGB", (8, 8)).save(plain, "TIFF", dpi=(300, 300))
     assert decode_image_and_metadata(plain.getvalue())[2].exif is None
     assert tiff_exif(Image.new("RGB", (8, 8))) is None  # not a TIFF
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "WEBP", "PNG"])
+def test_a_multi_frame_source_gives_its_first_frame_and_its_frame_count(fmt):
+    from rgbatch.imageio import decode_image_and_metadata
+    colours = [(200, 30, 40), (30, 200, 40), (30, 40, 200)]
+    frames = [Image.new("RGB", (16, 8), c) for c in colours]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], **({"lossless": True} if fmt == "WEBP" else {}))
+    pixels, mode, _, count = decode_image_and_metadata(buffer.getvalue())
+    assert count == 3 and pixels.shape == (8, 16, 3)
+    assert np.abs(pixels.astype(int) - colours[0]).max() <= 2  # the first frame, after counting them all
+    single = io.BytesIO()
+    frames[0].save(single, fmt)
+    assert decode_image_and_metadata(single.getvalue()).frames == 1
