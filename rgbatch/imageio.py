@@ -115,14 +115,16 @@ def tiff_exif(image: Image.Image) -> bytes | None:
     if image.format != "TIFF":
         return None
     try:
-        tags, exif = image.getexif(), Image.Exif()
-        for tag in TIFF_EXIF_TAGS:
-            if tag in tags:
-                exif[tag] = tags[tag]
-        for tag in EXIF_IFDS:
-            if tag in tags and (ifd := tags.get_ifd(tag)):
-                exif[tag] = dict(ifd)
-        return exif.tobytes() if len(exif) else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of each damaged tag it skips
+            tags, exif = image.getexif(), Image.Exif()
+            for tag in TIFF_EXIF_TAGS:
+                if tag in tags:
+                    exif[tag] = tags[tag]
+            for tag in EXIF_IFDS:
+                if tag in tags and (ifd := tags.get_ifd(tag)):
+                    exif[tag] = dict(ifd)
+            return exif.tobytes() if len(exif) else None
     except Exception:  # a damaged IFD: the picture is kept, its metadata dropped
         return None
 

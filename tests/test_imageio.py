@@ -1,5 +1,6 @@
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -196,6 +197,16 @@ def test_a_tiffs_exif_is_kept_without_its_structure():
     Image.new("RGB", (8, 8)).save(plain, "TIFF", dpi=(300, 300))
     assert decode_image_and_metadata(plain.getvalue())[2].exif is None
     assert tiff_exif(Image.new("RGB", (8, 8))) is None  # not a TIFF
+    # an Exif IFD that points past the end of the file: the picture and the readable tags are kept
+    data = bytearray(buffer.getvalue())
+    entry = data.find(struct.pack("<HHI", 0x8769, 4, 1))  # IFD0's entry for it: tag, LONG, one value
+    data[entry + 8:entry + 12] = struct.pack("<I", 10 ** 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's about the damaged tags it skips
+        pixels, _, metadata, _ = decode_image_and_metadata(bytes(data))
+    kept = Image.Exif()
+    kept.load(metadata.exif)
+    assert pixels.shape == (20, 10, 3) and kept.get(0x010F) == "a scanner" and kept.get_ifd(0x8769) == {}
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "TIFF", "WEBP", "PNG"])
