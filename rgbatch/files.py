@@ -38,8 +38,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "frames": frames,
-            "width": encoded.width,
-            "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
+            "width": encoded.width, "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
             "metadata_bytes": len(blob) - len(encoded.blob),
             "bpp": encoded.bpp[-1], "msssim": encoded.msssim[-1], "psnr": encoded.psnr[-1],
             "scale": SCALE_NAMES[encoded.scale], "last_steps": encoded.steps, "model_id": codec.model_id}
