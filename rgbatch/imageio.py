@@ -91,14 +91,14 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     """`decode_image`, the source's `Metadata` and its number of frames."""
     image, mode = open_image(data, max_pixels)
     try:
-        frames = getattr(image, "n_frames", 1)  # counted from the frames' headers; the first stays current
+        frames = max(1, int(getattr(image, "n_frames", 1)))  # from the frames' headers; the first stays current
     except Exception:  # a damaged later frame: the first was read
         frames = 1
     rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
-    return Decoded(rgb, mode, Metadata(icc, exif), frames if isinstance(frames, int) and frames > 1 else 1)
+    return Decoded(rgb, mode, Metadata(icc, exif), frames)
 
 
 # The descriptive tags of a TIFF's first IFD that an EXIF block carries too (ImageDescription, Make,
