@@ -1,7 +1,7 @@
 """BD-rate of other context models (entropy tables) and coders against a model's own, on the same codes.
 
     python benchmarks/context_tables.py --data ../shared/data/kodak --data ../shared/data/photos/val \
-        runs/entropy-full.safetensors [--weights W] [--coders context,adaptive] [--cache DIR]
+        runs/entropy-full.safetensors [--weights W] [--coders context,adaptive] [--cache DIR] [--limit N]
 
 A context model or coder changes the bytes only: every image is encoded once by the network of
 `--weights` (the shipped model by default; its codes and MS-SSIM at every depth kept in
@@ -55,6 +55,7 @@ def main():
     parser.add_argument("--data", action="append", required=True, help="an image set (repeatable)")
     parser.add_argument("--coders", default="context,adaptive", help="comma-separated coder names")
     parser.add_argument("--cache", default="runs/context-tables-cache")
+    parser.add_argument("--limit", type=int, default=0, help="the first N images of each set (0: all)")
     args = parser.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def main():
         start = time.time()
         sizes = {name: [] for name in coders}
         quality = []
-        for path in list_images(folder):
+        for path in list_images(folder)[:args.limit or None]:
             codes, msssim, pixels = cached_codes(codec, path, cache)
             quality.append(msssim)
             for name, coder in coders.items():

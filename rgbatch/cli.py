@@ -722,13 +722,15 @@ def fit_entropy_command(
     context_bits: int = typer.Option(10, help="Context bits per coded bit (table size 2**bits)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda, for coding the crops."),
     seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None, help="Folder keeping the crops' codes by model id and crop choice, "
+                                         "so that a refit with other options skips the network."),
 ):
     """Fit the context entropy coder on the codes of training images (docs/ENTROPY.md)."""
     from .entropy_fit import fit_entropy
 
     with user_errors():
         mid = fit_entropy(weights, [str(d) for d in data], out_path, images=images, crop=crop, context_bits=context_bits,
-                          device=device, seed=seed, log=lambda m: err.print(m, highlight=False))
+                          device=device, seed=seed, cache=cache, log=lambda m: err.print(m, highlight=False))
     out.print(f"wrote {out_path} (model id {mid})")
 
 

@@ -80,6 +80,13 @@ class Canvas:
         """The tile of each of those positions."""
         return self._grid[1]
 
+    def rows(self, s: int) -> list[slice]:
+        """The positions of colour s as runs of one row of one tile each, in coding order."""
+        flat = self.positions[s]
+        key = self.position_tiles[s] * self.height + flat // self.width
+        starts = np.flatnonzero(np.diff(key, prepend=-1))
+        return [slice(a, b) for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(flat)])]
+
     def empty(self, iterations: int, bits: int) -> np.ndarray:
         return np.zeros((MAX_LOOKBACK + iterations, bits, self.height * self.width), bool)
 
@@ -107,15 +114,24 @@ class Canvas:
 
 def is_causal(feature, s: int, c: int):
     """Whether the decoder knows feature (dt, channel, dy, dx) when it codes channel c of
-    colour s in the current iteration. Order: iteration, colour 0 then 1, channel 0..bits-1.
-    Works on one feature or on an array of them (..., 4)."""
+    colour s in the current iteration. Order: iteration, colour 0 then 1, channel 0..bits-1,
+    and within a step the positions tile by tile, row by row. Works on one feature or on an
+    array of them (..., 4)."""
     dt, ch, dy, dx = np.moveaxis(np.asarray(feature), -1, 0)
     in_reach = (0 <= dt) & (dt <= MAX_LOOKBACK) & (abs(dy) <= GUTTER) & (abs(dx) <= GUTTER)
     neighbour = s ^ ((dy + dx) & 1)
-    # earlier iterations are complete; in this one, the first colour before the second, and
-    # the lower channels before the higher
-    known = (dt > 0) | (neighbour < s) | ((neighbour == s) & (ch < c))
+    # earlier iterations are complete; in this one, the first colour before the second, the
+    # lower channels before the higher, and in this step the rows above (`reads_step`)
+    known = (dt > 0) | (neighbour < s) | ((neighbour == s) & ((ch < c) | ((ch == c) & (dy < 0))))
     return in_reach & known
+
+
+def reads_step(feature, c: int):
+    """Whether feature (dt, channel, dy, dx) of channel c reads a bit of its own coding step (the
+    same channel in the row above, at the same colour: coded before the position, so a decoder
+    must decode the step row by row). Works on one feature or on an array of them (..., 4)."""
+    dt, ch, dy, _ = np.moveaxis(np.asarray(feature), -1, 0)
+    return (dt == 0) & (ch == c) & (dy < 0)
 
 
 def read_feature(canvas: np.ndarray, width: int, t, feature, positions: np.ndarray) -> np.ndarray:

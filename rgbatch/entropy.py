@@ -27,7 +27,7 @@ import constriction
 
 from . import adapt
 from .context import (CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas, ContextModel,
-                      ContextModelError, context_index)
+                      ContextModelError, context_index, reads_step)
 
 MAX_SYMBOL_BITS = 24  # a bit costs at most 15 bits at the tables' 1/2**15 (measured: 15.0); room for quantizing
 
@@ -282,11 +282,16 @@ class ContextCoder:
             # step by step: a step's contexts read the channels decoded before it
             for s, positions in enumerate(layout.positions):
                 for c in range(min(max(coded - s * self.bits, 0), self.bits)):
-                    contexts = context_index(canvas, layout.width, t, self.features[t, s, c], positions)
-                    try:
-                        plane[c, positions] = self._decode_step(decoder, self.table[t, s, c], contexts)
-                    except AssertionError:  # constriction's "invalid data": a point no encoder writes
-                        raise EntropyError(f"iteration {t + 1} {UNSEALED[2]}") from None
+                    features, table_row = self.features[t, s, c], self.table[t, s, c]
+                    # a step whose contexts read its own bits in the row above goes row by row
+                    runs = layout.rows(s) if reads_step(features, c).any() else [slice(None)]
+                    state = adapt.StepState(table_row, features.shape[0]) if self.adaptive else None
+                    for run in runs:
+                        contexts = context_index(canvas, layout.width, t, features, positions[run])
+                        try:
+                            plane[c, positions[run]] = self._decode_step(decoder, table_row, contexts, state)
+                        except AssertionError:  # constriction's "invalid data": a point no encoder writes
+                            raise EntropyError(f"iteration {t + 1} {UNSEALED[2]}") from None
             # accepted only if these are the bytes the encoder writes for the bits decoded (its words
             # and its seal): the compiled decoder checks the same from its final state
             sealed = self._code_iteration(layout, canvas, None, t, coded)
@@ -295,12 +300,13 @@ class ContextCoder:
                 raise EntropyError(f"iteration {t + 1} {UNSEALED[status]}")
         return layout.cut(canvas)
 
-    def _decode_step(self, decoder, table_row: np.ndarray, contexts: np.ndarray) -> np.ndarray:
-        """The reference engine's bits of one step, from its table row and their contexts: all at
-        once, or for coder id 2 one at a time, each entry refined by what the step decoded before."""
+    def _decode_step(self, decoder, table_row: np.ndarray, contexts: np.ndarray, maps=None) -> np.ndarray:
+        """The reference engine's bits of one step (or of a run of its positions), from its table
+        row and their contexts: all at once, or for coder id 2 one at a time, each entry refined
+        by `maps`, the step's `adapt.StepState`, from what the step decoded before."""
         if not self.adaptive:
             return decoder.decode(BERNOULLI, table_row[contexts] / 2.0 ** PROBABILITY_BITS)
-        maps, bits = adapt.StepState(table_row, self.features.shape[3]), np.empty(len(contexts), bool)
+        bits = np.empty(len(contexts), bool)
         for i, ctx in enumerate(contexts.tolist()):
             coded = maps.entry(ctx)
             bits[i] = decoder.decode(BERNOULLI, np.array([coded / 2.0 ** PROBABILITY_BITS]))[0]

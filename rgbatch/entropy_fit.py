@@ -14,8 +14,10 @@ estimate from its first K-1 features. docs/ENTROPY.md has the measurements.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -164,8 +166,35 @@ def training_crops(data_dir, images: int, crop: int, seed: int = 0) -> list[np.n
     return crops
 
 
+def training_codes(codec, data_dir, images: int, crop: int, seed: int, cache=None, log=None) -> list[np.ndarray]:
+    """The codes (one tile each) of the training crops at the model's full depth; with `cache`
+    (a folder), kept there by model id and crop choice, so that a refit with other options
+    (context bits, candidate features) skips the network."""
+    folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    file = None
+    if cache:
+        where = hashlib.sha256("\n".join(str(Path(f).resolve()) for f in folders).encode()).hexdigest()[:12]
+        file = Path(cache) / f"{codec.model_id}-{where}-{images}x{crop}-seed{seed}.npz"
+        if file.is_file():
+            with np.load(file) as z:
+                return [z[f"tile{i}"] for i in range(len(z.files))]
+    crops = training_crops(data_dir, images, crop, seed)
+    if log:
+        log(f"coding {len(crops)} crops of {crop} px at {codec.max_iterations} iterations")
+    start = time.perf_counter()
+    tiles = [tile for codes in codec.encode_codes(crops, codec.max_iterations) for tile in codes.tiles]
+    if log:
+        log(f"coded in {time.perf_counter() - start:.0f} s")
+    if file:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        partial = file.with_suffix(".part.npz")
+        np.savez(partial, **{f"tile{i}": t for i, t in enumerate(tiles)})
+        os.replace(partial, file)
+    return tiles
+
+
 def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CROP, context_bits: int = DEFAULT_CONTEXT_BITS,
-                prior: float = DEFAULT_PRIOR, device: str = "auto", seed: int = 0, log=None) -> str:
+                prior: float = DEFAULT_PRIOR, device: str = "auto", seed: int = 0, cache=None, log=None) -> str:
     """Write `out`: the weights of `weights` with a context model fitted on the codes of
     crops of training images (never the benchmark set). Returns the new model id."""
     from .codec import Codec
@@ -175,18 +204,14 @@ def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CRO
         raise ValueError(f"context bits must be 1..12, not {context_bits}")
     model, model_id, _, info = load_weights(weights)
     codec = Codec(model, model_id, device=device, coder="raw", tile_size=0)
-    crops = training_crops(data_dir, images, crop, seed)
+    tiles = training_codes(codec, data_dir, images, crop, seed, cache, log)
     if log:
-        log(f"coding {len(crops)} crops of {crop} px at {codec.max_iterations} iterations")
-    start = time.perf_counter()
-    tiles = [tile for codes in codec.encode_codes(crops, codec.max_iterations) for tile in codes.tiles]
-    if log:
-        log(f"coded in {time.perf_counter() - start:.0f} s; selecting contexts")
+        log(f"selecting contexts of {len(tiles)} crops")
     start = time.perf_counter()
     extra = fit_context_model(tiles, context_bits, prior, log)
     if log:
         log(f"fitted in {time.perf_counter() - start:.0f} s")
     folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
-    info = {**info, "entropy": {"data": "+".join(str(d) for d in folders), "images": len(crops), "crop": crop,
+    info = {**info, "entropy": {"data": "+".join(str(d) for d in folders), "images": len(tiles), "crop": crop,
                                 "context_bits": context_bits, "prior": prior, "seed": seed}}
     return save_weights(out, model.cpu(), extra=extra, info=info)

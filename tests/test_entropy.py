@@ -120,6 +120,10 @@ def test_every_candidate_feature_is_known_to_the_decoder():
     assert not is_causal((0, 5, 0, 0), 0, 5)  # same channel, same iteration
     assert not is_causal((0, 3, 0, 1), 0, 9)  # other colour, not coded yet in the first pass
     assert is_causal((0, 3, 0, 1), 1, 0)  # ... but coded in the second
+    for s in range(2):  # the same channel in the row above, at the same colour: coded earlier in the step
+        assert is_causal((0, 7, -1, -1), s, 7) and is_causal((0, 7, -1, 1), s, 7)
+        assert not is_causal((0, 7, 1, -1), s, 7) and not is_causal((0, 7, 1, 1), s, 7)
+        assert (0, 7, -1, 1) in candidate_features(s, 7, 32)
 
 
 def test_features_shared_by_all_iterations_are_read_as_such(rng):
@@ -232,3 +236,20 @@ def test_fit_entropy_reads_several_folders_together(tmp_path):
     other.mkdir()
     (other / "copy.png").write_bytes(next(DATA.glob("*.png")).read_bytes())
     assert len(training_crops(DATA, 0, 64)) + 1 == len(training_crops([DATA, other], 0, 64))
+
+
+def test_fit_entropy_keeps_the_crops_codes_for_a_refit(tiny_weights, tmp_path, monkeypatch):
+    args = ["fit-entropy", str(tiny_weights), "--data", str(DATA), "--images", "2", "--crop", "64",
+            "--context-bits", "2", "--device", "cpu", "--cache", str(tmp_path / "codes")]
+    first = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a.safetensors")])
+    assert first.exit_code == 0, first.output
+    assert len(list((tmp_path / "codes").glob("*.npz"))) == 1
+
+    def no_network(*_, **__):
+        raise AssertionError("the refit ran the network")
+
+    monkeypatch.setattr(Codec, "encode_codes", no_network)
+    second = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b.safetensors")])
+    assert second.exit_code == 0, second.output
+    assert (load_weights(tmp_path / "a.safetensors")[2][CONTEXT_PROBABILITIES]
+            == load_weights(tmp_path / "b.safetensors")[2][CONTEXT_PROBABILITIES]).all()

@@ -171,6 +171,38 @@ def test_both_engines_give_the_same_chunks_and_bits_on_many_tiles(k, kind, rng):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_contexts_that_read_their_own_step_in_the_row_above_decode_in_both_engines(kind, rng):
+    """A feature may read the bit its own step coded in the row above (dt 0, the same channel,
+    dy -1): the kernels code a step position by position, the reference decoder row by row."""
+    extra = random_model(rng, bits=4, iterations=3, k=4)
+    features = extra[CONTEXT_FEATURES]
+    for c in range(4):
+        features[:, :, c, 0] = torch.tensor([0, c, -1, -1])
+        features[:, :, c, 1] = torch.tensor([0, c, -1, 1])
+    table = torch.full(extra[CONTEXT_PROBABILITIES].shape, 2 ** 14, dtype=torch.int16)
+    table[..., : 2 ** 3] = 3000  # both rows-above bits 0: a 1 is unlikely
+    table[..., 3 * 2 ** 2:] = 29000  # both 1: likely
+    extra[CONTEXT_PROBABILITIES] = table
+    compiled, reference = kind(extra), kind(extra, engine="constriction")
+    codes = sticky_codes(rng, 3, SHAPES + [(4, 9, 7)])
+    shapes = [c.shape[1:] for c in codes]
+    chunks = compiled.encode(codes)
+    assert chunks == reference.encode(codes)
+    for coder in (compiled, reference):
+        assert all(np.array_equal(a, b) for a, b in zip(coder.decode(chunks, shapes), codes))
+        last = coder.encode_iteration(codes, 2, steps=5)
+        assert len(coder.decode(chunks[:2] + [last], shapes, steps=5)) == len(codes)
+    # diagonal stripes (each bit repeats the one up and to the left) cost less than the same bits shuffled
+    striped = []
+    for c in codes:
+        rows, cols = c.shape[2:]
+        base = rng.random((*c.shape[:2], rows + cols)) < 0.5
+        striped.append(base[:, :, np.arange(cols)[None, :] - np.arange(rows)[:, None] + rows])
+    shuffled = [c[:, :, rng.permutation(c.shape[2])][:, :, :, rng.permutation(c.shape[3])] for c in striped]
+    assert sum(map(len, compiled.encode(striped))) < 0.8 * sum(map(len, compiled.encode(shuffled)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_both_engines_code_a_partial_last_chunk_alike_and_decode_its_steps_only(kind, rng):
     """A partial last chunk (docs/FORMAT.md): the first m of the 2 x bits steps of its iteration,
     the same bytes in both engines; decoding gives those steps' bits and False for the others."""
