@@ -220,7 +220,8 @@ class ContextCoder:
     def _coded_entries(self, layout: Canvas, canvas: np.ndarray, t: int) -> list[np.ndarray]:
         """The table entry q each bit of iteration t is coded with, per colour (bits, positions),
         by the reference engine: the context's entry, or for coder id 2 what its adaptation
-        makes of it (`adapt.refine`, per step). A step's contexts read only earlier steps' bits."""
+        makes of it (`adapt.refine`, per step). A context reads only bits coded before it:
+        earlier steps, and its own step's rows above."""
         channels = np.arange(self.bits)[:, None]
         out = []
         for s, positions in enumerate(layout.positions):

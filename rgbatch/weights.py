@@ -29,7 +29,7 @@ FORMAT = "rgbatch-weights-1"
 DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
 # the default files shipped before the current one, kept as <model id>.safetensors beside it so
 # that archives and streams they coded still decode without naming them (shipped_weights)
-EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3")
+EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3", "9a50ea054365ccb0")
 MODEL_ID_BYTES = 8
 
 
