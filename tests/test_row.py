@@ -69,7 +69,7 @@ def test_a_row_records_its_scale_and_partial_last_chunk_and_a_cut_below_drops_th
 
     codec = Codec.load(default_weights, precision="fp32", tile_size=128)
     image = read_image(DATA / "kodim23_crop192.png")[0]
-    enc = codec.encode(image, 16, target=Target(msssim=0.94), partial=True)  # 48 steps of 4 (models ef78a35a81cc7fa3, 9a50ea054365ccb0)
+    enc = codec.encode(image, 16, target=Target(msssim=0.94), partial=True)  # 48 steps of 4 (models ef78a35a81cc7fa3, 9a50ea054365ccb0, eda0b20c4529a293)
     row = Row("a.png").from_encoded(enc, codec.model_id, 128, codec.coder.name, 0.1)
     assert (row.scale, row.last_steps, row.iterations) == (1.0, 48, 4)
     assert row.cut(3).last_steps == 0 and row.cut(3).scale == 1.0
