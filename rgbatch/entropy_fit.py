@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch

@@ -180,8 +180,8 @@ def test_contexts_that_read_their_own_step_in_the_row_above_decode_in_both_engin
         features[:, :, c, 0] = torch.tensor([0, c, -1, -1])
         features[:, :, c, 1] = torch.tensor([0, c, -1, 1])
     table = torch.full(extra[CONTEXT_PROBABILITIES].shape, 2 ** 14, dtype=torch.int16)
-    table[..., : 2 ** 3] = 3000  # both rows-above bits 0: a 1 is unlikely
-    table[..., 3 * 2 ** 2:] = 29000  # both 1: likely
+    table[..., : 2 ** 3] = 3000  # the bit up-left (the context's first bit) 0: a 1 is unlikely
+    table[..., 3 * 2 ** 2:] = 29000  # up-left and up-right both 1: likely
     extra[CONTEXT_PROBABILITIES] = table
     compiled, reference = kind(extra), kind(extra, engine="constriction")
     codes = sticky_codes(rng, 3, SHAPES + [(4, 9, 7)])
