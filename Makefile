@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train eval gpu-wheels gpu-kit gpu-bench-kit gpu-site gpu-train gpu-forks gpu-slim gpu-wide gpu-session gpu-bench clean
+.PHONY: setup demo test bench train eval gpu-wheels gpu-kit gpu-travel gpu-bench-kit gpu-site gpu-train gpu-forks gpu-slim gpu-wide gpu-session gpu-bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -88,8 +88,15 @@ gpu-wheels: setup
 		-d .whl constriction==0.5.0 pytorch-msssim==1.0.0
 gpu-kit: gpu-wheels
 	rm -rf .pack/train-jpeg .pack/photos-jpeg
-	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 160 --per-image 2 --jpeg-quality 92
-	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 160 --per-image 12 --jpeg-quality 95
+	$(BIN)/rgbatch pack ../shared/data/train --out .pack/train-jpeg --crop 192 --per-image 1 --jpeg-quality 92
+	$(BIN)/rgbatch pack ../shared/data/photos/train --out .pack/photos-jpeg --crop 192 --per-image 6 --jpeg-quality 95
+	$(MAKE) gpu-travel
+# What a device call carries: the tracked files, the untracked ones git does not ignore, and .pack and
+# .whl; the device tool refuses more than 64 MiB (docs/TRAINING.md, "On a GPU")
+gpu-travel:
+	@{ git ls-files -z --cached --others --exclude-standard; find .pack .whl -type f -print0; } | \
+		$(BIN)/python -c 'import os, sys; n = sum(os.path.getsize(p) for p in sys.stdin.read().split("\0") if os.path.isfile(p)) / 2**20; \
+		print(f"a device call carries {n:.1f} MiB (at most 64)"); sys.exit(n > 64)'
 # and for the speed benchmarks there (README, "Speed of the network"): the wheels and the shipped
 # model's codes of Kodak at depth 16 (2.7 MB), which the coder's scaling across cores codes
 gpu-bench-kit: gpu-wheels
@@ -97,7 +104,8 @@ gpu-bench-kit: gpu-wheels
 		--depths 16 --repeats 1 --workers 0 --no-reference
 
 # On the lent GPU machine (its own python3 holds torch; carry .pack and .whl): the same run,
-# resumed from the committed training state, 16x the pixels a step (64 patches of 128 px),
+# resumed from the committed training state, 16x the pixels a step (32 patches of 192 px, since
+# session 24, so that MS-SSIM has its five scales as in the benches; 64 of 128 px before),
 # for GPU_SECONDS; the checkpoint runs/$(GPU_RUN).pt and its fp16 weights (last, and the mean of
 # the last snapshots) are left in runs/ for the caller to bring back (docs/TRAINING.md, "On a GPU").
 # Two runs with different GPU_RUN names can share the GPU: a width-0.25 step leaves it idle most
@@ -114,7 +122,7 @@ $(GPU_SITE)/.installed:
 gpu-train: gpu-site
 	mkdir -p runs
 	[ -f runs/$(GPU_RUN).pt ] || cp weights/train-state.pt runs/$(GPU_RUN).pt
-	$(GPU_RGBATCH) train .pack/train-jpeg .pack/photos-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 128 --batch-size 64 \
+	$(GPU_RGBATCH) train .pack/train-jpeg .pack/photos-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 192 --batch-size 32 \
 		--lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-last.safetensors
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-mean.safetensors \

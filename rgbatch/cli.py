@@ -829,14 +829,33 @@ def slim_checkpoint_command(
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (must not exist)."),
     half: bool = typer.Option(False, "--half", help="The model in fp16, as shipped: half the size again "
                                                     "(what weights/train-state.pt holds since session 20)."),
+    base: Optional[Path] = typer.Option(None, help="A packaged weight file (rgbatch/models/): store the model as "
+                                                   "its difference from it, compressed (with --half, a run trained "
+                                                   "on from it keeps a fifth of the size)."),
 ):
     """Write a checkpoint without Adam's moments (a third of its size); `rgbatch train --resume`
     continues it with Adam started again and warmed up (docs/TRAINING.md, "Widening")."""
     from .train import slim_checkpoint
 
     with user_errors():
-        slim_checkpoint(checkpoint, out_path, half)
+        slim_checkpoint(checkpoint, out_path, half, base)
     out.print(f"wrote {out_path} ({out_path.stat().st_size / 2**20:.1f} MiB)", highlight=False)
+
+
+@app.command("delta")
+def delta_command(
+    weights: Path = typer.Argument(..., help="Weight file to store."),
+    base: Path = typer.Option(..., help="Weight or delta file to store it against, in the folder of --out."),
+    out_path: Path = typer.Option(..., "--out", help="Delta file to write (MODEL_ID.delta, how rgbatch "
+                                                    "packages its earlier default models)."),
+):
+    """Write a weight file as a compressed difference from another (docs/TRAINING.md, "Shipping a
+    model"): reading it rebuilds the same model id, with the base found beside it."""
+    from .weights import write_delta
+
+    with user_errors():
+        mid, size = write_delta(weights, base, out_path)
+    out.print(f"wrote {out_path} (model {mid}, {size / 2**20:.1f} MiB)", highlight=False)
 
 
 def main():

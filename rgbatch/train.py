@@ -7,6 +7,8 @@ evaluations, so `--resume` continues the same run as if it had never stopped.
 
 from __future__ import annotations
 
+import io
+import lzma
 import math
 import os
 import random
@@ -26,7 +28,8 @@ from .options import OptionError, check_choice, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8, to_unit
-from .weights import save_weights
+from .weights import (DEFAULT_WEIGHTS, XZ_MAGIC, WeightsError, read_weight_file, save_weights, unxor_tensors,
+                      weights_beside, xor_tensors)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -312,11 +315,25 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
     if not Path(checkpoint).is_file():
         raise TrainingError(f"no checkpoint at {checkpoint}")
     try:  # weights_only: tensors and plain containers only, so a forged file cannot run code
-        state = torch.load(checkpoint, weights_only=True, map_location=device)
+        with open(checkpoint, "rb") as f:  # xz: a compact state (`slim_checkpoint` with a base)
+            compact = f.read(len(XZ_MAGIC)) == XZ_MAGIC
+        source = io.BytesIO(lzma.decompress(Path(checkpoint).read_bytes())) if compact else checkpoint
+        state = torch.load(source, weights_only=True, map_location=device)
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
         raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not set(keys) <= state.keys():
         raise TrainingError(f"{checkpoint} is not a {what} (no {', '.join(keys[:-1])} and {keys[-1]})")
+    if "model_delta" in state:  # a compact state (`slim_checkpoint` with a base): the model from its base
+        delta = state.pop("model_delta")
+        base = weights_beside(DEFAULT_WEIGHTS, delta["base"])
+        if base is None:
+            raise TrainingError(f"{checkpoint} stores its model against model {delta['base']}, which is not "
+                                f"among the packaged models ({DEFAULT_WEIGHTS.parent})")
+        try:
+            tensors = {k: v.to(device) for k, v in read_weight_file(base)[2].items()}
+            state["model"] = unxor_tensors(state["model"], tensors, delta["xor"], checkpoint)
+        except WeightsError as e:
+            raise TrainingError(str(e)) from None
     return state
 
 
@@ -526,19 +543,39 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     return state_dict()
 
 
-def slim_checkpoint(checkpoint, out, half: bool = False) -> dict:
+def slim_checkpoint(checkpoint, out, half: bool = False, base=None) -> dict:
     """`checkpoint` without Adam's moments, written to `out`: a third of its size (a lent machine
     cannot bring back a width-0.5 checkpoint with them). `train --resume` starts Adam again from
     it with a warm-up (`lr_factor`'s restart). Model, step, rate counts, history and RNG stay.
     `half`: the model's floating tensors in fp16, as `export` ships them (half the size again,
-    room in a lent machine's carry; a resumed run trains in its own precision from there)."""
+    room in a lent machine's carry; a resumed run trains in its own precision from there).
+    `base`: a packaged weight file (rgbatch/models/): the model stored as its XOR against that
+    file's tensors (`weights.xor_tensors`) and the whole state compressed with xz, which
+    `load_checkpoint` undoes; with `half`, a run that trained the decoder alone from the base
+    keeps 2-3 MB of its 12 (what weights/train-state.pt is since session 24)."""
     if Path(out).exists():
         raise TrainingOptionError("out", f"{out} exists: remove it or choose another")
     state = load_training_state(checkpoint)
     state.update(optimizer=None, scheduler=None)
     if half:
         state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    save_checkpoint(out, state)
+    if base is None:
+        save_checkpoint(out, state)
+        return state
+    try:
+        _, base_id, tensors, _ = read_weight_file(base)
+    except WeightsError as e:
+        raise TrainingOptionError("base", str(e)) from None
+    if weights_beside(DEFAULT_WEIGHTS, base_id) is None:
+        raise TrainingOptionError("base", f"model {base_id} is not among the packaged models ({DEFAULT_WEIGHTS.parent}), "
+                                          "where resuming looks for it")
+    stored, names = xor_tensors(state["model"], tensors)
+    buffer = io.BytesIO()
+    torch.save({**state, "model": stored, "model_delta": {"base": base_id, "xor": names}}, buffer)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(lzma.compress(buffer.getvalue(), preset=9))
+    os.replace(tmp, out)
     return state
 
 

@@ -6,19 +6,30 @@ JSON, are stored in the file's metadata. The model id is a hash of the config an
 stored tensor (and of the architecture's name, for any but Residual-GRU, so that the shipped
 file keeps its id), so two files with the same id decode each other's codes; bitstreams and
 manifests record it.
+
+A *delta file* (`<model id>.delta`, how earlier defaults are packaged since session 24) stores a
+weight file against a base model: the file's tensors, each one the base has in the same name,
+shape and dtype stored as the bitwise XOR of the two (a tensor left as it was is all zeros), as a
+safetensors file compressed with xz; its metadata names the base's model id (`delta_base`) and
+the XORed tensors (`delta_xor`). The base is found beside the delta (`<id>.delta`,
+`<id>.safetensors`, or `default.safetensors` when it has that id), so a chain of deltas ends at
+the shipped file; reading checks the rebuilt tensors against the model id as for any file. A
+model trained a little further than its base differs in few high bits: session 21's 11.7 MB file
+is 2.8 MB as a delta against session 23's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 from importlib.resources import files
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 from safetensors import safe_open
 
 from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
@@ -31,6 +42,8 @@ DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
 # that archives and streams they coded still decode without naming them (shipped_weights)
 EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3", "9a50ea054365ccb0")
 MODEL_ID_BYTES = 8
+XZ_MAGIC = b"\xfd7zXZ\x00"  # how an xz stream (a delta file, a compressed training state) begins
+MAX_DELTA_CHAIN = 32  # deltas read through before a base is called missing (a cycle stops there too)
 
 
 class WeightsError(ValueError):
@@ -87,16 +100,23 @@ def read_weight_file(path=None) -> tuple[object, str, dict[str, torch.Tensor], d
     return _read(path)[1:]
 
 
-def _read(path=None):
-    """(architecture, config, model id, tensors, info) of a checked weight file."""
+def _read(path=None, chain: int = 0):
+    """(architecture, config, model id, tensors, info) of a checked weight file or delta file."""
     path = Path(path or DEFAULT_WEIGHTS)
     if not path.is_file():
         raise WeightsError(f"no weight file at {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            compressed = f.read(len(XZ_MAGIC)) == XZ_MAGIC
+        if compressed:
+            metadata, tensors = _read_delta(path, chain)
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            tensors = load_file(str(path))
+    except WeightsError:
+        raise
+    except (SafetensorError, OSError, ValueError, lzma.LZMAError) as e:
         raise WeightsError(f"{path} is not a readable safetensors file: {e}") from None
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an rgbatch weight file (format {metadata.get('format')!r})")
@@ -113,7 +133,86 @@ def _read(path=None):
 
 def shipped_weights(mid: str) -> Path | None:
     """The packaged file of an earlier default model (EARLIER_MODELS), or None."""
-    return DEFAULT_WEIGHTS.with_name(f"{mid}.safetensors") if mid in EARLIER_MODELS else None
+    return weights_beside(DEFAULT_WEIGHTS, mid) if mid in EARLIER_MODELS else None
+
+
+def weights_beside(path, mid: str) -> Path | None:
+    """The weight or delta file of model `mid` in the folder of `path`: `<mid>.delta`,
+    `<mid>.safetensors`, or `default.safetensors` when that is model `mid`; None if none is."""
+    folder = Path(path).parent
+    for name in (f"{mid}.delta", f"{mid}.safetensors"):
+        if (folder / name).is_file():
+            return folder / name
+    default = folder / DEFAULT_WEIGHTS.name
+    try:
+        with safe_open(str(default), framework="pt") as f:
+            return default if (f.metadata() or {}).get("model_id") == mid else None
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def xor_tensors(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
+    """`tensors` with each one `base` has in the same name, shape and dtype replaced by the
+    bitwise XOR of the two (its own inverse: `xor_tensors(stored, base)` with those names gives
+    them back), and the names so replaced."""
+    names = sorted(k for k, v in tensors.items()
+                   if k in base and base[k].shape == v.shape and base[k].dtype == v.dtype and v.numel())
+    out = dict(tensors)
+    for k in names:
+        a, b = tensors[k].contiguous(), base[k].contiguous()
+        out[k] = (a.view(-1).view(torch.uint8) ^ b.view(-1).view(torch.uint8)).view(a.dtype).view(a.shape)
+    return out, names
+
+
+def unxor_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tensor], names, what) -> dict:
+    """The tensors `xor_tensors` stored as `names`, given back from the same `base`."""
+    missing = [k for k in names if k not in stored or k not in base or base[k].shape != stored[k].shape
+               or base[k].dtype != stored[k].dtype]
+    if missing:
+        raise WeightsError(f"{what} does not fit its base model: tensor {missing[0]}")
+    out = dict(stored)
+    out.update(xor_tensors({k: stored[k] for k in names}, base)[0])
+    return out
+
+
+def _read_delta(path: Path, chain: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a delta file, rebuilt from its base (found beside it)."""
+    blob = lzma.decompress(path.read_bytes())
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    metadata = dict(header.get("__metadata__") or {})
+    base_id, names = metadata.pop("delta_base", None), json.loads(metadata.pop("delta_xor", "[]"))
+    base_path = weights_beside(path, base_id) if isinstance(base_id, str) else None
+    if base_path is None or chain >= MAX_DELTA_CHAIN:
+        raise WeightsError(f"{path} is a delta file whose base model {base_id} is not beside it")
+    *_, base_mid, base, _ = _read(base_path, chain + 1)
+    if base_mid != base_id:
+        raise WeightsError(f"{path} is a delta file on model {base_id}, but {base_path} is model {base_mid}")
+    return metadata, unxor_tensors(load(blob), base, names, path)
+
+
+def write_delta(source, base, out) -> tuple[str, int]:
+    """Write weight file `source` as a delta file `out` against weight (or delta) file `base`,
+    which must lie in `out`'s folder (where reading finds it); returns (model id, bytes).
+    Atomic; read back and checked against the source's model id before it is put in place."""
+    out, base = Path(out), Path(base)
+    architecture, config, mid, tensors, info = _read(source)
+    base_mid = _read(base)[2]
+    if weights_beside(out, base_mid) is None:
+        raise WeightsError(f"the base model {base_mid} must lie in {out.parent} as {base_mid}.safetensors, "
+                           f"{base_mid}.delta or default.safetensors, where reading looks for it")
+    stored, names = xor_tensors(tensors, _read(base)[3])
+    metadata = {"format": FORMAT, "architecture": architecture, "config": config.to_json(), "model_id": mid,
+                "info": json.dumps(info, sort_keys=True), "delta_base": base_mid, "delta_xor": json.dumps(names)}
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(lzma.compress(save(stored, metadata=metadata), preset=9 | lzma.PRESET_EXTREME))
+    try:
+        if _read(tmp)[2] != mid:
+            raise WeightsError(f"{out}: the delta does not rebuild model {mid}")
+    except BaseException:
+        tmp.unlink()
+        raise
+    tmp.replace(out)
+    return mid, out.stat().st_size
 
 
 def load_weights(path=None) -> tuple[torch.nn.Module, str, dict[str, torch.Tensor], dict]:

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import rgbatch
-from rgbatch.weights import DEFAULT_WEIGHTS, read_weight_file
+from rgbatch.weights import DEFAULT_WEIGHTS, EARLIER_MODELS, read_weight_file
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(__file__).parent / "data" / "kodim05_crop192.png"
@@ -65,7 +65,9 @@ def fresh_venv(path: Path, wheel: Path) -> Path:
 @pytest.mark.slow
 def test_a_wheel_installed_outside_the_checkout_compresses_and_restores(tmp_path):
     wheel = build_wheel(tmp_path / "build")
-    assert "rgbatch/models/default.safetensors" in zipfile.ZipFile(wheel).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "rgbatch/models/default.safetensors" in names
+    assert {f"rgbatch/models/{mid}.delta" for mid in EARLIER_MODELS} <= set(names)  # old archives restore
     bin_dir = fresh_venv(tmp_path / "venv", wheel)
     work = tmp_path / "work"  # the current folder of every command: no checkout in sight
     (work / "photos").mkdir(parents=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rgbatch.model import CodecConfig, ResidualGRUCodec
-from rgbatch.weights import WeightsError, load_weights, save_weights
+from rgbatch.weights import WeightsError, load_weights, save_weights, weights_beside, write_delta
 
 
 def test_a_weight_file_rebuilds_its_model_and_names_it(tmp_path):
@@ -33,3 +33,91 @@ def test_bad_weight_files(tmp_path):
     junk.write_bytes(b"not safetensors")
     with pytest.raises(WeightsError, match="not a readable"):
         load_weights(junk)
+
+
+def _trained_on(model, seed, scale=1e-3):
+    """`model` with its decoder's weights moved a little: a run trained on from it."""
+    torch.manual_seed(seed)
+    moved = ResidualGRUCodec(model.cfg)
+    moved.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            if name.startswith("decoder"):
+                p.add_(scale * torch.randn_like(p))
+    return moved
+
+
+def test_a_delta_file_rebuilds_its_model_from_a_chain_of_bases_beside_it(tmp_path):
+    # how the earlier defaults are packaged: each as its XOR against the next, compressed
+    torch.manual_seed(0)
+    first = ResidualGRUCodec(CodecConfig(width=0.25))
+    second = _trained_on(first, 1)
+    third = _trained_on(second, 2)
+    table = {"entropy.table": torch.arange(8, dtype=torch.int16)}
+    ids = [save_weights(tmp_path / f"{i}.safetensors", m, extra=table, info={"n": i})
+           for i, m in enumerate((first, second, third))]
+    (tmp_path / "2.safetensors").rename(tmp_path / "default.safetensors")  # the shipped file, by its id
+    assert write_delta(tmp_path / "1.safetensors", tmp_path / "default.safetensors",
+                       tmp_path / f"{ids[1]}.delta")[0] == ids[1]
+    assert write_delta(tmp_path / "0.safetensors", tmp_path / f"{ids[1]}.delta", tmp_path / f"{ids[0]}.delta")[0] == ids[0]
+    for i, m in ((0, first), (1, second)):
+        plain = tmp_path / f"{i}.safetensors"
+        delta = tmp_path / f"{ids[i]}.delta"
+        assert delta.stat().st_size < plain.stat().st_size / 2  # the encoders are the same: zeros
+        plain.unlink()
+        loaded, mid, extra, info = load_weights(delta)
+        assert mid == ids[i] and info == {"n": i} and torch.equal(extra["entropy.table"], table["entropy.table"])
+        assert all(torch.equal(a, b.half().float()) for a, b in zip(loaded.state_dict().values(),
+                                                                     m.state_dict().values()))
+        assert weights_beside(delta, ids[i]) == delta
+    assert weights_beside(tmp_path / "x", ids[2]) == tmp_path / "default.safetensors"
+    assert weights_beside(tmp_path / "x", "0123456789abcdef") is None
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_delta_files_are_worded_errors(tmp_path):
+    torch.manual_seed(0)
+    model = ResidualGRUCodec(CodecConfig(width=0.125))
+    save_weights(tmp_path / "base.safetensors", model)
+    base_id = save_weights(tmp_path / "default.safetensors", model)
+    mid = save_weights(tmp_path / "m.safetensors", _trained_on(model, 1))
+    delta = tmp_path / f"{mid}.delta"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(WeightsError, match=f"base model {base_id} must lie in"):
+        write_delta(tmp_path / "m.safetensors", tmp_path / "base.safetensors", elsewhere / "m.delta")
+    write_delta(tmp_path / "m.safetensors", tmp_path / "base.safetensors", delta)
+    moved = elsewhere / delta.name  # without its base beside it
+    moved.write_bytes(delta.read_bytes())
+    with pytest.raises(WeightsError, match=f"base model {base_id} is not beside it"):
+        load_weights(moved)
+    save_weights(tmp_path / "default.safetensors", _trained_on(model, 2))  # the default is another model now
+    with pytest.raises(WeightsError, match=f"base model {base_id} is not beside it"):
+        load_weights(delta)
+    save_weights(tmp_path / "default.safetensors", model)
+    assert load_weights(delta)[1] == mid
+    damaged = bytearray(delta.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    delta.write_bytes(bytes(damaged))  # xz's own check finds it
+    with pytest.raises(WeightsError, match="not a readable"):
+        load_weights(delta)
+
+
+def test_the_delta_command_writes_one_and_words_its_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from rgbatch.cli import app
+
+    torch.manual_seed(0)
+    model = ResidualGRUCodec(CodecConfig(width=0.125))
+    save_weights(tmp_path / "default.safetensors", model)
+    mid = save_weights(tmp_path / "m.safetensors", _trained_on(model, 1))
+    done = CliRunner().invoke(app, ["delta", str(tmp_path / "m.safetensors"), "--base",
+                                    str(tmp_path / "default.safetensors"), "--out", str(tmp_path / f"{mid}.delta")])
+    assert done.exit_code == 0 and f"model {mid}" in done.output, done.output
+    assert load_weights(tmp_path / f"{mid}.delta")[1] == mid
+    (tmp_path / "other").mkdir()
+    refused = CliRunner().invoke(app, ["delta", str(tmp_path / "m.safetensors"), "--base", str(tmp_path / "m.safetensors"),
+                                       "--out", str(tmp_path / "other" / "x.delta")])
+    assert refused.exit_code == 2 and "must lie in" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "other" / "x.delta").exists()

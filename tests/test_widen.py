@@ -8,7 +8,8 @@ from rgbatch.cli import app
 from rgbatch.imageio import read_image
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.tiling import to_float
-from rgbatch.train import (TrainingError, evaluate, export_weights, load_eval_set, lr_factor,
+import rgbatch.train as train_module
+from rgbatch.train import (TrainingError, evaluate, export_weights, load_eval_set, load_training_state, lr_factor,
                            slim_checkpoint, train)
 from rgbatch.weights import load_weights
 from rgbatch.widen import _Widener, widen, widen_state
@@ -174,9 +175,39 @@ def test_a_half_slim_checkpoint_exports_the_same_model_and_resumes(tmp_path):
     resumed = train(config(tmp_path, out=str(tmp_path / "half.pt"), steps=5), resume=True, log=lambda *_: None)
     assert resumed["step"] == 5 and all(v.dtype == torch.float32 for v in resumed["model"].values()
                                         if v.is_floating_point())
-    committed = torch.load(TRAIN_STATE, map_location="cpu", weights_only=False)
+    committed = load_training_state(TRAIN_STATE)
     assert committed["optimizer"] is None and all(v.dtype == torch.float16 for v in committed["model"].values()
                                                   if v.is_floating_point())
+
+
+def test_a_compact_checkpoint_stores_its_model_against_a_packaged_file(tmp_path, monkeypatch):
+    # weights/train-state.pt since session 24: the decoder-alone run's model as its XOR against the
+    # shipped file (the encoder's part is zeros), compressed; resuming and exporting rebuild it
+    packaged = tmp_path / "models"
+    packaged.mkdir()
+    monkeypatch.setattr(train_module, "DEFAULT_WEIGHTS", packaged / "default.safetensors")
+    train(config(tmp_path), log=lambda *_: None)
+    base_id = export_weights(tmp_path / "run.pt", packaged / "default.safetensors")
+    train(config(tmp_path, steps=6, train_part="decoder"), resume=True, log=lambda *_: None)
+    half = slim_checkpoint(tmp_path / "run.pt", tmp_path / "half.pt", half=True)
+    compact = slim_checkpoint(tmp_path / "run.pt", tmp_path / "compact.pt", half=True,
+                              base=packaged / "default.safetensors")
+    assert (tmp_path / "compact.pt").stat().st_size < (tmp_path / "half.pt").stat().st_size * 0.75
+    loaded = load_training_state(tmp_path / "compact.pt")
+    assert loaded.keys() == half.keys() and loaded["step"] == 6
+    assert all(torch.equal(loaded["model"][k], v) for k, v in half["model"].items())
+    assert export_weights(tmp_path / "compact.pt", tmp_path / "c.safetensors") == \
+        export_weights(tmp_path / "half.pt", tmp_path / "h.safetensors") != base_id
+    kept = tmp_path / "kept.pt"
+    kept.write_bytes((tmp_path / "compact.pt").read_bytes())
+    resumed = train(config(tmp_path, out=str(tmp_path / "compact.pt"), steps=7, train_part="decoder"),
+                    resume=True, log=lambda *_: None)
+    assert resumed["step"] == 7
+    with pytest.raises(TrainingError, match="not among the packaged models"):
+        slim_checkpoint(tmp_path / "run.pt", tmp_path / "x.pt", base=tmp_path / "h.safetensors")
+    (packaged / "default.safetensors").unlink()  # its base gone: a worded error, never another model
+    with pytest.raises(TrainingError, match=f"against model {base_id}, which is not among the packaged"):
+        load_training_state(kept)
 
 
 def test_export_writes_the_tables_of_another_file_with_the_network(tmp_path, default_weights):
