@@ -24,6 +24,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -181,7 +182,8 @@ def _read_delta(path: Path, chain: int) -> tuple[dict, dict[str, torch.Tensor]]:
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     metadata = dict(header.get("__metadata__") or {})
     base_id, names = metadata.pop("delta_base", None), json.loads(metadata.pop("delta_xor", "[]"))
-    base_path = weights_beside(path, base_id) if isinstance(base_id, str) else None
+    named = isinstance(base_id, str) and re.fullmatch(f"[0-9a-f]{{{2 * MODEL_ID_BYTES}}}", base_id)
+    base_path = weights_beside(path, base_id) if named else None  # a model id, never a path
     if base_path is None or chain >= MAX_DELTA_CHAIN:
         raise WeightsError(f"{path} is a delta file whose base model {base_id} is not beside it")
     *_, base_mid, base, _ = _read(base_path, chain + 1)
