@@ -111,6 +111,8 @@ gpu-bench-kit: gpu-wheels
 # Two runs with different GPU_RUN names can share the GPU: a width-0.25 step leaves it idle most
 # of the time. Install the wheels once (make gpu-site) before starting them side by side.
 GPU_SECONDS ?= 480
+# patches a step (a rehearsal here: make gpu-session GPU_SECONDS=1 GPU_BATCH=2 OUT=/tmp/out)
+GPU_BATCH ?= 32
 GPU_RUN ?= gpu
 GPU_SITE := /tmp/site
 GPU_PYTHON := PYTHONPATH=$(GPU_SITE):. PYTHONUNBUFFERED=1 python3
@@ -122,7 +124,7 @@ $(GPU_SITE)/.installed:
 gpu-train: gpu-site
 	mkdir -p runs
 	[ -f runs/$(GPU_RUN).pt ] || cp weights/train-state.pt runs/$(GPU_RUN).pt
-	$(GPU_RGBATCH) train .pack/train-jpeg .pack/photos-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 192 --batch-size 32 \
+	$(GPU_RGBATCH) train .pack/train-jpeg .pack/photos-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 192 --batch-size $(GPU_BATCH) \
 		--lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-last.safetensors
 	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-mean.safetensors \
