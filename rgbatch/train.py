@@ -29,7 +29,7 @@ from .model import Binarizer, CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8, to_unit
 from .weights import (DEFAULT_WEIGHTS, XZ_MAGIC, WeightsError, read_weight_file, save_weights, unxor_tensors,
-                      weights_beside, xor_tensors)
+                      weights_beside, xor_tensors, xz_decompress)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -317,7 +317,7 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
     try:  # weights_only: tensors and plain containers only, so a forged file cannot run code
         with open(checkpoint, "rb") as f:  # xz: a compact state (`slim_checkpoint` with a base)
             compact = f.read(len(XZ_MAGIC)) == XZ_MAGIC
-        source = io.BytesIO(lzma.decompress(Path(checkpoint).read_bytes())) if compact else checkpoint
+        source = io.BytesIO(xz_decompress(Path(checkpoint).read_bytes(), checkpoint)) if compact else checkpoint
         state = torch.load(source, weights_only=True, map_location=device)
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
         raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}: {e})") from None

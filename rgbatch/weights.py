@@ -39,11 +39,13 @@ FORMAT = "rgbatch-weights-1"
 # The shipped model is package data (rgbatch/models/), so an installed wheel finds it without
 # the repository; pip unpacks wheels, so it is a real file that safetensors can map.
 DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
-# the default files shipped before the current one, kept as <model id>.safetensors beside it so
-# that archives and streams they coded still decode without naming them (shipped_weights)
-EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3", "9a50ea054365ccb0")
+# the default files shipped before the current one, kept beside it as <model id>.delta (each against
+# its successor) so that archives and streams they coded still decode without naming them (shipped_weights)
+EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3", "9a50ea054365ccb0",
+                  "eda0b20c4529a293")
 MODEL_ID_BYTES = 8
 XZ_MAGIC = b"\xfd7zXZ\x00"  # how an xz stream (a delta file, a compressed training state) begins
+MAX_XZ_BYTES = 2**30  # what one may decompress to: a width-1.0 model is 40 MB; a forged file stops here
 MAX_DELTA_CHAIN = 32  # deltas read through before a base is called missing (a cycle stops there too)
 
 
@@ -176,9 +178,18 @@ def unxor_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
     return out
 
 
+def xz_decompress(data: bytes, what) -> bytes:
+    """The bytes of an xz stream, at most MAX_XZ_BYTES of them (a ValueError beyond)."""
+    decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    out = decompressor.decompress(data, max_length=MAX_XZ_BYTES)
+    if not decompressor.eof:
+        raise ValueError(f"{what} decompresses to more than {MAX_XZ_BYTES} bytes, or is cut short")
+    return out
+
+
 def _read_delta(path: Path, chain: int) -> tuple[dict, dict[str, torch.Tensor]]:
     """(metadata, tensors) of a delta file, rebuilt from its base (found beside it)."""
-    blob = lzma.decompress(path.read_bytes())
+    blob = xz_decompress(path.read_bytes(), path)
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     metadata = dict(header.get("__metadata__") or {})
     base_id, names = metadata.pop("delta_base", None), json.loads(metadata.pop("delta_xor", "[]"))
@@ -196,13 +207,13 @@ def write_delta(source, base, out) -> tuple[str, int]:
     """Write weight file `source` as a delta file `out` against weight (or delta) file `base`,
     which must lie in `out`'s folder (where reading finds it); returns (model id, bytes).
     Atomic; read back and checked against the source's model id before it is put in place."""
-    out, base = Path(out), Path(base)
+    out = Path(out)
     architecture, config, mid, tensors, info = _read(source)
-    base_mid = _read(base)[2]
+    _, _, base_mid, base_tensors, _ = _read(base)
     if weights_beside(out, base_mid) is None:
         raise WeightsError(f"the base model {base_mid} must lie in {out.parent} as {base_mid}.safetensors, "
                            f"{base_mid}.delta or default.safetensors, where reading looks for it")
-    stored, names = xor_tensors(tensors, _read(base)[3])
+    stored, names = xor_tensors(tensors, base_tensors)
     metadata = {"format": FORMAT, "architecture": architecture, "config": config.to_json(), "model_id": mid,
                 "info": json.dumps(info, sort_keys=True), "delta_base": base_mid, "delta_xor": json.dumps(names)}
     tmp = out.with_name(out.name + ".tmp")

@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 
+from rgbatch import weights
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.weights import WeightsError, load_weights, save_weights, weights_beside, write_delta
 
@@ -75,7 +76,7 @@ def test_a_delta_file_rebuilds_its_model_from_a_chain_of_bases_beside_it(tmp_pat
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_bad_delta_files_are_worded_errors(tmp_path):
+def test_bad_delta_files_are_worded_errors(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = ResidualGRUCodec(CodecConfig(width=0.125))
     save_weights(tmp_path / "base.safetensors", model)
@@ -96,6 +97,10 @@ def test_bad_delta_files_are_worded_errors(tmp_path):
         load_weights(delta)
     save_weights(tmp_path / "default.safetensors", model)
     assert load_weights(delta)[1] == mid
+    monkeypatch.setattr(weights, "MAX_XZ_BYTES", 1000)  # what decompression may take is bounded
+    with pytest.raises(WeightsError, match="decompresses to more than 1000 bytes"):
+        load_weights(delta)
+    monkeypatch.undo()
     damaged = bytearray(delta.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     delta.write_bytes(bytes(damaged))  # xz's own check finds it
