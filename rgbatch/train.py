@@ -325,9 +325,11 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
         raise TrainingError(f"{checkpoint} is not a {what} (no {', '.join(keys[:-1])} and {keys[-1]})")
     if "model_delta" in state:  # a compact state (`slim_checkpoint` with a base): the model from its base
         delta = state.pop("model_delta")
-        base = weights_beside(DEFAULT_WEIGHTS, delta["base"])
+        if not isinstance(delta, dict) or not isinstance(delta.get("xor"), list):
+            raise TrainingError(f"{checkpoint} is not a {what} (a compact state without its delta's description)")
+        base = weights_beside(DEFAULT_WEIGHTS, delta.get("base"))
         if base is None:
-            raise TrainingError(f"{checkpoint} stores its model against model {delta['base']}, which is not "
+            raise TrainingError(f"{checkpoint} stores its model against model {delta.get('base')}, which is not "
                                 f"among the packaged models ({DEFAULT_WEIGHTS.parent})")
         try:
             tensors = {k: v.to(device) for k, v in read_weight_file(base)[2].items()}
@@ -552,7 +554,7 @@ def slim_checkpoint(checkpoint, out, half: bool = False, base=None) -> dict:
     `base`: a packaged weight file (rgbatch/models/): the model stored as its XOR against that
     file's tensors (`weights.xor_tensors`) and the whole state compressed with xz, which
     `load_checkpoint` undoes; with `half`, a run that trained the decoder alone from the base
-    keeps 2-3 MB of its 12 (what weights/train-state.pt is since session 24)."""
+    keeps about 4 MB of its 12 (what weights/train-state.pt is since session 24)."""
     if Path(out).exists():
         raise TrainingOptionError("out", f"{out} exists: remove it or choose another")
     state = load_training_state(checkpoint)

@@ -141,7 +141,10 @@ def shipped_weights(mid: str) -> Path | None:
 
 def weights_beside(path, mid: str) -> Path | None:
     """The weight or delta file of model `mid` in the folder of `path`: `<mid>.delta`,
-    `<mid>.safetensors`, or `default.safetensors` when that is model `mid`; None if none is."""
+    `<mid>.safetensors`, or `default.safetensors` when that is model `mid`; None if none is (or
+    if `mid` is no model id: a forged file's name never makes a path)."""
+    if not (isinstance(mid, str) and re.fullmatch(f"[0-9a-f]{{{2 * MODEL_ID_BYTES}}}", mid)):
+        return None
     folder = Path(path).parent
     for name in (f"{mid}.delta", f"{mid}.safetensors"):
         if (folder / name).is_file():
@@ -193,8 +196,7 @@ def _read_delta(path: Path, chain: int) -> tuple[dict, dict[str, torch.Tensor]]:
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     metadata = dict(header.get("__metadata__") or {})
     base_id, names = metadata.pop("delta_base", None), json.loads(metadata.pop("delta_xor", "[]"))
-    named = isinstance(base_id, str) and re.fullmatch(f"[0-9a-f]{{{2 * MODEL_ID_BYTES}}}", base_id)
-    base_path = weights_beside(path, base_id) if named else None  # a model id, never a path
+    base_path = weights_beside(path, base_id)
     if base_path is None or chain >= MAX_DELTA_CHAIN:
         raise WeightsError(f"{path} is a delta file whose base model {base_id} is not beside it")
     *_, base_mid, base, _ = _read(base_path, chain + 1)

@@ -1,3 +1,5 @@
+import io
+import lzma
 from pathlib import Path
 
 import pytest
@@ -208,6 +210,18 @@ def test_a_compact_checkpoint_stores_its_model_against_a_packaged_file(tmp_path,
     (packaged / "default.safetensors").unlink()  # its base gone: a worded error, never another model
     with pytest.raises(TrainingError, match=f"against model {base_id}, which is not among the packaged"):
         load_training_state(kept)
+    state = torch.load(io.BytesIO(lzma.decompress(kept.read_bytes())), weights_only=True)
+    for junk in ("x", {"base": "../../default", "xor": []}):
+        forged = tmp_path / "forged.pt"
+        forged.write_bytes(lzma.compress(_saved({**state, "model_delta": junk})))
+        with pytest.raises(TrainingError, match="without its delta|which is not among the packaged"):
+            load_training_state(forged)
+
+
+def _saved(state) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def test_export_writes_the_tables_of_another_file_with_the_network(tmp_path, default_weights):
