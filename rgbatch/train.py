@@ -28,8 +28,8 @@ from .options import OptionError, check_choice, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8, to_unit
-from .weights import (DEFAULT_WEIGHTS, XZ_MAGIC, WeightsError, read_weight_file, save_weights, unxor_tensors,
-                      weights_beside, xor_tensors, xz_decompress)
+from .weights import (DEFAULT_WEIGHTS, WeightsError, read_weight_file, save_weights, unxor_tensors, weights_beside,
+                      xor_tensors, xz_file_bytes)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -315,10 +315,9 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
     if not Path(checkpoint).is_file():
         raise TrainingError(f"no checkpoint at {checkpoint}")
     try:  # weights_only: tensors and plain containers only, so a forged file cannot run code
-        with open(checkpoint, "rb") as f:  # xz: a compact state (`slim_checkpoint` with a base)
-            compact = f.read(len(XZ_MAGIC)) == XZ_MAGIC
-        source = io.BytesIO(xz_decompress(Path(checkpoint).read_bytes(), checkpoint)) if compact else checkpoint
-        state = torch.load(source, weights_only=True, map_location=device)
+        compact = xz_file_bytes(checkpoint)  # a compact state (`slim_checkpoint` with a base), or None
+        state = torch.load(checkpoint if compact is None else io.BytesIO(compact), weights_only=True,
+                           map_location=device)
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
         raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not set(keys) <= state.keys():

@@ -109,10 +109,9 @@ def _read(path=None, chain: int = 0):
     if not path.is_file():
         raise WeightsError(f"no weight file at {path}")
     try:
-        with open(path, "rb") as f:
-            compressed = f.read(len(XZ_MAGIC)) == XZ_MAGIC
-        if compressed:
-            metadata, tensors = _read_delta(path, chain)
+        blob = xz_file_bytes(path)
+        if blob is not None:
+            metadata, tensors = _read_delta(path, blob, chain)
         else:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
@@ -181,18 +180,24 @@ def unxor_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
     return out
 
 
-def xz_decompress(data: bytes, what) -> bytes:
-    """The bytes of an xz stream, at most MAX_XZ_BYTES of them (a ValueError beyond)."""
+def xz_file_bytes(path) -> bytes | None:
+    """The decompressed bytes of a file that is an xz stream (a delta file, a compact training
+    state), at most MAX_XZ_BYTES of them (a ValueError beyond); None for any other file."""
+    with open(path, "rb") as f:
+        if f.read(len(XZ_MAGIC)) != XZ_MAGIC:
+            return None
+        f.seek(0)
+        data = f.read()
     decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
     out = decompressor.decompress(data, max_length=MAX_XZ_BYTES)
     if not decompressor.eof:
-        raise ValueError(f"{what} decompresses to more than {MAX_XZ_BYTES} bytes, or is cut short")
+        raise ValueError(f"{path} decompresses to more than {MAX_XZ_BYTES} bytes, or is cut short")
     return out
 
 
-def _read_delta(path: Path, chain: int) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a delta file, rebuilt from its base (found beside it)."""
-    blob = xz_decompress(path.read_bytes(), path)
+def _read_delta(path: Path, blob: bytes, chain: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a delta file (`blob`: its decompressed bytes), rebuilt from its
+    base (found beside it)."""
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     metadata = dict(header.get("__metadata__") or {})
     base_id, names = metadata.pop("delta_base", None), json.loads(metadata.pop("delta_xor", "[]"))
