@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image, encode_png, png_text
+from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image_and_metadata, encode_png, png_text
 from .manifest import Archive, PartWriter, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
@@ -94,6 +95,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
 
     stored = at(ok["iterations"].to_pylist())
     source_bytes = pc.sum(ok["source_bytes"]).as_py() or 0
+    alpha_bytes = pc.sum(ok["alpha_bytes"]).as_py() or 0  # alpha channels kept beside the blobs
     summary = {
         "archive": man.location, "parts": len(man.parts),
         "part_bytes": man.part_bytes(),
@@ -101,8 +103,8 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
         "model_ids": sorted(set(ok["model_id"].to_pylist())),
         "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
             ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0,
-        "stored": stored,
-        "compression_ratio": source_bytes / stored["bytes"] if stored["bytes"] else None,
+        "stored": stored, "alpha_bytes": alpha_bytes,
+        "compression_ratio": source_bytes / (stored["bytes"] + alpha_bytes) if stored["bytes"] else None,
         "coding": coding_summary(ok),
         "reading": reading_summary(ok),
         "by_depth": _query(_DEPTH_SQL, ok),
@@ -154,22 +156,34 @@ def coding_summary(ok: pa.Table) -> dict:
 
 def reading_summary(ok: pa.Table) -> dict:
     """What reading the ok rows' sources into 8-bit RGB lost, beside the codec: images per loss
-    (rgbatch.imageio.LOSSY_MODES, from the `mode` column), only the losses that occurred."""
+    (rgbatch.imageio.LOSSY_MODES, from the `mode` column; an alpha channel is lost only where no
+    `alpha` was kept: rows of parts before session 25), only the losses that occurred; and the
+    images whose alpha channel was kept (`alpha_kept`, losslessly beside the blob)."""
+    kept = [n is not None for n in ok["alpha_bytes"].to_pylist()]
     modes = ok["mode"].to_pylist()
-    counts = {loss: sum(m in lossy for m in modes) for loss, (lossy, _) in LOSSY_MODES.items()}
+    counts = {loss: sum(m in lossy and not (loss == "alpha_dropped" and k) for m, k in zip(modes, kept))
+              for loss, (lossy, _) in LOSSY_MODES.items()}
     counts["frames_dropped"] = sum(1 for n in ok["frames"].to_pylist() if n and n > 1)
+    counts["alpha_kept"] = sum(kept)
     return {loss: n for loss, n in counts.items() if n}
 
 
 # a report's reading losses in words (after a count of images)
 READING_WORDS = {**{loss: words for loss, (_, words) in LOSSY_MODES.items()},
-                 "frames_dropped": "with only the first of their frames or pages kept"}
+                 "frames_dropped": "with only the first of their frames or pages kept",
+                 "alpha_kept": "with their alpha channel kept losslessly"}
 
 
 def reading_text(reading: dict) -> str:
     """A report's `reading` summary in words."""
-    return "; ".join(f"{n} {READING_WORDS[loss]}" for loss, n in reading.items()) or \
-        "nothing lost (8-bit sources without alpha)"
+    return "; ".join(f"{n} {READING_WORDS[loss]}" for loss, n in reading.items()) or "nothing lost (8-bit sources)"
+
+
+def bytes_text(summary: dict) -> str:
+    """A report's archive bytes in words: in blobs, in alpha channels (if any), in part files."""
+    alpha = f"{summary['alpha_bytes']:,} in alpha channels, " if summary["alpha_bytes"] else ""
+    return (f"{summary['stored']['bytes'] or 0:,} in blobs, {alpha}{summary['part_bytes']:,} in "
+            f"{summary['parts']} part file(s)")
 
 
 def coding_text(coding: dict) -> str:
@@ -400,7 +414,10 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                 continue
             try:
                 written = storage.write_new(fs, root, names[row.path], encode_png(
-                    image, row.metadata(), {RESTORED_KEY: text} if text else None), overwrite)
+                    image, row.metadata(), {RESTORED_KEY: text} if text else None, row.alpha_channel()), overwrite)
+            except ImageError as e:  # a damaged alpha channel: no image rather than one without it
+                result.failures.append((row.path, str(e)))
+                continue
             except storage.NotWritten as e:
                 result.failures.append((row.path, f"{names[row.path]}: {e}"))
                 continue
@@ -437,6 +454,10 @@ def _check_blob(row: Row) -> str | None:
                 f"{row.width}x{row.height} at {row.iterations}")
     if header.cumulative_bytes() != list(row.bytes) or len(row.blob) != row.bytes[-1]:
         return "blob sizes do not match the row's per-depth bytes"
+    try:
+        row.alpha_channel()
+    except ImageError as e:
+        return str(e)
     return None
 
 
@@ -445,7 +466,8 @@ class SourceUnreachable(OSError):
 
 
 def _source_image(row: Row, sources) -> tuple:
-    """(pixels, None) of the row's source if it is still there unchanged, else (None, why not)."""
+    """(the row's source read as compress read it: rgbatch.imageio.Decoded, None) if it is still
+    there unchanged, else (None, why not)."""
     location = row.source
     if sources is not None:
         try:
@@ -465,7 +487,7 @@ def _source_image(row: Row, sources) -> tuple:
     if hashlib.sha256(data).hexdigest() != row.source_hash:
         return None, f"source {location} changed since it was archived"
     try:
-        return decode_image(data)[0], None
+        return decode_image_and_metadata(data), None
     except ImageError as e:
         return None, f"source {location} no longer reads: {e}"
 
@@ -515,12 +537,14 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
                 if why_not:
                     result.unmeasured.append((row.path, why_not))
                     continue
-                measured = msssim(source, image)
+                measured = msssim(source.pixels, image)
                 recorded = row.msssim[-1] if row.msssim else None  # None: compressed with --no-measure
                 result.remeasured.append({"path": row.path, "recorded": recorded, "measured": measured})
                 if recorded is not None and abs(measured - recorded) > MSSSIM_TOLERANCE:
                     result.problems.append((row.path, f"MS-SSIM re-measured {measured:.5f}, the manifest "
                                                          f"says {recorded:.5f}"))
+                if row.alpha_bytes is not None and not np.array_equal(row.alpha_channel(), source.alpha):
+                    result.problems.append((row.path, "the alpha channel differs from the source's"))
         if progress:
             progress(result.checked, len(ok_paths))
     return result
@@ -613,5 +637,5 @@ def _cut_row(row: Row, depth: int | None, target: Target, result: CompactResult)
     return row
 
 
-__all__ = ["CompactResult", "RestoreResult", "VerifyResult", "coding_summary", "coding_text", "compact", "depth_text",
+__all__ = ["CompactResult", "RestoreResult", "VerifyResult", "bytes_text", "coding_summary", "coding_text", "compact", "depth_text",
            "png_names", "reading_summary", "reading_text", "report", "restore", "safe_relative_path", "verify"]

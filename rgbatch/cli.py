@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -401,7 +400,7 @@ def report(
     """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
 
-    from .archive import coding_text, depth_text, reading_text, report as make_report
+    from .archive import bytes_text, coding_text, depth_text, reading_text, report as make_report
 
     if html_out is not None:
         from .htmlreport import write_html_report
@@ -421,13 +420,11 @@ def report(
         _print_json(result)
         return
     s = result["summary"]
-    stored = s["stored"]
     head = Table(title=f"archive {s['archive']}", title_justify="left", show_header=False)
     for name, value in [("images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"),
                         ("model", ", ".join(s["model_ids"]) or "-"),
                         ("source bytes", f"{s['source_bytes']:,}"),
-                        ("archive bytes", f"{stored['bytes'] or 0:,} in blobs, {s['part_bytes']:,} in {s['parts']} "
-                                          f"part file(s)"),
+                        ("archive bytes", bytes_text(s)),
                         ("ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-"),
                         ("coding", coding_text(s["coding"]) if s["ok"] else "-"),
                         ("reading", reading_text(s["reading"]) if s["ok"] else "-")]:
@@ -548,7 +545,9 @@ def encode(
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the colour profile "
                                                       f"and EXIF" if result["metadata_bytes"] else "")
-                  + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else ""))
+                  + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else "")
+                  + ("; its alpha channel dropped (a stream file holds none: `compress` keeps it)"
+                     if result["alpha_dropped"] else ""))
 
 
 @app.command()

@@ -32,12 +32,13 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
     fs, path = storage.resolve(source)
-    image, mode, kept, frames = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
+    image, mode, kept, frames, alpha = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
     encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample, partial=partial)
     blob = with_metadata(encoded.blob, kept if metadata else Metadata())
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "frames": frames,
+            "alpha_dropped": alpha is not None,  # a stream file holds no alpha channel (an archive keeps it)
             "width": encoded.width, "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
             "metadata_bytes": len(blob) - len(encoded.blob),
             "bpp": encoded.bpp[-1], "msssim": encoded.msssim[-1], "psnr": encoded.psnr[-1],

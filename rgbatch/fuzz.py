@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 

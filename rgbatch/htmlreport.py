@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import storage
-from .archive import SourceUnreachable, _source_image, coding_text, depth_text, reading_text, report
+from .archive import SourceUnreachable, _source_image, bytes_text, coding_text, depth_text, reading_text, report
 from .codec import Codec
 from .imageio import encode_png
 from .manifest import Archive
@@ -65,6 +65,7 @@ def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
     """Decode one archived image at its shown depths, beside its source when reachable."""
     try:
         source, note = _source_image(row, None)
+        source = None if source is None else source.pixels
     except SourceUnreachable as e:
         source, note = None, str(e)
     shown = ShownImage(row.path, row.width, row.height,
@@ -158,7 +159,7 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
     facts = [["images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"],
              ["models", ", ".join(s["model_ids"]) or "-"],
              ["source bytes", f"{s['source_bytes']:,}"],
-             ["archive bytes", f"{s['stored']['bytes'] or 0:,} in blobs, {s['part_bytes']:,} in {s['parts']} part(s)"],
+             ["archive bytes", bytes_text(s)],
              ["compression ratio", _fmt(s["compression_ratio"], ".1f")],
              ["bpp as stored", _fmt(s["stored"]["bpp"], ".4f")],
              ["mean MS-SSIM as stored", _fmt(s["stored"]["mean_msssim"], ".4f")],

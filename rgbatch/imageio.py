@@ -7,9 +7,12 @@
 | RGB, 8 bit                     | used as is                                                   |
 | grayscale (L, 1-bit)           | converted to RGB (three equal channels)                     |
 | palette (P)                    | converted to RGB through its palette                         |
-| transparency key (tRNS) on P,  | dropped, like alpha; the mode recorded as PA, LA or RGBA, so |
-| L or RGB                       | that `report` counts it                                      |
-| RGBA, LA, PA                   | alpha dropped (the colour channels are kept as they are)     |
+| RGBA, LA, PA (and RGBa, La)    | the colours coded as they are; the alpha channel kept        |
+|                                | losslessly beside them (`Decoded.alpha`; an archive stores   |
+|                                | it as an 8-bit grey PNG, `encode_alpha`; a stream file of    |
+|                                | `rgbatch encode` does not)                                   |
+| transparency key (tRNS) on P,  | an alpha channel in all but name: kept as one; the mode      |
+| L or RGB                       | recorded as PA, LA or RGBA                                   |
 | 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
 | EXIF orientation               | applied, so the stored image is upright                      |
@@ -47,15 +50,17 @@ MAX_METADATA_BYTES = 1 << 20
 
 # Source modes (the table above) whose conversion to 8-bit RGB loses something, by what it loses
 # (a key, and words that follow a count): what `rgbatch report` counts, from the rows' `mode` column
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")  # modes with an alpha channel (a transparency key: recorded so)
 LOSSY_MODES = {
-    "alpha_dropped": (("RGBA", "LA", "PA", "RGBa", "La"), "with their alpha channel dropped"),
+    # since session 25 the alpha channel is kept (the `alpha` column); dropped: rows of older parts
+    "alpha_dropped": (ALPHA_MODES, "with their alpha channel dropped"),
     "reduced_to_8_bits": (("I;16", "I;16B", "I;16L", "I;16N", "I", "F"), "reduced from 16 or 32 bits to 8"),
     "colour_converted": (("CMYK", "YCbCr", "LAB", "HSV"), "converted to RGB from CMYK, YCbCr, LAB or HSV"),
 }
 
 
-# modes whose transparency key (`info["transparency"]`) the conversion to RGB drops, and the mode
-# with an alpha channel that the archive's `mode` column records for them
+# modes whose transparency key (`info["transparency"]`) is an alpha channel in all but name, and
+# the mode with an alpha channel that the archive's `mode` column records for them
 KEYED_ALPHA = {"P": "PA", "L": "LA", "RGB": "RGBA"}
 
 
@@ -85,6 +90,7 @@ class Decoded(NamedTuple):
     mode: str  # the source's Pillow mode as the file states it (a transparency key: with alpha)
     metadata: Metadata
     frames: int = 1  # frames or pages in the file (animations, multi-page TIFFs): only the first is read
+    alpha: np.ndarray | None = None  # HxW uint8, upright: the alpha channel (or transparency key); None: none
 
 
 def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
@@ -95,10 +101,11 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     except Exception:  # a damaged later frame: the first was read
         frames = 1
     rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
+    alpha = to_alpha(image) if mode in ALPHA_MODES else None  # upright too: to_rgb turned the image
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
-    return Decoded(rgb, mode, Metadata(icc, exif), frames)
+    return Decoded(rgb, mode, Metadata(icc, exif), frames, alpha)
 
 
 # The descriptive tags of a TIFF's first IFD that an EXIF block carries too (ImageDescription, Make,
@@ -140,7 +147,7 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our check follows
             image = Image.open(io.BytesIO(data))
             # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
-            # all but name: recorded as the mode with alpha, so that `report` counts it as dropped
+            # all but name: recorded as the mode with alpha, and kept as one
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
             width, height = image.size
             if width * height > max_pixels:
@@ -189,10 +196,46 @@ def _band_to_rgb(image: Image.Image, top: float | None) -> np.ndarray:
     if top is not None:
         array = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.round(array / top * 255), 0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode == "La":  # premultiplied grey: Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.mode in ALPHA_MODES:
         image = image.convert("RGBA").convert("RGB") if image.mode != "RGBA" else image.convert("RGB")
     elif image.mode != "RGB":
         image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def to_alpha(image: Image.Image) -> np.ndarray:
+    """The alpha channel of an upright Pillow image that has one (or a transparency key), HxW
+    uint8, band by band as `to_rgb`; premultiplied modes (RGBa, La) through Pillow's RGBA."""
+    width, height = image.size
+    alpha = np.empty((height, width), np.uint8)
+    step = max(1, BAND_PIXELS // width)
+    for y in range(0, height, step):
+        band = image.crop((0, y, width, min(y + step, height)))
+        band = band.convert("LA") if band.mode == "La" else band  # premultiplied grey: to LA only
+        band = band if band.mode in ("RGBA", "LA") else band.convert("RGBA")
+        alpha[y:y + step] = np.asarray(band.getchannel("A"), dtype=np.uint8)
+    return alpha
+
+
+def encode_alpha(alpha: np.ndarray) -> bytes:
+    """An alpha channel (HxW uint8) as an archive keeps it, losslessly: an 8-bit grey PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(alpha, "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
+    """`encode_alpha`'s bytes -> the HxW uint8 alpha channel of a width x height image, or
+    ImageError saying why they are not that (another format, mode or size, a damaged PNG)."""
+    try:
+        image, _ = open_image(data, max(1, width * height))
+    except ImageError as e:
+        raise ImageError(f"damaged alpha channel: {e}") from None
+    if image.format != "PNG" or image.mode != "L" or image.size != (width, height):
+        raise ImageError(f"damaged alpha channel: a {image.format} {image.mode} image of {image.size[0]}x"
+                         f"{image.size[1]} pixels, not an 8-bit grey PNG of {width}x{height}")
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -202,9 +245,11 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
         return decode_image(f.read(), max_pixels)
 
 
-def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[str, str] | None = None) -> bytes:
-    """A PNG of the HxWx3 uint8 array, with the ICC profile (iCCP) and EXIF (eXIf) given, and
-    `text` as tEXt chunks (before the pixels: `png_text` reads them without decoding)."""
+def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[str, str] | None = None,
+               alpha: np.ndarray | None = None) -> bytes:
+    """A PNG of the HxWx3 uint8 array (RGBA with an HxW `alpha`), with the ICC profile (iCCP) and
+    EXIF (eXIf) given, and `text` as tEXt chunks (before the pixels: `png_text` reads them
+    without decoding)."""
     options = {k: v for k, v in metadata._asdict().items() if v}
     if text:
         info = PngImagePlugin.PngInfo()
@@ -212,7 +257,10 @@ def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[st
             info.add_text(key, value)
         options["pnginfo"] = info
     buffer = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buffer, format="PNG", **options)
+    picture = Image.fromarray(image, "RGB")
+    if alpha is not None:
+        picture.putalpha(Image.fromarray(alpha, "L"))
+    picture.save(buffer, format="PNG", **options)
     return buffer.getvalue()
 
 

@@ -88,7 +88,7 @@ class PartWriter:
         if not self.pending:
             self._part_started = time.monotonic()  # a part's clock starts at its first row
         self._buffer.append(replace(row, written_at=dt.datetime.now(dt.timezone.utc)))
-        self._buffer_bytes += len(row.blob or b"")
+        self._buffer_bytes += len(row.blob or b"") + len(row.alpha or b"")
         if len(self._buffer) >= self.row_group_rows or self._buffer_bytes >= self.row_group_bytes:
             self._write_row_group()
         if self._part_rows + len(self._buffer) >= self.part_rows:

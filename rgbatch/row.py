@@ -53,10 +53,12 @@ SCHEMA = pa.schema([
     ("icc_profile", pa.binary()),  # the source's RGB ICC profile (rgbatch.imageio.Metadata); null: none, or not kept
     ("exif", pa.binary()),  # the source's EXIF block without its orientation tag; null: none, or not kept
     ("frames", pa.int32()),  # frames or pages of a source that has several (only the first is archived); null: one
+    ("alpha", pa.binary()),  # the source's alpha channel, losslessly (rgbatch.imageio.encode_alpha); null: none, or opaque
+    ("alpha_bytes", pa.int64()),  # its size beside the blob; 0: an opaque alpha channel (not stored); null: none
 ])
-ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames")
+ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes")
 COLUMNS = SCHEMA.names
-METADATA_COLUMNS = ("icc_profile", "exif")  # restored with the pixels, read with the blobs (not stats)
+METADATA_COLUMNS = ("icc_profile", "exif", "alpha")  # restored with the pixels, read with the blobs (not stats)
 STATS_COLUMNS = [c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS]
 PER_DEPTH = ("bytes", "bpp", "msssim", "psnr")
 
@@ -96,6 +98,8 @@ class Row:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     frames: int | None = None
+    alpha: bytes | None = None
+    alpha_bytes: int | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":
@@ -161,6 +165,22 @@ class Row:
         from .imageio import Metadata
 
         return Metadata(self.icc_profile or None, self.exif or None)
+
+    def alpha_channel(self):
+        """The alpha channel `restore` writes with the pixels (HxW uint8; every pixel 255 for an
+        opaque one, which is not stored), or None; ImageError (rgbatch.imageio) for a damaged or
+        missing one."""
+        import numpy as np
+
+        from .imageio import ImageError, decode_alpha
+
+        if self.alpha_bytes is None:
+            return None
+        if len(self.alpha or b"") != self.alpha_bytes:
+            raise ImageError(f"damaged alpha channel: {len(self.alpha or b'')} bytes, the row says {self.alpha_bytes}")
+        if not self.alpha_bytes:
+            return np.full((self.height, self.width), 255, np.uint8)
+        return decode_alpha(self.alpha, self.width, self.height)
 
     def encoded(self) -> EncodedImage:
         """The blob and per-depth stats as the codec's `EncodedImage` (no quality: empty lists)."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .imageio import ImageError, decode_image_and_metadata
+from .imageio import ImageError, decode_image_and_metadata, encode_alpha
 from .objectstore import not_found, split_query, with_query, worded
 from .row import UNCHANGED, Row
 from .storage import is_local, is_uri, kind, list_files, read_bytes, resolve, uri, walk_local
@@ -169,16 +169,20 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
         row.status = UNCHANGED
         return row, None
     try:
-        image, mode, kept, frames = decode_image_and_metadata(data, max_pixels)
+        decoded = decode_image_and_metadata(data, max_pixels)
     except ImageError as e:
         row.read_seconds = time.perf_counter() - start
         return row.failed(str(e)), None
     except Exception as e:  # Pillow plugins raise all sorts; the user needs the reason, not a traceback
         return row.failed(f"cannot decode the image: {type(e).__name__}: {e}"), None
-    row.width, row.height, row.mode = image.shape[1], image.shape[0], mode
-    row.frames = frames if frames > 1 else None
+    image = decoded.pixels
+    row.width, row.height, row.mode = image.shape[1], image.shape[0], decoded.mode
+    row.frames = decoded.frames if decoded.frames > 1 else None
+    if decoded.alpha is not None:  # kept whatever `metadata` says: it is part of the picture
+        row.alpha = None if decoded.alpha.min() == 255 else encode_alpha(decoded.alpha)  # opaque: 0 bytes
+        row.alpha_bytes = len(row.alpha or b"")
     if metadata:
-        row.icc_profile, row.exif = kept
+        row.icc_profile, row.exif = decoded.metadata
     row.read_seconds = time.perf_counter() - start
     return row, image
 

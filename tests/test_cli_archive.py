@@ -133,11 +133,11 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert "decompression" in errors["bomb.png"]
     # and the report says what reading lost besides the codec
     report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
-    assert report["summary"]["reading"] == {"alpha_dropped": 1, "reduced_to_8_bits": 1, "colour_converted": 1,
-                                            "frames_dropped": 1}
+    assert report["summary"]["reading"] == {"reduced_to_8_bits": 1, "colour_converted": 1, "frames_dropped": 1,
+                                            "alpha_kept": 1}
     said = " ".join(run("report", tmp_path / "archive").output.replace("│", " ").split())
-    assert ("1 with their alpha channel dropped; 1 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK, "
-            "YCbCr, LAB or HSV; 1 with only the first of their frames or pages kept") in said
+    assert ("1 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK, YCbCr, LAB or HSV; 1 with only the "
+            "first of their frames or pages kept; 1 with their alpha channel kept losslessly") in said
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
@@ -281,6 +281,53 @@ def test_verify_checks_blobs_and_remeasures_against_sources(archive, tiny_weight
     [(path, why)] = verified["problems"]
     assert path == "b.png" and "checksum" in why
     assert verified["remeasured"] == [] and len(verified["unmeasured"]) == 2  # sources not in --sources
+
+
+def test_the_alpha_channel_is_kept_losslessly_restored_reported_and_verified(tiny_weights, tmp_path, rng):
+    src = tmp_path / "src"
+    src.mkdir()
+    colours, alpha = smooth_image(rng, 32, 64), rng.integers(0, 256, (32, 64), np.uint8)
+    Image.fromarray(np.dstack([colours, alpha]), "RGBA").save(src / "logo.png")
+    Image.fromarray(np.dstack([colours[..., 0], alpha[::-1]]), "LA").save(src / "grey.png")
+    keyed = Image.fromarray(colours).convert("P")
+    keyed.save(src / "keyed.png", transparency=int(np.asarray(keyed)[0, 0]))  # a tRNS key: alpha in all but name
+    Image.fromarray(colours).convert("RGBA").save(src / "opaque.png")  # every pixel 255: kept in 0 bytes
+    Image.fromarray(colours).save(src / "photo.png")
+    expected = {name: np.asarray(Image.open(src / name).convert("RGBA"))[..., 3]
+                for name in ("logo.png", "grey.png", "keyed.png", "opaque.png")}
+    assert not expected["keyed.png"].all() and expected["keyed.png"].any()
+    archive_images(src, tmp_path / "archive", tiny_weights, iterations=2)
+    rows = current(tmp_path / "archive")
+    assert rows["photo.png"]["alpha"] is None and rows["photo.png"]["alpha_bytes"] is None
+    assert rows["opaque.png"]["alpha"] is None and rows["opaque.png"]["alpha_bytes"] == 0
+    assert all(rows[name]["alpha_bytes"] == len(rows[name]["alpha"]) > 0 for name in ("logo.png", "grey.png", "keyed.png"))
+
+    result = run("restore", tmp_path / "archive", "--out", tmp_path / "png", "--weights", tiny_weights)
+    assert result.exit_code == 0, result.output
+    for name, channel in expected.items():
+        restored = Image.open(tmp_path / "png" / name)
+        assert restored.mode == "RGBA" and np.array_equal(np.asarray(restored)[..., 3], channel), name
+    assert Image.open(tmp_path / "png" / "photo.png").mode == "RGB"
+    summary = json.loads(run("report", tmp_path / "archive", "--json").stdout)["summary"]
+    assert summary["reading"] == {"alpha_kept": 4}
+    assert summary["alpha_bytes"] == sum(rows[name]["alpha_bytes"] for name in expected)
+    result = run("verify", tmp_path / "archive", "--weights", tiny_weights, "--json")  # re-compared with the sources
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["remeasured"]) == 5
+
+    # a damaged alpha channel (written later: the current row) is refused, never restored without it
+    logo = rows["logo.png"]
+    with PartWriter(tmp_path / "archive", logo["model_id"]) as writer:
+        writer.add(Row.from_dict({**logo, "alpha": logo["alpha"][:-20]}))
+    result = run("verify", tmp_path / "archive", "--weights", tiny_weights, "--json")
+    assert result.exit_code == 1
+    [(path, why)] = json.loads(result.stdout)["problems"]
+    assert path == "logo.png" and "alpha channel" in why
+    result = run("restore", tmp_path / "archive", "--out", tmp_path / "again", "--weights", tiny_weights, "--json")
+    assert result.exit_code == 1
+    restored = json.loads(result.stdout)
+    assert [p for p, _ in restored["failures"]] == ["logo.png"] and "damaged alpha channel" in restored["failures"][0][1]
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["grey.png", "keyed.png", "opaque.png", "photo.png"]
 
 
 def test_an_archive_compressed_without_measuring_reports_restores_and_verifies(archive, tiny_weights, tmp_path):

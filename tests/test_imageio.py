@@ -28,25 +28,28 @@ def test_every_mode_becomes_8_bit_rgb(mode):
 
 @pytest.mark.parametrize("mode, fmt, recorded", [("P", "PNG", "PA"), ("L", "PNG", "LA"), ("RGB", "PNG", "RGBA"),
                                                  ("P", "GIF", "PA")])
-def test_a_transparency_key_is_recorded_as_alpha_dropped(mode, fmt, recorded):
+def test_a_transparency_key_is_kept_as_an_alpha_channel(mode, fmt, recorded):
     # a palette or grey PNG with a tRNS chunk, a GIF's transparent index: the pixels are the
-    # colours as stored, and the mode says that transparency was there (report counts it)
+    # colours as stored, the mode says that transparency was there, and the key is the alpha
     image = Image.new(mode, (4, 2), 3 if mode != "RGB" else (3, 4, 5))
+    image.paste(5 if mode != "RGB" else (5, 4, 3), (0, 0, 2, 1))
     if mode == "P":
         image.putpalette([10 * i % 256 for i in range(768)])
     transparency = 3 if mode != "RGB" else (3, 4, 5)
-    rgb, source_mode = decode_image(save(image, fmt, transparency=transparency))
-    assert source_mode == recorded and recorded in imageio.LOSSY_MODES["alpha_dropped"][0]
-    assert np.array_equal(rgb, np.asarray(image.convert("RGB")))
-    assert decode_image(save(image, fmt))[1] == mode  # without the key: the mode as it is
+    decoded = imageio.decode_image_and_metadata(save(image, fmt, transparency=transparency))
+    assert decoded.mode == recorded and recorded in imageio.ALPHA_MODES
+    assert np.array_equal(decoded.pixels, np.asarray(image.convert("RGB")))
+    assert np.array_equal(decoded.alpha, [[255, 255, 0, 0], [0, 0, 0, 0]])
+    plain = imageio.decode_image_and_metadata(save(image, fmt))
+    assert plain.mode == mode and plain.alpha is None  # without the key: the mode as it is, no alpha
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "RGBA", "LA", "PA", "CMYK", "YCbCr", "I;16", "I", "F"])
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "RGBA", "LA", "PA", "La", "CMYK", "YCbCr", "I;16", "I", "F"])
 def test_conversion_band_by_band_is_the_whole_image_conversion(monkeypatch, mode):
     rng = np.random.default_rng(1)
     image = Image.fromarray(rng.integers(0, 256, (37, 23, 3), np.uint8), "RGB")
-    image = image.convert(mode) if mode not in ("I;16", "I", "F", "PA") else (
-        image.convert("P").convert("PA") if mode == "PA" else
+    image = image.convert(mode) if mode not in ("I;16", "I", "F", "PA", "La") else (
+        image.convert("P").convert("PA") if mode == "PA" else image.convert("LA").convert("La") if mode == "La" else
         Image.fromarray(rng.integers(0, 4000, (37, 23)).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])))
     whole = imageio.to_rgb(image.copy())
     monkeypatch.setattr(imageio, "BAND_PIXELS", 23 * 5)  # bands of 5 rows, the last one of 2
@@ -81,9 +84,41 @@ def test_16_bit_is_scaled_not_clipped():
     assert (decode_image(save(Image.fromarray(half)))[0] == 128).all()
 
 
-def test_alpha_is_dropped_and_colours_kept():
-    rgba = Image.new("RGBA", (2, 2), (10, 20, 30, 0))
-    assert (decode_image(save(rgba))[0] == [10, 20, 30]).all()
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "RGBa", "La"])
+def test_alpha_is_kept_beside_the_colours_band_by_band(monkeypatch, mode):
+    rng = np.random.default_rng(3)
+    rgba = Image.fromarray(rng.integers(0, 256, (37, 23, 4), np.uint8), "RGBA")
+    image = {"PA": lambda: rgba.convert("P").convert("PA"), "La": lambda: rgba.convert("LA").convert("La")}.get(
+        mode, lambda: rgba.convert(mode))()
+    whole = np.asarray((image.convert("LA") if mode == "La" else image).convert("RGBA"))[..., 3]
+    monkeypatch.setattr(imageio, "BAND_PIXELS", 23 * 5)  # bands of 5 rows, the last one of 2
+    assert np.array_equal(imageio.to_alpha(image), whole)
+    if mode in ("RGBA", "LA"):  # what a PNG holds: colours as they are, the alpha beside them
+        decoded = imageio.decode_image_and_metadata(save(image))
+        assert np.array_equal(decoded.pixels, np.asarray(image.convert("RGB")))
+        assert np.array_equal(decoded.alpha, whole)
+
+
+def test_alpha_follows_the_exif_orientation():
+    image = Image.new("RGBA", (4, 2), (9, 9, 9, 255))
+    image.putpixel((0, 0), (9, 9, 9, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise: the top-left pixel goes to the top right
+    decoded = imageio.decode_image_and_metadata(save(image, "PNG", exif=exif))
+    assert decoded.pixels.shape[:2] == decoded.alpha.shape == (4, 2)
+    assert decoded.alpha[0, 1] == 0 and decoded.alpha.sum() == 255 * 7
+
+
+def test_an_alpha_channel_is_stored_as_a_grey_png_and_checked_when_read():
+    alpha = np.random.default_rng(4).integers(0, 256, (7, 5), np.uint8)
+    data = imageio.encode_alpha(alpha)
+    assert np.array_equal(imageio.decode_alpha(data, 5, 7), alpha)
+    for bad, why in ((data, "of 5x7"), (data[:-30], "damaged alpha channel"), (b"junk", "damaged alpha channel"),
+                     (save(Image.new("RGB", (5, 7))), "RGB image")):
+        with pytest.raises(ImageError, match=why):
+            imageio.decode_alpha(bad, 7, 5) if why == "of 5x7" else imageio.decode_alpha(bad, 5, 7)
+    rgba = Image.open(io.BytesIO(imageio.encode_png(np.zeros((7, 5, 3), np.uint8), alpha=alpha)))
+    assert rgba.mode == "RGBA" and np.array_equal(np.asarray(rgba)[..., 3], alpha)
 
 
 def test_exif_orientation_is_applied():
@@ -129,7 +164,7 @@ def test_metadata_keeps_an_rgb_profile_and_the_exif_without_its_orientation():
     exif[0x0112], exif[0x010F] = 8, "a camera"  # Orientation, Make
     buffer = io.BytesIO()
     Image.new("RGB", (20, 10), (200, 30, 40)).save(buffer, "JPEG", icc_profile=srgb, exif=exif.tobytes())
-    pixels, mode, metadata, _ = decode_image_and_metadata(buffer.getvalue())
+    pixels, mode, metadata, *_ = decode_image_and_metadata(buffer.getvalue())
     assert pixels.shape == (20, 10, 3) and mode == "RGB" and metadata.icc_profile == srgb
     kept = Image.Exif()
     kept.load(metadata.exif)
@@ -159,7 +194,7 @@ def test_phone_and_modern_formats_are_read_upright_with_their_metadata(fmt):
     exif[0x0112], exif[0x010F] = 6, "a phone"  # rotate 90 degrees clockwise to view
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, fmt, quality=95, exif=exif.tobytes())
-    pixels, mode, metadata, _ = decode_image_and_metadata(buffer.getvalue())
+    pixels, mode, metadata, *_ = decode_image_and_metadata(buffer.getvalue())
     assert pixels.shape == (64, 32, 3)  # turned once, not twice
     assert pixels[:16, :, 0].mean() > 150 > pixels[-16:, :, 0].mean()  # the red half on top after the turn
     kept = Image.Exif()
@@ -186,7 +221,7 @@ def test_a_tiffs_exif_is_kept_without_its_structure():
     exif[0x8769] = {0x829A: (1, 250)}  # the Exif IFD: ExposureTime
     buffer = io.BytesIO()
     Image.new("RGB", (20, 10), (200, 30, 40)).save(buffer, "TIFF", exif=exif.tobytes())
-    pixels, mode, metadata, _ = decode_image_and_metadata(buffer.getvalue())
+    pixels, mode, metadata, *_ = decode_image_and_metadata(buffer.getvalue())
     assert pixels.shape == (20, 10, 3) and mode == "RGB"  # turned upright
     kept = Image.Exif()
     kept.load(metadata.exif)
@@ -203,7 +238,7 @@ def test_a_tiffs_exif_is_kept_without_its_structure():
     data[entry + 8:entry + 12] = struct.pack("<I", 10 ** 9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's about the damaged tags it skips
-        pixels, _, metadata, _ = decode_image_and_metadata(bytes(data))
+        pixels, _, metadata, *_ = decode_image_and_metadata(bytes(data))
     kept = Image.Exif()
     kept.load(metadata.exif)
     assert pixels.shape == (20, 10, 3) and kept.get(0x010F) == "a scanner" and kept.get_ifd(0x8769) == {}
@@ -216,7 +251,7 @@ def test_a_multi_frame_source_gives_its_first_frame_and_its_frame_count(fmt):
     frames = [Image.new("RGB", (16, 8), c) for c in colours]
     buffer = io.BytesIO()
     frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], **({"lossless": True} if fmt == "WEBP" else {}))
-    pixels, mode, _, count = decode_image_and_metadata(buffer.getvalue())
+    pixels, mode, _, count, _ = decode_image_and_metadata(buffer.getvalue())
     assert count == 3 and pixels.shape == (8, 16, 3)
     assert np.abs(pixels.astype(int) - colours[0]).max() <= 2  # the first frame, after counting them all
     single = io.BytesIO()
