@@ -315,13 +315,33 @@ def _probe(table, checks, key, slot_bits):
     return slot
 
 
+@njit(cache=True, inline="always")
+def _descend(children, cells, node, bit, used):
+    """The child of trie node `node` along `bit`, made (its cell fresh) the first time; returns
+    (child, nodes used)."""
+    child = children[2 * node + bit]
+    if child < 0:
+        child = used
+        children[2 * node + bit] = child
+        cells[child] = np.int64(32768) << 16
+        used += 1
+    return child, used
+
+
+# how the sketch finds the cells of its two block-history models (vector2, prefix)
+UNHASHED, HASHED, TRIE = 0, 1, 2
+
+
 @njit(cache=True)
 def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1, q_adaptive, q_table, start, measure,
                           hashed):
     """The 6-input mixer of iteration t in integers (what a coder would run beside coder id 2's
     state; q' and the table entry are read from what the kernels recorded). Returns the ideal
-    length of the iteration's bits when `measure` (else 0: timing only). Without `hashed`, the
-    two hashed models are left out (their inputs 0): what the rest costs."""
+    length of the iteration's bits when `measure` (else 0: timing only). `hashed`: how the two
+    block-history models find their cells: UNHASHED leaves them out (their inputs 0: what the
+    rest costs), HASHED probes hash tables keyed by the history and the prefix, TRIE walks
+    dense tries instead (the same cells without collisions: a node per (history group, prefix
+    so far), groups labelled once per chunk, one array step a bit)."""
     ti = MAX_LOOKBACK + t
     n = positions0.shape[0] + positions1.shape[0]
     slot_bits = 1
@@ -349,6 +369,27 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
                 b = (b << 1) | canvas[((ti - 2) * bits + k) * plane + p]
             v1[p] = a
             v2[p] = b
+    # TRIE: every position's node in the history trie (roots: its group of equal (v1, v2)) and in
+    # the prefix trie (one root), walked down one level per channel coded
+    nodes = n * (bits + 1) + 1
+    children = np.full(2 * nodes if hashed == TRIE else 0, -1, np.int32)
+    history_cells = np.empty(nodes if hashed == TRIE else 0, np.int64)
+    prefix_children = np.full(2 * nodes if hashed == TRIE else 0, -1, np.int32)
+    prefix_tree = np.empty(2 * nodes if hashed == TRIE else 0, np.int64)  # a cell per (node, b1)
+    at = np.zeros(plane if hashed == TRIE else 0, np.int32)
+    at_prefix = np.zeros(plane if hashed == TRIE else 0, np.int32)
+    used = 0
+    prefix_used = 1
+    if hashed == TRIE:
+        order = np.concatenate((positions0, positions1))
+        keys = (v1[order] << 32) | v2[order]
+        by_key = np.argsort(keys)
+        for j in range(order.shape[0]):
+            if j == 0 or keys[by_key[j]] != keys[by_key[j - 1]]:
+                history_cells[used] = np.int64(32768) << 16
+                used += 1
+            at[order[by_key[j]]] = used - 1
+        prefix_tree[0] = prefix_tree[1] = np.int64(32768) << 16
     total = 0.0
     for st in range(2 * bits):
         s, c, positions, own, prev = _step(st, bits, plane, ti, positions0, positions1)
@@ -365,17 +406,26 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
                 sp = sp << 1 | v
                 sp2 = (sp2 << 2) | (v << 1) | canvas[prev + p + d]
             g = b1 * 16 + sp
-            key = (v1[p] * np.int64(-7046029254386353131) + v2[p] * np.int64(0x27D4EB2F165667C5)
-                   + prefix[p] * np.int64(0x165667B19E3779F9) + c) * np.int64(-4417276706812531889)
-            kp = (prefix[p] * np.int64(0x27D4EB2F165667C5) + (c << 1 | b1) + 7) * np.int64(-7046029254386353131)
-            hv = _probe(vector, vector_check, key, slot_bits) if hashed else 0
-            hp = _probe(prefix_cells, prefix_check, kp, slot_bits) if hashed else 0
             x[0] = STRETCH_Q[q_adaptive[own + p]]
             x[1] = STRETCH_Q[q_table[own + p]]
             x[2] = _cell_stretch(pattern, g)
             x[3] = _cell_stretch(pattern2, sp2)
-            x[4] = _cell_stretch(vector, hv) if hashed else 0
-            x[5] = _cell_stretch(prefix_cells, hp) if hashed else 0
+            if hashed == HASHED:
+                key = (v1[p] * np.int64(-7046029254386353131) + v2[p] * np.int64(0x27D4EB2F165667C5)
+                       + prefix[p] * np.int64(0x165667B19E3779F9) + c) * np.int64(-4417276706812531889)
+                kp = (prefix[p] * np.int64(0x27D4EB2F165667C5) + (c << 1 | b1) + 7) * np.int64(-7046029254386353131)
+                hv = _probe(vector, vector_check, key, slot_bits)
+                hp = _probe(prefix_cells, prefix_check, kp, slot_bits)
+                x[4] = _cell_stretch(vector, hv)
+                x[5] = _cell_stretch(prefix_cells, hp)
+            elif hashed == TRIE:
+                hv = np.int64(at[p])
+                hp = 2 * np.int64(at_prefix[p]) + b1
+                x[4] = _cell_stretch(history_cells, hv)
+                x[5] = _cell_stretch(prefix_tree, hp)
+            else:
+                hv = hp = 0
+                x[4] = x[5] = 0
             x[6] = 64
             dot = np.int64(0)
             for j in range(SMALL_INPUTS):
@@ -390,9 +440,21 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
                 weights[j] += (x[j] * err + 65536) >> 17
             _cell_learn(pattern, g, bit)
             _cell_learn(pattern2, sp2, bit)
-            if hashed:
+            if hashed == HASHED:
                 _cell_learn(vector, hv, bit)
                 _cell_learn(prefix_cells, hp, bit)
+            elif hashed == TRIE:
+                _cell_learn(history_cells, hv, bit)
+                _cell_learn(prefix_tree, hp, bit)
+                child, used = _descend(children, history_cells, at[p], bit, used)
+                at[p] = child
+                node = prefix_children[2 * at_prefix[p] + bit]
+                if node < 0:  # a new prefix: its two cells (b1 = 0, 1) fresh
+                    node = prefix_used
+                    prefix_children[2 * at_prefix[p] + bit] = node
+                    prefix_tree[2 * node] = prefix_tree[2 * node + 1] = np.int64(32768) << 16
+                    prefix_used += 1
+                at_prefix[p] = node
             prefix[p] = (prefix[p] << 1) | bit
     return total
 
@@ -421,13 +483,20 @@ VARIANTS = {
     "+ match": (ADAPTIVE | MATCH, SELECT_NONE, 0.002, 255.0, 0.0, 0),
     "+ table, step pattern, pattern2, match (5 inputs), iterations 1-4 only":
         (ADAPTIVE | TABLE | STEP_PATTERN | PATTERN2 | MATCH, SELECT_NONE, 0.002, 255.0, 0.0, 4),
+    "+ table, vector2, prefix (4 inputs), iterations 1-4 only":
+        (ADAPTIVE | TABLE | VECTOR2 | PREFIX, SELECT_NONE, 0.002, 255.0, 0.0, 4),
+    "+ vector2, prefix (3 inputs), iterations 1-4 only": (ADAPTIVE | VECTOR2 | PREFIX, SELECT_NONE, 0.002, 255.0, 0.0, 4),
+    "+ table, vector models (6 inputs), iterations 1-4 only": (ADAPTIVE | TABLE | VECTORS, SELECT_NONE, 0.002, 255.0, 0.0, 4),
+    "+ table, vector models (6 inputs)": (ADAPTIVE | TABLE | VECTORS, SELECT_NONE, 0.002, 255.0, 0.0, 0),
 }
 
 # the variants --fit also measures with fitted starting weights
 FITTED = ("all (14 inputs)", "all, iterations 1-4 only", "+ table, same-step, vectors (10 inputs), iterations 1-4 only",
           "+ table, step pattern, pattern2, vector2, prefix (6 inputs), iterations 1-4 only",
           "+ table, step pattern, pattern2 (4 inputs, no hashing), iterations 1-4 only",
-          "+ table, step pattern, pattern2, match (5 inputs), iterations 1-4 only")
+          "+ table, step pattern, pattern2, match (5 inputs), iterations 1-4 only",
+          "+ table, vector2, prefix (4 inputs), iterations 1-4 only", "+ vector2, prefix (3 inputs), iterations 1-4 only",
+          "+ table, vector models (6 inputs), iterations 1-4 only", "+ table, vector models (6 inputs)")
 
 
 def coded_entries(codes, model: ContextModel):
@@ -523,7 +592,7 @@ def integer_start(start: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def sketch_lengths(layout: Canvas, canvas: np.ndarray, entries: dict, start: np.ndarray, measure: bool = True,
-                   hashed: bool = True) -> list[float]:
+                   hashed: int = HASHED) -> list[float]:
     """The integer sketch's ideal bits of each iteration it mixes (0 each unless `measure`), from
     float starting weights (`fitted_start` of SMALL; NONE: coder id 2's input alone)."""
     mixed = min(VARIANTS[SMALL][-1], canvas.shape[0] - MAX_LOOKBACK)
@@ -544,7 +613,8 @@ def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: i
             fastcoder.encode_chunk(canvas, layout.positions, reads[t], own[t], model.table[t], True)
 
     runs = {"coder id 2": coder_id_2, "sketch": partial(sketch_lengths, layout, canvas, entries, start, False),
-            "unhashed": partial(sketch_lengths, layout, canvas, entries, start, False, False)}
+            "unhashed": partial(sketch_lengths, layout, canvas, entries, start, False, UNHASHED),
+            "trie": partial(sketch_lengths, layout, canvas, entries, start, False, TRIE)}
     times = {}
     for name, run in runs.items():
         run()  # compiled
@@ -560,10 +630,13 @@ def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: i
           f"{1e9 * times['sketch'] / (mixed * coded):.1f} ns a mixed bit more; together "
           f"{pixels / (times['coder id 2'] + times['sketch']) / 1e6:.1f} MP/s at depth {depth} (encoding; one thread, CPU time); "
           f"without its two hashed models {1e9 * times['unhashed'] / (mixed * coded):.1f} ns, "
-          f"{pixels / (times['coder id 2'] + times['unhashed']) / 1e6:.1f} MP/s")
+          f"{pixels / (times['coder id 2'] + times['unhashed']) / 1e6:.1f} MP/s; with tries instead of hashing "
+          f"{1e9 * times['trie'] / (mixed * coded):.1f} ns, {pixels / (times['coder id 2'] + times['trie']) / 1e6:.1f} MP/s")
     reference = coder_2_lengths(layout, canvas, entries)[:mixed]
     floats = mixed_lengths(layout, canvas, entries, VARIANTS[SMALL], start)[MAX_LOOKBACK:MAX_LOOKBACK + mixed]
+    tries = np.array(sketch_lengths(layout, canvas, entries, start, hashed=TRIE))
     print(f"iterations 1-{mixed}, ideal bits against coder id 2's: integer sketch {100 * (lengths.sum() / reference.sum() - 1):+.2f} %, "
+          f"with tries {100 * (tries.sum() / reference.sum() - 1):+.2f} %, "
           f"float prototype {100 * (floats.sum() / reference.sum() - 1):+.2f} %")
 
 

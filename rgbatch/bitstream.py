@@ -7,7 +7,9 @@
             last one, when `steps` is not 0, only the first `steps` of its 2 x bits coding steps)
 
     trailer (optional: stream files of `rgbatch encode`) magic "RGBM", the lengths of an ICC
-            profile and of an EXIF block, the two, CRC-32 of the trailer
+            profile and of an EXIF block, the two, CRC-32 of the trailer; or, for an image with
+            an alpha channel, magic "RGBT": the same with the alpha channel's length and bytes
+            (an 8-bit grey PNG; length 0: opaque) after the EXIF block
 
 A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
 cuts a stream to depth j without touching a bit of the chunks it keeps (nor its trailer). The
@@ -40,6 +42,15 @@ _CHUNK = struct.Struct("<II")  # length, crc32
 _CRC = struct.Struct("<I")
 TRAILER_MAGIC = b"RGBM"
 _TRAILER = struct.Struct("<4sII")  # magic, ICC profile length, EXIF length; then the two, then a CRC-32
+ALPHA_TRAILER_MAGIC = b"RGBT"  # the same, and the alpha channel (since session 25)
+_ALPHA_TRAILER = struct.Struct("<4sIII")  # magic, ICC profile, EXIF and alpha channel lengths
+
+
+def max_alpha_bytes(width: int, height: int) -> int:
+    """The most bytes a trailer's alpha channel may take: an 8-bit grey PNG of width x height
+    stores at most each row's bytes and filter byte, and its zlib and chunk framing; twice that
+    and 64 KiB bounds it (and what a forged length can make a reader allocate)."""
+    return 2 * (width + 1) * height + 65536
 
 
 class BitstreamError(ValueError):
@@ -141,60 +152,82 @@ def read_header(blob: bytes) -> Header:
     except OptionError as e:
         raise BitstreamError(f"invalid header: tile size {e.reason}") from None
     stream_end = end + sum(n for n, _ in table)
+    header = Header(coder_id, k, bits, mid.hex(), width, height, tile,
+                    tuple(n for n, _ in table), tuple(c for _, c in table), scale, steps)
     if len(blob) > stream_end:
-        _read_trailer(blob, stream_end)
-    return Header(coder_id, k, bits, mid.hex(), width, height, tile,
-                  tuple(n for n, _ in table), tuple(c for _, c in table), scale, steps)
+        _read_trailer(blob, stream_end, header)
+    return header
 
 
-def with_metadata(blob: bytes, metadata: Metadata) -> bytes:
-    """The stream with `metadata` (ICC profile, EXIF) in its trailer, replacing any it had; the
-    stream alone when there is none (docs/FORMAT.md, "Metadata trailer")."""
-    end = _stream_end(read_header(blob))
+def with_metadata(blob: bytes, metadata: Metadata, alpha: bytes | None = None) -> bytes:
+    """The stream with `metadata` (ICC profile, EXIF) and `alpha` (an alpha channel as
+    `imageio.encode_alpha` makes it; b"": an opaque one; None: none) in its trailer, replacing
+    any it had; the stream alone when there is none of them (docs/FORMAT.md, "Metadata trailer")."""
+    header = read_header(blob)
+    end = _stream_end(header)
     if len(blob) < end:
         raise ValueError(f"a trailer follows a whole stream: this one is cut at byte {len(blob)} of {end}")
     stream = blob[:end]
     icc, exif = metadata.icc_profile or b"", metadata.exif or b""
-    if not icc and not exif:
+    if not icc and not exif and alpha is None:
         return stream
     for name, field in (("ICC profile", icc), ("EXIF block", exif)):
         if len(field) > MAX_METADATA_BYTES:
             raise ValueError(f"an {name} of {len(field)} bytes is over the trailer's {MAX_METADATA_BYTES} bytes")
-    trailer = _TRAILER.pack(TRAILER_MAGIC, len(icc), len(exif)) + icc + exif
+    if alpha is None:
+        trailer = _TRAILER.pack(TRAILER_MAGIC, len(icc), len(exif)) + icc + exif
+    else:
+        if len(alpha) > max_alpha_bytes(header.width, header.height):
+            raise ValueError(f"an alpha channel of {len(alpha)} bytes is over the trailer's "
+                             f"{max_alpha_bytes(header.width, header.height)} for a {header.width}x{header.height} image")
+        trailer = _ALPHA_TRAILER.pack(ALPHA_TRAILER_MAGIC, len(icc), len(exif), len(alpha)) + icc + exif + alpha
     return stream + trailer + _CRC.pack(zlib.crc32(trailer))
 
 
 def read_metadata(blob: bytes) -> Metadata:
     """The ICC profile and EXIF block of a stream's trailer (both None without one), checked."""
-    end = _stream_end(read_header(blob))
-    return _read_trailer(memoryview(blob), end) if len(blob) > end else Metadata()
+    return read_trailer(blob)[0]
+
+
+def read_trailer(blob: bytes) -> tuple[Metadata, bytes | None]:
+    """The metadata and the alpha channel of a stream's trailer (its bytes; b"": opaque; None:
+    none), checked."""
+    header = read_header(blob)
+    end = _stream_end(header)
+    return _read_trailer(memoryview(blob), end, header) if len(blob) > end else (Metadata(), None)
 
 
 def _stream_end(header: Header) -> int:
     return header.size + sum(header.chunk_lengths)
 
 
-def _read_trailer(blob: memoryview, start: int) -> Metadata:
+def _read_trailer(blob: memoryview, start: int, header: Header) -> tuple[Metadata, bytes | None]:
     """The trailer from byte `start` (the end of the last chunk) to the end of `blob`, or
     BitstreamError: bytes there that are not exactly one whole, intact trailer are refused."""
     extra = len(blob) - start
-    if extra < _TRAILER.size + _CRC.size or bytes(blob[start:start + 4]) != TRAILER_MAGIC:
+    magic = bytes(blob[start:start + 4])
+    layout = {TRAILER_MAGIC: _TRAILER, ALPHA_TRAILER_MAGIC: _ALPHA_TRAILER}.get(magic)
+    if layout is None or extra < layout.size + _CRC.size:
         raise BitstreamError(f"{extra} bytes after the last chunk (the stream ends at byte {start}) are not a "
                              f"metadata trailer; refused")
-    _, icc_length, exif_length = _TRAILER.unpack_from(blob, start)
-    if max(icc_length, exif_length) > MAX_METADATA_BYTES:
-        raise BitstreamError(f"invalid metadata trailer: a field of {max(icc_length, exif_length)} bytes is over "
-                             f"the limit of {MAX_METADATA_BYTES}")
-    need = _TRAILER.size + icc_length + exif_length + _CRC.size
+    lengths = layout.unpack_from(blob, start)[1:]
+    bounds = (MAX_METADATA_BYTES, MAX_METADATA_BYTES, max_alpha_bytes(header.width, header.height))
+    for length, bound in zip(lengths, bounds):
+        if length > bound:
+            raise BitstreamError(f"invalid metadata trailer: a field of {length} bytes is over the limit of {bound}")
+    need = layout.size + sum(lengths) + _CRC.size
     if extra != need:
         raise BitstreamError(f"{'truncated' if extra < need else 'invalid'} metadata trailer: its fields need "
                              f"{need} bytes after the last chunk, {extra} are there")
     body_end = start + need - _CRC.size
     if _CRC.unpack_from(blob, body_end)[0] != zlib.crc32(blob[start:body_end]):
         raise BitstreamError("corrupted metadata trailer (checksum mismatch)")
-    fields = start + _TRAILER.size
-    icc, exif = bytes(blob[fields:fields + icc_length]), bytes(blob[fields + icc_length:body_end])
-    return Metadata(icc or None, exif or None)
+    fields, at = [], start + layout.size
+    for length in lengths:
+        fields.append(bytes(blob[at:at + length]))
+        at += length
+    alpha = fields[2] if layout is _ALPHA_TRAILER else None
+    return Metadata(fields[0] or None, fields[1] or None), alpha
 
 
 def _steps_problem(steps: int, bits: int, coder_id: int) -> str:

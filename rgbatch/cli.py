@@ -340,7 +340,7 @@ def compress(
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
                                   help="Keep each image's ICC colour profile and EXIF block (capture time, camera, "
                                        "location...) in the archive, written back by restore; --strip-metadata "
-                                       "keeps neither (docs/ARCHIVE.md)."),
+                                       "keeps neither (docs/ARCHIVE.md). An alpha channel is kept either way."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = AS_JSON,
 ):
@@ -518,7 +518,7 @@ def encode(
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
                                   help="Keep the image's ICC colour profile and EXIF block in the stream file's "
                                        "trailer, written back by decode; --strip-metadata keeps neither "
-                                       "(docs/FORMAT.md, Metadata trailer)."),
+                                       "(docs/FORMAT.md, Metadata trailer). An alpha channel is kept either way."),
     as_json: bool = AS_JSON,
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
@@ -543,11 +543,9 @@ def encode(
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
-                  f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the colour profile "
-                                                      f"and EXIF" if result["metadata_bytes"] else "")
-                  + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else "")
-                  + ("; its alpha channel dropped (a stream file holds none: `compress` keeps it)"
-                     if result["alpha_dropped"] else ""))
+                  f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the trailer (colour "
+                                                      f"profile, EXIF, alpha channel)" if result["metadata_bytes"] else "")
+                  + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else ""))
 
 
 @app.command()

@@ -5,17 +5,19 @@
 
 A stream file is exactly one bitstream (docs/FORMAT.md): self-describing (model id, size,
 iterations), checksummed, progressive (its first k chunks are a valid depth-k stream), with the
-source's ICC profile and EXIF block in its metadata trailer (`metadata=False`: none), which
-`decode_file` writes into the PNG.
+source's ICC profile and EXIF block in its metadata trailer (`metadata=False`: none), and its
+alpha channel (always), which `decode_file` writes into the PNG.
 Paths may be local or URIs that `pyarrow.fs` opens; outputs are written atomically.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import storage
-from .bitstream import read_header, read_metadata, with_metadata
+from .bitstream import BitstreamError, read_header, read_trailer, with_metadata
 from .codec import Codec, resolve_partial
-from .imageio import MAX_PIXELS, Metadata, decode_image_and_metadata, encode_png
+from .imageio import MAX_PIXELS, ImageError, Metadata, decode_alpha, decode_image_and_metadata, encode_alpha, encode_png
 from .limits import check_max_pixels
 from .options import check_range
 from .ratecontrol import Target
@@ -34,11 +36,13 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     fs, path = storage.resolve(source)
     image, mode, kept, frames, alpha = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
     encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample, partial=partial)
-    blob = with_metadata(encoded.blob, kept if metadata else Metadata())
+    # the alpha channel is part of the picture: kept whatever `metadata` says (b"": opaque, as in archives)
+    alpha_bytes = None if alpha is None else b"" if alpha.min() == 255 else encode_alpha(alpha)
+    blob = with_metadata(encoded.blob, kept if metadata else Metadata(), alpha_bytes)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, blob)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "frames": frames,
-            "alpha_dropped": alpha is not None,  # a stream file holds no alpha channel (an archive keeps it)
+            "alpha_bytes": None if alpha_bytes is None else len(alpha_bytes),  # in the trailer; 0: opaque
             "width": encoded.width, "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
             "metadata_bytes": len(blob) - len(encoded.blob),
             "bpp": encoded.bpp[-1], "msssim": encoded.msssim[-1], "psnr": encoded.psnr[-1],
@@ -59,7 +63,13 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     depth = stored if iterations is None else min(iterations, stored)
     image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
     out_fs, out_path = storage.resolve(out)
-    storage.write_atomic(out_fs, out_path, encode_png(image, read_metadata(blob)))
+    metadata, alpha = read_trailer(blob)
+    if alpha is not None:  # b"": an opaque alpha channel
+        try:
+            alpha = decode_alpha(alpha, image.shape[1], image.shape[0]) if alpha else np.full(image.shape[:2], 255, np.uint8)
+        except ImageError as e:  # intact bytes (the trailer's checksum holds) that are no such PNG: a bad stream
+            raise BitstreamError(f"invalid metadata trailer: {e}") from None
+    storage.write_atomic(out_fs, out_path, encode_png(image, metadata, alpha=alpha))
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
             "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
             "last_steps": header.steps_at(depth)}

@@ -265,14 +265,18 @@ KINDS = ("field", "forged bits", "forged chunk", "cut chunk", "steps", "flipped"
 
 
 def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
-    """The seed with a metadata trailer (docs/FORMAT.md, "Metadata trailer") of random fields: as
-    written (it decodes to the seed's image, at any depth asked), or with a byte flipped, cut
-    short, grown, or its lengths changed with its checksum recomputed (refused)."""
+    """The seed with a metadata trailer (docs/FORMAT.md, "Metadata trailer") of random fields, an
+    alpha channel's in half of them: as written (it decodes to the seed's image, at any depth
+    asked), or with a byte flipped, cut short, grown, or its lengths changed with its checksum
+    recomputed (refused)."""
     fields = [rng.integers(0, 256, int(rng.choice([0, 1, 40, rng.integers(0, 600)])), dtype=np.uint8).tobytes()
-              for _ in range(2)]
-    if not any(fields):
+              for _ in range(3)]
+    alpha = fields.pop()  # the bytes of a stream's alpha channel (read as a PNG by `decode`, not here)
+    alpha = alpha if rng.random() < 0.5 else None
+    if not any(fields) and alpha is None:
         fields[0] = b"\0"
-    blob = bitstream.with_metadata(seed.blob, bitstream.Metadata(*fields))
+    blob = bitstream.with_metadata(seed.blob, bitstream.Metadata(*fields), alpha)
+    layout = bitstream._TRAILER if alpha is None else bitstream._ALPHA_TRAILER
     depth = int(rng.integers(1, len(seed.images) + 1)) if rng.random() < 0.5 else None
     start = len(seed.blob)  # where the trailer begins
     how = ("intact", "flipped", "cut", "grown", "lengths")[rng.integers(5)]
@@ -287,10 +291,10 @@ def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
     if how == "grown":
         return Case("trailer grown", blob + bytes(int(rng.integers(1, 9))), depth, must_refuse=True)
     # a length field changed, the checksum recomputed over the same bytes: they no longer add up
-    lengths = list(bitstream._TRAILER.unpack_from(blob, start)[1:])
-    i = int(rng.integers(2))
+    magic, *lengths = layout.unpack_from(blob, start)
+    i = int(rng.integers(len(lengths)))
     lengths[i] = int(rng.choice([lengths[i] + 1, max(0, lengths[i] - 1) if lengths[i] else 2, 2**20 + 1, 2**32 - 1]))
-    body = bitstream._TRAILER.pack(bitstream.TRAILER_MAGIC, *lengths) + blob[start + bitstream._TRAILER.size:-bitstream._CRC.size]
+    body = layout.pack(magic, *lengths) + blob[start + layout.size:-bitstream._CRC.size]
     return Case("trailer lengths", seed.blob + body + bitstream._CRC.pack(zlib.crc32(body)), depth, must_refuse=True)
 
 

@@ -8,9 +8,8 @@
 | grayscale (L, 1-bit)           | converted to RGB (three equal channels)                     |
 | palette (P)                    | converted to RGB through its palette                         |
 | RGBA, LA, PA (and RGBa, La)    | the colours coded as they are; the alpha channel kept        |
-|                                | losslessly beside them (`Decoded.alpha`; an archive stores   |
-|                                | it as an 8-bit grey PNG, `encode_alpha`; a stream file of    |
-|                                | `rgbatch encode` does not)                                   |
+|                                | losslessly beside them (`Decoded.alpha`; archives and stream |
+|                                | files store it as an 8-bit grey PNG, `encode_alpha`)         |
 | transparency key (tRNS) on P,  | an alpha channel in all but name: kept as one; the mode      |
 | L or RGB                       | recorded as PA, LA or RGBA                                   |
 | 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |

@@ -155,9 +155,26 @@ def test_a_metadata_trailer_rides_with_the_stream_at_every_depth():
     assert bitstream.unpack(full[:header.size + sum(header.chunk_lengths[:2])], iterations=2)[1] == CHUNKS[:2]
 
 
-def test_every_damage_to_a_metadata_trailer_is_refused():
+def test_an_alpha_channel_rides_in_the_trailer_and_leaves_old_trailers_as_they_were():
     blob = make()
-    full = bitstream.with_metadata(blob, bitstream.Metadata(b"p" * 20, b"e" * 9))
+    meta = bitstream.Metadata(b"icc" * 10, None)
+    assert bitstream.with_metadata(blob, meta)[len(blob):len(blob) + 4] == b"RGBM"  # no alpha: the trailer as before
+    for alpha in (b"a PNG's bytes", b""):  # b"": an opaque alpha channel
+        full = bitstream.with_metadata(blob, meta, alpha)
+        assert full[len(blob):len(blob) + 4] == b"RGBT" and bitstream.read_trailer(full) == (meta, alpha)
+        assert bitstream.read_trailer(bitstream.truncate(full, 2)) == (meta, alpha)  # at every depth
+        assert bitstream.read_metadata(full) == meta and bitstream.unpack(full)[1] == CHUNKS
+    assert bitstream.read_trailer(blob) == (bitstream.Metadata(), None)
+    assert bitstream.read_trailer(bitstream.with_metadata(blob, bitstream.Metadata(), b"")) == (bitstream.Metadata(), b"")
+    header = bitstream.read_header(blob)
+    with pytest.raises(ValueError, match="alpha channel of"):
+        bitstream.with_metadata(blob, meta, bytes(bitstream.max_alpha_bytes(header.width, header.height) + 1))
+
+
+@pytest.mark.parametrize("alpha", [None, b"alpha" * 3])
+def test_every_damage_to_a_metadata_trailer_is_refused(alpha):
+    blob = make()
+    full = bitstream.with_metadata(blob, bitstream.Metadata(b"p" * 20, b"e" * 9), alpha)
     for i in range(len(blob), len(full)):  # every byte of it flipped: magic, lengths, fields, checksum
         damaged = bytearray(full)
         damaged[i] ^= 0x10

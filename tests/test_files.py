@@ -72,7 +72,30 @@ def test_a_stream_file_keeps_the_colour_profile_and_exif_and_decode_writes_them_
         done = CliRunner().invoke(app, ["encode", str(source), "--out", str(tmp_path / "c.rgb"), "--iterations", "2",
                                         "--weights", str(tiny_weights), flag])
         assert done.exit_code == 0 and (tmp_path / "c.rgb").read_bytes() == expected, done.output
-        assert ("bytes of them the colour profile and EXIF" in " ".join(done.output.split())) == (flag == "--metadata")
+        assert ("bytes of them the trailer" in " ".join(done.output.split())) == (flag == "--metadata")
+
+
+def test_a_stream_file_keeps_the_alpha_channel_whatever_the_metadata_option(codec, tmp_path, rng):
+    from PIL import Image
+    alpha = rng.integers(0, 256, (40, 56), np.uint8)
+    Image.fromarray(np.dstack([smooth_image(rng, 40, 56), alpha]), "RGBA").save(tmp_path / "logo.png")
+    Image.fromarray(smooth_image(rng, 40, 56)).convert("RGBA").save(tmp_path / "opaque.png")
+    for name, expected in (("logo", alpha), ("opaque", np.full((40, 56), 255, np.uint8))):
+        for metadata in (True, False):
+            result = encode_file(tmp_path / f"{name}.png", tmp_path / "x.rgb", iterations=2, codec=codec, metadata=metadata)
+            assert result["alpha_bytes"] == result["metadata_bytes"] - 20 and (result["alpha_bytes"] == 0) == (name == "opaque")
+            blob = (tmp_path / "x.rgb").read_bytes()
+            for depth in (1, 2):
+                decode_file(tmp_path / "x.rgb", tmp_path / "x.png", iterations=depth, codec=codec)
+                png = Image.open(tmp_path / "x.png")
+                assert png.mode == "RGBA" and np.array_equal(np.asarray(png)[..., 3], expected), (name, depth)
+                assert np.array_equal(np.asarray(png)[..., :3], codec.decode(blob, depth))
+    # the trailer's bytes intact (its checksum recomputed) but no grey PNG of the image's size: a bad stream
+    meta, png_bytes = bitstream.read_trailer(blob)
+    forged = bitstream.with_metadata(blob, meta, png_bytes[:-12] + b"\0" * 12 if png_bytes else b"not a png")
+    (tmp_path / "forged.rgb").write_bytes(forged)
+    with pytest.raises(bitstream.BitstreamError, match="invalid metadata trailer"):
+        decode_file(tmp_path / "forged.rgb", tmp_path / "y.png", codec=codec)
 
 
 def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
