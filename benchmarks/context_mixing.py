@@ -334,14 +334,15 @@ UNHASHED, HASHED, TRIE = 0, 1, 2
 
 @njit(cache=True)
 def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1, q_adaptive, q_table, start, measure,
-                          hashed):
+                          hashed, patterns=True):
     """The 6-input mixer of iteration t in integers (what a coder would run beside coder id 2's
     state; q' and the table entry are read from what the kernels recorded). Returns the ideal
     length of the iteration's bits when `measure` (else 0: timing only). `hashed`: how the two
     block-history models find their cells: UNHASHED leaves them out (their inputs 0: what the
     rest costs), HASHED probes hash tables keyed by the history and the prefix, TRIE walks
     dense tries instead (the same cells without collisions: a node per (history group, prefix
-    so far), groups labelled once per chunk, one array step a bit)."""
+    so far), groups labelled once per chunk, one array step a bit). Without `patterns`, the two
+    same-step pattern models are left out (their inputs 0): the 4-input design."""
     ti = MAX_LOOKBACK + t
     n = positions0.shape[0] + positions1.shape[0]
     slot_bits = 1
@@ -401,15 +402,16 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
             b1 = (v1[p] >> (bits - 1 - c)) & 1
             sp = np.int64(0)
             sp2 = np.int64(0)
-            for d in (-width - 1, -width + 1, -2 * width, -2):
-                v = np.int64(canvas[own + p + d])
-                sp = sp << 1 | v
-                sp2 = (sp2 << 2) | (v << 1) | canvas[prev + p + d]
+            if patterns:
+                for d in (-width - 1, -width + 1, -2 * width, -2):
+                    v = np.int64(canvas[own + p + d])
+                    sp = sp << 1 | v
+                    sp2 = (sp2 << 2) | (v << 1) | canvas[prev + p + d]
             g = b1 * 16 + sp
             x[0] = STRETCH_Q[q_adaptive[own + p]]
             x[1] = STRETCH_Q[q_table[own + p]]
-            x[2] = _cell_stretch(pattern, g)
-            x[3] = _cell_stretch(pattern2, sp2)
+            x[2] = _cell_stretch(pattern, g) if patterns else 0
+            x[3] = _cell_stretch(pattern2, sp2) if patterns else 0
             if hashed == HASHED:
                 key = (v1[p] * np.int64(-7046029254386353131) + v2[p] * np.int64(0x27D4EB2F165667C5)
                        + prefix[p] * np.int64(0x165667B19E3779F9) + c) * np.int64(-4417276706812531889)
@@ -438,8 +440,9 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
             err = (bit << 16) - p16
             for j in range(SMALL_INPUTS):
                 weights[j] += (x[j] * err + 65536) >> 17
-            _cell_learn(pattern, g, bit)
-            _cell_learn(pattern2, sp2, bit)
+            if patterns:
+                _cell_learn(pattern, g, bit)
+                _cell_learn(pattern2, sp2, bit)
             if hashed == HASHED:
                 _cell_learn(vector, hv, bit)
                 _cell_learn(prefix_cells, hp, bit)
@@ -592,14 +595,14 @@ def integer_start(start: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def sketch_lengths(layout: Canvas, canvas: np.ndarray, entries: dict, start: np.ndarray, measure: bool = True,
-                   hashed: int = HASHED) -> list[float]:
+                   hashed: int = HASHED, patterns: bool = True) -> list[float]:
     """The integer sketch's ideal bits of each iteration it mixes (0 each unless `measure`), from
     float starting weights (`fitted_start` of SMALL; NONE: coder id 2's input alone)."""
     mixed = min(VARIANTS[SMALL][-1], canvas.shape[0] - MAX_LOOKBACK)
     weights = integer_start(start, mixed)
     flat, qa, qt = canvas.reshape(-1).view(np.uint8), entries[True].reshape(-1), entries[False].reshape(-1)
     return [integer_mix_iteration(flat, layout.height * layout.width, layout.width, canvas.shape[1], t, *layout.positions,
-                                  qa, qt, weights[t], measure, hashed) for t in range(mixed)]
+                                  qa, qt, weights[t], measure, hashed, patterns) for t in range(mixed)]
 
 
 def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: int = 3) -> None:
@@ -614,7 +617,8 @@ def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: i
 
     runs = {"coder id 2": coder_id_2, "sketch": partial(sketch_lengths, layout, canvas, entries, start, False),
             "unhashed": partial(sketch_lengths, layout, canvas, entries, start, False, UNHASHED),
-            "trie": partial(sketch_lengths, layout, canvas, entries, start, False, TRIE)}
+            "trie": partial(sketch_lengths, layout, canvas, entries, start, False, TRIE),
+            "trie, no patterns": partial(sketch_lengths, layout, canvas, entries, start, False, TRIE, False)}
     times = {}
     for name, run in runs.items():
         run()  # compiled
@@ -631,7 +635,9 @@ def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: i
           f"{pixels / (times['coder id 2'] + times['sketch']) / 1e6:.1f} MP/s at depth {depth} (encoding; one thread, CPU time); "
           f"without its two hashed models {1e9 * times['unhashed'] / (mixed * coded):.1f} ns, "
           f"{pixels / (times['coder id 2'] + times['unhashed']) / 1e6:.1f} MP/s; with tries instead of hashing "
-          f"{1e9 * times['trie'] / (mixed * coded):.1f} ns, {pixels / (times['coder id 2'] + times['trie']) / 1e6:.1f} MP/s")
+          f"{1e9 * times['trie'] / (mixed * coded):.1f} ns, {pixels / (times['coder id 2'] + times['trie']) / 1e6:.1f} MP/s; "
+          f"tries without the two pattern models (4 inputs) {1e9 * times['trie, no patterns'] / (mixed * coded):.1f} ns, "
+          f"{pixels / (times['coder id 2'] + times['trie, no patterns']) / 1e6:.1f} MP/s")
     reference = coder_2_lengths(layout, canvas, entries)[:mixed]
     floats = mixed_lengths(layout, canvas, entries, VARIANTS[SMALL], start)[MAX_LOOKBACK:MAX_LOOKBACK + mixed]
     tries = np.array(sketch_lengths(layout, canvas, entries, start, hashed=TRIE))
