@@ -462,6 +462,93 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
     return total
 
 
+@njit(cache=True)
+def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptive, q_table, start, measure):
+    """The 4-input design (q', the table entry, the two block-history models as tries, and a
+    bias) written for speed: the inputs and weights in locals, each position's history read
+    channel by channel (a plane at a time), the trie cells and children in small int arrays.
+    The same arithmetic as `integer_mix_iteration(..., TRIE, patterns=False)` with its weights
+    x[2], x[3] left out; returns the ideal length when `measure`."""
+    ti = MAX_LOOKBACK + t
+    order = np.concatenate((positions0, positions1))
+    n = order.shape[0]
+    keys = np.zeros(n, np.int64)
+    for k in range(bits):  # the blocks' 64 bits of iterations t-1 and t-2, a plane at a time
+        one, two = ((ti - 1) * bits + k) * plane, ((ti - 2) * bits + k) * plane
+        for j in range(n):
+            keys[j] = (keys[j] << 1) | canvas[one + order[j]]
+    for k in range(bits):
+        two = ((ti - 2) * bits + k) * plane
+        for j in range(n):
+            keys[j] = keys[j] ^ (np.int64(canvas[two + order[j]]) << (32 + (k & 31)))
+    nodes = n * (bits + 1) + 1
+    children = np.full(2 * nodes, -1, np.int32)
+    cells = np.empty(nodes, np.int64)
+    prefix_children = np.full(2 * nodes, -1, np.int32)
+    prefix_cells = np.empty(2 * nodes, np.int64)
+    at = np.empty(plane, np.int32)
+    at_prefix = np.zeros(plane, np.int32)
+    by_key = np.argsort(keys)
+    used = 0
+    for j in range(n):
+        if j == 0 or keys[by_key[j]] != keys[by_key[j - 1]]:
+            cells[used] = np.int64(32768) << 16
+            used += 1
+        at[order[by_key[j]]] = used - 1
+    prefix_cells[0] = prefix_cells[1] = np.int64(32768) << 16
+    prefix_used = 1
+    w0, w1, w4, w5, w6 = start[0], start[1], start[4], start[5], start[6]
+    total = 0.0
+    for st in range(2 * bits):
+        s, c = st // bits, st % bits
+        positions = positions0 if s == 0 else positions1
+        own, prev = (ti * bits + c) * plane, ((ti - 1) * bits + c) * plane
+        for i in range(positions.shape[0]):
+            p = positions[i]
+            bit = np.int64(canvas[own + p])
+            b1 = np.int64(canvas[prev + p])
+            node = at[p]
+            pnode = at_prefix[p]
+            hp = 2 * pnode + b1
+            x0 = np.int64(STRETCH_Q[q_adaptive[own + p]])
+            x1 = np.int64(STRETCH_Q[q_table[own + p]])
+            c4, c5 = cells[node], prefix_cells[hp]
+            x4 = np.int64(STRETCH_Q[(c4 >> 16) >> 1])
+            x5 = np.int64(STRETCH_Q[(c5 >> 16) >> 1])
+            dot = (w0 * x0 + w1 * x1 + w4 * x4 + w5 * x5 + w6 * 64) >> 16
+            dot = min(max(dot, -ST_MAX - 1), ST_MAX)
+            p16 = np.int64(SQUASH16[dot + ST_MAX + 1])
+            if measure:
+                q = min(max(p16 >> 1, 1), 2 ** PROBABILITY_BITS - 1)
+                total -= math.log2(q / 2 ** PROBABILITY_BITS if bit else 1 - q / 2 ** PROBABILITY_BITS)
+            err = (bit << 16) - p16
+            w0 += (x0 * err + 65536) >> 17
+            w1 += (x1 * err + 65536) >> 17
+            w4 += (x4 * err + 65536) >> 17
+            w5 += (x5 * err + 65536) >> 17
+            w6 += (64 * err + 65536) >> 17
+            target = (bit << 16) - bit
+            p4, n4 = c4 >> 16, c4 & 0xffff
+            cells[node] = ((p4 + (((target - p4) * np.int64(RECIPROCAL16[n4]) + 32768) >> 16)) << 16) | min(n4 + 1, CELL_LIMIT)
+            p5, n5 = c5 >> 16, c5 & 0xffff
+            prefix_cells[hp] = ((p5 + (((target - p5) * np.int64(RECIPROCAL16[n5]) + 32768) >> 16)) << 16) | min(n5 + 1, CELL_LIMIT)
+            child = children[2 * node + bit]
+            if child < 0:
+                child = used
+                children[2 * node + bit] = child
+                cells[child] = np.int64(32768) << 16
+                used += 1
+            at[p] = child
+            child = prefix_children[2 * pnode + bit]
+            if child < 0:
+                child = prefix_used
+                prefix_children[2 * pnode + bit] = child
+                prefix_cells[2 * child] = prefix_cells[2 * child + 1] = np.int64(32768) << 16
+                prefix_used += 1
+            at_prefix[p] = child
+    return total
+
+
 # name: (inputs, weight selection, mixer rate, state rate limit, APM rate, iterations mixed (0: all;
 # later ones are coded as coder id 2 codes them))
 SAME_STEP = STEP | STEP_SHARED | STEP_PATTERN | PATTERN2
@@ -605,6 +692,15 @@ def sketch_lengths(layout: Canvas, canvas: np.ndarray, entries: dict, start: np.
                                   qa, qt, weights[t], measure, hashed, patterns) for t in range(mixed)]
 
 
+def lean_lengths(layout: Canvas, canvas: np.ndarray, entries: dict, start: np.ndarray, measure: bool = True) -> list[float]:
+    """`lean_mix_iteration`'s ideal bits of each iteration it mixes (as `sketch_lengths`)."""
+    mixed = min(VARIANTS[SMALL][-1], canvas.shape[0] - MAX_LOOKBACK)
+    weights = integer_start(start, mixed)
+    flat, qa, qt = canvas.reshape(-1).view(np.uint8), entries[True].reshape(-1), entries[False].reshape(-1)
+    return [lean_mix_iteration(flat, layout.height * layout.width, canvas.shape[1], t, *layout.positions, qa, qt,
+                               weights[t], measure) for t in range(mixed)]
+
+
 def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: int = 3) -> None:
     """Coder id 2's encoding time (the kernels, all iterations) beside the integer sketch's of
     iterations 1-4, one thread, CPU time; and the sketch's ideal lengths beside the float SMALL's."""
@@ -618,7 +714,8 @@ def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: i
     runs = {"coder id 2": coder_id_2, "sketch": partial(sketch_lengths, layout, canvas, entries, start, False),
             "unhashed": partial(sketch_lengths, layout, canvas, entries, start, False, UNHASHED),
             "trie": partial(sketch_lengths, layout, canvas, entries, start, False, TRIE),
-            "trie, no patterns": partial(sketch_lengths, layout, canvas, entries, start, False, TRIE, False)}
+            "trie, no patterns": partial(sketch_lengths, layout, canvas, entries, start, False, TRIE, False),
+            "lean": partial(lean_lengths, layout, canvas, entries, start, False)}
     times = {}
     for name, run in runs.items():
         run()  # compiled
@@ -637,12 +734,16 @@ def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: i
           f"{pixels / (times['coder id 2'] + times['unhashed']) / 1e6:.1f} MP/s; with tries instead of hashing "
           f"{1e9 * times['trie'] / (mixed * coded):.1f} ns, {pixels / (times['coder id 2'] + times['trie']) / 1e6:.1f} MP/s; "
           f"tries without the two pattern models (4 inputs) {1e9 * times['trie, no patterns'] / (mixed * coded):.1f} ns, "
-          f"{pixels / (times['coder id 2'] + times['trie, no patterns']) / 1e6:.1f} MP/s")
+          f"{pixels / (times['coder id 2'] + times['trie, no patterns']) / 1e6:.1f} MP/s; the same written for speed "
+          f"(`lean_mix_iteration`) {1e9 * times['lean'] / (mixed * coded):.1f} ns, "
+          f"{pixels / (times['coder id 2'] + times['lean']) / 1e6:.1f} MP/s")
     reference = coder_2_lengths(layout, canvas, entries)[:mixed]
     floats = mixed_lengths(layout, canvas, entries, VARIANTS[SMALL], start)[MAX_LOOKBACK:MAX_LOOKBACK + mixed]
     tries = np.array(sketch_lengths(layout, canvas, entries, start, hashed=TRIE))
+    lean = np.array(lean_lengths(layout, canvas, entries, start))
     print(f"iterations 1-{mixed}, ideal bits against coder id 2's: integer sketch {100 * (lengths.sum() / reference.sum() - 1):+.2f} %, "
-          f"with tries {100 * (tries.sum() / reference.sum() - 1):+.2f} %, "
+          f"with tries {100 * (tries.sum() / reference.sum() - 1):+.2f} %, lean (4 inputs) "
+          f"{100 * (lean.sum() / reference.sum() - 1):+.2f} %, "
           f"float prototype {100 * (floats.sum() / reference.sum() - 1):+.2f} %")
 
 
