@@ -29,7 +29,9 @@ test: setup
 
 # The shipped model's run: resume it in the background from the committed training state
 # (since step 26700 with the context coder's code length in the loss: docs/TRAINING.md).
-# One thread leaves a core for other work; `make train TRAIN_THREADS=2` when the machine is free.
+# One thread leaves a core for other work; `make train TRAIN_THREADS=2` only while nothing else
+# runs: beside other work its two threads wait on each other (session 25: not 50 steps in 38 minutes
+# beside two single-thread jobs, where one thread makes 0.08 steps/s beside one).
 TRAIN_THREADS ?= 1
 # the rate term's weight: 1 from step 26700, 2 from 31300, 4 from 33467 (docs/TRAINING.md, "Rate weight")
 RATE_WEIGHT ?= 4

@@ -38,7 +38,7 @@ from .ratecontrol import Target
 from .row import OK, Row
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
-                "scale", "last_steps", "bytes", "bpp", "msssim", "psnr"]
+                "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr"]
 # re-measured vs recorded: same weights, so only float noise (fp32 vs bf16 decoding: at most 1.2e-4 measured on
 # Kodak; an encoder's float loop vs the exact decoder: about 2e-5 in fp32)
 MSSSIM_TOLERANCE = 1e-3

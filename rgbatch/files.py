@@ -12,8 +12,6 @@ Paths may be local or URIs that `pyarrow.fs` opens; outputs are written atomical
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import storage
 from .bitstream import BitstreamError, read_header, read_trailer, with_metadata
 from .codec import Codec, resolve_partial
@@ -36,8 +34,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     fs, path = storage.resolve(source)
     image, mode, kept, frames, alpha = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
     encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample, partial=partial)
-    # the alpha channel is part of the picture: kept whatever `metadata` says (b"": opaque, as in archives)
-    alpha_bytes = None if alpha is None else b"" if alpha.min() == 255 else encode_alpha(alpha)
+    alpha_bytes = encode_alpha(alpha)  # part of the picture: kept whatever `metadata` says
     blob = with_metadata(encoded.blob, kept if metadata else Metadata(), alpha_bytes)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, blob)
@@ -64,9 +61,9 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
     out_fs, out_path = storage.resolve(out)
     metadata, alpha = read_trailer(blob)
-    if alpha is not None:  # b"": an opaque alpha channel
+    if alpha is not None:
         try:
-            alpha = decode_alpha(alpha, image.shape[1], image.shape[0]) if alpha else np.full(image.shape[:2], 255, np.uint8)
+            alpha = decode_alpha(alpha, image.shape[1], image.shape[0])
         except ImageError as e:  # intact bytes (the trailer's checksum holds) that are no such PNG: a bad stream
             raise BitstreamError(f"invalid metadata trailer: {e}") from None
     storage.write_atomic(out_fs, out_path, encode_png(image, metadata, alpha=alpha))

@@ -218,16 +218,24 @@ def to_alpha(image: Image.Image) -> np.ndarray:
     return alpha
 
 
-def encode_alpha(alpha: np.ndarray) -> bytes:
-    """An alpha channel (HxW uint8) as an archive keeps it, losslessly: an 8-bit grey PNG."""
+def encode_alpha(alpha: np.ndarray | None) -> bytes | None:
+    """An alpha channel (HxW uint8) as archives and stream files keep it, losslessly: an 8-bit
+    grey PNG; b"" for an opaque one (every pixel 255: nothing to store); None for none."""
+    if alpha is None:
+        return None
+    if alpha.min() == 255:
+        return b""
     buffer = io.BytesIO()
     Image.fromarray(alpha, "L").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
-    """`encode_alpha`'s bytes -> the HxW uint8 alpha channel of a width x height image, or
-    ImageError saying why they are not that (another format, mode or size, a damaged PNG)."""
+    """`encode_alpha`'s bytes -> the HxW uint8 alpha channel of a width x height image (b"": every
+    pixel 255), or ImageError saying why they are not that (another format, mode or size, a
+    damaged PNG)."""
+    if not data:
+        return np.full((height, width), 255, np.uint8)
     try:
         image, _ = open_image(data, max(1, width * height))
     except ImageError as e:

@@ -170,17 +170,13 @@ class Row:
         """The alpha channel `restore` writes with the pixels (HxW uint8; every pixel 255 for an
         opaque one, which is not stored), or None; ImageError (rgbatch.imageio) for a damaged or
         missing one."""
-        import numpy as np
-
         from .imageio import ImageError, decode_alpha
 
         if self.alpha_bytes is None:
             return None
         if len(self.alpha or b"") != self.alpha_bytes:
             raise ImageError(f"damaged alpha channel: {len(self.alpha or b'')} bytes, the row says {self.alpha_bytes}")
-        if not self.alpha_bytes:
-            return np.full((self.height, self.width), 255, np.uint8)
-        return decode_alpha(self.alpha, self.width, self.height)
+        return decode_alpha(self.alpha or b"", self.width, self.height)
 
     def encoded(self) -> EncodedImage:
         """The blob and per-depth stats as the codec's `EncodedImage` (no quality: empty lists)."""

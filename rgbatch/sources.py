@@ -178,9 +178,9 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
     image = decoded.pixels
     row.width, row.height, row.mode = image.shape[1], image.shape[0], decoded.mode
     row.frames = decoded.frames if decoded.frames > 1 else None
-    if decoded.alpha is not None:  # kept whatever `metadata` says: it is part of the picture
-        row.alpha = None if decoded.alpha.min() == 255 else encode_alpha(decoded.alpha)  # opaque: 0 bytes
-        row.alpha_bytes = len(row.alpha or b"")
+    alpha = encode_alpha(decoded.alpha)  # kept whatever `metadata` says: it is part of the picture
+    if alpha is not None:
+        row.alpha, row.alpha_bytes = alpha or None, len(alpha)  # opaque: 0 bytes, none stored
     if metadata:
         row.icc_profile, row.exif = decoded.metadata
     row.read_seconds = time.perf_counter() - start

@@ -308,12 +308,17 @@ def test_the_alpha_channel_is_kept_losslessly_restored_reported_and_verified(tin
         restored = Image.open(tmp_path / "png" / name)
         assert restored.mode == "RGBA" and np.array_equal(np.asarray(restored)[..., 3], channel), name
     assert Image.open(tmp_path / "png" / "photo.png").mode == "RGB"
-    summary = json.loads(run("report", tmp_path / "archive", "--json").stdout)["summary"]
+    report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
+    summary = report["summary"]
+    assert {i["path"]: i["alpha_bytes"] for i in report["images"]} == {p: r["alpha_bytes"] for p, r in rows.items()}
     assert summary["reading"] == {"alpha_kept": 4}
     assert summary["alpha_bytes"] == sum(rows[name]["alpha_bytes"] for name in expected)
     result = run("verify", tmp_path / "archive", "--weights", tiny_weights, "--json")  # re-compared with the sources
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["remeasured"]) == 5
+    assert run("compact", tmp_path / "archive").exit_code == 0  # rewritten parts keep the channels
+    assert {p: (r["alpha"], r["alpha_bytes"]) for p, r in current(tmp_path / "archive").items()} == \
+        {p: (r["alpha"], r["alpha_bytes"]) for p, r in rows.items()}
 
     # a damaged alpha channel (written later: the current row) is refused, never restored without it
     logo = rows["logo.png"]

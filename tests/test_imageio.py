@@ -113,6 +113,8 @@ def test_an_alpha_channel_is_stored_as_a_grey_png_and_checked_when_read():
     alpha = np.random.default_rng(4).integers(0, 256, (7, 5), np.uint8)
     data = imageio.encode_alpha(alpha)
     assert np.array_equal(imageio.decode_alpha(data, 5, 7), alpha)
+    assert imageio.encode_alpha(None) is None and imageio.encode_alpha(np.full((7, 5), 255, np.uint8)) == b""
+    assert (imageio.decode_alpha(b"", 5, 7) == 255).all() and imageio.decode_alpha(b"", 5, 7).shape == (7, 5)
     for bad, why in ((data, "of 5x7"), (data[:-30], "damaged alpha channel"), (b"junk", "damaged alpha channel"),
                      (save(Image.new("RGB", (5, 7))), "RGB image")):
         with pytest.raises(ImageError, match=why):
