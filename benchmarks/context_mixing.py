@@ -463,12 +463,14 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
 
 
 @njit(cache=True)
-def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptive, q_table, start, measure):
+def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptive, q_table, start, measure,
+                       final=np.zeros(0, np.int64)):
     """The 4-input design (q', the table entry, the two block-history models as tries, and a
     bias) written for speed: the inputs and weights in locals, each position's history read
     channel by channel (a plane at a time), the trie cells and children in small int arrays.
     The same arithmetic as `integer_mix_iteration(..., TRIE, patterns=False)` with its weights
-    x[2], x[3] left out; returns the ideal length when `measure`."""
+    x[2], x[3] left out; returns the ideal length when `measure`; `final` (7 long, if given)
+    receives the weights at the end of the chunk."""
     ti = MAX_LOOKBACK + t
     order = np.concatenate((positions0, positions1))
     n = order.shape[0]
@@ -546,6 +548,8 @@ def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptiv
                 prefix_cells[2 * child] = prefix_cells[2 * child + 1] = np.int64(32768) << 16
                 prefix_used += 1
             at_prefix[p] = child
+    if final.shape[0]:
+        final[0], final[1], final[4], final[5], final[6] = w0, w1, w4, w5, w6
     return total
 
 
@@ -701,6 +705,48 @@ def lean_lengths(layout: Canvas, canvas: np.ndarray, entries: dict, start: np.nd
                                weights[t], measure) for t in range(mixed)]
 
 
+def lean_start(images: list, model: ContextModel, iterations: int = 4) -> np.ndarray:
+    """`lean_mix_iteration`'s starting weights per iteration: the mean of its final weights on
+    these images' codes (training images), each chunk started as coder id 2 (weight 1 on q')."""
+    start = np.zeros((iterations, SMALL_INPUTS), np.int64)
+    start[:, 0] = 1 << 16
+    finals = []
+    for codes in images:
+        layout, canvas, entries = coded_entries(codes, model)
+        flat, qa, qt = canvas.reshape(-1).view(np.uint8), entries[True].reshape(-1), entries[False].reshape(-1)
+        final = np.zeros((iterations, SMALL_INPUTS), np.int64)
+        for t in range(min(iterations, canvas.shape[0] - MAX_LOOKBACK)):
+            lean_mix_iteration(flat, layout.height * layout.width, canvas.shape[1], t, *layout.positions, qa, qt,
+                               start[t], False, final[t])
+        finals.append(final)
+    return np.round(np.mean(finals, axis=0)).astype(np.int64)
+
+
+def lean_rows(folders: list, codec: Codec, model: ContextModel, cache: Path, limit: int, start: np.ndarray) -> None:
+    """BD-rate of coder id 2 with iterations 1-4 coded by `lean_mix_iteration` (ideal lengths)
+    against coder id 2, per image set."""
+    for folder in folders:
+        curves, reference, quality = [], [], []
+        for path in list_images(folder)[:limit or None]:
+            codes, msssim, pixels = cached_codes(codec, path, cache)
+            layout, canvas, entries = coded_entries(codes.tiles, model)
+            base = coder_2_lengths(layout, canvas, entries)
+            mixed = base.copy()
+            flat, qa, qt = canvas.reshape(-1).view(np.uint8), entries[True].reshape(-1), entries[False].reshape(-1)
+            for t in range(min(len(start), len(base))):
+                mixed[t] = lean_mix_iteration(flat, layout.height * layout.width, canvas.shape[1], t, *layout.positions,
+                                              qa, qt, start[t], True)
+            curves.append(np.cumsum(mixed) / pixels)
+            reference.append(np.cumsum(base) / pixels)
+            quality.append(msssim)
+        quality = msssim_db(np.mean(quality, axis=0))
+        bpp, ref = np.mean(curves, axis=0), np.mean(reference, axis=0)
+        change = 100 * (bpp / ref - 1)
+        print(f"{folder}: {len(curves)} images; the 4-input integer mixer with tries (`lean_mix_iteration`, fitted "
+              f"start), iterations 1-{len(start)}: BD-rate {bd_rate(ref, quality, bpp, quality):+.2f} % against coder id 2; "
+              "rate change at depth 1 / 2 / 4 / 8 / 16: " + " / ".join(f"{change[d]:+.2f}" for d in (0, 1, 3, 7, 15)))
+
+
 def speed(codes, pixels: int, model: ContextModel, start: np.ndarray, repeats: int = 3) -> None:
     """Coder id 2's encoding time (the kernels, all iterations) beside the integer sketch's of
     iterations 1-4, one thread, CPU time; and the sketch's ideal lengths beside the float SMALL's."""
@@ -758,6 +804,9 @@ def main():
                         help="a folder of training images whose codes give the variants fitted starting weights, "
                              "printed as more rows (repeatable)")
     parser.add_argument("--fit-images", type=int, default=4, help="the first N images of each --fit folder")
+    parser.add_argument("--lean", action="store_true",
+                        help="BD-rate of the 4-input integer mixer with tries (lean_mix_iteration), its start fitted "
+                             "on the --fit images")
     parser.add_argument("--speed", action="store_true",
                         help="time coder id 2 and the integer sketch of the 6-input mixer on the first image of each --data")
     args = parser.parse_args()
@@ -768,6 +817,11 @@ def main():
     cache.mkdir(parents=True, exist_ok=True)
     codec = Codec.load(args.weights, coder="raw", refine=False)
     model = ContextModel.from_tensors(codec.extra)
+    if args.lean:
+        images = [cached_codes(codec, path, cache)[0].tiles for folder in args.fit
+                  for path in list_images(folder)[:args.fit_images]]
+        lean_rows(args.data, codec, model, cache, args.images, lean_start(images, model))
+        return
     starts = {}
     if args.fit:
         images = [cached_codes(codec, path, cache)[0].tiles for folder in args.fit
