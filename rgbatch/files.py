@@ -32,13 +32,15 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
     fs, path = storage.resolve(source)
-    image, mode, kept, frames, alpha = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
-    encoded = codec.encode(image, iterations, measure=True, target=target, resample=resample, partial=partial)
-    alpha_bytes = encode_alpha(alpha)  # part of the picture: kept whatever `metadata` says
-    blob = with_metadata(encoded.blob, kept if metadata else Metadata(), alpha_bytes)
+    source_image = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
+    encoded = codec.encode(source_image.pixels, iterations, measure=True, target=target, resample=resample,
+                           partial=partial)
+    alpha_bytes = encode_alpha(source_image.alpha)  # part of the picture: kept whatever `metadata` says
+    blob = with_metadata(encoded.blob, source_image.metadata if metadata else Metadata(), alpha_bytes)
     out_fs, out_path = storage.resolve(out)
     storage.write_atomic(out_fs, out_path, blob)
-    return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": mode, "frames": frames,
+    return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": source_image.mode,
+            "frames": source_image.frames,
             "alpha_bytes": None if alpha_bytes is None else len(alpha_bytes),  # in the trailer; 0: opaque
             "width": encoded.width, "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
             "metadata_bytes": len(blob) - len(encoded.blob),
