@@ -14,8 +14,9 @@ PAPER = {1: (0.8191, 23.01), 2: (0.9037, 25.65), 3: (0.9375, 27.14), 4: (0.9538,
 BASELINES = {"jpeg420": "JPEG 4:2:0 (Pillow, optimized Huffman)", "jpeg444": "JPEG 4:4:4", "webp": "WebP",
              "avif": "AVIF (speed 6, Pillow's default)", "avif-s2": "AVIF speed 2", "avif-s2-444": "AVIF speed 2, 4:4:4",
              "jxl": "JPEG XL (effort 7)", "jxl-e9": "JPEG XL (effort 9)"}
-NAMES = {"rgbatch-adaptive": "adaptive coder (id 2, the default)", "rgbatch-context": "context coder (id 1)",
-         "rgbatch-raw": "raw bits"}
+NAMES = {"rgbatch-mixing": "mixing coder (id 3, the default)", "rgbatch-adaptive": "adaptive coder (id 2)",
+         "rgbatch-context": "context coder (id 1)", "rgbatch-raw": "raw bits"}
+CODED = ("rgbatch-mixing", "rgbatch-adaptive", "rgbatch-context")  # newest first: the first a summary has is its default
 
 
 def main():
@@ -23,10 +24,10 @@ def main():
     parser.add_argument("summary")
     summary = json.load(open(parser.parse_args().summary))
     codecs = summary["codecs"]
-    # the default coder: adaptive (coder id 2) since session 11, context (id 1) in older summaries
-    default = "rgbatch-adaptive" if "rgbatch-adaptive" in codecs else "rgbatch-context"
+    # the default coder: mixing (coder id 3) since session 26, adaptive (id 2) since session 11, context (id 1) before
+    default = next(key for key in CODED if key in codecs)
     curves = {key: {p["quality"]: p for p in codecs[key]["curve"]}
-              for key in ("rgbatch-raw", "rgbatch-context", "rgbatch-adaptive") if key in codecs}
+              for key in ("rgbatch-raw", *reversed(CODED)) if key in codecs}
     print(f"model {summary['run']['model_id']}, {summary['images']} images of {summary['run']['image_dir']}, "
           f"{summary['run']['created']}\n")
     coded = [key for key in curves if key != "rgbatch-raw"]
@@ -41,7 +42,7 @@ def main():
     targets = summary["targets"]
     print("\n| codec | MS-SSIM " + " | ".join(targets) + " |")
     print("|---|" + "---|" * len(targets))
-    names = {key: f"rgbatch, {NAMES[key]}" for key in ("rgbatch-adaptive", "rgbatch-context", "rgbatch-raw")}
+    names = {key: f"rgbatch, {NAMES[key]}" for key in (*CODED, "rgbatch-raw")}
     for key, name in (names | BASELINES).items():
         if key not in codecs:  # a summary from before that codec was benched
             continue

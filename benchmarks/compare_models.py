@@ -8,8 +8,8 @@
     ...the same for b...
     python benchmarks/compare_models.py runs/bench-a/summary.json runs/bench-b/summary.json
 
-Prints MS-SSIM and coded bpp per depth for each model (the default adaptive coder; `--coder context`
-for the context coder alone), the bpp each model and each
+Prints MS-SSIM and coded bpp per depth for each model (the default mixing coder, or the adaptive
+coder where a summary has no mixing coder's bytes; `--coder context` for the context coder alone), the bpp each model and each
 classical codec needs for MS-SSIM 0.90 / 0.95 / 0.98, and the BD-rate (MS-SSIM) of each model
 against the first and against every classical codec of its own run. Compare runs of one image set. Decisions between
 checkpoints rest on this (docs/TRAINING.md), not on the loss, which the rate weight changes.
@@ -21,20 +21,24 @@ from pathlib import Path
 
 from rgbatch.bench import bd_curve, bd_rate
 
-CODERS = {"adaptive": "rgbatch-adaptive", "context": "rgbatch-context", "raw": "rgbatch-raw"}
+CODERS = {"mixing": "rgbatch-mixing", "adaptive": "rgbatch-adaptive", "context": "rgbatch-context", "raw": "rgbatch-raw"}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("summaries", nargs="+", help="summary.json of each model's bench run; the first is the reference")
-    parser.add_argument("--coder", choices=sorted(CODERS), default="adaptive",
-                        help="whose bytes: the adaptive coder (id 2, the default one), the context coder (id 1) or raw bits")
+    parser.add_argument("--coder", choices=sorted(CODERS), default="mixing",
+                        help="whose bytes: the mixing coder (id 3, the default one since session 26), the adaptive "
+                             "coder (id 2), the context coder (id 1) or raw bits")
     args = parser.parse_args()
     coded = CODERS[args.coder]
     missing = [p for p in args.summaries if not Path(p).is_file()]
     if missing:
         parser.error(f"no bench summary at {', '.join(missing)} (run `rgbatch bench` first)")
     runs = {Path(p).parent.name: json.load(open(p)) for p in args.summaries}
+    if args.coder == "mixing" and any(coded not in run["codecs"] for run in runs.values()):
+        coded = CODERS["adaptive"]  # summaries from before session 26: compare all of them by coder id 2's bytes
+        print("(some summaries have no mixing coder's bytes: the adaptive coder's compared)\n")
     curves = {name: {p["quality"]: p for p in run["codecs"][coded]["curve"]} for name, run in runs.items()}
     raw = {name: {p["quality"]: p for p in run["codecs"]["rgbatch-raw"]["curve"]} for name, run in runs.items()}
     depths = sorted(set.intersection(*(set(c) for c in curves.values())))

@@ -54,7 +54,7 @@ import numpy as np
 from numba import njit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from context_tables import cached_codes  # noqa: E402
+from context_tables import cached_codes, folder_codes, shipped_codes  # noqa: E402
 
 from rgbatch import fastcoder  # noqa: E402
 from rgbatch.bench import bd_rate, msssim_db  # noqa: E402
@@ -286,7 +286,7 @@ STRETCH_Q = np.clip(np.round(256 * np.log(np.maximum(np.arange(2 ** PROBABILITY_
                                           / (2 ** PROBABILITY_BITS - np.arange(2 ** PROBABILITY_BITS)))),
                     -ST_MAX, ST_MAX).astype(np.int32)  # per 15-bit q
 SQUASH16 = np.clip(np.round(65536 / (1 + np.exp(-np.arange(-ST_MAX - 1, ST_MAX + 1) / 256))), 2, 65534).astype(np.int32)
-RECIPROCAL16 = (65536 / (np.arange(1024) + 1.5)).astype(np.int32)  # a cell's rate after n bits
+RECIPROCAL16 = (65536 / (np.arange(4096) + 1.5)).astype(np.int32)  # a cell's rate after n bits
 CELL_LIMIT = 254  # from then on 1/255.5 (the float prototype: 1/255)
 SMALL_INPUTS = 7  # q', table, step pattern, pattern2, vector2, prefix, bias
 
@@ -464,7 +464,7 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
 
 @njit(cache=True)
 def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptive, q_table, start, measure,
-                       final=np.zeros(0, np.int64)):
+                       final=np.zeros(0, np.int64), rate_shift=17, cell_limit=CELL_LIMIT):
     """The 4-input design (q', the table entry, the two block-history models as tries, and a
     bias) written for speed: the inputs and weights in locals, each position's history read
     channel by channel (a plane at a time), the trie cells and children in small int arrays.
@@ -524,16 +524,17 @@ def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptiv
                 q = min(max(p16 >> 1, 1), 2 ** PROBABILITY_BITS - 1)
                 total -= math.log2(q / 2 ** PROBABILITY_BITS if bit else 1 - q / 2 ** PROBABILITY_BITS)
             err = (bit << 16) - p16
-            w0 += (x0 * err + 65536) >> 17
-            w1 += (x1 * err + 65536) >> 17
-            w4 += (x4 * err + 65536) >> 17
-            w5 += (x5 * err + 65536) >> 17
-            w6 += (64 * err + 65536) >> 17
+            half = np.int64(1) << (rate_shift - 1)
+            w0 += (x0 * err + half) >> rate_shift
+            w1 += (x1 * err + half) >> rate_shift
+            w4 += (x4 * err + half) >> rate_shift
+            w5 += (x5 * err + half) >> rate_shift
+            w6 += (64 * err + half) >> rate_shift
             target = (bit << 16) - bit
             p4, n4 = c4 >> 16, c4 & 0xffff
-            cells[node] = ((p4 + (((target - p4) * np.int64(RECIPROCAL16[n4]) + 32768) >> 16)) << 16) | min(n4 + 1, CELL_LIMIT)
+            cells[node] = ((p4 + (((target - p4) * np.int64(RECIPROCAL16[n4]) + 32768) >> 16)) << 16) | min(n4 + 1, cell_limit)
             p5, n5 = c5 >> 16, c5 & 0xffff
-            prefix_cells[hp] = ((p5 + (((target - p5) * np.int64(RECIPROCAL16[n5]) + 32768) >> 16)) << 16) | min(n5 + 1, CELL_LIMIT)
+            prefix_cells[hp] = ((p5 + (((target - p5) * np.int64(RECIPROCAL16[n5]) + 32768) >> 16)) << 16) | min(n5 + 1, cell_limit)
             child = children[2 * node + bit]
             if child < 0:
                 child = used
@@ -813,19 +814,15 @@ def main():
     variants = dict(VARIANTS) if args.variants == "all" else {v: VARIANTS[v] for v in args.variants.split(";")}
     if args.speed:  # the sketch's design alone (its fitted start with --fit)
         variants = {SMALL: VARIANTS[SMALL]}
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    codec = Codec.load(args.weights, coder="raw", refine=False)
+    codec, cache = shipped_codes(args.weights, args.cache)
     model = ContextModel.from_tensors(codec.extra)
     if args.lean:
-        images = [cached_codes(codec, path, cache)[0].tiles for folder in args.fit
-                  for path in list_images(folder)[:args.fit_images]]
+        images = folder_codes(codec, args.fit, args.fit_images, cache)
         lean_rows(args.data, codec, model, cache, args.images, lean_start(images, model))
         return
     starts = {}
     if args.fit:
-        images = [cached_codes(codec, path, cache)[0].tiles for folder in args.fit
-                  for path in list_images(folder)[:args.fit_images]]
+        images = folder_codes(codec, args.fit, args.fit_images, cache)
         for name, variant in list(variants.items()):
             if name in FITTED:
                 starts[f"{name}, fitted start"] = fitted_start(images, model, variant)

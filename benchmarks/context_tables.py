@@ -48,6 +48,20 @@ def cached_codes(codec: Codec, path: Path, cache: Path) -> tuple[Codes, np.ndarr
     return Codes(width, height, tile_size, tiles), z["msssim"], width * height
 
 
+def shipped_codes(weights, cache: str) -> tuple[Codec, Path]:
+    """The model whose codes the coder benchmarks measure (raw coder: they re-code its codes),
+    and the folder its codes are cached in (made if missing)."""
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Codec.load(weights, coder="raw", refine=False), folder
+
+
+def folder_codes(codec: Codec, folders: list, limit: int, cache: Path) -> list[list[np.ndarray]]:
+    """The tiles' codes of the first `limit` images of each folder (`cached_codes`): the training
+    images other benchmarks fit their constants on."""
+    return [cached_codes(codec, path, cache)[0].tiles for folder in folders for path in list_images(folder)[:limit]]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tables", nargs="*", help="weight files whose context models are compared")

@@ -10,6 +10,7 @@ k decodes. The coder id is stored in every bitstream header.
 | 0  | raw     | plain bit packing, as the paper's released encoder |
 | 1  | context | range coding with probabilities from counted contexts (docs/ENTROPY.md) |
 | 2  | adaptive | the context coder's tables refined as it codes, by context states and adaptive maps fresh at every step (`rgbatch/adapt.py`; the default since session 11) |
+| 3  | mixing  | coder id 2 with its first iterations' bits coded by a logistic mix of its entry, the table's and two block-history models (`rgbatch/mix.py`) |
 
 The context coder's parameters ship inside the weight file (`rgbatch fit-entropy`), so
 they are part of the model id: a stream decodes only with the tables that coded it.
@@ -25,7 +26,7 @@ import numpy as np
 # constriction's Bernoulli model warns unless `perfect` is given; False is its recommended mode
 import constriction
 
-from . import adapt
+from . import adapt, mix
 from .context import (CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas, ContextModel,
                       ContextModelError, context_index, reads_step)
 
@@ -145,6 +146,7 @@ class ContextCoder:
     name = "context"
     partial = True
     adaptive = False  # coder id 2 (AdaptiveCoder) refines each table entry as it codes
+    mixing = False  # coder id 3 (MixingCoder) mixes coder id 2's entries in its first iterations
     ENGINES = ("auto", "compiled", "constriction")
 
     def __init__(self, extra=None, engine: str = "auto", model: ContextModel | None = None):
@@ -207,7 +209,7 @@ class ContextCoder:
         if self.kernels:
             reads, own = offsets
             return self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], self.adaptive,
-                                             steps=steps)
+                                             steps=steps, mix_weights=self._mix_weights(t), width=layout.width)
         # every bit is known: one call codes the iteration in the decoder's order (colour,
         # then channel, then position), the same stream as one call per step
         channels = [min(max(steps - s * self.bits, 0), self.bits) for s in (0, 1)]  # of each colour, coded
@@ -217,21 +219,40 @@ class ContextCoder:
         encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, entries / 2.0 ** PROBABILITY_BITS)
         return encoder.get_compressed().astype("<u4").tobytes()
 
+    def _mix_weights(self, t: int):
+        """Coder id 3's starting weights of iteration t (a copy: the kernels move them), or None
+        where it is not mixed."""
+        return mix.START[t].copy() if self.mixing and t < mix.MIXED_ITERATIONS else None
+
+    def _mixer(self, layout: Canvas, canvas: np.ndarray, t: int):
+        """The reference engine's mixer of iteration t (`mix.IterationMixer`), or None."""
+        return mix.IterationMixer(canvas, layout.positions, t, layout.width) if self._mix_weights(t) is not None else None
+
     def _coded_entries(self, layout: Canvas, canvas: np.ndarray, t: int) -> list[np.ndarray]:
         """The table entry q each bit of iteration t is coded with, per colour (bits, positions),
         by the reference engine: the context's entry, or for coder id 2 what its adaptation
-        makes of it (`adapt.refine`, per step). A context reads only bits coded before it:
-        earlier steps, and its own step's rows above."""
+        makes of it (`adapt.refine`, per step), and for coder id 3 in its mixed iterations what
+        the mixer makes of both, bit by bit in coding order. A context reads only bits coded
+        before it: earlier steps, and its own step's rows above."""
         channels = np.arange(self.bits)[:, None]
-        out = []
+        out, tables = [], []
         for s, positions in enumerate(layout.positions):
             contexts = context_index(canvas, layout.width, t, self.features[t, s], positions)  # (bits, n)
+            tables.append(self.table[t, s, channels, contexts])
             if self.adaptive:
                 ones, k = canvas[MAX_LOOKBACK + t][:, positions], self.features.shape[3]
                 out.append(np.stack([adapt.refine(self.table[t, s, c], contexts[c], ones[c], k)
                                      for c in range(self.bits)]))
             else:
-                out.append(self.table[t, s, channels, contexts])
+                out.append(tables[-1])
+        mixer = self._mixer(layout, canvas, t)
+        if mixer:
+            for s, positions in enumerate(layout.positions):
+                for c in range(self.bits):
+                    mixer.start_step()
+                    for i, position in enumerate(positions.tolist()):
+                        out[s][c, i] = mixer.entry(position, c, out[s][c, i], tables[s][c, i])
+                        mixer.learn(canvas[MAX_LOOKBACK + t, c, position])
         return out
 
     def code_lengths(self, codes: list[np.ndarray]) -> list[np.ndarray]:
@@ -248,7 +269,7 @@ class ContextCoder:
             if self.kernels:  # the kernels record what they code with
                 reads, own = steps
                 self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], self.adaptive,
-                                          entries)
+                                          entries, mix_weights=self._mix_weights(t), width=layout.width)
                 continue
             for positions, coded in zip(layout.positions, self._coded_entries(layout, canvas, t)):
                 entries[MAX_LOOKBACK + t][:, positions] = coded
@@ -274,12 +295,14 @@ class ContextCoder:
             if self.kernels:
                 reads, own = offsets
                 status = self.kernels.decode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], chunk,
-                                                   self.adaptive, steps=coded)
+                                                   self.adaptive, steps=coded, mix_weights=self._mix_weights(t),
+                                                   width=layout.width)
                 if status:
                     raise EntropyError(f"iteration {t + 1} {UNSEALED[status]}")
                 continue
             decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(chunk, "<u4").astype(np.uint32))
             plane = canvas[MAX_LOOKBACK + t]
+            mixer = self._mixer(layout, canvas, t)
             # step by step: a step's contexts read the channels decoded before it
             for s, positions in enumerate(layout.positions):
                 for c in range(min(max(coded - s * self.bits, 0), self.bits)):
@@ -287,10 +310,13 @@ class ContextCoder:
                     # a step whose contexts read its own bits in the row above goes row by row
                     runs = layout.rows(s) if reads_step(features, c).any() else [slice(None)]
                     state = adapt.StepState(table_row, features.shape[0]) if self.adaptive else None
+                    if mixer:
+                        mixer.start_step()
                     for run in runs:
                         contexts = context_index(canvas, layout.width, t, features, positions[run])
                         try:
-                            plane[c, positions[run]] = self._decode_step(decoder, table_row, contexts, state)
+                            plane[c, positions[run]] = self._decode_step(decoder, table_row, contexts, state, mixer, c,
+                                                                         positions[run])
                         except AssertionError:  # constriction's "invalid data": a point no encoder writes
                             raise EntropyError(f"iteration {t + 1} {UNSEALED[2]}") from None
             # accepted only if these are the bytes the encoder writes for the bits decoded (its words
@@ -301,17 +327,23 @@ class ContextCoder:
                 raise EntropyError(f"iteration {t + 1} {UNSEALED[status]}")
         return layout.cut(canvas)
 
-    def _decode_step(self, decoder, table_row: np.ndarray, contexts: np.ndarray, maps=None) -> np.ndarray:
+    def _decode_step(self, decoder, table_row: np.ndarray, contexts: np.ndarray, maps=None, mixer=None, c: int = 0,
+                     positions=()) -> np.ndarray:
         """The reference engine's bits of one step (or of a run of its positions), from its table
         row and their contexts: all at once, or for coder id 2 one at a time, each entry refined
-        by `maps`, the step's `adapt.StepState`, from what the step decoded before."""
+        by `maps`, the step's `adapt.StepState`, from what the step decoded before, and for coder
+        id 3 mixed by `mixer`, the iteration's `mix.IterationMixer` (channel c at `positions`)."""
         if not self.adaptive:
             return decoder.decode(BERNOULLI, table_row[contexts] / 2.0 ** PROBABILITY_BITS)
         bits = np.empty(len(contexts), bool)
         for i, ctx in enumerate(contexts.tolist()):
             coded = maps.entry(ctx)
+            if mixer:
+                coded = mixer.entry(int(positions[i]), c, coded, int(table_row[ctx]))
             bits[i] = decoder.decode(BERNOULLI, np.array([coded / 2.0 ** PROBABILITY_BITS]))[0]
             maps.learn(bits[i])
+            if mixer:
+                mixer.learn(bits[i])
         return bits
 
 
@@ -326,6 +358,24 @@ class AdaptiveCoder(ContextCoder):
     coder_id = 2
     name = "adaptive"
     adaptive = True
+
+
+class MixingCoder(AdaptiveCoder):
+    """Coder id 3: coder id 2 with the bits of its first `mix.MIXED_ITERATIONS` iterations coded
+    with a logistic mix of coder id 2's entry, the bare table entry and two block-history models
+    (`rgbatch.mix`, docs/ENTROPY.md, "The mixing coder"): 1-2 % fewer bytes. The same tables,
+    no more parameters in the weights (the mixer's starting weights are the format's)."""
+
+    coder_id = 3
+    name = "mixing"
+    mixing = True
+
+    def __init__(self, extra=None, engine: str = "auto", model: ContextModel | None = None):
+        try:
+            mix.check_tables()
+        except mix.MixingError as e:
+            raise EntropyError(str(e)) from None
+        super().__init__(extra, engine, model)
 
 
 BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
@@ -362,12 +412,14 @@ def register_coder(cls: type[Coder]) -> type[Coder]:
 register_coder(RawCoder)
 register_coder(ContextCoder)
 register_coder(AdaptiveCoder)
+register_coder(MixingCoder)
 
 
 def default_coder_name(extra=None) -> str:
-    """The coder for new encodings: the adaptive context coder when the weights carry its model."""
+    """The coder for new encodings: the mixing context coder (coder id 3, since session 26) when
+    the weights carry its model."""
     extra = extra or {}
-    return AdaptiveCoder.name if CONTEXT_PROBABILITIES in extra else RawCoder.name
+    return MixingCoder.name if CONTEXT_PROBABILITIES in extra else RawCoder.name
 
 
 def get_coder(key, extra=None):

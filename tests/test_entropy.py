@@ -9,7 +9,7 @@ from rgbatch import bitstream
 from rgbatch.cli import app
 from rgbatch.codec import Codec
 from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS, is_causal
-from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError, RawCoder, get_coder
+from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError, MixingCoder, RawCoder, get_coder
 from rgbatch.entropy_fit import candidate_features, fit_context_model
 from rgbatch.weights import load_weights
 
@@ -53,16 +53,17 @@ def sticky_codes(rng, iterations, shapes, flip=0.1):
 
 
 GOLDEN = {ContextCoder: "a8d8b84d79d66759",  # pinned since session 3
-          AdaptiveCoder: "7f57549cc6748164"}  # since session 11
+          AdaptiveCoder: "7f57549cc6748164",  # since session 11
+          MixingCoder: "7af1dfa0f95f8568"}  # since session 26
 
 
-@pytest.fixture(scope="module", params=[ContextCoder, AdaptiveCoder], ids=lambda kind: kind.name)
+@pytest.fixture(scope="module", params=[ContextCoder, AdaptiveCoder, MixingCoder], ids=lambda kind: kind.name)
 def coder(request):
     return request.param(hand_made_model(bits=4, iterations=5))
 
 
 @pytest.mark.parametrize("make", [lambda: RawCoder(), lambda: ContextCoder(hand_made_model(4, 5)),
-                                  lambda: AdaptiveCoder(hand_made_model(4, 5))])
+                                  lambda: AdaptiveCoder(hand_made_model(4, 5)), lambda: MixingCoder(hand_made_model(4, 5))])
 def test_round_trip_is_exact_at_every_depth(make, rng):
     coder = make()
     codes = [rng.random((5, *s)) < 0.3 for s in SHAPES]
@@ -168,8 +169,9 @@ def test_unknown_coders_and_missing_tables_are_worded_errors():
     with pytest.raises(EntropyError, match="fit-entropy"):
         get_coder("context", {})
     assert isinstance(get_coder("auto", {}), RawCoder)
-    assert type(get_coder("auto", hand_made_model(4, 5))) is AdaptiveCoder  # the default since session 11
-    assert type(get_coder(1, hand_made_model(4, 5))) is ContextCoder  # and id 1 is still known
+    assert type(get_coder("auto", hand_made_model(4, 5))) is MixingCoder  # the default since session 26 (2 before)
+    assert type(get_coder(1, hand_made_model(4, 5))) is ContextCoder  # and ids 1 and 2 are still known
+    assert type(get_coder(2, hand_made_model(4, 5))) is AdaptiveCoder
 
 
 def test_chunks_of_the_wrong_size_are_refused(coder, rng):
@@ -199,14 +201,14 @@ def test_fit_entropy_adds_the_tables_to_the_weights(tiny_weights, fitted_weights
     assert extra[CONTEXT_PROBABILITIES].shape == (model.cfg.max_iterations, 2, model.cfg.bits, 4)
 
 
-def test_codec_uses_the_adaptive_coder_and_decodes_as_raw_would(fitted_weights, rng):
+def test_codec_uses_the_mixing_coder_and_decodes_as_raw_would(fitted_weights, rng):
     image = smooth_image(rng, 90, 140)
     default = Codec.load(fitted_weights, tile_size=64, device="cpu")
     raw = Codec.load(fitted_weights, tile_size=64, device="cpu", coder="raw")
     context = Codec.load(fitted_weights, tile_size=64, device="cpu", coder="context")
     a, b = default.encode(image, 4, measure=False), raw.encode(image, 4, measure=False)
     c = context.encode(image, 4, measure=False)
-    assert bitstream.read_header(a.blob).coder_id == AdaptiveCoder.coder_id
+    assert bitstream.read_header(a.blob).coder_id == MixingCoder.coder_id
     assert bitstream.read_header(c.blob).coder_id == ContextCoder.coder_id
     for k in range(1, 5):
         cut = bitstream.truncate(a.blob, k)

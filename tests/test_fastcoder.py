@@ -13,7 +13,7 @@ import torch
 from rgbatch import adapt, fastcoder
 from rgbatch.codec import Codec
 from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, Canvas
-from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError
+from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError, MixingCoder
 from rgbatch.entropy_fit import candidate_features
 from rgbatch.imageio import read_image
 
@@ -21,7 +21,7 @@ from conftest import DATA
 from test_entropy import GOLDEN, SHAPES, hand_made_model, hashed_bits, sticky_codes
 
 BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
-KINDS = [ContextCoder, AdaptiveCoder]  # coder ids 1 and 2: the same kernels, with and without the map
+KINDS = [ContextCoder, AdaptiveCoder, MixingCoder]  # coder ids 1-3: the same kernels, without or with the map and the mixer
 
 
 def sequence_kernel(q: np.ndarray):
@@ -51,7 +51,7 @@ def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.
     canvas, plane, args = sequence_kernel(q)
     canvas[plane] = bits
     out = np.empty(fastcoder.max_words(bits.size), np.uint32)
-    m = fastcoder.encode_iteration(canvas, *args, out, fastcoder.NOT_RECORDED, 2)
+    m = fastcoder.encode_iteration(canvas, *args, out, fastcoder.NOT_RECORDED, 2, *fastcoder.NOT_MIXED)
     words = out[:m].copy()
     return (words, *decode_sequence(words, q))
 
@@ -59,7 +59,7 @@ def code_sequence(bits: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int, np.
 def decode_sequence(words: np.ndarray, q: np.ndarray) -> tuple[int, np.ndarray]:
     """The kernels' status and bits decoding `words` as a sequence of q.size bits of entries q."""
     canvas, plane, args = sequence_kernel(q)
-    status = fastcoder.decode_iteration(canvas, *args, np.asarray(words, np.uint32), 2)
+    status = fastcoder.decode_iteration(canvas, *args, np.asarray(words, np.uint32), 2, *fastcoder.NOT_MIXED)
     return status, canvas[plane].astype(bool)
 
 
@@ -199,7 +199,9 @@ def test_contexts_that_read_their_own_step_in_the_row_above_decode_in_both_engin
         base = rng.random((*c.shape[:2], rows + cols)) < 0.5
         striped.append(base[:, :, np.arange(cols)[None, :] - np.arange(rows)[:, None] + rows])
     shuffled = [c[:, :, rng.permutation(c.shape[2])][:, :, :, rng.permutation(c.shape[3])] for c in striped]
-    assert sum(map(len, compiled.encode(striped))) < 0.8 * sum(map(len, compiled.encode(shuffled)))
+    # (coder id 3's history models find some of the shuffled bits' structure too: the same
+    # permutation of every iteration keeps what a block sent before)
+    assert sum(map(len, compiled.encode(striped))) < (0.85 if kind.mixing else 0.8) * sum(map(len, compiled.encode(shuffled)))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -25,15 +25,15 @@ def shipped(default_weights):
 
 @pytest.fixture(scope="module")
 def streams(shipped):
-    """One real stream per coder: the adaptive coder (id 2, the default), the context coder (id 1,
-    the default before session 11) and the raw one."""
+    """One real stream per coder: the mixing coder (id 3, the default), the adaptive coder (id 2,
+    the default from session 11 to 25), the context coder (id 1, before) and the raw one."""
     image = smooth_image(np.random.default_rng(5), 40, 56)
-    raw, context = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder, tile_size=32)
-                    for coder in ("raw", "context"))
-    adaptive = shipped.encode(image, 3, measure=False).blob
-    assert bitstream.read_header(adaptive).coder_id == 2
-    return {"adaptive": adaptive, "context": context.encode(image, 3, measure=False).blob,
-            "raw": raw.encode(image, 2, measure=False).blob}
+    raw, context, adaptive = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder,
+                                    tile_size=32) for coder in ("raw", "context", "adaptive"))
+    mixing = shipped.encode(image, 3, measure=False).blob
+    assert bitstream.read_header(mixing).coder_id == 3
+    return {"mixing": mixing, "adaptive": adaptive.encode(image, 3, measure=False).blob,
+            "context": context.encode(image, 3, measure=False).blob, "raw": raw.encode(image, 2, measure=False).blob}
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,9 @@ def test_forged_streams_raise_only_bitstream_error(shipped, streams):
         with_chunks(raw, [raw_chunk] * 255),
         forge(raw, coder_id=1),  # the other coders' reading of the same chunks
         forge(raw, coder_id=2),
+        forge(raw, coder_id=3),
     ]
-    for coded in (context, streams["adaptive"]):  # coder ids 1 and 2
+    for coded in (context, streams["adaptive"], streams["mixing"]):  # coder ids 1, 2 and 3
         forged += [
             with_chunks(coded, [b"\xff" * 40]),  # not a valid range-coder stream
             with_chunks(coded, [b"\xff" * 4] * 3),
@@ -154,9 +155,9 @@ def test_decode_command_prints_one_line_and_exits_1_for_a_bad_stream(tmp_path, s
 
 def test_a_context_coded_chunk_cut_short_is_refused(shipped, streams):
     """Checksums recomputed after a chunk was cut by a word, two, or to nothing, at every depth and
-    with the chunks after it or without: refused, for coder ids 1 and 2 (session 12 found such
+    with the chunks after it or without: refused, for coder ids 1, 2 and 3 (session 12 found such
     streams decoding to a wrong image; docs/FORMAT.md, "Errors")."""
-    for name in ("adaptive", "context"):
+    for name in ("mixing", "adaptive", "context"):
         blob = streams[name]
         chunks = bitstream.unpack(blob)[1]
         for t, chunk in enumerate(chunks):

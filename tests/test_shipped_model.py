@@ -38,12 +38,14 @@ def test_the_shipped_entropy_model_beats_raw_bits(shipped):
     # kodim05 save only a few percent at these depths)
     image, _ = read_image(DATA / "kodim23_crop192.png")
     encoded = shipped.encode(image, iterations=4, measure=False)
-    assert bitstream.read_header(encoded.blob).coder_id == 2  # the adaptive context coder is the default
+    assert bitstream.read_header(encoded.blob).coder_id == 3  # the mixing context coder is the default
     raw = Codec.load(DEFAULT_WEIGHTS, coder="raw").encode(image, iterations=4, measure=False)
     context = Codec.load(DEFAULT_WEIGHTS, coder="context").encode(image, iterations=4, measure=False)
+    adaptive = Codec.load(DEFAULT_WEIGHTS, coder="adaptive").encode(image, iterations=4, measure=False)
     assert len(context.blob) < 0.6 * len(raw.blob)  # measured 0.31 (model 023aa50247198e29)
-    assert len(encoded.blob) < len(context.blob)  # the map learns even on 144 code positions
-    for blob in (encoded.blob, context.blob):  # same codes, fewer bytes
+    assert len(adaptive.blob) < len(context.blob)  # the map learns even on 144 code positions
+    assert len(encoded.blob) < len(adaptive.blob)  # and the mixer beside it
+    for blob in (encoded.blob, adaptive.blob, context.blob):  # same codes, fewer bytes
         assert (shipped.decode(blob) == shipped.decode(raw.blob)).all()
 
 

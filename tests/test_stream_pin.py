@@ -4,7 +4,8 @@ The hashes were recorded from the code before the stage refactoring (issue 19). 
 the encoder's arithmetic the same on every machine (bf16 encodings may differ near a
 binarizer's zero). Two crops, two tile sizes (one tile; four tiles side by side), depths 1,
 3 and 6 as cuts of one encoding, every entropy coder (the adaptive one, coder id 2, since
-session 11: its pins were recorded when it was added). Re-recorded when the shipped network
+session 11, and the mixing one, coder id 3, since session 26: their pins were recorded when they
+were added). Re-recorded when the shipped network
 changed (session 14: model 96b4d338f4b84447, width 0.375, its tables refitted; session 16: model
 ef78a35a81cc7fa3, its decoder trained on; session 21: model 9a50ea054365ccb0, its decoder trained
 further; session 23: model eda0b20c4529a293, its decoder trained further and its tables refitted
@@ -38,6 +39,10 @@ PINNED = {  # (crop, tile size, coder): {depth: sha256 of the stream cut there, 
     ("kodim23_crop192.png", 0, "adaptive"): {1: "5ab6cbcf03a9ef6b", 3: "796b189bc6673ac8", 6: "75834f3c086cda8e"},
     ("kodim05_crop192.png", 96, "adaptive"): {1: "5791e4362e30d67d", 3: "fcae62fa66675fdb", 6: "c4a5c82c308f87ce"},
     ("kodim23_crop192.png", 96, "adaptive"): {1: "2fb198bdefdfe947", 3: "6a80fedfc2b64157", 6: "d933c79e6c9d2f7c"},
+    ("kodim05_crop192.png", 0, "mixing"): {1: "18acf52ea1ad38fe", 3: "98fd30072b6ac90c", 6: "20c0db98c394b65b"},
+    ("kodim23_crop192.png", 0, "mixing"): {1: "44a7e2639d6a40e1", 3: "13ed3a23c77e6823", 6: "8a50c7ed63662527"},
+    ("kodim05_crop192.png", 96, "mixing"): {1: "431cf5787df2832d", 3: "bb73a870bd8d0bea", 6: "7a78fb53da24ced8"},
+    ("kodim23_crop192.png", 96, "mixing"): {1: "acf2132870378d2c", 3: "c479fe67aa651f14", 6: "065d83794a661800"},
 }
 
 
@@ -48,11 +53,11 @@ def _digest(blob: bytes) -> str:
 @pytest.fixture(scope="module")
 def codecs(default_weights):
     return {(coder, tile): Codec.load(default_weights, precision="fp32", coder=coder, tile_size=tile)
-            for coder in ("raw", "context", "adaptive") for tile in (0, 96)}
+            for coder in ("raw", "context", "adaptive", "mixing") for tile in (0, 96)}
 
 
 @pytest.mark.parametrize("name", ["kodim05_crop192.png", "kodim23_crop192.png"])
-@pytest.mark.parametrize("coder", ["raw", "context", "adaptive"])
+@pytest.mark.parametrize("coder", ["raw", "context", "adaptive", "mixing"])
 @pytest.mark.parametrize("tile", [0, 96])
 def test_streams_of_the_shipped_model_keep_their_bytes(codecs, name, coder, tile):
     image, _ = read_image(DATA / name)
