@@ -470,7 +470,8 @@ def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptiv
     channel by channel (a plane at a time), the trie cells and children in small int arrays.
     The same arithmetic as `integer_mix_iteration(..., TRIE, patterns=False)` with its weights
     x[2], x[3] left out; returns the ideal length when `measure`; `final` (7 long, if given)
-    receives the weights at the end of the chunk."""
+    receives the weights at the end of the chunk; `rate_shift`, `cell_limit`: the mixer's rate
+    (2**-rate_shift) and the cells' count limit, for session 26's variants (docs/ENTROPY.md)."""
     ti = MAX_LOOKBACK + t
     order = np.concatenate((positions0, positions1))
     n = order.shape[0]
