@@ -328,6 +328,20 @@ def _descend(children, cells, node, bit, used):
     return child, used
 
 
+@njit(cache=True, inline="always")
+def _group_roots(keys, order, cells, at):
+    """One trie root (a fresh cell) per distinct history key, by one sort; `at[position]` gets its
+    root. Returns the roots made."""
+    by_key = np.argsort(keys)
+    used = 0
+    for j in range(order.shape[0]):
+        if j == 0 or keys[by_key[j]] != keys[by_key[j - 1]]:
+            cells[used] = np.int64(32768) << 16
+            used += 1
+        at[order[by_key[j]]] = used - 1
+    return used
+
+
 # how the sketch finds the cells of its two block-history models (vector2, prefix)
 UNHASHED, HASHED, TRIE = 0, 1, 2
 
@@ -383,13 +397,7 @@ def integer_mix_iteration(canvas, plane, width, bits, t, positions0, positions1,
     prefix_used = 1
     if hashed == TRIE:
         order = np.concatenate((positions0, positions1))
-        keys = (v1[order] << 32) | v2[order]
-        by_key = np.argsort(keys)
-        for j in range(order.shape[0]):
-            if j == 0 or keys[by_key[j]] != keys[by_key[j - 1]]:
-                history_cells[used] = np.int64(32768) << 16
-                used += 1
-            at[order[by_key[j]]] = used - 1
+        used = _group_roots((v1[order] << 32) | v2[order], order, history_cells, at)
         prefix_tree[0] = prefix_tree[1] = np.int64(32768) << 16
     total = 0.0
     for st in range(2 * bits):
@@ -491,13 +499,7 @@ def lean_mix_iteration(canvas, plane, bits, t, positions0, positions1, q_adaptiv
     prefix_cells = np.empty(2 * nodes, np.int64)
     at = np.empty(plane, np.int32)
     at_prefix = np.zeros(plane, np.int32)
-    by_key = np.argsort(keys)
-    used = 0
-    for j in range(n):
-        if j == 0 or keys[by_key[j]] != keys[by_key[j - 1]]:
-            cells[used] = np.int64(32768) << 16
-            used += 1
-        at[order[by_key[j]]] = used - 1
+    used = _group_roots(keys, order, cells, at)
     prefix_cells[0] = prefix_cells[1] = np.int64(32768) << 16
     prefix_used = 1
     w0, w1, w4, w5, w6 = start[0], start[1], start[4], start[5], start[6]

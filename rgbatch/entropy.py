@@ -9,8 +9,8 @@ k decodes. The coder id is stored in every bitstream header.
 |----|---------|-------|
 | 0  | raw     | plain bit packing, as the paper's released encoder |
 | 1  | context | range coding with probabilities from counted contexts (docs/ENTROPY.md) |
-| 2  | adaptive | the context coder's tables refined as it codes, by context states and adaptive maps fresh at every step (`rgbatch/adapt.py`; the default since session 11) |
-| 3  | mixing  | coder id 2 with its first iterations' bits coded by a logistic mix of its entry, the table's and two block-history models (`rgbatch/mix.py`) |
+| 2  | adaptive | the context coder's tables refined as it codes, by context states and adaptive maps fresh at every step (`rgbatch/adapt.py`; the default from session 11 to 25) |
+| 3  | mixing  | coder id 2 with its first iterations' bits coded by a logistic mix of its entry, the table's, two block-history and two same-step pattern models (`rgbatch/mix.py`; the default since session 26) |
 
 The context coder's parameters ship inside the weight file (`rgbatch fit-entropy`), so
 they are part of the model id: a stream decodes only with the tables that coded it.
@@ -362,8 +362,9 @@ class AdaptiveCoder(ContextCoder):
 
 class MixingCoder(AdaptiveCoder):
     """Coder id 3: coder id 2 with the bits of its first `mix.MIXED_ITERATIONS` iterations coded
-    with a logistic mix of coder id 2's entry, the bare table entry and two block-history models
-    (`rgbatch.mix`, docs/ENTROPY.md, "The mixing coder"): 1-2 % fewer bytes. The same tables,
+    with a logistic mix of coder id 2's entry, the bare table entry, two block-history models and
+    two same-step pattern models (`rgbatch.mix`, docs/ENTROPY.md, "The mixing coder"): 1.3-2.3 %
+    fewer bytes. The same tables,
     no more parameters in the weights (the mixer's starting weights are the format's)."""
 
     coder_id = 3
