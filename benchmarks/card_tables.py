@@ -14,9 +14,10 @@ PAPER = {1: (0.8191, 23.01), 2: (0.9037, 25.65), 3: (0.9375, 27.14), 4: (0.9538,
 BASELINES = {"jpeg420": "JPEG 4:2:0 (Pillow, optimized Huffman)", "jpeg444": "JPEG 4:4:4", "webp": "WebP",
              "avif": "AVIF (speed 6, Pillow's default)", "avif-s2": "AVIF speed 2", "avif-s2-444": "AVIF speed 2, 4:4:4",
              "jxl": "JPEG XL (effort 7)", "jxl-e9": "JPEG XL (effort 9)"}
-NAMES = {"rgbatch-mixing": "mixing coder (id 3, the default)", "rgbatch-adaptive": "adaptive coder (id 2)",
+NAMES = {"rgbatch-mixing2": "mixing coder with groups (id 4, the default)", "rgbatch-mixing": "mixing coder (id 3)",
+         "rgbatch-adaptive": "adaptive coder (id 2)",
          "rgbatch-context": "context coder (id 1)", "rgbatch-raw": "raw bits"}
-CODED = ("rgbatch-mixing", "rgbatch-adaptive", "rgbatch-context")  # newest first: the first a summary has is its default
+CODED = ("rgbatch-mixing2", "rgbatch-mixing", "rgbatch-adaptive", "rgbatch-context")  # newest first: the first a summary has is its default
 
 
 def main():
@@ -24,7 +25,7 @@ def main():
     parser.add_argument("summary")
     summary = json.load(open(parser.parse_args().summary))
     codecs = summary["codecs"]
-    # the default coder: mixing (coder id 3) since session 26, adaptive (id 2) since session 11, context (id 1) before
+    # the default coder: mixing2 (coder id 4) since session 27, mixing (coder id 3) in session 26, adaptive (id 2) since session 11, context (id 1) before
     default = next(key for key in CODED if key in codecs)
     curves = {key: {p["quality"]: p for p in codecs[key]["curve"]}
               for key in ("rgbatch-raw", *reversed(CODED)) if key in codecs}

@@ -13,7 +13,8 @@ chunks to codes (checked equal), in megapixels of image per second, best of --re
     coder for new encodings from session 11 to 25 (its reference engine codes a bit at a time in Python:
     not timed);
   - mixing: coder id 3, the same kernels with coder id 2's adaptation and, in iterations 1-4, the mixer
-    (rgbatch/mix.py), the default since session 26 (its reference engine: not timed either);
+    (rgbatch/mix.py), the default in session 26 (its reference engine: not timed either);
+  - mixing2: coder id 4, coder id 3 with the group model, mixing iterations 1-8, the default since session 27;
   - context/constriction: the same coder, same bytes, through numpy and constriction (the
     implementation before the kernels; --no-reference skips it, it is the slow one).
 
@@ -44,7 +45,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from rgbatch.entropy import AdaptiveCoder, ContextCoder, MixingCoder, RawCoder  # noqa: E402
+from rgbatch.entropy import AdaptiveCoder, ContextCoder, GroupedMixingCoder, MixingCoder, RawCoder  # noqa: E402
 
 CLOCK = time.perf_counter  # of the one-thread rows; --clock cpu: the thread's CPU time
 CODES: list[list[np.ndarray]] = []  # per image, per tile (iterations, bits, rows, cols); read by forked workers
@@ -86,6 +87,8 @@ def make_coder(name: str, extra):
         return AdaptiveCoder(extra, engine="compiled")
     if name == "mixing":
         return MixingCoder(extra, engine="compiled")
+    if name == "mixing2":
+        return GroupedMixingCoder(extra, engine="compiled")
     return ContextCoder(extra, engine="constriction" if name.endswith("constriction") else "compiled")
 
 
@@ -216,13 +219,13 @@ def main():
 
     if args.profile:
         profile_reference(extra, max(args.depths), args.profile, console)
-    names = ["raw", "context", "adaptive", "mixing", "context/constriction"]
+    names = ["raw", "context", "adaptive", "mixing", "mixing2", "context/constriction"]
     if ContextCoder(extra).engine == "compiled":
         start = time.perf_counter()
         code_images("context", extra, 1, [0])
         console.print(f"first call of the kernels in this process (cache load or compile): "
                       f"{time.perf_counter() - start:.2f} s")
-        names = names[:4] if args.no_reference else names
+        names = names[:5] if args.no_reference else names
     else:  # as on a machine without numba: the coder's "auto" engine is constriction there
         console.print("the compiled kernels do not import here (no numba): only the constriction engine is timed")
         names = ["raw", "context/constriction"]

@@ -21,14 +21,15 @@ from pathlib import Path
 
 from rgbatch.bench import bd_curve, bd_rate
 
-CODERS = {"mixing": "rgbatch-mixing", "adaptive": "rgbatch-adaptive", "context": "rgbatch-context", "raw": "rgbatch-raw"}
+CODERS = {"mixing2": "rgbatch-mixing2", "mixing": "rgbatch-mixing", "adaptive": "rgbatch-adaptive", "context": "rgbatch-context", "raw": "rgbatch-raw"}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("summaries", nargs="+", help="summary.json of each model's bench run; the first is the reference")
-    parser.add_argument("--coder", choices=sorted(CODERS), default="mixing",
-                        help="whose bytes: the mixing coder (id 3, the default one since session 26), the adaptive "
+    parser.add_argument("--coder", choices=sorted(CODERS), default="mixing2",
+                        help="whose bytes: the mixing coder with groups (id 4, the default one since session 27), the "
+                             "mixing coder (id 3, session 26's), the adaptive "
                              "coder (id 2), the context coder (id 1) or raw bits")
     args = parser.parse_args()
     coded = CODERS[args.coder]
@@ -36,9 +37,10 @@ def main():
     if missing:
         parser.error(f"no bench summary at {', '.join(missing)} (run `rgbatch bench` first)")
     runs = {Path(p).parent.name: json.load(open(p)) for p in args.summaries}
-    if args.coder == "mixing" and any(coded not in run["codecs"] for run in runs.values()):
-        coded = CODERS["adaptive"]  # summaries from before session 26: compare all of them by coder id 2's bytes
-        print("(some summaries have no mixing coder's bytes: the adaptive coder's compared)\n")
+    older = {CODERS["mixing2"]: CODERS["mixing"], CODERS["mixing"]: CODERS["adaptive"]}  # before sessions 27, 26
+    while coded in older and any(coded not in run["codecs"] for run in runs.values()):
+        print(f"(some summaries have no {coded} bytes: {older[coded]}'s compared)\n")
+        coded = older[coded]
     curves = {name: {p["quality"]: p for p in run["codecs"][coded]["curve"]} for name, run in runs.items()}
     raw = {name: {p["quality"]: p for p in run["codecs"]["rgbatch-raw"]["curve"]} for name, run in runs.items()}
     depths = sorted(set.intersection(*(set(c) for c in curves.values())))

@@ -32,7 +32,8 @@ from rgbatch.limits import layout
 
 SOURCE = Path(__file__).parent.parent / "tests" / "data" / "kodim05_crop192.png"
 # (coder, height, width, tile size, depth, steps of the last chunk: 0 whole) of the real streams mutated
-SEEDS = [("mixing", 64, 48, 512, 16, 0), ("mixing", 80, 96, 32, 3, 40), ("adaptive", 64, 48, 512, 16, 0),
+SEEDS = [("mixing2", 64, 48, 512, 16, 0), ("mixing2", 80, 96, 32, 3, 40), ("mixing", 64, 48, 512, 16, 0),
+         ("mixing", 80, 96, 32, 3, 40), ("adaptive", 64, 48, 512, 16, 0),
          ("adaptive", 80, 96, 32, 3, 40), ("context", 64, 48, 512, 16, 0),
          ("context", 80, 96, 32, 3, 0), ("context", 33, 40, 0, 2, 8), ("raw", 48, 40, 32, 4, 0), ("raw", 17, 70, 64, 1, 0)]
 

@@ -84,7 +84,7 @@ def check_partial(target: Target, measure: bool, coder: str):
     if target and not measure:
         raise OptionError("partial", "chooses by the MS-SSIM of every candidate: measuring must stay on")
     if not codes_partial(coder):
-        raise OptionError("partial", f"needs a context coder (mixing, adaptive or context): the {coder} coder codes whole "
+        raise OptionError("partial", f"needs a context coder (mixing2, mixing, adaptive or context): the {coder} coder codes whole "
                                      f"iterations only")
 
 

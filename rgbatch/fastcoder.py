@@ -27,10 +27,10 @@ in the L1 cache. Measured (session 11): a state for all 64 steps at once (a 512 
 chunk, its cells 0 until seen) made coder id 2 code 1.35x slower, and it made the 128 KB table
 of knots and weights (PLACE) look slow, which it is not beside the small state.
 
-Coder id 3 (`mixing`) runs in them too: in its first iterations each entry is then mixed with
-the table entry and four models of the blocks' history and the step's neighbours (`mix_setup`,
-`_mix_entry`, `_mix_learn`; `rgbatch/mix.py`, docs/ENTROPY.md, "The mixing coder"), in the same
-loop; its tries live in flat int32 arrays for the chunk.
+Coder ids 3 and 4 (`mixing`, `mixing2`) run in them too: in their first iterations each entry is
+then mixed with the table entry and four (coder id 4: five) models of the blocks' history and the
+step's neighbours (`mix_setup`, `_mix_entry`, `_mix_learn`; `rgbatch/mix.py`, docs/ENTROPY.md,
+"The mixing coder"), in the same loop; its tries and cells live in flat int32 arrays for the chunk.
 
 Compiled once per machine and cached beside this file (numba's `cache=True`), so that later
 processes, Ray workers included, load the machine code instead of compiling again. The kernels
@@ -83,7 +83,7 @@ NO_NEAR = np.empty(0, np.uint64)
 # the kernels' mixer arguments of an iteration that is not mixed. Always passed: numba keys an
 # omitted default array by its identity, so a kernel with array defaults compiled again in every
 # process (measured: 6.4 s for each process's first chunk instead of 0.3)
-NOT_MIXED = (NO_MIX, NO_NODES, NO_NODES, NO_NODES, 0, NO_NODES, NO_NEAR)
+NOT_MIXED = (NO_MIX, NO_NODES, NO_NODES, NO_NODES, 0, NO_NODES, NO_NODES, NO_NEAR)
 
 
 @njit(cache=True, nogil=True)
@@ -170,17 +170,31 @@ def _write_held(out, n, first, count, carry):
     return n
 
 
-# -- coder id 3: the mixer of an iteration (`mix.IterationMixer`) ------------------------------------
+# -- coder ids 3 and 4: the mixer of an iteration (`mix.IterationMixer`) ------------------------------
 @njit(cache=True, nogil=True)
-def mix_setup(canvas, positions0, positions1, own, plane, capacity):
-    """The mixer's state at the start of a chunk: `at` (2 x plane), each position's node in the
+def _rank(keys, order, at, base):
+    """Each position's group, the rank of its key among the distinct keys (by one sort), written
+    at `at[base + position]`; returns the number of groups."""
+    by_key = np.argsort(keys)
+    groups = 0
+    for j in range(keys.shape[0]):
+        if j == 0 or keys[by_key[j]] != keys[by_key[j - 1]]:
+            groups += 1
+        at[base + order[by_key[j]]] = groups - 1
+    return groups
+
+
+@njit(cache=True, nogil=True)
+def mix_setup(canvas, positions0, positions1, own, plane, capacity, grouped):
+    """The mixer's state at the start of a chunk: `at` (3 x plane), each position's node in the
     history trie (its group's root: `mix.history_keys`, computed here in the same loop order as
-    the reference and grouped by one sort) then in the prefix trie (the root); the tries, flat:
-    3 x capacity (node i at 3i: child 0, child 1, cell) and 4 x capacity (child 0, child 1, cell
-    after a 0, after a 1 one iteration back); and the history trie's nodes used. `own`: where
-    each channel of the iteration lies (`step_offsets`); `plane`: positions a canvas plane holds.
-    (The keys in numpy, `mix.history_keys`, measured 1.8 ms a chunk of budgie_003, 11 ns a bit:
-    more than the mixing of some bits; here they cost 2-4.)"""
+    the reference and grouped by one sort), in the prefix trie (the root) and, with `grouped`
+    (coder id 4), its group of equal bits in iteration t-1 (else 0); the tries, flat: 3 x capacity
+    (node i at 3i: child 0, child 1, cell) and 4 x capacity (child 0, child 1, cell after a 0,
+    after a 1 one iteration back); the history trie's nodes used; and the groups of iteration t-1
+    (0 without `grouped`). `own`: where each channel of the iteration lies (`step_offsets`);
+    `plane`: positions a canvas plane holds. (The keys in numpy, `mix.history_keys`, measured
+    1.8 ms a chunk of budgie_003, 11 ns a bit: more than the mixing of some bits; here they cost 2-4.)"""
     order = np.concatenate((positions0, positions1))
     n = order.shape[0]
     if capacity < n + 1:  # `mix.capacity` never gives less: a root per position fits
@@ -192,32 +206,31 @@ def mix_setup(canvas, positions0, positions1, own, plane, capacity):
         one = own[k] - back
         for j in range(n):
             keys[j] = (keys[j] << 1) | np.int64(canvas[one + np.uint64(order[j])])
+    at = np.zeros(3 * plane, np.int32)
+    groups = _rank(keys, order, at, 2 * plane) if grouped else 0
     for k in range(bits):  # iteration t-2 xored in at bit 32 + k % 32
         two = own[k] - back - back
         for j in range(n):
             keys[j] = keys[j] ^ (np.int64(canvas[two + np.uint64(order[j])]) << (32 + (k & 31)))
-    at = np.zeros(2 * plane, np.int32)
     history = np.empty(3 * capacity, np.int32)
     prefix = np.empty(4 * capacity, np.int32)
-    by_key = np.argsort(keys)
-    used = 0
-    for j in range(n):
-        if j == 0 or keys[by_key[j]] != keys[by_key[j - 1]]:
-            history[3 * used] = history[3 * used + 1] = -1
-            history[3 * used + 2] = mix.FRESH
-            used += 1
-        at[order[by_key[j]]] = used - 1
+    used = _rank(keys, order, at, 0)
+    for i in range(used):
+        history[3 * i] = history[3 * i + 1] = -1
+        history[3 * i + 2] = mix.FRESH
     prefix[0] = prefix[1] = -1
     prefix[2] = prefix[3] = mix.FRESH
-    return at, history, prefix, used
+    return at, history, prefix, used, groups
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _mix_entry(w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, canvas, near, bit, back, position, q_adaptive,
-               q_table):
-    """The entry q a mixed bit is coded with (`mix.IterationMixer.entry`), and what learning from
-    it needs: its stretched inputs, squashed p16, trie nodes, bit one iteration back and pattern cells."""
-    plane = np.uint64(at.shape[0] >> 1)
+def _mix_entry(w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, groups, canvas, near, bit, back,
+               position, group_cell, q_adaptive, q_table):
+    """The entry q a mixed bit is coded with (`mix.IterationMixer.entry`), and what
+    learning from it needs: its stretched inputs, squashed p16, trie nodes, bit one iteration back,
+    pattern cells and group cell (its position's group x bits + its channel, `group_cell`; the
+    input is 0 without the group model, `groups` empty)."""
+    plane = np.uint64(at.shape[0] // 3)
     node, pnode = np.uint64(at[position]), np.uint64(at[plane + position])
     back_bit = np.uint64(canvas[bit - back])
     pattern = pattern2 = np.uint64(0)
@@ -232,9 +245,13 @@ def _mix_entry(w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, canvas
     x3 = np.int64(STRETCH[np.uint64(prefix[np.uint64(4) * pnode + np.uint64(2) + back_bit] >> (mix.CELL_BITS + 1))])
     x4 = np.int64(STRETCH[np.uint64(patterns[g1] >> (mix.CELL_BITS + 1))])
     x5 = np.int64(STRETCH[np.uint64(patterns[g2] >> (mix.CELL_BITS + 1))])
-    dot = (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5 + w6 * mix.BIAS) >> mix.WEIGHT_BITS
+    g3 = x7 = np.int64(0)
+    if groups.shape[0]:
+        g3 = np.int64(at[plane + plane + position]) * group_cell[0] + group_cell[1]
+        x7 = np.int64(STRETCH[np.uint64(groups[g3] >> (mix.CELL_BITS + 1))])
+    dot = (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5 + w6 * mix.BIAS + w7 * x7) >> mix.WEIGHT_BITS
     p16 = np.int64(SQUASH[min(max(dot, -mix.ST_MAX - 1), mix.ST_MAX) + mix.ST_MAX + 1])
-    return _clamp(p16 >> 1), (x0, x1, x2, x3, x4, x5, p16), (node, pnode, back_bit, g1, g2)
+    return _clamp(p16 >> 1), (x0, x1, x2, x3, x4, x5, x7, p16), (node, pnode, back_bit, g1, g2, g3)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -262,12 +279,13 @@ def _descend(trie, stride, node, bit, used):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _mix_learn(w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, used, prefix_used, position, inputs, where, bit):
-    """`mix.IterationMixer.learn`: the weights, the four cells and the position's nodes moved by
-    the coded bit (`inputs`, `where`: what `_mix_entry` returned). Returns the weights and the
-    nodes used in each trie."""
-    x0, x1, x2, x3, x4, x5, p16 = inputs
-    node, pnode, back_bit, g1, g2 = where
+def _mix_learn(w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, groups, used, prefix_used, position,
+               inputs, where, bit):
+    """`mix.IterationMixer.learn`: the weights, the cells and the position's nodes moved by the
+    coded bit (`inputs`, `where`: what `_mix_entry` returned). Returns the weights and the nodes
+    used in each trie."""
+    x0, x1, x2, x3, x4, x5, x7, p16 = inputs
+    node, pnode, back_bit, g1, g2, g3 = where
     error = (bit << 16) - p16
     half = np.int64(1) << (mix.RATE_SHIFT - 1)
     w0 += (x0 * error + half) >> mix.RATE_SHIFT
@@ -283,33 +301,38 @@ def _mix_learn(w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, used, 
     prefix[pr + np.uint64(2) + back_bit] = _learn_cell(np.int64(prefix[pr + np.uint64(2) + back_bit]), bit)
     patterns[g1] = _learn_cell(np.int64(patterns[g1]), bit)
     patterns[g2] = _learn_cell(np.int64(patterns[g2]), bit)
+    if groups.shape[0]:  # coder id 4's group model (x7 is 0 without it: w7 would not move)
+        w7 += (x7 * error + half) >> mix.RATE_SHIFT
+        groups[g3] = _learn_cell(np.int64(groups[g3]), bit)
     child, used = _descend(history, 3, h, ubit, used)
     if child >= 0:
         at[position] = child
     child, prefix_used = _descend(prefix, 4, pr, ubit, prefix_used)
     if child >= 0:
-        at[np.uint64(at.shape[0] >> 1) + position] = child
-    return w0, w1, w2, w3, w4, w5, w6, used, prefix_used
+        at[np.uint64(at.shape[0] // 3) + position] = child
+    return w0, w1, w2, w3, w4, w5, w6, w7, used, prefix_used
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _start_weights(weights):
     """The mixer's weights as locals (all 0 when the iteration is not mixed: `weights` empty)."""
     if weights.shape[0] == 0:
-        return np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0)
-    return weights[0], weights[1], weights[2], weights[3], weights[4], weights[5], weights[6]
+        return (np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0),
+                np.int64(0))
+    return weights[0], weights[1], weights[2], weights[3], weights[4], weights[5], weights[6], weights[7]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _keep_weights(weights, w0, w1, w2, w3, w4, w5, w6):
-    weights[0], weights[1], weights[2], weights[3], weights[4], weights[5], weights[6] = w0, w1, w2, w3, w4, w5, w6
+def _keep_weights(weights, w0, w1, w2, w3, w4, w5, w6, w7):
+    weights[0], weights[1], weights[2], weights[3] = w0, w1, w2, w3
+    weights[4], weights[5], weights[6], weights[7] = w4, w5, w6, w7
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _back(own, at):
-    """One iteration's span of the flat canvas (bits x plane: `at` has two entries per position
+    """One iteration's span of the flat canvas (bits x plane: `at` has three entries per position
     of a plane), where the same channel's bit one iteration back lies; 0 when not mixing."""
-    return np.uint64(own.shape[0] * (at.shape[0] >> 1))
+    return np.uint64(own.shape[0] * (at.shape[0] // 3))
 
 
 def step_offsets(features: np.ndarray, bits: int, plane: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +377,7 @@ def _bit(canvas, offsets, table, base, position):
 
 @njit(cache=True, nogil=True)
 def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, out, record, steps,
-                     weights, at, history, prefix, used, patterns, near):
+                     weights, at, history, prefix, used, patterns, groups, near):
     """Code one iteration's bits: colour 0 then 1, channel 0..bits-1, positions in order; its
     first `steps` coding steps (2 x bits: all of them).
 
@@ -362,9 +385,9 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     iteration; positions0/1: flat indices of each colour's positions; table_t (2, bits, 2**K)
     int64, the iteration's table entries q; adaptive: refine them as coder id 2 does (`_entry`, `_learn`);
     out: uint32, at least `max_words` long; record: int64 like the canvas, where the q each bit
-    was coded with is written (empty: not recorded). Coder id 3: `weights` (int64, INPUTS
-    long; empty: not mixed) and the mixer's state from `mix_setup` (`at`, the two tries, the
-    history trie's nodes used), changed in place. Returns the number of words written, or -1
+    was coded with is written (empty: not recorded). Coder ids 3 and 4: `weights` (int64,
+    INPUTS long; empty: not mixed) and the mixer's state from `mix_setup` (`at`, the two tries, the
+    history trie's nodes used; `groups`, coder id 4's cells, empty for coder id 3), changed in place. Returns the number of words written, or -1
     if `out` is too short."""
     lower = np.uint64(0)
     rng = FULL
@@ -377,13 +400,15 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     cell = f = np.int64(0)
     lo = key = np.uint64(0)
     mixing, back, prefix_used = weights.shape[0] > 0, _back(own, at), 1
-    w0, w1, w2, w3, w4, w5, w6 = _start_weights(weights)
+    w0, w1, w2, w3, w4, w5, w6, w7 = _start_weights(weights)
+    channel = (np.int64(0), np.int64(0))
     for step in range(steps):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         if adaptive:
             _fresh_state(table, cells, knots)
         if mixing:
             patterns[:] = mix.FRESH
+            channel = (np.int64(own.shape[0]), np.int64(step % own.shape[0]))  # a group's cells: bits, this one
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             one = canvas[bit]
@@ -393,11 +418,11 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 _learn(cells, knots, ctx, cell, lo, f, key, one)
             if mixing:
                 position = np.uint64(positions[i])
-                q, inputs, where = _mix_entry(w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, canvas, near, bit,
-                                              back, position, q, q_table)
-                w0, w1, w2, w3, w4, w5, w6, used, prefix_used = _mix_learn(
-                    w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, used, prefix_used, position, inputs, where,
-                    np.int64(one))
+                q, inputs, where = _mix_entry(w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, groups,
+                                              canvas, near, bit, back, position, channel, q, q_table)
+                w0, w1, w2, w3, w4, w5, w6, w7, used, prefix_used = _mix_learn(
+                    w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, groups, used, prefix_used, position,
+                    inputs, where, np.int64(one))
             if record.shape[0]:
                 record[bit] = q
             cut = _cut(np.uint64(q))
@@ -429,7 +454,7 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                     held = 1
                     first_held = top
     if mixing:  # the weights the chunk ends with (`mix` fits its starting weights from them)
-        _keep_weights(weights, w0, w1, w2, w3, w4, w5, w6)
+        _keep_weights(weights, w0, w1, w2, w3, w4, w5, w6, w7)
     # seal: words that pin a point inside the final interval
     if rng == FULL:
         return n
@@ -449,7 +474,7 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
 
 @njit(cache=True, nogil=True)
 def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adaptive, words, steps,
-                     weights, at, history, prefix, used, patterns, near):
+                     weights, at, history, prefix, used, patterns, groups, near):
     """Decode one iteration's first `steps` coding steps into the canvas (the inverse of
     `encode_iteration`, same arguments but the chunk's uint32 `words`, the mixer's too). Returns 0 if `words` are
     exactly those `encode_iteration` writes for the bits decoded, else why not: 1 more words than
@@ -472,16 +497,18 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     cell = f = np.int64(0)
     lo = key = np.uint64(0)
     mixing, back, prefix_used = weights.shape[0] > 0, _back(own, at), 1
-    w0, w1, w2, w3, w4, w5, w6 = _start_weights(weights)
+    w0, w1, w2, w3, w4, w5, w6, w7 = _start_weights(weights)
+    channel = (np.int64(0), np.int64(0))
     position = np.uint64(0)
-    inputs = (np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))
-    where = (np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0))
+    inputs = (np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    where = (np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0), np.int64(0))
     for step in range(steps):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         if adaptive:
             _fresh_state(table, cells, knots)
         if mixing:
             patterns[:] = mix.FRESH
+            channel = (np.int64(own.shape[0]), np.int64(step % own.shape[0]))  # a group's cells: bits, this one
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             q_table = q
@@ -489,8 +516,8 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                 q, cell, lo, f, key = _entry(cells, knots, ctx, key_shift)
             if mixing:
                 position = np.uint64(positions[i])
-                q, inputs, where = _mix_entry(w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, canvas, near, bit,
-                                              back, position, q, q_table)
+                q, inputs, where = _mix_entry(w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, groups,
+                                              canvas, near, bit, back, position, channel, q, q_table)
             cut = _cut(np.uint64(q))
             scale = rng >> SHIFT
             x = point - lower
@@ -508,9 +535,9 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
             if adaptive:
                 _learn(cells, knots, ctx, cell, lo, f, key, one)
             if mixing:
-                w0, w1, w2, w3, w4, w5, w6, used, prefix_used = _mix_learn(
-                    w0, w1, w2, w3, w4, w5, w6, at, history, prefix, patterns, used, prefix_used, position, inputs, where,
-                    np.int64(one))
+                w0, w1, w2, w3, w4, w5, w6, w7, used, prefix_used = _mix_learn(
+                    w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, groups, used, prefix_used, position,
+                    inputs, where, np.int64(one))
             if rng < HEAD_ROOM:
                 lower = lower << WORD
                 rng = rng << WORD
@@ -519,7 +546,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
                     point = point | np.uint64(words[read])
                 read += 1
     if mixing:
-        _keep_weights(weights, w0, w1, w2, w3, w4, w5, w6)
+        _keep_weights(weights, w0, w1, w2, w3, w4, w5, w6, w7)
     # the chunk must be the words the encoder writes for these bits: one per shift of the range
     # (read - 2 of them), then its seal, the point word and a word 0 if the top of the range
     # shares the point word (`encode_iteration`); nothing for no bit
@@ -540,44 +567,47 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
 NOT_RECORDED = np.empty(0, np.int64)
 
 
-def _mixer(canvas: np.ndarray, positions, own_t: np.ndarray, weights, width: int) -> tuple:
+def _mixer(canvas: np.ndarray, positions, own_t: np.ndarray, weights, width: int, grouped: bool) -> tuple:
     """The kernels' mixer arguments for a chunk: its starting weights (an int64 array the kernels
-    move, and leave at the chunk's final weights), `mix_setup`'s state, the step's pattern cells and
-    the neighbours' offsets (as uint64: they wrap back when added); none for an iteration that is
-    not mixed."""
+    move, and leave at the chunk's final weights), `mix_setup`'s state, the step's pattern cells,
+    the group model's cells (`grouped`: coder id 4; else none) and the neighbours' offsets (as
+    uint64: they wrap back when added); none for an iteration that is not mixed."""
     if weights is None:
         return NOT_MIXED
     _, bits, plane = canvas.shape
     n = sum(p.size for p in positions)
-    at, history, prefix, used = mix_setup(canvas.reshape(-1).view(np.uint8), *positions, own_t, plane,
-                                          mix.capacity(n, bits))
+    at, history, prefix, used, groups = mix_setup(canvas.reshape(-1).view(np.uint8), *positions, own_t, plane,
+                                                  mix.capacity(n, bits), grouped)
+    cells = np.full(groups * bits, mix.FRESH, np.int32) if grouped else NO_NODES
     near = mix.neighbours(width).view(np.uint64)
-    return weights, at, history, prefix, used, np.empty(mix.PATTERN_CELLS, np.int32), near
+    return weights, at, history, prefix, used, np.empty(mix.PATTERN_CELLS, np.int32), cells, near
 
 
 def encode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, table_t: np.ndarray,
                  adaptive: bool = False, record: np.ndarray = NOT_RECORDED, steps: int = 0, mix_weights=None,
-                 width: int = 0) -> bytes:
+                 width: int = 0, grouped: bool = False) -> bytes:
     """The chunk of one iteration of a painted canvas (bool, (2 + iterations, bits, plane)):
     constriction's words, little-endian. `reads_t`, `own_t`: that iteration's `step_offsets`;
     `table_t` (2, bits, 2**K) int64: its table; `adaptive`: coder id 2's map; `record`: the
     canvas's shape, int64, to receive the q each bit was coded with; `steps`: the first coding
-    steps alone (0: all, 2 x bits); `mix_weights`: coder id 3's weights of this iteration, int64
-    (None: not mixed; left at the chunk's final weights), on canvas planes `width` wide."""
+    steps alone (0: all, 2 x bits); `mix_weights`: coder id 3's or 4's weights of this iteration,
+    int64 (None: not mixed; left at the chunk's final weights), on canvas planes `width` wide;
+    `grouped`: with coder id 4's group model."""
     _, bits, _ = canvas.shape
     out = np.empty(max_words(bits * sum(p.size for p in positions)), np.uint32)
     n = encode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, out,
-                         record.reshape(-1), steps or 2 * bits, *_mixer(canvas, positions, own_t, mix_weights, width))
+                         record.reshape(-1), steps or 2 * bits, *_mixer(canvas, positions, own_t, mix_weights, width, grouped))
     if n < 0:  # cannot happen for tables within 1 .. 2**15 - 1 (max_words); never write past the buffer
         raise RuntimeError("range coder output longer than its bound")
     return out[:n].astype("<u4").tobytes()
 
 
 def decode_chunk(canvas: np.ndarray, positions, reads_t: np.ndarray, own_t: np.ndarray, table_t: np.ndarray,
-                 chunk: bytes, adaptive: bool = False, steps: int = 0, mix_weights=None, width: int = 0) -> int:
+                 chunk: bytes, adaptive: bool = False, steps: int = 0, mix_weights=None, width: int = 0,
+                 grouped: bool = False) -> int:
     """Decode a chunk into its iteration of the canvas (whose earlier iterations hold the bits
     decoded before), its first `steps` coding steps (0: all). Returns `decode_iteration`'s
     status: 0 ok, 1 words left over, 2 not the encoder's words, 3 too few words."""
     words = np.frombuffer(chunk, "<u4").astype(np.uint32)
     return decode_iteration(canvas.reshape(-1).view(np.uint8), reads_t, own_t, *positions, table_t, adaptive, words,
-                            steps or 2 * canvas.shape[1], *_mixer(canvas, positions, own_t, mix_weights, width))
+                            steps or 2 * canvas.shape[1], *_mixer(canvas, positions, own_t, mix_weights, width, grouped))

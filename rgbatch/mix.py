@@ -1,11 +1,11 @@
-"""Context mixing in the first iterations: what coder id 3 adds to coder id 2.
+"""Context mixing in the first iterations: what coder ids 3 and 4 add to coder id 2.
 
 Coder id 2 (`rgbatch.adapt`) codes each bit with q', its table entry refined by the step's
 context states and maps. Its K context bits cannot say what a block sent before: the blocks
 whose 64 bits of the two previous iterations are the same, and the bits they have sent so far in
 this iteration, predict the rest of theirs (docs/ENTROPY.md, "Context mixing"). Coder id 3
-(`entropy.MixingCoder`, "mixing") codes the bits of its first MIXED_ITERATIONS iterations with a
-logistic mix, in the manner of the PAQ compressors, of six inputs and a bias:
+(`entropy.MixingCoder`, "mixing") codes the bits of its first 4 iterations with a logistic mix,
+in the manner of the PAQ compressors, of six inputs and a bias:
 
 * stretch(q'), coder id 2's entry, and stretch(q), the bare table entry;
 * the **history** model: a trie per group of positions whose blocks held the same 64 bits in
@@ -19,19 +19,25 @@ logistic mix, in the manner of the PAQ compressors, of six inputs and a bias:
   and two left (with the same channel's bit one iteration back), and by those four beside the
   same four one iteration back.
 
+Coder id 4 (`entropy.GroupedMixingCoder`, "mixing2", session 27) adds a seventh input, the
+**group** model: a cell per channel for each group of positions whose blocks held the same 32
+bits in iteration t-1 (what those blocks sent on this channel so far, whatever they sent on the
+others), and mixes its first 8 iterations. A `Design` says which coder mixes what (`DESIGNS`).
+
 A cell is a probability in 16 bits with a count, moved 1/(count + 1.5) of the way to each bit
 coded in it (at least 1/255.5); a new node's cell starts at 1/2. The mixer's weights start at
-START (fitted on training images' codes: the mean of their final weights, per iteration) and
-learn from each bit by the mixing error times the input. Every chunk starts afresh, so chunk t
-depends on iterations <= t only, as with coder ids 1 and 2; later iterations are coded as coder
-id 2 codes them.
+the design's `start` (fitted on training images' codes: the mean of their final weights, per
+iteration) and learn from each bit by the mixing error times the input. Every chunk starts
+afresh, so chunk t depends on iterations <= t only, as with coder ids 1 and 2; later iterations
+are coded as coder id 2 codes them.
 
 Integers only: stretch and squash are tables, their entries rounded far from any tie
 (tests/test_mix.py checks the margins in exact arithmetic) and pinned by a digest that
 `check_tables` verifies before a coder uses them, so that every machine mixes the same.
 A trie holds at most `capacity(positions, bits)` nodes (MAX_NODES, or a root per position and one
 more for larger images): a position whose next node cannot be made stays where it is, so the
-mixer's memory stays within 28 bytes a node and 8 a canvas position, whatever the bits.
+mixer's memory stays within 28 bytes a node, 12 a canvas position and 4 a group's channel, whatever
+the bits.
 
 `IterationMixer` is the reference (plain Python, one bit at a time); the kernels of
 `rgbatch/fastcoder.py` compute the same entries inside the range coder (tested equal).
@@ -41,12 +47,11 @@ docs/ENTROPY.md, "The mixing coder", states the arithmetic.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from .context import MAX_LOOKBACK, PROBABILITY_BITS
-
-MIXED_ITERATIONS = 4  # iterations 1-4 are mixed (most of the gain; docs/ENTROPY.md); later ones as coder id 2
 
 # stretch(p) = ln(p / (1 - p)) in 8 fractional bits, |x| <= ST_MAX, per 15-bit probability q (q = 0 as 1/2 of a unit)
 ST_MAX = 3071
@@ -64,16 +69,44 @@ FRESH = 32768 << CELL_BITS  # a new cell: p = 1/2, no bits seen
 BIAS = 64  # the bias input
 WEIGHT_BITS = 16  # weights in 16 fractional bits
 RATE_SHIFT = 17  # a weight moves by input x error / 2**17 (error in 16 bits; 2**16 measured the same)
-INPUTS = 7  # q', table, history, prefix, pattern, pattern2, bias
+INPUTS = 8  # q', table, history, prefix, pattern, pattern2, bias, group (coder id 4 only)
 PATTERN_CELLS = 2 * 16 + 256  # a step's pattern cells: (bit one back, 4 neighbours), then (4 neighbours, each now and one back)
-# the weights each mixed iteration starts with: fitted on the codes of 8 + 8 training images (the
-# first of train/ and photos/train/) by the model of session 24 (023aa50247198e29), the mean of
-# the weights their chunks end with (`python benchmarks/mixing_start.py --fit ... --fit-images 8`)
-START = np.array([[44978, 2872, 9986, 9986, 3320, 3320, -1355],
-                  [40741, 9709, 16977, 8941, 3724, 3595, -606],
-                  [37566, 14580, 20382, 10916, 4321, 2997, 818],
-                  [37953, 12884, 14252, 14810, 2658, 2719, 3421]], np.int64)
-assert START.shape == (MIXED_ITERATIONS, INPUTS)
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a mixing coder mixes: its first `iterations` iterations, from the weights `start`
+    ((iterations, INPUTS), 16 fractional bits), with the group model or without (its weight and
+    input then stay 0)."""
+
+    coder_id: int
+    iterations: int
+    start: np.ndarray
+    group: bool
+
+    def __post_init__(self):
+        assert self.start.shape == (self.iterations, INPUTS) and (self.group or not self.start[:, 7].any())
+
+
+# coder id 3: fitted on the codes of 8 + 8 training images (the first of train/ and photos/train/)
+# by the model of session 24 (023aa50247198e29), the mean of the weights their chunks end with
+# (`python benchmarks/mixing_start.py --coder mixing --fit ... --fit-images 8 --passes 1`)
+MIXING = Design(3, 4, np.array([[44978, 2872, 9986, 9986, 3320, 3320, -1355, 0],
+                                [40741, 9709, 16977, 8941, 3724, 3595, -606, 0],
+                                [37566, 14580, 20382, 10916, 4321, 2997, 818, 0],
+                                [37953, 12884, 14252, 14810, 2658, 2719, 3421, 0]], np.int64), group=False)
+# coder id 4: fitted on the same images' codes in two passes (the mean of the final weights of
+# chunks started from coder id 2's entry alone, then of chunks started from those means:
+# `python benchmarks/mixing_start.py --coder mixing2 --passes 2 --fit ... --fit-images 8`)
+GROUPED = Design(4, 8, np.array([[37722, 11237, 10444, 10444, 5158, 5158, -1988, -7623],
+                                 [29793, 18855, 13913, 9102, 3217, 3585, -1612, 7602],
+                                 [26353, 22918, 23802, 10119, 3369, 2813, 1458, 8070],
+                                 [26919, 20118, 16792, 12984, 2378, 2506, 5939, 9673],
+                                 [26746, 21816, 12795, 10582, 4858, 2843, 2643, 12363],
+                                 [27731, 19382, 8889, 10268, 3612, 474, 2581, 14864],
+                                 [32773, 11741, 8775, 6710, 875, 1575, -1137, 13535],
+                                 [45031, 13375, 4553, 3762, 2704, -437, 377, 5419]], np.int64), group=True)
+DESIGNS = {3: MIXING, 4: GROUPED}
 MAX_NODES = 1 << 22  # a trie's nodes at most (12 + 16 bytes each in the kernels' two tries)
 
 
@@ -109,17 +142,24 @@ def neighbours(width: int) -> np.ndarray:
     return np.array([-width - 1, -width + 1, -2 * width, -2], np.int64)
 
 
-def history_keys(canvas: np.ndarray, t: int, order: np.ndarray) -> np.ndarray:
+def history_keys(canvas: np.ndarray, t: int, order: np.ndarray, back: int = 2) -> np.ndarray:
     """Each position's key of iteration t's history (int64): its bits of iteration t-1, channel 0
-    first, shifted in from the right, then bit k of iteration t-2 xored in at bit 32 + k % 32.
+    first, shifted in from the right, then (`back` 2, the history model's) bit k of iteration t-2
+    xored in at bit 32 + k % 32; with `back` 1 (the group model's) iteration t-1's alone.
     `canvas`: (MAX_LOOKBACK + iterations, bits, plane), bool or uint8; `order`: flat positions."""
     keys = np.zeros(order.size, np.int64)
     ti = MAX_LOOKBACK + t
     for k in range(canvas.shape[1]):
         keys = (keys << np.int64(1)) | canvas[ti - 1, k, order].astype(np.int64)
-    for k in range(canvas.shape[1]):
+    for k in range(canvas.shape[1] if back == 2 else 0):
         keys ^= canvas[ti - 2, k, order].astype(np.int64) << np.int64(32 + k % 32)
     return keys
+
+
+def _group(keys: np.ndarray, order: np.ndarray) -> tuple[dict, int]:
+    """Each position's group (its key's rank among the distinct keys), and the number of groups."""
+    ranks = {key: i for i, key in enumerate(sorted(set(keys.tolist())))}
+    return {p: ranks[k] for p, k in zip(order.tolist(), keys.tolist())}, len(ranks)
 
 
 def _learn_cell(cell: int, bit: int) -> int:
@@ -130,26 +170,27 @@ def _learn_cell(cell: int, bit: int) -> int:
 
 class IterationMixer:
     """The mixer of one chunk (iteration t) of a canvas whose earlier iterations are known, on
-    canvas planes `width` positions wide: call `start_step()` at each step (colour, channel), then
-    `entry(position, c, q_adaptive, q_table)` for each bit in coding order and `learn(bit)`.
-    The reference the kernels are tested against."""
+    canvas planes `width` positions wide, as `design` mixes: call `start_step()` at each step
+    (colour, channel), then `entry(position, c, q_adaptive, q_table)` for each bit in coding order
+    and `learn(bit)`. The reference the kernels are tested against."""
 
     def __init__(self, canvas: np.ndarray, positions: tuple[np.ndarray, np.ndarray], t: int, width: int,
-                 most: int = MAX_NODES):
+                 design: Design = MIXING, most: int = MAX_NODES):
         self.canvas, self.t, self.flat = canvas, t, canvas.reshape(-1)
         self.offsets = neighbours(width).tolist()
         order = np.concatenate(positions)
-        keys = history_keys(canvas, t, order)
-        self.weights = START[t].tolist()
+        self.weights = design.start[t].tolist()
         self.limit = capacity(order.size, canvas.shape[1], most)  # nodes of each trie (tests set fewer)
         # the history trie: a root per distinct key; node -> [child 0, child 1, cell]
-        roots = {key: i for i, key in enumerate(sorted(set(keys.tolist())))}
-        self.history = [[-1, -1, FRESH] for _ in roots]
-        self.at = {p: roots[k] for p, k in zip(order.tolist(), keys.tolist())}
+        self.at, roots = _group(history_keys(canvas, t, order), order)
+        self.history = [[-1, -1, FRESH] for _ in range(roots)]
         # the prefix trie: node -> [child 0, child 1, cell if the bit one iteration back is 0, ... 1]
         self.prefix = [[-1, -1, FRESH, FRESH]]
         self.at_prefix = dict.fromkeys(order.tolist(), 0)
         self.patterns = [FRESH] * PATTERN_CELLS
+        # the group model: a cell per (group of equal bits in iteration t-1, channel)
+        self.group, groups = _group(history_keys(canvas, t, order, back=1), order) if design.group else ({}, 0)
+        self.groups = [FRESH] * (groups * canvas.shape[1])
         self._last = None
 
     def start_step(self) -> None:
@@ -165,18 +206,20 @@ class IterationMixer:
             pattern, pattern2 = pattern << 1 | now, pattern2 << 2 | now << 1 | before
         cells = (back * 16 + pattern, 32 + pattern2)
         node, pnode = self.at[position], self.at_prefix[position]
+        cell = self.group[position] * bits + c if self.group else -1
         x = [int(STRETCH[q_adaptive]), int(STRETCH[q_table]), int(STRETCH[self.history[node][2] >> (CELL_BITS + 1)]),
              int(STRETCH[self.prefix[pnode][2 + back] >> (CELL_BITS + 1)])]
         x += [int(STRETCH[self.patterns[i] >> (CELL_BITS + 1)]) for i in cells] + [BIAS]
+        x += [int(STRETCH[self.groups[cell] >> (CELL_BITS + 1)]) if cell >= 0 else 0]
         dot = sum(w * v for w, v in zip(self.weights, x)) >> WEIGHT_BITS
         p16 = int(SQUASH[min(max(dot, -ST_MAX - 1), ST_MAX) + ST_MAX + 1])
-        self._last = position, here, back, cells, x, p16
+        self._last = position, here, back, cells, cell, x, p16
         return min(max(p16 >> 1, 1), 2 ** PROBABILITY_BITS - 1)
 
     def learn(self, bit: int) -> None:
         """Learn the bit just coded, and write it into the canvas (a decoder that writes a run's
         bits together after decoding them would have later bits read stale neighbours)."""
-        position, here, back, cells, x, p16 = self._last
+        position, here, back, cells, cell, x, p16 = self._last
         bit = int(bit)
         self.flat[here] = bit
         error = (bit << 16) - p16
@@ -186,6 +229,8 @@ class IterationMixer:
         self.prefix[pnode][2 + back] = _learn_cell(self.prefix[pnode][2 + back], bit)
         for i in cells:
             self.patterns[i] = _learn_cell(self.patterns[i], bit)
+        if cell >= 0:
+            self.groups[cell] = _learn_cell(self.groups[cell], bit)
         self.at[position] = self._descend(self.history, node, bit, [-1, -1, FRESH])
         self.at_prefix[position] = self._descend(self.prefix, pnode, bit, [-1, -1, FRESH, FRESH])
 

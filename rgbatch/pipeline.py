@@ -72,7 +72,7 @@ class CompressOptions:
     workers: int = 0  # encoder actors; 0: one per GPU, or one per two CPUs
     device: str = "auto"  # auto | cpu | cuda
     weights: str | None = None  # default: the shipped model
-    coder: str = "auto"  # entropy coder: auto (the weights' default: mixing), raw, context, adaptive, mixing
+    coder: str = "auto"  # entropy coder: auto (the weights' default: mixing2), raw, context, adaptive, mixing, mixing2
     max_pixels: int = MAX_PIXELS  # decompression-bomb guard
     metadata: bool = True  # keep each source's ICC profile and EXIF (rgbatch.imageio.Metadata) for restore
     address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)

@@ -9,7 +9,8 @@ from rgbatch import bitstream
 from rgbatch.cli import app
 from rgbatch.codec import Codec
 from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY_BITS, is_causal
-from rgbatch.entropy import AdaptiveCoder, ContextCoder, EntropyError, MixingCoder, RawCoder, get_coder
+from rgbatch.entropy import (AdaptiveCoder, ContextCoder, EntropyError, GroupedMixingCoder, MixingCoder, RawCoder,
+                             get_coder)
 from rgbatch.entropy_fit import candidate_features, fit_context_model
 from rgbatch.weights import load_weights
 
@@ -54,16 +55,19 @@ def sticky_codes(rng, iterations, shapes, flip=0.1):
 
 GOLDEN = {ContextCoder: "a8d8b84d79d66759",  # pinned since session 3
           AdaptiveCoder: "7f57549cc6748164",  # since session 11
-          MixingCoder: "7af1dfa0f95f8568"}  # since session 26
+          MixingCoder: "7af1dfa0f95f8568",  # since session 26
+          GroupedMixingCoder: "c4a6e5a19d4e7f62"}  # since session 27
 
 
-@pytest.fixture(scope="module", params=[ContextCoder, AdaptiveCoder, MixingCoder], ids=lambda kind: kind.name)
+@pytest.fixture(scope="module", params=[ContextCoder, AdaptiveCoder, MixingCoder, GroupedMixingCoder],
+                ids=lambda kind: kind.name)
 def coder(request):
     return request.param(hand_made_model(bits=4, iterations=5))
 
 
 @pytest.mark.parametrize("make", [lambda: RawCoder(), lambda: ContextCoder(hand_made_model(4, 5)),
-                                  lambda: AdaptiveCoder(hand_made_model(4, 5)), lambda: MixingCoder(hand_made_model(4, 5))])
+                                  lambda: AdaptiveCoder(hand_made_model(4, 5)), lambda: MixingCoder(hand_made_model(4, 5)),
+                                  lambda: GroupedMixingCoder(hand_made_model(4, 5))])
 def test_round_trip_is_exact_at_every_depth(make, rng):
     coder = make()
     codes = [rng.random((5, *s)) < 0.3 for s in SHAPES]
@@ -169,7 +173,7 @@ def test_unknown_coders_and_missing_tables_are_worded_errors():
     with pytest.raises(EntropyError, match="fit-entropy"):
         get_coder("context", {})
     assert isinstance(get_coder("auto", {}), RawCoder)
-    assert type(get_coder("auto", hand_made_model(4, 5))) is MixingCoder  # the default since session 26 (2 before)
+    assert type(get_coder("auto", hand_made_model(4, 5))) is GroupedMixingCoder  # the default since session 27 (3, 2 before)
     assert type(get_coder(1, hand_made_model(4, 5))) is ContextCoder  # and ids 1 and 2 are still known
     assert type(get_coder(2, hand_made_model(4, 5))) is AdaptiveCoder
 
@@ -208,7 +212,7 @@ def test_codec_uses_the_mixing_coder_and_decodes_as_raw_would(fitted_weights, rn
     context = Codec.load(fitted_weights, tile_size=64, device="cpu", coder="context")
     a, b = default.encode(image, 4, measure=False), raw.encode(image, 4, measure=False)
     c = context.encode(image, 4, measure=False)
-    assert bitstream.read_header(a.blob).coder_id == MixingCoder.coder_id
+    assert bitstream.read_header(a.blob).coder_id == GroupedMixingCoder.coder_id
     assert bitstream.read_header(c.blob).coder_id == ContextCoder.coder_id
     for k in range(1, 5):
         cut = bitstream.truncate(a.blob, k)

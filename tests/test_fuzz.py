@@ -25,14 +25,16 @@ def shipped(default_weights):
 
 @pytest.fixture(scope="module")
 def streams(shipped):
-    """One real stream per coder: the mixing coder (id 3, the default), the adaptive coder (id 2,
-    the default from session 11 to 25), the context coder (id 1, before) and the raw one."""
+    """One real stream per coder: the mixing coder with its group model (id 4, the default), the
+    mixing coder (id 3, the default in session 26), the adaptive coder (id 2, the default from
+    session 11 to 25), the context coder (id 1, before) and the raw one."""
     image = smooth_image(np.random.default_rng(5), 40, 56)
-    raw, context, adaptive = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder,
-                                    tile_size=32) for coder in ("raw", "context", "adaptive"))
-    mixing = shipped.encode(image, 3, measure=False).blob
-    assert bitstream.read_header(mixing).coder_id == 3
-    return {"mixing": mixing, "adaptive": adaptive.encode(image, 3, measure=False).blob,
+    raw, context, adaptive, mixing = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder,
+                                            tile_size=32) for coder in ("raw", "context", "adaptive", "mixing"))
+    mixing2 = shipped.encode(image, 3, measure=False).blob
+    assert bitstream.read_header(mixing2).coder_id == 4
+    return {"mixing2": mixing2, "mixing": mixing.encode(image, 3, measure=False).blob,
+            "adaptive": adaptive.encode(image, 3, measure=False).blob,
             "context": context.encode(image, 3, measure=False).blob, "raw": raw.encode(image, 2, measure=False).blob}
 
 
@@ -73,8 +75,9 @@ def test_forged_streams_raise_only_bitstream_error(shipped, streams):
         forge(raw, coder_id=1),  # the other coders' reading of the same chunks
         forge(raw, coder_id=2),
         forge(raw, coder_id=3),
+        forge(raw, coder_id=4),
     ]
-    for coded in (context, streams["adaptive"], streams["mixing"]):  # coder ids 1, 2 and 3
+    for coded in (context, streams["adaptive"], streams["mixing"], streams["mixing2"]):  # coder ids 1-4
         forged += [
             with_chunks(coded, [b"\xff" * 40]),  # not a valid range-coder stream
             with_chunks(coded, [b"\xff" * 4] * 3),
@@ -155,9 +158,9 @@ def test_decode_command_prints_one_line_and_exits_1_for_a_bad_stream(tmp_path, s
 
 def test_a_context_coded_chunk_cut_short_is_refused(shipped, streams):
     """Checksums recomputed after a chunk was cut by a word, two, or to nothing, at every depth and
-    with the chunks after it or without: refused, for coder ids 1, 2 and 3 (session 12 found such
+    with the chunks after it or without: refused, for coder ids 1-4 (session 12 found such
     streams decoding to a wrong image; docs/FORMAT.md, "Errors")."""
-    for name in ("mixing", "adaptive", "context"):
+    for name in ("mixing2", "mixing", "adaptive", "context"):
         blob = streams[name]
         chunks = bitstream.unpack(blob)[1]
         for t, chunk in enumerate(chunks):
@@ -175,7 +178,7 @@ def test_fuzz_every_case_decodes_its_own_image_or_is_refused(shipped, streams):
     seeds = [fuzz.Seed.of(shipped, blob) for blob in streams.values()] + [partial]
     outcomes = collections.Counter()
     bad = []
-    for case in fuzz.cases(seeds, np.random.default_rng(17), 250, systematic=False):
+    for case in fuzz.cases(seeds, np.random.default_rng(17), 300, systematic=False):
         outcome = fuzz.run(shipped, case, max_pixels=2**13)
         outcomes[outcome.split(":")[0]] += 1
         if outcome.startswith(("WRONG", "ESCAPED")):

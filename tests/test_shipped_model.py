@@ -38,14 +38,16 @@ def test_the_shipped_entropy_model_beats_raw_bits(shipped):
     # kodim05 save only a few percent at these depths)
     image, _ = read_image(DATA / "kodim23_crop192.png")
     encoded = shipped.encode(image, iterations=4, measure=False)
-    assert bitstream.read_header(encoded.blob).coder_id == 3  # the mixing context coder is the default
+    assert bitstream.read_header(encoded.blob).coder_id == 4  # the mixing coder with its group model is the default
     raw = Codec.load(DEFAULT_WEIGHTS, coder="raw").encode(image, iterations=4, measure=False)
     context = Codec.load(DEFAULT_WEIGHTS, coder="context").encode(image, iterations=4, measure=False)
     adaptive = Codec.load(DEFAULT_WEIGHTS, coder="adaptive").encode(image, iterations=4, measure=False)
+    mixing = Codec.load(DEFAULT_WEIGHTS, coder="mixing").encode(image, iterations=4, measure=False)
     assert len(context.blob) < 0.6 * len(raw.blob)  # measured 0.31 (model 023aa50247198e29)
     assert len(adaptive.blob) < len(context.blob)  # the map learns even on 144 code positions
-    assert len(encoded.blob) < len(adaptive.blob)  # and the mixer beside it
-    for blob in (encoded.blob, adaptive.blob, context.blob):  # same codes, fewer bytes
+    assert len(mixing.blob) < len(adaptive.blob)  # and the mixer beside it
+    assert len(encoded.blob) < len(mixing.blob)  # and its group model
+    for blob in (encoded.blob, mixing.blob, adaptive.blob, context.blob):  # same codes, fewer bytes
         assert (shipped.decode(blob) == shipped.decode(raw.blob)).all()
 
 
