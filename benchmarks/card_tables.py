@@ -17,7 +17,8 @@ BASELINES = {"jpeg420": "JPEG 4:2:0 (Pillow, optimized Huffman)", "jpeg444": "JP
 NAMES = {"rgbatch-mixing2": "mixing coder with groups (id 4, the default)", "rgbatch-mixing": "mixing coder (id 3)",
          "rgbatch-adaptive": "adaptive coder (id 2)",
          "rgbatch-context": "context coder (id 1)", "rgbatch-raw": "raw bits"}
-CODED = ("rgbatch-mixing2", "rgbatch-mixing", "rgbatch-adaptive", "rgbatch-context")  # newest first: the first a summary has is its default
+# newest first: the first a summary has is its default
+CODED = ("rgbatch-mixing2", "rgbatch-mixing", "rgbatch-adaptive", "rgbatch-context")
 
 
 def main():
@@ -25,7 +26,8 @@ def main():
     parser.add_argument("summary")
     summary = json.load(open(parser.parse_args().summary))
     codecs = summary["codecs"]
-    # the default coder: mixing2 (coder id 4) since session 27, mixing (coder id 3) in session 26, adaptive (id 2) since session 11, context (id 1) before
+    # the default coder: mixing2 (coder id 4) since session 27, mixing (id 3) in session 26, adaptive (id 2) from
+    # session 11, context (id 1) before
     default = next(key for key in CODED if key in codecs)
     curves = {key: {p["quality"]: p for p in codecs[key]["curve"]}
               for key in ("rgbatch-raw", *reversed(CODED)) if key in codecs}

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from rgbatch.entropy import AdaptiveCoder, ContextCoder, GroupedMixingCoder, MixingCoder, RawCoder  # noqa: E402
+from rgbatch.entropy import CODERS, ContextCoder, RawCoder  # noqa: E402
 
 CLOCK = time.perf_counter  # of the one-thread rows; --clock cpu: the thread's CPU time
 CODES: list[list[np.ndarray]] = []  # per image, per tile (iterations, bits, rows, cols); read by forked workers
@@ -83,12 +83,8 @@ def load_codes(data: str, weights: str | None, limit: int, depth: int, cache: st
 def make_coder(name: str, extra):
     if name == "raw":
         return RawCoder()
-    if name == "adaptive":
-        return AdaptiveCoder(extra, engine="compiled")
-    if name == "mixing":
-        return MixingCoder(extra, engine="compiled")
-    if name == "mixing2":
-        return GroupedMixingCoder(extra, engine="compiled")
+    if name in ("adaptive", "mixing", "mixing2"):
+        return CODERS[name](extra, engine="compiled")
     return ContextCoder(extra, engine="constriction" if name.endswith("constriction") else "compiled")
 
 

@@ -189,7 +189,8 @@ def mix_setup(canvas, positions0, positions1, own, plane, capacity, grouped):
     """The mixer's state at the start of a chunk: `at` (3 x plane), each position's node in the
     history trie (its group's root: `mix.history_keys`, computed here in the same loop order as
     the reference and grouped by one sort), in the prefix trie (the root) and, with `grouped`
-    (coder id 4), its group of equal bits in iteration t-1 (else 0); the tries, flat: 3 x capacity
+    (coder id 4), its group of equal bits in iteration t-1 times bits, where its group's cells
+    start (else 0); the tries, flat: 3 x capacity
     (node i at 3i: child 0, child 1, cell) and 4 x capacity (child 0, child 1, cell after a 0,
     after a 1 one iteration back); the history trie's nodes used; and the groups of iteration t-1
     (0 without `grouped`). `own`: where each channel of the iteration lies (`step_offsets`);
@@ -207,7 +208,10 @@ def mix_setup(canvas, positions0, positions1, own, plane, capacity, grouped):
         for j in range(n):
             keys[j] = (keys[j] << 1) | np.int64(canvas[one + np.uint64(order[j])])
     at = np.zeros(3 * plane, np.int32)
-    groups = _rank(keys, order, at, 2 * plane) if grouped else 0
+    groups = 0
+    if grouped:
+        groups = _rank(keys, order, at, 2 * plane)
+        at[2 * plane:] *= bits  # where a group's cells start: one per channel
     for k in range(bits):  # iteration t-2 xored in at bit 32 + k % 32
         two = own[k] - back - back
         for j in range(n):
@@ -225,11 +229,11 @@ def mix_setup(canvas, positions0, positions1, own, plane, capacity, grouped):
 
 @njit(cache=True, nogil=True, inline="always")
 def _mix_entry(w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, groups, canvas, near, bit, back,
-               position, group_cell, q_adaptive, q_table):
+               position, channel, q_adaptive, q_table):
     """The entry q a mixed bit is coded with (`mix.IterationMixer.entry`), and what
     learning from it needs: its stretched inputs, squashed p16, trie nodes, bit one iteration back,
-    pattern cells and group cell (its position's group x bits + its channel, `group_cell`; the
-    input is 0 without the group model, `groups` empty)."""
+    pattern cells and group cell (the position's group's cell of `channel`; the input is 0
+    without the group model, `groups` empty)."""
     plane = np.uint64(at.shape[0] // 3)
     node, pnode = np.uint64(at[position]), np.uint64(at[plane + position])
     back_bit = np.uint64(canvas[bit - back])
@@ -247,7 +251,7 @@ def _mix_entry(w0, w1, w2, w3, w4, w5, w6, w7, at, history, prefix, patterns, gr
     x5 = np.int64(STRETCH[np.uint64(patterns[g2] >> (mix.CELL_BITS + 1))])
     g3 = x7 = np.int64(0)
     if groups.shape[0]:
-        g3 = np.int64(at[plane + plane + position]) * group_cell[0] + group_cell[1]
+        g3 = np.int64(at[plane + plane + position]) + channel
         x7 = np.int64(STRETCH[np.uint64(groups[g3] >> (mix.CELL_BITS + 1))])
     dot = (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5 + w6 * mix.BIAS + w7 * x7) >> mix.WEIGHT_BITS
     p16 = np.int64(SQUASH[min(max(dot, -mix.ST_MAX - 1), mix.ST_MAX) + mix.ST_MAX + 1])
@@ -386,9 +390,9 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     int64, the iteration's table entries q; adaptive: refine them as coder id 2 does (`_entry`, `_learn`);
     out: uint32, at least `max_words` long; record: int64 like the canvas, where the q each bit
     was coded with is written (empty: not recorded). Coder ids 3 and 4: `weights` (int64,
-    INPUTS long; empty: not mixed) and the mixer's state from `mix_setup` (`at`, the two tries, the
-    history trie's nodes used; `groups`, coder id 4's cells, empty for coder id 3), changed in place. Returns the number of words written, or -1
-    if `out` is too short."""
+    INPUTS long; empty: not mixed) and the mixer's state from `mix_setup` (`at`, the two tries,
+    the history trie's nodes used; `groups`, coder id 4's cells, empty for coder id 3), changed
+    in place. Returns the number of words written, or -1 if `out` is too short."""
     lower = np.uint64(0)
     rng = FULL
     held = 0  # words held back (constriction's "inverted situation")
@@ -401,14 +405,14 @@ def encode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     lo = key = np.uint64(0)
     mixing, back, prefix_used = weights.shape[0] > 0, _back(own, at), 1
     w0, w1, w2, w3, w4, w5, w6, w7 = _start_weights(weights)
-    channel = (np.int64(0), np.int64(0))
+    channel = np.int64(0)
     for step in range(steps):
         positions, offsets, table, base = _step(reads, own, positions0, positions1, table_t, step)
         if adaptive:
             _fresh_state(table, cells, knots)
         if mixing:
             patterns[:] = mix.FRESH
-            channel = (np.int64(own.shape[0]), np.int64(step % own.shape[0]))  # a group's cells: bits, this one
+            channel = np.int64(step % own.shape[0])
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             one = canvas[bit]
@@ -498,7 +502,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
     lo = key = np.uint64(0)
     mixing, back, prefix_used = weights.shape[0] > 0, _back(own, at), 1
     w0, w1, w2, w3, w4, w5, w6, w7 = _start_weights(weights)
-    channel = (np.int64(0), np.int64(0))
+    channel = np.int64(0)
     position = np.uint64(0)
     inputs = (np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))
     where = (np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0), np.int64(0))
@@ -508,7 +512,7 @@ def decode_iteration(canvas, reads, own, positions0, positions1, table_t, adapti
             _fresh_state(table, cells, knots)
         if mixing:
             patterns[:] = mix.FRESH
-            channel = (np.int64(own.shape[0]), np.int64(step % own.shape[0]))  # a group's cells: bits, this one
+            channel = np.int64(step % own.shape[0])
         for i in range(positions.shape[0]):
             bit, ctx, q = _bit(canvas, offsets, table, base, positions[i])
             q_table = q
