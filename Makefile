@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test bench train eval gpu-wheels gpu-kit gpu-travel gpu-bench-kit gpu-site gpu-train gpu-forks gpu-slim gpu-wide gpu-session gpu-bench clean
+.PHONY: setup demo test bench bench-reference train eval gpu-wheels gpu-kit gpu-travel gpu-bench-kit gpu-site gpu-train gpu-forks gpu-slim gpu-wide gpu-session gpu-bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -187,11 +187,21 @@ gpu-bench: gpu-site
 # classical results are kept in the repository: the slow AVIF settings take hours on a 2-core machine,
 # and a bench measures only what the cache lacks (docs/BENCH.md, "Classical results are cached")
 CLASSICAL_CACHE ?= docs/classical-cache.jsonl
+# the network in fp32: the same codes on every host (bf16 encodings may differ near a binarizer's zero)
+BENCH_ARGS := --classical-cache $(CLASSICAL_CACHE) --precision fp32
 bench: setup
-	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench --manifest manifests/bench-kodak/bench.parquet \
-		--classical-cache $(CLASSICAL_CACHE)
+	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench --manifest manifests/bench-kodak/bench.parquet $(BENCH_ARGS)
 	$(BIN)/rgbatch bench ../shared/data/photos/val --out docs/bench-photos --manifest manifests/bench-photos/bench.parquet \
-		--classical-cache $(CLASSICAL_CACHE)
+		$(BENCH_ARGS)
+
+# issue 16's reference, session 13's file, benched with the same code as the shipped one (since session 28):
+# compare with `python benchmarks/compare_models.py docs/bench-reference-kodak/summary.json docs/bench/summary.json`
+REFERENCE := rgbatch/models/89626a567b299efc.delta
+bench-reference: setup
+	$(BIN)/rgbatch bench ../shared/data/kodak --weights $(REFERENCE) --out docs/bench-reference-kodak \
+		--manifest manifests/bench-reference-kodak/bench.parquet $(BENCH_ARGS) --speed-images 0
+	$(BIN)/rgbatch bench ../shared/data/photos/val --weights $(REFERENCE) --out docs/bench-reference-photos \
+		--manifest manifests/bench-reference-photos/bench.parquet $(BENCH_ARGS) --speed-images 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache manifests/demo
