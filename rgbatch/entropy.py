@@ -220,18 +220,20 @@ class ContextCoder:
         encoder.encode(np.concatenate(symbols).astype(np.int32), BERNOULLI, entries / 2.0 ** PROBABILITY_BITS)
         return encoder.get_compressed().astype("<u4").tobytes()
 
+    def _mixes(self, t: int) -> bool:
+        """Whether this coder mixes iteration t (coder ids 3 and 4, their design's first iterations)."""
+        return self.design is not None and t < self.design.iterations
+
     def _mix_args(self, t: int, layout: Canvas) -> dict:
         """The kernels' mixer arguments for iteration t: the starting weights (a copy: the kernels
         move them; None where it is not mixed), the canvas's width, and the group model or not."""
-        mixed = self.design is not None and t < self.design.iterations
+        mixed = self._mixes(t)
         return dict(mix_weights=self.design.start[t].copy() if mixed else None, width=layout.width,
                     grouped=mixed and self.design.group)
 
     def _mixer(self, layout: Canvas, canvas: np.ndarray, t: int):
         """The reference engine's mixer of iteration t (`mix.IterationMixer`), or None."""
-        if self.design is None or t >= self.design.iterations:
-            return None
-        return mix.IterationMixer(canvas, layout.positions, t, layout.width, self.design)
+        return mix.IterationMixer(canvas, layout.positions, t, layout.width, self.design) if self._mixes(t) else None
 
     def _coded_entries(self, layout: Canvas, canvas: np.ndarray, t: int) -> list[np.ndarray]:
         """The table entry q each bit of iteration t is coded with, per colour (bits, positions),
