@@ -23,7 +23,7 @@ import numpy as np
 
 from . import bitstream
 from .bitstream import BitstreamError
-from .entropy import get_coder
+from .entropy import CODERS, get_coder
 from .limits import layout
 from .resample import SCALES
 
@@ -36,7 +36,8 @@ VALUES = {
     "magic": [b"\0\0\0\0", b"RGBD", b"\x89PNG"],
     "model_id": [bytes(8), b"\xff" * 8],
     "version": [0, 2, 255],
-    "coder_id": [0, 1, 2, 3, 255],  # every coder, and the first unknown id
+    # every coder (coder id 4 was missing until session 29), the first unknown id and the largest
+    "coder_id": sorted({k for k in CODERS if isinstance(k, int)}) + [max(k for k in CODERS if isinstance(k, int)) + 1, 255],
     "iterations": [0, 1, 2, 15, 16, 17, 32, 255],
     "bits": [0, 1, 16, 31, 33, 64, 255],
     "width": [0, 1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 1000, 4095, 4096, 9460,

@@ -22,7 +22,7 @@ in the manner of the PAQ compressors, of six inputs and a bias:
 Coder id 4 (`entropy.GroupedMixingCoder`, "mixing2", session 27) adds a seventh input, the
 **group** model: a cell per channel for each group of positions whose blocks held the same 32
 bits in iteration t-1 (what those blocks sent on this channel so far, whatever they sent on the
-others), and mixes its first 8 iterations. A `Design` says which coder mixes what (`DESIGNS`).
+others), and mixes its first 8 iterations. A `Design` says what a coder mixes (its coder class in `rgbatch.entropy` names it).
 
 A cell is a probability in 16 bits with a count, moved 1/(count + 1.5) of the way to each bit
 coded in it (at least 1/255.5); a new node's cell starts at 1/2. The mixer's weights start at
@@ -79,7 +79,6 @@ class Design:
     ((iterations, INPUTS), 16 fractional bits), with the group model or without (its weight and
     input then stay 0)."""
 
-    coder_id: int
     iterations: int
     start: np.ndarray
     group: bool
@@ -91,14 +90,14 @@ class Design:
 # coder id 3: fitted on the codes of 8 + 8 training images (the first of train/ and photos/train/)
 # by the model of session 24 (023aa50247198e29), the mean of the weights their chunks end with
 # (`python benchmarks/mixing_start.py --coder mixing --fit ... --fit-images 8 --passes 1`)
-MIXING = Design(3, 4, np.array([[44978, 2872, 9986, 9986, 3320, 3320, -1355, 0],
+MIXING = Design(4, np.array([[44978, 2872, 9986, 9986, 3320, 3320, -1355, 0],
                                 [40741, 9709, 16977, 8941, 3724, 3595, -606, 0],
                                 [37566, 14580, 20382, 10916, 4321, 2997, 818, 0],
                                 [37953, 12884, 14252, 14810, 2658, 2719, 3421, 0]], np.int64), group=False)
 # coder id 4: fitted on the same images' codes in two passes (the mean of the final weights of
 # chunks started from coder id 2's entry alone, then of chunks started from those means:
 # `python benchmarks/mixing_start.py --coder mixing2 --passes 2 --fit ... --fit-images 8`)
-GROUPED = Design(4, 8, np.array([[37722, 11237, 10444, 10444, 5158, 5158, -1988, -7623],
+GROUPED = Design(8, np.array([[37722, 11237, 10444, 10444, 5158, 5158, -1988, -7623],
                                  [29793, 18855, 13913, 9102, 3217, 3585, -1612, 7602],
                                  [26353, 22918, 23802, 10119, 3369, 2813, 1458, 8070],
                                  [26919, 20118, 16792, 12984, 2378, 2506, 5939, 9673],
@@ -106,7 +105,6 @@ GROUPED = Design(4, 8, np.array([[37722, 11237, 10444, 10444, 5158, 5158, -1988,
                                  [27731, 19382, 8889, 10268, 3612, 474, 2581, 14864],
                                  [32773, 11741, 8775, 6710, 875, 1575, -1137, 13535],
                                  [45031, 13375, 4553, 3762, 2704, -437, 377, 5419]], np.int64), group=True)
-DESIGNS = {3: MIXING, 4: GROUPED}
 MAX_NODES = 1 << 22  # a trie's nodes at most (12 + 16 bytes each in the kernels' two tries)
 
 

@@ -22,6 +22,7 @@ from conftest import DATA
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import header_cost  # noqa: E402
+import post_filter  # noqa: E402
 
 SWEEPS = {"jpeg420": (10, 50, 90), "webp": (20, 80)}
 
@@ -140,6 +141,38 @@ def test_header_cost_takes_the_whole_header_off_rgbatch_rows_alone(small_run):
             assert after["bpp"] == pytest.approx(8 * after["bytes"] / (after["width"] * after["height"]))
         else:
             assert after == before
+
+
+def test_post_filter_exp_golomb_lengths():
+    # benchmarks/post_filter.py charges coefficients as signed Exp-Golomb codes: 0, 1, -1, 2, -2, 3, 4
+    # map to 0, 1, 2, 3, 4, 5, 7, whose codes are 1, 3, 3, 5, 5, 5, 7 bits long
+    assert [post_filter.exp_golomb_bits([v]) for v in (0, 1, -1, 2, -2, 3, 4)] == [1, 3, 3, 5, 5, 5, 7]
+    assert post_filter.exp_golomb_bits([0, 1, 4]) == 1 + 3 + 7
+
+
+@pytest.mark.parametrize("name", sorted(post_filter.FILTERS))
+def test_post_filter_undoes_a_colour_cast_in_integers(name):
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    cast = image.astype(np.int32)
+    cast = np.clip(0.8 * cast + 0.1 * cast[..., [1, 2, 0]] + 12, 0, 255).astype(np.uint8)  # a cast the filters can undo
+    filt = post_filter.FILTERS[name]
+    q = filt.fit(cast, image)
+    assert q.shape == (3, filt.size + 1) and q.dtype == np.int64
+    error = lambda x: np.abs(x.astype(int) - image).mean()
+    assert error(filt.apply(cast, q)) < 0.5 * error(cast)
+    assert np.array_equal(filt.apply(cast, np.zeros_like(q)), cast)  # no coefficients: the image itself
+
+
+def test_post_filter_charges_every_depth_and_never_lowers_quality():
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    rng = np.random.default_rng(0)
+    recs = np.stack([np.clip(image + rng.normal(0, s, image.shape), 0, 255).astype(np.uint8) for s in (12, 6, 3)])
+    recs[1] = np.clip(recs[1].astype(int) + 20, 0, 255)  # a depth with a cast a filter fixes
+    base = [msssim(image, r) for r in recs]
+    quality, bits = post_filter.filtered_depths(image, recs, post_filter.FILTERS["colour"], base)
+    assert all(q >= b for q, b in zip(quality, base)) and quality[1] > base[1]
+    assert bits[0] >= 1 and all(b - a >= 1 for a, b in zip(bits, bits[1:]))  # an on/off bit a depth at least
+    assert bits[1] - bits[0] > 1  # the filter sent at depth 2 costs its coefficients
 
 
 def test_outputs_are_written_and_the_manifest_summarizes_again(small_run):

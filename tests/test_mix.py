@@ -63,10 +63,11 @@ def test_history_keys_group_the_blocks_of_equal_history():
 
 
 def test_each_design_mixes_its_first_iterations_from_its_start():
-    assert [(d.coder_id, d.iterations, d.group) for d in mix.DESIGNS.values()] == [(3, 4, False), (4, 8, True)]
+    assert [(c.coder_id, c.design.iterations, c.design.group) for c in (MixingCoder, GroupedMixingCoder)] \
+        == [(3, 4, False), (4, 8, True)]
     assert not mix.MIXING.start[:, 7].any()  # coder id 3 has no group model: its weight stays 0
     with pytest.raises(AssertionError):
-        mix.Design(5, 2, np.ones((2, mix.INPUTS), np.int64), group=False)
+        mix.Design(2, np.ones((2, mix.INPUTS), np.int64), group=False)
 
 
 def _recorded(canvas, layout, model, t, design, most=mix.MAX_NODES):
