@@ -27,3 +27,24 @@ def image_set_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--json", default=None, help="also write the summary here")
     return parser
+
+
+def with_coder_rows(rows, codec: str, change):
+    """A bench manifest's rows (a pyarrow Table) with each of `codec`'s rows changed by `change(row)`,
+    which returns its new (bytes, MS-SSIM); bpp follows the bytes. What a format or codec change
+    would do to a run, before anyone builds it."""
+    import pyarrow as pa
+
+    out = rows.to_pylist()
+    for row in out:
+        if row["codec"] == codec:
+            row["bytes"], row["msssim"] = change(row)
+            row["bpp"] = 8 * row["bytes"] / (row["width"] * row["height"])
+    return pa.Table.from_pylist(out, schema=rows.schema)
+
+
+def coder_bd_rates(rows, codec: str) -> dict:
+    """BD-rate (MS-SSIM) of `codec`'s rows against every other codec of the run (`rgbatch.bench.summarize`)."""
+    from rgbatch.bench import summarize
+
+    return summarize(rows)["codecs"][codec]["bd_rate_msssim"]

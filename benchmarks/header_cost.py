@@ -15,8 +15,8 @@ import argparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from _common import coder_bd_rates, with_coder_rows
 from rgbatch import bitstream
-from rgbatch.bench import summarize
 
 # (bytes off per chunk, fixed bytes off): a varint length and a 16-bit CRC per chunk; that and a
 # shorter fixed part; no header at all (format v1's: bitstream.header_size)
@@ -24,18 +24,9 @@ WHOLE = (bitstream.header_size(1) - bitstream.header_size(0), bitstream.header_s
 SAVINGS = ((4, 0), (6, 8), WHOLE)
 
 
-def bd_rates(rows: pa.Table, codec: str) -> dict:
-    return summarize(rows)["codecs"][codec]["bd_rate_msssim"]
-
-
 def without_header_bytes(rows: pa.Table, codec: str, per_chunk: int, fixed: int) -> pa.Table:
     """The rows with `per_chunk` bytes a depth and `fixed` bytes taken off each of `codec`'s."""
-    out = rows.to_pylist()
-    for row in out:
-        if row["codec"] == codec:
-            row["bytes"] -= per_chunk * row["quality"] + fixed
-            row["bpp"] = 8 * row["bytes"] / (row["width"] * row["height"])
-    return pa.Table.from_pylist(out, schema=rows.schema)
+    return with_coder_rows(rows, codec, lambda row: (row["bytes"] - per_chunk * row["quality"] - fixed, row["msssim"]))
 
 
 def main():
@@ -45,12 +36,12 @@ def main():
     args = parser.parse_args()
     for path in args.manifests:
         rows = pq.read_table(path)
-        before = bd_rates(rows, args.codec)
+        before = coder_bd_rates(rows, args.codec)
         print(f"{path}: BD-rate (MS-SSIM) of {args.codec} against each classical codec")
         print("bytes off (a chunk + fixed) | " + " | ".join(before))
         print("0 + 0 | " + " | ".join(f"{v:+.2f} %" for v in before.values()))
         for per_chunk, fixed in SAVINGS:
-            after = bd_rates(without_header_bytes(rows, args.codec, per_chunk, fixed), args.codec)
+            after = coder_bd_rates(without_header_bytes(rows, args.codec, per_chunk, fixed), args.codec)
             print(f"{per_chunk} + {fixed} | " + " | ".join(f"{after[k]:+.2f} %" for k in before))
 
 

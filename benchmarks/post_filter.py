@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from _common import image_set_parser, report
+from _common import coder_bd_rates, image_set_parser, report, with_coder_rows
 from rgbatch.bench import msssim_db, read_manifest, summarize
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
@@ -52,21 +52,21 @@ class Filter:
         r = self.radius
         return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) >= (0, 0)]
 
-    def features(self, x: np.ndarray, c: int) -> np.ndarray:
-        """(H, W, K) int32 features of output channel c, from an HxWx3 uint8 image."""
+    def features(self, x: np.ndarray) -> list[np.ndarray]:
+        """Per output channel, its (H x W, K) int32 features, from an HxWx3 uint8 image (one array
+        for all three when they read every channel)."""
         r, (h, w) = self.radius, x.shape[:2]
         pad = np.pad(x.astype(np.int32) - 128, ((r, r), (r, r), (0, 0)), mode="edge")
         shifted = lambda dy, dx: pad[r + dy:r + dy + h, r + dx:r + dx + w]
-        channels = range(3) if self.cross else [c]
-        return np.stack([(shifted(dy, dx) + (shifted(-dy, -dx) if (dy, dx) != (0, 0) else 0))[..., j]
-                         for dy, dx in self.offsets() for j in channels], -1)
+        taps = [shifted(dy, dx) + (shifted(-dy, -dx) if (dy, dx) != (0, 0) else 0) for dy, dx in self.offsets()]
+        of = lambda channels: np.stack([tap[..., j] for tap in taps for j in channels], -1).reshape(h * w, -1)
+        return [of(range(3))] * 3 if self.cross else [of([c]) for c in range(3)]
 
     def fit(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Integer coefficients (3, K + 1) that bring x nearest target in squared error, quantized."""
         out = []
-        for c in range(3):
-            f = self.features(x, c).reshape(-1, self.size).astype(np.float64)
-            f = np.concatenate([f, np.ones((len(f), 1))], 1)
+        for c, f in enumerate(self.features(x)):
+            f = np.concatenate([f.astype(np.float64), np.ones((len(f), 1))], 1)
             residual = target[..., c].reshape(-1).astype(np.float64) - x[..., c].reshape(-1)
             w = np.linalg.lstsq(f.T @ f, f.T @ residual, rcond=None)[0]
             out.append(np.rint(np.concatenate([w[:-1] * 2 ** self.shift, w[-1:] * 2])))
@@ -76,9 +76,9 @@ class Filter:
         """x filtered by coefficients q, in integers: the same pixels on every machine."""
         y = np.empty_like(x)
         half = 1 << (self.shift - 1)
-        for c in range(3):
-            acc = self.features(x, c).astype(np.int64) @ q[c, :-1] + q[c, -1] * half
-            y[..., c] = np.clip(x[..., c] + ((acc + half) >> self.shift), 0, 255)
+        for c, f in enumerate(self.features(x)):
+            acc = f.astype(np.int64) @ q[c, :-1] + q[c, -1] * half
+            y[..., c] = np.clip(x[..., c] + ((acc + half) >> self.shift).reshape(x.shape[:2]), 0, 255)
         return y
 
     @property
@@ -111,14 +111,9 @@ def filtered_depths(image: np.ndarray, recs: np.ndarray, filt: Filter, base: lis
     return quality, bits
 
 
-def with_coder_rows(rows: pa.Table, codec: str, changed: dict) -> pa.Table:
-    """The rows with `codec`'s bytes and MS-SSIM replaced: changed[(path, depth)] = (bytes, msssim)."""
-    out = rows.to_pylist()
-    for row in out:
-        if row["codec"] == codec:
-            row["bytes"], row["msssim"] = changed[row["path"], row["quality"]]
-            row["bpp"] = 8 * row["bytes"] / (row["width"] * row["height"])
-    return pa.Table.from_pylist(out, schema=rows.schema)
+def replaced(rows: pa.Table, codec: str, table: dict) -> dict:
+    """BD-rates of the run with `codec`'s rows replaced: table[(path, depth)] = (bytes, MS-SSIM)."""
+    return coder_bd_rates(with_coder_rows(rows, codec, lambda row: table[row["path"], row["quality"]]), codec)
 
 
 def main():
@@ -158,11 +153,11 @@ def main():
             line.append(f"{name}: +{gain.mean():.3f} dB, {(bits[-1] + 7) // 8} B at depth {len(bits)}")
         print("  ".join(line), flush=True)
     summary = {"model_id": codec.model_id, "images": len(paths), "timing": timing}
-    before = summarize(with_coder_rows(rows, args.coder_row, base))["codecs"][args.coder_row]["bd_rate_msssim"]
+    before = replaced(rows, args.coder_row, base)
     summary["no filter"] = before
     for name in names:
         for label, table in ((name, changed[name]), (name + " (coefficients free)", free[name])):
-            after = summarize(with_coder_rows(rows, args.coder_row, table))["codecs"][args.coder_row]["bd_rate_msssim"]
+            after = replaced(rows, args.coder_row, table)
             summary[label] = {"bd_rate_msssim": after,
                               "points": {k: None if after[k] is None or before[k] is None else before[k] - after[k]
                                          for k in after}}

@@ -31,13 +31,14 @@ FIELDS = ("magic", "version", "coder_id", "iterations", "bits", "model_id", "wid
           "scale", "steps")  # the fixed header, in the order of bitstream's struct
 _MAX = {"version": 255, "coder_id": 255, "iterations": 255, "bits": 255, "width": 2**32 - 1,
         "height": 2**32 - 1, "tile_size": 2**16 - 1, "scale": 255, "steps": 255}
+_CODER_IDS = sorted(k for k in CODERS if isinstance(k, int))  # CODERS also holds each coder under its name
 # every header field at zero, small, typical, huge and maximum values
 VALUES = {
     "magic": [b"\0\0\0\0", b"RGBD", b"\x89PNG"],
     "model_id": [bytes(8), b"\xff" * 8],
     "version": [0, 2, 255],
     # every coder (coder id 4 was missing until session 29), the first unknown id and the largest
-    "coder_id": sorted({k for k in CODERS if isinstance(k, int)}) + [max(k for k in CODERS if isinstance(k, int)) + 1, 255],
+    "coder_id": [*_CODER_IDS, _CODER_IDS[-1] + 1, 255],
     "iterations": [0, 1, 2, 15, 16, 17, 32, 255],
     "bits": [0, 1, 16, 31, 33, 64, 255],
     "width": [0, 1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 1000, 4095, 4096, 9460,
