@@ -181,7 +181,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     metadata = {
         "image_dir": str(image_dir), "images": len({r["path"] for r in rows}), "model_id": codec.model_id,
         "weights": str(weights) if weights else "default", "iterations": iterations, "coders": coders,
-        "device": str(codec.device), "precision": codec.precision, "decoding": codec.decoding, "search_steps": codec.search_steps, "torch_threads": torch.get_num_threads(),
+        "device": str(codec.device), "precision": codec.precision, "decoding": codec.decoding, "search_steps": codec.search_steps, "post_filter": codec.post_filter, "torch_threads": torch.get_num_threads(),
         "speed_images": min(speed_images, len(paths)), "speed_depths": timed_depths, "speed_coder": timed_coder,
         "libraries": {"torch": torch.__version__, "libjpeg-turbo": features.version("jpg"),
                       "libwebp": features.version("webp"), "libavif": features.version("avif"),
@@ -230,7 +230,7 @@ def recoded_bytes(codec: Codec, codes: Codes, coder: str) -> list[int]:
     Entropy coders are lossless, so the codes (and the quality at every depth) stay the same;
     only the bytes change, and the network need not run again.
     """
-    return stream_sizes(get_coder(coder, codec.extra).encode(codes.tiles))
+    return stream_sizes(codec.code(codes, get_coder(coder, codec.extra)))
 
 
 # -- summarizing -------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The rgbatch bitstream, format v1 (documented in docs/FORMAT.md).
+"""The rgbatch bitstream, format v2 (documented in docs/FORMAT.md; v1 streams still read).
 
     header  magic "RGBC", version, coder id, iterations k, bits per position, model id,
             width, height, tile size, scale code, steps of the last chunk, then k x (chunk length,
             chunk CRC-32), header CRC-32
     chunks  k payloads, one per iteration, each holding that iteration's bits of every tile (the
-            last one, when `steps` is not 0, only the first `steps` of its 2 x bits coding steps)
+            last one, when `steps` is not 0, only the first `steps` of its 2 x bits coding steps);
+            in version 2 each chunk starts with the iteration's post-filter record (rgbatch.postfilter),
+            which this module does not read: a chunk is bytes here
 
     trailer (optional: stream files of `rgbatch encode`) magic "RGBM", the lengths of an ICC
             profile and of an EXIF block, the two, CRC-32 of the trailer; or, for an image with
@@ -35,7 +37,8 @@ from .tiling import check_tile_size
 
 MAGIC = b"RGBC"
 TILE_MULTIPLE = 32  # a stream's tile size is 0 or a multiple of this (a model may ask for a larger multiple)
-VERSION = 1
+VERSION = 2  # what `pack` writes: chunks start with a post-filter record (since session 30)
+VERSIONS = (1, 2)  # what `read_header` reads
 _FIXED = struct.Struct("<4sBBBB8sIIHBB")  # magic .. scale code, steps of the last chunk: 28 bytes
 RAW_CODER_ID = 0  # entropy.RawCoder's: it codes whole iterations only (no partial last chunk)
 _CHUNK = struct.Struct("<II")  # length, crc32
@@ -70,6 +73,7 @@ class Header:
     chunk_crcs: tuple[int, ...]
     scale: int = 0  # rgbatch.resample's code: 0, the image coded as it is
     steps: int = 0  # coding steps the last chunk holds: 0, all of them (docs/FORMAT.md, "Partial last chunk")
+    version: int = VERSION  # 1: chunks without post-filter records
 
     def steps_at(self, iterations: int) -> int:
         """Steps of the last chunk of this stream read to `iterations` (0: whole): only the
@@ -104,9 +108,10 @@ def cumulative_bytes(chunk_lengths) -> list[int]:
 
 
 def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, tile_size: int,
-         chunks: list[bytes], scale: int = 0, steps: int = 0) -> bytes:
+         chunks: list[bytes], scale: int = 0, steps: int = 0, version: int = VERSION) -> bytes:
     """The stream of an image of width x height pixels, coded at scale `scale` (0: as it is),
-    its last chunk holding the first `steps` coding steps of its iteration (0: all)."""
+    its last chunk holding the first `steps` coding steps of its iteration (0: all), in format
+    `version` (the chunks must be that version's)."""
     if not 1 <= len(chunks) <= 255:
         raise ValueError(f"a stream holds 1..255 iterations, not {len(chunks)}")
     if scale not in SCALES:
@@ -114,7 +119,9 @@ def pack(*, coder_id: int, bits: int, model_id: str, width: int, height: int, ti
     problem = _steps_problem(steps, bits, coder_id)
     if problem:
         raise ValueError(problem)
-    head = _FIXED.pack(MAGIC, VERSION, coder_id, len(chunks), bits, bytes.fromhex(model_id),
+    if version not in VERSIONS:
+        raise ValueError(f"format version {version} is not one of {VERSIONS}")
+    head = _FIXED.pack(MAGIC, version, coder_id, len(chunks), bits, bytes.fromhex(model_id),
                        width, height, tile_size, scale, steps)
     head += b"".join(_CHUNK.pack(len(c), zlib.crc32(c)) for c in chunks)
     head += _CRC.pack(zlib.crc32(head))
@@ -131,8 +138,9 @@ def read_header(blob: bytes) -> Header:
     magic, version, coder_id, k, bits, mid, width, height, tile, scale, steps = _FIXED.unpack_from(blob)
     if magic != MAGIC:
         raise BitstreamError("not an rgbatch code (wrong magic bytes)")
-    if version != VERSION:
-        raise BitstreamError(f"format version {version} is not supported (this rgbatch reads version {VERSION})")
+    if version not in VERSIONS:
+        raise BitstreamError(f"format version {version} is not supported (this rgbatch reads versions "
+                             f"{', '.join(map(str, VERSIONS))})")
     end = header_size(k)
     if len(blob) < end:
         raise BitstreamError(f"truncated header: needs {end} bytes, has {len(blob)}")
@@ -153,7 +161,7 @@ def read_header(blob: bytes) -> Header:
         raise BitstreamError(f"invalid header: tile size {e.reason}") from None
     stream_end = end + sum(n for n, _ in table)
     header = Header(coder_id, k, bits, mid.hex(), width, height, tile,
-                    tuple(n for n, _ in table), tuple(c for _, c in table), scale, steps)
+                    tuple(n for n, _ in table), tuple(c for _, c in table), scale, steps, version)
     if len(blob) > stream_end:
         _read_trailer(blob, stream_end, header)
     return header
@@ -265,5 +273,5 @@ def truncate(blob: bytes, iterations: int) -> bytes:
     header, chunks = unpack(blob, iterations)
     cut = pack(coder_id=header.coder_id, bits=header.bits, model_id=header.model_id, width=header.width,
                height=header.height, tile_size=header.tile_size, chunks=chunks, scale=header.scale,
-               steps=header.steps_at(iterations))
+               steps=header.steps_at(iterations), version=header.version)
     return cut + bytes(blob[_stream_end(header):])  # the trailer, if any: the image's at every depth

@@ -91,6 +91,10 @@ DECODING = typer.Option("exact", help="The decoder's arithmetic: exact (integer 
 SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradient steps per iteration: the same "
                                     "stream format and decoder, better quality at every depth (most at low depths), "
                                     "encoding 7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
+POST_FILTER = typer.Option(True, "--post-filter/--no-post-filter",
+                           help="Send a colour post-filter per tile and depth where it pays (format v2: 0.4-2.4 "
+                                "BD-rate points against AVIF, docs/BENCH.md); --no-post-filter writes format v1 "
+                                "streams, which rgbatch before session 30 reads.")
 RESAMPLE = typer.Option("none", help="Resampled coding: none | 0.75 | 0.5 (code the image downscaled by that, "
                                       "decoded back to full size) | auto (with a target: try each scale, keep "
                                       "the one the target prefers; README, Resampled coding).")
@@ -334,6 +338,7 @@ def compress(
     precision: str = PRECISION,
     decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
+    post_filter: bool = POST_FILTER,
     resample: str = RESAMPLE,
     partial: Optional[bool] = PARTIAL,
     overlap: Optional[bool] = typer.Option(
@@ -359,7 +364,8 @@ def compress(
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision, decoding=decoding,
-            search_steps=search_steps, resample=resample, partial=partial, overlap=overlap, metadata=metadata)
+            search_steps=search_steps, post_filter=post_filter, resample=resample, partial=partial, overlap=overlap,
+            metadata=metadata)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
                                   log=lambda text: err.print(text, highlight=False))
@@ -516,6 +522,7 @@ def encode(
     precision: str = PRECISION,
     decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
+    post_filter: bool = POST_FILTER,
     resample: str = RESAMPLE,
     partial: Optional[bool] = PARTIAL,
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
@@ -534,7 +541,8 @@ def encode(
     with user_errors():
         target = _target(target_msssim, target_bpp, max_bytes)
         candidates(resample, bool(target), measure=True)
-        codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps, decoding=decoding)
+        codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps, decoding=decoding,
+                           post_filter=post_filter)
         partial = resolve_partial(partial, target, True, codec.coder.name)
     with user_errors(failures=(ImageError, MemoryError)):
         result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial,

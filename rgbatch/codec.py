@@ -10,7 +10,10 @@ Encoding runs in stages with typed values between them (rgbatch.codes, docs/ARCH
     image --tiling.cut + network--> Codes --coder--> chunks --bitstream.pack--> EncodedImage
 
 and decoding runs them backwards; `encode_codes`, `pack`, `read_codes` and `decode_codes`
-expose the stages. A weight file may carry a refiner (rgbatch.refine): then what every depth
+expose the stages. Every tile's reconstruction at every depth passes through a colour post-filter
+the encoder fits to the original and sends where it raises the tile's MS-SSIM (rgbatch.postfilter;
+its record heads the depth's chunk, format v2): what the encoder measures, and what decoding
+returns, is the filtered image. `post_filter=False` writes format v1 streams, without filters. A weight file may carry a refiner (rgbatch.refine): then what every depth
 decodes to, and what the encoder measures, is the network's image refined; codes and
 streams are the same with or without it. Tiles of one or many images run through the network in batches
 (`encode_many`, `decode_many`), so memory is bounded by the batch, not by the image.
@@ -44,7 +47,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from . import bitstream
+from . import bitstream, postfilter
 from .bitstream import BitstreamError
 from .codes import Codes, EncodedImage, signs, stream_sizes
 from .entropy import CODERS, EntropyError, get_coder
@@ -147,11 +150,13 @@ class Codec:
 
     def __init__(self, model: torch.nn.Module, model_id: str, extra=None, info=None, *, device="auto",
                  tile_size: int | None = None, batch_size: int = 8, precision: str = "auto",
-                 coder: str = "auto", search_steps: int = 0, refine: bool = True, decoding: str = "exact"):
+                 coder: str = "auto", search_steps: int = 0, refine: bool = True, decoding: str = "exact",
+                 post_filter: bool = True):
         check_tile_size(tile_size, model.cfg.align)  # None: per image (tiling.tile_size_for)
         check_choice("decoding", decoding, DECODINGS)
         self._options = dict(device=device, tile_size=tile_size, batch_size=batch_size, precision=precision,
-                             coder=coder, search_steps=search_steps, refine=refine, decoding=decoding)
+                             coder=coder, search_steps=search_steps, refine=refine, decoding=decoding,
+                             post_filter=post_filter)
         self._earlier = {}  # model id -> the codec of an earlier shipped model (for_model)
         self.shipped = False  # loaded as the shipped default (Codec.load without weights)
         self.device = resolve_device(device)
@@ -181,6 +186,10 @@ class Codec:
         # better reconstructions at every depth, each iteration about 3 x steps decoder passes
         check_range("search_steps", search_steps, 0, MAX_SEARCH_STEPS)
         self.search_steps = search_steps
+        # the encoder fits a colour post-filter per tile and depth and sends it where it pays
+        # (rgbatch.postfilter, format v2); False writes format v1 streams, without filters, as
+        # rgbatch did before session 30. Decoders apply what a stream holds.
+        self.post_filter = post_filter
         self.device_lock = threading.Lock()  # held by a call's device stage (the module's docstring)
 
     @classmethod
@@ -238,7 +247,8 @@ class Codec:
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
         `keep_reconstructions` returns them: exactly what `decode` gives at each depth with
-        `decoding` "exact-loop" or "float", within a pixel level of it with "exact" (the default);
+        `decoding` "exact-loop" or "float", within a pixel level of it with "exact" (the default;
+        two where a post-filter amplifies the level);
         `keep_codes` returns the `Codes` the stream stores (to re-code them with another coder).
         `target` (`ratecontrol.Target`): each image keeps the depth its quality or size target
         asks for, and the encoder stops there: the stream and stats are those of the full
@@ -334,11 +344,12 @@ class Codec:
                             continue  # every image of this batch has stopped
                         bits, x_hat = next(batch)
                         bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
-                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure else None
+                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure or self.post_filter else None
                         for n, (i, j) in enumerate(keys):
                             runs[i].tiles[j].append(bits[n])
+                            q = runs[i].fit_filter(j, pixels_t[n]) if self.post_filter else None
                             if measure:
-                                runs[i].reconstructed(t, j, pixels_t[n])
+                                runs[i].reconstructed(t, j, postfilter.apply(pixels_t[n], q))
                     for run, goal in zip(runs, targets) if lockstep else ():
                         if run.meter:
                             run.meter.flush()
@@ -364,7 +375,8 @@ class Codec:
         if target.msssim is not None:
             stop = run.meter.msssim(t) >= target.msssim
         if target.limits_size:
-            run.chunks.append(self.coder.encode_iteration(run.codes().tiles, t))
+            codes = run.codes()
+            run.chunks += self.frame(codes, [self.coder.encode_iteration(codes.tiles, t)], t)
             stop = stop or not target.fits(stream_sizes(run.chunks)[-1], run.original.shape[0] * run.original.shape[1])
         return stop
 
@@ -375,7 +387,7 @@ class Codec:
         codes = run.codes().cut(depth)
         run.tiles = None  # stacked into `codes`: one copy of the bits, not two
         if len(run.chunks) < depth:
-            run.chunks = self.coder.encode(codes.tiles)
+            run.chunks = self.frame(codes, self.coder.encode(codes.tiles))
         h, w = run.original.shape[:2]
         sizes = stream_sizes(run.chunks[:depth])  # cumulative: a cut keeps a prefix of them
         if target:  # the depth the target keeps, from every depth coded so far
@@ -407,7 +419,7 @@ class Codec:
             return enc
         steps = partial_steps(self.model.cfg.bits)
         tries = [codes.partial(base + 1, m) for m in steps]
-        last = [self.coder.encode_iteration(codes.tiles, base, m) for m in steps]
+        last = [self.frame(c, [self.coder.encode_iteration(codes.tiles, base, m)], base)[0] for c, m in zip(tries, steps)]
         sizes = [bitstream.cumulative_bytes([*map(len, chunks[:base]), len(c)])[-1] for c in last]
         pixels = enc.width * enc.height
         # decoded (the network's time) fewest bytes first, only those within the size limits, until
@@ -438,10 +450,22 @@ class Codec:
                        codes=kept if enc.codes is not None else None)
 
     def pack(self, codes: Codes, chunks: list[bytes], coder=None) -> bytes:
-        """The stream of an image's chunks (coded by `coder`, this codec's by default)."""
+        """The stream of an image's chunks (coded by `coder`, this codec's by default; framed: `frame`)."""
         return bitstream.pack(coder_id=(coder or self.coder).coder_id, bits=self.model.cfg.bits,
                               model_id=self.model_id, width=codes.width, height=codes.height,
-                              tile_size=codes.tile_size, chunks=chunks, scale=codes.scale, steps=codes.steps)
+                              tile_size=codes.tile_size, chunks=chunks, scale=codes.scale, steps=codes.steps,
+                              version=1 if codes.filters is None else 2)
+
+    @staticmethod
+    def frame(codes: Codes, payloads: list[bytes], start: int = 0) -> list[bytes]:
+        """The chunks of iterations start, start + 1, ...: each iteration's post-filter record, then
+        the coder's payload (format v2, rgbatch.postfilter); the payloads alone (format v1) for
+        codes without filters (`post_filter=False`, or read from a v1 stream)."""
+        return postfilter.frame(codes.filters, len(codes.tiles), payloads, start)
+
+    def code(self, codes: Codes, coder=None) -> list[bytes]:
+        """The chunks of an image's codes, coded by `coder` (this codec's by default)."""
+        return self.frame(codes, (coder or self.coder).encode(codes.tiles))
 
     # -- decoding: bitstream.unpack -> chunks -> coder -> Codes -> network + tiling ----------
     def read_codes(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> Codes:
@@ -462,6 +486,12 @@ class Codec:
         except ValueError as e:
             raise BitstreamError(str(e)) from None
         header, chunks = bitstream.unpack(blob, iterations)
+        filters = None
+        if header.version >= 2:
+            try:
+                filters, chunks = postfilter.unframe(chunks, len(tiles))
+            except postfilter.RecordError as e:
+                raise BitstreamError(str(e)) from None
         shapes = [(header.bits, *t.code_shape(self.model.cfg)) for t in tiles]
         try:
             # the codec's own coder when the stream used it (building a context coder takes 10 ms)
@@ -470,7 +500,7 @@ class Codec:
             codes = coder.decode(chunks, shapes, steps)
         except EntropyError as e:
             raise BitstreamError(str(e)) from None
-        return Codes(header.width, header.height, header.tile_size, codes, header.scale, steps)
+        return Codes(header.width, header.height, header.tile_size, codes, header.scale, steps, filters)
 
     def decode(self, blob: bytes, iterations: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return self.decode_many([blob], iterations, max_pixels)[0]
@@ -492,7 +522,7 @@ class Codec:
         with self.device_lock:
             for keys, bits in self._code_batches(codes):
                 for (i, j), p in zip(keys, to_uint8(self.model.decode(bits))):
-                    paste(images[i], p, grids[i][j])
+                    paste(images[i], postfilter.apply(p, codes[i].filter_at(j)), grids[i][j])
             images = [self._refined(im, c) for im, c in zip(images, codes)]
         return [upscale(im, c.width, c.height) if c.scale else im for im, c in zip(images, codes)]
 
@@ -532,7 +562,7 @@ class Codec:
                     x_hat = (self.model.decode_from(bits, loop=True) if state is None
                              else self.model.decode_from(bits[base:], state, loop=True)).x_hat.clamp(-0.5, 0.5)
                     for (_, j), p in zip(keys, to_uint8(x_hat)):
-                        paste(image, p, grid[j])
+                        paste(image, postfilter.apply(p, candidate.filter_at(j)), grid[j])
                 image = self._refined(image, candidate)
             return upscale(image, candidate.width, candidate.height) if candidate.scale else image
 
@@ -569,6 +599,7 @@ class _Run:
         # the full-size image, of which `image` is the downscaled copy when scale is not 0 (rgbatch.resample)
         self.original, self.scale = (image, 0) if original is None else (original, scale)
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
+        self.filters = [[] for _ in grid]  # per tile, the post-filter of each iteration (when fitted)
         self.meter = None if not measure else (
             _UpscaledMeter(self.original, image.shape[0], iterations, device, keep_reconstructions) if scale
             else QualityMeter(image, iterations, device=device))
@@ -594,9 +625,19 @@ class _Run:
                 if self.recon is not None:
                     self.recon[t, y:y + len(band)] = band
 
+    def fit_filter(self, j: int, pixels: np.ndarray) -> np.ndarray:
+        """Tile j's post-filter at its next iteration, from its reconstruction there (uint8, padding
+        included), fitted to the tile's pixels of the coded image (rgbatch.postfilter.fit)."""
+        tile, sent = self.grid[j], [q for q in self.filters[j] if q.any()]
+        original = self.image[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
+        q = postfilter.fit(pixels[:tile.height, :tile.width], original, sent[-1] if sent else None)
+        self.filters[j].append(q)
+        return q
+
     def codes(self) -> Codes:
         height, width = self.original.shape[:2]
-        return Codes(width, height, self.tile_size, [np.stack(t) for t in self.tiles], self.scale)
+        filters = [np.stack(f) for f in self.filters] if self.filters[0] else None
+        return Codes(width, height, self.tile_size, [np.stack(t) for t in self.tiles], self.scale, filters=filters)
 
 
 class _UpscaledMeter:

@@ -28,7 +28,9 @@ class Codes:
     width x height is the image's size; the network coded it at `coded_size` (scale code
     `scale`, rgbatch.resample), which the tile grid follows. `steps`: the last iteration holds
     only its first `steps` coding steps (a partial last chunk, docs/FORMAT.md; 0: all), its other
-    bits unknown (False here; the decoder reads them as 0, neither +1 nor -1)."""
+    bits unknown (False here; the decoder reads them as 0, neither +1 nor -1). `filters`: per tile,
+    the colour post-filter of each iteration, int32 (iterations, 3, 4), zeros where none is sent
+    (rgbatch.postfilter); None: none at all (a format v1 stream)."""
 
     width: int
     height: int
@@ -36,6 +38,7 @@ class Codes:
     tiles: list[np.ndarray]
     scale: int = 0
     steps: int = 0
+    filters: list[np.ndarray] | None = None
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -53,17 +56,27 @@ class Codes:
 
     def cut(self, depth: int) -> "Codes":
         """The codes of the first `depth` iterations (whole ones, below the last)."""
-        return replace(self, tiles=[t[:depth] for t in self.tiles], steps=self.steps if depth == self.iterations else 0)
+        return replace(self, tiles=[t[:depth] for t in self.tiles], steps=self.steps if depth == self.iterations else 0,
+                       filters=None if self.filters is None else [f[:depth] for f in self.filters])
 
     def partial(self, depth: int, steps: int) -> "Codes":
         """The codes of the first `depth` iterations, the last one of its first `steps` coding steps
-        (its other bits False, as decoding gives them)."""
+        (its other bits False, as decoding gives them), without a post-filter at that depth (one was
+        fitted to the whole iteration)."""
         kept = replace(self.cut(depth), steps=steps)
         kept.tiles = [t.copy() for t in kept.tiles]
+        if kept.filters is not None:
+            kept.filters = [f.copy() for f in kept.filters]
+            for f in kept.filters:
+                f[-1] = 0
         for tile, coded in zip(kept.tiles, kept.coded()):
             if coded is not None:
                 tile[-1] &= coded
         return kept
+
+    def filter_at(self, j: int) -> np.ndarray | None:
+        """Tile j's post-filter at the last iteration (None or zeros: none)."""
+        return None if self.filters is None else self.filters[j][-1]
 
     def coded(self) -> list[np.ndarray | None]:
         """Per tile, which bits of the last iteration the codes hold: bool (bits, rows, cols), the

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import bitstream
+from . import bitstream, postfilter
 from .bitstream import BitstreamError
 from .entropy import CODERS, get_coder
 from .limits import layout
@@ -100,8 +100,10 @@ class Seed:
         coding steps of iteration `depth` (docs/FORMAT.md, "Partial last chunk")."""
         enc = codec.encode(image, depth, keep_codes=True, measure=False)
         _, chunks = bitstream.unpack(enc.blob)
-        last = codec.coder.encode_iteration(enc.codes.tiles, depth - 1, steps)
-        return cls.of(codec, codec.pack(enc.codes.partial(depth, steps), chunks[:-1] + [last]))
+        codes = enc.codes.partial(depth, steps)
+        last = postfilter.frame(codes.filters, len(codes.tiles), [codec.coder.encode_iteration(enc.codes.tiles, depth - 1, steps)],
+                                depth - 1)
+        return cls.of(codec, codec.pack(codes, chunks[:-1] + last))
 
     @property
     def parts(self) -> Parts:
@@ -341,13 +343,18 @@ def run(codec, case: Case, max_pixels: int) -> str:
 
 def sealed(codec, case: Case, max_pixels: int) -> bool:
     """Whether a decoded context-coded stream's chunks are, byte for byte, what its coder (id 1 or
-    2) writes for the codes they decode to, the last one of its steps (docs/FORMAT.md, "Errors")."""
+    2) writes for the codes they decode to, the last one of its steps, after the post-filter record the
+    encoder writes for the filters they decode to (format v2) (docs/FORMAT.md, "Errors")."""
     header, chunks = bitstream.unpack(case.blob, case.iterations)
     codes = codec.read_codes(case.blob, case.iterations, max_pixels)
     coder = get_coder(header.coder_id, codec.extra)
     last = len(chunks) - 1
-    return all(coder.encode_iteration(codes.tiles, t, codes.steps if t == last else 0) == chunk
-               for t, chunk in enumerate(chunks))
+
+    def written(t: int) -> bytes:
+        payload = coder.encode_iteration(codes.tiles, t, codes.steps if t == last else 0)
+        return postfilter.frame(codes.filters, len(codes.tiles), [payload], t)[0]  # the payload alone in v1
+
+    return all(written(t) == chunk for t, chunk in enumerate(chunks))
 
 
 def reason(error: Exception) -> str:

@@ -85,6 +85,7 @@ class CompressOptions:
     # large images encode up to 2x faster (docs/ARCHIVE.md, --no-measure)
     measure: bool = True
     search_steps: int = 0  # encoder-side search of the bits (Codec): better quality, encoding ~7x slower at 3
+    post_filter: bool = True  # a colour post-filter per tile and depth (Codec; False: format v1 streams)
     resample: str = "none"  # resampled coding (Codec.encode_many): none | auto | 0.75 | 0.5
     # with a target, a partial last iteration where it lands nearer (Codec.encode_many); None: where
     # the target, measuring and the coder allow it (codec.resolve_partial), False: whole iterations
@@ -150,7 +151,7 @@ class EncodeWorker:
             torch.set_num_threads(min(threads, os.cpu_count() or threads))
         self.codec = Codec.load(weights, device=device, tile_size=options.tile_size, batch_size=options.batch_size,
                                 coder=options.coder, precision=options.precision, search_steps=options.search_steps,
-                                decoding=options.decoding)
+                                decoding=options.decoding, post_filter=options.post_filter)
         self.iterations = options.iterations
         self.target = options.target
         self.measure = options.measure

@@ -143,26 +143,6 @@ def test_header_cost_takes_the_whole_header_off_rgbatch_rows_alone(small_run):
             assert after == before
 
 
-def test_post_filter_exp_golomb_lengths():
-    # benchmarks/post_filter.py charges coefficients as signed Exp-Golomb codes: 0, 1, -1, 2, -2, 3, 4
-    # map to 0, 1, 2, 3, 4, 5, 7, whose codes are 1, 3, 3, 5, 5, 5, 7 bits long
-    assert [post_filter.exp_golomb_bits([v]) for v in (0, 1, -1, 2, -2, 3, 4)] == [1, 3, 3, 5, 5, 5, 7]
-    assert post_filter.exp_golomb_bits([0, 1, 4]) == 1 + 3 + 7
-
-
-@pytest.mark.parametrize("name", sorted(post_filter.FILTERS))
-def test_post_filter_undoes_a_colour_cast_in_integers(name):
-    image, _ = read_image(DATA / "kodim23_crop192.png")
-    cast = image.astype(np.int32)
-    cast = np.clip(0.8 * cast + 0.1 * cast[..., [1, 2, 0]] + 12, 0, 255).astype(np.uint8)  # a cast the filters can undo
-    filt = post_filter.FILTERS[name]
-    q = filt.fit(cast, image)
-    assert q.shape == (3, filt.size + 1) and q.dtype == np.int64
-    error = lambda x: np.abs(x.astype(int) - image).mean()
-    assert error(filt.apply(cast, q)) < 0.5 * error(cast)
-    assert np.array_equal(filt.apply(cast, np.zeros_like(q)), cast)  # no coefficients: the image itself
-
-
 def test_post_filter_charges_every_depth_and_never_lowers_quality():
     image, _ = read_image(DATA / "kodim23_crop192.png")
     rng = np.random.default_rng(0)

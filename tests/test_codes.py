@@ -23,11 +23,12 @@ def test_the_stages_compose_to_encode_and_decode(codec, rng):
     assert [len(c.tiles) for c in codes] == [4, 1] and codes[0].tiles[0].shape == (3, 32, 4, 4)
     encoded = codec.encode_many(images, 3, keep_codes=True, keep_reconstructions=True)
     for c, e in zip(codes, encoded):
-        chunks = codec.coder.encode(c.tiles)
+        chunks = codec.code(c)  # each iteration's post-filter record, then the coder's payload
         assert codec.pack(c, chunks) == e.blob and stream_sizes(chunks) == e.bytes  # coder, then packing
-        back = codec.read_codes(e.blob)  # unpacking, then the coder
+        back = codec.read_codes(e.blob)  # unpacking, the records, then the coder
         assert (back.width, back.height, back.tile_size) == (c.width, c.height, c.tile_size)
         assert all(np.array_equal(a, b) for a, b in zip(back.tiles, c.tiles))
+        assert all(np.array_equal(a, b) for a, b in zip(back.filters, c.filters))
         assert all(np.array_equal(a, b) for a, b in zip(e.codes.tiles, c.tiles))
     decoded = codec.decode_codes([c.cut(2) for c in codes])
     assert all(np.array_equal(d, e.reconstructions[1]) for d, e in zip(decoded, encoded))

@@ -138,7 +138,8 @@ def test_exact_decoding_is_within_float_noise_of_the_float_decoder_and_exact_in_
     exact_encoded = looped.encode(image, iterations=6, keep_reconstructions=True)
     for depth in (1, 3, 6):
         exact, approximate = shipped.decode(encoded.blob, depth), floating.decode(encoded.blob, depth)
-        assert np.abs(exact.astype(int) - approximate).max() <= 1
+        # a level apart at most, which the post-filter (docs/FORMAT.md) can turn into two
+        assert np.abs(exact.astype(int) - approximate).max() <= 2
         assert (exact != approximate).mean() < 0.01
         # the encoder measured its float reconstruction, the float decoder's image
         assert msssim_many(image, [exact])[0] == pytest.approx(encoded.msssim[depth - 1], abs=2e-5)

@@ -27,7 +27,8 @@ def shipped(default_weights):
 def streams(shipped):
     """One real stream per coder: the mixing coder with its group model (id 4, the default), the
     mixing coder (id 3, the default in session 26), the adaptive coder (id 2, the default from
-    session 11 to 25), the context coder (id 1, before) and the raw one."""
+    session 11 to 25), the context coder (id 1, before) and the raw one; all in format v2 (post-filter
+    records at the head of each chunk), and one of coder id 4 in format v1 (none)."""
     image = smooth_image(np.random.default_rng(5), 40, 56)
     raw, context, adaptive, mixing = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder,
                                             tile_size=32) for coder in ("raw", "context", "adaptive", "mixing"))
@@ -35,7 +36,9 @@ def streams(shipped):
     assert bitstream.read_header(mixing2).coder_id == 4
     return {"mixing2": mixing2, "mixing": mixing.encode(image, 3, measure=False).blob,
             "adaptive": adaptive.encode(image, 3, measure=False).blob,
-            "context": context.encode(image, 3, measure=False).blob, "raw": raw.encode(image, 2, measure=False).blob}
+            "context": context.encode(image, 3, measure=False).blob, "raw": raw.encode(image, 2, measure=False).blob,
+            "v1": Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", tile_size=32,
+                        post_filter=False).encode(image, 3, measure=False).blob}
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +123,17 @@ def test_chunks_too_short_or_too_long_for_their_claim_are_refused(shipped, strea
     """Item 2: each coder knows the size of its chunks for the declared shapes: the raw coder
     exactly, the context coder in whole 32-bit words, at least one, at most 24 bits a bit."""
     context, raw = streams["context"], streams["raw"]
-    n = bitstream.read_header(raw).chunk_lengths[0]
+    off = b"\0"  # a post-filter record that says off for the one tile (format v2), then the coder's payload
+    n = bitstream.read_header(raw).chunk_lengths[0] - len(off)
     for chunk in (b"", b"\0" * (n - 1), b"\0" * (n + 1)):
         with pytest.raises(BitstreamError, match="iteration 1 holds"):
-            shipped.decode(with_chunks(raw, [chunk]))
+            shipped.decode(with_chunks(raw, [off + chunk]))
     symbols = 32 * (64 // 16) * (64 // 16)  # 40x56 pixels: one tile padded to 64x64, 4x4 positions of 32 bits
     for chunk in (b"", b"\0\0\0", b"\0" * (4 * symbols)):
         with pytest.raises(BitstreamError, match="iteration 1 holds"):
-            shipped.decode(with_chunks(context, [chunk]))
+            shipped.decode(with_chunks(context, [off + chunk]))
+    with pytest.raises(BitstreamError, match="iteration 1 post-filter record: the chunk ends inside"):
+        shipped.decode(with_chunks(context, [b""]))
     with pytest.raises(BitstreamError, match="iterations"):  # 17 empty chunks: the count first
         shipped.decode(with_chunks(context, [b""] * 17))
 

@@ -60,8 +60,9 @@ def test_a_quality_target_keeps_the_fewest_bytes_reaching_it_and_decoding_gives_
     full = codec.encode(image, k, resample=resample, keep_codes=True).codes
     sizes, quality = [whole.bytes[-1]], [whole.msssim[-1]]
     for m in partial_steps(32):
-        chunks = codec.coder.encode(full.tiles)[:k - 1] + [codec.coder.encode_iteration(full.tiles, k - 1, m)]
-        blob = codec.pack(full.partial(k, m), chunks)
+        part = full.partial(k, m)  # without a post-filter at depth k: it was fitted to the whole iteration
+        chunks = codec.code(full)[:k - 1] + codec.frame(part, [codec.coder.encode_iteration(full.tiles, k - 1, m)], k - 1)
+        blob = codec.pack(part, chunks)
         sizes.append(len(blob))
         quality.append(msssim_many(image, [codec.decode(blob)])[0])
     reaching = [n for n, q in enumerate(quality) if q >= goal.msssim]
@@ -144,10 +145,11 @@ def test_a_forged_partial_chunk_is_refused_or_is_the_encoder_s(default_weights, 
     both decoding without an error."""
     codec = Codec.load(default_weights, precision="fp32", tile_size=128, coder=coder)
     codes = codec.encode(image, 3, keep_codes=True, measure=False).codes
-    whole = codec.coder.encode(codes.tiles)[:2]
+    whole = codec.code(codes)[:2]
     outcomes = []
     for m in partial_steps(32):
-        last = codec.coder.encode_iteration(codes.tiles, 2, m)
+        payload = codec.coder.encode_iteration(codes.tiles, 2, m)
+        last = codec.frame(codes.partial(3, m), [payload], 2)[0]  # its post-filter record (all off), then the payload
         parts = fuzz.Parts.of(codec.pack(codes.partial(3, m), whole + [last]))
         assert parts.fields["steps"] == m and codec.read_codes(parts.build()).steps == m  # as written: decodes
         for cut in (1, 2, len(last) // 4 - 1):  # by one word, two, to one word left
@@ -161,7 +163,7 @@ def test_a_forged_partial_chunk_is_refused_or_is_the_encoder_s(default_weights, 
                 assert str(e).startswith(("iteration 3 ends before", "iteration 3 is not a chunk")), e
                 outcomes.append("refused")
             else:
-                assert codec.coder.encode_iteration(read.tiles, 2, more) == last
+                assert codec.coder.encode_iteration(read.tiles, 2, more) == payload
                 outcomes.append("the encoder's")
     # measured: 6 (adaptive) and 5 (context) of the 217 raises are valid chunks, each by 1 to 4 steps
     # from step 8 or 40: channels 8-11, which are 1 at only 0 to 9 of the 144 positions on this crop
