@@ -36,6 +36,7 @@ SEEDS = [("mixing2", 64, 48, 512, 16, 0), ("mixing2", 80, 96, 32, 3, 40), ("mixi
          ("mixing", 80, 96, 32, 3, 40), ("adaptive", 64, 48, 512, 16, 0),
          ("adaptive", 80, 96, 32, 3, 40), ("context", 64, 48, 512, 16, 0),
          ("context", 80, 96, 32, 3, 0), ("context", 33, 40, 0, 2, 8), ("raw", 48, 40, 32, 4, 0), ("raw", 17, 70, 64, 1, 0)]
+V1_SEEDS = [("mixing2", 64, 48, 512, 16, 0), ("context", 80, 96, 32, 3, 0)]  # format v1: no post-filter records
 
 
 def machine() -> str:
@@ -109,8 +110,9 @@ def main():
                                                 coder="raw")}
     image = read_image(SOURCE)[0]
     seeds = []
-    for coder, h, w, tile, depth, steps in SEEDS:
-        codec = Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder, tile_size=tile)
+    for (coder, h, w, tile, depth, steps), post_filter in [(seed, True) for seed in SEEDS] + [(seed, False) for seed in V1_SEEDS]:
+        codec = Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder, tile_size=tile,
+                      post_filter=post_filter)
         crop = np.ascontiguousarray(image[:h, :w])
         seeds.append(fuzz.Seed.partial(codec, crop, depth, steps) if steps else
                      fuzz.Seed.of(shipped, codec.encode(crop, depth, measure=False).blob))

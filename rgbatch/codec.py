@@ -11,9 +11,10 @@ Encoding runs in stages with typed values between them (rgbatch.codes, docs/ARCH
 
 and decoding runs them backwards; `encode_codes`, `pack`, `read_codes` and `decode_codes`
 expose the stages. Every tile's reconstruction at every depth passes through a colour post-filter
-the encoder fits to the original and sends where it raises the tile's MS-SSIM (rgbatch.postfilter;
-its record heads the depth's chunk, format v2): what the encoder measures, and what decoding
-returns, is the filtered image. `post_filter=False` writes format v1 streams, without filters. A weight file may carry a refiner (rgbatch.refine): then what every depth
+the encoder fits to the original and sends where it pays for its bits (rgbatch.postfilter; its
+record heads the depth's chunk, format v2): what the encoder measures, and what decoding
+returns, is the filtered image. `post_filter=False` writes format v1 streams, without filters.
+A weight file may carry a refiner (rgbatch.refine): then what every depth
 decodes to, and what the encoder measures, is the network's image refined; codes and
 streams are the same with or without it. Tiles of one or many images run through the network in batches
 (`encode_many`, `decode_many`), so memory is bounded by the batch, not by the image.
@@ -387,7 +388,7 @@ class Codec:
         codes = run.codes().cut(depth)
         run.tiles = None  # stacked into `codes`: one copy of the bits, not two
         if len(run.chunks) < depth:
-            run.chunks = self.frame(codes, self.coder.encode(codes.tiles))
+            run.chunks = self.code(codes)
         h, w = run.original.shape[:2]
         sizes = stream_sizes(run.chunks[:depth])  # cumulative: a cut keeps a prefix of them
         if target:  # the depth the target keeps, from every depth coded so far
@@ -454,7 +455,7 @@ class Codec:
         return bitstream.pack(coder_id=(coder or self.coder).coder_id, bits=self.model.cfg.bits,
                               model_id=self.model_id, width=codes.width, height=codes.height,
                               tile_size=codes.tile_size, chunks=chunks, scale=codes.scale, steps=codes.steps,
-                              version=1 if codes.filters is None else 2)
+                              version=1 if codes.filters is None else bitstream.VERSION)
 
     @staticmethod
     def frame(codes: Codes, payloads: list[bytes], start: int = 0) -> list[bytes]:

@@ -24,7 +24,7 @@ import numpy as np
 
 SHIFT = 7  # matrix coefficients in units of 2^-SHIFT; offsets in half levels
 MAX_COEFFICIENT = 4096  # |q| a record may hold: int32 sums cannot overflow (docs/FORMAT.md)
-MAX_PREFIX = 13  # Exp-Golomb leading zeros a reader accepts: values up to 2^14 - 2
+MAX_PREFIX = 14  # Exp-Golomb leading zeros a reader accepts: differences up to +-2 MAX_COEFFICIENT fit
 SUBSAMPLE = 4  # the encoder fits on every 4th pixel of every 4th row (1/16 of them)
 RATE_PRICE = 1.0  # how dearly the encoder counts a filter's bits, against the high-rate bound (`worth`)
 

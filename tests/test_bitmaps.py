@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rgbatch import bitstream
+from rgbatch import bitstream, postfilter
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
 
@@ -26,6 +26,7 @@ def test_block_bits_add_up_to_each_chunk_of_the_stream(shipped):
     bits, padding = bitmaps.block_bits(shipped, blob)
     assert bits.shape == (3, 10, 11)  # ceil(150 / 16), ceil(170 / 16)
     _, chunks = bitstream.unpack(blob)
+    _, chunks = postfilter.unframe(chunks, 1)  # the coder's payloads, after each depth's post-filter record
     for t, chunk in enumerate(chunks):
         coded = bits[t].sum() + padding[t]
         # the range coder writes 32-bit words and quantizes the probabilities: a few bytes more

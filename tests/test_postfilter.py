@@ -105,5 +105,10 @@ def test_a_damaged_record_is_refused_with_its_reason(rng):
     big = np.full(COEFFICIENTS, MAX_COEFFICIENT, np.int64)
     with pytest.raises(RecordError, match="over the format"):
         postfilter.read_record(postfilter.write_record([np.ones(COEFFICIENTS, np.int32)], zeros), [big])
+    # the largest difference a record can need (-MAX_COEFFICIENT to +MAX_COEFFICIENT) reads back
+    low, high = np.full(COEFFICIENTS, -MAX_COEFFICIENT, np.int32), np.full(COEFFICIENTS, MAX_COEFFICIENT, np.int32)
+    for a, b in ((low, high), (high, low)):
+        got, _ = postfilter.read_record(postfilter.write_record([b], [a.astype(np.int64)]), [a.astype(np.int64)])
+        assert np.array_equal(got[0], b)
     with pytest.raises(RecordError, match="iteration 2 post-filter record"):
         postfilter.unframe([postfilter.write_record([q], zeros), b""], 1)

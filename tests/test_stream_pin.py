@@ -13,6 +13,10 @@ with same-step contexts; session 24: model 023aa50247198e29, its decoder trained
 3463638676cb6169, its decoder trained further), with the code unchanged. Exact decoding (session 18,
 rgbatch.exact) leaves the encoder's loop in float by default, so these bytes; the encoder with
 the exact decoder in its loop ("exact-loop") has its own pins (the last test).
+
+Since session 30 new streams are format v2, with a colour post-filter record at the head of each
+chunk (rgbatch.postfilter): PINNED holds the format v1 streams, which `post_filter=False` still
+writes byte for byte, and PINNED_V2 the format v2 ones, recorded when the format was added.
 """
 
 import hashlib
@@ -49,6 +53,32 @@ PINNED = {  # (crop, tile size, coder): {depth: sha256 of the stream cut there, 
     ("kodim23_crop192.png", 96, "mixing2"): {1: "32f599c3acb2fc79", 3: "bb98ad6d7669c043", 6: "674900245fc7eec9"},
 }
 
+PINNED_V2 = {  # format v2 (session 30), as PINNED
+    ("kodim05_crop192.png", 0, "raw"): {1: "7853670431c63c4e", 3: "f6ab8be2c2922614", 6: "b91a168d63224b3d"},
+    ("kodim23_crop192.png", 0, "raw"): {1: "5993566c482cb54a", 3: "b06e7bef124b97c3", 6: "cbaa27f5c32364ee"},
+    ("kodim05_crop192.png", 96, "raw"): {1: "c5655144c366506a", 3: "0d069420476d1c51", 6: "00801d146aabf65f"},
+    ("kodim23_crop192.png", 96, "raw"): {1: "10f37a76123b1f0d", 3: "d3d455545ccbfc47", 6: "9c2adcce3d05789e"},
+    ("kodim05_crop192.png", 0, "context"): {1: "7bb36df1c2494f53", 3: "b096089fbad6c5e3", 6: "2c027c0fde88b022"},
+    ("kodim23_crop192.png", 0, "context"): {1: "d2946e0fcb0fa6fe", 3: "769afc11fc660a6a", 6: "9d08b9cd89df1a11"},
+    ("kodim05_crop192.png", 96, "context"): {1: "5977921a086f7389", 3: "164a737b0b9c48fc", 6: "141edf5eadf624a3"},
+    ("kodim23_crop192.png", 96, "context"): {1: "e40ff6487be211bd", 3: "541f70b9c12a886a", 6: "a18d632055c43afe"},
+    ("kodim05_crop192.png", 0, "adaptive"): {1: "ad9648a372bbe3df", 3: "c59c228b3ba21545", 6: "992dfaecf9a51cdc"},
+    ("kodim23_crop192.png", 0, "adaptive"): {1: "9f5318f046089694", 3: "c21705e7f012dfdc", 6: "c48a15e3baf6f917"},
+    ("kodim05_crop192.png", 96, "adaptive"): {1: "03759718b063531d", 3: "26b51a00dccdc650", 6: "a608b40a579daa64"},
+    ("kodim23_crop192.png", 96, "adaptive"): {1: "69f3b754490ebf0f", 3: "2287c5441cccda60", 6: "50a1d3c83d892663"},
+    ("kodim05_crop192.png", 0, "mixing"): {1: "ce972daeebcf63e7", 3: "7a68e83c397b6a37", 6: "b5d2a17358770d9c"},
+    ("kodim23_crop192.png", 0, "mixing"): {1: "bdc1e6c7c167594d", 3: "744e029fce63c9e6", 6: "3a99b426895b9adf"},
+    ("kodim05_crop192.png", 96, "mixing"): {1: "3c3ab092a5451566", 3: "34742b7899a86f88", 6: "2db03f66145dda2a"},
+    ("kodim23_crop192.png", 96, "mixing"): {1: "5cb7426524291080", 3: "36741d4dea4b2ab5", 6: "10f38b8fe48c21c4"},
+    ("kodim05_crop192.png", 0, "mixing2"): {1: "a4146e1ae5b24014", 3: "b0edcfd7b4fc2bf9", 6: "8007e5ea31ab60e4"},
+    ("kodim23_crop192.png", 0, "mixing2"): {1: "3ebd919106067a6e", 3: "68b0835e4afd246f", 6: "b7f399cff1082f80"},
+    ("kodim05_crop192.png", 96, "mixing2"): {1: "4b9610243efcfcf3", 3: "0c67bf3750689a20", 6: "e0b4adc72b1065d7"},
+    ("kodim23_crop192.png", 96, "mixing2"): {1: "5254cb6e1a6bbd21", 3: "46910c156ce8457a", 6: "d7bf022488c98f72"},
+}
+# a size and a quality target (context coder, 96 px tiles), and the pixels decoded at the size target
+V2_TARGETS = {"size": (2, [353, 586], "19e7b3a8838d4295"), "quality": (4, "010fa50776ab7c3a"), "pixels": "fb5dd6bfaa60f68c"}
+# "exact-loop", context coder, 96 px tiles
+V2_EXACT_LOOP = {1: "2274320e89e3e68f", 3: "8c76017eac9f5173", 6: "574d399bccfa886c"}
 
 def _digest(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -56,18 +86,22 @@ def _digest(blob: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def codecs(default_weights):
-    return {(coder, tile): Codec.load(default_weights, precision="fp32", coder=coder, tile_size=tile)
-            for coder in ("raw", "context", "adaptive", "mixing", "mixing2") for tile in (0, 96)}
+    return {(coder, tile, post_filter): Codec.load(default_weights, precision="fp32", coder=coder, tile_size=tile,
+                                                   post_filter=post_filter)
+            for coder in ("raw", "context", "adaptive", "mixing", "mixing2") for tile in (0, 96)
+            for post_filter in (False, True)}
 
 
 @pytest.mark.parametrize("name", ["kodim05_crop192.png", "kodim23_crop192.png"])
 @pytest.mark.parametrize("coder", ["raw", "context", "adaptive", "mixing", "mixing2"])
 @pytest.mark.parametrize("tile", [0, 96])
-def test_streams_of_the_shipped_model_keep_their_bytes(codecs, name, coder, tile):
+@pytest.mark.parametrize("version", [1, 2])
+def test_streams_of_the_shipped_model_keep_their_bytes(codecs, name, coder, tile, version):
     image, _ = read_image(DATA / name)
-    blob = codecs[coder, tile].encode(image, iterations=6, measure=False).blob
+    blob = codecs[coder, tile, version == 2].encode(image, iterations=6, measure=False).blob
+    assert bitstream.read_header(blob).version == version
     got = {depth: _digest(bitstream.truncate(blob, depth)) for depth in (1, 3, 6)}
-    assert got == PINNED.get((name, tile, coder)), got
+    assert got == (PINNED if version == 1 else PINNED_V2).get((name, tile, coder)), got
 
 
 def test_target_encodings_and_decoding_keep_their_bytes(codecs, default_weights):
@@ -75,13 +109,20 @@ def test_target_encodings_and_decoding_keep_their_bytes(codecs, default_weights)
     # goes (a quality target); the decoder's pixels are pinned too: exact decoding (rgbatch.exact,
     # the default since session 18) gives them on every machine, in either encoder precision
     image, _ = read_image(DATA / "kodim05_crop192.png")
-    codec = codecs["context", 96]
+    codec = codecs["context", 96, False]  # format v1
     by_size = codec.encode(image, iterations=6, target=Target(max_bytes=600))
     by_quality = codec.encode(image, iterations=6, target=Target(msssim=0.9))
     assert (by_size.iterations, by_size.bytes, _digest(by_size.blob)) == (2, [284, 448], "445097e4a78068b0")
     assert (by_quality.iterations, _digest(by_quality.blob)) == (4, "ba3d1ed30a3a8b5e")
     assert _digest(codec.decode(by_size.blob).tobytes()) == "57654671de8c824f"
     assert _digest(Codec.load(default_weights, precision="bf16").decode(by_size.blob).tobytes()) == "57654671de8c824f"
+    codec = codecs["context", 96, True]  # format v2: the post-filters in the stream and the decoded pixels
+    by_size = codec.encode(image, iterations=6, target=Target(max_bytes=600))
+    by_quality = codec.encode(image, iterations=6, target=Target(msssim=0.9))
+    assert (by_size.iterations, by_size.bytes, _digest(by_size.blob)) == V2_TARGETS["size"]
+    assert (by_quality.iterations, _digest(by_quality.blob)) == V2_TARGETS["quality"]
+    assert _digest(codec.decode(by_size.blob).tobytes()) == V2_TARGETS["pixels"]
+    assert _digest(Codec.load(default_weights, precision="bf16").decode(by_size.blob).tobytes()) == V2_TARGETS["pixels"]
 
 
 def test_the_exact_decoder_in_the_encoders_loop_makes_its_own_streams(default_weights):
@@ -89,7 +130,12 @@ def test_the_exact_decoder_in_the_encoders_loop_makes_its_own_streams(default_we
     # from depth 3 before it and with 3463638676cb6169; with eda0b20c4529a293 and 023aa50247198e29
     # these six depths happened to agree)
     image, _ = read_image(DATA / "kodim05_crop192.png")
-    codec = Codec.load(default_weights, precision="fp32", coder="context", tile_size=96, decoding="exact-loop")
+    codec = Codec.load(default_weights, precision="fp32", coder="context", tile_size=96, decoding="exact-loop",
+                       post_filter=False)
     blob = codec.encode(image, iterations=6, measure=False).blob
     got = {depth: _digest(bitstream.truncate(blob, depth)) for depth in (1, 3, 6)}
     assert got == {1: "3f869aebddf4d261", 3: "e83f030e4aa141bd", 6: "f4a256cdbbd90b12"}
+    codec = Codec.load(default_weights, precision="fp32", coder="context", tile_size=96, decoding="exact-loop")
+    blob = codec.encode(image, iterations=6, measure=False).blob
+    got = {depth: _digest(bitstream.truncate(blob, depth)) for depth in (1, 3, 6)}
+    assert got == V2_EXACT_LOOP, got
