@@ -112,7 +112,7 @@ def main():
     seeds = []
     for (coder, h, w, tile, depth, steps), post_filter in [(seed, True) for seed in SEEDS] + [(seed, False) for seed in V1_SEEDS]:
         codec = Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder, tile_size=tile,
-                      post_filter=post_filter)
+                      post_filter=post_filter, post_filter_min_pixels=0)
         crop = np.ascontiguousarray(image[:h, :w])
         seeds.append(fuzz.Seed.partial(codec, crop, depth, steps) if steps else
                      fuzz.Seed.of(shipped, codec.encode(crop, depth, measure=False).blob))

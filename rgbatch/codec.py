@@ -13,7 +13,9 @@ and decoding runs them backwards; `encode_codes`, `pack`, `read_codes` and `deco
 expose the stages. Every tile's reconstruction at every depth passes through a colour post-filter
 the encoder fits to the original and sends where it pays for its bits (rgbatch.postfilter; its
 record heads the depth's chunk, format v2): what the encoder measures, and what decoding
-returns, is the filtered image. `post_filter=False` writes format v1 streams, without filters.
+returns, is the filtered image. `post_filter=False` writes format v1 streams, without filters, as
+do images of fewer than `post_filter_min_pixels` pixels (postfilter.MIN_PIXELS: there its bytes
+cost more than it gains).
 A weight file may carry a refiner (rgbatch.refine): then what every depth
 decodes to, and what the encoder measures, is the network's image refined; codes and
 streams are the same with or without it. Tiles of one or many images run through the network in batches
@@ -152,12 +154,12 @@ class Codec:
     def __init__(self, model: torch.nn.Module, model_id: str, extra=None, info=None, *, device="auto",
                  tile_size: int | None = None, batch_size: int = 8, precision: str = "auto",
                  coder: str = "auto", search_steps: int = 0, refine: bool = True, decoding: str = "exact",
-                 post_filter: bool = True):
+                 post_filter: bool = True, post_filter_min_pixels: int = postfilter.MIN_PIXELS):
         check_tile_size(tile_size, model.cfg.align)  # None: per image (tiling.tile_size_for)
         check_choice("decoding", decoding, DECODINGS)
         self._options = dict(device=device, tile_size=tile_size, batch_size=batch_size, precision=precision,
                              coder=coder, search_steps=search_steps, refine=refine, decoding=decoding,
-                             post_filter=post_filter)
+                             post_filter=post_filter, post_filter_min_pixels=post_filter_min_pixels)
         self._earlier = {}  # model id -> the codec of an earlier shipped model (for_model)
         self.shipped = False  # loaded as the shipped default (Codec.load without weights)
         self.device = resolve_device(device)
@@ -191,6 +193,7 @@ class Codec:
         # (rgbatch.postfilter, format v2); False writes format v1 streams, without filters, as
         # rgbatch did before session 30. Decoders apply what a stream holds.
         self.post_filter = post_filter
+        self.post_filter_min_pixels = post_filter_min_pixels  # smaller (coded) images: format v1
         self.device_lock = threading.Lock()  # held by a call's device stage (the module's docstring)
 
     @classmethod
@@ -321,8 +324,10 @@ class Codec:
         # the bounds a decoder checks (limits.layout), so that every stream written passes them
         tile_sizes = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
         runs = [_Run(im, layout(im.shape[1], im.shape[0], tile, math.inf, align), tile, iterations, measure,
-                     keep_reconstructions, self.device, self.refiner, original, scale)
+                     keep_reconstructions, self.device, self.refiner, original, scale,
+                     self.post_filter and im.shape[0] * im.shape[1] >= self.post_filter_min_pixels)
                 for im, tile, original in zip(images, tile_sizes, originals or images)]
+        filtered = any(run.filtered for run in runs)
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
         work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
@@ -345,10 +350,10 @@ class Codec:
                             continue  # every image of this batch has stopped
                         bits, x_hat = next(batch)
                         bits = (bits > 0).cpu().numpy()  # (N, C, h, w)
-                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure or self.post_filter else None
+                        pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure or filtered else None
                         for n, (i, j) in enumerate(keys):
                             runs[i].tiles[j].append(bits[n])
-                            q = runs[i].fit_filter(j, pixels_t[n]) if self.post_filter else None
+                            q = runs[i].fit_filter(j, pixels_t[n]) if runs[i].filtered else None
                             if measure:
                                 runs[i].reconstructed(t, j, postfilter.apply(pixels_t[n], q))
                     for run, goal in zip(runs, targets) if lockstep else ():
@@ -595,8 +600,10 @@ class _Run:
     quality meter fed with each depth's reconstruction as rows of tiles complete."""
 
     def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
-                 keep_reconstructions: bool, device: torch.device, refiner=None, original=None, scale: int = 0):
+                 keep_reconstructions: bool, device: torch.device, refiner=None, original=None, scale: int = 0,
+                 filtered: bool = False):
         self.image, self.grid, self.tile_size = image, grid, tile_size
+        self.filtered = filtered  # post-filters fitted (a format v2 stream) or not (v1)
         # the full-size image, of which `image` is the downscaled copy when scale is not 0 (rgbatch.resample)
         self.original, self.scale = (image, 0) if original is None else (original, scale)
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration

@@ -26,6 +26,10 @@ SHIFT = 7  # matrix coefficients in units of 2^-SHIFT; offsets in half levels
 MAX_COEFFICIENT = 4096  # |q| a record may hold: int32 sums cannot overflow (docs/FORMAT.md)
 MAX_PREFIX = 14  # Exp-Golomb leading zeros a reader accepts: differences up to +-2 MAX_COEFFICIENT fit
 SUBSAMPLE = 4  # the encoder fits on every 4th pixel of every 4th row (1/16 of them)
+# images (at the size coded) of fewer pixels get no filter, and a format v1 stream: on 128-256 px
+# crops of Kodak the filters cost 1-8 % BD-rate over depths 1-16 (their 10-15 bytes a depth
+# against streams of a few hundred), on Kodak's 0.4 MP images they gain (docs/BENCH.md, "Built")
+MIN_PIXELS = 1 << 18
 RATE_PRICE = 1.0  # how dearly the encoder counts a filter's bits, against the high-rate bound (`worth`)
 
 

@@ -14,7 +14,9 @@ from conftest import smooth_image
 
 @pytest.fixture(scope="module")
 def codec(tiny_weights):
-    return Codec.load(tiny_weights, device="cpu", tile_size=64, batch_size=3, decoding="exact-loop")
+    # post-filters on these small images too (the codec sends them from postfilter.MIN_PIXELS up)
+    return Codec.load(tiny_weights, device="cpu", tile_size=64, batch_size=3, decoding="exact-loop",
+                      post_filter_min_pixels=0)
 
 
 def test_the_stages_compose_to_encode_and_decode(codec, rng):

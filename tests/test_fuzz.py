@@ -30,9 +30,10 @@ def streams(shipped):
     session 11 to 25), the context coder (id 1, before) and the raw one; all in format v2 (post-filter
     records at the head of each chunk), and one of coder id 4 in format v1 (none)."""
     image = smooth_image(np.random.default_rng(5), 40, 56)
-    raw, context, adaptive, mixing = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu", coder=coder,
-                                            tile_size=32) for coder in ("raw", "context", "adaptive", "mixing"))
-    mixing2 = shipped.encode(image, 3, measure=False).blob
+    raw, context, adaptive, mixing, mixing2 = (Codec(shipped.model, shipped.model_id, shipped.extra, device="cpu",
+                                                     coder=coder, tile_size=32, post_filter_min_pixels=0)
+                                               for coder in ("raw", "context", "adaptive", "mixing", "mixing2"))
+    mixing2 = mixing2.encode(image, 3, measure=False).blob
     assert bitstream.read_header(mixing2).coder_id == 4
     return {"mixing2": mixing2, "mixing": mixing.encode(image, 3, measure=False).blob,
             "adaptive": adaptive.encode(image, 3, measure=False).blob,

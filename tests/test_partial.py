@@ -21,7 +21,8 @@ from test_refine import refined_weights  # noqa: F401 (a fixture: random weights
 @pytest.fixture(scope="module")
 def codec(default_weights):
     # 4 tiles of a 192 px crop; the float decoder, the encoder loop's arithmetic (test_exact.py: exact)
-    return Codec.load(default_weights, precision="fp32", tile_size=128, decoding="float")
+    # post-filters on this crop too (sent from postfilter.MIN_PIXELS up): none on a partial last chunk
+    return Codec.load(default_weights, precision="fp32", tile_size=128, decoding="float", post_filter_min_pixels=0)
 
 
 @pytest.fixture(scope="module")

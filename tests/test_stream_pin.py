@@ -87,7 +87,7 @@ def _digest(blob: bytes) -> str:
 @pytest.fixture(scope="module")
 def codecs(default_weights):
     return {(coder, tile, post_filter): Codec.load(default_weights, precision="fp32", coder=coder, tile_size=tile,
-                                                   post_filter=post_filter)
+                                                   post_filter=post_filter, post_filter_min_pixels=0)
             for coder in ("raw", "context", "adaptive", "mixing", "mixing2") for tile in (0, 96)
             for post_filter in (False, True)}
 
@@ -135,7 +135,8 @@ def test_the_exact_decoder_in_the_encoders_loop_makes_its_own_streams(default_we
     blob = codec.encode(image, iterations=6, measure=False).blob
     got = {depth: _digest(bitstream.truncate(blob, depth)) for depth in (1, 3, 6)}
     assert got == {1: "3f869aebddf4d261", 3: "e83f030e4aa141bd", 6: "f4a256cdbbd90b12"}
-    codec = Codec.load(default_weights, precision="fp32", coder="context", tile_size=96, decoding="exact-loop")
+    codec = Codec.load(default_weights, precision="fp32", coder="context", tile_size=96, decoding="exact-loop",
+                       post_filter_min_pixels=0)
     blob = codec.encode(image, iterations=6, measure=False).blob
     got = {depth: _digest(bitstream.truncate(blob, depth)) for depth in (1, 3, 6)}
     assert got == V2_EXACT_LOOP, got
