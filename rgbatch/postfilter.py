@@ -8,8 +8,9 @@ same on every machine.
 
 What it corrects is per image: depth 1 often gets an image's mean colour wrong by several levels,
 which no decoder trained on many images can know (docs/TRAINING.md, "Refiner"), and the colour
-balance of later depths drifts by less. Session 29 measured the lever before it was built
-(benchmarks/post_filter.py): +0.44 BD-rate points against AVIF on Kodak, +2.3-2.5 on photos/val.
+balance of later depths drifts by less. Built (session 30), it gains 0.14 BD-rate points against
+AVIF on Kodak and 2.0-2.1 on photos/val, PSNR +0.8 / +2.1 dB at depth 1, for 3 % more encoding
+time (docs/BENCH.md, "A post-filter sent per depth"); images under MIN_PIXELS get none.
 
 A filter of zeros is the identity (the record says "off": one bit). `Filter` is the general form
 the benchmark also measures (a neighbourhood, channels mixed or not); the codec sends `COLOUR`.
