@@ -179,3 +179,25 @@ def test_a_worker_node_killed_mid_run_loses_nothing(ray_cluster, tiny_weights, t
     table = Archive(tmp_path / "archive").table()
     assert table["path"].to_pylist() == names and set(table["status"].to_pylist()) == {"ok"}
     assert all_rows(tmp_path / "archive") == 8  # every image exactly once
+
+
+def test_an_archive_of_post_filtered_streams_restores_what_was_measured(ray_cluster, tiny_weights, tmp_path, rng):
+    """An image from postfilter.MIN_PIXELS up is stored as a format v2 stream (post-filter records,
+    docs/FORMAT.md); restoring it at a depth writes exactly what the decoder gives for the stream
+    cut there, and the recorded MS-SSIM is that image's (the exact decoder in the encoder's loop)."""
+    from rgbatch import bitstream, postfilter
+    from rgbatch.archive import restore
+
+    side = int(postfilter.MIN_PIXELS ** 0.5)
+    source, archive = tmp_path / "big", tmp_path / "archive"
+    write_images(source, rng, ["big.png"], size=(side, side))
+    done = compress([str(source)], str(archive), options(tiny_weights, decoding="exact-loop", tile_size=256))
+    assert done.ok == 1
+    row = next(Archive(archive).rows())
+    assert bitstream.read_header(row.blob).version == 2
+    original = np.asarray(Image.open(source / "big.png"))
+    restored = restore(archive, tmp_path / "out", iterations=1, weights=str(tiny_weights), device="cpu")
+    assert restored.failures == []
+    image = np.asarray(Image.open(tmp_path / "out" / "big.png"))
+    assert np.array_equal(image, Codec.load(tiny_weights, device="cpu").decode(row.cut(1).blob))
+    assert msssim(original, image) == pytest.approx(row.msssim[0], abs=1e-6)
