@@ -467,7 +467,7 @@ class Codec:
         """The chunks of iterations start, start + 1, ...: each iteration's post-filter record, then
         the coder's payload (format v2, rgbatch.postfilter); the payloads alone (format v1) for
         codes without filters (`post_filter=False`, or read from a v1 stream)."""
-        return postfilter.frame(codes.filters, len(codes.tiles), payloads, start)
+        return postfilter.frame(codes.filters, payloads, start)
 
     def code(self, codes: Codes, coder=None) -> list[bytes]:
         """The chunks of an image's codes, coded by `coder` (this codec's by default)."""
@@ -636,15 +636,15 @@ class _Run:
     def fit_filter(self, j: int, pixels: np.ndarray) -> np.ndarray:
         """Tile j's post-filter at its next iteration, from its reconstruction there (uint8, padding
         included), fitted to the tile's pixels of the coded image (rgbatch.postfilter.fit)."""
-        tile, sent = self.grid[j], [q for q in self.filters[j] if q.any()]
+        tile = self.grid[j]
         original = self.image[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
-        q = postfilter.fit(pixels[:tile.height, :tile.width], original, sent[-1] if sent else None)
+        q = postfilter.fit(pixels[:tile.height, :tile.width], original, postfilter.last_on(self.filters[j]))
         self.filters[j].append(q)
         return q
 
     def codes(self) -> Codes:
         height, width = self.original.shape[:2]
-        filters = [np.stack(f) for f in self.filters] if self.filters[0] else None
+        filters = [np.stack(f) for f in self.filters] if self.filtered else None
         return Codes(width, height, self.tile_size, [np.stack(t) for t in self.tiles], self.scale, filters=filters)
 
 

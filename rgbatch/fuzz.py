@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import bitstream, postfilter
+from . import bitstream
 from .bitstream import BitstreamError
 from .entropy import CODERS, get_coder
 from .limits import layout
@@ -101,8 +101,7 @@ class Seed:
         enc = codec.encode(image, depth, keep_codes=True, measure=False)
         _, chunks = bitstream.unpack(enc.blob)
         codes = enc.codes.partial(depth, steps)
-        last = postfilter.frame(codes.filters, len(codes.tiles), [codec.coder.encode_iteration(enc.codes.tiles, depth - 1, steps)],
-                                depth - 1)
+        last = codec.frame(codes, [codec.coder.encode_iteration(enc.codes.tiles, depth - 1, steps)], depth - 1)
         return cls.of(codec, codec.pack(codes, chunks[:-1] + last))
 
     @property
@@ -352,7 +351,7 @@ def sealed(codec, case: Case, max_pixels: int) -> bool:
 
     def written(t: int) -> bytes:
         payload = coder.encode_iteration(codes.tiles, t, codes.steps if t == last else 0)
-        return postfilter.frame(codes.filters, len(codes.tiles), [payload], t)[0]  # the payload alone in v1
+        return codec.frame(codes, [payload], t)[0]  # the payload alone in v1
 
     return all(written(t) == chunk for t, chunk in enumerate(chunks))
 

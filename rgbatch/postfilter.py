@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SHIFT = 7  # matrix coefficients in units of 2^-SHIFT; offsets in half levels
-MAX_COEFFICIENT = 4096  # |q| a record may hold: int32 sums cannot overflow (docs/FORMAT.md)
+MAX_COEFFICIENT = 4096  # |q| a record may hold: every sum of `apply` stays below 2^24, exact in float32 (docs/FORMAT.md)
 MAX_PREFIX = 14  # Exp-Golomb leading zeros a reader accepts: differences up to +-2 MAX_COEFFICIENT fit
 SUBSAMPLE = 4  # the encoder fits on every 4th pixel of every 4th row (1/16 of them)
 # images (at the size coded) of fewer pixels get no filter, and a format v1 stream: on 128-256 px
@@ -126,8 +126,8 @@ def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None)
     coded against (zeros: none).
 
     Deciding by MS-SSIM instead (the filtered and unfiltered tile measured at every depth) kept
-    0.13 BD-rate points more against AVIF on Kodak and 0.3 on photos/val, but took 40 % more
-    encoding time; at half resolution 0.04 more on Kodak for 18 % (docs/BENCH.md)."""
+    0.13 BD-rate points more against AVIF on Kodak and 0.3 on photos/val, but took 87 % more
+    encoding time; at half resolution 0.04 more on Kodak for 18 % (docs/BENCH.md, "Built")."""
     xs, os = x[::SUBSAMPLE, ::SUBSAMPLE], original[::SUBSAMPLE, ::SUBSAMPLE]
     q = COLOUR.fit(xs, os)
     if not q.any():
@@ -229,17 +229,20 @@ class _Bits:
         return (self.at + 7) // 8
 
 
+def last_on(filters) -> np.ndarray:
+    """The last filter sent of a tile's filters so far (a sequence of (3, 4), zeros: off), int64;
+    zeros before any: what a record codes the next against."""
+    sent = [q for q in filters if q.any()]
+    return sent[-1].astype(np.int64) if sent else np.zeros(COEFFICIENTS, np.int64)
+
+
 def last_sent(filters: list[np.ndarray], depth: int) -> list[np.ndarray]:
-    """Per tile, its last filter sent before `depth` (0-based iteration; zeros before any): what a
-    record codes the next against. `filters`: per tile, (iterations, 3, 4)."""
-    out = []
-    for f in filters:
-        on = [t for t in range(depth) if f[t].any()]
-        out.append(f[on[-1]].astype(np.int64) if on else np.zeros(COEFFICIENTS, np.int64))
-    return out
+    """Per tile, `last_on` of its filters before `depth` (0-based iteration). `filters`: per tile,
+    (iterations, 3, 4)."""
+    return [last_on(f[:depth]) for f in filters]
 
 
-def frame(filters: list[np.ndarray] | None, tiles: int, chunks: list[bytes], start: int = 0) -> list[bytes]:
+def frame(filters: list[np.ndarray] | None, chunks: list[bytes], start: int = 0) -> list[bytes]:
     """Chunks of iterations start, start + 1, ... with their records in front (format v2); `filters`
     per tile (iterations, 3, 4). None: no filters were fitted, the chunks of a format v1 stream (the
     coder's payloads alone)."""

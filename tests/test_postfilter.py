@@ -73,13 +73,13 @@ def test_records_round_trip_with_the_payloads_after_them(rng):
     for tiles, iterations in [(1, 1), (1, 16), (6, 5), (9, 3)]:
         filters = random_filters(rng, tiles, iterations)
         payloads = [rng.bytes(int(n)) for n in rng.integers(0, 20, iterations)]
-        chunks = postfilter.frame(filters, tiles, payloads)
+        chunks = postfilter.frame(filters, payloads)
         back, rest = postfilter.unframe(chunks, tiles)
         assert rest == payloads and all(np.array_equal(a, b) for a, b in zip(back, filters))
         # a chunk's record codes against the tile's last filter sent: iterations framed from the middle
-        assert postfilter.frame(filters, tiles, payloads[2:], 2) == chunks[2:]
-    assert postfilter.frame(None, 3, [b"ab", b"c"]) == [b"ab", b"c"]  # no filters: format v1's chunks
-    off = postfilter.frame([np.zeros((2, *COEFFICIENTS), np.int32)] * 9, 9, [b"x", b"y"])
+        assert postfilter.frame(filters, payloads[2:], 2) == chunks[2:]
+    assert postfilter.frame(None, [b"ab", b"c"]) == [b"ab", b"c"]  # no filters: format v1's chunks
+    off = postfilter.frame([np.zeros((2, *COEFFICIENTS), np.int32)] * 9, [b"x", b"y"])
     assert off == [b"\0\0x", b"\0\0y"]  # nine tiles off: nine zero bits, padded to two bytes
 
 
