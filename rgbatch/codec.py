@@ -353,7 +353,7 @@ class Codec:
                         pixels_t = to_uint8(x_hat.clamp(-0.5, 0.5)) if measure or filtered else None
                         for n, (i, j) in enumerate(keys):
                             runs[i].tiles[j].append(bits[n])
-                            q = runs[i].fit_filter(j, pixels_t[n]) if runs[i].filtered else None
+                            q = runs[i].fit_filter(j, pixels_t[n], bits[n].size) if runs[i].filtered else None
                             if measure:
                                 runs[i].reconstructed(t, j, postfilter.apply(pixels_t[n], q))
                     for run, goal in zip(runs, targets) if lockstep else ():
@@ -608,6 +608,7 @@ class _Run:
         self.original, self.scale = (image, 0) if original is None else (original, scale)
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration
         self.filters = [[] for _ in grid]  # per tile, the post-filter of each iteration (when fitted)
+        self.errors = [None for _ in grid]  # per tile, its last reconstruction's error (postfilter.error)
         self.meter = None if not measure else (
             _UpscaledMeter(self.original, image.shape[0], iterations, device, keep_reconstructions) if scale
             else QualityMeter(image, iterations, device=device))
@@ -633,13 +634,16 @@ class _Run:
                 if self.recon is not None:
                     self.recon[t, y:y + len(band)] = band
 
-    def fit_filter(self, j: int, pixels: np.ndarray) -> np.ndarray:
+    def fit_filter(self, j: int, pixels: np.ndarray, iteration_bits: int) -> np.ndarray:
         """Tile j's post-filter at its next iteration, from its reconstruction there (uint8, padding
-        included), fitted to the tile's pixels of the coded image (rgbatch.postfilter.fit)."""
+        included), fitted to the tile's pixels of the coded image (rgbatch.postfilter.fit);
+        `iteration_bits`: the bits that iteration sent for the tile."""
         tile = self.grid[j]
         original = self.image[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
-        q = postfilter.fit(pixels[:tile.height, :tile.width], original, postfilter.last_on(self.filters[j]))
+        x = pixels[:tile.height, :tile.width]
+        q = postfilter.fit(x, original, postfilter.last_on(self.filters[j]), self.errors[j], iteration_bits)
         self.filters[j].append(q)
+        self.errors[j] = postfilter.error(x, original)
         return q
 
     def codes(self) -> Codes:

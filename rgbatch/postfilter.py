@@ -27,11 +27,14 @@ SHIFT = 7  # matrix coefficients in units of 2^-SHIFT; offsets in half levels
 MAX_COEFFICIENT = 4096  # |q| a record may hold: every sum of `apply` stays below 2^24, exact in float32 (docs/FORMAT.md)
 MAX_PREFIX = 14  # Exp-Golomb leading zeros a reader accepts: differences up to +-2 MAX_COEFFICIENT fit
 SUBSAMPLE = 4  # the encoder fits on every 4th pixel of every 4th row (1/16 of them)
-# images (at the size coded) of fewer pixels get no filter, and a format v1 stream: on 128-256 px
-# crops of Kodak the filters cost 1-8 % BD-rate over depths 1-16 (their 10-15 bytes a depth
-# against streams of a few hundred), on Kodak's 0.4 MP images they gain (docs/BENCH.md, "Built")
-MIN_PIXELS = 1 << 18
+# images (at the size coded) of fewer pixels get no filter, and a format v1 stream: below 256 x 256
+# the record's byte a depth and the coefficients cost more than the filters gain (docs/BENCH.md,
+# "The filter's price per depth", session 31; from session 30 to 31 the bound was 2^18 pixels)
+MIN_PIXELS = 1 << 16
 RATE_PRICE = 1.0  # how dearly the encoder counts a filter's bits, against the high-rate bound (`worth`)
+# ... and against the tile's own last iteration: what a bit of it bought in squared error (`slope`),
+# which at low depths is many times the high-rate bound (session 31: 8 lost least on small images)
+SLOPE_PRICE = 8
 
 
 class RecordError(ValueError):
@@ -118,12 +121,16 @@ def apply(x: np.ndarray, q: np.ndarray | None) -> np.ndarray:
     return y
 
 
-def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None,
+        last_error: float | None = None, iteration_bits: int = 0) -> np.ndarray:
     """The filter the encoder sends for a tile's reconstruction x (HxWx3 uint8, the tile's own
     pixels) of `original`: COLOUR fitted on every SUBSAMPLE-th pixel of every SUBSAMPLE-th row,
     or zeros (off) where, on those pixels, it does not lower the squared error by more than its
     bits are worth (`worth`). `previous`: the tile's last filter sent, what its coefficients are
-    coded against (zeros: none).
+    coded against (zeros: none). `last_error`: the tile's `error` at its previous depth (None at
+    the first: the flat grey the decoder starts from) and `iteration_bits` the bits an iteration
+    sends for the tile, which price the filter's bits at the tile's own last step (`slope`; 0:
+    the high-rate bound alone).
 
     Deciding by MS-SSIM instead (the filtered and unfiltered tile measured at every depth) kept
     0.13 BD-rate points more against AVIF on Kodak and 0.3 on photos/val, but took 87 % more
@@ -134,16 +141,35 @@ def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None)
         return q
     before, after = _sse(xs, os), _sse(apply(xs, q), os)
     bits = 1 + coefficient_bits(q - (0 if previous is None else previous))
-    return q if worth(before - after, bits, before, xs.shape[0] * xs.shape[1]) else np.zeros_like(q)
+    last = _sse(np.full_like(xs, 128), os) if last_error is None else last_error
+    price = slope(last, before, iteration_bits)
+    return q if worth(before - after, bits, before, xs.shape[0] * xs.shape[1], price) else np.zeros_like(q)
 
 
-def worth(gain: float, bits: int, sse: float, pixels: int) -> bool:
+def error(x: np.ndarray, original: np.ndarray) -> float:
+    """The squared error of a tile's reconstruction on the pixels `fit` measures: its `last_error`
+    at the next depth."""
+    return _sse(x[::SUBSAMPLE, ::SUBSAMPLE], original[::SUBSAMPLE, ::SUBSAMPLE])
+
+
+def slope(last_error: float, error: float, iteration_bits: int) -> float:
+    """A filter bit's price from the tile's last iteration: SLOPE_PRICE times the squared error
+    (on the measured pixels) that each of its `iteration_bits` bits bought. At depths 1-3 an
+    iteration's bits buy many times the high-rate bound of `worth` (which alone made filters on
+    images under 0.26 MP cost 1-9 % BD-rate, docs/BENCH.md); later it is below it. The raw bits
+    stand for the coded ones, which the encoder only knows after its loop: hence the factor."""
+    return SLOPE_PRICE * max(0.0, last_error - error) / iteration_bits if iteration_bits else 0.0
+
+
+def worth(gain: float, bits: int, sse: float, pixels: int, price: float = 0.0) -> bool:
     """Whether lowering the squared error of `pixels` pixels (`sse` before) by `gain` pays for `bits`
     (pixels: those measured, one in SUBSAMPLE^2 of the tile's): at high rate one more bit spread
     over a tile lowers its squared error by about 2 ln 2 times its mean squared error (D ~ 2^-2R),
-    which RATE_PRICE scales. Measured on 8 + 8 images (session 30): prices 0 to 8 kept the same
-    BD-rate points within 0.01, 16 and 32 up to 0.03 fewer on Kodak."""
-    return gain > RATE_PRICE * 2 * math.log(2) * bits * sse / (max(pixels, 1) * SUBSAMPLE ** 2)
+    which RATE_PRICE scales; `price` (a bit's worth in the measured pixels' squared error, `slope`)
+    raises it where the codec's own curve is steeper. Measured on 8 + 8 images (session 30): prices
+    0 to 8 x the bound kept the same BD-rate points within 0.01, 16 and 32 up to 0.03 fewer on Kodak."""
+    bound = RATE_PRICE * 2 * math.log(2) * sse / (max(pixels, 1) * SUBSAMPLE ** 2)
+    return gain > max(bound, price) * bits
 
 
 def _sse(a: np.ndarray, b: np.ndarray) -> float:

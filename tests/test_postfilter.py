@@ -61,6 +61,29 @@ def test_the_encoder_sends_a_filter_only_where_it_pays():
     bound = postfilter.RATE_PRICE * 2 * np.log(2) * mse / postfilter.SUBSAMPLE ** 2
     assert postfilter.worth(1.01 * bound * 10, 10, mse * pixels, pixels)
     assert not postfilter.worth(0.99 * bound * 10, 10, mse * pixels, pixels)
+    # a price above the bound (the tile's own last step, `slope`) raises it
+    assert not postfilter.worth(1.01 * bound * 10, 10, mse * pixels, pixels, price=2 * bound)
+    assert postfilter.worth(2.01 * bound * 10, 10, mse * pixels, pixels, price=2 * bound)
+
+
+def test_a_filter_is_priced_by_what_the_tiles_last_iteration_bought():
+    # SLOPE_PRICE times the squared error each of the iteration's bits bought; none bought, no price
+    assert postfilter.slope(5000.0, 1000.0, 200) == postfilter.SLOPE_PRICE * 20.0
+    assert postfilter.slope(1000.0, 1200.0, 200) == 0.0 and postfilter.slope(5000.0, 1000.0, 0) == 0.0
+    image, _ = read_image(DATA / "kodim23_crop192.png")
+    cast = cast_of(image)
+    before = postfilter.error(cast, image)
+    s = postfilter.SUBSAMPLE  # the error is the squared error on the pixels the fit measures
+    assert before == ((cast[::s, ::s].astype(int) - image[::s, ::s]) ** 2).sum() > 0
+    bits = 32 * (192 // 16) ** 2
+    # a cast of ~20 levels is worth its bits after a step that bought little, not after one whose
+    # bits each bought more than the filter's whole gain spread over its bits
+    assert postfilter.fit(cast, image, last_error=before * 1.01, iteration_bits=bits).any()
+    assert not postfilter.fit(cast, image, last_error=before * 1000, iteration_bits=bits).any()
+    # at the first depth the last error is the flat grey the decoder starts from
+    flat = postfilter.error(np.full_like(image, 128), image)
+    assert np.array_equal(postfilter.fit(cast, image, iteration_bits=bits),
+                          postfilter.fit(cast, image, last_error=flat, iteration_bits=bits))
 
 
 def random_filters(rng, tiles, iterations):

@@ -16,7 +16,9 @@ the exact decoder in its loop ("exact-loop") has its own pins (the last test).
 
 Since session 30 new streams are format v2, with a colour post-filter record at the head of each
 chunk (rgbatch.postfilter): PINNED holds the format v1 streams, which `post_filter=False` still
-writes byte for byte, and PINNED_V2 the format v2 ones, recorded when the format was added.
+writes byte for byte, and PINNED_V2 the format v2 ones, recorded when the format was added and
+again in session 31, when the encoder began to price a filter's bits by the tile's last iteration
+(postfilter.slope: other filters on and off, the same format).
 """
 
 import hashlib
@@ -53,32 +55,32 @@ PINNED = {  # (crop, tile size, coder): {depth: sha256 of the stream cut there, 
     ("kodim23_crop192.png", 96, "mixing2"): {1: "32f599c3acb2fc79", 3: "bb98ad6d7669c043", 6: "674900245fc7eec9"},
 }
 
-PINNED_V2 = {  # format v2 (session 30), as PINNED
-    ("kodim05_crop192.png", 0, "raw"): {1: "7853670431c63c4e", 3: "f6ab8be2c2922614", 6: "b91a168d63224b3d"},
-    ("kodim23_crop192.png", 0, "raw"): {1: "5993566c482cb54a", 3: "b06e7bef124b97c3", 6: "cbaa27f5c32364ee"},
-    ("kodim05_crop192.png", 96, "raw"): {1: "c5655144c366506a", 3: "0d069420476d1c51", 6: "00801d146aabf65f"},
-    ("kodim23_crop192.png", 96, "raw"): {1: "10f37a76123b1f0d", 3: "d3d455545ccbfc47", 6: "9c2adcce3d05789e"},
-    ("kodim05_crop192.png", 0, "context"): {1: "7bb36df1c2494f53", 3: "b096089fbad6c5e3", 6: "2c027c0fde88b022"},
-    ("kodim23_crop192.png", 0, "context"): {1: "d2946e0fcb0fa6fe", 3: "769afc11fc660a6a", 6: "9d08b9cd89df1a11"},
-    ("kodim05_crop192.png", 96, "context"): {1: "5977921a086f7389", 3: "164a737b0b9c48fc", 6: "141edf5eadf624a3"},
-    ("kodim23_crop192.png", 96, "context"): {1: "e40ff6487be211bd", 3: "541f70b9c12a886a", 6: "a18d632055c43afe"},
-    ("kodim05_crop192.png", 0, "adaptive"): {1: "ad9648a372bbe3df", 3: "c59c228b3ba21545", 6: "992dfaecf9a51cdc"},
-    ("kodim23_crop192.png", 0, "adaptive"): {1: "9f5318f046089694", 3: "c21705e7f012dfdc", 6: "c48a15e3baf6f917"},
-    ("kodim05_crop192.png", 96, "adaptive"): {1: "03759718b063531d", 3: "26b51a00dccdc650", 6: "a608b40a579daa64"},
-    ("kodim23_crop192.png", 96, "adaptive"): {1: "69f3b754490ebf0f", 3: "2287c5441cccda60", 6: "50a1d3c83d892663"},
-    ("kodim05_crop192.png", 0, "mixing"): {1: "ce972daeebcf63e7", 3: "7a68e83c397b6a37", 6: "b5d2a17358770d9c"},
-    ("kodim23_crop192.png", 0, "mixing"): {1: "bdc1e6c7c167594d", 3: "744e029fce63c9e6", 6: "3a99b426895b9adf"},
-    ("kodim05_crop192.png", 96, "mixing"): {1: "3c3ab092a5451566", 3: "34742b7899a86f88", 6: "2db03f66145dda2a"},
-    ("kodim23_crop192.png", 96, "mixing"): {1: "5cb7426524291080", 3: "36741d4dea4b2ab5", 6: "10f38b8fe48c21c4"},
-    ("kodim05_crop192.png", 0, "mixing2"): {1: "a4146e1ae5b24014", 3: "b0edcfd7b4fc2bf9", 6: "8007e5ea31ab60e4"},
-    ("kodim23_crop192.png", 0, "mixing2"): {1: "3ebd919106067a6e", 3: "68b0835e4afd246f", 6: "b7f399cff1082f80"},
-    ("kodim05_crop192.png", 96, "mixing2"): {1: "4b9610243efcfcf3", 3: "0c67bf3750689a20", 6: "e0b4adc72b1065d7"},
-    ("kodim23_crop192.png", 96, "mixing2"): {1: "5254cb6e1a6bbd21", 3: "46910c156ce8457a", 6: "d7bf022488c98f72"},
+PINNED_V2 = {  # format v2 (session 30; session 31's filter price), as PINNED
+    ("kodim05_crop192.png", 0, "raw"): {1: "1381e019d52bc412", 3: "9c0e08990535318c", 6: "f1fa1ee48fd0cbed"},
+    ("kodim23_crop192.png", 0, "raw"): {1: "9361a5a8cb82971b", 3: "8c8455487c077331", 6: "fd129172780a1c1f"},
+    ("kodim05_crop192.png", 96, "raw"): {1: "81dc7a0d0496cbb5", 3: "daff90a9da517d43", 6: "b0075cc0391a02a3"},
+    ("kodim23_crop192.png", 96, "raw"): {1: "f6e3a36770dcdbfc", 3: "6ebf3d8d27974637", 6: "167614d6d75f03bc"},
+    ("kodim05_crop192.png", 0, "context"): {1: "1bd7eab6c53bb9e5", 3: "09bb069cb1d02ab3", 6: "b1164b6643df0dee"},
+    ("kodim23_crop192.png", 0, "context"): {1: "932432aeee58b6e6", 3: "94f72dd59bb6cd31", 6: "bdeb6768c22d12b8"},
+    ("kodim05_crop192.png", 96, "context"): {1: "35c55e5c1919125c", 3: "e0366cc6a82d2544", 6: "778dcc8661119263"},
+    ("kodim23_crop192.png", 96, "context"): {1: "827a51969e878a11", 3: "4488b51249a45d91", 6: "e5d6fb7aa0d1fdb6"},
+    ("kodim05_crop192.png", 0, "adaptive"): {1: "f2635a72e5b4f478", 3: "4742caef14551c24", 6: "db9480ead774b1e0"},
+    ("kodim23_crop192.png", 0, "adaptive"): {1: "fc43fceb329118c7", 3: "d964bd90e319462c", 6: "c7c4407a8265de41"},
+    ("kodim05_crop192.png", 96, "adaptive"): {1: "6c641216c10085bc", 3: "5e948aa4eac4d375", 6: "57e14294f9d68491"},
+    ("kodim23_crop192.png", 96, "adaptive"): {1: "8efe8694370307f5", 3: "ee2c0ce568a1cbe2", 6: "f20f2f206b83293e"},
+    ("kodim05_crop192.png", 0, "mixing"): {1: "80774ca2e7947dd6", 3: "f1e98e9a9cdac80d", 6: "240abfdddbd973ec"},
+    ("kodim23_crop192.png", 0, "mixing"): {1: "a24aa4d1ffaae4cc", 3: "978eb1865c481efb", 6: "f98c9d42f0522ff3"},
+    ("kodim05_crop192.png", 96, "mixing"): {1: "b251459cf74d7c29", 3: "4084c87ebc4c7c95", 6: "d744d17811ea8528"},
+    ("kodim23_crop192.png", 96, "mixing"): {1: "868c99ae0a5fddf0", 3: "fc1c3e624844a75e", 6: "e12900112736e777"},
+    ("kodim05_crop192.png", 0, "mixing2"): {1: "02fdd4a6bfb7b4b2", 3: "0706599ebf47a9f0", 6: "1a87a03dc2261489"},
+    ("kodim23_crop192.png", 0, "mixing2"): {1: "ba5d3a3642841410", 3: "e12e8c03848d2f57", 6: "218bd2babd2f63fd"},
+    ("kodim05_crop192.png", 96, "mixing2"): {1: "b25b0c4f55068c00", 3: "34eb4293bd435f6d", 6: "db99515e33d3659d"},
+    ("kodim23_crop192.png", 96, "mixing2"): {1: "f7e8a44b0398f516", 3: "9503259622836d69", 6: "395e134fc699a099"},
 }
 # a size and a quality target (context coder, 96 px tiles), and the pixels decoded at the size target
-V2_TARGETS = {"size": (2, [353, 586], "19e7b3a8838d4295"), "quality": (4, "010fa50776ab7c3a"), "pixels": "fb5dd6bfaa60f68c"}
+V2_TARGETS = {"size": (2, [285, 450], "832fb178eff31b7b"), "quality": (4, "80caa2d9bf52098e"), "pixels": "57654671de8c824f"}
 # "exact-loop", context coder, 96 px tiles
-V2_EXACT_LOOP = {1: "2274320e89e3e68f", 3: "8c76017eac9f5173", 6: "574d399bccfa886c"}
+V2_EXACT_LOOP = {1: "35c55e5c1919125c", 3: "746f146d8cd91b54", 6: "a2695f8b25010215"}
 
 def _digest(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
