@@ -83,7 +83,7 @@ TRAINED_WEIGHTS = typer.Argument(..., help="Weight file of the trained model.")
 PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
                                       "else fp32) | fp32 | bf16.")
 DECODING = typer.Option("exact", help="The decoder's arithmetic: exact (integer arithmetic in decoding, the same "
-                                     "pixels on every machine and device, 1.7-2.7x the float decoder's time on a CPU; "
+                                     "pixels on every machine and device, 1.7-3.3x the fp32 float decoder's time on a CPU, up to 8.6x a bf16 one; "
                                      "the encoder's loop in float) | exact-loop (the encoder's loop exact too: it "
                                      "records exactly the quality decoding returns; encoding 1.3-2.2x slower on a CPU) | "
                                      "float (the networks' precision throughout: fastest, pixels may differ by a "
@@ -94,7 +94,7 @@ SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradien
 POST_FILTER = typer.Option(True, "--post-filter/--no-post-filter",
                            help="Send a colour post-filter per tile and depth where it pays (format v2: 0.1 "
                                 "BD-rate points against AVIF on Kodak, 2 on high-resolution photos; images under "
-                                "0.26 MP get none, docs/BENCH.md); --no-post-filter writes format v1 streams, "
+                                "256 x 256 pixels get none, docs/BENCH.md); --no-post-filter writes format v1 streams, "
                                 "which rgbatch before session 30 reads.")
 RESAMPLE = typer.Option("none", help="Resampled coding: none | 0.75 | 0.5 (code the image downscaled by that, "
                                       "decoded back to full size) | auto (with a target: try each scale, keep "

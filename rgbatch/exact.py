@@ -28,7 +28,7 @@ Decoding uses it by default (`ResidualGRUCodec.set_decoding`); with "exact-loop"
 loop uses it too, so that the reconstruction it measures (the manifest's MS-SSIM) is the one
 every decoder returns. Within a step the activations are held in units of their grid (the
 integers x * 2**16, in float64), so that a rounding is one floor; the convolutions are float64
-matrix products on bands of rows. It costs float64 all the same: decoding takes 1.7-2.7x the
+matrix products on bands of rows. It costs float64 all the same: decoding takes 1.7-3.3x the
 float32 decoder's time on a CPU (docs/FORMAT.md, "Exact decoding").
 
     exact = ExactDecoder(model)            # from a float ResidualGRUCodec

@@ -10,7 +10,8 @@ What it corrects is per image: depth 1 often gets an image's mean colour wrong b
 which no decoder trained on many images can know (docs/TRAINING.md, "Refiner"), and the colour
 balance of later depths drifts by less. Built (session 30), it gains 0.14 BD-rate points against
 AVIF on Kodak and 2.0-2.1 on photos/val, PSNR +0.8 / +2.1 dB at depth 1, for 3 % more encoding
-time (docs/BENCH.md, "A post-filter sent per depth"); images under MIN_PIXELS get none.
+time (docs/BENCH.md, "A post-filter sent per depth"); priced by each tile's last iteration too
+(session 31, `slope`) 0.07 and 0.04 points more; images under MIN_PIXELS get none.
 
 A filter of zeros is the identity (the record says "off": one bit). `Filter` is the general form
 the benchmark also measures (a neighbourhood, channels mixed or not); the codec sends `COLOUR`.
@@ -156,7 +157,7 @@ def slope(last_error: float, error: float, iteration_bits: int) -> float:
     """A filter bit's price from the tile's last iteration: SLOPE_PRICE times the squared error
     (on the measured pixels) that each of its `iteration_bits` bits bought. At depths 1-3 an
     iteration's bits buy many times the high-rate bound of `worth` (which alone made filters on
-    images under 0.26 MP cost 1-9 % BD-rate, docs/BENCH.md); later it is below it. The raw bits
+    128-256 px images cost 2-9 % BD-rate, docs/BENCH.md); later it is below it. The raw bits
     stand for the coded ones, which the encoder only knows after its loop: hence the factor."""
     return SLOPE_PRICE * max(0.0, last_error - error) / iteration_bits if iteration_bits else 0.0
 
