@@ -140,7 +140,7 @@ def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None,
     q = COLOUR.fit(xs, os)
     if not q.any():
         return q
-    before, after = _sse(xs, os), _sse(apply(xs, q), os)
+    before, after = error(x, original), _sse(apply(xs, q), os)
     bits = 1 + coefficient_bits(q - (0 if previous is None else previous))
     last = _sse(np.full_like(xs, 128), os) if last_error is None else last_error
     price = slope(last, before, iteration_bits)
