@@ -62,7 +62,7 @@ train: setup
 # "Signs"): the mean of run EVAL_RUN's last EVAL_SNAPSHOTS snapshots with the shipped tables (a decoder-alone
 # run's codes keep their statistics; refit them for any other run), on the first EVAL_LIMIT images of each set,
 # float decoding, no classical codecs, no timing; BD-rate against the shipped model over depths 1-16 (the last
-# rows printed). The shipped model's runs are kept under its model id and a hash of the package's code and shipped file (its tables) in
+# rows printed). The shipped model's runs are kept under its model id and a hash of the package's code in
 # runs/eval, so they are made once per code (until session 31 the model id alone: a codec change, such as
 # session 30's post-filter, left the candidate measured against runs of the older code).
 EVAL_RUN ?= main
@@ -75,7 +75,7 @@ eval: setup
 	$(BIN)/rgbatch export --out runs/eval/$(EVAL_RUN).safetensors --tables-from rgbatch/models/default.safetensors \
 		$$(ls runs/$(EVAL_RUN).step*.pt | sort -V | tail -$(EVAL_SNAPSHOTS) | sed '1!s/^/--average /')
 	shipped=$$($(BIN)/rgbatch info | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["model_id"])'); \
-	code=$$(cat rgbatch/*.py rgbatch/models/default.safetensors | sha256sum | cut -c1-8); \
+	code=$$(cat rgbatch/*.py | sha256sum | cut -c1-8); \
 	for set in kodak photos/val; do name=$$(basename $$set); base=runs/eval/$$shipped-$$code-$$name-$(EVAL_LIMIT); \
 		[ -f $$base/summary.json ] || $(EVAL_BENCH) ../shared/data/$$set --out $$base --manifest $$base/bench.parquet > $$base.log; \
 		$(EVAL_BENCH) ../shared/data/$$set --weights runs/eval/$(EVAL_RUN).safetensors --out runs/eval/$(EVAL_RUN)-$$name \
