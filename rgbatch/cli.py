@@ -92,7 +92,7 @@ SEARCH_STEPS = typer.Option(0, help="Encoder-side search of the bits, in gradien
                                     "stream format and decoder, better quality at every depth (most at low depths), "
                                     "encoding 7-13x slower at 3 (weights/MODEL_CARD.md). 0: off.")
 POST_FILTER = typer.Option(True, "--post-filter/--no-post-filter",
-                           help="Send a colour post-filter per tile and depth where it pays (format v2: 0.1 "
+                           help="Send a colour post-filter per tile and depth where it pays (format v2: 0.2 "
                                 "BD-rate points against AVIF on Kodak, 2 on high-resolution photos; images under "
                                 "256 x 256 pixels get none, docs/BENCH.md); --no-post-filter writes format v1 streams, "
                                 "which rgbatch before session 30 reads.")

@@ -641,9 +641,10 @@ class _Run:
         tile = self.grid[j]
         original = self.image[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
         x = pixels[:tile.height, :tile.width]
-        q = postfilter.fit(x, original, postfilter.last_on(self.filters[j]), self.errors[j], iteration_bits)
+        error = postfilter.error(x, original)
+        q = postfilter.fit(x, original, postfilter.last_on(self.filters[j]), self.errors[j], iteration_bits, error)
         self.filters[j].append(q)
-        self.errors[j] = postfilter.error(x, original)
+        self.errors[j] = error
         return q
 
     def codes(self) -> Codes:

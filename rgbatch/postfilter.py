@@ -9,9 +9,10 @@ same on every machine.
 What it corrects is per image: depth 1 often gets an image's mean colour wrong by several levels,
 which no decoder trained on many images can know (docs/TRAINING.md, "Refiner"), and the colour
 balance of later depths drifts by less. Built (session 30), it gains 0.14 BD-rate points against
-AVIF on Kodak and 2.0-2.1 on photos/val, PSNR +0.8 / +2.1 dB at depth 1, for 3 % more encoding
-time (docs/BENCH.md, "A post-filter sent per depth"); priced by each tile's last iteration too
-(session 31, `slope`) 0.07 and 0.04 points more; images under MIN_PIXELS get none.
+AVIF on Kodak and 2.0-2.1 on photos/val, for 3 % more encoding time (docs/BENCH.md, "A
+post-filter sent per depth"); priced by each tile's last iteration too (session 31, `slope`)
+0.07 and 0.04 points more, PSNR at depth 1 +0.6 / +2.1 dB over no filter (+0.8 / +2.1 in session
+30, which sent more depth-1 filters); images under MIN_PIXELS get none.
 
 A filter of zeros is the identity (the record says "off": one bit). `Filter` is the general form
 the benchmark also measures (a neighbourhood, channels mixed or not); the codec sends `COLOUR`.
@@ -123,7 +124,7 @@ def apply(x: np.ndarray, q: np.ndarray | None) -> np.ndarray:
 
 
 def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None,
-        last_error: float | None = None, iteration_bits: int = 0) -> np.ndarray:
+        last_error: float | None = None, iteration_bits: int = 0, current_error: float | None = None) -> np.ndarray:
     """The filter the encoder sends for a tile's reconstruction x (HxWx3 uint8, the tile's own
     pixels) of `original`: COLOUR fitted on every SUBSAMPLE-th pixel of every SUBSAMPLE-th row,
     or zeros (off) where, on those pixels, it does not lower the squared error by more than its
@@ -131,7 +132,8 @@ def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None,
     coded against (zeros: none). `last_error`: the tile's `error` at its previous depth (None at
     the first: the flat grey the decoder starts from) and `iteration_bits` the bits an iteration
     sends for the tile, which price the filter's bits at the tile's own last step (`slope`; 0:
-    the high-rate bound alone).
+    the high-rate bound alone). `current_error`: x's own `error`, where the caller has it (the
+    encoder keeps it as the next depth's `last_error`).
 
     Deciding by MS-SSIM instead (the filtered and unfiltered tile measured at every depth) kept
     0.13 BD-rate points more against AVIF on Kodak and 0.3 on photos/val, but took 87 % more
@@ -140,7 +142,8 @@ def fit(x: np.ndarray, original: np.ndarray, previous: np.ndarray | None = None,
     q = COLOUR.fit(xs, os)
     if not q.any():
         return q
-    before, after = error(x, original), _sse(apply(xs, q), os)
+    before = error(x, original) if current_error is None else current_error
+    after = _sse(apply(xs, q), os)
     bits = 1 + coefficient_bits(q - (0 if previous is None else previous))
     last = _sse(np.full_like(xs, 128), os) if last_error is None else last_error
     price = slope(last, before, iteration_bits)
