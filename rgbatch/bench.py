@@ -45,6 +45,7 @@ from .entropy import CODERS, EntropyError, default_coder_name, get_coder
 from .imageio import ImageError, read_image
 from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
+from .storage import utf8_name
 from .train import IMAGE_SUFFIXES, list_images
 
 TARGETS = (0.90, 0.95, 0.98)
@@ -142,6 +143,9 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     for index, path in enumerate(paths):
         _report(progress, index, len(paths))
         name = path.relative_to(image_dir).as_posix()
+        if utf8_name(name) != name:  # a manifest's strings are UTF-8
+            log(f"skipping {utf8_name(name)}: its name is not valid UTF-8 (shown with \\xNN escapes)")
+            continue
         try:
             image, _ = read_image(path)
         except (ImageError, OSError) as e:

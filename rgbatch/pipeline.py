@@ -45,7 +45,7 @@ from .manifest import Archive
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row
-from .sources import archive_name, expand_sources, read_source
+from .sources import archive_name, expand_sources, read_source, source_row
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -372,7 +372,7 @@ class _Run:
                     try:
                         self.read_done(self.ray.get(ref), image_ref)
                     except RayError as e:
-                        self.write(Row(source.path, source.location).failed(f"reading failed: {_reason(e)}"))
+                        self.write(source_row(source).failed(f"reading failed: {_reason(e)}"))
                 else:
                     index, infos = self.calls.pop(ref)
                     self.busy[index] -= 1

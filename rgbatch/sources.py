@@ -24,7 +24,7 @@ from PIL import Image
 from .imageio import ImageError, decode_image_and_metadata, encode_alpha
 from .objectstore import not_found, split_query, with_query, worded
 from .row import UNCHANGED, Row
-from .storage import is_local, is_uri, kind, list_files, read_bytes, resolve, uri, walk_local
+from .storage import is_local, is_uri, kind, list_files, read_bytes, resolve, uri, utf8_name, walk_local
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs  # only storage.py calls pyarrow.fs
@@ -148,6 +148,11 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     return with_query(uri(fs, root), query), found
 
 
+def source_row(source: Source) -> Row:
+    """The start of a source's manifest row: its path and location (`storage.utf8_name`)."""
+    return Row(utf8_name(source.path), utf8_name(source.location))
+
+
 def read_source(source: Source, known_hash: str | None, max_pixels: int,
                 metadata: bool = True) -> tuple[Row, np.ndarray | None]:
     """(row, pixels) of one source: the `Row` of what reading learned (status None: read, to be
@@ -155,7 +160,10 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
     `UNCHANGED` (its sha256 is `known_hash`: unchanged since archived, so not decoded) or an
     error row with the reason for the user."""
     start = time.perf_counter()
-    row = Row(source.path, source.location)
+    row = source_row(source)
+    if (row.path, row.source) != (source.path, source.location):
+        return row.failed("its name is not valid UTF-8 (shown with \\xNN escapes): an archive keeps names as "
+                          "UTF-8 text; rename the file (e.g. with convmv)"), None
     try:
         fs, path = resolve(source.location)
         data = read_bytes(fs, path)

@@ -37,7 +37,27 @@ def resolve(location) -> tuple[pafs.FileSystem, str]:
             return pafs.FileSystem.from_uri(location)
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError with a readable reason
             raise ValueError(f"cannot open {location}: {e}") from None
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+    path = os.path.abspath(os.path.expanduser(location))
+    if utf8_name(path) != path:  # pyarrow's file systems take UTF-8 paths only
+        raise ValueError(f"{utf8_name(path)}: the name is not valid UTF-8 (shown with \\xNN escapes); "
+                         f"rgbatch reads and writes UTF-8 names only: rename it (e.g. with convmv)")
+    return pafs.LocalFileSystem(), path
+
+
+def utf8_name(name: str) -> str:
+    """`name` as UTF-8 text (a manifest's strings, pyarrow's paths) can hold it: a POSIX file name
+    may hold bytes that are not UTF-8, which Python reads as lone surrogates (PEP 383); they
+    become `\\xNN` escapes. A valid name comes back unchanged."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = name.encode("utf-8", "surrogateescape")  # the file system's own bytes
+    except UnicodeEncodeError:  # a surrogate no file system gave
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def uri(fs: pafs.FileSystem, path: str) -> str:

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -7,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from rgbatch import bitstream, entropy
-from rgbatch.bench import (SCHEMA, bd_rate, bench, bpp_at_quality, read_manifest, recoded_bytes, summarize,
+from rgbatch.bench import (SCHEMA, bd_rate, bench, bpp_at_quality, measure, read_manifest, recoded_bytes, summarize,
                            summary_tables)
 from rgbatch.classical import CLASSICAL_CODECS, decode, encode
 from rgbatch.cli import app
@@ -250,3 +252,16 @@ def test_cli_bench_refuses_an_unknown_classical_setting(tmp_path):
     result = CliRunner().invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--classical", "avif,zip"])
     words = " ".join(result.output.split())
     assert result.exit_code == 2 and "unknown classical setting(s) zip" in words and "Traceback" not in words
+
+
+def test_an_image_whose_name_is_not_utf8_is_skipped_with_a_word(tiny_weights, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = np.asarray(Image.open(sorted(DATA.glob("*.png"))[0]))[:32, :32]
+    Image.fromarray(image).save(folder / "a.png")
+    Image.fromarray(image).save(folder / os.fsdecode(b"b\xe9.png"))
+    said = []
+    rows = measure(folder, weights=tiny_weights, iterations=1, classical_sweeps={}, speed_images=0, log=said.append)
+    assert set(rows["path"].to_pylist()) == {"a.png"}
+    assert [s for s in said if s.startswith("skipping")] == [
+        "skipping b\\xe9.png: its name is not valid UTF-8 (shown with \\xNN escapes)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import replace
 
@@ -103,6 +104,20 @@ def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tm
     current = {r["path"]: r["source_hash"] for r in Archive(archive).table().to_pylist()}
     assert current["b.png"] == hashlib.sha256((source / "b.png").read_bytes()).hexdigest()
     assert len(current) == 4 and all_rows(archive) == 5  # b's old row stays, superseded
+
+
+def test_a_name_that_is_not_utf8_fails_alone(ray_cluster, tiny_weights, tmp_path, rng):
+    """Parquet strings are UTF-8: such a name once made the whole batch's commit fail (exit 2, nothing
+    written). Now it is one error row, its name escaped, and the others are archived."""
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    write_images(source, rng, ["a.png", os.fsdecode(b"b\xe9.png")])
+    result = compress([str(source)], str(archive), options(tiny_weights))
+    assert (result.ok, result.failed) == (1, 1)
+    assert result.failures == [("b\\xe9.png", result.failures[0][1])] and "UTF-8" in result.failures[0][1]
+    table = Archive(archive).table()
+    assert dict(zip(table["path"].to_pylist(), table["status"].to_pylist())) == {"a.png": "ok", "b\\xe9.png": "error"}
+    again = compress([str(source)], str(archive), options(tiny_weights))
+    assert (again.ok, again.skipped, again.failed) == (0, 1, 1)
 
 
 def test_overlapped_encoders_write_the_rows_of_sequential_ones(ray_cluster, tiny_weights, tmp_path, rng):

@@ -117,3 +117,15 @@ def test_reading_sources_does_not_import_torch():
 
     code = "import sys, rgbatch.sources; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_name_that_is_not_utf8_is_an_error_row_of_text(tmp_path, rng):
+    photos = tmp_path / "photos"
+    Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / "a.png"))
+    (photos / os.fsdecode(b"b\xff.png")).write_bytes((photos / "a.png").read_bytes())
+    _, sources = rs.expand_sources([str(photos)])
+    rows = [rs.read_source(s, None, 10**8)[0] for s in sources]
+    assert [r.path for r in rows] == ["a.png", "b\\xff.png"]
+    assert rows[0].status is None and rows[1].status == "error" and "not valid UTF-8" in rows[1].error
+    assert rows[1].source == str(photos / "b\\xff.png")
+    assert rows[1].source_hash is None  # never read

@@ -56,3 +56,14 @@ def test_kind_says_what_a_path_is_on_any_file_system(tmp_path):
     assert [storage.kind(local, f"{root}/{p}") for p in ("a.png", "", "gone", "dangling")] == [
         "file", "folder", "missing", "a dangling symbolic link"]
     assert [storage.kind(remote, p) for p in ("a.png", "", "gone")] == ["file", "folder", "missing"]
+
+
+def test_names_that_are_not_utf8_are_escaped_and_refused_as_paths(tmp_path):
+    """A POSIX name may hold bytes that are not UTF-8 (Python: lone surrogates); pyarrow's paths
+    and a manifest's strings cannot: the name is shown with \\xNN escapes and refused clearly."""
+    bad = os.fsdecode(b"caf\xe9.png")
+    assert storage.utf8_name("café/a.png") == "café/a.png"
+    assert storage.utf8_name(bad) == "caf\\xe9.png"
+    assert storage.utf8_name("\ud800x") == "\\ud800x"  # no file system gives it; still text
+    with pytest.raises(ValueError, match=r"caf\\xe9.png: the name is not valid UTF-8"):
+        storage.resolve(tmp_path / bad)
