@@ -217,7 +217,10 @@ def safe_relative_path(path: str) -> str:
     if "\0" in path:
         raise ValueError(f"path {path!r} holds a NUL character: not written")
     parts = PurePosixPath(path).parts
-    if (path.startswith("/") or "\\" in path or ".." in parts or "://" in path
+    # a backslash is a name's character on POSIX (compress archives `a\\b.png`) and a separator on
+    # Windows: refused only where either reading would leave the folder
+    pieces = path.replace("\\", "/").split("/")
+    if (path.startswith(("/", "\\")) or ".." in pieces or "://" in path
             or (parts and parts[0].endswith(":"))):
         raise ValueError(f"unsafe path {path!r} in the manifest (absolute, or with '..'): not written")
     return posixpath.normpath(path)
