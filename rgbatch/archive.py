@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import json
 import posixpath
+import re
 import random
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -216,12 +217,11 @@ def safe_relative_path(path: str) -> str:
         raise ValueError("the row has no path: not written")
     if "\0" in path:
         raise ValueError(f"path {path!r} holds a NUL character: not written")
-    parts = PurePosixPath(path).parts
-    # a backslash is a name's character on POSIX (compress archives `a\\b.png`) and a separator on
-    # Windows: refused only where either reading would leave the folder
+    # a backslash or a colon is a name's character on POSIX (compress archives `a\\b.png` and
+    # `Photos:/a.png`) and a separator or a drive on Windows: refused only where either reading
+    # would leave the folder
     pieces = path.replace("\\", "/").split("/")
-    if (path.startswith(("/", "\\")) or ".." in pieces or "://" in path
-            or (parts and parts[0].endswith(":"))):
+    if (path.startswith(("/", "\\")) or ".." in pieces or "://" in path or re.match(r"[A-Za-z]:", path)):
         raise ValueError(f"unsafe path {path!r} in the manifest (absolute, or with '..'): not written")
     return posixpath.normpath(path)
 

@@ -223,14 +223,15 @@ def test_restore_never_writes_outside_its_folder(archive, tiny_weights, tmp_path
     good = current(archive / "archive")["a.png"]
     with PartWriter(tmp_path / "evil", good["model_id"]) as writer:
         for path in ("../escaped.png", "/tmp/absolute.png", "fine/../../escaped2.png", "..\\escaped3.png",
-                     "\\absolute2.png", "fine.png", "back\\slash.png"):
+                     "\\absolute2.png", "C:/drive.png", "c:drive2.png", "fine.png", "back\\slash.png", "Photos:/colon.png"):
             writer.add(Row.from_dict({**good, "path": path}))
     result = run("restore", tmp_path / "evil", "--out", tmp_path / "out", "--weights", tiny_weights, "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert sorted(w["path"] for w in report["written"]) == ["back\\slash.png", "fine.png"]  # a POSIX name's backslash
-    assert all("unsafe path" in why for _, why in report["failures"]) and len(report["failures"]) == 5
-    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["back\\slash.png", "fine.png"]
+    # a POSIX name's backslash or colon is no separator, no drive
+    assert sorted(w["path"] for w in report["written"]) == ["Photos:/colon.png", "back\\slash.png", "fine.png"]
+    assert all("unsafe path" in why for _, why in report["failures"]) and len(report["failures"]) == 7
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["back\\slash.png", "colon.png", "fine.png"]
 
 
 def test_rows_of_another_model_are_refused_one_by_one(archive, tiny_weights, tmp_path, rng):
