@@ -110,7 +110,9 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
         return fs, posixpath.dirname(path), [path]  # a single image
     # a list file: one path per line, relative ones read from the list file's folder
     try:
-        text = read_bytes(fs, path).decode("utf-8", errors="replace")
+        # a byte order mark (Windows editors write one) is no part of the first name; bytes that are
+        # not UTF-8 stay the file system's (PEP 383), so such a name is found and refused by name
+        text = read_bytes(fs, path).decode("utf-8-sig", errors="surrogateescape")
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

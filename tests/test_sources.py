@@ -129,3 +129,14 @@ def test_a_name_that_is_not_utf8_is_an_error_row_of_text(tmp_path, rng):
     assert rows[0].status is None and rows[1].status == "error" and "not valid UTF-8" in rows[1].error
     assert rows[1].source == str(photos / "b\\xff.png")
     assert rows[1].source_hash is None  # never read
+
+
+def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp_path, rng):
+    photos = tmp_path / "photos"
+    Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / "a.png"))
+    (photos / os.fsdecode(b"b\xe9.png")).write_bytes((photos / "a.png").read_bytes())
+    listing = touch(tmp_path / "list.txt", b"\xef\xbb\xbfphotos/a.png\r\nphotos/b\xe9.png\r\n")
+    _, listed = rs.expand_sources([str(listing)])
+    rows = [rs.read_source(s, None, 10**8)[0] for s in listed]
+    assert [r.path for r in rows] == ["a.png", "b\\xe9.png"]
+    assert rows[0].status is None and "not valid UTF-8" in rows[1].error
