@@ -530,6 +530,7 @@ def encode(
                                   help="Keep the image's ICC colour profile and EXIF block in the stream file's "
                                        "trailer, written back by decode; --strip-metadata keeps neither "
                                        "(docs/FORMAT.md, Metadata trailer). An alpha channel is kept either way."),
+    overwrite: bool = typer.Option(False, help="Replace the --out file if there is one (default: refuse, exit 2)."),
     as_json: bool = AS_JSON,
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
@@ -547,7 +548,7 @@ def encode(
         partial = resolve_partial(partial, target, True, codec.coder.name)
     with user_errors(failures=(ImageError, MemoryError)):
         result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial,
-                             metadata=metadata)
+                             metadata=metadata, overwrite=overwrite)
     if as_json:
         _print_json(result)
     else:
@@ -570,6 +571,7 @@ def decode(
     precision: str = PRECISION,
     decoding: str = DECODING,
     max_pixels: Optional[int] = PIXEL_LIMIT,
+    overwrite: bool = typer.Option(False, help="Replace the --out file if there is one (default: refuse, exit 2)."),
     as_json: bool = AS_JSON,
 ):
     """Decode a stream file into a PNG, at any depth up to the one stored. A bad or refused
@@ -581,7 +583,7 @@ def decode(
     with user_errors():
         codec = Codec.load(weights, device=device, precision=precision, decoding=decoding)
     with user_errors(failures=(BitstreamError, MemoryError)):
-        result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels))
+        result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels), overwrite=overwrite)
     if as_json:
         _print_json(result)
     else:

@@ -7,10 +7,14 @@ A stream file is exactly one bitstream (docs/FORMAT.md): self-describing (model 
 iterations), checksummed, progressive (its first k chunks are a valid depth-k stream), with the
 source's ICC profile and EXIF block in its metadata trailer (`metadata=False`: none), and its
 alpha channel (always), which `decode_file` writes into the PNG.
-Paths may be local or URIs that `pyarrow.fs` opens; outputs are written atomically.
+Paths may be local or URIs that `pyarrow.fs` opens; outputs are written atomically, and an
+existing output file is replaced only with `overwrite` (checked before any work, and again as
+the file is linked into place: `storage.write_new`).
 """
 
 from __future__ import annotations
+
+import posixpath
 
 from . import storage
 from .bitstream import BitstreamError, read_header, read_trailer, with_metadata
@@ -24,21 +28,21 @@ from .resample import SCALE_NAMES
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
                 max_pixels: int = MAX_PIXELS, resample: str = "none", partial: bool | None = None,
-                metadata: bool = True) -> dict:
+                metadata: bool = True, overwrite: bool = False) -> dict:
     """Encode one image file into a stream file; returns what was kept (depth, bytes of the file,
     quality, the scale it was coded at: `resample`, the coding steps of its last chunk: `partial`,
     Codec.encode_many, by default where the target and coder allow: `resolve_partial`, 0 when
     whole; and the bytes of the source's metadata kept in the trailer: `metadata`)."""
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
+    out_fs, out_path = _output(out, overwrite)
     fs, path = storage.resolve(source)
     source_image = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
     encoded = codec.encode(source_image.pixels, iterations, measure=True, target=target, resample=resample,
                            partial=partial)
     alpha_bytes = encode_alpha(source_image.alpha)  # part of the picture: kept whatever `metadata` says
     blob = with_metadata(encoded.blob, source_image.metadata if metadata else Metadata(), alpha_bytes)
-    out_fs, out_path = storage.resolve(out)
-    storage.write_atomic(out_fs, out_path, blob)
+    _write(out_fs, out_path, blob, overwrite)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": source_image.mode,
             "frames": source_image.frames,
             "alpha_bytes": None if alpha_bytes is None else len(alpha_bytes),  # in the trailer; 0: opaque
@@ -49,26 +53,42 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
 
 
 def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None,
-                max_pixels: int = MAX_PIXELS) -> dict:
+                max_pixels: int = MAX_PIXELS, overwrite: bool = False) -> dict:
     """Decode a stream file (at most `iterations` deep) into a PNG file; a stream that declares
     more than `max_pixels` pixels is refused (BitstreamError, docs/FORMAT.md "Limits")."""
     check_range("iterations", iterations, 1)
     check_max_pixels(max_pixels)
     codec = codec or Codec.load()
+    out_fs, out_path = _output(out, overwrite)
     fs, path = storage.resolve(source)
     blob = storage.read_bytes(fs, path)
     header = read_header(blob)
     stored = header.iterations
     depth = stored if iterations is None else min(iterations, stored)
     image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
-    out_fs, out_path = storage.resolve(out)
     metadata, alpha = read_trailer(blob)
     if alpha is not None:
         try:
             alpha = decode_alpha(alpha, image.shape[1], image.shape[0])
         except ImageError as e:  # intact bytes (the trailer's checksum holds) that are no such PNG: a bad stream
             raise BitstreamError(f"invalid metadata trailer: {e}") from None
-    storage.write_atomic(out_fs, out_path, encode_png(image, metadata, alpha=alpha))
+    _write(out_fs, out_path, encode_png(image, metadata, alpha=alpha), overwrite)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
             "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
             "last_steps": header.steps_at(depth)}
+
+
+def _output(out, overwrite: bool):
+    """(file system, path) of an output file, refused before any work where a file is already
+    there and `overwrite` is not given, or where a folder is (storage.NotWritten)."""
+    fs, path = storage.resolve(out)
+    what = storage.kind(fs, path)
+    if what == "folder":
+        raise storage.NotWritten(f"{out}: a folder is there: not written")
+    if what != "missing" and not overwrite:
+        raise storage.NotWritten(f"{out}: {storage.ALREADY_THERE}")
+    return fs, path
+
+
+def _write(fs, path: str, data: bytes, overwrite: bool):
+    storage.write_new(fs, posixpath.dirname(path), posixpath.basename(path), data, overwrite)

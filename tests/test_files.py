@@ -41,6 +41,24 @@ def test_a_stream_file_decodes_at_every_depth(codec, png, tmp_path):
     assert decode_file(tmp_path / "a.rgb", tmp_path / "d9.png", iterations=9, codec=codec)["iterations"] == 3
 
 
+def test_an_output_file_already_there_is_replaced_only_with_overwrite(codec, png, tiny_weights, tmp_path):
+    encode_file(png, tmp_path / "a.rgb", iterations=1, codec=codec)
+    decode_file(tmp_path / "a.rgb", tmp_path / "a.png", codec=codec)
+    before = (tmp_path / "a.rgb").read_bytes(), (tmp_path / "a.png").read_bytes()
+    runner = CliRunner()
+    for args in (["encode", str(png), "--out", str(tmp_path / "a.rgb"), "--iterations", "2"],
+                 ["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path / "a.png")],
+                 ["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path)]):  # a folder: never
+        done = runner.invoke(app, args + ["--weights", str(tiny_weights)])
+        assert done.exit_code == 2 and ("already there: not overwritten" in done.output
+                                        or "a folder is there" in done.output), done.output
+    assert ((tmp_path / "a.rgb").read_bytes(), (tmp_path / "a.png").read_bytes()) == before
+    done = runner.invoke(app, ["encode", str(png), "--out", str(tmp_path / "a.rgb"), "--iterations", "2",
+                               "--weights", str(tiny_weights), "--overwrite"])
+    assert done.exit_code == 0 and bitstream.read_header((tmp_path / "a.rgb").read_bytes()).iterations == 2
+    assert decode_file(tmp_path / "a.rgb", tmp_path / "a.png", codec=codec, overwrite=True)["iterations"] == 2
+
+
 def test_a_size_target_keeps_the_depths_that_fit(codec, png, tmp_path):
     full = encode_file(png, tmp_path / "full.rgb", iterations=4, codec=codec)
     kept = encode_file(png, tmp_path / "cut.rgb", iterations=4, target=Target(max_bytes=full["bytes"] - 1), codec=codec)
@@ -63,14 +81,14 @@ def test_a_stream_file_keeps_the_colour_profile_and_exif_and_decode_writes_them_
     assert stripped["metadata_bytes"] == 0 and bitstream.read_metadata(bare) == bitstream.Metadata()
     for stream, profile in (("a.rgb", srgb), ("b.rgb", None)):
         for depth in (1, 2):  # at any depth
-            decode_file(tmp_path / stream, tmp_path / "out.png", iterations=depth, codec=codec)
+            decode_file(tmp_path / stream, tmp_path / "out.png", iterations=depth, codec=codec, overwrite=True)
             png = Image.open(io.BytesIO((tmp_path / "out.png").read_bytes()))
             assert png.info.get("icc_profile") == profile
             assert dict(png.getexif()) == ({0x010F: "a camera"} if profile else {})
             assert np.array_equal(np.asarray(png), codec.decode(bare, depth))  # the same pixels
     for flag, expected in (("--metadata", blob), ("--strip-metadata", bare)):  # the command's option
         done = CliRunner().invoke(app, ["encode", str(source), "--out", str(tmp_path / "c.rgb"), "--iterations", "2",
-                                        "--weights", str(tiny_weights), flag])
+                                        "--weights", str(tiny_weights), flag, "--overwrite"])
         assert done.exit_code == 0 and (tmp_path / "c.rgb").read_bytes() == expected, done.output
         assert ("bytes of them the trailer" in " ".join(done.output.split())) == (flag == "--metadata")
 
@@ -82,11 +100,12 @@ def test_a_stream_file_keeps_the_alpha_channel_whatever_the_metadata_option(code
     Image.fromarray(smooth_image(rng, 40, 56)).convert("RGBA").save(tmp_path / "opaque.png")
     for name, expected in (("logo", alpha), ("opaque", np.full((40, 56), 255, np.uint8))):
         for metadata in (True, False):
-            result = encode_file(tmp_path / f"{name}.png", tmp_path / "x.rgb", iterations=2, codec=codec, metadata=metadata)
+            result = encode_file(tmp_path / f"{name}.png", tmp_path / "x.rgb", iterations=2, codec=codec, metadata=metadata,
+                                 overwrite=True)
             assert result["alpha_bytes"] == result["metadata_bytes"] - 20 and (result["alpha_bytes"] == 0) == (name == "opaque")
             blob = (tmp_path / "x.rgb").read_bytes()
             for depth in (1, 2):
-                decode_file(tmp_path / "x.rgb", tmp_path / "x.png", iterations=depth, codec=codec)
+                decode_file(tmp_path / "x.rgb", tmp_path / "x.png", iterations=depth, codec=codec, overwrite=True)
                 png = Image.open(tmp_path / "x.png")
                 assert png.mode == "RGBA" and np.array_equal(np.asarray(png)[..., 3], expected), (name, depth)
                 assert np.array_equal(np.asarray(png)[..., :3], codec.decode(blob, depth))
@@ -133,7 +152,7 @@ def test_cli_encode_resample_writes_a_resampled_stream_that_decodes_at_full_size
     assert done.exit_code == 0, done.output
     assert Image.open(restored).size == (96, 72)
     done = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--resample", "auto", "--target-bpp", "1",
-                               "--weights", str(tiny_weights)])
+                               "--weights", str(tiny_weights), "--overwrite"])
     assert done.exit_code == 0, done.output
     bad = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--resample", "2x"])
     assert bad.exit_code == 2 and "--resample must be one of" in bad.output
