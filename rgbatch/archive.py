@@ -88,6 +88,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     man = Archive(archive)
     table = _with_coding(man, man.table())
     usable, damaged = split_damaged(table)
+    damaged += man.unreadable
     is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
     ok, failed = usable.filter(is_ok), usable.filter(pc.invert(is_ok))
 
@@ -100,7 +101,8 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     summary = {
         "archive": man.location, "parts": len(man.parts),
         "part_bytes": man.part_bytes(),
-        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged),
+        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged) - len(man.unreadable),
+        "unreadable_parts": len(man.unreadable),
         "model_ids": sorted(set(ok["model_id"].to_pylist())),
         "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
             ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0,
@@ -375,6 +377,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             safe.append(path)
     selected = [p for p in safe if select is None or fnmatch.fnmatchcase(p, select)]
     result.failures += [(p, why) for p, why in damaged if select is None or fnmatch.fnmatchcase(p or "", select)]
+    result.failures += man.unreadable  # whatever `select` says: its images may be among them
     if select is not None and not selected and not result.failures:
         raise OptionError("select", f"{select!r}: no archived image matches it")
     fs, root = storage.resolve(out)
@@ -513,7 +516,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
     codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
-    result = VerifyResult(archive=man.location, problems=list(damaged))
+    result = VerifyResult(archive=man.location, problems=list(damaged) + man.unreadable)
     for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
         if status != OK:
             result.problems.append((path, f"not archived (failed at compress time: {error})"))
@@ -587,9 +590,9 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
 
 
 def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -> CompactResult:
-    old_parts = list(man.parts)
+    old_parts = list(man.parts)  # an unreadable part is not among them: left as it is
     result = CompactResult(archive=man.location, parts_before=len(old_parts), bytes_before=man.part_bytes(),
-                           rows_before=man.total_rows())
+                           rows_before=man.total_rows(), problems=list(man.unreadable))
     total = len(man.current_rows())
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
     writers: dict[str, PartWriter] = {}

@@ -205,6 +205,7 @@ class Archive:
 
     def _list(self):
         self.parts: list[str] = []
+        self.unreadable: list[tuple[str, str]] = []  # (part file name, why): `_readable`
         self._current = None
         if self.create and not storage.exists(self.fs, self.root):
             return
@@ -213,9 +214,28 @@ class Archive:
                 raise NotADirectoryError(f"the archive {self.location} is a file, not a folder")
             raise not_an_archive(self.location, self.fs, self.root)
         files = storage.list_files(self.fs, self.root, recursive=False)
-        self.parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
-        if not self.parts and not self.create:
+        parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
+        if not parts and not self.create:
             raise not_an_archive(self.location, self.fs, self.root, files)
+        for part in parts:
+            why = self._readable(part)
+            if why:
+                self.unreadable.append((part.rsplit("/", 1)[-1], why))
+            else:
+                self.parts.append(part)
+
+    def _readable(self, part: str) -> str | None:
+        """Why a part file is no Parquet file at all (cut short, its footer damaged), or None. Such a
+        part is left out of every reading and never deleted or rewritten: the images in it are
+        failures of `report`, `restore`, `verify` and `compact`, and `compress` encodes them
+        again (their new rows in new parts). A readable part of another format or schema is
+        still an error (`_open`): it may be a newer rgbatch's."""
+        try:
+            pq.ParquetFile(storage.open_input(self.fs, part))
+        except (pa.ArrowInvalid, OSError) as e:
+            return (f"damaged manifest part, not a readable Parquet file ({e}): its images are left out; "
+                    f"`compress` encodes them again, nothing deletes it")
+        return None
 
     # -- writing -------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -120,6 +120,39 @@ def test_a_name_that_is_not_utf8_fails_alone(ray_cluster, tiny_weights, tmp_path
     assert (again.ok, again.skipped, again.failed) == (0, 1, 1)
 
 
+def test_a_damaged_part_leaves_the_others_usable_and_compress_encodes_its_images_again(
+        ray_cluster, tiny_weights, tmp_path, rng):
+    """A part file cut short (a copy interrupted, a disk's damage) once made every command exit 2:
+    now its images are failures of each reading command, and compress archives them again."""
+    from rgbatch import archive as ra
+
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    write_images(source, rng, ["a.png"])
+    compress([str(source)], str(archive), options(tiny_weights))
+    write_images(source, rng, ["b.png"])
+    compress([str(source)], str(archive), options(tiny_weights))
+    first = next(p for p in Archive(archive).parts if pq.read_table(p)["path"].to_pylist() == ["a.png"])
+    name = first.rsplit("/", 1)[-1]
+    damaged = open(first, "rb").read()[:100]
+    open(first, "wb").write(damaged)
+
+    summary = ra.report(archive)["summary"]
+    assert (summary["ok"], summary["unreadable_parts"]) == (1, 1)
+    assert [f["path"] for f in summary["failures"]] == [name] and "damaged manifest part" in summary["failures"][0]["error"]
+    restored = ra.restore(archive, tmp_path / "out", weights=tiny_weights, device="cpu")
+    assert [w["path"] for w in restored.written] == ["b.png"] and restored.exit_code == 1
+    assert [p for p, _ in restored.failures] == [name]
+    checked = ra.verify(archive, weights=tiny_weights, device="cpu", sample=0)
+    assert checked.decoded == 1 and [p for p, _ in checked.problems] == [name] and checked.exit_code == 1
+
+    again = compress([str(source)], str(archive), options(tiny_weights))
+    assert (again.ok, again.skipped) == (1, 1)  # a.png again; b.png was archived
+    compacted = ra.compact(archive)
+    assert [p for p, _ in compacted.problems] == [name] and compacted.exit_code == 1
+    assert open(first, "rb").read() == damaged  # never deleted, never rewritten
+    assert set(Archive(archive).table()["path"].to_pylist()) == {"a.png", "b.png"}
+
+
 def test_overlapped_encoders_write_the_rows_of_sequential_ones(ray_cluster, tiny_weights, tmp_path, rng):
     source = tmp_path / "photos"
     write_images(source, rng, [f"{n}.png" for n in range(5)], size=(40, 70))
