@@ -120,7 +120,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
                                "shallower": sum(k < depth for k in ok["iterations"].to_pylist())}
     if min_msssim is not None:
         rows = Row.from_arrow(ok.select(["bytes", "msssim", "width", "height", "iterations"]))
-        measured = pa.array([bool(r.msssim) for r in rows])  # not those compressed with --no-measure
+        measured = pa.array([bool(r.msssim) for r in rows], pa.bool_())  # not those compressed with --no-measure
         rows = [r for r in rows if r.msssim]
         chosen = [r.keep(target=target) for r in rows]
         summary["at_msssim"] = {

@@ -436,4 +436,4 @@ def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str
     """(the table without its damaged ok rows, [(path, why)] of those rows; `Row.problem`)."""
     problems = [row.problem(table.column_names) for row in Row.from_arrow(table)]
     damaged = [(p, why) for p, why in zip(table["path"].to_pylist(), problems) if why]
-    return table.filter(pa.array([why is None for why in problems])), damaged
+    return table.filter(pa.array([why is None for why in problems], pa.bool_())), damaged

@@ -163,6 +163,9 @@ def test_unreadable_archives_are_worded_errors(tmp_path):
     assert archive.table().num_rows == 0 and archive.parts == []
     assert [p for p, _ in archive.unreadable] == ["part-0.parquet"]
     assert "damaged manifest part, not a readable Parquet file" in archive.unreadable[0][1]
+    from rgbatch.archive import report  # every figure of nothing, the part listed (an empty mask once failed)
+    summary = report(tmp_path, depth=2, min_msssim=0.9)["summary"]
+    assert (summary["images"], summary["unreadable_parts"], summary["failures"][0]["path"]) == (0, 1, "part-0.parquet")
 
 
 def test_a_part_is_committed_on_time_whatever_its_row_count(tmp_path):
