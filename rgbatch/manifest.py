@@ -291,7 +291,8 @@ class Archive:
             if set(missing) - set(ADDED_COLUMNS):
                 raise ValueError(f"{part} lacks the columns {sorted(set(missing) - set(ADDED_COLUMNS))}")
             schema = pa.schema([SCHEMA.field(c) for c in columns])
-            for batch in file.iter_batches(batch_size=ROW_GROUP_ROWS, columns=[c for c in columns if c not in missing]):
+            for batch in _damage_worded(part, file.iter_batches(batch_size=ROW_GROUP_ROWS,
+                                                                columns=[c for c in columns if c not in missing])):
                 for name in missing:  # a part written before the column was added: null
                     batch = batch.append_column(name, pa.nulls(batch.num_rows, SCHEMA.field(name).type))
                 try:  # a part written by another tool may use wider types (int64 sizes, string views)
@@ -430,6 +431,23 @@ def _type_family(t: pa.DataType) -> str:
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return f"list of {_type_family(t.value_type)}"
     return str(t)
+
+
+def _damage_worded(part: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """`batches` of `part`, a reading error of its pages (bits flipped inside a part whose footer
+    reads) worded with the part's name and what to do. Such a part is not left out as an
+    unreadable one is (`Archive._readable`): rows are matched across parts by position, and the
+    damage shows only once a reading has begun."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ValueError(f"{part}: damaged manifest part, its data pages do not read ({' '.join(str(e).split())}); "
+                             f"move it out of the archive folder to go on without its images (`compress` then "
+                             f"encodes them again)") from None
+        yield batch
 
 
 def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str]]]:

@@ -168,6 +168,19 @@ def test_unreadable_archives_are_worded_errors(tmp_path):
     assert (summary["images"], summary["unreadable_parts"], summary["failures"][0]["path"]) == (0, 1, "part-0.parquet")
 
 
+def test_a_part_damaged_inside_is_a_worded_error_naming_it(tmp_path, rng):
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        for i in range(8):
+            writer.add(ok_row(f"{i}.png", blob=rng.bytes(4000)))
+    (part,) = parts(tmp_path)
+    data = bytearray((tmp_path / part).read_bytes())
+    for i in range(200, len(data) // 2, 5):  # the pages, not the footer
+        data[i] ^= 0xFF
+    (tmp_path / part).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{part}: damaged manifest part, its data pages do not read .*move it out"):
+        list(Archive(tmp_path).rows())
+
+
 def test_a_part_is_committed_on_time_whatever_its_row_count(tmp_path):
     writer = PartWriter(tmp_path, "00112233aabbccdd", commit_seconds=0.3)  # 64-row groups, 1024-row parts
     writer.add(ok_row("a.png"))
