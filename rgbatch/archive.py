@@ -88,7 +88,6 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     man = Archive(archive)
     table = _with_coding(man, man.table())
     usable, damaged = split_damaged(table)
-    damaged += man.unreadable
     is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
     ok, failed = usable.filter(is_ok), usable.filter(pc.invert(is_ok))
 
@@ -101,7 +100,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     summary = {
         "archive": man.location, "parts": len(man.parts),
         "part_bytes": man.part_bytes(),
-        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged) - len(man.unreadable),
+        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged),
         "unreadable_parts": len(man.unreadable),
         "model_ids": sorted(set(ok["model_id"].to_pylist())),
         "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
@@ -113,7 +112,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
         "by_depth": _query(_DEPTH_SQL, ok),
         "worst": _query(_WORST_SQL.format(limit=int(worst)), ok),
         "failures": [{"path": r["path"], "error": r["error"]} for r in failed.select(["path", "error"]).to_pylist()]
-                    + [{"path": path, "error": why} for path, why in damaged],
+                    + [{"path": path, "error": why} for path, why in damaged + man.unreadable],
     }
     if depth is not None:
         summary["at_depth"] = {"depth": depth, **at([min(depth, k) for k in ok["iterations"].to_pylist()]),

@@ -233,8 +233,8 @@ class Archive:
         try:
             pq.ParquetFile(storage.open_input(self.fs, part))
         except (pa.ArrowInvalid, OSError) as e:
-            return (f"damaged manifest part, not a readable Parquet file ({e}): its images are left out; "
-                    f"`compress` encodes them again, nothing deletes it")
+            return (f"damaged manifest part, not a readable Parquet file ({' '.join(str(e).split())}): its images "
+                    f"are left out; `compress` encodes them again, nothing deletes it")
         return None
 
     # -- writing -------------------------------------------------------------------------------------

@@ -300,9 +300,8 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     with archive.locked("compress") as lock:
         if lock.removed and log:
             log(f"removed {len(lock.removed)} temporary part file(s) left by an interrupted run")
-        for part, why in archive.unreadable:
-            if log:
-                log(f"{part}: {why}")
+        for part, why in archive.unreadable if log else []:
+            log(f"{part}: {why}")
         return _compress_locked(found, archive, options, weights, model_id, progress, log)
 
 
