@@ -233,8 +233,10 @@ class Archive:
         try:
             pq.ParquetFile(storage.open_input(self.fs, part))
         except (pa.ArrowInvalid, OSError) as e:
-            return (f"damaged manifest part, not a readable Parquet file ({' '.join(str(e).split())}): its images "
-                    f"are left out; `compress` encodes them again, nothing deletes it")
+            why = _damage(e)  # None: the store's or the system's failure, `_open`'s error (exit 2)
+            if why:
+                return (f"damaged manifest part, not a readable Parquet file ({why}): its images are left out; "
+                        f"`compress` encodes them again, nothing deletes it")
         return None
 
     # -- writing -------------------------------------------------------------------------------------
@@ -444,10 +446,25 @@ def _damage_worded(part: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.
         except StopIteration:
             return
         except (pa.ArrowInvalid, OSError) as e:
-            raise ValueError(f"{part}: damaged manifest part, its data pages do not read ({' '.join(str(e).split())}); "
-                             f"move it out of the archive folder to go on without its images (`compress` then "
-                             f"encodes them again)") from None
+            why = _damage(e)
+            if not why:
+                raise
+            raise ValueError(f"{part}: damaged manifest part, its data pages do not read ({why}); move it out of "
+                             f"the archive folder to go on without its images (`compress` then encodes them "
+                             f"again)") from None
         yield batch
+
+
+# what pyarrow's errors about a damaged Parquet file say; a failure of the object store or the system
+# (credentials, network, permissions) says none of it and is no damage: its images are not to be
+# encoded again
+_DAMAGE_WORDS = ("parquet", "thrift", "decompression", "page header", "corrupt")
+
+
+def _damage(error: Exception) -> str | None:
+    """`error` in one line where it says a part's bytes are damaged, else None."""
+    text = " ".join(str(error).split())
+    return text if isinstance(error, pa.ArrowInvalid) or any(w in text.lower() for w in _DAMAGE_WORDS) else None
 
 
 def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str]]]:

@@ -244,3 +244,15 @@ def test_what_is_not_an_archive_says_what_it_is_and_what_to_run(tmp_path):
     [part] = parts(tmp_path / "archive")
     with pytest.raises(ValueError, match=f"one part file of an archive: give the archive folder \\({tmp_path}/archive\\)"):
         Archive(tmp_path / "archive" / part)
+
+
+def test_only_errors_of_damaged_bytes_make_a_part_damaged():
+    """A store's or the system's failure (credentials, network) is no damage: a part left out for it
+    would have its images encoded again."""
+    import pyarrow as pa
+
+    from rgbatch.manifest import _damage
+    assert _damage(pa.ArrowInvalid("Parquet magic bytes not found in footer.")) == "Parquet magic bytes not found in footer."
+    assert _damage(OSError("Couldn't deserialize thrift:\nNo more data")) == "Couldn't deserialize thrift: No more data"
+    assert _damage(OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7")) is None
+    assert _damage(PermissionError(13, "Permission denied")) is None
