@@ -429,6 +429,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             result.written.append({"path": row.path, "file": storage.uri(fs, written), "depth": depth})
         if progress:
             progress(len(result.written) + len(result.failures) + len(result.skipped), total)
+    result.failures += man.missed  # rows of a part whose pages turned out damaged
     return result
 
 
@@ -565,6 +566,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
                     result.problems.append((row.path, "the alpha channel differs from the source's"))
         if progress:
             progress(result.checked, len(ok_paths))
+    result.problems += man.missed  # rows of a part whose pages turned out damaged
     return result
 
 
@@ -602,9 +604,9 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
 
 
 def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -> CompactResult:
-    old_parts = list(man.parts)  # an unreadable part is not among them: left as it is
+    old_parts = list(man.parts)
     result = CompactResult(archive=man.location, parts_before=len(old_parts), bytes_before=man.part_bytes(),
-                           rows_before=man.total_rows(), problems=list(man.unreadable))
+                           rows_before=man.total_rows())
     total = len(man.current_rows())
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
     writers: dict[str, PartWriter] = {}
@@ -631,7 +633,10 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -
     for writer in writers.values():
         writer.close()
     new_parts = [p for w in writers.values() for p in w.parts]
-    man.replace(old_parts, new_parts)
+    # a damaged part (unreadable when listed, or its pages found damaged while reading) is left as
+    # it is, its readable rows copied; the rows it did not give are problems
+    result.problems[:0] = man.unreadable + man.missed
+    man.replace([p for p in old_parts if p in man.parts], new_parts)
     result.parts = len(new_parts)
     result.bytes = man.part_bytes(new_parts)
     return result

@@ -210,6 +210,7 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | None = None
     if paths:
         codec = Codec.load(weights, device=device, precision=precision)
         rows = {r.path: r for r in man.rows(set(paths))}
+        paths = [p for p in paths if p in rows]  # a part damaged inside gives none of its rows (`Archive.missed`)
         shown = [show_image(rows[p], codec, crop) for p in paths]
     fs, path = storage.resolve(out)
     storage.write_atomic(fs, path, render(summary, shown, crop).encode())

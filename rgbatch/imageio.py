@@ -21,6 +21,8 @@
 | animated / multi-frame         | the first frame (page) only; the count is recorded, so that  |
 |                                | `report` counts it (`frames`)                                |
 | more than MAX_PIXELS (89.5 MP)  | refused before decoding (decompression-bomb guard)           |
+| PNG metadata over Pillow's     | the picture read without its text and ICC chunks (over 1 MiB |
+| text limits (1 MiB a chunk)    | a profile is not kept anyway)                                |
 | unreadable, truncated, empty   | refused with the reason                                      |
 """
 
@@ -138,6 +140,41 @@ def tiff_exif(image: Image.Image) -> bytes | None:
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:
     """Bytes of an image file -> (the loaded Pillow image, its mode as the file states it), or
     ImageError saying why not."""
+    try:
+        return _open_image(data, max_pixels)
+    except ImageError as e:
+        # Pillow refuses a whole PNG whose ICC profile or text chunk inflates past its limits
+        # (MAX_TEXT_CHUNK, MAX_TEXT_MEMORY): metadata rgbatch would drop anyway (over
+        # MAX_METADATA_BYTES, or text it does not keep), so the picture is read without it
+        if "MAX_TEXT" not in str(e) or (stripped := _png_without(data, PNG_TEXT_CHUNKS)) is None:
+            raise
+        return _open_image(stripped, max_pixels)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_TEXT_CHUNKS = (b"iCCP", b"tEXt", b"zTXt", b"iTXt")  # ancillary: the pixels do not depend on them
+
+
+def _png_without(data: bytes, kinds: tuple[bytes, ...]) -> bytes | None:
+    """The PNG `data` with its chunks of the given kinds left out, or None where it is no PNG or its
+    chunk list does not parse (the caller's error stands)."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    kept, at = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        end = at + 12 + length
+        if end > len(data):
+            return None
+        if kind not in kinds:
+            kept.append(data[at:end])
+        at = end
+        if kind == b"IEND":
+            break
+    return b"".join(kept)
+
+
+def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     if not data:
         raise ImageError("empty file (0 bytes)")
     image = None

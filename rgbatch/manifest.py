@@ -205,8 +205,10 @@ class Archive:
 
     def _list(self):
         self.parts: list[str] = []
-        self.unreadable: list[tuple[str, str]] = []  # (part file name, why): `_readable`
+        self.unreadable: list[tuple[str, str]] = []  # (part file name, why): `_readable`, `_leave_out`
+        self.missed: list[tuple[str | None, str]] = []  # (path, why): `rows`
         self._current = None
+        self._numbers: dict[str, int] = {}  # a row's position: its part's number << 32 | its index in the part
         if self.create and not storage.exists(self.fs, self.root):
             return
         if not storage.is_dir(self.fs, self.root):
@@ -228,8 +230,9 @@ class Archive:
         """Why a part file is no Parquet file at all (cut short, its footer damaged), or None. Such a
         part is left out of every reading and never deleted or rewritten: the images in it are
         failures of `report`, `restore`, `verify` and `compact`, and `compress` encodes them
-        again (their new rows in new parts). A readable part of another format or schema is
-        still an error (`_open`): it may be a newer rgbatch's."""
+        again (their new rows in new parts). A part whose footer reads but whose pages do not is
+        found only by a reading that reaches the damage (`_batches`). A readable part of another
+        format or schema is still an error (`_open`): it may be a newer rgbatch's."""
         try:
             pq.ParquetFile(storage.open_input(self.fs, part))
         except (pa.ArrowInvalid, OSError) as e:
@@ -286,58 +289,112 @@ class Archive:
         """Model id recorded in each part's schema metadata."""
         return {p: self._open(p).schema_arrow.metadata[b"rgbatch.model_id"].decode() for p in self.parts}
 
-    def _batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
-        for part in self.parts:
+    def _batches(self, columns: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(position of the batch's first row, batch) of every part, in part order. A part
+        whose pages do not read (bits flipped inside, its footer intact) is left out from there
+        on (`_leave_out`): the damage shows only once a reading reaches it."""
+        for part in list(self.parts):
             file = self._open(part)
             missing = [c for c in columns if c not in file.schema_arrow.names]
             if set(missing) - set(ADDED_COLUMNS):
                 raise ValueError(f"{part} lacks the columns {sorted(set(missing) - set(ADDED_COLUMNS))}")
             schema = pa.schema([SCHEMA.field(c) for c in columns])
-            for batch in _damage_worded(part, file.iter_batches(batch_size=ROW_GROUP_ROWS,
-                                                                columns=[c for c in columns if c not in missing])):
+            read = [c for c in columns if c not in missing]
+            # a row group at a time: the groups before a damaged one are given
+            batches = (batch for group in range(file.num_row_groups)
+                       for batch in file.iter_batches(batch_size=ROW_GROUP_ROWS, row_groups=[group], columns=read))
+            position = self._number(part) << 32
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError) as e:
+                    why = _damage(e)
+                    if not why:  # the store's or the system's failure: an error (exit 2)
+                        raise
+                    self._leave_out(part, f"damaged manifest part, its data pages do not read ({why}): the rows "
+                                          f"it did not give are left out; nothing deletes it (`compact` copies what "
+                                          f"reads; move it out of the archive folder then, and `compress` encodes "
+                                          f"the rest again)")
+                    break
                 for name in missing:  # a part written before the column was added: null
                     batch = batch.append_column(name, pa.nulls(batch.num_rows, SCHEMA.field(name).type))
                 try:  # a part written by another tool may use wider types (int64 sizes, string views)
-                    yield batch.select(columns).cast(schema)  # and drops the metadata: parts differ in model id only
+                    batch = batch.select(columns).cast(schema)  # and drops the metadata: parts differ in model id only
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                     raise ValueError(f"{part}: a column does not fit the manifest schema: {e}") from None
+                yield position, batch
+                position += batch.num_rows
+
+    def _number(self, part: str) -> int:
+        """The part's number in its rows' positions (`_batches`), given at its first reading."""
+        return self._numbers.setdefault(part, len(self._numbers))
+
+    def _leave_out(self, part: str, why: str):
+        """Leave a damaged part out of every reading from now on (listed in `unreadable`, never
+        deleted or rewritten); the current rows are chosen again without it."""
+        self.parts.remove(part)
+        self.unreadable.append((posixpath.basename(part), why))
+        self._current = None
+
+    def _read_whole(self, read):
+        """`read()`, again without the parts it found damaged until one reading finds none, so
+        that no result mixes rows of a part with the rows it left out."""
+        while True:
+            damaged = len(self.unreadable)
+            result = read()
+            if len(self.unreadable) == damaged:
+                return result
 
     def current_rows(self) -> dict[int, str]:
-        """{position in part order: path} of each path's current row (latest written, ok before error)."""
+        """{position (`_batches`): path} of each path's current row (latest written, ok before error)."""
         if self._current is None:
-            best = {}
-            position = 0
-            for batch in self._batches(["path", "status", "written_at"]):
-                for path, status, written in zip(*(batch.column(c).to_pylist() for c in batch.schema.names)):
-                    rank = (written or _NEVER, status == OK)  # a null time counts as the oldest
-                    key = path if path is not None else ("null path", position)  # each its own image
-                    if key not in best or rank > best[key][0]:
-                        best[key] = (rank, position)
-                    position += 1
-            self._current = {position: path if isinstance(path, str) else None
-                             for path, (_, position) in best.items()}
+            self._current = self._read_whole(self._choose_current)
         return self._current
 
-    def _current_batches(self, columns: list[str], paths: set[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """Batches of the current rows (of `paths` only, if given), the others filtered out unread
-        into Python."""
-        keep = {pos for pos, path in self.current_rows().items() if paths is None or path in paths}
-        position = 0
-        for batch in self._batches(columns):
-            mask = [position + i in keep for i in range(batch.num_rows)]
-            position += batch.num_rows
+    def _choose_current(self) -> dict[int, str]:
+        best = {}
+        for first, batch in self._batches(["path", "status", "written_at"]):
+            columns = (batch.column(c).to_pylist() for c in batch.schema.names)
+            for position, (path, status, written) in enumerate(zip(*columns), first):
+                rank = (written or _NEVER, status == OK)  # a null time counts as the oldest
+                key = path if path is not None else ("null path", position)  # each its own image
+                if key not in best or rank > best[key][0]:
+                    best[key] = (rank, position)
+        return {position: path if isinstance(path, str) else None for path, (_, position) in best.items()}
+
+    def _current_batches(self, columns: list[str], keep: set[int]) -> Iterator[pa.RecordBatch]:
+        """Batches of the rows at the positions `keep`, the others filtered out unread into Python;
+        `keep` is left holding the positions no batch gave (those of parts found damaged)."""
+        for first, batch in self._batches(columns):
+            positions = range(first, first + batch.num_rows)
+            mask = [p in keep for p in positions]
+            keep.difference_update(positions)
             if any(mask):
                 yield batch.filter(pa.array(mask))
+
+    def _kept(self, paths: set[str] | None) -> set[int]:
+        return {pos for pos, path in self.current_rows().items() if paths is None or path in paths}
 
     def table(self, columns: list[str] = STATS_COLUMNS) -> pa.Table:
         """The current rows as one table, sorted by path (no blobs by default: they can be large)."""
         schema = pa.schema([SCHEMA.field(c) for c in columns])
-        return pa.Table.from_batches(self._current_batches(columns), schema=schema).sort_by("path")
+        return self._read_whole(lambda: pa.Table.from_batches(
+            list(self._current_batches(columns, self._kept(None))), schema=schema)).sort_by("path")
 
     def rows(self, paths: set[str] | None = None) -> Iterator[Row]:
-        """Current rows (blobs included), part by part so memory stays bounded."""
-        for batch in self._current_batches(COLUMNS, paths):
+        """Current rows (blobs included), part by part so memory stays bounded. Where a part's
+        pages turn out damaged half-way, what was yielded stands, the part is in `unreadable`
+        and the current rows it did not give are in `missed` once the rows are read: [(path, why)]."""
+        current, self.missed = self.current_rows(), []
+        keep = self._kept(paths)
+        for batch in self._current_batches(COLUMNS, keep):
             yield from Row.from_arrow(batch)
+        why, parts = dict(self.unreadable), {n: p for p, n in self._numbers.items()}
+        for position in sorted(keep):  # in the parts' order
+            name = posixpath.basename(parts[position >> 32])
+            self.missed.append((current[position], f"{name}: {why[name]}"))
 
     def done(self) -> dict[str, str]:
         """{path: source hash} of the images whose current row is ok (and not damaged, see
@@ -433,26 +490,6 @@ def _type_family(t: pa.DataType) -> str:
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return f"list of {_type_family(t.value_type)}"
     return str(t)
-
-
-def _damage_worded(part: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """`batches` of `part`, a reading error of its pages (bits flipped inside a part whose footer
-    reads) worded with the part's name and what to do. Such a part is not left out as an
-    unreadable one is (`Archive._readable`): rows are matched across parts by position, and the
-    damage shows only once a reading has begun."""
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (pa.ArrowInvalid, OSError) as e:
-            why = _damage(e)
-            if not why:
-                raise
-            raise ValueError(f"{part}: damaged manifest part, its data pages do not read ({why}); move it out of "
-                             f"the archive folder to go on without its images (`compress` then encodes them "
-                             f"again)") from None
-        yield batch
 
 
 # what pyarrow's errors about a damaged Parquet file say; a failure of the object store or the system

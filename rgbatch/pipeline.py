@@ -300,13 +300,13 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     with archive.locked("compress") as lock:
         if lock.removed and log:
             log(f"removed {len(lock.removed)} temporary part file(s) left by an interrupted run")
-        for part, why in archive.unreadable if log else []:
-            log(f"{part}: {why}")
         return _compress_locked(found, archive, options, weights, model_id, progress, log)
 
 
 def _compress_locked(found, archive: Archive, options, weights, model_id, progress, log) -> CompressResult:
-    done = archive.done()
+    done = archive.done()  # reading the current rows finds the parts damaged inside too
+    for part, why in archive.unreadable if log else []:
+        log(f"{part}: {why}")
     result = CompressResult(archive=archive.location, sources=len(found))
     start = time.perf_counter()
     with ray_session(options.address) as ray:

@@ -46,3 +46,16 @@ def smooth_image(rng, height, width):
     return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
 pytest_plugins = ["conftest_ray"]  # the session Ray cluster (fixture `ray_cluster`)
+
+
+def damage_page(part, row_group, column):
+    """Flip the page header of one column chunk of the manifest part `part` (its footer intact):
+    pyarrow's error shows only once a reading reaches that chunk."""
+    import pyarrow.parquet as pq
+
+    from rgbatch.row import COLUMNS
+    chunk = pq.ParquetFile(part).metadata.row_group(row_group).column(COLUMNS.index(column))
+    data = bytearray(Path(part).read_bytes())
+    for i in range(chunk.data_page_offset, chunk.data_page_offset + 8):
+        data[i] ^= 0xFF
+    Path(part).write_bytes(bytes(data))

@@ -185,6 +185,26 @@ def test_metadata_keeps_an_rgb_profile_and_the_exif_without_its_orientation():
     assert "icc_profile" not in Image.open(io.BytesIO(encode_png(pixels))).info
 
 
+def test_a_png_whose_metadata_inflates_past_pillows_limits_is_read_without_it():
+    from PIL import PngImagePlugin
+
+    from rgbatch.imageio import Metadata, decode_image_and_metadata
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8)
+    profile = bytes(16) + b"RGB " + bytes(2 << 20)  # a 2 MiB profile: over MAX_TEXT_CHUNK and MAX_METADATA_BYTES
+    text = PngImagePlugin.PngInfo()
+    text.add_text("comment", "x" * (2 << 20), zip=True)  # a zTXt chunk that inflates to 2 MiB
+    for options in ({"icc_profile": profile}, {"pnginfo": text}):
+        data = save(Image.fromarray(pixels), "PNG", **options)
+        with pytest.raises(ValueError, match="MAX_TEXT_CHUNK"):  # what Pillow alone does
+            Image.open(io.BytesIO(data)).load()
+        decoded = decode_image_and_metadata(data)
+        assert np.array_equal(decoded.pixels, pixels) and decoded.metadata == Metadata()
+    # the same words on a file whose chunks do not parse stay the refusal
+    cut = save(Image.fromarray(pixels), "PNG", icc_profile=profile)
+    with pytest.raises(ImageError, match="MAX_TEXT_CHUNK"):
+        decode_image(cut[: len(cut) - 40])
+
+
 @pytest.mark.parametrize("fmt", ["HEIF", "JXL", "AVIF"])
 def test_phone_and_modern_formats_are_read_upright_with_their_metadata(fmt):
     from rgbatch.imageio import decode_image_and_metadata

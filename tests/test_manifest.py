@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rgbatch import __version__
+from conftest import damage_page
 from rgbatch.manifest import FORMAT_VERSION, Archive, ArchiveBusy, ArchiveLock, PartWriter
 from rgbatch.row import ADDED_COLUMNS, Row
 
@@ -168,17 +169,46 @@ def test_unreadable_archives_are_worded_errors(tmp_path):
     assert (summary["images"], summary["unreadable_parts"], summary["failures"][0]["path"]) == (0, 1, "part-0.parquet")
 
 
-def test_a_part_damaged_inside_is_a_worded_error_naming_it(tmp_path, rng):
-    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+def damaged_archive(tmp_path, rng, column):
+    """An archive of two parts: 'older' holds an earlier row of 6.png, 'damaged' eight rows in two
+    row groups of four, the second group's `column` damaged."""
+    with PartWriter(tmp_path / "older", "00112233aabbccdd") as writer:
+        writer.add(ok_row("6.png", source_hash="old"))
+    with PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=4) as writer:
         for i in range(8):
             writer.add(ok_row(f"{i}.png", blob=rng.bytes(4000)))
     (part,) = parts(tmp_path)
-    data = bytearray((tmp_path / part).read_bytes())
-    for i in range(200, len(data) // 2, 5):  # the pages, not the footer
-        data[i] ^= 0xFF
-    (tmp_path / part).write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=rf"{part}: damaged manifest part, its data pages do not read .*move it out"):
-        list(Archive(tmp_path).rows())
+    (older,) = parts(tmp_path / "older")
+    (tmp_path / "older" / older).rename(tmp_path / older)
+    damage_page(tmp_path / part, 1, column)
+    return part
+
+
+def test_a_part_whose_row_columns_are_damaged_inside_is_left_out_whole(tmp_path, rng):
+    """Bits flipped in a part's pages (its footer reads) once stopped every command (exit 2): the
+    part is left out as one cut short is, and no result mixes the rows it gave before the damage."""
+    part = damaged_archive(tmp_path, rng, "path")
+    archive = Archive(tmp_path)
+    assert part in [p.rsplit("/", 1)[-1] for p in archive.parts]  # the footer reads: found when read
+    table = archive.table()
+    assert table["path"].to_pylist() == ["6.png"] and table["source_hash"].to_pylist() == ["old"]
+    assert [p for p, _ in archive.unreadable] == [part]
+    assert "damaged manifest part, its data pages do not read" in archive.unreadable[0][1]
+    assert archive.done() == {"6.png": "old"}  # compress encodes the others again
+    assert [r.path for r in archive.rows()] == ["6.png"] and archive.missed == []
+
+
+def test_a_part_whose_blobs_are_damaged_inside_gives_what_reads_and_names_what_it_did_not(tmp_path, rng):
+    part = damaged_archive(tmp_path, rng, "blob")
+    archive = Archive(tmp_path)
+    assert archive.table().num_rows == 8 and archive.unreadable == []  # the blobs are not read for it
+    assert [r.path for r in archive.rows()] == [f"{i}.png" for i in range(4)]  # the first row group
+    assert [p for p, _ in archive.missed] == [f"{i}.png" for i in range(4, 8)]
+    assert all(why.startswith(f"{part}: damaged manifest part, its data pages do not read") and "`compact`" in why
+               for _, why in archive.missed)
+    assert [p for p, _ in archive.unreadable] == [part]
+    # from then on the part is left out whole: 6.png's older row is current again
+    assert sorted(archive.table()["path"].to_pylist()) == ["6.png"]
 
 
 def test_a_part_is_committed_on_time_whatever_its_row_count(tmp_path):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import smooth_image
+from conftest import damage_page, smooth_image
 from rgbatch.codec import Codec
 from rgbatch.manifest import Archive
 from rgbatch.row import Row
@@ -151,6 +151,37 @@ def test_a_damaged_part_leaves_the_others_usable_and_compress_encodes_its_images
     assert [p for p, _ in compacted.problems] == [name] and compacted.exit_code == 1
     assert open(first, "rb").read() == damaged  # never deleted, never rewritten
     assert set(Archive(archive).table()["path"].to_pylist()) == {"a.png", "b.png"}
+
+
+def test_a_part_damaged_inside_gives_what_reads_and_the_documented_steps_recover_the_rest(
+        ray_cluster, tiny_weights, tmp_path, rng):
+    """docs/ARCHIVE.md, "Damaged parts": restore and verify give what reads and name the rest (exit
+    1); compact copies what reads and keeps the part; moved out, compress encodes the rest again."""
+    from rgbatch import archive as ra
+
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    names = [f"{i}.png" for i in range(4)]
+    write_images(source, rng, names)
+    compress([str(source)], str(archive), options(tiny_weights))
+    (part,) = Archive(archive).parts
+    pq.write_table(pq.read_table(part), part, row_group_size=2)  # two row groups
+    damage_page(part, 1, "blob")
+    damaged = open(part, "rb").read()
+
+    assert ra.report(archive)["summary"]["ok"] == 4  # report reads no blobs
+    restored = ra.restore(archive, tmp_path / "out", weights=tiny_weights, device="cpu")
+    assert [w["path"] for w in restored.written] == names[:2] and restored.exit_code == 1
+    assert [p for p, _ in restored.failures] == names[2:] and "data pages do not read" in restored.failures[0][1]
+    checked = ra.verify(archive, weights=tiny_weights, device="cpu", sample=0)
+    assert checked.decoded == 2 and [p for p, _ in checked.problems] == names[2:] and checked.exit_code == 1
+
+    compacted = ra.compact(archive)
+    assert [p for p, _ in compacted.problems] == [os.path.basename(part)] + names[2:] and compacted.rows == 2
+    assert open(part, "rb").read() == damaged  # kept as it is
+    os.rename(part, tmp_path / "damaged.parquet")  # what the error says to do
+    again = compress([str(source)], str(archive), options(tiny_weights))
+    assert (again.ok, again.skipped) == (2, 2)
+    assert ra.verify(archive, weights=tiny_weights, device="cpu", sample=0).exit_code == 0
 
 
 def test_overlapped_encoders_write_the_rows_of_sequential_ones(ray_cluster, tiny_weights, tmp_path, rng):
