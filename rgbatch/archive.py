@@ -633,10 +633,10 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -
     for writer in writers.values():
         writer.close()
     new_parts = [p for w in writers.values() for p in w.parts]
-    # a damaged part (unreadable when listed, or its pages found damaged while reading) is left as
-    # it is, its readable rows copied; the rows it did not give are problems
+    # a damaged part (unreadable when listed, or a row group of it found damaged while reading) is
+    # left as it is, its readable rows copied; the rows it did not give are problems
     result.problems[:0] = man.unreadable + man.missed
-    man.replace([p for p in old_parts if p in man.parts], new_parts)
+    man.replace([p for p in old_parts if p in man.parts and p not in man.damaged_parts], new_parts)
     result.parts = len(new_parts)
     result.bytes = man.part_bytes(new_parts)
     return result

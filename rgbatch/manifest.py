@@ -115,7 +115,11 @@ class PartWriter:
             # would copy whole blobs into the footer; nor of ICC profiles and EXIF blocks, whose
             # dictionary keeps one copy of a profile many images share)
             use_dictionary=[c for c in COLUMNS if c != "blob"],
-            write_statistics=[c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS])
+            write_statistics=[c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS],
+            # a CRC-32 on every page (since session 33), checked by every reading (`Archive._open`):
+            # Parquet's pages have none otherwise, and a flipped bit in a zstd page can decode
+            # to another path or MS-SSIM without an error
+            write_page_checksum=True)
         self._part_rows = 0
 
     def _write_row_group(self):
@@ -208,6 +212,7 @@ class Archive:
         self.unreadable: list[tuple[str, str]] = []  # (part file name, why): `_readable`, `_leave_out`
         self.missed: list[tuple[str | None, str]] = []  # (path, why): `rows`
         self._current = None
+        self._damaged: dict[tuple[str, int], tuple[range, str]] = {}  # (part, row group): its positions, why
         self._numbers: dict[str, int] = {}  # a row's position: its part's number << 32 | its index in the part
         if self.create and not storage.exists(self.fs, self.root):
             return
@@ -234,7 +239,7 @@ class Archive:
         found only by a reading that reaches the damage (`_batches`). A readable part of another
         format or schema is still an error (`_open`): it may be a newer rgbatch's."""
         try:
-            pq.ParquetFile(storage.open_input(self.fs, part))
+            pq.ParquetFile(storage.open_input(self.fs, part), page_checksum_verification=True)
         except (pa.ArrowInvalid, OSError) as e:
             why = _damage(e)  # None: the store's or the system's failure, `_open`'s error (exit 2)
             if why:
@@ -268,7 +273,7 @@ class Archive:
     # -- reading -------------------------------------------------------------------------------------
     def _open(self, part: str) -> pq.ParquetFile:
         try:
-            file = pq.ParquetFile(storage.open_input(self.fs, part))
+            file = pq.ParquetFile(storage.open_input(self.fs, part), page_checksum_verification=True)
         except (pa.ArrowInvalid, OSError) as e:
             raise ValueError(f"{part} is not a readable Parquet file: {e}") from None
         metadata = file.schema_arrow.metadata or {}
@@ -290,9 +295,10 @@ class Archive:
         return {p: self._open(p).schema_arrow.metadata[b"rgbatch.model_id"].decode() for p in self.parts}
 
     def _batches(self, columns: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
-        """(position of the batch's first row, batch) of every part, in part order. A part
-        whose pages do not read (bits flipped inside, its footer intact) is left out from there
-        on (`_leave_out`): the damage shows only once a reading reaches it."""
+        """(position of the batch's first row, batch) of every part, in part order, a row group at
+        a time. A row group whose pages do not read (bits flipped inside a part whose footer
+        reads: its CRC-32s, or zstd, or the encodings say so) is left out of this and every later
+        reading (`_leave_out`); the damage shows only once a reading reaches it."""
         for part in list(self.parts):
             file = self._open(part)
             missing = [c for c in columns if c not in file.schema_arrow.names]
@@ -300,51 +306,65 @@ class Archive:
                 raise ValueError(f"{part} lacks the columns {sorted(set(missing) - set(ADDED_COLUMNS))}")
             schema = pa.schema([SCHEMA.field(c) for c in columns])
             read = [c for c in columns if c not in missing]
-            # a row group at a time: the groups before a damaged one are given
-            batches = (batch for group in range(file.num_row_groups)
-                       for batch in file.iter_batches(batch_size=ROW_GROUP_ROWS, row_groups=[group], columns=read))
-            position = self._number(part) << 32
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except (pa.ArrowInvalid, OSError) as e:
-                    why = _damage(e)
-                    if not why:  # the store's or the system's failure: an error (exit 2)
-                        raise
-                    self._leave_out(part, f"damaged manifest part, its data pages do not read ({why}): the rows "
-                                          f"it did not give are left out; nothing deletes it (`compact` copies what "
-                                          f"reads; move it out of the archive folder then, and `compress` encodes "
-                                          f"the rest again)")
-                    break
-                for name in missing:  # a part written before the column was added: null
-                    batch = batch.append_column(name, pa.nulls(batch.num_rows, SCHEMA.field(name).type))
-                try:  # a part written by another tool may use wider types (int64 sizes, string views)
-                    batch = batch.select(columns).cast(schema)  # and drops the metadata: parts differ in model id only
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise ValueError(f"{part}: a column does not fit the manifest schema: {e}") from None
-                yield position, batch
-                position += batch.num_rows
+            end = self._number(part) << 32
+            for group in range(file.num_row_groups):
+                rows = range(end, end + file.metadata.row_group(group).num_rows)
+                end = rows.stop
+                if (part, group) in self._damaged:
+                    continue
+                batches, position = file.iter_batches(batch_size=ROW_GROUP_ROWS, row_groups=[group], columns=read), rows.start
+                while True:
+                    try:
+                        batch = next(batches)
+                    except StopIteration:  # a damaged page header may read as a page of no values
+                        if position != rows.stop:
+                            self._leave_out(part, group, file.num_row_groups, rows,
+                                            f"it gave {position - rows.start} of its {len(rows)} rows")
+                        break
+                    except (pa.ArrowInvalid, OSError) as e:
+                        why = _damage(e)
+                        if not why:  # the store's or the system's failure: an error (exit 2)
+                            raise
+                        self._leave_out(part, group, file.num_row_groups, rows, why)
+                        break
+                    if position + batch.num_rows > rows.stop:
+                        self._leave_out(part, group, file.num_row_groups, rows, f"it gave more than its {len(rows)} rows")
+                        break
+                    for name in missing:  # a part written before the column was added: null
+                        batch = batch.append_column(name, pa.nulls(batch.num_rows, SCHEMA.field(name).type))
+                    try:  # a part written by another tool may use wider types (int64 sizes, string views)
+                        batch = batch.select(columns).cast(schema)  # and drops the metadata: parts differ in model id only
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                        raise ValueError(f"{part}: a column does not fit the manifest schema: {e}") from None
+                    yield position, batch
+                    position += batch.num_rows
 
     def _number(self, part: str) -> int:
         """The part's number in its rows' positions (`_batches`), given at its first reading."""
         return self._numbers.setdefault(part, len(self._numbers))
 
-    def _leave_out(self, part: str, why: str):
-        """Leave a damaged part out of every reading from now on (listed in `unreadable`, never
-        deleted or rewritten); the current rows are chosen again without it."""
-        self.parts.remove(part)
+    def _leave_out(self, part: str, group: int, groups: int, rows: range, why: str):
+        """Leave a damaged row group out of every reading from now on (listed in `unreadable`; the
+        part is never deleted or rewritten); the current rows are chosen again without it."""
+        why = (f"damaged manifest part, its row group {group + 1} of {groups} ({len(rows)} rows) does not read "
+               f"({why}): its rows are left out; nothing deletes the part (`compact` copies its other rows; "
+               f"move it out of the archive folder then, and `compress` encodes again what it held)")
+        self._damaged[part, group] = rows, why
         self.unreadable.append((posixpath.basename(part), why))
         self._current = None
 
+    @property
+    def damaged_parts(self) -> set[str]:
+        """The parts, among `parts`, with a row group found damaged so far (`_batches`)."""
+        return {part for part, _ in self._damaged}
+
     def _read_whole(self, read):
-        """`read()`, again without the parts it found damaged until one reading finds none, so
-        that no result mixes rows of a part with the rows it left out."""
+        """`read()`, again without the row groups it found damaged until one reading finds none,
+        so that no result mixes rows that a damaged group's rows would have superseded."""
         while True:
-            damaged = len(self.unreadable)
+            damaged = len(self._damaged)
             result = read()
-            if len(self.unreadable) == damaged:
+            if len(self._damaged) == damaged:
                 return result
 
     def current_rows(self) -> dict[int, str]:
@@ -391,10 +411,9 @@ class Archive:
         keep = self._kept(paths)
         for batch in self._current_batches(COLUMNS, keep):
             yield from Row.from_arrow(batch)
-        why, parts = dict(self.unreadable), {n: p for p, n in self._numbers.items()}
         for position in sorted(keep):  # in the parts' order
-            name = posixpath.basename(parts[position >> 32])
-            self.missed.append((current[position], f"{name}: {why[name]}"))
+            part, why = next((part, why) for (part, _), (rows, why) in self._damaged.items() if position in rows)
+            self.missed.append((current[position], f"{posixpath.basename(part)}: {why}"))
 
     def done(self) -> dict[str, str]:
         """{path: source hash} of the images whose current row is ok (and not damaged, see
@@ -495,7 +514,8 @@ def _type_family(t: pa.DataType) -> str:
 # what pyarrow's errors about a damaged Parquet file say; a failure of the object store or the system
 # (credentials, network, permissions) says none of it and is no damage: its images are not to be
 # encoded again
-_DAMAGE_WORDS = ("parquet", "thrift", "decompression", "page header", "corrupt")
+_DAMAGE_WORDS = ("parquet", "thrift", "decompression", "page", "corrupt", "crc", "checksum", "end of stream",
+                 "encoding", "level", "dictionary", "malformed", "flatbuffer")
 
 
 def _damage(error: Exception) -> str | None:

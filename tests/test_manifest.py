@@ -184,31 +184,64 @@ def damaged_archive(tmp_path, rng, column):
     return part
 
 
-def test_a_part_whose_row_columns_are_damaged_inside_is_left_out_whole(tmp_path, rng):
+def test_a_row_group_damaged_inside_is_left_out_and_the_rest_of_its_part_reads(tmp_path, rng):
     """Bits flipped in a part's pages (its footer reads) once stopped every command (exit 2): the
-    part is left out as one cut short is, and no result mixes the rows it gave before the damage."""
+    row group is left out, as a part cut short is, and no result mixes in the rows its rows
+    superseded (6.png's older row is current once its newer one does not read)."""
     part = damaged_archive(tmp_path, rng, "path")
     archive = Archive(tmp_path)
     assert part in [p.rsplit("/", 1)[-1] for p in archive.parts]  # the footer reads: found when read
     table = archive.table()
-    assert table["path"].to_pylist() == ["6.png"] and table["source_hash"].to_pylist() == ["old"]
-    assert [p for p, _ in archive.unreadable] == [part]
-    assert "damaged manifest part, its data pages do not read" in archive.unreadable[0][1]
-    assert archive.done() == {"6.png": "old"}  # compress encodes the others again
-    assert [r.path for r in archive.rows()] == ["6.png"] and archive.missed == []
+    assert table["path"].to_pylist() == ["0.png", "1.png", "2.png", "3.png", "6.png"]
+    assert table["source_hash"].to_pylist() == ["h"] * 4 + ["old"]
+    assert [p for p, _ in archive.unreadable] == [part] and archive.damaged_parts == {str(tmp_path / part)}
+    assert "damaged manifest part, its row group 2 of 2 (4 rows) does not read" in archive.unreadable[0][1]
+    assert archive.done() == {"0.png": "h", "1.png": "h", "2.png": "h", "3.png": "h", "6.png": "old"}
+    assert sorted(r.path for r in archive.rows()) == ["0.png", "1.png", "2.png", "3.png", "6.png"] and archive.missed == []
 
 
-def test_a_part_whose_blobs_are_damaged_inside_gives_what_reads_and_names_what_it_did_not(tmp_path, rng):
+def test_a_row_group_whose_blobs_are_damaged_gives_what_reads_and_names_what_it_did_not(tmp_path, rng):
     part = damaged_archive(tmp_path, rng, "blob")
     archive = Archive(tmp_path)
     assert archive.table().num_rows == 8 and archive.unreadable == []  # the blobs are not read for it
     assert [r.path for r in archive.rows()] == [f"{i}.png" for i in range(4)]  # the first row group
     assert [p for p, _ in archive.missed] == [f"{i}.png" for i in range(4, 8)]
-    assert all(why.startswith(f"{part}: damaged manifest part, its data pages do not read") and "`compact`" in why
+    assert all(why.startswith(f"{part}: damaged manifest part, its row group 2 of 2") and "`compact`" in why
                for _, why in archive.missed)
     assert [p for p, _ in archive.unreadable] == [part]
-    # from then on the part is left out whole: 6.png's older row is current again
-    assert sorted(archive.table()["path"].to_pylist()) == ["6.png"]
+    # from then on the group is left out: 6.png's older row is current again
+    assert archive.table()["path"].to_pylist() == ["0.png", "1.png", "2.png", "3.png", "6.png"]
+
+
+def test_no_flipped_byte_of_a_part_reads_as_another_value(tmp_path, rng):
+    """Parquet's zstd pages carry no checksum: one flipped bit could decode to another path or
+    MS-SSIM. Parts carry page CRC-32s (since session 33), checked on reading: every byte of a
+    row group's path and MS-SSIM chunks flipped in turn reads as the same table or leaves the group out."""
+    from rgbatch.row import COLUMNS
+    with PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=4) as writer:
+        for i in range(8):
+            writer.add(ok_row(f"folder/image_{i:03d}.png", blob=rng.bytes(100)))
+    (part,) = parts(tmp_path)
+    good = (tmp_path / part).read_bytes()
+    columns = ["path", "iterations", "msssim"]
+    expected = Archive(tmp_path).table(columns).to_pylist()
+    outcomes = set()
+    for column in ("path", "msssim"):
+        chunk = pq.ParquetFile(tmp_path / part).metadata.row_group(1).column(COLUMNS.index(column))
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        for at in range(start, start + chunk.total_compressed_size):
+            data = bytearray(good)
+            data[at] ^= 1 << at % 8
+            (tmp_path / part).write_bytes(bytes(data))
+            archive = Archive(tmp_path)
+            table = archive.table(columns).to_pylist()
+            if archive.unreadable:
+                assert table == expected[:4]
+                outcomes.add("left out")
+            else:
+                assert table == expected
+                outcomes.add("the same")
+    assert "left out" in outcomes
 
 
 def test_a_part_is_committed_on_time_whatever_its_row_count(tmp_path):
@@ -284,5 +317,7 @@ def test_only_errors_of_damaged_bytes_make_a_part_damaged():
     from rgbatch.manifest import _damage
     assert _damage(pa.ArrowInvalid("Parquet magic bytes not found in footer.")) == "Parquet magic bytes not found in footer."
     assert _damage(OSError("Couldn't deserialize thrift:\nNo more data")) == "Couldn't deserialize thrift: No more data"
+    assert _damage(OSError("Invalid flatbuffers message.")) == "Invalid flatbuffers message."  # the footer's Arrow schema
     assert _damage(OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7")) is None
+    assert _damage(OSError("AWS Error ACCESS_DENIED during HeadObject operation: InvalidAccessKeyId")) is None
     assert _damage(PermissionError(13, "Permission denied")) is None

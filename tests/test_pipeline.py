@@ -171,7 +171,7 @@ def test_a_part_damaged_inside_gives_what_reads_and_the_documented_steps_recover
     assert ra.report(archive)["summary"]["ok"] == 4  # report reads no blobs
     restored = ra.restore(archive, tmp_path / "out", weights=tiny_weights, device="cpu")
     assert [w["path"] for w in restored.written] == names[:2] and restored.exit_code == 1
-    assert [p for p, _ in restored.failures] == names[2:] and "data pages do not read" in restored.failures[0][1]
+    assert [p for p, _ in restored.failures] == names[2:] and "row group 2 of 2 (2 rows) does not read" in restored.failures[0][1]
     checked = ra.verify(archive, weights=tiny_weights, device="cpu", sample=0)
     assert checked.decoded == 2 and [p for p, _ in checked.problems] == names[2:] and checked.exit_code == 1
 
