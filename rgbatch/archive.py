@@ -346,18 +346,21 @@ def png_names(paths: list[str]) -> dict[str, str]:
 def restore(archive, out, iterations: int | None = None, target_msssim: float | None = None,
             select: str | None = None, weights=None, device: str = "auto", batch_size: int = 8,
             precision: str = "auto", decoding: str = "exact", overwrite: bool = False, progress=None,
-            max_pixels: int = MAX_PIXELS) -> RestoreResult:
+            max_pixels: int = MAX_PIXELS, workers: int = 0, address: str | None = None) -> RestoreResult:
     """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
     stores) or per image the smallest depth reaching `target_msssim`; default all stored.
 
     `select` is a glob on the archived paths. File names: `png_names`. A file already there is
     never replaced unless `overwrite`, and no symbolic link below `out` is followed. Every
     image that cannot be restored is a failure with its reason; the others are written.
-    `progress(done, total)` is called per image.
+    `progress(done, total)` is called per group of images. `workers` > 0 decodes and writes on
+    that many Ray actors (`address`: a Ray cluster; else RAY_ADDRESS or a local Ray), each
+    with its own codec: on a cluster `out` must be a store every node reaches.
     """
     check_one_of("iterations", "target_msssim", iterations, target_msssim)
     check_range("iterations", iterations, 1)
     check_range("batch_size", batch_size, 1)
+    check_range("workers", workers, 0)
     check_max_pixels(max_pixels)
     target = Target(msssim=target_msssim)
     man = Archive(archive)
@@ -408,29 +411,105 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             result.failures.append((row.path, f"{names[row.path]}: {storage.ALREADY_THERE}"))
         return False
 
-    for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
-        work = [(r, r.keep(iterations, target)) for r in group]
-        work = [(r, depth, restored_text(r, depth, codec.decoding)) for r, depth in work]
-        work = [w for w in work if to_do(*w)]
-        decoded = _decode_by_model(codec, [(row, depth) for row, depth, _ in work], max_pixels)
-        for (row, image, error), (_, depth, text) in zip(decoded, work):
-            if error:
-                result.failures.append((row.path, error))
-                continue
-            try:
-                written = storage.write_new(fs, root, names[row.path], encode_png(
-                    image, row.metadata(), {RESTORED_KEY: text} if text else None, row.alpha_channel()), overwrite)
-            except ImageError as e:  # a damaged alpha channel: no image rather than one without it
-                result.failures.append((row.path, str(e)))
-                continue
-            except storage.NotWritten as e:
-                result.failures.append((row.path, f"{names[row.path]}: {e}"))
-                continue
-            result.written.append({"path": row.path, "file": storage.uri(fs, written), "depth": depth})
+    def groups():
+        for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
+            work = [(r, r.keep(iterations, target)) for r in group]
+            work = [(r, depth, restored_text(r, depth, codec.decoding), names[r.path]) for r, depth in work]
+            yield [w for w in work if to_do(*w[:3])]
+
+    if workers:
+        options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
+        done = _restore_on_ray(groups(), workers, address, str(out), options, overwrite, max_pixels)
+    else:
+        done = (_restore_group(codec, fs, root, work, overwrite, max_pixels) for work in groups())
+    for written, failures in done:
+        result.written += written
+        result.failures += failures
         if progress:
             progress(len(result.written) + len(result.failures) + len(result.skipped), total)
     result.failures += man.missed  # rows of a part whose pages turned out damaged
     return result
+
+
+def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max_pixels: int):
+    """Decode one group of (row, depth, restored text, file name) and write its PNGs:
+    (written [{path, file, depth}], failures [(path, why)])."""
+    written, failures = [], []
+    decoded = _decode_by_model(codec, [(row, depth) for row, depth, _, _ in work], max_pixels)
+    for (row, image, error), (_, depth, text, name) in zip(decoded, work):
+        if error:
+            failures.append((row.path, error))
+            continue
+        try:
+            file = storage.write_new(fs, root, name, encode_png(
+                image, row.metadata(), {RESTORED_KEY: text} if text else None, row.alpha_channel()), overwrite)
+        except ImageError as e:  # a damaged alpha channel: no image rather than one without it
+            failures.append((row.path, str(e)))
+            continue
+        except storage.NotWritten as e:
+            failures.append((row.path, f"{name}: {e}"))
+            continue
+        written.append({"path": row.path, "file": storage.uri(fs, file), "depth": depth})
+    return written, failures
+
+
+class RestoreWorker:
+    """A Ray actor of `restore(workers=...)`: its own codec, decoding groups and writing their PNGs."""
+
+    def __init__(self, out: str, threads: int, options: dict):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.codec = Codec.load(**options)
+        self.fs, self.root = storage.resolve(out)
+
+    def restore(self, work: list, overwrite: bool, max_pixels: int):
+        return _restore_group(self.codec, self.fs, self.root, work, overwrite, max_pixels)
+
+
+RESTORE_GROUPS_IN_FLIGHT = 2  # per actor: one decoding, one waiting (blobs held: a group's each)
+
+
+def _restore_on_ray(groups, workers: int, address: str | None, out: str, options: dict, overwrite: bool,
+                    max_pixels: int):
+    """`_restore_group` of each group on `workers` Ray actors, as they finish. An actor that fails
+    (its node lost, its codec not loaded) takes no more groups, and its group is a failure of each
+    of its images: the rest goes on, and a rerun restores them (the written files are skipped)."""
+    from .pipeline import plan_workers, ray_session
+
+    with ray_session(address) as ray:
+        device, count, threads, gpu_share = plan_workers(ray, options["device"], workers)
+        actor_class = ray.remote(RestoreWorker).options(num_cpus=1, num_gpus=gpu_share)
+        actors = [actor_class.remote(out, threads, {**options, "device": device}) for _ in range(count)]
+        free, pending, failed = list(range(count)) * RESTORE_GROUPS_IN_FLIGHT, {}, set()
+
+        def finished():
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            actor, work = pending.pop(ref)
+            try:
+                done = ray.get(ref)
+            except Exception as e:
+                failed.add(actor)
+                why = f"restore worker failed: {' '.join(str(e).split())[:300]}"
+                return [], [(row.path, why) for row, *_ in work]
+            free.append(actor)
+            return done
+
+        try:
+            for work in groups:
+                while work and pending and not [a for a in free if a not in failed]:
+                    yield finished()
+                free[:] = [a for a in free if a not in failed]
+                if work and not free:  # every actor failed
+                    yield [], [(row.path, "restore worker failed: none is left") for row, *_ in work]
+                elif work:
+                    actor = free.pop()
+                    pending[actors[actor].restore.remote(work, overwrite, max_pixels)] = actor, work
+            while pending:
+                yield finished()
+        finally:
+            for actor in actors:
+                ray.kill(actor)
 
 
 # -- verify ----------------------------------------------------------------------------------------------

@@ -487,6 +487,10 @@ def restore(
     decoding: str = DECODING,
     overwrite: bool = typer.Option(False, help="Replace files already in --out (default: refuse, per image)."),
     max_pixels: Optional[int] = PIXEL_LIMIT,
+    workers: int = typer.Option(0, help="Decode on this many Ray actors (0: in this process). On a cluster "
+                                        "(--address) --out must be a store every node reaches."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster for --workers (default: RAY_ADDRESS, else a "
+                                                     "local Ray)."),
     as_json: bool = AS_JSON,
 ):
     """Write archived images back as PNGs under their relative paths, with the colour profile and EXIF
@@ -498,7 +502,7 @@ def restore(
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
                                  decoding=decoding, overwrite=overwrite, progress=progress,
-                                 max_pixels=pixel_limit(max_pixels))
+                                 max_pixels=pixel_limit(max_pixels), workers=workers, address=address)
     if as_json:
         from dataclasses import asdict
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import posixpath
@@ -53,8 +54,25 @@ COMMIT_SECONDS = 60.0
 
 
 def schema_metadata(model_id: str) -> dict[bytes, bytes]:
-    return {b"rgbatch.format_version": str(FORMAT_VERSION).encode(), b"rgbatch.model_id": model_id.encode(),
-            b"rgbatch.version": __version__.encode()}
+    metadata = {b"rgbatch.format_version": str(FORMAT_VERSION).encode(), b"rgbatch.model_id": model_id.encode(),
+                b"rgbatch.version": __version__.encode()}
+    return {**metadata, DIGEST_KEY: schema_digest(SCHEMA.with_metadata(metadata)).encode()}
+
+
+# A part's footer has no checksum in Parquet: a flipped bit in a column's name or type, or in the
+# format version, would read as another tool's part (exit 2). Since session 33 the schema metadata
+# holds a digest of the rest of the schema, and a part whose schema does not match it is damaged.
+DIGEST_KEY = b"rgbatch.schema_sha256"
+
+
+def schema_digest(schema: pa.Schema) -> str:
+    """The first 16 hex digits of the sha256 of a part's columns (names and types) and schema
+    metadata, its own digest and Arrow's keys left out."""
+    metadata = sorted((k, v) for k, v in (schema.metadata or {}).items()
+                      if k != DIGEST_KEY and not k.startswith(b"ARROW:"))
+    def text(t: pa.DataType) -> str:  # a list's item is named "item" when written, "element" when read
+        return f"list<{text(t.value_type)}>" if pa.types.is_list(t) else str(t)
+    return hashlib.sha256(repr(([(f.name, text(f.type)) for f in schema], metadata)).encode()).hexdigest()[:16]
 
 
 def is_part(name: str) -> bool:
@@ -239,12 +257,17 @@ class Archive:
         found only by a reading that reaches the damage (`_batches`). A readable part of another
         format or schema is still an error (`_open`): it may be a newer rgbatch's."""
         try:
-            pq.ParquetFile(storage.open_input(self.fs, part), page_checksum_verification=True)
-        except (pa.ArrowInvalid, OSError) as e:
+            schema = pq.ParquetFile(storage.open_input(self.fs, part), page_checksum_verification=True).schema_arrow
+        except OSError as e:
             why = _damage(e)  # None: the store's or the system's failure, `_open`'s error (exit 2)
-            if why:
-                return (f"damaged manifest part, not a readable Parquet file ({why}): its images are left out; "
-                        f"`compress` encodes them again, nothing deletes it")
+        except Exception as e:  # whatever else a damaged footer makes pyarrow raise (bad UTF-8, a 128-bit int)
+            why = " ".join(f"{type(e).__name__}: {e}".split())
+        else:
+            digest = (schema.metadata or {}).get(DIGEST_KEY)  # none: a part written before session 33
+            why = None if digest in (None, schema_digest(schema).encode()) else "its schema does not match its digest"
+        if why:
+            return (f"damaged manifest part, not a readable Parquet file ({why}): its images are left out; "
+                    f"`compress` encodes them again, nothing deletes it")
         return None
 
     # -- writing -------------------------------------------------------------------------------------
@@ -511,17 +534,21 @@ def _type_family(t: pa.DataType) -> str:
     return str(t)
 
 
-# what pyarrow's errors about a damaged Parquet file say; a failure of the object store or the system
-# (credentials, network, permissions) says none of it and is no damage: its images are not to be
-# encoded again
-_DAMAGE_WORDS = ("parquet", "thrift", "decompression", "page", "corrupt", "crc", "checksum", "end of stream",
-                 "encoding", "level", "dictionary", "malformed", "flatbuffer")
+# what a failure of the object store or the system says (credentials, network, permissions: its
+# images are not to be encoded again); pyarrow's errors about a Parquet file's bytes say none of it
+# (thrift, zstd, CRC, page headers, encodings, types: too many to list, a damaged footer's above all)
+_STORE_WORDS = ("aws error", "google", "gcs", "azure", "curl", "http", "connection", "connect", "network",
+                "timed out", "timeout", "credential", "access denied", "permission", "throttl", "unavailable")
 
 
 def _damage(error: Exception) -> str | None:
-    """`error` in one line where it says a part's bytes are damaged, else None."""
+    """`error` in one line where it says a part's bytes are damaged, else None: an OSError with an
+    errno (the system's) or in a store's words is no damage."""
     text = " ".join(str(error).split())
-    return text if isinstance(error, pa.ArrowInvalid) or any(w in text.lower() for w in _DAMAGE_WORDS) else None
+    if isinstance(error, OSError) and not isinstance(error, pa.ArrowInvalid):
+        if error.errno is not None or any(w in text.lower() for w in _STORE_WORDS):
+            return None
+    return text
 
 
 def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str]]]:

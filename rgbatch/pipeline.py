@@ -248,25 +248,25 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
             watchdog.close()
 
 
-def _plan_workers(ray, options: CompressOptions) -> tuple[str, int, int, float]:
-    """(device, encoders, torch threads each, GPUs each) for the cluster's resources."""
+def plan_workers(ray, device: str = "auto", workers: int = 0, threads: int = 0,
+                 worker_resources: dict | None = None) -> tuple[str, int, int, float]:
+    """(device, workers, torch threads each, GPUs each) for the cluster's resources: `workers`
+    0 is four sharing each GPU, or one per two CPUs; each worker takes one CPU."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    device = options.device
     if device == "auto":
         device = "cuda" if gpus else "cpu"
     if device == "cuda" and not gpus:
         raise OptionError("device", "cuda was asked for, but the Ray cluster has no GPU")
     if device == "cuda":
-        workers = options.workers or max(gpus, min(gpus * ENCODERS_PER_GPU, cpus))
-        # more encoders than GPUs share them; Ray keeps 4 decimals of a fractional GPU, so round down
+        workers = workers or max(gpus, min(gpus * ENCODERS_PER_GPU, cpus))
+        # more workers than GPUs share them; Ray keeps 4 decimals of a fractional GPU, so round down
         gpu_share = 1.0 if workers <= gpus else int(gpus / workers * 10_000) / 10_000
     else:
-        workers, gpu_share = options.workers or max(1, cpus // 2), 0.0
-    if not options.worker_resources and workers > cpus:
+        workers, gpu_share = workers or max(1, cpus // 2), 0.0
+    if not worker_resources and workers > cpus:
         raise OptionError("workers", f"{workers} needs {workers} CPUs (one each); the Ray cluster has {cpus}")
-    threads = options.threads or max(1, cpus // workers)
-    return device, workers, threads, gpu_share
+    return device, workers, threads or max(1, cpus // workers), gpu_share
 
 
 # -- the driver ------------------------------------------------------------------------------------
@@ -310,7 +310,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
     result = CompressResult(archive=archive.location, sources=len(found))
     start = time.perf_counter()
     with ray_session(options.address) as ray:
-        device, workers, threads, gpu_share = _plan_workers(ray, options)
+        device, workers, threads, gpu_share = plan_workers(ray, options.device, options.workers, options.threads,
+                                                           options.worker_resources)
         overlap = device == "cuda" if options.overlap is None else options.overlap
         options = replace(options, batch_size=options.batch_size or BATCH_SIZE[device], overlap=overlap)
         result.device, result.workers = device, workers

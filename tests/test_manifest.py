@@ -14,7 +14,7 @@ import pytest
 
 from rgbatch import __version__
 from conftest import damage_page
-from rgbatch.manifest import FORMAT_VERSION, Archive, ArchiveBusy, ArchiveLock, PartWriter
+from rgbatch.manifest import DIGEST_KEY, FORMAT_VERSION, Archive, ArchiveBusy, ArchiveLock, PartWriter
 from rgbatch.row import ADDED_COLUMNS, Row
 
 
@@ -142,6 +142,8 @@ def test_a_part_written_before_the_added_columns_reads_them_as_null_and_any_othe
         writer.add(ok_row("a.png", scale=0.75, last_steps=24))
     [new] = parts(tmp_path / "new")
     table = pq.read_table(tmp_path / "new" / new)
+    # parts written before session 33 have no schema digest (DIGEST_KEY)
+    table = table.replace_schema_metadata({k: v for k, v in table.schema.metadata.items() if k != DIGEST_KEY})
     for name, dropped in (("old", ADDED_COLUMNS), ("broken", ("width",))):
         (tmp_path / name).mkdir()
         pq.write_table(table.drop_columns(list(dropped)), tmp_path / name / new)
@@ -152,6 +154,23 @@ def test_a_part_written_before_the_added_columns_reads_them_as_null_and_any_othe
     assert Archive(tmp_path / "old").table().column("scale").to_pylist() == [None]
     with pytest.raises(ValueError, match=r"lacks the columns \['width'\]"):
         Archive(tmp_path / "broken").table()
+
+
+def test_a_part_whose_schema_does_not_match_its_digest_is_damaged_not_foreign(tmp_path):
+    """Parquet's footer has no checksum: a flipped bit in a column's name or type read as another
+    tool's part (exit 2). The digest in the schema metadata (since session 33) tells them apart."""
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    (part,) = parts(tmp_path)
+    data = (tmp_path / part).read_bytes()
+    footer = data[-8 - int.from_bytes(data[-8:-4], "little"):]
+    at = len(data) - len(footer) + footer.index(b"source_bytes")  # a column's name in the footer's schema
+    (tmp_path / part).write_bytes(data[:at] + b"sourcE" + data[at + 6:])
+    archive = Archive(tmp_path)
+    assert archive.parts == [] and archive.table().num_rows == 0
+    assert archive.unreadable == [(part, "damaged manifest part, not a readable Parquet file (its schema does not "
+                                         "match its digest): its images are left out; `compress` encodes them "
+                                         "again, nothing deletes it")]
 
 
 def test_unreadable_archives_are_worded_errors(tmp_path):

@@ -17,7 +17,7 @@ from rgbatch.codec import Codec
 from rgbatch.manifest import Archive
 from rgbatch.row import Row
 from rgbatch.metrics import msssim
-from rgbatch.pipeline import CompressOptions, EncodeWorker, _plan_workers, compress
+from rgbatch.pipeline import CompressOptions, EncodeWorker, compress, plan_workers
 from rgbatch.ratecontrol import Target
 
 
@@ -184,6 +184,33 @@ def test_a_part_damaged_inside_gives_what_reads_and_the_documented_steps_recover
     assert ra.verify(archive, weights=tiny_weights, device="cpu", sample=0).exit_code == 0
 
 
+def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluster, tiny_weights, tmp_path, rng):
+    """`restore --workers`: the same files, pixels and failures as in one process; an interrupted
+    run's files are skipped by the rerun, as in one process."""
+    from rgbatch import archive as ra
+
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    names = [f"{i:02d}.png" for i in range(11)]  # two groups of 8 and 3
+    write_images(source, rng, names)
+    compress([str(source)], str(archive), options(tiny_weights))
+    here = ra.restore(archive, tmp_path / "here", weights=tiny_weights, device="cpu", iterations=1)
+    on_ray = ra.restore(archive, tmp_path / "ray", weights=tiny_weights, device="cpu", iterations=1, workers=2)
+    assert sorted(w["path"] for w in on_ray.written) == names and on_ray.failures == [] and on_ray.exit_code == 0
+    for name in names:
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
+    (tmp_path / "ray" / "03.png").unlink()  # as if interrupted before it was written
+    again = ra.restore(archive, tmp_path / "ray", weights=tiny_weights, device="cpu", iterations=1, workers=1)
+    assert [w["path"] for w in again.written] == ["03.png"] and len(again.skipped) == 10
+    # an actor that fails (here: its codec does not load) takes no more groups; their images fail, worded
+    work = [[(row, 1, None, f"{row.path}") for row in Archive(archive).rows()]] * 2
+    codec_options = dict(weights=str(tmp_path / "gone.safetensors"), device="cpu", batch_size=4, precision="fp32",
+                         decoding="exact")
+    results = list(ra._restore_on_ray(iter(work), 1, None, str(tmp_path / "broken"), codec_options, False, 10**6))
+    failures = [f for _, failed in results for f in failed]
+    assert len(failures) == 22 and all(why.startswith("restore worker failed") for _, why in failures)
+    assert not (tmp_path / "broken").exists()
+
+
 def test_overlapped_encoders_write_the_rows_of_sequential_ones(ray_cluster, tiny_weights, tmp_path, rng):
     source = tmp_path / "photos"
     write_images(source, rng, [f"{n}.png" for n in range(5)], size=(40, 70))
@@ -203,11 +230,11 @@ def test_workers_and_devices_must_fit_the_cluster(ray_cluster):
     import ray
 
     with pytest.raises(ValueError, match="the Ray cluster has"):
-        _plan_workers(ray, CompressOptions(workers=64, device="cpu"))
+        plan_workers(ray, "cpu", 64)
     if not ray.cluster_resources().get("GPU"):
         with pytest.raises(ValueError, match="no GPU"):
-            _plan_workers(ray, CompressOptions(device="cuda"))
-        assert _plan_workers(ray, CompressOptions(device="auto", workers=1))[:2] == ("cpu", 1)
+            plan_workers(ray, "cuda")
+        assert plan_workers(ray, "auto", 1)[:2] == ("cpu", 1)
 
 
 class _FakeCluster:
@@ -226,7 +253,7 @@ class _FakeCluster:
     (4, 16, 2, (2, 8, 1.0)),      # fewer encoders than GPUs: a whole GPU each
 ])
 def test_encoders_share_a_gpu(gpus, cpus, workers, expected):
-    plan = _plan_workers(_FakeCluster(GPU=gpus, CPU=cpus), CompressOptions(device="auto", workers=workers))
+    plan = plan_workers(_FakeCluster(GPU=gpus, CPU=cpus), "auto", workers)
     assert plan == ("cuda", *expected)
     assert plan[1] * plan[3] <= gpus
 
