@@ -3,7 +3,7 @@ manifests"): bits flipped, ranges overwritten or zeroed, parts cut short or exte
 of a small archive (two parts, rows in row groups of two), then `report`, `restore`, `verify`,
 `compact` and `restore` again, as the CLI calls them.
 
-    OMP_NUM_THREADS=1 python benchmarks/fuzz_manifest.py [--cases 200] [--seed 0]
+    OMP_NUM_THREADS=1 python benchmarks/fuzz_manifest.py [--cases 200] [--seed 0] [--footer-flips 3000]
 
 Every command must end as the CLI would end it: done (exit 0 or 1: failures listed) or refused
 with a worded error (ValueError, OSError, RuntimeError: exit 2). Any other exception is an
@@ -140,15 +140,51 @@ def fuzz(cases: int, seed: int, weights, tmp: Path):
     return counts, escapes, refusals
 
 
+def footer_flips(flips: int, seed: int, weights, tmp: Path) -> collections.Counter:
+    """One bit flipped in one part's footer (Parquet's footer has no checksum), `flips` times, each
+    archive read whole (its table and every row): Counter of "read as written", "part left out",
+    "refused: why" (worded, exit 2) and "escape: ...". What the footer's damage does, fast."""
+    rng = np.random.default_rng(seed)
+    good = tmp / "footer-good"
+    build(good, weights)
+    expected = [(r.path, r.blob) for r in Archive(good).rows()]
+    parts = sorted(p.name for p in good.iterdir() if p.name.startswith("part-"))
+    outcomes = collections.Counter()
+    for case in range(flips):
+        folder = tmp / "footer-case"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(good, folder)
+        part = folder / parts[case % len(parts)]
+        data = bytearray(part.read_bytes())
+        length = int.from_bytes(data[-8:-4], "little")
+        data[len(data) - 8 - length + int(rng.integers(0, length))] ^= 1 << int(rng.integers(0, 8))
+        part.write_bytes(bytes(data))
+        try:
+            archive = Archive(folder)
+            archive.table()
+            rows = [(r.path, r.blob) for r in archive.rows()]
+            if archive.unreadable:
+                outcomes["part left out"] += 1
+            else:
+                outcomes["read as written" if rows == expected else "escape: read as another value"] += 1
+        except USER_ERRORS as e:
+            outcomes[f"refused: {' '.join(str(e).split())[:120]}".replace(str(folder), "ARCHIVE")] += 1
+        except Exception as e:
+            outcomes[f"escape: {type(e).__name__}: {e}"] += 1
+    return outcomes
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--footer-flips", type=int, default=0, help="also flip one bit of a footer this many times")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         counts, escapes, refusals = fuzz(args.cases, args.seed, args.weights, Path(tmp))
+        footer = footer_flips(args.footer_flips, args.seed, args.weights, Path(tmp)) if args.footer_flips else {}
     for (command, outcome), n in sorted(counts.items()):
         print(f"{command:22s} {outcome:12s} {n}")
     for why, n in refusals.most_common(10):  # exit 2: a part the commands must not read past
@@ -156,7 +192,10 @@ def main():
     for escape in escapes[:20]:
         print("ESCAPE", *escape)
     print(f"{args.cases} cases, seed {args.seed}: {len(escapes)} escapes or wrong images")
-    raise SystemExit(1 if escapes else 0)
+    for outcome, n in sorted(footer.items(), key=lambda item: -item[1]):
+        print(f"footer flips: {outcome}: {n}")
+    escaped = sum(n for outcome, n in footer.items() if outcome.startswith("escape"))
+    raise SystemExit(1 if escapes or escaped else 0)
 
 
 if __name__ == "__main__":

@@ -411,15 +411,15 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             result.failures.append((row.path, f"{names[row.path]}: {storage.ALREADY_THERE}"))
         return False
 
-    def groups():
-        for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), DECODE_GROUP):
+    def groups(size: int = DECODE_GROUP):
+        for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), size):
             work = [(r, r.keep(iterations, target)) for r in group]
             work = [(r, depth, restored_text(r, depth, codec.decoding), names[r.path]) for r, depth in work]
             yield [w for w in work if to_do(*w[:3])]
 
     if workers:
         options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
-        done = _restore_on_ray(groups(), workers, address, str(out), options, overwrite, max_pixels)
+        done = _restore_on_ray(groups, len(selected), workers, address, str(out), options, overwrite, max_pixels)
     else:
         done = (_restore_group(codec, fs, root, work, overwrite, max_pixels) for work in groups())
     for written, failures in done:
@@ -470,11 +470,13 @@ class RestoreWorker:
 RESTORE_GROUPS_IN_FLIGHT = 2  # per actor: one decoding, one waiting (blobs held: a group's each)
 
 
-def _restore_on_ray(groups, workers: int, address: str | None, out: str, options: dict, overwrite: bool,
-                    max_pixels: int):
-    """`_restore_group` of each group on `workers` Ray actors, as they finish. An actor that fails
-    (its node lost, its codec not loaded) takes no more groups, and its group is a failure of each
-    of its images: the rest goes on, and a rerun restores them (the written files are skipped)."""
+def _restore_on_ray(groups, images: int, workers: int, address: str | None, out: str, options: dict,
+                    overwrite: bool, max_pixels: int):
+    """`_restore_group` of each of `groups(size)` on `workers` Ray actors, as they finish; `size`
+    gives every actor two of the `images` groups at least (at most DECODE_GROUP images, whose tiles
+    share a GPU's batches). An actor that fails (its node lost, its codec not loaded) takes no more
+    groups and its group is a failure of each of its images: the rest goes on, and a rerun
+    restores them (the written files are skipped)."""
     from .pipeline import plan_workers, ray_session
 
     with ray_session(address) as ray:
@@ -482,6 +484,7 @@ def _restore_on_ray(groups, workers: int, address: str | None, out: str, options
         actor_class = ray.remote(RestoreWorker).options(num_cpus=1, num_gpus=gpu_share)
         actors = [actor_class.remote(out, threads, {**options, "device": device}) for _ in range(count)]
         free, pending, failed = list(range(count)) * RESTORE_GROUPS_IN_FLIGHT, {}, set()
+        size = max(1, min(DECODE_GROUP, images // (count * RESTORE_GROUPS_IN_FLIGHT)))
 
         def finished():
             (ref,), _ = ray.wait(list(pending), num_returns=1)
@@ -496,7 +499,7 @@ def _restore_on_ray(groups, workers: int, address: str | None, out: str, options
             return done
 
         try:
-            for work in groups:
+            for work in groups(size):
                 while work and pending and not [a for a in free if a not in failed]:
                     yield finished()
                 free[:] = [a for a in free if a not in failed]

@@ -205,7 +205,8 @@ def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluste
     work = [[(row, 1, None, f"{row.path}") for row in Archive(archive).rows()]] * 2
     codec_options = dict(weights=str(tmp_path / "gone.safetensors"), device="cpu", batch_size=4, precision="fp32",
                          decoding="exact")
-    results = list(ra._restore_on_ray(iter(work), 1, None, str(tmp_path / "broken"), codec_options, False, 10**6))
+    results = list(ra._restore_on_ray(lambda size: iter(work), 22, 1, None, str(tmp_path / "broken"), codec_options,
+                                      False, 10**6))
     failures = [f for _, failed in results for f in failed]
     assert len(failures) == 22 and all(why.startswith("restore worker failed") for _, why in failures)
     assert not (tmp_path / "broken").exists()
