@@ -385,7 +385,8 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     fs, root = storage.resolve(out)
     if storage.exists(fs, root) and not storage.is_dir(fs, root):
         raise OptionError("out", f"{out} is a file, not a folder")
-    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
+    options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
+    codec = Codec.load(**options)
     names = png_names(safe)  # of every current ok path: the same names whatever is selected
     total = len(selected) + len(result.failures)
 
@@ -418,7 +419,6 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             yield [w for w in work if to_do(*w[:3])]
 
     if workers:
-        options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
         done = _restore_on_ray(groups, len(selected), workers, address, str(out), options, overwrite, max_pixels)
     else:
         done = (_restore_group(codec, fs, root, work, overwrite, max_pixels) for work in groups())
@@ -483,7 +483,7 @@ def _restore_on_ray(groups, images: int, workers: int, address: str | None, out:
         device, count, threads, gpu_share = plan_workers(ray, options["device"], workers)
         actor_class = ray.remote(RestoreWorker).options(num_cpus=1, num_gpus=gpu_share)
         actors = [actor_class.remote(out, threads, {**options, "device": device}) for _ in range(count)]
-        free, pending, failed = list(range(count)) * RESTORE_GROUPS_IN_FLIGHT, {}, set()
+        free, pending = list(range(count)) * RESTORE_GROUPS_IN_FLIGHT, {}  # an actor's free slots
         size = max(1, min(DECODE_GROUP, images // (count * RESTORE_GROUPS_IN_FLIGHT)))
 
         def finished():
@@ -491,8 +491,8 @@ def _restore_on_ray(groups, images: int, workers: int, address: str | None, out:
             actor, work = pending.pop(ref)
             try:
                 done = ray.get(ref)
-            except Exception as e:
-                failed.add(actor)
+            except Exception as e:  # the actor takes no more groups: its free slots go
+                free[:] = [a for a in free if a != actor]
                 why = f"restore worker failed: {' '.join(str(e).split())[:300]}"
                 return [], [(row.path, why) for row, *_ in work]
             free.append(actor)
@@ -500,14 +500,15 @@ def _restore_on_ray(groups, images: int, workers: int, address: str | None, out:
 
         try:
             for work in groups(size):
-                while work and pending and not [a for a in free if a not in failed]:
+                if not work:
+                    continue
+                while pending and not free:
                     yield finished()
-                free[:] = [a for a in free if a not in failed]
-                if work and not free:  # every actor failed
+                if not free:  # every actor failed
                     yield [], [(row.path, "restore worker failed: none is left") for row, *_ in work]
-                elif work:
-                    actor = free.pop()
-                    pending[actors[actor].restore.remote(work, overwrite, max_pixels)] = actor, work
+                    continue
+                actor = free.pop()
+                pending[actors[actor].restore.remote(work, overwrite, max_pixels)] = actor, work
             while pending:
                 yield finished()
         finally:

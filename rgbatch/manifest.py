@@ -333,26 +333,7 @@ class Archive:
             for group in range(file.num_row_groups):
                 rows = range(end, end + file.metadata.row_group(group).num_rows)
                 end = rows.stop
-                if (part, group) in self._damaged:
-                    continue
-                batches, position = file.iter_batches(batch_size=ROW_GROUP_ROWS, row_groups=[group], columns=read), rows.start
-                while True:
-                    try:
-                        batch = next(batches)
-                    except StopIteration:  # a damaged page header may read as a page of no values
-                        if position != rows.stop:
-                            self._leave_out(part, group, file.num_row_groups, rows,
-                                            f"it gave {position - rows.start} of its {len(rows)} rows")
-                        break
-                    except (pa.ArrowInvalid, OSError) as e:
-                        why = _damage(e)
-                        if not why:  # the store's or the system's failure: an error (exit 2)
-                            raise
-                        self._leave_out(part, group, file.num_row_groups, rows, why)
-                        break
-                    if position + batch.num_rows > rows.stop:
-                        self._leave_out(part, group, file.num_row_groups, rows, f"it gave more than its {len(rows)} rows")
-                        break
+                for position, batch in self._group_batches(part, file, group, rows, read):
                     for name in missing:  # a part written before the column was added: null
                         batch = batch.append_column(name, pa.nulls(batch.num_rows, SCHEMA.field(name).type))
                     try:  # a part written by another tool may use wider types (int64 sizes, string views)
@@ -360,7 +341,31 @@ class Archive:
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                         raise ValueError(f"{part}: a column does not fit the manifest schema: {e}") from None
                     yield position, batch
-                    position += batch.num_rows
+
+    def _group_batches(self, part: str, file: pq.ParquetFile, group: int, rows: range, columns: list[str]):
+        """(position, batch) of one row group's `columns` as the file holds them; nothing where the
+        group is known damaged, and what it gave before the damage where it turns out so."""
+        if (part, group) in self._damaged:
+            return
+        batches, position = file.iter_batches(batch_size=ROW_GROUP_ROWS, row_groups=[group], columns=columns), rows.start
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowInvalid, OSError) as e:
+                why = _damage(e)
+                if not why:  # the store's or the system's failure: an error (exit 2)
+                    raise
+                break
+            if batch is None:  # a damaged page header may read as a page of no values
+                why = None if position == rows.stop else f"it gave {position - rows.start} of its {len(rows)} rows"
+                break
+            if position + batch.num_rows > rows.stop:
+                why = f"it gave more than its {len(rows)} rows"
+                break
+            yield position, batch
+            position += batch.num_rows
+        if why:
+            self._leave_out(part, group, file.num_row_groups, rows, why)
 
     def _number(self, part: str) -> int:
         """The part's number in its rows' positions (`_batches`), given at its first reading."""
@@ -537,7 +542,7 @@ def _type_family(t: pa.DataType) -> str:
 # what a failure of the object store or the system says (credentials, network, permissions: its
 # images are not to be encoded again); pyarrow's errors about a Parquet file's bytes say none of it
 # (thrift, zstd, CRC, page headers, encodings, types: too many to list, a damaged footer's above all)
-_STORE_WORDS = ("aws error", "google", "gcs", "azure", "curl", "http", "connection", "connect", "network",
+_STORE_WORDS = ("aws error", "google", "gcs", "azure", "curl", "http", "connect", "network",
                 "timed out", "timeout", "credential", "access denied", "permission", "throttl", "unavailable")
 
 
@@ -545,9 +550,8 @@ def _damage(error: Exception) -> str | None:
     """`error` in one line where it says a part's bytes are damaged, else None: an OSError with an
     errno (the system's) or in a store's words is no damage."""
     text = " ".join(str(error).split())
-    if isinstance(error, OSError) and not isinstance(error, pa.ArrowInvalid):
-        if error.errno is not None or any(w in text.lower() for w in _STORE_WORDS):
-            return None
+    if isinstance(error, OSError) and (error.errno is not None or any(w in text.lower() for w in _STORE_WORDS)):
+        return None
     return text
 
 
