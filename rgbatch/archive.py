@@ -101,7 +101,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
         "archive": man.location, "parts": len(man.parts),
         "part_bytes": man.part_bytes(),
         "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged),
-        "unreadable_parts": len(man.unreadable),
+        "unreadable_parts": len(man.unreadable), "set_aside_parts": len(man.set_aside_parts()),
         "model_ids": sorted(set(ok["model_id"].to_pylist())),
         "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
             ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0,
@@ -419,7 +419,9 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             yield [w for w in work if to_do(*w[:3])]
 
     if workers:
-        done = _restore_on_ray(groups, len(selected), workers, address, str(out), options, overwrite, max_pixels)
+        done = (([], _each(work, why)) if why else written_failed for work, written_failed, why in
+                _on_ray(groups, len(selected), workers, address, options, "restore", storage.absolute(out), overwrite,
+                        max_pixels))
     else:
         done = (_restore_group(codec, fs, root, work, overwrite, max_pixels) for work in groups())
     for written, failures in done:
@@ -453,62 +455,69 @@ def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max
     return written, failures
 
 
-class RestoreWorker:
-    """A Ray actor of `restore(workers=...)`: its own codec, decoding groups and writing their PNGs."""
+class ArchiveWorker:
+    """A Ray actor of `restore` and `verify` with `workers`: its own codec, one group of images at a time."""
 
-    def __init__(self, out: str, threads: int, options: dict):
+    def __init__(self, threads: int, options: dict):
         import torch
 
         torch.set_num_threads(threads)
         self.codec = Codec.load(**options)
-        self.fs, self.root = storage.resolve(out)
 
-    def restore(self, work: list, overwrite: bool, max_pixels: int):
-        return _restore_group(self.codec, self.fs, self.root, work, overwrite, max_pixels)
+    def restore(self, work: list, out: str, overwrite: bool, max_pixels: int):
+        fs, root = storage.resolve(out)
+        return _restore_group(self.codec, fs, root, work, overwrite, max_pixels)
+
+    def verify(self, work: list, sources, max_pixels: int):
+        return _verify_group(self.codec, work, sources, max_pixels)
 
 
-RESTORE_GROUPS_IN_FLIGHT = 2  # per actor: one decoding, one waiting (blobs held: a group's each)
+def _each(work: list, why: str) -> list[tuple[str, str]]:
+    """(path, why) of each image of a group an actor failed on (its items start with the row)."""
+    return [(item[0].path, why) for item in work]
 
 
-def _restore_on_ray(groups, images: int, workers: int, address: str | None, out: str, options: dict,
-                    overwrite: bool, max_pixels: int):
-    """`_restore_group` of each of `groups(size)` on `workers` Ray actors, as they finish; `size`
-    gives every actor two of the `images` groups at least (at most DECODE_GROUP images, whose tiles
-    share a GPU's batches). An actor that fails (its node lost, its codec not loaded) takes no more
-    groups and its group is a failure of each of its images: the rest goes on, and a rerun
-    restores them (the written files are skipped)."""
+GROUPS_IN_FLIGHT = 2  # per actor: one decoding, one waiting (blobs held: a group's each)
+
+
+def _on_ray(groups, images: int, workers: int, address: str | None, options: dict, method: str, *args):
+    """(group, what `ArchiveWorker.<method>(group, *args)` returned, None), or (group, None, why the
+    actor failed), for each of `groups(size)` on `workers` Ray actors, as they finish; `size` gives
+    every actor two of the `images` groups at least (at most DECODE_GROUP images, whose tiles
+    share a GPU's batches). An actor that fails (its node lost, its codec not loaded) takes no
+    more groups: the rest goes on, and the groups it had are failures of their images."""
     from .pipeline import plan_workers, ray_session
 
     with ray_session(address) as ray:
         device, count, threads, gpu_share = plan_workers(ray, options["device"], workers)
-        actor_class = ray.remote(RestoreWorker).options(num_cpus=1, num_gpus=gpu_share)
-        actors = [actor_class.remote(out, threads, {**options, "device": device}) for _ in range(count)]
-        free, pending = list(range(count)) * RESTORE_GROUPS_IN_FLIGHT, {}  # an actor's free slots
-        size = max(1, min(DECODE_GROUP, images // (count * RESTORE_GROUPS_IN_FLIGHT)))
+        actor_class = ray.remote(ArchiveWorker).options(num_cpus=1, num_gpus=gpu_share)
+        weights = options["weights"] and storage.absolute(options["weights"])
+        actors = [actor_class.remote(threads, {**options, "device": device, "weights": weights}) for _ in range(count)]
+        free, pending = list(range(count)) * GROUPS_IN_FLIGHT, {}  # an actor's free slots
+        size = max(1, min(DECODE_GROUP, images // (count * GROUPS_IN_FLIGHT)))
 
         def finished():
             (ref,), _ = ray.wait(list(pending), num_returns=1)
-            actor, work = pending.pop(ref)
+            actor, group = pending.pop(ref)
             try:
                 done = ray.get(ref)
             except Exception as e:  # the actor takes no more groups: its free slots go
                 free[:] = [a for a in free if a != actor]
-                why = f"restore worker failed: {' '.join(str(e).split())[:300]}"
-                return [], [(row.path, why) for row, *_ in work]
+                return group, None, f"{method} worker failed: {' '.join(str(e).split())[:300]}"
             free.append(actor)
-            return done
+            return group, done, None
 
         try:
-            for work in groups(size):
-                if not work:
+            for group in groups(size):
+                if not group:
                     continue
                 while pending and not free:
                     yield finished()
                 if not free:  # every actor failed
-                    yield [], [(row.path, "restore worker failed: none is left") for row, *_ in work]
+                    yield group, None, f"{method} worker failed: none is left"
                     continue
                 actor = free.pop()
-                pending[actors[actor].restore.remote(work, overwrite, max_pixels)] = actor, work
+                pending[getattr(actors[actor], method).remote(group, *args)] = actor, group
             while pending:
                 yield finished()
         finally:
@@ -525,11 +534,18 @@ class VerifyResult:
     remeasured: list[dict] = field(default_factory=list)  # path, recorded, measured
     unmeasured: list[tuple[str, str]] = field(default_factory=list)  # sampled but source gone / changed
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
-    unreachable: list[tuple[str, str]] = field(default_factory=list)  # sampled, source not reached: unchecked
+    unreachable: list[tuple[str, str]] = field(default_factory=list)  # not checked: a source not reached, a worker lost
 
     @property
     def exit_code(self) -> int:
         return 1 if self.problems or self.unreachable else 0
+
+    def add(self, other: "VerifyResult"):
+        """Count in what a group's checking found (`_verify_group`)."""
+        self.checked += other.checked
+        self.decoded += other.decoded
+        for name in ("remeasured", "unmeasured", "problems", "unreachable"):
+            getattr(self, name).extend(getattr(other, name))
 
 
 def level_tolerance(source: np.ndarray, image: np.ndarray, measured: float) -> float:
@@ -594,22 +610,28 @@ def _source_image(row: Row, sources) -> tuple:
 
 def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources=None, seed: int = 0,
            batch_size: int = 8, precision: str = "auto", decoding: str = "exact", progress=None,
-           max_pixels: int = MAX_PIXELS) -> VerifyResult:
+           max_pixels: int = MAX_PIXELS, workers: int = 0, address: str | None = None) -> VerifyResult:
     """Check every current row: blob checksums and header, decoding at the stored depth, and
     for `sample` random images whose source is still there, MS-SSIM re-measured against it.
 
     `sources` replaces the recorded source locations with a folder holding the same relative
     paths. Images that failed at compress time count as problems: the archive lacks them.
+    `workers` > 0 decodes and re-measures on that many Ray actors (`address` as for `restore`;
+    on a cluster the sources must be where every node reaches them); the checksums and headers
+    are checked here, as the rows are read.
     """
     check_range("sample", sample, 0)
     check_range("batch_size", batch_size, 1)
+    check_range("workers", workers, 0)
     check_max_pixels(max_pixels)
+    sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
     man = Archive(archive)
     table, damaged = split_damaged(man.table(["path", "status", "error", "width", "height", "iterations", "model_id",
                                               "bytes", "bpp", "msssim", "psnr"]))
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
-    codec = Codec.load(weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
+    options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
+    codec = Codec.load(**options)
     result = VerifyResult(archive=man.location, problems=list(damaged) + man.unreadable)
     for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
         if status != OK:
@@ -622,34 +644,53 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
             result.problems.append((row.path, problem))
         return problem is None
 
-    for group in _in_groups((r for r in man.rows(set(ok_paths)) if checked(r)), DECODE_GROUP):
-        for row, image, error in _decode_by_model(codec, [(r, r.iterations) for r in group], max_pixels):
-            if error:
-                result.problems.append((row.path, error))
-                continue
-            result.decoded += 1
-            if row.path in sampled:
-                try:
-                    source, why_not = _source_image(row, sources)
-                except SourceUnreachable as e:
-                    result.unreachable.append((row.path, str(e)))
-                    continue
-                if why_not:
-                    result.unmeasured.append((row.path, why_not))
-                    continue
-                measured = msssim(source.pixels, image)
-                recorded = row.msssim[-1] if row.msssim else None  # None: compressed with --no-measure
-                result.remeasured.append({"path": row.path, "recorded": recorded, "measured": measured})
-                difference = None if recorded is None else abs(measured - recorded)
-                if (difference is not None and difference > MSSSIM_TOLERANCE  # spares level_tolerance's two MS-SSIMs
-                        and difference > level_tolerance(source.pixels, image, measured)):
-                    result.problems.append((row.path, f"MS-SSIM re-measured {measured:.5f}, the manifest "
-                                                         f"says {recorded:.5f}"))
-                if row.alpha_bytes is not None and not np.array_equal(row.alpha_channel(), source.alpha):
-                    result.problems.append((row.path, "the alpha channel differs from the source's"))
+    def groups(size: int = DECODE_GROUP):
+        yield from _in_groups(((r, r.path in sampled) for r in man.rows(set(ok_paths)) if checked(r)), size)
+
+    if workers:
+        done = (VerifyResult(archive="", unreachable=_each(work, why)) if why else part for work, part, why in
+                _on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels))
+    else:
+        done = (_verify_group(codec, work, sources, max_pixels) for work in groups())
+    for part in done:
+        result.add(part)
         if progress:
             progress(result.checked, len(ok_paths))
     result.problems += man.missed  # rows of a part whose pages turned out damaged
+    return result
+
+
+def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixels: int) -> VerifyResult:
+    """Decode one group of (row, sampled) at its stored depth and re-measure the sampled ones
+    against their sources: what `verify` found of them (`decoded`, `remeasured`, `unmeasured`,
+    `problems`, `unreachable`)."""
+    result = VerifyResult(archive="")
+    sampled = {row.path for row, chosen in work if chosen}
+    for row, image, error in _decode_by_model(codec, [(r, r.iterations) for r, _ in work], max_pixels):
+        if error:
+            result.problems.append((row.path, error))
+            continue
+        result.decoded += 1
+        if row.path not in sampled:
+            continue
+        try:
+            source, why_not = _source_image(row, sources)
+        except SourceUnreachable as e:
+            result.unreachable.append((row.path, str(e)))
+            continue
+        if why_not:
+            result.unmeasured.append((row.path, why_not))
+            continue
+        measured = msssim(source.pixels, image)
+        recorded = row.msssim[-1] if row.msssim else None  # None: compressed with --no-measure
+        result.remeasured.append({"path": row.path, "recorded": recorded, "measured": measured})
+        difference = None if recorded is None else abs(measured - recorded)
+        if (difference is not None and difference > MSSSIM_TOLERANCE  # spares level_tolerance's two MS-SSIMs
+                and difference > level_tolerance(source.pixels, image, measured)):
+            result.problems.append((row.path, f"MS-SSIM re-measured {measured:.5f}, the manifest "
+                                                 f"says {recorded:.5f}"))
+        if row.alpha_bytes is not None and not np.array_equal(row.alpha_channel(), source.alpha):
+            result.problems.append((row.path, "the alpha channel differs from the source's"))
     return result
 
 
@@ -665,6 +706,7 @@ class CompactResult:
     bytes_before: int = 0  # of the part files
     bytes: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)  # rows kept as they were, and why
+    set_aside: list[str] = field(default_factory=list)  # damaged parts moved into damaged/: their new places
 
     @property
     def exit_code(self) -> int:
@@ -693,22 +735,17 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -
     total = len(man.current_rows())
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
     writers: dict[str, PartWriter] = {}
+    missed, paths = [], None
     try:
-        for row in man.rows():
-            problem = row.problem()
-            if problem:
-                result.problems.append((row.path, f"{problem}: kept as is"))
-            else:  # a row of a part older than the scale and last_steps columns gets them
-                row = row.with_coding()
-                if row.status == OK and (depth is not None or target):
-                    row = _cut_row(row, depth, target, result)
-            model = row.model_id or fallback_model
-            if model not in writers:
-                writers[model] = man.writer(model)
-            writers[model].add(row)
-            result.rows += 1
-            if progress:
-                progress(result.rows, total)
+        while True:  # a row group found damaged while copying: a row its rows superseded is current again
+            for row in man.rows(paths):
+                _compact_row(man, row, writers, fallback_model, depth, target, result)
+                if progress:
+                    progress(result.rows, total)
+            missed += man.missed
+            if not man.missed:
+                break
+            paths = {path for path, _ in man.missed if path is not None}
     except BaseException:
         for writer in writers.values():  # what was added is complete: keep it, delete nothing
             writer.close()
@@ -716,13 +753,34 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -
     for writer in writers.values():
         writer.close()
     new_parts = [p for w in writers.values() for p in w.parts]
-    # a damaged part (unreadable when listed, or a row group of it found damaged while reading) is
-    # left as it is, its readable rows copied; the rows it did not give are problems
-    result.problems[:0] = man.unreadable + man.missed
-    man.replace([p for p in old_parts if p in man.parts and p not in man.damaged_parts], new_parts)
+    # a damaged part (unreadable when listed, or a row group of it found damaged while reading):
+    # its readable rows are copied (committed above), then it is set aside, whole, in damaged/, so
+    # that no reading meets it again and `compress` encodes again the images it did not give
+    result.problems[:0] = man.unreadable + missed
+    damaged = man.damaged_parts
+    for part in man.unreadable_parts + sorted(damaged):
+        result.set_aside.append(storage.uri(man.fs, man.set_aside(part)))
+    man.replace([p for p in old_parts if p not in damaged], new_parts)
     result.parts = len(new_parts)
     result.bytes = man.part_bytes(new_parts)
     return result
+
+
+def _compact_row(man: Archive, row: Row, writers: dict, fallback_model: str, depth: int | None, target: Target,
+                 result: CompactResult):
+    """Copy one current row into its model's new parts (cut to the depth asked for, where it can be)."""
+    problem = row.problem()
+    if problem:
+        result.problems.append((row.path, f"{problem}: kept as is"))
+    else:  # a row of a part older than the scale and last_steps columns gets them
+        row = row.with_coding()
+        if row.status == OK and (depth is not None or target):
+            row = _cut_row(row, depth, target, result)
+    model = row.model_id or fallback_model
+    if model not in writers:
+        writers[model] = man.writer(model)
+    writers[model].add(row)
+    result.rows += 1
 
 
 def _cut_row(row: Row, depth: int | None, target: Target, result: CompactResult) -> Row:

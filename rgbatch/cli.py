@@ -111,6 +111,8 @@ TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within
                                       "where that measures better (--partial).")
 MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes, and part of the "
                                      "next where that measures better (--partial).")
+WORKERS_ADDRESS = typer.Option(None, "--address", help="Ray cluster for --workers (default: RAY_ADDRESS, else a "
+                                                        "local Ray).")
 PIXEL_LIMIT = typer.Option(None, help="Refuse images (streams: of images) with more pixels (decompression-bomb "
                                       "guard; default 89,478,485, Pillow's).")
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -440,6 +442,8 @@ def report(
                         ("reading", reading_text(s["reading"]) if s["ok"] else "-")]:
         head.add_row(name, value)
     out.print(head)
+    if s["set_aside_parts"]:
+        out.print(f"{s['set_aside_parts']} damaged part(s) set aside in damaged/ by compact: not read", highlight=False)
 
     def fmt(x, spec):
         return "-" if x is None else format(x, spec)
@@ -489,8 +493,7 @@ def restore(
     max_pixels: Optional[int] = PIXEL_LIMIT,
     workers: int = typer.Option(0, help="Decode on this many Ray actors (0: in this process). On a cluster "
                                         "(--address) --out must be a store every node reaches."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster for --workers (default: RAY_ADDRESS, else a "
-                                                     "local Ray)."),
+    address: Optional[str] = WORKERS_ADDRESS,
     as_json: bool = AS_JSON,
 ):
     """Write archived images back as PNGs under their relative paths, with the colour profile and EXIF
@@ -607,6 +610,9 @@ def verify(
     precision: str = PRECISION,
     decoding: str = DECODING,
     max_pixels: Optional[int] = PIXEL_LIMIT,
+    workers: int = typer.Option(0, help="Decode and re-measure on this many Ray actors (0: in this process). On "
+                                        "a cluster (--address) the sources must be where every node reaches them."),
+    address: Optional[str] = WORKERS_ADDRESS,
     as_json: bool = AS_JSON,
 ):
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
@@ -616,7 +622,7 @@ def verify(
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, decoding=decoding, progress=progress,
-                                max_pixels=pixel_limit(max_pixels))
+                                max_pixels=pixel_limit(max_pixels), workers=workers, address=address)
     if as_json:
         from dataclasses import asdict
 
@@ -627,7 +633,7 @@ def verify(
         for path, why in result.unmeasured:
             out.print(f"  not re-measured: {path}: {why}")
         _print_failures("problems", result.problems)
-        _print_failures("could not check (sources unreachable)", result.unreachable)
+        _print_failures("could not check (a source unreachable, a worker lost)", result.unreachable)
         if not result.problems and not result.unreachable:
             out.print("[green]archive verified[/green]")
     raise typer.Exit(result.exit_code)
@@ -643,7 +649,8 @@ def compact(
     as_json: bool = AS_JSON,
 ):
     """Rewrite an archive as its current rows only (one set of parts per model), optionally
-    cutting every image to a smaller depth for good. Nothing else may write to it meanwhile."""
+    cutting every image to a smaller depth for good; damaged parts are set aside in its damaged/
+    folder, their readable rows copied. Nothing else may write to it meanwhile."""
     from .archive import compact as run_compact
 
     with archive_errors():
@@ -659,6 +666,11 @@ def compact(
                   f"{result.bytes_before:,} bytes -> {result.rows} rows in {result.parts} part(s), "
                   f"{result.bytes:,} bytes; {result.cut} image(s) cut to a smaller depth")
         _print_failures("kept as they were", result.problems)
+        if result.set_aside:
+            from rich.markup import escape
+
+            out.print(f"{len(result.set_aside)} damaged part(s) set aside (their readable rows copied; "
+                      f"`compress` encodes the rest again): " + ", ".join(map(escape, result.set_aside)))
     raise typer.Exit(result.exit_code)
 
 

@@ -42,6 +42,7 @@ from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, SCHEMA, STATS_COL
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
+SET_ASIDE = "damaged"  # the folder in an archive where `compact` moves its damaged parts (`Archive.set_aside`)
 BENCH_METADATA_KEY = b"rgbatch.bench"  # in the schema of bench manifests (rgbatch.bench), not archives
 # Row groups sized for blobs: a reader of one image loads one row group, so keep them a few MB
 # (the Parquet default of a million rows would put a whole archive in one group).
@@ -50,6 +51,9 @@ ROW_GROUP_BYTES = 8 << 20
 # A part is committed after this many rows or seconds, bounding what an interruption loses.
 PART_ROWS = 1024
 COMMIT_SECONDS = 60.0
+# Footers read at listing are kept for the readings that follow (parts never change once written),
+# up to this many bytes of them (serialized; a full part's is about 70 kB): beyond, read again.
+FOOTER_CACHE_BYTES = 64 << 20
 
 
 
@@ -228,10 +232,13 @@ class Archive:
     def _list(self):
         self.parts: list[str] = []
         self.unreadable: list[tuple[str, str]] = []  # (part file name, why): `_readable`, `_leave_out`
+        self.unreadable_parts: list[str] = []  # the parts `_readable` left out (their paths)
         self.missed: list[tuple[str | None, str]] = []  # (path, why): `rows`
         self._current = None
         self._damaged: dict[tuple[str, int], tuple[range, str]] = {}  # (part, row group): its positions, why
         self._numbers: dict[str, int] = {}  # a row's position: its part's number << 32 | its index in the part
+        self._footers: dict[str, pq.FileMetaData] = {}  # of parts read at listing, FOOTER_CACHE_BYTES of them
+        self._footer_bytes = 0
         if self.create and not storage.exists(self.fs, self.root):
             return
         if not storage.is_dir(self.fs, self.root):
@@ -240,12 +247,13 @@ class Archive:
             raise not_an_archive(self.location, self.fs, self.root)
         files = storage.list_files(self.fs, self.root, recursive=False)
         parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
-        if not parts and not self.create:
-            raise not_an_archive(self.location, self.fs, self.root, files)
+        if not parts and not self.create and not storage.is_dir(self.fs, posixpath.join(self.root, SET_ASIDE)):
+            raise not_an_archive(self.location, self.fs, self.root, files)  # (every part set aside: an empty archive)
         for part in parts:
             why = self._readable(part)
             if why:
                 self.unreadable.append((part.rsplit("/", 1)[-1], why))
+                self.unreadable_parts.append(part)
             else:
                 self.parts.append(part)
 
@@ -255,9 +263,11 @@ class Archive:
         failures of `report`, `restore`, `verify` and `compact`, and `compress` encodes them
         again (their new rows in new parts). A part whose footer reads but whose pages do not is
         found only by a reading that reaches the damage (`_batches`). A readable part of another
-        format or schema is still an error (`_open`): it may be a newer rgbatch's."""
+        format or schema is still an error (`_open`): it may be a newer rgbatch's. `compact` sets
+        damaged parts aside (`set_aside`)."""
         try:
-            schema = pq.ParquetFile(storage.open_input(self.fs, part), page_checksum_verification=True).schema_arrow
+            file = pq.ParquetFile(storage.open_input(self.fs, part), page_checksum_verification=True)
+            schema = file.schema_arrow
         except OSError as e:
             why = _damage(e)  # None: the store's or the system's failure, `_open`'s error (exit 2)
         except Exception as e:  # whatever else a damaged footer makes pyarrow raise (bad UTF-8, a 128-bit int)
@@ -265,9 +275,12 @@ class Archive:
         else:
             digest = (schema.metadata or {}).get(DIGEST_KEY)  # none: a part written before session 33
             why = None if digest in (None, schema_digest(schema).encode()) else "its schema does not match its digest"
+            if not why and self._footer_bytes < FOOTER_CACHE_BYTES:
+                self._footers[part] = file.metadata  # `_open` reads it no more
+                self._footer_bytes += file.metadata.serialized_size
         if why:
             return (f"damaged manifest part, not a readable Parquet file ({why}): its images are left out; "
-                    f"`compress` encodes them again, nothing deletes it")
+                    f"`compress` encodes them again; `compact` sets the part aside in {SET_ASIDE}/")
         return None
 
     # -- writing -------------------------------------------------------------------------------------
@@ -289,6 +302,27 @@ class Archive:
         self.parts = sorted(set(self.parts) - set(old_parts) | set(new_parts))
         self._current = None
 
+    def set_aside(self, part: str) -> str:
+        """Move a damaged part (`unreadable_parts`, `damaged_parts`) into the archive's `damaged/`
+        folder, out of every reading but never deleted or rewritten (moved back, it is read again);
+        its new path. A name already there gets a number (a part set aside, moved back, set aside)."""
+        folder = posixpath.join(self.root, SET_ASIDE)
+        self.fs.create_dir(folder, recursive=True)
+        name = posixpath.basename(part)
+        target, n = posixpath.join(folder, name), 1
+        while storage.exists(self.fs, target):
+            n += 1
+            target = posixpath.join(folder, f"{name}.{n}")
+        self.fs.move(part, target)  # a rename on a local disk; an object store copies, then deletes
+        self.parts = [p for p in self.parts if p != part]
+        self._current = None
+        return target
+
+    def set_aside_parts(self) -> list[str]:
+        """The files in the archive's `damaged/` folder (`set_aside`): parts no command reads."""
+        folder = posixpath.join(self.root, SET_ASIDE)
+        return storage.list_files(self.fs, folder, recursive=False) if storage.is_dir(self.fs, folder) else []
+
     def part_bytes(self, parts: list[str] | None = None) -> int:
         """Bytes of the part files (all of them by default)."""
         return sum(storage.size(self.fs, p) for p in (self.parts if parts is None else parts))
@@ -296,7 +330,8 @@ class Archive:
     # -- reading -------------------------------------------------------------------------------------
     def _open(self, part: str) -> pq.ParquetFile:
         try:
-            file = pq.ParquetFile(storage.open_input(self.fs, part), page_checksum_verification=True)
+            file = pq.ParquetFile(storage.open_input(self.fs, part), metadata=self._footers.get(part),
+                                  page_checksum_verification=True)
         except (pa.ArrowInvalid, OSError) as e:
             raise ValueError(f"{part} is not a readable Parquet file: {e}") from None
         metadata = file.schema_arrow.metadata or {}
@@ -375,8 +410,8 @@ class Archive:
         """Leave a damaged row group out of every reading from now on (listed in `unreadable`; the
         part is never deleted or rewritten); the current rows are chosen again without it."""
         why = (f"damaged manifest part, its row group {group + 1} of {groups} ({len(rows)} rows) does not read "
-               f"({why}): its rows are left out; nothing deletes the part (`compact` copies its other rows; "
-               f"move it out of the archive folder then, and `compress` encodes again what it held)")
+               f"({why}): its rows are left out; `compact` copies the part's other rows and sets it aside in "
+               f"{SET_ASIDE}/, `compress` then encodes again what it held")
         self._damaged[part, group] = rows, why
         self.unreadable.append((posixpath.basename(part), why))
         self._current = None

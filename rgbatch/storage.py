@@ -44,6 +44,13 @@ def resolve(location) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), path
 
 
+def absolute(location) -> str:
+    """A location that names the same file from any working folder (a Ray actor's is not the
+    caller's): a local path made absolute, a URI as it is (its query kept)."""
+    location = str(location)
+    return location if is_uri(location) else os.path.abspath(os.path.expanduser(location))
+
+
 def utf8_name(name: str) -> str:
     """`name` as UTF-8 text (a manifest's strings, pyarrow's paths) can hold it: a POSIX file name
     may hold bytes that are not UTF-8, which Python reads as lone surrogates (PEP 383); they

@@ -411,6 +411,21 @@ def test_an_interrupted_compact_leaves_every_image_readable(archive, tmp_path):
     assert all(r["iterations"] == 1 for r in current(work).values())
 
 
+def test_compact_sets_a_damaged_part_aside_and_says_where(archive, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(archive / "archive", work)
+    part = sorted(work.glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:-20])  # cut short: its footer gone
+    result = run("compact", work)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "1 damaged part(s) set aside" in " ".join(result.stdout.split())
+    assert f"damaged/{part.name}" in result.stdout.replace("\n", "")  # rich wraps long paths
+    assert (work / "damaged" / part.name).exists() and not part.exists()
+    assert run("compact", work).exit_code == 0  # from then on the archive reads whole
+    report = run("report", work)
+    assert report.exit_code == 0 and "1 damaged part(s) set aside in damaged/" in " ".join(report.stdout.split())
+
+
 # -- hostile archives (issue 17, items 4-7 and 12) -----------------------------------------------------
 def archive_of(tmp_path, archive, paths, name="hostile"):
     """An archive holding the image a.png once under each of `paths`."""

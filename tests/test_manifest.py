@@ -170,7 +170,7 @@ def test_a_part_whose_schema_does_not_match_its_digest_is_damaged_not_foreign(tm
     assert archive.parts == [] and archive.table().num_rows == 0
     assert archive.unreadable == [(part, "damaged manifest part, not a readable Parquet file (its schema does not "
                                          "match its digest): its images are left out; `compress` encodes them "
-                                         "again, nothing deletes it")]
+                                         "again; `compact` sets the part aside in damaged/")]
 
 
 def test_unreadable_archives_are_worded_errors(tmp_path):
@@ -340,3 +340,50 @@ def test_only_errors_of_damaged_bytes_make_a_part_damaged():
     assert _damage(OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7")) is None
     assert _damage(OSError("AWS Error ACCESS_DENIED during HeadObject operation: InvalidAccessKeyId")) is None
     assert _damage(PermissionError(13, "Permission denied")) is None
+
+
+def test_compact_copies_what_a_damaged_part_gives_and_sets_the_part_aside(tmp_path, rng):
+    """docs/ARCHIVE.md, "Damaged or foreign manifests": the row group is found damaged while its blobs
+    are copied, so 6.png's older row, current again, is copied too (once lost: deleted with its
+    part); the damaged part moves whole into damaged/, out of every later reading."""
+    from rgbatch.archive import compact
+
+    part = damaged_archive(tmp_path, rng, "blob")
+    damaged = (tmp_path / part).read_bytes()
+
+    def interrupt(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the two rows copied are committed, nothing set aside
+        compact(tmp_path, progress=interrupt)
+    assert (tmp_path / part).exists() and not (tmp_path / "damaged").exists()
+    result = compact(tmp_path)  # the rerun finishes the job
+    assert [p for p, _ in result.problems] == [part] + [f"{i}.png" for i in range(4, 8)] and result.exit_code == 1
+    assert result.set_aside == [str(tmp_path / "damaged" / part)]
+    assert (tmp_path / "damaged" / part).read_bytes() == damaged and not (tmp_path / part).exists()
+    archive = Archive(tmp_path)
+    table = archive.table(["path", "source_hash"])
+    assert table["path"].to_pylist() == ["0.png", "1.png", "2.png", "3.png", "6.png"]
+    assert table["source_hash"].to_pylist() == ["h"] * 4 + ["old"]
+    assert len(list(archive.rows())) == 5 and archive.unreadable == [] and archive.missed == []
+    again = compact(tmp_path)
+    assert (again.problems, again.set_aside, again.rows) == ([], [], 5)
+
+
+def test_an_archive_whose_every_part_was_set_aside_is_empty_not_missing(tmp_path):
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    (part,) = parts(tmp_path)
+    (tmp_path / part).write_bytes((tmp_path / part).read_bytes()[:50])  # its footer gone
+    from rgbatch.archive import compact, report
+
+    result = compact(tmp_path)
+    assert result.set_aside == [str(tmp_path / "damaged" / part)] and result.rows == 0 and result.exit_code == 1
+    summary = report(tmp_path)["summary"]
+    assert (summary["images"], summary["set_aside_parts"], Archive(tmp_path).unreadable) == (0, 1, [])
+    (tmp_path / part).write_bytes(b"moved back, then set aside again: a second name")
+    assert compact(tmp_path).set_aside == [str(tmp_path / "damaged" / f"{part}.2")]
+    (tmp_path / "elsewhere" / "photos").mkdir(parents=True)  # without damaged/: no archive
+    with pytest.raises(ValueError, match="holds no manifest parts"):
+        Archive(tmp_path / "elsewhere")

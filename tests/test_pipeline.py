@@ -149,14 +149,16 @@ def test_a_damaged_part_leaves_the_others_usable_and_compress_encodes_its_images
     assert (again.ok, again.skipped) == (1, 1)  # a.png again; b.png was archived
     compacted = ra.compact(archive)
     assert [p for p, _ in compacted.problems] == [name] and compacted.exit_code == 1
-    assert open(first, "rb").read() == damaged  # never deleted, never rewritten
+    assert open(archive / "damaged" / name, "rb").read() == damaged  # set aside, never deleted or rewritten
     assert set(Archive(archive).table()["path"].to_pylist()) == {"a.png", "b.png"}
+    assert ra.compact(archive).exit_code == 0 and Archive(archive).unreadable == []
 
 
 def test_a_part_damaged_inside_gives_what_reads_and_the_documented_steps_recover_the_rest(
         ray_cluster, tiny_weights, tmp_path, rng):
-    """docs/ARCHIVE.md, "Damaged parts": restore and verify give what reads and name the rest (exit
-    1); compact copies what reads and keeps the part; moved out, compress encodes the rest again."""
+    """docs/ARCHIVE.md, "Damaged or foreign manifests": restore and verify give what reads and name
+    the rest (exit 1); compact copies what reads and sets the part aside; compress then encodes the
+    rest again (it reads no blobs: until session 34 the part had to be moved out by hand)."""
     from rgbatch import archive as ra
 
     source, archive = tmp_path / "photos", tmp_path / "archive"
@@ -177,8 +179,8 @@ def test_a_part_damaged_inside_gives_what_reads_and_the_documented_steps_recover
 
     compacted = ra.compact(archive)
     assert [p for p, _ in compacted.problems] == [os.path.basename(part)] + names[2:] and compacted.rows == 2
-    assert open(part, "rb").read() == damaged  # kept as it is
-    os.rename(part, tmp_path / "damaged.parquet")  # what the error says to do
+    aside = archive / "damaged" / os.path.basename(part)
+    assert compacted.set_aside == [str(aside)] and open(aside, "rb").read() == damaged  # kept as it is
     again = compress([str(source)], str(archive), options(tiny_weights))
     assert (again.ok, again.skipped) == (2, 2)
     assert ra.verify(archive, weights=tiny_weights, device="cpu", sample=0).exit_code == 0
@@ -205,11 +207,39 @@ def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluste
     work = [[(row, 1, None, f"{row.path}") for row in Archive(archive).rows()]] * 2
     codec_options = dict(weights=str(tmp_path / "gone.safetensors"), device="cpu", batch_size=4, precision="fp32",
                          decoding="exact")
-    results = list(ra._restore_on_ray(lambda size: iter(work), 22, 1, None, str(tmp_path / "broken"), codec_options,
-                                      False, 10**6))
-    failures = [f for _, failed in results for f in failed]
-    assert len(failures) == 22 and all(why.startswith("restore worker failed") for _, why in failures)
+    results = list(ra._on_ray(lambda size: iter(work), 22, 1, None, codec_options, "restore", str(tmp_path / "broken"),
+                              False, 10**6))
+    assert [(len(group), done) for group, done, _ in results] == [(11, None), (11, None)]
+    assert all(why.startswith("restore worker failed") for _, _, why in results)
     assert not (tmp_path / "broken").exists()
+
+
+def test_verify_on_ray_workers_finds_what_verify_in_process_finds(ray_cluster, tiny_weights, tmp_path, rng,
+                                                                 monkeypatch):
+    """`verify --workers`: the same counts, re-measurements and problems as in one process, from a
+    relative --sources too (an actor's working folder is not the caller's)."""
+    from rgbatch import archive as ra
+
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    names = [f"{i:02d}.png" for i in range(11)]
+    write_images(source, rng, names)
+    compress([str(source)], str(archive), options(tiny_weights))
+    (source / "04.png").write_bytes((source / "05.png").read_bytes())  # changed since: not re-measured
+    monkeypatch.chdir(tmp_path)
+    kwargs = dict(weights=tiny_weights, device="cpu", sample=11, sources="photos")
+    here = ra.verify(archive, **kwargs)
+    on_ray = ra.verify(archive, workers=2, **kwargs)
+    assert (on_ray.checked, on_ray.decoded, on_ray.exit_code) == (here.checked, here.decoded, here.exit_code) == (11, 11, 0)
+    assert sorted(on_ray.remeasured, key=lambda r: r["path"]) == sorted(here.remeasured, key=lambda r: r["path"])
+    assert len(here.remeasured) == 10 and on_ray.unmeasured == here.unmeasured == [("04.png", on_ray.unmeasured[0][1])]
+    assert "changed since it was archived" in on_ray.unmeasured[0][1]
+    # an actor that fails (here: its codec does not load) takes no more groups; `verify` lists
+    # their images as not checked (`unreachable`, exit 1)
+    work = [[(row, False) for row in Archive(archive).rows()]]
+    codec_options = dict(weights=str(tmp_path / "gone.safetensors"), device="cpu", batch_size=4, precision="fp32",
+                         decoding="exact")
+    ((group, done, why),) = ra._on_ray(lambda size: iter(work), 11, 1, None, codec_options, "verify", None, 10**6)
+    assert len(group) == 11 and done is None and why.startswith("verify worker failed")
 
 
 def test_overlapped_encoders_write_the_rows_of_sequential_ones(ray_cluster, tiny_weights, tmp_path, rng):
