@@ -201,3 +201,35 @@ def test_a_missing_bucket_a_wrong_endpoint_and_refused_credentials_are_one_line_
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.slow
+def test_compact_sets_a_damaged_part_aside_in_a_store(s3, clean_env, tiny_weights, tmp_path, monkeypatch):
+    import pyarrow.fs as pafs
+
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}.items():
+        monkeypatch.setenv(name, value)
+    archive = f"s3://{BUCKET}/aside-archive"
+    for _ in range(2):  # two parts holding the same two images
+        archive_images(f"s3://{BUCKET}/src", archive, tiny_weights, iterations=1)
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3}", scheme="http", access_key="testing",
+                           secret_key="testing", region="us-east-1")
+    part = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/aside-archive")))[-1]
+    with fs.open_input_file(part) as f:
+        cut = f.read()[:-20]  # its footer gone
+    with fs.open_output_stream(part) as f:
+        f.write(cut)
+    stdout, _ = rgbatch("compact", archive, "--json", env={}, cwd=tmp_path, code=1)
+    name = part.rsplit("/", 1)[1]
+    assert json.loads(stdout)["set_aside"] == [f"{archive}/damaged/{name}"]
+    with fs.open_input_file(f"{BUCKET}/aside-archive/damaged/{name}") as f:
+        assert f.read() == cut  # whole, as it was
+    summary = json.loads(rgbatch("report", archive, "--json", env={}, cwd=tmp_path)[0])["summary"]
+    assert (summary["images"], summary["failed"], summary["set_aside_parts"]) == (2, 0, 1)
+    rgbatch("compact", archive, env={}, cwd=tmp_path)  # exit 0: the archive reads whole
+    [part] = [i.path for i in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/aside-archive")) if "part-" in i.path]
+    with fs.open_output_stream(part) as f:
+        f.write(b"not Parquet")
+    rgbatch("compact", archive, env={}, cwd=tmp_path, code=1)
+    summary = json.loads(rgbatch("report", archive, "--json", env={}, cwd=tmp_path)[0])["summary"]
+    assert (summary["images"], summary["set_aside_parts"]) == (0, 2)  # every part aside: an empty archive
