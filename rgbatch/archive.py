@@ -729,6 +729,7 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
 
 
 def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -> CompactResult:
+    man.set_aside_folder()  # refused now, not after the new parts are written
     old_parts = list(man.parts)
     result = CompactResult(archive=man.location, parts_before=len(old_parts), bytes_before=man.part_bytes(),
                            rows_before=man.total_rows())

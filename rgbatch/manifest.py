@@ -306,7 +306,7 @@ class Archive:
         """Move a damaged part (`unreadable_parts`, `damaged_parts`) into the archive's `damaged/`
         folder, out of every reading but never deleted or rewritten (moved back, it is read again);
         its new path. A name already there gets a number (a part set aside, moved back, set aside)."""
-        folder = posixpath.join(self.root, SET_ASIDE)
+        folder = self.set_aside_folder()
         self.fs.create_dir(folder, recursive=True)
         name = posixpath.basename(part)
         target, n = posixpath.join(folder, name), 1
@@ -317,6 +317,16 @@ class Archive:
         self.parts = [p for p in self.parts if p != part]
         self._current = None
         return target
+
+    def set_aside_folder(self) -> str:
+        """The archive's `damaged/` folder (`set_aside`), refusing, worded, a file or anything but
+        a folder by that name: `compact` calls it before it writes (ValueError)."""
+        folder = posixpath.join(self.root, SET_ASIDE)
+        what = storage.kind(self.fs, folder)
+        if what not in ("folder", "missing"):
+            raise ValueError(f"{storage.uri(self.fs, folder)} is {'a file' if what == 'file' else what}, not a "
+                             f"folder: `compact` sets damaged parts aside there; move it away and run it again")
+        return folder
 
     def set_aside_parts(self) -> list[str]:
         """The files in the archive's `damaged/` folder (`set_aside`): parts no command reads."""

@@ -371,6 +371,17 @@ def test_compact_copies_what_a_damaged_part_gives_and_sets_the_part_aside(tmp_pa
     assert (again.problems, again.set_aside, again.rows) == ([], [], 5)
 
 
+def test_compact_refuses_before_writing_where_damaged_is_no_folder(tmp_path):
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    (tmp_path / "damaged").write_text("a user's file")
+    from rgbatch.archive import compact
+
+    with pytest.raises(ValueError, match="damaged is a file, not a folder: `compact` sets damaged parts aside"):
+        compact(tmp_path)
+    assert len(parts(tmp_path)) == 1 and (tmp_path / "damaged").read_text() == "a user's file"
+
+
 def test_an_archive_whose_every_part_was_set_aside_is_empty_not_missing(tmp_path):
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:
         writer.add(ok_row("a.png"))
