@@ -143,9 +143,16 @@ def round_trip(src: str, archive: str, restored: str, env: dict, weights, tmp_pa
 @pytest.mark.slow
 def test_the_archive_commands_by_aws_endpoint_url(s3, clean_env, tiny_weights, tmp_path):
     env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}
-    report = round_trip(f"s3://{BUCKET}/src", f"s3://{BUCKET}/env-archive", f"s3://{BUCKET}/env-restored", env,
-                        tiny_weights, tmp_path)
-    assert report["summary"]["archive"] == f"s3://{BUCKET}/env-archive"
+    archive = f"s3://{BUCKET}/env-archive"
+    report = round_trip(f"s3://{BUCKET}/src", archive, f"s3://{BUCKET}/env-restored", env, tiny_weights, tmp_path)
+    assert report["summary"]["archive"] == archive
+    # on Ray actors (their own Ray, as `compress` above): the archive, its sources and the output in the store
+    stdout, _ = rgbatch("verify", archive, "--workers", "1", "--weights", tiny_weights, env=env, cwd=tmp_path,
+                        own_process=True)
+    assert "2 MS-SSIM value(s) re-measured" in stdout and "archive verified" in stdout
+    stdout, _ = rgbatch("restore", archive, "--out", f"s3://{BUCKET}/ray-restored", "--workers", "1", "--json",
+                        "--weights", tiny_weights, env=env, cwd=tmp_path, own_process=True)
+    assert len(json.loads(stdout)["written"]) == 2
     _, stderr = rgbatch("report", f"s3://{BUCKET}/env-restored", env=env, cwd=tmp_path, code=2)
     assert "holds no manifest parts" in stderr  # the restored PNGs are there, not an archive
 
