@@ -419,7 +419,8 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             yield [w for w in work if to_do(*w[:3])]
 
     if workers:
-        done = (([], _each(work, why)) if why else written_failed for work, written_failed, why in
+        done = (([], _each(work, why)) if why else _seen_here(fs, root, names, *written_failed)
+                for work, written_failed, why in
                 _on_ray(groups, len(selected), workers, address, options, "restore", storage.absolute(out), overwrite,
                         max_pixels))
     else:
@@ -453,6 +454,18 @@ def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max
             continue
         written.append({"path": row.path, "file": storage.uri(fs, file), "depth": depth})
     return written, failures
+
+
+NOT_SEEN = ("written by a restore worker where this command does not see it: on a cluster, --out must be "
+            "storage every node reaches (object storage, a shared file system)")
+
+
+def _seen_here(fs, root: str, names: dict[str, str], written: list, failures: list):
+    """An actor's (written, failures) as this command sees them: a file it wrote that is not there
+    for the command (on a cluster, an `--out` on the disk of the actor's own node) fails its image."""
+    seen = [w for w in written if storage.is_regular_file(fs, f"{root}/{names[w['path']]}")]
+    unseen = [(w["path"], f"{names[w['path']]}: {NOT_SEEN}") for w in written if w not in seen]
+    return seen, failures + unseen
 
 
 class ArchiveWorker:

@@ -267,12 +267,25 @@ class ContextCoder:
         like its codes (iterations, bits, rows, cols): where the bits of a stream go, position by
         position (`benchmarks/bitmaps.py`). A chunk's bytes exceed its sum by the range coder's
         rounding to 32-bit words and its quantization of the probabilities (a few bytes)."""
+        layout, canvas, entries = self._entries(codes, range(codes[0].shape[0]))
+        p_one = entries / 2.0 ** PROBABILITY_BITS
+        return layout.cut(-np.log2(np.where(canvas, p_one, 1 - p_one)))
+
+    def probabilities(self, codes: list[np.ndarray], t: int) -> list[np.ndarray]:
+        """P(bit = 1) each bit of iteration t would be coded with, from iterations 0..t of
+        `codes`, per tile (bits, rows, cols), for the tiles coded together as given: what a
+        rate-aware choice of the bits weighs (`benchmarks/rate_aware_bits.py`)."""
+        layout, _, entries = self._entries([c[:t + 1] for c in codes], [t])
+        return [p[t] / 2.0 ** PROBABILITY_BITS for p in layout.cut(entries)]
+
+    def _entries(self, codes: list[np.ndarray], iterations) -> tuple[Canvas, np.ndarray, np.ndarray]:
+        """The painted canvas of `codes` and the q every bit of `iterations` is coded with (1 elsewhere)."""
         layout = Canvas(tuple(c.shape[1:] for c in codes))
         self._check(layout.shapes, codes[0].shape[0])
         canvas = layout.paint(codes)
         entries = np.ones(canvas.shape, np.int64)  # q of every bit, as coded
         steps = self._steps(layout)
-        for t in range(codes[0].shape[0]):
+        for t in iterations:
             if self.kernels:  # the kernels record what they code with
                 reads, own = steps
                 self.kernels.encode_chunk(canvas, layout.positions, reads[t], own[t], self.table[t], self.adaptive,
@@ -280,8 +293,7 @@ class ContextCoder:
                 continue
             for positions, coded in zip(layout.positions, self._coded_entries(layout, canvas, t)):
                 entries[MAX_LOOKBACK + t][:, positions] = coded
-        p_one = entries / 2.0 ** PROBABILITY_BITS
-        return layout.cut(-np.log2(np.where(canvas, p_one, 1 - p_one)))
+        return layout, canvas, entries
 
     def chunk_bytes(self, shapes) -> tuple[int, int, int]:
         """(fewest, most, multiple of) bytes of one chunk for these tile shapes: whole 32-bit words,

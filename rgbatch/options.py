@@ -28,8 +28,8 @@ class OptionError(ValueError):
 
 
 def check_range(option: str, value, low, high=None, what: str = ""):
-    """low <= value (<= high): or an OptionError that says the range."""
-    if value is not None and (value < low or (high is not None and value > high)):
+    """low <= value (<= high): or an OptionError that says the range (NaN is in none)."""
+    if value is not None and not (low <= value and (high is None or value <= high)):
         span = f"{low}..{high}" if high is not None else f"at least {low}"
         raise OptionError(option, f"must be {span}{what}, not {value}")
 

@@ -88,6 +88,17 @@ def test_chunk_t_depends_only_on_iterations_up_to_t(coder, rng):
     assert coder.encode([c[:3] for c in codes]) == chunks[:3]
 
 
+def test_probabilities_of_an_iteration_are_what_it_is_coded_with(coder, rng):
+    codes = [rng.random((5, *s)) < 0.3 for s in SHAPES]
+    lengths = coder.code_lengths(codes)
+    for t in range(5):
+        later = [c.copy() for c in codes]
+        for c in later:
+            c[t + 1:] = ~c[t + 1:]  # iterations after t play no part
+        for tile, p_one, length in zip(codes, coder.probabilities(later, t), lengths):
+            np.testing.assert_allclose(-np.log2(np.where(tile[t], p_one, 1 - p_one)), length[t])
+
+
 def test_streams_are_the_same_bytes_on_every_machine(coder):
     # integer tables and integer-made codes: any machine must produce exactly these bytes
     codes = [hashed_bits((5, *s), i) for i, s in enumerate(SHAPES)]

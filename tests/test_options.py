@@ -22,6 +22,7 @@ ARCHIVE = DATA.parent / "archive_v1" / "archive"
     (lambda: Target(msssim=1.5), "target.msssim"),
     (lambda: Target(max_bytes=0), "target.max_bytes"),
     (lambda: CompressOptions(search_steps=-1).check(), "search_steps"),
+    (lambda: CompressOptions(batch_size=float("nan")).check(), "batch_size"),  # NaN is within no range
     (lambda: CompressOptions(precision="fp8").check(), "precision"),
     (lambda: CompressOptions(target=Target(msssim=0.9), measure=False).check(), "target.msssim"),
     (lambda: train(TrainConfig(data_dir=str(DATA), out="never.pt", iterations=5, codec=dict(width=0.125, max_iterations=4))),

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import damage_page, smooth_image
+from rgbatch import storage
 from rgbatch.codec import Codec
 from rgbatch.manifest import Archive
 from rgbatch.row import Row
@@ -203,6 +204,12 @@ def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluste
     (tmp_path / "ray" / "03.png").unlink()  # as if interrupted before it was written
     again = ra.restore(archive, tmp_path / "ray", weights=tiny_weights, device="cpu", iterations=1, workers=1)
     assert [w["path"] for w in again.written] == ["03.png"] and len(again.skipped) == 10
+    # a file an actor wrote where this command does not see it (on a cluster, its node's own disk) fails its image
+    fs, root = storage.resolve(str(tmp_path / "ray"))
+    (tmp_path / "ray" / "04.png").unlink()
+    written = [{"path": name, "file": name, "depth": 1} for name in ("03.png", "04.png")]
+    seen, failed = ra._seen_here(fs, root, {name: name for name in names}, written, [("05.png", "why")])
+    assert seen == written[:1] and failed == [("05.png", "why"), ("04.png", f"04.png: {ra.NOT_SEEN}")]
     # an actor that fails (here: its codec does not load) takes no more groups; their images fail, worded
     work = [[(row, 1, None, f"{row.path}") for row in Archive(archive).rows()]] * 2
     codec_options = dict(weights=str(tmp_path / "gone.safetensors"), device="cpu", batch_size=4, precision="fp32",
