@@ -28,7 +28,7 @@ from _common import image_set_parser, report
 from rgbatch.bench import bd_rate, msssim_db
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
-from rgbatch.metrics import msssim
+from rgbatch.metrics import msssim_many
 from rgbatch.train import list_images
 
 
@@ -57,7 +57,7 @@ def encode(codec: Codec, image: np.ndarray, iterations: int, rule: str):
     x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255 - 0.5
     x = F.pad(x, (0, -w % 16, 0, -h % 16), mode="replicate")
     enc_state, dec_state = model._blank_state()
-    x_hat, codes, quality, flipped = None, [], [], 0
+    x_hat, codes, decoded, flipped = None, [], [], 0
     with torch.inference_mode():
         for t in range(iterations):
             g = model.gain(t)
@@ -72,10 +72,10 @@ def encode(codec: Codec, image: np.ndarray, iterations: int, rule: str):
             codes.append(bits)
             update, dec_state = model.decoder(model._net(torch.from_numpy(np.where(bits, 1.0, -1.0))[None]), dec_state)
             x_hat = model._reconstruct(x_hat, update.float() / g)
-            out = ((x_hat[0, :, :h, :w].clamp(-0.5, 0.5) + 0.5) * 255).round().byte().permute(1, 2, 0).numpy()
-            quality.append(msssim(image, out))
+            decoded.append(((x_hat[0, :, :h, :w].clamp(-0.5, 0.5) + 0.5) * 255).round().byte().permute(1, 2, 0).numpy())
     sizes = np.cumsum([len(c) for c in coder.encode([np.stack(codes)])])
-    return 8 * sizes / (h * w), np.array(quality), flipped / sum(c.size for c in codes)
+    quality = np.array(msssim_many(image, decoded))  # the reference's scales computed once, not per depth
+    return 8 * sizes / (h * w), quality, flipped / sum(c.size for c in codes)
 
 
 def main():

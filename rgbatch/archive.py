@@ -463,9 +463,14 @@ NOT_SEEN = ("written by a restore worker where this command does not see it: on 
 def _seen_here(fs, root: str, names: dict[str, str], written: list, failures: list):
     """An actor's (written, failures) as this command sees them: a file it wrote that is not there
     for the command (on a cluster, an `--out` on the disk of the actor's own node) fails its image."""
-    seen = [w for w in written if storage.is_regular_file(fs, f"{root}/{names[w['path']]}")]
-    unseen = [(w["path"], f"{names[w['path']]}: {NOT_SEEN}") for w in written if w not in seen]
-    return seen, failures + unseen
+    seen, failures = [], list(failures)
+    for w in written:
+        name = names[w["path"]]
+        if storage.is_regular_file(fs, f"{root}/{name}"):
+            seen.append(w)
+        else:
+            failures.append((w["path"], f"{name}: {NOT_SEEN}"))
+    return seen, failures
 
 
 class ArchiveWorker:
