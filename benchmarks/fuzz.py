@@ -93,7 +93,9 @@ def _alarm(*_):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=20000)
+    parser.add_argument("--cases", type=int, default=20000,
+                        help="random mutations, after the systematic cases (every header field and chunk length of "
+                             "every seed at its test values)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-pixels", type=int, default=2**14,
                         help="the decoder's pixel limit in the run (low, so that forged sizes under it decode fast)")
@@ -171,7 +173,8 @@ def main():
         print(f"  {n} {outcome}")
 
     total = sum(outcomes.values())
-    print(f"\nthe fuzz run: {total} cases in {time.perf_counter() - start:.0f} s; peak memory {peak_mb():.0f} MB; slowest case "
+    print(f"\nthe fuzz run: {total} cases ({total - args.cases} systematic, {args.cases} random, seed {args.seed}) "
+          f"in {time.perf_counter() - start:.0f} s; peak memory {peak_mb():.0f} MB; slowest case "
           f"{worst[0]:.2f} of its time bound ({worst[1]})\n")
     print("| outcome | cases |\n|---|---|")
     for outcome, n in sorted(outcomes.items(), key=lambda x: (-x[1], x[0])):

@@ -194,6 +194,17 @@ def test_fuzz_every_case_decodes_its_own_image_or_is_refused(shipped, streams):
     assert outcomes["refused"] > 50 and outcomes["decoded"] > 15, outcomes  # both sides exercised
 
 
+def test_the_random_cases_come_after_every_systematic_one(streams, shipped):
+    """`n` counts the random mutations alone: a run never asks for fewer cases than the systematic
+    ones and gets no random case (as `benchmarks/fuzz.py --cases 3000` did until session 37)."""
+    seeds = [fuzz.Seed.of(shipped, streams["context"])]
+    systematic = [*fuzz.field_cases(seeds[0]), *fuzz.length_cases(seeds[0])]
+    made = list(fuzz.cases(seeds, np.random.default_rng(3), 5))
+    assert len(made) == len(systematic) + 5
+    assert [c.blob for c in made[:len(systematic)]] == [c.blob for c in systematic]
+    assert len(list(fuzz.cases(seeds, np.random.default_rng(3), 0))) == len(systematic)
+
+
 def test_oversize_declarations_are_refused_before_any_work(shipped, streams, no_work):
     """Sizes of every magnitude the bounds refuse at the default limit (a sample of the benchmark's)."""
     seed = fuzz.Seed(streams["context"], [])
