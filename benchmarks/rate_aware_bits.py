@@ -49,30 +49,46 @@ def flips(soft: np.ndarray, p_one: np.ndarray, lam: float) -> np.ndarray:
     return (saving > 0) & (np.abs(soft) < lam * saving)
 
 
+class RateAwareBinarizer(torch.nn.Module):
+    """The model's binarizer with the rule applied: the model's own encoding loop calls it once
+    an iteration, so the encoder and decoder run as `ResidualGRUCodec.encode` runs them."""
+
+    def __init__(self, binarizer: torch.nn.Module, coder, rule: str):
+        super().__init__()
+        self.conv, self.coder = binarizer.conv, coder
+        self.lam, self.first, self.last = parse_rule(rule)
+        self.codes, self.flipped = [], 0  # the bits sent so far (bool, one image)
+
+    def forward(self, features):
+        soft = torch.tanh(self.conv(features))
+        bits = soft[0].float().numpy() >= 0
+        t = len(self.codes)
+        if self.lam and self.first <= t < self.last:
+            p_one = self.coder.probabilities([np.stack(self.codes + [bits])], t)[0]
+            flip = flips(soft[0].float().numpy(), p_one, self.lam)
+            self.flipped += int(flip.sum())
+            bits = bits ^ flip
+        self.codes.append(bits)
+        return torch.from_numpy(np.where(bits, 1.0, -1.0))[None].to(soft.dtype)
+
+
 def encode(codec: Codec, image: np.ndarray, iterations: int, rule: str):
     """(bpp, MS-SSIM) at depths 1..iterations and the share of bits flipped, under `rule`."""
     model, coder = codec.model, codec.coder
-    lam, first, last = parse_rule(rule)
     h, w = image.shape[:2]
     x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255 - 0.5
     x = F.pad(x, (0, -w % 16, 0, -h % 16), mode="replicate")
-    enc_state, dec_state = model._blank_state()
-    x_hat, codes, decoded, flipped = None, [], [], 0
-    with torch.inference_mode():
-        for t in range(iterations):
-            g = model.gain(t)
-            residual = x if x_hat is None else x - x_hat
-            features, enc_state = model.encoder(model._net(residual * g), enc_state)
-            soft = torch.tanh(model.binarizer.conv(features)).float()[0].numpy()
-            bits = soft >= 0
-            if lam and first <= t < last:
-                flip = flips(soft, coder.probabilities([np.stack(codes + [bits])], t)[0], lam)
-                flipped += int(flip.sum())
-                bits = bits ^ flip
-            codes.append(bits)
-            update, dec_state = model.decoder(model._net(torch.from_numpy(np.where(bits, 1.0, -1.0))[None]), dec_state)
-            x_hat = model._reconstruct(x_hat, update.float() / g)
-            decoded.append(((x_hat[0, :, :h, :w].clamp(-0.5, 0.5) + 0.5) * 255).round().byte().permute(1, 2, 0).numpy())
+    decoded = []
+
+    def keep(t, x_hat):
+        decoded.append(((x_hat[0, :, :h, :w] + 0.5) * 255).round().byte().permute(1, 2, 0).numpy())
+
+    signs, model.binarizer = model.binarizer, RateAwareBinarizer(model.binarizer, coder, rule)
+    try:
+        model.encode(x, iterations, on_iteration=keep)
+        codes, flipped = model.binarizer.codes, model.binarizer.flipped
+    finally:
+        model.binarizer = signs
     sizes = np.cumsum([len(c) for c in coder.encode([np.stack(codes)])])
     quality = np.array(msssim_many(image, decoded))  # the reference's scales computed once, not per depth
     return 8 * sizes / (h * w), quality, flipped / sum(c.size for c in codes)
