@@ -61,11 +61,12 @@ class RateAwareBinarizer(torch.nn.Module):
 
     def forward(self, features):
         soft = torch.tanh(self.conv(features))
-        bits = soft[0].float().numpy() >= 0
+        values = soft[0].float().numpy()
+        bits = values >= 0
         t = len(self.codes)
         if self.lam and self.first <= t < self.last:
             p_one = self.coder.probabilities([np.stack(self.codes + [bits])], t)[0]
-            flip = flips(soft[0].float().numpy(), p_one, self.lam)
+            flip = flips(values, p_one, self.lam)
             self.flipped += int(flip.sum())
             bits = bits ^ flip
         self.codes.append(bits)

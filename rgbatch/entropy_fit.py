@@ -34,10 +34,11 @@ DEFAULT_PRIOR = 4.0  # pseudo-counts pulled towards the parent context's estimat
 def candidate_features(s: int, c: int, bits: int) -> list[tuple[int, int, int, int]]:
     """Features (dt, channel, dy, dx) worth trying for channel c of colour s: the same channel
     around the position in the previous iteration, every channel at the position in the two
-    previous ones, the channels already coded here in this iteration, the neighbours of the
-    same channel and of the two channels coded just before it that are known (the first
-    colour's four in the second pass). Session 38 added iteration t-2's other channels and
-    the two previous channels' neighbours (docs/ENTROPY.md, "A wider pool")."""
+    previous ones, the channels already coded here in this iteration, and the neighbours in this
+    iteration that the decoder has: of the same channel (the row above in its own step; the
+    first colour's four in the second pass) and of channels c-1 and c-2 (the diagonals in the
+    first pass, all eight in the second). Session 38 added iteration t-2's other channels and
+    the neighbours of c-1 and c-2 (docs/ENTROPY.md, "A wider pool")."""
     around = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     pool = [(1, c, dy, dx) for dy, dx in around] + [(2, c, 0, 0)]
     pool += [(1, ch, 0, 0) for ch in range(bits) if ch != c]
