@@ -46,10 +46,12 @@ def previous_iterations(codes: torch.Tensor) -> torch.Tensor:
 class BitPredictor(nn.Module):
     """Logits of every bit; causal in the coder's order (iteration, colour 0 then 1, channel)."""
 
-    def __init__(self, bits: int, iterations: int, hidden: int = 96):
+    def __init__(self, bits: int, iterations: int, hidden: int = 96, layers: int = 2):
         super().__init__()
-        self.past = nn.Sequential(nn.Conv2d(3 * bits + iterations, hidden, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU())
+        past = [nn.Conv2d(3 * bits + iterations, hidden, 3, padding=1), nn.ReLU()]
+        for _ in range(layers - 1):  # each 3x3 layer widens the view of the past by one position a side
+            past += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU()]
+        self.past = nn.Sequential(*past)
         # the first colour's bits of this iteration, seen from the second colour's positions
         # only (added after the spatial layers, so that nothing carries them further)
         self.first_colour = nn.Conv2d(bits, hidden, 3, padding=1)
