@@ -1,22 +1,22 @@
 """Would a learned probability model still pay beside the default coder (coder id 4)? A float study.
 
     python benchmarks/learned_mix.py --data ../shared/data/kodak --data ../shared/data/photos/val \
-        --train-codes runs/fit/codes/<model id>-<code>-0x512-seed0.npz --steps 1200 --rates 1 2 --threads 1
+        --steps 1200 --rates 1 2 --threads 1
 
 Session 13 measured a small convolutional network (`learned_context.BitPredictor`) against the
 counted tables alone (coder id 1): 1.5 % of the bits. Coder ids 2-4 have taken part of that since.
 This asks the question again against what is coded now: the network is trained on the codes
-`fit-entropy --cache` keeps of the training crops (never an evaluation image), then, on every
-image's codes of each `--data` set (`context_tables.cached_codes`, the shipped network's), each
-iteration's bits get two ideal code lengths (the sum of -log2 p): under coder id 4's own
-probabilities (`ContextCoder.probabilities`, what its kernels code with) and under a logistic mix
-of coder id 4's probability and the network's, the mix's three weights (coder id 4, network,
+`fit-entropy --cache` keeps of the training crops (`entropy_fit.training_codes`; never an
+evaluation image), then, on every image's codes of each `--data` set
+(`context_tables.cached_codes`, the shipped network's), each iteration's bits get three ideal
+code lengths (the sum of -log2 p): under the network's alone, under coder id 4's own
+probabilities (`ContextCoder.probabilities`, what its kernels code with) and under a logistic
+mix of coder id 4's probability and the network's, the mix's three weights (coder id 4, network,
 bias) started at coder id 4 alone and learned step by step through the chunk (one gradient step
-per coding step, colour by channel), as an integer mixer input would learn. Prints the bits saved
-per iteration and the BD-rate (MS-SSIM in dB) of the mixed lengths against coder id 4's, both
-ideal, over depths 1-16. It measures only: nothing here is bit-exact, and the question is whether
-an integer network input to the mixer would pay for building it (docs/ENTROPY.md).
-"""
+per coding step, colour by channel), as an integer mixer input would learn. Prints the bits
+saved per iteration and the BD-rate (MS-SSIM in dB) of the mixed lengths against coder id 4's,
+both ideal, over depths 1-16. It measures only: nothing here is bit-exact, and the question is
+whether an integer network input to the mixer would pay for building it (docs/ENTROPY.md)."""
 
 from __future__ import annotations
 
@@ -32,16 +32,11 @@ from rgbatch.bench import bd_rate, msssim_db
 from rgbatch.codec import Codec
 from rgbatch.context import GUTTER, Canvas
 from rgbatch.entropy import get_coder
+from rgbatch.entropy_fit import training_codes
 from rgbatch.train import list_images
 
 from context_tables import cached_codes
 from learned_context import BitPredictor
-
-
-def training_tiles(path: str, size: int) -> list[np.ndarray]:
-    """The cached training crops' codes (iterations, bits, rows, cols), those of at least `size` x `size`."""
-    z = np.load(path)
-    return [t for t in (z[k] for k in z.files) if min(t.shape[2:]) >= size]
 
 
 def train_network(tiles, steps: int, size: int, batch: int, hidden: int, layers: int, seed: int = 0) -> BitPredictor:
@@ -118,7 +113,10 @@ def steps_of(arrays: list[np.ndarray], layout: Canvas) -> list[np.ndarray]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--train-codes", required=True, help="fit-entropy's cached codes of the training crops (.npz)")
+    parser.add_argument("--train-data", action="append", default=None,
+                        help="training folders (repeatable; default: both of ../shared/data), never an evaluation set")
+    parser.add_argument("--fit-cache", default="runs/fit/codes",
+                        help="where `fit-entropy --cache` keeps their crops' codes (coded there first if missing)")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--cache", default="runs/context-tables-cache")
     parser.add_argument("--limit", type=int, default=0)
@@ -140,7 +138,9 @@ def main():
         model.load_state_dict(torch.load(args.network))
         model.eval()
     else:
-        tiles = training_tiles(args.train_codes, args.size)
+        folders = args.train_data or ["../shared/data/train", "../shared/data/photos/train"]
+        tiles = [t for t in training_codes(codec, folders, 0, 512, 0, cache=args.fit_cache, log=print)
+                 if min(t.shape[2:]) >= args.size]  # fit-entropy's own crops: all images, 512 px, seed 0
         model = train_network(tiles, args.steps, args.size, args.batch, args.hidden, args.layers)
         print(f"trained in {time.time() - start:.0f} s")
         if args.network:
