@@ -24,7 +24,8 @@ out = Console()
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
-FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes"}
+FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes",
+         "archive": "--out"}  # compress's archive (the other commands take theirs as an argument)
 
 
 def flag(option: str) -> str:

@@ -274,6 +274,20 @@ def default_archive(root: str) -> str:
     return os.path.join("manifests", archive_name(root))
 
 
+def _expand(sources: list[str], archive: str | None):
+    """`expand_sources`, its error worded as a usage slip where the last of several sources is
+    what failed and no archive was given: `compress photos/ out/` for `compress photos/ --out out/`
+    (a new archive folder is not there yet; an existing one holds no images)."""
+    try:
+        return expand_sources(sources)
+    except (ValueError, FileNotFoundError) as e:
+        last = sources[-1] if archive is None and len(sources) > 1 else None
+        if last is None or not str(e).endswith(f" {last}"):
+            raise
+        raise OptionError("archive", f"not given, and the last source fails: {e}; if {last} is meant for the "
+                                     f"archive, pass it as {{archive}}", ("archive",)) from None
+
+
 def compress(sources: list[str], archive: str | None = None, options: CompressOptions | None = None,
              progress=None, log=None) -> CompressResult:
     """Archive the images of `sources` (folders, globs, list files) into `archive`.
@@ -284,7 +298,7 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     """
     options = options or CompressOptions()
     options.check()
-    root, found = expand_sources(sources)
+    root, found = _expand(sources, archive)
     archive = archive or default_archive(root)
     weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
     model, model_id, extra, info = load_weights(weights)  # fails here, worded, if the weights are unusable

@@ -140,3 +140,26 @@ def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp
     rows = [rs.read_source(s, None, 10**8)[0] for s in listed]
     assert [r.path for r in rows] == ["a.png", "b\\xe9.png"]
     assert rows[0].status is None and "not valid UTF-8" in rows[1].error
+
+
+def test_an_archive_given_as_the_last_source_is_a_usage_slip_that_names_out(tmp_path, monkeypatch):
+    """`compress photos/ out/` for `compress photos/ --out out/`: the message says to pass --out,
+    whether out/ is new or an archive already (it holds no images); a missing first source is
+    worded as before, and an archive given is never guessed."""
+    from rgbatch.cli import flag
+    from rgbatch.options import OptionError
+    from rgbatch.pipeline import compress
+
+    touch(tmp_path / "photos/a.png")
+    (tmp_path / "old").mkdir()
+    touch(tmp_path / "old/part-1.parquet")
+    monkeypatch.chdir(tmp_path)
+    for last, reason in (("new", "no such file or folder: new"), ("old", "no image files under old")):
+        with pytest.raises(OptionError) as e:
+            compress(["photos", last])
+        assert e.value.worded(flag) == (f"--out not given, and the last source fails: {reason}; if {last} is meant "
+                                        f"for the archive, pass it as --out")
+    with pytest.raises(FileNotFoundError, match="no such file or folder: missing$"):
+        compress(["missing", "photos"])
+    with pytest.raises(FileNotFoundError, match="no such file or folder: new$"):
+        compress(["photos", "new"], str(tmp_path / "archive"))
