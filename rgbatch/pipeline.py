@@ -45,7 +45,7 @@ from .manifest import Archive
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row
-from .sources import archive_name, expand_sources, read_source, source_row
+from .sources import GLOB_CHARS, archive_name, expand_sources, read_source, source_row
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -282,8 +282,8 @@ def _expand(sources: list[str], archive: str | None):
         return expand_sources(sources)
     except (ValueError, FileNotFoundError) as e:
         last = sources[-1] if archive is None and len(sources) > 1 else None
-        if last is None or not str(e).endswith(f" {last}"):
-            raise
+        if last is None or any(c in last for c in GLOB_CHARS) or not str(e).endswith(f" {last}"):
+            raise  # a glob that matches nothing is no archive folder
         raise OptionError("archive", f"not given, and the last source fails: {e}; if {last} is meant for the "
                                      f"archive, pass it as {{archive}}", ("archive",)) from None
 

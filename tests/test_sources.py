@@ -145,7 +145,7 @@ def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp
 def test_an_archive_given_as_the_last_source_is_a_usage_slip_that_names_out(tmp_path, monkeypatch):
     """`compress photos/ out/` for `compress photos/ --out out/`: the message says to pass --out,
     whether out/ is new or an archive already (it holds no images); a missing first source is
-    worded as before, and an archive given is never guessed."""
+    worded as before, and so are an archive given with --out and a glob that matches nothing."""
     from rgbatch.cli import flag
     from rgbatch.options import OptionError
     from rgbatch.pipeline import compress
@@ -163,3 +163,5 @@ def test_an_archive_given_as_the_last_source_is_a_usage_slip_that_names_out(tmp_
         compress(["missing", "photos"])
     with pytest.raises(FileNotFoundError, match="no such file or folder: new$"):
         compress(["photos", "new"], str(tmp_path / "archive"))
+    with pytest.raises(ValueError, match=r"^no files match photos/\*\.jpg$"):
+        compress(["photos", "photos/*.jpg"])
