@@ -282,8 +282,8 @@ def _expand(sources: list[str], archive: str | None):
         return expand_sources(sources)
     except (ValueError, FileNotFoundError) as e:
         last = sources[-1] if archive is None and len(sources) > 1 else None
-        if last is None or any(c in last for c in GLOB_CHARS) or not str(e).endswith(f" {last}"):
-            raise  # a glob that matches nothing is no archive folder
+        if last is None or getattr(e, "source", None) != last or any(c in last for c in GLOB_CHARS):
+            raise  # another source failed, or a glob that matches nothing: no archive folder
         raise OptionError("archive", f"not given, and the last source fails: {e}; if {last} is meant for the "
                                      f"archive, pass it as {{archive}}", ("archive",)) from None
 

@@ -125,6 +125,17 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
     return fs, posixpath.commonpath([posixpath.dirname(f) for f in files]), files
 
 
+def _expand_each(sources: list[str]):
+    """`_expand_one` of each SRC argument; an error says which one failed in its `source`
+    attribute (the message's wording aside: `pipeline.compress` words a misplaced archive)."""
+    for source in sources:
+        try:
+            yield _expand_one(str(source))
+        except (ValueError, OSError) as e:
+            e.source = str(source)
+            raise
+
+
 def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     """(common root, sources) of SRC arguments; paths are relative to the common root.
 
@@ -133,7 +144,7 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     """
     if not sources:
         raise ValueError("give at least one source folder, glob or list file")
-    expanded = [_expand_one(str(s)) for s in sources]
+    expanded = list(_expand_each(sources))
     kinds = {fs.type_name for fs, _, _ in expanded}
     queries = {split_query(str(s))[1] for s in sources}  # a URI's store options: kept on every location
     if len(kinds) > 1 or len(queries) > 1:
