@@ -315,7 +315,7 @@ def compress(
     sources: list[str] = typer.Argument(..., help="Folders (searched recursively), globs, or .txt files listing paths."),
     archive: Optional[str] = typer.Option(None, "--out", help="Archive folder or URI (default: manifests/NAME/, NAME the folder name of the sources' common root)."),
     iterations: Optional[int] = typer.Option(
-        None, help="Iterations encoded per image (0.125 bpp each before entropy coding); default: the depth the "
+        None, "--iterations", "--depth", help="Iterations encoded per image (0.125 bpp each before entropy coding); default: the depth the "
                    "model was trained to (16 for the shipped model: weights/MODEL_CARD.md)."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
     target_bpp: Optional[float] = TARGET_BPP,
@@ -482,7 +482,7 @@ def report(
 def restore(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
     out_dir: str = typer.Option(..., "--out", help="Folder (or URI) to write the PNGs under."),
-    iterations: Optional[int] = typer.Option(None, help="Depth to decode (at most what each image stores)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Depth to decode (at most what each image stores)."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
     select: Optional[str] = typer.Option(None, help="Only the archived paths matching this glob."),
     weights: Optional[Path] = WEIGHTS,
@@ -522,7 +522,7 @@ def restore(
 def encode(
     image: str = typer.Argument(..., help="Image file (or URI)."),
     out_path: str = typer.Option(..., "--out", help="Stream file to write (e.g. photo.rgb)."),
-    iterations: Optional[int] = typer.Option(None, help="Iterations to encode (default: the model's trained depth)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Iterations to encode (default: the model's trained depth)."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
     target_bpp: Optional[float] = TARGET_BPP,
     max_bytes: Optional[int] = MAX_BYTES,
@@ -573,7 +573,7 @@ def encode(
 def decode(
     stream: str = typer.Argument(..., help="Stream file (or URI) written by `rgbatch encode`."),
     out_path: str = typer.Option(..., "--out", help="PNG file to write."),
-    iterations: Optional[int] = typer.Option(None, help="Depth to decode (default: all stored)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Depth to decode (default: all stored)."),
     weights: Optional[Path] = WEIGHTS,
     device: str = DEVICE,
     precision: str = PRECISION,
@@ -643,7 +643,7 @@ def verify(
 @app.command()
 def compact(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
-    depth: Optional[int] = typer.Option(None, help="Cut every blob to at most this many iterations, for good."),
+    depth: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Cut every blob to at most this many iterations, for good."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
     target_bpp: Optional[float] = TARGET_BPP,
     max_bytes: Optional[int] = MAX_BYTES,
@@ -684,7 +684,7 @@ def bench_command(
     manifest: Optional[Path] = typer.Option(None, help="Where to write the per-image Parquet manifest "
                                                        "(default: manifests/bench-FOLDER/bench.parquet)."),
     weights: Optional[Path] = WEIGHTS,
-    iterations: Optional[int] = typer.Option(None, help="Deepest rgbatch depth measured (default: the model's)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Deepest rgbatch depth measured (default: the model's)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),
     speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
     device: str = DEVICE,

@@ -207,6 +207,10 @@ def test_restore_writes_pngs_at_the_asked_depth(archive, tiny_weights, tmp_path)
     assert [p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*.png")] == ["sub/c.png"]
     restored = np.asarray(Image.open(tmp_path / "two/sub/c.png"))
     assert np.array_equal(restored, codec.decode(rows["sub/c.png"]["blob"], iterations=2))
+    # --depth is the same option (the report's word for it)
+    assert run("restore", archive / "archive", "--out", tmp_path / "depth", "--depth", "2", "--select", "sub/*",
+               "--weights", tiny_weights).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "depth/sub/c.png")), restored)
 
     q = rows["a.png"]["msssim"][1]
     result = run("restore", archive / "archive", "--out", tmp_path / "q", "--target-msssim", q,

@@ -31,6 +31,12 @@ def test_search_steps_keeps_the_stream_format():
     assert "the same stream format" in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize("command", ["compress", "encode", "decode", "restore", "compact", "bench"])
+def test_depth_and_iterations_name_the_same_option(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert re.search(r"--(iterations|depth)\s*,?\s*--(depth|iterations)", result.output), result.output
+
+
 def test_version_names_the_package_and_the_default_model():
     result = runner.invoke(app, ["--version"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
