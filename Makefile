@@ -173,6 +173,9 @@ gpu-wide: gpu-site
 # Adam's moments (12.3 MiB in fp16, one piece) and the mean of its last snapshots (9.0 MiB) in $(OUT).
 # Rehearse here with GPU_SECONDS=1; on the lent machine: make gpu-session GPU_SECONDS=470
 gpu-session: gpu-site
+	@# whether that machine's Pillow reads AVIF: an AVIF pack holds 1.6x the crops of this JPEG one at the
+	@# same PSNR (docs/TRAINING.md, "On a GPU"), unknown there until a lent machine says (session 41)
+	-$(GPU_PYTHON) -c "import PIL; from PIL import features; print('Pillow', PIL.__version__, 'AVIF', features.check('avif'))" | tee $(OUT)/pillow.txt
 	$(MAKE) gpu-train
 	$(MAKE) gpu-slim
 	cp runs/$(GPU_RUN)-mean.safetensors $(OUT)/
