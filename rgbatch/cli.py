@@ -164,6 +164,8 @@ def train(
     steps: int = typer.Option(100_000, help="Length of the learning-rate schedule."),
     lr: float = typer.Option(5e-4),
     hard_fraction: float = typer.Option(0.0, help="Share of each batch drawn as the busiest of 4x candidates."),
+    turns: bool = typer.Option(True, help="Draw patches with random quarter turns as well as left-right flips "
+                               "(--no-turns: flips alone, photos the way up they are taken)."),
     loss_weighting: str = typer.Option("uniform", help="uniform | gain"),
     msssim_weight: float = typer.Option(0.0, help="Weight of (1 - MS-SSIM) added to the L1 loss."),
     msssim_loss: str = typer.Option("linear", help="linear: the weight times 1 - MS-SSIM | db: times "
@@ -202,7 +204,7 @@ def train(
         cfg = TrainConfig(
             data_dir=[str(d) for d in data_dirs] if len(data_dirs) > 1 else str(data_dirs[0]),
             out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
-            iterations=iterations, lr=lr, hard_fraction=hard_fraction, loss_weighting=loss_weighting,
+            iterations=iterations, lr=lr, hard_fraction=hard_fraction, turns=turns, loss_weighting=loss_weighting,
             msssim_weight=msssim_weight, msssim_loss=msssim_loss, stop_fraction=stop_fraction, precision=precision,
             rate_weight=rate_weight,
             rate_tables=str(rate_tables) if rate_tables else None, train_part=train_part,

@@ -62,6 +62,9 @@ class TrainConfig:
     warmup: int = 200
     min_lr_fraction: float = 0.1  # cosine decay to this fraction of lr at `steps`
     hard_fraction: float = 0.0  # share of each batch taken as the busiest of 4x candidates
+    # patches drawn with random quarter turns as well as left-right flips (False: flips alone, so that
+    # the network sees photos the way up they are taken; docs/TRAINING.md, "Orientation")
+    turns: bool = True
     loss_weighting: str = "uniform"  # uniform | gain (weight iteration t by its gain)
     # adds msssim_weight * mean over iterations of (1 - MS-SSIM) to the L1 loss (Johnston et
     # al. 2018 trained this codec family for SSIM-like quality); on 64 px patches, 3 scales
@@ -174,8 +177,8 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
 class PatchSampler:
     """Random patches of a folder of images (or a .npy pack), all held in memory as uint8."""
 
-    def __init__(self, source, patch: int, rng: np.random.Generator, log=print):
-        self.patch, self.rng = patch, rng
+    def __init__(self, source, patch: int, rng: np.random.Generator, log=print, turns: bool = True):
+        self.patch, self.rng, self.turns = patch, rng, turns
         self.images = []
         skipped = 0
         for image in load_training_images(source, log):
@@ -190,7 +193,7 @@ class PatchSampler:
         self.weights = sizes / sizes.sum()  # every pixel equally likely
 
     def sample(self, n: int) -> np.ndarray:
-        """n patches, (n, p, p, 3) uint8, randomly flipped and rotated."""
+        """n patches, (n, p, p, 3) uint8, randomly flipped (left-right) and turned (with `turns`)."""
         p = self.patch
         out = np.empty((n, p, p, 3), np.uint8)
         for i, k in enumerate(self.rng.choice(len(self.images), size=n, p=self.weights)):
@@ -200,7 +203,7 @@ class PatchSampler:
             patch = image[y:y + p, x:x + p]
             if self.rng.random() < 0.5:
                 patch = patch[:, ::-1]
-            out[i] = np.rot90(patch, self.rng.integers(4))
+            out[i] = np.rot90(patch, self.rng.integers(4)) if self.turns else patch
         return out
 
     def batch(self, n: int, hard_fraction: float = 0.0) -> torch.Tensor:
@@ -438,6 +441,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         saved_loss = state["train_config"].get("msssim_loss", "linear")
         if saved_loss != cfg.msssim_loss:
             log(f"MS-SSIM loss {saved_loss} -> {cfg.msssim_loss} from step {step}")
+        if state["train_config"].get("turns", True) != cfg.turns:
+            log(f"quarter turns {'off' if cfg.turns else 'on'} -> {'on' if cfg.turns else 'off'} from step {step}")
         saved_rate_weight = state["train_config"].get("rate_weight", 0.0)
         if cfg.rate_weight != saved_rate_weight:
             log(f"rate weight {saved_rate_weight:g} -> {cfg.rate_weight:g} from step {step}")
@@ -468,7 +473,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         log(f"rate term (weight {cfg.rate_weight}) from the context tables of {cfg.rate_tables or 'the shipped model'}")
     if rate is not None:
         rate.to(device)
-    sampler = PatchSampler(cfg.data_dir, cfg.patch, np_rng, log)
+    sampler = PatchSampler(cfg.data_dir, cfg.patch, np_rng, log, turns=cfg.turns)
     eval_crops = load_eval_set(cfg.eval_dir, cfg.eval_images, cfg.eval_crop) if cfg.eval_dir else None
     log(f"{len(sampler.images)} training images; model {cfg.architecture} {codec_cfg}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, on {device} in {'bf16' if bf16 else 'fp32'} "

@@ -125,6 +125,17 @@ def test_patches_are_in_range_and_hard_ones_are_busier(rng):
     assert energy(busy) > energy(x)
 
 
+def test_without_turns_patches_keep_their_way_up(tmp_path):
+    image = np.arange(32 * 32 * 3, dtype=np.uint32).reshape(32, 32, 3).astype(np.uint8)
+    image[..., 0] = np.arange(32)[:, None] * 8  # rows differ: a turned patch is not a flipped one
+    np.save(tmp_path / "one.npy", image[None])
+    upright = {image.tobytes(), image[:, ::-1].tobytes()}
+    flips_only = PatchSampler(str(tmp_path / "one.npy"), 32, np.random.default_rng(0), turns=False).sample(40)
+    assert {p.tobytes() for p in flips_only} == upright  # both, and nothing else
+    turned = PatchSampler(str(tmp_path / "one.npy"), 32, np.random.default_rng(0)).sample(40)
+    assert len({p.tobytes() for p in turned} - upright) > 0
+
+
 def test_random_stops_mask_a_share_of_patches_block_by_block():
     torch.manual_seed(0)
     assert random_stops(8, 64, 64, 16, 0.0, 16) is None
