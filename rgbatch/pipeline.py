@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -50,6 +51,7 @@ from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
+SETTLE_SECONDS = 10.0  # at most this long for encoders' last progress answers at the end of a run
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
 # Tiles per batch by default. A GPU wants many; on a CPU one tile at a time is faster (9-20 %
 # on Kodak, benchmarks/pipeline_overhead.py: plain loop vs batched loop), larger batches only
@@ -207,7 +209,18 @@ class EncodeWorker:
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None):
     """Use the Ray already initialised in this process, the cluster at `address` / RAY_ADDRESS,
-    or start a local one for the duration of the block (quietly: no dashboard, no worker logs)."""
+    or start a local one for the duration of the block (quietly: no dashboard, no worker logs).
+
+    Ray's driver prints the errors its cluster reports (a task to be retried, an actor lost) to
+    sys.stdout whatever `log_to_driver` says; within the block they go to stderr, so that a
+    command's stdout holds its own output alone (`--json`)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        with _ray_session(address, num_cpus) as ray:
+            yield ray
+
+
+@contextlib.contextmanager
+def _ray_session(address: str | None, num_cpus: int | None):
     import ray
 
     if ray.is_initialized():
@@ -402,6 +415,10 @@ class _Run:
                         self.actors[index] = self.make_actor()
                     for row in rows:
                         self.write(row)
+        # progress questions still in flight are answered before the actors are killed: one the
+        # kill cuts off is retried on a dead actor, which Ray reports as an error
+        if self.polls:
+            self.ray.wait(list(self.polls), num_returns=len(self.polls), timeout=SETTLE_SECONDS)
 
     def start_reads(self):
         while (self.pending and len(self.reads) < self.max_reads

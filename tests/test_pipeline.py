@@ -18,7 +18,7 @@ from rgbatch.codec import Codec
 from rgbatch.manifest import Archive
 from rgbatch.row import Row
 from rgbatch.metrics import msssim
-from rgbatch.pipeline import CompressOptions, EncodeWorker, compress, plan_workers
+from rgbatch.pipeline import CompressOptions, EncodeWorker, compress, plan_workers, ray_session
 from rgbatch.ratecontrol import Target
 
 
@@ -105,6 +105,19 @@ def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tm
     current = {r["path"]: r["source_hash"] for r in Archive(archive).table().to_pylist()}
     assert current["b.png"] == hashlib.sha256((source / "b.png").read_bytes()).hexdigest()
     assert len(current) == 4 and all_rows(archive) == 5  # b's old row stays, superseded
+
+
+def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
+    """Ray's driver prints its cluster's error reports (session 41: "Task EncodeWorker.progress failed.
+    There are infinite retries remaining ...", an actor killed under a progress call) to sys.stdout
+    (`print_to_stdstream`), whatever log_to_driver says; `compress --json` printed it before its JSON."""
+    from ray._private.worker import print_to_stdstream  # what Ray's listen_error_messages thread calls
+
+    with ray_session():
+        print_to_stdstream({"lines": ["Task X failed. There are infinite retries remaining"], "pid": "raylet",
+                            "is_err": False}, ignore_prefix=False)
+    captured = capsys.readouterr()
+    assert "infinite retries remaining" in captured.err and "infinite" not in captured.out
 
 
 def test_a_name_that_is_not_utf8_fails_alone(ray_cluster, tiny_weights, tmp_path, rng):
