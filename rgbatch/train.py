@@ -441,8 +441,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         saved_loss = state["train_config"].get("msssim_loss", "linear")
         if saved_loss != cfg.msssim_loss:
             log(f"MS-SSIM loss {saved_loss} -> {cfg.msssim_loss} from step {step}")
-        if state["train_config"].get("turns", True) != cfg.turns:
-            log(f"quarter turns {'off' if cfg.turns else 'on'} -> {'on' if cfg.turns else 'off'} from step {step}")
+        saved_turns = state["train_config"].get("turns", True)
+        if saved_turns != cfg.turns:
+            log(f"quarter turns {'on' if saved_turns else 'off'} -> {'on' if cfg.turns else 'off'} from step {step}")
         saved_rate_weight = state["train_config"].get("rate_weight", 0.0)
         if cfg.rate_weight != saved_rate_weight:
             log(f"rate weight {saved_rate_weight:g} -> {cfg.rate_weight:g} from step {step}")
