@@ -42,7 +42,8 @@ DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
 # the default files shipped before the current one, kept beside it as <model id>.delta (each against
 # its successor) so that archives and streams they coded still decode without naming them (shipped_weights)
 EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3", "9a50ea054365ccb0",
-                  "eda0b20c4529a293", "023aa50247198e29", "3463638676cb6169", "3262af5edaeb715a")
+                  "eda0b20c4529a293", "023aa50247198e29", "3463638676cb6169", "3262af5edaeb715a",
+                  "d5d2f6edcbb8a36e")
 MODEL_ID_BYTES = 8
 XZ_MAGIC = b"\xfd7zXZ\x00"  # how an xz stream (a delta file, a compressed training state) begins
 MAX_XZ_BYTES = 2**30  # what one may decompress to: a width-1.0 model is 40 MB; a forged file stops here
