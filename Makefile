@@ -88,7 +88,7 @@ eval: setup
 # set: one 192 px crop of each top-level training image and six of each high-resolution photo,
 # 1112 crops (12.0 + 6.2 MiB; the photos 39 % of the pixels as in the full data; sessions 20-23
 # packed two 160 px crops and twelve, 2224, for 128 px patches; docs/TRAINING.md, "On a GPU").
-# The top-level crops at JPEG quality 92 since session 14, 95 before. Session 42: 63.0 MiB a call (make gpu-travel), after its ship's 2.6 MiB delta: the next ship needs a smaller pack.
+# The top-level crops at JPEG quality 92 since session 14, 95 before. Session 42: 62.5 MiB a call (make gpu-travel), after its ship's 2.6 MiB delta: the next ship needs a smaller pack.
 gpu-wheels: setup
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
