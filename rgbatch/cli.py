@@ -797,13 +797,16 @@ def pack_training_set(
     per_image: int = typer.Option(1, help="Random crops per image."),
     jpeg_quality: int = typer.Option(0, help="0: one uint8 .npy array; else a folder --out of JPEG crops "
                                              "at this quality (4:4:4), a fifth the size at 95."),
+    max_mib: float = typer.Option(0.0, help="JPEG packs: at most this many MiB, the crops taken in a random "
+                                            "order until the next would not fit (0: every crop)."),
 ):
     """Pack random crops of a training folder (to carry to a GPU machine): a .npy array, or a
     folder of JPEG crops. Either is a training source for `rgbatch train`."""
     from .train import pack_crops
 
     with user_errors():
-        shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality)
+        shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality,
+                           max_bytes=int(max_mib * 2**20))
     size = sum(p.stat().st_size for p in out_path.rglob("*")) if out_path.is_dir() else out_path.stat().st_size
     out.print(f"wrote {out_path}: {shape[0]} crops of {shape[1]}x{shape[2]}, {size / 2**20:.1f} MiB")
 

@@ -28,8 +28,8 @@ from .options import OptionError, check_choice, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
 from .tiling import to_float, to_uint8, to_unit
-from .weights import (DEFAULT_WEIGHTS, WeightsError, read_weight_file, save_weights, unxor_tensors, weights_beside,
-                      xor_tensors, xz_file_bytes)
+from .weights import (DEFAULT_WEIGHTS, WeightsError, delta_tensors, read_weight_file, save_weights, undelta_tensors,
+                      weights_beside, xz_file_bytes)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -138,13 +138,15 @@ def load_training_images(source, log=print) -> list[np.ndarray]:
 
 
 def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
-               jpeg_quality: int = 0) -> tuple[int, ...]:
+               jpeg_quality: int = 0, max_bytes: int = 0) -> tuple[int, ...]:
     """Random crops of a folder's images: a compact training set to carry to a GPU machine.
 
     With jpeg_quality 0, one uint8 array (N, crop, crop, 3) in the .npy file `out`; else a
     folder `out` of JPEG files at that quality, without chroma subsampling (at 95 about a
-    fifth of the array's size: a call to a lent machine carries 64 MiB in all).
-    Both are training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
+    fifth of the array's size: a call to a lent machine carries 64 MiB in all). `max_bytes`
+    (JPEG packs): the crops in a random order until the next would take the folder past it,
+    so that a pack fits the room a call has left. Both are training sources for `rgbatch
+    train`. Returns (N, crop, crop, 3)."""
     out = Path(out)
     if jpeg_quality and out.suffix == ".npy":
         raise TrainingOptionError("out", f"{out} names a .npy file, but a JPEG pack ({{jpeg_quality}} {jpeg_quality}) "
@@ -169,9 +171,19 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
         np.save(out, pack)
         return pack.shape
     out.mkdir(parents=True, exist_ok=True)
-    for i, crop_pixels in enumerate(crops):
-        Image.fromarray(crop_pixels).save(out / f"{i:05d}.jpg", quality=jpeg_quality, subsampling=0)
-    return (len(crops), crop, crop, 3)
+    order = rng.permutation(len(crops)) if max_bytes else range(len(crops))
+    written = size = 0
+    for i in order:
+        buffer = io.BytesIO()
+        Image.fromarray(crops[i]).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
+        size += buffer.tell()
+        if max_bytes and size > max_bytes:
+            break
+        (out / f"{written:05d}.jpg").write_bytes(buffer.getvalue())
+        written += 1
+    if not written:
+        raise TrainingError(f"not one crop fits in the pack's limit of {max_bytes / 2**20:.2f} MiB")
+    return (written, crop, crop, 3)
 
 
 class PatchSampler:
@@ -327,7 +339,7 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
         raise TrainingError(f"{checkpoint} is not a {what} (no {', '.join(keys[:-1])} and {keys[-1]})")
     if "model_delta" in state:  # a compact state (`slim_checkpoint` with a base): the model from its base
         delta = state.pop("model_delta")
-        if not isinstance(delta, dict) or not isinstance(delta.get("xor"), list):
+        if not (isinstance(delta, dict) and isinstance(delta.get("xor"), list) and isinstance(delta.get("sub", []), list)):
             raise TrainingError(f"{checkpoint} is not a {what} (a compact state without its delta's description)")
         base = weights_beside(DEFAULT_WEIGHTS, delta.get("base"))
         if base is None:
@@ -335,7 +347,7 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
                                 f"among the packaged models ({DEFAULT_WEIGHTS.parent})")
         try:
             tensors = {k: v.to(device) for k, v in read_weight_file(base)[2].items()}
-            state["model"] = unxor_tensors(state["model"], tensors, delta["xor"], checkpoint)
+            state["model"] = undelta_tensors(state["model"], tensors, delta, checkpoint)
         except WeightsError as e:
             raise TrainingError(str(e)) from None
     return state
@@ -556,8 +568,9 @@ def slim_checkpoint(checkpoint, out, half: bool = False, base=None) -> dict:
     it with a warm-up (`lr_factor`'s restart). Model, step, rate counts, history and RNG stay.
     `half`: the model's floating tensors in fp16, as `export` ships them (half the size again,
     room in a lent machine's carry; a resumed run trains in its own precision from there).
-    `base`: a packaged weight file (rgbatch/models/): the model stored as its XOR against that
-    file's tensors (`weights.xor_tensors`) and the whole state compressed with xz, which
+    `base`: a packaged weight file (rgbatch/models/): the model stored as its difference from that
+    file's tensors (`weights.delta_tensors`, as a delta file stores it; XOR before session 43) and
+    the whole state compressed with xz, which
     `load_checkpoint` undoes; with `half`, a run that trained the decoder alone from the base
     keeps about 4 MB of its 12 (what weights/train-state.pt is since session 24)."""
     if Path(out).exists():
@@ -576,9 +589,9 @@ def slim_checkpoint(checkpoint, out, half: bool = False, base=None) -> dict:
     if weights_beside(DEFAULT_WEIGHTS, base_id) is None:
         raise TrainingOptionError("base", f"model {base_id} is not among the packaged models ({DEFAULT_WEIGHTS.parent}), "
                                           "where resuming looks for it")
-    stored, names = xor_tensors(state["model"], tensors)
+    stored, kinds = delta_tensors(state["model"], tensors)
     buffer = io.BytesIO()
-    torch.save({**state, "model": stored, "model_delta": {"base": base_id, "xor": names}}, buffer)
+    torch.save({**state, "model": stored, "model_delta": {"base": base_id, **kinds}}, buffer)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(lzma.compress(buffer.getvalue(), preset=9))

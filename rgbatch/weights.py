@@ -8,14 +8,19 @@ file keeps its id), so two files with the same id decode each other's codes; bit
 manifests record it.
 
 A *delta file* (`<model id>.delta`, how earlier defaults are packaged since session 24) stores a
-weight file against a base model: the file's tensors, each one the base has in the same name,
-shape and dtype stored as the bitwise XOR of the two (a tensor left as it was is all zeros), as a
-safetensors file compressed with xz; its metadata names the base's model id (`delta_base`) and
-the XORed tensors (`delta_xor`). The base is found beside the delta (`<id>.delta`,
-`<id>.safetensors`, or `default.safetensors` when it has that id), so a chain of deltas ends at
-the shipped file; reading checks the rebuilt tensors against the model id as for any file. A
-model trained a little further than its base differs in few high bits: session 21's 11.7 MB file
-is 2.8 MB as a delta against session 23's.
+weight file against a base model, as a safetensors file compressed with xz: each tensor the base
+has in the same name, shape and dtype is stored as its difference from the base's
+(`delta_tensors`; a tensor left as it was is all zeros), the others as they are. A 16-bit float
+tensor is stored as the difference of the two in float order (the 16-bit patterns mapped to
+integers that sort as the floats do, subtracted modulo 2^16, zigzagged so that a small step
+either way is a small number, and split into a plane of high bytes and one of low bytes: since
+session 43); any other tensor as the bitwise XOR of the two (sessions 24-42 stored every tensor
+so; such files still read). The metadata names the base's model id (`delta_base`) and the
+tensors stored each way (`delta_sub`, `delta_xor`). The base is found beside the delta
+(`<id>.delta`, `<id>.safetensors`, or `default.safetensors` when it has that id), so a chain of
+deltas ends at the shipped file; reading checks the rebuilt tensors against the model id as for
+any file. A model trained a little further than its base differs by a few steps of float in each
+weight: session 39's 11.1 MB file is 2.3 MB as a delta against session 42's (2.6 MB as XOR).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3", "9
 MODEL_ID_BYTES = 8
 XZ_MAGIC = b"\xfd7zXZ\x00"  # how an xz stream (a delta file, a compressed training state) begins
 MAX_XZ_BYTES = 2**30  # what one may decompress to: a width-1.0 model is 40 MB; a forged file stops here
+FLOAT16 = (torch.float16, torch.bfloat16)  # stored as differences in float order by a delta
 MAX_DELTA_CHAIN = 32  # deltas read through before a base is called missing (a cycle stops there too)
 
 
@@ -161,8 +167,7 @@ def xor_tensors(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor])
     """`tensors` with each one `base` has in the same name, shape and dtype replaced by the
     bitwise XOR of the two (its own inverse: `xor_tensors(stored, base)` with those names gives
     them back), and the names so replaced."""
-    names = sorted(k for k, v in tensors.items()
-                   if k in base and base[k].shape == v.shape and base[k].dtype == v.dtype and v.numel())
+    names = sorted(k for k, v in tensors.items() if _same_kind(v, base.get(k)))
     out = dict(tensors)
     for k in names:
         a, b = tensors[k].contiguous(), base[k].contiguous()
@@ -170,14 +175,57 @@ def xor_tensors(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor])
     return out, names
 
 
-def unxor_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tensor], names, what) -> dict:
-    """The tensors `xor_tensors` stored as `names`, given back from the same `base`."""
-    missing = [k for k in names if k not in stored or k not in base or base[k].shape != stored[k].shape
-               or base[k].dtype != stored[k].dtype]
-    if missing:
-        raise WeightsError(f"{what} does not fit its base model: tensor {missing[0]}")
-    out = dict(stored)
-    out.update(xor_tensors({k: stored[k] for k in names}, base)[0])
+def _same_kind(tensor: torch.Tensor, base: torch.Tensor | None) -> bool:
+    return base is not None and base.shape == tensor.shape and base.dtype == tensor.dtype and tensor.numel() > 0
+
+
+def _float_order(bits: torch.Tensor) -> torch.Tensor:
+    """16-bit float patterns (int32 values 0..65535) as integers 0..65535 in the floats' order:
+    the negatives below 0x8000, the positives from it (a bijection: -0 and +0 stay apart)."""
+    return bits ^ torch.where(bits >= 0x8000, 0xFFFF, 0x8000)
+
+
+def _float_order_inverse(order: torch.Tensor) -> torch.Tensor:
+    return order ^ torch.where(order >= 0x8000, 0x8000, 0xFFFF)
+
+
+def _bits16(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(-1).view(torch.int16).to(torch.int32) & 0xFFFF
+
+
+def delta_tensors(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """`tensors` stored against `base` (the module's docstring): each 16-bit float tensor the base
+    has in the same name, shape and dtype as a uint8 tensor of shape (2, n), its zigzagged
+    difference in float order in two byte planes; each other such tensor XORed. Returns the
+    stored tensors and {"sub": names, "xor": names}, which `undelta_tensors` takes back."""
+    out, xor = xor_tensors({k: v for k, v in tensors.items() if v.dtype not in FLOAT16}, base)
+    out.update({k: v for k, v in tensors.items() if v.dtype in FLOAT16})
+    sub = sorted(k for k, v in tensors.items() if v.dtype in FLOAT16 and _same_kind(v, base.get(k)))
+    for k in sub:
+        d = (_float_order(_bits16(tensors[k])) - _float_order(_bits16(base[k]))) & 0xFFFF
+        d = d - ((d & 0x8000) << 1)  # as a signed 16-bit step
+        zigzag = ((d << 1) ^ (d >> 31)) & 0xFFFF
+        out[k] = torch.stack([zigzag >> 8, zigzag & 0xFF]).to(torch.uint8)
+    return out, {"sub": sub, "xor": xor}
+
+
+def undelta_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tensor], kinds: dict, what) -> dict:
+    """The tensors `delta_tensors` stored, given back from the same `base` ({"xor": names} alone:
+    a delta of sessions 24-42, every tensor XORed)."""
+    sub, xor = kinds.get("sub", []), kinds.get("xor", [])
+    bad = [k for k in sub if k not in stored or k not in base or base[k].dtype not in FLOAT16
+           or stored[k].dtype != torch.uint8 or tuple(stored[k].shape) != (2, base[k].numel())]
+    bad += [k for k in xor if k not in stored or not _same_kind(stored[k], base.get(k))]
+    if bad:
+        raise WeightsError(f"{what} does not fit its base model: tensor {bad[0]}")
+    out, _ = xor_tensors({k: stored[k] for k in xor}, base)
+    out = {**stored, **out}
+    for k in sub:
+        planes = stored[k].to(torch.int32)
+        zigzag = (planes[0] << 8) | planes[1]
+        d = (zigzag >> 1) ^ -(zigzag & 1)
+        bits = _float_order_inverse((_float_order(_bits16(base[k])) + d) & 0xFFFF)
+        out[k] = (bits - ((bits & 0x8000) << 1)).to(torch.int16).view(base[k].dtype).view(base[k].shape)
     return out
 
 
@@ -201,14 +249,15 @@ def _read_delta(path: Path, blob: bytes, chain: int) -> tuple[dict, dict[str, to
     base (found beside it)."""
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     metadata = dict(header.get("__metadata__") or {})
-    base_id, names = metadata.pop("delta_base", None), json.loads(metadata.pop("delta_xor", "[]"))
+    base_id = metadata.pop("delta_base", None)
+    kinds = {kind: json.loads(metadata.pop(f"delta_{kind}", "[]")) for kind in ("sub", "xor")}
     base_path = weights_beside(path, base_id)
     if base_path is None or chain >= MAX_DELTA_CHAIN:
         raise WeightsError(f"{path} is a delta file whose base model {base_id} is not beside it")
     *_, base_mid, base, _ = _read(base_path, chain + 1)
     if base_mid != base_id:
         raise WeightsError(f"{path} is a delta file on model {base_id}, but {base_path} is model {base_mid}")
-    return metadata, unxor_tensors(load(blob), base, names, path)
+    return metadata, undelta_tensors(load(blob), base, kinds, path)
 
 
 def write_delta(source, base, out) -> tuple[str, int]:
@@ -221,9 +270,10 @@ def write_delta(source, base, out) -> tuple[str, int]:
     if weights_beside(out, base_mid) is None:
         raise WeightsError(f"the base model {base_mid} must lie in {out.parent} as {base_mid}.safetensors, "
                            f"{base_mid}.delta or default.safetensors, where reading looks for it")
-    stored, names = xor_tensors(tensors, base_tensors)
+    stored, kinds = delta_tensors(tensors, base_tensors)
     metadata = {"format": FORMAT, "architecture": architecture, "config": config.to_json(), "model_id": mid,
-                "info": json.dumps(info, sort_keys=True), "delta_base": base_mid, "delta_xor": json.dumps(names)}
+                "info": json.dumps(info, sort_keys=True), "delta_base": base_mid,
+                **{f"delta_{kind}": json.dumps(names) for kind, names in kinds.items()}}
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(lzma.compress(save(stored, metadata=metadata), preset=9 | lzma.PRESET_EXTREME))
     try:

@@ -187,6 +187,30 @@ def test_a_jpeg_pack_is_a_folder_of_crops_that_trains(tmp_path):
         pack_crops(DATA, tmp_path / "crops2.npy", crop=64, jpeg_quality=95)
 
 
+def test_a_jpeg_pack_keeps_to_its_byte_limit(tmp_path):
+    # what `make gpu-kit` does with the room a device call has left: whole crops, a random subset
+    every = pack_crops(DATA, tmp_path / "all", crop=64, per_image=4, jpeg_quality=92)
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "all").glob("*.jpg"))
+    limit = sum(sizes[:3]) + sizes[0] // 2
+    kept = pack_crops(DATA, tmp_path / "some", crop=64, per_image=4, jpeg_quality=92, max_bytes=limit)
+    files = sorted((tmp_path / "some").glob("*.jpg"))
+    assert 1 <= kept[0] == len(files) < every[0] and sum(p.stat().st_size for p in files) <= limit
+    assert [p.name for p in files] == [f"{i:05d}.jpg" for i in range(kept[0])]
+    assert pack_crops(DATA, tmp_path / "roomy", crop=64, per_image=4, jpeg_quality=92, max_bytes=10**9) == every
+    with pytest.raises(TrainingError, match="not one crop fits"):
+        pack_crops(DATA, tmp_path / "none", crop=64, jpeg_quality=92, max_bytes=100)
+    from typer.testing import CliRunner
+
+    from rgbatch.cli import app
+
+    done = CliRunner().invoke(app, ["pack", str(DATA), "--out", str(tmp_path / "cli"), "--crop", "64", "--per-image",
+                                    "4", "--jpeg-quality", "92", "--max-mib", str(limit / 2**20)])
+    assert done.exit_code == 0 and f"{kept[0]} crops of 64x64" in " ".join(done.output.split())
+    refused = CliRunner().invoke(app, ["pack", str(DATA), "--out", str(tmp_path / "cli2"), "--crop", "64",
+                                       "--jpeg-quality", "92", "--max-mib", "0.0001"])
+    assert refused.exit_code == 2 and "not one crop fits" in refused.output and "Traceback" not in refused.output
+
+
 def test_a_time_limit_stops_the_run_at_a_checkpoint(tmp_path):
     cfg = config(tmp_path, steps=100, checkpoint_every=50, time_limit=1e-9)
     lines = []

@@ -5,7 +5,8 @@ import torch
 
 from rgbatch import weights
 from rgbatch.model import CodecConfig, ResidualGRUCodec
-from rgbatch.weights import WeightsError, load_weights, save_weights, weights_beside, write_delta
+from rgbatch.weights import (WeightsError, delta_tensors, load_weights, save_weights, undelta_tensors, weights_beside,
+                             write_delta, xor_tensors)
 
 
 def test_a_weight_file_rebuilds_its_model_and_names_it(tmp_path):
@@ -49,7 +50,7 @@ def _trained_on(model, seed, scale=1e-3):
 
 
 def test_a_delta_file_rebuilds_its_model_from_a_chain_of_bases_beside_it(tmp_path):
-    # how the earlier defaults are packaged: each as its XOR against the next, compressed
+    # how the earlier defaults are packaged: each as its difference from the next, compressed
     torch.manual_seed(0)
     first = ResidualGRUCodec(CodecConfig(width=0.25))
     second = _trained_on(first, 1)
@@ -74,6 +75,55 @@ def test_a_delta_file_rebuilds_its_model_from_a_chain_of_bases_beside_it(tmp_pat
     assert weights_beside(tmp_path / "x", ids[2]) == tmp_path / "default.safetensors"
     assert weights_beside(tmp_path / "x", "0123456789abcdef") is None
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_delta_gives_back_every_16_bit_float_pattern(dtype):
+    # every pattern (both zeros, subnormals, infinities, NaNs) against a shuffled base, and other dtypes XORed
+    every = torch.arange(-2**15, 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    base = {"w": every[torch.randperm(2**16, generator=torch.Generator().manual_seed(0))],
+            "table": torch.arange(6, dtype=torch.int32), "bias": torch.ones(3)}
+    tensors = {"w": every, "table": torch.arange(6, dtype=torch.int32) * 5, "bias": torch.zeros(3), "new": every[:4]}
+    stored, kinds = delta_tensors(tensors, base)
+    assert kinds == {"sub": ["w"], "xor": ["bias", "table"]}
+    assert stored["w"].dtype == torch.uint8 and stored["w"].shape == (2, 2**16)
+    back = undelta_tensors(stored, base, kinds, "x")
+    assert back.keys() == tensors.keys()
+    assert all(torch.equal(back[k].view(torch.uint8), tensors[k].view(torch.uint8)) for k in tensors)
+    # a step of one float either way is a small number (zigzag: up 2, down 1), -0 to +0 a step too
+    one = torch.tensor([1.0, 1.0], dtype=dtype)
+    moved = torch.cat([one.nextafter(torch.tensor([2.0, 0.0], dtype=dtype)), torch.tensor([0.0, -0.0], dtype=dtype)])
+    step = delta_tensors({"w": moved}, {"w": torch.tensor([1.0, 1.0, -0.0, 0.0], dtype=dtype)})[0]["w"]
+    assert step[0].tolist() == [0, 0, 0, 0] and step[1].tolist() == [2, 1, 2, 1]
+    with pytest.raises(WeightsError, match="does not fit its base model: tensor w"):
+        undelta_tensors({**stored, "w": stored["w"][:, 1:]}, base, kinds, "x")
+
+
+def test_a_delta_file_of_sessions_24_to_42_still_reads(tmp_path):
+    # those stored every tensor as its XOR against the base (metadata delta_xor alone)
+    import json
+    import lzma
+
+    from safetensors.torch import load_file, save
+
+    torch.manual_seed(0)
+    model = ResidualGRUCodec(CodecConfig(width=0.125))
+    save_weights(tmp_path / "default.safetensors", model)
+    moved = tmp_path / "m.safetensors"
+    mid = save_weights(moved, _trained_on(model, 1), info={"n": 1})
+    base = load_file(str(tmp_path / "default.safetensors"))
+    stored, names = xor_tensors(load_file(str(moved)), base)
+    metadata = {"format": "rgbatch-weights-1", "config": model.cfg.to_json(), "model_id": mid,
+                "info": json.dumps({"n": 1}), "delta_base": load_weights(tmp_path / "default.safetensors")[1],
+                "delta_xor": json.dumps(names)}
+    old = tmp_path / f"{mid}.delta"
+    old.write_bytes(lzma.compress(save(stored, metadata=metadata)))
+    assert load_weights(old)[1] == mid
+    new = tmp_path / "new" / f"{mid}.delta"
+    new.parent.mkdir()
+    (new.parent / "default.safetensors").write_bytes((tmp_path / "default.safetensors").read_bytes())
+    write_delta(moved, tmp_path / "default.safetensors", new)
+    assert load_weights(new)[1] == mid and new.stat().st_size < old.stat().st_size
 
 
 def test_bad_delta_files_are_worded_errors(tmp_path, monkeypatch):
