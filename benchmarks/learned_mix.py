@@ -85,19 +85,22 @@ def stretch(p):
     return np.log(p / (1 - p))
 
 
-def mixed_lengths(q4: np.ndarray, pn: np.ndarray, y: np.ndarray, rate: float) -> tuple[float, float, float]:
-    """Ideal bits of one chunk's bits y under q4, under the online mix and under the network
-    alone, steps in coding order (axis 0: colour x channel, then positions)."""
-    w = np.array([1.0, 0.0, 0.0])
-    own = mixed = alone = 0.0
+def mixed_lengths(q4: np.ndarray, pn: np.ndarray, y: np.ndarray, rates) -> tuple[float, list[float], float]:
+    """Ideal bits of one chunk's bits y under q4, under the online mix at each of `rates` (a
+    list, one mixed length each) and under the network alone, steps in coding order (axis 0:
+    colour x channel, then positions)."""
+    w = np.tile([1.0, 0.0, 0.0], (len(rates), 1))
+    rates = np.asarray(rates, dtype=float)[:, None]
+    own = alone = 0.0
+    mixed = np.zeros(len(rates))
     for a, b, bits in zip(q4, pn, y):
         x = np.stack([stretch(a), stretch(b), np.ones_like(a)])
-        p = 1 / (1 + np.exp(-np.clip(w @ x, -30, 30)))
+        p = 1 / (1 + np.exp(-np.clip(w @ x, -30, 30)))  # (rates, positions)
         own -= np.sum(np.log2(np.where(bits, a, 1 - a)))
         alone -= np.sum(np.log2(np.clip(np.where(bits, b, 1 - b), 1e-9, 1)))
-        mixed -= np.sum(np.log2(np.clip(np.where(bits, p, 1 - p), 1e-9, 1)))
-        w += rate * ((bits - p) * x).mean(1)
-    return own, mixed, alone
+        mixed -= np.sum(np.log2(np.clip(np.where(bits, p, 1 - p), 1e-9, 1)), axis=1)
+        w += rates * ((bits - p) @ x.T) / x.shape[1]
+    return own, mixed.tolist(), alone
 
 
 def steps_of(arrays: list[np.ndarray], layout: Canvas) -> list[np.ndarray]:
@@ -161,8 +164,8 @@ def main():
                 q4 = steps_of(coder.probabilities(tiles, t), layout)
                 net = steps_of([p[t] for p in pn], layout)
                 y = steps_of([c[t] for c in tiles], layout)
-                for r in args.rates:
-                    o, m, a = mixed_lengths(q4, net, y, r)
+                o, ms, a = mixed_lengths(q4, net, y, args.rates)
+                for r, m in zip(args.rates, ms):
                     rows[r].append(m / pixels)
                 own_rows.append(o / pixels)
                 alone_rows.append(a / pixels)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from rgbatch.metrics import psnr
-from rgbatch.train import load_training_images
+from rgbatch.train import load_training_images, random_crops
 
 FORMATS = {  # name: Pillow's save options
     "jpeg q92 4:4:4": dict(format="JPEG", quality=92, subsampling=0),
@@ -49,13 +49,7 @@ def main():
     except ImportError:
         pass
     Image.init()  # every plugin, so that Image.SAVE lists what this Pillow writes
-    rng = np.random.default_rng(0)
-    crops = []
-    for image in load_training_images(args.folder)[::args.every]:
-        h, w = image.shape[:2]
-        if min(h, w) >= args.crop:
-            y, x = rng.integers(0, h - args.crop + 1), rng.integers(0, w - args.crop + 1)
-            crops.append(image[y:y + args.crop, x:x + args.crop])
+    crops = random_crops(load_training_images(args.folder)[::args.every], args.crop, 1, np.random.default_rng(0))
     print(f"{len(crops)} crops of {args.crop} px")
     for name, options in FORMATS.items():
         if options["format"] not in Image.SAVE:

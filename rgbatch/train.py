@@ -137,6 +137,18 @@ def load_training_images(source, log=print) -> list[np.ndarray]:
     return images
 
 
+def random_crops(images, crop: int, per_image: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`per_image` random crop x crop views of each image (HxWx3) at least that large, in order."""
+    crops = []
+    for image in images:
+        h, w = image.shape[:2]
+        if min(h, w) >= crop:
+            for _ in range(per_image):
+                y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+                crops.append(image[y:y + crop, x:x + crop])
+    return crops
+
+
 def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
                jpeg_quality: int = 0, max_bytes: int = 0) -> tuple[int, ...]:
     """Random crops of a folder's images: a compact training set to carry to a GPU machine.
@@ -155,14 +167,7 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
         # a folder pack is read whole: crops left from an earlier pack would join this one
         raise TrainingOptionError("out", f"{out} is not empty: remove it or choose another")
     rng = np.random.default_rng(seed)
-    crops = []
-    for image in load_training_images(folder):
-        h, w = image.shape[:2]
-        if min(h, w) < crop:
-            continue
-        for _ in range(per_image):
-            y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-            crops.append(image[y:y + crop, x:x + crop])
+    crops = random_crops(load_training_images(folder), crop, per_image, rng)
     if not crops:
         raise TrainingError(f"no image of at least {crop}x{crop} in {folder}")
     if not jpeg_quality:

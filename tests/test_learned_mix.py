@@ -55,8 +55,9 @@ def test_the_mix_starts_as_the_coder_and_learns_from_the_network():
     y = [rng.random(500) < 0.8 for _ in range(20)]
     coder = [np.full(500, 0.5) for _ in y]
     network = [np.where(bits, 0.9, 0.1) for bits in y]  # a network that knows the bits
-    own, mixed, alone = learned_mix.mixed_lengths(coder, network, y, rate=0.0)
+    own, (mixed, learned), alone = learned_mix.mixed_lengths(coder, network, y, rates=[0.0, 1.0])
     assert own == mixed == 20 * 500  # at rate 0 the mix is the coder's: one bit a bit
     assert np.isclose(alone, -20 * 500 * np.log2(0.9))
-    own, mixed, _ = learned_mix.mixed_lengths(coder, network, y, rate=1.0)
-    assert mixed < 0.7 * own
+    assert learned < 0.7 * own
+    # each rate's mix on its own: the same as with the others beside it
+    assert np.isclose(learned_mix.mixed_lengths(coder, network, y, rates=[1.0])[1][0], learned)
