@@ -33,6 +33,7 @@ import re
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save, save_file
@@ -179,18 +180,18 @@ def _same_kind(tensor: torch.Tensor, base: torch.Tensor | None) -> bool:
     return base is not None and base.shape == tensor.shape and base.dtype == tensor.dtype and tensor.numel() > 0
 
 
-def _float_order(bits: torch.Tensor) -> torch.Tensor:
-    """16-bit float patterns (int32 values 0..65535) as integers 0..65535 in the floats' order:
-    the negatives below 0x8000, the positives from it (a bijection: -0 and +0 stay apart)."""
-    return bits ^ torch.where(bits >= 0x8000, 0xFFFF, 0x8000)
+def _float_order(bits: np.ndarray) -> np.ndarray:
+    """16-bit float patterns (uint16) as integers 0..65535 in the floats' order: the negatives
+    below 0x8000, the positives from it (a bijection: -0 and +0 stay apart)."""
+    return bits ^ ((bits >> 15) * np.uint16(0x7FFF) | np.uint16(0x8000))
 
 
-def _float_order_inverse(order: torch.Tensor) -> torch.Tensor:
-    return order ^ torch.where(order >= 0x8000, 0x8000, 0xFFFF)
+def _float_order_inverse(order: np.ndarray) -> np.ndarray:
+    return order ^ (np.uint16(0xFFFF) ^ (order >> 15) * np.uint16(0x7FFF))
 
 
-def _bits16(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view(-1).view(torch.int16).to(torch.int32) & 0xFFFF
+def _bits16(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().contiguous().view(-1).view(torch.int16).numpy().view(np.uint16)
 
 
 def delta_tensors(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -201,11 +202,10 @@ def delta_tensors(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor
     out, xor = xor_tensors({k: v for k, v in tensors.items() if v.dtype not in FLOAT16}, base)
     out.update({k: v for k, v in tensors.items() if v.dtype in FLOAT16})
     sub = sorted(k for k, v in tensors.items() if v.dtype in FLOAT16 and _same_kind(v, base.get(k)))
-    for k in sub:
-        d = (_float_order(_bits16(tensors[k])) - _float_order(_bits16(base[k]))) & 0xFFFF
-        d = d - ((d & 0x8000) << 1)  # as a signed 16-bit step
-        zigzag = ((d << 1) ^ (d >> 31)) & 0xFFFF
-        out[k] = torch.stack([zigzag >> 8, zigzag & 0xFF]).to(torch.uint8)
+    for k in sub:  # uint16 arithmetic wraps modulo 2^16
+        d = _float_order(_bits16(tensors[k])) - _float_order(_bits16(base[k]))
+        zigzag = (d << 1) ^ -(d >> 15)  # a step of -1 -> 1, +1 -> 2, ...
+        out[k] = torch.from_numpy(np.stack([zigzag >> 8, zigzag & 0xFF]).astype(np.uint8))
     return out, {"sub": sub, "xor": xor}
 
 
@@ -221,11 +221,11 @@ def undelta_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tenso
     out, _ = xor_tensors({k: stored[k] for k in xor}, base)
     out = {**stored, **out}
     for k in sub:
-        planes = stored[k].to(torch.int32)
-        zigzag = (planes[0] << 8) | planes[1]
+        planes = stored[k].cpu().numpy().astype(np.uint16)
+        zigzag = planes[0] << 8 | planes[1]
         d = (zigzag >> 1) ^ -(zigzag & 1)
-        bits = _float_order_inverse((_float_order(_bits16(base[k])) + d) & 0xFFFF)
-        out[k] = (bits - ((bits & 0x8000) << 1)).to(torch.int16).view(base[k].dtype).view(base[k].shape)
+        bits = _float_order_inverse(_float_order(_bits16(base[k])) + d)
+        out[k] = torch.from_numpy(bits.view(np.int16)).view(base[k].dtype).view(base[k].shape).to(base[k].device)
     return out
 
 
