@@ -122,7 +122,9 @@ gpu-bench-kit: gpu-wheels
 # Two runs with different GPU_RUN names can share the GPU: a width-0.25 step leaves it idle most
 # of the time. Install the wheels once (make gpu-site) before starting them side by side.
 GPU_SECONDS ?= 480
-# patches a step (a rehearsal here: make gpu-session GPU_SECONDS=1 GPU_BATCH=2 OUT=/tmp/out)
+# patches a step. A rehearsal here, where python3 may not be 3.12 (the wheels' Python) and the venv
+# has both packages: mkdir -p /tmp/site && touch /tmp/site/.installed, then
+# PATH=$PWD/.venv/bin:$PATH make gpu-session GPU_SECONDS=1 GPU_BATCH=2 OUT=/tmp/out GPU_RUN=rehearse
 GPU_BATCH ?= 32
 GPU_RUN ?= gpu
 GPU_SITE := /tmp/site
@@ -175,7 +177,7 @@ gpu-wide: gpu-site
 # A lent GPU's one training call for issue 16 (since session 14): the shipped run alone (run gpu; alone
 # a width-0.375 run takes 5.5 steps/s on an H200, two side by side 3.0 each), then its state without
 # Adam's moments (12.3 MiB in fp16, one piece) and the mean of its last snapshots (9.0 MiB) in $(OUT).
-# Rehearse here with GPU_SECONDS=1; on the lent machine: make gpu-session GPU_SECONDS=470
+# Rehearse here with GPU_SECONDS=1 (above); on the lent machine: make gpu-session GPU_SECONDS=470
 gpu-session: gpu-site
 	@# whether that machine's Pillow reads AVIF: an AVIF pack holds 1.6x the crops of this JPEG one at the
 	@# same PSNR (docs/TRAINING.md, "On a GPU"), unknown there until a lent machine says (session 41)
