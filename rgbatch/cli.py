@@ -805,8 +805,7 @@ def pack_training_set(
     from .train import pack_crops
 
     with user_errors():
-        shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality,
-                           max_bytes=int(max_mib * 2**20))
+        shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality, max_mib=max_mib)
     size = sum(p.stat().st_size for p in out_path.rglob("*")) if out_path.is_dir() else out_path.stat().st_size
     out.print(f"wrote {out_path}: {shape[0]} crops of {shape[1]}x{shape[2]}, {size / 2**20:.1f} MiB")
 

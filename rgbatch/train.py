@@ -150,16 +150,19 @@ def random_crops(images, crop: int, per_image: int, rng: np.random.Generator) ->
 
 
 def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
-               jpeg_quality: int = 0, max_bytes: int = 0) -> tuple[int, ...]:
+               jpeg_quality: int = 0, max_mib: float = 0.0) -> tuple[int, ...]:
     """Random crops of a folder's images: a compact training set to carry to a GPU machine.
 
     With jpeg_quality 0, one uint8 array (N, crop, crop, 3) in the .npy file `out`; else a
     folder `out` of JPEG files at that quality, without chroma subsampling (at 95 about a
-    fifth of the array's size: a call to a lent machine carries 64 MiB in all). `max_bytes`
-    (JPEG packs): the crops in a random order until the next would take the folder past it,
-    so that a pack fits the room a call has left. Both are training sources for `rgbatch
+    fifth of the array's size: a call to a lent machine carries 64 MiB in all). `max_mib`
+    (JPEG packs; 0: no limit): the crops in a random order until the next would take the
+    folder past that many MiB, so that a pack fits the room a call has left. Both are training sources for `rgbatch
     train`. Returns (N, crop, crop, 3)."""
     out = Path(out)
+    check_range("max_mib", max_mib, 0)
+    if max_mib and not jpeg_quality:
+        raise TrainingOptionError("max_mib", "limits a JPEG pack: give {jpeg_quality} too", ("jpeg_quality",))
     if jpeg_quality and out.suffix == ".npy":
         raise TrainingOptionError("out", f"{out} names a .npy file, but a JPEG pack ({{jpeg_quality}} {jpeg_quality}) "
                                          f"is a folder of files: give a folder name", ("jpeg_quality",))
@@ -176,18 +179,18 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
         np.save(out, pack)
         return pack.shape
     out.mkdir(parents=True, exist_ok=True)
-    order = rng.permutation(len(crops)) if max_bytes else range(len(crops))
+    order = rng.permutation(len(crops)) if max_mib else range(len(crops))
     written = size = 0
     for i in order:
         buffer = io.BytesIO()
         Image.fromarray(crops[i]).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
         size += buffer.tell()
-        if max_bytes and size > max_bytes:
+        if max_mib and size > max_mib * 2**20:
             break
         (out / f"{written:05d}.jpg").write_bytes(buffer.getvalue())
         written += 1
     if not written:
-        raise TrainingError(f"not one crop fits in the pack's limit of {max_bytes / 2**20:.2f} MiB")
+        raise TrainingOptionError("max_mib", f"{max_mib} is too small: not one crop of {crop} px fits")
     return (written, crop, crop, 3)
 
 

@@ -192,13 +192,17 @@ def test_a_jpeg_pack_keeps_to_its_byte_limit(tmp_path):
     every = pack_crops(DATA, tmp_path / "all", crop=64, per_image=4, jpeg_quality=92)
     sizes = sorted(p.stat().st_size for p in (tmp_path / "all").glob("*.jpg"))
     limit = sum(sizes[:3]) + sizes[0] // 2
-    kept = pack_crops(DATA, tmp_path / "some", crop=64, per_image=4, jpeg_quality=92, max_bytes=limit)
+    kept = pack_crops(DATA, tmp_path / "some", crop=64, per_image=4, jpeg_quality=92, max_mib=limit / 2**20)
     files = sorted((tmp_path / "some").glob("*.jpg"))
     assert 1 <= kept[0] == len(files) < every[0] and sum(p.stat().st_size for p in files) <= limit
     assert [p.name for p in files] == [f"{i:05d}.jpg" for i in range(kept[0])]
-    assert pack_crops(DATA, tmp_path / "roomy", crop=64, per_image=4, jpeg_quality=92, max_bytes=10**9) == every
-    with pytest.raises(TrainingError, match="not one crop fits"):
-        pack_crops(DATA, tmp_path / "none", crop=64, jpeg_quality=92, max_bytes=100)
+    assert pack_crops(DATA, tmp_path / "roomy", crop=64, per_image=4, jpeg_quality=92, max_mib=1000) == every
+    with pytest.raises(OptionError, match="max_mib 0.0001 is too small: not one crop of 64 px fits"):
+        pack_crops(DATA, tmp_path / "none", crop=64, jpeg_quality=92, max_mib=0.0001)
+    with pytest.raises(OptionError, match="max_mib limits a JPEG pack: give jpeg_quality too"):
+        pack_crops(DATA, tmp_path / "array.npy", crop=64, max_mib=1)
+    with pytest.raises(OptionError, match="max_mib must be at least 0"):
+        pack_crops(DATA, tmp_path / "neg", crop=64, jpeg_quality=92, max_mib=-1)
     from typer.testing import CliRunner
 
     from rgbatch.cli import app
@@ -208,7 +212,9 @@ def test_a_jpeg_pack_keeps_to_its_byte_limit(tmp_path):
     assert done.exit_code == 0 and f"{kept[0]} crops of 64x64" in " ".join(done.output.split())
     refused = CliRunner().invoke(app, ["pack", str(DATA), "--out", str(tmp_path / "cli2"), "--crop", "64",
                                        "--jpeg-quality", "92", "--max-mib", "0.0001"])
-    assert refused.exit_code == 2 and "not one crop fits" in refused.output and "Traceback" not in refused.output
+    assert refused.exit_code == 2 and "--max-mib 0.0001 is too small" in refused.output and "Traceback" not in refused.output
+    refused = CliRunner().invoke(app, ["pack", str(DATA), "--out", str(tmp_path / "a.npy"), "--max-mib", "1"])
+    assert refused.exit_code == 2 and "--max-mib limits a JPEG pack: give --jpeg-quality too" in " ".join(refused.output.split())
 
 
 def test_a_time_limit_stops_the_run_at_a_checkpoint(tmp_path):
