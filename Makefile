@@ -86,7 +86,7 @@ eval: setup
 # What a lent GPU machine needs and lacks (docs/TRAINING.md, "On a GPU"), in git-ignored folders
 # for the device tool's carry: wheels of the two packages its image lacks, and a packed training
 # set: one 192 px crop of each top-level training image and six of each high-resolution photo,
-# 1112 crops (12.0 + 6.2 MiB; the photos 39 % of the pixels as in the full data; sessions 20-23
+# 1112 crops (12.0 + 6.1 MiB; the photos 39 % of the pixels as in the full data; sessions 20-23
 # packed two 160 px crops and twelve, 2224, for 128 px patches; docs/TRAINING.md, "On a GPU").
 # The top-level crops at JPEG quality 92 since session 14, 95 before. Since session 43 they fill the
 # room the call has left under CARRY_LIMIT_MIB (in a random order, whole crops): each shipped model

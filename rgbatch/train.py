@@ -157,8 +157,8 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     folder `out` of JPEG files at that quality, without chroma subsampling (at 95 about a
     fifth of the array's size: a call to a lent machine carries 64 MiB in all). `max_mib`
     (JPEG packs; 0: no limit): the crops in a random order until the next would take the
-    folder past that many MiB, so that a pack fits the room a call has left. Both are training sources for `rgbatch
-    train`. Returns (N, crop, crop, 3)."""
+    folder past that many MiB, so that a pack fits the room a call has left. Both are
+    training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
     out = Path(out)
     check_range("max_mib", max_mib, 0)
     if max_mib and not jpeg_quality:
@@ -347,7 +347,8 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
         raise TrainingError(f"{checkpoint} is not a {what} (no {', '.join(keys[:-1])} and {keys[-1]})")
     if "model_delta" in state:  # a compact state (`slim_checkpoint` with a base): the model from its base
         delta = state.pop("model_delta")
-        if not (isinstance(delta, dict) and isinstance(delta.get("xor"), list) and isinstance(delta.get("sub", []), list)):
+        if not (isinstance(delta, dict) and isinstance(delta.get("xor"), list)
+                and isinstance(delta.get("sub", []), list)):
             raise TrainingError(f"{checkpoint} is not a {what} (a compact state without its delta's description)")
         base = weights_beside(DEFAULT_WEIGHTS, delta.get("base"))
         if base is None:

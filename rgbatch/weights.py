@@ -199,9 +199,8 @@ def delta_tensors(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor
     has in the same name, shape and dtype as a uint8 tensor of shape (2, n), its zigzagged
     difference in float order in two byte planes; each other such tensor XORed. Returns the
     stored tensors and {"sub": names, "xor": names}, which `undelta_tensors` takes back."""
-    out, xor = xor_tensors({k: v for k, v in tensors.items() if v.dtype not in FLOAT16}, base)
-    out.update({k: v for k, v in tensors.items() if v.dtype in FLOAT16})
     sub = sorted(k for k, v in tensors.items() if v.dtype in FLOAT16 and _same_kind(v, base.get(k)))
+    out, xor = xor_tensors({k: v for k, v in tensors.items() if k not in sub}, base)
     for k in sub:  # uint16 arithmetic wraps modulo 2^16
         d = _float_order(_bits16(tensors[k])) - _float_order(_bits16(base[k]))
         zigzag = (d << 1) ^ -(d >> 15)  # a step of -1 -> 1, +1 -> 2, ...
@@ -218,8 +217,7 @@ def undelta_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tenso
     bad += [k for k in xor if k not in stored or not _same_kind(stored[k], base.get(k))]
     if bad:
         raise WeightsError(f"{what} does not fit its base model: tensor {bad[0]}")
-    out, _ = xor_tensors({k: stored[k] for k in xor}, base)
-    out = {**stored, **out}
+    out = {**stored, **xor_tensors({k: stored[k] for k in xor}, base)[0]}
     for k in sub:
         planes = stored[k].cpu().numpy().astype(np.uint16)
         zigzag = planes[0] << 8 | planes[1]

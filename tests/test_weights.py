@@ -113,7 +113,7 @@ def test_a_delta_file_of_sessions_24_to_42_still_reads(tmp_path):
     mid = save_weights(moved, _trained_on(model, 1), info={"n": 1})
     base = load_file(str(tmp_path / "default.safetensors"))
     stored, names = xor_tensors(load_file(str(moved)), base)
-    metadata = {"format": "rgbatch-weights-1", "config": model.cfg.to_json(), "model_id": mid,
+    metadata = {"format": weights.FORMAT, "config": model.cfg.to_json(), "model_id": mid,
                 "info": json.dumps({"n": 1}), "delta_base": load_weights(tmp_path / "default.safetensors")[1],
                 "delta_xor": json.dumps(names)}
     old = tmp_path / f"{mid}.delta"
