@@ -9,23 +9,41 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from .options import OptionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   help="Compress whole image archives with the Residual-GRU learned codec.")
-err = Console(stderr=True)
-out = Console()
+# no console markup: names, paths and the library's messages print as they are ("x[/b].png" is a
+# file name, not a style); the CLI's few colours are given as styles (`_red`)
+err = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
 FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes",
          "archive": "--out"}  # compress's archive (the other commands take theirs as an argument)
+
+
+def shown(name) -> str:
+    """A file name or path as a terminal line can show it: control characters (a newline, an
+    escape sequence) as Python escapes (`\\n`, `\\x1b`), everything else as it is."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(name))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _red(word: str, rest: str = "") -> Text:
+    """`word` in red, then `rest` as it is."""
+    return Text.assemble((word, "red"), rest)
 
 
 def flag(option: str) -> str:
@@ -42,18 +60,18 @@ def user_errors(failures: tuple = ()):
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        err.print("[red]interrupted[/red]")
+        err.print(_red("interrupted"))
         raise typer.Exit(130)
     except failures as e:
-        err.print(f"[red]error:[/red] {e or type(e).__name__}", markup=True, highlight=False, soft_wrap=True)
+        err.print(_red("error:", f" {e or type(e).__name__}"), highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     except OptionError as e:  # named in the library's terms: say the flags
-        err.print(f"[red]error:[/red] {e.worded(flag)}", markup=True, highlight=False, soft_wrap=True)
+        err.print(_red("error:", f" {e.worded(flag)}"), highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except USER_ERRORS as e:
         from .objectstore import worded
 
-        err.print(f"[red]error:[/red] {worded(e)}", markup=True, highlight=False, soft_wrap=True)  # one line
+        err.print(_red("error:", f" {worded(e)}"), highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2)
 
 
@@ -251,7 +269,7 @@ def archive_errors():
             except KeyboardInterrupt:
                 if not _terminated:
                     raise
-                err.print("[red]terminated[/red] (SIGTERM): what was finished is committed")
+                err.print(_red("terminated", " (SIGTERM): what was finished is committed"))
                 raise typer.Exit(EXIT_TERMINATED) from None
             except (typer.Exit, *USER_ERRORS):
                 raise
@@ -302,7 +320,7 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     table.add_column("path")
     table.add_column("reason", overflow="fold")
     for path, reason in failures[:limit]:
-        table.add_row("(no path)" if path is None else path, reason)
+        table.add_row("(no path)" if path is None else shown(path), reason)
     if len(failures) > limit:
         table.add_row(f"... {len(failures) - limit} more", "")
     out.print(table)
@@ -380,7 +398,7 @@ def compress(
 
         _print_json({**asdict(result), "megapixels_per_second": result.megapixels_per_second})
     else:
-        table = Table(title=f"archive {result.archive}", title_justify="left", show_header=False)
+        table = Table(title=f"archive {shown(result.archive)}", title_justify="left", show_header=False)
         ratio = result.source_bytes / result.archive_bytes if result.archive_bytes else 0
         for name, value in [("sources found", result.sources), ("already archived", result.skipped),
                             ("compressed", result.ok), ("failed", result.failed),
@@ -421,8 +439,8 @@ def report(
         from .htmlreport import write_html_report
 
         if depth is not None or min_msssim is not None or as_json:
-            err.print("[red]error:[/red] --html writes the page alone: drop --depth, --min-msssim and --json, "
-                      "or run report twice", soft_wrap=True)
+            err.print(_red("error:", " --html writes the page alone: drop --depth, --min-msssim and --json, "
+                                     "or run report twice"), soft_wrap=True)
             raise typer.Exit(2)
         with archive_errors():
             page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights)
@@ -435,7 +453,7 @@ def report(
         _print_json(result)
         return
     s = result["summary"]
-    head = Table(title=f"archive {s['archive']}", title_justify="left", show_header=False)
+    head = Table(title=f"archive {shown(s['archive'])}", title_justify="left", show_header=False)
     for name, value in [("images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"),
                         ("model", ", ".join(s["model_ids"]) or "-"),
                         ("source bytes", f"{s['source_bytes']:,}"),
@@ -474,7 +492,7 @@ def report(
         for column in ("path", "MS-SSIM", "bpp", "depth"):
             table.add_column(column)
         for row in s["worst"]:
-            table.add_row(row["path"], fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"),
+            table.add_row(shown(row["path"]), fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"),
                           depth_text(row["iterations"], row["last_steps"], row["scale"]))
         out.print(table)
     _print_failures("failed", [(f["path"], f["error"]) for f in s["failures"]])
@@ -634,11 +652,11 @@ def verify(
         out.print(f"{result.checked} blob(s) checked, {result.decoded} decoded, "
                   f"{len(result.remeasured)} MS-SSIM value(s) re-measured against their sources")
         for path, why in result.unmeasured:
-            out.print(f"  not re-measured: {path}: {why}")
+            out.print(f"  not re-measured: {shown(path)}: {why}")
         _print_failures("problems", result.problems)
         _print_failures("could not check (a source unreachable, a worker lost)", result.unreachable)
         if not result.problems and not result.unreachable:
-            out.print("[green]archive verified[/green]")
+            out.print("archive verified", style="green")
     raise typer.Exit(result.exit_code)
 
 
@@ -670,10 +688,8 @@ def compact(
                   f"{result.bytes:,} bytes; {result.cut} image(s) cut to a smaller depth")
         _print_failures("kept as they were", result.problems)
         if result.set_aside:
-            from rich.markup import escape
-
             out.print(f"{len(result.set_aside)} damaged part(s) set aside (their readable rows copied; "
-                      f"`compress` encodes the rest again): " + ", ".join(map(escape, result.set_aside)))
+                      f"`compress` encodes the rest again): " + ", ".join(map(shown, result.set_aside)))
     raise typer.Exit(result.exit_code)
 
 

@@ -20,7 +20,8 @@
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
 | animated / multi-frame         | the first frame (page) only; the count is recorded, so that  |
 |                                | `report` counts it (`frames`)                                |
-| more than MAX_PIXELS (89.5 MP)  | refused before decoding (decompression-bomb guard)           |
+| more than max_pixels (default  | refused before decoding (decompression-bomb guard); a larger |
+| MAX_PIXELS, Pillow's 89.5 MP)  | limit raises Pillow's own to match                           |
 | PNG metadata over Pillow's     | the picture read without its text and ICC chunks (over 1 MiB |
 | text limits (1 MiB a chunk)    | a profile is not kept anyway)                                |
 | unreadable, truncated, empty   | refused with the reason                                      |
@@ -174,9 +175,20 @@ def _png_without(data: bytes, kinds: tuple[bytes, ...]) -> bytes | None:
     return b"".join(kept)
 
 
+def _allow_in_pillow(max_pixels: int):
+    """Pillow refuses an image of more than twice its own limit when it opens the file, whatever
+    the caller's: a larger `max_pixels` raises Pillow's limit to match it (for this process, and
+    never lowered, so that threads asking for different limits cannot undo each other; every
+    image is still held to its caller's `max_pixels` by `_open_image`)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and max_pixels > 2 * limit:
+        Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)
+
+
 def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     if not data:
         raise ImageError("empty file (0 bytes)")
+    _allow_in_pillow(max_pixels)
     image = None
     try:
         with warnings.catch_warnings():

@@ -51,6 +51,9 @@ def archive_images(folder, archive, weights, iterations=3, measure=True):
     with PartWriter(archive, worker.model_id()) as writer:
         for source in found:
             info, image = read_source(source, None, 10**8)
+            if image is None:  # an error row, as the pipeline writes it
+                writer.add(info)
+                continue
             for row in worker.encode([info], image):
                 writer.add(row)
 
@@ -195,6 +198,24 @@ def test_report_json_answers_depth_and_quality_questions(archive):
 
     table = run("report", archive / "archive")
     assert table.exit_code == 0 and "cost and quality" in table.stdout and "sub/c.png" in table.stdout
+
+
+def test_names_are_shown_as_they_are_never_read_as_styles(tiny_weights, tmp_path, rng):
+    src = tmp_path / "src"
+    (src / "x[").mkdir(parents=True)
+    Image.fromarray(smooth_image(rng, 32, 32)).save(src / "x[" / "bold]y.png")  # "[/bold]": a closing style tag
+    Image.fromarray(smooth_image(rng, 32, 32)).save(src / "new\nline.png")
+    (src / "[red]empty.png").write_bytes(b"")
+    archive_images(src, tmp_path / "archive", tiny_weights, iterations=2)
+
+    result = run("report", tmp_path / "archive")
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    for name in ("x[/bold]y.png", "new\\nline.png", "[red]empty.png"):  # control characters as escapes
+        assert name in result.stdout
+    assert "new\nline" not in result.stdout
+    # a path in an error line
+    missing = run("report", tmp_path / "x[" / "bold]")
+    assert missing.exit_code == 2 and f"no archive at {tmp_path}/x[/bold]" in missing.output
 
 
 # -- restore -----------------------------------------------------------------------------------------

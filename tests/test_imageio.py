@@ -157,6 +157,19 @@ def test_decompression_bombs_are_refused_unread():
         decode_image(save(Image.new("RGB", (100, 100))), max_pixels=5000)
 
 
+def test_a_larger_pixel_limit_than_pillows_is_honoured(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # put back after the test
+    claim = png_header_only(20000, 10000)  # 200 MP: past twice Pillow's limit, which refuses it on opening
+    with pytest.raises(ImageError, match="bomb"):
+        decode_image(claim)
+    # asked for 400 MP, the image is read (and found to hold no pixels), not refused as a bomb
+    with pytest.raises(ImageError, match="truncated|corrupt"):
+        decode_image(claim, max_pixels=400_000_000)
+    # a smaller limit asked afterwards is still this call's own
+    with pytest.raises(ImageError, match="over the limit of 100000000"):
+        decode_image(claim, max_pixels=100_000_000)
+
+
 def test_metadata_keeps_an_rgb_profile_and_the_exif_without_its_orientation():
     from PIL import ImageCms
 
