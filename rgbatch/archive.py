@@ -719,6 +719,7 @@ class CompactResult:
     rows_before: int = 0  # in all parts, superseded ones included
     rows: int = 0  # current rows written
     cut: int = 0  # blobs cut to fewer iterations
+    dropped: int = 0  # images left out for good (`drop`, `drop_failed`)
     parts_before: int = 0
     parts: int = 0
     bytes_before: int = 0  # of the part files
@@ -731,10 +732,13 @@ class CompactResult:
         return 1 if self.problems else 0
 
 
-def compact(archive, depth: int | None = None, target: Target = Target(), progress=None) -> CompactResult:
+def compact(archive, depth: int | None = None, target: Target = Target(), progress=None,
+            drop: tuple[str, ...] = (), drop_failed: bool = False) -> CompactResult:
     """Rewrite an archive as its current rows only, one set of parts per model, dropping
     superseded rows (failed attempts retried, older versions of changed sources); with
     `depth` or a rate `target`, cut each blob to that depth for good (the smaller of the two).
+    `drop` (globs on the archived paths) and `drop_failed` (the images whose current row is a
+    failure) leave images out for good: a later `compress` of their sources encodes them again.
 
     The new parts are committed before any old part is deleted, and their rows are the
     latest written, so an interruption at any point leaves a consistent archive (rerun to
@@ -742,26 +746,51 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
     """
     check_range("depth", depth, 1)
     man = Archive(archive)  # refuses, worded, what is no archive before anything is locked or written
+    dropped = _dropped_paths(man, drop, drop_failed)  # the archive as it is now: no writer adds to `man`
     with man.locked("compact"):
-        return _compact_locked(man, depth, target, progress)
+        return _compact_locked(man, depth, target, progress, dropped)
 
 
-def _compact_locked(man: Archive, depth: int | None, target: Target, progress) -> CompactResult:
+def _dropped_paths(man: Archive, drop: tuple[str, ...], drop_failed: bool) -> set[str]:
+    """The archived paths `compact` leaves out. Refused before any work: a glob that matches
+    none (a mistyped one would drop nothing, silently), and leaving nothing (no parts would be
+    left: that is deleting the archive, which the user does, not `compact`)."""
+    paths = {p for p in man.current_rows().values() if p is not None}
+    dropped = set()
+    for glob in drop:
+        matched = {p for p in paths if fnmatch.fnmatchcase(p, glob)}
+        if not matched:
+            raise OptionError("drop", f"{glob!r}: no archived image matches it")
+        dropped |= matched
+    if drop_failed:
+        table = man.table(["path", "status"])
+        dropped |= {p for p, status in zip(table.column("path").to_pylist(), table.column("status").to_pylist())
+                    if p is not None and status != OK}
+    if dropped and len(dropped) == len(man.current_rows()):
+        raise OptionError("drop", f"it would drop all {len(dropped)} image(s) of the archive, leaving no part: "
+                                  f"delete the archive's folder instead")
+    return dropped
+
+
+def _compact_locked(man: Archive, depth: int | None, target: Target, progress, dropped: set[str]) -> CompactResult:
     man.set_aside_folder()  # refused now, not after the new parts are written
     old_parts = list(man.parts)
     result = CompactResult(archive=man.location, parts_before=len(old_parts), bytes_before=man.part_bytes(),
                            rows_before=man.total_rows())
-    total = len(man.current_rows())
+    total = len(man.current_rows()) - len(dropped)
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
     writers: dict[str, PartWriter] = {}
     missed, paths = [], None
     try:
         while True:  # a row group found damaged while copying: a row its rows superseded is current again
             for row in man.rows(paths):
+                if row.path in dropped:
+                    result.dropped += 1
+                    continue
                 _compact_row(man, row, writers, fallback_model, depth, target, result)
                 if progress:
                     progress(result.rows, total)
-            missed += man.missed
+            missed += [(path, why) for path, why in man.missed if path not in dropped]
             if not man.missed:
                 break
             paths = {path for path, _ in man.missed if path is not None}

@@ -667,17 +667,23 @@ def compact(
     target_msssim: Optional[float] = TARGET_MSSSIM,
     target_bpp: Optional[float] = TARGET_BPP,
     max_bytes: Optional[int] = MAX_BYTES,
+    drop: list[str] = typer.Option([], help="Leave out, for good, the archived paths matching this glob "
+                                            "(repeatable; one matching nothing is refused, exit 2). A later "
+                                            "compress of their sources encodes them again."),
+    drop_failed: bool = typer.Option(False, "--drop-failed", help="Leave out the images whose current row is a "
+                                                                  "failure."),
     as_json: bool = AS_JSON,
 ):
     """Rewrite an archive as its current rows only (one set of parts per model), optionally
-    cutting every image to a smaller depth for good; damaged parts are set aside in its damaged/
-    folder, their readable rows copied. Nothing else may write to it meanwhile."""
+    cutting every image to a smaller depth or dropping images for good; damaged parts are set
+    aside in its damaged/ folder, their readable rows copied. Nothing else may write to it meanwhile."""
     from .archive import compact as run_compact
 
     with archive_errors():
         target = _target(target_msssim, target_bpp, max_bytes)
         with _image_progress("compact") as progress:
-            result = run_compact(archive, depth=depth, target=target, progress=progress)
+            result = run_compact(archive, depth=depth, target=target, progress=progress, drop=tuple(drop),
+                                 drop_failed=drop_failed)
     if as_json:
         from dataclasses import asdict
 
@@ -685,7 +691,8 @@ def compact(
     else:
         out.print(f"{result.archive}: {result.rows_before} rows in {result.parts_before} part(s), "
                   f"{result.bytes_before:,} bytes -> {result.rows} rows in {result.parts} part(s), "
-                  f"{result.bytes:,} bytes; {result.cut} image(s) cut to a smaller depth")
+                  f"{result.bytes:,} bytes; {result.cut} image(s) cut to a smaller depth"
+                  + (f", {result.dropped} dropped" if result.dropped else ""))
         _print_failures("kept as they were", result.problems)
         if result.set_aside:
             out.print(f"{len(result.set_aside)} damaged part(s) set aside (their readable rows copied; "

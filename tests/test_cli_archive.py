@@ -415,6 +415,33 @@ def test_compact_keeps_current_rows_only_and_cuts_depth_for_good(archive, tiny_w
     assert run("compact", work, "--depth", "0").exit_code == 2
 
 
+def test_compact_drops_images_for_good(archive, tiny_weights, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(archive / "archive", work)
+    before = current(work)
+    # a failed image beside them (its row as compress writes it)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "empty.png").write_bytes(b"")
+    archive_images(tmp_path / "bad", work, tiny_weights)
+    assert current(work)["empty.png"]["status"] == "error"
+
+    # a glob that matches nothing is refused before any work: a typo drops nothing
+    parts = sorted(os.listdir(work))
+    refused = run("compact", work, "--drop", "sub/*.jpg")
+    assert refused.exit_code == 2 and "--drop" in refused.output and "no archived image matches" in refused.output
+    assert sorted(os.listdir(work)) == parts
+
+    result = run("compact", work, "--drop", "sub/*", "--drop", "a.png", "--drop-failed")
+    assert result.exit_code == 0, result.output
+    assert "3 dropped" in result.stdout
+    after = current(work)
+    assert set(after) == {"b.png"} and after["b.png"]["blob"] == before["b.png"]["blob"]
+    assert Archive(work).total_rows() == 1  # the dropped images' rows are gone from every part
+    # dropping every image would leave no part: refused (deleting an archive is the user's to do)
+    refused = run("compact", work, "--drop", "*")
+    assert refused.exit_code == 2 and "delete the archive" in refused.output and set(current(work)) == {"b.png"}
+
+
 def test_an_interrupted_compact_leaves_every_image_readable(archive, tmp_path):
     from rgbatch.archive import compact
 
@@ -434,6 +461,24 @@ def test_an_interrupted_compact_leaves_every_image_readable(archive, tmp_path):
     result = compact(work, depth=1)  # a rerun finishes the job
     assert result.rows == len(before) and result.parts == 1
     assert all(r["iterations"] == 1 for r in current(work).values())
+
+
+def test_an_interrupted_drop_leaves_the_archive_as_it_was_until_a_rerun(archive, tmp_path):
+    from rgbatch.archive import compact
+
+    work = tmp_path / "work"
+    shutil.copytree(archive / "archive", work)
+    before = current(work)
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compact(work, drop=("a.png",), progress=interrupt)
+    during = current(work)  # the old parts all there (a copied row may be in a new one): nothing dropped yet
+    assert {p: r["blob"] for p, r in during.items()} == {p: r["blob"] for p, r in before.items()}
+    assert compact(work, drop=("a.png",)).dropped == 1
+    assert set(current(work)) == set(before) - {"a.png"}
 
 
 def test_compact_sets_a_damaged_part_aside_and_says_where(archive, tmp_path):
