@@ -93,6 +93,18 @@ class Header:
         """Bytes of the whole stream when cut to depth 1, 2, ..., k."""
         return cumulative_bytes(self.chunk_lengths)
 
+    def whole_iterations(self, length: int) -> int:
+        """How many iterations the first `length` bytes of the stream hold whole: all k where
+        nothing is missing, fewer where the stream was cut short (an interrupted download or copy;
+        `unpack` checks their checksums as it reads them)."""
+        end, whole = self.size, 0
+        for n in self.chunk_lengths:
+            end += n
+            if end > length:
+                break
+            whole += 1
+        return whole
+
 
 def header_size(iterations: int) -> int:
     return _FIXED.size + iterations * _CHUNK.size + _CRC.size

@@ -600,6 +600,11 @@ def decode(
     decoding: str = DECODING,
     max_pixels: Optional[int] = PIXEL_LIMIT,
     overwrite: bool = typer.Option(False, help="Replace the --out file if there is one (default: refuse, exit 2)."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated",
+                                         help="Decode a file cut short (an interrupted download or copy) at the "
+                                              "depth of the iterations it holds whole, each checked by its "
+                                              "checksum, without its colour profile, EXIF or alpha channel "
+                                              "(default: refuse it, exit 1)."),
     as_json: bool = AS_JSON,
 ):
     """Decode a stream file into a PNG, at any depth up to the one stored. A bad or refused
@@ -611,13 +616,16 @@ def decode(
     with user_errors():
         codec = Codec.load(weights, device=device, precision=precision, decoding=decoding)
     with user_errors(failures=(BitstreamError, MemoryError)):
-        result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels), overwrite=overwrite)
+        result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels), overwrite=overwrite,
+                             allow_truncated=allow_truncated)
     if as_json:
         _print_json(result)
     else:
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
+        cut = (f"; the file is cut short: its first {result['whole_iterations']} iterations are whole"
+               if result["whole_iterations"] < result["stored_iterations"] else "")
         out.print(f"{result['out']}: {result['width']}x{result['height']} at depth {result['iterations']} "
-                  f"of {result['stored_iterations']}{steps}")
+                  f"of {result['stored_iterations']}{steps}{cut}")
 
 
 @app.command()

@@ -53,9 +53,12 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
 
 
 def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None,
-                max_pixels: int = MAX_PIXELS, overwrite: bool = False) -> dict:
+                max_pixels: int = MAX_PIXELS, overwrite: bool = False, allow_truncated: bool = False) -> dict:
     """Decode a stream file (at most `iterations` deep) into a PNG file; a stream that declares
-    more than `max_pixels` pixels is refused (BitstreamError, docs/FORMAT.md "Limits")."""
+    more than `max_pixels` pixels is refused (BitstreamError, docs/FORMAT.md "Limits").
+    `allow_truncated`: a file cut short (an interrupted download or copy) decodes at the depth
+    of the iterations it holds whole, each checked by its checksum, without the metadata trailer
+    (which comes after the last chunk); by default it is refused as truncated."""
     check_range("iterations", iterations, 1)
     check_max_pixels(max_pixels)
     codec = codec or Codec.load()
@@ -65,6 +68,11 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     header = read_header(blob)
     stored = header.iterations
     depth = stored if iterations is None else min(iterations, stored)
+    whole = header.whole_iterations(len(blob)) if allow_truncated else stored
+    if whole == 0:
+        raise BitstreamError(f"truncated: the file ends ({len(blob)} bytes) before its first iteration does "
+                             f"({header.size + header.chunk_lengths[0]} bytes)")
+    depth = min(depth, whole)
     image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
     metadata, alpha = read_trailer(blob)
     if alpha is not None:
@@ -75,6 +83,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     _write(out_fs, out_path, encode_png(image, metadata, alpha=alpha), overwrite)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
             "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
+            "whole_iterations": whole,  # fewer than stored: the file is cut short (`allow_truncated`)
             "last_steps": header.steps_at(depth)}
 
 

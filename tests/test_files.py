@@ -117,6 +117,53 @@ def test_a_stream_file_keeps_the_alpha_channel_whatever_the_metadata_option(code
         decode_file(tmp_path / "forged.rgb", tmp_path / "y.png", codec=codec)
 
 
+def test_a_file_cut_short_decodes_at_the_depth_of_its_whole_iterations_when_allowed(codec, tiny_weights, tmp_path, rng):
+    from rgbatch.bitstream import BitstreamError
+    from rgbatch.imageio import encode_png as png_of
+
+    source = tmp_path / "in.png"
+    alpha = np.full((70, 90), 200, np.uint8)  # a trailer after the last chunk: lost when the file is cut
+    source.write_bytes(png_of(smooth_image(rng, 70, 90), alpha=alpha))
+    encode_file(source, tmp_path / "a.rgb", iterations=4, codec=codec)
+    blob = (tmp_path / "a.rgb").read_bytes()
+    header = bitstream.read_header(blob)
+    ends = [header.size + sum(header.chunk_lengths[:t]) for t in range(1, 5)]
+    assert header.whole_iterations(len(blob)) == 4 and header.whole_iterations(ends[2] - 1) == 2
+
+    # (cut at the last chunk's end, only the trailer is missing: a whole stream without one, as the format allows)
+    for length, whole in ((ends[1], 2), (ends[2] + 5, 3), (ends[3], 4)):
+        (tmp_path / "cut.rgb").write_bytes(blob[:length])
+        if whole < 4:
+            with pytest.raises(BitstreamError, match="truncated"):  # refused by default
+                decode_file(tmp_path / "cut.rgb", tmp_path / "no.png", codec=codec)
+        result = decode_file(tmp_path / "cut.rgb", tmp_path / "cut.png", codec=codec, allow_truncated=True,
+                             overwrite=True)
+        assert (result["iterations"], result["whole_iterations"], result["stored_iterations"]) == (whole, whole, 4)
+        image, mode = read_image(tmp_path / "cut.png")
+        assert np.array_equal(image, codec.decode(blob, whole)) and mode == "RGB"  # the alpha was in the trailer
+    assert not (tmp_path / "no.png").exists()
+    # an asked depth under the whole ones is kept; nothing whole, or a header cut short: refused
+    (tmp_path / "cut.rgb").write_bytes(blob[:ends[2]])
+    assert decode_file(tmp_path / "cut.rgb", tmp_path / "one.png", 1, codec=codec, allow_truncated=True)["iterations"] == 1
+    for length in (ends[0] - 1, header.size - 1):
+        (tmp_path / "cut.rgb").write_bytes(blob[:length])
+        with pytest.raises(BitstreamError, match="truncated"):
+            decode_file(tmp_path / "cut.rgb", tmp_path / "no.png", codec=codec, allow_truncated=True)
+    # damage is not truncation: a flipped byte in a whole chunk is refused either way
+    damaged = bytearray(blob[:ends[2]])
+    damaged[ends[0] + 2] ^= 1
+    (tmp_path / "cut.rgb").write_bytes(bytes(damaged))
+    with pytest.raises(BitstreamError, match="checksum"):
+        decode_file(tmp_path / "cut.rgb", tmp_path / "no.png", codec=codec, allow_truncated=True)
+
+    runner = CliRunner()
+    (tmp_path / "cut.rgb").write_bytes(blob[:ends[1] + 3])
+    done = runner.invoke(app, ["decode", str(tmp_path / "cut.rgb"), "--out", str(tmp_path / "cli.png"),
+                               "--allow-truncated", "--weights", str(tiny_weights)])
+    assert done.exit_code == 0, done.output
+    assert "depth 2 of 4; the file is cut short: its first 2 iterations are whole" in " ".join(done.output.split())
+
+
 def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
     runner = CliRunner()
     stream, restored = tmp_path / "x.rgb", tmp_path / "x.png"
