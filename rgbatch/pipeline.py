@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -235,6 +237,7 @@ def _ray_session(address: str | None, num_cpus: int | None):
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
+            check_cluster_address(address)
             ray.init(address=address, **quiet)
         else:
             import psutil  # Ray's own copy, on the path once ray is imported
@@ -259,6 +262,39 @@ def _ray_session(address: str | None, num_cpus: int | None):
         ray.shutdown()
         if watchdog:
             watchdog.close()
+
+
+# an HTTP/2 client's first bytes (RFC 9113 3.4): the preface, then an empty SETTINGS frame
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def check_cluster_address(address: str, timeout: float = 20.0):
+    """Refuse at once a cluster address (HOST:PORT, or ray://HOST:PORT) where no Ray answers:
+    Ray's own connection retries it for ever, deaf to SIGTERM (a mistyped port, or the
+    dashboard's, hung `compress` until session 44). A Ray cluster's head (its GCS) and a Ray
+    Client server speak gRPC, so they answer an HTTP/2 preface with a SETTINGS frame; anything
+    else is refused (with Ray's TLS on, RAY_USE_TLS, only that something listens). "auto" and
+    other forms are left to Ray."""
+    where = re.fullmatch(r"(?:ray://)?(.+):(\d+)", address)
+    if not where:
+        return
+    host, port = where.group(1).strip("[]"), int(where.group(2))  # an IPv6 host in brackets
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            connection.sendall(_HTTP2_PREFACE)
+            reply = b""
+            while len(reply) < 9 and (more := connection.recv(9 - len(reply))):
+                reply += more
+    except socket.timeout:
+        raise ConnectionError(f"{host} port {port} answers nothing within {timeout:g} s: no Ray cluster there") from None
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host} port {port} ({e.strerror or e})") from None
+    if len(reply) < 9 or reply[3] != 4:  # a frame header's type byte: 4 = SETTINGS
+        raise ConnectionError(f"{host} port {port} answers, but not as a Ray cluster does (no gRPC): a cluster's "
+                              f"address is its head's GCS port (6379 by default; not the dashboard's, 8265), or "
+                              f"ray://HOST:10001 for a Ray Client server")
 
 
 def plan_workers(ray, device: str = "auto", workers: int = 0, threads: int = 0,

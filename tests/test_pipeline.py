@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -118,6 +121,52 @@ def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
                             "is_err": False}, ignore_prefix=False)
     captured = capsys.readouterr()
     assert "infinite retries remaining" in captured.err and "infinite" not in captured.out
+
+
+def test_a_cluster_address_where_no_ray_answers_is_refused_at_once(ray_cluster, tmp_path):
+    """Ray retries such an address for ever, deaf to SIGTERM: `compress --address HOST:PORT` with a
+    wrong port, or the dashboard's, hung (session 44); now one line and exit 2."""
+    import socket
+    import socketserver
+
+    from rgbatch.pipeline import check_cluster_address
+
+    with socket.socket() as s:  # a port nothing listens at once closed
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    for address in (f"127.0.0.1:{closed}", f"ray://127.0.0.1:{closed}", f"[::1]:{closed}"):
+        with pytest.raises(ConnectionError, match=f"nothing answers at .* port {closed}"):
+            check_cluster_address(address)
+
+    class Http(socketserver.StreamRequestHandler):  # an HTTP/1 server: a dashboard, say
+        def handle(self):
+            self.rfile.readline()
+            self.wfile.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    with socketserver.TCPServer(("127.0.0.1", 0), Http) as server:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+        with pytest.raises(ConnectionError, match="answers, but not as a Ray cluster does"):
+            check_cluster_address(f"127.0.0.1:{server.server_address[1]}")
+    with socket.socket() as s:  # one that accepts and says nothing
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(ConnectionError, match="answers nothing within 0.5 s"):
+            check_cluster_address(f"127.0.0.1:{s.getsockname()[1]}", timeout=0.5)
+        with pytest.MonkeyPatch.context() as patch:  # Ray's TLS on: only that something listens
+            patch.setenv("RAY_USE_TLS", "1")
+            check_cluster_address(f"127.0.0.1:{s.getsockname()[1]}", timeout=0.5)
+    check_cluster_address(ray_cluster.address)  # a Ray cluster's head passes
+    check_cluster_address("auto")  # other forms are Ray's to read
+
+    (tmp_path / "src").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "src" / "a.png")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "rgbatch.cli", "compress", str(tmp_path / "src"), "--out",
+                           str(tmp_path / "archive"), "--address", f"127.0.0.1:{closed}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot start or reach Ray at 127.0.0.1:{closed}: nothing answers" in " ".join(done.stderr.split())
+    assert time.monotonic() - start < 60
 
 
 def test_a_name_that_is_not_utf8_fails_alone(ray_cluster, tiny_weights, tmp_path, rng):
