@@ -250,7 +250,7 @@ def _ray_session(address: str | None, num_cpus: int | None):
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                      _system_config={"worker_niceness": 0}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}") from None
+        raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}{_ray_hint(e)}") from None
     finally:
         if callable(sigterm):  # one the caller set (without one, Ray's sys.exit still commits what is done)
             signal.signal(signal.SIGTERM, sigterm)
@@ -262,6 +262,15 @@ def _ray_session(address: str | None, num_cpus: int | None):
         ray.shutdown()
         if watchdog:
             watchdog.close()
+
+
+def _ray_hint(error: Exception) -> str:
+    """What Ray's "Failed to connect to Ray cluster" leaves in the exception it chains."""
+    cause = str(error.__cause__ or "")
+    if "Unauthenticated" in cause or "AuthToken" in cause:  # `ray start` enables token auth since Ray 2.5x
+        return ("; the cluster asks for a token (Ray's token authentication): run with RAY_AUTH_MODE=token, the "
+                "token in RAY_AUTH_TOKEN or ~/.ray/auth_token, as for any driver of that cluster")
+    return ""
 
 
 # an HTTP/2 client's first bytes (RFC 9113 3.4): the preface, then an empty SETTINGS frame

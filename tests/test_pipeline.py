@@ -158,6 +158,18 @@ def test_a_cluster_address_where_no_ray_answers_is_refused_at_once(ray_cluster, 
     check_cluster_address(ray_cluster.address)  # a Ray cluster's head passes
     check_cluster_address("auto")  # other forms are Ray's to read
 
+    # a cluster that asks for a token (what `ray start` does since Ray 2.5x) says what to set
+    from rgbatch.pipeline import _ray_hint
+
+    try:
+        try:
+            raise RuntimeError("Failed to connect to GCS. ... Unauthenticated: RPC error: InvalidAuthToken")
+        except RuntimeError as e:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from e
+    except ConnectionError as e:
+        assert "RAY_AUTH_MODE=token" in _ray_hint(e)
+        assert _ray_hint(ConnectionError("Failed to connect")) == ""
+
     (tmp_path / "src").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "src" / "a.png")
     start = time.monotonic()
