@@ -36,8 +36,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
     out_fs, out_path = _output(out, overwrite)
-    fs, path = storage.resolve(source)
-    source_image = decode_image_and_metadata(storage.read_bytes(fs, path), max_pixels)
+    source_image = decode_image_and_metadata(_read(source), max_pixels)
     encoded = codec.encode(source_image.pixels, iterations, measure=True, target=target, resample=resample,
                            partial=partial)
     alpha_bytes = encode_alpha(source_image.alpha)  # part of the picture: kept whatever `metadata` says
@@ -63,8 +62,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     check_max_pixels(max_pixels)
     codec = codec or Codec.load()
     out_fs, out_path = _output(out, overwrite)
-    fs, path = storage.resolve(source)
-    blob = storage.read_bytes(fs, path)
+    blob = _read(source)
     header = read_header(blob)
     stored = header.iterations
     depth = stored if iterations is None else min(iterations, stored)
@@ -99,5 +97,21 @@ def _output(out, overwrite: bool):
     return fs, path
 
 
+def _read(source) -> bytes:
+    """The bytes of the one input file, its errors naming it."""
+    fs, path = storage.resolve(source)
+    try:
+        return storage.read_bytes(fs, path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {source}") from None
+    except ValueError as e:  # not a regular file
+        raise ValueError(f"{source}: {e}") from None
+    except OSError as e:
+        raise OSError(f"{source}: cannot read the file: {e.strerror or e}") from None
+
+
 def _write(fs, path: str, data: bytes, overwrite: bool):
-    storage.write_new(fs, posixpath.dirname(path), posixpath.basename(path), data, overwrite)
+    try:
+        storage.write_new(fs, posixpath.dirname(path), posixpath.basename(path), data, overwrite)
+    except storage.NotWritten as e:
+        raise storage.NotWritten(f"{storage.uri(fs, path)}: {e}") from None

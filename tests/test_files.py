@@ -183,6 +183,15 @@ def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
         failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])
         assert failed.exit_code == code and "error:" in failed.output and "Traceback" not in failed.output, failed.output
     assert not (tmp_path / "y.png").exists() and not (tmp_path / "y.rgb").exists()  # nothing half-written
+    # each error line names the file it is about
+    for args, said in ((["decode", str(tmp_path / "missing.rgb"), "--out", str(tmp_path / "y.png")],
+                        f"no such file: {tmp_path / 'missing.rgb'}"),
+                       (["encode", str(tmp_path), "--out", str(tmp_path / "y.rgb")],
+                        f"{tmp_path}: not a regular file (folder)"),
+                       (["decode", str(stream), "--out", str(restored)],
+                        f"{restored}: a file is already there")):
+        failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])
+        assert failed.exit_code == 2 and said in " ".join(failed.output.split()), failed.output
 
 
 def test_cli_encode_resample_writes_a_resampled_stream_that_decodes_at_full_size(tiny_weights, tmp_path, rng):
