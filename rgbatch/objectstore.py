@@ -50,10 +50,13 @@ def not_found(fs, path: str, what: str) -> FileNotFoundError:
 
 def worded(error: Exception) -> str:
     """One line for an error of pyarrow's S3 client: what is wrong and what to set, without the
-    request ids; other errors as they are."""
+    request ids; a system error as `FILE: reason` (not Python's `[Errno 30] ...: 'FILE'`); other
+    errors as they are."""
     text = str(error)
     code = re.search(r"AWS Error (\w+)", text)
     if not code:
+        if isinstance(error, OSError) and error.strerror and error.filename is not None:
+            return f"{error.filename}: {error.strerror}"
         return text
     bucket = re.search(r"in bucket '([^']*)'", text)
     where = f"bucket '{bucket.group(1)}'" if bucket else "the object store"

@@ -47,6 +47,9 @@ def test_store_errors_are_worded_without_request_ids():
     denied = OSError("When getting information for key 'src' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject")
     assert "AWS_ACCESS_KEY_ID" in worded(denied)
     assert worded(ValueError("plain")) == "plain"
+    # a system error names its file first, without Python's [Errno N] and quotes
+    assert worded(OSError(30, "Read-only file system", "/mnt/ro/archive")) == "/mnt/ro/archive: Read-only file system"
+    assert worded(OSError("no errno")) == "no errno"
 
 
 def free_port() -> int:
