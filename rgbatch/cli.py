@@ -732,8 +732,6 @@ def bench_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ):
     """Rate, quality and speed of rgbatch against JPEG, WebP, AVIF and JPEG XL on your images (docs/BENCH.md)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from .bench import bench, read_manifest, summarize, summary_tables, write_outputs
 
     with user_errors():
@@ -741,17 +739,13 @@ def bench_command(
             rows = read_manifest(source)
             summary = write_outputs(rows, out_dir).summary if out_dir else summarize(rows)
         else:
-            columns = [TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                       TimeRemainingColumn()]
-            with Progress(*columns, console=err, transient=True) as bar:
-                task = bar.add_task("bench", total=None)
+            with _image_progress("bench") as progress:  # drawn from the first image on: an error line stands alone
                 name = f"bench-{source.resolve().name}"
                 summary = bench(source, out_dir or Path(name), manifest or Path("manifests", name, "bench.parquet"),
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
                                 device=device, precision=precision, decoding=decoding, search_steps=search_steps,
                                 classical_cache=None if no_cache else classical_cache, log=err.print,
-                                classical_sweeps=classical_sweeps(classical_names),
-                                progress=lambda done, total: bar.update(task, completed=done, total=total)).summary
+                                classical_sweeps=classical_sweeps(classical_names), progress=progress).summary
     if as_json:
         out.print_json(json.dumps(summary))
     else:
