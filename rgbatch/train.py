@@ -11,6 +11,7 @@ import io
 import lzma
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -341,8 +342,10 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
         compact = xz_file_bytes(checkpoint)  # a compact state (`slim_checkpoint` with a base), or None
         state = torch.load(checkpoint if compact is None else io.BytesIO(compact), weights_only=True,
                            map_location=device)
+    except pickle.UnpicklingError:  # torch's words on it advise loading the file as code: not said
+        raise TrainingError(f"{checkpoint} is not a {what} (not a file torch.save wrote of tensors)") from None
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
-        raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}: {e})") from None
+        raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(state, dict) or not set(keys) <= state.keys():
         raise TrainingError(f"{checkpoint} is not a {what} (no {', '.join(keys[:-1])} and {keys[-1]})")
     if "model_delta" in state:  # a compact state (`slim_checkpoint` with a base): the model from its base
@@ -395,6 +398,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         raise TrainingOptionError("snapshot_every", f"{cfg.snapshot_every} must be a multiple of {{checkpoint_every}} "
                                   f"{cfg.checkpoint_every} (snapshots are taken with checkpoints)", ("checkpoint_every",))
     check_range("iterations", cfg.iterations, 1, codec_cfg.max_iterations, " for this model")
+    if cfg.patch < codec_cfg.block or cfg.patch % codec_cfg.block:
+        raise TrainingOptionError("patch", f"{cfg.patch} must be a multiple of {codec_cfg.block} (a code position's "
+                                           f"block of pixels)")
     checkpoint_path = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

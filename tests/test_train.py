@@ -31,8 +31,15 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_resuming_a_file_that_is_no_checkpoint_is_a_worded_error(tmp_path):
     (tmp_path / "run.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(TrainingError, match="is not a training checkpoint"):
+    with pytest.raises(TrainingError, match="is not a training checkpoint") as refused:
         train(config(tmp_path), resume=True, log=lambda *_: None)
+    # one line, without torch's advice to load the file as code
+    assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
+
+
+def test_a_patch_that_is_no_whole_number_of_blocks_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="patch 30 must be a multiple of 16"):
+        train(config(tmp_path, patch=30), log=lambda *_: None)
 
 
 class _RunsCode:
