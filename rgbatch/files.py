@@ -14,6 +14,7 @@ the file is linked into place: `storage.write_new`).
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 
 from . import storage
@@ -36,7 +37,8 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
     out_fs, out_path = _output(out, overwrite)
-    source_image = decode_image_and_metadata(_read(source), max_pixels)
+    with _naming(source, ImageError):
+        source_image = decode_image_and_metadata(_read(source), max_pixels)
     encoded = codec.encode(source_image.pixels, iterations, measure=True, target=target, resample=resample,
                            partial=partial)
     alpha_bytes = encode_alpha(source_image.alpha)  # part of the picture: kept whatever `metadata` says
@@ -63,21 +65,22 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     codec = codec or Codec.load()
     out_fs, out_path = _output(out, overwrite)
     blob = _read(source)
-    header = read_header(blob)
-    stored = header.iterations
-    depth = stored if iterations is None else min(iterations, stored)
-    whole = header.whole_iterations(len(blob)) if allow_truncated else stored
-    if whole == 0:
-        raise BitstreamError(f"truncated: the file ends ({len(blob)} bytes) before its first iteration does "
-                             f"({header.size + header.chunk_lengths[0]} bytes)")
-    depth = min(depth, whole)
-    image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
-    metadata, alpha = read_trailer(blob)
-    if alpha is not None:
-        try:
-            alpha = decode_alpha(alpha, image.shape[1], image.shape[0])
-        except ImageError as e:  # intact bytes (the trailer's checksum holds) that are no such PNG: a bad stream
-            raise BitstreamError(f"invalid metadata trailer: {e}") from None
+    with _naming(source, BitstreamError):
+        header = read_header(blob)
+        stored = header.iterations
+        depth = stored if iterations is None else min(iterations, stored)
+        whole = header.whole_iterations(len(blob)) if allow_truncated else stored
+        if whole == 0:
+            raise BitstreamError(f"truncated: the file ends ({len(blob)} bytes) before its first iteration does "
+                                 f"({header.size + header.chunk_lengths[0]} bytes)")
+        depth = min(depth, whole)
+        image = codec.for_model(header.model_id).decode(blob, depth, max_pixels=max_pixels)
+        metadata, alpha = read_trailer(blob)
+        if alpha is not None:
+            try:
+                alpha = decode_alpha(alpha, image.shape[1], image.shape[0])
+            except ImageError as e:  # intact bytes (the trailer's checksum holds) that are no such PNG: a bad stream
+                raise BitstreamError(f"invalid metadata trailer: {e}") from None
     _write(out_fs, out_path, encode_png(image, metadata, alpha=alpha), overwrite)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
             "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
@@ -95,6 +98,15 @@ def _output(out, overwrite: bool):
     if what != "missing" and not overwrite:
         raise storage.NotWritten(f"{out}: {storage.ALREADY_THERE}")
     return fs, path
+
+
+@contextlib.contextmanager
+def _naming(source, kind: type[Exception]):
+    """An error of `kind` raised within, its message led by the file it is about."""
+    try:
+        yield
+    except kind as e:
+        raise kind(f"{source}: {e}") from None
 
 
 def _read(source) -> bytes:

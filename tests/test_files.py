@@ -192,6 +192,12 @@ def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
                         f"{restored}: a file is already there")):
         failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])
         assert failed.exit_code == 2 and said in " ".join(failed.output.split()), failed.output
+    for args, said in ((["decode", str(tmp_path / "bad.rgb"), "--out", str(tmp_path / "y.png")],
+                        f"{tmp_path / 'bad.rgb'}: truncated"),
+                       (["encode", str(tmp_path / "text.png"), "--out", str(tmp_path / "y.rgb")],
+                        f"{tmp_path / 'text.png'}: not an image file")):
+        failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])
+        assert failed.exit_code == 1 and said in " ".join(failed.output.split()), failed.output
 
 
 def test_cli_encode_resample_writes_a_resampled_stream_that_decodes_at_full_size(tiny_weights, tmp_path, rng):
