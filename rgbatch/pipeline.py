@@ -250,7 +250,8 @@ def _ray_session(address: str | None, num_cpus: int | None):
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                      _system_config={"worker_niceness": 0}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RuntimeError(f"cannot start or reach Ray{' at ' + address if address else ''}: {e}{_ray_hint(e)}") from None
+        where = f" at {address}" if address else ""
+        raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
     finally:
         if callable(sigterm):  # one the caller set (without one, Ray's sys.exit still commits what is done)
             signal.signal(signal.SIGTERM, sigterm)
@@ -297,7 +298,8 @@ def check_cluster_address(address: str, timeout: float = 20.0):
             while len(reply) < 9 and (more := connection.recv(9 - len(reply))):
                 reply += more
     except socket.timeout:
-        raise ConnectionError(f"{host} port {port} answers nothing within {timeout:g} s: no Ray cluster there") from None
+        raise ConnectionError(f"{host} port {port} answers nothing within {timeout:g} s: no Ray cluster "
+                              f"there") from None
     except OSError as e:
         raise ConnectionError(f"nothing answers at {host} port {port} ({e.strerror or e})") from None
     if len(reply) < 9 or reply[3] != 4:  # a frame header's type byte: 4 = SETTINGS
