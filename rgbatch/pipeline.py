@@ -289,6 +289,10 @@ def check_cluster_address(address: str, timeout: float = 20.0):
     if not where:
         return
     host, port = where.group(1).strip("[]"), int(where.group(2))  # an IPv6 host in brackets
+    if host in ("localhost", "127.0.0.1", "::1") and not address.startswith("ray://"):
+        import ray.util  # ray.init connects to this node's address instead of the loopback's: so does the probe
+
+        host = ray.util.get_node_ip_address()
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
             if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):

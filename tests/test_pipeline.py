@@ -131,8 +131,10 @@ def test_a_cluster_address_where_no_ray_answers_is_refused_at_once(ray_cluster, 
 
     from rgbatch.pipeline import check_cluster_address
 
+    # servers on every interface: for a loopback address ray.init, and so the probe, connect to
+    # this node's address instead
     with socket.socket() as s:  # a port nothing listens at once closed
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         closed = s.getsockname()[1]
     for address in (f"127.0.0.1:{closed}", f"ray://127.0.0.1:{closed}", f"[::1]:{closed}"):
         with pytest.raises(ConnectionError, match=f"nothing answers at .* port {closed}"):
@@ -143,12 +145,12 @@ def test_a_cluster_address_where_no_ray_answers_is_refused_at_once(ray_cluster, 
             self.rfile.readline()
             self.wfile.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
 
-    with socketserver.TCPServer(("127.0.0.1", 0), Http) as server:
+    with socketserver.TCPServer(("", 0), Http) as server:
         threading.Thread(target=server.handle_request, daemon=True).start()
         with pytest.raises(ConnectionError, match="answers, but not as a Ray cluster does"):
             check_cluster_address(f"127.0.0.1:{server.server_address[1]}")
     with socket.socket() as s:  # one that accepts and says nothing
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         s.listen()
         with pytest.raises(ConnectionError, match="answers nothing within 0.5 s"):
             check_cluster_address(f"127.0.0.1:{s.getsockname()[1]}", timeout=0.5)
