@@ -32,13 +32,28 @@ def noise_image(size=64):
     return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(5)) - 0.5
 
 
+TIE = 1e-4  # a binarizer input this near 0 has its sign set by float rounding (sums in another order)
+
+
 def assert_same_function(narrow, wide, x, iterations):
-    """Same codes and reconstructions (to float rounding) at every iteration."""
-    with torch.inference_mode():
-        pairs = zip(narrow.eval().iterate(x, iterations), wide.eval().iterate(x, iterations))
-        for t, ((codes, x_hat), (wide_codes, wide_x_hat)) in enumerate(pairs):
-            assert torch.equal(codes, wide_codes), f"iteration {t + 1}: {(codes != wide_codes).sum()} bits differ"
-            assert (x_hat - wide_x_hat).abs().max() < 1e-4, t
+    """Same codes and reconstructions (to float rounding) at every iteration. A bit whose
+    binarizer input is a tie (within float rounding of 0) may take either sign in the wider
+    network; the two loops then go apart, so the comparison ends there (session 44's state met
+    one: -9.5e-6 against +1.5e-6, at iteration 16 of the test crop). Any other bit differing fails."""
+    inputs = []
+    hook = narrow.binarizer.conv.register_forward_hook(lambda module, args, out: inputs.append(out.detach()))
+    try:
+        with torch.inference_mode():
+            pairs = zip(narrow.eval().iterate(x, iterations), wide.eval().iterate(x, iterations))
+            for t, ((codes, x_hat), (wide_codes, wide_x_hat)) in enumerate(pairs):
+                differ = codes != wide_codes
+                if differ.any():
+                    ties = inputs[t][differ].abs() < TIE
+                    assert ties.all(), f"iteration {t + 1}: {int((~ties).sum())} bits differ that are no ties"
+                    return
+                assert (x_hat - wide_x_hat).abs().max() < 1e-4, t
+    finally:
+        hook.remove()
 
 
 @pytest.mark.parametrize("width", [0.75, 0.5])  # doubling the shipped 0.375, and 4/3: a third of the units copied
