@@ -268,7 +268,7 @@ def _ray_session(address: str | None, num_cpus: int | None):
 def _ray_hint(error: Exception) -> str:
     """What Ray's "Failed to connect to Ray cluster" leaves in the exception it chains."""
     cause = str(error.__cause__ or "")
-    if "Unauthenticated" in cause or "AuthToken" in cause:  # `ray start` enables token auth since Ray 2.5x
+    if "Unauthenticated" in cause or "AuthToken" in cause:  # Ray 2.60's `ray start` enables token auth by default
         return ("; the cluster asks for a token (Ray's token authentication): run with RAY_AUTH_MODE=token, the "
                 "token in RAY_AUTH_TOKEN or ~/.ray/auth_token, as for any driver of that cluster")
     return ""
@@ -285,7 +285,7 @@ def check_cluster_address(address: str, timeout: float = 20.0):
     Client server speak gRPC, so they answer an HTTP/2 preface with a SETTINGS frame; anything
     else is refused (with Ray's TLS on, RAY_USE_TLS, only that something listens). "auto" and
     other forms are left to Ray."""
-    where = re.fullmatch(r"(?:ray://)?(.+):(\d+)", address)
+    where = re.fullmatch(r"(?:ray://)?([^/]+):(\d+)", address)  # another scheme (http://...) is Ray's to refuse
     if not where:
         return
     host, port = where.group(1).strip("[]"), int(where.group(2))  # an IPv6 host in brackets
