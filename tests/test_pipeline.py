@@ -161,7 +161,7 @@ def test_a_cluster_address_where_no_ray_answers_is_refused_at_once(ray_cluster, 
     check_cluster_address("auto")  # other forms are Ray's to read
     check_cluster_address(f"http://127.0.0.1:{closed}")
 
-    # a cluster that asks for a token (what `ray start` does since Ray 2.5x) says what to set
+    # a cluster that asks for a token (Ray 2.60's `ray start` does by default) says what to set
     from rgbatch.pipeline import _ray_hint
 
     try:
