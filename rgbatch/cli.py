@@ -32,13 +32,13 @@ FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "targ
          "archive": "--out"}  # compress's archive (the other commands take theirs as an argument)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def shown(name) -> str:
     """A file name or path as a terminal line can show it: control characters (a newline, an
     escape sequence) as Python escapes (`\\n`, `\\x1b`), everything else as it is."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(name))
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _red(word: str, rest: str = "") -> Text:

@@ -22,6 +22,7 @@ from .bitstream import BitstreamError, read_header, read_trailer, with_metadata
 from .codec import Codec, resolve_partial
 from .imageio import MAX_PIXELS, ImageError, Metadata, decode_alpha, decode_image_and_metadata, encode_alpha, encode_png
 from .limits import check_max_pixels
+from .objectstore import not_found
 from .options import check_range
 from .ratecontrol import Target
 from .resample import SCALE_NAMES
@@ -114,8 +115,8 @@ def _read(source) -> bytes:
     fs, path = storage.resolve(source)
     try:
         return storage.read_bytes(fs, path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such file: {source}") from None
+    except FileNotFoundError:  # on a store, says when the bucket is what is missing
+        raise not_found(fs, path, f"no such file: {source}") from None
     except ValueError as e:  # not a regular file
         raise ValueError(f"{source}: {e}") from None
     except OSError as e:
