@@ -8,11 +8,12 @@ depth as `compress` does, with the same torch threads per encoder.
 
 * loop: a fresh Python process reads each file and calls `Codec.encode`;
 * batched loop: the same with `Codec.encode_many` over groups of images worth `--batch-size`
-  tiles (8: the pipeline's GPU default; on a CPU it is slower than one tile at a time, which
-  is why the pipeline's CPU default is 1);
+  tiles (8: the pipeline's GPU default, 16 its CPU default), each network batch within the
+  device's pixel budget (`codec.BATCH_PIXELS`: on a CPU one 256 x 256 tile's worth, so big
+  images go one at a time there, as in the plain loop, and thumbnails 16 at a time);
 * pipeline: `rgbatch.pipeline.compress` with its defaults into a fresh archive, on a local
-  Ray started beforehand (its start is reported apart); the loops run with no Ray up. On a
-  CPU it encodes one tile at a time like the plain loop, so pipeline vs loop is the cost of
+  Ray started beforehand (its start is reported apart); the loops run with no Ray up. Its
+  calls hold what the batched loop's groups hold, so pipeline vs batched loop is the cost of
   Ray alone (actors, object store, reads as tasks, the Parquet writer).
 
 A fresh process for the loops, because every compress run starts fresh encoder processes:

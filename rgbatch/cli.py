@@ -342,8 +342,9 @@ def compress(
     max_bytes: Optional[int] = MAX_BYTES,
     tile_size: Optional[int] = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; "
                                                        "default: whole images up to 2 MP, tiles of 1024 beyond; docs/TILING.md)."),
-    batch_size: int = typer.Option(0, help="Tiles per network batch, shared by several images (0: 8 on a GPU, "
-                                           "1 on a CPU, where batching is slower)."),
+    batch_size: int = typer.Option(0, help="Tiles per network batch and encoder call, shared by several images, "
+                                           "within 2 MP on a GPU, 65536 pixels on a CPU (0: 8 on a GPU, 16 on a "
+                                           "CPU)."),
     workers: int = typer.Option(0, help="Encoder actors (0: four sharing each GPU, or one per two CPUs)."),
     device: str = DEVICE,
     weights: Optional[Path] = WEIGHTS,

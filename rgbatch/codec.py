@@ -67,9 +67,12 @@ from .weights import load_weights, shipped_weights, trained_iterations
 
 
 DEVICES = ("auto", "cpu", "cuda")
-# a network batch holds at most this many pixels (8 tiles of 512 x 512), unless one tile alone
-# is bigger: big tiles (docs/TILING.md) run a few at a time, as many small ones did before
-BATCH_PIXELS = 8 * 512 * 512
+# a network batch holds at most this many pixels, unless one tile alone is bigger: on a GPU 8
+# tiles of 512 x 512, so that big tiles (docs/TILING.md) run a few at a time; on a CPU a 256 x
+# 256 tile's worth, since batching pays there only for small tiles (tiles of 64 px encode 1.5x
+# as fast 16 a batch as one at a time) and costs on big ones (three Kodak images decode 15 %
+# slower as one batch than one by one: docs/TILING.md, "Batches on a CPU")
+BATCH_PIXELS = {"cuda": 8 * 512 * 512, "cpu": 256 * 256}
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -79,6 +82,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise OptionError("device", "cuda was asked for, but torch sees no CUDA GPU")
     return torch.device(device)
+
+
+def batch_pixels(device: str) -> int:
+    """The pixels one network batch holds on `device` ("cpu", "cuda"): `BATCH_PIXELS`."""
+    return BATCH_PIXELS.get(device, BATCH_PIXELS["cuda"])
 
 
 MAX_SEARCH_STEPS = 100
@@ -184,6 +192,7 @@ class Codec:
         self.default_iterations = trained_iterations(model.cfg, info or {})
         self.tile_size = tile_size
         self.batch_size = max(1, batch_size)
+        self.batch_pixels = batch_pixels(self.device.type)
         self.coder = get_coder(coder, self.extra)
         # encoder-side search of the bits (ResidualGRUCodec._search_step): same streams format,
         # better reconstructions at every depth, each iteration about 3 x steps decoder passes
@@ -222,7 +231,7 @@ class Codec:
         return self.model.cfg.max_iterations
 
     def _batches(self, work, pixels):
-        """Stacks of at most batch_size tensors, and of at most BATCH_PIXELS image pixels unless
+        """Stacks of at most batch_size tensors, and of at most `batch_pixels` image pixels unless
         one tensor alone has more: `work` is (key, group, load) triples, grouped by `group`
         (tensors of one shape, `pixels(group)` image pixels each) in the order groups first
         appear; a tensor is loaded (`load()`) only when its batch is taken, so that memory holds
@@ -231,7 +240,7 @@ class Codec:
         for key, group, load in work:
             groups[group].append((key, load))
         for group, members in groups.items():
-            size = max(1, min(self.batch_size, BATCH_PIXELS // pixels(group)))
+            size = max(1, min(self.batch_size, self.batch_pixels // pixels(group)))
             for i in range(0, len(members), size):
                 chunk = members[i:i + size]
                 yield [k for k, _ in chunk], torch.stack([load() for _, load in chunk])

@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from . import raywatch
-from .codec import DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, release_freed_memory, resolve_partial
+from .codec import (DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, batch_pixels, release_freed_memory,
+                    resolve_partial)
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
@@ -55,10 +56,11 @@ from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
 SETTLE_SECONDS = 10.0  # at most this long for encoders' last progress answers at the end of a run
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
-# Tiles per batch by default. A GPU wants many; on a CPU one tile at a time is faster (9-20 %
-# on Kodak, benchmarks/pipeline_overhead.py: plain loop vs batched loop), larger batches only
-# cost cache.
-BATCH_SIZE = {"cuda": 8, "cpu": 1}
+# Tiles per batch and per encoder call by default; a call also holds at most one network batch's
+# pixels (codec.BATCH_PIXELS), unless one image alone has more. A GPU wants many tiles; a CPU one
+# big tile at a time (9-20 % faster on Kodak, benchmarks/pipeline_overhead.py: plain loop vs
+# batched loop) but small images many at a time (64 px thumbnails: 1.5x as fast 16 a batch).
+BATCH_SIZE = {"cuda": 8, "cpu": 16}
 # Encoders sharing one GPU by default. The network is a small part of an encoder's time on a
 # GPU: the context coder runs on the CPU (an H200 ran the shipped network at 34 MP/s at depth 16,
 # the whole encoder at 3.3 with the coder and MS-SSIM then on the CPU; README, "Speed of the
@@ -72,7 +74,7 @@ class CompressOptions:
     iterations: int | None = None  # None: the depth the model was trained to (weights.trained_iterations)
     target: Target = field(default_factory=Target)
     tile_size: int | None = None  # None: per image, whole up to 2 MP, else tiles of 1024 (tiling.tile_size_for)
-    batch_size: int = 0  # tiles per network batch and per encoder call; 0: 8 on a GPU, 1 on a CPU
+    batch_size: int = 0  # tiles per network batch and per encoder call; 0: 8 on a GPU, 16 on a CPU
     workers: int = 0  # encoder actors; 0: one per GPU, or one per two CPUs
     device: str = "auto"  # auto | cpu | cuda
     weights: str | None = None  # default: the shipped model
@@ -391,7 +393,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         device, workers, threads, gpu_share = plan_workers(ray, options.device, options.workers, options.threads,
                                                            options.worker_resources)
         overlap = device == "cuda" if options.overlap is None else options.overlap
-        options = replace(options, batch_size=options.batch_size or BATCH_SIZE[device], overlap=overlap)
+        options = replace(options, device=device, batch_size=options.batch_size or BATCH_SIZE[device],
+                          overlap=overlap)
         result.device, result.workers = device, workers
         if log:
             log(f"{len(found)} sources, {len(done)} already archived; {workers} {device} encoder(s)")
@@ -428,7 +431,8 @@ class _Run:
         self.calls = {}  # rows ref -> (actor index, infos)
         self.busy = [0] * len(actors)  # calls in flight per actor
         self.calls_per_worker = CALLS_PER_WORKER + (1 if options.overlap else 0)
-        self.prefetch = 2 * len(actors) * self.calls_per_worker + options.batch_size  # images read ahead
+        self.prefetch = 2 * len(actors) * self.calls_per_worker + 1  # images read ahead (`reading_ahead`)
+        self.limit = np.array([options.batch_size, batch_pixels(options.device)])  # of a call (`size`)
         # reads at once: each needs a worker process, and a burst of new processes starting
         # costs more CPU than the reads themselves
         self.max_reads = 2 * len(actors)
@@ -472,31 +476,43 @@ class _Run:
             self.ray.wait(list(self.polls), num_returns=len(self.polls), timeout=SETTLE_SECONDS)
 
     def start_reads(self):
-        while (self.pending and len(self.reads) < self.max_reads
-               and len(self.reads) + len(self.ready) < self.prefetch):
+        while self.pending and len(self.reads) < self.max_reads and self.reading_ahead():
             source = self.pending.popleft()
             info_ref, image_ref = self.read_task.remote(source, self.done.get(source.path), self.options.max_pixels,
                                                           self.options.metadata)
             self.reads[info_ref] = (image_ref, source)
 
-    def tiles(self, info: Row) -> int:
-        return len(tile_grid(info.height, info.width, tile_size_for(self.options.tile_size, info.height, info.width)))
+    def reading_ahead(self) -> bool:
+        """Whether to read one more image: up to `prefetch` ahead, and while the images read hold
+        less than a call's pixels, up to a full call more (a call of thumbnails holds 16 of them;
+        of big images, one)."""
+        ahead = len(self.reads) + len(self.ready)
+        return ahead < self.prefetch or (ahead < self.prefetch + self.limit[0] - 1
+                                         and self.sizes(self.ready)[1] < self.limit[1])
+
+    def sizes(self, ready) -> np.ndarray:
+        return sum((self.size(info) for info, _ in ready), np.zeros(2, dtype=np.int64))
+
+    def size(self, info: Row) -> np.ndarray:
+        """(tiles, pixels) of an image: what an encoder call holds at most `batch_size` and one
+        network batch (`codec.batch_pixels`) of."""
+        grid = tile_grid(info.height, info.width, tile_size_for(self.options.tile_size, info.height, info.width))
+        return np.array([len(grid), info.height * info.width])
 
     def start_calls(self):
-        """Send each encoder a full batch of tiles, or whatever is ready when it is idle or no
-        more reads are coming."""
-        batch = self.options.batch_size
+        """Send each encoder a full call (`size`), or whatever is ready when it is idle or no more
+        reads are coming."""
         while self.ready:
             index = min(range(len(self.actors)), key=self.busy.__getitem__)
             if self.busy[index] >= self.calls_per_worker:
                 return
             more_coming = self.pending or self.reads
-            if sum(self.tiles(i) for i, _ in self.ready) < batch and self.busy[index] and more_coming:
+            if all(self.sizes(self.ready) < self.limit) and self.busy[index] and more_coming:
                 return
             group, count = [], 0
-            while self.ready and (not group or count + self.tiles(self.ready[0][0]) <= batch):
+            while self.ready and (not group or all(count + self.size(self.ready[0][0]) <= self.limit)):
                 group.append(self.ready.popleft())
-                count += self.tiles(group[-1][0])
+                count += self.size(group[-1][0])
             infos = [info for info, _ in group]
             self.calls[self.actors[index].encode.remote(infos, *[ref for _, ref in group])] = (index, infos)
             self.busy[index] += 1

@@ -211,7 +211,7 @@ def test_the_device_stage_holds_the_codecs_device_and_the_coder_does_not(tiny_we
 def test_a_batch_holds_at_most_batch_pixels_unless_one_tile_is_bigger(tiny_weights, rng, monkeypatch):
     from rgbatch import codec as codec_module
 
-    monkeypatch.setattr(codec_module, "BATCH_PIXELS", 2 * 64 * 64)
+    monkeypatch.setitem(codec_module.BATCH_PIXELS, "cpu", 2 * 64 * 64)
     codec = Codec.load(tiny_weights, tile_size=64, batch_size=8, precision="fp32")
     sizes = []
     iterate, decode = codec.model.iterate, codec.model.decode

@@ -85,6 +85,50 @@ def test_an_encoder_running_two_calls_at_once_answers_each_as_alone(tiny_weights
     assert worker.progress() == []  # between calls
 
 
+def test_an_encoder_call_holds_batch_size_tiles_and_one_network_batch_of_pixels():
+    """A CPU gets 16 thumbnails a call (1.5x the speed of one at a time) but one big image a call
+    (rows are written per call, and big batches run slower there); a GPU keeps 8 tiles a call."""
+    from types import SimpleNamespace
+
+    from rgbatch.pipeline import _Run
+
+    def calls(device, sizes, batch_size=0):
+        sent = []
+        encode = SimpleNamespace(remote=lambda infos, *refs: sent.append([i.path for i in infos]) or object())
+        ray = SimpleNamespace(remote=lambda f: SimpleNamespace(options=lambda **k: None))
+        run = _Run(ray, CompressOptions(device=device, batch_size=batch_size or {"cpu": 16, "cuda": 8}[device]),
+                   [], {}, [SimpleNamespace(encode=encode)], None, None, None, None)
+        run.calls_per_worker = len(sizes)
+        run.ready.extend((Row(path=str(n), height=h, width=w), None) for n, (h, w) in enumerate(sizes))
+        run.start_calls()
+        return [len(call) for call in sent]
+
+    assert calls("cpu", [(64, 64)] * 40) == [16, 16, 8]
+    assert calls("cpu", [(128, 128)] * 9) == [4, 4, 1]  # 2^16 pixels a call on a CPU
+    assert calls("cpu", [(512, 768)] * 3) == [1, 1, 1]  # one image over the budget goes alone
+    assert calls("cpu", [(64, 64)] * 5, batch_size=2) == [2, 2, 1]
+    assert calls("cuda", [(512, 768)] * 9) == [5, 4]  # 8 tiles or 2 MP a call on a GPU
+    assert calls("cuda", [(64, 64)] * 9) == [8, 1]
+
+
+def test_reading_ahead_holds_a_call_of_small_images_but_few_big_ones():
+    from types import SimpleNamespace
+
+    from rgbatch.pipeline import _Run
+
+    ray = SimpleNamespace(remote=lambda f: SimpleNamespace(options=lambda **k: None))
+    run = _Run(ray, CompressOptions(device="cpu", batch_size=16), [], {}, [None], None, None, None, None)
+
+    def ahead(height, width):
+        run.ready.clear()
+        while run.reading_ahead():
+            run.ready.append((Row(height=height, width=width), None))
+        return len(run.ready)
+
+    assert ahead(4000, 3000) == run.prefetch == 5  # two calls queued and one more, as before
+    assert ahead(64, 64) == 16  # a whole call of thumbnails
+
+
 def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tmp_path, rng):
     source, archive = tmp_path / "photos", tmp_path / "archive"
     write_images(source, rng, ["a.png", "b.png", "sub/c.png"])
