@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -326,8 +327,26 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     out.print(table)
 
 
-def _print_json(obj):
-    out.print_json(json.dumps(obj, default=str))
+def _json(value, indent=None) -> str:
+    return json.dumps(value, indent=indent, default=str, ensure_ascii=False)
+
+
+def _print_json(obj: dict):
+    """`obj` as indented JSON on stdout. A table among its values (a report's images: a pyarrow
+    Table) is written as it is read, a row a line, so that memory stays flat in its rows."""
+    write = sys.stdout.write
+    write("{")
+    for n, (key, value) in enumerate(obj.items()):
+        write(("," if n else "") + "\n  " + _json(key) + ": ")
+        if hasattr(value, "to_batches"):
+            rows = (row for batch in value.to_batches(max_chunksize=1024) for row in batch.to_pylist())
+            write("[")
+            for m, row in enumerate(rows):
+                write(("," if m else "") + "\n    " + _json(row))
+            write("\n  ]" if value.num_rows else "]")
+        else:
+            write(_json(value, indent=2).replace("\n", "\n  "))
+    write("\n}\n")
 
 
 @app.command()
@@ -643,6 +662,8 @@ def verify(
     workers: int = typer.Option(0, help="Decode and re-measure on this many Ray actors (0: in this process). On "
                                         "a cluster (--address) the sources must be where every node reaches them."),
     address: Optional[str] = WORKERS_ADDRESS,
+    quick: bool = typer.Option(False, help="Decode the sample alone: every blob's checksums, header and model "
+                                           "are checked, in seconds where decoding every image takes hours."),
     as_json: bool = AS_JSON,
 ):
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
@@ -652,7 +673,7 @@ def verify(
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, decoding=decoding, progress=progress,
-                                max_pixels=pixel_limit(max_pixels), workers=workers, address=address)
+                                max_pixels=pixel_limit(max_pixels), workers=workers, address=address, quick=quick)
     if as_json:
         from dataclasses import asdict
 

@@ -33,11 +33,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, objectstore, storage
-from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, SCHEMA, STATS_COLUMNS, Row
+from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
@@ -362,9 +364,9 @@ class Archive:
         """Model id recorded in each part's schema metadata."""
         return {p: self._open(p).schema_arrow.metadata[b"rgbatch.model_id"].decode() for p in self.parts}
 
-    def _batches(self, columns: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    def _batches(self, columns: list[str], wanted=None) -> Iterator[tuple[int, pa.RecordBatch]]:
         """(position of the batch's first row, batch) of every part, in part order, a row group at
-        a time. A row group whose pages do not read (bits flipped inside a part whose footer
+        a time; with `wanted`, only of the row groups whose positions (a range) it accepts. A row group whose pages do not read (bits flipped inside a part whose footer
         reads: its CRC-32s, or zstd, or the encodings say so) is left out of this and every later
         reading (`_leave_out`); the damage shows only once a reading reaches it."""
         for part in list(self.parts):
@@ -378,6 +380,8 @@ class Archive:
             for group in range(file.num_row_groups):
                 rows = range(end, end + file.metadata.row_group(group).num_rows)
                 end = rows.stop
+                if wanted is not None and not wanted(rows):
+                    continue
                 for position, batch in self._group_batches(part, file, group, rows, read):
                     for name in missing:  # a part written before the column was added: null
                         batch = batch.append_column(name, pa.nulls(batch.num_rows, SCHEMA.field(name).type))
@@ -459,8 +463,9 @@ class Archive:
 
     def _current_batches(self, columns: list[str], keep: set[int]) -> Iterator[pa.RecordBatch]:
         """Batches of the rows at the positions `keep`, the others filtered out unread into Python;
-        `keep` is left holding the positions no batch gave (those of parts found damaged)."""
-        for first, batch in self._batches(columns):
+        `keep` is left holding the positions no batch gave (those of parts found damaged). Row
+        groups holding none of `keep` are not read (`restore --select` reads the blobs it needs)."""
+        for first, batch in self._batches(columns, wanted=lambda rows: not keep.isdisjoint(rows)):
             positions = range(first, first + batch.num_rows)
             mask = [p in keep for p in positions]
             keep.difference_update(positions)
@@ -601,7 +606,47 @@ def _damage(error: Exception) -> str | None:
 
 
 def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str]]]:
-    """(the table without its damaged ok rows, [(path, why)] of those rows; `Row.problem`)."""
-    problems = [row.problem(table.column_names) for row in Row.from_arrow(table)]
-    damaged = [(p, why) for p, why in zip(table["path"].to_pylist(), problems) if why]
-    return table.filter(pa.array([why is None for why in problems], pa.bool_())), damaged
+    """(the table without its damaged ok rows, [(path, why)] of those rows; `Row.problem`). Only
+    the rows `_suspects` finds are read into Python, so that an archive of a million rows is
+    checked in seconds and in little memory."""
+    suspects = np.flatnonzero(_suspects(table))
+    maybe = table.take(suspects)
+    problems = [row.problem(table.column_names) for row in Row.from_arrow(maybe)]
+    damaged = [(p, why) for p, why in zip(maybe.column("path").to_pylist() if "path" in table.column_names
+                                          else [None] * len(problems), problems) if why]
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[suspects[[why is not None for why in problems]]] = False
+    return (table.filter(pa.array(keep)) if damaged else table), damaged
+
+
+def _suspects(table: pa.Table) -> np.ndarray:
+    """Which rows `Row.problem` may find damaged, column by column in arrow: ok rows with a null,
+    empty or non-positive cell among those it checks, or a per-depth list of another length
+    than the stored depth or holding a null. More than it finds, never fewer: it decides."""
+    found = np.zeros(table.num_rows, dtype=bool)
+    if "status" not in table.column_names:
+        return found  # no row is ok
+    start = 0
+    for batch in table.to_batches():
+        column = {name: batch.column(name) for name in batch.schema.names}
+        bad = np.full(batch.num_rows, "path" not in column)  # every ok row then lacks its path
+        for name in ("path", "model_id", "blob"):
+            if name in column:
+                bad |= pc.fill_null(pc.equal(pc.binary_length(column[name]), 0), True).to_numpy(zero_copy_only=False)
+        for name in ("width", "height", "iterations"):
+            if name in column:
+                bad |= pc.fill_null(pc.less(column[name], 1), True).to_numpy(zero_copy_only=False)
+        for name in PER_DEPTH:
+            if name in column and "iterations" in column:
+                values = column[name]
+                length = pc.list_value_length(values)
+                other = pc.not_equal(length, column["iterations"])
+                if name != "bytes":  # null or empty: not measured (--no-measure)
+                    other = pc.and_(other, pc.not_equal(length, 0))
+                bad |= pc.fill_null(other, name == "bytes").to_numpy(zero_copy_only=False)
+                holes = pc.filter(pc.list_parent_indices(values), pc.is_null(pc.list_flatten(values)))
+                bad[holes.to_numpy(zero_copy_only=False)] = True
+        ok = pc.fill_null(pc.equal(column["status"], OK), False).to_numpy(zero_copy_only=False)
+        found[start:start + batch.num_rows] = ok & bad
+        start += batch.num_rows
+    return found

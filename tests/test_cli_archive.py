@@ -309,6 +309,15 @@ def test_verify_checks_blobs_and_remeasures_against_sources(archive, tiny_weight
     assert path == "b.png" and "checksum" in why
     assert verified["remeasured"] == [] and len(verified["unmeasured"]) == 2  # sources not in --sources
 
+    # --quick: every blob's checksums, only the sample decoded
+    result = run("verify", damaged, "--weights", tiny_weights, "--quick", "--sample", "0", "--json")
+    verified = json.loads(result.stdout)
+    assert result.exit_code == 1 and [p for p, _ in verified["problems"]] == ["b.png"]
+    assert (verified["checked"], verified["decoded"]) == (3, 0)
+    result = run("verify", archive / "archive", "--weights", tiny_weights, "--quick", "--sample", "1", "--json")
+    verified = json.loads(result.stdout)
+    assert result.exit_code == 0 and verified["checked"] == 3 and verified["decoded"] == len(verified["remeasured"]) == 1
+
 
 def test_the_alpha_channel_is_kept_losslessly_restored_reported_and_verified(tiny_weights, tmp_path, rng):
     src = tmp_path / "src"

@@ -398,3 +398,28 @@ def test_an_archive_whose_every_part_was_set_aside_is_empty_not_missing(tmp_path
     (tmp_path / "elsewhere" / "photos").mkdir(parents=True)  # without damaged/: no archive
     with pytest.raises(ValueError, match="holds no manifest parts"):
         Archive(tmp_path / "elsewhere")
+
+
+def test_split_damaged_finds_what_row_problem_finds_row_by_row(rng):
+    """The arrow pass (`_suspects`) only narrows the rows `Row.problem` reads: the same split
+    as asking every row, for rows damaged in every way it checks, with and without columns."""
+    from rgbatch.manifest import split_damaged
+    from rgbatch.row import COLUMNS
+
+    good = dict(path="a.png", status="ok", width=4, height=3, iterations=2, model_id="m", blob=b"x",
+                bytes=[10, 20], bpp=[0.1, 0.2], msssim=[0.9, 0.95], psnr=[30.0, 31.0])
+    changes = [{}, {"path": None}, {"path": ""}, {"width": 0}, {"height": None}, {"iterations": None},
+               {"model_id": ""}, {"blob": b""}, {"blob": None}, {"bytes": [10]}, {"bytes": None},
+               {"bpp": [0.1, None]}, {"msssim": []}, {"msssim": None}, {"psnr": [30.0, 31.0, 32.0]},
+               {"status": "error", "width": None, "bytes": None}, {"status": None, "path": None},
+               {"bytes": [None, 20]}, {"iterations": 3}, {"msssim": [], "bpp": [], "psnr": []}]
+    rows = [Row(**{**good, "path": f"{i}.png", **change}) for i, change in enumerate(changes)]
+    rows = [rows[i] for i in rng.permutation(len(rows))] * 3
+    for columns in (COLUMNS, ["path", "status", "width", "bytes", "msssim"], ["status", "width"], ["path"]):
+        table = Row.to_arrow(rows).select(columns)
+        read = Row.from_arrow(table)  # the rows as the table holds them: the columns not read are null
+        kept, damaged = split_damaged(table)
+        assert damaged == [(r.path, r.problem(columns)) for r in read if r.problem(columns)]
+        assert kept.to_pylist() == [r for r, row in zip(table.to_pylist(), read) if not row.problem(columns)]
+        if columns is COLUMNS:
+            assert len(damaged) == 42  # 14 of the 20 kinds of row, three times each
