@@ -574,6 +574,21 @@ def test_one_bad_row_never_stops_a_restore(archive, tiny_weights, tmp_path):
     assert pngs_under(out) == {str(Path(f).relative_to(out)) for f in written.values()}  # counts are files
 
 
+def test_restored_names_of_odd_paths_and_of_many():
+    from rgbatch.archive import png_names
+
+    names = png_names(["a.png", "A.PNG", "a", "a.jpg", "x/.png", "x/..png", "x/b.", "x/b.tar.gz", "x//y.png",
+                       "p.png/q.png", "p.png", "P.PNG/z/w.jpg", "t/.hidden", "s.Png.png"])
+    assert names == {"a.png": "a.png.png", "A.PNG": "A.PNG", "a": "a~2.png", "a.jpg": "a.jpg.png",
+                     "x/.png": "x/.png.png", "x/..png": "x/..png", "x/b.": "x/b..png", "x/b.tar.gz": "x/b.tar.png",
+                     "x//y.png": "x/y.png", "p.png/q.png": "p.png/q.png", "p.png": "p.png.png",
+                     "P.PNG/z/w.jpg": "P.PNG/z/w.png", "t/.hidden": "t/.hidden.png", "s.Png.png": "s.Png.png"}
+    many = [f"d{i % 7}/{i:06d}.jpg" for i in range(30_000)] + ["d0/000000.png"]
+    names = png_names(many)  # linear in the paths (it was quadratic: restore on 200,000 images never began)
+    assert names["d0/000000.png"] == "d0/000000.png" and names["d0/000000.jpg"] == "d0/000000.jpg.png"
+    assert len(set(names.values())) == len(many)
+
+
 def test_restored_names_never_collide_and_nothing_is_overwritten(archive, tiny_weights, tmp_path):
     paths = ["photo", "photo.png", "a.jpg", "a.png", "a.jpg.png", "A.PNG", "x//y.png", "x/y.png"]
     hostile = archive_of(tmp_path, archive, paths)
