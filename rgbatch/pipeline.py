@@ -49,13 +49,14 @@ from .manifest import Archive
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row
-from .sources import GLOB_CHARS, archive_name, expand_sources, read_source, source_row
+from .sources import GLOB_CHARS, archive_name, expand_sources, read_source, source_row, unchanged
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
 SETTLE_SECONDS = 10.0  # at most this long for encoders' last progress answers at the end of a run
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
+CHECK_SOURCES = 64  # archived sources whose hash a rerun checks in one task (`sources.unchanged`)
 # Tiles per batch and per encoder call by default; a call also holds at most one network batch's
 # pixels (codec.BATCH_PIXELS), unless one image alone has more. A GPU wants many tiles; a CPU one
 # big tile at a time (9-20 % faster on Kodak, benchmarks/pipeline_overhead.py: plain loop vs
@@ -425,7 +426,11 @@ class _Run:
         self.actors, self.make_actor = actors, make_actor
         self.writer, self.result, self.progress = writer, result, progress
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
-        self.pending = deque(found)  # sources not yet read
+        self.check_task = ray.remote(unchanged).options(num_cpus=0)
+        # sources archived before are checked CHECK_SOURCES to a task; those that changed are read
+        self.to_check = deque(s for s in found if s.path in done)
+        self.pending = deque(s for s in found if s.path not in done)  # sources to read
+        self.checks = {}  # check ref -> its sources
         self.reads = {}  # info ref -> (image ref, source)
         self.ready = deque()  # (info, image ref): read, waiting for an encoder
         self.calls = {}  # rows ref -> (actor index, infos)
@@ -445,14 +450,18 @@ class _Run:
         from ray.exceptions import RayError
 
         self.report()
-        while self.pending or self.reads or self.ready or self.calls:
+        while self.pending or self.reads or self.ready or self.calls or self.to_check or self.checks:
+            self.start_checks()
             self.start_reads()
             self.start_calls()
-            finished, _ = self.ray.wait(list(self.reads) + list(self.calls), num_returns=1, timeout=1.0)
+            finished, _ = self.ray.wait(list(self.checks) + list(self.reads) + list(self.calls), num_returns=1,
+                                        timeout=1.0)
             self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
             self.poll_encoders()
             for ref in finished:
-                if ref in self.reads:
+                if ref in self.checks:
+                    self.check_done(self.checks.pop(ref), ref)
+                elif ref in self.reads:
                     image_ref, source = self.reads.pop(ref)
                     try:
                         self.read_done(self.ray.get(ref), image_ref)
@@ -474,6 +483,25 @@ class _Run:
         # kill cuts off is retried on a dead actor, which Ray reports as an error
         if self.polls:
             self.ray.wait(list(self.polls), num_returns=len(self.polls), timeout=SETTLE_SECONDS)
+
+    def start_checks(self):
+        while self.to_check and len(self.checks) < self.max_reads:
+            sources = [self.to_check.popleft() for _ in range(min(CHECK_SOURCES, len(self.to_check)))]
+            ref = self.check_task.remote(sources, [self.done[s.path] for s in sources])
+            self.checks[ref] = sources
+
+    def check_done(self, sources, ref):
+        """Count the unchanged sources as skipped; read the others (`read_source` hashes them
+        again, and says why one that does not read fails)."""
+        from ray.exceptions import RayError
+
+        try:
+            same = self.ray.get(ref)
+        except RayError:  # the task was lost: read them one by one
+            same = [False] * len(sources)
+        self.result.skipped += sum(same)
+        self.pending.extend(s for s, kept in zip(sources, same) if not kept)
+        self.report()
 
     def start_reads(self):
         while self.pending and len(self.reads) < self.max_reads and self.reading_ahead():

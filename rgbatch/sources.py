@@ -208,6 +208,20 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
     return row, image
 
 
+def unchanged(sources: list[Source], known_hashes: list[str]) -> list[bool]:
+    """Whether each source's sha256 is still its known hash: a rerun's check of many archived
+    sources in one task (a task per source cost 2 ms each, 43 s for 20,000 thumbnails). A source
+    that does not read is not unchanged: `read_source` then says why."""
+    def same(source: Source, known: str) -> bool:
+        try:
+            fs, path = resolve(source.location)
+            return hashlib.sha256(read_bytes(fs, path)).hexdigest() == known
+        except (OSError, ValueError):
+            return False
+
+    return [same(source, known) for source, known in zip(sources, known_hashes)]
+
+
 def archive_name(root: str) -> str:
     """The default archive name of a source root: its last folder name."""
     name = posixpath.basename(split_query(root)[0].rstrip("/").split("://")[-1])

@@ -165,3 +165,16 @@ def test_an_archive_given_as_the_last_source_is_a_usage_slip_that_names_out(tmp_
         compress(["photos", "new"], str(tmp_path / "archive"))
     with pytest.raises(ValueError, match=r"^no files match photos/\*\.jpg$"):
         compress(["photos", "photos/*.jpg"])
+
+
+def test_unchanged_checks_many_archived_sources_in_one_call(tmp_path):
+    """A rerun's check (`sources.unchanged`): the same bytes are unchanged; changed bytes, a
+    missing file and a folder in a file's place are not (`read_source` then says why)."""
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "d.png").mkdir()
+    known = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("a.png", "b.png", "c.png", "d.png", "e.png")}
+    (tmp_path / "b.png").write_bytes(b"changed")
+    names = sorted(known)
+    same = rs.unchanged([rs.Source(str(tmp_path / n), n) for n in names], [known[n] for n in names])
+    assert same == [True, False, True, False, False]
