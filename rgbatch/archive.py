@@ -668,6 +668,8 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
         problem = row.problem() or _check_blob(row) or _model_problem(row, codec.for_model(row.model_id))
         if problem:
             result.problems.append((row.path, problem))
+        if progress and quick and result.checked % 1024 == 0:  # few groups to decode: count the rows read
+            progress(result.checked, len(ok_paths))
         return problem is None
 
     def groups(size: int = DECODE_GROUP):
