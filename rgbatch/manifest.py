@@ -366,9 +366,10 @@ class Archive:
 
     def _batches(self, columns: list[str], wanted=None) -> Iterator[tuple[int, pa.RecordBatch]]:
         """(position of the batch's first row, batch) of every part, in part order, a row group at
-        a time; with `wanted`, only of the row groups whose positions (a range) it accepts. A row group whose pages do not read (bits flipped inside a part whose footer
-        reads: its CRC-32s, or zstd, or the encodings say so) is left out of this and every later
-        reading (`_leave_out`); the damage shows only once a reading reaches it."""
+        a time; with `wanted`, only of the row groups whose positions (a range) it accepts. A row
+        group whose pages do not read (bits flipped inside a part whose footer reads: its CRC-32s,
+        or zstd, or the encodings say so) is left out of this and every later reading
+        (`_leave_out`); the damage shows only once a reading reaches it."""
         for part in list(self.parts):
             file = self._open(part)
             missing = [c for c in columns if c not in file.schema_arrow.names]
@@ -612,8 +613,8 @@ def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str
     suspects = np.flatnonzero(_suspects(table))
     maybe = table.take(suspects)
     problems = [row.problem(table.column_names) for row in Row.from_arrow(maybe)]
-    damaged = [(p, why) for p, why in zip(maybe.column("path").to_pylist() if "path" in table.column_names
-                                          else [None] * len(problems), problems) if why]
+    paths = maybe.column("path").to_pylist() if "path" in maybe.column_names else [None] * maybe.num_rows
+    damaged = [(p, why) for p, why in zip(paths, problems) if why]
     keep = np.ones(table.num_rows, dtype=bool)
     keep[suspects[[why is not None for why in problems]]] = False
     return (table.filter(pa.array(keep)) if damaged else table), damaged
