@@ -432,7 +432,8 @@ class _Run:
         self.pending = deque(s for s in found if s.path not in done)  # sources to read
         self.checks = {}  # check ref -> its sources
         self.reads = {}  # info ref -> (image ref, source)
-        self.ready = deque()  # (info, image ref): read, waiting for an encoder
+        self.ready = deque()  # (info, image ref, its `size`): read, waiting for an encoder
+        self.ready_size = np.zeros(2, dtype=np.int64)  # theirs together
         self.calls = {}  # rows ref -> (actor index, infos)
         self.busy = [0] * len(actors)  # calls in flight per actor
         self.calls_per_worker = CALLS_PER_WORKER + (1 if options.overlap else 0)
@@ -516,10 +517,7 @@ class _Run:
         of big images, one)."""
         ahead = len(self.reads) + len(self.ready)
         return ahead < self.prefetch or (ahead < self.prefetch + self.limit[0] - 1
-                                         and self.sizes(self.ready)[1] < self.limit[1])
-
-    def sizes(self, ready) -> np.ndarray:
-        return sum((self.size(info) for info, _ in ready), np.zeros(2, dtype=np.int64))
+                                         and self.ready_size[1] < self.limit[1])
 
     def size(self, info: Row) -> np.ndarray:
         """(tiles, pixels) of an image: what an encoder call holds at most `batch_size` and one
@@ -535,14 +533,15 @@ class _Run:
             if self.busy[index] >= self.calls_per_worker:
                 return
             more_coming = self.pending or self.reads
-            if all(self.sizes(self.ready) < self.limit) and self.busy[index] and more_coming:
+            if all(self.ready_size < self.limit) and self.busy[index] and more_coming:
                 return
             group, count = [], 0
-            while self.ready and (not group or all(count + self.size(self.ready[0][0]) <= self.limit)):
+            while self.ready and (not group or all(count + self.ready[0][2] <= self.limit)):
                 group.append(self.ready.popleft())
-                count += self.size(group[-1][0])
-            infos = [info for info, _ in group]
-            self.calls[self.actors[index].encode.remote(infos, *[ref for _, ref in group])] = (index, infos)
+                count += group[-1][2]
+            self.ready_size -= count
+            infos = [info for info, _, _ in group]
+            self.calls[self.actors[index].encode.remote(infos, *[ref for _, ref, _ in group])] = (index, infos)
             self.busy[index] += 1
 
     def read_done(self, info: Row, image_ref):
@@ -552,7 +551,9 @@ class _Run:
         elif info.status is not None:  # failed
             self.write(info)
         else:
-            self.ready.append((info, image_ref))
+            size = self.size(info)
+            self.ready.append((info, image_ref, size))
+            self.ready_size += size
 
     def write(self, row: Row):
         if row.path in self.written:  # a retried call answered twice: keep the first

@@ -99,7 +99,8 @@ def test_an_encoder_call_holds_batch_size_tiles_and_one_network_batch_of_pixels(
         run = _Run(ray, CompressOptions(device=device, batch_size=batch_size or {"cpu": 16, "cuda": 8}[device]),
                    [], {}, [SimpleNamespace(encode=encode)], None, None, None, None)
         run.calls_per_worker = len(sizes)
-        run.ready.extend((Row(path=str(n), height=h, width=w), None) for n, (h, w) in enumerate(sizes))
+        for n, (h, w) in enumerate(sizes):
+            run.read_done(Row(path=str(n), height=h, width=w), None)
         run.start_calls()
         return [len(call) for call in sent]
 
@@ -117,15 +118,14 @@ def test_reading_ahead_holds_a_call_of_small_images_but_few_big_ones():
     from rgbatch.pipeline import _Run
 
     ray = SimpleNamespace(remote=lambda f: SimpleNamespace(options=lambda **k: None))
-    run = _Run(ray, CompressOptions(device="cpu", batch_size=16), [], {}, [None], None, None, None, None)
 
     def ahead(height, width):
-        run.ready.clear()
+        run = _Run(ray, CompressOptions(device="cpu", batch_size=16), [], {}, [None], None, None, None, None)
         while run.reading_ahead():
-            run.ready.append((Row(height=height, width=width), None))
+            run.read_done(Row(height=height, width=width), None)
         return len(run.ready)
 
-    assert ahead(4000, 3000) == run.prefetch == 5  # two calls queued and one more, as before
+    assert ahead(4000, 3000) == 5  # `prefetch`: two calls queued and one more, as before
     assert ahead(64, 64) == 16  # a whole call of thumbnails
 
 
