@@ -89,10 +89,13 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     check_range("worst", worst, 0)
     target = Target(msssim=min_msssim)
     man = Archive(archive)
-    table = _with_coding(man, man.table())
+    table = _with_coding(man, man.table(IMAGE_FIELDS + ["frames"]))  # not the hashes, times...: less memory
     usable, damaged = split_damaged(table)
     is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
-    ok, failed = usable.filter(is_ok), usable.filter(pc.invert(is_ok))
+    if pc.all(is_ok).as_py():  # the usual archive: no copy of its table
+        ok, failed = usable, usable.slice(0, 0)
+    else:
+        ok, failed = usable.filter(is_ok), usable.filter(pc.invert(is_ok))
 
     def at(depths: list[int], images: pa.Table = ok) -> dict:
         return _query(_COST_SQL, images.append_column("depth", pa.array(depths, pa.int64())))[0]
@@ -766,7 +769,8 @@ def _dropped_paths(man: Archive, drop: tuple[str, ...], drop_failed: bool) -> se
     """The archived paths `compact` leaves out. Refused before any work: a glob that matches
     none (a mistyped one would drop nothing, silently), and leaving nothing (no parts would be
     left: that is deleting the archive, which the user does, not `compact`)."""
-    paths = {p for p in man.current_rows().values() if p is not None}
+    current = man.current_rows()
+    paths = set(current["path"].drop_null().to_pylist())
     dropped = set()
     for glob in drop:
         matched = {p for p in paths if fnmatch.fnmatchcase(p, glob)}
@@ -777,7 +781,7 @@ def _dropped_paths(man: Archive, drop: tuple[str, ...], drop_failed: bool) -> se
         table = man.table(["path", "status"])
         dropped |= {p for p, status in zip(table.column("path").to_pylist(), table.column("status").to_pylist())
                     if p is not None and status != OK}
-    if dropped and len(dropped) == len(man.current_rows()):
+    if dropped and len(dropped) == current.num_rows:
         raise OptionError("drop", f"it would drop all {len(dropped)} image(s) of the archive, leaving no part: "
                                   f"delete the archive's folder instead")
     return dropped
@@ -788,7 +792,7 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
     old_parts = list(man.parts)
     result = CompactResult(archive=man.location, parts_before=len(old_parts), bytes_before=man.part_bytes(),
                            rows_before=man.total_rows())
-    total = len(man.current_rows()) - len(dropped)
+    total = man.current_rows().num_rows - len(dropped)
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
     writers: dict[str, PartWriter] = {}
     missed, paths = [], None

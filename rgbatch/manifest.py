@@ -54,8 +54,11 @@ ROW_GROUP_BYTES = 8 << 20
 PART_ROWS = 1024
 COMMIT_SECONDS = 60.0
 # Footers read at listing are kept for the readings that follow (parts never change once written),
-# up to this many bytes of them (serialized; a full part's is about 70 kB): beyond, read again.
-FOOTER_CACHE_BYTES = 64 << 20
+# up to this many bytes of memory: beyond, read again. A decoded footer holds about 1 KB per column
+# chunk (`FOOTER_CHUNK_BYTES`), ten times its bytes on disk: a full part's (16 row groups of 28
+# columns) is 46 KB on disk and 470 KB kept (pyarrow 26), so 128 MB keep about 290 full parts.
+FOOTER_CACHE_BYTES = 128 << 20
+FOOTER_CHUNK_BYTES = 1024
 
 
 
@@ -279,7 +282,7 @@ class Archive:
             why = None if digest in (None, schema_digest(schema).encode()) else "its schema does not match its digest"
             if not why and self._footer_bytes < FOOTER_CACHE_BYTES:
                 self._footers[part] = file.metadata  # `_open` reads it no more
-                self._footer_bytes += file.metadata.serialized_size
+                self._footer_bytes += file.metadata.num_row_groups * file.metadata.num_columns * FOOTER_CHUNK_BYTES
         if why:
             return (f"damaged manifest part, not a readable Parquet file ({why}): its images are left out; "
                     f"`compress` encodes them again; `compact` sets the part aside in {SET_ASIDE}/")
@@ -447,42 +450,70 @@ class Archive:
             if len(self._damaged) == damaged:
                 return result
 
-    def current_rows(self) -> dict[int, str]:
-        """{position (`_batches`): path} of each path's current row (latest written, ok before error)."""
+    def current_rows(self) -> pa.Table:
+        """Each path's current row (latest written, ok before error; the first written of equals):
+        a table of its `position` (`_batches`) and `path`, in position order. Chosen in Arrow, so
+        that ten million rows take seconds and a few hundred MB, not a Python dict's gigabytes."""
         if self._current is None:
             self._current = self._read_whole(self._choose_current)
         return self._current
 
-    def _choose_current(self) -> dict[int, str]:
-        best = {}
+    def _choose_current(self) -> pa.Table:
+        positions, batches = [], []
         for first, batch in self._batches(["path", "status", "written_at"]):
-            columns = (batch.column(c).to_pylist() for c in batch.schema.names)
-            for position, (path, status, written) in enumerate(zip(*columns), first):
-                rank = (written or _NEVER, status == OK)  # a null time counts as the oldest
-                key = path if path is not None else ("null path", position)  # each its own image
-                if key not in best or rank > best[key][0]:
-                    best[key] = (rank, position)
-        return {position: path if isinstance(path, str) else None for path, (_, position) in best.items()}
+            positions.append(np.arange(first, first + batch.num_rows, dtype=np.int64))
+            batches.append(batch)
+        rows = pa.Table.from_batches(batches, schema=pa.schema([SCHEMA.field(c) for c in ("path", "status", "written_at")]))
+        rows = pa.table({
+            "position": np.concatenate(positions) if positions else np.zeros(0, np.int64),
+            "path": rows["path"].cast(pa.large_string()).combine_chunks(),  # no 2 GiB limit on the paths
+            "written": pc.fill_null(rows["written_at"], pa.scalar(_NEVER, rows.schema.field("written_at").type)),
+            "ok": pc.fill_null(pc.equal(rows["status"], OK), False)})  # a null time counts as the oldest
+        rows = rows.take(pc.sort_indices(rows, [("path", "ascending"), ("written", "ascending"), ("ok", "ascending"),
+                                                ("position", "descending")]))
+        path = rows["path"].combine_chunks()
+        last = np.ones(rows.num_rows, dtype=bool)  # the last row of each path's run; a null path: each its own
+        last[:-1] = pc.fill_null(pc.not_equal(path[:-1], path[1:]), True).to_numpy(zero_copy_only=False)
+        return rows.filter(pa.array(last)).select(["position", "path"]).sort_by("position")
 
-    def _current_batches(self, columns: list[str], keep: set[int]) -> Iterator[pa.RecordBatch]:
-        """Batches of the rows at the positions `keep`, the others filtered out unread into Python;
-        `keep` is left holding the positions no batch gave (those of parts found damaged). Row
-        groups holding none of `keep` are not read (`restore --select` reads the blobs it needs)."""
-        for first, batch in self._batches(columns, wanted=lambda rows: not keep.isdisjoint(rows)):
-            positions = range(first, first + batch.num_rows)
-            mask = [p in keep for p in positions]
-            keep.difference_update(positions)
-            if any(mask):
-                yield batch.filter(pa.array(mask))
+    def _current_batches(self, columns: list[str], keep: np.ndarray, given: np.ndarray | None = None
+                         ) -> Iterator[pa.RecordBatch]:
+        """Batches of the rows at the positions `keep` (sorted), the others left out unread into
+        Python; `given[i]` is set where a batch gave `keep[i]` (those it does not: rows of parts found
+        damaged). Row groups holding none of `keep` are not read (`restore --select` reads the blobs
+        it needs)."""
+        def among(first: int, stop: int) -> slice:
+            return slice(*np.searchsorted(keep, [first, stop]))
 
-    def _kept(self, paths: set[str] | None) -> set[int]:
-        return {pos for pos, path in self.current_rows().items() if paths is None or path in paths}
+        def holds(rows: range) -> bool:
+            found = among(rows.start, rows.stop)
+            return found.stop > found.start
+
+        for first, batch in self._batches(columns, wanted=holds):
+            found = among(first, first + batch.num_rows)
+            if given is not None:
+                given[found] = True
+            if found.stop - found.start == batch.num_rows:
+                yield batch
+            elif found.stop > found.start:
+                yield batch.take(pa.array(keep[found] - first))
+
+    def _kept(self, paths: set[str] | None) -> np.ndarray:
+        current = self.current_rows()
+        if paths is not None:
+            current = current.filter(pc.is_in(current["path"], value_set=pa.array(sorted(paths), pa.large_string())))
+        return current["position"].to_numpy()
 
     def table(self, columns: list[str] = STATS_COLUMNS) -> pa.Table:
         """The current rows as one table, sorted by path (no blobs by default: they can be large)."""
         schema = pa.schema([SCHEMA.field(c) for c in columns])
-        return self._read_whole(lambda: pa.Table.from_batches(
-            list(self._current_batches(columns, self._kept(None))), schema=schema)).sort_by("path")
+        table = self._read_whole(lambda: pa.Table.from_batches(
+            list(self._current_batches(columns, self._kept(None))), schema=schema))
+        order, ordered = pc.sort_indices(table["path"]), []
+        for name in columns:  # sorted a column at a time, each read column freed as it goes: not two tables at once
+            ordered.append(table[name].take(order))
+            table = table.drop_columns([name])
+        return pa.Table.from_arrays(ordered, schema=schema)
 
     def rows(self, paths: set[str] | None = None) -> Iterator[Row]:
         """Current rows (blobs included), part by part so memory stays bounded. Where a part's
@@ -490,11 +521,14 @@ class Archive:
         and the current rows it did not give are in `missed` once the rows are read: [(path, why)]."""
         current, self.missed = self.current_rows(), []
         keep = self._kept(paths)
-        for batch in self._current_batches(COLUMNS, keep):
+        given = np.zeros(len(keep), dtype=bool)
+        for batch in self._current_batches(COLUMNS, keep, given):
             yield from Row.from_arrow(batch)
-        for position in sorted(keep):  # in the parts' order
+        lost = keep[~given]  # in the parts' order
+        lost_paths = current["path"].take(np.searchsorted(current["position"].to_numpy(), lost)).to_pylist()
+        for position, path in zip(lost.tolist(), lost_paths):
             part, why = next((part, why) for (part, _), (rows, why) in self._damaged.items() if position in rows)
-            self.missed.append((current[position], f"{posixpath.basename(part)}: {why}"))
+            self.missed.append((path, f"{posixpath.basename(part)}: {why}"))
 
     def done(self) -> dict[str, str]:
         """{path: source hash} of the images whose current row is ok (and not damaged, see

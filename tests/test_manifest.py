@@ -6,16 +6,18 @@ import signal
 import socket
 import subprocess
 import sys
+import datetime as dt
 import time
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from rgbatch import __version__
 from conftest import damage_page
 from rgbatch.manifest import DIGEST_KEY, FORMAT_VERSION, Archive, ArchiveBusy, ArchiveLock, PartWriter
-from rgbatch.row import ADDED_COLUMNS, Row
+from rgbatch.row import ADDED_COLUMNS, SCHEMA, Row
 
 
 def error_row(path, source, message, **known):
@@ -117,6 +119,31 @@ def test_current_row_is_the_latest_and_reruns_skip_only_ok_rows(tmp_path):
         writer.add(ok_row("kept.png", source_hash="k1", bytes=[1, None]))
     assert Archive(tmp_path).done() == {"retried.png": "r2"}
     assert [r.path for r in manifest.rows(paths={"kept.png"})] == ["kept.png"]
+
+
+def test_the_current_rows_are_those_a_row_by_row_choice_gives(tmp_path, rng):
+    """Chosen in Arrow (`Archive.current_rows`): the same as the plain rule read row by row, ties,
+    null times and null paths (each its own image) included."""
+    times = [None] + [dt.datetime(2026, 12, 5, hour, tzinfo=dt.timezone.utc) for hour in (1, 2, 3)]
+    for part in range(3):
+        rows = [{"path": rng.choice(["a.png", "b.png", "c.png", "d.png", None]), "written_at": times[rng.integers(4)],
+                 "status": rng.choice(["ok", "error", None])} for _ in range(rng.integers(0, 40))]
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
+            {b"rgbatch.format_version": str(FORMAT_VERSION).encode(), b"rgbatch.model_id": b"x"}),
+            tmp_path / f"part-{part:032x}.parquet", row_group_size=7)
+    archive = Archive(tmp_path)
+    best = {}
+    for first, batch in archive._batches(["path", "status", "written_at"]):
+        for position, row in enumerate(batch.to_pylist(), first):
+            rank = (row["written_at"] or dt.datetime.min.replace(tzinfo=dt.timezone.utc), row["status"] == "ok")
+            key = row["path"] if row["path"] is not None else position
+            if key not in best or rank > best[key][0]:
+                best[key] = rank, position, row["path"]
+    current = archive.current_rows()
+    assert current["position"].to_pylist() == sorted(position for _, position, _ in best.values())
+    assert dict(zip(current["position"].to_pylist(), current["path"].to_pylist())) == {
+        position: path for _, position, path in best.values()}
+    assert archive.table(["path"]).num_rows == len(best)
 
 
 def test_parts_of_another_model_are_read_alike(tmp_path):
