@@ -146,6 +146,21 @@ def test_the_current_rows_are_those_a_row_by_row_choice_gives(tmp_path, rng):
     assert archive.table(["path"]).num_rows == len(best)
 
 
+def test_what_a_rerun_skips_is_read_a_few_row_groups_at_a_time(tmp_path, monkeypatch):
+    from rgbatch import manifest
+    for run in range(3):
+        with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+            for i in range(150):
+                if (i + run) % 7 == 0:
+                    writer.add(error_row(f"{i}.png", f"/src/{i}.png", "truncated"))
+                else:  # some damaged: not done
+                    writer.add(ok_row(f"{i}.png", source_hash=f"h{run}", bytes=[1, None] if i % 11 == run else [1, 2]))
+    expected = {f"{i}.png": "h2" for i in range(150) if (i + 2) % 7 and i % 11 != 2}
+    assert Archive(tmp_path).done() == expected
+    monkeypatch.setattr(manifest, "DONE_ROWS", manifest.ROW_GROUP_ROWS)  # a row group at a time
+    assert Archive(tmp_path).done() == expected
+
+
 def test_parts_of_another_model_are_read_alike(tmp_path):
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:
         writer.add(ok_row("a.png"))
