@@ -393,6 +393,9 @@ def compress(
                                   help="Keep each image's ICC colour profile and EXIF block (capture time, camera, "
                                        "location...) in the archive, written back by restore; --strip-metadata "
                                        "keeps neither (docs/ARCHIVE.md). An alpha channel is kept either way."),
+    rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
+                                            "by default one whose size and modification time are as archived is "
+                                            "skipped unread (docs/ARCHIVE.md, Reruns)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = AS_JSON,
 ):
@@ -409,7 +412,7 @@ def compress(
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision, decoding=decoding,
             search_steps=search_steps, post_filter=post_filter, resample=resample, partial=partial, overlap=overlap,
-            metadata=metadata)
+            metadata=metadata, rehash=rehash)
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
                                   log=lambda text: err.print(text, highlight=False))

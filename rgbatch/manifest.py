@@ -54,7 +54,8 @@ ROW_GROUP_BYTES = 8 << 20
 # A part is committed after this many rows or seconds, bounding what an interruption loses.
 PART_ROWS = 1024
 # what `done` reads (what `Row.problem` checks, and the source hash), and how many rows at a time
-DONE_COLUMNS = ["path", "source_hash", "status", "model_id", "width", "height", "iterations", *PER_DEPTH]
+DONE_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width", "height",
+                "iterations", *PER_DEPTH]
 DONE_ROWS = 1 << 16
 COMMIT_SECONDS = 60.0
 # Footers read at listing are kept for the readings that follow (parts never change once written),
@@ -534,16 +535,17 @@ class Archive:
             part, why = next((part, why) for (part, _), (rows, why) in self._damaged.items() if position in rows)
             self.missed.append((path, f"{posixpath.basename(part)}: {why}"))
 
-    def done(self) -> dict[str, str]:
-        """{path: source hash} of the images whose current row is ok (and not damaged, see
-        `Row.problem`): what a rerun skips. Read and checked DONE_ROWS at a time, not as one table:
-        an archive of a million images costs the dictionary alone."""
-        def read() -> dict[str, str]:
+    def done(self) -> dict[str, tuple[str, int | None, dt.datetime | None]]:
+        """{path: (source hash, size, modification time)} of the images whose current row is ok
+        (and not damaged, see `Row.problem`): what a rerun skips (`sources.unchanged`). Read and
+        checked DONE_ROWS at a time, not as one table: a million images cost the dictionary alone."""
+        def read() -> dict[str, tuple[str, int | None, dt.datetime | None]]:
             done, batches = {}, self._current_batches(DONE_COLUMNS, self._kept(None))
             while chunk := list(itertools.islice(batches, DONE_ROWS // ROW_GROUP_ROWS)):
                 table, _ = split_damaged(pa.Table.from_batches(chunk))
                 table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
-                done.update(zip(table["path"].to_pylist(), table["source_hash"].to_pylist()))
+                done.update(zip(table["path"].to_pylist(), zip(*(table[c].to_pylist() for c in (
+                    "source_hash", "source_bytes", "source_mtime")))))
             return done
 
         return self._read_whole(read) if self.parts else {}

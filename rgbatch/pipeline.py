@@ -101,6 +101,8 @@ class CompressOptions:
     # docstring); None: on a GPU, where the device would otherwise wait for the coder, not on a CPU
     overlap: bool | None = None
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
+    # hash every archived source again, not trusting an unchanged size and modification time (sources.unchanged)
+    rehash: bool = False
 
     def check(self):
         """Every option a compression reads, checked before any work starts (the model's own
@@ -488,7 +490,7 @@ class _Run:
     def start_checks(self):
         while self.to_check and len(self.checks) < self.max_reads:
             sources = [self.to_check.popleft() for _ in range(min(CHECK_SOURCES, len(self.to_check)))]
-            ref = self.check_task.remote(sources, [self.done[s.path] for s in sources])
+            ref = self.check_task.remote(sources, [self.done[s.path] for s in sources], self.options.rehash)
             self.checks[ref] = sources
 
     def check_done(self, sources, ref):
@@ -507,7 +509,8 @@ class _Run:
     def start_reads(self):
         while self.pending and len(self.reads) < self.max_reads and self.reading_ahead():
             source = self.pending.popleft()
-            info_ref, image_ref = self.read_task.remote(source, self.done.get(source.path), self.options.max_pixels,
+            known_hash = self.done[source.path][0] if source.path in self.done else None
+            info_ref, image_ref = self.read_task.remote(source, known_hash, self.options.max_pixels,
                                                           self.options.metadata)
             self.reads[info_ref] = (image_ref, source)
 

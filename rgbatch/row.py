@@ -55,8 +55,11 @@ SCHEMA = pa.schema([
     ("frames", pa.int32()),  # frames or pages of a source that has several (only the first is archived); null: one
     ("alpha", pa.binary()),  # the source's alpha channel, losslessly (rgbatch.imageio.encode_alpha); null: none, or opaque
     ("alpha_bytes", pa.int64()),  # its size beside the blob; 0: an opaque alpha channel (not stored); null: none
+    # the source's modification time when read, where it was older than the reading by RACY_SECONDS
+    # (sources.read_source): a rerun skips a source of this size and time unread; null: hashed again
+    ("source_mtime", pa.timestamp("us", tz="UTC")),
 ])
-ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes")
+ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime")
 COLUMNS = SCHEMA.names
 METADATA_COLUMNS = ("icc_profile", "exif", "alpha")  # restored with the pixels, read with the blobs (not stats)
 STATS_COLUMNS = [c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS]
@@ -100,6 +103,7 @@ class Row:
     frames: int | None = None
     alpha: bytes | None = None
     alpha_bytes: int | None = None
+    source_mtime: dt.datetime | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":

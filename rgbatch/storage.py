@@ -13,6 +13,7 @@ once complete, so a reader (or a rerun after a crash) never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import os
 import posixpath
@@ -100,6 +101,22 @@ def is_regular_file(fs: pafs.FileSystem, path: str) -> bool:
 
 def size(fs: pafs.FileSystem, path: str) -> int:
     return fs.get_file_info(path).size
+
+
+def file_stat(fs: pafs.FileSystem, path: str) -> tuple[int | None, dt.datetime | None]:
+    """(size, modification time in UTC, to the microsecond) of a file, symbolic links followed;
+    an object store's time is its own (None where it gives none)."""
+    if is_local(fs):
+        info = os.stat(path)
+        size, mtime_ns = info.st_size, info.st_mtime_ns
+    else:
+        info = fs.get_file_info(path)
+        size, mtime_ns = info.size, info.mtime_ns
+    mtime = None if mtime_ns is None else _EPOCH + dt.timedelta(microseconds=mtime_ns // 1000)
+    return size, mtime
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def open_input(fs: pafs.FileSystem, path: str):

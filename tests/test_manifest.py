@@ -31,6 +31,11 @@ def ok_row(path, blob=b"\x01\x02", source_hash="h", model_id="00112233aabbccdd",
             "psnr": [20.0, 25.0], "status": "ok", "error": None, "read_seconds": 0.1, "encode_seconds": 0.2, **changed})
 
 
+def hashes(done: dict) -> dict:
+    """{path: source hash} of `Archive.done` (whose values also hold the size and time)."""
+    return {path: sha256 for path, (sha256, _, _) in done.items()}
+
+
 def parts(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("part-"))
 
@@ -114,10 +119,10 @@ def test_current_row_is_the_latest_and_reruns_skip_only_ok_rows(tmp_path):
     current = {r["path"]: (r["status"], r["source_hash"]) for r in manifest.table().to_pylist()}
     assert current == {"retried.png": ("ok", "r2"), "kept.png": ("ok", "k1"), "changed.png": ("error", "c2"),
                        "broken.png": ("error", None)}
-    assert manifest.done() == {"retried.png": "r2", "kept.png": "k1"}
+    assert hashes(manifest.done()) == {"retried.png": "r2", "kept.png": "k1"}
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:  # a damaged row is not done: a rerun redoes it
         writer.add(ok_row("kept.png", source_hash="k1", bytes=[1, None]))
-    assert Archive(tmp_path).done() == {"retried.png": "r2"}
+    assert hashes(Archive(tmp_path).done()) == {"retried.png": "r2"}
     assert [r.path for r in manifest.rows(paths={"kept.png"})] == ["kept.png"]
 
 
@@ -156,9 +161,9 @@ def test_what_a_rerun_skips_is_read_a_few_row_groups_at_a_time(tmp_path, monkeyp
                 else:  # some damaged: not done
                     writer.add(ok_row(f"{i}.png", source_hash=f"h{run}", bytes=[1, None] if i % 11 == run else [1, 2]))
     expected = {f"{i}.png": "h2" for i in range(150) if (i + 2) % 7 and i % 11 != 2}
-    assert Archive(tmp_path).done() == expected
+    assert hashes(Archive(tmp_path).done()) == expected
     monkeypatch.setattr(manifest, "DONE_ROWS", manifest.ROW_GROUP_ROWS)  # a row group at a time
-    assert Archive(tmp_path).done() == expected
+    assert hashes(Archive(tmp_path).done()) == expected
 
 
 def test_parts_of_another_model_are_read_alike(tmp_path):
@@ -257,7 +262,7 @@ def test_a_row_group_damaged_inside_is_left_out_and_the_rest_of_its_part_reads(t
     assert table["source_hash"].to_pylist() == ["h"] * 4 + ["old"]
     assert [p for p, _ in archive.unreadable] == [part] and archive.damaged_parts == {str(tmp_path / part)}
     assert "damaged manifest part, its row group 2 of 2 (4 rows) does not read" in archive.unreadable[0][1]
-    assert archive.done() == {"0.png": "h", "1.png": "h", "2.png": "h", "3.png": "h", "6.png": "old"}
+    assert hashes(archive.done()) == {"0.png": "h", "1.png": "h", "2.png": "h", "3.png": "h", "6.png": "old"}
     assert sorted(r.path for r in archive.rows()) == ["0.png", "1.png", "2.png", "3.png", "6.png"] and archive.missed == []
 
 

@@ -154,6 +154,29 @@ def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tm
     assert len(current) == 4 and all_rows(archive) == 5  # b's old row stays, superseded
 
 
+def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster, tiny_weights, tmp_path, rng):
+    """Sources older than RACY_SECONDS have their time recorded; a rerun trusts an unchanged size
+    and time (it misses other bytes of the same size written back with the same time, which
+    `rehash` finds); sources written just now have none recorded and are hashed."""
+    source, archive = tmp_path / "src", tmp_path / "archive"
+    write_images(source, rng, ["a.png", "b.png", "c.png"])
+    for name in ("a.png", "b.png"):
+        os.utime(source / name, (1_700_000_000, 1_700_000_000))
+    first = compress([str(source)], str(archive), options(tiny_weights))
+    assert first.ok == 3
+    times = {r["path"]: r["source_mtime"] for r in Archive(archive).table(["path", "source_mtime"]).to_pylist()}
+    assert [times[n] and times[n].timestamp() for n in ("a.png", "b.png", "c.png")] == [1_700_000_000] * 2 + [None]
+    data = bytearray((source / "a.png").read_bytes())
+    data[-5] ^= 1  # other bytes, the same size and time
+    (source / "a.png").write_bytes(bytes(data))
+    os.utime(source / "a.png", (1_700_000_000, 1_700_000_000))
+    again = compress([str(source)], str(archive), options(tiny_weights))
+    assert (again.ok, again.skipped) == (0, 3)
+    rehashed = compress([str(source)], str(archive), options(tiny_weights, rehash=True))
+    assert (rehashed.ok, rehashed.skipped) == (1, 2)
+    assert Archive(archive).done()["a.png"][0] == hashlib.sha256(bytes(data)).hexdigest()
+
+
 def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
     """Ray's driver prints its cluster's error reports (session 41: "Task EncodeWorker.progress failed.
     There are infinite retries remaining ...", an actor killed under a progress call) to sys.stdout
@@ -380,7 +403,7 @@ def test_overlapped_encoders_write_the_rows_of_sequential_ones(ray_cluster, tiny
         result = compress([str(source)], str(tmp_path / f"archive-{overlap}"),
                           options(tiny_weights, overlap=overlap, batch_size=2), progress=lambda *a: reports.append(a))
         assert (result.ok, result.failed) == (5, 1) and reports[-1][:2] == (6, 6)
-        timing = ["read_seconds", "encode_seconds", "written_at"]
+        timing = ["read_seconds", "encode_seconds", "written_at", "source_mtime"]  # the time: when older than 2 s
         tables.append(Archive(tmp_path / f"archive-{overlap}").table().drop(timing).sort_by("path"))
     assert tables[0].equals(tables[1])
 

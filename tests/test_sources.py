@@ -173,8 +173,38 @@ def test_unchanged_checks_many_archived_sources_in_one_call(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         (tmp_path / name).write_bytes(name.encode())
     (tmp_path / "d.png").mkdir()
-    known = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("a.png", "b.png", "c.png", "d.png", "e.png")}
+    known = {name: (hashlib.sha256(name.encode()).hexdigest(), None, None)  # no time recorded: hashed
+             for name in ("a.png", "b.png", "c.png", "d.png", "e.png")}
     (tmp_path / "b.png").write_bytes(b"changed")
     names = sorted(known)
     same = rs.unchanged([rs.Source(str(tmp_path / n), n) for n in names], [known[n] for n in names])
     assert same == [True, False, True, False, False]
+
+
+def test_a_source_of_the_archived_size_and_time_is_skipped_unread(tmp_path, monkeypatch, rng):
+    """`read_source` records a source's modification time where it is RACY_SECONDS older than the
+    reading; a rerun's check skips a source of that size and time unread (rsync's test), hashes
+    one whose time moved, and with `rehash` every one (the one change the shortcut misses: other
+    bytes of the same size written back with the same time)."""
+    old, new = tmp_path / "old.png", tmp_path / "new.png"
+    for path in (old, new):
+        Image.fromarray(smooth_image(rng, 16, 16)).save(path)
+    past = 1_700_000_000.25  # a file's time to the microsecond
+    os.utime(old, (past, past))
+    sources = [rs.Source(str(old), "old.png"), rs.Source(str(new), "new.png")]
+    rows = [rs.read_source(source, None, 10**8)[0] for source in sources]
+    assert rows[0].source_mtime.timestamp() == past and rows[0].source_bytes == old.stat().st_size
+    assert rows[1].source_mtime is None  # written just now: a time that may not change with the bytes
+    known = [(row.source_hash, row.source_bytes, row.source_mtime) for row in rows]
+    read = []
+    monkeypatch.setattr(rs, "read_bytes", lambda fs, path: read.append(path) or storage.read_bytes(fs, path))
+    assert rs.unchanged(sources, known) == [True, True] and read == [str(new)]
+    assert rs.unchanged(sources, known, rehash=True) == [True, True] and read == [str(new), str(old), str(new)]
+    os.utime(old, (past + 1, past + 1))  # touched: hashed again, the same bytes
+    assert rs.unchanged(sources[:1], known[:1]) == [True] and read[-1] == str(old)
+    data = bytearray(old.read_bytes())
+    data[-5] ^= 1  # other bytes of the same size, the time put back
+    old.write_bytes(bytes(data))
+    os.utime(old, (past, past))
+    assert rs.unchanged(sources[:1], known[:1]) == [True]  # what the shortcut trusts
+    assert rs.unchanged(sources[:1], known[:1], rehash=True) == [False]
