@@ -25,7 +25,7 @@ from PIL import Image
 from .imageio import ImageError, decode_image_and_metadata, encode_alpha
 from .objectstore import not_found, split_query, with_query, worded
 from .row import UNCHANGED, Row
-from .storage import file_stat, is_local, is_uri, kind, list_files, read_bytes, resolve, uri, utf8_name, walk_local
+from .storage import file_stat, is_local, is_uri, kind, listed_files, read_bytes, resolve, uri, utf8_name, walk_local
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs  # only storage.py calls pyarrow.fs
@@ -40,6 +40,9 @@ class Source:
     """One source image: where to read it, and the path it is known by in the archive."""
     location: str  # local path or URI
     path: str  # relative to the common root of all sources, '/'-separated
+    # (size, modification time) as an object store's listing gave them: a rerun's check and a
+    # reading ask the store for them no more (`file_stat`); None: asked (local files)
+    listed: tuple[int, dt.datetime | None] | None = None
 
 
 def image_extensions() -> set[str]:
@@ -77,8 +80,9 @@ def _glob_local(pattern: str, root: str) -> list[str]:
                   if _glob_match(posixpath.relpath(p, root).split("/"), wanted))
 
 
-def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
-    """(file system, root, files) of one SRC argument: a folder, a glob, or a list file.
+def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | None]]:
+    """(file system, root, {file: (size, time) as an object store's listing gave them, else None})
+    of one SRC argument: a folder, a glob, or a list file.
 
     Local files that are not regular files (dangling symbolic links, FIFOs, sockets,
     devices) are kept in the list: reading them fails with the reason, so each becomes an
@@ -87,9 +91,9 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
         fs, pattern = resolve(source)
         root = _glob_root(pattern)
         if is_uri(source):
-            files = [p for p in list_files(fs, root) if fnmatch.fnmatch(p, pattern)]
+            files = {p: listed for p, listed in listed_files(fs, root).items() if fnmatch.fnmatch(p, pattern)}
         else:
-            files = _glob_local(pattern, root)
+            files = dict.fromkeys(_glob_local(pattern, root))
         if not files:
             raise ValueError(f"no files match {source}")
         return fs, root, files
@@ -99,17 +103,17 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
         extensions = image_extensions()
         if is_local(fs):
             files, skipped = walk_local(path)
-            files = sorted(files + [p for p, _ in skipped if p != path])
+            files = dict.fromkeys(sorted(files + [p for p, _ in skipped if p != path]))
         else:
-            files = list_files(fs, path)
-        files = [p for p in files if posixpath.splitext(p)[1].lower() in extensions]
+            files = listed_files(fs, path)
+        files = {p: listed for p, listed in files.items() if posixpath.splitext(p)[1].lower() in extensions}
         if not files:
             raise ValueError(f"no image files under {source}")
         return fs, path, files
     if what == "missing":
         raise not_found(fs, path, f"no such file or folder: {source}")
     if posixpath.splitext(path)[1].lower() not in LIST_EXTENSIONS:
-        return fs, posixpath.dirname(path), [path]  # a single image
+        return fs, posixpath.dirname(path), {path: None}  # a single image
     # a list file: one path per line, relative ones read from the list file's folder
     try:
         # a byte order mark (Windows editors write one) is no part of the first name; bytes that are
@@ -124,7 +128,7 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, list[str]]:
         raise ValueError(f"{source}: list files name local paths only (list an object store by its folder URI)")
     if not files:
         raise ValueError(f"{source} lists no files")
-    return fs, posixpath.commonpath([posixpath.dirname(f) for f in files]), files
+    return fs, posixpath.commonpath([posixpath.dirname(f) for f in files]), dict.fromkeys(files)
 
 
 def _expand_each(sources: list[str]):
@@ -156,10 +160,10 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     root = posixpath.commonpath([r for _, r, _ in expanded]) if len(expanded) > 1 else expanded[0][1]
     seen, found = set(), []
     for _, _, files in expanded:
-        for f in files:
+        for f, listed in files.items():
             if f not in seen:
                 seen.add(f)
-                found.append(Source(with_query(uri(fs, f), query), posixpath.relpath(f, root)))
+                found.append(Source(with_query(uri(fs, f), query), posixpath.relpath(f, root), listed))
     return with_query(uri(fs, root), query), found
 
 
@@ -181,7 +185,7 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
                           "UTF-8 text; rename the file (e.g. with convmv)"), None
     try:
         fs, path = resolve(source.location)
-        size, mtime = stat_before_reading(fs, path)
+        size, mtime = stat_before_reading(fs, path, source.listed)
         data = read_bytes(fs, path)
     except FileNotFoundError as e:
         why = "a dangling symbolic link" if os.path.islink(source.location) else e
@@ -212,13 +216,14 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
     return row, image
 
 
-def stat_before_reading(fs, path: str) -> tuple[int | None, dt.datetime | None]:
-    """(size, modification time) of a source about to be read, the time None unless it is
-    RACY_SECONDS older than now: a file written again within the same tick of its file system's
-    clock (a second, two on FAT) could keep its time with other bytes, so such a time vouches for
-    nothing and a rerun hashes the file again (git's "racily clean" entries)."""
+def stat_before_reading(fs, path: str, listed: tuple | None = None) -> tuple[int | None, dt.datetime | None]:
+    """(size, modification time) of a source about to be read (`listed`: as its listing gave
+    them), the time None unless it is RACY_SECONDS older than now: a file written again within
+    the same tick of its file system's clock (a second, two on FAT) could keep its time with other
+    bytes, so such a time vouches for nothing and a rerun hashes the file again (git's "racily
+    clean" entries)."""
     try:
-        size, mtime = file_stat(fs, path)
+        size, mtime = listed or file_stat(fs, path)
     except (OSError, ValueError):  # reading it says why
         return None, None
     now = dt.datetime.now(dt.timezone.utc)
@@ -228,14 +233,14 @@ def stat_before_reading(fs, path: str) -> tuple[int | None, dt.datetime | None]:
 def unchanged(sources: list[Source], known: list[tuple[str, int | None, dt.datetime | None]],
               rehash: bool = False) -> list[bool]:
     """Whether each source is still as archived, `known` its (sha256, size, modification time) of
-    then: its size and time are (not read: rsync's test), else its sha256 is (read, hashed; every
-    source with `rehash`). A rerun's check of many archived sources in one task (a task per source
+    then: its size and time are (not read: rsync's test; the object store's listing gave them, or
+    a local file's stat does), else its sha256 is (read, hashed; every source with `rehash`). A rerun's check of many archived sources in one task (a task per source
     cost 2 ms each, 43 s for 20,000 thumbnails). A source that does not read is not unchanged:
     `read_source` then says why."""
     def same(source: Source, sha256: str, size: int | None, mtime: dt.datetime | None) -> bool:
         try:
             fs, path = resolve(source.location)
-            if not rehash and mtime is not None and file_stat(fs, path) == (size, mtime):
+            if not rehash and mtime is not None and (source.listed or file_stat(fs, path)) == (size, mtime):
                 return True
             return hashlib.sha256(read_bytes(fs, path)).hexdigest() == sha256
         except (OSError, ValueError):

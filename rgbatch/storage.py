@@ -108,15 +108,13 @@ def file_stat(fs: pafs.FileSystem, path: str) -> tuple[int | None, dt.datetime |
     an object store's time is its own (None where it gives none)."""
     if is_local(fs):
         info = os.stat(path)
-        size, mtime_ns = info.st_size, info.st_mtime_ns
-    else:
-        info = fs.get_file_info(path)
-        size, mtime_ns = info.size, info.mtime_ns
-    mtime = None if mtime_ns is None else _EPOCH + dt.timedelta(microseconds=mtime_ns // 1000)
-    return size, mtime
+        return info.st_size, _utc(info.st_mtime_ns)
+    info = fs.get_file_info(path)
+    return info.size, _utc(info.mtime_ns)
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+def _utc(ns: int | None) -> dt.datetime | None:
+    return None if ns is None else dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=ns // 1000)
 
 
 def open_input(fs: pafs.FileSystem, path: str):
@@ -208,13 +206,18 @@ def list_files(fs: pafs.FileSystem, root: str, recursive: bool = True) -> list[s
     (local folders: `walk_local`, whose skipped entries this leaves out)."""
     if recursive and is_local(fs):
         return walk_local(root)[0]
-    selector = pafs.FileSelector(root, recursive=recursive)
-    found = []
-    for info in fs.get_file_info(selector):
+    return list(listed_files(fs, root, recursive))
+
+
+def listed_files(fs: pafs.FileSystem, root: str, recursive: bool = True) -> dict[str, tuple[int, dt.datetime | None]]:
+    """{path: (size, modification time)} of the regular files under `root`, sorted, hidden files
+    and folders left out, as one listing gives them (an object store's: no request per file)."""
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=recursive)):
         relative = posixpath.relpath(info.path, root)
         if info.type == pafs.FileType.File and not any(p.startswith(".") for p in relative.split("/")):
-            found.append(info.path)
-    return sorted(found)
+            found[info.path] = (info.size, _utc(info.mtime_ns))
+    return dict(sorted(found.items()))
 
 
 def temp_path(path: str) -> str:

@@ -160,6 +160,28 @@ def test_the_archive_commands_by_aws_endpoint_url(s3, clean_env, tiny_weights, t
     assert "holds no manifest parts" in stderr  # the restored PNGs are there, not an archive
 
 
+def test_a_listing_gives_the_sizes_and_times_a_rerun_checks_without_a_request_per_object(s3, clean_env,
+                                                                                          monkeypatch):
+    from rgbatch import sources as rs
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    query = f"?endpoint_override=127.0.0.1:{s3}&scheme=http"
+    for src in (f"s3://{BUCKET}/src{query}", f"s3://{BUCKET}/src/**.png{query}"):  # a folder, a glob
+        _, found = rs.expand_sources([src])
+        assert [s.path for s in found] == PATHS and all(s.listed[0] > 0 and s.listed[1] for s in found)
+    monkeypatch.setattr(rs, "RACY_SECONDS", -60)  # the objects were put a moment ago
+    rows = [rs.read_source(source, None, 10**8)[0] for source in found]
+    assert [(row.source_bytes, row.source_mtime) for row in rows] == [source.listed for source in found]
+
+    def no_request(*args):
+        raise AssertionError("a request for one object")
+
+    monkeypatch.setattr(rs, "read_bytes", no_request)
+    monkeypatch.setattr(rs, "file_stat", no_request)
+    assert rs.unchanged(found, [(row.source_hash, row.source_bytes, row.source_mtime) for row in rows]) == [True] * 2
+
+
 @pytest.mark.slow
 def test_the_archive_commands_by_the_uri_query_through_a_glob(s3, clean_env, tiny_weights, tmp_path):
     import pyarrow.fs as pafs
