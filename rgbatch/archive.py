@@ -31,13 +31,13 @@ import pyarrow.compute as pc
 from . import bitstream, storage
 from .codec import Codec
 from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image_and_metadata, encode_png, png_text
-from .manifest import Archive, PartWriter, split_damaged
+from .manifest import Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_one_of, check_range
 from .ratecontrol import Target
-from .row import OK, Row
+from .row import OK, SCHEMA, Row
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
                 "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr"]
@@ -48,26 +48,19 @@ DECODE_GROUP = 8  # images decoded together (their tiles share batches)
 
 
 # -- report ------------------------------------------------------------------------------------------
-_COST_SQL = """
-    SELECT count(*) AS images,
-           sum(bytes[depth])::BIGINT AS bytes,
-           8.0 * sum(bytes[depth]) / sum(width * height) AS bpp,
-           avg(msssim[depth]) AS mean_msssim,
-           avg(psnr[depth]) AS mean_psnr,
-           min(msssim[depth]) AS min_msssim,
-           avg(depth) AS mean_depth
-    FROM images"""
-
-_DEPTH_SQL = """
+# sums and counts of the ok rows at a `depth` per row (the means are taken over all chunks: `_Sums`)
+_SUMS = """count(*) AS images, sum(bytes[depth])::BIGINT AS bytes, sum(width * height)::BIGINT AS pixels,
+           sum(msssim[depth]) AS msssim_sum, count(msssim[depth]) AS msssim_count,
+           sum(psnr[depth]) AS psnr_sum, count(psnr[depth]) AS psnr_count,
+           min(msssim[depth]) AS min_msssim, sum(depth)::BIGINT AS depth_sum"""
+_COST_SQL = f"SELECT {_SUMS} FROM images"
+_DEPTH_SQL = f"""
     WITH per_depth AS (SELECT unnest(generate_series(1, len(bytes))) AS depth, * FROM images)
-    SELECT depth, count(*) AS images, sum(bytes[depth])::BIGINT AS bytes,
-           8.0 * sum(bytes[depth]) / sum(width * height) AS bpp,
-           avg(msssim[depth]) AS mean_msssim, avg(psnr[depth]) AS mean_psnr
-    FROM per_depth GROUP BY depth ORDER BY depth"""
-
+    SELECT depth, {_SUMS} FROM per_depth GROUP BY depth"""
 _WORST_SQL = """
     SELECT path, msssim[-1] AS msssim, bpp[-1] AS bpp, iterations, scale, last_steps FROM images
     ORDER BY msssim[-1] NULLS LAST, path LIMIT {limit}"""
+REPORT_COLUMNS = IMAGE_FIELDS + ["frames"]  # what `report` reads: not the hashes, times... (less memory)
 
 
 def _query(sql: str, images: pa.Table) -> list[dict]:
@@ -76,10 +69,50 @@ def _query(sql: str, images: pa.Table) -> list[dict]:
         return con.sql(sql).to_arrow_table().to_pylist()
 
 
-def report(archive, depth: int | None = None, min_msssim: float | None = None, worst: int = 5) -> dict:
+class _Sums:
+    """A cost row (`_SUMS`) added up over chunks: images, bytes, bpp, mean MS-SSIM and PSNR, and
+    for a cost at a depth per image also the lowest MS-SSIM and the mean depth."""
+
+    def __init__(self):
+        self.total = dict.fromkeys(("images", "bytes", "pixels", "msssim_sum", "msssim_count", "psnr_sum", "psnr_count",
+                                    "depth_sum"), 0)
+        self.min_msssim = None
+
+    def add(self, sums: dict) -> "_Sums":
+        for key in self.total:
+            self.total[key] += sums[key] or 0
+        if sums["min_msssim"] is not None:
+            self.min_msssim = min(sums["min_msssim"], self.min_msssim if self.min_msssim is not None else 1.0)
+        return self
+
+    def result(self, cost: bool = True) -> dict:
+        t = self.total
+        row = {"images": t["images"], "bytes": t["bytes"] if t["images"] else None,
+               "bpp": 8.0 * t["bytes"] / t["pixels"] if t["pixels"] else None,
+               "mean_msssim": t["msssim_sum"] / t["msssim_count"] if t["msssim_count"] else None,
+               "mean_psnr": t["psnr_sum"] / t["psnr_count"] if t["psnr_count"] else None}
+        if cost:
+            row.update(min_msssim=self.min_msssim, mean_depth=t["depth_sum"] / t["images"] if t["images"] else None)
+        return row
+
+
+def _at(depths: list[int], images: pa.Table) -> dict:
+    """The `_SUMS` of `images` cut to `depths` (one per row)."""
+    return _query(_COST_SQL, images.append_column("depth", pa.array(depths, pa.int64())))[0]
+
+
+def _by_path(rows: list) -> list:
+    """(path, ...) pairs in path order, null paths last (as the archive's tables are sorted)."""
+    return sorted(rows, key=lambda row: (row[0] is None, row[0] or ""))
+
+
+def report(archive, depth: int | None = None, min_msssim: float | None = None, worst: int = 5,
+           images: bool = True) -> dict:
     """{"images": table, "summary": {...}}: what the archive holds, costs and looks like; the
-    images a pyarrow Table of `IMAGE_FIELDS`, one row per image (`rgbatch report --json` writes
-    it a row at a time: an archive of a million images is too big for Python's lists).
+    images a pyarrow Table of `IMAGE_FIELDS`, one row per image, sorted by path (`rgbatch
+    report --json` writes it a row at a time). The summary is added up a chunk of rows at a time
+    (`Archive.chunks`), so that without `images` (the table of every row) an archive of any size
+    is reported on in bounded memory.
 
     summary.stored: totals at the stored depths; summary.by_depth: per depth, over the images
     stored at least that deep; summary.at_depth / at_msssim: what the archive would cost cut
@@ -87,52 +120,91 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     """
     check_range("depth", depth, 1)
     check_range("worst", worst, 0)
-    target = Target(msssim=min_msssim)
     man = Archive(archive)
-    table = _with_coding(man, man.table(IMAGE_FIELDS + ["frames"]))  # not the hashes, times...: less memory
-    usable, damaged = split_damaged(table)
-    is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
-    if pc.all(is_ok).as_py():  # the usual archive: no copy of its table
-        ok, failed = usable, usable.slice(0, 0)
-    else:
-        ok, failed = usable.filter(is_ok), usable.filter(pc.invert(is_ok))
+    summary, table = man.read_whole(lambda: _summarize(man, depth, Target(msssim=min_msssim), worst, images))
+    summary = {"archive": man.location, "parts": len(man.parts), "part_bytes": man.part_bytes(), **summary,
+               "unreadable_parts": len(man.unreadable), "set_aside_parts": len(man.set_aside_parts())}
+    summary["failures"] += [{"path": path, "error": why} for path, why in man.unreadable]
+    summary = {key: summary[key] for key in _SUMMARY_KEYS if key in summary}
+    return {"images": table, "summary": summary} if images else {"summary": summary}
 
-    def at(depths: list[int], images: pa.Table = ok) -> dict:
-        return _query(_COST_SQL, images.append_column("depth", pa.array(depths, pa.int64())))[0]
 
-    stored = at(ok["iterations"].to_pylist())
-    source_bytes = pc.sum(ok["source_bytes"]).as_py() or 0
-    alpha_bytes = pc.sum(ok["alpha_bytes"]).as_py() or 0  # alpha channels kept beside the blobs
+_SUMMARY_KEYS = ("archive", "parts", "part_bytes", "images", "ok", "failed", "unreadable_parts", "set_aside_parts",
+                 "model_ids", "source_bytes", "pixels", "stored", "alpha_bytes", "compression_ratio", "coding",
+                 "reading", "by_depth", "worst", "failures", "at_depth", "at_msssim")
+
+
+def _summarize(man: Archive, depth: int | None, target: Target, worst: int, images: bool) -> tuple[dict, pa.Table | None]:
+    """(the summary `report` adds up chunk by chunk, the table of `IMAGE_FIELDS` if `images`)."""
+    count = dict.fromkeys(("images", "ok", "source_bytes", "alpha_bytes", "pixels", "shallower", "not_reached",
+                           "unmeasured", "partial_last_chunk", "unknown"), 0)
+    stored, at_depth, at_msssim, by_depth = _Sums(), _Sums(), _Sums(), {}
+    models, scales, reading, failed, damaged, worst_rows, kept = set(), {}, {}, [], [], [], []
+    for chunk in man.chunks(REPORT_COLUMNS):
+        chunk = _with_coding(man, chunk)
+        if images:
+            kept.append(chunk.select(IMAGE_FIELDS))
+        usable, bad = split_damaged(chunk)
+        damaged += bad
+        is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
+        ok = usable if pc.all(is_ok).as_py() else usable.filter(is_ok)  # the usual chunk: no copy
+        failed += usable.filter(pc.invert(is_ok)).select(["path", "error"]).to_pylist()
+        count["images"] += chunk.num_rows
+        count["ok"] += ok.num_rows
+        count["source_bytes"] += pc.sum(ok["source_bytes"]).as_py() or 0
+        count["alpha_bytes"] += pc.sum(ok["alpha_bytes"]).as_py() or 0  # alpha channels kept beside the blobs
+        count["pixels"] += pc.sum(pc.multiply(ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0
+        models.update(ok["model_id"].to_pylist())
+        coding = coding_summary(ok)
+        for scale, n in coding["scale"].items():
+            scales[scale] = scales.get(scale, 0) + n
+        count["partial_last_chunk"] += coding["partial_last_chunk"]
+        count["unknown"] += coding["unknown"]
+        for loss, n in reading_summary(ok).items():
+            reading[loss] = reading.get(loss, 0) + n
+        stored_depths = ok["iterations"].to_pylist()
+        stored.add(_at(stored_depths, ok))
+        for row in _query(_DEPTH_SQL, ok):
+            by_depth.setdefault(row["depth"], _Sums()).add(row)
+        worst_rows = sorted(worst_rows + _query(_WORST_SQL.format(limit=int(worst)), ok),
+                            key=lambda r: (r["msssim"] is None, r["msssim"] or 0.0, r["path"]))[:worst]
+        if depth is not None:
+            at_depth.add(_at([min(depth, k) for k in stored_depths], ok))
+            count["shallower"] += sum(k < depth for k in stored_depths)
+        if target.msssim is not None:
+            rows = Row.from_arrow(ok.select(["bytes", "msssim", "width", "height", "iterations"]))
+            measured = pa.array([bool(r.msssim) for r in rows], pa.bool_())  # not those compressed with --no-measure
+            rows = [r for r in rows if r.msssim]
+            chosen = [r.keep(target=target) for r in rows]
+            at_msssim.add(_at(chosen, ok.filter(measured)))
+            count["not_reached"] += sum(r.msssim[d - 1] < target.msssim for r, d in zip(rows, chosen))
+            count["unmeasured"] += len(measured) - len(rows)
+    stored = stored.result()
     summary = {
-        "archive": man.location, "parts": len(man.parts),
-        "part_bytes": man.part_bytes(),
-        "images": table.num_rows, "ok": ok.num_rows, "failed": failed.num_rows + len(damaged),
-        "unreadable_parts": len(man.unreadable), "set_aside_parts": len(man.set_aside_parts()),
-        "model_ids": sorted(set(ok["model_id"].to_pylist())),
-        "source_bytes": source_bytes, "pixels": pc.sum(pc.multiply(
-            ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0,
-        "stored": stored, "alpha_bytes": alpha_bytes,
-        "compression_ratio": source_bytes / (stored["bytes"] + alpha_bytes) if stored["bytes"] else None,
-        "coding": coding_summary(ok),
-        "reading": reading_summary(ok),
-        "by_depth": _query(_DEPTH_SQL, ok),
-        "worst": _query(_WORST_SQL.format(limit=int(worst)), ok),
-        "failures": [{"path": r["path"], "error": r["error"]} for r in failed.select(["path", "error"]).to_pylist()]
-                    + [{"path": path, "error": why} for path, why in damaged + man.unreadable],
+        "images": count["images"], "ok": count["ok"], "failed": len(failed) + len(damaged),
+        "model_ids": sorted(models), "source_bytes": count["source_bytes"], "pixels": count["pixels"],
+        "stored": stored, "alpha_bytes": count["alpha_bytes"],
+        "compression_ratio": (count["source_bytes"] / (stored["bytes"] + count["alpha_bytes"])
+                              if stored["bytes"] else None),
+        "coding": {"scale": dict(sorted(scales.items(), key=lambda item: -float(item[0]))),
+                   "partial_last_chunk": count["partial_last_chunk"], "unknown": count["unknown"]},
+        "reading": {loss: reading[loss] for loss in READING_WORDS if reading.get(loss)},
+        "by_depth": [{"depth": d, **by_depth[d].result(cost=False)} for d in sorted(by_depth)],
+        "worst": worst_rows,
+        "failures": ([{"path": p, "error": e} for p, e in _by_path([(r["path"], r["error"]) for r in failed])]
+                     + [{"path": p, "error": why} for p, why in _by_path(damaged)]),
     }
     if depth is not None:
-        summary["at_depth"] = {"depth": depth, **at([min(depth, k) for k in ok["iterations"].to_pylist()]),
-                               "shallower": sum(k < depth for k in ok["iterations"].to_pylist())}
-    if min_msssim is not None:
-        rows = Row.from_arrow(ok.select(["bytes", "msssim", "width", "height", "iterations"]))
-        measured = pa.array([bool(r.msssim) for r in rows], pa.bool_())  # not those compressed with --no-measure
-        rows = [r for r in rows if r.msssim]
-        chosen = [r.keep(target=target) for r in rows]
-        summary["at_msssim"] = {
-            "msssim": min_msssim, **at(chosen, ok.filter(measured)),
-            "not_reached": sum(r.msssim[d - 1] < min_msssim for r, d in zip(rows, chosen)),
-            "unmeasured": len(measured) - len(rows)}
-    return {"images": table.select(IMAGE_FIELDS), "summary": summary}
+        summary["at_depth"] = {"depth": depth, **at_depth.result(), "shallower": count["shallower"]}
+    if target.msssim is not None:
+        summary["at_msssim"] = {"msssim": target.msssim, **at_msssim.result(), "not_reached": count["not_reached"],
+                                "unmeasured": count["unmeasured"]}
+    table = sorted_by_path(pa.concat_tables([_image_schema().empty_table(), *kept])) if images else None
+    return summary, table
+
+
+def _image_schema() -> pa.Schema:
+    return pa.schema([SCHEMA.field(c) for c in IMAGE_FIELDS])
 
 
 def _with_coding(man: Archive, table: pa.Table) -> pa.Table:

@@ -471,7 +471,7 @@ def report(
                   highlight=False)
         return
     with archive_errors():
-        result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst)
+        result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst, images=as_json)
     if as_json:
         _print_json(result)
         return

@@ -194,7 +194,7 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | None = None
     the `show` worst images (at most `show` either way)."""
     check_range("show", show, 0)
     check_range("crop", crop, 32, what=" pixels")
-    summary = report(archive, worst=max(worst, show))["summary"]
+    summary = report(archive, worst=max(worst, show), images=False)["summary"]
     worst_paths = [r["path"] for r in summary["worst"]]
     summary["worst"] = summary["worst"][:worst]
     man = Archive(archive)

@@ -53,10 +53,11 @@ ROW_GROUP_ROWS = 64
 ROW_GROUP_BYTES = 8 << 20
 # A part is committed after this many rows or seconds, bounding what an interruption loses.
 PART_ROWS = 1024
-# what `done` reads (what `Row.problem` checks, and the source hash), and how many rows at a time
+# rows a streamed reading holds at once (`Archive.chunks`)
+CHUNK_ROWS = 1 << 16
+# what `done` reads: what `Row.problem` checks, and the source's hash, size and time
 DONE_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width", "height",
                 "iterations", *PER_DEPTH]
-DONE_ROWS = 1 << 16
 COMMIT_SECONDS = 60.0
 # Footers read at listing are kept for the readings that follow (parts never change once written),
 # up to this many bytes of memory: beyond, read again. A decoded footer holds about 1 KB per column
@@ -446,9 +447,10 @@ class Archive:
         """The parts, among `parts`, with a row group found damaged so far (`_batches`)."""
         return {part for part, _ in self._damaged}
 
-    def _read_whole(self, read):
-        """`read()`, again without the row groups it found damaged until one reading finds none,
-        so that no result mixes rows that a damaged group's rows would have superseded."""
+    def read_whole(self, read):
+        """`read()` (a reading of this archive's current rows), again without the row groups it
+        found damaged until one reading finds none, so that no result mixes rows that a damaged
+        group's rows would have superseded."""
         while True:
             damaged = len(self._damaged)
             result = read()
@@ -460,7 +462,7 @@ class Archive:
         a table of its `position` (`_batches`) and `path`, in position order. Chosen in Arrow, so
         that ten million rows take seconds and a few hundred MB, not a Python dict's gigabytes."""
         if self._current is None:
-            self._current = self._read_whole(self._choose_current)
+            self._current = self.read_whole(self._choose_current)
         return self._current
 
     def _choose_current(self) -> pa.Table:
@@ -510,15 +512,18 @@ class Archive:
         return current["position"].to_numpy()
 
     def table(self, columns: list[str] = STATS_COLUMNS) -> pa.Table:
-        """The current rows as one table, sorted by path (no blobs by default: they can be large)."""
-        schema = pa.schema([SCHEMA.field(c) for c in columns])
-        table = self._read_whole(lambda: pa.Table.from_batches(
-            list(self._current_batches(columns, self._kept(None))), schema=schema))
-        order, ordered = pc.sort_indices(table["path"]), []
-        for name in columns:  # sorted a column at a time, each read column freed as it goes: not two tables at once
-            ordered.append(table[name].take(order))
-            table = table.drop_columns([name])
-        return pa.Table.from_arrays(ordered, schema=schema)
+        """The current rows as one table, sorted by path (no blobs by default: they can be large).
+        It holds every row: a reading of any size goes through `chunks`."""
+        empty = pa.schema([SCHEMA.field(c) for c in columns]).empty_table()
+        return sorted_by_path(self.read_whole(lambda: pa.concat_tables([empty, *self.chunks(columns)])))
+
+    def chunks(self, columns: list[str], rows: int | None = None) -> Iterator[pa.Table]:
+        """The current rows' `columns`, at most `rows` (CHUNK_ROWS) at a time, in the parts'
+        order: a reading in bounded memory (inside `read_whole`, which reads again where a
+        damaged row group turns up half-way)."""
+        batches, schema = self._current_batches(columns, self._kept(None)), pa.schema([SCHEMA.field(c) for c in columns])
+        while chunk := list(itertools.islice(batches, max(1, (rows or CHUNK_ROWS) // ROW_GROUP_ROWS))):
+            yield pa.Table.from_batches(chunk, schema=schema).combine_chunks()  # one array a column: faster to compute on
 
     def rows(self, paths: set[str] | None = None) -> Iterator[Row]:
         """Current rows (blobs included), part by part so memory stays bounded. Where a part's
@@ -538,17 +543,17 @@ class Archive:
     def done(self) -> dict[str, tuple[str, int | None, dt.datetime | None]]:
         """{path: (source hash, size, modification time)} of the images whose current row is ok
         (and not damaged, see `Row.problem`): what a rerun skips (`sources.unchanged`). Read and
-        checked DONE_ROWS at a time, not as one table: a million images cost the dictionary alone."""
+        checked a chunk at a time (`chunks`), not as one table: a million images cost the dictionary alone."""
         def read() -> dict[str, tuple[str, int | None, dt.datetime | None]]:
-            done, batches = {}, self._current_batches(DONE_COLUMNS, self._kept(None))
-            while chunk := list(itertools.islice(batches, DONE_ROWS // ROW_GROUP_ROWS)):
-                table, _ = split_damaged(pa.Table.from_batches(chunk))
+            done = {}
+            for chunk in self.chunks(DONE_COLUMNS):
+                table, _ = split_damaged(chunk)
                 table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
                 done.update(zip(table["path"].to_pylist(), zip(*(table[c].to_pylist() for c in (
                     "source_hash", "source_bytes", "source_mtime")))))
             return done
 
-        return self._read_whole(read) if self.parts else {}
+        return self.read_whole(read) if self.parts else {}
 
 
 LOCK_NAME = ".lock"
@@ -651,6 +656,16 @@ def _damage(error: Exception) -> str | None:
     if isinstance(error, OSError) and (error.errno is not None or any(w in text.lower() for w in _STORE_WORDS)):
         return None
     return text
+
+
+def sorted_by_path(table: pa.Table) -> pa.Table:
+    """`table` sorted by its `path` (nulls last), a column at a time, each of the given columns
+    freed as it goes where nothing else holds it: not two whole tables at once."""
+    order, ordered, schema = pc.sort_indices(table["path"]), [], table.schema
+    for name in schema.names:
+        ordered.append(table[name].take(order))
+        table = table.drop_columns([name])
+    return pa.Table.from_arrays(ordered, schema=schema)
 
 
 def split_damaged(table: pa.Table) -> tuple[pa.Table, list[tuple[str | None, str]]]:

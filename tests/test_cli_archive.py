@@ -200,6 +200,40 @@ def test_report_json_answers_depth_and_quality_questions(archive):
     assert table.exit_code == 0 and "cost and quality" in table.stdout and "sub/c.png" in table.stdout
 
 
+def test_a_report_added_up_a_row_group_at_a_time_is_the_report_of_one_reading(archive, tmp_path, monkeypatch):
+    """`report` adds its summary up chunk by chunk (`Archive.chunks`): with chunks of one row
+    group, over parts holding failures, damaged rows, images stored shallower and measured
+    not at all, it says what one reading of the whole archive says (floats to rounding)."""
+    from rgbatch import archive as archive_module, manifest
+
+    rows = current(archive / "archive")
+    folder = tmp_path / "mixed"
+    for part in range(3):
+        with PartWriter(folder, rows["a.png"]["model_id"]) as writer:
+            for i in range(150):
+                row = rows[PATHS[i % 3]]
+                changes = [{}, {"status": "error", "error": f"failed {i}"}, {"bytes": [1, None, 3]},
+                           {"msssim": [], "bpp": [], "psnr": []},
+                           {"iterations": 2, **{k: row[k][:2] for k in ("bytes", "bpp", "msssim", "psnr")}},
+                           {"scale": 0.5, "last_steps": 3}][(i + part) % 6]
+                writer.add(Row.from_dict({**row, "path": f"{part}/{i:03d}.png", **changes}))
+    whole = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4)
+    assert whole["summary"]["failed"] == 150 and whole["images"].num_rows == 450
+    monkeypatch.setattr(manifest, "CHUNK_ROWS", manifest.ROW_GROUP_ROWS)
+    chunked = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4)
+    assert chunked["images"].equals(whole["images"])
+
+    def rounded(value):
+        if isinstance(value, float):
+            return round(value, 9)
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return [rounded(v) for v in value] if isinstance(value, list) else value
+
+    assert rounded(chunked["summary"]) == rounded(whole["summary"])
+    assert "images" not in archive_module.report(folder, images=False)
+
+
 def test_names_are_shown_as_they_are_never_read_as_styles(tiny_weights, tmp_path, rng):
     src = tmp_path / "src"
     (src / "x[").mkdir(parents=True)

@@ -162,7 +162,7 @@ def test_what_a_rerun_skips_is_read_a_few_row_groups_at_a_time(tmp_path, monkeyp
                     writer.add(ok_row(f"{i}.png", source_hash=f"h{run}", bytes=[1, None] if i % 11 == run else [1, 2]))
     expected = {f"{i}.png": "h2" for i in range(150) if (i + 2) % 7 and i % 11 != 2}
     assert hashes(Archive(tmp_path).done()) == expected
-    monkeypatch.setattr(manifest, "DONE_ROWS", manifest.ROW_GROUP_ROWS)  # a row group at a time
+    monkeypatch.setattr(manifest, "CHUNK_ROWS", manifest.ROW_GROUP_ROWS)  # a row group at a time
     assert hashes(Archive(tmp_path).done()) == expected
 
 
