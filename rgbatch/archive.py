@@ -207,6 +207,24 @@ def _image_schema() -> pa.Schema:
     return pa.schema([SCHEMA.field(c) for c in IMAGE_FIELDS])
 
 
+def _checked(man: Archive, columns: list[str]) -> tuple[pa.Table, list[tuple[str | None, str]]]:
+    """(the current rows' path, status and error (where among `columns`) in path order, without
+    their damaged ok rows; [(path, why)] of those, in path order): `split_damaged` on `columns`
+    a chunk at a time (`Archive.chunks`), so that a plan holds the paths, not the per-depth lists
+    the check reads."""
+    kept = [c for c in ("path", "status", "error") if c in columns]
+
+    def read():
+        tables, damaged = [pa.schema([SCHEMA.field(c) for c in kept]).empty_table()], []
+        for chunk in man.chunks(columns):
+            usable, bad = split_damaged(chunk)
+            tables.append(usable.select(kept))
+            damaged += bad
+        return sorted_by_path(pa.concat_tables(tables)), _by_path(damaged)
+
+    return man.read_whole(read)
+
+
 def _with_coding(man: Archive, table: pa.Table) -> pa.Table:
     """`table` with the `scale` and `last_steps` of its ok rows from parts written before those
     columns read from their blobs' headers (`Row.with_coding`; the blobs of those rows only,
@@ -443,8 +461,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     check_max_pixels(max_pixels)
     target = Target(msssim=target_msssim)
     man = Archive(archive)
-    table, damaged = split_damaged(man.table(["path", "status", "model_id", "width", "height", "iterations",
-                                              "bytes", "msssim"]))
+    table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim"])
     result = RestoreResult(out=str(out))
     safe = []  # every current ok path that stays inside `out`
     for path, status in zip(table["path"].to_pylist(), table["status"].to_pylist()):
@@ -727,8 +744,8 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     check_max_pixels(max_pixels)
     sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
     man = Archive(archive)
-    table, damaged = split_damaged(man.table(["path", "status", "error", "width", "height", "iterations", "model_id",
-                                              "bytes", "bpp", "msssim", "psnr"]))
+    table, damaged = _checked(man, ["path", "status", "error", "width", "height", "iterations", "model_id",
+                                    "bytes", "bpp", "msssim", "psnr"])
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
     options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
