@@ -81,8 +81,9 @@ class _Sums:
     def add(self, sums: dict) -> "_Sums":
         for key in self.total:
             self.total[key] += sums[key] or 0
-        if sums["min_msssim"] is not None:
-            self.min_msssim = min(sums["min_msssim"], self.min_msssim if self.min_msssim is not None else 1.0)
+        least = sums["min_msssim"]
+        if least is not None:
+            self.min_msssim = least if self.min_msssim is None else min(least, self.min_msssim)
         return self
 
     def result(self, cost: bool = True) -> dict:
@@ -199,12 +200,8 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
     if target.msssim is not None:
         summary["at_msssim"] = {"msssim": target.msssim, **at_msssim.result(), "not_reached": count["not_reached"],
                                 "unmeasured": count["unmeasured"]}
-    table = sorted_by_path(pa.concat_tables([_image_schema().empty_table(), *kept])) if images else None
-    return summary, table
-
-
-def _image_schema() -> pa.Schema:
-    return pa.schema([SCHEMA.field(c) for c in IMAGE_FIELDS])
+    empty = pa.schema([SCHEMA.field(c) for c in IMAGE_FIELDS]).empty_table()
+    return summary, sorted_by_path(pa.concat_tables([empty, *kept])) if images else None
 
 
 def _checked(man: Archive, columns: list[str]) -> tuple[pa.Table, list[tuple[str | None, str]]]:

@@ -395,7 +395,7 @@ def compress(
                                        "keeps neither (docs/ARCHIVE.md). An alpha channel is kept either way."),
     rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
                                             "by default one whose size and modification time are as archived is "
-                                            "skipped unread (docs/ARCHIVE.md, Reruns)."),
+                                            "skipped unread (docs/ARCHIVE.md, Resuming)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     as_json: bool = AS_JSON,
 ):

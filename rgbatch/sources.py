@@ -233,10 +233,11 @@ def stat_before_reading(fs, path: str, listed: tuple | None = None) -> tuple[int
 def unchanged(sources: list[Source], known: list[tuple[str, int | None, dt.datetime | None]],
               rehash: bool = False) -> list[bool]:
     """Whether each source is still as archived, `known` its (sha256, size, modification time) of
-    then: its size and time are (not read: rsync's test; the object store's listing gave them, or
-    a local file's stat does), else its sha256 is (read, hashed; every source with `rehash`). A rerun's check of many archived sources in one task (a task per source
-    cost 2 ms each, 43 s for 20,000 thumbnails). A source that does not read is not unchanged:
-    `read_source` then says why."""
+    then: its size and time are (not read: rsync's test; as the object store's listing gave them,
+    or a local file's stat), else its sha256 is (read, hashed; every source with `rehash`). A
+    rerun's check of many archived sources in one task (a task per source cost 2 ms each, 43 s
+    for 20,000 thumbnails). A source that does not read is not unchanged: `read_source` then
+    says why."""
     def same(source: Source, sha256: str, size: int | None, mtime: dt.datetime | None) -> bool:
         try:
             fs, path = resolve(source.location)
