@@ -1,0 +1,22 @@
+"""Commands on a large archive, in small (benchmarks/large_archive.py)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+import large_archive  # noqa: E402
+
+from rgbatch.manifest import Archive  # noqa: E402
+
+
+@pytest.mark.slow
+def test_the_large_archive_benchmark_runs_every_command_and_its_rerun_encodes_only_the_new(tiny_weights, tmp_path):
+    results = large_archive.run(tmp_path / "work", rows=150, seeds=3, weights=str(tiny_weights))
+    assert {name: code for name, (_, _, code) in results.items()} == dict.fromkeys(results, 0)
+    assert all(seconds > 0 and peak > 0 for seconds, peak, _ in results.values())
+    archive = Archive(tmp_path / "work" / "archive")
+    assert archive.total_rows() == 170  # 150 written, skipped by the rerun by size and time; 20 new encoded
+    assert len(list((tmp_path / "work" / "restored").rglob("*.png"))) == 10
