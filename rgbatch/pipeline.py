@@ -56,7 +56,10 @@ from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
 SETTLE_SECONDS = 10.0  # at most this long for encoders' last progress answers at the end of a run
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
-CHECK_SOURCES = 64  # archived sources whose hash a rerun checks in one task (`sources.unchanged`)
+# archived sources a rerun checks in one task (`sources.unchanged`): at least the first, at most the
+# second, else a share of them that keeps every reader busy: Ray's cost per task (about 3 ms)
+# outweighs a check by size and time (about 10 us a source); 200,000 sources 13.6 -> 8.7 s
+CHECK_SOURCES = (64, 1024)
 # Tiles per batch and per encoder call by default; a call also holds at most one network batch's
 # pixels (codec.BATCH_PIXELS), unless one image alone has more. A GPU wants many tiles; a CPU one
 # big tile at a time (9-20 % faster on Kodak, benchmarks/pipeline_overhead.py: plain loop vs
@@ -429,7 +432,7 @@ class _Run:
         self.writer, self.result, self.progress = writer, result, progress
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
         self.check_task = ray.remote(unchanged).options(num_cpus=0)
-        # sources archived before are checked CHECK_SOURCES to a task; those that changed are read
+        # sources archived before are checked `check_size` to a task; those that changed are read
         self.to_check = deque(s for s in found if s.path in done)
         self.pending = deque(s for s in found if s.path not in done)  # sources to read
         self.checks = {}  # check ref -> its sources
@@ -444,6 +447,7 @@ class _Run:
         # reads at once: each needs a worker process, and a burst of new processes starting
         # costs more CPU than the reads themselves
         self.max_reads = 2 * len(actors)
+        self.check_size = int(np.clip(len(self.to_check) // (4 * self.max_reads), *CHECK_SOURCES))
         self.written = set()
         self.total = len(found)
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
@@ -489,7 +493,7 @@ class _Run:
 
     def start_checks(self):
         while self.to_check and len(self.checks) < self.max_reads:
-            sources = [self.to_check.popleft() for _ in range(min(CHECK_SOURCES, len(self.to_check)))]
+            sources = [self.to_check.popleft() for _ in range(min(self.check_size, len(self.to_check)))]
             ref = self.check_task.remote(sources, [self.done[s.path] for s in sources], self.options.rehash)
             self.checks[ref] = sources
 
