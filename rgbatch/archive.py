@@ -37,7 +37,7 @@ from .objectstore import split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_one_of, check_range
 from .ratecontrol import Target
-from .row import OK, SCHEMA, Row
+from .row import OK, Row, schema_of
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
                 "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr"]
@@ -200,8 +200,7 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
     if target.msssim is not None:
         summary["at_msssim"] = {"msssim": target.msssim, **at_msssim.result(), "not_reached": count["not_reached"],
                                 "unmeasured": count["unmeasured"]}
-    empty = pa.schema([SCHEMA.field(c) for c in IMAGE_FIELDS]).empty_table()
-    return summary, sorted_by_path(pa.concat_tables([empty, *kept])) if images else None
+    return summary, sorted_by_path(kept, schema_of(IMAGE_FIELDS)) if images else None
 
 
 def _checked(man: Archive, columns: list[str]) -> tuple[pa.Table, list[tuple[str | None, str]]]:
@@ -212,12 +211,12 @@ def _checked(man: Archive, columns: list[str]) -> tuple[pa.Table, list[tuple[str
     kept = [c for c in ("path", "status", "error") if c in columns]
 
     def read():
-        tables, damaged = [pa.schema([SCHEMA.field(c) for c in kept]).empty_table()], []
+        tables, damaged = [], []
         for chunk in man.chunks(columns):
             usable, bad = split_damaged(chunk)
             tables.append(usable.select(kept))
             damaged += bad
-        return sorted_by_path(pa.concat_tables(tables)), _by_path(damaged)
+        return sorted_by_path(tables, schema_of(kept)), _by_path(damaged)
 
     return man.read_whole(read)
 

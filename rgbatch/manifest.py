@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, objectstore, storage
-from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row
+from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row, schema_of
 
 FORMAT_VERSION = 1
 PART_PREFIX = "part-"
@@ -386,7 +386,7 @@ class Archive:
             missing = [c for c in columns if c not in names]
             if set(missing) - set(ADDED_COLUMNS):
                 raise ValueError(f"{part} lacks the columns {sorted(set(missing) - set(ADDED_COLUMNS))}")
-            schema = pa.schema([SCHEMA.field(c) for c in columns])
+            schema = schema_of(columns)
             read = [c for c in columns if c not in missing]
             end = self._number(part) << 32
             for group in range(file.num_row_groups):
@@ -470,7 +470,7 @@ class Archive:
         for first, batch in self._batches(["path", "status", "written_at"]):
             positions.append(np.arange(first, first + batch.num_rows, dtype=np.int64))
             batches.append(batch)
-        rows = pa.Table.from_batches(batches, schema=pa.schema([SCHEMA.field(c) for c in ("path", "status", "written_at")]))
+        rows = pa.Table.from_batches(batches, schema=schema_of(["path", "status", "written_at"]))
         rows = pa.table({
             "position": np.concatenate(positions) if positions else np.zeros(0, np.int64),
             "path": rows["path"].cast(pa.large_string()).combine_chunks(),  # no 2 GiB limit on the paths
@@ -514,14 +514,13 @@ class Archive:
     def table(self, columns: list[str] = STATS_COLUMNS) -> pa.Table:
         """The current rows as one table, sorted by path (no blobs by default: they can be large).
         It holds every row: a reading of any size goes through `chunks`."""
-        empty = pa.schema([SCHEMA.field(c) for c in columns]).empty_table()
-        return sorted_by_path(self.read_whole(lambda: pa.concat_tables([empty, *self.chunks(columns)])))
+        return self.read_whole(lambda: sorted_by_path(list(self.chunks(columns)), schema_of(columns)))
 
     def chunks(self, columns: list[str], rows: int | None = None) -> Iterator[pa.Table]:
         """The current rows' `columns`, at most `rows` (CHUNK_ROWS) at a time, in the parts'
         order: a reading in bounded memory (inside `read_whole`, which reads again where a
         damaged row group turns up half-way)."""
-        batches, schema = self._current_batches(columns, self._kept(None)), pa.schema([SCHEMA.field(c) for c in columns])
+        batches, schema = self._current_batches(columns, self._kept(None)), schema_of(columns)
         while chunk := list(itertools.islice(batches, max(1, (rows or CHUNK_ROWS) // ROW_GROUP_ROWS))):
             yield pa.Table.from_batches(chunk, schema=schema).combine_chunks()  # one array a column: faster to compute on
 
@@ -658,10 +657,13 @@ def _damage(error: Exception) -> str | None:
     return text
 
 
-def sorted_by_path(table: pa.Table) -> pa.Table:
-    """`table` sorted by its `path` (nulls last), a column at a time, each of the given columns
-    freed as it goes where nothing else holds it: not two whole tables at once."""
-    order, ordered, schema = pc.sort_indices(table["path"]), [], table.schema
+def sorted_by_path(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """`tables` (of `schema`; none: an empty table) as one, sorted by `path` (nulls last), a
+    column at a time. The list is emptied, so that each given column is freed as it is sorted
+    where nothing else holds it: not two whole tables at once."""
+    table = pa.concat_tables([schema.empty_table(), *tables])
+    tables.clear()
+    order, ordered = pc.sort_indices(table["path"]), []
     for name in schema.names:
         ordered.append(table[name].take(order))
         table = table.drop_columns([name])

@@ -61,6 +61,13 @@ SCHEMA = pa.schema([
 ])
 ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime")
 COLUMNS = SCHEMA.names
+
+
+def schema_of(columns: list[str]) -> pa.Schema:
+    """The manifest schema of these columns, in this order."""
+    return pa.schema([SCHEMA.field(c) for c in columns])
+
+
 METADATA_COLUMNS = ("icc_profile", "exif", "alpha")  # restored with the pixels, read with the blobs (not stats)
 STATS_COLUMNS = [c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS]
 PER_DEPTH = ("bytes", "bpp", "msssim", "psnr")
