@@ -13,6 +13,7 @@ name them as these functions spell them (`OptionError`; the CLI says its flags).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import itertools
@@ -896,7 +897,8 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
             paths = {path for path, _ in man.missed if path is not None}
     except BaseException:
         for writer in writers.values():  # what was added is complete: keep it, delete nothing
-            writer.close()
+            with contextlib.suppress(OSError):  # one that cannot write drops its part; the others commit theirs
+                writer.close()
         raise
     for writer in writers.values():
         writer.close()

@@ -94,6 +94,10 @@ def is_part(name: str) -> bool:
     return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)
 
 
+class PartNotWritten(OSError):
+    """A part file `PartWriter` could not write (`filename`: the archive)."""
+
+
 class PartWriter:
     """Streams rows into part files: row groups of a few MB, each part committed atomically.
 
@@ -141,6 +145,8 @@ class PartWriter:
             self.commit()
 
     def _start_part(self):
+        if self._output is not None:  # a part whose header could not be written: its temporary file
+            self._output.discard()
         self._output = storage.AtomicOutput(self.fs, f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}")
         self._writer = pq.ParquetWriter(
             self._output.stream, self.schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
@@ -155,12 +161,28 @@ class PartWriter:
             write_page_checksum=True)
         self._part_rows = 0
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """A failure to write a part (a full disk, a store refusing) as one worded OSError naming
+        the archive, the part dropped; the parts committed before stay, and a rerun goes on from them."""
+        try:
+            yield
+        except PartNotWritten:
+            raise
+        except OSError as e:  # pyarrow's own: "[Errno 28] Error writing bytes to file. Detail: ..."
+            self.abort()  # the part's writer is broken: its part and the rows not committed are dropped
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise PartNotWritten(e.errno, f"cannot write a manifest part: {reason}; the parts committed before "
+                                          f"are kept: mend the cause and rerun to go on",
+                                 storage.uri(self.fs, self.root)) from e
+
     def _write_row_group(self):
         if not self._buffer:
             return
-        if self._writer is None:
-            self._start_part()
-        self._writer.write_table(Row.to_arrow(self._buffer, self.schema), row_group_size=len(self._buffer))
+        with self._writing():
+            if self._writer is None:
+                self._start_part()
+            self._writer.write_table(Row.to_arrow(self._buffer, self.schema), row_group_size=len(self._buffer))
         self._part_rows += len(self._buffer)
         self._buffer, self._buffer_bytes = [], 0
 
@@ -169,11 +191,12 @@ class PartWriter:
         self._write_row_group()
         if self._writer is None:
             return
-        self._writer.close()
-        self._output.commit()
+        with self._writing():
+            self._writer.close()
+            self._output.commit()
         self.parts.append(self._output.path)
         self.rows_committed += self._part_rows
-        self._writer = None
+        self._writer = self._output = None
         self._part_rows = 0
 
     def abort(self):
@@ -182,8 +205,9 @@ class PartWriter:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
+        if self._output is not None:  # also a part whose header could not be written (no `_writer`)
             self._output.discard()
-            self._writer = None
+        self._writer = self._output = None
 
     def close(self):
         try:
@@ -614,10 +638,14 @@ class ArchiveLock:
                 holder = "another process"
             raise ArchiveBusy(f"the archive {self.location} is being written by {holder}: wait for it to end "
                               f"(the lock {self.path} is released when it exits or is killed)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                                  "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-                                 ).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                                      "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                                     ).encode(), 0)
+        except OSError as e:  # a full disk: said with the file, before any work
+            os.close(fd)
+            raise OSError(e.errno, f"cannot write the archive's lock file: {e.strerror}", self.path) from None
         self._fd = fd
         for name in os.listdir(self.root):
             if _TEMP_PART.fullmatch(name):
