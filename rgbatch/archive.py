@@ -21,6 +21,7 @@ import json
 import posixpath
 import re
 import random
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -28,6 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from . import bitstream, storage
 from .codec import Codec
@@ -46,6 +48,9 @@ IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_by
 # Kodak; an encoder's float loop vs the exact decoder: about 2e-5 in fp32)
 MSSSIM_TOLERANCE = 1e-3
 DECODE_GROUP = 8  # images decoded together (their tiles share batches)
+# DuckDB's memory while it sorts a report's images by path: beyond it, it sorts on disk beside
+# the spilled images (`_Spill`), so that `report --json` holds the same memory at any size
+SORT_MEMORY = "256MB"
 
 
 # -- report ------------------------------------------------------------------------------------------
@@ -110,11 +115,12 @@ def _by_path(rows: list) -> list:
 
 def report(archive, depth: int | None = None, min_msssim: float | None = None, worst: int = 5,
            images: bool = True) -> dict:
-    """{"images": table, "summary": {...}}: what the archive holds, costs and looks like; the
-    images a pyarrow Table of `IMAGE_FIELDS`, one row per image, sorted by path (`rgbatch
-    report --json` writes it a row at a time). The summary is added up a chunk of rows at a time
-    (`Archive.chunks`), so that without `images` (the table of every row) an archive of any size
-    is reported on in bounded memory.
+    """{"images": reader, "summary": {...}}: what the archive holds, costs and looks like; the
+    images a `pyarrow.RecordBatchReader` of `IMAGE_FIELDS`, one row per image, sorted by path
+    (`.read_all()`: a Table; `rgbatch report --json` writes it a batch at a time). The summary is
+    added up a chunk of rows at a time (`Archive.chunks`) and the images are spilled to a
+    temporary file as they come and sorted there (`_Spill`), so that an archive of any size is
+    reported on in bounded memory.
 
     summary.stored: totals at the stored depths; summary.by_depth: per depth, over the images
     stored at least that deep; summary.at_depth / at_msssim: what the archive would cost cut
@@ -141,11 +147,12 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
     count = dict.fromkeys(("images", "ok", "source_bytes", "alpha_bytes", "pixels", "shallower", "not_reached",
                            "unmeasured", "partial_last_chunk", "unknown"), 0)
     stored, at_depth, at_msssim, by_depth = _Sums(), _Sums(), _Sums(), {}
-    models, scales, reading, failed, damaged, worst_rows, kept = set(), {}, {}, [], [], [], []
+    models, scales, reading, failed, damaged, worst_rows = set(), {}, {}, [], [], []
+    spill = _Spill(schema_of(IMAGE_FIELDS)) if images else None
     for chunk in man.chunks(REPORT_COLUMNS):
         chunk = _with_coding(man, chunk)
-        if images:
-            kept.append(chunk.select(IMAGE_FIELDS))
+        if spill:
+            spill.add(chunk.select(IMAGE_FIELDS))
         usable, bad = split_damaged(chunk)
         damaged += bad
         is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
@@ -201,7 +208,38 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
     if target.msssim is not None:
         summary["at_msssim"] = {"msssim": target.msssim, **at_msssim.result(), "not_reached": count["not_reached"],
                                 "unmeasured": count["unmeasured"]}
-    return summary, sorted_by_path(kept, schema_of(IMAGE_FIELDS)) if images else None
+    return summary, spill.sorted() if spill else None
+
+
+class _Spill:
+    """A report's images, written a chunk at a time to a Parquet file in a temporary folder and
+    read back sorted by path (nulls last, then as written) by DuckDB within `SORT_MEMORY`. The
+    folder is deleted once the sorted rows are read to the end, or when the reader is dropped."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self.folder = tempfile.TemporaryDirectory(prefix="rgbatch-report-")
+        self.path = f"{self.folder.name}/images.parquet"
+        self.writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+
+    def add(self, table: pa.Table):
+        self.writer.write_table(table.cast(self.schema))
+
+    def sorted(self) -> pa.RecordBatchReader:
+        self.writer.close()
+        folder, path, schema = self.folder, self.path, self.schema
+
+        def batches():
+            try:
+                with duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": folder.name}) as con:
+                    rows = con.sql("SELECT * EXCLUDE (file_row_number) FROM read_parquet(?, file_row_number = true) "
+                                   "ORDER BY path NULLS LAST, file_row_number", params=[path])
+                    for batch in rows.to_arrow_reader(1024):
+                        yield batch.cast(schema)
+            finally:
+                folder.cleanup()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _checked(man: Archive, columns: list[str]) -> tuple[pa.Table, list[tuple[str | None, str]]]:

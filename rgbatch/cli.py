@@ -332,18 +332,19 @@ def _json(value, indent=None) -> str:
 
 
 def _print_json(obj: dict):
-    """`obj` as indented JSON on stdout. A table among its values (a report's images: a pyarrow
-    Table) is written as it is read, a row a line, so that memory stays flat in its rows."""
+    """`obj` as indented JSON on stdout. A reader of record batches among its values (a report's
+    images) is written as it is read, a row a line, so that memory stays flat in its rows."""
     write = sys.stdout.write
     write("{")
     for n, (key, value) in enumerate(obj.items()):
         write(("," if n else "") + "\n  " + _json(key) + ": ")
-        if hasattr(value, "to_batches"):
-            rows = (row for batch in value.to_batches(max_chunksize=1024) for row in batch.to_pylist())
+        if hasattr(value, "read_next_batch"):  # a pyarrow.RecordBatchReader
             write("[")
-            for m, row in enumerate(rows):
+            m = 0
+            for row in (row for batch in value for row in batch.to_pylist()):
                 write(("," if m else "") + "\n    " + _json(row))
-            write("\n  ]" if value.num_rows else "]")
+                m += 1
+            write("\n  ]" if m else "]")
         else:
             write(_json(value, indent=2).replace("\n", "\n  "))
     write("\n}\n")

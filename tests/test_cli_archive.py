@@ -10,6 +10,7 @@ import struct
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -218,10 +219,17 @@ def test_a_report_added_up_a_row_group_at_a_time_is_the_report_of_one_reading(ar
                            {"scale": 0.5, "last_steps": 3}][(i + part) % 6]
                 writer.add(Row.from_dict({**row, "path": f"{part}/{i:03d}.png", **changes}))
     whole = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4)
-    assert whole["summary"]["failed"] == 150 and whole["images"].num_rows == 450
+    whole_images = whole["images"].read_all()
+    assert whole["summary"]["failed"] == 150 and whole_images.num_rows == 450
+    assert whole_images["path"].to_pylist() == sorted(whole_images["path"].to_pylist())
     monkeypatch.setattr(manifest, "CHUNK_ROWS", manifest.ROW_GROUP_ROWS)
+    monkeypatch.setattr(archive_module, "SORT_MEMORY", "16MB")  # DuckDB's least
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "spill"))
+    (tmp_path / "spill").mkdir()
     chunked = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4)
-    assert chunked["images"].equals(whole["images"])
+    assert [p.name for p in (tmp_path / "spill").iterdir()][0].startswith("rgbatch-report-")
+    assert chunked["images"].read_all().equals(whole_images)
+    assert list((tmp_path / "spill").iterdir()) == []  # the spilled images deleted once read
 
     def rounded(value):
         if isinstance(value, float):
