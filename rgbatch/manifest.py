@@ -59,6 +59,7 @@ CHUNK_ROWS = 1 << 16
 # what `done` reads: what `Row.problem` checks, and the source's hash, size and time
 DONE_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width", "height",
                 "iterations", *PER_DEPTH]
+DONE_KEPT = ["path", "source_hash", "source_bytes", "source_mtime"]  # the columns of `done`'s table
 # Footers read at listing are kept for the readings that follow (parts never change once written),
 # up to this many bytes of memory: beyond, read again. A decoded footer holds about 1 KB per column
 # chunk (`FOOTER_CHUNK_BYTES`), ten times its bytes on disk: a full part's (16 row groups of 28
@@ -563,20 +564,27 @@ class Archive:
             part, why = next((part, why) for (part, _), (rows, why) in self._damaged.items() if position in rows)
             self.missed.append((path, f"{posixpath.basename(part)}: {why}"))
 
-    def done(self) -> dict[str, tuple[str, int | None, dt.datetime | None]]:
-        """{path: (source hash, size, modification time)} of the images whose current row is ok
-        (and not damaged, see `Row.problem`): what a rerun skips (`sources.unchanged`). Read and
-        checked a chunk at a time (`chunks`), not as one table: a million images cost the dictionary alone."""
-        def read() -> dict[str, tuple[str, int | None, dt.datetime | None]]:
-            done = {}
+    def done(self) -> pa.Table:
+        """The images whose current row is ok (and not damaged, see `Row.problem`): what a rerun
+        skips (`sources.unchanged`), as a table of `DONE_KEPT` (path, source hash, size and
+        modification time; the texts large strings, in one chunk: `take` is 100x faster than on
+        many). Read and checked a chunk at a time (`chunks`); a million rows hold about 100 MB (a
+        dictionary of them held 370 MB and took twice the time)."""
+        def read() -> pa.Table:
+            kept = [self.empty_done()]
             for chunk in self.chunks(DONE_COLUMNS):
                 table, _ = split_damaged(chunk)
-                table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
-                done.update(zip(table["path"].to_pylist(), zip(*(table[c].to_pylist() for c in (
-                    "source_hash", "source_bytes", "source_mtime")))))
-            return done
+                table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False)).select(DONE_KEPT)
+                kept.append(table.cast(kept[0].schema))
+            return pa.concat_tables(kept).combine_chunks()
 
-        return self.read_whole(read) if self.parts else {}
+        return self.read_whole(read) if self.parts else self.empty_done()
+
+    @staticmethod
+    def empty_done() -> pa.Table:
+        """`done` of an archive without images."""
+        return pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type)
+                          for f in schema_of(DONE_KEPT)]).empty_table()
 
 
 LOCK_NAME = ".lock"

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import raywatch
 from .codec import (DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, batch_pixels, release_freed_memory,
@@ -403,7 +405,7 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
                           overlap=overlap)
         result.device, result.workers = device, workers
         if log:
-            log(f"{len(found)} sources, {len(done)} already archived; {workers} {device} encoder(s)")
+            log(f"{len(found)} sources, {done.num_rows} already archived; {workers} {device} encoder(s)")
         # a concurrency group of its own lets EncodeWorker.progress answer while encode runs
         # with overlap, two `encode` calls at once in its default group
         actor_class = ray.remote(concurrency_groups={"progress": 1})(EncodeWorker).options(
@@ -432,10 +434,14 @@ class _Run:
         self.writer, self.result, self.progress = writer, result, progress
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
         self.check_task = ray.remote(unchanged).options(num_cpus=0)
-        # sources archived before are checked `check_size` to a task; those that changed are read
-        self.to_check = deque(s for s in found if s.path in done)
-        self.pending = deque(s for s in found if s.path not in done)  # sources to read
-        self.checks = {}  # check ref -> its sources
+        # sources archived before are checked `check_size` to a task; those that changed are read.
+        # Each goes with its row's index in `done` (-1: not archived), found in one vectorized search
+        at = pc.index_in(pa.array([_utf8(s.path) for s in found], pa.large_string()),
+                         value_set=done["path"].combine_chunks(), skip_nulls=True)
+        at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False).tolist()
+        self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)
+        self.pending = deque((s, i) for s, i in zip(found, at) if i < 0)  # sources to read, and their index
+        self.checks = {}  # check ref -> its (source, index) pairs
         self.reads = {}  # info ref -> (image ref, source)
         self.ready = deque()  # (info, image ref, its `size`): read, waiting for an encoder
         self.ready_size = np.zeros(2, dtype=np.int64)  # theirs together
@@ -493,11 +499,12 @@ class _Run:
 
     def start_checks(self):
         while self.to_check and len(self.checks) < self.max_reads:
-            sources = [self.to_check.popleft() for _ in range(min(self.check_size, len(self.to_check)))]
-            ref = self.check_task.remote(sources, [self.done[s.path] for s in sources], self.options.rehash)
-            self.checks[ref] = sources
+            batch = [self.to_check.popleft() for _ in range(min(self.check_size, len(self.to_check)))]
+            known = self.done.take([i for _, i in batch])  # their rows' sha256, size and time, read by the task
+            ref = self.check_task.remote([s for s, _ in batch], known, self.options.rehash)
+            self.checks[ref] = batch
 
-    def check_done(self, sources, ref):
+    def check_done(self, batch, ref):
         """Count the unchanged sources as skipped; read the others (`read_source` hashes them
         again, and says why one that does not read fails)."""
         from ray.exceptions import RayError
@@ -505,15 +512,15 @@ class _Run:
         try:
             same = self.ray.get(ref)
         except RayError:  # the task was lost: read them one by one
-            same = [False] * len(sources)
+            same = [False] * len(batch)
         self.result.skipped += sum(same)
-        self.pending.extend(s for s, kept in zip(sources, same) if not kept)
+        self.pending.extend(item for item, kept in zip(batch, same) if not kept)
         self.report()
 
     def start_reads(self):
         while self.pending and len(self.reads) < self.max_reads and self.reading_ahead():
-            source = self.pending.popleft()
-            known_hash = self.done[source.path][0] if source.path in self.done else None
+            source, index = self.pending.popleft()
+            known_hash = self.done["source_hash"][index].as_py() if index >= 0 else None
             info_ref, image_ref = self.read_task.remote(source, known_hash, self.options.max_pixels,
                                                           self.options.metadata)
             self.reads[info_ref] = (image_ref, source)
@@ -604,6 +611,15 @@ class _Run:
             now = [w for calls in self.working.values() for w in calls if w[0] in running]  # of calls still running
             self.progress(len(self.written) + self.result.skipped, self.total,
                           self.result.pixels + sum(w[3] for w in now), (sum(w[1] for w in now), sum(w[2] for w in now)))
+
+
+def _utf8(path: str) -> str | None:
+    """The path, or None for a name that is not UTF-8 (no archived path: it fails when read)."""
+    try:
+        path.encode()
+        return path
+    except UnicodeEncodeError:
+        return None
 
 
 def _reason(error: Exception) -> str:

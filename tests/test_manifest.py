@@ -35,9 +35,9 @@ def ok_row(path, blob=b"\x01\x02", source_hash="h", model_id="00112233aabbccdd",
             "psnr": [20.0, 25.0], "status": "ok", "error": None, "read_seconds": 0.1, "encode_seconds": 0.2, **changed})
 
 
-def hashes(done: dict) -> dict:
-    """{path: source hash} of `Archive.done` (whose values also hold the size and time)."""
-    return {path: sha256 for path, (sha256, _, _) in done.items()}
+def hashes(done: pa.Table) -> dict:
+    """{path: source hash} of `Archive.done` (whose table also holds the size and time)."""
+    return dict(zip(done["path"].to_pylist(), done["source_hash"].to_pylist()))
 
 
 def parts(folder):

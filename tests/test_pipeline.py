@@ -97,7 +97,7 @@ def test_an_encoder_call_holds_batch_size_tiles_and_one_network_batch_of_pixels(
         encode = SimpleNamespace(remote=lambda infos, *refs: sent.append([i.path for i in infos]) or object())
         ray = SimpleNamespace(remote=lambda f: SimpleNamespace(options=lambda **k: None))
         run = _Run(ray, CompressOptions(device=device, batch_size=batch_size or {"cpu": 16, "cuda": 8}[device]),
-                   [], {}, [SimpleNamespace(encode=encode)], None, None, None, None)
+                   [], Archive.empty_done(), [SimpleNamespace(encode=encode)], None, None, None, None)
         run.calls_per_worker = len(sizes)
         for n, (h, w) in enumerate(sizes):
             run.read_done(Row(path=str(n), height=h, width=w), None)
@@ -120,7 +120,8 @@ def test_reading_ahead_holds_a_call_of_small_images_but_few_big_ones():
     ray = SimpleNamespace(remote=lambda f: SimpleNamespace(options=lambda **k: None))
 
     def ahead(height, width):
-        run = _Run(ray, CompressOptions(device="cpu", batch_size=16), [], {}, [None], None, None, None, None)
+        run = _Run(ray, CompressOptions(device="cpu", batch_size=16), [], Archive.empty_done(), [None], None, None,
+                   None, None)
         while run.reading_ahead():
             run.read_done(Row(height=height, width=width), None)
         return len(run.ready)
@@ -174,7 +175,7 @@ def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster,
     assert (again.ok, again.skipped) == (0, 3)
     rehashed = compress([str(source)], str(archive), options(tiny_weights, rehash=True))
     assert (rehashed.ok, rehashed.skipped) == (1, 2)
-    assert Archive(archive).done()["a.png"][0] == hashlib.sha256(bytes(data)).hexdigest()
+    assert {r["path"]: r["source_hash"] for r in Archive(archive).done().to_pylist()}["a.png"] == hashlib.sha256(bytes(data)).hexdigest()
 
 
 def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
