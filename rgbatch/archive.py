@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import os
 import posixpath
 import re
 import random
@@ -212,31 +213,53 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
 
 
 class _Spill:
-    """A report's images, written a chunk at a time to a Parquet file in a temporary folder and
-    read back sorted by path (nulls last, then as written) by DuckDB within `SORT_MEMORY`. The
-    folder is deleted once the sorted rows are read to the end, or when the reader is dropped."""
+    """A report's images, written a chunk at a time to a Parquet file in a temporary folder (in
+    `TMPDIR`) and read back sorted by path (nulls last, then as written) by DuckDB within
+    `SORT_MEMORY`, on disk beyond. The sort runs before the first row is given, so that a full
+    disk is one worded OSError before any output. The folder is deleted once the sorted rows are
+    read to the end, or when the reader is dropped."""
 
     def __init__(self, schema: pa.Schema):
         self.schema = schema
-        self.folder = tempfile.TemporaryDirectory(prefix="rgbatch-report-")
-        self.path = f"{self.folder.name}/images.parquet"
-        self.writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+        with self._worded():
+            self.folder = tempfile.TemporaryDirectory(prefix="rgbatch-report-")
+            self.path = f"{self.folder.name}/images.parquet"
+            self.writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+
+    @contextlib.contextmanager
+    def _worded(self):
+        try:
+            yield
+        except (OSError, duckdb.Error) as e:
+            if hasattr(self, "folder"):
+                self.folder.cleanup()
+            reason = os.strerror(e.errno) if getattr(e, "errno", None) else " ".join(str(e).split())
+            raise OSError(getattr(e, "errno", None), f"cannot sort the report's images in a temporary folder "
+                                                     f"there ({reason}): set TMPDIR to a folder with room",
+                          tempfile.gettempdir()) from None
 
     def add(self, table: pa.Table):
-        self.writer.write_table(table.cast(self.schema))
+        with self._worded():
+            self.writer.write_table(table.cast(self.schema))
 
     def sorted(self) -> pa.RecordBatchReader:
-        self.writer.close()
-        folder, path, schema = self.folder, self.path, self.schema
+        folder, schema = self.folder, self.schema
+        with self._worded():
+            self.writer.close()
+            con = duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": folder.name})
+            rows = con.sql("SELECT * EXCLUDE (file_row_number) FROM read_parquet(?, file_row_number = true) "
+                           "ORDER BY path NULLS LAST, file_row_number", params=[self.path]).to_arrow_reader(1024)
+            try:
+                first = [rows.read_next_batch()]  # the sort
+            except StopIteration:
+                first = []
 
         def batches():
             try:
-                with duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": folder.name}) as con:
-                    rows = con.sql("SELECT * EXCLUDE (file_row_number) FROM read_parquet(?, file_row_number = true) "
-                                   "ORDER BY path NULLS LAST, file_row_number", params=[path])
-                    for batch in rows.to_arrow_reader(1024):
-                        yield batch.cast(schema)
+                for batch in itertools.chain(first, rows):
+                    yield batch.cast(schema)
             finally:
+                con.close()
                 folder.cleanup()
 
         return pa.RecordBatchReader.from_batches(schema, batches())

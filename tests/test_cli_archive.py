@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -943,3 +944,25 @@ def test_verify_allows_a_recorded_msssim_one_level_away_where_a_level_moves_it_m
     photo = np.asarray(Image.open(DATA / "kodim23_crop192.png"))
     near = np.clip(photo.astype(int) + rng.integers(-1, 2, photo.shape), 0, 255).astype(np.uint8)
     assert level_tolerance(photo, near, msssim(photo, near)) == MSSSIM_TOLERANCE
+
+
+def test_a_report_whose_images_cannot_be_sorted_says_so_before_any_output(archive, tmp_path, monkeypatch):
+    """`report --json` spills its images to TMPDIR (`archive._Spill`): a full disk there, or
+    DuckDB refusing, is one worded error (exit 2) and leaves no temporary folder."""
+    from rgbatch import archive as archive_module
+
+    class FullDisk(pq.ParquetWriter):
+        def write_table(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with monkeypatch.context() as patch:
+        patch.setattr(archive_module.pq, "ParquetWriter", FullDisk)
+        result = runner.invoke(app, ["report", str(archive / "archive"), "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"error: {tmp_path}: cannot sort the report's images in a temporary folder there "
+                                     f"(No space left on device): set TMPDIR to a folder with room")
+    monkeypatch.setattr(archive_module, "SORT_MEMORY", "no size")  # DuckDB refuses it
+    result = runner.invoke(app, ["report", str(archive / "archive"), "--json"])
+    assert result.exit_code == 2 and result.stdout == "" and "set TMPDIR" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == []
