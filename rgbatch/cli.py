@@ -425,7 +425,9 @@ def compress(
         table = Table(title=f"archive {shown(result.archive)}", title_justify="left", show_header=False)
         ratio = result.source_bytes / result.archive_bytes if result.archive_bytes else 0
         for name, value in [("sources found", result.sources), ("already archived", result.skipped),
-                            ("compressed", result.ok), ("failed", result.failed),
+                            ("compressed", result.ok if not result.copied else
+                             f"{result.ok} ({result.copied} copied: the same bytes as another source)"),
+                            ("failed", result.failed),
                             ("source bytes", f"{result.source_bytes:,}"), ("archive bytes", f"{result.archive_bytes:,}"),
                             ("ratio", f"{ratio:.1f}x"),
                             ("bpp", f"{8 * result.archive_bytes / result.pixels:.3f}" if result.pixels else "-"),

@@ -135,8 +135,10 @@ class CompressResult:
     sources: int = 0  # found
     skipped: int = 0  # already in the archive
     ok: int = 0
+    copied: int = 0  # of the ok: sources of the same bytes as another of the run, its row copied (not encoded)
     failed: int = 0
-    pixels: int = 0  # of the images encoded in this run
+    pixels: int = 0  # of the ok images of this run
+    copied_pixels: int = 0  # of those, the copied ones' (not encoded)
     source_bytes: int = 0
     archive_bytes: int = 0
     seconds: float = 0.0
@@ -147,7 +149,8 @@ class CompressResult:
 
     @property
     def megapixels_per_second(self) -> float:
-        return self.pixels / 1e6 / self.seconds if self.seconds else 0.0
+        """Of the images encoded (not copied)."""
+        return (self.pixels - self.copied_pixels) / 1e6 / self.seconds if self.seconds else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -416,7 +419,7 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         actors = [make_actor() for _ in range(workers)]
         try:
             with archive.writer(model_id) as writer:
-                _Run(ray, options, found, done, actors, make_actor, writer, result, progress).run()
+                _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive.location).run()
             result.parts = writer.parts
         finally:
             for actor in actors:
@@ -428,8 +431,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
 class _Run:
     """The driver's streaming loop: keep reads and encoder calls in flight, write what comes back."""
 
-    def __init__(self, ray, options, found, done, actors, make_actor, writer, result, progress):
-        self.ray, self.options, self.done = ray, options, done
+    def __init__(self, ray, options, found, done, actors, make_actor, writer, result, progress, location=None):
+        self.ray, self.options, self.done, self.location = ray, options, done, location
         self.actors, self.make_actor = actors, make_actor
         self.writer, self.result, self.progress = writer, result, progress
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
@@ -455,6 +458,10 @@ class _Run:
         self.max_reads = 2 * len(actors)
         self.check_size = int(np.clip(len(self.to_check) // (4 * self.max_reads), *CHECK_SOURCES))
         self.written = set()
+        # sources of the same bytes (sha256) as one this run sends to an encoder are not encoded:
+        # the first's path by its digest, and the others' read rows, given its row at the end
+        self.first: dict[bytes, str] = {}
+        self.same_bytes: dict[bytes, list[Row]] = {}
         self.total = len(found)
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
         self.working = {}  # actor index -> its last answer (EncodeWorker.progress: its running calls)
@@ -492,6 +499,7 @@ class _Run:
                         self.actors[index] = self.make_actor()
                     for row in rows:
                         self.write(row)
+        self.copy_same_bytes()
         # progress questions still in flight are answered before the actors are killed: one the
         # kill cuts off is retried on a dead actor, which Ray reports as an error
         if self.polls:
@@ -565,11 +573,39 @@ class _Run:
         elif info.status is not None:  # failed
             self.write(info)
         else:
+            digest = bytes.fromhex(info.source_hash) if info.source_hash else None
+            if digest in self.first:  # the same bytes as an image of this run: its row is copied at the end
+                self.same_bytes.setdefault(digest, []).append(info)
+                return
+            if digest:
+                self.first[digest] = info.path
             size = self.size(info)
             self.ready.append((info, image_ref, size))
             self.ready_size += size
 
-    def write(self, row: Row):
+    def copy_same_bytes(self):
+        """Write the rows of the sources whose bytes another source of this run has: its row
+        with their path, source and times, read back from the archive once committed; where
+        its row failed, theirs fail with it (a rerun tries error rows again)."""
+        if not self.same_bytes:
+            return
+        self.writer.commit()
+        origins = {self.first[digest]: digest for digest in self.same_bytes}
+        archive = Archive(self.location)  # listed again: the parts of this run included
+        for row in archive.rows(set(origins)):
+            digest = origins.pop(row.path)
+            for info in self.same_bytes.pop(digest):
+                if row.status == OK and row.source_hash == info.source_hash:
+                    self.write(replace(row, path=info.path, source=info.source, source_mtime=info.source_mtime,
+                                       read_seconds=info.read_seconds, encode_seconds=0.0), copied=True)
+                else:
+                    self.write(info.failed(f"not encoded: the same bytes as {row.path}, whose encoding failed: "
+                                           f"{row.error}"))
+        for path, digest in origins.items():  # not read back: its part damaged since
+            for info in self.same_bytes.pop(digest):
+                self.write(info.failed(f"not encoded: the same bytes as {path}, whose row does not read back"))
+
+    def write(self, row: Row, copied: bool = False):
         if row.path in self.written:  # a retried call answered twice: keep the first
             return
         self.written.add(row.path)
@@ -577,7 +613,9 @@ class _Run:
         result = self.result
         if row.status == OK:
             result.ok += 1
+            result.copied += copied
             result.pixels += row.width * row.height
+            result.copied_pixels += row.width * row.height if copied else 0
             result.source_bytes += row.source_bytes
             result.archive_bytes += len(row.blob)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -490,3 +491,50 @@ def test_an_archive_of_post_filtered_streams_restores_what_was_measured(ray_clus
     image = np.asarray(Image.open(tmp_path / "out" / "big.png"))
     assert np.array_equal(image, Codec.load(tiny_weights, device="cpu").decode(row.cut(1).blob))
     assert msssim(original, image) == pytest.approx(row.msssim[0], abs=1e-6)
+
+
+def test_sources_of_the_same_bytes_are_encoded_once(ray_cluster, tiny_weights, tmp_path, rng):
+    """A source whose bytes another source of the run has is not encoded: the row of the one
+    encoded is copied under its path, source and times (docs/ARCHIVE.md, "Sources of the same
+    bytes"); each decodes as its own source would."""
+    source, archive = tmp_path / "src", tmp_path / "archive"
+    write_images(source, rng, ["a.png", "b.png", "c.png"])
+    for copy, of in (("sub/a.png", "a.png"), ("x/a.png", "a.png"), ("x/b.png", "b.png")):
+        (source / copy).parent.mkdir(exist_ok=True)
+        shutil.copyfile(source / of, source / copy)
+    result = compress([str(source)], str(archive), options(tiny_weights))
+    assert (result.ok, result.copied, result.failed) == (6, 3, 0)
+    assert result.pixels == 6 * 32 * 48 and result.copied_pixels == 3 * 32 * 48
+    rows = {r.path: r for r in Archive(archive).rows()}
+    assert sorted(rows) == ["a.png", "b.png", "c.png", "sub/a.png", "x/a.png", "x/b.png"]
+    for copy, of in (("sub/a.png", "a.png"), ("x/a.png", "a.png"), ("x/b.png", "b.png")):
+        copied, encoded = rows[copy], rows[of]
+        assert (copied.blob, copied.msssim, copied.source_hash) == (encoded.blob, encoded.msssim, encoded.source_hash)
+        assert copied.source == str(source / copy) and copied.encode_seconds == 0.0 and encoded.encode_seconds > 0
+    again = compress([str(source)], str(archive), options(tiny_weights))
+    assert (again.ok, again.skipped) == (0, 6)
+
+
+def test_a_source_of_the_same_bytes_as_a_failed_one_fails_with_it(tmp_path):
+    """Where the row of the source encoded failed, those of its bytes get its failure (a rerun
+    tries error rows again); where it does not read back, they say so."""
+    from types import SimpleNamespace
+
+    from rgbatch.manifest import PartWriter
+    from rgbatch.pipeline import CompressResult, _Run
+
+    archive = tmp_path / "archive"
+    ray = SimpleNamespace(remote=lambda f: SimpleNamespace(options=lambda **k: None))
+    with PartWriter(archive, "00112233aabbccdd") as writer:
+        writer.add(Row("a.png", "src/a.png", source_hash="aa" * 32).failed("encoder failed: out of memory"))
+        result = CompressResult(archive=str(archive))
+        run = _Run(ray, CompressOptions(), [], Archive.empty_done(), [None], None, writer, result, None, str(archive))
+        for path, digest in (("b.png", "aa"), ("c.png", "aa"), ("d.png", "bb")):
+            run.first.setdefault(bytes.fromhex(digest * 32), {"aa": "a.png", "bb": "gone.png"}[digest])
+            run.same_bytes.setdefault(bytes.fromhex(digest * 32), []).append(Row(path, f"src/{path}", source_hash=digest * 32))
+        run.copy_same_bytes()
+    rows = {r.path: r for r in Archive(archive).rows()}
+    assert rows["b.png"].error == rows["c.png"].error == ("not encoded: the same bytes as a.png, whose encoding "
+                                                          "failed: encoder failed: out of memory")
+    assert rows["d.png"].error == "not encoded: the same bytes as gone.png, whose row does not read back"
+    assert (result.failed, result.ok) == (3, 0) and run.same_bytes == {}
