@@ -95,6 +95,18 @@ def is_part(name: str) -> bool:
     return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)
 
 
+# Times files (`times-<32 hex>.parquet`, since session 47): a rerun that finds an archived source
+# unchanged by its hash, but with another size or modification time than its row records (touched,
+# copied without its times), notes its size and time there, so that the next rerun skips it
+# unread; `Archive.done` applies the notes of the path's current hash. Readers of rows ignore them.
+TIMES_PREFIX = "times-"
+TIMES_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "written_at"]
+
+
+def is_times(name: str) -> bool:
+    return name.startswith(TIMES_PREFIX) and name.endswith(PART_SUFFIX)
+
+
 class PartNotWritten(OSError):
     """A part file `PartWriter` could not write (`filename`: the archive)."""
 
@@ -200,6 +212,16 @@ class PartWriter:
         self._writer = self._output = None
         self._part_rows = 0
 
+    def write_times(self, notes: list[tuple[str, str, int, dt.datetime]]):
+        """Write (path, source hash, size, modification time) notes of unchanged sources whose
+        size or time moved into a new times file (`TIMES_PREFIX`), atomically."""
+        if not notes:
+            return
+        columns = [list(c) for c in zip(*notes)] + [[dt.datetime.now(dt.timezone.utc)] * len(notes)]
+        table = pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema_of(TIMES_COLUMNS))
+        with storage.open_atomic(self.fs, f"{self.root}/{TIMES_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}") as output:
+            pq.write_table(table, output, compression="zstd")
+
     def abort(self):
         """Drop the uncommitted rows and the temporary file."""
         self._buffer, self._part_rows = [], 0
@@ -283,6 +305,7 @@ class Archive:
             raise not_an_archive(self.location, self.fs, self.root)
         files = storage.list_files(self.fs, self.root, recursive=False)
         parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
+        self.times_files = sorted(p for p in files if is_times(p.rsplit("/", 1)[-1]))
         if not parts and not self.create and not storage.is_dir(self.fs, posixpath.join(self.root, SET_ASIDE)):
             raise not_an_archive(self.location, self.fs, self.root, files)  # (every part set aside: an empty archive)
         for part in parts:
@@ -578,7 +601,30 @@ class Archive:
                 kept.append(table.cast(kept[0].schema))
             return pa.concat_tables(kept).combine_chunks()
 
-        return self.read_whole(read) if self.parts else self.empty_done()
+        return self._noted(self.read_whole(read)) if self.parts else self.empty_done()
+
+    def _noted(self, done: pa.Table) -> pa.Table:
+        """`done` with the sizes and times the times files note for a path of the same hash (the
+        latest noted); a times file that does not read is passed over (its sources are hashed)."""
+        notes = []
+        for path in self.times_files:
+            try:
+                notes.append(pq.read_table(storage.open_input(self.fs, path), columns=TIMES_COLUMNS)
+                             .cast(schema_of(TIMES_COLUMNS)))
+            except Exception:  # damaged, foreign: no note is better than a wrong one
+                continue
+        if not notes or not done.num_rows:
+            return done
+        notes = pa.concat_tables(notes)
+        notes = notes.take(pc.sort_indices(notes, [("written_at", "descending")]))
+        keys = pc.binary_join_element_wise(notes["path"], notes["source_hash"], "\n")
+        first = pc.index_in(keys, value_set=keys.combine_chunks())  # each (path, hash): its latest note
+        notes = notes.filter(pc.equal(first, pa.array(np.arange(notes.num_rows), pa.int32()))).drop_columns(["written_at"])
+        joined = done.join(notes.cast(done.schema), keys=["path", "source_hash"], join_type="left outer",
+                           right_suffix=" noted", use_threads=False)
+        return pa.table({"path": joined["path"], "source_hash": joined["source_hash"],
+                         **{c: pc.coalesce(joined[c + " noted"], joined[c]) for c in ("source_bytes", "source_mtime")}},
+                        schema=done.schema).combine_chunks()
 
     @staticmethod
     def empty_done() -> pa.Table:

@@ -57,6 +57,7 @@ from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
 SETTLE_SECONDS = 10.0  # at most this long for encoders' last progress answers at the end of a run
+TIMES_NOTES = 1 << 16  # notes of touched sources a times file holds at most (`PartWriter.write_times`)
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
 # archived sources a rerun checks in one task (`sources.unchanged`): at least the first, at most the
 # second, else a share of them that keeps every reader busy: Ray's cost per task (about 3 ms)
@@ -461,6 +462,7 @@ class _Run:
         # sources of the same bytes (sha256) as one this run sends to an encoder are not encoded:
         # the first's path by its digest, and the others' read rows, given its row at the end
         self.first: dict[bytes, str] = {}
+        self.times = []  # (path, sha256, size, time) of archived sources unchanged but touched: `write_times`
         self.same_bytes: dict[bytes, list[Row]] = {}
         self.total = len(found)
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
@@ -499,6 +501,8 @@ class _Run:
                         self.actors[index] = self.make_actor()
                     for row in rows:
                         self.write(row)
+        self.writer.write_times(self.times)
+        self.times = []
         self.copy_same_bytes()
         # progress questions still in flight are answered before the actors are killed: one the
         # kill cuts off is retried on a dead actor, which Ray reports as an error
@@ -521,8 +525,14 @@ class _Run:
             same = self.ray.get(ref)
         except RayError:  # the task was lost: read them one by one
             same = [False] * len(batch)
-        self.result.skipped += sum(same)
+        self.result.skipped += sum(map(bool, same))
         self.pending.extend(item for item, kept in zip(batch, same) if not kept)
+        for (source, index), now in zip(batch, same):
+            if isinstance(now, tuple):  # unchanged by its hash, its size or time moved: noted
+                self.times.append((source.path, self.done["source_hash"][index].as_py(), *now))
+        if len(self.times) >= TIMES_NOTES:
+            self.writer.write_times(self.times)
+            self.times = []
         self.report()
 
     def start_reads(self):

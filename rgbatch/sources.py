@@ -231,25 +231,31 @@ def stat_before_reading(fs, path: str, listed: tuple | None = None) -> tuple[int
 
 
 def unchanged(sources: list[Source], known: list[tuple[str, int | None, dt.datetime | None]],
-              rehash: bool = False) -> list[bool]:
+              rehash: bool = False) -> list:
     """Whether each source is still as archived, `known` its (sha256, size, modification time) of
     then: its size and time are (not read: rsync's test; as the object store's listing gave them,
     or a local file's stat), else its sha256 is (read, hashed; every source with `rehash`). A
     rerun's check of many archived sources in one task (a task per source cost 2 ms each, 43 s
-    for 20,000 thumbnails). A source that does not read is not unchanged: `read_source` then
-    says why. `known` may be a table of those columns (`Archive.done`'s rows: read into Python
+    for 20,000 thumbnails). Each answer is False (changed, or it does not read: `read_source`
+    then says why), True, or, for one unchanged by its hash whose size or time moved (touched,
+    copied without its times), its (size, time) now, where recordable (`stat_before_reading`):
+    a note for the next rerun (`PartWriter.write_times`). `known` may be a table of those columns (`Archive.done`'s rows: read into Python
     here, in the task, not by the driver)."""
     if hasattr(known, "column"):
         known = list(zip(*(known[c].to_pylist() for c in ("source_hash", "source_bytes", "source_mtime"))))
 
-    def same(source: Source, sha256: str, size: int | None, mtime: dt.datetime | None) -> bool:
+    def same(source: Source, sha256: str, size: int | None, mtime: dt.datetime | None):
         try:
             fs, path = resolve(source.location)
             if not rehash and mtime is not None and (source.listed or file_stat(fs, path)) == (size, mtime):
                 return True
-            return hashlib.sha256(read_bytes(fs, path)).hexdigest() == sha256
+            now = stat_before_reading(fs, path, source.listed)
+            data = read_bytes(fs, path)
         except (OSError, ValueError):
             return False
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return False
+        return now if now[1] is not None and now[0] == len(data) and now != (size, mtime) else True
 
     return [same(source, *archived) for source, archived in zip(sources, known)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 import io
 import os
 import signal
@@ -529,3 +530,19 @@ def test_a_lock_that_cannot_be_written_is_one_worded_error(tmp_path, monkeypatch
     monkeypatch.undo()
     with ArchiveLock(tmp_path / "A"):  # released: the next writer takes it
         pass
+
+
+def test_done_applies_the_latest_times_note_of_a_paths_current_hash(tmp_path):
+    """`Archive.done` takes a path's size and time from its latest note of the same hash; notes of
+    another hash (the source changed since) and times files that do not read are passed over."""
+    at = lambda seconds: dt.datetime.fromtimestamp(seconds, dt.timezone.utc)  # noqa: E731
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        for path in ("a.png", "b.png", "c.png"):
+            writer.add(replace(ok_row(path), source_hash=path[0] * 64, source_bytes=10, source_mtime=at(100)))
+        writer.write_times([("a.png", "a" * 64, 11, at(200)), ("b.png", "x" * 64, 12, at(300))])
+        time.sleep(0.01)
+        writer.write_times([("a.png", "a" * 64, 13, at(400))])
+    (tmp_path / "times-0123456789abcdef0123456789abcdef.parquet").write_bytes(b"PAR1 damaged")
+    done = {r["path"]: (r["source_bytes"], r["source_mtime"]) for r in Archive(tmp_path).done().to_pylist()}
+    assert done == {"a.png": (13, at(400)), "b.png": (10, at(100)), "c.png": (10, at(100))}
+    assert [r.path for r in Archive(tmp_path).rows()] == ["a.png", "b.png", "c.png"]  # rows readers ignore them

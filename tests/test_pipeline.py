@@ -538,3 +538,28 @@ def test_a_source_of_the_same_bytes_as_a_failed_one_fails_with_it(tmp_path):
                                                           "failed: encoder failed: out of memory")
     assert rows["d.png"].error == "not encoded: the same bytes as gone.png, whose row does not read back"
     assert (result.failed, result.ok) == (3, 0) and run.same_bytes == {}
+
+
+def test_a_touched_source_is_hashed_once_then_skipped_by_its_new_time(ray_cluster, tiny_weights, tmp_path, rng):
+    """An archived source found unchanged by its hash, its time moved (touched, copied without
+    its times), is noted in a times file with its size and time now; the next rerun trusts those
+    (`Archive.done`), as it trusts a row's (docs/ARCHIVE.md, "Resuming")."""
+    source, archive = tmp_path / "src", tmp_path / "archive"
+    write_images(source, rng, ["a.png", "b.png"])
+    for name in ("a.png", "b.png"):
+        os.utime(source / name, (1_700_000_000, 1_700_000_000))
+    assert compress([str(source)], str(archive), options(tiny_weights)).ok == 2
+    os.utime(source / "a.png", (1_700_000_100, 1_700_000_100))  # touched
+    again = compress([str(source)], str(archive), options(tiny_weights))
+    assert (again.ok, again.skipped, again.parts) == (0, 2, [])
+    times = [p.name for p in archive.iterdir() if p.name.startswith("times-")]
+    assert len(times) == 1
+    done = {r["path"]: r["source_mtime"].timestamp() for r in Archive(archive).done().to_pylist()}
+    assert done == {"a.png": 1_700_000_100, "b.png": 1_700_000_000}
+    data = bytearray((source / "a.png").read_bytes())
+    data[-5] ^= 1  # other bytes of the same size at the noted time: trusted, as a row's time is
+    (source / "a.png").write_bytes(bytes(data))
+    os.utime(source / "a.png", (1_700_000_100, 1_700_000_100))
+    third = compress([str(source)], str(archive), options(tiny_weights))
+    assert (third.ok, third.skipped) == (0, 2) and len(list(archive.glob("times-*"))) == 1
+    assert compress([str(source)], str(archive), options(tiny_weights, rehash=True)).ok == 1

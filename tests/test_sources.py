@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import signal
@@ -200,8 +201,9 @@ def test_a_source_of_the_archived_size_and_time_is_skipped_unread(tmp_path, monk
     monkeypatch.setattr(rs, "read_bytes", lambda fs, path: read.append(path) or storage.read_bytes(fs, path))
     assert rs.unchanged(sources, known) == [True, True] and read == [str(new)]
     assert rs.unchanged(sources, known, rehash=True) == [True, True] and read == [str(new), str(old), str(new)]
-    os.utime(old, (past + 1, past + 1))  # touched: hashed again, the same bytes
-    assert rs.unchanged(sources[:1], known[:1]) == [True] and read[-1] == str(old)
+    os.utime(old, (past + 1, past + 1))  # touched: hashed again, the same bytes: its size and time now, to note
+    assert rs.unchanged(sources[:1], known[:1]) == [(old.stat().st_size, rows[0].source_mtime + dt.timedelta(seconds=1))]
+    assert read[-1] == str(old)
     data = bytearray(old.read_bytes())
     data[-5] ^= 1  # other bytes of the same size, the time put back
     old.write_bytes(bytes(data))
