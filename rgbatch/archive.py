@@ -941,6 +941,8 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
                            rows_before=man.total_rows())
     total = man.current_rows().num_rows - len(dropped)
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
+    notes = man.notes()  # the sizes and times of touched sources: written into their rows, the times files deleted
+    noted = {(path, sha256): (size, time) for path, sha256, size, time in zip(*(notes[c].to_pylist() for c in notes.column_names))}
     writers: dict[str, PartWriter] = {}
     missed, paths = [], None
     try:
@@ -949,6 +951,8 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
                 if row.path in dropped:
                     result.dropped += 1
                     continue
+                if (row.path, row.source_hash) in noted:
+                    row.source_bytes, row.source_mtime = noted[row.path, row.source_hash]
                 _compact_row(man, row, writers, fallback_model, depth, target, result)
                 if progress:
                     progress(result.rows, total)
@@ -972,6 +976,8 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
     for part in man.unreadable_parts + sorted(damaged):
         result.set_aside.append(storage.uri(man.fs, man.set_aside(part)))
     man.replace([p for p in old_parts if p not in damaged], new_parts)
+    for times in man.times_files:  # their notes are in the rows now
+        storage.delete(man.fs, times)
     result.parts = len(new_parts)
     result.bytes = man.part_bytes(new_parts)
     return result

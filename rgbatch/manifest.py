@@ -220,7 +220,7 @@ class PartWriter:
         columns = [list(c) for c in zip(*notes)] + [[dt.datetime.now(dt.timezone.utc)] * len(notes)]
         table = pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema_of(TIMES_COLUMNS))
         with storage.open_atomic(self.fs, f"{self.root}/{TIMES_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}") as output:
-            pq.write_table(table, output, compression="zstd")
+            pq.write_table(table, output, compression="zstd", write_page_checksum=True)
 
     def abort(self):
         """Drop the uncommitted rows and the temporary file."""
@@ -289,6 +289,7 @@ class Archive:
 
     def _list(self):
         self.parts: list[str] = []
+        self.times_files: list[str] = []  # `TIMES_PREFIX`
         self.unreadable: list[tuple[str, str]] = []  # (part file name, why): `_readable`, `_leave_out`
         self.unreadable_parts: list[str] = []  # the parts `_readable` left out (their paths)
         self.missed: list[tuple[str | None, str]] = []  # (path, why): `rows`
@@ -603,25 +604,35 @@ class Archive:
 
         return self._noted(self.read_whole(read)) if self.parts else self.empty_done()
 
-    def _noted(self, done: pa.Table) -> pa.Table:
-        """`done` with the sizes and times the times files note for a path of the same hash (the
-        latest noted); a times file that does not read is passed over (its sources are hashed)."""
-        notes = []
+    def notes(self) -> pa.Table:
+        """The latest note of each (path, source hash) in the times files (`TIMES_PREFIX`): a
+        table of `DONE_KEPT`. A times file that does not read is passed over (no note is better
+        than a wrong one: its sources are hashed again)."""
+        notes = [self.empty_done()]
         for path in self.times_files:
             try:
-                notes.append(pq.read_table(storage.open_input(self.fs, path), columns=TIMES_COLUMNS)
-                             .cast(schema_of(TIMES_COLUMNS)))
-            except Exception:  # damaged, foreign: no note is better than a wrong one
+                table = pq.ParquetFile(storage.open_input(self.fs, path), page_checksum_verification=True).read(
+                    columns=TIMES_COLUMNS)
+                notes.append(table.cast(pa.schema([*notes[0].schema, SCHEMA.field("written_at")])))
+            except Exception:  # damaged, foreign
                 continue
-        if not notes or not done.num_rows:
-            return done
-        notes = pa.concat_tables(notes)
+        if len(notes) == 1:
+            return notes[0]
+        notes = pa.concat_tables(notes[1:])
         notes = notes.take(pc.sort_indices(notes, [("written_at", "descending")]))
-        keys = pc.binary_join_element_wise(notes["path"], notes["source_hash"], "\n")
-        first = pc.index_in(keys, value_set=keys.combine_chunks())  # each (path, hash): its latest note
-        notes = notes.filter(pc.equal(first, pa.array(np.arange(notes.num_rows), pa.int32()))).drop_columns(["written_at"])
-        joined = done.join(notes.cast(done.schema), keys=["path", "source_hash"], join_type="left outer",
-                           right_suffix=" noted", use_threads=False)
+        keys = pc.binary_join_element_wise(notes["path"], notes["source_hash"], pa.scalar("\n", pa.large_string()))
+        keys = keys.combine_chunks()
+        first = pc.index_in(keys, value_set=keys)  # each (path, hash): its latest note
+        return notes.filter(pc.equal(first, pa.array(np.arange(notes.num_rows), pa.int32()))).drop_columns(
+            ["written_at"]).combine_chunks()
+
+    def _noted(self, done: pa.Table) -> pa.Table:
+        """`done` with the size and time of the latest note of a path's current hash (`notes`)."""
+        notes = self.notes()
+        if not notes.num_rows or not done.num_rows:
+            return done
+        joined = done.join(notes, keys=["path", "source_hash"], join_type="left outer", right_suffix=" noted",
+                           use_threads=False)
         return pa.table({"path": joined["path"], "source_hash": joined["source_hash"],
                          **{c: pc.coalesce(joined[c + " noted"], joined[c]) for c in ("source_bytes", "source_mtime")}},
                         schema=done.schema).combine_chunks()

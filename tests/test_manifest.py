@@ -546,3 +546,20 @@ def test_done_applies_the_latest_times_note_of_a_paths_current_hash(tmp_path):
     done = {r["path"]: (r["source_bytes"], r["source_mtime"]) for r in Archive(tmp_path).done().to_pylist()}
     assert done == {"a.png": (13, at(400)), "b.png": (10, at(100)), "c.png": (10, at(100))}
     assert [r.path for r in Archive(tmp_path).rows()] == ["a.png", "b.png", "c.png"]  # rows readers ignore them
+
+
+def test_compact_writes_the_noted_times_into_the_rows_and_deletes_the_times_files(tmp_path):
+    from rgbatch.archive import compact
+
+    at = lambda seconds: dt.datetime.fromtimestamp(seconds, dt.timezone.utc)  # noqa: E731
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        for path in ("a.png", "b.png"):
+            writer.add(replace(ok_row(path), source_hash=path[0] * 64, source_bytes=10, source_mtime=at(100)))
+        writer.write_times([("a.png", "a" * 64, 11, at(200)), ("b.png", "x" * 64, 12, at(300))])
+    before = Archive(tmp_path).done()
+    assert compact(tmp_path).exit_code == 0
+    assert not list(tmp_path.glob("times-*"))
+    after = Archive(tmp_path).done()
+    assert after.sort_by("path").equals(before.sort_by("path"))
+    assert {r.path: (r.source_bytes, r.source_mtime) for r in Archive(tmp_path).rows()} == {
+        "a.png": (11, at(200)), "b.png": (10, at(100))}
