@@ -188,7 +188,7 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
         size, mtime = stat_before_reading(fs, path, source.listed)
         data = read_bytes(fs, path)
     except FileNotFoundError as e:
-        why = "a dangling symbolic link" if os.path.islink(source.location) else e
+        why = "a dangling symbolic link" if os.path.islink(source.location) else e.strerror or e
         return row.failed(f"cannot read the file: {why}"), None
     except (OSError, ValueError) as e:
         return row.failed(f"cannot read the file: {worded(e)}"), None

@@ -109,6 +109,8 @@ def test_links_loops_fifos_are_listed_once_and_never_opened(tmp_path, rng):
     assert errors == {"dangling.png": "cannot read the file: a dangling symbolic link",
                       "fifo.png": "cannot read the file: not a regular file (a FIFO): not read"}
     assert info.status == "error" and "FIFO" in info.error
+    gone, _ = rs.read_source(rs.Source(str(photos / "gone.png"), "gone.png"), None, 10**8)  # listed, then deleted
+    assert gone.error == "cannot read the file: No such file or directory"
 
 
 def test_reading_sources_does_not_import_torch():
