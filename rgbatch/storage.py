@@ -214,9 +214,13 @@ def listed_files(fs: pafs.FileSystem, root: str, recursive: bool = True) -> dict
     and folders left out, as one listing gives them (an object store's: no request per file)."""
     found = {}
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=recursive)):
-        relative = posixpath.relpath(info.path, root)
+        try:
+            path = info.path
+        except UnicodeDecodeError:  # a local name that is not UTF-8: no part, and pyarrow opens no such file
+            continue
+        relative = posixpath.relpath(path, root)
         if info.type == pafs.FileType.File and not any(p.startswith(".") for p in relative.split("/")):
-            found[info.path] = (info.size, _utc(info.mtime_ns))
+            found[path] = (info.size, _utc(info.mtime_ns))
     return dict(sorted(found.items()))
 
 

@@ -563,3 +563,15 @@ def test_compact_writes_the_noted_times_into_the_rows_and_deletes_the_times_file
     assert after.sort_by("path").equals(before.sort_by("path"))
     assert {r.path: (r.source_bytes, r.source_mtime) for r in Archive(tmp_path).rows()} == {
         "a.png": (11, at(200)), "b.png": (10, at(100))}
+
+
+def test_a_file_of_a_name_that_is_not_utf8_beside_the_parts_is_passed_over(tmp_path):
+    """pyarrow's listing cannot give such a name (it raised UnicodeDecodeError out of every command)."""
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png"))
+    (tmp_path / os.fsdecode(b"stray\xff.png")).write_bytes(b"x")
+    assert [r.path for r in Archive(tmp_path).rows()] == ["a.png"]
+    (tmp_path.parent / "folder").mkdir()
+    (tmp_path.parent / "folder" / os.fsdecode(b"img\xff.png")).write_bytes(b"x")
+    with pytest.raises(ValueError, match="holds no manifest parts"):
+        Archive(tmp_path.parent / "folder")
