@@ -942,7 +942,8 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
     total = man.current_rows().num_rows - len(dropped)
     fallback_model = next(iter(sorted(set(man.table(["path", "model_id"])["model_id"].drop_null().to_pylist()))), "")
     notes = man.notes()  # the sizes and times of touched sources: written into their rows, the times files deleted
-    noted = {(path, sha256): (size, time) for path, sha256, size, time in zip(*(notes[c].to_pylist() for c in notes.column_names))}
+    noted = {(path, sha256): (size, time)
+             for path, sha256, size, time in zip(*(notes[c].to_pylist() for c in notes.column_names))}
     writers: dict[str, PartWriter] = {}
     missed, paths = [], None
     try:

@@ -239,8 +239,8 @@ def unchanged(sources: list[Source], known: list[tuple[str, int | None, dt.datet
     for 20,000 thumbnails). Each answer is False (changed, or it does not read: `read_source`
     then says why), True, or, for one unchanged by its hash whose size or time moved (touched,
     copied without its times), its (size, time) now, where recordable (`stat_before_reading`):
-    a note for the next rerun (`PartWriter.write_times`). `known` may be a table of those columns (`Archive.done`'s rows: read into Python
-    here, in the task, not by the driver)."""
+    a note for the next rerun (`PartWriter.write_times`). `known` may be a table of those
+    columns (`Archive.done`'s rows: read into Python here, in the task, not by the driver)."""
     if hasattr(known, "column"):
         known = list(zip(*(known[c].to_pylist() for c in ("source_hash", "source_bytes", "source_mtime"))))
 

@@ -526,7 +526,8 @@ def test_a_lock_that_cannot_be_written_is_one_worded_error(tmp_path, monkeypatch
     with pytest.raises(OSError) as raised:
         with ArchiveLock(tmp_path / "A"):
             pass
-    assert worded(raised.value) == f"{tmp_path / 'A' / '.lock'}: cannot write the archive's lock file: No space left on device"
+    assert worded(raised.value) == (f"{tmp_path / 'A' / '.lock'}: cannot write the archive's lock file: "
+                                    f"No space left on device")
     monkeypatch.undo()
     with ArchiveLock(tmp_path / "A"):  # released: the next writer takes it
         pass

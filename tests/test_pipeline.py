@@ -176,7 +176,8 @@ def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster,
     assert (again.ok, again.skipped) == (0, 3)
     rehashed = compress([str(source)], str(archive), options(tiny_weights, rehash=True))
     assert (rehashed.ok, rehashed.skipped) == (1, 2)
-    assert {r["path"]: r["source_hash"] for r in Archive(archive).done().to_pylist()}["a.png"] == hashlib.sha256(bytes(data)).hexdigest()
+    hashes = {r["path"]: r["source_hash"] for r in Archive(archive).done().to_pylist()}
+    assert hashes["a.png"] == hashlib.sha256(bytes(data)).hexdigest()
 
 
 def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
@@ -531,7 +532,8 @@ def test_a_source_of_the_same_bytes_as_a_failed_one_fails_with_it(tmp_path):
         run = _Run(ray, CompressOptions(), [], Archive.empty_done(), [None], None, writer, result, None, str(archive))
         for path, digest in (("b.png", "aa"), ("c.png", "aa"), ("d.png", "bb")):
             run.first.setdefault(bytes.fromhex(digest * 32), {"aa": "a.png", "bb": "gone.png"}[digest])
-            run.same_bytes.setdefault(bytes.fromhex(digest * 32), []).append(Row(path, f"src/{path}", source_hash=digest * 32))
+            run.same_bytes.setdefault(bytes.fromhex(digest * 32), []).append(
+                Row(path, f"src/{path}", source_hash=digest * 32))
         run.copy_same_bytes()
     rows = {r.path: r for r in Archive(archive).rows()}
     assert rows["b.png"].error == rows["c.png"].error == ("not encoded: the same bytes as a.png, whose encoding "

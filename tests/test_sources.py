@@ -204,7 +204,8 @@ def test_a_source_of_the_archived_size_and_time_is_skipped_unread(tmp_path, monk
     assert rs.unchanged(sources, known) == [True, True] and read == [str(new)]
     assert rs.unchanged(sources, known, rehash=True) == [True, True] and read == [str(new), str(old), str(new)]
     os.utime(old, (past + 1, past + 1))  # touched: hashed again, the same bytes: its size and time now, to note
-    assert rs.unchanged(sources[:1], known[:1]) == [(old.stat().st_size, rows[0].source_mtime + dt.timedelta(seconds=1))]
+    now = (old.stat().st_size, rows[0].source_mtime + dt.timedelta(seconds=1))
+    assert rs.unchanged(sources[:1], known[:1]) == [now]
     assert read[-1] == str(old)
     data = bytearray(old.read_bytes())
     data[-5] ^= 1  # other bytes of the same size, the time put back
