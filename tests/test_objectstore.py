@@ -265,3 +265,32 @@ def test_compact_sets_a_damaged_part_aside_in_a_store(s3, clean_env, tiny_weight
     rgbatch("compact", archive, env={}, cwd=tmp_path, code=1)
     summary = json.loads(rgbatch("report", archive, "--json", env={}, cwd=tmp_path)[0])["summary"]
     assert (summary["images"], summary["set_aside_parts"]) == (0, 2)  # every part aside: an empty archive
+
+
+@pytest.mark.slow
+def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_path):
+    """Sources of the same bytes are encoded once (their rows read back from the store's archive);
+    an object put again with the same bytes is noted in a times file there (docs/ARCHIVE.md)."""
+    import pyarrow.fs as pafs
+
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3}", scheme="http", access_key="testing",
+                           secret_key="testing", region="us-east-1")
+    data = fs.open_input_file(f"{BUCKET}/src/a.png").read()
+    for path in ("a.png", "copy/a.png"):
+        with fs.open_output_stream(f"{BUCKET}/dup-src/{path}") as f:
+            f.write(data)
+    options = ["--iterations", "2", "--workers", "1", "--tile-size", "32", "--weights", tiny_weights, "--json"]
+    archive = f"s3://{BUCKET}/dup-archive"
+    first = json.loads(rgbatch("compress", f"s3://{BUCKET}/dup-src", "--out", archive, *options, env=env,
+                               cwd=tmp_path, own_process=True)[0])
+    assert (first["ok"], first["copied"]) == (2, 1)
+    time.sleep(2.5)  # the put below must be RACY_SECONDS old at the rerun to be noted
+    with fs.open_output_stream(f"{BUCKET}/dup-src/a.png") as f:  # the same bytes, put again
+        f.write(data)
+    time.sleep(2.5)
+    again = json.loads(rgbatch("compress", f"s3://{BUCKET}/dup-src", "--out", archive, *options, env=env,
+                               cwd=tmp_path, own_process=True)[0])
+    assert (again["ok"], again["skipped"]) == (0, 2)
+    listed = [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/dup-archive"))]
+    assert sum(name.startswith("times-") for name in listed) == 1
