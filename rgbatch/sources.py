@@ -35,7 +35,7 @@ LIST_EXTENSIONS = (".txt", ".lst", ".list")  # a SRC file with one of these list
 RACY_SECONDS = 2  # a modification time nearer the reading than this is not recorded (`stat_before_reading`)
 
 
-@dataclass(frozen=True, slots=True)  # slots: a million of them listed hold 150 MB less
+@dataclass(frozen=True, slots=True)  # slots: a million of them listed hold 264 MB, 30 MB less
 class Source:
     """One source image: where to read it, and the path it is known by in the archive."""
     location: str  # local path or URI
