@@ -501,8 +501,7 @@ class _Run:
                         self.actors[index] = self.make_actor()
                     for row in rows:
                         self.write(row)
-        self.writer.write_times(self.times)
-        self.times = []
+        self.write_times()
         self.copy_same_bytes()
         # progress questions still in flight are answered before the actors are killed: one the
         # kill cuts off is retried on a dead actor, which Ray reports as an error
@@ -530,10 +529,14 @@ class _Run:
         for (source, index), now in zip(batch, same):
             if isinstance(now, tuple):  # unchanged by its hash, its size or time moved: noted
                 self.times.append((source.path, self.done["source_hash"][index].as_py(), *now))
-        if len(self.times) >= TIMES_NOTES:
+        self.write_times(TIMES_NOTES)
+        self.report()
+
+    def write_times(self, least: int = 0):
+        """Write the notes of touched sources (`PartWriter.write_times`) once there are `least`."""
+        if self.times and len(self.times) >= least:
             self.writer.write_times(self.times)
             self.times = []
-        self.report()
 
     def start_reads(self):
         while self.pending and len(self.reads) < self.max_reads and self.reading_ahead():

@@ -247,9 +247,10 @@ def unchanged(sources: list[Source], known: list[tuple[str, int | None, dt.datet
     def same(source: Source, sha256: str, size: int | None, mtime: dt.datetime | None):
         try:
             fs, path = resolve(source.location)
-            if not rehash and mtime is not None and (source.listed or file_stat(fs, path)) == (size, mtime):
+            stat = source.listed or file_stat(fs, path)  # one stat: the check's, and the note's if hashed
+            if not rehash and mtime is not None and stat == (size, mtime):
                 return True
-            now = stat_before_reading(fs, path, source.listed)
+            now = stat_before_reading(fs, path, stat)
             data = read_bytes(fs, path)
         except (OSError, ValueError):
             return False
