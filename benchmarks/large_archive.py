@@ -8,7 +8,8 @@ Encodes `--seed` random 64 x 64 thumbnails with the model (in this process, by t
 (`PartWriter`: part files as `compress` writes them), each path's source a hard link to its
 seed image, dated a day back (so that a rerun finds it unchanged by its size and time). Then
 runs each command as `rgbatch` in a process of its own and prints its wall time and peak
-resident memory (`os.wait4`); the rerun also finds 20 new thumbnails to encode.
+resident memory (`os.wait4`); the rerun also finds 20 new thumbnails to encode and 20 copies of
+archived ones (their rows copied: every archived row is alike, made with `compress`'s options).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from rgbatch.manifest import Archive, PartWriter
-from rgbatch.pipeline import CompressOptions, EncodeWorker
+from rgbatch.pipeline import CompressOptions, EncodeWorker, resolve_options
 from rgbatch.sources import expand_sources, read_source
 from rgbatch.storage import file_stat, resolve
 
@@ -44,7 +45,8 @@ def build(work: Path, rows: int, seeds: int, weights: str | None):
     day_ago = time.time() - 86400
     for path in (work / "seed").iterdir():
         os.utime(path, (day_ago, day_ago))
-    worker = EncodeWorker(weights, "cpu", CompressOptions())
+    options, weights, _, _ = resolve_options(CompressOptions(weights=weights))  # `compress`'s: its rows alike
+    worker = EncodeWorker(weights, "cpu", options)
     seeded = []
     for source in expand_sources([str(work / "seed")])[1]:
         info, image = read_source(source, None, 10**8)
@@ -77,6 +79,9 @@ def run(work: Path, rows: int, seeds: int, weights: str | None) -> dict[str, tup
     archive = str(work / "archive")
     print(f"built {rows} rows in {len(Archive(archive).parts)} parts in {time.perf_counter() - start:.0f} s")
     thumbnails(work / "src" / "new", [f"{i:02d}.png" for i in range(20)], seed=1)
+    (work / "src" / "copies").mkdir()
+    for i in range(min(seeds, 20)):  # archived images under new paths (a folder renamed): their rows copied
+        shutil.copyfile(work / "seed" / f"{i:03d}.png", work / "src" / "copies" / f"{i:03d}.png")
     weights = ["--weights", weights] if weights else []
     commands = {
         "report": ["report", archive],
@@ -84,7 +89,7 @@ def run(work: Path, rows: int, seeds: int, weights: str | None) -> dict[str, tup
         "restore --select (10 images)": ["restore", archive, "--out", str(work / "restored"),
                                          "--select", "d000/img000000*", *weights],
         "verify --quick --sample 2": ["verify", archive, "--quick", "--sample", "2", *weights],
-        "compress rerun (20 new)": ["compress", str(work / "src"), "--out", archive, *weights],
+        "compress rerun (20 new, 20 copies)": ["compress", str(work / "src"), "--out", archive, *weights],
     }
     return {name: timed(command) for name, command in commands.items()}
 

@@ -426,7 +426,7 @@ def compress(
         ratio = result.source_bytes / result.archive_bytes if result.archive_bytes else 0
         for name, value in [("sources found", result.sources), ("already archived", result.skipped),
                             ("compressed", result.ok if not result.copied else
-                             f"{result.ok} ({result.copied} copied: the same bytes as another source)"),
+                             f"{result.ok} ({result.copied} copied: the same bytes as another image)"),
                             ("failed", result.failed),
                             ("source bytes", f"{result.source_bytes:,}"), ("archive bytes", f"{result.archive_bytes:,}"),
                             ("ratio", f"{ratio:.1f}x"),

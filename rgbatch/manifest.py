@@ -58,8 +58,8 @@ COMMIT_SECONDS = 60.0
 CHUNK_ROWS = 1 << 16
 # what `done` reads: what `Row.problem` checks, and the source's hash, size and time
 DONE_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width", "height",
-                "iterations", *PER_DEPTH]
-DONE_KEPT = ["path", "source_hash", "source_bytes", "source_mtime"]  # the columns of `done`'s table
+                "iterations", *PER_DEPTH, "options"]
+DONE_KEPT = ["path", "source_hash", "source_bytes", "source_mtime"]  # the columns of `done`'s table, with `alike`
 # Footers read at listing are kept for the readings that follow (parts never change once written),
 # up to this many bytes of memory: beyond, read again. A decoded footer holds about 1 KB per column
 # chunk (`FOOTER_CHUNK_BYTES`), ten times its bytes on disk: a full part's (16 row groups of 28
@@ -588,18 +588,22 @@ class Archive:
             part, why = next((part, why) for (part, _), (rows, why) in self._damaged.items() if position in rows)
             self.missed.append((path, f"{posixpath.basename(part)}: {why}"))
 
-    def done(self) -> pa.Table:
+    def done(self, alike: tuple[str, str] | None = None) -> pa.Table:
         """The images whose current row is ok (and not damaged, see `Row.problem`): what a rerun
         skips (`sources.unchanged`), as a table of `DONE_KEPT` (path, source hash, size and
         modification time; the texts large strings, in one chunk: `take` is 100x faster than on
-        many). Read and checked a chunk at a time (`chunks`); a million rows hold about 100 MB (a
-        dictionary of them held 370 MB and took twice the time)."""
+        many) and `alike`: whether the row was made by the model and options of `alike` (its
+        model id and `Row.options` text), so that a new source of its bytes may take its row
+        (rgbatch.pipeline). Read and checked a chunk at a time (`chunks`); a million rows hold
+        about 100 MB (a dictionary of them held 370 MB and took twice the time)."""
         def read() -> pa.Table:
             kept = [self.empty_done()]
             for chunk in self.chunks(DONE_COLUMNS):
                 table, _ = split_damaged(chunk)
-                table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False)).select(DONE_KEPT)
-                kept.append(table.cast(kept[0].schema))
+                table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
+                same = pa.array(np.zeros(table.num_rows, dtype=bool)) if alike is None else pc.fill_null(
+                    pc.and_(pc.equal(table["model_id"], alike[0]), pc.equal(table["options"], alike[1])), False)
+                kept.append(table.select(DONE_KEPT).append_column("alike", same).cast(kept[0].schema))
             return pa.concat_tables(kept).combine_chunks()
 
         return self._noted(self.read_whole(read)) if self.parts else self.empty_done()
@@ -608,7 +612,7 @@ class Archive:
         """The latest note of each (path, source hash) in the times files (`TIMES_PREFIX`): a
         table of `DONE_KEPT`. A times file that does not read is passed over (no note is better
         than a wrong one: its sources are hashed again)."""
-        notes = [self.empty_done()]
+        notes = [_DONE_SCHEMA.empty_table()]
         for path in self.times_files:
             try:
                 table = pq.ParquetFile(storage.open_input(self.fs, path), page_checksum_verification=True).read(
@@ -634,14 +638,18 @@ class Archive:
         joined = done.join(notes, keys=["path", "source_hash"], join_type="left outer", right_suffix=" noted",
                            use_threads=False)
         return pa.table({"path": joined["path"], "source_hash": joined["source_hash"],
-                         **{c: pc.coalesce(joined[c + " noted"], joined[c]) for c in ("source_bytes", "source_mtime")}},
-                        schema=done.schema).combine_chunks()
+                         **{c: pc.coalesce(joined[c + " noted"], joined[c]) for c in ("source_bytes", "source_mtime")},
+                         "alike": joined["alike"]}, schema=done.schema).combine_chunks()
 
     @staticmethod
     def empty_done() -> pa.Table:
         """`done` of an archive without images."""
-        return pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type)
-                          for f in schema_of(DONE_KEPT)]).empty_table()
+        return _DONE_SCHEMA.append(pa.field("alike", pa.bool_())).empty_table()
+
+
+# `notes`' table; `done`'s without `alike`
+_DONE_SCHEMA = pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type)
+                          for f in schema_of(DONE_KEPT)])
 
 
 LOCK_NAME = ".lock"

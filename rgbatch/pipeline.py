@@ -25,6 +25,7 @@ Each call still returns its own rows, those of the calls run one after the other
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,18 @@ class CompressOptions:
         candidates(self.resample, bool(self.target), self.measure)
         resolve_partial(self.partial, self.target, self.measure, self.coder)
 
+    def shaping(self, coder: str) -> str:
+        """The options that shape an image's row (blob, depth, stats, metadata) as one text, the
+        manifest's `options` column: a source of the same bytes as an archived one takes its row
+        where this text and the model are the same (`_Run.archived_origin`). With `coder` the
+        coder's name, once `compress` has resolved the iterations and partial; how the network
+        computes (precision, device, batches) is left out: it changes no choice of the user's."""
+        return json.dumps({"iterations": self.iterations, "target": asdict(self.target), "tile_size": self.tile_size,
+                           "coder": coder, "metadata": self.metadata, "measure": self.measure,
+                           "search_steps": self.search_steps, "post_filter": self.post_filter,
+                           "resample": self.resample, "partial": self.partial, "decoding": self.decoding},
+                          sort_keys=True, separators=(",", ":"))
+
 
 @dataclass
 class CompressResult:
@@ -136,7 +149,7 @@ class CompressResult:
     sources: int = 0  # found
     skipped: int = 0  # already in the archive
     ok: int = 0
-    copied: int = 0  # of the ok: sources of the same bytes as another of the run, its row copied (not encoded)
+    copied: int = 0  # of the ok: sources of the bytes of another of the run or of an image archived alike: a row copied
     failed: int = 0
     pixels: int = 0  # of the ok images of this run
     copied_pixels: int = 0  # of those, the copied ones' (not encoded)
@@ -175,6 +188,7 @@ class EncodeWorker:
         self.measure = options.measure
         self.resample = options.resample
         self.partial = resolve_partial(options.partial, options.target, options.measure, self.codec.coder.name)
+        self.shaping = options.shaping(self.codec.coder.name)  # each row's `options`
         self.working = {}  # thread -> (paths, tiles done, tiles, pixels done) of the call it encodes
 
     def model_id(self) -> str:
@@ -187,7 +201,8 @@ class EncodeWorker:
         return list(self.working.values())
 
     def _row(self, read: Row, encoded, seconds: float) -> Row:
-        return read.from_encoded(encoded, self.codec.model_id, encoded.tile_size, self.codec.coder.name, seconds)
+        return read.from_encoded(encoded, self.codec.model_id, encoded.tile_size, self.codec.coder.name, seconds,
+                                 self.shaping)
 
     def encode(self, infos: list[Row], *images: np.ndarray) -> list[Row]:
         """Rows of the images: tiles of all of them share batches; one bad image fails alone."""
@@ -378,25 +393,35 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     options.check()
     root, found = _expand(sources, archive)
     archive = archive or default_archive(root)
-    weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
-    model, model_id, extra, info = load_weights(weights)  # fails here, worded, if the weights are unusable
-    if options.iterations is None:
-        options.iterations = trained_iterations(model.cfg, info)
-    check_range("iterations", options.iterations, 1, model.cfg.max_iterations, " for this model")
-    coder = get_coder(options.coder, extra)  # and here if the coder is unknown
-    # partial resolved against the weights' own coder ("auto" is raw without context tables), so
-    # that `--partial` the coder cannot give is a usage error here, not every image's in a worker
-    options = replace(options, partial=resolve_partial(options.partial, options.target, options.measure, coder.name))
-    check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
+    options, weights, model_id, shaping = resolve_options(options)
     archive = Archive(archive, create=True)
     with archive.locked("compress") as lock:
         if lock.removed and log:
             log(f"removed {len(lock.removed)} temporary part file(s) left by an interrupted run")
-        return _compress_locked(found, archive, options, weights, model_id, progress, log)
+        return _compress_locked(found, archive, options, weights, model_id, progress, log, shaping)
 
 
-def _compress_locked(found, archive: Archive, options, weights, model_id, progress, log) -> CompressResult:
-    done = archive.done()  # reading the current rows finds the parts damaged inside too
+def resolve_options(options: CompressOptions) -> tuple[CompressOptions, str, str, str]:
+    """(the options with the model's depth and `partial` resolved, the weights' absolute path,
+    their model id, the rows' `options` text: `CompressOptions.shaping`), checked against the
+    model: unusable weights, an unknown coder, a depth or tile size the model cannot give are
+    refused here, worded, before any work."""
+    weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
+    model, model_id, extra, info = load_weights(weights)
+    iterations = trained_iterations(model.cfg, info) if options.iterations is None else options.iterations
+    check_range("iterations", iterations, 1, model.cfg.max_iterations, " for this model")
+    coder = get_coder(options.coder, extra)
+    # partial resolved against the weights' own coder ("auto" is raw without context tables), so
+    # that `--partial` the coder cannot give is a usage error here, not every image's in a worker
+    options = replace(options, iterations=iterations,
+                      partial=resolve_partial(options.partial, options.target, options.measure, coder.name))
+    check_tile_size(options.tile_size, model.cfg.align)  # a multiple of what the model's network needs
+    return options, weights, model_id, options.shaping(coder.name)
+
+
+def _compress_locked(found, archive: Archive, options, weights, model_id, progress, log, shaping: str
+                     ) -> CompressResult:
+    done = archive.done((model_id, shaping))  # reading the current rows finds the parts damaged inside too
     for part, why in archive.unreadable if log else []:
         log(f"{part}: {why}")
     result = CompressResult(archive=archive.location, sources=len(found))
@@ -420,7 +445,7 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         actors = [make_actor() for _ in range(workers)]
         try:
             with archive.writer(model_id) as writer:
-                _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive.location).run()
+                _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive).run()
             result.parts = writer.parts
         finally:
             for actor in actors:
@@ -432,8 +457,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
 class _Run:
     """The driver's streaming loop: keep reads and encoder calls in flight, write what comes back."""
 
-    def __init__(self, ray, options, found, done, actors, make_actor, writer, result, progress, location=None):
-        self.ray, self.options, self.done, self.location = ray, options, done, location
+    def __init__(self, ray, options, found, done, actors, make_actor, writer, result, progress, archive=None):
+        self.ray, self.options, self.done, self.archive = ray, options, done, archive  # the archive as listed at the start
         self.actors, self.make_actor = actors, make_actor
         self.writer, self.result, self.progress = writer, result, progress
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
@@ -459,9 +484,12 @@ class _Run:
         self.max_reads = 2 * len(actors)
         self.check_size = int(np.clip(len(self.to_check) // (4 * self.max_reads), *CHECK_SOURCES))
         self.written = set()
-        # sources of the same bytes (sha256) as one this run sends to an encoder are not encoded:
-        # the first's path by its digest, and the others' read rows, given its row at the end
+        # sources of the same bytes (sha256) as one this run sends to an encoder, or as an image
+        # archived alike (`archived_origin`), are not encoded: the path of the one encoded by its
+        # digest, and the others' read rows, given its row at the end
         self.first: dict[bytes, str] = {}
+        self.archived = set()  # the digests of `first` whose path is an archived image's (not this run's)
+        self.alike = None  # `_alike_keys(done)`, once a source is new
         self.times = []  # (path, sha256, size, time) of archived sources unchanged but touched: `write_times`
         self.same_bytes: dict[bytes, list[Row]] = {}
         self.total = len(found)
@@ -587,7 +615,10 @@ class _Run:
             self.write(info)
         else:
             digest = bytes.fromhex(info.source_hash) if info.source_hash else None
-            if digest in self.first:  # the same bytes as an image of this run: its row is copied at the end
+            if digest and digest not in self.first and (origin := self.archived_origin(info.source_hash)):
+                self.first[digest] = origin
+                self.archived.add(digest)
+            if digest in self.first:  # the same bytes as an image archived or of this run: its row is copied at the end
                 self.same_bytes.setdefault(digest, []).append(info)
                 return
             if digest:
@@ -596,27 +627,46 @@ class _Run:
             self.ready.append((info, image_ref, size))
             self.ready_size += size
 
+    def archived_origin(self, source_hash: str) -> str | None:
+        """The path of an image archived before this run from a source of these bytes by this
+        model and options (`done`'s `alike`), or None."""
+        if self.alike is None:
+            self.alike = _alike_keys(self.done)
+        keys, rows = self.alike
+        key = np.uint64(int(source_hash[:16], 16))
+        for index in rows[np.searchsorted(keys, key, "left"):np.searchsorted(keys, key, "right")].tolist():
+            if self.done["source_hash"][index].as_py() == source_hash:
+                return self.done["path"][index].as_py()
+        return None
+
     def copy_same_bytes(self):
-        """Write the rows of the sources whose bytes another source of this run has: its row
-        with their path, source and times, read back from the archive once committed; where
-        its row failed, theirs fail with it (a rerun tries error rows again)."""
+        """Write the rows of the sources whose bytes an image archived before or another source
+        of this run has: its row with their path, source and times, read back from the archive
+        (as listed at the start, or once this run's rows are committed); where its row failed,
+        theirs fail with it (a rerun tries error rows again)."""
         if not self.same_bytes:
             return
         self.writer.commit()
-        origins = {self.first[digest]: digest for digest in self.same_bytes}
-        archive = Archive(self.location)  # listed again: the parts of this run included
-        for row in archive.rows(set(origins)):
-            digest = origins.pop(row.path)
-            for info in self.same_bytes.pop(digest):
-                if row.status == OK and row.source_hash == info.source_hash:
-                    self.write(replace(row, path=info.path, source=info.source, source_mtime=info.source_mtime,
-                                       read_seconds=info.read_seconds, encode_seconds=0.0), copied=True)
-                else:
-                    self.write(info.failed(f"not encoded: the same bytes as {row.path}, whose encoding failed: "
-                                           f"{row.error}"))
-        for path, digest in origins.items():  # not read back: its part damaged since
-            for info in self.same_bytes.pop(digest):
-                self.write(info.failed(f"not encoded: the same bytes as {path}, whose row does not read back"))
+        archived = {self.first[d]: d for d in self.same_bytes if d in self.archived}
+        this_run = {self.first[d]: d for d in self.same_bytes if d not in self.archived}
+        for wanted, listed_again in ((archived, False), (this_run, True)):  # a path may be in both (changed)
+            if wanted:
+                archive = Archive(self.archive.location) if listed_again else self.archive
+                for row in archive.rows(set(wanted)):
+                    self.copy(row, self.same_bytes.pop(wanted.pop(row.path)))
+            for path, digest in wanted.items():  # not read back: its part damaged since
+                for info in self.same_bytes.pop(digest):
+                    self.write(info.failed(f"not encoded: the same bytes as {path}, whose row does not read back"))
+
+    def copy(self, row: Row, infos: list[Row]):
+        """Write `row` under the path, source and times of each of `infos` (sources of its bytes)."""
+        for info in infos:
+            if row.status == OK and row.source_hash == info.source_hash:
+                self.write(replace(row, path=info.path, source=info.source, source_mtime=info.source_mtime,
+                                   read_seconds=info.read_seconds, encode_seconds=0.0), copied=True)
+            else:
+                self.write(info.failed(f"not encoded: the same bytes as {row.path}, whose encoding failed: "
+                                       f"{row.error}"))
 
     def write(self, row: Row, copied: bool = False):
         if row.path in self.written:  # a retried call answered twice: keep the first
@@ -662,6 +712,24 @@ class _Run:
             now = [w for calls in self.working.values() for w in calls if w[0] in running]  # of calls still running
             self.progress(len(self.written) + self.result.skipped, self.total,
                           self.result.pixels + sum(w[3] for w in now), (sum(w[1] for w in now), sum(w[2] for w in now)))
+
+
+def _alike_keys(done: pa.Table, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """The first 8 bytes of the source hashes of `done`'s `alike` rows, sorted, and those rows'
+    indices in the same order: a digest is found by a binary search in 16 MB a million rows, where
+    a dictionary of hashes held 200 MB. Made `chunk` rows at a time (1M rows: 0.9 s)."""
+    alike = np.flatnonzero(done["alike"].to_numpy(zero_copy_only=False))
+    keys, rows = [np.zeros(0, np.uint64)], [alike[:0]]
+    for start in range(0, len(alike), chunk):
+        part = alike[start:start + chunk]
+        hashes = done["source_hash"].take(part)
+        sha256 = pc.fill_null(pc.match_substring_regex(hashes, "^[0-9a-f]{64}$"), False)
+        heads = pc.utf8_slice_codeunits(hashes.filter(sha256), 0, 16).to_numpy(zero_copy_only=False).astype("S16")
+        keys.append(np.frombuffer(bytes.fromhex(heads.tobytes().decode()), ">u8").astype(np.uint64))
+        rows.append(part[sha256.to_numpy(zero_copy_only=False)])
+    keys, rows = np.concatenate(keys), np.concatenate(rows)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], rows[order]
 
 
 def _utf8(path: str) -> str | None:

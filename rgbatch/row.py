@@ -58,8 +58,13 @@ SCHEMA = pa.schema([
     # the source's modification time when read, where it was older than the reading by RACY_SECONDS
     # (sources.read_source): a rerun skips a source of this size and time unread; null: hashed again
     ("source_mtime", pa.timestamp("us", tz="UTC")),
+    # the compress options that made the blob (pipeline.CompressOptions.shaping): a later source of
+    # the same bytes takes this row's blob where its run's options and model are the same; null: not
+    # known (a part older than session 48, a row `compact` cut to a smaller depth)
+    ("options", pa.string()),
 ])
-ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime")
+ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime",
+                 "options")
 COLUMNS = SCHEMA.names
 
 
@@ -111,6 +116,7 @@ class Row:
     alpha: bytes | None = None
     alpha_bytes: int | None = None
     source_mtime: dt.datetime | None = None
+    options: str | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":
@@ -119,12 +125,13 @@ class Row:
         return replace(self, status=ERROR, error=message)
 
     def from_encoded(self, encoded: EncodedImage, model_id: str, tile_size: int, coder: str,
-                     seconds: float) -> "Row":
-        """This read image's ok row, from its encoding."""
+                     seconds: float, options: str | None = None) -> "Row":
+        """This read image's ok row, from its encoding (with `options`, the text of the options
+        that made it)."""
         return replace(self, status=OK, error=None, width=encoded.width, height=encoded.height, model_id=model_id,
                        tile_size=tile_size, iterations=encoded.iterations, coder=coder, blob=encoded.blob, bytes=encoded.bytes,
                        bpp=encoded.bpp, msssim=encoded.msssim, psnr=encoded.psnr, encode_seconds=seconds,
-                       scale=scale_factor(encoded.scale), last_steps=encoded.steps)
+                       scale=scale_factor(encoded.scale), last_steps=encoded.steps, options=options)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Row":
@@ -204,12 +211,13 @@ class Row:
 
     def cut(self, depth: int) -> "Row":
         """This row with its blob cut to `depth` iterations (`EncodedImage.cut`) and the stats of
-        the kept depths; BitstreamError for a blob that cannot be cut."""
+        the kept depths, its `options` no longer known (they made a deeper blob); BitstreamError
+        for a blob that cannot be cut."""
         if depth >= self.iterations:
             return self
         cut = self.encoded().cut(depth)
         return replace(self, blob=cut.blob, iterations=cut.iterations, bytes=cut.bytes, bpp=cut.bpp,
-                       msssim=cut.msssim, psnr=cut.psnr, last_steps=cut.steps)
+                       msssim=cut.msssim, psnr=cut.psnr, last_steps=cut.steps, options=None)
 
     def with_coding(self) -> "Row":
         """This row with `scale` and `last_steps` read from its blob's header where they are null (a

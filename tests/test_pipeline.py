@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -516,6 +517,73 @@ def test_sources_of_the_same_bytes_are_encoded_once(ray_cluster, tiny_weights, t
     assert (again.ok, again.skipped) == (0, 6)
 
 
+def test_a_source_of_the_bytes_of_an_image_archived_alike_takes_its_row(ray_cluster, tiny_weights, tmp_path, rng):
+    """A later run's source of the same bytes as an image archived by the same model and options
+    (a folder renamed, an export of an archived photo) takes that row, as if archived in one run
+    (docs/ARCHIVE.md, "Sources of the same bytes"); with other options it is encoded."""
+    source, archive = tmp_path / "src", tmp_path / "archive"
+    write_images(source, rng, ["a.png", "b.png"])
+    first = compress([str(source)], str(archive), options(tiny_weights))
+    assert (first.ok, first.copied) == (2, 0)
+    (source / "renamed").mkdir()
+    shutil.copyfile(source / "a.png", source / "renamed/a.png")
+    shutil.copyfile(source / "b.png", source / "renamed/b.png")
+    shutil.copyfile(source / "b.png", source / "renamed/b2.png")
+    write_images(source, rng, ["new.png"])
+    second = compress([str(source)], str(archive), options(tiny_weights))
+    assert (second.ok, second.copied, second.skipped, second.failed) == (4, 3, 2, 0)
+    rows = {r.path: r for r in Archive(archive).rows()}
+    for copy, of in (("renamed/a.png", "a.png"), ("renamed/b.png", "b.png"), ("renamed/b2.png", "b.png")):
+        assert (rows[copy].blob, rows[copy].msssim, rows[copy].options) == (rows[of].blob, rows[of].msssim,
+                                                                           rows[of].options)
+        assert rows[copy].source == str(source / copy) and rows[copy].encode_seconds == 0.0
+    expected = replace(options(tiny_weights), partial=False).shaping("raw")
+    assert {r.options for r in rows.values()} == {expected}
+    assert json.loads(expected)["iterations"] == 2 and json.loads(expected)["tile_size"] == 32
+
+    shutil.copyfile(source / "a.png", source / "deeper.png")  # another depth: encoded
+    third = compress([str(source)], str(archive), options(tiny_weights, iterations=3))
+    assert (third.ok, third.copied) == (1, 0)
+    assert next(Archive(archive).rows({"deeper.png"})).iterations == 3
+
+
+def test_a_copy_takes_the_archived_row_of_its_bytes_even_where_that_path_changed(ray_cluster, tiny_weights, tmp_path,
+                                                                                  rng):
+    """a.png rewritten and its former bytes moved to b.png in one go: b.png takes a.png's row as
+    archived before (read from the parts listed at the start), a.png is encoded again."""
+    source, archive = tmp_path / "src", tmp_path / "archive"
+    write_images(source, rng, ["a.png"])
+    compress([str(source)], str(archive), options(tiny_weights))
+    before = next(Archive(archive).rows({"a.png"}))
+    shutil.move(source / "a.png", source / "b.png")
+    write_images(source, rng, ["a.png"])
+    second = compress([str(source)], str(archive), options(tiny_weights))
+    assert (second.ok, second.copied, second.failed) == (2, 1, 0)
+    rows = {r.path: r for r in Archive(archive).rows()}
+    assert rows["b.png"].blob == before.blob and rows["b.png"].source_hash == before.source_hash
+    assert rows["a.png"].source_hash != before.source_hash and rows["a.png"].blob != before.blob
+
+
+def test_archived_digests_are_found_by_their_first_bytes_then_whole(tmp_path):
+    """`_alike_keys`: rows not made alike, and hashes that are no sha256, are left out; two hashes
+    sharing their first 8 bytes are told apart by the whole."""
+    import pyarrow as pa
+
+    from rgbatch.pipeline import _alike_keys, _Run
+
+    hashes = ["ab" * 8 + "01" * 24, "ab" * 8 + "02" * 24, "00" * 32, "ff" * 32, "not a hash", None]
+    done = pa.table({"path": [f"{i}.png" for i in range(6)], "source_hash": pa.array(hashes, pa.large_string()),
+                     "alike": [True, True, False, True, True, True]})
+    run = _Run.__new__(_Run)
+    run.done, run.alike = done, None
+    assert [run.archived_origin(h) for h in ("ab" * 8 + "02" * 24, "ab" * 8 + "01" * 24, "ff" * 32)] == [
+        "1.png", "0.png", "3.png"]
+    assert run.archived_origin("00" * 32) is None and run.archived_origin("ab" * 8 + "03" * 24) is None
+    assert sorted(run.alike[1].tolist()) == [0, 1, 3]
+    in_chunks = _alike_keys(done, chunk=2)  # made a few rows at a time: the same
+    assert [a.tolist() for a in in_chunks] == [a.tolist() for a in run.alike]
+
+
 def test_a_source_of_the_same_bytes_as_a_failed_one_fails_with_it(tmp_path):
     """Where the row of the source encoded failed, those of its bytes get its failure (a rerun
     tries error rows again); where it does not read back, they say so."""
@@ -529,7 +597,8 @@ def test_a_source_of_the_same_bytes_as_a_failed_one_fails_with_it(tmp_path):
     with PartWriter(archive, "00112233aabbccdd") as writer:
         writer.add(Row("a.png", "src/a.png", source_hash="aa" * 32).failed("encoder failed: out of memory"))
         result = CompressResult(archive=str(archive))
-        run = _Run(ray, CompressOptions(), [], Archive.empty_done(), [None], None, writer, result, None, str(archive))
+        run = _Run(ray, CompressOptions(), [], Archive.empty_done(), [None], None, writer, result, None,
+                   SimpleNamespace(location=str(archive)))
         for path, digest in (("b.png", "aa"), ("c.png", "aa"), ("d.png", "bb")):
             run.first.setdefault(bytes.fromhex(digest * 32), {"aa": "a.png", "bb": "gone.png"}[digest])
             run.same_bytes.setdefault(bytes.fromhex(digest * 32), []).append(

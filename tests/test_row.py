@@ -47,12 +47,14 @@ def test_rows_round_trip_through_arrow(encoded):
 
 def test_cut_and_keep_are_the_codes_modules(encoded):
     codec, enc = encoded
-    row = Row("a.png").from_encoded(enc, codec.model_id, 32, "raw", 0.1)
+    row = Row("a.png").from_encoded(enc, codec.model_id, 32, "raw", 0.1, '{"iterations":4}')
+    assert row.options == '{"iterations":4}'
     for depth in (1, 2, 3):
         cut, want = row.cut(depth), enc.cut(depth)
         assert (cut.blob, cut.iterations, cut.bytes, cut.bpp, cut.msssim, cut.psnr) == (
             want.blob, depth, want.bytes, want.bpp, want.msssim, want.psnr)
         assert bitstream.read_header(cut.blob).iterations == depth and cut.problem() is None
+        assert cut.options is None  # the options made a deeper blob: no copy may take it for theirs
     assert row.cut(4) is row and row.cut(9) is row
     q = enc.msssim[1]
     for target in (Target(msssim=q), Target(max_bytes=enc.bytes[2]), Target(bpp=enc.bpp[0])):
