@@ -266,12 +266,12 @@ class _Spill:
         return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _checked(man: Archive, columns: list[str]) -> tuple[pa.Table, list[tuple[str | None, str]]]:
-    """(the current rows' path, status and error (where among `columns`) in path order, without
-    their damaged ok rows; [(path, why)] of those, in path order): `split_damaged` on `columns`
-    a chunk at a time (`Archive.chunks`), so that a plan holds the paths, not the per-depth lists
-    the check reads."""
-    kept = [c for c in ("path", "status", "error") if c in columns]
+def _checked(man: Archive, columns: list[str], keep: tuple[str, ...] = ()) -> tuple[pa.Table, list[tuple[str | None, str]]]:
+    """(the current rows' path, status and error (where among `columns`) and `keep` in path order,
+    without their damaged ok rows; [(path, why)] of those, in path order): `split_damaged` on
+    `columns` a chunk at a time (`Archive.chunks`), so that a plan holds the paths, not the
+    per-depth lists the check reads."""
+    kept = [c for c in ("path", "status", "error") if c in columns] + list(keep)
 
     def read():
         tables, damaged = [], []
@@ -456,6 +456,48 @@ def restored_text(row: Row, depth: int, decoding: str) -> str | None:
                        "decoding": "float" if decoding == "float" else "exact"}, sort_keys=True)
 
 
+def _stream_key(row: Row, text: str | None) -> tuple | None:
+    """What decoding `row` to a restored text's depth gives pixels of: its model and the text's
+    stream digest, depth and arithmetic (not its path); None without a text (a blob not cut)."""
+    if text is None:
+        return None
+    fields = json.loads(text)
+    return row.model_id, fields["stream_sha256"], fields["depth"], fields["decoding"]
+
+
+def _copies(table: pa.Table) -> set[str]:
+    """The paths of the ok rows of `table` (path, status, source hash, model id) whose source hash
+    and model another has: copies (docs/ARCHIVE.md, "Sources of the same bytes"), whose streams
+    `restore` decodes once."""
+    ok = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
+    counts = ok.group_by(["source_hash", "model_id"], use_threads=False).aggregate([([], "count_all")])
+    counts = counts.filter(pc.greater(counts["count_all"], 1)).drop_columns(["count_all"])
+    return set(ok.join(counts, keys=["source_hash", "model_id"], join_type="left semi")["path"].to_pylist())
+
+
+def _restored_pixels(fs, target: str, row: Row, text: str) -> np.ndarray | None:
+    """The RGB pixels of the PNG at `target` restored from the same stream as `row` to `text`'s
+    depth (its `RESTORED_KEY` says so: read back, not decoded again), or None where it does not
+    read or say so."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        data = storage.read_bytes(fs, target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+                there = image.info.get(RESTORED_KEY)
+                if (image.size != (row.width, row.height) or image.mode not in ("RGB", "RGBA")
+                        or not isinstance(there, str) or _stream_key(row, there) != _stream_key(row, text)):
+                    return None
+                return np.asarray(image.convert("RGB"))
+    except Exception:  # gone, changed, damaged: decode the stream instead
+        return None
+
+
 def _restored_there(fs, target: str) -> str | None:
     """The `RESTORED_KEY` chunk of the plain file at `target` ("" for a file without one: not a
     restore's), or None where no plain file is (nothing, or a folder or link: `write_new` says)."""
@@ -520,7 +562,10 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     check_max_pixels(max_pixels)
     target = Target(msssim=target_msssim)
     man = Archive(archive)
-    table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim"])
+    table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim",
+                                    "source_hash"], keep=("source_hash", "model_id"))
+    copies = _copies(table)
+    table = table.select(["path", "status"])
     result = RestoreResult(out=str(out))
     safe = []  # every current ok path that stays inside `out`
     for path, status in zip(table["path"].to_pylist(), table["status"].to_pylist()):
@@ -563,15 +608,25 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             return True
         if text is not None and there == text:
             result.skipped.append({"path": row.path, "file": storage.uri(fs, target), "depth": depth})
+            if row.path in copies:
+                restored.setdefault(_stream_key(row, text), target)
         else:
             result.failures.append((row.path, f"{names[row.path]}: {storage.ALREADY_THERE}"))
         return False
+
+    # the streams of copies restored (written, or there already): (model, stream, depth, arithmetic) -> file,
+    # so that another copy's PNG is read back from it, not decoded again; and those of copies on their way
+    restored, restoring = {}, {}
 
     def groups(size: int = DECODE_GROUP):
         for group in _in_groups((r for r in man.rows(set(selected)) if usable(r)), size):
             work = [(r, r.keep(iterations, target)) for r in group]
             work = [(r, depth, restored_text(r, depth, codec.decoding), names[r.path]) for r, depth in work]
-            yield [w for w in work if to_do(*w[:3])]
+            work = [w for w in work if to_do(*w[:3])]
+            for row, _, text, _ in work:
+                if row.path in copies and text is not None:
+                    restoring[row.path] = _stream_key(row, text)
+            yield [(*w, restored.get(restoring.get(w[0].path))) for w in work]
 
     if workers:
         done = (([], _each(work, why)) if why else _seen_here(fs, root, names, *written_failed)
@@ -583,6 +638,9 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     for written, failures in done:
         result.written += written
         result.failures += failures
+        for w in written:
+            if w["path"] in restoring:
+                restored.setdefault(restoring.pop(w["path"]), f"{root}/{names[w['path']]}")
         if progress:
             progress(len(result.written) + len(result.failures) + len(result.skipped), total)
     result.failures += man.missed  # rows of a part whose pages turned out damaged
@@ -590,11 +648,10 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
 
 
 def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max_pixels: int):
-    """Decode one group of (row, depth, restored text, file name) and write its PNGs:
-    (written [{path, file, depth}], failures [(path, why)])."""
+    """Decode one group of (row, depth, restored text, file name, a file restored from the same
+    stream or None) and write its PNGs: (written [{path, file, depth}], failures [(path, why)])."""
     written, failures = [], []
-    decoded = _decode_by_model(codec, [(row, depth) for row, depth, _, _ in work], max_pixels)
-    for (row, image, error), (_, depth, text, name) in zip(decoded, work):
+    for (row, image, error), (_, depth, text, name, _) in zip(_group_images(codec, fs, work, max_pixels), work):
         if error:
             failures.append((row.path, error))
             continue
@@ -609,6 +666,24 @@ def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max
             continue
         written.append({"path": row.path, "file": storage.uri(fs, file), "depth": depth})
     return written, failures
+
+
+def _group_images(codec: Codec, fs, work: list, max_pixels: int) -> list[tuple[Row, np.ndarray | None, str | None]]:
+    """(row, image or None, error or None) of each item of a restore group (`_restore_group`): read
+    back from the file restored from the same stream where there is one (`_restored_pixels`), else
+    decoded, each stream of the group once (copies of one image: the same blob)."""
+    images, streams = [None] * len(work), {}
+    for i, (row, depth, text, _, like) in enumerate(work):
+        pixels = _restored_pixels(fs, like, row, text) if like else None
+        if pixels is not None:
+            images[i] = row, pixels, None
+        else:
+            streams.setdefault(_stream_key(row, text) or i, []).append(i)
+    decoded = _decode_by_model(codec, [work[same[0]][:2] for same in streams.values()], max_pixels)
+    for same, (_, image, error) in zip(streams.values(), decoded):
+        for i in same:
+            images[i] = work[i][0], image, error
+    return images
 
 
 NOT_SEEN = ("written by a restore worker where this command does not see it: on a cluster, --out must be "

@@ -25,6 +25,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import DATA, smooth_image
+from rgbatch import storage
 from rgbatch.cli import app
 from rgbatch.codec import Codec
 from rgbatch.manifest import SCHEMA, Archive, PartWriter
@@ -597,6 +598,40 @@ def test_an_interrupted_restore_resumes_without_decoding_again(archive, tiny_wei
     text = " ".join(run("restore", archive / "archive", "--out", tmp_path / "two", "--iterations", "2", "--weights",
                         tiny_weights).output.split())
     assert "2 image(s) written" in text and "1 restored there before, skipped" in text
+
+
+def test_copies_are_decoded_once_by_a_restore(archive, tiny_weights, tmp_path, monkeypatch):
+    """Rows of one image under several paths (copies: docs/ARCHIVE.md, "Sources of the same
+    bytes") are decoded once: within a group one decoding serves them, in a later group the PNG
+    written is read back; each file holds the decoded pixels and its own path. A file that no
+    longer says it holds that stream is not read back."""
+    from rgbatch import archive as archive_module
+    decoded = []
+
+    def counted(codec, work, *args):
+        decoded.extend(row.path for row, _ in work)
+        return decode(codec, work, *args)
+
+    decode = archive_module._decode_by_model
+    monkeypatch.setattr(archive_module, "_decode_by_model", counted)
+    monkeypatch.setattr(archive_module, "DECODE_GROUP", 2)
+    paths = ["a.png", "x/a.png", "y/a.png", "z/a.png", "z/b.png"]
+    copies, out = archive_of(tmp_path, archive, paths, "copies"), tmp_path / "out"
+    code, result = restore_json(copies, "--out", out, "--iterations", "2", "--weights", tiny_weights)
+    assert code == 0 and sorted(w["path"] for w in result["written"]) == paths
+    assert decoded == ["a.png"]  # x/a.png in its group, the others read back
+    row = next(Archive(copies).rows({"a.png"}))
+    expected = Codec.load(tiny_weights, device="cpu").decode(row.blob, 2)
+    for path in paths:
+        image = Image.open(out / path)
+        assert np.array_equal(np.asarray(image), expected)
+        assert json.loads(image.info["rgbatch-restored"])["path"] == path
+
+    text = archive_module.restored_text(row, 2, "exact")
+    assert archive_module._restored_pixels(*storage.resolve(str(out / "z/a.png")), row, text) is not None
+    deeper = archive_module.restored_text(row, 3, "exact")  # the file holds depth 2, not 3
+    assert archive_module._restored_pixels(*storage.resolve(str(out / "z/a.png")), row, deeper) is None
+    assert archive_module._restored_pixels(*storage.resolve(str(out / "gone.png")), row, text) is None
 
 
 def test_one_bad_row_never_stops_a_restore(archive, tiny_weights, tmp_path):
