@@ -269,8 +269,9 @@ def test_compact_sets_a_damaged_part_aside_in_a_store(s3, clean_env, tiny_weight
 
 @pytest.mark.slow
 def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_path):
-    """Sources of the same bytes are encoded once (their rows read back from the store's archive);
-    an object put again with the same bytes is noted in a times file there (docs/ARCHIVE.md)."""
+    """Sources of the same bytes are encoded once (their rows read back from the store's archive),
+    in a run and across runs; an object put again with the same bytes is noted in a times file
+    there (docs/ARCHIVE.md)."""
     import pyarrow.fs as pafs
 
     env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}
@@ -294,3 +295,8 @@ def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_
     assert (again["ok"], again["skipped"]) == (0, 2)
     listed = [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/dup-archive"))]
     assert sum(name.startswith("times-") for name in listed) == 1
+    with fs.open_output_stream(f"{BUCKET}/dup-src/renamed/a.png") as f:  # a later run's copy: its row copied
+        f.write(data)
+    third = json.loads(rgbatch("compress", f"s3://{BUCKET}/dup-src", "--out", archive, *options, env=env,
+                               cwd=tmp_path, own_process=True)[0])
+    assert (third["ok"], third["copied"], third["skipped"]) == (1, 1, 2)
