@@ -417,6 +417,25 @@ def _decode_by_model(codec: Codec, work: list[tuple[Row, int]], max_pixels: int 
     return [results[id(row)] for row, _ in work]
 
 
+def _decode_once(codec: Codec, work: list[tuple[Row, int]], max_pixels: int = MAX_PIXELS):
+    """`_decode_by_model`, each (model, blob, depth) of `work` decoded once: copies (`_copies`, the
+    same blob under several paths) share one decoding."""
+    same = {}
+    for i, (row, depth) in enumerate(work):
+        same.setdefault((row.model_id, row.blob, depth), []).append(i)
+    decoded = [None] * len(work)
+    for ids, (_, image, error) in zip(same.values(), _decode_by_model(codec, [work[ids[0]] for ids in same.values()],
+                                                                       max_pixels)):
+        for i in ids:
+            decoded[i] = work[i][0], image, error
+    return decoded
+
+
+def _blob_key(row: Row) -> tuple[str, bytes]:
+    """A row's model and its blob's sha256: copies' (`_copies`) are the same."""
+    return row.model_id, hashlib.sha256(row.blob).digest()
+
+
 def _in_groups(items, size: int):
     group = []
     for item in items:
@@ -671,18 +690,11 @@ def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max
 def _group_images(codec: Codec, fs, work: list, max_pixels: int) -> list[tuple[Row, np.ndarray | None, str | None]]:
     """(row, image or None, error or None) of each item of a restore group (`_restore_group`): read
     back from the file restored from the same stream where there is one (`_restored_pixels`), else
-    decoded, each stream of the group once (copies of one image: the same blob)."""
-    images, streams = [None] * len(work), {}
-    for i, (row, depth, text, _, like) in enumerate(work):
-        pixels = _restored_pixels(fs, like, row, text) if like else None
-        if pixels is not None:
-            images[i] = row, pixels, None
-        else:
-            streams.setdefault(_stream_key(row, text) or i, []).append(i)
-    decoded = _decode_by_model(codec, [work[same[0]][:2] for same in streams.values()], max_pixels)
-    for same, (_, image, error) in zip(streams.values(), decoded):
-        for i in same:
-            images[i] = work[i][0], image, error
+    decoded (`_decode_once`)."""
+    images = [(row, _restored_pixels(fs, like, row, text) if like else None, None) for row, _, text, _, like in work]
+    to_decode = [i for i, (_, pixels, _) in enumerate(images) if pixels is None]
+    for i, decoded in zip(to_decode, _decode_once(codec, [work[i][:2] for i in to_decode], max_pixels)):
+        images[i] = decoded
     return images
 
 
@@ -879,7 +891,9 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
     man = Archive(archive)
     table, damaged = _checked(man, ["path", "status", "error", "width", "height", "iterations", "model_id",
-                                    "bytes", "bpp", "msssim", "psnr"])
+                                    "bytes", "bpp", "msssim", "psnr", "source_hash"], keep=("source_hash", "model_id"))
+    copies = _copies(table)
+    table = table.select(["path", "status", "error"])
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
     options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
@@ -898,17 +912,28 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
             progress(result.checked, len(ok_paths))
         return problem is None
 
+    decoded = set()  # the blobs of copies decoded well (`_copies`: the same blob under several paths)
+
+    def again(row: Row) -> bool:
+        """A copy not sampled whose blob has decoded well: counted as decoded, not decoded again."""
+        if row.path in copies and row.path not in sampled and _blob_key(row) in decoded:
+            result.decoded += 1
+            return True
+        return False
+
     def groups(size: int = DECODE_GROUP):
-        rows = (r for r in man.rows(set(ok_paths)) if checked(r) and (not quick or r.path in sampled))
+        rows = (r for r in man.rows(set(ok_paths)) if checked(r) and (not quick or r.path in sampled) and not again(r))
         yield from _in_groups(((r, r.path in sampled) for r in rows), size)
 
     if workers:
-        done = (VerifyResult(archive="", unreachable=_each(work, why)) if why else part for work, part, why in
+        done = ((work, VerifyResult(archive="", unreachable=_each(work, why)) if why else part) for work, part, why in
                 _on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels))
     else:
-        done = (_verify_group(codec, work, sources, max_pixels) for work in groups())
-    for part in done:
+        done = ((work, _verify_group(codec, work, sources, max_pixels)) for work in groups())
+    for work, part in done:
         result.add(part)
+        failed = {path for path, _ in part.problems + part.unreachable}
+        decoded.update(_blob_key(row) for row, _ in work if row.path in copies and row.path not in failed)
         if progress:
             progress(result.checked, len(ok_paths))
     result.problems += man.missed  # rows of a part whose pages turned out damaged
@@ -921,7 +946,7 @@ def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixel
     `problems`, `unreachable`)."""
     result = VerifyResult(archive="")
     sampled = {row.path for row, chosen in work if chosen}
-    for row, image, error in _decode_by_model(codec, [(r, r.iterations) for r, _ in work], max_pixels):
+    for row, image, error in _decode_once(codec, [(r, r.iterations) for r, _ in work], max_pixels):
         if error:
             result.problems.append((row.path, error))
             continue

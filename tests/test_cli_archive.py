@@ -600,11 +600,12 @@ def test_an_interrupted_restore_resumes_without_decoding_again(archive, tiny_wei
     assert "2 image(s) written" in text and "1 restored there before, skipped" in text
 
 
-def test_copies_are_decoded_once_by_a_restore(archive, tiny_weights, tmp_path, monkeypatch):
+def test_copies_are_decoded_once_by_restore_and_verify(archive, tiny_weights, tmp_path, monkeypatch):
     """Rows of one image under several paths (copies: docs/ARCHIVE.md, "Sources of the same
     bytes") are decoded once: within a group one decoding serves them, in a later group the PNG
     written is read back; each file holds the decoded pixels and its own path. A file that no
-    longer says it holds that stream is not read back."""
+    longer says it holds that stream is not read back. `verify` decodes a copy's blob once too
+    (but the sampled image's: re-measured against its source)."""
     from rgbatch import archive as archive_module
     decoded = []
 
@@ -626,6 +627,11 @@ def test_copies_are_decoded_once_by_a_restore(archive, tiny_weights, tmp_path, m
         image = Image.open(out / path)
         assert np.array_equal(np.asarray(image), expected)
         assert json.loads(image.info["rgbatch-restored"])["path"] == path
+
+    decoded.clear()  # verify: the first group decodes its blob once, the later copies are not decoded again
+    result = run("verify", copies, "--sample", "1", "--weights", tiny_weights, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["decoded"] == len(paths)
+    assert decoded == ["a.png", "z/a.png"]  # x/a.png in a.png's group; z/a.png the one sampled (seed 0)
 
     text = archive_module.restored_text(row, 2, "exact")
     assert archive_module._restored_pixels(*storage.resolve(str(out / "z/a.png")), row, text) is not None
