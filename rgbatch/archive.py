@@ -486,9 +486,10 @@ def _stream_key(row: Row, text: str | None) -> tuple | None:
 
 def _copies(table: pa.Table) -> set[str]:
     """The paths of the ok rows of `table` (path, status, source hash, model id) whose source hash
-    and model another has: copies (docs/ARCHIVE.md, "Sources of the same bytes"), whose streams
-    `restore` decodes once."""
-    ok = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
+    and model another has: copies (docs/ARCHIVE.md, "Sources of the same bytes"), whose blobs
+    `restore` and `verify` decode once. Where is only where to look: one decoding serves two
+    rows only where their blobs (or streams cut to the depth) are the same."""
+    ok = table.filter(pc.and_(pc.fill_null(pc.equal(table["status"], OK), False), pc.is_valid(table["source_hash"])))
     counts = ok.group_by(["source_hash", "model_id"], use_threads=False).aggregate([([], "count_all")])
     counts = counts.filter(pc.greater(counts["count_all"], 1)).drop_columns(["count_all"])
     return set(ok.join(counts, keys=["source_hash", "model_id"], join_type="left semi")["path"].to_pylist())
@@ -583,8 +584,6 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     man = Archive(archive)
     table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim",
                                     "source_hash"], keep=("source_hash", "model_id"))
-    copies = _copies(table)
-    table = table.select(["path", "status"])
     result = RestoreResult(out=str(out))
     safe = []  # every current ok path that stays inside `out`
     for path, status in zip(table["path"].to_pylist(), table["status"].to_pylist()):
@@ -597,6 +596,8 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                 continue
             safe.append(path)
     selected = [p for p in safe if select is None or fnmatch.fnmatchcase(p, select)]
+    copies = _copies(table if select is None else table.filter(pc.is_in(table["path"], pa.array(selected, pa.string()))))
+    del table
     result.failures += [(p, why) for p, why in damaged if select is None or fnmatch.fnmatchcase(p or "", select)]
     result.failures += man.unreadable  # whatever `select` says: its images may be among them
     if select is not None and not selected and not result.failures:
@@ -890,9 +891,10 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     check_max_pixels(max_pixels)
     sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
     man = Archive(archive)
+    copied = () if quick else ("source_hash", "model_id")  # --quick decodes the sampled images alone: no copies
     table, damaged = _checked(man, ["path", "status", "error", "width", "height", "iterations", "model_id",
-                                    "bytes", "bpp", "msssim", "psnr", "source_hash"], keep=("source_hash", "model_id"))
-    copies = _copies(table)
+                                    "bytes", "bpp", "msssim", "psnr", *copied[:1]], keep=copied)
+    copies = _copies(table) if copied else set()
     table = table.select(["path", "status", "error"])
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))

@@ -640,6 +640,14 @@ def test_copies_are_decoded_once_by_restore_and_verify(archive, tiny_weights, tm
     assert archive_module._restored_pixels(*storage.resolve(str(out / "gone.png")), row, text) is None
 
 
+def test_copies_are_ok_rows_of_one_source_hash_and_model():
+    from rgbatch.archive import _copies
+
+    table = pa.table({"path": list("abcdefg"), "status": ["ok", "ok", "ok", "error", "ok", "ok", "ok"],
+                      "source_hash": ["h", "h", None, "h", None, "h", "k"], "model_id": list("mmmmmnm")})
+    assert _copies(table) == {"a", "b"}  # not a null hash, an error row, another model's, another hash
+
+
 def test_one_bad_row_never_stops_a_restore(archive, tiny_weights, tmp_path):
     deep = "/".join(["d" * 200] * 21) + "/deep.png"  # 4,200 characters, every name short enough
     paths = ["nul\0byte.png", "x" * 300 + ".png", deep, "f.png", "f.png/inner.png", "folder.png", "good.png"]

@@ -341,8 +341,12 @@ def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluste
     from rgbatch import archive as ra
 
     source, archive = tmp_path / "photos", tmp_path / "archive"
-    names = [f"{i:02d}.png" for i in range(11)]  # two groups of 8 and 3
+    names = [f"{i:02d}.png" for i in range(11)]
     write_images(source, rng, names)
+    for copy in ("copy/00.png", "copy/07.png"):  # copies: decoded once, or read back from the first's file
+        (source / "copy").mkdir(exist_ok=True)
+        shutil.copyfile(source / copy.split("/")[1], source / copy)
+    names = sorted(names + ["copy/00.png", "copy/07.png"])
     compress([str(source)], str(archive), options(tiny_weights))
     here = ra.restore(archive, tmp_path / "here", weights=tiny_weights, device="cpu", iterations=1)
     on_ray = ra.restore(archive, tmp_path / "ray", weights=tiny_weights, device="cpu", iterations=1, workers=2)
@@ -351,7 +355,7 @@ def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluste
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
     (tmp_path / "ray" / "03.png").unlink()  # as if interrupted before it was written
     again = ra.restore(archive, tmp_path / "ray", weights=tiny_weights, device="cpu", iterations=1, workers=1)
-    assert [w["path"] for w in again.written] == ["03.png"] and len(again.skipped) == 10
+    assert [w["path"] for w in again.written] == ["03.png"] and len(again.skipped) == 12
     # a file an actor wrote where this command does not see it (on a cluster, its node's own disk) fails its image
     fs, root = storage.resolve(str(tmp_path / "ray"))
     (tmp_path / "ray" / "04.png").unlink()
@@ -362,9 +366,9 @@ def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluste
     work = [[(row, 1, None, f"{row.path}") for row in Archive(archive).rows()]] * 2
     codec_options = dict(weights=str(tmp_path / "gone.safetensors"), device="cpu", batch_size=4, precision="fp32",
                          decoding="exact")
-    results = list(ra._on_ray(lambda size: iter(work), 22, 1, None, codec_options, "restore", str(tmp_path / "broken"),
+    results = list(ra._on_ray(lambda size: iter(work), 26, 1, None, codec_options, "restore", str(tmp_path / "broken"),
                               False, 10**6))
-    assert [(len(group), done) for group, done, _ in results] == [(11, None), (11, None)]
+    assert [(len(group), done) for group, done, _ in results] == [(13, None), (13, None)]
     assert all(why.startswith("restore worker failed") for _, _, why in results)
     assert not (tmp_path / "broken").exists()
 
