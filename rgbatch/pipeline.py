@@ -52,7 +52,7 @@ from .manifest import Archive
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row
-from .sources import GLOB_CHARS, archive_name, expand_sources, read_source, source_row, unchanged
+from .sources import GLOB_CHARS, Source, archive_name, expand_sources, read_source, source_row, unchanged
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -489,52 +489,59 @@ class _Run:
         # digest, and the others' read rows, given its row at the end
         self.first: dict[bytes, str] = {}
         self.archived = set()  # the digests of `first` whose path is an archived image's (not this run's)
+        self.unread = set()  # archived paths whose row did not read back: no copy takes it (`copy_same_bytes`)
         self.alike = None  # `_alike_keys(done)`, once a source is new
         self.times = []  # (path, sha256, size, time) of archived sources unchanged but touched: `write_times`
-        self.same_bytes: dict[bytes, list[Row]] = {}
+        self.same_bytes: dict[bytes, list[tuple[Row, Source]]] = {}  # (read row, source) of each copy
         self.total = len(found)
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
         self.working = {}  # actor index -> its last answer (EncodeWorker.progress: its running calls)
 
     def run(self):
-        from ray.exceptions import RayError
-
         self.report()
-        while self.pending or self.reads or self.ready or self.calls or self.to_check or self.checks:
-            self.start_checks()
-            self.start_reads()
-            self.start_calls()
-            finished, _ = self.ray.wait(list(self.checks) + list(self.reads) + list(self.calls), num_returns=1,
-                                        timeout=1.0)
-            self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
-            self.poll_encoders()
-            for ref in finished:
-                if ref in self.checks:
-                    self.check_done(self.checks.pop(ref), ref)
-                elif ref in self.reads:
-                    image_ref, source = self.reads.pop(ref)
-                    try:
-                        self.read_done(self.ray.get(ref), image_ref)
-                    except RayError as e:
-                        self.write(source_row(source).failed(f"reading failed: {_reason(e)}"))
-                else:
-                    index, infos = self.calls.pop(ref)
-                    self.busy[index] -= 1
-                    try:
-                        rows = self.ray.get(ref)
-                    except RayError as e:
-                        # the actor is gone for good (its restarts used up): record its images, replace it
-                        rows = [info.failed(f"encoder failed: {_reason(e)}") for info in infos]
-                        self.ray.kill(self.actors[index])
-                        self.actors[index] = self.make_actor()
-                    for row in rows:
-                        self.write(row)
-        self.write_times()
-        self.copy_same_bytes()
+        while True:
+            while self.pending or self.reads or self.ready or self.calls or self.to_check or self.checks:
+                self.step()
+            self.write_times()
+            if not self.copy_same_bytes():  # else: copies to encode after all, their archived row unread
+                break
         # progress questions still in flight are answered before the actors are killed: one the
         # kill cuts off is retried on a dead actor, which Ray reports as an error
         if self.polls:
             self.ray.wait(list(self.polls), num_returns=len(self.polls), timeout=SETTLE_SECONDS)
+
+    def step(self):
+        """Start what may start, and take what has finished (waiting a second at most)."""
+        from ray.exceptions import RayError
+
+        self.start_checks()
+        self.start_reads()
+        self.start_calls()
+        finished, _ = self.ray.wait(list(self.checks) + list(self.reads) + list(self.calls), num_returns=1,
+                                    timeout=1.0)
+        self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
+        self.poll_encoders()
+        for ref in finished:
+            if ref in self.checks:
+                self.check_done(self.checks.pop(ref), ref)
+            elif ref in self.reads:
+                image_ref, source = self.reads.pop(ref)
+                try:
+                    self.read_done(self.ray.get(ref), image_ref, source)
+                except RayError as e:
+                    self.write(source_row(source).failed(f"reading failed: {_reason(e)}"))
+            else:
+                index, infos = self.calls.pop(ref)
+                self.busy[index] -= 1
+                try:
+                    rows = self.ray.get(ref)
+                except RayError as e:
+                    # the actor is gone for good (its restarts used up): record its images, replace it
+                    rows = [info.failed(f"encoder failed: {_reason(e)}") for info in infos]
+                    self.ray.kill(self.actors[index])
+                    self.actors[index] = self.make_actor()
+                for row in rows:
+                    self.write(row)
 
     def start_checks(self):
         while self.to_check and len(self.checks) < self.max_reads:
@@ -607,7 +614,7 @@ class _Run:
             self.calls[self.actors[index].encode.remote(infos, *[ref for _, ref, _ in group])] = (index, infos)
             self.busy[index] += 1
 
-    def read_done(self, info: Row, image_ref):
+    def read_done(self, info: Row, image_ref, source=None):
         if info.status == UNCHANGED:
             self.result.skipped += 1
             self.report()
@@ -619,7 +626,7 @@ class _Run:
                 self.first[digest] = origin
                 self.archived.add(digest)
             if digest in self.first:  # the same bytes as an image archived or of this run: its row is copied at the end
-                self.same_bytes.setdefault(digest, []).append(info)
+                self.same_bytes.setdefault(digest, []).append((info, source))
                 return
             if digest:
                 self.first[digest] = info.path
@@ -635,17 +642,19 @@ class _Run:
         keys, rows = self.alike
         key = np.uint64(int(source_hash[:16], 16))
         for index in rows[np.searchsorted(keys, key, "left"):np.searchsorted(keys, key, "right")].tolist():
-            if self.done["source_hash"][index].as_py() == source_hash:
+            if self.done["source_hash"][index].as_py() == source_hash and self.done["path"][index].as_py() not in self.unread:
                 return self.done["path"][index].as_py()
         return None
 
-    def copy_same_bytes(self):
+    def copy_same_bytes(self) -> bool:
         """Write the rows of the sources whose bytes an image archived before or another source
         of this run has: its row with their path, source and times, read back from the archive
         (as listed at the start, or once this run's rows are committed); where its row failed,
-        theirs fail with it (a rerun tries error rows again)."""
+        theirs fail with it (a rerun tries error rows again). Where an archived row does not
+        read back (its blob damaged: `done` reads no blobs), its copies are queued to be read and
+        encoded after all: True then (`run` goes on)."""
         if not self.same_bytes:
-            return
+            return False
         self.writer.commit()
         archived = {self.first[d]: d for d in self.same_bytes if d in self.archived}
         this_run = {self.first[d]: d for d in self.same_bytes if d not in self.archived}
@@ -654,13 +663,20 @@ class _Run:
                 archive = Archive(self.archive.location) if listed_again else self.archive
                 for row in archive.rows(set(wanted)):
                     self.copy(row, self.same_bytes.pop(wanted.pop(row.path)))
-            for path, digest in wanted.items():  # not read back: its part damaged since
-                for info in self.same_bytes.pop(digest):
-                    self.write(info.failed(f"not encoded: the same bytes as {path}, whose row does not read back"))
+        for path, digest in archived.items():  # not read back: encoded after all
+            self.unread.add(path)
+            del self.first[digest]
+            self.archived.discard(digest)
+            self.pending.extend((source, -1) for _, source in self.same_bytes.pop(digest))
+        for path, digest in this_run.items():  # not read back: its part damaged since
+            for info, _ in self.same_bytes.pop(digest):
+                self.write(info.failed(f"not encoded: the same bytes as {path}, whose row does not read back"))
+        return bool(archived)
 
-    def copy(self, row: Row, infos: list[Row]):
-        """Write `row` under the path, source and times of each of `infos` (sources of its bytes)."""
-        for info in infos:
+    def copy(self, row: Row, copies: list[tuple[Row, object]]):
+        """Write `row` under the path, source and times of each of `copies` ((read row, source) of
+        sources of its bytes)."""
+        for info, _ in copies:
             if row.status == OK and row.source_hash == info.source_hash:
                 self.write(replace(row, path=info.path, source=info.source, source_mtime=info.source_mtime,
                                    read_seconds=info.read_seconds, encode_seconds=0.0), copied=True)

@@ -579,7 +579,7 @@ def test_archived_digests_are_found_by_their_first_bytes_then_whole(tmp_path):
     done = pa.table({"path": [f"{i}.png" for i in range(6)], "source_hash": pa.array(hashes, pa.large_string()),
                      "alike": [True, True, False, True, True, True]})
     run = _Run.__new__(_Run)
-    run.done, run.alike = done, None
+    run.done, run.alike, run.unread = done, None, set()
     assert [run.archived_origin(h) for h in ("ab" * 8 + "02" * 24, "ab" * 8 + "01" * 24, "ff" * 32)] == [
         "1.png", "0.png", "3.png"]
     assert run.archived_origin("00" * 32) is None and run.archived_origin("ab" * 8 + "03" * 24) is None
@@ -606,13 +606,38 @@ def test_a_source_of_the_same_bytes_as_a_failed_one_fails_with_it(tmp_path):
         for path, digest in (("b.png", "aa"), ("c.png", "aa"), ("d.png", "bb")):
             run.first.setdefault(bytes.fromhex(digest * 32), {"aa": "a.png", "bb": "gone.png"}[digest])
             run.same_bytes.setdefault(bytes.fromhex(digest * 32), []).append(
-                Row(path, f"src/{path}", source_hash=digest * 32))
-        run.copy_same_bytes()
+                (Row(path, f"src/{path}", source_hash=digest * 32), None))
+        assert run.copy_same_bytes() is False
     rows = {r.path: r for r in Archive(archive).rows()}
     assert rows["b.png"].error == rows["c.png"].error == ("not encoded: the same bytes as a.png, whose encoding "
                                                           "failed: encoder failed: out of memory")
     assert rows["d.png"].error == "not encoded: the same bytes as gone.png, whose row does not read back"
     assert (result.failed, result.ok) == (3, 0) and run.same_bytes == {}
+
+
+def test_copies_of_an_archived_image_whose_row_does_not_read_back_are_encoded(ray_cluster, tiny_weights, tmp_path,
+                                                                               rng, monkeypatch):
+    """An archived row that `done` finds ok but that does not read back when copied (its blob
+    damaged: compress reads no blobs) gives no row: its copies are read again and encoded, once
+    (the second of them a copy of the first)."""
+    from rgbatch import pipeline
+
+    source, archive = tmp_path / "src", tmp_path / "archive"
+    write_images(source, rng, ["a.png"])
+    compress([str(source)], str(archive), options(tiny_weights))
+    for copy in ("b.png", "c.png"):
+        shutil.copyfile(source / "a.png", source / copy)
+    rows = Archive.rows
+
+    def unread(self, paths=None):  # a.png's row, as listed before this run, does not read back
+        return (r for r in rows(self, paths) if not (r.path == "a.png" and len(self.parts) == 1))
+
+    monkeypatch.setattr(pipeline.Archive, "rows", unread)
+    result = compress([str(source)], str(archive), options(tiny_weights))
+    assert (result.ok, result.copied, result.failed, result.skipped) == (2, 1, 0, 1)
+    monkeypatch.undo()
+    got = {r.path: r for r in Archive(archive).rows()}
+    assert got["b.png"].encode_seconds + got["c.png"].encode_seconds > 0 and got["b.png"].blob == got["c.png"].blob
 
 
 def test_a_touched_source_is_hashed_once_then_skipped_by_its_new_time(ray_cluster, tiny_weights, tmp_path, rng):
