@@ -569,16 +569,21 @@ def restore_json(*args):
     return result.exit_code, json.loads(result.stdout)
 
 
-def test_an_interrupted_restore_resumes_without_decoding_again(archive, tiny_weights, tmp_path, monkeypatch):
+def counted_decodings(monkeypatch) -> list:
+    """The paths of the rows `restore` and `verify` decode, as they decode them."""
     from rgbatch import archive as archive_module
-    decoded = []
+    decoded, decode = [], archive_module._decode_by_model
 
     def counted(codec, work, *args):
         decoded.extend(row.path for row, _ in work)
         return decode(codec, work, *args)
 
-    decode = archive_module._decode_by_model
     monkeypatch.setattr(archive_module, "_decode_by_model", counted)
+    return decoded
+
+
+def test_an_interrupted_restore_resumes_without_decoding_again(archive, tiny_weights, tmp_path, monkeypatch):
+    decoded = counted_decodings(monkeypatch)
     out = tmp_path / "out"
     code, first = restore_json(archive / "archive", "--out", out, "--iterations", "2", "--weights", tiny_weights)
     assert code == 0 and len(first["written"]) == len(PATHS) and first["skipped"] == []
@@ -607,14 +612,7 @@ def test_copies_are_decoded_once_by_restore_and_verify(archive, tiny_weights, tm
     longer says it holds that stream is not read back. `verify` decodes a copy's blob once too
     (but the sampled image's: re-measured against its source)."""
     from rgbatch import archive as archive_module
-    decoded = []
-
-    def counted(codec, work, *args):
-        decoded.extend(row.path for row, _ in work)
-        return decode(codec, work, *args)
-
-    decode = archive_module._decode_by_model
-    monkeypatch.setattr(archive_module, "_decode_by_model", counted)
+    decoded = counted_decodings(monkeypatch)
     monkeypatch.setattr(archive_module, "DECODE_GROUP", 2)
     paths = ["a.png", "x/a.png", "y/a.png", "z/a.png", "z/b.png"]
     copies, out = archive_of(tmp_path, archive, paths, "copies"), tmp_path / "out"
