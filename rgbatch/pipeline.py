@@ -434,7 +434,7 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
                           overlap=overlap)
         result.device, result.workers = device, workers
         if log:
-            log(f"{len(found)} sources, {done.num_rows} already archived; {workers} {device} encoder(s)")
+            log(f"{len(found)} sources; the archive holds {done.num_rows} image(s); {workers} {device} encoder(s)")
         # a concurrency group of its own lets EncodeWorker.progress answer while encode runs
         # with overlap, two `encode` calls at once in its default group
         actor_class = ray.remote(concurrency_groups={"progress": 1})(EncodeWorker).options(
