@@ -198,7 +198,7 @@ gpu-bench: gpu-site
 # Classical results are cached in runs/classical-cache.jsonl: a re-bench encodes only rgbatch again.
 # classical results are kept in the repository: the slow AVIF settings take hours on a 2-core machine,
 # and a bench measures only what the cache lacks (docs/BENCH.md, "Classical results are cached")
-CLASSICAL_CACHE ?= docs/classical-cache.jsonl
+CLASSICAL_CACHE ?= docs/classical-cache.jsonl.xz
 # the network in fp32: the same codes on every host (bf16 encodings may differ near a binarizer's zero)
 BENCH_ARGS := --classical-cache $(CLASSICAL_CACHE) --precision fp32
 bench: setup

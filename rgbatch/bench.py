@@ -163,6 +163,8 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
             for quality, result in _classical_results(image, digest, specs[codec_name], qualities, cache).items():
                 add(codec_name, quality, result["bytes"], result["msssim"], result["psnr"],
                     result["encode_s"], result["decode_s"])
+        if cache is not None:
+            cache.flush()  # an xz cache: this image's results as one stream
 
         # The encoder's reconstruction at depth k is what decoding the stream cut to depth k
         # gives (tests/test_bench.py checks it), so one encode scores every depth.

@@ -14,6 +14,11 @@ what it measured and the next one goes on from there; a line cut short by a cras
 Each line is one `write` to a file opened for appending, so two bench runs (e.g. Kodak and
 photos side by side) can share one file. Times are those of the run that measured the entry.
 
+A path ending in `.xz` holds the lines xz-compressed, a stream per `flush` (the bench flushes
+after each image), appended the same way: an eighth of the bytes (the committed cache of both
+sets, 3504 lines, 1.35 MB as text, 0.15 MB as one stream, 0.17 MB as a stream per image). A
+stream cut short by a crash is skipped, the streams after it are read.
+
     cache = ClassicalCache("runs/classical-cache.jsonl")
     cache.get(image_digest(image), codec, 50)  # None, or {"bytes", "msssim", "psnr", "encode_s", "decode_s"}
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 from pathlib import Path
 
@@ -31,6 +37,7 @@ from .classical import ClassicalCodec
 
 CACHE_VERSION = 1
 FIELDS = ("bytes", "msssim", "psnr", "encode_s", "decode_s")
+XZ_MAGIC = b"\xfd7zXZ\x00"  # how an xz stream begins
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -49,10 +56,12 @@ def entry_key(digest: str, codec: ClassicalCodec, quality: int) -> str:
 class ClassicalCache:
     def __init__(self, path):
         self.path = Path(path)
+        self.compressed = self.path.suffix == ".xz"
         self.entries: dict[str, dict] = {}
         self.hits = self.misses = 0
+        self._pending: list[bytes] = []  # lines not yet written (`.xz`: written as one stream by `flush`)
         if self.path.is_file():
-            for line in self.path.read_text(errors="replace").splitlines():
+            for line in self._lines():
                 try:
                     entry = json.loads(line)
                     self.entries[entry["key"]] = {f: entry[f] for f in FIELDS}
@@ -71,13 +80,35 @@ class ClassicalCache:
         key = entry_key(digest, codec, quality)
         entry = {f: result[f] for f in FIELDS}
         self.entries[key] = entry
+        self._pending.append((json.dumps({"key": key, **entry}) + "\n").encode())
+        if not self.compressed:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the lines put since the last flush (a text file: each line as it is put)."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps({"key": key, **entry}) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            os.write(fd, lzma.compress(data, preset=9) if self.compressed else data)
         finally:
             os.close(fd)
+
+    def _lines(self) -> list[str]:
+        if not self.compressed:
+            return self.path.read_text(errors="replace").splitlines()
+        data, text = self.path.read_bytes(), []
+        while data:
+            stream = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+            try:
+                text.append(stream.decompress(data))
+                data = stream.unused_data if stream.eof else b""  # not at its end: cut short, the file's last
+            except lzma.LZMAError:  # damaged: go on at the next stream
+                data = data[max(1, data.find(XZ_MAGIC, 1)):] if XZ_MAGIC in data[1:] else b""
+        return b"".join(text).decode(errors="replace").splitlines()
 
 
 __all__ = ["CACHE_VERSION", "ClassicalCache", "entry_key", "image_digest"]

@@ -753,7 +753,8 @@ def bench_command(
     decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
     classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), help="File of classical codec "
-                                         "results, read and added to: re-benching encodes only rgbatch again."),
+                                         "results, read and added to: re-benching encodes only rgbatch again "
+                                         "(a name ending in .xz: xz-compressed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure every classical codec again, no cache."),
     classical_names: str = typer.Option("all", "--classical", help="Classical settings to measure, comma-separated "
                                         "(e.g. avif,jxl), `all` or `none` (rgbatch alone: comparing models)."),

@@ -50,9 +50,35 @@ def test_a_line_cut_short_is_skipped(tmp_path, rng):
     assert ClassicalCache(path).get(digest, jpeg, 10) == RESULT
 
 
+def test_an_xz_cache_is_written_a_stream_per_flush_and_read_past_a_stream_cut_short(tmp_path, rng):
+    import lzma
+
+    path = tmp_path / "cache.jsonl.xz"
+    digest, jpeg = image_digest(smooth_image(rng, 8, 8)), classical.get_codec("jpeg420")
+    cache = ClassicalCache(path)
+    cache.put(digest, jpeg, 10, RESULT)
+    assert not path.exists()  # until flushed
+    cache.put(digest, jpeg, 20, RESULT)
+    cache.flush()
+    one = path.read_bytes()
+    assert lzma.decompress(one).decode().count("\n") == 2
+    with open(path, "ab") as f:
+        f.write(lzma.compress(b'{"key": "a stream cut short by a crash", "bytes": 1}\n')[:-9])
+    again = ClassicalCache(path)
+    assert again.get(digest, jpeg, 10) == again.get(digest, jpeg, 20) == RESULT
+    again.put(digest, jpeg, 30, RESULT)
+    again.flush()  # appended after the cut stream: read, the cut one skipped
+    third = ClassicalCache(path)
+    assert len(third.entries) == 3 and third.get(digest, jpeg, 30) == RESULT
+    with open(path, "r+b") as f:  # a damaged first stream: the later ones still read
+        f.seek(len(one) // 2)
+        f.write(b"\x00" * 8)
+    assert set(ClassicalCache(path).entries) == {k for k in third.entries if '"quality": 30' in k}
+
+
 def test_a_second_bench_encodes_only_rgbatch(tiny_weights, tmp_path, monkeypatch):
     options = dict(weights=tiny_weights, iterations=1, limit=1, coders=["raw"], speed_images=0,
-                   classical_sweeps={"jpeg420": (10, 90), "jxl": (20,)}, classical_cache=tmp_path / "c.jsonl",
+                   classical_sweeps={"jpeg420": (10, 90), "jxl": (20,)}, classical_cache=tmp_path / "c.jsonl.xz",
                    log=lambda message: None)
     first = measure(DATA, **options)
     monkeypatch.setattr(classical, "run", lambda *a: pytest.fail("a classical codec ran again"))
