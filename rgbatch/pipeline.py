@@ -642,8 +642,9 @@ class _Run:
         keys, rows = self.alike
         key = np.uint64(int(source_hash[:16], 16))
         for index in rows[np.searchsorted(keys, key, "left"):np.searchsorted(keys, key, "right")].tolist():
-            if self.done["source_hash"][index].as_py() == source_hash and self.done["path"][index].as_py() not in self.unread:
-                return self.done["path"][index].as_py()
+            path = self.done["path"][index].as_py()
+            if self.done["source_hash"][index].as_py() == source_hash and path not in self.unread:
+                return path
         return None
 
     def copy_same_bytes(self) -> bool:
@@ -673,7 +674,7 @@ class _Run:
                 self.write(info.failed(f"not encoded: the same bytes as {path}, whose row does not read back"))
         return bool(archived)
 
-    def copy(self, row: Row, copies: list[tuple[Row, object]]):
+    def copy(self, row: Row, copies: list[tuple[Row, Source]]):
         """Write `row` under the path, source and times of each of `copies` ((read row, source) of
         sources of its bytes)."""
         for info, _ in copies:
