@@ -420,6 +420,8 @@ def _decode_by_model(codec: Codec, work: list[tuple[Row, int]], max_pixels: int 
 def _decode_once(codec: Codec, work: list[tuple[Row, int]], max_pixels: int = MAX_PIXELS):
     """`_decode_by_model`, each (model, blob, depth) of `work` decoded once: copies (`_copies`, the
     same blob under several paths) share one decoding."""
+    if not work:  # a group read back whole
+        return []
     same = {}
     for i, (row, depth) in enumerate(work):
         same.setdefault((row.model_id, row.blob, depth), []).append(i)

@@ -268,10 +268,10 @@ def test_compact_sets_a_damaged_part_aside_in_a_store(s3, clean_env, tiny_weight
 
 
 @pytest.mark.slow
-def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_path):
+def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_path, monkeypatch):
     """Sources of the same bytes are encoded once (their rows read back from the store's archive),
-    in a run and across runs; an object put again with the same bytes is noted in a times file
-    there (docs/ARCHIVE.md)."""
+    in a run and across runs, and restored into the store; an object put again with the same
+    bytes is noted in a times file there (docs/ARCHIVE.md)."""
     import pyarrow.fs as pafs
 
     env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}
@@ -300,3 +300,15 @@ def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_
     third = json.loads(rgbatch("compress", f"s3://{BUCKET}/dup-src", "--out", archive, *options, env=env,
                                cwd=tmp_path, own_process=True)[0])
     assert (third["ok"], third["copied"], third["skipped"]) == (1, 1, 2)
+    # restored into the store in groups of one: the first copy decoded, the others read back from its file
+    from rgbatch import archive as archive_module
+    decoded, decode = [], archive_module._decode_by_model
+    monkeypatch.setattr(archive_module, "DECODE_GROUP", 1)
+    monkeypatch.setattr(archive_module, "_decode_by_model", lambda codec, work, *a: decoded.append(work) or decode(
+        codec, work, *a))
+    stdout, _ = rgbatch("restore", archive, "--out", f"s3://{BUCKET}/dup-restored", "--weights", tiny_weights,
+                        "--json", env=env, cwd=tmp_path)
+    assert sorted(w["path"] for w in json.loads(stdout)["written"]) == ["a.png", "copy/a.png", "renamed/a.png"]
+    pixels = {path: np.asarray(Image.open(fs.open_input_file(f"{BUCKET}/dup-restored/{path}")))
+              for path in ("a.png", "copy/a.png", "renamed/a.png")}
+    assert all(np.array_equal(image, pixels["a.png"]) for image in pixels.values()) and len(decoded) == 1
