@@ -101,6 +101,18 @@ def is_part(name: str) -> bool:
 # unread; `Archive.done` applies the notes of the path's current hash. Readers of rows ignore them.
 TIMES_PREFIX = "times-"
 TIMES_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "written_at"]
+# times files a compress that writes one folds into one (`Archive.fold_times`) once there are this
+# many: each rerun reads them all (on an object store a request each), and they are read whole
+TIMES_FOLD = 16
+
+
+def write_times(fs, root: str, table: pa.Table) -> str:
+    """Write a table of `TIMES_COLUMNS` as a new times file of the archive at `root`, atomically;
+    its path."""
+    path = f"{root}/{TIMES_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}"
+    with storage.open_atomic(fs, path) as output:
+        pq.write_table(table.cast(schema_of(TIMES_COLUMNS)), output, compression="zstd", write_page_checksum=True)
+    return path
 
 
 def is_times(name: str) -> bool:
@@ -126,6 +138,7 @@ class PartWriter:
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
         self.part_rows, self.commit_seconds = part_rows, commit_seconds
         self.parts: list[str] = []  # committed by this writer
+        self.times_written: list[str] = []  # the times files it wrote (`write_times`)
         self.rows_committed = 0
         self._buffer: list[Row] = []
         self._buffer_bytes = 0
@@ -219,8 +232,7 @@ class PartWriter:
             return
         columns = [list(c) for c in zip(*notes)] + [[dt.datetime.now(dt.timezone.utc)] * len(notes)]
         table = pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema_of(TIMES_COLUMNS))
-        with storage.open_atomic(self.fs, f"{self.root}/{TIMES_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}") as output:
-            pq.write_table(table, output, compression="zstd", write_page_checksum=True)
+        self.times_written.append(write_times(self.fs, self.root, table))
 
     def abort(self):
         """Drop the uncommitted rows and the temporary file."""
@@ -608,27 +620,39 @@ class Archive:
 
         return self._noted(self.read_whole(read)) if self.parts else self.empty_done()
 
-    def notes(self) -> pa.Table:
-        """The latest note of each (path, source hash) in the times files (`TIMES_PREFIX`): a
-        table of `DONE_KEPT`. A times file that does not read is passed over (no note is better
-        than a wrong one: its sources are hashed again)."""
-        notes = [_DONE_SCHEMA.empty_table()]
-        for path in self.times_files:
+    def notes(self, files: list[str] | None = None, dated: bool = False) -> pa.Table:
+        """The latest note of each (path, source hash) in the times files (`TIMES_PREFIX`; `files`,
+        else this archive's): a table of `DONE_KEPT`, with `written_at` where `dated`. A times file
+        that does not read is passed over (no note is better than a wrong one: its sources are
+        hashed again)."""
+        schema = _DONE_SCHEMA.append(SCHEMA.field("written_at"))
+        notes = [schema.empty_table()]
+        for path in self.times_files if files is None else files:
             try:
                 table = pq.ParquetFile(storage.open_input(self.fs, path), page_checksum_verification=True).read(
                     columns=TIMES_COLUMNS)
-                notes.append(table.cast(pa.schema([*notes[0].schema, SCHEMA.field("written_at")])))
+                notes.append(table.cast(schema))
             except Exception:  # damaged, foreign
                 continue
-        if len(notes) == 1:
-            return notes[0]
-        notes = pa.concat_tables(notes[1:])
+        notes = pa.concat_tables(notes)
         notes = notes.take(pc.sort_indices(notes, [("written_at", "descending")]))
         keys = pc.binary_join_element_wise(notes["path"], notes["source_hash"], pa.scalar("\n", pa.large_string()))
         keys = keys.combine_chunks()
         first = pc.index_in(keys, value_set=keys)  # each (path, hash): its latest note
-        return notes.filter(pc.equal(first, pa.array(np.arange(notes.num_rows), pa.int32()))).drop_columns(
-            ["written_at"]).combine_chunks()
+        latest = notes.filter(pc.equal(first, pa.array(np.arange(notes.num_rows), pa.int32())))
+        return (latest if dated else latest.drop_columns(["written_at"])).combine_chunks()
+
+    def fold_times(self, more: list[str] = ()) -> int:
+        """Write the latest notes of this archive's times files (and of `more`, written since it
+        was listed) as one times file and delete them: what `compress` does once there are
+        `TIMES_FOLD`. The number of files folded. Interrupted between the writing and the
+        deletions, a note is in two files, which say the same; a file that does not read is
+        deleted with its notes, as they were passed over."""
+        files = [*self.times_files, *more]
+        write_times(self.fs, self.root, self.notes(files, dated=True))
+        for path in files:
+            storage.delete(self.fs, path)
+        return len(files)
 
     def _noted(self, done: pa.Table) -> pa.Table:
         """`done` with the size and time of the latest note of a path's current hash (`notes`)."""

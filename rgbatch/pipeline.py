@@ -48,7 +48,7 @@ from .codec import (DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, bat
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
-from .manifest import Archive
+from .manifest import TIMES_FOLD, Archive
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row
@@ -447,6 +447,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
             with archive.writer(model_id) as writer:
                 _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive).run()
             result.parts = writer.parts
+            if writer.times_written and len(archive.times_files) + len(writer.times_written) >= TIMES_FOLD:
+                archive.fold_times(writer.times_written)
         finally:
             for actor in actors:
                 ray.kill(actor)

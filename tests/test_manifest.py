@@ -566,6 +566,33 @@ def test_compact_writes_the_noted_times_into_the_rows_and_deletes_the_times_file
         "a.png": (11, at(200)), "b.png": (10, at(100))}
 
 
+def test_times_files_fold_into_one_that_says_what_they_said(tmp_path):
+    """`Archive.fold_times`: the latest note of each (path, hash) in one file, the others deleted;
+    `done` the same before and after, and a later note still wins."""
+    import time
+
+    at = lambda seconds: dt.datetime.fromtimestamp(seconds, dt.timezone.utc)  # noqa: E731
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        for path in ("a.png", "b.png", "c.png"):
+            writer.add(replace(ok_row(path), source_hash=path[0] * 64, source_bytes=10, source_mtime=at(100)))
+        for size in (11, 12, 13):  # a.png noted three times: the last wins
+            writer.write_times([("a.png", "a" * 64, size, at(100 + size))])
+            time.sleep(0.01)
+        writer.write_times([("b.png", "b" * 64, 20, at(200)), ("gone.png", "g" * 64, 1, at(1))])
+        (tmp_path / "times-0123456789abcdef0123456789abcdef.parquet").write_bytes(b"damaged")
+    archive = Archive(tmp_path)
+    assert len(archive.times_files) == 5 and len(writer.times_written) == 4
+    before, notes = archive.done(), archive.notes(dated=True)
+    assert archive.fold_times() == 5
+    folded = Archive(tmp_path)
+    assert len(folded.times_files) == 1 and folded.done().sort_by("path").equals(before.sort_by("path"))
+    assert folded.notes(dated=True).sort_by("path").equals(notes.sort_by("path"))
+    assert {r["path"]: r["source_bytes"] for r in folded.done().to_pylist()} == {"a.png": 13, "b.png": 20, "c.png": 10}
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.write_times([("a.png", "a" * 64, 14, at(114))])
+    assert {r["path"]: r["source_bytes"] for r in Archive(tmp_path).done().to_pylist()}["a.png"] == 14
+
+
 def test_a_file_of_a_name_that_is_not_utf8_beside_the_parts_is_passed_over(tmp_path):
     """pyarrow's listing cannot give such a name (it raised UnicodeDecodeError out of every command)."""
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:

@@ -640,10 +640,13 @@ def test_copies_of_an_archived_image_whose_row_does_not_read_back_are_encoded(ra
     assert got["b.png"].encode_seconds + got["c.png"].encode_seconds > 0 and got["b.png"].blob == got["c.png"].blob
 
 
-def test_a_touched_source_is_hashed_once_then_skipped_by_its_new_time(ray_cluster, tiny_weights, tmp_path, rng):
+def test_a_touched_source_is_hashed_once_then_skipped_by_its_new_time(ray_cluster, tiny_weights, tmp_path, rng,
+                                                                      monkeypatch):
     """An archived source found unchanged by its hash, its time moved (touched, copied without
     its times), is noted in a times file with its size and time now; the next rerun trusts those
-    (`Archive.done`), as it trusts a row's (docs/ARCHIVE.md, "Resuming")."""
+    (`Archive.done`), as it trusts a row's (docs/ARCHIVE.md, "Resuming"); the files fold into one."""
+    from rgbatch import pipeline
+
     source, archive = tmp_path / "src", tmp_path / "archive"
     write_images(source, rng, ["a.png", "b.png"])
     for name in ("a.png", "b.png"):
@@ -663,3 +666,10 @@ def test_a_touched_source_is_hashed_once_then_skipped_by_its_new_time(ray_cluste
     third = compress([str(source)], str(archive), options(tiny_weights))
     assert (third.ok, third.skipped) == (0, 2) and len(list(archive.glob("times-*"))) == 1
     assert compress([str(source)], str(archive), options(tiny_weights, rehash=True)).ok == 1
+    # a run that notes once there are TIMES_FOLD times files folds them into one (here 2)
+    monkeypatch.setattr(pipeline, "TIMES_FOLD", 2)
+    os.utime(source / "b.png", (1_700_000_200, 1_700_000_200))
+    assert compress([str(source)], str(archive), options(tiny_weights)).skipped == 2
+    assert len(list(archive.glob("times-*"))) == 1
+    done = {r["path"]: r["source_mtime"].timestamp() for r in Archive(archive).done().to_pylist()}
+    assert done["b.png"] == 1_700_000_200
