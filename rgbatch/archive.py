@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image_and_metadata, encode_png, png_text
+from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image_and_metadata, encode_png, open_image, png_text
 from .manifest import Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
@@ -489,35 +489,27 @@ def _stream_key(row: Row, text: str | None) -> tuple | None:
 def _copies(table: pa.Table) -> set[str]:
     """The paths of the ok rows of `table` (path, status, source hash, model id) whose source hash
     and model another has: copies (docs/ARCHIVE.md, "Sources of the same bytes"), whose blobs
-    `restore` and `verify` decode once. Where is only where to look: one decoding serves two
-    rows only where their blobs (or streams cut to the depth) are the same."""
+    `restore` and `verify` decode once. It only says where to look: one decoding serves two rows
+    only where their blobs (or streams cut to the depth) are the same."""
     ok = table.filter(pc.and_(pc.fill_null(pc.equal(table["status"], OK), False), pc.is_valid(table["source_hash"])))
     counts = ok.group_by(["source_hash", "model_id"], use_threads=False).aggregate([([], "count_all")])
     counts = counts.filter(pc.greater(counts["count_all"], 1)).drop_columns(["count_all"])
     return set(ok.join(counts, keys=["source_hash", "model_id"], join_type="left semi")["path"].to_pylist())
 
 
-def _restored_pixels(fs, target: str, row: Row, text: str) -> np.ndarray | None:
+def _restored_pixels(fs, target: str, row: Row, text: str, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
     """The RGB pixels of the PNG at `target` restored from the same stream as `row` to `text`'s
     depth (its `RESTORED_KEY` says so: read back, not decoded again), or None where it does not
-    read or say so."""
-    import io
-    import warnings
-
-    from PIL import Image
-
+    read or say so (gone, changed, damaged: the stream is decoded instead)."""
     try:
-        data = storage.read_bytes(fs, target)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-                there = image.info.get(RESTORED_KEY)
-                if (image.size != (row.width, row.height) or image.mode not in ("RGB", "RGBA")
-                        or not isinstance(there, str) or _stream_key(row, there) != _stream_key(row, text)):
-                    return None
-                return np.asarray(image.convert("RGB"))
-    except Exception:  # gone, changed, damaged: decode the stream instead
+        image, _ = open_image(storage.read_bytes(fs, target), max_pixels)
+        there = image.info.get(RESTORED_KEY)
+        if (image.format != "PNG" or image.size != (row.width, row.height) or image.mode not in ("RGB", "RGBA")
+                or not isinstance(there, str) or _stream_key(row, there) != _stream_key(row, text)):
+            return None
+    except (ImageError, OSError, ValueError, KeyError, TypeError):  # a foreign text: not JSON, other fields
         return None
+    return np.asarray(image.convert("RGB"))
 
 
 def _restored_there(fs, target: str) -> str | None:
@@ -694,7 +686,8 @@ def _group_images(codec: Codec, fs, work: list, max_pixels: int) -> list[tuple[R
     """(row, image or None, error or None) of each item of a restore group (`_restore_group`): read
     back from the file restored from the same stream where there is one (`_restored_pixels`), else
     decoded (`_decode_once`)."""
-    images = [(row, _restored_pixels(fs, like, row, text) if like else None, None) for row, _, text, _, like in work]
+    images = [(row, _restored_pixels(fs, like, row, text, max_pixels) if like else None, None)
+              for row, _, text, _, like in work]
     to_decode = [i for i, (_, pixels, _) in enumerate(images) if pixels is None]
     for i, decoded in zip(to_decode, _decode_once(codec, [work[i][:2] for i in to_decode], max_pixels)):
         images[i] = decoded
