@@ -41,7 +41,7 @@ from .objectstore import split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_one_of, check_range
 from .ratecontrol import Target
-from .row import OK, Row, schema_of
+from .row import OK, Row, hash_keys, schema_of
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
                 "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr"]
@@ -67,13 +67,51 @@ _DEPTH_SQL = f"""
 _WORST_SQL = """
     SELECT path, msssim[-1] AS msssim, bpp[-1] AS bpp, iterations, scale, last_steps FROM images
     ORDER BY msssim[-1] NULLS LAST, path LIMIT {limit}"""
-REPORT_COLUMNS = IMAGE_FIELDS + ["frames"]  # what `report` reads: not the hashes, times... (less memory)
+REPORT_COLUMNS = IMAGE_FIELDS + ["frames", "source_hash"]  # what `report` reads: not the blobs, times... (less memory)
 
 
 def _query(sql: str, images: pa.Table) -> list[dict]:
     with duckdb.connect() as con:
         con.register("images", images)
         return con.sql(sql).to_arrow_table().to_pylist()
+
+
+class _Copies:
+    """Sources stored more than once (the same bytes under several paths: docs/ARCHIVE.md, "Sources
+    of the same bytes"), counted over chunks of ok rows from the first 8 bytes of their hashes and
+    what each row stores (blob and alpha channel): 16 bytes a row until `result`."""
+
+    def __init__(self):
+        self.keys, self.costs = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
+
+    def add(self, ok: pa.Table):
+        keys, sha256 = hash_keys(ok["source_hash"])
+        stored = pc.add(_last(ok["bytes"]), pc.fill_null(ok["alpha_bytes"], 0))
+        self.keys.append(keys)
+        self.costs.append(stored.to_numpy()[sha256])
+
+    def result(self) -> dict:
+        """images: rows beyond the first of each source; sources: those held more than once; bytes:
+        what those rows store beyond the smallest of each source's."""
+        keys, costs = np.concatenate(self.keys), np.concatenate(self.costs)
+        order = np.argsort(keys, kind="stable")
+        keys, costs = keys[order], costs[order]
+        if not len(keys):
+            return {"images": 0, "sources": 0, "bytes": 0}
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        held = np.diff(np.r_[starts, len(keys)])
+        many = held > 1
+        extra = np.add.reduceat(costs, starts)[many] - np.minimum.reduceat(costs, starts)[many]
+        return {"images": int(held[many].sum() - many.sum()), "sources": int(many.sum()), "bytes": int(extra.sum())}
+
+
+def _last(lists: pa.ChunkedArray) -> pa.Array:
+    """The last element of each list (0 for an empty or null one): a row's stored bytes from its
+    per-depth `bytes`."""
+    lists = lists.combine_chunks()
+    offsets = lists.offsets.to_numpy()  # into `values`, which ignores a slice's offset
+    values = np.r_[0, pc.fill_null(lists.values, 0).to_numpy()]  # shifted by one: [0] stands for an empty list
+    return pa.array(values[np.where(offsets[1:] > offsets[:-1], offsets[1:], 0)], pa.int64())
 
 
 class _Sums:
@@ -141,14 +179,14 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
 
 _SUMMARY_KEYS = ("archive", "parts", "part_bytes", "images", "ok", "failed", "unreadable_parts", "set_aside_parts",
                  "model_ids", "source_bytes", "pixels", "stored", "alpha_bytes", "compression_ratio", "coding",
-                 "reading", "by_depth", "worst", "failures", "at_depth", "at_msssim")
+                 "reading", "copies", "by_depth", "worst", "failures", "at_depth", "at_msssim")
 
 
 def _summarize(man: Archive, depth: int | None, target: Target, worst: int, images: bool) -> tuple[dict, "_Spill | None"]:
     """(the summary `report` adds up chunk by chunk, the rows of `IMAGE_FIELDS` spilled if `images`)."""
     count = dict.fromkeys(("images", "ok", "source_bytes", "alpha_bytes", "pixels", "shallower", "not_reached",
                            "unmeasured", "partial_last_chunk", "unknown"), 0)
-    stored, at_depth, at_msssim, by_depth = _Sums(), _Sums(), _Sums(), {}
+    stored, at_depth, at_msssim, by_depth, copies = _Sums(), _Sums(), _Sums(), {}, _Copies()
     models, scales, reading, failed, damaged, worst_rows = set(), {}, {}, [], [], []
     spill = _Spill(schema_of(IMAGE_FIELDS)) if images else None
     for chunk in man.chunks(REPORT_COLUMNS):
@@ -166,6 +204,7 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         count["alpha_bytes"] += pc.sum(ok["alpha_bytes"]).as_py() or 0  # alpha channels kept beside the blobs
         count["pixels"] += pc.sum(pc.multiply(ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0
         models.update(ok["model_id"].to_pylist())
+        copies.add(ok)
         coding = coding_summary(ok)
         for scale, n in coding["scale"].items():
             scales[scale] = scales.get(scale, 0) + n
@@ -200,6 +239,7 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         "coding": {"scale": dict(sorted(scales.items(), key=lambda item: -float(item[0]))),
                    "partial_last_chunk": count["partial_last_chunk"], "unknown": count["unknown"]},
         "reading": {loss: reading[loss] for loss in READING_WORDS if reading.get(loss)},
+        "copies": copies.result(),
         "by_depth": [{"depth": d, **by_depth[d].result(cost=False)} for d in sorted(by_depth)],
         "worst": worst_rows,
         "failures": ([{"path": p, "error": e} for p, e in _by_path([(r["path"], r["error"]) for r in failed])]
@@ -334,6 +374,14 @@ READING_WORDS = {**{loss: words for loss, (_, words) in LOSSY_MODES.items()},
 def reading_text(reading: dict) -> str:
     """A report's `reading` summary in words."""
     return "; ".join(f"{n} {READING_WORDS[loss]}" for loss, n in reading.items()) or "nothing lost (8-bit sources)"
+
+
+def copies_text(copies: dict) -> str:
+    """A report's `copies` summary in words."""
+    if not copies["images"]:
+        return "none (no source's bytes are stored twice)"
+    return (f"{copies['images']} image(s) the same source bytes as another ({copies['sources']} source(s) stored "
+            f"more than once: {copies['bytes']:,} bytes beyond one each)")
 
 
 def bytes_text(summary: dict) -> str:

@@ -459,7 +459,7 @@ def report(
     """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
 
-    from .archive import bytes_text, coding_text, depth_text, reading_text, report as make_report
+    from .archive import bytes_text, coding_text, copies_text, depth_text, reading_text, report as make_report
 
     if html_out is not None:
         from .htmlreport import write_html_report
@@ -486,7 +486,8 @@ def report(
                         ("archive bytes", bytes_text(s)),
                         ("ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-"),
                         ("coding", coding_text(s["coding"]) if s["ok"] else "-"),
-                        ("reading", reading_text(s["reading"]) if s["ok"] else "-")]:
+                        ("reading", reading_text(s["reading"]) if s["ok"] else "-"),
+                        ("copies", copies_text(s["copies"]))]:
         head.add_row(name, value)
     out.print(head)
     if s["set_aside_parts"]:

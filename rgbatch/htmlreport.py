@@ -23,7 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import storage
-from .archive import SourceUnreachable, _source_image, bytes_text, coding_text, depth_text, reading_text, report
+from .archive import (SourceUnreachable, _source_image, bytes_text, coding_text, copies_text, depth_text,
+                      reading_text, report)
 from .codec import Codec
 from .imageio import encode_png
 from .manifest import Archive
@@ -164,7 +165,8 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
              ["bpp as stored", _fmt(s["stored"]["bpp"], ".4f")],
              ["mean MS-SSIM as stored", _fmt(s["stored"]["mean_msssim"], ".4f")],
              ["coding", coding_text(s["coding"]) if s["ok"] else "-"],
-             ["reading", reading_text(s["reading"]) if s["ok"] else "-"]]
+             ["reading", reading_text(s["reading"]) if s["ok"] else "-"],
+             ["copies", copies_text(s["copies"])]]
     by_depth = [[r["depth"], r["images"], f"{r['bytes']:,}", _fmt(r["bpp"], ".4f"), _fmt(r["mean_msssim"], ".4f"),
                  _fmt(r["mean_psnr"], ".2f")] for r in s["by_depth"]]
     worst = [[r["path"], _fmt(r["msssim"], ".4f"), _fmt(r["bpp"], ".4f"),

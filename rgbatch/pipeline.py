@@ -51,7 +51,7 @@ from .options import OptionError, check_choice, check_range
 from .manifest import TIMES_FOLD, Archive
 from .ratecontrol import Target, check_measured
 from .resample import candidates
-from .row import OK, UNCHANGED, Row
+from .row import OK, UNCHANGED, Row, hash_keys
 from .sources import GLOB_CHARS, Source, archive_name, expand_sources, read_source, source_row, unchanged
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
@@ -741,11 +741,9 @@ def _alike_keys(done: pa.Table, chunk: int = 1 << 16) -> tuple[np.ndarray, np.nd
     keys, rows = [np.zeros(0, np.uint64)], [alike[:0]]
     for start in range(0, len(alike), chunk):
         part = alike[start:start + chunk]
-        hashes = done["source_hash"].take(part)
-        sha256 = pc.fill_null(pc.match_substring_regex(hashes, "^[0-9a-f]{64}$"), False)
-        heads = pc.utf8_slice_codeunits(hashes.filter(sha256), 0, 16).to_numpy(zero_copy_only=False).astype("S16")
-        keys.append(np.frombuffer(bytes.fromhex(heads.tobytes().decode()), ">u8").astype(np.uint64))
-        rows.append(part[sha256.to_numpy(zero_copy_only=False)])
+        heads, sha256 = hash_keys(done["source_hash"].take(part))
+        keys.append(heads)
+        rows.append(part[sha256])
     keys, rows = np.concatenate(keys), np.concatenate(rows)
     order = np.argsort(keys, kind="stable")
     return keys[order], rows[order]

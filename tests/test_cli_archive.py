@@ -646,6 +646,27 @@ def test_copies_are_ok_rows_of_one_source_hash_and_model():
     assert _copies(table) == {"a", "b"}  # not a null hash, an error row, another model's, another hash
 
 
+def test_report_counts_the_sources_stored_more_than_once(archive, tmp_path):
+    """`report`'s copies: the rows beyond one of each source's bytes (its hash, whatever the
+    model), and what they store; none in an archive of distinct images."""
+    from rgbatch.archive import copies_text
+
+    copies = archive_of(tmp_path, archive, ["a.png", "x/a.png", "y/a.png"], "copies")
+    with PartWriter(copies, "m2") as writer:  # a row of the same bytes by another model, cut smaller, counts too
+        writer.add(Row.from_dict({**current(archive / "archive")["b.png"], "path": "b.png"}))
+        writer.add(Row.from_dict({**current(archive / "archive")["a.png"], "path": "z/a.png", "model_id": "m2"}).cut(1))
+    blob = len(current(archive / "archive")["a.png"]["blob"])
+    summary = json.loads(run("report", copies, "--json").stdout)["summary"]
+    assert summary["copies"] == {"images": 3, "sources": 1, "bytes": 3 * blob}  # the smallest of a's four kept
+    assert copies_text(summary["copies"]) == ("3 image(s) the same source bytes as another (1 source(s) stored more "
+                                              f"than once: {3 * blob:,} bytes beyond one each)")
+    table = run("report", copies).stdout  # the facts table's row, wrapped in its cell
+    assert "│ copies " in table and "3 image(s) the same source" in table and f"{3 * blob:,} bytes" in table
+    summary = json.loads(run("report", archive / "archive", "--json").stdout)["summary"]
+    assert summary["copies"] == {"images": 0, "sources": 0, "bytes": 0}
+    assert copies_text(summary["copies"]) == "none (no source's bytes are stored twice)"
+
+
 def test_one_bad_row_never_stops_a_restore(archive, tiny_weights, tmp_path):
     deep = "/".join(["d" * 200] * 21) + "/deep.png"  # 4,200 characters, every name short enough
     paths = ["nul\0byte.png", "x" * 300 + ".png", deep, "f.png", "f.png/inner.png", "folder.png", "good.png"]
