@@ -1123,8 +1123,7 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
     for part in man.unreadable_parts + sorted(damaged):
         result.set_aside.append(storage.uri(man.fs, man.set_aside(part)))
     man.replace([p for p in old_parts if p not in damaged], new_parts)
-    for times in man.times_files:  # their notes are in the rows now
-        storage.delete(man.fs, times)
+    man.delete_times()  # their notes are in the rows now
     result.parts = len(new_parts)
     result.bytes = man.part_bytes(new_parts)
     return result

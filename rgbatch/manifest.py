@@ -650,6 +650,12 @@ class Archive:
         deleted with its notes, as they were passed over."""
         files = [*self.times_files, *more]
         write_times(self.fs, self.root, self.notes(files, dated=True))
+        return self.delete_times(files)
+
+    def delete_times(self, files: list[str] | None = None) -> int:
+        """Delete times files (`files`, else this archive's as listed) whose notes are kept
+        elsewhere: in one times file (`fold_times`), in the rows (`compact`). The number deleted."""
+        files = self.times_files if files is None else files
         for path in files:
             storage.delete(self.fs, path)
         return len(files)

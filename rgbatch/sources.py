@@ -28,6 +28,7 @@ from .row import UNCHANGED, Row
 from .storage import file_stat, is_local, is_uri, kind, listed_files, read_bytes, resolve, uri, utf8_name, walk_local
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     import pyarrow.fs as pafs  # only storage.py calls pyarrow.fs
 
 GLOB_CHARS = "*?["
@@ -230,19 +231,20 @@ def stat_before_reading(fs, path: str, listed: tuple | None = None) -> tuple[int
     return size, mtime if mtime is not None and mtime < now - dt.timedelta(seconds=RACY_SECONDS) else None
 
 
-def unchanged(sources: list[Source], known: list[tuple[str, int | None, dt.datetime | None]],
-              rehash: bool = False) -> list:
-    """Whether each source is still as archived, `known` its (sha256, size, modification time) of
-    then: its size and time are (not read: rsync's test; as the object store's listing gave them,
+KNOWN = ("source_hash", "source_bytes", "source_mtime")  # what `unchanged` knows of an archived source
+
+
+def unchanged(sources: list[Source], known: pa.Table, rehash: bool = False) -> list:
+    """Whether each source is still as archived, `known` a table of its `KNOWN` (sha256, size,
+    modification time) of then, a row per source: its size and time are (not read: rsync's test; as the object store's listing gave them,
     or a local file's stat), else its sha256 is (read, hashed; every source with `rehash`). A
     rerun's check of many archived sources in one task (a task per source cost 2 ms each, 43 s
     for 20,000 thumbnails). Each answer is False (changed, or it does not read: `read_source`
     then says why), True, or, for one unchanged by its hash whose size or time moved (touched,
     copied without its times), its (size, time) now, where recordable (`stat_before_reading`):
-    a note for the next rerun (`PartWriter.write_times`). `known` may be a table of those
-    columns (`Archive.done`'s rows: read into Python here, in the task, not by the driver)."""
-    if hasattr(known, "column"):
-        known = list(zip(*(known[c].to_pylist() for c in ("source_hash", "source_bytes", "source_mtime"))))
+    a note for the next rerun (`PartWriter.write_times`). `known` (`Archive.done`'s rows) is read
+    into Python here, in the task, not by the driver."""
+    known = zip(*(known[c].to_pylist() for c in KNOWN))
 
     def same(source: Source, sha256: str, size: int | None, mtime: dt.datetime | None):
         try:

@@ -7,13 +7,14 @@ import hashlib
 import os
 import signal
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 
 from conftest import smooth_image
 from rgbatch import sources as rs
 from rgbatch import storage
-from rgbatch.row import UNCHANGED
+from rgbatch.row import UNCHANGED, Row
 
 
 def touch(path, data=b"x"):
@@ -180,7 +181,7 @@ def test_unchanged_checks_many_archived_sources_in_one_call(tmp_path):
              for name in ("a.png", "b.png", "c.png", "d.png", "e.png")}
     (tmp_path / "b.png").write_bytes(b"changed")
     names = sorted(known)
-    same = rs.unchanged([rs.Source(str(tmp_path / n), n) for n in names], [known[n] for n in names])
+    same = rs.unchanged([rs.Source(str(tmp_path / n), n) for n in names], pa.table(dict(zip(rs.KNOWN, zip(*(known[n] for n in names))))))
     assert same == [True, False, True, False, False]
 
 
@@ -198,7 +199,7 @@ def test_a_source_of_the_archived_size_and_time_is_skipped_unread(tmp_path, monk
     rows = [rs.read_source(source, None, 10**8)[0] for source in sources]
     assert rows[0].source_mtime.timestamp() == past and rows[0].source_bytes == old.stat().st_size
     assert rows[1].source_mtime is None  # written just now: a time that may not change with the bytes
-    known = [(row.source_hash, row.source_bytes, row.source_mtime) for row in rows]
+    known = Row.to_arrow(rows).select(rs.KNOWN)
     monkeypatch.setattr(rs, "RACY_SECONDS", 3600)  # new.png's time stays too recent to note, however slow the test
     read = []
     monkeypatch.setattr(rs, "read_bytes", lambda fs, path: read.append(path) or storage.read_bytes(fs, path))
@@ -206,11 +207,11 @@ def test_a_source_of_the_archived_size_and_time_is_skipped_unread(tmp_path, monk
     assert rs.unchanged(sources, known, rehash=True) == [True, True] and read == [str(new), str(old), str(new)]
     os.utime(old, (past + 1, past + 1))  # touched: hashed again, the same bytes: its size and time now, to note
     now = (old.stat().st_size, rows[0].source_mtime + dt.timedelta(seconds=1))
-    assert rs.unchanged(sources[:1], known[:1]) == [now]
+    assert rs.unchanged(sources[:1], known.slice(0, 1)) == [now]
     assert read[-1] == str(old)
     data = bytearray(old.read_bytes())
     data[-5] ^= 1  # other bytes of the same size, the time put back
     old.write_bytes(bytes(data))
     os.utime(old, (past, past))
-    assert rs.unchanged(sources[:1], known[:1]) == [True]  # what the shortcut trusts
-    assert rs.unchanged(sources[:1], known[:1], rehash=True) == [False]
+    assert rs.unchanged(sources[:1], known.slice(0, 1)) == [True]  # what the shortcut trusts
+    assert rs.unchanged(sources[:1], known.slice(0, 1), rehash=True) == [False]
