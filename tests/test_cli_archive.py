@@ -106,6 +106,7 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
         "cmyk.jpg": save(rgb.convert("CMYK"), "JPEG"),
         "16bit.png": save(Image.fromarray((np.arange(32 * 40, dtype=np.uint16).reshape(32, 40) * 50)), "PNG"),
         "rgba.png": save(rgb.convert("RGBA"), "PNG"),
+        "rgb16.ppm": b"P6 40 32 65535\n" + (np.asarray(rgb).astype(">u2") * 257).tobytes(),  # 16-bit colour
         "pages.tiff": pages(rgb, 3),
         "one-pixel.png": save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
         "empty.png": b"",
@@ -124,13 +125,13 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
     result = json.loads(done.stdout)
-    assert (result["ok"], result["failed"]) == (7, 4)
+    assert (result["ok"], result["failed"]) == (8, 4)
 
     rows = current(tmp_path / "archive")
     assert {p for p, r in rows.items() if r["status"] == "ok"} == {
-        "good.png", "good.jpg", "cmyk.jpg", "16bit.png", "rgba.png", "pages.tiff", "one-pixel.png"}
+        "good.png", "good.jpg", "cmyk.jpg", "16bit.png", "rgba.png", "rgb16.ppm", "pages.tiff", "one-pixel.png"}
     assert rows["pages.tiff"]["frames"] == 3 and rows["good.png"]["frames"] is None
-    assert rows["cmyk.jpg"]["mode"] == "CMYK" and rows["rgba.png"]["mode"] == "RGBA"
+    assert rows["cmyk.jpg"]["mode"] == "CMYK" and rows["rgba.png"]["mode"] == "RGBA" and rows["rgb16.ppm"]["mode"] == "RGB;16"
     assert rows["16bit.png"]["mode"].startswith("I") and (rows["one-pixel.png"]["width"], rows["one-pixel.png"]["height"]) == (1, 1)
     errors = {p: r["error"] for p, r in rows.items() if r["status"] == "error"}
     assert errors["empty.png"] == "empty file (0 bytes)"
@@ -139,10 +140,10 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert "decompression" in errors["bomb.png"]
     # and the report says what reading lost besides the codec
     report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
-    assert report["summary"]["reading"] == {"reduced_to_8_bits": 1, "colour_converted": 1, "frames_dropped": 1,
+    assert report["summary"]["reading"] == {"reduced_to_8_bits": 2, "colour_converted": 1, "frames_dropped": 1,
                                             "alpha_kept": 1}
     said = " ".join(run("report", tmp_path / "archive").output.replace("│", " ").split())
-    assert ("1 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK, YCbCr, LAB or HSV; 1 with only the "
+    assert ("2 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK, YCbCr, LAB or HSV; 1 with only the "
             "first of their frames or pages kept; 1 with their alpha channel kept losslessly") in said
 
 

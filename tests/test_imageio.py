@@ -84,6 +84,57 @@ def test_16_bit_is_scaled_not_clipped():
     assert (decode_image(save(Image.fromarray(half)))[0] == 128).all()
 
 
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_16(samples: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG of HxWxC uint16 samples (colour type 2: RGB, 4: grey and alpha, 6: RGBA)."""
+    height, width = samples.shape[:2]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in samples)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def tiff_16(samples: np.ndarray) -> bytes:
+    """An uncompressed little-endian TIFF of HxWx3 uint16 RGB samples (Pillow writes none)."""
+    height, width = samples.shape[:2]
+    data = samples.astype("<u2").tobytes()
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 8 + 2 + 9 * 12 + 4), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, 8 + 2 + 9 * 12 + 4 + 6), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 1, len(data))]
+    ifd = b"".join(struct.pack("<HHIHH" if kind == 3 and count == 1 else "<HHII", tag, kind, count, value,
+                               *((0,) if kind == 3 and count == 1 else ())) for tag, kind, count, value in tags)
+    return b"II*\0" + struct.pack("<IH", 8, len(tags)) + ifd + struct.pack("<I3H", 0, 16, 16, 16) + data
+
+
+@pytest.mark.parametrize("kind", ["PNG RGB", "PNG RGBA", "PNG LA", "TIFF RGB", "PPM RGB"])
+def test_16_bit_colour_is_read_as_its_high_bytes_and_recorded_as_reduced(kind):
+    """Pillow reads 16-bit RGB, RGBA and LA PNGs, 16-bit RGB TIFFs and PPMs as 8-bit RGB or RGBA
+    (each sample's high byte; a PPM's scaled): the mode recorded says so (`RGB;16`, `RGBA;16`), so that `report`
+    counts it among the images reduced to 8 bits; an alpha channel is kept."""
+    samples = np.random.default_rng(0).integers(0, 65536, (3, 5, 4), dtype=np.uint16)
+    channels = {"RGB": 3, "RGBA": 4, "LA": 2}[kind.split()[1]]
+    data = {"PNG": lambda: png_16(samples[..., :channels], {3: 2, 4: 6, 2: 4}[channels]),
+            "TIFF": lambda: tiff_16(samples[..., :3]),
+            "PPM": lambda: b"P6 5 3 65535\n" + samples[..., :3].astype(">u2").tobytes()}[kind.split()[0]]()
+    decoded = imageio.decode_image_and_metadata(data)
+    high = (samples >> 8).astype(np.uint8)
+    colours = np.repeat(high[..., :1], 3, axis=2) if channels == 2 else high[..., :3]
+    if kind.startswith("PPM"):  # Pillow scales a PPM's samples by its maximum value: within one of the high byte
+        assert np.abs(decoded.pixels.astype(int) - colours).max() <= 1
+    else:
+        assert np.array_equal(decoded.pixels, colours)
+    assert decoded.mode == ("RGB;16" if channels == 3 else "RGBA;16")
+    assert decoded.mode in imageio.LOSSY_MODES["reduced_to_8_bits"][0]
+    if channels == 3:
+        assert decoded.alpha is None
+    else:
+        assert np.array_equal(decoded.alpha, high[..., channels - 1])
+    eight = (samples >> 8).astype(np.uint8)[..., :3]  # the same picture in 8 bits: nothing reduced
+    for fmt in ("PNG", "TIFF", "PPM"):
+        assert decode_image(save(Image.fromarray(eight), fmt))[1] == "RGB"
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "RGBa", "La"])
 def test_alpha_is_kept_beside_the_colours_band_by_band(monkeypatch, mode):
     rng = np.random.default_rng(3)
@@ -143,8 +194,6 @@ def test_bad_files_are_refused_with_reasons():
 
 def png_header_only(width, height):
     """A PNG that claims width x height pixels and holds none: costs nothing to make."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
