@@ -14,8 +14,8 @@
 | L or RGB                       | recorded as PA, LA or RGBA                                   |
 | 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |
 | 16-bit RGB, RGBA, LA (PNG,     | 8 bits a sample, as Pillow reads them (high bytes; a PPM's   |
-| TIFF, PPM)                     | scaled); the mode recorded as RGB;16 or RGBA;16, so that     |
-|                                | `report` counts the reduction                                |
+| TIFF, PPM), 10- and 12-bit     | scaled); the mode recorded with the file's bits (RGB;16,     |
+| HEIF                           | RGBA;10...), so that `report` counts the reduction           |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
 | EXIF orientation               | applied, so the stored image is upright                      |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
@@ -55,13 +55,15 @@ MAX_METADATA_BYTES = 1 << 20
 
 # Source modes (the table above) whose conversion to 8-bit RGB loses something, by what it loses
 # (a key, and words that follow a count): what `rgbatch report` counts, from the rows' `mode` column
-ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "RGBA;16")  # modes with an alpha channel (a transparency key: recorded so)
-WIDE = ";16"  # recorded after the mode of a source of 16 bits a sample that Pillow reads as 8 (`_wide`)
+# RGB and RGBA sources of more than 8 bits a sample, which Pillow and its plugins read as 8 (`_sample_bits`):
+# recorded as RGB;16, RGBA;10 ... (the mode, then the file's bits a sample)
+WIDE_MODES = tuple(f"{mode};{bits}" for mode in ("RGB", "RGBA") for bits in (10, 12, 16))
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "RGBA;10", "RGBA;12", "RGBA;16")  # with an alpha channel (a transparency key: recorded so)
 LOSSY_MODES = {
     # since session 25 the alpha channel is kept (the `alpha` column); dropped: rows of older parts
     "alpha_dropped": (ALPHA_MODES, "with their alpha channel dropped"),
-    "reduced_to_8_bits": (("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "RGB" + WIDE, "RGBA" + WIDE),
-                          "reduced from 16 or 32 bits to 8"),
+    "reduced_to_8_bits": (("I;16", "I;16B", "I;16L", "I;16N", "I", "F", *WIDE_MODES),
+                          "reduced from more than 8 bits a sample to 8"),
     "colour_converted": (("CMYK", "YCbCr", "LAB", "HSV"), "converted to RGB from CMYK, YCbCr, LAB or HSV"),
 }
 
@@ -202,7 +204,8 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
             # all but name: recorded as the mode with alpha, and kept as one
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
-            mode += WIDE if _wide(image) else ""
+            bits = _sample_bits(image)
+            mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(f"image of {width}x{height} pixels is over the limit of {max_pixels} "
@@ -222,18 +225,21 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     return image, mode
 
 
-def _wide(image: Image.Image) -> bool:
-    """Whether an opened (not yet loaded) image holds 16 bits a sample where Pillow's mode holds 8:
-    16-bit RGB, RGBA and LA PNGs and TIFFs and 16-bit PPMs, which Pillow reads as RGB or RGBA,
-    keeping each sample's high byte (a PPM's scaled to 255): its decoder's raw mode says so, or a
-    PPM's maximum value."""
-    if image.mode not in ("RGB", "RGBA") or not image.tile:
-        return False
+def _sample_bits(image: Image.Image) -> int:
+    """The bits a sample of an opened (not yet loaded) RGB or RGBA image's file, where they are
+    more than the 8 that Pillow's mode holds, else 8: 16-bit RGB, RGBA and LA PNGs and TIFFs and
+    16-bit PPMs, read keeping each sample's high byte (a PPM's scaled to 255; their decoder's raw
+    mode or a PPM's maximum value says so), and 10- or 12-bit HEIF (pillow-heif's `bit_depth`)."""
+    bits = image.info.get("bit_depth")
+    if isinstance(bits, int) and bits > 8:
+        return bits
+    if not image.tile:
+        return 8
     codec, args = image.tile[0][0], image.tile[0][3]
     args = (args,) if isinstance(args, str) else tuple(args or ())
     if codec == "ppm":
-        return len(args) > 1 and isinstance(args[1], int) and args[1] > 255
-    return bool(args) and isinstance(args[0], str) and ";16" in args[0]
+        return 16 if len(args) > 1 and isinstance(args[1], int) and args[1] > 255 else 8
+    return 16 if args and isinstance(args[0], str) and ";16" in args[0] else 8
 
 
 BAND_PIXELS = 1 << 20  # pixels converted at once: a 100 MP image needs its Pillow image, the array and 6 MB

@@ -143,7 +143,7 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert report["summary"]["reading"] == {"reduced_to_8_bits": 2, "colour_converted": 1, "frames_dropped": 1,
                                             "alpha_kept": 1}
     said = " ".join(run("report", tmp_path / "archive").output.replace("│", " ").split())
-    assert ("2 reduced from 16 or 32 bits to 8; 1 converted to RGB from CMYK, YCbCr, LAB or HSV; 1 with only the "
+    assert ("2 reduced from more than 8 bits a sample to 8; 1 converted to RGB from CMYK, YCbCr, LAB or HSV; 1 with only the "
             "first of their frames or pages kept; 1 with their alpha channel kept losslessly") in said
 
 

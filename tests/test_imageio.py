@@ -135,6 +135,21 @@ def test_16_bit_colour_is_read_as_its_high_bytes_and_recorded_as_reduced(kind):
         assert decode_image(save(Image.fromarray(eight), fmt))[1] == "RGB"
 
 
+def test_10_bit_heif_is_recorded_as_reduced():
+    """pillow-heif reads a 10-bit HEIF as 8-bit RGB: the mode recorded says its bits."""
+    import pillow_heif
+
+    samples = np.random.default_rng(0).integers(0, 65536, (16, 16, 3), dtype=np.uint16)
+    buffer = io.BytesIO()
+    pillow_heif.from_bytes(mode="RGB;16", size=(16, 16), data=samples.tobytes()).save(buffer, quality=-1)
+    decoded = imageio.decode_image_and_metadata(buffer.getvalue())
+    assert decoded.mode == "RGB;10" and decoded.mode in imageio.LOSSY_MODES["reduced_to_8_bits"][0]
+    assert decoded.pixels.shape == (16, 16, 3) and decoded.alpha is None
+    eight = io.BytesIO()
+    pillow_heif.from_bytes(mode="RGB", size=(16, 16), data=(samples >> 8).astype(np.uint8).tobytes()).save(eight)
+    assert imageio.decode_image_and_metadata(eight.getvalue()).mode == "RGB"
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "RGBa", "La"])
 def test_alpha_is_kept_beside_the_colours_band_by_band(monkeypatch, mode):
     rng = np.random.default_rng(3)
