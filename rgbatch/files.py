@@ -91,7 +91,10 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
 
 def _output(out, overwrite: bool):
     """(file system, path) of an output file, refused before any work where a file is already
-    there and `overwrite` is not given, or where a folder is (storage.NotWritten)."""
+    there and `overwrite` is not given, or where a folder is or is meant (a name ending in "/"),
+    (storage.NotWritten)."""
+    if str(out).endswith("/"):
+        raise storage.NotWritten(f"{out}: names a folder (it ends in '/'): give the file's name")
     fs, path = storage.resolve(out)
     what = storage.kind(fs, path)
     if what == "folder":
