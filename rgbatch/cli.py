@@ -398,12 +398,16 @@ def compress(
                                             "by default one whose size and modification time are as archived is "
                                             "skipped unread (docs/ARCHIVE.md, Resuming)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what the command would do, from the sources' "
+                                                          "sizes and times and the archive's rows: how many "
+                                                          "sources it would skip, hash, encode; no image read, "
+                                                          "nothing written, no Ray."),
     as_json: bool = AS_JSON,
 ):
     """Compress images into an archive of Parquet manifests; reruns add only what is missing."""
     from rich.table import Table
 
-    from .pipeline import CompressOptions, compress as run_compress
+    from .pipeline import CompressOptions, compress as run_compress, plan
 
     with archive_errors():
         options = CompressOptions(
@@ -414,6 +418,9 @@ def compress(
             measure=measure, precision=precision, decoding=decoding,
             search_steps=search_steps, post_filter=post_filter, resample=resample, partial=partial, overlap=overlap,
             metadata=metadata, rehash=rehash)
+        if dry_run:
+            _print_plan(plan(sources, archive, options), as_json)
+            return
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,
                                   log=lambda text: err.print(text, highlight=False))
@@ -439,6 +446,31 @@ def compress(
         out.print(table)
         _print_failures("failed", result.failures)
     raise typer.Exit(result.exit_code)
+
+
+def _print_plan(result, as_json: bool):
+    """`compress --dry-run`'s answer (`pipeline.CompressPlan`)."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    if as_json:
+        _print_json(asdict(result))
+        return
+    table = Table(title=f"archive {shown(result.archive)}: a dry run, nothing read or written", title_justify="left",
+                  show_header=False)
+    for name, value in [
+            ("sources found", f"{result.sources:,} ({result.source_bytes:,} bytes)"),
+            ("unchanged", f"{result.unchanged:,}: skipped unread (their size and time as archived)"),
+            ("to hash", f"{result.to_hash:,} ({result.to_hash_bytes:,} bytes): archived, their size or time moved or "
+                        "none recorded: read and hashed, encoded again only where their bytes changed"),
+            ("new", f"{result.new:,} ({result.new_bytes:,} bytes): read and encoded, or their row copied where "
+                    "an image of the same bytes is archived or among them"),
+            ("unreadable", f"{result.unreadable:,}: no size or time to be had: they would fail"),
+            ("archived, not listed", f"{result.not_listed:,}: images of the archive whose paths are not among "
+                                     "these sources: kept as they are")]:
+        table.add_row(name, value)
+    out.print(table)
 
 
 @app.command()

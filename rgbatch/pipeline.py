@@ -52,7 +52,9 @@ from .manifest import TIMES_FOLD, Archive
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row, hash_keys
-from .sources import GLOB_CHARS, Source, archive_name, expand_sources, read_source, source_row, unchanged
+from .sources import (GLOB_CHARS, Source, archive_name, as_archived, expand_sources, read_source, source_row,
+                      unchanged)
+from .storage import file_stat, resolve
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -169,6 +171,61 @@ class CompressResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+
+@dataclass
+class CompressPlan:
+    """What `compress` would do with the same sources, archive and options (`plan`), from the
+    sources' listing and file metadata and the archive's rows alone: no image read or hashed."""
+    archive: str
+    sources: int = 0  # found
+    source_bytes: int = 0  # theirs, as listed
+    unchanged: int = 0  # archived, their size and time as recorded: skipped unread
+    to_hash: int = 0  # archived, their size or time moved or none recorded (all with `rehash`): read and hashed,
+    to_hash_bytes: int = 0  # skipped where their bytes are the same, else encoded again
+    new: int = 0  # not archived (or their row failed): read and encoded, or copied where the same bytes are
+    new_bytes: int = 0
+    unreadable: int = 0  # no size and time to be had (gone since listed, no permission): they fail
+    not_listed: int = 0  # images the archive holds whose paths are not among the sources: kept as they are
+
+
+def plan(sources: list[str], archive: str | None = None, options: CompressOptions | None = None) -> CompressPlan:
+    """What `compress(sources, archive, options)` would do (`compress --dry-run`): each source
+    checked against the archive's rows by its size and modification time, as a rerun checks it
+    (`sources.as_archived`), without reading, encoding or writing anything (a missing archive is
+    not made). The options are checked as `compress` checks them, weights included."""
+    options = options or CompressOptions()
+    options.check()
+    root, found = _expand(sources, archive)
+    resolve_options(options)
+    archive = Archive(archive or default_archive(root), create=True)  # a missing one holds nothing, and stays so
+    done = archive.done()
+    result = CompressPlan(archive=archive.location, sources=len(found))
+    at = _archived_at(found, done)
+    sizes, times = done["source_bytes"].to_pylist(), done["source_mtime"].to_pylist()
+    for source, index in zip(found, at):
+        try:
+            stat = source.listed or file_stat(*resolve(source.location))
+        except (OSError, ValueError):
+            result.unreadable += 1
+            continue
+        size = stat[0] or 0
+        result.source_bytes += size
+        if index < 0:
+            result.new, result.new_bytes = result.new + 1, result.new_bytes + size
+        elif not options.rehash and as_archived(stat, sizes[index], times[index]):
+            result.unchanged += 1
+        else:
+            result.to_hash, result.to_hash_bytes = result.to_hash + 1, result.to_hash_bytes + size
+    result.not_listed = done.num_rows - sum(index >= 0 for index in at)
+    return result
+
+
+def _archived_at(found: list[Source], done: pa.Table) -> list[int]:
+    """Each source's row in `done` (-1: not archived), found in one vectorized search."""
+    at = pc.index_in(pa.array([_utf8(s.path) for s in found], pa.large_string()),
+                     value_set=done["path"].combine_chunks(), skip_nulls=True)
+    return pc.fill_null(at, -1).to_numpy(zero_copy_only=False).tolist()
 
 
 # -- work done on the cluster -------------------------------------------------------------------
@@ -466,10 +523,8 @@ class _Run:
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
         self.check_task = ray.remote(unchanged).options(num_cpus=0)
         # sources archived before are checked `check_size` to a task; those that changed are read.
-        # Each goes with its row's index in `done` (-1: not archived), found in one vectorized search
-        at = pc.index_in(pa.array([_utf8(s.path) for s in found], pa.large_string()),
-                         value_set=done["path"].combine_chunks(), skip_nulls=True)
-        at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False).tolist()
+        # Each goes with its row's index in `done` (-1: not archived)
+        at = _archived_at(found, done)
         self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)
         self.pending = deque((s, i) for s, i in zip(found, at) if i < 0)  # sources to read, and their index
         self.checks = {}  # check ref -> its (source, index) pairs

@@ -147,6 +147,28 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
             "first of their frames or pages kept; 1 with their alpha channel kept losslessly") in said
 
 
+def test_a_dry_run_says_what_compress_would_do_and_writes_nothing(archive, tiny_weights, tmp_path):
+    """`compress --dry-run`: the counts of `pipeline.plan`, as a table or JSON, exit 0; the options
+    checked as a run checks them (exit 2); the archive not touched, a missing one not made."""
+    before = sorted(p.name for p in (archive / "archive").iterdir())
+    src = tmp_path / "src"
+    shutil.copytree(archive / "src", src)
+    Image.new("RGB", (8, 8)).save(src / "new.png")
+    (src / "a.png").unlink()
+    result = run("compress", src, "--out", archive / "archive", "--weights", tiny_weights, "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    said = json.loads(result.stdout)
+    assert (said["sources"], said["to_hash"], said["new"], said["not_listed"]) == (3, 2, 1, 1)  # copies: times moved
+    assert said["unchanged"] == said["unreadable"] == 0
+    table = run("compress", src, "--out", archive / "archive", "--weights", tiny_weights, "--dry-run")
+    assert table.exit_code == 0 and "a dry run, nothing read or written" in " ".join(table.stdout.split())
+    assert sorted(p.name for p in (archive / "archive").iterdir()) == before
+    missing = run("compress", src, "--out", tmp_path / "new-archive", "--weights", tiny_weights, "--dry-run", "--json")
+    assert json.loads(missing.stdout)["new"] == 3 and not (tmp_path / "new-archive").exists()
+    bad = run("compress", src, "--out", tmp_path / "x", "--weights", tiny_weights, "--dry-run", "--depth", "99")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and not (tmp_path / "x").exists()
+
+
 def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
     (tmp_path / "a-file").write_bytes(b"")
     for args in (["restore", archive / "archive", "--out", tmp_path / "a-file"],

@@ -23,7 +23,7 @@ from rgbatch.codec import Codec
 from rgbatch.manifest import Archive
 from rgbatch.row import Row
 from rgbatch.metrics import msssim
-from rgbatch.pipeline import CompressOptions, EncodeWorker, compress, plan_workers, ray_session
+from rgbatch.pipeline import CompressOptions, EncodeWorker, compress, plan, plan_workers, ray_session
 from rgbatch.ratecontrol import Target
 
 
@@ -165,8 +165,16 @@ def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster,
     write_images(source, rng, ["a.png", "b.png", "c.png"])
     for name in ("a.png", "b.png"):
         os.utime(source / name, (1_700_000_000, 1_700_000_000))
+    counts = ("unchanged", "to_hash", "new", "unreadable", "not_listed")
+    planned = plan([str(source)], str(archive), options(tiny_weights))  # a dry run: the archive not made
+    assert [getattr(planned, c) for c in counts] == [0, 0, 3, 0, 0] and not archive.exists()
+    assert planned.new_bytes == planned.source_bytes == sum(f.stat().st_size for f in source.iterdir())
     first = compress([str(source)], str(archive), options(tiny_weights))
     assert first.ok == 3
+    planned = plan([str(source)], str(archive), options(tiny_weights))  # c's time was not recorded: hashed
+    assert [getattr(planned, c) for c in counts] == [2, 1, 0, 0, 0]
+    assert [getattr(plan([str(source)], str(archive), options(tiny_weights, rehash=True)), c)
+            for c in counts] == [0, 3, 0, 0, 0]
     times = {r["path"]: r["source_mtime"] for r in Archive(archive).table(["path", "source_mtime"]).to_pylist()}
     assert [times[n] and times[n].timestamp() for n in ("a.png", "b.png", "c.png")] == [1_700_000_000] * 2 + [None]
     data = bytearray((source / "a.png").read_bytes())
@@ -179,6 +187,10 @@ def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster,
     assert (rehashed.ok, rehashed.skipped) == (1, 2)
     hashes = {r["path"]: r["source_hash"] for r in Archive(archive).done().to_pylist()}
     assert hashes["a.png"] == hashlib.sha256(bytes(data)).hexdigest()
+    (source / "c.png").unlink()
+    write_images(source, rng, ["d.png"])
+    planned = plan([str(source)], str(archive), options(tiny_weights))
+    assert [getattr(planned, c) for c in counts] == [2, 0, 1, 0, 1]  # a's new row holds its time; c not listed
 
 
 def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):

@@ -215,3 +215,18 @@ def test_a_source_of_the_archived_size_and_time_is_skipped_unread(tmp_path, monk
     os.utime(old, (past, past))
     assert rs.unchanged(sources[:1], known.slice(0, 1)) == [True]  # what the shortcut trusts
     assert rs.unchanged(sources[:1], known.slice(0, 1), rehash=True) == [False]
+
+
+def test_paths_relative_to_the_root_are_relpaths_own():
+    """`_relative`, the listing's fast `posixpath.relpath`, gives relpath's answer on paths
+    normal and not (double slashes, dots, a root with a trailing slash, the file system's root,
+    an object store's keys)."""
+    import itertools
+    import posixpath
+
+    paths = ["/a/b/c.png", "/a//b/c.png", "/a/b/../c.png", "/a/./b.png", "/a/b/./", "/a/.hidden/x", "/a/..b/c",
+             "/a/b.", "/", "/a/", "/ab/c", "bucket/x/y.png", "bucket/x//y.png", "bucket//z.png", "a"]
+    roots = ["/a", "/", "/a/b/", "/a/b", "/ab", "bucket", "bucket/x", "a"]
+    for path, root in itertools.product(paths, roots):
+        if path.startswith("/") == root.startswith("/"):
+            assert rs._relative(path, root) == posixpath.relpath(path, root), (path, root)
