@@ -271,6 +271,32 @@ def test_a_row_group_damaged_inside_is_left_out_and_the_rest_of_its_part_reads(t
     assert sorted(r.path for r in archive.rows()) == ["0.png", "1.png", "2.png", "3.png", "6.png"] and archive.missed == []
 
 
+def test_consecutive_row_groups_are_read_at_once_and_a_damaged_one_among_them_is_found(tmp_path, rng, monkeypatch):
+    """`_batches` reads runs of consecutive row groups in one call (`_runs`, at most RUN_BYTES);
+    a run holding a damaged group is read again group by group, which leaves that one out: the
+    same rows as reading every group alone, here and with the damage."""
+    from rgbatch import manifest
+
+    with PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=4) as writer:
+        for i in range(16):
+            writer.add(ok_row(f"{i:02d}.png", blob=rng.bytes(100)))
+    (part,) = parts(tmp_path)
+    calls = []
+    read_row_groups = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", lambda self, groups, **kw: calls.append(list(groups))
+                        or read_row_groups(self, groups, **kw))
+    whole = Archive(tmp_path).table()
+    assert whole["path"].to_pylist() == [f"{i:02d}.png" for i in range(16)] and calls[0] == [0, 1, 2, 3]
+    monkeypatch.setattr(manifest, "RUN_BYTES", 1)  # every group alone
+    assert Archive(tmp_path).table().equals(whole)
+    damage_page(tmp_path / part, 2, "path")
+    for most in (1, 1 << 30):
+        monkeypatch.setattr(manifest, "RUN_BYTES", most)
+        archive = Archive(tmp_path)
+        assert archive.table()["path"].to_pylist() == [f"{i:02d}.png" for i in (0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15)]
+        assert "its row group 3 of 4 (4 rows) does not read" in archive.unreadable[0][1]
+
+
 def test_a_row_group_whose_blobs_are_damaged_gives_what_reads_and_names_what_it_did_not(tmp_path, rng):
     part = damaged_archive(tmp_path, rng, "blob")
     archive = Archive(tmp_path)
