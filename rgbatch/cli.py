@@ -459,16 +459,20 @@ def _print_plan(result, as_json: bool):
         return
     table = Table(title=f"archive {shown(result.archive)}: a dry run, nothing read or written", title_justify="left",
                   show_header=False)
-    for name, value in [
-            ("sources found", f"{result.sources:,} ({result.source_bytes:,} bytes)"),
-            ("unchanged", f"{result.unchanged:,}: skipped unread (their size and time as archived)"),
-            ("to hash", f"{result.to_hash:,} ({result.to_hash_bytes:,} bytes): archived, their size or time moved or "
-                        "none recorded: read and hashed, encoded again only where their bytes changed"),
-            ("new", f"{result.new:,} ({result.new_bytes:,} bytes): read and encoded, or their row copied where "
-                    "an image of the same bytes is archived or among them"),
-            ("unreadable", f"{result.unreadable:,}: no size or time to be had: they would fail"),
-            ("archived, not listed", f"{result.not_listed:,}: images of the archive whose paths are not among "
-                                     "these sources: kept as they are")]:
+    for name, key, value in [
+            ("sources found", None, f"{result.sources:,} ({result.source_bytes:,} bytes)"),
+            ("unchanged", None, f"{result.unchanged:,}: skipped unread (their size and time as archived)"),
+            ("to hash", "to_hash", f"{result.to_hash:,} ({result.to_hash_bytes:,} bytes): archived, their size or "
+                                   "time moved or none recorded: read and hashed, encoded again only where their "
+                                   "bytes changed"),
+            ("new", "new", f"{result.new:,} ({result.new_bytes:,} bytes): read and encoded, or their row copied "
+                           "where an image of the same bytes is archived or among them"),
+            ("unreadable", None, f"{result.unreadable:,}: no size or time to be had: they would fail"),
+            ("archived, not listed", "not_listed", f"{result.not_listed:,}: images of the archive whose paths are "
+                                                   "not among these sources: kept as they are")]:
+        if key and result.examples[key]:
+            more = getattr(result, key) - len(result.examples[key])
+            value += "\ne.g. " + ", ".join(map(shown, result.examples[key])) + (f" and {more:,} more" if more else "")
         table.add_row(name, value)
     out.print(table)
 

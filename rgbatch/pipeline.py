@@ -187,6 +187,11 @@ class CompressPlan:
     new_bytes: int = 0
     unreadable: int = 0  # no size and time to be had (gone since listed, no permission): they fail
     not_listed: int = 0  # images the archive holds whose paths are not among the sources: kept as they are
+    # the first few paths of `new`, `to_hash` and `not_listed` (PLAN_EXAMPLES each), to look at
+    examples: dict[str, list[str]] = field(default_factory=lambda: {"new": [], "to_hash": [], "not_listed": []})
+
+
+PLAN_EXAMPLES = 5
 
 
 def plan(sources: list[str], archive: str | None = None, options: CompressOptions | None = None) -> CompressPlan:
@@ -212,12 +217,17 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
         size = stat[0] or 0
         result.source_bytes += size
         if index < 0:
-            result.new, result.new_bytes = result.new + 1, result.new_bytes + size
+            result.new, result.new_bytes, kind = result.new + 1, result.new_bytes + size, "new"
         elif not options.rehash and as_archived(stat, sizes[index], times[index]):
-            result.unchanged += 1
+            result.unchanged, kind = result.unchanged + 1, None
         else:
-            result.to_hash, result.to_hash_bytes = result.to_hash + 1, result.to_hash_bytes + size
-    result.not_listed = done.num_rows - sum(index >= 0 for index in at)
+            result.to_hash, result.to_hash_bytes, kind = result.to_hash + 1, result.to_hash_bytes + size, "to_hash"
+        if kind and len(result.examples[kind]) < PLAN_EXAMPLES:
+            result.examples[kind].append(source.path)
+    unlisted = np.ones(done.num_rows, dtype=bool)
+    unlisted[[index for index in at if index >= 0]] = False
+    result.not_listed = int(unlisted.sum())
+    result.examples["not_listed"] = done["path"].filter(unlisted)[:PLAN_EXAMPLES].to_pylist()
     return result
 
 

@@ -160,8 +160,10 @@ def test_a_dry_run_says_what_compress_would_do_and_writes_nothing(archive, tiny_
     said = json.loads(result.stdout)
     assert (said["sources"], said["to_hash"], said["new"], said["not_listed"]) == (3, 2, 1, 1)  # copies: times moved
     assert said["unchanged"] == said["unreadable"] == 0
+    assert said["examples"] == {"new": ["new.png"], "to_hash": ["b.png", "sub/c.png"], "not_listed": ["a.png"]}
     table = run("compress", src, "--out", archive / "archive", "--weights", tiny_weights, "--dry-run")
-    assert table.exit_code == 0 and "a dry run, nothing read or written" in " ".join(table.stdout.split())
+    words = " ".join(table.stdout.replace("│", " ").split())
+    assert table.exit_code == 0 and "a dry run, nothing read or written" in words and "e.g. new.png" in words
     assert sorted(p.name for p in (archive / "archive").iterdir()) == before
     missing = run("compress", src, "--out", tmp_path / "new-archive", "--weights", tiny_weights, "--dry-run", "--json")
     assert json.loads(missing.stdout)["new"] == 3 and not (tmp_path / "new-archive").exists()

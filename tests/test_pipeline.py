@@ -191,6 +191,7 @@ def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster,
     write_images(source, rng, ["d.png"])
     planned = plan([str(source)], str(archive), options(tiny_weights))
     assert [getattr(planned, c) for c in counts] == [2, 0, 1, 0, 1]  # a's new row holds its time; c not listed
+    assert planned.examples == {"new": ["d.png"], "to_hash": [], "not_listed": ["c.png"]}
 
 
 def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
