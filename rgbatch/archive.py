@@ -539,10 +539,15 @@ def _copies(table: pa.Table) -> set[str]:
     and model another has: copies (docs/ARCHIVE.md, "Sources of the same bytes"), whose blobs
     `restore` and `verify` decode once. It only says where to look: one decoding serves two rows
     only where their blobs (or streams cut to the depth) are the same."""
+    return set(_copies_of(table, ("source_hash", "model_id"))["path"].to_pylist())
+
+
+def _copies_of(table: pa.Table, keys: tuple[str, ...] = ("source_hash",)) -> pa.Table:
+    """The ok rows of `table` with a source hash whose `keys` another ok row has too."""
     ok = table.filter(pc.and_(pc.fill_null(pc.equal(table["status"], OK), False), pc.is_valid(table["source_hash"])))
-    counts = ok.group_by(["source_hash", "model_id"], use_threads=False).aggregate([([], "count_all")])
+    counts = ok.group_by(list(keys), use_threads=False).aggregate([([], "count_all")])
     counts = counts.filter(pc.greater(counts["count_all"], 1)).drop_columns(["count_all"])
-    return set(ok.join(counts, keys=["source_hash", "model_id"], join_type="left semi")["path"].to_pylist())
+    return ok.join(counts, keys=list(keys), join_type="left semi")
 
 
 def _restored_pixels(fs, target: str, row: Row, text: str, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
@@ -1040,12 +1045,13 @@ class CompactResult:
 
 
 def compact(archive, depth: int | None = None, target: Target = Target(), progress=None,
-            drop: tuple[str, ...] = (), drop_failed: bool = False) -> CompactResult:
+            drop: tuple[str, ...] = (), drop_failed: bool = False, drop_moved: bool = False) -> CompactResult:
     """Rewrite an archive as its current rows only, one set of parts per model, dropping
     superseded rows (failed attempts retried, older versions of changed sources); with
     `depth` or a rate `target`, cut each blob to that depth for good (the smaller of the two).
-    `drop` (globs on the archived paths) and `drop_failed` (the images whose current row is a
-    failure) leave images out for good: a later `compress` of their sources encodes them again.
+    `drop` (globs on the archived paths), `drop_failed` (the images whose current row is a
+    failure) and `drop_moved` (`_moved`: the old paths of moved sources) leave images out for
+    good: a later `compress` of their sources encodes them again.
 
     The new parts are committed before any old part is deleted, and their rows are the
     latest written, so an interruption at any point leaves a consistent archive (rerun to
@@ -1053,12 +1059,12 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
     """
     check_range("depth", depth, 1)
     man = Archive(archive)  # refuses, worded, what is no archive before anything is locked or written
-    dropped = _dropped_paths(man, drop, drop_failed)  # the archive as it is now: no writer adds to `man`
+    dropped = _dropped_paths(man, drop, drop_failed, drop_moved)  # the archive as it is now: no writer adds to `man`
     with man.locked("compact"):
         return _compact_locked(man, depth, target, progress, dropped)
 
 
-def _dropped_paths(man: Archive, drop: tuple[str, ...], drop_failed: bool) -> set[str]:
+def _dropped_paths(man: Archive, drop: tuple[str, ...], drop_failed: bool, drop_moved: bool = False) -> set[str]:
     """The archived paths `compact` leaves out. Refused before any work: a glob that matches
     none (a mistyped one would drop nothing, silently), and leaving nothing (no parts would be
     left: that is deleting the archive, which the user does, not `compact`)."""
@@ -1074,10 +1080,42 @@ def _dropped_paths(man: Archive, drop: tuple[str, ...], drop_failed: bool) -> se
         table = man.table(["path", "status"])
         dropped |= {p for p, status in zip(table.column("path").to_pylist(), table.column("status").to_pylist())
                     if p is not None and status != OK}
+    if drop_moved:
+        dropped |= _moved(man)
     if dropped and len(dropped) == current.num_rows:
         raise OptionError("drop", f"it would drop all {len(dropped)} image(s) of the archive, leaving no part: "
                                   f"delete the archive's folder instead")
     return dropped
+
+
+def _moved(man: Archive) -> set[str]:
+    """The archived paths of moved sources: ok rows whose source file is gone while another ok
+    row of the same bytes (source hash, whatever its model) still has its source: a renamed or
+    moved folder's old paths, whose images the archive holds under their new ones. Where every
+    source of those bytes is gone (a disk unmounted, a bucket unreachable), or cannot be asked
+    (no permission, a store's failure), none is dropped. Only the sources of bytes archived more
+    than once are looked at (a `stat` each)."""
+    copies = _copies_of(man.table(["path", "status", "source", "source_hash"]))
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for path, source, sha256 in zip(*(copies[c].to_pylist() for c in ("path", "source", "source_hash"))):
+        groups.setdefault(sha256, []).append((path, source))
+    moved = set()
+    for rows in groups.values():
+        gone = {path for path, source in rows if _source_gone(source)}
+        if len(gone) < len(rows):
+            moved |= gone
+    return moved
+
+
+def _source_gone(location: str | None) -> bool:
+    """Whether a row's source file is no longer there (asked, and answered so: not found)."""
+    try:
+        storage.file_stat(*storage.resolve(location))
+        return False
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, TypeError):  # no permission, a store's failure, no location: not known gone
+        return False
 
 
 def _compact_locked(man: Archive, depth: int | None, target: Target, progress, dropped: set[str]) -> CompactResult:

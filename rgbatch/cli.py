@@ -745,6 +745,10 @@ def compact(
                                             "compress of their sources encodes them again."),
     drop_failed: bool = typer.Option(False, "--drop-failed", help="Leave out the images whose current row is a "
                                                                   "failure."),
+    drop_moved: bool = typer.Option(False, "--drop-moved", help="Leave out the images whose source file is gone "
+                                                                "while another image of the same bytes still has "
+                                                                "its source (the old paths of a renamed or moved "
+                                                                "folder); none where every such source is gone."),
     as_json: bool = AS_JSON,
 ):
     """Rewrite an archive as its current rows only (one set of parts per model), optionally
@@ -756,7 +760,7 @@ def compact(
         target = _target(target_msssim, target_bpp, max_bytes)
         with _image_progress("compact") as progress:
             result = run_compact(archive, depth=depth, target=target, progress=progress, drop=tuple(drop),
-                                 drop_failed=drop_failed)
+                                 drop_failed=drop_failed, drop_moved=drop_moved)
     if as_json:
         from dataclasses import asdict
 

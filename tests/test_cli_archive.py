@@ -520,6 +520,28 @@ def test_compact_drops_images_for_good(archive, tiny_weights, tmp_path):
     assert refused.exit_code == 2 and "delete the archive" in refused.output and set(current(work)) == {"b.png"}
 
 
+def test_compact_drops_the_old_paths_of_moved_sources(archive, tmp_path):
+    """`--drop-moved`: an image whose source is gone while another of the same bytes still has its
+    source (a folder renamed) is left out; where every source of those bytes is gone (a disk
+    unmounted), or an image has no other of its bytes, it stays."""
+    good = current(archive / "archive")["a.png"]
+    there = tmp_path / "there.png"
+    there.write_bytes(b"x")
+    gone = str(tmp_path / "gone.png")
+    rows = {"old/a.png": ("h1", gone), "new/a.png": ("h1", str(there)),  # renamed: old/ goes
+            "x/b.png": ("h2", gone), "y/b.png": ("h2", gone),  # both gone: kept
+            "c.png": ("h3", gone),  # the only one of its bytes: kept
+            "p/d.png": ("h4", str(there)), "q/d.png": ("h4", str(there))}  # both there: kept
+    with PartWriter(tmp_path / "moved", good["model_id"]) as writer:
+        for path, (sha256, source) in rows.items():
+            writer.add(Row.from_dict({**good, "path": path, "source_hash": sha256 * 32, "source": source}))
+    result = run("compact", tmp_path / "moved", "--drop-moved", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dropped"] == 1 and set(current(tmp_path / "moved")) == set(rows) - {"old/a.png"}
+    again = run("compact", tmp_path / "moved", "--drop-moved", "--json")  # nothing more to drop: no error
+    assert again.exit_code == 0 and json.loads(again.stdout)["dropped"] == 0
+
+
 def test_an_interrupted_compact_leaves_every_image_readable(archive, tmp_path):
     from rgbatch.archive import compact
 
