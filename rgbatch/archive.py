@@ -67,6 +67,14 @@ _DEPTH_SQL = f"""
 _WORST_SQL = """
     SELECT path, msssim[-1] AS msssim, bpp[-1] AS bpp, iterations, scale, last_steps FROM images
     ORDER BY msssim[-1] NULLS LAST, path LIMIT {limit}"""
+# per folder `levels` deep (the first components of the path's folder; "" for images at the top)
+_FOLDER_SQL = """
+    SELECT array_to_string(list_slice(string_split(regexp_replace(path, '/?[^/]*$', ''), '/'), 1, {levels}), '/')
+               AS folder,
+           count(*) AS images, sum(source_bytes)::BIGINT AS source_bytes,
+           sum(bytes[-1] + coalesce(alpha_bytes, 0))::BIGINT AS bytes, sum(width * height)::BIGINT AS pixels,
+           sum(msssim[-1]) AS msssim_sum, count(msssim[-1]) AS msssim_count
+    FROM images GROUP BY folder"""
 REPORT_COLUMNS = IMAGE_FIELDS + ["frames", "source_hash"]  # what `report` reads: not the blobs, times... (less memory)
 
 
@@ -153,7 +161,7 @@ def _by_path(rows: list) -> list:
 
 
 def report(archive, depth: int | None = None, min_msssim: float | None = None, worst: int = 5,
-           images: bool = True) -> dict:
+           images: bool = True, folders: int | None = None) -> dict:
     """{"images": reader, "summary": {...}}: what the archive holds, costs and looks like; the
     images a `pyarrow.RecordBatchReader` of `IMAGE_FIELDS`, one row per image, sorted by path
     (`.read_all()`: a Table; `rgbatch report --json` writes it a batch at a time). The summary is
@@ -163,12 +171,15 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
 
     summary.stored: totals at the stored depths; summary.by_depth: per depth, over the images
     stored at least that deep; summary.at_depth / at_msssim: what the archive would cost cut
-    to `depth` iterations / to the smallest depth reaching `min_msssim` per image.
+    to `depth` iterations / to the smallest depth reaching `min_msssim` per image; summary.folders
+    (with `folders`): per folder that many levels deep, what its ok images store, largest first.
     """
     check_range("depth", depth, 1)
     check_range("worst", worst, 0)
+    check_range("folders", folders, 1)
     man = Archive(archive)
-    summary, spill = man.read_whole(lambda: _summarize(man, depth, Target(msssim=min_msssim), worst, images))
+    summary, spill = man.read_whole(lambda: _summarize(man, depth, Target(msssim=min_msssim), worst, images,
+                                                       folders))
     summary = {"archive": man.location, "parts": len(man.parts), "part_bytes": man.part_bytes(), **summary,
                "unreadable_parts": len(man.unreadable), "set_aside_parts": len(man.set_aside_parts())}
     summary["failures"] += [{"path": path, "error": why} for path, why in man.unreadable]
@@ -179,11 +190,13 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
 
 _SUMMARY_KEYS = ("archive", "parts", "part_bytes", "images", "ok", "failed", "unreadable_parts", "set_aside_parts",
                  "model_ids", "source_bytes", "pixels", "stored", "alpha_bytes", "compression_ratio", "coding",
-                 "reading", "copies", "by_depth", "worst", "failures", "at_depth", "at_msssim")
+                 "reading", "copies", "by_depth", "worst", "failures", "at_depth", "at_msssim", "folders")
 
 
-def _summarize(man: Archive, depth: int | None, target: Target, worst: int, images: bool) -> tuple[dict, "_Spill | None"]:
+def _summarize(man: Archive, depth: int | None, target: Target, worst: int, images: bool,
+               folders: int | None = None) -> tuple[dict, "_Spill | None"]:
     """(the summary `report` adds up chunk by chunk, the rows of `IMAGE_FIELDS` spilled if `images`)."""
+    by_folder: dict[str, dict] = {}
     count = dict.fromkeys(("images", "ok", "source_bytes", "alpha_bytes", "pixels", "shallower", "not_reached",
                            "unmeasured", "partial_last_chunk", "unknown"), 0)
     stored, at_depth, at_msssim, by_depth, copies = _Sums(), _Sums(), _Sums(), {}, _Copies()
@@ -205,6 +218,10 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         count["pixels"] += pc.sum(pc.multiply(ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0
         models.update(ok["model_id"].to_pylist())
         copies.add(ok)
+        for row in _query(_FOLDER_SQL.format(levels=int(folders)), ok) if folders else ():
+            sums = by_folder.setdefault(row.pop("folder"), dict.fromkeys(row, 0))
+            for key, value in row.items():
+                sums[key] += value or 0
         coding = coding_summary(ok)
         for scale, n in coding["scale"].items():
             scales[scale] = scales.get(scale, 0) + n
@@ -250,6 +267,11 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
     if target.msssim is not None:
         summary["at_msssim"] = {"msssim": target.msssim, **at_msssim.result(), "not_reached": count["not_reached"],
                                 "unmeasured": count["unmeasured"]}
+    if folders:
+        summary["folders"] = sorted(({"folder": name, "images": t["images"], "source_bytes": t["source_bytes"],
+                                      "bytes": t["bytes"], "bpp": 8 * t["bytes"] / t["pixels"] if t["pixels"] else None,
+                                      "mean_msssim": t["msssim_sum"] / t["msssim_count"] if t["msssim_count"] else None}
+                                     for name, t in by_folder.items()), key=lambda f: (-f["bytes"], f["folder"]))
     return summary, spill
 
 

@@ -483,6 +483,8 @@ def report(
     depth: Optional[int] = typer.Option(None, help="Also show what the archive costs cut to this depth."),
     min_msssim: Optional[float] = typer.Option(None, help="Also show what it costs at this MS-SSIM per image."),
     worst: int = typer.Option(5, help="How many of the worst images (lowest MS-SSIM) to list."),
+    folders: Optional[int] = typer.Option(None, help="Also show what the images of each folder this many levels "
+                                                     "deep store (1: the top-level folders), largest first."),
     as_json: bool = typer.Option(False, "--json", help="Print {images, summary} as JSON."),
     html_out: Optional[str] = typer.Option(None, "--html", help="Write one self-contained HTML page instead: "
                                            "tables, the rate-quality curve, and images side by side."),
@@ -500,9 +502,9 @@ def report(
     if html_out is not None:
         from .htmlreport import write_html_report
 
-        if depth is not None or min_msssim is not None or as_json:
-            err.print(_red("error:", " --html writes the page alone: drop --depth, --min-msssim and --json, "
-                                     "or run report twice"), soft_wrap=True)
+        if depth is not None or min_msssim is not None or folders is not None or as_json:
+            err.print(_red("error:", " --html writes the page alone: drop --depth, --min-msssim, --folders and "
+                                     "--json, or run report twice"), soft_wrap=True)
             raise typer.Exit(2)
         with archive_errors():
             page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights)
@@ -510,7 +512,8 @@ def report(
                   highlight=False)
         return
     with archive_errors():
-        result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst, images=as_json)
+        result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst, images=as_json,
+                             folders=folders)
     if as_json:
         _print_json(result)
         return
@@ -558,7 +561,21 @@ def report(
             table.add_row(shown(row["path"]), fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"),
                           depth_text(row["iterations"], row["last_steps"], row["scale"]))
         out.print(table)
+    if "folders" in s:
+        table = Table(title=f"by folder, {folders} level(s) deep, largest first", title_justify="left")
+        for column in ("folder", "images", "source bytes", "stored bytes", "bpp", "mean MS-SSIM"):
+            table.add_column(column, justify="left" if column == "folder" else "right")
+        for row in s["folders"][:FOLDERS_SHOWN]:
+            table.add_row(shown(row["folder"]) if row["folder"] else "(top level)", f"{row['images']:,}",
+                          f"{row['source_bytes']:,}", f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
+                          fmt(row["mean_msssim"], ".4f"))
+        out.print(table)
+        if len(s["folders"]) > FOLDERS_SHOWN:
+            out.print(f"{len(s['folders']) - FOLDERS_SHOWN:,} more folder(s): --json lists them all", highlight=False)
     _print_failures("failed", [(f["path"], f["error"]) for f in s["failures"]])
+
+
+FOLDERS_SHOWN = 20  # `report --folders`: the largest this many in the table
 
 
 @app.command()

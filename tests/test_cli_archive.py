@@ -245,15 +245,16 @@ def test_a_report_added_up_a_row_group_at_a_time_is_the_report_of_one_reading(ar
                            {"iterations": 2, **{k: row[k][:2] for k in ("bytes", "bpp", "msssim", "psnr")}},
                            {"scale": 0.5, "last_steps": 3}][(i + part) % 6]
                 writer.add(Row.from_dict({**row, "path": f"{part}/{i:03d}.png", **changes}))
-    whole = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4)
+    whole = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4, folders=1)
     whole_images = whole["images"].read_all()
     assert whole["summary"]["failed"] == 150 and whole_images.num_rows == 450
+    assert sorted(f["folder"] for f in whole["summary"]["folders"]) == ["0", "1", "2"]  # one folder a part
     assert whole_images["path"].to_pylist() == sorted(whole_images["path"].to_pylist())
     monkeypatch.setattr(manifest, "CHUNK_ROWS", manifest.ROW_GROUP_ROWS)
     monkeypatch.setattr(archive_module, "SORT_MEMORY", "16MB")  # DuckDB's least
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "spill"))
     (tmp_path / "spill").mkdir()
-    chunked = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4)
+    chunked = archive_module.report(folder, depth=2, min_msssim=0.3, worst=4, folders=1)
     assert [p.name for p in (tmp_path / "spill").iterdir()][0].startswith("rgbatch-report-")
     assert chunked["images"].read_all().equals(whole_images)
     assert list((tmp_path / "spill").iterdir()) == []  # the spilled images deleted once read
@@ -712,6 +713,27 @@ def test_report_counts_the_sources_stored_more_than_once(archive, tmp_path):
     summary = json.loads(run("report", archive / "archive", "--json").stdout)["summary"]
     assert summary["copies"] == {"images": 0, "sources": 0, "bytes": 0}
     assert copies_text(summary["copies"]) == "none (no source's bytes are stored twice)"
+
+
+def test_report_adds_up_each_folder_a_chosen_number_of_levels_deep(archive, tmp_path):
+    """`report --folders N`: per folder N levels deep (images higher up under their own folder,
+    "" at the top), the ok images' count, source bytes, stored bytes, bpp and mean MS-SSIM,
+    largest first; the table shows them, `--html` refuses the option."""
+    rows = current(archive / "archive")
+    summary = json.loads(run("report", archive / "archive", "--folders", "1", "--json").stdout)["summary"]
+    top, sub = summary["folders"]
+    assert (top["folder"], top["images"], sub["folder"], sub["images"]) == ("", 2, "sub", 1)
+    assert top["bytes"] == len(rows["a.png"]["blob"]) + len(rows["b.png"]["blob"])
+    assert sub["source_bytes"] == rows["sub/c.png"]["source_bytes"]
+    assert sub["mean_msssim"] == pytest.approx(rows["sub/c.png"]["msssim"][-1])
+    assert sub["bpp"] == pytest.approx(8 * len(rows["sub/c.png"]["blob"]) / (rows["sub/c.png"]["width"]
+                                                                          * rows["sub/c.png"]["height"]))
+    deep = archive_of(tmp_path, archive, ["x/y/z/a.png", "x/y/b.png", "x/c.png", "d.png", "e.png"], "deep")
+    folders = json.loads(run("report", deep, "--folders", "2", "--json").stdout)["summary"]["folders"]
+    assert [(f["folder"], f["images"]) for f in folders] == [("", 2), ("x/y", 2), ("x", 1)]  # bytes, then name
+    table = run("report", deep, "--folders", "2").stdout
+    assert "by folder, 2 level(s) deep" in table and "(top level)" in table and "x/y" in table
+    assert run("report", deep, "--folders", "1", "--html", tmp_path / "p.html").exit_code == 2
 
 
 def test_one_bad_row_never_stops_a_restore(archive, tiny_weights, tmp_path):
