@@ -1130,13 +1130,11 @@ def _moved(man: Archive) -> set[str]:
 
 
 def _source_gone(location: str | None) -> bool:
-    """Whether a row's source file is no longer there (asked, and answered so: not found)."""
+    """Whether a row's source file is no longer there (asked, and answered so: missing, or a
+    dangling symbolic link); a folder, a FIFO... there now is not a source, but not gone either."""
     try:
-        storage.file_stat(*storage.resolve(location))
-        return False
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError, TypeError):  # no permission, a store's failure, no location: not known gone
+        return storage.kind(*storage.resolve(location)) in ("missing", "a dangling symbolic link")
+    except (OSError, ValueError, TypeError):  # a store's failure, no location: not known gone
         return False
 
 

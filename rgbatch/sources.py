@@ -252,8 +252,9 @@ def as_archived(stat: tuple, size: int | None, mtime: dt.datetime | None) -> boo
 
 def unchanged(sources: list[Source], known: pa.Table, rehash: bool = False) -> list:
     """Whether each source is still as archived, `known` a table of its `KNOWN` (sha256, size,
-    modification time) of then, a row per source: its size and time are (not read: rsync's test; as the object store's listing gave them,
-    or a local file's stat), else its sha256 is (read, hashed; every source with `rehash`). A
+    modification time) of then, a row per source: its size and time are (not read: rsync's
+    test; as the object store's listing gave them, or a local file's stat), else its sha256 is
+    (read, hashed; every source with `rehash`). A
     rerun's check of many archived sources in one task (a task per source cost 2 ms each, 43 s
     for 20,000 thumbnails). Each answer is False (changed, or it does not read: `read_source`
     then says why), True, or, for one unchanged by its hash whose size or time moved (touched,

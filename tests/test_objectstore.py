@@ -183,6 +183,23 @@ def test_a_listing_gives_the_sizes_and_times_a_rerun_checks_without_a_request_pe
     assert rs.unchanged(found, Row.to_arrow(rows).select(rs.KNOWN)) == [True] * 2
 
 
+def test_a_moved_source_is_seen_gone_in_a_store(s3, clean_env, monkeypatch):
+    """`compact --drop-moved` asks a store whether a row's source is there (`_source_gone`): a
+    missing object is gone, a present one not, a store that cannot answer never says gone."""
+    from rgbatch.archive import _source_gone
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    query = f"?endpoint_override=127.0.0.1:{s3}&scheme=http"
+    assert not _source_gone(f"s3://{BUCKET}/src/{PATHS[0]}{query}")
+    assert _source_gone(f"s3://{BUCKET}/src/moved-away.png{query}")
+    with socket.socket() as sock:  # a port nothing listens at once closed: no answer
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    assert not _source_gone(f"s3://{BUCKET}/src/moved-away.png?endpoint_override=127.0.0.1:{closed}&scheme=http"
+                            "&connect_timeout=1&request_timeout=1")
+
+
 @pytest.mark.slow
 def test_the_archive_commands_by_the_uri_query_through_a_glob(s3, clean_env, tiny_weights, tmp_path):
     import pyarrow.fs as pafs
