@@ -419,7 +419,7 @@ def compress(
             search_steps=search_steps, post_filter=post_filter, resample=resample, partial=partial, overlap=overlap,
             metadata=metadata, rehash=rehash)
         if dry_run:
-            _print_plan(plan(sources, archive, options), as_json)
+            _print_plan(plan(sources, archive, options, log=lambda text: err.print(text, highlight=False)), as_json)
             return
         with _image_progress("compress", megapixels=True) as progress:
             result = run_compress(sources, archive, options, progress=progress,

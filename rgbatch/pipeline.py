@@ -194,17 +194,23 @@ class CompressPlan:
 PLAN_EXAMPLES = 5
 
 
-def plan(sources: list[str], archive: str | None = None, options: CompressOptions | None = None) -> CompressPlan:
+def plan(sources: list[str], archive: str | None = None, options: CompressOptions | None = None,
+         log=None) -> CompressPlan:
     """What `compress(sources, archive, options)` would do (`compress --dry-run`): each source
     checked against the archive's rows by its size and modification time, as a rerun checks it
     (`sources.as_archived`), without reading, encoding or writing anything (a missing archive is
-    not made). The options are checked as `compress` checks them, weights included."""
+    not made). The options are checked as `compress` checks them, weights included. `log(text)`
+    gets a note as each stage starts (a million sources take about half a minute)."""
     options = options or CompressOptions()
     options.check()
     root, found = _expand(sources, archive)
     resolve_options(options)
     archive = Archive(archive or default_archive(root), create=True)  # a missing one holds nothing, and stays so
+    if log:
+        log(f"{len(found)} sources; reading the archive's rows")
     done = archive.done()
+    if log:
+        log(f"the archive holds {done.num_rows} image(s); checking the sources' sizes and times")
     result = CompressPlan(archive=archive.location, sources=len(found))
     at = _archived_at(found, done)
     sizes, times = done["source_bytes"].to_pylist(), done["source_mtime"].to_pylist()
