@@ -51,6 +51,7 @@ def test_the_page_holds_tables_curve_and_images_side_by_side(archive, tiny_weigh
         assert f'<table id="{table}">' in page
     assert page.count("<tr><td>") >= 3 + 2  # three depths, two worst images
     assert "<tr><td>coding</td><td>all at scale 1; whole iterations</td></tr>" in page
+    assert "<tr><td>copies</td><td>none (no source&#x27;s bytes are stored twice)</td></tr>" in page
     assert "<th>depth</th></tr></thead>" in page and "<td>3</td></tr>" in page  # the worst images' depth
     # a resampled image and a partial last chunk, as the page says them
     summary = {**result["summary"], "coding": {"scale": {"1": 1, "0.75": 1}, "partial_last_chunk": 1, "unknown": 0}}
