@@ -62,11 +62,14 @@ def build(work: Path, rows: int, seeds: int, weights: str | None):
                                            source_mtime=file_stat(*resolve(str(link)))[1]))
 
 
-def timed(args: list[str]) -> tuple[float, float, int]:
-    """(seconds, peak resident GB, exit code) of `rgbatch ARGS` in a process of its own."""
+def timed(args: list[str], cwd: Path) -> tuple[float, float, int]:
+    """(seconds, peak resident GB, exit code) of `rgbatch ARGS` in a process of its own, run in
+    `cwd`: `python -m` puts its working folder first on sys.path, so from inside a checkout it
+    would run that checkout's rgbatch whatever PYTHONPATH names (a comparison of two checkouts
+    measured one twice)."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "rgbatch.cli", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, cwd=cwd)
     _, status, usage = os.wait4(process.pid, 0)
     return time.perf_counter() - start, usage.ru_maxrss / 1e6, os.waitstatus_to_exitcode(status)
 
@@ -91,7 +94,7 @@ def run(work: Path, rows: int, seeds: int, weights: str | None) -> dict[str, tup
         "verify --quick --sample 2": ["verify", archive, "--quick", "--sample", "2", *weights],
         "compress rerun (20 new, 20 copies)": ["compress", str(work / "src"), "--out", archive, *weights],
     }
-    return {name: timed(command) for name, command in commands.items()}
+    return {name: timed(command, work) for name, command in commands.items()}
 
 
 def main():
@@ -101,7 +104,7 @@ def main():
     parser.add_argument("--work", type=Path, default=Path("/tmp/rgbatch-large"))
     parser.add_argument("--weights", default=None)
     args = parser.parse_args()
-    results = run(args.work, args.rows, args.seed, args.weights)
+    results = run(args.work.resolve(), args.rows, args.seed, args.weights and str(Path(args.weights).resolve()))
     print(f"{'command':30s} {'seconds':>8s} {'peak GB':>8s} {'exit':>5s}")
     for name, (seconds, peak, code) in results.items():
         print(f"{name:30s} {seconds:8.1f} {peak:8.2f} {code:5d}")
