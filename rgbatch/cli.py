@@ -477,6 +477,9 @@ def _print_plan(result, as_json: bool):
     out.print(table)
 
 
+FOLDERS_SHOWN = 20  # `report --folders`: the largest this many in the table
+
+
 @app.command()
 def report(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
@@ -573,9 +576,6 @@ def report(
         if len(s["folders"]) > FOLDERS_SHOWN:
             out.print(f"{len(s['folders']) - FOLDERS_SHOWN:,} more folder(s): --json lists them all", highlight=False)
     _print_failures("failed", [(f["path"], f["error"]) for f in s["failures"]])
-
-
-FOLDERS_SHOWN = 20  # `report --folders`: the largest this many in the table
 
 
 @app.command()

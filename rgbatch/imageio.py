@@ -58,7 +58,8 @@ MAX_METADATA_BYTES = 1 << 20
 # RGB and RGBA sources of more than 8 bits a sample, which Pillow and its plugins read as 8 (`_sample_bits`):
 # recorded as RGB;16, RGBA;10 ... (the mode, then the file's bits a sample)
 WIDE_MODES = tuple(f"{mode};{bits}" for mode in ("RGB", "RGBA") for bits in (10, 12, 16))
-ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "RGBA;10", "RGBA;12", "RGBA;16")  # with an alpha channel (a transparency key: recorded so)
+# modes with an alpha channel (a transparency key: recorded so)
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", *(mode for mode in WIDE_MODES if mode.startswith("RGBA;")))
 LOSSY_MODES = {
     # since session 25 the alpha channel is kept (the `alpha` column); dropped: rows of older parts
     "alpha_dropped": (ALPHA_MODES, "with their alpha channel dropped"),

@@ -491,10 +491,8 @@ class Archive:
             yield from self._group_batches(part, file, group, rows, columns)
 
     def _group_batches(self, part: str, file: pq.ParquetFile, group: int, rows: range, columns: list[str]):
-        """(position, batch) of one row group's `columns` as the file holds them; nothing where the
-        group is known damaged, and what it gave before the damage where it turns out so."""
-        if (part, group) in self._damaged:
-            return
+        """(position, batch) of one row group's `columns` as the file holds them (`_batches` passes
+        no group known damaged), and what it gave before the damage where it turns out so."""
         batches, position = file.iter_batches(batch_size=ROW_GROUP_ROWS, row_groups=[group], columns=columns), rows.start
         while True:
             try:
