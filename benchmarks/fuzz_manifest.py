@@ -19,6 +19,7 @@ import collections
 import shutil
 import tempfile
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,19 @@ MUTATIONS = ("flip", "flips", "overwrite", "zero", "cut", "extend")
 
 
 def build(folder: Path, weights: str | None, images: int = 8):
-    """An archive of `images` crops of SOURCE at depth 3, in two parts of row groups of two rows."""
+    """An archive of `images` crops of SOURCE at depth 3, in two parts of row groups of two rows;
+    the second and the last also under a second path in the second part, whose rows share their
+    blobs (`Row.shared_blob`: one held in the other part, one in the same)."""
     worker = EncodeWorker(weights, "cpu", CompressOptions(iterations=3, tile_size=32, batch_size=4))
     pixels = read_image(SOURCE)[0]
     crops = [np.ascontiguousarray(pixels[16 * i:16 * i + 40, 8 * i:8 * i + 56]) for i in range(images)]
     infos = [Row(f"folder/image {i}.png", f"/src/image {i}.png", source_hash=str(i), source_bytes=1,
                  width=56, height=40, mode="RGB", read_seconds=0.0) for i in range(images)]
     rows = worker.encode(infos, *crops)
-    for half in (rows[: images // 2], rows[images // 2:]):
-        with PartWriter(folder, worker.model_id(), row_group_rows=2) as writer:
+    copies = [replace(rows[i], path=f"folder/copy {i}.png", source=f"/src/copy {i}.png") for i in (1, images - 1)]
+    for half in (rows[: images // 2], rows[images // 2:] + copies):
+        held = Archive(folder).held_blobs() if folder.exists() else None
+        with PartWriter(folder, worker.model_id(), row_group_rows=2, held=held) as writer:
             for row in half:
                 writer.add(row)
 
@@ -125,7 +130,7 @@ def fuzz(cases: int, seed: int, weights, tmp: Path):
     good = tmp / "good"
     build(good, weights)
     reference = restored(ra.restore(good, tmp / "reference", weights=weights, device="cpu"), None)
-    assert len(reference) == 8, "the undamaged archive must restore every image"
+    assert len(reference) == 10, "the undamaged archive must restore every image (8, and 2 copies)"
     parts = sorted(p.name for p in good.iterdir() if p.name.startswith("part-"))
     counts, escapes, refusals = collections.Counter(), [], collections.Counter()
     for case in range(cases):

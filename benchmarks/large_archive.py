@@ -51,7 +51,8 @@ def build(work: Path, rows: int, seeds: int, weights: str | None):
     for source in expand_sources([str(work / "seed")])[1]:
         info, image = read_source(source, None, 10**8)
         seeded += worker.encode([info], image)
-    with PartWriter(work / "archive", worker.model_id()) as writer:
+    # every blob stored whole, as distinct images' are (`compress` would store these copies' once)
+    with PartWriter(work / "archive", worker.model_id(), share=False) as writer:
         for i in range(rows):
             row = seeded[i % len(seeded)]
             path = f"d{i // 1000:03d}/img{i:07d}.png"

@@ -44,7 +44,7 @@ from .ratecontrol import Target
 from .row import OK, Row, hash_keys, schema_of
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
-                "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr"]
+                "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr", "shared_blob"]
 # re-measured vs recorded: same weights, so only float noise (fp32 vs bf16 decoding: at most 1.2e-4 measured on
 # Kodak; an encoder's float loop vs the exact decoder: about 2e-5 in fp32)
 MSSSIM_TOLERANCE = 1e-3
@@ -72,7 +72,8 @@ _FOLDER_SQL = """
     SELECT array_to_string(list_slice(string_split(regexp_replace(path, '/?[^/]*$', ''), '/'), 1, {levels}), '/')
                AS folder,
            count(*) AS images, sum(source_bytes)::BIGINT AS source_bytes,
-           sum(bytes[-1] + coalesce(alpha_bytes, 0))::BIGINT AS bytes, sum(width * height)::BIGINT AS pixels,
+           sum(CASE WHEN shared_blob THEN 0 ELSE bytes[-1] END + coalesce(alpha_bytes, 0))::BIGINT AS bytes,
+           sum(width * height)::BIGINT AS pixels,
            sum(msssim[-1]) AS msssim_sum, count(msssim[-1]) AS msssim_count
     FROM images GROUP BY folder"""
 REPORT_COLUMNS = IMAGE_FIELDS + ["frames", "source_hash"]  # what `report` reads: not the blobs, times... (less memory)
@@ -87,30 +88,39 @@ def _query(sql: str, images: pa.Table) -> list[dict]:
 class _Copies:
     """Sources stored more than once (the same bytes under several paths: docs/ARCHIVE.md, "Sources
     of the same bytes"), counted over chunks of ok rows from the first 8 bytes of their hashes and
-    what each row stores (blob and alpha channel): 16 bytes a row until `result`."""
+    what each row stores (blob, unless it shares another row's, and alpha channel) and would store
+    alone: 24 bytes a row until `result`; and the rows sharing another's blob, with the bytes that saves."""
 
     def __init__(self):
-        self.keys, self.costs = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
+        self.keys, self.costs, self.alone = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        self.shared, self.shared_bytes = 0, 0
 
     def add(self, ok: pa.Table):
         keys, sha256 = hash_keys(ok["source_hash"])
-        stored = pc.add(_last(ok["bytes"]), pc.fill_null(ok["alpha_bytes"], 0))
+        blob, shared = _last(ok["bytes"]), pc.fill_null(ok["shared_blob"], False)
+        self.shared += pc.sum(shared.cast(pa.int64())).as_py() or 0
+        self.shared_bytes += pc.sum(pc.if_else(shared, blob, 0)).as_py() or 0
+        alpha = pc.fill_null(ok["alpha_bytes"], 0)
         self.keys.append(keys)
-        self.costs.append(stored.to_numpy()[sha256])
+        self.costs.append(pc.add(pc.if_else(shared, 0, blob), alpha).to_numpy()[sha256])
+        self.alone.append(pc.add(blob, alpha).to_numpy()[sha256])
 
     def result(self) -> dict:
         """images: rows beyond the first of each source; sources: those held more than once; bytes:
-        what those rows store beyond the smallest of each source's."""
-        keys, costs = np.concatenate(self.keys), np.concatenate(self.costs)
+        what those rows store beyond the smallest of each source's alone; shared: the rows whose blob
+        is another's (`Row.shared_blob`), shared_bytes: their blobs' bytes, stored once."""
+        keys, costs, alone = np.concatenate(self.keys), np.concatenate(self.costs), np.concatenate(self.alone)
         order = np.argsort(keys, kind="stable")
-        keys, costs = keys[order], costs[order]
+        keys, costs, alone = keys[order], costs[order], alone[order]
+        shared = {"shared": self.shared, "shared_bytes": self.shared_bytes}
         if not len(keys):
-            return {"images": 0, "sources": 0, "bytes": 0}
+            return {"images": 0, "sources": 0, "bytes": 0, **shared}
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         held = np.diff(np.r_[starts, len(keys)])
         many = held > 1
-        extra = np.add.reduceat(costs, starts)[many] - np.minimum.reduceat(costs, starts)[many]
-        return {"images": int(held[many].sum() - many.sum()), "sources": int(many.sum()), "bytes": int(extra.sum())}
+        extra = np.maximum(np.add.reduceat(costs, starts)[many] - np.minimum.reduceat(alone, starts)[many], 0)
+        return {"images": int(held[many].sum() - many.sum()), "sources": int(many.sum()), "bytes": int(extra.sum()),
+                **shared}
 
 
 def _last(lists: pa.ChunkedArray) -> pa.Array:
@@ -251,7 +261,7 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         "images": count["images"], "ok": count["ok"], "failed": len(failed) + len(damaged),
         "model_ids": sorted(models), "source_bytes": count["source_bytes"], "pixels": count["pixels"],
         "stored": stored, "alpha_bytes": count["alpha_bytes"],
-        "compression_ratio": (count["source_bytes"] / (stored["bytes"] + count["alpha_bytes"])
+        "compression_ratio": (count["source_bytes"] / (stored["bytes"] - copies.shared_bytes + count["alpha_bytes"])
                               if stored["bytes"] else None),
         "coding": {"scale": dict(sorted(scales.items(), key=lambda item: -float(item[0]))),
                    "partial_last_chunk": count["partial_last_chunk"], "unknown": count["unknown"]},
@@ -402,15 +412,18 @@ def copies_text(copies: dict) -> str:
     """A report's `copies` summary in words."""
     if not copies["images"]:
         return "none (no source's bytes are stored twice)"
-    return (f"{copies['images']} image(s) the same source bytes as another ({copies['sources']} source(s) stored "
-            f"more than once: {copies['bytes']:,} bytes beyond one each)")
+    shared = (f"; {copies['shared']} of them share another's blob, {copies['shared_bytes']:,} bytes stored once"
+              if copies["shared"] else "")
+    return (f"{copies['images']} image(s) the same source bytes as another ({copies['sources']} source(s) archived "
+            f"more than once: {copies['bytes']:,} bytes stored beyond one each{shared})")
 
 
 def bytes_text(summary: dict) -> str:
-    """A report's archive bytes in words: in blobs, in alpha channels (if any), in part files."""
+    """A report's archive bytes in words: in blobs (a blob rows share counted once), in alpha
+    channels (if any), in part files."""
     alpha = f"{summary['alpha_bytes']:,} in alpha channels, " if summary["alpha_bytes"] else ""
-    return (f"{summary['stored']['bytes'] or 0:,} in blobs, {alpha}{summary['part_bytes']:,} in "
-            f"{summary['parts']} part file(s)")
+    blobs = (summary["stored"]["bytes"] or 0) - summary["copies"]["shared_bytes"]
+    return f"{blobs:,} in blobs, {alpha}{summary['part_bytes']:,} in {summary['parts']} part file(s)"
 
 
 def coding_text(coding: dict) -> str:
@@ -891,7 +904,8 @@ def level_tolerance(source: np.ndarray, image: np.ndarray, measured: float) -> f
 
 
 def _check_blob(row: Row) -> str | None:
-    """Checksums of every chunk, and the header against the row."""
+    """Checksums of every chunk, the header against the row, and the whole blob's sha256 where
+    the row records it (rows written since session 50)."""
     try:
         header, _ = bitstream.unpack(row.blob)
     except bitstream.BitstreamError as e:
@@ -901,6 +915,8 @@ def _check_blob(row: Row) -> str | None:
                 f"{row.width}x{row.height} at {row.iterations}")
     if header.cumulative_bytes() != list(row.bytes) or len(row.blob) != row.bytes[-1]:
         return "blob sizes do not match the row's per-depth bytes"
+    if row.blob_sha256 is not None and hashlib.sha256(row.blob).hexdigest() != row.blob_sha256:
+        return "damaged blob or row: the blob's sha256 is not the one its row records"
     try:
         row.alpha_channel()
     except ImageError as e:
@@ -1189,8 +1205,13 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
 
 def _compact_row(man: Archive, row: Row, writers: dict, fallback_model: str, depth: int | None, target: Target,
                  result: CompactResult):
-    """Copy one current row into its model's new parts (cut to the depth asked for, where it can be)."""
+    """Copy one current row into its model's new parts (cut to the depth asked for, where it can be).
+    A row sharing a blob that no readable row holds is left out, as the rows of a damaged part
+    are: `compress` encodes its image again."""
     problem = row.problem()
+    if problem and row.shared_blob and row.blob is None:
+        result.problems.append((row.path, f"{problem}: left out; `compress` encodes it again"))
+        return
     if problem:
         result.problems.append((row.path, f"{problem}: kept as is"))
     else:  # a row of a part older than the scale and last_steps columns gets them

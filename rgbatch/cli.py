@@ -433,7 +433,8 @@ def compress(
         ratio = result.source_bytes / result.archive_bytes if result.archive_bytes else 0
         for name, value in [("sources found", result.sources), ("already archived", result.skipped),
                             ("compressed", result.ok if not result.copied else
-                             f"{result.ok} ({result.copied} copied: the same bytes as another image)"),
+                             f"{result.ok} ({result.copied} copied: the same bytes as another image"
+                             f"{f'; {result.shared} sharing its stream, stored once' if result.shared else ''})"),
                             ("failed", result.failed),
                             ("source bytes", f"{result.source_bytes:,}"), ("archive bytes", f"{result.archive_bytes:,}"),
                             ("ratio", f"{ratio:.1f}x"),
@@ -467,7 +468,7 @@ def _print_plan(result, as_json: bool):
                                    "bytes changed"),
             ("new", "new", f"{result.new:,} ({result.new_bytes:,} bytes): read and encoded, or their row copied "
                            "where an image of the same bytes is archived or among them"),
-            ("unreadable", None, f"{result.unreadable:,}: no size or time to be had: they would fail"),
+            ("unreadable", None, f"{result.unreadable:,}: missing, no regular file (a FIFO, a device) or no size or time to be had: they would fail"),
             ("archived, not listed", "not_listed", f"{result.not_listed:,}: images of the archive whose paths are "
                                                    "not among these sources: kept as they are")]:
         if key and result.examples[key]:

@@ -19,8 +19,10 @@ Rows are `rgbatch.row.Row`s (the schema lives there); file access goes through
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -40,9 +42,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, objectstore, storage
-from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row, schema_of
+from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row, digests, schema_of
 
-FORMAT_VERSION = 1
+# Format 2 (session 50): rows may share a blob (`Row.shared_blob`), which a format-1 reader would
+# take for damage and a format-1 `compact` would lose; parts are written in it, both are read.
+FORMAT_VERSION = 2
+READ_FORMATS = ("1", "2")
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 SET_ASIDE = "damaged"  # the folder in an archive where `compact` moves its damaged parts (`Archive.set_aside`)
@@ -59,7 +64,7 @@ CHUNK_ROWS = 1 << 16
 RUN_BYTES = 16 << 20  # consecutive row groups read at once hold at most this (uncompressed, all their columns)
 # what `done` reads: what `Row.problem` checks, and the source's hash, size and time
 DONE_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width", "height",
-                "iterations", *PER_DEPTH, "options"]
+                "iterations", *PER_DEPTH, "options", "shared_blob", "blob_sha256"]
 DONE_KEPT = ["path", "source_hash", "source_bytes", "source_mtime"]  # the columns of `done`'s table, with `alike`
 # Footers read at listing are kept for the readings that follow (parts never change once written),
 # up to this many bytes of memory: beyond, read again. A decoded footer holds about 1 KB per column
@@ -67,6 +72,7 @@ DONE_KEPT = ["path", "source_hash", "source_bytes", "source_mtime"]  # the colum
 # columns) is 46 KB on disk and 470 KB kept (pyarrow 26), so 128 MB keep about 290 full parts.
 FOOTER_CACHE_BYTES = 128 << 20
 FOOTER_CHUNK_BYTES = 1024
+SHARED_CACHE_BYTES = 32 << 20  # shared blobs `Archive.shared_blob` keeps, the latest given
 
 
 
@@ -124,16 +130,58 @@ class PartNotWritten(OSError):
     """A part file `PartWriter` could not write (`filename`: the archive)."""
 
 
+class HeldBlobs:
+    """The sha256 digests of the blobs an archive's rows hold whole: those of its parts as listed
+    (`Archive.held_blobs`, a sorted array of 32 bytes each) and of the parts committed since by
+    the writers given it (`PartWriter`), which store a row of one of these blobs as a reference
+    (`Row.shared_blob`) instead of its bytes. A listed one counts once `read(digest)` gives its
+    blob (read back whole the first time it is asked for): one that does not read back (damage in
+    its row group's blob pages, which a rerun reads nowhere else) is stored again, not referred to.
+    `listed` may be a function giving them, called at the first question (a rerun that writes no
+    row reads no digest)."""
+
+    def __init__(self, listed=None, read=None):
+        self._listed = listed if listed is not None else np.zeros(0, "S32")
+        self.read = read
+        self.committed: set[bytes] = set()  # and the listed ones read back
+        self.unread: set[bytes] = set()
+
+    @property
+    def listed(self) -> np.ndarray:
+        if callable(self._listed):
+            self._listed = self._listed()
+        return self._listed
+
+    def __contains__(self, digest: bytes) -> bool:
+        if digest in self.committed:
+            return True
+        listed = self.listed  # sorted
+        at = np.searchsorted(listed, digest)
+        if digest in self.unread or at == len(listed) or listed[at] != digest:
+            return False
+        if self.read is not None and self.read(digest) is None:
+            self.unread.add(digest)
+            return False
+        self.committed.add(digest)
+        return True
+
+
 class PartWriter:
     """Streams rows into part files: row groups of a few MB, each part committed atomically.
 
     Leaving the `with` block commits what was added, also on an exception or Ctrl-C, since
     every added row is complete; only a failure of the writing itself discards the part.
+
+    An ok row's blob is stored once (`add`): a row of the same blob as one `held` holds (the
+    archive's, `Archive.held_blobs`, and those this writer committed) or as one of its own part
+    stores none, only its digest (`Row.shared_blob`), so that sources of the same bytes (a photo
+    in two albums) cost one stream. Only a committed part's blobs are referred to from another part.
+    `share=False` stores every blob whole (each row readable on its own, as before format 2).
     """
 
     def __init__(self, archive, model_id: str, *, row_group_rows: int = ROW_GROUP_ROWS,
                  row_group_bytes: int = ROW_GROUP_BYTES, part_rows: int = PART_ROWS,
-                 commit_seconds: float = COMMIT_SECONDS):
+                 commit_seconds: float = COMMIT_SECONDS, held: HeldBlobs | None = None, share: bool = True):
         self.fs, self.root = storage.resolve(archive)
         self.schema = SCHEMA.with_metadata(schema_metadata(model_id))
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
@@ -147,10 +195,21 @@ class PartWriter:
         self._output = None
         self._part_rows = 0
         self._part_started = 0.0
+        self.held = held if held is not None else HeldBlobs()
+        self.share = share
+        self._part_blobs: set[bytes] = set()  # digests of the blobs the open part holds (committed with it)
 
-    def add(self, row: Row):
+    def add(self, row: Row) -> int:
+        """Add a row (written in its part's next row group); the bytes its blob takes there: none
+        where another row holds the same blob (its digest and `shared_blob` stored instead)."""
         if not self.pending:
             self._part_started = time.monotonic()  # a part's clock starts at its first row
+        if row.blob:  # the digest recomputed: a cut blob, a row read from an older part
+            digest = hashlib.sha256(row.blob).digest()
+            shared = self.share and row.status == OK and (digest in self._part_blobs or digest in self.held)
+            row = replace(row, blob=None if shared else row.blob, blob_sha256=digest.hex(), shared_blob=shared or None)
+            if not shared and row.status == OK:
+                self._part_blobs.add(digest)
         self._buffer.append(replace(row, written_at=dt.datetime.now(dt.timezone.utc)))
         self._buffer_bytes += len(row.blob or b"") + len(row.alpha or b"")
         if len(self._buffer) >= self.row_group_rows or self._buffer_bytes >= self.row_group_bytes:
@@ -159,6 +218,7 @@ class PartWriter:
             self.commit()
         else:
             self.commit_if_due()
+        return len(row.blob or b"")
 
     @property
     def pending(self) -> int:
@@ -223,8 +283,9 @@ class PartWriter:
             self._output.commit()
         self.parts.append(self._output.path)
         self.rows_committed += self._part_rows
+        self.held.committed |= self._part_blobs
         self._writer = self._output = None
-        self._part_rows = 0
+        self._part_rows, self._part_blobs = 0, set()
 
     def write_times(self, notes: list[tuple[str, str, int, dt.datetime]]):
         """Write (path, source hash, size, modification time) notes of unchanged sources whose
@@ -237,7 +298,7 @@ class PartWriter:
 
     def abort(self):
         """Drop the uncommitted rows and the temporary file."""
-        self._buffer, self._part_rows = [], 0
+        self._buffer, self._part_rows, self._part_blobs = [], 0, set()
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
@@ -311,6 +372,11 @@ class Archive:
         self._numbers: dict[str, int] = {}  # a row's position: its part's number << 32 | its index in the part
         self._footers: dict[str, pq.FileMetaData] = {}  # of parts read at listing, FOOTER_CACHE_BYTES of them
         self._footer_bytes = 0
+        self._holders = None  # (digests, positions) of the rows holding a blob whole: `_holder_index`
+        self._group = None  # (part, row group, its blobs): the last one `_blob_at` read
+        self._starts: dict[str, np.ndarray] = {}  # a part's row groups' first rows: `_blob_at`
+        self._shared = collections.OrderedDict()  # digest -> blob, the latest `shared_blob` gave (SHARED_CACHE_BYTES)
+        self._shared_bytes = 0
         if self.create and not storage.exists(self.fs, self.root):
             return
         if not storage.is_dir(self.fs, self.root):
@@ -365,15 +431,15 @@ class Archive:
             self._list()
             yield lock
 
-    def writer(self, model_id: str, **sizes) -> "PartWriter":
-        return PartWriter(self.location, model_id, **sizes)
+    def writer(self, model_id: str, held: HeldBlobs | None = None, **sizes) -> "PartWriter":
+        return PartWriter(self.location, model_id, held=held, **sizes)
 
     def replace(self, old_parts: list[str], new_parts: list[str]):
         """Delete `old_parts`, whose rows `new_parts` (committed) now hold."""
         for part in old_parts:
             storage.delete(self.fs, part)
         self.parts = sorted(set(self.parts) - set(old_parts) | set(new_parts))
-        self._current = None
+        self._current = self._holders = self._group = None
 
     def set_aside(self, part: str) -> str:
         """Move a damaged part (`unreadable_parts`, `damaged_parts`) into the archive's `damaged/`
@@ -420,8 +486,9 @@ class Archive:
         schema = file.schema_arrow  # built anew at each reading of the property: 6 s for 3000 parts
         metadata = schema.metadata or {}
         version = metadata.get(b"rgbatch.format_version", b"0").decode("utf-8", "replace")
-        if version != str(FORMAT_VERSION):
-            raise ValueError(f"{part} has manifest format {version!r}; this rgbatch reads format {FORMAT_VERSION}")
+        if version not in READ_FORMATS:
+            raise ValueError(f"{part} has manifest format {version!r}; this rgbatch reads formats "
+                             f"{' and '.join(READ_FORMATS)}")
         for name in set(schema.names) & set(COLUMNS):
             found, wanted = schema.field(name).type, SCHEMA.field(name).type
             if _type_family(found) != _type_family(wanted):
@@ -617,12 +684,97 @@ class Archive:
         keep = self._kept(paths)
         given = np.zeros(len(keep), dtype=bool)
         for batch in self._current_batches(COLUMNS, keep, given):
-            yield from Row.from_arrow(batch)
+            for row in Row.from_arrow(batch):
+                if row.shared_blob and row.blob is None and row.ok:
+                    row.blob = self.shared_blob(row.blob_sha256)  # None: `Row.problem` says why
+                yield row
         lost = keep[~given]  # in the parts' order
         lost_paths = current["path"].take(np.searchsorted(current["position"].to_numpy(), lost)).to_pylist()
         for position, path in zip(lost.tolist(), lost_paths):
             part, why = next((part, why) for (part, _), (rows, why) in self._damaged.items() if position in rows)
             self.missed.append((path, f"{posixpath.basename(part)}: {why}"))
+
+    # -- shared blobs (format 2) ------------------------------------------------------------------------
+    def _holder_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(digests, sorted, and the positions of the rows holding those blobs whole: ok rows
+        whose blob is their own, superseded ones too), read once, 40 bytes a row."""
+        if self._holders is None:
+            found, where, batches, positions = [np.zeros(0, "S32")], [np.zeros(0, np.int64)], [], []
+
+            def add():  # a chunk's batches at once: per batch of 64 rows the calls cost twice the reading
+                table = pa.Table.from_batches(batches)
+                whole = pc.and_(pc.fill_null(pc.equal(table["status"], OK), False),
+                                pc.invert(pc.fill_null(table["shared_blob"], False)))
+                held, sha256 = digests(table["blob_sha256"])
+                keep = whole.to_numpy(zero_copy_only=False)[sha256]
+                found.append(held[keep])
+                where.append(np.concatenate(positions)[sha256][keep])
+                batches.clear()
+                positions.clear()
+
+            if any("blob_sha256" in self._open(part).schema_arrow.names for part in self.parts):
+                for first, batch in self._batches(["status", "blob_sha256", "shared_blob"]):
+                    batches.append(batch)
+                    positions.append(np.arange(first, first + batch.num_rows, dtype=np.int64))
+                    if len(batches) * ROW_GROUP_ROWS >= CHUNK_ROWS:
+                        add()
+                if batches:
+                    add()
+            found, where = np.concatenate(found), np.concatenate(where)
+            order = np.argsort(found, kind="stable")
+            self._holders = found[order], where[order]
+        return self._holders
+
+    def held_blobs(self) -> HeldBlobs:
+        """The digests of the blobs this archive's rows hold whole, for a writer to refer to (each
+        read back before the first reference to it)."""
+        return HeldBlobs(lambda: self._holder_index()[0], read=lambda digest: self.shared_blob(digest.hex()))
+
+    def shared_blob(self, sha256: str | None) -> bytes | None:
+        """The blob of this hex digest, from a row holding it whole whose blob reads and has that
+        digest (the first of several), or None."""
+        try:
+            digest = bytes.fromhex(sha256 or "")
+        except ValueError:
+            return None
+        if digest in self._shared:  # copies come in runs: a folder and its copy
+            self._shared.move_to_end(digest)
+            return self._shared[digest]
+        held, positions = self._holder_index()
+        for position in positions[np.searchsorted(held, digest, "left"):np.searchsorted(held, digest, "right")]:
+            blob = self._blob_at(int(position))
+            if blob is not None and hashlib.sha256(blob).digest() == digest:
+                self._shared[digest] = blob
+                self._shared_bytes += len(blob)
+                while self._shared_bytes > SHARED_CACHE_BYTES:
+                    self._shared_bytes -= len(self._shared.popitem(last=False)[1])
+                return blob
+        return None
+
+    def _blob_at(self, position: int) -> bytes | None:
+        """The blob of the row at `position` (`_batches`), or None where its row group is damaged
+        (found so now or before) or its part is gone."""
+        number, index = position >> 32, position & 0xFFFFFFFF
+        part = list(self._numbers)[number] if number < len(self._numbers) else None  # numbered in order
+        if part not in self.parts:
+            return None
+        if part not in self._starts:
+            metadata = self._open(part).metadata
+            self._starts[part] = np.cumsum([0] + [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
+        starts = self._starts[part]
+        group = int(np.searchsorted(starts, index, "right")) - 1
+        if not 0 <= group < len(starts) - 1 or (part, group) in self._damaged:
+            return None
+        start = int(starts[group])
+        if self._group is None or self._group[:2] != (part, group):
+            try:
+                self._group = part, group, self._open(part).read_row_group(group, columns=["blob"])["blob"]
+            except (pa.ArrowInvalid, OSError) as e:
+                if not _damage(e):  # the store's or the system's failure: an error (exit 2)
+                    raise
+                return None
+        blobs = self._group[2]
+        return blobs[index - start].as_py() if index - start < len(blobs) else None
 
     def done(self, alike: tuple[str, str] | None = None) -> pa.Table:
         """The images whose current row is ok (and not damaged, see `Row.problem`): what a rerun
@@ -637,12 +789,28 @@ class Archive:
             for chunk in self.chunks(DONE_COLUMNS):
                 table, _ = split_damaged(chunk)
                 table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
+                table = table.filter(self._not_orphans(table))
                 same = pa.array(np.zeros(table.num_rows, dtype=bool)) if alike is None else pc.fill_null(
                     pc.and_(pc.equal(table["model_id"], alike[0]), pc.equal(table["options"], alike[1])), False)
                 kept.append(table.select(DONE_KEPT).append_column("alike", same).cast(kept[0].schema))
             return pa.concat_tables(kept).combine_chunks()
 
         return self._noted(self.read_whole(read)) if self.parts else self.empty_done()
+
+    def _not_orphans(self, table: pa.Table) -> pa.Array:
+        """Which rows of `table` (ok rows with `shared_blob` and `blob_sha256`) hold their blob or
+        share one that a row of the archive holds whole (not known damaged): a row sharing one
+        that none of its readable parts holds is no image (the holder's part set aside, damaged),
+        which `compress` encodes again."""
+        shared = pc.fill_null(table["shared_blob"], False)
+        if not pc.any(shared).as_py():
+            return pa.array(np.ones(table.num_rows, dtype=bool))
+        held = self._holder_index()[0]
+        wanted, sha256 = digests(table["blob_sha256"])
+        at = np.minimum(np.searchsorted(held, wanted), max(len(held) - 1, 0))
+        found = np.zeros(table.num_rows, dtype=bool)
+        found[np.flatnonzero(sha256)] = held[at] == wanted if len(held) else False
+        return pc.or_(pc.invert(shared), pa.array(found))
 
     def notes(self, files: list[str] | None = None, dated: bool = False) -> pa.Table:
         """The latest note of each (path, source hash) in the times files (`TIMES_PREFIX`; `files`,
@@ -712,6 +880,15 @@ _TEMP_PART = re.compile(re.escape(storage.TEMP_PREFIX) + r"[0-9a-f]{12}-" + re.e
                         + r"[0-9a-f]{32}" + re.escape(PART_SUFFIX))
 
 
+def check_writable(fs, root: str, location: str):
+    """Refuse, worded, an archive folder that cannot be written in or made (a read-only file
+    system, no permission: `storage.why_unwritable`), before any work: taking the lock and
+    `compress --dry-run` ask. An object store's is known only by writing."""
+    why = storage.why_unwritable(fs, root)
+    if why:
+        raise OSError(errno.EACCES, f"the archive cannot be written: {why}", location)
+
+
 class ArchiveBusy(RuntimeError):
     """Another run is writing the archive."""
 
@@ -751,7 +928,11 @@ class ArchiveLock:
     def _take(self):
         if os.path.exists(self.root) and not os.path.isdir(self.root):
             raise NotADirectoryError(f"the archive {self.location} is a file, not a folder")
-        os.makedirs(self.root, exist_ok=True)
+        check_writable(self.fs, self.root, self.location)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as e:  # what the check cannot see (root writing under /proc)
+            raise OSError(e.errno, f"cannot make the archive folder: {e.strerror}", self.location) from None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

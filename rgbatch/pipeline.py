@@ -48,7 +48,7 @@ from .codec import (DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, bat
 from .entropy import get_coder
 from .imageio import MAX_PIXELS
 from .options import OptionError, check_choice, check_range
-from .manifest import TIMES_FOLD, Archive
+from .manifest import TIMES_FOLD, Archive, check_writable
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row, hash_keys
@@ -155,6 +155,7 @@ class CompressResult:
     failed: int = 0
     pixels: int = 0  # of the ok images of this run
     copied_pixels: int = 0  # of those, the copied ones' (not encoded)
+    shared: int = 0  # of the ok: rows whose blob another row holds (`PartWriter`: not stored again)
     source_bytes: int = 0
     archive_bytes: int = 0
     seconds: float = 0.0
@@ -206,6 +207,7 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     root, found = _expand(sources, archive)
     resolve_options(options)
     archive = Archive(archive or default_archive(root), create=True)  # a missing one holds nothing, and stays so
+    check_writable(archive.fs, archive.root, archive.location)  # as taking the lock checks it
     if log:
         log(f"{len(found)} sources; reading the archive's rows")
     done = archive.done()
@@ -216,7 +218,7 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     sizes, times = done["source_bytes"].to_pylist(), done["source_mtime"].to_pylist()
     for source, index in zip(found, at):
         try:
-            stat = source.listed or file_stat(*resolve(source.location))
+            stat = source.listed or file_stat(*resolve(source.location), regular=True)  # a FIFO: reading fails
         except (OSError, ValueError):
             result.unreadable += 1
             continue
@@ -517,7 +519,7 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         make_actor = lambda: actor_class.remote(weights, device, options, threads)  # noqa: E731
         actors = [make_actor() for _ in range(workers)]
         try:
-            with archive.writer(model_id) as writer:
+            with archive.writer(model_id, held=archive.held_blobs()) as writer:  # a copy refers to its blob
                 _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive).run()
             result.parts = writer.parts
             if writer.times_written and len(archive.times_files) + len(writer.times_written) >= TIMES_FOLD:
@@ -762,7 +764,7 @@ class _Run:
         if row.path in self.written:  # a retried call answered twice: keep the first
             return
         self.written.add(row.path)
-        self.writer.add(row)
+        stored = self.writer.add(row)  # none where the blob is another row's (a copy's)
         result = self.result
         if row.status == OK:
             result.ok += 1
@@ -770,7 +772,8 @@ class _Run:
             result.pixels += row.width * row.height
             result.copied_pixels += row.width * row.height if copied else 0
             result.source_bytes += row.source_bytes
-            result.archive_bytes += len(row.blob)
+            result.archive_bytes += stored
+            result.shared += not stored  # its blob another row's, stored once
         else:
             result.failed += 1
             result.failures.append((row.path, row.error))

@@ -64,9 +64,15 @@ SCHEMA = pa.schema([
     # the same bytes takes this row's blob where its run's options and model are the same; null: not
     # known (a part older than session 48, a row `compact` cut to a smaller depth)
     ("options", pa.string()),
+    # since session 50 (format 2): the sha256 of the blob, hex, on every ok row written since; a
+    # row whose `shared_blob` is true stores no blob of its own (`blob` null) but the same bytes
+    # as a row whose `blob` they are (`manifest.PartWriter`: a source of the same bytes as
+    # another, the same stream stored once); null, false: the row's blob is its own
+    ("blob_sha256", pa.string()),
+    ("shared_blob", pa.bool_()),
 ])
 ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime",
-                 "options")
+                 "options", "blob_sha256", "shared_blob")
 COLUMNS = SCHEMA.names
 
 
@@ -75,14 +81,21 @@ def schema_of(columns: list[str]) -> pa.Schema:
     return pa.schema([SCHEMA.field(c) for c in columns])
 
 
-def hash_keys(hashes: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(the first 8 bytes of each sha256 in `hashes` as uint64, a mask of the entries that are one):
-    a source's bytes in 8 bytes of memory, where its hex digest as a Python string takes about 100.
-    Null and other text (no sha256) are masked out."""
+def digests(hashes: pa.Array | pa.ChunkedArray, hex_digits: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(the sha256 digests in `hashes` (hex) as bytes, their first `hex_digits` / 2 bytes, in a
+    numpy array of that width, a mask of the entries that are one): 32 bytes of memory each, where
+    a hex digest as a Python string takes about 100. Null and other text (no sha256) are masked out."""
     sha256 = pc.fill_null(pc.match_substring_regex(hashes, "^[0-9a-f]{64}$"), False)
-    heads = pc.utf8_slice_codeunits(hashes.filter(sha256), 0, 16).to_numpy(zero_copy_only=False).astype("S16")
-    keys = np.frombuffer(bytes.fromhex(heads.tobytes().decode()), ">u8").astype(np.uint64)
-    return keys, sha256.to_numpy(zero_copy_only=False)
+    heads = pc.utf8_slice_codeunits(hashes.filter(sha256), 0, hex_digits).to_numpy(zero_copy_only=False)
+    return (np.frombuffer(bytes.fromhex(heads.astype(f"S{hex_digits}").tobytes().decode()), f"S{hex_digits // 2}"),
+            sha256.to_numpy(zero_copy_only=False))
+
+
+def hash_keys(hashes: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(the first 8 bytes of each sha256 in `hashes` as uint64, a mask of the entries that are one,
+    as `digests`): a source's bytes in 8 bytes of memory."""
+    heads, sha256 = digests(hashes, 16)
+    return np.frombuffer(heads.tobytes(), ">u8").astype(np.uint64), sha256
 
 
 METADATA_COLUMNS = ("icc_profile", "exif", "alpha")  # restored with the pixels, read with the blobs (not stats)
@@ -129,6 +142,8 @@ class Row:
     alpha_bytes: int | None = None
     source_mtime: dt.datetime | None = None
     options: str | None = None
+    blob_sha256: str | None = None
+    shared_blob: bool | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":
@@ -180,6 +195,9 @@ class Row:
         if "model_id" in columns and not self.model_id:
             return "damaged row: no model id"
         if "blob" in columns and not self.blob:
+            if self.shared_blob:  # `Archive.rows` found no row holding it whole
+                return (f"its blob is stored in another row (sha256 {str(self.blob_sha256)[:16]}...), and no "
+                        f"row of the archive holding it reads whole")
             return "damaged row: no blob"
         depth = self.iterations
         for name in PER_DEPTH:
@@ -229,7 +247,8 @@ class Row:
             return self
         cut = self.encoded().cut(depth)
         return replace(self, blob=cut.blob, iterations=cut.iterations, bytes=cut.bytes, bpp=cut.bpp,
-                       msssim=cut.msssim, psnr=cut.psnr, last_steps=cut.steps, options=None)
+                       msssim=cut.msssim, psnr=cut.psnr, last_steps=cut.steps, options=None, blob_sha256=None,
+                       shared_blob=None)
 
     def with_coding(self) -> "Row":
         """This row with `scale` and `last_steps` read from its blob's header where they are null (a
@@ -253,4 +272,4 @@ def scale_factor(code: int) -> float:
 
 
 __all__ = ["ADDED_COLUMNS", "COLUMNS", "ERROR", "METADATA_COLUMNS", "OK", "PER_DEPTH", "Row", "SCHEMA", "STATS_COLUMNS",
-           "UNCHANGED"]
+           "UNCHANGED", "digests", "hash_keys"]

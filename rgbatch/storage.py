@@ -103,14 +103,36 @@ def size(fs: pafs.FileSystem, path: str) -> int:
     return fs.get_file_info(path).size
 
 
-def file_stat(fs: pafs.FileSystem, path: str) -> tuple[int | None, dt.datetime | None]:
+def file_stat(fs: pafs.FileSystem, path: str, regular: bool = False) -> tuple[int | None, dt.datetime | None]:
     """(size, modification time in UTC, to the microsecond) of a file, symbolic links followed;
-    an object store's time is its own (None where it gives none)."""
+    an object store's time is its own (None where it gives none). `regular`: a local path that
+    is not a regular file (a FIFO, a device) raises OSError, as reading it would."""
     if is_local(fs):
         info = os.stat(path)
+        if regular and not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({_kind(info.st_mode)})", path)
         return info.st_size, _utc(info.st_mtime_ns)
     info = fs.get_file_info(path)
     return info.size, _utc(info.mtime_ns)
+
+
+def why_unwritable(fs: pafs.FileSystem, folder: str) -> str | None:
+    """Why a local folder cannot be written in, or made where it is missing (the nearest
+    existing folder above it is checked), or None: it can, as far as the system says without
+    writing. An object store's is not known without writing: None."""
+    if not is_local(fs):
+        return None
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    what = local_kind(path)
+    if what != "folder":
+        return f"{path} is {'a file' if what == 'file' else what}, not a folder"
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return f"{path} is on a read-only file system"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable (permission denied)"
+    return None
 
 
 def _utc(ns: int | None) -> dt.datetime | None:

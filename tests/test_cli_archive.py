@@ -696,22 +696,28 @@ def test_copies_are_ok_rows_of_one_source_hash_and_model():
 
 def test_report_counts_the_sources_stored_more_than_once(archive, tmp_path):
     """`report`'s copies: the rows beyond one of each source's bytes (its hash, whatever the
-    model), and what they store; none in an archive of distinct images."""
+    model), and what they store beyond the smallest alone (a row sharing another's blob stores
+    none of it: `shared`, `shared_bytes`); none in an archive of distinct images."""
     from rgbatch.archive import copies_text
 
-    copies = archive_of(tmp_path, archive, ["a.png", "x/a.png", "y/a.png"], "copies")
+    copies = archive_of(tmp_path, archive, ["a.png", "x/a.png", "y/a.png"], "copies")  # one blob, held by a.png
     with PartWriter(copies, "m2") as writer:  # a row of the same bytes by another model, cut smaller, counts too
         writer.add(Row.from_dict({**current(archive / "archive")["b.png"], "path": "b.png"}))
-        writer.add(Row.from_dict({**current(archive / "archive")["a.png"], "path": "z/a.png", "model_id": "m2"}).cut(1))
-    blob = len(current(archive / "archive")["a.png"]["blob"])
+        cut = Row.from_dict({**current(archive / "archive")["a.png"], "path": "z/a.png", "model_id": "m2"}).cut(1)
+        writer.add(cut)
+    blob, small = len(current(archive / "archive")["a.png"]["blob"]), len(cut.blob)
     summary = json.loads(run("report", copies, "--json").stdout)["summary"]
-    assert summary["copies"] == {"images": 3, "sources": 1, "bytes": 3 * blob}  # the smallest of a's four kept
-    assert copies_text(summary["copies"]) == ("3 image(s) the same source bytes as another (1 source(s) stored more "
-                                              f"than once: {3 * blob:,} bytes beyond one each)")
-    table = run("report", copies).stdout  # the facts table's row, wrapped in its cell
-    assert "│ copies " in table and "3 image(s) the same source" in table and f"{3 * blob:,} bytes" in table
+    # stored: a's blob once and the cut one; keeping the cut one alone would store only it
+    assert summary["copies"] == {"images": 3, "sources": 1, "bytes": blob, "shared": 2, "shared_bytes": 2 * blob}
+    assert copies_text(summary["copies"]) == (
+        f"3 image(s) the same source bytes as another (1 source(s) archived more than once: {blob:,} bytes stored "
+        f"beyond one each; 2 of them share another's blob, {2 * blob:,} bytes stored once)")
+    assert summary["stored"]["bytes"] == 3 * blob + small + len(current(archive / "archive")["b.png"]["blob"])
+    table = " ".join(run("report", copies).stdout.replace("│", " ").split())  # the facts table's row, wrapped
+    assert "copies 3 image(s) the same source" in table and f"{blob:,} bytes stored beyond" in table
+    assert f"{summary['stored']['bytes'] - 2 * blob:,} in blobs" in table  # a shared blob counted once
     summary = json.loads(run("report", archive / "archive", "--json").stdout)["summary"]
-    assert summary["copies"] == {"images": 0, "sources": 0, "bytes": 0}
+    assert summary["copies"] == {"images": 0, "sources": 0, "bytes": 0, "shared": 0, "shared_bytes": 0}
     assert copies_text(summary["copies"]) == "none (no source's bytes are stored twice)"
 
 
@@ -730,7 +736,9 @@ def test_report_adds_up_each_folder_a_chosen_number_of_levels_deep(archive, tmp_
                                                                           * rows["sub/c.png"]["height"]))
     deep = archive_of(tmp_path, archive, ["x/y/z/a.png", "x/y/b.png", "x/c.png", "d.png", "e.png"], "deep")
     folders = json.loads(run("report", deep, "--folders", "2", "--json").stdout)["summary"]["folders"]
-    assert [(f["folder"], f["images"]) for f in folders] == [("", 2), ("x/y", 2), ("x", 1)]  # bytes, then name
+    # bytes, then name: x/y/z/a.png, written first, holds the blob the others share (they store none)
+    assert [(f["folder"], f["images"], f["bytes"] > 0) for f in folders] == [("x/y", 2, True), ("", 2, False),
+                                                                            ("x", 1, False)]
     table = run("report", deep, "--folders", "2").stdout
     assert "by folder, 2 level(s) deep" in table and "(top level)" in table and "x/y" in table
     assert run("report", deep, "--folders", "1", "--html", tmp_path / "p.html").exit_code == 2

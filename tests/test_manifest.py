@@ -629,3 +629,120 @@ def test_a_file_of_a_name_that_is_not_utf8_beside_the_parts_is_passed_over(tmp_p
     (tmp_path.parent / "folder" / os.fsdecode(b"img\xff.png")).write_bytes(b"x")
     with pytest.raises(ValueError, match="holds no manifest parts"):
         Archive(tmp_path.parent / "folder")
+
+
+# -- shared blobs (format 2) --------------------------------------------------------------------------
+def stored_blobs(folder) -> dict:
+    """{path: (blob as stored, shared_blob, blob_sha256)} of every row of the archive's parts."""
+    found = {}
+    for name in parts(folder):
+        for r in pq.read_table(folder / name, columns=["path", "blob", "shared_blob", "blob_sha256"]).to_pylist():
+            found[r["path"]] = (r["blob"], r["shared_blob"], r["blob_sha256"])
+    return found
+
+
+def test_a_blob_is_stored_once_and_every_row_of_it_reads_it(tmp_path):
+    """A row of the same blob as one its writer holds (its own part or a committed one) or as one
+    of the archive (`held`) stores its digest alone; `rows` gives every row its blob, and an
+    error row, a blob of its own, stays as it is."""
+    import hashlib
+
+    blob, other = b"\x05" * 300, b"\x06" * 200
+    with PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=2, part_rows=3) as writer:
+        stored = [writer.add(ok_row(p, blob=b)) for p, b in (("a.png", blob), ("b.png", other), ("c.png", blob),
+                                                             ("d.png", blob))]  # d in the writer's second part
+        writer.add(error_row("e.png", "/src/e.png", "broken"))
+    assert stored == [300, 200, 0, 0] and len(writer.parts) == 2
+    with PartWriter(tmp_path, "00112233aabbccdd", held=Archive(tmp_path).held_blobs()) as writer:
+        assert writer.add(ok_row("f.png", blob=other)) == 0  # the archive holds it
+    on_disk = stored_blobs(tmp_path)
+    digest = hashlib.sha256(blob).hexdigest()
+    assert on_disk["a.png"] == (blob, None, digest) and on_disk["b.png"][:2] == (other, None)
+    assert on_disk["c.png"] == on_disk["d.png"] == (None, True, digest) and on_disk["f.png"][:2] == (None, True)
+    assert on_disk["e.png"] == (None, None, None)
+    rows = {r.path: r for r in Archive(tmp_path).rows()}
+    assert [rows[f"{p}.png"].blob for p in "acdbf"] == [blob] * 3 + [other] * 2 and rows["e.png"].blob is None
+    assert all(r.problem() is None for r in rows.values())
+    assert [r.blob for r in Archive(tmp_path).rows({"d.png"})] == [blob]  # asked for alone, too
+    for name in parts(tmp_path):
+        assert pq.read_schema(tmp_path / name).metadata[b"rgbatch.format_version"] == b"2"
+
+
+def test_a_writer_refers_only_to_blobs_of_parts_that_were_committed(tmp_path, monkeypatch):
+    """A part that cannot be written takes its blobs with it: the writer's next part stores them."""
+    writer = PartWriter(tmp_path, "00112233aabbccdd")
+    writer.add(ok_row("a.png", blob=b"\x07" * 100))
+    writer.abort()  # as a part that cannot be written is dropped
+    assert writer.add(ok_row("b.png", blob=b"\x07" * 100)) == 100
+    writer.close()
+    assert stored_blobs(tmp_path)["b.png"][:2] == (b"\x07" * 100, None)
+
+
+def test_a_row_whose_shared_blob_no_row_holds_is_a_problem_and_encoded_again(tmp_path):
+    """Its holder's part gone (set aside by `compact`, deleted by hand): the row is a problem of
+    `rows` (named, never another blob), not done for a rerun of `compress`, which encodes it again."""
+    blob = b"\x08" * 100
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png", blob=blob))
+    [holder] = parts(tmp_path)
+    with PartWriter(tmp_path, "00112233aabbccdd", held=Archive(tmp_path).held_blobs()) as writer:
+        writer.add(ok_row("b.png", blob=blob))
+        writer.add(ok_row("c.png", blob=b"\x09" * 50))
+    assert sorted(hashes(Archive(tmp_path).done())) == ["a.png", "b.png", "c.png"]
+    (tmp_path / holder).rename(tmp_path / "elsewhere.parquet")
+    archive = Archive(tmp_path)
+    rows = {r.path: r for r in archive.rows()}
+    assert rows["b.png"].blob is None and "no row of the archive holding it reads whole" in rows["b.png"].problem()
+    assert sorted(hashes(archive.done())) == ["c.png"]  # b.png is encoded again
+    from rgbatch.archive import compact
+
+    result = compact(tmp_path)  # leaves it out, as a damaged part's rows: the archive reads whole then
+    assert [p for p, _ in result.problems] == ["b.png"] and "left out" in result.problems[0][1]
+    assert [r.path for r in Archive(tmp_path).rows()] == ["c.png"] and compact(tmp_path).exit_code == 0
+
+
+def test_a_holder_whose_blob_is_not_its_digest_gives_no_blob(tmp_path):
+    """`Archive.shared_blob` hands out a blob only where its sha256 is the digest asked for."""
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png", blob=b"\x0a" * 100))
+        writer.add(ok_row("b.png", blob=b"\x0a" * 100))
+    [name] = parts(tmp_path)
+    table = pq.read_table(tmp_path / name)
+    blobs = table["blob"].to_pylist()
+    blobs[0] = b"\x0b" * 100  # the holder's bytes changed, its digest not
+    table = table.set_column(table.schema.get_field_index("blob"), "blob", pa.array(blobs, pa.large_binary()))
+    pq.write_table(table, tmp_path / name)
+    rows = {r.path: r for r in Archive(tmp_path).rows()}
+    assert rows["b.png"].blob is None and rows["b.png"].problem()
+
+
+def test_compact_stores_each_blob_once_and_keeps_a_shared_one_whose_holder_it_drops(tmp_path):
+    """`compact` writes with a writer of its own: the first current row of a blob holds it; a
+    copy whose holder is dropped (or superseded) holds it from then on."""
+    from rgbatch.archive import compact
+
+    blob = b"\x0c" * 100
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        for path in ("a.png", "b.png", "c.png"):
+            writer.add(ok_row(path, blob=blob))
+    assert compact(tmp_path, drop=("a.png",)).exit_code == 0
+    on_disk = stored_blobs(tmp_path)
+    assert sorted(on_disk) == ["b.png", "c.png"]
+    assert on_disk["b.png"][:2] == (blob, None) and on_disk["c.png"][:2] == (None, True)
+    assert [r.blob for r in Archive(tmp_path).rows()] == [blob, blob]
+
+
+def test_a_blob_the_archive_holds_is_referred_to_only_once_it_reads_back(tmp_path, monkeypatch):
+    """A holder whose blob does not read back (its pages damaged: a rerun reads no blobs) is not
+    referred to: a new row of that blob (the copy encoded again) stores it whole."""
+    blob = b"\x0d" * 100
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png", blob=blob))
+    archive = Archive(tmp_path)
+    monkeypatch.setattr(archive, "_blob_at", lambda position: None)
+    held = archive.held_blobs()
+    with PartWriter(tmp_path, "00112233aabbccdd", held=held) as writer:
+        assert writer.add(ok_row("b.png", blob=blob)) == 100
+    monkeypatch.undo()
+    with PartWriter(tmp_path, "00112233aabbccdd", held=Archive(tmp_path).held_blobs()) as writer:
+        assert writer.add(ok_row("c.png", blob=blob)) == 0  # read back: referred to

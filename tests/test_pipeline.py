@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -192,6 +193,24 @@ def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster,
     planned = plan([str(source)], str(archive), options(tiny_weights))
     assert [getattr(planned, c) for c in counts] == [2, 0, 1, 0, 1]  # a's new row holds its time; c not listed
     assert planned.examples == {"new": ["d.png"], "to_hash": [], "not_listed": ["c.png"]}
+    os.mkfifo(source / "pipe.png")  # listed (an image's name) and failed by reading: never new
+    assert plan([str(source)], str(archive), options(tiny_weights)).unreadable == 1
+
+
+def test_an_archive_that_cannot_be_written_is_refused_before_any_work(tiny_weights, tmp_path, rng, monkeypatch):
+    """`compress` and its dry run refuse the same way (exit 2 in the CLI) an archive whose folder
+    cannot be written or made: a file in the way here, a read-only file system elsewhere."""
+    source = tmp_path / "src"
+    write_images(source, rng, ["a.png"])
+    (tmp_path / "a-file").write_bytes(b"")
+    for run in (plan, compress):
+        with pytest.raises(OSError, match="the archive cannot be written: .*a-file is a file, not a folder"):
+            run([str(source)], str(tmp_path / "a-file" / "archive"), options(tiny_weights))
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=os.ST_RDONLY))
+    for run in (plan, compress):
+        with pytest.raises(OSError, match=f"{tmp_path} is on a read-only file system"):
+            run([str(source)], str(tmp_path / "archive"), options(tiny_weights))
+    assert not (tmp_path / "archive").exists()
 
 
 def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
@@ -533,6 +552,12 @@ def test_sources_of_the_same_bytes_are_encoded_once(ray_cluster, tiny_weights, t
         copied, encoded = rows[copy], rows[of]
         assert (copied.blob, copied.msssim, copied.source_hash) == (encoded.blob, encoded.msssim, encoded.source_hash)
         assert copied.source == str(source / copy) and copied.encode_seconds == 0.0 and encoded.encode_seconds > 0
+    # each blob stored once: the copies' rows hold its digest alone (`Row.shared_blob`)
+    assert result.shared == 3 and result.archive_bytes == sum(len(rows[p].blob) for p in ("a.png", "b.png", "c.png"))
+    stored = Archive(archive).table(["path", "shared_blob", "blob_sha256"])
+    shared = dict(zip(stored["path"].to_pylist(), stored["shared_blob"].to_pylist()))
+    assert {p for p, s in shared.items() if s} == {"sub/a.png", "x/a.png", "x/b.png"}
+    assert len(set(stored["blob_sha256"].to_pylist())) == 3
     again = compress([str(source)], str(archive), options(tiny_weights))
     assert (again.ok, again.skipped) == (0, 6)
 

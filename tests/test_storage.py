@@ -58,6 +58,29 @@ def test_kind_says_what_a_path_is_on_any_file_system(tmp_path):
     assert [storage.kind(remote, p) for p in ("a.png", "", "gone")] == ["file", "folder", "missing"]
 
 
+def test_why_unwritable_says_why_a_folder_cannot_be_written_or_made(tmp_path, monkeypatch):
+    """The nearest existing folder above a missing one is asked; a file in the way, a read-only
+    file system and no permission are said; an object store's is not known without writing."""
+    touch(tmp_path / "a-file")
+    local, root = storage.resolve(tmp_path)
+    assert storage.why_unwritable(local, f"{root}/new/deeper") is None
+    assert storage.why_unwritable(local, f"{root}/a-file/arc") == f"{root}/a-file is a file, not a folder"
+    (tmp_path / "fifo").symlink_to(tmp_path / "gone")
+    assert "dangling" in storage.why_unwritable(local, f"{root}/fifo/arc")
+    remote = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    assert storage.why_unwritable(remote, "a-file/arc") is None
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests run as root, whom permissions never stop
+    assert storage.why_unwritable(local, f"{root}/new") == f"{root} is not writable (permission denied)"
+
+
+def test_file_stat_regular_refuses_what_reading_refuses(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    local, root = storage.resolve(tmp_path)
+    assert storage.file_stat(local, f"{root}/pipe.png")[0] == 0  # a FIFO has a size and a time
+    with pytest.raises(OSError, match="not a regular file"):
+        storage.file_stat(local, f"{root}/pipe.png", regular=True)
+
+
 def test_names_that_are_not_utf8_are_escaped_and_refused_as_paths(tmp_path):
     """A POSIX name may hold bytes that are not UTF-8 (Python: lone surrogates); pyarrow's paths
     and a manifest's strings cannot: the name is shown with \\xNN escapes and refused clearly."""
