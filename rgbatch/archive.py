@@ -41,7 +41,7 @@ from .objectstore import split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_one_of, check_range
 from .ratecontrol import Target
-from .row import OK, Row, hash_keys, schema_of
+from .row import OK, Row, hash_keys, schema_of, unheld_blob
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
                 "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr", "shared_blob"]
@@ -76,7 +76,7 @@ _FOLDER_SQL = """
            sum(width * height)::BIGINT AS pixels,
            sum(msssim[-1]) AS msssim_sum, count(msssim[-1]) AS msssim_count
     FROM images GROUP BY folder"""
-REPORT_COLUMNS = IMAGE_FIELDS + ["frames", "source_hash"]  # what `report` reads: not the blobs, times... (less memory)
+REPORT_COLUMNS = IMAGE_FIELDS + ["frames", "source_hash", "blob_sha256"]  # what `report` reads: not the blobs, times...
 
 
 def _query(sql: str, images: pa.Table) -> list[dict]:
@@ -217,6 +217,11 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         if spill:
             spill.add(chunk.select(IMAGE_FIELDS))
         usable, bad = split_damaged(chunk)
+        unheld = man.unheld(usable)  # sharing a blob no row holds: failures, as `restore` finds them
+        if pc.any(unheld).as_py():
+            lost = usable.filter(unheld)
+            bad += [(p, unheld_blob(h)) for p, h in zip(lost["path"].to_pylist(), lost["blob_sha256"].to_pylist())]
+            usable = usable.filter(pc.invert(unheld))
         damaged += bad
         is_ok = pc.fill_null(pc.equal(usable["status"], OK), False)
         ok = usable if pc.all(is_ok).as_py() else usable.filter(is_ok)  # the usual chunk: no copy

@@ -199,14 +199,18 @@ class PartWriter:
         self.share = share
         self._part_blobs: set[bytes] = set()  # digests of the blobs the open part holds (committed with it)
 
-    def add(self, row: Row) -> int:
+    def add(self, row: Row, archived: bool = True) -> int:
         """Add a row (written in its part's next row group); the bytes its blob takes there: none
-        where another row holds the same blob (its digest and `shared_blob` stored instead)."""
+        where another row holds the same blob (its digest and `shared_blob` stored instead).
+        `archived=False`: only the blobs this writer stored count (a new encoding, which can only
+        be an archived image's where the same source bytes are, copied instead: `compress` then
+        reads no index of the archive's blobs)."""
         if not self.pending:
             self._part_started = time.monotonic()  # a part's clock starts at its first row
         if row.blob:  # the digest recomputed: a cut blob, a row read from an older part
             digest = hashlib.sha256(row.blob).digest()
-            shared = self.share and row.status == OK and (digest in self._part_blobs or digest in self.held)
+            held = digest in self._part_blobs or digest in self.held.committed or (archived and digest in self.held)
+            shared = self.share and row.status == OK and held
             row = replace(row, blob=None if shared else row.blob, blob_sha256=digest.hex(), shared_blob=shared or None)
             if not shared and row.status == OK:
                 self._part_blobs.add(digest)
@@ -760,7 +764,8 @@ class Archive:
             return None
         if part not in self._starts:
             metadata = self._open(part).metadata
-            self._starts[part] = np.cumsum([0] + [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
+            groups = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+            self._starts[part] = np.cumsum([0] + groups)
         starts = self._starts[part]
         group = int(np.searchsorted(starts, index, "right")) - 1
         if not 0 <= group < len(starts) - 1 or (part, group) in self._damaged:
@@ -789,7 +794,7 @@ class Archive:
             for chunk in self.chunks(DONE_COLUMNS):
                 table, _ = split_damaged(chunk)
                 table = table.filter(pc.fill_null(pc.equal(table["status"], OK), False))
-                table = table.filter(self._not_orphans(table))
+                table = table.filter(pc.invert(self.unheld(table)))
                 same = pa.array(np.zeros(table.num_rows, dtype=bool)) if alike is None else pc.fill_null(
                     pc.and_(pc.equal(table["model_id"], alike[0]), pc.equal(table["options"], alike[1])), False)
                 kept.append(table.select(DONE_KEPT).append_column("alike", same).cast(kept[0].schema))
@@ -797,20 +802,20 @@ class Archive:
 
         return self._noted(self.read_whole(read)) if self.parts else self.empty_done()
 
-    def _not_orphans(self, table: pa.Table) -> pa.Array:
-        """Which rows of `table` (ok rows with `shared_blob` and `blob_sha256`) hold their blob or
-        share one that a row of the archive holds whole (not known damaged): a row sharing one
-        that none of its readable parts holds is no image (the holder's part set aside, damaged),
-        which `compress` encodes again."""
+    def unheld(self, table: pa.Table) -> pa.Array:
+        """Which rows of `table` (with `shared_blob` and `blob_sha256`) share a blob that no row of
+        the archive's readable parts holds whole (the holder's part damaged, set aside): no image,
+        a failure of `report` (`row.unheld_blob`'s words), which `compress` encodes again. The
+        index of holders is read only where a row shares a blob."""
         shared = pc.fill_null(table["shared_blob"], False)
         if not pc.any(shared).as_py():
-            return pa.array(np.ones(table.num_rows, dtype=bool))
+            return pa.array(np.zeros(table.num_rows, dtype=bool))
         held = self._holder_index()[0]
         wanted, sha256 = digests(table["blob_sha256"])
         at = np.minimum(np.searchsorted(held, wanted), max(len(held) - 1, 0))
         found = np.zeros(table.num_rows, dtype=bool)
         found[np.flatnonzero(sha256)] = held[at] == wanted if len(held) else False
-        return pc.or_(pc.invert(shared), pa.array(found))
+        return pc.and_(shared, pa.array(~found))
 
     def notes(self, files: list[str] | None = None, dated: bool = False) -> pa.Table:
         """The latest note of each (path, source hash) in the times files (`TIMES_PREFIX`; `files`,

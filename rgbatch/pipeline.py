@@ -764,7 +764,7 @@ class _Run:
         if row.path in self.written:  # a retried call answered twice: keep the first
             return
         self.written.add(row.path)
-        stored = self.writer.add(row)  # none where the blob is another row's (a copy's)
+        stored = self.writer.add(row, archived=copied)  # none where the blob is another row's (a copy's)
         result = self.result
         if row.status == OK:
             result.ok += 1

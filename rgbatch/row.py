@@ -196,8 +196,7 @@ class Row:
             return "damaged row: no model id"
         if "blob" in columns and not self.blob:
             if self.shared_blob:  # `Archive.rows` found no row holding it whole
-                return (f"its blob is stored in another row (sha256 {str(self.blob_sha256)[:16]}...), and no "
-                        f"row of the archive holding it reads whole")
+                return unheld_blob(self.blob_sha256)
             return "damaged row: no blob"
         depth = self.iterations
         for name in PER_DEPTH:
@@ -265,6 +264,12 @@ class Row:
         return replace(self, scale=scale_factor(header.scale), last_steps=header.steps_at(self.iterations))
 
 
+def unheld_blob(sha256: str | None) -> str:
+    """Why a row sharing another's blob (`shared_blob`) is no image where no row holds it whole."""
+    return (f"its blob is stored in another row (sha256 {str(sha256)[:16]}...), and no row of the archive "
+            f"holding it reads whole")
+
+
 def scale_factor(code: int) -> float:
     """The `scale` column of a header's scale code (rgbatch.resample.SCALES)."""
     numerator, denominator = SCALES[code]
@@ -272,4 +277,4 @@ def scale_factor(code: int) -> float:
 
 
 __all__ = ["ADDED_COLUMNS", "COLUMNS", "ERROR", "METADATA_COLUMNS", "OK", "PER_DEPTH", "Row", "SCHEMA", "STATS_COLUMNS",
-           "UNCHANGED", "digests", "hash_keys"]
+           "UNCHANGED", "digests", "hash_keys", "unheld_blob"]

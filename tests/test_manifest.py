@@ -694,6 +694,11 @@ def test_a_row_whose_shared_blob_no_row_holds_is_a_problem_and_encoded_again(tmp
     rows = {r.path: r for r in archive.rows()}
     assert rows["b.png"].blob is None and "no row of the archive holding it reads whole" in rows["b.png"].problem()
     assert sorted(hashes(archive.done())) == ["c.png"]  # b.png is encoded again
+    from rgbatch.archive import report
+
+    summary = report(tmp_path, images=False)["summary"]  # a failure, as restore finds it
+    assert summary["ok"] == 1 and [f["path"] for f in summary["failures"]] == ["b.png"]
+    assert "no row of the archive holding it reads whole" in summary["failures"][0]["error"]
     from rgbatch.archive import compact
 
     result = compact(tmp_path)  # leaves it out, as a damaged part's rows: the archive reads whole then
