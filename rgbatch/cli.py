@@ -468,7 +468,8 @@ def _print_plan(result, as_json: bool):
                                    "bytes changed"),
             ("new", "new", f"{result.new:,} ({result.new_bytes:,} bytes): read and encoded, or their row copied "
                            "where an image of the same bytes is archived or among them"),
-            ("unreadable", None, f"{result.unreadable:,}: missing, no regular file (a FIFO, a device) or no size or time to be had: they would fail"),
+            ("unreadable", None, f"{result.unreadable:,}: missing, no regular file (a FIFO, a device) or no size or "
+                                 "time to be had: they would fail"),
             ("archived, not listed", "not_listed", f"{result.not_listed:,}: images of the archive whose paths are "
                                                    "not among these sources: kept as they are")]:
         if key and result.examples[key]:
