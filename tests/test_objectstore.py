@@ -303,7 +303,7 @@ def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_
     archive = f"s3://{BUCKET}/dup-archive"
     first = json.loads(rgbatch("compress", f"s3://{BUCKET}/dup-src", "--out", archive, *options, env=env,
                                cwd=tmp_path, own_process=True)[0])
-    assert (first["ok"], first["copied"]) == (2, 1)
+    assert (first["ok"], first["copied"], first["shared"]) == (2, 1, 1)  # its blob stored once
     time.sleep(2.5)  # the put below must be RACY_SECONDS old at the rerun to be noted
     with fs.open_output_stream(f"{BUCKET}/dup-src/a.png") as f:  # the same bytes, put again
         f.write(data)
@@ -317,7 +317,7 @@ def test_copies_and_touched_sources_in_a_store(s3, clean_env, tiny_weights, tmp_
         f.write(data)
     third = json.loads(rgbatch("compress", f"s3://{BUCKET}/dup-src", "--out", archive, *options, env=env,
                                cwd=tmp_path, own_process=True)[0])
-    assert (third["ok"], third["copied"], third["skipped"]) == (1, 1, 2)
+    assert (third["ok"], third["copied"], third["skipped"], third["shared"]) == (1, 1, 2, 1)  # read back from the store
     # restored into the store in groups of one: the first copy decoded, the others read back from its file
     from rgbatch import archive as archive_module
     decoded, decode = [], archive_module._decode_by_model
