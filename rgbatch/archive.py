@@ -912,7 +912,7 @@ def _check_blob(row: Row) -> str | None:
     """Checksums of every chunk, the header against the row, and the whole blob's sha256 where
     the row records it (rows written since session 50)."""
     try:
-        header, _ = bitstream.unpack(row.blob)
+        header = bitstream.check(row.blob)
     except bitstream.BitstreamError as e:
         return f"damaged blob: {e}"
     if (header.width, header.height, header.iterations) != (row.width, row.height, row.iterations):

@@ -159,7 +159,7 @@ def read_header(blob: bytes) -> Header:
     (crc,) = _CRC.unpack_from(blob, end - _CRC.size)
     if crc != zlib.crc32(blob[:end - _CRC.size]):
         raise BitstreamError("corrupted header (checksum mismatch)")
-    table = [_CHUNK.unpack_from(blob, _FIXED.size + i * _CHUNK.size) for i in range(k)]
+    table = list(_CHUNK.iter_unpack(blob[_FIXED.size:_FIXED.size + k * _CHUNK.size]))  # (length, CRC-32) each
     if k == 0 or width == 0 or height == 0 or bits == 0:
         raise BitstreamError(f"invalid header: {k} iterations of {bits} bits of a {width}x{height} image")
     problem = _steps_problem(steps, bits, coder_id)
@@ -171,9 +171,9 @@ def read_header(blob: bytes) -> Header:
         check_tile_size(tile, TILE_MULTIPLE)
     except OptionError as e:
         raise BitstreamError(f"invalid header: tile size {e.reason}") from None
-    stream_end = end + sum(n for n, _ in table)
-    header = Header(coder_id, k, bits, mid.hex(), width, height, tile,
-                    tuple(n for n, _ in table), tuple(c for _, c in table), scale, steps, version)
+    lengths, crcs = zip(*table) if table else ((), ())
+    stream_end = end + sum(lengths)
+    header = Header(coder_id, k, bits, mid.hex(), width, height, tile, lengths, crcs, scale, steps, version)
     if len(blob) > stream_end:
         _read_trailer(blob, stream_end, header)
     return header
@@ -266,17 +266,29 @@ def unpack(blob: bytes, iterations: int | None = None) -> tuple[Header, list[byt
     k = header.iterations if iterations is None else iterations
     if not 1 <= k <= header.iterations:
         raise BitstreamError(f"the stream holds {header.iterations} iterations; cannot decode {k}")
-    chunks, offset = [], header.size
+    return header, [bytes(chunk) for chunk in _checked_chunks(blob, header, k)]
+
+
+def check(blob: bytes) -> Header:
+    """The header of a whole stream, every checksum verified, no chunk copied (`verify`)."""
+    header = read_header(blob)
+    for _ in _checked_chunks(blob, header, header.iterations):
+        pass
+    return header
+
+
+def _checked_chunks(blob: bytes, header: Header, k: int):
+    """The first `k` chunks of a stream as views into it, each checked against its CRC-32."""
+    view, offset = memoryview(blob), header.size
     for t in range(k):
         n = header.chunk_lengths[t]
-        chunk = bytes(blob[offset:offset + n])
+        chunk = view[offset:offset + n]
         if len(chunk) < n:
             raise BitstreamError(f"truncated: iteration {t + 1} needs {n} bytes, only {len(chunk)} are there")
         if zlib.crc32(chunk) != header.chunk_crcs[t]:
             raise BitstreamError(f"corrupted data in iteration {t + 1} (checksum mismatch)")
-        chunks.append(chunk)
+        yield chunk
         offset += n
-    return header, chunks
 
 
 def truncate(blob: bytes, iterations: int) -> bytes:

@@ -203,7 +203,7 @@ class Row:
             values = getattr(self, name)
             if name not in columns or depth is None or (name != "bytes" and not values):  # empty: --no-measure
                 continue
-            if values is None or len(values) != depth or any(v is None for v in values):
+            if values is None or len(values) != depth or None in values:
                 return f"damaged row: {name} does not hold one value per stored depth ({depth})"
         return None
 
