@@ -45,7 +45,8 @@ from . import __version__, objectstore, storage
 from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row, digests, schema_of
 
 # Format 2 (session 50): rows may share a blob (`Row.shared_blob`), which a format-1 reader would
-# take for damage and a format-1 `compact` would lose; parts are written in it, both are read.
+# take for damage and a format-1 `compact` would lose. A part is written in it only where it holds
+# such a row (`PartWriter`), so an archive without copies stays readable by an older rgbatch.
 FORMAT_VERSION = 2
 READ_FORMATS = ("1", "2")
 PART_PREFIX = "part-"
@@ -76,8 +77,8 @@ SHARED_CACHE_BYTES = 32 << 20  # shared blobs `Archive.shared_blob` keeps, the l
 
 
 
-def schema_metadata(model_id: str) -> dict[bytes, bytes]:
-    metadata = {b"rgbatch.format_version": str(FORMAT_VERSION).encode(), b"rgbatch.model_id": model_id.encode(),
+def schema_metadata(model_id: str, version: int = FORMAT_VERSION) -> dict[bytes, bytes]:
+    metadata = {b"rgbatch.format_version": str(version).encode(), b"rgbatch.model_id": model_id.encode(),
                 b"rgbatch.version": __version__.encode()}
     return {**metadata, DIGEST_KEY: schema_digest(SCHEMA.with_metadata(metadata)).encode()}
 
@@ -183,7 +184,8 @@ class PartWriter:
                  row_group_bytes: int = ROW_GROUP_BYTES, part_rows: int = PART_ROWS,
                  commit_seconds: float = COMMIT_SECONDS, held: HeldBlobs | None = None, share: bool = True):
         self.fs, self.root = storage.resolve(archive)
-        self.schema = SCHEMA.with_metadata(schema_metadata(model_id))
+        self.model_id = model_id
+        self._version = 1  # of the open part: 2 once a row group with a shared row is written into it
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
         self.part_rows, self.commit_seconds = part_rows, commit_seconds
         self.parts: list[str] = []  # committed by this writer
@@ -235,12 +237,14 @@ class PartWriter:
         if self.pending and time.monotonic() - self._part_started >= self.commit_seconds:
             self.commit()
 
-    def _start_part(self):
+    def _start_part(self, version: int):
         if self._output is not None:  # a part whose header could not be written: its temporary file
             self._output.discard()
         self._output = storage.AtomicOutput(self.fs, f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}")
+        self._version = version
+        schema = SCHEMA.with_metadata(schema_metadata(self.model_id, version))
         self._writer = pq.ParquetWriter(
-            self._output.stream, self.schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
+            self._output.stream, schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
             # blobs are incompressible bits: no dictionary, and no min/max statistics (which
             # would copy whole blobs into the footer; nor of ICC profiles and EXIF blocks, whose
             # dictionary keeps one copy of a profile many images share)
@@ -270,16 +274,24 @@ class PartWriter:
     def _write_row_group(self):
         if not self._buffer:
             return
+        version = 2 if any(row.shared_blob for row in self._buffer) else 1  # the format its rows need
+        if self._writer is not None and version > self._version:
+            self._close_part()  # the open format-1 part committed as it is; a format-2 one takes these rows
         with self._writing():
             if self._writer is None:
-                self._start_part()
-            self._writer.write_table(Row.to_arrow(self._buffer, self.schema), row_group_size=len(self._buffer))
+                self._start_part(version)
+            table = Row.to_arrow(self._buffer, SCHEMA.with_metadata(schema_metadata(self.model_id, self._version)))
+            self._writer.write_table(table, row_group_size=len(self._buffer))
         self._part_rows += len(self._buffer)
         self._buffer, self._buffer_bytes = [], 0
 
     def commit(self):
         """Write what is buffered, close the current part and move it into place."""
         self._write_row_group()
+        self._close_part()
+
+    def _close_part(self):
+        """Close the current part (if any) and move it into place."""
         if self._writer is None:
             return
         with self._writing():
@@ -287,9 +299,11 @@ class PartWriter:
             self._output.commit()
         self.parts.append(self._output.path)
         self.rows_committed += self._part_rows
-        self.held.committed |= self._part_blobs
+        # the blobs of rows still buffered (a part closed early for its format) go into the next part
+        buffered = {bytes.fromhex(r.blob_sha256) for r in self._buffer if r.blob and r.status == OK}
+        self.held.committed |= self._part_blobs - buffered
         self._writer = self._output = None
-        self._part_rows, self._part_blobs = 0, set()
+        self._part_rows, self._part_blobs = 0, buffered
 
     def write_times(self, notes: list[tuple[str, str, int, dt.datetime]]):
         """Write (path, source hash, size, modification time) notes of unchanged sources whose

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 from dataclasses import replace
 import io
 import os
@@ -52,7 +53,7 @@ def test_rows_round_trip_with_schema_metadata(tmp_path):
     [name] = parts(tmp_path)
     assert name.endswith(".parquet") and len(name) == len("part-") + 32 + len(".parquet")
     metadata = pq.read_schema(tmp_path / name).metadata
-    assert metadata[b"rgbatch.format_version"] == str(FORMAT_VERSION).encode()
+    assert metadata[b"rgbatch.format_version"] == b"1"  # no shared blob in it: format 1 (FORMAT_VERSION: 2)
     assert metadata[b"rgbatch.model_id"] == b"00112233aabbccdd"
     assert metadata[b"rgbatch.version"] == __version__.encode()
 
@@ -645,14 +646,13 @@ def test_a_blob_is_stored_once_and_every_row_of_it_reads_it(tmp_path):
     """A row of the same blob as one its writer holds (its own part or a committed one) or as one
     of the archive (`held`) stores its digest alone; `rows` gives every row its blob, and an
     error row, a blob of its own, stays as it is."""
-    import hashlib
-
     blob, other = b"\x05" * 300, b"\x06" * 200
     with PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=2, part_rows=3) as writer:
         stored = [writer.add(ok_row(p, blob=b)) for p, b in (("a.png", blob), ("b.png", other), ("c.png", blob),
                                                              ("d.png", blob))]  # d in the writer's second part
         writer.add(error_row("e.png", "/src/e.png", "broken"))
-    assert stored == [300, 200, 0, 0] and len(writer.parts) == 2
+    # the first part closed early, in format 1, where the first shared row came: [a, b], [c], [d, e]
+    assert stored == [300, 200, 0, 0] and len(writer.parts) == 3
     with PartWriter(tmp_path, "00112233aabbccdd", held=Archive(tmp_path).held_blobs()) as writer:
         assert writer.add(ok_row("f.png", blob=other)) == 0  # the archive holds it
     on_disk = stored_blobs(tmp_path)
@@ -664,8 +664,29 @@ def test_a_blob_is_stored_once_and_every_row_of_it_reads_it(tmp_path):
     assert [rows[f"{p}.png"].blob for p in "acdbf"] == [blob] * 3 + [other] * 2 and rows["e.png"].blob is None
     assert all(r.problem() is None for r in rows.values())
     assert [r.blob for r in Archive(tmp_path).rows({"d.png"})] == [blob]  # asked for alone, too
+    versions = {}
     for name in parts(tmp_path):
-        assert pq.read_schema(tmp_path / name).metadata[b"rgbatch.format_version"] == b"2"
+        paths = tuple(pq.read_table(tmp_path / name, columns=["path"])["path"].to_pylist())
+        versions[paths] = pq.read_schema(tmp_path / name).metadata[b"rgbatch.format_version"]
+    # a part holding a shared row is format 2, the others format 1 (readable by an older rgbatch)
+    assert versions == {("a.png", "b.png"): b"1", ("c.png",): b"2", ("d.png", "e.png"): b"2", ("f.png",): b"2"}
+
+
+def test_a_part_closed_early_for_its_format_takes_none_of_the_buffered_rows_blobs(tmp_path):
+    """A shared row coming after a format-1 row group closes that part; the rows buffered with it,
+    and the blobs they hold, go into the format-2 part that follows, which fails alone."""
+    blob = b"\x0e" * 100
+    writer = PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=3)
+    writer.add(ok_row("a.png", blob=blob))
+    writer._write_row_group()  # [a] written: a format-1 part
+    writer.add(ok_row("b.png", blob=b"\x0f" * 100))
+    writer.add(ok_row("c.png", blob=blob))  # shared: the buffer [b, c] needs format 2
+    writer._write_row_group()
+    assert len(writer.parts) == 1 and hashlib.sha256(b"\x0f" * 100).digest() not in writer.held.committed
+    writer.abort()  # the format-2 part is lost, and b's blob with it
+    assert writer.add(ok_row("d.png", blob=b"\x0f" * 100)) == 100 and writer.add(ok_row("e.png", blob=blob)) == 0
+    writer.close()
+    assert sorted(r.path for r in Archive(tmp_path).rows()) == ["a.png", "d.png", "e.png"]
 
 
 def test_a_writer_refers_only_to_blobs_of_parts_that_were_committed(tmp_path, monkeypatch):
