@@ -241,10 +241,9 @@ class PartWriter:
         if self._output is not None:  # a part whose header could not be written: its temporary file
             self._output.discard()
         self._output = storage.AtomicOutput(self.fs, f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}")
-        self._version = version
-        schema = SCHEMA.with_metadata(schema_metadata(self.model_id, version))
+        self._version, self._schema = version, SCHEMA.with_metadata(schema_metadata(self.model_id, version))
         self._writer = pq.ParquetWriter(
-            self._output.stream, schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
+            self._output.stream, self._schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
             # blobs are incompressible bits: no dictionary, and no min/max statistics (which
             # would copy whole blobs into the footer; nor of ICC profiles and EXIF blocks, whose
             # dictionary keeps one copy of a profile many images share)
@@ -280,8 +279,7 @@ class PartWriter:
         with self._writing():
             if self._writer is None:
                 self._start_part(version)
-            table = Row.to_arrow(self._buffer, SCHEMA.with_metadata(schema_metadata(self.model_id, self._version)))
-            self._writer.write_table(table, row_group_size=len(self._buffer))
+            self._writer.write_table(Row.to_arrow(self._buffer, self._schema), row_group_size=len(self._buffer))
         self._part_rows += len(self._buffer)
         self._buffer, self._buffer_bytes = [], 0
 
