@@ -211,7 +211,7 @@ class PartWriter:
             self._part_started = time.monotonic()  # a part's clock starts at its first row
         if row.blob:  # the digest recomputed: a cut blob, a row read from an older part
             digest = hashlib.sha256(row.blob).digest()
-            held = digest in self._part_blobs or digest in self.held.committed or (archived and digest in self.held)
+            held = digest in self._part_blobs or digest in (self.held if archived else self.held.committed)
             shared = self.share and row.status == OK and held
             row = replace(row, blob=None if shared else row.blob, blob_sha256=digest.hex(), shared_blob=shared or None)
             if not shared and row.status == OK:
@@ -386,6 +386,7 @@ class Archive:
         self._current = None
         self._damaged: dict[tuple[str, int], tuple[range, str]] = {}  # (part, row group): its positions, why
         self._numbers: dict[str, int] = {}  # a row's position: its part's number << 32 | its index in the part
+        self._numbered: list[str] = []  # the parts by their numbers
         self._footers: dict[str, pq.FileMetaData] = {}  # of parts read at listing, FOOTER_CACHE_BYTES of them
         self._footer_bytes = 0
         self._holders = None  # (digests, positions) of the rows holding a blob whole: `_holder_index`
@@ -598,7 +599,10 @@ class Archive:
 
     def _number(self, part: str) -> int:
         """The part's number in its rows' positions (`_batches`), given at its first reading."""
-        return self._numbers.setdefault(part, len(self._numbers))
+        if part not in self._numbers:
+            self._numbers[part] = len(self._numbered)
+            self._numbered.append(part)
+        return self._numbers[part]
 
     def _leave_out(self, part: str, group: int, groups: int, rows: range, why: str):
         """Leave a damaged row group out of every reading from now on (listed in `unreadable`; the
@@ -771,7 +775,7 @@ class Archive:
         """The blob of the row at `position` (`_batches`), or None where its row group is damaged
         (found so now or before) or its part is gone."""
         number, index = position >> 32, position & 0xFFFFFFFF
-        part = list(self._numbers)[number] if number < len(self._numbers) else None  # numbered in order
+        part = self._numbered[number] if number < len(self._numbered) else None
         if part not in self.parts:
             return None
         if part not in self._starts:
@@ -822,11 +826,9 @@ class Archive:
         shared = pc.fill_null(table["shared_blob"], False)
         if not pc.any(shared).as_py():
             return pa.array(np.zeros(table.num_rows, dtype=bool))
-        held = self._holder_index()[0]
         wanted, sha256 = digests(table["blob_sha256"])
-        at = np.minimum(np.searchsorted(held, wanted), max(len(held) - 1, 0))
         found = np.zeros(table.num_rows, dtype=bool)
-        found[np.flatnonzero(sha256)] = held[at] == wanted if len(held) else False
+        found[sha256] = np.isin(wanted, self._holder_index()[0])
         return pc.and_(shared, pa.array(~found))
 
     def notes(self, files: list[str] | None = None, dated: bool = False) -> pa.Table:
