@@ -1132,22 +1132,29 @@ def _dropped_paths(man: Archive, drop: tuple[str, ...], drop_failed: bool, drop_
     return dropped
 
 
-def _moved(man: Archive) -> set[str]:
+def _moved(man: Archive, chunk: int = 1 << 16) -> set[str]:
     """The archived paths of moved sources: ok rows whose source file is gone while another ok
     row of the same bytes (source hash, whatever its model) still has its source: a renamed or
     moved folder's old paths, whose images the archive holds under their new ones. Where every
     source of those bytes is gone (a disk unmounted, a bucket unreachable), or cannot be asked
     (no permission, a store's failure), none is dropped. Only the sources of bytes archived more
-    than once are looked at (a `stat` each)."""
-    copies = _copies_of(man.table(["path", "status", "source", "source_hash"]))
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for path, source, sha256 in zip(*(copies[c].to_pylist() for c in ("path", "source", "source_hash"))):
-        groups.setdefault(sha256, []).append((path, source))
-    moved = set()
-    for rows in groups.values():
-        gone = {path for path, source in rows if _source_gone(source)}
-        if len(gone) < len(rows):
-            moved |= gone
+    than once are looked at (a `stat` each), sorted by their hash and read into Python `chunk`
+    rows (whole groups) at a time."""
+    copies = _copies_of(man.table(["path", "status", "source", "source_hash"])).sort_by("source_hash")
+    hashes = copies["source_hash"].combine_chunks()
+    starts = np.flatnonzero(np.r_[True, pc.not_equal(hashes[1:], hashes[:-1]).to_numpy(zero_copy_only=False)])
+    ends = np.r_[starts[1:], len(hashes)]
+    moved, first = set(), 0
+    while first < len(starts):  # groups first..last-1, their rows start..end
+        last = max(first + 1, int(np.searchsorted(starts, starts[first] + chunk)))
+        start, end = int(starts[first]), int(ends[last - 1])
+        rows = copies.slice(start, end - start)
+        gone = [_source_gone(source) for source in rows["source"].to_pylist()]
+        paths = rows["path"].to_pylist()
+        for a, b in zip(starts[first:last] - start, ends[first:last] - start):
+            if not all(gone[a:b]):
+                moved.update(path for path, is_gone in zip(paths[a:b], gone[a:b]) if is_gone)
+        first = last
     return moved
 
 

@@ -15,7 +15,8 @@
 | 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |
 | 16-bit RGB, RGBA, LA (PNG,     | 8 bits a sample, as Pillow reads them (high bytes; a PPM's   |
 | TIFF, PPM), 10- and 12-bit     | scaled); the mode recorded with the file's bits (RGB;16,     |
-| HEIF                           | RGBA;10...), so that `report` counts the reduction           |
+| HEIF, JPEG XL colour of more   | RGBA;10...; a JPEG XL's from its header), so that `report`   |
+| than 8 bits                    | counts the reduction                                         |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
 | EXIF orientation               | applied, so the stored image is upright                      |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
@@ -23,8 +24,9 @@
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
 | animated / multi-frame         | the first frame (page) only; the count is recorded, so that  |
 |                                | `report` counts it (`frames`)                                |
-| more than max_pixels (default  | refused before decoding (decompression-bomb guard); a larger |
-| MAX_PIXELS, Pillow's 89.5 MP)  | limit raises Pillow's own to match                           |
+| more than max_pixels (default  | refused before decoding (decompression-bomb guard; a JPEG    |
+| MAX_PIXELS, Pillow's 89.5 MP)  | XL's size read from its header: `jxl_header`); a larger limit  |
+|                                | raises Pillow's own to match                                 |
 | PNG metadata over Pillow's     | the picture read without its text and ICC chunks (over 1 MiB |
 | text limits (1 MiB a chunk)    | a profile is not kept anyway)                                |
 | unreadable, truncated, empty   | refused with the reason                                      |
@@ -106,15 +108,15 @@ class Decoded(NamedTuple):
 def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     """`decode_image`, the source's `Metadata` and its number of frames."""
     image, mode = open_image(data, max_pixels)
-    try:
-        frames = max(1, int(getattr(image, "n_frames", 1)))  # from the frames' headers; the first stays current
-    except Exception:  # a damaged later frame: the first was read
-        frames = 1
     rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
     alpha = to_alpha(image) if mode in ALPHA_MODES else None  # upright too: to_rgb turned the image
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
+    try:  # last: counting seeks through the frames' headers, and a damaged one leaves the image on itself
+        frames = max(1, int(getattr(image, "n_frames", 1)))  # (a TIFF on a page of another size, unchecked)
+    except Exception:  # a damaged later frame: the first was read
+        frames = 1
     return Decoded(rgb, mode, Metadata(icc, exif), frames, alpha)
 
 
@@ -193,9 +195,94 @@ def _allow_in_pillow(max_pixels: int):
         Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)
 
 
+JXL_CODESTREAM, JXL_CONTAINER = b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+JXL_RATIOS = (None, (1, 1), (12, 10), (4, 3), (3, 2), (16, 9), (5, 4), (2, 1))  # SizeHeader's width / height
+
+
+class JXLHeader(NamedTuple):
+    width: int
+    height: int
+    bits: int  # a sample's, 8 where the header says nothing else (floats: their bits)
+
+
+def jxl_header(data: bytes) -> JXLHeader | None:
+    """The size and bits a sample that a JPEG XL file declares (ISO/IEC 18181-1: the SizeHeader
+    and the start of the ImageMetadata that follow the codestream's signature, found in a
+    container's `jxlc` or first `jxlp` boxes), or None where `data` is no JPEG XL file or its
+    header is cut short. pillow-jxl-plugin decodes the whole picture when Pillow opens it, before
+    any size can be asked (read first, this lets the pixel limit refuse a bomb unread as it does
+    other formats': 119 KB of lossless JPEG XL hold 900 MP of one colour), and reads colour
+    samples of more than 8 bits as 8 without saying so."""
+    if data.startswith(JXL_CODESTREAM):
+        stream = data[:64]
+    elif data.startswith(JXL_CONTAINER):
+        stream, at = b"", len(JXL_CONTAINER)
+        while len(stream) < 64 and at + 8 <= len(data):
+            size, kind, start = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8], at + 8
+            if size == 1:  # a 64-bit size follows
+                size, start = int.from_bytes(data[start:start + 8], "big"), start + 8
+            end = len(data) if size == 0 else at + size
+            if end < start:
+                return None
+            if kind == b"jxlc":
+                stream += data[start:end]
+            elif kind == b"jxlp":  # a part of the codestream after its 4-byte index
+                stream += data[start + 4:end]
+            at = end
+        if not stream.startswith(JXL_CODESTREAM):
+            return None
+    else:
+        return None
+    bits, left = int.from_bytes(stream[2:64], "little"), 8 * len(stream[2:64])  # read from the lowest bit up
+
+    def read(count: int) -> int:
+        nonlocal bits, left
+        if count > left:
+            raise EOFError
+        value, bits, left = bits & ((1 << count) - 1), bits >> count, left - count
+        return value
+
+    def u32(*choices: tuple[int, int]) -> int:  # one of four (offset, bits that follow)
+        offset, count = choices[read(2)]
+        return offset + read(count)
+
+    def size(small, large) -> tuple[int, int]:  # height, then a ratio or the width: each read by `small` or `large`
+        dimension = small if read(1) else large
+        height, ratio = dimension(), read(3)
+        width = height * JXL_RATIOS[ratio][0] // JXL_RATIOS[ratio][1] if ratio else dimension()
+        return width, height
+
+    image = (lambda: 8 * (1 + read(5)), lambda: u32((1, 9), (1, 13), (1, 18), (1, 30)))  # a SizeHeader's
+    preview = (lambda: 8 * u32((16, 0), (32, 0), (1, 5), (33, 9)), lambda: u32((1, 6), (65, 8), (321, 10), (1345, 12)))
+    try:
+        width, height = size(*image)
+        if read(1):  # all_default: 8-bit samples
+            return JXLHeader(width, height, 8)
+        if read(1):  # extra_fields
+            read(3)  # orientation
+            if read(1):  # an intrinsic size
+                size(*image)
+            if read(1):  # a preview
+                size(*preview)
+            if read(1):  # an animation: ticks a second, loops, timecodes
+                u32((100, 0), (1000, 0), (1, 10), (1, 30)), u32((1, 0), (1001, 0), (1, 8), (1, 10))
+                u32((0, 0), (0, 3), (0, 16), (0, 32)), read(1)
+        if read(1):  # float samples: their bits, then the exponent's
+            depth = u32((32, 0), (16, 0), (24, 0), (1, 6))
+            read(4)
+        else:
+            depth = u32((8, 0), (10, 0), (12, 0), (1, 6))
+    except EOFError:
+        return None
+    return JXLHeader(width, height, depth)
+
+
 def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     if not data:
         raise ImageError("empty file (0 bytes)")
+    jxl = jxl_header(data)
+    if jxl:  # a reader that decodes on opening: its size asked first
+        _check_pixels(jxl[:2], max_pixels)
     _allow_in_pillow(max_pixels)
     image = None
     try:
@@ -205,12 +292,9 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
             # all but name: recorded as the mode with alpha, and kept as one
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
-            bits = _sample_bits(image)
+            bits = _sample_bits(image, jxl)
             mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"image of {width}x{height} pixels is over the limit of {max_pixels} "
-                                 f"pixels (decompression-bomb guard); refused")
+            _check_pixels(image.size, max_pixels)
             image.load()
     except ImageError:
         raise
@@ -223,17 +307,28 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     except RuntimeError:  # a plugin's decoder on damaged data (pillow-jxl-plugin's says "build libjxl")
         decoder = f"the {image.format} decoder" if image is not None and image.format else "its decoder"
         raise ImageError(f"corrupt or truncated image: {decoder} refused it") from None
+    except MemoryError:
+        raise ImageError("its reader ran out of memory (a corrupt image, or too big for this machine)") from None
+    except Exception as e:  # a damaged field of a type Pillow does not expect (a TIFF's strip offsets as fractions)
+        raise ImageError(f"corrupt image: {type(e).__name__}: {e}") from None
     return image, mode
 
 
-def _sample_bits(image: Image.Image) -> int:
+def _check_pixels(size: tuple[int, int], max_pixels: int):
+    if size[0] * size[1] > max_pixels:
+        raise ImageError(f"image of {size[0]}x{size[1]} pixels is over the limit of {max_pixels} "
+                         f"pixels (decompression-bomb guard); refused")
+
+
+def _sample_bits(image: Image.Image, jxl: JXLHeader | None = None) -> int:
     """The bits a sample of an opened (not yet loaded) RGB or RGBA image's file, where they are
     more than the 8 that Pillow's mode holds, else 8: 16-bit RGB, RGBA and LA PNGs and TIFFs and
     16-bit PPMs, read keeping each sample's high byte (a PPM's scaled to 255; their decoder's raw
-    mode or a PPM's maximum value says so), and 10- or 12-bit HEIF (pillow-heif's `bit_depth`)."""
-    bits = image.info.get("bit_depth")
+    mode or a PPM's maximum value says so), 10- or 12-bit HEIF (pillow-heif's `bit_depth`) and
+    JPEG XL of more than 8 bits (its header, `jxl`)."""
+    bits = image.info.get("bit_depth") if jxl is None else jxl.bits
     if isinstance(bits, int) and bits > 8:
-        return bits
+        return next((wide for wide in (10, 12, 16) if wide >= bits), 16)  # deeper and float: said as 16
     if not image.tile:
         return 8
     codec, args = image.tile[0][0], image.tile[0][3]

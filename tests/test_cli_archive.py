@@ -541,6 +541,13 @@ def test_compact_drops_the_old_paths_of_moved_sources(archive, tmp_path):
     assert json.loads(result.stdout)["dropped"] == 1 and set(current(tmp_path / "moved")) == set(rows) - {"old/a.png"}
     again = run("compact", tmp_path / "moved", "--drop-moved", "--json")  # nothing more to drop: no error
     assert again.exit_code == 0 and json.loads(again.stdout)["dropped"] == 0
+    from rgbatch.archive import _moved
+    for chunk in (1, 2, 3):  # read into Python a few rows (whole groups) at a time: the same answer
+        assert _moved(Archive(tmp_path / "moved"), chunk) == set()
+    with PartWriter(tmp_path / "moved", good["model_id"]) as writer:  # one more copy of h1, renamed too
+        writer.add(Row.from_dict({**good, "path": "older/a.png", "source_hash": "h1" * 32, "source": gone}))
+    for chunk in (1, 2, 3, 1 << 16):
+        assert _moved(Archive(tmp_path / "moved"), chunk) == {"older/a.png"}
 
 
 def test_an_interrupted_compact_leaves_every_image_readable(archive, tmp_path):

@@ -221,6 +221,134 @@ def test_decompression_bombs_are_refused_unread():
         decode_image(save(Image.new("RGB", (100, 100))), max_pixels=5000)
 
 
+def jxl_container(codestream: bytes, split: int | None = None) -> bytes:
+    """A JPEG XL container (signature, ftyp, then the codestream in one `jxlc` box, or in two
+    `jxlp` boxes cut at byte `split`)."""
+    def box(kind, payload):
+        return struct.pack(">I", 8 + len(payload)) + kind + payload
+    head = imageio.JXL_CONTAINER + box(b"ftyp", b"jxl \0\0\0\0jxl ")
+    if split is None:
+        return head + box(b"jxlc", codestream)
+    return head + box(b"jxlp", struct.pack(">I", 0) + codestream[:split]) + \
+        box(b"jxlp", struct.pack(">I", 1 | 1 << 31) + codestream[split:])
+
+
+@pytest.mark.parametrize("size", [(64, 48), (200, 100), (8, 8), (16, 9), (120, 100), (513, 1), (7, 1200), (331, 257)])
+def test_a_jpeg_xls_size_is_read_from_its_header(size):
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, "JXL", quality=80)
+    codestream = buffer.getvalue()
+    assert codestream.startswith(imageio.JXL_CODESTREAM) and imageio.jxl_header(codestream)[:2] == size
+    for split in (None, 3, 5):  # the header whole in `jxlc`, or cut across two `jxlp` boxes
+        container = jxl_container(codestream, split)
+        assert imageio.jxl_header(container)[:2] == size
+        assert decode_image(container)[0].shape == (size[1], size[0], 3)  # the reader agrees on the boxes
+    for data in (codestream[:3], jxl_container(codestream)[:42], b"\xff\xd8\xff", save(Image.new("RGB", (9, 9)))):
+        assert imageio.jxl_header(data) is None  # cut short, not a JPEG XL file
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "AVIF", "JXL", "HEIF", "TIFF", "GIF", "BMP", "TGA", "PCX", "PPM"])
+def test_every_format_over_the_pixel_limit_is_refused_before_it_is_decoded(fmt, monkeypatch):
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 900), (80, 120, 200)).save(buffer, fmt)  # 1.08 MP of one colour
+    opened = Image.open
+
+    def open_without_decoding(*args, **kwargs):
+        image = opened(*args, **kwargs)  # pillow-jxl-plugin would decode here: never called for a JPEG XL
+        assert fmt != "JXL"
+        image.load = lambda: pytest.fail(f"a {fmt} over the limit was decoded")
+        return image
+
+    monkeypatch.setattr(Image, "open", open_without_decoding)
+    with pytest.raises(ImageError, match="1200x900 pixels is over the limit of 1000000"):
+        decode_image(buffer.getvalue(), max_pixels=1_000_000)
+    monkeypatch.undo()
+    assert decode_image(buffer.getvalue(), max_pixels=1_080_000)[0].shape == (900, 1200, 3)  # at the limit: read
+
+
+def jxl_bits(*fields: tuple[int, int]) -> bytes:
+    """A codestream's signature and its header's (value, bits) fields, packed from the lowest bit up."""
+    value, at = 0, 0
+    for field, count in fields:
+        value, at = value | field << at, at + count
+    return imageio.JXL_CODESTREAM + value.to_bytes((at + 7) // 8, "little")
+
+
+def test_a_jpeg_xls_bits_are_read_past_its_preview_and_animation():
+    large = lambda n: ((3, 2), (n - 1, 30))  # noqa: E731  (a dimension of the last kind: 1 + 30 bits)
+    size = [(0, 1), *large(300), (0, 3), *large(500)]  # 500 x 300
+    extra = [(0, 1), (1, 1), (5, 3), (1, 1), (0, 1), *large(30), (2, 3)]  # orientation, an intrinsic 36 x 30
+    preview = [(1, 1), (0, 1), (3, 2), (7, 12), (0, 3), (2, 2), (10, 10)]  # a preview of 331 x 1352
+    animation = [(1, 1), (2, 2), (23, 10), (1, 2), (1, 2), (5, 3), (1, 1)]  # 24 / 1001 ticks, 5 loops, timecodes
+    for depth, fields in ((10, [(0, 1), (1, 2)]), (12, [(0, 1), (2, 2)]), (16, [(0, 1), (3, 2), (15, 6)]),
+                          (32, [(1, 1), (0, 2), (7, 4)])):
+        header = jxl_bits(*size, *extra, *preview, *animation, *fields)
+        assert imageio.jxl_header(header) == (500, 300, depth)
+        assert imageio.jxl_header(header[:-1]) is None  # its last field cut short
+    assert imageio.jxl_header(jxl_bits(*size, (1, 1))) == (500, 300, 8)  # all_default
+
+
+def test_a_jpeg_xl_of_more_than_8_bits_is_recorded_as_reduced(monkeypatch):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 48), 40000, np.uint16)).save(buffer, "JXL", lossless=True)
+    assert imageio.jxl_header(buffer.getvalue()) == (48, 40, 16)  # the file's own header
+    assert imageio.decode_image_and_metadata(buffer.getvalue()).mode == "I;16"
+    # colour: pillow-jxl-plugin gives 8 bits a sample whatever the file holds (this one holds 8 made to say 16)
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 40), (9, 99, 199)).save(buffer, "JXL", quality=90)
+    header = imageio.jxl_header
+    monkeypatch.setattr(imageio, "jxl_header", lambda data: header(data)._replace(bits=16))
+    decoded = imageio.decode_image_and_metadata(buffer.getvalue())
+    assert decoded.mode == "RGB;16" and decoded.pixels.shape == (40, 48, 3)
+
+
+def test_a_jpeg_xl_bomb_is_refused_before_its_reader_decodes_it(monkeypatch):
+    # pillow-jxl-plugin decodes the whole picture when Pillow opens the file: the size is asked first
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 900), (80, 120, 200)).save(buffer, "JXL", lossless=True)
+    data = buffer.getvalue()
+    assert len(data) < 2000  # one colour: a bomb's proportions
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("opened"))
+    for image in (data, jxl_container(data, 4)):
+        with pytest.raises(ImageError, match="1200x900 pixels is over the limit of 1000000"):
+            decode_image(image, max_pixels=1_000_000)
+
+
+def test_a_damaged_later_page_leaves_the_first_as_read():
+    # counting a TIFF's pages seeks to each; one whose header does not parse (here: no strip offsets)
+    # left Pillow's image on it, 48x5000, which was then read past the pixel limit (found by
+    # benchmarks/fuzz_images.py): the pages are counted once the first is read
+    pages = [Image.new("RGB", (48, 40), (200, 30, 90)), Image.new("RGB", (48, 5000), (10, 20, 30))]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buffer.getvalue())
+    struct.pack_into("<H", data, tiff_entry(data, 1, 273), 65000)  # the second page's StripOffsets: an unknown tag
+    decoded = imageio.decode_image_and_metadata(bytes(data), max_pixels=48 * 40 * 2)
+    assert decoded.pixels.shape == (40, 48, 3) and (decoded.pixels == (200, 30, 90)).all() and decoded.frames == 1
+
+
+def tiff_entry(data: bytes, page: int, tag: int) -> int:
+    """Where a little-endian TIFF's IFD entry for `tag` on `page` starts (tag, type, count, value)."""
+    assert data[:4] == b"II*\0"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for _ in range(page):
+        ifd = struct.unpack_from("<I", data, ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0])[0]
+    entries = [ifd + 2 + 12 * i for i in range(struct.unpack_from("<H", data, ifd)[0])]
+    return next(at for at in entries if struct.unpack_from("<H", data, at)[0] == tag)
+
+
+@pytest.mark.parametrize("kind", [5, 11])  # RATIONAL, FLOAT
+def test_a_field_of_an_unexpected_type_is_a_worded_error(kind):
+    # Pillow's TIFF reader raised TypeError for strip offsets that are fractions (found by
+    # benchmarks/fuzz_images.py): `rgbatch encode` ended in a traceback
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 40), (200, 30, 90)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into("<H", data, tiff_entry(data, 0, 273) + 2, kind)
+    with pytest.raises(ImageError, match="corrupt image: TypeError"):
+        decode_image(bytes(data))
+
+
 def test_a_larger_pixel_limit_than_pillows_is_honoured(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # put back after the test
     claim = png_header_only(20000, 10000)  # 200 MP: past twice Pillow's limit, which refuses it on opening
