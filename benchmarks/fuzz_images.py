@@ -1,9 +1,9 @@
 """Fuzz the source reader with damaged and hostile image files (README, "Inputs"; docs/ARCHIVE.md,
-"Failures"): small real files of every format rgbatch reads (PNG, JPEG, WebP, AVIF, JPEG XL, HEIF,
-TIFF, GIF, BMP, PNM, TGA, PCX), bits flipped, bytes overwritten, runs cut out or repeated, files
-cut short, the integers of their headers raised, a PNG's chunks given back valid CRCs, then read
-as `compress` reads a source (`sources.read_source`: `decode_image_and_metadata`, then
-`encode_alpha`).
+"What happens to each bad input"): small real files of every format rgbatch reads (PNG, JPEG,
+WebP, AVIF, JPEG XL, HEIF, TIFF, GIF, BMP, PNM, TGA, PCX), bits flipped, bytes overwritten, runs
+cut out or repeated, files cut short or spliced onto another's tail, the integers of their headers
+raised, a PNG's chunks given back valid CRCs, then read as `compress` reads a source
+(`sources.read_source`: `decode_image_and_metadata`, then `encode_alpha`).
 
     python benchmarks/fuzz_images.py [--cases 3000] [--seed 0] [--max-pixels 1048576] [--timeout 20] [--memory-mb 3000]
 
@@ -36,7 +36,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-MUTATIONS = ("flip", "flips", "overwrite", "zero", "cut", "drop", "repeat", "integer")
+MUTATIONS = ("flip", "flips", "overwrite", "zero", "cut", "drop", "repeat", "integer", "splice")
 FINDINGS = ("escape", "crash", "hang", "memory")
 
 
@@ -103,7 +103,8 @@ def png_with_crcs(data: bytes) -> bytes:
     return bytes(out)
 
 
-def mutate(name: str, data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+def mutate(name: str, data: bytes, rng: np.random.Generator, other: bytes = b"") -> tuple[str, bytes]:
+    """One mutation of the file `data` (`other`: another seed, whose tail a splice takes)."""
     kind = str(rng.choice(MUTATIONS))
     out = bytearray(data)
     at = int(rng.integers(0, len(out)))
@@ -121,6 +122,8 @@ def mutate(name: str, data: bytes, rng: np.random.Generator) -> tuple[str, bytes
     elif kind == "repeat":
         run = bytes(out[at:at + int(rng.integers(1, 256))])
         out[at:at] = run * int(rng.integers(1, 64))
+    elif kind == "splice":  # the head of this file, the tail of another (of the same format or not)
+        out[at:] = other[int(rng.integers(0, len(other))):] if other else b""
     else:  # an integer of the header (sizes, counts, offsets) raised: 16 or 32 bits, either byte order
         at = int(rng.integers(0, min(len(out), 96)))
         width = int(rng.choice([2, 4]))
@@ -215,7 +218,7 @@ def fuzz(cases: int, seed: int, max_pixels: int = 1 << 20, timeout: float = 20.0
                 findings.append((name, "none", outcome, detail, made[name]))
         for number in range(cases):
             name = names[number % len(names)]
-            kind, data = mutate(name, made[name], rng)
+            kind, data = mutate(name, made[name], rng, made[names[int(rng.integers(0, len(names)))]])
             outcome, detail = reader.read(number, data, timeout)
             counts[name, kind.split("+")[0], outcome] += 1
             if outcome in FINDINGS:

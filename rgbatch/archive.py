@@ -199,7 +199,7 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
 
 
 _SUMMARY_KEYS = ("archive", "parts", "part_bytes", "images", "ok", "failed", "unreadable_parts", "set_aside_parts",
-                 "model_ids", "source_bytes", "pixels", "stored", "alpha_bytes", "compression_ratio", "coding",
+                 "model_ids", "source_bytes", "pixels", "stored", "blob_bytes", "alpha_bytes", "compression_ratio", "coding",
                  "reading", "copies", "by_depth", "worst", "failures", "at_depth", "at_msssim", "folders")
 
 
@@ -262,12 +262,12 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
             count["not_reached"] += sum(r.msssim[d - 1] < target.msssim for r, d in zip(rows, chosen))
             count["unmeasured"] += len(measured) - len(rows)
     stored = stored.result()
+    blob_bytes = (stored["bytes"] or 0) - copies.shared_bytes  # what the blobs take, one rows share counted once
     summary = {
         "images": count["images"], "ok": count["ok"], "failed": len(failed) + len(damaged),
         "model_ids": sorted(models), "source_bytes": count["source_bytes"], "pixels": count["pixels"],
-        "stored": stored, "alpha_bytes": count["alpha_bytes"],
-        "compression_ratio": (count["source_bytes"] / (stored["bytes"] - copies.shared_bytes + count["alpha_bytes"])
-                              if stored["bytes"] else None),
+        "stored": stored, "blob_bytes": blob_bytes, "alpha_bytes": count["alpha_bytes"],
+        "compression_ratio": count["source_bytes"] / (blob_bytes + count["alpha_bytes"]) if stored["bytes"] else None,
         "coding": {"scale": dict(sorted(scales.items(), key=lambda item: -float(item[0]))),
                    "partial_last_chunk": count["partial_last_chunk"], "unknown": count["unknown"]},
         "reading": {loss: reading[loss] for loss in READING_WORDS if reading.get(loss)},
@@ -424,11 +424,10 @@ def copies_text(copies: dict) -> str:
 
 
 def bytes_text(summary: dict) -> str:
-    """A report's archive bytes in words: in blobs (a blob rows share counted once), in alpha
-    channels (if any), in part files."""
+    """A report's archive bytes in words: in blobs (`blob_bytes`: a blob rows share counted once),
+    in alpha channels (if any), in part files."""
     alpha = f"{summary['alpha_bytes']:,} in alpha channels, " if summary["alpha_bytes"] else ""
-    blobs = (summary["stored"]["bytes"] or 0) - summary["copies"]["shared_bytes"]
-    return f"{blobs:,} in blobs, {alpha}{summary['part_bytes']:,} in {summary['parts']} part file(s)"
+    return f"{summary['blob_bytes']:,} in blobs, {alpha}{summary['part_bytes']:,} in {summary['parts']} part file(s)"
 
 
 def coding_text(coding: dict) -> str:

@@ -723,6 +723,8 @@ def test_report_counts_the_sources_stored_more_than_once(archive, tmp_path):
     table = " ".join(run("report", copies).stdout.replace("│", " ").split())  # the facts table's row, wrapped
     assert "copies 3 image(s) the same source" in table and f"{blob:,} bytes stored beyond" in table
     assert f"{summary['stored']['bytes'] - 2 * blob:,} in blobs" in table  # a shared blob counted once
+    assert summary["blob_bytes"] == summary["stored"]["bytes"] - 2 * blob
+    assert summary["compression_ratio"] == pytest.approx(summary["source_bytes"] / summary["blob_bytes"])  # no alpha
     summary = json.loads(run("report", archive / "archive", "--json").stdout)["summary"]
     assert summary["copies"] == {"images": 0, "sources": 0, "bytes": 0, "shared": 0, "shared_bytes": 0}
     assert copies_text(summary["copies"]) == "none (no source's bytes are stored twice)"
