@@ -32,6 +32,7 @@ import time
 import traceback
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -61,7 +62,12 @@ def seeds() -> dict[str, bytes]:
         picture.save(buffer, fmt, **options)
         made[name] = buffer.getvalue()
 
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     save("png-rgb", image, "PNG")
+    save("png-icc", image, "PNG", icc_profile=icc)
+    save("jpeg-icc", image, "JPEG", icc_profile=icc)
     save("png-rgba", rgba, "PNG", exif=exif.tobytes())
     save("png-palette-trns", palette, "PNG")
     save("png-16bit-grey", Image.fromarray((y * 1500 + x).astype(np.uint16)), "PNG")
@@ -255,11 +261,8 @@ def main():
         if i < 30:
             print(f"  {outcome:7} {name:22} {kind:12} {detail}")
         if args.keep:
-            import pathlib
-
-            folder = pathlib.Path(args.keep)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{i:04d}-{outcome}-{name}-{kind}.bin").write_bytes(data)
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            (Path(args.keep) / f"{i:04d}-{outcome}-{name}-{kind}.bin").write_bytes(data)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@
 | 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |
 | 16-bit RGB, RGBA, LA (PNG,     | 8 bits a sample, as Pillow reads them (high bytes; a PPM's   |
 | TIFF, PPM), 10- and 12-bit     | scaled); the mode recorded with the file's bits (RGB;16,     |
-| HEIF, JPEG XL colour of more   | RGBA;10...; a JPEG XL's from its header), so that `report`   |
-| than 8 bits                    | counts the reduction                                         |
+| HEIF, JPEG XL and AVIF colour  | RGBA;10...; a JPEG XL's and an AVIF's from its header), so   |
+| of more than 8 bits            | that `report` counts the reduction                           |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
 | EXIF orientation               | applied, so the stored image is upright                      |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
@@ -25,8 +25,8 @@
 | animated / multi-frame         | the first frame (page) only; the count is recorded, so that  |
 |                                | `report` counts it (`frames`)                                |
 | more than max_pixels (default  | refused before decoding (decompression-bomb guard; a JPEG    |
-| MAX_PIXELS, Pillow's 89.5 MP)  | XL's size read from its header: `jxl_header`); a larger limit  |
-|                                | raises Pillow's own to match                                 |
+| MAX_PIXELS, Pillow's 89.5 MP)  | XL's size read from its header, `jxl_header`); a larger      |
+|                                | limit raises Pillow's own to match                           |
 | PNG metadata over Pillow's     | the picture read without its text and ICC chunks (over 1 MiB |
 | text limits (1 MiB a chunk)    | a profile is not kept anyway)                                |
 | unreadable, truncated, empty   | refused with the reason                                      |
@@ -113,8 +113,8 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
-    try:  # last: counting seeks through the frames' headers, and a damaged one leaves the image on itself
-        frames = max(1, int(getattr(image, "n_frames", 1)))  # (a TIFF on a page of another size, unchecked)
+    try:  # last: counting seeks to every frame's header, and one that does not parse leaves the image on
+        frames = max(1, int(getattr(image, "n_frames", 1)))  # it (a TIFF's page of another size, unchecked)
     except Exception:  # a damaged later frame: the first was read
         frames = 1
     return Decoded(rgb, mode, Metadata(icc, exif), frames, alpha)
@@ -216,19 +216,14 @@ def jxl_header(data: bytes) -> JXLHeader | None:
     if data.startswith(JXL_CODESTREAM):
         stream = data[:64]
     elif data.startswith(JXL_CONTAINER):
-        stream, at = b"", len(JXL_CONTAINER)
-        while len(stream) < 64 and at + 8 <= len(data):
-            size, kind, start = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8], at + 8
-            if size == 1:  # a 64-bit size follows
-                size, start = int.from_bytes(data[start:start + 8], "big"), start + 8
-            end = len(data) if size == 0 else at + size
-            if end < start:
-                return None
+        stream = b""
+        for kind, start, end in _boxes(data, 0, len(data)):
             if kind == b"jxlc":
                 stream += data[start:end]
             elif kind == b"jxlp":  # a part of the codestream after its 4-byte index
                 stream += data[start + 4:end]
-            at = end
+            if len(stream) >= 64:
+                break
         if not stream.startswith(JXL_CODESTREAM):
             return None
     else:
@@ -252,18 +247,19 @@ def jxl_header(data: bytes) -> JXLHeader | None:
         width = height * JXL_RATIOS[ratio][0] // JXL_RATIOS[ratio][1] if ratio else dimension()
         return width, height
 
-    image = (lambda: 8 * (1 + read(5)), lambda: u32((1, 9), (1, 13), (1, 18), (1, 30)))  # a SizeHeader's
-    preview = (lambda: 8 * u32((16, 0), (32, 0), (1, 5), (33, 9)), lambda: u32((1, 6), (65, 8), (321, 10), (1345, 12)))
+    image_size = (lambda: 8 * (1 + read(5)), lambda: u32((1, 9), (1, 13), (1, 18), (1, 30)))  # in eighths, or whole
+    preview_size = (lambda: 8 * u32((16, 0), (32, 0), (1, 5), (33, 9)),
+                    lambda: u32((1, 6), (65, 8), (321, 10), (1345, 12)))
     try:
-        width, height = size(*image)
+        width, height = size(*image_size)
         if read(1):  # all_default: 8-bit samples
             return JXLHeader(width, height, 8)
         if read(1):  # extra_fields
             read(3)  # orientation
             if read(1):  # an intrinsic size
-                size(*image)
+                size(*image_size)
             if read(1):  # a preview
-                size(*preview)
+                size(*preview_size)
             if read(1):  # an animation: ticks a second, loops, timecodes
                 u32((100, 0), (1000, 0), (1, 10), (1, 30)), u32((1, 0), (1001, 0), (1, 8), (1, 10))
                 u32((0, 0), (0, 3), (0, 16), (0, 32)), read(1)
@@ -275,6 +271,35 @@ def jxl_header(data: bytes) -> JXLHeader | None:
     except EOFError:
         return None
     return JXLHeader(width, height, depth)
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(kind, payload start, payload end) of each ISO BMFF box in data[start:end] (JPEG XL's
+    container, AVIF's and HEIF's files), a box running past `end` cut there."""
+    while start + 8 <= end:
+        size, kind, body = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8], start + 8
+        if size == 1:  # a 64-bit size follows
+            size, body = int.from_bytes(data[body:body + 8], "big"), body + 8
+        stop = end if size == 0 else min(end, start + size)
+        if stop < body:
+            return
+        yield kind, body, stop
+        start = stop
+
+
+def avif_bits(data: bytes) -> int | None:
+    """The bits a sample of an AVIF file's coded images, 8, 10 or 12 (the largest its `av1C`
+    properties declare: AV1's high_bitdepth and twelve_bit flags; `meta` / `iprp` / `ipco`), or
+    None where it declares none. Pillow's AVIF reader gives 8 bits a sample whatever the file
+    holds, and says nothing of it."""
+    def inside(start: int, end: int, path: tuple[bytes, ...]):
+        for kind, body, stop in _boxes(data, start, end):
+            if kind == path[0]:
+                yield from inside(body + 4 * (kind == b"meta"), stop, path[1:]) if path[1:] else [(body, stop)]
+
+    flags = [data[body + 2] for body, stop in inside(0, len(data), (b"meta", b"iprp", b"ipco", b"av1C"))
+             if stop - body >= 3]  # marker and version; profile and level; tier, high_bitdepth, twelve_bit...
+    return max((12 if flag & 0x20 else 10) if flag & 0x40 else 8 for flag in flags) if flags else None
 
 
 def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
@@ -292,7 +317,7 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
             # all but name: recorded as the mode with alpha, and kept as one
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
-            bits = _sample_bits(image, jxl)
+            bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)
             mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
             _check_pixels(image.size, max_pixels)
             image.load()
@@ -320,13 +345,13 @@ def _check_pixels(size: tuple[int, int], max_pixels: int):
                          f"pixels (decompression-bomb guard); refused")
 
 
-def _sample_bits(image: Image.Image, jxl: JXLHeader | None = None) -> int:
+def _sample_bits(image: Image.Image, declared: int | None = None) -> int:
     """The bits a sample of an opened (not yet loaded) RGB or RGBA image's file, where they are
     more than the 8 that Pillow's mode holds, else 8: 16-bit RGB, RGBA and LA PNGs and TIFFs and
     16-bit PPMs, read keeping each sample's high byte (a PPM's scaled to 255; their decoder's raw
-    mode or a PPM's maximum value says so), 10- or 12-bit HEIF (pillow-heif's `bit_depth`) and
-    JPEG XL of more than 8 bits (its header, `jxl`)."""
-    bits = image.info.get("bit_depth") if jxl is None else jxl.bits
+    mode or a PPM's maximum value says so), 10- or 12-bit HEIF (pillow-heif's `bit_depth`), and
+    JPEG XL and AVIF of more than 8 bits (their headers' bits: `declared`)."""
+    bits = image.info.get("bit_depth") if declared is None else declared
     if isinstance(bits, int) and bits > 8:
         return next((wide for wide in (10, 12, 16) if wide >= bits), 16)  # deeper and float: said as 16
     if not image.tile:

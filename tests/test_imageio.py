@@ -302,6 +302,24 @@ def test_a_jpeg_xl_of_more_than_8_bits_is_recorded_as_reduced(monkeypatch):
     assert decoded.mode == "RGB;16" and decoded.pixels.shape == (40, 48, 3)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_an_avif_of_more_than_8_bits_is_recorded_as_reduced(mode, monkeypatch):
+    buffer = io.BytesIO()
+    Image.new(mode, (48, 40), (9, 99, 199, 120)[:len(mode)]).save(buffer, "AVIF", quality=90)
+    data = bytearray(buffer.getvalue())
+    assert imageio.avif_bits(bytes(data)) == 8 and imageio.avif_bits(save(Image.new("RGB", (8, 8)))) is None
+    flags = data.index(b"av1C") + 6  # its third byte: tier, high_bitdepth, twelve_bit, ...
+    for flag, bits in ((0x40, 10), (0x60, 12), (0x20, 8)):  # twelve_bit alone means nothing
+        forged = bytearray(data)
+        forged[flags] |= flag
+        assert imageio.avif_bits(bytes(forged)) == bits
+    # no AVIF of 10 bits can be made here (Pillow writes 8; libavif refuses a file edited to claim
+    # more): Pillow reads such a file as 8 bits a sample, and its header says how many it held
+    monkeypatch.setattr(imageio, "avif_bits", lambda data: 10)
+    decoded = imageio.decode_image_and_metadata(bytes(data))
+    assert decoded.mode == f"{mode};10" and decoded.pixels.shape == (40, 48, 3)
+
+
 def test_a_jpeg_xl_bomb_is_refused_before_its_reader_decodes_it(monkeypatch):
     # pillow-jxl-plugin decodes the whole picture when Pillow opens the file: the size is asked first
     buffer = io.BytesIO()
