@@ -26,6 +26,7 @@ import io
 import multiprocessing
 import os
 import platform
+import queue
 import resource
 import struct
 import time
@@ -189,7 +190,7 @@ class Reader:
         while time.monotonic() < deadline:
             try:
                 answer = self.answers.get(timeout=0.2)
-            except Exception:  # queue.Empty: still reading, or dead
+            except queue.Empty:  # still reading, or dead
                 if not self.process.is_alive():
                     code = self.process.exitcode
                     self.process = None

@@ -228,7 +228,8 @@ def jxl_header(data: bytes) -> JXLHeader | None:
             return None
     else:
         return None
-    bits, left = int.from_bytes(stream[2:64], "little"), 8 * len(stream[2:64])  # read from the lowest bit up
+    header = stream[2:64]  # after the signature
+    bits, left = int.from_bytes(header, "little"), 8 * len(header)  # read from the lowest bit up
 
     def read(count: int) -> int:
         nonlocal bits, left
