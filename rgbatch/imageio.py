@@ -23,10 +23,13 @@
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
 | animated / multi-frame         | the first frame (page) only; the count is recorded, so that  |
-|                                | `report` counts it (`frames`)                                |
+|                                | `report` counts it (`frames`); an animated JPEG XL refused   |
+|                                | unread (its reader decodes every frame and gives the last)   |
 | more than max_pixels (default  | refused before decoding (decompression-bomb guard; a JPEG    |
-| MAX_PIXELS, Pillow's 89.5 MP)  | XL's size read from its header, `jxl_header`); a larger      |
-|                                | limit raises Pillow's own to match                           |
+| MAX_PIXELS, Pillow's 89.5 MP)  | XL's size read from its header, `jxl_header`, and refused    |
+|                                | too where its colour and extra channels, all decoded, hold   |
+|                                | more samples than RGBA at the limit); a larger limit raises  |
+|                                | Pillow's own to match                                        |
 | PNG metadata over Pillow's     | the picture read without its text and ICC chunks (over 1 MiB |
 | text limits (1 MiB a chunk)    | a profile is not kept anyway)                                |
 | unreadable, truncated, empty   | refused with the reason                                      |
@@ -203,16 +206,20 @@ class JXLHeader(NamedTuple):
     width: int
     height: int
     bits: int  # a sample's, 8 where the header says nothing else (floats: their bits)
+    extra_channels: int = 0  # alpha and any other: each decoded beside the colour
+    animated: bool = False
 
 
 def jxl_header(data: bytes) -> JXLHeader | None:
-    """The size and bits a sample that a JPEG XL file declares (ISO/IEC 18181-1: the SizeHeader
-    and the start of the ImageMetadata that follow the codestream's signature, found in a
-    container's `jxlc` or first `jxlp` boxes), or None where `data` is no JPEG XL file or its
-    header is cut short. pillow-jxl-plugin decodes the whole picture when Pillow opens it, before
-    any size can be asked (read first, this lets the pixel limit refuse a bomb unread as it does
-    other formats': 119 KB of lossless JPEG XL hold 900 MP of one colour), and reads colour
-    samples of more than 8 bits as 8 without saying so."""
+    """The size, bits a sample, number of extra channels and whether it is an animation, as a JPEG
+    XL file declares them (ISO/IEC 18181-1: the SizeHeader and the start of the ImageMetadata that
+    follow the codestream's signature, found in a container's `jxlc` or first `jxlp` boxes), or
+    None where `data` is no JPEG XL file or its header is cut short. pillow-jxl-plugin decodes the
+    whole file when Pillow opens it, before any size can be asked: every extra channel and every
+    frame of an animation (giving the last). Read first, this lets the pixel limit refuse a bomb
+    unread as it does other formats' (119 KB of lossless JPEG XL hold 900 MP of one colour; 623
+    bytes, 1 MP and 200 extra channels), and says the bits of colour samples that the plugin reads
+    as 8 without saying so."""
     if data.startswith(JXL_CODESTREAM):
         stream = data[:64]
     elif data.startswith(JXL_CONTAINER):
@@ -253,15 +260,17 @@ def jxl_header(data: bytes) -> JXLHeader | None:
                     lambda: u32((1, 6), (65, 8), (321, 10), (1345, 12)))
     try:
         width, height = size(*image_size)
-        if read(1):  # all_default: 8-bit samples
+        if read(1):  # all_default: 8-bit samples, no extra channel, a still image
             return JXLHeader(width, height, 8)
+        animated = False
         if read(1):  # extra_fields
             read(3)  # orientation
             if read(1):  # an intrinsic size
                 size(*image_size)
             if read(1):  # a preview
                 size(*preview_size)
-            if read(1):  # an animation: ticks a second, loops, timecodes
+            animated = bool(read(1))
+            if animated:  # ticks a second, loops, timecodes
                 u32((100, 0), (1000, 0), (1, 10), (1, 30)), u32((1, 0), (1001, 0), (1, 8), (1, 10))
                 u32((0, 0), (0, 3), (0, 16), (0, 32)), read(1)
         if read(1):  # float samples: their bits, then the exponent's
@@ -269,9 +278,11 @@ def jxl_header(data: bytes) -> JXLHeader | None:
             read(4)
         else:
             depth = u32((8, 0), (10, 0), (12, 0), (1, 6))
+        read(1)  # modular_16bit_buffers
+        extra = u32((0, 0), (1, 0), (2, 4), (1, 12))
     except EOFError:
         return None
-    return JXLHeader(width, height, depth)
+    return JXLHeader(width, height, depth, extra, animated)
 
 
 def _boxes(data: bytes, start: int, end: int):
@@ -307,8 +318,8 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     if not data:
         raise ImageError("empty file (0 bytes)")
     jxl = jxl_header(data)
-    if jxl:  # a reader that decodes on opening: its size asked first
-        _check_pixels(jxl[:2], max_pixels)
+    if jxl:  # a reader that decodes on opening: what it would decode asked first
+        _check_jxl(jxl, max_pixels)
     _allow_in_pillow(max_pixels)
     image = None
     try:
@@ -344,6 +355,22 @@ def _check_pixels(size: tuple[int, int], max_pixels: int):
     if size[0] * size[1] > max_pixels:
         raise ImageError(f"image of {size[0]}x{size[1]} pixels is over the limit of {max_pixels} "
                          f"pixels (decompression-bomb guard); refused")
+
+
+def _check_jxl(header: JXLHeader, max_pixels: int):
+    """Refuse, before pillow-jxl-plugin decodes it, a JPEG XL over the pixel limit, one whose
+    channels (3 of colour and its extra ones, all decoded) hold more samples than an RGBA image at
+    the limit, and an animation (the plugin decodes every frame and gives the last, not the first
+    that rgbatch keeps of other animations)."""
+    if header.animated:
+        raise ImageError("an animated JPEG XL: its reader decodes every frame and gives the last, not the first "
+                         "that rgbatch keeps of an animation; refused (save its first frame as a still image)")
+    _check_pixels(header[:2], max_pixels)
+    planes = 3 + header.extra_channels
+    if planes > 4 and header.width * header.height * planes > 4 * max_pixels:
+        raise ImageError(f"image of {header.width}x{header.height} pixels with {header.extra_channels} extra "
+                         f"channels (each decoded beside the colour) holds more samples than {max_pixels} pixels "
+                         f"of RGBA, the limit (decompression-bomb guard); refused")
 
 
 def _sample_bits(image: Image.Image, declared: int | None = None) -> int:

@@ -2,6 +2,7 @@ import io
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,24 +275,28 @@ def jxl_bits(*fields: tuple[int, int]) -> bytes:
     return imageio.JXL_CODESTREAM + value.to_bytes((at + 7) // 8, "little")
 
 
-def test_a_jpeg_xls_bits_are_read_past_its_preview_and_animation():
+def test_a_jpeg_xls_bits_extra_channels_and_animation_are_read_past_its_preview():
     large = lambda n: ((3, 2), (n - 1, 30))  # noqa: E731  (a dimension of the last kind: 1 + 30 bits)
     size = [(0, 1), *large(300), (0, 3), *large(500)]  # 500 x 300
     extra = [(0, 1), (1, 1), (5, 3), (1, 1), (0, 1), *large(30), (2, 3)]  # orientation, an intrinsic 36 x 30
     preview = [(1, 1), (0, 1), (3, 2), (7, 12), (0, 3), (2, 2), (10, 10)]  # a preview of 331 x 1352
     animation = [(1, 1), (2, 2), (23, 10), (1, 2), (1, 2), (5, 3), (1, 1)]  # 24 / 1001 ticks, 5 loops, timecodes
+    channels = {0: [(0, 2)], 1: [(1, 2)], 5: [(2, 2), (3, 4)], 4096: [(3, 2), (4095, 12)]}  # extra channels
     for depth, fields in ((10, [(0, 1), (1, 2)]), (12, [(0, 1), (2, 2)]), (16, [(0, 1), (3, 2), (15, 6)]),
                           (32, [(1, 1), (0, 2), (7, 4)])):
-        header = jxl_bits(*size, *extra, *preview, *animation, *fields)
-        assert imageio.jxl_header(header) == (500, 300, depth)
-        assert imageio.jxl_header(header[:-1]) is None  # its last field cut short
-    assert imageio.jxl_header(jxl_bits(*size, (1, 1))) == (500, 300, 8)  # all_default
+        for count, counted in channels.items():
+            for animated in (False, True):
+                header = jxl_bits(*size, *extra, *preview, *(animation if animated else [(0, 1)]), *fields, (1, 1),
+                                  *counted)
+                assert imageio.jxl_header(header) == (500, 300, depth, count, animated)
+                assert imageio.jxl_header(header[:-1]) is None  # its last field cut short
+    assert imageio.jxl_header(jxl_bits(*size, (1, 1))) == (500, 300, 8, 0, False)  # all_default
 
 
 def test_a_jpeg_xl_of_more_than_8_bits_is_recorded_as_reduced(monkeypatch):
     buffer = io.BytesIO()
     Image.fromarray(np.full((40, 48), 40000, np.uint16)).save(buffer, "JXL", lossless=True)
-    assert imageio.jxl_header(buffer.getvalue()) == (48, 40, 16)  # the file's own header
+    assert imageio.jxl_header(buffer.getvalue()) == (48, 40, 16, 0, False)  # the file's own header
     assert imageio.decode_image_and_metadata(buffer.getvalue()).mode == "I;16"
     # colour: pillow-jxl-plugin gives 8 bits a sample whatever the file holds (this one holds 8 made to say 16)
     buffer = io.BytesIO()
@@ -330,6 +335,34 @@ def test_a_jpeg_xl_bomb_is_refused_before_its_reader_decodes_it(monkeypatch):
     for image in (data, jxl_container(data, 4)):
         with pytest.raises(ImageError, match="1200x900 pixels is over the limit of 1000000"):
             decode_image(image, max_pixels=1_000_000)
+
+
+JXL_DATA = Path(__file__).parent / "data" / "jxl"  # files Pillow cannot write (their README says how they were made)
+
+
+def test_an_animated_jpeg_xl_is_refused_not_read_as_its_last_frame(monkeypatch):
+    data = (JXL_DATA / "animated-3-frames.jxl").read_bytes()  # red, green, then blue
+    assert imageio.jxl_header(data) == (48, 40, 8, 0, True)
+    assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (0, 0, 200)  # the plugin's: every frame, then the last
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("opened"))  # nor decoded to be refused
+    for image in (data, jxl_container(data, 7)):
+        with pytest.raises(ImageError, match="an animated JPEG XL: its reader decodes every frame and gives the last"):
+            decode_image(image)
+
+
+def test_a_jpeg_xls_extra_channels_count_against_the_pixel_limit(monkeypatch):
+    data = (JXL_DATA / "grey-19-extra-channels.jxl").read_bytes()  # 48 x 40: 1,920 pixels, 22 planes decoded
+    assert imageio.jxl_header(data) == (48, 40, 8, 19, False)
+    pixels, mode = decode_image(data, max_pixels=48 * 40 * 22 // 4)  # as many samples as RGBA at the limit
+    assert mode == "L" and (pixels == 100).all()
+    buffer = io.BytesIO()
+    Image.new("RGBA", (48, 40), (1, 2, 3, 4)).save(buffer, "JXL", lossless=True)
+    assert imageio.jxl_header(buffer.getvalue()) == (48, 40, 8, 1, False)  # alpha: one extra channel
+    assert decode_image(buffer.getvalue(), max_pixels=48 * 40)[1] == "RGBA"  # RGBA at the limit: read
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("opened"))
+    with pytest.raises(ImageError, match="48x40 pixels with 19 extra channels .* holds more samples than 10000 "
+                                         "pixels of RGBA"):
+        decode_image(data, max_pixels=10_000)  # more than the image's 1,920, less than its 22 planes' 10,560 / 4
 
 
 def test_a_damaged_later_page_leaves_the_first_as_read():
