@@ -397,6 +397,10 @@ def compress(
     rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
                                             "by default one whose size and modification time are as archived is "
                                             "skipped unread (docs/ARCHIVE.md, Resuming)."),
+    read_timeout: Optional[float] = typer.Option(
+        None, help="Seconds one source may take to be read (fetched, hashed, decoded) before its read is cancelled "
+                   "and it fails, so that a decoder stuck on a damaged file or a store that stopped answering "
+                   "cannot hold up the run (default 600; 0: no limit)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what the command would do, from the sources' "
                                                           "sizes and times and the archive's rows: how many "
@@ -407,7 +411,7 @@ def compress(
     """Compress images into an archive of Parquet manifests; reruns add only what is missing."""
     from rich.table import Table
 
-    from .pipeline import CompressOptions, compress as run_compress, plan
+    from .pipeline import READ_TIMEOUT, CompressOptions, compress as run_compress, plan
 
     with archive_errors():
         options = CompressOptions(
@@ -417,7 +421,7 @@ def compress(
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision, decoding=decoding,
             search_steps=search_steps, post_filter=post_filter, resample=resample, partial=partial, overlap=overlap,
-            metadata=metadata, rehash=rehash)
+            metadata=metadata, rehash=rehash, read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout)
         if dry_run:
             _print_plan(plan(sources, archive, options, log=lambda text: err.print(text, highlight=False)), as_json)
             return

@@ -61,6 +61,9 @@ from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
 SETTLE_SECONDS = 10.0  # at most this long for encoders' last progress answers at the end of a run
 TIMES_NOTES = 1 << 16  # notes of touched sources a times file holds at most (`PartWriter.write_times`)
+# seconds a source's read may take by default (`CompressOptions.read_timeout`): an image at the
+# pixel limit reads in seconds (89 MP of lossless JPEG XL: 3 s on a 2-core AMD EPYC)
+READ_TIMEOUT = 600.0
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
 # archived sources a rerun checks in one task (`sources.unchanged`): at least the first, at most the
 # second, else a share of them that keeps every reader busy: Ray's cost per task (about 3 ms)
@@ -112,6 +115,11 @@ class CompressOptions:
     worker_resources: dict | None = None  # custom Ray resources each encoder asks for (pins them to nodes)
     # hash every archived source again, not trusting an unchanged size and modification time (sources.unchanged)
     rehash: bool = False
+    # seconds one source may take to be read (fetched, hashed, decoded: `read_source`; counted from
+    # its dispatch to Ray, the start of a worker process included) before its read is cancelled and
+    # it fails, so that a decoder stuck on a hostile file or a store that stopped answering cannot
+    # hold up the run; 0: no limit
+    read_timeout: float = READ_TIMEOUT
 
     def check(self):
         """Every option a compression reads, checked before any work starts (the model's own
@@ -125,6 +133,7 @@ class CompressOptions:
         check_range("workers", self.workers, 0, what=" (0: automatic)")
         check_choice("device", self.device, DEVICES)
         check_range("max_pixels", self.max_pixels, 1)
+        check_range("read_timeout", self.read_timeout, 0, what=" seconds (0: no limit)")
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("decoding", self.decoding, DECODINGS)
         check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
@@ -546,7 +555,7 @@ class _Run:
         self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)
         self.pending = deque((s, i) for s, i in zip(found, at) if i < 0)  # sources to read, and their index
         self.checks = {}  # check ref -> its (source, index) pairs
-        self.reads = {}  # info ref -> (image ref, source)
+        self.reads = {}  # info ref -> (image ref, source, when it was started)
         self.ready = deque()  # (info, image ref, its `size`): read, waiting for an encoder
         self.ready_size = np.zeros(2, dtype=np.int64)  # theirs together
         self.calls = {}  # rows ref -> (actor index, infos)
@@ -593,14 +602,14 @@ class _Run:
         self.start_reads()
         self.start_calls()
         finished, _ = self.ray.wait(list(self.checks) + list(self.reads) + list(self.calls), num_returns=1,
-                                    timeout=1.0)
+                                    timeout=min(1.0, max(0.0, self.next_deadline() - time.monotonic())))
         self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
         self.poll_encoders()
         for ref in finished:
             if ref in self.checks:
                 self.check_done(self.checks.pop(ref), ref)
             elif ref in self.reads:
-                image_ref, source = self.reads.pop(ref)
+                image_ref, source, _ = self.reads.pop(ref)
                 try:
                     self.read_done(self.ray.get(ref), image_ref, source)
                 except RayError as e:
@@ -617,6 +626,24 @@ class _Run:
                     self.actors[index] = self.make_actor()
                 for row in rows:
                     self.write(row)
+        self.cancel_late_reads()
+
+    def next_deadline(self) -> float:
+        """When the oldest read in flight runs out of `read_timeout` (monotonic seconds; inf: never)."""
+        if not self.reads or not self.options.read_timeout:
+            return float("inf")
+        return min(started for _, _, started in self.reads.values()) + self.options.read_timeout
+
+    def cancel_late_reads(self):
+        """Cancel every read in flight for longer than `read_timeout` (its worker process killed,
+        so that a decoder looping on a hostile file stops), and record its source as failed."""
+        timeout, now = self.options.read_timeout, time.monotonic()
+        for ref in [ref for ref, (_, _, started) in self.reads.items() if timeout and now - started > timeout]:
+            _, source, _ = self.reads.pop(ref)
+            self.ray.cancel(ref, force=True)
+            self.write(source_row(source).failed(
+                f"reading took more than {timeout:g} s: cancelled (a decoder stuck on a damaged file, or a store "
+                f"that stopped answering; the limit is --read-timeout)"))
 
     def start_checks(self):
         while self.to_check and len(self.checks) < self.max_reads:
@@ -654,7 +681,7 @@ class _Run:
             known_hash = self.done["source_hash"][index].as_py() if index >= 0 else None
             info_ref, image_ref = self.read_task.remote(source, known_hash, self.options.max_pixels,
                                                           self.options.metadata)
-            self.reads[info_ref] = (image_ref, source)
+            self.reads[info_ref] = (image_ref, source, time.monotonic())
 
     def reading_ahead(self) -> bool:
         """Whether to read one more image: up to `prefetch` ahead, and while the images read hold

@@ -24,6 +24,7 @@ from rgbatch.codec import Codec
 from rgbatch.manifest import Archive
 from rgbatch.row import Row
 from rgbatch.metrics import msssim
+from rgbatch.options import OptionError
 from rgbatch.pipeline import CompressOptions, EncodeWorker, compress, plan, plan_workers, ray_session
 from rgbatch.ratecontrol import Target
 
@@ -299,6 +300,27 @@ def test_a_name_that_is_not_utf8_fails_alone(ray_cluster, tiny_weights, tmp_path
     assert dict(zip(table["path"].to_pylist(), table["status"].to_pylist())) == {"a.png": "ok", "b\\xe9.png": "error"}
     again = compress([str(source)], str(archive), options(tiny_weights))
     assert (again.ok, again.skipped, again.failed) == (0, 1, 1)
+
+
+def test_a_read_past_the_read_timeout_is_cancelled_and_its_source_fails(ray_cluster, tiny_weights, tmp_path):
+    """A read that does not end (a decoder stuck on a hostile file, a store that stopped answering)
+    held up the whole run: it is cancelled after --read-timeout, its source fails, and a rerun tries
+    it again. Here the stuck decoder is a slow one: 36 MP of lossless JPEG XL of one colour (44 KB)
+    take about 3 s to decode on a 2-core AMD EPYC, the worker's start before it."""
+    import pillow_jxl  # noqa: F401  (registers the JPEG XL writer)
+
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    source.mkdir()
+    Image.new("RGB", (6000, 6000), (9, 99, 199)).save(source / "slow.jxl", lossless=True)
+    for attempt in range(2):
+        result = compress([str(source)], str(archive), options(tiny_weights, read_timeout=1))
+        assert (result.ok, result.failed, result.skipped) == (0, 1, 0)  # tried again, not skipped
+        assert result.failures == [("slow.jxl", "reading took more than 1 s: cancelled (a decoder stuck on a damaged "
+                                                 "file, or a store that stopped answering; the limit is "
+                                                 "--read-timeout)")]
+    assert Archive(archive).table()["status"].to_pylist() == ["error"]
+    with pytest.raises(OptionError, match="read_timeout must be at least 0 seconds"):
+        options(tiny_weights, read_timeout=-1).check()
 
 
 def test_a_damaged_part_leaves_the_others_usable_and_compress_encodes_its_images_again(
