@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import LOSSY_MODES, MAX_PIXELS, ImageError, decode_image_and_metadata, encode_png, open_image, png_text
+from .imageio import EXTRA_CHANNELS, LOSSY_MODES, MAX_PIXELS, base_mode, ImageError, decode_image_and_metadata, encode_png, open_image, png_text
 from .manifest import Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
@@ -395,8 +395,9 @@ def reading_summary(ok: pa.Table) -> dict:
     images whose alpha channel was kept (`alpha_kept`, losslessly beside the blob)."""
     kept = [n is not None for n in ok["alpha_bytes"].to_pylist()]
     modes = ok["mode"].to_pylist()
-    counts = {loss: sum(m in lossy and not (loss == "alpha_dropped" and k) for m, k in zip(modes, kept))
+    counts = {loss: sum(base_mode(m) in lossy and not (loss == "alpha_dropped" and k) for m, k in zip(modes, kept))
               for loss, (lossy, _) in LOSSY_MODES.items()}
+    counts["extra_channels_dropped"] = sum(1 for m in modes if m and m.endswith(EXTRA_CHANNELS))
     counts["frames_dropped"] = sum(1 for n in ok["frames"].to_pylist() if n and n > 1)
     counts["alpha_kept"] = sum(kept)
     return {loss: n for loss, n in counts.items() if n}
@@ -405,6 +406,8 @@ def reading_summary(ok: pa.Table) -> dict:
 # a report's reading losses in words (after a count of images)
 READING_WORDS = {**{loss: words for loss, (_, words) in LOSSY_MODES.items()},
                  "frames_dropped": "with only the first of their frames or pages kept",
+                 "extra_channels_dropped": "with extra channels beyond colour and alpha dropped (a JPEG XL's "
+                                           "depth, spot colours...)",
                  "alpha_kept": "with their alpha channel kept losslessly"}
 
 

@@ -22,6 +22,9 @@
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
+| a JPEG XL's extra channels     | dropped (its reader gives colour and alpha alone); the mode  |
+| beyond alpha (depth, spot      | recorded with `+extra` (`L+extra`), so that `report` counts  |
+| colours, thermal...)           | the loss                                                     |
 | animated / multi-frame         | the first frame (page) only; the count is recorded, so that  |
 |                                | `report` counts it (`frames`); an animated JPEG XL refused   |
 |                                | unread (its reader decodes every frame and gives the last)   |
@@ -65,7 +68,10 @@ MAX_METADATA_BYTES = 1 << 20
 WIDE_MODES = tuple(f"{mode};{bits}" for mode in ("RGB", "RGBA") for bits in (10, 12, 16))
 # modes with an alpha channel (a transparency key: recorded so)
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", *(mode for mode in WIDE_MODES if mode.startswith("RGBA;")))
-LOSSY_MODES = {
+# a JPEG XL's extra channels beyond its alpha (depth, spot colours, a selection mask, thermal...),
+# which its reader drops: the mode recorded with this after it (`L+extra`, `RGBA+extra`)
+EXTRA_CHANNELS = "+extra"
+LOSSY_MODES = {  # by the mode without EXTRA_CHANNELS (`base_mode`)
     # since session 25 the alpha channel is kept (the `alpha` column); dropped: rows of older parts
     "alpha_dropped": (ALPHA_MODES, "with their alpha channel dropped"),
     "reduced_to_8_bits": (("I;16", "I;16B", "I;16L", "I;16N", "I", "F", *WIDE_MODES),
@@ -77,6 +83,11 @@ LOSSY_MODES = {
 # modes whose transparency key (`info["transparency"]`) is an alpha channel in all but name, and
 # the mode with an alpha channel that the archive's `mode` column records for them
 KEYED_ALPHA = {"P": "PA", "L": "LA", "RGB": "RGBA"}
+
+
+def base_mode(mode: str | None) -> str | None:
+    """A recorded mode without what follows the picture's own (EXTRA_CHANNELS)."""
+    return mode.removesuffix(EXTRA_CHANNELS) if mode else mode
 
 
 class ImageError(ValueError):
@@ -112,7 +123,7 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     """`decode_image`, the source's `Metadata` and its number of frames."""
     image, mode = open_image(data, max_pixels)
     rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
-    alpha = to_alpha(image) if mode in ALPHA_MODES else None  # upright too: to_rgb turned the image
+    alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned the image
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
@@ -331,6 +342,7 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
             bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)
             mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
+            mode += EXTRA_CHANNELS if jxl and jxl.extra_channels > (image.mode in ("LA", "RGBA")) else ""
             _check_pixels(image.size, max_pixels)
             image.load()
     except ImageError:

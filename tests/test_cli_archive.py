@@ -113,6 +113,9 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
         "truncated.png": save(rgb, "PNG")[:300],
         "text.jpg": b"this is a shopping list, not a photo\n",
         "bomb.png": png_claiming(100_000, 100_000),
+        # JPEG XL that Pillow cannot write (tests/data/jxl): 19 extra channels beside grey; three frames
+        "extra.jxl": (Path(__file__).parent / "data" / "jxl" / "grey-19-extra-channels.jxl").read_bytes(),
+        "animated.jxl": (Path(__file__).parent / "data" / "jxl" / "animated-3-frames.jxl").read_bytes(),
     }
     for name, data in files.items():
         (tmp_path / "src" / name).parent.mkdir(exist_ok=True)
@@ -125,11 +128,12 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
     result = json.loads(done.stdout)
-    assert (result["ok"], result["failed"]) == (8, 4)
+    assert (result["ok"], result["failed"]) == (9, 5)
 
     rows = current(tmp_path / "archive")
     assert {p for p, r in rows.items() if r["status"] == "ok"} == {
-        "good.png", "good.jpg", "cmyk.jpg", "16bit.png", "rgba.png", "rgb16.ppm", "pages.tiff", "one-pixel.png"}
+        "good.png", "good.jpg", "cmyk.jpg", "16bit.png", "rgba.png", "rgb16.ppm", "pages.tiff", "one-pixel.png",
+        "extra.jxl"}
     assert rows["pages.tiff"]["frames"] == 3 and rows["good.png"]["frames"] is None
     assert rows["cmyk.jpg"]["mode"] == "CMYK" and rows["rgba.png"]["mode"] == "RGBA" and rows["rgb16.ppm"]["mode"] == "RGB;16"
     assert rows["16bit.png"]["mode"].startswith("I") and (rows["one-pixel.png"]["width"], rows["one-pixel.png"]["height"]) == (1, 1)
@@ -138,13 +142,16 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert "truncated" in errors["truncated.png"]
     assert "not an image file" in errors["text.jpg"]
     assert "decompression" in errors["bomb.png"]
+    assert errors["animated.jxl"].startswith("an animated JPEG XL: its reader decodes every frame and gives the last")
+    assert rows["extra.jxl"]["mode"] == "L+extra"
     # and the report says what reading lost besides the codec
     report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
     assert report["summary"]["reading"] == {"reduced_to_8_bits": 2, "colour_converted": 1, "frames_dropped": 1,
-                                            "alpha_kept": 1}
+                                            "extra_channels_dropped": 1, "alpha_kept": 1}
     said = " ".join(run("report", tmp_path / "archive").output.replace("│", " ").split())
     assert ("2 reduced from more than 8 bits a sample to 8; 1 converted to RGB from CMYK, YCbCr, LAB or HSV; 1 with only the "
-            "first of their frames or pages kept; 1 with their alpha channel kept losslessly") in said
+            "first of their frames or pages kept; 1 with extra channels beyond colour and alpha dropped (a JPEG XL's "
+            "depth, spot colours...); 1 with their alpha channel kept losslessly") in said
 
 
 def test_a_dry_run_says_what_compress_would_do_and_writes_nothing(archive, tiny_weights, tmp_path):

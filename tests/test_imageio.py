@@ -354,7 +354,7 @@ def test_a_jpeg_xls_extra_channels_count_against_the_pixel_limit(monkeypatch):
     data = (JXL_DATA / "grey-19-extra-channels.jxl").read_bytes()  # 48 x 40: 1,920 pixels, 22 planes decoded
     assert imageio.jxl_header(data) == (48, 40, 8, 19, False)
     pixels, mode = decode_image(data, max_pixels=48 * 40 * 22 // 4)  # as many samples as RGBA at the limit
-    assert mode == "L" and (pixels == 100).all()
+    assert mode == "L+extra" and (pixels == 100).all()  # the extra channels dropped, and said so
     buffer = io.BytesIO()
     Image.new("RGBA", (48, 40), (1, 2, 3, 4)).save(buffer, "JXL", lossless=True)
     assert imageio.jxl_header(buffer.getvalue()) == (48, 40, 8, 1, False)  # alpha: one extra channel
