@@ -45,7 +45,8 @@ REFUSED_SEEDS = {"jxl-animated-3-frames"}  # an animated JPEG XL: refused unread
 
 def seeds() -> dict[str, bytes]:
     """A small real file of each format and kind rgbatch reads, made here (deterministic), and the
-    JPEG XL files of tests/data/jxl that Pillow cannot write (an animation, extra channels)."""
+    JPEG XL and AVIF files of tests/data that Pillow cannot write (an animation, extra channels,
+    more than 8 bits a sample: tests/data/README.md)."""
     from rgbatch import imageio  # noqa: F401  (registers the JPEG XL and HEIF plugins)
 
     y, x = np.mgrid[0:40, 0:48]
@@ -95,8 +96,9 @@ def seeds() -> dict[str, bytes]:
     big = Image.fromarray(np.tile(rgb, (7, 7, 1))[:280, :300])  # several of the codecs' blocks and groups
     for fmt in ("JPEG", "WEBP", "AVIF", "JXL", "HEIF"):
         save(f"{fmt.lower()}-300x280", big, fmt, quality=70)
-    for path in sorted((Path(__file__).parents[1] / "tests" / "data" / "jxl").glob("*.jxl")):
-        made[f"jxl-{path.stem}"] = path.read_bytes()
+    data = Path(__file__).parents[1] / "tests" / "data"
+    for path in sorted([*data.glob("jxl/*.jxl"), *data.glob("avif/*.avif")]):
+        made[f"{path.parent.name}-{path.stem}"] = path.read_bytes()
     return made
 
 

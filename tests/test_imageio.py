@@ -11,6 +11,8 @@ from PIL import Image
 from rgbatch import imageio
 from rgbatch.imageio import ImageError, decode_image
 
+DATA = Path(__file__).parent / "data"  # jxl/, avif/: files Pillow cannot write (tests/data/README.md)
+
 
 def save(image, fmt="PNG", **kw):
     buffer = io.BytesIO()
@@ -293,22 +295,21 @@ def test_a_jpeg_xls_bits_extra_channels_and_animation_are_read_past_its_preview(
     assert imageio.jxl_header(jxl_bits(*size, (1, 1))) == (500, 300, 8, 0, False)  # all_default
 
 
-def test_a_jpeg_xl_of_more_than_8_bits_is_recorded_as_reduced(monkeypatch):
+def test_a_jpeg_xl_of_more_than_8_bits_is_recorded_as_reduced():
     buffer = io.BytesIO()
     Image.fromarray(np.full((40, 48), 40000, np.uint16)).save(buffer, "JXL", lossless=True)
     assert imageio.jxl_header(buffer.getvalue()) == (48, 40, 16, 0, False)  # the file's own header
     assert imageio.decode_image_and_metadata(buffer.getvalue()).mode == "I;16"
-    # colour: pillow-jxl-plugin gives 8 bits a sample whatever the file holds (this one holds 8 made to say 16)
-    buffer = io.BytesIO()
-    Image.new("RGB", (48, 40), (9, 99, 199)).save(buffer, "JXL", quality=90)
-    header = imageio.jxl_header
-    monkeypatch.setattr(imageio, "jxl_header", lambda data: header(data)._replace(bits=16))
-    decoded = imageio.decode_image_and_metadata(buffer.getvalue())
-    assert decoded.mode == "RGB;16" and decoded.pixels.shape == (40, 48, 3)
+    # colour: pillow-jxl-plugin gives 8 bits a sample whatever the file holds (tests/data/README.md)
+    for bits in (16, 12):
+        decoded = imageio.decode_image_and_metadata((DATA / "jxl" / f"rgb-{bits}-bit.jxl").read_bytes())
+        assert decoded.mode == f"RGB;{bits}" and decoded.pixels.shape == (40, 48, 3)
+        # the sample of 16 bits (x * 1300, y * 1500, (x + y) * 700) at x = y = 5 read as 8 bits
+        assert decoded.pixels[5, 5].tolist() == [round(v / 65535 * 255) for v in (6500, 7500, 7000)]
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-def test_an_avif_of_more_than_8_bits_is_recorded_as_reduced(mode, monkeypatch):
+def test_an_avif_of_more_than_8_bits_is_recorded_as_reduced(mode):
     buffer = io.BytesIO()
     Image.new(mode, (48, 40), (9, 99, 199, 120)[:len(mode)]).save(buffer, "AVIF", quality=90)
     data = bytearray(buffer.getvalue())
@@ -318,11 +319,14 @@ def test_an_avif_of_more_than_8_bits_is_recorded_as_reduced(mode, monkeypatch):
         forged = bytearray(data)
         forged[flags] |= flag
         assert imageio.avif_bits(bytes(forged)) == bits
-    # no AVIF of 10 bits can be made here (Pillow writes 8; libavif refuses a file edited to claim
-    # more): Pillow reads such a file as 8 bits a sample, and its header says how many it held
-    monkeypatch.setattr(imageio, "avif_bits", lambda data: 10)
-    decoded = imageio.decode_image_and_metadata(bytes(data))
-    assert decoded.mode == f"{mode};10" and decoded.pixels.shape == (40, 48, 3)
+    # files of 10 and 12 bits (tests/data/README.md: Pillow writes 8, and libavif refuses a file edited
+    # to claim more): Pillow reads them as 8 bits a sample, and their headers say how many they held
+    for bits in (10, 12) if mode == "RGB" else (10,):
+        decoded = imageio.decode_image_and_metadata((DATA / "avif" / f"{mode.lower()}-{bits}-bit.avif").read_bytes())
+        assert decoded.mode == f"{mode};{bits}" and decoded.pixels.shape == (40, 48, 3)
+        expected = [v / ((1 << bits) - 1) * 255 for v in (400, 450, 400)]  # the samples at x = y = 5, lossy
+        assert np.abs(decoded.pixels[5, 5] - np.array(expected)).max() <= 4
+        assert decoded.alpha is None if mode == "RGB" else (np.abs(decoded.alpha - 700 / 1023 * 255) <= 1).all()
 
 
 def test_a_jpeg_xl_bomb_is_refused_before_its_reader_decodes_it(monkeypatch):
@@ -337,11 +341,8 @@ def test_a_jpeg_xl_bomb_is_refused_before_its_reader_decodes_it(monkeypatch):
             decode_image(image, max_pixels=1_000_000)
 
 
-JXL_DATA = Path(__file__).parent / "data" / "jxl"  # files Pillow cannot write (their README says how they were made)
-
-
 def test_an_animated_jpeg_xl_is_refused_not_read_as_its_last_frame(monkeypatch):
-    data = (JXL_DATA / "animated-3-frames.jxl").read_bytes()  # red, green, then blue
+    data = (DATA / "jxl" / "animated-3-frames.jxl").read_bytes()  # red, green, then blue
     assert imageio.jxl_header(data) == (48, 40, 8, 0, True)
     assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (0, 0, 200)  # the plugin's: every frame, then the last
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("opened"))  # nor decoded to be refused
@@ -351,7 +352,7 @@ def test_an_animated_jpeg_xl_is_refused_not_read_as_its_last_frame(monkeypatch):
 
 
 def test_a_jpeg_xls_extra_channels_count_against_the_pixel_limit(monkeypatch):
-    data = (JXL_DATA / "grey-19-extra-channels.jxl").read_bytes()  # 48 x 40: 1,920 pixels, 22 planes decoded
+    data = (DATA / "jxl" / "grey-19-extra-channels.jxl").read_bytes()  # 48 x 40: 1,920 pixels, 22 planes decoded
     assert imageio.jxl_header(data) == (48, 40, 8, 19, False)
     pixels, mode = decode_image(data, max_pixels=48 * 40 * 22 // 4)  # as many samples as RGBA at the limit
     assert mode == "L+extra" and (pixels == 100).all()  # the extra channels dropped, and said so
