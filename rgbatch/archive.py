@@ -13,6 +13,7 @@ name them as these functions spell them (`OptionError`; the CLI says its flags).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
 import hashlib
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 from . import bitstream, storage
 from .codec import Codec
 from .imageio import EXTRA_CHANNELS, LOSSY_MODES, MAX_PIXELS, base_mode, ImageError, decode_image_and_metadata, encode_png, open_image, png_text
-from .manifest import Archive, PartWriter, sorted_by_path, split_damaged
+from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
 from .limits import check_max_pixels
@@ -910,17 +911,41 @@ def level_tolerance(source: np.ndarray, image: np.ndarray, measured: float) -> f
     return max(MSSSIM_TOLERANCE, *(abs(m - measured) for m in shifted))
 
 
-def _check_blob(row: Row) -> str | None:
+class _SharedChecks:
+    """`bitstream.check` of the blobs of rows sharing one (copies): the rows of one blob are given
+    the same bytes object (`Archive.shared_blob`, which gives it only where its sha256 is the row's
+    digest), whose chunks are checked once. The latest checked are kept, SHARED_CACHE_BYTES of
+    them, each with its bytes object: a hit is that very object, so nothing else passes unchecked."""
+
+    def __init__(self):
+        self.checked, self.bytes = collections.OrderedDict(), 0  # id(blob) -> (blob, header, per-depth sizes)
+
+    def check(self, row: Row) -> tuple[bitstream.Header, list[int]]:
+        """The header of the row's blob, every checksum verified, and its per-depth sizes."""
+        held = self.checked.get(id(row.blob)) if row.shared_blob else None
+        if held is not None and held[0] is row.blob:
+            self.checked.move_to_end(id(row.blob))
+            return held[1:]
+        header = bitstream.check(row.blob)
+        if row.shared_blob:
+            self.checked[id(row.blob)] = row.blob, header, header.cumulative_bytes()
+            self.bytes += len(row.blob)
+            while self.bytes > SHARED_CACHE_BYTES:
+                self.bytes -= len(self.checked.popitem(last=False)[1][0])
+        return header, header.cumulative_bytes()
+
+
+def _check_blob(row: Row, shared: _SharedChecks) -> str | None:
     """Checksums of every chunk, the header against the row, and the whole blob's sha256 where
     the row records it (rows written since session 50)."""
     try:
-        header = bitstream.check(row.blob)
+        header, sizes = shared.check(row)
     except bitstream.BitstreamError as e:
         return f"damaged blob: {e}"
     if (header.width, header.height, header.iterations) != (row.width, row.height, row.iterations):
         return (f"blob holds {header.width}x{header.height} at {header.iterations} iterations, the row says "
                 f"{row.width}x{row.height} at {row.iterations}")
-    if header.cumulative_bytes() != list(row.bytes) or len(row.blob) != row.bytes[-1]:
+    if sizes != list(row.bytes) or len(row.blob) != row.bytes[-1]:
         return "blob sizes do not match the row's per-depth bytes"
     # a shared row's blob was handed out only where it has the digest (`Archive.shared_blob`)
     if row.blob_sha256 is not None and not row.shared_blob and hashlib.sha256(row.blob).hexdigest() != row.blob_sha256:
@@ -999,9 +1024,11 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
         if status != OK:
             result.problems.append((path, f"not archived (failed at compress time: {error})"))
 
+    shared = _SharedChecks()
+
     def checked(row: Row) -> bool:
         result.checked += 1
-        problem = row.problem() or _check_blob(row) or _model_problem(row, codec.for_model(row.model_id))
+        problem = row.problem() or _check_blob(row, shared) or _model_problem(row, codec.for_model(row.model_id))
         if problem:
             result.problems.append((row.path, problem))
         if progress and result.checked % 1024 == 0:  # as rows are read too: --quick decodes few groups

@@ -727,6 +727,30 @@ def test_a_row_whose_shared_blob_no_row_holds_is_a_problem_and_encoded_again(tmp
     assert [r.path for r in Archive(tmp_path).rows()] == ["c.png"] and compact(tmp_path).exit_code == 0
 
 
+def test_verify_checks_a_shared_blob_once_and_any_other_bytes_again(tmp_path, monkeypatch):
+    """The rows of one shared blob (copies) are given one bytes object, whose checksums `verify`
+    checks once; a row's own bytes, or a shared row's bytes of another object, are checked."""
+    from rgbatch import archive as archive_module, bitstream
+
+    blob = bitstream.pack(coder_id=0, bits=32, model_id="00112233aabbccdd", width=4, height=2, tile_size=512,
+                          chunks=[b"\x01" * 5, b"\x02" * 7])
+    sizes = bitstream.read_header(blob).cumulative_bytes()
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        for path in ("a.png", "b.png", "c.png"):
+            writer.add(ok_row(path, blob=blob, bytes=sizes))
+    rows = list(Archive(tmp_path).rows())
+    assert [r.shared_blob for r in rows] == [None, True, True] and rows[1].blob is rows[2].blob
+    checked = []
+    check = bitstream.check
+    monkeypatch.setattr(bitstream, "check", lambda data: checked.append(data) or check(data))
+    shared = archive_module._SharedChecks()
+    assert [archive_module._check_blob(r, shared) for r in rows + rows] == [None] * 6
+    assert len(checked) == 3  # a.png's own blob at each of its two checks, b.png's and c.png's once
+    forged = replace(rows[2], blob=bytearray(blob))  # the same digest, other bytes: checked, and found damaged
+    forged.blob[-1] ^= 1
+    assert archive_module._check_blob(forged, shared).startswith("damaged blob: corrupted data in iteration 2")
+
+
 def test_a_holder_whose_blob_is_not_its_digest_gives_no_blob(tmp_path):
     """`Archive.shared_blob` hands out a blob only where its sha256 is the digest asked for."""
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:
