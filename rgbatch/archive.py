@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import EXTRA_CHANNELS, LOSSY_MODES, MAX_PIXELS, base_mode, ImageError, decode_image_and_metadata, encode_png, open_image, png_text
+from .imageio import (EXTRA_CHANNELS, LOSSY_MODES, MAX_PIXELS, ImageError, base_mode, decode_image_and_metadata,
+                      encode_png, open_image, png_text)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
