@@ -18,7 +18,9 @@
 | HEIF, JPEG XL and AVIF colour  | RGBA;10...; a JPEG XL's and an AVIF's from its header), so   |
 | of more than 8 bits            | that `report` counts the reduction                           |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
-| EXIF orientation               | applied, so the stored image is upright                      |
+| EXIF orientation               | applied, so the stored image is upright (a JPEG XL: its      |
+|                                | codestream's, which its decoder applies; an EXIF one is      |
+|                                | ignored, as the format says, its tag dropped)                |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
@@ -406,11 +408,29 @@ def _sample_bits(image: Image.Image, declared: int | None = None) -> int:
 BAND_PIXELS = 1 << 20  # pixels converted at once: a 100 MP image needs its Pillow image, the array and 6 MB
 
 
+def _without_orientation(image: Image.Image):
+    """Take the orientation tag out of an image's EXIF block, unapplied: a JPEG XL's pixels are
+    turned by its codestream's orientation as libjxl decodes them, and an EXIF orientation is
+    ignored (ISO/IEC 18181-2; libjxl's encoder sets it to 1 as it moves it into the codestream), so
+    that an image whose EXIF still says another (Pillow writes one as it is) is stored as every JPEG
+    XL viewer shows it, and restored without a tag that would turn it again."""
+    exif = image.getexif()
+    if exif.get(ORIENTATION, 1) != 1:
+        del exif[ORIENTATION]
+        image.info["exif"] = exif.tobytes()
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+
+
 def to_rgb(image: Image.Image) -> np.ndarray:
     """Any Pillow image -> upright HxWx3 uint8 RGB (see the table above), converted band by
     band into one array: besides the decoded image, only the result and one band are held."""
     try:
-        ImageOps.exif_transpose(image, in_place=True)
+        if image.format == "JXL" and not getattr(image, "jpeg", False):
+            _without_orientation(image)  # its decoder has turned it by the codestream's orientation
+        else:  # a JPEG XL holding a JPEG: that JPEG's pixels and EXIF (pillow-jxl-plugin's `jpeg`)
+            ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a broken EXIF block must not lose the picture itself
         pass
     top = None  # the white of 16- and 32-bit images, from the whole image's range

@@ -474,11 +474,36 @@ def test_phone_and_modern_formats_are_read_upright_with_their_metadata(fmt):
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, fmt, quality=95, exif=exif.tobytes())
     pixels, mode, metadata, *_ = decode_image_and_metadata(buffer.getvalue())
-    assert pixels.shape == (64, 32, 3)  # turned once, not twice
-    assert pixels[:16, :, 0].mean() > 150 > pixels[-16:, :, 0].mean()  # the red half on top after the turn
+    if fmt == "JXL":  # Pillow writes the EXIF block alone: the codestream says no turn, and it prevails
+        assert pixels.shape == (32, 64, 3) and pixels[:, :16, 0].mean() > 150 > pixels[:, -16:, 0].mean()
+    else:  # the plugins turned the EXIF's orientation into the format's own (irot, imir)
+        assert pixels.shape == (64, 32, 3)  # turned once, not twice
+        assert pixels[:16, :, 0].mean() > 150 > pixels[-16:, :, 0].mean()  # the red half on top after the turn
     kept = Image.Exif()
     kept.load(metadata.exif)
     assert kept.get(0x010F) == "a phone" and kept.get(0x0112, 1) == 1
+
+
+def test_a_jpeg_xl_is_turned_by_its_codestream_not_its_exif(tmp_path):
+    """A JPEG XL's orientation is its codestream's, which libjxl applies as it decodes; an EXIF
+    orientation is ignored (ISO/IEC 18181-2; every JPEG XL viewer shows such a file unturned), and
+    its tag dropped so that a restored PNG is not turned by it either. A JPEG XL holding a JPEG
+    (lossless transcoding) gives that JPEG, whose EXIF orientation the codestream's repeats: turned."""
+    picture = np.zeros((32, 64, 3), np.uint8)
+    picture[:, :32] = (220, 40, 30)
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "a phone"
+    Image.fromarray(picture).save(tmp_path / "phone.jpg", quality=95, exif=exif.tobytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pillow-jxl-plugin says it transcodes the JPEG
+        Image.open(tmp_path / "phone.jpg").save(tmp_path / "transcoded.jxl", lossless_jpeg=True)
+    Image.fromarray(picture).save(tmp_path / "pixels.jxl", lossless=True, exif=exif.tobytes())
+    for name, shape in (("phone.jpg", (64, 32, 3)), ("transcoded.jxl", (64, 32, 3)), ("pixels.jxl", (32, 64, 3))):
+        decoded = imageio.decode_image_and_metadata((tmp_path / name).read_bytes())
+        assert decoded.pixels.shape == shape, name
+        kept = Image.Exif()
+        kept.load(decoded.metadata.exif)
+        assert kept.get(0x010F) == "a phone" and kept.get(0x0112, 1) == 1, name
 
 
 @pytest.mark.parametrize("fmt", ["HEIF", "JXL", "AVIF"])
