@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from . import bitstream, storage
 from .codec import Codec
 from .imageio import (EXTRA_CHANNELS, LOSSY_MODES, MAX_PIXELS, ImageError, base_mode, decode_image_and_metadata,
-                      encode_png, open_image, png_text)
+                      encode_png, max_source_bytes, open_image, png_text)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .objectstore import split_query, with_query, worded
@@ -599,7 +599,7 @@ def _restored_pixels(fs, target: str, row: Row, text: str, max_pixels: int = MAX
     depth (its `RESTORED_KEY` says so: read back, not decoded again), or None where it does not
     read or say so (gone, changed, damaged: the stream is decoded instead)."""
     try:
-        image, _ = open_image(storage.read_bytes(fs, target), max_pixels)
+        image, _ = open_image(storage.read_bytes(fs, target, max_source_bytes(max_pixels)), max_pixels)
         there = image.info.get(RESTORED_KEY)
         if (image.format != "PNG" or image.size != (row.width, row.height) or image.mode not in ("RGB", "RGBA")
                 or not isinstance(there, str) or _stream_key(row, there) != _stream_key(row, text)):
@@ -976,9 +976,11 @@ def _source_image(row: Row, sources) -> tuple:
         return None, "no source recorded"
     try:
         fs, path = storage.resolve(location)
-        data = storage.read_bytes(fs, path)
+        data = storage.read_bytes(fs, path, row.source_bytes)
     except FileNotFoundError:
         return None, f"source {location} is gone"
+    except storage.FileTooBig:  # more bytes than archived
+        return None, f"source {location} changed since it was archived"
     except (OSError, ValueError) as e:  # not reached (endpoint, credentials, network): not checked
         raise SourceUnreachable(f"could not reach source {location}: {worded(e)}") from None
     if hashlib.sha256(data).hexdigest() != row.source_hash:

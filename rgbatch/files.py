@@ -20,7 +20,8 @@ import posixpath
 from . import storage
 from .bitstream import BitstreamError, read_header, read_trailer, with_metadata
 from .codec import Codec, resolve_partial
-from .imageio import MAX_PIXELS, ImageError, Metadata, decode_alpha, decode_image_and_metadata, encode_alpha, encode_png
+from .imageio import (MAX_PIXELS, ImageError, Metadata, decode_alpha, decode_image_and_metadata, encode_alpha, encode_png,
+                      max_source_bytes, too_big_text)
 from .limits import check_max_pixels
 from .objectstore import not_found
 from .options import check_range
@@ -39,7 +40,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     partial = resolve_partial(partial, target, True, codec.coder.name)
     out_fs, out_path = _output(out, overwrite)
     with _naming(source, ImageError):
-        source_image = decode_image_and_metadata(_read(source), max_pixels)
+        source_image = decode_image_and_metadata(_read(source, max_pixels, ImageError), max_pixels)
     encoded = codec.encode(source_image.pixels, iterations, measure=True, target=target, resample=resample,
                            partial=partial)
     alpha_bytes = encode_alpha(source_image.alpha)  # part of the picture: kept whatever `metadata` says
@@ -65,8 +66,8 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     check_max_pixels(max_pixels)
     codec = codec or Codec.load()
     out_fs, out_path = _output(out, overwrite)
-    blob = _read(source)
     with _naming(source, BitstreamError):
+        blob = _read(source, max_pixels, BitstreamError)
         header = read_header(blob)
         stored = header.iterations
         depth = stored if iterations is None else min(iterations, stored)
@@ -113,11 +114,14 @@ def _naming(source, kind: type[Exception]):
         raise kind(f"{source}: {e}") from None
 
 
-def _read(source) -> bytes:
-    """The bytes of the one input file, its errors naming it."""
+def _read(source, max_pixels: int, too_big: type[Exception]) -> bytes:
+    """The bytes of the one input file, its errors naming it; one over `max_source_bytes` fails
+    as an input that does not read (`too_big`: ImageError, BitstreamError)."""
     fs, path = storage.resolve(source)
     try:
-        return storage.read_bytes(fs, path)
+        return storage.read_bytes(fs, path, max_source_bytes(max_pixels))
+    except storage.FileTooBig as e:
+        raise too_big(too_big_text(e, max_pixels)) from None  # named by the caller's `_naming`
     except FileNotFoundError:  # on a store, says when the bucket is what is missing
         raise not_found(fs, path, f"no such file: {source}") from None
     except ValueError as e:  # not a regular file

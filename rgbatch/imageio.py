@@ -35,6 +35,9 @@
 |                                | too where its colour and extra channels, all decoded, hold   |
 |                                | more samples than RGBA at the limit); a larger limit raises  |
 |                                | Pillow's own to match                                        |
+| a file of more bytes than 16   | refused before it is read whole (`max_source_bytes`: twice   |
+| a pixel of max_pixels (at      | an uncompressed 16-bit RGBA image at the limit; a video      |
+| least 256 MiB)                 | named .jpg would fill the memory)                            |
 | PNG metadata over Pillow's     | the picture read without its text and ICC chunks (over 1 MiB |
 | text limits (1 MiB a chunk)    | a profile is not kept anyway)                                |
 | unreadable, truncated, empty   | refused with the reason                                      |
@@ -57,6 +60,24 @@ register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and s
 # caller raises it (`compress --max-pixels`); memory stays flat in the image's size beyond the
 # image itself (README, "Inputs").
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+# A source file is read only up to this many bytes a pixel of the pixel limit (`max_source_bytes`):
+# twice an uncompressed 16-bit RGBA image at the limit, room for a TIFF's pages or a PSD's layers;
+# a bigger file (a video named .jpg) is refused before it fills the memory
+SOURCE_BYTES_PER_PIXEL = 16
+MIN_SOURCE_BYTES = 1 << 28  # 256 MiB, whatever the pixel limit
+
+
+def max_source_bytes(max_pixels: int) -> int:
+    """The most bytes of a source file read for images of at most `max_pixels` pixels."""
+    return max(MIN_SOURCE_BYTES, SOURCE_BYTES_PER_PIXEL * max_pixels)
+
+
+def too_big_text(error: Exception, max_pixels: int) -> str:
+    """Why a source file over `max_source_bytes` is refused (`storage.FileTooBig`), for the user."""
+    return (f"{error}, more than an image of at most {max_pixels} pixels takes ({SOURCE_BYTES_PER_PIXEL} bytes a "
+            f"pixel); refused (--max-pixels raises both limits)")
 
 
 # What an archive keeps of a source besides its pixels, each at most this big (larger: dropped)

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .imageio import ImageError, decode_image_and_metadata, encode_alpha
+from .imageio import ImageError, decode_image_and_metadata, encode_alpha, max_source_bytes, too_big_text
 from .objectstore import not_found, split_query, with_query, worded
 from .row import UNCHANGED, Row
-from .storage import file_stat, is_local, is_uri, kind, listed_files, read_bytes, resolve, uri, utf8_name, walk_local
+from .storage import (FileTooBig, file_stat, is_local, is_uri, kind, listed_files, read_bytes, resolve, uri, utf8_name,
+                      walk_local)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -197,10 +198,12 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
     try:
         fs, path = resolve(source.location)
         size, mtime = stat_before_reading(fs, path, source.listed)
-        data = read_bytes(fs, path)
+        data = read_bytes(fs, path, max_source_bytes(max_pixels))
     except FileNotFoundError as e:
         why = "a dangling symbolic link" if os.path.islink(source.location) else e.strerror or e
         return row.failed(f"cannot read the file: {why}"), None
+    except FileTooBig as e:
+        return row.failed(too_big_text(e, max_pixels)), None
     except (OSError, ValueError) as e:
         return row.failed(f"cannot read the file: {worded(e)}"), None
     row.source_hash, row.source_bytes = hashlib.sha256(data).hexdigest(), len(data)
@@ -270,7 +273,7 @@ def unchanged(sources: list[Source], known: pa.Table, rehash: bool = False) -> l
             if not rehash and as_archived(stat, size, mtime):
                 return True
             now = stat_before_reading(fs, path, stat)
-            data = read_bytes(fs, path)
+            data = read_bytes(fs, path, size)  # more than archived: changed (FileTooBig)
         except (OSError, ValueError):
             return False
         if hashlib.sha256(data).hexdigest() != sha256:

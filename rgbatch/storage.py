@@ -148,22 +148,40 @@ def delete(fs: pafs.FileSystem, path: str):
     fs.delete_file(path)
 
 
-def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    """The bytes of a file. A local path must name a regular file: a FIFO, socket or device is
-    refused without waiting on it (opened non-blocking, checked before reading)."""
+class FileTooBig(ValueError):
+    """A file holding more bytes than its reader allows (`read_bytes`' `max_bytes`)."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(f"it holds more than {max_bytes:,} bytes")
+        self.max_bytes = max_bytes
+
+
+def read_bytes(fs: pafs.FileSystem, path: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of a file, at most `max_bytes` of them (more: FileTooBig, a local file's known
+    by its size before reading, memory bounded either way). A local path must name a regular file:
+    a FIFO, socket or device is refused without waiting on it (opened non-blocking, checked before
+    reading)."""
+    size = None if max_bytes is None else max_bytes + 1  # one more: enough to know
     if not is_local(fs):
         with fs.open_input_stream(path) as f:
-            return f.read()
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        kind = _kind(os.fstat(fd).st_mode)
-        if kind != "file":
-            raise ValueError(f"not a regular file ({kind}): not read")
-        os.set_blocking(fd, True)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read()
-    finally:
-        os.close(fd)
+            data = f.read(size)
+    else:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            status = os.fstat(fd)
+            kind = _kind(status.st_mode)
+            if kind != "file":
+                raise ValueError(f"not a regular file ({kind}): not read")
+            if max_bytes is not None and status.st_size > max_bytes:
+                raise FileTooBig(max_bytes)
+            os.set_blocking(fd, True)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(size)
+        finally:
+            os.close(fd)
+    if max_bytes is not None and len(data) > max_bytes:  # grown since its size was asked, or a store's
+        raise FileTooBig(max_bytes)
+    return data
 
 
 _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",

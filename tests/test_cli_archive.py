@@ -120,6 +120,8 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     for name, data in files.items():
         (tmp_path / "src" / name).parent.mkdir(exist_ok=True)
         (tmp_path / "src" / name).write_bytes(data)
+    with open(tmp_path / "src" / "video.jpg", "wb") as f:  # sparse: 2 GB that take no disk, and are not read
+        f.truncate(2 << 30)
 
     done = subprocess.run(
         [sys.executable, "-m", "rgbatch.cli", "compress", str(tmp_path / "src"), "--out", str(tmp_path / "archive"),
@@ -128,7 +130,7 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
     result = json.loads(done.stdout)
-    assert (result["ok"], result["failed"]) == (9, 5)
+    assert (result["ok"], result["failed"]) == (9, 6)
 
     rows = current(tmp_path / "archive")
     assert {p for p, r in rows.items() if r["status"] == "ok"} == {
@@ -144,6 +146,8 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
     assert "decompression" in errors["bomb.png"]
     assert errors["animated.jxl"].startswith("an animated JPEG XL: its reader decodes every frame and gives the last")
     assert rows["extra.jxl"]["mode"] == "L+extra"
+    assert errors["video.jpg"] == ("it holds more than 1,431,655,760 bytes, more than an image of at most 89478485 "
+                                   "pixels takes (16 bytes a pixel); refused (--max-pixels raises both limits)")
     # and the report says what reading lost besides the codec
     report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
     assert report["summary"]["reading"] == {"reduced_to_8_bits": 2, "colour_converted": 1, "frames_dropped": 1,

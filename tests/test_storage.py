@@ -90,3 +90,32 @@ def test_names_that_are_not_utf8_are_escaped_and_refused_as_paths(tmp_path):
     assert storage.utf8_name("\ud800x") == "\\ud800x"  # no file system gives it; still text
     with pytest.raises(ValueError, match=r"caf\\xe9.png: the name is not valid UTF-8"):
         storage.resolve(tmp_path / bad)
+
+
+def test_read_bytes_reads_at_most_max_bytes(tmp_path, monkeypatch):
+    """A file over `max_bytes` is FileTooBig: a local one by its size, unread (a sparse file of
+    1 TiB costs nothing here); one that grew after its size was asked, or a store's, once
+    `max_bytes` + 1 bytes are read, never more."""
+    fs = pafs.LocalFileSystem()
+    (tmp_path / "small").write_bytes(b"x" * 100)
+    assert storage.read_bytes(fs, str(tmp_path / "small"), 100) == b"x" * 100
+    with open(tmp_path / "huge", "wb") as f:
+        f.truncate(1 << 40)
+    for path, limit in ((tmp_path / "small", 99), (tmp_path / "huge", 1 << 30)):
+        with pytest.raises(storage.FileTooBig, match=f"it holds more than {limit:,} bytes"):
+            storage.read_bytes(fs, str(path), limit)
+    sizes = []
+    stat = os.fstat
+
+    def smaller(fd):  # the size asked before reading, then the file grows
+        status = stat(fd)
+        sizes.append(status.st_size)
+        return os.stat_result((status.st_mode, *status[1:6], 10, *status[7:]))
+
+    monkeypatch.setattr(os, "fstat", smaller)
+    with pytest.raises(storage.FileTooBig):
+        storage.read_bytes(fs, str(tmp_path / "small"), 50)
+    assert sizes == [100]
+    monkeypatch.undo()
+    with pytest.raises(storage.FileTooBig):  # a store's stream (no size asked): read up to the limit and one byte
+        storage.read_bytes(pafs.SubTreeFileSystem(str(tmp_path), fs), "small", 99)
