@@ -45,8 +45,8 @@ REFUSED_SEEDS = {"jxl-animated-3-frames"}  # an animated JPEG XL: refused unread
 
 def seeds() -> dict[str, bytes]:
     """A small real file of each format and kind rgbatch reads, made here (deterministic), and the
-    JPEG XL and AVIF files of tests/data that Pillow cannot write (an animation, extra channels,
-    more than 8 bits a sample: tests/data/README.md)."""
+    JPEG XL and AVIF files of tests/fixtures that Pillow cannot write (an animation, extra channels,
+    more than 8 bits a sample: tests/fixtures/README.md)."""
     from rgbatch import imageio  # noqa: F401  (registers the JPEG XL and HEIF plugins)
 
     y, x = np.mgrid[0:40, 0:48]
@@ -96,7 +96,7 @@ def seeds() -> dict[str, bytes]:
     big = Image.fromarray(np.tile(rgb, (7, 7, 1))[:280, :300])  # several of the codecs' blocks and groups
     for fmt in ("JPEG", "WEBP", "AVIF", "JXL", "HEIF"):
         save(f"{fmt.lower()}-300x280", big, fmt, quality=70)
-    data = Path(__file__).parents[1] / "tests" / "data"
+    data = Path(__file__).parents[1] / "tests" / "fixtures"
     for path in sorted([*data.glob("jxl/*.jxl"), *data.glob("avif/*.avif")]):
         made[f"{path.parent.name}-{path.stem}"] = path.read_bytes()
     return made

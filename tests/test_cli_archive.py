@@ -113,9 +113,9 @@ def test_bad_inputs_are_error_rows_and_the_rest_is_archived(ray_cluster, tiny_we
         "truncated.png": save(rgb, "PNG")[:300],
         "text.jpg": b"this is a shopping list, not a photo\n",
         "bomb.png": png_claiming(100_000, 100_000),
-        # JPEG XL that Pillow cannot write (tests/data/jxl): 19 extra channels beside grey; three frames
-        "extra.jxl": (Path(__file__).parent / "data" / "jxl" / "grey-19-extra-channels.jxl").read_bytes(),
-        "animated.jxl": (Path(__file__).parent / "data" / "jxl" / "animated-3-frames.jxl").read_bytes(),
+        # JPEG XL that Pillow cannot write (tests/fixtures/jxl): 19 extra channels beside grey; three frames
+        "extra.jxl": (Path(__file__).parent / "fixtures" / "jxl" / "grey-19-extra-channels.jxl").read_bytes(),
+        "animated.jxl": (Path(__file__).parent / "fixtures" / "jxl" / "animated-3-frames.jxl").read_bytes(),
     }
     for name, data in files.items():
         (tmp_path / "src" / name).parent.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ from PIL import Image
 from rgbatch import imageio
 from rgbatch.imageio import ImageError, decode_image
 
-DATA = Path(__file__).parent / "data"  # jxl/, avif/: files Pillow cannot write (tests/data/README.md)
+DATA = Path(__file__).parent / "fixtures"  # jxl/, avif/: files Pillow cannot write (tests/fixtures/README.md)
 
 
 def save(image, fmt="PNG", **kw):
@@ -300,7 +300,7 @@ def test_a_jpeg_xl_of_more_than_8_bits_is_recorded_as_reduced():
     Image.fromarray(np.full((40, 48), 40000, np.uint16)).save(buffer, "JXL", lossless=True)
     assert imageio.jxl_header(buffer.getvalue()) == (48, 40, 16, 0, False)  # the file's own header
     assert imageio.decode_image_and_metadata(buffer.getvalue()).mode == "I;16"
-    # colour: pillow-jxl-plugin gives 8 bits a sample whatever the file holds (tests/data/README.md)
+    # colour: pillow-jxl-plugin gives 8 bits a sample whatever the file holds (tests/fixtures/README.md)
     for bits in (16, 12):
         decoded = imageio.decode_image_and_metadata((DATA / "jxl" / f"rgb-{bits}-bit.jxl").read_bytes())
         assert decoded.mode == f"RGB;{bits}" and decoded.pixels.shape == (40, 48, 3)
@@ -319,7 +319,7 @@ def test_an_avif_of_more_than_8_bits_is_recorded_as_reduced(mode):
         forged = bytearray(data)
         forged[flags] |= flag
         assert imageio.avif_bits(bytes(forged)) == bits
-    # files of 10 and 12 bits (tests/data/README.md: Pillow writes 8, and libavif refuses a file edited
+    # files of 10 and 12 bits (tests/fixtures/README.md: Pillow writes 8, and libavif refuses a file edited
     # to claim more): Pillow reads them as 8 bits a sample, and their headers say how many they held
     for bits in (10, 12) if mode == "RGB" else (10,):
         decoded = imageio.decode_image_and_metadata((DATA / "avif" / f"{mode.lower()}-{bits}-bit.avif").read_bytes())
