@@ -10,8 +10,8 @@ no CPU: they can never be starved by encoders holding every CPU, and the driver 
 many run at once. They live in rgbatch.sources, which does not import torch, so the worker
 processes running them start light. A read still running `read_timeout` seconds after it was
 sent is cancelled, its worker process killed, and its source fails (`_Run.cancel_late_reads`):
-a decoder stuck on a hostile file cannot hold up the run. Each encoder actor loads the model once (`Codec.load`) and encodes the
-tiles of several images per batch. The driver is the only writer: it commits Parquet parts
+a decoder stuck on a hostile file cannot hold up the run. Each encoder actor loads the model
+once (`Codec.load`) and encodes the tiles of several images per batch. The driver is the only writer: it commits Parquet parts
 atomically as results stream in, so an interrupted run leaves only complete parts and a
 rerun skips every image whose current row is ok with the same source hash.
 
