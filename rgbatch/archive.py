@@ -928,12 +928,13 @@ class _SharedChecks:
             self.checked.move_to_end(id(row.blob))
             return held[1:]
         header = bitstream.check(row.blob)
+        sizes = header.cumulative_bytes()
         if row.shared_blob:
-            self.checked[id(row.blob)] = row.blob, header, header.cumulative_bytes()
+            self.checked[id(row.blob)] = row.blob, header, sizes
             self.bytes += len(row.blob)
             while self.bytes > SHARED_CACHE_BYTES:
                 self.bytes -= len(self.checked.popitem(last=False)[1][0])
-        return header, header.cumulative_bytes()
+        return header, sizes
 
 
 def _check_blob(row: Row, shared: _SharedChecks) -> str | None:

@@ -51,7 +51,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pillow_jxl  # noqa: F401  (registers its JPEG XL reader with Pillow on import)
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin
 from pillow_heif import register_heif_opener
 
 register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and sets the EXIF orientation to 1
@@ -365,7 +365,7 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
             bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)
             mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
-            mode += EXTRA_CHANNELS if jxl and jxl.extra_channels > (image.mode in ("LA", "RGBA")) else ""
+            mode += EXTRA_CHANNELS if jxl and jxl.extra_channels > (image.mode in ALPHA_MODES) else ""
             _check_pixels(image.size, max_pixels)
             image.load()
     except ImageError:
@@ -436,12 +436,9 @@ def _without_orientation(image: Image.Image):
     that an image whose EXIF still says another (Pillow writes one as it is) is stored as every JPEG
     XL viewer shows it, and restored without a tag that would turn it again."""
     exif = image.getexif()
-    if exif.get(ORIENTATION, 1) != 1:
-        del exif[ORIENTATION]
+    if exif.get(ExifTags.Base.Orientation, 1) != 1:
+        del exif[ExifTags.Base.Orientation]
         image.info["exif"] = exif.tobytes()
-
-
-ORIENTATION = 0x0112  # the EXIF tag
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
