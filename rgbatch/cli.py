@@ -400,7 +400,8 @@ def compress(
     read_timeout: Optional[float] = typer.Option(
         None, help="Seconds one source may take to be read (fetched, hashed, decoded) before its read is cancelled "
                    "and it fails, so that a decoder stuck on a damaged file or a store that stopped answering "
-                   "cannot hold up the run (default 600; 0: no limit)."),
+                   "cannot hold up the run (default 600; 0: no limit). A rerun's check of archived sources "
+                   "past it is cancelled and its sources read one by one."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what the command would do, from the sources' "
                                                           "sizes and times and the archive's rows: how many "

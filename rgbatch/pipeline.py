@@ -9,8 +9,9 @@ the reader to an encoder through the object store without passing the driver. Re
 no CPU: they can never be starved by encoders holding every CPU, and the driver bounds how
 many run at once. They live in rgbatch.sources, which does not import torch, so the worker
 processes running them start light. A read still running `read_timeout` seconds after it was
-sent is cancelled, its worker process killed, and its source fails (`_Run.cancel_late_reads`):
-a decoder stuck on a hostile file cannot hold up the run. Each encoder actor loads the model
+sent is cancelled, its worker process killed, and its source fails (`_Run.cancel_late`): a
+decoder stuck on a hostile file cannot hold up the run; so is a rerun's check of archived
+sources, whose sources are then read one by one. Each encoder actor loads the model
 once (`Codec.load`) and encodes the tiles of several images per batch. The driver is the only writer: it commits Parquet parts
 atomically as results stream in, so an interrupted run leaves only complete parts and a
 rerun skips every image whose current row is ok with the same source hash.
@@ -48,7 +49,7 @@ from . import raywatch
 from .codec import (DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, batch_pixels, release_freed_memory,
                     resolve_partial)
 from .entropy import get_coder
-from .imageio import MAX_PIXELS
+from .imageio import MAX_PIXELS, max_source_bytes
 from .options import OptionError, check_choice, check_range
 from .manifest import TIMES_FOLD, Archive, check_writable
 from .ratecontrol import Target, check_measured
@@ -556,7 +557,7 @@ class _Run:
         at = _archived_at(found, done)
         self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)
         self.pending = deque((s, i) for s, i in zip(found, at) if i < 0)  # sources to read, and their index
-        self.checks = {}  # check ref -> its (source, index) pairs
+        self.checks = {}  # check ref -> (its (source, index) pairs, when it was started)
         self.reads = {}  # info ref -> (image ref, source, when it was started)
         self.ready = deque()  # (info, image ref, its `size`): read, waiting for an encoder
         self.ready_size = np.zeros(2, dtype=np.int64)  # theirs together
@@ -609,7 +610,7 @@ class _Run:
         self.poll_encoders()
         for ref in finished:
             if ref in self.checks:
-                self.check_done(self.checks.pop(ref), ref)
+                self.check_done(self.checks.pop(ref)[0], ref)
             elif ref in self.reads:
                 image_ref, source, _ = self.reads.pop(ref)
                 try:
@@ -628,31 +629,42 @@ class _Run:
                     self.actors[index] = self.make_actor()
                 for row in rows:
                     self.write(row)
-        self.cancel_late_reads()
+        self.cancel_late()
 
     def next_deadline(self) -> float:
-        """When the oldest read in flight runs out of `read_timeout` (monotonic seconds; inf: never)."""
-        if not self.reads or not self.options.read_timeout:
+        """When the oldest read or check in flight runs out of `read_timeout` (monotonic seconds;
+        inf: never)."""
+        started = [read[-1] for read in self.reads.values()] + [check[-1] for check in self.checks.values()]
+        if not started or not self.options.read_timeout:
             return float("inf")
-        return min(started for _, _, started in self.reads.values()) + self.options.read_timeout
+        return min(started) + self.options.read_timeout
 
-    def cancel_late_reads(self):
-        """Cancel every read in flight for longer than `read_timeout` (its worker process killed,
-        so that a decoder looping on a hostile file stops), and record its source as failed."""
+    def cancel_late(self):
+        """Cancel every read or check in flight for longer than `read_timeout` (its worker process
+        killed, so that a decoder looping on a hostile file, or a read from a store or mount that
+        stopped answering, stops). A late read's source fails; a late check's sources are read one
+        by one instead, each under the same limit (a read finds one unchanged by its hash)."""
         timeout, now = self.options.read_timeout, time.monotonic()
-        for ref in [ref for ref, (_, _, started) in self.reads.items() if timeout and now - started > timeout]:
+        if not timeout:
+            return
+        for ref in [ref for ref, (_, _, started) in self.reads.items() if now - started > timeout]:
             _, source, _ = self.reads.pop(ref)
             self.ray.cancel(ref, force=True)
             self.write(source_row(source).failed(
                 f"reading took more than {timeout:g} s: cancelled (a decoder stuck on a damaged file, or a store "
                 f"that stopped answering; the limit is --read-timeout)"))
+        for ref in [ref for ref, (_, started) in self.checks.items() if now - started > timeout]:
+            batch, _ = self.checks.pop(ref)
+            self.ray.cancel(ref, force=True)
+            self.pending.extend(batch)
 
     def start_checks(self):
         while self.to_check and len(self.checks) < self.max_reads:
             batch = [self.to_check.popleft() for _ in range(min(self.check_size, len(self.to_check)))]
             known = self.done.take([i for _, i in batch])  # their rows' sha256, size and time, read by the task
-            ref = self.check_task.remote([s for s, _ in batch], known, self.options.rehash)
-            self.checks[ref] = batch
+            ref = self.check_task.remote([s for s, _ in batch], known, self.options.rehash,
+                                         max_source_bytes(self.options.max_pixels))
+            self.checks[ref] = (batch, time.monotonic())
 
     def check_done(self, batch, ref):
         """Count the unchanged sources as skipped; read the others (`read_source` hashes them

@@ -253,7 +253,7 @@ def as_archived(stat: tuple, size: int | None, mtime: dt.datetime | None) -> boo
     return mtime is not None and stat == (size, mtime)
 
 
-def unchanged(sources: list[Source], known: pa.Table, rehash: bool = False) -> list:
+def unchanged(sources: list[Source], known: pa.Table, rehash: bool = False, max_bytes: int | None = None) -> list:
     """Whether each source is still as archived, `known` a table of its `KNOWN` (sha256, size,
     modification time) of then, a row per source: its size and time are (not read: rsync's
     test; as the object store's listing gave them, or a local file's stat), else its sha256 is
@@ -262,8 +262,9 @@ def unchanged(sources: list[Source], known: pa.Table, rehash: bool = False) -> l
     for 20,000 thumbnails). Each answer is False (changed, or it does not read: `read_source`
     then says why), True, or, for one unchanged by its hash whose size or time moved (touched,
     copied without its times), its (size, time) now, where recordable (`stat_before_reading`):
-    a note for the next rerun (`PartWriter.write_times`). `known` (`Archive.done`'s rows) is read
-    into Python here, in the task, not by the driver."""
+    a note for the next rerun (`PartWriter.write_times`). A source is read at most its archived
+    size (more: changed), or `max_bytes` where none was recorded (more: `read_source` refuses it).
+    `known` (`Archive.done`'s rows) is read into Python here, in the task, not by the driver."""
     known = zip(*(known[c].to_pylist() for c in KNOWN))
 
     def same(source: Source, sha256: str, size: int | None, mtime: dt.datetime | None):
@@ -273,7 +274,7 @@ def unchanged(sources: list[Source], known: pa.Table, rehash: bool = False) -> l
             if not rehash and as_archived(stat, size, mtime):
                 return True
             now = stat_before_reading(fs, path, stat)
-            data = read_bytes(fs, path, size)  # more than archived: changed (FileTooBig)
+            data = read_bytes(fs, path, max_bytes if size is None else size)  # more: changed (FileTooBig)
         except (OSError, ValueError):
             return False
         if hashlib.sha256(data).hexdigest() != sha256:

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import damage_page, smooth_image
-from rgbatch import storage
+from rgbatch import pipeline, storage
 from rgbatch.codec import Codec
 from rgbatch.manifest import Archive
 from rgbatch.row import Row
@@ -322,6 +322,29 @@ def test_a_read_past_the_read_timeout_is_cancelled_and_its_source_fails(ray_clus
     assert Archive(archive).table()["status"].to_pylist() == ["error"]
     with pytest.raises(OptionError, match="read_timeout must be at least 0 seconds"):
         options(tiny_weights, read_timeout=-1).check()
+
+
+def test_a_check_past_the_read_timeout_is_cancelled_and_its_sources_read_instead(
+        ray_cluster, tiny_weights, tmp_path, rng, monkeypatch):
+    """A rerun checks archived sources in tasks of many (`sources.unchanged`: a stat each, and a
+    hash with --rehash); until session 53 nothing bounded those, so a mount or store that stopped
+    answering held up the rerun for ever. Now a check past --read-timeout is cancelled and its
+    sources read one by one, each under the same limit: here the check never ends, and the reads
+    find the sources unchanged by their hashes."""
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    write_images(source, rng, ["a.png", "b.png"])
+    assert compress([str(source)], str(archive), options(tiny_weights)).ok == 2
+
+    def stuck(sources, *_):  # sent to Ray by value: a check that never ends
+        time.sleep(600)
+        return [True] * len(sources)
+
+    monkeypatch.setattr(pipeline, "unchanged", stuck)
+    start = time.monotonic()
+    again = compress([str(source)], str(archive), options(tiny_weights, read_timeout=5))
+    assert (again.ok, again.skipped, again.failed) == (0, 2, 0)
+    assert time.monotonic() - start < 300  # long before the check would have ended
+    assert all_rows(archive) == 2
 
 
 def test_a_damaged_part_leaves_the_others_usable_and_compress_encodes_its_images_again(

@@ -215,6 +215,11 @@ def test_a_source_of_the_archived_size_and_time_is_skipped_unread(tmp_path, monk
     os.utime(old, (past, past))
     assert rs.unchanged(sources[:1], known.slice(0, 1)) == [True]  # what the shortcut trusts
     assert rs.unchanged(sources[:1], known.slice(0, 1), rehash=True) == [False]
+    # a row without its size recorded: the file read at most `max_bytes` (since session 53: all of it)
+    unsized = known.slice(1, 1).set_column(1, "source_bytes", pa.array([None], pa.int64()))
+    size = new.stat().st_size
+    assert rs.unchanged(sources[1:], unsized, max_bytes=size) == [True]
+    assert rs.unchanged(sources[1:], unsized, max_bytes=size - 1) == [False]  # read_source refuses it, worded
 
 
 def test_paths_relative_to_the_root_are_relpaths_own():
