@@ -161,10 +161,9 @@ def read_bytes(fs: pafs.FileSystem, path: str, max_bytes: int | None = None) -> 
     by its size before reading, memory bounded either way). A local path must name a regular file:
     a FIFO, socket or device is refused without waiting on it (opened non-blocking, checked before
     reading)."""
-    size = None if max_bytes is None else max_bytes + 1  # one more: enough to know
     if not is_local(fs):
         with fs.open_input_stream(path) as f:
-            data = f.read(size)
+            data = _read_at_most(f, max_bytes)
     else:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -176,12 +175,30 @@ def read_bytes(fs: pafs.FileSystem, path: str, max_bytes: int | None = None) -> 
                 raise FileTooBig(max_bytes)
             os.set_blocking(fd, True)
             with os.fdopen(os.dup(fd), "rb") as f:
-                data = f.read(size)
+                data = _read_at_most(f, max_bytes, status.st_size)
         finally:
             os.close(fd)
     if max_bytes is not None and len(data) > max_bytes:  # grown since its size was asked, or a store's
         raise FileTooBig(max_bytes)
     return data
+
+
+READ_CHUNK = 1 << 24  # bytes read at a time from a file of unknown size (`_read_at_most`)
+
+
+def _read_at_most(f, max_bytes: int | None, size: int | None = None) -> bytes:
+    """An open file's bytes up to one past `max_bytes` (enough to know it holds more; None: all),
+    read at once where its `size` is known, else READ_CHUNK at a time: memory follows the bytes
+    there are, not the limit (a read of `max_bytes` allocates them all first: a --max-pixels of
+    10^11 made every read a MemoryError, and 10^19 an OverflowError, until session 53)."""
+    if max_bytes is None:
+        return f.read()
+    parts, got = [], 0
+    step = READ_CHUNK if size is None else size + 1
+    while got <= max_bytes and (part := f.read(min(step, max_bytes + 1 - got))):
+        parts.append(part)
+        got, step = got + len(part), READ_CHUNK
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",

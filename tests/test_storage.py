@@ -119,3 +119,24 @@ def test_read_bytes_reads_at_most_max_bytes(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(storage.FileTooBig):  # a store's stream (no size asked): read up to the limit and one byte
         storage.read_bytes(pafs.SubTreeFileSystem(str(tmp_path), fs), "small", 99)
+
+
+def test_read_bytes_takes_memory_for_the_bytes_there_are_not_the_limit(tmp_path, monkeypatch):
+    """A read of `max_bytes` allocates them all before reading (Python's and pyarrow's): until
+    session 53 a --max-pixels of 10^11 (1.6 TB of `max_source_bytes`) made every read a
+    MemoryError, 10^20 an OverflowError. Now a file of known size is read at once, a stream of
+    unknown size READ_CHUNK at a time, whatever the limit; a file that grows while it is read is
+    read on past its size, up to the limit."""
+    fs = pafs.LocalFileSystem()
+    data = bytes(range(256)) * 1000
+    (tmp_path / "a").write_bytes(data)
+    store = pafs.SubTreeFileSystem(str(tmp_path), fs)
+    monkeypatch.setattr(storage, "READ_CHUNK", 1000)  # several chunks from the store
+    for limit in (len(data), 16 * 10**20, None):
+        assert storage.read_bytes(fs, str(tmp_path / "a"), limit) == data
+        assert storage.read_bytes(store, "a", limit) == data
+    with pytest.raises(storage.FileTooBig):
+        storage.read_bytes(store, "a", len(data) - 1)
+    stat = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: os.stat_result((*stat(fd)[:6], 10, *stat(fd)[7:])))
+    assert storage.read_bytes(fs, str(tmp_path / "a"), 10**20) == data  # "grown" past its size asked
