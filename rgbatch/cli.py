@@ -331,10 +331,18 @@ def _json(value, indent=None) -> str:
     return json.dumps(value, indent=indent, default=str, ensure_ascii=False)
 
 
-def _print_json(obj: dict):
-    """`obj` as indented JSON on stdout. A reader of record batches among its values (a report's
-    images) is written as it is read, a row a line, so that memory stays flat in its rows."""
-    write = sys.stdout.write
+def _on_stdout(written: str) -> bool:
+    """Whether a command wrote its output file to its standard output (`--out /dev/stdout`): its
+    own text then goes to stderr, so that stdout holds the file alone."""
+    from . import storage
+
+    return not storage.is_uri(written) and storage.is_stdout(*storage.resolve(written))
+
+
+def _print_json(obj: dict, file=None):
+    """`obj` as indented JSON on stdout (or `file`). A reader of record batches among its values
+    (a report's images) is written as it is read, a row a line, so that memory stays flat in its rows."""
+    write = (file or sys.stdout).write
     write("{")
     for n, (key, value) in enumerate(obj.items()):
         write(("," if n else "") + "\n  " + _json(key) + ": ")
@@ -503,6 +511,8 @@ def report(
     select: Optional[str] = typer.Option(None, help="With --html: show the archived paths matching this glob."),
     weights: Optional[Path] = typer.Option(None, help="With --html: weight file to decode with (default: the "
                                                       "shipped model)."),
+    overwrite: bool = typer.Option(False, help="With --html: replace the page if there is one (default: refuse, "
+                                               "exit 2)."),
 ):
     """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
@@ -517,9 +527,10 @@ def report(
                                      "--json, or run report twice"), soft_wrap=True)
             raise typer.Exit(2)
         with archive_errors():
-            page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights)
-        out.print(f"wrote {page['out']}: {page['summary']['images']} image(s), {len(page['shown'])} shown",
-                  highlight=False)
+            page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights,
+                                     overwrite=overwrite)
+        (err if _on_stdout(page["out"]) else out).print(f"wrote {page['out']}: {page['summary']['images']} image(s), "
+                                   f"{len(page['shown'])} shown", highlight=False)
         return
     with archive_errors():
         result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst, images=as_json,
@@ -665,11 +676,12 @@ def encode(
         result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial,
                              metadata=metadata, overwrite=overwrite)
     if as_json:
-        _print_json(result)
+        _print_json(result, sys.stderr if _on_stdout(result["out"]) else sys.stdout)
     else:
         scale = "" if result["scale"] == "1" else f" coded at scale {result['scale']},"
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
-        out.print(f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
+        (err if _on_stdout(result["out"]) else out).print(
+                  f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the trailer (colour "
                                                       f"profile, EXIF, alpha channel)" if result["metadata_bytes"] else "")
@@ -706,13 +718,13 @@ def decode(
         result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels), overwrite=overwrite,
                              allow_truncated=allow_truncated)
     if as_json:
-        _print_json(result)
+        _print_json(result, sys.stderr if _on_stdout(result["out"]) else sys.stdout)
     else:
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         cut = (f"; the file is cut short: its first {result['whole_iterations']} iterations are whole"
                if result["whole_iterations"] < result["stored_iterations"] else "")
-        out.print(f"{result['out']}: {result['width']}x{result['height']} at depth {result['iterations']} "
-                  f"of {result['stored_iterations']}{steps}{cut}")
+        (err if _on_stdout(result["out"]) else out).print(f"{result['out']}: {result['width']}x{result['height']} at depth "
+                                     f"{result['iterations']} of {result['stored_iterations']}{steps}{cut}")
 
 
 @app.command()

@@ -9,13 +9,13 @@ source's ICC profile and EXIF block in its metadata trailer (`metadata=False`: n
 alpha channel (always), which `decode_file` writes into the PNG.
 Paths may be local or URIs that `pyarrow.fs` opens; outputs are written atomically, and an
 existing output file is replaced only with `overwrite` (checked before any work, and again as
-the file is linked into place: `storage.write_new`).
+the file is linked into place: `storage.output_file`, `storage.write_new`); a FIFO or character
+device named as the output (/dev/null, /dev/stdout) is written into, never replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
-import posixpath
 
 from . import storage
 from .bitstream import BitstreamError, read_header, read_trailer, with_metadata
@@ -38,14 +38,14 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     whole; and the bytes of the source's metadata kept in the trailer: `metadata`)."""
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
-    out_fs, out_path = _output(out, overwrite)
+    out_fs, out_path = storage.output_file(out, overwrite)
     with _naming(source, ImageError):
         source_image = decode_image_and_metadata(_read(source, max_pixels, ImageError), max_pixels)
     encoded = codec.encode(source_image.pixels, iterations, measure=True, target=target, resample=resample,
                            partial=partial)
     alpha_bytes = encode_alpha(source_image.alpha)  # part of the picture: kept whatever `metadata` says
     blob = with_metadata(encoded.blob, source_image.metadata if metadata else Metadata(), alpha_bytes)
-    _write(out_fs, out_path, blob, overwrite)
+    storage.write_output(out_fs, out_path, blob, overwrite)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": source_image.mode,
             "frames": source_image.frames,
             "alpha_bytes": None if alpha_bytes is None else len(alpha_bytes),  # in the trailer; 0: opaque
@@ -65,7 +65,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     check_range("iterations", iterations, 1)
     check_max_pixels(max_pixels)
     codec = codec or Codec.load()
-    out_fs, out_path = _output(out, overwrite)
+    out_fs, out_path = storage.output_file(out, overwrite)
     with _naming(source, BitstreamError):
         blob = _read(source, max_pixels, BitstreamError)
         header = read_header(blob)
@@ -83,26 +83,11 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
                 alpha = decode_alpha(alpha, image.shape[1], image.shape[0])
             except ImageError as e:  # intact bytes (the trailer's checksum holds) that are no such PNG: a bad stream
                 raise BitstreamError(f"invalid metadata trailer: {e}") from None
-    _write(out_fs, out_path, encode_png(image, metadata, alpha=alpha), overwrite)
+    storage.write_output(out_fs, out_path, encode_png(image, metadata, alpha=alpha), overwrite)
     return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
             "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
             "whole_iterations": whole,  # fewer than stored: the file is cut short (`allow_truncated`)
             "last_steps": header.steps_at(depth)}
-
-
-def _output(out, overwrite: bool):
-    """(file system, path) of an output file, refused before any work where a file is already
-    there and `overwrite` is not given, or where a folder is or is meant (a name ending in "/"),
-    (storage.NotWritten)."""
-    if str(out).endswith("/"):
-        raise storage.NotWritten(f"{out}: names a folder (it ends in '/'): give the file's name")
-    fs, path = storage.resolve(out)
-    what = storage.kind(fs, path)
-    if what == "folder":
-        raise storage.NotWritten(f"{out}: a folder is there: not written")
-    if what != "missing" and not overwrite:
-        raise storage.NotWritten(f"{out}: {storage.ALREADY_THERE}")
-    return fs, path
 
 
 @contextlib.contextmanager
@@ -130,8 +115,3 @@ def _read(source, max_pixels: int, too_big: type[Exception]) -> bytes:
         raise OSError(f"{source}: cannot read the file: {e.strerror or e}") from None
 
 
-def _write(fs, path: str, data: bytes, overwrite: bool):
-    try:
-        storage.write_new(fs, posixpath.dirname(path), posixpath.basename(path), data, overwrite)
-    except storage.NotWritten as e:
-        raise storage.NotWritten(f"{storage.uri(fs, path)}: {e}") from None

@@ -190,12 +190,14 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
 
 
 def write_html_report(archive, out, show: int = SHOWN, select: str | None = None, worst: int = 5, weights=None,
-                      device: str = "auto", precision: str = "auto", crop: int = CROP) -> dict:
-    """Write the page of `archive` to `out` (a local path or URI, atomically); returns the
+                      device: str = "auto", precision: str = "auto", crop: int = CROP, overwrite: bool = False) -> dict:
+    """Write the page of `archive` to `out` (a local path or URI, atomically; a file there is
+    replaced only with `overwrite`, checked before any work: `storage.output_file`); returns the
     report's summary and the paths shown. Shown: the archived paths matching `select`, else
     the `show` worst images (at most `show` either way)."""
     check_range("show", show, 0)
     check_range("crop", crop, 32, what=" pixels")
+    fs, path = storage.output_file(out, overwrite)
     summary = report(archive, worst=max(worst, show), images=False)["summary"]
     worst_paths = [r["path"] for r in summary["worst"]]
     summary["worst"] = summary["worst"][:worst]
@@ -214,8 +216,7 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | None = None
         rows = {r.path: r for r in man.rows(set(paths))}
         paths = [p for p in paths if p in rows]  # a part damaged inside gives none of its rows (`Archive.missed`)
         shown = [show_image(rows[p], codec, crop) for p in paths]
-    fs, path = storage.resolve(out)
-    storage.write_atomic(fs, path, render(summary, shown, crop).encode())
+    storage.write_output(fs, path, render(summary, shown, crop).encode(), overwrite)
     return {"out": storage.uri(fs, path), "summary": summary, "shown": paths}
 
 

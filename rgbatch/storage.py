@@ -343,6 +343,55 @@ class NotWritten(ValueError):
     """An output file that was not written, with the reason for the user."""
 
 
+# special files an output file the user names is written into, never replaced (`output_file`)
+STREAMED = ("a FIFO", "a character device")
+
+
+def output_file(out, overwrite: bool = False) -> tuple[pafs.FileSystem, str]:
+    """(file system, path) of one output file the user names (`encode` / `decode --out`, `report
+    --html`), refused (NotWritten) before any work where a folder is there or meant (a name
+    ending in "/"), a file is there and not `overwrite`, or a block device or socket. A FIFO or
+    a character device (/dev/null, /dev/stdout, a terminal) is written into (`write_output`), as
+    by a shell's redirection: until session 53 the file written was renamed onto it, so that
+    `--out /dev/null` run as root replaced the system's /dev/null with a PNG."""
+    if str(out).endswith("/"):
+        raise NotWritten(f"{out}: names a folder (it ends in '/'): give the file's name")
+    fs, path = resolve(out)
+    what = kind(fs, path)
+    if what == "folder":
+        raise NotWritten(f"{out}: a folder is there: not written")
+    if what in ("a block device", "a socket"):
+        raise NotWritten(f"{out}: {what} is there: not written")
+    if what not in ("missing", *STREAMED) and not overwrite:
+        raise NotWritten(f"{out}: {ALREADY_THERE}")
+    return fs, path
+
+
+def write_output(fs: pafs.FileSystem, path: str, data: bytes, overwrite: bool = False):
+    """Write an output file of `output_file`: atomically (`write_new`), or into the FIFO or
+    character device there. NotWritten, led by the path, if it cannot be."""
+    try:
+        if is_local(fs) and local_kind(path) in STREAMED:
+            try:
+                with open(path, "wb") as f:
+                    f.write(data)
+            except OSError as e:
+                raise NotWritten(f"cannot write into it: {e.strerror or e}") from None
+        else:
+            write_new(fs, posixpath.dirname(path), posixpath.basename(path), data, overwrite)
+    except NotWritten as e:
+        raise NotWritten(f"{uri(fs, path)}: {e}") from None
+
+
+def is_stdout(fs: pafs.FileSystem, path: str) -> bool:
+    """Whether a local path is this process's standard output (`--out /dev/stdout`): the
+    command's own text then goes to stderr."""
+    try:
+        return is_local(fs) and os.path.samestat(os.stat(path), os.fstat(1))
+    except (OSError, ValueError):
+        return False
+
+
 def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwrite: bool = False) -> str:
     """Write `data` atomically at `root/relative` and return its path; NotWritten if it cannot be.
 

@@ -1,12 +1,15 @@
 """Single-file encode / decode: `rgbatch encode` and `rgbatch decode`."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rgbatch import bitstream
+from rgbatch import bitstream, storage
 from rgbatch.cli import app
 from rgbatch.codec import Codec
 from rgbatch.files import decode_file, encode_file
@@ -60,6 +63,50 @@ def test_an_output_file_already_there_is_replaced_only_with_overwrite(codec, png
                                "--weights", str(tiny_weights), "--overwrite"])
     assert done.exit_code == 0 and bitstream.read_header((tmp_path / "a.rgb").read_bytes()).iterations == 2
     assert decode_file(tmp_path / "a.rgb", tmp_path / "a.png", codec=codec, overwrite=True)["iterations"] == 2
+
+
+def test_a_fifo_or_character_device_named_as_the_output_is_written_into_never_replaced(
+        codec, png, tiny_weights, tmp_path):
+    """`--out /dev/null` renamed its PNG onto the name: run as root, it replaced the system's
+    /dev/null with a file (and `--out /dev/stdout` the link). Since session 53 a FIFO or a character
+    device is written into, as a shell's redirection writes, and a command writing to its own
+    stdout says its line on stderr; a socket is refused. The character device here is a null
+    device of the test's own (mknod: root only, else skipped)."""
+    import socket
+    import stat
+    import threading
+
+    encode_file(png, tmp_path / "a.rgb", iterations=1, codec=codec)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    decode_file(tmp_path / "a.rgb", fifo, codec=codec)  # no --overwrite needed: nothing is replaced
+    reader.join(60)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and got[0][:8] == b"\x89PNG\r\n\x1a\n"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket"))
+        with pytest.raises(storage.NotWritten, match="a socket is there: not written"):
+            encode_file(png, tmp_path / "socket", iterations=1, codec=codec, overwrite=True)
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a character device needs root")
+    runner = CliRunner()
+    for args in (["decode", str(tmp_path / "a.rgb")], ["encode", str(png), "--iterations", "1"]):
+        done = runner.invoke(app, args + ["--out", str(null), "--weights", str(tiny_weights)])
+        assert done.exit_code == 0, done.output
+        assert stat.S_ISCHR(null.lstat().st_mode) and null.stat().st_rdev == os.makedev(1, 3)
+    with open(null, "rb") as f:
+        assert f.read() == b""  # still a null device
+    # a command writing its file to its own stdout says its line on stderr: stdout holds the file alone
+    done = subprocess.run([sys.executable, "-m", "rgbatch.cli", "decode", str(tmp_path / "a.rgb"), "--out",
+                           "/dev/stdout", "--weights", str(tiny_weights)], capture_output=True, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout[:8] == b"\x89PNG\r\n\x1a\n" and b"at depth 1 of 1" in done.stderr
+    decode_file(tmp_path / "a.rgb", tmp_path / "a.png", codec=codec)
+    assert done.stdout == (tmp_path / "a.png").read_bytes()
 
 
 def test_a_size_target_keeps_the_depths_that_fit(codec, png, tmp_path):

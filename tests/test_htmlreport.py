@@ -93,6 +93,15 @@ def test_report_html_from_the_command_line(archive, tiny_weights, tmp_path):
     result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "t.html"),
                                       "--depth", "2"])
     assert result.exit_code == 2 and "--html writes the page alone" in result.output
+    # a page already there is replaced only with --overwrite (until session 53: silently), refused before any work
+    before = (tmp_path / "r.html").read_bytes()
+    result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "r.html"),
+                                      "--show", "0"])
+    assert result.exit_code == 2 and "already there: not overwritten" in result.output
+    assert (tmp_path / "r.html").read_bytes() == before
+    result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "r.html"),
+                                      "--show", "0", "--overwrite"])
+    assert result.exit_code == 0 and "0 shown" in result.output and (tmp_path / "r.html").read_bytes() != before
 
 
 # -- in a real browser -------------------------------------------------------------------------------
