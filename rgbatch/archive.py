@@ -189,9 +189,12 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     check_range("depth", depth, 1)
     check_range("worst", worst, 0)
     check_range("folders", folders, 1)
+    try:
+        target = Target(msssim=min_msssim)
+    except OptionError as e:  # named as report's parameter (`--min-msssim`), not a target's
+        raise OptionError("min_msssim", e.reason) from None
     man = Archive(archive)
-    summary, spill = man.read_whole(lambda: _summarize(man, depth, Target(msssim=min_msssim), worst, images,
-                                                       folders))
+    summary, spill = man.read_whole(lambda: _summarize(man, depth, target, worst, images, folders))
     summary = {"archive": man.location, "parts": len(man.parts), "part_bytes": man.part_bytes(), **summary,
                "unreadable_parts": len(man.unreadable), "set_aside_parts": len(man.set_aside_parts())}
     summary["failures"] += [{"path": path, "error": why} for path, why in man.unreadable]

@@ -210,6 +210,8 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, archive, tiny_weights):
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("error:")
         assert "Traceback" not in result.output
+    bad = run("report", archive / "archive", "--min-msssim", "nan")  # named as given (until session 53: --target-msssim)
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --min-msssim must be in (0, 1], not nan"), bad.stderr
 
 
 # -- report -----------------------------------------------------------------------------------------

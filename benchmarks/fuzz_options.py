@@ -1,0 +1,199 @@
+"""Fuzz the command line's options (docs/ARCHIVE.md, "Exit codes"): every option of the archive
+and single-file commands, found by asking the CLI itself (so a new option is fuzzed without a
+word here), given each odd value of its type in turn (0, -1, integers past 64 bits, nan, inf,
+blank text, globs, control characters; for a file to read: missing, a folder, an empty file,
+/dev/null, a FIFO with no writer; for a file to write: a folder, a file already there, a name
+ending in '/'), then `--pairs N` random pairs of them, in process (typer's CliRunner) on a small
+archive and stream file made first.
+
+    OMP_NUM_THREADS=1 python benchmarks/fuzz_options.py [--pairs 200] [--seed 0] [--commands report,decode]
+
+Every command must end as the CLI promises: exit 0, 1 or 2 (130/143 are for signals), with no
+traceback and no exception escaping; a case still running after --timeout seconds is a hang
+(the process prints where it is and exits 3); and `report`, `restore` and `verify` leave the
+archive as they found it. Prints the exit codes counted per command and every finding.
+`compress` runs for real on a Ray started once (a few seconds a case); `--commands` leaves it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import faulthandler
+import itertools
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+import typer.main
+from typer.testing import CliRunner
+
+from rgbatch.cli import app
+
+DATA = Path(__file__).parent.parent / "tests" / "data"
+COMMANDS = ("info", "report", "restore", "verify", "compact", "encode", "decode", "compress")
+READ_ONLY = ("report", "restore", "verify")  # must leave the archive as they found it
+NUMBERS = {"integer": ["0", "-1", "1", "2", "65536", "99999999999999999999", "1e3", "abc", ""],
+           "float": ["0", "-1", "nan", "inf", "-inf", "1e400", "1e-300", "0.5", "1.5", "abc", ""]}
+TEXTS = ["", " ", "abc", "0", "-1", "nan", "none", "auto", "*", "[", "**/*", "a\nb", "\x1b[31m", "é/ü", "../x",
+         "--help"]
+
+
+def _values(kind: str, scratch: Path) -> list[str]:
+    """Odd values of a path option: `read` names a file to read, `write` one to write."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    if kind == "write":
+        (scratch / "there").write_bytes(b"x")
+        return [str(scratch / "new" / "out.bin"), str(scratch), str(scratch / "there"), f"{scratch}/folder/", "",
+                str(scratch / "missing" / "..")]
+    (scratch / "empty").write_bytes(b"")
+    (scratch / "text").write_text("not what it should be\n")
+    if not (scratch / "fifo").exists():
+        os.mkfifo(scratch / "fifo")
+    return [str(scratch / "missing"), str(scratch), str(scratch / "empty"), str(scratch / "text"), "/dev/null",
+            str(scratch / "fifo"), ""]
+
+
+WRITES = {("restore", "--out"), ("compress", "--out"), ("encode", "--out"), ("decode", "--out"),
+          ("report", "--html")}
+SKIPPED = {"--help", "--version", "--address"}  # an address that answers nothing takes 20 s to be refused
+
+
+def options(command) -> list[tuple[str, str]]:
+    """(flag, its type's name: integer, float, text, path...) of each option of `command` (a
+    click command, as typer builds it) that takes a value."""
+    return [(param.opts[0], param.type.name) for param in command.params
+            if param.param_type_name == "option" and not param.is_flag and param.opts[0] not in SKIPPED]
+
+
+def values(command: str, flag: str, kind, scratch: Path) -> list[str]:
+    if (command, flag) in WRITES:
+        return _values("write", scratch)
+    if kind == "path" or flag in ("--weights", "--sources"):
+        return _values("read", scratch)
+    return NUMBERS.get(kind, TEXTS)
+
+
+class Scene:
+    """The scratch folder: sources, an archive of them, a stream file, fresh outputs per case."""
+
+    def __init__(self, root: Path, weights: str | None):
+        self.root, self.weights = root, weights
+        self.sources = root / "sources"
+        (self.sources / "sub").mkdir(parents=True)
+        shutil.copy(DATA / "kodim05_crop192.png", self.sources / "a.png")
+        shutil.copy(DATA / "kodim23_crop192.png", self.sources / "sub" / "b.png")
+        self.archive, self.stream = root / "archive", root / "a.rgb"
+        made = [self.invoke(["compress", str(self.sources), "--out", str(self.archive), "--iterations", "3"]),
+                self.invoke(["encode", str(self.sources / "a.png"), "--out", str(self.stream), "--iterations", "3"])]
+        for result in made:
+            assert result.exit_code == 0, result.output
+        self.scratch = root / "scratch"
+        self.case = 0
+
+    def invoke(self, args: list[str]):
+        weights = ["--weights", self.weights] if self.weights and "--weights" not in args and args[0] != "info" else []
+        return CliRunner().invoke(app, args + weights)
+
+    def base(self, command: str, out: Path) -> list[str]:
+        """The command's own arguments, before the option fuzzed; writes go under `out`."""
+        return {"info": ["info"],
+                "report": ["report", str(self.archive)],
+                "restore": ["restore", str(self.archive), "--out", str(out / "restored")],
+                "verify": ["verify", str(self.archive), "--sample", "1"],
+                "compact": ["compact", str(out / "archive")],
+                "encode": ["encode", str(self.sources / "a.png"), "--out", str(out / "a.rgb"), "--iterations", "1"],
+                "decode": ["decode", str(self.stream), "--out", str(out / "a.png")],
+                "compress": ["compress", str(self.sources), "--out", str(out / "archive"), "--iterations", "1"]}[command]
+
+    def run(self, command: str, given: list[tuple[str, str]]):
+        """Run `command` with the (flag, value) pairs `given` (a base argument of the same flag
+        dropped); returns (exit code, finding or None)."""
+        self.case += 1
+        out = self.scratch / f"case{self.case}"
+        out.mkdir(parents=True)
+        if command == "compact":
+            shutil.copytree(self.archive, out / "archive")
+        args = self.base(command, out)
+        for flag, _ in given:  # a base `--out X` or `--iterations 1` makes way for the fuzzed one
+            if flag in args and args.index(flag) > 0:
+                at = args.index(flag)
+                del args[at:at + 2]
+        for flag, value in given:
+            args += [flag, value]
+        before = snapshot(self.archive) if command in READ_ONLY else None
+        result = self.invoke(args)
+        finding = None
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            finding = "".join(traceback.format_exception(*result.exc_info, limit=-4)).strip()
+        elif result.exit_code not in (0, 1, 2):
+            finding = f"exit code {result.exit_code}"
+        elif "Traceback" in (result.output or ""):
+            finding = "a traceback in its output"
+        elif before is not None and snapshot(self.archive) != before:
+            finding = "the archive changed"
+        shutil.rmtree(out, ignore_errors=True)
+        return result.exit_code, finding
+
+
+def snapshot(folder: Path) -> list:
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def fuzz(scene: Scene, commands: tuple[str, ...], pairs: int, seed: int, timeout: float, log=print):
+    """Every (command, option, odd value) once, then `pairs` random pairs; returns (exit codes
+    counted per command, findings)."""
+    group = typer.main.get_command(app)
+    table = {c: [(flag, kind) for flag, kind in options(group.commands[c])] for c in commands}
+    single = [(c, [(flag, v)]) for c in commands for flag, kind in table[c]
+              for v in values(c, flag, kind, scene.root / "paths")]
+    rng = np.random.default_rng(seed)
+    double = []
+    for _ in range(pairs):
+        c = commands[rng.integers(len(commands))]
+        if len(table[c]) < 2:
+            continue
+        picked = rng.choice(len(table[c]), 2, replace=False)
+        double.append((c, [(table[c][i][0], str(rng.choice(values(c, *table[c][i], scene.root / "paths"))))
+                           for i in picked]))
+    counts, findings = collections.Counter(), []
+    for n, (command, given) in enumerate(itertools.chain(single, double)):
+        faulthandler.dump_traceback_later(timeout, exit=True)  # a hang: where it is, then exit
+        print(f"case {n}: {command} {given!r}", file=sys.stderr, flush=True)
+        code, finding = scene.run(command, given)
+        faulthandler.cancel_dump_traceback_later()
+        counts[command, code] += 1
+        if finding:
+            findings.append((command, given, finding))
+            log(f"FINDING {command} {given!r}: {finding}")
+    return counts, findings
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200, help="random pairs of odd values after the single ones")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a case may take before it is a hang")
+    args = parser.parse_args()
+    commands = tuple(args.commands.split(","))
+    if "compress" in commands:  # one Ray for every case (the CLI uses the one it finds)
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        counts, findings = fuzz(Scene(Path(tmp), args.weights), commands, args.pairs, args.seed, args.timeout)
+    for command in commands:
+        codes = {code: n for (c, code), n in sorted(counts.items()) if c == command}
+        print(f"{command:10s} " + ", ".join(f"exit {code}: {n}" for code, n in codes.items()))
+    print(f"{sum(counts.values())} cases, seed {args.seed}: {len(findings)} findings")
+    raise SystemExit(1 if findings else 0)
+
+
+if __name__ == "__main__":
+    main()
