@@ -25,6 +25,7 @@ import torch
 
 from .context import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas,
                       is_causal, read_feature)
+from .storage import replace_file
 
 DEFAULT_CONTEXT_BITS = 10  # 8 before session 6: with 5x the fitting data, 10 measured 0.1-0.6 points better
 DEFAULT_CROP = 512  # px; one centre crop of each image: whole images of our training set
@@ -194,7 +195,7 @@ def training_codes(codec, data_dir, images: int, crop: int, seed: int, cache=Non
         file.parent.mkdir(parents=True, exist_ok=True)
         partial = file.with_suffix(".part.npz")
         np.savez(partial, **{f"tile{i}": t for i, t in enumerate(tiles)})
-        os.replace(partial, file)
+        replace_file(partial, file)
     return tiles
 
 

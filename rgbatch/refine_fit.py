@@ -27,6 +27,7 @@ from .imageio import read_image
 from .metrics import msssim_tensor
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
 from .tiling import to_float, to_uint8, to_unit
+from .storage import replace_file
 from .train import list_images, load_checkpoint, save_checkpoint
 from .weights import load_weights, save_weights
 
@@ -72,7 +73,7 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
     rec.flush()
     del rec
     np.save(out_dir / "orig.npy", crops)
-    tmp.replace(out_dir / "rec.npy")
+    replace_file(tmp, out_dir / "rec.npy")
     return out_dir
 
 

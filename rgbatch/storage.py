@@ -5,9 +5,12 @@
 
 Bytes in and out: `read_bytes` (a local path must be a regular file: never a FIFO or a
 device), `list_files` / `walk_local` (symbolic links followed, each folder once), and
-atomic writes. Every file rgbatch writes goes through `open_atomic` or `write_new`: the
-bytes go to a hidden temporary name beside the target, which is moved onto the target only
-once complete, so a reader (or a rerun after a crash) never sees half a file.
+atomic writes. Every file rgbatch writes goes through `open_atomic` or `write_new` (or, for
+weights and checkpoints, `replace_file`): the bytes go to a temporary name beside the target,
+which is moved onto the target only once complete, so a reader (or a rerun after a crash) never
+sees half a file. A FIFO or device at the target is never replaced by a file: an output file
+the user names is written into it (`output_file`, `write_output`: /dev/null, /dev/stdout), any
+other write refused.
 """
 
 from __future__ import annotations
@@ -288,9 +291,25 @@ def temp_path(path: str) -> str:
 
 
 def publish(fs: pafs.FileSystem, tmp: str, path: str):
-    """Move a complete temporary file onto its name: a rename on local disks, and object
-    stores publish an object whole."""
-    fs.move(tmp, path)
+    """Move a complete temporary file onto its name: a rename on local disks (never onto a
+    special file: `replace_file`), and object stores publish an object whole."""
+    if is_local(fs):
+        replace_file(tmp, path)
+    else:
+        fs.move(tmp, path)
+
+
+def replace_file(tmp, path):
+    """Rename the local file `tmp` onto `path` (`os.replace`), unless something other than a
+    file is there once links are followed (a FIFO, a device such as /dev/null, a socket): then
+    `tmp` is deleted and NotWritten raised. Until session 53 a rename put a file in its place: as
+    root, `rgbatch export ... --out /dev/null` replaced the system's /dev/null."""
+    what = local_kind(str(path))
+    if what not in ("file", "missing", "a dangling symbolic link", "folder"):  # a folder: the rename says so
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise NotWritten(f"{path}: {what} is there: not replaced by a file")
+    os.replace(tmp, path)
 
 
 def discard(fs: pafs.FileSystem, tmp: str):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import lzma
 import math
-import os
 import pickle
 import random
 import time
@@ -28,6 +27,7 @@ from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_choice, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
+from .storage import replace_file
 from .tiling import to_float, to_uint8, to_unit
 from .weights import (DEFAULT_WEIGHTS, WeightsError, delta_tensors, read_weight_file, save_weights, undelta_tensors,
                       weights_beside, xz_file_bytes)
@@ -330,7 +330,7 @@ def save_checkpoint(path, state: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_file(tmp, path)
 
 
 def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") -> dict:
@@ -610,7 +610,7 @@ def slim_checkpoint(checkpoint, out, half: bool = False, base=None) -> dict:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(lzma.compress(buffer.getvalue(), preset=9))
-    os.replace(tmp, out)
+    replace_file(tmp, out)
     return state
 
 

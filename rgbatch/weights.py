@@ -40,6 +40,7 @@ from safetensors.torch import load, load_file, save, save_file
 from safetensors import safe_open
 
 from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
+from .storage import replace_file
 
 FORMAT = "rgbatch-weights-1"
 # The shipped model is package data (rgbatch/models/), so an installed wheel finds it without
@@ -95,7 +96,7 @@ def save_weights(path, model: torch.nn.Module, extra: dict[str, torch.Tensor] | 
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    tmp.replace(path)
+    replace_file(tmp, path)
     return mid
 
 
@@ -280,7 +281,7 @@ def write_delta(source, base, out) -> tuple[str, int]:
     except BaseException:
         tmp.unlink()
         raise
-    tmp.replace(out)
+    replace_file(tmp, out)
     return mid, out.stat().st_size
 
 

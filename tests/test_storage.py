@@ -140,3 +140,27 @@ def test_read_bytes_takes_memory_for_the_bytes_there_are_not_the_limit(tmp_path,
     stat = os.fstat
     monkeypatch.setattr(os, "fstat", lambda fd: os.stat_result((*stat(fd)[:6], 10, *stat(fd)[7:])))
     assert storage.read_bytes(fs, str(tmp_path / "a"), 10**20) == data  # "grown" past its size asked
+
+
+def test_a_rename_never_puts_a_file_in_place_of_a_fifo_or_device(tmp_path):
+    """Every complete file rgbatch writes is renamed onto its name (`publish`, `replace_file`:
+    weight files, checkpoints, archive parts); until session 53 a FIFO or device there was
+    replaced (as root, `export --out /dev/null` replaced the system's /dev/null). Now it is
+    refused, the temporary file deleted; a file or a dangling link there is still replaced."""
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "tmp").write_bytes(b"new")
+    with pytest.raises(storage.NotWritten, match="a FIFO is there: not replaced by a file"):
+        storage.replace_file(tmp_path / "tmp", fifo)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and not (tmp_path / "tmp").exists()
+    with pytest.raises(storage.NotWritten):
+        storage.write_atomic(pafs.LocalFileSystem(), str(fifo), b"new")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    (tmp_path / "file").write_bytes(b"old")
+    for name in ("file", "dangling"):
+        (tmp_path / "tmp").write_bytes(b"new")
+        storage.replace_file(tmp_path / "tmp", tmp_path / name)
+        assert (tmp_path / name).read_bytes() == b"new" and not (tmp_path / name).is_symlink()
