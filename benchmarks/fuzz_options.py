@@ -3,7 +3,8 @@ and single-file commands, found by asking the CLI itself (so a new option is fuz
 word here), given each odd value of its type in turn (0, -1, integers past 64 bits, nan, inf,
 blank text, globs, control characters; for a file to read: missing, a folder, an empty file,
 /dev/null, a FIFO with no writer; for a file to write: a folder, a file already there, a name
-ending in '/'), then `--pairs N` random pairs of them, in process (typer's CliRunner) on a small
+ending in '/'), then `--pairs N` random draws of a command and two of its options (a command of
+one option drawn is passed over), in process (typer's CliRunner) on a small
 archive and stream file made first.
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz_options.py [--pairs 200] [--seed 0] [--commands report,decode]
