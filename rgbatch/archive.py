@@ -698,7 +698,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
         raise OptionError("select", f"{select!r}: no archived image matches it")
     fs, root = storage.resolve(out)
     if storage.exists(fs, root) and not storage.is_dir(fs, root):
-        raise OptionError("out", f"{out} is a file, not a folder")
+        raise OptionError("out", f"{out} is {storage.described(fs, root)}, not a folder")
     options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
     codec = Codec.load(**options)
     names = png_names(safe)  # of every current ok path: the same names whatever is selected

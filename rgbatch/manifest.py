@@ -398,7 +398,8 @@ class Archive:
             return
         if not storage.is_dir(self.fs, self.root):
             if self.create:
-                raise NotADirectoryError(f"the archive {self.location} is a file, not a folder")
+                raise NotADirectoryError(f"the archive {self.location} is {storage.described(self.fs, self.root)}, "
+                                         f"not a folder")
             raise not_an_archive(self.location, self.fs, self.root)
         files = storage.list_files(self.fs, self.root, recursive=False)
         parts = sorted(p for p in files if is_part(p.rsplit("/", 1)[-1]))
@@ -946,7 +947,8 @@ class ArchiveLock:
 
     def _take(self):
         if os.path.exists(self.root) and not os.path.isdir(self.root):
-            raise NotADirectoryError(f"the archive {self.location} is a file, not a folder")
+            raise NotADirectoryError(f"the archive {self.location} is {storage.described(self.fs, self.root)}, "
+                                     f"not a folder")
         check_writable(self.fs, self.root, self.location)
         try:
             os.makedirs(self.root, exist_ok=True)

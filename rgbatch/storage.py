@@ -230,6 +230,12 @@ def kind(fs: pafs.FileSystem, path: str) -> str:
     return {pafs.FileType.Directory: "folder", pafs.FileType.File: "file"}.get(fs.get_file_info(path).type, "missing")
 
 
+def described(fs: pafs.FileSystem, path: str) -> str:
+    """What is at a path, for a message: "a file", "a folder", "a character device", "missing"..."""
+    what = kind(fs, path)
+    return {"file": "a file", "folder": "a folder"}.get(what, what)
+
+
 def walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(regular files, [(path, why skipped)]) under a local folder, sorted; hidden files and
     folders left out. Symbolic links are followed, but each folder is listed once (a link loop
