@@ -159,6 +159,11 @@ def test_the_archive_commands_by_aws_endpoint_url(s3, clean_env, tiny_weights, t
     assert len(json.loads(stdout)["written"]) == 2
     _, stderr = rgbatch("report", f"s3://{BUCKET}/env-restored", env=env, cwd=tmp_path, code=2)
     assert "holds no manifest parts" in stderr  # the restored PNGs are there, not an archive
+    page = f"s3://{BUCKET}/pages/report.html"  # an output file in the store: replaced only with --overwrite
+    for code, more in ((0, []), (2, []), (0, ["--overwrite"])):
+        stdout, stderr = rgbatch("report", archive, "--html", page, "--show", "1", "--weights", tiny_weights, *more,
+                                 env=env, cwd=tmp_path, code=code)
+        assert f"wrote {page}" in stdout if code == 0 else "already there: not overwritten" in stderr
 
 
 def test_a_listing_gives_the_sizes_and_times_a_rerun_checks_without_a_request_per_object(s3, clean_env,
