@@ -331,12 +331,12 @@ def _json(value, indent=None) -> str:
     return json.dumps(value, indent=indent, default=str, ensure_ascii=False)
 
 
-def _on_stdout(written: str) -> bool:
-    """Whether a command wrote its output file to its standard output (`--out /dev/stdout`): its
-    own text then goes to stderr, so that stdout holds the file alone."""
+def _beside(written: str):
+    """The console for a command's own text beside the output file it `written`: stdout, or
+    stderr where that file is its stdout (`--out /dev/stdout`), so that stdout holds the file alone."""
     from . import storage
 
-    return not storage.is_uri(written) and storage.is_stdout(*storage.resolve(written))
+    return err if not storage.is_uri(written) and storage.is_stdout(*storage.resolve(written)) else out
 
 
 def _print_json(obj: dict, file=None):
@@ -529,7 +529,7 @@ def report(
         with archive_errors():
             page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights,
                                      overwrite=overwrite)
-        (err if _on_stdout(page["out"]) else out).print(f"wrote {page['out']}: {page['summary']['images']} image(s), "
+        _beside(page["out"]).print(f"wrote {page['out']}: {page['summary']['images']} image(s), "
                                    f"{len(page['shown'])} shown", highlight=False)
         return
     with archive_errors():
@@ -676,11 +676,11 @@ def encode(
         result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial,
                              metadata=metadata, overwrite=overwrite)
     if as_json:
-        _print_json(result, sys.stderr if _on_stdout(result["out"]) else sys.stdout)
+        _print_json(result, _beside(result["out"]).file)
     else:
         scale = "" if result["scale"] == "1" else f" coded at scale {result['scale']},"
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
-        (err if _on_stdout(result["out"]) else out).print(
+        _beside(result["out"]).print(
                   f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the trailer (colour "
@@ -718,12 +718,12 @@ def decode(
         result = decode_file(stream, out_path, iterations, codec, pixel_limit(max_pixels), overwrite=overwrite,
                              allow_truncated=allow_truncated)
     if as_json:
-        _print_json(result, sys.stderr if _on_stdout(result["out"]) else sys.stdout)
+        _print_json(result, _beside(result["out"]).file)
     else:
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         cut = (f"; the file is cut short: its first {result['whole_iterations']} iterations are whole"
                if result["whole_iterations"] < result["stored_iterations"] else "")
-        (err if _on_stdout(result["out"]) else out).print(f"{result['out']}: {result['width']}x{result['height']} at depth "
+        _beside(result["out"]).print(f"{result['out']}: {result['width']}x{result['height']} at depth "
                                      f"{result['iterations']} of {result['stored_iterations']}{steps}{cut}")
 
 

@@ -26,8 +26,8 @@ from .codec import Codec
 from .imageio import read_image
 from .metrics import msssim_tensor
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
-from .tiling import to_float, to_uint8, to_unit
 from .storage import replace_file
+from .tiling import to_float, to_uint8, to_unit
 from .train import list_images, load_checkpoint, save_checkpoint
 from .weights import load_weights, save_weights
 
