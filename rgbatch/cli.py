@@ -7,6 +7,7 @@ Exit codes: 0 all good, 1 some images failed (the rest done), 2 usage or set-up 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import re
@@ -92,6 +93,20 @@ def _print_version(value: bool):
 def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="Print the version and the default model's id, and exit.")):
     """Compress whole image archives with the Residual-GRU learned codec."""
+    for stream in (sys.stdout, sys.stderr):  # see `_writes_unicode`
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _writes_unicode(stream) -> bool:
+    """Whether `stream` encodes every character. Under a locale of another encoding (latin-1) a
+    path it cannot hold (a Japanese file name) ended a command in a UnicodeEncodeError traceback
+    until session 53; now the streams write such characters as backslash escapes (`_root`), and
+    JSON for them as \\u escapes, which JSON readers read back as the characters."""
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name.startswith("utf")
+    except LookupError:
+        return False
 
 
 # -- options several commands take: one definition each ------------------------------------------
@@ -327,8 +342,8 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     out.print(table)
 
 
-def _json(value, indent=None) -> str:
-    return json.dumps(value, indent=indent, default=str, ensure_ascii=False)
+def _json(value, indent=None, ascii: bool = False) -> str:
+    return json.dumps(value, indent=indent, default=str, ensure_ascii=ascii)
 
 
 def _beside(written: str):
@@ -342,19 +357,20 @@ def _beside(written: str):
 def _print_json(obj: dict, file=None):
     """`obj` as indented JSON on stdout (or `file`). A reader of record batches among its values
     (a report's images) is written as it is read, a row a line, so that memory stays flat in its rows."""
-    write = (file or sys.stdout).write
+    file = file or sys.stdout
+    write, ascii = file.write, not _writes_unicode(file)
     write("{")
     for n, (key, value) in enumerate(obj.items()):
-        write(("," if n else "") + "\n  " + _json(key) + ": ")
+        write(("," if n else "") + "\n  " + _json(key, ascii=ascii) + ": ")
         if hasattr(value, "read_next_batch"):  # a pyarrow.RecordBatchReader
             write("[")
             m = 0
             for row in (row for batch in value for row in batch.to_pylist()):
-                write(("," if m else "") + "\n    " + _json(row))
+                write(("," if m else "") + "\n    " + _json(row, ascii=ascii))
                 m += 1
             write("\n  ]" if m else "]")
         else:
-            write(_json(value, indent=2).replace("\n", "\n  "))
+            write(_json(value, indent=2, ascii=ascii).replace("\n", "\n  "))
     write("\n}\n")
 
 

@@ -301,6 +301,24 @@ def test_names_are_shown_as_they_are_never_read_as_styles(tiny_weights, tmp_path
     assert missing.exit_code == 2 and f"no archive at {tmp_path}/x[/bold]" in missing.output
 
 
+def test_names_its_terminal_cannot_encode_are_escaped_never_a_traceback(tiny_weights, tmp_path, rng):
+    """Under a locale of another encoding than UTF-8 (latin-1 here), a path it cannot hold ended
+    the command in a UnicodeEncodeError traceback (until session 53); now such characters are
+    written as backslash escapes, and --json as \\u escapes that read back as the names."""
+    src = tmp_path / "src"
+    (src / "日本").mkdir(parents=True)
+    Image.fromarray(smooth_image(rng, 32, 32)).save(src / "日本" / "写真 ü.png")
+    (src / "日本" / "bad ü.png").write_bytes(b"x")
+    archive_images(src, tmp_path / "archive", tiny_weights, iterations=1)
+    latin = CliRunner(charset="latin-1")
+    result = latin.invoke(app, ["report", str(tmp_path / "archive")])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "\\u65e5\\u672c/bad" in result.stdout  # 日本/bad ü.png, its ü in latin-1
+    result = latin.invoke(app, ["report", str(tmp_path / "archive"), "--json"])
+    assert result.exit_code == 0 and "\\u65e5" in result.stdout
+    assert [i["path"] for i in json.loads(result.stdout)["images"]] == ["日本/bad ü.png", "日本/写真 ü.png"]
+
+
 # -- restore -----------------------------------------------------------------------------------------
 def test_restore_writes_pngs_at_the_asked_depth(archive, tiny_weights, tmp_path):
     rows = current(archive / "archive")
