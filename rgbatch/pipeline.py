@@ -405,10 +405,12 @@ def check_cluster_address(address: str, timeout: float = 20.0):
     if not where:
         return
     host, port = where.group(1).strip("[]"), int(where.group(2))  # an IPv6 host in brackets
+    shown = host
     if host in ("localhost", "127.0.0.1", "::1") and not address.startswith("ray://"):
         import ray.util  # ray.init connects to this node's address instead of the loopback's: so does the probe
 
         host = ray.util.get_node_ip_address()
+        shown = f"{host} (this node's address, which Ray connects to for {shown})"
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
             if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
@@ -418,12 +420,12 @@ def check_cluster_address(address: str, timeout: float = 20.0):
             while len(reply) < 9 and (more := connection.recv(9 - len(reply))):
                 reply += more
     except socket.timeout:
-        raise ConnectionError(f"{host} port {port} answers nothing within {timeout:g} s: no Ray cluster "
+        raise ConnectionError(f"{shown} port {port} answers nothing within {timeout:g} s: no Ray cluster "
                               f"there") from None
     except OSError as e:
-        raise ConnectionError(f"nothing answers at {host} port {port} ({e.strerror or e})") from None
+        raise ConnectionError(f"nothing answers at {shown} port {port} ({e.strerror or e})") from None
     if len(reply) < 9 or reply[3] != 4:  # a frame header's type byte: 4 = SETTINGS
-        raise ConnectionError(f"{host} port {port} answers, but not as a Ray cluster does (no gRPC): a cluster's "
+        raise ConnectionError(f"{shown} port {port} answers, but not as a Ray cluster does (no gRPC): a cluster's "
                               f"address is its head's GCS port (6379 by default; not the dashboard's, 8265), or "
                               f"ray://HOST:10001 for a Ray Client server")
 

@@ -243,6 +243,8 @@ def test_a_cluster_address_where_no_ray_answers_is_refused_at_once(ray_cluster, 
     for address in (f"127.0.0.1:{closed}", f"ray://127.0.0.1:{closed}", f"[::1]:{closed}"):
         with pytest.raises(ConnectionError, match=f"nothing answers at .* port {closed}"):
             check_cluster_address(address)
+    with pytest.raises(ConnectionError, match=r"this node's address, which Ray connects to for 127\.0\.0\.1\) port"):
+        check_cluster_address(f"127.0.0.1:{closed}")  # the address given named beside the one tried
 
     class Http(socketserver.StreamRequestHandler):  # an HTTP/1 server: a dashboard, say
         def handle(self):
