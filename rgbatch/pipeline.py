@@ -571,7 +571,10 @@ class _Run:
         # reads at once: each needs a worker process, and a burst of new processes starting
         # costs more CPU than the reads themselves
         self.max_reads = 2 * len(actors)
-        self.check_size = int(np.clip(len(self.to_check) // (4 * self.max_reads), *CHECK_SOURCES))
+        # with --rehash a check reads and hashes its sources: the fewest to a task, so that a healthy
+        # but slow store stays well within --read-timeout a check (`cancel_late`)
+        self.check_size = (CHECK_SOURCES[0] if options.rehash
+                           else int(np.clip(len(self.to_check) // (4 * self.max_reads), *CHECK_SOURCES)))
         self.written = set()
         # sources of the same bytes (sha256) as one this run sends to an encoder, or as an image
         # archived alike (`archived_origin`), are not encoded: the path of the one encoded by its
