@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import features
 
-from . import classical
+from . import classical, storage
 from .classical_cache import ClassicalCache, image_digest
 from .codec import Codec
 from .codes import Codes, stream_sizes
@@ -45,7 +45,7 @@ from .entropy import CODERS, EntropyError, default_coder_name, get_coder
 from .imageio import ImageError, read_image
 from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
-from .storage import utf8_name
+from .options import check_range
 from .train import IMAGE_SUFFIXES, list_images
 
 TARGETS = (0.90, 0.95, 0.98)
@@ -112,6 +112,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     `classical_cache`: a file of classical results (`rgbatch.classical_cache`) read and added to,
     so that only what it lacks is encoded (None: measure everything).
     """
+    check_range("speed_images", speed_images, 0, what=" (0: no timing)")
     image_dir = Path(image_dir)
     paths = list_images(image_dir)
     if limit is not None:
@@ -126,9 +127,8 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     cache = ClassicalCache(classical_cache) if classical_cache is not None else None
     codec = Codec.load(weights, device=device, precision=precision, coder="raw",  # others re-code its codes
                        search_steps=search_steps, decoding=decoding)
-    iterations = iterations or codec.max_iterations
-    if not 1 <= iterations <= codec.max_iterations:
-        raise ValueError(f"iterations must be 1..{codec.max_iterations} for this model, not {iterations}")
+    iterations = codec.max_iterations if iterations is None else iterations  # 0 is refused, not the default
+    check_range("iterations", iterations, 1, codec.max_iterations, " for this model")
     if coders is None:
         coders = usable_coders(codec.extra, log)
     timed_coder = default_coder_name(codec.extra)
@@ -143,8 +143,8 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     for index, path in enumerate(paths):
         _report(progress, index, len(paths))
         name = path.relative_to(image_dir).as_posix()
-        if utf8_name(name) != name:  # a manifest's strings are UTF-8
-            log(f"skipping {utf8_name(name)}: its name is not valid UTF-8 (shown with \\xNN escapes)")
+        if storage.utf8_name(name) != name:  # a manifest's strings are UTF-8
+            log(f"skipping {storage.utf8_name(name)}: its name is not valid UTF-8 (shown with \\xNN escapes)")
             continue
         try:
             image, _ = read_image(path)
@@ -347,10 +347,16 @@ def _speed(db, where: str, params: dict) -> dict:
 def bench(image_dir, out_dir, manifest=None, **options) -> BenchReport:
     """Measure (options as `measure`), then write the manifest, summary.json and the plots.
 
-    The manifest goes to `manifest` (default OUT_DIR/bench.parquet).
+    The manifest goes to `manifest` (default OUT_DIR/bench.parquet). Where neither can be
+    written (a file where OUT_DIR should be, a folder where the manifest should), that is said
+    before the measuring, not after it.
     """
+    manifest = manifest or Path(out_dir) / "bench.parquet"
+    if storage.kind(*storage.resolve(out_dir)) not in ("folder", "missing"):
+        raise storage.NotWritten(f"{out_dir}: {storage.described(*storage.resolve(out_dir))} is there, not a folder")
+    storage.output_file(manifest, overwrite=True)
     rows = measure(image_dir, **options)
-    return write_outputs(rows, out_dir, manifest or Path(out_dir) / "bench.parquet")
+    return write_outputs(rows, out_dir, manifest)
 
 
 def read_manifest(path) -> pa.Table:
@@ -370,15 +376,15 @@ def write_outputs(rows: pa.Table, out_dir, manifest=None) -> BenchReport:
     from .plots import rate_distortion_plot
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = []
-    if manifest is not None:
+    if manifest is not None:  # each file written whole or not at all (`storage.write_atomic`)
         manifest = Path(manifest)
-        manifest.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(rows, manifest)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(rows, buffer)
+        storage.write_output(*storage.resolve(manifest), buffer.getvalue().to_pybytes(), overwrite=True)
         files.append(manifest)
     summary = summarize(rows)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    storage.write_atomic(*storage.resolve(out_dir / "summary.json"), (json.dumps(summary, indent=1) + "\n").encode())
     files.append(out_dir / "summary.json")
     title = f"{summary['images']} images of {image_set(summary)}"
     for metric in ("msssim", "psnr"):

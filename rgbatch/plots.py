@@ -7,10 +7,13 @@ codec's mean over the images at each quality setting (rgbatch: at each depth), a
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from . import storage
 
 # Toderici et al. 2017, Residual GRU before entropy coding, on Kodak: (iteration, bpp, MS-SSIM,
 # PSNR dB). Source: ../shared/docs/anchors.md, from tensorflow/compression
@@ -63,7 +66,9 @@ def rate_distortion_plot(summary: dict, metric: str, path, title: str = "") -> P
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    storage.write_atomic(*storage.resolve(path), buffer.getvalue())
     return path
 
 

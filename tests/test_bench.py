@@ -248,6 +248,34 @@ def test_cli_bench_measures_only_the_classical_settings_asked(chosen, codecs, ti
     assert set(json.loads(result.stdout)["codecs"]) == codecs
 
 
+def test_cli_bench_refuses_bad_options_and_outputs_before_measuring(tiny_weights, tmp_path, monkeypatch):
+    """`--iterations 0` ran all 16 depths, `--speed-images -1` timed "-1 images", and an output
+    that could not be written (a file where --out's folder goes, a folder where the manifest
+    goes) failed after the whole measuring, leaving its files half written (until session 53).
+    Now each is refused first, and every output is written whole or not at all."""
+    import rgbatch.bench
+
+    measured = []
+    monkeypatch.setattr(rgbatch.bench, "measure", lambda *a, **k: measured.append(1) or pytest.fail("measured"))
+    (tmp_path / "a-file").write_bytes(b"")
+    base = ["bench", str(DATA), "--weights", str(tiny_weights), "--classical", "none", "--limit", "1"]
+    for more, said in ((["--out", str(tmp_path / "a-file")], "a file is there, not a folder"),
+                       (["--out", str(tmp_path / "o"), "--manifest", str(tmp_path)], "a folder is there: not written")):
+        result = CliRunner().invoke(app, base + more)
+        assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
+    monkeypatch.undo()
+    for more, said in ((["--iterations", "0"], "--iterations must be 1..16 for this model, not 0"),
+                       (["--speed-images", "-1"], "--speed-images must be at least 0 (0: no timing), not -1")):
+        result = CliRunner().invoke(app, base + ["--out", str(tmp_path / "o")] + more)
+        assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
+    result = CliRunner().invoke(app, base + ["--out", str(tmp_path / "o"), "--manifest", str(tmp_path / "m" / "b.parquet"),
+                                             "--iterations", "1", "--speed-images", "0", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["msssim.png", "psnr.png", "summary.json"]
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["b.parquet"]  # no temporary left beside it
+    assert measured == []
+
+
 def test_cli_bench_refuses_an_unknown_classical_setting(tmp_path):
     result = CliRunner().invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--classical", "avif,zip"])
     words = " ".join(result.output.split())
