@@ -24,7 +24,7 @@ from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
 from .codec import resolve_device, resolve_precision
 from .imageio import ImageError, read_image
 from .metrics import msssim, msssim_tensor
-from .options import OptionError, check_choice, check_range
+from .options import OptionError, check_choice, check_positive, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
 from .storage import replace_file
@@ -113,6 +113,20 @@ class TrainConfig:
     eval_crop: int = 256
     codec: dict = field(default_factory=lambda: asdict(CodecConfig()))  # the architecture's Config fields
     architecture: str = DEFAULT_ARCHITECTURE  # rgbatch.architectures; checkpoints without one are Residual-GRU
+
+    def check(self):
+        """The run's numbers, checked before it starts (OptionError, exit 2): until session 53
+        `--checkpoint-every 0` ended a run in a ZeroDivisionError, `--batch-size 0` in torch's
+        words, and `--rate-weight nan` or a negative weight trained on."""
+        for name in ("steps", "batch_size", "checkpoint_every", "eval_every", "eval_images"):
+            check_range(name, getattr(self, name), 1)
+        for name in ("warmup", "snapshot_every", "seed", "time_limit", "msssim_weight", "rate_weight"):
+            check_range(name, getattr(self, name), 0)
+        for name in ("min_lr_fraction", "hard_fraction", "stop_fraction"):
+            check_range(name, getattr(self, name), 0, 1)
+        check_range("threads", self.threads, 0, what=" (0: torch's default)")
+        check_positive("lr", self.lr)
+        check_range("eval_crop", self.eval_crop, 32, what=" pixels")
 
 
 def list_images(folder) -> list[Path]:
@@ -390,6 +404,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
 
     `progress(step, loss, steps_per_second)` is called after every step when given.
     """
+    cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     architecture = get_architecture(cfg.architecture)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,21 @@ def test_resuming_a_file_that_is_no_checkpoint_is_a_worded_error(tmp_path):
 def test_a_patch_that_is_no_whole_number_of_blocks_is_refused(tmp_path):
     with pytest.raises(TrainingError, match="patch 30 must be a multiple of 16"):
         train(config(tmp_path, patch=30), log=lambda *_: None)
+
+
+@pytest.mark.parametrize("change, said", [
+    (dict(checkpoint_every=0), "checkpoint_every must be at least 1, not 0"),  # was a ZeroDivisionError
+    (dict(batch_size=0), "batch_size must be at least 1, not 0"),  # was torch's words on a gradient's shape
+    (dict(rate_weight=float("nan")), "rate_weight must be at least 0, not nan"),  # trained on NaN losses
+    (dict(msssim_weight=-1.0), "msssim_weight must be at least 0, not -1.0"),
+    (dict(steps=-1), "steps must be at least 1, not -1"),
+    (dict(lr=0.0), "lr must be positive, not 0.0"),
+    (dict(hard_fraction=2.0), "hard_fraction must be 0..1, not 2.0"),
+    (dict(threads=-1), "threads must be at least 0 (0: torch's default), not -1")])
+def test_a_run_s_numbers_are_checked_before_it_starts(tmp_path, change, said):
+    with pytest.raises(OptionError, match=re.escape(said)):
+        train(config(tmp_path, **change), log=lambda *_: None)
+    assert not (tmp_path / "run.pt").exists()
 
 
 class _RunsCode:
