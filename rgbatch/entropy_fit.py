@@ -25,6 +25,7 @@ import torch
 
 from .context import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas,
                       is_causal, read_feature)
+from .options import check_range
 from .storage import replace_file
 
 DEFAULT_CONTEXT_BITS = 10  # 8 before session 6: with 5x the fitting data, 10 measured 0.1-0.6 points better
@@ -208,6 +209,8 @@ def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CRO
 
     if not 1 <= context_bits <= 12:
         raise ValueError(f"context bits must be 1..12, not {context_bits}")
+    check_range("images", images, 0, what=" (0: all)")
+    check_range("crop", crop, 32, what=" pixels")  # until session 53 a crop of 0 failed in torch's words
     model, model_id, _, info = load_weights(weights)
     codec = Codec(model, model_id, device=device, coder="raw", tile_size=0)
     tiles = training_codes(codec, data_dir, images, crop, seed, cache, log)

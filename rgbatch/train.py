@@ -175,6 +175,9 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     folder past that many MiB, so that a pack fits the room a call has left. Both are
     training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
     out = Path(out)
+    check_range("crop", crop, 16, what=" pixels")  # until session 53 a crop of 0 or -1 packed empty images
+    check_range("per_image", per_image, 1)
+    check_range("jpeg_quality", jpeg_quality, 0, 100, " (0: a .npy array)")
     check_range("max_mib", max_mib, 0)
     if max_mib and not jpeg_quality:
         raise TrainingOptionError("max_mib", "limits a JPEG pack: give {jpeg_quality} too", ("jpeg_quality",))
