@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from .options import OptionError
+from .options import OptionError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   help="Compress whole image archives with the Residual-GRU learned codec.")
@@ -926,11 +926,14 @@ def fit_refiner_command(
     the codes stay the same, each depth's image is refined. Measured so far: no gain."""
     from .refine_fit import fit_refiner
 
-    if threads:
-        import torch
+    with user_errors():  # each number checked before the pairs are made (until session 53: a traceback, or after them)
+        check_range("threads", threads, 0, what=" (0: torch's default)")
+        check_range("steps", steps, 1)
+        check_range("time_limit", time_limit, 0, what=" seconds (0: run to --steps)")
+        if threads:
+            import torch
 
-        torch.set_num_threads(threads)
-    with user_errors():
+            torch.set_num_threads(threads)
         mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
                           log=lambda m: err.print(m, highlight=False))
     out.print(f"wrote {out_path} (model id {mid})")
