@@ -5,7 +5,8 @@ blank text, globs, control characters; for a file to read: missing, a folder, an
 /dev/null, a FIFO with no writer; for a file to write: a folder, a file already there, a name
 ending in '/'), then `--pairs N` random draws of a command and two of its options (a command of
 one option drawn is passed over), in process (typer's CliRunner) on a small
-archive and stream file made first (`bench` on one image at depth 1, no classical codec).
+archive and stream file made first (`bench` on one image at depth 1, no classical codec; `train`
+two steps of a tiny model on tests/data; `pack` crops of 64 px).
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz_options.py [--pairs 200] [--seed 0] [--commands report,decode]
 
@@ -36,7 +37,7 @@ from typer.testing import CliRunner
 from rgbatch.cli import app
 
 DATA = Path(__file__).parent.parent / "tests" / "data"
-COMMANDS = ("info", "report", "restore", "verify", "compact", "encode", "decode", "compress", "bench")
+COMMANDS = ("info", "report", "restore", "verify", "compact", "encode", "decode", "compress", "bench", "train", "pack")
 READ_ONLY = ("report", "restore", "verify")  # must leave the archive as they found it
 NUMBERS = {"integer": ["0", "-1", "1", "2", "65536", "99999999999999999999", "1e3", "abc", ""],
            "float": ["0", "-1", "nan", "inf", "-inf", "1e400", "1e-300", "0.5", "1.5", "abc", ""]}
@@ -60,7 +61,8 @@ def _values(kind: str, scratch: Path) -> list[str]:
 
 
 WRITES = {("restore", "--out"), ("compress", "--out"), ("encode", "--out"), ("decode", "--out"),
-          ("report", "--html"), ("bench", "--out"), ("bench", "--manifest"), ("bench", "--classical-cache")}
+          ("report", "--html"), ("bench", "--out"), ("bench", "--manifest"), ("bench", "--classical-cache"),
+          ("train", "--out"), ("pack", "--out")}
 SKIPPED = {"--help", "--version", "--address"}  # an address that answers nothing takes 20 s to be refused
 
 
@@ -112,7 +114,11 @@ class Scene:
                 "compress": ["compress", str(self.sources), "--out", str(out / "archive"), "--iterations", "1"],
                 "bench": ["bench", str(self.sources), "--out", str(out / "bench"), "--manifest", str(out / "b.parquet"),
                           "--limit", "1", "--iterations", "1", "--classical", "none", "--speed-images", "0",
-                          "--no-cache"]}[command]
+                          "--no-cache"],
+                "train": ["train", str(DATA), "--out", str(out / "run.pt"), "--steps", "2", "--batch-size", "1",
+                          "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
+                          "--checkpoint-every", "1", "--threads", "1"],
+                "pack": ["pack", str(DATA), "--out", str(out / "pack.npy"), "--crop", "64"]}[command]
 
     def run(self, command: str, given: list[tuple[str, str]]):
         """Run `command` with the (flag, value) pairs `given` (a base argument of the same flag

@@ -56,6 +56,8 @@ class CodecConfig(JsonConfig):
             raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, not {self.reconstruction!r}")
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], not {self.width}")
+        if not 1 <= self.max_iterations <= 255:  # a stream's header counts its iterations in a byte
+            raise ValueError(f"max_iterations must be 1..255, not {self.max_iterations}")
 
     @property
     def block(self) -> int:

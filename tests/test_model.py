@@ -198,3 +198,13 @@ def test_one_pass_without_encoder_gradients_equals_codes_then_reconstructions(st
     assert sorted(grads) == sorted(grads2) and not any(n.startswith(("encoder.", "binarizer.")) for n in grads)
     for name in grads:
         torch.testing.assert_close(grads[name], grads2[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("change", [dict(max_iterations=0), dict(max_iterations=256), dict(max_iterations=10**20),
+                                    dict(width=0.0), dict(width=float("nan"))])
+def test_a_config_out_of_range_is_refused_before_a_network_is_built(change):
+    """`train --max-iterations 99999999999999999999` ended in an OverflowError traceback from the
+    gains' initialisation (until session 53; found by benchmarks/fuzz_options.py): a stream's
+    header counts its iterations in a byte, so a model has at most 255."""
+    with pytest.raises(ValueError, match="must be"):
+        CodecConfig(**change)
