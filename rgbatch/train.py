@@ -184,6 +184,9 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     if jpeg_quality and out.suffix == ".npy":
         raise TrainingOptionError("out", f"{out} names a .npy file, but a JPEG pack ({{jpeg_quality}} {jpeg_quality}) "
                                          f"is a folder of files: give a folder name", ("jpeg_quality",))
+    if not jpeg_quality and out.suffix != ".npy":  # numpy would add the suffix: another file than the one named
+        raise TrainingOptionError("out", f"{str(out)!r} is no .npy file name: an array pack is one (or give "
+                                         f"{{jpeg_quality}} for a folder of JPEG crops)", ("jpeg_quality",))
     if jpeg_quality and out.exists() and any(out.iterdir()):
         # a folder pack is read whole: crops left from an earlier pack would join this one
         raise TrainingOptionError("out", f"{out} is not empty: remove it or choose another")
@@ -194,7 +197,9 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     if not jpeg_quality:
         pack = np.stack(crops)
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, pack)
+        tmp = out.with_name(out.name + ".tmp.npy")
+        np.save(tmp, pack)
+        replace_file(tmp, out)  # whole or not at all
         return pack.shape
     out.mkdir(parents=True, exist_ok=True)
     order = rng.permutation(len(crops)) if max_mib else range(len(crops))

@@ -212,13 +212,16 @@ def test_a_jpeg_pack_is_a_folder_of_crops_that_trains(tmp_path):
 
 @pytest.mark.parametrize("change, said", [(dict(crop=0), "crop must be at least 16 pixels, not 0"),
                                            (dict(per_image=0), "per_image must be at least 1, not 0"),
-                                           (dict(jpeg_quality=101), "jpeg_quality must be 0..100 (0: a .npy array)")])
-def test_a_pack_s_numbers_are_checked(tmp_path, change, said):
-    """Until session 53 a crop of 0 or -1 wrote a pack of empty images, and a count of 0 crops
-    an image said no image was large enough."""
+                                           (dict(jpeg_quality=101), "jpeg_quality must be 0..100 (0: a .npy array)"),
+                                           (dict(out="pack"), "'pack' is no .npy file name")])
+def test_a_pack_s_numbers_are_checked(tmp_path, monkeypatch, change, said):
+    """Until session 53 a crop of 0 or -1 wrote a pack of empty images, a count of 0 crops an
+    image said no image was large enough, and an array pack named without .npy was written as
+    NAME.npy, the command then failing to find NAME (a traceback)."""
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(OptionError, match=re.escape(said)):
-        pack_crops(DATA, tmp_path / "pack.npy", **{"crop": 64, **change})
-    assert not (tmp_path / "pack.npy").exists()
+        pack_crops(DATA, **{"out": "pack.npy", "crop": 64, **change})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_jpeg_pack_keeps_to_its_byte_limit(tmp_path):
