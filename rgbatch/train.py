@@ -164,6 +164,9 @@ def random_crops(images, crop: int, per_image: int, rng: np.random.Generator) ->
     return crops
 
 
+MAX_CROPS_PER_IMAGE = 1024  # `pack --per-image`: 72 photos give 73,728 crops, 8 GB of 192 px ones
+
+
 def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
                jpeg_quality: int = 0, max_mib: float = 0.0) -> tuple[int, ...]:
     """Random crops of a folder's images: a compact training set to carry to a GPU machine.
@@ -176,7 +179,7 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
     out = Path(out)
     check_range("crop", crop, 16, what=" pixels")  # until session 53 a crop of 0 or -1 packed empty images
-    check_range("per_image", per_image, 1)
+    check_range("per_image", per_image, 1, MAX_CROPS_PER_IMAGE)  # 10**20 drew crops until memory ran out
     check_range("jpeg_quality", jpeg_quality, 0, 100, " (0: a .npy array)")
     check_range("max_mib", max_mib, 0)
     if max_mib and not jpeg_quality:

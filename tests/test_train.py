@@ -211,7 +211,8 @@ def test_a_jpeg_pack_is_a_folder_of_crops_that_trains(tmp_path):
 
 
 @pytest.mark.parametrize("change, said", [(dict(crop=0), "crop must be at least 16 pixels, not 0"),
-                                           (dict(per_image=0), "per_image must be at least 1, not 0"),
+                                           (dict(per_image=0), "per_image must be 1..1024, not 0"),
+                                           (dict(per_image=10**20), "per_image must be 1..1024"),
                                            (dict(jpeg_quality=101), "jpeg_quality must be 0..100 (0: a .npy array)"),
                                            (dict(out="pack"), "'pack' is no .npy file name")])
 def test_a_pack_s_numbers_are_checked(tmp_path, monkeypatch, change, said):
