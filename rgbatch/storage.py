@@ -307,15 +307,18 @@ def publish(fs: pafs.FileSystem, tmp: str, path: str):
 
 def replace_file(tmp, path):
     """Rename the local file `tmp` onto `path` (`os.replace`), unless something other than a
-    file is there once links are followed (a FIFO, a device such as /dev/null, a socket): then
-    `tmp` is deleted and NotWritten raised. Until session 53 a rename put a file in its place: as
+    file is there once links are followed (a folder, a FIFO, a device such as /dev/null, a
+    socket): then `tmp` is deleted and NotWritten raised. Until session 53 a rename put a file in its place: as
     root, `rgbatch export ... --out /dev/null` replaced the system's /dev/null."""
     what = local_kind(str(path))
-    if what not in ("file", "missing", "a dangling symbolic link", "folder"):  # a folder: the rename says so
+    try:
+        if what not in ("file", "missing", "a dangling symbolic link"):
+            raise NotWritten(f"{path}: {what} is there: not replaced by a file")
+        os.replace(tmp, path)
+    except BaseException:  # the temporary file never stays behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise NotWritten(f"{path}: {what} is there: not replaced by a file")
-    os.replace(tmp, path)
+        raise
 
 
 def discard(fs: pafs.FileSystem, tmp: str):
