@@ -66,10 +66,11 @@ WRITES = {("restore", "--out"), ("compress", "--out"), ("encode", "--out"), ("de
 SKIPPED = {"--help", "--version", "--address"}  # an address that answers nothing takes 20 s to be refused
 
 
-def options(command) -> list[tuple[str, str]]:
-    """(flag, its type's name: integer, float, text, path...) of each option of `command` (a
-    click command, as typer builds it) that takes a value."""
-    return [(param.opts[0], param.type.name) for param in command.params
+def options(command: str) -> list[tuple[str, str]]:
+    """(flag, its type's name: integer, float, text, path...) of each option of the CLI's
+    `command` (as typer builds it for click) that takes a value."""
+    params = typer.main.get_command(app).commands[command].params
+    return [(param.opts[0], param.type.name) for param in params
             if param.param_type_name == "option" and not param.is_flag and param.opts[0] not in SKIPPED]
 
 
@@ -133,9 +134,8 @@ class Scene:
             shutil.copytree(self.archive, out / "archive")
         args = self.base(command, out)
         for flag, _ in given:  # a base `--out X` or `--iterations 1` makes way for the fuzzed one
-            if flag in args and args.index(flag) > 0:
-                at = args.index(flag)
-                del args[at:at + 2]
+            if flag in args:
+                del args[args.index(flag):args.index(flag) + 2]
         for flag, value in given:
             args += [flag, value]
         before = snapshot(self.archive) if command in READ_ONLY else None
@@ -160,8 +160,7 @@ def snapshot(folder: Path) -> list:
 def fuzz(scene: Scene, commands: tuple[str, ...], pairs: int, seed: int, timeout: float, log=print):
     """Every (command, option, odd value) once, then `pairs` random pairs; returns (exit codes
     counted per command, findings)."""
-    group = typer.main.get_command(app)
-    table = {c: [(flag, kind) for flag, kind in options(group.commands[c])] for c in commands}
+    table = {c: options(c) for c in commands}
     single = [(c, [(flag, v)]) for c in commands for flag, kind in table[c]
               for v in values(c, flag, kind, scene.root / "paths")]
     rng = np.random.default_rng(seed)
