@@ -45,19 +45,18 @@ TEXTS = ["", " ", "abc", "0", "-1", "nan", "none", "auto", "*", "[", "**/*", "a\
          "--help"]
 
 
-def _values(kind: str, scratch: Path) -> list[str]:
-    """Odd values of a path option: `read` names a file to read, `write` one to write."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    if kind == "write":
-        (scratch / "there").write_bytes(b"x")
-        return [str(scratch / "new" / "out.bin"), str(scratch), str(scratch / "there"), f"{scratch}/folder/", "",
-                str(scratch / "missing" / "..")]
-    (scratch / "empty").write_bytes(b"")
-    (scratch / "text").write_text("not what it should be\n")
-    if not (scratch / "fifo").exists():
-        os.mkfifo(scratch / "fifo")
-    return [str(scratch / "missing"), str(scratch), str(scratch / "empty"), str(scratch / "text"), "/dev/null",
-            str(scratch / "fifo"), ""]
+def path_values(folder: Path) -> dict[str, list[str]]:
+    """Odd values of path options, the files they name made once in `folder`: "read" for a file
+    to read, "write" for one to write."""
+    folder.mkdir(parents=True)
+    (folder / "there").write_bytes(b"x")
+    (folder / "empty").write_bytes(b"")
+    (folder / "text").write_text("not what it should be\n")
+    os.mkfifo(folder / "fifo")
+    return {"write": [str(folder / "new" / "out.bin"), str(folder), str(folder / "there"), f"{folder}/folder/", "",
+                      str(folder / "missing" / "..")],
+            "read": [str(folder / "missing"), str(folder), str(folder / "empty"), str(folder / "text"), "/dev/null",
+                     str(folder / "fifo"), ""]}
 
 
 WRITES = {("restore", "--out"), ("compress", "--out"), ("encode", "--out"), ("decode", "--out"),
@@ -77,11 +76,11 @@ def options(command: str) -> list[tuple[str, str]]:
 LONG = ("train", "pack")  # where 65536 (steps, a batch, threads) is a valid job of hours, not a finding
 
 
-def values(command: str, flag: str, kind, scratch: Path) -> list[str]:
+def values(command: str, flag: str, kind, paths: dict[str, list[str]]) -> list[str]:
     if (command, flag) in WRITES:
-        return _values("write", scratch)
+        return paths["write"]
     if kind == "path" or flag in ("--weights", "--sources"):
-        return _values("read", scratch)
+        return paths["read"]
     return [v for v in NUMBERS.get(kind, TEXTS) if not (command in LONG and v == "65536")]
 
 
@@ -100,6 +99,7 @@ class Scene:
         for result in made:
             assert result.exit_code == 0, result.output
         self.scratch = root / "scratch"
+        self.paths = path_values(root / "paths")
         self.case = 0
 
     def invoke(self, args: list[str]):
@@ -162,7 +162,7 @@ def fuzz(scene: Scene, commands: tuple[str, ...], pairs: int, seed: int, timeout
     counted per command, findings)."""
     table = {c: options(c) for c in commands}
     single = [(c, [(flag, v)]) for c in commands for flag, kind in table[c]
-              for v in values(c, flag, kind, scene.root / "paths")]
+              for v in values(c, flag, kind, scene.paths)]
     rng = np.random.default_rng(seed)
     double = []
     for _ in range(pairs):
@@ -170,7 +170,7 @@ def fuzz(scene: Scene, commands: tuple[str, ...], pairs: int, seed: int, timeout
         if len(table[c]) < 2:
             continue
         picked = rng.choice(len(table[c]), 2, replace=False)
-        double.append((c, [(table[c][i][0], str(rng.choice(values(c, *table[c][i], scene.root / "paths"))))
+        double.append((c, [(table[c][i][0], str(rng.choice(values(c, *table[c][i], scene.paths))))
                            for i in picked]))
     counts, findings = collections.Counter(), []
     for n, (command, given) in enumerate(itertools.chain(single, double)):

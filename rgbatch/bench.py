@@ -352,8 +352,8 @@ def bench(image_dir, out_dir, manifest=None, **options) -> BenchReport:
     before the measuring, not after it.
     """
     manifest = manifest or Path(out_dir) / "bench.parquet"
-    if storage.kind(*storage.resolve(out_dir)) not in ("folder", "missing"):
-        raise storage.NotWritten(f"{out_dir}: {storage.described(*storage.resolve(out_dir))} is there, not a folder")
+    if (what := storage.described(*storage.resolve(out_dir))) not in ("a folder", "missing"):
+        raise storage.NotWritten(f"{out_dir}: {what} is there, not a folder")
     storage.output_file(manifest, overwrite=True)
     rows = measure(image_dir, **options)
     return write_outputs(rows, out_dir, manifest)

@@ -127,6 +127,10 @@ class TrainConfig:
         check_range("threads", self.threads, 0, what=" (0: torch's default)")
         check_positive("lr", self.lr)
         check_range("eval_crop", self.eval_crop, 32, what=" pixels")
+        if self.snapshot_every % self.checkpoint_every:
+            raise TrainingOptionError("snapshot_every", f"{self.snapshot_every} must be a multiple of "
+                                      f"{{checkpoint_every}} {self.checkpoint_every} (snapshots are taken with "
+                                      f"checkpoints)", ("checkpoint_every",))
 
 
 def list_images(folder) -> list[Path]:
@@ -420,9 +424,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
         torch.set_num_threads(cfg.threads)
     architecture = get_architecture(cfg.architecture)
     codec_cfg = architecture.Config(**cfg.codec)
-    if cfg.snapshot_every % cfg.checkpoint_every:
-        raise TrainingOptionError("snapshot_every", f"{cfg.snapshot_every} must be a multiple of {{checkpoint_every}} "
-                                  f"{cfg.checkpoint_every} (snapshots are taken with checkpoints)", ("checkpoint_every",))
     check_range("iterations", cfg.iterations, 1, codec_cfg.max_iterations, " for this model")
     if cfg.patch < codec_cfg.block or cfg.patch % codec_cfg.block:
         raise TrainingOptionError("patch", f"{cfg.patch} must be a multiple of {codec_cfg.block} (a code position's "
