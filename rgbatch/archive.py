@@ -824,8 +824,8 @@ class ArchiveWorker:
         fs, root = storage.resolve(out)
         return _restore_group(self.codec, fs, root, work, overwrite, max_pixels)
 
-    def verify(self, work: list, sources, max_pixels: int):
-        return _verify_group(self.codec, work, sources, max_pixels)
+    def verify(self, work: list, sources, max_pixels: int, read_timeout: float):
+        return _verify_group(self.codec, work, sources, max_pixels, read_timeout)
 
 
 def _each(work: list, why: str) -> list[tuple[str, str]]:
@@ -966,9 +966,10 @@ class SourceUnreachable(OSError):
     """A source that could not be reached (as opposed to one that is gone): nothing was checked."""
 
 
-def _source_image(row: Row, sources) -> tuple:
+def _source_image(row: Row, sources, read_timeout: float = storage.READ_TIMEOUT) -> tuple:
     """(the row's source read as compress read it: rgbatch.imageio.Decoded, None) if it is still
-    there unchanged, else (None, why not)."""
+    there unchanged, else (None, why not); SourceUnreachable where it was not reached, a read past
+    `read_timeout` seconds (0: no limit) among them."""
     location = row.source
     if sources is not None:
         try:
@@ -980,7 +981,7 @@ def _source_image(row: Row, sources) -> tuple:
         return None, "no source recorded"
     try:
         fs, path = storage.resolve(location)
-        data = storage.read_bytes(fs, path, row.source_bytes)
+        data = storage.read_bytes_within(read_timeout, fs, path, row.source_bytes)
     except FileNotFoundError:
         return None, f"source {location} is gone"
     except storage.FileTooBig:  # more bytes than archived
@@ -998,7 +999,7 @@ def _source_image(row: Row, sources) -> tuple:
 def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources=None, seed: int = 0,
            batch_size: int = 8, precision: str = "auto", decoding: str = "exact", progress=None,
            max_pixels: int = MAX_PIXELS, workers: int = 0, address: str | None = None,
-           quick: bool = False) -> VerifyResult:
+           quick: bool = False, read_timeout: float = storage.READ_TIMEOUT) -> VerifyResult:
     """Check every current row: blob checksums and header, decoding at the stored depth, and
     for `sample` random images whose source is still there, MS-SSIM re-measured against it.
     `quick` decodes the sampled images alone: the checksums, headers and models of every row
@@ -1009,11 +1010,13 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     paths. Images that failed at compress time count as problems: the archive lacks them.
     `workers` > 0 decodes and re-measures on that many Ray actors (`address` as for `restore`;
     on a cluster the sources must be where every node reaches them); the checksums and headers
-    are checked here, as the rows are read.
+    are checked here, as the rows are read. A source whose read takes more than `read_timeout`
+    seconds (0: no limit) is unreachable: a store that stopped answering does not hold verify up.
     """
     check_range("sample", sample, 0)
     check_range("batch_size", batch_size, 1)
     check_range("workers", workers, 0)
+    check_range("read_timeout", read_timeout, 0, what=" seconds (0: no limit)")
     check_max_pixels(max_pixels)
     sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
     man = Archive(archive)
@@ -1057,9 +1060,9 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
 
     if workers:
         done = ((work, VerifyResult(archive="", unreachable=_each(work, why)) if why else part) for work, part, why in
-                _on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels))
+                _on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels, read_timeout))
     else:
-        done = ((work, _verify_group(codec, work, sources, max_pixels)) for work in groups())
+        done = ((work, _verify_group(codec, work, sources, max_pixels, read_timeout)) for work in groups())
     for work, part in done:
         result.add(part)
         failed = {path for path, _ in part.problems + part.unreachable}
@@ -1070,7 +1073,8 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     return result
 
 
-def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixels: int) -> VerifyResult:
+def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixels: int,
+                  read_timeout: float = storage.READ_TIMEOUT) -> VerifyResult:
     """Decode one group of (row, sampled) at its stored depth and re-measure the sampled ones
     against their sources: what `verify` found of them (`decoded`, `remeasured`, `unmeasured`,
     `problems`, `unreachable`)."""
@@ -1084,7 +1088,7 @@ def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixel
         if row.path not in sampled:
             continue
         try:
-            source, why_not = _source_image(row, sources)
+            source, why_not = _source_image(row, sources, read_timeout)
         except SourceUnreachable as e:
             result.unreachable.append((row.path, str(e)))
             continue

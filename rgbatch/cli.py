@@ -436,7 +436,8 @@ def compress(
     """Compress images into an archive of Parquet manifests; reruns add only what is missing."""
     from rich.table import Table
 
-    from .pipeline import READ_TIMEOUT, CompressOptions, compress as run_compress, plan
+    from .pipeline import CompressOptions, compress as run_compress, plan
+    from .storage import READ_TIMEOUT
 
     with archive_errors():
         options = CompressOptions(
@@ -759,16 +760,22 @@ def verify(
     address: Optional[str] = WORKERS_ADDRESS,
     quick: bool = typer.Option(False, help="Decode the sample alone: every blob's checksums, header and model "
                                            "are checked, in seconds where decoding every image takes hours."),
+    read_timeout: Optional[float] = typer.Option(
+        None, help="Seconds one sampled source may take to be read before verify gives up on it as unreachable "
+                   "(exit 1), so that a store or mount that stopped answering cannot hold it up (default 600; "
+                   "0: no limit)."),
     as_json: bool = AS_JSON,
 ):
     """Check an archive: blob checksums, decoding, and MS-SSIM re-measured on a sample."""
     from .archive import verify as run_verify
+    from .storage import READ_TIMEOUT
 
     with archive_errors():
         with _image_progress("verify") as progress:
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, decoding=decoding, progress=progress,
-                                max_pixels=pixel_limit(max_pixels), workers=workers, address=address, quick=quick)
+                                max_pixels=pixel_limit(max_pixels), workers=workers, address=address, quick=quick,
+                                read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout)
     if as_json:
         from dataclasses import asdict
 

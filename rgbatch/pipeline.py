@@ -57,16 +57,13 @@ from .resample import candidates
 from .row import OK, UNCHANGED, Row, hash_keys
 from .sources import (GLOB_CHARS, Source, archive_name, as_archived, expand_sources, read_source, source_row,
                       unchanged)
-from .storage import file_stat, resolve
+from .storage import READ_TIMEOUT, file_stat, resolve
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
 ACTOR_RESTARTS = 4  # a node may die this many times under one encoder
 SETTLE_SECONDS = 10.0  # at most this long for encoders' last progress answers at the end of a run
 TIMES_NOTES = 1 << 16  # notes of touched sources a times file holds at most (`PartWriter.write_times`)
-# seconds a source's read may take by default (`CompressOptions.read_timeout`): an image at the
-# pixel limit reads in seconds (89 MP of lossless JPEG XL: 3 s on a 2-core AMD EPYC)
-READ_TIMEOUT = 600.0
 CALLS_PER_WORKER = 2  # calls queued per encoder: one running, one ready behind it (overlap: one more running)
 # archived sources a rerun checks in one task (`sources.unchanged`): at least the first, at most the
 # second, else a share of them that keeps every reader busy: Ray's cost per task (about 3 ms)

@@ -21,6 +21,7 @@ import errno
 import os
 import posixpath
 import stat
+import threading
 import uuid
 
 import pyarrow.fs as pafs
@@ -183,6 +184,43 @@ def read_bytes(fs: pafs.FileSystem, path: str, max_bytes: int | None = None) -> 
             os.close(fd)
     if max_bytes is not None and len(data) > max_bytes:  # grown since its size was asked, or a store's
         raise FileTooBig(max_bytes)
+    return data
+
+
+# seconds a source's read may take by default (compress's and verify's --read-timeout): an image at
+# the pixel limit reads in seconds (89 MP of lossless JPEG XL: 3 s on a 2-core AMD EPYC)
+READ_TIMEOUT = 600.0
+
+
+class ReadTimeout(OSError):
+    """A read that did not end within its limit (`read_bytes_within`): a store that stopped answering."""
+
+
+def read_bytes_within(seconds: float, fs: pafs.FileSystem, path: str, max_bytes: int | None = None) -> bytes:
+    """`read_bytes` waited for at most `seconds` (0: no limit), else ReadTimeout. The read runs in
+    a daemon thread, which a read past the limit is left to (a thread cannot be stopped, a read
+    stuck on a mount cannot even be killed): the caller goes on, and the process may exit without
+    it; each such read holds its memory until it ends. For a command's own reads of a few
+    sources (`verify`'s sample); a compress's reads are Ray tasks, killed when late."""
+    if not seconds or seconds >= threading.TIMEOUT_MAX:  # no limit, or none a wait can take
+        return read_bytes(fs, path, max_bytes)
+    outcome = []
+
+    def read():
+        try:
+            outcome.append((read_bytes(fs, path, max_bytes), None))
+        except BaseException as e:  # handed to the caller
+            outcome.append((None, e))
+
+    reader = threading.Thread(target=read, name=f"read {path}", daemon=True)
+    reader.start()
+    reader.join(seconds)
+    if not outcome:
+        raise ReadTimeout(f"reading took more than {seconds:g} s: given up (a store or mount that "
+                          f"stopped answering; the limit is --read-timeout)")
+    data, error = outcome[0]
+    if error is not None:
+        raise error
     return data
 
 

@@ -691,6 +691,32 @@ def test_an_interrupted_restore_resumes_without_decoding_again(archive, tiny_wei
     assert "2 image(s) written" in text and "1 restored there before, skipped" in text
 
 
+def test_verify_gives_up_on_a_source_whose_read_does_not_end(archive, tiny_weights, monkeypatch):
+    """A sampled source on a store that stopped answering: after --read-timeout seconds verify
+    lists it as not checked (exit 1) and goes on with the others (until session 54 it waited)."""
+    import threading
+
+    answered, read = threading.Event(), storage.read_bytes
+
+    def hanging(fs, path, *rest):
+        if path.endswith("b.png"):
+            answered.wait()
+        return read(fs, path, *rest)
+
+    monkeypatch.setattr(storage, "read_bytes", hanging)
+    try:
+        result = run("verify", archive / "archive", "--weights", tiny_weights, "--read-timeout", "0.3", "--json")
+    finally:
+        answered.set()
+    assert result.exit_code == 1, result.output
+    verified = json.loads(result.stdout)
+    [(path, why)] = verified["unreachable"]
+    assert path == "b.png" and "reading took more than 0.3 s: given up" in why and "could not reach source" in why
+    assert verified["problems"] == [] and len(verified["remeasured"]) == 2 and verified["decoded"] == 3
+    result = run("verify", archive / "archive", "--weights", tiny_weights, "--read-timeout", "-1")
+    assert result.exit_code == 2 and "--read-timeout must be at least 0" in result.output
+
+
 def test_copies_are_decoded_once_by_restore_and_verify(archive, tiny_weights, tmp_path, monkeypatch):
     """Rows of one image under several paths (copies: docs/ARCHIVE.md, "Sources of the same
     bytes") are decoded once: within a group one decoding serves them, in a later group the PNG

@@ -480,7 +480,7 @@ def test_verify_on_ray_workers_finds_what_verify_in_process_finds(ray_cluster, t
     work = [[(row, False) for row in Archive(archive).rows()]]
     codec_options = dict(weights=str(tmp_path / "gone.safetensors"), device="cpu", batch_size=4, precision="fp32",
                          decoding="exact")
-    ((group, done, why),) = ra._on_ray(lambda size: iter(work), 11, 1, None, codec_options, "verify", None, 10**6)
+    ((group, done, why),) = ra._on_ray(lambda size: iter(work), 11, 1, None, codec_options, "verify", None, 10**6, 600.0)
     assert len(group) == 11 and done is None and why.startswith("verify worker failed")
 
 

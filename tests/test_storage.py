@@ -121,6 +121,34 @@ def test_read_bytes_reads_at_most_max_bytes(tmp_path, monkeypatch):
         storage.read_bytes(pafs.SubTreeFileSystem(str(tmp_path), fs), "small", 99)
 
 
+def test_read_bytes_within_gives_up_on_a_read_that_does_not_end(tmp_path, monkeypatch):
+    """`read_bytes_within`: a read's bytes or its own error; one still running after the limit
+    (a store that stopped answering) is ReadTimeout, the caller going on without it."""
+    import threading
+    import time
+
+    fs = pafs.LocalFileSystem()
+    touch(tmp_path / "a", b"abc")
+    assert storage.read_bytes_within(5, fs, str(tmp_path / "a")) == b"abc"
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes_within(5, fs, str(tmp_path / "gone"))
+    with pytest.raises(storage.FileTooBig):
+        storage.read_bytes_within(5, fs, str(tmp_path / "a"), 2)
+    answered, read = threading.Event(), storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda *a: answered.wait() and read(*a))  # a store that hangs
+    start = time.monotonic()
+    with pytest.raises(storage.ReadTimeout, match="reading took more than 0.2 s: given up"):
+        storage.read_bytes_within(0.2, fs, str(tmp_path / "a"))
+    assert time.monotonic() - start < 5
+    stuck = [t for t in threading.enumerate() if t.name == f"read {tmp_path / 'a'}"]
+    assert len(stuck) == 1 and stuck[0].daemon  # left to itself: the process may exit without it
+    answered.set()
+    stuck[0].join(5)
+    assert not stuck[0].is_alive()
+    for no_limit in (0, float("inf")):  # read in this thread
+        assert storage.read_bytes_within(no_limit, fs, str(tmp_path / "a")) == b"abc"
+
+
 def test_read_bytes_takes_memory_for_the_bytes_there_are_not_the_limit(tmp_path, monkeypatch):
     """A read of `max_bytes` allocates them all before reading (Python's and pyarrow's): until
     session 53 a --max-pixels of 10^11 (1.6 TB of `max_source_bytes`) made every read a
