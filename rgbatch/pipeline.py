@@ -343,39 +343,89 @@ def _ray_session(address: str | None, num_cpus: int | None):
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
-    # ray.init makes SIGTERM a bare sys.exit; a handler the caller set (the CLI's: end like
-    # Ctrl-C, work committed, Ray shut down, exit 143) is put back once Ray is up
-    main_thread = threading.current_thread() is threading.main_thread()
     watchdog = None
-    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
-            check_cluster_address(address)
-            ray.init(address=address, **quiet)
+            check_cluster_address(address)  # an answer within 20 s, signals not held
+            with _signals_held(ray):
+                ray.init(address=address, **quiet)
         else:
             import psutil  # Ray's own copy, on the path once ray is imported
 
             before = set(psutil.Process().children(recursive=True))
-            # Ray renices its workers (+15) to keep its daemons responsive; here the workers are
-            # the job, so they keep the priority the command was given (on a shared machine the
-            # default makes encoders 5x slower than a plain loop)
-            # address "local": a new Ray of our own, never a cluster someone left running here
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                     _system_config={"worker_niceness": 0}, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = f" at {address}" if address else ""
-        raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
-    finally:
-        if callable(sigterm):  # one the caller set (without one, Ray's sys.exit still commits what is done)
-            signal.signal(signal.SIGTERM, sigterm)
+            with _signals_held(ray):
+                try:
+                    # Ray renices its workers (+15) to keep its daemons responsive; here the workers are
+                    # the job, so they keep the priority the command was given (on a shared machine the
+                    # default makes encoders 5x slower than a plain loop)
+                    # address "local": a new Ray of our own, never a cluster someone left running here
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                             _system_config={"worker_niceness": 0}, **quiet)
+                finally:  # what it started dies with this process, even if killed or stopped half-way (rgbatch.raywatch)
+                    watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
+    except BaseException as e:  # a Ray that did not start (or a signal meanwhile): what it started goes
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if watchdog:
+            watchdog.close()
+        if isinstance(e, (ConnectionError, RuntimeError, ValueError)):
+            where = f" at {address}" if address else ""
+            raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
+        raise
     try:
-        if not address:  # what ray.init started dies with this process, even if killed (rgbatch.raywatch)
-            watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
         yield ray
     finally:
         ray.shutdown()
         if watchdog:
             watchdog.close()
+
+
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # held while Ray starts (`_signals_held`)
+
+
+@contextlib.contextmanager
+def _signals_held(ray):
+    """Hold SIGTERM and SIGINT while Ray starts, then hand the first that came to the caller's
+    handler (the CLI's: end as Ctrl-C does, what is done committed, exit 143 or 130); a second one
+    meanwhile is handed on at once (a user who insists, or a start that hangs). `ray.init` makes
+    SIGTERM a bare `sys.exit(15)` for the whole of its start (a head node's: a drain, then
+    `sys.exit(1)`), so a command terminated then exited 15 or 1, or, where the exit was raised
+    inside a finalizer, printed a traceback and went on; and an exception raised while its core
+    worker connects left that half made, so that the command, having said "terminated", died of
+    SIGSEGV or SIGABRT on its way out (found by benchmarks/fuzz_kill.py, session 54). Ray's setting
+    of the SIGTERM handler is left out meanwhile. A signal whose handler is not the caller's own
+    (the default, ignored, or the command not in the main thread) is left as it was: Ray's, as before."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in HELD_SIGNALS} if main_thread else {}
+    handlers = {s: h for s, h in handlers.items() if callable(h)}
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    setter = getattr(utils, "set_sigterm_handler", None) if signal.SIGTERM in handlers else None
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    dumps_disabled = getattr(constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None) if setter else None
+    came = []
+
+    def held(signum, frame):
+        if came:
+            handlers[signum](signum, frame)
+        came.append(signum)
+
+    for s in handlers:
+        signal.signal(s, held)
+    if setter:
+        utils.set_sigterm_handler = lambda handler: None
+    if dumps_disabled is False:  # the core worker's C++ handler would print a stack for the signal held
+        constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        yield
+    finally:
+        if setter:
+            utils.set_sigterm_handler = setter
+        if dumps_disabled is False:
+            constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = False
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        if came:  # the command ends now, as asked, Ray up (or not started) and no longer half made
+            handlers[came[0]](came[0], None)
 
 
 def _ray_hint(error: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -937,6 +938,16 @@ def compress_command(src, out, weights, *extra):
             "--iterations", "2", "--tile-size", "32", *map(str, extra)]
 
 
+def command_line(process) -> str:
+    """A process's command line ("" once it is gone, or a zombie)."""
+    import psutil  # Ray's own copy, on the path once ray is imported
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def test_a_second_compress_into_a_busy_archive_is_refused(archive, tiny_weights, tmp_path, ray_cluster):
     from rgbatch.manifest import ArchiveLock
 
@@ -960,12 +971,6 @@ def test_a_second_compress_into_a_busy_archive_is_refused(archive, tiny_weights,
 def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tmp_path, rng, signum):
     pytest.importorskip("ray")  # which puts its own copy of psutil on the path
     import psutil
-
-    def command_line(process) -> str:
-        try:
-            return " ".join(process.cmdline())
-        except psutil.Error:  # gone, or a zombie
-            return ""
 
     def signalled_run(images: int, out):
         """A compress of `images` new images, sent `signum` once its encoder has run 3 s; the
@@ -1019,6 +1024,42 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
     out = Archive(tmp_path / f"out{images}", create=True)
     rows = out.table() if out.parts else None
     assert rows is None or set(rows["status"].to_pylist()) == {"ok"}  # what was committed is whole
+
+
+@pytest.mark.slow
+def test_a_compress_terminated_while_its_ray_starts_ends_as_terminated(tiny_weights, tmp_path, rng):
+    """SIGTERM while `ray.init` starts the run's Ray (its GCS server up, the run not yet encoding):
+    exit 143 and the same line as later, no traceback, and nothing of that Ray left. Until session
+    54 Ray's own handler, in place for the whole of its start, made it exit 15 (or 1 after a head
+    node's drain, or, raised inside a finalizer, a traceback and a run that went on), and a signal
+    while its core worker connected a C++ stack dump and SIGABRT (`pipeline._signals_held`)."""
+    pytest.importorskip("ray")
+    import psutil
+
+    (tmp_path / "src").mkdir()
+    Image.fromarray(smooth_image(rng, 40, 40)).save(tmp_path / "src" / "a.png")
+    run = subprocess.Popen(compress_command(tmp_path / "src", tmp_path / "out", tiny_weights, "--workers", "1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    family = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                family |= set(psutil.Process(run.pid).children(recursive=True))
+            if any("gcs_server" in command_line(p) for p in family):
+                break
+            time.sleep(0.02)
+        starting = run.poll() is None and not any("EncodeWorker" in command_line(p) for p in family)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert starting, "the run was not starting its Ray when signalled"
+    assert run.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err and "*** " not in err  # no C++ stack dump
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive  # the Ray it was starting went with it (its own shutdown, else rgbatch.raywatch)
 
 
 def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weights, tmp_path):

@@ -762,3 +762,54 @@ def test_a_touched_source_is_hashed_once_then_skipped_by_its_new_time(ray_cluste
     assert len(list(archive.glob("times-*"))) == 1
     done = {r["path"]: r["source_mtime"].timestamp() for r in Archive(archive).done().to_pylist()}
     assert done["b.png"] == 1_700_000_200
+
+
+def test_signals_are_held_while_ray_starts_then_handed_to_the_callers_handlers():
+    """`_signals_held`: a SIGTERM or SIGINT while Ray starts is held (an exception raised inside
+    `ray.init` left its core worker half made: SIGSEGV or SIGABRT on the way out), then handed to
+    the caller's handler once Ray is up; a second is handed on at once; Ray's own SIGTERM handler
+    (a bare sys.exit) and its C++ stack dumps are left out meanwhile, and everything put back."""
+    import signal
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stop(signum)
+
+    def ray_sets(handler):
+        raise AssertionError("Ray's SIGTERM handler set")
+
+    ray = SimpleNamespace(_private=SimpleNamespace(utils=SimpleNamespace(set_sigterm_handler=ray_sets),
+                                                   ray_constants=SimpleNamespace(RAY_DISABLE_FAILURE_SIGNAL_HANDLER=False)))
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            started = []
+            with pytest.raises(Stop) as stopped:
+                with pipeline._signals_held(ray):
+                    ray._private.utils.set_sigterm_handler(lambda *a: None)  # as ray.init does: left out
+                    assert ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER is True
+                    os.kill(os.getpid(), signum)
+                    time.sleep(0.05)  # the handler runs: held, nothing raised here
+                    started.append(True)
+            assert started and stopped.value.args == (signum,)
+            assert ray._private.utils.set_sigterm_handler is ray_sets
+            assert ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER is False
+            assert signal.getsignal(signal.SIGTERM) is stop and signal.getsignal(signal.SIGINT) is stop
+        with pytest.raises(Stop):  # a second signal is handed on at once
+            with pipeline._signals_held(ray):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                raise AssertionError("the second signal was held too")
+        with pipeline._signals_held(ray):  # no signal: nothing happens
+            pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a caller without a handler of its own: Ray's, as before
+        with pytest.raises(AssertionError, match="Ray's SIGTERM handler set"):
+            with pipeline._signals_held(ray):
+                ray._private.utils.set_sigterm_handler(lambda *a: None)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,252 @@
+"""Kill the archive's writers at random moments and check what docs/ARCHIVE.md promises about
+interruptions ("Resuming": a rerun neither redoes nor duplicates committed images; "compact": safe
+to interrupt; "restore": resumable, files written whole or not at all).
+
+    OMP_NUM_THREADS=1 python benchmarks/fuzz_kill.py [--cases 10] [--seed 0] [--images 16] [--keep DIR]
+
+Each case runs `rgbatch compress`, `restore` and `compact` (`--depth 1`) as the command line runs
+them, each in a process of its own sent SIGKILL, SIGTERM or SIGINT 1-3 times at random moments of
+its work (drawn over the time an uninterrupted run takes), then run to its end. The writers commit
+every 0.3 s in parts of at most 3 rows (`Archive.writer`'s sizes, set by the process that runs
+the command) so that kills land between many commits. A finding:
+
+- an interrupted command that ends other than as the signal says (killed by SIGKILL; exit 143 for
+  SIGTERM, 130 for SIGINT, or killed by the signal itself, which a shell reports the same; or its own
+  end where it finished first), or with a traceback; the final run's exit not the uninterrupted one's;
+- after any kill, an archive whose current rows are not whole (`Row.problem`) or are not what an
+  uninterrupted run wrote at some stage of that command (an image lost, a wrong blob);
+- after the final compress: an image whose blob is not the uninterrupted run's, an image encoded
+  twice (two `ok` rows of one path and source hash: committed work redone), a temporary part left;
+- after the final restore: a PNG not pixel for pixel the uninterrupted restore's, or a temporary file
+  left in its folder; after the final compact: its blobs not an uninterrupted compact's.
+
+Prints each case's signals and the counts of the outcomes. The images are encoded with
+--batch-size 1 and --precision fp32, so that an image's codes do not depend on which others share
+its batch (an interrupted run's rerun batches fewer images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from rgbatch.manifest import Archive
+from rgbatch.storage import TEMP_PREFIX
+
+# the command line, with the writers' parts small and frequent (argv: the command's arguments)
+LAUNCH = """import sys
+from rgbatch import manifest
+from rgbatch.cli import main
+writer = manifest.Archive.writer
+manifest.Archive.writer = lambda self, model_id, held=None, **sizes: writer(
+    self, model_id, held=held, **{"commit_seconds": 0.3, "part_rows": 3, "row_group_rows": 2, **sizes})
+sys.argv[0] = "rgbatch"
+main()
+"""
+SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+# how a command sent each signal may end: its own exit code, or killed by the signal itself (before
+# its handlers are in place, or once Python has put the defaults back on its way out), which a shell
+# reports as the same 128 + the signal's number
+ENDS = {signal.SIGKILL: {-signal.SIGKILL}, signal.SIGTERM: {143, -signal.SIGTERM}, signal.SIGINT: {130, -signal.SIGINT}}
+
+
+def sources(folder: Path, images: int, rng: np.random.Generator):
+    """`images` smooth PNGs of 40-72 px a side, two copies of the first (the same bytes under new
+    paths: rows copied, not encoded) and a file that is no image (an error row every run)."""
+    y, x = np.mgrid[0:72, 0:72]
+    for i in range(images):
+        h, w = (int(v) for v in rng.integers(40, 73, 2))
+        phase = rng.uniform(0, 6, 3)
+        base = np.stack([128 + 100 * np.sin(x / 13 + p) * np.cos(y / 19 - p) for p in phase], -1)[:h, :w]
+        pixels = np.clip(base + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    (folder / "copies").mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copyfile(folder / "000.png", folder / "copies" / name)
+    (folder / "broken.png").write_bytes(b"no image here")
+
+
+def command(args: list[str]) -> list[str]:
+    return [sys.executable, "-c", LAUNCH, *map(str, args)]
+
+
+def run(args: list[str], kill_at: float | None = None, sig=signal.SIGKILL) -> tuple[int, str, float]:
+    """(exit code, stderr, seconds) of one command, sent `sig` after `kill_at` seconds if still running.
+    SIGINT is delivered as a terminal's Ctrl-C would be, to a process that does not ignore it."""
+    start = time.monotonic()
+    process = subprocess.Popen(command(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        if kill_at is not None:
+            try:
+                process.wait(kill_at)
+            except subprocess.TimeoutExpired:
+                process.send_signal(sig)
+        _, err = process.communicate(timeout=600)
+    except BaseException:
+        process.kill()
+        raise
+    return process.returncode, err, time.monotonic() - start
+
+
+def current(archive: Path) -> dict[str, tuple]:
+    """{path: (status, blob)} of an archive's current rows; raises where a row is not whole."""
+    rows = {}
+    for row in Archive(archive).rows():
+        problem = row.problem()
+        if problem:
+            raise AssertionError(f"{row.path}: {problem}")
+        rows[row.path] = (row.status, row.blob if row.ok else None)
+    return rows
+
+
+def encodings(archive: Path) -> collections.Counter:
+    """(path, source hash) of every ok row in every part, superseded ones included."""
+    counts = collections.Counter()
+    for part in Archive(archive).parts:
+        table = pq.read_table(part, columns=["path", "source_hash", "status"])
+        for path, digest, status in zip(*(table[c].to_pylist() for c in ("path", "source_hash", "status"))):
+            if status == "ok":
+                counts[path, digest] += 1
+    return counts
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(f"{TEMP_PREFIX}*"))
+
+
+def pngs(folder: Path) -> dict[str, np.ndarray]:
+    return {str(p.relative_to(folder)): np.asarray(Image.open(p).convert("RGBA"))
+            for p in sorted(folder.rglob("*.png")) if not p.name.startswith(TEMP_PREFIX)}
+
+
+def interrupted(args: list[str], rng: np.random.Generator, seconds: float, log: list[str],
+                after_kill=None) -> tuple[int, str]:
+    """Run `args` killed 1-3 times at random moments within `seconds`, checking `after_kill()`
+    after each, then to its end: the final (exit code, stderr). Findings are added to `log`."""
+    for _ in range(int(rng.integers(1, 4))):
+        sig = SIGNALS[int(rng.integers(0, len(SIGNALS)))]
+        at = float(rng.uniform(0.2, seconds))
+        code, err, took = run(args, at, sig)
+        finished = took < at + 0.05 and code in (0, 1)
+        log.append(f"{signal.Signals(sig).name}@{at:.1f}s->{code}")
+        if code not in ENDS[sig] and not finished:
+            log.append(f"FINDING: {args[0]} sent {signal.Signals(sig).name} ended {code}: {err.strip()[-300:]}")
+        if "Traceback" in err:
+            log.append(f"FINDING: {args[0]} traceback: {err.strip()[-300:]}")
+        if after_kill is not None:
+            try:
+                after_kill()
+            except AssertionError as e:
+                log.append(f"FINDING: {args[0]} after {signal.Signals(sig).name}: {e}")
+    code, err, _ = run(args)
+    if "Traceback" in err:
+        log.append(f"FINDING: {args[0]} traceback: {err.strip()[-300:]}")
+    return code, err
+
+
+def fuzz(cases: int, seed: int, images: int, tmp: Path) -> tuple[collections.Counter, list[str]]:
+    rng = np.random.default_rng(seed)
+    src = tmp / "src"
+    src.mkdir()
+    sources(src, images, rng)
+    encode = ["--iterations", "3", "--tile-size", "32", "--batch-size", "1", "--precision", "fp32",
+              "--workers", "1"]
+    decode = ["--iterations", "2", "--precision", "fp32"]
+
+    # the uninterrupted runs: what every case must end with
+    reference = tmp / "reference"
+    code, err, compress_seconds = run(["compress", src, "--out", reference, *encode])
+    assert code == 1 and "Traceback" not in err, err  # broken.png fails
+    want = current(reference)
+    code, err, restore_seconds = run(["restore", reference, "--out", tmp / "restored", *decode])
+    assert code == 0, err
+    restored = pngs(tmp / "restored")
+    compacted = tmp / "compacted"
+    shutil.copytree(reference, compacted)
+    code, err, compact_seconds = run(["compact", compacted, "--depth", "1"])
+    assert code == 0, err  # broken.png's error row kept as it is
+    cut = current(compacted)
+    assert len(want) == len(cut) == images + 3 and len(restored) == images + 2
+    print(f"uninterrupted: compress {compress_seconds:.1f} s, restore {restore_seconds:.1f} s, "
+          f"compact {compact_seconds:.1f} s", flush=True)
+
+    counts, findings = collections.Counter(), []
+    for case in range(cases):
+        log: list[str] = []
+        archive, out = tmp / f"archive{case}", tmp / f"out{case}"
+
+        def same_or_fewer(archive=archive, log=log):
+            rows = current(archive) if archive.exists() and Archive(archive, create=True).parts else {}
+            wrong = [p for p, r in rows.items() if p not in want or (r[0] == "ok" and r != want[p])]
+            assert not wrong, f"rows unlike the uninterrupted run's: {wrong[:3]}"
+
+        code, _ = interrupted(["compress", src, "--out", archive, *encode], rng, compress_seconds, log, same_or_fewer)
+        got = current(archive)
+        if code != 1 or got != want:
+            log.append(f"FINDING: compress ended {code}; images unlike the uninterrupted run's: "
+                       f"{sorted(p for p in set(got) | set(want) if got.get(p) != want.get(p))[:5]}")
+        twice = [key for key, n in encodings(archive).items() if n > 1]
+        if twice:
+            log.append(f"FINDING: encoded twice: {twice[:3]}")
+        if temporaries(archive):
+            log.append(f"FINDING: temporary files left in the archive: {temporaries(archive)}")
+
+        code, _ = interrupted(["restore", archive, "--out", out, *decode], rng, restore_seconds, log)
+        written = pngs(out)
+        wrong = [p for p in set(written) | set(restored)
+                 if p not in written or p not in restored or not np.array_equal(written[p], restored[p])]
+        if code != 0 or wrong or temporaries(out):
+            log.append(f"FINDING: restore ended {code}; PNGs unlike the uninterrupted restore's: {sorted(wrong)[:5]}; "
+                       f"temporary files: {temporaries(out)}")
+
+        def whole(archive=archive):
+            rows = current(archive)
+            wrong = [p for p in want if rows.get(p) not in (want[p], cut[p])]
+            assert set(rows) == set(want) and not wrong, f"images lost or wrong: {wrong[:3]}"
+
+        code, _ = interrupted(["compact", archive, "--depth", "1"], rng, compact_seconds, log, whole)
+        if code != 0 or current(archive) != cut or temporaries(archive):
+            log.append(f"FINDING: compact ended {code}; not the uninterrupted compact's rows, or temporary "
+                       f"files: {temporaries(archive)}")
+        case_findings = [line for line in log if line.startswith("FINDING")]
+        findings += [f"case {case}: {line}" for line in case_findings]
+        counts["cases with findings" if case_findings else "cases clean"] += 1
+        counts["kills"] += sum("@" in line for line in log)
+        print(f"case {case}: {' '.join(line for line in log if '@' in line)}"
+              f"{'; ' + str(len(case_findings)) + ' finding(s)' if case_findings else ''}", flush=True)
+        shutil.rmtree(out)
+    return counts, findings
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True)
+    with (tempfile.TemporaryDirectory() if not args.keep else contextlib.nullcontext(args.keep)) as tmp:
+        counts, findings = fuzz(args.cases, args.seed, args.images, Path(tmp))
+    for line in findings:
+        print(line)
+    print(f"{args.cases} cases, seed {args.seed}: {counts['kills']} kills, {len(findings)} findings")
+    sys.exit(1 if findings else 0)
+
+
+if __name__ == "__main__":
+    main()
