@@ -3,10 +3,12 @@ interruptions ("Resuming": a rerun neither redoes nor duplicates committed image
 to interrupt; "restore": resumable, files written whole or not at all).
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz_kill.py [--cases 10] [--seed 0] [--images 16] [--keep DIR]
+                                                     [--address HOST:PORT]
 
-Each case runs `rgbatch compress`, `restore` and `compact` (`--depth 1`) as the command line runs
-them, each in a process of its own sent SIGKILL, SIGTERM or SIGINT 1-3 times at random moments of
-its work (drawn over the time an uninterrupted run takes), then run to its end. The writers commit
+Each case runs `rgbatch compress` (a Ray of its own, or the cluster at --address), `restore` and
+`compact` (`--depth 1`) as the command line runs them, each in a process of its own sent SIGKILL,
+SIGTERM or SIGINT 1-3 times at random moments of its work (drawn over the time an uninterrupted
+run takes), then run to its end. The writers commit
 every 0.3 s in parts of at most 3 rows (`Archive.writer`'s sizes, set by the process that runs
 the command) so that kills land between many commits. A finding:
 
@@ -157,13 +159,14 @@ def interrupted(args: list[str], rng: np.random.Generator, seconds: float, log: 
     return code, err
 
 
-def fuzz(cases: int, seed: int, images: int, tmp: Path) -> tuple[collections.Counter, list[str]]:
+def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = None
+         ) -> tuple[collections.Counter, list[str]]:
     rng = np.random.default_rng(seed)
     src = tmp / "src"
     src.mkdir()
     sources(src, images, rng)
     encode = ["--iterations", "3", "--tile-size", "32", "--batch-size", "1", "--precision", "fp32",
-              "--workers", "1"]
+              "--workers", "1", *(["--address", address] if address else [])]
     decode = ["--iterations", "2", "--precision", "fp32"]
 
     # the uninterrupted runs: what every case must end with
@@ -237,11 +240,13 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
+    parser.add_argument("--address", help="compress on this Ray cluster (its drivers killed) instead of a Ray "
+                                          "of its own each run")
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True)
     with (tempfile.TemporaryDirectory() if not args.keep else contextlib.nullcontext(args.keep)) as tmp:
-        counts, findings = fuzz(args.cases, args.seed, args.images, Path(tmp))
+        counts, findings = fuzz(args.cases, args.seed, args.images, Path(tmp), args.address)
     for line in findings:
         print(line)
     print(f"{args.cases} cases, seed {args.seed}: {counts['kills']} kills, {len(findings)} findings")

@@ -271,10 +271,10 @@ def _raise_terminated(signum, frame):
 
 
 @contextlib.contextmanager
-def archive_errors():
+def archive_errors(kept: str = ""):
     """`user_errors` for the archive commands, and more: SIGTERM ends a command as Ctrl-C does
-    (what is committed stays, Ray is shut down; exit 143), and even an unexpected exception is
-    one line on stderr (exit 2), never a traceback."""
+    (what is committed stays, Ray is shut down; exit 143; `kept` says what stays), and even an
+    unexpected exception is one line on stderr (exit 2), never a traceback."""
     import signal
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -285,7 +285,7 @@ def archive_errors():
             except KeyboardInterrupt:
                 if not _terminated:
                     raise
-                err.print(_red("terminated", " (SIGTERM): what was finished is committed"))
+                err.print(_red("terminated", f" (SIGTERM){': ' + kept if kept else ''}"))
                 raise typer.Exit(EXIT_TERMINATED) from None
             except (typer.Exit, *USER_ERRORS):
                 raise
@@ -439,7 +439,7 @@ def compress(
     from .pipeline import CompressOptions, compress as run_compress, plan
     from .storage import READ_TIMEOUT
 
-    with archive_errors():
+    with archive_errors(kept="what was finished is committed"):
         options = CompressOptions(
             iterations=iterations, target=_target(target_msssim, target_bpp, max_bytes),
             tile_size=tile_size,
@@ -636,7 +636,7 @@ def restore(
     the archive kept (names: docs/ARCHIVE.md)."""
     from .archive import restore as run_restore
 
-    with archive_errors():
+    with archive_errors(kept="the images written so far are whole"):
         with _image_progress("restore") as progress:
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
@@ -815,7 +815,7 @@ def compact(
     aside in its damaged/ folder, their readable rows copied. Nothing else may write to it meanwhile."""
     from .archive import compact as run_compact
 
-    with archive_errors():
+    with archive_errors(kept="what was finished is committed"):
         target = _target(target_msssim, target_bpp, max_bytes)
         with _image_progress("compact") as progress:
             result = run_compact(archive, depth=depth, target=target, progress=progress, drop=tuple(drop),

@@ -381,13 +381,15 @@ def _ray_session(address: str | None, num_cpus: int | None):
 
 
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # held while Ray starts (`_signals_held`)
+HOLD_SECONDS = 10.0  # at most this long: a local Ray starts in 2-4 s, a cluster that refuses may retry for 20+
 
 
 @contextlib.contextmanager
 def _signals_held(ray):
     """Hold SIGTERM and SIGINT while Ray starts, then hand the first that came to the caller's
     handler (the CLI's: end as Ctrl-C does, what is done committed, exit 143 or 130); a second one
-    meanwhile is handed on at once (a user who insists, or a start that hangs). `ray.init` makes
+    meanwhile, or the first once held HOLD_SECONDS, is handed on at once (a user who insists, a
+    start that hangs or retries: a cluster that refuses the driver's token). `ray.init` makes
     SIGTERM a bare `sys.exit(15)` for the whole of its start (a head node's: a drain, then
     `sys.exit(1)`), so a command terminated then exited 15 or 1, or, where the exit was raised
     inside a finalizer, printed a traceback and went on; and an exception raised while its core
@@ -402,12 +404,17 @@ def _signals_held(ray):
     setter = getattr(utils, "set_sigterm_handler", None) if signal.SIGTERM in handlers else None
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     dumps_disabled = getattr(constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None) if setter else None
-    came = []
+    came, timer = [], None
 
     def held(signum, frame):
+        nonlocal timer
         if came:
             handlers[signum](signum, frame)
         came.append(signum)
+        # held long enough: the same signal again, now handed on (a handler runs in the main thread)
+        timer = threading.Timer(HOLD_SECONDS, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
 
     for s in handlers:
         signal.signal(s, held)
@@ -418,6 +425,8 @@ def _signals_held(ray):
     try:
         yield
     finally:
+        if timer:
+            timer.cancel()
         if setter:
             utils.set_sigterm_handler = setter
         if dumps_disabled is False:

@@ -499,13 +499,29 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
 
 
 def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
-    """Write `name` in the folder open as `fd`: a temporary file first, then linked (or, to
-    overwrite, renamed) onto the name, so the name holds the old file or the whole new one."""
+    """Write `name` in the folder open as `fd`: a file without a name first (O_TMPFILE, which
+    vanishes with the process if it is killed: a killed `restore` left a hidden temporary file
+    behind until session 54, found by benchmarks/fuzz_kill.py), or where the file system has none
+    a hidden temporary one, then linked (or, to overwrite, renamed) onto the name, so the name
+    holds the old file or the whole new one."""
     tmp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+    named = False  # whether `tmp` exists (removed at the end)
     try:
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
+        try:
+            if not os.path.isdir("/proc/self/fd"):  # what links such a file to a name
+                raise OSError(errno.ENOTSUP, "no /proc")
+            out = os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o666, dir_fd=fd)
+        except (OSError, AttributeError):  # no O_TMPFILE here (the system, or the file system)
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
+            named = True
         with os.fdopen(out, "wb") as f:
             f.write(data)
+            f.flush()
+            if not named:  # a name for it: `name` itself, or, to replace a file, a hidden one renamed over it
+                os.link(f"/proc/self/fd/{f.fileno()}", tmp if overwrite else name, dst_dir_fd=fd)
+                named = overwrite
+                if not overwrite:
+                    return
         if overwrite:
             os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # a link in the way is replaced, not followed
         else:
@@ -517,5 +533,6 @@ def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
     except OSError as e:
         raise NotWritten(f"cannot write the file: {e.strerror}") from None
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=fd)
+        if named:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=fd)

@@ -764,10 +764,11 @@ def test_a_touched_source_is_hashed_once_then_skipped_by_its_new_time(ray_cluste
     assert done["b.png"] == 1_700_000_200
 
 
-def test_signals_are_held_while_ray_starts_then_handed_to_the_callers_handlers():
+def test_signals_are_held_while_ray_starts_then_handed_to_the_callers_handlers(monkeypatch):
     """`_signals_held`: a SIGTERM or SIGINT while Ray starts is held (an exception raised inside
     `ray.init` left its core worker half made: SIGSEGV or SIGABRT on the way out), then handed to
-    the caller's handler once Ray is up; a second is handed on at once; Ray's own SIGTERM handler
+    the caller's handler once Ray is up; a second is handed on at once, and so is the first once
+    held HOLD_SECONDS (a start that hangs or retries); Ray's own SIGTERM handler
     (a bare sys.exit) and its C++ stack dumps are left out meanwhile, and everything put back."""
     import signal
 
@@ -804,8 +805,15 @@ def test_signals_are_held_while_ray_starts_then_handed_to_the_callers_handlers()
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)
                 raise AssertionError("the second signal was held too")
+        monkeypatch.setattr(pipeline, "HOLD_SECONDS", 0.2)
+        with pytest.raises(Stop):  # held long enough: handed on while Ray is still starting
+            with pipeline._signals_held(ray):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(500):
+                    time.sleep(0.01)
+                raise AssertionError("held for ever")
         with pipeline._signals_held(ray):  # no signal: nothing happens
-            pass
+            time.sleep(0.3)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a caller without a handler of its own: Ray's, as before
         with pytest.raises(AssertionError, match="Ray's SIGTERM handler set"):
             with pipeline._signals_held(ray):

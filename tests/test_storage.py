@@ -192,3 +192,29 @@ def test_a_rename_never_puts_a_file_in_place_of_a_fifo_or_device(tmp_path):
         (tmp_path / "tmp").write_bytes(b"new")
         storage.replace_file(tmp_path / "tmp", tmp_path / name)
         assert (tmp_path / name).read_bytes() == b"new" and not (tmp_path / name).is_symlink()
+
+
+def test_a_file_written_has_no_name_until_whole(tmp_path, monkeypatch):
+    """`write_new` writes a file without a name (O_TMPFILE) and links it when whole, so a process
+    killed while writing leaves nothing behind (a killed restore left a hidden temporary file per
+    image it was writing, until session 54); where the file system has no O_TMPFILE, a hidden
+    temporary name as before, removed whatever happens."""
+    fs = pafs.LocalFileSystem()
+    seen, link = [], os.link
+
+    def linking(src, dst, *args, **kwargs):
+        seen.append(sorted(os.listdir(tmp_path / "out")))
+        return link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", linking)
+    storage.write_new(fs, str(tmp_path / "out"), "a.png", b"a")
+    storage.write_new(fs, str(tmp_path / "out"), "a.png", b"b", overwrite=True)
+    assert seen[0] == [] and (tmp_path / "out" / "a.png").read_bytes() == b"b"
+    with pytest.raises(storage.NotWritten, match="already there"):
+        storage.write_new(fs, str(tmp_path / "out"), "a.png", b"c")
+    assert os.listdir(tmp_path / "out") == ["a.png"]
+    monkeypatch.delattr(os, "O_TMPFILE")  # a system without: a hidden name while writing
+    seen.clear()
+    storage.write_new(fs, str(tmp_path / "out"), "b.png", b"d")
+    assert [name.startswith(storage.TEMP_PREFIX) for name in seen[0]] == [True, False]
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png"] and (tmp_path / "out" / "b.png").read_bytes() == b"d"
