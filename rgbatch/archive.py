@@ -674,6 +674,8 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     check_range("batch_size", batch_size, 1)
     check_range("workers", workers, 0)
     check_max_pixels(max_pixels)
+    if not str(out):  # the current folder, as a path (`--out "$UNSET"`): until session 54 written into
+        raise OptionError("out", "is empty: give the folder to write the PNGs under ('.' for the current one)")
     target = Target(msssim=target_msssim)
     man = Archive(archive)
     table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim",
@@ -1018,6 +1020,8 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     check_range("workers", workers, 0)
     check_range("read_timeout", read_timeout, 0, what=" seconds (0: no limit)")
     check_max_pixels(max_pixels)
+    if sources is not None and not str(sources):
+        raise OptionError("sources", "is empty: give the folder holding the sources now, or leave it out")
     sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
     man = Archive(archive)
     copied = () if quick else ("source_hash", "model_id")  # --quick decodes the sampled images alone: no copies

@@ -515,7 +515,11 @@ def default_archive(root: str) -> str:
 def _expand(sources: list[str], archive: str | None):
     """`expand_sources`, its error worded as a usage slip where the last of several sources is
     what failed and no archive was given: `compress photos/ out/` for `compress photos/ --out out/`
-    (a new archive folder is not there yet; an existing one holds no images)."""
+    (a new archive folder is not there yet; an existing one holds no images). An archive named
+    by an empty string (`--out "$UNSET"`) is refused: until session 54 it meant the default."""
+    if archive is not None and not str(archive):
+        raise OptionError("archive", "is empty: give the archive's folder, or leave it out for the default "
+                                     "(manifests/NAME/)")
     try:
         return expand_sources(sources)
     except (ValueError, FileNotFoundError) as e:

@@ -420,6 +420,8 @@ def output_file(out, overwrite: bool = False) -> tuple[pafs.FileSystem, str]:
     a character device (/dev/null, /dev/stdout, a terminal) is written into (`write_output`), as
     by a shell's redirection: until session 53 the file written was renamed onto it, so that
     `--out /dev/null` run as root replaced the system's /dev/null with a PNG."""
+    if not str(out):
+        raise NotWritten("the output file's name is empty: give one")
     if str(out).endswith("/"):
         raise NotWritten(f"{out}: names a folder (it ends in '/'): give the file's name")
     fs, path = resolve(out)

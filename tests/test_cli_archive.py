@@ -1062,6 +1062,24 @@ def test_a_compress_terminated_while_its_ray_starts_ends_as_terminated(tiny_weig
     assert not alive  # the Ray it was starting went with it (its own shutdown, else rgbatch.raywatch)
 
 
+def test_an_empty_output_name_is_refused_not_taken_for_the_current_folder(archive, tiny_weights, tmp_path,
+                                                                        monkeypatch):
+    """`--out ""` (a shell's unset variable): until session 54 `restore` wrote its PNGs into the
+    current folder, `compress` took it for its default archive, `verify --sources ""` for the
+    recorded places, and `encode`/`decode` said ": a folder is there"."""
+    monkeypatch.chdir(tmp_path)
+    result = run("restore", archive / "archive", "--out", "", "--weights", tiny_weights)
+    assert result.exit_code == 2 and "--out is empty" in result.output
+    for dry_run in ((), ("--dry-run",)):
+        result = run("compress", archive / "src", "--out", "", "--weights", tiny_weights, *dry_run)
+        assert result.exit_code == 2 and "--out is empty" in result.output
+    result = run("verify", archive / "archive", "--sources", "", "--weights", tiny_weights)
+    assert result.exit_code == 2 and "--sources is empty" in result.output
+    result = run("encode", archive / "src" / "a.png", "--out", "", "--weights", tiny_weights)
+    assert result.exit_code == 2 and "the output file's name is empty" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weights, tmp_path):
     """Images are 32x48, 40x48 and 48x48: a limit of 1600 pixels refuses the two larger, each
     alone (an archive compressed with `compress --max-pixels` above the default restores with
