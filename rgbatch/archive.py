@@ -1078,7 +1078,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
 
 
 def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixels: int,
-                  read_timeout: float = storage.READ_TIMEOUT) -> VerifyResult:
+                  read_timeout: float) -> VerifyResult:
     """Decode one group of (row, sampled) at its stored depth and re-measure the sampled ones
     against their sources: what `verify` found of them (`decoded`, `remeasured`, `unmeasured`,
     `problems`, `unreachable`)."""

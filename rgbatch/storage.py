@@ -520,10 +520,11 @@ def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
             f.write(data)
             f.flush()
             if not named:  # a name for it: `name` itself, or, to replace a file, a hidden one renamed over it
-                os.link(f"/proc/self/fd/{f.fileno()}", tmp if overwrite else name, dst_dir_fd=fd)
-                named = overwrite
                 if not overwrite:
+                    os.link(f"/proc/self/fd/{f.fileno()}", name, dst_dir_fd=fd)  # fails if name exists
                     return
+                os.link(f"/proc/self/fd/{f.fileno()}", tmp, dst_dir_fd=fd)
+                named = True
         if overwrite:
             os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # a link in the way is replaced, not followed
         else:

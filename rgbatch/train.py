@@ -27,7 +27,7 @@ from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_choice, check_positive, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
-from .storage import replace_file
+from .storage import replace_file, temp_path
 from .tiling import to_float, to_uint8, to_unit
 from .weights import (DEFAULT_WEIGHTS, WeightsError, delta_tensors, read_weight_file, save_weights, undelta_tensors,
                       weights_beside, xz_file_bytes)
@@ -204,7 +204,7 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     if not jpeg_quality:
         pack = np.stack(crops)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp.npy")
+        tmp = temp_path(str(out))  # hidden, and ending in .npy as numpy wants
         np.save(tmp, pack)
         replace_file(tmp, out)  # whole or not at all
         return pack.shape
