@@ -12,8 +12,9 @@ two steps of a tiny model on tests/data, 20 s at most; `pack` crops of 64 px).
 
 Every command must end as the CLI promises: exit 0, 1 or 2 (130/143 are for signals), with no
 traceback and no exception escaping; a case still running after --timeout seconds is a hang
-(the process prints where it is and exits 3); and `report`, `restore` and `verify` leave the
-archive as they found it. Prints the exit codes counted per command and every finding.
+(the process prints where it is and exits 3); `report`, `restore` and `verify` leave the
+archive as they found it; and nothing appears in the current folder (a fresh one per case)
+that no relative value of the case names (an empty `--out` taken for it, a default output). Prints the exit codes counted per command and every finding.
 `compress` runs for real on a Ray started once (a few seconds a case); `--commands` leaves it out.
 """
 
@@ -139,7 +140,13 @@ class Scene:
         for flag, value in given:
             args += [flag, value]
         before = snapshot(self.archive) if command in READ_ONLY else None
-        result = self.invoke(args)
+        here, cwd = os.getcwd(), out / "cwd"  # a fresh current folder: what a command writes there is seen
+        cwd.mkdir()
+        os.chdir(cwd)
+        try:
+            result = self.invoke(args)
+        finally:
+            os.chdir(here)
         finding = None
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             finding = "".join(traceback.format_exception(*result.exc_info, limit=-4)).strip()
@@ -149,8 +156,18 @@ class Scene:
             finding = "a traceback in its output"
         elif before is not None and snapshot(self.archive) != before:
             finding = "the archive changed"
+        elif strays(cwd, given):
+            finding = f"wrote into the current folder: {strays(cwd, given)}"
         shutil.rmtree(out, ignore_errors=True)
         return result.exit_code, finding
+
+
+def strays(cwd: Path, given: list[tuple[str, str]]) -> list[str]:
+    """What a case left in its current folder that none of its values names (a relative value
+    such as `--out abc` may write there): until session 54 `restore --out ""` wrote its PNGs
+    into the current folder, which this fuzzer did not see."""
+    named = {Path(value).parts[0] for _, value in given if value and not os.path.isabs(value) and Path(value).parts}
+    return sorted(p.name for p in cwd.iterdir() if p.name not in named)
 
 
 def snapshot(folder: Path) -> list:

@@ -26,7 +26,7 @@ import torch
 from .context import (CONTEXT_FEATURES, CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas,
                       is_causal, read_feature)
 from .options import check_range
-from .storage import replace_file
+from .storage import NewFile
 
 DEFAULT_CONTEXT_BITS = 10  # 8 before session 6: with 5x the fitting data, 10 measured 0.1-0.6 points better
 DEFAULT_CROP = 512  # px; one centre crop of each image: whole images of our training set
@@ -193,10 +193,8 @@ def training_codes(codec, data_dir, images: int, crop: int, seed: int, cache=Non
     if log:
         log(f"coded in {time.perf_counter() - start:.0f} s")
     if file:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        partial = file.with_suffix(".part.npz")
-        np.savez(partial, **{f"tile{i}": t for i, t in enumerate(tiles)})
-        replace_file(partial, file)
+        with NewFile.replacing(file) as f:
+            np.savez(f, **{f"tile{i}": t for i, t in enumerate(tiles)})
     return tiles
 
 

@@ -895,9 +895,10 @@ _DONE_SCHEMA = pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.str
 
 
 LOCK_NAME = ".lock"
-# what PartWriter leaves behind when killed: storage.temp_path of a part
-_TEMP_PART = re.compile(re.escape(storage.TEMP_PREFIX) + r"[0-9a-f]{12}-" + re.escape(PART_PREFIX)
-                        + r"[0-9a-f]{32}" + re.escape(PART_SUFFIX))
+# what a writer of parts and times files leaves behind when killed where the file system has no
+# O_TMPFILE (`storage.NewFile`; anywhere until session 55): the hidden name of a part or times file
+_TEMP_PART = re.compile(re.escape(storage.TEMP_PREFIX) + r"[0-9a-f]{12}-(?:" + re.escape(PART_PREFIX) + "|"
+                        + re.escape(TIMES_PREFIX) + r")[0-9a-f]{32}" + re.escape(PART_SUFFIX))
 
 
 def check_writable(fs, root: str, location: str):
@@ -919,8 +920,10 @@ class ArchiveLock:
     Local archives: the file `ARCHIVE/.lock` holds the holder's pid, host, command and start
     time, and is locked with flock(2) for as long as the holder lives; the kernel releases
     the lock when the process ends, however (kill -9 included), so a lock never goes stale.
-    Taking it, a run removes the temporary part files (`.tmp-*-part-*.parquet`) that a killed
-    writer of this archive left behind: no one else can be writing them.
+    Taking it, a run removes the temporary part and times files (`.tmp-*-part-*.parquet`,
+    `.tmp-*-times-*.parquet`) that a killed writer of this archive left behind where the file
+    system has no O_TMPFILE (elsewhere they have no name: `storage.NewFile`): no one else can be
+    writing them.
 
     Object stores have no such lock (pyarrow.fs cannot create an object exclusively): there
     nothing is locked and no temporary object is removed; run one writer at a time.

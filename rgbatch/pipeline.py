@@ -336,7 +336,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
 
 @contextlib.contextmanager
 def _ray_session(address: str | None, num_cpus: int | None):
-    import ray
+    with _signals_held():  # a KeyboardInterrupt raised into Ray's extension module as it loads was
+        import ray  # printed there and swallowed: the command went on (benchmarks/fuzz_kill.py, session 55)
 
     if ray.is_initialized():
         yield ray
@@ -385,7 +386,7 @@ HOLD_SECONDS = 10.0  # at most this long: a local Ray starts in 2-4 s, a cluster
 
 
 @contextlib.contextmanager
-def _signals_held(ray):
+def _signals_held(ray=None):
     """Hold SIGTERM and SIGINT while Ray starts, then hand the first that came to the caller's
     handler (the CLI's: end as Ctrl-C does, what is done committed, exit 143 or 130); a second one
     meanwhile, or the first once held HOLD_SECONDS, is handed on at once (a user who insists, a
@@ -396,7 +397,8 @@ def _signals_held(ray):
     worker connects left that half made, so that the command, having said "terminated", died of
     SIGSEGV or SIGABRT on its way out (found by benchmarks/fuzz_kill.py, session 54). Ray's setting
     of the SIGTERM handler is left out meanwhile. A signal whose handler is not the caller's own
-    (the default, ignored, or the command not in the main thread) is left as it was: Ray's, as before."""
+    (the default, ignored, or the command not in the main thread) is left as it was: Ray's, as before.
+    Without `ray`, the signals are held alone (while Ray is imported)."""
     main_thread = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in HELD_SIGNALS} if main_thread else {}
     handlers = {s: h for s, h in handlers.items() if callable(h)}

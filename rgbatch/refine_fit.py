@@ -26,7 +26,7 @@ from .codec import Codec
 from .imageio import read_image
 from .metrics import msssim_tensor
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
-from .storage import replace_file
+from .storage import NewFile, replace_file
 from .tiling import to_float, to_uint8, to_unit
 from .train import list_images, load_checkpoint, save_checkpoint
 from .weights import load_weights, save_weights
@@ -72,8 +72,9 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
             log(f"pairs: {i + len(x)}/{len(crops)} crops coded ({time.time() - start:.0f} s)")
     rec.flush()
     del rec
-    np.save(out_dir / "orig.npy", crops)
-    replace_file(tmp, out_dir / "rec.npy")
+    with NewFile.replacing(out_dir / "orig.npy") as f:
+        np.save(f, crops)
+    replace_file(tmp, out_dir / "rec.npy")  # a memory map is written under a name: a hidden one until whole
     return out_dir
 
 

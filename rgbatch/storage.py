@@ -5,12 +5,14 @@
 
 Bytes in and out: `read_bytes` (a local path must be a regular file: never a FIFO or a
 device), `list_files` / `walk_local` (symbolic links followed, each folder once), and
-atomic writes. Every file rgbatch writes goes through `open_atomic` or `write_new` (or, for
-weights and checkpoints, `replace_file`): the bytes go to a temporary name beside the target,
-which is moved onto the target only once complete, so a reader (or a rerun after a crash) never
-sees half a file. A FIFO or device at the target is never replaced by a file: an output file
-the user names is written into it (`output_file`, `write_output`: /dev/null, /dev/stdout), any
-other write refused.
+atomic writes. Every file rgbatch writes goes through `open_atomic`, `write_new` or (weights,
+checkpoints, packs) `NewFile` (a memory map: `replace_file`): on a local disk the bytes go to a
+file without a name (O_TMPFILE) in the target's folder, linked onto the target only once
+complete, so a reader (or a rerun after a crash) never sees half a file and a killed process
+leaves nothing behind; on an object store (and a local file system without O_TMPFILE) to a
+hidden temporary name moved onto the target. A FIFO or device at the target is never replaced
+by a file: an output file the user names is written into it (`output_file`, `write_output`:
+/dev/null, /dev/stdout), any other write refused.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import stat
 import threading
 import uuid
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 
@@ -328,10 +331,17 @@ def listed_files(fs: pafs.FileSystem, root: str, recursive: bool = True) -> dict
     return dict(sorted(found.items()))
 
 
+def temp_name(name: str) -> str:
+    """A hidden name for a file being written as `name` in the same folder: `.tmp-<12 hex>-<name>`,
+    or `.tmp-<32 hex>` where that would pass a file system's 255 bytes."""
+    hidden = f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
+    return hidden if len(hidden.encode("utf-8", "surrogateescape")) <= 255 else f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+
+
 def temp_path(path: str) -> str:
-    """A hidden name beside `path` (its folder created) to write to before `publish`."""
+    """A hidden name beside `path` to write to before `publish` (an object store's)."""
     head, name = posixpath.split(path)
-    return posixpath.join(head, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
+    return posixpath.join(head, temp_name(name))
 
 
 def publish(fs: pafs.FileSystem, tmp: str, path: str):
@@ -364,25 +374,121 @@ def discard(fs: pafs.FileSystem, tmp: str):
         fs.delete_file(tmp)
 
 
+class NewFile:
+    """A local file being written (`file`, binary) that is put at its name only once whole:
+    `commit` links it onto `name` in the folder open as `folder` (an fd), or with `overwrite`
+    renames it over what is there, so the name holds the old file or the whole new one; `discard`
+    drops it. Until then it has no name (O_TMPFILE: a process killed while writing leaves nothing
+    behind; a killed `restore` left a hidden temporary file until session 54, found by
+    benchmarks/fuzz_kill.py, and a killed `compress` or `train` its part or checkpoint until
+    session 55), or where the system or file system has none a hidden one (`temp_name`), removed
+    whatever happens but a kill. A context manager too: committed if the block completes.
+    Raises the system's OSErrors (FileExistsError: something is at the name, not `overwrite`)."""
+
+    def __init__(self, folder: int, name: str, overwrite: bool, owns_folder: bool = False):
+        self.folder, self.name, self.overwrite, self._owns_folder = folder, name, overwrite, owns_folder
+        self.tmp = None  # its hidden name, while it has one
+        try:
+            if not os.path.isdir("/proc/self/fd"):  # what links such a file to a name
+                raise OSError(errno.ENOTSUP, "no /proc")
+            fd = os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o666, dir_fd=folder)
+        except (OSError, AttributeError):  # no O_TMPFILE here (the system, or the file system)
+            self.tmp = temp_name(name)
+            try:
+                fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=folder)
+            except BaseException:
+                self.tmp = None
+                self.discard()
+                raise
+        self.file = os.fdopen(fd, "wb")
+
+    @classmethod
+    def replacing(cls, path) -> "NewFile":
+        """A new file for the local `path` (its folder made), replacing a file there on commit;
+        NotWritten at once where something other than a file is there once links are followed
+        (a folder, a FIFO, a device such as /dev/null: see `replace_file`)."""
+        path = os.path.abspath(path)
+        what = local_kind(path)
+        if what not in ("file", "missing", "a dangling symbolic link"):
+            raise NotWritten(f"{path}: {what} is there: not replaced by a file")
+        folder, name = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        return cls(os.open(folder, os.O_RDONLY | os.O_DIRECTORY), name, overwrite=True, owns_folder=True)
+
+    def commit(self):
+        try:
+            self.file.flush()
+            if self.tmp is None:  # a name for it: `name` itself, or, to replace a file, a hidden one renamed over it
+                if not self.overwrite:
+                    os.link(f"/proc/self/fd/{self.file.fileno()}", self.name, dst_dir_fd=self.folder)  # fails if name exists
+                    return
+                tmp = temp_name(self.name)
+                os.link(f"/proc/self/fd/{self.file.fileno()}", tmp, dst_dir_fd=self.folder)
+                self.tmp = tmp
+            if self.overwrite:
+                os.replace(self.tmp, self.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)  # a link in the way is replaced, not followed
+                self.tmp = None
+            else:
+                os.link(self.tmp, self.name, src_dir_fd=self.folder, dst_dir_fd=self.folder, follow_symlinks=False)
+        finally:
+            self.discard()
+
+    def discard(self):
+        """Close and drop the file (after `commit`, only its hidden name, if any)."""
+        if getattr(self, "file", None) is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp, dir_fd=self.folder)
+            self.tmp = None
+        if self._owns_folder:
+            os.close(self.folder)
+            self._owns_folder = False
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
 class AtomicOutput:
-    """An output stream to a hidden temporary file beside `path` (its folder created), moved
-    onto `path` by `commit` once complete; `discard` drops it."""
+    """An output stream whose bytes appear at `path` (its folder created) once `commit` is
+    called; `discard` drops them. On a local disk a `NewFile` (no name until then); on an object
+    store a hidden temporary object, moved onto `path` (the store publishes an object whole)."""
 
     def __init__(self, fs: pafs.FileSystem, path: str):
+        self.fs, self.path = fs, path
+        if is_local(fs):
+            self._new = NewFile.replacing(path)
+            self.stream = pa.PythonFile(self._new.file, mode="w")
+            return
+        self._new, self.tmp = None, temp_path(path)
         parent = posixpath.dirname(path)
         if parent:
             fs.create_dir(parent, recursive=True)
-        self.fs, self.path, self.tmp = fs, path, temp_path(path)
         self.stream = fs.open_output_stream(self.tmp)
 
     def commit(self):
-        self.stream.close()
-        publish(self.fs, self.tmp, self.path)
+        if self._new is not None:
+            self.stream.flush()
+            self._new.commit()
+        else:
+            self.stream.close()
+            publish(self.fs, self.tmp, self.path)
 
     def discard(self):
-        with contextlib.suppress(Exception):
-            self.stream.close()
-        discard(self.fs, self.tmp)
+        if self._new is not None:
+            self._new.discard()
+        else:
+            with contextlib.suppress(Exception):
+                self.stream.close()
+            discard(self.fs, self.tmp)
 
 
 @contextlib.contextmanager
@@ -501,41 +607,13 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
 
 
 def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
-    """Write `name` in the folder open as `fd`: a file without a name first (O_TMPFILE, which
-    vanishes with the process if it is killed: a killed `restore` left a hidden temporary file
-    behind until session 54, found by benchmarks/fuzz_kill.py), or where the file system has none
-    a hidden temporary one, then linked (or, to overwrite, renamed) onto the name, so the name
-    holds the old file or the whole new one."""
-    tmp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-    named = False  # whether `tmp` exists (removed at the end)
+    """Write `name` in the folder open as `fd` (a `NewFile`): NotWritten, worded, if it cannot be."""
     try:
-        try:
-            if not os.path.isdir("/proc/self/fd"):  # what links such a file to a name
-                raise OSError(errno.ENOTSUP, "no /proc")
-            out = os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o666, dir_fd=fd)
-        except (OSError, AttributeError):  # no O_TMPFILE here (the system, or the file system)
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
-            named = True
-        with os.fdopen(out, "wb") as f:
+        with NewFile(fd, name, overwrite) as f:
             f.write(data)
-            f.flush()
-            if not named:  # a name for it: `name` itself, or, to replace a file, a hidden one renamed over it
-                if not overwrite:
-                    os.link(f"/proc/self/fd/{f.fileno()}", name, dst_dir_fd=fd)  # fails if name exists
-                    return
-                os.link(f"/proc/self/fd/{f.fileno()}", tmp, dst_dir_fd=fd)
-                named = True
-        if overwrite:
-            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # a link in the way is replaced, not followed
-        else:
-            os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)  # fails if name exists
     except FileExistsError:
         raise NotWritten("something is already there: not overwritten (the overwrite option replaces a file)") from None
     except IsADirectoryError:
         raise NotWritten("a folder is in the way: not written") from None
     except OSError as e:
         raise NotWritten(f"cannot write the file: {e.strerror}") from None
-    finally:
-        if named:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=fd)

@@ -27,7 +27,7 @@ from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_choice, check_positive, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
-from .storage import replace_file, temp_path
+from .storage import NewFile
 from .tiling import to_float, to_uint8, to_unit
 from .weights import (DEFAULT_WEIGHTS, WeightsError, delta_tensors, read_weight_file, save_weights, undelta_tensors,
                       weights_beside, xz_file_bytes)
@@ -203,10 +203,8 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
         raise TrainingError(f"no image of at least {crop}x{crop} in {folder}")
     if not jpeg_quality:
         pack = np.stack(crops)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(str(out))  # hidden, and ending in .npy as numpy wants
-        np.save(tmp, pack)
-        replace_file(tmp, out)  # whole or not at all
+        with NewFile.replacing(out) as f:  # whole or not at all
+            np.save(f, pack)
         return pack.shape
     out.mkdir(parents=True, exist_ok=True)
     order = rng.permutation(len(crops)) if max_mib else range(len(crops))
@@ -354,12 +352,10 @@ def lr_factor(step: int, cfg: TrainConfig, restart: int = 0) -> float:
 
 
 def save_checkpoint(path, state: dict):
-    """Write to a temporary name, then rename: a killed run never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    replace_file(tmp, path)
+    """Write a file without a name, then put it at `path`: a killed run never leaves half a
+    checkpoint, nor (since session 55) a temporary file."""
+    with NewFile.replacing(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") -> dict:
@@ -634,10 +630,8 @@ def slim_checkpoint(checkpoint, out, half: bool = False, base=None) -> dict:
     stored, kinds = delta_tensors(state["model"], tensors)
     buffer = io.BytesIO()
     torch.save({**state, "model": stored, "model_delta": {"base": base_id, **kinds}}, buffer)
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(lzma.compress(buffer.getvalue(), preset=9))
-    replace_file(tmp, out)
+    with NewFile.replacing(out) as f:
+        f.write(lzma.compress(buffer.getvalue(), preset=9))
     return state
 
 

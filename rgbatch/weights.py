@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
-import os
 import re
 from importlib.resources import files
 from pathlib import Path
@@ -36,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file, save, save_file
+from safetensors.torch import load, load_file, save
 from safetensors import safe_open
 
 from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
-from .storage import replace_file
+from .storage import NewFile
 
 FORMAT = "rgbatch-weights-1"
 # The shipped model is package data (rgbatch/models/), so an installed wheel finds it without
@@ -90,13 +89,8 @@ def save_weights(path, model: torch.nn.Module, extra: dict[str, torch.Tensor] | 
     mid = model_id(model.cfg, tensors, model.architecture)
     metadata = {"format": FORMAT, "architecture": model.architecture, "config": model.cfg.to_json(), "model_id": mid,
                 "info": json.dumps(info or {}, sort_keys=True)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    # safetensors creates the file readable by its owner only; give it the usual permissions
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    replace_file(tmp, path)
+    with NewFile.replacing(path) as f:  # no name until whole
+        f.write(save(tensors, metadata=metadata))
     return mid
 
 
@@ -273,16 +267,12 @@ def write_delta(source, base, out) -> tuple[str, int]:
     metadata = {"format": FORMAT, "architecture": architecture, "config": config.to_json(), "model_id": mid,
                 "info": json.dumps(info, sort_keys=True), "delta_base": base_mid,
                 **{f"delta_{kind}": json.dumps(names) for kind, names in kinds.items()}}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(lzma.compress(save(stored, metadata=metadata), preset=9 | lzma.PRESET_EXTREME))
-    try:
-        if _read(tmp)[2] != mid:
-            raise WeightsError(f"{out}: the delta does not rebuild model {mid}")
-    except BaseException:
-        tmp.unlink()
-        raise
-    replace_file(tmp, out)
-    return mid, out.stat().st_size
+    data = lzma.compress(save(stored, metadata=metadata), preset=9 | lzma.PRESET_EXTREME)
+    if model_id(config, _read_delta(out, lzma.decompress(data), 0)[1], architecture) != mid:
+        raise WeightsError(f"{out}: the delta does not rebuild model {mid}")
+    with NewFile.replacing(out) as f:
+        f.write(data)
+    return mid, len(data)
 
 
 def load_weights(path=None) -> tuple[torch.nn.Module, str, dict[str, torch.Tensor], dict]:

@@ -20,3 +20,13 @@ def test_odd_option_values_end_in_an_exit_code_never_an_escape(tiny_weights, tmp
     for command in commands:  # each ran, refused and accepted values
         assert counts[command, 2] > 0 and counts[command, 0] > 0, counts
     assert {"--iterations", "--max-pixels", "--out", "--weights"} <= {flag for flag, _ in fuzz_options.options("decode")}
+
+
+def test_what_a_case_leaves_in_its_current_folder_is_a_finding_unless_a_value_names_it(tmp_path):
+    """Each case runs in a fresh current folder (since session 55): `restore --out ""` wrote its
+    PNGs there until session 54 unseen by this fuzzer; a relative value may write there."""
+    for name in ("abc", "a.png", "é"):
+        (tmp_path / name).mkdir()
+    given = [("--out", "abc/x.png"), ("--html", "é/ü"), ("--sources", "/elsewhere/a.png"), ("--out", "")]
+    assert fuzz_options.strays(tmp_path, given) == ["a.png"]
+    assert fuzz_options.strays(tmp_path, [("--out", "a.png")] + given) == []

@@ -814,6 +814,13 @@ def test_signals_are_held_while_ray_starts_then_handed_to_the_callers_handlers(m
                 raise AssertionError("held for ever")
         with pipeline._signals_held(ray):  # no signal: nothing happens
             time.sleep(0.3)
+        held = []
+        with pytest.raises(Stop):  # without Ray: the signals alone (while Ray's module loads)
+            with pipeline._signals_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                held.append(True)
+        assert held
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a caller without a handler of its own: Ray's, as before
         with pytest.raises(AssertionError, match="Ray's SIGTERM handler set"):
             with pipeline._signals_held(ray):
