@@ -1,14 +1,16 @@
-"""Kill the archive's writers at random moments and check what docs/ARCHIVE.md promises about
-interruptions ("Resuming": a rerun neither redoes nor duplicates committed images; "compact": safe
-to interrupt; "restore": resumable, files written whole or not at all).
+"""Kill the archive's writers (and training) at random moments and check what docs/ARCHIVE.md
+promises about interruptions ("Resuming": a rerun neither redoes nor duplicates committed images;
+"compact": safe to interrupt; "restore": resumable, files written whole or not at all), and
+docs/TRAINING.md ("Resuming": a killed run loses at most the steps since its checkpoint, and
+`--resume` continues bit for bit).
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz_kill.py [--cases 10] [--seed 0] [--images 16] [--keep DIR]
                                                      [--address HOST:PORT]
 
-Each case runs `rgbatch compress` (a Ray of its own, or the cluster at --address), `restore` and
-`compact` (`--depth 1`) as the command line runs them, each in a process of its own sent SIGKILL,
-SIGTERM or SIGINT 1-3 times at random moments of its work (drawn over the time an uninterrupted
-run takes), then run to its end. The writers commit
+Each case runs `rgbatch compress` (a Ray of its own, or the cluster at --address), `restore`,
+`compact` (`--depth 1`) and `train` as the command line runs them, each in a process of its own
+sent SIGKILL, SIGTERM or SIGINT 1-3 times at random moments of its work (drawn over the time an
+uninterrupted run takes), then run to its end. The writers commit
 every 0.3 s in parts of at most 3 rows (`Archive.writer`'s sizes, set by the process that runs
 the command) so that kills land between many commits. A finding:
 
@@ -23,7 +25,10 @@ the command) so that kills land between many commits. A finding:
 - after the final compress: an image whose blob is not the uninterrupted run's, an image encoded
   twice (two `ok` rows of one path and source hash: committed work redone), a temporary part left;
 - after the final restore: a PNG not pixel for pixel the uninterrupted restore's, or a temporary file
-  left in its folder; after the final compact: its blobs not an uninterrupted compact's.
+  left in its folder; after the final compact: its blobs not an uninterrupted compact's;
+- `train` (since session 55: a tiny model, 24 steps, a checkpoint every step, rerun with --resume
+  where a checkpoint is there, as a user would): after any kill a checkpoint that does not load or
+  a temporary file beside it; at the end a model not bit for bit the uninterrupted run's.
 
 Prints each case's signals and the counts of the outcomes. The images are encoded with
 --batch-size 1 and --precision fp32, so that an image's codes do not depend on which others share
@@ -45,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 from PIL import Image
 
 from rgbatch.manifest import Archive
@@ -61,6 +67,10 @@ manifest.Archive.writer = lambda self, model_id, held=None, **sizes: writer(
 sys.argv[0] = "rgbatch"
 main()
 """
+# a tiny model's training, a checkpoint every step (`train --resume` goes on from the last one)
+DATA = Path(__file__).parent.parent / "tests" / "data"
+TRAIN = ["--steps", "24", "--batch-size", "1", "--patch", "32", "--iterations", "2", "--width", "0.125",
+         "--max-iterations", "4", "--checkpoint-every", "1", "--threads", "1"]
 SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 # how a command sent each signal may end: its own exit code, or killed by the signal itself (before
 # its handlers are in place, or once Python has put the defaults back on its way out), which a shell
@@ -158,14 +168,16 @@ def pngs(folder: Path) -> dict[str, np.ndarray]:
 EXITING = 0.5
 
 
-def interrupted(args: list[str], rng: np.random.Generator, seconds: float, log: list[str],
+def interrupted(args, rng: np.random.Generator, seconds: float, log: list[str],
                 after_kill=None, own_end: int = 0) -> tuple[int, str]:
-    """Run `args` killed 1-3 times at random moments within `seconds`, checking `after_kill()`
-    after each, then to its end: the final (exit code, stderr). `own_end`: its uninterrupted exit
-    code. Findings are added to `log`."""
+    """Run `args` (a list, or a function giving it each time) killed 1-3 times at random moments
+    within `seconds`, checking `after_kill()` after each, then to its end: the final (exit code,
+    stderr). `own_end`: its uninterrupted exit code. Findings are added to `log`."""
+    command_of = args if callable(args) else lambda: args
     for _ in range(int(rng.integers(1, 4))):
         sig = SIGNALS[int(rng.integers(0, len(SIGNALS)))]
         at = float(rng.uniform(0.2, seconds))
+        args = command_of()
         code, err, _, after = run(args, at, sig)
         log.append(f"{signal.Signals(sig).name}@{at:.1f}s->{code}")
         exiting = code == own_end and after is not None and after < EXITING
@@ -178,10 +190,18 @@ def interrupted(args: list[str], rng: np.random.Generator, seconds: float, log: 
                 after_kill()
             except AssertionError as e:
                 log.append(f"FINDING: {args[0]} after {signal.Signals(sig).name}: {e}")
+    args = command_of()
     code, err, _, _ = run(args)
     if "Traceback" in err:
         log.append(f"FINDING: {args[0]} traceback: {err.strip()[-300:]}")
     return code, err
+
+
+def same_models(a: Path, b: Path) -> bool:
+    """Whether two training checkpoints hold the same step and model, bit for bit."""
+    x, y = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+    return x["step"] == y["step"] and x["model"].keys() == y["model"].keys() and all(
+        torch.equal(x["model"][k], y["model"][k]) for k in x["model"])
 
 
 def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = None
@@ -208,8 +228,11 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
     assert code == 0, err  # broken.png's error row kept as it is
     cut = current(compacted)
     assert len(want) == len(cut) == images + 3 and len(restored) == images + 2
+    trained = tmp / "reference.pt"
+    code, err, train_seconds, _ = run(["train", DATA, "--out", trained, *TRAIN])
+    assert code == 0, err
     print(f"uninterrupted: compress {compress_seconds:.1f} s, restore {restore_seconds:.1f} s, "
-          f"compact {compact_seconds:.1f} s", flush=True)
+          f"compact {compact_seconds:.1f} s, train {train_seconds:.1f} s", flush=True)
 
     counts, findings = collections.Counter(), []
     for case in range(cases):
@@ -255,6 +278,21 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
         if code != 0 or whole_rows(archive, log) != cut or temporaries(archive):
             log.append(f"FINDING: compact ended {code}; not the uninterrupted compact's rows, or temporary "
                        f"files: {temporaries(archive)}")
+        run_folder = tmp / f"train{case}"
+        run_folder.mkdir()
+        checkpoint = run_folder / "run.pt"
+
+        def readable(checkpoint=checkpoint, run_folder=run_folder):
+            assert not temporaries(run_folder), f"temporary files left: {temporaries(run_folder)}"
+            if checkpoint.exists():
+                torch.load(checkpoint, map_location="cpu", weights_only=False)  # whole
+
+        code, _ = interrupted(lambda: ["train", DATA, "--out", checkpoint, *TRAIN,
+                                       *(["--resume"] if checkpoint.exists() else [])],
+                              rng, train_seconds, log, readable)
+        if code != 0 or temporaries(run_folder) or not same_models(checkpoint, trained):
+            log.append(f"FINDING: train ended {code}; its model not the uninterrupted run's, or temporary files: "
+                       f"{temporaries(run_folder)}")
         case_findings = [line for line in log if line.startswith("FINDING")]
         findings += [f"case {case}: {line}" for line in case_findings]
         counts["cases with findings" if case_findings else "cases clean"] += 1

@@ -6,7 +6,8 @@ blank text, globs, control characters; for a file to read: missing, a folder, an
 ending in '/'), then `--pairs N` random draws of a command and two of its options (a command of
 one option drawn is passed over), in process (typer's CliRunner) on a small
 archive and stream file made first (`bench` on one image at depth 1, no classical codec; `train`
-two steps of a tiny model on tests/data, 20 s at most; `pack` crops of 64 px).
+two steps of a tiny model on tests/data, 20 s at most; `pack` crops of 64 px; since session 55
+`export`, `slim`, `widen` and `delta` on a tiny model's checkpoint and weight file made first).
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz_options.py [--pairs 200] [--seed 0] [--commands report,decode]
 
@@ -38,7 +39,9 @@ from typer.testing import CliRunner
 from rgbatch.cli import app
 
 DATA = Path(__file__).parent.parent / "tests" / "data"
-COMMANDS = ("info", "report", "restore", "verify", "compact", "encode", "decode", "compress", "bench", "train", "pack")
+COMMANDS = ("info", "report", "restore", "verify", "compact", "encode", "decode", "compress", "bench", "train", "pack",
+            "export", "slim", "widen", "delta")
+MODEL_FILES = ("export", "slim", "widen", "delta")  # need a checkpoint and a weight file, made once
 READ_ONLY = ("report", "restore", "verify")  # must leave the archive as they found it
 NUMBERS = {"integer": ["0", "-1", "1", "2", "65536", "99999999999999999999", "1e3", "abc", ""],
            "float": ["0", "-1", "nan", "inf", "-inf", "1e400", "1e-300", "0.5", "1.5", "abc", ""]}
@@ -62,7 +65,8 @@ def path_values(folder: Path) -> dict[str, list[str]]:
 
 WRITES = {("restore", "--out"), ("compress", "--out"), ("encode", "--out"), ("decode", "--out"),
           ("report", "--html"), ("bench", "--out"), ("bench", "--manifest"), ("bench", "--classical-cache"),
-          ("train", "--out"), ("pack", "--out")}
+          ("train", "--out"), ("pack", "--out"), ("export", "--out"), ("slim", "--out"), ("widen", "--out"),
+          ("delta", "--out")}
 SKIPPED = {"--help", "--version", "--address"}  # an address that answers nothing takes 20 s to be refused
 
 
@@ -97,6 +101,12 @@ class Scene:
         self.archive, self.stream = root / "archive", root / "a.rgb"
         made = [self.invoke(["compress", str(self.sources), "--out", str(self.archive), "--iterations", "3"]),
                 self.invoke(["encode", str(self.sources / "a.png"), "--out", str(self.stream), "--iterations", "3"])]
+        # a tiny model's checkpoint and weight file, for the commands that write model files
+        self.checkpoint, self.model = root / "run.pt", root / "model.safetensors"
+        made += [self.invoke(["train", str(DATA), "--out", str(self.checkpoint), "--steps", "2", "--batch-size", "1",
+                              "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
+                              "--threads", "1"]),
+                 self.invoke(["export", str(self.checkpoint), "--out", str(self.model)])]
         for result in made:
             assert result.exit_code == 0, result.output
         self.scratch = root / "scratch"
@@ -104,7 +114,8 @@ class Scene:
         self.case = 0
 
     def invoke(self, args: list[str]):
-        weights = ["--weights", self.weights] if self.weights and "--weights" not in args and args[0] != "info" else []
+        takes = args[0] != "info" and "--weights" in {flag for flag, _ in options(args[0])}  # the codec's
+        weights = ["--weights", self.weights] if self.weights and takes and "--weights" not in args else []
         return CliRunner().invoke(app, args + weights)
 
     def base(self, command: str, out: Path) -> list[str]:
@@ -123,7 +134,12 @@ class Scene:
                 "train": ["train", str(DATA), "--out", str(out / "run.pt"), "--steps", "2", "--batch-size", "1",
                           "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
                           "--checkpoint-every", "1", "--threads", "1", "--time-limit", "20"],  # huge --steps: valid
-                "pack": ["pack", str(DATA), "--out", str(out / "pack.npy"), "--crop", "64"]}[command]
+                "pack": ["pack", str(DATA), "--out", str(out / "pack.npy"), "--crop", "64"],
+                "export": ["export", str(self.checkpoint), "--out", str(out / "w.safetensors")],
+                "slim": ["slim", str(self.checkpoint), "--out", str(out / "slim.pt")],
+                "widen": ["widen", str(self.checkpoint), "--out", str(out / "wide.pt"), "--width", "0.25"],
+                "delta": ["delta", str(self.model), "--base", str(out / "default.safetensors"),
+                          "--out", str(out / "model.delta")]}[command]
 
     def run(self, command: str, given: list[tuple[str, str]]):
         """Run `command` with the (flag, value) pairs `given` (a base argument of the same flag
@@ -133,6 +149,8 @@ class Scene:
         out.mkdir(parents=True)
         if command == "compact":
             shutil.copytree(self.archive, out / "archive")
+        if command == "delta":  # the base a delta file names lies beside it
+            shutil.copy(self.model, out / "default.safetensors")
         args = self.base(command, out)
         for flag, _ in given:  # a base `--out X` or `--iterations 1` makes way for the fuzzed one
             if flag in args:

@@ -129,7 +129,7 @@ def _writes_unicode(stream) -> bool:
         return False
 
 
-def _path(value) -> Path:
+def path(value) -> Path:
     """A file or folder option's value: refused where empty (`--out ""`, a shell variable that is
     not set), which `Path` would take for the current folder: until session 55 `bench --out ""`
     wrote its outputs there."""
@@ -139,11 +139,11 @@ def _path(value) -> Path:
 
 
 # -- options several commands take: one definition each ------------------------------------------
-WEIGHTS = typer.Option(None, parser=_path, help="Weight file (default: the shipped model).")
+WEIGHTS = typer.Option(None, parser=path, help="Weight file (default: the shipped model).")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda")
-TRAINING_DATA = typer.Option(..., "--data", parser=_path, help="Folder of training images (never a benchmark set); repeat it "
+TRAINING_DATA = typer.Option(..., "--data", parser=path, help="Folder of training images (never a benchmark set); repeat it "
                              "for several folders together.")
-TRAINED_WEIGHTS = typer.Argument(..., parser=_path, help="Weight file of the trained model.")
+TRAINED_WEIGHTS = typer.Argument(..., parser=path, help="Weight file of the trained model.")
 PRECISION = typer.Option("auto", help="Network arithmetic: auto (bf16 where the hardware computes it natively, "
                                       "else fp32) | fp32 | bf16.")
 DECODING = typer.Option("exact", help="The decoder's arithmetic: exact (integer arithmetic in decoding, the same "
@@ -214,9 +214,9 @@ def info(weights: Optional[Path] = WEIGHTS):
 
 @app.command()
 def train(
-    data_dirs: list[Path] = typer.Argument(..., parser=_path, help="Folders of training images (recursive) or .npy packs of "
+    data_dirs: list[Path] = typer.Argument(..., parser=path, help="Folders of training images (recursive) or .npy packs of "
                                            "crops; several are sampled together, every pixel equally likely."),
-    out_path: Path = typer.Option(..., "--out", parser=_path, help="Checkpoint file to write (and resume from)."),
+    out_path: Path = typer.Option(..., "--out", parser=path, help="Checkpoint file to write (and resume from)."),
     resume: bool = typer.Option(False, help="Continue the run in --out exactly where it stopped."),
     width: float = typer.Option(0.25, help="Channel multiplier; 1.0 is the paper's model (0.375 ships since session 14, 0.25 before: weights/MODEL_CARD.md)."),
     reconstruction: str = typer.Option("scaled-additive", help="one-shot | additive | scaled-additive"),
@@ -237,7 +237,7 @@ def train(
                                         "iterations, so that the decoder learns to take stopped blocks."),
     rate_weight: float = typer.Option(0.0, help="Weight of the context coder's code length in the loss "
                                       "(1: each bit priced by the run's own rate-distortion slope; 0: off)."),
-    rate_tables: Optional[Path] = typer.Option(None, parser=_path, help="Weights whose context model starts the rate term "
+    rate_tables: Optional[Path] = typer.Option(None, parser=path, help="Weights whose context model starts the rate term "
                                                "(default: the shipped model)."),
     train_part: str = typer.Option("all", help="all | encoder: the encoder and binarizer alone, through the "
                                    "decoder as it is | decoder: the decoder alone, on codes of the encoder as "
@@ -254,7 +254,7 @@ def train(
                                           "(0: run to --steps)."),
     snapshot_every: int = typer.Option(0, help="Also keep the model every N steps (OUT.stepN.pt beside --out) for "
                                                "`rgbatch export --average`; 0: never."),
-    eval_dir: Optional[Path] = typer.Option(None, "--eval", parser=_path, help="Folder to evaluate on (e.g. Kodak)."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", parser=path, help="Folder to evaluate on (e.g. Kodak)."),
     eval_every: int = typer.Option(2000),
     eval_images: int = typer.Option(6),
 ):
@@ -555,7 +555,7 @@ def report(
     show: int = typer.Option(3, help="With --html: images shown beside their originals at several depths "
                                      "(the worst ones, unless --select)."),
     select: Optional[str] = typer.Option(None, help="With --html: show the archived paths matching this glob."),
-    weights: Optional[Path] = typer.Option(None, parser=_path, help="With --html: weight file to decode with (default: the "
+    weights: Optional[Path] = typer.Option(None, parser=path, help="With --html: weight file to decode with (default: the "
                                                       "shipped model)."),
     overwrite: bool = typer.Option(False, help="With --html: replace the page if there is one (default: refuse, "
                                                "exit 2)."),
@@ -867,11 +867,11 @@ def compact(
 
 @app.command("bench")
 def bench_command(
-    source: Path = typer.Argument(..., parser=_path, help="Folder of images (searched recursively), or a bench manifest "
+    source: Path = typer.Argument(..., parser=path, help="Folder of images (searched recursively), or a bench manifest "
                                             "(.parquet) to summarize again without measuring."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", parser=_path, help="Folder for summary.json and the plots "
+    out_dir: Optional[Path] = typer.Option(None, "--out", parser=path, help="Folder for summary.json and the plots "
                                                                "(default: bench-FOLDER, FOLDER the source's name)."),
-    manifest: Optional[Path] = typer.Option(None, parser=_path, help="Where to write the per-image Parquet manifest "
+    manifest: Optional[Path] = typer.Option(None, parser=path, help="Where to write the per-image Parquet manifest "
                                                        "(default: manifests/bench-FOLDER/bench.parquet)."),
     weights: Optional[Path] = WEIGHTS,
     iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Deepest rgbatch depth measured (default: the model's)."),
@@ -881,7 +881,7 @@ def bench_command(
     precision: str = PRECISION,
     decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
-    classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), parser=_path, help="File of classical codec "
+    classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), parser=path, help="File of classical codec "
                                          "results, read and added to: re-benching encodes only rgbatch again "
                                          "(a name ending in .xz: xz-compressed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure every classical codec again, no cache."),
@@ -929,13 +929,13 @@ def classical_sweeps(names: str) -> dict | None:
 def fit_entropy_command(
     weights: Path = TRAINED_WEIGHTS,
     data: list[Path] = TRAINING_DATA,
-    out_path: Path = typer.Option(..., "--out", parser=_path, help="Weight file to write: the model plus its context model."),
+    out_path: Path = typer.Option(..., "--out", parser=path, help="Weight file to write: the model plus its context model."),
     images: int = typer.Option(0, help="Training images to code (one centre crop each; 0: all)."),
     crop: int = typer.Option(512, help="Crop size in pixels (at most; smaller images are coded whole)."),
     context_bits: int = typer.Option(10, help="Context bits per coded bit (table size 2**bits)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda, for coding the crops."),
     seed: int = typer.Option(0),
-    cache: Optional[Path] = typer.Option(None, parser=_path, help="Folder keeping the crops' codes by model id and crop choice, "
+    cache: Optional[Path] = typer.Option(None, parser=path, help="Folder keeping the crops' codes by model id and crop choice, "
                                          "so that a refit with other options skips the network."),
 ):
     """Fit the context entropy coder on the codes of training images (docs/ENTROPY.md)."""
@@ -951,8 +951,8 @@ def fit_entropy_command(
 def fit_refiner_command(
     weights: Path = TRAINED_WEIGHTS,
     data: list[Path] = TRAINING_DATA,
-    out_path: Path = typer.Option(..., "--out", parser=_path, help="Weight file to write: the model plus its refiner."),
-    state: Path = typer.Option(Path("runs/refiner.pt"), parser=_path, help="Training state, resumed when it exists; the "
+    out_path: Path = typer.Option(..., "--out", parser=path, help="Weight file to write: the model plus its refiner."),
+    state: Path = typer.Option(Path("runs/refiner.pt"), parser=path, help="Training state, resumed when it exists; the "
                                "training pairs are kept beside it (STATE with the suffix .pairs)."),
     steps: int = typer.Option(8000, help="Steps of the run (its learning-rate schedule ends there)."),
     time_limit: float = typer.Option(0, help="Stop (resumably) after this many seconds; 0: run to --steps."),
@@ -977,8 +977,8 @@ def fit_refiner_command(
 
 @app.command("pack")
 def pack_training_set(
-    data_dir: Path = typer.Argument(..., parser=_path, help="Folder of training images."),
-    out_path: Path = typer.Option(Path(".pack/train-crops.npy"), "--out", parser=_path, help="The .npy file to write."),
+    data_dir: Path = typer.Argument(..., parser=path, help="Folder of training images."),
+    out_path: Path = typer.Option(Path(".pack/train-crops.npy"), "--out", parser=path, help="The .npy file to write."),
     crop: int = typer.Option(128, help="Crop size in pixels."),
     per_image: int = typer.Option(1, help="Random crops per image."),
     jpeg_quality: int = typer.Option(0, help="0: one uint8 .npy array; else a folder --out of JPEG crops "
@@ -998,13 +998,13 @@ def pack_training_set(
 
 @app.command("export")
 def export_checkpoint(
-    checkpoint: Path = typer.Argument(..., parser=_path, help="Training checkpoint (.pt)."),
-    out_path: Path = typer.Option(..., "--out", parser=_path, help="Weight file to write (the shipped model is "
+    checkpoint: Path = typer.Argument(..., parser=path, help="Training checkpoint (.pt)."),
+    out_path: Path = typer.Option(..., "--out", parser=path, help="Weight file to write (the shipped model is "
                                                     "rgbatch/models/default.safetensors in the repository)."),
-    average: list[Path] = typer.Option([], parser=_path, help="More checkpoints or snapshots of the same run (repeat the "
+    average: list[Path] = typer.Option([], parser=path, help="More checkpoints or snapshots of the same run (repeat the "
                                                 "option): write the mean of all their weights."),
     tables_from: Optional[Path] = typer.Option(
-        None, parser=_path, help="Weight file whose entropy model (the context tables) to write with the network: for a run "
+        None, parser=path, help="Weight file whose entropy model (the context tables) to write with the network: for a run "
                    "that trained the decoder alone, whose codes keep their statistics (docs/TRAINING.md, Signs)."),
 ):
     """Write a checkpoint's model as an fp16 safetensors weight file (what rgbatch ships).
@@ -1022,9 +1022,9 @@ def export_checkpoint(
 
 @app.command("widen")
 def widen_checkpoint(
-    checkpoint: Path = typer.Argument(..., parser=_path, help="Training checkpoint (.pt) of a Residual-GRU run."),
+    checkpoint: Path = typer.Argument(..., parser=path, help="Training checkpoint (.pt) of a Residual-GRU run."),
     width: float = typer.Option(0.5, help="The new channel multiplier, larger than the run's."),
-    out_path: Path = typer.Option(..., "--out", parser=_path, help="Training state to write (must not exist)."),
+    out_path: Path = typer.Option(..., "--out", parser=path, help="Training state to write (must not exist)."),
     seed: int = typer.Option(0, help="Draws which units are copied and how weights are split."),
     spread: float = typer.Option(0.2, help="Each split weight's parts are 1/2 +- up to this (0..0.25): "
                                            "the copies train apart, the function stays."),
@@ -1043,11 +1043,11 @@ def widen_checkpoint(
 
 @app.command("slim")
 def slim_checkpoint_command(
-    checkpoint: Path = typer.Argument(..., parser=_path, help="Training checkpoint (.pt)."),
-    out_path: Path = typer.Option(..., "--out", parser=_path, help="Checkpoint to write (must not exist)."),
+    checkpoint: Path = typer.Argument(..., parser=path, help="Training checkpoint (.pt)."),
+    out_path: Path = typer.Option(..., "--out", parser=path, help="Checkpoint to write (must not exist)."),
     half: bool = typer.Option(False, "--half", help="The model in fp16, as shipped: half the size again "
                                                     "(what weights/train-state.pt holds since session 20)."),
-    base: Optional[Path] = typer.Option(None, parser=_path, help="A packaged weight file (rgbatch/models/): store the model as "
+    base: Optional[Path] = typer.Option(None, parser=path, help="A packaged weight file (rgbatch/models/): store the model as "
                                                    "its difference from it, compressed (with --half, a run trained "
                                                    "on from it keeps a fifth of the size)."),
 ):
@@ -1062,9 +1062,9 @@ def slim_checkpoint_command(
 
 @app.command("delta")
 def delta_command(
-    weights: Path = typer.Argument(..., parser=_path, help="Weight file to store."),
-    base: Path = typer.Option(..., parser=_path, help="Weight or delta file to store it against, in the folder of --out."),
-    out_path: Path = typer.Option(..., "--out", parser=_path, help="Delta file to write (MODEL_ID.delta, how rgbatch "
+    weights: Path = typer.Argument(..., parser=path, help="Weight file to store."),
+    base: Path = typer.Option(..., parser=path, help="Weight or delta file to store it against, in the folder of --out."),
+    out_path: Path = typer.Option(..., "--out", parser=path, help="Delta file to write (MODEL_ID.delta, how rgbatch "
                                                     "packages its earlier default models)."),
 ):
     """Write a weight file as a compressed difference from another (docs/TRAINING.md, "Shipping a

@@ -336,8 +336,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
 
 @contextlib.contextmanager
 def _ray_session(address: str | None, num_cpus: int | None):
-    with _signals_held():  # a KeyboardInterrupt raised into Ray's extension module as it loads was
-        import ray  # printed there and swallowed: the command went on (benchmarks/fuzz_kill.py, session 55)
+    # a KeyboardInterrupt raised into Ray's extension module as it loads was printed there and
+    # swallowed, the command going on (benchmarks/fuzz_kill.py, session 55): the signals wait
+    with _signals_held():
+        import ray
 
     if ray.is_initialized():
         yield ray

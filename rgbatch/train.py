@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import lzma
 import math
+import os
 import pickle
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_choice, check_positive, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
-from .storage import NewFile
+from .storage import NewFile, temp_path
 from .tiling import to_float, to_uint8, to_unit
 from .weights import (DEFAULT_WEIGHTS, WeightsError, delta_tensors, read_weight_file, save_weights, undelta_tensors,
                       weights_beside, xz_file_bytes)
@@ -206,19 +208,29 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
         with NewFile.replacing(out) as f:  # whole or not at all
             np.save(f, pack)
         return pack.shape
-    out.mkdir(parents=True, exist_ok=True)
-    order = rng.permutation(len(crops)) if max_mib else range(len(crops))
-    written = size = 0
-    for i in order:
-        buffer = io.BytesIO()
-        Image.fromarray(crops[i]).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
-        size += buffer.tell()
-        if max_mib and size > max_mib * 2**20:
-            break
-        (out / f"{written:05d}.jpg").write_bytes(buffer.getvalue())
-        written += 1
-    if not written:
-        raise TrainingOptionError("max_mib", f"{max_mib} is too small: not one crop of {crop} px fits")
+    # the crops go to a hidden folder beside `out`, renamed onto it once all are written (over an
+    # empty folder): until session 55 an interrupted pack left some of its crops under `out`, a
+    # smaller pack that trained as if whole
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(temp_path(str(out)))
+    tmp.mkdir()
+    try:
+        order = rng.permutation(len(crops)) if max_mib else range(len(crops))
+        written = size = 0
+        for i in order:
+            buffer = io.BytesIO()
+            Image.fromarray(crops[i]).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
+            size += buffer.tell()
+            if max_mib and size > max_mib * 2**20:
+                break
+            (tmp / f"{written:05d}.jpg").write_bytes(buffer.getvalue())
+            written += 1
+        if not written:
+            raise TrainingOptionError("max_mib", f"{max_mib} is too small: not one crop of {crop} px fits")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return (written, crop, crop, 3)
 
 
@@ -370,7 +382,9 @@ def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") 
     except pickle.UnpicklingError:  # torch's words on it advise loading the file as code: not said
         raise TrainingError(f"{checkpoint} is not a {what} (not a file torch.save wrote of tensors)") from None
     except Exception as e:  # torch.load raises what its unpickler meets: no narrower class covers it
-        raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        # its first line; an empty file raises a bare EOFError (until session 55 an IndexError traceback)
+        said = str(e).strip().splitlines() or (["it ends at once (empty, or cut short)"] if isinstance(e, EOFError) else [])
+        raise TrainingError(f"{checkpoint} is not a {what} ({type(e).__name__}{': ' + said[0] if said else ''})") from None
     if not isinstance(state, dict) or not set(keys) <= state.keys():
         raise TrainingError(f"{checkpoint} is not a {what} (no {', '.join(keys[:-1])} and {keys[-1]})")
     if "model_delta" in state:  # a compact state (`slim_checkpoint` with a base): the model from its base
@@ -504,6 +518,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             reference_state = state.get("reference")
         _restore_rng(state["rng"], np_rng)
         log(f"resumed {checkpoint_path} at step {step} ({wall_time / 3600:.2f} h of training so far)")
+        if step >= cfg.steps:  # `make train` on a finished run: said, not a silent exit
+            log(f"the run has done its {cfg.steps} steps: nothing to train (a larger --steps goes on, the "
+                f"schedule's cosine stretched to it)")
     elif checkpoint_path.exists():
         raise TrainingOptionError("out", f"{checkpoint_path} exists: pass {{resume}} to continue it, or choose "
                                          f"another", ("resume",))

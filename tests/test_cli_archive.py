@@ -1245,7 +1245,7 @@ def test_a_report_whose_images_cannot_be_sorted_says_so_before_any_output(archiv
 def test_an_empty_file_or_folder_option_is_refused_for_every_command(archive, tmp_path, monkeypatch, args):
     """Options typed as paths became '.' before rgbatch saw them: until session 55 `bench --out ""`
     wrote its summary and plots into the current folder, `info --weights ""` said "no weight file
-    at ."; now typer refuses the empty value (`cli._path`), exit 2, before any work."""
+    at ."; now typer refuses the empty value (`cli.path`), exit 2, before any work."""
     monkeypatch.chdir(tmp_path)
     args = [str(archive / "src") if a == "SRC" else str(archive / "archive") if a == "ARCHIVE" else a for a in args]
     result = run(*args)

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rgbatch.train import (PatchSampler, random_stops, snapshot_path, TrainConfig, TrainingError, export_weights,
                            iteration_losses, lr_factor, pack_crops, train)
@@ -30,12 +31,30 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(value, resumed["model"][name]), name
 
 
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path):
+    """`make train` on a run at the end of its schedule (the CPU run reached 60000 in session 55)
+    exited without a word; now it says so."""
+    done = train(config(tmp_path, steps=2), log=lambda *_: None)
+    before = (tmp_path / "run.pt").read_bytes()
+    lines = []
+    again = train(config(tmp_path, steps=2), resume=True, log=lines.append)
+    assert any("the run has done its 2 steps: nothing to train" in line for line in lines)
+    assert again["step"] == done["step"] == 2
+    assert all(torch.equal(v, again["model"][k]) for k, v in done["model"].items())
+    assert (tmp_path / "run.pt").read_bytes() == before  # not written again
+
+
 def test_resuming_a_file_that_is_no_checkpoint_is_a_worded_error(tmp_path):
     (tmp_path / "run.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="is not a training checkpoint") as refused:
         train(config(tmp_path), resume=True, log=lambda *_: None)
     # one line, without torch's advice to load the file as code
     assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
+    (tmp_path / "run.pt").write_bytes(b"")  # a bare EOFError: an IndexError traceback until session 55 (fuzz_options)
+    with pytest.raises(TrainingError) as refused:
+        export_weights(tmp_path / "run.pt", tmp_path / "w.safetensors")
+    assert str(refused.value) == (f"{tmp_path / 'run.pt'} is not a training checkpoint (EOFError: it ends at once "
+                                  f"(empty, or cut short))")
 
 
 def test_a_patch_that_is_no_whole_number_of_blocks_is_refused(tmp_path):
@@ -225,6 +244,27 @@ def test_a_pack_s_numbers_are_checked(tmp_path, monkeypatch, change, said):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupted_jpeg_pack_leaves_no_crops_under_its_name(tmp_path, monkeypatch):
+    """The crops are written into a hidden folder renamed onto the pack's name once complete (an
+    empty folder there is replaced): until session 55 an interrupted pack left some crops there,
+    a smaller pack that trained as if whole."""
+    (tmp_path / "empty").mkdir()
+    assert pack_crops(DATA, tmp_path / "empty", crop=64, jpeg_quality=90)[0] == 4
+    assert len(list((tmp_path / "empty").glob("*.jpg"))) == 4
+    save, calls = Image.Image.save, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pack_crops(DATA, tmp_path / "pack", crop=64, jpeg_quality=90)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
 def test_a_jpeg_pack_keeps_to_its_byte_limit(tmp_path):
     # what `make gpu-kit` does with the room a device call has left: whole crops, a random subset
     every = pack_crops(DATA, tmp_path / "all", crop=64, per_image=4, jpeg_quality=92)
@@ -237,6 +277,7 @@ def test_a_jpeg_pack_keeps_to_its_byte_limit(tmp_path):
     assert pack_crops(DATA, tmp_path / "roomy", crop=64, per_image=4, jpeg_quality=92, max_mib=1000) == every
     with pytest.raises(OptionError, match="max_mib 0.0001 is too small: not one crop of 64 px fits"):
         pack_crops(DATA, tmp_path / "none", crop=64, jpeg_quality=92, max_mib=0.0001)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all", "roomy", "some"]  # no folder, no hidden one
     with pytest.raises(OptionError, match="max_mib limits a JPEG pack: give jpeg_quality too"):
         pack_crops(DATA, tmp_path / "array.npy", crop=64, max_mib=1)
     with pytest.raises(OptionError, match="max_mib must be at least 0"):
