@@ -15,7 +15,8 @@ Every command must end as the CLI promises: exit 0, 1 or 2 (130/143 are for sign
 traceback and no exception escaping; a case still running after --timeout seconds is a hang
 (the process prints where it is and exits 3); `report`, `restore` and `verify` leave the
 archive as they found it; and nothing appears in the current folder (a fresh one per case)
-that no relative value of the case names (an empty `--out` taken for it, a default output). Prints the exit codes counted per command and every finding.
+that no relative value of the case names (an empty `--out` taken for it, a default output).
+Prints the exit codes counted per command and every finding.
 `compress` runs for real on a Ray started once (a few seconds a case); `--commands` leaves it out.
 """
 
@@ -41,7 +42,6 @@ from rgbatch.cli import app
 DATA = Path(__file__).parent.parent / "tests" / "data"
 COMMANDS = ("info", "report", "restore", "verify", "compact", "encode", "decode", "compress", "bench", "train", "pack",
             "export", "slim", "widen", "delta")
-MODEL_FILES = ("export", "slim", "widen", "delta")  # need a checkpoint and a weight file, made once
 READ_ONLY = ("report", "restore", "verify")  # must leave the archive as they found it
 NUMBERS = {"integer": ["0", "-1", "1", "2", "65536", "99999999999999999999", "1e3", "abc", ""],
            "float": ["0", "-1", "nan", "inf", "-inf", "1e400", "1e-300", "0.5", "1.5", "abc", ""]}
@@ -114,7 +114,8 @@ class Scene:
         self.case = 0
 
     def invoke(self, args: list[str]):
-        takes = args[0] != "info" and "--weights" in {flag for flag, _ in options(args[0])}  # the codec's
+        # the codec's weights, for the commands that take them (not train, pack and the model-file commands)
+        takes = args[0] != "info" and "--weights" in {flag for flag, _ in options(args[0])}
         weights = ["--weights", self.weights] if self.weights and takes and "--weights" not in args else []
         return CliRunner().invoke(app, args + weights)
 
