@@ -55,6 +55,7 @@ from PIL import Image
 
 from rgbatch.manifest import Archive
 from rgbatch.storage import TEMP_PREFIX
+from rgbatch.train import TrainingError, load_training_state
 
 # the command line, with the writers' parts small and frequent (argv: the command's arguments)
 LAUNCH = """import sys
@@ -156,6 +157,10 @@ def temporaries(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(f"{TEMP_PREFIX}*"))
 
 
+def no_temporaries(folder: Path):
+    assert not temporaries(folder), f"temporary files left: {temporaries(folder)}"
+
+
 def pngs(folder: Path) -> dict[str, np.ndarray]:
     return {str(p.relative_to(folder)): np.asarray(Image.open(p).convert("RGBA"))
             for p in sorted(folder.rglob("*.png")) if not p.name.startswith(TEMP_PREFIX)}
@@ -199,7 +204,7 @@ def interrupted(args, rng: np.random.Generator, seconds: float, log: list[str],
 
 def same_models(a: Path, b: Path) -> bool:
     """Whether two training checkpoints hold the same step and model, bit for bit."""
-    x, y = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+    x, y = (load_training_state(p) for p in (a, b))
     return x["step"] == y["step"] and x["model"].keys() == y["model"].keys() and all(
         torch.equal(x["model"][k], y["model"][k]) for k in x["model"])
 
@@ -243,7 +248,7 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
             rows = current(archive) if archive.exists() and Archive(archive, create=True).parts else {}
             wrong = [p for p, r in rows.items() if p not in want or (r[0] == "ok" and r != want[p])]
             assert not wrong, f"rows unlike the uninterrupted run's: {wrong[:3]}"
-            assert not temporaries(archive), f"temporary files left: {temporaries(archive)}"
+            no_temporaries(archive)
 
         code, _ = interrupted(["compress", src, "--out", archive, *encode], rng, compress_seconds, log, same_or_fewer,
                               own_end=1)
@@ -257,10 +262,8 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
         if temporaries(archive):
             log.append(f"FINDING: temporary files left in the archive: {temporaries(archive)}")
 
-        def nothing_left(out=out):
-            assert not temporaries(out), f"temporary files left: {temporaries(out)}"
-
-        code, _ = interrupted(["restore", archive, "--out", out, *decode], rng, restore_seconds, log, nothing_left)
+        code, _ = interrupted(["restore", archive, "--out", out, *decode], rng, restore_seconds, log,
+                              lambda out=out: no_temporaries(out))
         written = pngs(out)
         wrong = [p for p in set(written) | set(restored)
                  if p not in written or p not in restored or not np.array_equal(written[p], restored[p])]
@@ -272,7 +275,7 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
             rows = current(archive)
             wrong = [p for p in want if rows.get(p) not in (want[p], cut[p])]
             assert set(rows) == set(want) and not wrong, f"images lost or wrong: {wrong[:3]}"
-            assert not temporaries(archive), f"temporary files left: {temporaries(archive)}"
+            no_temporaries(archive)
 
         code, _ = interrupted(["compact", archive, "--depth", "1"], rng, compact_seconds, log, whole)
         if code != 0 or whole_rows(archive, log) != cut or temporaries(archive):
@@ -283,9 +286,12 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
         checkpoint = run_folder / "run.pt"
 
         def readable(checkpoint=checkpoint, run_folder=run_folder):
-            assert not temporaries(run_folder), f"temporary files left: {temporaries(run_folder)}"
+            no_temporaries(run_folder)
             if checkpoint.exists():
-                torch.load(checkpoint, map_location="cpu", weights_only=False)  # whole
+                try:
+                    load_training_state(checkpoint)
+                except TrainingError as e:
+                    raise AssertionError(f"a checkpoint that does not load: {e}") from None
 
         code, _ = interrupted(lambda: ["train", DATA, "--out", checkpoint, *TRAIN,
                                        *(["--resume"] if checkpoint.exists() else [])],

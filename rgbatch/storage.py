@@ -339,7 +339,8 @@ def temp_name(name: str) -> str:
 
 
 def temp_path(path: str) -> str:
-    """A hidden name beside `path` to write to before `publish` (an object store's)."""
+    """A hidden name beside `path`: an object store's temporary object before `publish`, a JPEG
+    pack's folder before it is renamed."""
     head, name = posixpath.split(path)
     return posixpath.join(head, temp_name(name))
 
@@ -358,15 +359,21 @@ def replace_file(tmp, path):
     file is there once links are followed (a folder, a FIFO, a device such as /dev/null, a
     socket): then `tmp` is deleted and NotWritten raised. Until session 53 a rename put a file in its place: as
     root, `rgbatch export ... --out /dev/null` replaced the system's /dev/null."""
-    what = local_kind(str(path))
     try:
-        if what not in ("file", "missing", "a dangling symbolic link"):
-            raise NotWritten(f"{path}: {what} is there: not replaced by a file")
+        _refuse_unreplaceable(path)
         os.replace(tmp, path)
     except BaseException:  # the temporary file never stays behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _refuse_unreplaceable(path):
+    """NotWritten where something other than a file is at the local `path` once links are
+    followed (a folder, a FIFO, a device such as /dev/null, a socket): no file replaces it."""
+    what = local_kind(str(path))
+    if what not in ("file", "missing", "a dangling symbolic link"):
+        raise NotWritten(f"{path}: {what} is there: not replaced by a file")
 
 
 def discard(fs: pafs.FileSystem, tmp: str):
@@ -408,9 +415,7 @@ class NewFile:
         NotWritten at once where something other than a file is there once links are followed
         (a folder, a FIFO, a device such as /dev/null: see `replace_file`)."""
         path = os.path.abspath(path)
-        what = local_kind(path)
-        if what not in ("file", "missing", "a dangling symbolic link"):
-            raise NotWritten(f"{path}: {what} is there: not replaced by a file")
+        _refuse_unreplaceable(path)
         folder, name = os.path.split(path)
         os.makedirs(folder, exist_ok=True)
         return cls(os.open(folder, os.O_RDONLY | os.O_DIRECTORY), name, overwrite=True, owns_folder=True)
