@@ -49,16 +49,18 @@ TEXTS = ["", " ", "abc", "0", "-1", "nan", "none", "auto", "*", "[", "**/*", "a\
          "--help"]
 
 
+CASE = "{case}"  # in a value to write: the case's own folder, so that every case may succeed
+
+
 def path_values(folder: Path) -> dict[str, list[str]]:
-    """Odd values of path options, the files they name made once in `folder`: "read" for a file
-    to read, "write" for one to write."""
+    """Odd values of path options: "read" for a file to read (made once in `folder`), "write" for
+    one to write (in each case's own folder, `CASE`: until session 56 one folder for all, where
+    the first `slim --out .../new/out.bin` to succeed left every later one "already there")."""
     folder.mkdir(parents=True)
-    (folder / "there").write_bytes(b"x")
     (folder / "empty").write_bytes(b"")
     (folder / "text").write_text("not what it should be\n")
     os.mkfifo(folder / "fifo")
-    return {"write": [str(folder / "new" / "out.bin"), str(folder), str(folder / "there"), f"{folder}/folder/", "",
-                      str(folder / "missing" / "..")],
+    return {"write": [f"{CASE}/new/out.bin", CASE, f"{CASE}/there", f"{CASE}/folder/", "", f"{CASE}/missing/.."],
             "read": [str(folder / "missing"), str(folder), str(folder / "empty"), str(folder / "text"), "/dev/null",
                      str(folder / "fifo"), ""]}
 
@@ -152,6 +154,10 @@ class Scene:
             shutil.copytree(self.archive, out / "archive")
         if command == "delta":  # the base a delta file names lies beside it
             shutil.copy(self.model, out / "default.safetensors")
+        writes = out / "writes"  # CASE: a folder of its own, with a file already there
+        writes.mkdir()
+        (writes / "there").write_bytes(b"x")
+        given = [(flag, value.replace(CASE, str(writes))) for flag, value in given]
         args = self.base(command, out)
         for flag, _ in given:  # a base `--out X` or `--iterations 1` makes way for the fuzzed one
             if flag in args:

@@ -11,7 +11,9 @@ import codecs
 import contextlib
 import json
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -84,9 +86,6 @@ def user_errors(failures: tuple = ()):
 def _interruptible():
     """SIGINT as Python's KeyboardInterrupt within the block (in the main thread), and as before
     after; ignored where it was (a shell's background job: `rgbatch compress ... &` in a script)."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         yield
         return
@@ -263,7 +262,7 @@ def train(
 
     from .train import TrainConfig, train as run_training
 
-    with user_errors():
+    with archive_errors(kept="the last checkpoint stays; --resume goes on from it"):
         cfg = TrainConfig(
             data_dir=[str(d) for d in data_dirs] if len(data_dirs) > 1 else str(data_dirs[0]),
             out=str(out_path), steps=steps, batch_size=batch_size, patch=patch,
@@ -277,10 +276,25 @@ def train(
             codec=dict(width=width, reconstruction=reconstruction, max_iterations=max_iterations))
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("loss {task.fields[loss]:.5f}  {task.fields[rate]:.2f} steps/s"), TimeRemainingColumn()]
-        with Progress(*columns, console=err, transient=False) as bar:
+
+        def progress(step, loss, rate):
+            if loss is None:  # the step the run starts from (a resumed run's): not a speed
+                bar.reset(task, completed=step)
+            else:
+                bar.update(task, completed=step, loss=loss, rate=rate)
+
+        stop = threading.Event()
+        with Progress(*columns, console=err, transient=False) as bar, _stopping(stop, bar.console) as signals:
             task = bar.add_task("train", total=steps, loss=0.0, rate=0.0)
-            run_training(cfg, resume=resume, log=bar.console.print,
-                         progress=lambda s, loss, rate: bar.update(task, completed=s, loss=loss, rate=rate))
+            state = run_training(cfg, resume=resume, log=bar.console.print, progress=progress, stop=stop)
+        if signals:
+            said = (f"stopped at step {state['step']}, its checkpoint written; --resume goes on from it"
+                    if out_path.exists() else "stopped before its first step: nothing written")
+            if signals[0] == signal.SIGTERM:
+                err.print(_red("terminated", f" (SIGTERM): {said}"))
+                raise typer.Exit(EXIT_TERMINATED)
+            err.print(_red("interrupted", f": {said}"))
+            raise typer.Exit(130)
 
 
 # -- archives: compress, report, restore, verify (docs/ARCHIVE.md) ------------------------------------
@@ -300,12 +314,38 @@ def _raise_terminated(signum, frame):
 
 
 @contextlib.contextmanager
+def _stopping(stop: threading.Event, console):
+    """Ctrl-C and SIGTERM set `stop` (`train` ends after the step under way, its checkpoint
+    written) and a second one ends the command at once, as they do elsewhere. Yields the list of
+    signals received. A signal the command was started ignoring stays ignored."""
+    received = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def ask(signum, frame):
+        if received:  # the second: at once
+            if signum == signal.SIGTERM:
+                _raise_terminated(signum, frame)
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+        console.print(f"{signal.Signals(signum).name}: stopping after the step under way, its checkpoint written "
+                      f"(again: at once, losing the steps since the last checkpoint)", style="yellow", highlight=False)
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
 def archive_errors(kept: str = ""):
     """`user_errors` for the archive commands, and more: SIGTERM ends a command as Ctrl-C does
     (what is committed stays, Ray is shut down; exit 143; `kept` says what stays), and even an
     unexpected exception is one line on stderr (exit 2), never a traceback."""
-    import signal
-
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with user_errors():

@@ -424,10 +424,13 @@ def _restore_rng(state, np_rng):
     random.setstate(state["python"])
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
+def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop=None):
     """Run (or continue) a training run until `cfg.steps`. Returns the final checkpoint dict.
 
-    `progress(step, loss, steps_per_second)` is called after every step when given.
+    `progress(step, loss, steps_per_second)` is called once as the steps start (loss None) and
+    after every step when given. `stop`: a `threading.Event`; once it is set the run ends after the
+    step it is in, with a checkpoint of that step written (as `cfg.time_limit` ends it), so that a
+    run asked to stop (`train`'s Ctrl-C or SIGTERM) loses nothing.
     """
     cfg.check()
     if cfg.threads:
@@ -557,18 +560,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
     model.train()
     started = process_start = time.perf_counter()
     session_start_step = step
-    while step < cfg.steps:
+    if progress:
+        progress(step, None, 0.0)
+    while step < cfg.steps and not (stop is not None and stop.is_set()):  # set before any step: the checkpoint is current
         x = sampler.batch(cfg.batch_size, cfg.hard_fraction).to(device, memory_format=layout)
-        stop = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction, codec_cfg.block)
-        stop = None if stop is None else stop.to(device)
+        stops = random_stops(len(x), x.shape[2], x.shape[3], cfg.iterations, cfg.stop_fraction, codec_cfg.block)
+        stops = None if stops is None else stops.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if cfg.train_part in CODING_PARTS:  # "encoder": the gradient reaches it through the frozen decoder
-                outputs, codes = model(x, cfg.iterations, stop, with_codes=True)
+                outputs, codes = model(x, cfg.iterations, stops, with_codes=True)
             elif reference is None:  # "decoder": one pass, the codes made without gradients in the same loop
-                outputs, codes = model(x, cfg.iterations, stop, with_codes=True, encoder_grad=False)
+                outputs, codes = model(x, cfg.iterations, stops, with_codes=True, encoder_grad=False)
             else:  # "display": a second decoder learns from the reference's codes
                 with torch.no_grad():
-                    _, codes = reference(x, cfg.iterations, stop, with_codes=True)
+                    _, codes = reference(x, cfg.iterations, stops, with_codes=True)
                 outputs = model.reconstructions(codes)
         distortion = iteration_losses(model, x, outputs.float(), cfg)
         loss = distortion.mean()
@@ -587,7 +592,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
             progress(step, loss.item(), (step - session_start_step) / max(elapsed, 1e-9))
 
         out_of_time = cfg.time_limit and time.perf_counter() - process_start >= cfg.time_limit
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+        asked = stop is not None and stop.is_set()
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time or asked:
             speed = (step - session_start_step) / max(elapsed, 1e-9)
             wall_time += elapsed
             started = time.perf_counter()
@@ -611,8 +617,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None):
                 snapshot = {k: v for k, v in state_dict().items() if k not in ("optimizer", "scheduler", "rng")}
                 save_checkpoint(snapshot_path(checkpoint_path, step), snapshot)
             log(f"step {step}: loss {entry['loss']:.5f}, {wall_time / 3600:.2f} h, {speed:.2f} steps/s, checkpoint written")
-            if out_of_time:
-                log(f"stopped at step {step}: the time limit of {cfg.time_limit:g} s was reached")
+            if out_of_time or asked:
+                log(f"stopped at step {step}: " + ("asked to stop" if asked else
+                                                   f"the time limit of {cfg.time_limit:g} s was reached"))
                 break
     return state_dict()
 

@@ -1,4 +1,11 @@
+import io
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +14,7 @@ import torch
 from PIL import Image
 
 from rgbatch.train import (PatchSampler, random_stops, snapshot_path, TrainConfig, TrainingError, export_weights,
-                           iteration_losses, lr_factor, pack_crops, train)
+                           iteration_losses, load_training_state, lr_factor, pack_crops, train)
 from rgbatch.options import OptionError
 from rgbatch.weights import load_weights
 
@@ -309,6 +316,29 @@ def test_a_time_limit_stops_the_run_at_a_checkpoint(tmp_path):
     assert resumed["step"] == 3
 
 
+def test_a_run_asked_to_stop_ends_after_its_step_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    """`train`'s Ctrl-C or SIGTERM sets `stop`: the run writes the step it was in (3, between its
+    checkpoints every 50) and a resumed run ends where an uninterrupted one does, bit for bit."""
+    straight = train(config(tmp_path / "a", steps=5, checkpoint_every=50), log=lambda *_: None)
+    stop, lines = threading.Event(), []
+    cfg = config(tmp_path / "b", steps=5, checkpoint_every=50)
+    state = train(cfg, log=lines.append, progress=lambda step, loss, rate: step == 3 and stop.set(), stop=stop)
+    assert state["step"] == 3 and torch.load(cfg.out, weights_only=True)["step"] == 3
+    assert any("stopped at step 3: asked to stop" in line for line in lines)
+    resumed = train(config(tmp_path / "b", steps=5, checkpoint_every=50), resume=True, log=lambda *_: None)
+    assert resumed["step"] == 5
+    assert all(torch.equal(v, resumed["model"][k]) for k, v in straight["model"].items())
+
+
+def test_a_run_asked_to_stop_before_its_first_step_writes_nothing(tmp_path):
+    stop = threading.Event()
+    stop.set()
+    seen = []
+    state = train(config(tmp_path), log=lambda *_: None, progress=lambda *a: seen.append(a), stop=stop)
+    assert state["step"] == 0 and not (tmp_path / "run.pt").exists()
+    assert seen == [(0, None, 0.0)]  # the start, said once: no step
+
+
 def test_snapshots_are_kept_and_export_can_average_them(tmp_path):
     cfg = config(tmp_path, snapshot_every=2)
     train(cfg, log=lambda *_: None)
@@ -400,3 +430,65 @@ def test_the_msssim_term_in_db_counts_every_depth_by_its_msssim_in_db(tmp_path):
     assert db[1] < db[0] and (db[0] - db[1]) > (linear[0] - linear[1])  # the good depth is not a rounding error
     with pytest.raises(OptionError, match="msssim_loss must be one of linear, db"):
         train(config(tmp_path, msssim_loss="log"), log=lambda *_: None)
+
+
+# -- the command line: Ctrl-C and SIGTERM end the run after its step, with a checkpoint ----------------
+def test_the_first_signal_asks_and_the_second_ends_at_once():
+    from rich.console import Console
+
+    from rgbatch.cli import Terminated, _stopping
+
+    for signum, second in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
+        stop, console = threading.Event(), Console(file=io.StringIO())
+        before = signal.getsignal(signum)
+        with pytest.raises(second):
+            with _stopping(stop, console) as received:
+                os.kill(os.getpid(), signum)
+                assert stop.is_set() and received == [signum]
+                assert "stopping after the step under way" in console.file.getvalue()
+                os.kill(os.getpid(), signum)
+        assert signal.getsignal(signum) is before
+
+
+def test_a_signal_ignored_at_the_start_stays_ignored():
+    from rich.console import Console
+
+    from rgbatch.cli import _stopping
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a shell's background job
+    try:
+        stop = threading.Event()
+        with _stopping(stop, Console(file=io.StringIO())) as received:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        assert not stop.is_set() and received == []
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_train_sent_a_signal_writes_the_step_it_was_in_and_says_so(tmp_path, signum):
+    """Until session 56 a Ctrl-C or SIGTERM lost the steps since the last checkpoint (up to 50 of
+    `make train`'s, 7 minutes)."""
+    out = tmp_path / "run.pt"
+    args = [sys.executable, "-m", "rgbatch", "train", str(DATA), "--out", str(out), "--steps", "100000",
+            "--batch-size", "1", "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
+            "--checkpoint-every", "5", "--threads", "1"]
+    run = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first checkpoint: the steps run
+        time.sleep(0.3)
+        run.send_signal(signum)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    said = " ".join(err.split())
+    assert run.returncode == (143 if signum == signal.SIGTERM else 130), err
+    step = int(re.search(r"stopped at step (\d+), its checkpoint written; --resume goes on from it", said)[1])
+    assert step >= 5 and load_training_state(out)["step"] == step
+    assert "Traceback" not in err and not [p for p in tmp_path.iterdir() if p != out]
