@@ -7,7 +7,9 @@ ending in '/'), then `--pairs N` random draws of a command and two of its option
 one option drawn is passed over), in process (typer's CliRunner) on a small
 archive and stream file made first (`bench` on one image at depth 1, no classical codec; `train`
 two steps of a tiny model on tests/data, 20 s at most; `pack` crops of 64 px; since session 55
-`export`, `slim`, `widen` and `delta` on a tiny model's checkpoint and weight file made first).
+`export`, `slim`, `widen` and `delta` on a tiny model's checkpoint and weight file made first;
+since session 56 `fit-entropy` (64 px crops of tests/data) and `fit-refiner` (2 steps on 58
+noise images) with that weight file).
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz_options.py [--pairs 200] [--seed 0] [--commands report,decode]
 
@@ -35,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 import typer.main
+from PIL import Image
 from typer.testing import CliRunner
 
 from rgbatch.cli import app
 
 DATA = Path(__file__).parent.parent / "tests" / "data"
 COMMANDS = ("info", "report", "restore", "verify", "compact", "encode", "decode", "compress", "bench", "train", "pack",
-            "export", "slim", "widen", "delta")
+            "export", "slim", "widen", "delta", "fit-entropy", "fit-refiner")
 READ_ONLY = ("report", "restore", "verify")  # must leave the archive as they found it
 NUMBERS = {"integer": ["0", "-1", "1", "2", "65536", "99999999999999999999", "1e3", "abc", ""],
            "float": ["0", "-1", "nan", "inf", "-inf", "1e400", "1e-300", "0.5", "1.5", "abc", ""]}
@@ -68,7 +71,8 @@ def path_values(folder: Path) -> dict[str, list[str]]:
 WRITES = {("restore", "--out"), ("compress", "--out"), ("encode", "--out"), ("decode", "--out"),
           ("report", "--html"), ("bench", "--out"), ("bench", "--manifest"), ("bench", "--classical-cache"),
           ("train", "--out"), ("pack", "--out"), ("export", "--out"), ("slim", "--out"), ("widen", "--out"),
-          ("delta", "--out")}
+          ("delta", "--out"), ("fit-entropy", "--out"), ("fit-entropy", "--cache"), ("fit-refiner", "--out"),
+          ("fit-refiner", "--state")}
 SKIPPED = {"--help", "--version", "--address"}  # an address that answers nothing takes 20 s to be refused
 
 
@@ -80,7 +84,7 @@ def options(command: str) -> list[tuple[str, str]]:
             if param.param_type_name == "option" and not param.is_flag and param.opts[0] not in SKIPPED]
 
 
-LONG = ("train", "pack")  # where 65536 (steps, a batch, threads) is a valid job of hours, not a finding
+LONG = ("train", "pack", "fit-refiner")  # where 65536 (steps, a batch, threads) is a valid job of hours, not a finding
 
 
 def values(command: str, flag: str, kind, paths: dict[str, list[str]]) -> list[str]:
@@ -111,6 +115,12 @@ class Scene:
                  self.invoke(["export", str(self.checkpoint), "--out", str(self.model)])]
         for result in made:
             assert result.exit_code == 0, result.output
+        # enough crops for the refiner's training (2 an image, more than 112): noise, coded by the tiny model
+        self.crops = root / "crops"
+        self.crops.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(58):
+            Image.fromarray(rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)).save(self.crops / f"{i}.png")
         self.scratch = root / "scratch"
         self.paths = path_values(root / "paths")
         self.case = 0
@@ -142,7 +152,12 @@ class Scene:
                 "slim": ["slim", str(self.checkpoint), "--out", str(out / "slim.pt")],
                 "widen": ["widen", str(self.checkpoint), "--out", str(out / "wide.pt"), "--width", "0.25"],
                 "delta": ["delta", str(self.model), "--base", str(out / "default.safetensors"),
-                          "--out", str(out / "model.delta")]}[command]
+                          "--out", str(out / "model.delta")],
+                "fit-entropy": ["fit-entropy", str(self.model), "--data", str(DATA), "--out", str(out / "e.safetensors"),
+                                "--crop", "64"],
+                "fit-refiner": ["fit-refiner", str(self.model), "--data", str(self.crops), "--out",
+                                str(out / "r.safetensors"), "--state", str(out / "refiner.pt"), "--steps", "2",
+                                "--threads", "1", "--time-limit", "20"]}[command]  # huge --steps: valid
 
     def run(self, command: str, given: list[tuple[str, str]]):
         """Run `command` with the (flag, value) pairs `given` (a base argument of the same flag

@@ -257,7 +257,8 @@ def train(
     eval_every: int = typer.Option(2000),
     eval_images: int = typer.Option(6),
 ):
-    """Train a model on random patches of DATA_DIR (resumable; see docs/TRAINING.md)."""
+    """Train a model on random patches of DATA_DIR (resumable; see docs/TRAINING.md). Ctrl-C or
+    SIGTERM stops it after the step under way, that step's checkpoint written (a second: at once)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .train import TrainConfig, train as run_training

@@ -15,7 +15,9 @@ tensors (so a new model id).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -25,11 +27,12 @@ import torch
 from .codec import Codec
 from .imageio import read_image
 from .metrics import msssim_tensor
+from .options import OptionError
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
 from .storage import NewFile, replace_file
 from .tiling import to_float, to_uint8, to_unit
 from .train import list_images, load_checkpoint, save_checkpoint
-from .weights import load_weights, save_weights
+from .weights import load_weights, read_weight_file, save_weights
 
 CROP = 192  # px: MS-SSIM's five scales need more than 160
 CROPS_PER_MEGAPIXEL = 9  # random crops an image gives (at least 2): its share of the pixels
@@ -37,12 +40,38 @@ VALIDATION = 96  # crops held out, scored every `validate_every` steps
 STATE_KEYS = ("cfg", "model", "opt", "step")  # of the training state `train_refiner` saves and resumes
 
 
+def made_from(weights, data_dirs: list, crop: int = CROP, seed: int = 0) -> dict:
+    """What a folder of pairs is made from (its pairs.json, and a refiner state trained on them):
+    the model's id, the data folders, the crop size and the seed."""
+    _, model_id, _, _ = read_weight_file(weights)
+    return {"model_id": model_id, "data": [os.path.abspath(d) for d in data_dirs], "crop": crop, "seed": seed}
+
+
+def _same_source(what: str, theirs: dict | None, ours: dict, where: str):
+    """An OptionError (on `state`) unless `theirs` (None: not recorded) is `ours`: a kept folder of
+    pairs or a state made for another model or data would train a refiner for the wrong codes."""
+    if theirs == ours:
+        return
+    said = ("with no record of the model and data used (made before session 56)" if theirs is None else
+            f"made from model {theirs.get('model_id')} on {', '.join(theirs.get('data', []))} (crop "
+            f"{theirs.get('crop')}, seed {theirs.get('seed')})")
+    raise OptionError("state", f"{where} holds {what} {said}; this run is for model {ours['model_id']} on "
+                               f"{', '.join(ours['data'])} (crop {ours['crop']}, seed {ours['seed']}): give another "
+                               f"{{state}} (its pairs are kept beside it), or remove both to start again", ("state",))
+
+
 def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 0, log=print) -> Path:
     """Crops of the images under `data_dirs` (orig.npy, (N, crop, crop, 3) uint8) and the codec's
     reconstruction of each at every depth (rec.npy, (N, depths, crop, crop, 3) uint8), in
-    `out_dir`, in random order. Kept: a second call with the same folder reuses them."""
+    `out_dir`, in random order, with pairs.json (`made_from`). Kept: a second call with the same
+    folder reuses them, if made from the same model and data (else an OptionError: until session
+    56 another model's pairs were reused without a word)."""
     out_dir = Path(out_dir)
+    source = made_from(weights, data_dirs, crop, seed)
     if (out_dir / "rec.npy").is_file():
+        recorded = out_dir / "pairs.json"
+        _same_source("training pairs", json.loads(recorded.read_text()) if recorded.is_file() else None, source,
+                     f"(its pairs, {out_dir})")
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -74,6 +103,8 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
     del rec
     with NewFile.replacing(out_dir / "orig.npy") as f:
         np.save(f, crops)
+    with NewFile.replacing(out_dir / "pairs.json") as f:  # before rec.npy, which says the pairs are whole
+        f.write(json.dumps(source).encode())
     replace_file(tmp, out_dir / "rec.npy")  # a memory map is written under a name: a hidden one until whole
     return out_dir
 
@@ -111,7 +142,10 @@ def validation_gains(refiner, orig, rec, ids) -> np.ndarray:
 def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: float = 1e-3,
                   config: RefinerConfig = RefinerConfig(), time_limit: float = 0, checkpoint_every: int = 500,
                   validate_every: int = 1000, seed: int = 0, log=print) -> Refiner:
-    """Train (or resume, from `state`) a refiner on the pairs in `pairs` (`make_pairs`)."""
+    """Train (or resume, from `state`) a refiner on the pairs in `pairs` (`make_pairs`); a state
+    trained on pairs made from another model or data is an OptionError."""
+    recorded = Path(pairs) / "pairs.json"
+    source = json.loads(recorded.read_text()) if recorded.is_file() else None
     orig = np.load(Path(pairs) / "orig.npy", mmap_mode="r")
     rec = np.load(Path(pairs) / "rec.npy", mmap_mode="r")
     if len(orig) <= VALIDATION + batch_size:
@@ -120,6 +154,8 @@ def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: flo
     step, saved = 0, None
     if Path(state).is_file():
         saved = load_checkpoint(state, STATE_KEYS, "refiner training state")
+        if source is not None:  # a state of before session 56 says nothing: taken as it is
+            _same_source("a refiner training state", saved.get("pairs") or source, source, str(state))
         config, step = RefinerConfig.from_json(saved["cfg"]), saved["step"]
         log(f"resuming the refiner's training at step {step}")
     refiner = Refiner(config).to(memory_format=torch.channels_last)
@@ -132,7 +168,7 @@ def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: flo
 
     def save():
         save_checkpoint(state, {"model": refiner.state_dict(), "opt": optimizer.state_dict(), "step": step,
-                                "cfg": config.to_json()})
+                                "cfg": config.to_json(), "pairs": source})
 
     while step < steps and not (time_limit and time.time() - start > time_limit):
         ids = np.sort(rng.choice(train_ids, batch_size, replace=False))

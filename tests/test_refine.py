@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -160,6 +161,41 @@ def test_fit_refiner_trains_resumes_and_attaches(tmp_path, rng, monkeypatch):
     refined_codes = Codec.load(out).encode(image, 2, keep_codes=True).codes.tiles
     plain_codes = Codec.load(weights).encode(image, 2, keep_codes=True).codes.tiles
     assert all(np.array_equal(a, b) for a, b in zip(refined_codes, plain_codes))
+
+
+def test_pairs_and_a_state_made_from_another_model_are_refused_not_reused(tmp_path, rng, monkeypatch):
+    """Until session 56 a kept folder of pairs (and a state trained on them) was reused whatever
+    weights or data `fit-refiner` was given: a refiner for another model's codes, without a word."""
+    from PIL import Image
+
+    from rgbatch import refine_fit
+    from rgbatch.options import OptionError
+
+    monkeypatch.setattr(refine_fit, "VALIDATION", 4)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    weights = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        weights.append(tmp_path / f"tiny{seed}.safetensors")
+        save_weights(weights[-1], ResidualGRUCodec(CodecConfig(width=0.125, max_iterations=2)))
+    quiet = lambda _: None  # noqa: E731
+    a = refine_fit.make_pairs(weights[0], [data], tmp_path / "a", log=quiet)
+    assert json.loads((a / "pairs.json").read_text()) == refine_fit.made_from(weights[0], [data])
+    assert refine_fit.make_pairs(weights[0], [str(data)], a, log=quiet) == a  # the same: reused
+    for other in ((weights[1], [data], 0), (weights[0], [data, data], 0), (weights[0], [data], 1)):
+        with pytest.raises(OptionError, match=r"holds training pairs made from model .*; this run is for model"):
+            refine_fit.make_pairs(other[0], other[1], a, seed=other[2], log=quiet)
+    state = tmp_path / "refiner.pt"
+    refine_fit.train_refiner(a, state, steps=1, batch_size=2, config=RefinerConfig(channels=8, blocks=1), log=quiet)
+    b = refine_fit.make_pairs(weights[1], [data], tmp_path / "b", log=quiet)
+    with pytest.raises(OptionError, match="holds a refiner training state made from model"):
+        refine_fit.train_refiner(b, state, steps=2, batch_size=2, log=quiet)
+    (a / "pairs.json").unlink()  # pairs of before session 56
+    with pytest.raises(OptionError, match=r"with no record of the model and data used"):
+        refine_fit.make_pairs(weights[0], [data], a, log=quiet)
 
 
 def test_a_refiner_state_that_is_not_one_or_would_run_code_is_a_worded_error(tmp_path, monkeypatch):
