@@ -257,8 +257,10 @@ def train(
     eval_every: int = typer.Option(2000),
     eval_images: int = typer.Option(6),
 ):
-    """Train a model on random patches of DATA_DIR (resumable; see docs/TRAINING.md). Ctrl-C or
-    SIGTERM stops it after the step under way, that step's checkpoint written (a second: at once)."""
+    """Train a model on random patches of DATA_DIR (resumable; see docs/TRAINING.md).
+
+    Ctrl-C or SIGTERM stops it after the step under way, that step's checkpoint written (a second
+    signal: at once)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .train import TrainConfig, train as run_training
