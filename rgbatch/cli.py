@@ -291,13 +291,8 @@ def train(
             task = bar.add_task("train", total=steps, loss=0.0, rate=0.0)
             state = run_training(cfg, resume=resume, log=bar.console.print, progress=progress, stop=stop)
         if signals:
-            said = (f"stopped at step {state['step']}, its checkpoint written; --resume goes on from it"
-                    if out_path.exists() else "stopped before its first step: nothing written")
-            if signals[0] == signal.SIGTERM:
-                err.print(_red("terminated", f" (SIGTERM): {said}"))
-                raise typer.Exit(EXIT_TERMINATED)
-            err.print(_red("interrupted", f": {said}"))
-            raise typer.Exit(130)
+            _exit_stopped(signals[0], f"stopped at step {state['step']}, its checkpoint written; --resume goes on "
+                                      f"from it" if out_path.exists() else "stopped before its first step: nothing written")
 
 
 # -- archives: compress, report, restore, verify (docs/ARCHIVE.md) ------------------------------------
@@ -342,6 +337,16 @@ def _stopping(stop: threading.Event, console):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _exit_stopped(signum: int, said: str):
+    """End a command that `_stopping`'s first signal stopped at a safe point: "interrupted", exit
+    130, for Ctrl-C; "terminated (SIGTERM)", 143; `said` says where it stopped."""
+    if signum == signal.SIGTERM:
+        err.print(_red("terminated", f" (SIGTERM): {said}"))
+        raise typer.Exit(EXIT_TERMINATED)
+    err.print(_red("interrupted", f": {said}"))
+    raise typer.Exit(130)
 
 
 @contextlib.contextmanager
@@ -1002,10 +1007,14 @@ def fit_refiner_command(
     threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
 ):
     """Train a decoder-side refiner and write the weights with it (docs/TRAINING.md, "Refiner"):
-    the codes stay the same, each depth's image is refined. Measured so far: no gain."""
+    the codes stay the same, each depth's image is refined. Measured so far: no gain.
+
+    Ctrl-C or SIGTERM stops the training after its step, its state saved (--out not written; the
+    same command goes on); a second signal: at once."""
     from .refine_fit import fit_refiner
 
-    with user_errors():  # each number checked before the pairs are made (until session 53: a traceback, or after them)
+    # each number checked before the pairs are made (until session 53: a traceback, or after them)
+    with archive_errors(kept=f"the last state saved in {state} stays; the same command goes on from it"):
         check_range("threads", threads, 0, what=" (0: torch's default)")
         check_range("steps", steps, 1)
         check_range("time_limit", time_limit, 0, what=" seconds (0: run to --steps)")
@@ -1013,8 +1022,13 @@ def fit_refiner_command(
             import torch
 
             torch.set_num_threads(threads)
-        mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
-                          log=lambda m: err.print(m, highlight=False))
+        stop = threading.Event()
+        with _stopping(stop, err) as signals:
+            mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
+                              log=lambda m: err.print(m, highlight=False), stop=stop)
+        if signals:
+            _exit_stopped(signals[0], f"its state saved in {state}, {out_path} not written; the same command goes "
+                                      f"on from it")
     out.print(f"wrote {out_path} (model id {mid})")
 
 

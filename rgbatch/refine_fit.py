@@ -141,9 +141,10 @@ def validation_gains(refiner, orig, rec, ids) -> np.ndarray:
 
 def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: float = 1e-3,
                   config: RefinerConfig = RefinerConfig(), time_limit: float = 0, checkpoint_every: int = 500,
-                  validate_every: int = 1000, seed: int = 0, log=print) -> Refiner:
+                  validate_every: int = 1000, seed: int = 0, log=print, stop=None) -> Refiner:
     """Train (or resume, from `state`) a refiner on the pairs in `pairs` (`make_pairs`); a state
-    trained on pairs made from another model or data is an OptionError."""
+    trained on pairs made from another model or data is an OptionError. `stop` (a
+    `threading.Event`), once set, ends the run after its step, its state saved."""
     recorded = Path(pairs) / "pairs.json"
     source = json.loads(recorded.read_text()) if recorded.is_file() else None
     orig = np.load(Path(pairs) / "orig.npy", mmap_mode="r")
@@ -170,7 +171,7 @@ def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: flo
         save_checkpoint(state, {"model": refiner.state_dict(), "opt": optimizer.state_dict(), "step": step,
                                 "cfg": config.to_json(), "pairs": source})
 
-    while step < steps and not (time_limit and time.time() - start > time_limit):
+    while step < steps and not (time_limit and time.time() - start > time_limit) and not (stop and stop.is_set()):
         ids = np.sort(rng.choice(train_ids, batch_size, replace=False))
         depth = rng.integers(1, rec.shape[1] + 1, batch_size)
         x = to_float(np.asarray(orig[ids]))
@@ -210,10 +211,13 @@ def attach_refiner(weights, refiner: Refiner, out, info: dict | None = None) -> 
 
 
 def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_limit: float = 0,
-                seed: int = 0, log=print) -> str:
-    """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`."""
+                seed: int = 0, log=print, stop=None) -> str | None:
+    """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`;
+    its model id, or None where `stop` ended the training (its state saved, `out` not written)."""
     pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log)
-    refiner = train_refiner(pairs, state, steps=steps, time_limit=time_limit, seed=seed, log=log)
+    refiner = train_refiner(pairs, state, steps=steps, time_limit=time_limit, seed=seed, log=log, stop=stop)
+    if stop is not None and stop.is_set():
+        return None
     step = load_checkpoint(state, STATE_KEYS, "refiner training state")["step"]
     return attach_refiner(weights, refiner, out, {"steps": step, "data": "+".join(map(str, data_dirs))})
 

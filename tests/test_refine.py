@@ -1,4 +1,6 @@
+import functools
 import json
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -153,6 +155,15 @@ def test_fit_refiner_trains_resumes_and_attaches(tmp_path, rng, monkeypatch):
     refine_fit.train_refiner(pairs, state, steps=6, batch_size=2, config=small, log=logs.append)
     assert "resuming the refiner's training at step 4" in logs
     assert torch.load(state, weights_only=True)["step"] == 6
+    stop = threading.Event()
+    stop.set()  # fit-refiner's Ctrl-C or SIGTERM: the state as it is, no weight file
+    refine_fit.train_refiner(pairs, state, steps=100, batch_size=2, config=small, log=logs.append, stop=stop)
+    assert torch.load(state, weights_only=True)["step"] == 6
+    monkeypatch.setattr(refine_fit, "make_pairs", lambda *a, **k: pairs)
+    monkeypatch.setattr(refine_fit, "train_refiner", functools.partial(refine_fit.train_refiner, batch_size=2,
+                                                                       config=small))
+    assert refine_fit.fit_refiner(weights, [data], out, state, steps=100, log=logs.append, stop=stop) is None
+    assert not out.exists() and torch.load(state, weights_only=True)["step"] == 6
     mid = refine_fit.attach_refiner(weights, refiner, out)
     model, loaded_id, extra, info = load_weights(out)
     assert loaded_id == mid and load_refiner(extra).cfg == small and "refiner" in info
