@@ -26,9 +26,11 @@ the command) so that kills land between many commits. A finding:
   twice (two `ok` rows of one path and source hash: committed work redone), a temporary part left;
 - after the final restore: a PNG not pixel for pixel the uninterrupted restore's, or a temporary file
   left in its folder; after the final compact: its blobs not an uninterrupted compact's;
-- `train` (since session 55: a tiny model, 24 steps, a checkpoint every step, rerun with --resume
-  where a checkpoint is there, as a user would): after any kill a checkpoint that does not load or
-  a temporary file beside it; at the end a model not bit for bit the uninterrupted run's.
+- `train` (since session 55: a tiny model, 360 steps, a checkpoint every 48 (24 steps, a checkpoint
+  every step, until session 56), rerun with --resume where a checkpoint is there, as a user would): after any kill a
+  checkpoint that does not load or a temporary file beside it, or (since session 56) a run stopped
+  by Ctrl-C or SIGTERM whose checkpoint is not at the step it said it stopped at; at the end a model
+  not bit for bit the uninterrupted run's.
 
 Prints each case's signals and the counts of the outcomes. The images are encoded with
 --batch-size 1 and --precision fp32, so that an image's codes do not depend on which others share
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import re
 import shutil
 import signal
 import subprocess
@@ -68,10 +71,11 @@ manifest.Archive.writer = lambda self, model_id, held=None, **sizes: writer(
 sys.argv[0] = "rgbatch"
 main()
 """
-# a tiny model's training, a checkpoint every step (`train --resume` goes on from the last one)
+# a tiny model's training, a checkpoint every 48 steps (`train --resume` goes on from the last one; a
+# Ctrl-C or SIGTERM writes one where it stops), most of its run in the steps (7 s of 10 here)
 DATA = Path(__file__).parent.parent / "tests" / "data"
-TRAIN = ["--steps", "24", "--batch-size", "1", "--patch", "32", "--iterations", "2", "--width", "0.125",
-         "--max-iterations", "4", "--checkpoint-every", "1", "--threads", "1"]
+TRAIN = ["--steps", "360", "--batch-size", "1", "--patch", "32", "--iterations", "2", "--width", "0.125",
+         "--max-iterations", "4", "--checkpoint-every", "48", "--threads", "1"]
 SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 # how a command sent each signal may end: its own exit code, or killed by the signal itself (before
 # its handlers are in place, or once Python has put the defaults back on its way out), which a shell
@@ -176,8 +180,8 @@ EXITING = 0.5
 def interrupted(args, rng: np.random.Generator, seconds: float, log: list[str],
                 after_kill=None, own_end: int = 0) -> tuple[int, str]:
     """Run `args` (a list, or a function giving it each time) killed 1-3 times at random moments
-    within `seconds`, checking `after_kill()` after each, then to its end: the final (exit code,
-    stderr). `own_end`: its uninterrupted exit code. Findings are added to `log`."""
+    within `seconds`, checking `after_kill(stderr)` after each, then to its end: the final (exit
+    code, stderr). `own_end`: its uninterrupted exit code. Findings are added to `log`."""
     command_of = args if callable(args) else lambda: args
     for _ in range(int(rng.integers(1, 4))):
         sig = SIGNALS[int(rng.integers(0, len(SIGNALS)))]
@@ -192,7 +196,7 @@ def interrupted(args, rng: np.random.Generator, seconds: float, log: list[str],
             log.append(f"FINDING: {args[0]} traceback: {err.strip()[-300:]}")
         if after_kill is not None:
             try:
-                after_kill()
+                after_kill(err)
             except AssertionError as e:
                 log.append(f"FINDING: {args[0]} after {signal.Signals(sig).name}: {e}")
     args = command_of()
@@ -244,7 +248,7 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
         log: list[str] = []
         archive, out = tmp / f"archive{case}", tmp / f"out{case}"
 
-        def same_or_fewer(archive=archive):
+        def same_or_fewer(_err, archive=archive):
             rows = current(archive) if archive.exists() and Archive(archive, create=True).parts else {}
             wrong = [p for p, r in rows.items() if p not in want or (r[0] == "ok" and r != want[p])]
             assert not wrong, f"rows unlike the uninterrupted run's: {wrong[:3]}"
@@ -263,7 +267,7 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
             log.append(f"FINDING: temporary files left in the archive: {temporaries(archive)}")
 
         code, _ = interrupted(["restore", archive, "--out", out, *decode], rng, restore_seconds, log,
-                              lambda out=out: no_temporaries(out))
+                              lambda _err, out=out: no_temporaries(out))
         written = pngs(out)
         wrong = [p for p in set(written) | set(restored)
                  if p not in written or p not in restored or not np.array_equal(written[p], restored[p])]
@@ -271,7 +275,7 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
             log.append(f"FINDING: restore ended {code}; PNGs unlike the uninterrupted restore's: {sorted(wrong)[:5]}; "
                        f"temporary files: {temporaries(out)}")
 
-        def whole(archive=archive):
+        def whole(_err, archive=archive):
             rows = current(archive)
             wrong = [p for p in want if rows.get(p) not in (want[p], cut[p])]
             assert set(rows) == set(want) and not wrong, f"images lost or wrong: {wrong[:3]}"
@@ -285,13 +289,19 @@ def fuzz(cases: int, seed: int, images: int, tmp: Path, address: str | None = No
         run_folder.mkdir()
         checkpoint = run_folder / "run.pt"
 
-        def readable(checkpoint=checkpoint, run_folder=run_folder):
+        def readable(err, checkpoint=checkpoint, run_folder=run_folder):
+            """The checkpoint loads, nothing beside it, and one that the run said it wrote as it
+            stopped (Ctrl-C or SIGTERM, since session 56) holds that step."""
             no_temporaries(run_folder)
+            said = re.search(r"stopped at step (\d+), its checkpoint written", " ".join(err.split()))
             if checkpoint.exists():
                 try:
-                    load_training_state(checkpoint)
+                    step = load_training_state(checkpoint)["step"]
                 except TrainingError as e:
                     raise AssertionError(f"a checkpoint that does not load: {e}") from None
+                assert not said or step == int(said[1]), f"said it stopped at step {said[1]}; the checkpoint holds {step}"
+            else:
+                assert not said, f"said it stopped at step {said[1]}; no checkpoint"
 
         code, _ = interrupted(lambda: ["train", DATA, "--out", checkpoint, *TRAIN,
                                        *(["--resume"] if checkpoint.exists() else [])],
