@@ -29,6 +29,7 @@ test: setup
 
 # The shipped model's run: resume it in the background from the committed training state
 # (since step 26700 with the context coder's code length in the loss: docs/TRAINING.md).
+# Stop it with `kill -TERM` (since session 56 it writes the checkpoint of the step under way, then exits).
 # One thread leaves a core for other work; `make train TRAIN_THREADS=2` only while nothing else
 # runs: beside other work its two threads wait on each other (session 25: not 50 steps in 38 minutes
 # beside two single-thread jobs, where one thread makes 0.08 steps/s beside one).
