@@ -440,14 +440,19 @@ def test_the_first_signal_asks_and_the_second_ends_at_once():
 
     for signum, second in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
         stop, console = threading.Event(), Console(file=io.StringIO())
-        before = signal.getsignal(signum)
-        with pytest.raises(second):
-            with _stopping(stop, console) as received:
-                os.kill(os.getpid(), signum)
-                assert stop.is_set() and received == [signum]
-                assert "stopping after the step under way" in console.file.getvalue()
-                os.kill(os.getpid(), signum)
-        assert signal.getsignal(signum) is before
+        # as from a terminal: a suite started in the background (`nohup make test &`) has SIGINT ignored
+        mine = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        before = signal.signal(signum, mine)
+        try:
+            with pytest.raises(second):
+                with _stopping(stop, console) as received:
+                    os.kill(os.getpid(), signum)
+                    assert stop.is_set() and received == [signum]
+                    assert "stopping after the step under way" in console.file.getvalue()
+                    os.kill(os.getpid(), signum)
+            assert signal.getsignal(signum) is mine  # as it was
+        finally:
+            signal.signal(signum, before)
 
 
 def test_a_signal_ignored_at_the_start_stays_ignored():
