@@ -27,10 +27,10 @@ the command) so that kills land between many commits. A finding:
 - after the final restore: a PNG not pixel for pixel the uninterrupted restore's, or a temporary file
   left in its folder; after the final compact: its blobs not an uninterrupted compact's;
 - `train` (since session 55: a tiny model, 360 steps, a checkpoint every 48 (24 steps, a checkpoint
-  every step, until session 56), rerun with --resume where a checkpoint is there, as a user would): after any kill a
-  checkpoint that does not load or a temporary file beside it, or (since session 56) a run stopped
-  by Ctrl-C or SIGTERM whose checkpoint is not at the step it said it stopped at; at the end a model
-  not bit for bit the uninterrupted run's.
+  every step, until session 56), rerun with --resume where a checkpoint is there, as a user would):
+  after any kill a checkpoint that does not load or a temporary file beside it, or (since session
+  56) a run stopped by Ctrl-C or SIGTERM whose checkpoint is not at the step it said it stopped at;
+  at the end a model not bit for bit the uninterrupted run's.
 
 Prints each case's signals and the counts of the outcomes. The images are encoded with
 --batch-size 1 and --precision fp32, so that an image's codes do not depend on which others share
