@@ -6,6 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+# a tiny model's training (`rgbatch train` options but --out, --steps and the checkpoints): the fuzzers' runs
+TINY_TRAINING = ["--batch-size", "1", "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
+                 "--threads", "1"]
+
 
 def report(summary: dict, path: str | None, saved: dict | None = None):
     """Print a benchmark's summary as JSON, and write it (or `saved`, a fuller record) to `path` if one is given."""

@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from _common import TINY_TRAINING
 from rgbatch.manifest import Archive
 from rgbatch.storage import TEMP_PREFIX
 from rgbatch.train import TrainingError, load_training_state
@@ -74,8 +75,7 @@ main()
 # a tiny model's training, a checkpoint every 48 steps (`train --resume` goes on from the last one; a
 # Ctrl-C or SIGTERM writes one where it stops), most of its run in the steps (7 s of 10 here)
 DATA = Path(__file__).parent.parent / "tests" / "data"
-TRAIN = ["--steps", "360", "--batch-size", "1", "--patch", "32", "--iterations", "2", "--width", "0.125",
-         "--max-iterations", "4", "--checkpoint-every", "48", "--threads", "1"]
+TRAIN = ["--steps", "360", "--checkpoint-every", "48", *TINY_TRAINING]
 SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 # how a command sent each signal may end: its own exit code, or killed by the signal itself (before
 # its handlers are in place, or once Python has put the defaults back on its way out), which a shell

@@ -40,6 +40,7 @@ import typer.main
 from PIL import Image
 from typer.testing import CliRunner
 
+from _common import TINY_TRAINING
 from rgbatch.cli import app
 
 DATA = Path(__file__).parent.parent / "tests" / "data"
@@ -109,9 +110,7 @@ class Scene:
                 self.invoke(["encode", str(self.sources / "a.png"), "--out", str(self.stream), "--iterations", "3"])]
         # a tiny model's checkpoint and weight file, for the commands that write model files
         self.checkpoint, self.model = root / "run.pt", root / "model.safetensors"
-        made += [self.invoke(["train", str(DATA), "--out", str(self.checkpoint), "--steps", "2", "--batch-size", "1",
-                              "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
-                              "--threads", "1"]),
+        made += [self.invoke(["train", str(DATA), "--out", str(self.checkpoint), "--steps", "2", *TINY_TRAINING]),
                  self.invoke(["export", str(self.checkpoint), "--out", str(self.model)])]
         for result in made:
             assert result.exit_code == 0, result.output
@@ -144,9 +143,8 @@ class Scene:
                 "bench": ["bench", str(self.sources), "--out", str(out / "bench"), "--manifest", str(out / "b.parquet"),
                           "--limit", "1", "--iterations", "1", "--classical", "none", "--speed-images", "0",
                           "--no-cache"],
-                "train": ["train", str(DATA), "--out", str(out / "run.pt"), "--steps", "2", "--batch-size", "1",
-                          "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
-                          "--checkpoint-every", "1", "--threads", "1", "--time-limit", "20"],  # huge --steps: valid
+                "train": ["train", str(DATA), "--out", str(out / "run.pt"), "--steps", "2", *TINY_TRAINING,
+                          "--checkpoint-every", "1", "--time-limit", "20"],  # huge --steps: valid
                 "pack": ["pack", str(DATA), "--out", str(out / "pack.npy"), "--crop", "64"],
                 "export": ["export", str(self.checkpoint), "--out", str(out / "w.safetensors")],
                 "slim": ["slim", str(self.checkpoint), "--out", str(out / "slim.pt")],

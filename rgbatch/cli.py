@@ -351,9 +351,10 @@ def _exit_stopped(signum: int, said: str):
 
 @contextlib.contextmanager
 def archive_errors(kept: str = ""):
-    """`user_errors` for the archive commands, and more: SIGTERM ends a command as Ctrl-C does
-    (what is committed stays, Ray is shut down; exit 143; `kept` says what stays), and even an
-    unexpected exception is one line on stderr (exit 2), never a traceback."""
+    """`user_errors` for the archive commands and the long jobs (`train`, `fit-refiner`), and more:
+    SIGTERM ends a command as Ctrl-C does (what is committed stays, Ray is shut down; exit 143;
+    `kept` says what stays), and even an unexpected exception is one line on stderr (exit 2), never
+    a traceback."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with user_errors():

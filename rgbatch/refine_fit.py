@@ -47,6 +47,12 @@ def made_from(weights, data_dirs: list, crop: int = CROP, seed: int = 0) -> dict
     return {"model_id": model_id, "data": [os.path.abspath(d) for d in data_dirs], "crop": crop, "seed": seed}
 
 
+def _recorded_source(pairs) -> dict | None:
+    """The `made_from` record of a folder of pairs (None: made before session 56)."""
+    recorded = Path(pairs) / "pairs.json"
+    return json.loads(recorded.read_text()) if recorded.is_file() else None
+
+
 def _same_source(what: str, theirs: dict | None, ours: dict, where: str):
     """An OptionError (on `state`) unless `theirs` (None: not recorded) is `ours`: a kept folder of
     pairs or a state made for another model or data would train a refiner for the wrong codes."""
@@ -69,9 +75,7 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
     out_dir = Path(out_dir)
     source = made_from(weights, data_dirs, crop, seed)
     if (out_dir / "rec.npy").is_file():
-        recorded = out_dir / "pairs.json"
-        _same_source("training pairs", json.loads(recorded.read_text()) if recorded.is_file() else None, source,
-                     f"(its pairs, {out_dir})")
+        _same_source("training pairs", _recorded_source(out_dir), source, f"(its pairs, {out_dir})")
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -145,8 +149,7 @@ def train_refiner(pairs, state, steps: int = 8000, batch_size: int = 16, lr: flo
     """Train (or resume, from `state`) a refiner on the pairs in `pairs` (`make_pairs`); a state
     trained on pairs made from another model or data is an OptionError. `stop` (a
     `threading.Event`), once set, ends the run after its step, its state saved."""
-    recorded = Path(pairs) / "pairs.json"
-    source = json.loads(recorded.read_text()) if recorded.is_file() else None
+    source = _recorded_source(pairs)
     orig = np.load(Path(pairs) / "orig.npy", mmap_mode="r")
     rec = np.load(Path(pairs) / "rec.npy", mmap_mode="r")
     if len(orig) <= VALIDATION + batch_size:
