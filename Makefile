@@ -70,7 +70,7 @@ EVAL_RUN ?= main
 EVAL_SNAPSHOTS ?= 3
 EVAL_LIMIT ?= 8
 EVAL_THREADS ?= 1
-EVAL_BENCH = OMP_NUM_THREADS=$(EVAL_THREADS) $(BIN)/rgbatch bench --limit $(EVAL_LIMIT) --classical none --decoding float --speed-images 0
+EVAL_BENCH = OMP_NUM_THREADS=$(EVAL_THREADS) $(BIN)/rgbatch bench --overwrite --limit $(EVAL_LIMIT) --classical none --decoding float --speed-images 0
 eval: setup
 	mkdir -p runs/eval
 	$(BIN)/rgbatch export --out runs/eval/$(EVAL_RUN).safetensors --tables-from rgbatch/models/default.safetensors \
@@ -200,8 +200,9 @@ gpu-bench: gpu-site
 # classical results are kept in the repository: the slow AVIF settings take hours on a 2-core machine,
 # and a bench measures only what the cache lacks (docs/BENCH.md, "Classical results are cached")
 CLASSICAL_CACHE ?= docs/classical-cache.jsonl.xz
-# the network in fp32: the same codes on every host (bf16 encodings may differ near a binarizer's zero)
-BENCH_ARGS := --classical-cache $(CLASSICAL_CACHE) --precision fp32
+# the network in fp32: the same codes on every host (bf16 encodings may differ near a binarizer's zero);
+# the committed results are replaced (`rgbatch bench` refuses an earlier run's files without --overwrite)
+BENCH_ARGS := --classical-cache $(CLASSICAL_CACHE) --precision fp32 --overwrite
 bench: setup
 	$(BIN)/rgbatch bench ../shared/data/kodak --out docs/bench --manifest manifests/bench-kodak/bench.parquet $(BENCH_ARGS)
 	$(BIN)/rgbatch bench ../shared/data/photos/val --out docs/bench-photos --manifest manifests/bench-photos/bench.parquet \

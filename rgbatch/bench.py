@@ -344,19 +344,31 @@ def _speed(db, where: str, params: dict) -> dict:
 
 
 # -- the whole run -----------------------------------------------------------------------------
-def bench(image_dir, out_dir, manifest=None, **options) -> BenchReport:
+OUTPUT_NAMES = ("summary.json", "msssim.png", "psnr.png")  # the files of OUT_DIR
+
+
+def bench(image_dir, out_dir, manifest=None, overwrite: bool = False, **options) -> BenchReport:
     """Measure (options as `measure`), then write the manifest, summary.json and the plots.
 
-    The manifest goes to `manifest` (default OUT_DIR/bench.parquet). Where neither can be
-    written (a file where OUT_DIR should be, a folder where the manifest should), that is said
-    before the measuring, not after it.
+    The manifest goes to `manifest` (default OUT_DIR/bench.parquet). Where they cannot be
+    written (a file where OUT_DIR should be, a folder where the manifest should, or, unless
+    `overwrite`, an earlier run's files there), that is said before the measuring, not after it.
     """
     manifest = manifest or Path(out_dir) / "bench.parquet"
+    _checked_outputs(out_dir, manifest, overwrite)
+    rows = measure(image_dir, **options)
+    return write_outputs(rows, out_dir, manifest, overwrite=overwrite)
+
+
+def _checked_outputs(out_dir, manifest, overwrite: bool) -> list[Path]:
+    """OUT_DIR's files (OUTPUT_NAMES), after checking them and the manifest, if any, as
+    `storage.output_file` checks one: NotWritten for the first that cannot be written."""
     if (what := storage.described(*storage.resolve(out_dir))) not in ("a folder", "missing"):
         raise storage.NotWritten(f"{out_dir}: {what} is there, not a folder")
-    storage.output_file(manifest, overwrite=True)
-    rows = measure(image_dir, **options)
-    return write_outputs(rows, out_dir, manifest)
+    files = [Path(out_dir, name) for name in OUTPUT_NAMES]
+    for file in [*([Path(manifest)] if manifest is not None else []), *files]:
+        storage.output_file(file, overwrite=overwrite)
+    return files
 
 
 def read_manifest(path) -> pa.Table:
@@ -370,26 +382,25 @@ def read_manifest(path) -> pa.Table:
     return rows
 
 
-def write_outputs(rows: pa.Table, out_dir, manifest=None) -> BenchReport:
+def write_outputs(rows: pa.Table, out_dir, manifest=None, overwrite: bool = False) -> BenchReport:
     """summary.json, msssim.png and psnr.png of a run's rows in `out_dir`, and the rows as a
-    Parquet manifest at `manifest` when given."""
+    Parquet manifest at `manifest` when given: each written whole or not at all, and none
+    unless all can be (an earlier run's files are replaced only with `overwrite`)."""
     from .plots import rate_distortion_plot
 
-    out_dir = Path(out_dir)
-    files = []
-    if manifest is not None:  # each file written whole or not at all (`storage.write_atomic`)
-        manifest = Path(manifest)
+    summary_path, *plots = _checked_outputs(out_dir, manifest, overwrite)
+    summary = summarize(rows)
+    contents = []
+    if manifest is not None:
         buffer = pa.BufferOutputStream()
         pq.write_table(rows, buffer)
-        storage.write_output(*storage.resolve(manifest), buffer.getvalue().to_pybytes(), overwrite=True)
-        files.append(manifest)
-    summary = summarize(rows)
-    storage.write_atomic(*storage.resolve(out_dir / "summary.json"), (json.dumps(summary, indent=1) + "\n").encode())
-    files.append(out_dir / "summary.json")
+        contents.append((Path(manifest), buffer.getvalue().to_pybytes()))
+    contents.append((summary_path, (json.dumps(summary, indent=1) + "\n").encode()))
     title = f"{summary['images']} images of {image_set(summary)}"
-    for metric in ("msssim", "psnr"):
-        files.append(rate_distortion_plot(summary, metric, out_dir / f"{metric}.png", title=title))
-    return BenchReport(rows, summary, files)
+    contents += [(path, rate_distortion_plot(summary, metric, title=title)) for metric, path in zip(("msssim", "psnr"), plots)]
+    for path, data in contents:
+        storage.write_output(*storage.resolve(path), data, overwrite=overwrite)
+    return BenchReport(rows, summary, [path for path, _ in contents])
 
 
 # -- display -----------------------------------------------------------------------------------

@@ -937,6 +937,8 @@ def bench_command(
     classical_names: str = typer.Option("all", "--classical", help="Classical settings to measure, comma-separated "
                                         "(e.g. avif,jxl), `all` or `none` (rgbatch alone: comparing models)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier run's manifest, summary.json and plots (default: "
+                                   "refuse before measuring, exit 2)."),
 ):
     """Rate, quality and speed of rgbatch against JPEG, WebP, AVIF and JPEG XL on your images (docs/BENCH.md)."""
     from .bench import bench, read_manifest, summarize, summary_tables, write_outputs
@@ -944,7 +946,7 @@ def bench_command(
     with user_errors():
         if source.is_file():
             rows = read_manifest(source)
-            summary = write_outputs(rows, out_dir).summary if out_dir else summarize(rows)
+            summary = write_outputs(rows, out_dir, overwrite=overwrite).summary if out_dir else summarize(rows)
         else:
             with _image_progress("bench") as progress:  # drawn from the first image on: an error line stands alone
                 name = f"bench-{source.resolve().name}"
@@ -952,7 +954,8 @@ def bench_command(
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
                                 device=device, precision=precision, decoding=decoding, search_steps=search_steps,
                                 classical_cache=None if no_cache else classical_cache, log=err.print,
-                                classical_sweeps=classical_sweeps(classical_names), progress=progress).summary
+                                classical_sweeps=classical_sweeps(classical_names), progress=progress,
+                                overwrite=overwrite).summary
     if as_json:
         out.print_json(json.dumps(summary))
     else:

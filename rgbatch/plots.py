@@ -8,12 +8,8 @@ codec's mean over the images at each quality setting (rgbatch: at each depth), a
 from __future__ import annotations
 
 import io
-from pathlib import Path
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from . import storage
 
 # Toderici et al. 2017, Residual GRU before entropy coding, on Kodak: (iteration, bpp, MS-SSIM,
 # PSNR dB). Source: ../shared/docs/anchors.md, from tensorflow/compression
@@ -32,8 +28,8 @@ TODERICI_2017 = (
 METRICS = {"msssim": ("MS-SSIM (RGB)", 2), "psnr": ("PSNR (RGB, dB)", 3)}  # label, column of TODERICI_2017
 
 
-def rate_distortion_plot(summary: dict, metric: str, path, title: str = "") -> Path:
-    """Write the `metric` ("msssim" or "psnr") vs bpp plot of a bench summary as a PNG."""
+def rate_distortion_plot(summary: dict, metric: str, title: str = "") -> bytes:
+    """The `metric` ("msssim" or "psnr") vs bpp plot of a bench summary, as PNG bytes."""
     label, column = METRICS[metric]
     fig = Figure(figsize=(7.5, 5.5), dpi=120)
     FigureCanvasAgg(fig)
@@ -65,11 +61,9 @@ def rate_distortion_plot(summary: dict, metric: str, path, title: str = "") -> P
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    storage.write_atomic(*storage.resolve(path), buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 __all__ = ["TODERICI_2017", "rate_distortion_plot"]

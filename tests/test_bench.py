@@ -276,6 +276,46 @@ def test_cli_bench_refuses_bad_options_and_outputs_before_measuring(tiny_weights
     assert measured == []
 
 
+def test_cli_bench_replaces_an_earlier_runs_files_only_when_told(tiny_weights, tmp_path, monkeypatch):
+    """A second run into the same outputs replaced the first's results without a word (a
+    `--limit 5` look replaced a whole folder's manifest) until session 57: now it is refused
+    before measuring, naming the file, and `--overwrite` replaces them; summarizing a manifest
+    again into a folder that has results writes nothing unless told."""
+    import rgbatch.bench
+
+    base = ["bench", str(DATA), "--weights", str(tiny_weights), "--classical", "none", "--limit", "1",
+            "--iterations", "1", "--speed-images", "0", "--no-cache", "--out", str(tmp_path / "o")]
+    for manifest in ("m.parquet", "o/bench.parquet"):
+        (tmp_path / "o").mkdir(exist_ok=True)
+        command = base + ["--manifest", str(tmp_path / manifest)]
+        assert CliRunner().invoke(app, command).exit_code == 0
+        before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        for gone in [tmp_path / manifest, *(tmp_path / "o" / name for name in rgbatch.bench.OUTPUT_NAMES)]:
+            others = {p: d for p, d in before.items() if p != gone}
+            gone.unlink()  # any one of the four there is enough to refuse the run
+            with monkeypatch.context() as m:
+                m.setattr(rgbatch.bench, "measure", lambda *a, **k: pytest.fail("measured"))
+                result = CliRunner().invoke(app, command)
+            assert result.exit_code == 2, result.output
+            assert "already there: not overwritten (the overwrite option replaces it)" in " ".join(result.output.split())
+            assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == others
+            gone.write_bytes(before[gone])
+        again = CliRunner().invoke(app, command + ["--overwrite"])
+        assert again.exit_code == 0, again.output
+        assert {p for p in tmp_path.rglob("*") if p.is_file()} == set(before)
+        for path in before:
+            path.unlink()
+    # the tables of a manifest drawn again into a folder with results: refused, then replaced
+    assert CliRunner().invoke(app, base + ["--manifest", str(tmp_path / "m.parquet")]).exit_code == 0
+    (tmp_path / "o" / "psnr.png").unlink()
+    summarize = ["bench", str(tmp_path / "m.parquet"), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, summarize)
+    assert result.exit_code == 2 and "summary.json: a file is already there" in " ".join(result.output.split())
+    assert not (tmp_path / "o" / "psnr.png").exists()  # none written unless all can be
+    assert CliRunner().invoke(app, summarize + ["--overwrite"]).exit_code == 0
+    assert (tmp_path / "o" / "psnr.png").exists()
+
+
 def test_cli_bench_refuses_an_unknown_classical_setting(tmp_path):
     result = CliRunner().invoke(app, ["bench", str(DATA), "--out", str(tmp_path), "--classical", "avif,zip"])
     words = " ".join(result.output.split())
