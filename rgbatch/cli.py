@@ -312,10 +312,13 @@ def _raise_terminated(signum, frame):
 
 
 @contextlib.contextmanager
-def _stopping(stop: threading.Event, console):
+def _stopping(stop: threading.Event, console, said: str = "stopping after the step under way, its checkpoint "
+                                                          "written (again: at once, losing the steps since the last "
+                                                          "checkpoint)"):
     """Ctrl-C and SIGTERM set `stop` (`train` ends after the step under way, its checkpoint
-    written) and a second one ends the command at once, as they do elsewhere. Yields the list of
-    signals received. A signal the command was started ignoring stays ignored."""
+    written), `said` after the signal's name, and a second one ends the command at once, as they
+    do elsewhere. Yields the list of signals received. A signal the command was started ignoring
+    stays ignored."""
     received = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -328,8 +331,7 @@ def _stopping(stop: threading.Event, console):
             raise KeyboardInterrupt
         received.append(signum)
         stop.set()
-        console.print(f"{signal.Signals(signum).name}: stopping after the step under way, its checkpoint written "
-                      f"(again: at once, losing the steps since the last checkpoint)", style="yellow", highlight=False)
+        console.print(f"{signal.Signals(signum).name}: {said}", style="yellow", highlight=False)
 
     previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN}
     try:
@@ -1013,8 +1015,8 @@ def fit_refiner_command(
     """Train a decoder-side refiner and write the weights with it (docs/TRAINING.md, "Refiner"):
     the codes stay the same, each depth's image is refined. Measured so far: no gain.
 
-    Ctrl-C or SIGTERM stops the training after its step, its state saved (--out not written; the
-    same command goes on); a second signal: at once."""
+    Ctrl-C or SIGTERM stops the pair-making after its batch or the training after its step, what
+    they made kept (--out not written; the same command goes on); a second signal: at once."""
     from .refine_fit import fit_refiner
 
     # each number checked before the pairs are made (until session 53: a traceback, or after them)
@@ -1027,12 +1029,13 @@ def fit_refiner_command(
 
             torch.set_num_threads(threads)
         stop = threading.Event()
-        with _stopping(stop, err) as signals:
+        with _stopping(stop, err, "stopping after the batch of crops or the step under way, what it made kept "
+                                  "(again: at once, losing what was made since)") as signals:
             mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
                               log=lambda m: err.print(m, highlight=False), stop=stop)
         if signals:
-            _exit_stopped(signals[0], f"its state saved in {state}, {out_path} not written; the same command goes "
-                                      f"on from it")
+            _exit_stopped(signals[0], f"what it made is kept ({state}, and its pairs beside it), {out_path} not "
+                                      f"written; the same command goes on from it")
     out.print(f"wrote {out_path} (model id {mid})")
 
 

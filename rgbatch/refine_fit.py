@@ -66,12 +66,17 @@ def _same_source(what: str, theirs: dict | None, ours: dict, where: str):
                                f"{{state}} (its pairs are kept beside it), or remove both to start again", ("state",))
 
 
-def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 0, log=print) -> Path:
+def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 0, log=print, stop=None) -> Path | None:
     """Crops of the images under `data_dirs` (orig.npy, (N, crop, crop, 3) uint8) and the codec's
     reconstruction of each at every depth (rec.npy, (N, depths, crop, crop, 3) uint8), in
     `out_dir`, in random order, with pairs.json (`made_from`). Kept: a second call with the same
     folder reuses them, if made from the same model and data (else an OptionError: until session
-    56 another model's pairs were reused without a word)."""
+    56 another model's pairs were reused without a word).
+
+    The reconstructions are made a batch at a time into rec.tmp.npy, the crops coded so far
+    recorded in rec.tmp.json after each: a call that was stopped (`stop` set: None returned after
+    the batch under way) or killed goes on from there (until session 57 Ctrl-C waited for every
+    pair, and a rerun made them all again)."""
     out_dir = Path(out_dir)
     source = made_from(weights, data_dirs, crop, seed)
     if (out_dir / "rec.npy").is_file():
@@ -94,23 +99,50 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
     crops = np.stack(crops)[rng.permutation(len(crops))]
     codec = Codec.load(weights, refine=False)
     depths = codec.default_iterations
-    tmp = out_dir / "rec.tmp.npy"
-    rec = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(crops), depths, crop, crop, 3))
+    shape = (len(crops), depths, crop, crop, 3)
+    tmp, progress = out_dir / "rec.tmp.npy", out_dir / "rec.tmp.json"
+    rec, done = _reconstructions(tmp, progress, {**source, "shape": list(shape)})
+    if done:
+        log(f"pairs: going on after {done}/{len(crops)} crops coded before ({out_dir})")
     start = time.time()
     with torch.inference_mode():
-        for i in range(0, len(crops), codec.batch_size):
+        for i in range(done, len(crops), codec.batch_size):
+            if stop is not None and stop.is_set():
+                log(f"pairs: stopped after {i}/{len(crops)} crops coded, kept in {out_dir}: the same command goes "
+                    f"on from them")
+                return None
             x = to_float(crops[i:i + codec.batch_size]).to(codec.device)
             for t, (_, x_hat) in enumerate(codec.model.iterate(x, depths)):
                 rec[i:i + len(x), t] = to_uint8(x_hat.clamp(-0.5, 0.5))
+            rec.flush()  # the rows on disk before the record that counts them
+            with NewFile.replacing(progress) as f:
+                f.write(json.dumps({**source, "shape": list(shape), "done": i + len(x)}).encode())
             log(f"pairs: {i + len(x)}/{len(crops)} crops coded ({time.time() - start:.0f} s)")
-    rec.flush()
     del rec
     with NewFile.replacing(out_dir / "orig.npy") as f:
         np.save(f, crops)
     with NewFile.replacing(out_dir / "pairs.json") as f:  # before rec.npy, which says the pairs are whole
         f.write(json.dumps(source).encode())
     replace_file(tmp, out_dir / "rec.npy")  # a memory map is written under a name: a hidden one until whole
+    progress.unlink()
     return out_dir
+
+
+def _reconstructions(tmp: Path, progress: Path, made: dict) -> tuple[np.memmap, int]:
+    """The memory map of reconstructions `tmp`, and how many crops an earlier call coded into it:
+    its record `progress` says how many, and for which model, data and shape; a new map, 0,
+    where the record is missing, unreadable or for others, or the map not what it says."""
+    shape = tuple(made["shape"])
+    try:
+        record = json.loads(progress.read_bytes())
+        done = record.pop("done")
+        if record == made and isinstance(done, int) and 0 < done <= shape[0]:
+            rec = np.lib.format.open_memmap(tmp, mode="r+")
+            if rec.shape == shape and rec.dtype == np.uint8:
+                return rec, done
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass
+    return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape), 0
 
 
 def _lr(step: int, steps: int, lr: float) -> float:
@@ -216,8 +248,11 @@ def attach_refiner(weights, refiner: Refiner, out, info: dict | None = None) -> 
 def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_limit: float = 0,
                 seed: int = 0, log=print, stop=None) -> str | None:
     """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`;
-    its model id, or None where `stop` ended the training (its state saved, `out` not written)."""
-    pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log)
+    its model id, or None where `stop` ended the pair-making or the training (what they made
+    kept, `out` not written)."""
+    pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log, stop=stop)
+    if pairs is None:
+        return None
     refiner = train_refiner(pairs, state, steps=steps, time_limit=time_limit, seed=seed, log=log, stop=stop)
     if stop is not None and stop.is_set():
         return None

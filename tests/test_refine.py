@@ -209,6 +209,60 @@ def test_pairs_and_a_state_made_from_another_model_are_refused_not_reused(tmp_pa
         refine_fit.make_pairs(weights[0], [data], a, log=quiet)
 
 
+def test_making_pairs_stops_after_its_batch_and_goes_on_from_there(tmp_path, rng):
+    """Until session 57 Ctrl-C during `fit-refiner`'s pair-making (an hour on a CPU) waited for
+    every pair, and a rerun made them all again; now it stops after the batch under way and the
+    rerun codes only the crops left, to the same pairs as a run never stopped."""
+    from PIL import Image
+
+    from rgbatch import refine_fit
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(6):  # 12 crops: batches of 8 and 4
+        Image.fromarray(rng.integers(0, 256, (200, 230, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, ResidualGRUCodec(CodecConfig(width=0.125, max_iterations=2)))
+    whole = refine_fit.make_pairs(weights, [data], tmp_path / "whole", log=lambda _: None)
+    stop, logs = threading.Event(), []
+
+    def log(message):
+        logs.append(message)
+        stop.set()  # the signal comes while the first batch is coded
+
+    pairs = tmp_path / "pairs"
+    assert refine_fit.make_pairs(weights, [data], pairs, log=log, stop=stop) is None
+    assert logs[-1] == f"pairs: stopped after 8/12 crops coded, kept in {pairs}: the same command goes on from them"
+    assert sorted(p.name for p in pairs.iterdir()) == ["rec.tmp.json", "rec.tmp.npy"]
+    logs.clear()
+    assert refine_fit.make_pairs(weights, [data], pairs, log=logs.append) == pairs
+    assert logs[0] == f"pairs: going on after 8/12 crops coded before ({pairs})"
+    assert [m.split(" (")[0] for m in logs[1:]] == ["pairs: 12/12 crops coded"]
+    assert sorted(p.name for p in pairs.iterdir()) == ["orig.npy", "pairs.json", "rec.npy"]
+    for name in ("orig.npy", "rec.npy"):
+        assert np.array_equal(np.load(pairs / name), np.load(whole / name))
+    # a record of another seed's crops, or a map cut short, is not gone on from: made anew
+    for spoil in ("seed", "cut"):
+        stop.clear()
+        other = tmp_path / spoil
+        refine_fit.make_pairs(weights, [data], other, log=log, stop=stop)
+        if spoil == "seed":
+            record = json.loads((other / "rec.tmp.json").read_text())
+            (other / "rec.tmp.json").write_text(json.dumps({**record, "seed": 1}))
+        else:
+            with open(other / "rec.tmp.npy", "r+b") as f:
+                f.truncate(100)
+        logs.clear()
+        refine_fit.make_pairs(weights, [data], other, log=logs.append)
+        assert [m.split(" (")[0] for m in logs] == ["pairs: 8/12 crops coded", "pairs: 12/12 crops coded"]
+        assert np.array_equal(np.load(other / "rec.npy"), np.load(whole / "rec.npy"))
+    # fit_refiner stopped while it makes pairs: no training state, no weight file
+    state, out = tmp_path / "refiner.pt", tmp_path / "refined.safetensors"
+    assert refine_fit.fit_refiner(weights, [data], out, state, log=logs.append, stop=stop) is None
+    assert logs[-1].startswith("pairs: stopped after 0/12 crops coded") and not state.exists() and not out.exists()
+
+
 def test_a_refiner_state_that_is_not_one_or_would_run_code_is_a_worded_error(tmp_path, monkeypatch):
     from rgbatch import refine_fit
     from rgbatch.train import TrainingError
