@@ -655,14 +655,33 @@ def png_names(paths: list[str]) -> dict[str, str]:
     return names
 
 
+def select_globs(select: str | list[str] | None) -> tuple[str, ...]:
+    """`select` (restore's, the HTML report's) as globs: none (every path), one, or several."""
+    return () if select is None else (select,) if isinstance(select, str) else tuple(select)
+
+
+def selects(path: str, globs: tuple[str, ...]) -> bool:
+    """Whether `globs` (`select_globs`) pick an archived path: any matches it, or there are none."""
+    return not globs or any(fnmatch.fnmatchcase(path, glob) for glob in globs)
+
+
+def check_every_glob_matches(name: str, globs: tuple[str, ...], paths: list[str]):
+    """OptionError for the first of `globs` that matches none of `paths`: a mistyped glob would
+    pick nothing, silently (until session 57 a repeated --select kept only the last)."""
+    for glob in globs:
+        if not any(fnmatch.fnmatchcase(p, glob) for p in paths):
+            hint = " (in a glob '[...]' is a set of characters: a literal '[' is written '[[]')" if "[" in glob else ""
+            raise OptionError(name, f"{glob!r}: no archived image matches it{hint}")
+
+
 def restore(archive, out, iterations: int | None = None, target_msssim: float | None = None,
-            select: str | None = None, weights=None, device: str = "auto", batch_size: int = 8,
+            select: str | list[str] | None = None, weights=None, device: str = "auto", batch_size: int = 8,
             precision: str = "auto", decoding: str = "exact", overwrite: bool = False, progress=None,
             max_pixels: int = MAX_PIXELS, workers: int = 0, address: str | None = None) -> RestoreResult:
     """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
     stores) or per image the smallest depth reaching `target_msssim`; default all stored.
 
-    `select` is a glob on the archived paths. File names: `png_names`. A file already there is
+    `select` is a glob on the archived paths, or several (a path matching any). File names: `png_names`. A file already there is
     never replaced unless `overwrite`, and no symbolic link below `out` is followed. Every
     image that cannot be restored is a failure with its reason; the others are written.
     `progress(done, total)` is called per group of images. `workers` > 0 decodes and writes on
@@ -677,6 +696,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     if not str(out):  # the current folder, as a path (`--out "$UNSET"`): until session 54 written into
         raise OptionError("out", "is empty: give the folder to write the PNGs under ('.' for the current one)")
     target = Target(msssim=target_msssim)
+    globs = select_globs(select)
     man = Archive(archive)
     table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim",
                                     "source_hash"], keep=("source_hash", "model_id"))
@@ -687,17 +707,17 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             try:
                 safe_relative_path(path)
             except ValueError as e:
-                if select is None or fnmatch.fnmatchcase(path, select):
+                if selects(path, globs):
                     result.failures.append((path, str(e)))
                 continue
             safe.append(path)
-    selected = [p for p in safe if select is None or fnmatch.fnmatchcase(p, select)]
-    copies = _copies(table if select is None else table.filter(pc.is_in(table["path"], pa.array(selected, pa.string()))))
+    selected = [p for p in safe if selects(p, globs)]
+    copies = _copies(table.filter(pc.is_in(table["path"], pa.array(selected, pa.string()))) if globs else table)
     del table
-    result.failures += [(p, why) for p, why in damaged if select is None or fnmatch.fnmatchcase(p or "", select)]
+    result.failures += [(p, why) for p, why in damaged if selects(p or "", globs)]
     result.failures += man.unreadable  # whatever `select` says: its images may be among them
-    if select is not None and not selected and not result.failures:
-        raise OptionError("select", f"{select!r}: no archived image matches it")
+    if globs and not result.failures:
+        check_every_glob_matches("select", globs, selected)
     fs, root = storage.resolve(out)
     if storage.exists(fs, root) and not storage.is_dir(fs, root):
         raise OptionError("out", f"{out} is {storage.described(fs, root)}, not a folder")

@@ -362,10 +362,12 @@ def archive_errors(kept: str = ""):
         with user_errors():
             try:
                 yield
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`_raise_terminated`): both say what stays
+                said = f": {kept}" if kept else ""
                 if not _terminated:
-                    raise
-                err.print(_red("terminated", f" (SIGTERM){': ' + kept if kept else ''}"))
+                    err.print(_red("interrupted", said))
+                    raise typer.Exit(130) from None
+                err.print(_red("terminated", f" (SIGTERM){said}"))
                 raise typer.Exit(EXIT_TERMINATED) from None
             except (typer.Exit, *USER_ERRORS):
                 raise
@@ -537,17 +539,19 @@ def compress(
     if as_json:
         from dataclasses import asdict
 
-        _print_json({**asdict(result), "megapixels_per_second": result.megapixels_per_second})
+        _print_json({**asdict(result), "megapixels_per_second": result.megapixels_per_second,
+                     "compression_ratio": result.compression_ratio})
     else:
         table = Table(title=f"archive {shown(result.archive)}", title_justify="left", show_header=False)
-        ratio = result.source_bytes / result.archive_bytes if result.archive_bytes else 0
         for name, value in [("sources found", result.sources), ("already archived", result.skipped),
                             ("compressed", result.ok if not result.copied else
                              f"{result.ok} ({result.copied} copied: the same bytes as another image"
                              f"{f'; {result.shared} sharing its stream, stored once' if result.shared else ''})"),
                             ("failed", result.failed),
-                            ("source bytes", f"{result.source_bytes:,}"), ("archive bytes", f"{result.archive_bytes:,}"),
-                            ("ratio", f"{ratio:.1f}x"),
+                            ("source bytes", f"{result.source_bytes:,}"),
+                            ("archive bytes", f"{result.archive_bytes:,}" + (f" (+{result.alpha_bytes:,} in alpha channels)"
+                                                                          if result.alpha_bytes else "")),
+                            ("ratio", f"{result.compression_ratio:.1f}x" if result.compression_ratio else "-"),
                             ("bpp", f"{8 * result.archive_bytes / result.pixels:.3f}" if result.pixels else "-"),
                             ("time", f"{result.seconds:.1f} s"),
                             ("speed", f"{result.megapixels_per_second:.3f} MP/s on {result.workers} {result.device} "
@@ -605,7 +609,8 @@ def report(
                                            "tables, the rate-quality curve, and images side by side."),
     show: int = typer.Option(3, help="With --html: images shown beside their originals at several depths "
                                      "(the worst ones, unless --select)."),
-    select: Optional[str] = typer.Option(None, help="With --html: show the archived paths matching this glob."),
+    select: list[str] = typer.Option([], help="With --html: show the archived paths matching this glob (repeat it: "
+                                              "those matching any)."),
     weights: Optional[Path] = typer.Option(None, parser=path, help="With --html: weight file to decode with (default: the "
                                                       "shipped model)."),
     overwrite: bool = typer.Option(False, help="With --html: replace the page if there is one (default: refuse, "
@@ -699,7 +704,8 @@ def restore(
     out_dir: str = typer.Option(..., "--out", help="Folder (or URI) to write the PNGs under."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Depth to decode (at most what each image stores)."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
-    select: Optional[str] = typer.Option(None, help="Only the archived paths matching this glob."),
+    select: list[str] = typer.Option([], help="Only the archived paths matching this glob (repeat it: those "
+                                              "matching any)."),
     weights: Optional[Path] = WEIGHTS,
     device: str = DEVICE,
     batch_size: int = typer.Option(8, help="Tiles per network batch."),

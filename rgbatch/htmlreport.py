@@ -13,7 +13,6 @@ native resolution: a codec is judged on its pixels, not on a scaled-down thumbna
 from __future__ import annotations
 
 import base64
-import fnmatch
 import html
 import io
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import storage
-from .archive import (SourceUnreachable, _source_image, bytes_text, coding_text, copies_text, depth_text,
+from .archive import (SourceUnreachable, _source_image, bytes_text, check_every_glob_matches, coding_text,
+                      copies_text, depth_text, select_globs, selects,
                       reading_text, report)
 from .codec import Codec
 from .imageio import encode_png
@@ -189,11 +189,12 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
             f"<body>{''.join(body)}</body></html>\n")
 
 
-def write_html_report(archive, out, show: int = SHOWN, select: str | None = None, worst: int = 5, weights=None,
+def write_html_report(archive, out, show: int = SHOWN, select: str | list[str] | None = None, worst: int = 5, weights=None,
                       device: str = "auto", precision: str = "auto", crop: int = CROP, overwrite: bool = False) -> dict:
     """Write the page of `archive` to `out` (a local path or URI, atomically; a file there is
     replaced only with `overwrite`, checked before any work: `storage.output_file`); returns the
-    report's summary and the paths shown. Shown: the archived paths matching `select`, else
+    report's summary and the paths shown. Shown: the archived paths matching `select` (a glob,
+    or several: any), else
     the `show` worst images (at most `show` either way)."""
     check_range("show", show, 0)
     check_range("crop", crop, 32, what=" pixels")
@@ -202,12 +203,12 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | None = None
     worst_paths = [r["path"] for r in summary["worst"]]
     summary["worst"] = summary["worst"][:worst]
     man = Archive(archive)
-    if select is not None:
+    if globs := select_globs(select):
         table = man.table(["path", "status"])
         paths = [p for p, st in zip(table["path"].to_pylist(), table["status"].to_pylist())
-                 if st == "ok" and fnmatch.fnmatchcase(p, select)][:show]
-        if not paths:
-            raise OptionError("select", f"{select!r}: no archived image matches it")
+                 if st == "ok" and selects(p, globs)]
+        check_every_glob_matches("select", globs, paths)
+        paths = paths[:show]
     else:
         paths = worst_paths[:show]
     shown = []

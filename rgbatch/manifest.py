@@ -64,8 +64,8 @@ COMMIT_SECONDS = 60.0
 CHUNK_ROWS = 1 << 16
 RUN_BYTES = 16 << 20  # consecutive row groups read at once hold at most this (uncompressed, all their columns)
 # what `done` reads: what `Row.problem` checks, and the source's hash, size and time
-DONE_COLUMNS = ["path", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width", "height",
-                "iterations", *PER_DEPTH, "options", "shared_blob", "blob_sha256"]
+DONE_COLUMNS = ["path", "source", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width",
+                "height", "iterations", *PER_DEPTH, "options", "shared_blob", "blob_sha256"]
 DONE_KEPT = ["path", "source_hash", "source_bytes", "source_mtime"]  # the columns of `done`'s table, with `alike`
 # Footers read at listing are kept for the readings that follow (parts never change once written),
 # up to this many bytes of memory: beyond, read again. A decoded footer holds about 1 KB per column
@@ -361,6 +361,9 @@ def not_an_archive(location: str, fs, root: str, files: list[str] | None = None)
     if benches:
         name = posixpath.join(location, benches[0].rsplit("/", 1)[-1])
         return ValueError(f"{location} holds a bench manifest, not an archive: `rgbatch bench {name}` summarises it")
+    if holder := ArchiveLock.holder(fs, root):  # its first run has committed nothing yet
+        return ArchiveBusy(f"{location} holds no manifest parts yet: it is being written by {holder}; wait for it "
+                           f"to commit its first part, or to end")
     return ValueError(f"{location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
 
 
@@ -802,9 +805,10 @@ class Archive:
         """The images whose current row is ok (and not damaged, see `Row.problem`): what a rerun
         skips (`sources.unchanged`), as a table of `DONE_KEPT` (path, source hash, size and
         modification time; the texts large strings, in one chunk: `take` is 100x faster than on
-        many) and `alike`: whether the row was made by the model and options of `alike` (its
+        many), `alike`: whether the row was made by the model and options of `alike` (its
         model id and `Row.options` text), so that a new source of its bytes may take its row
-        (rgbatch.pipeline). Read and checked a chunk at a time (`chunks`); a million rows hold
+        (rgbatch.pipeline), and `source`: the location it was read from (a changed source of
+        another location does not replace it while that one is there: `_Run.claimed`). Read and checked a chunk at a time (`chunks`); a million rows hold
         about 100 MB (a dictionary of them held 370 MB and took twice the time)."""
         def read() -> pa.Table:
             kept = [self.empty_done()]
@@ -814,7 +818,8 @@ class Archive:
                 table = table.filter(pc.invert(self.unheld(table)))
                 same = pa.array(np.zeros(table.num_rows, dtype=bool)) if alike is None else pc.fill_null(
                     pc.and_(pc.equal(table["model_id"], alike[0]), pc.equal(table["options"], alike[1])), False)
-                kept.append(table.select(DONE_KEPT).append_column("alike", same).cast(kept[0].schema))
+                kept.append(table.select(DONE_KEPT).append_column("alike", same)
+                            .append_column("source", table["source"]).cast(kept[0].schema))
             return pa.concat_tables(kept).combine_chunks()
 
         return self._noted(self.read_whole(read)) if self.parts else self.empty_done()
@@ -881,12 +886,12 @@ class Archive:
                            use_threads=False)
         return pa.table({"path": joined["path"], "source_hash": joined["source_hash"],
                          **{c: pc.coalesce(joined[c + " noted"], joined[c]) for c in ("source_bytes", "source_mtime")},
-                         "alike": joined["alike"]}, schema=done.schema).combine_chunks()
+                         "alike": joined["alike"], "source": joined["source"]}, schema=done.schema).combine_chunks()
 
     @staticmethod
     def empty_done() -> pa.Table:
         """`done` of an archive without images."""
-        return _DONE_SCHEMA.append(pa.field("alike", pa.bool_())).empty_table()
+        return _DONE_SCHEMA.append(pa.field("alike", pa.bool_())).append(pa.field("source", pa.large_string())).empty_table()
 
 
 # `notes`' table; `done`'s without `alike`
@@ -941,6 +946,27 @@ class ArchiveLock:
             self._take()
         return self
 
+    @staticmethod
+    def holder(fs, root: str) -> str | None:
+        """Who holds the lock of the local archive folder `root` (`_holder_of`), or None where no
+        one does (or it is no local folder)."""
+        if not storage.is_local(fs):
+            return None
+        try:
+            fd = os.open(f"{root}/{LOCK_NAME}", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return _holder_of(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def __exit__(self, *exc):
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -961,13 +987,8 @@ class ArchiveLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            holder = _holder_of(fd)
             os.close(fd)
-            try:
-                h = json.loads(holder)
-                holder = f"{h['command']} (pid {h['pid']} on {h['host']}, since {h['started']})"
-            except (ValueError, KeyError, TypeError):
-                holder = "another process"
             raise ArchiveBusy(f"the archive {self.location} is being written by {holder}: wait for it to end "
                               f"(the lock {self.path} is released when it exits or is killed)") from None
         try:
@@ -983,6 +1004,15 @@ class ArchiveLock:
             if _TEMP_PART.fullmatch(name):
                 storage.discard(self.fs, f"{self.root}/{name}")
                 self.removed.append(name)
+
+
+def _holder_of(fd: int) -> str:
+    """The holder a lock file names, in words: "compress (pid N on HOST, since TIME)"."""
+    try:
+        h = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        return f"{h['command']} (pid {h['pid']} on {h['host']}, since {h['started']})"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "another process"
 
 
 _NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)

@@ -57,7 +57,7 @@ from .resample import candidates
 from .row import OK, UNCHANGED, Row, hash_keys
 from .sources import (GLOB_CHARS, Source, archive_name, as_archived, expand_sources, read_source, source_row,
                       unchanged)
-from .storage import READ_TIMEOUT, file_stat, resolve
+from .storage import READ_TIMEOUT, file_stat, is_local, kind, resolve
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -166,7 +166,8 @@ class CompressResult:
     copied_pixels: int = 0  # of those, the copied ones' (not encoded)
     shared: int = 0  # of the ok: rows whose blob another row holds (`PartWriter`: not stored again)
     source_bytes: int = 0
-    archive_bytes: int = 0
+    archive_bytes: int = 0  # the blobs this run stored (none for a row sharing another's)
+    alpha_bytes: int = 0  # the alpha channels its rows stored beside them (docs/ARCHIVE.md, alpha)
     seconds: float = 0.0
     workers: int = 0
     device: str = ""
@@ -181,6 +182,13 @@ class CompressResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+    @property
+    def compression_ratio(self) -> float | None:
+        """The source bytes of this run's images over what it stored for them (blobs and alpha
+        channels: `report`'s ratio, for the archive); None where it stored nothing."""
+        stored = self.archive_bytes + self.alpha_bytes
+        return self.source_bytes / stored if stored else None
 
 
 @dataclass
@@ -624,7 +632,7 @@ class _Run:
         self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)
         self.pending = deque((s, i) for s, i in zip(found, at) if i < 0)  # sources to read, and their index
         self.checks = {}  # check ref -> (its (source, index) pairs, when it was started)
-        self.reads = {}  # info ref -> (image ref, source, when it was started)
+        self.reads = {}  # info ref -> (image ref, source, its index, when it was started)
         self.ready = deque()  # (info, image ref, its `size`): read, waiting for an encoder
         self.ready_size = np.zeros(2, dtype=np.int64)  # theirs together
         self.calls = {}  # rows ref -> (actor index, infos)
@@ -681,9 +689,9 @@ class _Run:
             if ref in self.checks:
                 self.check_done(self.checks.pop(ref)[0], ref)
             elif ref in self.reads:
-                image_ref, source, _ = self.reads.pop(ref)
+                image_ref, source, index, _ = self.reads.pop(ref)
                 try:
-                    self.read_done(self.ray.get(ref), image_ref, source)
+                    self.read_done(self.ray.get(ref), image_ref, source, index)
                 except RayError as e:
                     self.write(source_row(source).failed(f"reading failed: {_reason(e)}"))
             else:
@@ -716,8 +724,8 @@ class _Run:
         timeout, now = self.options.read_timeout, time.monotonic()
         if not timeout:
             return
-        for ref in [ref for ref, (_, _, started) in self.reads.items() if now - started > timeout]:
-            _, source, _ = self.reads.pop(ref)
+        for ref in [ref for ref, (*_, started) in self.reads.items() if now - started > timeout]:
+            _, source, _, _ = self.reads.pop(ref)
             self.ray.cancel(ref, force=True)
             self.write(source_row(source).failed(
                 f"reading took more than {timeout:g} s: cancelled (a decoder stuck on a damaged file, or a store "
@@ -764,7 +772,7 @@ class _Run:
             known_hash = self.done["source_hash"][index].as_py() if index >= 0 else None
             info_ref, image_ref = self.read_task.remote(source, known_hash, self.options.max_pixels,
                                                           self.options.metadata)
-            self.reads[info_ref] = (image_ref, source, time.monotonic())
+            self.reads[info_ref] = (image_ref, source, index, time.monotonic())
 
     def reading_ahead(self) -> bool:
         """Whether to read one more image: up to `prefetch` ahead, and while the images read hold
@@ -799,12 +807,14 @@ class _Run:
             self.calls[self.actors[index].encode.remote(infos, *[ref for _, ref, _ in group])] = (index, infos)
             self.busy[index] += 1
 
-    def read_done(self, info: Row, image_ref, source=None):
+    def read_done(self, info: Row, image_ref, source=None, index: int = -1):
         if info.status == UNCHANGED:
             self.result.skipped += 1
             self.report()
         elif info.status is not None:  # failed
             self.write(info)
+        elif index >= 0 and (why := self.claimed(source, index)):
+            self.refuse(info.path, why)
         else:
             digest = bytes.fromhex(info.source_hash) if info.source_hash else None
             if digest and digest not in self.first and (origin := self.archived_origin(info.source_hash)):
@@ -818,6 +828,34 @@ class _Run:
             size = self.size(info)
             self.ready.append((info, image_ref, size))
             self.ready_size += size
+
+    def claimed(self, source: Source, index: int) -> str | None:
+        """Why a source with other bytes than its path's archived image does not replace it: that
+        image was read from another file, which is still there (two folders with the same
+        relative paths compressed into one archive in separate runs); None where it may (the same
+        file, or the archived one gone: a library moved, then edited)."""
+        archived = self.done["source"][index].as_py()
+        if not archived or archived == source.location:
+            return None
+        try:
+            fs, path = resolve(archived)
+            if kind(fs, path) != "file":
+                return None
+            if is_local(fs) and os.path.samefile(path, resolve(source.location)[1]):  # another spelling
+                return None
+        except (OSError, ValueError):
+            return None
+        return (f"not replaced: the archive holds this path's image from {archived}, still there and another "
+                f"file, and this source ({source.location}) has other bytes; paths are relative to the sources' "
+                f"common root: compress both folders in one run (their paths apart), or into another archive "
+                f"(docs/ARCHIVE.md, \"Two sources, one path\")")
+
+    def refuse(self, path: str, why: str):
+        """Count a source as failed without a row: the path's archived row stays current."""
+        self.written.add(path)
+        self.result.failed += 1
+        self.result.failures.append((path, why))
+        self.report()
 
     def archived_origin(self, source_hash: str) -> str | None:
         """The path of an image archived before this run from a source of these bytes by this
@@ -883,6 +921,7 @@ class _Run:
             result.copied_pixels += row.width * row.height if copied else 0
             result.source_bytes += row.source_bytes
             result.archive_bytes += stored
+            result.alpha_bytes += len(row.alpha or b"")
             result.shared += not stored  # its blob another row's, stored once
         else:
             result.failed += 1

@@ -334,6 +334,17 @@ def test_restore_writes_pngs_at_the_asked_depth(archive, tiny_weights, tmp_path)
     assert run("restore", archive / "archive", "--out", tmp_path / "depth", "--depth", "2", "--select", "sub/*",
                "--weights", tiny_weights).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "depth/sub/c.png")), restored)
+    # --select repeated: the paths any of them matches (until session 57 only the last one counted,
+    # the others dropped without a word); one that matches nothing is refused, as compact's --drop
+    result = run("restore", archive / "archive", "--out", tmp_path / "both", "--depth", "1", "--select", "sub/*",
+                 "--select", "a.png", "--weights", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(tmp_path / "both").as_posix() for p in (tmp_path / "both").rglob("*.png")) == \
+        ["a.png", "sub/c.png"]
+    result = run("restore", archive / "archive", "--out", tmp_path / "typo", "--select", "sub/*", "--select", "a.pgn",
+                 "--weights", tiny_weights)
+    assert result.exit_code == 2 and "'a.pgn': no archived image matches it" in result.stderr
+    assert not (tmp_path / "typo").exists()
 
     q = rows["a.png"]["msssim"][1]
     result = run("restore", archive / "archive", "--out", tmp_path / "q", "--target-msssim", q,
@@ -1018,6 +1029,7 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
     if signum != signal.SIGKILL:
         assert (run.returncode, signum) in ((143, signal.SIGTERM), (130, signal.SIGINT)), err
         assert ("terminated" if signum == signal.SIGTERM else "interrupted") in err
+        assert "what was finished is committed" in " ".join(err.split())  # either way (until session 57: SIGTERM's)
         assert "Traceback" not in err and "SIGABRT" not in err and "*** " not in err
     gone, alive = psutil.wait_procs(family, timeout=30)
     assert not alive, [command_line(p) for p in alive]  # the Ray the run started is shut down with it

@@ -63,6 +63,14 @@ def test_an_output_file_already_there_is_replaced_only_with_overwrite(codec, png
                                "--weights", str(tiny_weights), "--overwrite"])
     assert done.exit_code == 0 and bitstream.read_header((tmp_path / "a.rgb").read_bytes()).iterations == 2
     assert decode_file(tmp_path / "a.rgb", tmp_path / "a.png", codec=codec, overwrite=True)["iterations"] == 2
+    # a file where a folder of the path should be: said so, with or without --overwrite (until session
+    # 57 "a file is already there ... the overwrite option replaces it", and with it the system's "File exists")
+    for args in (["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path / "a.png" / "x.png")],
+                 ["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path / "a.png" / "x.png"), "--overwrite"],
+                 ["encode", str(png), "--out", str(tmp_path / "a.png" / "deeper" / "b.rgb")]):
+        done = runner.invoke(app, args + ["--weights", str(tiny_weights)])
+        said = " ".join(done.output.split())
+        assert done.exit_code == 2 and f"{tmp_path / 'a.png'} is a file, not a folder: not written" in said, said
 
 
 def test_a_fifo_or_character_device_named_as_the_output_is_written_into_never_replaced(

@@ -90,6 +90,9 @@ def test_report_html_from_the_command_line(archive, tiny_weights, tmp_path):
     result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "s.html"),
                                       "--select", "nothing*"])
     assert result.exit_code == 2 and "no archived image matches" in result.output
+    result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "s.html"),
+                                      "--select", "a.png", "--select", "nothing*"])  # each must match
+    assert result.exit_code == 2 and "'nothing*': no archived image matches" in result.output
     result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "t.html"),
                                       "--depth", "2"])
     assert result.exit_code == 2 and "--html writes the page alone" in result.output

@@ -391,6 +391,17 @@ def test_one_writer_at_a_time_and_a_killed_one_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".tmp-notes.txt"]
 
 
+def test_an_archive_whose_first_run_has_committed_nothing_says_who_writes_it(tmp_path):
+    """`compact` (any reader) of an archive during its first `compress` said "holds no manifest
+    parts" until session 57 (found by its exploratory testing): now who is writing it."""
+    with ArchiveLock(tmp_path / "new", "compress"):  # another open file: as another process's lock
+        with pytest.raises(ArchiveBusy, match=rf"holds no manifest parts yet: it is being written by compress "
+                                              rf"\(pid {os.getpid()} on "):
+            Archive(tmp_path / "new")
+    with pytest.raises(ValueError, match=r"holds no manifest parts \(part-"):  # the run ended: as before
+        Archive(tmp_path / "new")
+
+
 def test_what_is_not_an_archive_says_what_it_is_and_what_to_run(tmp_path):
     import shutil
     from pathlib import Path

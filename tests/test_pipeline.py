@@ -159,6 +159,55 @@ def test_compress_then_reruns_add_only_what_is_new(ray_cluster, tiny_weights, tm
     assert len(current) == 4 and all_rows(archive) == 5  # b's old row stays, superseded
 
 
+def test_a_folder_of_the_same_paths_does_not_replace_another_folders_images(ray_cluster, tiny_weights, tmp_path, rng):
+    """`compress A --out ar` then `compress B --out ar` stores both folders' files under paths
+    relative to each run's root: B's a.png replaced A's a.png without a word (found by session
+    57's exploratory testing), lost for good after a compact. Now a source with other bytes does
+    not replace an image archived from another file that is still there: it fails (exit 1), no
+    row written; a library moved away and then edited still replaces its images."""
+    a, b, archive = tmp_path / "A", tmp_path / "B", tmp_path / "archive"
+    write_images(a, rng, ["a.png", "b.png"])
+    write_images(b, rng, ["a.png"])
+    assert compress([str(a)], str(archive), options(tiny_weights)).ok == 2
+    held = {r["path"]: (r["source"], r["source_hash"]) for r in Archive(archive).table().to_pylist()}
+    for _ in range(2):  # again: still refused, nothing flips
+        other = compress([str(b)], str(archive), options(tiny_weights))
+        assert (other.ok, other.failed, other.parts, other.exit_code) == (0, 1, [], 1)
+        [(path, why)] = other.failures
+        assert path == "a.png" and why.startswith(f"not replaced: the archive holds this path's image from {a / 'a.png'}")
+        assert {r["path"]: (r["source"], r["source_hash"]) for r in Archive(archive).table().to_pylist()} == held
+        assert compress([str(a)], str(archive), options(tiny_weights)).skipped == 2
+    # the same folder by another spelling (a link to it), its image edited: replaced as before
+    (tmp_path / "link").symlink_to(a)
+    write_images(a, rng, ["b.png"])
+    edited = compress([str(tmp_path / "link")], str(archive), options(tiny_weights))
+    assert (edited.ok, edited.failed, edited.skipped) == (1, 0, 1)
+    # A moved away (the library moved, then B's a.png is its new version): replaced
+    shutil.move(a, tmp_path / "elsewhere")
+    moved = compress([str(b)], str(archive), options(tiny_weights))
+    assert (moved.ok, moved.failed) == (1, 0)
+    assert next(Archive(archive).rows(paths={"a.png"})).source == str(b / "a.png")
+
+
+def test_the_run_s_ratio_counts_the_alpha_channels_it_stored_as_report_does(ray_cluster, tiny_weights, tmp_path, rng):
+    """`compress` left the alpha channels it stored out of its ratio, which `report` counts (104.1x
+    against 76.5x for one archive; found by session 57's exploratory testing)."""
+    from rgbatch.archive import report
+
+    src = tmp_path / "src"
+    write_images(src, rng, ["photo.png"])
+    alpha = rng.integers(0, 256, (32, 48), np.uint8)
+    Image.fromarray(np.dstack([smooth_image(rng, 32, 48), alpha]), "RGBA").save(src / "logo.png")
+    result = compress([str(src)], str(tmp_path / "archive"), options(tiny_weights))
+    rows = {r["path"]: r for r in Archive(tmp_path / "archive").table().to_pylist()}
+    assert result.alpha_bytes == rows["logo.png"]["alpha_bytes"] > 0
+    assert result.archive_bytes == sum(r["bytes"][-1] for r in rows.values())
+    summary = report(tmp_path / "archive")["summary"]
+    assert result.compression_ratio == pytest.approx(summary["compression_ratio"])
+    again = compress([str(src)], str(tmp_path / "archive"), options(tiny_weights))
+    assert again.compression_ratio is None  # nothing stored: no ratio (it said 0.0x)
+
+
 def test_a_rerun_skips_sources_of_the_archived_size_and_time_unread(ray_cluster, tiny_weights, tmp_path, rng):
     """Sources older than RACY_SECONDS have their time recorded; a rerun trusts an unchanged size
     and time (it misses other bytes of the same size written back with the same time, which
