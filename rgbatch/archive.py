@@ -665,11 +665,15 @@ def selects(path: str, globs: tuple[str, ...]) -> bool:
     return not globs or any(fnmatch.fnmatchcase(path, glob) for glob in globs)
 
 
-def check_every_glob_matches(name: str, globs: tuple[str, ...], paths: list[str]):
+def check_every_glob_matches(name: str, globs: tuple[str, ...], paths: list[str], failed: list[str] = ()):
     """OptionError for the first of `globs` that matches none of `paths`: a mistyped glob would
-    pick nothing, silently (until session 57 a repeated --select kept only the last)."""
+    pick nothing, silently (until session 57 a repeated --select kept only the last); said so
+    where it matches only `failed` paths (whose compression failed: no image)."""
     for glob in globs:
         if not any(fnmatch.fnmatchcase(p, glob) for p in paths):
+            if any(fnmatch.fnmatchcase(p, glob) for p in failed):
+                raise OptionError(name, f"{glob!r}: matches only images whose compression failed (no image is "
+                                        f"archived for them: `rgbatch report` says why; compress them again)")
             hint = " (in a glob '[...]' is a set of characters: a literal '[' is written '[[]')" if "[" in glob else ""
             raise OptionError(name, f"{glob!r}: no archived image matches it{hint}")
 
@@ -701,9 +705,11 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim",
                                     "source_hash"], keep=("source_hash", "model_id"))
     result = RestoreResult(out=str(out))
-    safe = []  # every current ok path that stays inside `out`
+    safe, failed = [], []  # every current ok path that stays inside `out`; those of failures
     for path, status in zip(table["path"].to_pylist(), table["status"].to_pylist()):
-        if status == OK:
+        if status != OK:
+            failed.append(path or "")
+        else:
             try:
                 safe_relative_path(path)
             except ValueError as e:
@@ -717,7 +723,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     result.failures += [(p, why) for p, why in damaged if selects(p or "", globs)]
     result.failures += man.unreadable  # whatever `select` says: its images may be among them
     if globs and not result.failures:
-        check_every_glob_matches("select", globs, selected)
+        check_every_glob_matches("select", globs, selected, failed)
     fs, root = storage.resolve(out)
     if storage.exists(fs, root) and not storage.is_dir(fs, root):
         raise OptionError("out", f"{out} is {storage.described(fs, root)}, not a folder")

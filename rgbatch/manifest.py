@@ -63,7 +63,7 @@ COMMIT_SECONDS = 60.0
 # rows a streamed reading holds at once (`Archive.chunks`)
 CHUNK_ROWS = 1 << 16
 RUN_BYTES = 16 << 20  # consecutive row groups read at once hold at most this (uncompressed, all their columns)
-# what `done` reads: what `Row.problem` checks, and the source's hash, size and time
+# what `done` reads: what `Row.problem` checks, and the source's location, hash, size and time
 DONE_COLUMNS = ["path", "source", "source_hash", "source_bytes", "source_mtime", "status", "model_id", "width",
                 "height", "iterations", *PER_DEPTH, "options", "shared_blob", "blob_sha256"]
 DONE_KEPT = ["path", "source_hash", "source_bytes", "source_mtime"]  # the columns of `done`'s table, with `alike`
@@ -808,8 +808,9 @@ class Archive:
         many), `alike`: whether the row was made by the model and options of `alike` (its
         model id and `Row.options` text), so that a new source of its bytes may take its row
         (rgbatch.pipeline), and `source`: the location it was read from (a changed source of
-        another location does not replace it while that one is there: `_Run.claimed`). Read and checked a chunk at a time (`chunks`); a million rows hold
-        about 100 MB (a dictionary of them held 370 MB and took twice the time)."""
+        another location does not replace it while that one is there: `_Run.claimed`). Read and
+        checked a chunk at a time (`chunks`); a million rows hold about 100 MB (a dictionary of
+        them held 370 MB and took twice the time), and their locations about as much again."""
         def read() -> pa.Table:
             kept = [self.empty_done()]
             for chunk in self.chunks(DONE_COLUMNS):
@@ -891,7 +892,8 @@ class Archive:
     @staticmethod
     def empty_done() -> pa.Table:
         """`done` of an archive without images."""
-        return _DONE_SCHEMA.append(pa.field("alike", pa.bool_())).append(pa.field("source", pa.large_string())).empty_table()
+        return _DONE_SCHEMA.append(pa.field("alike", pa.bool_())).append(pa.field("source", pa.large_string())) \
+            .empty_table()
 
 
 # `notes`' table; `done`'s without `alike`

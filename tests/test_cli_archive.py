@@ -321,6 +321,22 @@ def test_names_its_terminal_cannot_encode_are_escaped_never_a_traceback(tiny_wei
 
 
 # -- restore -----------------------------------------------------------------------------------------
+def test_restore_select_of_a_failed_image_says_it_failed(tiny_weights, tmp_path, rng):
+    """`--select` naming an image whose compression failed said "no archived image matches it"
+    until session 57 (found by its exploratory testing): the path is archived, as a failure."""
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(smooth_image(rng, 32, 48)).save(src / "good.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    archive_images(src, tmp_path / "archive", tiny_weights, iterations=1)
+    result = run("restore", tmp_path / "archive", "--out", tmp_path / "o", "--select", "broken.png",
+                 "--weights", tiny_weights)
+    assert result.exit_code == 2, result.output
+    assert "'broken.png': matches only images whose compression failed" in " ".join(result.stderr.split())
+    result = run("restore", tmp_path / "archive", "--out", tmp_path / "o", "--select", "gone.png")
+    assert result.exit_code == 2 and "'gone.png': no archived image matches it" in result.stderr
+
+
 def test_restore_writes_pngs_at_the_asked_depth(archive, tiny_weights, tmp_path):
     rows = current(archive / "archive")
     codec = Codec.load(tiny_weights, device="cpu")
