@@ -930,7 +930,9 @@ class ArchiveLock:
     Taking it, a run removes the temporary part and times files (`.tmp-*-part-*.parquet`,
     `.tmp-*-times-*.parquet`) that a killed writer of this archive left behind where the file
     system has no O_TMPFILE (elsewhere they have no name: `storage.NewFile`): no one else can be
-    writing them.
+    writing them. A folder that taking it made is removed on leaving where it holds
+    nothing but the lock (a run refused at set-up: until session 57 it left an "archive" that
+    every reader called one without parts).
 
     Object stores have no such lock (pyarrow.fs cannot create an object exclusively): there
     nothing is locked and no temporary object is removed; run one writer at a time.
@@ -941,6 +943,7 @@ class ArchiveLock:
         self.fs, self.root = storage.resolve(archive)
         self.path = f"{self.root}/{LOCK_NAME}"
         self.removed: list[str] = []  # temporary parts of killed runs, removed on taking the lock
+        self.made = False  # whether taking the lock made the archive's folder
         self._fd = None
 
     def __enter__(self):
@@ -970,6 +973,11 @@ class ArchiveLock:
             os.close(fd)
 
     def __exit__(self, *exc):
+        if self._fd is not None and self.made:  # a run that wrote nothing (refused at set-up): no folder left
+            with contextlib.suppress(OSError):
+                if os.listdir(self.root) == [LOCK_NAME]:
+                    os.unlink(self.path)
+                    os.rmdir(self.root)
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -981,6 +989,7 @@ class ArchiveLock:
             raise NotADirectoryError(f"the archive {self.location} is {storage.described(self.fs, self.root)}, "
                                      f"not a folder")
         check_writable(self.fs, self.root, self.location)
+        self.made = not os.path.exists(self.root)
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as e:  # what the check cannot see (root writing under /proc)

@@ -391,6 +391,19 @@ def test_one_writer_at_a_time_and_a_killed_one_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".tmp-notes.txt"]
 
 
+def test_a_run_that_wrote_nothing_leaves_no_archive_folder_it_made(tmp_path):
+    with ArchiveLock(tmp_path / "new", "compress"):  # refused at set-up: nothing written
+        assert (tmp_path / "new" / ".lock").exists()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "given").mkdir()  # a folder the user made stays
+    with ArchiveLock(tmp_path / "given", "compress"):
+        pass
+    assert [p.name for p in (tmp_path / "given").iterdir()] == [".lock"]
+    with ArchiveLock(tmp_path / "written", "compress"):  # a run that wrote a part keeps its folder
+        (tmp_path / "written" / "part-x.parquet").write_bytes(b"")
+    assert (tmp_path / "written" / "part-x.parquet").exists()
+
+
 def test_an_archive_whose_first_run_has_committed_nothing_says_who_writes_it(tmp_path):
     """`compact` (any reader) of an archive during its first `compress` said "holds no manifest
     parts" until session 57 (found by its exploratory testing): now who is writing it."""
@@ -398,8 +411,11 @@ def test_an_archive_whose_first_run_has_committed_nothing_says_who_writes_it(tmp
         with pytest.raises(ArchiveBusy, match=rf"holds no manifest parts yet: it is being written by compress "
                                               rf"\(pid {os.getpid()} on "):
             Archive(tmp_path / "new")
-    with pytest.raises(ValueError, match=r"holds no manifest parts \(part-"):  # the run ended: as before
-        Archive(tmp_path / "new")
+    (tmp_path / "given").mkdir()
+    with ArchiveLock(tmp_path / "given", "compress"):
+        pass
+    with pytest.raises(ValueError, match=r"holds no manifest parts \(part-"):  # no run holds it: as before
+        Archive(tmp_path / "given")
 
 
 def test_what_is_not_an_archive_says_what_it_is_and_what_to_run(tmp_path):
