@@ -66,20 +66,22 @@ def user_errors(failures: tuple = ()):
             yield
         except typer.Exit:
             raise
-        except KeyboardInterrupt:
-            err.print(_red("interrupted"))
-            raise typer.Exit(130)
-        except failures as e:
-            err.print(_red("error:", f" {e or type(e).__name__}"), highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
-        except OptionError as e:  # named in the library's terms: say the flags
-            err.print(_red("error:", f" {e.worded(flag)}"), highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
-        except USER_ERRORS as e:
-            from .objectstore import worded
+        except BaseException as e:
+            if _interrupting(e):  # an error raised while unwinding from Ctrl-C is the Ctrl-C
+                err.print(_red("interrupted"))
+                raise typer.Exit(130) from None
+            if isinstance(e, failures):
+                err.print(_red("error:", f" {e or type(e).__name__}"), highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+            if isinstance(e, OptionError):  # named in the library's terms: say the flags
+                err.print(_red("error:", f" {e.worded(flag)}"), highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            if isinstance(e, USER_ERRORS):
+                from .objectstore import worded
 
-            err.print(_red("error:", f" {worded(e)}"), highlight=False, soft_wrap=True)  # one line
-            raise typer.Exit(2)
+                err.print(_red("error:", f" {worded(e)}"), highlight=False, soft_wrap=True)  # one line
+                raise typer.Exit(2) from None
+            raise
 
 
 @contextlib.contextmanager
@@ -351,6 +353,18 @@ def _exit_stopped(signum: int, said: str):
     raise typer.Exit(130)
 
 
+def _interrupting(error: BaseException) -> bool:
+    """Whether `error` is a KeyboardInterrupt, or was raised while one was being handled (its
+    context, or its context's, ...)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__context__
+    return False
+
+
 @contextlib.contextmanager
 def archive_errors(kept: str = ""):
     """`user_errors` for the archive commands and the long jobs (`train`, `fit-refiner`), and more:
@@ -362,17 +376,22 @@ def archive_errors(kept: str = ""):
         with user_errors():
             try:
                 yield
-            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`_raise_terminated`): both say what stays
-                said = f": {kept}" if kept else ""
-                if not _terminated:
-                    err.print(_red("interrupted", said))
-                    raise typer.Exit(130) from None
-                err.print(_red("terminated", f" (SIGTERM){said}"))
-                raise typer.Exit(EXIT_TERMINATED) from None
-            except (typer.Exit, *USER_ERRORS):
+            except typer.Exit:
                 raise
-            except Exception as e:  # a bug, or a library's surprise: still one line
-                raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None
+            except (KeyboardInterrupt, Exception) as e:
+                # Ctrl-C, or SIGTERM (`_raise_terminated`), also where unwinding from it raised
+                # again (a writer closed on a closed file: "I/O operation on closed file", exit 2,
+                # until session 57; benchmarks/fuzz_kill.py): both say what stays
+                if _interrupting(e):
+                    said = f": {kept}" if kept else ""
+                    if not _terminated:
+                        err.print(_red("interrupted", said))
+                        raise typer.Exit(130) from None
+                    err.print(_red("terminated", f" (SIGTERM){said}"))
+                    raise typer.Exit(EXIT_TERMINATED) from None
+                if isinstance(e, USER_ERRORS):
+                    raise
+                raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None  # a bug, a library's surprise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -1302,6 +1302,32 @@ print("went on")
 """
 
 
+@pytest.mark.parametrize("errors", ["user_errors", "archive_errors"])
+def test_an_error_raised_while_unwinding_from_ctrl_c_is_the_ctrl_c(errors, capsys):
+    """A Ctrl-C inside a part's writing, whose closing then wrote to the closed file: "error: I/O
+    operation on closed file", exit 2 (benchmarks/fuzz_kill.py seed 20, session 57). The
+    Ctrl-C is what happened: "interrupted", 130; an error of its own stays one."""
+    import typer
+
+    from rgbatch import cli
+
+    guard = getattr(cli, errors)
+    with pytest.raises(typer.Exit) as ended:
+        with guard():
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise ValueError("I/O operation on closed file")
+    assert ended.value.exit_code == 130 and capsys.readouterr().err.startswith("interrupted")
+    with pytest.raises(typer.Exit) as ended:
+        with guard():
+            try:
+                raise OSError("disk full")
+            finally:
+                raise ValueError("I/O operation on closed file")
+    assert ended.value.exit_code == 2 and "error: I/O operation on closed file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("ignored", [False, True])
 @pytest.mark.parametrize("when", ["start", "work"])
 def test_ctrl_c_while_a_command_starts_ends_it_quietly_and_while_it_works_as_interrupted(when, ignored):
