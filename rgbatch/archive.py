@@ -685,8 +685,9 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     """Write the archived images as PNGs under `out`, at `iterations` (at most what each image
     stores) or per image the smallest depth reaching `target_msssim`; default all stored.
 
-    `select` is a glob on the archived paths, or several (a path matching any). File names: `png_names`. A file already there is
-    never replaced unless `overwrite`, and no symbolic link below `out` is followed. Every
+    `select` is a glob on the archived paths, or several (a path matching any). File names:
+    `png_names`. A file already there is never replaced unless `overwrite`, and no symbolic
+    link below `out` is followed. Every
     image that cannot be restored is a failure with its reason; the others are written.
     `progress(done, total)` is called per group of images. `workers` > 0 decodes and writes on
     that many Ray actors (`address`: a Ray cluster; else RAY_ADDRESS or a local Ray), each

@@ -23,8 +23,7 @@ from matplotlib.figure import Figure
 
 from . import storage
 from .archive import (SourceUnreachable, _source_image, bytes_text, check_every_glob_matches, coding_text,
-                      copies_text, depth_text, select_globs, selects,
-                      reading_text, report)
+                      copies_text, depth_text, reading_text, report, select_globs, selects)
 from .codec import Codec
 from .imageio import encode_png
 from .manifest import Archive
@@ -189,13 +188,13 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
             f"<body>{''.join(body)}</body></html>\n")
 
 
-def write_html_report(archive, out, show: int = SHOWN, select: str | list[str] | None = None, worst: int = 5, weights=None,
-                      device: str = "auto", precision: str = "auto", crop: int = CROP, overwrite: bool = False) -> dict:
+def write_html_report(archive, out, show: int = SHOWN, select: str | list[str] | None = None, worst: int = 5,
+                      weights=None, device: str = "auto", precision: str = "auto", crop: int = CROP,
+                      overwrite: bool = False) -> dict:
     """Write the page of `archive` to `out` (a local path or URI, atomically; a file there is
     replaced only with `overwrite`, checked before any work: `storage.output_file`); returns the
     report's summary and the paths shown. Shown: the archived paths matching `select` (a glob,
-    or several: any), else
-    the `show` worst images (at most `show` either way)."""
+    or several: any), else the `show` worst images (at most `show` either way)."""
     check_range("show", show, 0)
     check_range("crop", crop, 32, what=" pixels")
     fs, path = storage.output_file(out, overwrite)
