@@ -155,6 +155,19 @@ def search_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return l1_loss(x, x_hat) + 0.5 * (1 - quality)
 
 
+def check_images(images: list[np.ndarray]):
+    """OptionError unless each image is what the codec codes: an HxWx3 uint8 array (RGB, 0-255).
+    Until session 57 a float image in [0, 1] was coded as near black without a word (and
+    measured against itself: MS-SSIM 0.99), a uint16 one as noise, a grey one failed in torch."""
+    for i, image in enumerate(images):
+        shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", None)
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or shape[2] != 3 or dtype != np.uint8:
+            what = f"a {dtype} array of shape {shape}" if isinstance(image, np.ndarray) else f"a {type(image).__name__}"
+            where = f"[{i}]" if len(images) > 1 else ""
+            raise OptionError(f"image{where}", f"is {what}: the codec codes HxWx3 uint8 arrays (RGB, 0-255; "
+                                               f"rgbatch.imageio.read_image reads a file so)")
+
+
 class Codec:
     """A model (any registered architecture, rgbatch.architectures) with its entropy coder,
     tiling and device settings, checked here once."""
@@ -293,6 +306,7 @@ class Codec:
         candidate the target prefers is kept (`_partial`). With `resample`, within each scale.
         Without a target it changes nothing.
         """
+        check_images(images)
         measure = measure or keep_reconstructions
         check_measured(target, measure)
         if partial:
@@ -316,6 +330,7 @@ class Codec:
 
     def encode_codes(self, images: list[np.ndarray], iterations: int | None = None) -> list[Codes]:
         """The network stage alone: the `Codes` of each image, not entropy-coded."""
+        check_images(images)
         return [run.codes() for run in self._run_network(images, self._depth(iterations), False, Target(), False)]
 
     def _depth(self, iterations: int | None) -> int:

@@ -365,3 +365,19 @@ def test_post_filters_from_min_pixels_up_and_format_v1_below(tiny_weights, rng):
     # decoded exactly (the default), within two levels of the encoder loop's filtered image
     recon = codec.encode(at, 2, keep_reconstructions=True).reconstructions[-1]
     assert np.abs(codec.decode(big.blob).astype(int) - recon).max() <= 2
+
+
+@pytest.mark.parametrize("image", [np.full((16, 16, 3), 0.5, np.float32), np.zeros((16, 16, 3), np.uint16),
+                                   np.zeros((16, 16), np.uint8), np.zeros((16, 16, 4), np.uint8), [[0, 1]]],
+                         ids=["float", "uint16", "grey", "rgba", "list"])
+def test_an_image_the_codec_does_not_code_is_refused_not_misread(tiny_weights, image):
+    """A float image in [0, 1] was coded as near black and measured against itself (MS-SSIM 0.99),
+    a uint16 one as noise, a grey or RGBA one failed inside torch (until session 57, found by its
+    exploratory testing): each is an OptionError that says what the codec codes."""
+    from rgbatch.options import OptionError
+
+    codec = Codec.load(tiny_weights, device="cpu")
+    for call in (lambda: codec.encode(image, 1), lambda: codec.encode_many([np.zeros((8, 8, 3), np.uint8), image], 1),
+                 lambda: codec.encode_codes([image], 1)):
+        with pytest.raises(OptionError, match=r"is a .*: the codec codes HxWx3 uint8 arrays"):
+            call()
