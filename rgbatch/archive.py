@@ -39,7 +39,7 @@ from .imageio import (EXTRA_CHANNELS, LOSSY_MODES, MAX_PIXELS, ImageError, base_
                       encode_png, max_source_bytes, open_image, png_text)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
-from .objectstore import split_query, with_query, worded
+from .objectstore import not_found, split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_one_of, check_range
 from .ratecontrol import Target
@@ -1050,6 +1050,10 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     if sources is not None and not str(sources):
         raise OptionError("sources", "is empty: give the folder holding the sources now, or leave it out")
     sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
+    if sources and (what := storage.kind(*storage.resolve(sources))) != "folder":  # a typo passed as "verified"
+        fs, root = storage.resolve(sources)
+        raise OptionError("sources", str(not_found(fs, root, f"{sources}: no such folder")) if what == "missing"
+                          else f"{sources} is {storage.described(fs, root)}, not a folder")
     man = Archive(archive)
     copied = () if quick else ("source_hash", "model_id")  # --quick decodes the sampled images alone: no copies
     table, damaged = _checked(man, ["path", "status", "error", "width", "height", "iterations", "model_id",

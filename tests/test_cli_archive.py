@@ -431,6 +431,12 @@ def test_verify_checks_blobs_and_remeasures_against_sources(archive, tiny_weight
     archive_images(archive / "src", damaged, tiny_weights)
     with PartWriter(damaged, row["model_id"]) as writer:
         writer.add(Row.from_dict({**row, "blob": bytes(blob)}))
+    # a --sources folder that is not there was a typo that passed: every source "gone", "archive
+    # verified", exit 0 (until session 57, found by its exploratory testing): refused
+    for where, said in ((tmp_path / "gone", "no such folder"), (archive / "src" / "a.png", "is a file, not a folder")):
+        result = run("verify", damaged, "--weights", tiny_weights, "--sources", where)
+        assert result.exit_code == 2 and f"error: --sources {where}" in result.stderr and said in result.stderr
+    (tmp_path / "gone").mkdir()  # a folder that holds none of them
     result = run("verify", damaged, "--weights", tiny_weights, "--sources", tmp_path / "gone", "--json")
     assert result.exit_code == 1
     verified = json.loads(result.stdout)
