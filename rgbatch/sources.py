@@ -73,13 +73,17 @@ def _glob_match(parts: list[str], pattern: list[str]) -> bool:
     return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_match(parts[1:], pattern[1:])
 
 
+def _globbed(paths, pattern: str, root: str) -> list[str]:
+    """Those of `paths` (under `root`, the glob's fixed folder) that `pattern` matches (`_glob_match`)."""
+    wanted = posixpath.relpath(pattern, root).split("/")
+    return [p for p in paths if _glob_match(posixpath.relpath(p, root).split("/"), wanted)]
+
+
 def _glob_local(pattern: str, root: str) -> list[str]:
     """Local files matching a glob, found by `walk_local` (each folder once: `glob.glob` follows
     a link loop such as `ln -s . loop` down 40 levels, exponentially with two loops)."""
     files, skipped = walk_local(root)
-    wanted = posixpath.relpath(pattern, root).split("/")
-    return sorted(p for p in files + [p for p, _ in skipped if p != root]
-                  if _glob_match(posixpath.relpath(p, root).split("/"), wanted))
+    return sorted(_globbed(files + [p for p, _ in skipped if p != root], pattern, root))
 
 
 def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | None]]:
@@ -93,7 +97,10 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | No
         fs, pattern = resolve(source)
         root = _glob_root(pattern)
         if is_uri(source):
-            files = {p: listed for p, listed in listed_files(fs, root).items() if fnmatch.fnmatch(p, pattern)}
+            # matched as local paths are (until session 57 `*` crossed folders there, and `**/*.jpg`
+            # missed the files at the top)
+            listed = listed_files(fs, root)
+            files = {p: listed[p] for p in _globbed(listed, pattern, root)}
         else:
             files = dict.fromkeys(_glob_local(pattern, root))
         if not files:
