@@ -728,6 +728,8 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     fs, root = storage.resolve(out)
     if storage.exists(fs, root) and not storage.is_dir(fs, root):
         raise OptionError("out", f"{out} is {storage.described(fs, root)}, not a folder")
+    if not storage.is_local(fs) and (why := storage.why_unwritable(fs, root)):  # a local one's: per image
+        raise OptionError("out", f"{out}: {why}")
     options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
     codec = Codec.load(**options)
     names = png_names(safe)  # of every current ok path: the same names whatever is selected

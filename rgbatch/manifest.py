@@ -949,6 +949,8 @@ class ArchiveLock:
     def __enter__(self):
         if storage.is_local(self.fs):
             self._take()
+        else:  # no lock to take; whether its bucket is there is known before any work
+            check_writable(self.fs, self.root, self.location)
         return self
 
     @staticmethod

@@ -126,8 +126,14 @@ def file_stat(fs: pafs.FileSystem, path: str, regular: bool = False) -> tuple[in
 def why_unwritable(fs: pafs.FileSystem, folder: str) -> str | None:
     """Why a local folder cannot be written in, or made where it is missing (the nearest
     existing folder above it is checked), or None: it can, as far as the system says without
-    writing. An object store's is not known without writing: None."""
+    writing. Of an object store's, only whether its bucket is there is known without writing
+    (until session 57 `compress --out` into a missing bucket encoded every image first)."""
     if not is_local(fs):
+        from .objectstore import ENDPOINT_HINT
+
+        bucket = folder.strip("/").split("/", 1)[0]
+        if bucket and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            return f"no bucket '{bucket}' at this endpoint ({ENDPOINT_HINT})"
         return None
     path = os.path.abspath(folder)
     while not os.path.lexists(path):

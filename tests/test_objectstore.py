@@ -246,6 +246,12 @@ def test_a_missing_bucket_a_wrong_endpoint_and_refused_credentials_are_one_line_
     for args, env_, says in [
         (["compress", "s3://no-such-bucket/src"], env, "no bucket 'no-such-bucket' at this endpoint"),
         (["report", "s3://no-such-bucket/archive"], env, "no bucket 'no-such-bucket' at this endpoint"),
+        # an archive or restore folder in a missing bucket: refused before any work (until session 57
+        # compress encoded every image, then failed writing its first part)
+        (["compress", f"s3://{BUCKET}/src", "--out", "s3://no-such-bucket/archive", "--dry-run"], env,
+         "no bucket 'no-such-bucket' at this endpoint"),
+        (["compress", f"s3://{BUCKET}/src", "--out", "s3://no-such-bucket/archive"], env,
+         "no bucket 'no-such-bucket' at this endpoint"),
         (["compress", f"s3://{BUCKET}/src?endpoint_override=127.0.0.1:{free_port()}&scheme=http"], CREDENTIALS,
          "cannot reach bucket 'photos'"),
     ]:
