@@ -132,9 +132,11 @@ def why_unwritable(fs: pafs.FileSystem, folder: str) -> str | None:
         from .objectstore import ENDPOINT_HINT
 
         bucket = folder.strip("/").split("/", 1)[0]
-        if bucket and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-            return f"no bucket '{bucket}' at this endpoint ({ENDPOINT_HINT})"
-        return None
+        try:
+            missing = bool(bucket) and fs.get_file_info(bucket).type == pafs.FileType.NotFound
+        except OSError:  # not allowed to ask (a key that may only put objects): writing will tell
+            return None
+        return f"no bucket '{bucket}' at this endpoint ({ENDPOINT_HINT})" if missing else None
     path = os.path.abspath(folder)
     while not os.path.lexists(path):
         path = os.path.dirname(path)
