@@ -157,6 +157,8 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     Several SRC arguments share the root above all of them, so `photos/2019 photos/2020`
     gives the paths `2019/...` and `2020/...`; a file named twice is kept once.
     """
+    if isinstance(sources, (str, os.PathLike)):  # one, as a library caller may give it (not its characters)
+        sources = [sources]
     if not sources:
         raise ValueError("give at least one source folder, glob or list file")
     expanded = list(_expand_each(sources))

@@ -31,6 +31,8 @@ def test_folder_source_is_recursive_and_keeps_only_image_files(tmp_path):
     assert [s.path for s in sources] == ["2019/b.JPG", "2019/c.webp", "a.png"]
     assert sources[0].location == str(tmp_path / "photos/2019/b.JPG")
     assert rs.archive_name(root) == "photos"
+    # one source given alone, as a string or a path (until session 57 a string was read as its characters)
+    assert rs.expand_sources(str(tmp_path / "photos")) == rs.expand_sources(tmp_path / "photos") == (root, sources)
 
 
 def test_several_sources_share_their_common_root(tmp_path):
