@@ -522,6 +522,10 @@ def compress(
     rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
                                             "by default one whose size and modification time are as archived is "
                                             "skipped unread (docs/ARCHIVE.md, Resuming)."),
+    replace_others: bool = typer.Option(False, "--replace-others", help="Let a changed source replace its path's "
+                                        "image where that image was read from another file that is still there "
+                                        "(by default it fails, the archived image kept: a second folder with the "
+                                        "same relative paths; docs/ARCHIVE.md, Two sources, one path)."),
     read_timeout: Optional[float] = typer.Option(
         None, help="Seconds one source may take to be read (fetched, hashed, decoded) before its read is cancelled "
                    "and it fails, so that a decoder stuck on a damaged file or a store that stopped answering "
@@ -548,7 +552,8 @@ def compress(
             coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
             measure=measure, precision=precision, decoding=decoding,
             search_steps=search_steps, post_filter=post_filter, resample=resample, partial=partial, overlap=overlap,
-            metadata=metadata, rehash=rehash, read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout)
+            metadata=metadata, rehash=rehash, read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout,
+            replace_others=replace_others)
         if dry_run:
             _print_plan(plan(sources, archive, options, log=lambda text: err.print(text, highlight=False)), as_json)
             return

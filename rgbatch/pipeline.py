@@ -120,6 +120,9 @@ class CompressOptions:
     # it fails, so that a decoder stuck on a hostile file or a store that stopped answering cannot
     # hold up the run; 0: no limit
     read_timeout: float = READ_TIMEOUT
+    # a changed source replaces its path's image even where that one was read from another file
+    # that is still there (`_Run.claimed`: by default it fails, the archived image kept)
+    replace_others: bool = False
 
     def check(self):
         """Every option a compression reads, checked before any work starts (the model's own
@@ -835,7 +838,7 @@ class _Run:
         relative paths compressed into one archive in separate runs); None where it may (the same
         file, or the archived one gone: a library moved, then edited)."""
         archived = self.done["source"][index].as_py()
-        if not archived or archived == source.location:
+        if self.options.replace_others or not archived or archived == source.location:
             return None
         try:
             fs, path = resolve(archived)
@@ -847,8 +850,8 @@ class _Run:
             return None
         return (f"not replaced: the archive holds this path's image from {archived}, still there and another "
                 f"file, and this source ({source.location}) has other bytes; paths are relative to the sources' "
-                f"common root: compress both folders in one run (their paths apart), or into another archive "
-                f"(docs/ARCHIVE.md, \"Two sources, one path\")")
+                f"common root: compress both folders in one run (their paths apart), or into another archive; "
+                f"replace_others replaces it (docs/ARCHIVE.md, \"Two sources, one path\")")
 
     def refuse(self, path: str, why: str):
         """Count a source as failed without a row: the path's archived row stays current."""

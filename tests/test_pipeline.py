@@ -177,6 +177,12 @@ def test_a_folder_of_the_same_paths_does_not_replace_another_folders_images(ray_
         assert path == "a.png" and why.startswith(f"not replaced: the archive holds this path's image from {a / 'a.png'}")
         assert {r["path"]: (r["source"], r["source_hash"]) for r in Archive(archive).table().to_pylist()} == held
         assert compress([str(a)], str(archive), options(tiny_weights)).skipped == 2
+    # told so, it replaces it (a library copied to a new disk, the old one kept, then edited there)
+    told = tmp_path / "told"
+    shutil.copytree(archive, told)
+    replaced = compress([str(b)], str(told), options(tiny_weights, replace_others=True))
+    assert (replaced.ok, replaced.failed) == (1, 0)
+    assert next(Archive(told).rows(paths={"a.png"})).source == str(b / "a.png")
     # the same folder by another spelling (a link to it), its image edited: replaced as before
     (tmp_path / "link").symlink_to(a)
     write_images(a, rng, ["b.png"])
