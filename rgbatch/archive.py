@@ -1052,10 +1052,11 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     if sources is not None and not str(sources):
         raise OptionError("sources", "is empty: give the folder holding the sources now, or leave it out")
     sources = sources and storage.absolute(sources)  # the same for an actor, whose working folder is not ours
-    if sources and (what := storage.kind(*storage.resolve(sources))) != "folder":  # a typo passed as "verified"
+    if sources:  # a typo made every source gone and the archive "verified"
         fs, root = storage.resolve(sources)
-        raise OptionError("sources", str(not_found(fs, root, f"{sources}: no such folder")) if what == "missing"
-                          else f"{sources} is {storage.described(fs, root)}, not a folder")
+        if (what := storage.kind(fs, root)) != "folder":
+            raise OptionError("sources", str(not_found(fs, root, f"{sources}: no such folder")) if what == "missing"
+                              else f"{sources} is {storage.described(fs, root)}, not a folder")
     man = Archive(archive)
     copied = () if quick else ("source_hash", "model_id")  # --quick decodes the sampled images alone: no copies
     table, damaged = _checked(man, ["path", "status", "error", "width", "height", "iterations", "model_id",

@@ -160,9 +160,9 @@ def check_images(images: list[np.ndarray]):
     Until session 57 a float image in [0, 1] was coded as near black without a word (and
     measured against itself: MS-SSIM 0.99), a uint16 one as noise, a grey one failed in torch."""
     for i, image in enumerate(images):
-        shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", None)
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or shape[2] != 3 or dtype != np.uint8:
-            what = f"a {dtype} array of shape {shape}" if isinstance(image, np.ndarray) else f"a {type(image).__name__}"
+        array = isinstance(image, np.ndarray)
+        if not (array and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+            what = f"a {image.dtype} array of shape {image.shape}" if array else f"a {type(image).__name__}"
             where = f"[{i}]" if len(images) > 1 else ""
             raise OptionError(f"image{where}", f"is {what}: the codec codes HxWx3 uint8 arrays (RGB, 0-255; "
                                                f"rgbatch.imageio.read_image reads a file so)")

@@ -8,6 +8,7 @@ codec's mean over the images at each quality setting (rgbatch: at each depth), a
 from __future__ import annotations
 
 import io
+
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 

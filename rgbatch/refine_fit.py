@@ -100,8 +100,8 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
     codec = Codec.load(weights, refine=False)
     depths = codec.default_iterations
     shape = (len(crops), depths, crop, crop, 3)
-    tmp, progress = out_dir / "rec.tmp.npy", out_dir / "rec.tmp.json"
-    rec, done = _reconstructions(tmp, progress, {**source, "shape": list(shape)})
+    tmp, progress, made = out_dir / "rec.tmp.npy", out_dir / "rec.tmp.json", {**source, "shape": list(shape)}
+    rec, done = _reconstructions(tmp, progress, made)
     if done:
         log(f"pairs: going on after {done}/{len(crops)} crops coded before ({out_dir})")
     start = time.time()
@@ -116,7 +116,7 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
                 rec[i:i + len(x), t] = to_uint8(x_hat.clamp(-0.5, 0.5))
             rec.flush()  # the rows on disk before the record that counts them
             with NewFile.replacing(progress) as f:
-                f.write(json.dumps({**source, "shape": list(shape), "done": i + len(x)}).encode())
+                f.write(json.dumps({**made, "done": i + len(x)}).encode())
             log(f"pairs: {i + len(x)}/{len(crops)} crops coded ({time.time() - start:.0f} s)")
     del rec
     with NewFile.replacing(out_dir / "orig.npy") as f:

@@ -550,22 +550,10 @@ def output_file(out, overwrite: bool = False) -> tuple[pafs.FileSystem, str]:
     if what in ("a block device", "a socket"):
         raise NotWritten(f"{out}: {what} is there: not written")
     if what.startswith("unreadable"):  # a file where a folder of the path should be, no permission...
-        above = _not_a_folder_above(path) if is_local(fs) else None
-        raise NotWritten(f"{out}: {above} is {described(fs, above)}, not a folder: not written" if above
-                         else f"{out}: {what}: not written")
+        raise NotWritten(f"{out}: {why_unwritable(fs, posixpath.dirname(path)) or what}: not written")
     if what not in ("missing", *STREAMED) and not overwrite:
         raise NotWritten(f"{out}: {ALREADY_THERE}")
     return fs, path
-
-
-def _not_a_folder_above(path: str) -> str | None:
-    """The nearest folder of a local path's that is there and not a folder (a file), or None."""
-    parent = os.path.dirname(path)
-    while parent != os.path.dirname(parent):
-        if os.path.lexists(parent):
-            return None if os.path.isdir(parent) else parent
-        parent = os.path.dirname(parent)
-    return None
 
 
 def write_output(fs: pafs.FileSystem, path: str, data: bytes, overwrite: bool = False):
