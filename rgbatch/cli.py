@@ -27,13 +27,34 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compress whole image archives with the Residual-GRU learned codec.")
 # no console markup: names, paths and the library's messages print as they are ("x[/b].png" is a
 # file name, not a style); the CLI's few colours are given as styles (`_red`)
-err = Console(stderr=True, markup=False)
-out = Console(markup=False)
+EXIT_READER_GONE = 141  # 128 + SIGPIPE, as shells report a program that wrote into a closed pipe
+
+
+def _quiet_stdout():
+    """stdout onto /dev/null, so that Python's own flush of it on the way out raises nothing."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
+class _Console(Console):
+    def on_broken_pipe(self):
+        """The reader of our output stopped (`rgbatch report A | head -1`): a quiet exit, 141 (rich
+        exits 1, the code of failed images here)."""
+        _quiet_stdout()
+        raise SystemExit(EXIT_READER_GONE)
+
+
+err = _Console(stderr=True, markup=False)
+out = _Console(markup=False)
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
 FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes",
-         "archive": "--out"}  # compress's archive (the other commands take theirs as an argument)
+         "archive": "--out", "iterations": "--depth"}  # compress's archive (the other commands take theirs as an argument)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -70,6 +91,8 @@ def user_errors(failures: tuple = ()):
             if _interrupting(e):  # an error raised while unwinding from Ctrl-C is the Ctrl-C
                 err.print(_red("interrupted"))
                 raise typer.Exit(130) from None
+            if isinstance(e, BrokenPipeError):  # the reader of our output stopped: `main`
+                raise
             if isinstance(e, failures):
                 err.print(_red("error:", f" {e or type(e).__name__}"), highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
@@ -389,7 +412,7 @@ def archive_errors(kept: str = ""):
                         raise typer.Exit(130) from None
                     err.print(_red("terminated", f" (SIGTERM){said}"))
                     raise typer.Exit(EXIT_TERMINATED) from None
-                if isinstance(e, USER_ERRORS):
+                if isinstance(e, USER_ERRORS):  # BrokenPipeError included: `main`
                     raise
                 raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None  # a bug, a library's surprise
     finally:
@@ -459,6 +482,14 @@ def _print_json(obj: dict, file=None):
     """`obj` as indented JSON on stdout (or `file`). A reader of record batches among its values
     (a report's images) is written as it is read, a row a line, so that memory stays flat in its rows."""
     file = file or sys.stdout
+    try:
+        _write_json(obj, file)
+        file.flush()
+    except BrokenPipeError:
+        out.on_broken_pipe()
+
+
+def _write_json(obj: dict, file):
     write, ascii = file.write, not _writes_unicode(file)
     write("{")
     for n, (key, value) in enumerate(obj.items()):
@@ -480,7 +511,7 @@ def compress(
     sources: list[str] = typer.Argument(..., help="Folders (searched recursively), globs, or .txt files listing paths."),
     archive: Optional[str] = typer.Option(None, "--out", help="Archive folder or URI (default: manifests/NAME/, NAME the folder name of the sources' common root)."),
     iterations: Optional[int] = typer.Option(
-        None, "--iterations", "--depth", help="Iterations encoded per image (0.125 bpp each before entropy coding); default: the depth the "
+        None, "--depth", "--iterations", help="Iterations encoded per image (0.125 bpp each before entropy coding); default: the depth the "
                    "model was trained to (16 for the shipped model: weights/MODEL_CARD.md)."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
     target_bpp: Optional[float] = TARGET_BPP,
@@ -726,7 +757,7 @@ def report(
 def restore(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
     out_dir: str = typer.Option(..., "--out", help="Folder (or URI) to write the PNGs under."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Depth to decode (at most what each image stores)."),
+    iterations: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Depth to decode (at most what each image stores)."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
     select: list[str] = typer.Option([], help="Only the archived paths matching this glob (repeat it: those "
                                               "matching any)."),
@@ -767,7 +798,7 @@ def restore(
 def encode(
     image: str = typer.Argument(..., help="Image file (or URI)."),
     out_path: str = typer.Option(..., "--out", help="Stream file to write (e.g. photo.rgb)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Iterations to encode (default: the model's trained depth)."),
+    iterations: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Iterations to encode (default: the model's trained depth)."),
     target_msssim: Optional[float] = TARGET_MSSSIM,
     target_bpp: Optional[float] = TARGET_BPP,
     max_bytes: Optional[int] = MAX_BYTES,
@@ -819,7 +850,7 @@ def encode(
 def decode(
     stream: str = typer.Argument(..., help="Stream file (or URI) written by `rgbatch encode`."),
     out_path: str = typer.Option(..., "--out", help="PNG file to write."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Depth to decode (default: all stored)."),
+    iterations: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Depth to decode (default: all stored)."),
     weights: Optional[Path] = WEIGHTS,
     device: str = DEVICE,
     precision: str = PRECISION,
@@ -955,7 +986,7 @@ def bench_command(
     manifest: Optional[Path] = typer.Option(None, parser=path, help="Where to write the per-image Parquet manifest "
                                                        "(default: manifests/bench-FOLDER/bench.parquet)."),
     weights: Optional[Path] = WEIGHTS,
-    iterations: Optional[int] = typer.Option(None, "--iterations", "--depth", help="Deepest rgbatch depth measured (default: the model's)."),
+    iterations: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Deepest rgbatch depth measured (default: the model's)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images, in path order."),
     speed_images: int = typer.Option(2, help="Images on which rgbatch is timed at depths 1, 2, 4, 8, 16."),
     device: str = DEVICE,
@@ -1174,7 +1205,12 @@ def main():
     from .__main__ import start_quietly
 
     start_quietly()  # where started as `python -m rgbatch.cli` or from an older installation's script
-    app()
+    try:
+        app()
+    except OSError as e:  # typer lets a failed write of the output through: stdout on a full disk
+        _quiet_stdout()
+        err.print(_red("error:", f" writing the output: {e.strerror or e}"), highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -264,7 +264,7 @@ def test_cli_bench_refuses_bad_options_and_outputs_before_measuring(tiny_weights
         result = CliRunner().invoke(app, base + more)
         assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
     monkeypatch.undo()
-    for more, said in ((["--iterations", "0"], "--iterations must be 1..16 for this model, not 0"),
+    for more, said in ((["--iterations", "0"], "--depth must be 1..16 for this model, not 0"),
                        (["--speed-images", "-1"], "--speed-images must be at least 0 (0: no timing), not -1")):
         result = CliRunner().invoke(app, base + ["--out", str(tmp_path / "o")] + more)
         assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output

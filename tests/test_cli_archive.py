@@ -1352,3 +1352,26 @@ def test_ctrl_c_while_a_command_starts_ends_it_quietly_and_while_it_works_as_int
         assert (done.returncode, done.stderr) == (-signal.SIGINT, "")
     else:
         assert done.returncode == 130 and done.stderr.strip() == "interrupted"
+
+
+V1_ARCHIVE = Path(__file__).parent / "archive_v1" / "archive"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_stops_ends_the_command_quietly_with_141(as_json):
+    """`rgbatch report A | head -1` exited 1, the code of failed images (rich's and click's quiet
+    exit on a closed pipe); now 141, as a shell reports a program killed by SIGPIPE, nothing on
+    stderr."""
+    command = [sys.executable, "-m", "rgbatch", "report", str(V1_ARCHIVE)] + (["--json"] if as_json else [])
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()  # before the command has written anything: it still imports
+    assert (run.wait(timeout=60), run.stderr.read()) == (141, b"")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("as_json", [False, True])
+def test_output_onto_a_full_disk_is_one_line_not_a_traceback(as_json):
+    command = [sys.executable, "-m", "rgbatch", "report", str(V1_ARCHIVE)] + (["--json"] if as_json else [])
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (run.returncode, run.stderr) == (2, "error: writing the output: No space left on device\n")

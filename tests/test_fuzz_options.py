@@ -19,7 +19,7 @@ def test_odd_option_values_end_in_an_exit_code_never_an_escape(tiny_weights, tmp
     assert findings == []
     for command in commands:  # each ran, refused and accepted values
         assert counts[command, 2] > 0 and counts[command, 0] > 0, counts
-    assert {"--iterations", "--max-pixels", "--out", "--weights"} <= {flag for flag, _ in fuzz_options.options("decode")}
+    assert {"--depth", "--max-pixels", "--out", "--weights"} <= {flag for flag, _ in fuzz_options.options("decode")}
 
 
 def test_what_a_case_leaves_in_its_current_folder_is_a_finding_unless_a_value_names_it(tmp_path):

@@ -65,11 +65,11 @@ def test_an_error_naming_several_parameters_names_each_as_the_cli_does(tmp_path)
     with pytest.raises(OptionError) as caught:
         restore(ARCHIVE, tmp_path / "o", iterations=2, target_msssim=0.9)
     assert str(caught.value) == "iterations and target_msssim exclude each other: give one, not both"
-    assert caught.value.worded(flag) == "--iterations and --target-msssim exclude each other: give one, not both"
+    assert caught.value.worded(flag) == "--depth and --target-msssim exclude each other: give one, not both"
     runner = CliRunner()
     result = runner.invoke(app, ["restore", str(ARCHIVE), "--out", str(tmp_path / "o"), "--iterations", "2",
                                  "--target-msssim", ".9"])
-    assert result.exit_code == 2 and "--iterations and --target-msssim exclude each other" in result.stderr
+    assert result.exit_code == 2 and "--depth and --target-msssim exclude each other" in result.stderr
     result = runner.invoke(app, ["report", str(ARCHIVE), "--depth", "0"])
     assert result.exit_code == 2 and "error: --depth must be at least 1, not 0" in result.stderr
     result = runner.invoke(app, ["train", str(DATA), "--out", str(tmp_path / "t.pt"), "--snapshot-every", "3",
