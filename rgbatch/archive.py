@@ -1158,7 +1158,7 @@ class CompactResult:
     parts: int = 0
     bytes_before: int = 0  # of the part files
     bytes: int = 0
-    problems: list[tuple[str, str]] = field(default_factory=list)  # rows kept as they were, and why
+    problems: list[tuple[str, str]] = field(default_factory=list)  # rows not cut, and why (each kept as is, or left out)
     set_aside: list[str] = field(default_factory=list)  # damaged parts moved into damaged/: their new places
 
     @property

@@ -970,7 +970,7 @@ def compact(
                   f"{result.bytes_before:,} bytes -> {result.rows} rows in {result.parts} part(s), "
                   f"{result.bytes:,} bytes; {result.cut} image(s) cut to a smaller depth"
                   + (f", {result.dropped} dropped" if result.dropped else ""))
-        _print_failures("kept as they were", result.problems)
+        _print_failures("not cut", result.problems)  # each reason says: kept as is, or left out
         if result.set_aside:
             out.print(f"{len(result.set_aside)} damaged part(s) set aside (their readable rows copied; "
                       f"`compress` encodes the rest again): " + ", ".join(map(shown, result.set_aside)))

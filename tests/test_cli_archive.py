@@ -661,6 +661,7 @@ def test_compact_sets_a_damaged_part_aside_and_says_where(archive, tmp_path):
     part.write_bytes(part.read_bytes()[:-20])  # cut short: its footer gone
     result = run("compact", work)
     assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "not cut (1)" in result.stdout and "kept as they were" not in result.stdout  # its rows are not kept
     assert "1 damaged part(s) set aside" in " ".join(result.stdout.split())
     assert f"damaged/{part.name}" in result.stdout.replace("\n", "")  # rich wraps long paths
     assert (work / "damaged" / part.name).exists() and not part.exists()
