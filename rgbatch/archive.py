@@ -873,7 +873,7 @@ def _on_ray(groups, images: int, workers: int, address: str | None, options: dic
     every actor two of the `images` groups at least (at most DECODE_GROUP images, whose tiles
     share a GPU's batches). An actor that fails (its node lost, its codec not loaded) takes no
     more groups: the rest goes on, and the groups it had are failures of their images."""
-    from .pipeline import plan_workers, ray_session
+    from .pipeline import HeadWatch, plan_workers, ray_session
 
     with ray_session(address) as ray:
         device, count, threads, gpu_share = plan_workers(ray, options["device"], workers)
@@ -882,9 +882,12 @@ def _on_ray(groups, images: int, workers: int, address: str | None, options: dic
         actors = [actor_class.remote(threads, {**options, "device": device, "weights": weights}) for _ in range(count)]
         free, pending = list(range(count)) * GROUPS_IN_FLIGHT, {}  # an actor's free slots
         size = max(1, min(DECODE_GROUP, images // (count * GROUPS_IN_FLIGHT)))
+        head = HeadWatch(ray, kept="the images written so far are whole; a rerun skips them" if method == "restore" else "")
 
         def finished():
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            while not (ready := ray.wait(list(pending), num_returns=1, timeout=1.0)[0]):
+                head.check()  # a cluster that went away ends the command (`ClusterGone`)
+            (ref,) = ready
             actor, group = pending.pop(ref)
             try:
                 done = ray.get(ref)

@@ -461,6 +461,51 @@ def _ray_hint(error: Exception) -> str:
     return ""
 
 
+HEAD_CHECK_SECONDS = 5.0  # how often a run asks whether its cluster's head still answers (`HeadWatch`)
+HEAD_ANSWER_SECONDS = 5.0  # how long it waits for the answer
+
+
+class ClusterGone(ConnectionError):
+    """The Ray cluster a run works on stopped answering: what is committed stays."""
+
+
+class HeadWatch:
+    """Whether the cluster's head (its GCS) still takes connections, asked every
+    HEAD_CHECK_SECONDS by a driver waiting on its work. A head that died, or was stopped (`ray
+    stop`), left a driver waiting for Ray's own verdict: a minute of Ray's logs, then Ray ended the
+    process, exit 1, no line of ours, no summary (session 57). Now the run ends within seconds,
+    what it committed kept (`ClusterGone`). A head that does not answer for `patience` seconds (a
+    network gone) counts as gone too. Only the head is asked: `ray stop` kills a cluster's nodes
+    some 20 s before its head, and a node lost under a head that answers is a node lost (an
+    encoder's calls wait for its restart elsewhere; `restore --workers` fails the images of its
+    actor)."""
+
+    def __init__(self, ray, kept: str = "", patience: float = 30.0):
+        self.address, self.kept = ray.get_runtime_context().gcs_address, kept  # what stays, said on the way out
+        self.patience, self.next, self.silent_since = patience, time.monotonic() + HEAD_CHECK_SECONDS, None
+
+    def check(self):
+        """Raise ClusterGone if the head is gone (asked at most every HEAD_CHECK_SECONDS)."""
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + HEAD_CHECK_SECONDS
+        host, port = self.address.rsplit(":", 1)
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=HEAD_ANSWER_SECONDS).close()
+            self.silent_since = None
+            return
+        except ConnectionRefusedError as e:
+            why = e.strerror
+        except OSError as e:  # a timeout, a network unreachable: gone once it lasts
+            self.silent_since = self.silent_since or now
+            if now - self.silent_since < self.patience:
+                return
+            why = f"no answer for {now - self.silent_since:.0f} s ({e.strerror or e})"
+        raise ClusterGone(f"the Ray cluster stopped answering (its head at {self.address}: {why})"
+                          + (f": {self.kept}" if self.kept else ""))
+
+
 # an HTTP/2 client's first bytes (RFC 9113 3.4): the preface, then an empty SETTINGS frame
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
@@ -662,9 +707,11 @@ class _Run:
         self.same_bytes: dict[bytes, list[tuple[Row, Source]]] = {}  # (read row, source) of each copy
         self.total = len(found)
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
+        self.head = None  # `HeadWatch`, from `run` on
         self.working = {}  # actor index -> its last answer (EncodeWorker.progress: its running calls)
 
     def run(self):
+        self.head = HeadWatch(self.ray, kept="what was finished is committed; a rerun goes on")
         self.report()
         while True:
             while self.pending or self.reads or self.ready or self.calls or self.to_check or self.checks:
@@ -686,6 +733,8 @@ class _Run:
         self.start_calls()
         finished, _ = self.ray.wait(list(self.checks) + list(self.reads) + list(self.calls), num_returns=1,
                                     timeout=min(1.0, max(0.0, self.next_deadline() - time.monotonic())))
+        if self.head:
+            self.head.check()
         self.writer.commit_if_due()  # a slow run commits on time, not only when a row comes
         self.poll_encoders()
         for ref in finished:

@@ -883,3 +883,65 @@ def test_signals_are_held_while_ray_starts_then_handed_to_the_callers_handlers(m
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def test_a_head_that_stops_answering_ends_the_run_with_what_stays(monkeypatch):
+    """A cluster whose head died (`ray stop`) left a driver waiting on Ray: a minute of its logs,
+    then Ray ended the process (exit 1, no line of ours, no summary). `HeadWatch` asks every few
+    seconds; a refused connection ends the run at once, a head that does not answer once it lasts."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    ray = SimpleNamespace(get_runtime_context=lambda: SimpleNamespace(gcs_address=f"127.0.0.1:{port}"))
+    monkeypatch.setattr(pipeline, "HEAD_CHECK_SECONDS", 0.0)
+    watch = pipeline.HeadWatch(ray, kept="what was finished is committed")
+    watch.check()  # it answers
+    listener.close()
+    with pytest.raises(pipeline.ClusterGone, match=rf"^the Ray cluster stopped answering \(its head at 127.0.0.1:"
+                                                   rf"{port}: Connection refused\): what was finished is committed$"):
+        watch.check()
+
+    def silent(*args, **kwargs):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    patient = pipeline.HeadWatch(ray, patience=0.2)
+    patient.check()  # silent once: a network's hiccup
+    time.sleep(0.3)
+    with pytest.raises(pipeline.ClusterGone, match=r"no answer for 0 s \(timed out\)\)$"):
+        patient.check()
+
+
+def test_a_run_whose_cluster_goes_away_keeps_what_it_committed(ray_cluster, tiny_weights, tmp_path, rng, monkeypatch):
+    """The head gone half-way (`HeadWatch.check` raising as it would): compress ends with
+    ClusterGone, one line and exit 2 from the CLI, the rows written so far committed; the rerun
+    encodes only the rest."""
+    from typer.testing import CliRunner
+
+    from rgbatch.cli import app
+
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    write_images(source, rng, [f"{i:02d}.png" for i in range(6)])
+    written, write = [], pipeline._Run.write
+
+    def counted(self, row, *args, **kwargs):
+        written.append(row.path)
+        return write(self, row, *args, **kwargs)
+
+    def check(self):
+        if len(written) >= 2:  # two rows in: the head goes
+            raise pipeline.ClusterGone(f"the Ray cluster stopped answering: {self.kept}")
+
+    monkeypatch.setattr(pipeline._Run, "write", counted)
+    monkeypatch.setattr(pipeline.HeadWatch, "check", check)
+    result = CliRunner().invoke(app, ["compress", str(source), "--out", str(archive), "--weights", str(tiny_weights),
+                                      "--depth", "1", "--tile-size", "32", "--workers", "1", "--batch-size", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == ("error: the Ray cluster stopped answering: what was finished is "
+                                                      "committed; a rerun goes on")
+    kept = len(Archive(archive).table())
+    assert 1 <= kept < 6
+    monkeypatch.undo()
+    again = compress([str(source)], str(archive), options(tiny_weights, iterations=1))
+    assert (again.skipped, again.ok) == (kept, 6 - kept)
