@@ -26,7 +26,8 @@ pixels on every machine, device, thread count and batch. The encoder's own loop,
 measures, computes in the networks' precision (bf16 where native), 1.3-2.2x faster on a CPU: its
 reconstructions are within a pixel level of the exact ones, its MS-SSIM within about 2e-5.
 `decoding="exact-loop"` runs the exact decoder in the encoder's loop too, so that it measures
-exactly what decoding returns; `decoding="float"` decodes in the networks' precision as well
+exactly what decoding returns (with "exact", images under EXACT_LOOP_PIXELS get it too: there a
+level moves MS-SSIM by more than float noise is allowed); `decoding="float"` decodes in the networks' precision as well
 (faster, but the pixels may differ by a level from machine to machine).
 
 A codec may be called from several threads. The device stage of a call (the network, and the
@@ -129,6 +130,13 @@ def partial_steps(bits: int) -> tuple[int, ...]:
 # 41 bytes a pixel in bf16, 70 in fp32: at most 0.7 / 1.2 GB, as the lockstep tiles' states (per
 # encoder call: twice that with overlap, two calls at once)
 RESUMED_PIXELS = 16 * 1024 * 1024
+# images of fewer pixels run the exact decoder in the encoder's loop whenever decoding is exact
+# (`decoding="exact"` too): on a few pixels the float loop's level here and there moved MS-SSIM
+# by up to 3e-3 (a 16 x 16 crop in bf16; 5e-4 at 64 x 64, 1e-4 at 128 x 128), so that `verify`
+# called a fresh archive of icons wrong and a quality target could be missed by as much
+# (session 58). It costs them 1.8-2.5x the encoding time (0.14 -> 0.26 s at 16 x 16, depth 16,
+# one bf16 core).
+EXACT_LOOP_PIXELS = 64 * 64
 LOCKSTEP_TILES = 64  # tiles whose network states a target keeps alive at once (64 of 512 px, 16 MP: +1.2 GB peak)
 
 
@@ -273,8 +281,9 @@ class Codec:
 
         The encoder computes the reconstruction at every depth anyway (it codes residuals);
         `keep_reconstructions` returns them: exactly what `decode` gives at each depth with
-        `decoding` "exact-loop" or "float", within a pixel level of it with "exact" (the default;
-        two where a post-filter amplifies the level);
+        `decoding` "exact-loop" or "float" (and "exact" for images under EXACT_LOOP_PIXELS),
+        within a few pixel levels of it with "exact" (the default: the float loop's level
+        here and there, in bf16 up to 3 on some pixels, more where a post-filter amplifies it);
         `keep_codes` returns the `Codes` the stream stores (to re-code them with another coder).
         `target` (`ratecontrol.Target`): each image keeps the depth its quality or size target
         asks for, and the encoder stops there: the stream and stats are those of the full
@@ -349,15 +358,19 @@ class Codec:
         tile_sizes = [tile_size_for(self.tile_size, *im.shape[:2]) for im in images]
         runs = [_Run(im, layout(im.shape[1], im.shape[0], tile, math.inf, align), tile, iterations, measure,
                      keep_reconstructions, self.device, self.refiner, original, scale,
-                     self.post_filter and im.shape[0] * im.shape[1] >= self.post_filter_min_pixels)
+                     self.post_filter and im.shape[0] * im.shape[1] >= self.post_filter_min_pixels,
+                     self._exact_loop(original))
                 for im, tile, original in zip(images, tile_sizes, originals or images)]
         filtered = any(run.filtered for run in runs)
         # batches of tiles of one shape, a row of the tile grid (of every image) after the other:
         # an image's reconstructions then come top to bottom, measured and dropped as they come
-        work = [((i, j), (band, t.padded_shape(align)), lambda im=run.image, t=t: cut_tile(im, t, align))
+        # (a small image's tiles go in batches of their own: `_exact_loop`)
+        work = [((i, j), (band, t.padded_shape(align), run.exact_loop),
+                 lambda im=run.image, t=t: cut_tile(im, t, align))
                 for i, run in enumerate(runs) for j, (band, t) in enumerate(run.bands())]
         steps = ((keys, self.model.iterate(x.to(self.device), iterations, search_steps=self.search_steps,
-                                           search_loss=search_loss))
+                                           search_loss=search_loss,
+                                           **({"exact_loop": True} if runs[keys[0][0]].exact_loop else {})))
                  for keys, x in self._batches(work, lambda group: group[1][0] * group[1][1]))
         tiles, done, pixels = len(work), 0, 0
         # To stop an image early, every batch advances one iteration at a time, so that an image
@@ -397,6 +410,12 @@ class Codec:
                 release_freed_memory()  # after every batch, so that any caller's memory stays flat
         return runs
 
+    def _exact_loop(self, original: np.ndarray | None) -> bool:
+        """Whether an image (`original`: at full size) runs the exact decoder in the encoder's
+        loop though `decoding` is "exact" (EXACT_LOOP_PIXELS); "exact-loop" runs it for all."""
+        return (self.decoding == "exact" and original is not None
+                and original.shape[0] * original.shape[1] < EXACT_LOOP_PIXELS)
+
     def _reached(self, target: Target, run: _Run, t: int) -> bool:
         """Whether an image's target says stop after iteration t: its quality (measured up to
         t) reached, or its stream over a size limit (the depth before is then the one kept).
@@ -432,10 +451,10 @@ class Codec:
             enc.reconstructions = recon[:depth]
         if keep_codes:
             enc.codes = codes.cut(depth)
-        return self._partial(enc, codes, run.chunks, run.original, target) if partial and target else enc
+        return self._partial(enc, codes, run.chunks, run.original, target, run.exact_loop) if partial and target else enc
 
     def _partial(self, enc: EncodedImage, codes: Codes, chunks: list[bytes], original: np.ndarray,
-                 target: Target) -> EncodedImage:
+                 target: Target, exact: bool = False) -> EncodedImage:
         """`enc` (whole iterations, at the depth `target` keeps) or, if the target prefers one
         (`ratecontrol.choose_candidate`), the stream whose last chunk holds the first m of
         `partial_steps` coding steps of the iteration after the last whole one `target` can keep:
@@ -454,7 +473,7 @@ class Codec:
         pixels = enc.width * enc.height
         # decoded (the network's time) fewest bytes first, only those within the size limits, until
         # one reaches a quality target: those after it cannot be chosen (more bytes, choose_candidate)
-        measured, decode = {}, self._resumed(codes, base)
+        measured, decode = {}, self._resumed(codes, base, exact)
         for n in sorted((n for n in range(len(steps)) if target.fits(sizes[n], pixels)), key=lambda n: sizes[n]):
             # one image at a time, as `decode` of its stream: a batch of several images' tiles
             # may round differently (by 1 in a few pixels, measured)
@@ -569,13 +588,13 @@ class Codec:
     def _refined(self, image: np.ndarray, codes: Codes) -> np.ndarray:
         return image if self.refiner is None else refine_image(self.refiner, image, codes.iterations)
 
-    def _resumed(self, codes: Codes, base: int):
+    def _resumed(self, codes: Codes, base: int, exact: bool = False):
         """`decode_codes` of one image's `Codes` that share `codes`' first `base` iterations and
         have one more (its partial candidates), as a function: the decoder's state after `base`
         iterations (rgbatch.model.DecoderState) is computed at the first call and kept, per batch of
         `decode_codes`, so that each candidate costs one decoder iteration and gives what
         `decode_codes([candidate])` gives in the encoder loop's arithmetic (the same batches, the
-        same operations; the exact decoder's image with `decoding="exact-loop"`). States are kept
+        same operations; the exact decoder's image with `decoding="exact-loop"`, or `exact`). States are kept
         for at most RESUMED_PIXELS pixels of tiles; the batches beyond are decoded from scratch."""
         states = []
 
@@ -587,10 +606,10 @@ class Codec:
                     kept = 0
                     for keys, bits in self._code_batches([codes.cut(base)]):
                         kept += math.prod(bits.shape[1:2] + bits.shape[3:]) * self.model.cfg.block ** 2
-                        states.append(self.model.decode_from(bits, loop=True) if kept <= RESUMED_PIXELS else None)
+                        states.append(self.model.decode_from(bits, loop=not exact) if kept <= RESUMED_PIXELS else None)
                 for (keys, bits), state in zip(self._code_batches([candidate]), states):
-                    x_hat = (self.model.decode_from(bits, loop=True) if state is None
-                             else self.model.decode_from(bits[base:], state, loop=True)).x_hat.clamp(-0.5, 0.5)
+                    x_hat = (self.model.decode_from(bits, loop=not exact) if state is None
+                             else self.model.decode_from(bits[base:], state, loop=not exact)).x_hat.clamp(-0.5, 0.5)
                     for (_, j), p in zip(keys, to_uint8(x_hat)):
                         paste(image, postfilter.apply(p, candidate.filter_at(j)), grid[j])
                 image = self._refined(image, candidate)
@@ -625,9 +644,10 @@ class _Run:
 
     def __init__(self, image: np.ndarray, grid: list[Tile], tile_size: int, iterations: int, measure: bool,
                  keep_reconstructions: bool, device: torch.device, refiner=None, original=None, scale: int = 0,
-                 filtered: bool = False):
+                 filtered: bool = False, exact_loop: bool = False):
         self.image, self.grid, self.tile_size = image, grid, tile_size
         self.filtered = filtered  # post-filters fitted (a format v2 stream) or not (v1)
+        self.exact_loop = exact_loop  # the exact decoder in the encoder's loop (`Codec._exact_loop`)
         # the full-size image, of which `image` is the downscaled copy when scale is not 0 (rgbatch.resample)
         self.original, self.scale = (image, 0) if original is None else (original, scale)
         self.tiles = [[] for _ in grid]  # per tile, the bits of each iteration

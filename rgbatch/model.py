@@ -246,8 +246,13 @@ class ResidualGRUCodec(nn.Module):
     def _blank_state(self):
         return [None] * 3, [None] * 4
 
+    def _exact_in_loop(self, asked: bool | None) -> bool:
+        """Whether the encoder's loop runs the exact decoder: as `set_decoding` says, or as a call
+        asks (`iterate`'s `exact_loop`), where there is one."""
+        return self.exact is not None and (self.exact_loop if asked is None else asked)
+
     def _step(self, residual, t, enc_state, dec_state, x_hat, active=None, freeze: bool = False,
-              encoder_grad: bool = True):
+              encoder_grad: bool = True, exact_loop: bool | None = None):
         """One iteration: code the residual, decode the bits. Returns the bits and the
         reconstruction after them (`x_hat`: the one before), in the encoder loop's arithmetic
         (`set_decoding`; `freeze` computes in float). Without `encoder_grad` the encoder and
@@ -264,7 +269,7 @@ class ResidualGRUCodec(nn.Module):
             bits = self.binarizer(features)
         if active is not None:
             bits = bits * self._net(active)
-        if self.exact_loop and not freeze:  # the decoder's exact arithmetic, in the encoder's loop
+        if self._exact_in_loop(exact_loop) and not freeze:  # the decoder's exact arithmetic, in the encoder's loop
             x_hat, dec_state = self.exact.step(bits, t, dec_state, x_hat)
             return bits, x_hat, enc_state, dec_state
         update, dec_state = self.decoder(bits, dec_state)
@@ -279,27 +284,27 @@ class ResidualGRUCodec(nn.Module):
         return previous + update
 
     def _iterations(self, x, iterations: int, stop=None, freeze: bool = False, search_steps: int = 0,
-                    search_loss=None, encoder_grad: bool = True):
+                    search_loss=None, encoder_grad: bool = True, exact_loop: bool | None = None):
         """Yield (bits, reconstruction) after each iteration: the residual coding loop.
 
         `stop` (N, 1, H/16, W/16), optional: how many iterations each block sends (`_step`).
         `search_steps`: choose each iteration's bits by search (`_search_step`).
-        `encoder_grad`: see `_step`."""
+        `encoder_grad`, `exact_loop`: see `_step`, `_exact_in_loop`."""
         enc_state, dec_state = self._blank_state()
         x_hat = None
         for t in range(iterations):
             if search_steps:
                 bits, x_hat, enc_state, dec_state = self._search_step(
-                    x, x_hat, t, enc_state, dec_state, search_steps, search_loss or l1_loss)
+                    x, x_hat, t, enc_state, dec_state, search_steps, search_loss or l1_loss, exact_loop)
                 yield bits, x_hat
                 continue
             residual = x if x_hat is None else x - x_hat
             active = None if stop is None else (stop > t).float()
             bits, x_hat, enc_state, dec_state = self._step(residual, t, enc_state, dec_state, x_hat, active, freeze,
-                                                           encoder_grad)
+                                                           encoder_grad, exact_loop)
             yield bits, x_hat
 
-    def _search_step(self, x, x_hat, t, enc_state, dec_state, steps: int, loss):
+    def _search_step(self, x, x_hat, t, enc_state, dec_state, steps: int, loss, exact_loop: bool | None = None):
         """`_step` with the bits chosen by search: the decoder takes any bits, so the encoder may
         send better ones than the binarizer's signs. Starting from the binarizer's tanh outputs,
         `steps` Adam steps (straight-through signs) lower loss(x, reconstruction) per image,
@@ -336,7 +341,7 @@ class ResidualGRUCodec(nn.Module):
             better = candidate_loss < best_loss
             best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
             best_loss = torch.minimum(candidate_loss, best_loss)
-        if self.exact_loop:
+        if self._exact_in_loop(exact_loop):
             x_new, dec_state = self.exact.step(best, t, dec_state, x_hat)
         else:
             x_new, dec_state = decoded(best)
@@ -372,12 +377,14 @@ class ResidualGRUCodec(nn.Module):
                     on_iteration(t, x_hat.clamp(-0.5, 0.5))
         return torch.stack(codes)
 
-    def iterate(self, x, iterations: int, search_steps: int = 0, search_loss=None):
+    def iterate(self, x, iterations: int, search_steps: int = 0, search_loss=None, exact_loop: bool | None = None):
         """`encode` one iteration at a time: yields (codes (N, bits, H/16, W/16), reconstruction
         before clamping) lazily, so that a caller may stop early. Run it under
-        torch.inference_mode() (torch.no_grad() with `search_steps`)."""
+        torch.inference_mode() (torch.no_grad() with `search_steps`). `exact_loop` overrides
+        `set_decoding`'s choice for this call (the codec's small images: rgbatch.codec)."""
         self._check_iterations(iterations)
-        return self._iterations(x, iterations, search_steps=search_steps, search_loss=search_loss)
+        return self._iterations(x, iterations, search_steps=search_steps, search_loss=search_loss,
+                                exact_loop=exact_loop)
 
     @torch.inference_mode()
     def decode(self, codes, iterations: int | None = None):
