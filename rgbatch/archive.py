@@ -41,7 +41,7 @@ from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, s
 from .metrics import msssim
 from .objectstore import not_found, split_query, with_query, worded
 from .limits import check_max_pixels
-from .options import OptionError, check_one_of, check_range
+from .options import OptionError, check_count, check_one_of, check_range
 from .ratecontrol import Target
 from .row import OK, Row, hash_keys, schema_of, unheld_blob
 
@@ -75,7 +75,7 @@ _FOLDER_SQL = """
                AS folder,
            count(*) AS images, sum(source_bytes)::BIGINT AS source_bytes,
            sum(CASE WHEN shared_blob THEN 0 ELSE bytes[-1] END + coalesce(alpha_bytes, 0))::BIGINT AS bytes,
-           sum(width * height)::BIGINT AS pixels,
+           sum(CASE WHEN shared_blob THEN 0 ELSE width * height END)::BIGINT AS pixels,
            sum(msssim[-1]) AS msssim_sum, count(msssim[-1]) AS msssim_count
     FROM images GROUP BY folder"""
 REPORT_COLUMNS = IMAGE_FIELDS + ["frames", "source_hash", "blob_sha256"]  # what `report` reads: not the blobs, times...
@@ -167,6 +167,15 @@ def _at(depths: list[int], images: pa.Table) -> dict:
     return _query(_COST_SQL, images.append_column("depth", pa.array(depths, pa.int64())))[0]
 
 
+def _msssim_target(option: str, msssim: float | None) -> Target:
+    """The Target of a command's MS-SSIM option, an error named as that option (`--min-msssim`,
+    `--target-msssim`), not as a target's field (`target.msssim`: restore's until session 58)."""
+    try:
+        return Target(msssim=msssim)
+    except OptionError as e:
+        raise OptionError(option, e.reason) from None
+
+
 def _by_path(rows: list) -> list:
     """(path, ...) pairs in path order, null paths last (as the archive's tables are sorted)."""
     return sorted(rows, key=lambda row: (row[0] is None, row[0] or ""))
@@ -185,14 +194,16 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     stored at least that deep; summary.at_depth / at_msssim: what the archive would cost cut
     to `depth` iterations / to the smallest depth reaching `min_msssim` per image; summary.folders
     (with `folders`): per folder that many levels deep, what its ok images store, largest first.
+    Costs count each stream once: a row sharing another's blob (a copy: `Row.shared_blob`) is
+    left out of them (images, bytes, pixels, quality), as the archive stores it once (until
+    session 58 its bytes were counted again at every depth: "as stored" said more than the
+    blobs take, `--depth K` more than `compact --depth K` then stored); a folder's bytes and
+    bpp leave out its copies' too, its image count and mean MS-SSIM count them.
     """
-    check_range("depth", depth, 1)
-    check_range("worst", worst, 0)
-    check_range("folders", folders, 1)
-    try:
-        target = Target(msssim=min_msssim)
-    except OptionError as e:  # named as report's parameter (`--min-msssim`), not a target's
-        raise OptionError("min_msssim", e.reason) from None
+    check_count("depth", depth, 1)
+    check_count("worst", worst, 0)
+    check_count("folders", folders, 1)
+    target = _msssim_target("min_msssim", min_msssim)
     man = Archive(archive)
     summary, spill = man.read_whole(lambda: _summarize(man, depth, target, worst, images, folders))
     summary = {"archive": man.location, "parts": len(man.parts), "part_bytes": man.part_bytes(), **summary,
@@ -238,6 +249,8 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         count["pixels"] += pc.sum(pc.multiply(ok["width"].cast(pa.int64()), ok["height"])).as_py() or 0
         models.update(ok["model_id"].to_pylist())
         copies.add(ok)
+        shared = pc.fill_null(ok["shared_blob"], False)
+        streams = ok.filter(pc.invert(shared)) if pc.any(shared).as_py() else ok  # each stored stream once
         for row in _query(_FOLDER_SQL.format(levels=int(folders)), ok) if folders else ():
             sums = by_folder.setdefault(row.pop("folder"), dict.fromkeys(row, 0))
             for key, value in row.items():
@@ -249,25 +262,25 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         count["unknown"] += coding["unknown"]
         for loss, n in reading_summary(ok).items():
             reading[loss] = reading.get(loss, 0) + n
-        stored_depths = ok["iterations"].to_pylist()
-        stored.add(_at(stored_depths, ok))
-        for row in _query(_DEPTH_SQL, ok):
+        stored_depths = streams["iterations"].to_pylist()
+        stored.add(_at(stored_depths, streams))
+        for row in _query(_DEPTH_SQL, streams):
             by_depth.setdefault(row["depth"], _Sums()).add(row)
         worst_rows = sorted(worst_rows + _query(_WORST_SQL.format(limit=int(worst)), ok),
                             key=lambda r: (r["msssim"] is None, r["msssim"] or 0.0, r["path"]))[:worst]
         if depth is not None:
-            at_depth.add(_at([min(depth, k) for k in stored_depths], ok))
+            at_depth.add(_at([min(depth, k) for k in stored_depths], streams))
             count["shallower"] += sum(k < depth for k in stored_depths)
         if target.msssim is not None:
-            rows = Row.from_arrow(ok.select(["bytes", "msssim", "width", "height", "iterations"]))
+            rows = Row.from_arrow(streams.select(["bytes", "msssim", "width", "height", "iterations"]))
             measured = pa.array([bool(r.msssim) for r in rows], pa.bool_())  # not those compressed with --no-measure
             rows = [r for r in rows if r.msssim]
             chosen = [r.keep(target=target) for r in rows]
-            at_msssim.add(_at(chosen, ok.filter(measured)))
+            at_msssim.add(_at(chosen, streams.filter(measured)))
             count["not_reached"] += sum(r.msssim[d - 1] < target.msssim for r, d in zip(rows, chosen))
             count["unmeasured"] += len(measured) - len(rows)
     stored = stored.result()
-    blob_bytes = (stored["bytes"] or 0) - copies.shared_bytes  # what the blobs take, one rows share counted once
+    blob_bytes = stored["bytes"] or 0  # what the blobs take: each stream once
     summary = {
         "images": count["images"], "ok": count["ok"], "failed": len(failed) + len(damaged),
         "model_ids": sorted(models), "source_bytes": count["source_bytes"], "pixels": count["pixels"],
@@ -694,13 +707,14 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     with its own codec: on a cluster `out` must be a store every node reaches.
     """
     check_one_of("iterations", "target_msssim", iterations, target_msssim)
-    check_range("iterations", iterations, 1)
-    check_range("batch_size", batch_size, 1)
-    check_range("workers", workers, 0)
+    check_count("iterations", iterations, 1)
+    check_count("batch_size", batch_size, 1)
+    check_count("workers", workers, 0)
     check_max_pixels(max_pixels)
+    storage.check_location("out", out)
     if not str(out):  # the current folder, as a path (`--out "$UNSET"`): until session 54 written into
         raise OptionError("out", "is empty: give the folder to write the PNGs under ('.' for the current one)")
-    target = Target(msssim=target_msssim)
+    target = _msssim_target("target_msssim", target_msssim)
     globs = select_globs(select)
     man = Archive(archive)
     table, damaged = _checked(man, ["path", "status", "model_id", "width", "height", "iterations", "bytes", "msssim",
@@ -1047,9 +1061,9 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     are checked here, as the rows are read. A source whose read takes more than `read_timeout`
     seconds (0: no limit) is unreachable: a store that stopped answering does not hold verify up.
     """
-    check_range("sample", sample, 0)
-    check_range("batch_size", batch_size, 1)
-    check_range("workers", workers, 0)
+    check_count("sample", sample, 0)
+    check_count("batch_size", batch_size, 1)
+    check_count("workers", workers, 0)
     check_range("read_timeout", read_timeout, 0, what=" seconds (0: no limit)")
     check_max_pixels(max_pixels)
     if sources is not None and not str(sources):
@@ -1182,7 +1196,7 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
     latest written, so an interruption at any point leaves a consistent archive (rerun to
     finish). No other command may write to the archive meanwhile.
     """
-    check_range("depth", depth, 1)
+    check_count("depth", depth, 1)
     man = Archive(archive)  # refuses, worded, what is no archive before anything is locked or written
     dropped = _dropped_paths(man, drop, drop_failed, drop_moved)  # the archive as it is now: no writer adds to `man`
     with man.locked("compact"):

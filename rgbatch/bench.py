@@ -45,7 +45,7 @@ from .entropy import CODERS, EntropyError, default_coder_name, get_coder
 from .imageio import ImageError, read_image
 from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
-from .options import check_range
+from .options import check_count
 from .train import IMAGE_SUFFIXES, list_images
 
 TARGETS = (0.90, 0.95, 0.98)
@@ -112,7 +112,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     `classical_cache`: a file of classical results (`rgbatch.classical_cache`) read and added to,
     so that only what it lacks is encoded (None: measure everything).
     """
-    check_range("speed_images", speed_images, 0, what=" (0: no timing)")
+    check_count("speed_images", speed_images, 0, what=" (0: no timing)")
     image_dir = Path(image_dir)
     paths = list_images(image_dir)
     if limit is not None:
@@ -128,7 +128,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     codec = Codec.load(weights, device=device, precision=precision, coder="raw",  # others re-code its codes
                        search_steps=search_steps, decoding=decoding)
     iterations = codec.max_iterations if iterations is None else iterations  # 0 is refused, not the default
-    check_range("iterations", iterations, 1, codec.max_iterations, " for this model")
+    check_count("iterations", iterations, 1, codec.max_iterations, " for this model")
     if coders is None:
         coders = usable_coders(codec.extra, log)
     timed_coder = default_coder_name(codec.extra)

@@ -144,7 +144,10 @@ def read_header(blob: bytes) -> Header:
     """The header of a stream (or of any prefix that holds it), checked: its checksum, the
     values the format allows, and that what follows the last chunk, if anything, is one intact
     metadata trailer."""
-    blob = memoryview(blob)
+    try:
+        blob = memoryview(blob)
+    except TypeError:  # None, a str: the caller's mistake, not a damaged stream
+        raise OptionError("blob", f"is a {type(blob).__name__}: give the stream's bytes") from None
     if len(blob) < _FIXED.size:
         raise BitstreamError(f"truncated: {len(blob)} bytes is shorter than any rgbatch header")
     magic, version, coder_id, k, bits, mid, width, height, tile, scale, steps = _FIXED.unpack_from(blob)

@@ -713,7 +713,9 @@ def report(
     def fmt(x, spec):
         return "-" if x is None else format(x, spec)
 
-    costs = Table(title="cost and quality", title_justify="left")
+    shared = s["copies"]["shared"]  # rows whose stream is another's: left out of the costs
+    costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} copies share another's)" if shared else ""),
+                  title_justify="left")
     for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):
         costs.add_column(column, justify="right")
     for row in s["by_depth"]:

@@ -60,7 +60,7 @@ from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
 from .model import DECODINGS, l1_loss
 from .ratecontrol import Target, candidate_target, check_measured, choose_candidate, choose_depth
-from .options import OptionError, check_choice, check_range
+from .options import OptionError, check_choice, check_count
 from .refine import BandRefiner, load_refiner, refine_image
 from .resample import candidates, downscale, upscale, upscale_rows, usable
 from .tiling import RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, tile_size_for, to_uint8, to_unit
@@ -163,17 +163,22 @@ def search_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return l1_loss(x, x_hat) + 0.5 * (1 - quality)
 
 
-def check_images(images: list[np.ndarray]):
-    """OptionError unless each image is what the codec codes: an HxWx3 uint8 array (RGB, 0-255).
-    Until session 57 a float image in [0, 1] was coded as near black without a word (and
-    measured against itself: MS-SSIM 0.99), a uint16 one as noise, a grey one failed in torch."""
+def check_images(images) -> list[np.ndarray]:
+    """`images` as a list, or an OptionError unless each image is what the codec codes: an HxWx3
+    uint8 array (RGB, 0-255) of at least one pixel. Until session 57 a float image in [0, 1] was
+    coded as near black without a word (and measured against itself: MS-SSIM 0.99), a uint16 one
+    as noise, a grey one failed in torch; until session 58 an empty one failed in torch, and a
+    generator of images was used up by this check, nothing left to encode."""
+    images = list(images)
     for i, image in enumerate(images):
         array = isinstance(image, np.ndarray)
-        if not (array and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        if not (array and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+                and image.shape[0] and image.shape[1]):
             what = f"a {image.dtype} array of shape {image.shape}" if array else f"a {type(image).__name__}"
             where = f"[{i}]" if len(images) > 1 else ""
-            raise OptionError(f"image{where}", f"is {what}: the codec codes HxWx3 uint8 arrays (RGB, 0-255; "
-                                               f"rgbatch.imageio.read_image reads a file so)")
+            raise OptionError(f"image{where}", f"is {what}: the codec codes HxWx3 uint8 arrays (RGB, 0-255, "
+                                               f"a pixel at least; rgbatch.imageio.read_image reads a file so)")
+    return images
 
 
 class Codec:
@@ -185,7 +190,10 @@ class Codec:
                  coder: str = "auto", search_steps: int = 0, refine: bool = True, decoding: str = "exact",
                  post_filter: bool = True, post_filter_min_pixels: int = postfilter.MIN_PIXELS):
         check_tile_size(tile_size, model.cfg.align)  # None: per image (tiling.tile_size_for)
+        check_choice("device", device, DEVICES)  # until session 58 torch's words for "gpu"
         check_choice("decoding", decoding, DECODINGS)
+        check_count("batch_size", batch_size, 1)  # until session 58 0 and -3 were taken as 1
+        check_count("post_filter_min_pixels", post_filter_min_pixels, 0)
         self._options = dict(device=device, tile_size=tile_size, batch_size=batch_size, precision=precision,
                              coder=coder, search_steps=search_steps, refine=refine, decoding=decoding,
                              post_filter=post_filter, post_filter_min_pixels=post_filter_min_pixels)
@@ -212,12 +220,12 @@ class Codec:
         # the depth encodings get when none is asked for: the one the model was trained to
         self.default_iterations = trained_iterations(model.cfg, info or {})
         self.tile_size = tile_size
-        self.batch_size = max(1, batch_size)
+        self.batch_size = batch_size
         self.batch_pixels = batch_pixels(self.device.type)
         self.coder = get_coder(coder, self.extra)
         # encoder-side search of the bits (ResidualGRUCodec._search_step): same streams format,
         # better reconstructions at every depth, each iteration about 3 x steps decoder passes
-        check_range("search_steps", search_steps, 0, MAX_SEARCH_STEPS)
+        check_count("search_steps", search_steps, 0, MAX_SEARCH_STEPS)
         self.search_steps = search_steps
         # the encoder fits a colour post-filter per tile and depth and sends it where it pays
         # (rgbatch.postfilter, format v2); False writes format v1 streams, without filters, as
@@ -315,7 +323,7 @@ class Codec:
         candidate the target prefers is kept (`_partial`). With `resample`, within each scale.
         Without a target it changes nothing.
         """
-        check_images(images)
+        images = check_images(images)
         measure = measure or keep_reconstructions
         check_measured(target, measure)
         if partial:
@@ -339,12 +347,12 @@ class Codec:
 
     def encode_codes(self, images: list[np.ndarray], iterations: int | None = None) -> list[Codes]:
         """The network stage alone: the `Codes` of each image, not entropy-coded."""
-        check_images(images)
+        images = check_images(images)
         return [run.codes() for run in self._run_network(images, self._depth(iterations), False, Target(), False)]
 
     def _depth(self, iterations: int | None) -> int:
         iterations = self.default_iterations if iterations is None else iterations
-        check_range("iterations", iterations, 1, self.max_iterations, " for this model")
+        check_count("iterations", iterations, 1, self.max_iterations, " for this model")
         return iterations
 
     def _run_network(self, images: list[np.ndarray], iterations: int, measure: bool, target: Target | list[Target],
@@ -523,7 +531,8 @@ class Codec:
         header = bitstream.read_header(blob)
         if header.model_id != self.model_id:
             raise BitstreamError(f"coded by model {header.model_id}, but the loaded model is {self.model_id}; "
-                                 f"decode with the weights that made it")
+                                 f"decode with the weights that made it (an earlier shipped model's: "
+                                 f"Codec.for_model, as decode_file, restore and verify do)")
         if header.bits != self.model.cfg.bits:
             raise BitstreamError(f"stream has {header.bits} bits per position, the model {self.model.cfg.bits}")
         if header.iterations > self.max_iterations:
@@ -561,6 +570,8 @@ class Codec:
         another bound of docs/FORMAT.md, "Limits"), raises BitstreamError and nothing else."""
         check_max_pixels(max_pixels)
         depths = iterations if isinstance(iterations, list) else [iterations] * len(blobs)
+        if len(depths) != len(blobs):  # zip dropped the blobs beyond the depths until session 58
+            raise OptionError("iterations", f"lists {len(depths)} depth(s) for {len(blobs)} blob(s): give one each")
         return self.decode_codes([self.read_codes(b, k, max_pixels) for b, k in zip(blobs, depths)])
 
     def decode_codes(self, codes: list[Codes]) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import bitstream
 from .context import Canvas
+from .options import OptionError, check_count
 from .ratecontrol import Target, choose_depth
 from .resample import coded_size
 from .tiling import Tile, tile_grid
@@ -125,7 +126,11 @@ class EncodedImage:
         return choose_depth(target, self.bytes, self.msssim, self.width * self.height)
 
     def cut(self, depth: int) -> "EncodedImage":
-        """The same image stored to `depth` iterations: blob truncated, stats of the kept depths."""
+        """The same image stored to `depth` iterations (1..its own): blob truncated, stats of the
+        kept depths."""
+        if depth is None:  # kept as the image's depth until session 58
+            raise OptionError("depth", "must be a number, not None")
+        check_count("depth", depth, 1, self.iterations, " for this image")
         if depth == self.iterations:
             return self
         return replace(self, blob=bitstream.truncate(self.blob, depth), iterations=depth, steps=0,

@@ -24,7 +24,7 @@ from .imageio import (MAX_PIXELS, ImageError, Metadata, decode_alpha, decode_ima
                       max_source_bytes, too_big_text)
 from .limits import check_max_pixels
 from .objectstore import not_found
-from .options import check_range
+from .options import check_count
 from .ratecontrol import Target
 from .resample import SCALE_NAMES
 
@@ -62,7 +62,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     `allow_truncated`: a file cut short (an interrupted download or copy) decodes at the depth
     of the iterations it holds whole, each checked by its checksum, without the metadata trailer
     (which comes after the last chunk); by default it is refused as truncated."""
-    check_range("iterations", iterations, 1)
+    check_count("iterations", iterations, 1)
     check_max_pixels(max_pixels)
     codec = codec or Codec.load()
     out_fs, out_path = storage.output_file(out, overwrite)

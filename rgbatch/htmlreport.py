@@ -29,7 +29,7 @@ from .imageio import encode_png
 from .manifest import Archive
 from .row import Row
 from .metrics import msssim
-from .options import OptionError, check_range
+from .options import check_count
 
 CROP = 512  # shown pixels per side at most (a centre crop of larger images)
 SHOWN = 3  # images shown side by side by default
@@ -195,8 +195,8 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | list[str] |
     replaced only with `overwrite`, checked before any work: `storage.output_file`); returns the
     report's summary and the paths shown. Shown: the archived paths matching `select` (a glob,
     or several: any), else the `show` worst images (at most `show` either way)."""
-    check_range("show", show, 0)
-    check_range("crop", crop, 32, what=" pixels")
+    check_count("show", show, 0)
+    check_count("crop", crop, 32, what=" pixels")
     fs, path = storage.output_file(out, overwrite)
     summary = report(archive, worst=max(worst, show), images=False)["summary"]
     worst_paths = [r["path"] for r in summary["worst"]]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .bitstream import TILE_MULTIPLE
 from .imageio import MAX_PIXELS
-from .options import check_range
+from .options import check_count
 from .resample import coded_size
 from .tiling import Tile, align, check_tile_size, tile_grid
 
@@ -27,7 +27,7 @@ PADDING_ALLOWANCE = 2
 
 
 def check_max_pixels(max_pixels: int):
-    check_range("max_pixels", max_pixels, 1)
+    check_count("max_pixels", max_pixels, 1)
 
 
 def layout(width: int, height: int, tile_size: int, max_pixels: float = MAX_PIXELS,

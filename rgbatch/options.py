@@ -8,6 +8,8 @@ Python API spells it ("tile_size", "target.msssim"); a front end maps that name 
 
 from __future__ import annotations
 
+import numbers
+
 
 class OptionError(ValueError):
     """A parameter with a value it cannot take: `option` is its name, `reason` what is wrong.
@@ -27,14 +29,32 @@ class OptionError(ValueError):
         return f"{name(self.option)} {reason}"
 
 
+def check_number(option: str, value):
+    """A number (None passes): not text, not a bool (True is 1 to Python, never to a user)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise OptionError(option, f"must be a number, not {value!r}")
+
+
 def check_range(option: str, value, low, high=None, what: str = ""):
-    """low <= value (<= high): or an OptionError that says the range (NaN is in none)."""
+    """low <= value (<= high): or an OptionError that says the range (NaN is in none), or
+    that it is no number."""
+    check_number(option, value)
     if value is not None and not (low <= value and (high is None or value <= high)):
         span = f"{low}..{high}" if high is not None else f"at least {low}"
         raise OptionError(option, f"must be {span}{what}, not {value}")
 
 
+def check_count(option: str, value, low, high=None, what: str = ""):
+    """`check_range` for a whole number (a depth, a count, pixels): 2.5, 2.0 or True refused
+    here, not as a TypeError deep inside (until session 58)."""
+    check_number(option, value)
+    if value is not None and not isinstance(value, numbers.Integral):
+        raise OptionError(option, f"must be a whole number, not {value!r}")
+    check_range(option, value, low, high, what)
+
+
 def check_positive(option: str, value):
+    check_number(option, value)
     if value is not None and not value > 0:
         raise OptionError(option, f"must be positive, not {value}")
 

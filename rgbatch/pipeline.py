@@ -47,10 +47,10 @@ import pyarrow.compute as pc
 
 from . import raywatch
 from .codec import (DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, batch_pixels, release_freed_memory,
-                    resolve_partial)
+                    resolve_device, resolve_partial)
 from .entropy import get_coder
 from .imageio import MAX_PIXELS, max_source_bytes
-from .options import OptionError, check_choice, check_range
+from .options import OptionError, check_choice, check_count, check_range
 from .manifest import TIMES_FOLD, Archive, check_writable
 from .ratecontrol import Target, check_measured
 from .resample import candidates
@@ -128,18 +128,19 @@ class CompressOptions:
         """Every option a compression reads, checked before any work starts (the model's own
         limits, iterations and tile size, once it is loaded: `compress`)."""
         if self.iterations is not None:
-            check_range("iterations", self.iterations, 1, 255)
+            check_count("iterations", self.iterations, 1, 255)
         if self.tile_size is not None:
-            check_range("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
+            check_count("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
                                                                         "16-bit field, docs/FORMAT.md)")
-        check_range("batch_size", self.batch_size, 0, what=" (0: automatic)")
-        check_range("workers", self.workers, 0, what=" (0: automatic)")
+        check_count("batch_size", self.batch_size, 0, what=" (0: automatic)")
+        check_count("workers", self.workers, 0, what=" (0: automatic)")
+        check_count("threads", self.threads, 0, what=" (0: the CPUs shared out)")  # until session 58 unchecked
         check_choice("device", self.device, DEVICES)
-        check_range("max_pixels", self.max_pixels, 1)
+        check_count("max_pixels", self.max_pixels, 1)
         check_range("read_timeout", self.read_timeout, 0, what=" seconds (0: no limit)")
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("decoding", self.decoding, DECODINGS)
-        check_range("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
+        check_count("search_steps", self.search_steps, 0, MAX_SEARCH_STEPS)
         check_measured(self.target, self.measure)
         candidates(self.resample, bool(self.target), self.measure)
         resolve_partial(self.partial, self.target, self.measure, self.coder)
@@ -275,7 +276,8 @@ class EncodeWorker:
 
         if threads:
             torch.set_num_threads(min(threads, os.cpu_count() or threads))
-        self.codec = Codec.load(weights, device=device, tile_size=options.tile_size, batch_size=options.batch_size,
+        self.codec = Codec.load(weights, device=device, tile_size=options.tile_size,
+                                batch_size=options.batch_size or BATCH_SIZE[resolve_device(device).type],
                                 coder=options.coder, precision=options.precision, search_steps=options.search_steps,
                                 decoding=options.decoding, post_filter=options.post_filter)
         self.iterations = options.iterations
@@ -357,7 +359,7 @@ def _ray_session(address: str | None, num_cpus: int | None):
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
-    watchdog = None
+    watchdog, hooks = None, _process_hooks()
     try:
         if address:
             check_cluster_address(address)  # an answer within 20 s, signals not held
@@ -382,6 +384,7 @@ def _ray_session(address: str | None, num_cpus: int | None):
             ray.shutdown()
         if watchdog:
             watchdog.close()
+        _restore_hooks(hooks)
         if isinstance(e, (ConnectionError, RuntimeError, ValueError)):
             where = f" at {address}" if address else ""
             raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
@@ -392,6 +395,23 @@ def _ray_session(address: str | None, num_cpus: int | None):
         ray.shutdown()
         if watchdog:
             watchdog.close()
+        _restore_hooks(hooks)
+
+
+def _process_hooks() -> dict:
+    """The process-wide hooks Ray replaces for its driver and leaves replaced after `shutdown`:
+    SIGTERM's handler and `sys.excepthook` (a program calling `compress` found them Ray's after
+    it returned, until session 58)."""
+    hooks = {"excepthook": sys.excepthook}
+    if threading.current_thread() is threading.main_thread():
+        hooks["sigterm"] = signal.getsignal(signal.SIGTERM)
+    return hooks
+
+
+def _restore_hooks(hooks: dict):
+    sys.excepthook = hooks["excepthook"]
+    if "sigterm" in hooks and hooks["sigterm"] is not None:
+        signal.signal(signal.SIGTERM, hooks["sigterm"])
 
 
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # held while Ray starts (`_signals_held`)
@@ -618,7 +638,7 @@ def resolve_options(options: CompressOptions) -> tuple[CompressOptions, str, str
     weights = str(Path(options.weights or DEFAULT_WEIGHTS).resolve())  # workers may run elsewhere
     model, model_id, extra, info = load_weights(weights)
     iterations = trained_iterations(model.cfg, info) if options.iterations is None else options.iterations
-    check_range("iterations", iterations, 1, model.cfg.max_iterations, " for this model")
+    check_count("iterations", iterations, 1, model.cfg.max_iterations, " for this model")
     coder = get_coder(options.coder, extra)
     # partial resolved against the weights' own coder ("auto" is raw without context tables), so
     # that `--partial` the coder cannot give is a usage error here, not every image's in a worker

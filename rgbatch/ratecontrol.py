@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .options import OptionError, check_positive
+from .options import OptionError, check_count, check_number, check_positive
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,11 @@ class Target:
     max_bytes: int | None = None
 
     def __post_init__(self):
+        check_number("target.msssim", self.msssim)
         if self.msssim is not None and not 0 < self.msssim <= 1:
             raise OptionError("target.msssim", f"must be in (0, 1], not {self.msssim}")
         check_positive("target.bpp", self.bpp)
-        check_positive("target.max_bytes", self.max_bytes)
+        check_count("target.max_bytes", self.max_bytes, 1)
 
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.msssim, self.bpp, self.max_bytes))

@@ -29,6 +29,8 @@ import uuid
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .options import OptionError
+
 
 TEMP_PREFIX = ".tmp-"  # temporary files are hidden; listings skip them
 
@@ -532,6 +534,13 @@ class NotWritten(ValueError):
 STREAMED = ("a FIFO", "a character device")
 
 
+def check_location(option: str, value):
+    """A path or URI (a str or os.PathLike): None, a number, ... refused, not written under their
+    text (`out=None` wrote ./None until session 58)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise OptionError(option, f"is {value!r}: give a path or URI")
+
+
 def output_file(out, overwrite: bool = False) -> tuple[pafs.FileSystem, str]:
     """(file system, path) of one output file the user names (`encode` / `decode --out`, `report
     --html`), refused (NotWritten) before any work where a folder is there or meant (a name
@@ -539,6 +548,7 @@ def output_file(out, overwrite: bool = False) -> tuple[pafs.FileSystem, str]:
     a character device (/dev/null, /dev/stdout, a terminal) is written into (`write_output`), as
     by a shell's redirection: until session 53 the file written was renamed onto it, so that
     `--out /dev/null` run as root replaced the system's /dev/null with a PNG."""
+    check_location("out", out)
     if not str(out):
         raise NotWritten("the output file's name is empty: give one")
     if str(out).endswith("/"):

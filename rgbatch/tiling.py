@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .options import OptionError, check_range
+from .options import OptionError, check_count, check_range
 
 # Tile sizes by default (tile_size None), per image (docs/TILING.md has the measurements: seams
 # cost rate and quality, big tiles memory and speed): an image of at most WHOLE_IMAGE_PIXELS
@@ -58,7 +58,8 @@ def check_tile_size(tile_size: int | None, multiple: int):
     """None (chosen per image: `tile_size_for`), 0 (whole images) or a positive multiple."""
     if tile_size is None:
         return
-    if tile_size < 0 or tile_size % multiple:
+    check_count("tile_size", tile_size, 0)
+    if tile_size % multiple:
         raise OptionError("tile_size", f"must be 0 (whole image) or a positive multiple of {multiple}, not {tile_size}")
 
 

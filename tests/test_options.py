@@ -77,3 +77,49 @@ def test_an_error_naming_several_parameters_names_each_as_the_cli_does(tmp_path)
     assert result.exit_code == 2 and "--snapshot-every 3 must be a multiple of --checkpoint-every 2" in result.stderr
     result = runner.invoke(app, ["train", str(DATA), "--out", str(tmp_path / "none.pt"), "--resume"])
     assert result.exit_code == 2 and "--resume asks to continue" in result.stderr
+
+
+def test_the_python_api_refuses_wrong_types_and_shapes_in_its_own_words(tiny_weights, tmp_path, monkeypatch):
+    """What a program passing the wrong thing got until session 58 (a helper's round of the API):
+    torch's or numpy's TypeError deep inside, or worse, a silent wrong result (a blob dropped, a
+    generator's images never encoded, a file named "None", 0 taken as 1, True as 1)."""
+    import re
+
+    def refused(call, said):
+        with pytest.raises(OptionError, match=re.escape(said)):
+            call()
+
+    for options, said in ((dict(device="gpu"), "device must be one of auto, cpu, cuda, not 'gpu'"),
+                          (dict(device=None), "device must be one of auto, cpu, cuda, not None"),
+                          (dict(batch_size=2.5), "batch_size must be a whole number, not 2.5"),
+                          (dict(batch_size=0), "batch_size must be at least 1, not 0"),
+                          (dict(search_steps=1.5), "search_steps must be a whole number, not 1.5"),
+                          (dict(tile_size=64.0), "tile_size must be a whole number, not 64.0"),
+                          (dict(post_filter_min_pixels="x"), "post_filter_min_pixels must be a number, not 'x'"),
+                          (dict(post_filter_min_pixels=-5), "post_filter_min_pixels must be at least 0, not -5")):
+        refused(lambda: Codec.load(tiny_weights, **options), said)
+    codec = Codec.load(tiny_weights, device="cpu", tile_size=32)
+    image = np.zeros((32, 32, 3), np.uint8)
+    encoded = codec.encode(image, 2)
+    for call, said in ((lambda: codec.encode(np.zeros((0, 32, 3), np.uint8)), "image is a uint8 array of shape (0, 32, 3)"),
+                       (lambda: codec.encode(image, 2.5), "iterations must be a whole number, not 2.5"),
+                       (lambda: codec.encode(image, True), "iterations must be a number, not True"),
+                       (lambda: codec.decode(None), "blob is a NoneType: give the stream's bytes"),
+                       (lambda: codec.decode_many([encoded.blob] * 2, [1]), "iterations lists 1 depth(s) for 2 blob(s)"),
+                       (lambda: encoded.cut(None), "depth must be a number, not None"),
+                       (lambda: encoded.cut(3), "depth must be 1..2 for this image, not 3"),
+                       (lambda: Target(msssim="0.9"), "target.msssim must be a number, not '0.9'"),
+                       (lambda: Target(msssim=True), "target.msssim must be a number, not True"),
+                       (lambda: Target(max_bytes=1.5), "target.max_bytes must be a whole number, not 1.5"),
+                       (lambda: CompressOptions(threads=-1).check(), "threads must be at least 0"),
+                       (lambda: CompressOptions(iterations=2.5).check(), "iterations must be a whole number, not 2.5"),
+                       (lambda: CompressOptions(workers=1.5).check(), "workers must be a whole number, not 1.5"),
+                       (lambda: restore(ARCHIVE, tmp_path / "o", target_msssim=1.5), "target_msssim must be in (0, 1]"),
+                       (lambda: verify(ARCHIVE, sample=1.5), "sample must be a whole number, not 1.5")):
+        refused(call, said)
+    monkeypatch.chdir(tmp_path)
+    refused(lambda: restore(ARCHIVE, None, iterations=1), "out is None: give a path or URI")
+    refused(lambda: decode_file(DATA / "x.rgb", None), "out is None: give a path or URI")
+    assert not (tmp_path / "None").exists()
+    # a generator's images are encoded, each; np.int64 is a whole number
+    assert [e.blob for e in codec.encode_many((im for im in [image, image]), np.int64(2))] == [encoded.blob] * 2
