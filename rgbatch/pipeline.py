@@ -351,6 +351,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
 def _ray_session(address: str | None, num_cpus: int | None):
     # a KeyboardInterrupt raised into Ray's extension module as it loads was printed there and
     # swallowed, the command going on (benchmarks/fuzz_kill.py, session 55): the signals wait
+    hooks = _process_hooks()  # before Ray's import, which sets its excepthook
     with _signals_held():
         import ray
 
@@ -359,7 +360,7 @@ def _ray_session(address: str | None, num_cpus: int | None):
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
-    watchdog, hooks = None, _process_hooks()
+    watchdog = None
     try:
         if address:
             check_cluster_address(address)  # an answer within 20 s, signals not held

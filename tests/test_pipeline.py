@@ -945,3 +945,23 @@ def test_a_run_whose_cluster_goes_away_keeps_what_it_committed(ray_cluster, tiny
     monkeypatch.undo()
     again = compress([str(source)], str(archive), options(tiny_weights, iterations=1))
     assert (again.skipped, again.ok) == (kept, 6 - kept)
+
+
+HOOKS = """
+import signal, sys
+from rgbatch.pipeline import CompressOptions, compress
+def mine(signum, frame): pass
+signal.signal(signal.SIGTERM, mine)
+before = (signal.getsignal(signal.SIGTERM), sys.excepthook)
+result = compress([sys.argv[1]], sys.argv[2], CompressOptions(iterations=1, workers=1, weights=sys.argv[3]))
+print(result.ok, (signal.getsignal(signal.SIGTERM), sys.excepthook) == before)
+"""
+
+
+def test_a_program_calling_compress_gets_its_own_hooks_back(tiny_weights, tmp_path, rng):
+    """Ray's import and start replace sys.excepthook and SIGTERM's handler; a program calling
+    `compress` (its own Ray started and shut down) found them Ray's after it returned."""
+    write_images(tmp_path / "src", rng, ["a.png"])
+    done = subprocess.run([sys.executable, "-c", HOOKS, str(tmp_path / "src"), str(tmp_path / "archive"),
+                           str(tiny_weights)], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
