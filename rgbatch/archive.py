@@ -42,7 +42,7 @@ from .metrics import msssim
 from .objectstore import not_found, split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
-from .ratecontrol import Target
+from .ratecontrol import Target, check_measured
 from .row import OK, Row, hash_keys, schema_of, unheld_blob
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
@@ -564,6 +564,7 @@ class RestoreResult:
     written: list[dict] = field(default_factory=list)  # path, file, depth
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
     skipped: list[dict] = field(default_factory=list)  # path, file, depth: restored there already (`RESTORED_KEY`)
+    not_archived: int = 0  # selected paths whose current row is a failure of `compress`: nothing to restore
 
     @property
     def exit_code(self) -> int:
@@ -735,6 +736,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     selected = [p for p in safe if selects(p, globs)]
     copies = _copies(table.filter(pc.is_in(table["path"], pa.array(selected, pa.string()))) if globs else table)
     del table
+    result.not_archived = sum(selects(p, globs) for p in failed)
     result.failures += [(p, why) for p, why in damaged if selects(p or "", globs)]
     result.failures += man.unreadable  # whatever `select` says: its images may be among them
     if globs and not result.failures:
@@ -1197,6 +1199,8 @@ def compact(archive, depth: int | None = None, target: Target = Target(), progre
     finish). No other command may write to the archive meanwhile.
     """
     check_count("depth", depth, 1)
+    check_measured(target, True)
+    drop = select_globs(drop)  # one glob as a str too (its letters were globs until session 58)
     man = Archive(archive)  # refuses, worded, what is no archive before anything is locked or written
     dropped = _dropped_paths(man, drop, drop_failed, drop_moved)  # the archive as it is now: no writer adds to `man`
     with man.locked("compact"):

@@ -431,7 +431,7 @@ def _image_progress(label: str, megapixels: bool = False):
 
     columns = [TextColumn(label), BarColumn(), TextColumn("{task.fields[done]}/{task.total:.0f} images")]
     if megapixels:
-        columns += [TextColumn("{task.fields[tiles]}"), TextColumn("{task.fields[rate]:.3f} MP/s")]
+        columns += [TextColumn("{task.fields[tiles]}"), TextColumn("{task.fields[rate]:.3g} MP/s")]
     bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=False)
     task = start = None
 
@@ -609,7 +609,7 @@ def compress(
                             ("ratio", f"{result.compression_ratio:.1f}x" if result.compression_ratio else "-"),
                             ("bpp", f"{8 * result.archive_bytes / result.pixels:.3f}" if result.pixels else "-"),
                             ("time", f"{result.seconds:.1f} s"),
-                            ("speed", f"{result.megapixels_per_second:.3f} MP/s on {result.workers} {result.device} "
+                            ("speed", f"{result.megapixels_per_second:.3g} MP/s on {result.workers} {result.device} "
                                       f"encoder(s)"),
                             ("parts written", len(result.parts))]:
             table.add_row(name, str(value))
@@ -791,7 +791,12 @@ def restore(
         _print_json(asdict(result))
     else:
         skipped = f"; {len(result.skipped)} restored there before, skipped" if result.skipped else ""
-        out.print(f"{len(result.written)} image(s) written under {result.out}{skipped}")
+        shallower = iterations and sum(w["depth"] < iterations for w in result.written + result.skipped)
+        shallower = f"; {shallower} of them stored shallower than --depth {iterations}: at their depth" if shallower else ""
+        out.print(f"{len(result.written)} image(s) written under {result.out}{skipped}{shallower}", highlight=False)
+        if result.not_archived:  # not failures of this command: `report` lists them
+            out.print(f"{result.not_archived} image(s) failed at compress time and are not archived: nothing to "
+                      f"restore (`rgbatch report` lists them)", highlight=False)
         _print_failures("not restored", result.failures)
     raise typer.Exit(result.exit_code)
 

@@ -16,6 +16,7 @@ device named as the output (/dev/null, /dev/stdout) is written into, never repla
 from __future__ import annotations
 
 import contextlib
+import posixpath
 
 from . import storage
 from .bitstream import BitstreamError, read_header, read_trailer, with_metadata
@@ -24,8 +25,8 @@ from .imageio import (MAX_PIXELS, ImageError, Metadata, decode_alpha, decode_ima
                       max_source_bytes, too_big_text)
 from .limits import check_max_pixels
 from .objectstore import not_found
-from .options import check_count
-from .ratecontrol import Target
+from .options import OptionError, check_count
+from .ratecontrol import Target, check_measured
 from .resample import SCALE_NAMES
 
 
@@ -36,6 +37,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     quality, the scale it was coded at: `resample`, the coding steps of its last chunk: `partial`,
     Codec.encode_many, by default where the target and coder allow: `resolve_partial`, 0 when
     whole; and the bytes of the source's metadata kept in the trailer: `metadata`)."""
+    check_measured(target, True)
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
     out_fs, out_path = storage.output_file(out, overwrite)
@@ -55,6 +57,9 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
             "scale": SCALE_NAMES[encoded.scale], "last_steps": encoded.steps, "model_id": codec.model_id}
 
 
+OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".webp", ".avif", ".jxl", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+
+
 def decode_file(source, out, iterations: int | None = None, codec: Codec | None = None,
                 max_pixels: int = MAX_PIXELS, overwrite: bool = False, allow_truncated: bool = False) -> dict:
     """Decode a stream file (at most `iterations` deep) into a PNG file; a stream that declares
@@ -64,6 +69,10 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
     (which comes after the last chunk); by default it is refused as truncated."""
     check_count("iterations", iterations, 1)
     check_max_pixels(max_pixels)
+    storage.check_location("out", out)
+    suffix = posixpath.splitext(str(out))[1].lower()
+    if suffix in OTHER_IMAGE_SUFFIXES:  # PNG bytes under another format's name until session 58
+        raise OptionError("out", f"{out}: decode writes a PNG, not a {suffix} file: give a name ending in .png")
     codec = codec or Codec.load()
     out_fs, out_path = storage.output_file(out, overwrite)
     with _naming(source, BitstreamError):

@@ -43,7 +43,7 @@ class ShownImage:
     height: int
     original: bytes | None  # PNG of the source's crop; None when the source is not reachable
     note: str = ""  # why the original is missing, or why nothing could be decoded
-    depths: list[dict] = field(default_factory=list)  # depth, bytes, bpp, msssim, png
+    depths: list[dict] = field(default_factory=list)  # depth, label (`depth_text`), bytes, bpp, msssim, png
 
 
 def shown_depths(stored: int) -> list[int]:
@@ -79,7 +79,9 @@ def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
         quality = row.msssim[depth - 1] if row.msssim else None
         if quality is None and source is not None:  # compressed with --no-measure: measure it now
             quality = msssim(source, image)
-        shown.depths.append({"depth": depth, "bytes": row.bytes[depth - 1], "bpp": row.bpp[depth - 1],
+        # the stored depth as the tables say it: a partial last chunk's steps, a scale (`depth_text`)
+        label = depth_text(depth, row.last_steps, row.scale) if depth == row.iterations else str(depth)
+        shown.depths.append({"depth": depth, "label": label, "bytes": row.bytes[depth - 1], "bpp": row.bpp[depth - 1],
                              "msssim": quality, "png": encode_png(centre_crop(image, crop))})
     return shown
 
@@ -148,7 +150,7 @@ def _image_section(shown: ShownImage, crop: int) -> str:
     if shown.original is not None:
         parts.append(_figure(shown.original, "original", f"{shown.path} original"))
     for d in shown.depths:
-        caption = f"depth {d['depth']}: {d['bytes']:,} bytes, {d['bpp']:.3f} bpp, MS-SSIM {_fmt(d['msssim'], '.4f')}"
+        caption = f"depth {d['label']}: {d['bytes']:,} bytes, {d['bpp']:.3f} bpp, MS-SSIM {_fmt(d['msssim'], '.4f')}"
         parts.append(_figure(d["png"], caption, f"{shown.path} at depth {d['depth']}"))
     return "".join(parts) + "</section>"
 

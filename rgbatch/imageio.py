@@ -46,6 +46,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from typing import NamedTuple
 
@@ -53,6 +54,8 @@ import numpy as np
 import pillow_jxl  # noqa: F401  (registers its JPEG XL reader with Pillow on import)
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin
 from pillow_heif import register_heif_opener
+
+from .options import OptionError, check_count
 
 register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and sets the EXIF orientation to 1
 
@@ -522,6 +525,9 @@ def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
 
 def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """A local image file -> (HxWx3 uint8 array, source mode)."""
+    if not isinstance(path, (str, os.PathLike)):  # open() takes a number as a file descriptor
+        raise OptionError("path", f"is {path!r}: give a file's path")
+    check_count("max_pixels", max_pixels, 1)
     with open(path, "rb") as f:
         return decode_image(f.read(), max_pixels)
 

@@ -682,6 +682,8 @@ class Archive:
                 yield batch.take(pa.array(keep[found] - first))
 
     def _kept(self, paths: set[str] | None) -> np.ndarray:
+        if isinstance(paths, (str, bytes)):  # one path is a set of one, not of its letters (until session 58)
+            paths = {paths}
         current = self.current_rows()
         if paths is not None:
             current = current.filter(pc.is_in(current["path"], value_set=pa.array(sorted(paths), pa.large_string())))

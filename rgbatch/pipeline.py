@@ -386,7 +386,9 @@ def _ray_session(address: str | None, num_cpus: int | None):
         if watchdog:
             watchdog.close()
         _restore_hooks(hooks)
-        if isinstance(e, (ConnectionError, RuntimeError, ValueError)):
+        # Ray's words, whatever the kind: a bare Exception ("The current node timed out during
+        # startup") went through as it was until session 58
+        if isinstance(e, Exception):
             where = f" at {address}" if address else ""
             raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
         raise

@@ -56,7 +56,10 @@ class Target:
 
 
 def check_measured(target: Target, measure: bool):
-    """A quality target reads the MS-SSIM of every depth: encodings must measure it."""
+    """A quality target reads the MS-SSIM of every depth: encodings must measure it. (And a
+    target is a Target: 0.95 or None failed in an AttributeError until session 58.)"""
+    if not isinstance(target, Target):
+        raise OptionError("target", f"is {target!r}: give a Target (Target(msssim=0.95), Target() for none)")
     if target.msssim is not None and not measure:
         raise OptionError("target.msssim", "needs the MS-SSIM of every depth: measuring must stay on")
 

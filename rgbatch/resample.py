@@ -76,6 +76,8 @@ def parse(resample) -> int | str:
     Takes "none", "auto", "0.75", "0.5" (the CLI's --resample) and the codes 0, 1, 2."""
     if isinstance(resample, int) and not isinstance(resample, bool) and resample in SCALES:
         return resample
+    if isinstance(resample, float) and f"{resample:g}" in NAMES:  # 0.75 as the number it names
+        return NAMES[f"{resample:g}"]
     if isinstance(resample, str) and (resample == "auto" or resample in NAMES):
         return NAMES.get(resample, resample)
     raise OptionError("resample", f"must be one of none, auto, 0.75, 0.5 (or a scale code {sorted(SCALES)}), "
