@@ -1383,3 +1383,16 @@ def test_output_onto_a_full_disk_is_one_line_not_a_traceback(as_json):
     with open("/dev/full", "w") as full:
         run = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
     assert (run.returncode, run.stderr) == (2, "error: writing the output: No space left on device\n")
+
+
+def test_restore_says_what_it_restored_shallower_and_what_was_never_archived(tmp_path):
+    """`restore --depth 3` of an archive holding one image 2 deep and one failure of `compress`
+    said only "2 image(s) written", exit 0 (a helper's round, session 58)."""
+    result = run("restore", V1_ARCHIVE, "--out", tmp_path / "o", "--depth", "3")
+    text = " ".join(result.stdout.split())
+    assert result.exit_code == 0, result.output
+    assert "2 image(s) written under" in text and "1 of them stored shallower than --depth 3: at their depth" in text
+    assert ("1 image(s) failed at compress time and are not archived: nothing to restore (`rgbatch report` lists "
+            "them)") in text
+    result = run("restore", V1_ARCHIVE, "--out", tmp_path / "j", "--depth", "3", "--json")
+    assert json.loads(result.stdout)["not_archived"] == 1

@@ -123,3 +123,42 @@ def test_the_python_api_refuses_wrong_types_and_shapes_in_its_own_words(tiny_wei
     assert not (tmp_path / "None").exists()
     # a generator's images are encoded, each; np.int64 is a whole number
     assert [e.blob for e in codec.encode_many((im for im in [image, image]), np.int64(2))] == [encoded.blob] * 2
+
+
+def test_the_python_api_takes_the_natural_forms_and_refuses_the_wrong_kind(tiny_weights, tmp_path):
+    """A Target where one is meant (0.95 or None failed in an AttributeError), `resample=0.75` as
+    the number it names (refused as "not 0.75"), one glob or path as a str (compact's drop took
+    its letters as globs, `rows("a.png")` gave nothing), a file descriptor number for a path (read
+    as the open descriptor), PNG bytes under a .jpg name (written without a word)."""
+    import re
+    import shutil
+
+    from rgbatch.codec import Codec
+    from rgbatch.files import encode_file
+    from rgbatch.imageio import read_image
+    from rgbatch.manifest import Archive
+    from rgbatch.resample import parse
+
+    codec = Codec.load(tiny_weights, device="cpu")
+    image = np.zeros((32, 32, 3), np.uint8)
+    for call in (lambda: codec.encode(image, target=0.95), lambda: codec.encode(image, target=None),
+                 lambda: encode_file(DATA / "kodim05_crop192.png", tmp_path / "x.rgb", target=0.95, codec=codec),
+                 lambda: compact(ARCHIVE, target=0.95)):
+        with pytest.raises(OptionError, match=re.escape("target is 0.95: give a Target") + "|" +
+                                              re.escape("target is None: give a Target")):
+            call()
+    assert (parse(0.75), parse(0.5), parse("0.75")) == (1, 2, 1)
+    assert [row.path for row in Archive(ARCHIVE).rows("a.png")] == ["a.png"]
+    work = tmp_path / "copy"
+    shutil.copytree(ARCHIVE, work)
+    with pytest.raises(OptionError, match=re.escape("drop 'zzz*': no archived image matches it")):
+        compact(work, drop="zzz*")
+    assert compact(work, drop="a.png").dropped == 1
+    with pytest.raises(OptionError, match="path is 0: give a file's path"):
+        read_image(0)
+    with pytest.raises(OptionError, match="max_pixels must be at least 1, not 0"):
+        read_image(DATA / "kodim05_crop192.png", max_pixels=0)
+    encode_file(DATA / "kodim05_crop192.png", tmp_path / "x.rgb", iterations=1, codec=codec)
+    with pytest.raises(OptionError, match=re.escape("decode writes a PNG, not a .jpg file: give a name ending in .png")):
+        decode_file(tmp_path / "x.rgb", tmp_path / "x.jpg", codec=codec)
+    assert not (tmp_path / "x.jpg").exists()
