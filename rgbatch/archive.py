@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import (EXTRA_CHANNELS, LOSSY_MODES, MAX_PIXELS, ImageError, base_mode, decode_image_and_metadata,
+from .imageio import (EXTRA_CHANNELS, GREY_MODES, LOSSY_MODES, MAX_PIXELS, ImageError, base_mode, decode_image_and_metadata,
                       encode_png, max_source_bytes, open_image, png_text)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
@@ -618,7 +618,8 @@ def _restored_pixels(fs, target: str, row: Row, text: str, max_pixels: int = MAX
     try:
         image, _ = open_image(storage.read_bytes(fs, target, max_source_bytes(max_pixels)), max_pixels)
         there = image.info.get(RESTORED_KEY)
-        if (image.format != "PNG" or image.size != (row.width, row.height) or image.mode not in ("RGB", "RGBA")
+        if (image.format != "PNG" or image.size != (row.width, row.height)
+                or image.mode not in ("RGB", "RGBA", "L", "LA")  # a grey source's (`encode_png`'s `grey`)
                 or not isinstance(there, str) or _stream_key(row, there) != _stream_key(row, text)):
             return None
     except (ImageError, OSError, ValueError, KeyError, TypeError):  # a foreign text: not JSON, other fields
@@ -818,7 +819,8 @@ def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max
             continue
         try:
             file = storage.write_new(fs, root, name, encode_png(
-                image, row.metadata(), {RESTORED_KEY: text} if text else None, row.alpha_channel()), overwrite)
+                image, row.metadata(), {RESTORED_KEY: text} if text else None, row.alpha_channel(),
+                grey=base_mode(row.mode) in GREY_MODES), overwrite)
         except ImageError as e:  # a damaged alpha channel: no image rather than one without it
             failures.append((row.path, str(e)))
             continue

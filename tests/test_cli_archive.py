@@ -477,7 +477,8 @@ def test_the_alpha_channel_is_kept_losslessly_restored_reported_and_verified(tin
     assert result.exit_code == 0, result.output
     for name, channel in expected.items():
         restored = Image.open(tmp_path / "png" / name)
-        assert restored.mode == "RGBA" and np.array_equal(np.asarray(restored)[..., 3], channel), name
+        mode = "LA" if name == "grey.png" else "RGBA"  # a grey source restores grey (since session 58)
+        assert restored.mode == mode and np.array_equal(np.asarray(restored)[..., -1], channel), name
     assert Image.open(tmp_path / "png" / "photo.png").mode == "RGB"
     report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
     summary = report["summary"]
@@ -1396,3 +1397,24 @@ def test_restore_says_what_it_restored_shallower_and_what_was_never_archived(tmp
             "them)") in text
     result = run("restore", V1_ARCHIVE, "--out", tmp_path / "j", "--depth", "3", "--json")
     assert json.loads(result.stdout)["not_archived"] == 1
+
+
+def test_a_grey_source_restores_as_a_grey_png_of_the_decoded_channels_mean(tiny_weights, tmp_path, rng):
+    """The codec codes colour: a grey source's decoded channels differ (up to 60 levels at depth
+    1 on a grey Kodak crop), and `restore` wrote that colour noise as an RGB PNG until session 58.
+    Now a grey PNG of the channels' mean, rounded (nearer the source at every depth); a copy of it
+    read back from its restored file is the same grey."""
+    src = tmp_path / "src"
+    src.mkdir()
+    grey = smooth_image(rng, 32, 64)[..., 1]
+    Image.fromarray(grey, "L").save(src / "grey.png")
+    (src / "copy").mkdir()
+    Image.fromarray(grey, "L").save(src / "copy" / "grey.png")
+    archive_images(src, tmp_path / "archive", tiny_weights, iterations=2)
+    result = run("restore", tmp_path / "archive", "--out", tmp_path / "png", "--weights", tiny_weights)
+    assert result.exit_code == 0, result.output
+    row = current(tmp_path / "archive")["grey.png"]
+    decoded = Codec.load(tiny_weights, device="cpu").decode(row["blob"]).astype(np.uint16)
+    for name in ("grey.png", "copy/grey.png"):
+        restored = Image.open(tmp_path / "png" / name)
+        assert restored.mode == "L" and np.array_equal(np.asarray(restored), (decoded.sum(axis=2) + 1) // 3), name
