@@ -5,7 +5,7 @@
 | file formats                   | what Pillow reads, AVIF included, and JPEG XL and HEIF/HEIC  |
 |                                | (the pillow-jxl-plugin and pillow-heif packages)             |
 | RGB, 8 bit                     | used as is                                                   |
-| grayscale (L, 1-bit)           | converted to RGB (three equal channels)                     |
+| grayscale (L, 1-bit)           | converted to RGB (three equal channels); restored grey      |
 | palette (P)                    | converted to RGB through its palette                         |
 | RGBA, LA, PA (and RGBa, La)    | the colours coded as they are; the alpha channel kept        |
 |                                | losslessly beside them (`Decoded.alpha`; archives and stream |
