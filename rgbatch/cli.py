@@ -25,8 +25,6 @@ from .options import OptionError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   help="Compress whole image archives with the Residual-GRU learned codec.")
-# no console markup: names, paths and the library's messages print as they are ("x[/b].png" is a
-# file name, not a style); the CLI's few colours are given as styles (`_red`)
 EXIT_READER_GONE = 141  # 128 + SIGPIPE, as shells report a program that wrote into a closed pipe
 
 
@@ -48,6 +46,8 @@ class _Console(Console):
         raise SystemExit(EXIT_READER_GONE)
 
 
+# no console markup: names, paths and the library's messages print as they are ("x[/b].png" is a
+# file name, not a style); the CLI's few colours are given as styles (`_red`)
 err = _Console(stderr=True, markup=False)
 out = _Console(markup=False)
 
