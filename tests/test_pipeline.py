@@ -965,3 +965,20 @@ def test_a_program_calling_compress_gets_its_own_hooks_back(tiny_weights, tmp_pa
     done = subprocess.run([sys.executable, "-c", HOOKS, str(tmp_path / "src"), str(tmp_path / "archive"),
                            str(tiny_weights)], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
+
+
+def test_a_folder_within_the_archived_one_is_said_to_archive_its_files_again(ray_cluster, tiny_weights, tmp_path, rng):
+    """An archive of folder A compressed again from A/2019 stored 2019/x.png again as x.png
+    without a word (the archive's paths are relative to the folder compressed). It still does
+    (a copy, its stream shared), and the run says so."""
+    source, archive = tmp_path / "A", tmp_path / "archive"
+    write_images(source, rng, ["top.png", "2019/x.png", "2019/y.png"])
+    compress([str(source)], str(archive), options(tiny_weights))
+    notes = []
+    again = compress([str(source / "2019")], str(archive), options(tiny_weights), log=notes.append)
+    assert (again.ok, again.copied) == (2, 2)  # rows copied, not encoded
+    assert notes[1].startswith("2 source(s) are files the archive holds under another path (x.png as 2019/x.png, "
+                               "y.png as 2019/y.png): its paths are relative to the folder compressed")
+    notes = []
+    compress([str(source)], str(archive), options(tiny_weights), log=notes.append)  # the same folder: nothing to say
+    assert len(notes) == 1
