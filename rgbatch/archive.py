@@ -1026,7 +1026,7 @@ def _source_image(row: Row, sources, read_timeout: float = storage.READ_TIMEOUT)
     if sources is not None:
         try:
             folder, query = split_query(str(sources))
-            location = with_query(posixpath.join(folder, safe_relative_path(row.path)), query)
+            location = with_query(storage.joined(folder, safe_relative_path(row.path)), query)
         except ValueError as e:
             return None, f"no source to look for: {e}"
     if not location:

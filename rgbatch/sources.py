@@ -174,16 +174,18 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
         for f, listed in files.items():
             if f not in seen:
                 seen.add(f)
-                found.append(Source(with_query(uri(fs, f), query), _relative(f, root), listed))
+                found.append(Source(with_query(uri(fs, f), query), _relative(f, root, not is_local(fs)), listed))
     return with_query(uri(fs, root), query), found
 
 
-def _relative(path: str, root: str) -> str:
+def _relative(path: str, root: str, object_key: bool = False) -> str:
     """`posixpath.relpath(path, root)` in a tenth of its time where `path` is already a normal
-    path under `root` (a folder's listing: a million sources' paths in 0.3 s instead of 3.3)."""
+    path under `root` (a folder's listing: a million sources' paths in 0.3 s instead of 3.3). An
+    `object_key` under `root` is taken as it is: a key is a name, not a path (`d/../up.png` was
+    archived as `up.png` until session 58; restore refuses such a path as unsafe, by name)."""
     prefix = root if root.endswith("/") else root + "/"
     rest = path[len(prefix):]
-    if path.startswith(prefix) and not rest.startswith("/") and posixpath.normpath(rest) == rest:
+    if path.startswith(prefix) and not rest.startswith("/") and (posixpath.normpath(rest) == rest or object_key):
         return rest
     return posixpath.relpath(path, root)
 
