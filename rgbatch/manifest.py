@@ -338,7 +338,11 @@ class PartWriter:
 
 
 def is_bench_manifest(fs, path: str) -> bool:
-    """Whether a Parquet file is a bench manifest (`rgbatch bench`), by its schema metadata."""
+    """Whether a Parquet file is a bench manifest (`rgbatch bench`), by its schema metadata. Only a
+    plain file is read: a FIFO given as the archive hung report, restore, verify and compact with
+    no end (deaf to signals, blocked in the open) until session 58."""
+    if not storage.is_regular_file(fs, path):
+        return False
     try:
         return BENCH_METADATA_KEY in (pq.read_schema(storage.open_input(fs, path)).metadata or {})
     except (pa.ArrowInvalid, OSError):
@@ -356,7 +360,7 @@ def not_an_archive(location: str, fs, root: str, files: list[str] | None = None)
         if is_bench_manifest(fs, root):
             return ValueError(f"{location} is a bench manifest, not an archive: `rgbatch bench {location}` "
                               f"summarises it")
-        return ValueError(f"{location} is a file, not an archive folder")
+        return ValueError(f"{location} is {storage.described(fs, root)}, not an archive folder")
     benches = [f for f in files if f.endswith(PART_SUFFIX) and is_bench_manifest(fs, f)]
     if benches:
         name = posixpath.join(location, benches[0].rsplit("/", 1)[-1])
@@ -365,6 +369,17 @@ def not_an_archive(location: str, fs, root: str, files: list[str] | None = None)
         return ArchiveBusy(f"{location} holds no manifest parts yet: it is being written by {holder}; wait for it "
                            f"to commit its first part, or to end")
     return ValueError(f"{location} holds no manifest parts ({PART_PREFIX}*{PART_SUFFIX})")
+
+
+class ArchiveChanged(RuntimeError):
+    """A part listed when the archive was opened went away while it was read: a `compact` (or
+    another writer's clean-up) ran meanwhile. Readers take no lock, so they say so and the command
+    is run again (until session 58: `report` ended in an unexpected TypeError, `restore` and
+    `verify` called the part "not a readable Parquet file")."""
+
+    def __init__(self, part: str):
+        super().__init__(f"{part.rsplit('/', 1)[-1]} went away while the archive was read: the archive was "
+                         f"changed meanwhile (a compact?); run the command again")
 
 
 class Archive:
@@ -494,14 +509,19 @@ class Archive:
         return storage.list_files(self.fs, folder, recursive=False) if storage.is_dir(self.fs, folder) else []
 
     def part_bytes(self, parts: list[str] | None = None) -> int:
-        """Bytes of the part files (all of them by default)."""
-        return sum(storage.size(self.fs, p) for p in (self.parts if parts is None else parts))
+        """Bytes of the part files (all of them by default); ArchiveChanged where one has gone."""
+        sizes = {p: storage.size(self.fs, p) for p in (self.parts if parts is None else parts)}
+        if gone := [p for p, size in sizes.items() if size is None]:
+            raise ArchiveChanged(gone[0])
+        return sum(sizes.values())
 
     # -- reading -------------------------------------------------------------------------------------
     def _open(self, part: str) -> pq.ParquetFile:
         try:
             file = pq.ParquetFile(storage.open_input(self.fs, part), metadata=self._footers.get(part),
                                   page_checksum_verification=True)
+        except FileNotFoundError:
+            raise ArchiveChanged(part) from None
         except (pa.ArrowInvalid, OSError) as e:
             raise ValueError(f"{part} is not a readable Parquet file: {e}") from None
         schema = file.schema_arrow  # built anew at each reading of the property: 6 s for 3000 parts

@@ -825,3 +825,23 @@ def test_a_blob_the_archive_holds_is_referred_to_only_once_it_reads_back(tmp_pat
     monkeypatch.undo()
     with PartWriter(tmp_path, "00112233aabbccdd", held=Archive(tmp_path).held_blobs()) as writer:
         assert writer.add(ok_row("c.png", blob=blob)) == 0  # read back: referred to
+
+
+def test_a_part_that_goes_away_while_the_archive_is_read_is_said_so(tmp_path):
+    """Readers take no lock: a `compact` meanwhile deletes the parts they listed. `report` ended in
+    an unexpected TypeError (a gone part's size is None) and `restore` / `verify` called the part
+    "not a readable Parquet file" (a helper's round, session 58); now one worded error, rerun."""
+    import shutil
+    from pathlib import Path
+
+    from rgbatch.manifest import ArchiveChanged
+
+    archive = tmp_path / "archive"
+    shutil.copytree(Path(__file__).parent / "archive_v1" / "archive", archive)
+    listed = Archive(archive)
+    gone = listed.parts[0]
+    os.unlink(gone)
+    for read in (listed.part_bytes, lambda: list(listed.rows())):
+        with pytest.raises(ArchiveChanged, match=rf"^{os.path.basename(gone)} went away while the archive was read: "
+                                                 r"the archive was changed meanwhile \(a compact\?\); run the command"):
+            read()
