@@ -265,7 +265,9 @@ class PartWriter:
             raise
         except OSError as e:  # pyarrow's own: "[Errno 28] Error writing bytes to file. Detail: ..."
             self.abort()  # the part's writer is broken: its part and the rows not committed are dropped
-            reason = os.strerror(e.errno) if e.errno else str(e)
+            # a store's error in words (without them the raw AWS text, and with it the rest of
+            # this message, ended up inside the store's hint: session 58)
+            reason = os.strerror(e.errno) if e.errno else objectstore.worded(e)
             raise PartNotWritten(e.errno, f"cannot write a manifest part: {reason}; the parts committed before "
                                           f"are kept: mend the cause and rerun to go on",
                                  storage.uri(self.fs, self.root)) from e
