@@ -260,20 +260,6 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     return result
 
 
-def _held_elsewhere(found: list[Source], done: pa.Table) -> list[tuple[str, str]]:
-    """(path, archived path) of each source not archived at its path whose file the archive
-    holds under another (its recorded `source`): an archive of folder A compressed again from
-    A/2019 stored 2019/x.png again as x.png without a word (a copy, its stream shared), until
-    session 58; now the run says so (`_compress_locked`)."""
-    new = [s for s, i in zip(found, _archived_at(found, done)) if i < 0]
-    if not new or not done.num_rows:
-        return []
-    at = pc.index_in(pa.array([_utf8(s.location) for s in new], pa.large_string()),
-                     value_set=done["source"].combine_chunks(), skip_nulls=True)
-    paths = done["path"].combine_chunks()
-    return [(s.path, paths[i].as_py()) for s, i in zip(new, at.to_pylist()) if i is not None]
-
-
 def _archived_at(found: list[Source], done: pa.Table) -> list[int]:
     """Each source's row in `done` (-1: not archived), found in one vectorized search."""
     at = pc.index_in(pa.array([_utf8(s.path) for s in found], pa.large_string()),
@@ -681,13 +667,6 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         result.device, result.workers = device, workers
         if log:
             log(f"{len(found)} sources; the archive holds {done.num_rows} image(s); {workers} {device} encoder(s)")
-            if elsewhere := _held_elsewhere(found, done):
-                shown = ", ".join(f"{new} as {old}" for new, old in elsewhere[:PLAN_EXAMPLES])
-                more = f" and {len(elsewhere) - PLAN_EXAMPLES} more" if len(elsewhere) > PLAN_EXAMPLES else ""
-                log(f"{len(elsewhere)} source(s) are files the archive holds under another path ({shown}{more}): "
-                    f"its paths are relative to the folder compressed, so these are archived again under the new "
-                    f"paths (their streams shared); to go on with the archived paths, compress the folder they "
-                    f"were archived from")
         # a concurrency group of its own lets EncodeWorker.progress answer while encode runs
         # with overlap, two `encode` calls at once in its default group
         actor_class = ray.remote(concurrency_groups={"progress": 1})(EncodeWorker).options(
@@ -698,7 +677,15 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
         actors = [make_actor() for _ in range(workers)]
         try:
             with archive.writer(model_id, held=archive.held_blobs()) as writer:  # a copy refers to its blob
-                _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive).run()
+                run = _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive)
+                if log and (elsewhere := run.held_elsewhere()):
+                    shown = ", ".join(f"{new} as {old}" for new, old in elsewhere[:PLAN_EXAMPLES])
+                    more = f" and {len(elsewhere) - PLAN_EXAMPLES} more" if len(elsewhere) > PLAN_EXAMPLES else ""
+                    log(f"{len(elsewhere)} source(s) are files the archive holds under another path ({shown}{more}): "
+                        f"its paths are relative to the folder compressed, so these are archived again under the "
+                        f"new paths (their streams shared); to go on with the archived paths, compress the folder "
+                        f"they were archived from")
+                run.run()
             result.parts = writer.parts
             if writer.times_written and len(archive.times_files) + len(writer.times_written) >= TIMES_FOLD:
                 archive.fold_times(writer.times_written)
@@ -753,6 +740,18 @@ class _Run:
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
         self.head = None  # `HeadWatch`, from `run` on
         self.working = {}  # actor index -> its last answer (EncodeWorker.progress: its running calls)
+
+    def held_elsewhere(self) -> list[tuple[str, str]]:
+        """(path, archived path) of each source not archived at its path whose file the archive
+        holds under another (its recorded `source`): an archive of folder A compressed again from
+        A/2019 stored 2019/x.png again as x.png without a word (a copy, its stream shared), until
+        session 58; now the run says so (`_compress_locked`)."""
+        if not self.pending or not self.done.num_rows:
+            return []
+        at = pc.index_in(pa.array([_utf8(s.location) for s, _ in self.pending], pa.large_string()),
+                         value_set=self.done["source"].combine_chunks(), skip_nulls=True)
+        paths = self.done["path"].combine_chunks()
+        return [(s.path, paths[i].as_py()) for (s, _), i in zip(self.pending, at.to_pylist()) if i is not None]
 
     def run(self):
         self.head = HeadWatch(self.ray, kept="what was finished is committed; a rerun goes on")
