@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from . import signalwatch
 from .options import OptionError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
@@ -114,11 +115,16 @@ def _interruptible():
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@signalwatch.counted
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _print_version(value: bool):
@@ -331,6 +337,7 @@ class Terminated(KeyboardInterrupt):
 _terminated = []  # SIGTERM came (Ray turns an exception raised in its waits into a plain KeyboardInterrupt)
 
 
+@signalwatch.counted
 def _raise_terminated(signum, frame):
     _terminated.append(signum)
     raise Terminated()
@@ -349,6 +356,7 @@ def _stopping(stop: threading.Event, console, said: str = "stopping after the st
         yield received
         return
 
+    @signalwatch.counted
     def ask(signum, frame):
         if received:  # the second: at once
             if signum == signal.SIGTERM:
@@ -394,6 +402,7 @@ def archive_errors(kept: str = ""):
     SIGTERM ends a command as Ctrl-C does (what is committed stays, Ray is shut down; exit 143;
     `kept` says what stays), and even an unexpected exception is one line on stderr (exit 2), never
     a traceback."""
+    _terminated.clear()  # a command's own SIGTERM (one run in a process that ran others: the tests)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with user_errors():
@@ -1212,6 +1221,7 @@ def main():
     from .__main__ import start_quietly
 
     start_quietly()  # where started as `python -m rgbatch.cli` or from an older installation's script
+    signalwatch.watch()  # a signal the main thread cannot take (blocked in a store's C++ code) ends it anyway
     try:
         app()
     except OSError as e:  # typer lets a failed write of the output through: stdout on a full disk

@@ -67,7 +67,11 @@ def worded(error: Exception) -> str:
         return f"access to {where} denied, the credentials missing or not allowed: {CREDENTIALS_HINT}"
     if code in ("NETWORK_CONNECTION", "REQUEST_TIMEOUT") or "curlCode" in text:
         detail = re.search(r"Details: ([^\n]*)", text)
-        return f"cannot reach {where}: {(detail.group(1) if detail else code).strip()}; {ENDPOINT_HINT}"
+        detail = (detail.group(1) if detail else code).strip()
+        stalled = re.search(r"Operation too slow.* the last (\d+) seconds", detail)  # storage.STORE_STALL_SECONDS
+        if stalled:
+            detail = f"it stopped answering (not a byte for {stalled.group(1)} s, on every try)"
+        return f"cannot reach {where}: {detail}; {ENDPOINT_HINT}"
     status = re.search(r"HTTP status (\d+)", text)
     answer = f"HTTP {status.group(1)}" if status else code
     return (f"the object store refused a request on {where} ({answer}): are the credentials set? {CREDENTIALS_HINT}; "

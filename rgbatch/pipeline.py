@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import raywatch
+from . import raywatch, signalwatch
 from .codec import (DECODINGS, DEVICES, MAX_SEARCH_STEPS, PRECISIONS, Codec, batch_pixels, release_freed_memory,
                     resolve_device, resolve_partial)
 from .entropy import get_coder
@@ -444,6 +444,7 @@ def _signals_held(ray=None):
     dumps_disabled = getattr(constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None) if setter else None
     came, timer = [], None
 
+    @signalwatch.counted
     def held(signum, frame):
         nonlocal timer
         if came:

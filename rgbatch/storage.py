@@ -45,14 +45,33 @@ def resolve(location) -> tuple[pafs.FileSystem, str]:
     location = str(location)
     if is_uri(location):
         try:
-            return pafs.FileSystem.from_uri(location)
+            fs, path = pafs.FileSystem.from_uri(location)
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError with a readable reason
             raise ValueError(f"cannot open {location}: {e}") from None
+        return _with_stall_limit(fs), path
     path = os.path.abspath(os.path.expanduser(location))
     if utf8_name(path) != path:  # pyarrow's file systems take UTF-8 paths only
         raise ValueError(f"{utf8_name(path)}: the name is not valid UTF-8 (shown with \\xNN escapes); "
                          f"rgbatch reads and writes UTF-8 names only: rename it (e.g. with convmv)")
     return pafs.LocalFileSystem(), path
+
+
+# seconds an S3 request may go without a byte moving (pyarrow's `request_timeout`: curl's low-speed
+# limit, not a limit on a long transfer) or a connection take to open (`connect_timeout`), after
+# which it fails and is retried (three attempts): pyarrow sets none, so that an endpoint which
+# accepts the connection and never answers held every command for good, deaf to Ctrl-C and
+# SIGTERM (blocked in pyarrow's C++ code; until session 59)
+STORE_STALL_SECONDS = 60.0
+
+
+def _with_stall_limit(fs: pafs.FileSystem) -> pafs.FileSystem:
+    """An S3 file system given `STORE_STALL_SECONDS` where its URI set no limit (a URI cannot:
+    pyarrow refuses the query); other file systems as they are."""
+    if not isinstance(fs, pafs.S3FileSystem):
+        return fs
+    rebuild, (options,) = fs.__reduce__()  # the URI's options, as pyarrow pickles the file system
+    limits = {k: STORE_STALL_SECONDS for k in ("connect_timeout", "request_timeout") if options.get(k, 0) < 0}
+    return rebuild({**options, **limits}) if limits else fs
 
 
 def absolute(location) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +52,10 @@ def test_store_errors_are_worded_without_request_ids():
     # a system error names its file first, without Python's [Errno N] and quotes
     assert worded(OSError(30, "Read-only file system", "/mnt/ro/archive")) == "/mnt/ro/archive: Read-only file system"
     assert worded(OSError("no errno")) == "no errno"
+    stalled = OSError("When getting information for key 'x' in bucket 'b': AWS Error NETWORK_CONNECTION during "
+                      "HeadObject operation: curlCode: 28, Timeout was reached; Details: Operation too slow. Less "
+                      "than 1 bytes/sec transferred the last 60 seconds")
+    assert worded(stalled).startswith("cannot reach bucket 'b': it stopped answering (not a byte for 60 s")
 
 
 def free_port() -> int:
@@ -387,3 +392,46 @@ def test_object_keys_with_a_uri_s_characters_are_read_as_themselves(s3, clean_en
                         tiny_weights, "--json", env=env, cwd=tmp_path)
     verified = json.loads(stdout)
     assert len(verified["remeasured"]) == 7 and verified["unmeasured"] == verified["problems"] == []
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A port that takes connections (the system's backlog) and never answers: a hung store."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"endpoint_override=127.0.0.1:{server.getsockname()[1]}&scheme=http&region=us-east-1"
+
+
+def test_a_store_that_never_answers_is_given_up_on(silent_endpoint, clean_env, tmp_path, monkeypatch):
+    # pyarrow sets no limit: until session 59 every command waited for good (deaf to signals too)
+    from rgbatch import storage
+
+    fs, _ = storage.resolve(f"s3://{BUCKET}/archive?{silent_endpoint}")
+    assert fs.__reduce__()[1][0]["request_timeout"] == storage.STORE_STALL_SECONDS
+    monkeypatch.setattr(storage, "STORE_STALL_SECONDS", 1.0)
+    started = time.monotonic()
+    _, stderr = rgbatch("report", f"s3://{BUCKET}/archive?{silent_endpoint}", env=CREDENTIALS, cwd=tmp_path, code=2)
+    assert "it stopped answering (not a byte for 1 s" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_ends_a_command_blocked_on_a_store_that_never_answers(silent_endpoint, clean_env, tmp_path,
+                                                                       signum, code, said):
+    # Python runs a handler between bytecodes: blocked in pyarrow's C++ call, the command did not
+    # see Ctrl-C or SIGTERM at all (rgbatch.signalwatch)
+    from rgbatch.signalwatch import GRACE_SECONDS
+
+    command = subprocess.Popen([sys.executable, "-m", "rgbatch.cli", "report", f"s3://{BUCKET}/a?{silent_endpoint}"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **CREDENTIALS})
+    time.sleep(4)  # imported, and waiting on the store
+    started = time.monotonic()
+    command.send_signal(signum)
+    stdout, stderr = command.communicate(timeout=60)
+    assert command.returncode == code, stderr
+    assert time.monotonic() - started < GRACE_SECONDS + 5
+    assert stderr.startswith(f"{said}: {signal.Signals(signum).name} not taken within"), stderr
+    assert "what was committed stays" in stderr and not stdout

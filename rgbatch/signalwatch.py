@@ -1,0 +1,100 @@
+"""The command line's last resort: a Ctrl-C or SIGTERM that the program cannot take ends it anyway.
+
+Python runs a signal's handler in the main thread, between two of its bytecodes. While that thread
+is blocked inside a C++ call, the signal waits: pyarrow waiting on an object store that accepts
+the connection and never answers held every command for minutes (for good until session 59, when
+`storage.STORE_STALL_SECONDS` came), Ctrl-C and SIGTERM doing nothing, however often sent.
+
+    signalwatch.watch()          # cli.main: the signals' bytes go to a thread of this module
+
+    @signalwatch.counted         # every handler of rgbatch's: it says when it ran
+    def handler(signum, frame): ...
+
+`watch` has a thread read the number of every signal as it comes (`signal.set_wakeup_fd`). A
+SIGINT or SIGTERM whose handler is one of rgbatch's (`counted`) and that no handler took within
+GRACE_SECONDS, or a second one while the first waits, ends the process at once: one line on
+stderr, and the exit code the signal has elsewhere (130, 143). What was committed stays (every
+write is atomic: a file half written is one no reader sees; a rerun goes on), and a local Ray goes
+with the process, as after a kill (`raywatch`). A signal handled otherwise (Python's default, Ray's
+own, ignored) is left alone: the library used from Python never has this thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import select
+import signal
+import threading
+import time
+
+GRACE_SECONDS = 5.0  # a handler runs within milliseconds of a signal unless the main thread is blocked
+WATCHED = (signal.SIGINT, signal.SIGTERM)
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+_taken = [0]  # how many signals the handlers of `counted` took (written by the main thread only)
+
+
+def counted(handler):
+    """A signal handler that tells the watch it ran (before doing what it does)."""
+    @functools.wraps(handler)
+    def take(signum, frame):
+        _taken[0] += 1
+        return handler(signum, frame)
+
+    take.counted = True
+    return take
+
+
+def watch(grace: float = GRACE_SECONDS) -> bool:
+    """Start the watch (once; in the main thread only, where signals are set). True if it runs."""
+    if threading.current_thread() is not threading.main_thread() or getattr(watch, "running", False):
+        return getattr(watch, "running", False)
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    try:
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not possible here: the command goes on without the watch
+        os.close(read)
+        os.close(write)
+        return False
+    threading.Thread(target=_watch, args=(read, grace), name="rgbatch signal watch", daemon=True).start()
+    watch.running = True
+    return True
+
+
+def _watched(signum: int) -> bool:
+    return signum in WATCHED and getattr(signal.getsignal(signum), "counted", False)
+
+
+def _watch(read: int, grace: float):
+    seen = _taken[0]
+    while True:
+        came = [s for s in os.read(read, 64) if _watched(s)]
+        if not came:
+            continue
+        deadline = time.monotonic() + grace
+        while _taken[0] == seen:  # not taken yet: wait, and end at once on another signal meanwhile
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _end(came[0], f"not taken within {grace:g} s")
+            if select.select([read], [], [], min(left, 0.05))[0]:
+                again = [s for s in os.read(read, 64) if _watched(s)]
+                if again:
+                    _end(again[0], "sent again before the first was taken")
+        seen = _taken[0]
+
+
+def _end(signum: int, why: str):
+    name = signal.Signals(signum).name
+    said = "interrupted" if signum == signal.SIGINT else f"terminated ({name})"
+    line = (f"{said}: {name} {why}: the command is blocked in a call that does not return (an object "
+            f"store that stopped answering?); ended at once: what was committed stays, a rerun goes on\n")
+    try:
+        os.write(2, line.encode())
+    except OSError:
+        pass
+    os._exit(EXIT_CODES[signum])
+
+
+__all__ = ["GRACE_SECONDS", "counted", "watch"]

@@ -1,0 +1,88 @@
+"""rgbatch.signalwatch: a Ctrl-C or SIGTERM that the blocked main thread cannot take ends the process."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+# a script: the watch, a counted handler, and a main thread blocked in pyarrow's C++ code on a port
+# that takes connections and never answers (as a hung object store), or sleeping in Python
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys, time
+    import pyarrow.fs as pafs
+    from rgbatch import signalwatch
+
+    grace, blocked = float(sys.argv[1]), sys.argv[2] != "-"
+    signalwatch.watch(grace)
+    signal.signal(signal.SIGINT, signalwatch.counted(lambda signum, frame: print("taken", flush=True)))
+    print("ready", flush=True)
+    if blocked:
+        fs = pafs.S3FileSystem(endpoint_override=sys.argv[2], scheme="http", region="us-east-1", access_key="a",
+                               secret_key="b")
+        fs.get_file_info("bucket/key")
+    else:
+        time.sleep(grace + 2)
+    print("went on", flush=True)
+""")
+
+
+def start(grace: float, endpoint: str = "-") -> subprocess.Popen:
+    script = subprocess.Popen([sys.executable, "-c", SCRIPT, str(grace), endpoint], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert script.stdout.readline() == "ready\n"
+    return script
+
+
+@pytest.fixture
+def silent_port():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_a_signal_its_handler_takes_goes_on_as_the_handler_says():
+    script = start(grace=1.0)
+    script.send_signal(signal.SIGINT)
+    stdout, stderr = script.communicate(timeout=30)
+    assert script.returncode == 0 and stdout == "taken\nwent on\n" and not stderr
+
+
+def test_a_signal_no_handler_can_take_ends_the_process_after_the_grace(silent_port):
+    script = start(grace=2.0, endpoint=silent_port)
+    time.sleep(1)
+    started = time.monotonic()
+    script.send_signal(signal.SIGINT)
+    stdout, stderr = script.communicate(timeout=30)
+    assert script.returncode == 130 and stdout == ""  # the handler never ran: the main thread never came back
+    assert stderr.startswith("interrupted: SIGINT not taken within 2 s: the command is blocked"), stderr
+    assert 2.0 <= time.monotonic() - started < 10
+
+
+def test_a_second_signal_while_the_first_waits_ends_it_at_once(silent_port):
+    script = start(grace=60.0, endpoint=silent_port)
+    time.sleep(1)
+    started = time.monotonic()
+    script.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    script.send_signal(signal.SIGINT)
+    stdout, stderr = script.communicate(timeout=30)
+    assert script.returncode == 130 and "SIGINT sent again before the first was taken" in stderr, stderr
+    assert time.monotonic() - started < 10
+
+
+def test_the_watch_runs_in_the_main_thread_only():
+    from rgbatch import signalwatch
+
+    done = []
+    thread = threading.Thread(target=lambda: done.append(signalwatch.watch()))
+    thread.start()
+    thread.join()
+    assert done == [False]  # signals are set in the main thread alone
