@@ -19,6 +19,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 
 GRACE_SECONDS = 5.0  # Ray's own shutdown gets this long before the watchdog steps in
@@ -35,10 +36,12 @@ def start(processes) -> object:
     read, write = os.pipe()  # not inherited by any other child: only the watchdog gets `read`
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [os.path.dirname(os.path.dirname(psutil.__file__)), os.environ.get("PYTHONPATH", "")])}
-    subprocess.Popen([sys.executable, "-m", "rgbatch.raywatch", *watched],
-                     stdin=read, env=env, start_new_session=True,  # Ctrl-C in the terminal is the run's, not its
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watchdog = subprocess.Popen([sys.executable, "-m", "rgbatch.raywatch", *watched],
+                                stdin=read, env=env, start_new_session=True,  # Ctrl-C in the terminal is the run's
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(read)
+    # reaped when it ends (a program calling `compress` again and again kept one zombie until session 59)
+    threading.Thread(target=watchdog.wait, name="raywatch reaper", daemon=True).start()
     return os.fdopen(write, "wb")
 
 
