@@ -797,14 +797,20 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                         max_pixels))
     else:
         done = (_restore_group(codec, fs, root, work, overwrite, max_pixels) for work in groups())
-    for written, failures in done:
-        result.written += written
-        result.failures += failures
-        for w in written:
-            if w["path"] in restoring:
-                restored.setdefault(restoring.pop(w["path"]), f"{root}/{names[w['path']]}")
-        if progress:
-            progress(len(result.written) + len(result.failures) + len(result.skipped), total)
+    try:
+        for written, failures in done:
+            result.written += written
+            result.failures += failures
+            for w in written:
+                if w["path"] in restoring:
+                    restored.setdefault(restoring.pop(w["path"]), f"{root}/{names[w['path']]}")
+            if progress:
+                progress(len(result.written) + len(result.failures) + len(result.skipped), total)
+    except storage.FolderRefuses as e:  # full, read-only, not allowed: no image more could be written
+        written = len(result.written) + e.written
+        before = f"{written} image(s) written before it, whole: a rerun skips them" if written else "no image written"
+        before += f" ({len(result.skipped)} restored by an earlier run)" if result.skipped else ""
+        raise storage.FolderRefuses(f"{out}: {e}; stopped, {before}", e.errno, written) from None
     result.failures += man.missed  # rows of a part whose pages turned out damaged
     return result
 
@@ -824,6 +830,9 @@ def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max
         except ImageError as e:  # a damaged alpha channel: no image rather than one without it
             failures.append((row.path, str(e)))
             continue
+        except storage.FolderRefuses as e:  # every other image would fail too: the command stops (`restore`)
+            e.written = len(written)
+            raise
         except storage.NotWritten as e:
             failures.append((row.path, f"{name}: {e}"))
             continue
@@ -910,6 +919,8 @@ def _on_ray(groups, images: int, workers: int, address: str | None, options: dic
             try:
                 done = ray.get(ref)
             except Exception as e:  # the actor takes no more groups: its free slots go
+                if isinstance(getattr(e, "cause", None), storage.FolderRefuses):  # the command's to end
+                    raise e.cause from None
                 free[:] = [a for a in free if a != actor]
                 return group, None, f"{method} worker failed: {' '.join(str(e).split())[:300]}"
             free.append(actor)

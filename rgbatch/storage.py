@@ -559,6 +559,29 @@ class NotWritten(ValueError):
     """An output file that was not written, with the reason for the user."""
 
 
+class FolderRefuses(NotWritten):
+    """A write that fails whatever the file (`write_new`): the output folder takes no new file (a
+    read-only file system, one not allowed) or the disk is full. A command writing many files
+    stops at the first (until session 59 `restore` decoded every image to fail each write)."""
+
+    def __init__(self, reason: str, errno_: int, written: int = 0):
+        super().__init__(reason)
+        self.errno, self.written = errno_, written  # written: the files its command wrote before it
+
+    def __reduce__(self):  # rebuilt as itself where a Ray worker raised it
+        return type(self), (str(self), self.errno, self.written)
+
+
+# a new file's creation failing so fails any other file in that folder: with EACCES or EPERM in the
+# folder the user named (a subfolder's own rights are its files' concern), anywhere with the others
+_REFUSED = (errno.EACCES, errno.EPERM)
+_NO_ROOM = (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def _refuses(e: OSError, in_root: bool) -> bool:
+    return e.errno in _NO_ROOM or (in_root and e.errno in _REFUSED)
+
+
 # special files an output file the user names is written into, never replaced (`output_file`)
 STREAMED = ("a FIFO", "a character device")
 
@@ -643,7 +666,7 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
-            for folder in folders:
+            for depth, folder in enumerate(folders):
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(folder, dir_fd=fd)
                 inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
@@ -653,15 +676,18 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise NotWritten(f"{folder!r} is a symbolic link or a file, not a folder: not followed, "
                                  f"not written") from None
+            if _refuses(e, in_root=depth == 0):
+                raise FolderRefuses(f"cannot make a folder there: {e.strerror}", e.errno) from None
             raise NotWritten(f"cannot make the folder {folder!r}: {e.strerror}") from None
-        _write_in(fd, name, data, overwrite)
+        _write_in(fd, name, data, overwrite, in_root=not folders)
     finally:
         os.close(fd)
     return target
 
 
-def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
-    """Write `name` in the folder open as `fd` (a `NewFile`): NotWritten, worded, if it cannot be."""
+def _write_in(fd: int, name: str, data: bytes, overwrite: bool, in_root: bool = False):
+    """Write `name` in the folder open as `fd` (a `NewFile`): NotWritten, worded, if it cannot be
+    (FolderRefuses where no file could be: `in_root`, that folder is the one the user named)."""
     try:
         with NewFile(fd, name, overwrite) as f:
             f.write(data)
@@ -670,4 +696,6 @@ def _write_in(fd: int, name: str, data: bytes, overwrite: bool):
     except IsADirectoryError:
         raise NotWritten("a folder is in the way: not written") from None
     except OSError as e:
+        if _refuses(e, in_root):
+            raise FolderRefuses(f"cannot write a file there: {e.strerror}", e.errno) from None
         raise NotWritten(f"cannot write the file: {e.strerror}") from None

@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import pickle
 import signal
 import struct
 import shutil
@@ -725,6 +726,43 @@ def test_an_interrupted_restore_resumes_without_decoding_again(archive, tiny_wei
     text = " ".join(run("restore", archive / "archive", "--out", tmp_path / "two", "--iterations", "2", "--weights",
                         tiny_weights).output.split())
     assert "2 image(s) written" in text and "1 restored there before, skipped" in text
+
+
+def test_a_full_disk_or_a_folder_that_takes_no_file_stops_a_restore(archive, tiny_weights, tmp_path, monkeypatch):
+    """Until session 59 a full disk, a read-only file system or a folder not allowed failed every
+    image's write in turn, each decoded first; a subfolder's refusal stays its own images'."""
+    refused, new_file = {}, storage.NewFile
+
+    def refusing(fd, name, overwrite):
+        if name in refused:
+            raise OSError(refused[name], os.strerror(refused[name]))
+        return new_file(fd, name, overwrite)
+
+    monkeypatch.setattr(storage, "NewFile", refusing)
+    restore = ("restore", archive / "archive", "--iterations", "2", "--weights", tiny_weights)
+    refused.update({"c.png": errno.EACCES})  # in sub/: that folder's rights, that image's failure
+    result = run(*restore, "--out", tmp_path / "one")
+    assert result.exit_code == 1 and "cannot write the file: Permission denied" in result.output
+    assert sorted(p.name for p in (tmp_path / "one").rglob("*.png")) == ["a.png", "b.png"]
+    for name, code, said in [("a.png", errno.EACCES, "Permission denied"), ("b.png", errno.ENOSPC, "No space"),
+                             ("c.png", errno.EROFS, "Read-only file system")]:
+        refused.clear()
+        refused[name] = code
+        out = tmp_path / name
+        result = run(*restore, "--out", out)
+        text = " ".join(result.output.split())
+        written = len(list(out.rglob("*.png")))
+        assert result.exit_code == 2 and f"cannot write a file there: {said}" in text, text
+        assert f"stopped, {written} image(s) written before it, whole: a rerun skips them" in text if written \
+            else "stopped, no image written" in text
+        refused.clear()
+        assert run(*restore, "--out", out).exit_code == 0 and len(list(out.rglob("*.png"))) == len(PATHS)
+
+
+def test_a_folder_refusing_files_is_one_error_across_ray_workers():
+    error = storage.FolderRefuses("cannot write a file there: No space left on device", errno.ENOSPC, 3)
+    again = pickle.loads(pickle.dumps(error))  # as Ray hands it over
+    assert (type(again), str(again), again.errno, again.written) == (storage.FolderRefuses, str(error), errno.ENOSPC, 3)
 
 
 def test_verify_gives_up_on_a_source_whose_read_does_not_end(archive, tiny_weights, monkeypatch):
