@@ -769,7 +769,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
         if there is None:
             return True
         if text is not None and there == text:
-            result.skipped.append({"path": row.path, "file": storage.uri(fs, target), "depth": depth})
+            result.skipped.append({"path": row.path, "file": storage.uri(fs, target, str(out)), "depth": depth})
             if row.path in copies:
                 restored.setdefault(_stream_key(row, text), target)
         else:
@@ -796,7 +796,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                 _on_ray(groups, len(selected), workers, address, options, "restore", storage.absolute(out), overwrite,
                         max_pixels))
     else:
-        done = (_restore_group(codec, fs, root, work, overwrite, max_pixels) for work in groups())
+        done = (_restore_group(codec, fs, root, work, overwrite, max_pixels, str(out)) for work in groups())
     try:
         for written, failures in done:
             result.written += written
@@ -815,9 +815,10 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     return result
 
 
-def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max_pixels: int):
+def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max_pixels: int, out: str = ""):
     """Decode one group of (row, depth, restored text, file name, a file restored from the same
-    stream or None) and write its PNGs: (written [{path, file, depth}], failures [(path, why)])."""
+    stream or None) and write its PNGs under `root` (of `out`, the location as given): (written
+    [{path, file, depth}], failures [(path, why)])."""
     written, failures = [], []
     for (row, image, error), (_, depth, text, name, _) in zip(_group_images(codec, fs, work, max_pixels), work):
         if error:
@@ -836,7 +837,7 @@ def _restore_group(codec: Codec, fs, root: str, work: list, overwrite: bool, max
         except storage.NotWritten as e:
             failures.append((row.path, f"{name}: {e}"))
             continue
-        written.append({"path": row.path, "file": storage.uri(fs, file), "depth": depth})
+        written.append({"path": row.path, "file": storage.uri(fs, file, out), "depth": depth})
     return written, failures
 
 
@@ -880,7 +881,7 @@ class ArchiveWorker:
 
     def restore(self, work: list, out: str, overwrite: bool, max_pixels: int):
         fs, root = storage.resolve(out)
-        return _restore_group(self.codec, fs, root, work, overwrite, max_pixels)
+        return _restore_group(self.codec, fs, root, work, overwrite, max_pixels, out)
 
     def verify(self, work: list, sources, max_pixels: int, read_timeout: float):
         return _verify_group(self.codec, work, sources, max_pixels, read_timeout)
@@ -1320,7 +1321,7 @@ def _compact_locked(man: Archive, depth: int | None, target: Target, progress, d
     result.problems[:0] = man.unreadable + missed
     damaged = man.damaged_parts
     for part in man.unreadable_parts + sorted(damaged):
-        result.set_aside.append(storage.uri(man.fs, man.set_aside(part)))
+        result.set_aside.append(storage.uri(man.fs, man.set_aside(part), man.location))
     man.replace([p for p in old_parts if p not in damaged], new_parts)
     man.delete_times()  # their notes are in the rows now
     result.parts = len(new_parts)

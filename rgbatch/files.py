@@ -48,7 +48,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     alpha_bytes = encode_alpha(source_image.alpha)  # part of the picture: kept whatever `metadata` says
     blob = with_metadata(encoded.blob, source_image.metadata if metadata else Metadata(), alpha_bytes)
     storage.write_output(out_fs, out_path, blob, overwrite)
-    return {"source": str(source), "out": storage.uri(out_fs, out_path), "mode": source_image.mode,
+    return {"source": str(source), "out": storage.uri(out_fs, out_path, str(out)), "mode": source_image.mode,
             "frames": source_image.frames,
             "alpha_bytes": None if alpha_bytes is None else len(alpha_bytes),  # in the trailer; 0: opaque
             "width": encoded.width, "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
@@ -93,7 +93,7 @@ def decode_file(source, out, iterations: int | None = None, codec: Codec | None 
             except ImageError as e:  # intact bytes (the trailer's checksum holds) that are no such PNG: a bad stream
                 raise BitstreamError(f"invalid metadata trailer: {e}") from None
     storage.write_output(out_fs, out_path, encode_png(image, metadata, alpha=alpha), overwrite)
-    return {"source": str(source), "out": storage.uri(out_fs, out_path), "width": image.shape[1],
+    return {"source": str(source), "out": storage.uri(out_fs, out_path, str(out)), "width": image.shape[1],
             "height": image.shape[0], "iterations": depth, "stored_iterations": stored,
             "whole_iterations": whole,  # fewer than stored: the file is cut short (`allow_truncated`)
             "last_steps": header.steps_at(depth)}

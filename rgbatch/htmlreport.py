@@ -221,7 +221,7 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | list[str] |
         paths = [p for p in paths if p in rows]  # a part damaged inside gives none of its rows (`Archive.missed`)
         shown = [show_image(rows[p], codec, crop) for p in paths]
     storage.write_output(fs, path, render(summary, shown, crop).encode(), overwrite)
-    return {"out": storage.uri(fs, path), "summary": summary, "shown": paths}
+    return {"out": storage.uri(fs, path, str(out)), "summary": summary, "shown": paths}
 
 
 __all__ = ["ShownImage", "curve_png", "render", "show_image", "shown_depths", "write_html_report"]

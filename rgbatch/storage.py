@@ -30,6 +30,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .objectstore import split_query, with_query
 from .options import OptionError
 
 
@@ -97,15 +98,17 @@ def utf8_name(name: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def uri(fs: pafs.FileSystem, path: str) -> str:
+def uri(fs: pafs.FileSystem, path: str, reached: str = "") -> str:
     """The location string of a path, as `resolve` reads it back: an object's key percent-encoded
     where a URI gives its characters a meaning (until session 58 `pct%41.png` was read back as
     `pctA.png`, `h#x.png` as `h`, both archived with another object's pixels without a word, and a
-    space or a non-ASCII letter did not parse)."""
+    space or a non-ASCII letter did not parse), with the query of the location `reached` through
+    (the store's options: an endpoint; until session 59 the files `restore`, `encode`, `decode`,
+    `report --html` and `compact` named were printed without it)."""
     if is_local(fs):
         return path
     scheme = {"gcs": "gs"}.get(fs.type_name, fs.type_name)
-    return f"{scheme}://{urllib.parse.quote(path, safe='/')}"
+    return with_query(f"{scheme}://{urllib.parse.quote(path, safe='/')}", split_query(reached)[1])
 
 
 def joined(folder: str, relative: str) -> str:

@@ -138,7 +138,11 @@ def round_trip(src: str, archive: str, restored: str, env: dict, weights, tmp_pa
     assert (json.loads(stdout)["ok"], json.loads(stdout)["failed"]) == (2, 0)
     report = json.loads(rgbatch("report", archive, "--json", env=env, cwd=tmp_path)[0])
     assert sorted(r["path"] for r in report["images"]) == PATHS
-    rgbatch("restore", archive, "--out", restored, "--iterations", "1", *options, env=env, cwd=tmp_path)
+    written = json.loads(rgbatch("restore", archive, "--out", restored, "--iterations", "1", "--json", *options,
+                                 env=env, cwd=tmp_path)[0])["written"]
+    # each file named as it is reached: with the URI's query (the endpoint), until session 59 left off
+    assert sorted(w["file"] for w in written) == [f"{split_query(restored)[0]}/{p}{split_query(restored)[1]}"
+                                                  for p in PATHS]
     rgbatch("restore", archive, "--out", "local", *options, env=env, cwd=tmp_path)
     assert Image.open(tmp_path / "local" / "sub" / "b.png").size == (48, 40)
     verified = rgbatch("verify", archive, *options, env=env, cwd=tmp_path)[0]
