@@ -147,6 +147,11 @@ class Decoded(NamedTuple):
     alpha: np.ndarray | None = None  # HxW uint8, upright: the alpha channel (or transparency key); None: none
 
 
+# an EXIF block is kept as a JPEG's APP1 segment holds it (Pillow's `Image.Exif.tobytes()`): these 6
+# bytes, then the TIFF header onwards; Pillow gives a WebP's and a JPEG XL's without them (docs/FORMAT.md)
+EXIF_HEADER = b"Exif\x00\x00"
+
+
 def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     """`decode_image`, the source's `Metadata` and its number of frames."""
     image, mode = open_image(data, max_pixels)
@@ -154,6 +159,8 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned the image
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
+    if isinstance(exif, bytes) and exif and not exif.startswith(EXIF_HEADER):  # a WebP's, a JPEG XL's
+        exif = EXIF_HEADER + exif
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
     try:  # last: counting seeks to every frame's header, and one that does not parse leaves the image on
         frames = max(1, int(getattr(image, "n_frames", 1)))  # it (a TIFF's page of another size, unchecked)

@@ -89,6 +89,13 @@ def schema_metadata(model_id: str, version: int = FORMAT_VERSION) -> dict[bytes,
 DIGEST_KEY = b"rgbatch.schema_sha256"
 
 
+def _leaf(field: pa.Field) -> str:
+    """A column's path in a Parquet file, which its per-column settings are keyed by: a list's
+    values are `NAME.list.element` (the per-depth lists were written uncompressed, keyed by their
+    names, until session 59)."""
+    return f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
+
+
 def schema_digest(schema: pa.Schema) -> str:
     """The first 16 hex digits of the sha256 of a part's columns (names and types) and schema
     metadata, its own digest and Arrow's keys left out."""
@@ -243,7 +250,8 @@ class PartWriter:
         self._output = storage.AtomicOutput(self.fs, f"{self.root}/{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}")
         self._version, self._schema = version, SCHEMA.with_metadata(schema_metadata(self.model_id, version))
         self._writer = pq.ParquetWriter(
-            self._output.stream, self._schema, compression={c: "none" if c == "blob" else "zstd" for c in COLUMNS},
+            self._output.stream, self._schema, compression={_leaf(f): "none" if f.name == "blob" else "zstd"
+                                                            for f in SCHEMA},
             # blobs are incompressible bits: no dictionary, and no min/max statistics (which
             # would copy whole blobs into the footer; nor of ICC profiles and EXIF blocks, whose
             # dictionary keeps one copy of a profile many images share)

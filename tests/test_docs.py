@@ -113,3 +113,18 @@ def test_every_make_target_in_the_docs_is_in_the_makefile():
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_fences_are_closed(doc):
     assert doc.read_text().count("\n```") % 2 == 0
+
+
+@pytest.mark.parametrize("name", ["MIXING", "GROUPED"])
+def test_the_mixers_starting_weights_in_the_docs_are_the_formats(name):
+    """The mixing coders' starting weights are constants of the format (not in the weight file):
+    docs/ENTROPY.md gives them for a decoder written from the docs alone (session 59)."""
+    import numpy as np
+
+    from rgbatch import mix
+
+    text = (ROOT / "docs" / "ENTROPY.md").read_text()
+    table = text.split(f"`mix.{name}.start` (`rgbatch/mix.py`")[1].split("\n\n")[1]
+    rows = [line.strip().strip("|").split("|") for line in table.splitlines()[2:]]
+    assert [int(r[0]) for r in rows] == list(range(len(rows)))
+    assert np.array_equal(np.array([[int(v) for v in r[1:]] for r in rows]), getattr(mix, name).start)

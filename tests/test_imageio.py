@@ -484,6 +484,23 @@ def test_phone_and_modern_formats_are_read_upright_with_their_metadata(fmt):
     assert kept.get(0x010F) == "a phone" and kept.get(0x0112, 1) == 1
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "JXL", "AVIF", "TIFF"])
+def test_an_exif_block_is_kept_in_one_form_whatever_the_format(fmt):
+    """docs/FORMAT.md: `Exif\\0\\0` then the TIFF header, as Pillow gives a JPEG's; a WebP's and a
+    JPEG XL's came without the 6 bytes until session 59 (one format, two spellings)."""
+    from rgbatch.imageio import EXIF_HEADER, decode_image_and_metadata
+
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buffer, fmt, exif=exif.tobytes())
+    kept = decode_image_and_metadata(buffer.getvalue()).metadata.exif
+    assert kept.startswith(EXIF_HEADER) and kept[6:8] in (b"MM", b"II")
+    again = Image.Exif()
+    again.load(kept)
+    assert again.get(0x010F) == "a camera"
+
+
 def test_a_jpeg_xl_is_turned_by_its_codestream_not_its_exif(tmp_path):
     """A JPEG XL's orientation is its codestream's, which libjxl applies as it decodes; an EXIF
     orientation is ignored (ISO/IEC 18181-2; every JPEG XL viewer shows such a file unturned), and

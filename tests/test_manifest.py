@@ -845,3 +845,29 @@ def test_a_part_that_goes_away_while_the_archive_is_read_is_said_so(tmp_path):
         with pytest.raises(ArchiveChanged, match=rf"^{os.path.basename(gone)} went away while the archive was read: "
                                                  r"the archive was changed meanwhile \(a compact\?\); run the command"):
             read()
+
+
+def test_every_column_but_the_blobs_is_compressed(tmp_path):
+    """The per-depth lists were written uncompressed until session 59: Parquet keys a column's
+    settings by its leaf path (`bytes.list.element`), not by its name."""
+    with PartWriter(tmp_path / "a", "00112233aabbccdd") as writer:
+        for i in range(20):
+            writer.add(ok_row(f"{i}.png", blob=bytes([i]) * 64, source_hash=str(i)))
+    (part,) = (tmp_path / "a").glob("part-*.parquet")
+    group = pq.ParquetFile(part).metadata.row_group(0)
+    kinds = {group.column(i).path_in_schema: group.column(i).compression for i in range(group.num_columns)}
+    assert kinds.pop("blob") == "UNCOMPRESSED" and set(kinds.values()) == {"ZSTD"}, kinds
+    assert {"bytes.list.element", "msssim.list.element"} <= set(kinds)
+
+
+def test_the_schema_digest_is_what_archive_md_says():
+    """An independent writer can compute it from docs/ARCHIVE.md alone ("Parquet schema metadata")."""
+    from rgbatch.manifest import schema_digest, schema_metadata
+    from rgbatch.row import SCHEMA
+
+    schema = SCHEMA.with_metadata(schema_metadata("00112233aabbccdd", 1))
+    columns = [(f.name, f"list<{f.type.value_type}>" if pa.types.is_list(f.type) else str(f.type)) for f in schema]
+    metadata = sorted((k, v) for k, v in schema.metadata.items() if k != DIGEST_KEY and not k.startswith(b"ARROW:"))
+    assert ("bytes", "list<int64>") in columns and ("written_at", "timestamp[us, tz=UTC]") in columns
+    assert schema_digest(schema) == hashlib.sha256(repr((columns, metadata)).encode("utf-8")).hexdigest()[:16]
+    assert schema.metadata[DIGEST_KEY] == schema_digest(schema).encode()
