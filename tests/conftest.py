@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,13 @@ def damage_page(part, row_group, column):
     for i in range(chunk.data_page_offset, chunk.data_page_offset + 8):
         data[i] ^= 0xFF
     Path(part).write_bytes(bytes(data))
+
+
+@pytest.fixture
+def silent_port():
+    """HOST:PORT of a socket that takes connections (the system's backlog) and never answers: a
+    hung object store."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"127.0.0.1:{server.getsockname()[1]}"

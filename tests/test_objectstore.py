@@ -399,12 +399,9 @@ def test_object_keys_with_a_uri_s_characters_are_read_as_themselves(s3, clean_en
 
 
 @pytest.fixture
-def silent_endpoint():
-    """A port that takes connections (the system's backlog) and never answers: a hung store."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(64)
-        yield f"endpoint_override=127.0.0.1:{server.getsockname()[1]}&scheme=http&region=us-east-1"
+def silent_endpoint(silent_port):
+    """A URI query of an endpoint that never answers (conftest's `silent_port`)."""
+    return f"endpoint_override={silent_port}&scheme=http&region=us-east-1"
 
 
 def test_a_store_that_never_answers_is_given_up_on(silent_endpoint, clean_env, tmp_path, monkeypatch):

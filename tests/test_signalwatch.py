@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-
-import pytest
 
 # a script: the watch, a counted handler, and a main thread blocked in pyarrow's C++ code on a port
 # that takes connections and never answers (as a hung object store), or sleeping in Python
@@ -38,14 +35,6 @@ def start(grace: float, endpoint: str = "-") -> subprocess.Popen:
                               stderr=subprocess.PIPE, text=True)
     assert script.stdout.readline() == "ready\n"
     return script
-
-
-@pytest.fixture
-def silent_port():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        yield f"127.0.0.1:{server.getsockname()[1]}"
 
 
 def test_a_signal_its_handler_takes_goes_on_as_the_handler_says():
