@@ -95,6 +95,7 @@ class _Copies:
 
     def __init__(self):
         self.keys, self.costs, self.alone = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        self.flags = [np.zeros(0, bool)]  # rows sharing another's blob
         self.shared, self.shared_bytes = 0, 0
 
     def add(self, ok: pa.Table):
@@ -106,23 +107,27 @@ class _Copies:
         self.keys.append(keys)
         self.costs.append(pc.add(pc.if_else(shared, 0, blob), alpha).to_numpy()[sha256])
         self.alone.append(pc.add(blob, alpha).to_numpy()[sha256])
+        self.flags.append(shared.to_numpy(zero_copy_only=False)[sha256])
 
     def result(self) -> dict:
         """images: rows beyond the first of each source; sources: those held more than once; bytes:
         what those rows store beyond the smallest of each source's alone; shared: the rows whose blob
-        is another's (`Row.shared_blob`), shared_bytes: their blobs' bytes, stored once."""
+        is another's (`Row.shared_blob`), shared_bytes: their blobs' bytes, stored once; same_stream:
+        those of them whose source is held once (another picture whose stream came out the same: a
+        tiny image at a low depth), not a copy."""
         keys, costs, alone = np.concatenate(self.keys), np.concatenate(self.costs), np.concatenate(self.alone)
         order = np.argsort(keys, kind="stable")
-        keys, costs, alone = keys[order], costs[order], alone[order]
+        keys, costs, alone, flags = keys[order], costs[order], alone[order], np.concatenate(self.flags)[order]
         shared = {"shared": self.shared, "shared_bytes": self.shared_bytes}
         if not len(keys):
-            return {"images": 0, "sources": 0, "bytes": 0, **shared}
+            return {"images": 0, "sources": 0, "bytes": 0, "same_stream": 0, **shared}
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         held = np.diff(np.r_[starts, len(keys)])
         many = held > 1
         extra = np.maximum(np.add.reduceat(costs, starts)[many] - np.minimum.reduceat(alone, starts)[many], 0)
+        same_stream = int((flags & (np.repeat(held, held) == 1)).sum())
         return {"images": int(held[many].sum() - many.sum()), "sources": int(many.sum()), "bytes": int(extra.sum()),
-                **shared}
+                "same_stream": same_stream, **shared}
 
 
 def _last(lists: pa.ChunkedArray) -> pa.Array:
@@ -194,7 +199,8 @@ def report(archive, depth: int | None = None, min_msssim: float | None = None, w
     stored at least that deep; summary.at_depth / at_msssim: what the archive would cost cut
     to `depth` iterations / to the smallest depth reaching `min_msssim` per image; summary.folders
     (with `folders`): per folder that many levels deep, what its ok images store, largest first.
-    Costs count each stream once: a row sharing another's blob (a copy: `Row.shared_blob`) is
+    Costs count each stream once: a row sharing another's blob (a copy, or a picture whose stream
+    came out the same: `Row.shared_blob`) is
     left out of them (images, bytes, pixels, quality), as the archive stores it once (until
     session 58 its bytes were counted again at every depth: "as stored" said more than the
     blobs take, `--depth K` more than `compact --depth K` then stored); a folder's bytes and
@@ -436,12 +442,16 @@ def reading_text(reading: dict) -> str:
 
 def copies_text(copies: dict) -> str:
     """A report's `copies` summary in words."""
+    same = copies.get("same_stream", 0)
+    also = (f"{same:,} image(s) of other sources whose stream came out the same as another's (tiny "
+            f"images at low depths), stored once") if same else ""
     if not copies["images"]:
-        return "none (no source's bytes are stored twice)"
-    shared = (f"; {copies['shared']} of them share another's blob, {copies['shared_bytes']:,} bytes stored once"
-              if copies["shared"] else "")
+        return also or "none (no source's bytes are stored twice)"
+    copied = copies["shared"] - same
+    saved = f", {copies['shared_bytes']:,} bytes stored once" if copied and not same else ""
+    shared = f"; {copied} of them share another's blob{saved}" if copied else ""
     return (f"{copies['images']} image(s) the same source bytes as another ({copies['sources']} source(s) archived "
-            f"more than once: {copies['bytes']:,} bytes stored beyond one each{shared})")
+            f"more than once: {copies['bytes']:,} bytes stored beyond one each{shared})" + (f"; {also}" if also else ""))
 
 
 def bytes_text(summary: dict) -> str:

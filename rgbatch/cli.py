@@ -723,7 +723,7 @@ def report(
         return "-" if x is None else format(x, spec)
 
     shared = s["copies"]["shared"]  # rows whose stream is another's: left out of the costs
-    costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} copies share another's)" if shared else ""),
+    costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} image(s) share another's)" if shared else ""),
                   title_justify="left")
     for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):
         costs.add_column(column, justify="right")

@@ -176,7 +176,7 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
     body = [f"<h1>rgbatch archive {html.escape(s['archive'])}</h1>",
             _table(None, facts, "summary"),
             "<h2>Size and quality per depth</h2>"
-            + (f"<p>Each stored stream once: {s['copies']['shared']:,} copies share another's.</p>"
+            + (f"<p>Each stored stream once: {s['copies']['shared']:,} image(s) share another's.</p>"
                if s["copies"]["shared"] else ""),
             _table(["depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR dB"], by_depth, "by-depth"),
             "<h2>Rate and quality</h2>", _figure(curve_png(s["by_depth"]), "mean over the images stored at least "
