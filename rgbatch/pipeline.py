@@ -86,7 +86,7 @@ MAX_TILE_SIZE = 65504  # the largest multiple of 32 the stream header's u16 tile
 class CompressOptions:
     iterations: int | None = None  # None: the depth the model was trained to (weights.trained_iterations)
     target: Target = field(default_factory=Target)
-    tile_size: int | None = None  # None: per image, whole up to 2 MP, else tiles of 1024 (tiling.tile_size_for)
+    tile_size: int | None = None  # None: per image, whole up to 2 MP padded, else tiles of 1024 (tiling.tile_size_for)
     batch_size: int = 0  # tiles per network batch and per encoder call; 0: 8 on a GPU, 16 on a CPU
     workers: int = 0  # encoder actors; 0: one per GPU, or one per two CPUs
     device: str = "auto"  # auto | cpu | cuda

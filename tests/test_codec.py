@@ -232,7 +232,7 @@ def test_the_default_tile_size_is_chosen_per_image_and_recorded(tiny_weights, rn
     from rgbatch import tiling
 
     codec = Codec.load(tiny_weights, precision="fp32")
-    small = smooth_image(rng, 40, 70)
+    small = smooth_image(rng, 40, 60)  # 64 x 64 padded: whole
     monkeypatch.setattr(tiling, "WHOLE_IMAGE_PIXELS", 64 * 64)  # so that a small test image counts as big
     monkeypatch.setattr(tiling, "DEFAULT_TILE_SIZE", 64)
     big = smooth_image(rng, 100, 130)
