@@ -59,7 +59,7 @@ from .imageio import MAX_PIXELS
 from .limits import check_max_pixels, layout
 from .metrics import QualityMeter, msssim_tensor
 from .model import DECODINGS, l1_loss
-from .ratecontrol import Target, candidate_target, check_measured, choose_candidate, choose_depth
+from .ratecontrol import Target, candidate_target, check_measured, choose_candidate, choose_depth, judged
 from .options import OptionError, check_choice, check_count
 from .refine import BandRefiner, load_refiner, refine_image
 from .resample import candidates, downscale, upscale, upscale_rows, usable
@@ -331,19 +331,20 @@ class Codec:
         scales, depth = candidates(resample, bool(target), measure), self._depth(iterations)
         tried = [[c for c in scales if usable(im.shape[1], im.shape[0], c)] or [0] for im in images]
         results = [[] for _ in images]  # per image, its encoding at each scale tried so far
+        targets = [judged(target, *im.shape[:2]) for im in images]  # no MS-SSIM goal for a tiny side
         for code in sorted({c for codes in tried for c in codes}):
             coded = [i for i, codes in enumerate(tried) if code in codes]
             # a later scale needs only to beat the earlier ones: it stops where it no longer can
-            goals = [candidate_target(target, [e.bytes[-1] for e in results[i]], [e.msssim[-1] for e in results[i]])
+            goals = [candidate_target(targets[i], [e.bytes[-1] for e in results[i]], [e.msssim[-1] for e in results[i]])
                      for i in coded]
             runs = self._run_network([downscale(images[i], code) for i in coded], depth, measure, goals,
                                      keep_reconstructions, progress if code == 0 else None,
                                      originals=[images[i] for i in coded], scale=code)
             for i, run, goal in zip(coded, runs, goals):
                 results[i].append(self._store(run, goal, keep_codes, partial))
-        return [encodings[choose_candidate(target, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
+        return [encodings[choose_candidate(goal, [e.bytes[-1] for e in encodings], [e.msssim[-1] for e in encodings],
                                            image.shape[0] * image.shape[1]) if len(encodings) > 1 else 0]
-                for image, encodings in zip(images, results)]
+                for image, encodings, goal in zip(images, results, targets)]
 
     def encode_codes(self, images: list[np.ndarray], iterations: int | None = None) -> list[Codes]:
         """The network stage alone: the `Codes` of each image, not entropy-coded."""

@@ -18,7 +18,7 @@ import numpy as np
 from . import bitstream
 from .context import Canvas
 from .options import OptionError, check_count
-from .ratecontrol import Target, choose_depth
+from .ratecontrol import Target, choose_depth, judged
 from .resample import coded_size
 from .tiling import Tile, tile_grid
 
@@ -123,7 +123,7 @@ class EncodedImage:
 
     def choose_depth(self, target: Target) -> int:
         """The depth `target` keeps (ratecontrol.choose_depth), from this image's stats."""
-        return choose_depth(target, self.bytes, self.msssim, self.width * self.height)
+        return choose_depth(judged(target, self.height, self.width), self.bytes, self.msssim, self.width * self.height)
 
     def cut(self, depth: int) -> "EncodedImage":
         """The same image stored to `depth` iterations (1..its own): blob truncated, stats of the

@@ -329,8 +329,9 @@ class EncodeWorker:
             encoded = self.codec.encode(image, self.iterations, self.measure, target=self.target,
                                         resample=self.resample, partial=self.partial)
             return self._row(info, encoded, time.perf_counter() - start)
-        except Exception as e:
-            return info.failed(f"encoding failed: {type(e).__name__}: {e}")
+        except Exception as e:  # a worded refusal as it is; anything else (MemoryError, torch's) with its kind
+            return info.failed(f"encoding failed: {e}" if isinstance(e, ValueError) and str(e)
+                               else f"encoding failed: {type(e).__name__}: {e}")
 
 
 # -- Ray session ----------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ encoding (rgbatch.codes):
 
 With a quality and a size target together the size wins (the smaller depth). An image that
 never reaches Q keeps every iteration; one whose first iteration is already over the size
-keeps one iteration (the least a stream can hold).
+keeps one iteration (the least a stream can hold). An image with a side under MIN_JUDGED_SIDE
+pixels has no quality target (`judged`): it keeps every iteration within any size target.
 
 Resampled coding (`resample="auto"`, rgbatch.resample) encodes an image at several scales and
 keeps the encoding the target prefers (`choose_candidate`): for a quality target the fewest
@@ -62,6 +63,20 @@ def check_measured(target: Target, measure: bool):
         raise OptionError("target", f"is {target!r}: give a Target (Target(msssim=0.95), Target() for none)")
     if target.msssim is not None and not measure:
         raise OptionError("target.msssim", "needs the MS-SSIM of every depth: measuring must stay on")
+
+
+# MS-SSIM judges with an 11-px window (metrics.WINDOW); on an image with a side under it the window
+# shrinks to what fits, at 1 px brightness alone: a 1 x 768 row passed 0.95 at depth 1 (19.8 dB),
+# its 4-px-high version never reached it (33.7 dB at depth 16). A quality target there misleads.
+MIN_JUDGED_SIDE = 11
+
+
+def judged(target: Target, height: int, width: int) -> Target:
+    """`target` for an image of this size: without its MS-SSIM goal where the image has a side
+    under MIN_JUDGED_SIDE (since session 59; the image keeps every depth, within any size goal)."""
+    if target.msssim is None or min(height, width) >= MIN_JUDGED_SIDE:
+        return target
+    return replace(target, msssim=None)
 
 
 def choose_depth(target: Target, sizes: list[int], msssim: list[float], pixels: int) -> int:

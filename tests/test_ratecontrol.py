@@ -88,3 +88,21 @@ def test_a_further_candidate_stops_where_it_can_no_longer_win():
     assert candidate_target(q, [900], [0.94]) == q  # nothing reaches it yet: no bound
     for size_target in (Target(max_bytes=800), Target(msssim=0.95, bpp=1.0)):  # a size target compares quality
         assert candidate_target(size_target, [900], [0.96]) == size_target
+
+
+def test_an_image_msssim_cannot_judge_has_no_quality_target(tiny_weights, rng):
+    """A side under 11 px shrinks MS-SSIM's window (1 px: brightness alone): until session 59 a
+    1 x 768 row passed 0.95 at depth 1 (19.8 dB). Such an image keeps every depth, within any
+    size target; the rest keep theirs."""
+    from rgbatch.ratecontrol import MIN_JUDGED_SIDE, judged
+
+    target = Target(msssim=0.5, max_bytes=10**6)
+    assert judged(target, 10, 500) == Target(max_bytes=10**6) and judged(target, MIN_JUDGED_SIDE, 500) == target
+    assert judged(Target(bpp=2.0), 1, 1) == Target(bpp=2.0)
+    codec = Codec.load(tiny_weights, precision="fp32")
+    thin, square = smooth_image(rng, 4, 96), smooth_image(rng, 48, 48)
+    plain = codec.encode_many([thin, square], iterations=4)
+    aimed = codec.encode_many([thin, square], iterations=4, target=Target(msssim=plain[1].msssim[1]))
+    assert aimed[0].iterations == 4 and aimed[0].blob == plain[0].blob  # every depth, as without a target
+    assert aimed[1].iterations < 4  # judged: cut where its quality is reached
+    assert aimed[0].choose_depth(Target(msssim=0.01)) == 4 == plain[0].choose_depth(Target(msssim=0.01))
