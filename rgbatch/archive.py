@@ -449,7 +449,7 @@ def copies_text(copies: dict) -> str:
         return also or "none (no source's bytes are stored twice)"
     copied = copies["shared"] - same
     saved = f", {copies['shared_bytes']:,} bytes stored once" if copied and not same else ""
-    shared = f"; {copied} of them share another's blob{saved}" if copied else ""
+    shared = f"; {copied} of their rows share another's blob{saved}" if copied else ""
     return (f"{copies['images']} image(s) the same source bytes as another ({copies['sources']} source(s) archived "
             f"more than once: {copies['bytes']:,} bytes stored beyond one each{shared})" + (f"; {also}" if also else ""))
 
@@ -818,7 +818,9 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                 progress(len(result.written) + len(result.failures) + len(result.skipped), total)
     except storage.FolderRefuses as e:  # full, read-only, not allowed: no image more could be written
         written = len(result.written) + e.written
-        before = f"{written} image(s) written before it, whole: a rerun skips them" if written else "no image written"
+        at_least = "at least " if workers else ""  # other actors' groups may have finished, unread
+        before = (f"{at_least}{written} image(s) written before it, whole: a rerun skips them" if written or workers
+                  else "no image written")
         before += f" ({len(result.skipped)} restored by an earlier run)" if result.skipped else ""
         raise storage.FolderRefuses(f"{out}: {e}; stopped, {before}", e.errno, written) from None
     result.failures += man.missed  # rows of a part whose pages turned out damaged

@@ -356,7 +356,7 @@ def _stopping(stop: threading.Event, console, said: str = "stopping after the st
         yield received
         return
 
-    @signalwatch.counted
+    @signalwatch.counted(patient=True)  # the step under way may be one long C++ call: never cut short
     def ask(signum, frame):
         if received:  # the second: at once
             if signum == signal.SIGTERM:
@@ -526,7 +526,8 @@ def compress(
     target_bpp: Optional[float] = TARGET_BPP,
     max_bytes: Optional[int] = MAX_BYTES,
     tile_size: Optional[int] = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; "
-                                                       "default: whole images up to 2 MP, tiles of 1024 beyond; docs/TILING.md)."),
+                                                       "default: whole images up to 2 MP (and 2.25 MP padded to 32: not thin strips), "
+                                                       "tiles of 1024 beyond; docs/TILING.md)."),
     batch_size: int = typer.Option(0, help="Tiles per network batch and encoder call, shared by several images, "
                                            "within 2 MP on a GPU, 65536 pixels on a CPU (0: 8 on a GPU, 16 on a "
                                            "CPU)."),

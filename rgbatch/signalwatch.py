@@ -13,7 +13,10 @@ the connection and never answers held every command for minutes (for good until 
 `watch` has a thread read the number of every signal as it comes (`signal.set_wakeup_fd`). A
 SIGINT or SIGTERM whose handler is one of rgbatch's (`counted`) and that no handler took within
 GRACE_SECONDS, or a second one while the first waits, ends the process at once: one line on
-stderr, and the exit code the signal has elsewhere (130, 143). What was committed stays (every
+stderr, and the exit code the signal has elsewhere (130, 143). A `patient` handler's first signal
+is waited for without a limit: `train` stops after the step under way, and one step on a CPU is
+one long C++ call (a backward pass of 2-50 s) that no handler can interrupt; a second signal
+still ends it at once, as it does anyway. What was committed stays (every
 write is atomic: a file half written is one no reader sees; a rerun goes on), and a local Ray goes
 with the process, as after a kill (`raywatch`). A signal handled otherwise (Python's default, Ray's
 own, ignored) is left alone: the library used from Python never has this thread.
@@ -33,16 +36,28 @@ WATCHED = (signal.SIGINT, signal.SIGTERM)
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _taken = [0]  # how many signals the handlers of `counted` took (written by the main thread only)
+_inside = [False]  # a counted handler is running: one calling another takes one signal, not two
 
 
-def counted(handler):
-    """A signal handler that tells the watch it ran (before doing what it does)."""
+def counted(handler=None, *, patient: bool = False):
+    """A signal handler that tells the watch it ran (before doing what it does); `patient`: its
+    first signal is not ended after GRACE_SECONDS (the module's text). A direct call (frame None:
+    a held signal handed on) or one from within another counted handler takes no signal."""
+    if handler is None:
+        return functools.partial(counted, patient=patient)
+
     @functools.wraps(handler)
     def take(signum, frame):
+        if frame is None or _inside[0]:
+            return handler(signum, frame)
         _taken[0] += 1
-        return handler(signum, frame)
+        _inside[0] = True
+        try:
+            return handler(signum, frame)
+        finally:
+            _inside[0] = False
 
-    take.counted = True
+    take.counted, take.patient = True, patient
     return take
 
 
@@ -71,16 +86,20 @@ def _watch(read: int, grace: float):
     seen = _taken[0]
     while True:
         came = [s for s in os.read(read, 64) if _watched(s)]
-        if not came:
+        if not came:  # another signal, or one whose handler is no longer rgbatch's: what it took is past
+            seen = _taken[0]
             continue
-        deadline = time.monotonic() + grace
+        if len(came) > 1 and _taken[0] == seen:
+            _end(came[-1], "sent again before the first was taken")
+        patient = getattr(signal.getsignal(came[0]), "patient", False)
+        deadline = float("inf") if patient else time.monotonic() + grace
         while _taken[0] == seen:  # not taken yet: wait, and end at once on another signal meanwhile
             left = deadline - time.monotonic()
             if left <= 0:
                 _end(came[0], f"not taken within {grace:g} s")
             if select.select([read], [], [], min(left, 0.05))[0]:
                 again = [s for s in os.read(read, 64) if _watched(s)]
-                if again:
+                if again and _taken[0] == seen:
                     _end(again[0], "sent again before the first was taken")
         seen = _taken[0]
 
@@ -91,6 +110,8 @@ def _end(signum: int, why: str):
     line = (f"{said}: {name} {why}: the command is blocked in a call that does not return (an object "
             f"store that stopped answering?); ended at once: what was committed stays, a rerun goes on\n")
     try:
+        if os.isatty(2):
+            line = "\x1b[?25h\n" + line  # the cursor a progress bar hid, shown again, on a line of its own
         os.write(2, line.encode())
     except OSError:
         pass

@@ -661,27 +661,34 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
             raise NotWritten(ALREADY_THERE)
         write_atomic(fs, target, data)
         return target
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:  # the folder named cannot be made (its parent refuses, a file in the way)
+        raise FolderRefuses(f"cannot make the folder: {e.strerror or e}", e.errno) from None
     limit = os.pathconf(root, "PC_PATH_MAX")
     if len(os.fsencode(target)) >= limit:  # could be made folder by folder, but no program could open it
         raise NotWritten(f"path of {len(os.fsencode(target))} bytes is over the system's limit of {limit}: not written")
     *folders, name = relative.split("/")
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
-            for depth, folder in enumerate(folders):
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(folder, dir_fd=fd)
+        for depth, folder in enumerate(folders):
+            try:
+                os.mkdir(folder, dir_fd=fd)
+            except FileExistsError:
+                pass
+            except OSError as e:  # a new folder refused: in the folder named, no image's could be made
+                if _refuses(e, in_root=depth == 0):
+                    raise FolderRefuses(f"cannot make a folder there: {e.strerror}", e.errno) from None
+                raise NotWritten(f"cannot make the folder {folder!r}: {e.strerror}") from None
+            try:  # an existing subfolder that cannot be entered is its own images' concern
                 inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise NotWritten(f"{folder!r} is a symbolic link or a file, not a folder: not followed, "
-                                 f"not written") from None
-            if _refuses(e, in_root=depth == 0):
-                raise FolderRefuses(f"cannot make a folder there: {e.strerror}", e.errno) from None
-            raise NotWritten(f"cannot make the folder {folder!r}: {e.strerror}") from None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotWritten(f"{folder!r} is a symbolic link or a file, not a folder: not followed, "
+                                     f"not written") from None
+                raise NotWritten(f"cannot open the folder {folder!r}: {e.strerror}") from None
+            os.close(fd)
+            fd = inner
         _write_in(fd, name, data, overwrite, in_root=not folders)
     finally:
         os.close(fd)
@@ -689,16 +696,24 @@ def write_new(fs: pafs.FileSystem, root: str, relative: str, data: bytes, overwr
 
 
 def _write_in(fd: int, name: str, data: bytes, overwrite: bool, in_root: bool = False):
-    """Write `name` in the folder open as `fd` (a `NewFile`): NotWritten, worded, if it cannot be
-    (FolderRefuses where no file could be: `in_root`, that folder is the one the user named)."""
+    """Write `name` in the folder open as `fd` (a `NewFile`): NotWritten, worded, if it cannot be;
+    FolderRefuses where no file could be: the folder takes no new file (`in_root`: the folder the
+    user named refuses it) or the disk is full. Putting the whole file at its name may fail for
+    that name alone (another's file in a sticky folder, an immutable one): that file's failure."""
     try:
-        with NewFile(fd, name, overwrite) as f:
+        new = NewFile(fd, name, overwrite)
+    except OSError as e:
+        if _refuses(e, in_root):
+            raise FolderRefuses(f"cannot write a file there: {e.strerror}", e.errno) from None
+        raise NotWritten(f"cannot write the file: {e.strerror}") from None
+    try:
+        with new as f:
             f.write(data)
     except FileExistsError:
         raise NotWritten("something is already there: not overwritten (the overwrite option replaces a file)") from None
     except IsADirectoryError:
         raise NotWritten("a folder is in the way: not written") from None
     except OSError as e:
-        if _refuses(e, in_root):
+        if e.errno in _NO_ROOM:
             raise FolderRefuses(f"cannot write a file there: {e.strerror}", e.errno) from None
         raise NotWritten(f"cannot write the file: {e.strerror}") from None

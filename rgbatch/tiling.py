@@ -66,14 +66,16 @@ def check_tile_size(tile_size: int | None, multiple: int):
 
 def tile_size_for(tile_size: int | None, height: int, width: int) -> int:
     """The tile size an image is coded with: `tile_size`, or by default (None) 0, the whole
-    image, where it takes up to WHOLE_IMAGE_PIXELS pixels padded to WHOLE_IMAGE_ALIGN, and
-    DEFAULT_TILE_SIZE beyond. Padded, not as they are: a strip 1 pixel high codes 32 rows, so that
-    one of 0.5 MP coded whole took 16.7 MP of the network's work at once (4.4 GB to encode, 8.2 GB
-    to decode) and one of 1 MP was over a tile's limit, until session 59."""
+    image, up to WHOLE_IMAGE_PIXELS pixels and at most 9/8 of that padded to WHOLE_IMAGE_ALIGN,
+    and DEFAULT_TILE_SIZE beyond. Padded too: a strip 1 pixel high codes 32 rows, so that one of
+    0.5 MP coded whole took 16.7 MP of the network's work at once (4.4 GB to encode, 8.2 GB to
+    decode) and one of 1 MP was over a tile's limit, until session 59; the 9/8 keeps every image
+    of ordinary shape under 2 MP whole, as before (1448 x 1448 pads to 1.07 times its pixels)."""
     if tile_size is not None:
         return tile_size
     padded = align(height, WHOLE_IMAGE_ALIGN) * align(width, WHOLE_IMAGE_ALIGN)
-    return 0 if padded <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE_SIZE
+    whole = height * width <= WHOLE_IMAGE_PIXELS and padded <= WHOLE_IMAGE_PIXELS * 9 // 8
+    return 0 if whole else DEFAULT_TILE_SIZE
 
 
 def tile_grid(height: int, width: int, tile_size: int) -> list[Tile]:

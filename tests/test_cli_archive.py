@@ -850,7 +850,7 @@ def test_report_counts_the_sources_stored_more_than_once(archive, tmp_path):
                                   "same_stream": 0}
     assert copies_text(summary["copies"]) == (
         f"3 image(s) the same source bytes as another (1 source(s) archived more than once: {blob:,} bytes stored "
-        f"beyond one each; 2 of them share another's blob, {2 * blob:,} bytes stored once)")
+        f"beyond one each; 2 of their rows share another's blob, {2 * blob:,} bytes stored once)")
     # the costs count each stream once (until session 58 a shared blob again for every row sharing it)
     stored = blob + small + len(current(archive / "archive")["b.png"]["blob"])
     assert (summary["stored"]["bytes"], summary["stored"]["images"], summary["blob_bytes"]) == (stored, 3, stored)

@@ -282,3 +282,36 @@ def test_a_new_file_replaces_a_file_when_whole_and_never_a_fifo(tmp_path, monkey
         f.write(b"long")
     assert (tmp_path / long).read_bytes() == b"long"
     assert sorted(os.listdir(tmp_path)) == ["fifo", "sub", long]
+
+
+def test_what_stops_a_writer_of_many_files_and_what_fails_one_file(tmp_path, monkeypatch):
+    """`write_new`'s FolderRefuses (a command writing many files stops: every file would fail)
+    against NotWritten (this file's own failure, the others go on): a review's cases."""
+    import errno
+
+    fs = pafs.LocalFileSystem()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(storage.FolderRefuses, match="cannot make the folder"):  # the folder named: no file fits
+        storage.write_new(fs, str(tmp_path / "file" / "out"), "a.png", b"x")
+    (tmp_path / "out" / "locked").mkdir(parents=True)
+    real_open = os.open
+
+    def no_entry(path, flags, *args, **kwargs):
+        if path == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_entry)  # an existing subfolder that cannot be entered: its own files'
+    with pytest.raises(storage.NotWritten, match="cannot open the folder 'locked'") as refused:
+        storage.write_new(fs, str(tmp_path / "out"), "locked/a.png", b"x")
+    assert not isinstance(refused.value, storage.FolderRefuses)
+    monkeypatch.undo()
+    (tmp_path / "out" / "b.png").write_bytes(b"old")
+
+    def immutable(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "replace", immutable)  # the name alone refuses (another's file in a sticky folder)
+    with pytest.raises(storage.NotWritten, match="Operation not permitted") as refused:
+        storage.write_new(fs, str(tmp_path / "out"), "b.png", b"new", overwrite=True)
+    assert not isinstance(refused.value, storage.FolderRefuses) and (tmp_path / "out" / "b.png").read_bytes() == b"old"

@@ -50,9 +50,11 @@ def test_by_default_an_image_is_coded_whole_up_to_two_megapixels_and_in_1024_px_
     assert tile_size_for(None, 853, 1280) == 0  # a 1.1 MP photo: no seams
     assert tile_size_for(None, 1024, WHOLE_IMAGE_PIXELS // 1024) == 0
     assert tile_size_for(None, 1024, WHOLE_IMAGE_PIXELS // 1024 + 1) == 1024
-    # counted padded to 32: a strip 1 pixel high codes 32 rows (until session 59 one of 0.5 MP was
-    # coded whole: 16.7 MP of the network's work at once, 8 GB to decode)
+    # counted padded to 32 too: a strip 1 pixel high codes 32 rows (until session 59 one of 0.5 MP
+    # was coded whole: 16.7 MP of the network's work at once, 8 GB to decode); ordinary shapes
+    # near 2 MP stay whole, as before
     assert tile_size_for(None, 1, WHOLE_IMAGE_PIXELS // 32) == 0
-    assert tile_size_for(None, 1, WHOLE_IMAGE_PIXELS // 32 + 1) == tile_size_for(None, 524288, 1) == 1024
+    assert tile_size_for(None, 1, 80000) == tile_size_for(None, 524288, 1) == 1024
+    assert tile_size_for(None, 1448, 1448) == tile_size_for(None, 1300, 1600) == tile_size_for(None, 1638, 1280) == 0
     assert tile_size_for(None, 3000, 4000) == 1024
     assert tile_size_for(512, 10, 10) == 512 and tile_size_for(0, 5000, 5000) == 0  # asked for: as asked
