@@ -713,7 +713,9 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     `select` is a glob on the archived paths, or several (a path matching any). File names:
     `png_names`. A file already there is never replaced unless `overwrite`, and no symbolic
     link below `out` is followed. Every
-    image that cannot be restored is a failure with its reason; the others are written.
+    image that cannot be restored is a failure with its reason; the others are written. A folder
+    that takes no file at all (a full disk, a read-only file system, an `out` not allowed or not
+    made) stops it at the first: `storage.FolderRefuses`, saying how many were written before.
     `progress(done, total)` is called per group of images. `workers` > 0 decodes and writes on
     that many Ray actors (`address`: a Ray cluster; else RAY_ADDRESS or a local Ray), each
     with its own codec: on a cluster `out` must be a store every node reaches.

@@ -425,9 +425,12 @@ def test_a_signal_ends_a_command_blocked_on_a_store_that_never_answers(silent_en
     # see Ctrl-C or SIGTERM at all (rgbatch.signalwatch)
     from rgbatch.signalwatch import GRACE_SECONDS
 
+    # SIGINT as a terminal gives it (a test run in the background inherits it ignored, and the command
+    # leaves an ignored SIGINT ignored, as a shell's background job expects)
     command = subprocess.Popen([sys.executable, "-m", "rgbatch.cli", "report", f"s3://{BUCKET}/a?{silent_endpoint}"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **CREDENTIALS})
+                               env={**os.environ, **CREDENTIALS},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(4)  # imported, and waiting on the store
     started = time.monotonic()
     command.send_signal(signum)
