@@ -39,6 +39,7 @@ from .imageio import (EXTRA_CHANNELS, GREY_MODES, LOSSY_MODES, MAX_PIXELS, Image
                       encode_png, max_source_bytes, open_image, png_text)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
+from .entropy import CODERS
 from .objectstore import not_found, split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
@@ -1028,6 +1029,10 @@ def _check_blob(row: Row, shared: _SharedChecks) -> str | None:
     if (header.width, header.height, header.iterations) != (row.width, row.height, row.iterations):
         return (f"blob holds {header.width}x{header.height} at {header.iterations} iterations, the row says "
                 f"{row.width}x{row.height} at {row.iterations}")
+    coder = CODERS.get(header.coder_id)  # a forged id passed `--quick` until session 59 (only decoding refused it)
+    if coder is None or (row.coder is not None and coder.name != row.coder):
+        said = f"coder {coder.name}" if coder else f"unknown entropy coder id {header.coder_id}"
+        return f"damaged blob: its header says {said}, the row {row.coder}"
     if sizes != list(row.bytes) or len(row.blob) != row.bytes[-1]:
         return "blob sizes do not match the row's per-depth bytes"
     # a shared row's blob was handed out only where it has the digest (`Archive.shared_blob`)

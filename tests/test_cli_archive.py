@@ -765,6 +765,29 @@ def test_a_folder_refusing_files_is_one_error_across_ray_workers():
     assert (type(again), str(again), again.errno, again.written) == (storage.FolderRefuses, str(error), errno.ENOSPC, 3)
 
 
+def test_verify_quick_refuses_a_blob_whose_coder_is_unknown_or_not_its_rows(archive, tiny_weights, tmp_path):
+    """A blob whose header's coder id was changed and its checksum recomputed (a forgery, or a
+    writer's bug) passed `verify --quick` until session 59: only decoding refused it."""
+    import zlib
+
+    from rgbatch.entropy import CODERS
+
+    row = current(archive / "archive")["b.png"]
+    for coder_id, said in ((5, "unknown entropy coder id 5"), (CODERS["raw"].coder_id if row["coder"] != "raw"
+                                                                 else CODERS["context"].coder_id, "its header says coder")):
+        blob = bytearray(row["blob"])
+        blob[5] = coder_id
+        end = 28 + 8 * blob[6]  # the header's CRC over the bytes before it (docs/FORMAT.md)
+        blob[end:end + 4] = zlib.crc32(bytes(blob[:end])).to_bytes(4, "little")
+        forged = tmp_path / f"forged{coder_id}"
+        archive_images(archive / "src", forged, tiny_weights)
+        with PartWriter(forged, row["model_id"]) as writer:
+            writer.add(Row.from_dict({**row, "blob": bytes(blob), "blob_sha256": None}))
+        result = run("verify", forged, "--weights", tiny_weights, "--quick", "--sample", "0", "--json")
+        [(path, why)] = json.loads(result.stdout)["problems"]
+        assert result.exit_code == 1 and path == "b.png" and said in why, why
+
+
 def test_verify_gives_up_on_a_source_whose_read_does_not_end(archive, tiny_weights, monkeypatch):
     """A sampled source on a store that stopped answering: after --read-timeout seconds verify
     lists it as not checked (exit 1) and goes on with the others (until session 54 it waited)."""
