@@ -70,7 +70,7 @@ def tile_size_for(tile_size: int | None, height: int, width: int) -> int:
     and DEFAULT_TILE_SIZE beyond. Padded too: a strip 1 pixel high codes 32 rows, so that one of
     0.5 MP coded whole took 16.7 MP of the network's work at once (4.4 GB to encode, 8.2 GB to
     decode) and one of 1 MP was over a tile's limit, until session 59; the 9/8 keeps every image
-    of ordinary shape under 2 MP whole, as before (1448 x 1448 pads to 1.07 times its pixels)."""
+    of ordinary shape under 2 MP whole, as before (1448 x 1448 pads to 1.03 times its pixels)."""
     if tile_size is not None:
         return tile_size
     padded = align(height, WHOLE_IMAGE_ALIGN) * align(width, WHOLE_IMAGE_ALIGN)
