@@ -916,7 +916,7 @@ def _on_ray(groups, images: int, workers: int, address: str | None, options: dic
     every actor two of the `images` groups at least (at most DECODE_GROUP images, whose tiles
     share a GPU's batches). An actor that fails (its node lost, its codec not loaded) takes no
     more groups: the rest goes on, and the groups it had are failures of their images."""
-    from .pipeline import HeadWatch, plan_workers, ray_session
+    from .pipeline import HeadWatch, end_actors, plan_workers, ray_session
 
     with ray_session(address) as ray:
         device, count, threads, gpu_share = plan_workers(ray, options["device"], workers)
@@ -956,8 +956,7 @@ def _on_ray(groups, images: int, workers: int, address: str | None, options: dic
             while pending:
                 yield finished()
         finally:
-            for actor in actors:
-                ray.kill(actor)
+            end_actors(ray, actors)
 
 
 # -- verify ----------------------------------------------------------------------------------------------

@@ -357,7 +357,11 @@ def _ray_session(address: str | None, num_cpus: int | None):
         import ray
 
     if ray.is_initialized():
-        yield ray
+        _SESSIONS.owned.append(False)
+        try:
+            yield ray
+        finally:
+            _SESSIONS.owned.pop()
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
@@ -393,13 +397,36 @@ def _ray_session(address: str | None, num_cpus: int | None):
             where = f" at {address}" if address else ""
             raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
         raise
+    _SESSIONS.owned.append(True)
     try:
         yield ray
     finally:
+        _SESSIONS.owned.pop()
         ray.shutdown()
         if watchdog:
             watchdog.close()
         _restore_hooks(hooks)
+
+
+class _Sessions(threading.local):
+    """Per thread, whether each `ray_session` open is the command's own Ray (one it started or
+    connected to: True) or the caller's (False), innermost last."""
+
+    def __init__(self):
+        self.owned = []
+
+
+_SESSIONS = _Sessions()
+
+
+def end_actors(ray, actors):
+    """End a command's actors as its `ray_session` closes. In a Ray of the command's own,
+    `ray.shutdown` ends them with its job: killing them first made Ray print every call in
+    flight as a task failed and retried, twice on a Ctrl-C (session 60). In the caller's Ray
+    they are killed here."""
+    if not (_SESSIONS.owned and _SESSIONS.owned[-1]):
+        for actor in actors:
+            ray.kill(actor)
 
 
 def _process_hooks() -> dict:
@@ -692,8 +719,7 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
             if writer.times_written and len(archive.times_files) + len(writer.times_written) >= TIMES_FOLD:
                 archive.fold_times(writer.times_written)
         finally:
-            for actor in actors:
-                ray.kill(actor)
+            end_actors(ray, actors)
     result.seconds = time.perf_counter() - start
     return result
 

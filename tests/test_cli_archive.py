@@ -1106,7 +1106,7 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
         # as from a terminal: a suite started in the background (`nohup make test &`) hands its
         # children SIGINT ignored, which Python and a user's compress then rightly keep ignoring
         run = subprocess.Popen(compress_command(src, out, tiny_weights, "--workers", "1"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         family = set()
         try:
@@ -1120,7 +1120,10 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
             time.sleep(3)  # some images encoded
             family |= set(psutil.Process(run.pid).children(recursive=True))
             running = run.poll() is None
-            run.send_signal(signum)
+            if signum == signal.SIGINT:  # a terminal's Ctrl-C: to its whole process group, Ray's workers too
+                os.killpg(run.pid, signum)
+            else:
+                run.send_signal(signum)
         except BaseException:
             run.kill()
             raise
@@ -1144,6 +1147,9 @@ def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tm
         assert ("terminated" if signum == signal.SIGTERM else "interrupted") in err
         assert "what was finished is committed" in " ".join(err.split())  # either way (until session 57: SIGTERM's)
         assert "Traceback" not in err and "SIGABRT" not in err and "*** " not in err
+        # Ray's "(raylet) Task EncodeWorker.encode failed. There are infinite retries remaining" for
+        # each call in flight as its actor was killed (until session 60: `pipeline.end_actors`)
+        assert "(raylet)" not in err and "retries remaining" not in err, err
     gone, alive = psutil.wait_procs(family, timeout=30)
     assert not alive, [command_line(p) for p in alive]  # the Ray the run started is shut down with it
     out = Archive(tmp_path / f"out{images}", create=True)
