@@ -444,8 +444,8 @@ def reading_text(reading: dict) -> str:
 def copies_text(copies: dict) -> str:
     """A report's `copies` summary in words."""
     same = copies.get("same_stream", 0)
-    also = (f"{same:,} image(s) of other sources whose stream came out the same as another's (tiny "
-            f"images at low depths), stored once") if same else ""
+    also = (f"{same:,} image(s) of other sources whose stream came out the same as another's (the "
+            f"same pixels in another file, or tiny images at low depths), stored once") if same else ""
     if not copies["images"]:
         return also or "none (no source's bytes are stored twice)"
     copied = copies["shared"] - same

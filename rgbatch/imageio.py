@@ -11,17 +11,21 @@
 |                                | losslessly beside them (`Decoded.alpha`; archives and stream |
 |                                | files store it as an 8-bit grey PNG, `encode_alpha`)         |
 | transparency key (tRNS) on P,  | an alpha channel in all but name: kept as one; the mode      |
-| L or RGB                       | recorded as PA, LA or RGBA                                   |
-| 16-bit (I;16*, I) and 32-bit F | scaled to 8 bit by the image's own range type, then RGB      |
+| grey (1 to 16 bits) or RGB     | recorded as PA, LA (LA;16) or RGBA; grey keys applied here   |
+| 16-bit grey (I;16*; PGM's I)   | scaled to 8 bit from 65535 as white, then RGB (`_white`)     |
+| 32-bit I, float F              | by their values: white 65535 (a value over 255) or 255; F:   |
+|                                | 1.0, or 255 where a value is over 1.0 (not tone-mapped)      |
 | 16-bit RGB, RGBA, LA (PNG,     | 8 bits a sample, as Pillow reads them (high bytes; a PPM's   |
 | TIFF, PPM), 10- and 12-bit     | scaled); the mode recorded with the file's bits (RGB;16,     |
-| HEIF, JPEG XL and AVIF colour  | RGBA;10...; a JPEG XL's and an AVIF's from its header), so   |
-| of more than 8 bits            | that `report` counts the reduction                           |
+| HEIF, JPEG XL and AVIF colour  | RGBA;10, LA;16...; a JPEG XL's and an AVIF's from its        |
+| of more than 8 bits            | header), so that `report` counts the reduction               |
 | CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
 | EXIF orientation               | applied, so the stored image is upright (a JPEG XL: its      |
 |                                | codestream's, which its decoder applies; an EXIF one is      |
 |                                | ignored, as the format says, its tag dropped)                |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
+|                                | (a grey or CMYK profile: the pixels kept are RGB)            |
+| XMP, PNG text, gAMA, DPI       | not kept                                                     |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
 | a JPEG XL's extra channels     | dropped (its reader gives colour and alpha alone); the mode  |
@@ -91,11 +95,12 @@ MAX_METADATA_BYTES = 1 << 20
 # (a key, and words that follow a count): what `rgbatch report` counts, from the rows' `mode` column
 # RGB and RGBA sources of more than 8 bits a sample, which Pillow and its plugins read as 8 (`_sample_bits`):
 # recorded as RGB;16, RGBA;10 ... (the mode, then the file's bits a sample)
-WIDE_MODES = tuple(f"{mode};{bits}" for mode in ("RGB", "RGBA") for bits in (10, 12, 16))
+# and grey with alpha of 16 bits a sample (a PNG's, or a 16-bit grey PNG with a transparency key): LA;16
+WIDE_MODES = (*(f"{mode};{bits}" for mode in ("RGB", "RGBA") for bits in (10, 12, 16)), "LA;16")
 # modes with an alpha channel (a transparency key: recorded so)
-ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", *(mode for mode in WIDE_MODES if mode.startswith("RGBA;")))
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", *(mode for mode in WIDE_MODES if mode.startswith(("RGBA;", "LA;"))))
 # grey sources (with or without alpha, of any depth): restored as grey PNGs (`encode_png`'s `grey`)
-GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+GREY_MODES = ("1", "L", "LA", "La", "LA;16", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # a JPEG XL's extra channels beyond its alpha (depth, spot colours, a selection mask, thermal...),
 # which its reader drops: the mode recorded with this after it (`L+extra`, `RGBA+extra`)
 EXTRA_CHANNELS = "+extra"
@@ -109,8 +114,12 @@ LOSSY_MODES = {  # by the mode without EXTRA_CHANNELS (`base_mode`)
 
 
 # modes whose transparency key (`info["transparency"]`) is an alpha channel in all but name, and
-# the mode with an alpha channel that the archive's `mode` column records for them
-KEYED_ALPHA = {"P": "PA", "L": "LA", "RGB": "RGBA"}
+# the mode with an alpha channel that the archive's `mode` column records for them (a 16-bit grey
+# PNG's: LA;16, with the file's bits)
+KEYED_ALPHA = {"P": "PA", "L": "LA", "RGB": "RGBA", "1": "LA", "I;16": "LA", "I": "LA"}
+# grey modes whose key rgbatch applies itself (`to_alpha`): Pillow ignores one on 1-bit and 16-bit
+# grey, and compares a 2- or 4-bit PNG's with its samples already scaled to 8 bits
+GREY_KEYED = ("1", "L", "I;16", "I")
 
 
 def base_mode(mode: str | None) -> str | None:
@@ -375,6 +384,11 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
             # all but name: recorded as the mode with alpha, and kept as one
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
+            if image.mode == "RGBA" and _raw_mode(image).startswith("LA"):  # Pillow reads 16-bit LA as RGBA
+                mode = "LA"
+            low = {"L;2": 2, "L;4": 4}.get(_raw_mode(image)) if image.mode == "L" else None
+            if low and isinstance(image.info.get("transparency"), int):  # scaled as the samples are
+                image.info["transparency"] *= 255 // ((1 << low) - 1)  # (Pillow compares it unscaled)
             bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)
             mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
             mode += EXTRA_CHANNELS if jxl and jxl.extra_channels > (image.mode in ALPHA_MODES) else ""
@@ -431,11 +445,24 @@ def _sample_bits(image: Image.Image, declared: int | None = None) -> int:
         return next((wide for wide in (10, 12, 16) if wide >= bits), 16)  # deeper and float: said as 16
     if not image.tile:
         return 8
-    codec, args = image.tile[0][0], image.tile[0][3]
-    args = (args,) if isinstance(args, str) else tuple(args or ())
+    codec, args = image.tile[0][0], _tile_args(image)
     if codec == "ppm":
         return 16 if len(args) > 1 and isinstance(args[1], int) and args[1] > 255 else 8
-    return 16 if args and isinstance(args[0], str) and ";16" in args[0] else 8
+    return 16 if ";16" in _raw_mode(image) else 8
+
+
+def _tile_args(image: Image.Image) -> tuple:
+    """The arguments of the decoder of an opened, not yet loaded, image's first tile."""
+    if not image.tile:
+        return ()
+    args = image.tile[0][3]
+    return (args,) if isinstance(args, str) else tuple(args or ())
+
+
+def _raw_mode(image: Image.Image) -> str:
+    """The raw mode of an opened, not yet loaded, image's file ("LA;16B", "L;4"...; "": not said)."""
+    args = _tile_args(image)
+    return args[0] if args and isinstance(args[0], str) else ""
 
 
 BAND_PIXELS = 1 << 20  # pixels converted at once: a 100 MP image needs its Pillow image, the array and 6 MB
@@ -463,18 +490,37 @@ def to_rgb(image: Image.Image) -> np.ndarray:
             ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a broken EXIF block must not lose the picture itself
         pass
-    top = None  # the white of 16- and 32-bit images, from the whole image's range
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        high = image.getextrema()[1]
-        top = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
-        if image.mode == "F":
-            top = 1.0 if high <= 1.0 else 255.0
+    top = _white(image)
     width, height = image.size
     rgb = np.empty((height, width, 3), np.uint8)
     step = max(1, BAND_PIXELS // width)
     for y in range(0, height, step):
         rgb[y:y + step] = _band_to_rgb(image.crop((0, y, width, min(y + step, height))), top)
     return rgb
+
+
+def _white(image: Image.Image) -> float | None:
+    """The value of white of a grey image of more than 8 bits a sample (None: any other): 65535
+    where the file says 16 bits (16-bit PNGs and TIFFs, and PGMs, whose maximum value Pillow
+    scales to 65535: a dark PGM was read as 8 bits, bright, until session 60); else, a 32-bit
+    integer image's by its values (65535 if any is over 255, else 255) and a float image's (1.0 if
+    none is over 1.0, else 255: HDR values over 1.0 are read so, not tone-mapped)."""
+    if image.mode.startswith("I;16") or (image.mode == "I" and (
+            image.format in ("PPM", "PNG") or _tiff_bits(image) == 16)):
+        return 65535.0
+    if image.mode not in ("I", "F"):
+        return None
+    high = image.getextrema()[1]
+    if image.mode == "F":
+        return 1.0 if high <= 1.0 else 255.0
+    return 65535.0 if high > 255 else 255.0
+
+
+def _tiff_bits(image: Image.Image) -> int | None:
+    """A TIFF's bits a sample (None: not a TIFF, or not said)."""
+    bits = getattr(image, "tag_v2", {}).get(258) if image.format == "TIFF" else None
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    return bits if isinstance(bits, int) else None
 
 
 def _band_to_rgb(image: Image.Image, top: float | None) -> np.ndarray:
@@ -496,12 +542,25 @@ def to_alpha(image: Image.Image) -> np.ndarray:
     width, height = image.size
     alpha = np.empty((height, width), np.uint8)
     step = max(1, BAND_PIXELS // width)
+    key = _grey_key(image)
     for y in range(0, height, step):
         band = image.crop((0, y, width, min(y + step, height)))
+        if key is not None:
+            alpha[y:y + step] = np.where(np.asarray(band).astype(np.int64) == key, 0, 255)
+            continue
         band = band.convert("LA") if band.mode == "La" else band  # premultiplied grey: to LA only
         band = band if band.mode in ("RGBA", "LA") else band.convert("RGBA")
         alpha[y:y + step] = np.asarray(band.getchannel("A"), dtype=np.uint8)
     return alpha
+
+
+def _grey_key(image: Image.Image) -> int | None:
+    """A grey image's transparency key as its loaded samples hold it (None: none): a 1-bit
+    image's 0 or 1 (Pillow says 0 or 255); a 2- or 4-bit PNG's was scaled to 8 bits on opening."""
+    key = image.info.get("transparency")
+    if image.mode not in GREY_KEYED or not isinstance(key, int):
+        return None
+    return int(key != 0) if image.mode == "1" else key
 
 
 def encode_alpha(alpha: np.ndarray | None) -> bytes | None:

@@ -907,7 +907,8 @@ def test_report_says_apart_other_pictures_whose_stream_came_out_the_same(archive
     summary = json.loads(run("report", same, "--json").stdout)["summary"]
     assert summary["copies"]["images"] == 0 and summary["copies"]["shared"] == summary["copies"]["same_stream"] == 1
     assert copies_text(summary["copies"]) == ("1 image(s) of other sources whose stream came out the same as "
-                                              "another's (tiny images at low depths), stored once")
+                                              "another's (the same pixels in another file, or tiny images at low "
+                                              "depths), stored once")
     table = " ".join(run("report", same).stdout.replace("│", " ").split())
     assert "none (no source's" not in table and "each stream once: 1 image(s) share another's" in table
 

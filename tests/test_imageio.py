@@ -110,6 +110,49 @@ def tiff_16(samples: np.ndarray) -> bytes:
     return b"II*\0" + struct.pack("<IH", 8, len(tags)) + ifd + struct.pack("<I3H", 0, 16, 16, 16) + data
 
 
+def png_grey(samples: np.ndarray, bits: int, key: int | None = None) -> bytes:
+    """A grey PNG of HxW samples of `bits` bits (1, 2, 4, 8 or 16), with a transparency key."""
+    height, width = samples.shape
+    if bits == 16:
+        rows = [row.astype(">u2").tobytes() for row in samples]
+    else:
+        rows = [np.packbits(np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:]).tobytes()
+                for row in samples]
+    trns = chunk(b"tRNS", struct.pack(">H", key)) if key is not None else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0)) + trns
+            + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + row for row in rows))) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bits, recorded", [(1, "LA"), (2, "LA"), (4, "LA"), (8, "LA"), (16, "LA;16")])
+def test_a_grey_pngs_transparency_key_is_its_alpha_at_every_depth(bits, recorded):
+    """Pillow ignored the key of a 1-bit and a 16-bit grey PNG (the alpha dropped, unsaid) and
+    compared a 2- or 4-bit one with its samples already scaled to 8 bits (no pixel transparent):
+    until session 60."""
+    top = (1 << bits) - 1
+    samples = np.arange(6 * 8).reshape(6, 8) % (top + 1)
+    key = top if bits < 16 else 40
+    decoded = imageio.decode_image_and_metadata(png_grey(samples, bits, key))
+    assert decoded.mode == recorded and recorded in imageio.ALPHA_MODES and recorded in imageio.GREY_MODES
+    assert np.array_equal(decoded.alpha, np.where(samples == key, 0, 255))
+    assert np.array_equal(decoded.pixels[..., 0], np.round(samples / top * 255))
+    plain = imageio.decode_image_and_metadata(png_grey(samples, bits))
+    assert plain.alpha is None and np.array_equal(plain.pixels, decoded.pixels)
+
+
+def test_a_dark_16_bit_grey_image_is_read_by_its_files_range_whatever_its_values():
+    """A PGM of more than 8 bits is mode I to Pillow, as a 32-bit TIFF is: white was chosen from the
+    values, so a dark 16-bit PGM (all under 256 of 65535) was read as 8-bit, bright (session 60)."""
+    samples = np.arange(93, 93 + 12 * 8).reshape(12, 8).astype(np.uint16)  # near black in 16 bits
+    black = np.round(samples / 65535 * 255)
+    for data in (b"P5 8 12 65535\n" + samples.astype(">u2").tobytes(), png_grey(samples, 16),
+                 save(Image.fromarray(samples), "TIFF")):
+        decoded = imageio.decode_image_and_metadata(data)
+        assert np.array_equal(decoded.pixels[..., 0], black), decoded.mode
+        assert decoded.mode in imageio.LOSSY_MODES["reduced_to_8_bits"][0]
+    ten_bit = b"P5 8 12 1023\n" + (samples // 64).astype(">u2").tobytes()  # maxval 1023: Pillow scales it to 65535
+    assert imageio.decode_image_and_metadata(ten_bit).pixels.max() <= 1
+
+
 @pytest.mark.parametrize("kind", ["PNG RGB", "PNG RGBA", "PNG LA", "TIFF RGB", "PPM RGB"])
 def test_16_bit_colour_is_read_as_its_high_bytes_and_recorded_as_reduced(kind):
     """Pillow reads 16-bit RGB, RGBA and LA PNGs, 16-bit RGB TIFFs and PPMs as 8-bit RGB or RGBA
@@ -127,7 +170,7 @@ def test_16_bit_colour_is_read_as_its_high_bytes_and_recorded_as_reduced(kind):
         assert np.abs(decoded.pixels.astype(int) - colours).max() <= 1
     else:
         assert np.array_equal(decoded.pixels, colours)
-    assert decoded.mode == ("RGB;16" if channels == 3 else "RGBA;16")
+    assert decoded.mode == {3: "RGB;16", 4: "RGBA;16", 2: "LA;16"}[channels]  # LA: Pillow's RGBA (session 60)
     assert decoded.mode in imageio.LOSSY_MODES["reduced_to_8_bits"][0]
     if channels == 3:
         assert decoded.alpha is None
