@@ -73,7 +73,7 @@ EVAL_THREADS ?= 1
 EVAL_BENCH = OMP_NUM_THREADS=$(EVAL_THREADS) $(BIN)/rgbatch bench --overwrite --limit $(EVAL_LIMIT) --classical none --decoding float --speed-images 0
 eval: setup
 	mkdir -p runs/eval
-	$(BIN)/rgbatch export --out runs/eval/$(EVAL_RUN).safetensors --tables-from rgbatch/models/default.safetensors \
+	$(BIN)/rgbatch export --overwrite --out runs/eval/$(EVAL_RUN).safetensors --tables-from rgbatch/models/default.safetensors \
 		$$(ls runs/$(EVAL_RUN).step*.pt | sort -V | tail -$(EVAL_SNAPSHOTS) | sed '1!s/^/--average /')
 	shipped=$$($(BIN)/rgbatch info | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["model_id"])'); \
 	code=$$(cat rgbatch/*.py | sha256sum | cut -c1-8); \
@@ -140,8 +140,8 @@ gpu-train: gpu-site
 	[ -f runs/$(GPU_RUN).pt ] || cp weights/train-state.pt runs/$(GPU_RUN).pt
 	$(GPU_RGBATCH) train .pack/train-jpeg .pack/photos-jpeg --out runs/$(GPU_RUN).pt --resume $(RECIPE) --patch 192 --batch-size $(GPU_BATCH) \
 		--lr 5e-4 --checkpoint-every 250 --snapshot-every 500 --time-limit $(GPU_SECONDS)
-	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-last.safetensors
-	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --out runs/$(GPU_RUN)-mean.safetensors \
+	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --overwrite --out runs/$(GPU_RUN)-last.safetensors
+	$(GPU_RGBATCH) export runs/$(GPU_RUN).pt --overwrite --out runs/$(GPU_RUN)-mean.safetensors \
 		$$(ls runs/$(GPU_RUN).step*.pt | sort -V | tail -3 | sed 's/^/--average /')
 
 # Forks of the committed state side by side, one per rate weight in FORK_WEIGHTS (runs w<K>), then

@@ -34,10 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from .classical import ClassicalCodec
+from .options import OptionError
 
 CACHE_VERSION = 1
 FIELDS = ("bytes", "msssim", "psnr", "encode_s", "decode_s")
 XZ_MAGIC = b"\xfd7zXZ\x00"  # how an xz stream begins
+TEXT_START = b'{"key": '  # how a text cache's lines begin
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -60,6 +62,7 @@ class ClassicalCache:
         self.entries: dict[str, dict] = {}
         self.hits = self.misses = 0
         self._pending: list[bytes] = []  # lines not yet written (`.xz`: written as one stream by `flush`)
+        self._check_ours()
         if self.path.is_file():
             for line in self._lines():
                 try:
@@ -67,6 +70,19 @@ class ClassicalCache:
                     self.entries[entry["key"]] = {f: entry[f] for f in FIELDS}
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by a crash, or not ours
+
+    def _check_ours(self):
+        """Refuse (OptionError) a file that does not begin as a cache does: lines were appended
+        to whatever the path named until session 60 (a Parquet manifest, a PNG: damaged)."""
+        if self.path.exists() and not self.path.is_file():
+            raise OptionError("classical_cache", f"{self.path} is not a file")
+        if not self.path.is_file():
+            return
+        with open(self.path, "rb") as f:
+            head = f.read(len(XZ_MAGIC))
+        if head and head != (XZ_MAGIC if self.compressed else TEXT_START[:len(head)]):
+            raise OptionError("classical_cache", f"{self.path} is not a cache of classical results (it does not begin "
+                                                 f"as one): not written to; give a new file or a cache")
 
     def get(self, digest: str, codec: ClassicalCodec, quality: int) -> dict | None:
         entry = self.entries.get(entry_key(digest, codec, quality))
@@ -91,8 +107,10 @@ class ClassicalCache:
         data = b"".join(self._pending)
         self._pending = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            if not self.compressed and (end := os.lseek(fd, 0, os.SEEK_END)) and os.pread(fd, 1, end - 1) != b"\n":
+                data = b"\n" + data  # after a line cut short by a crash: the next begins its own
             os.write(fd, lzma.compress(data, preset=9) if self.compressed else data)
         finally:
             os.close(fd)

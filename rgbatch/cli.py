@@ -250,7 +250,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue the run in --out exactly where it stopped."),
     width: float = typer.Option(0.25, help="Channel multiplier; 1.0 is the paper's model (0.375 ships since session 14, 0.25 before: weights/MODEL_CARD.md)."),
     reconstruction: str = typer.Option("scaled-additive", help="one-shot | additive | scaled-additive"),
-    iterations: int = typer.Option(8, help="Iterations unrolled per training step."),
+    iterations: int = typer.Option(8, "--iterations", "--depth", help="Iterations unrolled per training step (the depth trained)."),
     max_iterations: int = typer.Option(16, help="Iterations the model supports at inference."),
     batch_size: int = typer.Option(32),
     patch: int = typer.Option(32, help="Training patch size in pixels (multiple of 32)."),
@@ -1089,6 +1089,7 @@ def fit_refiner_command(
     steps: int = typer.Option(8000, help="Steps of the run (its learning-rate schedule ends there)."),
     time_limit: float = typer.Option(0, help="Stop (resumably) after this many seconds; 0: run to --steps."),
     threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a file at --out."),
 ):
     """Train a decoder-side refiner and write the weights with it (docs/TRAINING.md, "Refiner"):
     the codes stay the same, each depth's image is refined. Measured so far: no gain.
@@ -1110,7 +1111,7 @@ def fit_refiner_command(
         with _stopping(stop, err, "stopping after the batch of crops or the step under way, what it made kept "
                                   "(again: at once, losing what was made since)") as signals:
             mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
-                              log=lambda m: err.print(m, highlight=False), stop=stop)
+                              log=lambda m: err.print(m, highlight=False), stop=stop, overwrite=overwrite)
         if signals:
             _exit_stopped(signals[0], f"what it made is kept ({state}, and its pairs beside it), {out_path} not "
                                       f"written; the same command goes on from it")
@@ -1127,13 +1128,15 @@ def pack_training_set(
                                              "at this quality (4:4:4), a fifth the size at 95."),
     max_mib: float = typer.Option(0.0, help="JPEG packs: at most this many MiB, the crops taken in a random "
                                             "order until the next would not fit (0: every crop)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a .npy file at --out."),
 ):
     """Pack random crops of a training folder (to carry to a GPU machine): a .npy array, or a
     folder of JPEG crops. Either is a training source for `rgbatch train`."""
     from .train import pack_crops
 
     with user_errors():
-        shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality, max_mib=max_mib)
+        shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality, max_mib=max_mib,
+                           overwrite=overwrite)
     size = sum(p.stat().st_size for p in out_path.rglob("*")) if out_path.is_dir() else out_path.stat().st_size
     out.print(f"wrote {out_path}: {shape[0]} crops of {shape[1]}x{shape[2]}, {size / 2**20:.1f} MiB")
 
@@ -1148,16 +1151,20 @@ def export_checkpoint(
     tables_from: Optional[Path] = typer.Option(
         None, parser=path, help="Weight file whose entropy model (the context tables) to write with the network: for a run "
                    "that trained the decoder alone, whose codes keep their statistics (docs/TRAINING.md, Signs)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a file at --out (the shipped model, say)."),
 ):
     """Write a checkpoint's model as an fp16 safetensors weight file (what rgbatch ships).
 
     The entropy model is fitted to a model's codes: run `rgbatch fit-entropy` after this, or give
     the tables of the file it was trained from with --tables-from."""
     from .train import export_weights
-    from .weights import load_weights
+    from .refine import PREFIX
+    from .weights import check_new_file, load_weights
 
     with user_errors():
-        extra = load_weights(tables_from)[2] if tables_from else None
+        check_new_file(out_path, overwrite)
+        # its tables alone: a refiner was copied with them until session 60
+        extra = {k: v for k, v in load_weights(tables_from)[2].items() if not k.startswith(PREFIX)} if tables_from else None
         mid = export_weights(checkpoint, out_path, extra=extra, average=average)
     out.print(f"wrote {out_path} (model id {mid})")
 
@@ -1207,14 +1214,15 @@ def delta_command(
     weights: Path = typer.Argument(..., parser=path, help="Weight file to store."),
     base: Path = typer.Option(..., parser=path, help="Weight or delta file to store it against, in the folder of --out."),
     out_path: Path = typer.Option(..., "--out", parser=path, help="Delta file to write (MODEL_ID.delta, how rgbatch "
-                                                    "packages its earlier default models)."),
+                                                    "packages its earlier default models); never the base."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a file at --out."),
 ):
     """Write a weight file as a compressed difference from another (docs/TRAINING.md, "Shipping a
     model"): reading it rebuilds the same model id, with the base found beside it."""
     from .weights import write_delta
 
     with user_errors():
-        mid, size = write_delta(weights, base, out_path)
+        mid, size = write_delta(weights, base, out_path, overwrite)
     out.print(f"wrote {out_path} (model {mid}, {size / 2**20:.1f} MiB)", highlight=False)
 
 

@@ -82,7 +82,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise OptionError("device", "cuda was asked for, but torch sees no CUDA GPU")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):  # torch's words list twenty kinds of device (until session 60)
+        raise OptionError("device", f"must be auto, cpu or cuda (or cuda:N), not {device!r}") from None
 
 
 def batch_pixels(device: str) -> int:

@@ -150,42 +150,60 @@ def fit_context_model(tiles: list[np.ndarray], context_bits: int = DEFAULT_CONTE
     return {CONTEXT_FEATURES: torch.from_numpy(features), CONTEXT_PROBABILITIES: torch.from_numpy(table)}
 
 
-def training_crops(data_dir, images: int, crop: int, seed: int = 0) -> list[np.ndarray]:
-    """Centre crops (at most crop x crop) of `images` images drawn at random from a folder, or
-    from several folders together (every image when `images` is 0)."""
-    from .imageio import read_image
+def _image_paths(data_dir) -> list[Path]:
     from .train import list_images
 
     folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
     paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
         raise ValueError(f"no images in {data_dir}")
+    return paths
+
+
+def training_crops(data_dir, images: int, crop: int, seed: int = 0, log=None) -> list[np.ndarray]:
+    """Centre crops (at most crop x crop) of `images` images drawn at random from a folder, or
+    from several folders together (every image when `images` is 0); an image that cannot be
+    read is skipped with a line (until session 60 it ended the fit, unnamed)."""
+    from .imageio import ImageError, read_image
+
+    paths = _image_paths(data_dir)
     rng = np.random.default_rng(seed)
     count = min(images, len(paths)) if images else len(paths)
     chosen = sorted(rng.choice(len(paths), count, replace=False))
     crops = []
     for i in chosen:
-        image, _ = read_image(paths[i])
+        try:
+            image, _ = read_image(paths[i])
+        except (ImageError, OSError) as e:
+            (log or print)(f"skipping {paths[i]}: {e}")
+            continue
         h, w = image.shape[:2]
         ch, cw = min(crop, h), min(crop, w)
         y, x = (h - ch) // 2, (w - cw) // 2
         crops.append(image[y:y + ch, x:x + cw])
+    if not crops:
+        raise ValueError(f"no readable image among the {count} chosen in {data_dir}")
     return crops
 
 
 def training_codes(codec, data_dir, images: int, crop: int, seed: int, cache=None, log=None) -> list[np.ndarray]:
     """The codes (one tile each) of the training crops at the model's full depth; with `cache`
-    (a folder), kept there by model id and crop choice, so that a refit with other options
-    (context bits, candidate features) skips the network."""
-    folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    (a folder), kept there by model id, crop choice and the images' files (paths, sizes and
+    times: until session 60 the folders' names alone, so that changed images refitted stale
+    codes), so that a refit with other options (context bits, candidate features) skips the
+    network. A cache file that cannot be read is made again."""
     file = None
     if cache:
-        where = hashlib.sha256("\n".join(str(Path(f).resolve()) for f in folders).encode()).hexdigest()[:12]
+        files = "\n".join(f"{p.resolve()} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in _image_paths(data_dir))
+        where = hashlib.sha256(files.encode()).hexdigest()[:12]
         file = Path(cache) / f"{codec.model_id}-{where}-{images}x{crop}-seed{seed}.npz"
         if file.is_file():
-            with np.load(file) as z:
-                return [z[f"tile{i}"] for i in range(len(z.files))]
-    crops = training_crops(data_dir, images, crop, seed)
+            try:
+                with np.load(file) as z:
+                    return [z[f"tile{i}"] for i in range(len(z.files))]
+            except Exception as e:  # cut short, not an .npz, not ours: coded again and replaced
+                (log or print)(f"the cache file {file} cannot be read ({type(e).__name__}: {e}): coding again")
+    crops = training_crops(data_dir, images, crop, seed, log)
     if log:
         log(f"coding {len(crops)} crops of {crop} px at {codec.max_iterations} iterations")
     start = time.perf_counter()
@@ -203,19 +221,22 @@ def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CRO
     """Write `out`: the weights of `weights` with a context model fitted on the codes of
     crops of training images (never the benchmark set). Returns the new model id."""
     from .codec import Codec
+    from .refine import PREFIX as REFINER_PREFIX
     from .weights import load_weights, save_weights
 
     if not 1 <= context_bits <= 12:
         raise ValueError(f"context bits must be 1..12, not {context_bits}")
     check_range("images", images, 0, what=" (0: all)")
     check_range("crop", crop, 32, what=" pixels")  # until session 53 a crop of 0 failed in torch's words
-    model, model_id, _, info = load_weights(weights)
+    model, model_id, kept, info = load_weights(weights)
     codec = Codec(model, model_id, device=device, coder="raw", tile_size=0)
     tiles = training_codes(codec, data_dir, images, crop, seed, cache, log)
     if log:
         log(f"selecting contexts of {len(tiles)} crops")
     start = time.perf_counter()
-    extra = fit_context_model(tiles, context_bits, prior, log)
+    # the new tables, and a refiner the file holds (dropped until session 60, its info left saying it was there)
+    extra = {**{k: v for k, v in kept.items() if k.startswith(REFINER_PREFIX)},
+             **fit_context_model(tiles, context_bits, prior, log)}
     if log:
         log(f"fitted in {time.perf_counter() - start:.0f} s")
     folders = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]

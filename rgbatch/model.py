@@ -53,7 +53,7 @@ class CodecConfig(JsonConfig):
 
     def __post_init__(self):
         if self.reconstruction not in RECONSTRUCTIONS:
-            raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, not {self.reconstruction!r}")
+            raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, not {self.reconstruction!r}")
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], not {self.width}")
         if not 1 <= self.max_iterations <= 255:  # a stream's header counts its iterations in a byte
@@ -210,7 +210,7 @@ class ResidualGRUCodec(nn.Module):
         precision, as training does). Set it before `set_precision` lowers the weights to
         bfloat16; the exact decoder follows the model on `to`."""
         if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
         from .exact import ExactDecoder
         self.exact = None if decoding == "float" else ExactDecoder(self).to(self.log_gain.device)
         self.exact_loop = decoding == "exact-loop"

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from .codec import Codec
-from .imageio import read_image
+from .imageio import ImageError, read_image
 from .metrics import msssim_tensor
 from .options import OptionError
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
 from .storage import NewFile, replace_file
 from .tiling import to_float, to_uint8, to_unit
 from .train import list_images, load_checkpoint, save_checkpoint
-from .weights import load_weights, read_weight_file, save_weights
+from .weights import check_new_file, load_weights, read_weight_file, save_weights
 
 CROP = 192  # px: MS-SSIM's five scales need more than 160
 CROPS_PER_MEGAPIXEL = 9  # random crops an image gives (at least 2): its share of the pixels
@@ -87,7 +87,11 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
     crops = []
     for folder in data_dirs:
         for path in list_images(folder):
-            image, _ = read_image(path)
+            try:
+                image, _ = read_image(path)
+            except (ImageError, OSError) as e:  # until session 60 the whole fit ended on it, unnamed
+                log(f"skipping {path}: {e}")
+                continue
             h, w = image.shape[:2]
             if h < crop or w < crop:
                 continue
@@ -246,10 +250,18 @@ def attach_refiner(weights, refiner: Refiner, out, info: dict | None = None) -> 
 
 
 def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_limit: float = 0,
-                seed: int = 0, log=print, stop=None) -> str | None:
+                seed: int = 0, log=print, stop=None, overwrite: bool = False) -> str | None:
     """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`;
     its model id, or None where `stop` ended the pair-making or the training (what they made
-    kept, `out` not written)."""
+    kept, `out` not written). `out` (without `overwrite`) and `state` are checked first (until
+    session 60 after every pair was made)."""
+    check_new_file(out, overwrite)
+    state = Path(state)
+    if state.suffix == ".pairs":
+        raise OptionError("state", f"{state} ends in .pairs, the name of the folder of pairs kept beside the state: "
+                                   f"choose another")
+    if state.exists():
+        load_checkpoint(state, STATE_KEYS, "refiner training state")
     pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log, stop=stop)
     if pairs is None:
         return None

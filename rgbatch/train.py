@@ -29,7 +29,7 @@ from .metrics import msssim, msssim_tensor
 from .options import OptionError, check_choice, check_positive, check_range
 from .model import Binarizer, CodecConfig
 from .rate import ContextRate
-from .storage import NewFile, temp_path
+from .storage import NewFile, NotWritten, temp_path
 from .tiling import to_float, to_uint8, to_unit
 from .weights import (DEFAULT_WEIGHTS, WeightsError, delta_tensors, read_weight_file, save_weights, undelta_tensors,
                       weights_beside, xz_file_bytes)
@@ -128,6 +128,9 @@ class TrainConfig:
             check_range(name, getattr(self, name), 0, 1)
         check_range("threads", self.threads, 0, what=" (0: torch's default)")
         check_positive("lr", self.lr)
+        if not math.isfinite(self.lr):  # inf trained NaN weights into every checkpoint until session 60
+            raise OptionError("lr", f"must be finite, not {self.lr}")
+        check_choice("loss_weighting", self.loss_weighting, ("uniform", "gain"))  # a typo trained uniform
         check_range("eval_crop", self.eval_crop, 32, what=" pixels")
         if self.snapshot_every % self.checkpoint_every:
             raise TrainingOptionError("snapshot_every", f"{self.snapshot_every} must be a multiple of "
@@ -148,7 +151,7 @@ def load_training_images(source, log=print) -> list[np.ndarray]:
     if isinstance(source, (list, tuple)):
         return [image for one in source for image in load_training_images(one, log)]
     if str(source).endswith(".npy"):
-        return list(np.load(source))
+        return list(_pack(source))
     images = []
     for path in list_images(source):
         try:
@@ -156,6 +159,22 @@ def load_training_images(source, log=print) -> list[np.ndarray]:
         except (ImageError, OSError) as e:
             log(f"skipping {path.name}: {e}")
     return images
+
+
+def _pack(source) -> np.ndarray:
+    """The crops of a `.npy` pack, checked: uint8 (N, H, W, 3) (until session 60 a float array
+    was cast to uint8 without a word, and other shapes failed in numpy's words, the file unnamed)."""
+    try:
+        pack = np.load(source)
+    except (OSError, ValueError, EOFError) as e:
+        why = ("not an array file (numpy reads it as pickled objects, which are not loaded: they could run code)"
+               if "pickle" in str(e) else " ".join(str(e).split())[:200])
+        raise TrainingError(f"{source} is not a readable .npy pack: {why}") from None
+    if not (isinstance(pack, np.ndarray) and pack.dtype == np.uint8 and pack.ndim == 4 and pack.shape[3] == 3):
+        shape = getattr(pack, "shape", "?")
+        raise TrainingError(f"{source} is not a pack of crops (`rgbatch pack`: uint8, shape (N, H, W, 3)): it holds "
+                            f"{getattr(pack, 'dtype', type(pack).__name__)} of shape {shape}")
+    return pack
 
 
 def random_crops(images, crop: int, per_image: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -174,7 +193,7 @@ MAX_CROPS_PER_IMAGE = 1024  # `pack --per-image`: 72 photos give 73,728 crops, 8
 
 
 def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
-               jpeg_quality: int = 0, max_mib: float = 0.0) -> tuple[int, ...]:
+               jpeg_quality: int = 0, max_mib: float = 0.0, overwrite: bool = False) -> tuple[int, ...]:
     """Random crops of a folder's images: a compact training set to carry to a GPU machine.
 
     With jpeg_quality 0, one uint8 array (N, crop, crop, 3) in the .npy file `out`; else a
@@ -182,7 +201,9 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     fifth of the array's size: a call to a lent machine carries 64 MiB in all). `max_mib`
     (JPEG packs; 0: no limit): the crops in a random order until the next would take the
     folder past that many MiB, so that a pack fits the room a call has left. Both are
-    training sources for `rgbatch train`. Returns (N, crop, crop, 3)."""
+    training sources for `rgbatch train`. Returns (N, crop, crop, 3). An array pack replaces a
+    file at `out` only with `overwrite` (until session 60 without a word), and is written crop
+    by crop: it takes no memory beyond the images (until then a copy of every crop at once)."""
     out = Path(out)
     check_range("crop", crop, 16, what=" pixels")  # until session 53 a crop of 0 or -1 packed empty images
     check_range("per_image", per_image, 1, MAX_CROPS_PER_IMAGE)  # 10**20 drew crops until memory ran out
@@ -196,6 +217,9 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     if not jpeg_quality and out.suffix != ".npy":  # numpy would add the suffix: another file than the one named
         raise TrainingOptionError("out", f"{str(out)!r} is no .npy file name: an array pack is one (or give "
                                          f"{{jpeg_quality}} for a folder of JPEG crops)", ("jpeg_quality",))
+    if not jpeg_quality and out.exists() and not overwrite:
+        raise TrainingOptionError("out", f"{out} exists: not replaced (pass {{overwrite}} to replace it, or choose "
+                                         f"another)", ("overwrite",))
     if jpeg_quality and out.exists() and any(out.iterdir()):
         # a folder pack is read whole: crops left from an earlier pack would join this one
         raise TrainingOptionError("out", f"{out} is not empty: remove it or choose another")
@@ -204,10 +228,12 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     if not crops:
         raise TrainingError(f"no image of at least {crop}x{crop} in {folder}")
     if not jpeg_quality:
-        pack = np.stack(crops)
+        shape = (len(crops), crop, crop, 3)
         with NewFile.replacing(out) as f:  # whole or not at all
-            np.save(f, pack)
-        return pack.shape
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            for one in crops:
+                f.write(np.ascontiguousarray(one).tobytes())
+        return shape
     # the crops go to a hidden folder beside `out`, renamed onto it once all are written (over an
     # empty folder): until session 55 an interrupted pack left some of its crops under `out`, a
     # smaller pack that trained as if whole
@@ -279,12 +305,21 @@ class PatchSampler:
         return to_float(patches)
 
 
-def load_eval_set(folder, count: int, crop: int) -> list[torch.Tensor]:
-    """Centre crops of the first `count` images of a folder, (1, 3, c, c) in [-0.5, 0.5]."""
+def load_eval_set(folder, count: int, crop: int, log=print) -> list[torch.Tensor]:
+    """Centre crops of the first `count` images of a folder, (1, 3, c, c) in [-0.5, 0.5]; an
+    image that cannot be read, or under 32 pixels a side, is skipped with a line (until session 60
+    the first ended the run unnamed, and the second every evaluation, the run unable to pass it)."""
     crops = []
     for path in list_images(folder)[:count]:
-        image, _ = read_image(path)
+        try:
+            image, _ = read_image(path)
+        except (ImageError, OSError) as e:
+            log(f"evaluation: skipping {path}: {e}")
+            continue
         h, w = image.shape[:2]
+        if min(h, w) < 32:
+            log(f"evaluation: skipping {path}: {w}x{h} pixels, under the 32 of a crop")
+            continue
         c = min(crop, h, w) // 32 * 32
         y, x = (h - c) // 2, (w - c) // 2
         crops.append(to_float(image[y:y + c, x:x + c].copy())[None])
@@ -365,9 +400,24 @@ def lr_factor(step: int, cfg: TrainConfig, restart: int = 0) -> float:
 
 def save_checkpoint(path, state: dict):
     """Write a file without a name, then put it at `path`: a killed run never leaves half a
-    checkpoint, nor (since session 55) a temporary file."""
-    with NewFile.replacing(path) as f:
-        torch.save(state, f)
+    checkpoint, nor (since session 55) a temporary file. A TrainingError that names `path`
+    where it cannot be written (until session 60 the hidden temporary file's name)."""
+    try:
+        with NewFile.replacing(path) as f:
+            torch.save(state, f)
+    except OSError as e:
+        raise TrainingError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def check_writable(path):
+    """Refuse, before any work, a checkpoint that cannot be written where asked (until session
+    60 found at the first checkpoint, the steps before it lost)."""
+    try:
+        NewFile.replacing(path).discard()
+    except OSError as e:
+        raise TrainingError(f"cannot write {path}: {e.strerror or e}") from None
+    except NotWritten as e:  # something not a file there, or on the way
+        raise TrainingError(f"cannot write {path}: {e}") from None
 
 
 def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") -> dict:
@@ -484,7 +534,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop
         if saved_part != cfg.train_part:
             log(f"trained part {saved_part} -> {cfg.train_part} from step {step}")
             state["optimizer"] = None  # Adam's moments were for other parameters
-        if state["optimizer"] is None:  # widened, slimmed or retargeted: Adam starts again, warmed up from here
+        if state.get("optimizer") is None:  # widened, slimmed, retargeted or a snapshot: Adam starts again, warmed up
             restart = step
             scheduler.last_epoch = step
             for group in optimizer.param_groups:
@@ -519,7 +569,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop
             rate = ContextRate.from_state_dict(state["rate"])
         if cfg.train_part == "display":
             reference_state = state.get("reference")
-        _restore_rng(state["rng"], np_rng)
+        if state.get("rng"):
+            _restore_rng(state["rng"], np_rng)
+        else:  # a snapshot (or a state widened or slimmed from one) keeps none: until session 60 a KeyError
+            log(f"random states start from the seed {cfg.seed} (the checkpoint keeps none: a snapshot)")
         log(f"resumed {checkpoint_path} at step {step} ({wall_time / 3600:.2f} h of training so far)")
         if step >= cfg.steps:  # `make train` on a finished run: said, not a silent exit
             log(f"the run has done its {cfg.steps} steps: nothing to train (a larger --steps goes on, the "
@@ -527,6 +580,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop
     elif checkpoint_path.exists():
         raise TrainingOptionError("out", f"{checkpoint_path} exists: pass {{resume}} to continue it, or choose "
                                          f"another", ("resume",))
+    check_writable(checkpoint_path)
 
     reference = None  # the model that makes the codes of a display decoder: the run's as it started
     if cfg.train_part == "display":
@@ -545,7 +599,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop
     if rate is not None:
         rate.to(device)
     sampler = PatchSampler(cfg.data_dir, cfg.patch, np_rng, log, turns=cfg.turns)
-    eval_crops = load_eval_set(cfg.eval_dir, cfg.eval_images, cfg.eval_crop) if cfg.eval_dir else None
+    eval_crops = load_eval_set(cfg.eval_dir, cfg.eval_images, cfg.eval_crop, log) if cfg.eval_dir else None
     log(f"{len(sampler.images)} training images; model {cfg.architecture} {codec_cfg}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, on {device} in {'bf16' if bf16 else 'fp32'} "
         f"({torch.get_num_threads()} CPU threads)")
@@ -556,6 +610,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop
                 "history": history, "best": best, "rng": _rng_state(np_rng),
                 "rate": rate.state_dict() if rate else None, "restart": restart, "widened": widened,
                 "reference": reference.state_dict() if reference is not None else None}
+
+    def kept() -> str:
+        saved = history[-1]["step"] if history else None
+        return (f"the checkpoint of step {saved} ({checkpoint_path}) kept as it was" if checkpoint_path.exists()
+                and saved is not None else "no checkpoint written")
 
     model.train()
     started = process_start = time.perf_counter()
@@ -577,6 +636,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop
                 outputs = model.reconstructions(codes)
         distortion = iteration_losses(model, x, outputs.float(), cfg)
         loss = distortion.mean()
+        if not torch.isfinite(loss):  # until session 60 the run went on, checkpointing NaN weights
+            raise TrainingError(f"step {step + 1}: the loss is {loss.item()}: stopped, {kept()}; a smaller --lr "
+                                f"may train")
         priced = rate is not None and cfg.rate_weight
         if priced:
             bits_per_bit = rate(codes, count=True)  # priced with the tables before this batch
@@ -594,6 +656,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress=None, stop
         out_of_time = cfg.time_limit and time.perf_counter() - process_start >= cfg.time_limit
         asked = stop is not None and stop.is_set()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time or asked:
+            if not all(torch.isfinite(p).all() for p in trained):  # a step that made them so: never saved
+                raise TrainingError(f"step {step}: the weights are no longer finite: stopped, {kept()}; a smaller "
+                                    f"--lr may train")
             speed = (step - session_start_step) / max(elapsed, 1e-9)
             wall_time += elapsed
             started = time.perf_counter()

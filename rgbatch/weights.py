@@ -133,7 +133,13 @@ def _read(path=None, chain: int = 0):
     mid = model_id(config, tensors, architecture)
     if metadata.get("model_id") not in (None, mid):
         raise WeightsError(f"{path} is damaged: its tensors hash to {mid}, not {metadata['model_id']}")
-    return architecture, config, mid, tensors, json.loads(metadata.get("info", "{}"))
+    try:
+        info = json.loads(metadata.get("info", "{}"))
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise WeightsError(f"{path} is damaged: its info is not a JSON object")
+    return architecture, config, mid, tensors, info
 
 
 def shipped_weights(mid: str) -> Path | None:
@@ -237,13 +243,28 @@ def xz_file_bytes(path) -> bytes | None:
     return out
 
 
+def _delta_header(path: Path, blob: bytes) -> tuple[dict, str | None, dict]:
+    """(metadata, base model id, {"sub": names, "xor": names}) of a delta file's decompressed
+    bytes, checked: a header of another shape is a WeightsError (a traceback until session 60)."""
+    try:
+        header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+        metadata = (header.get("__metadata__") or {}) if isinstance(header, dict) else None
+        if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+            raise ValueError("its header is not a safetensors header")
+        metadata = dict(metadata)
+        base_id = metadata.pop("delta_base", None)
+        kinds = {kind: json.loads(metadata.pop(f"delta_{kind}", "[]")) for kind in ("sub", "xor")}
+        if not all(isinstance(names, list) and all(isinstance(n, str) for n in names) for names in kinds.values()):
+            raise ValueError("its lists of tensors are not lists of names")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path} is not a readable delta file: {e}") from None
+    return metadata, base_id, kinds
+
+
 def _read_delta(path: Path, blob: bytes, chain: int) -> tuple[dict, dict[str, torch.Tensor]]:
     """(metadata, tensors) of a delta file (`blob`: its decompressed bytes), rebuilt from its
     base (found beside it)."""
-    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-    metadata = dict(header.get("__metadata__") or {})
-    base_id = metadata.pop("delta_base", None)
-    kinds = {kind: json.loads(metadata.pop(f"delta_{kind}", "[]")) for kind in ("sub", "xor")}
+    metadata, base_id, kinds = _delta_header(path, blob)
     base_path = weights_beside(path, base_id)
     if base_path is None or chain >= MAX_DELTA_CHAIN:
         raise WeightsError(f"{path} is a delta file whose base model {base_id} is not beside it")
@@ -253,16 +274,30 @@ def _read_delta(path: Path, blob: bytes, chain: int) -> tuple[dict, dict[str, to
     return metadata, undelta_tensors(load(blob), base, kinds, path)
 
 
-def write_delta(source, base, out) -> tuple[str, int]:
+def write_delta(source, base, out, overwrite: bool = False) -> tuple[str, int]:
     """Write weight file `source` as a delta file `out` against weight (or delta) file `base`,
     which must lie in `out`'s folder (where reading finds it); returns (model id, bytes).
-    Atomic; read back and checked against the source's model id before it is put in place."""
+    Atomic; read back and checked against the source's model id before it is put in place.
+    Never over the base or a file it is rebuilt from (until session 60 `--out` named as the base
+    replaced it with a delta on itself: the model lost), nor over a file without `overwrite`, nor
+    over one that another delta beside it is stored against."""
     out = Path(out)
+    check_new_file(out, overwrite)
     architecture, config, mid, tensors, info = _read(source)
     _, _, base_mid, base_tensors, _ = _read(base)
     if weights_beside(out, base_mid) is None:
         raise WeightsError(f"the base model {base_mid} must lie in {out.parent} as {base_mid}.safetensors, "
                            f"{base_mid}.delta or default.safetensors, where reading looks for it")
+    if out.resolve() in _files_read(weights_beside(out, base_mid)):
+        raise WeightsError(f"{out} is where the base model {base_mid} is read from: writing the delta there would "
+                           f"destroy its base; choose another name ({mid}.delta)")
+    if out.is_file():
+        old = _read(out)[2]
+        leaning = [p.name for p in sorted(out.parent.glob("*.delta")) if p.resolve() != out.resolve()
+                   and old != mid and _delta_base(p) == old]
+        if leaning:
+            raise WeightsError(f"{out} holds model {old}, the base of {', '.join(leaning)} beside it: replacing it "
+                               f"would leave them without their base; choose another name")
     stored, kinds = delta_tensors(tensors, base_tensors)
     metadata = {"format": FORMAT, "architecture": architecture, "config": config.to_json(), "model_id": mid,
                 "info": json.dumps(info, sort_keys=True), "delta_base": base_mid,
@@ -273,6 +308,35 @@ def write_delta(source, base, out) -> tuple[str, int]:
     with NewFile.replacing(out) as f:
         f.write(data)
     return mid, len(data)
+
+
+def _delta_base(path: Path) -> str | None:
+    """The base model id of a delta file (None: not a readable delta file)."""
+    try:
+        blob = xz_file_bytes(path)
+        return _delta_header(path, blob)[1] if blob is not None else None
+    except (WeightsError, OSError, ValueError, lzma.LZMAError):
+        return None
+
+
+def _files_read(path: Path | None) -> list[Path]:
+    """The files that reading weight or delta file `path` reads: itself, then each delta's base."""
+    files = []
+    while path is not None and path.resolve() not in files and len(files) <= MAX_DELTA_CHAIN:
+        files.append(path.resolve())
+        base = _delta_base(path)
+        path = weights_beside(path, base) if base else None
+    return files
+
+
+def check_new_file(out, overwrite: bool, option: str = "--out"):
+    """Refuse (WeightsError), before any work, a file to write where a file is and not
+    `overwrite`, or where something else is (a folder)."""
+    out = Path(out)
+    if out.is_dir():
+        raise WeightsError(f"{out}: a folder is there: not written")
+    if out.exists() and not overwrite:
+        raise WeightsError(f"{out} exists: not replaced (pass --overwrite to replace it, or choose another {option})")
 
 
 def load_weights(path=None) -> tuple[torch.nn.Module, str, dict[str, torch.Tensor], dict]:

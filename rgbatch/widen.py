@@ -27,6 +27,7 @@ weights; 0, the default, keeps the function.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def widen(model: ResidualGRUCodec, width: float, noise: float = 0.0, seed: int =
         raise ValueError(f"width {width:g} is not larger than the model's {model.cfg.width:g}: widening only adds channels")
     if not 0 <= spread <= MAX_SPREAD:
         raise ValueError(f"spread must be in [0, {MAX_SPREAD}], not {spread:g}")
-    if noise < 0:
-        raise ValueError(f"noise must be at least 0, not {noise:g}")
+    if not 0 <= noise < math.inf:  # NaN passed `noise < 0` and filled the model with NaN (until session 60)
+        raise ValueError(f"noise must be at least 0 and finite, not {noise:g}")
     wide = ResidualGRUCodec(replace(model.cfg, width=width))
     with torch.no_grad():
         _Widener(seed, spread, noise).run(model, wide)

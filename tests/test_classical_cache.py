@@ -46,8 +46,20 @@ def test_a_line_cut_short_is_skipped(tmp_path, rng):
         f.write('{"key": "half a line')  # a run killed mid-write
     cache = ClassicalCache(path)
     assert cache.get(digest, jpeg, 10) == RESULT
-    cache.put(digest, jpeg, 20, RESULT)  # appending after the broken line loses only that line
-    assert ClassicalCache(path).get(digest, jpeg, 10) == RESULT
+    cache.put(digest, jpeg, 20, RESULT)  # on a line of its own: until session 60 joined to the broken one, lost
+    assert ClassicalCache(path).get(digest, jpeg, 10) == ClassicalCache(path).get(digest, jpeg, 20) == RESULT
+
+
+@pytest.mark.parametrize("name, data", [("bench.parquet", b"PAR1\x15\x04 not json"), ("x.png", b"\x89PNG\r\n"),
+                                        ("c.jsonl.xz", b"plain text, not xz")])
+def test_a_file_that_is_no_cache_is_refused_not_appended_to(tmp_path, name, data):
+    """Lines were appended to whatever --classical-cache named: a Parquet manifest, a PNG (session 60)."""
+    from rgbatch.options import OptionError
+
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(OptionError, match="is not a cache of classical results"):
+        ClassicalCache(tmp_path / name)
+    assert (tmp_path / name).read_bytes() == data
 
 
 def test_an_xz_cache_is_written_a_stream_per_flush_and_read_past_a_stream_cut_short(tmp_path, rng):

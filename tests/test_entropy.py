@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -270,3 +271,59 @@ def test_fit_entropy_keeps_the_crops_codes_for_a_refit(tiny_weights, tmp_path, m
     assert second.exit_code == 0, second.output
     assert (load_weights(tmp_path / "a.safetensors")[2][CONTEXT_PROBABILITIES]
             == load_weights(tmp_path / "b.safetensors")[2][CONTEXT_PROBABILITIES]).all()
+
+
+def test_fit_entropys_cache_follows_the_images_and_a_damaged_one_is_made_again(tiny_weights, tmp_path, monkeypatch):
+    """The cache was keyed by the folders' names: changed images refitted stale codes; a damaged
+    cache file ended the fit in a traceback (session 60). An unreadable image is skipped by name."""
+    from PIL import Image
+
+    from rgbatch import entropy_fit
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("kodim05_crop192.png", "kodim23_crop192.png"):
+        Image.open(DATA / name).save(data / name)
+    (data / "empty.png").write_bytes(b"")
+    codec = Codec.load(tiny_weights)
+    said = []
+    first = entropy_fit.training_codes(codec, data, 0, 64, 0, tmp_path / "codes", said.append)
+    assert len(first) == 2 and any("empty.png: empty file" in m for m in said)
+    (cached,) = (tmp_path / "codes").glob("*.npz")
+    Image.open(DATA / "kodim05_crop192.png").rotate(90).save(data / "kodim23_crop192.png")  # another picture
+    os.utime(data / "kodim23_crop192.png", ns=(1, 1))
+    second = entropy_fit.training_codes(codec, data, 0, 64, 0, tmp_path / "codes", said.append)
+    assert len(list((tmp_path / "codes").glob("*.npz"))) == 2 and not all(np.array_equal(a, b) for a, b in zip(first, second))
+    (current,) = set((tmp_path / "codes").glob("*.npz")) - {cached}
+    current.write_bytes(current.read_bytes()[:300])  # cut short
+    again = entropy_fit.training_codes(codec, data, 0, 64, 0, tmp_path / "codes", said.append)
+    assert all(np.array_equal(a, b) for a, b in zip(second, again)) and any("cannot be read" in m for m in said)
+    assert len(np.load(current).files) == 2  # made again
+
+
+def test_fit_entropy_keeps_a_refiner_and_export_tables_from_takes_the_tables_alone(tiny_weights, tmp_path):
+    """fit-entropy dropped the file's refiner (its info still saying it had one); `export
+    --tables-from` copied the other file's refiner with its tables (session 60)."""
+    from rgbatch.refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
+    from rgbatch.train import TrainConfig, train
+    from rgbatch.weights import save_weights
+
+    model = load_weights(tiny_weights)[0]
+    refined = tmp_path / "refined.safetensors"
+    save_weights(refined, model, refiner_tensors(Refiner(RefinerConfig(channels=8, blocks=1))))
+    out = tmp_path / "fitted.safetensors"
+    done = CliRunner().invoke(app, ["fit-entropy", str(refined), "--data", str(DATA), "--out", str(out), "--images", "2",
+                                    "--crop", "64", "--context-bits", "2", "--device", "cpu"])
+    assert done.exit_code == 0, done.output
+    extra = load_weights(out)[2]
+    assert any(k.startswith(PREFIX) for k in extra) and CONTEXT_PROBABILITIES in extra
+    train(TrainConfig(data_dir=str(DATA), out=str(tmp_path / "run.pt"), steps=1, batch_size=2, iterations=2,
+                      checkpoint_every=1, codec=dict(width=0.125, max_iterations=4)), log=lambda *_: None)
+    exported = tmp_path / "exported.safetensors"
+    done = CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(exported), "--tables-from", str(out)])
+    assert done.exit_code == 0, done.output
+    extra = load_weights(exported)[2]
+    assert CONTEXT_PROBABILITIES in extra and not any(k.startswith(PREFIX) for k in extra)
+    again = CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(exported)])
+    assert again.exit_code == 2 and "--overwrite" in again.output  # replaced without a word until session 60
+    assert CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(exported), "--overwrite"]).exit_code == 0

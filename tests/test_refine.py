@@ -293,3 +293,27 @@ def test_a_resampled_stream_is_refined_at_its_coded_size_then_scaled_up(refined_
     for k in (1, 2):
         assert np.array_equal(codec.decode(encoded.blob, iterations=k), encoded.reconstructions[k - 1])
     assert np.array_equal(encoded.reconstructions[-1], upscale(small, 90, 150))
+
+
+def test_fit_refiner_checks_its_state_and_out_before_making_pairs(tmp_path, monkeypatch):
+    """A checkpoint of another kind as --state, or a state named *.pairs, was found out after
+    every pair was made (hours on real data); an existing --out was replaced (session 60)."""
+    from rgbatch import refine_fit
+    from rgbatch.options import OptionError
+    from rgbatch.train import TrainingError
+    from rgbatch.weights import WeightsError
+
+    def no_pairs(*_, **__):
+        raise AssertionError("pairs were made")
+
+    monkeypatch.setattr(refine_fit, "make_pairs", no_pairs)
+    weights, out = tmp_path / "w.safetensors", tmp_path / "out.safetensors"
+    torch.save({"train_config": {}, "model": {}, "step": 2}, tmp_path / "run.pt")  # a training run's, not a refiner's
+    with pytest.raises(TrainingError, match="is not a refiner training state"):
+        refine_fit.fit_refiner(weights, [tmp_path], out, tmp_path / "run.pt", log=lambda *_: None)
+    with pytest.raises(OptionError, match="ends in .pairs"):
+        refine_fit.fit_refiner(weights, [tmp_path], out, tmp_path / "x.pairs", log=lambda *_: None)
+    out.write_bytes(b"precious")
+    with pytest.raises(WeightsError, match="--overwrite"):
+        refine_fit.fit_refiner(weights, [tmp_path], out, tmp_path / "new.pt", log=lambda *_: None)
+    assert out.read_bytes() == b"precious"

@@ -76,6 +76,8 @@ def test_a_patch_that_is_no_whole_number_of_blocks_is_refused(tmp_path):
     (dict(msssim_weight=-1.0), "msssim_weight must be at least 0, not -1.0"),
     (dict(steps=-1), "steps must be at least 1, not -1"),
     (dict(lr=0.0), "lr must be positive, not 0.0"),
+    (dict(lr=float("inf")), "lr must be finite, not inf"),  # trained NaN into every checkpoint (session 60)
+    (dict(loss_weighting="gian"), "loss_weighting must be one of uniform, gain, not 'gian'"),  # trained uniform
     (dict(hard_fraction=2.0), "hard_fraction must be 0..1, not 2.0"),
     (dict(threads=-1), "threads must be at least 0 (0: torch's default), not -1")])
 def test_a_run_s_numbers_are_checked_before_it_starts(tmp_path, change, said):
@@ -497,3 +499,69 @@ def test_train_sent_a_signal_writes_the_step_it_was_in_and_says_so(tmp_path, sig
     step = int(re.search(r"stopped at step (\d+), its checkpoint written; --resume goes on from it", said)[1])
     assert step >= 5 and load_training_state(out)["step"] == step
     assert "Traceback" not in err and not [p for p in tmp_path.iterdir() if p != out]
+
+
+def test_a_run_whose_loss_is_no_longer_finite_stops_without_writing_over_its_checkpoint(tmp_path):
+    """A learning rate too large trained on, checkpointing NaN weights over the good ones (session 60)."""
+    cfg = config(tmp_path, steps=2)
+    train(cfg, log=lambda *_: None)
+    good = Path(cfg.out).read_bytes()
+    with pytest.raises(TrainingError, match="kept as it was"):
+        train(config(tmp_path, steps=8, lr=1e30), resume=True, log=lambda *_: None)
+    assert Path(cfg.out).read_bytes() == good
+    with pytest.raises(TrainingError, match="no checkpoint written"):
+        train(config(tmp_path / "new", steps=8, lr=1e30), log=lambda *_: None)
+
+
+def test_a_snapshot_resumes_with_adam_and_the_random_states_started_again(tmp_path):
+    """A snapshot (and a state widened or slimmed from one) keeps neither Adam nor the random
+    states: resuming it ended in a KeyError (session 60)."""
+    cfg = config(tmp_path, snapshot_every=2)
+    train(cfg, log=lambda *_: None)
+    said = []
+    snapshot = snapshot_path(cfg.out, 2)
+    state = train(config(tmp_path, out=str(snapshot), steps=4), resume=True, log=said.append)
+    assert state["step"] == 4 and any("Adam starts again" in m for m in said)
+    assert any("random states start from the seed" in m for m in said)
+
+
+def test_evaluation_images_that_cannot_serve_are_skipped_by_name(tmp_path):
+    """An evaluation image under 32 px failed every evaluation (the run unable to pass it), an
+    unreadable one ended the run unnamed (session 60)."""
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    Image.open(DATA / "kodim05_crop192.png").save(folder / "a.png")
+    Image.new("RGB", (20, 20)).save(folder / "b.png")
+    (folder / "c.png").write_bytes(b"")
+    said = []
+    state = train(config(tmp_path, eval_dir=str(folder), eval_every=2, eval_images=3, eval_crop=64, steps=2),
+                  log=said.append)
+    assert len(state["history"][-1]["msssim"]) == 2
+    assert any("b.png: 20x20 pixels" in m for m in said) and any("c.png: empty file" in m for m in said)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_first_step(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(TrainingError, match=re.escape(f"cannot write {tmp_path / 'file' / 'run.pt'}")):
+        train(config(tmp_path, out=str(tmp_path / "file" / "run.pt")), log=lambda *_: None)
+
+
+def test_an_array_pack_replaces_a_file_only_when_asked_and_a_bad_pack_is_named(tmp_path):
+    from rgbatch.train import load_training_images
+
+    pack = tmp_path / "crops.npy"
+    pack.write_bytes(b"precious")
+    with pytest.raises(OptionError, match="exists"):
+        pack_crops(DATA, pack, crop=64, per_image=3)
+    assert pack.read_bytes() == b"precious"
+    assert pack_crops(DATA, pack, crop=64, per_image=3, overwrite=True) == (6, 64, 64, 3)
+    crops = np.load(pack)  # written crop by crop: the same array np.save writes
+    assert crops.shape == (6, 64, 64, 3) and crops.dtype == np.uint8 and crops.std() > 0
+    for name, array in [("float.npy", np.random.default_rng(0).random((2, 8, 8, 3))),
+                        ("grey.npy", np.zeros((2, 8, 8), np.uint8)), ("scalar.npy", np.array(3))]:
+        np.save(tmp_path / name, array)
+        with pytest.raises(TrainingError, match=re.escape(f"{tmp_path / name} is not a pack of crops")):
+            load_training_images(tmp_path / name)
+    (tmp_path / "text.npy").write_text("hello")
+    with pytest.raises(TrainingError, match="is not a readable .npy pack"):
+        load_training_images(tmp_path / "text.npy")

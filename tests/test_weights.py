@@ -176,3 +176,55 @@ def test_the_delta_command_writes_one_and_words_its_errors(tmp_path):
                                        "--out", str(tmp_path / "other" / "x.delta")])
     assert refused.exit_code == 2 and "must lie in" in refused.output and "Traceback" not in refused.output
     assert not (tmp_path / "other" / "x.delta").exists()
+
+
+def test_a_delta_is_never_written_over_its_base_nor_over_a_file_without_overwrite(tmp_path):
+    """`delta --out` naming its base replaced it with a delta on itself, exit 0: the model lost
+    (session 60, a helper's finding); an existing file was replaced without a word."""
+    from typer.testing import CliRunner
+
+    from rgbatch.cli import app
+
+    torch.manual_seed(0)
+    model = ResidualGRUCodec(CodecConfig(width=0.125))
+    base_mid = save_weights(tmp_path / "default.safetensors", model)
+    mid = save_weights(tmp_path / "m.safetensors", _trained_on(model, 1))
+    before = (tmp_path / "default.safetensors").read_bytes()
+
+    def delta(out, *extra):
+        return CliRunner().invoke(app, ["delta", str(tmp_path / "m.safetensors"), "--base",
+                                        str(tmp_path / "default.safetensors"), "--out", str(out), *extra])
+
+    for extra in ((), ("--overwrite",)):
+        refused = delta(tmp_path / "default.safetensors", *extra)
+        assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
+        assert (tmp_path / "default.safetensors").read_bytes() == before
+    assert "destroy its base" in " ".join(delta(tmp_path / "default.safetensors", "--overwrite").output.split())
+    assert delta(tmp_path / f"{mid}.delta").exit_code == 0
+    again = delta(tmp_path / f"{mid}.delta")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert delta(tmp_path / f"{mid}.delta", "--overwrite").exit_code == 0
+    # a file another delta beside it is stored against (T.delta on M.delta): replacing it would orphan that delta
+    third = save_weights(tmp_path / "third.safetensors", _trained_on(model, 2))
+    done = CliRunner().invoke(app, ["delta", str(tmp_path / "third.safetensors"), "--base", str(tmp_path / f"{mid}.delta"),
+                                    "--out", str(tmp_path / f"{third}.delta")])
+    assert done.exit_code == 0, done.output
+    save_weights(tmp_path / "fourth.safetensors", _trained_on(model, 3))
+    leaning = CliRunner().invoke(app, ["delta", str(tmp_path / "fourth.safetensors"), "--base",
+                                       str(tmp_path / "default.safetensors"), "--out", str(tmp_path / f"{mid}.delta"),
+                                       "--overwrite"])
+    assert leaning.exit_code == 2 and f"{third}.delta" in leaning.output, leaning.output
+    assert load_weights(tmp_path / f"{third}.delta")[1] == third and load_weights(tmp_path / f"{mid}.delta")[1] == mid
+    assert base_mid != mid
+
+
+@pytest.mark.parametrize("header", [b"[1, 2]", b'{"__metadata__": [1, 2]}',
+                                    b'{"__metadata__": {"format": "x", "delta_sub": "5"}}', b'{"__metadata__": {"a": 1}}'])
+def test_a_delta_file_of_a_malformed_header_is_refused_in_words(tmp_path, header):
+    """Each gave a traceback (AttributeError, TypeError) in every command reading weights (session 60)."""
+    import lzma
+
+    path = tmp_path / "x.delta"
+    path.write_bytes(lzma.compress(len(header).to_bytes(8, "little") + header))
+    with pytest.raises(WeightsError, match="not a readable"):
+        load_weights(path)

@@ -122,6 +122,9 @@ def test_a_width_that_is_not_larger_is_refused():
             widen(model, width)
     with pytest.raises(ValueError, match="spread"):
         widen(model, 0.5, spread=0.3)
+    for noise in (float("nan"), float("inf"), -1.0):  # NaN filled the model with NaN, exit 0 (session 60)
+        with pytest.raises(ValueError, match="noise must be at least 0 and finite"):
+            widen(model, 0.5, noise=noise)
 
 
 def test_a_widened_state_evaluates_as_the_narrow_one_and_resumes_with_a_fresh_warm_adam(tmp_path):
