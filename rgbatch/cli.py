@@ -253,7 +253,7 @@ def train(
     iterations: int = typer.Option(8, "--iterations", "--depth", help="Iterations unrolled per training step (the depth trained)."),
     max_iterations: int = typer.Option(16, help="Iterations the model supports at inference."),
     batch_size: int = typer.Option(32),
-    patch: int = typer.Option(32, help="Training patch size in pixels (multiple of 32)."),
+    patch: int = typer.Option(32, help="Training patch size in pixels (a multiple of 16, the block)."),
     steps: int = typer.Option(100_000, help="Length of the learning-rate schedule."),
     lr: float = typer.Option(5e-4),
     hard_fraction: float = typer.Option(0.0, help="Share of each batch drawn as the busiest of 4x candidates."),
@@ -634,6 +634,8 @@ def _print_plan(result, as_json: bool):
 
     from rich.table import Table
 
+    from .pipeline import some_of
+
     if as_json:
         _print_json(asdict(result))
         return
@@ -652,8 +654,7 @@ def _print_plan(result, as_json: bool):
             ("archived, not listed", "not_listed", f"{result.not_listed:,}: images of the archive whose paths are "
                                                    "not among these sources: kept as they are")]:
         if key and result.examples[key]:
-            more = getattr(result, key) - len(result.examples[key])
-            value += "\ne.g. " + ", ".join(map(shown, result.examples[key])) + (f" and {more:,} more" if more else "")
+            value += "\ne.g. " + some_of([shown(p) for p in result.examples[key]], getattr(result, key))
         table.add_row(name, value)
     out.print(table)
 

@@ -216,6 +216,12 @@ class CompressPlan:
 PLAN_EXAMPLES = 5
 
 
+def some_of(shown: list[str], total: int) -> str:
+    """The first few of `total` things in words: "a, b, c and 12 more"."""
+    more = total - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
+
+
 def plan(sources: list[str], archive: str | None = None, options: CompressOptions | None = None,
          log=None) -> CompressPlan:
     """What `compress(sources, archive, options)` would do (`compress --dry-run`): each source
@@ -708,9 +714,8 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
             with archive.writer(model_id, held=archive.held_blobs()) as writer:  # a copy refers to its blob
                 run = _Run(ray, options, found, done, actors, make_actor, writer, result, progress, archive)
                 if log and (elsewhere := run.held_elsewhere()):
-                    shown = ", ".join(f"{new} as {old}" for new, old in elsewhere[:PLAN_EXAMPLES])
-                    more = f" and {len(elsewhere) - PLAN_EXAMPLES} more" if len(elsewhere) > PLAN_EXAMPLES else ""
-                    log(f"{len(elsewhere)} source(s) are files the archive holds under another path ({shown}{more}): "
+                    shown = some_of([f"{new} as {old}" for new, old in elsewhere[:PLAN_EXAMPLES]], len(elsewhere))
+                    log(f"{len(elsewhere)} source(s) are files the archive holds under another path ({shown}): "
                         f"its paths are relative to the folder compressed, so these are archived again under the "
                         f"new paths (their streams shared); to go on with the archived paths, compress the folder "
                         f"they were archived from")

@@ -1025,3 +1025,10 @@ def test_a_folder_within_the_archived_one_is_said_to_archive_its_files_again(ray
     notes = []
     compress([str(source)], str(archive), options(tiny_weights), log=notes.append)  # the same folder: nothing to say
     assert len(notes) == 1
+
+
+def test_some_of_a_list_is_said_with_how_many_more():
+    from rgbatch.pipeline import some_of
+
+    assert some_of(["a", "b"], 2) == "a, b"
+    assert some_of(["a", "b"], 1002) == "a, b and 1,000 more"
