@@ -1135,7 +1135,8 @@ def pack_training_set(
     folder of JPEG crops. Either is a training source for `rgbatch train`."""
     from .train import pack_crops
 
-    with user_errors():
+    # SIGTERM as Ctrl-C: a JPEG pack's hidden folder removed (a SIGTERM left it, until session 60)
+    with archive_errors(kept="nothing is at --out until the pack is whole; the same command makes it again"):
         shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality, max_mib=max_mib,
                            overwrite=overwrite)
     size = sum(p.stat().st_size for p in out_path.rglob("*")) if out_path.is_dir() else out_path.stat().st_size
