@@ -45,6 +45,7 @@ from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
 from .ratecontrol import Target, check_measured
 from .row import OK, Row, hash_keys, schema_of, unheld_blob
+from .weights import where_model_is
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
                 "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr", "shared_blob"]
@@ -504,7 +505,7 @@ def safe_relative_path(path: str) -> str:
 def _model_problem(row: Row, codec: Codec) -> str | None:
     if row.model_id != codec.model_id:
         return (f"coded by model {row.model_id}, but the loaded weights are model {codec.model_id}: "
-                f"decode it with the weights that made it")
+                f"{where_model_is(row.model_id, not codec.shipped)}")
     return None
 
 

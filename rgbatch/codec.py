@@ -64,7 +64,7 @@ from .options import OptionError, check_choice, check_count
 from .refine import BandRefiner, load_refiner, refine_image
 from .resample import candidates, downscale, upscale, upscale_rows, usable
 from .tiling import RowBands, Tile, check_tile_size, cut_tile, paste, tile_grid, tile_size_for, to_uint8, to_unit
-from .weights import load_weights, shipped_weights, trained_iterations
+from .weights import load_weights, shipped_weights, trained_iterations, where_model_is
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -534,9 +534,8 @@ class Codec:
         before any decoding, against the bounds of `limits.layout` (BitstreamError otherwise)."""
         header = bitstream.read_header(blob)
         if header.model_id != self.model_id:
-            raise BitstreamError(f"coded by model {header.model_id}, but the loaded model is {self.model_id}; "
-                                 f"decode with the weights that made it (an earlier shipped model's: "
-                                 f"Codec.for_model, as decode_file, restore and verify do)")
+            raise BitstreamError(f"coded by model {header.model_id}, but the loaded model is {self.model_id}: "
+                                 f"{where_model_is(header.model_id, not self.shipped)}")
         if header.bits != self.model.cfg.bits:
             raise BitstreamError(f"stream has {header.bits} bits per position, the model {self.model.cfg.bits}")
         if header.iterations > self.max_iterations:

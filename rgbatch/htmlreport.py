@@ -30,6 +30,7 @@ from .manifest import Archive
 from .row import Row
 from .metrics import msssim
 from .options import check_count
+from .weights import where_model_is
 
 CROP = 512  # shown pixels per side at most (a centre crop of larger images)
 SHOWN = 3  # images shown side by side by default
@@ -72,7 +73,7 @@ def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
                        encode_png(centre_crop(source, crop)) if source is not None else None, note)
     codec = codec.for_model(row.model_id)  # an earlier shipped model's rows: its packaged weights
     if row.model_id != codec.model_id:
-        shown.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: load the weights that made it"
+        shown.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: {where_model_is(row.model_id, not codec.shipped)}"
         return shown
     depths = shown_depths(row.iterations)
     for depth, image in zip(depths, codec.decode_many([row.blob] * len(depths), depths)):

@@ -49,7 +49,20 @@ DEFAULT_WEIGHTS = Path(str(files("rgbatch") / "models" / "default.safetensors"))
 # its successor) so that archives and streams they coded still decode without naming them (shipped_weights)
 EARLIER_MODELS = ("89626a567b299efc", "96b4d338f4b84447", "ef78a35a81cc7fa3", "9a50ea054365ccb0",
                   "eda0b20c4529a293", "023aa50247198e29", "3463638676cb6169", "3262af5edaeb715a",
-                  "d5d2f6edcbb8a36e")
+                  "d5d2f6edcbb8a36e", "07675362c6391602")  # the last: session 14's first hours, packaged in session 60
+# The defaults of sessions 1-13 before 89626a567b299efc, not packaged (as deltas 25 MB, room that the
+# repository's copy to a lent GPU needs for training crops): where rgbatch's repository keeps each
+# (a commit and the file's path there), which a refusal of their archives and streams names
+UNPACKAGED_MODELS = {
+    "2059edebe5c08983": ("2fd9647", "weights/default.safetensors"),
+    "bcafeac153069e2f": ("9a8bfc6", "weights/default.safetensors"),
+    "530b142be04b8c5e": ("c198998", "weights/default.safetensors"),
+    "5bae00047c005858": ("9e56f8c", "weights/default.safetensors"),
+    "87901b1867236fd0": ("4666a08", "weights/default.safetensors"),
+    "1dfa5b155c426dc9": ("907466d", "weights/default.safetensors"),
+    "ceec502bf4de4dfe": ("2481dea", "weights/default.safetensors"),
+    "448a0bd08000893c": ("a20a33b", "weights/default.safetensors"),
+}
 MODEL_ID_BYTES = 8
 XZ_MAGIC = b"\xfd7zXZ\x00"  # how an xz stream (a delta file, a compressed training state) begins
 MAX_XZ_BYTES = 2**30  # what one may decompress to: a width-1.0 model is 40 MB; a forged file stops here
@@ -145,6 +158,19 @@ def _read(path=None, chain: int = 0):
 def shipped_weights(mid: str) -> Path | None:
     """The packaged file of an earlier default model (EARLIER_MODELS), or None."""
     return weights_beside(DEFAULT_WEIGHTS, mid) if mid in EARLIER_MODELS else None
+
+
+def where_model_is(mid: str, named: bool) -> str:
+    """What a refusal of a stream or row of model `mid` tells the user to do (`named`: weights
+    were named with --weights, which turns the packaged models' lookup off)."""
+    if mid in EARLIER_MODELS:
+        return (f"model {mid} is packaged with rgbatch: " + ("leave out --weights, and it is found" if named else
+                f"its file is {DEFAULT_WEIGHTS.parent / (mid + '.delta')}"))
+    if mid in UNPACKAGED_MODELS:
+        commit, path = UNPACKAGED_MODELS[mid]
+        return (f"model {mid}, an early default (sessions 1-13), is not packaged; rgbatch's repository keeps it: "
+                f"`git show {commit}:{path} > {mid}.safetensors`, then --weights {mid}.safetensors")
+    return "decode it with the weights that made it (--weights)"
 
 
 def weights_beside(path, mid: str) -> Path | None:

@@ -407,7 +407,7 @@ def test_rows_of_another_model_are_refused_one_by_one(archive, tiny_weights, tmp
     restored = json.loads(result.stdout)
     assert sorted(w["path"] for w in restored["written"]) == PATHS
     [(path, why)] = restored["failures"]
-    assert path == "other.png" and "coded by model" in why and "the weights that made it" in why
+    assert path == "other.png" and "coded by model" in why and "the weights that made it (--weights)" in why
 
     result = run("verify", mixed, "--weights", tiny_weights, "--json")
     assert result.exit_code == 1

@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,3 +229,29 @@ def test_a_delta_file_of_a_malformed_header_is_refused_in_words(tmp_path, header
     path.write_bytes(lzma.compress(len(header).to_bytes(8, "little") + header))
     with pytest.raises(WeightsError, match="not a readable"):
         load_weights(path)
+
+
+def test_a_refusal_says_where_the_model_of_a_stream_is(tmp_path):
+    """An early default's archives were refused with "decode it with the weights that made it",
+    no word of where they are; `decode` named library calls (session 60)."""
+    import zlib
+
+    from typer.testing import CliRunner
+
+    from rgbatch import bitstream
+    from rgbatch.cli import app
+    from rgbatch.codec import Codec
+    from rgbatch.weights import EARLIER_MODELS, UNPACKAGED_MODELS, where_model_is
+
+    assert "leave out --weights" in where_model_is(EARLIER_MODELS[0], named=True)
+    assert where_model_is("0123456789abcdef", named=False) == "decode it with the weights that made it (--weights)"
+    assert not set(UNPACKAGED_MODELS) & set(EARLIER_MODELS)
+    blob = bytearray(Codec.load().encode(np.zeros((16, 16, 3), np.uint8), 1, measure=False).blob)
+    blob[8:16] = bytes.fromhex("2059edebe5c08983")  # the first shipped default's id, its checksum made again
+    size = bitstream.header_size(1)
+    blob[size - 4:size] = zlib.crc32(bytes(blob[:size - 4])).to_bytes(4, "little")
+    (tmp_path / "old.rgb").write_bytes(bytes(blob))
+    done = CliRunner().invoke(app, ["decode", str(tmp_path / "old.rgb"), "--out", str(tmp_path / "old.png")])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 1 and "git show 2fd9647:weights/default.safetensors > 2059edebe5c08983.safetensors" in said
+    assert "Codec.for_model" not in said and not (tmp_path / "old.png").exists()
