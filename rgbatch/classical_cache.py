@@ -80,7 +80,7 @@ class ClassicalCache:
             return
         with open(self.path, "rb") as f:
             head = f.read(len(XZ_MAGIC))
-        if head and head != (XZ_MAGIC if self.compressed else TEXT_START[:len(head)]):
+        if head and head != (XZ_MAGIC if self.compressed else TEXT_START)[:len(head)]:  # a first line cut short: ours
             raise OptionError("classical_cache", f"{self.path} is not a cache of classical results (it does not begin "
                                                  f"as one): not written to; give a new file or a cache")
 

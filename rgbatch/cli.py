@@ -1068,7 +1068,7 @@ def fit_entropy_command(
     context_bits: int = typer.Option(10, help="Context bits per coded bit (table size 2**bits)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda, for coding the crops."),
     seed: int = typer.Option(0),
-    cache: Optional[Path] = typer.Option(None, parser=path, help="Folder keeping the crops' codes by model id and crop choice, "
+    cache: Optional[Path] = typer.Option(None, parser=path, help="Folder keeping the crops' codes by model id, the images' files and the crop choice, "
                                          "so that a refit with other options skips the network."),
 ):
     """Fit the context entropy coder on the codes of training images (docs/ENTROPY.md)."""
@@ -1136,7 +1136,7 @@ def pack_training_set(
     from .train import pack_crops
 
     # SIGTERM as Ctrl-C: a JPEG pack's hidden folder removed (a SIGTERM left it, until session 60)
-    with archive_errors(kept="nothing is at --out until the pack is whole; the same command makes it again"):
+    with archive_errors(kept="--out holds what it held until the pack is whole; the same command makes it again"):
         shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality, max_mib=max_mib,
                            overwrite=overwrite)
     size = sum(p.stat().st_size for p in out_path.rglob("*")) if out_path.is_dir() else out_path.stat().st_size

@@ -95,12 +95,12 @@ MAX_METADATA_BYTES = 1 << 20
 # (a key, and words that follow a count): what `rgbatch report` counts, from the rows' `mode` column
 # RGB and RGBA sources of more than 8 bits a sample, which Pillow and its plugins read as 8 (`_sample_bits`):
 # recorded as RGB;16, RGBA;10 ... (the mode, then the file's bits a sample)
-# and grey with alpha of 16 bits a sample (a PNG's, or a 16-bit grey PNG with a transparency key): LA;16
-WIDE_MODES = (*(f"{mode};{bits}" for mode in ("RGB", "RGBA") for bits in (10, 12, 16)), "LA;16")
+# and grey with alpha (a 16-bit PNG's, a 16-bit grey PNG with a transparency key: LA;16; a JPEG XL's)
+WIDE_MODES = tuple(f"{mode};{bits}" for mode in ("RGB", "RGBA", "LA") for bits in (10, 12, 16))
 # modes with an alpha channel (a transparency key: recorded so)
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", *(mode for mode in WIDE_MODES if mode.startswith(("RGBA;", "LA;"))))
 # grey sources (with or without alpha, of any depth): restored as grey PNGs (`encode_png`'s `grey`)
-GREY_MODES = ("1", "L", "LA", "La", "LA;16", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+GREY_MODES = ("1", "L", "LA", "La", "LA;10", "LA;12", "LA;16", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # a JPEG XL's extra channels beyond its alpha (depth, spot colours, a selection mask, thermal...),
 # which its reader drops: the mode recorded with this after it (`L+extra`, `RGBA+extra`)
 EXTRA_CHANNELS = "+extra"

@@ -40,6 +40,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -363,11 +364,8 @@ def _ray_session(address: str | None, num_cpus: int | None):
         import ray
 
     if ray.is_initialized():
-        _SESSIONS.owned.append(False)
-        try:
+        with _session(owned=False):
             yield ray
-        finally:
-            _SESSIONS.owned.pop()
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
@@ -403,11 +401,10 @@ def _ray_session(address: str | None, num_cpus: int | None):
             where = f" at {address}" if address else ""
             raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
         raise
-    _SESSIONS.owned.append(True)
     try:
-        yield ray
+        with _session(owned=True):
+            yield ray
     finally:
-        _SESSIONS.owned.pop()
         ray.shutdown()
         if watchdog:
             watchdog.close()
@@ -415,22 +412,32 @@ def _ray_session(address: str | None, num_cpus: int | None):
 
 
 class _Sessions(threading.local):
-    """Per thread, whether each `ray_session` open is the command's own Ray (one it started or
-    connected to: True) or the caller's (False), innermost last."""
+    """Per thread, the `ray_session`s open, innermost last: whether each is the command's own Ray
+    (one it started or connected to) or the caller's."""
 
     def __init__(self):
-        self.owned = []
+        self.open: list[SimpleNamespace] = []
 
 
 _SESSIONS = _Sessions()
 
 
+@contextlib.contextmanager
+def _session(owned: bool):
+    mine = SimpleNamespace(owned=owned)
+    _SESSIONS.open.append(mine)
+    try:
+        yield
+    finally:  # this one, wherever it is (a generator's session may close out of order, or elsewhere)
+        _SESSIONS.open[:] = [s for s in _SESSIONS.open if s is not mine]
+
+
 def end_actors(ray, actors):
     """End a command's actors as its `ray_session` closes. In a Ray of the command's own,
     `ray.shutdown` ends them with its job: killing them first made Ray print every call in
-    flight as a task failed and retried, twice on a Ctrl-C (session 60). In the caller's Ray
-    they are killed here."""
-    if not (_SESSIONS.owned and _SESSIONS.owned[-1]):
+    flight as a task failed and retried, twice on a Ctrl-C (session 60). In the caller's Ray,
+    or where this thread has no session open (a generator closed elsewhere), they are killed here."""
+    if not (_SESSIONS.open and _SESSIONS.open[-1].owned):
         for actor in actors:
             ray.kill(actor)
 

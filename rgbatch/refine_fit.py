@@ -253,10 +253,11 @@ def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_li
                 seed: int = 0, log=print, stop=None, overwrite: bool = False) -> str | None:
     """Pairs (kept beside `state`), training (resumed from `state`), and the weight file `out`;
     its model id, or None where `stop` ended the pair-making or the training (what they made
-    kept, `out` not written). `out` (without `overwrite`) and `state` are checked first (until
-    session 60 after every pair was made)."""
-    check_new_file(out, overwrite)
+    kept, `out` not written). `out` and `state` are checked first (until session 60 after every
+    pair was made): an existing `out` is replaced with `overwrite`, or where `state` exists (the
+    same command going on: a run stopped by its time limit writes `out`)."""
     state = Path(state)
+    check_new_file(out, overwrite or state.is_file())
     if state.suffix == ".pairs":
         raise OptionError("state", f"{state} ends in .pairs, the name of the folder of pairs kept beside the state: "
                                    f"choose another")

@@ -31,8 +31,8 @@ from .model import Binarizer, CodecConfig
 from .rate import ContextRate
 from .storage import NewFile, NotWritten, temp_path
 from .tiling import to_float, to_uint8, to_unit
-from .weights import (DEFAULT_WEIGHTS, WeightsError, delta_tensors, read_weight_file, save_weights, undelta_tensors,
-                      weights_beside, xz_file_bytes)
+from .weights import (DEFAULT_WEIGHTS, WeightsError, check_new_file, delta_tensors, read_weight_file, save_weights,
+                      undelta_tensors, weights_beside, xz_file_bytes)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -217,9 +217,8 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     if not jpeg_quality and out.suffix != ".npy":  # numpy would add the suffix: another file than the one named
         raise TrainingOptionError("out", f"{str(out)!r} is no .npy file name: an array pack is one (or give "
                                          f"{{jpeg_quality}} for a folder of JPEG crops)", ("jpeg_quality",))
-    if not jpeg_quality and out.exists() and not overwrite:
-        raise TrainingOptionError("out", f"{out} exists: not replaced (pass {{overwrite}} to replace it, or choose "
-                                         f"another)", ("overwrite",))
+    if not jpeg_quality:
+        check_new_file(out, overwrite)
     if jpeg_quality and out.exists() and any(out.iterdir()):
         # a folder pack is read whole: crops left from an earlier pack would join this one
         raise TrainingOptionError("out", f"{out} is not empty: remove it or choose another")
@@ -228,7 +227,7 @@ def pack_crops(folder, out, crop: int = 128, per_image: int = 2, seed: int = 0,
     if not crops:
         raise TrainingError(f"no image of at least {crop}x{crop} in {folder}")
     if not jpeg_quality:
-        shape = (len(crops), crop, crop, 3)
+        shape = (len(crops), int(crop), int(crop), 3)  # plain ints: the header is their repr
         with NewFile.replacing(out) as f:  # whole or not at all
             np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
             for one in crops:
@@ -407,6 +406,8 @@ def save_checkpoint(path, state: dict):
             torch.save(state, f)
     except OSError as e:
         raise TrainingError(f"cannot write {path}: {e.strerror or e}") from None
+    except NotWritten as e:  # something not a file there now, or on the way
+        raise TrainingError(f"cannot write {path}: {e}") from None
 
 
 def check_writable(path):

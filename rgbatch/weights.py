@@ -39,7 +39,7 @@ from safetensors.torch import load, load_file, save
 from safetensors import safe_open
 
 from .architectures import DEFAULT_ARCHITECTURE, build_model, get_architecture
-from .storage import NewFile
+from .storage import NewFile, NotWritten
 
 FORMAT = "rgbatch-weights-1"
 # The shipped model is package data (rgbatch/models/), so an installed wheel finds it without
@@ -308,7 +308,6 @@ def write_delta(source, base, out, overwrite: bool = False) -> tuple[str, int]:
     replaced it with a delta on itself: the model lost), nor over a file without `overwrite`, nor
     over one that another delta beside it is stored against."""
     out = Path(out)
-    check_new_file(out, overwrite)
     architecture, config, mid, tensors, info = _read(source)
     _, _, base_mid, base_tensors, _ = _read(base)
     if weights_beside(out, base_mid) is None:
@@ -317,8 +316,9 @@ def write_delta(source, base, out, overwrite: bool = False) -> tuple[str, int]:
     if out.resolve() in _files_read(weights_beside(out, base_mid)):
         raise WeightsError(f"{out} is where the base model {base_mid} is read from: writing the delta there would "
                            f"destroy its base; choose another name ({mid}.delta)")
-    if out.is_file():
-        old = _read(out)[2]
+    check_new_file(out, overwrite)
+    old = _model_id_of(out) if out.is_file() else None  # None too for a file that is no weight file
+    if old:
         leaning = [p.name for p in sorted(out.parent.glob("*.delta")) if p.resolve() != out.resolve()
                    and old != mid and _delta_base(p) == old]
         if leaning:
@@ -345,6 +345,18 @@ def _delta_base(path: Path) -> str | None:
         return None
 
 
+def _model_id_of(path: Path) -> str | None:
+    """The model id a weight or delta file says it holds, from its header alone (None: not one)."""
+    try:
+        blob = xz_file_bytes(path)
+        if blob is not None:
+            return _delta_header(path, blob)[0].get("model_id")
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("model_id")
+    except (WeightsError, SafetensorError, OSError, ValueError, lzma.LZMAError):
+        return None
+
+
 def _files_read(path: Path | None) -> list[Path]:
     """The files that reading weight or delta file `path` reads: itself, then each delta's base."""
     files = []
@@ -356,13 +368,13 @@ def _files_read(path: Path | None) -> list[Path]:
 
 
 def check_new_file(out, overwrite: bool, option: str = "--out"):
-    """Refuse (WeightsError), before any work, a file to write where a file is and not
-    `overwrite`, or where something else is (a folder)."""
+    """Refuse (NotWritten), before any work, a file to write where a file is and not `overwrite`,
+    or where something else is (a folder)."""
     out = Path(out)
     if out.is_dir():
-        raise WeightsError(f"{out}: a folder is there: not written")
+        raise NotWritten(f"{out}: a folder is there: not written")
     if out.exists() and not overwrite:
-        raise WeightsError(f"{out} exists: not replaced (pass --overwrite to replace it, or choose another {option})")
+        raise NotWritten(f"{out} exists: not replaced (pass --overwrite to replace it, or choose another {option})")
 
 
 def load_weights(path=None) -> tuple[torch.nn.Module, str, dict[str, torch.Tensor], dict]:

@@ -98,3 +98,12 @@ def test_a_second_bench_encodes_only_rgbatch(tiny_weights, tmp_path, monkeypatch
     assert second.to_pylist() == first.to_pylist()
     run = json.loads(second.schema.metadata[b"rgbatch.bench"])
     assert run["classical_cache"]["hits"] == 3 and run["classical_cache"]["measured"] == 0
+
+
+def test_a_cache_cut_short_in_its_first_bytes_is_still_taken_as_one(tmp_path):
+    import lzma
+
+    (tmp_path / "a.jsonl").write_bytes(b'{"ke')
+    (tmp_path / "a.jsonl.xz").write_bytes(lzma.compress(b'{"key": 1}\n')[:4])
+    for name in ("a.jsonl", "a.jsonl.xz"):
+        assert ClassicalCache(tmp_path / name).entries == {}

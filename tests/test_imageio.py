@@ -130,7 +130,7 @@ def test_a_grey_pngs_transparency_key_is_its_alpha_at_every_depth(bits, recorded
     until session 60."""
     top = (1 << bits) - 1
     samples = np.arange(6 * 8).reshape(6, 8) % (top + 1)
-    key = top if bits < 16 else 40
+    key = top if bits < 8 else 40  # 8 bits: 40, among the samples (0..47)
     decoded = imageio.decode_image_and_metadata(png_grey(samples, bits, key))
     assert decoded.mode == recorded and recorded in imageio.ALPHA_MODES and recorded in imageio.GREY_MODES
     assert np.array_equal(decoded.alpha, np.where(samples == key, 0, 255))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -294,13 +296,16 @@ class Ended(Killed):
     pass
 
 with ray_session(num_cpus=2) as ray:
+    import psutil  # Ray's own copy, on the path once ray is imported
+
     actors = [ray.remote(cls).options(num_cpus=1, max_restarts=1, max_task_retries=-1).remote() for cls in (Killed, Ended)]
     naps = [actor.nap.remote() for actor in actors]
     ray.wait(naps, timeout=3.0)
     ray.kill(actors[0])
     time.sleep(2)
+    started = [p.pid for p in psutil.Process().children(recursive=True)]
     end_actors(ray, actors[1:])
-print("ended")
+print("ended", *started)
 """
 
 
@@ -313,16 +318,31 @@ def test_the_actors_of_a_ray_of_its_own_end_with_it_without_rays_retry_reports()
     pytest.importorskip("ray")  # which puts its own copy of psutil on the path
     import psutil
 
-    before = {p.pid for p in psutil.process_iter()}
     done = subprocess.run([sys.executable, "-c", ACTORS_ENDED], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     said = done.stdout + done.stderr
     assert done.returncode == 0 and "ended" in done.stdout, said
     assert "Task Killed.nap failed" in said and "Task Ended.nap" not in said, said
-    time.sleep(1)
-    left = [p.info for p in psutil.process_iter(["pid", "cmdline"])
-            if p.pid not in before and "ray::" in " ".join(p.info["cmdline"] or [])]
-    assert not left, left
+    started = []  # the processes the program's Ray ran (its workers among them): gone with it
+    for pid in map(int, done.stdout.split("ended", 1)[1].split()):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            started.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert not alive, alive
+
+
+def test_in_a_callers_ray_end_actors_kills_them(ray_cluster):
+    """The borrowed side of `end_actors`: actors in a Ray the caller started are killed at once."""
+    from ray.exceptions import RayActorError
+
+    from rgbatch.pipeline import end_actors
+
+    with ray_session() as ray:
+        actor = ray.remote(collections.Counter).options(num_cpus=0).remote()  # a class the workers can import
+        assert ray.get(actor.total.remote()) == 0
+        end_actors(ray, [actor])
+        with pytest.raises(RayActorError):
+            ray.get(actor.total.remote(), timeout=60)
 
 
 def test_a_cluster_address_where_no_ray_answers_is_refused_at_once(ray_cluster, tmp_path):

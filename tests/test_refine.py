@@ -301,7 +301,7 @@ def test_fit_refiner_checks_its_state_and_out_before_making_pairs(tmp_path, monk
     from rgbatch import refine_fit
     from rgbatch.options import OptionError
     from rgbatch.train import TrainingError
-    from rgbatch.weights import WeightsError
+    from rgbatch.storage import NotWritten
 
     def no_pairs(*_, **__):
         raise AssertionError("pairs were made")
@@ -314,6 +314,10 @@ def test_fit_refiner_checks_its_state_and_out_before_making_pairs(tmp_path, monk
     with pytest.raises(OptionError, match="ends in .pairs"):
         refine_fit.fit_refiner(weights, [tmp_path], out, tmp_path / "x.pairs", log=lambda *_: None)
     out.write_bytes(b"precious")
-    with pytest.raises(WeightsError, match="--overwrite"):
+    with pytest.raises(NotWritten, match="--overwrite"):
         refine_fit.fit_refiner(weights, [tmp_path], out, tmp_path / "new.pt", log=lambda *_: None)
     assert out.read_bytes() == b"precious"
+    # a state there: the same command going on (a run its time limit stopped wrote --out), replaced
+    torch.save({"model": {}, "opt": {}, "step": 3, "cfg": "{}"}, tmp_path / "going-on.pt")
+    with pytest.raises(AssertionError, match="pairs were made"):
+        refine_fit.fit_refiner(weights, [tmp_path], out, tmp_path / "going-on.pt", log=lambda *_: None)

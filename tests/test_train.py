@@ -536,8 +536,11 @@ def test_evaluation_images_that_cannot_serve_are_skipped_by_name(tmp_path):
     said = []
     state = train(config(tmp_path, eval_dir=str(folder), eval_every=2, eval_images=3, eval_crop=64, steps=2),
                   log=said.append)
-    assert len(state["history"][-1]["msssim"]) == 2
+    assert len(state["history"][-1]["msssim"]) == 2  # evaluated (on a.png alone)
     assert any("b.png: 20x20 pixels" in m for m in said) and any("c.png: empty file" in m for m in said)
+    from rgbatch.train import load_eval_set
+
+    assert [tuple(c.shape) for c in load_eval_set(folder, 3, 64, log=lambda *_: None)] == [(1, 3, 64, 64)]
 
 
 def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_first_step(tmp_path):
@@ -551,12 +554,18 @@ def test_an_array_pack_replaces_a_file_only_when_asked_and_a_bad_pack_is_named(t
 
     pack = tmp_path / "crops.npy"
     pack.write_bytes(b"precious")
-    with pytest.raises(OptionError, match="exists"):
+    from rgbatch.storage import NotWritten
+
+    with pytest.raises(NotWritten, match="exists: not replaced"):
         pack_crops(DATA, pack, crop=64, per_image=3)
     assert pack.read_bytes() == b"precious"
-    assert pack_crops(DATA, pack, crop=64, per_image=3, overwrite=True) == (6, 64, 64, 3)
-    crops = np.load(pack)  # written crop by crop: the same array np.save writes
-    assert crops.shape == (6, 64, 64, 3) and crops.dtype == np.uint8 and crops.std() > 0
+    assert pack_crops(DATA, pack, crop=np.int64(64), per_image=3, overwrite=True) == (6, 64, 64, 3)
+    # written crop by crop: the bytes np.save writes of the same crops stacked (numpy ints in plain form)
+    from rgbatch.train import random_crops
+
+    stacked = io.BytesIO()
+    np.save(stacked, np.stack(random_crops(load_training_images(DATA), 64, 3, np.random.default_rng(0))))
+    assert pack.read_bytes() == stacked.getvalue()
     for name, array in [("float.npy", np.random.default_rng(0).random((2, 8, 8, 3))),
                         ("grey.npy", np.zeros((2, 8, 8), np.uint8)), ("scalar.npy", np.array(3))]:
         np.save(tmp_path / name, array)

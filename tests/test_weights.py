@@ -205,6 +205,9 @@ def test_a_delta_is_never_written_over_its_base_nor_over_a_file_without_overwrit
     again = delta(tmp_path / f"{mid}.delta")
     assert again.exit_code == 2 and "--overwrite" in again.output
     assert delta(tmp_path / f"{mid}.delta", "--overwrite").exit_code == 0
+    (tmp_path / "junk.delta").write_bytes(b"garbage")  # a file no weight file: what --overwrite is for
+    assert delta(tmp_path / "junk.delta", "--overwrite").exit_code == 0
+    assert load_weights(tmp_path / "junk.delta")[1] == mid
     # a file another delta beside it is stored against (T.delta on M.delta): replacing it would orphan that delta
     third = save_weights(tmp_path / "third.safetensors", _trained_on(model, 2))
     done = CliRunner().invoke(app, ["delta", str(tmp_path / "third.safetensors"), "--base", str(tmp_path / f"{mid}.delta"),
