@@ -164,19 +164,14 @@ def training_crops(data_dir, images: int, crop: int, seed: int = 0, log=None) ->
     """Centre crops (at most crop x crop) of `images` images drawn at random from a folder, or
     from several folders together (every image when `images` is 0); an image that cannot be
     read is skipped with a line (until session 60 it ended the fit, unnamed)."""
-    from .imageio import ImageError, read_image
+    from .train import read_each
 
     paths = _image_paths(data_dir)
     rng = np.random.default_rng(seed)
     count = min(images, len(paths)) if images else len(paths)
     chosen = sorted(rng.choice(len(paths), count, replace=False))
     crops = []
-    for i in chosen:
-        try:
-            image, _ = read_image(paths[i])
-        except (ImageError, OSError) as e:
-            (log or print)(f"skipping {paths[i]}: {e}")
-            continue
+    for _, image in read_each([paths[i] for i in chosen], log or print):
         h, w = image.shape[:2]
         ch, cw = min(crop, h), min(crop, w)
         y, x = (h - ch) // 2, (w - cw) // 2

@@ -25,13 +25,12 @@ import numpy as np
 import torch
 
 from .codec import Codec
-from .imageio import ImageError, read_image
 from .metrics import msssim_tensor
 from .options import OptionError
 from .refine import PREFIX, Refiner, RefinerConfig, refiner_tensors
 from .storage import NewFile, replace_file
 from .tiling import to_float, to_uint8, to_unit
-from .train import list_images, load_checkpoint, save_checkpoint
+from .train import list_images, load_checkpoint, read_each, save_checkpoint
 from .weights import check_new_file, load_weights, read_weight_file, save_weights
 
 CROP = 192  # px: MS-SSIM's five scales need more than 160
@@ -86,12 +85,7 @@ def make_pairs(weights, data_dirs: list, out_dir, crop: int = CROP, seed: int = 
     rng = np.random.default_rng(seed)
     crops = []
     for folder in data_dirs:
-        for path in list_images(folder):
-            try:
-                image, _ = read_image(path)
-            except (ImageError, OSError) as e:  # until session 60 the whole fit ended on it, unnamed
-                log(f"skipping {path}: {e}")
-                continue
+        for _, image in read_each(list_images(folder), log):  # one unreadable ended the fit until session 60
             h, w = image.shape[:2]
             if h < crop or w < crop:
                 continue

@@ -152,13 +152,17 @@ def load_training_images(source, log=print) -> list[np.ndarray]:
         return [image for one in source for image in load_training_images(one, log)]
     if str(source).endswith(".npy"):
         return list(_pack(source))
-    images = []
-    for path in list_images(source):
+    return [image for _, image in read_each(list_images(source), log)]
+
+
+def read_each(paths, log=print, what: str = ""):
+    """(path, HxWx3 uint8 image) for each of `paths` that can be read; each other is skipped with
+    a line that names it (`what`: the use, "evaluation: ")."""
+    for path in paths:
         try:
-            images.append(read_image(path)[0])
+            yield path, read_image(path)[0]
         except (ImageError, OSError) as e:
-            log(f"skipping {path.name}: {e}")
-    return images
+            log(f"{what}skipping {path}: {e}")
 
 
 def _pack(source) -> np.ndarray:
@@ -309,12 +313,7 @@ def load_eval_set(folder, count: int, crop: int, log=print) -> list[torch.Tensor
     image that cannot be read, or under 32 pixels a side, is skipped with a line (until session 60
     the first ended the run unnamed, and the second every evaluation, the run unable to pass it)."""
     crops = []
-    for path in list_images(folder)[:count]:
-        try:
-            image, _ = read_image(path)
-        except (ImageError, OSError) as e:
-            log(f"evaluation: skipping {path}: {e}")
-            continue
+    for path, image in read_each(list_images(folder)[:count], log, "evaluation: "):
         h, w = image.shape[:2]
         if min(h, w) < 32:
             log(f"evaluation: skipping {path}: {w}x{h} pixels, under the 32 of a crop")
