@@ -139,17 +139,19 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
                         search_steps=search_steps, decoding=decoding)
     timed_depths = sorted({d for d in speed_depths if 1 <= d <= iterations})
 
-    rows = []
+    rows, skipped = [], []
     for index, path in enumerate(paths):
         _report(progress, index, len(paths))
         name = path.relative_to(image_dir).as_posix()
         if storage.utf8_name(name) != name:  # a manifest's strings are UTF-8
             log(f"skipping {storage.utf8_name(name)}: its name is not valid UTF-8 (shown with \\xNN escapes)")
+            skipped.append(storage.utf8_name(name))
             continue
         try:
             image, _ = read_image(path)
         except (ImageError, OSError) as e:
             log(f"skipping {name}: {e}")
+            skipped.append(name)
             continue
         height, width = image.shape[:2]
 
@@ -196,6 +198,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
                                                         "measured": cache.misses},
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "system": platform.platform(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "skipped": skipped,  # images that could not be read: the figures are of the others
     }
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})

@@ -1042,6 +1042,10 @@ def bench_command(
     else:
         for table in summary_tables(summary):
             out.print(table)
+    if not source.is_file() and (skipped := summary["run"].get("skipped")):  # a run that measured, not a re-summary
+        err.print(_red("error:", f" {len(skipped)} image(s) skipped (named above): the figures are of the other "
+                                 f"{summary['images']}"), highlight=False)
+        raise typer.Exit(1)  # some images failed: exit 0 until session 60
 
 
 def classical_sweeps(names: str) -> dict | None:
