@@ -1118,8 +1118,9 @@ def fit_refiner_command(
             mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
                               log=lambda m: err.print(m, highlight=False), stop=stop, overwrite=overwrite)
         if signals:
-            _exit_stopped(signals[0], f"what it made is kept ({state}, and its pairs beside it), {out_path} not "
-                                      f"written; the same command goes on from it")
+            made = f"{state}, and its pairs beside it" if state.is_file() else f"the pairs made, beside {state}"
+            _exit_stopped(signals[0], f"what it made is kept ({made}), {out_path} not written; the same command "
+                                      f"goes on from it")
     out.print(f"wrote {out_path} (model id {mid})")
 
 
@@ -1173,6 +1174,10 @@ def export_checkpoint(
         extra = {k: v for k, v in load_weights(tables_from)[2].items() if not k.startswith(PREFIX)} if tables_from else None
         mid = export_weights(checkpoint, out_path, extra=extra, average=average)
     out.print(f"wrote {out_path} (model id {mid})")
+    if load_weights(out_path)[3].get("train_part") == "display":
+        err.print("note: a display decoder (--train-part display): this file decodes the codes of the run's reference "
+                  "model (benchmarks/display_decoder.py); as a codec it would code with itself in the encoder's loop, "
+                  "other codes than the reference's", highlight=False)
 
 
 @app.command("widen")

@@ -761,4 +761,6 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
         info["averaged_steps"] = sorted(s["step"] for s in states)
     if state.get("widened"):  # rgbatch.widen: from which width, at which step
         info["widened"] = state["widened"]
+    if cfg.get("train_part", "all") != "all":  # a display decoder's file decodes its reference's codes
+        info["train_part"] = cfg["train_part"]
     return save_weights(out, model, extra=extra, info=info)

@@ -414,6 +414,14 @@ def test_a_display_decoder_trains_on_the_codes_of_the_model_as_the_run_started(t
         assert all(torch.equal(value, before[name]) for name, value in state["reference"].items())
     assert not torch.equal(after["model"]["decoder.conv_out.weight"], before["decoder.conv_out.weight"])
     assert torch.equal(after["model"]["encoder.conv.weight"], before["encoder.conv.weight"])
+    # its export says what it is (a file that decodes the reference's codes), and the CLI says so
+    from typer.testing import CliRunner
+
+    from rgbatch.cli import app
+
+    done = CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(tmp_path / "disp.safetensors")])
+    assert done.exit_code == 0 and "a display decoder" in " ".join(done.output.split()), done.output
+    assert load_weights(tmp_path / "disp.safetensors")[3]["train_part"] == "display"
 
 
 def test_the_msssim_term_in_db_counts_every_depth_by_its_msssim_in_db(tmp_path):
