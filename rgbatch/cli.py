@@ -1074,11 +1074,16 @@ def fit_entropy_command(
     seed: int = typer.Option(0),
     cache: Optional[Path] = typer.Option(None, parser=path, help="Folder keeping the crops' codes by model id, the images' files and the crop choice, "
                                          "so that a refit with other options skips the network."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a file at --out other than the weights read "
+                                   "(writing the tables into them, --out WEIGHTS, needs none)."),
 ):
     """Fit the context entropy coder on the codes of training images (docs/ENTROPY.md)."""
     from .entropy_fit import fit_entropy
+    from .weights import check_new_file
 
     with user_errors():
+        # the weights read may be replaced (the documented refit in place); any other file only when asked
+        check_new_file(out_path, overwrite or (out_path.exists() and out_path.resolve() == Path(weights).resolve()))
         mid = fit_entropy(weights, [str(d) for d in data], out_path, images=images, crop=crop, context_bits=context_bits,
                           device=device, seed=seed, cache=cache, log=lambda m: err.print(m, highlight=False))
     out.print(f"wrote {out_path} (model id {mid})")

@@ -327,3 +327,23 @@ def test_fit_entropy_keeps_a_refiner_and_export_tables_from_takes_the_tables_alo
     again = CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(exported)])
     assert again.exit_code == 2 and "--overwrite" in again.output  # replaced without a word until session 60
     assert CliRunner().invoke(app, ["export", str(tmp_path / "run.pt"), "--out", str(exported), "--overwrite"]).exit_code == 0
+
+
+def test_fit_entropy_writes_into_its_weights_but_replaces_another_file_only_when_asked(tiny_weights, tmp_path):
+    """Any existing --out was replaced without a word (session 60); the refit in place, the
+    documented use, needs no option."""
+    import shutil
+
+    weights = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, weights)
+    (tmp_path / "other.safetensors").write_bytes(b"precious")
+    args = ["--data", str(DATA), "--images", "2", "--crop", "64", "--context-bits", "2", "--device", "cpu"]
+    refused = CliRunner().invoke(app, ["fit-entropy", str(weights), "--out", str(tmp_path / "other.safetensors"), *args])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert (tmp_path / "other.safetensors").read_bytes() == b"precious"
+    in_place = CliRunner().invoke(app, ["fit-entropy", str(weights), "--out", str(weights), *args])
+    assert in_place.exit_code == 0, in_place.output
+    assert CONTEXT_PROBABILITIES in load_weights(weights)[2]
+    asked = CliRunner().invoke(app, ["fit-entropy", str(weights), "--out", str(tmp_path / "other.safetensors"),
+                                     "--overwrite", *args])
+    assert asked.exit_code == 0 and load_weights(tmp_path / "other.safetensors")[1] == load_weights(weights)[1]
