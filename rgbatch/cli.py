@@ -1083,7 +1083,7 @@ def fit_entropy_command(
 
     with user_errors():
         # the weights read may be replaced (the documented refit in place); any other file only when asked
-        check_new_file(out_path, overwrite or (out_path.exists() and out_path.resolve() == Path(weights).resolve()))
+        check_new_file(out_path, overwrite or out_path.resolve() == Path(weights).resolve())
         mid = fit_entropy(weights, [str(d) for d in data], out_path, images=images, crop=crop, context_bits=context_bits,
                           device=device, seed=seed, cache=cache, log=lambda m: err.print(m, highlight=False))
     out.print(f"wrote {out_path} (model id {mid})")
@@ -1177,12 +1177,9 @@ def export_checkpoint(
         check_new_file(out_path, overwrite)
         # its tables alone: a refiner was copied with them until session 60
         extra = {k: v for k, v in load_weights(tables_from)[2].items() if not k.startswith(PREFIX)} if tables_from else None
-        mid = export_weights(checkpoint, out_path, extra=extra, average=average)
+        mid = export_weights(checkpoint, out_path, extra=extra, average=average,
+                             log=lambda m: err.print(m, highlight=False))  # the file was read once, not again
     out.print(f"wrote {out_path} (model id {mid})")
-    if load_weights(out_path)[3].get("train_part") == "display":
-        err.print("note: a display decoder (--train-part display): this file decodes the codes of the run's reference "
-                  "model (benchmarks/display_decoder.py); as a codec it would code with itself in the encoder's loop, "
-                  "other codes than the reference's", highlight=False)
 
 
 @app.command("widen")

@@ -189,7 +189,7 @@ def training_codes(codec, data_dir, images: int, crop: int, seed: int, cache=Non
     network. A cache file that cannot be read is made again."""
     file = None
     if cache:
-        files = "\n".join(f"{p.resolve()} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in _image_paths(data_dir))
+        files = "\n".join(f"{p.resolve()} {(s := p.stat()).st_size} {s.st_mtime_ns}" for p in _image_paths(data_dir))
         where = hashlib.sha256(files.encode()).hexdigest()[:12]
         file = Path(cache) / f"{codec.model_id}-{where}-{images}x{crop}-seed{seed}.npz"
         if file.is_file():

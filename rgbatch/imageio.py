@@ -384,9 +384,10 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
             # all but name: recorded as the mode with alpha, and kept as one
             mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
-            if image.mode == "RGBA" and _raw_mode(image).startswith("LA"):  # Pillow reads 16-bit LA as RGBA
+            raw = _raw_mode(image)
+            if image.mode == "RGBA" and raw.startswith("LA"):  # Pillow reads 16-bit LA as RGBA
                 mode = "LA"
-            low = {"L;2": 2, "L;4": 4}.get(_raw_mode(image)) if image.mode == "L" else None
+            low = {"L;2": 2, "L;4": 4}.get(raw) if image.mode == "L" else None
             if low and isinstance(image.info.get("transparency"), int):  # scaled as the samples are
                 image.info["transparency"] *= 255 // ((1 << low) - 1)  # (Pillow compares it unscaled)
             bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)

@@ -257,7 +257,7 @@ def fit_refiner(weights, data_dirs: list, out, state, steps: int = 8000, time_li
                                    f"choose another")
     if state.exists():
         load_checkpoint(state, STATE_KEYS, "refiner training state")
-    pairs = make_pairs(weights, data_dirs, Path(state).with_suffix(".pairs"), seed=seed, log=log, stop=stop)
+    pairs = make_pairs(weights, data_dirs, state.with_suffix(".pairs"), seed=seed, log=log, stop=stop)
     if pairs is None:
         return None
     refiner = train_refiner(pairs, state, steps=steps, time_limit=time_limit, seed=seed, log=log, stop=stop)

@@ -403,10 +403,8 @@ def save_checkpoint(path, state: dict):
     try:
         with NewFile.replacing(path) as f:
             torch.save(state, f)
-    except OSError as e:
-        raise TrainingError(f"cannot write {path}: {e.strerror or e}") from None
-    except NotWritten as e:  # something not a file there now, or on the way
-        raise TrainingError(f"cannot write {path}: {e}") from None
+    except (OSError, NotWritten) as e:  # NotWritten: something not a file there now, or on the way
+        raise TrainingError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def check_writable(path):
@@ -414,10 +412,8 @@ def check_writable(path):
     60 found at the first checkpoint, the steps before it lost)."""
     try:
         NewFile.replacing(path).discard()
-    except OSError as e:
-        raise TrainingError(f"cannot write {path}: {e.strerror or e}") from None
-    except NotWritten as e:  # something not a file there, or on the way
-        raise TrainingError(f"cannot write {path}: {e}") from None
+    except (OSError, NotWritten) as e:
+        raise TrainingError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def load_checkpoint(checkpoint, keys: tuple[str, ...], what: str, device="cpu") -> dict:
@@ -735,7 +731,7 @@ def snapshot_path(checkpoint, step: int) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}.step{step}.pt")
 
 
-def export_weights(checkpoint, out, extra=None, average=()) -> str:
+def export_weights(checkpoint, out, extra=None, average=(), log=None) -> str:
     """Write a training checkpoint's model as a shipped fp16 weight file; returns the model id.
 
     `average`: more checkpoints or snapshots of the same model; the weights written are the
@@ -763,4 +759,8 @@ def export_weights(checkpoint, out, extra=None, average=()) -> str:
         info["widened"] = state["widened"]
     if cfg.get("train_part", "all") != "all":  # a display decoder's file decodes its reference's codes
         info["train_part"] = cfg["train_part"]
+    if log and cfg.get("train_part") == "display":
+        log("note: a display decoder (--train-part display): this file decodes the codes of the run's reference "
+            "model (benchmarks/display_decoder.py); as a codec it would code with itself in the encoder's loop, "
+            "other codes than the reference's")
     return save_weights(out, model, extra=extra, info=info)

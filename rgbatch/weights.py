@@ -310,17 +310,18 @@ def write_delta(source, base, out, overwrite: bool = False) -> tuple[str, int]:
     out = Path(out)
     architecture, config, mid, tensors, info = _read(source)
     _, _, base_mid, base_tensors, _ = _read(base)
-    if weights_beside(out, base_mid) is None:
+    base_file = weights_beside(out, base_mid)
+    if base_file is None:
         raise WeightsError(f"the base model {base_mid} must lie in {out.parent} as {base_mid}.safetensors, "
                            f"{base_mid}.delta or default.safetensors, where reading looks for it")
-    if out.resolve() in _files_read(weights_beside(out, base_mid)):
+    if out.resolve() in _files_read(base_file):
         raise WeightsError(f"{out} is where the base model {base_mid} is read from: writing the delta there would "
                            f"destroy its base; choose another name ({mid}.delta)")
     check_new_file(out, overwrite)
-    old = _model_id_of(out) if out.is_file() else None  # None too for a file that is no weight file
+    old = _stated(out)[0] if out.is_file() else None  # None too for a file that is no weight file
     if old:
         leaning = [p.name for p in sorted(out.parent.glob("*.delta")) if p.resolve() != out.resolve()
-                   and old != mid and _delta_base(p) == old]
+                   and old != mid and _stated(p)[1] == old]
         if leaning:
             raise WeightsError(f"{out} holds model {old}, the base of {', '.join(leaning)} beside it: replacing it "
                                f"would leave them without their base; choose another name")
@@ -336,25 +337,18 @@ def write_delta(source, base, out, overwrite: bool = False) -> tuple[str, int]:
     return mid, len(data)
 
 
-def _delta_base(path: Path) -> str | None:
-    """The base model id of a delta file (None: not a readable delta file)."""
-    try:
-        blob = xz_file_bytes(path)
-        return _delta_header(path, blob)[1] if blob is not None else None
-    except (WeightsError, OSError, ValueError, lzma.LZMAError):
-        return None
-
-
-def _model_id_of(path: Path) -> str | None:
-    """The model id a weight or delta file says it holds, from its header alone (None: not one)."""
+def _stated(path: Path) -> tuple[str | None, str | None]:
+    """(the model id, the base model id of a delta) that a weight or delta file's header says,
+    without rebuilding it (None for what it does not say, or for a file that is neither)."""
     try:
         blob = xz_file_bytes(path)
         if blob is not None:
-            return _delta_header(path, blob)[0].get("model_id")
+            metadata, base, _ = _delta_header(path, blob)
+            return metadata.get("model_id"), base
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("model_id")
+            return (f.metadata() or {}).get("model_id"), None
     except (WeightsError, SafetensorError, OSError, ValueError, lzma.LZMAError):
-        return None
+        return None, None
 
 
 def _files_read(path: Path | None) -> list[Path]:
@@ -362,7 +356,7 @@ def _files_read(path: Path | None) -> list[Path]:
     files = []
     while path is not None and path.resolve() not in files and len(files) <= MAX_DELTA_CHAIN:
         files.append(path.resolve())
-        base = _delta_base(path)
+        base = _stated(path)[1]
         path = weights_beside(path, base) if base else None
     return files
 
