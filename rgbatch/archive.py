@@ -47,7 +47,7 @@ from .ratecontrol import Target, check_measured
 from .row import OK, Row, hash_keys, schema_of, unheld_blob
 from .weights import where_model_is
 
-IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "iterations",
+IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "coder", "iterations",
                 "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr", "shared_blob"]
 # re-measured vs recorded: same weights, so only float noise (fp32 vs bf16 decoding: at most 1.2e-4 measured on
 # Kodak; an encoder's float loop vs the exact decoder: about 2e-5 in fp32)
@@ -234,7 +234,7 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
     count = dict.fromkeys(("images", "ok", "source_bytes", "alpha_bytes", "pixels", "shallower", "not_reached",
                            "unmeasured", "partial_last_chunk", "unknown"), 0)
     stored, at_depth, at_msssim, by_depth, copies = _Sums(), _Sums(), _Sums(), {}, _Copies()
-    models, scales, reading, failed, damaged, worst_rows = set(), {}, {}, [], [], []
+    models, scales, coders, reading, failed, damaged, worst_rows = set(), {}, {}, {}, [], [], []
     spill = _Spill(schema_of(IMAGE_FIELDS)) if images else None
     for chunk in man.chunks(REPORT_COLUMNS):
         chunk = _with_coding(man, chunk)
@@ -266,6 +266,8 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         coding = coding_summary(ok)
         for scale, n in coding["scale"].items():
             scales[scale] = scales.get(scale, 0) + n
+        for coder, n in coding["coder"].items():
+            coders[coder] = coders.get(coder, 0) + n
         count["partial_last_chunk"] += coding["partial_last_chunk"]
         count["unknown"] += coding["unknown"]
         for loss, n in reading_summary(ok).items():
@@ -294,7 +296,8 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
         "model_ids": sorted(models), "source_bytes": count["source_bytes"], "pixels": count["pixels"],
         "stored": stored, "blob_bytes": blob_bytes, "alpha_bytes": count["alpha_bytes"],
         "compression_ratio": count["source_bytes"] / (blob_bytes + count["alpha_bytes"]) if stored["bytes"] else None,
-        "coding": {"scale": dict(sorted(scales.items(), key=lambda item: -float(item[0]))),
+        "coding": {"coder": dict(sorted(coders.items(), key=lambda item: (-item[1], item[0]))),
+                   "scale": dict(sorted(scales.items(), key=lambda item: -float(item[0]))),
                    "partial_last_chunk": count["partial_last_chunk"], "unknown": count["unknown"]},
         "reading": {loss: reading[loss] for loss in READING_WORDS if reading.get(loss)},
         "copies": copies.result(),
@@ -406,10 +409,13 @@ def _with_coding(man: Archive, table: pa.Table) -> pa.Table:
 
 
 def coding_summary(ok: pa.Table) -> dict:
-    """How the ok rows were coded: images per scale ("1", "0.75", "0.5"), those whose last chunk
-    is partial, and those whose blob said neither (unreadable header)."""
+    """How the ok rows were coded: images per entropy coder (its name; "?" where a row says none),
+    per scale ("1", "0.75", "0.5"), those whose last chunk is partial, and those whose blob said
+    neither (unreadable header)."""
     scales = [s for s in ok["scale"].to_pylist() if s is not None]
-    return {"scale": {f"{s:g}": scales.count(s) for s in sorted(set(scales), reverse=True)},
+    coders = [c or "?" for c in ok["coder"].to_pylist()]
+    return {"coder": {c: coders.count(c) for c in sorted(set(coders))},
+            "scale": {f"{s:g}": scales.count(s) for s in sorted(set(scales), reverse=True)},
             "partial_last_chunk": sum(1 for k in ok["last_steps"].to_pylist() if k),
             "unknown": ok.num_rows - len(scales)}
 
@@ -465,9 +471,12 @@ def bytes_text(summary: dict) -> str:
 
 def coding_text(coding: dict) -> str:
     """A report's `coding` summary in words."""
-    scales, partial = coding["scale"], coding["partial_last_chunk"]
+    scales, partial, coders = coding["scale"], coding["partial_last_chunk"], coding.get("coder", {})
     smaller = {s: n for s, n in scales.items() if s != "1"}
-    words = [f"{sum(smaller.values())} of {sum(scales.values())} coded smaller (scale "
+    # several coders in one archive (`compress --coder` changed between runs): its figures mix them
+    words = [f"coder {next(iter(coders))}" if len(coders) == 1 else
+             "coders " + ", ".join(f"{c}: {n}" for c, n in coders.items())] if coders else []
+    words += [f"{sum(smaller.values())} of {sum(scales.values())} coded smaller (scale "
              + ", ".join(f"{s}: {n}" for s, n in smaller.items()) + ")" if smaller else "all at scale 1",
              f"{partial} with a partial last chunk" if partial else "whole iterations"]
     if coding["unknown"]:
@@ -684,7 +693,11 @@ def png_names(paths: list[str]) -> dict[str, str]:
 
 def select_globs(select: str | list[str] | None) -> tuple[str, ...]:
     """`select` (restore's, the HTML report's) as globs: none (every path), one, or several."""
-    return () if select is None else (select,) if isinstance(select, str) else tuple(select)
+    globs = () if select is None else (select,) if isinstance(select, str) else tuple(select) \
+        if isinstance(select, (list, tuple)) else None
+    if globs is None or not all(isinstance(g, str) for g in globs):  # a TypeError or a glob per character until session 61
+        raise OptionError("select", f"must be a glob or a list of globs, not {select!r}")
+    return globs
 
 
 def selects(path: str, globs: tuple[str, ...]) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
-import re
 import signal
 import sys
 import threading
@@ -22,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from . import signalwatch
-from .options import OptionError, check_range
+from .options import OptionError, check_range, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   help="Compress whole image archives with the Residual-GRU learned codec.")
@@ -58,13 +57,18 @@ FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "targ
          "archive": "--out", "iterations": "--depth"}  # compress's archive (the other commands take theirs as an argument)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+def stdout_kept():
+    """Around a command's library call: what prints to stdout meanwhile goes to stderr, so that
+    stdout holds the command's own output alone (`--json`). Ray's driver prints the errors its
+    cluster reports there ("Task X failed. There are infinite retries remaining", session 41),
+    whatever `log_to_driver` says. Here, not in the library: until session 61 `ray_session` did
+    it, and a program calling `compress` had every thread's output sent to stderr meanwhile."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
-def shown(name) -> str:
-    """A file name or path as a terminal line can show it: control characters (a newline, an
-    escape sequence) as Python escapes (`\\n`, `\\x1b`), everything else as it is."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(name))
+def _note(text: str):
+    """A line the library logs (it may name files: `shown`), on stderr."""
+    err.print(shown(text), highlight=False)
 
 
 def _red(word: str, rest: str = "") -> Text:
@@ -92,18 +96,18 @@ def user_errors(failures: tuple = ()):
             if _interrupting(e):  # an error raised while unwinding from Ctrl-C is the Ctrl-C
                 err.print(_red("interrupted"))
                 raise typer.Exit(130) from None
-            if isinstance(e, BrokenPipeError):  # the reader of our output stopped: `main`
-                raise
+            if isinstance(e, BrokenPipeError):  # the reader of our output stopped (`--html /dev/stdout | head`)
+                out.on_broken_pipe()
             if isinstance(e, failures):
-                err.print(_red("error:", f" {e or type(e).__name__}"), highlight=False, soft_wrap=True)
+                err.print(_red("error:", f" {shown(e or type(e).__name__)}"), highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
             if isinstance(e, OptionError):  # named in the library's terms: say the flags
-                err.print(_red("error:", f" {e.worded(flag)}"), highlight=False, soft_wrap=True)
+                err.print(_red("error:", f" {shown(e.worded(flag))}"), highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
             if isinstance(e, USER_ERRORS):
                 from .objectstore import worded
 
-                err.print(_red("error:", f" {worded(e)}"), highlight=False, soft_wrap=True)  # one line
+                err.print(_red("error:", f" {shown(worded(e))}"), highlight=False, soft_wrap=True)  # one line
                 raise typer.Exit(2) from None
             raise
 
@@ -466,10 +470,10 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     if not failures:
         return
     table = Table(title=f"{title} ({len(failures)})", title_justify="left")
-    table.add_column("path")
+    table.add_column("path", overflow="fold")
     table.add_column("reason", overflow="fold")
     for path, reason in failures[:limit]:
-        table.add_row("(no path)" if path is None else shown(path), reason)
+        table.add_row("(no path)" if path is None else shown(path), shown(reason))
     if len(failures) > limit:
         table.add_row(f"... {len(failures) - limit} more", "")
     out.print(table)
@@ -596,11 +600,11 @@ def compress(
             metadata=metadata, rehash=rehash, read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout,
             replace_others=replace_others)
         if dry_run:
-            _print_plan(plan(sources, archive, options, log=lambda text: err.print(text, highlight=False)), as_json)
+            _print_plan(plan(sources, archive, options, log=_note), as_json)
             return
-        with _image_progress("compress", megapixels=True) as progress:
+        with _image_progress("compress", megapixels=True) as progress, stdout_kept():
             result = run_compress(sources, archive, options, progress=progress,
-                                  log=lambda text: err.print(text, highlight=False))
+                                  log=_note)
     if as_json:
         from dataclasses import asdict
 
@@ -617,7 +621,7 @@ def compress(
                             ("archive bytes", f"{result.archive_bytes:,}" + (f" (+{result.alpha_bytes:,} in alpha channels)"
                                                                           if result.alpha_bytes else "")),
                             ("ratio", f"{result.compression_ratio:.1f}x" if result.compression_ratio else "-"),
-                            ("bpp", f"{8 * result.archive_bytes / result.pixels:.3f}" if result.pixels else "-"),
+                            ("bpp", f"{result.bpp:.3f}" if result.bpp else "-"),
                             ("time", f"{result.seconds:.1f} s"),
                             ("speed", f"{result.megapixels_per_second:.3g} MP/s on {result.workers} {result.device} "
                                       f"encoder(s)"),
@@ -697,7 +701,7 @@ def report(
         with archive_errors():
             page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights,
                                      overwrite=overwrite)
-        _beside(page["out"]).print(f"wrote {page['out']}: {page['summary']['images']} image(s), "
+        _beside(page["out"]).print(f"wrote {shown(page['out'])}: {page['summary']['images']} image(s), "
                                    f"{len(page['shown'])} shown", highlight=False)
         return
     with archive_errors():
@@ -728,7 +732,7 @@ def report(
     costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} image(s) share another's)" if shared else ""),
                   title_justify="left")
     for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):
-        costs.add_column(column, justify="right")
+        costs.add_column(column, justify="right", overflow="fold")  # a narrow terminal folds figures, never cuts them
     for row in s["by_depth"]:
         costs.add_row(str(row["depth"]), str(row["images"]), f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
                       fmt(row["mean_msssim"], ".4f"), fmt(row["mean_psnr"], ".2f"))
@@ -740,14 +744,15 @@ def report(
     out.print(costs)
     if "at_depth" in s and s["at_depth"]["shallower"]:
         out.print(f"{s['at_depth']['shallower']} image(s) are stored shallower than depth {depth}: counted at their depth")
-    if "at_msssim" in s:
-        out.print(f"{s['at_msssim']['not_reached']} image(s) do not reach MS-SSIM {min_msssim} at their stored depth")
+    if "at_msssim" in s and s["ok"]:
+        streams = "stream(s)" if shared else "image(s)"  # the costs' count: each stream once
+        out.print(f"{s['at_msssim']['not_reached']} {streams} do not reach MS-SSIM {min_msssim} at their stored depth")
         if s["at_msssim"]["unmeasured"]:
             out.print(f"{s['at_msssim']['unmeasured']} image(s) have no MS-SSIM recorded (--no-measure): not counted")
     if s["worst"]:
         table = Table(title="worst images (MS-SSIM as stored)", title_justify="left")
         for column in ("path", "MS-SSIM", "bpp", "depth"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # a long path whole, as two sharing a prefix differ
         for row in s["worst"]:
             table.add_row(shown(row["path"]), fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"),
                           depth_text(row["iterations"], row["last_steps"], row["scale"]))
@@ -755,7 +760,7 @@ def report(
     if "folders" in s:
         table = Table(title=f"by folder, {folders} level(s) deep, largest first", title_justify="left")
         for column in ("folder", "images", "source bytes", "stored bytes", "bpp", "mean MS-SSIM"):
-            table.add_column(column, justify="left" if column == "folder" else "right")
+            table.add_column(column, justify="left" if column == "folder" else "right", overflow="fold")
         for row in s["folders"][:FOLDERS_SHOWN]:
             table.add_row(shown(row["folder"]) if row["folder"] else "(top level)", f"{row['images']:,}",
                           f"{row['source_bytes']:,}", f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
@@ -791,7 +796,7 @@ def restore(
     from .archive import restore as run_restore
 
     with archive_errors(kept="the images written so far are whole"):
-        with _image_progress("restore") as progress:
+        with _image_progress("restore") as progress, stdout_kept():
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
                                  decoding=decoding, overwrite=overwrite, progress=progress,
@@ -930,7 +935,7 @@ def verify(
     from .storage import READ_TIMEOUT
 
     with archive_errors():
-        with _image_progress("verify") as progress:
+        with _image_progress("verify") as progress, stdout_kept():
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, decoding=decoding, progress=progress,
                                 max_pixels=pixel_limit(max_pixels), workers=workers, address=address, quick=quick,
@@ -943,7 +948,7 @@ def verify(
         out.print(f"{result.checked} blob(s) checked, {result.decoded} decoded, "
                   f"{len(result.remeasured)} MS-SSIM value(s) re-measured against their sources")
         for path, why in result.unmeasured:
-            out.print(f"  not re-measured: {shown(path)}: {why}")
+            out.print(f"  not re-measured: {shown(path)}: {shown(why)}")
         _print_failures("problems", result.problems)
         _print_failures("could not check (a source unreachable, a worker lost)", result.unreachable)
         if not result.problems and not result.unreachable:
@@ -1034,7 +1039,7 @@ def bench_command(
                 summary = bench(source, out_dir or Path(name), manifest or Path("manifests", name, "bench.parquet"),
                                 weights=weights, iterations=iterations, limit=limit, speed_images=speed_images,
                                 device=device, precision=precision, decoding=decoding, search_steps=search_steps,
-                                classical_cache=None if no_cache else classical_cache, log=err.print,
+                                classical_cache=None if no_cache else classical_cache, log=_note,
                                 classical_sweeps=classical_sweeps(classical_names), progress=progress,
                                 overwrite=overwrite).summary
     if as_json:
@@ -1085,8 +1090,8 @@ def fit_entropy_command(
         # the weights read may be replaced (the documented refit in place); any other file only when asked
         check_new_file(out_path, overwrite or out_path.resolve() == Path(weights).resolve())
         mid = fit_entropy(weights, [str(d) for d in data], out_path, images=images, crop=crop, context_bits=context_bits,
-                          device=device, seed=seed, cache=cache, log=lambda m: err.print(m, highlight=False))
-    out.print(f"wrote {out_path} (model id {mid})")
+                          device=device, seed=seed, cache=cache, log=_note)
+    out.print(f"wrote {shown(out_path)} (model id {mid})")
 
 
 @app.command("fit-refiner")
@@ -1121,12 +1126,12 @@ def fit_refiner_command(
         with _stopping(stop, err, "stopping after the batch of crops or the step under way, what it made kept "
                                   "(again: at once, losing what was made since)") as signals:
             mid = fit_refiner(weights, [str(d) for d in data], out_path, state, steps=steps, time_limit=time_limit,
-                              log=lambda m: err.print(m, highlight=False), stop=stop, overwrite=overwrite)
+                              log=_note, stop=stop, overwrite=overwrite)
         if signals:
             made = f"{state}, and its pairs beside it" if state.is_file() else f"the pairs made, beside {state}"
             _exit_stopped(signals[0], f"what it made is kept ({made}), {out_path} not written; the same command "
                                       f"goes on from it")
-    out.print(f"wrote {out_path} (model id {mid})")
+    out.print(f"wrote {shown(out_path)} (model id {mid})")
 
 
 @app.command("pack")
@@ -1150,7 +1155,7 @@ def pack_training_set(
         shape = pack_crops(data_dir, out_path, crop, per_image, jpeg_quality=jpeg_quality, max_mib=max_mib,
                            overwrite=overwrite)
     size = sum(p.stat().st_size for p in out_path.rglob("*")) if out_path.is_dir() else out_path.stat().st_size
-    out.print(f"wrote {out_path}: {shape[0]} crops of {shape[1]}x{shape[2]}, {size / 2**20:.1f} MiB")
+    out.print(f"wrote {shown(out_path)}: {shape[0]} crops of {shape[1]}x{shape[2]}, {size / 2**20:.1f} MiB")
 
 
 @app.command("export")
@@ -1178,8 +1183,8 @@ def export_checkpoint(
         # its tables alone: a refiner was copied with them until session 60
         extra = {k: v for k, v in load_weights(tables_from)[2].items() if not k.startswith(PREFIX)} if tables_from else None
         mid = export_weights(checkpoint, out_path, extra=extra, average=average,
-                             log=lambda m: err.print(m, highlight=False))  # the file was read once, not again
-    out.print(f"wrote {out_path} (model id {mid})")
+                             log=_note)  # the file was read once, not again
+    out.print(f"wrote {shown(out_path)} (model id {mid})")
 
 
 @app.command("widen")
@@ -1199,7 +1204,7 @@ def widen_checkpoint(
 
     with user_errors():
         state = widen_state(checkpoint, out_path, width, noise=noise, seed=seed, spread=spread)
-    out.print(f"wrote {out_path}: width {width:g} at step {state['step']}; Adam starts again "
+    out.print(f"wrote {shown(out_path)}: width {width:g} at step {state['step']}; Adam starts again "
               f"(resume with --width {width:g})", highlight=False)
 
 
@@ -1219,7 +1224,7 @@ def slim_checkpoint_command(
 
     with user_errors():
         slim_checkpoint(checkpoint, out_path, half, base)
-    out.print(f"wrote {out_path} ({out_path.stat().st_size / 2**20:.1f} MiB)", highlight=False)
+    out.print(f"wrote {shown(out_path)} ({out_path.stat().st_size / 2**20:.1f} MiB)", highlight=False)
 
 
 @app.command("delta")
@@ -1236,7 +1241,7 @@ def delta_command(
 
     with user_errors():
         mid, size = write_delta(weights, base, out_path, overwrite)
-    out.print(f"wrote {out_path} (model {mid}, {size / 2**20:.1f} MiB)", highlight=False)
+    out.print(f"wrote {shown(out_path)} (model {mid}, {size / 2**20:.1f} MiB)", highlight=False)
 
 
 def main():

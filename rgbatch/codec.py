@@ -172,6 +172,8 @@ def check_images(images) -> list[np.ndarray]:
     coded as near black without a word (and measured against itself: MS-SSIM 0.99), a uint16 one
     as noise, a grey one failed in torch; until session 58 an empty one failed in torch, and a
     generator of images was used up by this check, nothing left to encode."""
+    if isinstance(images, np.ndarray):  # one image, whose rows a list would take for images
+        raise OptionError("images", "is one array: give a list of images (encode_many([image]), or encode(image))")
     images = list(images)
     for i, image in enumerate(images):
         array = isinstance(image, np.ndarray)
@@ -572,9 +574,14 @@ class Codec:
         A stream that cannot be decoded, or that declares more than `max_pixels` pixels (or
         another bound of docs/FORMAT.md, "Limits"), raises BitstreamError and nothing else."""
         check_max_pixels(max_pixels)
-        depths = iterations if isinstance(iterations, list) else [iterations] * len(blobs)
+        if isinstance(blobs, (bytes, bytearray, memoryview)):  # one stream, whose bytes a list would take for streams
+            raise OptionError("blobs", "is one stream: give a list of streams (decode_many([blob]), or decode(blob))")
+        blobs = list(blobs)
+        depths = list(iterations) if isinstance(iterations, (list, tuple)) else [iterations] * len(blobs)
         if len(depths) != len(blobs):  # zip dropped the blobs beyond the depths until session 58
             raise OptionError("iterations", f"lists {len(depths)} depth(s) for {len(blobs)} blob(s): give one each")
+        for depth in depths:  # a depth over a stream's own is the stream's to refuse (BitstreamError)
+            check_count("iterations", depth, 1)  # "1", 1.0, 0: TypeErrors and a BitstreamError until session 61
         return self.decode_codes([self.read_codes(b, k, max_pixels) for b, k in zip(blobs, depths)])
 
     def decode_codes(self, codes: list[Codes]) -> list[np.ndarray]:

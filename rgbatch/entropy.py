@@ -28,6 +28,7 @@ import numpy as np
 import constriction
 
 from . import adapt, mix
+from .options import OptionError
 from .context import (CONTEXT_PROBABILITIES, MAX_LOOKBACK, PROBABILITY_BITS, Canvas, ContextModel,
                       ContextModelError, context_index, reads_step)
 
@@ -460,6 +461,8 @@ def get_coder(key, extra=None):
     try:
         cls = CODERS[key]
     except KeyError:
-        known = sorted(k for k in CODERS if isinstance(k, str))
-        raise EntropyError(f"unknown entropy coder {key!r} (this rgbatch knows {known + ['auto']})") from None
+        known = sorted(k for k in CODERS if isinstance(k, str)) + ["auto"]
+        if isinstance(key, str):  # the caller's `coder`, named as a parameter (until session 61 as a stream's id)
+            raise OptionError("coder", f"must be one of {', '.join(known)}, not {key!r}") from None
+        raise EntropyError(f"unknown entropy coder {key!r} (this rgbatch knows {known})") from None
     return cls(extra)

@@ -29,7 +29,7 @@ from .imageio import encode_png
 from .manifest import Archive
 from .row import Row
 from .metrics import msssim
-from .options import check_count
+from .options import check_count, shown
 from .weights import where_model_is
 
 CROP = 512  # shown pixels per side at most (a centre crop of larger images)
@@ -69,12 +69,12 @@ def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
         source = None if source is None else source.pixels
     except SourceUnreachable as e:
         source, note = None, str(e)
-    shown = ShownImage(row.path, row.width, row.height,
-                       encode_png(centre_crop(source, crop)) if source is not None else None, note)
+    page = ShownImage(row.path, row.width, row.height,
+                      encode_png(centre_crop(source, crop)) if source is not None else None, note)
     codec = codec.for_model(row.model_id)  # an earlier shipped model's rows: its packaged weights
     if row.model_id != codec.model_id:
-        shown.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: {where_model_is(row.model_id, not codec.shipped)}"
-        return shown
+        page.note = f"coded by model {row.model_id}, not the loaded {codec.model_id}: {where_model_is(row.model_id, not codec.shipped)}"
+        return page
     depths = shown_depths(row.iterations)
     for depth, image in zip(depths, codec.decode_many([row.blob] * len(depths), depths)):
         quality = row.msssim[depth - 1] if row.msssim else None
@@ -82,9 +82,9 @@ def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
             quality = msssim(source, image)
         # the stored depth as the tables say it: a partial last chunk's steps, a scale (`depth_text`)
         label = depth_text(depth, row.last_steps, row.scale) if depth == row.iterations else str(depth)
-        shown.depths.append({"depth": depth, "label": label, "bytes": row.bytes[depth - 1], "bpp": row.bpp[depth - 1],
+        page.depths.append({"depth": depth, "label": label, "bytes": row.bytes[depth - 1], "bpp": row.bpp[depth - 1],
                              "msssim": quality, "png": encode_png(centre_crop(image, crop))})
-    return shown
+    return page
 
 
 def curve_png(by_depth: list[dict]) -> bytes:
@@ -133,7 +133,7 @@ def _fmt(value, spec: str) -> str:
 
 def _table(header: list[str] | None, rows: list[list], table_id: str) -> str:
     head = "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(shown(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table id="{table_id}">{head}<tbody>{body}</tbody></table>'
 
 
@@ -142,21 +142,21 @@ def _figure(png: bytes, caption: str, alt: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _image_section(shown: ShownImage, crop: int) -> str:
-    cropped = f" (centre {crop}x{crop} crop, native pixels)" if max(shown.width, shown.height) > crop else ""
-    parts = [f'<section class="image"><h3>{html.escape(shown.path)}</h3>'
-             f"<p>{shown.width}x{shown.height}{html.escape(cropped)}</p>"]
-    if shown.note:
-        parts.append(f'<p class="note">{html.escape(shown.note)}</p>')
-    if shown.original is not None:
-        parts.append(_figure(shown.original, "original", f"{shown.path} original"))
-    for d in shown.depths:
+def _image_section(image: ShownImage, crop: int) -> str:
+    cropped = f" (centre {crop}x{crop} crop, native pixels)" if max(image.width, image.height) > crop else ""
+    parts = [f'<section class="image"><h3>{html.escape(shown(image.path))}</h3>'
+             f"<p>{image.width}x{image.height}{html.escape(cropped)}</p>"]
+    if image.note:
+        parts.append(f'<p class="note">{html.escape(image.note)}</p>')
+    if image.original is not None:
+        parts.append(_figure(image.original, "original", f"{shown(image.path)} original"))
+    for d in image.depths:
         caption = f"depth {d['label']}: {d['bytes']:,} bytes, {d['bpp']:.3f} bpp, MS-SSIM {_fmt(d['msssim'], '.4f')}"
-        parts.append(_figure(d["png"], caption, f"{shown.path} at depth {d['depth']}"))
+        parts.append(_figure(d["png"], caption, f"{shown(image.path)} at depth {d['depth']}"))
     return "".join(parts) + "</section>"
 
 
-def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
+def render(summary: dict, images: list[ShownImage], crop: int = CROP) -> str:
     """The page of a report summary (`rgbatch.archive.report(...)["summary"]`) and shown images."""
     s = summary
     facts = [["images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"],
@@ -187,7 +187,7 @@ def render(summary: dict, shown: list[ShownImage], crop: int = CROP) -> str:
     if failures:
         body += ["<h2>Failed images</h2>", _table(["path", "reason"], failures, "failures")]
     body.append("<h2>Images side by side</h2>")
-    body += [_image_section(image, crop) for image in shown] or ["<p>no image chosen</p>"]
+    body += [_image_section(image, crop) for image in images] or ["<p>no image chosen</p>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>rgbatch archive {html.escape(s['archive'])}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")
@@ -215,13 +215,13 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | list[str] |
         paths = paths[:show]
     else:
         paths = worst_paths[:show]
-    shown = []
+    images = []
     if paths:
         codec = Codec.load(weights, device=device, precision=precision)
         rows = {r.path: r for r in man.rows(set(paths))}
         paths = [p for p in paths if p in rows]  # a part damaged inside gives none of its rows (`Archive.missed`)
-        shown = [show_image(rows[p], codec, crop) for p in paths]
-    storage.write_output(fs, path, render(summary, shown, crop).encode(), overwrite)
+        images = [show_image(rows[p], codec, crop) for p in paths]
+    storage.write_output(fs, path, render(summary, images, crop).encode(), overwrite)
     return {"out": storage.uri(fs, path, str(out)), "summary": summary, "shown": paths}
 
 

@@ -3,12 +3,27 @@
 Each parameter is checked once, where it enters (a `Codec`, a `Target`, `CompressOptions`,
 an archive command), by one of these functions. An `OptionError` names the parameter as the
 Python API spells it ("tile_size", "target.msssim"); a front end maps that name to its own
-(the CLI: its flags) with `worded`.
+(the CLI: its flags) with `worded`. `shown` is how any front end shows a name it did not choose.
 """
 
 from __future__ import annotations
 
 import numbers
+import re
+
+
+# what a line of text must not carry as it is: control characters (a newline, an escape sequence)
+# and the invisible format characters that reorder or hide text (bidi overrides, zero-width)
+_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                      "\u2066-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def shown(name) -> str:
+    """A file name, a path or a reason naming one, as a line of a terminal or a page can show
+    it: control and invisible format characters as Python escapes (`\\n`, `\\x1b`, `\\u202e`:
+    until session 61 a right-to-left override in a name reversed what a report showed after it),
+    everything else as it is."""
+    return _UNSHOWN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(name))
 
 
 class OptionError(ValueError):

@@ -28,6 +28,7 @@ Each call still returns its own rows, those of the calls run one after the other
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -56,7 +58,8 @@ from .manifest import TIMES_FOLD, Archive, check_writable
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row, hash_keys
-from .sources import (GLOB_CHARS, Source, archive_name, as_archived, expand_sources, read_source, source_row,
+from .sources import (GLOB_CHARS, NOT_UTF8, Source, archive_name, as_archived, expand_sources, name_clashes, read_source,
+                      source_row,
                       unchanged)
 from .storage import READ_TIMEOUT, file_stat, is_local, kind, resolve
 from .tiling import check_tile_size, tile_grid, tile_size_for
@@ -170,6 +173,7 @@ class CompressResult:
     pixels: int = 0  # of the ok images of this run
     copied_pixels: int = 0  # of those, the copied ones' (not encoded)
     shared: int = 0  # of the ok: rows whose blob another row holds (`PartWriter`: not stored again)
+    stored_pixels: int = 0  # of the ok: the pixels of the rows that stored their blob (`bpp`)
     source_bytes: int = 0
     archive_bytes: int = 0  # the blobs this run stored (none for a row sharing another's)
     alpha_bytes: int = 0  # the alpha channels its rows stored beside them (docs/ARCHIVE.md, alpha)
@@ -187,6 +191,12 @@ class CompressResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+    @property
+    def bpp(self) -> float | None:
+        """Of the streams this run stored, each once: `report`'s bpp as stored (until session 61
+        the pixels of rows sharing a stream counted too); None where it stored none."""
+        return 8 * self.archive_bytes / self.stored_pixels if self.stored_pixels else None
 
     @property
     def compression_ratio(self) -> float | None:
@@ -230,8 +240,7 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     (`sources.as_archived`), without reading, encoding or writing anything (a missing archive is
     not made). The options are checked as `compress` checks them, weights included. `log(text)`
     gets a note as each stage starts (a million sources take about half a minute)."""
-    options = options or CompressOptions()
-    options.check()
+    options = _options(options)
     root, found = _expand(sources, archive)
     resolve_options(options)
     archive = Archive(archive or default_archive(root), create=True)  # a missing one holds nothing, and stays so
@@ -265,6 +274,15 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     result.not_listed = int(unlisted.sum())
     result.examples["not_listed"] = done["path"].filter(unlisted)[:PLAN_EXAMPLES].to_pylist()
     return result
+
+
+def _options(options: CompressOptions | None) -> CompressOptions:
+    """`options` (None: the defaults), checked."""
+    options = CompressOptions() if options is None else options
+    if not isinstance(options, CompressOptions):  # a dict of them failed as an AttributeError until session 61
+        raise OptionError("options", f"is a {type(options).__name__}: give CompressOptions(...)")
+    options.check()
+    return options
 
 
 def _archived_at(found: list[Source], done: pa.Table) -> list[int]:
@@ -347,26 +365,42 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     """Use the Ray already initialised in this process, the cluster at `address` / RAY_ADDRESS,
     or start a local one for the duration of the block (quietly: no dashboard, no worker logs).
 
-    Ray's driver prints the errors its cluster reports (a task to be retried, an actor lost) to
-    sys.stdout whatever `log_to_driver` says; within the block they go to stderr, so that a
-    command's stdout holds its own output alone (`--json`)."""
-    with contextlib.redirect_stdout(sys.stderr):
-        with _ray_session(address, num_cpus) as ray:
-            yield ray
-
-
-@contextlib.contextmanager
-def _ray_session(address: str | None, num_cpus: int | None):
+    A Ray this module starts or connects to is one call's at a time: a call on another thread
+    waits for it to end, then starts its own (until session 61 it borrowed the first call's Ray,
+    which the first then shut down under it). Ray's driver prints the errors its cluster reports
+    (a task to be retried, an actor lost) to sys.stdout; the CLI sends them to stderr
+    (`cli.stdout_kept`), a library caller's stdout is left as it is."""
     # a KeyboardInterrupt raised into Ray's extension module as it loads was printed there and
     # swallowed, the command going on (benchmarks/fuzz_kill.py, session 55): the signals wait
     hooks = _process_hooks()  # before Ray's import, which sets its excepthook
     with _signals_held():
         import ray
 
-    if ray.is_initialized():
+    me = threading.current_thread()
+    with _OWN.state:  # whose Ray is running, read together with whether one is
+        borrowed = ray.is_initialized() and _OWN.thread in (None, me)  # the caller's, or this thread's own
+    if borrowed:
         with _session(owned=False):
             yield ray
         return
+    with _OWN.turn:  # another thread's Ray of its own: wait for it to end
+        with _OWN.state:
+            _OWN.thread = me
+        try:
+            with _own_ray(ray, address, num_cpus, hooks):
+                yield ray
+        finally:
+            with _OWN.state:
+                _OWN.thread = None
+
+
+# the Ray this module started or connected to (`ray_session`): `turn` held while it runs, `thread` its
+# call's thread (None: none), read and set under `state`
+_OWN = SimpleNamespace(turn=threading.Lock(), state=threading.Lock(), thread=None)
+
+
+@contextlib.contextmanager
+def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
     watchdog = None
@@ -443,19 +477,32 @@ def end_actors(ray, actors):
 
 
 def _process_hooks() -> dict:
-    """The process-wide hooks Ray replaces for its driver and leaves replaced after `shutdown`:
+    """The process-wide settings Ray's driver changes and leaves changed after `shutdown`:
     SIGTERM's handler and `sys.excepthook` (a program calling `compress` found them Ray's after
-    it returned, until session 58)."""
-    hooks = {"excepthook": sys.excepthook}
+    it returned, until session 58); its environment variables (`RAY_*`, and PYTHONBREAKPOINT, with
+    which a caller's `breakpoint()` went to Ray's debugger), faulthandler and the warnings
+    filters (until session 61)."""
+    hooks = {"excepthook": sys.excepthook, "environ": {k: os.environ.get(k) for k in os.environ if _rays(k)},
+             "faulthandler": faulthandler.is_enabled(), "warnings": list(warnings.filters)}
     if threading.current_thread() is threading.main_thread():
         hooks["sigterm"] = signal.getsignal(signal.SIGTERM)
     return hooks
+
+
+def _rays(variable: str) -> bool:
+    return variable.startswith("RAY_") or variable == "PYTHONBREAKPOINT"
 
 
 def _restore_hooks(hooks: dict):
     sys.excepthook = hooks["excepthook"]
     if "sigterm" in hooks and hooks["sigterm"] is not None:
         signal.signal(signal.SIGTERM, hooks["sigterm"])
+    for variable in [k for k in os.environ if _rays(k) and k not in hooks["environ"]]:
+        del os.environ[variable]
+    os.environ.update(hooks["environ"])
+    if not hooks["faulthandler"]:
+        faulthandler.disable()
+    warnings.filters[:] = hooks["warnings"]
 
 
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # held while Ray starts (`_signals_held`)
@@ -663,8 +710,7 @@ def compress(sources: list[str], archive: str | None = None, options: CompressOp
     being encoded, about once a second: `pixels` counts the tiles already encoded of those
     images too, `tiles` is (done, all) of their tiles. `log(text)` gets notes.
     """
-    options = options or CompressOptions()
-    options.check()
+    options = _options(options)
     root, found = _expand(sources, archive)
     archive = archive or default_archive(root)
     options, weights, model_id, shaping = resolve_options(options)
@@ -747,6 +793,9 @@ class _Run:
         self.check_task = ray.remote(unchanged).options(num_cpus=0)
         # sources archived before are checked `check_size` to a task; those that changed are read.
         # Each goes with its row's index in `done` (-1: not archived)
+        # names shown alike (`name_clashes`): failed by `run` without a row
+        self.clashing = name_clashes(found)
+        found = [s for s in found if s not in self.clashing] if self.clashing else found
         at = _archived_at(found, done)
         self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)
         self.pending = deque((s, i) for s, i in zip(found, at) if i < 0)  # sources to read, and their index
@@ -776,7 +825,8 @@ class _Run:
         self.alike = None  # `_alike_keys(done)`, once a source is new
         self.times = []  # (path, sha256, size, time) of archived sources unchanged but touched: `write_times`
         self.same_bytes: dict[bytes, list[tuple[Row, Source]]] = {}  # (read row, source) of each copy
-        self.total = len(found)
+        self.total = len(found) + len(self.clashing)
+        self.unwritten = 0  # sources failed without a row (`clashing`)
         self.polls = {}  # progress ref -> actor index: questions to busy encoders
         self.head = None  # `HeadWatch`, from `run` on
         self.working = {}  # actor index -> its last answer (EncodeWorker.progress: its running calls)
@@ -795,6 +845,10 @@ class _Run:
 
     def run(self):
         self.head = HeadWatch(self.ray, kept="what was finished is committed; a rerun goes on")
+        for source in self.clashing:
+            self.unwritten += 1
+            self.count(source_row(source).failed(f"{NOT_UTF8}; not archived, as another file's name reads the same "
+                                                 f"when so shown"))
         self.report()
         while True:
             while self.pending or self.reads or self.ready or self.calls or self.to_check or self.checks:
@@ -1047,7 +1101,10 @@ class _Run:
         if row.path in self.written:  # a retried call answered twice: keep the first
             return
         self.written.add(row.path)
-        stored = self.writer.add(row, archived=copied)  # none where the blob is another row's (a copy's)
+        self.count(row, copied, self.writer.add(row, archived=copied))  # none where the blob is another row's (a copy's)
+
+    def count(self, row: Row, copied: bool = False, stored: int = 0):
+        """Add a row written (or, failed, not written) to the run's result."""
         result = self.result
         if row.status == OK:
             result.ok += 1
@@ -1058,6 +1115,7 @@ class _Run:
             result.archive_bytes += stored
             result.alpha_bytes += len(row.alpha or b"")
             result.shared += not stored  # its blob another row's, stored once
+            result.stored_pixels += row.width * row.height if stored else 0
         else:
             result.failed += 1
             result.failures.append((row.path, row.error))
@@ -1087,7 +1145,7 @@ class _Run:
         if self.progress:
             running = {tuple(i.path for i in infos) for _, infos in self.calls.values()}
             now = [w for calls in self.working.values() for w in calls if w[0] in running]  # of calls still running
-            self.progress(len(self.written) + self.result.skipped, self.total,
+            self.progress(len(self.written) + self.unwritten + self.result.skipped, self.total,
                           self.result.pixels + sum(w[3] for w in now), (sum(w[1] for w in now), sum(w[2] for w in now)))
 
 

@@ -190,6 +190,27 @@ def _relative(path: str, root: str, object_key: bool = False) -> str:
     return posixpath.relpath(path, root)
 
 
+NOT_UTF8 = ("its name is not valid UTF-8 (shown with \\xNN escapes): an archive keeps names as UTF-8 text; "
+            "rename the file (e.g. with convmv)")
+
+
+def name_clashes(found: list[Source]) -> list[Source]:
+    """The sources whose name is not UTF-8 and whose `\\xNN` form (`utf8_name`: the path their
+    failure row takes) is another source's path, or an earlier such source's form. They fail
+    without a row, so that a path's row is always its own file's: until session 61 a file named
+    `bad\\xff.png` and one named so in bytes gave one row, whichever came back first (the image
+    lost on every run)."""
+    valid = {s.path for s in found if utf8_name(s.path) == s.path}
+    forms, clashing = set(), []
+    for source in found:
+        form = utf8_name(source.path)
+        if form != source.path:
+            if form in valid or form in forms:
+                clashing.append(source)
+            forms.add(form)
+    return clashing
+
+
 def source_row(source: Source) -> Row:
     """The start of a source's manifest row: its path and location (`storage.utf8_name`)."""
     return Row(utf8_name(source.path), utf8_name(source.location))
@@ -204,8 +225,7 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
     start = time.perf_counter()
     row = source_row(source)
     if (row.path, row.source) != (source.path, source.location):
-        return row.failed("its name is not valid UTF-8 (shown with \\xNN escapes): an archive keeps names as "
-                          "UTF-8 text; rename the file (e.g. with convmv)"), None
+        return row.failed(NOT_UTF8), None
     try:
         fs, path = resolve(source.location)
         size, mtime = stat_before_reading(fs, path, source.listed)

@@ -629,6 +629,8 @@ def write_output(fs: pafs.FileSystem, path: str, data: bytes, overwrite: bool = 
             try:
                 with open(path, "wb") as f:
                     f.write(data)
+            except BrokenPipeError:  # its reader stopped (`| head`): the CLI's quiet 141, as for stdout
+                raise
             except OSError as e:
                 raise NotWritten(f"cannot write into it: {e.strerror or e}") from None
         else:

@@ -374,7 +374,8 @@ def check_new_file(out, overwrite: bool, option: str = "--out"):
 def load_weights(path=None) -> tuple[torch.nn.Module, str, dict[str, torch.Tensor], dict]:
     """(model in eval mode with fp32 weights, model id, extra tensors, info) from a weight file."""
     architecture, config, mid, tensors, info = _read(path)
-    model = build_model(architecture, config)
+    with torch.random.fork_rng(devices=[]):  # its random start, replaced: a caller's random numbers stay theirs
+        model = build_model(architecture, config)
     own = set(model.state_dict())
     try:
         model.load_state_dict({k: v.float() for k, v in tensors.items() if k in own})

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rgbatch.archive import compact, report, restore, verify
+from rgbatch.archive import coding_text, compact, report, restore, verify
 from rgbatch.bitstream import BitstreamError
 from rgbatch.codec import Codec
 from rgbatch.files import decode_file
@@ -66,7 +66,10 @@ def test_report_restore_verify_compact_the_old_archive(default_weights, tmp_path
     assert (summary["ok"], summary["failed"], summary["at_msssim"]["unmeasured"]) == (2, 1, 1)
     assert summary["at_depth"]["bytes"] == 64 + 72
     # written before the scale and last_steps columns: read from the blobs' headers
-    assert summary["coding"] == {"scale": {"1": 2}, "partial_last_chunk": 0, "unknown": 0}
+    # its two images coded by two coders, which the report names (since session 61)
+    assert summary["coding"] == {"coder": {"context": 1, "raw": 1}, "scale": {"1": 2}, "partial_last_chunk": 0,
+                                 "unknown": 0}
+    assert coding_text(summary["coding"]).startswith("coders context: 1, raw: 1; all at scale 1")
 
     restored = restore(V1 / "archive", tmp_path / "out", iterations=2)
     assert restored.failures == [] and sorted(w["path"] for w in restored.written) == ["a.png", "sub/b.png"]

@@ -290,17 +290,25 @@ def test_names_are_shown_as_they_are_never_read_as_styles(tiny_weights, tmp_path
     (src / "x[").mkdir(parents=True)
     Image.fromarray(smooth_image(rng, 32, 32)).save(src / "x[" / "bold]y.png")  # "[/bold]": a closing style tag
     Image.fromarray(smooth_image(rng, 32, 32)).save(src / "new\nline.png")
+    Image.fromarray(smooth_image(rng, 32, 32)).save(src / "\u202egnp.exe.png")  # a right-to-left override
     (src / "[red]empty.png").write_bytes(b"")
     archive_images(src, tmp_path / "archive", tiny_weights, iterations=2)
 
     result = run("report", tmp_path / "archive")
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    for name in ("x[/bold]y.png", "new\\nline.png", "[red]empty.png"):  # control characters as escapes
+    for name in ("x[/bold]y.png", "new\\nline.png", "[red]empty.png", "\\u202egnp.exe.png"):  # as escapes
         assert name in result.stdout
-    assert "new\nline" not in result.stdout
+    assert "new\nline" not in result.stdout and "\u202e" not in result.stdout
     # a path in an error line
     missing = run("report", tmp_path / "x[" / "bold]")
     assert missing.exit_code == 2 and f"no archive at {tmp_path}/x[/bold]" in missing.output
+    missing = run("report", tmp_path / "no\x1b[31mpe")
+    assert missing.exit_code == 2 and f"no archive at {tmp_path}/no\\x1b[31mpe" in missing.output
+    # a reason naming a source (raw until session 61)
+    src.rename(tmp_path / "gone")
+    checked = run("verify", tmp_path / "archive", "--sample", "10", "--weights", tiny_weights)
+    said = " ".join(checked.stdout.split())  # as one line: the table wraps at 80 columns
+    assert "src/new\\nline.png is gone" in said and "src/new\nline" not in checked.stdout, said
 
 
 def test_names_its_terminal_cannot_encode_are_escaped_never_a_traceback(tiny_weights, tmp_path, rng):
@@ -1248,7 +1256,9 @@ def test_compress_resample_then_restore_returns_full_size_images(ray_cluster, ti
     assert {path: row["scale"] for path, row in rows.items()} == {"big.png": 0.5, "small.png": 1.0}
     assert (rows["big.png"]["width"], rows["big.png"]["height"]) == (96, 80)
     report = json.loads(run("report", tmp_path / "archive", "--json").stdout)
+    coders = report["summary"]["coding"].pop("coder")
     assert report["summary"]["coding"] == {"scale": {"1": 1, "0.5": 1}, "partial_last_chunk": 0, "unknown": 0}
+    assert coders == {report["images"][0]["coder"]: 2}  # one coder, named in each image too
     assert {i["path"]: i["scale"] for i in report["images"]} == {"big.png": 0.5, "small.png": 1.0}
     text = run("report", tmp_path / "archive").output
     assert "1 of 2 coded smaller (scale 0.5: 1)" in text and "3 at 0.5" in text  # the worst images' depth column
@@ -1455,12 +1465,12 @@ def test_ctrl_c_while_a_command_starts_ends_it_quietly_and_while_it_works_as_int
 V1_ARCHIVE = Path(__file__).parent / "archive_v1" / "archive"
 
 
-@pytest.mark.parametrize("as_json", [False, True])
-def test_a_reader_that_stops_ends_the_command_quietly_with_141(as_json):
+@pytest.mark.parametrize("output", [[], ["--json"], ["--html", "/dev/stdout", "--show", "0"]])
+def test_a_reader_that_stops_ends_the_command_quietly_with_141(output):
     """`rgbatch report A | head -1` exited 1, the code of failed images (rich's and click's quiet
     exit on a closed pipe); now 141, as a shell reports a program killed by SIGPIPE, nothing on
-    stderr."""
-    command = [sys.executable, "-m", "rgbatch", "report", str(V1_ARCHIVE)] + (["--json"] if as_json else [])
+    stderr. A page written to /dev/stdout so too (until session 61: exit 1)."""
+    command = [sys.executable, "-m", "rgbatch", "report", str(V1_ARCHIVE)] + output
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     run.stdout.close()  # before the command has written anything: it still imports
     assert (run.wait(timeout=60), run.stderr.read()) == (141, b"")

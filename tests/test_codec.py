@@ -149,6 +149,30 @@ def test_options_are_checked(tiny_weights, codec, rng):
         Codec.load(tiny_weights, precision="fp8")
     with pytest.raises(ValueError, match="search_steps"):
         Codec.load(tiny_weights, search_steps=-1)
+    with pytest.raises(ValueError, match="coder must be one of"):  # the parameter named (a stream's id until session 61)
+        Codec.load(tiny_weights, coder="bogus")
+
+
+def test_arguments_of_another_kind_are_worded_option_errors(codec, rng):
+    """Until session 61 each of these failed in Python's words (TypeError, AttributeError), or as
+    a damaged stream (BitstreamError for a depth of 0), deep inside."""
+    from rgbatch.options import OptionError
+    from rgbatch.ratecontrol import Target
+
+    image = smooth_image(rng, 32, 32)
+    encoded = codec.encode(image, iterations=2)
+    for depth in ("1", 1.0, 0, -1):
+        with pytest.raises(OptionError, match="iterations"):
+            codec.decode(encoded.blob, iterations=depth)
+    with pytest.raises(OptionError, match="blobs is one stream: give a list"):
+        codec.decode_many(encoded.blob)
+    with pytest.raises(OptionError, match="images is one array: give a list"):
+        codec.encode_many(image)
+    with pytest.raises(OptionError, match="target is a float: give a Target"):
+        encoded.at_target(0.9)
+    one, two = codec.decode_many((encoded.blob, encoded.blob), (1, 2))  # a tuple of depths as a list
+    assert np.array_equal(two, codec.decode(encoded.blob)) and not np.array_equal(one, two)
+    assert encoded.at_target(Target(max_bytes=10**6)) is encoded
 
 
 def test_precision_auto_is_bf16_only_where_the_hardware_computes_it(tiny_weights):

@@ -13,6 +13,7 @@ from rgbatch.context import CONTEXT_FEATURES, CONTEXT_PROBABILITIES, PROBABILITY
 from rgbatch.entropy import (AdaptiveCoder, ContextCoder, EntropyError, GroupedMixingCoder, MixingCoder, RawCoder,
                              get_coder)
 from rgbatch.entropy_fit import candidate_features, fit_context_model
+from rgbatch.options import OptionError
 from rgbatch.weights import load_weights
 
 from conftest import DATA, smooth_image
@@ -180,8 +181,10 @@ def test_fitting_finds_the_previous_iteration_and_codes_near_the_entropy(rng):
 
 
 def test_unknown_coders_and_missing_tables_are_worded_errors():
-    with pytest.raises(EntropyError, match="unknown entropy coder"):
+    with pytest.raises(OptionError, match="coder must be one of .*raw, auto, not 'zip'"):  # a name: the caller's
         get_coder("zip")
+    with pytest.raises(EntropyError, match="unknown entropy coder 9"):  # an id: a stream's
+        get_coder(9)
     with pytest.raises(EntropyError, match="fit-entropy"):
         get_coder("context", {})
     assert isinstance(get_coder("auto", {}), RawCoder)

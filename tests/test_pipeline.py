@@ -271,17 +271,91 @@ def test_an_archive_that_cannot_be_written_is_refused_before_any_work(tiny_weigh
     assert not (tmp_path / "archive").exists()
 
 
-def test_what_ray_reports_to_the_driver_goes_to_stderr(ray_cluster, capsys):
+def ray_reports(task: str):
+    """What Ray's listen_error_messages thread does with an error its cluster reports (a line
+    repeated is held back by Ray's deduplication: each call names another task)."""
+    from ray._private.worker import print_to_stdstream
+
+    print_to_stdstream({"lines": [f"Task {task} failed. There are infinite retries remaining"], "pid": "raylet",
+                        "is_err": False}, ignore_prefix=False)
+
+
+def test_options_of_another_kind_are_worded_before_any_work(tmp_path):
+    from rgbatch.archive import restore
+    from rgbatch.options import OptionError
+
+    with pytest.raises(OptionError, match=r"options is a dict: give CompressOptions\(...\)"):
+        compress([str(tmp_path)], str(tmp_path / "archive"), {"iterations": 2})
+    with pytest.raises(OptionError, match=r"options is a dict"):
+        pipeline.plan([str(tmp_path)], str(tmp_path / "archive"), {"iterations": 2})
+    with pytest.raises(OptionError, match="select must be a glob or a list of globs, not 5"):
+        restore(str(tmp_path / "archive"), str(tmp_path / "out"), select=5)
+    assert not (tmp_path / "archive").exists() and not (tmp_path / "out").exists()
+
+
+def test_what_ray_reports_to_the_driver_goes_to_stderr_in_the_cli_alone(ray_cluster, capsys, monkeypatch, tmp_path):
     """Ray's driver prints its cluster's error reports (session 41: "Task EncodeWorker.progress failed.
     There are infinite retries remaining ...", an actor killed under a progress call) to sys.stdout
-    (`print_to_stdstream`), whatever log_to_driver says; `compress --json` printed it before its JSON."""
-    from ray._private.worker import print_to_stdstream  # what Ray's listen_error_messages thread calls
+    (`print_to_stdstream`), whatever log_to_driver says; `compress --json` printed it before its JSON.
+    The CLI sends them to stderr; the library leaves a program's stdout as it is (until session 61
+    `ray_session` sent every thread's output to stderr meanwhile)."""
+    from typer.testing import CliRunner
+
+    from rgbatch.cli import app
 
     with ray_session():
-        print_to_stdstream({"lines": ["Task X failed. There are infinite retries remaining"], "pid": "raylet",
-                            "is_err": False}, ignore_prefix=False)
-    captured = capsys.readouterr()
-    assert "infinite retries remaining" in captured.err and "infinite" not in captured.out
+        ray_reports("X")
+    assert "Task X failed" in capsys.readouterr().out
+
+    def reporting(sources, archive, options, progress=None, log=None):
+        ray_reports("Y")
+        return pipeline.CompressResult(archive=str(archive))
+
+    monkeypatch.setattr(pipeline, "compress", reporting)
+    (tmp_path / "src").mkdir()
+    Image.fromarray(smooth_image(np.random.default_rng(0), 32, 32)).save(tmp_path / "src" / "a.png")
+    result = CliRunner().invoke(app, ["compress", str(tmp_path / "src"), "--out", str(tmp_path / "archive"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "Task Y failed" in result.stderr and json.loads(result.stdout)["ok"] == 0
+
+
+TWO_AT_ONCE = """
+import os, sys, threading, time, faulthandler
+from rgbatch.pipeline import CompressOptions, compress
+
+src, weights, out = sys.argv[1:]
+said = {}
+
+def job(k, delay):
+    time.sleep(delay)
+    options = CompressOptions(iterations=2, weights=weights, tile_size=32, batch_size=4, workers=1, threads=1)
+    try:
+        said[k] = compress([src], f"{out}/{k}", options).ok
+    except BaseException as e:
+        said[k] = f"{type(e).__name__}: {e}"
+
+threads = [threading.Thread(target=job, args=(k, 2 * k)) for k in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(timeout=300)
+import ray
+print(said[0], said[1], ray.is_initialized(), os.environ.get("PYTHONBREAKPOINT"), faulthandler.is_enabled())
+"""
+
+
+@pytest.mark.slow
+def test_two_compress_calls_at_once_in_one_program_each_run_whole(tiny_weights, tmp_path, rng):
+    """A program's two threads compressing at once: the second borrowed the Ray the first had
+    started, which the first then shut down under it (a lost actor, or Ray's "ray.init twice"),
+    until session 61; now the second waits for the first's Ray to end and starts its own. Ray's
+    changes to the process (PYTHONBREAKPOINT: a caller's breakpoint() went to Ray's debugger;
+    faulthandler) are undone after each."""
+    write_images(tmp_path / "src", rng, ["a.png", "b.png"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONBREAKPOINT"}  # not this
+    done = subprocess.run([sys.executable, "-c", TWO_AT_ONCE, str(tmp_path / "src"), str(tiny_weights), str(tmp_path)],
+                          capture_output=True, text=True, timeout=400, env={**env, "OMP_NUM_THREADS": "1"})  # Ray's
+    assert done.stdout.split() == ["2", "2", "False", "None", "False"], done.stdout + done.stderr[-3000:]
 
 
 ACTORS_ENDED = """
@@ -427,6 +501,23 @@ def test_a_name_that_is_not_utf8_fails_alone(ray_cluster, tiny_weights, tmp_path
     assert dict(zip(table["path"].to_pylist(), table["status"].to_pylist())) == {"a.png": "ok", "b\\xe9.png": "error"}
     again = compress([str(source)], str(archive), options(tiny_weights))
     assert (again.ok, again.skipped, again.failed) == (0, 1, 1)
+
+
+def test_a_name_that_is_not_utf8_never_takes_the_row_of_the_file_named_as_it_is_shown(
+        ray_cluster, tiny_weights, tmp_path, rng):
+    """`b\\xe9.png` spelt with a backslash and `b<0xE9>.png` once gave one row, whichever came back
+    first: the readable image was neither archived nor counted, on every run."""
+    source, archive = tmp_path / "photos", tmp_path / "archive"
+    names = ["b\\xe9.png", os.fsdecode(b"b\xe9.png"), os.fsdecode(b"b\xe9\\xe9.png"), os.fsdecode(b"b\xe9\xe9.png")]
+    write_images(source, rng, names)  # the last two not UTF-8, and shown alike as each other
+    for _ in range(2):
+        result = compress([str(source)], str(archive), options(tiny_weights))
+        assert result.failed == 3 and result.ok + result.skipped == 1
+        assert {path for path, _ in result.failures} == {"b\\xe9.png", "b\\xe9\\xe9.png"}
+        assert sum("another file's name reads the same" in why for _, why in result.failures) == 2
+        table = Archive(archive).table()
+        assert dict(zip(table["path"].to_pylist(), table["status"].to_pylist())) == {
+            "b\\xe9.png": "ok", "b\\xe9\\xe9.png": "error"}
 
 
 def test_a_read_past_the_read_timeout_is_cancelled_and_its_source_fails(ray_cluster, tiny_weights, tmp_path):
@@ -731,6 +822,11 @@ def test_sources_of_the_same_bytes_are_encoded_once(ray_cluster, tiny_weights, t
     shared = dict(zip(stored["path"].to_pylist(), stored["shared_blob"].to_pylist()))
     assert {p for p, s in shared.items() if s} == {"sub/a.png", "x/a.png", "x/b.png"}
     assert len(set(stored["blob_sha256"].to_pylist())) == 3
+    # its bpp is of the streams it stored, as report's as stored (until session 61 over every row's pixels)
+    from rgbatch.archive import report
+
+    assert result.stored_pixels == 3 * 32 * 48
+    assert result.bpp == pytest.approx(report(str(archive))["summary"]["stored"]["bpp"])
     again = compress([str(source)], str(archive), options(tiny_weights))
     assert (again.ok, again.skipped) == (0, 6)
 

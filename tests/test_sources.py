@@ -137,6 +137,14 @@ def test_a_name_that_is_not_utf8_is_an_error_row_of_text(tmp_path, rng):
     assert rows[1].source_hash is None  # never read
 
 
+def test_names_that_are_not_utf8_clash_with_the_names_they_are_shown_as():
+    sources = [rs.Source(f"/p/{name}", name) for name in
+               ["a\\xff.png", os.fsdecode(b"a\xff.png"), os.fsdecode(b"b\xff.png"), os.fsdecode(b"c\xff\\xfe.png"),
+                os.fsdecode(b"c\xff\xfe.png")]]
+    assert rs.name_clashes(sources) == [sources[1], sources[4]]  # the first such form takes the path
+    assert rs.name_clashes(sources[2:4]) == []
+
+
 def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp_path, rng):
     photos = tmp_path / "photos"
     Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / "a.png"))

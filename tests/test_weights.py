@@ -21,6 +21,10 @@ def test_a_weight_file_rebuilds_its_model_and_names_it(tmp_path):
     x = torch.rand(1, 3, 32, 32) - 0.5
     # fp16 storage: close to the fp32 original
     assert torch.allclose(loaded.eval().decode(model.eval().encode(x, 2)), model.decode(model.encode(x, 2)), atol=0.02)
+    # loading leaves the caller's random numbers as they were (until session 61 the model's random start drew them)
+    state = torch.random.get_rng_state()
+    load_weights(path)
+    assert torch.equal(torch.random.get_rng_state(), state)
     # the id changes with any tensor, entropy tables included
     other = save_weights(tmp_path / "o.safetensors", model, extra={"entropy.table": torch.arange(1, 5, dtype=torch.int32)})
     assert other != mid
