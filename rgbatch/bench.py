@@ -116,8 +116,7 @@ def measure(image_dir, *, weights=None, iterations: int | None = None, limit: in
     image_dir = Path(image_dir)
     paths = list_images(image_dir)
     if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1 image, not {limit}")
+        check_count("limit", limit, 1, what=" image(s)")
         paths = paths[:limit]
     if not paths:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {image_dir}")

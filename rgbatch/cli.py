@@ -24,6 +24,7 @@ from . import signalwatch
 from .options import OptionError, check_range, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Compress whole image archives with the Residual-GRU learned codec.")
 EXIT_READER_GONE = 141  # 128 + SIGPIPE, as shells report a program that wrote into a closed pipe
 
@@ -49,7 +50,7 @@ class _Console(Console):
 # no console markup: names, paths and the library's messages print as they are ("x[/b].png" is a
 # file name, not a style); the CLI's few colours are given as styles (`_red`)
 err = _Console(stderr=True, markup=False)
-out = _Console(markup=False)
+out = _Console(markup=False, soft_wrap=True)  # a result line stays one line in a pipe or file (a script reads it)
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
@@ -64,6 +65,18 @@ def stdout_kept():
     whatever `log_to_driver` says. Here, not in the library: until session 61 `ray_session` did
     it, and a program calling `compress` had every thread's output sent to stderr meanwhile."""
     return contextlib.redirect_stdout(sys.stderr)
+
+
+# phrases of the library's messages that name a parameter in words, and the CLI's flag for them
+PHRASES = {"the overwrite option": "--overwrite", "(max_pixels)": "(--max-pixels)"}
+
+
+def cli_words(text) -> str:
+    """A library message as a command says it: shown (`shown`), its parameters' phrases as flags."""
+    text = shown(text)
+    for phrase, words in PHRASES.items():
+        text = text.replace(phrase, words)
+    return text
 
 
 def _note(text: str):
@@ -99,7 +112,7 @@ def user_errors(failures: tuple = ()):
             if isinstance(e, BrokenPipeError):  # the reader of our output stopped (`--html /dev/stdout | head`)
                 out.on_broken_pipe()
             if isinstance(e, failures):
-                err.print(_red("error:", f" {shown(e or type(e).__name__)}"), highlight=False, soft_wrap=True)
+                err.print(_red("error:", f" {cli_words(e or type(e).__name__)}"), highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
             if isinstance(e, OptionError):  # named in the library's terms: say the flags
                 err.print(_red("error:", f" {shown(e.worded(flag))}"), highlight=False, soft_wrap=True)
@@ -107,7 +120,7 @@ def user_errors(failures: tuple = ()):
             if isinstance(e, USER_ERRORS):
                 from .objectstore import worded
 
-                err.print(_red("error:", f" {shown(worded(e))}"), highlight=False, soft_wrap=True)  # one line
+                err.print(_red("error:", f" {cli_words(worded(e))}"), highlight=False, soft_wrap=True)  # one line
                 raise typer.Exit(2) from None
             raise
 
@@ -209,6 +222,12 @@ TARGET_BPP = typer.Option(None, help="Per image, keep the most iterations within
                                       "where that measures better (--partial).")
 MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within this many bytes, and part of the "
                                      "next where that measures better (--partial).")
+# restore's and compact's targets cut stored streams at whole iterations (compress's and encode's code them)
+CUT_MSSSIM = typer.Option(None, "--target-msssim", help="Per image, the first stored depth whose recorded MS-SSIM "
+                                                         "reaches this (else its stored depth).")
+CUT_BPP = typer.Option(None, "--target-bpp", help="Per image, the most stored iterations within this bpp (one at least).")
+CUT_BYTES = typer.Option(None, "--max-bytes", help="Per image, the most stored iterations within this many bytes (one "
+                                                   "at least).")
 WORKERS_ADDRESS = typer.Option(None, "--address", help="Ray cluster for --workers (default: RAY_ADDRESS, else a "
                                                         "local Ray).")
 PIXEL_LIMIT = typer.Option(None, help="Refuse images (streams: of images) with more pixels (decompression-bomb "
@@ -280,7 +299,7 @@ def train(
     binarize: str = typer.Option("stochastic", help="stochastic: train on random bits, +1 with probability "
                                  "(1 + x) / 2 (the paper) | sign: on the signs inference sends."),
     precision: str = PRECISION,
-    threads: int = typer.Option(0, help="Torch threads (0: all cores)."),
+    threads: int = typer.Option(0, help="Torch threads (0: torch's default, the cores it sees)."),
     device: str = DEVICE,
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(500),
@@ -315,16 +334,25 @@ def train(
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("loss {task.fields[loss]:.5f}  {task.fields[rate]:.2f} steps/s"), TimeRemainingColumn()]
 
+        # the bar starts with the steps: an option refused before is one line alone
+        bar, task = Progress(*columns, console=err, transient=False), []
+
         def progress(step, loss, rate):
+            if not task:
+                bar.start()
+                task.append(bar.add_task("train", total=steps, loss=0.0, rate=0.0))
             if loss is None:  # the step the run starts from (a resumed run's): not a speed
-                bar.reset(task, completed=step)
+                bar.reset(task[0], completed=step)
             else:
-                bar.update(task, completed=step, loss=loss, rate=rate)
+                bar.update(task[0], completed=step, loss=loss, rate=rate)
 
         stop = threading.Event()
-        with Progress(*columns, console=err, transient=False) as bar, _stopping(stop, bar.console) as signals:
-            task = bar.add_task("train", total=steps, loss=0.0, rate=0.0)
-            state = run_training(cfg, resume=resume, log=bar.console.print, progress=progress, stop=stop)
+        try:
+            with _stopping(stop, bar.console) as signals:
+                state = run_training(cfg, resume=resume, log=bar.console.print, progress=progress, stop=stop)
+        finally:
+            if task:
+                bar.stop()
         if signals:
             _exit_stopped(signals[0], f"stopped at step {state['step']}, its checkpoint written; --resume goes on "
                                       f"from it" if out_path.exists() else "stopped before its first step: nothing written")
@@ -473,7 +501,7 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     table.add_column("path", overflow="fold")
     table.add_column("reason", overflow="fold")
     for path, reason in failures[:limit]:
-        table.add_row("(no path)" if path is None else shown(path), shown(reason))
+        table.add_row("(no path)" if path is None else shown(path), cli_words(reason))
     if len(failures) > limit:
         table.add_row(f"... {len(failures) - limit} more", "")
     out.print(table)
@@ -624,7 +652,7 @@ def compress(
                             ("bpp", f"{result.bpp:.3f}" if result.bpp else "-"),
                             ("time", f"{result.seconds:.1f} s"),
                             ("speed", f"{result.megapixels_per_second:.3g} MP/s on {result.workers} {result.device} "
-                                      f"encoder(s)"),
+                                      f"encoder(s), over the whole run (Ray's start, reading, writing)"),
                             ("parts written", len(result.parts))]:
             table.add_row(name, str(value))
         out.print(table)
@@ -669,7 +697,8 @@ FOLDERS_SHOWN = 20  # `report --folders`: the largest this many in the table
 @app.command()
 def report(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
-    depth: Optional[int] = typer.Option(None, help="Also show what the archive costs cut to this depth."),
+    depth: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Also show what the archive costs cut to "
+                                                                              "this depth."),
     min_msssim: Optional[float] = typer.Option(None, help="Also show what it costs at this MS-SSIM per image."),
     worst: int = typer.Option(5, help="How many of the worst images (lowest MS-SSIM) to list."),
     folders: Optional[int] = typer.Option(None, help="Also show what the images of each folder this many levels "
@@ -677,7 +706,7 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print {images, summary} as JSON."),
     html_out: Optional[str] = typer.Option(None, "--html", help="Write one self-contained HTML page instead: "
                                            "tables, the rate-quality curve, and images side by side."),
-    show: int = typer.Option(3, help="With --html: images shown beside their originals at several depths "
+    show: Optional[int] = typer.Option(None, show_default="3", help="With --html: images shown beside their originals at several depths "
                                      "(the worst ones, unless --select)."),
     select: list[str] = typer.Option([], help="With --html: show the archived paths matching this glob (repeat it: "
                                               "those matching any)."),
@@ -691,16 +720,20 @@ def report(
 
     from .archive import bytes_text, coding_text, copies_text, depth_text, reading_text, report as make_report
 
+    if html_out is None and (show is not None or select or weights is not None or overwrite):  # ignored until session 61
+        err.print(_red("error:", " --show, --select, --weights and --overwrite are the HTML page's: give --html "
+                                 "FILE too"), soft_wrap=True)
+        raise typer.Exit(2)
     if html_out is not None:
-        from .htmlreport import write_html_report
+        from .htmlreport import SHOWN, write_html_report
 
         if depth is not None or min_msssim is not None or folders is not None or as_json:
             err.print(_red("error:", " --html writes the page alone: drop --depth, --min-msssim, --folders and "
                                      "--json, or run report twice"), soft_wrap=True)
             raise typer.Exit(2)
         with archive_errors():
-            page = write_html_report(archive, html_out, show=show, select=select, worst=worst, weights=weights,
-                                     overwrite=overwrite)
+            page = write_html_report(archive, html_out, show=SHOWN if show is None else show, select=select,
+                                     worst=worst, weights=weights, overwrite=overwrite)
         _beside(page["out"]).print(f"wrote {shown(page['out'])}: {page['summary']['images']} image(s), "
                                    f"{len(page['shown'])} shown", highlight=False)
         return
@@ -776,7 +809,7 @@ def restore(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
     out_dir: str = typer.Option(..., "--out", help="Folder (or URI) to write the PNGs under."),
     iterations: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Depth to decode (at most what each image stores)."),
-    target_msssim: Optional[float] = TARGET_MSSSIM,
+    target_msssim: Optional[float] = CUT_MSSSIM,
     select: list[str] = typer.Option([], help="Only the archived paths matching this glob (repeat it: those "
                                               "matching any)."),
     weights: Optional[Path] = WEIGHTS,
@@ -960,9 +993,9 @@ def verify(
 def compact(
     archive: str = typer.Argument(..., help="Archive folder or URI."),
     depth: Optional[int] = typer.Option(None, "--depth", "--iterations", help="Cut every blob to at most this many iterations, for good."),
-    target_msssim: Optional[float] = TARGET_MSSSIM,
-    target_bpp: Optional[float] = TARGET_BPP,
-    max_bytes: Optional[int] = MAX_BYTES,
+    target_msssim: Optional[float] = CUT_MSSSIM,
+    target_bpp: Optional[float] = CUT_BPP,
+    max_bytes: Optional[int] = CUT_BYTES,
     drop: list[str] = typer.Option([], help="Leave out, for good, the archived paths matching this glob "
                                             "(repeatable; one matching nothing is refused, exit 2). A later "
                                             "compress of their sources encodes them again."),
@@ -1000,6 +1033,9 @@ def compact(
     raise typer.Exit(result.exit_code)
 
 
+CLASSICAL_CACHE = Path("runs/classical-cache.jsonl")
+
+
 @app.command("bench")
 def bench_command(
     source: Path = typer.Argument(..., parser=path, help="Folder of images (searched recursively), or a bench manifest "
@@ -1016,7 +1052,7 @@ def bench_command(
     precision: str = PRECISION,
     decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
-    classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), parser=path, help="File of classical codec "
+    classical_cache: Path = typer.Option(CLASSICAL_CACHE, parser=path, help="File of classical codec "
                                          "results, read and added to: re-benching encodes only rgbatch again "
                                          "(a name ending in .xz: xz-compressed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure every classical codec again, no cache."),
@@ -1029,7 +1065,20 @@ def bench_command(
     """Rate, quality and speed of rgbatch against JPEG, WebP, AVIF and JPEG XL on your images (docs/BENCH.md)."""
     from .bench import bench, read_manifest, summarize, summary_tables, write_outputs
 
+    unused = [name for name, value, default in (
+        ("--manifest", manifest, None), ("--weights", weights, None), ("--depth", iterations, None),
+        ("--limit", limit, None), ("--speed-images", speed_images, 2), ("--device", device, "auto"),
+        ("--precision", precision, "auto"), ("--decoding", decoding, "exact"), ("--search-steps", search_steps, 0),
+        ("--classical-cache", classical_cache, CLASSICAL_CACHE), ("--no-cache", no_cache, False),
+        ("--classical", classical_names, "all")) if value != default]
     with user_errors():
+        if not source.exists():
+            raise FileNotFoundError(f"no such file or folder: {source}")
+        if no_cache and classical_cache != CLASSICAL_CACHE:
+            raise OptionError("no_cache", "measures without a cache: drop {classical_cache}", ("classical_cache",))
+        if source.is_file() and unused:  # until session 61 taken and ignored
+            raise ValueError(f"{shown(source)} is a bench manifest, summarized again without measuring: "
+                             f"{', '.join(unused)} change nothing there; drop them")
         if source.is_file():
             rows = read_manifest(source)
             summary = write_outputs(rows, out_dir, overwrite=overwrite).summary if out_dir else summarize(rows)

@@ -219,8 +219,7 @@ def fit_entropy(weights, data_dir, out, images: int = 0, crop: int = DEFAULT_CRO
     from .refine import PREFIX as REFINER_PREFIX
     from .weights import load_weights, save_weights
 
-    if not 1 <= context_bits <= 12:
-        raise ValueError(f"context bits must be 1..12, not {context_bits}")
+    check_range("context_bits", context_bits, 1, 12)
     check_range("images", images, 0, what=" (0: all)")
     check_range("crop", crop, 32, what=" pixels")  # until session 53 a crop of 0 failed in torch's words
     model, model_id, kept, info = load_weights(weights)

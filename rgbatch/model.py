@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import JsonConfig
+from .options import OptionError
 
 BLOCK = 16  # one code position per 16x16 pixel block
 ALIGN = 32  # the spatial size the network needs (its strides multiply to 16, d2s needs even)
@@ -53,11 +54,11 @@ class CodecConfig(JsonConfig):
 
     def __post_init__(self):
         if self.reconstruction not in RECONSTRUCTIONS:
-            raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, not {self.reconstruction!r}")
+            raise OptionError("reconstruction", f"must be one of {', '.join(RECONSTRUCTIONS)}, not {self.reconstruction!r}")
         if not 0 < self.width <= 4:
-            raise ValueError(f"width must be in (0, 4], not {self.width}")
+            raise OptionError("width", f"must be in (0, 4], not {self.width}")
         if not 1 <= self.max_iterations <= 255:  # a stream's header counts its iterations in a byte
-            raise ValueError(f"max_iterations must be 1..255, not {self.max_iterations}")
+            raise OptionError("max_iterations", f"must be 1..255, not {self.max_iterations}")
 
     @property
     def block(self) -> int:

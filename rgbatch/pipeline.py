@@ -246,7 +246,7 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     archive = Archive(archive or default_archive(root), create=True)  # a missing one holds nothing, and stays so
     check_writable(archive.fs, archive.root, archive.location)  # as taking the lock checks it
     if log:
-        log(f"{len(found)} sources; reading the archive's rows")
+        log(f"{len(found):,} source(s); reading the archive's rows")
     done = archive.done()
     if log:
         log(f"the archive holds {done.num_rows} image(s); checking the sources' sizes and times")

@@ -53,9 +53,9 @@ def widen(model: ResidualGRUCodec, width: float, noise: float = 0.0, seed: int =
     if not width > model.cfg.width:
         raise ValueError(f"width {width:g} is not larger than the model's {model.cfg.width:g}: widening only adds channels")
     if not 0 <= spread <= MAX_SPREAD:
-        raise ValueError(f"spread must be in [0, {MAX_SPREAD}], not {spread:g}")
+        raise TrainingOptionError("spread", f"must be in [0, {MAX_SPREAD}], not {spread:g}")
     if not 0 <= noise < math.inf:  # NaN passed `noise < 0` and filled the model with NaN (until session 60)
-        raise ValueError(f"noise must be at least 0 and finite, not {noise:g}")
+        raise TrainingOptionError("noise", f"must be at least 0 and finite, not {noise:g}")
     wide = ResidualGRUCodec(replace(model.cfg, width=width))
     with torch.no_grad():
         _Widener(seed, spread, noise).run(model, wide)

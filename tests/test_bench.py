@@ -229,7 +229,7 @@ def test_cli_bench_prints_json_and_rereads_its_manifest(tiny_weights, tmp_path, 
     assert json.loads(again.stdout) == summary
 
 
-@pytest.mark.parametrize("source, message", [("missing-folder", "is not a folder"),
+@pytest.mark.parametrize("source, message", [("missing-folder", "no such file or folder"),
                                              ("kodim05_crop192.png", "neither a folder of images nor")])
 def test_cli_bench_refuses_bad_sources_in_one_line(source, message, tmp_path):
     path = DATA / source if source.endswith(".png") else tmp_path / source
@@ -297,7 +297,7 @@ def test_cli_bench_replaces_an_earlier_runs_files_only_when_told(tiny_weights, t
                 m.setattr(rgbatch.bench, "measure", lambda *a, **k: pytest.fail("measured"))
                 result = CliRunner().invoke(app, command)
             assert result.exit_code == 2, result.output
-            assert "already there: not overwritten (the overwrite option replaces it)" in " ".join(result.output.split())
+            assert "already there: not overwritten (--overwrite replaces it)" in " ".join(result.output.split())
             assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == others
             gone.write_bytes(before[gone])
         again = CliRunner().invoke(app, command + ["--overwrite"])
@@ -314,6 +314,20 @@ def test_cli_bench_replaces_an_earlier_runs_files_only_when_told(tiny_weights, t
     assert not (tmp_path / "o" / "psnr.png").exists()  # none written unless all can be
     assert CliRunner().invoke(app, summarize + ["--overwrite"]).exit_code == 0
     assert (tmp_path / "o" / "psnr.png").exists()
+
+
+def test_cli_bench_refuses_what_it_would_not_use(tmp_path):
+    """Until session 61 a manifest summarized again took --depth, --weights... and ignored them,
+    --no-cache took a --classical-cache it did not read, and a missing source "is not a folder"."""
+    result = CliRunner().invoke(app, ["bench", str(tmp_path / "nothere"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and f"no such file or folder: {tmp_path / 'nothere'}" in result.output
+    result = CliRunner().invoke(app, ["bench", str(DATA), "--no-cache", "--classical-cache", str(tmp_path / "c.jsonl")])
+    assert result.exit_code == 2 and "--no-cache measures without a cache: drop --classical-cache" in result.output
+    manifest = tmp_path / "m.parquet"
+    manifest.write_bytes(b"")  # refused for the options, before it is read
+    result = CliRunner().invoke(app, ["bench", str(manifest), "--depth", "3", "--classical", "none"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "is a bench manifest, summarized again without measuring: --depth, --classical" in said
 
 
 def test_cli_bench_refuses_an_unknown_classical_setting(tmp_path):

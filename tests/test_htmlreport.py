@@ -99,6 +99,9 @@ def test_report_html_from_the_command_line(archive, tiny_weights, tmp_path):
     result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "t.html"),
                                       "--depth", "2"])
     assert result.exit_code == 2 and "--html writes the page alone" in result.output
+    for page_only in (["--show", "1"], ["--select", "a.png"], ["--weights", str(tiny_weights)], ["--overwrite"]):
+        result = CliRunner().invoke(app, ["report", str(archive / "archive")] + page_only)  # taken, unused until session 61
+        assert result.exit_code == 2 and "are the HTML page's: give --html FILE too" in result.output
     # a page already there is replaced only with --overwrite (until session 53: silently), refused before any work
     before = (tmp_path / "r.html").read_bytes()
     result = CliRunner().invoke(app, ["report", str(archive / "archive"), "--html", str(tmp_path / "r.html"),

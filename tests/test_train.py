@@ -551,6 +551,17 @@ def test_evaluation_images_that_cannot_serve_are_skipped_by_name(tmp_path):
     assert [tuple(c.shape) for c in load_eval_set(folder, 3, 64, log=lambda *_: None)] == [(1, 3, 64, 64)]
 
 
+def test_an_option_train_refuses_is_one_line_without_a_progress_bar(tmp_path):
+    """Until session 61 the bar was drawn before the options were checked: "step 0/1 loss 0.00000
+    ..." above the error."""
+    from typer.testing import CliRunner
+
+    from rgbatch.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(DATA), "--out", str(tmp_path / "m.pt"), "--lr", "-1", "--steps", "1"])
+    assert result.exit_code == 2 and result.output.splitlines() == ["error: --lr must be positive, not -1.0"]
+
+
 def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_first_step(tmp_path):
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(TrainingError, match=re.escape(f"cannot write {tmp_path / 'file' / 'run.pt'}")):
