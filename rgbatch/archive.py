@@ -693,10 +693,12 @@ def png_names(paths: list[str]) -> dict[str, str]:
 
 def select_globs(select: str | list[str] | None) -> tuple[str, ...]:
     """`select` (restore's, the HTML report's) as globs: none (every path), one, or several."""
-    globs = () if select is None else (select,) if isinstance(select, str) else tuple(select) \
-        if isinstance(select, (list, tuple)) else None
-    if globs is None or not all(isinstance(g, str) for g in globs):  # a TypeError or a glob per character until session 61
-        raise OptionError("select", f"must be a glob or a list of globs, not {select!r}")
+    try:
+        globs = () if select is None else (select,) if isinstance(select, str) else tuple(select)
+    except TypeError:  # not iterable (a number): a TypeError until session 61
+        globs = None
+    if globs is None or not all(isinstance(g, str) for g in globs):
+        raise OptionError("select", f"must be a glob or globs, not {select!r}")
     return globs
 
 
@@ -817,11 +819,13 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                     restoring[row.path] = _stream_key(row, text)
             yield [(*w, restored.get(restoring.get(w[0].path))) for w in work]
 
+    # closed when the loop ends, however (an error, the caller's progress raising): its Ray ends then, not
+    # when the generator is collected (until session 61 a kept exception held it, and another call waited)
+    on_ray = (_on_ray(groups, len(selected), workers, address, options, "restore", storage.absolute(out), overwrite,
+                      max_pixels) if workers else None)
     if workers:
         done = (([], _each(work, why)) if why else _seen_here(fs, root, names, *written_failed)
-                for work, written_failed, why in
-                _on_ray(groups, len(selected), workers, address, options, "restore", storage.absolute(out), overwrite,
-                        max_pixels))
+                for work, written_failed, why in on_ray)
     else:
         done = (_restore_group(codec, fs, root, work, overwrite, max_pixels, str(out)) for work in groups())
     try:
@@ -840,6 +844,9 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                   else "no image written")
         before += f" ({len(result.skipped)} restored by an earlier run)" if result.skipped else ""
         raise storage.FolderRefuses(f"{out}: {e}; stopped, {before}", e.errno, written) from None
+    finally:
+        if on_ray:
+            on_ray.close()
     result.failures += man.missed  # rows of a part whose pages turned out damaged
     return result
 
@@ -1161,17 +1168,20 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
         rows = (r for r in man.rows(set(ok_paths)) if checked(r) and (not quick or r.path in sampled) and not again(r))
         yield from _in_groups(((r, r.path in sampled) for r in rows), size)
 
+    on_ray = (_on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels, read_timeout)
+              if workers else None)  # closed when the loop ends, however (`restore`)
     if workers:
-        done = ((work, VerifyResult(archive="", unreachable=_each(work, why)) if why else part) for work, part, why in
-                _on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels, read_timeout))
+        done = ((work, VerifyResult(archive="", unreachable=_each(work, why)) if why else part)
+                for work, part, why in on_ray)
     else:
         done = ((work, _verify_group(codec, work, sources, max_pixels, read_timeout)) for work in groups())
-    for work, part in done:
-        result.add(part)
-        failed = {path for path, _ in part.problems + part.unreachable}
-        decoded.update(_blob_key(row) for row, _ in work if row.path in copies and row.path not in failed)
-        if progress:
-            progress(result.checked, len(ok_paths))
+    with contextlib.closing(on_ray) if on_ray else contextlib.nullcontext():
+        for work, part in done:
+            result.add(part)
+            failed = {path for path, _ in part.problems + part.unreachable}
+            decoded.update(_blob_key(row) for row, _ in work if row.path in copies and row.path not in failed)
+            if progress:
+                progress(result.checked, len(ok_paths))
     result.problems += man.missed  # rows of a part whose pages turned out damaged
     return result
 

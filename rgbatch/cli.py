@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
+import re
 import signal
 import sys
 import threading
@@ -54,7 +55,7 @@ out = _Console(markup=False, soft_wrap=True)  # a result line stays one line in 
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
-FLAGS = {"target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes",
+FLAGS = {"classical_names": "--classical", "target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes",
          "archive": "--out", "iterations": "--depth"}  # compress's archive (the other commands take theirs as an argument)
 
 
@@ -67,21 +68,23 @@ def stdout_kept():
     return contextlib.redirect_stdout(sys.stderr)
 
 
-# phrases of the library's messages that name a parameter in words, and the CLI's flag for them
-PHRASES = {"the overwrite option": "--overwrite", "(max_pixels)": "(--max-pixels)"}
+# the endings of library messages that name a parameter (storage.ALREADY_THERE, limits.layout), and the
+# CLI's flag for it: at the end only, never in the names a message holds before
+ENDINGS = ((re.compile(r"\(the overwrite option replaces (it|a file)\)$"), r"(--overwrite replaces \1)"),
+           (re.compile(r"(the limit of \d+ pixels) \(max_pixels\)$"), r"\1 (--max-pixels)"))
 
 
 def cli_words(text) -> str:
-    """A library message as a command says it: shown (`shown`), its parameters' phrases as flags."""
+    """A library message as a command says it: shown (`shown`), a parameter it ends on as its flag."""
     text = shown(text)
-    for phrase, words in PHRASES.items():
-        text = text.replace(phrase, words)
+    for ending, flagged in ENDINGS:
+        text = ending.sub(flagged, text)
     return text
 
 
 def _note(text: str):
-    """A line the library logs (it may name files: `shown`), on stderr."""
-    err.print(shown(text), highlight=False)
+    """A line the library logs (it may name files), on stderr."""
+    err.print(cli_words(text), highlight=False)
 
 
 def _red(word: str, rest: str = "") -> Text:
@@ -765,7 +768,7 @@ def report(
     costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} image(s) share another's)" if shared else ""),
                   title_justify="left")
     for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):
-        costs.add_column(column, justify="right", overflow="fold")  # a narrow terminal folds figures, never cuts them
+        costs.add_column(column, justify="right")
     for row in s["by_depth"]:
         costs.add_row(str(row["depth"]), str(row["images"]), f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
                       fmt(row["mean_msssim"], ".4f"), fmt(row["mean_psnr"], ".2f"))
@@ -784,8 +787,8 @@ def report(
             out.print(f"{s['at_msssim']['unmeasured']} image(s) have no MS-SSIM recorded (--no-measure): not counted")
     if s["worst"]:
         table = Table(title="worst images (MS-SSIM as stored)", title_justify="left")
-        for column in ("path", "MS-SSIM", "bpp", "depth"):
-            table.add_column(column, overflow="fold")  # a long path whole, as two sharing a prefix differ
+        for column in ("path", "MS-SSIM", "bpp", "depth"):  # a long path whole (two sharing a prefix differ)
+            table.add_column(column, overflow="fold" if column == "path" else "ellipsis")
         for row in s["worst"]:
             table.add_row(shown(row["path"]), fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"),
                           depth_text(row["iterations"], row["last_steps"], row["scale"]))
@@ -793,7 +796,7 @@ def report(
     if "folders" in s:
         table = Table(title=f"by folder, {folders} level(s) deep, largest first", title_justify="left")
         for column in ("folder", "images", "source bytes", "stored bytes", "bpp", "mean MS-SSIM"):
-            table.add_column(column, justify="left" if column == "folder" else "right", overflow="fold")
+            table.add_column(column, **({"overflow": "fold"} if column == "folder" else {"justify": "right"}))
         for row in s["folders"][:FOLDERS_SHOWN]:
             table.add_row(shown(row["folder"]) if row["folder"] else "(top level)", f"{row['images']:,}",
                           f"{row['source_bytes']:,}", f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
@@ -1033,11 +1036,14 @@ def compact(
     raise typer.Exit(result.exit_code)
 
 
-CLASSICAL_CACHE = Path("runs/classical-cache.jsonl")
+# bench's options that measure: none reads a manifest summarized again
+MEASURING = ("manifest", "weights", "iterations", "limit", "speed_images", "device", "precision", "decoding",
+             "search_steps", "classical_cache", "no_cache", "classical_names")
 
 
 @app.command("bench")
 def bench_command(
+    ctx: typer.Context,
     source: Path = typer.Argument(..., parser=path, help="Folder of images (searched recursively), or a bench manifest "
                                             "(.parquet) to summarize again without measuring."),
     out_dir: Optional[Path] = typer.Option(None, "--out", parser=path, help="Folder for summary.json and the plots "
@@ -1052,7 +1058,7 @@ def bench_command(
     precision: str = PRECISION,
     decoding: str = DECODING,
     search_steps: int = SEARCH_STEPS,
-    classical_cache: Path = typer.Option(CLASSICAL_CACHE, parser=path, help="File of classical codec "
+    classical_cache: Path = typer.Option(Path("runs/classical-cache.jsonl"), parser=path, help="File of classical codec "
                                          "results, read and added to: re-benching encodes only rgbatch again "
                                          "(a name ending in .xz: xz-compressed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure every classical codec again, no cache."),
@@ -1065,22 +1071,21 @@ def bench_command(
     """Rate, quality and speed of rgbatch against JPEG, WebP, AVIF and JPEG XL on your images (docs/BENCH.md)."""
     from .bench import bench, read_manifest, summarize, summary_tables, write_outputs
 
-    unused = [name for name, value, default in (
-        ("--manifest", manifest, None), ("--weights", weights, None), ("--depth", iterations, None),
-        ("--limit", limit, None), ("--speed-images", speed_images, 2), ("--device", device, "auto"),
-        ("--precision", precision, "auto"), ("--decoding", decoding, "exact"), ("--search-steps", search_steps, 0),
-        ("--classical-cache", classical_cache, CLASSICAL_CACHE), ("--no-cache", no_cache, False),
-        ("--classical", classical_names, "all")) if value != default]
+    # the options given (typer's own click's ParameterSource, by name)
+    given = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
     with user_errors():
         if not source.exists():
             raise FileNotFoundError(f"no such file or folder: {source}")
-        if no_cache and classical_cache != CLASSICAL_CACHE:
+        if {"no_cache", "classical_cache"} <= given:
             raise OptionError("no_cache", "measures without a cache: drop {classical_cache}", ("classical_cache",))
-        if source.is_file() and unused:  # until session 61 taken and ignored
-            raise ValueError(f"{shown(source)} is a bench manifest, summarized again without measuring: "
-                             f"{', '.join(unused)} change nothing there; drop them")
         if source.is_file():
             rows = read_manifest(source)
+            # what measures, taken and ignored on a manifest until session 61
+            unused = [flag(name) for name in MEASURING if name in given]
+            if unused:
+                raise ValueError(f"{shown(source)} is a bench manifest, summarized again without measuring: "
+                                 f"{', '.join(unused)} {'change' if len(unused) > 1 else 'changes'} nothing there; "
+                                 f"drop {'them' if len(unused) > 1 else 'it'}")
             summary = write_outputs(rows, out_dir, overwrite=overwrite).summary if out_dir else summarize(rows)
         else:
             with _image_progress("bench") as progress:  # drawn from the first image on: an error line stands alone

@@ -172,7 +172,7 @@ def check_images(images) -> list[np.ndarray]:
     coded as near black without a word (and measured against itself: MS-SSIM 0.99), a uint16 one
     as noise, a grey one failed in torch; until session 58 an empty one failed in torch, and a
     generator of images was used up by this check, nothing left to encode."""
-    if isinstance(images, np.ndarray):  # one image, whose rows a list would take for images
+    if isinstance(images, np.ndarray) and images.ndim < 4:  # one image, whose rows a list would take for images
         raise OptionError("images", "is one array: give a list of images (encode_many([image]), or encode(image))")
     images = list(images)
     for i, image in enumerate(images):
@@ -572,7 +572,8 @@ class Codec:
                     max_pixels: int = MAX_PIXELS) -> list[np.ndarray]:
         """HxWx3 uint8 images at depth `iterations` (per blob if a list; all stored if None).
         A stream that cannot be decoded, or that declares more than `max_pixels` pixels (or
-        another bound of docs/FORMAT.md, "Limits"), raises BitstreamError and nothing else."""
+        another bound of docs/FORMAT.md, "Limits"), raises BitstreamError and nothing else (a depth
+        under 1, or of another kind than a whole number, an OptionError)."""
         check_max_pixels(max_pixels)
         if isinstance(blobs, (bytes, bytearray, memoryview)):  # one stream, whose bytes a list would take for streams
             raise OptionError("blobs", "is one stream: give a list of streams (decode_many([blob]), or decode(blob))")

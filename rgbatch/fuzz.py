@@ -25,6 +25,7 @@ from . import bitstream
 from .bitstream import BitstreamError
 from .entropy import CODERS, get_coder
 from .limits import layout
+from .options import OptionError
 from .resample import SCALES
 
 FIELDS = ("magic", "version", "coder_id", "iterations", "bits", "model_id", "width", "height", "tile_size",
@@ -319,6 +320,10 @@ def run(codec, case: Case, max_pixels: int) -> str:
         image = codec.decode(case.blob, case.iterations, max_pixels=max_pixels)
     except BitstreamError as e:
         return f"refused: {reason(e)}"
+    except OptionError as e:  # a depth under 1 is the caller's mistake, not the stream's (an OptionError since session 61)
+        if case.iterations is not None and case.iterations < 1:
+            return f"refused: {reason(e)}"
+        return f"ESCAPED OptionError: {str(e)[:200]}"
     except Exception as e:  # anything else is what this module is here to find
         return f"ESCAPED {type(e).__name__}: {str(e)[:200]}"
     if case.must_refuse:

@@ -132,27 +132,33 @@ def _fmt(value, spec: str) -> str:
 
 
 def _table(header: list[str] | None, rows: list[list], table_id: str) -> str:
-    head = "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(shown(c))}</td>" for c in row) + "</tr>" for row in rows)
+    head = "<thead><tr>" + "".join(f"<th>{_text(h)}</th>" for h in header) + "</tr></thead>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{_text(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table id="{table_id}">{head}<tbody>{body}</tbody></table>'
 
 
+def _text(value) -> str:
+    """Text of the page: escaped for HTML, and names shown as the text report shows them (`shown`:
+    control and invisible format characters as escapes; raw on the page until session 61)."""
+    return html.escape(shown(value))
+
+
 def _figure(png: bytes, caption: str, alt: str) -> str:
-    return (f'<figure><img src="{_data_uri(png)}" alt="{html.escape(alt)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (f'<figure><img src="{_data_uri(png)}" alt="{_text(alt)}">'
+            f"<figcaption>{_text(caption)}</figcaption></figure>")
 
 
 def _image_section(image: ShownImage, crop: int) -> str:
     cropped = f" (centre {crop}x{crop} crop, native pixels)" if max(image.width, image.height) > crop else ""
-    parts = [f'<section class="image"><h3>{html.escape(shown(image.path))}</h3>'
-             f"<p>{image.width}x{image.height}{html.escape(cropped)}</p>"]
+    parts = [f'<section class="image"><h3>{_text(image.path)}</h3>'
+             f"<p>{image.width}x{image.height}{_text(cropped)}</p>"]
     if image.note:
-        parts.append(f'<p class="note">{html.escape(image.note)}</p>')
+        parts.append(f'<p class="note">{_text(image.note)}</p>')
     if image.original is not None:
-        parts.append(_figure(image.original, "original", f"{shown(image.path)} original"))
+        parts.append(_figure(image.original, "original", f"{image.path} original"))
     for d in image.depths:
         caption = f"depth {d['label']}: {d['bytes']:,} bytes, {d['bpp']:.3f} bpp, MS-SSIM {_fmt(d['msssim'], '.4f')}"
-        parts.append(_figure(d["png"], caption, f"{shown(image.path)} at depth {d['depth']}"))
+        parts.append(_figure(d["png"], caption, f"{image.path} at depth {d['depth']}"))
     return "".join(parts) + "</section>"
 
 
@@ -174,7 +180,7 @@ def render(summary: dict, images: list[ShownImage], crop: int = CROP) -> str:
     worst = [[r["path"], _fmt(r["msssim"], ".4f"), _fmt(r["bpp"], ".4f"),
               depth_text(r["iterations"], r["last_steps"], r["scale"])] for r in s["worst"]]
     failures = [[f["path"], f["error"]] for f in s["failures"]]
-    body = [f"<h1>rgbatch archive {html.escape(s['archive'])}</h1>",
+    body = [f"<h1>rgbatch archive {_text(s['archive'])}</h1>",
             _table(None, facts, "summary"),
             "<h2>Size and quality per depth</h2>"
             + (f"<p>Each stored stream once: {s['copies']['shared']:,} image(s) share another's.</p>"
@@ -189,7 +195,7 @@ def render(summary: dict, images: list[ShownImage], crop: int = CROP) -> str:
     body.append("<h2>Images side by side</h2>")
     body += [_image_section(image, crop) for image in images] or ["<p>no image chosen</p>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>rgbatch archive {html.escape(s['archive'])}</title><style>{STYLE}</style></head>"
+            f"<title>rgbatch archive {_text(s['archive'])}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")
 
 

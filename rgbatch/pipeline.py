@@ -61,7 +61,7 @@ from .row import OK, UNCHANGED, Row, hash_keys
 from .sources import (GLOB_CHARS, NOT_UTF8, Source, archive_name, as_archived, expand_sources, name_clashes, read_source,
                       source_row,
                       unchanged)
-from .storage import READ_TIMEOUT, file_stat, is_local, kind, resolve
+from .storage import READ_TIMEOUT, file_stat, is_local, kind, resolve, utf8_name
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
 
@@ -131,8 +131,8 @@ class CompressOptions:
     def check(self):
         """Every option a compression reads, checked before any work starts (the model's own
         limits, iterations and tile size, once it is loaded: `compress`)."""
-        if self.iterations is not None:
-            check_count("iterations", self.iterations, 1, 255)
+        if self.iterations is not None:  # at most the model's (`resolve_options`: "1..16 for this model")
+            check_count("iterations", self.iterations, 1)
         if self.tile_size is not None:
             check_count("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
                                                                         "16-bit field, docs/FORMAT.md)")
@@ -372,7 +372,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     (`cli.stdout_kept`), a library caller's stdout is left as it is."""
     # a KeyboardInterrupt raised into Ray's extension module as it loads was printed there and
     # swallowed, the command going on (benchmarks/fuzz_kill.py, session 55): the signals wait
-    hooks = _process_hooks()  # before Ray's import, which sets its excepthook
+    first, excepthook = "ray" not in sys.modules, sys.excepthook  # before Ray's import, which sets its own
     with _signals_held():
         import ray
 
@@ -386,6 +386,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     with _OWN.turn:  # another thread's Ray of its own: wait for it to end
         with _OWN.state:
             _OWN.thread = me
+        hooks = _process_hooks()  # once the Ray before has ended and put back what it changed
+        if first:
+            hooks["excepthook"] = excepthook
         try:
             with _own_ray(ray, address, num_cpus, hooks):
                 yield ray
@@ -435,6 +438,7 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
             where = f" at {address}" if address else ""
             raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
         raise
+    hooks["set_by_ray"] = _set_by_ray(hooks)  # what the block changes of them meanwhile is the caller's
     try:
         with _session(owned=True):
             yield ray
@@ -481,28 +485,38 @@ def _process_hooks() -> dict:
     SIGTERM's handler and `sys.excepthook` (a program calling `compress` found them Ray's after
     it returned, until session 58); its environment variables (`RAY_*`, and PYTHONBREAKPOINT, with
     which a caller's `breakpoint()` went to Ray's debugger), faulthandler and the warnings
-    filters (until session 61)."""
-    hooks = {"excepthook": sys.excepthook, "environ": {k: os.environ.get(k) for k in os.environ if _rays(k)},
-             "faulthandler": faulthandler.is_enabled(), "warnings": list(warnings.filters)}
+    filters (until session 61). `_restore_hooks` puts them back."""
+    hooks = {"excepthook": sys.excepthook, "environ": _rays_variables(), "faulthandler": faulthandler.is_enabled(),
+             "warnings": list(warnings.filters)}
     if threading.current_thread() is threading.main_thread():
         hooks["sigterm"] = signal.getsignal(signal.SIGTERM)
     return hooks
 
 
-def _rays(variable: str) -> bool:
-    return variable.startswith("RAY_") or variable == "PYTHONBREAKPOINT"
+def _rays_variables() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("RAY_") or k == "PYTHONBREAKPOINT"}
+
+
+def _set_by_ray(hooks: dict) -> dict[str, str]:
+    """The variables of `_rays_variables` whose value is not the one before `hooks` were taken."""
+    return {k: v for k, v in _rays_variables().items() if hooks["environ"].get(k) != v}
 
 
 def _restore_hooks(hooks: dict):
     sys.excepthook = hooks["excepthook"]
     if "sigterm" in hooks and hooks["sigterm"] is not None:
         signal.signal(signal.SIGTERM, hooks["sigterm"])
-    for variable in [k for k in os.environ if _rays(k) and k not in hooks["environ"]]:
-        del os.environ[variable]
-    os.environ.update(hooks["environ"])
+    for variable, value in (hooks.get("set_by_ray") or _set_by_ray(hooks)).items():
+        if os.environ.get(variable) == value:  # as Ray set it (one the caller set since stays)
+            before = hooks["environ"].get(variable)
+            if before is None:
+                del os.environ[variable]
+            else:
+                os.environ[variable] = before
     if not hooks["faulthandler"]:
         faulthandler.disable()
     warnings.filters[:] = hooks["warnings"]
+    warnings._filters_mutated()  # warnings already shown under Ray's filters are shown again under these
 
 
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # held while Ray starts (`_signals_held`)
@@ -754,7 +768,7 @@ def _compress_locked(found, archive: Archive, options, weights, model_id, progre
                           overlap=overlap)
         result.device, result.workers = device, workers
         if log:
-            log(f"{len(found)} sources; the archive holds {done.num_rows} image(s); {workers} {device} encoder(s)")
+            log(f"{len(found):,} source(s); the archive holds {done.num_rows} image(s); {workers} {device} encoder(s)")
         # a concurrency group of its own lets EncodeWorker.progress answer while encode runs
         # with overlap, two `encode` calls at once in its default group
         actor_class = ray.remote(concurrency_groups={"progress": 1})(EncodeWorker).options(
@@ -794,7 +808,10 @@ class _Run:
         # sources archived before are checked `check_size` to a task; those that changed are read.
         # Each goes with its row's index in `done` (-1: not archived)
         # names shown alike (`name_clashes`): failed by `run` without a row
-        self.clashing = name_clashes(found)
+        forms = {form for s in found if (form := utf8_name(s.path)) != s.path}  # few, if any
+        archived = set(done["path"].filter(pc.is_in(done["path"], pa.array(forms, pa.large_string()))).to_pylist()
+                       ) if forms and done.num_rows else set()
+        self.clashing = name_clashes(found, archived)
         found = [s for s in found if s not in self.clashing] if self.clashing else found
         at = _archived_at(found, done)
         self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)

@@ -129,7 +129,8 @@ def load_refiner(extra: dict[str, torch.Tensor]) -> Refiner | None:
         return None
     try:
         channels, blocks, scale, depths = (int(v) for v in extra[CONFIG].tolist())
-        refiner = Refiner(RefinerConfig(channels, blocks, scale, depths))
+        with torch.random.fork_rng(devices=[]):  # its random start, replaced: a caller's random numbers stay theirs
+            refiner = Refiner(RefinerConfig(channels, blocks, scale, depths))
         refiner.load_state_dict({k[len(PREFIX):]: v.float() for k, v in extra.items()
                                  if k.startswith(PREFIX) and k != CONFIG})
     except (RuntimeError, ValueError, TypeError) as e:

@@ -194,13 +194,14 @@ NOT_UTF8 = ("its name is not valid UTF-8 (shown with \\xNN escapes): an archive 
             "rename the file (e.g. with convmv)")
 
 
-def name_clashes(found: list[Source]) -> list[Source]:
+def name_clashes(found: list[Source], archived: set[str] = frozenset()) -> list[Source]:
     """The sources whose name is not UTF-8 and whose `\\xNN` form (`utf8_name`: the path their
-    failure row takes) is another source's path, or an earlier such source's form. They fail
+    failure row takes) is another source's path, an earlier such source's form, or among
+    `archived` (paths of ok rows: another file's, as such a name is never archived). They fail
     without a row, so that a path's row is always its own file's: until session 61 a file named
     `bad\\xff.png` and one named so in bytes gave one row, whichever came back first (the image
-    lost on every run)."""
-    valid = {s.path for s in found if utf8_name(s.path) == s.path}
+    lost on every run), and such a name's failure replaced an archived image's row."""
+    valid = {s.path for s in found if utf8_name(s.path) == s.path} | set(archived)
     forms, clashing = set(), []
     for source in found:
         form = utf8_name(source.path)

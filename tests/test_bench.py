@@ -323,11 +323,12 @@ def test_cli_bench_refuses_what_it_would_not_use(tmp_path):
     assert result.exit_code == 2 and f"no such file or folder: {tmp_path / 'nothere'}" in result.output
     result = CliRunner().invoke(app, ["bench", str(DATA), "--no-cache", "--classical-cache", str(tmp_path / "c.jsonl")])
     assert result.exit_code == 2 and "--no-cache measures without a cache: drop --classical-cache" in result.output
-    manifest = tmp_path / "m.parquet"
-    manifest.write_bytes(b"")  # refused for the options, before it is read
-    result = CliRunner().invoke(app, ["bench", str(manifest), "--depth", "3", "--classical", "none"])
+    manifest = Path(__file__).parent.parent / "manifests" / "bench-kodak" / "bench.parquet"  # the committed one
+    result = CliRunner().invoke(app, ["bench", str(manifest), "--depth", "3", "--classical", "all"])  # given: refused
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "is a bench manifest, summarized again without measuring: --depth, --classical" in said
+    result = CliRunner().invoke(app, ["bench", str(DATA / "kodim05_crop192.png"), "--depth", "3"])  # no manifest
+    assert result.exit_code == 2 and "neither a folder of images nor a bench manifest" in " ".join(result.output.split())
 
 
 def test_cli_bench_refuses_an_unknown_classical_setting(tmp_path):

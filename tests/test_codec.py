@@ -172,7 +172,8 @@ def test_arguments_of_another_kind_are_worded_option_errors(codec, rng):
         encoded.at_target(0.9)
     one, two = codec.decode_many((encoded.blob, encoded.blob), (1, 2))  # a tuple of depths as a list
     assert np.array_equal(two, codec.decode(encoded.blob)) and not np.array_equal(one, two)
-    assert encoded.at_target(Target(max_bytes=10**6)) is encoded
+    assert encoded.at_target(Target(max_bytes=10**6)) is encoded and encoded.at_target(None) is encoded
+    assert [e.blob for e in codec.encode_many(np.stack([image, image]), 2)] == [encoded.blob] * 2  # a batch array
 
 
 def test_precision_auto_is_bf16_only_where_the_hardware_computes_it(tiny_weights):

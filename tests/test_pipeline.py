@@ -288,7 +288,7 @@ def test_options_of_another_kind_are_worded_before_any_work(tmp_path):
         compress([str(tmp_path)], str(tmp_path / "archive"), {"iterations": 2})
     with pytest.raises(OptionError, match=r"options is a dict"):
         pipeline.plan([str(tmp_path)], str(tmp_path / "archive"), {"iterations": 2})
-    with pytest.raises(OptionError, match="select must be a glob or a list of globs, not 5"):
+    with pytest.raises(OptionError, match="select must be a glob or globs, not 5"):
         restore(str(tmp_path / "archive"), str(tmp_path / "out"), select=5)
     assert not (tmp_path / "archive").exists() and not (tmp_path / "out").exists()
 
@@ -321,24 +321,34 @@ def test_what_ray_reports_to_the_driver_goes_to_stderr_in_the_cli_alone(ray_clus
 
 TWO_AT_ONCE = """
 import os, sys, threading, time, faulthandler
+from rgbatch.archive import restore
 from rgbatch.pipeline import CompressOptions, compress
 
 src, weights, out = sys.argv[1:]
-said = {}
+said, inside = {}, threading.Event()
 
-def job(k, delay):
-    time.sleep(delay)
+def job(k):
+    if k:
+        inside.wait(120)  # the first call's Ray runs: this one waits for it, then starts its own
     options = CompressOptions(iterations=2, weights=weights, tile_size=32, batch_size=4, workers=1, threads=1)
     try:
-        said[k] = compress([src], f"{out}/{k}", options).ok
+        said[k] = compress([src], f"{out}/{k}", options, progress=lambda *_: inside.set()).ok
     except BaseException as e:
         said[k] = f"{type(e).__name__}: {e}"
 
-threads = [threading.Thread(target=job, args=(k, 2 * k)) for k in range(2)]
+threads = [threading.Thread(target=job, args=(k,)) for k in range(2)]
 for t in threads:
     t.start()
 for t in threads:
     t.join(timeout=300)
+
+def stopping(*_):
+    raise ValueError("the caller's progress stops it")
+
+try:  # an exception kept (its traceback holds the call's frames): the call's Ray ended all the same
+    restore(f"{out}/0", f"{out}/restored", weights=weights, workers=1, progress=stopping)
+except ValueError as e:
+    kept = e
 import ray
 print(said[0], said[1], ray.is_initialized(), os.environ.get("PYTHONBREAKPOINT"), faulthandler.is_enabled())
 """
@@ -350,7 +360,8 @@ def test_two_compress_calls_at_once_in_one_program_each_run_whole(tiny_weights, 
     started, which the first then shut down under it (a lost actor, or Ray's "ray.init twice"),
     until session 61; now the second waits for the first's Ray to end and starts its own. Ray's
     changes to the process (PYTHONBREAKPOINT: a caller's breakpoint() went to Ray's debugger;
-    faulthandler) are undone after each."""
+    faulthandler) are undone after each, the waiting one's too. A restore on workers stopped by
+    an exception the caller keeps ends its Ray (the next call waited for it forever)."""
     write_images(tmp_path / "src", rng, ["a.png", "b.png"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONBREAKPOINT"}  # not this
     done = subprocess.run([sys.executable, "-c", TWO_AT_ONCE, str(tmp_path / "src"), str(tiny_weights), str(tmp_path)],
@@ -518,6 +529,10 @@ def test_a_name_that_is_not_utf8_never_takes_the_row_of_the_file_named_as_it_is_
         table = Archive(archive).table()
         assert dict(zip(table["path"].to_pylist(), table["status"].to_pylist())) == {
             "b\\xe9.png": "ok", "b\\xe9\\xe9.png": "error"}
+    # the readable file gone from the sources, its archived row stays (another file's failure replaced it)
+    (source / "b\\xe9.png").unlink()
+    result = compress([str(source)], str(archive), options(tiny_weights))
+    assert result.failed == 3 and Archive(archive).done()["path"].to_pylist() == ["b\\xe9.png"]
 
 
 def test_a_read_past_the_read_timeout_is_cancelled_and_its_source_fails(ray_cluster, tiny_weights, tmp_path):

@@ -69,8 +69,9 @@ def test_a_weight_file_carries_the_refiner_in_its_model_id(tmp_path, rng):
     plain = save_weights(tmp_path / "plain.safetensors", model)
     refined = save_weights(tmp_path / "refined.safetensors", model, refiner_tensors(r))
     assert plain != refined
+    state = torch.random.get_rng_state()
     loaded = load_refiner(refiner_tensors(r))
-    assert loaded.cfg == r.cfg
+    assert loaded.cfg == r.cfg and torch.equal(torch.random.get_rng_state(), state)  # a caller's random numbers kept
     # the file stores fp16: the loaded refiner is the original with its weights rounded so
     rounded = Refiner(r.cfg).eval()
     rounded.load_state_dict({k: v.half().float() for k, v in r.state_dict().items()})

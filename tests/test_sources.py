@@ -143,6 +143,7 @@ def test_names_that_are_not_utf8_clash_with_the_names_they_are_shown_as():
                 os.fsdecode(b"c\xff\xfe.png")]]
     assert rs.name_clashes(sources) == [sources[1], sources[4]]  # the first such form takes the path
     assert rs.name_clashes(sources[2:4]) == []
+    assert rs.name_clashes(sources[2:4], archived={"b\\xff.png"}) == [sources[2]]  # an archived image's path
 
 
 def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp_path, rng):
