@@ -603,7 +603,7 @@ def restored_text(row: Row, depth: int, decoding: str) -> str | None:
         stream = row.cut(depth).blob
     except bitstream.BitstreamError:
         return None
-    return json.dumps({"path": row.path, "stream_sha256": hashlib.sha256(stream).hexdigest(), "depth": depth,
+    return json.dumps({"path": row.path, "stream_sha256": hashlib.sha256(stream).hexdigest(), "depth": int(depth),
                        "decoding": "float" if decoding == "float" else "exact"}, sort_keys=True)
 
 

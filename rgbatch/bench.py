@@ -45,7 +45,7 @@ from .entropy import CODERS, EntropyError, default_coder_name, get_coder
 from .imageio import ImageError, read_image
 from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
-from .options import check_count
+from .options import check_count, shown
 from .train import IMAGE_SUFFIXES, list_images
 
 TARGETS = (0.90, 0.95, 0.98)
@@ -409,7 +409,7 @@ def write_outputs(rows: pa.Table, out_dir, manifest=None, overwrite: bool = Fals
 def image_set(summary: dict) -> str:
     """The measured folder as tables and plots name it: its last two path parts (photos/val)."""
     parts = Path(summary["run"].get("image_dir", "")).parts
-    return "/".join(p for p in parts[-2:] if p not in ("..", ".")) or "the set"
+    return shown("/".join(p for p in parts[-2:] if p not in ("..", ".")) or "the set")
 
 
 def summary_tables(summary: dict) -> list:

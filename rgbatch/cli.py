@@ -71,7 +71,10 @@ def stdout_kept():
 # the endings of library messages that name a parameter (storage.ALREADY_THERE, limits.layout), and the
 # CLI's flag for it: at the end only, never in the names a message holds before
 ENDINGS = ((re.compile(r"\(the overwrite option replaces (it|a file)\)$"), r"(--overwrite replaces \1)"),
-           (re.compile(r"(the limit of \d+ pixels) \(max_pixels\)$"), r"\1 (--max-pixels)"))
+           (re.compile(r"(the limit of \d+ pixels) \(max_pixels\)$"), r"\1 (--max-pixels)"),
+           (re.compile(r"\(decompression-bomb guard\); refused$"), "(decompression-bomb guard: --max-pixels); refused"),
+           (re.compile(r"replace_others( replaces it \(docs/ARCHIVE\.md, \"Two sources, one path\"\))$"),
+            r"--replace-others\1"))
 
 
 def cli_words(text) -> str:
@@ -639,7 +642,7 @@ def compress(
     if as_json:
         from dataclasses import asdict
 
-        _print_json({**asdict(result), "megapixels_per_second": result.megapixels_per_second,
+        _print_json({**asdict(result), "bpp": result.bpp, "megapixels_per_second": result.megapixels_per_second,
                      "compression_ratio": result.compression_ratio})
     else:
         table = Table(title=f"archive {shown(result.archive)}", title_justify="left", show_header=False)
@@ -767,8 +770,8 @@ def report(
     shared = s["copies"]["shared"]  # rows whose stream is another's: left out of the costs
     costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} image(s) share another's)" if shared else ""),
                   title_justify="left")
-    for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):
-        costs.add_column(column, justify="right")
+    for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):  # "at --min-msssim" folds
+        costs.add_column(column, justify="right", overflow="fold" if column == "depth" else "ellipsis")
     for row in s["by_depth"]:
         costs.add_row(str(row["depth"]), str(row["images"]), f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
                       fmt(row["mean_msssim"], ".4f"), fmt(row["mean_psnr"], ".2f"))
@@ -845,7 +848,7 @@ def restore(
         skipped = f"; {len(result.skipped)} restored there before, skipped" if result.skipped else ""
         shallower = iterations and sum(w["depth"] < iterations for w in result.written + result.skipped)
         shallower = f"; {shallower} of them stored shallower than --depth {iterations}: at their depth" if shallower else ""
-        out.print(f"{len(result.written)} image(s) written under {result.out}{skipped}{shallower}", highlight=False)
+        out.print(f"{len(result.written)} image(s) written under {shown(result.out)}{skipped}{shallower}", highlight=False)
         if result.not_archived:  # not failures of this command: `report` lists them
             out.print(f"{result.not_archived} image(s) failed at compress time and are not archived: nothing to "
                       f"restore (`rgbatch report` lists them)", highlight=False)
@@ -898,7 +901,7 @@ def encode(
         scale = "" if result["scale"] == "1" else f" coded at scale {result['scale']},"
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         _beside(result["out"]).print(
-                  f"{result['out']}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
+                  f"{shown(result['out'])}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the trailer (colour "
                                                       f"profile, EXIF, alpha channel)" if result["metadata_bytes"] else "")
@@ -940,7 +943,7 @@ def decode(
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         cut = (f"; the file is cut short: its first {result['whole_iterations']} iterations are whole"
                if result["whole_iterations"] < result["stored_iterations"] else "")
-        _beside(result["out"]).print(f"{result['out']}: {result['width']}x{result['height']} at depth "
+        _beside(result["out"]).print(f"{shown(result['out'])}: {result['width']}x{result['height']} at depth "
                                      f"{result['iterations']} of {result['stored_iterations']}{steps}{cut}")
 
 
@@ -1025,7 +1028,7 @@ def compact(
 
         _print_json(asdict(result))
     else:
-        out.print(f"{result.archive}: {result.rows_before} rows in {result.parts_before} part(s), "
+        out.print(f"{shown(result.archive)}: {result.rows_before} rows in {result.parts_before} part(s), "
                   f"{result.bytes_before:,} bytes -> {result.rows} rows in {result.parts} part(s), "
                   f"{result.bytes:,} bytes; {result.cut} image(s) cut to a smaller depth"
                   + (f", {result.dropped} dropped" if result.dropped else ""))

@@ -44,6 +44,7 @@ import copy
 import ctypes
 import functools
 import math
+import numbers
 import threading
 from collections import defaultdict
 from dataclasses import replace
@@ -174,7 +175,7 @@ def check_images(images) -> list[np.ndarray]:
     generator of images was used up by this check, nothing left to encode."""
     if isinstance(images, np.ndarray) and images.ndim < 4:  # one image, whose rows a list would take for images
         raise OptionError("images", "is one array: give a list of images (encode_many([image]), or encode(image))")
-    images = list(images)
+    images = _listed("images", images, (str, bytes), "images (HxWx3 uint8 arrays)")
     for i, image in enumerate(images):
         array = isinstance(image, np.ndarray)
         if not (array and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
@@ -184,6 +185,18 @@ def check_images(images) -> list[np.ndarray]:
             raise OptionError(f"image{where}", f"is {what}: the codec codes HxWx3 uint8 arrays (RGB, 0-255, "
                                                f"a pixel at least; rgbatch.imageio.read_image reads a file so)")
     return images
+
+
+def _listed(option: str, values, single: tuple, what: str) -> list:
+    """`values` (any iterable but one of `single`) as a list, or an OptionError asking for a list of
+    `what` (None, a number, one stream failed in Python's words until session 61)."""
+    if not isinstance(values, single):
+        try:
+            return list(values)
+        except TypeError:
+            pass
+    raise OptionError(option, f"is {'one' if isinstance(values, single) else 'a'} {type(values).__name__}: give a "
+                              f"list of {what}")
 
 
 class Codec:
@@ -575,10 +588,9 @@ class Codec:
         another bound of docs/FORMAT.md, "Limits"), raises BitstreamError and nothing else (a depth
         under 1, or of another kind than a whole number, an OptionError)."""
         check_max_pixels(max_pixels)
-        if isinstance(blobs, (bytes, bytearray, memoryview)):  # one stream, whose bytes a list would take for streams
-            raise OptionError("blobs", "is one stream: give a list of streams (decode_many([blob]), or decode(blob))")
-        blobs = list(blobs)
-        depths = list(iterations) if isinstance(iterations, (list, tuple)) else [iterations] * len(blobs)
+        blobs = _listed("blobs", blobs, (bytes, bytearray, memoryview), "streams (decode_many([blob]), or decode(blob))")
+        depths = [iterations] * len(blobs) if iterations is None or isinstance(iterations, numbers.Number) else \
+            _listed("iterations", iterations, (str,), "depths, or one depth")
         if len(depths) != len(blobs):  # zip dropped the blobs beyond the depths until session 58
             raise OptionError("iterations", f"lists {len(depths)} depth(s) for {len(blobs)} blob(s): give one each")
         for depth in depths:  # a depth over a stream's own is the stream's to refuse (BitstreamError)

@@ -117,6 +117,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+td, h1, h3 { white-space: pre-wrap; }  /* a name's runs of spaces as they are: "a  b.png" is not "a b.png" */
 figure { display: inline-block; margin: 0 0.5em 1em 0; vertical-align: top; }
 figcaption { font-size: 0.85em; }
 .note { color: #a40; }

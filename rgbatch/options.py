@@ -9,21 +9,18 @@ Python API spells it ("tile_size", "target.msssim"); a front end maps that name 
 from __future__ import annotations
 
 import numbers
-import re
-
-
-# what a line of text must not carry as it is: control characters (a newline, an escape sequence)
-# and the invisible format characters that reorder or hide text (bidi overrides, zero-width)
-_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
-                      "\u2066-\u206f\ufeff\ufff9-\ufffb]")
 
 
 def shown(name) -> str:
     """A file name, a path or a reason naming one, as a line of a terminal or a page can show
-    it: control and invisible format characters as Python escapes (`\\n`, `\\x1b`, `\\u202e`:
-    until session 61 a right-to-left override in a name reversed what a report showed after it),
-    everything else as it is."""
-    return _UNSHOWN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(name))
+    it: every character Python calls unprintable as its escape (`\\n`, `\\x1b`, `\\u202e`, `\\xa0`):
+    control characters, invisible format characters (until session 61 a right-to-left override
+    in a name reversed what a report showed after it), separators but the space (U+2028 broke a
+    line), lone surrogates, private and unassigned code points; everything else as it is."""
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class OptionError(ValueError):

@@ -438,7 +438,7 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
             where = f" at {address}" if address else ""
             raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
         raise
-    hooks["set_by_ray"] = _set_by_ray(hooks)  # what the block changes of them meanwhile is the caller's
+    hooks["ray"] = _process_hooks()  # as Ray set them: what the block changes of them meanwhile is the caller's
     try:
         with _session(owned=True):
             yield ray
@@ -485,7 +485,8 @@ def _process_hooks() -> dict:
     SIGTERM's handler and `sys.excepthook` (a program calling `compress` found them Ray's after
     it returned, until session 58); its environment variables (`RAY_*`, and PYTHONBREAKPOINT, with
     which a caller's `breakpoint()` went to Ray's debugger), faulthandler and the warnings
-    filters (until session 61). `_restore_hooks` puts them back."""
+    filters (until session 61). Taken before Ray starts and once it has (`hooks["ray"]`), so that
+    `_restore_hooks` puts back what is still as Ray set it."""
     hooks = {"excepthook": sys.excepthook, "environ": _rays_variables(), "faulthandler": faulthandler.is_enabled(),
              "warnings": list(warnings.filters)}
     if threading.current_thread() is threading.main_thread():
@@ -497,25 +498,25 @@ def _rays_variables() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("RAY_") or k == "PYTHONBREAKPOINT"}
 
 
-def _set_by_ray(hooks: dict) -> dict[str, str]:
-    """The variables of `_rays_variables` whose value is not the one before `hooks` were taken."""
-    return {k: v for k, v in _rays_variables().items() if hooks["environ"].get(k) != v}
-
-
 def _restore_hooks(hooks: dict):
-    sys.excepthook = hooks["excepthook"]
-    if "sigterm" in hooks and hooks["sigterm"] is not None:
+    """Each setting of `hooks` back where it is still as Ray set it (`hooks["ray"]`; without it,
+    Ray having failed to start, every one): what the program changed meanwhile stays."""
+    ray = hooks.get("ray") or _process_hooks()
+    if sys.excepthook is ray["excepthook"]:
+        sys.excepthook = hooks["excepthook"]
+    if hooks.get("sigterm") is not None and signal.getsignal(signal.SIGTERM) == ray.get("sigterm"):
         signal.signal(signal.SIGTERM, hooks["sigterm"])
-    for variable, value in (hooks.get("set_by_ray") or _set_by_ray(hooks)).items():
-        if os.environ.get(variable) == value:  # as Ray set it (one the caller set since stays)
+    for variable, value in ray["environ"].items():
+        if hooks["environ"].get(variable) != value and os.environ.get(variable) == value:
             before = hooks["environ"].get(variable)
             if before is None:
                 del os.environ[variable]
             else:
                 os.environ[variable] = before
-    if not hooks["faulthandler"]:
+    if ray["faulthandler"] and not hooks["faulthandler"]:
         faulthandler.disable()
-    warnings.filters[:] = hooks["warnings"]
+    added = [f for f in ray["warnings"] if f not in hooks["warnings"]]
+    warnings.filters[:] = [f for f in warnings.filters if f not in added]
     warnings._filters_mutated()  # warnings already shown under Ray's filters are shown again under these
 
 

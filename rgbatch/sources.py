@@ -130,7 +130,8 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | No
         text = read_bytes(fs, path).decode("utf-8-sig", errors="surrogateescape")
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
-    names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    # lines end at "\n" (and "\r\n") only: splitlines() also cut names at U+2028, U+0085... (until session 61)
+    names = [line.strip() for line in text.split("\n") if line.strip() and not line.lstrip().startswith("#")]
     base = posixpath.dirname(path)
     files = [n if (posixpath.isabs(n) or is_uri(n)) else posixpath.normpath(posixpath.join(base, n)) for n in names]
     if any(is_uri(f) for f in files):

@@ -164,8 +164,14 @@ def test_arguments_of_another_kind_are_worded_option_errors(codec, rng):
     for depth in ("1", 1.0, 0, -1):
         with pytest.raises(OptionError, match="iterations"):
             codec.decode(encoded.blob, iterations=depth)
-    with pytest.raises(OptionError, match="blobs is one stream: give a list"):
+    with pytest.raises(OptionError, match="blobs is one bytes: give a list of streams"):
         codec.decode_many(encoded.blob)
+    for nothing in (None, 5):
+        with pytest.raises(OptionError, match="is a (NoneType|int): give a list of"):
+            codec.decode_many(nothing)
+        with pytest.raises(OptionError, match="is a (NoneType|int): give a list of"):
+            codec.encode_many(nothing)
+    assert codec.decode_many(iter([encoded.blob]), np.array([1]))[0].shape == image.shape  # any iterables
     with pytest.raises(OptionError, match="images is one array: give a list"):
         codec.encode_many(image)
     with pytest.raises(OptionError, match="target is a float: give a Target"):

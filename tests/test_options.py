@@ -162,3 +162,21 @@ def test_the_python_api_takes_the_natural_forms_and_refuses_the_wrong_kind(tiny_
     with pytest.raises(OptionError, match=re.escape("decode writes a PNG, not a .jpg file: give a name ending in .png")):
         decode_file(tmp_path / "x.rgb", tmp_path / "x.jpg", codec=codec)
     assert not (tmp_path / "x.jpg").exists()
+
+
+def test_shown_escapes_what_a_line_cannot_show_as_it_is():
+    from rgbatch.options import shown
+
+    assert shown("photo é 日本 a b.png") == "photo é 日本 a b.png"  # printable: as it is
+    # control, format (bidi, zero-width), separators but the space, a lone surrogate (a name not UTF-8)
+    assert shown("a\nb\x1b[1m\u202ec\u200bd\u2028e\xa0f\udcff") == "a\\nb\\x1b[1m\\u202ec\\u200bd\\u2028e\\xa0f\\udcff"
+
+
+def test_the_cli_names_flags_at_a_library_message_s_end_only():
+    from rgbatch.cli import cli_words
+
+    assert cli_words("x.rgb: a file is already there: not overwritten (the overwrite option replaces it)") == (
+        "x.rgb: a file is already there: not overwritten (--overwrite replaces it)")
+    assert cli_words("an image of 9x9 pixels is over the limit of 10 pixels (max_pixels)").endswith("(--max-pixels)")
+    assert cli_words("no archive at /tmp/x (max_pixels)") == "no archive at /tmp/x (max_pixels)"  # a name
+    assert cli_words("no archive at /tmp/the overwrite option") == "no archive at /tmp/the overwrite option"

@@ -316,7 +316,8 @@ def test_what_ray_reports_to_the_driver_goes_to_stderr_in_the_cli_alone(ray_clus
     Image.fromarray(smooth_image(np.random.default_rng(0), 32, 32)).save(tmp_path / "src" / "a.png")
     result = CliRunner().invoke(app, ["compress", str(tmp_path / "src"), "--out", str(tmp_path / "archive"), "--json"])
     assert result.exit_code == 0, result.output
-    assert "Task Y failed" in result.stderr and json.loads(result.stdout)["ok"] == 0
+    said = json.loads(result.stdout)
+    assert "Task Y failed" in result.stderr and said["ok"] == 0 and said["bpp"] is None  # the table's bpp: none stored
 
 
 TWO_AT_ONCE = """

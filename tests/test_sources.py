@@ -146,6 +146,16 @@ def test_names_that_are_not_utf8_clash_with_the_names_they_are_shown_as():
     assert rs.name_clashes(sources[2:4], archived={"b\\xff.png"}) == [sources[2]]  # an archived image's path
 
 
+def test_a_list_file_s_lines_end_at_newlines_only(tmp_path, rng):
+    """str.splitlines() also cut at U+2028, U+0085...: such names were listed as two (until session 61)."""
+    photos = tmp_path / "photos"
+    for name in ("a\u2028b.png", "c\x85d.png"):
+        Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / name))
+    listing = touch(tmp_path / "list.txt", "photos/a\u2028b.png\r\nphotos/c\x85d.png\n".encode())
+    _, listed = rs.expand_sources([str(listing)])
+    assert sorted(s.path for s in listed) == ["a\u2028b.png", "c\x85d.png"]
+
+
 def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp_path, rng):
     photos = tmp_path / "photos"
     Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / "a.png"))
