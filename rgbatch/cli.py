@@ -55,7 +55,8 @@ out = _Console(markup=False, soft_wrap=True)  # a result line stays one line in 
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
-FLAGS = {"classical_names": "--classical", "target.msssim": "--target-msssim", "target.bpp": "--target-bpp", "target.max_bytes": "--max-bytes",
+FLAGS = {"classical_names": "--classical", "target.msssim": "--target-msssim", "target.bpp": "--target-bpp",
+         "target.max_bytes": "--max-bytes",
          "archive": "--out", "iterations": "--depth"}  # compress's archive (the other commands take theirs as an argument)
 
 
@@ -231,7 +232,8 @@ MAX_BYTES = typer.Option(None, help="Per image, keep the most iterations within 
 # restore's and compact's targets cut stored streams at whole iterations (compress's and encode's code them)
 CUT_MSSSIM = typer.Option(None, "--target-msssim", help="Per image, the first stored depth whose recorded MS-SSIM "
                                                          "reaches this (else its stored depth).")
-CUT_BPP = typer.Option(None, "--target-bpp", help="Per image, the most stored iterations within this bpp (one at least).")
+CUT_BPP = typer.Option(None, "--target-bpp", help="Per image, the most stored iterations within this bpp (one at "
+                                                  "least).")
 CUT_BYTES = typer.Option(None, "--max-bytes", help="Per image, the most stored iterations within this many bytes (one "
                                                    "at least).")
 WORKERS_ADDRESS = typer.Option(None, "--address", help="Ray cluster for --workers (default: RAY_ADDRESS, else a "
@@ -712,8 +714,9 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print {images, summary} as JSON."),
     html_out: Optional[str] = typer.Option(None, "--html", help="Write one self-contained HTML page instead: "
                                            "tables, the rate-quality curve, and images side by side."),
-    show: Optional[int] = typer.Option(None, show_default="3", help="With --html: images shown beside their originals at several depths "
-                                     "(the worst ones, unless --select)."),
+    show: Optional[int] = typer.Option(None, show_default="3", help="With --html: images shown beside their "
+                                                                    "originals at several depths (the worst ones, "
+                                                                    "unless --select)."),
     select: list[str] = typer.Option([], help="With --html: show the archived paths matching this glob (repeat it: "
                                               "those matching any)."),
     weights: Optional[Path] = typer.Option(None, parser=path, help="With --html: weight file to decode with (default: the "

@@ -58,9 +58,8 @@ from .manifest import TIMES_FOLD, Archive, check_writable
 from .ratecontrol import Target, check_measured
 from .resample import candidates
 from .row import OK, UNCHANGED, Row, hash_keys
-from .sources import (GLOB_CHARS, NOT_UTF8, Source, archive_name, as_archived, expand_sources, name_clashes, read_source,
-                      source_row,
-                      unchanged)
+from .sources import (GLOB_CHARS, NOT_UTF8, Source, archive_name, as_archived, expand_sources, name_clashes,
+                      read_source, source_row, unchanged)
 from .storage import READ_TIMEOUT, file_stat, is_local, kind, resolve, utf8_name
 from .tiling import check_tile_size, tile_grid, tile_size_for
 from .weights import DEFAULT_WEIGHTS, load_weights, trained_iterations
@@ -806,14 +805,14 @@ class _Run:
         self.writer, self.result, self.progress = writer, result, progress
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
         self.check_task = ray.remote(unchanged).options(num_cpus=0)
-        # sources archived before are checked `check_size` to a task; those that changed are read.
-        # Each goes with its row's index in `done` (-1: not archived)
-        # names shown alike (`name_clashes`): failed by `run` without a row
+        # names that are not UTF-8 shown as another's (`name_clashes`): failed by `run` without a row
         forms = {form for s in found if (form := utf8_name(s.path)) != s.path}  # few, if any
         archived = set(done["path"].filter(pc.is_in(done["path"], pa.array(forms, pa.large_string()))).to_pylist()
                        ) if forms and done.num_rows else set()
         self.clashing = name_clashes(found, archived)
         found = [s for s in found if s not in self.clashing] if self.clashing else found
+        # sources archived before are checked `check_size` to a task; those that changed are read.
+        # Each goes with its row's index in `done` (-1: not archived)
         at = _archived_at(found, done)
         self.to_check = deque((s, i) for s, i in zip(found, at) if i >= 0)
         self.pending = deque((s, i) for s, i in zip(found, at) if i < 0)  # sources to read, and their index
