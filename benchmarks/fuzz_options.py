@@ -252,7 +252,9 @@ def main():
     if "compress" in commands:  # one Ray for every case (the CLI uses the one it finds)
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # a Ray of its own: a plain ray.init() joins any cluster running on the machine (a test run's), and
+        # refuses num_cpus there (session 61)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         counts, findings = fuzz(Scene(Path(tmp), args.weights), commands, args.pairs, args.seed, args.timeout)
     for command in commands:
