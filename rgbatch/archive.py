@@ -234,7 +234,8 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
     count = dict.fromkeys(("images", "ok", "source_bytes", "alpha_bytes", "pixels", "shallower", "not_reached",
                            "unmeasured", "partial_last_chunk", "unknown"), 0)
     stored, at_depth, at_msssim, by_depth, copies = _Sums(), _Sums(), _Sums(), {}, _Copies()
-    models, scales, coders, reading, failed, damaged, worst_rows = set(), {}, {}, {}, [], [], []
+    models, failed, damaged, worst_rows = set(), [], [], []
+    scales, coders, reading = collections.Counter(), collections.Counter(), collections.Counter()
     spill = _Spill(schema_of(IMAGE_FIELDS)) if images else None
     for chunk in man.chunks(REPORT_COLUMNS):
         chunk = _with_coding(man, chunk)
@@ -264,14 +265,11 @@ def _summarize(man: Archive, depth: int | None, target: Target, worst: int, imag
             for key, value in row.items():
                 sums[key] += value or 0
         coding = coding_summary(ok)
-        for scale, n in coding["scale"].items():
-            scales[scale] = scales.get(scale, 0) + n
-        for coder, n in coding["coder"].items():
-            coders[coder] = coders.get(coder, 0) + n
+        scales.update(coding["scale"])
+        coders.update(coding["coder"])
         count["partial_last_chunk"] += coding["partial_last_chunk"]
         count["unknown"] += coding["unknown"]
-        for loss, n in reading_summary(ok).items():
-            reading[loss] = reading.get(loss, 0) + n
+        reading.update(reading_summary(ok))
         stored_depths = streams["iterations"].to_pylist()
         stored.add(_at(stored_depths, streams))
         for row in _query(_DEPTH_SQL, streams):
@@ -413,8 +411,7 @@ def coding_summary(ok: pa.Table) -> dict:
     per scale ("1", "0.75", "0.5"), those whose last chunk is partial, and those whose blob said
     neither (unreadable header)."""
     scales = [s for s in ok["scale"].to_pylist() if s is not None]
-    coders = [c or "?" for c in ok["coder"].to_pylist()]
-    return {"coder": {c: coders.count(c) for c in sorted(set(coders))},
+    return {"coder": dict(sorted(collections.Counter(c or "?" for c in ok["coder"].to_pylist()).items())),
             "scale": {f"{s:g}": scales.count(s) for s in sorted(set(scales), reverse=True)},
             "partial_last_chunk": sum(1 for k in ok["last_steps"].to_pylist() if k),
             "unknown": ok.num_rows - len(scales)}
@@ -828,25 +825,23 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
                 for work, written_failed, why in on_ray)
     else:
         done = (_restore_group(codec, fs, root, work, overwrite, max_pixels, str(out)) for work in groups())
-    try:
-        for written, failures in done:
-            result.written += written
-            result.failures += failures
-            for w in written:
-                if w["path"] in restoring:
-                    restored.setdefault(restoring.pop(w["path"]), f"{root}/{names[w['path']]}")
-            if progress:
-                progress(len(result.written) + len(result.failures) + len(result.skipped), total)
-    except storage.FolderRefuses as e:  # full, read-only, not allowed: no image more could be written
-        written = len(result.written) + e.written
-        at_least = "at least " if workers else ""  # other actors' groups may have finished, unread
-        before = (f"{at_least}{written} image(s) written before it, whole: a rerun skips them" if written or workers
-                  else "no image written")
-        before += f" ({len(result.skipped)} restored by an earlier run)" if result.skipped else ""
-        raise storage.FolderRefuses(f"{out}: {e}; stopped, {before}", e.errno, written) from None
-    finally:
-        if on_ray:
-            on_ray.close()
+    with contextlib.closing(on_ray) if on_ray else contextlib.nullcontext():
+        try:
+            for written, failures in done:
+                result.written += written
+                result.failures += failures
+                for w in written:
+                    if w["path"] in restoring:
+                        restored.setdefault(restoring.pop(w["path"]), f"{root}/{names[w['path']]}")
+                if progress:
+                    progress(len(result.written) + len(result.failures) + len(result.skipped), total)
+        except storage.FolderRefuses as e:  # full, read-only, not allowed: no image more could be written
+            written = len(result.written) + e.written
+            at_least = "at least " if workers else ""  # other actors' groups may have finished, unread
+            before = (f"{at_least}{written} image(s) written before it, whole: a rerun skips them"
+                      if written or workers else "no image written")
+            before += f" ({len(result.skipped)} restored by an earlier run)" if result.skipped else ""
+            raise storage.FolderRefuses(f"{out}: {e}; stopped, {before}", e.errno, written) from None
     result.failures += man.missed  # rows of a part whose pages turned out damaged
     return result
 

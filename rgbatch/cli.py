@@ -122,7 +122,7 @@ def user_errors(failures: tuple = ()):
                 err.print(_red("error:", f" {cli_words(e or type(e).__name__)}"), highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
             if isinstance(e, OptionError):  # named in the library's terms: say the flags
-                err.print(_red("error:", f" {shown(e.worded(flag))}"), highlight=False, soft_wrap=True)
+                err.print(_red("error:", f" {cli_words(e.worded(flag))}"), highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
             if isinstance(e, USER_ERRORS):
                 from .objectstore import worded

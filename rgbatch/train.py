@@ -7,6 +7,7 @@ evaluations, so `--resume` continues the same run as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import lzma
 import math
@@ -400,18 +401,23 @@ def save_checkpoint(path, state: dict):
     """Write a file without a name, then put it at `path`: a killed run never leaves half a
     checkpoint, nor (since session 55) a temporary file. A TrainingError that names `path`
     where it cannot be written (until session 60 the hidden temporary file's name)."""
-    try:
-        with NewFile.replacing(path) as f:
-            torch.save(state, f)
-    except (OSError, NotWritten) as e:  # NotWritten: something not a file there now, or on the way
-        raise TrainingError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
+    with _writing(path), NewFile.replacing(path) as f:
+        torch.save(state, f)
 
 
 def check_writable(path):
     """Refuse, before any work, a checkpoint that cannot be written where asked (until session
     60 found at the first checkpoint, the steps before it lost)."""
-    try:
+    with _writing(path):
         NewFile.replacing(path).discard()
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """A TrainingError naming `path` for what stops it being written (NotWritten: something not
+    a file there, or on the way)."""
+    try:
+        yield
     except (OSError, NotWritten) as e:
         raise TrainingError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
 
