@@ -691,6 +691,8 @@ def _print_plan(result, as_json: bool):
                            "where an image of the same bytes is archived or among them"),
             ("unreadable", None, f"{result.unreadable:,}: missing, no regular file (a FIFO, a device) or no size or "
                                  "time to be had: they would fail"),
+            ("clashing names", None, f"{result.clashing:,}: names that are not UTF-8 and read as another's when "
+                                     "shown (\\xNN): they would fail"),
             ("archived, not listed", "not_listed", f"{result.not_listed:,}: images of the archive whose paths are "
                                                    "not among these sources: kept as they are")]:
         if key and result.examples[key]:

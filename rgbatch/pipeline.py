@@ -218,6 +218,7 @@ class CompressPlan:
     new: int = 0  # not archived (or their row failed): read and encoded, or copied where the same bytes are
     new_bytes: int = 0
     unreadable: int = 0  # no size and time to be had (gone since listed, no permission): they fail
+    clashing: int = 0  # names that are not UTF-8 and read as another's (`sources.name_clashes`): they fail
     not_listed: int = 0  # images the archive holds whose paths are not among the sources: kept as they are
     # the first few paths of `new`, `to_hash` and `not_listed` (PLAN_EXAMPLES each), to look at
     examples: dict[str, list[str]] = field(default_factory=lambda: {"new": [], "to_hash": [], "not_listed": []})
@@ -250,6 +251,10 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     if log:
         log(f"the archive holds {done.num_rows} image(s); checking the sources' sizes and times")
     result = CompressPlan(archive=archive.location, sources=len(found))
+    clashing = _clashing(found, done)
+    if clashing:
+        result.clashing = len(clashing)
+        found = [s for s in found if s not in clashing]
     at = _archived_at(found, done)
     sizes, times = done["source_bytes"].to_pylist(), done["source_mtime"].to_pylist()
     for source, index in zip(found, at):
@@ -282,6 +287,15 @@ def _options(options: CompressOptions | None) -> CompressOptions:
         raise OptionError("options", f"is a {type(options).__name__}: give CompressOptions(...)")
     options.check()
     return options
+
+
+def _clashing(found: list[Source], done: pa.Table) -> list[Source]:
+    """The sources whose names are not UTF-8 and read as another's when so shown, this run's or an
+    archived image's (`sources.name_clashes`): they fail without a row."""
+    forms = {form for s in found if (form := utf8_name(s.path)) != s.path}  # few, if any
+    archived = set(done["path"].filter(pc.is_in(done["path"], pa.array(forms, pa.large_string()))).to_pylist()
+                   ) if forms and done.num_rows else set()
+    return name_clashes(found, archived)
 
 
 def _archived_at(found: list[Source], done: pa.Table) -> list[int]:
@@ -805,11 +819,7 @@ class _Run:
         self.writer, self.result, self.progress = writer, result, progress
         self.read_task = ray.remote(read_source).options(num_cpus=0, num_returns=2)
         self.check_task = ray.remote(unchanged).options(num_cpus=0)
-        # names that are not UTF-8 shown as another's (`name_clashes`): failed by `run` without a row
-        forms = {form for s in found if (form := utf8_name(s.path)) != s.path}  # few, if any
-        archived = set(done["path"].filter(pc.is_in(done["path"], pa.array(forms, pa.large_string()))).to_pylist()
-                       ) if forms and done.num_rows else set()
-        self.clashing = name_clashes(found, archived)
+        self.clashing = _clashing(found, done)  # failed by `run` without a row
         found = [s for s in found if s not in self.clashing] if self.clashing else found
         # sources archived before are checked `check_size` to a task; those that changed are read.
         # Each goes with its row's index in `done` (-1: not archived)

@@ -131,14 +131,27 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | No
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     # lines end at "\n" (and "\r\n") only: splitlines() also cut names at U+2028, U+0085... (until session 61)
-    names = [line.strip() for line in text.split("\n") if line.strip() and not line.lstrip().startswith("#")]
     base = posixpath.dirname(path)
-    files = [n if (posixpath.isabs(n) or is_uri(n)) else posixpath.normpath(posixpath.join(base, n)) for n in names]
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    files = [_listed(fs, base, line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if any(is_uri(f) for f in files):
         raise ValueError(f"{source}: list files name local paths only (list an object store by its folder URI)")
     if not files:
         raise ValueError(f"{source} lists no files")
     return fs, posixpath.commonpath([posixpath.dirname(f) for f in files]), dict.fromkeys(files)
+
+
+def _listed(fs: pafs.FileSystem, base: str, line: str) -> str:
+    """The path a list file's line names: the line as written (a name may begin or end with a
+    space), or, where no file has that name, the line without its surrounding blanks (an editor's
+    stray indent or trailing space). Until session 62 every line was stripped: a file named
+    " a.png" was read as "a.png", another file or none."""
+    def joined(name):
+        return name if (posixpath.isabs(name) or is_uri(name)) else posixpath.normpath(posixpath.join(base, name))
+    stripped = line.strip()
+    if stripped == line or is_uri(stripped) or kind(fs, joined(line)) != "missing":
+        return joined(line)
+    return joined(stripped)
 
 
 def _expand_each(sources: list[str]):

@@ -522,6 +522,8 @@ def test_a_name_that_is_not_utf8_never_takes_the_row_of_the_file_named_as_it_is_
     source, archive = tmp_path / "photos", tmp_path / "archive"
     names = ["b\\xe9.png", os.fsdecode(b"b\xe9.png"), os.fsdecode(b"b\xe9\\xe9.png"), os.fsdecode(b"b\xe9\xe9.png")]
     write_images(source, rng, names)  # the last two not UTF-8, and shown alike as each other
+    planned = plan([str(source)], str(archive), options(tiny_weights))  # counted new until session 62
+    assert (planned.clashing, planned.new, planned.unreadable) == (2, 1, 1)  # the readable one new
     for _ in range(2):
         result = compress([str(source)], str(archive), options(tiny_weights))
         assert result.failed == 3 and result.ok + result.skipped == 1
@@ -531,7 +533,9 @@ def test_a_name_that_is_not_utf8_never_takes_the_row_of_the_file_named_as_it_is_
         assert dict(zip(table["path"].to_pylist(), table["status"].to_pylist())) == {
             "b\\xe9.png": "ok", "b\\xe9\\xe9.png": "error"}
     # the readable file gone from the sources, its archived row stays (another file's failure replaced it)
+    assert (plan([str(source)], str(archive), options(tiny_weights)).clashing, planned.sources) == (2, 4)
     (source / "b\\xe9.png").unlink()
+    assert plan([str(source)], str(archive), options(tiny_weights)).clashing == 2  # one of them the archived path's form
     result = compress([str(source)], str(archive), options(tiny_weights))
     assert result.failed == 3 and Archive(archive).done()["path"].to_pylist() == ["b\\xe9.png"]
 

@@ -156,6 +156,17 @@ def test_a_list_file_s_lines_end_at_newlines_only(tmp_path, rng):
     assert sorted(s.path for s in listed) == ["a\u2028b.png", "c\x85d.png"]
 
 
+def test_a_list_file_s_line_is_the_name_as_written_spaces_included(tmp_path, rng):
+    """A file named " a.png" was read as "a.png" (every line was stripped, until session 62): another
+    image. Surrounding blanks are dropped only where no file has the name as written."""
+    photos = tmp_path / "photos"
+    for name in (" a.png", "a.png", "b.png"):
+        Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / name))
+    listing = touch(photos / "list.txt", b" a.png\r\n  b.png \r\n\t\n # a comment\n")
+    _, listed = rs.expand_sources([str(listing)])
+    assert sorted(s.path for s in listed) == [" a.png", "b.png"]
+
+
 def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp_path, rng):
     photos = tmp_path / "photos"
     Image.fromarray(smooth_image(rng, 32, 32)).save(touch(photos / "a.png"))
