@@ -1311,6 +1311,7 @@ def main():
 
     start_quietly()  # where started as `python -m rgbatch.cli` or from an older installation's script
     signalwatch.watch()  # a signal the main thread cannot take (blocked in a store's C++ code) ends it anyway
+    Console.on_broken_pipe = _Console.on_broken_pipe  # typer's help consoles too: `-h | head` exited 1 (session 62)
     try:
         app()
     except OSError as e:  # typer lets a failed write of the output through: stdout on a full disk

@@ -1465,12 +1465,15 @@ def test_ctrl_c_while_a_command_starts_ends_it_quietly_and_while_it_works_as_int
 V1_ARCHIVE = Path(__file__).parent / "archive_v1" / "archive"
 
 
-@pytest.mark.parametrize("output", [[], ["--json"], ["--html", "/dev/stdout", "--show", "0"]])
-def test_a_reader_that_stops_ends_the_command_quietly_with_141(output):
+@pytest.mark.parametrize("args", [["report", str(V1_ARCHIVE)], ["report", str(V1_ARCHIVE), "--json"],
+                                  ["report", str(V1_ARCHIVE), "--html", "/dev/stdout", "--show", "0"],
+                                  ["compress", "-h"]])
+def test_a_reader_that_stops_ends_the_command_quietly_with_141(args):
     """`rgbatch report A | head -1` exited 1, the code of failed images (rich's and click's quiet
     exit on a closed pipe); now 141, as a shell reports a program killed by SIGPIPE, nothing on
-    stderr. A page written to /dev/stdout so too (until session 61: exit 1)."""
-    command = [sys.executable, "-m", "rgbatch", "report", str(V1_ARCHIVE)] + output
+    stderr. A page written to /dev/stdout so too (until session 61: exit 1), and a command's help
+    (typer's console, until session 62: exit 1)."""
+    command = [sys.executable, "-m", "rgbatch", *args]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     run.stdout.close()  # before the command has written anything: it still imports
     assert (run.wait(timeout=60), run.stderr.read()) == (141, b"")
