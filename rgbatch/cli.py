@@ -238,6 +238,16 @@ CUT_BYTES = typer.Option(None, "--max-bytes", help="Per image, the most stored i
                                                    "at least).")
 WORKERS_ADDRESS = typer.Option(None, "--address", help="Ray cluster for --workers (default: RAY_ADDRESS, else a "
                                                         "local Ray).")
+TILE_SIZE = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; default: whole images up "
+                                     "to 2 MP (and 2.25 MP padded to 32: not thin strips), tiles of 1024 beyond; "
+                                     "docs/TILING.md).")
+CODER = typer.Option("auto", help="Entropy coder: auto (the weights' default: mixing2 where they carry context tables), "
+                                  "raw, context, adaptive (the context coder's tables refined per image: 2 % smaller on "
+                                  "Kodak, 9 % on photos in BD-rate), mixing (adaptive, its first 4 iterations mixed "
+                                  "with block-history and neighbour models: 1-2 % smaller again, 0.7x its coding "
+                                  "speed), mixing2 (mixing with a group model, its first 8 iterations: 0.4 % smaller "
+                                  "again). The shipped model is trained for the context coders: raw bits cost it 2.8x "
+                                  "the rate at MS-SSIM 0.90.")
 PIXEL_LIMIT = typer.Option(None, help="Refuse images (streams: of images) with more pixels (decompression-bomb "
                                       "guard; default 89,478,485, Pillow's).")
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -565,23 +575,14 @@ def compress(
     target_msssim: Optional[float] = TARGET_MSSSIM,
     target_bpp: Optional[float] = TARGET_BPP,
     max_bytes: Optional[int] = MAX_BYTES,
-    tile_size: Optional[int] = typer.Option(None, help="Tile size in pixels (multiple of 32; 0: whole image; "
-                                                       "default: whole images up to 2 MP (and 2.25 MP padded to 32: not thin strips), "
-                                                       "tiles of 1024 beyond; docs/TILING.md)."),
+    tile_size: Optional[int] = TILE_SIZE,
     batch_size: int = typer.Option(0, help="Tiles per network batch and encoder call, shared by several images, "
                                            "within 2 MP on a GPU, 65536 pixels on a CPU (0: 8 on a GPU, 16 on a "
                                            "CPU)."),
     workers: int = typer.Option(0, help="Encoder actors (0: four sharing each GPU, or one per two CPUs)."),
     device: str = DEVICE,
     weights: Optional[Path] = WEIGHTS,
-    coder: str = typer.Option("auto", help="Entropy coder: auto (the weights' default: mixing2 where they carry "
-                                           "context tables), raw, context, adaptive (the context coder's tables "
-                                           "refined per image: 2 % smaller on Kodak, 9 % on photos in BD-rate), mixing "
-                                           "(adaptive, its first 4 iterations mixed with block-history and neighbour "
-                                           "models: 1-2 % smaller again, 0.7x its coding speed), mixing2 (mixing with "
-                                           "a group model, its first 8 iterations: 0.4 % smaller again). The shipped "
-                                           "model is trained for the context coders: raw bits cost it 2.8x the rate "
-                                           "at MS-SSIM 0.90."),
+    coder: str = CODER,
     max_pixels: Optional[int] = PIXEL_LIMIT,
     measure: bool = typer.Option(True, help="Record MS-SSIM and PSNR at every depth; --no-measure writes the same "
                                             "streams about 1.5x faster for large images, in a third of the memory "
@@ -877,6 +878,9 @@ def encode(
     post_filter: bool = POST_FILTER,
     resample: str = RESAMPLE,
     partial: Optional[bool] = PARTIAL,
+    tile_size: Optional[int] = TILE_SIZE,
+    coder: str = CODER,
+    max_pixels: Optional[int] = PIXEL_LIMIT,
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
                                   help="Keep the image's ICC colour profile and EXIF block in the stream file's "
                                        "trailer, written back by decode; --strip-metadata keeps neither "
@@ -895,10 +899,11 @@ def encode(
         target = _target(target_msssim, target_bpp, max_bytes)
         candidates(resample, bool(target), measure=True)
         codec = Codec.load(weights, device=device, precision=precision, search_steps=search_steps, decoding=decoding,
-                           post_filter=post_filter)
+                           post_filter=post_filter, tile_size=tile_size, coder=coder)
         partial = resolve_partial(partial, target, True, codec.coder.name)
+        limit = pixel_limit(max_pixels)
     with user_errors(failures=(ImageError, MemoryError)):
-        result = encode_file(image, out_path, iterations, target, codec, resample=resample, partial=partial,
+        result = encode_file(image, out_path, iterations, target, codec, limit, resample=resample, partial=partial,
                              metadata=metadata, overwrite=overwrite)
     if as_json:
         _print_json(result, _beside(result["out"]).file)

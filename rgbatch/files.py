@@ -38,6 +38,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
     Codec.encode_many, by default where the target and coder allow: `resolve_partial`, 0 when
     whole; and the bytes of the source's metadata kept in the trailer: `metadata`)."""
     check_measured(target, True)
+    check_max_pixels(max_pixels)
     codec = codec or Codec.load()
     partial = resolve_partial(partial, target, True, codec.coder.name)
     out_fs, out_path = storage.output_file(out, overwrite)

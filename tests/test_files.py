@@ -259,6 +259,29 @@ def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
         assert failed.exit_code == 1 and said in " ".join(failed.output.split()), failed.output
 
 
+def test_cli_encode_takes_compress_s_tile_size_coder_and_pixel_limit(tiny_weights, png, tmp_path):
+    """`encode` had none of the three (until session 62): a stream could not be made as an archive's
+    were, and the pixel limit's refusal named a --max-pixels that encode did not take."""
+    from rgbatch.bitstream import read_header
+    from rgbatch.entropy import CODERS
+
+    runner = CliRunner()
+    stream = tmp_path / "x.rgb"
+    done = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--depth", "2", "--tile-size", "32",
+                               "--coder", "raw", "--max-pixels", "6300", "--weights", str(tiny_weights)])
+    assert done.exit_code == 0, done.output
+    header = read_header(stream.read_bytes())
+    assert (header.tile_size, CODERS[header.coder_id].name) == (32, "raw")
+    refused = runner.invoke(app, ["encode", str(png), "--out", str(tmp_path / "y.rgb"), "--max-pixels", "100",
+                                  "--weights", str(tiny_weights)])
+    assert refused.exit_code == 1 and "over the limit of 100 pixels" in refused.output, refused.output
+    assert "--max-pixels" in refused.output and not (tmp_path / "y.rgb").exists()
+    for option in (["--tile-size", "33"], ["--coder", "bogus"], ["--max-pixels", "0"]):
+        bad = runner.invoke(app, ["encode", str(png), "--out", str(tmp_path / "z.rgb"), *option,
+                                  "--weights", str(tiny_weights)])
+        assert bad.exit_code == 2 and f"error: {option[0]} " in bad.output, bad.output
+
+
 def test_cli_encode_resample_writes_a_resampled_stream_that_decodes_at_full_size(tiny_weights, tmp_path, rng):
     from PIL import Image
     from rgbatch.bitstream import read_header
