@@ -481,6 +481,20 @@ def coding_text(coding: dict) -> str:
     return "; ".join(words)
 
 
+def summary_facts(summary: dict) -> list[tuple[str, str]]:
+    """The head of a report in words, (label, text) each: the text report's table and the HTML
+    page's (built twice until session 62, they had drifted: "model" and "models", "1.2x" and "1.2")."""
+    s = summary
+    return [("images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"),
+            ("models", ", ".join(s["model_ids"]) or "-"),
+            ("source bytes", f"{s['source_bytes']:,}"),
+            ("archive bytes", bytes_text(s)),
+            ("compression ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-"),
+            ("coding", coding_text(s["coding"]) if s["ok"] else "-"),
+            ("reading", reading_text(s["reading"]) if s["ok"] else "-"),
+            ("copies", copies_text(s["copies"]))]
+
+
 def depth_text(iterations: int | None, last_steps: int | None, scale: float | None = None) -> str:
     """An image's stored depth, saying a partial last chunk ("5 (24 steps)": 4 whole iterations
     and the first 24 coding steps of the 5th) and a scale other than 1 ("at 0.75")."""

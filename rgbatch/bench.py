@@ -45,7 +45,7 @@ from .entropy import CODERS, EntropyError, default_coder_name, get_coder
 from .imageio import ImageError, read_image
 from .manifest import BENCH_METADATA_KEY
 from .metrics import msssim_many, psnr
-from .options import check_count, shown
+from .options import check_count, figure, shown
 from .train import IMAGE_SUFFIXES, list_images
 
 TARGETS = (0.90, 0.95, 0.98)
@@ -416,9 +416,6 @@ def summary_tables(summary: dict) -> list:
     """The summary as rich tables: rate at equal MS-SSIM and speed, BD-rates, rgbatch per depth."""
     from rich.table import Table
 
-    def fmt(x, spec):
-        return "-" if x is None else format(x, spec)
-
     run, codecs = summary["run"], summary["codecs"]
     rate = Table(title=f"{image_set(summary)}: bpp needed for MS-SSIM (mean of {summary['images']} images; '-' when not every image "
                        f"reaches it) and speed on {run.get('device', '?')} (rgbatch: at its deepest timed depth)",
@@ -432,11 +429,11 @@ def summary_tables(summary: dict) -> list:
         cells = []
         for target in summary["targets"]:
             t = entry["bpp_at_msssim"][target]
-            cells.append(fmt(t["bpp"], ".3f") if t["reached"] == t["images"] else f"- ({t['reached']}/{t['images']})")
+            cells.append(figure(t["bpp"], ".3f") if t["reached"] == t["images"] else f"- ({t['reached']}/{t['images']})")
         speed = entry
         if entry.get("speed_by_depth"):  # rgbatch: speed at its deepest timed depth
             speed = entry["speed_by_depth"][max(entry["speed_by_depth"], key=int)]
-        rate.add_row(name, *cells, fmt(speed["encode_mp_s"], ".3f"), fmt(speed["decode_mp_s"], ".3f"))
+        rate.add_row(name, *cells, figure(speed["encode_mp_s"], ".3f"), figure(speed["decode_mp_s"], ".3f"))
     tables = [rate]
 
     rgbatch = {n: e for n, e in codecs.items() if "bd_rate_msssim" in e}
@@ -460,8 +457,8 @@ def summary_tables(summary: dict) -> list:
         for point in entry["curve"]:
             speed = entry["speed_by_depth"].get(str(point["quality"]), {})
             depth.add_row(str(point["quality"]), f"{point['bpp']:.3f}", f"{point['msssim']:.4f}",
-                          f"{point['psnr']:.2f}", fmt(speed.get("encode_mp_s"), ".3f"),
-                          fmt(speed.get("decode_mp_s"), ".3f"))
+                          f"{point['psnr']:.2f}", figure(speed.get("encode_mp_s"), ".3f"),
+                          figure(speed.get("decode_mp_s"), ".3f"))
         tables.append(depth)
     return tables
 

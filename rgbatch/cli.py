@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from . import signalwatch
-from .options import OptionError, check_range, shown
+from .options import OptionError, check_range, figure, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -730,7 +730,7 @@ def report(
     """Sizes and qualities of an archive: per depth, worst images, failures (or an HTML page of them)."""
     from rich.table import Table
 
-    from .archive import bytes_text, coding_text, copies_text, depth_text, reading_text, report as make_report
+    from .archive import depth_text, report as make_report, summary_facts
 
     if html_out is None and (show is not None or select or weights is not None or overwrite):  # ignored until session 61
         err.print(_red("error:", " --show, --select, --weights and --overwrite are the HTML page's: give --html "
@@ -757,21 +757,11 @@ def report(
         return
     s = result["summary"]
     head = Table(title=f"archive {shown(s['archive'])}", title_justify="left", show_header=False)
-    for name, value in [("images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"),
-                        ("model", ", ".join(s["model_ids"]) or "-"),
-                        ("source bytes", f"{s['source_bytes']:,}"),
-                        ("archive bytes", bytes_text(s)),
-                        ("ratio", f"{s['compression_ratio']:.1f}x" if s["compression_ratio"] else "-"),
-                        ("coding", coding_text(s["coding"]) if s["ok"] else "-"),
-                        ("reading", reading_text(s["reading"]) if s["ok"] else "-"),
-                        ("copies", copies_text(s["copies"]))]:
+    for name, value in summary_facts(s):
         head.add_row(name, value)
     out.print(head)
     if s["set_aside_parts"]:
         out.print(f"{s['set_aside_parts']} damaged part(s) set aside in damaged/ by compact: not read", highlight=False)
-
-    def fmt(x, spec):
-        return "-" if x is None else format(x, spec)
 
     shared = s["copies"]["shared"]  # rows whose stream is another's: left out of the costs
     costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} image(s) share another's)" if shared else ""),
@@ -779,13 +769,13 @@ def report(
     for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):  # "at --min-msssim" folds
         costs.add_column(column, justify="right", overflow="fold" if column == "depth" else "ellipsis")
     for row in s["by_depth"]:
-        costs.add_row(str(row["depth"]), str(row["images"]), f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
-                      fmt(row["mean_msssim"], ".4f"), fmt(row["mean_psnr"], ".2f"))
+        costs.add_row(str(row["depth"]), str(row["images"]), f"{row['bytes']:,}", figure(row["bpp"], ".4f"),
+                      figure(row["mean_msssim"], ".4f"), figure(row["mean_psnr"], ".2f"))
     for key, label in (("stored", "as stored"), ("at_depth", "at --depth"), ("at_msssim", "at --min-msssim")):
         if key in s and s[key]["images"]:
             row = s[key]
-            costs.add_row(label, str(row["images"]), f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
-                          fmt(row["mean_msssim"], ".4f"), fmt(row["mean_psnr"], ".2f"), style="bold")
+            costs.add_row(label, str(row["images"]), f"{row['bytes']:,}", figure(row["bpp"], ".4f"),
+                          figure(row["mean_msssim"], ".4f"), figure(row["mean_psnr"], ".2f"), style="bold")
     out.print(costs)
     if "at_depth" in s and s["at_depth"]["shallower"]:
         out.print(f"{s['at_depth']['shallower']} image(s) are stored shallower than depth {depth}: counted at their depth")
@@ -799,7 +789,7 @@ def report(
         for column in ("path", "MS-SSIM", "bpp", "depth"):  # a long path whole (two sharing a prefix differ)
             table.add_column(column, overflow="fold" if column == "path" else "ellipsis")
         for row in s["worst"]:
-            table.add_row(shown(row["path"]), fmt(row["msssim"], ".4f"), fmt(row["bpp"], ".4f"),
+            table.add_row(shown(row["path"]), figure(row["msssim"], ".4f"), figure(row["bpp"], ".4f"),
                           depth_text(row["iterations"], row["last_steps"], row["scale"]))
         out.print(table)
     if "folders" in s:
@@ -808,8 +798,8 @@ def report(
             table.add_column(column, **({"overflow": "fold"} if column == "folder" else {"justify": "right"}))
         for row in s["folders"][:FOLDERS_SHOWN]:
             table.add_row(shown(row["folder"]) if row["folder"] else "(top level)", f"{row['images']:,}",
-                          f"{row['source_bytes']:,}", f"{row['bytes']:,}", fmt(row["bpp"], ".4f"),
-                          fmt(row["mean_msssim"], ".4f"))
+                          f"{row['source_bytes']:,}", f"{row['bytes']:,}", figure(row["bpp"], ".4f"),
+                          figure(row["mean_msssim"], ".4f"))
         out.print(table)
         if len(s["folders"]) > FOLDERS_SHOWN:
             out.print(f"{len(s['folders']) - FOLDERS_SHOWN:,} more folder(s): --json lists them all", highlight=False)

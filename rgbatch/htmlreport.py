@@ -22,14 +22,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import storage
-from .archive import (SourceUnreachable, _source_image, bytes_text, check_every_glob_matches, coding_text,
-                      copies_text, depth_text, reading_text, report, select_globs, selects)
+from .archive import (SourceUnreachable, _source_image, check_every_glob_matches, depth_text, report, select_globs,
+                      selects, summary_facts)
 from .codec import Codec
 from .imageio import encode_png
 from .manifest import Archive
 from .row import Row
 from .metrics import msssim
-from .options import check_count, shown
+from .options import check_count, figure, shown
 from .weights import where_model_is
 
 CROP = 512  # shown pixels per side at most (a centre crop of larger images)
@@ -128,10 +128,6 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _table(header: list[str] | None, rows: list[list], table_id: str) -> str:
     head = "<thead><tr>" + "".join(f"<th>{_text(h)}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{_text(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -158,7 +154,7 @@ def _image_section(image: ShownImage, crop: int) -> str:
     if image.original is not None:
         parts.append(_figure(image.original, "original", f"{image.path} original"))
     for d in image.depths:
-        caption = f"depth {d['label']}: {d['bytes']:,} bytes, {d['bpp']:.3f} bpp, MS-SSIM {_fmt(d['msssim'], '.4f')}"
+        caption = f"depth {d['label']}: {d['bytes']:,} bytes, {d['bpp']:.3f} bpp, MS-SSIM {figure(d['msssim'], '.4f')}"
         parts.append(_figure(d["png"], caption, f"{image.path} at depth {d['depth']}"))
     return "".join(parts) + "</section>"
 
@@ -166,19 +162,11 @@ def _image_section(image: ShownImage, crop: int) -> str:
 def render(summary: dict, images: list[ShownImage], crop: int = CROP) -> str:
     """The page of a report summary (`rgbatch.archive.report(...)["summary"]`) and shown images."""
     s = summary
-    facts = [["images", f"{s['images']} ({s['ok']} ok, {s['failed']} failed)"],
-             ["models", ", ".join(s["model_ids"]) or "-"],
-             ["source bytes", f"{s['source_bytes']:,}"],
-             ["archive bytes", bytes_text(s)],
-             ["compression ratio", _fmt(s["compression_ratio"], ".1f")],
-             ["bpp as stored", _fmt(s["stored"]["bpp"], ".4f")],
-             ["mean MS-SSIM as stored", _fmt(s["stored"]["mean_msssim"], ".4f")],
-             ["coding", coding_text(s["coding"]) if s["ok"] else "-"],
-             ["reading", reading_text(s["reading"]) if s["ok"] else "-"],
-             ["copies", copies_text(s["copies"])]]
-    by_depth = [[r["depth"], r["images"], f"{r['bytes']:,}", _fmt(r["bpp"], ".4f"), _fmt(r["mean_msssim"], ".4f"),
-                 _fmt(r["mean_psnr"], ".2f")] for r in s["by_depth"]]
-    worst = [[r["path"], _fmt(r["msssim"], ".4f"), _fmt(r["bpp"], ".4f"),
+    facts = [*summary_facts(s), ("bpp as stored", figure(s["stored"]["bpp"], ".4f")),
+             ("mean MS-SSIM as stored", figure(s["stored"]["mean_msssim"], ".4f"))]
+    by_depth = [[r["depth"], r["images"], f"{r['bytes']:,}", figure(r["bpp"], ".4f"), figure(r["mean_msssim"], ".4f"),
+                 figure(r["mean_psnr"], ".2f")] for r in s["by_depth"]]
+    worst = [[r["path"], figure(r["msssim"], ".4f"), figure(r["bpp"], ".4f"),
               depth_text(r["iterations"], r["last_steps"], r["scale"])] for r in s["worst"]]
     failures = [[f["path"], f["error"]] for f in s["failures"]]
     body = [f"<h1>rgbatch archive {_text(s['archive'])}</h1>",

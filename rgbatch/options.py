@@ -3,7 +3,8 @@
 Each parameter is checked once, where it enters (a `Codec`, a `Target`, `CompressOptions`,
 an archive command), by one of these functions. An `OptionError` names the parameter as the
 Python API spells it ("tile_size", "target.msssim"); a front end maps that name to its own
-(the CLI: its flags) with `worded`. `shown` is how any front end shows a name it did not choose.
+(the CLI: its flags) with `worded`. `shown` is how any front end shows a name it did not choose,
+`figure` a number that may be missing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ def shown(name) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def figure(value, spec: str) -> str:
+    """A number as a table shows it (`format(value, spec)`), "-" for none."""
+    return "-" if value is None else format(value, spec)
 
 
 class OptionError(ValueError):

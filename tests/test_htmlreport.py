@@ -53,6 +53,11 @@ def test_the_page_holds_tables_curve_and_images_side_by_side(archive, tiny_weigh
     assert re.search("<tr><td>coding</td><td>coder [a-z0-9]+; all at scale 1; whole iterations</td></tr>", page)
     assert "<tr><td>copies</td><td>none (no source&#x27;s bytes are stored twice)</td></tr>" in page
     assert "<th>depth</th></tr></thead>" in page and "<td>3</td></tr>" in page  # the worst images' depth
+    # the text report's head, fact by fact (`summary_facts`: they had drifted, "model" and "1.2x" there)
+    text = " ".join(CliRunner().invoke(app, ["report", str(archive / "archive")]).output.replace("│", " ").split())
+    ratio = f"{result['summary']['compression_ratio']:.1f}x"
+    assert f"<tr><td>compression ratio</td><td>{ratio}</td></tr>" in page and f"compression ratio {ratio}" in text
+    assert "<tr><td>models</td>" in page and f"models {result['summary']['model_ids'][0]}" in text
     # a resampled image and a partial last chunk, as the page says them
     summary = {**result["summary"], "coding": {"scale": {"1": 1, "0.75": 1}, "partial_last_chunk": 1, "unknown": 0}}
     summary["worst"] = [{**summary["worst"][0], "iterations": 3, "last_steps": 24, "scale": 0.75}]
