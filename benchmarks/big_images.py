@@ -91,7 +91,7 @@ class TreeSampler:
         self.thread.join()
 
 
-def run(source: Path, archive: Path, megapixels: float, iterations: int, measure: bool, nice: int) -> dict:
+def run(source: Path, archive: Path, iterations: int, measure: bool, nice: int) -> dict:
     pixels = Image.open(source).size
     command = ["nice", "-n", str(nice), str(Path(sys.executable).parent / "rgbatch"), "compress", str(source),
                "--out", str(archive), "--iterations", str(iterations), "--workers", "1",
@@ -127,8 +127,8 @@ def main():
             Image.fromarray(image).save(source, compress_level=1)
             del image
             for mode in args.modes:
-                row = run(source, Path(work) / f"archive_{megapixels:g}_{mode}", megapixels, args.iterations,
-                          mode == "measure", args.nice)
+                row = run(source, Path(work) / f"archive_{megapixels:g}_{mode}", args.iterations, mode == "measure",
+                          args.nice)
                 rows.append(row)
                 print(f"{row['megapixels']:6.1f} MP ({row['size']}) depth {row['iterations']} {mode:10s} "
                       f"exit {row['exit']}: peak {row['peak_pss_gb']:.2f} GB PSS ({row['peak_rss_gb']:.2f} GB RSS; "

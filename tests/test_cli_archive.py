@@ -664,6 +664,31 @@ def test_an_interrupted_drop_leaves_the_archive_as_it_was_until_a_rerun(archive,
     assert set(current(work)) == set(before) - {"a.png"}
 
 
+def test_a_full_disk_stops_compress_and_compact_with_one_line_and_keeps_what_was_committed(
+        archive, tiny_weights, tmp_path, monkeypatch, ray_cluster):
+    """docs/ARCHIVE.md: a full disk stops `compress` and `compact` with one line, exit 2; the parts
+    committed before stand, and a `compact` stopped so has deleted nothing."""
+    from rgbatch import storage
+    from test_manifest import _FullDisk
+
+    work, fresh = tmp_path / "work", tmp_path / "fresh"
+    shutil.copytree(archive / "archive", work)
+    fresh.mkdir()
+    Image.fromarray(smooth_image(np.random.default_rng(5), 40, 48)).save(fresh / "new.png")  # a new image
+    before, files = current(work), sorted(p.name for p in work.glob("*.parquet"))
+    monkeypatch.setattr(storage, "AtomicOutput", _FullDisk)  # no room for a part's first byte
+    said = {"compact": run("compact", work, "--depth", "1"),
+            "compress": run("compress", fresh, "--out", work, "--weights", tiny_weights, "--iterations", "2",
+                            "--tile-size", "32", "--address", ray_cluster.address)}
+    for command, result in said.items():
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and "Traceback" not in result.output, (command, result.output)
+        assert lines[-1] == (f"error: {work}: cannot write a manifest part: No space left on device; the parts "
+                             f"committed before are kept: mend the cause and rerun to go on"), (command, lines)
+    assert sorted(p.name for p in work.glob("*.parquet")) == files and current(work) == before  # no new part
+    assert [p.name for p in work.iterdir() if p.name.startswith(".tmp-")] == []
+
+
 def test_compact_sets_a_damaged_part_aside_and_says_where(archive, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(archive / "archive", work)
@@ -1102,7 +1127,7 @@ def test_a_second_compress_into_a_busy_archive_is_refused(archive, tiny_weights,
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_a_killed_compress_ends_cleanly_and_takes_its_ray_along(tiny_weights, tmp_path, rng, signum):
-    pytest.importorskip("ray")  # which puts its own copy of psutil on the path
+    import ray  # noqa: F401  (a dependency; it puts its own copy of psutil on the path)
     import psutil
 
     def signalled_run(images: int, out):
@@ -1173,7 +1198,7 @@ def test_a_compress_terminated_while_its_ray_starts_ends_as_terminated(tiny_weig
     54 Ray's own handler, in place for the whole of its start, made it exit 15 (or 1 after a head
     node's drain, or, raised inside a finalizer, a traceback and a run that went on), and a signal
     while its core worker connected a C++ stack dump and SIGABRT (`pipeline._signals_held`)."""
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (a dependency; it puts its own copy of psutil on the path)
     import psutil
 
     (tmp_path / "src").mkdir()
@@ -1477,6 +1502,18 @@ def test_a_reader_that_stops_ends_the_command_quietly_with_141(args):
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     run.stdout.close()  # before the command has written anything: it still imports
     assert (run.wait(timeout=60), run.stderr.read()) == (141, b"")
+
+
+def test_an_unexpected_exception_is_one_line_with_exit_2(monkeypatch):
+    """docs/ARCHIVE.md: "an unexpected exception too: `error: unexpected <kind>: <message>`, exit 2"."""
+    from rgbatch import archive
+
+    def broken(*args, **kwargs):
+        raise TypeError("boom")
+
+    monkeypatch.setattr(archive, "report", broken)
+    result = run("report", V1_ARCHIVE)
+    assert (result.exit_code, result.stderr) == (2, "error: unexpected TypeError: boom\n")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

@@ -26,11 +26,6 @@ def test_help_pages_show_no_rendering_artefacts(command):
     assert not ARTEFACTS.search(result.output), ARTEFACTS.findall(result.output)
 
 
-def test_search_steps_keeps_the_stream_format():
-    result = runner.invoke(app, ["compress", "--help"], env={"COLUMNS": "200"})
-    assert "the same stream format" in " ".join(result.output.split())
-
-
 @pytest.mark.parametrize("command", ["compress", "encode", "decode", "restore", "compact", "bench", "report"])
 def test_depth_and_iterations_name_the_same_option(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})

@@ -278,13 +278,7 @@ def test_a_chunk_no_encoder_wrote_is_a_worded_error(engine, kind, rng):
     # a point past the top of the first interval: constriction's "invalid data"
     with pytest.raises(EntropyError, match="not a chunk of the context coder"):
         coder.decode([b"\xff" * 8], SHAPES[:1])
-    garbage = rng.integers(0, 256, 4 * 50, dtype=np.uint8).tobytes()  # decodes to some bits, or is refused
-    try:
-        decoded = coder.decode([garbage], SHAPES[:1])
-    except EntropyError as e:
-        assert "iteration 1" in str(e)
-    else:
-        assert decoded[0].shape == (1, *SHAPES[0])
+    # random words: test_truncated_and_garbage_chunks_end_the_same_in_both_engines
 
 
 def outcome(coder, chunks, shapes, steps=0):

@@ -49,14 +49,16 @@ def test_an_output_file_already_there_is_replaced_only_with_overwrite(codec, png
     decode_file(tmp_path / "a.rgb", tmp_path / "a.png", codec=codec)
     before = (tmp_path / "a.rgb").read_bytes(), (tmp_path / "a.png").read_bytes()
     runner = CliRunner()
-    for args in (["encode", str(png), "--out", str(tmp_path / "a.rgb"), "--iterations", "2"],
-                 ["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path / "a.png")],
-                 ["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path)],  # a folder: never
-                 ["decode", str(tmp_path / "a.rgb"), "--out", f"{tmp_path}/new/", "--overwrite"],  # one meant
-                 ["encode", str(png), "--out", f"{tmp_path}/new/"]):
+    for args, said in ((["encode", str(png), "--out", str(tmp_path / "a.rgb"), "--iterations", "2"],
+                        "already there: not overwritten"),
+                       (["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path / "a.png")],
+                        "already there: not overwritten"),
+                       (["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path)], "a folder is there"),  # never
+                       (["decode", str(tmp_path / "a.rgb"), "--out", f"{tmp_path}/new/", "--overwrite"],  # one meant
+                        "names a folder (it ends in '/')"),
+                       (["encode", str(png), "--out", f"{tmp_path}/new/"], "names a folder (it ends in '/')")):
         done = runner.invoke(app, args + ["--weights", str(tiny_weights)])
-        assert done.exit_code == 2 and ("already there: not overwritten" in done.output or "a folder is there"
-                                        in done.output or "names a folder (it ends in '/')" in done.output), done.output
+        assert done.exit_code == 2 and said in " ".join(done.output.split()), (said, done.output)
     assert ((tmp_path / "a.rgb").read_bytes(), (tmp_path / "a.png").read_bytes()) == before
     assert not (tmp_path / "new").exists()  # until session 49 a file named "new"
     done = runner.invoke(app, ["encode", str(png), "--out", str(tmp_path / "a.rgb"), "--iterations", "2",

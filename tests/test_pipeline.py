@@ -401,7 +401,7 @@ def test_the_actors_of_a_ray_of_its_own_end_with_it_without_rays_retry_reports()
     "(raylet) Task EncodeWorker.encode failed. There are infinite retries remaining ..." for each
     (session 60): in a Ray of the command's own, `end_actors` leaves them to `ray.shutdown`. The
     actor killed in the program shows that Ray still reports such a kill."""
-    pytest.importorskip("ray")  # which puts its own copy of psutil on the path
+    import ray  # noqa: F401  (a dependency; it puts its own copy of psutil on the path)
     import psutil
 
     done = subprocess.run([sys.executable, "-c", ACTORS_ENDED], capture_output=True, text=True, timeout=300,
@@ -669,7 +669,8 @@ def test_restore_on_ray_workers_writes_what_restore_in_process_writes(ray_cluste
     compress([str(source)], str(archive), options(tiny_weights))
     here = ra.restore(archive, tmp_path / "here", weights=tiny_weights, device="cpu", iterations=1)
     on_ray = ra.restore(archive, tmp_path / "ray", weights=tiny_weights, device="cpu", iterations=1, workers=2)
-    assert sorted(w["path"] for w in on_ray.written) == names and on_ray.failures == [] and on_ray.exit_code == 0
+    for result in (here, on_ray):
+        assert sorted(w["path"] for w in result.written) == names and result.failures == [] and result.exit_code == 0
     for name in names:
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
     (tmp_path / "ray" / "03.png").unlink()  # as if interrupted before it was written

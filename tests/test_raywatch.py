@@ -12,7 +12,7 @@ from rgbatch import raywatch
 
 
 def test_the_watchdog_kills_what_it_watches_once_the_run_ends_and_is_reaped():
-    pytest.importorskip("ray")  # which puts its own copy of psutil on the path
+    import ray  # noqa: F401  (a dependency; it puts its own copy of psutil on the path)
     import psutil
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

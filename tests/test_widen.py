@@ -214,7 +214,7 @@ def test_a_compact_checkpoint_stores_its_model_against_a_packaged_file(tmp_path,
                               base=packaged / "default.safetensors")
     assert (tmp_path / "compact.pt").stat().st_size < (tmp_path / "half.pt").stat().st_size * 0.75
     loaded = load_training_state(tmp_path / "compact.pt")
-    assert loaded.keys() == half.keys() and loaded["step"] == 6
+    assert loaded.keys() == half.keys() == compact.keys() and loaded["step"] == 6
     assert all(torch.equal(loaded["model"][k], v) for k, v in half["model"].items())
     assert export_weights(tmp_path / "compact.pt", tmp_path / "c.safetensors") == \
         export_weights(tmp_path / "half.pt", tmp_path / "h.safetensors") != base_id
