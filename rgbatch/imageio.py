@@ -14,7 +14,8 @@
 | grey (1 to 16 bits) or RGB     | recorded as PA, LA (LA;16) or RGBA; grey keys applied here   |
 | 16-bit grey (I;16*; PGM's I)   | scaled to 8 bit from 65535 as white, then RGB (`_white`)     |
 | 32-bit I, float F              | by their values: white 65535 (a value over 255) or 255; F:   |
-|                                | 1.0, or 255 where a value is over 1.0 (not tone-mapped)      |
+|                                | 1.0, or 255 where a value is over 1.0 (not tone-mapped); NaN |
+|                                | black, and no part of the choice of white                    |
 | 16-bit RGB, RGBA, LA (PNG,     | 8 bits a sample, as Pillow reads them (high bytes; a PPM's   |
 | TIFF, PPM), 10- and 12-bit     | scaled); the mode recorded with the file's bits (RGB;16,     |
 | HEIF, JPEG XL and AVIF colour  | RGBA;10, LA;16...; a JPEG XL's and an AVIF's from its        |
@@ -513,8 +514,21 @@ def _white(image: Image.Image) -> float | None:
         return None
     high = image.getextrema()[1]
     if image.mode == "F":
+        if high != high:  # a NaN among the values: their extrema are NaN (white was 255: an image of
+            high = _finite_max(image)  # 0..1 stored black, until session 62)
         return 1.0 if high <= 1.0 else 255.0
     return 65535.0 if high > 255 else 255.0
+
+
+def _finite_max(image: Image.Image) -> float:
+    """The largest value of a float image that is not NaN (0.0: none), band by band as `to_rgb`."""
+    width, height = image.size
+    step = max(1, BAND_PIXELS // width)
+    high = 0.0
+    for y in range(0, height, step):
+        band = np.asarray(image.crop((0, y, width, min(y + step, height))), dtype=np.float32)
+        high = max(high, float(np.nanmax(band, initial=0.0)))
+    return high
 
 
 def _tiff_bits(image: Image.Image) -> int | None:
@@ -526,8 +540,8 @@ def _tiff_bits(image: Image.Image) -> int | None:
 
 def _band_to_rgb(image: Image.Image, top: float | None) -> np.ndarray:
     if top is not None:
-        array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.round(array / top * 255), 0, 255).astype(np.uint8), "L")
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64) / top * 255, nan=0.0)  # NaN: black
+        image = Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8), "L")
     if image.mode == "La":  # premultiplied grey: Pillow converts it to LA only
         image = image.convert("LA")
     if image.mode in ALPHA_MODES:

@@ -48,8 +48,12 @@ class Source:
 
 
 def image_extensions() -> set[str]:
-    """File name extensions Pillow can open (lower case, with the dot)."""
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    """File name extensions Pillow can open (lower case, with the dot). A camera's MPO (`.mpo`) is
+    opened by the JPEG reader, not by an opener of its own: such files were left out of folders,
+    without a word, until session 62 (PDF and Palm are formats Pillow writes only)."""
+    extensions = Image.registered_extensions()  # first: it loads the plugins, which fill Image.OPEN
+    opened = {*Image.OPEN, *(("MPO",) if "JPEG" in Image.OPEN else ())}
+    return {ext for ext, fmt in extensions.items() if fmt in opened}
 
 
 def _glob_root(pattern: str) -> str:

@@ -621,3 +621,31 @@ def test_a_multi_frame_source_gives_its_first_frame_and_its_frame_count(fmt):
     single = io.BytesIO()
     frames[0].save(single, fmt)
     assert decode_image_and_metadata(single.getvalue()).frames == 1
+
+
+def test_a_float_image_s_nan_values_are_black_and_leave_its_white_alone(rng):
+    """A float TIFF of values in 0..1 with one NaN was stored almost black (its extrema NaN, white
+    taken as 255) with a numpy warning, until session 62."""
+    values = rng.random((40, 30)).astype(np.float32)
+    values[:3, :3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels, mode = decode_image(save(Image.fromarray(values), "TIFF"))
+    expected = np.round(np.nan_to_num(values, nan=0.0) * 255).astype(np.uint8)
+    assert mode == "F" and np.array_equal(pixels[..., 0], expected) and np.all(pixels[:3, :3] == 0)
+    values[:] = np.nan  # nothing but NaN: black
+    assert not decode_image(save(Image.fromarray(values), "TIFF"))[0].any()
+
+
+def test_a_camera_s_mpo_is_found_in_a_folder(tmp_path):
+    """Pillow opens MPO files with its JPEG reader: `.mpo` was no image extension, and such files
+    were left out of a folder's sources without a word (until session 62)."""
+    from rgbatch.sources import expand_sources, image_extensions
+
+    picture = Image.new("RGB", (32, 24), (200, 30, 40))
+    picture.save(tmp_path / "stereo.mpo", save_all=True, append_images=[picture])
+    assert ".mpo" in image_extensions() and ".pdf" not in image_extensions()  # PDF: Pillow writes it only
+    _, found = expand_sources([str(tmp_path)])
+    assert [s.path for s in found] == ["stereo.mpo"]
+    decoded = imageio.decode_image_and_metadata((tmp_path / "stereo.mpo").read_bytes())
+    assert decoded.frames == 2 and decoded.pixels.shape == (24, 32, 3)
