@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 
 from . import bitstream, storage
 from .codec import Codec
-from .imageio import (EXTRA_CHANNELS, GREY_MODES, LOSSY_MODES, MAX_PIXELS, ImageError, base_mode, decode_image_and_metadata,
-                      encode_png, max_source_bytes, open_image, png_text)
+from .imageio import (GREY_MODES, LOSSY_MODES, MAX_PIXELS, ImageError, base_mode, decode_image_and_metadata,
+                      encode_png, max_source_bytes, open_image, png_text, reading_losses)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .entropy import CODERS
@@ -423,10 +423,8 @@ def reading_summary(ok: pa.Table) -> dict:
     `alpha` was kept: rows of parts before session 25), only the losses that occurred; and the
     images whose alpha channel was kept (`alpha_kept`, losslessly beside the blob)."""
     kept = [n is not None for n in ok["alpha_bytes"].to_pylist()]
-    modes = ok["mode"].to_pylist()
-    counts = {loss: sum(base_mode(m) in lossy and not (loss == "alpha_dropped" and k) for m, k in zip(modes, kept))
-              for loss, (lossy, _) in LOSSY_MODES.items()}
-    counts["extra_channels_dropped"] = sum(1 for m in modes if m and m.endswith(EXTRA_CHANNELS))
+    lost = collections.Counter(loss for m, k in zip(ok["mode"].to_pylist(), kept) for loss in reading_losses(m, k))
+    counts = {loss: lost[loss] for loss in (*LOSSY_MODES, "extra_channels_dropped")}
     counts["frames_dropped"] = sum(1 for n in ok["frames"].to_pylist() if n and n > 1)
     counts["alpha_kept"] = sum(kept)
     return {loss: n for loss, n in counts.items() if n}

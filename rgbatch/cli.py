@@ -880,9 +880,10 @@ def encode(
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
     that cannot be read exits 1 (the image failed), a bad option or missing file 2."""
+    from .archive import READING_WORDS
     from .codec import Codec, resolve_partial
     from .files import encode_file
-    from .imageio import ImageError
+    from .imageio import ImageError, reading_losses
     from .resample import candidates
 
     with user_errors():
@@ -905,7 +906,9 @@ def encode(
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the trailer (colour "
                                                       f"profile, EXIF, alpha channel)" if result["metadata_bytes"] else "")
-                  + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else ""))
+                  + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else "")
+                  + "".join(f"; the source ({shown(result['mode'])}) {READING_WORDS[loss]}"
+                            for loss in reading_losses(result["mode"])))  # until session 62 unsaid
 
 
 @app.command()

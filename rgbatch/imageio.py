@@ -128,6 +128,15 @@ def base_mode(mode: str | None) -> str | None:
     return mode.removesuffix(EXTRA_CHANNELS) if mode else mode
 
 
+def reading_losses(mode: str | None, alpha_kept: bool = True) -> list[str]:
+    """What reading a source of this recorded mode into 8-bit RGB lost: LOSSY_MODES' names, and
+    "extra_channels_dropped" (an alpha channel is lost only where none was kept: archives' rows
+    before session 25)."""
+    losses = [loss for loss, (lossy, _) in LOSSY_MODES.items()
+              if base_mode(mode) in lossy and not (loss == "alpha_dropped" and alpha_kept)]
+    return losses + (["extra_channels_dropped"] if mode and mode.endswith(EXTRA_CHANNELS) else [])
+
+
 class ImageError(ValueError):
     """A source image that rgbatch cannot read, with a message for the user."""
 
@@ -165,8 +174,11 @@ EXIF_HEADER = b"Exif\x00\x00"
 def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     """`decode_image`, the source's `Metadata` and its number of frames."""
     image, mode = open_image(data, max_pixels)
-    rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
-    alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned the image
+    with warnings.catch_warnings():  # Pillow's advice on converting ("Palette images with Transparency
+        warnings.simplefilter("ignore")  # expressed in bytes should be converted to RGBA") printed by
+        rgb = to_rgb(image)  # verify and report --html until session 62; first: applying the orientation
+        # takes its tag out of the EXIF block
+        alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned it
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     if isinstance(exif, bytes) and exif and not exif.startswith(EXIF_HEADER):  # a WebP's, a JPEG XL's

@@ -358,3 +358,14 @@ def test_a_multi_page_source_is_encoded_from_its_first_page_and_says_so(codec, t
     said = CliRunner().invoke(app, ["encode", str(tmp_path / "pages.tiff"), "--out", str(tmp_path / "q.rgb"),
                                     "--iterations", "1", "--weights", str(tiny_weights)])
     assert said.exit_code == 0 and "only the first of its 3 frames or pages" in " ".join(said.output.split())
+
+
+def test_cli_encode_says_what_reading_the_source_lost(tiny_weights, tmp_path, rng):
+    """`encode` named dropped frames only; a CMYK or 16-bit source's conversion was unsaid (until
+    session 62), as `report` counts it for an archive."""
+    from PIL import Image
+
+    Image.fromarray(smooth_image(rng, 40, 48)).convert("CMYK").save(tmp_path / "c.jpg")
+    done = CliRunner().invoke(app, ["encode", str(tmp_path / "c.jpg"), "--out", str(tmp_path / "c.rgb"), "--depth", "1",
+                                    "--weights", str(tiny_weights)])
+    assert done.exit_code == 0 and "; the source (CMYK) converted to RGB from CMYK" in " ".join(done.output.split())

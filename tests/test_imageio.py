@@ -649,3 +649,15 @@ def test_a_camera_s_mpo_is_found_in_a_folder(tmp_path):
     assert [s.path for s in found] == ["stereo.mpo"]
     decoded = imageio.decode_image_and_metadata((tmp_path / "stereo.mpo").read_bytes())
     assert decoded.frames == 2 and decoded.pixels.shape == (24, 32, 3)
+
+
+def test_reading_a_source_prints_no_warning_of_pillow_s():
+    """Pillow's advice on converting a palette image with a transparency table ("should be converted
+    to RGBA images") was printed by `verify` and `report --html` (until session 62)."""
+    image = Image.new("P", (20, 20))
+    image.putpalette([i % 256 for i in range(768)])
+    data = save(image, "PNG", transparency=bytes([0, 128] + [255] * 254))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoded = imageio.decode_image_and_metadata(data)
+    assert decoded.mode == "PA" and decoded.alpha[0, 0] == 0 and caught == []
