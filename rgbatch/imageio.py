@@ -20,12 +20,15 @@
 | TIFF, PPM), 10- and 12-bit     | scaled); the mode recorded with the file's bits (RGB;16,     |
 | HEIF, JPEG XL and AVIF colour  | RGBA;10, LA;16...; a JPEG XL's and an AVIF's from its        |
 | of more than 8 bits            | header), so that `report` counts the reduction               |
-| CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow                                   |
+| CMYK, YCbCr, LAB, HSV          | converted to RGB by Pillow; CMYK with its own ICC profile    |
+|                                | through that profile into sRGB (LittleCMS: `colour.py`)      |
 | EXIF orientation               | applied, so the stored image is upright (a JPEG XL: its      |
 |                                | codestream's, which its decoder applies; an EXIF one is      |
 |                                | ignored, as the format says, its tag dropped)                |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
 |                                | (a grey or CMYK profile: the pixels kept are RGB)            |
+| a HEIF's nclx colour           | kept as an ICC profile made from it (`colour.nclx_icc`)      |
+| description (no ICC profile)   | where not sRGB's; PQ and HLG (HDR) values read as sRGB       |
 | XMP, PNG text, gAMA, DPI       | not kept                                                     |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
@@ -57,9 +60,10 @@ from typing import NamedTuple
 
 import numpy as np
 import pillow_jxl  # noqa: F401  (registers its JPEG XL reader with Pillow on import)
-from PIL import ExifTags, Image, ImageOps, PngImagePlugin
+from PIL import ExifTags, Image, ImageCms, ImageOps, PngImagePlugin
 from pillow_heif import register_heif_opener
 
+from .colour import cmyk_transform, nclx_icc
 from .options import OptionError, check_count
 
 register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and sets the EXIF orientation to 1
@@ -181,6 +185,8 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
         alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned it
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
+    if icc is None and isinstance(image.info.get("nclx_profile"), dict):  # a HEIF's colours by code points
+        icc = nclx_icc(image.info["nclx_profile"])
     if isinstance(exif, bytes) and exif and not exif.startswith(EXIF_HEADER):  # a WebP's, a JPEG XL's
         exif = EXIF_HEADER + exif
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
@@ -504,12 +510,13 @@ def to_rgb(image: Image.Image) -> np.ndarray:
             ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a broken EXIF block must not lose the picture itself
         pass
-    top = _white(image)
+    top, transform = _white(image), cmyk_transform(image)
     width, height = image.size
     rgb = np.empty((height, width, 3), np.uint8)
     step = max(1, BAND_PIXELS // width)
     for y in range(0, height, step):
-        rgb[y:y + step] = _band_to_rgb(image.crop((0, y, width, min(y + step, height))), top)
+        band = image.crop((0, y, width, min(y + step, height)))
+        rgb[y:y + step] = _band_to_rgb(band, top) if transform is None else ImageCms.applyTransform(band, transform)
     return rgb
 
 

@@ -1,0 +1,114 @@
+"""What a source's pixel values mean, where its file says so other than by an RGB ICC profile.
+
+- An nclx colour description (ITU-T H.273 code points: a HEIF's `colr` box, which pillow-heif
+  gives as `info["nclx_profile"]`), of primaries or a transfer other than sRGB's: the values are
+  kept as they are, and described by an ICC profile made from it (`nclx_icc`: a matrix/TRC RGB
+  display profile, ICC v2), kept and written back as a source's own profile is. Read as sRGB, a
+  Display P3 photo's colours came back desaturated, unsaid (until session 62).
+- A CMYK image with its own ICC profile: converted to sRGB through that profile by LittleCMS
+  (`cmyk_transform`), as a colour-managed viewer shows it, not by Pillow's formula (until session 62).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from PIL import Image, ImageCms
+
+D50 = np.array([0.9642, 1.0, 0.8249])  # the ICC profile connection space's white
+BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+SRGB_XY = ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06), (0.3127, 0.3290))  # BT.709's red, green, blue, white
+# H.273 transfer characteristics as ICC curves: sRGB's (13), and BT.709's OETF (1, 6, 14, 15),
+# which stills are shown by as sRGB (Apple's ColorSync does so); pure powers; linear. PQ (16), HLG
+# (18) and the rest describe HDR or video signals no such curve holds: those values stay read as sRGB
+SRGB_CURVE = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)  # an ICC `para` curve of function type 3
+TRANSFERS = {1: SRGB_CURVE, 6: SRGB_CURVE, 13: SRGB_CURVE, 14: SRGB_CURVE, 15: SRGB_CURVE, 4: 2.2, 5: 2.8, 8: 1.0}
+UNSPECIFIED = 2  # H.273's "unspecified", for primaries and transfer alike: sRGB's, as Pillow reads them
+
+
+def nclx_icc(nclx: dict) -> bytes | None:
+    """An ICC profile saying what `nclx` says (pillow-heif's `nclx_profile`: code points and the
+    primaries' chromaticities), or None where that is sRGB (as the values are read anyway) or
+    a transfer no ICC curve holds (`TRANSFERS`)."""
+    try:
+        xy = [(float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"]))
+              for c in ("red", "green", "blue", "white")]
+        transfer = int(nclx.get("transfer_characteristics", UNSPECIFIED))
+    except (KeyError, TypeError, ValueError):
+        return None
+    srgb_primaries = int(nclx.get("color_primaries", UNSPECIFIED)) == UNSPECIFIED or np.allclose(xy, SRGB_XY, atol=1e-3)
+    if transfer == UNSPECIFIED:
+        transfer = 13
+    if transfer not in TRANSFERS or (srgb_primaries and TRANSFERS[transfer] == SRGB_CURVE):
+        return None
+    if not all(0 < y <= 1 and 0 <= x <= 1 for x, y in xy):
+        return None
+    return _matrix_trc_profile(_colorants_d50(xy), TRANSFERS[transfer], f"rgbatch: H.273 primaries "
+                               f"{nclx.get('color_primaries')}, transfer {nclx.get('transfer_characteristics')}")
+
+
+def _colorants_d50(xy) -> np.ndarray:
+    """The XYZ of full red, green and blue (columns) of the primaries `xy` (red, green, blue,
+    white), adapted to D50 by the Bradford transform, as an ICC profile's colorant tags hold them."""
+    def xyz(x, y):
+        return np.array([x / y, 1.0, (1 - x - y) / y])
+
+    primaries = np.stack([xyz(*p) for p in xy[:3]], axis=1)
+    white = xyz(*xy[3])
+    rgb_to_xyz = primaries * np.linalg.solve(primaries, white)  # each primary scaled so that R=G=B=1 is white
+    cone = BRADFORD @ D50 / (BRADFORD @ white)
+    return np.linalg.inv(BRADFORD) @ np.diag(cone) @ BRADFORD @ rgb_to_xyz
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", int(round(value * 65536)))
+
+
+def _xyz_tag(xyz) -> bytes:
+    return b"XYZ " + bytes(4) + b"".join(_s15(v) for v in xyz)
+
+
+def _curve_tag(curve) -> bytes:
+    if isinstance(curve, tuple):  # g, a, b, c, d: Y = (aX + b)^g for X >= d, else cX
+        return b"para" + bytes(4) + struct.pack(">HH", 3, 0) + b"".join(_s15(v) for v in curve)
+    return b"curv" + bytes(4) + struct.pack(">IH", 1, int(round(curve * 256))) + bytes(2)  # a power
+
+
+def _matrix_trc_profile(colorants: np.ndarray, curve, description: str) -> bytes:
+    """An ICC v2.1 RGB display profile: colorants (D50 XYZ columns), one curve for all three."""
+    trc = _curve_tag(curve)
+    return icc_profile(b"mntr", b"RGB ", b"XYZ ", description, [
+        *((sig, _xyz_tag(colorants[:, i])) for i, sig in enumerate((b"rXYZ", b"gXYZ", b"bXYZ"))),
+        (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)])
+
+
+def icc_profile(device_class: bytes, space: bytes, pcs: bytes, description: str, tags: list) -> bytes:
+    """An ICC v2.1 profile of (signature, tag bytes) pairs, with its description, a copyright
+    line and the D50 white point (the tags every profile holds)."""
+    text = description.encode("ascii") + b"\0"
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)),
+            (b"cprt", b"text" + bytes(4) + b"No copyright, use freely\0"), (b"wtpt", _xyz_tag(D50)), *tags]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, data in tags:
+        body += bytes(-len(body) % 4)  # each tag on a 4-byte boundary
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", offset + len(body)) + bytes(4) + bytes([2, 0x10, 0, 0]) + device_class + space + pcs
+              + bytes(12) + b"acsp" + bytes(24) + bytes(4) + b"".join(_s15(v) for v in D50) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def cmyk_transform(image: Image.Image):
+    """A LittleCMS transform of a CMYK image into sRGB through the image's own ICC profile (None:
+    it has none, or one LittleCMS refuses: Pillow's formula then, as before session 62)."""
+    icc = image.info.get("icc_profile")
+    if image.mode != "CMYK" or not isinstance(icc, bytes) or icc[16:20] != b"CMYK":
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), "CMYK", "RGB",
+                                       renderingIntent=ImageCms.getDefaultIntent(profile))
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None

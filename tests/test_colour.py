@@ -1,0 +1,117 @@
+import io
+import itertools
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from rgbatch import colour
+from rgbatch.imageio import decode_image_and_metadata
+
+SRGB = ImageCms.createProfile("sRGB")
+DISPLAY_P3 = ((0.68, 0.32), (0.265, 0.69), (0.15, 0.06), (0.3127, 0.3290))
+
+
+def nclx(xy, primaries=12, transfer=13) -> dict:
+    """pillow-heif's `nclx_profile` of chromaticities `xy` (red, green, blue, white)."""
+    said = {"color_primaries": primaries, "transfer_characteristics": transfer, "matrix_coefficients": 6,
+            "full_range_flag": 1}
+    for name, (x, y) in zip(("red", "green", "blue", "white"), xy):
+        said[f"color_primary_{name}_x"], said[f"color_primary_{name}_y"] = x, y
+    return said
+
+
+def managed(pixels: np.ndarray, icc: bytes) -> np.ndarray:
+    """The sRGB values a colour-managed viewer shows for `pixels` described by `icc` (LittleCMS)."""
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    return np.asarray(ImageCms.profileToProfile(Image.fromarray(pixels), profile, SRGB, outputMode="RGB"))
+
+
+def test_an_nclx_description_becomes_the_icc_profile_it_stands_for():
+    """Display P3's colorants, adapted to D50, are those of Apple's own profile; LittleCMS reads the
+    profile; sRGB's code points (or unspecified ones) and HDR transfers give none."""
+    assert np.allclose(colour._colorants_d50(DISPLAY_P3).T, [[0.5151, 0.2412, -0.0011], [0.2920, 0.6922, 0.0419],
+                                                             [0.1571, 0.0666, 0.7841]], atol=2e-4)
+    icc = colour.nclx_icc(nclx(DISPLAY_P3))
+    assert icc[16:20] == b"RGB " and "primaries 12" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(
+        io.BytesIO(icc)))
+    grey = np.full((2, 2, 3), 128, np.uint8)  # the same white and curve as sRGB's: a grey stays grey
+    assert np.abs(managed(grey, icc).astype(int) - 128).max() <= 1
+    to_p3 = ImageCms.buildTransform(SRGB, ImageCms.ImageCmsProfile(io.BytesIO(icc)), "RGB", "RGB")
+    picture = np.random.default_rng(0).integers(30, 220, (16, 16, 3), dtype=np.uint8)
+    in_p3 = np.asarray(ImageCms.applyTransform(Image.fromarray(picture), to_p3))
+    assert np.abs(managed(in_p3, icc).astype(int) - picture).max() <= 2  # there and back
+    assert colour.nclx_icc(nclx(colour.SRGB_XY, primaries=1, transfer=1)) is None  # sRGB as it is read
+    assert colour.nclx_icc(nclx(DISPLAY_P3, primaries=2, transfer=2)) is None  # unspecified: sRGB too
+    assert colour.nclx_icc(nclx(DISPLAY_P3, transfer=16)) is None  # PQ: no ICC curve holds it
+    assert colour.nclx_icc({"color_primaries": 12}) is None  # no chromaticities: nothing to say
+
+
+def test_a_heic_described_by_nclx_alone_keeps_its_colours():
+    """A Display P3 HEIC without an ICC profile was read as sRGB, its colours desaturated and nothing
+    said (until session 62): it now carries a profile made from its nclx description."""
+    y, x = np.mgrid[0:48, 0:64]
+    picture = np.stack([200 + x // 2, 40 + y, 30 + x], -1).astype(np.uint8)  # saturated oranges
+    to_p3 = ImageCms.buildTransform(SRGB, ImageCms.ImageCmsProfile(io.BytesIO(colour.nclx_icc(nclx(DISPLAY_P3)))),
+                                    "RGB", "RGB")
+    buffer = io.BytesIO()
+    ImageCms.applyTransform(Image.fromarray(picture), to_p3).save(
+        buffer, "HEIF", quality=95, color_primaries=12, transfer_characteristics=13, matrix_coefficients=6,
+        full_range_flag=1)
+    decoded = decode_image_and_metadata(buffer.getvalue())
+    assert decoded.metadata.icc_profile is not None
+    assert np.abs(decoded.pixels.astype(int) - picture).mean() > 10  # the values are P3's...
+    assert np.abs(managed(decoded.pixels, decoded.metadata.icc_profile).astype(int) - picture).mean() < 4  # shown so
+
+
+def cmyk_profile() -> bytes:
+    """A small CMYK printer profile: a 2-point LUT (`mft2`) from CMYK to Lab, its inverse crude."""
+    def lab(light, a, b):
+        return struct.pack(">HHH", round(light / 100 * 0xFF00), round((a + 128) * 256), round((b + 128) * 256))
+
+    inks = {(0, 0, 0): (95, 0, -2), (1, 0, 0): (55, -37, -50), (0, 1, 0): (48, 74, -3), (0, 0, 1): (89, -5, 93),
+            (1, 1, 0): (24, 22, -46), (1, 0, 1): (50, -65, 27), (0, 1, 1): (47, 68, 48), (1, 1, 1): (22, 0, 0)}
+    grid = b""
+    for c, m, y, k in itertools.product((0, 1), repeat=4):  # the first ink varies slowest
+        light, a, b = inks[c, m, y]
+        grid += lab(light * 0.2, a * 0.3, b * 0.3) if k else lab(light, a, b)
+    identity = b"".join(colour._s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    ramps = struct.pack(">HH", 0, 65535)
+
+    def lut(ins, outs, table):
+        return b"mft2" + bytes(4) + bytes([ins, outs, 2, 0]) + identity + struct.pack(">HH", 2, 2) + ramps * ins + \
+            table + ramps * outs
+
+    back = b"".join(struct.pack(">HHHH", *[int((1 - light) * 32767)] * 4) for light, _, _ in
+                    itertools.product((0, 1), repeat=3))
+    return colour.icc_profile(b"prtr", b"CMYK", b"Lab ", "CMYK test", [(b"A2B0", lut(4, 3, grid)),
+                                                                       (b"B2A0", lut(3, 4, back))])
+
+
+def test_a_cmyk_image_with_its_own_profile_is_converted_through_it():
+    """Pillow's CMYK formula ignores the file's profile: its colours differed from what a
+    colour-managed viewer shows, unsaid (until session 62)."""
+    icc = cmyk_profile()
+    rng = np.random.default_rng(1)
+    cmyk = Image.fromarray(rng.integers(0, 160, (24, 32, 4), dtype=np.uint8), "CMYK")
+    buffer = io.BytesIO()
+    cmyk.save(buffer, "TIFF", icc_profile=icc)
+    decoded = decode_image_and_metadata(buffer.getvalue())
+    shown = np.asarray(ImageCms.profileToProfile(cmyk, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB,
+                                                 outputMode="RGB"))
+    assert decoded.mode == "CMYK" and decoded.metadata.icc_profile is None  # the pixels kept are sRGB's
+    assert np.array_equal(decoded.pixels, shown)
+    assert np.abs(np.asarray(cmyk.convert("RGB")).astype(int) - shown).mean() > 5  # Pillow's formula: other colours
+    broken = io.BytesIO()
+    cmyk.save(broken, "TIFF", icc_profile=icc[:200])  # a profile LittleCMS refuses: Pillow's formula, as before
+    assert np.array_equal(decode_image_and_metadata(broken.getvalue()).pixels, np.asarray(cmyk.convert("RGB")))
+
+
+@pytest.mark.parametrize("transfer, grey", [(1, 128), (13, 128), (4, 128), (8, 188)])
+def test_each_transfer_is_the_curve_it_names(transfer, grey):
+    """Grey 128 of each transfer as sRGB shows it: BT.709's and sRGB's (the same, for stills), a 2.2
+    power (about sRGB's), linear light (half the light: 188 in sRGB)."""
+    icc = colour.nclx_icc(nclx(DISPLAY_P3, transfer=transfer))
+    shown = managed(np.full((1, 1, 3), 128, np.uint8), icc)
+    assert np.abs(shown.astype(int) - grey).max() <= 1, shown
