@@ -31,7 +31,8 @@
 | description (no ICC profile)   | where not sRGB's; PQ and HLG (HDR) values read as sRGB       |
 | XMP, PNG text, gAMA, DPI       | not kept                                                     |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
-|                                | descriptive tags and Exif / GPS IFDs as an EXIF block        |
+|                                | descriptive tags and Exif / GPS IFDs as an EXIF block; an    |
+|                                | ImageMagick PNG's ("Raw profile type exif" text chunk)       |
 | a JPEG XL's extra channels     | dropped (its reader gives colour and alpha alone); the mode  |
 | beyond alpha (depth, spot      | recorded with `+extra` (`L+extra`), so that `report` counts  |
 | colours, thermal...)           | the loss                                                     |
@@ -183,7 +184,7 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
         rgb = to_rgb(image)  # verify and report --html until session 62; first: applying the orientation
         # takes its tag out of the EXIF block
         alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned it
-    icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image)
+    icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image) or _raw_profile_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     if icc is None and isinstance(image.info.get("nclx_profile"), dict):  # a HEIF's colours by code points
         icc = nclx_icc(image.info["nclx_profile"])
@@ -195,6 +196,18 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     except Exception:  # a damaged later frame: the first was read
         frames = 1
     return Decoded(rgb, mode, Metadata(icc, exif), frames, alpha)
+
+
+def _raw_profile_exif(image: Image.Image) -> bytes | None:
+    """The EXIF block ImageMagick writes into a PNG as a text chunk ("Raw profile type exif"),
+    which Pillow reads but gives no `info["exif"]` for (applied, not kept, until session 62)."""
+    if "Raw profile type exif" not in image.info:
+        return None
+    try:
+        exif = image.getexif()  # its orientation already taken out by `to_rgb`
+        return exif.tobytes() if len(exif) else None
+    except Exception:  # a damaged block: the picture is read without it
+        return None
 
 
 # The descriptive tags of a TIFF's first IFD that an EXIF block carries too (ImageDescription, Make,

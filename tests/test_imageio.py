@@ -661,3 +661,19 @@ def test_reading_a_source_prints_no_warning_of_pillow_s():
         warnings.simplefilter("always")
         decoded = imageio.decode_image_and_metadata(data)
     assert decoded.mode == "PA" and decoded.alpha[0, 0] == 0 and caught == []
+
+
+def test_an_exif_block_imagemagick_wrote_into_a_png_text_chunk_is_kept():
+    """ImageMagick writes a PNG's EXIF as a "Raw profile type exif" text chunk: its orientation was
+    applied, the block itself not kept (until session 62)."""
+    from PIL import PngImagePlugin
+
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "a camera"  # turn 90 degrees clockwise to view
+    block = exif.tobytes()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", f"\nexif\n{len(block):8d}\n{block.hex()}\n", zip=True)
+    decoded = imageio.decode_image_and_metadata(save(Image.new("RGB", (48, 32)), "PNG", pnginfo=info))
+    kept = Image.Exif()
+    kept.load(decoded.metadata.exif)
+    assert decoded.pixels.shape == (48, 32, 3) and dict(kept) == {0x010F: "a camera"}
