@@ -600,7 +600,9 @@ def compress(
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
                                   help="Keep each image's ICC colour profile and EXIF block (capture time, camera, "
                                        "location...) in the archive, written back by restore; --strip-metadata "
-                                       "keeps neither (docs/ARCHIVE.md). An alpha channel is kept either way."),
+                                       "keeps neither, so an image of another profile than sRGB (Display P3, Adobe "
+                                       "RGB) is restored with its colours shifted (docs/ARCHIVE.md). An alpha "
+                                       "channel is kept either way."),
     rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
                                             "by default one whose size and modification time are as archived is "
                                             "skipped unread (docs/ARCHIVE.md, Resuming)."),
@@ -873,7 +875,8 @@ def encode(
     max_pixels: Optional[int] = PIXEL_LIMIT,
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
                                   help="Keep the image's ICC colour profile and EXIF block in the stream file's "
-                                       "trailer, written back by decode; --strip-metadata keeps neither "
+                                       "trailer, written back by decode; --strip-metadata keeps neither, so an "
+                                       "image of another profile than sRGB is decoded with its colours shifted "
                                        "(docs/FORMAT.md, Metadata trailer). An alpha channel is kept either way."),
     overwrite: bool = typer.Option(False, help="Replace the --out file if there is one (default: refuse, exit 2)."),
     as_json: bool = AS_JSON,
