@@ -100,7 +100,22 @@ def seeds() -> dict[str, bytes]:
     big = Image.fromarray(np.tile(rgb, (7, 7, 1))[:280, :300])  # several of the codecs' blocks and groups
     for fmt in ("JPEG", "WEBP", "AVIF", "JXL", "HEIF"):
         save(f"{fmt.lower()}-300x280", big, fmt, quality=70)
+    # colours described otherwise than by an RGB profile (rgbatch.colour), a float image's NaN, and
+    # an EXIF block as ImageMagick writes it into a PNG (since session 62)
     data = Path(__file__).parents[1] / "tests" / "fixtures"
+    cmyk_icc = (data / "icc" / "cmyk-lut.icc").read_bytes()
+    save("heif-nclx-p3", image, "HEIF", quality=60, color_primaries=12, transfer_characteristics=13,
+         matrix_coefficients=6, full_range_flag=1)
+    save("jpeg-cmyk-icc", image.convert("CMYK"), "JPEG", icc_profile=cmyk_icc)
+    save("tiff-cmyk-icc", image.convert("CMYK"), "TIFF", icc_profile=cmyk_icc)
+    values = (x * y / (47 * 39)).astype(np.float32)
+    values[::7, ::5] = np.nan
+    save("tiff-float-nan", Image.fromarray(values), "TIFF")
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Raw profile type exif", f"\nexif\n{len(exif.tobytes()):8d}\n{exif.tobytes().hex()}\n", zip=True)
+    save("png-raw-profile-exif", image, "PNG", pnginfo=text)
     for path in sorted([*data.glob("jxl/*.jxl"), *data.glob("avif/*.avif")]):
         made[f"{path.parent.name}-{path.stem}"] = path.read_bytes()
     return made

@@ -1,6 +1,7 @@
 import io
 import itertools
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,11 @@ def cmyk_profile() -> bytes:
                     itertools.product((0, 1), repeat=3))
     return colour.icc_profile(b"prtr", b"CMYK", b"Lab ", "CMYK test", [(b"A2B0", lut(4, 3, grid)),
                                                                        (b"B2A0", lut(3, 4, back))])
+
+
+def test_the_fixture_profile_is_this_builder_s():
+    """tests/fixtures/icc/cmyk-lut.icc, the image fuzzer's CMYK profile, is what `cmyk_profile` writes."""
+    assert (Path(__file__).parent / "fixtures" / "icc" / "cmyk-lut.icc").read_bytes() == cmyk_profile()
 
 
 def test_a_cmyk_image_with_its_own_profile_is_converted_through_it():
