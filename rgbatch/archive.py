@@ -657,11 +657,13 @@ def _restored_pixels(fs, target: str, row: Row, text: str, max_pixels: int = MAX
     return np.asarray(image.convert("RGB"))
 
 
-def _restored_there(fs, target: str) -> str | None:
-    """The `RESTORED_KEY` chunk of the plain file at `target` ("" for a file without one: not a
-    restore's), or None where no plain file is (nothing, or a folder or link: `write_new` says)."""
-    if not storage.is_regular_file(fs, target):
+def _restored_there(fs, root: str, name: str) -> str | None:
+    """The `RESTORED_KEY` chunk of the plain file `name` under `root` ("" for a file without one:
+    not a restore's), or None where no plain file is (nothing, or a folder or link, there or on the
+    way: `write_new` says)."""
+    if not storage.is_regular_file_below(fs, root, name):
         return None
+    target = f"{root}/{name}"
     try:
         with storage.open_input(fs, target) as file:
             return png_text(file).get(RESTORED_KEY, "")
@@ -803,7 +805,7 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
         and depth: skipped, so that an interrupted restore resumes) or another file (refused
         unless `overwrite`), either way without decoding it."""
         target = f"{root}/{names[row.path]}"
-        there = None if overwrite else _restored_there(fs, target)
+        there = None if overwrite else _restored_there(fs, root, names[row.path])
         if there is None:
             return True
         if text is not None and there == text:

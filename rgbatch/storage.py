@@ -140,6 +140,23 @@ def is_regular_file(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
+def is_regular_file_below(fs: pafs.FileSystem, root: str, relative: str) -> bool:
+    """`is_regular_file` of `root/relative` reached through real folders alone: on a local disk no
+    symbolic link below `root` is followed, as `write_new` follows none (restore took a file
+    through a linked folder in --out for its own until session 62)."""
+    if not is_local(fs):
+        return is_regular_file(fs, f"{root}/{relative}")
+    path = root
+    for folder in relative.split("/")[:-1]:
+        path = f"{path}/{folder}"
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return False
+        except OSError:
+            return False
+    return is_regular_file(fs, f"{root}/{relative}")
+
+
 def size(fs: pafs.FileSystem, path: str) -> int:
     return fs.get_file_info(path).size
 

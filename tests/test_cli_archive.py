@@ -1047,6 +1047,15 @@ def test_restore_never_follows_a_symbolic_link_in_its_folder(archive, tiny_weigh
         assert dict(restored["failures"]).keys() >= {"link/x.png"}
         assert os.listdir(outside) == ["victim.png"] and (outside / "victim.png").read_bytes() == b"keep me"
     assert not (out / "file-link.png").is_symlink()  # --overwrite replaced the link itself, not its target
+    # a linked folder holding the image as restored before, elsewhere: not taken for --out's own (it was
+    # "restored there before, skipped", exit 0, until session 62; a copy of --out then lacked it)
+    elsewhere, linked = tmp_path / "elsewhere", tmp_path / "linked"
+    assert restore_json(hostile, "--out", elsewhere, "--weights", tiny_weights)[0] == 0
+    linked.mkdir()
+    (linked / "link").symlink_to(elsewhere / "link")
+    code, restored = restore_json(hostile, "--out", linked, "--weights", tiny_weights)
+    assert code == 1 and [s["path"] for s in restored["skipped"]] == [], restored
+    assert "is a symbolic link or a file, not a folder: not followed" in dict(restored["failures"])["link/x.png"]
 
 
 def write_part(folder, table: pa.Table, version: bytes = b"1", name="part-" + "0" * 32 + ".parquet"):
