@@ -168,7 +168,7 @@ def file_stat(fs: pafs.FileSystem, path: str, regular: bool = False) -> tuple[in
     if is_local(fs):
         info = os.stat(path)
         if regular and not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({_kind(info.st_mode)})", path)
+            raise OSError(errno.EINVAL, f"not a regular file ({_article(_kind(info.st_mode))})", path)
         return info.st_size, _utc(info.st_mtime_ns)
     info = fs.get_file_info(path)
     return info.size, _utc(info.mtime_ns)
@@ -231,12 +231,17 @@ def read_bytes(fs: pafs.FileSystem, path: str, max_bytes: int | None = None) -> 
         with fs.open_input_stream(path) as f:
             data = _read_at_most(f, max_bytes)
     else:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:  # a socket cannot be opened: "No such device or address" (until session 62)
+            if e.errno != errno.ENXIO:
+                raise
+            raise ValueError(_not_regular(local_kind(path))) from None
         try:
             status = os.fstat(fd)
             kind = _kind(status.st_mode)
             if kind != "file":
-                raise ValueError(f"not a regular file ({kind}): not read")
+                raise ValueError(_not_regular(kind))
             if max_bytes is not None and status.st_size > max_bytes:
                 raise FileTooBig(max_bytes)
             os.set_blocking(fd, True)
@@ -308,6 +313,16 @@ _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFIFO: "a FIFO", 
           stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link"}
 
 
+def _not_regular(kind: str) -> str:
+    """Why a local path that is no regular file is not read."""
+    return f"not a regular file ({_article(kind)}): not read"
+
+
+def _article(kind: str) -> str:
+    """A `_kind` in a sentence: "a folder", "a FIFO" ("folder" until session 62)."""
+    return {"file": "a file", "folder": "a folder"}.get(kind, kind)
+
+
 def _kind(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
@@ -332,8 +347,7 @@ def kind(fs: pafs.FileSystem, path: str) -> str:
 
 def described(fs: pafs.FileSystem, path: str) -> str:
     """What is at a path, for a message: "a file", "a folder", "a character device", "missing"..."""
-    what = kind(fs, path)
-    return {"file": "a file", "folder": "a folder"}.get(what, what)
+    return _article(kind(fs, path))
 
 
 def walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:

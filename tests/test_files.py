@@ -248,7 +248,7 @@ def test_cli_round_trip_and_worded_errors(tiny_weights, png, tmp_path):
     for args, said in ((["decode", str(tmp_path / "missing.rgb"), "--out", str(tmp_path / "y.png")],
                         f"no such file: {tmp_path / 'missing.rgb'}"),
                        (["encode", str(tmp_path), "--out", str(tmp_path / "y.rgb")],
-                        f"{tmp_path}: not a regular file (folder)"),
+                        f"{tmp_path}: not a regular file (a folder)"),
                        (["decode", str(stream), "--out", str(restored)],
                         f"{restored}: a file is already there")):
         failed = runner.invoke(app, args + ["--weights", str(tiny_weights)])

@@ -81,6 +81,22 @@ def test_file_stat_regular_refuses_what_reading_refuses(tmp_path):
         storage.file_stat(local, f"{root}/pipe.png", regular=True)
 
 
+def test_reading_what_is_no_regular_file_says_what_it_is(tmp_path):
+    """A socket said "No such device or address" (it cannot be opened), a folder "(folder)", until
+    session 62."""
+    import socket
+
+    local, root = storage.resolve(tmp_path)
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.png").mkdir()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket.png"))
+        for name, kind in (("pipe.png", "a FIFO"), ("folder.png", "a folder"), ("socket.png", "a socket")):
+            with pytest.raises(ValueError) as refused:
+                storage.read_bytes(local, f"{root}/{name}")
+            assert str(refused.value) == f"not a regular file ({kind}): not read"
+
+
 def test_names_that_are_not_utf8_are_escaped_and_refused_as_paths(tmp_path):
     """A POSIX name may hold bytes that are not UTF-8 (Python: lone surrogates); pyarrow's paths
     and a manifest's strings cannot: the name is shown with \\xNN escapes and refused clearly."""
