@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import json
 import re
 import signal
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from . import signalwatch
+from .objectstore import worded
 from .options import OptionError, check_range, figure, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
@@ -53,6 +55,8 @@ class _Console(Console):
 err = _Console(stderr=True, markup=False)
 out = _Console(markup=False, soft_wrap=True)  # a result line stays one line in a pipe or file (a script reads it)
 
+# the errors of a failed write, which `main` says are the output's (stdout on a full disk)
+OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT)
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
 FLAGS = {"classical_names": "--classical", "target.msssim": "--target-msssim", "target.bpp": "--target-bpp",
@@ -125,8 +129,6 @@ def user_errors(failures: tuple = ()):
                 err.print(_red("error:", f" {cli_words(e.worded(flag))}"), highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
             if isinstance(e, USER_ERRORS):
-                from .objectstore import worded
-
                 err.print(_red("error:", f" {cli_words(worded(e))}"), highlight=False, soft_wrap=True)  # one line
                 raise typer.Exit(2) from None
             raise
@@ -1316,8 +1318,10 @@ def main():
     try:
         app()
     except OSError as e:  # typer lets a failed write of the output through: stdout on a full disk
-        _quiet_stdout()
-        err.print(_red("error:", f" writing the output: {e.strerror or e}"), highlight=False, soft_wrap=True)
+        _quiet_stdout()  # and the system's failures outside a command's own handling (no file descriptor
+        # left: `ulimit -n`), which were said to be the output's until session 62
+        said = f"writing the output: {e.strerror or e}" if e.errno in OUTPUT_ERRORS else cli_words(worded(e))
+        err.print(_red("error:", f" {said}"), highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
 
 

@@ -533,6 +533,10 @@ class Archive:
         except FileNotFoundError:
             raise ArchiveChanged(part) from None
         except (pa.ArrowInvalid, OSError) as e:
+            if isinstance(e, OSError) and _damage(e) is None:  # the system's or the store's failure (too many
+                # open files, no permission): no damage, until session 62 worded as if it were
+                reason = os.strerror(e.errno) if e.errno else " ".join(str(e).split())  # pyarrow's strerror: long
+                raise OSError(e.errno, f"cannot read the manifest part: {reason}", part) from None
             raise ValueError(f"{part} is not a readable Parquet file: {e}") from None
         schema = file.schema_arrow  # built anew at each reading of the property: 6 s for 3000 parts
         metadata = schema.metadata or {}

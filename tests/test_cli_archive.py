@@ -1513,6 +1513,32 @@ def test_a_reader_that_stops_ends_the_command_quietly_with_141(args):
     assert (run.wait(timeout=60), run.stderr.read()) == (141, b"")
 
 
+def test_a_system_error_outside_a_command_is_not_called_the_output_s(monkeypatch, capsys):
+    """`main` words an OSError that escapes a command: "writing the output" only for a failed write
+    (stdout on a full disk); out of file descriptors was said so too until session 62."""
+    import errno
+
+    from rich.console import Console
+
+    import rgbatch.__main__
+    from rgbatch import cli
+
+    monkeypatch.setattr(rgbatch.__main__, "start_quietly", lambda: None)  # the test process's own signals
+    monkeypatch.setattr(cli.signalwatch, "watch", lambda: None)
+    monkeypatch.setattr(Console, "on_broken_pipe", Console.on_broken_pipe)  # `main` sets it: put back
+    for error, said in ((OSError(errno.EMFILE, "Too many open files", "/x/y.py"), "/x/y.py: Too many open files"),
+                        (OSError(errno.ENOSPC, "No space left on device"),
+                         "writing the output: No space left on device")):
+        def failing():
+            raise error
+
+        monkeypatch.setattr(cli, "app", failing)
+        monkeypatch.setattr(cli, "_quiet_stdout", lambda: None)
+        with pytest.raises(SystemExit) as ended:
+            cli.main()
+        assert ended.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
+
+
 def test_an_unexpected_exception_is_one_line_with_exit_2(monkeypatch):
     """docs/ARCHIVE.md: "an unexpected exception too: `error: unexpected <kind>: <message>`, exit 2"."""
     from rgbatch import archive

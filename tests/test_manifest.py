@@ -871,3 +871,26 @@ def test_the_schema_digest_is_what_archive_md_says():
     assert ("bytes", "list<int64>") in columns and ("written_at", "timestamp[us, tz=UTC]") in columns
     assert schema_digest(schema) == hashlib.sha256(repr((columns, metadata)).encode("utf-8")).hexdigest()[:16]
     assert schema.metadata[DIGEST_KEY] == schema_digest(schema).encode()
+
+
+def test_a_part_the_system_cannot_open_is_no_damaged_part(tmp_path, monkeypatch):
+    """Out of file descriptors (`ulimit -n`), `report` and `compact` called a sound part "not a
+    readable Parquet file" (a helper's round, session 62): the system's failure is said as such,
+    and the part is neither listed as damaged nor set aside."""
+    import shutil
+    from pathlib import Path
+
+    from rgbatch.objectstore import worded
+
+    archive = tmp_path / "archive"
+    shutil.copytree(Path(__file__).parent / "archive_v1" / "archive", archive)
+    listed = Archive(archive)
+
+    def no_descriptors(fs, path):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(storage, "open_input", no_descriptors)
+    with pytest.raises(OSError) as raised:
+        list(listed.rows())
+    assert worded(raised.value) == f"{listed.parts[0]}: cannot read the manifest part: Too many open files"
+    assert listed.unreadable == []
