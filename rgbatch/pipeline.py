@@ -420,6 +420,7 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
     watchdog = None
+    hooks["files"] = _files_for_ray()
     try:
         if address:
             check_cluster_address(address)  # an answer within 20 s, signals not held
@@ -449,7 +450,8 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
         # startup") went through as it was until session 58
         if isinstance(e, Exception):
             where = f" at {address}" if address else ""
-            raise RuntimeError(f"cannot start or reach Ray{where}: {e}{_ray_hint(e)}") from None
+            said = " ".join(str(e).split())  # Ray's lines as one (a "\n\n" was shown as such until session 62)
+            raise RuntimeError(f"cannot start or reach Ray{where}: {said}{_ray_hint(e)}") from None
         raise
     hooks["ray"] = _process_hooks()  # as Ray set them: what the block changes of them meanwhile is the caller's
     try:
@@ -493,6 +495,34 @@ def end_actors(ray, actors):
             ray.kill(actor)
 
 
+RAY_FILES = 4096  # file descriptors asked for a Ray (the soft limit raised so far where the hard one allows)
+RAY_MIN_FILES = 128  # fewer: a driver on a cluster died of SIGABRT, a Ray of its own timed out starting
+
+
+def _files_for_ray() -> tuple[int, int] | None:
+    """Raise the soft open-file limit (`ulimit -n`) to RAY_FILES where the hard limit allows (the
+    Ray a run starts inherits it; `_restore_hooks` puts it back), and return it as it was (None:
+    not raised); refuse, worded, a limit under RAY_MIN_FILES. Under 40 a driver joining a
+    cluster died of SIGABRT (boost's "epoll: Too many open files"), under 64 a Ray of its own
+    timed out starting, until session 62."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: no such limit to read
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = RAY_FILES if hard == resource.RLIM_INFINITY else min(RAY_FILES, hard)
+    if soft != resource.RLIM_INFINITY and wanted < RAY_MIN_FILES:
+        raise RuntimeError(f"the open-file limit is {soft} (ulimit -n; its hard limit {hard}): Ray needs at least "
+                           f"{RAY_MIN_FILES}: raise it")
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # refused: Ray starts with the limit as it is
+        return None
+    return soft, hard
+
+
 def _process_hooks() -> dict:
     """The process-wide settings Ray's driver changes and leaves changed after `shutdown`:
     SIGTERM's handler and `sys.excepthook` (a program calling `compress` found them Ray's after
@@ -515,6 +545,11 @@ def _restore_hooks(hooks: dict):
     """Each setting of `hooks` back where it is still as Ray set it (`hooks["ray"]`; without it,
     Ray having failed to start, every one): what the program changed meanwhile stays."""
     ray = hooks.get("ray") or _process_hooks()
+    if hooks.get("files"):  # the open-file limit `_files_for_ray` raised
+        import resource
+
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, hooks["files"])
     if sys.excepthook is ray["excepthook"]:
         sys.excepthook = hooks["excepthook"]
     if hooks.get("sigterm") is not None and signal.getsignal(signal.SIGTERM) == ray.get("sigterm"):
@@ -593,11 +628,20 @@ def _signals_held(ray=None):
 
 
 def _ray_hint(error: Exception) -> str:
-    """What Ray's "Failed to connect to Ray cluster" leaves in the exception it chains."""
+    """What Ray's "Failed to connect to Ray cluster" leaves in the exception it chains, and a
+    file-size limit (`ulimit -f`), under which a Ray of its own timed out starting, unsaid, until
+    session 62 (its processes die writing their logs and session files)."""
     cause = str(error.__cause__ or "")
     if "Unauthenticated" in cause or "AuthToken" in cause:  # Ray 2.60's `ray start` enables token auth by default
         return ("; the cluster asks for a token (Ray's token authentication): run with RAY_AUTH_MODE=token, the "
                 "token in RAY_AUTH_TOKEN or ~/.ray/auth_token, as for any driver of that cluster")
+    try:
+        import resource
+    except ImportError:
+        return ""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"; files are limited to {limit:,} bytes here (ulimit -f), which Ray's own files may outgrow: lift it"
     return ""
 
 

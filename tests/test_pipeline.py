@@ -1176,3 +1176,28 @@ def test_some_of_a_list_is_said_with_how_many_more():
 
     assert some_of(["a", "b"], 2) == "a, b"
     assert some_of(["a", "b"], 1002) == "a, b and 1,000 more"
+
+
+def test_ray_gets_the_open_files_it_needs_or_a_worded_refusal(monkeypatch):
+    """Under `ulimit -n 16` a driver joining a cluster died of SIGABRT (boost's "epoll: Too many
+    open files") and a Ray of its own timed out starting (a helper's round, session 62): the soft
+    limit is raised as far as the hard one allows, and put back after; below RAY_MIN_FILES, refused."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = pipeline.RAY_FILES if hard == resource.RLIM_INFINITY else min(pipeline.RAY_FILES, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (pipeline.RAY_MIN_FILES, hard))
+    try:
+        before = pipeline._files_for_ray()
+        assert before == (pipeline.RAY_MIN_FILES, hard) and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == wanted
+        pipeline._restore_hooks({**pipeline._process_hooks(), "files": before})
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == pipeline.RAY_MIN_FILES
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert pipeline._ray_hint(Exception("timed out")) == ""  # no file-size limit here
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (16, 16))  # under `ulimit -f`, Ray's start timed out
+    assert pipeline._ray_hint(Exception("timed out")) == ("; files are limited to 16 bytes here (ulimit -f), which "
+                                                          "Ray's own files may outgrow: lift it")
+    with pytest.raises(RuntimeError, match=r"^the open-file limit is 16 \(ulimit -n; its hard limit 16\): Ray needs "
+                                           r"at least 128: raise it$"):
+        pipeline._files_for_ray()
