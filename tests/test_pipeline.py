@@ -1194,7 +1194,9 @@ def test_ray_gets_the_open_files_it_needs_or_a_worded_refusal(monkeypatch):
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == pipeline.RAY_MIN_FILES
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert pipeline._ray_hint(Exception("timed out")) == ""  # no file-size limit here
+    unlimited = resource.RLIM_INFINITY
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (unlimited, unlimited))
+    assert pipeline._ray_hint(Exception("timed out")) == ""  # no file-size limit: nothing to say
     monkeypatch.setattr(resource, "getrlimit", lambda which: (16, 16))  # under `ulimit -f`, Ray's start timed out
     assert pipeline._ray_hint(Exception("timed out")) == ("; files are limited to 16 bytes here (ulimit -f), which "
                                                           "Ray's own files may outgrow: lift it")
