@@ -82,7 +82,6 @@ BATCH_SIZE = {"cuda": 8, "cpu": 16}
 # the whole encoder at 3.3 with the coder and MS-SSIM then on the CPU; README, "Speed of the
 # network"), so several encoders, each with its own CPU core, keep one GPU busy.
 ENCODERS_PER_GPU = 4
-MAX_TILE_SIZE = 65504  # the largest multiple of 32 the stream header's u16 tile-size field holds
 
 
 @dataclass
@@ -132,9 +131,7 @@ class CompressOptions:
         limits, iterations and tile size, once it is loaded: `compress`)."""
         if self.iterations is not None:  # at most the model's (`resolve_options`: "1..16 for this model")
             check_count("iterations", self.iterations, 1)
-        if self.tile_size is not None:
-            check_count("tile_size", self.tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's "
-                                                                        "16-bit field, docs/FORMAT.md)")
+        check_tile_size(self.tile_size)  # its multiple is the model's: checked once it is loaded
         check_count("batch_size", self.batch_size, 0, what=" (0: automatic)")
         check_count("workers", self.workers, 0, what=" (0: automatic)")
         check_count("threads", self.threads, 0, what=" (0: the CPUs shared out)")  # until session 58 unchecked

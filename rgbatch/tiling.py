@@ -55,12 +55,18 @@ class Tile:
         return h // cfg.block, w // cfg.block
 
 
-def check_tile_size(tile_size: int | None, multiple: int):
-    """None (chosen per image: `tile_size_for`), 0 (whole images) or a positive multiple."""
+MAX_TILE_SIZE = 65504  # the largest multiple of 32 the stream header's u16 tile-size field holds
+
+
+def check_tile_size(tile_size: int | None, multiple: int | None = None):
+    """None (chosen per image: `tile_size_for`), 0 (whole images) or a positive multiple (of the
+    model's alignment, where given) up to MAX_TILE_SIZE (a `Codec` took more, and failed packing
+    its first stream, until session 62)."""
     if tile_size is None:
         return
-    check_count("tile_size", tile_size, 0)
-    if tile_size % multiple:
+    check_count("tile_size", tile_size, 0, MAX_TILE_SIZE, " (0: the whole image; the stream header's 16-bit field, "
+                                                          "docs/FORMAT.md)")
+    if multiple and tile_size % multiple:
         raise OptionError("tile_size", f"must be 0 (whole image) or a positive multiple of {multiple}, not {tile_size}")
 
 

@@ -278,7 +278,7 @@ def test_cli_encode_takes_compress_s_tile_size_coder_and_pixel_limit(tiny_weight
                                   "--weights", str(tiny_weights)])
     assert refused.exit_code == 1 and "over the limit of 100 pixels" in refused.output, refused.output
     assert "--max-pixels" in refused.output and not (tmp_path / "y.rgb").exists()
-    for option in (["--tile-size", "33"], ["--coder", "bogus"], ["--max-pixels", "0"]):
+    for option in (["--tile-size", "33"], ["--tile-size", "65536"], ["--coder", "bogus"], ["--max-pixels", "0"]):
         bad = runner.invoke(app, ["encode", str(png), "--out", str(tmp_path / "z.rgb"), *option,
                                   "--weights", str(tiny_weights)])
         assert bad.exit_code == 2 and f"error: {option[0]} " in bad.output, bad.output
