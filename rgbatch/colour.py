@@ -35,18 +35,22 @@ def nclx_icc(nclx: dict) -> bytes | None:
     try:
         xy = [(float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"]))
               for c in ("red", "green", "blue", "white")]
+        primaries = int(nclx.get("color_primaries", UNSPECIFIED))
         transfer = int(nclx.get("transfer_characteristics", UNSPECIFIED))
     except (KeyError, TypeError, ValueError):
         return None
-    srgb_primaries = int(nclx.get("color_primaries", UNSPECIFIED)) == UNSPECIFIED or np.allclose(xy, SRGB_XY, atol=1e-3)
-    if transfer == UNSPECIFIED:
-        transfer = 13
+    srgb_primaries = primaries == UNSPECIFIED or np.allclose(xy, SRGB_XY, atol=1e-3)
+    transfer = 13 if transfer == UNSPECIFIED else transfer
     if transfer not in TRANSFERS or (srgb_primaries and TRANSFERS[transfer] == SRGB_CURVE):
         return None
     if not all(0 < y <= 1 and 0 <= x <= 1 for x, y in xy):
         return None
-    return _matrix_trc_profile(_colorants_d50(xy), TRANSFERS[transfer], f"rgbatch: H.273 primaries "
-                               f"{nclx.get('color_primaries')}, transfer {nclx.get('transfer_characteristics')}")
+    try:
+        colorants = _colorants_d50(xy)
+        return _matrix_trc_profile(colorants, TRANSFERS[transfer], f"rgbatch: H.273 primaries {primaries}, "
+                                                                   f"transfer {transfer}")
+    except (np.linalg.LinAlgError, struct.error):  # primaries on a line, colorants out of the tags' range
+        return None
 
 
 def _colorants_d50(xy) -> np.ndarray:

@@ -14,8 +14,8 @@
 | grey (1 to 16 bits) or RGB     | recorded as PA, LA (LA;16) or RGBA; grey keys applied here   |
 | 16-bit grey (I;16*; PGM's I)   | scaled to 8 bit from 65535 as white, then RGB (`_white`)     |
 | 32-bit I, float F              | by their values: white 65535 (a value over 255) or 255; F:   |
-|                                | 1.0, or 255 where a value is over 1.0 (not tone-mapped); NaN |
-|                                | black, and no part of the choice of white                    |
+|                                | 1.0, or 255 where a finite value is over 1.0 (not tone-      |
+|                                | mapped); NaN black, infinities black or white                |
 | 16-bit RGB, RGBA, LA (PNG,     | 8 bits a sample, as Pillow reads them (high bytes; a PPM's   |
 | TIFF, PPM), 10- and 12-bit     | scaled); the mode recorded with the file's bits (RGB;16,     |
 | HEIF, JPEG XL and AVIF colour  | RGBA;10, LA;16...; a JPEG XL's and an AVIF's from its        |
@@ -110,6 +110,8 @@ GREY_MODES = ("1", "L", "LA", "La", "LA;10", "LA;12", "LA;16", "I", "I;16", "I;1
 # a JPEG XL's extra channels beyond its alpha (depth, spot colours, a selection mask, thermal...),
 # which its reader drops: the mode recorded with this after it (`L+extra`, `RGBA+extra`)
 EXTRA_CHANNELS = "+extra"
+# modes whose values are no RGB's: an RGB profile such a file carries does not describe them
+COLOUR_CONVERTED = ("CMYK", "LAB", "HSV")
 LOSSY_MODES = {  # by the mode without EXTRA_CHANNELS (`base_mode`)
     # since session 25 the alpha channel is kept (the `alpha` column); dropped: rows of older parts
     "alpha_dropped": (ALPHA_MODES, "with their alpha channel dropped"),
@@ -186,6 +188,8 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
         alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned it
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image) or _raw_profile_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
+    if base_mode(mode) in COLOUR_CONVERTED:  # an RGB profile on CMYK, LAB or HSV values describes no pixels kept
+        icc = None
     if icc is None and isinstance(image.info.get("nclx_profile"), dict):  # a HEIF's colours by code points
         icc = nclx_icc(image.info["nclx_profile"])
     if isinstance(exif, bytes) and exif and not exif.startswith(EXIF_HEADER):  # a WebP's, a JPEG XL's
@@ -546,20 +550,20 @@ def _white(image: Image.Image) -> float | None:
         return None
     high = image.getextrema()[1]
     if image.mode == "F":
-        if high != high:  # a NaN among the values: their extrema are NaN (white was 255: an image of
-            high = _finite_max(image)  # 0..1 stored black, until session 62)
+        if not np.isfinite(high):  # a NaN or infinity among the values: white was 255, and an image
+            high = _finite_max(image)  # of 0..1 stored black, until session 62
         return 1.0 if high <= 1.0 else 255.0
     return 65535.0 if high > 255 else 255.0
 
 
 def _finite_max(image: Image.Image) -> float:
-    """The largest value of a float image that is not NaN (0.0: none), band by band as `to_rgb`."""
+    """The largest finite value of a float image (0.0: none), band by band as `to_rgb`."""
     width, height = image.size
     step = max(1, BAND_PIXELS // width)
     high = 0.0
     for y in range(0, height, step):
         band = np.asarray(image.crop((0, y, width, min(y + step, height))), dtype=np.float32)
-        high = max(high, float(np.nanmax(band, initial=0.0)))
+        high = max(high, float(np.max(band, where=np.isfinite(band), initial=0.0)))
     return high
 
 
@@ -572,7 +576,7 @@ def _tiff_bits(image: Image.Image) -> int | None:
 
 def _band_to_rgb(image: Image.Image, top: float | None) -> np.ndarray:
     if top is not None:
-        array = np.nan_to_num(np.asarray(image, dtype=np.float64) / top * 255, nan=0.0)  # NaN: black
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64) / top * 255, nan=0.0)  # NaN black, inf white
         image = Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8), "L")
     if image.mode == "La":  # premultiplied grey: Pillow converts it to LA only
         image = image.convert("LA")

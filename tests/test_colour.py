@@ -121,3 +121,20 @@ def test_each_transfer_is_the_curve_it_names(transfer, grey):
     icc = colour.nclx_icc(nclx(DISPLAY_P3, transfer=transfer))
     shown = managed(np.full((1, 1, 3), 128, np.uint8), icc)
     assert np.abs(shown.astype(int) - grey).max() <= 1, shown
+
+
+def test_odd_nclx_descriptions_give_no_profile_rather_than_an_error():
+    line = ((0.3, 0.3), (0.3, 0.3), (0.15, 0.06), (0.3127, 0.3290))  # two primaries the same: no matrix
+    for said in ({**nclx(DISPLAY_P3), "color_primaries": None}, {**nclx(DISPLAY_P3), "color_primaries": "x"},
+                 nclx(line), {**nclx(DISPLAY_P3), "color_primary_white_y": 0.0}):
+        assert colour.nclx_icc(said) is None
+
+
+def test_a_cmyk_image_s_rgb_profile_is_not_kept():
+    """An RGB profile on CMYK values describes none of the pixels kept (Pillow's conversion): it was
+    kept, and written back beside them, until session 62."""
+    buffer = io.BytesIO()
+    srgb = ImageCms.ImageCmsProfile(SRGB).tobytes()
+    Image.new("CMYK", (16, 8), (10, 200, 30, 0)).save(buffer, "TIFF", icc_profile=srgb)
+    decoded = decode_image_and_metadata(buffer.getvalue())
+    assert decoded.mode == "CMYK" and decoded.metadata.icc_profile is None

@@ -623,9 +623,9 @@ def test_a_multi_frame_source_gives_its_first_frame_and_its_frame_count(fmt):
     assert decode_image_and_metadata(single.getvalue()).frames == 1
 
 
-def test_a_float_image_s_nan_values_are_black_and_leave_its_white_alone(rng):
-    """A float TIFF of values in 0..1 with one NaN was stored almost black (its extrema NaN, white
-    taken as 255) with a numpy warning, until session 62."""
+def test_a_float_image_s_nan_and_infinite_values_leave_its_white_alone(rng):
+    """A float TIFF of values in 0..1 with one NaN or infinity was stored almost black (white taken as
+    255) with a numpy warning, until session 62."""
     values = rng.random((40, 30)).astype(np.float32)
     values[:3, :3] = np.nan
     with warnings.catch_warnings():
@@ -635,6 +635,10 @@ def test_a_float_image_s_nan_values_are_black_and_leave_its_white_alone(rng):
     assert mode == "F" and np.array_equal(pixels[..., 0], expected) and np.all(pixels[:3, :3] == 0)
     values[:] = np.nan  # nothing but NaN: black
     assert not decode_image(save(Image.fromarray(values), "TIFF"))[0].any()
+    values = rng.random((40, 30)).astype(np.float32)  # an infinity: white, and white stays 1.0
+    values[0, 0], values[0, 1] = np.inf, -np.inf
+    pixels = decode_image(save(Image.fromarray(values), "TIFF"))[0][..., 0]
+    assert (pixels[0, 0], pixels[0, 1]) == (255, 0) and pixels[1:].max() > 200
 
 
 def test_a_camera_s_mpo_is_found_in_a_folder(tmp_path):
