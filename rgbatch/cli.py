@@ -698,6 +698,8 @@ def _print_plan(result, as_json: bool):
                                  "time to be had: they would fail"),
             ("clashing names", None, f"{result.clashing:,}: names that are not UTF-8 and read as another's when "
                                      "shown (\\xNN): they would fail"),
+            ("names not UTF-8", None, f"{result.not_utf8:,}: the others whose names are not valid UTF-8: they would "
+                                      "fail"),
             ("archived, not listed", "not_listed", f"{result.not_listed:,}: images of the archive whose paths are "
                                                    "not among these sources: kept as they are")]:
         if key and result.examples[key]:

@@ -216,6 +216,7 @@ class CompressPlan:
     new_bytes: int = 0
     unreadable: int = 0  # no size and time to be had (gone since listed, no permission): they fail
     clashing: int = 0  # names that are not UTF-8 and read as another's (`sources.name_clashes`): they fail
+    not_utf8: int = 0  # the other names that are not UTF-8: they fail too (counted unreadable until session 62)
     not_listed: int = 0  # images the archive holds whose paths are not among the sources: kept as they are
     # the first few paths of `new`, `to_hash` and `not_listed` (PLAN_EXAMPLES each), to look at
     examples: dict[str, list[str]] = field(default_factory=lambda: {"new": [], "to_hash": [], "not_listed": []})
@@ -255,6 +256,9 @@ def plan(sources: list[str], archive: str | None = None, options: CompressOption
     at = _archived_at(found, done)
     sizes, times = done["source_bytes"].to_pylist(), done["source_mtime"].to_pylist()
     for source, index in zip(found, at):
+        if utf8_name(source.path) != source.path:  # `read_source` refuses such a name, whatever the file
+            result.not_utf8 += 1
+            continue
         try:
             stat = source.listed or file_stat(*resolve(source.location), regular=True)  # a FIFO: reading fails
         except (OSError, ValueError):

@@ -523,7 +523,7 @@ def test_a_name_that_is_not_utf8_never_takes_the_row_of_the_file_named_as_it_is_
     names = ["b\\xe9.png", os.fsdecode(b"b\xe9.png"), os.fsdecode(b"b\xe9\\xe9.png"), os.fsdecode(b"b\xe9\xe9.png")]
     write_images(source, rng, names)  # the last two not UTF-8, and shown alike as each other
     planned = plan([str(source)], str(archive), options(tiny_weights))  # counted new until session 62
-    assert (planned.clashing, planned.new, planned.unreadable) == (2, 1, 1)  # the readable one new
+    assert (planned.clashing, planned.not_utf8, planned.new, planned.unreadable) == (2, 1, 1, 0)  # the readable one new
     for _ in range(2):
         result = compress([str(source)], str(archive), options(tiny_weights))
         assert result.failed == 3 and result.ok + result.skipped == 1
