@@ -11,6 +11,19 @@ TINY_TRAINING = ["--batch-size", "1", "--patch", "32", "--iterations", "2", "--w
                  "--threads", "1"]
 
 
+# Kodak beside the checkout, as the project lays it out (../shared/data/kodak)
+KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
+
+
+def kodak_images(count: int) -> list[Path]:
+    """The first `count` Kodak images; a worded exit where there are none (a checkout elsewhere:
+    batch_size.py divided by zero until session 62)."""
+    paths = sorted(KODAK.glob("*.png"))[:count]
+    if not paths:
+        raise SystemExit(f"no Kodak images in {KODAK}")
+    return paths
+
+
 def report(summary: dict, path: str | None, saved: dict | None = None):
     """Print a benchmark's summary as JSON, and write it (or `saved`, a fuller record) to `path` if one is given."""
     print(json.dumps(summary, indent=1))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,16 +21,19 @@ from rgbatch import codec as codec_module
 from rgbatch.codec import Codec
 from rgbatch.imageio import read_image
 
-KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
+from _common import kodak_images
+
 
 
 def crops(side: int, count: int) -> list[np.ndarray]:
     """`count` crops of side x side, taken in turn from the Kodak images at shifting places."""
-    images = [read_image(p)[0] for p in sorted(KODAK.glob("*.png"))[:8]]
+    images = [read_image(p)[0] for p in kodak_images(8)]
+    if side > min(min(image.shape[:2]) for image in images):
+        raise SystemExit(f"--sides {side}: larger than a Kodak image")
     out = []
     for i in range(count):
         image = images[i % len(images)]
-        y, x = (i * 37) % (image.shape[0] - side), (i * 53) % (image.shape[1] - side)
+        y, x = (i * 37) % (image.shape[0] - side + 1), (i * 53) % (image.shape[1] - side + 1)
         out.append(np.ascontiguousarray(image[y:y + side, x:x + side]))
     return out
 

@@ -19,6 +19,9 @@ from rgbatch.metrics import msssim_many
 from rgbatch.tiling import paste, to_uint8
 from rgbatch.train import list_images
 
+if len(sys.argv) < 5 or sys.argv[1] in ("-h", "--help"):  # "--help" was read as a weight file (until session 62)
+    print(__doc__)
+    sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
 torch.set_num_threads(1)
 loop, disp = Codec.load(sys.argv[1]), Codec.load(sys.argv[2])
 paths = list_images(sys.argv[3])[: int(sys.argv[5]) if len(sys.argv) > 5 else 8]

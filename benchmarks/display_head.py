@@ -115,7 +115,8 @@ def train(args, codec):
             g["lr"] = args.lr * min(1.0, (step + 1) / 100)
         opt.step()
         losses.append(float(before - loss.detach()))
-        if (step + 1) % 50 == 0:
+        if (step + 1) % 50 == 0 or step + 1 == args.steps:  # the last step's too (until session 62: none
+            # written where --steps was no multiple of 50)
             torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                         "config": [args.channels, args.blocks]}, args.out)
             print(f"step {step + 1}: gain in log(1 - MS-SSIM) {np.mean(losses[-50:]):+.4f} (last 50), "

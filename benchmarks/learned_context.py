@@ -84,6 +84,10 @@ def main():
 
     codec = Codec.load(coder="raw", tile_size=0)
     crops = training_crops(args.data, args.images, 256, seed=1)  # not the crops the tables were fitted on
+    crops = [c for c in crops if c.shape[:2] == (256, 256)]  # one shape to stack: smaller images left out
+    if len(crops) <= args.held_out:  # (until session 62 a ValueError of numpy's on a smaller image)
+        raise SystemExit(f"{len(crops)} image(s) of at least 256 x 256 in {args.data}: more than --held-out "
+                         f"{args.held_out} are needed")
     codes = np.stack([c.tiles[0] for c in codec.encode_codes(crops, codec.max_iterations)])
     train, held_out = torch.from_numpy(codes[:-args.held_out]).float(), codes[-args.held_out:]
     print(f"coded {len(codes)} crops", flush=True)

@@ -46,6 +46,8 @@ def main():
     parser.add_argument("--limit", type=int, default=None, help="at most this many images")
     parser.add_argument("--trial", type=int, default=1, help="the depth a trial encodes to")
     args = parser.parse_args()
+    if args.iterations < 4:  # a BD-rate needs four points of each curve (a TypeError until session 62)
+        parser.error("--iterations must be at least 4: a BD-rate takes four depths")
     torch.set_num_threads(args.threads)
     codec = Codec.load(args.weights, precision=args.precision, decoding="float")
     paths = list_images(args.folder)[::args.every][:args.limit]

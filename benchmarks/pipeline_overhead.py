@@ -34,14 +34,12 @@ from pathlib import Path
 
 from PIL import Image
 
-KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
+from _common import kodak_images
 
 
 def prepare_images(folder: Path, count: int, crop: int) -> list[Path]:
     """The first `count` Kodak images, centre-cropped to crop x crop when crop > 0."""
-    paths = sorted(KODAK.glob("*.png"))[:count]
-    if not paths:
-        raise SystemExit(f"no Kodak images in {KODAK}")
+    paths = kodak_images(count)
     if not crop:
         return paths
     out = []
