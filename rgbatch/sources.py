@@ -182,8 +182,10 @@ def expand_sources(sources: list[str]) -> tuple[str, list[Source]]:
     expanded = list(_expand_each(sources))
     kinds = {fs.type_name for fs, _, _ in expanded}
     queries = {split_query(str(s))[1] for s in sources}  # a URI's store options: kept on every location
-    if len(kinds) > 1 or len(queries) > 1:
-        raise ValueError(f"all sources must be on one file system, not on {sorted(kinds | queries)}")
+    if len(kinds) > 1 or len(queries) > 1:  # (the query '' was listed among the kinds until session 62)
+        where = (sorted(kinds) if len(kinds) > 1
+                 else [f"{next(iter(kinds))} with {q or 'no options'}" for q in sorted(queries)])
+        raise ValueError(f"all sources must be on one file system, not on {' and '.join(where)}")
     query = queries.pop()
     fs = expanded[0][0]
     root = posixpath.commonpath([r for _, r, _ in expanded]) if len(expanded) > 1 else expanded[0][1]
@@ -203,8 +205,8 @@ def _relative(path: str, root: str, object_key: bool = False) -> str:
     archived as `up.png` until session 58; restore refuses such a path as unsafe, by name)."""
     prefix = root if root.endswith("/") else root + "/"
     rest = path[len(prefix):]
-    if path.startswith(prefix) and not rest.startswith("/") and (posixpath.normpath(rest) == rest or object_key):
-        return rest
+    if path.startswith(prefix) and (object_key or (not rest.startswith("/") and posixpath.normpath(rest) == rest)):
+        return rest  # a key's `//` too: `src//a.png` was archived as `a.png`, and `src/a.png` lost, until session 62
     return posixpath.relpath(path, root)
 
 

@@ -22,6 +22,7 @@ import datetime as dt
 import errno
 import os
 import posixpath
+import re
 import stat
 import threading
 import urllib.parse
@@ -42,11 +43,12 @@ def is_uri(location: str) -> bool:
 
 
 def resolve(location) -> tuple[pafs.FileSystem, str]:
-    """A local path or a URI -> (file system, path inside it)."""
+    """A local path or a URI -> (file system, path inside it). A URI's path is read as typed, its
+    `%XX` escapes decoded (`uri` writes a key's `%`, `#` or space so): see `_typed`."""
     location = str(location)
     if is_uri(location):
         try:
-            fs, path = pafs.FileSystem.from_uri(location)
+            fs, path = pafs.FileSystem.from_uri(_typed(location))
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError with a readable reason
             raise ValueError(f"cannot open {location}: {e}") from None
         return _with_stall_limit(fs), path
@@ -55,6 +57,19 @@ def resolve(location) -> tuple[pafs.FileSystem, str]:
         raise ValueError(f"{utf8_name(path)}: the name is not valid UTF-8 (shown with \\xNN escapes); "
                          f"rgbatch reads and writes UTF-8 names only: rename it (e.g. with convmv)")
     return pafs.LocalFileSystem(), path
+
+
+def _typed(location: str) -> str:
+    """A URI as pyarrow reads it, of a location as a user types it: in the path after the bucket,
+    the characters a URI cannot hold as they are escaped (a space, a non-ASCII letter, `#`, `[`,
+    and a `%` that starts no `%XX` escape), the escapes given kept. Until session 62 pyarrow cut the
+    path at a `#` (`s3://b/arch#2` wrote the archive `s3://b/arch`, without a word) and refused a
+    space or an `é` with its parser's words. A `?` starts the URI's query (its options)."""
+    base, query = split_query(location)
+    scheme, _, rest = base.partition("://")
+    bucket, slash, path = rest.partition("/")
+    path = urllib.parse.quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", path), safe="/%:@!$&'()*+,;=~")
+    return with_query(f"{scheme}://{bucket}{slash}{path}", query)
 
 
 # seconds an S3 request may go without a byte moving (pyarrow's `request_timeout`: curl's low-speed

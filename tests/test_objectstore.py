@@ -398,6 +398,30 @@ def test_object_keys_with_a_uri_s_characters_are_read_as_themselves(s3, clean_en
     assert len(verified["remeasured"]) == 7 and verified["unmeasured"] == verified["problems"] == []
 
 
+def test_a_typed_uri_names_the_key_as_typed(s3, clean_env, monkeypatch):
+    """pyarrow reads a URI by RFC 3986: `s3://b/arch#2` was the archive `s3://b/arch` (a compress wrote
+    there and said `arch#2`), and a space or an `é` did not parse (a helper's round, session 62). A
+    `%XX` escape stays one (the manifest's locations are written so); a `%` that starts none is a `%`."""
+    import boto3  # pyarrow writes no key with an empty segment (`dbl//a.png`)
+
+    from rgbatch import storage
+    from rgbatch.sources import expand_sources
+
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}"}.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3}")
+    for key in ["arch#2/x", "arch/x", "my photos/été.png", "100%.png", "pctA.png", "dbl/a.png", "dbl//a.png"]:
+        client.put_object(Bucket=BUCKET, Key=f"typed/{key}", Body=key.encode())
+    for typed, key in [("arch#2/x", "arch#2/x"), ("my photos/été.png", "my photos/été.png"),
+                       ("100%.png", "100%.png"), ("pct%41.png", "pctA.png")]:
+        assert storage.read_bytes(*storage.resolve(f"s3://{BUCKET}/typed/{typed}")) == key.encode(), typed
+    # keys apart by a double slash are two paths (`src//a.png` was archived as `a.png`, `src/a.png` lost)
+    _, found = expand_sources([f"s3://{BUCKET}/typed/dbl"])
+    assert sorted(s.path for s in found) == ["/a.png", "a.png"]
+    with pytest.raises(ValueError, match=r"^all sources must be on one file system, not on local and s3$"):
+        expand_sources([f"s3://{BUCKET}/typed/dbl", str(Path(__file__).parent / "data")])
+
+
 @pytest.fixture
 def silent_endpoint(silent_port):
     """A URI query of an endpoint that never answers (conftest's `silent_port`)."""
