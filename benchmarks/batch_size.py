@@ -24,7 +24,6 @@ from rgbatch.imageio import read_image
 from _common import kodak_images
 
 
-
 def crops(side: int, count: int) -> list[np.ndarray]:
     """`count` crops of side x side, taken in turn from the Kodak images at shifting places."""
     images = [read_image(p)[0] for p in kodak_images(8)]

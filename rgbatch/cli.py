@@ -887,10 +887,9 @@ def encode(
 ):
     """Encode one image into one progressive stream file (no archive; docs/FORMAT.md). An image
     that cannot be read exits 1 (the image failed), a bad option or missing file 2."""
-    from .archive import READING_WORDS
     from .codec import Codec, resolve_partial
     from .files import encode_file
-    from .imageio import ImageError, reading_losses
+    from .imageio import READING_WORDS, ImageError, reading_losses
     from .resample import candidates
 
     with user_errors():

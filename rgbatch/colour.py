@@ -23,7 +23,8 @@ SRGB_XY = ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06), (0.3127, 0.3290))  # BT.709
 # H.273 transfer characteristics as ICC curves: sRGB's (13), and BT.709's OETF (1, 6, 14, 15),
 # which stills are shown by as sRGB (Apple's ColorSync does so); pure powers; linear. PQ (16), HLG
 # (18) and the rest describe HDR or video signals no such curve holds: those values stay read as sRGB
-SRGB_CURVE = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)  # an ICC `para` curve of function type 3
+SRGB_CURVE = "sRGB"  # sampled as ICC v2 writes it (`para`, a parametric curve, is v4's), `CURVE_POINTS` points
+CURVE_POINTS = 1024
 TRANSFERS = {1: SRGB_CURVE, 6: SRGB_CURVE, 13: SRGB_CURVE, 14: SRGB_CURVE, 15: SRGB_CURVE, 4: 2.2, 5: 2.8, 8: 1.0}
 UNSPECIFIED = 2  # H.273's "unspecified", for primaries and transfer alike: sRGB's, as Pillow reads them
 
@@ -75,9 +76,12 @@ def _xyz_tag(xyz) -> bytes:
 
 
 def _curve_tag(curve) -> bytes:
-    if isinstance(curve, tuple):  # g, a, b, c, d: Y = (aX + b)^g for X >= d, else cX
-        return b"para" + bytes(4) + struct.pack(">HH", 3, 0) + b"".join(_s15(v) for v in curve)
-    return b"curv" + bytes(4) + struct.pack(">IH", 1, int(round(curve * 256))) + bytes(2)  # a power
+    """An ICC v2 `curv`: sRGB's, sampled (light of each of CURVE_POINTS even steps of the value), or a power."""
+    if curve == SRGB_CURVE:
+        x = np.linspace(0.0, 1.0, CURVE_POINTS)
+        light = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+        return b"curv" + bytes(4) + struct.pack(f">I{CURVE_POINTS}H", CURVE_POINTS, *np.round(light * 65535).astype(int))
+    return b"curv" + bytes(4) + struct.pack(">IH", 1, int(round(curve * 256))) + bytes(2)  # a power (u8.8)
 
 
 def _matrix_trc_profile(colorants: np.ndarray, curve, description: str) -> bytes:
@@ -94,11 +98,13 @@ def icc_profile(device_class: bytes, space: bytes, pcs: bytes, description: str,
     text = description.encode("ascii") + b"\0"
     tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)),
             (b"cprt", b"text" + bytes(4) + b"No copyright, use freely\0"), (b"wtpt", _xyz_tag(D50)), *tags]
-    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    offset, table, body, placed = 128 + 4 + 12 * len(tags), b"", b"", {}
     for sig, data in tags:
-        body += bytes(-len(body) % 4)  # each tag on a 4-byte boundary
-        table += sig + struct.pack(">II", offset + len(body), len(data))
-        body += data
+        if data not in placed:  # tags of the same bytes share them (the three curves), as the format allows
+            body += bytes(-len(body) % 4)  # each tag on a 4-byte boundary
+            placed[data] = offset + len(body)
+            body += data
+        table += sig + struct.pack(">II", placed[data], len(data))
     header = (struct.pack(">I", offset + len(body)) + bytes(4) + bytes([2, 0x10, 0, 0]) + device_class + space + pcs
               + bytes(12) + b"acsp" + bytes(24) + bytes(4) + b"".join(_s15(v) for v in D50) + bytes(48))
     return header + struct.pack(">I", len(tags)) + table + body

@@ -120,6 +120,13 @@ LOSSY_MODES = {  # by the mode without EXTRA_CHANNELS (`base_mode`)
     "colour_converted": (("CMYK", "YCbCr", "LAB", "HSV"), "converted to RGB from CMYK, YCbCr, LAB or HSV"),
 }
 
+# what reading lost, in words (after a count of images): report's reading summary and encode's line
+READING_WORDS = {**{loss: words for loss, (_, words) in LOSSY_MODES.items()},
+                 "frames_dropped": "with only the first of their frames or pages kept",
+                 "extra_channels_dropped": "with extra channels beyond colour and alpha dropped (a JPEG XL's "
+                                           "depth, spot colours...)",
+                 "alpha_kept": "with their alpha channel kept losslessly"}
+
 
 # modes whose transparency key (`info["transparency"]`) is an alpha channel in all but name, and
 # the mode with an alpha channel that the archive's `mode` column records for them (a 16-bit grey
@@ -181,17 +188,14 @@ EXIF_HEADER = b"Exif\x00\x00"
 def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     """`decode_image`, the source's `Metadata` and its number of frames."""
     image, mode = open_image(data, max_pixels)
-    with warnings.catch_warnings():  # Pillow's advice on converting ("Palette images with Transparency
-        warnings.simplefilter("ignore")  # expressed in bytes should be converted to RGBA") printed by
-        rgb = to_rgb(image)  # verify and report --html until session 62; first: applying the orientation
-        # takes its tag out of the EXIF block
-        alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned it
+    rgb = to_rgb(image)  # first: applying the orientation takes its tag out of the EXIF block
+    alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned the image
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image) or _raw_profile_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
     if base_mode(mode) in COLOUR_CONVERTED:  # an RGB profile on CMYK, LAB or HSV values describes no pixels kept
         icc = None
-    if icc is None and isinstance(image.info.get("nclx_profile"), dict):  # a HEIF's colours by code points
-        icc = nclx_icc(image.info["nclx_profile"])
+    if icc is None and isinstance(image.info.get("nclx_profile"), dict) and base_mode(mode) not in GREY_MODES:
+        icc = nclx_icc(image.info["nclx_profile"])  # a HEIF's colours by code points (an RGB profile: not grey's)
     if isinstance(exif, bytes) and exif and not exif.startswith(EXIF_HEADER):  # a WebP's, a JPEG XL's
         exif = EXIF_HEADER + exif
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
@@ -580,7 +584,9 @@ def _band_to_rgb(image: Image.Image, top: float | None) -> np.ndarray:
         image = Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8), "L")
     if image.mode == "La":  # premultiplied grey: Pillow converts it to LA only
         image = image.convert("LA")
-    if image.mode in ALPHA_MODES:
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        # a palette's transparency table through RGBA, as Pillow advises: straight to RGB it printed
+        # its warning ("Palette images with Transparency expressed in bytes...") until session 62
         image = image.convert("RGBA").convert("RGB") if image.mode != "RGBA" else image.convert("RGB")
     elif image.mode != "RGB":
         image = image.convert("RGB")
@@ -660,6 +666,8 @@ def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[st
     colour noise (up to 60 levels at depth 1, 20 at depth 16 on a grey Kodak crop; the mean is
     nearer the source at every depth, MSE 1-11 % lower, MS-SSIM 0.0003-0.008 higher)."""
     options = {k: v for k, v in metadata._asdict().items() if v}
+    if grey and options.get("icc_profile", b"")[16:20] == b"RGB ":  # the PNG format forbids an RGB profile on
+        del options["icc_profile"]  # grey pixels (a grey source's that had one: written so until session 62)
     if text:
         info = PngImagePlugin.PngInfo()
         for key, value in text.items():

@@ -452,7 +452,7 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
         if isinstance(e, Exception):
             where = f" at {address}" if address else ""
             said = " ".join(str(e).split())  # Ray's lines as one (a "\n\n" was shown as such until session 62)
-            raise RuntimeError(f"cannot start or reach Ray{where}: {said}{_ray_hint(e)}") from None
+            raise RuntimeError(f"cannot start or reach Ray{where}: {said}{_ray_hint(e, own=not address)}") from None
         raise
     hooks["ray"] = _process_hooks()  # as Ray set them: what the block changes of them meanwhile is the caller's
     try:
@@ -500,10 +500,11 @@ RAY_FILES = 4096  # file descriptors asked for a Ray (the soft limit raised so f
 RAY_MIN_FILES = 128  # fewer: a driver on a cluster died of SIGABRT, a Ray of its own timed out starting
 
 
-def _files_for_ray() -> tuple[int, int] | None:
+def _files_for_ray() -> tuple[tuple[int, int], int] | None:
     """Raise the soft open-file limit (`ulimit -n`) to RAY_FILES where the hard limit allows (the
-    Ray a run starts inherits it; `_restore_hooks` puts it back), and return it as it was (None:
-    not raised); refuse, worded, a limit under RAY_MIN_FILES. Under 40 a driver joining a
+    Ray a run starts inherits it; `_restore_hooks` puts it back where it is still so), and return
+    (the limits as they were, the soft limit set), None where not raised; refuse, worded, a limit
+    under RAY_MIN_FILES. Under 40 a driver joining a
     cluster died of SIGABRT (boost's "epoll: Too many open files"), under 64 a Ray of its own
     timed out starting, until session 62."""
     try:
@@ -521,7 +522,7 @@ def _files_for_ray() -> tuple[int, int] | None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     except (ValueError, OSError):  # refused: Ray starts with the limit as it is
         return None
-    return soft, hard
+    return (soft, hard), wanted
 
 
 def _process_hooks() -> dict:
@@ -546,11 +547,13 @@ def _restore_hooks(hooks: dict):
     """Each setting of `hooks` back where it is still as Ray set it (`hooks["ray"]`; without it,
     Ray having failed to start, every one): what the program changed meanwhile stays."""
     ray = hooks.get("ray") or _process_hooks()
-    if hooks.get("files"):  # the open-file limit `_files_for_ray` raised
+    if hooks.get("files"):  # the open-file limit `_files_for_ray` raised, where the program left it so
         import resource
 
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, hooks["files"])
+        before, raised = hooks["files"]
+        if resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, before)
     if sys.excepthook is ray["excepthook"]:
         sys.excepthook = hooks["excepthook"]
     if hooks.get("sigterm") is not None and signal.getsignal(signal.SIGTERM) == ray.get("sigterm"):
@@ -628,10 +631,10 @@ def _signals_held(ray=None):
             handlers[came[0]](came[0], None)
 
 
-def _ray_hint(error: Exception) -> str:
-    """What Ray's "Failed to connect to Ray cluster" leaves in the exception it chains, and a
-    file-size limit (`ulimit -f`), under which a Ray of its own timed out starting, unsaid, until
-    session 62 (its processes die writing their logs and session files)."""
+def _ray_hint(error: Exception, own: bool = False) -> str:
+    """What Ray's "Failed to connect to Ray cluster" leaves in the exception it chains, and, for a
+    Ray of its own (`own`), a file-size limit (`ulimit -f`), under which it timed out starting,
+    unsaid, until session 62 (its processes die writing their logs and session files)."""
     cause = str(error.__cause__ or "")
     if "Unauthenticated" in cause or "AuthToken" in cause:  # Ray 2.60's `ray start` enables token auth by default
         return ("; the cluster asks for a token (Ray's token authentication): run with RAY_AUTH_MODE=token, the "
@@ -639,6 +642,8 @@ def _ray_hint(error: Exception) -> str:
     try:
         import resource
     except ImportError:
+        return ""
+    if not own:
         return ""
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:

@@ -150,12 +150,12 @@ def _listed(fs: pafs.FileSystem, base: str, line: str) -> str:
     space), or, where no file has that name, the line without its surrounding blanks (an editor's
     stray indent or trailing space). Until session 62 every line was stripped: a file named
     " a.png" was read as "a.png", another file or none."""
-    def joined(name):
+    def located(name):
         return name if (posixpath.isabs(name) or is_uri(name)) else posixpath.normpath(posixpath.join(base, name))
     stripped = line.strip()
-    if stripped == line or is_uri(stripped) or kind(fs, joined(line)) != "missing":
-        return joined(line)
-    return joined(stripped)
+    if stripped == line or is_uri(stripped) or kind(fs, located(line)) != "missing":
+        return located(line)
+    return located(stripped)
 
 
 def _expand_each(sources: list[str]):

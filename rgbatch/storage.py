@@ -351,6 +351,8 @@ def local_kind(path: str) -> str:
         return "a dangling symbolic link" if os.path.islink(path) else "missing"
     except OSError as e:  # a symbolic link loop (ELOOP), no permission...
         return f"unreadable ({e.strerror})"
+    except ValueError:  # a NUL in the name (a list file's line): no file has such a name
+        return "missing"
 
 
 def kind(fs: pafs.FileSystem, path: str) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import socket
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
+from rgbatch import storage
 from rgbatch.model import CodecConfig, ResidualGRUCodec
 from rgbatch.weights import DEFAULT_WEIGHTS, save_weights
 
@@ -70,3 +74,29 @@ def silent_port():
         server.bind(("127.0.0.1", 0))
         server.listen(64)
         yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+class FullDisk(storage.AtomicOutput):
+    """A part's temporary file on a disk that fills after `room` bytes."""
+    room = 0
+
+    def __init__(self, fs, path):
+        super().__init__(fs, path)
+        real, room = self.stream, self.room
+
+        class Stream(io.RawIOBase):
+            def writable(self):
+                return True
+
+            def write(self, data):
+                nonlocal room
+                if len(data) > room:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                room -= len(data)
+                return real.write(data)
+
+            def close(self):
+                real.close()
+                super().close()
+
+        self.stream = pa.PythonFile(Stream(), mode="w")

@@ -669,14 +669,14 @@ def test_a_full_disk_stops_compress_and_compact_with_one_line_and_keeps_what_was
     """docs/ARCHIVE.md: a full disk stops `compress` and `compact` with one line, exit 2; the parts
     committed before stand, and a `compact` stopped so has deleted nothing."""
     from rgbatch import storage
-    from test_manifest import _FullDisk
+    from conftest import FullDisk as NoRoom
 
     work, fresh = tmp_path / "work", tmp_path / "fresh"
     shutil.copytree(archive / "archive", work)
     fresh.mkdir()
     Image.fromarray(smooth_image(np.random.default_rng(5), 40, 48)).save(fresh / "new.png")  # a new image
     before, files = current(work), sorted(p.name for p in work.glob("*.parquet"))
-    monkeypatch.setattr(storage, "AtomicOutput", _FullDisk)  # no room for a part's first byte
+    monkeypatch.setattr(storage, "AtomicOutput", NoRoom)  # no room for a part's first byte
     said = {"compact": run("compact", work, "--depth", "1"),
             "compress": run("compress", fresh, "--out", work, "--weights", tiny_weights, "--iterations", "2",
                             "--tile-size", "32", "--address", ray_cluster.address)}
@@ -796,6 +796,25 @@ def test_a_folder_refusing_files_is_one_error_across_ray_workers():
     error = storage.FolderRefuses("cannot write a file there: No space left on device", errno.ENOSPC, 3)
     again = pickle.loads(pickle.dumps(error))  # as Ray hands it over
     assert (type(again), str(again), again.errno, again.written) == (storage.FolderRefuses, str(error), errno.ENOSPC, 3)
+
+
+def test_verify_says_when_a_source_reads_otherwise_since_an_older_archive(tiny_weights, tmp_path, rng, monkeypatch):
+    """A CMYK image with a profile of its own reads through that profile since session 62: `verify` of
+    an archive compressed before re-measures it against the new reading, and says so (a review's
+    finding: it said only "re-measured 0.95, the manifest says 0.96", exit 1)."""
+    from rgbatch import imageio
+
+    src = tmp_path / "src"
+    src.mkdir()
+    icc = (Path(__file__).parent / "fixtures" / "icc" / "cmyk-lut.icc").read_bytes()
+    Image.fromarray(smooth_image(rng, 48, 64)).convert("CMYK").save(src / "c.jpg", quality=95, icc_profile=icc)
+    with monkeypatch.context() as before:  # compressed as sessions before 62 read it: Pillow's conversion
+        before.setattr(imageio, "cmyk_transform", lambda image: None)
+        archive_images(src, tmp_path / "archive", tiny_weights)
+    result = run("verify", tmp_path / "archive", "--weights", tiny_weights, "--json")
+    problems = dict(json.loads(result.stdout)["problems"])
+    assert result.exit_code == 1 and "MS-SSIM re-measured" in problems["c.jpg"]
+    assert "is read through that profile since session 62" in problems["c.jpg"]
 
 
 def test_verify_quick_refuses_a_blob_whose_coder_is_unknown_or_not_its_rows(archive, tiny_weights, tmp_path):

@@ -35,6 +35,7 @@ def test_an_nclx_description_becomes_the_icc_profile_it_stands_for():
     assert np.allclose(colour._colorants_d50(DISPLAY_P3).T, [[0.5151, 0.2412, -0.0011], [0.2920, 0.6922, 0.0419],
                                                              [0.1571, 0.0666, 0.7841]], atol=2e-4)
     icc = colour.nclx_icc(nclx(DISPLAY_P3))
+    assert icc[8] == 2 and b"para" not in icc  # ICC v2, and none of v4's tag types (`para` until session 62's review)
     assert icc[16:20] == b"RGB " and "primaries 12" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(
         io.BytesIO(icc)))
     grey = np.full((2, 2, 3), 128, np.uint8)  # the same white and curve as sRGB's: a grey stays grey
@@ -138,3 +139,20 @@ def test_a_cmyk_image_s_rgb_profile_is_not_kept():
     Image.new("CMYK", (16, 8), (10, 200, 30, 0)).save(buffer, "TIFF", icc_profile=srgb)
     decoded = decode_image_and_metadata(buffer.getvalue())
     assert decoded.mode == "CMYK" and decoded.metadata.icc_profile is None
+
+
+def test_a_grey_heif_described_by_nclx_gets_no_rgb_profile():
+    """An RGB profile on grey pixels is one the PNG format forbids (and LittleCMS refuses): a grey HEIF
+    got one from its nclx box (session 62's review), and `encode_png` wrote a grey source's RGB profile."""
+    from rgbatch.imageio import Metadata, encode_png
+
+    buffer = io.BytesIO()
+    Image.new("L", (32, 16), 90).save(buffer, "HEIF", quality=95, color_primaries=12, transfer_characteristics=8,
+                                      matrix_coefficients=6, full_range_flag=1)
+    decoded = decode_image_and_metadata(buffer.getvalue())
+    assert decoded.mode == "L" and decoded.metadata.icc_profile is None
+    rgb_profile = colour.nclx_icc(nclx(DISPLAY_P3))
+    grey = Image.open(io.BytesIO(encode_png(np.full((4, 4, 3), 90, np.uint8), Metadata(rgb_profile), grey=True)))
+    coloured = Image.open(io.BytesIO(encode_png(np.full((4, 4, 3), 90, np.uint8), Metadata(rgb_profile))))
+    assert (grey.mode, "icc_profile" in grey.info) == ("L", False)
+    assert coloured.info["icc_profile"] == rgb_profile

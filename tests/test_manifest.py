@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 from dataclasses import replace
-import io
 import os
 import signal
 import socket
@@ -20,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rgbatch import __version__, storage
-from conftest import damage_page
+from conftest import FullDisk, damage_page
 from rgbatch.objectstore import worded
 from rgbatch.manifest import DIGEST_KEY, FORMAT_VERSION, Archive, ArchiveBusy, ArchiveLock, PartWriter
 from rgbatch.row import ADDED_COLUMNS, SCHEMA, Row
@@ -533,37 +532,11 @@ def test_split_damaged_finds_what_row_problem_finds_row_by_row(rng):
             assert len(damaged) == 42  # 14 of the 20 kinds of row, three times each
 
 
-class _FullDisk(storage.AtomicOutput):
-    """A part's temporary file on a disk that fills after `room` bytes."""
-    room = 0
-
-    def __init__(self, fs, path):
-        super().__init__(fs, path)
-        real, room = self.stream, self.room
-
-        class Stream(io.RawIOBase):
-            def writable(self):
-                return True
-
-            def write(self, data):
-                nonlocal room
-                if len(data) > room:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                room -= len(data)
-                return real.write(data)
-
-            def close(self):
-                real.close()
-                super().close()
-
-        self.stream = pa.PythonFile(Stream(), mode="w")
-
-
 @pytest.mark.parametrize("room", [0, 100])  # the part's header fails; a row group fails
 def test_a_full_disk_is_one_worded_error_and_leaves_no_temporary_file(tmp_path, monkeypatch, room):
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:
         writer.add(ok_row("a.png"))  # committed before the disk is full
-    monkeypatch.setattr(storage, "AtomicOutput", type("Full", (_FullDisk,), {"room": room}))
+    monkeypatch.setattr(storage, "AtomicOutput", type("Full", (FullDisk,), {"room": room}))
     with pytest.raises(OSError) as raised:
         with PartWriter(tmp_path, "00112233aabbccdd", row_group_rows=1) as writer:
             writer.add(ok_row("b.png"))

@@ -1188,18 +1188,24 @@ def test_ray_gets_the_open_files_it_needs_or_a_worded_refusal(monkeypatch):
     wanted = pipeline.RAY_FILES if hard == resource.RLIM_INFINITY else min(pipeline.RAY_FILES, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (pipeline.RAY_MIN_FILES, hard))
     try:
-        before = pipeline._files_for_ray()
-        assert before == (pipeline.RAY_MIN_FILES, hard) and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == wanted
-        pipeline._restore_hooks({**pipeline._process_hooks(), "files": before})
+        files = pipeline._files_for_ray()
+        assert files == ((pipeline.RAY_MIN_FILES, hard), wanted)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == wanted
+        pipeline._restore_hooks({**pipeline._process_hooks(), "files": files})
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == pipeline.RAY_MIN_FILES
+        files = pipeline._files_for_ray()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted - 1, hard))  # the program's own change meanwhile: kept
+        pipeline._restore_hooks({**pipeline._process_hooks(), "files": files})
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == wanted - 1
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     unlimited = resource.RLIM_INFINITY
     monkeypatch.setattr(resource, "getrlimit", lambda which: (unlimited, unlimited))
-    assert pipeline._ray_hint(Exception("timed out")) == ""  # no file-size limit: nothing to say
+    assert pipeline._ray_hint(Exception("timed out"), own=True) == ""  # no file-size limit: nothing to say
     monkeypatch.setattr(resource, "getrlimit", lambda which: (16, 16))  # under `ulimit -f`, Ray's start timed out
-    assert pipeline._ray_hint(Exception("timed out")) == ("; files are limited to 16 bytes here (ulimit -f), which "
-                                                          "Ray's own files may outgrow: lift it")
+    assert pipeline._ray_hint(Exception("timed out"), own=True) == (
+        "; files are limited to 16 bytes here (ulimit -f), which Ray's own files may outgrow: lift it")
+    assert pipeline._ray_hint(Exception("cannot connect")) == ""  # a cluster's: not this machine's files
     with pytest.raises(RuntimeError, match=r"^the open-file limit is 16 \(ulimit -n; its hard limit 16\): Ray needs "
                                            r"at least 128: raise it$"):
         pipeline._files_for_ray()

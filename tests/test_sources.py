@@ -165,6 +165,10 @@ def test_a_list_file_s_line_is_the_name_as_written_spaces_included(tmp_path, rng
     listing = touch(photos / "list.txt", b" a.png\r\n  b.png \r\n\t\n # a comment\n")
     _, listed = rs.expand_sources([str(listing)])
     assert sorted(s.path for s in listed) == [" a.png", "b.png"]
+    # a NUL, which no name holds: listed, to fail alone (its stat's ValueError stopped the command)
+    listing.write_bytes(b"b.png\n c\0d.png \n")
+    _, listed = rs.expand_sources([str(listing)])
+    assert sorted(s.path for s in listed) == ["b.png", "c\x00d.png"]
 
 
 def test_a_list_file_with_a_byte_order_mark_crlf_and_a_name_that_is_not_utf8(tmp_path, rng):
