@@ -504,9 +504,8 @@ def _files_for_ray() -> tuple[tuple[int, int], int] | None:
     """Raise the soft open-file limit (`ulimit -n`) to RAY_FILES where the hard limit allows (the
     Ray a run starts inherits it; `_restore_hooks` puts it back where it is still so), and return
     (the limits as they were, the soft limit set), None where not raised; refuse, worded, a limit
-    under RAY_MIN_FILES. Under 40 a driver joining a
-    cluster died of SIGABRT (boost's "epoll: Too many open files"), under 64 a Ray of its own
-    timed out starting, until session 62."""
+    under RAY_MIN_FILES. Under 40 a driver joining a cluster died of SIGABRT (boost's "epoll: Too
+    many open files"), under 64 a Ray of its own timed out starting, until session 62."""
     try:
         import resource
     except ImportError:  # not a POSIX system: no such limit to read
@@ -639,11 +638,11 @@ def _ray_hint(error: Exception, own: bool = False) -> str:
     if "Unauthenticated" in cause or "AuthToken" in cause:  # Ray 2.60's `ray start` enables token auth by default
         return ("; the cluster asks for a token (Ray's token authentication): run with RAY_AUTH_MODE=token, the "
                 "token in RAY_AUTH_TOKEN or ~/.ray/auth_token, as for any driver of that cluster")
+    if not own:
+        return ""
     try:
         import resource
-    except ImportError:
-        return ""
-    if not own:
+    except ImportError:  # not a POSIX system: no such limit
         return ""
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
