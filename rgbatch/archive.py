@@ -430,8 +430,6 @@ def reading_summary(ok: pa.Table) -> dict:
     return {loss: n for loss, n in counts.items() if n}
 
 
-
-
 def reading_text(reading: dict) -> str:
     """A report's `reading` summary in words."""
     return "; ".join(f"{n} {READING_WORDS[loss]}" for loss, n in reading.items()) or "nothing lost (8-bit sources)"

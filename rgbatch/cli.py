@@ -42,18 +42,19 @@ def _quiet_stdout():
         os.close(null)
 
 
-class _Console(Console):
-    def on_broken_pipe(self):
-        """The reader of our output stopped (`rgbatch report A | head -1`): a quiet exit, 141 (rich
-        exits 1, the code of failed images here)."""
-        _quiet_stdout()
-        raise SystemExit(EXIT_READER_GONE)
+def _reader_gone(console: Console):
+    """The reader of our output stopped (`rgbatch report A | head -1`): a quiet exit, 141 (rich
+    exits 1, the code of failed images here)."""
+    _quiet_stdout()
+    raise SystemExit(EXIT_READER_GONE)
 
 
+# every rich console of the command: ours, and typer's for its help (`-h | head` exited 1 until session 62)
+Console.on_broken_pipe = _reader_gone
 # no console markup: names, paths and the library's messages print as they are ("x[/b].png" is a
 # file name, not a style); the CLI's few colours are given as styles (`_red`)
-err = _Console(stderr=True, markup=False)
-out = _Console(markup=False, soft_wrap=True)  # a result line stays one line in a pipe or file (a script reads it)
+err = Console(stderr=True, markup=False)
+out = Console(markup=False, soft_wrap=True)  # a result line stays one line in a pipe or file (a script reads it)
 
 # the errors of a failed write, which `main` says are the output's (stdout on a full disk)
 OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT)
@@ -1315,7 +1316,6 @@ def main():
 
     start_quietly()  # where started as `python -m rgbatch.cli` or from an older installation's script
     signalwatch.watch()  # a signal the main thread cannot take (blocked in a store's C++ code) ends it anyway
-    Console.on_broken_pipe = _Console.on_broken_pipe  # typer's help consoles too: `-h | head` exited 1 (session 62)
     try:
         app()
     except OSError as e:  # typer lets a failed write of the output through: stdout on a full disk

@@ -110,14 +110,15 @@ GREY_MODES = ("1", "L", "LA", "La", "LA;10", "LA;12", "LA;16", "I", "I;16", "I;1
 # a JPEG XL's extra channels beyond its alpha (depth, spot colours, a selection mask, thermal...),
 # which its reader drops: the mode recorded with this after it (`L+extra`, `RGBA+extra`)
 EXTRA_CHANNELS = "+extra"
-# modes whose values are no RGB's: an RGB profile such a file carries does not describe them
-COLOUR_CONVERTED = ("CMYK", "LAB", "HSV")
+# modes whose values are no RGB's (YCbCr's are RGB's, encoded): an RGB profile such a file carries
+# does not describe them
+NOT_RGB = ("CMYK", "LAB", "HSV")
 LOSSY_MODES = {  # by the mode without EXTRA_CHANNELS (`base_mode`)
     # since session 25 the alpha channel is kept (the `alpha` column); dropped: rows of older parts
     "alpha_dropped": (ALPHA_MODES, "with their alpha channel dropped"),
     "reduced_to_8_bits": (("I;16", "I;16B", "I;16L", "I;16N", "I", "F", *WIDE_MODES),
                           "reduced from more than 8 bits a sample to 8"),
-    "colour_converted": (("CMYK", "YCbCr", "LAB", "HSV"), "converted to RGB from CMYK, YCbCr, LAB or HSV"),
+    "colour_converted": ((*NOT_RGB, "YCbCr"), "converted to RGB from CMYK, YCbCr, LAB or HSV"),
 }
 
 # what reading lost, in words (after a count of images): report's reading summary and encode's line
@@ -192,7 +193,7 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     alpha = to_alpha(image) if base_mode(mode) in ALPHA_MODES else None  # upright too: to_rgb turned the image
     icc, exif = image.info.get("icc_profile"), image.info.get("exif") or tiff_exif(image) or _raw_profile_exif(image)
     icc = icc if isinstance(icc, bytes) and icc[16:20] == b"RGB " and len(icc) <= MAX_METADATA_BYTES else None
-    if base_mode(mode) in COLOUR_CONVERTED:  # an RGB profile on CMYK, LAB or HSV values describes no pixels kept
+    if base_mode(mode) in NOT_RGB:  # an RGB profile on CMYK, LAB or HSV values describes no pixels kept
         icc = None
     if icc is None and isinstance(image.info.get("nclx_profile"), dict) and base_mode(mode) not in GREY_MODES:
         icc = nclx_icc(image.info["nclx_profile"])  # a HEIF's colours by code points (an RGB profile: not grey's)
@@ -532,13 +533,17 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     except Exception:  # a broken EXIF block must not lose the picture itself
         pass
     top, transform = _white(image), cmyk_transform(image)
-    width, height = image.size
-    rgb = np.empty((height, width, 3), np.uint8)
-    step = max(1, BAND_PIXELS // width)
-    for y in range(0, height, step):
-        band = image.crop((0, y, width, min(y + step, height)))
-        rgb[y:y + step] = _band_to_rgb(band, top) if transform is None else ImageCms.applyTransform(band, transform)
+    rgb = np.empty((image.height, image.width, 3), np.uint8)
+    for rows, band in _bands(image):
+        rgb[rows] = _band_to_rgb(band, top) if transform is None else ImageCms.applyTransform(band, transform)
     return rgb
+
+
+def _bands(image: Image.Image):
+    """(rows, the image's band of those rows) of at most BAND_PIXELS pixels each, top to bottom."""
+    step = max(1, BAND_PIXELS // image.width)
+    for y in range(0, image.height, step):
+        yield slice(y, y + step), image.crop((0, y, image.width, min(y + step, image.height)))
 
 
 def _white(image: Image.Image) -> float | None:
@@ -562,12 +567,10 @@ def _white(image: Image.Image) -> float | None:
 
 def _finite_max(image: Image.Image) -> float:
     """The largest finite value of a float image (0.0: none), band by band as `to_rgb`."""
-    width, height = image.size
-    step = max(1, BAND_PIXELS // width)
     high = 0.0
-    for y in range(0, height, step):
-        band = np.asarray(image.crop((0, y, width, min(y + step, height))), dtype=np.float32)
-        high = max(high, float(np.max(band, where=np.isfinite(band), initial=0.0)))
+    for _, band in _bands(image):
+        values = np.asarray(band, dtype=np.float32)
+        high = max(high, float(np.max(values, where=np.isfinite(values), initial=0.0)))
     return high
 
 
@@ -596,18 +599,15 @@ def _band_to_rgb(image: Image.Image, top: float | None) -> np.ndarray:
 def to_alpha(image: Image.Image) -> np.ndarray:
     """The alpha channel of an upright Pillow image that has one (or a transparency key), HxW
     uint8, band by band as `to_rgb`; premultiplied modes (RGBa, La) through Pillow's RGBA."""
-    width, height = image.size
-    alpha = np.empty((height, width), np.uint8)
-    step = max(1, BAND_PIXELS // width)
+    alpha = np.empty((image.height, image.width), np.uint8)
     key = _grey_key(image)
-    for y in range(0, height, step):
-        band = image.crop((0, y, width, min(y + step, height)))
+    for rows, band in _bands(image):
         if key is not None:
-            alpha[y:y + step] = np.where(np.asarray(band).astype(np.int64) == key, 0, 255)
+            alpha[rows] = np.where(np.asarray(band).astype(np.int64) == key, 0, 255)
             continue
         band = band.convert("LA") if band.mode == "La" else band  # premultiplied grey: to LA only
         band = band if band.mode in ("RGBA", "LA") else band.convert("RGBA")
-        alpha[y:y + step] = np.asarray(band.getchannel("A"), dtype=np.uint8)
+        alpha[rows] = np.asarray(band.getchannel("A"), dtype=np.uint8)
     return alpha
 
 

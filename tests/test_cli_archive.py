@@ -1537,14 +1537,11 @@ def test_a_system_error_outside_a_command_is_not_called_the_output_s(monkeypatch
     (stdout on a full disk); out of file descriptors was said so too until session 62."""
     import errno
 
-    from rich.console import Console
-
     import rgbatch.__main__
     from rgbatch import cli
 
     monkeypatch.setattr(rgbatch.__main__, "start_quietly", lambda: None)  # the test process's own signals
     monkeypatch.setattr(cli.signalwatch, "watch", lambda: None)
-    monkeypatch.setattr(Console, "on_broken_pipe", Console.on_broken_pipe)  # `main` sets it: put back
     for error, said in ((OSError(errno.EMFILE, "Too many open files", "/x/y.py"), "/x/y.py: Too many open files"),
                         (OSError(errno.ENOSPC, "No space left on device"),
                          "writing the output: No space left on device")):
