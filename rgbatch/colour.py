@@ -1,10 +1,10 @@
 """What a source's pixel values mean, where its file says so other than by an RGB ICC profile.
 
 - An nclx colour description (ITU-T H.273 code points: a HEIF's `colr` box, which pillow-heif
-  gives as `info["nclx_profile"]`), of primaries or a transfer other than sRGB's: the values are
+  gives as `info["nclx_profile"]`, or an AVIF's, `imageio.avif_nclx`), of primaries or a transfer other than sRGB's: the values are
   kept as they are, and described by an ICC profile made from it (`nclx_icc`: a matrix/TRC RGB
   display profile, ICC v2), kept and written back as a source's own profile is. Read as sRGB, a
-  Display P3 photo's colours came back desaturated, unsaid (until session 62).
+  Display P3 photo's colours came back desaturated, unsaid (until session 62; an AVIF's, 63).
 - A CMYK image with its own ICC profile: converted to sRGB through that profile by LittleCMS
   (`cmyk_transform`), as a colour-managed viewer shows it, not by Pillow's formula (until session 62).
 """
@@ -27,17 +27,30 @@ SRGB_CURVE = "sRGB"  # sampled as ICC v2 writes it (`para`, a parametric curve, 
 CURVE_POINTS = 1024
 TRANSFERS = {1: SRGB_CURVE, 6: SRGB_CURVE, 13: SRGB_CURVE, 14: SRGB_CURVE, 15: SRGB_CURVE, 4: 2.2, 5: 2.8, 8: 1.0}
 UNSPECIFIED = 2  # H.273's "unspecified", for primaries and transfer alike: sRGB's, as Pillow reads them
+# H.273 colour primaries (red, green, blue, white), for a description of code points alone (an AVIF's)
+D65, ILLUMINANT_C = (0.3127, 0.3290), (0.310, 0.316)
+PRIMARIES = {1: SRGB_XY, UNSPECIFIED: SRGB_XY,
+             4: ((0.67, 0.33), (0.21, 0.71), (0.14, 0.08), ILLUMINANT_C),  # BT.470 System M
+             5: ((0.64, 0.33), (0.29, 0.60), (0.15, 0.06), D65),  # BT.601 625 lines
+             6: ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), D65),  # BT.601 525 lines
+             7: ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), D65),  # SMPTE 240M
+             8: ((0.681, 0.319), (0.243, 0.692), (0.145, 0.049), ILLUMINANT_C),  # generic film
+             9: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), D65),  # BT.2020, BT.2100
+             11: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.314, 0.351)),  # DCI-P3
+             12: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), D65),  # Display P3
+             22: ((0.630, 0.340), (0.295, 0.605), (0.155, 0.077), D65)}  # EBU Tech 3213
 
 
 def nclx_icc(nclx: dict) -> bytes | None:
     """An ICC profile saying what `nclx` says (pillow-heif's `nclx_profile`: code points and the
-    primaries' chromaticities), or None where that is sRGB (as the values are read anyway) or
-    a transfer no ICC curve holds (`TRANSFERS`)."""
+    primaries' chromaticities; `imageio.avif_nclx`'s: code points alone, `PRIMARIES`' then), or
+    None where that is sRGB (as the values are read anyway), primaries unknown, or a transfer no
+    ICC curve holds (`TRANSFERS`)."""
     try:
-        xy = [(float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"]))
-              for c in ("red", "green", "blue", "white")]
         primaries = int(nclx.get("color_primaries", UNSPECIFIED))
         transfer = int(nclx.get("transfer_characteristics", UNSPECIFIED))
+        xy = ([(float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"]))
+               for c in ("red", "green", "blue", "white")] if "color_primary_red_x" in nclx else PRIMARIES[primaries])
     except (KeyError, TypeError, ValueError):
         return None
     srgb_primaries = primaries == UNSPECIFIED or np.allclose(xy, SRGB_XY, atol=1e-3)

@@ -27,7 +27,7 @@
 |                                | ignored, as the format says, its tag dropped)                |
 | ICC profile (RGB)              | kept (`Metadata`; an archive restores it); others dropped    |
 |                                | (a grey or CMYK profile: the pixels kept are RGB)            |
-| a HEIF's nclx colour           | kept as an ICC profile made from it (`colour.nclx_icc`)      |
+| a HEIF's, an AVIF's nclx colour| kept as an ICC profile made from it (`colour.nclx_icc`)      |
 | description (no ICC profile)   | where not sRGB's; PQ and HLG (HDR) values read as sRGB       |
 | XMP, PNG text, gAMA, DPI       | not kept                                                     |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
@@ -54,8 +54,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -73,6 +75,18 @@ register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and s
 # caller raises it (`compress --max-pixels`); memory stays flat in the image's size beyond the
 # image itself (README, "Inputs").
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+_WARNINGS = threading.Lock()
+
+
+@contextlib.contextmanager
+def _unwarned(category: type[Warning] = Warning):
+    """Pillow's warnings of `category` unshown inside. `warnings.catch_warnings` swaps the whole
+    process's filters and puts back what it found, so threads interleaving it would leave one
+    thread's filter installed for good: a lock takes ours in turn."""
+    with _WARNINGS, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        yield
 
 
 # A source file is read only up to this many bytes a pixel of the pixel limit (`max_source_bytes`):
@@ -196,7 +210,7 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     if base_mode(mode) in NOT_RGB:  # an RGB profile on CMYK, LAB or HSV values describes no pixels kept
         icc = None
     if icc is None and isinstance(image.info.get("nclx_profile"), dict) and base_mode(mode) not in GREY_MODES:
-        icc = nclx_icc(image.info["nclx_profile"])  # a HEIF's colours by code points (an RGB profile: not grey's)
+        icc = nclx_icc(image.info["nclx_profile"])  # a HEIF's, an AVIF's colours by code points (not grey's)
     if isinstance(exif, bytes) and exif and not exif.startswith(EXIF_HEADER):  # a WebP's, a JPEG XL's
         exif = EXIF_HEADER + exif
     exif = exif if isinstance(exif, bytes) and 0 < len(exif) <= MAX_METADATA_BYTES else None
@@ -233,8 +247,7 @@ def tiff_exif(image: Image.Image) -> bytes | None:
     if image.format != "TIFF":
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns of each damaged tag it skips
+        with _unwarned():  # Pillow warns of each damaged tag it skips
             tags, exif = image.getexif(), Image.Exif()
             for tag in TIFF_EXIF_TAGS:
                 if tag in tags:
@@ -395,19 +408,35 @@ def _boxes(data: bytes, start: int, end: int):
         start = stop
 
 
+def _avif_properties(data: bytes, kind: bytes):
+    """(payload start, end) of each `kind` property box of an AVIF file (`meta` / `iprp` / `ipco`)."""
+    def inside(start: int, end: int, path: tuple[bytes, ...]):
+        for box, body, stop in _boxes(data, start, end):
+            if box == path[0]:
+                yield from inside(body + 4 * (box == b"meta"), stop, path[1:]) if path[1:] else [(body, stop)]
+
+    return inside(0, len(data), (b"meta", b"iprp", b"ipco", kind))
+
+
 def avif_bits(data: bytes) -> int | None:
     """The bits a sample of an AVIF file's coded images, 8, 10 or 12 (the largest its `av1C`
-    properties declare: AV1's high_bitdepth and twelve_bit flags; `meta` / `iprp` / `ipco`), or
-    None where it declares none. Pillow's AVIF reader gives 8 bits a sample whatever the file
-    holds, and says nothing of it."""
-    def inside(start: int, end: int, path: tuple[bytes, ...]):
-        for kind, body, stop in _boxes(data, start, end):
-            if kind == path[0]:
-                yield from inside(body + 4 * (kind == b"meta"), stop, path[1:]) if path[1:] else [(body, stop)]
-
-    flags = [data[body + 2] for body, stop in inside(0, len(data), (b"meta", b"iprp", b"ipco", b"av1C"))
+    properties declare: AV1's high_bitdepth and twelve_bit flags), or None where it declares
+    none. Pillow's AVIF reader gives 8 bits a sample whatever the file holds, and says nothing of it."""
+    flags = [data[body + 2] for body, stop in _avif_properties(data, b"av1C")
              if stop - body >= 3]  # marker and version; profile and level; tier, high_bitdepth, twelve_bit...
     return max((12 if flag & 0x20 else 10) if flag & 0x40 else 8 for flag in flags) if flags else None
+
+
+def avif_nclx(data: bytes) -> dict | None:
+    """An AVIF file's nclx colour description (its `colr` property of that type: H.273 primaries
+    and transfer code points, `colour.nclx_icc`'s input), or None where it has none, or several
+    that disagree. Pillow's AVIF reader gives the ICC profile of a `colr` box, not this."""
+    points = {data[body + 4:body + 8] for body, stop in _avif_properties(data, b"colr")
+              if stop - body >= 11 and data[body:body + 4] == b"nclx"}
+    if len(points) != 1:
+        return None
+    points = points.pop()
+    return {"color_primaries": int.from_bytes(points[:2], "big"), "transfer_characteristics": int.from_bytes(points[2:], "big")}
 
 
 def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
@@ -419,8 +448,7 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     _allow_in_pillow(max_pixels)
     image = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our check follows
+        with _unwarned(Image.DecompressionBombWarning):  # our check follows
             image = Image.open(io.BytesIO(data))
             # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
             # all but name: recorded as the mode with alpha, and kept as one
@@ -432,6 +460,8 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             if low and isinstance(image.info.get("transparency"), int):  # scaled as the samples are
                 image.info["transparency"] *= 255 // ((1 << low) - 1)  # (Pillow compares it unscaled)
             bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)
+            if image.format == "AVIF" and "icc_profile" not in image.info and (nclx := avif_nclx(data)):
+                image.info["nclx_profile"] = nclx  # as pillow-heif gives a HEIF's (`decode_image_and_metadata`)
             mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
             mode += EXTRA_CHANNELS if jxl and jxl.extra_channels > (image.mode in ALPHA_MODES) else ""
             _check_pixels(image.size, max_pixels)
@@ -688,9 +718,7 @@ def png_text(file) -> dict[str, str]:
     """The tEXt chunks before the pixels of a PNG file object (`encode_png`'s `text`); {} for
     anything that is not a readable PNG. Reads the header chunks only."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(file, formats=["PNG"]) as image:
-                return {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
+        with _unwarned(), Image.open(file, formats=["PNG"]) as image:
+            return {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
     except Exception:  # not a PNG, truncated, a decompression bomb's header: none of ours
         return {}

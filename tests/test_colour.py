@@ -47,7 +47,8 @@ def test_an_nclx_description_becomes_the_icc_profile_it_stands_for():
     assert colour.nclx_icc(nclx(colour.SRGB_XY, primaries=1, transfer=1)) is None  # sRGB as it is read
     assert colour.nclx_icc(nclx(DISPLAY_P3, primaries=2, transfer=2)) is None  # unspecified: sRGB too
     assert colour.nclx_icc(nclx(DISPLAY_P3, transfer=16)) is None  # PQ: no ICC curve holds it
-    assert colour.nclx_icc({"color_primaries": 12}) is None  # no chromaticities: nothing to say
+    assert colour.nclx_icc({"color_primaries": 12}) == icc  # code points alone (an AVIF's): H.273's chromaticities
+    assert colour.nclx_icc({"color_primaries": 3}) is None  # a reserved code point, no chromaticities: nothing to say
 
 
 def test_a_heic_described_by_nclx_alone_keeps_its_colours():
@@ -65,6 +66,31 @@ def test_a_heic_described_by_nclx_alone_keeps_its_colours():
     assert decoded.metadata.icc_profile is not None
     assert np.abs(decoded.pixels.astype(int) - picture).mean() > 10  # the values are P3's...
     assert np.abs(managed(decoded.pixels, decoded.metadata.icc_profile).astype(int) - picture).mean() < 4  # shown so
+
+
+def test_an_avif_described_by_nclx_alone_keeps_its_colours():
+    """Pillow's AVIF reader gives no nclx description: a Display P3 AVIF without an ICC profile was
+    read as sRGB (until session 63). Its `colr` box is read (`imageio.avif_nclx`); an ICC profile wins."""
+    picture = np.stack(np.broadcast_arrays(220, np.arange(40, 104)[:, None], np.arange(30, 94)), -1).astype(np.uint8)
+    in_p3 = ImageCms.applyTransform(Image.fromarray(picture), ImageCms.buildTransform(
+        SRGB, ImageCms.ImageCmsProfile(io.BytesIO(colour.nclx_icc(nclx(DISPLAY_P3)))), "RGB", "RGB"))
+    in_p3.info.pop("icc_profile")  # LittleCMS's output profile: the file is to say it by code points alone
+    buffer = io.BytesIO()
+    in_p3.save(buffer, "AVIF", quality=95)
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"colrnclx") + 8
+    assert data[at:at + 4] == bytes([0, 1, 0, 13])  # libavif's: sRGB's primaries and transfer
+    data[at:at + 2] = (12).to_bytes(2, "big")  # Display P3's, as a P3 encoder writes them
+    decoded = decode_image_and_metadata(bytes(data))
+    assert decoded.metadata.icc_profile == colour.nclx_icc(nclx(DISPLAY_P3))
+    assert np.abs(managed(decoded.pixels, decoded.metadata.icc_profile).astype(int) - picture).mean() < 4
+    buffer = io.BytesIO()
+    in_p3.save(buffer, "AVIF", quality=95, icc_profile=ImageCms.ImageCmsProfile(SRGB).tobytes())
+    data = bytearray(buffer.getvalue())
+    if b"colrnclx" in data:
+        at = data.index(b"colrnclx") + 8
+        data[at:at + 2] = (12).to_bytes(2, "big")
+    assert decode_image_and_metadata(bytes(data)).metadata.icc_profile == ImageCms.ImageCmsProfile(SRGB).tobytes()
 
 
 def cmyk_profile() -> bytes:

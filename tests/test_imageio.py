@@ -681,3 +681,24 @@ def test_an_exif_block_imagemagick_wrote_into_a_png_text_chunk_is_kept():
     kept = Image.Exif()
     kept.load(decoded.metadata.exif)
     assert decoded.pixels.shape == (48, 32, 3) and dict(kept) == {0x010F: "a camera"}
+
+
+def test_reading_in_threads_leaves_the_warning_filters_as_they_were():
+    # catch_warnings swaps the process's filters: threads interleaving it left an "ignore" installed
+    import threading
+
+    png, tiff = save(Image.new("RGB", (8, 8))), save(Image.new("RGB", (8, 8)), "TIFF")
+    before = list(warnings.filters)
+
+    def read():
+        for _ in range(200):
+            imageio.open_image(png)
+            imageio.png_text(io.BytesIO(png))
+            imageio.tiff_exif(Image.open(io.BytesIO(tiff)))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert warnings.filters == before
