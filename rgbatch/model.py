@@ -212,6 +212,10 @@ class ResidualGRUCodec(nn.Module):
         bfloat16; the exact decoder follows the model on `to`."""
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
+        lowered = {p.dtype for p in self.decoder.parameters()} - {torch.float32}
+        if decoding != "float" and lowered:  # built from rounded weights, it decoded other pixels (until session 63)
+            raise OptionError("decoding", f"is {decoding!r} of a model whose decoder is already {lowered.pop()}: the "
+                                          f"exact decoder is built from the float32 weights (load them again)")
         from .exact import ExactDecoder
         self.exact = None if decoding == "float" else ExactDecoder(self).to(self.log_gain.device)
         self.exact_loop = decoding == "exact-loop"

@@ -190,6 +190,12 @@ def test_the_model_switches_decoding_and_keeps_the_callers_model_float(default_w
     codes = torch.where(torch.rand(2, 1, 32, 2, 2) < 0.5, 1.0, -1.0)
     wide = copy.deepcopy(model).set_decoding("exact").to("cpu")
     assert wide.decode(codes).dtype == torch.float64
+    # a model lowered to bf16 (a float-decoding bf16 codec's) has no float32 weights to build the
+    # exact decoder from: refused (its pixels differed from every other exact decoder's until session 63)
+    lowered = Codec(model, "m", precision="bf16", decoding="float").model
+    with pytest.raises(OptionError, match="built from the float32 weights"):
+        Codec(lowered, "m", precision="bf16", decoding="exact")
+    assert Codec(lowered, "m", precision="bf16", decoding="float").decoding == "float"
 
 
 def test_the_device_benchmark_finds_the_same_bytes_on_one_thread_and_two():

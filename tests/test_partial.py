@@ -126,6 +126,13 @@ def test_a_size_target_keeps_the_best_quality_within_the_size(codec, image):
     assert plain.iterations == whole.iterations and enc.iterations == plain.iterations + 1 and enc.steps
     assert enc.bytes[-1] <= budget.max_bytes and enc.msssim[-1] > plain.msssim[-1]
     assert np.array_equal(codec.decode(enc.blob), enc.reconstructions[-1])
+    # a limit under the first iteration's bytes: a part of it fits (the whole first iteration, over
+    # the limit, was kept until session 63)
+    first = codec.encode(image, 1)
+    budget = Target(max_bytes=first.bytes[0] * 7 // 8)
+    enc = codec.encode(image, 16, target=budget, partial=True, keep_reconstructions=True)
+    assert enc.iterations == 1 and enc.steps and enc.bytes[-1] <= budget.max_bytes
+    assert np.array_equal(codec.decode(enc.blob), enc.reconstructions[-1])
 
 
 def test_partial_without_a_target_changes_nothing_and_the_raw_coder_refuses_it(codec, image, default_weights):
