@@ -8,7 +8,25 @@ Ray's extension module it was printed and swallowed, the command going on with a
 therefore has the system's default action, as SIGTERM has: the process ends at once (a shell
 reports 130), writing nothing (every write is atomic)."""
 
+import codecs
+import os
 import signal
+import sys
+
+
+def in_utf8_mode():
+    """Python's UTF-8 mode, where the locale's encoding is another (LC_ALL=C with
+    PYTHONCOERCECLOCALE=0 and PYTHONUTF8=0, a Latin-1 locale): the command runs itself again in
+    it, PYTHONUTF8=1 passing it on to the run's Ray workers, so that a file name's bytes are read
+    as the UTF-8 an archive keeps names in (until session 63 such a locale refused valid UTF-8
+    names as "not valid UTF-8", or kept a Latin-1 reading of them)."""
+    if sys.flags.utf8_mode or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8" or not sys.executable:
+        return
+    os.environ["PYTHONUTF8"] = "1"
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", "rgbatch", *sys.argv[1:]])
+    except OSError:  # not where it was started from: as it is
+        pass
 
 
 def start_quietly():
@@ -19,6 +37,7 @@ def start_quietly():
 
 
 def main():
+    in_utf8_mode()
     start_quietly()
     from .cli import main as cli
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import io
 import json
+import os
 import re
 import signal
 import sys
@@ -34,12 +36,74 @@ EXIT_READER_GONE = 141  # 128 + SIGPIPE, as shells report a program that wrote i
 
 def _quiet_stdout():
     """stdout onto /dev/null, so that Python's own flush of it on the way out raises nothing."""
-    import os
+    _onto_null(sys.stdout)
 
-    with contextlib.suppress(OSError, ValueError):
+
+def _onto_null(stream):
+    """`stream`'s file descriptor onto /dev/null (where it has one)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
+        os.dup2(null, stream.fileno())
         os.close(null)
+
+
+class _Diagnostics(io.TextIOBase):
+    """`err`'s stream: stderr, as best it can be written. Where it cannot be (a full disk under a
+    log, `2>/dev/full`) it goes onto /dev/null and the command goes on: stderr holds diagnostics
+    alone (until session 63 compress stopped at its first line, exit 1, the error said nowhere)."""
+
+    def write(self, text: str) -> int:
+        try:
+            sys.stderr.write(text)
+        except OSError:
+            _onto_null(sys.stderr)
+        return len(text)
+
+    def flush(self):
+        try:
+            sys.stderr.flush()
+        except OSError:
+            _onto_null(sys.stderr)
+
+    def isatty(self) -> bool:  # asked when the module loads, before `_standard_streams` (sys.stderr may be None)
+        return bool(sys.stderr and sys.stderr.isatty())
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(sys.stderr, "encoding", None)
+
+
+class _Closed(io.TextIOBase):
+    """stdout where the command was started without one (`>&-`): each write fails, as on a closed
+    file descriptor (`main`: "writing the output: Bad file descriptor", exit 2, as `cat` says it)."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    def fileno(self) -> int:
+        return 1
+
+
+def _standard_streams():
+    """File descriptors 0-2 the command was started without, opened on /dev/null: no file the
+    command opens takes their numbers (a library's writes to stdout or stderr would land in it),
+    and Ray, which needs a stderr, starts (compress refused to with `2>&-` until session 63).
+    Python's missing stdin or stderr reads or writes /dev/null; its stdout is `_Closed` (with
+    `--json`, a traceback until session 63)."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, _Closed() if fd == 1 else open(fd, "w" if fd else "r", closefd=False))
 
 
 def _reader_gone(console: Console):
@@ -53,11 +117,11 @@ def _reader_gone(console: Console):
 Console.on_broken_pipe = _reader_gone
 # no console markup: names, paths and the library's messages print as they are ("x[/b].png" is a
 # file name, not a style); the CLI's few colours are given as styles (`_red`)
-err = Console(stderr=True, markup=False)
+err = Console(file=_Diagnostics(), markup=False)
 out = Console(markup=False, soft_wrap=True)  # a result line stays one line in a pipe or file (a script reads it)
 
-# the errors of a failed write, which `main` says are the output's (stdout on a full disk)
-OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT)
+# the errors of a failed write, which `main` says are the output's (stdout on a full disk, or closed: `_Closed`)
+OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF)
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # worded by the library; OSError: missing, unreadable, unwritable files
 # the library's parameter names (OptionError.option) whose flag is not "--" + the name with dashes
 FLAGS = {"classical_names": "--classical", "target.msssim": "--target-msssim", "target.bpp": "--target-bpp",
@@ -94,6 +158,14 @@ def cli_words(text) -> str:
 def _note(text: str):
     """A line the library logs (it may name files), on stderr."""
     err.print(cli_words(text), highlight=False)
+
+
+def _cluster(address: str | None, used: bool) -> str | None:
+    """`--address` as given, and a line where a command `used` Ray takes RAY_ADDRESS instead: a
+    variable exported for other work sent the command to that cluster unsaid (until session 63)."""
+    if used and address is None and os.environ.get("RAY_ADDRESS"):
+        _note(f"on the Ray cluster at {os.environ['RAY_ADDRESS']} (RAY_ADDRESS; --address names another)")
+    return address
 
 
 def _red(word: str, rest: str = "") -> Text:
@@ -636,7 +708,7 @@ def compress(
             iterations=iterations, target=_target(target_msssim, target_bpp, max_bytes),
             tile_size=tile_size,
             batch_size=batch_size, workers=workers, device=device, weights=str(weights) if weights else None,
-            coder=coder, max_pixels=pixel_limit(max_pixels), address=address,
+            coder=coder, max_pixels=pixel_limit(max_pixels), address=_cluster(address, not dry_run),
             measure=measure, precision=precision, decoding=decoding,
             search_steps=search_steps, post_filter=post_filter, resample=resample, partial=partial, overlap=overlap,
             metadata=metadata, rehash=rehash, read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout,
@@ -842,7 +914,8 @@ def restore(
             result = run_restore(archive, out_dir, iterations=iterations, target_msssim=target_msssim, select=select,
                                  weights=weights, device=device, batch_size=batch_size, precision=precision,
                                  decoding=decoding, overwrite=overwrite, progress=progress,
-                                 max_pixels=pixel_limit(max_pixels), workers=workers, address=address)
+                                 max_pixels=pixel_limit(max_pixels), workers=workers,
+                                 address=_cluster(address, workers > 0))
     if as_json:
         from dataclasses import asdict
 
@@ -987,7 +1060,8 @@ def verify(
         with _image_progress("verify") as progress, stdout_kept():
             result = run_verify(archive, weights=weights, device=device, sample=sample, sources=sources, seed=seed,
                                 precision=precision, decoding=decoding, progress=progress,
-                                max_pixels=pixel_limit(max_pixels), workers=workers, address=address, quick=quick,
+                                max_pixels=pixel_limit(max_pixels), workers=workers,
+                                address=_cluster(address, workers > 0), quick=quick,
                                 read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout)
     if as_json:
         from dataclasses import asdict
@@ -1315,6 +1389,7 @@ def main():
     from .__main__ import start_quietly
 
     start_quietly()  # where started as `python -m rgbatch.cli` or from an older installation's script
+    _standard_streams()
     signalwatch.watch()  # a signal the main thread cannot take (blocked in a store's C++ code) ends it anyway
     try:
         app()

@@ -19,6 +19,7 @@ they are part of the model id: a stream decodes only with the tables that coded 
 
 from __future__ import annotations
 
+from importlib import import_module
 from functools import lru_cache, partial
 from typing import Protocol, runtime_checkable
 
@@ -419,12 +420,17 @@ UNSEALED = {1: "holds more bytes than its bits need",
 
 def _import_kernels():
     """rgbatch.fastcoder, imported on first use (numba takes 0.3 s to import), or None where numba
-    is missing (the constriction engine then codes the same bytes, slower)."""
+    is missing, or cannot keep its machine code (a read-only package folder and home: numba's
+    RuntimeError "cannot cache function", a command's set-up error until session 63; NUMBA_CACHE_DIR
+    names a folder it can): the constriction engine then codes the same bytes, slower."""
     try:
-        from . import fastcoder
+        return import_module(".fastcoder", __package__)
     except ImportError:
         return None
-    return fastcoder
+    except RuntimeError as e:
+        if "cannot cache" not in str(e):
+            raise
+        return None
 
 
 # -- the registry: coder id (from a header) and name (from a user) -> coder class -----------------

@@ -513,6 +513,8 @@ class NewFile:
     def commit(self):
         try:
             self.file.flush()
+            if self.overwrite:
+                self._keep_mode()
             if self.tmp is None:  # a name for it: `name` itself, or, to replace a file, a hidden one renamed over it
                 if not self.overwrite:
                     os.link(f"/proc/self/fd/{self.file.fileno()}", self.name, dst_dir_fd=self.folder)  # fails if name exists
@@ -527,6 +529,14 @@ class NewFile:
                 os.link(self.tmp, self.name, src_dir_fd=self.folder, dst_dir_fd=self.folder, follow_symlinks=False)
         finally:
             self.discard()
+
+    def _keep_mode(self):
+        """The permissions of the file it replaces, as `cp` keeps them (a file of mode 640 became
+        644 until session 63); a link in the way is replaced, its target's mode not taken."""
+        with contextlib.suppress(OSError):
+            there = os.stat(self.name, dir_fd=self.folder, follow_symlinks=False)
+            if stat.S_ISREG(there.st_mode):
+                os.fchmod(self.file.fileno(), stat.S_IMODE(there.st_mode))
 
     def discard(self):
         """Close and drop the file (after `commit`, only its hidden name, if any)."""

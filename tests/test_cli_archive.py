@@ -1576,6 +1576,56 @@ def test_output_onto_a_full_disk_is_one_line_not_a_traceback(as_json):
     assert (run.returncode, run.stderr) == (2, "error: writing the output: No space left on device\n")
 
 
+def test_a_closed_stdout_is_one_line_and_a_closed_stderr_is_dev_null():
+    """Started without a stdout (`>&-`), `report --json` ended in a traceback, exit 1; without a
+    stderr, Ray (compress) did not start (a helper's round, session 63). A missing descriptor is
+    opened on /dev/null, so that no file the command opens takes its number."""
+    command = [sys.executable, "-m", "rgbatch", "report", str(V1_ARCHIVE), "--json"]
+    run = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1))
+    assert (run.returncode, run.stderr) == (2, "error: writing the output: Bad file descriptor\n")
+    probe = ("import os, sys; from rgbatch import cli; cli._standard_streams(); "
+             "print(sys.stderr is not None, os.path.realpath(f'/proc/self/fd/2'), file=sys.stdout)")
+    run = subprocess.run([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True, timeout=60,
+                         preexec_fn=lambda: os.close(2))
+    assert run.stdout.split() == ["True", os.devnull]
+
+
+def test_diagnostics_that_cannot_be_written_do_not_stop_the_command(monkeypatch):
+    """`2>/dev/full`: compress stopped at its first progress line, exit 1, the error said nowhere
+    (the error about the error failed too); stderr holds diagnostics alone, so they are dropped."""
+    from rgbatch import cli
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stderr", Full())
+    cli._note("4 source(s); the archive holds 0 image(s); 1 cpu encoder(s)")  # raised until session 63
+    cli.err.print("error: x")
+
+
+def test_a_cluster_picked_by_ray_address_is_said(monkeypatch, tmp_path):
+    """RAY_ADDRESS exported for other work sent compress to that cluster unsaid (session 63)."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    said = "on the Ray cluster at 127.0.0.1:1 (RAY_ADDRESS; --address names another)"
+    assert said in run("compress", tmp_path / "missing", "--out", tmp_path / "a").stderr
+    assert said not in run("compress", tmp_path / "missing", "--out", tmp_path / "a", "--address", "x:1").stderr
+    assert said not in run("restore", V1_ARCHIVE, "--out", tmp_path / "r").stderr  # no --workers: no Ray
+
+
+def test_a_locale_of_another_encoding_reads_names_as_utf8(tmp_path):
+    """LC_ALL=C with UTF-8 mode and the locale coercion off: Python reads a file name's bytes as
+    ASCII, and a valid UTF-8 name was refused as "not valid UTF-8" (session 63): the command runs
+    itself again in UTF-8 mode."""
+    archive = tmp_path / "日本"
+    shutil.copytree(V1_ARCHIVE, archive)
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    run = subprocess.run([sys.executable, "-m", "rgbatch", "report", str(archive), "--json"], capture_output=True,
+                         env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["summary"]["ok"] == 2
+
+
 def test_restore_says_what_it_restored_shallower_and_what_was_never_archived(tmp_path):
     """`restore --depth 3` of an archive holding one image 2 deep and one failure of `compress`
     said only "2 image(s) written", exit 0 (a helper's round, session 58)."""

@@ -378,6 +378,11 @@ def test_the_kernels_are_the_default_and_numba_is_optional(monkeypatch):
     assert ContextCoder(extra).engine == "compiled"  # numba is a dependency: these tests test the kernels
     with pytest.raises(ValueError, match="engine"):
         ContextCoder(extra, engine="fast")
+    def uncachable(name, package=None):  # numba, where the package folder and the home are read-only
+        raise RuntimeError("cannot cache function '_fresh_state': no locator available for file 'fastcoder.py'")
+
+    monkeypatch.setattr("rgbatch.entropy.import_module", uncachable)  # a set-up error until session 63
+    assert ContextCoder(extra).engine == "constriction"
     monkeypatch.setattr("rgbatch.entropy._import_kernels", lambda: None)  # a machine without numba
     assert ContextCoder(extra).engine == "constriction"
     with pytest.raises(EntropyError, match="needs numba"):

@@ -290,6 +290,10 @@ def test_a_new_file_replaces_a_file_when_whole_and_never_a_fifo(tmp_path, monkey
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    target.chmod(0o640)  # a replaced file's permissions are kept, as `cp` keeps them (644 until session 63)
+    with storage.NewFile.replacing(target) as f:
+        f.write(b"third")
+    assert target.stat().st_mode & 0o777 == 0o640
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(storage.NotWritten, match="a FIFO is there: not replaced by a file"):
         storage.NewFile.replacing(tmp_path / "fifo")
