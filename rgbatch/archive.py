@@ -40,7 +40,7 @@ from .imageio import (GREY_MODES, LOSSY_MODES, MAX_PIXELS, READING_WORDS, ImageE
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .metrics import msssim
 from .entropy import CODERS
-from .objectstore import not_found, split_query, with_query, worded
+from .objectstore import endpoint, named_endpoints, not_found, split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
 from .ratecontrol import Target, check_measured
@@ -60,7 +60,7 @@ SORT_MEMORY = "256MB"
 
 # -- report ------------------------------------------------------------------------------------------
 # sums and counts of the ok rows at a `depth` per row (the means are taken over all chunks: `_Sums`)
-_SUMS = """count(*) AS images, sum(bytes[depth])::BIGINT AS bytes, sum(width * height)::BIGINT AS pixels,
+_SUMS = """count(*) AS images, sum(bytes[depth])::BIGINT AS bytes, sum(width::BIGINT * height)::BIGINT AS pixels,
            sum(msssim[depth]) AS msssim_sum, count(msssim[depth]) AS msssim_count,
            sum(psnr[depth]) AS psnr_sum, count(psnr[depth]) AS psnr_count,
            min(msssim[depth]) AS min_msssim, sum(depth)::BIGINT AS depth_sum"""
@@ -77,7 +77,7 @@ _FOLDER_SQL = """
                AS folder,
            count(*) AS images, sum(source_bytes)::BIGINT AS source_bytes,
            sum(CASE WHEN shared_blob THEN 0 ELSE bytes[-1] END + coalesce(alpha_bytes, 0))::BIGINT AS bytes,
-           sum(CASE WHEN shared_blob THEN 0 ELSE width * height END)::BIGINT AS pixels,
+           sum(CASE WHEN shared_blob THEN 0 ELSE width::BIGINT * height END)::BIGINT AS pixels,
            sum(msssim[-1]) AS msssim_sum, count(msssim[-1]) AS msssim_count
     FROM images GROUP BY folder"""
 REPORT_COLUMNS = IMAGE_FIELDS + ["frames", "source_hash", "blob_sha256"]  # what `report` reads: not the blobs, times...
@@ -920,8 +920,8 @@ class ArchiveWorker:
         fs, root = storage.resolve(out)
         return _restore_group(self.codec, fs, root, work, overwrite, max_pixels, out)
 
-    def verify(self, work: list, sources, max_pixels: int, read_timeout: float):
-        return _verify_group(self.codec, work, sources, max_pixels, read_timeout)
+    def verify(self, work: list, sources, max_pixels: int, read_timeout: float, endpoints: frozenset):
+        return _verify_group(self.codec, work, sources, max_pixels, read_timeout, endpoints)
 
 
 def _each(work: list, why: str) -> list[tuple[str, str]]:
@@ -1070,11 +1070,17 @@ class SourceUnreachable(OSError):
     """A source that could not be reached (as opposed to one that is gone): nothing was checked."""
 
 
-def _source_image(row: Row, sources, read_timeout: float = storage.READ_TIMEOUT) -> tuple:
+def _source_image(row: Row, sources, read_timeout: float = storage.READ_TIMEOUT,
+                  endpoints: frozenset[str] = frozenset()) -> tuple:
     """(the row's source read as compress read it: rgbatch.imageio.Decoded, None) if it is still
     there unchanged, else (None, why not); SourceUnreachable where it was not reached, a read past
-    `read_timeout` seconds (0: no limit) among them."""
+    `read_timeout` seconds (0: no limit) among them, or where the location the row records names
+    an endpoint other than `endpoints` (`objectstore.named_endpoints`: not followed)."""
     location = row.source
+    if sources is None and (named := location and endpoint(location)) and named not in endpoints:
+        raise SourceUnreachable(f"source {location} not read: its endpoint {named} is not the archive's nor "
+                                f"AWS_ENDPOINT_URL (an archive's rows do not pick the hosts it talks to); "
+                                f"--sources names where to look")
     if sources is not None:
         try:
             folder, query = split_query(str(sources))
@@ -1169,13 +1175,14 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
         rows = (r for r in man.rows(set(ok_paths)) if checked(r) and (not quick or r.path in sampled) and not again(r))
         yield from _in_groups(((r, r.path in sampled) for r in rows), size)
 
-    on_ray = (_on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels, read_timeout)
-              if workers else None)  # closed when the loop ends, however (`restore`)
+    endpoints = named_endpoints(man.location)
+    on_ray = (_on_ray(groups, len(ok_paths), workers, address, options, "verify", sources, max_pixels, read_timeout,
+                      endpoints) if workers else None)  # closed when the loop ends, however (`restore`)
     if workers:
         done = ((work, VerifyResult(archive="", unreachable=_each(work, why)) if why else part)
                 for work, part, why in on_ray)
     else:
-        done = ((work, _verify_group(codec, work, sources, max_pixels, read_timeout)) for work in groups())
+        done = ((work, _verify_group(codec, work, sources, max_pixels, read_timeout, endpoints)) for work in groups())
     with contextlib.closing(on_ray) if on_ray else contextlib.nullcontext():
         for work, part in done:
             result.add(part)
@@ -1188,7 +1195,7 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
 
 
 def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixels: int,
-                  read_timeout: float) -> VerifyResult:
+                  read_timeout: float, endpoints: frozenset[str] = frozenset()) -> VerifyResult:
     """Decode one group of (row, sampled) at its stored depth and re-measure the sampled ones
     against their sources: what `verify` found of them (`decoded`, `remeasured`, `unmeasured`,
     `problems`, `unreachable`)."""
@@ -1202,7 +1209,7 @@ def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixel
         if row.path not in sampled:
             continue
         try:
-            source, why_not = _source_image(row, sources, read_timeout)
+            source, why_not = _source_image(row, sources, read_timeout, endpoints)
         except SourceUnreachable as e:
             result.unreachable.append((row.path, str(e)))
             continue

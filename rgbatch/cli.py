@@ -836,8 +836,8 @@ def report(
         return
     s = result["summary"]
     head = Table(title=f"archive {shown(s['archive'])}", title_justify="left", show_header=False)
-    for name, value in summary_facts(s):
-        head.add_row(name, value)
+    for name, value in summary_facts(s):  # model ids and coders as a manifest holds them: escaped (a crafted
+        head.add_row(name, shown(value))  # part's ESC bytes cleared the terminal until session 63)
     out.print(head)
     if s["set_aside_parts"]:
         out.print(f"{s['set_aside_parts']} damaged part(s) set aside in damaged/ by compact: not read", highlight=False)

@@ -27,6 +27,7 @@ from .archive import (SourceUnreachable, _source_image, check_every_glob_matches
 from .codec import Codec
 from .imageio import encode_png
 from .manifest import Archive
+from .objectstore import named_endpoints
 from .row import Row
 from .metrics import msssim
 from .options import check_count, figure, shown
@@ -62,10 +63,11 @@ def centre_crop(image: np.ndarray, size: int = CROP) -> np.ndarray:
     return image[top:top + size, left:left + size]
 
 
-def show_image(row: Row, codec: Codec, crop: int = CROP) -> ShownImage:
-    """Decode one archived image at its shown depths, beside its source when reachable."""
+def show_image(row: Row, codec: Codec, crop: int = CROP, endpoints: frozenset[str] = frozenset()) -> ShownImage:
+    """Decode one archived image at its shown depths, beside its source when reachable (`endpoints`:
+    `archive._source_image`'s)."""
     try:
-        source, note = _source_image(row, None)
+        source, note = _source_image(row, None, endpoints=endpoints)
         source = None if source is None else source.pixels
     except SourceUnreachable as e:
         source, note = None, str(e)
@@ -215,7 +217,8 @@ def write_html_report(archive, out, show: int = SHOWN, select: str | list[str] |
         codec = Codec.load(weights, device=device, precision=precision)
         rows = {r.path: r for r in man.rows(set(paths))}
         paths = [p for p in paths if p in rows]  # a part damaged inside gives none of its rows (`Archive.missed`)
-        images = [show_image(rows[p], codec, crop) for p in paths]
+        endpoints = named_endpoints(man.location)
+        images = [show_image(rows[p], codec, crop, endpoints) for p in paths]
     storage.write_output(fs, path, render(summary, images, crop).encode(), overwrite)
     return {"out": storage.uri(fs, path, str(out)), "summary": summary, "shown": paths}
 

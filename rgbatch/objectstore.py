@@ -12,7 +12,9 @@ derived from the URI (each source's stored location), so later reads reach the s
 
 from __future__ import annotations
 
+import os
 import re
+from urllib.parse import parse_qsl
 
 CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (GCS: "
                     "GOOGLE_APPLICATION_CREDENTIALS); README, Object storage")
@@ -32,6 +34,24 @@ def split_query(location: str) -> tuple[str, str]:
 
 def with_query(location: str, query: str) -> str:
     return location + query if query else location
+
+
+def endpoint(location: str) -> str | None:
+    """The endpoint a URI's query sends its requests to (`endpoint_override`; None: the store's own)."""
+    query = split_query(location)[1]
+    return dict(parse_qsl(query[1:])).get("endpoint_override") if query else None
+
+
+def named_endpoints(*locations: str) -> frozenset[str]:
+    """The endpoints a user named: those of `locations` (the archive's) and AWS_ENDPOINT_URL's.
+    A source location recorded in an archive is followed to another only with --sources: an
+    archive from elsewhere named any host, which `verify` and `report --html` sent signed
+    requests to (a helper's round, session 63)."""
+    named = {endpoint(str(location)) for location in locations}
+    for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        if value := os.environ.get(variable):
+            named.add(value.split("://", 1)[-1].rstrip("/"))
+    return frozenset(named - {None})
 
 
 def not_found(fs, path: str, what: str) -> FileNotFoundError:

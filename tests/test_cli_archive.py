@@ -965,6 +965,28 @@ def test_report_says_apart_other_pictures_whose_stream_came_out_the_same(archive
     assert "none (no source's" not in table and "each stream once: 1 image(s) share another's" in table
 
 
+def test_report_adds_up_the_pixels_of_images_over_2_gigapixels(archive, tmp_path):
+    """width * height of two INT32 columns overflowed in DuckDB beyond 2^31 pixels: one such row
+    (an image compressed with a raised --max-pixels) made the whole report an error, exit 2 (a
+    helper's round, session 63)."""
+    huge = tmp_path / "huge"
+    a = current(archive / "archive")["a.png"]
+    with PartWriter(huge, a["model_id"]) as writer:
+        writer.add(Row.from_dict({**a, "width": 100_000, "height": 100_000}))
+    summary = json.loads(run("report", huge, "--folders", "1", "--json").stdout)["summary"]
+    assert summary["pixels"] == 10**10 and summary["folders"][0]["images"] == 1
+
+
+def test_report_escapes_the_model_ids_and_coders_a_manifest_holds(archive, tmp_path):
+    """A crafted part's model id or coder with ESC bytes cleared the terminal (session 63's round)."""
+    odd = tmp_path / "odd"
+    a = current(archive / "archive")["a.png"]
+    with PartWriter(odd, "\x1b]0;title\x07m") as writer:
+        writer.add(Row.from_dict({**a, "model_id": "\x1b]0;title\x07m", "coder": "\x1b[2Jc"}))
+    text = run("report", odd).stdout
+    assert "\x1b" not in text and "\\x1b]0;title\\x07m" in text and "\\x1b[2Jc" in text
+
+
 def test_report_adds_up_each_folder_a_chosen_number_of_levels_deep(archive, tmp_path):
     """`report --folders N`: per folder N levels deep (images higher up under their own folder,
     "" at the top), the ok images' count, source bytes, stored bytes, bpp and mean MS-SSIM,

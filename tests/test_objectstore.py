@@ -42,6 +42,26 @@ def test_a_uri_query_is_kept_apart_from_the_path():
     assert with_query("s3://b/src/a.png", split_query(uri)[1]) == "s3://b/src/a.png?endpoint_override=127.0.0.1:9000&scheme=http"
 
 
+def test_a_source_recorded_with_another_endpoint_is_not_followed(monkeypatch):
+    """An archive's rows named any host in a source's query, which `verify` and `report --html` sent
+    signed requests to (a helper's round, session 63): only the archive's endpoint, AWS_ENDPOINT_URL's
+    or --sources' are reached."""
+    from rgbatch.archive import SourceUnreachable, _source_image
+    from rgbatch.objectstore import named_endpoints
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000/")
+    assert named_endpoints("s3://b/archive?endpoint_override=127.0.0.1:9&scheme=http", "local/archive") == {
+        "127.0.0.1:9", "minio.local:9000"}
+    row = Row(path="a.png", source="s3://b/a.png?endpoint_override=attacker.example:80&scheme=http",
+              source_hash="0" * 64, source_bytes=10)
+    with pytest.raises(SourceUnreachable, match="its endpoint attacker.example:80 is not the archive's"):
+        _source_image(row, None, endpoints=named_endpoints("archive"))
+    monkeypatch.setattr("rgbatch.storage.resolve", lambda location: (_ for _ in ()).throw(OSError("reached")))
+    with pytest.raises(SourceUnreachable, match="reached"):  # the archive's own endpoint: followed
+        _source_image(row, None, endpoints=frozenset({"attacker.example:80"}))
+
+
 def test_store_errors_are_worded_without_request_ids():
     bucket = OSError("When listing objects under key 'x/' in bucket 'nobucket': AWS Error NO_SUCH_BUCKET during "
                      "ListObjectsV2 operation: The specified bucket does not exist (Request ID: abc)")
