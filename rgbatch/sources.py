@@ -137,12 +137,19 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | No
     # lines end at "\n" (and "\r\n") only: splitlines() also cut names at U+2028, U+0085... (until session 61)
     base = posixpath.dirname(path)
     lines = [line.removesuffix("\r") for line in text.split("\n")]
+    for number, line in enumerate(lines, start=1):  # a line of 100 MB became a failure row of that path, which
+        if len(line) > PATH_MAX:  # report then took minutes and GBs to print (until session 63)
+            raise ValueError(f"{source}: line {number} is {len(line):,} characters, longer than any path "
+                             f"({PATH_MAX:,} bytes): not a list of file names")
     files = [_listed(fs, base, line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if any(is_uri(f) for f in files):
         raise ValueError(f"{source}: list files name local paths only (list an object store by its folder URI)")
     if not files:
         raise ValueError(f"{source} lists no files")
     return fs, posixpath.commonpath([posixpath.dirname(f) for f in files]), dict.fromkeys(files)
+
+
+PATH_MAX = 4096  # Linux's longest path, in bytes (a character is one byte or more)
 
 
 def _listed(fs: pafs.FileSystem, base: str, line: str) -> str:

@@ -156,6 +156,14 @@ def test_a_list_file_s_lines_end_at_newlines_only(tmp_path, rng):
     assert sorted(s.path for s in listed) == ["a\u2028b.png", "c\x85d.png"]
 
 
+def test_a_list_file_line_longer_than_any_path_is_refused(tmp_path):
+    """A 100 MB line became a failure row of that path, which report took minutes and GBs to print
+    (a helper's round, session 63)."""
+    listing = touch(tmp_path / "list.txt", b"a.png\n" + b"b" * (rs.PATH_MAX + 1) + b".png\n")
+    with pytest.raises(ValueError, match=r"list.txt: line 2 is 4,101 characters, longer than any path"):
+        rs.expand_sources([str(listing)])
+
+
 def test_a_list_file_s_line_is_the_name_as_written_spaces_included(tmp_path, rng):
     """A file named " a.png" was read as "a.png" (every line was stripped, until session 62): another
     image. Surrounding blanks are dropped only where no file has the name as written."""
