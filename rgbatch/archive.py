@@ -44,7 +44,7 @@ from .objectstore import endpoint, named_endpoints, not_found, split_query, with
 from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
 from .ratecontrol import Target, check_measured
-from .row import OK, Row, hash_keys, schema_of, unheld_blob
+from .row import OK, Row, hash_keys, scale_factor, schema_of, unheld_blob
 from .weights import where_model_is
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "coder", "iterations",
@@ -1056,6 +1056,10 @@ def _check_blob(row: Row, shared: _SharedChecks) -> str | None:
         return f"damaged blob: its header says {said}, the row {row.coder}"
     if sizes != list(row.bytes) or len(row.blob) != row.bytes[-1]:
         return "blob sizes do not match the row's per-depth bytes"
+    coded = (scale_factor(header.scale), header.steps_at(header.iterations))  # what report counts (NaN: until session 63)
+    if (row.scale, row.last_steps) != coded and (row.scale, row.last_steps) != (None, None):
+        return (f"damaged row: its scale {row.scale} and last chunk's steps {row.last_steps} are not its blob's "
+                f"({coded[0]}, {coded[1]})")
     # a shared row's blob was handed out only where it has the digest (`Archive.shared_blob`)
     if row.blob_sha256 is not None and not row.shared_blob and hashlib.sha256(row.blob).hexdigest() != row.blob_sha256:
         return "damaged blob or row: the blob's sha256 is not the one its row records"

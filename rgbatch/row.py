@@ -207,6 +207,22 @@ class Row:
                 continue
             if values is None or len(values) != depth or None in values:
                 return f"damaged row: {name} does not hold one value per stored depth ({depth})"
+        return self._metadata_problem(columns)
+
+    def _metadata_problem(self, columns) -> str | None:
+        """Metadata no source gives (`imageio.decode_image_and_metadata` keeps at most
+        MAX_METADATA_BYTES of each, an ICC profile of RGB data alone): a crafted part's 64 MB
+        profile was written into a restored PNG, and verified, until session 63."""
+        held = {name: value for name in ("icc_profile", "exif") if name in columns and (value := getattr(self, name))}
+        if not held:
+            return None
+        from .imageio import MAX_METADATA_BYTES
+
+        for name, value in held.items():
+            if len(value) > MAX_METADATA_BYTES:
+                return f"damaged row: its {name} holds {len(value):,} bytes, over the {MAX_METADATA_BYTES:,} kept of a source's"
+        if "icc_profile" in held and held["icc_profile"][16:20] != b"RGB ":
+            return "damaged row: its icc_profile is not a profile of RGB data"
         return None
 
     def metadata(self) -> "Metadata":

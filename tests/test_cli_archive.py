@@ -840,6 +840,21 @@ def test_verify_quick_refuses_a_blob_whose_coder_is_unknown_or_not_its_rows(arch
         assert result.exit_code == 1 and path == "b.png" and said in why, why
 
 
+def test_verify_quick_refuses_a_row_whose_coding_or_metadata_its_blob_and_sources_never_gave(archive, tiny_weights,
+                                                                                             tmp_path):
+    """A crafted part's scale NaN and last steps -3 were "verified" (report then counted a scale of
+    nan), a 64 MB EXIF block restored into a PNG (a helper's round, session 63)."""
+    row = current(archive / "archive")["b.png"]
+    for changed, said in (({"scale": float("nan"), "last_steps": -3}, "its scale nan and last chunk's steps -3"),
+                          ({"exif": b"Exif\0\0" + bytes(1 << 21)}, "its exif holds 2,097,158 bytes")):
+        forged = tmp_path / f"forged{len(said)}"
+        with PartWriter(forged, row["model_id"]) as writer:
+            writer.add(Row.from_dict({**row, **changed}))
+        result = run("verify", forged, "--weights", tiny_weights, "--quick", "--sample", "0", "--json")
+        [(path, why)] = json.loads(result.stdout)["problems"]
+        assert result.exit_code == 1 and path == "b.png" and said in why, why
+
+
 def test_verify_gives_up_on_a_source_whose_read_does_not_end(archive, tiny_weights, monkeypatch):
     """A sampled source on a store that stopped answering: after --read-timeout seconds verify
     lists it as not checked (exit 1) and goes on with the others (until session 54 it waited)."""

@@ -92,3 +92,16 @@ def test_a_row_says_what_is_damaged_in_the_columns_read():
     assert Row(None, status="ok").problem() == "damaged row: no path"
     assert Row("a.png", status="ok", width=0).problem(["width"]) == "damaged row: width is 0"
     assert Row("a.png", status="error").problem() is None  # an error row says what it is
+    # metadata no source gives: more than is kept of a source's, a profile not of RGB data (a crafted
+    # part's 64 MB profile was restored into a PNG and verified until session 63)
+    from rgbatch.imageio import MAX_METADATA_BYTES
+
+    whole = replace(row, msssim=[0.5, 0.6])
+    rgb = bytes(16) + b"RGB " + bytes(108)
+    assert replace(whole, icc_profile=rgb, exif=b"Exif\0\0" + bytes(10)).problem() is None
+    assert replace(whole, exif=bytes(MAX_METADATA_BYTES + 1)).problem() == (
+        f"damaged row: its exif holds {MAX_METADATA_BYTES + 1:,} bytes, over the {MAX_METADATA_BYTES:,} kept of a "
+        f"source's")
+    assert replace(whole, icc_profile=bytes(16) + b"CMYK" + bytes(108)).problem() == (
+        "damaged row: its icc_profile is not a profile of RGB data")
+    assert replace(whole, icc_profile=b"x").problem(["path", "width"]) is None  # not read
