@@ -271,6 +271,25 @@ def test_a_row_group_damaged_inside_is_left_out_and_the_rest_of_its_part_reads(t
     assert sorted(r.path for r in archive.rows()) == ["0.png", "1.png", "2.png", "3.png", "6.png"] and archive.missed == []
 
 
+def test_a_row_group_whose_blobs_would_grow_past_any_stream_is_left_out_unread(tmp_path, rng):
+    """A 22 KB part holding one 300 MB blob of zeros (zstd) took 2 GB to read (a helper's round,
+    session 63): a coded stream does not compress, so such a group is damaged, left out unread."""
+    with PartWriter(tmp_path / "w", "00112233aabbccdd") as writer:
+        writer.add(ok_row("a.png", blob=rng.bytes(4000)))
+        writer.add(ok_row("b.png", blob=rng.bytes(4000)))
+    (part,) = parts(tmp_path / "w")
+    table = pq.read_table(tmp_path / "w" / part)
+    blobs = table["blob"].to_pylist()
+    table = table.set_column(table.schema.get_field_index("blob"), table.schema.field("blob"),
+                             pa.array([blobs[0], bytes(4 << 20)], table.schema.field("blob").type))
+    pq.write_table(table, tmp_path / part, compression="zstd", row_group_size=1)
+    archive = Archive(tmp_path)
+    assert [r.path for r in archive.rows()] == ["a.png"]
+    [(_, why)] = archive.unreadable
+    assert "row group 2 of 2 (1 rows) does not read (its blobs would take" in why and "do not compress so" in why
+    assert archive.table()["path"].to_pylist() == ["a.png"]  # left out of every later reading
+
+
 def test_consecutive_row_groups_are_read_at_once_and_a_damaged_one_among_them_is_found(tmp_path, rng, monkeypatch):
     """`_batches` reads runs of consecutive row groups in one call (`_runs`, at most RUN_BYTES);
     a run holding a damaged group is read again group by group, which leaves that one out: the
