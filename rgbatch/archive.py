@@ -26,6 +26,7 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -34,18 +35,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import bitstream, storage
-from .codec import Codec
 from .imageio import (GREY_MODES, LOSSY_MODES, MAX_PIXELS, READING_WORDS, ImageError, base_mode,
                       decode_image_and_metadata, encode_png, max_source_bytes, open_image, png_text, reading_losses)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
-from .metrics import msssim
 from .entropy import CODERS
 from .objectstore import endpoint, named_endpoints, not_found, split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
 from .ratecontrol import Target, check_measured
 from .row import OK, Row, hash_keys, scale_factor, schema_of, unheld_blob
-from .weights import where_model_is
+
+if TYPE_CHECKING:  # the codec (torch) is imported by what decodes: `report` loaded it, 2 s, until session 63
+    from .codec import Codec
 
 IMAGE_FIELDS = ["path", "status", "error", "width", "height", "mode", "source_bytes", "model_id", "coder", "iterations",
                 "scale", "last_steps", "alpha_bytes", "bytes", "bpp", "msssim", "psnr", "shared_blob"]
@@ -514,6 +515,8 @@ def safe_relative_path(path: str) -> str:
 
 def _model_problem(row: Row, codec: Codec) -> str | None:
     if row.model_id != codec.model_id:
+        from .weights import where_model_is
+
         return (f"coded by model {row.model_id}, but the loaded weights are model {codec.model_id}: "
                 f"{where_model_is(row.model_id, not codec.shipped)}")
     return None
@@ -780,6 +783,8 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
     if not storage.is_local(fs) and (why := storage.why_unwritable(fs, root)):  # a local one's: per image
         raise OptionError("out", f"{out}: {why}")
     options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
+    from .codec import Codec
+
     codec = Codec.load(**options)
     names = png_names(safe)  # of every current ok path: the same names whatever is selected
     total = len(selected) + len(result.failures)
@@ -913,6 +918,8 @@ class ArchiveWorker:
     def __init__(self, threads: int, options: dict):
         import torch
 
+        from .codec import Codec
+
         torch.set_num_threads(threads)
         self.codec = Codec.load(**options)
 
@@ -1011,6 +1018,8 @@ def level_tolerance(source: np.ndarray, image: np.ndarray, measured: float) -> f
     matches within a level (README, "Exact decoding"); on a dark flat image a level moves
     MS-SSIM by several thousandths (an all-black 16 x 16 image: 0.0025), so a fixed tolerance
     called such images wrong."""
+    from .metrics import msssim
+
     shifted = [msssim(source, np.clip(image.astype(np.int16) + d, 0, 255).astype(np.uint8)) for d in (-1, 1)]
     return max(MSSSIM_TOLERANCE, *(abs(m - measured) for m in shifted))
 
@@ -1149,6 +1158,8 @@ def verify(archive, weights=None, device: str = "auto", sample: int = 8, sources
     ok_paths = [p for p, s in zip(table["path"].to_pylist(), table["status"].to_pylist()) if s == OK]
     sampled = set(random.Random(seed).sample(ok_paths, min(sample, len(ok_paths))))
     options = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, decoding=decoding)
+    from .codec import Codec
+
     codec = Codec.load(**options)
     result = VerifyResult(archive=man.location, problems=list(damaged) + man.unreadable)
     for path, status, error in zip(*(table[c].to_pylist() for c in ("path", "status", "error"))):
@@ -1203,6 +1214,8 @@ def _verify_group(codec: Codec, work: list[tuple[Row, bool]], sources, max_pixel
     """Decode one group of (row, sampled) at its stored depth and re-measure the sampled ones
     against their sources: what `verify` found of them (`decoded`, `remeasured`, `unmeasured`,
     `problems`, `unreachable`)."""
+    from .metrics import msssim
+
     result = VerifyResult(archive="")
     sampled = {row.path for row, chosen in work if chosen}
     for row, image, error in _decode_once(codec, [(r, r.iterations) for r, _ in work], max_pixels):

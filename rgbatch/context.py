@@ -16,8 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import sys
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where tensors are made: a coder's name needs none (`report` loaded torch so)
+    import torch
 
 CONTEXT_FEATURES = "entropy.context.features"  # int16 (iterations, 2, bits, K, 4): dt, channel, dy, dx
 CONTEXT_PROBABILITIES = "entropy.context.probabilities"  # int16 (iterations, 2, bits, 2**K)
@@ -161,7 +166,7 @@ def context_index(canvas: np.ndarray, width: int, t, features: np.ndarray, posit
     The one definition of the context index: the coder and the fitting call it on numpy
     canvases (`Canvas`), the training code length (`rgbatch.rate`) on a torch canvas of
     patches, one tile each. Both kinds of arrays index alike."""
-    if not isinstance(features, torch.Tensor):
+    if not _is_tensor(features):
         features = np.asarray(features, np.int64)
     if features.ndim == 2:  # plain ints: the decoder calls this 64 times an iteration on small steps
         columns = features.tolist()
@@ -214,6 +219,8 @@ class ContextModel:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors a weight file stores (int16)."""
+        import torch
+
         return {CONTEXT_FEATURES: torch.from_numpy(np.ascontiguousarray(self.features, np.int16)),
                 CONTEXT_PROBABILITIES: torch.from_numpy(self.table.astype(np.int16))}
 
@@ -233,10 +240,17 @@ class ContextModel:
 
     def rate(self, **options):
         """This model's code length in torch, the training term (`rgbatch.rate.ContextRate`)."""
+        import torch
+
         from .rate import ContextRate
 
         return ContextRate(torch.from_numpy(np.ascontiguousarray(self.features)), torch.from_numpy(self.table), **options)
 
 
+def _is_tensor(x) -> bool:
+    torch = sys.modules.get("torch")  # not imported: no tensor exists
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _as_numpy(x) -> np.ndarray:
-    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x.numpy() if _is_tensor(x) else np.asarray(x)

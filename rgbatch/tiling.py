@@ -16,12 +16,14 @@ uint8 [0, 255] <-> float [-0.5, 0.5] (`to_float`, `to_uint8`), and network pixel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .options import OptionError, check_count, check_range
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the layout alone needs none (`report`
+    import torch  # loaded it through limits and bitstream: 2 s and 190 MB, until session 63)
 
 # Tile sizes by default (tile_size None), per image (docs/TILING.md has the measurements: seams
 # cost rate and quality, big tiles memory and speed): an image of at most WHOLE_IMAGE_PIXELS
@@ -97,6 +99,8 @@ def tile_grid(height: int, width: int, tile_size: int) -> list[Tile]:
 
 def to_float(pixels: np.ndarray) -> torch.Tensor:
     """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-0.5, 0.5] (a view's strides kept)."""
+    import torch
+
     return torch.from_numpy(pixels).movedim(-1, -3).float() / 255 - 0.5
 
 
@@ -108,6 +112,8 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(..., 3, H, W) float in [-0.5, 0.5] -> (..., H, W, 3) uint8, rounded as a stored image is
     (float64 stays float64: an exact decoder's multiples of 2**-24 round exactly, rgbatch.exact)."""
+    import torch
+
     x = x if x.dtype == torch.float64 else x.float()
     return (to_unit(x) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
@@ -121,6 +127,8 @@ def cut_tile(image: np.ndarray, tile: Tile, multiple: int) -> torch.Tensor:
     """One tile of an HxWx3 uint8 image as a (3, h, w) float tensor in [-0.5, 0.5], edge-padded
     to a multiple of `multiple` (the model's alignment). Only the tile's pixels are copied (the
     image may be read-only, as Ray's shared-memory arrays are)."""
+    import torch.nn.functional as F
+
     crop = to_float(np.array(image[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]))
     ph, pw = tile.padded_shape(multiple)
     pad = (0, pw - tile.width, 0, ph - tile.height)
