@@ -728,8 +728,11 @@ class Archive:
 
     def table(self, columns: list[str] = STATS_COLUMNS) -> pa.Table:
         """The current rows as one table, sorted by path (no blobs by default: they can be large).
-        It holds every row: a reading of any size goes through `chunks`."""
-        return self.read_whole(lambda: sorted_by_path(list(self.chunks(columns)), schema_of(columns)))
+        It holds every row: a reading of any size goes through `chunks`. `columns` without "path"
+        are sorted by it all the same (a KeyError until session 63)."""
+        read = columns if "path" in columns else ["path", *columns]
+        table = self.read_whole(lambda: sorted_by_path(list(self.chunks(read)), schema_of(read)))
+        return table.select(columns)
 
     def chunks(self, columns: list[str], rows: int | None = None) -> Iterator[pa.Table]:
         """The current rows' `columns`, at most `rows` (CHUNK_ROWS) at a time, in the parts'

@@ -288,6 +288,7 @@ def test_a_row_group_whose_blobs_would_grow_past_any_stream_is_left_out_unread(t
     [(_, why)] = archive.unreadable
     assert "row group 2 of 2 (1 rows) does not read (its blobs would take" in why and "do not compress so" in why
     assert archive.table()["path"].to_pylist() == ["a.png"]  # left out of every later reading
+    assert archive.table(["status"]).column_names == ["status"]  # sorted by path all the same (a KeyError until session 63)
 
 
 def test_consecutive_row_groups_are_read_at_once_and_a_damaged_one_among_them_is_found(tmp_path, rng, monkeypatch):
