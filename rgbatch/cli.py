@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -1390,6 +1391,10 @@ def main():
 
     start_quietly()  # where started as `python -m rgbatch.cli` or from an older installation's script
     _standard_streams()
+    # the image readers' warnings about the files they read (a damaged tag skipped, a possible bomb
+    # rgbatch refuses itself): the command words what matters (the library sets no filter, since
+    # session 63: a host program's filters are its own)
+    warnings.filterwarnings("ignore", module=r"(PIL|pillow_heif|pillow_jxl)(\.|$)")
     signalwatch.watch()  # a signal the main thread cannot take (blocked in a store's C++ code) ends it anyway
     try:
         app()

@@ -54,11 +54,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import threading
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -75,18 +72,6 @@ register_heif_opener()  # HEIF / HEIC: libheif applies the file's rotation and s
 # caller raises it (`compress --max-pixels`); memory stays flat in the image's size beyond the
 # image itself (README, "Inputs").
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
-
-_WARNINGS = threading.Lock()
-
-
-@contextlib.contextmanager
-def _unwarned(category: type[Warning] = Warning):
-    """Pillow's warnings of `category` unshown inside. `warnings.catch_warnings` swaps the whole
-    process's filters and puts back what it found, so threads interleaving it would leave one
-    thread's filter installed for good: a lock takes ours in turn."""
-    with _WARNINGS, warnings.catch_warnings():
-        warnings.simplefilter("ignore", category)
-        yield
 
 
 # A source file is read only up to this many bytes a pixel of the pixel limit (`max_source_bytes`):
@@ -247,15 +232,14 @@ def tiff_exif(image: Image.Image) -> bytes | None:
     if image.format != "TIFF":
         return None
     try:
-        with _unwarned():  # Pillow warns of each damaged tag it skips
-            tags, exif = image.getexif(), Image.Exif()
-            for tag in TIFF_EXIF_TAGS:
-                if tag in tags:
-                    exif[tag] = tags[tag]
-            for tag in EXIF_IFDS:
-                if tag in tags and (ifd := tags.get_ifd(tag)):
-                    exif[tag] = dict(ifd)
-            return exif.tobytes() if len(exif) else None
+        tags, exif = image.getexif(), Image.Exif()  # Pillow warns of each damaged tag it skips (the CLI hides it)
+        for tag in TIFF_EXIF_TAGS:
+            if tag in tags:
+                exif[tag] = tags[tag]
+        for tag in EXIF_IFDS:
+            if tag in tags and (ifd := tags.get_ifd(tag)):
+                exif[tag] = dict(ifd)
+        return exif.tobytes() if len(exif) else None
     except Exception:  # a damaged IFD: the picture is kept, its metadata dropped
         return None
 
@@ -298,13 +282,16 @@ def _png_without(data: bytes, kinds: tuple[bytes, ...]) -> bytes | None:
 
 
 def _allow_in_pillow(max_pixels: int):
-    """Pillow refuses an image of more than twice its own limit when it opens the file, whatever
-    the caller's: a larger `max_pixels` raises Pillow's limit to match it (for this process, and
-    never lowered, so that threads asking for different limits cannot undo each other; every
-    image is still held to its caller's `max_pixels` by `_open_image`)."""
+    """Pillow warns of an image of more than its own limit when it opens the file, and refuses
+    one of more than twice that, whatever the caller's: a larger `max_pixels` raises Pillow's
+    limit to match it, so that an image within it is neither (for this process, and never
+    lowered, so that threads asking for different limits cannot undo each other; every image is
+    still held to its caller's `max_pixels` by `_open_image`). No warnings filter is set: the
+    process's filters are a host program's (until session 63 `warnings.catch_warnings` swapped
+    them during reading, and threads interleaving it left one installed or undid the host's)."""
     limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and max_pixels > 2 * limit:
-        Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)
+    if limit is not None and max_pixels > limit:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 JXL_CODESTREAM, JXL_CONTAINER = b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n"
@@ -448,24 +435,23 @@ def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     _allow_in_pillow(max_pixels)
     image = None
     try:
-        with _unwarned(Image.DecompressionBombWarning):  # our check follows
-            image = Image.open(io.BytesIO(data))
-            # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
-            # all but name: recorded as the mode with alpha, and kept as one
-            mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
-            raw = _raw_mode(image)
-            if image.mode == "RGBA" and raw.startswith("LA"):  # Pillow reads 16-bit LA as RGBA
-                mode = "LA"
-            low = {"L;2": 2, "L;4": 4}.get(raw) if image.mode == "L" else None
-            if low and isinstance(image.info.get("transparency"), int):  # scaled as the samples are
-                image.info["transparency"] *= 255 // ((1 << low) - 1)  # (Pillow compares it unscaled)
-            bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)
-            if image.format == "AVIF" and "icc_profile" not in image.info and (nclx := avif_nclx(data)):
-                image.info["nclx_profile"] = nclx  # as pillow-heif gives a HEIF's (`decode_image_and_metadata`)
-            mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
-            mode += EXTRA_CHANNELS if jxl and jxl.extra_channels > (image.mode in ALPHA_MODES) else ""
-            _check_pixels(image.size, max_pixels)
-            image.load()
+        image = Image.open(io.BytesIO(data))
+        # a transparency key (a PNG's tRNS, a GIF's transparent index) is an alpha channel in
+        # all but name: recorded as the mode with alpha, and kept as one
+        mode = KEYED_ALPHA.get(image.mode, image.mode) if "transparency" in image.info else image.mode
+        raw = _raw_mode(image)
+        if image.mode == "RGBA" and raw.startswith("LA"):  # Pillow reads 16-bit LA as RGBA
+            mode = "LA"
+        low = {"L;2": 2, "L;4": 4}.get(raw) if image.mode == "L" else None
+        if low and isinstance(image.info.get("transparency"), int):  # scaled as the samples are
+            image.info["transparency"] *= 255 // ((1 << low) - 1)  # (Pillow compares it unscaled)
+        bits = _sample_bits(image, jxl.bits if jxl else avif_bits(data) if image.format == "AVIF" else None)
+        if image.format == "AVIF" and "icc_profile" not in image.info and (nclx := avif_nclx(data)):
+            image.info["nclx_profile"] = nclx  # as pillow-heif gives a HEIF's (`decode_image_and_metadata`)
+        mode += f";{bits}" if f"{mode};{bits}" in WIDE_MODES else ""
+        mode += EXTRA_CHANNELS if jxl and jxl.extra_channels > (image.mode in ALPHA_MODES) else ""
+        _check_pixels(image.size, max_pixels)
+        image.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -718,7 +704,7 @@ def png_text(file) -> dict[str, str]:
     """The tEXt chunks before the pixels of a PNG file object (`encode_png`'s `text`); {} for
     anything that is not a readable PNG. Reads the header chunks only."""
     try:
-        with _unwarned(), Image.open(file, formats=["PNG"]) as image:
+        with Image.open(file, formats=["PNG"]) as image:
             return {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
     except Exception:  # not a PNG, truncated, a decompression bomb's header: none of ours
         return {}

@@ -1592,6 +1592,26 @@ def test_a_system_error_outside_a_command_is_not_called_the_output_s(monkeypatch
         assert ended.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
 
 
+def test_the_command_hides_the_image_readers_warnings_and_the_library_sets_no_filter(monkeypatch, capsys):
+    """Pillow's warnings about the files it reads (a damaged TIFF tag skipped) are the command's to
+    hide: the library hid them by swapping the process's warning filters, which threads interleaved
+    (a host's filters undone, or one of its own left installed: session 63)."""
+    import warnings
+
+    import rgbatch.__main__
+    from rgbatch import cli
+
+    monkeypatch.setattr(rgbatch.__main__, "start_quietly", lambda: None)
+    monkeypatch.setattr(cli.signalwatch, "watch", lambda: None)
+    monkeypatch.setattr(cli, "app", lambda: warnings.warn_explicit("Possibly corrupt EXIF data", UserWarning,
+                                                                   "TiffImagePlugin.py", 1, "PIL.TiffImagePlugin"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.main()
+        warnings.warn("a host's own", UserWarning)
+    assert [str(w.message) for w in caught] == ["a host's own"]
+
+
 def test_an_unexpected_exception_is_one_line_with_exit_2(monkeypatch):
     """docs/ARCHIVE.md: "an unexpected exception too: `error: unexpected <kind>: <message>`, exit 2"."""
     from rgbatch import archive
