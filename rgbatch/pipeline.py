@@ -529,10 +529,11 @@ def _process_hooks() -> dict:
     SIGTERM's handler and `sys.excepthook` (a program calling `compress` found them Ray's after
     it returned, until session 58); its environment variables (`RAY_*`, and PYTHONBREAKPOINT, with
     which a caller's `breakpoint()` went to Ray's debugger), faulthandler and the warnings
-    filters (until session 61). Taken before Ray starts and once it has (`hooks["ray"]`), so that
-    `_restore_hooks` puts back what is still as Ray set it."""
+    filters (until session 61), the `ray` logger's level (`logging_level`: until session 63). Taken
+    before Ray starts and once it has (`hooks["ray"]`), so that `_restore_hooks` puts back what is
+    still as Ray set it."""
     hooks = {"excepthook": sys.excepthook, "environ": _rays_variables(), "faulthandler": faulthandler.is_enabled(),
-             "warnings": list(warnings.filters)}
+             "warnings": list(warnings.filters), "log_level": logging.getLogger("ray").level}
     if threading.current_thread() is threading.main_thread():
         hooks["sigterm"] = signal.getsignal(signal.SIGTERM)
     return hooks
@@ -566,6 +567,8 @@ def _restore_hooks(hooks: dict):
                 os.environ[variable] = before
     if ray["faulthandler"] and not hooks["faulthandler"]:
         faulthandler.disable()
+    if logging.getLogger("ray").level == ray["log_level"]:
+        logging.getLogger("ray").setLevel(hooks["log_level"])
     added = [f for f in ray["warnings"] if f not in hooks["warnings"]]
     warnings.filters[:] = [f for f in warnings.filters if f not in added]
     warnings._filters_mutated()  # warnings already shown under Ray's filters are shown again under these

@@ -351,7 +351,9 @@ try:  # an exception kept (its traceback holds the call's frames): the call's Ra
 except ValueError as e:
     kept = e
 import ray
-print(said[0], said[1], ray.is_initialized(), os.environ.get("PYTHONBREAKPOINT"), faulthandler.is_enabled())
+import logging
+print(said[0], said[1], ray.is_initialized(), os.environ.get("PYTHONBREAKPOINT"), faulthandler.is_enabled(),
+      logging.getLogger("ray").level == logging.ERROR)
 """
 
 
@@ -361,13 +363,13 @@ def test_two_compress_calls_at_once_in_one_program_each_run_whole(tiny_weights, 
     started, which the first then shut down under it (a lost actor, or Ray's "ray.init twice"),
     until session 61; now the second waits for the first's Ray to end and starts its own. Ray's
     changes to the process (PYTHONBREAKPOINT: a caller's breakpoint() went to Ray's debugger;
-    faulthandler) are undone after each, the waiting one's too. A restore on workers stopped by
+    faulthandler; the `ray` logger's level, until session 63) are undone after each, the waiting one's too. A restore on workers stopped by
     an exception the caller keeps ends its Ray (the next call waited for it forever)."""
     write_images(tmp_path / "src", rng, ["a.png", "b.png"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONBREAKPOINT"}  # not this
     done = subprocess.run([sys.executable, "-c", TWO_AT_ONCE, str(tmp_path / "src"), str(tiny_weights), str(tmp_path)],
                           capture_output=True, text=True, timeout=400, env={**env, "OMP_NUM_THREADS": "1"})  # Ray's
-    assert done.stdout.split() == ["2", "2", "False", "None", "False"], done.stdout + done.stderr[-3000:]
+    assert done.stdout.split() == ["2", "2", "False", "None", "False", "False"], done.stdout + done.stderr[-3000:]
 
 
 ACTORS_ENDED = """
