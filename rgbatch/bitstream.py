@@ -47,6 +47,9 @@ TRAILER_MAGIC = b"RGBM"
 _TRAILER = struct.Struct("<4sII")  # magic, ICC profile length, EXIF length; then the two, then a CRC-32
 ALPHA_TRAILER_MAGIC = b"RGBT"  # the same, and the alpha channel (since session 25)
 _ALPHA_TRAILER = struct.Struct("<4sIII")  # magic, ICC profile, EXIF and alpha channel lengths
+XMP_TRAILER_MAGIC = b"RGBX"  # the same, and an XMP packet (since session 63)
+_XMP_TRAILER = struct.Struct("<4sIIII")  # magic, ICC profile, EXIF, alpha channel (NO_ALPHA: none) and XMP lengths
+NO_ALPHA = 0xFFFFFFFF
 
 
 def max_alpha_bytes(width: int, height: int) -> int:
@@ -183,7 +186,7 @@ def read_header(blob: bytes) -> Header:
 
 
 def with_metadata(blob: bytes, metadata: Metadata, alpha: bytes | None = None) -> bytes:
-    """The stream with `metadata` (ICC profile, EXIF) and `alpha` (an alpha channel as
+    """The stream with `metadata` (ICC profile, EXIF, XMP) and `alpha` (an alpha channel as
     `imageio.encode_alpha` makes it; b"": an opaque one; None: none) in its trailer, replacing
     any it had; the stream alone when there is none of them (docs/FORMAT.md, "Metadata trailer")."""
     header = read_header(blob)
@@ -191,24 +194,27 @@ def with_metadata(blob: bytes, metadata: Metadata, alpha: bytes | None = None) -
     if len(blob) < end:
         raise ValueError(f"a trailer follows a whole stream: this one is cut at byte {len(blob)} of {end}")
     stream = blob[:end]
-    icc, exif = metadata.icc_profile or b"", metadata.exif or b""
-    if not icc and not exif and alpha is None:
+    icc, exif, xmp = metadata.icc_profile or b"", metadata.exif or b"", metadata.xmp or b""
+    if not icc and not exif and not xmp and alpha is None:
         return stream
-    for name, field in (("ICC profile", icc), ("EXIF block", exif)):
+    for name, field in (("an ICC profile", icc), ("an EXIF block", exif), ("an XMP packet", xmp)):
         if len(field) > MAX_METADATA_BYTES:
-            raise ValueError(f"an {name} of {len(field)} bytes is over the trailer's {MAX_METADATA_BYTES} bytes")
-    if alpha is None:
+            raise ValueError(f"{name} of {len(field)} bytes is over the trailer's {MAX_METADATA_BYTES} bytes")
+    if alpha is not None and len(alpha) > max_alpha_bytes(header.width, header.height):
+        raise ValueError(f"an alpha channel of {len(alpha)} bytes is over the trailer's "
+                         f"{max_alpha_bytes(header.width, header.height)} for a {header.width}x{header.height} image")
+    if xmp:  # the layouts before session 63's byte for byte where there is none
+        trailer = (_XMP_TRAILER.pack(XMP_TRAILER_MAGIC, len(icc), len(exif), NO_ALPHA if alpha is None else len(alpha),
+                                     len(xmp)) + icc + exif + (alpha or b"") + xmp)
+    elif alpha is None:
         trailer = _TRAILER.pack(TRAILER_MAGIC, len(icc), len(exif)) + icc + exif
     else:
-        if len(alpha) > max_alpha_bytes(header.width, header.height):
-            raise ValueError(f"an alpha channel of {len(alpha)} bytes is over the trailer's "
-                             f"{max_alpha_bytes(header.width, header.height)} for a {header.width}x{header.height} image")
         trailer = _ALPHA_TRAILER.pack(ALPHA_TRAILER_MAGIC, len(icc), len(exif), len(alpha)) + icc + exif + alpha
     return stream + trailer + _CRC.pack(zlib.crc32(trailer))
 
 
 def read_metadata(blob: bytes) -> Metadata:
-    """The ICC profile and EXIF block of a stream's trailer (both None without one), checked."""
+    """The ICC profile, EXIF block and XMP packet of a stream's trailer (None without one), checked."""
     return read_trailer(blob)[0]
 
 
@@ -229,12 +235,15 @@ def _read_trailer(blob: memoryview, start: int, header: Header) -> tuple[Metadat
     BitstreamError: bytes there that are not exactly one whole, intact trailer are refused."""
     extra = len(blob) - start
     magic = bytes(blob[start:start + 4])
-    layout = {TRAILER_MAGIC: _TRAILER, ALPHA_TRAILER_MAGIC: _ALPHA_TRAILER}.get(magic)
+    layout = {TRAILER_MAGIC: _TRAILER, ALPHA_TRAILER_MAGIC: _ALPHA_TRAILER, XMP_TRAILER_MAGIC: _XMP_TRAILER}.get(magic)
     if layout is None or extra < layout.size + _CRC.size:
         raise BitstreamError(f"{extra} bytes after the last chunk (the stream ends at byte {start}) are not a "
                              f"metadata trailer; refused")
-    lengths = layout.unpack_from(blob, start)[1:]
-    bounds = (MAX_METADATA_BYTES, MAX_METADATA_BYTES, max_alpha_bytes(header.width, header.height))
+    lengths = list(layout.unpack_from(blob, start)[1:])
+    alpha_none = layout is _TRAILER or (layout is _XMP_TRAILER and lengths[2] == NO_ALPHA)
+    if layout is _XMP_TRAILER and alpha_none:
+        lengths[2] = 0
+    bounds = (MAX_METADATA_BYTES, MAX_METADATA_BYTES, max_alpha_bytes(header.width, header.height), MAX_METADATA_BYTES)
     for length, bound in zip(lengths, bounds):
         if length > bound:
             raise BitstreamError(f"invalid metadata trailer: a field of {length} bytes is over the limit of {bound}")
@@ -249,8 +258,9 @@ def _read_trailer(blob: memoryview, start: int, header: Header) -> tuple[Metadat
     for length in lengths:
         fields.append(bytes(blob[at:at + length]))
         at += length
-    alpha = fields[2] if layout is _ALPHA_TRAILER else None
-    return Metadata(fields[0] or None, fields[1] or None), alpha
+    alpha = None if alpha_none else fields[2]
+    xmp = fields[3] if layout is _XMP_TRAILER else b""
+    return Metadata(fields[0] or None, fields[1] or None, xmp or None), alpha
 
 
 def _steps_problem(steps: int, bits: int, coder_id: int) -> str:

@@ -674,9 +674,9 @@ def compress(
                                              "other's network (default: on a GPU; on a CPU it gains nothing: README, "
                                              "Speed of the network)."),
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
-                                  help="Keep each image's ICC colour profile and EXIF block (capture time, camera, "
-                                       "location...) in the archive, written back by restore; --strip-metadata "
-                                       "keeps neither, so an image of another profile than sRGB (Display P3, Adobe "
+                                  help="Keep each image's ICC colour profile, EXIF block (capture time, camera, "
+                                       "location...) and XMP packet (ratings, keywords...) in the archive, written "
+                                       "back by restore; --strip-metadata keeps none, so an image of another profile than sRGB (Display P3, Adobe "
                                        "RGB) is restored with its colours shifted (docs/ARCHIVE.md). An alpha "
                                        "channel is kept either way."),
     rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
@@ -906,8 +906,8 @@ def restore(
     address: Optional[str] = WORKERS_ADDRESS,
     as_json: bool = AS_JSON,
 ):
-    """Write archived images back as PNGs under their relative paths, with the colour profile and EXIF
-    the archive kept (names: docs/ARCHIVE.md)."""
+    """Write archived images back as PNGs under their relative paths, with the colour profile, EXIF
+    and XMP the archive kept (names: docs/ARCHIVE.md)."""
     from .archive import restore as run_restore
 
     with archive_errors(kept="the images written so far are whole"):
@@ -953,8 +953,8 @@ def encode(
     coder: str = CODER,
     max_pixels: Optional[int] = PIXEL_LIMIT,
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
-                                  help="Keep the image's ICC colour profile and EXIF block in the stream file's "
-                                       "trailer, written back by decode; --strip-metadata keeps neither, so an "
+                                  help="Keep the image's ICC colour profile, EXIF block and XMP packet in the stream "
+                                       "file's trailer, written back by decode; --strip-metadata keeps none, so an "
                                        "image of another profile than sRGB is decoded with its colours shifted "
                                        "(docs/FORMAT.md, Metadata trailer). An alpha channel is kept either way."),
     overwrite: bool = typer.Option(False, help="Replace the --out file if there is one (default: refuse, exit 2)."),

@@ -29,7 +29,9 @@
 |                                | (a grey or CMYK profile: the pixels kept are RGB)            |
 | a HEIF's, an AVIF's nclx colour| kept as an ICC profile made from it (`colour.nclx_icc`)      |
 | description (no ICC profile)   | where not sRGB's; PQ and HLG (HDR) values read as sRGB       |
-| XMP, PNG text, gAMA, DPI       | not kept                                                     |
+| XMP                            | kept (`Metadata`), its tiff:Orientation removed (the pixels  |
+|                                | are upright), where UTF-8 and at most 1 MiB (since session 63)|
+| PNG text, gAMA, DPI            | not kept                                                     |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block; an    |
 |                                | ImageMagick PNG's ("Raw profile type exif" text chunk)       |
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -158,11 +161,13 @@ class ImageError(ValueError):
 class Metadata(NamedTuple):
     """What a source says about its pixels, kept beside them in an archive (docs/ARCHIVE.md) and
     written back by `restore`: its ICC profile, only where that describes RGB data (a CMYK or
-    grayscale profile does not fit the RGB pixels rgbatch stores, so it is dropped), and its EXIF
-    block (capture time, camera, ...) without the orientation tag, which the pixels already follow."""
+    grayscale profile does not fit the RGB pixels rgbatch stores, so it is dropped), its EXIF
+    block (capture time, camera, ...) without the orientation tag, which the pixels already follow,
+    and its XMP packet (ratings, keywords, captions, edits: UTF-8, without tiff:Orientation)."""
 
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    xmp: bytes | None = None
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
@@ -203,7 +208,25 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
         frames = max(1, int(getattr(image, "n_frames", 1)))  # it (a TIFF's page of another size, unchecked)
     except Exception:  # a damaged later frame: the first was read
         frames = 1
-    return Decoded(rgb, mode, Metadata(icc, exif), frames, alpha)
+    return Decoded(rgb, mode, Metadata(icc, exif, _xmp(image)), frames, alpha)
+
+
+XMP_ORIENTATION = re.compile(rb'\s*tiff:Orientation="[0-9]"|<tiff:Orientation>[0-9]</tiff:Orientation>')
+
+
+def _xmp(image: Image.Image) -> bytes | None:
+    """A source's XMP packet (Pillow's `info["xmp"]`: a JPEG's APP1, a PNG's iTXt, a TIFF's tag
+    700, a WebP's, HEIF's or AVIF's box) as UTF-8 bytes, without tiff:Orientation, since the
+    pixels are upright (Pillow takes it out only where the EXIF block had one); None where there
+    is none, or it is over MAX_METADATA_BYTES or not UTF-8 (XMP's own encoding; until session 63
+    no XMP was kept)."""
+    xmp = image.info.get("xmp")
+    try:
+        xmp = xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp).rstrip(b"\0") if xmp else None
+        xmp = xmp if xmp and len(xmp) <= MAX_METADATA_BYTES and xmp.decode("utf-8") else None
+    except (UnicodeError, TypeError, ValueError):
+        return None
+    return xmp and XMP_ORIENTATION.sub(b"", xmp)
 
 
 def _raw_profile_exif(image: Image.Image) -> bytes | None:
@@ -675,8 +698,8 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
 
 def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[str, str] | None = None,
                alpha: np.ndarray | None = None, grey: bool = False) -> bytes:
-    """A PNG of the HxWx3 uint8 array (RGBA with an HxW `alpha`), with the ICC profile (iCCP) and
-    EXIF (eXIf) given, and `text` as tEXt chunks (before the pixels: `png_text` reads them
+    """A PNG of the HxWx3 uint8 array (RGBA with an HxW `alpha`), with the ICC profile (iCCP),
+    EXIF (eXIf) and XMP (iTXt `XML:com.adobe.xmp`) given, and `text` as tEXt chunks (before the pixels: `png_text` reads them
     without decoding). With `grey`, an 8-bit grey PNG (LA with `alpha`) of the channels' mean,
     rounded: a grey source's restored image, whose decoded channels differ by the codec's
     colour noise (up to 60 levels at depth 1, 20 at depth 16 on a grey Kodak crop; the mean is
@@ -684,10 +707,13 @@ def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[st
     options = {k: v for k, v in metadata._asdict().items() if v}
     if grey and options.get("icc_profile", b"")[16:20] == b"RGB ":  # the PNG format forbids an RGB profile on
         del options["icc_profile"]  # grey pixels (a grey source's that had one: written so until session 62)
-    if text:
+    xmp = options.pop("xmp", None)  # Pillow writes no PNG's XMP: the iTXt chunk XMP's specification names
+    if text or xmp:
         info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
+        for key, value in (text or {}).items():
             info.add_text(key, value)
+        if xmp:
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
         options["pnginfo"] = info
     buffer = io.BytesIO()
     if grey:

@@ -70,9 +70,10 @@ SCHEMA = pa.schema([
     # another, the same stream stored once); null, false: the row's blob is its own
     ("blob_sha256", pa.string()),
     ("shared_blob", pa.bool_()),
+    ("xmp", pa.binary()),  # since session 63: the source's XMP packet (UTF-8, without tiff:Orientation); null: none, not kept
 ])
 ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime",
-                 "options", "blob_sha256", "shared_blob")
+                 "options", "blob_sha256", "shared_blob", "xmp")
 COLUMNS = SCHEMA.names
 
 
@@ -98,7 +99,7 @@ def hash_keys(hashes: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
     return np.frombuffer(heads.tobytes(), ">u8").astype(np.uint64), sha256
 
 
-METADATA_COLUMNS = ("icc_profile", "exif", "alpha")  # restored with the pixels, read with the blobs (not stats)
+METADATA_COLUMNS = ("icc_profile", "exif", "alpha", "xmp")  # restored with the pixels, read with the blobs (not stats)
 STATS_COLUMNS = [c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS]
 PER_DEPTH = ("bytes", "bpp", "msssim", "psnr")
 
@@ -144,6 +145,7 @@ class Row:
     options: str | None = None
     blob_sha256: str | None = None
     shared_blob: bool | None = None
+    xmp: bytes | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":
@@ -213,7 +215,7 @@ class Row:
         """Metadata no source gives (`imageio.decode_image_and_metadata` keeps at most
         MAX_METADATA_BYTES of each, an ICC profile of RGB data alone): a crafted part's 64 MB
         profile was written into a restored PNG, and verified, until session 63."""
-        held = {name: value for name in ("icc_profile", "exif") if name in columns and (value := getattr(self, name))}
+        held = {name: value for name in ("icc_profile", "exif", "xmp") if name in columns and (value := getattr(self, name))}
         if not held:
             return None
         from .imageio import MAX_METADATA_BYTES
@@ -229,7 +231,7 @@ class Row:
         """What `restore` writes beside the pixels (rgbatch.imageio.Metadata)."""
         from .imageio import Metadata
 
-        return Metadata(self.icc_profile or None, self.exif or None)
+        return Metadata(self.icc_profile or None, self.exif or None, self.xmp or None)
 
     def alpha_channel(self):
         """The alpha channel `restore` writes with the pixels (HxW uint8; every pixel 255 for an

@@ -171,10 +171,25 @@ def test_an_alpha_channel_rides_in_the_trailer_and_leaves_old_trailers_as_they_w
         bitstream.with_metadata(blob, meta, bytes(bitstream.max_alpha_bytes(header.width, header.height) + 1))
 
 
-@pytest.mark.parametrize("alpha", [None, b"alpha" * 3])
-def test_every_damage_to_a_metadata_trailer_is_refused(alpha):
+def test_an_xmp_packet_rides_in_a_trailer_of_its_own_and_leaves_the_others_as_they_were():
+    """Since session 63 the source's XMP packet is kept: the trailer `RGBX` (the alpha channel's
+    length 2^32 - 1 where there is none); without XMP the trailers are those before, byte for byte."""
     blob = make()
-    full = bitstream.with_metadata(blob, bitstream.Metadata(b"p" * 20, b"e" * 9), alpha)
+    for alpha in (None, b"", b"a PNG's bytes"):
+        meta = bitstream.Metadata(b"icc" * 10, None, b"<x:xmpmeta/>")
+        full = bitstream.with_metadata(blob, meta, alpha)
+        assert full[len(blob):len(blob) + 4] == b"RGBX" and bitstream.read_trailer(full) == (meta, alpha)
+        assert bitstream.read_trailer(bitstream.truncate(full, 2)) == (meta, alpha)  # at every depth
+        assert bitstream.with_metadata(full, meta._replace(xmp=None), alpha)[len(blob):len(blob) + 4] == (
+            b"RGBM" if alpha is None else b"RGBT")
+    with pytest.raises(ValueError, match="an XMP packet of"):
+        bitstream.with_metadata(blob, bitstream.Metadata(xmp=bytes(bitstream.MAX_METADATA_BYTES + 1)))
+
+
+@pytest.mark.parametrize("alpha, xmp", [(None, None), (b"alpha" * 3, None), (None, b"<x/>"), (b"alpha" * 3, b"<x/>")])
+def test_every_damage_to_a_metadata_trailer_is_refused(alpha, xmp):
+    blob = make()
+    full = bitstream.with_metadata(blob, bitstream.Metadata(b"p" * 20, b"e" * 9, xmp), alpha)
     for i in range(len(blob), len(full)):  # every byte of it flipped: magic, lengths, fields, checksum
         damaged = bytearray(full)
         damaged[i] ^= 0x10

@@ -1407,8 +1407,10 @@ def test_restore_writes_back_the_sources_colour_profile_and_exif(ray_cluster, ti
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     cmyk_profile = srgb[:16] + b"CMYK" + srgb[20:]  # a profile for other data than RGB: not kept
     (tmp_path / "src").mkdir()
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5"/></rdf:RDF></x:xmpmeta>')
     Image.fromarray(smooth_image(rng, 32, 64)).save(tmp_path / "src" / "photo.jpg", quality=95, icc_profile=srgb,
-                                                     exif=_exif(6, "2019:05:06 07:08:09"))
+                                                     exif=_exif(6, "2019:05:06 07:08:09"), xmp=xmp)
     Image.fromarray(smooth_image(rng, 32, 32)).convert("CMYK").save(tmp_path / "src" / "print.jpg",
                                                                     icc_profile=cmyk_profile)
     Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "src" / "plain.png")
@@ -1424,12 +1426,13 @@ def test_restore_writes_back_the_sources_colour_profile_and_exif(ray_cluster, ti
     exif = photo.getexif()
     assert 0x0112 not in exif and exif[0x0132] == "2020:01:02 03:04:05"
     assert exif.get_ifd(0x8769)[0x9003] == "2019:05:06 07:08:09"
+    assert photo.info["xmp"] == xmp  # a rating kept (no XMP was, until session 63)
     for name in ("print.png", "plain.png"):
         restored = Image.open(tmp_path / "kept-png" / name)
         assert "icc_profile" not in restored.info and not restored.getexif(), name
     for name in ("photo.png", "print.png", "plain.png"):
         restored = Image.open(tmp_path / "stripped-png" / name)
-        assert "icc_profile" not in restored.info and not restored.getexif(), name
+        assert "icc_profile" not in restored.info and not restored.getexif() and "xmp" not in restored.info, name
     rows = current(tmp_path / "kept")
     assert rows["photo.jpg"]["icc_profile"] == srgb and rows["plain.png"]["exif"] is None
 

@@ -133,11 +133,13 @@ def test_a_stream_file_keeps_the_colour_profile_and_exif_and_decode_writes_them_
     exif = Image.Exif()
     exif[0x010F] = "a camera"  # Make
     source = tmp_path / "in.jpg"
-    Image.fromarray(smooth_image(rng, 40, 56)).save(source, "JPEG", icc_profile=srgb, exif=exif.tobytes())
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
+    Image.fromarray(smooth_image(rng, 40, 56)).save(source, "JPEG", icc_profile=srgb, exif=exif.tobytes(), xmp=xmp)
     kept = encode_file(source, tmp_path / "a.rgb", iterations=2, codec=codec)
     stripped = encode_file(source, tmp_path / "b.rgb", iterations=2, codec=codec, metadata=False)
     blob, bare = (tmp_path / "a.rgb").read_bytes(), (tmp_path / "b.rgb").read_bytes()
     assert blob.startswith(bare) and kept["metadata_bytes"] == len(blob) - len(bare) > len(srgb)
+    assert bitstream.read_metadata(blob).xmp == xmp and blob[len(bare):len(bare) + 4] == b"RGBX"
     assert stripped["metadata_bytes"] == 0 and bitstream.read_metadata(bare) == bitstream.Metadata()
     for stream, profile in (("a.rgb", srgb), ("b.rgb", None)):
         for depth in (1, 2):  # at any depth
@@ -145,6 +147,7 @@ def test_a_stream_file_keeps_the_colour_profile_and_exif_and_decode_writes_them_
             png = Image.open(io.BytesIO((tmp_path / "out.png").read_bytes()))
             assert png.info.get("icc_profile") == profile
             assert dict(png.getexif()) == ({0x010F: "a camera"} if profile else {})
+            assert png.info.get("xmp") == (xmp if profile else None)
             assert np.array_equal(np.asarray(png), codec.decode(bare, depth))  # the same pixels
     for flag, expected in (("--metadata", blob), ("--strip-metadata", bare)):  # the command's option
         done = CliRunner().invoke(app, ["encode", str(source), "--out", str(tmp_path / "c.rgb"), "--iterations", "2",

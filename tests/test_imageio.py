@@ -704,3 +704,32 @@ def test_reading_in_threads_leaves_the_warning_filters_as_they_were():
     for thread in threads:
         thread.join()
     assert warnings.filters == before
+
+
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+       b'tiff:Orientation="6" xmp:Rating="4"/></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.mark.parametrize("fmt, options", [("JPEG", {"xmp": XMP}), ("WEBP", {"xmp": XMP}), ("AVIF", {"xmp": XMP}),
+                                          ("TIFF", {"tiffinfo": {700: XMP}}), ("PNG", "itxt")])
+def test_an_xmp_packet_is_kept_without_its_orientation(fmt, options):
+    """No XMP was kept until session 63 (ratings, keywords, captions): now the packet, as UTF-8,
+    without tiff:Orientation (the pixels are upright), written back into a PNG's iTXt chunk."""
+    from PIL import PngImagePlugin
+
+    if options == "itxt":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", XMP.decode())
+        options = {"pnginfo": info}
+    decoded = imageio.decode_image_and_metadata(save(Image.new("RGB", (16, 8), (200, 30, 40)), fmt, **options))
+    assert b'xmp:Rating="4"' in decoded.metadata.xmp and b"Orientation" not in decoded.metadata.xmp
+    again = imageio.decode_image_and_metadata(imageio.encode_png(decoded.pixels, decoded.metadata))
+    assert again.metadata == decoded.metadata
+
+
+def test_an_xmp_packet_that_is_not_utf8_or_over_the_limit_is_dropped():
+    from rgbatch.imageio import MAX_METADATA_BYTES
+
+    for xmp in (b"<x:xmpmeta>\xff\xfe</x:xmpmeta>", b"<x/>" + b" " * MAX_METADATA_BYTES):
+        assert imageio.decode_image_and_metadata(save(Image.new("RGB", (8, 8)), "WEBP", xmp=xmp)).metadata.xmp is None
