@@ -1091,9 +1091,9 @@ def _source_image(row: Row, sources, read_timeout: float = storage.READ_TIMEOUT,
     an endpoint other than `endpoints` (`objectstore.named_endpoints`: not followed)."""
     location = row.source
     if sources is None and (named := location and endpoint(location)) and named not in endpoints:
-        raise SourceUnreachable(f"source {location} not read: its endpoint {named} is not the archive's nor "
-                                f"AWS_ENDPOINT_URL (an archive's rows do not pick the hosts it talks to); "
-                                f"--sources names where to look")
+        raise SourceUnreachable(f"source {location} not read: its endpoint {named} is neither the archive's nor "
+                                f"AWS_ENDPOINT_URL's (an archive's rows do not pick the hosts rgbatch talks to): "
+                                f"AWS_ENDPOINT_URL, or verify --sources, names where to look")
     if sources is not None:
         try:
             folder, query = split_query(str(sources))

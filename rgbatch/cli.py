@@ -48,6 +48,12 @@ def _onto_null(stream):
         os.close(null)
 
 
+def _stderr():
+    """sys.stderr, or the stream behind rich's proxy of it while a progress bar shows (the proxy
+    prints into `err`: writing into it from `err` fed itself for ever, a hang on a terminal)."""
+    return getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+
+
 class _Diagnostics(io.TextIOBase):
     """`err`'s stream: stderr, as best it can be written. Where it cannot be (a full disk under a
     log, `2>/dev/full`) it goes onto /dev/null and the command goes on: stderr holds diagnostics
@@ -55,26 +61,26 @@ class _Diagnostics(io.TextIOBase):
 
     def write(self, text: str) -> int:
         try:
-            sys.stderr.write(text)
+            _stderr().write(text)
         except OSError:
-            _onto_null(sys.stderr)
+            _onto_null(_stderr())
         return len(text)
 
     def flush(self):
         try:
-            sys.stderr.flush()
+            _stderr().flush()
         except OSError:
-            _onto_null(sys.stderr)
+            _onto_null(_stderr())
 
     def isatty(self) -> bool:  # asked when the module loads, before `_standard_streams` (sys.stderr may be None)
-        return bool(sys.stderr and sys.stderr.isatty())
+        return bool(_stderr() and _stderr().isatty())
 
     def fileno(self) -> int:
-        return sys.stderr.fileno()
+        return _stderr().fileno()
 
     @property
     def encoding(self):
-        return getattr(sys.stderr, "encoding", None)
+        return getattr(_stderr(), "encoding", None)
 
 
 class _Closed(io.TextIOBase):

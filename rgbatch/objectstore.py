@@ -37,9 +37,16 @@ def with_query(location: str, query: str) -> str:
 
 
 def endpoint(location: str) -> str | None:
-    """The endpoint a URI's query sends its requests to (`endpoint_override`; None: the store's own)."""
+    """The endpoint a URI's query sends its requests to (`endpoint_override`, as `host:port`; None:
+    the store's own)."""
     query = split_query(location)[1]
-    return dict(parse_qsl(query[1:])).get("endpoint_override") if query else None
+    named = dict(parse_qsl(query[1:])).get("endpoint_override") if query else None
+    return _host(named) if named else None
+
+
+def _host(address: str) -> str:
+    """An endpoint as `host:port`, however written (`http://Host:9000/`)."""
+    return address.split("://", 1)[-1].rstrip("/").lower()
 
 
 def named_endpoints(*locations: str) -> frozenset[str]:
@@ -50,7 +57,7 @@ def named_endpoints(*locations: str) -> frozenset[str]:
     named = {endpoint(str(location)) for location in locations}
     for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         if value := os.environ.get(variable):
-            named.add(value.split("://", 1)[-1].rstrip("/"))
+            named.add(_host(value))
     return frozenset(named - {None})
 
 

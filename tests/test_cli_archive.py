@@ -1650,6 +1650,24 @@ def test_a_closed_stdout_is_one_line_and_a_closed_stderr_is_dev_null():
     assert run.stdout.split() == ["True", os.devnull]
 
 
+def test_a_command_with_a_progress_bar_on_a_terminal_ends(tmp_path):
+    """With stderr a terminal rich's progress bar proxies sys.stderr into `err`, whose stream wrote
+    into sys.stderr: the text fed itself for ever (a hang, session 63's review). A pseudo-terminal."""
+    import pty
+
+    archive = tmp_path / "archive"
+    shutil.copytree(V1_ARCHIVE, archive)
+    main, terminal = pty.openpty()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        run = subprocess.run([sys.executable, "-m", "rgbatch", "compact", str(archive), "--depth", "1"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal, env=env, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert run.returncode == 0 and b"2 image(s) cut to a smaller depth" in run.stdout, run.stdout
+
+
 def test_diagnostics_that_cannot_be_written_do_not_stop_the_command(monkeypatch):
     """`2>/dev/full`: compress stopped at its first progress line, exit 1, the error said nowhere
     (the error about the error failed too); stderr holds diagnostics alone, so they are dropped."""

@@ -51,11 +51,11 @@ def test_a_source_recorded_with_another_endpoint_is_not_followed(monkeypatch):
 
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000/")
-    assert named_endpoints("s3://b/archive?endpoint_override=127.0.0.1:9&scheme=http", "local/archive") == {
-        "127.0.0.1:9", "minio.local:9000"}
+    assert named_endpoints("s3://b/archive?endpoint_override=http://127.0.0.1:9/&scheme=http", "local/archive") == {
+        "127.0.0.1:9", "minio.local:9000"}  # as host:port, however written
     row = Row(path="a.png", source="s3://b/a.png?endpoint_override=attacker.example:80&scheme=http",
               source_hash="0" * 64, source_bytes=10)
-    with pytest.raises(SourceUnreachable, match="its endpoint attacker.example:80 is not the archive's"):
+    with pytest.raises(SourceUnreachable, match="its endpoint attacker.example:80 is neither the archive's"):
         _source_image(row, None, endpoints=named_endpoints("archive"))
     monkeypatch.setattr("rgbatch.storage.resolve", lambda location: (_ for _ in ()).throw(OSError("reached")))
     with pytest.raises(SourceUnreachable, match="reached"):  # the archive's own endpoint: followed
