@@ -20,13 +20,17 @@ def in_utf8_mode():
     it, PYTHONUTF8=1 passing it on to the run's Ray workers, so that a file name's bytes are read
     as the UTF-8 an archive keeps names in (until session 63 such a locale refused valid UTF-8
     names as "not valid UTF-8", or kept a Latin-1 reading of them)."""
-    if sys.flags.utf8_mode or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8" or not sys.executable:
+    if (sys.flags.utf8_mode or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8" or not sys.executable
+            or os.environ.get(AGAIN)):  # run again already: never twice
         return
-    os.environ["PYTHONUTF8"] = "1"
-    try:
-        os.execv(sys.executable, [sys.executable, "-m", "rgbatch", *sys.argv[1:]])
+    os.environ["PYTHONUTF8"], os.environ[AGAIN] = "1", "1"
+    try:  # the interpreter's own options kept (-W, -X dev, -I: sys.orig_argv), -X utf8 added
+        os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
     except OSError:  # not where it was started from: as it is
         pass
+
+
+AGAIN = "RGBATCH_UTF8_RERUN"
 
 
 def start_quietly():

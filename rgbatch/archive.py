@@ -34,12 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import bitstream, storage
+from . import bitstream, objectstore, storage
 from .imageio import (GREY_MODES, LOSSY_MODES, MAX_PIXELS, READING_WORDS, ImageError, base_mode,
                       decode_image_and_metadata, encode_png, max_source_bytes, open_image, png_text, reading_losses)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .entropy import CODERS
-from .objectstore import endpoint, named_endpoints, not_found, split_query, with_query, worded
+from .objectstore import named_endpoints, not_found, split_query, with_query, worded
 from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
 from .ratecontrol import Target, check_measured
@@ -1090,8 +1090,8 @@ def _source_image(row: Row, sources, read_timeout: float = storage.READ_TIMEOUT,
     `read_timeout` seconds (0: no limit) among them, or where the location the row records names
     an endpoint other than `endpoints` (`objectstore.named_endpoints`: not followed)."""
     location = row.source
-    if sources is None and (named := location and endpoint(location)) and named not in endpoints:
-        raise SourceUnreachable(f"source {location} not read: its endpoint {named} is neither the archive's nor "
+    if sources is None and location and (named := objectstore.endpoints(location) - endpoints):
+        raise SourceUnreachable(f"source {location} not read: its endpoint {min(named)} is neither the archive's nor "
                                 f"AWS_ENDPOINT_URL's (an archive's rows do not pick the hosts rgbatch talks to): "
                                 f"AWS_ENDPOINT_URL, or verify --sources, names where to look")
     if sources is not None:

@@ -200,6 +200,7 @@ def with_metadata(blob: bytes, metadata: Metadata, alpha: bytes | None = None) -
     for name, field in (("an ICC profile", icc), ("an EXIF block", exif), ("an XMP packet", xmp)):
         if len(field) > MAX_METADATA_BYTES:
             raise ValueError(f"{name} of {len(field)} bytes is over the trailer's {MAX_METADATA_BYTES} bytes")
+    xmp.decode("utf-8")  # UnicodeDecodeError (a ValueError): the format's XMP is UTF-8
     if alpha is not None and len(alpha) > max_alpha_bytes(header.width, header.height):
         raise ValueError(f"an alpha channel of {len(alpha)} bytes is over the trailer's "
                          f"{max_alpha_bytes(header.width, header.height)} for a {header.width}x{header.height} image")
@@ -260,6 +261,10 @@ def _read_trailer(blob: memoryview, start: int, header: Header) -> tuple[Metadat
         at += length
     alpha = None if alpha_none else fields[2]
     xmp = fields[3] if layout is _XMP_TRAILER else b""
+    try:
+        xmp.decode("utf-8")
+    except UnicodeDecodeError:  # decode's PNG writer stopped on it (session 63's review)
+        raise BitstreamError("invalid metadata trailer: its XMP packet is not UTF-8") from None
     return Metadata(fields[0] or None, fields[1] or None, xmp or None), alpha
 
 

@@ -992,7 +992,7 @@ def encode(
                   f"{shown(result['out'])}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the trailer (colour "
-                                                      f"profile, EXIF, alpha channel)" if result["metadata_bytes"] else "")
+                                                      f"profile, EXIF, XMP, alpha channel)" if result["metadata_bytes"] else "")
                   + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else "")
                   + "".join(f"; the source ({shown(result['mode'])}) {READING_WORDS[loss]}"
                             for loss in reading_losses(result["mode"])))  # until session 62 unsaid
@@ -1393,9 +1393,10 @@ def delta_command(
 
 
 def main():
-    from .__main__ import start_quietly
+    from .__main__ import in_utf8_mode, start_quietly
 
-    start_quietly()  # where started as `python -m rgbatch.cli` or from an older installation's script
+    in_utf8_mode()  # where started as `python -m rgbatch.cli` or from an older installation's script
+    start_quietly()
     _standard_streams()
     # the image readers' warnings about the files they read (a damaged tag skipped, a possible bomb
     # rgbatch refuses itself): the command words what matters (the library sets no filter, since

@@ -277,7 +277,7 @@ def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
               for _ in range(4)]
     alpha = fields.pop(2)  # the bytes of a stream's alpha channel (read as a PNG by `decode`, not here)
     alpha = alpha if rng.random() < 0.5 else None
-    fields[2] = (fields[2] or b"x") if rng.random() < 1 / 3 else b""  # an XMP packet (not parsed here)
+    fields[2] = (fields[2] or b"x").decode("latin-1").encode() if rng.random() < 1 / 3 else b""  # an XMP packet: UTF-8
     if not any(fields) and alpha is None:
         fields[0] = b"\0"
     blob = bitstream.with_metadata(seed.blob, bitstream.Metadata(*fields), alpha)

@@ -211,7 +211,7 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     return Decoded(rgb, mode, Metadata(icc, exif, _xmp(image)), frames, alpha)
 
 
-XMP_ORIENTATION = re.compile(rb'\s*tiff:Orientation="[0-9]"|<tiff:Orientation>[0-9]</tiff:Orientation>')
+XMP_ORIENTATION = re.compile(rb'\s*tiff:Orientation\s*=\s*["\'][0-9]["\']|<tiff:Orientation>\s*[0-9]\s*</tiff:Orientation>')
 
 
 def _xmp(image: Image.Image) -> bytes | None:

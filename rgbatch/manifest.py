@@ -1116,12 +1116,21 @@ INFLATION = 16
 
 
 def _inflated(group: pq.RowGroupMetaData, columns: list[str]) -> str | None:
-    """Why a row group's `blob` column, if read, is no coded streams, from its sizes; or None."""
-    for i in range(group.num_columns) if "blob" in columns else ():
+    """Why a row group's columns among `columns`, read, would hold what no rows of rgbatch's do,
+    from its footer's sizes: blobs (coded streams) that compress more than INFLATION times, or
+    metadata of more than MAX_METADATA_BYTES a row (a 150 MiB XMP cell of zeros, 17 KB on disk,
+    took 1 GB to read until session 63's review); or None."""
+    from .imageio import MAX_METADATA_BYTES
+
+    for i in range(group.num_columns):
         chunk = group.column(i)
-        if chunk.path_in_schema == "blob" and chunk.total_uncompressed_size > INFLATION * chunk.total_compressed_size + (1 << 20):
-            return (f"its blobs would take {chunk.total_uncompressed_size:,} bytes from {chunk.total_compressed_size:,} "
-                    f"in the file: coded streams do not compress so")
+        name, size, stored = chunk.path_in_schema, chunk.total_uncompressed_size, chunk.total_compressed_size
+        if name not in columns:
+            continue
+        if name == "blob" and size > INFLATION * stored + (1 << 20):
+            return f"its blobs would take {size:,} bytes from {stored:,} in the file: coded streams do not compress so"
+        if name in ("icc_profile", "exif", "xmp") and size > group.num_rows * MAX_METADATA_BYTES + (1 << 20):
+            return f"its {name} column would take {size:,} bytes, more than {MAX_METADATA_BYTES:,} a row"
     return None
 
 

@@ -36,12 +36,13 @@ def with_query(location: str, query: str) -> str:
     return location + query if query else location
 
 
-def endpoint(location: str) -> str | None:
-    """The endpoint a URI's query sends its requests to (`endpoint_override`, as `host:port`; None:
-    the store's own)."""
+def endpoints(location: str) -> set[str]:
+    """The endpoints a URI's query names for its requests (`endpoint_override`, as `host:port`;
+    none: the store's own): every one, where the key is given more than once (pyarrow takes the
+    first, a dict of the query the last: a crafted location passed one and reached the other,
+    until session 63's review)."""
     query = split_query(location)[1]
-    named = dict(parse_qsl(query[1:])).get("endpoint_override") if query else None
-    return _host(named) if named else None
+    return {_host(value) for key, value in parse_qsl(query[1:]) if key == "endpoint_override"} if query else set()
 
 
 def _host(address: str) -> str:
@@ -54,11 +55,11 @@ def named_endpoints(*locations: str) -> frozenset[str]:
     A source location recorded in an archive is followed to another only with --sources: an
     archive from elsewhere named any host, which `verify` and `report --html` sent signed
     requests to (a helper's round, session 63)."""
-    named = {endpoint(str(location)) for location in locations}
+    named = set().union(*(endpoints(str(location)) for location in locations))
     for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         if value := os.environ.get(variable):
             named.add(_host(value))
-    return frozenset(named - {None})
+    return frozenset(named)
 
 
 def not_found(fs, path: str, what: str) -> FileNotFoundError:

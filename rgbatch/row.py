@@ -213,7 +213,7 @@ class Row:
 
     def _metadata_problem(self, columns) -> str | None:
         """Metadata no source gives (`imageio.decode_image_and_metadata` keeps at most
-        MAX_METADATA_BYTES of each, an ICC profile of RGB data alone): a crafted part's 64 MB
+        MAX_METADATA_BYTES of each, an ICC profile of RGB data alone, XMP in UTF-8): a crafted part's 64 MB
         profile was written into a restored PNG, and verified, until session 63."""
         held = {name: value for name in ("icc_profile", "exif", "xmp") if name in columns and (value := getattr(self, name))}
         if not held:
@@ -225,6 +225,10 @@ class Row:
                 return f"damaged row: its {name} holds {len(value):,} bytes, over the {MAX_METADATA_BYTES:,} kept of a source's"
         if "icc_profile" in held and held["icc_profile"][16:20] != b"RGB ":
             return "damaged row: its icc_profile is not a profile of RGB data"
+        try:
+            held.get("xmp", b"").decode("utf-8")
+        except UnicodeDecodeError:  # restore's PNG writer stopped the whole command on it (session 63's review)
+            return "damaged row: its xmp is not UTF-8"
         return None
 
     def metadata(self) -> "Metadata":

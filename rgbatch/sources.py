@@ -138,9 +138,10 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | No
     base = posixpath.dirname(path)
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     for number, line in enumerate(lines, start=1):  # a line of 100 MB became a failure row of that path, which
-        if len(line) > PATH_MAX:  # report then took minutes and GBs to print (until session 63)
-            raise ValueError(f"{source}: line {number} is {len(line):,} characters, longer than any path "
-                             f"({PATH_MAX:,} bytes): not a list of file names")
+        named = line.strip() and not line.lstrip().startswith("#")  # report then took minutes and GBs to print
+        if named and len(line) > PATH_MAX and len(line.encode("utf-8", "surrogateescape")) > PATH_MAX:  # (session 63)
+            raise ValueError(f"{source}: line {number} is {len(line.encode('utf-8', 'surrogateescape')):,} bytes, "
+                             f"longer than any path ({PATH_MAX:,}): not a list of file names")
     files = [_listed(fs, base, line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if any(is_uri(f) for f in files):
         raise ValueError(f"{source}: list files name local paths only (list an object store by its folder URI)")

@@ -184,6 +184,13 @@ def test_an_xmp_packet_rides_in_a_trailer_of_its_own_and_leaves_the_others_as_th
             b"RGBM" if alpha is None else b"RGBT")
     with pytest.raises(ValueError, match="an XMP packet of"):
         bitstream.with_metadata(blob, bitstream.Metadata(xmp=bytes(bitstream.MAX_METADATA_BYTES + 1)))
+    with pytest.raises(ValueError, match="utf-8"):  # the format's XMP is UTF-8: neither written nor read otherwise
+        bitstream.with_metadata(blob, bitstream.Metadata(xmp=b"\xff\xfe<x/>"))
+    forged = bitstream.with_metadata(blob, bitstream.Metadata(xmp=b"\xc3\xa9<x/>"))
+    forged = forged[:-10] + b"\xff" + forged[-9:-4]  # the packet's first byte, then its CRC made again
+    forged += zlib.crc32(forged[len(blob):]).to_bytes(4, "little")
+    with pytest.raises(BitstreamError, match="its XMP packet is not UTF-8"):
+        bitstream.read_trailer(forged)
 
 
 @pytest.mark.parametrize("alpha, xmp", [(None, None), (b"alpha" * 3, None), (None, b"<x/>"), (b"alpha" * 3, b"<x/>")])

@@ -288,6 +288,13 @@ def test_a_row_group_whose_blobs_would_grow_past_any_stream_is_left_out_unread(t
     [(_, why)] = archive.unreadable
     assert "row group 2 of 2 (1 rows) does not read (its blobs would take" in why and "do not compress so" in why
     assert archive.table()["path"].to_pylist() == ["a.png"]  # left out of every later reading
+    table = pq.read_table(tmp_path / "w" / part)  # metadata no source gives: more than 1 MiB a row
+    table = table.set_column(table.schema.get_field_index("xmp"), table.schema.field("xmp"),
+                             pa.array([None, bytes(8 << 20)], table.schema.field("xmp").type))
+    (tmp_path / part).unlink()
+    pq.write_table(table, tmp_path / part, compression="zstd", row_group_size=1)
+    archive = Archive(tmp_path)
+    assert [r.path for r in archive.rows()] == ["a.png"] and "its xmp column would take" in archive.unreadable[0][1]
     assert archive.table(["status"]).column_names == ["status"]  # sorted by path all the same (a KeyError until session 63)
 
 

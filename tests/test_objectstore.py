@@ -57,6 +57,10 @@ def test_a_source_recorded_with_another_endpoint_is_not_followed(monkeypatch):
               source_hash="0" * 64, source_bytes=10)
     with pytest.raises(SourceUnreachable, match="its endpoint attacker.example:80 is neither the archive's"):
         _source_image(row, None, endpoints=named_endpoints("archive"))
+    twice = Row(path="a.png", source="s3://b/a.png?endpoint_override=attacker.example:80&endpoint_override=good:9&"
+                                     "scheme=http", source_hash="0" * 64, source_bytes=10)  # pyarrow takes the first
+    with pytest.raises(SourceUnreachable, match="its endpoint attacker.example:80 is neither"):
+        _source_image(twice, None, endpoints=frozenset({"good:9"}))
     monkeypatch.setattr("rgbatch.storage.resolve", lambda location: (_ for _ in ()).throw(OSError("reached")))
     with pytest.raises(SourceUnreachable, match="reached"):  # the archive's own endpoint: followed
         _source_image(row, None, endpoints=frozenset({"attacker.example:80"}))

@@ -105,3 +105,5 @@ def test_a_row_says_what_is_damaged_in_the_columns_read():
     assert replace(whole, icc_profile=bytes(16) + b"CMYK" + bytes(108)).problem() == (
         "damaged row: its icc_profile is not a profile of RGB data")
     assert replace(whole, icc_profile=b"x").problem(["path", "width"]) is None  # not read
+    assert replace(whole, xmp=b"\xff<x/>").problem() == "damaged row: its xmp is not UTF-8"
+    assert replace(whole, xmp=bytes(MAX_METADATA_BYTES + 1)).problem().startswith("damaged row: its xmp holds")

@@ -160,8 +160,10 @@ def test_a_list_file_line_longer_than_any_path_is_refused(tmp_path):
     """A 100 MB line became a failure row of that path, which report took minutes and GBs to print
     (a helper's round, session 63)."""
     listing = touch(tmp_path / "list.txt", b"a.png\n" + b"b" * (rs.PATH_MAX + 1) + b".png\n")
-    with pytest.raises(ValueError, match=r"list.txt: line 2 is 4,101 characters, longer than any path"):
+    with pytest.raises(ValueError, match=r"list.txt: line 2 is 4,101 bytes, longer than any path"):
         rs.expand_sources([str(listing)])
+    long_comment = touch(tmp_path / "comment.txt", b"# " + b"x" * rs.PATH_MAX + b"\n" + str(listing).encode())
+    assert [s.path for s in rs.expand_sources([str(long_comment)])[1]] == ["list.txt"]  # a comment names no file
 
 
 def test_a_list_file_s_line_is_the_name_as_written_spaces_included(tmp_path, rng):
