@@ -927,7 +927,7 @@ class ArchiveWorker:
         fs, root = storage.resolve(out)
         return _restore_group(self.codec, fs, root, work, overwrite, max_pixels, out)
 
-    def verify(self, work: list, sources, max_pixels: int, read_timeout: float, endpoints: frozenset):
+    def verify(self, work: list, sources, max_pixels: int, read_timeout: float, endpoints: frozenset = frozenset()):
         return _verify_group(self.codec, work, sources, max_pixels, read_timeout, endpoints)
 
 
