@@ -43,7 +43,7 @@ from .objectstore import named_endpoints, not_found, split_query, with_query, wo
 from .limits import check_max_pixels
 from .options import OptionError, check_count, check_one_of, check_range
 from .ratecontrol import Target, check_measured
-from .row import OK, Row, hash_keys, scale_factor, schema_of, unheld_blob
+from .row import OK, Row, coding, hash_keys, schema_of, unheld_blob
 
 if TYPE_CHECKING:  # the codec (torch) is imported by what decodes: `report` loaded it, 2 s, until session 63
     from .codec import Codec
@@ -1065,7 +1065,7 @@ def _check_blob(row: Row, shared: _SharedChecks) -> str | None:
         return f"damaged blob: its header says {said}, the row {row.coder}"
     if sizes != list(row.bytes) or len(row.blob) != row.bytes[-1]:
         return "blob sizes do not match the row's per-depth bytes"
-    coded = (scale_factor(header.scale), header.steps_at(header.iterations))  # what report counts (NaN: until session 63)
+    coded = coding(header, row.iterations)  # what report counts (a scale of NaN, unchecked, until session 63)
     if (row.scale, row.last_steps) != coded and (row.scale, row.last_steps) != (None, None):
         return (f"damaged row: its scale {row.scale} and last chunk's steps {row.last_steps} are not its blob's "
                 f"({coded[0]}, {coded[1]})")

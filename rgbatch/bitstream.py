@@ -30,7 +30,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .imageio import MAX_METADATA_BYTES, Metadata
+from .imageio import MAX_METADATA_BYTES, Metadata, is_utf8
 from .options import OptionError
 from .resample import SCALES, coded_size
 from .tiling import check_tile_size
@@ -261,10 +261,8 @@ def _read_trailer(blob: memoryview, start: int, header: Header) -> tuple[Metadat
         at += length
     alpha = None if alpha_none else fields[2]
     xmp = fields[3] if layout is _XMP_TRAILER else b""
-    try:
-        xmp.decode("utf-8")
-    except UnicodeDecodeError:  # decode's PNG writer stopped on it (session 63's review)
-        raise BitstreamError("invalid metadata trailer: its XMP packet is not UTF-8") from None
+    if not is_utf8(xmp):  # decode's PNG writer stopped on it (session 63's review)
+        raise BitstreamError("invalid metadata trailer: its XMP packet is not UTF-8")
     return Metadata(fields[0] or None, fields[1] or None, xmp or None), alpha
 
 

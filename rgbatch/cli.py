@@ -60,15 +60,16 @@ class _Diagnostics(io.TextIOBase):
     alone (until session 63 compress stopped at its first line, exit 1, the error said nowhere)."""
 
     def write(self, text: str) -> int:
-        try:
-            _stderr().write(text)
-        except OSError:
-            _onto_null(_stderr())
+        self._best_effort("write", text)
         return len(text)
 
     def flush(self):
+        self._best_effort("flush")
+
+    @staticmethod
+    def _best_effort(method: str, *args):
         try:
-            _stderr().flush()
+            getattr(_stderr(), method)(*args)
         except OSError:
             _onto_null(_stderr())
 
@@ -682,9 +683,9 @@ def compress(
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
                                   help="Keep each image's ICC colour profile, EXIF block (capture time, camera, "
                                        "location...) and XMP packet (ratings, keywords...) in the archive, written "
-                                       "back by restore; --strip-metadata keeps none, so an image of another profile than sRGB (Display P3, Adobe "
-                                       "RGB) is restored with its colours shifted (docs/ARCHIVE.md). An alpha "
-                                       "channel is kept either way."),
+                                       "back by restore; --strip-metadata keeps none, so an image of another profile "
+                                       "than sRGB (Display P3, Adobe RGB) is restored with its colours shifted "
+                                       "(docs/ARCHIVE.md). An alpha channel is kept either way."),
     rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
                                             "by default one whose size and modification time are as archived is "
                                             "skipped unread (docs/ARCHIVE.md, Resuming)."),

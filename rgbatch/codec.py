@@ -486,12 +486,13 @@ class Codec:
         (`ratecontrol.choose_candidate`), the stream whose last chunk holds the first m of
         `partial_steps` coding steps of the iteration after the last whole one `target` can keep:
         for a quality target the one before the first that reaches it, for a size target the
-        last that fits (the first iteration where even that one does not). Each candidate is coded (its bytes) and, where it can be chosen, decoded
-        (`_resumed`: what `decode_codes`, a decoder, gives, one decoder iteration from the state
-        after the iterations before) and measured against `original`."""
+        last that fits (the first iteration where even that one does not). Each candidate is coded
+        (its bytes) and, where it can be chosen, decoded (`_resumed`: what `decode_codes`, a
+        decoder, gives, one decoder iteration from the state after the iterations before) and
+        measured against `original`."""
         depth, pixels = enc.iterations, enc.width * enc.height
         reached = target.msssim is not None and enc.msssim[-1] >= target.msssim
-        over = not target.fits(enc.bytes[-1], pixels)  # depth 1 over a size limit: a part of it may fit (since session 63)
+        over = not target.fits(enc.bytes[-1], pixels)  # depth 1 over a size limit: a part may fit (since session 63)
         base = depth - 1 if reached or over else depth
         if base >= codes.iterations:  # no iteration after the last kept was coded
             return enc

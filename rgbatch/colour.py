@@ -1,9 +1,10 @@
 """What a source's pixel values mean, where its file says so other than by an RGB ICC profile.
 
 - An nclx colour description (ITU-T H.273 code points: a HEIF's `colr` box, which pillow-heif
-  gives as `info["nclx_profile"]`, or an AVIF's, `imageio.avif_nclx`), of primaries or a transfer other than sRGB's: the values are
-  kept as they are, and described by an ICC profile made from it (`nclx_icc`: a matrix/TRC RGB
-  display profile, ICC v2), kept and written back as a source's own profile is. Read as sRGB, a
+  gives as `info["nclx_profile"]`, or an AVIF's, `imageio.avif_nclx`), of primaries or a transfer
+  other than sRGB's: the values are kept as they are, and described by an ICC profile made from it
+  (`nclx_icc`: a matrix/TRC RGB display profile, ICC v2), kept and written back as a source's own
+  profile is. Read as sRGB, a
   Display P3 photo's colours came back desaturated, unsaid (until session 62; an AVIF's, 63).
 - A CMYK image with its own ICC profile: converted to sRGB through that profile by LittleCMS
   (`cmyk_transform`), as a colour-managed viewer shows it, not by Pillow's formula (until session 62).

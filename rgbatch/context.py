@@ -13,10 +13,9 @@ binary number (`context_index`). docs/ENTROPY.md describes the model and the can
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cached_property
-
-import sys
 from typing import TYPE_CHECKING
 
 import numpy as np

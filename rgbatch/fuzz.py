@@ -270,9 +270,9 @@ KINDS = ("field", "forged bits", "forged chunk", "cut chunk", "steps", "flipped"
 
 def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
     """The seed with a metadata trailer (docs/FORMAT.md, "Metadata trailer") of random fields, an
-    alpha channel's in half of them, an XMP packet's in a third (`RGBX`, since session 63): as written (it decodes to the seed's image, at any depth
-    asked), or with a byte flipped, cut short, grown, or its lengths changed with its checksum
-    recomputed (refused)."""
+    alpha channel's in half of them, an XMP packet's in a third (`RGBX`, since session 63): as
+    written (it decodes to the seed's image, at any depth asked), or with a byte flipped, cut
+    short, grown, or its lengths changed with its checksum recomputed (refused)."""
     fields = [rng.integers(0, 256, int(rng.choice([0, 1, 40, rng.integers(0, 600)])), dtype=np.uint8).tobytes()
               for _ in range(4)]
     alpha = fields.pop(2)  # the bytes of a stream's alpha channel (read as a PNG by `decode`, not here)

@@ -211,7 +211,17 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
     return Decoded(rgb, mode, Metadata(icc, exif, _xmp(image)), frames, alpha)
 
 
-XMP_ORIENTATION = re.compile(rb'\s*tiff:Orientation\s*=\s*["\'][0-9]["\']|<tiff:Orientation>\s*[0-9]\s*</tiff:Orientation>')
+XMP_ORIENTATION = re.compile(rb'\s*tiff:Orientation\s*=\s*["\'][0-9]["\']'
+                             rb'|<tiff:Orientation>\s*[0-9]\s*</tiff:Orientation>')
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether `data` is UTF-8 text: XMP's encoding, which a trailer, a row and a PNG's iTXt hold."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _xmp(image: Image.Image) -> bytes | None:
@@ -221,12 +231,13 @@ def _xmp(image: Image.Image) -> bytes | None:
     is none, or it is over MAX_METADATA_BYTES or not UTF-8 (XMP's own encoding; until session 63
     no XMP was kept)."""
     xmp = image.info.get("xmp")
-    try:
-        xmp = xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp).rstrip(b"\0") if xmp else None
-        xmp = xmp if xmp and len(xmp) <= MAX_METADATA_BYTES and xmp.decode("utf-8") else None
-    except (UnicodeError, TypeError, ValueError):
+    if not xmp:
         return None
-    return xmp and XMP_ORIENTATION.sub(b"", xmp)
+    try:
+        xmp = xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp).rstrip(b"\0")
+    except (UnicodeError, TypeError, ValueError):  # a lone surrogate, a value of another type
+        return None
+    return XMP_ORIENTATION.sub(b"", xmp) if 0 < len(xmp) <= MAX_METADATA_BYTES and is_utf8(xmp) else None
 
 
 def _raw_profile_exif(image: Image.Image) -> bytes | None:
@@ -446,7 +457,9 @@ def avif_nclx(data: bytes) -> dict | None:
     if len(points) != 1:
         return None
     points = points.pop()
-    return {"color_primaries": int.from_bytes(points[:2], "big"), "transfer_characteristics": int.from_bytes(points[2:], "big")}
+    return {"color_primaries": int.from_bytes(points[:2], "big"),
+            "transfer_characteristics": int.from_bytes(points[2:], "big")}
+
 
 
 def _open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
@@ -699,11 +712,12 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
 def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[str, str] | None = None,
                alpha: np.ndarray | None = None, grey: bool = False) -> bytes:
     """A PNG of the HxWx3 uint8 array (RGBA with an HxW `alpha`), with the ICC profile (iCCP),
-    EXIF (eXIf) and XMP (iTXt `XML:com.adobe.xmp`) given, and `text` as tEXt chunks (before the pixels: `png_text` reads them
-    without decoding). With `grey`, an 8-bit grey PNG (LA with `alpha`) of the channels' mean,
-    rounded: a grey source's restored image, whose decoded channels differ by the codec's
-    colour noise (up to 60 levels at depth 1, 20 at depth 16 on a grey Kodak crop; the mean is
-    nearer the source at every depth, MSE 1-11 % lower, MS-SSIM 0.0003-0.008 higher)."""
+    EXIF (eXIf) and XMP (iTXt `XML:com.adobe.xmp`) given, and `text` as tEXt chunks (before the
+    pixels: `png_text` reads them without decoding). With `grey`, an 8-bit grey PNG (LA with
+    `alpha`) of the channels' mean, rounded: a grey source's restored image, whose decoded
+    channels differ by the codec's colour noise (up to 60 levels at depth 1, 20 at depth 16 on a
+    grey Kodak crop; the mean is nearer the source at every depth, MSE 1-11 % lower, MS-SSIM
+    0.0003-0.008 higher)."""
     options = {k: v for k, v in metadata._asdict().items() if v}
     if grey and options.get("icc_profile", b"")[16:20] == b"RGB ":  # the PNG format forbids an RGB profile on
         del options["icc_profile"]  # grey pixels (a grey source's that had one: written so until session 62)

@@ -70,7 +70,8 @@ SCHEMA = pa.schema([
     # another, the same stream stored once); null, false: the row's blob is its own
     ("blob_sha256", pa.string()),
     ("shared_blob", pa.bool_()),
-    ("xmp", pa.binary()),  # since session 63: the source's XMP packet (UTF-8, without tiff:Orientation); null: none, not kept
+    # since session 63: the source's XMP packet (UTF-8, without tiff:Orientation); null: none, not kept
+    ("xmp", pa.binary()),
 ])
 ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime",
                  "options", "blob_sha256", "shared_blob", "xmp")
@@ -213,21 +214,21 @@ class Row:
 
     def _metadata_problem(self, columns) -> str | None:
         """Metadata no source gives (`imageio.decode_image_and_metadata` keeps at most
-        MAX_METADATA_BYTES of each, an ICC profile of RGB data alone, XMP in UTF-8): a crafted part's 64 MB
-        profile was written into a restored PNG, and verified, until session 63."""
-        held = {name: value for name in ("icc_profile", "exif", "xmp") if name in columns and (value := getattr(self, name))}
+        MAX_METADATA_BYTES of each, an ICC profile of RGB data alone, XMP in UTF-8): a crafted
+        part's 64 MB profile was written into a restored PNG, and verified, until session 63."""
+        held = {name: value for name in ("icc_profile", "exif", "xmp")
+                if name in columns and (value := getattr(self, name))}
         if not held:
             return None
-        from .imageio import MAX_METADATA_BYTES
+        from .imageio import MAX_METADATA_BYTES, is_utf8
 
         for name, value in held.items():
             if len(value) > MAX_METADATA_BYTES:
-                return f"damaged row: its {name} holds {len(value):,} bytes, over the {MAX_METADATA_BYTES:,} kept of a source's"
+                return (f"damaged row: its {name} holds {len(value):,} bytes, over the {MAX_METADATA_BYTES:,} "
+                        f"kept of a source's")
         if "icc_profile" in held and held["icc_profile"][16:20] != b"RGB ":
             return "damaged row: its icc_profile is not a profile of RGB data"
-        try:
-            held.get("xmp", b"").decode("utf-8")
-        except UnicodeDecodeError:  # restore's PNG writer stopped the whole command on it (session 63's review)
+        if not is_utf8(held.get("xmp", b"")):  # restore's PNG writer stopped the whole command on it (session 63)
             return "damaged row: its xmp is not UTF-8"
         return None
 
@@ -285,13 +286,19 @@ class Row:
             header = read_header(self.blob)
         except BitstreamError:
             return self
-        return replace(self, scale=scale_factor(header.scale), last_steps=header.steps_at(self.iterations))
+        scale, last_steps = coding(header, self.iterations)
+        return replace(self, scale=scale, last_steps=last_steps)
 
 
 def unheld_blob(sha256: str | None) -> str:
     """Why a row sharing another's blob (`shared_blob`) is no image where no row holds it whole."""
     return (f"its blob is stored in another row (sha256 {str(sha256)[:16]}...), and no row of the archive "
             f"holding it reads whole")
+
+
+def coding(header, iterations: int) -> tuple[float, int]:
+    """(scale, last_steps) of a stream's header (`bitstream.Header`) cut to `iterations`: what a row records."""
+    return scale_factor(header.scale), header.steps_at(iterations)
 
 
 def scale_factor(code: int) -> float:

@@ -137,12 +137,13 @@ def _expand_one(source: str) -> tuple[pafs.FileSystem, str, dict[str, tuple | No
     # lines end at "\n" (and "\r\n") only: splitlines() also cut names at U+2028, U+0085... (until session 61)
     base = posixpath.dirname(path)
     lines = [line.removesuffix("\r") for line in text.split("\n")]
-    for number, line in enumerate(lines, start=1):  # a line of 100 MB became a failure row of that path, which
-        named = line.strip() and not line.lstrip().startswith("#")  # report then took minutes and GBs to print
-        if named and len(line) > PATH_MAX and len(line.encode("utf-8", "surrogateescape")) > PATH_MAX:  # (session 63)
-            raise ValueError(f"{source}: line {number} is {len(line.encode('utf-8', 'surrogateescape')):,} bytes, "
-                             f"longer than any path ({PATH_MAX:,}): not a list of file names")
-    files = [_listed(fs, base, line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    named = [(number, line) for number, line in enumerate(lines, start=1)
+             if line.strip() and not line.lstrip().startswith("#")]  # not blank, not a comment
+    for number, line in named:  # a line of 100 MB became a failure row of that path, which report then
+        if len(line) > PATH_MAX and (size := len(line.encode("utf-8", "surrogateescape"))) > PATH_MAX:  # took
+            raise ValueError(f"{source}: line {number} is {size:,} bytes, longer than any path ({PATH_MAX:,}): "
+                             f"not a list of file names")  # minutes and GBs to print (until session 63)
+    files = [_listed(fs, base, line) for _, line in named]
     if any(is_uri(f) for f in files):
         raise ValueError(f"{source}: list files name local paths only (list an object store by its folder URI)")
     if not files:
