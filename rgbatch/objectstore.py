@@ -41,13 +41,20 @@ def endpoints(location: str) -> set[str]:
     none: the store's own): every one, where the key is given more than once (pyarrow takes the
     first, a dict of the query the last: a crafted location passed one and reached the other,
     until session 63's review)."""
-    query = split_query(location)[1]
-    return {_host(value) for key, value in parse_qsl(query[1:]) if key == "endpoint_override"} if query else set()
+    pairs = parse_qsl(split_query(location)[1][1:])
+    scheme = next((value for key, value in pairs if key == "scheme"), "https")
+    return {_host(value, scheme) for key, value in pairs if key == "endpoint_override"}
 
 
-def _host(address: str) -> str:
-    """An endpoint as `host:port`, however written (`http://Host:9000/`)."""
-    return address.split("://", 1)[-1].rstrip("/").lower()
+def _host(address: str, scheme: str = "https") -> str:
+    """An endpoint as `host:port`, however written (`http://Host:9000/`; a port left out is the
+    scheme's: `https://host` is `host:443`, as pyarrow's client reaches it)."""
+    if "://" in address:
+        scheme, address = address.split("://", 1)
+    host = address.split("/", 1)[0].lower()
+    if host.rpartition(":")[2].isdigit() and not host.endswith("]"):
+        return host
+    return f"{host}:{80 if scheme.lower() == 'http' else 443}"
 
 
 def named_endpoints(*locations: str) -> frozenset[str]:

@@ -53,6 +53,10 @@ def test_a_source_recorded_with_another_endpoint_is_not_followed(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000/")
     assert named_endpoints("s3://b/archive?endpoint_override=http://127.0.0.1:9/&scheme=http", "local/archive") == {
         "127.0.0.1:9", "minio.local:9000"}  # as host:port, however written
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://store.example")  # the scheme's port (until session 64 not)
+    assert named_endpoints("s3://b/a?endpoint_override=Store.example:443", "s3://b/c?endpoint_override=h&scheme=http",
+                           "s3://b/d?endpoint_override=[::1]") == {"store.example:443", "h:80", "[::1]:443"}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000/")
     row = Row(path="a.png", source="s3://b/a.png?endpoint_override=attacker.example:80&scheme=http",
               source_hash="0" * 64, source_bytes=10)
     with pytest.raises(SourceUnreachable, match="its endpoint attacker.example:80 is neither the archive's"):
