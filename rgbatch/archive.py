@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import bitstream, objectstore, storage
-from .imageio import (GREY_MODES, LOSSY_MODES, MAX_PIXELS, READING_WORDS, ImageError, base_mode,
+from .imageio import (GREY_MODES, LOSSY_MODES, MAX_PIXELS, READING_WORDS, RESTORED_KEY, ImageError, base_mode,
                       decode_image_and_metadata, encode_png, max_source_bytes, open_image, png_text, reading_losses)
 from .manifest import SHARED_CACHE_BYTES, Archive, PartWriter, sorted_by_path, split_damaged
 from .entropy import CODERS
@@ -594,9 +594,6 @@ class RestoreResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failures else 0
-
-
-RESTORED_KEY = "rgbatch-restored"  # the PNG text chunk that says what a restored file holds
 
 
 def restored_text(row: Row, depth: int, decoding: str) -> str | None:

@@ -11,7 +11,8 @@
     trailer (optional: stream files of `rgbatch encode`) magic "RGBM", the lengths of an ICC
             profile and of an EXIF block, the two, CRC-32 of the trailer; or, for an image with
             an alpha channel, magic "RGBT": the same with the alpha channel's length and bytes
-            (an 8-bit grey PNG; length 0: opaque) after the EXIF block
+            (an 8-bit grey PNG; length 0: opaque) after the EXIF block; "RGBX" adds an XMP packet
+            (session 63), "RGBN" an XMP packet and notes (text chunks, resolution: session 64)
 
 A reader that wants depth j <= k reads the header and the first j chunks only; `truncate`
 cuts a stream to depth j without touching a bit of the chunks it keeps (nor its trailer). The
@@ -30,7 +31,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .imageio import MAX_METADATA_BYTES, Metadata, is_utf8
+from .imageio import MAX_METADATA_BYTES, Metadata, is_utf8, unpack_notes
 from .options import OptionError
 from .resample import SCALES, coded_size
 from .tiling import check_tile_size
@@ -49,7 +50,11 @@ ALPHA_TRAILER_MAGIC = b"RGBT"  # the same, and the alpha channel (since session 
 _ALPHA_TRAILER = struct.Struct("<4sIII")  # magic, ICC profile, EXIF and alpha channel lengths
 XMP_TRAILER_MAGIC = b"RGBX"  # the same, and an XMP packet (since session 63)
 _XMP_TRAILER = struct.Struct("<4sIIII")  # magic, ICC profile, EXIF, alpha channel (NO_ALPHA: none) and XMP lengths
+NOTES_TRAILER_MAGIC = b"RGBN"  # the same, and notes: text chunks and resolution as JSON (since session 64)
+_NOTES_TRAILER = struct.Struct("<4sIIIII")  # magic, ICC profile, EXIF, alpha channel (or NO_ALPHA), XMP, notes lengths
 NO_ALPHA = 0xFFFFFFFF
+_LAYOUTS = {TRAILER_MAGIC: _TRAILER, ALPHA_TRAILER_MAGIC: _ALPHA_TRAILER, XMP_TRAILER_MAGIC: _XMP_TRAILER,
+            NOTES_TRAILER_MAGIC: _NOTES_TRAILER}
 
 
 def max_alpha_bytes(width: int, height: int) -> int:
@@ -186,7 +191,7 @@ def read_header(blob: bytes) -> Header:
 
 
 def with_metadata(blob: bytes, metadata: Metadata, alpha: bytes | None = None) -> bytes:
-    """The stream with `metadata` (ICC profile, EXIF, XMP) and `alpha` (an alpha channel as
+    """The stream with `metadata` (ICC profile, EXIF, XMP, notes) and `alpha` (an alpha channel as
     `imageio.encode_alpha` makes it; b"": an opaque one; None: none) in its trailer, replacing
     any it had; the stream alone when there is none of them (docs/FORMAT.md, "Metadata trailer")."""
     header = read_header(blob)
@@ -194,17 +199,22 @@ def with_metadata(blob: bytes, metadata: Metadata, alpha: bytes | None = None) -
     if len(blob) < end:
         raise ValueError(f"a trailer follows a whole stream: this one is cut at byte {len(blob)} of {end}")
     stream = blob[:end]
-    icc, exif, xmp = metadata.icc_profile or b"", metadata.exif or b"", metadata.xmp or b""
-    if not icc and not exif and not xmp and alpha is None:
+    icc, exif, xmp, notes = (field or b"" for field in metadata)
+    if not icc and not exif and not xmp and not notes and alpha is None:
         return stream
-    for name, field in (("an ICC profile", icc), ("an EXIF block", exif), ("an XMP packet", xmp)):
+    for name, field in (("an ICC profile", icc), ("an EXIF block", exif), ("an XMP packet", xmp), ("notes", notes)):
         if len(field) > MAX_METADATA_BYTES:
             raise ValueError(f"{name} of {len(field)} bytes is over the trailer's {MAX_METADATA_BYTES} bytes")
     xmp.decode("utf-8")  # UnicodeDecodeError (a ValueError): the format's XMP is UTF-8
+    unpack_notes(notes)  # ValueError: not what pack_notes makes
     if alpha is not None and len(alpha) > max_alpha_bytes(header.width, header.height):
         raise ValueError(f"an alpha channel of {len(alpha)} bytes is over the trailer's "
                          f"{max_alpha_bytes(header.width, header.height)} for a {header.width}x{header.height} image")
-    if xmp:  # the layouts before session 63's byte for byte where there is none
+    if notes:  # the layouts before session 64's byte for byte where there are none
+        trailer = (_NOTES_TRAILER.pack(NOTES_TRAILER_MAGIC, len(icc), len(exif),
+                                       NO_ALPHA if alpha is None else len(alpha), len(xmp), len(notes))
+                   + icc + exif + (alpha or b"") + xmp + notes)
+    elif xmp:  # the layouts before session 63's byte for byte where there is none
         trailer = (_XMP_TRAILER.pack(XMP_TRAILER_MAGIC, len(icc), len(exif), NO_ALPHA if alpha is None else len(alpha),
                                      len(xmp)) + icc + exif + (alpha or b"") + xmp)
     elif alpha is None:
@@ -215,7 +225,7 @@ def with_metadata(blob: bytes, metadata: Metadata, alpha: bytes | None = None) -
 
 
 def read_metadata(blob: bytes) -> Metadata:
-    """The ICC profile, EXIF block and XMP packet of a stream's trailer (None without one), checked."""
+    """The ICC profile, EXIF block, XMP packet and notes of a stream's trailer (None without one), checked."""
     return read_trailer(blob)[0]
 
 
@@ -236,15 +246,16 @@ def _read_trailer(blob: memoryview, start: int, header: Header) -> tuple[Metadat
     BitstreamError: bytes there that are not exactly one whole, intact trailer are refused."""
     extra = len(blob) - start
     magic = bytes(blob[start:start + 4])
-    layout = {TRAILER_MAGIC: _TRAILER, ALPHA_TRAILER_MAGIC: _ALPHA_TRAILER, XMP_TRAILER_MAGIC: _XMP_TRAILER}.get(magic)
+    layout = _LAYOUTS.get(magic)
     if layout is None or extra < layout.size + _CRC.size:
         raise BitstreamError(f"{extra} bytes after the last chunk (the stream ends at byte {start}) are not a "
                              f"metadata trailer; refused")
     lengths = list(layout.unpack_from(blob, start)[1:])
-    alpha_none = layout is _TRAILER or (layout is _XMP_TRAILER and lengths[2] == NO_ALPHA)
-    if layout is _XMP_TRAILER and alpha_none:
+    alpha_none = layout is _TRAILER or (len(lengths) > 3 and lengths[2] == NO_ALPHA)
+    if len(lengths) > 3 and alpha_none:
         lengths[2] = 0
-    bounds = (MAX_METADATA_BYTES, MAX_METADATA_BYTES, max_alpha_bytes(header.width, header.height), MAX_METADATA_BYTES)
+    bounds = (MAX_METADATA_BYTES, MAX_METADATA_BYTES, max_alpha_bytes(header.width, header.height), MAX_METADATA_BYTES,
+              MAX_METADATA_BYTES)
     for length, bound in zip(lengths, bounds):
         if length > bound:
             raise BitstreamError(f"invalid metadata trailer: a field of {length} bytes is over the limit of {bound}")
@@ -260,10 +271,14 @@ def _read_trailer(blob: memoryview, start: int, header: Header) -> tuple[Metadat
         fields.append(bytes(blob[at:at + length]))
         at += length
     alpha = None if alpha_none else fields[2]
-    xmp = fields[3] if layout is _XMP_TRAILER else b""
+    xmp, notes = (fields + [b""] * 3)[3:5]
     if not is_utf8(xmp):  # decode's PNG writer stopped on it (session 63's review)
         raise BitstreamError("invalid metadata trailer: its XMP packet is not UTF-8")
-    return Metadata(fields[0] or None, fields[1] or None, xmp or None), alpha
+    try:
+        unpack_notes(notes)
+    except ValueError as e:
+        raise BitstreamError(f"invalid metadata trailer: {e}") from None
+    return Metadata(fields[0] or None, fields[1] or None, xmp or None, notes or None), alpha
 
 
 def _steps_problem(steps: int, bits: int, coder_id: int) -> str:

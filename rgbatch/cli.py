@@ -682,10 +682,11 @@ def compress(
                                              "Speed of the network)."),
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
                                   help="Keep each image's ICC colour profile, EXIF block (capture time, camera, "
-                                       "location...) and XMP packet (ratings, keywords...) in the archive, written "
-                                       "back by restore; --strip-metadata keeps none, so an image of another profile "
-                                       "than sRGB (Display P3, Adobe RGB) is restored with its colours shifted "
-                                       "(docs/ARCHIVE.md). An alpha channel is kept either way."),
+                                       "location...), XMP packet (ratings, keywords...), text chunks, comment and "
+                                       "resolution in the archive, written back by restore; --strip-metadata keeps "
+                                       "none, so an image of another profile than sRGB (Display P3, Adobe RGB) is "
+                                       "restored with its colours shifted (docs/ARCHIVE.md). An alpha channel is "
+                                       "kept either way."),
     rehash: bool = typer.Option(False, help="Read and hash every archived source again to find those that changed; "
                                             "by default one whose size and modification time are as archived is "
                                             "skipped unread (docs/ARCHIVE.md, Resuming)."),
@@ -913,8 +914,8 @@ def restore(
     address: Optional[str] = WORKERS_ADDRESS,
     as_json: bool = AS_JSON,
 ):
-    """Write archived images back as PNGs under their relative paths, with the colour profile, EXIF
-    and XMP the archive kept (names: docs/ARCHIVE.md)."""
+    """Write archived images back as PNGs under their relative paths, with the colour profile, EXIF,
+    XMP, text and resolution the archive kept (names: docs/ARCHIVE.md)."""
     from .archive import restore as run_restore
 
     with archive_errors(kept="the images written so far are whole"):
@@ -960,10 +961,11 @@ def encode(
     coder: str = CODER,
     max_pixels: Optional[int] = PIXEL_LIMIT,
     metadata: bool = typer.Option(True, "--metadata/--strip-metadata",
-                                  help="Keep the image's ICC colour profile, EXIF block and XMP packet in the stream "
-                                       "file's trailer, written back by decode; --strip-metadata keeps none, so an "
-                                       "image of another profile than sRGB is decoded with its colours shifted "
-                                       "(docs/FORMAT.md, Metadata trailer). An alpha channel is kept either way."),
+                                  help="Keep the image's ICC colour profile, EXIF block, XMP packet, text chunks "
+                                       "and resolution in the stream file's trailer, written back by decode; "
+                                       "--strip-metadata keeps none, so an image of another profile than sRGB is "
+                                       "decoded with its colours shifted (docs/FORMAT.md, Metadata trailer). An alpha "
+                                       "channel is kept either way."),
     overwrite: bool = typer.Option(False, help="Replace the --out file if there is one (default: refuse, exit 2)."),
     as_json: bool = AS_JSON,
 ):
@@ -993,7 +995,7 @@ def encode(
                   f"{shown(result['out'])}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
                   f"{result['bytes']:,} bytes ({result['bpp']:.3f} bpp), MS-SSIM {result['msssim']:.4f}, "
                   f"PSNR {result['psnr']:.2f} dB" + (f"; {result['metadata_bytes']:,} bytes of them the trailer (colour "
-                                                      f"profile, EXIF, XMP, alpha channel)" if result["metadata_bytes"] else "")
+                                                      f"profile, EXIF, XMP, notes, alpha channel)" if result["metadata_bytes"] else "")
                   + (f"; only the first of its {result['frames']} frames or pages" if result["frames"] > 1 else "")
                   + "".join(f"; the source ({shown(result['mode'])}) {READING_WORDS[loss]}"
                             for loss in reading_losses(result["mode"])))  # until session 62 unsaid

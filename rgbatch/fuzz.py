@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import bitstream
+from . import bitstream, imageio
 from .bitstream import BitstreamError
 from .entropy import CODERS, get_coder
 from .limits import layout
@@ -270,19 +270,22 @@ KINDS = ("field", "forged bits", "forged chunk", "cut chunk", "steps", "flipped"
 
 def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
     """The seed with a metadata trailer (docs/FORMAT.md, "Metadata trailer") of random fields, an
-    alpha channel's in half of them, an XMP packet's in a third (`RGBX`, since session 63): as
-    written (it decodes to the seed's image, at any depth asked), or with a byte flipped, cut
-    short, grown, or its lengths changed with its checksum recomputed (refused)."""
+    alpha channel's in half of them, an XMP packet's in a third (`RGBX`, since session 63), notes
+    in a quarter (`RGBN`, since session 64): as written (it decodes to the seed's image, at any
+    depth asked), or with a byte flipped, cut short, grown, or its lengths changed with its
+    checksum recomputed (refused)."""
     fields = [rng.integers(0, 256, int(rng.choice([0, 1, 40, rng.integers(0, 600)])), dtype=np.uint8).tobytes()
               for _ in range(4)]
     alpha = fields.pop(2)  # the bytes of a stream's alpha channel (read as a PNG by `decode`, not here)
     alpha = alpha if rng.random() < 0.5 else None
     fields[2] = (fields[2] or b"x").decode("latin-1").encode() if rng.random() < 1 / 3 else b""  # an XMP packet: UTF-8
+    text = {"Comment": fields[1].decode("latin-1")} if fields[1] else {}  # notes: valid JSON (others are refused)
+    fields.append(imageio.pack_notes(text, (72, 72) if rng.random() < 0.5 else None) if rng.random() < 0.25 else b"")
     if not any(fields) and alpha is None:
         fields[0] = b"\0"
     blob = bitstream.with_metadata(seed.blob, bitstream.Metadata(*fields), alpha)
-    layout = (bitstream._XMP_TRAILER if fields[2] else bitstream._TRAILER if alpha is None
-              else bitstream._ALPHA_TRAILER)
+    layout = (bitstream._NOTES_TRAILER if fields[3] else bitstream._XMP_TRAILER if fields[2]
+              else bitstream._TRAILER if alpha is None else bitstream._ALPHA_TRAILER)
     depth = int(rng.integers(1, len(seed.images) + 1)) if rng.random() < 0.5 else None
     start = len(seed.blob)  # where the trailer begins
     how = ("intact", "flipped", "cut", "grown", "lengths")[rng.integers(5)]
@@ -299,10 +302,10 @@ def trailer_case(seed: Seed, rng: np.random.Generator) -> Case:
     # a length field changed, the checksum recomputed over the same bytes: they no longer add up
     magic, *lengths = layout.unpack_from(blob, start)
     i = int(rng.integers(len(lengths)))
-    if lengths[i] == bitstream.NO_ALPHA:  # RGBX without an alpha channel: one of some length (0, opaque, adds up)
+    if lengths[i] == bitstream.NO_ALPHA:  # RGBX, RGBN without an alpha channel: one of some length (0, opaque, adds up)
         lengths[i] = int(rng.choice([1, 2**20 + 1]))
     else:
-        opaque_rgbx = layout is bitstream._XMP_TRAILER and i == 2 and not lengths[i]  # 2^32 - 1 there: none, adds up
+        opaque_rgbx = len(lengths) > 3 and i == 2 and not lengths[i]  # 2^32 - 1 there: none, adds up
         lengths[i] = int(rng.choice([lengths[i] + 1, max(0, lengths[i] - 1) if lengths[i] else 2, 2**20 + 1,
                                      *([] if opaque_rgbx else [2**32 - 1])]))
     body = layout.pack(magic, *lengths) + blob[start + layout.size:-bitstream._CRC.size]

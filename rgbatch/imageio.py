@@ -31,7 +31,12 @@
 | description (no ICC profile)   | where not sRGB's; PQ and HLG (HDR) values read as sRGB       |
 | XMP                            | kept (`Metadata`), its tiff:Orientation removed (the pixels  |
 |                                | are upright), where UTF-8 and at most 1 MiB (since session 63)|
-| PNG text, gAMA, DPI            | not kept                                                     |
+| PNG text chunks (tEXt, zTXt,   | kept (`Metadata.notes`, since session 64): every keyword's   |
+| iTXt: generation parameters,   | text but XMP's (kept as XMP), ImageMagick's "Raw profile     |
+| titles, comments...), a JPEG's | type" ones (their EXIF is kept as EXIF) and a restore's own  |
+| or GIF's comment, resolution   | (`RESTORED_KEY`); a comment as the text "Comment"; the dots  |
+| (DPI)                          | per inch; at most 1 MiB together (more: the text dropped)    |
+| gAMA, cHRM, sRGB chunks        | not kept (an ICC profile is)                                 |
 | EXIF                           | kept, its orientation tag removed once applied; a TIFF's     |
 |                                | descriptive tags and Exif / GPS IFDs as an EXIF block; an    |
 |                                | ImageMagick PNG's ("Raw profile type exif" text chunk)       |
@@ -57,6 +62,8 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import re
 from typing import NamedTuple
@@ -163,11 +170,13 @@ class Metadata(NamedTuple):
     written back by `restore`: its ICC profile, only where that describes RGB data (a CMYK or
     grayscale profile does not fit the RGB pixels rgbatch stores, so it is dropped), its EXIF
     block (capture time, camera, ...) without the orientation tag, which the pixels already follow,
-    and its XMP packet (ratings, keywords, captions, edits: UTF-8, without tiff:Orientation)."""
+    its XMP packet (ratings, keywords, captions, edits: UTF-8, without tiff:Orientation) and its
+    notes: text chunks, comment and resolution (`pack_notes`: UTF-8 JSON; since session 64)."""
 
     icc_profile: bytes | None = None
     exif: bytes | None = None
     xmp: bytes | None = None
+    notes: bytes | None = None
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
@@ -208,7 +217,7 @@ def decode_image_and_metadata(data: bytes, max_pixels: int = MAX_PIXELS) -> Deco
         frames = max(1, int(getattr(image, "n_frames", 1)))  # it (a TIFF's page of another size, unchecked)
     except Exception:  # a damaged later frame: the first was read
         frames = 1
-    return Decoded(rgb, mode, Metadata(icc, exif, _xmp(image)), frames, alpha)
+    return Decoded(rgb, mode, Metadata(icc, exif, _xmp(image), _notes(image)), frames, alpha)
 
 
 XMP_ORIENTATION = re.compile(rb'\s*tiff:Orientation\s*=\s*["\'][0-9]["\']'
@@ -238,6 +247,91 @@ def _xmp(image: Image.Image) -> bytes | None:
     except (UnicodeError, TypeError, ValueError):  # a lone surrogate, a value of another type
         return None
     return XMP_ORIENTATION.sub(b"", xmp) if 0 < len(xmp) <= MAX_METADATA_BYTES and is_utf8(xmp) else None
+
+
+RESTORED_KEY = "rgbatch-restored"  # the PNG text chunk that says what a restored file holds (`archive`)
+
+
+def is_keyword(key) -> bool:
+    """Whether `key` can name a PNG text chunk (1-79 Latin-1 characters) that notes keep: not XMP's
+    (kept as XMP), not ImageMagick's "Raw profile type ..." (hex dumps of EXIF, IPTC, ICC: an EXIF
+    one's orientation, applied, would turn the restored image again), not a restore's own."""
+    if not isinstance(key, str) or not 0 < len(key) < 80 or key in ("XML:com.adobe.xmp", RESTORED_KEY):
+        return False
+    try:
+        key.encode("latin-1")
+    except UnicodeError:
+        return False
+    return "\0" not in key and not key.startswith("Raw profile type ")
+
+
+def pack_notes(text: dict[str, str], dpi: tuple[float, float] | None) -> bytes | None:
+    """`Metadata.notes`: a source's text chunks (keyword: text) and resolution in dots per inch,
+    as the UTF-8 JSON object `{"text": {...}, "dpi": [x, y]}` (each key only where there is one),
+    None for neither; the text dropped where the whole is over MAX_METADATA_BYTES."""
+    notes = {"text": text} if text else {}
+    if dpi:
+        notes["dpi"] = [round(float(value), 4) for value in dpi]
+    packed = json.dumps(notes, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(packed) > MAX_METADATA_BYTES:
+        return pack_notes({}, dpi)
+    return packed if notes else None
+
+
+def unpack_notes(notes: bytes | None) -> tuple[dict[str, str], tuple[float, float] | None]:
+    """(text, dpi) of `Metadata.notes`, or ValueError where they are not what `pack_notes` makes
+    (other keys of the object are left for later versions, unread)."""
+    if not notes:
+        return {}, None
+    if len(notes) > MAX_METADATA_BYTES:
+        raise ValueError(f"notes of {len(notes)} bytes are over the limit of {MAX_METADATA_BYTES}")
+    try:
+        value = json.loads(notes.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"notes are not UTF-8 JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError("notes are not a JSON object")
+    text, dpi = value.get("text", {}), value.get("dpi")
+    if not isinstance(text, dict) or not all(is_keyword(k) and isinstance(v, str) for k, v in text.items()):
+        raise ValueError("notes' text is not PNG keywords and their text")
+    if dpi is not None and not (isinstance(dpi, list) and len(dpi) == 2 and all(map(_is_resolution, dpi))):
+        raise ValueError("notes' dpi is not two positive numbers")
+    return text, (dpi[0], dpi[1]) if dpi else None
+
+
+def _is_resolution(value) -> bool:
+    """Dots per inch a PNG's pHYs chunk can hold (pixels per metre, 1 .. 2^31 - 1)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0.0254 <= value <= 5.4e7)
+
+
+def _notes(image: Image.Image) -> bytes | None:
+    """A source's `Metadata.notes`: a PNG's text chunks (`is_keyword`'s), a JPEG's or GIF's comment
+    as the text "Comment" (UTF-8, else Latin-1), its resolution (Pillow's `info["dpi"]`: a PNG's
+    pHYs, a JPEG's JFIF density in dots per inch or cm, a TIFF's or BMP's); until session 64 none."""
+    text = {}
+    if image.format == "PNG":  # every str Pillow gives a PNG is a text chunk (after the pixels too: it is loaded)
+        text = {k: v for k, v in image.info.items() if isinstance(v, str) and is_keyword(k)}
+    elif isinstance(comment := image.info.get("comment"), bytes) and comment.strip(b"\0"):
+        text = {"Comment": comment.decode("utf-8") if is_utf8(comment) else comment.decode("latin-1")}
+    text = {k: str(v) for k, v in text.items() if _encodes(str(v))}
+    dpi = image.info.get("dpi")
+    if image.format in ("JPEG", "MPO") and image.info.get("jfif_unit") not in (1, 2):  # Pillow's 72 where the
+        dpi = None  # EXIF block names none (a resolution it names stays in the block, kept)
+    try:
+        dpi = (float(dpi[0]), float(dpi[1])) if isinstance(dpi, tuple) and len(dpi) == 2 else None
+    except (TypeError, ValueError, ZeroDivisionError):  # an EXIF rational of 0/0
+        dpi = None
+    return pack_notes(text, dpi if dpi and all(map(_is_resolution, dpi)) else None)
+
+
+def _encodes(text: str) -> bool:
+    """Whether `text` is UTF-8-encodable (a lone surrogate is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _raw_profile_exif(image: Image.Image) -> bytes | None:
@@ -712,8 +806,8 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
 def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[str, str] | None = None,
                alpha: np.ndarray | None = None, grey: bool = False) -> bytes:
     """A PNG of the HxWx3 uint8 array (RGBA with an HxW `alpha`), with the ICC profile (iCCP),
-    EXIF (eXIf) and XMP (iTXt `XML:com.adobe.xmp`) given, and `text` as tEXt chunks (before the
-    pixels: `png_text` reads them without decoding). With `grey`, an 8-bit grey PNG (LA with
+    EXIF (eXIf), XMP (iTXt `XML:com.adobe.xmp`) and notes (text chunks, pHYs) given, and `text`
+    as tEXt chunks (before the pixels: `png_text` reads them without decoding). With `grey`, an 8-bit grey PNG (LA with
     `alpha`) of the channels' mean, rounded: a grey source's restored image, whose decoded
     channels differ by the codec's colour noise (up to 60 levels at depth 1, 20 at depth 16 on a
     grey Kodak crop; the mean is nearer the source at every depth, MSE 1-11 % lower, MS-SSIM
@@ -722,10 +816,13 @@ def encode_png(image: np.ndarray, metadata: Metadata = Metadata(), text: dict[st
     if grey and options.get("icc_profile", b"")[16:20] == b"RGB ":  # the PNG format forbids an RGB profile on
         del options["icc_profile"]  # grey pixels (a grey source's that had one: written so until session 62)
     xmp = options.pop("xmp", None)  # Pillow writes no PNG's XMP: the iTXt chunk XMP's specification names
-    if text or xmp:
+    notes, dpi = unpack_notes(options.pop("notes", None))
+    if dpi:
+        options["dpi"] = dpi
+    if text or xmp or notes:
         info = PngImagePlugin.PngInfo()
-        for key, value in (text or {}).items():
-            info.add_text(key, value)
+        for key, value in {**notes, **(text or {})}.items():  # iTXt where not Latin-1, compressed where long
+            info.add_text(key, value, zip=len(value) > 1024)
         if xmp:
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
         options["pnginfo"] = info

@@ -42,7 +42,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, objectstore, storage
-from .row import ADDED_COLUMNS, COLUMNS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row, digests, schema_of
+from .row import (ADDED_COLUMNS, COLUMNS, DESCRIPTIONS, METADATA_COLUMNS, OK, PER_DEPTH, SCHEMA, STATS_COLUMNS, Row,
+                  digests, schema_of)
 
 # Format 2 (session 50): rows may share a blob (`Row.shared_blob`), which a format-1 reader would
 # take for damage and a format-1 `compact` would lose. A part is written in it only where it holds
@@ -1129,7 +1130,7 @@ def _inflated(group: pq.RowGroupMetaData, columns: list[str]) -> str | None:
             continue
         if name == "blob" and size > INFLATION * stored + (1 << 20):
             return f"its blobs would take {size:,} bytes from {stored:,} in the file: coded streams do not compress so"
-        if name in ("icc_profile", "exif", "xmp") and size > group.num_rows * MAX_METADATA_BYTES + (1 << 20):
+        if name in DESCRIPTIONS and size > group.num_rows * MAX_METADATA_BYTES + (1 << 20):
             return f"its {name} column would take {size:,} bytes, more than {MAX_METADATA_BYTES:,} a row"
     return None
 

@@ -95,7 +95,7 @@ class CompressOptions:
     weights: str | None = None  # default: the shipped model
     coder: str = "auto"  # entropy coder: auto (the weights' default: mixing2), raw, context, adaptive, mixing, mixing2
     max_pixels: int = MAX_PIXELS  # decompression-bomb guard
-    metadata: bool = True  # keep each source's ICC profile, EXIF and XMP (rgbatch.imageio.Metadata) for restore
+    metadata: bool = True  # keep each source's ICC profile, EXIF, XMP, notes (rgbatch.imageio.Metadata) for restore
     address: str | None = None  # an existing Ray cluster (default: RAY_ADDRESS, else a local one)
     threads: int = 0  # torch threads per CPU encoder; 0: the CPUs shared out between encoders
     precision: str = "auto"  # network arithmetic: auto (bf16 where native), fp32, bf16

@@ -72,9 +72,11 @@ SCHEMA = pa.schema([
     ("shared_blob", pa.bool_()),
     # since session 63: the source's XMP packet (UTF-8, without tiff:Orientation); null: none, not kept
     ("xmp", pa.binary()),
+    # since session 64: the source's text chunks, comment and resolution (imageio.pack_notes: UTF-8 JSON); null: none
+    ("notes", pa.binary()),
 ])
 ADDED_COLUMNS = ("scale", "last_steps", "icc_profile", "exif", "frames", "alpha", "alpha_bytes", "source_mtime",
-                 "options", "blob_sha256", "shared_blob", "xmp")
+                 "options", "blob_sha256", "shared_blob", "xmp", "notes")
 COLUMNS = SCHEMA.names
 
 
@@ -100,7 +102,8 @@ def hash_keys(hashes: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
     return np.frombuffer(heads.tobytes(), ">u8").astype(np.uint64), sha256
 
 
-METADATA_COLUMNS = ("icc_profile", "exif", "alpha", "xmp")  # restored with the pixels, read with the blobs (not stats)
+DESCRIPTIONS = ("icc_profile", "exif", "xmp", "notes")  # imageio.Metadata's fields, each at most MAX_METADATA_BYTES
+METADATA_COLUMNS = (*DESCRIPTIONS, "alpha")  # restored with the pixels, read with the blobs (not stats)
 STATS_COLUMNS = [c for c in COLUMNS if c != "blob" and c not in METADATA_COLUMNS]
 PER_DEPTH = ("bytes", "bpp", "msssim", "psnr")
 
@@ -147,6 +150,7 @@ class Row:
     blob_sha256: str | None = None
     shared_blob: bool | None = None
     xmp: bytes | None = None
+    notes: bytes | None = None
 
     # -- made --------------------------------------------------------------------------------------
     def failed(self, message: str) -> "Row":
@@ -214,13 +218,13 @@ class Row:
 
     def _metadata_problem(self, columns) -> str | None:
         """Metadata no source gives (`imageio.decode_image_and_metadata` keeps at most
-        MAX_METADATA_BYTES of each, an ICC profile of RGB data alone, XMP in UTF-8): a crafted
-        part's 64 MB profile was written into a restored PNG, and verified, until session 63."""
-        held = {name: value for name in ("icc_profile", "exif", "xmp")
-                if name in columns and (value := getattr(self, name))}
+        MAX_METADATA_BYTES of each, an ICC profile of RGB data alone, XMP in UTF-8, notes as
+        `pack_notes` makes them): a crafted part's 64 MB profile was written into a restored PNG,
+        and verified, until session 63."""
+        held = {name: value for name in DESCRIPTIONS if name in columns and (value := getattr(self, name))}
         if not held:
             return None
-        from .imageio import MAX_METADATA_BYTES, is_utf8
+        from .imageio import MAX_METADATA_BYTES, is_utf8, unpack_notes
 
         for name, value in held.items():
             if len(value) > MAX_METADATA_BYTES:
@@ -230,13 +234,17 @@ class Row:
             return "damaged row: its icc_profile is not a profile of RGB data"
         if not is_utf8(held.get("xmp", b"")):  # restore's PNG writer stopped the whole command on it (session 63)
             return "damaged row: its xmp is not UTF-8"
+        try:
+            unpack_notes(held.get("notes"))
+        except ValueError as e:
+            return f"damaged row: its {e}"
         return None
 
     def metadata(self) -> "Metadata":
         """What `restore` writes beside the pixels (rgbatch.imageio.Metadata)."""
         from .imageio import Metadata
 
-        return Metadata(self.icc_profile or None, self.exif or None, self.xmp or None)
+        return Metadata(self.icc_profile or None, self.exif or None, self.xmp or None, self.notes or None)
 
     def alpha_channel(self):
         """The alpha channel `restore` writes with the pixels (HxW uint8; every pixel 255 for an

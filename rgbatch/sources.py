@@ -286,7 +286,7 @@ def read_source(source: Source, known_hash: str | None, max_pixels: int,
     if alpha is not None:
         row.alpha, row.alpha_bytes = alpha or None, len(alpha)  # opaque: 0 bytes, none stored
     if metadata:
-        row.icc_profile, row.exif, row.xmp = decoded.metadata
+        row.icc_profile, row.exif, row.xmp, row.notes = decoded.metadata
     row.read_seconds = time.perf_counter() - start
     return row, image
 

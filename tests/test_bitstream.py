@@ -193,10 +193,37 @@ def test_an_xmp_packet_rides_in_a_trailer_of_its_own_and_leaves_the_others_as_th
         bitstream.read_trailer(forged)
 
 
-@pytest.mark.parametrize("alpha, xmp", [(None, None), (b"alpha" * 3, None), (None, b"<x/>"), (b"alpha" * 3, b"<x/>")])
-def test_every_damage_to_a_metadata_trailer_is_refused(alpha, xmp):
+def test_notes_ride_in_a_trailer_of_their_own_and_leave_the_others_as_they_were():
+    """Since session 64 a source's text chunks and resolution are kept: the trailer `RGBN`; without
+    notes the trailers are those before, byte for byte; notes not as `pack_notes` makes them are
+    refused, written or read."""
     blob = make()
-    full = bitstream.with_metadata(blob, bitstream.Metadata(b"p" * 20, b"e" * 9, xmp), alpha)
+    notes = b'{"text":{"parameters":"a cat","Title":"Caf\xc3\xa9"},"dpi":[300.0,300.0]}'
+    for alpha in (None, b"", b"a PNG's bytes"):
+        for xmp in (None, b"<x:xmpmeta/>"):
+            meta = bitstream.Metadata(b"icc" * 10, None, xmp, notes)
+            full = bitstream.with_metadata(blob, meta, alpha)
+            assert full[len(blob):len(blob) + 4] == b"RGBN" and bitstream.read_trailer(full) == (meta, alpha)
+            assert bitstream.read_trailer(bitstream.truncate(full, 2)) == (meta, alpha)  # at every depth
+            assert bitstream.with_metadata(full, meta._replace(notes=None), alpha)[len(blob):len(blob) + 4] == (
+                b"RGBX" if xmp else b"RGBM" if alpha is None else b"RGBT")
+    for bad, why in ((b"[1]", "not a JSON object"), (b'{"dpi":[0,1]}', "dpi is not"), (b"\xff{}", "not UTF-8 JSON"),
+                     (b'{"text":{"rgbatch-restored":"x"}}', "not PNG keywords"), (b'{"text":{"k":1}}', "not PNG")):
+        with pytest.raises(ValueError, match=why):
+            bitstream.with_metadata(blob, bitstream.Metadata(notes=bad))
+        trailer = bitstream._NOTES_TRAILER.pack(b"RGBN", 0, 0, bitstream.NO_ALPHA, 0, len(bad)) + bad
+        with pytest.raises(BitstreamError, match=f"invalid metadata trailer: notes.*{why}"):  # forged, its CRC right
+            bitstream.read_trailer(blob + trailer + zlib.crc32(trailer).to_bytes(4, "little"))
+    later = b'{"dpi":[72,72],"gamma":0.45}'  # keys a later version may add: read, not refused
+    assert bitstream.read_metadata(bitstream.with_metadata(blob, bitstream.Metadata(notes=later))).notes == later
+
+
+@pytest.mark.parametrize("alpha, xmp, notes", [(None, None, None), (b"alpha" * 3, None, None), (None, b"<x/>", None),
+                                               (b"alpha" * 3, b"<x/>", None), (None, None, b'{"dpi":[1,2]}'),
+                                               (b"alpha" * 3, b"<x/>", b'{"text":{"a":"b"}}')])
+def test_every_damage_to_a_metadata_trailer_is_refused(alpha, xmp, notes):
+    blob = make()
+    full = bitstream.with_metadata(blob, bitstream.Metadata(b"p" * 20, b"e" * 9, xmp, notes), alpha)
     for i in range(len(blob), len(full)):  # every byte of it flipped: magic, lengths, fields, checksum
         damaged = bytearray(full)
         damaged[i] ^= 0x10

@@ -1415,6 +1415,11 @@ def test_restore_writes_back_the_sources_colour_profile_and_exif(ray_cluster, ti
     Image.fromarray(smooth_image(rng, 32, 32)).convert("CMYK").save(tmp_path / "src" / "print.jpg",
                                                                     icc_profile=cmyk_profile)
     Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "src" / "plain.png")
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", "a cat, steps: 20")  # a generated image's: no text was kept until session 64
+    Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "src" / "made.png", pnginfo=text, dpi=(300, 300))
     for archive, flags in (("kept", []), ("stripped", ["--strip-metadata"])):
         result = run("compress", tmp_path / "src", "--out", tmp_path / archive, "--weights", tiny_weights,
                      "--iterations", "2", "--address", ray_cluster.address, *flags)
@@ -1428,6 +1433,9 @@ def test_restore_writes_back_the_sources_colour_profile_and_exif(ray_cluster, ti
     assert 0x0112 not in exif and exif[0x0132] == "2020:01:02 03:04:05"
     assert exif.get_ifd(0x8769)[0x9003] == "2019:05:06 07:08:09"
     assert photo.info["xmp"] == xmp  # a rating kept (no XMP was, until session 63)
+    made = Image.open(tmp_path / "kept-png" / "made.png")
+    assert made.info["parameters"] == "a cat, steps: 20" and made.info["dpi"] == pytest.approx((300, 300), abs=1e-3)
+    assert "parameters" not in Image.open(tmp_path / "stripped-png" / "made.png").info
     for name in ("print.png", "plain.png"):
         restored = Image.open(tmp_path / "kept-png" / name)
         assert "icc_profile" not in restored.info and not restored.getexif(), name
@@ -1436,6 +1444,8 @@ def test_restore_writes_back_the_sources_colour_profile_and_exif(ray_cluster, ti
         assert "icc_profile" not in restored.info and not restored.getexif() and "xmp" not in restored.info, name
     rows = current(tmp_path / "kept")
     assert rows["photo.jpg"]["icc_profile"] == srgb and rows["plain.png"]["exif"] is None
+    assert rows["made.png"]["notes"] == b'{"text":{"parameters":"a cat, steps: 20"},"dpi":[299.9994,299.9994]}'
+    assert rows["plain.png"]["notes"] is None
 
 
 def test_verify_allows_a_recorded_msssim_one_level_away_where_a_level_moves_it_much(rng):

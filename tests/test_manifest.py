@@ -64,19 +64,19 @@ def test_rows_round_trip_with_schema_metadata(tmp_path):
 
 
 def test_colour_profiles_and_exif_are_kept_once_per_row_group_and_out_of_the_footer(tmp_path):
-    profile, exif, xmp = b"ICC" * 1000, b"Exif\x00\x00" + b"\x07" * 500, b"<x:xmpmeta/>"
+    profile, exif, xmp, notes = b"ICC" * 1000, b"Exif\x00\x00" + b"\x07" * 500, b"<x:xmpmeta/>", b'{"dpi":[300,300]}'
     with PartWriter(tmp_path, "00112233aabbccdd") as writer:
         for i in range(8):  # one camera, one profile
-            writer.add(ok_row(f"{i}.jpg", blob=bytes([i]) * 50, icc_profile=profile, exif=exif, xmp=xmp))
+            writer.add(ok_row(f"{i}.jpg", blob=bytes([i]) * 50, icc_profile=profile, exif=exif, xmp=xmp, notes=notes))
         writer.add(ok_row("plain.png"))
     [name] = parts(tmp_path)
     group = pq.ParquetFile(tmp_path / name).metadata.row_group(0)
     chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
-    for column in ("blob", "icc_profile", "exif", "xmp"):
+    for column in ("blob", "icc_profile", "exif", "xmp", "notes"):
         assert chunks[column].statistics is None or not chunks[column].statistics.has_min_max, column
     assert chunks["icc_profile"].total_compressed_size < len(profile)  # a dictionary and zstd: one copy, packed
     rows = {r.path: r for r in Archive(tmp_path).rows()}
-    assert rows["3.jpg"].metadata() == (profile, exif, xmp) and rows["plain.png"].metadata() == (None, None, None)
+    assert rows["3.jpg"].metadata() == (profile, exif, xmp, notes) and rows["plain.png"].metadata() == (None,) * 4
     assert "icc_profile" not in Archive(tmp_path).table().column_names  # the stats view leaves them on disk
 
 

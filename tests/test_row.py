@@ -107,3 +107,6 @@ def test_a_row_says_what_is_damaged_in_the_columns_read():
     assert replace(whole, icc_profile=b"x").problem(["path", "width"]) is None  # not read
     assert replace(whole, xmp=b"\xff<x/>").problem() == "damaged row: its xmp is not UTF-8"
     assert replace(whole, xmp=bytes(MAX_METADATA_BYTES + 1)).problem().startswith("damaged row: its xmp holds")
+    assert replace(whole, notes=b'{"text":{"k":"v"},"dpi":[300,300]}').problem() is None  # session 64's notes
+    assert replace(whole, notes=b'{"dpi":"300"}').problem() == "damaged row: its notes' dpi is not two positive numbers"
+    assert replace(whole, notes=b"<x/>").problem().startswith("damaged row: its notes are not UTF-8 JSON")
