@@ -161,7 +161,7 @@ class _Sums:
 
     def result(self, cost: bool = True) -> dict:
         t = self.total
-        row = {"images": t["images"], "bytes": t["bytes"] if t["images"] else None,
+        row = {"images": t["images"], "bytes": t["bytes"],  # 0 for none (null until session 64, beside blob_bytes 0)
                "bpp": 8.0 * t["bytes"] / t["pixels"] if t["pixels"] else None,
                "mean_msssim": t["msssim_sum"] / t["msssim_count"] if t["msssim_count"] else None,
                "mean_psnr": t["psnr_sum"] / t["psnr_count"] if t["psnr_count"] else None}

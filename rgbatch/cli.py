@@ -157,10 +157,23 @@ ENDINGS = ((re.compile(r"\(the overwrite option replaces (it|a file)\)$"), r"(--
 
 def cli_words(text) -> str:
     """A library message as a command says it: shown (`shown`), a parameter it ends on as its flag."""
-    text = shown(text)
-    for ending, flagged in ENDINGS:
-        text = ending.sub(flagged, text)
+    return flagged(shown(text))
+
+
+def flagged(text: str) -> str:
+    """A library message with a parameter it ends on named as the command's flag (`ENDINGS`)."""
+    for ending, flag in ENDINGS:
+        text = ending.sub(flag, text)
     return text
+
+
+def _flag_reasons(result: dict) -> dict:
+    """A command's JSON result with the reasons of its (path, reason) lists `flagged`, as its table
+    says them (until session 64 JSON named `max_pixels` where the table said --max-pixels)."""
+    for key in ("failures", "problems", "unreachable"):
+        if isinstance(result.get(key), list):
+            result[key] = [(path, flagged(reason)) for path, reason in result[key]]
+    return result
 
 
 def _note(text: str):
@@ -363,7 +376,7 @@ def info(weights: Optional[Path] = WEIGHTS):
              "encode_flops_per_pixel_per_iteration": flops_per_pixel(cfg),
              "decode_flops_per_pixel_per_iteration": flops_per_pixel(cfg, part="decode"),
              "entropy_model_tensors": sorted(extra), "training": meta}
-    out.print_json(json.dumps(facts))
+    _print_json(facts)  # \u escapes where stdout is not UTF-8 (rich's printer wrote Python's \U and \x)
 
 
 @app.command()
@@ -723,16 +736,18 @@ def compress(
             metadata=metadata, rehash=rehash, read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout,
             replace_others=replace_others)
         if dry_run:
-            _print_plan(plan(sources, archive, options, log=_note), as_json)
-            return
-        with _image_progress("compress", megapixels=True) as progress, stdout_kept():
-            result = run_compress(sources, archive, options, progress=progress,
-                                  log=_note)
+            planned = plan(sources, archive, options, log=_note)
+        else:
+            with _image_progress("compress", megapixels=True) as progress, stdout_kept():
+                result = run_compress(sources, archive, options, progress=progress, log=_note)
+    if dry_run:  # printed outside archive_errors: a failed write is main's "writing the output" (until session 64 not)
+        _print_plan(planned, as_json)
+        return
     if as_json:
         from dataclasses import asdict
 
-        _print_json({**asdict(result), "bpp": result.bpp, "megapixels_per_second": result.megapixels_per_second,
-                     "compression_ratio": result.compression_ratio})
+        _print_json(_flag_reasons({**asdict(result), "bpp": result.bpp, "compression_ratio": result.compression_ratio,
+                                   "megapixels_per_second": result.megapixels_per_second}))
     else:
         table = Table(title=f"archive {shown(result.archive)}", title_justify="left", show_header=False)
         for name, value in [("sources found", result.sources), ("already archived", result.skipped),
@@ -841,6 +856,8 @@ def report(
         result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst, images=as_json,
                              folders=folders)
     if as_json:
+        result["summary"]["failures"] = [{**f, "error": f["error"] and flagged(f["error"])}
+                                         for f in result["summary"]["failures"]]  # as the table says them
         _print_json(result)
         return
     s = result["summary"]
@@ -928,7 +945,7 @@ def restore(
     if as_json:
         from dataclasses import asdict
 
-        _print_json(asdict(result))
+        _print_json(_flag_reasons(asdict(result)))
     else:
         skipped = f"; {len(result.skipped)} restored there before, skipped" if result.skipped else ""
         shallower = iterations and sum(w["depth"] < iterations for w in result.written + result.skipped)
@@ -989,7 +1006,7 @@ def encode(
     if as_json:
         _print_json(result, _beside(result["out"]).file)
     else:
-        scale = "" if result["scale"] == "1" else f" coded at scale {result['scale']},"
+        scale = "" if result["scale"] == 1 else f" coded at scale {result['scale']:g},"
         steps = f" (the last one partial: its first {result['last_steps']} coding steps)" if result["last_steps"] else ""
         _beside(result["out"]).print(
                   f"{shown(result['out'])}: {result['width']}x{result['height']},{scale} {result['iterations']} iterations{steps}, "
@@ -1076,7 +1093,7 @@ def verify(
     if as_json:
         from dataclasses import asdict
 
-        _print_json(asdict(result))
+        _print_json(_flag_reasons(asdict(result)))
     else:
         out.print(f"{result.checked} blob(s) checked, {result.decoded} decoded, "
                   f"{len(result.remeasured)} MS-SSIM value(s) re-measured against their sources")
@@ -1120,7 +1137,7 @@ def compact(
     if as_json:
         from dataclasses import asdict
 
-        _print_json(asdict(result))
+        _print_json(_flag_reasons(asdict(result)))
     else:
         out.print(f"{shown(result.archive)}: {result.rows_before} rows in {result.parts_before} part(s), "
                   f"{result.bytes_before:,} bytes -> {result.rows} rows in {result.parts} part(s), "
@@ -1194,7 +1211,7 @@ def bench_command(
                                 classical_sweeps=classical_sweeps(classical_names), progress=progress,
                                 overwrite=overwrite).summary
     if as_json:
-        out.print_json(json.dumps(summary))
+        _print_json(summary)
     else:
         for table in summary_tables(summary):
             out.print(table)

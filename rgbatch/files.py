@@ -27,7 +27,7 @@ from .limits import check_max_pixels
 from .objectstore import not_found
 from .options import OptionError, check_count
 from .ratecontrol import Target, check_measured
-from .resample import SCALE_NAMES
+from .row import scale_factor
 
 
 def encode_file(source, out, iterations: int | None = None, target: Target = Target(), codec: Codec | None = None,
@@ -55,7 +55,7 @@ def encode_file(source, out, iterations: int | None = None, target: Target = Tar
             "width": encoded.width, "height": encoded.height, "iterations": encoded.iterations, "bytes": len(blob),
             "metadata_bytes": len(blob) - len(encoded.blob),
             "bpp": encoded.bpp[-1], "msssim": encoded.msssim[-1], "psnr": encoded.psnr[-1],
-            "scale": SCALE_NAMES[encoded.scale], "last_steps": encoded.steps, "model_id": codec.model_id}
+            "scale": scale_factor(encoded.scale), "last_steps": encoded.steps, "model_id": codec.model_id}
 
 
 OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".webp", ".avif", ".jxl", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif"}

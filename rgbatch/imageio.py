@@ -269,6 +269,8 @@ def pack_notes(text: dict[str, str], dpi: tuple[float, float] | None) -> bytes |
     """`Metadata.notes`: a source's text chunks (keyword: text) and resolution in dots per inch,
     as the UTF-8 JSON object `{"text": {...}, "dpi": [x, y]}` (each key only where there is one),
     None for neither; the text dropped where the whole is over MAX_METADATA_BYTES."""
+    if sum(len(key) + len(value) for key, value in text.items()) > MAX_METADATA_BYTES:  # Pillow reads up to 64 MB
+        text = {}
     notes = {"text": text} if text else {}
     if dpi:
         notes["dpi"] = [round(float(value), 4) for value in dpi]

@@ -29,7 +29,7 @@ from PIL import Image
 from .options import OptionError
 
 SCALES = {0: (1, 1), 1: (3, 4), 2: (1, 2)}  # code -> (numerator, denominator) of each side
-SCALE_NAMES = {0: "1", 1: "0.75", 2: "0.5"}  # code -> the scale as said (reports, `encode --json`)
+SCALE_NAMES = {0: "1", 1: "0.75", 2: "0.5"}  # code -> the scale as `resample=` takes it
 NAMES = {"none": 0, **{name: code for code, name in SCALE_NAMES.items()}}  # what `resample=` takes besides "auto" and a code
 MIN_CODED_SIDE = 32  # a scale is used only when both coded sides keep at least this many pixels
 PHASES = 64  # source positions are quantized to 1/64 of a pixel

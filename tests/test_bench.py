@@ -353,7 +353,7 @@ def test_an_image_whose_name_is_not_utf8_is_skipped_with_a_word(tiny_weights, tm
 def test_a_bench_that_skipped_an_image_says_so_and_exits_1(tiny_weights, tmp_path):
     """It exited 0, the skip one line among the progress (session 60, a helper's finding); the
     figures are still written, of the other images, and a re-summary of them exits 0."""
-    folder = tmp_path / "images"
+    folder = tmp_path / "images 😀"
     folder.mkdir()
     Image.fromarray(np.asarray(Image.open(sorted(DATA.glob("*.png"))[0]))[:32, :32]).save(folder / "a.png")
     (folder / "broken.png").write_bytes(b"\x89PNG not one")
@@ -364,3 +364,6 @@ def test_a_bench_that_skipped_an_image_says_so_and_exits_1(tiny_weights, tmp_pat
     assert json.loads(result.stdout)["run"]["skipped"] == ["broken.png"]
     assert "1 image(s) skipped (named above): the figures are of the other 1" in " ".join(result.stderr.split())
     assert CliRunner().invoke(app, ["bench", str(tmp_path / "bench.parquet"), "--json"]).exit_code == 0
+    latin = CliRunner(charset="latin-1").invoke(app, ["bench", str(tmp_path / "bench.parquet"), "--json"])
+    assert json.loads(latin.stdout)["run"]["image_dir"].endswith("images 😀")  # \u escapes (Python's \U0001f600,
+    # invalid JSON, until session 64)

@@ -1311,6 +1311,18 @@ def test_an_empty_output_name_is_refused_not_taken_for_the_current_folder(archiv
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_report_of_failures_alone_costs_0_bytes_and_words_them_as_the_table_does(tmp_path):
+    """An archive of failed images said `stored.bytes` null beside `blob_bytes` 0, and its failures
+    in the library's words, `(max_pixels)` where the table said --max-pixels (a helper's round,
+    session 64)."""
+    with PartWriter(tmp_path / "a", "00112233aabbccdd") as writer:
+        writer.add(Row(path="big.png").failed("20x20 pixels, over the limit of 100 pixels (max_pixels)"))
+    summary = json.loads(run("report", tmp_path / "a", "--json").stdout)["summary"]
+    assert (summary["stored"]["images"], summary["stored"]["bytes"], summary["blob_bytes"]) == (0, 0, 0)
+    assert summary["failures"] == [{"path": "big.png", "error": "20x20 pixels, over the limit of 100 pixels "
+                                                                "(--max-pixels)"}]
+
+
 def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weights, tmp_path):
     """Images are 32x48, 40x48 and 48x48: a limit of 1600 pixels refuses the two larger, each
     alone (an archive compressed with `compress --max-pixels` above the default restores with
@@ -1321,12 +1333,13 @@ def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weigh
     restored = json.loads(result.stdout)
     assert [w["path"] for w in restored["written"]] == ["a.png"]
     assert sorted(p for p, _ in restored["failures"]) == ["b.png", "sub/c.png"]
-    assert all("over the limit" in why for _, why in restored["failures"])
+    assert all("over the limit" in why and why.endswith("(--max-pixels)") for _, why in restored["failures"])  # as
+    # the table says it (JSON said `(max_pixels)` until session 64)
     result = run("verify", archive / "archive", "--weights", tiny_weights, "--max-pixels", 1600, "--json")
     assert result.exit_code == 1
     problems = json.loads(result.stdout)["problems"]
     assert sorted(p for p, _ in problems) == ["b.png", "sub/c.png"]
-    assert all("over the limit" in why for _, why in problems)
+    assert all("over the limit" in why and why.endswith("(--max-pixels)") for _, why in problems)
     assert run("restore", archive / "archive", "--out", tmp_path / "z", "--max-pixels", 0).exit_code == 2
     assert run("verify", archive / "archive", "--weights", tiny_weights, "--json").exit_code == 0  # the default limit
 
@@ -1640,11 +1653,17 @@ def test_an_unexpected_exception_is_one_line_with_exit_2(monkeypatch):
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("as_json", [False, True])
-def test_output_onto_a_full_disk_is_one_line_not_a_traceback(as_json):
-    command = [sys.executable, "-m", "rgbatch", "report", str(V1_ARCHIVE)] + (["--json"] if as_json else [])
+@pytest.mark.parametrize("what", ["report", "compress --dry-run"])
+def test_output_onto_a_full_disk_is_one_line_not_a_traceback(as_json, what, tmp_path):
+    """`compress --dry-run` said `error: [Errno 28] No space left on device` (until session 64)."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    command = [sys.executable, "-m", "rgbatch", *(["report", str(V1_ARCHIVE)] if what == "report" else
+                                                  ["compress", str(tmp_path), "--out", str(tmp_path / "x"), "--dry-run"])]
+    command += ["--json"] if as_json else []
     with open("/dev/full", "w") as full:
         run = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
-    assert (run.returncode, run.stderr) == (2, "error: writing the output: No space left on device\n")
+    last = run.stderr.splitlines()[-1]  # after the dry run's lines of what it reads
+    assert (run.returncode, last, run.stderr.count("error")) == (2, "error: writing the output: No space left on device", 1)
 
 
 def test_a_closed_stdout_is_one_line_and_a_closed_stderr_is_dev_null():

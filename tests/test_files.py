@@ -296,7 +296,7 @@ def test_cli_encode_resample_writes_a_resampled_stream_that_decodes_at_full_size
     done = runner.invoke(app, ["encode", str(png), "--out", str(stream), "--iterations", "2", "--resample", "0.75",
                                "--weights", str(tiny_weights), "--json"])
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output)["scale"] == "0.75" and read_header(stream.read_bytes()).scale == 1
+    assert json.loads(done.output)["scale"] == 0.75 and read_header(stream.read_bytes()).scale == 1
     done = runner.invoke(app, ["decode", str(stream), "--out", str(restored), "--weights", str(tiny_weights)])
     assert done.exit_code == 0, done.output
     assert Image.open(restored).size == (96, 72)
