@@ -851,6 +851,9 @@ def restore(archive, out, iterations: int | None = None, target_msssim: float | 
             before += f" ({len(result.skipped)} restored by an earlier run)" if result.skipped else ""
             raise storage.FolderRefuses(f"{out}: {e}; stopped, {before}", e.errno, written) from None
     result.failures += man.missed  # rows of a part whose pages turned out damaged
+    result.written.sort(key=lambda w: w["path"])  # in path order, as `report`'s, whatever order the work
+    result.skipped.sort(key=lambda w: w["path"])  # finished in (the order parts hold their rows in, until session 64)
+    result.failures = _by_path(result.failures)
     return result
 
 

@@ -1311,6 +1311,17 @@ def test_an_empty_output_name_is_refused_not_taken_for_the_current_folder(archiv
     assert list(tmp_path.iterdir()) == []
 
 
+def test_restore_lists_its_files_in_path_order_whatever_order_the_parts_hold(archive, tiny_weights, tmp_path):
+    """`restore --json` listed files in the order the parts held their rows and the workers
+    finished (a helper's round, session 64): now in path order, as `report`'s."""
+    rows = current(archive / "archive")
+    for path in sorted(rows, reverse=True):  # one part each, the last path first
+        with PartWriter(tmp_path / "a", rows[path]["model_id"]) as writer:
+            writer.add(Row.from_dict(rows[path]))
+    result = run("restore", tmp_path / "a", "--out", tmp_path / "r", "--weights", tiny_weights, "--json")
+    assert [w["path"] for w in json.loads(result.stdout)["written"]] == sorted(rows), result.output
+
+
 def test_a_report_of_failures_alone_costs_0_bytes_and_words_them_as_the_table_does(tmp_path):
     """An archive of failed images said `stored.bytes` null beside `blob_bytes` 0, and its failures
     in the library's words, `(max_pixels)` where the table said --max-pixels (a helper's round,
