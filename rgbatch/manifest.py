@@ -975,7 +975,8 @@ class ArchiveLock:
     system has no O_TMPFILE (elsewhere they have no name: `storage.NewFile`): no one else can be
     writing them. A folder that taking it made is removed on leaving where it holds
     nothing but the lock (a run refused at set-up: until session 57 it left an "archive" that
-    every reader called one without parts).
+    every reader called one without parts), and where taking it fails (a signal meanwhile: until
+    session 64 left).
 
     Object stores have no such lock (pyarrow.fs cannot create an object exclusively): there
     nothing is locked and no temporary object is removed; run one writer at a time.
@@ -1018,16 +1019,21 @@ class ArchiveLock:
             os.close(fd)
 
     def __exit__(self, *exc):
-        if self._fd is not None and self.made:  # a run that wrote nothing (refused at set-up): no folder left
+        self._release()
+        return False
+
+    def _release(self):
+        """Unlock; a folder this run made that holds nothing but the lock goes too (a run that wrote
+        nothing: refused at set-up, or stopped by a signal while it took the lock)."""
+        if self.made:
             with contextlib.suppress(OSError):
-                if os.listdir(self.root) == [LOCK_NAME]:
+                if self._fd is not None and os.listdir(self.root) == [LOCK_NAME]:
                     os.unlink(self.path)
-                    os.rmdir(self.root)
+                os.rmdir(self.root)  # only where empty: never a folder another run has written into
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-        return False
 
     def _take(self):
         if os.path.exists(self.root) and not os.path.isdir(self.root):
@@ -1035,6 +1041,19 @@ class ArchiveLock:
                                      f"not a folder")
         check_writable(self.fs, self.root, self.location)
         self.made = not os.path.exists(self.root)
+        try:
+            self._lock()
+        except BaseException:  # refused, or a signal on the way: the folder it made was left until session 64
+            self._release()
+            raise
+        for name in os.listdir(self.root):
+            if _TEMP_PART.fullmatch(name):
+                storage.discard(self.fs, f"{self.root}/{name}")
+                self.removed.append(name)
+
+
+    def _lock(self):
+        """Make the folder, take its lock, write who holds it (`_holder_of`)."""
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as e:  # what the check cannot see (root writing under /proc)
@@ -1047,19 +1066,14 @@ class ArchiveLock:
             os.close(fd)
             raise ArchiveBusy(f"the archive {self.location} is being written by {holder}: wait for it to end "
                               f"(the lock {self.path} is released when it exits or is killed)") from None
+        self._fd = fd
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                                       "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
                                      ).encode(), 0)
         except OSError as e:  # a full disk: said with the file, before any work
-            os.close(fd)
             raise OSError(e.errno, f"cannot write the archive's lock file: {e.strerror}", self.path) from None
-        self._fd = fd
-        for name in os.listdir(self.root):
-            if _TEMP_PART.fullmatch(name):
-                storage.discard(self.fs, f"{self.root}/{name}")
-                self.removed.append(name)
 
 
 def _holder_of(fd: int) -> str:

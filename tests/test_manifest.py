@@ -430,6 +430,24 @@ def test_a_run_that_wrote_nothing_leaves_no_archive_folder_it_made(tmp_path):
     assert (tmp_path / "written" / "part-x.parquet").exists()
 
 
+def test_a_signal_while_the_lock_is_taken_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    """SIGTERM just as `compress` made a new archive's folder left it, holding `.lock` alone (3 of
+    16 tries, a helper's round, session 64): `__exit__` never runs where `__enter__` raises."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rgbatch.manifest.socket.gethostname", interrupted)  # while the holder is written
+    with pytest.raises(KeyboardInterrupt):
+        with ArchiveLock(tmp_path / "new", "compress"):
+            pass
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "given").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with ArchiveLock(tmp_path / "given", "compress"):
+            pass
+    assert (tmp_path / "given").is_dir()  # a folder the user made stays
+
+
 def test_an_archive_whose_first_run_has_committed_nothing_says_who_writes_it(tmp_path):
     """`compact` (any reader) of an archive during its first `compress` said "holds no manifest
     parts" until session 57 (found by its exploratory testing): now who is writing it."""
