@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -455,14 +456,33 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
             raise RuntimeError(f"cannot start or reach Ray{where}: {said}{_ray_hint(e, own=not address)}") from None
         raise
     hooks["ray"] = _process_hooks()  # as Ray set them: what the block changes of them meanwhile is the caller's
+    session = None if address else _session_folder(ray)
+    failed = True
     try:
         with _session(owned=True):
             yield ray
+        failed = False
+    except (KeyboardInterrupt, SystemExit):  # an interrupt: no failure whose logs may tell more
+        failed = False
+        raise
     finally:
         ray.shutdown()
         if watchdog:
             watchdog.close()
         _restore_hooks(hooks)
+        if session and not failed:
+            shutil.rmtree(session, ignore_errors=True)
+
+
+def _session_folder(ray) -> str | None:
+    """The session folder (logs, sockets) of the Ray this call started: removed when it ends unless
+    the call failed, whose logs may tell why (200-800 KB a run were left in /tmp/ray for ever until
+    session 64). None where Ray does not say it, or it is not named as Ray names them."""
+    try:
+        folder = ray._private.worker._global_node.get_session_dir_path()
+    except Exception:  # Ray's private API moved
+        return None
+    return folder if os.path.basename(folder).startswith("session_") and os.path.isdir(folder) else None
 
 
 class _Sessions(threading.local):

@@ -10,9 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -1149,11 +1151,15 @@ print(result.ok, (signal.getsignal(signal.SIGTERM), sys.excepthook) == before)
 
 def test_a_program_calling_compress_gets_its_own_hooks_back(tiny_weights, tmp_path, rng):
     """Ray's import and start replace sys.excepthook and SIGTERM's handler; a program calling
-    `compress` (its own Ray started and shut down) found them Ray's after it returned."""
+    `compress` (its own Ray started and shut down) found them Ray's after it returned. Its Ray's
+    session folder (logs, sockets: 200-800 KB) is gone with it (left in /tmp/ray until session 64)."""
     write_images(tmp_path / "src", rng, ["a.png"])
-    done = subprocess.run([sys.executable, "-c", HOOKS, str(tmp_path / "src"), str(tmp_path / "archive"),
-                           str(tiny_weights)], capture_output=True, text=True, timeout=300)
-    assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:  # short: Ray's socket paths are at most 107 bytes
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"TMPDIR": tmp}
+        done = subprocess.run([sys.executable, "-c", HOOKS, str(tmp_path / "src"), str(tmp_path / "archive"),
+                               str(tiny_weights)], capture_output=True, text=True, timeout=300, env=env)
+        assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
+        assert Path(tmp, "ray").is_dir() and not list(Path(tmp, "ray").glob("session_2*"))
 
 
 def test_a_folder_within_the_archived_one_is_said_to_archive_its_files_again(ray_cluster, tiny_weights, tmp_path, rng):
