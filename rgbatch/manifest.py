@@ -482,11 +482,27 @@ class Archive:
         return PartWriter(self.location, model_id, held=held, **sizes)
 
     def replace(self, old_parts: list[str], new_parts: list[str]):
-        """Delete `old_parts`, whose rows `new_parts` (committed) now hold."""
-        for part in old_parts:
+        """Delete `old_parts`, whose rows `new_parts` (committed) now hold: the oldest first, so that
+        an interruption meanwhile leaves each path's newest row among those left (in name order, an
+        interrupted `compact --drop` could leave an older row of a dropped path, current again:
+        a helper's round, session 64)."""
+        for part in sorted(old_parts, key=self._written_last):
             storage.delete(self.fs, part)
         self.parts = sorted(set(self.parts) - set(old_parts) | set(new_parts))
         self._current = self._holders = self._group = None
+
+    def _written_last(self, part: str) -> dt.datetime:
+        """When the newest row of `part` was written, from its footer's statistics (`_NEVER` where
+        they do not say: a part without them, or not readable)."""
+        newest = _NEVER
+        with contextlib.suppress(Exception):  # the order of deleting alone depends on it
+            metadata = self._open(part).metadata
+            for group in map(metadata.row_group, range(metadata.num_row_groups)):
+                for column in map(group.column, range(group.num_columns)):
+                    stats = column.statistics
+                    if column.path_in_schema == "written_at" and stats is not None and stats.has_min_max:
+                        newest = max(newest, stats.max)
+        return newest
 
     def set_aside(self, part: str) -> str:
         """Move a damaged part (`unreadable_parts`, `damaged_parts`) into the archive's `damaged/`

@@ -912,3 +912,28 @@ def test_a_part_the_system_cannot_open_is_no_damaged_part(tmp_path, monkeypatch)
         list(listed.rows())
     assert worded(raised.value) == f"{listed.parts[0]}: cannot read the manifest part: Too many open files"
     assert listed.unreadable == []
+
+
+def test_replacing_parts_deletes_the_oldest_first(tmp_path, monkeypatch):
+    """`compact` deleted the old parts in name order: interrupted after deleting the part holding
+    a path's newest row, the older row of another part became current again (a dropped image came
+    back, stale; a helper's round, session 64). The oldest go first now."""
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("x.png", blob=b"old"))
+    [old] = parts(tmp_path)
+    with PartWriter(tmp_path, "00112233aabbccdd") as writer:
+        writer.add(ok_row("x.png", blob=b"new"))
+    [new] = set(parts(tmp_path)) - {old}
+    (tmp_path / old).rename(tmp_path / f"part-{'f' * 32}.parquet")  # the newest first in name order
+    (tmp_path / new).rename(tmp_path / f"part-{'0' * 32}.parquet")
+    man = Archive(tmp_path)
+    deleted = []
+
+    def interrupted(fs, part):
+        deleted.append(part.rsplit("/", 1)[-1])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rgbatch.manifest.storage.delete", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        man.replace(list(man.parts), [])
+    assert deleted == [f"part-{'f' * 32}.parquet"]  # the old row's part: the new row is still current
