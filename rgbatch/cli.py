@@ -200,20 +200,26 @@ def flag(option: str) -> str:
 
 
 @contextlib.contextmanager
-def user_errors(failures: tuple = ()):
+def user_errors(failures: tuple = (), kept: str = ""):
     """Turn the library's worded errors into one red line and exit code 2; those of `failures`
-    (the one image of `encode` or `decode` failed) into one red line and exit code 1; and Ctrl-C
+    (the one image of `encode` or `decode` failed) into one red line and exit code 1; Ctrl-C
     into "interrupted", exit 130 (SIGINT raises KeyboardInterrupt within the block; outside it,
-    as the command starts and on its way out, it has the default action: `rgbatch.__main__`)."""
-    with _interruptible():
+    as the command starts and on its way out, it has the default action: `rgbatch.__main__`),
+    and SIGTERM into "terminated (SIGTERM)", exit 143 (`kept` says what stays; until session 64
+    `encode`, `decode`, `info` and `bench` died of SIGTERM without a word)."""
+    with _interruptible(), _terminable():
         try:
             yield
         except typer.Exit:
             raise
         except BaseException as e:
-            if _interrupting(e):  # an error raised while unwinding from Ctrl-C is the Ctrl-C
-                err.print(_red("interrupted"))
-                raise typer.Exit(130) from None
+            if _interrupting(e):  # an error raised while unwinding from Ctrl-C or SIGTERM is the signal
+                said = f": {kept}" if kept else ""
+                if not _terminated:
+                    err.print(_red("interrupted", said))
+                    raise typer.Exit(130) from None
+                err.print(_red("terminated", f" (SIGTERM){said}"))
+                raise typer.Exit(EXIT_TERMINATED) from None
             if isinstance(e, BrokenPipeError):  # the reader of our output stopped (`--html /dev/stdout | head`)
                 out.on_broken_pipe()
             if isinstance(e, failures):
@@ -245,6 +251,21 @@ def _interruptible():
 @signalwatch.counted
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminable():
+    """SIGTERM as `Terminated` (a KeyboardInterrupt) within the block, in the main thread, so that
+    a command ends as Ctrl-C ends it (what is committed stays, Ray is shut down); as before after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _terminated.clear()  # a command's own SIGTERM (one run in a process that ran others: the tests)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_version(value: bool):
@@ -545,33 +566,20 @@ def _interrupting(error: BaseException) -> bool:
 @contextlib.contextmanager
 def archive_errors(kept: str = ""):
     """`user_errors` for the archive commands and the long jobs (`train`, `fit-refiner`), and more:
-    SIGTERM ends a command as Ctrl-C does (what is committed stays, Ray is shut down; exit 143;
-    `kept` says what stays), and even an unexpected exception is one line on stderr (exit 2), never
-    a traceback."""
-    _terminated.clear()  # a command's own SIGTERM (one run in a process that ran others: the tests)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with user_errors():
-            try:
-                yield
-            except typer.Exit:
+    Ctrl-C and SIGTERM say what stays (`kept`), and even an unexpected exception is one line on
+    stderr (exit 2), never a traceback."""
+    with user_errors(kept=kept):
+        try:
+            yield
+        except typer.Exit:
+            raise
+        except Exception as e:
+            # raised while unwinding from Ctrl-C or SIGTERM (a writer closed on a closed file: "I/O
+            # operation on closed file", exit 2, until session 57; benchmarks/fuzz_kill.py): the
+            # signal, which `user_errors` says
+            if _interrupting(e) or isinstance(e, USER_ERRORS):  # BrokenPipeError included: `main`
                 raise
-            except (KeyboardInterrupt, Exception) as e:
-                # Ctrl-C, or SIGTERM (`_raise_terminated`), also where unwinding from it raised
-                # again (a writer closed on a closed file: "I/O operation on closed file", exit 2,
-                # until session 57; benchmarks/fuzz_kill.py): both say what stays
-                if _interrupting(e):
-                    said = f": {kept}" if kept else ""
-                    if not _terminated:
-                        err.print(_red("interrupted", said))
-                        raise typer.Exit(130) from None
-                    err.print(_red("terminated", f" (SIGTERM){said}"))
-                    raise typer.Exit(EXIT_TERMINATED) from None
-                if isinstance(e, USER_ERRORS):  # BrokenPipeError included: `main`
-                    raise
-                raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None  # a bug, a library's surprise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None  # a bug, a library's surprise
 
 
 @contextlib.contextmanager

@@ -374,3 +374,39 @@ def test_cli_encode_says_what_reading_the_source_lost(tiny_weights, tmp_path, rn
     done = CliRunner().invoke(app, ["encode", str(tmp_path / "c.jpg"), "--out", str(tmp_path / "c.rgb"), "--depth", "1",
                                     "--weights", str(tiny_weights)])
     assert done.exit_code == 0 and "; the source (CMYK) converted to RGB from CMYK" in " ".join(done.output.split())
+
+
+def test_sigterm_ends_encode_and_decode_with_a_word_and_143(tiny_weights, tmp_path, rng, monkeypatch):
+    """SIGTERM killed `encode` and `decode` without a word (exit -15), where Ctrl-C said
+    "interrupted", 130 (a helper's round, session 64): as the archive commands, "terminated
+    (SIGTERM)", 143, and nothing written."""
+    import signal
+    import time
+
+    from PIL import Image
+
+    from rgbatch import files
+
+    Image.fromarray(smooth_image(rng, 32, 32)).save(tmp_path / "a.png")
+    assert CliRunner().invoke(app, ["encode", str(tmp_path / "a.png"), "--out", str(tmp_path / "a.rgb"), "--depth",
+                                    "1", "--weights", str(tiny_weights)]).exit_code == 0
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+
+    monkeypatch.setattr(files, "decode_image_and_metadata", terminated)
+    monkeypatch.setattr(files, "read_header", terminated)
+    def untaken(signum, frame):  # the command's handler is not there: fail, rather than end the test run
+        raise RuntimeError("SIGTERM not taken by the command")
+
+    before = signal.signal(signal.SIGTERM, untaken)
+    try:
+        for command in (["encode", str(tmp_path / "a.png"), "--out", str(tmp_path / "b.rgb")],
+                        ["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path / "b.png")]):
+            done = CliRunner().invoke(app, [*command, "--weights", str(tiny_weights)])
+            assert done.exit_code == 143 and "terminated (SIGTERM)" in done.output, done.output
+            assert signal.getsignal(signal.SIGTERM) is untaken  # as it was before the command
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.rgb"]
