@@ -205,8 +205,9 @@ def user_errors(failures: tuple = (), kept: str = ""):
     (the one image of `encode` or `decode` failed) into one red line and exit code 1; Ctrl-C
     into "interrupted", exit 130 (SIGINT raises KeyboardInterrupt within the block; outside it,
     as the command starts and on its way out, it has the default action: `rgbatch.__main__`),
-    and SIGTERM into "terminated (SIGTERM)", exit 143 (`kept` says what stays; until session 64
-    `encode`, `decode`, `info` and `bench` died of SIGTERM without a word)."""
+    and SIGTERM into "terminated (SIGTERM)", exit 143, SIGHUP likewise, exit 129 (`kept` says what
+    stays; until session 64 `encode`, `decode`, `info` and `bench` died of SIGTERM without a word,
+    and every command of SIGHUP, what was finished but not committed lost)."""
     with _interruptible(), _terminable():
         try:
             yield
@@ -218,8 +219,8 @@ def user_errors(failures: tuple = (), kept: str = ""):
                 if not _terminated:
                     err.print(_red("interrupted", said))
                     raise typer.Exit(130) from None
-                err.print(_red("terminated", f" (SIGTERM){said}"))
-                raise typer.Exit(EXIT_TERMINATED) from None
+                err.print(_red("terminated", f" ({signal.Signals(_terminated[0]).name}){said}"))
+                raise typer.Exit(128 + _terminated[0]) from None
             if isinstance(e, BrokenPipeError):  # the reader of our output stopped (`--html /dev/stdout | head`)
                 out.on_broken_pipe()
             if isinstance(e, failures):
@@ -255,17 +256,21 @@ def _raise_interrupt(signum, frame):
 
 @contextlib.contextmanager
 def _terminable():
-    """SIGTERM as `Terminated` (a KeyboardInterrupt) within the block, in the main thread, so that
-    a command ends as Ctrl-C ends it (what is committed stays, Ray is shut down); as before after."""
+    """SIGTERM and SIGHUP (the terminal gone: an ssh session dropped) as `Terminated` (a
+    KeyboardInterrupt) within the block, in the main thread, so that a command ends as Ctrl-C ends
+    it (what is finished committed, Ray shut down); as before after. An ignored SIGHUP (`nohup`)
+    stays ignored: the command goes on."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _terminated.clear()  # a command's own SIGTERM (one run in a process that ran others: the tests)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    _terminated.clear()  # a command's own signal (one run in a process that ran others: the tests)
+    taken = [signal.SIGTERM] + [signal.SIGHUP] * (signal.getsignal(signal.SIGHUP) != signal.SIG_IGN)
+    previous = {s: signal.signal(s, _raise_terminated) for s in taken}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _print_version(value: bool):
@@ -498,10 +503,11 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that it ends as Ctrl-C does."""
+    """SIGTERM or SIGHUP, raised where the program is, so that it ends as Ctrl-C does."""
 
 
-_terminated = []  # SIGTERM came (Ray turns an exception raised in its waits into a plain KeyboardInterrupt)
+_terminated = []  # the SIGTERM or SIGHUP that came (Ray turns an exception raised in its waits into a plain
+# KeyboardInterrupt)
 
 
 @signalwatch.counted

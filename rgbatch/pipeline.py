@@ -594,14 +594,14 @@ def _restore_hooks(hooks: dict):
     warnings._filters_mutated()  # warnings already shown under Ray's filters are shown again under these
 
 
-HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # held while Ray starts (`_signals_held`)
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # held while Ray starts (`_signals_held`)
 HOLD_SECONDS = 10.0  # at most this long: a local Ray starts in 2-4 s, a cluster that refuses may retry for 20+
 
 
 @contextlib.contextmanager
 def _signals_held(ray=None):
-    """Hold SIGTERM and SIGINT while Ray starts, then hand the first that came to the caller's
-    handler (the CLI's: end as Ctrl-C does, what is done committed, exit 143 or 130); a second one
+    """Hold SIGTERM, SIGINT and SIGHUP while Ray starts, then hand the first that came to the caller's
+    handler (the CLI's: end as Ctrl-C does, what is done committed, exit 143, 130 or 129); a second one
     meanwhile, or the first once held HOLD_SECONDS, is handed on at once (a user who insists, a
     start that hangs or retries: a cluster that refuses the driver's token). `ray.init` makes
     SIGTERM a bare `sys.exit(15)` for the whole of its start (a head node's: a drain, then

@@ -13,7 +13,7 @@ the connection and never answers held every command for minutes (for good until 
 `watch` has a thread read the number of every signal as it comes (`signal.set_wakeup_fd`). A
 SIGINT or SIGTERM whose handler is one of rgbatch's (`counted`) and that no handler took within
 GRACE_SECONDS, or a second one while the first waits, ends the process at once: one line on
-stderr, and the exit code the signal has elsewhere (130, 143). A `patient` handler's first signal
+stderr, and the exit code the signal has elsewhere (130, 143; SIGHUP's 129, since session 64). A `patient` handler's first signal
 is waited for without a limit: `train` stops after the step under way, and one step on a CPU is
 one long C++ call (a backward pass of 2-50 s) that no handler can interrupt; a second signal
 still ends it at once, as it does anyway. What was committed stays (every
@@ -32,8 +32,8 @@ import threading
 import time
 
 GRACE_SECONDS = 5.0  # a handler runs within milliseconds of a signal unless the main thread is blocked
-WATCHED = (signal.SIGINT, signal.SIGTERM)
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+WATCHED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 _taken = [0]  # how many signals the handlers of `counted` took (written by the main thread only)
 _inside = [False]  # a counted handler is running: one calling another takes one signal, not two

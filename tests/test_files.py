@@ -376,10 +376,12 @@ def test_cli_encode_says_what_reading_the_source_lost(tiny_weights, tmp_path, rn
     assert done.exit_code == 0 and "; the source (CMYK) converted to RGB from CMYK" in " ".join(done.output.split())
 
 
-def test_sigterm_ends_encode_and_decode_with_a_word_and_143(tiny_weights, tmp_path, rng, monkeypatch):
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_ends_encode_and_decode_with_a_word_and_143(tiny_weights, tmp_path, rng, monkeypatch, signum, code):
     """SIGTERM killed `encode` and `decode` without a word (exit -15), where Ctrl-C said
-    "interrupted", 130 (a helper's round, session 64): as the archive commands, "terminated
-    (SIGTERM)", 143, and nothing written."""
+    "interrupted", 130, and SIGHUP (a terminal gone) every command (a helper's round, session 64):
+    as the archive commands' SIGTERM, "terminated (SIGTERM)", 143, or (SIGHUP), 129, nothing written.
+    An ignored SIGHUP (`nohup`) stays ignored."""
     import signal
     import time
 
@@ -391,22 +393,30 @@ def test_sigterm_ends_encode_and_decode_with_a_word_and_143(tiny_weights, tmp_pa
     assert CliRunner().invoke(app, ["encode", str(tmp_path / "a.png"), "--out", str(tmp_path / "a.rgb"), "--depth",
                                     "1", "--weights", str(tiny_weights)]).exit_code == 0
 
+    signum = getattr(signal, signum)
+
     def terminated(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         time.sleep(10)
 
     monkeypatch.setattr(files, "decode_image_and_metadata", terminated)
     monkeypatch.setattr(files, "read_header", terminated)
     def untaken(signum, frame):  # the command's handler is not there: fail, rather than end the test run
-        raise RuntimeError("SIGTERM not taken by the command")
+        raise RuntimeError("the signal not taken by the command")
 
-    before = signal.signal(signal.SIGTERM, untaken)
+    before = signal.signal(signum, untaken)
     try:
         for command in (["encode", str(tmp_path / "a.png"), "--out", str(tmp_path / "b.rgb")],
                         ["decode", str(tmp_path / "a.rgb"), "--out", str(tmp_path / "b.png")]):
             done = CliRunner().invoke(app, [*command, "--weights", str(tiny_weights)])
-            assert done.exit_code == 143 and "terminated (SIGTERM)" in done.output, done.output
-            assert signal.getsignal(signal.SIGTERM) is untaken  # as it was before the command
+            said = f"terminated ({signal.Signals(signum).name})"
+            assert done.exit_code == code and said in done.output, done.output
+            assert signal.getsignal(signum) is untaken  # as it was before the command
+        signal.signal(signum, signal.SIG_IGN)
+        from rgbatch.cli import _terminable
+
+        with _terminable():  # nohup's: left ignored (SIGTERM is taken whatever)
+            assert (signal.getsignal(signum) == signal.SIG_IGN) == (signum == signal.SIGHUP)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signum, before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.rgb"]
