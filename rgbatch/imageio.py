@@ -240,8 +240,8 @@ def _xmp(image: Image.Image) -> bytes | None:
     is none, or it is over MAX_METADATA_BYTES or not UTF-8 (XMP's own encoding; until session 63
     no XMP was kept)."""
     xmp = image.info.get("xmp")
-    if not xmp:
-        return None
+    if not xmp or (image.format == "PNG" and isinstance(xmp, str)):  # a PNG's text chunk named "xmp" (a note);
+        return None  # its XMP iTXt Pillow gives as bytes
     try:
         xmp = xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp).rstrip(b"\0")
     except (UnicodeError, TypeError, ValueError):  # a lone surrogate, a value of another type
@@ -291,10 +291,13 @@ def unpack_notes(notes: bytes | None) -> tuple[dict[str, str], tuple[float, floa
         value = json.loads(notes.decode("utf-8"))
     except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ValueError(f"notes are not UTF-8 JSON ({e})") from None
+    except RecursionError:  # [[[[...: no error of the row's or the trailer's until session 64's review
+        raise ValueError("notes are not UTF-8 JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise ValueError("notes are not a JSON object")
     text, dpi = value.get("text", {}), value.get("dpi")
-    if not isinstance(text, dict) or not all(is_keyword(k) and isinstance(v, str) for k, v in text.items()):
+    if not isinstance(text, dict) or not all(is_keyword(k) and isinstance(v, str) and _encodes(v)
+                                             for k, v in text.items()):  # "\ud800" stopped the PNG writer
         raise ValueError("notes' text is not PNG keywords and their text")
     if dpi is not None and not (isinstance(dpi, list) and len(dpi) == 2 and all(map(_is_resolution, dpi))):
         raise ValueError("notes' dpi is not two positive numbers")
@@ -311,11 +314,15 @@ def _notes(image: Image.Image) -> bytes | None:
     """A source's `Metadata.notes`: a PNG's text chunks (`is_keyword`'s), a JPEG's or GIF's comment
     as the text "Comment" (UTF-8, else Latin-1), its resolution (Pillow's `info["dpi"]`: a PNG's
     pHYs, a JPEG's JFIF density in dots per inch or cm, a TIFF's or BMP's); until session 64 none."""
-    text = {}
-    if image.format == "PNG":  # every str Pillow gives a PNG is a text chunk (after the pixels too: it is loaded)
-        text = {k: v for k, v in image.info.items() if isinstance(v, str) and is_keyword(k)}
-    elif isinstance(comment := image.info.get("comment"), bytes) and comment.strip(b"\0"):
-        text = {"Comment": comment.decode("utf-8") if is_utf8(comment) else comment.decode("latin-1")}
+    text, comments = {}, [image.info.get("comment")]
+    if image.format == "PNG":  # its text chunks, after the pixels too (loaded); an APNG's (whose `text` would
+        text = image.info if getattr(image, "is_animated", False) else image.text  # decode every frame): info's
+        text = {k: v for k, v in text.items() if isinstance(v, str) and is_keyword(k)}  # (Pillow's own keys clash)
+    elif image.format in ("JPEG", "MPO"):  # every COM segment (Pillow's `info` holds the last)
+        comments = [data for marker, data in getattr(image, "applist", ()) if marker == "COM"]
+    comments = [c.rstrip(b"\0") for c in comments if isinstance(c, bytes) and c.strip(b"\0")]  # NUL: C's end
+    if comments:
+        text = {"Comment": "\n".join(c.decode("utf-8") if is_utf8(c) else c.decode("latin-1") for c in comments)}
     text = {k: str(v) for k, v in text.items() if _encodes(str(v))}
     dpi = image.info.get("dpi")
     if image.format in ("JPEG", "MPO") and image.info.get("jfif_unit") not in (1, 2):  # Pillow's 72 where the

@@ -208,7 +208,8 @@ def test_notes_ride_in_a_trailer_of_their_own_and_leave_the_others_as_they_were(
             assert bitstream.with_metadata(full, meta._replace(notes=None), alpha)[len(blob):len(blob) + 4] == (
                 b"RGBX" if xmp else b"RGBM" if alpha is None else b"RGBT")
     for bad, why in ((b"[1]", "not a JSON object"), (b'{"dpi":[0,1]}', "dpi is not"), (b"\xff{}", "not UTF-8 JSON"),
-                     (b'{"text":{"rgbatch-restored":"x"}}', "not PNG keywords"), (b'{"text":{"k":1}}', "not PNG")):
+                     (b'{"text":{"rgbatch-restored":"x"}}', "not PNG keywords"), (b'{"text":{"k":1}}', "not PNG"),
+                     (b"[" * 100000 + b"]" * 100000, "nested too deeply"), (b'{"text":{"k":"\\udc00"}}', "not PNG")):
         with pytest.raises(ValueError, match=why):
             bitstream.with_metadata(blob, bitstream.Metadata(notes=bad))
         trailer = bitstream._NOTES_TRAILER.pack(b"RGBN", 0, 0, bitstream.NO_ALPHA, 0, len(bad)) + bad

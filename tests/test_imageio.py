@@ -764,6 +764,13 @@ def test_text_chunks_comments_and_resolution_are_kept_and_written_back():
         decoded.metadata)  # read again: the same
     jpeg = imageio.decode_image_and_metadata(save(picture, "JPEG", comment=b"scan 12 \xe9", dpi=(600, 600)))
     assert imageio.unpack_notes(jpeg.metadata.notes) == ({"Comment": "scan 12 é"}, (600, 600))  # Latin-1: not UTF-8
+    two = save(picture, "JPEG", comment=b"second\0")  # every COM segment (Pillow's info: the last), no NUL
+    two = two[:2] + b"\xff\xfe\x00\x07first" + two[2:]
+    assert imageio.unpack_notes(imageio.decode_image_and_metadata(two).metadata.notes)[0] == {"Comment": "first\nsecond"}
+    named = PngImagePlugin.PngInfo()
+    named.add_text("xmp", "not XMP")  # a text chunk named as Pillow's own key: a note, not an XMP packet (review)
+    kept = imageio.decode_image_and_metadata(save(picture, "PNG", pnginfo=named)).metadata
+    assert (kept.xmp, imageio.unpack_notes(kept.notes)[0]) == (None, {"xmp": "not XMP"})
     gif = imageio.decode_image_and_metadata(save(picture, "GIF", comment="holiday ✈".encode()))
     assert imageio.unpack_notes(gif.metadata.notes) == ({"Comment": "holiday ✈"}, None)
     exif = Image.Exif()
@@ -779,6 +786,8 @@ def test_notes_over_the_limit_keep_the_resolution_alone_and_bad_ones_are_refused
     assert pack_notes({"big": "x" * MAX_METADATA_BYTES}, None) is None and pack_notes({}, None) is None
     for bad in (b"{", b"[]", b'{"text":[]}', b'{"text":{"":"x"}}', b'{"text":{"' + b"k" * 80 + b'":"x"}}',
                 b'{"text":{"XML:com.adobe.xmp":"x"}}', b'{"dpi":[1]}', b'{"dpi":[NaN,1]}', b'{"dpi":[true,1]}',
-                b'{"dpi":[1e9,1]}', b'{"text":{"\\u263a":"x"}}', b"{}" + b" " * MAX_METADATA_BYTES):
+                b'{"dpi":[1e9,1]}', b'{"text":{"\\u263a":"x"}}', b"{}" + b" " * MAX_METADATA_BYTES,
+                b'{"x":' + b"[" * 200000 + b"]" * 200000 + b"}",  # RecursionError, which no check took (review)
+                b'{"text":{"k":"\\ud800"}}'):  # a lone surrogate, which stopped the PNG writer (review)
         with pytest.raises(ValueError, match="notes"):
             unpack_notes(bad)
