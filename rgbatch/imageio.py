@@ -389,7 +389,7 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, 
     except ImageError as e:
         # Pillow refuses a whole PNG whose ICC profile or text chunk inflates past its limits
         # (MAX_TEXT_CHUNK, MAX_TEXT_MEMORY): metadata rgbatch would drop anyway (over
-        # MAX_METADATA_BYTES, or text it does not keep), so the picture is read without it
+        # MAX_METADATA_BYTES, a profile's or the notes' whole text), so the picture is read without it
         if "MAX_TEXT" not in str(e) or (stripped := _png_without(data, PNG_TEXT_CHUNKS)) is None:
             raise
         return _open_image(stripped, max_pixels)
