@@ -177,8 +177,9 @@ def _flag_reasons(result: dict) -> dict:
 
 
 def _note(text: str):
-    """A line the library logs (it may name files), on stderr."""
-    err.print(cli_words(text), highlight=False)
+    """A line the library logs (it may name files), on stderr: one line in a file or pipe (hard
+    wrapped at 80 columns until session 64), wrapped by the terminal on one."""
+    err.print(cli_words(text), highlight=False, soft_wrap=True)
 
 
 def _cluster(address: str | None, used: bool) -> str | None:
@@ -588,12 +589,17 @@ def archive_errors(kept: str = ""):
             raise RuntimeError(f"unexpected {type(e).__name__}: {e}") from None  # a bug, a library's surprise
 
 
+PROGRESS_LOG_SECONDS = 60.0  # where stderr is no terminal: a line this often (`_image_progress`)
+
+
 @contextlib.contextmanager
 def _image_progress(label: str, megapixels: bool = False):
     """Yields `progress(done, total[, pixels[, tiles]])`, drawing a rich bar on stderr from its
     first call on, so that a command failing before any work prints its error line alone. With
     `megapixels`, MP/s and the tiles (done/all) of the images being worked on; the bar then
-    moves with their tiles too, so that one large image shows its progress."""
+    moves with their tiles too, so that one large image shows its progress. Where stderr is no
+    terminal (a CI log, cron's mail), rich draws the bar once, at the end: a plain line says how
+    far the work is every PROGRESS_LOG_SECONDS (a log was silent for hours until session 64)."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -602,17 +608,23 @@ def _image_progress(label: str, megapixels: bool = False):
     if megapixels:
         columns += [TextColumn("{task.fields[tiles]}"), TextColumn("{task.fields[rate]:.3g} MP/s")]
     bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=False)
-    task = start = None
+    task = start = logged = None
 
     def update(done, total, pixels=0, tiles=(0, 0)):
-        nonlocal task, start
+        nonlocal task, start, logged
         if task is None:
             bar.start()
             task, start = bar.add_task(label, total=total, rate=0.0, done=0, tiles=""), time.perf_counter()
+            logged = start
         tiles_done, tiles_all = tiles
+        now = time.perf_counter()
+        rate = pixels / 1e6 / max(now - start, 1e-9)
         bar.update(task, completed=done + (tiles_done / tiles_all if tiles_all else 0), total=total, done=done,
-                   tiles=f"{tiles_done}/{tiles_all} tiles" if tiles_all else "",
-                   rate=pixels / 1e6 / max(time.perf_counter() - start, 1e-9))
+                   tiles=f"{tiles_done}/{tiles_all} tiles" if tiles_all else "", rate=rate)
+        if not err.is_terminal and now - logged >= PROGRESS_LOG_SECONDS:
+            logged = now
+            err.print(f"{label}: {done}/{total:.0f} images" + (f", {rate:.3g} MP/s" if megapixels else "") +
+                      f", {now - start:.0f} s", highlight=False, soft_wrap=True)
     try:
         yield update
     finally:
@@ -633,6 +645,8 @@ def _print_failures(title: str, failures: list, limit: int = 20):
     if len(failures) > limit:
         table.add_row(f"... {len(failures) - limit} more", "")
     out.print(table)
+    if not out.is_terminal:  # a log of stderr alone (CI) said nothing of them until session 64
+        err.print(f"{title}: {len(failures)} (listed on stdout)", highlight=False, soft_wrap=True)
 
 
 def _json(value, indent=None, ascii: bool = False) -> str:
@@ -885,8 +899,8 @@ def report(
     shared = s["copies"]["shared"]  # rows whose stream is another's: left out of the costs
     costs = Table(title="cost and quality" + (f" (each stream once: {shared:,} image(s) share another's)" if shared else ""),
                   title_justify="left")
-    for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):  # "at --min-msssim" folds
-        costs.add_column(column, justify="right", overflow="fold" if column == "depth" else "ellipsis")
+    for column in ("depth", "images", "bytes", "bpp", "mean MS-SSIM", "mean PSNR"):  # a figure folds where the
+        costs.add_column(column, justify="right", overflow="fold")  # table is narrow, never cut (`4,0…` until session 64)
     for row in s["by_depth"]:
         costs.add_row(str(row["depth"]), str(row["images"]), f"{row['bytes']:,}", figure(row["bpp"], ".4f"),
                       figure(row["mean_msssim"], ".4f"), figure(row["mean_psnr"], ".2f"))
@@ -906,7 +920,7 @@ def report(
     if s["worst"]:
         table = Table(title="worst images (MS-SSIM as stored)", title_justify="left")
         for column in ("path", "MS-SSIM", "bpp", "depth"):  # a long path whole (two sharing a prefix differ)
-            table.add_column(column, overflow="fold" if column == "path" else "ellipsis")
+            table.add_column(column, overflow="fold")
         for row in s["worst"]:
             table.add_row(shown(row["path"]), figure(row["msssim"], ".4f"), figure(row["bpp"], ".4f"),
                           depth_text(row["iterations"], row["last_steps"], row["scale"]))
@@ -914,7 +928,7 @@ def report(
     if "folders" in s:
         table = Table(title=f"by folder, {folders} level(s) deep, largest first", title_justify="left")
         for column in ("folder", "images", "source bytes", "stored bytes", "bpp", "mean MS-SSIM"):
-            table.add_column(column, **({"overflow": "fold"} if column == "folder" else {"justify": "right"}))
+            table.add_column(column, overflow="fold", **({} if column == "folder" else {"justify": "right"}))
         for row in s["folders"][:FOLDERS_SHOWN]:
             table.add_row(shown(row["folder"]) if row["folder"] else "(top level)", f"{row['images']:,}",
                           f"{row['source_bytes']:,}", f"{row['bytes']:,}", figure(row["bpp"], ".4f"),

@@ -817,6 +817,32 @@ def test_verify_says_when_a_source_reads_otherwise_since_an_older_archive(tiny_w
     assert "is read through that profile since session 62" in problems["c.jpg"]
 
 
+def test_verify_quick_ends_its_progress_at_every_row(archive, tiny_weights):
+    """`verify --quick` left its bar at the last group decoded (93/150 in a log: a helper's round,
+    session 64): the rows checked after it are counted too."""
+    from rgbatch.archive import verify
+
+    calls = []
+    result = verify(archive / "archive", weights=tiny_weights, sample=0, quick=True,  # none decoded
+                    progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (result.checked, result.checked) == (len(PATHS), len(PATHS))
+
+
+def test_a_log_of_stderr_says_how_far_the_work_is_and_what_failed(archive, tiny_weights, tmp_path, monkeypatch):
+    """Where stderr is no terminal (a CI log), rich drew the bar at the end alone, and failures
+    were on stdout alone (a helper's round, session 64): a plain line every PROGRESS_LOG_SECONDS,
+    and one saying how many failed."""
+    from rgbatch import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_LOG_SECONDS", 0.0)
+    done = run("restore", archive / "archive", "--out", tmp_path / "r", "--weights", tiny_weights)
+    assert done.exit_code == 0 and f"restore: {len(PATHS)}/{len(PATHS)} images" in done.stderr, done.stderr
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "a.png").write_bytes(b"in the way")
+    done = run("restore", archive / "archive", "--out", tmp_path / "s", "--weights", tiny_weights)
+    assert done.exit_code == 1 and "not restored: 1 (listed on stdout)" in done.stderr, done.stderr
+
+
 def test_verify_quick_refuses_a_blob_whose_coder_is_unknown_or_not_its_rows(archive, tiny_weights, tmp_path):
     """A blob whose header's coder id was changed and its checksum recomputed (a forgery, or a
     writer's bug) passed `verify --quick` until session 59: only decoding refused it."""
