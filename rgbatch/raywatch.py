@@ -6,7 +6,8 @@ with SIGKILL, the run cannot: its Ray workers still exit within seconds, but the
 that starts a Ray of its own also starts this watchdog, a small process (no torch, no Ray)
 that holds the read end of a pipe whose write end only the run holds: when the run ends,
 however, the pipe closes, and after a grace period the watchdog kills whatever is left of
-the Ray processes it was given (each checked by its start time, so a reused pid is spared).
+the Ray processes it was given (each checked by its start time, so a reused pid is spared) and
+of what they started since (the raylet's agents, started after `ray.init` returned).
 
     watchdog = raywatch.start(ray_processes)   # psutil.Process objects
     ...
@@ -50,14 +51,19 @@ def main(args: list[str]):
 
     sys.stdin.buffer.read()  # returns when the run has ended, however it ended
     time.sleep(GRACE_SECONDS)
+    left = []
     for arg in args:
         pid, created = arg.split(":")
-        try:
+        with contextlib.suppress(psutil.Error):  # gone already
             process = psutil.Process(int(pid))
             if process.create_time() == float(created):
-                process.kill()
-        except psutil.Error:
-            pass  # gone already
+                left.append(process)
+    for process in list(left):  # and what they started since (the raylet's agents start seconds after
+        with contextlib.suppress(psutil.Error):  # it, later under load: left alive for a minute until session 64)
+            left += process.children(recursive=True)
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 if __name__ == "__main__":
