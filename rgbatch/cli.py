@@ -209,31 +209,31 @@ def user_errors(failures: tuple = (), kept: str = ""):
     and SIGTERM into "terminated (SIGTERM)", exit 143, SIGHUP likewise, exit 129 (`kept` says what
     stays; until session 64 `encode`, `decode`, `info` and `bench` died of SIGTERM without a word,
     and every command of SIGHUP, what was finished but not committed lost)."""
-    with _interruptible(), _terminable():
-        try:
+    try:
+        with _interruptible(), _terminable():  # a signal held while they are set is taken at once, here
             yield
-        except typer.Exit:
-            raise
-        except BaseException as e:
-            if _interrupting(e):  # an error raised while unwinding from Ctrl-C or SIGTERM is the signal
-                said = f": {kept}" if kept else ""
-                if not _terminated:
-                    err.print(_red("interrupted", said))
-                    raise typer.Exit(130) from None
-                err.print(_red("terminated", f" ({signal.Signals(_terminated[0]).name}){said}"))
-                raise typer.Exit(128 + _terminated[0]) from None
-            if isinstance(e, BrokenPipeError):  # the reader of our output stopped (`--html /dev/stdout | head`)
-                out.on_broken_pipe()
-            if isinstance(e, failures):
-                err.print(_red("error:", f" {cli_words(e or type(e).__name__)}"), highlight=False, soft_wrap=True)
-                raise typer.Exit(1) from None
-            if isinstance(e, OptionError):  # named in the library's terms: say the flags
-                err.print(_red("error:", f" {cli_words(e.worded(flag))}"), highlight=False, soft_wrap=True)
-                raise typer.Exit(2) from None
-            if isinstance(e, USER_ERRORS):
-                err.print(_red("error:", f" {cli_words(worded(e))}"), highlight=False, soft_wrap=True)  # one line
-                raise typer.Exit(2) from None
-            raise
+    except typer.Exit:
+        raise
+    except BaseException as e:
+        if _interrupting(e):  # an error raised while unwinding from Ctrl-C or SIGTERM is the signal
+            said = f": {kept}" if kept else ""
+            if not _terminated:
+                err.print(_red("interrupted", said))
+                raise typer.Exit(130) from None
+            err.print(_red("terminated", f" ({signal.Signals(_terminated[0]).name}){said}"))
+            raise typer.Exit(128 + _terminated[0]) from None
+        if isinstance(e, BrokenPipeError):  # the reader of our output stopped (`--html /dev/stdout | head`)
+            out.on_broken_pipe()
+        if isinstance(e, failures):
+            err.print(_red("error:", f" {cli_words(e or type(e).__name__)}"), highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        if isinstance(e, OptionError):  # named in the library's terms: say the flags
+            err.print(_red("error:", f" {cli_words(e.worded(flag))}"), highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        if isinstance(e, USER_ERRORS):
+            err.print(_red("error:", f" {cli_words(worded(e))}"), highlight=False, soft_wrap=True)  # one line
+            raise typer.Exit(2) from None
+        raise
 
 
 @contextlib.contextmanager
@@ -266,12 +266,16 @@ def _terminable():
         return
     _terminated.clear()  # a command's own signal (one run in a process that ran others: the tests)
     taken = [signal.SIGTERM] + [signal.SIGHUP] * (signal.getsignal(signal.SIGHUP) != signal.SIG_IGN)
-    previous = {s: signal.signal(s, _raise_terminated) for s in taken}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, taken)  # both set, or neither (a signal between the two
+    previous = {s: signal.signal(s, _raise_terminated) for s in taken}  # ended `info` with 130 and no word)
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one that came meanwhile: taken here, in the block
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, taken)
         for s, handler in previous.items():
             signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _print_version(value: bool):
@@ -500,7 +504,6 @@ def train(
 
 
 # -- archives: compress, report, restore, verify (docs/ARCHIVE.md) ------------------------------------
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 
 class Terminated(KeyboardInterrupt):
@@ -513,6 +516,8 @@ _terminated = []  # the SIGTERM or SIGHUP that came (Ray turns an exception rais
 
 @signalwatch.counted
 def _raise_terminated(signum, frame):
+    if signum == signal.SIGHUP:  # a hang-up comes twice (the shell's and the kernel's): the second would
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # cut the commit short; the terminal is gone anyway
     _terminated.append(signum)
     raise Terminated()
 
@@ -521,10 +526,10 @@ def _raise_terminated(signum, frame):
 def _stopping(stop: threading.Event, console, said: str = "stopping after the step under way, its checkpoint "
                                                           "written (again: at once, losing the steps since the last "
                                                           "checkpoint)"):
-    """Ctrl-C and SIGTERM set `stop` (`train` ends after the step under way, its checkpoint
+    """Ctrl-C, SIGTERM and SIGHUP set `stop` (`train` ends after the step under way, its checkpoint
     written), `said` after the signal's name, and a second one ends the command at once, as they
-    do elsewhere. Yields the list of signals received. A signal the command was started ignoring
-    stays ignored."""
+    do elsewhere (a hang-up's own second, the kernel's after the shell's, ignored). Yields the list
+    of signals received. A signal the command was started ignoring stays ignored."""
     received = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -533,14 +538,17 @@ def _stopping(stop: threading.Event, console, said: str = "stopping after the st
     @signalwatch.counted(patient=True)  # the step under way may be one long C++ call: never cut short
     def ask(signum, frame):
         if received:  # the second: at once
-            if signum == signal.SIGTERM:
+            if signum != signal.SIGINT:
                 _raise_terminated(signum, frame)
             raise KeyboardInterrupt
         received.append(signum)
+        if signum == signal.SIGHUP:  # the terminal is gone: its second SIGHUP is no second signal
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         stop.set()
         console.print(f"{signal.Signals(signum).name}: {said}", style="yellow", highlight=False)
 
-    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN}
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(s) != signal.SIG_IGN}
     try:
         yield received
     finally:
@@ -550,10 +558,10 @@ def _stopping(stop: threading.Event, console, said: str = "stopping after the st
 
 def _exit_stopped(signum: int, said: str):
     """End a command that `_stopping`'s first signal stopped at a safe point: "interrupted", exit
-    130, for Ctrl-C; "terminated (SIGTERM)", 143; `said` says where it stopped."""
-    if signum == signal.SIGTERM:
-        err.print(_red("terminated", f" (SIGTERM): {said}"))
-        raise typer.Exit(EXIT_TERMINATED)
+    130, for Ctrl-C; "terminated (SIGTERM)", 143, or (SIGHUP), 129; `said` says where it stopped."""
+    if signum != signal.SIGINT:
+        err.print(_red("terminated", f" ({signal.Signals(signum).name}): {said}"))
+        raise typer.Exit(128 + signum)
     err.print(_red("interrupted", f": {said}"))
     raise typer.Exit(130)
 
@@ -883,9 +891,7 @@ def report(
     with archive_errors():
         result = make_report(archive, depth=depth, min_msssim=min_msssim, worst=worst, images=as_json,
                              folders=folders)
-    if as_json:
-        result["summary"]["failures"] = [{**f, "error": f["error"] and flagged(f["error"])}
-                                         for f in result["summary"]["failures"]]  # as the table says them
+    if as_json:  # the errors as the archive holds them, in the rows and in the summary alike
         _print_json(result)
         return
     s = result["summary"]

@@ -501,7 +501,8 @@ class Archive:
                 for column in map(group.column, range(group.num_columns)):
                     stats = column.statistics
                     if column.path_in_schema == "written_at" and stats is not None and stats.has_min_max:
-                        newest = max(newest, stats.max)
+                        last = stats.max  # a foreign part's without a zone: UTC, as `_choose_current` reads it
+                        newest = max(newest, last if last.tzinfo else last.replace(tzinfo=dt.timezone.utc))
         return newest
 
     def set_aside(self, part: str) -> str:
@@ -1067,22 +1068,21 @@ class ArchiveLock:
                 storage.discard(self.fs, f"{self.root}/{name}")
                 self.removed.append(name)
 
-
     def _lock(self):
         """Make the folder, take its lock, write who holds it (`_holder_of`)."""
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as e:  # what the check cannot see (root writing under /proc)
             raise OSError(e.errno, f"cannot make the archive folder: {e.strerror}", self.location) from None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # `_release` closes it, however
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder_of(fd)
+            self._fd = None
             os.close(fd)
             raise ArchiveBusy(f"the archive {self.location} is being written by {holder}: wait for it to end "
                               f"(the lock {self.path} is released when it exits or is killed)") from None
-        self._fd = fd
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,

@@ -472,6 +472,10 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
         _restore_hooks(hooks)
         if session and not failed:
             shutil.rmtree(session, ignore_errors=True)
+            latest = os.path.join(os.path.dirname(session), "session_latest")  # Ray's link to it, dangling now
+            with contextlib.suppress(OSError):
+                if os.readlink(latest) == session:
+                    os.unlink(latest)
 
 
 def _session_folder(ray) -> str | None:

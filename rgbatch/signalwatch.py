@@ -82,10 +82,18 @@ def _watched(signum: int) -> bool:
     return signum in WATCHED and getattr(signal.getsignal(signum), "counted", False)
 
 
+def _came(data: bytes) -> list[int]:
+    """The watched signals among those `data` numbers, a hang-up once: it comes twice at once (the
+    shell's SIGHUP and the kernel's), which read as "sent again" ended every hang-up at once, its
+    finished work uncommitted (a helper's review, session 64)."""
+    came = [s for s in data if _watched(s)]
+    return [s for i, s in enumerate(came) if s != signal.SIGHUP or signal.SIGHUP not in came[:i]]
+
+
 def _watch(read: int, grace: float):
     seen = _taken[0]
     while True:
-        came = [s for s in os.read(read, 64) if _watched(s)]
+        came = _came(os.read(read, 64))
         if not came:  # another signal, or one whose handler is no longer rgbatch's: what it took is past
             seen = _taken[0]
             continue
@@ -98,7 +106,7 @@ def _watch(read: int, grace: float):
             if left <= 0:
                 _end(came[0], f"not taken within {grace:g} s")
             if select.select([read], [], [], min(left, 0.05))[0]:
-                again = [s for s in os.read(read, 64) if _watched(s)]
+                again = [s for s in _came(os.read(read, 64)) if s != signal.SIGHUP]
                 if again and _taken[0] == seen:
                     _end(again[0], "sent again before the first was taken")
         seen = _taken[0]

