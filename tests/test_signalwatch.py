@@ -98,3 +98,41 @@ def test_the_watch_runs_in_the_main_thread_only():
     thread.start()
     thread.join()
     assert done == [False]  # signals are set in the main thread alone
+
+
+def test_a_hang_ups_two_sighups_are_one():
+    """Closing a terminal sends SIGHUP twice within milliseconds (the shell's, then the kernel's):
+    read as "sent again before the first was taken", every hang-up ended the command at once,
+    nothing finished committed (a helper's review, session 64). Two Ctrl-C are still two."""
+    from rgbatch import signalwatch
+
+    take = signalwatch.counted(lambda signum, frame: None)
+    before = {s: signal.signal(s, take) for s in (signal.SIGHUP, signal.SIGINT)}
+    try:
+        hup, sigint = int(signal.SIGHUP), int(signal.SIGINT)
+        assert signalwatch._came(bytes([hup, hup, sigint, sigint])) == [hup, sigint, sigint]
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as the command sets it once one is taken
+        assert signalwatch._came(bytes([hup])) == []
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+HANG_UP = textwrap.dedent("""
+    import os, signal, time, typer
+    from rgbatch import cli, signalwatch
+
+    signalwatch.watch()
+    try:
+        with cli.user_errors(kept="what was finished is committed"):
+            os.kill(os.getpid(), signal.SIGHUP)  # the shell's
+            os.kill(os.getpid(), signal.SIGHUP)  # the kernel's
+            time.sleep(10)
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code)
+""")
+
+
+def test_a_hang_up_ends_a_command_as_sigterm_does():
+    done = subprocess.run([sys.executable, "-c", HANG_UP], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (129, "terminated (SIGHUP): what was finished is committed")

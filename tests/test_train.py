@@ -465,6 +465,26 @@ def test_the_first_signal_asks_and_the_second_ends_at_once():
             signal.signal(signum, before)
 
 
+def test_a_hang_up_asks_once_whatever_its_sighups():
+    """A hang-up's second SIGHUP (the kernel's after the shell's) is no second signal: it ended
+    the run at once, losing its step (a helper's review, session 64)."""
+    from rich.console import Console
+
+    from rgbatch.cli import _stopping
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        stop = threading.Event()
+        with _stopping(stop, Console(file=io.StringIO())) as received:
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.1)
+        assert stop.is_set() and received == [signal.SIGHUP]
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # as it was
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_a_signal_ignored_at_the_start_stays_ignored():
     from rich.console import Console
 
@@ -482,10 +502,10 @@ def test_a_signal_ignored_at_the_start_stays_ignored():
         signal.signal(signal.SIGINT, before)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_train_sent_a_signal_writes_the_step_it_was_in_and_says_so(tmp_path, signum):
     """Until session 56 a Ctrl-C or SIGTERM lost the steps since the last checkpoint (up to 50 of
-    `make train`'s, 7 minutes)."""
+    `make train`'s, 7 minutes); a SIGHUP (a terminal gone) until session 64's review."""
     out = tmp_path / "run.pt"
     args = [sys.executable, "-m", "rgbatch", "train", str(DATA), "--out", str(out), "--steps", "100000",
             "--batch-size", "1", "--patch", "32", "--iterations", "2", "--width", "0.125", "--max-iterations", "4",
@@ -503,7 +523,7 @@ def test_train_sent_a_signal_writes_the_step_it_was_in_and_says_so(tmp_path, sig
         if run.poll() is None:
             run.kill()
     said = " ".join(err.split())
-    assert run.returncode == (143 if signum == signal.SIGTERM else 130), err
+    assert run.returncode == 128 + signum, err
     step = int(re.search(r"stopped at step (\d+), its checkpoint written; --resume goes on from it", said)[1])
     assert step >= 5 and load_training_state(out)["step"] == step
     assert "Traceback" not in err and not [p for p in tmp_path.iterdir() if p != out]
