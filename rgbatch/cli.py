@@ -607,7 +607,8 @@ def _image_progress(label: str, megapixels: bool = False):
     `megapixels`, MP/s and the tiles (done/all) of the images being worked on; the bar then
     moves with their tiles too, so that one large image shows its progress. Where stderr is no
     terminal (a CI log, cron's mail), rich draws the bar once, at the end: a plain line says how
-    far the work is every PROGRESS_LOG_SECONDS (a log was silent for hours until session 64)."""
+    far the work is as it goes, at most one every PROGRESS_LOG_SECONDS (a log was silent for hours
+    until session 64)."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

@@ -443,11 +443,13 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
                 finally:  # what it started dies with this process, even if killed or stopped half-way (rgbatch.raywatch)
                     watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
     except BaseException as e:  # a Ray that did not start (or a signal meanwhile): what it started goes
-        with contextlib.suppress(Exception):
+        session = None if address or isinstance(e, Exception) else _session_folder(ray)  # an interrupt's: no logs
+        with contextlib.suppress(Exception):  # to keep (a Ray failure's are kept)
             ray.shutdown()
         if watchdog:
             watchdog.close()
         _restore_hooks(hooks)
+        _remove_session(session)
         # Ray's words, whatever the kind: a bare Exception ("The current node timed out during
         # startup") went through as it was until session 58
         if isinstance(e, Exception):
@@ -465,17 +467,28 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
     except (KeyboardInterrupt, SystemExit):  # an interrupt: no failure whose logs may tell more
         failed = False
         raise
-    finally:
-        ray.shutdown()
-        if watchdog:
-            watchdog.close()
-        _restore_hooks(hooks)
-        if session and not failed:
-            shutil.rmtree(session, ignore_errors=True)
-            latest = os.path.join(os.path.dirname(session), "session_latest")  # Ray's link to it, dangling now
-            with contextlib.suppress(OSError):
-                if os.readlink(latest) == session:
-                    os.unlink(latest)
+    finally:  # each step, whatever a signal meanwhile raises in the one before (Ray's shutdown takes seconds)
+        try:
+            ray.shutdown()
+        finally:
+            try:
+                if watchdog:
+                    watchdog.close()
+                _restore_hooks(hooks)
+            finally:
+                _remove_session(None if failed else session)
+
+
+def _remove_session(session: str | None):
+    """Remove a Ray's session folder (`_session_folder`) and Ray's `session_latest` link to it,
+    which Ray would not replace once dangling (a helper's round, session 64)."""
+    if not session:
+        return
+    shutil.rmtree(session, ignore_errors=True)
+    latest = os.path.join(os.path.dirname(session), "session_latest")
+    with contextlib.suppress(OSError):
+        if os.readlink(latest) == session:
+            os.unlink(latest)
 
 
 def _session_folder(ray) -> str | None:

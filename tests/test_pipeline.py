@@ -1162,6 +1162,33 @@ def test_a_program_calling_compress_gets_its_own_hooks_back(tiny_weights, tmp_pa
         assert Path(tmp, "ray").is_dir() and not list(Path(tmp, "ray").glob("session_*"))  # its link too
 
 
+SHUTDOWN_INTERRUPTED = """
+import ray, sys
+from rgbatch.pipeline import ray_session
+shutdown = ray.shutdown
+def interrupted(*args, **kwargs):  # a signal while Ray shuts down (it takes seconds)
+    shutdown(*args, **kwargs)
+    raise KeyboardInterrupt
+ray.shutdown = interrupted
+try:
+    with ray_session(num_cpus=1):
+        pass
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_a_signal_while_its_ray_shuts_down_still_takes_its_session_folder_away():
+    """A signal during `ray.shutdown` skipped the rest of the teardown: the session folder stayed
+    (a helper's round, session 64)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"TMPDIR": tmp}
+        done = subprocess.run([sys.executable, "-c", SHUTDOWN_INTERRUPTED], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert done.stdout.split() == ["interrupted"], done.stderr[-2000:]
+        assert Path(tmp, "ray").is_dir() and not list(Path(tmp, "ray").glob("session_*"))
+
+
 def test_a_folder_within_the_archived_one_is_said_to_archive_its_files_again(ray_cluster, tiny_weights, tmp_path, rng):
     """An archive of folder A compressed again from A/2019 stored 2019/x.png again as x.png
     without a word (the archive's paths are relative to the folder compressed). It still does
