@@ -707,13 +707,11 @@ class HeadWatch:
     network gone) counts as gone too. Only the head is asked: `ray stop` kills a cluster's nodes
     some 20 s before its head, and a node lost under a head that answers is a node lost (an
     encoder's calls wait for its restart elsewhere; `restore --workers` fails the images of its
-    actor), unless no node is left alive for `patience` seconds: nowhere to restart (a run's own
-    Ray whose raylet died waited for good until session 64)."""
+    actor)."""
 
     def __init__(self, ray, kept: str = "", patience: float = 30.0):
-        self.ray, self.address, self.kept = ray, ray.get_runtime_context().gcs_address, kept  # kept: what stays
+        self.address, self.kept = ray.get_runtime_context().gcs_address, kept  # what stays, said on the way out
         self.patience, self.next, self.silent_since = patience, time.monotonic() + HEAD_CHECK_SECONDS, None
-        self.nodeless_since = None
 
     def check(self):
         """Raise ClusterGone if the head is gone (asked at most every HEAD_CHECK_SECONDS)."""
@@ -724,6 +722,8 @@ class HeadWatch:
         host, port = self.address.rsplit(":", 1)
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=HEAD_ANSWER_SECONDS).close()
+            self.silent_since = None
+            return
         except ConnectionRefusedError as e:
             why = e.strerror
         except OSError as e:  # a timeout, a network unreachable: gone once it lasts
@@ -731,24 +731,8 @@ class HeadWatch:
             if now - self.silent_since < self.patience:
                 return
             why = f"no answer for {now - self.silent_since:.0f} s ({e.strerror or e})"
-        else:
-            self.silent_since = None
-            if self._nodes_alive():
-                self.nodeless_since = None
-                return
-            self.nodeless_since = self.nodeless_since or now
-            if now - self.nodeless_since < self.patience:
-                return
-            why = f"it answers, but no node of it has been alive for {now - self.nodeless_since:.0f} s"
         raise ClusterGone(f"the Ray cluster stopped answering (its head at {self.address}: {why})"
                           + (f": {self.kept}" if self.kept else ""))
-
-    def _nodes_alive(self) -> bool:
-        """Whether the head knows a node alive (true where it cannot say)."""
-        try:
-            return any(node.get("Alive") for node in self.ray.nodes())
-        except Exception:  # the head's answer aside: the connection check has the last word
-            return True
 
 
 # an HTTP/2 client's first bytes (RFC 9113 3.4): the preface, then an empty SETTINGS frame

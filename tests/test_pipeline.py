@@ -1102,18 +1102,6 @@ def test_a_head_that_stops_answering_ends_the_run_with_what_stays(monkeypatch):
     time.sleep(0.3)
     with pytest.raises(pipeline.ClusterGone, match=r"no answer for 0 s \(timed out\)\)$"):
         patient.check()
-    monkeypatch.undo()
-    monkeypatch.setattr(pipeline, "HEAD_CHECK_SECONDS", 0.0)
-    listener = socket.create_server(("127.0.0.1", port))  # a head that answers, its only node dead (a run's own
-    ray.nodes = lambda: [{"Alive": False}]  # Ray whose raylet died waited for good until session 64)
-    with listener:
-        nodeless = pipeline.HeadWatch(ray, patience=0.2)
-        nodeless.check()
-        time.sleep(0.3)
-        with pytest.raises(pipeline.ClusterGone, match=r"it answers, but no node of it has been alive for 0 s\)$"):
-            nodeless.check()
-        ray.nodes = lambda: [{"Alive": False}, {"Alive": True}]
-        pipeline.HeadWatch(ray, patience=0.0).check()  # one alive: the work goes on there
 
 
 def test_a_run_whose_cluster_goes_away_keeps_what_it_committed(ray_cluster, tiny_weights, tmp_path, rng, monkeypatch):
