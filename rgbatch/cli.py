@@ -266,16 +266,14 @@ def _terminable():
         return
     _terminated.clear()  # a command's own signal (one run in a process that ran others: the tests)
     taken = [signal.SIGTERM] + [signal.SIGHUP] * (signal.getsignal(signal.SIGHUP) != signal.SIG_IGN)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, taken)  # both set, or neither (a signal between the two
-    previous = {s: signal.signal(s, _raise_terminated) for s in taken}  # ended `info` with 130 and no word)
+    previous = {s: signal.getsignal(s) for s in taken}
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one that came meanwhile: taken here, in the block
+        for s in taken:  # a signal between the two is raised here, in the block, and said (it ended `info`
+            signal.signal(s, _raise_terminated)  # with 130 and no word)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, taken)
         for s, handler in previous.items():
             signal.signal(s, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _print_version(value: bool):

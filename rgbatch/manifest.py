@@ -1078,9 +1078,11 @@ class ArchiveLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder_of(fd)
-            self._fd = None
-            os.close(fd)
+            self._fd = None  # not ours: `_release` must not remove the holder's lock file
+            try:
+                holder = _holder_of(fd)
+            finally:
+                os.close(fd)
             raise ArchiveBusy(f"the archive {self.location} is being written by {holder}: wait for it to end "
                               f"(the lock {self.path} is released when it exits or is killed)") from None
         try:

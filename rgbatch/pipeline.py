@@ -444,12 +444,16 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
                     watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
     except BaseException as e:  # a Ray that did not start (or a signal meanwhile): what it started goes
         session = None if address or isinstance(e, Exception) else _session_folder(ray)  # an interrupt's: no logs
-        with contextlib.suppress(Exception):  # to keep (a Ray failure's are kept)
-            ray.shutdown()
-        if watchdog:
-            watchdog.close()
-        _restore_hooks(hooks)
-        _remove_session(session)
+        try:  # to keep (a Ray failure's are kept); each step, whatever a second signal raises in the one before
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        finally:
+            try:
+                if watchdog:
+                    watchdog.close()
+                _restore_hooks(hooks)
+            finally:
+                _remove_session(session)
         # Ray's words, whatever the kind: a bare Exception ("The current node timed out during
         # startup") went through as it was until session 58
         if isinstance(e, Exception):
@@ -636,16 +640,18 @@ def _signals_held(ray=None):
     setter = getattr(utils, "set_sigterm_handler", None) if signal.SIGTERM in handlers else None
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     dumps_disabled = getattr(constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None) if setter else None
-    came, timer = [], None
+    came, timer, expired = [], None, []
 
     @signalwatch.counted
     def held(signum, frame):
         nonlocal timer
+        if signum == signal.SIGHUP and signal.SIGHUP in came and not expired:
+            return  # a hang-up's second SIGHUP (the kernel's after the shell's) is no second signal
         if came:
             handlers[signum](signum, frame)
         came.append(signum)
         # held long enough: the same signal again, now handed on (a handler runs in the main thread)
-        timer = threading.Timer(HOLD_SECONDS, os.kill, (os.getpid(), signum))
+        timer = threading.Timer(HOLD_SECONDS, lambda: (expired.append(signum), os.kill(os.getpid(), signum)))
         timer.daemon = True
         timer.start()
 
