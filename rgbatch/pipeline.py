@@ -444,16 +444,7 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
                     watchdog = raywatch.start(set(psutil.Process().children(recursive=True)) - before)
     except BaseException as e:  # a Ray that did not start (or a signal meanwhile): what it started goes
         session = None if address or isinstance(e, Exception) else _session_folder(ray)  # an interrupt's: no logs
-        try:  # to keep (a Ray failure's are kept); each step, whatever a second signal raises in the one before
-            with contextlib.suppress(Exception):
-                ray.shutdown()
-        finally:
-            try:
-                if watchdog:
-                    watchdog.close()
-                _restore_hooks(hooks)
-            finally:
-                _remove_session(session)
+        _teardown(ray, watchdog, hooks, session, quiet=True)  # to keep (a Ray failure's are kept)
         # Ray's words, whatever the kind: a bare Exception ("The current node timed out during
         # startup") went through as it was until session 58
         if isinstance(e, Exception):
@@ -471,16 +462,25 @@ def _own_ray(ray, address: str | None, num_cpus: int | None, hooks: dict):
     except (KeyboardInterrupt, SystemExit):  # an interrupt: no failure whose logs may tell more
         failed = False
         raise
-    finally:  # each step, whatever a signal meanwhile raises in the one before (Ray's shutdown takes seconds)
-        try:
+    finally:
+        _teardown(ray, watchdog, hooks, None if failed else session)
+
+
+def _teardown(ray, watchdog, hooks: dict, session: str | None, quiet: bool = False):
+    """Shut a call's own Ray down, then its watchdog, the process's hooks (`_restore_hooks`) and
+    its session folder (None: kept), each step whatever a signal raises in the one before (Ray's
+    shutdown takes seconds). `quiet`: Ray's errors in shutting down left out (a start that failed:
+    its own error is the one to say)."""
+    try:
+        with contextlib.suppress(Exception) if quiet else contextlib.nullcontext():
             ray.shutdown()
+    finally:
+        try:
+            if watchdog:
+                watchdog.close()
+            _restore_hooks(hooks)
         finally:
-            try:
-                if watchdog:
-                    watchdog.close()
-                _restore_hooks(hooks)
-            finally:
-                _remove_session(None if failed else session)
+            _remove_session(session)
 
 
 def _remove_session(session: str | None):
