@@ -258,11 +258,7 @@ def is_keyword(key) -> bool:
     one's orientation, applied, would turn the restored image again), not a restore's own."""
     if not isinstance(key, str) or not 0 < len(key) < 80 or key in ("XML:com.adobe.xmp", RESTORED_KEY):
         return False
-    try:
-        key.encode("latin-1")
-    except UnicodeError:
-        return False
-    return "\0" not in key and not key.startswith("Raw profile type ")
+    return _encodes(key, "latin-1") and "\0" not in key and not key.startswith("Raw profile type ")
 
 
 def pack_notes(text: dict[str, str], dpi: tuple[float, float] | None) -> bytes | None:
@@ -334,10 +330,10 @@ def _notes(image: Image.Image) -> bytes | None:
     return pack_notes(text, dpi if dpi and all(map(_is_resolution, dpi)) else None)
 
 
-def _encodes(text: str) -> bool:
-    """Whether `text` is UTF-8-encodable (a lone surrogate is not)."""
+def _encodes(text: str, encoding: str = "utf-8") -> bool:
+    """Whether `text` is encodable in `encoding` (in UTF-8, a lone surrogate is not)."""
     try:
-        text.encode("utf-8")
+        text.encode(encoding)
     except UnicodeError:
         return False
     return True
